@@ -1,0 +1,1 @@
+//! apiserver (skeleton; being built)

@@ -1,0 +1,1 @@
+//! cgroups (skeleton; being built)

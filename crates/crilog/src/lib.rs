@@ -1,0 +1,193 @@
+//! CRI log format (`<RFC3339Nano> <stdout|stderr> <F|P> <content>\n`), as kubelet and CRI
+//! runtimes write container logs: the shim writes lines as a container produces bytes, the
+//! node agent parses them back for `kubectl logs`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Longest content kept in one line before it is split into partial (`P`) lines, as
+/// containerd does with its 16 KiB buffer.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// One parsed log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: jiff::Timestamp,
+    pub stream: Stream,
+    /// `P`: the content continues in the next line of the same stream.
+    pub partial: bool,
+    /// Content without the trailing newline.
+    pub content: Vec<u8>,
+}
+
+/// Formats one line: time with nanoseconds in UTC, stream, tag, content, newline.
+pub fn format_line(time: jiff::Timestamp, stream: Stream, partial: bool, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 48);
+    out.extend_from_slice(format_time(time).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(stream.as_str().as_bytes());
+    out.extend_from_slice(if partial { b" P " } else { b" F " });
+    out.extend_from_slice(content);
+    out.push(b'\n');
+    out
+}
+
+/// RFC 3339 with nine fractional digits, as `kubectl logs --timestamps` prints.
+pub fn format_time(time: jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string()
+}
+
+/// Parses one line (with or without its trailing newline); `None` when malformed.
+pub fn parse_line(line: &[u8]) -> Option<LogLine> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let partial = match parts.next()? {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    let content = parts.next().unwrap_or_default().to_vec();
+    Some(LogLine { time, stream, partial, content })
+}
+
+/// Appends a container's output to its log file, one CRI line per output line. Bytes after the
+/// last newline wait in a per-stream buffer until the line completes, is too long, or
+/// `flush_partial` is called (when the stream closes).
+pub struct LogWriter {
+    file: File,
+    pending: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    /// Opens (creating, appending) the log file.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { file, pending: [Vec::new(), Vec::new()] })
+    }
+
+    fn slot(stream: Stream) -> usize {
+        match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+
+    /// Writes the complete lines in `data` (after whatever was pending for `stream`).
+    pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
+        self.write_at(jiff::Timestamp::now(), stream, data)
+    }
+
+    /// `write` with an explicit time (for tests).
+    pub fn write_at(&mut self, time: jiff::Timestamp, stream: Stream, data: &[u8]) -> io::Result<()> {
+        let slot = Self::slot(stream);
+        let mut out = Vec::new();
+        let mut rest = data;
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            let pending = &mut self.pending[slot];
+            pending.extend_from_slice(&rest[..pos]);
+            emit(&mut out, time, stream, pending);
+            rest = &rest[pos + 1..];
+        }
+        let pending = &mut self.pending[slot];
+        pending.extend_from_slice(rest);
+        while pending.len() >= MAX_LINE {
+            let tail = pending.split_off(MAX_LINE);
+            out.extend_from_slice(&format_line(time, stream, true, pending));
+            *pending = tail;
+        }
+        if !out.is_empty() {
+            self.file.write_all(&out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending for `stream` as a full line (the stream ended without newline).
+    pub fn flush_partial(&mut self, stream: Stream) -> io::Result<()> {
+        let slot = Self::slot(stream);
+        if self.pending[slot].is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        emit(&mut out, jiff::Timestamp::now(), stream, &mut self.pending[slot]);
+        self.file.write_all(&out)
+    }
+}
+
+fn emit(out: &mut Vec<u8>, time: jiff::Timestamp, stream: Stream, pending: &mut Vec<u8>) {
+    out.extend_from_slice(&format_line(time, stream, false, pending));
+    pending.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let t: jiff::Timestamp = "2026-11-22T01:51:44.652224000Z".parse().expect("time");
+        let line = format_line(t, Stream::Stderr, false, b"hello world");
+        assert_eq!(line, b"2026-11-22T01:51:44.652224000Z stderr F hello world\n");
+        let parsed = parse_line(&line).expect("parse");
+        assert_eq!(parsed.time, t);
+        assert_eq!(parsed.stream, Stream::Stderr);
+        assert!(!parsed.partial);
+        assert_eq!(parsed.content, b"hello world");
+        assert_eq!(parse_line(b"garbage"), None);
+    }
+
+    #[test]
+    fn writer_splits_lines_and_keeps_partials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut w = LogWriter::open(&path).expect("open");
+        let t: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
+        w.write_at(t, Stream::Stdout, b"a\nb").expect("write");
+        w.write_at(t, Stream::Stderr, b"err\n").expect("write");
+        w.write_at(t, Stream::Stdout, b"c\n").expect("write");
+        w.write_at(t, Stream::Stdout, b"tail").expect("write");
+        w.flush_partial(Stream::Stdout).expect("flush");
+        let text = std::fs::read(&path).expect("read");
+        let lines: Vec<LogLine> = text.split_inclusive(|b| *b == b'\n').filter_map(parse_line).collect();
+        let contents: Vec<&[u8]> = lines.iter().map(|l| l.content.as_slice()).collect();
+        assert_eq!(contents, vec![&b"a"[..], b"err", b"bc", b"tail"]);
+        assert_eq!(lines[1].stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn long_lines_become_partials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut w = LogWriter::open(&path).expect("open");
+        let big = vec![b'x'; MAX_LINE + 10];
+        w.write(Stream::Stdout, &big).expect("write");
+        w.write(Stream::Stdout, b"\n").expect("write");
+        let text = std::fs::read(&path).expect("read");
+        let lines: Vec<LogLine> = text.split_inclusive(|b| *b == b'\n').filter_map(parse_line).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].partial);
+        assert_eq!(lines[0].content.len() + lines[1].content.len(), MAX_LINE + 10);
+    }
+}

@@ -1,0 +1,1 @@
+//! node (skeleton; being built)
