@@ -1,11 +1,540 @@
 //! Defaulting applied on create and update, as kube-apiserver's `SetDefaults_*` do.
+//!
+//! Defaults work on the JSON form so that fields this crate does not model survive
+//! untouched. Besides the versioned `SetDefaults_*` functions, the pod defaults include what
+//! the admission plugins of a stock cluster add (ServiceAccount, Priority,
+//! DefaultTolerationSeconds), because users see those fields on every pod of a real cluster.
+
+use serde_json::{json, Map, Value};
 
 /// Fills defaults in place for an object of `kind` (e.g. `"Pod"`): for pods `restartPolicy`,
 /// `dnsPolicy`, `terminationGracePeriodSeconds`, `schedulerName`, `enableServiceLinks`,
 /// `securityContext: {}`, container `imagePullPolicy` (Always for `:latest`/no tag, else
 /// IfNotPresent), `terminationMessagePath/Policy`, port `protocol`, etc.; namespaces
 /// `spec.finalizers: [kubernetes]`, `status.phase: Active`.
-pub fn apply_defaults(kind: &str, obj: &mut serde_json::Value) {
-    let _ = (kind, obj);
-    unimplemented!()
+pub fn apply_defaults(kind: &str, obj: &mut Value) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    match kind {
+        "Pod" => default_pod(root),
+        "Namespace" => default_namespace(root),
+        "Node" => default_node(root),
+        "Service" => default_service(root),
+        "Secret" => {
+            set(root, "type", json!("Opaque"));
+        }
+        "Endpoints" => default_endpoints(root),
+        "Event" => default_event(root),
+        _ => {}
+    }
+}
+
+/// Sets `key` when it is absent or null (Go's zero value is what upstream tests for).
+fn set(map: &mut Map<String, Value>, key: &str, value: Value) {
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            map.insert(key.to_string(), value);
+        }
+        Some(_) => {}
+    }
+}
+
+/// Sets `key` when absent, null or the empty string (string fields whose zero value is "").
+fn set_str(map: &mut Map<String, Value>, key: &str, value: &str) {
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            map.insert(key.to_string(), json!(value));
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            map.insert(key.to_string(), json!(value));
+        }
+        Some(_) => {}
+    }
+}
+
+/// The object under `key`, created as `{}` when missing or null. `None` when the field holds
+/// something other than an object (validation reports that later).
+fn child<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    set(map, key, json!({}));
+    map.get_mut(key).and_then(Value::as_object_mut)
+}
+
+/// Each object element of the array under `key`, when present.
+fn each_item(map: &mut Map<String, Value>, key: &str, mut f: impl FnMut(&mut Map<String, Value>)) {
+    if let Some(items) = map.get_mut(key).and_then(Value::as_array_mut) {
+        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+            f(item);
+        }
+    }
+}
+
+fn default_pod(pod: &mut Map<String, Value>) {
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        default_pod_spec(spec);
+    }
+    // The pod strategy's PrepareForCreate starts every new pod Pending with its QoS class.
+    let qos = pod.get("spec").map(qos_class);
+    if let Some(status) = child(pod, "status") {
+        if status.get("phase").is_none_or(Value::is_null) {
+            status.insert("phase".into(), json!("Pending"));
+            if let Some(qos) = qos {
+                set(status, "qosClass", json!(qos));
+            }
+        }
+    }
+}
+
+/// Pod spec defaults (also used for pod templates).
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
+    set_str(spec, "dnsPolicy", "ClusterFirst");
+    set_str(spec, "restartPolicy", "Always");
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "securityContext", json!({}));
+    set_str(spec, "schedulerName", "default-scheduler");
+    set(spec, "enableServiceLinks", json!(true));
+    // ServiceAccount admission: pods run as the namespace's `default` account; the
+    // deprecated `serviceAccount` mirrors it as a real cluster shows.
+    set_str(spec, "serviceAccountName", "default");
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        set(spec, "serviceAccount", sa);
+    }
+    // Priority admission: no priorityClassName means priority 0 and the default policy.
+    if spec.get("priorityClassName").and_then(Value::as_str).is_none_or(str::is_empty) {
+        set(spec, "priority", json!(0));
+    }
+    set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
+    default_tolerations(spec);
+
+    let host_network = spec.get("hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+    for key in ["containers", "initContainers", "ephemeralContainers"] {
+        each_item(spec, key, |c| default_container(c, host_network));
+    }
+    each_item(spec, "volumes", default_volume);
+}
+
+/// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes for 300 s
+/// unless the pod already tolerates those taints.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let existing: Vec<Value> = spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let tolerates = |key: &str| {
+        existing.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            (effect.is_empty() || effect == "NoExecute") && (tkey == key || (tkey.is_empty() && op == "Exists"))
+        })
+    };
+    let mut list = existing.clone();
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        if !tolerates(key) {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    if list.len() != existing.len() {
+        spec.insert("tolerations".into(), Value::Array(list));
+    }
+}
+
+/// `IfNotPresent` for a tagged (non-`latest`) or digest reference, else `Always`.
+pub fn default_image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    // The tag follows the last ':' after the last '/' (a ':' before it is a registry port).
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>, host_network: bool) {
+    if let Some(image) = c.get("image").and_then(Value::as_str) {
+        let policy = default_image_pull_policy(image);
+        set_str(c, "imagePullPolicy", policy);
+    }
+    set_str(c, "terminationMessagePath", "/dev/termination-log");
+    set_str(c, "terminationMessagePolicy", "File");
+    each_item(c, "ports", |p| {
+        set_str(p, "protocol", "TCP");
+        // With the host network the container port is the host port.
+        if host_network {
+            if let Some(port) = p.get("containerPort").cloned() {
+                if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                    p.insert("hostPort".into(), port);
+                }
+            }
+        }
+    });
+    if let Some(res) = child(c, "resources") {
+        // Requests default to limits for every resource that has only a limit.
+        if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
+            if let Some(req) = child(res, "requests") {
+                for (k, v) in limits {
+                    req.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+            default_probe(p);
+        }
+    }
+    if let Some(lc) = c.get_mut("lifecycle").and_then(Value::as_object_mut) {
+        for hook in ["postStart", "preStop"] {
+            if let Some(h) = lc.get_mut(hook).and_then(Value::as_object_mut) {
+                default_handler(h);
+            }
+        }
+    }
+    each_item(c, "env", |e| {
+        if let Some(from) = e.get_mut("valueFrom").and_then(Value::as_object_mut) {
+            if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                set_str(f, "apiVersion", "v1");
+            }
+            if let Some(r) = from.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
+                set(r, "divisor", json!("0"));
+            }
+        }
+    });
+}
+
+fn default_probe(p: &mut Map<String, Value>) {
+    set(p, "timeoutSeconds", json!(1));
+    set(p, "periodSeconds", json!(10));
+    set(p, "successThreshold", json!(1));
+    set(p, "failureThreshold", json!(3));
+    default_handler(p);
+}
+
+fn default_handler(h: &mut Map<String, Value>) {
+    if let Some(get) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_str(get, "path", "/");
+        set_str(get, "scheme", "HTTP");
+    }
+    if let Some(grpc) = h.get_mut("grpc").and_then(Value::as_object_mut) {
+        set(grpc, "service", json!(""));
+    }
+}
+
+/// Volume sources kube-apiserver knows; a volume with none of them becomes an emptyDir.
+const VOLUME_SOURCES: &[&str] = &[
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
+/// Names of the volume source fields set in `v`.
+pub fn volume_sources(v: &Map<String, Value>) -> Vec<&'static str> {
+    VOLUME_SOURCES
+        .iter()
+        .copied()
+        .filter(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+        .collect()
+}
+
+fn default_volume(v: &mut Map<String, Value>) {
+    if volume_sources(v).is_empty() {
+        v.insert("emptyDir".into(), json!({}));
+    }
+    for key in ["secret", "configMap", "downwardAPI", "projected"] {
+        if let Some(src) = v.get_mut(key).and_then(Value::as_object_mut) {
+            set(src, "defaultMode", json!(420));
+            if key == "downwardAPI" {
+                each_item(src, "items", |item| {
+                    if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                        set_str(f, "apiVersion", "v1");
+                    }
+                });
+            }
+        }
+    }
+    if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+        set(hp, "type", json!(""));
+    }
+    if let Some(img) = v.get_mut("image").and_then(Value::as_object_mut) {
+        if let Some(reference) = img.get("reference").and_then(Value::as_str) {
+            let policy = default_image_pull_policy(reference);
+            set_str(img, "pullPolicy", policy);
+        }
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits (upstream
+/// `GetPodQOS`): Guaranteed when every container limits cpu and memory with requests equal
+/// to limits, BestEffort when nothing is requested or limited, else Burstable.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .collect::<Vec<_>>();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let res = c.get("resources");
+        let get = |k: &str| res.and_then(|r| r.get(k)).and_then(Value::as_object);
+        let limits = get("limits");
+        // Requests default to limits, so a request missing while a limit is set equals it.
+        let requests = get("requests");
+        let relevant = |m: Option<&Map<String, Value>>| {
+            m.map(|m| {
+                m.iter()
+                    .filter(|(k, v)| {
+                        (k.as_str() == "cpu" || k.as_str() == "memory")
+                            && crate::validation::parse_quantity(v.as_str().unwrap_or("0")).is_some_and(|q| q != 0.0)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+        };
+        if relevant(limits) + relevant(requests) > 0 {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = limits.and_then(|m| m.get(r));
+            let q = requests.and_then(|m| m.get(r)).or(l);
+            match (l, q) {
+                (Some(l), Some(q)) => {
+                    let lq = crate::validation::parse_quantity(l.as_str().unwrap_or(""));
+                    let qq = crate::validation::parse_quantity(q.as_str().unwrap_or(""));
+                    if lq != qq {
+                        guaranteed = false;
+                    }
+                }
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn default_namespace(ns: &mut Map<String, Value>) {
+    if let Some(spec) = child(ns, "spec") {
+        set(spec, "finalizers", json!(["kubernetes"]));
+    }
+    if let Some(status) = child(ns, "status") {
+        set_str(status, "phase", "Active");
+    }
+    // The NamespaceDefaultLabelName gate (GA) labels each namespace with its own name.
+    let name = ns.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_string);
+    if let (Some(name), Some(meta)) = (name, ns.get_mut("metadata").and_then(Value::as_object_mut)) {
+        if let Some(labels) = child(meta, "labels") {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
+fn default_node(node: &mut Map<String, Value>) {
+    set(node, "spec", json!({}));
+    if let Some(status) = node.get_mut("status").and_then(Value::as_object_mut) {
+        // SetDefaults_NodeStatus: allocatable defaults to capacity.
+        if status.get("allocatable").is_none_or(Value::is_null) {
+            if let Some(cap) = status.get("capacity").cloned() {
+                status.insert("allocatable".into(), cap);
+            }
+        }
+    }
+}
+
+fn default_service(svc: &mut Map<String, Value>) {
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    set_str(spec, "sessionAffinity", "None");
+    set_str(spec, "type", "ClusterIP");
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+        if let Some(cfg) = child(spec, "sessionAffinityConfig") {
+            if let Some(ip) = child(cfg, "clientIP") {
+                set(ip, "timeoutSeconds", json!(10800));
+            }
+        }
+    }
+    each_item(spec, "ports", |p| {
+        set_str(p, "protocol", "TCP");
+        let zero = match p.get("targetPort") {
+            None | Some(Value::Null) => true,
+            Some(Value::Number(n)) => n.as_i64() == Some(0),
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        if zero {
+            if let Some(port) = p.get("port").cloned() {
+                p.insert("targetPort".into(), port);
+            }
+        }
+    });
+    if ty != "ExternalName" {
+        set_str(spec, "internalTrafficPolicy", "Cluster");
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        set_str(spec, "externalTrafficPolicy", "Cluster");
+    }
+    if ty == "LoadBalancer" {
+        set(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    set(svc, "status", json!({"loadBalancer": {}}));
+}
+
+fn default_endpoints(ep: &mut Map<String, Value>) {
+    each_item(ep, "subsets", |s| each_item(s, "ports", |p| set_str(p, "protocol", "TCP")));
+}
+
+fn default_event(ev: &mut Map<String, Value>) {
+    // Events written by old clients carry only `source`; newer fields mirror it so that
+    // `reportingComponent` field selectors work either way (as the events strategy does).
+    let source = ev.get("source").and_then(|s| s.get("component")).and_then(Value::as_str).map(str::to_string);
+    if let Some(component) = source {
+        set_str(ev, "reportingComponent", &component);
+    } else {
+        set_str(ev, "reportingComponent", "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Value {
+        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[
+            {"name":"a","image":"nginx","ports":[{"containerPort":80}],
+             "livenessProbe":{"httpGet":{"port":80}}},
+            {"name":"b","image":"nginx:1.27","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}})
+    }
+
+    #[test]
+    fn pod_spec_defaults() {
+        let mut p = pod();
+        apply_defaults("Pod", &mut p);
+        let s = &p["spec"];
+        assert_eq!(s["restartPolicy"], "Always");
+        assert_eq!(s["dnsPolicy"], "ClusterFirst");
+        assert_eq!(s["terminationGracePeriodSeconds"], 30);
+        assert_eq!(s["schedulerName"], "default-scheduler");
+        assert_eq!(s["securityContext"], json!({}));
+        assert_eq!(s["enableServiceLinks"], true);
+        assert_eq!(s["serviceAccountName"], "default");
+        assert_eq!(s["priority"], 0);
+        assert_eq!(s["tolerations"].as_array().map(Vec::len), Some(2));
+        assert_eq!(s["tolerations"][0]["tolerationSeconds"], 300);
+        let a = &s["containers"][0];
+        assert_eq!(a["imagePullPolicy"], "Always");
+        assert_eq!(a["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(a["terminationMessagePolicy"], "File");
+        assert_eq!(a["ports"][0]["protocol"], "TCP");
+        let probe = &a["livenessProbe"];
+        assert_eq!(
+            (&probe["timeoutSeconds"], &probe["periodSeconds"], &probe["successThreshold"], &probe["failureThreshold"]),
+            (&json!(1), &json!(10), &json!(1), &json!(3))
+        );
+        assert_eq!(probe["httpGet"]["path"], "/");
+        assert_eq!(probe["httpGet"]["scheme"], "HTTP");
+        let b = &s["containers"][1];
+        assert_eq!(b["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(b["resources"]["requests"]["cpu"], "1");
+        assert_eq!(p["status"]["phase"], "Pending");
+        assert_eq!(p["status"]["qosClass"], "Burstable");
+    }
+
+    #[test]
+    fn defaults_keep_user_values_and_are_idempotent() {
+        let mut p = pod();
+        p["spec"]["restartPolicy"] = json!("Never");
+        p["spec"]["tolerations"] = json!([{"operator":"Exists"}]);
+        apply_defaults("Pod", &mut p);
+        let once = p.clone();
+        apply_defaults("Pod", &mut p);
+        assert_eq!(once, p);
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+        assert_eq!(p["spec"]["tolerations"], json!([{"operator":"Exists"}]));
+    }
+
+    #[test]
+    fn image_pull_policy() {
+        assert_eq!(default_image_pull_policy("nginx"), "Always");
+        assert_eq!(default_image_pull_policy("nginx:latest"), "Always");
+        assert_eq!(default_image_pull_policy("localhost:5000/nginx"), "Always");
+        assert_eq!(default_image_pull_policy("localhost:5000/nginx:1"), "IfNotPresent");
+        assert_eq!(default_image_pull_policy("nginx@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn qos() {
+        let mut spec = json!({"containers":[{"name":"a"}]});
+        assert_eq!(qos_class(&spec), "BestEffort");
+        spec["containers"][0]["resources"] = json!({"limits":{"cpu":"1","memory":"1Gi"}});
+        assert_eq!(qos_class(&spec), "Guaranteed");
+        spec["containers"][0]["resources"]["requests"] = json!({"cpu":"500m"});
+        assert_eq!(qos_class(&spec), "Burstable");
+    }
+
+    #[test]
+    fn namespace_service_secret() {
+        let mut ns = json!({"metadata":{"name":"dev"}});
+        apply_defaults("Namespace", &mut ns);
+        assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+        assert_eq!(ns["status"]["phase"], "Active");
+        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "dev");
+
+        let mut svc = json!({"spec":{"ports":[{"port":80},{"port":53,"protocol":"UDP","targetPort":"dns"}]}});
+        apply_defaults("Service", &mut svc);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+        assert_eq!(svc["spec"]["ports"][0], json!({"port":80,"protocol":"TCP","targetPort":80}));
+        assert_eq!(svc["spec"]["ports"][1]["targetPort"], "dns");
+
+        let mut sec = json!({"data":{}});
+        apply_defaults("Secret", &mut sec);
+        assert_eq!(sec["type"], "Opaque");
+    }
+
+    #[test]
+    fn volumes_and_non_objects() {
+        let mut p = json!({"spec":{"containers":[],"volumes":[{"name":"x"},{"name":"s","secret":{"secretName":"s"}}]}});
+        apply_defaults("Pod", &mut p);
+        assert_eq!(p["spec"]["volumes"][0]["emptyDir"], json!({}));
+        assert_eq!(p["spec"]["volumes"][1]["secret"]["defaultMode"], 420);
+        let mut junk = json!("string");
+        apply_defaults("Pod", &mut junk);
+        assert_eq!(junk, json!("string"));
+        let mut bad = json!({"spec": 5});
+        apply_defaults("Pod", &mut bad);
+        assert_eq!(bad["spec"], 5);
+    }
 }

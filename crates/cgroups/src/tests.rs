@@ -1,0 +1,150 @@
+//! Unit tests against a fake cgroup tree in a tempdir, plus tests on the machine's real
+//! cgroups that create and remove their own cgroup under `peapod-test-*`.
+
+use super::*;
+use std::process::Command;
+
+fn fake_type(root: &Path, v2: bool) -> impl Fn(&Path) -> io::Result<FsType> + '_ {
+    move |p: &Path| {
+        if p == root {
+            Ok(if v2 { CGROUP2_SUPER_MAGIC } else { FsType(0x0102_1994) })
+        } else if p.file_name().is_some_and(|n| n == "unified") {
+            Ok(CGROUP2_SUPER_MAGIC)
+        } else {
+            Ok(CGROUP_SUPER_MAGIC)
+        }
+    }
+}
+
+#[test]
+fn detects_v1_hybrid_ignoring_unified_and_comount_symlinks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    for d in ["cpu,cpuacct", "memory", "pids", "unified"] {
+        fs::create_dir(root.join(d)).expect("mkdir");
+    }
+    std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpu")).expect("symlink");
+    std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpuacct")).expect("symlink");
+    let h = Hierarchy::detect_with(root, fake_type(root, false)).expect("detect");
+    assert_eq!(h.version(), Version::V1);
+    let names: Vec<_> = h.mounts().iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["cpu,cpuacct", "memory", "pids"]);
+}
+
+#[test]
+fn detects_v2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let h = Hierarchy::detect_with(tmp.path(), fake_type(tmp.path(), true)).expect("detect");
+    assert_eq!(h.version(), Version::V2);
+}
+
+#[test]
+fn no_hierarchy_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err = Hierarchy::detect_with(tmp.path(), fake_type(tmp.path(), false)).expect_err("empty");
+    assert!(matches!(err, CgroupError::NoHierarchy { .. }));
+}
+
+#[test]
+fn fake_v1_create_apply_stats_remove() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let mounts: Vec<_> = ["cpu,cpuacct", "memory", "pids", "cpuset"]
+        .iter()
+        .map(|n| Mounted { name: n.to_string(), path: root.join(n) })
+        .collect();
+    for m in &mounts {
+        fs::create_dir(&m.path).expect("mkdir");
+    }
+    fs::write(root.join("cpuset/cpuset.cpus"), "0-1\n").expect("write");
+    let h = Hierarchy::v1(mounts);
+    let cg = h.cgroup(Path::new("peapod/../pod1/c1"));
+    assert_eq!(cg.relative(), Path::new("peapod/pod1/c1"));
+    cg.create().expect("create");
+    cg.create().expect("create again is fine");
+    assert!(cg.exists());
+    // The fake kernel files a real cgroupfs would have.
+    let mem = root.join("memory/peapod/pod1/c1");
+    fs::write(mem.join("memory.limit_in_bytes"), "").expect("write");
+    fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").expect("write");
+    fs::write(mem.join("memory.usage_in_bytes"), "4096\n").expect("write");
+    fs::write(root.join("pids/peapod/pod1/c1/pids.max"), "").expect("write");
+    cg.apply(&Resources { memory_limit_bytes: Some(1 << 20), pids_limit: Some(10), ..Default::default() })
+        .expect("apply");
+    assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).expect("read"), "1048576");
+    assert_eq!(fs::read_to_string(root.join("pids/peapod/pod1/c1/pids.max")).expect("read"), "10");
+    let stats = cg.stats().expect("stats");
+    assert_eq!(stats.oom_kills, 2);
+    assert_eq!(stats.memory_usage_bytes, Some(4096));
+    // Files are what a real cgroupfs would show; remove them so rmdir works on tmpfs.
+    for d in subtree(root) {
+        for e in fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.path().is_file() {
+                fs::remove_file(e.path()).expect("rm");
+            }
+        }
+    }
+    h.cgroup(Path::new("peapod/pod1")).remove(Duration::from_secs(1)).expect("remove");
+    assert!(!root.join("memory/peapod/pod1").exists());
+    h.cgroup(Path::new("peapod/pod1")).remove(Duration::from_secs(1)).expect("remove twice");
+}
+
+#[test]
+fn v2_limit_writes() {
+    let r = Resources {
+        cpu_shares: Some(1024),
+        cpu_quota_us: Some(50_000),
+        cpu_period_us: None,
+        memory_limit_bytes: Some(0),
+        pids_limit: None,
+    };
+    let w = limit_writes(Version::V2, &r);
+    assert!(w.contains(&("cpu", "cpu.weight", "39".to_string())));
+    assert!(w.contains(&("cpu", "cpu.max", "50000 100000".to_string())));
+    assert!(w.contains(&("memory", "memory.max", "max".to_string())));
+    assert_eq!(shares_to_weight(2), 1);
+    assert_eq!(shares_to_weight(262_144), 10_000);
+}
+
+#[test]
+fn parse_keyed_values() {
+    assert_eq!(parse_keyed("low 0\nhigh 0\nmax 1\noom 1\noom_kill 3\n", "oom_kill"), Some(3));
+    assert_eq!(parse_keyed("oom 1\n", "oom_kill"), None);
+}
+
+/// On the real machine: a sleeping child is moved into a fresh cgroup, seen there, killed
+/// through the cgroup, and the cgroup is removed.
+#[test]
+fn real_cgroup_lifecycle() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let rel = format!("peapod-test-{}/c1", std::process::id());
+    let cg = h.cgroup(Path::new(&rel));
+    let top = h.cgroup(Path::new(rel.split('/').next().unwrap_or_default()));
+    cg.create().expect("create");
+    let mut child = Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+    let pid = child.id() as i32;
+    let result = (|| -> Result<(), CgroupError> {
+        cg.add_pid(pid)?;
+        assert_eq!(cg.pids()?, vec![pid]);
+        assert_eq!(top.pids_recursive()?, vec![pid]);
+        assert_eq!(cg.stats()?.pids_current, Some(1));
+        top.kill_all(Duration::from_secs(5))?;
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let removed = top.remove(Duration::from_secs(5));
+    result.expect("cgroup operations");
+    removed.expect("remove");
+    assert!(!top.exists());
+}

@@ -1,0 +1,182 @@
+//! `peapod up`: API server + store + node agent in one process (the embedded default).
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::cli::UpArgs;
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let state_dir = args.state.state_dir;
+    fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    let state_dir = fs::canonicalize(&state_dir)?;
+    let _lock = lock_state_dir(&state_dir)?;
+    write_pid_file(&state_dir)?;
+
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    let node_api_token = read_or_create_secret(&state_dir.join("node-api-token"))?;
+
+    let api = apiserver::start(apiserver::ApiServerConfig {
+        listen: args.listen,
+        state_dir: state_dir.clone(),
+        node_api_token: Some(node_api_token.clone()),
+    })
+    .await
+    .context("starting the API server")?;
+    let api_addr = client_addr(api.local_addr());
+    let server_url = format!("https://{api_addr}");
+    let kubeconfig_path = state_dir.join("kubeconfig");
+    apiserver::write_kubeconfig(&kubeconfig_path, &server_url, api.ca_pem(), api.admin_token())
+        .context("writing the kubeconfig")?;
+    eprintln!("peapod: API server listening on {server_url}");
+    eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
+
+    let client = kube_client(&kubeconfig_path).await?;
+    let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
+        state_dir.clone(),
+        std::env::current_exe().context("locating the peapod binary for the shim")?,
+    ))
+    .context("opening the runtime")?;
+
+    let advertise_ip = match args.node_api_listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let node_tls = apiserver::issue_serving_cert(
+        &api.pki_dir(),
+        &[advertise_ip.to_string(), node_name.clone(), "localhost".to_string()],
+    )
+    .context("issuing the node API certificate")?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(node::run(
+        client,
+        Arc::new(runtime),
+        node::AgentConfig {
+            node_name,
+            state_dir: state_dir.clone(),
+            node_api_listen: args.node_api_listen,
+            node_api_advertise_ip: advertise_ip,
+            node_api_tls: node_tls,
+            node_api_token: Some(node_api_token),
+        },
+        shutdown_rx,
+    ));
+
+    let result = tokio::select! {
+        r = agent => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("node agent failed")),
+            Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
+        },
+        _ = shutdown_signal() => {
+            eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
+            let _ = shutdown_tx.send(true);
+            Ok(())
+        }
+    };
+    api.shutdown().await;
+    let _ = fs::remove_file(state_dir.join("peapod.pid"));
+    result
+}
+
+/// rustls finds both ring and aws-lc linked (through different crates), so the process-wide
+/// provider must be chosen explicitly before any TLS config is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Clients must dial a concrete address even when the server listens on all interfaces.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// One `peapod up` per state dir: a second one would fight over pods and the store.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let path = state_dir.join("peapod.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another peapod is running with state dir {} ({e})",
+            state_dir.display()
+        )
+    })
+}
+
+fn write_pid_file(state_dir: &Path) -> anyhow::Result<()> {
+    let tmp = state_dir.join("peapod.pid.tmp");
+    fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    fs::rename(&tmp, state_dir.join("peapod.pid"))?;
+    Ok(())
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname().context("reading the hostname")?;
+    Ok(name.to_string_lossy().to_lowercase())
+}
+
+/// A random hex secret kept in a 0600 file, created on first start and reused after.
+fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
+    if let Ok(s) = fs::read_to_string(path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(secret)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,315 @@
+//! End-to-end harness: a real `peapod up` in a temp state dir, driven by the real kubectl.
+//! Every `Peapod` stops its server, runs `peapod reset` and checks that nothing of its pods is
+//! left on the machine (processes, mounts, cgroups) when dropped.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const PEAPOD: &str = env!("CARGO_BIN_EXE_peapod");
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Builds the busybox test images once per test binary; returns the output dir.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = workspace_root().join("target/fixtures");
+        let status = Command::new("bash")
+            .arg(workspace_root().join("tests/fixtures/build-busybox-image.sh"))
+            .arg(&out)
+            .status()
+            .expect("running build-busybox-image.sh");
+        assert!(status.success(), "building the busybox fixture image failed");
+        out
+    })
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Peapod {
+    pub state_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    pub home: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub node_name: String,
+    child: Option<Child>,
+    server_log: PathBuf,
+}
+
+impl Peapod {
+    /// A fresh state dir with the busybox image imported, and `peapod up` running in it.
+    pub fn start() -> Self {
+        let tmp = tempfile::Builder::new().prefix("peapod-e2e-").tempdir().expect("tempdir");
+        let state_dir = tmp.path().join("state");
+        let node_name = format!(
+            "node-{}",
+            tmp.path().file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches("peapod-e2e-").to_lowercase()
+        );
+        let mut p = Peapod {
+            kubeconfig: state_dir.join("kubeconfig"),
+            server_log: tmp.path().join("peapod-up.log"),
+            state_dir,
+            _tmp: tmp,
+            home: tempfile::tempdir().expect("home tempdir"),
+            node_name,
+            child: None,
+        };
+        let archive = fixtures().join("busybox.oci.tar");
+        p.peapod(&["image", "import", archive.to_str().expect("utf-8 path")]);
+        p.up();
+        p
+    }
+
+    /// Runs `peapod ARGS --state-dir <ours>` to completion, asserting success.
+    pub fn peapod(&self, args: &[&str]) -> String {
+        let out = Command::new(PEAPOD)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .output()
+            .expect("running peapod");
+        assert!(
+            out.status.success(),
+            "peapod {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `peapod up` and waits until the node is Ready.
+    pub fn up(&mut self) {
+        let _ = fs::remove_file(&self.kubeconfig);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.server_log)
+            .expect("server log");
+        let child = Command::new(PEAPOD)
+            .args(["up", "--listen", "127.0.0.1:0", "--node-api-listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--node-name")
+            .arg(&self.node_name)
+            .env("PEAPOD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning peapod up");
+        self.child = Some(child);
+        wait_until("the kubeconfig", Duration::from_secs(30), || {
+            self.assert_server_alive();
+            self.kubeconfig.exists().then_some(())
+        });
+        wait_until("the node to be Ready", Duration::from_secs(60), || {
+            self.assert_server_alive();
+            let out = self.kubectl(&["get", "node", &self.node_name, "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+    }
+
+    fn assert_server_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("peapod up exited ({status}); log:\n{}", self.server_log());
+            }
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(&self.server_log).unwrap_or_default()
+    }
+
+    pub fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL `peapod up`, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM `peapod up` and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kubectl_cmd(&self) -> Command {
+        let mut cmd = Command::new("/usr/bin/kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd().args(args).output().expect("running kubectl")
+    }
+
+    /// Runs kubectl, asserting success; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}\nserver log tail:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.server_log(), 40),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` with the manifest on stdin.
+    pub fn apply(&self, manifest: &str) -> String {
+        self.kubectl_stdin(&["apply", "-f", "-"], manifest)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writing stdin");
+        let out = child.wait_with_output().expect("kubectl output");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.server_log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A jsonpath query on one object; None when kubectl fails (e.g. not found).
+    pub fn jsonpath(&self, kind_name: &str, path: &str) -> Option<String> {
+        let out = self.kubectl(&["get", kind_name, "-o", &format!("jsonpath={path}")]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A jsonpath query over a list in all namespaces; empty on failure.
+    pub fn jsonpath_all(&self, kind: &str, path: &str) -> String {
+        let out = self.kubectl(&["get", kind, "-A", "-o", &format!("jsonpath={path}")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Cgroup directories of the pod with this uid still present.
+    pub fn cgroups_of(&self, uid: &str) -> Vec<String> {
+        pod_cgroups_left(&[uid.to_string()])
+    }
+
+    pub fn wait_pod_phase(&self, pod: &str, phase: &str, timeout: Duration) {
+        wait_until(&format!("pod {pod} phase {phase}"), timeout, || {
+            (self.jsonpath(&format!("pod/{pod}"), "{.status.phase}").as_deref() == Some(phase))
+                .then_some(())
+        });
+    }
+
+    /// The shim and container processes of this state dir still alive.
+    pub fn leftover_processes(&self) -> Vec<String> {
+        let needle = self.state_dir.to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        let Ok(entries) = fs::read_dir("/proc") else { return found };
+        for e in entries.flatten() {
+            let Ok(cmdline) = fs::read(e.path().join("cmdline")) else { continue };
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(&needle) {
+                found.push(format!("{}: {}", e.file_name().to_string_lossy(), text));
+            }
+        }
+        found
+    }
+}
+
+/// Pod UIDs whose cgroups must be gone by this server, to look for their cgroups after reset.
+fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
+    let mut left = Vec::new();
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids"] {
+        let base = Path::new(root).join("peapod");
+        let Ok(entries) = fs::read_dir(&base) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if uids.iter().any(|u| name.contains(u.as_str())) {
+                left.push(e.path().display().to_string());
+            }
+        }
+    }
+    left
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Peapod {
+    fn drop(&mut self) {
+        let uids: Vec<String> = self
+            .jsonpath_all("pods", "{.items[*].metadata.uid}")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        self.stop();
+        let reset = Command::new(PEAPOD)
+            .args(["reset", "--state-dir"])
+            .arg(&self.state_dir)
+            .output();
+        if std::thread::panicking() {
+            eprintln!("peapod up log tail:\n{}", tail(&self.server_log(), 80));
+            return;
+        }
+        let reset = reset.expect("running peapod reset");
+        assert!(reset.status.success(), "peapod reset failed: {}", String::from_utf8_lossy(&reset.stderr));
+        let procs = self.leftover_processes();
+        assert!(procs.is_empty(), "processes left after reset: {procs:?}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let needle = self.state_dir.to_string_lossy().into_owned();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&needle)).collect();
+        assert!(leaked.is_empty(), "mounts left after reset: {leaked:?}");
+        let cgroups = pod_cgroups_left(&uids);
+        assert!(cgroups.is_empty(), "cgroups left after reset: {cgroups:?}");
+        assert!(!self.state_dir.exists(), "state dir left after reset");
+    }
+}
