@@ -70,18 +70,10 @@ fn each_item(map: &mut Map<String, Value>, key: &str, mut f: impl FnMut(&mut Map
 }
 
 fn default_pod(pod: &mut Map<String, Value>) {
+    // Status (phase Pending, qosClass) belongs to the create strategy, not to defaulting:
+    // defaulting also runs on status updates, where it must not invent a phase.
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         default_pod_spec(spec);
-    }
-    // The pod strategy's PrepareForCreate starts every new pod Pending with its QoS class.
-    let qos = pod.get("spec").map(qos_class);
-    if let Some(status) = child(pod, "status") {
-        if status.get("phase").is_none_or(Value::is_null) {
-            status.insert("phase".into(), json!("Pending"));
-            if let Some(qos) = qos {
-                set(status, "qosClass", json!(qos));
-            }
-        }
     }
 }
 
@@ -100,13 +92,20 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
         set(spec, "serviceAccount", sa);
     }
     // Priority admission: no priorityClassName means priority 0 and the default policy.
-    if spec.get("priorityClassName").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if spec
+        .get("priorityClassName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         set(spec, "priority", json!(0));
     }
     set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
     default_tolerations(spec);
 
-    let host_network = spec.get("hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+    let host_network = spec
+        .get("hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     for key in ["containers", "initContainers", "ephemeralContainers"] {
         each_item(spec, key, |c| default_container(c, host_network));
     }
@@ -116,17 +115,25 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
 /// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes for 300 s
 /// unless the pod already tolerates those taints.
 fn default_tolerations(spec: &mut Map<String, Value>) {
-    let existing: Vec<Value> = spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let existing: Vec<Value> = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let tolerates = |key: &str| {
         existing.iter().any(|t| {
             let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
             let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
             let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
-            (effect.is_empty() || effect == "NoExecute") && (tkey == key || (tkey.is_empty() && op == "Exists"))
+            (effect.is_empty() || effect == "NoExecute")
+                && (tkey == key || (tkey.is_empty() && op == "Exists"))
         })
     };
     let mut list = existing.clone();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         if !tolerates(key) {
             list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
         }
@@ -150,10 +157,10 @@ pub fn default_image_pull_policy(image: &str) -> &'static str {
 }
 
 fn default_container(c: &mut Map<String, Value>, host_network: bool) {
-    if let Some(image) = c.get("image").and_then(Value::as_str) {
-        let policy = default_image_pull_policy(image);
-        set_str(c, "imagePullPolicy", policy);
-    }
+    // Upstream defaults this even without an image: an empty reference has no tag.
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let policy = default_image_pull_policy(image);
+    set_str(c, "imagePullPolicy", policy);
     set_str(c, "terminationMessagePath", "/dev/termination-log");
     set_str(c, "terminationMessagePolicy", "File");
     each_item(c, "ports", |p| {
@@ -194,7 +201,10 @@ fn default_container(c: &mut Map<String, Value>, host_network: bool) {
             if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
                 set_str(f, "apiVersion", "v1");
             }
-            if let Some(r) = from.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
+            if let Some(r) = from
+                .get_mut("resourceFieldRef")
+                .and_then(Value::as_object_mut)
+            {
                 set(r, "divisor", json!("0"));
             }
         }
@@ -311,7 +321,8 @@ pub fn qos_class(spec: &Value) -> &'static str {
                 m.iter()
                     .filter(|(k, v)| {
                         (k.as_str() == "cpu" || k.as_str() == "memory")
-                            && crate::validation::parse_quantity(v.as_str().unwrap_or("0")).is_some_and(|q| q != 0.0)
+                            && crate::validation::parse_quantity(v.as_str().unwrap_or("0"))
+                                .is_some_and(|q| q != 0.0)
                     })
                     .count()
             })
@@ -352,8 +363,13 @@ fn default_namespace(ns: &mut Map<String, Value>) {
         set_str(status, "phase", "Active");
     }
     // The NamespaceDefaultLabelName gate (GA) labels each namespace with its own name.
-    let name = ns.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_string);
-    if let (Some(name), Some(meta)) = (name, ns.get_mut("metadata").and_then(Value::as_object_mut)) {
+    let name = ns
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let (Some(name), Some(meta)) = (name, ns.get_mut("metadata").and_then(Value::as_object_mut))
+    {
         if let Some(labels) = child(meta, "labels") {
             labels.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
@@ -378,7 +394,11 @@ fn default_service(svc: &mut Map<String, Value>) {
     };
     set_str(spec, "sessionAffinity", "None");
     set_str(spec, "type", "ClusterIP");
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
         if let Some(cfg) = child(spec, "sessionAffinityConfig") {
             if let Some(ip) = child(cfg, "clientIP") {
@@ -413,18 +433,15 @@ fn default_service(svc: &mut Map<String, Value>) {
 }
 
 fn default_endpoints(ep: &mut Map<String, Value>) {
-    each_item(ep, "subsets", |s| each_item(s, "ports", |p| set_str(p, "protocol", "TCP")));
+    each_item(ep, "subsets", |s| {
+        each_item(s, "ports", |p| set_str(p, "protocol", "TCP"))
+    });
 }
 
 fn default_event(ev: &mut Map<String, Value>) {
-    // Events written by old clients carry only `source`; newer fields mirror it so that
-    // `reportingComponent` field selectors work either way (as the events strategy does).
-    let source = ev.get("source").and_then(|s| s.get("component")).and_then(Value::as_str).map(str::to_string);
-    if let Some(component) = source {
-        set_str(ev, "reportingComponent", &component);
-    } else {
-        set_str(ev, "reportingComponent", "");
-    }
+    // These core/v1 strings are not omitempty upstream, so a cluster always shows them.
+    set(ev, "reportingComponent", json!(""));
+    set(ev, "reportingInstance", json!(""));
 }
 
 #[cfg(test)]
@@ -460,7 +477,12 @@ mod tests {
         assert_eq!(a["ports"][0]["protocol"], "TCP");
         let probe = &a["livenessProbe"];
         assert_eq!(
-            (&probe["timeoutSeconds"], &probe["periodSeconds"], &probe["successThreshold"], &probe["failureThreshold"]),
+            (
+                &probe["timeoutSeconds"],
+                &probe["periodSeconds"],
+                &probe["successThreshold"],
+                &probe["failureThreshold"]
+            ),
             (&json!(1), &json!(10), &json!(1), &json!(3))
         );
         assert_eq!(probe["httpGet"]["path"], "/");
@@ -468,8 +490,8 @@ mod tests {
         let b = &s["containers"][1];
         assert_eq!(b["imagePullPolicy"], "IfNotPresent");
         assert_eq!(b["resources"]["requests"]["cpu"], "1");
-        assert_eq!(p["status"]["phase"], "Pending");
-        assert_eq!(p["status"]["qosClass"], "Burstable");
+        assert!(p.get("status").is_none());
+        assert_eq!(qos_class(&p["spec"]), "Burstable");
     }
 
     #[test]
@@ -490,8 +512,14 @@ mod tests {
         assert_eq!(default_image_pull_policy("nginx"), "Always");
         assert_eq!(default_image_pull_policy("nginx:latest"), "Always");
         assert_eq!(default_image_pull_policy("localhost:5000/nginx"), "Always");
-        assert_eq!(default_image_pull_policy("localhost:5000/nginx:1"), "IfNotPresent");
-        assert_eq!(default_image_pull_policy("nginx@sha256:abc"), "IfNotPresent");
+        assert_eq!(
+            default_image_pull_policy("localhost:5000/nginx:1"),
+            "IfNotPresent"
+        );
+        assert_eq!(
+            default_image_pull_policy("nginx@sha256:abc"),
+            "IfNotPresent"
+        );
     }
 
     #[test]
@@ -510,13 +538,20 @@ mod tests {
         apply_defaults("Namespace", &mut ns);
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
-        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "dev");
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "dev"
+        );
 
-        let mut svc = json!({"spec":{"ports":[{"port":80},{"port":53,"protocol":"UDP","targetPort":"dns"}]}});
+        let mut svc =
+            json!({"spec":{"ports":[{"port":80},{"port":53,"protocol":"UDP","targetPort":"dns"}]}});
         apply_defaults("Service", &mut svc);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
         assert_eq!(svc["spec"]["sessionAffinity"], "None");
-        assert_eq!(svc["spec"]["ports"][0], json!({"port":80,"protocol":"TCP","targetPort":80}));
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({"port":80,"protocol":"TCP","targetPort":80})
+        );
         assert_eq!(svc["spec"]["ports"][1]["targetPort"], "dns");
 
         let mut sec = json!({"data":{}});

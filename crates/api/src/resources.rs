@@ -59,7 +59,9 @@ const ALL_VERBS: &[&str] = &[
     "watch",
 ];
 /// Namespaces have no deletecollection in kube-apiserver.
-const NAMESPACE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
 const CONNECT_VERBS: &[&str] = &["create", "get"];
@@ -70,7 +72,13 @@ const fn sub(
     kind: &'static str,
     verbs: &'static [&'static str],
 ) -> Subresource {
-    Subresource { name, group, version: "v1", kind, verbs }
+    Subresource {
+        name,
+        group,
+        version: "v1",
+        kind,
+        verbs,
+    }
 }
 
 static RESOURCES: &[ResourceInfo] = &[
@@ -233,7 +241,9 @@ pub fn all() -> &'static [ResourceInfo] {
 
 /// Look up by group and plural.
 pub fn lookup(group: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    all().iter().find(|r| r.group == group && r.plural == plural)
+    all()
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
 }
 
 /// Look up by group and kind (`""`, `"Pod"`).
@@ -263,7 +273,10 @@ mod tests {
     fn cluster_scoped_and_groups() {
         assert!(!lookup("", "namespaces").expect("ns").namespaced);
         assert!(!lookup("", "nodes").expect("nodes").namespaced);
-        assert!(!lookup("", "namespaces").expect("ns").verbs.contains(&"deletecollection"));
+        assert!(!lookup("", "namespaces")
+            .expect("ns")
+            .verbs
+            .contains(&"deletecollection"));
         let leases = lookup("coordination.k8s.io", "leases").expect("leases");
         assert_eq!(leases.api_version(), "coordination.k8s.io/v1");
         assert!(lookup("", "leases").is_none());

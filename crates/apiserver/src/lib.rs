@@ -1,1 +1,286 @@
-//! apiserver (skeleton; being built)
+//! peapod's Kubernetes API server: the REST API that stock `kubectl` and client libraries
+//! (the node agent's `kube` client) use, served over TLS with a bearer token, backed by the
+//! embedded store, with the in-process scheduler and namespace controller.
+//!
+//! The binary calls [`start`]; everything else is internal.
+
+mod controllers;
+mod discovery;
+mod error;
+mod http;
+mod logs;
+mod objects;
+mod openapi;
+mod pki;
+mod proxy;
+mod request;
+mod watch;
+
+#[cfg(test)]
+mod http_tests;
+
+pub use error::ApiError;
+pub use pki::PkiError;
+pub use proxy::ProxyError;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub struct ApiServerConfig {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// `pki/` and `store.redb` live here.
+    pub state_dir: PathBuf,
+    /// Bearer token sent to node APIs (logs proxy).
+    pub node_api_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("creating state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("preparing certificates")]
+    Pki(#[from] PkiError),
+    #[error("opening the store")]
+    Store(#[source] store::StoreError),
+    #[error("creating the system namespaces")]
+    Bootstrap(#[source] ApiError),
+    #[error("loading the serving certificate from {path}")]
+    ServingCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("configuring TLS")]
+    Tls(#[source] rustls::Error),
+    #[error("listening on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running API server; [`RunningApiServer::shutdown`] stops it and releases the store.
+pub struct RunningApiServer {
+    local_addr: SocketAddr,
+    ca_pem: String,
+    admin_token: String,
+    pki_dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: JoinHandle<()>,
+    controllers: Vec<JoinHandle<()>>,
+}
+
+impl RunningApiServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// CA certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Bearer token for kubectl and the agent.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Where ca.crt/ca.key/apiserver.crt/... live.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.pki_dir.clone()
+    }
+
+    /// Stops accepting, closes every connection and controller, and waits until they are
+    /// gone (so the store file can be opened again).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for c in &self.controllers {
+            c.abort();
+        }
+        for c in self.controllers {
+            let _ = c.await;
+        }
+        let _ = self.server.await;
+    }
+}
+
+/// Installs ring as the process's rustls provider: aws-lc is linked too (through other
+/// crates), so rustls cannot choose on its own. Installing twice is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+    install_crypto_provider();
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| ApiServerError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let pki_dir = config.state_dir.join("pki");
+    let mut extra_sans = Vec::new();
+    if !config.listen.ip().is_unspecified() {
+        extra_sans.push(config.listen.ip().to_string());
+    }
+    let pki = pki::ensure(&pki_dir, &extra_sans)?;
+
+    let store = store::RedbStore::open(&config.state_dir.join("store.redb"))
+        .map_err(ApiServerError::Store)?;
+    let registry = objects::Registry::new(Arc::new(store));
+    registry
+        .ensure_system_namespaces()
+        .map_err(ApiServerError::Bootstrap)?;
+
+    let cert_path = pki_dir.join(pki::SERVING_CERT);
+    let certs = CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ApiServerError::ServingCert {
+            path: cert_path.clone(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).map_err(|source| {
+        ApiServerError::ServingCert {
+            path: pki_dir.join(pki::SERVING_KEY),
+            source,
+        }
+    })?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(ApiServerError::Tls)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(ApiServerError::Tls)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ApiServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ApiServerError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    let state = http::AppState {
+        registry: registry.clone(),
+        admin_token: Arc::from(pki.admin_token.as_str()),
+        node_api_token: config.node_api_token.as_deref().map(Arc::from),
+        server_address: local_addr.to_string(),
+    };
+    let app = http::router(state);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, acceptor, app, stop_rx));
+    let controllers = controllers::spawn(registry);
+    tracing::info!(%local_addr, "API server listening");
+    Ok(RunningApiServer {
+        local_addr,
+        ca_pem: pki.ca_pem,
+        admin_token: pki.admin_token,
+        pki_dir,
+        stop,
+        server,
+        controllers,
+    })
+}
+
+/// The accept loop: TLS, then HTTP/1.1 or h2 (ALPN) with upgrades, one task per connection.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let service = TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    if let Err(e) = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+        }
+    }
+    conns.shutdown().await;
+}
+
+/// Writes a kubeconfig for `server_url` trusting `ca_pem` and authenticating with `token`
+/// (mode 0600: it holds a credential).
+pub fn write_kubeconfig(
+    path: &Path,
+    server_url: &str,
+    ca_pem: &str,
+    token: &str,
+) -> std::io::Result<()> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: peapod\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: peapod\n  context:\n    cluster: peapod\n    user: admin\n    namespace: default\ncurrent-context: peapod\nusers:\n- name: admin\n  user:\n    token: {token}\npreferences: {{}}\n"
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Issues a serving certificate signed by the CA in `pki_dir` (for the node API):
+/// (cert_pem, key_pem).
+pub fn issue_serving_cert(
+    pki_dir: &Path,
+    sans: &[String],
+) -> Result<(String, String), ApiServerError> {
+    Ok(pki::issue(pki_dir, sans)?)
+}

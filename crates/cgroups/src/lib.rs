@@ -94,7 +94,11 @@ impl Hierarchy {
     /// at `root/unified` (systemd's hybrid mode) is ignored, as kubelet does, because the
     /// controllers live in v1.
     pub fn detect(root: &Path) -> Result<Self, CgroupError> {
-        Self::detect_with(root, |p| statfs(p).map(|s| s.filesystem_type()).map_err(io::Error::from))
+        Self::detect_with(root, |p| {
+            statfs(p)
+                .map(|s| s.filesystem_type())
+                .map_err(io::Error::from)
+        })
     }
 
     /// [`Hierarchy::detect`] with the filesystem-type probe injected (for tests).
@@ -102,7 +106,10 @@ impl Hierarchy {
         root: &Path,
         fs_type: impl Fn(&Path) -> io::Result<FsType>,
     ) -> Result<Self, CgroupError> {
-        let detect_err = |source| CgroupError::Detect { path: root.to_path_buf(), source };
+        let detect_err = |source| CgroupError::Detect {
+            path: root.to_path_buf(),
+            source,
+        };
         if fs_type(root).map_err(detect_err)? == CGROUP2_SUPER_MAGIC {
             return Ok(Self::v2(root));
         }
@@ -114,30 +121,49 @@ impl Hierarchy {
         for path in names {
             // A comounted "cpu,cpuacct" appears again through "cpu" and "cpuacct" symlinks:
             // use each real hierarchy once.
-            let Ok(real) = fs::canonicalize(&path) else { continue };
+            let Ok(real) = fs::canonicalize(&path) else {
+                continue;
+            };
             if !real.is_dir() || !matches!(fs_type(&real), Ok(t) if t == CGROUP_SUPER_MAGIC) {
                 continue;
             }
             if !seen.insert(real.clone()) {
                 continue;
             }
-            let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             mounts.push(Mounted { name, path: real });
         }
         if mounts.is_empty() {
-            return Err(CgroupError::NoHierarchy { path: root.to_path_buf() });
+            return Err(CgroupError::NoHierarchy {
+                path: root.to_path_buf(),
+            });
         }
-        Ok(Self { version: Version::V1, mounts })
+        Ok(Self {
+            version: Version::V1,
+            mounts,
+        })
     }
 
     /// A v2 layout rooted at `root`.
     pub fn v2(root: &Path) -> Self {
-        Self { version: Version::V2, mounts: vec![Mounted { name: String::new(), path: root.to_path_buf() }] }
+        Self {
+            version: Version::V2,
+            mounts: vec![Mounted {
+                name: String::new(),
+                path: root.to_path_buf(),
+            }],
+        }
     }
 
     /// A v1 layout with the given hierarchies.
     pub fn v1(mounts: Vec<Mounted>) -> Self {
-        Self { version: Version::V1, mounts }
+        Self {
+            version: Version::V1,
+            mounts,
+        }
     }
 
     pub fn version(&self) -> Version {
@@ -158,9 +184,17 @@ impl Hierarchy {
         let dirs = self
             .mounts
             .iter()
-            .map(|m| Mounted { name: m.name.clone(), path: m.path.join(&rel) })
+            .map(|m| Mounted {
+                name: m.name.clone(),
+                path: m.path.join(&rel),
+            })
             .collect();
-        Cgroup { version: self.version, rel, mounts: self.mounts.clone(), dirs }
+        Cgroup {
+            version: self.version,
+            rel,
+            mounts: self.mounts.clone(),
+            dirs,
+        }
     }
 }
 
@@ -234,7 +268,9 @@ impl Cgroup {
                 path.push(part);
                 match fs::create_dir(&path) {
                     Ok(()) => {
-                        if self.version == Version::V1 && mount.name.split(',').any(|n| n == "cpuset") {
+                        if self.version == Version::V1
+                            && mount.name.split(',').any(|n| n == "cpuset")
+                        {
                             // A v1 cpuset starts empty and refuses tasks until cpus and mems
                             // are set: inherit the parent's.
                             copy_cpuset(&parent, &path)?;
@@ -307,10 +343,16 @@ impl Cgroup {
             None => None,
         };
         let pids_current = match self.dir("pids") {
-            Some(dir) => read_optional(&dir.join("pids.current"))?.and_then(|t| t.trim().parse().ok()),
+            Some(dir) => {
+                read_optional(&dir.join("pids.current"))?.and_then(|t| t.trim().parse().ok())
+            }
             None => None,
         };
-        Ok(Stats { memory_usage_bytes, oom_kills: self.oom_kill_count()?, pids_current })
+        Ok(Stats {
+            memory_usage_bytes,
+            oom_kills: self.oom_kill_count()?,
+            pids_current,
+        })
     }
 
     /// Writes the limits that are set into the controller files that exist.
@@ -337,7 +379,9 @@ impl Cgroup {
             let pids = match self.pids_recursive() {
                 Ok(p) => p,
                 // The cgroup vanished meanwhile: nothing left to kill.
-                Err(CgroupError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(CgroupError::Read { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
                     return Ok(())
                 }
                 Err(e) => return Err(e),
@@ -347,7 +391,11 @@ impl Cgroup {
             }
             if start.elapsed() > timeout {
                 return Err(CgroupError::Kill {
-                    path: self.dirs.first().map(|d| d.path.clone()).unwrap_or_default(),
+                    path: self
+                        .dirs
+                        .first()
+                        .map(|d| d.path.clone())
+                        .unwrap_or_default(),
                     remaining: pids.len(),
                     waited: start.elapsed(),
                 });
@@ -381,11 +429,38 @@ impl Cgroup {
                     match fs::remove_dir(&d) {
                         Ok(()) => break,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                        Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && start.elapsed() < timeout => {
+                        Err(e)
+                            if e.raw_os_error() == Some(Errno::EBUSY as i32)
+                                && start.elapsed() < timeout =>
+                        {
                             std::thread::sleep(POLL);
                         }
                         Err(source) => return Err(CgroupError::Remove { path: d, source }),
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cgroup {
+    /// Removes this cgroup only if nothing is left in it: a parent shared with others (a
+    /// pod's cgroup holding another sandbox's containers) stays, without error.
+    pub fn remove_if_empty(&self) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            match fs::remove_dir(&dir.path) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+                    ) || e.raw_os_error() == Some(Errno::EBUSY as i32) => {}
+                Err(source) => {
+                    return Err(CgroupError::Remove {
+                        path: dir.path.clone(),
+                        source,
+                    })
                 }
             }
         }
@@ -411,7 +486,11 @@ fn limit_writes(version: Version, r: &Resources) -> Vec<(&'static str, &'static 
                 out.push(("memory", "memory.limit_in_bytes", m.to_string()));
             }
             if let Some(p) = r.pids_limit {
-                out.push(("pids", "pids.max", if p > 0 { p.to_string() } else { "max".into() }));
+                out.push((
+                    "pids",
+                    "pids.max",
+                    if p > 0 { p.to_string() } else { "max".into() },
+                ));
             }
         }
         Version::V2 => {
@@ -427,10 +506,18 @@ fn limit_writes(version: Version, r: &Resources) -> Vec<(&'static str, &'static 
                 out.push(("cpu", "cpu.max", format!("{quota} {period}")));
             }
             if let Some(m) = r.memory_limit_bytes {
-                out.push(("memory", "memory.max", if m > 0 { m.to_string() } else { "max".into() }));
+                out.push((
+                    "memory",
+                    "memory.max",
+                    if m > 0 { m.to_string() } else { "max".into() },
+                ));
             }
             if let Some(p) = r.pids_limit {
-                out.push(("pids", "pids.max", if p > 0 { p.to_string() } else { "max".into() }));
+                out.push((
+                    "pids",
+                    "pids.max",
+                    if p > 0 { p.to_string() } else { "max".into() },
+                ));
             }
         }
     }
@@ -444,7 +531,9 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 }
 
 fn enable_v2_controllers(dir: &Path) {
-    let Ok(available) = fs::read_to_string(dir.join("cgroup.controllers")) else { return };
+    let Ok(available) = fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
     for c in available.split_whitespace() {
         if V2_CONTROLLERS.contains(&c) && !enabled.split_whitespace().any(|e| e == c) {
@@ -470,7 +559,9 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(e.path());
@@ -492,19 +583,27 @@ fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> {
     match fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CgroupError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
-    fs::write(path, value).map_err(|source| CgroupError::Write { path: path.to_path_buf(), source })
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The number after `key` in a "key value" per line file (`memory.events`, `oom_control`).
 fn parse_keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut parts = l.split_whitespace();
-        (parts.next() == Some(key)).then(|| parts.next().and_then(|v| v.parse().ok())).flatten()
+        (parts.next() == Some(key))
+            .then(|| parts.next().and_then(|v| v.parse().ok()))
+            .flatten()
     })
 }
 

@@ -7,7 +7,11 @@ use std::process::Command;
 fn fake_type(root: &Path, v2: bool) -> impl Fn(&Path) -> io::Result<FsType> + '_ {
     move |p: &Path| {
         if p == root {
-            Ok(if v2 { CGROUP2_SUPER_MAGIC } else { FsType(0x0102_1994) })
+            Ok(if v2 {
+                CGROUP2_SUPER_MAGIC
+            } else {
+                FsType(0x0102_1994)
+            })
         } else if p.file_name().is_some_and(|n| n == "unified") {
             Ok(CGROUP2_SUPER_MAGIC)
         } else {
@@ -51,7 +55,10 @@ fn fake_v1_create_apply_stats_remove() {
     let root = tmp.path();
     let mounts: Vec<_> = ["cpu,cpuacct", "memory", "pids", "cpuset"]
         .iter()
-        .map(|n| Mounted { name: n.to_string(), path: root.join(n) })
+        .map(|n| Mounted {
+            name: n.to_string(),
+            path: root.join(n),
+        })
         .collect();
     for m in &mounts {
         fs::create_dir(&m.path).expect("mkdir");
@@ -66,13 +73,27 @@ fn fake_v1_create_apply_stats_remove() {
     // The fake kernel files a real cgroupfs would have.
     let mem = root.join("memory/peapod/pod1/c1");
     fs::write(mem.join("memory.limit_in_bytes"), "").expect("write");
-    fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").expect("write");
+    fs::write(
+        mem.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    )
+    .expect("write");
     fs::write(mem.join("memory.usage_in_bytes"), "4096\n").expect("write");
     fs::write(root.join("pids/peapod/pod1/c1/pids.max"), "").expect("write");
-    cg.apply(&Resources { memory_limit_bytes: Some(1 << 20), pids_limit: Some(10), ..Default::default() })
-        .expect("apply");
-    assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).expect("read"), "1048576");
-    assert_eq!(fs::read_to_string(root.join("pids/peapod/pod1/c1/pids.max")).expect("read"), "10");
+    cg.apply(&Resources {
+        memory_limit_bytes: Some(1 << 20),
+        pids_limit: Some(10),
+        ..Default::default()
+    })
+    .expect("apply");
+    assert_eq!(
+        fs::read_to_string(mem.join("memory.limit_in_bytes")).expect("read"),
+        "1048576"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("pids/peapod/pod1/c1/pids.max")).expect("read"),
+        "10"
+    );
     let stats = cg.stats().expect("stats");
     assert_eq!(stats.oom_kills, 2);
     assert_eq!(stats.memory_usage_bytes, Some(4096));
@@ -84,9 +105,13 @@ fn fake_v1_create_apply_stats_remove() {
             }
         }
     }
-    h.cgroup(Path::new("peapod/pod1")).remove(Duration::from_secs(1)).expect("remove");
+    h.cgroup(Path::new("peapod/pod1"))
+        .remove(Duration::from_secs(1))
+        .expect("remove");
     assert!(!root.join("memory/peapod/pod1").exists());
-    h.cgroup(Path::new("peapod/pod1")).remove(Duration::from_secs(1)).expect("remove twice");
+    h.cgroup(Path::new("peapod/pod1"))
+        .remove(Duration::from_secs(1))
+        .expect("remove twice");
 }
 
 #[test]
@@ -108,7 +133,10 @@ fn v2_limit_writes() {
 
 #[test]
 fn parse_keyed_values() {
-    assert_eq!(parse_keyed("low 0\nhigh 0\nmax 1\noom 1\noom_kill 3\n", "oom_kill"), Some(3));
+    assert_eq!(
+        parse_keyed("low 0\nhigh 0\nmax 1\noom 1\noom_kill 3\n", "oom_kill"),
+        Some(3)
+    );
     assert_eq!(parse_keyed("oom 1\n", "oom_kill"), None);
 }
 
@@ -131,7 +159,10 @@ fn real_cgroup_lifecycle() {
     let cg = h.cgroup(Path::new(&rel));
     let top = h.cgroup(Path::new(rel.split('/').next().unwrap_or_default()));
     cg.create().expect("create");
-    let mut child = Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+    let mut child = Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .expect("spawn sleep");
     let pid = child.id() as i32;
     let result = (|| -> Result<(), CgroupError> {
         cg.add_pid(pid)?;

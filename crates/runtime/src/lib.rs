@@ -6,6 +6,15 @@
 //! `RuntimeService` trait below. Implementations may add fields with defaults but must not
 //! rename or remove any.
 
+mod client;
+pub mod image_backend;
+mod procs;
+pub mod records;
+mod service;
+
+pub use image_backend::ImageBackend;
+pub use service::{Runtime, RuntimeConfig};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

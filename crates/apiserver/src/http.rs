@@ -1,0 +1,491 @@
+//! The HTTP surface: authentication, the fixed documents (version, health, discovery,
+//! OpenAPI) and the generic resource handler that turns a request into a registry call and
+//! the result into kube-apiserver's response shape (object, List, Table, Status, watch stream).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
+use api::tables::IncludeObject;
+
+use crate::discovery;
+use crate::error::{qualified, ApiError};
+use crate::objects::{
+    api_version, DeleteOptions, Deleted, PatchType, Registry, Selectors, WriteOptions, Written,
+};
+use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
+use crate::watch::{self, Format, WatchRequest};
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub admin_token: Arc<str>,
+    pub node_api_token: Option<Arc<str>>,
+    /// `host:port` clients use, for legacy `/api`.
+    pub server_address: String,
+}
+
+const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+/// kube-apiserver's request body limit.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/api", get(api_root))
+        .route("/apis", get(apis_root))
+        .route("/api/v1", get(core_v1))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_version))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_doc))
+        .fallback(resource)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Bearer-token authentication. `/version` and the health endpoints stay public, as
+/// kube-apiserver's `system:public-info-viewer` role makes them.
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let public = matches!(req.uri().path(), "/version" | "/healthz" | "/livez" | "/readyz");
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| token_eq(t.trim().as_bytes(), st.admin_token.as_bytes()));
+    if public || authorized {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": "33",
+            "gitVersion": "v1.33.0",
+            "gitCommit": "peapod",
+            "gitTreeState": "clean",
+            "buildDate": "2025-04-23T00:00:00Z",
+            "goVersion": "go1.24.2",
+            "compiler": "gc",
+            "platform": format!("linux/{}", go_arch()),
+        }),
+    )
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+fn discovery_response(headers: &HeaderMap, core: bool, legacy: Value) -> Response {
+    match discovery::aggregated_version(accept(headers)) {
+        Some(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, discovery::content_type(v))],
+            discovery::aggregated(core, v).to_string(),
+        )
+            .into_response(),
+        None => json_response(StatusCode::OK, &legacy),
+    }
+}
+
+async fn api_root(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    discovery_response(&headers, true, discovery::api_versions(&st.server_address))
+}
+
+async fn apis_root(headers: HeaderMap) -> Response {
+    discovery_response(&headers, false, discovery::api_group_list())
+}
+
+async fn core_v1() -> Response {
+    match discovery::resource_list("", "v1") {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => ApiError::PathNotFound.into_response(),
+    }
+}
+
+async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
+    match discovery::api_group_doc(&group) {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => ApiError::PathNotFound.into_response(),
+    }
+}
+
+async fn group_version(
+    axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match discovery::resource_list(&group, &version) {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => ApiError::PathNotFound.into_response(),
+    }
+}
+
+async fn openapi_index() -> Response {
+    json_response(StatusCode::OK, &crate::openapi::index())
+}
+
+async fn openapi_doc(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match crate::openapi::document(&path) {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => ApiError::PathNotFound.into_response(),
+    }
+}
+
+/// Every `/api/v1/...` and `/apis/<g>/<v>/...` resource request.
+async fn resource(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&st, &method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
+    match q.get("includeObject") {
+        None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+        Some("None") => Ok(IncludeObject::None),
+        Some("Object") => Ok(IncludeObject::Object),
+        Some(o) => Err(ApiError::bad_request(format!(
+            "includeObject must be one of None, Metadata, Object; got {o:?}"
+        ))),
+    }
+}
+
+/// Decodes a create/update body (JSON, or YAML).
+fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "couldn't get version/kind; json parse error: {e}"
+            ))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml_ng::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        other => Err(ApiError::UnsupportedMediaType {
+            content_type: other.to_string(),
+        }),
+    }
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        dry_run: q.dry_run()?,
+        field_validation: q.field_validation()?,
+        field_manager: q.get("fieldManager").map(str::to_string),
+    })
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn object_response(code: StatusCode, w: &Written) -> Response {
+    with_warnings(json_response(code, &w.object), &w.warnings)
+}
+
+fn table_response(p: &ResourcePath, objs: &[Value], q: &Query, rv: &str) -> Result<Response, ApiError> {
+    let t = api::tables::table(
+        p.info.kind,
+        objs,
+        include_object(q)?,
+        true,
+        rv,
+        jiff::Timestamp::now(),
+    );
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, TABLE_CT)], t.to_string()).into_response())
+}
+
+fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        grace_period_seconds: q.int("gracePeriodSeconds")?,
+        dry_run: q.dry_run()?,
+        ..Default::default()
+    };
+    if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period_seconds = Some(g);
+        }
+        if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
+            opts.preconditions.uid = Some(uid.to_string());
+        }
+        if let Some(rv) = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            opts.preconditions.resource_version = Some(rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
+            })?);
+        }
+        if v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x == "All"))
+        {
+            opts.dry_run = true;
+        }
+    }
+    Ok(opts)
+}
+
+/// The Status kube-apiserver answers for a removed non-pod object.
+fn delete_success(p: &ResourcePath, obj: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+            "group": p.info.group,
+            "kind": p.info.plural,
+            "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        },
+    })
+}
+
+async fn handle(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = parse_resource_path(uri.path())?;
+    let q = Query::parse(uri.query())?;
+    let reg = &st.registry;
+    let info = p.info;
+    let ns = p.namespace.as_deref();
+    let wants = crate::request::wants(accept(headers));
+    let sub = p.subresource.as_deref();
+    match (method.clone(), p.name.as_deref(), sub) {
+        (Method::GET, name, None) if p.watch_prefix || q.flag("watch") => {
+            let selectors = Selectors::parse(
+                info.kind,
+                q.get("labelSelector"),
+                q.get("fieldSelector"),
+                name.map(str::to_string),
+            )?;
+            let timeout = match q.int("timeoutSeconds")? {
+                Some(t) if t > 0 => std::time::Duration::from_secs(t.unsigned_abs()),
+                _ => watch::default_timeout(),
+            };
+            let format = match wants {
+                Wants::Table => Format::Table(include_object(&q)?),
+                Wants::Json => Format::Json,
+            };
+            let req = WatchRequest {
+                info,
+                namespace: p.namespace.clone(),
+                selectors,
+                resource_version: q.get("resourceVersion").map(str::to_string),
+                timeout,
+                bookmarks: q.flag("allowWatchBookmarks"),
+                format,
+            };
+            let stream = watch::start(reg.clone(), req)?;
+            let ct = match format {
+                Format::Table(_) => TABLE_CT,
+                Format::Json => "application/json",
+            };
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, ct)],
+                Body::from_stream(stream),
+            )
+                .into_response())
+        }
+        (Method::GET, None, None) => {
+            let selectors =
+                Selectors::parse(info.kind, q.get("labelSelector"), q.get("fieldSelector"), None)?;
+            let (items, rv) = reg.list(info, ns, &selectors)?;
+            let rv = rv.to_string();
+            if wants == Wants::Table {
+                return table_response(&p, &items, &q, &rv);
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": info.list_kind,
+                    "apiVersion": api_version(info),
+                    "metadata": {"resourceVersion": rv},
+                    "items": items,
+                }),
+            ))
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let obj = reg.get(info, ns, name)?;
+            if wants == Wants::Table && sub.is_none() {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                return table_response(&p, std::slice::from_ref(&obj), &q, &rv);
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::GET, Some(name), Some("log")) if info.kind == "Pod" => {
+            crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
+        }
+        (Method::POST, None, None) => {
+            let body = decode_body(headers, &body)?;
+            let w = reg.create(info, ns, body, &write_options(&q)?)?;
+            Ok(object_response(StatusCode::CREATED, &w))
+        }
+        (Method::POST, Some(name), Some("binding")) if info.kind == "Pod" => {
+            let body = decode_body(headers, &body)?;
+            let target = body
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ApiError::Invalid {
+                    kind: "Binding".into(),
+                    group: String::new(),
+                    name: name.to_string(),
+                    causes: vec![api::validation::FieldError {
+                        field: "target.name".into(),
+                        reason: api::validation::CauseReason::FieldValueRequired,
+                        message: "target.name: Required value".into(),
+                    }],
+                })?;
+            reg.bind(ns.unwrap_or(""), name, target, q.dry_run()?)?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
+        (Method::PUT, Some(name), None | Some("status")) => {
+            let body = decode_body(headers, &body)?;
+            let w = reg.update(info, ns, name, body, sub == Some("status"), &write_options(&q)?)?;
+            Ok(object_response(StatusCode::OK, &w))
+        }
+        (Method::PUT, Some(name), Some("finalize")) if info.kind == "Namespace" => {
+            let body = decode_body(headers, &body)?;
+            let w = reg.finalize_namespace(name, body, q.dry_run()?)?;
+            Ok(json_response(StatusCode::OK, &w))
+        }
+        (Method::PATCH, Some(name), None | Some("status")) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::UnsupportedMediaType {
+                    content_type: ct.to_string(),
+                }
+            })?;
+            let opts = write_options(&q)?;
+            if pt == PatchType::Apply && opts.field_manager.is_none() {
+                return Err(ApiError::bad_request(
+                    "PATCH requests with the apply patch type require a fieldManager",
+                ));
+            }
+            let w = reg.patch(info, ns, name, pt, &body, sub == Some("status"), &opts)?;
+            let code = if w.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(object_response(code, &w))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let opts = delete_options(&q, &body)?;
+            match reg.delete(info, ns, name, &opts)? {
+                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
+                Deleted::Gone(obj) if info.kind == "Pod" => Ok(json_response(StatusCode::OK, &obj)),
+                Deleted::Gone(obj) => Ok(json_response(StatusCode::OK, &delete_success(&p, &obj))),
+            }
+        }
+        (Method::DELETE, None, None) => {
+            let opts = delete_options(&q, &body)?;
+            let selectors =
+                Selectors::parse(info.kind, q.get("labelSelector"), q.get("fieldSelector"), None)?;
+            let (items, rv) = reg.list(info, ns, &selectors)?;
+            let mut deleted = Vec::new();
+            for obj in items {
+                let name = crate::objects::name_of(&obj).to_string();
+                let obj_ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                match reg.delete(info, obj_ns.as_deref(), &name, &opts) {
+                    Ok(Deleted::Pending(o) | Deleted::Gone(o)) => deleted.push(o),
+                    // Someone else removed it in between: that is what we wanted.
+                    Err(ApiError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": info.list_kind,
+                    "apiVersion": api_version(info),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": deleted,
+                }),
+            ))
+        }
+        _ => {
+            tracing::debug!(%method, path = %uri.path(), resource = %qualified(info), "method not allowed");
+            Err(ApiError::MethodNotAllowed)
+        }
+    }
+}

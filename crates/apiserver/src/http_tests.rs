@@ -1,0 +1,519 @@
+//! Handler tests without sockets: requests go through the real router (auth, routing,
+//! registry, error conversion) with `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::http::{router, AppState};
+use crate::objects::Registry;
+
+const TOKEN: &str = "test-token";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    app: axum::Router,
+    registry: Registry,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store::RedbStore::open(&dir.path().join("store.redb")).expect("store");
+    let registry = Registry::new(Arc::new(store));
+    registry.ensure_system_namespaces().expect("namespaces");
+    let app = router(AppState {
+        registry: registry.clone(),
+        admin_token: Arc::from(TOKEN),
+        node_api_token: None,
+        server_address: "127.0.0.1:6443".into(),
+    });
+    Harness {
+        _dir: dir,
+        app,
+        registry,
+    }
+}
+
+struct Resp {
+    code: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Harness {
+    async fn req(&self, method: Method, uri: &str, ct: Option<&str>, body: Option<Value>) -> Resp {
+        self.raw(method, uri, ct, None, body.map(|b| b.to_string()).unwrap_or_default())
+            .await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        ct: Option<&str>,
+        accept: Option<&str>,
+        body: String,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(a) = accept {
+            b = b.header(header::ACCEPT, a);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(b.body(Body::from(body)).expect("request"))
+            .await
+            .expect("infallible");
+        let code = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            code,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Resp {
+        self.req(Method::GET, uri, None, None).await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Resp {
+        self.req(Method::POST, uri, Some("application/json"), Some(body))
+            .await
+    }
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+           "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
+}
+
+#[tokio::test]
+async fn auth_version_and_health() {
+    let h = harness();
+    let resp = h
+        .app
+        .clone()
+        .oneshot(Request::get("/api/v1/pods").body(Body::empty()).expect("req"))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let v = h.get("/version").await;
+    assert_eq!(v.body["minor"], "33");
+    assert_eq!(v.body["gitVersion"], "v1.33.0");
+    assert_eq!(h.get("/healthz").await.text, "ok");
+    assert_eq!(h.get("/openapi/v2").await.code, StatusCode::NOT_FOUND);
+    let nf = h.get("/api/v1/nothings").await;
+    assert_eq!(nf.code, StatusCode::NOT_FOUND);
+    assert_eq!(nf.body["message"], "the server could not find the requested resource");
+}
+
+#[tokio::test]
+async fn discovery_documents() {
+    let h = harness();
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let r = h.raw(Method::GET, "/api", None, Some(accept), String::new()).await;
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    assert_eq!(r.body["apiVersion"], "apidiscovery.k8s.io/v2");
+    let resources = r.body["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .expect("resources");
+    let pods = resources
+        .iter()
+        .find(|r| r["resource"] == "pods")
+        .expect("pods");
+    assert_eq!(pods["scope"], "Namespaced");
+    assert_eq!(pods["shortNames"][0], "po");
+    let r = h
+        .raw(
+            Method::GET,
+            "/apis",
+            None,
+            Some("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"),
+            String::new(),
+        )
+        .await;
+    assert_eq!(r.body["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+    assert_eq!(h.get("/api").await.body["versions"][0], "v1");
+    assert_eq!(h.get("/api/v1").await.body["kind"], "APIResourceList");
+    assert_eq!(h.get("/apis").await.body["kind"], "APIGroupList");
+    assert_eq!(
+        h.get("/apis/coordination.k8s.io/v1").await.body["groupVersion"],
+        "coordination.k8s.io/v1"
+    );
+
+    let idx = h.get("/openapi/v3").await;
+    let url = idx.body["paths"]["api/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let doc = h.get(&url).await.body;
+    let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Pod");
+    assert!(patch["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
+}
+
+#[tokio::test]
+async fn create_get_list_and_errors() {
+    let h = harness();
+    let r = h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let obj = r.body;
+    assert!(obj["metadata"]["uid"].is_string());
+    assert!(obj["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(obj["metadata"]["namespace"], "default");
+    assert_eq!(obj["spec"]["restartPolicy"], "Always");
+    assert_eq!(obj["status"]["phase"], "Pending");
+
+    let dup = h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    assert_eq!(dup.code, StatusCode::CONFLICT);
+    assert_eq!(dup.body["reason"], "AlreadyExists");
+    assert_eq!(dup.body["message"], "pods \"web\" already exists");
+
+    let mut gen = pod("");
+    gen["metadata"] = json!({"generateName": "job-"});
+    let r = h.post("/api/v1/namespaces/default/pods", gen).await;
+    let name = r.body["metadata"]["name"].as_str().expect("name");
+    assert!(name.starts_with("job-") && name.len() == 9, "{name}");
+
+    let mut other_ns = pod("x");
+    other_ns["metadata"]["namespace"] = json!("kube-system");
+    let r = h.post("/api/v1/namespaces/default/pods", other_ns).await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+
+    let r = h.post("/api/v1/namespaces/nope/pods", pod("x")).await;
+    assert_eq!(r.code, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["message"], "namespaces \"nope\" not found");
+
+    let mut bad = pod("bad");
+    bad["spec"]["containers"][0]
+        .as_object_mut()
+        .expect("obj")
+        .remove("image");
+    let r = h.post("/api/v1/namespaces/default/pods", bad).await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["reason"], "Invalid");
+    assert!(r.body["message"]
+        .as_str()
+        .expect("msg")
+        .starts_with("Pod \"bad\" is invalid: spec.containers[0].image: Required value"));
+    assert_eq!(r.body["details"]["causes"][0]["field"], "spec.containers[0].image");
+
+    let mut unknown = pod("u");
+    unknown["spec"]["foo"] = json!(1);
+    let r = h
+        .post("/api/v1/namespaces/default/pods?fieldValidation=Strict", unknown.clone())
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+    assert!(r.body["message"]
+        .as_str()
+        .expect("msg")
+        .contains("strict decoding error: unknown field \"spec.foo\""));
+    let r = h
+        .post("/api/v1/namespaces/default/pods?fieldValidation=Warn", unknown)
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED);
+    assert!(r.headers[header::WARNING]
+        .to_str()
+        .expect("ascii")
+        .contains("unknown field"));
+    assert!(r.body["spec"].get("foo").is_none());
+
+    let r = h
+        .post("/api/v1/namespaces/default/pods?dryRun=All", pod("dry"))
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED);
+    assert_eq!(h.get("/api/v1/namespaces/default/pods/dry").await.code, StatusCode::NOT_FOUND);
+
+    let got = h.get("/api/v1/namespaces/default/pods/web").await;
+    assert_eq!(got.body["metadata"]["name"], "web");
+    let nf = h.get("/api/v1/namespaces/default/pods/nope").await;
+    assert_eq!(nf.body["message"], "pods \"nope\" not found");
+    assert_eq!(nf.body["details"]["kind"], "pods");
+
+    let list = h.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb").await;
+    assert_eq!(list.body["kind"], "PodList");
+    assert_eq!(list.body["items"].as_array().expect("items").len(), 1);
+    assert!(list.body["metadata"]["resourceVersion"].is_string());
+    let all = h.get("/api/v1/pods?fieldSelector=metadata.name%3Dweb").await;
+    assert_eq!(all.body["items"].as_array().expect("items").len(), 1);
+
+    let table = h
+        .raw(
+            Method::GET,
+            "/api/v1/namespaces/default/pods",
+            None,
+            Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            String::new(),
+        )
+        .await;
+    assert_eq!(table.body["kind"], "Table");
+    assert_eq!(table.body["columnDefinitions"][0]["name"], "Name");
+    assert!(table.body["rows"][0]["object"]["metadata"]["name"].is_string());
+}
+
+#[tokio::test]
+async fn update_conflict_status_and_patches() {
+    let h = harness();
+    let created = h.post("/api/v1/namespaces/default/pods", pod("web")).await.body;
+    let uri = "/api/v1/namespaces/default/pods/web";
+
+    // PUT with the current RV works; the stale one conflicts.
+    let mut upd = created.clone();
+    upd["metadata"]["labels"]["tier"] = json!("front");
+    upd["status"] = json!({"phase": "Running"});
+    let r = h.req(Method::PUT, uri, Some("application/json"), Some(upd.clone())).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["metadata"]["labels"]["tier"], "front");
+    // Status changes through the main endpoint are ignored.
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let r = h.req(Method::PUT, uri, Some("application/json"), Some(upd)).await;
+    assert_eq!(r.code, StatusCode::CONFLICT);
+    assert_eq!(r.body["message"], "Operation cannot be fulfilled on pods \"web\": the object has been modified; please apply your changes to the latest version and try again");
+
+    // The status subresource changes only status.
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{uri}/status"),
+            Some("application/merge-patch+json"),
+            Some(json!({"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Running"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"]["phase"], "Running");
+    assert!(r.body["metadata"]["labels"].get("x").is_none());
+
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            Some("application/strategic-merge-patch+json"),
+            Some(json!({"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["spec"]["containers"][0]["image"], "busybox:2");
+    assert_eq!(r.body["metadata"]["generation"], 2);
+
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            Some("application/json-patch+json"),
+            Some(json!([{"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}])),
+        )
+        .await;
+    assert_eq!(r.body["metadata"]["annotations"]["a"], "b");
+
+    // Immutable pod spec fields are rejected.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            Some("application/merge-patch+json"),
+            Some(json!({"spec": {"restartPolicy": "Never"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+
+    // Server-side apply creates, then updates.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c?fieldManager=kubectl&force=false",
+            Some("application/apply-patch+yaml"),
+            Some(cm),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["metadata"]["managedFields"][0]["manager"], "kubectl");
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c?fieldManager=kubectl",
+            Some("application/apply-patch+yaml"),
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "w"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["data"]["k"], "w");
+}
+
+#[tokio::test]
+async fn graceful_pod_deletion_binding_and_finalizers() {
+    let h = harness();
+    h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    let uri = "/api/v1/namespaces/default/pods/web";
+    let r = h
+        .post(
+            &format!("{uri}/binding"),
+            json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let bound = h.get(uri).await.body;
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
+    let again = h
+        .post(
+            &format!("{uri}/binding"),
+            json!({"target": {"name": "n2"}}),
+        )
+        .await;
+    assert_eq!(again.code, StatusCode::CONFLICT);
+
+    // Scheduled and running: graceful, with the pod's 30 s.
+    let r = h.req(Method::DELETE, uri, None, None).await;
+    assert_eq!(r.code, StatusCode::OK);
+    assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(r.body["metadata"]["deletionTimestamp"].is_string());
+    // A shorter grace shortens; a longer one does not extend.
+    let r = h
+        .req(Method::DELETE, uri, Some("application/json"), Some(json!({"gracePeriodSeconds": 5})))
+        .await;
+    assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 5);
+    let r = h.req(Method::DELETE, &format!("{uri}?gracePeriodSeconds=20"), None, None).await;
+    assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 5);
+    // Grace 0 removes it.
+    let r = h.req(Method::DELETE, &format!("{uri}?gracePeriodSeconds=0"), None, None).await;
+    assert_eq!(r.code, StatusCode::OK);
+    assert_eq!(h.get(uri).await.code, StatusCode::NOT_FOUND);
+
+    // Unscheduled pods go at once.
+    h.post("/api/v1/namespaces/default/pods", pod("p2")).await;
+    h.req(Method::DELETE, "/api/v1/namespaces/default/pods/p2", None, None).await;
+    assert_eq!(h.get("/api/v1/namespaces/default/pods/p2").await.code, StatusCode::NOT_FOUND);
+
+    // Finalizers keep an object until cleared; non-pods answer a Status.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f", "finalizers": ["x/y"]}});
+    h.post("/api/v1/namespaces/default/configmaps", cm).await;
+    let cm_uri = "/api/v1/namespaces/default/configmaps/f";
+    let r = h.req(Method::DELETE, cm_uri, None, None).await;
+    assert!(r.body["metadata"]["deletionTimestamp"].is_string());
+    let r = h
+        .req(
+            Method::PATCH,
+            cm_uri,
+            Some("application/merge-patch+json"),
+            Some(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(h.get(cm_uri).await.code, StatusCode::NOT_FOUND);
+    h.post(
+        "/api/v1/namespaces/default/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "g"}}),
+    )
+    .await;
+    let r = h
+        .req(Method::DELETE, "/api/v1/namespaces/default/configmaps/g", None, None)
+        .await;
+    assert_eq!(r.body["kind"], "Status");
+    assert_eq!(r.body["status"], "Success");
+    assert_eq!(r.body["details"]["kind"], "configmaps");
+}
+
+#[tokio::test]
+async fn namespace_lifecycle_and_deletecollection() {
+    let h = harness();
+    let r = h
+        .post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}))
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["status"]["phase"], "Active");
+    h.post("/api/v1/namespaces/team/pods", pod("a")).await;
+    h.post("/api/v1/namespaces/team/pods", pod("b")).await;
+    let r = h
+        .req(Method::DELETE, "/api/v1/namespaces/team/pods?labelSelector=app%3Da", None, None)
+        .await;
+    assert_eq!(r.body["items"].as_array().expect("items").len(), 1);
+
+    let r = h.req(Method::DELETE, "/api/v1/namespaces/team", None, None).await;
+    assert_eq!(r.body["status"]["phase"], "Terminating");
+    let r = h.post("/api/v1/namespaces/team/pods", pod("c")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["message"], "pods \"c\" is forbidden: unable to create new content in namespace team because it is being terminated");
+
+    // One controller pass empties it, the next removes it.
+    crate::controllers::finish_namespaces(&h.registry);
+    crate::controllers::finish_namespaces(&h.registry);
+    assert_eq!(h.get("/api/v1/namespaces/team").await.code, StatusCode::NOT_FOUND);
+
+    let r = h.req(Method::DELETE, "/api/v1/namespaces/default", None, None).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn scheduler_binds_to_ready_node_and_records_event() {
+    let h = harness();
+    h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    h.post(
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+    )
+    .await;
+    crate::controllers::schedule_all(&h.registry);
+    let p = h.get("/api/v1/namespaces/default/pods/web").await.body;
+    assert_eq!(p["spec"]["nodeName"], "n1");
+    let ev = h
+        .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb")
+        .await
+        .body;
+    let ev = &ev["items"][0];
+    assert_eq!(ev["reason"], "Scheduled");
+    assert_eq!(ev["source"]["component"], "default-scheduler");
+    assert_eq!(ev["message"], "Successfully assigned default/web to n1");
+}
+
+#[tokio::test]
+async fn watch_stream_over_router() {
+    let h = harness();
+    h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    let resp = h
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/namespaces/default/pods?watch=true&resourceVersion=0&timeoutSeconds=1")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let first: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').next().expect("line"))
+        .expect("json");
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["metadata"]["name"], "web");
+}

@@ -1,0 +1,1178 @@
+//! The resource registry: what kube-apiserver's generic store and per-kind strategies do on
+//! create, update, patch and delete (server-set metadata, defaulting, validation, status
+//! subresource rules, graceful pod deletion, finalizers). HTTP-free, so it is unit-tested
+//! directly and shared with the in-process controllers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api::resources::ResourceInfo;
+use api::selectors::{FieldSelector, LabelSelector};
+use serde_json::{json, Map, Value};
+use store::{ObjectKey, Preconditions, Store, StoreError};
+
+use crate::error::{qualified, ApiError, CONFLICT_DETAIL};
+use crate::request::FieldValidation;
+
+/// Options of a write request.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    pub field_manager: Option<String>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            dry_run: false,
+            field_validation: FieldValidation::Strict,
+            field_manager: None,
+        }
+    }
+}
+
+/// The result of a write: the stored object and `Warning` texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// True when the write created the object (apply of a missing object).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        match base {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchType::Apply)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// metav1.DeleteOptions, from the body or the query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub preconditions: Preconditions,
+    pub dry_run: bool,
+}
+
+/// How a delete ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deleted {
+    /// Removed from the store; the last state.
+    Gone(Value),
+    /// Still there, terminating (graceful pod deletion, finalizers, namespaces).
+    Pending(Value),
+}
+
+/// Label and field selectors of a list or watch (plus a name for single-object watches).
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    pub label: Option<LabelSelector>,
+    pub field: Option<FieldSelector>,
+    pub name: Option<String>,
+}
+
+impl Selectors {
+    pub fn parse(
+        kind: &str,
+        label: Option<&str>,
+        field: Option<&str>,
+        name: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let label = match label {
+            Some(s) if !s.trim().is_empty() => Some(
+                LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let field = match field {
+            Some(s) if !s.trim().is_empty() => Some(
+                FieldSelector::parse(kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok(Selectors { label, field, name })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        if let Some(n) = &self.name {
+            if obj.pointer("/metadata/name").and_then(Value::as_str) != Some(n.as_str()) {
+                return false;
+            }
+        }
+        if let Some(l) = &self.label {
+            if !l.matches(&labels_of(obj)) {
+                return false;
+            }
+        }
+        if let Some(f) = &self.field {
+            if !f.matches(obj) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `2026-01-02T15:04:05Z`: metav1.Time has second precision.
+pub fn format_time(ts: jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn now() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+fn str_at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a str> {
+    obj.pointer(ptr).and_then(Value::as_str)
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    str_at(obj, "/metadata/name").unwrap_or("")
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let o = obj.as_object_mut().expect("made an object above");
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    m.as_object_mut().expect("made an object above")
+}
+
+pub fn api_version(info: &ResourceInfo) -> String {
+    if info.group.is_empty() {
+        info.version.to_string()
+    } else {
+        format!("{}/{}", info.group, info.version)
+    }
+}
+
+/// Removes one field given kube's path form (`spec.containers[0].foo`).
+fn remove_path(obj: &mut Value, path: &str) {
+    let mut tokens: Vec<Result<String, usize>> = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            tokens.push(Ok(rest[..i].to_string()));
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                if let Ok(n) = rest[1..end].parse::<usize>() {
+                    tokens.push(Err(n));
+                }
+                rest = &rest[end + 1..];
+            }
+        } else {
+            tokens.push(Ok(rest.to_string()));
+        }
+    }
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for t in parents {
+        let next = match t {
+            Ok(k) => cur.get_mut(k.as_str()),
+            Err(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let (Ok(k), Some(m)) = (last, cur.as_object_mut()) {
+        m.remove(k);
+    }
+}
+
+/// kube-apiserver's `generateName` suffix alphabet (no vowels, no confusable digits).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn has_status_subresource(info: &ResourceInfo) -> bool {
+    info.subresources.iter().any(|s| s.name == "status")
+}
+
+/// Pod QoS class as kube's `GetPodQOS` decides it (quantities compared as written).
+fn pod_qos(pod: &Value) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for list in ["containers", "initContainers"] {
+        for c in pod
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let req = c.pointer("/resources/requests");
+            let lim = c.pointer("/resources/limits");
+            for r in ["cpu", "memory"] {
+                let rq = req.and_then(|m| m.get(r));
+                let lm = lim.and_then(|m| m.get(r));
+                if rq.is_some() || lm.is_some() {
+                    any = true;
+                }
+                match (rq, lm) {
+                    (_, None) => guaranteed = false,
+                    (Some(a), Some(b)) if a != b => guaranteed = false,
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Namespaces that exist from the start and may not be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// Create/update/delete logic over a store.
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Arc<dyn Store>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Registry { store }
+    }
+
+    pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> ObjectKey {
+        let ns = if info.namespaced {
+            namespace.unwrap_or("")
+        } else {
+            ""
+        };
+        ObjectKey::new(info.group, info.plural, ns, name)
+    }
+
+    pub fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.store
+            .get(&Self::key(info, namespace, name))
+            .map_err(|e| ApiError::from_store(e, info, name))
+    }
+
+    /// Matching objects and the list's resourceVersion.
+    pub fn list(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        let ns = if info.namespaced { namespace } else { None };
+        let res = self
+            .store
+            .list(info.group, info.plural, ns)
+            .map_err(ApiError::Store)?;
+        let items = res
+            .items
+            .into_iter()
+            .filter(|o| selectors.matches(o))
+            .collect();
+        Ok((items, res.resource_version))
+    }
+
+    /// Checks a body's kind/apiVersion against the URL's resource and fills them in.
+    fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+        let Some(o) = obj.as_object_mut() else {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        };
+        let want_av = api_version(info);
+        if let Some(k) = o.get("kind").and_then(Value::as_str) {
+            if !k.is_empty() && k != info.kind {
+                return Err(ApiError::bad_request(format!(
+                    "{k} in version \"{}\" cannot be handled as a {}: the object kind {k} does not match {}",
+                    info.version, info.kind, info.kind
+                )));
+            }
+        }
+        if let Some(av) = o.get("apiVersion").and_then(Value::as_str) {
+            if !av.is_empty() && av != want_av {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({want_av})"
+                )));
+            }
+        }
+        o.insert("kind".into(), Value::String(info.kind.to_string()));
+        o.insert("apiVersion".into(), Value::String(want_av));
+        Ok(())
+    }
+
+    /// Unknown fields per `fieldValidation`: an error, warnings, or silently dropped.
+    fn check_fields(
+        info: &ResourceInfo,
+        obj: &mut Value,
+        mode: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
+        let unknown = api::fields::unknown_fields(info.kind, obj);
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = unknown
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        if mode == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
+                texts.join(", ")
+            )));
+        }
+        // Typed decoding in kube-apiserver drops unknown fields in Warn and Ignore modes.
+        for p in &unknown {
+            remove_path(obj, p);
+        }
+        Ok(if mode == FieldValidation::Warn {
+            texts
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// The namespace must exist and not be terminating (kube's NamespaceLifecycle admission).
+    fn check_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
+        let ns_info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
+        let obj = self.get(ns_info, None, ns)?;
+        if obj.pointer("/metadata/deletionTimestamp").is_some()
+            || str_at(&obj, "/status/phase") == Some("Terminating")
+        {
+            return Err(ApiError::Forbidden {
+                resource: qualified(info),
+                group: info.group.to_string(),
+                name: name.to_string(),
+                detail: format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn invalid(info: &ResourceInfo, name: &str, causes: Vec<api::validation::FieldError>) -> ApiError {
+        ApiError::Invalid {
+            kind: info.kind.to_string(),
+            group: info.group.to_string(),
+            name: name.to_string(),
+            causes,
+        }
+    }
+
+    /// POST: server-set metadata, defaults, validation, admission, store.
+    pub fn create(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let mut obj = body;
+        Self::check_type(info, &mut obj)?;
+        let warnings = Self::check_fields(info, &mut obj, opts.field_validation)?;
+        let meta = meta_mut(&mut obj);
+        if info.namespaced {
+            let Some(url_ns) = namespace else {
+                return Err(ApiError::MethodNotAllowed);
+            };
+            match meta.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() && ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {
+                    meta.insert("namespace".into(), Value::String(url_ns.to_string()));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        let name_empty = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if name_empty {
+            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+                if !prefix.is_empty() {
+                    let name = format!("{prefix}{}", random_suffix());
+                    meta.insert("name".into(), Value::String(name));
+                }
+            }
+        }
+        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        meta.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+        meta.insert("creationTimestamp".into(), Value::String(now()));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        meta.remove("resourceVersion");
+        meta.remove("generation");
+        if obj.get("spec").is_some() {
+            meta_mut(&mut obj).insert("generation".into(), json!(1));
+        }
+        Self::prepare_status_for_create(info, &mut obj);
+        api::defaults::apply_defaults(info.kind, &mut obj);
+        if info.kind == "Pod" {
+            obj["status"]["qosClass"] = Value::String(pod_qos(&obj).to_string());
+        }
+        let name = name_of(&obj).to_string();
+        if let Err(causes) = api::validation::validate_create(info.kind, &obj) {
+            return Err(Self::invalid(info, &name, causes));
+        }
+        if name.is_empty() {
+            return Err(Self::invalid(
+                info,
+                "",
+                vec![api::validation::FieldError {
+                    field: "metadata.name".into(),
+                    reason: api::validation::CauseReason::FieldValueRequired,
+                    message: "metadata.name: Required value: name or generateName is required"
+                        .into(),
+                }],
+            ));
+        }
+        if let Some(ns) = namespace.filter(|_| info.namespaced) {
+            self.check_namespace(info, ns, &name)?;
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+                created: true,
+            });
+        }
+        let key = Self::key(info, namespace, &name);
+        let object = self
+            .store
+            .create(&key, obj)
+            .map_err(|e| ApiError::from_store(e, info, &name))?;
+        Ok(Written {
+            object,
+            warnings,
+            created: true,
+        })
+    }
+
+    fn prepare_status_for_create(info: &ResourceInfo, obj: &mut Value) {
+        let Some(o) = obj.as_object_mut() else { return };
+        match info.kind {
+            // kube's pod strategy resets status; the QoS class is filled after defaulting.
+            "Pod" => {
+                o.insert("status".into(), json!({"phase": "Pending"}));
+            }
+            "Namespace" => {
+                o.insert("status".into(), json!({"phase": "Active"}));
+            }
+            // Nodes register with their status in one create (kubelet does).
+            "Node" => {}
+            _ if has_status_subresource(info) => {
+                o.remove("status");
+            }
+            _ => {}
+        }
+    }
+
+    /// Carries server-owned fields from `old` into `new` (the strategies' PrepareForUpdate).
+    fn prepare_for_update(info: &ResourceInfo, old: &Value, mut new: Value, status_only: bool) -> Value {
+        if status_only {
+            // The status subresource changes only status (ResetObjectMetaForStatus).
+            let mut out = old.clone();
+            match new.get_mut("status").map(Value::take) {
+                Some(s) => out["status"] = s,
+                None => {
+                    if let Some(o) = out.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            return out;
+        }
+        let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        let meta = meta_mut(&mut new);
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_meta.get(k) {
+                Some(v) => {
+                    meta.insert(k.into(), v.clone());
+                }
+                None => {
+                    meta.remove(k);
+                }
+            }
+        }
+        if meta.get("managedFields").is_none() {
+            if let Some(mf) = old_meta.get("managedFields") {
+                meta.insert("managedFields".into(), mf.clone());
+            }
+        }
+        if has_status_subresource(info) {
+            if let Some(o) = new.as_object_mut() {
+                match old.get("status") {
+                    Some(s) => {
+                        o.insert("status".into(), s.clone());
+                    }
+                    None => {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        new
+    }
+
+    /// Stores `new` as the next state of `old` after defaulting and validation. Removes the
+    /// object when its deletion is pending and its last finalizer just went.
+    fn commit_update(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        old: &Value,
+        new: Value,
+        status_only: bool,
+        expected_rv: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut new = Self::prepare_for_update(info, old, new, status_only);
+        api::defaults::apply_defaults(info.kind, &mut new);
+        if let Err(causes) = api::validation::validate_update(info.kind, old, &new) {
+            return Err(Self::invalid(info, &key.name, causes));
+        }
+        if dry_run {
+            return Ok(new);
+        }
+        let finalizers_empty = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let grace_zero = new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0);
+        // Namespaces finish through their controller, which uses spec.finalizers too.
+        if deleting && finalizers_empty && grace_zero && info.kind != "Namespace" {
+            let pre = Preconditions {
+                uid: None,
+                resource_version: expected_rv,
+            };
+            return self
+                .store
+                .delete(key, &pre)
+                .map_err(|e| ApiError::from_store(e, info, &key.name));
+        }
+        self.store
+            .update(key, new, expected_rv)
+            .map_err(|e| ApiError::from_store(e, info, &key.name))
+    }
+
+    /// PUT of the object or of its `status` subresource.
+    pub fn update(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        status_only: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let mut body = body;
+        Self::check_type(info, &mut body)?;
+        let warnings = Self::check_fields(info, &mut body, opts.field_validation)?;
+        if let Some(n) = str_at(&body, "/metadata/name") {
+            if n != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        if info.namespaced {
+            if let (Some(b), Some(u)) = (str_at(&body, "/metadata/namespace"), namespace) {
+                if !b.is_empty() && b != u {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+        }
+        let expected = match str_at(&body, "/metadata/resourceVersion") {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
+            })?),
+        };
+        let key = Self::key(info, namespace, name);
+        let object = self.retry_update(info, &key, expected, |_old| Ok(body.clone()), status_only, opts.dry_run)?;
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
+    /// resourceVersion (then a mismatch is the client's 409).
+    fn retry_update(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        expected: Option<u64>,
+        mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        const ATTEMPTS: usize = 16;
+        for _ in 0..ATTEMPTS {
+            let old = self
+                .store
+                .get(key)
+                .map_err(|e| ApiError::from_store(e, info, &key.name))?;
+            let old_rv = store::resource_version_of(&old);
+            if let (Some(want), Some(have)) = (expected, old_rv) {
+                if want != have {
+                    return Err(ApiError::Conflict {
+                        resource: qualified(info),
+                        group: info.group.to_string(),
+                        name: key.name.clone(),
+                        detail: CONFLICT_DETAIL.into(),
+                    });
+                }
+            }
+            let new = f(&old)?;
+            match self.commit_update(info, key, &old, new, status_only, old_rv, dry_run) {
+                Err(ApiError::Conflict { .. }) if expected.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::Store(StoreError::TooManyRetries {
+            key: key.clone(),
+            attempts: ATTEMPTS as u32,
+        }))
+    }
+
+    /// PATCH of the object or its `status`; apply patches create missing objects.
+    #[allow(clippy::too_many_arguments)] // one argument per part of the request; a struct would only rename them
+    pub fn patch(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        body: &[u8],
+        status_only: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let patch: Value = parse_patch_body(patch_type, body)?;
+        let key = Self::key(info, namespace, name);
+        if patch_type == PatchType::Apply {
+            match self.store.get(&key) {
+                Err(StoreError::NotFound { .. }) if !status_only => {
+                    let mut obj = patch.clone();
+                    if let Some(n) = str_at(&obj, "/metadata/name") {
+                        if n != name {
+                            return Err(ApiError::bad_request(format!(
+                                "the name of the object ({n}) does not match the name on the URL ({name})"
+                            )));
+                        }
+                    }
+                    meta_mut(&mut obj).insert("name".into(), Value::String(name.to_string()));
+                    add_managed_fields(&mut obj, info, opts.field_manager.as_deref(), "Apply");
+                    return self.create(info, namespace, obj, opts);
+                }
+                Err(e) => return Err(ApiError::from_store(e, info, name)),
+                Ok(_) => {}
+            }
+        }
+        let expected = str_at(&patch, "/metadata/resourceVersion").and_then(|s| s.parse().ok());
+        let mut warnings = Vec::new();
+        let object = self.retry_update(
+            info,
+            &key,
+            expected,
+            |old| {
+                let mut new = match patch_type {
+                    PatchType::Json => api::patch::json_patch(old, &patch),
+                    PatchType::Merge => api::patch::merge_patch(old, &patch),
+                    PatchType::Strategic | PatchType::Apply => {
+                        api::patch::strategic_merge_patch(info.kind, old, &patch)
+                    }
+                }
+                .map_err(|e| match e {
+                    api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                    api::patch::PatchError::Apply(m) => ApiError::Invalid {
+                        kind: info.kind.to_string(),
+                        group: info.group.to_string(),
+                        name: name.to_string(),
+                        causes: vec![api::validation::FieldError {
+                            field: String::new(),
+                            reason: api::validation::CauseReason::FieldValueInvalid,
+                            message: m,
+                        }],
+                    },
+                })?;
+                Self::check_type(info, &mut new)?;
+                warnings = Self::check_fields(info, &mut new, opts.field_validation)?;
+                if patch_type == PatchType::Apply {
+                    add_managed_fields(&mut new, info, opts.field_manager.as_deref(), "Apply");
+                }
+                // The patch may not rename or move the object.
+                let m = meta_mut(&mut new);
+                m.insert("name".into(), Value::String(name.to_string()));
+                Ok(new)
+            },
+            status_only,
+            opts.dry_run,
+        )?;
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    /// DELETE with kube-apiserver's graceful deletion and finalizer rules.
+    pub fn delete(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
+        let key = Self::key(info, namespace, name);
+        for _ in 0..16 {
+            let old = self.get(info, namespace, name)?;
+            check_preconditions(info, name, &old, &opts.preconditions)?;
+            let rv = store::resource_version_of(&old);
+            let result = self.delete_once(info, &key, old, rv, opts);
+            match result {
+                Err(ApiError::Conflict { .. }) if opts.preconditions.resource_version.is_none() => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(ApiError::Store(StoreError::TooManyRetries {
+            key,
+            attempts: 16,
+        }))
+    }
+
+    fn delete_once(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        old: Value,
+        rv: Option<u64>,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
+        let name = key.name.as_str();
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if info.kind == "Namespace" {
+            if UNDELETABLE_NAMESPACES.contains(&name) {
+                return Err(ApiError::Forbidden {
+                    resource: qualified(info),
+                    group: String::new(),
+                    name: name.to_string(),
+                    detail: "this namespace may not be deleted".into(),
+                });
+            }
+            let spec_finalizers = old
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            if spec_finalizers || has_finalizers {
+                if old.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Ok(Deleted::Pending(old));
+                }
+                let mut new = old.clone();
+                let m = meta_mut(&mut new);
+                m.insert("deletionTimestamp".into(), Value::String(now()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                new["status"]["phase"] = json!("Terminating");
+                if opts.dry_run {
+                    return Ok(Deleted::Pending(new));
+                }
+                let obj = self
+                    .store
+                    .update(key, new, rv)
+                    .map_err(|e| ApiError::from_store(e, info, name))?;
+                return Ok(Deleted::Pending(obj));
+            }
+        }
+        let grace = if info.kind == "Pod" {
+            pod_grace_period(&old, opts.grace_period_seconds)
+        } else {
+            0
+        };
+        if grace == 0 && !has_finalizers {
+            if opts.dry_run {
+                return Ok(Deleted::Gone(old));
+            }
+            let pre = Preconditions {
+                uid: None,
+                resource_version: rv,
+            };
+            let obj = self
+                .store
+                .delete(key, &pre)
+                .map_err(|e| ApiError::from_store(e, info, name))?;
+            return Ok(Deleted::Gone(obj));
+        }
+        let current_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if old.pointer("/metadata/deletionTimestamp").is_some()
+            && current_grace.is_some_and(|g| g <= grace)
+        {
+            // A longer or equal grace period never extends a pending deletion.
+            return Ok(Deleted::Pending(old));
+        }
+        let mut new = old.clone();
+        let deadline = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let m = meta_mut(&mut new);
+        m.insert("deletionTimestamp".into(), Value::String(format_time(deadline)));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if opts.dry_run {
+            return Ok(Deleted::Pending(new));
+        }
+        let obj = self
+            .store
+            .update(key, new, rv)
+            .map_err(|e| ApiError::from_store(e, info, name))?;
+        Ok(Deleted::Pending(obj))
+    }
+
+    /// `pods/binding`: assigns a node once, and records PodScheduled (as kube's
+    /// BindingREST does).
+    pub fn bind(
+        &self,
+        namespace: &str,
+        pod: &str,
+        node: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let info = api::resources::lookup("", "pods").ok_or(ApiError::PathNotFound)?;
+        let key = Self::key(info, Some(namespace), pod);
+        for _ in 0..16 {
+            let old = self.get(info, Some(namespace), pod)?;
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::Conflict {
+                    resource: "pods/binding".into(),
+                    group: String::new(),
+                    name: pod.to_string(),
+                    detail: format!("pod {pod} is being deleted, cannot be assigned to a host"),
+                });
+            }
+            if let Some(n) = str_at(&old, "/spec/nodeName").filter(|n| !n.is_empty()) {
+                return Err(ApiError::Conflict {
+                    resource: "pods/binding".into(),
+                    group: String::new(),
+                    name: pod.to_string(),
+                    detail: format!("pod {pod} is already assigned to node \"{n}\""),
+                });
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = Value::String(node.to_string());
+            set_condition(
+                &mut new,
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}),
+            );
+            if dry_run {
+                return Ok(new);
+            }
+            match self.store.update(&key, new, store::resource_version_of(&old)) {
+                Ok(v) => return Ok(v),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, info, pod)),
+            }
+        }
+        Err(ApiError::Store(StoreError::TooManyRetries {
+            key,
+            attempts: 16,
+        }))
+    }
+
+    /// `PUT namespaces/<n>/finalize`: only `spec.finalizers` changes. A terminating namespace
+    /// whose finalizers are all gone is removed.
+    pub fn finalize_namespace(&self, name: &str, body: Value, dry_run: bool) -> Result<Value, ApiError> {
+        let info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
+        let key = Self::key(info, None, name);
+        let finalizers = body
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        for _ in 0..16 {
+            let old = self.get(info, None, name)?;
+            let mut new = old.clone();
+            new["spec"]["finalizers"] = finalizers.clone();
+            if dry_run {
+                return Ok(new);
+            }
+            let spec_empty = finalizers.as_array().is_none_or(Vec::is_empty);
+            let meta_empty = new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+            let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+            let rv = store::resource_version_of(&old);
+            let res = if deleting && spec_empty && meta_empty {
+                self.store.delete(
+                    &key,
+                    &Preconditions {
+                        uid: None,
+                        resource_version: rv,
+                    },
+                )
+            } else {
+                self.store.update(&key, new, rv)
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, info, name)),
+            }
+        }
+        Err(ApiError::Store(StoreError::TooManyRetries { key, attempts: 16 }))
+    }
+
+    /// Creates the namespaces every cluster has, if missing.
+    pub fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+        let info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
+        for ns in SYSTEM_NAMESPACES {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
+            match self.create(info, None, body, &WriteOptions::default()) {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces or appends a status condition by type.
+pub fn set_condition(obj: &mut Value, cond: Value) {
+    let ty = cond.get("type").cloned();
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    let conds = &mut obj["status"]["conditions"];
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    if let Some(list) = conds.as_array_mut() {
+        match list.iter_mut().find(|c| c.get("type") == ty.as_ref()) {
+            Some(c) => *c = cond,
+            None => list.push(cond),
+        }
+    }
+}
+
+/// kube's pod grace period: the request's value, else the pod's; 0 for pods that never ran
+/// on a node or already finished.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let scheduled = str_at(pod, "/spec/nodeName").is_some_and(|n| !n.is_empty());
+    let terminal = matches!(str_at(pod, "/status/phase"), Some("Succeeded") | Some("Failed"));
+    if !scheduled || terminal {
+        return 0;
+    }
+    let default = pod
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
+    match requested {
+        Some(g) if g >= 0 => g,
+        _ => default.max(0),
+    }
+}
+
+fn check_preconditions(
+    info: &ResourceInfo,
+    name: &str,
+    obj: &Value,
+    pre: &Preconditions,
+) -> Result<(), ApiError> {
+    let conflict = |detail: String| ApiError::Conflict {
+        resource: qualified(info),
+        group: info.group.to_string(),
+        name: name.to_string(),
+        detail,
+    };
+    if let Some(uid) = &pre.uid {
+        let have = str_at(obj, "/metadata/uid").unwrap_or("");
+        if have != uid {
+            return Err(conflict(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+            )));
+        }
+    }
+    if let Some(rv) = pre.resource_version {
+        let have = store::resource_version_of(obj);
+        if have != Some(rv) {
+            return Err(conflict(format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                have.map_or_else(String::new, |r| r.to_string())
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn add_managed_fields(obj: &mut Value, info: &ResourceInfo, manager: Option<&str>, operation: &str) {
+    let manager = manager.unwrap_or("unknown").to_string();
+    let entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version(info),
+        "time": now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    });
+    let m = meta_mut(obj);
+    let list = m
+        .entry("managedFields")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    if let Some(list) = list.as_array_mut() {
+        list.retain(|e| {
+            !(e.get("manager").and_then(Value::as_str) == Some(manager.as_str())
+                && e.get("operation").and_then(Value::as_str) == Some(operation))
+        });
+        list.push(entry);
+    }
+}
+
+/// Patch bodies are JSON; apply bodies may also be YAML.
+fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Ok(v),
+        Err(json_err) if patch_type == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("error decoding YAML: {e} (as JSON: {json_err})"))
+            }),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error decoding patch: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_path_handles_indexes() {
+        let mut v = json!({"spec": {"containers": [{"name": "a", "foo": 1}], "bar": 2}});
+        remove_path(&mut v, "spec.containers[0].foo");
+        remove_path(&mut v, "spec.bar");
+        remove_path(&mut v, "spec.missing[3].x");
+        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(pod_qos(&json!({"spec": {"containers": [{"name": "a"}]}})), "BestEffort");
+        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(pod_qos(&g), "Guaranteed");
+        let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(pod_qos(&b), "Burstable");
+    }
+
+    #[test]
+    fn grace_periods() {
+        let pod = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 10}, "status": {"phase": "Running"}});
+        assert_eq!(pod_grace_period(&pod, None), 10);
+        assert_eq!(pod_grace_period(&pod, Some(3)), 3);
+        let unscheduled = json!({"spec": {}, "status": {"phase": "Pending"}});
+        assert_eq!(pod_grace_period(&unscheduled, Some(30)), 0);
+        let done = json!({"spec": {"nodeName": "n"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(pod_grace_period(&done, None), 0);
+    }
+
+    #[test]
+    fn patch_types() {
+        assert_eq!(
+            PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
+            Some(PatchType::Strategic)
+        );
+        assert_eq!(PatchType::from_content_type("application/json"), None);
+    }
+}

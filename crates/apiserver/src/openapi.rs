@@ -1,0 +1,104 @@
+//! A minimal OpenAPI v3: one document per group-version whose paths carry a `patch`
+//! operation with `x-kubernetes-group-version-kind` and the `fieldValidation` parameter. That
+//! is what makes kubectl trust server-side field validation (`apply`, `create -f`, `edit`)
+//! instead of downloading `/openapi/v2`.
+
+use serde_json::{json, Map, Value};
+
+/// `api/v1` or `apis/<group>/<version>`.
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in api::resources::all() {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// A stable content hash so clients can cache documents (FNV-1a of the document text).
+fn hash(doc: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in doc.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016X}")
+}
+
+/// `GET /openapi/v3`.
+pub fn index() -> Value {
+    let mut paths = Map::new();
+    for (g, v) in group_versions() {
+        let p = gv_path(g, v);
+        let doc = document(&p).unwrap_or(Value::Null);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/<gv path>`, `None` for an unknown group-version.
+pub fn document(gv: &str) -> Option<Value> {
+    let gv = gv.trim_matches('/');
+    let (group, version) = group_versions()
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == gv)?;
+    let mut paths = Map::new();
+    for r in api::resources::all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = format!("/{}", gv_path(group, version));
+        let item = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+        ]);
+        paths.insert(
+            item,
+            json!({
+                "get": {
+                    "x-kubernetes-action": "get",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "responses": {"200": {"description": "OK"}},
+                },
+                "put": {
+                    "x-kubernetes-action": "put",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "parameters": params,
+                    "responses": {"200": {"description": "OK"}},
+                },
+                "patch": {
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "parameters": params,
+                    "responses": {"200": {"description": "OK"}},
+                },
+            }),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}

@@ -1,0 +1,229 @@
+//! The cluster's certificates and admin token, generated on first start under
+//! `<state-dir>/pki` and reused afterwards, so kubeconfigs stay valid across restarts.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("generating or loading key/certificate {what}")]
+    Cert {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const SERVING_CERT: &str = "apiserver.crt";
+pub const SERVING_KEY: &str = "apiserver.key";
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// What the API server needs from its PKI directory.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_pem: String,
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    pub admin_token: String,
+}
+
+fn read(path: &Path) -> Result<Option<String>, PkiError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PkiError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes via a temp file and rename so a crash never leaves half a key; `mode` 0600 for
+/// secrets.
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
+    move |source| PkiError::Cert {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The CA's parameters. Rebuilt identically on every start: together with the stored key they
+/// make the same issuer name and key identifier, so no certificate parser is needed to sign.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "peapod-ca");
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    params
+}
+
+fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let key_path = dir.join(CA_KEY);
+    let key_pem = read(&key_path)?.ok_or_else(|| PkiError::Read {
+        path: key_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "CA key missing"),
+    })?;
+    let key = KeyPair::from_pem(&key_pem).map_err(cert_err("CA key"))?;
+    Ok(Issuer::new(ca_params(), key))
+}
+
+/// A serving certificate for `sans` (IPs or DNS names) signed by the CA in `dir`.
+pub fn issue(dir: &Path, sans: &[String]) -> Result<(String, String), PkiError> {
+    let issuer = load_issuer(dir)?;
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(cert_err("SANs"))?;
+    let cn = sans.first().cloned().unwrap_or_else(|| "peapod".to_string());
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().map_err(cert_err("serving key"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(cert_err("serving certificate"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Loads the PKI in `dir`, creating what is missing.
+pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let ca_cert_path = dir.join(CA_CERT);
+    let ca_key_path = dir.join(CA_KEY);
+    let ca_pem = match (read(&ca_cert_path)?, read(&ca_key_path)?) {
+        (Some(c), Some(_)) => c,
+        _ => {
+            let key = KeyPair::generate().map_err(cert_err("CA key"))?;
+            let cert = ca_params()
+                .self_signed(&key)
+                .map_err(cert_err("CA certificate"))?;
+            write(&ca_key_path, &key.serialize_pem(), 0o600)?;
+            write(&ca_cert_path, &cert.pem(), 0o644)?;
+            // A new CA invalidates any serving certificate signed by an old one.
+            let _ = std::fs::remove_file(dir.join(SERVING_CERT));
+            cert.pem()
+        }
+    };
+    let cert_path = dir.join(SERVING_CERT);
+    let key_path = dir.join(SERVING_KEY);
+    let (serving_cert_pem, serving_key_pem) = match (read(&cert_path)?, read(&key_path)?) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let mut sans = vec![
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+                "localhost".to_string(),
+            ];
+            if let Ok(h) = nix_hostname() {
+                sans.push(h);
+            }
+            for s in extra_sans {
+                if !sans.contains(s) {
+                    sans.push(s.clone());
+                }
+            }
+            let (c, k) = issue(dir, &sans)?;
+            write(&key_path, &k, 0o600)?;
+            write(&cert_path, &c, 0o644)?;
+            (c, k)
+        }
+    };
+    let token_path = dir.join(ADMIN_TOKEN);
+    let admin_token = match read(&token_path)? {
+        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let bytes: [u8; 32] = rand::random();
+            let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write(&token_path, &t, 0o600)?;
+            t
+        }
+    };
+    Ok(Pki {
+        ca_pem,
+        serving_cert_pem,
+        serving_key_pem,
+        admin_token,
+    })
+}
+
+/// The machine's host name (for the serving certificate), from the kernel.
+fn nix_hostname() -> std::io::Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let h = h.trim().to_string();
+    if h.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "empty host name",
+        ));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = ensure(dir.path(), &[]).expect("first");
+        let b = ensure(dir.path(), &[]).expect("second");
+        assert_eq!(a.ca_pem, b.ca_pem);
+        assert_eq!(a.admin_token, b.admin_token);
+        assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
+        let mode = std::fs::metadata(dir.path().join(CA_KEY))
+            .expect("stat")
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        let (cert, key) = issue(dir.path(), &["10.0.0.1".into(), "node1".into()]).expect("issue");
+        assert!(cert.contains("BEGIN CERTIFICATE"));
+        assert!(key.contains("PRIVATE KEY"));
+    }
+}

@@ -1,0 +1,590 @@
+//! Pulling from OCI distribution registries (Docker Hub, any registry) through `oci-client`:
+//! resolves the reference to a manifest (choosing linux + host architecture from an index),
+//! downloads config and layers into the blob store with digests verified, and turns the
+//! registry's failures into errors a user can act on (kubelet shows them as `ErrImagePull`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::manifest::{
+    host_arch, parse_document, select_platform, Descriptor, Document, Manifest, ManifestError,
+    ACCEPTED_MANIFEST_TYPES,
+};
+use crate::reference::{Reference, DEFAULT_REGISTRY};
+use crate::PullProgress;
+
+/// Layers downloaded at once, as containerd's default.
+const CONCURRENT_LAYERS: usize = 3;
+
+/// Errors pulling an image.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("creating registry client for {registry}")]
+    Client {
+        registry: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{reference}: not found (the repository or tag does not exist on {registry})")]
+    NotFound {
+        reference: String,
+        registry: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{reference}: pull access denied: unauthorized (the repository may not exist or may require 'docker login' credentials)")]
+    Unauthorized {
+        reference: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{reference}: cannot connect to registry {registry}")]
+    Connect {
+        reference: String,
+        registry: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{reference}: registry {registry} answered with an error")]
+    Registry {
+        reference: String,
+        registry: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{reference}: manifest digest mismatch: expected {expected}, registry sent {actual}")]
+    ManifestDigest {
+        reference: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{reference}: storing blob {digest}")]
+    Blob {
+        reference: String,
+        digest: String,
+        #[source]
+        source: BlobError,
+    },
+    #[error("{reference}: blob digest mismatch: expected {expected}, registry sent {actual}")]
+    BlobDigestMismatch {
+        reference: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{reference}: downloading blob {digest}")]
+    Download {
+        reference: String,
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{reference}: invalid manifest")]
+    Manifest {
+        reference: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("{reference}: reading registry credentials from {path}")]
+    Credentials {
+        reference: String,
+        path: String,
+        #[source]
+        source: CredentialsError,
+    },
+    #[error("{reference}: background task failed")]
+    Join {
+        reference: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// What a pull brought into the blob store.
+#[derive(Debug, Clone)]
+pub(crate) struct Pulled {
+    /// Digest of the platform-specific image manifest.
+    pub manifest_digest: String,
+    pub manifest: Manifest,
+    /// Digest the reference resolved to (an index's digest when the tag names an index); the
+    /// one `repo_digests` report, as Docker and containerd do.
+    pub resolved_digest: String,
+    /// Other blobs fetched (the index), kept with the image so removal frees them.
+    pub extra_blobs: Vec<String>,
+}
+
+pub(crate) type ProgressFn<'a> = Option<&'a (dyn Fn(PullProgress) + Send + Sync)>;
+
+fn report(progress: ProgressFn<'_>, p: PullProgress) {
+    if let Some(f) = progress {
+        f(p);
+    }
+}
+
+/// Pulls `reference` into `blobs`; `auth_file` is a docker-style config.json, if any.
+pub(crate) async fn pull(
+    blobs: &BlobStore,
+    reference: &Reference,
+    auth_file: Option<&Path>,
+    progress: ProgressFn<'_>,
+) -> Result<Pulled, PullError> {
+    let refname = reference.to_string();
+    let host = reference.api_host().to_owned();
+    report(progress, PullProgress::Resolving);
+
+    let auth = match auth_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(data) => credentials_for(&data, &reference.registry).map_err(|source| {
+                PullError::Credentials {
+                    reference: refname.clone(),
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(PullError::Credentials {
+                    reference: refname.clone(),
+                    path: path.display().to_string(),
+                    source: CredentialsError::Read(e),
+                })
+            }
+        },
+        None => None,
+    };
+    let auth = match auth {
+        Some((user, pass)) => RegistryAuth::Basic(user, pass),
+        None => RegistryAuth::Anonymous,
+    };
+
+    let config = ClientConfig {
+        // Plain HTTP only for loopback registries, as Docker allows by default.
+        protocol: if reference.allows_plain_http() {
+            ClientProtocol::HttpsExcept(vec![host.clone()])
+        } else {
+            ClientProtocol::Https
+        },
+        // We choose from indexes ourselves, to keep the index digest and report choices.
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(120)),
+        ..ClientConfig::default()
+    };
+    let client = oci_client::Client::try_from(config).map_err(|source| PullError::Client {
+        registry: host.clone(),
+        source,
+    })?;
+    let oref = match (&reference.tag, &reference.digest) {
+        (_, Some(d)) => oci_client::Reference::with_digest(
+            host.clone(),
+            reference.repository.clone(),
+            d.clone(),
+        ),
+        (Some(t), None) => {
+            oci_client::Reference::with_tag(host.clone(), reference.repository.clone(), t.clone())
+        }
+        (None, None) => oci_client::Reference::with_tag(
+            host.clone(),
+            reference.repository.clone(),
+            "latest".to_owned(),
+        ),
+    };
+    let classify = |source| classify_error(&refname, &reference.registry, source);
+
+    client
+        .auth(&oref, &auth, RegistryOperation::Pull)
+        .await
+        .map_err(classify)?;
+
+    let (data, resolved_digest) =
+        fetch_manifest(&client, &oref, &auth, reference.digest.as_deref(), &refname).await?;
+    let store = |digest: &str, data: &[u8]| {
+        blobs
+            .put(Some(digest), data)
+            .map_err(|source| PullError::Blob {
+                reference: refname.clone(),
+                digest: digest.to_owned(),
+                source,
+            })
+    };
+    store(&resolved_digest, &data)?;
+    let manifest_err = |source| PullError::Manifest {
+        reference: refname.clone(),
+        source,
+    };
+    let mut extra_blobs = Vec::new();
+    let (manifest_digest, manifest) =
+        match parse_document(&resolved_digest, &data).map_err(manifest_err)? {
+            Document::Manifest(m) => (resolved_digest.clone(), m),
+            Document::Index(index) => {
+                let chosen = select_platform(&resolved_digest, &index, host_arch())
+                    .map_err(manifest_err)?
+                    .digest
+                    .clone();
+                extra_blobs.push(resolved_digest.clone());
+                let child = oref.clone_with_digest(chosen.clone());
+                let (data, digest) =
+                    fetch_manifest(&client, &child, &auth, Some(&chosen), &refname).await?;
+                store(&digest, &data)?;
+                match parse_document(&digest, &data).map_err(manifest_err)? {
+                    Document::Manifest(m) => (digest, m),
+                    Document::Index(_) => {
+                        return Err(manifest_err(ManifestError::UnsupportedMediaType {
+                            digest,
+                            media_type: "nested image index".to_owned(),
+                        }))
+                    }
+                }
+            }
+        };
+
+    fetch_blob(&client, &oref, blobs, &manifest.config, &refname, None).await?;
+    futures::stream::iter(manifest.layers.iter())
+        .map(|layer| fetch_blob(&client, &oref, blobs, layer, &refname, progress))
+        .buffer_unordered(CONCURRENT_LAYERS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    report(progress, PullProgress::Done);
+    Ok(Pulled {
+        manifest_digest,
+        manifest,
+        resolved_digest,
+        extra_blobs,
+    })
+}
+
+/// Fetches a manifest and checks its digest (against `expected` when pulling by digest).
+async fn fetch_manifest(
+    client: &oci_client::Client,
+    oref: &oci_client::Reference,
+    auth: &RegistryAuth,
+    expected: Option<&str>,
+    refname: &str,
+) -> Result<(Vec<u8>, String), PullError> {
+    let registry = oref.registry().to_owned();
+    let (data, _) = client
+        .pull_manifest_raw(oref, auth, ACCEPTED_MANIFEST_TYPES)
+        .await
+        .map_err(|source| classify_error(refname, &registry, source))?;
+    let actual = crate::blobs::sha256_digest(&data);
+    if let Some(expected) = expected {
+        if expected != actual {
+            return Err(PullError::ManifestDigest {
+                reference: refname.to_owned(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+    }
+    Ok((data.to_vec(), actual))
+}
+
+/// Downloads one blob into the store unless it is there already, reporting progress.
+async fn fetch_blob(
+    client: &oci_client::Client,
+    oref: &oci_client::Reference,
+    blobs: &BlobStore,
+    desc: &Descriptor,
+    refname: &str,
+    progress: ProgressFn<'_>,
+) -> Result<(), PullError> {
+    let digest = desc.digest.clone();
+    let blob_err = |source| PullError::Blob {
+        reference: refname.to_owned(),
+        digest: digest.clone(),
+        source,
+    };
+    if blobs.contains(&digest) {
+        report(
+            progress,
+            PullProgress::Layer {
+                digest: digest.clone(),
+                downloaded: desc.size,
+                total: desc.size,
+            },
+        );
+        return Ok(());
+    }
+    let odesc = OciDescriptor {
+        media_type: desc.media_type.clone(),
+        digest: digest.clone(),
+        size: i64::try_from(desc.size).unwrap_or(i64::MAX),
+        ..OciDescriptor::default()
+    };
+    let mut stream = client
+        .pull_blob_stream(oref, &odesc)
+        .await
+        .map_err(|source| classify_error(refname, oref.registry(), source))?;
+    let mut writer = blobs.writer(Some(&digest)).map_err(blob_err)?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| download_error(refname, &digest, source))?;
+        writer.write_chunk(&chunk).map_err(blob_err)?;
+        report(
+            progress,
+            PullProgress::Layer {
+                digest: digest.clone(),
+                downloaded: writer.written(),
+                total: desc.size,
+            },
+        );
+    }
+    // fsync can take a while: keep it off the async workers.
+    let size = (desc.size > 0).then_some(desc.size);
+    tokio::task::spawn_blocking(move || writer.commit(size))
+        .await
+        .map_err(|source| PullError::Join {
+            reference: refname.to_owned(),
+            source,
+        })?
+        .map_err(blob_err)?;
+    Ok(())
+}
+
+/// oci-client checks digests inside its stream too and reports a mismatch as an I/O error;
+/// surface it as the mismatch it is.
+fn download_error(reference: &str, digest: &str, source: std::io::Error) -> PullError {
+    if let Some(oci_client::errors::DigestError::VerificationError { expected, actual }) = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<oci_client::errors::DigestError>())
+    {
+        return PullError::BlobDigestMismatch {
+            reference: reference.to_owned(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        };
+    }
+    PullError::Download {
+        reference: reference.to_owned(),
+        digest: digest.to_owned(),
+        source,
+    }
+}
+
+/// Sorts registry failures into the cases a user must tell apart.
+fn classify_error(reference: &str, registry: &str, source: OciDistributionError) -> PullError {
+    let reference = reference.to_owned();
+    let registry = registry.to_owned();
+    enum Kind {
+        NotFound,
+        Unauthorized,
+        Connect,
+        Other,
+    }
+    let kind = match &source {
+        OciDistributionError::ImageManifestNotFoundError(_) => Kind::NotFound,
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Kind::Unauthorized,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                Kind::NotFound
+            } else if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                Kind::Unauthorized
+            } else {
+                Kind::Other
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => Kind::NotFound,
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => Kind::Unauthorized,
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => Kind::Connect,
+        _ => Kind::Other,
+    };
+    match kind {
+        Kind::NotFound => PullError::NotFound {
+            reference,
+            registry,
+            source,
+        },
+        Kind::Unauthorized => PullError::Unauthorized { reference, source },
+        Kind::Connect => PullError::Connect {
+            reference,
+            registry,
+            source,
+        },
+        Kind::Other => PullError::Registry {
+            reference,
+            registry,
+            source,
+        },
+    }
+}
+
+/// Errors reading a docker-style `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("reading the file")]
+    Read(#[source] std::io::Error),
+    #[error("parsing JSON")]
+    Parse(#[source] serde_json::Error),
+    #[error("auths entry for {registry} is not base64 of user:password")]
+    BadAuth { registry: String },
+}
+
+#[derive(serde::Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, DockerAuth>,
+}
+
+#[derive(serde::Deserialize)]
+struct DockerAuth {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The `host[:port]` an `auths` key names: keys may be bare hosts or URLs
+/// (`https://index.docker.io/v1/`).
+fn auth_key_host(key: &str) -> &str {
+    let no_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    no_scheme.split('/').next().unwrap_or(no_scheme)
+}
+
+/// Finds `(user, password)` for `registry` (a normalised registry, `docker.io` for the Hub) in
+/// a docker-style config.json.
+pub fn credentials_for(
+    config_json: &[u8],
+    registry: &str,
+) -> Result<Option<(String, String)>, CredentialsError> {
+    let config: DockerConfig =
+        serde_json::from_slice(config_json).map_err(CredentialsError::Parse)?;
+    let wanted: &[&str] = if registry == DEFAULT_REGISTRY {
+        &["index.docker.io", "docker.io", "registry-1.docker.io"]
+    } else {
+        std::slice::from_ref(&registry)
+    };
+    let Some((key, entry)) = config
+        .auths
+        .iter()
+        .find(|(k, _)| wanted.contains(&auth_key_host(k)))
+    else {
+        return Ok(None);
+    };
+    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
+        return Ok(Some((u.clone(), p.clone())));
+    }
+    let Some(auth) = &entry.auth else {
+        return Ok(None);
+    };
+    let bad = || CredentialsError::BadAuth {
+        registry: key.clone(),
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (user, pass) = decoded.split_once(':').ok_or_else(bad)?;
+    Ok(Some((user.to_owned(), pass.to_owned())))
+}
+
+/// The docker config.json to read credentials from: `$DOCKER_CONFIG/config.json`, else
+/// `$HOME/.docker/config.json`.
+pub fn default_auth_file() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(Path::new(&dir).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".docker").join("config.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_registry_errors() {
+        let c = |e| classify_error("r", "reg", e);
+        assert!(matches!(
+            c(OciDistributionError::UnauthorizedError { url: "u".into() }),
+            PullError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            c(OciDistributionError::AuthenticationFailure("bad".into())),
+            PullError::Unauthorized { .. }
+        ));
+        let envelope = |code: &str| -> OciDistributionError {
+            let json = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
+            match serde_json::from_str(&json) {
+                Ok(envelope) => OciDistributionError::RegistryError {
+                    envelope,
+                    url: "u".into(),
+                },
+                Err(e) => OciDistributionError::JsonError(e),
+            }
+        };
+        assert!(matches!(
+            c(envelope("MANIFEST_UNKNOWN")),
+            PullError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c(envelope("NAME_UNKNOWN")),
+            PullError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c(envelope("DENIED")),
+            PullError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            c(envelope("TOOMANYREQUESTS")),
+            PullError::Registry { .. }
+        ));
+        let e = c(OciDistributionError::ServerError {
+            code: 404,
+            url: "u".into(),
+            message: String::new(),
+        });
+        assert!(e.to_string().contains("not found"), "{e}");
+        let e = c(OciDistributionError::UnauthorizedError { url: "u".into() });
+        assert!(e.to_string().contains("unauthorized"), "{e}");
+    }
+
+    #[test]
+    fn finds_credentials() -> Result<(), CredentialsError> {
+        let cfg = br#"{"auths":{
+            "https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},
+            "127.0.0.1:5000":{"username":"a","password":"b"},
+            "quay.io":{"auth":"!!!"}
+        }}"#;
+        assert_eq!(
+            credentials_for(cfg, "docker.io")?,
+            Some(("user".to_owned(), "pa:ss".to_owned()))
+        );
+        assert_eq!(
+            credentials_for(cfg, "127.0.0.1:5000")?,
+            Some(("a".to_owned(), "b".to_owned()))
+        );
+        assert_eq!(credentials_for(cfg, "ghcr.io")?, None);
+        assert!(matches!(
+            credentials_for(cfg, "quay.io"),
+            Err(CredentialsError::BadAuth { .. })
+        ));
+        assert_eq!(credentials_for(b"{}", "docker.io")?, None);
+        Ok(())
+    }
+}

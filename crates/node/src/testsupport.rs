@@ -1,0 +1,314 @@
+//! Test doubles: an in-memory `RuntimeService` whose containers exit when a test says so, a
+//! recording `PodApi`, and a settable clock. Only compiled for tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, ImageConfig, ImageInfo, PodSandboxConfig, PodSandboxStatus,
+    RuntimeError, RuntimeService, SandboxState,
+};
+
+use crate::apiclient::{ApiError, PodApi};
+use crate::worker::Clock;
+
+/// A clock tests move by hand.
+#[derive(Clone)]
+pub struct FakeClock(pub Arc<Mutex<Timestamp>>);
+
+impl FakeClock {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Timestamp::from_second(1_700_000_000).expect("time"))))
+    }
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().expect("clock");
+        *t = t.checked_add(jiff::SignedDuration::try_from(d).expect("duration")).expect("time");
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().expect("clock")
+    }
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub images: HashMap<String, ImageInfo>,
+    /// References whose pull fails.
+    pub broken: HashSet<String>,
+    pub sandboxes: HashMap<String, PodSandboxStatus>,
+    pub containers: HashMap<String, ContainerStatus>,
+    pub calls: Vec<String>,
+    /// Exit code a container gets when stopped.
+    pub stop_exit: i32,
+    next: u64,
+}
+
+/// In-memory runtime.
+pub struct FakeRuntime {
+    pub state: Mutex<FakeState>,
+    pub clock: FakeClock,
+    /// Images `pull_image` can fetch.
+    pub registry: Mutex<HashMap<String, ImageInfo>>,
+}
+
+pub fn image(reference: &str) -> ImageInfo {
+    ImageInfo {
+        id: format!("sha256:{:0>64}", reference.len()),
+        repo_tags: vec![reference.to_string()],
+        repo_digests: vec![format!("{}@sha256:{:0>64}", reference.split(':').next().unwrap_or(reference), 7)],
+        size_bytes: 1234,
+        config: ImageConfig { entrypoint: vec!["/bin/sh".into()], ..Default::default() },
+    }
+}
+
+impl FakeRuntime {
+    pub fn new(clock: FakeClock) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(FakeState { stop_exit: 143, ..Default::default() }),
+            clock,
+            registry: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn with_registry_image(&self, reference: &str) {
+        self.registry.lock().expect("lock").insert(reference.to_string(), image(reference));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().expect("fake runtime lock")
+    }
+
+    /// Makes the running attempt of container `name` exit with `code`.
+    pub fn exit(&self, name: &str, code: i32) {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        for c in st.containers.values_mut() {
+            if c.config.name == name && c.state == ContainerState::Running {
+                c.state = ContainerState::Exited;
+                c.exit_code = Some(code);
+                c.finished_at = Some(now);
+                c.reason = Some(if code == 0 { "Completed" } else { "Error" }.to_string());
+            }
+        }
+    }
+
+    pub fn containers_named(&self, name: &str) -> Vec<ContainerStatus> {
+        let mut v: Vec<_> = self.lock().containers.values().filter(|c| c.config.name == name).cloned().collect();
+        v.sort_by_key(|c| c.config.attempt);
+        v
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+}
+
+#[async_trait]
+impl RuntimeService for FakeRuntime {
+    async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        let found = self.registry.lock().expect("lock").get(reference).cloned();
+        let mut st = self.lock();
+        st.calls.push(format!("pull {reference}"));
+        match found {
+            Some(info) if !st.broken.contains(reference) => {
+                st.images.insert(reference.to_string(), info.clone());
+                Ok(info)
+            }
+            _ => Err(RuntimeError::ImagePull {
+                reference: reference.to_string(),
+                message: format!("{reference}: not found"),
+            }),
+        }
+    }
+
+    async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        Ok(self.lock().images.get(reference).cloned())
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        Ok(self.lock().images.values().cloned().collect())
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.next += 1;
+        let id = format!("sb{}", st.next);
+        st.calls.push(format!("run_pod_sandbox {}", config.name));
+        st.sandboxes.insert(
+            id.clone(),
+            PodSandboxStatus { id: id.clone(), config: config.clone(), state: SandboxState::Ready, created_at: now, pid: Some(1) },
+        );
+        Ok(id)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.calls.push(format!("stop_pod_sandbox {id}"));
+        for c in st.containers.values_mut().filter(|c| c.sandbox_id == id && c.state == ContainerState::Running) {
+            c.state = ContainerState::Exited;
+            c.exit_code = Some(137);
+            c.finished_at = Some(now);
+        }
+        if let Some(s) = st.sandboxes.get_mut(id) {
+            s.state = SandboxState::NotReady;
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        st.calls.push(format!("remove_pod_sandbox {id}"));
+        st.sandboxes.remove(id);
+        st.containers.retain(|_, c| c.sandbox_id != id);
+        Ok(())
+    }
+
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
+        Ok(self.lock().sandboxes.values().cloned().collect())
+    }
+
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String, RuntimeError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let Some(sandbox) = st.sandboxes.get(sandbox_id).cloned() else {
+            return Err(RuntimeError::SandboxNotFound { id: sandbox_id.to_string() });
+        };
+        st.next += 1;
+        let id = format!("{:0>64}", st.next);
+        st.calls.push(format!("create_container {} {}", config.name, config.attempt));
+        st.containers.insert(
+            id.clone(),
+            ContainerStatus {
+                id: id.clone(),
+                sandbox_id: sandbox_id.to_string(),
+                config: config.clone(),
+                state: ContainerState::Created,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                reason: None,
+                message: None,
+                pid: None,
+                log_path: sandbox.config.log_directory.join(&config.log_path),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.calls.push(format!("start_container {id}"));
+        let c = st.containers.get_mut(id).ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
+        c.state = ContainerState::Running;
+        c.started_at = Some(now);
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.calls.push(format!("stop_container {id} {}", timeout.as_secs()));
+        let code = st.stop_exit;
+        if let Some(c) = st.containers.get_mut(id) {
+            if c.state != ContainerState::Exited {
+                c.state = ContainerState::Exited;
+                c.exit_code = Some(code);
+                c.finished_at = Some(now);
+                c.reason = Some("Error".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        st.calls.push(format!("remove_container {id}"));
+        st.containers.remove(id);
+        Ok(())
+    }
+
+    async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        Ok(self.lock().containers.values().filter(|c| sandbox_id.is_none_or(|s| c.sandbox_id == s)).cloned().collect())
+    }
+
+    async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        self.lock().containers.get(id).cloned().ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })
+    }
+}
+
+/// What the fake API saw.
+#[derive(Default)]
+pub struct FakeApiState {
+    pub statuses: Vec<PodStatus>,
+    /// (type, reason, message, count)
+    pub events: Vec<(String, String, String, i32)>,
+    pub event_names: Vec<String>,
+    pub deleted: Vec<(String, String, String)>,
+    pub config_maps: HashMap<String, ConfigMap>,
+    pub secrets: HashMap<String, Secret>,
+}
+
+#[derive(Default)]
+pub struct FakeApi(pub Mutex<FakeApiState>);
+
+impl FakeApi {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FakeApiState> {
+        self.0.lock().expect("fake api lock")
+    }
+    pub fn reasons(&self) -> Vec<String> {
+        self.lock().events.iter().map(|e| e.1.clone()).collect()
+    }
+    pub fn messages(&self) -> Vec<String> {
+        self.lock().events.iter().map(|e| e.2.clone()).collect()
+    }
+    pub fn last_status(&self) -> Option<PodStatus> {
+        self.lock().statuses.last().cloned()
+    }
+}
+
+#[async_trait]
+impl PodApi for FakeApi {
+    async fn patch_pod_status(&self, _: &str, _: &str, status: &PodStatus) -> Result<(), ApiError> {
+        self.lock().statuses.push(status.clone());
+        Ok(())
+    }
+    async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError> {
+        self.lock().deleted.push((namespace.into(), name.into(), uid.into()));
+        Ok(())
+    }
+    async fn create_event(&self, event: &Event) -> Result<(), ApiError> {
+        let mut st = self.lock();
+        st.events.push((
+            event.type_.clone().unwrap_or_default(),
+            event.reason.clone().unwrap_or_default(),
+            event.message.clone().unwrap_or_default(),
+            event.count.unwrap_or(0),
+        ));
+        st.event_names.push(event.metadata.name.clone().unwrap_or_default());
+        Ok(())
+    }
+    async fn patch_event(&self, _: &str, name: &str, count: i32, _: &Time) -> Result<(), ApiError> {
+        let mut st = self.lock();
+        if let Some(i) = st.event_names.iter().position(|n| n == name) {
+            st.events[i].3 = count;
+        }
+        Ok(())
+    }
+    async fn get_config_map(&self, _: &str, name: &str) -> Result<Option<ConfigMap>, ApiError> {
+        Ok(self.lock().config_maps.get(name).cloned())
+    }
+    async fn get_secret(&self, _: &str, name: &str) -> Result<Option<Secret>, ApiError> {
+        Ok(self.lock().secrets.get(name).cloned())
+    }
+}

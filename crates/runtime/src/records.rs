@@ -1,0 +1,142 @@
+//! The runtime's on-disk records of sandboxes and containers, and the pure function that
+//! turns them (plus the shim's state and exit records) into a `ContainerStatus`. Status comes
+//! from disk only, so it reads the same after an agent restart or with the shim gone.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use shim::protocol::{ExitRecord, StateRecord};
+
+use crate::{ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig};
+
+/// `pods/<id>/sandbox.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub created_at: jiff::Timestamp,
+    /// The pod's cgroup relative to the hierarchy roots.
+    pub pod_cgroup: PathBuf,
+}
+
+/// `pods/<sandbox>/containers/<id>/config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+    pub created_at: jiff::Timestamp,
+    /// Absolute log path.
+    pub log_path: PathBuf,
+}
+
+/// `pods/<id>/shim.pid`: the shim's pid and its start time (clock ticks since boot, from
+/// /proc/<pid>/stat), so a recycled pid is never mistaken for the shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimPid {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// The status the records describe. `shim_alive` says whether someone is still there to
+/// record an exit; without it a started container's state is unknown.
+pub fn container_status(
+    record: &ContainerRecord,
+    state: Option<&StateRecord>,
+    exit: Option<&ExitRecord>,
+    shim_alive: bool,
+) -> ContainerStatus {
+    let (state_kind, pid) = match (exit, state, shim_alive) {
+        (Some(_), _, _) => (ContainerState::Exited, None),
+        (None, Some(s), true) => (ContainerState::Running, Some(s.pid)),
+        (None, None, true) => (ContainerState::Created, None),
+        (None, _, false) => (ContainerState::Unknown, None),
+    };
+    ContainerStatus {
+        id: record.id.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        config: record.config.clone(),
+        state: state_kind,
+        created_at: record.created_at,
+        started_at: state.map(|s| s.started_at),
+        finished_at: exit.map(|e| e.finished_at),
+        exit_code: exit.map(|e| e.exit_code),
+        reason: exit.map(|e| e.reason.as_str().to_string()),
+        message: exit.and_then(|e| e.message.clone()),
+        pid,
+        log_path: record.log_path.clone(),
+    }
+}
+
+/// The `/etc/hosts` kubelet writes for a pod not on the host network (its "managed hosts
+/// file"), with the pod's addresses; until the pod has an IP the hostname maps to 127.0.1.1
+/// (as Debian does for the machine's own name) so it still resolves inside the pod.
+pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr]) -> String {
+    let mut out = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if ips.is_empty() {
+        out.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    for ip in ips {
+        out.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shim::protocol::ExitReason;
+
+    fn record() -> ContainerRecord {
+        ContainerRecord {
+            id: "c".into(),
+            sandbox_id: "s".into(),
+            config: ContainerConfig::default(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            log_path: "/l".into(),
+        }
+    }
+
+    #[test]
+    fn states_from_records() {
+        let r = record();
+        assert_eq!(
+            container_status(&r, None, None, true).state,
+            ContainerState::Created
+        );
+        let s = StateRecord {
+            pid: 7,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let st = container_status(&r, Some(&s), None, true);
+        assert_eq!((st.state, st.pid), (ContainerState::Running, Some(7)));
+        assert_eq!(
+            container_status(&r, Some(&s), None, false).state,
+            ContainerState::Unknown
+        );
+        let e = ExitRecord {
+            exit_code: 3,
+            signal: None,
+            reason: ExitReason::Error,
+            message: None,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let st = container_status(&r, Some(&s), Some(&e), false);
+        assert_eq!(st.state, ContainerState::Exited);
+        assert_eq!(st.exit_code, Some(3));
+        assert_eq!(st.reason.as_deref(), Some("Error"));
+        assert!(st.started_at.is_some());
+    }
+
+    #[test]
+    fn hosts_file_names_the_pod() {
+        let h = hosts_file("web-0", &[]);
+        assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(h.ends_with("127.0.1.1\tweb-0\n"));
+        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")]);
+        assert!(h.ends_with("10.244.0.5\tweb-0\n"));
+    }
+}

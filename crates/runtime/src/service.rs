@@ -1,0 +1,869 @@
+//! `Runtime`, the `RuntimeService` implementation: sandboxes are shim processes with their
+//! files under `<state dir>/pods/<sandbox id>/`, containers are requests to those shims, and
+//! every status is read back from the records on disk, so a new `Runtime` over the same
+//! state directory (an agent restart) sees everything the old one created.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgroups::Hierarchy;
+use shim::protocol::{
+    read_json, write_atomic, write_json_atomic, BindMount, ContainerSpec, ExitReason, ExitRecord,
+    PodDir, Request, Response, ShimConfig, StateRecord, UserSpec as ShimUserSpec,
+};
+
+use crate::client;
+use crate::image_backend::ImageBackend;
+use crate::procs;
+use crate::records::{container_status, hosts_file, ContainerRecord, SandboxRecord, ShimPid};
+use crate::{
+    ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
+    PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
+};
+
+/// How long a fresh shim may take to answer.
+const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of ordinary requests to a shim.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a start (the shim builds the rootfs and waits for the exec).
+const START_TIMEOUT: Duration = Duration::from_secs(70);
+/// How long to wait for a SIGKILLed container or shim to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Interval of the polls above.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Where the runtime keeps its state and how it starts shims.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `--state-dir`: `pods/` and `images/` live below it.
+    pub state_dir: PathBuf,
+    /// Root of the cgroup hierarchies (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// Our cgroup below the root; pods go to `<cgroup_parent>/pod<uid>`.
+    pub cgroup_parent: PathBuf,
+    /// The binary run as the shim (`std::env::current_exe()` in production).
+    pub shim_binary: PathBuf,
+    /// Arguments before the pod directory (`["shim"]`: `peapod shim <pod dir>`).
+    pub shim_args: Vec<OsString>,
+    /// The host's resolver config, copied into each pod.
+    pub resolv_conf: PathBuf,
+    /// Where /proc is (for process liveness checks).
+    pub proc_root: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// Production defaults for `state_dir`, with `shim_binary` as the shim.
+    pub fn new(state_dir: impl Into<PathBuf>, shim_binary: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            cgroup_root: PathBuf::from(cgroups::DEFAULT_ROOT),
+            cgroup_parent: PathBuf::from("peapod"),
+            shim_binary: shim_binary.into(),
+            shim_args: vec![OsString::from("shim")],
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// The container runtime; cheap to share behind an `Arc`.
+pub struct Runtime {
+    config: RuntimeConfig,
+    images: Arc<dyn ImageBackend>,
+    cgroups: Option<Hierarchy>,
+}
+
+fn io_err(operation: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let operation = operation.into();
+    move |source| RuntimeError::Io { operation, source }
+}
+
+/// Ids are 64 lowercase hex characters; anything else names nothing (and never a path).
+fn is_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn new_id() -> Result<String, RuntimeError> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_err("reading /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The shim's own cgroup inside the pod's: one per sandbox, since a pod's next sandbox
+/// shares the pod cgroup while the old one is being torn down.
+fn shim_cgroup(sandbox_id: &str) -> String {
+    format!("shim-{sandbox_id}")
+}
+
+/// A name safe as one cgroup path component (pod UIDs are UUIDs; anything else is cleaned).
+fn cgroup_name(uid: &str, fallback: &str) -> String {
+    let clean: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    if clean.is_empty() {
+        format!("pod{fallback}")
+    } else {
+        format!("pod{clean}")
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Io {
+            operation: "running a blocking task".into(),
+            source: io::Error::other(e),
+        })
+}
+
+impl Runtime {
+    /// A runtime over `config.state_dir`, with the image store at `<state dir>/images`.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let root = config.state_dir.join("images");
+        std::fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
+        let store = images::ImageStore::open(&root).map_err(|e| RuntimeError::Io {
+            operation: format!("opening the image store {}", root.display()),
+            source: io::Error::other(e),
+        })?;
+        Self::with_images(config, Arc::new(store))
+    }
+
+    /// A runtime with another image backend (tests serve plain directories).
+    pub fn with_images(
+        config: RuntimeConfig,
+        images: Arc<dyn ImageBackend>,
+    ) -> Result<Self, RuntimeError> {
+        let pods = config.state_dir.join("pods");
+        std::fs::create_dir_all(&pods).map_err(io_err(format!("creating {}", pods.display())))?;
+        let cgroups = match Hierarchy::detect(&config.cgroup_root) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "cgroups unavailable; containers run without resource control");
+                None
+            }
+        };
+        Ok(Self {
+            config,
+            images,
+            cgroups,
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.config.state_dir.join("pods")
+    }
+
+    fn pod(&self, id: &str) -> PodDir {
+        PodDir::new(self.pods_dir().join(id))
+    }
+
+    fn sandbox_record(&self, id: &str) -> Result<SandboxRecord, RuntimeError> {
+        if !is_id(id) {
+            return Err(RuntimeError::SandboxNotFound { id: id.to_string() });
+        }
+        let path = self.pod(id).root().join("sandbox.json");
+        read_json(&path)
+            .map_err(io_err(format!("reading {}", path.display())))?
+            .ok_or_else(|| RuntimeError::SandboxNotFound { id: id.to_string() })
+    }
+
+    fn shim_pid(&self, pod: &PodDir) -> Option<ShimPid> {
+        read_json(&pod.shim_pid()).ok().flatten()
+    }
+
+    fn shim_alive(&self, pod: &PodDir) -> bool {
+        self.shim_pid(pod)
+            .is_some_and(|p| procs::alive(&self.config.proc_root, &p))
+    }
+
+    /// Every sandbox directory (ids only; records may be missing after a crash).
+    fn sandbox_ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let dir = self.pods_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("listing {}", dir.display()))(e)),
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_id(n))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The sandbox holding container `id`.
+    fn find_container(&self, id: &str) -> Result<String, RuntimeError> {
+        if is_id(id) {
+            for sandbox in self.sandbox_ids()? {
+                if self.pod(&sandbox).container(id).config().exists() {
+                    return Ok(sandbox);
+                }
+            }
+        }
+        Err(RuntimeError::ContainerNotFound { id: id.to_string() })
+    }
+
+    fn read_status(&self, sandbox_id: &str, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let pod = self.pod(sandbox_id);
+        let dir = pod.container(id);
+        let record: ContainerRecord = read_json(&dir.config())
+            .map_err(io_err(format!("reading {}", dir.config().display())))?
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
+        let state: Option<StateRecord> = read_json(&dir.state())
+            .map_err(io_err(format!("reading {}", dir.state().display())))?;
+        let exit: Option<ExitRecord> =
+            read_json(&dir.exit()).map_err(io_err(format!("reading {}", dir.exit().display())))?;
+        Ok(container_status(
+            &record,
+            state.as_ref(),
+            exit.as_ref(),
+            self.shim_alive(&pod),
+        ))
+    }
+
+    async fn request(
+        &self,
+        sandbox_id: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RuntimeError> {
+        let socket = self.pod(sandbox_id).socket();
+        client::call(&socket, req, timeout)
+            .await
+            .map_err(|e| RuntimeError::Shim {
+                id: sandbox_id.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn request_ok(&self, sandbox_id: &str, req: &Request) -> Result<(), RuntimeError> {
+        match self.request(sandbox_id, req, REQUEST_TIMEOUT).await? {
+            Response::Error { message } => Err(RuntimeError::Shim {
+                id: sandbox_id.to_string(),
+                message,
+            }),
+            Response::Ok | Response::Started { .. } | Response::State { .. } => Ok(()),
+        }
+    }
+
+    /// Writes the sandbox's files and starts its shim; the caller cleans up on error.
+    async fn start_sandbox(&self, id: &str, config: &PodSandboxConfig) -> Result<(), RuntimeError> {
+        let pod = self.pod(id);
+        let root = pod.root().to_path_buf();
+        std::fs::create_dir_all(pod.containers())
+            .map_err(io_err(format!("creating {}", root.display())))?;
+        let pod_cgroup = self.config.cgroup_parent.join(cgroup_name(&config.uid, id));
+        let record = SandboxRecord {
+            id: id.to_string(),
+            config: config.clone(),
+            created_at: jiff::Timestamp::now(),
+            pod_cgroup: pod_cgroup.clone(),
+        };
+        let write = |path: PathBuf, data: &[u8]| {
+            write_atomic(&path, data).map_err(io_err(format!("writing {}", path.display())))
+        };
+        write(pod.hostname(), format!("{}\n", config.hostname).as_bytes())?;
+        write(pod.hosts(), hosts_file(&config.hostname, &[]).as_bytes())?;
+        let resolv = match std::fs::read(&self.config.resolv_conf) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(io_err(format!(
+                    "reading {}",
+                    self.config.resolv_conf.display()
+                ))(e))
+            }
+        };
+        write(pod.resolv_conf(), &resolv)?;
+        let shim_config = ShimConfig {
+            sandbox_id: id.to_string(),
+            hostname: config.hostname.clone(),
+            cgroup_root: self.config.cgroup_root.clone(),
+            pod_cgroup: pod_cgroup.clone(),
+        };
+        write_json_atomic(&pod.shim_config(), &shim_config).map_err(io_err("writing shim.json"))?;
+        write_json_atomic(&root.join("sandbox.json"), &record)
+            .map_err(io_err("writing sandbox.json"))?;
+
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(pod.shim_log())
+            .map_err(io_err("opening shim.log"))?;
+        let log2 = log.try_clone().map_err(io_err("opening shim.log"))?;
+        let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        cmd.args(&self.config.shim_args)
+            .arg(&root)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .current_dir("/");
+        // SAFETY: setsid is async-signal-safe; it detaches the shim from the agent's session
+        // so the shim outlives the agent and its terminal.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+        }
+        // Dropping the child handle leaves it to tokio to reap the shim if it exits while
+        // we run; after an agent restart init reaps it.
+        let child = cmd.spawn().map_err(io_err(format!(
+            "starting shim {}",
+            self.config.shim_binary.display()
+        )))?;
+        let pid = child.id().ok_or_else(|| RuntimeError::Shim {
+            id: id.into(),
+            message: "exited at once".into(),
+        })?;
+        drop(child);
+        let start_time = procs::stat(&self.config.proc_root, pid)
+            .map(|(s, _)| s)
+            .unwrap_or(0);
+        write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
+            .map_err(io_err("writing shim.pid"))?;
+        if let Some(h) = &self.cgroups {
+            let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
+            let placed = cg.create().and_then(|()| cg.add_pid(pid as i32));
+            if let Err(e) = placed {
+                tracing::warn!(sandbox = id, error = %e, "could not move the shim into the pod cgroup");
+            }
+        }
+
+        let deadline = Instant::now() + SHIM_READY_TIMEOUT;
+        loop {
+            match client::call(&pod.socket(), &Request::State, REQUEST_TIMEOUT).await {
+                Ok(Response::State { .. }) => return Ok(()),
+                Ok(other) => {
+                    return Err(RuntimeError::Shim {
+                        id: id.into(),
+                        message: format!("unexpected answer {other:?}"),
+                    })
+                }
+                Err(e) => {
+                    let dead = !self.shim_alive(&pod);
+                    if dead || Instant::now() > deadline {
+                        let tail = std::fs::read_to_string(pod.shim_log()).unwrap_or_default();
+                        let tail: String = tail
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        return Err(RuntimeError::Shim {
+                            id: id.into(),
+                            message: format!("shim did not become ready ({e}); its log: {tail}"),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the container's records say it exited, up to `timeout`.
+    async fn wait_exited(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<bool, RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.read_status(sandbox_id, id)?;
+            match st.state {
+                ContainerState::Exited | ContainerState::Created | ContainerState::Unknown => {
+                    return Ok(true)
+                }
+                ContainerState::Running => {}
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Kills what is left in a container's cgroup (after its shim died) and records an exit
+    /// for a container that had started but has none.
+    async fn kill_orphaned_container(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+    ) -> Result<(), RuntimeError> {
+        if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(sandbox_id)) {
+            let cg = h.cgroup(&pod_cgroup.join(id));
+            blocking(move || cg.kill_all(KILL_WAIT))
+                .await?
+                .map_err(|e| RuntimeError::Io {
+                    operation: format!("killing container {id}"),
+                    source: io::Error::other(e),
+                })?;
+        }
+        let dir = self.pod(sandbox_id).container(id);
+        if dir.state().exists() && !dir.exit().exists() {
+            let exit = ExitRecord {
+                exit_code: 137,
+                signal: Some(9),
+                reason: ExitReason::Error,
+                message: Some("killed by the runtime: the pod's shim was gone".into()),
+                finished_at: jiff::Timestamp::now(),
+            };
+            write_json_atomic(&dir.exit(), &exit)
+                .map_err(io_err(format!("writing {}", dir.exit().display())))?;
+        }
+        Ok(())
+    }
+
+    fn container_ids(&self, sandbox_id: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.pod(sandbox_id).containers()) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_id(n))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stops and removes every sandbox of this state directory (`peapod reset`), even when
+    /// shims are dead or records are damaged; keeps going on errors and returns the first.
+    pub async fn reset(&self) -> Result<(), RuntimeError> {
+        let mut first = None;
+        for id in self.sandbox_ids()? {
+            if let Err(e) = self.remove_pod_sandbox(&id).await {
+                tracing::warn!(sandbox = %id, error = %e, "reset: removing sandbox");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The pod cgroup of a sandbox, from whichever record survived.
+    fn pod_cgroup(&self, id: &str) -> Option<PathBuf> {
+        let pod = self.pod(id);
+        if let Ok(Some(r)) = read_json::<SandboxRecord>(&pod.root().join("sandbox.json")) {
+            return Some(r.pod_cgroup);
+        }
+        read_json::<ShimConfig>(&pod.shim_config())
+            .ok()
+            .flatten()
+            .map(|c| c.pod_cgroup)
+    }
+}
+
+#[async_trait::async_trait]
+impl RuntimeService for Runtime {
+    async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        self.images.pull(reference).await
+    }
+
+    async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        let images = self.images.clone();
+        let reference = reference.to_string();
+        blocking(move || images.get(&reference)).await?
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let images = self.images.clone();
+        blocking(move || images.list()).await?
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+        let id = new_id()?;
+        if let Err(e) = self.start_sandbox(&id, config).await {
+            if let Err(cleanup) = self.remove_pod_sandbox(&id).await {
+                tracing::warn!(sandbox = %id, error = %cleanup, "cleaning up a sandbox that failed to start");
+            }
+            return Err(e);
+        }
+        tracing::info!(sandbox = %id, pod = %config.name, "sandbox running");
+        Ok(id)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        if !is_id(id) || !self.pod(id).root().exists() {
+            return Ok(());
+        }
+        let pod = self.pod(id);
+        if let Some(shim) = self
+            .shim_pid(&pod)
+            .filter(|p| procs::alive(&self.config.proc_root, p))
+        {
+            // The shim kills its containers and records their exits before it exits.
+            if let Err(e) = self
+                .request(id, &Request::Shutdown, KILL_WAIT + REQUEST_TIMEOUT)
+                .await
+            {
+                tracing::warn!(sandbox = %id, error = %e, "shim shutdown request failed; killing it");
+            }
+            let deadline = Instant::now() + KILL_WAIT;
+            while procs::alive(&self.config.proc_root, &shim) && Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+            }
+            if procs::alive(&self.config.proc_root, &shim) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(shim.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let mut first = None;
+        for cid in self.container_ids(id) {
+            if let Err(e) = self.kill_orphaned_container(id, &cid).await {
+                first.get_or_insert(e);
+            }
+        }
+        if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
+            // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
+            let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
+            if let Err(e) = blocking(move || cg.kill_all(KILL_WAIT)).await? {
+                first.get_or_insert(RuntimeError::Io {
+                    operation: format!("killing sandbox {id}"),
+                    source: io::Error::other(e),
+                });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        if !is_id(id) || !self.pod(id).root().exists() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        if let Err(e) = self.stop_pod_sandbox(id).await {
+            errors.push(e);
+        }
+        if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
+            let mine: Vec<_> = self
+                .container_ids(id)
+                .into_iter()
+                .chain([shim_cgroup(id)])
+                .map(|name| h.cgroup(&pod_cgroup.join(name)))
+                .collect();
+            let pod_cg = h.cgroup(&pod_cgroup);
+            let removed = blocking(move || {
+                for cg in mine {
+                    cg.kill_all(KILL_WAIT)?;
+                    cg.remove(KILL_WAIT)?;
+                }
+                pod_cg.remove_if_empty()
+            });
+            match removed.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(RuntimeError::Io {
+                    operation: format!("removing cgroup of {id}"),
+                    source: io::Error::other(e),
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        let root = self.pod(id).root().to_path_buf();
+        match blocking(move || std::fs::remove_dir_all(&root)).await? {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(io_err(format!("removing sandbox directory of {id}"))(e)),
+        }
+        for e in &errors {
+            tracing::warn!(sandbox = %id, error = %e, "removing sandbox");
+        }
+        errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
+        let mut out = Vec::new();
+        for id in self.sandbox_ids()? {
+            // A sandbox whose record is missing was half-created before a crash: not listed
+            // (reset and removal still find it by its directory).
+            let Ok(record) = self.sandbox_record(&id) else {
+                continue;
+            };
+            let pod = self.pod(&id);
+            let shim = self
+                .shim_pid(&pod)
+                .filter(|p| procs::alive(&self.config.proc_root, p));
+            out.push(PodSandboxStatus {
+                id: id.clone(),
+                config: record.config,
+                state: if shim.is_some() {
+                    SandboxState::Ready
+                } else {
+                    SandboxState::NotReady
+                },
+                created_at: record.created_at,
+                pid: shim.map(|p| p.pid),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        let sandbox = self.sandbox_record(sandbox_id)?;
+        let create_err = |message: String| RuntimeError::CreateContainer {
+            name: config.name.clone(),
+            message,
+        };
+        if config.args.is_empty() {
+            return Err(create_err("no command given".into()));
+        }
+        if !self.shim_alive(&self.pod(sandbox_id)) {
+            return Err(RuntimeError::Shim {
+                id: sandbox_id.into(),
+                message: "sandbox is not ready".into(),
+            });
+        }
+        let reference = if config.image_id.is_empty() {
+            config.image.clone()
+        } else {
+            config.image_id.clone()
+        };
+        let images = self.images.clone();
+        let lookup = reference.clone();
+        let lowerdirs = blocking(move || images.layer_dirs(&lookup)).await??;
+        if lowerdirs.is_empty() {
+            return Err(RuntimeError::ImageNotFound { reference });
+        }
+        for m in &config.mounts {
+            if !m.host_path.exists() {
+                return Err(create_err(format!(
+                    "mount source {} does not exist",
+                    m.host_path.display()
+                )));
+            }
+        }
+        let id = new_id()?;
+        let dir = self.pod(sandbox_id).container(&id);
+        let log_path = sandbox.config.log_directory.join(&config.log_path);
+        let prepare = || -> io::Result<()> {
+            for d in [dir.upper(), dir.work(), dir.rootfs()] {
+                std::fs::create_dir_all(d)?;
+            }
+            if let Some(parent) = log_path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Ok(())
+        };
+        prepare().map_err(io_err(format!("preparing container {}", config.name)))?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            created_at: jiff::Timestamp::now(),
+            log_path: log_path.clone(),
+        };
+        write_json_atomic(&dir.config(), &record)
+            .map_err(io_err(format!("writing {}", dir.config().display())))?;
+        let spec = ContainerSpec {
+            id: id.clone(),
+            lowerdirs,
+            args: config.args.clone(),
+            env: config.env.clone(),
+            working_dir: config.working_dir.clone(),
+            user: ShimUserSpec {
+                run_as_user: config.user.run_as_user,
+                run_as_group: config.user.run_as_group,
+                image_user: config.user.image_user.clone(),
+                supplemental_groups: config.user.supplemental_groups.clone(),
+            },
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| BindMount {
+                    host_path: m.host_path.clone(),
+                    container_path: m.container_path.clone(),
+                    readonly: m.readonly,
+                })
+                .collect(),
+            log_path,
+        };
+        let result = match self
+            .request(
+                sandbox_id,
+                &Request::CreateContainer(Box::new(spec)),
+                REQUEST_TIMEOUT,
+            )
+            .await
+        {
+            Ok(Response::Ok) => Ok(id.clone()),
+            Ok(Response::Error { message }) => Err(create_err(message)),
+            Ok(other) => Err(create_err(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dir.root());
+        }
+        result
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let sandbox_id = self.find_container(id)?;
+        let start_err = |message: String| RuntimeError::StartContainer {
+            id: id.to_string(),
+            message,
+        };
+        match self
+            .request(
+                &sandbox_id,
+                &Request::StartContainer { id: id.to_string() },
+                START_TIMEOUT,
+            )
+            .await?
+        {
+            Response::Started { .. } => Ok(()),
+            Response::Error { message } => Err(start_err(message)),
+            other => Err(start_err(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let sandbox_id = self.find_container(id)?;
+        let status = self.read_status(&sandbox_id, id)?;
+        match status.state {
+            ContainerState::Running => {}
+            ContainerState::Created | ContainerState::Exited => return Ok(()),
+            ContainerState::Unknown => return self.kill_orphaned_container(&sandbox_id, id).await,
+        }
+        let signal = if status.config.stop_signal > 0 {
+            status.config.stop_signal
+        } else {
+            libc::SIGTERM
+        };
+        if !timeout.is_zero() {
+            self.request_ok(
+                &sandbox_id,
+                &Request::Signal {
+                    id: id.to_string(),
+                    signal,
+                },
+            )
+            .await?;
+            if self.wait_exited(&sandbox_id, id, timeout).await? {
+                return Ok(());
+            }
+        }
+        self.request_ok(
+            &sandbox_id,
+            &Request::Signal {
+                id: id.to_string(),
+                signal: libc::SIGKILL,
+            },
+        )
+        .await?;
+        if self.wait_exited(&sandbox_id, id, KILL_WAIT).await? {
+            return Ok(());
+        }
+        Err(RuntimeError::Shim {
+            id: sandbox_id,
+            message: format!("container {id} did not exit after SIGKILL"),
+        })
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let sandbox_id = match self.find_container(id) {
+            Ok(s) => s,
+            Err(RuntimeError::ContainerNotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut errors = Vec::new();
+        if let Err(e) = self.stop_container(id, Duration::ZERO).await {
+            errors.push(e);
+        }
+        if self.shim_alive(&self.pod(&sandbox_id)) {
+            if let Err(e) = self
+                .request_ok(
+                    &sandbox_id,
+                    &Request::RemoveContainer { id: id.to_string() },
+                )
+                .await
+            {
+                errors.push(e);
+            }
+        }
+        if let (Some(h), Ok(record)) = (&self.cgroups, self.sandbox_record(&sandbox_id)) {
+            let cg = h.cgroup(&record.pod_cgroup.join(id));
+            let removed =
+                blocking(move || cg.kill_all(KILL_WAIT).and_then(|()| cg.remove(KILL_WAIT)))
+                    .await?;
+            if let Err(e) = removed {
+                errors.push(RuntimeError::Io {
+                    operation: format!("removing cgroup of {id}"),
+                    source: io::Error::other(e),
+                });
+            }
+        }
+        let root = self.pod(&sandbox_id).container(id).root().to_path_buf();
+        match blocking(move || std::fs::remove_dir_all(&root)).await? {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(io_err(format!("removing directory of container {id}"))(e)),
+        }
+        errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    async fn list_containers(
+        &self,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let sandboxes = match sandbox_id {
+            Some(s) if is_id(s) => vec![s.to_string()],
+            Some(_) => Vec::new(),
+            None => self.sandbox_ids()?,
+        };
+        let mut out = Vec::new();
+        for s in sandboxes {
+            for cid in self.container_ids(&s) {
+                match self.read_status(&s, &cid) {
+                    Ok(st) => out.push(st),
+                    // Removed meanwhile, or half-created before a crash.
+                    Err(RuntimeError::ContainerNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let sandbox_id = self.find_container(id)?;
+        self.read_status(&sandbox_id, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names() {
+        let id = new_id().expect("id");
+        assert!(is_id(&id));
+        assert!(!is_id("../../etc"));
+        assert!(!is_id(&id.to_uppercase()));
+        assert_eq!(cgroup_name("1234-abcd", "x"), "pod1234-abcd");
+        assert_eq!(cgroup_name("../..", "x"), "podx");
+    }
+}

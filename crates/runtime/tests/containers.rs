@@ -1,0 +1,582 @@
+//! End-to-end runtime tests on the real kernel (namespaces, overlayfs, cgroups; needs root).
+//! The test binary is its own shim: run as `<exe> shim <pod dir>` it becomes the shim (the
+//! way `peapod shim` does), otherwise it runs the tests below one after another.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::{
+    ContainerConfig, ContainerState, ImageBackend, ImageInfo, PodSandboxConfig, Runtime,
+    RuntimeConfig, RuntimeError, RuntimeService, SandboxState,
+};
+
+type TestResult = Result<(), String>;
+type TestFn = fn(Arc<Env>) -> Pin<Box<dyn Future<Output = TestResult>>>;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "shim") {
+        std::process::exit(shim::main(args[2..].to_vec()));
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("containers tests skipped: they need root");
+        return;
+    }
+    let filter: Option<String> = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'))
+        .map(str::to_string);
+    let tests: &[(&str, TestFn)] = &[
+        ("runs_busybox_with_logs_hostname_pid1_and_cgroup", |e| {
+            Box::pin(runs_busybox(e))
+        }),
+        ("records_exit_codes_and_reasons", |e| {
+            Box::pin(exit_codes(e))
+        }),
+        ("missing_binary_is_start_error", |e| {
+            Box::pin(start_error(e))
+        }),
+        ("stop_falls_back_to_sigkill", |e| Box::pin(stop_fallback(e))),
+        ("new_runtime_sees_running_container", |e| {
+            Box::pin(restart(e))
+        }),
+        ("user_workdir_env_and_bind_mounts", |e| {
+            Box::pin(user_and_mounts(e))
+        }),
+    ];
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut failed = 0;
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let result = rt.block_on(async {
+            let env = Arc::new(Env::new()?);
+            let r = test(env.clone()).await;
+            let cleanup = env.cleanup().await;
+            r.and(cleanup)
+        });
+        match result {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {e}");
+            }
+        }
+    }
+    println!("test result: {} failed", failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Serves one image, "busybox", from a directory built from /bin/busybox.
+struct DirImages {
+    layer: PathBuf,
+}
+
+fn busybox_info() -> ImageInfo {
+    ImageInfo {
+        id: "sha256:busybox".into(),
+        repo_tags: vec!["busybox:latest".into()],
+        repo_digests: vec![],
+        size_bytes: 0,
+        config: Default::default(),
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageBackend for DirImages {
+    async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        self.get(reference)?.ok_or(RuntimeError::ImageNotFound {
+            reference: reference.into(),
+        })
+    }
+    fn get(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        Ok((reference == "busybox" || reference == "sha256:busybox").then(busybox_info))
+    }
+    fn list(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        Ok(vec![busybox_info()])
+    }
+    fn layer_dirs(&self, reference: &str) -> Result<Vec<PathBuf>, RuntimeError> {
+        match self.get(reference)? {
+            Some(_) => Ok(vec![self.layer.clone()]),
+            None => Err(RuntimeError::ImageNotFound {
+                reference: reference.into(),
+            }),
+        }
+    }
+}
+
+/// One test's world: a temp state dir, a busybox layer, a runtime over them.
+struct Env {
+    tmp: tempfile::TempDir,
+    config: RuntimeConfig,
+    runtime: Runtime,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn make_busybox(root: &Path) -> Result<(), String> {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(err)?;
+    std::fs::create_dir_all(root.join("etc")).map_err(err)?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(err)?;
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .map_err(err)?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(err)?;
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+    )
+    .map_err(err)?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").map_err(err)?;
+    Ok(())
+}
+
+impl Env {
+    fn new() -> Result<Self, String> {
+        let tmp = tempfile::tempdir().map_err(err)?;
+        let layer = tmp.path().join("layer");
+        make_busybox(&layer)?;
+        let exe = std::env::current_exe().map_err(err)?;
+        let config = RuntimeConfig::new(tmp.path().join("state"), exe);
+        let runtime = Runtime::with_images(
+            config.clone(),
+            Arc::new(DirImages {
+                layer: layer.clone(),
+            }),
+        )
+        .map_err(err)?;
+        Ok(Self {
+            tmp,
+            config,
+            runtime,
+        })
+    }
+
+    fn reopen(&self) -> Result<Runtime, String> {
+        let layer = self.tmp.path().join("layer");
+        Runtime::with_images(self.config.clone(), Arc::new(DirImages { layer })).map_err(err)
+    }
+
+    fn sandbox_config(&self, name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("test-{}-{name}", std::process::id()),
+            hostname: name.into(),
+            log_directory: self.tmp.path().join("logs").join(name),
+            ..Default::default()
+        }
+    }
+
+    /// Removes everything and checks nothing is left: processes, cgroups, mounts, dirs.
+    async fn cleanup(&self) -> TestResult {
+        let sandboxes = self.runtime.list_pod_sandboxes().await.map_err(err)?;
+        let containers = self.runtime.list_containers(None).await.map_err(err)?;
+        let pids: Vec<u32> = sandboxes
+            .iter()
+            .filter_map(|s| s.pid)
+            .chain(containers.iter().filter_map(|c| c.pid))
+            .collect();
+        self.runtime.reset().await.map_err(err)?;
+        self.runtime
+            .reset()
+            .await
+            .map_err(|e| format!("second reset: {e}"))?;
+        let state = self.config.state_dir.join("pods");
+        let left = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
+        if left != 0 {
+            return Err(format!("{left} sandbox dirs left in {}", state.display()));
+        }
+        for pid in pids {
+            if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                return Err(format!("process {pid} still runs"));
+            }
+        }
+        for s in &sandboxes {
+            for ctl in ["memory", "pids", "cpu", ""] {
+                let dir = Path::new("/sys/fs/cgroup")
+                    .join(ctl)
+                    .join("peapod")
+                    .join(format!("pod{}", s.config.uid));
+                if dir.exists() {
+                    return Err(format!("cgroup {} left", dir.display()));
+                }
+            }
+        }
+        let tmp = self.tmp.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(err)?;
+        if let Some(m) = mounts.lines().find(|l| l.contains(&tmp)) {
+            return Err(format!("mount left: {m}"));
+        }
+        Ok(())
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn container(name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        name: name.into(),
+        image: "busybox".into(),
+        image_id: "sha256:busybox".into(),
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: PathBuf::from(format!("{name}/0.log")),
+        stop_signal: libc::SIGTERM,
+        labels: BTreeMap::new(),
+        ..Default::default()
+    }
+}
+
+async fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Result<Option<T>, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_log(path: &Path, needle: &str) -> Result<String, String> {
+    poll(
+        &format!("{needle:?} in {}", path.display()),
+        Duration::from_secs(10),
+        async || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            Ok(text.contains(needle).then_some(text))
+        },
+    )
+    .await
+}
+
+async fn wait_exit(rt: &Runtime, id: &str) -> Result<runtime::ContainerStatus, String> {
+    poll("container exit", Duration::from_secs(10), async || {
+        let st = rt.container_status(id).await.map_err(err)?;
+        Ok((st.state == ContainerState::Exited).then_some(st))
+    })
+    .await
+}
+
+async fn runs_busybox(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-a"))
+        .await
+        .map_err(err)?;
+    let list = rt.list_pod_sandboxes().await.map_err(err)?;
+    if list.len() != 1 || list[0].state != SandboxState::Ready || list[0].pid.is_none() {
+        return Err(format!("sandbox list: {list:?}"));
+    }
+    let id = rt
+        .create_container(
+            &sb,
+            &container(
+                "main",
+                "echo hi; hostname; echo pid=$$; cat /etc/hosts; sleep 100",
+            ),
+        )
+        .await
+        .map_err(err)?;
+    let st = rt.container_status(&id).await.map_err(err)?;
+    if st.state != ContainerState::Created {
+        return Err(format!("after create: {:?}", st.state));
+    }
+    rt.start_container(&id).await.map_err(err)?;
+    let st = rt.container_status(&id).await.map_err(err)?;
+    if st.state != ContainerState::Running || st.pid.is_none() || st.started_at.is_none() {
+        return Err(format!("after start: {st:?}"));
+    }
+    let log = wait_log(&st.log_path, "pid=").await?;
+    for needle in [
+        " stdout F hi\n",
+        " stdout F pod-a\n",
+        " stdout F pid=1\n",
+        "# Kubernetes-managed hosts file.",
+    ] {
+        if !log.contains(needle) {
+            return Err(format!("log lacks {needle:?}: {log}"));
+        }
+    }
+    let pid = st.pid.unwrap_or_default();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(err)?;
+    let expected = format!("/peapod/pod{}/{id}", env.sandbox_config("pod-a").uid);
+    if !cgroup.lines().any(|l| l.ends_with(&expected)) {
+        return Err(format!("cgroup of {pid} is not {expected}: {cgroup}"));
+    }
+    // Removing a running container kills it and releases its cgroup and directory.
+    rt.remove_container(&id).await.map_err(err)?;
+    rt.remove_container(&id)
+        .await
+        .map_err(|e| format!("second remove: {e}"))?;
+    if !rt.list_containers(Some(&sb)).await.map_err(err)?.is_empty() {
+        return Err("container still listed".into());
+    }
+    rt.remove_pod_sandbox(&sb).await.map_err(err)?;
+    rt.remove_pod_sandbox(&sb)
+        .await
+        .map_err(|e| format!("second remove: {e}"))?;
+    Ok(())
+}
+
+async fn exit_codes(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-b"))
+        .await
+        .map_err(err)?;
+    for (name, script, code, reason) in [
+        ("fail", "echo bye; exit 3", 3, "Error"),
+        ("ok", "true", 0, "Completed"),
+    ] {
+        let id = rt
+            .create_container(&sb, &container(name, script))
+            .await
+            .map_err(err)?;
+        rt.start_container(&id).await.map_err(err)?;
+        let st = wait_exit(rt, &id).await?;
+        if st.exit_code != Some(code)
+            || st.reason.as_deref() != Some(reason)
+            || st.finished_at.is_none()
+        {
+            return Err(format!("{name}: {st:?}"));
+        }
+    }
+    let fail = rt.list_containers(Some(&sb)).await.map_err(err)?;
+    let fail = fail
+        .iter()
+        .find(|c| c.config.name == "fail")
+        .ok_or("fail not listed")?;
+    let log = std::fs::read_to_string(&fail.log_path).map_err(err)?;
+    if !log.contains(" stdout F bye\n") {
+        return Err(format!("log: {log}"));
+    }
+    Ok(())
+}
+
+async fn start_error(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-c"))
+        .await
+        .map_err(err)?;
+    let mut config = container("bad", "");
+    config.args = vec!["no-such-binary".into()];
+    let id = rt.create_container(&sb, &config).await.map_err(err)?;
+    match rt.start_container(&id).await {
+        Err(RuntimeError::StartContainer { message, .. })
+            if message.contains("exec: \"no-such-binary\": executable file not found in $PATH") => {
+        }
+        other => return Err(format!("start: {other:?}")),
+    }
+    let st = rt.container_status(&id).await.map_err(err)?;
+    if st.state != ContainerState::Exited
+        || st.exit_code != Some(128)
+        || st.reason.as_deref() != Some("StartError")
+    {
+        return Err(format!("status: {st:?}"));
+    }
+    Ok(())
+}
+
+async fn stop_fallback(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-d"))
+        .await
+        .map_err(err)?;
+    let mut config = container("sleeper", "");
+    // PID 1 without a SIGTERM handler ignores SIGTERM: only SIGKILL ends it.
+    config.args = vec!["sleep".into(), "100".into()];
+    let id = rt.create_container(&sb, &config).await.map_err(err)?;
+    rt.start_container(&id).await.map_err(err)?;
+    let start = Instant::now();
+    rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .map_err(err)?;
+    let took = start.elapsed();
+    let st = rt.container_status(&id).await.map_err(err)?;
+    if took < Duration::from_secs(1)
+        || st.state != ContainerState::Exited
+        || st.exit_code != Some(137)
+    {
+        return Err(format!("stop took {took:?}: {st:?}"));
+    }
+    rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .map_err(|e| format!("second stop: {e}"))?;
+    rt.stop_pod_sandbox(&sb).await.map_err(err)?;
+    let list = rt.list_pod_sandboxes().await.map_err(err)?;
+    if list.first().map(|s| s.state) != Some(SandboxState::NotReady) {
+        return Err(format!("after stop: {list:?}"));
+    }
+    Ok(())
+}
+
+async fn restart(env: Arc<Env>) -> TestResult {
+    let sb = env
+        .runtime
+        .run_pod_sandbox(&env.sandbox_config("pod-e"))
+        .await
+        .map_err(err)?;
+    let id = env
+        .runtime
+        .create_container(&sb, &container("c", "echo one; sleep 100"))
+        .await
+        .map_err(err)?;
+    env.runtime.start_container(&id).await.map_err(err)?;
+    let before = env.runtime.container_status(&id).await.map_err(err)?;
+    // A second runtime over the same state dir stands for the agent after a restart.
+    let again = env.reopen()?;
+    let after = again.container_status(&id).await.map_err(err)?;
+    if after.state != ContainerState::Running || after.pid != before.pid {
+        return Err(format!("before {before:?} after {after:?}"));
+    }
+    let sandboxes = again.list_pod_sandboxes().await.map_err(err)?;
+    if sandboxes.len() != 1 || sandboxes[0].state != SandboxState::Ready {
+        return Err(format!("sandboxes after restart: {sandboxes:?}"));
+    }
+    again
+        .stop_container(&id, Duration::from_secs(5))
+        .await
+        .map_err(err)?;
+    let st = again.container_status(&id).await.map_err(err)?;
+    if st.state != ContainerState::Exited {
+        return Err(format!("after stop: {st:?}"));
+    }
+    Ok(())
+}
+
+async fn user_and_mounts(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let data = env.tmp.path().join("data");
+    std::fs::create_dir_all(&data).map_err(err)?;
+    std::fs::write(data.join("greeting"), "from-host\n").map_err(err)?;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-f"))
+        .await
+        .map_err(err)?;
+    let mut config = container(
+        "u",
+        "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); echo home=$HOME cwd=$(pwd) x=$X; cat /data/greeting; \
+         touch /data/new 2>/dev/null || echo read-only; ls /dev/null /dev/pts/ptmx >/dev/null && echo devs",
+    );
+    config.user.run_as_user = Some(65534);
+    config.user.supplemental_groups = vec![4000];
+    config.working_dir = Some("/work/dir".into());
+    config.env = vec![("X".into(), "1".into())];
+    config.mounts = vec![runtime::Mount {
+        host_path: data.clone(),
+        container_path: "/data".into(),
+        readonly: true,
+    }];
+    let id = rt.create_container(&sb, &config).await.map_err(err)?;
+    rt.start_container(&id).await.map_err(err)?;
+    let st = wait_exit(rt, &id).await?;
+    let log = std::fs::read_to_string(&st.log_path).map_err(err)?;
+    for needle in [
+        "stdout F uid=65534 gid=65534 groups=65534 4000\n",
+        "stdout F home=/home cwd=/work/dir x=1\n",
+        "stdout F from-host\n",
+        "stdout F read-only\n",
+        "stdout F devs\n",
+    ] {
+        if !log.contains(needle) {
+            return Err(format!("log lacks {needle:?}: {log}"));
+        }
+    }
+    if st.exit_code != Some(0) {
+        return Err(format!("status: {st:?}"));
+    }
+    if data.join("new").exists() {
+        return Err("read-only mount was written".into());
+    }
+    Ok(())
+}
+
+async fn dead_shim(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let sb = rt
+        .run_pod_sandbox(&env.sandbox_config("pod-g"))
+        .await
+        .map_err(err)?;
+    let id = rt
+        .create_container(&sb, &container("c", "sleep 100"))
+        .await
+        .map_err(err)?;
+    rt.start_container(&id).await.map_err(err)?;
+    let pid = rt
+        .container_status(&id)
+        .await
+        .map_err(err)?
+        .pid
+        .ok_or("no pid")?;
+    let shim = rt
+        .list_pod_sandboxes()
+        .await
+        .map_err(err)?
+        .first()
+        .and_then(|s| s.pid)
+        .ok_or("no shim")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(err)?;
+    poll("shim death", Duration::from_secs(10), async || {
+        let list = rt.list_pod_sandboxes().await.map_err(err)?;
+        Ok((list.first().map(|s| s.state) == Some(SandboxState::NotReady)).then_some(()))
+    })
+    .await?;
+    let st = rt.container_status(&id).await.map_err(err)?;
+    if st.state != ContainerState::Unknown {
+        return Err(format!("with the shim gone: {st:?}"));
+    }
+    rt.reset().await.map_err(err)?;
+    if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        return Err(format!("container process {pid} survived reset"));
+    }
+    Ok(())
+}

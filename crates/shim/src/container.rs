@@ -1,0 +1,608 @@
+//! The container side of a start: code that runs in the child the shim clones into new mount
+//! and PID namespaces (it is PID 1 there; NET/IPC/UTS are the shim's, i.e. the pod's). It
+//! waits until the shim has put it into its cgroup, builds the rootfs (overlayfs, /proc,
+//! /dev, /sys, the pod's /etc files, bind mounts), pivots into it, drops to the container
+//! user and execs. Any failure is written to the error pipe for the shim to report as
+//! `StartError`; a successful exec closes that pipe (it is CLOEXEC).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, setuid, Gid, Uid};
+
+use crate::protocol::{ContainerDir, ContainerSpec, PodDir};
+use crate::user;
+
+/// PATH given to a container whose env has none (containerd's and runc's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where pivot_root puts the host's root inside the container root, for the time of setup.
+const OLD_ROOT: &str = ".oldroot";
+
+/// Device nodes bind-mounted from the host into the container's /dev (the OCI default set).
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// A failed step of the container setup; its text becomes the container's status message.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("waiting for the shim: {0}")]
+    Sync(#[source] nix::Error),
+    #[error("mounting {what} on {target}: {source}")]
+    Mount {
+        what: String,
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("preparing {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("pivot_root into {path}: {source}")]
+    PivotRoot {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("invalid path {path:?}: overlayfs options cannot contain ':' or ','")]
+    LayerPath { path: PathBuf },
+    #[error("{0}")]
+    User(#[from] user::UserError),
+    #[error("setting user {uid}:{gid}: {source}")]
+    SetUser {
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("chdir to cwd ({cwd:?}) set in config.json failed: {source}")]
+    Cwd {
+        cwd: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec: {arg:?}: executable file not found in $PATH")]
+    NotFound { arg: String },
+    #[error("exec: {arg:?}: stat {arg}: no such file or directory")]
+    NoSuchFile { arg: String },
+    #[error("exec: {arg:?}: {source}")]
+    Exec {
+        arg: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("argument or environment contains a NUL byte")]
+    Nul,
+    #[error("redirecting stdio: {0}")]
+    Stdio(#[source] nix::Error),
+}
+
+/// The fds and settings the child needs; they were created by the shim before clone.
+pub struct ChildContext<'a> {
+    pub spec: &'a ContainerSpec,
+    pub pod: &'a PodDir,
+    pub hostname: &'a str,
+    pub sync_read: &'a OwnedFd,
+    pub stdout: &'a OwnedFd,
+    pub stderr: &'a OwnedFd,
+}
+
+/// Sets the container up and execs; returns only on failure.
+pub fn setup_and_exec(ctx: &ChildContext<'_>) -> SetupError {
+    match setup(ctx) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
+    // The shim writes one byte once we are in the container's cgroup; EOF means it gave up.
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(ctx.sync_read, &mut byte) {
+            Ok(1) => break,
+            Ok(_) => return Err(SetupError::Sync(nix::Error::EPIPE)),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SetupError::Sync(e)),
+        }
+    }
+    // Nothing mounted from here on may propagate back to the host's namespace.
+    do_mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "/ rprivate",
+    )?;
+
+    let dir: ContainerDir = ctx.pod.container(&ctx.spec.id);
+    let rootfs = dir.rootfs();
+    for d in [dir.upper(), dir.work(), rootfs.clone()] {
+        fs::create_dir_all(&d).map_err(|source| SetupError::Prepare {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    let options = overlay_options(&ctx.spec.lowerdirs, &dir.upper(), &dir.work())?;
+    do_mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+        "overlay",
+    )?;
+
+    // Open every host-side source now: after pivot_root only these fds reach the host, and
+    // every path we resolve afterwards stays inside the container's root.
+    let mut binds: Vec<(OwnedFd, String, bool)> = Vec::new();
+    for dev in DEVICES {
+        let path = PathBuf::from("/dev").join(dev);
+        binds.push((open_path(&path)?, format!("/dev/{dev}"), false));
+    }
+    for (path, target) in [
+        (ctx.pod.hostname(), "/etc/hostname"),
+        (ctx.pod.hosts(), "/etc/hosts"),
+        (ctx.pod.resolv_conf(), "/etc/resolv.conf"),
+    ] {
+        if path.exists() {
+            binds.push((open_path(&path)?, target.to_string(), false));
+        }
+    }
+    let mut user_binds = Vec::new();
+    for m in &ctx.spec.mounts {
+        user_binds.push((
+            open_path(&m.host_path)?,
+            m.container_path.clone(),
+            m.readonly,
+        ));
+    }
+    let stdin = open(
+        Path::new("/dev/null"),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| SetupError::Open {
+        path: "/dev/null".into(),
+        source,
+    })?;
+
+    // The old root stays attached under /.oldroot until the bind mounts are made: a bind
+    // source must be a mount of our namespace, and a detached old root is not.
+    let pivot_err = |source| SetupError::PivotRoot {
+        path: rootfs.clone(),
+        source,
+    };
+    match fs::create_dir(rootfs.join(OLD_ROOT)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(SetupError::Prepare {
+                path: rootfs.join(OLD_ROOT),
+                source,
+            })
+        }
+    }
+    // mkdir does not follow a symlink the image might have put there, but an existing entry
+    // could be one: only a real directory may receive the old root.
+    if !fs::symlink_metadata(rootfs.join(OLD_ROOT)).is_ok_and(|m| m.is_dir()) {
+        return Err(SetupError::Prepare {
+            path: rootfs.join(OLD_ROOT),
+            source: io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    chdir(&rootfs).map_err(pivot_err)?;
+    pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
+    chdir("/").map_err(pivot_err)?;
+
+    mount_container_filesystems()?;
+    for (fd, target, readonly) in binds.iter().chain(user_binds.iter()) {
+        bind_fd(fd, Path::new(target), *readonly)?;
+    }
+    drop(binds);
+    drop(user_binds);
+    let old_root = Path::new("/").join(OLD_ROOT);
+    umount2(&old_root, MntFlags::MNT_DETACH).map_err(pivot_err)?;
+    let _ = fs::remove_dir(&old_root);
+
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let resolved = user::resolve(&ctx.spec.user, &passwd, &group)?;
+
+    let cwd = ctx
+        .spec
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    // runc creates a missing working directory rather than failing.
+    fs::create_dir_all(&cwd).map_err(|source| SetupError::Cwd {
+        cwd: cwd.clone(),
+        source,
+    })?;
+    std::env::set_current_dir(&cwd).map_err(|source| SetupError::Cwd {
+        cwd: cwd.clone(),
+        source,
+    })?;
+
+    let env = build_env(&ctx.spec.env, ctx.hostname, &resolved.home);
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH);
+    let arg0 = ctx.spec.args.first().cloned().unwrap_or_default();
+    let program = find_executable(&arg0, path_var, is_executable)?;
+
+    let groups: Vec<Gid> = resolved.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let set_user = |source| SetupError::SetUser {
+        uid: resolved.uid,
+        gid: resolved.gid,
+        source,
+    };
+    setgroups(&groups).map_err(set_user)?;
+    setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
+    setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
+
+    let argv = to_cstrings(ctx.spec.args.iter().map(String::as_str))?;
+    let envp = to_cstrings(
+        env.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )?;
+    let program_c =
+        CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| SetupError::Nul)?;
+
+    nix::unistd::dup2_stdin(stdin.as_fd()).map_err(SetupError::Stdio)?;
+    nix::unistd::dup2_stdout(ctx.stdout.as_fd()).map_err(SetupError::Stdio)?;
+    nix::unistd::dup2_stderr(ctx.stderr.as_fd()).map_err(SetupError::Stdio)?;
+    // The shim blocks signals for its signalfd and ignores SIGPIPE; both would be inherited
+    // across exec.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // SAFETY: restoring a default disposition in a single-threaded child installs no handler.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    close_other_fds();
+
+    match execve(&program_c, &argv, &envp) {
+        Ok(never) => match never {},
+        Err(source) => Err(SetupError::Exec { arg: arg0, source }),
+    }
+}
+
+/// `lowerdir=top:…:bottom,upperdir=…,workdir=…` (overlayfs lists the top layer first).
+pub fn overlay_options(
+    lowerdirs: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<String, SetupError> {
+    for p in lowerdirs.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p.to_string_lossy();
+        if s.contains(':') || s.contains(',') {
+            return Err(SetupError::LayerPath {
+                path: p.to_path_buf(),
+            });
+        }
+    }
+    let lower: Vec<String> = lowerdirs
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    ))
+}
+
+/// The container's environment: its config's variables, then the defaults runtimes add
+/// (PATH, HOSTNAME, HOME) when absent.
+pub fn build_env(config: &[(String, String)], hostname: &str, home: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in config {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    for (k, v) in [
+        ("PATH", DEFAULT_PATH),
+        ("HOSTNAME", hostname),
+        ("HOME", home),
+    ] {
+        if !env.iter().any(|(ek, _)| ek == k) {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    env
+}
+
+/// Finds `arg` as Go's exec.LookPath does (runc's behaviour): a name with a slash is used
+/// as is, anything else is searched in PATH.
+pub fn find_executable(
+    arg: &str,
+    path: &str,
+    is_exec: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, SetupError> {
+    if arg.is_empty() {
+        return Err(SetupError::NotFound { arg: arg.into() });
+    }
+    if arg.contains('/') {
+        if Path::new(arg).exists() {
+            return Ok(PathBuf::from(arg));
+        }
+        return Err(SetupError::NoSuchFile { arg: arg.into() });
+    }
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(arg);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(SetupError::NotFound { arg: arg.into() })
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn to_cstrings<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<CString>, SetupError> {
+    items
+        .map(|s| CString::new(s).map_err(|_| SetupError::Nul))
+        .collect()
+}
+
+fn do_mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> Result<(), SetupError> {
+    mount(source, target, fstype, flags, data).map_err(|source| SetupError::Mount {
+        what: what.to_string(),
+        target: target.to_path_buf(),
+        source,
+    })
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, SetupError> {
+    open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|source| SetupError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), SetupError> {
+    fs::create_dir_all(path).map_err(|source| SetupError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// /proc, /dev (tmpfs with pts, shm, mqueue), /sys read-only: the OCI default mounts.
+fn mount_container_filesystems() -> Result<(), SetupError> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mkdir(Path::new("/proc"))?;
+    do_mount(
+        Some("proc"),
+        Path::new("/proc"),
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None,
+        "proc",
+    )?;
+    mkdir(Path::new("/dev"))?;
+    do_mount(
+        Some("tmpfs"),
+        Path::new("/dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+        "/dev tmpfs",
+    )?;
+    mkdir(Path::new("/dev/pts"))?;
+    do_mount(
+        Some("devpts"),
+        Path::new("/dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        "devpts",
+    )?;
+    mkdir(Path::new("/dev/shm"))?;
+    do_mount(
+        Some("shm"),
+        Path::new("/dev/shm"),
+        Some("tmpfs"),
+        nosuid_noexec_nodev,
+        Some("mode=1777,size=65536k"),
+        "shm",
+    )?;
+    mkdir(Path::new("/dev/mqueue"))?;
+    do_mount(
+        Some("mqueue"),
+        Path::new("/dev/mqueue"),
+        Some("mqueue"),
+        nosuid_noexec_nodev,
+        None,
+        "mqueue",
+    )?;
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, link).map_err(|source| SetupError::Prepare {
+            path: link.into(),
+            source,
+        })?;
+    }
+    mkdir(Path::new("/sys"))?;
+    do_mount(
+        Some("sysfs"),
+        Path::new("/sys"),
+        Some("sysfs"),
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        None,
+        "sysfs",
+    )?;
+    Ok(())
+}
+
+/// Bind-mounts the host object behind `fd` on `target` (created inside the container root as
+/// a file or directory like the source), read-only if asked.
+fn bind_fd(fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError> {
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let is_dir = fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(false);
+    if is_dir {
+        mkdir(target)?;
+    } else {
+        if let Some(parent) = target.parent() {
+            mkdir(parent)?;
+        }
+        if fs::symlink_metadata(target).is_err() {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(target)
+                .map_err(|source| SetupError::Prepare {
+                    path: target.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
+    let what = format!(
+        "bind {}",
+        fs::read_link(&source).unwrap_or_default().display()
+    );
+    let src = source.to_string_lossy().into_owned();
+    do_mount(
+        Some(&src),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        &what,
+    )?;
+    if readonly {
+        do_mount(
+            None,
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None,
+            &what,
+        )?;
+    }
+    Ok(())
+}
+
+/// Marks every fd above stderr close-on-exec, so the exec closes the shim's sockets and
+/// pipes (and the error pipe, which tells the shim the exec worked).
+fn close_other_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags; no memory is
+    // touched.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        // Kernels before 5.11: walk our open fds instead.
+        if let Ok(entries) = fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|fd| *fd > 2) {
+                let _ = nix::fcntl::fcntl(
+                    // SAFETY: the fd number comes from our own fd table and is only borrowed
+                    // for this one fcntl call.
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_lists_top_layer_first() {
+        let o = overlay_options(
+            &["/l/base".into(), "/l/top".into()],
+            Path::new("/c/upper"),
+            Path::new("/c/work"),
+        )
+        .expect("options");
+        assert_eq!(
+            o,
+            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"
+        );
+        assert!(overlay_options(&["/l/a:b".into()], Path::new("/u"), Path::new("/w")).is_err());
+    }
+
+    #[test]
+    fn env_defaults() {
+        let env = build_env(
+            &[("A".into(), "1".into()), ("A".into(), "2".into())],
+            "pod",
+            "/root",
+        );
+        assert_eq!(env[0], ("A".into(), "2".into()));
+        assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
+        assert!(env.contains(&("HOSTNAME".into(), "pod".into())));
+        assert!(env.contains(&("HOME".into(), "/root".into())));
+        let env = build_env(&[("HOME".into(), "/x".into())], "pod", "/root");
+        assert!(env.contains(&("HOME".into(), "/x".into())));
+    }
+
+    #[test]
+    fn lookup_like_runc() {
+        let exists = |p: &Path| p == Path::new("/bin/sh");
+        assert_eq!(
+            find_executable("sh", "/usr/bin:/bin", exists).expect("found"),
+            PathBuf::from("/bin/sh")
+        );
+        let err = find_executable("foo", "/usr/bin:/bin", exists).expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "exec: \"foo\": executable file not found in $PATH"
+        );
+    }
+}

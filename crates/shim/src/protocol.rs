@@ -1,0 +1,309 @@
+//! The typed request/response protocol between the runtime (client) and a pod's shim
+//! (server), and the on-disk layout and records they share: one JSON message per line on a
+//! unix socket, one connection per request, so a client crash never leaves the shim stuck
+//! mid-conversation.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request or response line accepted, so a bad peer cannot make the other side
+/// buffer without bound.
+pub const MAX_MESSAGE: u64 = 4 << 20;
+
+/// What the shim needs to know about its sandbox; the runtime writes it to
+/// `<pod dir>/shim.json` before spawning the shim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub sandbox_id: String,
+    pub hostname: String,
+    /// Root of the host's cgroup hierarchies (normally `/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// The pod's cgroup relative to the hierarchy roots (`peapod/pod<uid>`); each container
+    /// gets `<pod cgroup>/<container id>`.
+    pub pod_cgroup: PathBuf,
+}
+
+/// User and groups, as in the runtime's `UserSpec` (the shim resolves names in the rootfs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSpec {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub image_user: Option<String>,
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// A bind mount from the host into the container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub readonly: bool,
+}
+
+/// Everything needed to start one container process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// 64 hex characters; also the name of its directory and cgroup.
+    pub id: String,
+    /// Image layer directories, lowest first.
+    pub lowerdirs: Vec<PathBuf>,
+    /// Full argv; never empty.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: UserSpec,
+    pub mounts: Vec<BindMount>,
+    /// Absolute path of the CRI log file.
+    pub log_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    CreateContainer(Box<ContainerSpec>),
+    StartContainer {
+        id: String,
+    },
+    Signal {
+        id: String,
+        signal: i32,
+    },
+    /// Forget a container that is not running (its files are the runtime's to delete).
+    RemoveContainer {
+        id: String,
+    },
+    State,
+    /// Kill every container, record their exits, and exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerReport {
+    pub id: String,
+    pub phase: Phase,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Started {
+        pid: u32,
+    },
+    State {
+        pid: u32,
+        containers: Vec<ContainerReport>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Why a container's process ended, as CRI runtimes report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    Completed,
+    Error,
+    OOMKilled,
+    StartError,
+    /// The shim went away without seeing the exit.
+    Unknown,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OOMKilled => "OOMKilled",
+            ExitReason::StartError => "StartError",
+            ExitReason::Unknown => "Unknown",
+        }
+    }
+
+    /// The reason for a normal exit with `code`, given whether the cgroup saw an OOM kill.
+    pub fn for_exit(code: i32, oom_killed: bool) -> Self {
+        match (oom_killed, code) {
+            (true, _) => ExitReason::OOMKilled,
+            (false, 0) => ExitReason::Completed,
+            (false, _) => ExitReason::Error,
+        }
+    }
+}
+
+/// `containers/<id>/state.json`: the process is running (written once it has exec'd).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub pid: u32,
+    pub started_at: jiff::Timestamp,
+}
+
+/// `containers/<id>/exit.json`: how the process ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit status, or 128 + signal number when killed by a signal (as shells and CRI do).
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: ExitReason,
+    pub message: Option<String>,
+    pub finished_at: jiff::Timestamp,
+}
+
+/// The files of one pod sandbox under `<state dir>/pods/<sandbox id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDir {
+    root: PathBuf,
+}
+
+impl PodDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn shim_config(&self) -> PathBuf {
+        self.root.join("shim.json")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("shim.sock")
+    }
+    pub fn shim_pid(&self) -> PathBuf {
+        self.root.join("shim.pid")
+    }
+    pub fn shim_log(&self) -> PathBuf {
+        self.root.join("shim.log")
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.root.join("hostname")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.root.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.root.join("resolv.conf")
+    }
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    pub fn container(&self, id: &str) -> ContainerDir {
+        ContainerDir {
+            root: self.containers().join(id),
+        }
+    }
+}
+
+/// The files of one container under `<pod dir>/containers/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDir {
+    root: PathBuf,
+}
+
+impl ContainerDir {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.root.join("exit.json")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.root.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temp file and rename, so readers see the old
+/// or the new record, never half of one, even if the writer dies mid-way.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &data)
+}
+
+/// Writes bytes through a temp file in the same directory, fsync, and rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a JSON record; `Ok(None)` when the file does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_as_one_line() {
+        let req = Request::Signal {
+            id: "abc".into(),
+            signal: 15,
+        };
+        let line = serde_json::to_string(&req).expect("encode");
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&line).expect("decode"), req);
+    }
+
+    #[test]
+    fn atomic_records() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("exit.json");
+        assert_eq!(read_json::<ExitRecord>(&path).expect("read"), None);
+        let rec = ExitRecord {
+            exit_code: 3,
+            signal: None,
+            reason: ExitReason::for_exit(3, false),
+            message: None,
+            finished_at: jiff::Timestamp::now(),
+        };
+        write_json_atomic(&path, &rec).expect("write");
+        assert_eq!(read_json::<ExitRecord>(&path).expect("read"), Some(rec));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).expect("ls").count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn exit_reasons() {
+        assert_eq!(ExitReason::for_exit(0, false), ExitReason::Completed);
+        assert_eq!(ExitReason::for_exit(137, false), ExitReason::Error);
+        assert_eq!(ExitReason::for_exit(137, true), ExitReason::OOMKilled);
+    }
+}

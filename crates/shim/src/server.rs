@@ -1,0 +1,690 @@
+//! The shim's event loop: one thread, one `poll` over the signalfd (SIGCHLD, SIGTERM), the
+//! listening socket and the containers' output pipes. Requests are handled one at a time,
+//! each on its own connection; exits are recorded to disk as soon as they are reaped.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cgroups::{Cgroup, Hierarchy};
+use crilog::{LogWriter, Stream};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+
+use crate::container::{self, ChildContext};
+use crate::protocol::{
+    read_json, write_json_atomic, ContainerReport, ContainerSpec, ExitReason, ExitRecord, Phase,
+    PodDir, Request, Response, ShimConfig, StateRecord, MAX_MESSAGE,
+};
+
+/// Stack for the cloned container child; it runs a short setup before exec.
+const CHILD_STACK: usize = 1 << 21;
+/// How long a start may take from clone to exec before the shim gives up on it.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take to send its request line.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Shutdown waits for the containers' processes to die.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Failures that stop the shim itself (a container's failure never does).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("reading the shim config {path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("missing shim config {path}")]
+    MissingConfig { path: PathBuf },
+    #[error("creating the pod namespaces: {0}")]
+    Namespaces(#[source] nix::Error),
+    #[error("setting the hostname {hostname:?}: {source}")]
+    Hostname {
+        hostname: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("bringing up the loopback interface: {0}")]
+    Loopback(#[source] io::Error),
+    #[error("setting up signals: {0}")]
+    Signals(#[source] nix::Error),
+    #[error("listening on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("waiting for events: {0}")]
+    Poll(#[source] nix::Error),
+}
+
+/// The state of one container the shim knows.
+struct Container {
+    spec: ContainerSpec,
+    phase: Phase,
+    pid: Option<Pid>,
+    cgroup: Option<Cgroup>,
+    oom_before: u64,
+    log: Option<LogWriter>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+struct Server {
+    pod: PodDir,
+    config: ShimConfig,
+    hierarchy: Option<Hierarchy>,
+    containers: BTreeMap<String, Container>,
+    shutting_down: bool,
+}
+
+/// Runs the shim for the pod directory `dir` until Shutdown or SIGTERM.
+pub fn run(dir: &Path) -> Result<(), ServerError> {
+    let pod = PodDir::new(dir);
+    let config_path = pod.shim_config();
+    let config: ShimConfig = read_json(&config_path)
+        .map_err(|source| ServerError::Config {
+            path: config_path.clone(),
+            source,
+        })?
+        .ok_or(ServerError::MissingConfig { path: config_path })?;
+
+    // The pod's namespaces: containers join them by being cloned from us.
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(ServerError::Namespaces)?;
+    nix::unistd::sethostname(&config.hostname).map_err(|source| ServerError::Hostname {
+        hostname: config.hostname.clone(),
+        source,
+    })?;
+    crate::net::loopback_up().map_err(ServerError::Loopback)?;
+    // Orphans of containers (whose PID 1 died) are reparented to us and reaped here.
+    nix::sys::prctl::set_child_subreaper(true).map_err(ServerError::Signals)?;
+
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block().map_err(ServerError::Signals)?;
+    // SAFETY: ignoring SIGPIPE installs no handler; a vanished client must not kill the shim.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
+        .map_err(ServerError::Signals)?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(ServerError::Signals)?;
+
+    let listener = listen(&pod.socket())?;
+    let hierarchy = match Hierarchy::detect(&config.cgroup_root) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log(&format!("cgroups unavailable, containers run without: {e}"));
+            None
+        }
+    };
+    log(&format!("shim for sandbox {} ready", config.sandbox_id));
+    let mut server = Server {
+        pod,
+        config,
+        hierarchy,
+        containers: BTreeMap::new(),
+        shutting_down: false,
+    };
+    server.event_loop(&sigfd, &listener)?;
+    let _ = std::fs::remove_file(server.pod.socket());
+    log("shim exiting");
+    Ok(())
+}
+
+fn listen(path: &Path) -> Result<UnixListener, ServerError> {
+    let listen_err = |source| ServerError::Listen {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A socket left by a previous shim of this pod that died: nobody listens on it.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_err(e)),
+    }
+    // Bind relative to the pod directory so long state-dir paths fit sun_path (108 bytes).
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (d, n),
+        _ => return Err(listen_err(io::Error::from(io::ErrorKind::InvalidInput))),
+    };
+    std::env::set_current_dir(dir).map_err(listen_err)?;
+    let listener = UnixListener::bind(name).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    Ok(listener)
+}
+
+fn log(message: &str) {
+    eprintln!("{} {message}", jiff::Timestamp::now());
+}
+
+/// What became ready in one poll round.
+enum Ready {
+    Signal,
+    Listener,
+    Output(String, Stream),
+}
+
+impl Server {
+    fn event_loop(&mut self, sigfd: &SignalFd, listener: &UnixListener) -> Result<(), ServerError> {
+        while !self.shutting_down {
+            let ready = {
+                let mut fds = vec![
+                    PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                ];
+                let mut keys = vec![None, None];
+                for (id, c) in &self.containers {
+                    for (fd, stream) in [(&c.stdout, Stream::Stdout), (&c.stderr, Stream::Stderr)] {
+                        if let Some(fd) = fd {
+                            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                            keys.push(Some((id.clone(), stream)));
+                        }
+                    }
+                }
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(ServerError::Poll(e)),
+                }
+                let mut ready = Vec::new();
+                for (i, (fd, key)) in fds.iter().zip(keys).enumerate() {
+                    if fd.revents().is_none_or(|r| r.is_empty()) {
+                        continue;
+                    }
+                    ready.push(match (i, key) {
+                        (0, _) => Ready::Signal,
+                        (1, _) => Ready::Listener,
+                        (_, Some((id, stream))) => Ready::Output(id, stream),
+                        (_, None) => continue,
+                    });
+                }
+                ready
+            };
+            for r in ready {
+                match r {
+                    Ready::Output(id, stream) => self.read_output(&id, stream),
+                    Ready::Signal => {
+                        while let Ok(Some(info)) = sigfd.read_signal() {
+                            if info.ssi_signo == Signal::SIGTERM as u32
+                                || info.ssi_signo == Signal::SIGINT as u32
+                            {
+                                self.shutdown();
+                            }
+                        }
+                        self.reap();
+                    }
+                    Ready::Listener => self.accept(listener),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies what a container wrote into its log; on EOF flushes a last partial line.
+    fn read_output(&mut self, id: &str, stream: Stream) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let slot = match stream {
+            Stream::Stdout => &mut c.stdout,
+            Stream::Stderr => &mut c.stderr,
+        };
+        let Some(fd) = slot.as_ref() else { return };
+        let mut buf = [0u8; 65536];
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => {
+                *slot = None;
+                if let Some(log) = c.log.as_mut() {
+                    if let Err(e) = log.flush_partial(stream) {
+                        log_error(id, "writing log", &e);
+                    }
+                }
+            }
+            Ok(n) => {
+                if let Some(log) = c.log.as_mut() {
+                    if let Err(e) = log.write(stream, &buf[..n]) {
+                        log_error(id, "writing log", &e);
+                    }
+                }
+            }
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                log_error(id, "reading output", &e);
+                *slot = None;
+            }
+        }
+    }
+
+    /// Drains whatever a container's pipes hold right now (before its exit is recorded, so
+    /// the log has every line written before the exit).
+    fn drain_output(&mut self, id: &str) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            for _ in 0..1024 {
+                let open = self.containers.get(id).is_some_and(|c| match stream {
+                    Stream::Stdout => c.stdout.is_some(),
+                    Stream::Stderr => c.stderr.is_some(),
+                });
+                let readable = self.containers.get(id).and_then(|c| match stream {
+                    Stream::Stdout => c.stdout.as_ref(),
+                    Stream::Stderr => c.stderr.as_ref(),
+                });
+                let has_data = readable.is_some_and(|fd| {
+                    let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+                });
+                if !open || !has_data {
+                    break;
+                }
+                self.read_output(id, stream);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, code, None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.exited(pid, 128 + sig as i32, Some(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Records the exit of `pid` if it is a container's PID 1 (other pids are orphans).
+    fn exited(&mut self, pid: Pid, code: i32, signal: Option<i32>) {
+        let Some(id) = self
+            .containers
+            .iter()
+            .find(|(_, c)| c.pid == Some(pid))
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        self.drain_output(&id);
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
+        c.pid = None;
+        if c.phase == Phase::Exited {
+            // A StartError was recorded already; this is the failed child going away.
+            return;
+        }
+        c.phase = Phase::Exited;
+        let oom_now = c
+            .cgroup
+            .as_ref()
+            .and_then(|g| g.oom_kill_count().ok())
+            .unwrap_or(0);
+        let record = ExitRecord {
+            exit_code: code,
+            signal,
+            reason: ExitReason::for_exit(code, oom_now > c.oom_before),
+            message: None,
+            finished_at: jiff::Timestamp::now(),
+        };
+        let path = self.pod.container(&id).exit();
+        if let Err(e) = write_json_atomic(&path, &record) {
+            log_error(&id, "recording exit", &e);
+        }
+        log(&format!(
+            "container {id} exited: code {code}, reason {}",
+            record.reason.as_str()
+        ));
+    }
+
+    fn accept(&mut self, listener: &UnixListener) {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => self.serve(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log(&format!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+        let mut line = String::new();
+        let response = match BufReader::new((&stream).take(MAX_MESSAGE)).read_line(&mut line) {
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(req) => self.handle(req),
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+            },
+            Err(e) => Response::Error {
+                message: format!("reading request: {e}"),
+            },
+        };
+        let mut out = match serde_json::to_vec(&response) {
+            Ok(v) => v,
+            Err(e) => {
+                log(&format!("encoding response: {e}"));
+                return;
+            }
+        };
+        out.push(b'\n');
+        if let Err(e) = (&stream).write_all(&out) {
+            log(&format!("writing response: {e}"));
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::CreateContainer(spec) => self.create(*spec),
+            Request::StartContainer { id } => match self.start(&id) {
+                Ok(pid) => Response::Started {
+                    pid: pid.as_raw() as u32,
+                },
+                Err(message) => Response::Error { message },
+            },
+            Request::Signal { id, signal } => self.signal(&id, signal),
+            Request::RemoveContainer { id } => match self.containers.get(&id).map(|c| c.phase) {
+                Some(Phase::Running) => Response::Error {
+                    message: format!("container {id} is running"),
+                },
+                Some(Phase::Created) | Some(Phase::Exited) => {
+                    self.containers.remove(&id);
+                    Response::Ok
+                }
+                None => Response::Ok,
+            },
+            Request::State => Response::State {
+                pid: std::process::id(),
+                containers: self
+                    .containers
+                    .iter()
+                    .map(|(id, c)| ContainerReport {
+                        id: id.clone(),
+                        phase: c.phase,
+                        pid: c.pid.map(|p| p.as_raw() as u32),
+                    })
+                    .collect(),
+            },
+            Request::Shutdown => {
+                self.shutdown();
+                Response::Ok
+            }
+        }
+    }
+
+    fn create(&mut self, spec: ContainerSpec) -> Response {
+        if spec.args.is_empty() {
+            return Response::Error {
+                message: "container has no command".into(),
+            };
+        }
+        if !is_valid_id(&spec.id) {
+            return Response::Error {
+                message: format!("invalid container id {:?}", spec.id),
+            };
+        }
+        if let Some(existing) = self.containers.get(&spec.id) {
+            if existing.spec == spec {
+                return Response::Ok;
+            }
+            return Response::Error {
+                message: format!("container {} exists", spec.id),
+            };
+        }
+        self.containers.insert(
+            spec.id.clone(),
+            Container {
+                spec,
+                phase: Phase::Created,
+                pid: None,
+                cgroup: None,
+                oom_before: 0,
+                log: None,
+                stdout: None,
+                stderr: None,
+            },
+        );
+        Response::Ok
+    }
+
+    fn signal(&mut self, id: &str, signal: i32) -> Response {
+        let Some(c) = self.containers.get(id) else {
+            return Response::Error {
+                message: format!("container {id} not found"),
+            };
+        };
+        let Some(pid) = c.pid.filter(|_| c.phase == Phase::Running) else {
+            // Not running: nothing to signal, which is what the caller wants.
+            return Response::Ok;
+        };
+        let sig = match Signal::try_from(signal) {
+            Ok(s) => s,
+            Err(e) => {
+                return Response::Error {
+                    message: format!("signal {signal}: {e}"),
+                }
+            }
+        };
+        match kill(pid, sig) {
+            Ok(()) | Err(nix::Error::ESRCH) => Response::Ok,
+            Err(e) => Response::Error {
+                message: format!("signalling {id}: {e}"),
+            },
+        }
+    }
+
+    /// Starts a created container; returns its pid, or the StartError message (recorded).
+    fn start(&mut self, id: &str) -> Result<Pid, String> {
+        let Some(c) = self.containers.get(id) else {
+            return Err(format!("container {id} not found"));
+        };
+        match c.phase {
+            Phase::Created => {}
+            Phase::Running | Phase::Exited => {
+                return Err(format!("container {id} was started already"))
+            }
+        }
+        match self.spawn(id) {
+            Ok(pid) => Ok(pid),
+            Err(message) => {
+                let message = format!("failed to create containerd task: unable to start container process: {message}");
+                let record = ExitRecord {
+                    exit_code: 128,
+                    signal: None,
+                    reason: ExitReason::StartError,
+                    message: Some(message.clone()),
+                    finished_at: jiff::Timestamp::now(),
+                };
+                if let Err(e) = write_json_atomic(&self.pod.container(id).exit(), &record) {
+                    log_error(id, "recording start error", &e);
+                }
+                if let Some(c) = self.containers.get_mut(id) {
+                    c.phase = Phase::Exited;
+                }
+                Err(message)
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: &str) -> Result<Pid, String> {
+        let spec = self
+            .containers
+            .get(id)
+            .map(|c| c.spec.clone())
+            .ok_or("container vanished")?;
+        let cgroup = match &self.hierarchy {
+            Some(h) => {
+                let cg = h.cgroup(&self.config.pod_cgroup.join(id));
+                cg.create().map_err(|e| e.to_string())?;
+                Some(cg)
+            }
+            None => None,
+        };
+        if let Some(parent) = spec.log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating log directory {}: {e}", parent.display()))?;
+        }
+        let log_writer = LogWriter::open(&spec.log_path)
+            .map_err(|e| format!("opening log {}: {e}", spec.log_path.display()))?;
+        let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let (sync_r, sync_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (serr_r, serr_w) = pipe()?;
+        let mut stack = vec![0u8; CHILD_STACK];
+        let pid = {
+            let ctx = ChildContext {
+                spec: &spec,
+                pod: &self.pod,
+                hostname: &self.config.hostname,
+                sync_read: &sync_r,
+                stdout: &out_w,
+                stderr: &serr_w,
+            };
+            let err_w = &err_w;
+            let child = Box::new(move || {
+                let e = container::setup_and_exec(&ctx);
+                let _ = nix::unistd::write(err_w, e.to_string().as_bytes());
+                128
+            });
+            // SAFETY: the shim is single-threaded, so the child (a copy of us, like fork)
+            // holds no lock another thread owned; it only runs setup code and execs or
+            // exits, on a heap stack large enough for that setup.
+            unsafe {
+                nix::sched::clone(
+                    child,
+                    &mut stack,
+                    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS,
+                    Some(Signal::SIGCHLD as i32),
+                )
+            }
+            .map_err(|e| format!("clone: {e}"))?
+        };
+        // The child's ends stay only in the child.
+        drop((sync_r, err_w, out_w, serr_w));
+        let c = self.containers.get_mut(id).ok_or("container vanished")?;
+        // Reaping must find it even if setup fails.
+        c.pid = Some(pid);
+        if let Some(cg) = &cgroup {
+            if let Err(e) = cg.add_pid(pid.as_raw()) {
+                let _ = kill(pid, Signal::SIGKILL);
+                return Err(e.to_string());
+            }
+            c.oom_before = cg.oom_kill_count().unwrap_or(0);
+        }
+        c.cgroup = cgroup;
+        for fd in [&out_r, &serr_r] {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        c.stdout = Some(out_r);
+        c.stderr = Some(serr_r);
+        c.log = Some(log_writer);
+        nix::unistd::write(&sync_w, &[1])
+            .map_err(|e| format!("releasing the container process: {e}"))?;
+        drop(sync_w);
+        let started_at = jiff::Timestamp::now();
+        let message = read_error_pipe(&err_r).map_err(|e| format!("waiting for exec: {e}"))?;
+        if !message.is_empty() {
+            return Err(message);
+        }
+        c.phase = Phase::Running;
+        let record = StateRecord {
+            pid: pid.as_raw() as u32,
+            started_at,
+        };
+        write_json_atomic(&self.pod.container(id).state(), &record)
+            .map_err(|e| format!("recording state: {e}"))?;
+        log(&format!("container {id} started as pid {pid}"));
+        Ok(pid)
+    }
+
+    /// Kills every container and records the exits; the loop then ends.
+    fn shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<String> = self.containers.keys().cloned().collect();
+        for id in &ids {
+            let Some(c) = self.containers.get(id) else {
+                continue;
+            };
+            if let Some(pid) = c.pid {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            if let Some(cg) = &c.cgroup {
+                if let Err(e) = cg.kill_all(KILL_TIMEOUT) {
+                    log_error(id, "killing", &e);
+                }
+            }
+        }
+        // Every container PID 1 got SIGKILL; collect them so their exits are recorded.
+        for id in &ids {
+            if let Some(pid) = self.containers.get(id).and_then(|c| c.pid) {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(p, code)) => self.exited(p, code, None),
+                    Ok(WaitStatus::Signaled(p, sig, _)) => {
+                        self.exited(p, 128 + sig as i32, Some(sig as i32))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.reap();
+    }
+}
+
+/// Reads the error pipe until EOF (exec happened) or a message (setup failed).
+fn read_error_pipe(fd: &OwnedFd) -> Result<String, nix::Error> {
+    let mut message = Vec::new();
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(nix::Error::ETIMEDOUT);
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut p, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&message).into_owned()),
+            Ok(n) => message.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Container ids name directories and cgroups: only lowercase hex-like safe characters.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn log_error(id: &str, what: &str, e: &dyn std::fmt::Display) {
+    log(&format!("container {id}: {what}: {e}"));
+}
