@@ -1,6 +1,11 @@
 //! Local image store: pulls images over the OCI distribution protocol, imports OCI-archive and
 //! docker-archive tarballs, keeps blobs content-addressed on disk and unpacks each layer once so
 //! the runtime can stack them as an overlayfs rootfs.
+//!
+//! On disk, under the root (`<state-dir>/images`):
+//! - `blobs/sha256/<hex>`: manifests, configs, layers; written to a temp file, verified, renamed.
+//! - `layers/<hex>/`: one unpacked layer (overlayfs lower dir), named by its blob digest.
+//! - `index.json`: images by id with their names, replaced atomically under the `lock` flock.
 
 mod archive;
 mod blobs;

@@ -349,3 +349,111 @@ fn normalises_references() -> TestResult {
     ));
     Ok(())
 }
+
+/// Writes `data` as a blob of an OCI layout and returns its descriptor fields.
+fn put_blob(layout: &Path, data: &[u8]) -> Result<(String, usize), std::io::Error> {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data)?;
+    Ok((format!("sha256:{hex}"), data.len()))
+}
+
+/// Copies a directory tree of plain files.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pull_multi_arch_index_picks_host_platform() -> TestResult {
+    if !have_registry_tools() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let fixture = tmp.path().join("fixture");
+    build_busybox(&fixture)?;
+    // A layout whose tag names an index: a decoy for another architecture listed first, then
+    // the real busybox manifest for this host.
+    let layout = tmp.path().join("multi");
+    copy_tree(&fixture.join("busybox-oci"), &layout)?;
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let host_desc = top["manifests"][0].clone();
+    let host_manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        layout.join("blobs/sha256").join(
+            host_desc["digest"]
+                .as_str()
+                .ok_or("no digest")?
+                .trim_start_matches("sha256:"),
+        ),
+    )?)?;
+    let decoy_arch = if std::env::consts::ARCH == "s390x" {
+        "amd64"
+    } else {
+        "s390x"
+    };
+    let decoy_config = serde_json::json!({
+        "architecture": decoy_arch, "os": "linux",
+        "config": {"Cmd": ["decoy"]},
+        "rootfs": {"type": "layers", "diff_ids": []}
+    });
+    let (cfg_digest, cfg_size) = put_blob(&layout, &serde_json::to_vec(&decoy_config)?)?;
+    let mut decoy_manifest = host_manifest.clone();
+    decoy_manifest["config"]["digest"] = cfg_digest.into();
+    decoy_manifest["config"]["size"] = cfg_size.into();
+    let (decoy_digest, decoy_size) = put_blob(&layout, &serde_json::to_vec(&decoy_manifest)?)?;
+    let mut host_entry = host_desc.clone();
+    if let Some(obj) = host_entry.as_object_mut() {
+        obj.remove("annotations");
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": decoy_digest,
+             "size": decoy_size, "platform": {"architecture": decoy_arch, "os": "linux"}},
+            host_entry,
+        ]
+    });
+    let (index_digest, index_size) = put_blob(&layout, &serde_json::to_vec(&index)?)?;
+    let new_top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": index_digest, "size": index_size,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    });
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&new_top)?)?;
+
+    let registry = Registry::start(&tmp.path().join("registry"))?;
+    registry.push(&layout, "multi:latest")?;
+    let store = ImageStore::open(&tmp.path().join("images"))?.with_auth_file(None);
+    let reference = format!("127.0.0.1:{}/multi:latest", registry.port);
+    let image = store.pull(&reference, None).await?;
+    assert_eq!(
+        image.config.cmd,
+        vec!["sh"],
+        "picked the host platform's manifest"
+    );
+    assert_eq!(
+        image.repo_digests,
+        vec![format!("127.0.0.1:{}/multi@{index_digest}", registry.port)],
+        "repo digest names the index, as Docker and containerd report it"
+    );
+    check_busybox_rootfs(&store, &image)?;
+    // Removing by id frees everything, the index blob included.
+    store.remove(&image.id)?;
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("images/blobs/sha256"))?.count(),
+        0
+    );
+    Ok(())
+}

@@ -13,3 +13,5 @@ pub mod logs;
 pub mod worker;
 #[cfg(test)]
 mod testsupport;
+pub mod machine;
+pub mod nodestatus;

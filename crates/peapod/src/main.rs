@@ -14,7 +14,7 @@ use clap::Parser;
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "shim") {
-        std::process::exit(shim::main(args));
+        std::process::exit(shim::main(args[2..].to_vec()));
     }
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);

@@ -50,6 +50,9 @@ fn main() {
         ("user_workdir_env_and_bind_mounts", |e| {
             Box::pin(user_and_mounts(e))
         }),
+        ("reset_cleans_up_after_dead_shim", |e| {
+            Box::pin(dead_shim(e))
+        }),
     ];
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

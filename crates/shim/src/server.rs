@@ -505,7 +505,9 @@ impl Server {
         match self.spawn(id) {
             Ok(pid) => Ok(pid),
             Err(message) => {
-                let message = format!("failed to create containerd task: unable to start container process: {message}");
+                let message = format!(
+                    "OCI runtime start failed: unable to start container process: {message}"
+                );
                 let record = ExitRecord {
                     exit_code: 128,
                     signal: None,

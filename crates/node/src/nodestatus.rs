@@ -1,0 +1,316 @@
+//! The Node object and its Lease as kubelet v1.33 writes them: registration (create, or
+//! patch when it exists), status with capacity, allocatable, addresses, nodeInfo and the
+//! four conditions, refreshed with the Lease every 10 s. Object building is pure.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::machine::MachineFacts;
+use crate::podstatus::api_time;
+
+/// The kubelet version peapod's agent reports.
+pub const KUBELET_VERSION: &str = "v1.33.0";
+/// How often node status and Lease are renewed.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Failures talking to the API about the Node and its Lease.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStatusError {
+    #[error("registering node {node}")]
+    Register {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating status of node {node}")]
+    UpdateStatus {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("renewing lease of node {node}")]
+    RenewLease {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What the Node reports besides machine facts.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+pub fn node_labels(id: &NodeIdentity, facts: &MachineFacts) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), id.name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), facts.arch.clone()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("beta.kubernetes.io/arch".to_string(), facts.arch.clone()),
+    ])
+}
+
+fn condition(
+    old: Option<&NodeStatus>,
+    now: Timestamp,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> NodeCondition {
+    let since = old
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|l| l.iter().find(|c| c.type_ == kind && c.status == status))
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| api_time(now));
+    NodeCondition {
+        type_: kind.to_string(),
+        status: status.to_string(),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        last_heartbeat_time: Some(api_time(now)),
+        last_transition_time: Some(since),
+    }
+}
+
+/// The node status; `old` keeps condition transition times.
+pub fn node_status(id: &NodeIdentity, facts: &MachineFacts, old: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
+    let ki = |v: u64| Quantity(format!("{v}Ki"));
+    let storage_ki = facts.ephemeral_storage_bytes / 1024;
+    let capacity = BTreeMap::from([
+        ("cpu".to_string(), Quantity(facts.cpus.to_string())),
+        ("memory".to_string(), ki(facts.memory_ki)),
+        ("pods".to_string(), Quantity("110".to_string())),
+        ("ephemeral-storage".to_string(), ki(storage_ki)),
+        ("hugepages-1Gi".to_string(), Quantity("0".to_string())),
+        ("hugepages-2Mi".to_string(), Quantity("0".to_string())),
+    ]);
+    // kubelet's default hard eviction thresholds (memory.available<100Mi,
+    // nodefs.available<10%) are taken off allocatable.
+    let mut allocatable = capacity.clone();
+    allocatable.insert("memory".to_string(), ki(facts.memory_ki.saturating_sub(100 * 1024)));
+    allocatable.insert("ephemeral-storage".to_string(), Quantity((facts.ephemeral_storage_bytes / 10 * 9).to_string()));
+    NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        addresses: Some(vec![
+            NodeAddress { type_: "InternalIP".to_string(), address: id.ip.to_string() },
+            NodeAddress { type_: "Hostname".to_string(), address: id.name.clone() },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(id.port) }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            machine_id: facts.machine_id.clone(),
+            system_uuid: facts.system_uuid.clone(),
+            boot_id: facts.boot_id.clone(),
+            kernel_version: facts.kernel_version.clone(),
+            os_image: facts.os_image.clone(),
+            container_runtime_version: format!("peapod://{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: KUBELET_VERSION.to_string(),
+            kube_proxy_version: KUBELET_VERSION.to_string(),
+            operating_system: "linux".to_string(),
+            architecture: facts.arch.clone(),
+            swap: None,
+        }),
+        conditions: Some(vec![
+            condition(old, now, "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition(old, now, "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition(old, now, "PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            condition(old, now, "Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The Node as first registered.
+pub fn node_object(id: &NodeIdentity, facts: &MachineFacts, now: Timestamp) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(id.name.clone()),
+            labels: Some(node_labels(id, facts)),
+            annotations: Some(BTreeMap::from([(
+                "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec::default()),
+        status: Some(node_status(id, facts, None, now)),
+    }
+}
+
+/// The node's Lease, owned by the Node so it goes with it.
+pub fn lease_object(node: &str, node_uid: Option<&str>, now: Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(node.to_string()),
+            namespace: Some(LEASE_NAMESPACE.to_string()),
+            owner_references: node_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".to_string(),
+                    kind: "Node".to_string(),
+                    name: node.to_string(),
+                    uid: uid.to_string(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.to_string()),
+            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Creates the Node, or patches labels and status onto an existing one; returns its uid.
+pub async fn register(client: &kube::Client, id: &NodeIdentity, facts: &MachineFacts) -> Result<Option<String>, NodeStatusError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let err = |source| NodeStatusError::Register { node: id.name.clone(), source };
+    let now = Timestamp::now();
+    let existing = api.get_opt(&id.name).await.map_err(err)?;
+    let node = match existing {
+        None => api.create(&PostParams::default(), &node_object(id, facts, now)).await.map_err(err)?,
+        Some(_) => {
+            let patch = serde_json::json!({ "metadata": { "labels": node_labels(id, facts) } });
+            api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err)?
+        }
+    };
+    update_status(client, id, facts, node.status.as_ref()).await?;
+    Ok(node.metadata.uid)
+}
+
+/// Writes a fresh node status (heartbeat); returns the status the server stored.
+pub async fn update_status(
+    client: &kube::Client,
+    id: &NodeIdentity,
+    facts: &MachineFacts,
+    old: Option<&NodeStatus>,
+) -> Result<Option<NodeStatus>, NodeStatusError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let status = node_status(id, facts, old, Timestamp::now());
+    let patch = serde_json::json!({ "status": status });
+    let node = api
+        .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| NodeStatusError::UpdateStatus { node: id.name.clone(), source })?;
+    Ok(node.status)
+}
+
+/// Creates or renews the node's Lease.
+pub async fn renew_lease(client: &kube::Client, node: &str, node_uid: Option<&str>) -> Result<(), NodeStatusError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let err = |source| NodeStatusError::RenewLease { node: node.to_string(), source };
+    let now = Timestamp::now();
+    match api.get_opt(node).await.map_err(err)? {
+        None => {
+            api.create(&PostParams::default(), &lease_object(node, node_uid, now)).await.map_err(err)?;
+        }
+        Some(mut lease) => {
+            let fresh = lease_object(node, node_uid, now);
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.holder_identity = Some(node.to_string());
+            spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+            spec.renew_time = Some(MicroTime(now));
+            if lease.metadata.owner_references.is_none() {
+                lease.metadata.owner_references = fresh.metadata.owner_references;
+            }
+            api.replace(node, &PostParams::default(), &lease).await.map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> MachineFacts {
+        MachineFacts {
+            cpus: 2,
+            memory_ki: 4_000_000,
+            ephemeral_storage_bytes: 10 * 1024 * 1024 * 1024,
+            machine_id: "mid".into(),
+            system_uuid: "uuid".into(),
+            boot_id: "bid".into(),
+            kernel_version: "6.1.0".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            hostname: "host".into(),
+            arch: "amd64".into(),
+        }
+    }
+
+    fn id() -> NodeIdentity {
+        NodeIdentity { name: "node-a".into(), ip: "192.168.1.5".parse().expect("ip"), port: 10250 }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).expect("time")
+    }
+
+    #[test]
+    fn node_object_fields() {
+        let node = node_object(&id(), &facts(), t(0));
+        let v = serde_json::to_value(&node).expect("json");
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "node-a");
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/os"], "linux");
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
+        let st = &v["status"];
+        assert_eq!(st["capacity"]["cpu"], "2");
+        assert_eq!(st["capacity"]["memory"], "4000000Ki");
+        assert_eq!(st["capacity"]["pods"], "110");
+        assert_eq!(st["capacity"]["ephemeral-storage"], "10485760Ki");
+        assert_eq!(st["allocatable"]["memory"], "3897600Ki");
+        assert_eq!(st["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "192.168.1.5"}));
+        assert_eq!(st["addresses"][1], serde_json::json!({"type": "Hostname", "address": "node-a"}));
+        assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+        assert_eq!(st["nodeInfo"]["kubeletVersion"], "v1.33.0");
+        assert_eq!(st["nodeInfo"]["containerRuntimeVersion"], format!("peapod://{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(st["nodeInfo"]["osImage"], "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(st["nodeInfo"]["operatingSystem"], "linux");
+        let ready = &st["conditions"][3];
+        assert_eq!(ready["type"], "Ready");
+        assert_eq!(ready["status"], "True");
+        assert_eq!(ready["reason"], "KubeletReady");
+        assert_eq!(ready["message"], "kubelet is posting ready status");
+        assert_eq!(st["conditions"][0]["status"], "False");
+    }
+
+    #[test]
+    fn heartbeat_moves_but_transition_stays() {
+        let first = node_status(&id(), &facts(), None, t(0));
+        let second = node_status(&id(), &facts(), Some(&first), t(10));
+        let c = &second.conditions.as_ref().expect("conditions")[3];
+        assert_eq!(c.last_heartbeat_time, Some(api_time(t(10))));
+        assert_eq!(c.last_transition_time, Some(api_time(t(0))));
+    }
+
+    #[test]
+    fn lease_fields() {
+        let lease = lease_object("node-a", Some("u1"), t(0));
+        let v = serde_json::to_value(&lease).expect("json");
+        assert_eq!(v["metadata"]["namespace"], "kube-node-lease");
+        assert_eq!(v["spec"]["holderIdentity"], "node-a");
+        assert_eq!(v["spec"]["leaseDurationSeconds"], 40);
+        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Node");
+    }
+}
