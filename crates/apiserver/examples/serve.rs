@@ -3,7 +3,11 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "/tmp/peapod-apiserver".into()));
+    let dir = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "/tmp/peapod-apiserver".into()),
+    );
     let server = apiserver::start(apiserver::ApiServerConfig {
         listen: "127.0.0.1:6443".parse()?,
         state_dir: dir.clone(),
@@ -11,8 +15,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let url = format!("https://{}", server.local_addr());
-    apiserver::write_kubeconfig(&dir.join("kubeconfig"), &url, server.ca_pem(), server.admin_token())?;
-    println!("listening on {url}; KUBECONFIG={}", dir.join("kubeconfig").display());
+    apiserver::write_kubeconfig(
+        &dir.join("kubeconfig"),
+        &url,
+        server.ca_pem(),
+        server.admin_token(),
+    )?;
+    println!(
+        "listening on {url}; KUBECONFIG={}",
+        dir.join("kubeconfig").display()
+    );
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::objects::{labels_of, name_of, now, set_condition, DeleteOptions, Registry, WriteOptions};
+use crate::objects::{
+    labels_of, name_of, now, set_condition, DeleteOptions, Registry, WriteOptions,
+};
 
 /// How often controllers re-check even without events (a node turning Ready after a restart).
 const RESYNC: Duration = Duration::from_secs(5);
@@ -18,7 +20,11 @@ const RESYNC: Duration = Duration::from_secs(5);
 pub fn spawn(registry: Registry) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(run_loop(registry.clone(), &["pods", "nodes"], schedule_all)),
-        tokio::spawn(run_loop(registry, &["namespaces", "pods"], finish_namespaces)),
+        tokio::spawn(run_loop(
+            registry,
+            &["namespaces", "pods"],
+            finish_namespaces,
+        )),
     ]
 }
 
@@ -177,8 +183,12 @@ pub fn choose_node(pod: &Value, nodes: &[Value], pods: &[Value]) -> Result<Strin
 fn needs_scheduling(pod: &Value) -> bool {
     str_at(pod, "/spec/nodeName").is_none_or(str::is_empty)
         && pod.pointer("/metadata/deletionTimestamp").is_none()
-        && str_at(pod, "/spec/schedulerName").is_none_or(|s| s.is_empty() || s == "default-scheduler")
-        && !matches!(str_at(pod, "/status/phase"), Some("Succeeded") | Some("Failed"))
+        && str_at(pod, "/spec/schedulerName")
+            .is_none_or(|s| s.is_empty() || s == "default-scheduler")
+        && !matches!(
+            str_at(pod, "/status/phase"),
+            Some("Succeeded") | Some("Failed")
+        )
 }
 
 /// Records a core/v1 Event about `obj` (as client-go's recorder does for controllers).
@@ -245,7 +255,14 @@ fn try_schedule_all(registry: &Registry) -> Result<(), ApiError> {
             Ok(node) => match registry.bind(ns, name, &node, false) {
                 Ok(bound) => {
                     let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                    record_event(registry, &bound, "Normal", "Scheduled", &msg, "default-scheduler")?;
+                    record_event(
+                        registry,
+                        &bound,
+                        "Normal",
+                        "Scheduled",
+                        &msg,
+                        "default-scheduler",
+                    )?;
                 }
                 // Bound or deleted meanwhile: the next pass sees the new state.
                 Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
@@ -282,8 +299,22 @@ fn mark_unschedulable(registry: &Registry, pod: &Value, msg: &str) -> Result<(),
         json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
                "lastTransitionTime": now(), "reason": "Unschedulable", "message": msg}),
     );
-    match registry.update(info, Some(ns), name_of(pod), new, true, &WriteOptions::default()) {
-        Ok(w) => record_event(registry, &w.object, "Warning", "FailedScheduling", msg, "default-scheduler"),
+    match registry.update(
+        info,
+        Some(ns),
+        name_of(pod),
+        new,
+        true,
+        &WriteOptions::default(),
+    ) {
+        Ok(w) => record_event(
+            registry,
+            &w.object,
+            "Warning",
+            "FailedScheduling",
+            msg,
+            "default-scheduler",
+        ),
         Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -314,7 +345,8 @@ fn try_finish_namespaces(registry: &Registry) -> Result<(), ApiError> {
                 if obj.pointer("/metadata/deletionTimestamp").is_some() {
                     continue;
                 }
-                match registry.delete(info, Some(ns_name), name_of(obj), &DeleteOptions::default()) {
+                match registry.delete(info, Some(ns_name), name_of(obj), &DeleteOptions::default())
+                {
                     Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -375,7 +407,8 @@ mod tests {
         let mut n = node("a", true);
         n["spec"]["taints"] = json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]);
         assert_eq!(fits(&json!({"spec": {}}), &n), Err(NodeMisfit::Taint));
-        let tolerant = json!({"spec": {"tolerations": [{"key": "k", "operator": "Equal", "value": "v"}]}});
+        let tolerant =
+            json!({"spec": {"tolerations": [{"key": "k", "operator": "Equal", "value": "v"}]}});
         assert_eq!(fits(&tolerant, &n), Ok(()));
         let all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
         assert_eq!(fits(&all, &n), Ok(()));

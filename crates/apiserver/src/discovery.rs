@@ -14,7 +14,8 @@ pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
     let accept = accept?;
     for part in accept.split(',') {
         let params: Vec<&str> = part.split(';').map(str::trim).collect();
-        if !params.contains(&"as=APIGroupDiscoveryList") || !params.contains(&"g=apidiscovery.k8s.io")
+        if !params.contains(&"as=APIGroupDiscoveryList")
+            || !params.contains(&"g=apidiscovery.k8s.io")
         {
             continue;
         }
@@ -47,7 +48,10 @@ fn group_versions(core: bool) -> Vec<(&'static str, &'static str)> {
     out
 }
 
-fn resources_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+fn resources_of<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
     api::resources::all()
         .iter()
         .filter(move |r| r.group == group && r.version == version)

@@ -92,7 +92,11 @@ impl ApiError {
     }
 
     /// Maps a store error for the object `name` of `info`.
-    pub fn from_store(err: store::StoreError, info: &api::resources::ResourceInfo, name: &str) -> Self {
+    pub fn from_store(
+        err: store::StoreError,
+        info: &api::resources::ResourceInfo,
+        name: &str,
+    ) -> Self {
         use store::StoreError as S;
         match err {
             S::NotFound { .. } => ApiError::NotFound {

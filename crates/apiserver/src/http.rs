@@ -64,7 +64,10 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
 /// Bearer-token authentication. `/version` and the health endpoints stay public, as
 /// kube-apiserver's `system:public-info-viewer` role makes them.
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let public = matches!(req.uri().path(), "/version" | "/healthz" | "/livez" | "/readyz");
+    let public = matches!(
+        req.uri().path(),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
     let authorized = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -79,7 +82,12 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 async fn version() -> Response {
@@ -203,14 +211,20 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let base = ct.split(';').next().unwrap_or("").trim();
     match base {
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "couldn't get version/kind; json parse error: {e}"
-            ))
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml_ng::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(body).map_err(|e| match e {
+                crate::protobuf::ProtobufError::UnsupportedKind { .. } => {
+                    ApiError::UnsupportedMediaType {
+                        content_type: base.to_string(),
+                    }
+                }
+                other => ApiError::bad_request(other.to_string()),
+            })
         }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
         other => Err(ApiError::UnsupportedMediaType {
             content_type: other.to_string(),
         }),
@@ -239,7 +253,12 @@ fn object_response(code: StatusCode, w: &Written) -> Response {
     with_warnings(json_response(code, &w.object), &w.warnings)
 }
 
-fn table_response(p: &ResourcePath, objs: &[Value], q: &Query, rv: &str) -> Result<Response, ApiError> {
+fn table_response(
+    p: &ResourcePath,
+    objs: &[Value],
+    q: &Query,
+    rv: &str,
+) -> Result<Response, ApiError> {
     let t = api::tables::table(
         p.info.kind,
         objs,
@@ -248,7 +267,12 @@ fn table_response(p: &ResourcePath, objs: &[Value], q: &Query, rv: &str) -> Resu
         rv,
         jiff::Timestamp::now(),
     );
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, TABLE_CT)], t.to_string()).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, TABLE_CT)],
+        t.to_string(),
+    )
+        .into_response())
 }
 
 fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
@@ -274,8 +298,7 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
                 ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
             })?);
         }
-        if v
-            .get("dryRun")
+        if v.get("dryRun")
             .and_then(Value::as_array)
             .is_some_and(|d| d.iter().any(|x| x == "All"))
         {
@@ -353,8 +376,12 @@ async fn handle(
                 .into_response())
         }
         (Method::GET, None, None) => {
-            let selectors =
-                Selectors::parse(info.kind, q.get("labelSelector"), q.get("fieldSelector"), None)?;
+            let selectors = Selectors::parse(
+                info.kind,
+                q.get("labelSelector"),
+                q.get("fieldSelector"),
+                None,
+            )?;
             let (items, rv) = reg.list(info, ns, &selectors)?;
             let rv = rv.to_string();
             if wants == Wants::Table {
@@ -414,7 +441,14 @@ async fn handle(
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;
-            let w = reg.update(info, ns, name, body, sub == Some("status"), &write_options(&q)?)?;
+            let w = reg.update(
+                info,
+                ns,
+                name,
+                body,
+                sub == Some("status"),
+                &write_options(&q)?,
+            )?;
             Ok(object_response(StatusCode::OK, &w))
         }
         (Method::PUT, Some(name), Some("finalize")) if info.kind == "Namespace" => {
@@ -427,11 +461,10 @@ async fn handle(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
-                ApiError::UnsupportedMediaType {
+            let pt =
+                PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
                     content_type: ct.to_string(),
-                }
-            })?;
+                })?;
             let opts = write_options(&q)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
                 return Err(ApiError::bad_request(
@@ -456,8 +489,12 @@ async fn handle(
         }
         (Method::DELETE, None, None) => {
             let opts = delete_options(&q, &body)?;
-            let selectors =
-                Selectors::parse(info.kind, q.get("labelSelector"), q.get("fieldSelector"), None)?;
+            let selectors = Selectors::parse(
+                info.kind,
+                q.get("labelSelector"),
+                q.get("fieldSelector"),
+                None,
+            )?;
             let (items, rv) = reg.list(info, ns, &selectors)?;
             let mut deleted = Vec::new();
             for obj in items {

@@ -47,8 +47,14 @@ struct Resp {
 
 impl Harness {
     async fn req(&self, method: Method, uri: &str, ct: Option<&str>, body: Option<Value>) -> Resp {
-        self.raw(method, uri, ct, None, body.map(|b| b.to_string()).unwrap_or_default())
-            .await
+        self.raw(
+            method,
+            uri,
+            ct,
+            None,
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )
+        .await
     }
 
     async fn raw(
@@ -77,12 +83,7 @@ impl Harness {
             .expect("infallible");
         let code = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let text = String::from_utf8_lossy(&bytes).to_string();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Resp {
@@ -114,7 +115,11 @@ async fn auth_version_and_health() {
     let resp = h
         .app
         .clone()
-        .oneshot(Request::get("/api/v1/pods").body(Body::empty()).expect("req"))
+        .oneshot(
+            Request::get("/api/v1/pods")
+                .body(Body::empty())
+                .expect("req"),
+        )
         .await
         .expect("infallible");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -125,14 +130,20 @@ async fn auth_version_and_health() {
     assert_eq!(h.get("/openapi/v2").await.code, StatusCode::NOT_FOUND);
     let nf = h.get("/api/v1/nothings").await;
     assert_eq!(nf.code, StatusCode::NOT_FOUND);
-    assert_eq!(nf.body["message"], "the server could not find the requested resource");
+    assert_eq!(
+        nf.body["message"],
+        "the server could not find the requested resource"
+    );
 }
 
 #[tokio::test]
 async fn discovery_documents() {
     let h = harness();
-    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
-    let r = h.raw(Method::GET, "/api", None, Some(accept), String::new()).await;
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let r = h
+        .raw(Method::GET, "/api", None, Some(accept), String::new())
+        .await;
     assert_eq!(
         r.headers[header::CONTENT_TYPE],
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -224,12 +235,18 @@ async fn create_get_list_and_errors() {
         .as_str()
         .expect("msg")
         .starts_with("Pod \"bad\" is invalid: spec.containers[0].image: Required value"));
-    assert_eq!(r.body["details"]["causes"][0]["field"], "spec.containers[0].image");
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"],
+        "spec.containers[0].image"
+    );
 
     let mut unknown = pod("u");
     unknown["spec"]["foo"] = json!(1);
     let r = h
-        .post("/api/v1/namespaces/default/pods?fieldValidation=Strict", unknown.clone())
+        .post(
+            "/api/v1/namespaces/default/pods?fieldValidation=Strict",
+            unknown.clone(),
+        )
         .await;
     assert_eq!(r.code, StatusCode::BAD_REQUEST);
     assert!(r.body["message"]
@@ -237,7 +254,10 @@ async fn create_get_list_and_errors() {
         .expect("msg")
         .contains("strict decoding error: unknown field \"spec.foo\""));
     let r = h
-        .post("/api/v1/namespaces/default/pods?fieldValidation=Warn", unknown)
+        .post(
+            "/api/v1/namespaces/default/pods?fieldValidation=Warn",
+            unknown,
+        )
         .await;
     assert_eq!(r.code, StatusCode::CREATED);
     assert!(r.headers[header::WARNING]
@@ -250,7 +270,10 @@ async fn create_get_list_and_errors() {
         .post("/api/v1/namespaces/default/pods?dryRun=All", pod("dry"))
         .await;
     assert_eq!(r.code, StatusCode::CREATED);
-    assert_eq!(h.get("/api/v1/namespaces/default/pods/dry").await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods/dry").await.code,
+        StatusCode::NOT_FOUND
+    );
 
     let got = h.get("/api/v1/namespaces/default/pods/web").await;
     assert_eq!(got.body["metadata"]["name"], "web");
@@ -258,11 +281,15 @@ async fn create_get_list_and_errors() {
     assert_eq!(nf.body["message"], "pods \"nope\" not found");
     assert_eq!(nf.body["details"]["kind"], "pods");
 
-    let list = h.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb").await;
+    let list = h
+        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
+        .await;
     assert_eq!(list.body["kind"], "PodList");
     assert_eq!(list.body["items"].as_array().expect("items").len(), 1);
     assert!(list.body["metadata"]["resourceVersion"].is_string());
-    let all = h.get("/api/v1/pods?fieldSelector=metadata.name%3Dweb").await;
+    let all = h
+        .get("/api/v1/pods?fieldSelector=metadata.name%3Dweb")
+        .await;
     assert_eq!(all.body["items"].as_array().expect("items").len(), 1);
 
     let table = h
@@ -282,19 +309,31 @@ async fn create_get_list_and_errors() {
 #[tokio::test]
 async fn update_conflict_status_and_patches() {
     let h = harness();
-    let created = h.post("/api/v1/namespaces/default/pods", pod("web")).await.body;
+    let created = h
+        .post("/api/v1/namespaces/default/pods", pod("web"))
+        .await
+        .body;
     let uri = "/api/v1/namespaces/default/pods/web";
 
     // PUT with the current RV works; the stale one conflicts.
     let mut upd = created.clone();
     upd["metadata"]["labels"]["tier"] = json!("front");
     upd["status"] = json!({"phase": "Running"});
-    let r = h.req(Method::PUT, uri, Some("application/json"), Some(upd.clone())).await;
+    let r = h
+        .req(
+            Method::PUT,
+            uri,
+            Some("application/json"),
+            Some(upd.clone()),
+        )
+        .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["metadata"]["labels"]["tier"], "front");
     // Status changes through the main endpoint are ignored.
     assert_eq!(r.body["status"]["phase"], "Pending");
-    let r = h.req(Method::PUT, uri, Some("application/json"), Some(upd)).await;
+    let r = h
+        .req(Method::PUT, uri, Some("application/json"), Some(upd))
+        .await;
     assert_eq!(r.code, StatusCode::CONFLICT);
     assert_eq!(r.body["message"], "Operation cannot be fulfilled on pods \"web\": the object has been modified; please apply your changes to the latest version and try again");
 
@@ -384,10 +423,7 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
     assert_eq!(bound["spec"]["nodeName"], "n1");
     assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
     let again = h
-        .post(
-            &format!("{uri}/binding"),
-            json!({"target": {"name": "n2"}}),
-        )
+        .post(&format!("{uri}/binding"), json!({"target": {"name": "n2"}}))
         .await;
     assert_eq!(again.code, StatusCode::CONFLICT);
 
@@ -398,20 +434,48 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
     assert!(r.body["metadata"]["deletionTimestamp"].is_string());
     // A shorter grace shortens; a longer one does not extend.
     let r = h
-        .req(Method::DELETE, uri, Some("application/json"), Some(json!({"gracePeriodSeconds": 5})))
+        .req(
+            Method::DELETE,
+            uri,
+            Some("application/json"),
+            Some(json!({"gracePeriodSeconds": 5})),
+        )
         .await;
     assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 5);
-    let r = h.req(Method::DELETE, &format!("{uri}?gracePeriodSeconds=20"), None, None).await;
+    let r = h
+        .req(
+            Method::DELETE,
+            &format!("{uri}?gracePeriodSeconds=20"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 5);
     // Grace 0 removes it.
-    let r = h.req(Method::DELETE, &format!("{uri}?gracePeriodSeconds=0"), None, None).await;
+    let r = h
+        .req(
+            Method::DELETE,
+            &format!("{uri}?gracePeriodSeconds=0"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(r.code, StatusCode::OK);
     assert_eq!(h.get(uri).await.code, StatusCode::NOT_FOUND);
 
     // Unscheduled pods go at once.
     h.post("/api/v1/namespaces/default/pods", pod("p2")).await;
-    h.req(Method::DELETE, "/api/v1/namespaces/default/pods/p2", None, None).await;
-    assert_eq!(h.get("/api/v1/namespaces/default/pods/p2").await.code, StatusCode::NOT_FOUND);
+    h.req(
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/p2",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods/p2").await.code,
+        StatusCode::NOT_FOUND
+    );
 
     // Finalizers keep an object until cleared; non-pods answer a Status.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f", "finalizers": ["x/y"]}});
@@ -435,7 +499,12 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
     )
     .await;
     let r = h
-        .req(Method::DELETE, "/api/v1/namespaces/default/configmaps/g", None, None)
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/configmaps/g",
+            None,
+            None,
+        )
         .await;
     assert_eq!(r.body["kind"], "Status");
     assert_eq!(r.body["status"], "Success");
@@ -446,18 +515,28 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
 async fn namespace_lifecycle_and_deletecollection() {
     let h = harness();
     let r = h
-        .post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}))
+        .post(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        )
         .await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["status"]["phase"], "Active");
     h.post("/api/v1/namespaces/team/pods", pod("a")).await;
     h.post("/api/v1/namespaces/team/pods", pod("b")).await;
     let r = h
-        .req(Method::DELETE, "/api/v1/namespaces/team/pods?labelSelector=app%3Da", None, None)
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/team/pods?labelSelector=app%3Da",
+            None,
+            None,
+        )
         .await;
     assert_eq!(r.body["items"].as_array().expect("items").len(), 1);
 
-    let r = h.req(Method::DELETE, "/api/v1/namespaces/team", None, None).await;
+    let r = h
+        .req(Method::DELETE, "/api/v1/namespaces/team", None, None)
+        .await;
     assert_eq!(r.body["status"]["phase"], "Terminating");
     let r = h.post("/api/v1/namespaces/team/pods", pod("c")).await;
     assert_eq!(r.code, StatusCode::FORBIDDEN);
@@ -466,9 +545,14 @@ async fn namespace_lifecycle_and_deletecollection() {
     // One controller pass empties it, the next removes it.
     crate::controllers::finish_namespaces(&h.registry);
     crate::controllers::finish_namespaces(&h.registry);
-    assert_eq!(h.get("/api/v1/namespaces/team").await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.get("/api/v1/namespaces/team").await.code,
+        StatusCode::NOT_FOUND
+    );
 
-    let r = h.req(Method::DELETE, "/api/v1/namespaces/default", None, None).await;
+    let r = h
+        .req(Method::DELETE, "/api/v1/namespaces/default", None, None)
+        .await;
     assert_eq!(r.code, StatusCode::FORBIDDEN);
 }
 
@@ -503,17 +587,19 @@ async fn watch_stream_over_router() {
         .app
         .clone()
         .oneshot(
-            Request::get("/api/v1/namespaces/default/pods?watch=true&resourceVersion=0&timeoutSeconds=1")
-                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-                .body(Body::empty())
-                .expect("req"),
+            Request::get(
+                "/api/v1/namespaces/default/pods?watch=true&resourceVersion=0&timeoutSeconds=1",
+            )
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("req"),
         )
         .await
         .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let first: Value = serde_json::from_slice(bytes.split(|b| *b == b'\n').next().expect("line"))
-        .expect("json");
+    let first: Value =
+        serde_json::from_slice(bytes.split(|b| *b == b'\n').next().expect("line")).expect("json");
     assert_eq!(first["type"], "ADDED");
     assert_eq!(first["object"]["metadata"]["name"], "web");
 }

@@ -12,6 +12,7 @@ mod logs;
 mod objects;
 mod openapi;
 mod pki;
+mod protobuf;
 mod proxy;
 mod request;
 mod watch;
@@ -174,10 +175,12 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
             addr: config.listen,
             source,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| ApiServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ApiServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
 
     let state = http::AppState {
         registry: registry.clone(),

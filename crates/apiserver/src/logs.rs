@@ -25,13 +25,22 @@ fn container_names(pod: &Value, list: &str) -> Vec<String> {
 }
 
 /// The container a log request is for, with kube-apiserver's errors.
-pub fn pick_container(pod: &Value, pod_name: &str, requested: Option<&str>) -> Result<String, ApiError> {
+pub fn pick_container(
+    pod: &Value,
+    pod_name: &str,
+    requested: Option<&str>,
+) -> Result<String, ApiError> {
     let regular = container_names(pod, "containers");
     let init = container_names(pod, "initContainers");
     let ephemeral = container_names(pod, "ephemeralContainers");
     match requested.filter(|c| !c.is_empty()) {
         Some(c) => {
-            if regular.iter().chain(&init).chain(&ephemeral).any(|n| n == c) {
+            if regular
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
                 Ok(c.to_string())
             } else {
                 Err(ApiError::bad_request(format!(
@@ -46,7 +55,10 @@ pub fn pick_container(pod: &Value, pod_name: &str, requested: Option<&str>) -> R
                 regular.join(" ")
             );
             if !init.is_empty() {
-                msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
             }
             if !ephemeral.is_empty() {
                 msg.push_str(&format!(
@@ -71,7 +83,12 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
-pub async fn serve(st: &AppState, ns: &str, pod_name: &str, raw_query: &str) -> Result<Response, ApiError> {
+pub async fn serve(
+    st: &AppState,
+    ns: &str,
+    pod_name: &str,
+    raw_query: &str,
+) -> Result<Response, ApiError> {
     let q = Query::parse(Some(raw_query))?;
     let pods = api::resources::lookup("", "pods").ok_or(ApiError::PathNotFound)?;
     let nodes = api::resources::lookup("", "nodes").ok_or(ApiError::PathNotFound)?;
@@ -79,17 +96,23 @@ pub async fn serve(st: &AppState, ns: &str, pod_name: &str, raw_query: &str) -> 
     let container = pick_container(&pod, pod_name, q.get("container"))?;
     for key in ["tailLines", "limitBytes", "sinceSeconds"] {
         if q.int(key)?.is_some_and(|v| v < 0) {
-            return Err(ApiError::bad_request(format!("{key}: Invalid value: must be greater than or equal to 0")));
+            return Err(ApiError::bad_request(format!(
+                "{key}: Invalid value: must be greater than or equal to 0"
+            )));
         }
     }
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_request(format!("pod {pod_name} does not have a host assigned")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("pod {pod_name} does not have a host assigned"))
+        })?;
     let node = st.registry.get(nodes, None, node_name)?;
     let addr = crate::proxy::node_address(&node).ok_or_else(|| {
-        ApiError::bad_request(format!("node {node_name} has no InternalIP address to reach its API"))
+        ApiError::bad_request(format!(
+            "node {node_name} has no InternalIP address to reach its API"
+        ))
     })?;
     let mut path = format!(
         "/containerLogs/{}/{}/{}",
@@ -122,7 +145,12 @@ pub async fn serve(st: &AppState, ns: &str, pod_name: &str, raw_query: &str) -> 
         .unwrap_or_default();
     if let Ok(status) = serde_json::from_slice::<Value>(&body) {
         if status.get("kind").and_then(Value::as_str) == Some("Status") {
-            return Ok((code, [(header::CONTENT_TYPE, "application/json")], status.to_string()).into_response());
+            return Ok((
+                code,
+                [(header::CONTENT_TYPE, "application/json")],
+                status.to_string(),
+            )
+                .into_response());
         }
     }
     let message = String::from_utf8_lossy(&body).trim().to_string();

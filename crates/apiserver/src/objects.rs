@@ -97,9 +97,9 @@ impl Selectors {
         name: Option<String>,
     ) -> Result<Self, ApiError> {
         let label = match label {
-            Some(s) if !s.trim().is_empty() => Some(
-                LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            ),
+            Some(s) if !s.trim().is_empty() => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             _ => None,
         };
         let field = match field {
@@ -267,7 +267,8 @@ fn pod_qos(pod: &Value) -> &'static str {
 }
 
 /// Namespaces that exist from the start and may not be deleted.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// Create/update/delete logic over a store.
@@ -402,7 +403,11 @@ impl Registry {
         Ok(())
     }
 
-    fn invalid(info: &ResourceInfo, name: &str, causes: Vec<api::validation::FieldError>) -> ApiError {
+    fn invalid(
+        info: &ResourceInfo,
+        name: &str,
+        causes: Vec<api::validation::FieldError>,
+    ) -> ApiError {
         ApiError::Invalid {
             kind: info.kind.to_string(),
             group: info.group.to_string(),
@@ -452,7 +457,11 @@ impl Registry {
                 }
             }
         }
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
@@ -532,7 +541,12 @@ impl Registry {
     }
 
     /// Carries server-owned fields from `old` into `new` (the strategies' PrepareForUpdate).
-    fn prepare_for_update(info: &ResourceInfo, old: &Value, mut new: Value, status_only: bool) -> Value {
+    fn prepare_for_update(
+        info: &ResourceInfo,
+        old: &Value,
+        mut new: Value,
+        status_only: bool,
+    ) -> Value {
         if status_only {
             // The status subresource changes only status (ResetObjectMetaForStatus).
             let mut out = old.clone();
@@ -595,6 +609,10 @@ impl Registry {
 
     /// Stores `new` as the next state of `old` after defaulting and validation. Removes the
     /// object when its deletion is pending and its last finalizer just went.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the update's identity, both states and its three modes; a struct would only rename them"
+    )]
     fn commit_update(
         &self,
         info: &ResourceInfo,
@@ -669,12 +687,20 @@ impl Registry {
         }
         let expected = match str_at(&body, "/metadata/resourceVersion") {
             None | Some("") => None,
-            Some(s) => Some(s.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
-            })?),
+            Some(s) => Some(
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+            ),
         };
         let key = Self::key(info, namespace, name);
-        let object = self.retry_update(info, &key, expected, |_old| Ok(body.clone()), status_only, opts.dry_run)?;
+        let object = self.retry_update(
+            info,
+            &key,
+            expected,
+            |_old| Ok(body.clone()),
+            status_only,
+            opts.dry_run,
+        )?;
         Ok(Written {
             object,
             warnings,
@@ -723,7 +749,10 @@ impl Registry {
     }
 
     /// PATCH of the object or its `status`; apply patches create missing objects.
-    #[allow(clippy::too_many_arguments)] // one argument per part of the request; a struct would only rename them
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per part of the request; a struct would only rename them"
+    )]
     pub fn patch(
         &self,
         info: &ResourceInfo,
@@ -907,7 +936,10 @@ impl Registry {
             .checked_add(jiff::SignedDuration::from_secs(grace))
             .unwrap_or_else(|_| jiff::Timestamp::now());
         let m = meta_mut(&mut new);
-        m.insert("deletionTimestamp".into(), Value::String(format_time(deadline)));
+        m.insert(
+            "deletionTimestamp".into(),
+            Value::String(format_time(deadline)),
+        );
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         if opts.dry_run {
             return Ok(Deleted::Pending(new));
@@ -957,7 +989,10 @@ impl Registry {
             if dry_run {
                 return Ok(new);
             }
-            match self.store.update(&key, new, store::resource_version_of(&old)) {
+            match self
+                .store
+                .update(&key, new, store::resource_version_of(&old))
+            {
                 Ok(v) => return Ok(v),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, info, pod)),
@@ -971,7 +1006,12 @@ impl Registry {
 
     /// `PUT namespaces/<n>/finalize`: only `spec.finalizers` changes. A terminating namespace
     /// whose finalizers are all gone is removed.
-    pub fn finalize_namespace(&self, name: &str, body: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn finalize_namespace(
+        &self,
+        name: &str,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
         let key = Self::key(info, None, name);
         let finalizers = body
@@ -1009,7 +1049,10 @@ impl Registry {
                 Err(e) => return Err(ApiError::from_store(e, info, name)),
             }
         }
-        Err(ApiError::Store(StoreError::TooManyRetries { key, attempts: 16 }))
+        Err(ApiError::Store(StoreError::TooManyRetries {
+            key,
+            attempts: 16,
+        }))
     }
 
     /// Creates the namespaces every cluster has, if missing.
@@ -1048,7 +1091,10 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
 /// on a node or already finished.
 fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
     let scheduled = str_at(pod, "/spec/nodeName").is_some_and(|n| !n.is_empty());
-    let terminal = matches!(str_at(pod, "/status/phase"), Some("Succeeded") | Some("Failed"));
+    let terminal = matches!(
+        str_at(pod, "/status/phase"),
+        Some("Succeeded") | Some("Failed")
+    );
     if !scheduled || terminal {
         return 0;
     }
@@ -1094,7 +1140,12 @@ fn check_preconditions(
     Ok(())
 }
 
-fn add_managed_fields(obj: &mut Value, info: &ResourceInfo, manager: Option<&str>, operation: &str) {
+fn add_managed_fields(
+    obj: &mut Value,
+    info: &ResourceInfo,
+    manager: Option<&str>,
+    operation: &str,
+) {
     let manager = manager.unwrap_or("unknown").to_string();
     let entry = json!({
         "manager": manager,
@@ -1128,9 +1179,7 @@ fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiErro
             .map_err(|e| {
                 ApiError::bad_request(format!("error decoding YAML: {e} (as JSON: {json_err})"))
             }),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "error decoding patch: {e}"
-        ))),
+        Err(e) => Err(ApiError::bad_request(format!("error decoding patch: {e}"))),
     }
 }
 
@@ -1149,7 +1198,10 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(pod_qos(&json!({"spec": {"containers": [{"name": "a"}]}})), "BestEffort");
+        assert_eq!(
+            pod_qos(&json!({"spec": {"containers": [{"name": "a"}]}})),
+            "BestEffort"
+        );
         let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
         assert_eq!(pod_qos(&g), "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});

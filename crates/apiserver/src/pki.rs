@@ -90,7 +90,9 @@ fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "peapod-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "peapod-ca");
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyCertSign,
@@ -113,7 +115,10 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
 pub fn issue(dir: &Path, sans: &[String]) -> Result<(String, String), PkiError> {
     let issuer = load_issuer(dir)?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(cert_err("SANs"))?;
-    let cn = sans.first().cloned().unwrap_or_else(|| "peapod".to_string());
+    let cn = sans
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "peapod".to_string());
     params.distinguished_name.push(DnType::CommonName, cn);
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![

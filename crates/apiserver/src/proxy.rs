@@ -103,12 +103,19 @@ impl ServerCertVerifier for NodeCertVerifier {
 /// Where a node's API listens: its InternalIP (else ExternalIP) and
 /// `status.daemonEndpoints.kubeletEndpoint.Port` (default 10250).
 pub fn node_address(node: &Value) -> Option<SocketAddr> {
-    let addrs = node.pointer("/status/addresses").and_then(Value::as_array)?;
+    let addrs = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?;
     let pick = |ty: &str| {
         addrs
             .iter()
             .filter(|a| a.get("type").and_then(Value::as_str) == Some(ty))
-            .find_map(|a| a.get("address").and_then(Value::as_str)?.parse::<IpAddr>().ok())
+            .find_map(|a| {
+                a.get("address")
+                    .and_then(Value::as_str)?
+                    .parse::<IpAddr>()
+                    .ok()
+            })
     };
     let ip = pick("InternalIP").or_else(|| pick("ExternalIP"))?;
     let port = node
@@ -178,7 +185,10 @@ mod tests {
             Some("10.0.0.5:10999".parse().expect("addr"))
         );
         let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "::1"}]}});
-        assert_eq!(node_address(&node), Some("[::1]:10250".parse().expect("addr")));
+        assert_eq!(
+            node_address(&node),
+            Some("[::1]:10250".parse().expect("addr"))
+        );
         assert_eq!(node_address(&json!({})), None);
     }
 }

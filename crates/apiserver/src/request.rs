@@ -36,9 +36,7 @@ pub fn parse_resource_path(path: &str) -> Result<ResourcePath, ApiError> {
             .find(|r| r.group == group && r.version == version && r.plural == plural)
     };
     let (info, namespace, tail) = match rest {
-        ["namespaces", ns, plural, tail @ ..]
-            if find(plural).is_some_and(|r| r.namespaced) =>
-        {
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
             (find(plural), Some(ns.to_string()), tail)
         }
         [plural, tail @ ..] => (find(plural), None, tail),
@@ -111,7 +109,9 @@ impl Query {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("invalid value for {key}: {v:?}, expected an integer"))
+                ApiError::bad_request(format!(
+                    "invalid value for {key}: {v:?}, expected an integer"
+                ))
             }),
         }
     }
@@ -173,10 +173,7 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web"));
         assert_eq!(q.int("timeoutSeconds").expect("int"), Some(5));
         assert!(q.int("labelSelector").is_err());
-        assert_eq!(
-            q.field_validation().expect("fv"),
-            FieldValidation::Warn
-        );
+        assert_eq!(q.field_validation().expect("fv"), FieldValidation::Warn);
         assert!(Query::parse(Some("dryRun=All"))
             .expect("parse")
             .dry_run()
@@ -186,7 +183,9 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert_eq!(
-            wants(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json")),
+            wants(Some(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+            )),
             Wants::Table
         );
         assert_eq!(wants(Some("application/json")), Wants::Json);

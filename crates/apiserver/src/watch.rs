@@ -132,9 +132,7 @@ impl State {
             if self.done {
                 return None;
             }
-            let Some(watch) = self.watch.as_mut() else {
-                return None;
-            };
+            let watch = self.watch.as_mut()?;
             tokio::select! {
                 ev = watch.next() => match ev {
                     Some(Ok(ev)) => self.on_event(&ev),
@@ -186,9 +184,9 @@ pub fn start(
             }
             rv
         }
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version: {s:?}"))
-        })?,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?,
     };
     match registry.store.watch(info.group, info.plural, ns, from) {
         Ok(w) => st.watch = Some(w),

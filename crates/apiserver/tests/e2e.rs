@@ -128,51 +128,104 @@ where
 async fn kubectl_basics() {
     let c = start(None).await;
     let v = c.kubectl(&["version"]).await;
-    assert!(v.stdout.contains("Server Version: v1.33.0"), "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout.contains("Server Version: v1.33.0"),
+        "{}{}",
+        v.stdout,
+        v.stderr
+    );
 
     let ns = c.kubectl(&["get", "ns"]).await;
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.stdout.contains(n), "{}", ns.stdout);
     }
     let ar = c.kubectl(&["api-resources"]).await;
-    assert!(ar.ok && ar.stdout.contains("pods") && ar.stdout.contains("leases"), "{}", ar.stderr);
+    assert!(
+        ar.ok && ar.stdout.contains("pods") && ar.stdout.contains("leases"),
+        "{}",
+        ar.stderr
+    );
 
     let f = c.write("pod.yaml", POD);
     let a = c.kubectl(&["apply", "-f", path_str(&f)]).await;
-    assert!(a.stdout.contains("pod/web created"), "{}{}", a.stdout, a.stderr);
+    assert!(
+        a.stdout.contains("pod/web created"),
+        "{}{}",
+        a.stdout,
+        a.stderr
+    );
     let a = c.kubectl(&["apply", "-f", path_str(&f)]).await;
-    assert!(a.stdout.contains("pod/web unchanged"), "{}{}", a.stdout, a.stderr);
+    assert!(
+        a.stdout.contains("pod/web unchanged"),
+        "{}{}",
+        a.stdout,
+        a.stderr
+    );
     let changed = POD.replace("app: web", "app: web\n    tier: front");
     let f2 = c.write("pod2.yaml", &changed);
     let a = c.kubectl(&["apply", "-f", path_str(&f2)]).await;
-    assert!(a.stdout.contains("pod/web configured"), "{}{}", a.stdout, a.stderr);
+    assert!(
+        a.stdout.contains("pod/web configured"),
+        "{}{}",
+        a.stdout,
+        a.stderr
+    );
 
     let cm = c.write(
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  k: v\n",
     );
     let cr = c.kubectl(&["create", "-f", path_str(&cm)]).await;
-    assert!(cr.stdout.contains("configmap/cfg created"), "{}{}", cr.stdout, cr.stderr);
+    assert!(
+        cr.stdout.contains("configmap/cfg created"),
+        "{}{}",
+        cr.stdout,
+        cr.stderr
+    );
     let bad = c.write(
         "bad.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\nfoo: 1\n",
     );
     let cr = c.kubectl(&["create", "-f", path_str(&bad)]).await;
-    assert!(!cr.ok && cr.stderr.contains("unknown field \"foo\""), "{}", cr.stderr);
+    assert!(
+        !cr.ok && cr.stderr.contains("unknown field \"foo\""),
+        "{}",
+        cr.stderr
+    );
 
-    let wide = c.kubectl(&["get", "pods", "-o", "wide", "-l", "app=web"]).await;
-    assert!(wide.stdout.contains("NOMINATED NODE") && wide.stdout.contains("web"), "{}{}", wide.stdout, wide.stderr);
+    let wide = c
+        .kubectl(&["get", "pods", "-o", "wide", "-l", "app=web"])
+        .await;
+    assert!(
+        wide.stdout.contains("NOMINATED NODE") && wide.stdout.contains("web"),
+        "{}{}",
+        wide.stdout,
+        wide.stderr
+    );
     let all = c.kubectl(&["get", "pods", "-A"]).await;
-    assert!(all.stdout.contains("default") && all.stdout.contains("web"), "{}", all.stdout);
+    assert!(
+        all.stdout.contains("default") && all.stdout.contains("web"),
+        "{}",
+        all.stdout
+    );
     let name = c.kubectl(&["get", "pods", "-o", "name"]).await;
     assert_eq!(name.stdout.trim(), "pod/web");
     let y = c.kubectl(&["get", "pod", "web", "-o", "yaml"]).await;
-    assert!(y.stdout.contains("terminationGracePeriodSeconds: 30"), "{}", y.stdout);
+    assert!(
+        y.stdout.contains("terminationGracePeriodSeconds: 30"),
+        "{}",
+        y.stdout
+    );
     let j = c.kubectl(&["get", "pod", "web", "-o", "json"]).await;
     let pod: serde_json::Value = serde_json::from_str(&j.stdout).expect("json");
     assert_eq!(pod["metadata"]["labels"]["tier"], "front");
     let none = c.kubectl(&["get", "pods", "-l", "app=nothing"]).await;
-    assert!(none.stderr.contains("No resources found in default namespace."), "{}", none.stderr);
+    assert!(
+        none.stderr
+            .contains("No resources found in default namespace."),
+        "{}",
+        none.stderr
+    );
 
     // The scheduler binds once a node is Ready; describe shows the event.
     let node = c.write(
@@ -183,11 +236,18 @@ async fn kubectl_basics() {
     );
     assert!(c.kubectl(&["create", "-f", path_str(&node)]).await.ok);
     eventually("pod scheduled", || async {
-        c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]).await.stdout == "n1"
+        c.kubectl(&["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"])
+            .await
+            .stdout
+            == "n1"
     })
     .await;
     let d = c.kubectl(&["describe", "pod", "web"]).await;
-    assert!(d.stdout.contains("Successfully assigned default/web to n1"), "{}", d.stdout);
+    assert!(
+        d.stdout.contains("Successfully assigned default/web to n1"),
+        "{}",
+        d.stdout
+    );
     let nodes = c.kubectl(&["get", "nodes"]).await;
     assert!(nodes.stdout.contains("Ready"), "{}", nodes.stdout);
 
@@ -216,7 +276,12 @@ async fn kubectl_basics() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p = c
         .kubectl(&[
-            "patch", "pod", "web", "--subresource=status", "--type=merge", "-p",
+            "patch",
+            "pod",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
             r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
         ])
         .await;
@@ -242,15 +307,70 @@ async fn kubectl_basics() {
     assert!(del.ok, "{}", del.stderr);
     let g = c.kubectl(&["get", "pod", "web"]).await;
     assert!(g.stdout.contains("Terminating"), "{}", g.stdout);
-    let del = c.kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"]).await;
+    let del = c
+        .kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"])
+        .await;
     assert!(del.ok, "{}", del.stderr);
     let g = c.kubectl(&["get", "pod", "web"]).await;
     assert!(g.stderr.contains("pods \"web\" not found"), "{}", g.stderr);
     let del = c.kubectl(&["delete", "configmap", "cfg"]).await;
-    assert!(del.stdout.contains("configmap \"cfg\" deleted"), "{}", del.stdout);
+    assert!(
+        del.stdout.contains("configmap \"cfg\" deleted"),
+        "{}",
+        del.stdout
+    );
 
     // Namespaces: create, delete (the controller removes it), persistence after restart.
-    assert!(c.kubectl(&["create", "namespace", "team"]).await.ok || true);
+    let cr = c.kubectl(&["create", "namespace", "team"]).await;
+    assert!(
+        cr.stdout.contains("namespace/team created"),
+        "{}",
+        cr.stderr
+    );
+    let cr = c
+        .kubectl(&[
+            "create",
+            "configmap",
+            "lit",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ])
+        .await;
+    assert!(cr.ok, "{}", cr.stderr);
+    let cr = c
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "team",
+            "--from-literal=p=q",
+        ])
+        .await;
+    assert!(cr.ok, "{}", cr.stderr);
+    let got = c
+        .kubectl(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.p}",
+        ])
+        .await;
+    assert_eq!(got.stdout, "cQ==");
+    let del = c.kubectl(&["delete", "namespace", "team"]).await;
+    assert!(del.ok, "{}", del.stderr);
+    let gone = c.kubectl(&["get", "namespace", "team"]).await;
+    assert!(
+        gone.stderr.contains("not found"),
+        "{}{}",
+        gone.stdout,
+        gone.stderr
+    );
     c.server.shutdown().await;
     let c2 = start_in(c.dir, None).await;
     let ns = c2.kubectl(&["get", "node", "n1", "-o", "name"]).await;
@@ -270,7 +390,10 @@ async fn kube_client_agent_flows() {
     let mut stream = Box::pin(watcher(pods.clone(), cfg).applied_objects());
 
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).expect("node");
-    nodes.create(&PostParams::default(), &node).await.expect("create node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
                                     "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}});
     nodes
@@ -280,12 +403,20 @@ async fn kube_client_agent_flows() {
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}})).expect("lease");
-    let mut l = leases.create(&PostParams::default(), &lease).await.expect("lease");
+    let mut l = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("lease");
     l.spec.get_or_insert_with(Default::default).renew_time = None;
-    leases.replace("n1", &PostParams::default(), &l).await.expect("renew lease");
+    leases
+        .replace("n1", &PostParams::default(), &l)
+        .await
+        .expect("renew lease");
 
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
 
     // The scheduler binds it; the watcher (list+watch with the selector) sees it.
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
@@ -300,7 +431,10 @@ async fn kube_client_agent_flows() {
     })
     .await
     .expect("watcher saw the pod");
-    assert_eq!(seen.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("n1"));
+    assert_eq!(
+        seen.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("n1")
+    );
 
     let ps = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
     pods.patch_status("p", &PatchParams::default(), &Patch::Strategic(&ps))
@@ -311,12 +445,18 @@ async fn kube_client_agent_flows() {
 
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let ev: Event = serde_json::from_value(json!({"metadata": {"name": "p.1"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Started", "message": "Started container c", "type": "Normal", "source": {"component": "kubelet"}})).expect("event");
-    events.create(&PostParams::default(), &ev).await.expect("event");
+    events
+        .create(&PostParams::default(), &ev)
+        .await
+        .expect("event");
 
     pods.delete("p", &DeleteParams::default().grace_period(0))
         .await
         .expect("delete");
-    eventually("pod gone", || async { pods.get_opt("p").await.expect("get").is_none() }).await;
+    eventually("pod gone", || async {
+        pods.get_opt("p").await.expect("get").is_none()
+    })
+    .await;
     drop(stream);
     c.server.shutdown().await;
 }
@@ -357,32 +497,54 @@ async fn fake_node(pki_dir: &Path, token: &'static str) -> std::net::SocketAddr 
     .with_single_cert(certs, key)
     .expect("tls");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let authed = req
-                        .headers()
-                        .get("authorization")
-                        .is_some_and(|v| v.as_bytes() == format!("Bearer {token}").as_bytes());
-                    let path = req.uri().to_string();
-                    let (mut tx, body) = futures::channel::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>(4);
-                    tokio::spawn(async move {
-                        use futures::SinkExt;
-                        if !authed {
-                            let _ = tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from("unauthorized\n")))).await;
-                            return;
-                        }
-                        let _ = tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(format!("path {path}\n"))))).await;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let _ = tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from("second line\n")))).await;
-                    });
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::StreamBody::new(body)))
-                });
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let authed = req
+                            .headers()
+                            .get("authorization")
+                            .is_some_and(|v| v.as_bytes() == format!("Bearer {token}").as_bytes());
+                        let path = req.uri().to_string();
+                        let (mut tx, body) = futures::channel::mpsc::channel::<
+                            Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+                        >(4);
+                        tokio::spawn(async move {
+                            use futures::SinkExt;
+                            if !authed {
+                                let _ = tx
+                                    .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                                        "unauthorized\n",
+                                    ))))
+                                    .await;
+                                return;
+                            }
+                            let _ = tx
+                                .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(format!(
+                                    "path {path}\n"
+                                )))))
+                                .await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let _ = tx
+                                .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                                    "second line\n",
+                                ))))
+                                .await;
+                        });
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::StreamBody::new(body),
+                        ))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
@@ -411,10 +573,15 @@ async fn logs_are_proxied_to_the_node() {
     );
     assert!(c.kubectl(&["create", "-f", path_str(&pod)]).await.ok);
     eventually("pod scheduled", || async {
-        c.kubectl(&["get", "pod", "two", "-o", "jsonpath={.spec.nodeName}"]).await.stdout == "n1"
+        c.kubectl(&["get", "pod", "two", "-o", "jsonpath={.spec.nodeName}"])
+            .await
+            .stdout
+            == "n1"
     })
     .await;
-    let l = c.kubectl(&["logs", "two", "-c", "b", "--tail=5", "-f"]).await;
+    let l = c
+        .kubectl(&["logs", "two", "-c", "b", "--tail=5", "-f"])
+        .await;
     assert!(l.ok, "{}", l.stderr);
     assert!(
         l.stdout.contains("path /containerLogs/default/two/b?") && l.stdout.contains("tailLines=5"),
@@ -423,6 +590,10 @@ async fn logs_are_proxied_to_the_node() {
     );
     assert!(l.stdout.contains("second line"), "{}", l.stdout);
     let l = c.kubectl(&["logs", "two", "-c", "zz"]).await;
-    assert!(l.stderr.contains("container zz is not valid for pod two"), "{}", l.stderr);
+    assert!(
+        l.stderr.contains("container zz is not valid for pod two"),
+        "{}",
+        l.stderr
+    );
     c.server.shutdown().await;
 }

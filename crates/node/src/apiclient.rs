@@ -3,7 +3,7 @@
 //! tests use a recording fake.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PodStatus, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 
@@ -52,14 +52,29 @@ pub enum ApiError {
 #[async_trait]
 pub trait PodApi: Send + Sync + 'static {
     /// Writes the whole status through the `pods/status` subresource.
-    async fn patch_pod_status(&self, namespace: &str, name: &str, status: &PodStatus) -> Result<(), ApiError>;
+    async fn patch_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), ApiError>;
     /// Deletes the pod with grace period 0 and a uid precondition (kubelet's final delete);
     /// an already deleted pod is success.
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError>;
     async fn create_event(&self, event: &Event) -> Result<(), ApiError>;
     /// Bumps an aggregated event's `count` and `lastTimestamp`.
-    async fn patch_event(&self, namespace: &str, name: &str, count: i32, last: &Time) -> Result<(), ApiError>;
-    async fn get_config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, ApiError>;
+    async fn patch_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        count: i32,
+        last: &Time,
+    ) -> Result<(), ApiError>;
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, ApiError>;
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ApiError>;
 }
 
@@ -81,21 +96,34 @@ fn is_not_found(err: &kube::Error) -> bool {
 
 #[async_trait]
 impl PodApi for KubePodApi {
-    async fn patch_pod_status(&self, namespace: &str, name: &str, status: &PodStatus) -> Result<(), ApiError> {
+    async fn patch_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), ApiError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         // A merge patch of the whole status: lists (conditions, containerStatuses) are
         // replaced as a unit, which is what a full status from the kubelet means.
         let patch = serde_json::json!({ "status": status });
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).map_err(|source| {
-            ApiError::PatchPodStatus { namespace: namespace.to_string(), name: name.to_string(), source }
-        })
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| ApiError::PatchPodStatus {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            })
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(name, &params).await {
@@ -103,29 +131,55 @@ impl PodApi for KubePodApi {
             Err(err) if is_not_found(&err) => Ok(()),
             // A uid mismatch (409) means a new pod took the name: ours is gone.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(source) => Err(ApiError::DeletePod { namespace: namespace.to_string(), name: name.to_string(), source }),
+            Err(source) => Err(ApiError::DeletePod {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 
     async fn create_event(&self, event: &Event) -> Result<(), ApiError> {
-        let namespace = event.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = event
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        api.create(&PostParams::default(), event).await.map(|_| ()).map_err(|source| ApiError::CreateEvent {
-            namespace,
-            name: event.metadata.name.clone().unwrap_or_default(),
-            source,
-        })
+        api.create(&PostParams::default(), event)
+            .await
+            .map(|_| ())
+            .map_err(|source| ApiError::CreateEvent {
+                namespace,
+                name: event.metadata.name.clone().unwrap_or_default(),
+                source,
+            })
     }
 
-    async fn patch_event(&self, namespace: &str, name: &str, count: i32, last: &Time) -> Result<(), ApiError> {
+    async fn patch_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        count: i32,
+        last: &Time,
+    ) -> Result<(), ApiError> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let patch = serde_json::json!({ "count": count, "lastTimestamp": last });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).map_err(|source| {
-            ApiError::PatchEvent { namespace: namespace.to_string(), name: name.to_string(), source }
-        })
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| ApiError::PatchEvent {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            })
     }
 
-    async fn get_config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, ApiError> {
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, ApiError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         api.get_opt(name).await.map_err(|source| ApiError::Get {
             kind: "configmap",
@@ -143,5 +197,102 @@ impl PodApi for KubePodApi {
             name: name.to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+    /// A kube client over a closure that records each request and answers canned JSON.
+    fn mock(answer: fn(&str, &str) -> (u16, serde_json::Value)) -> (kube::Client, Seen) {
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let record = record.clone();
+            async move {
+                let method = req.method().to_string();
+                let uri = req.uri().to_string();
+                let bytes = req.into_body().collect().await?.to_bytes();
+                let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                record
+                    .lock()
+                    .expect("lock")
+                    .push((method.clone(), uri.clone(), body));
+                let (code, json) = answer(&method, &uri);
+                let resp = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(
+                        json.to_string(),
+                    )))?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
+            }
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    fn pod_json() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "ns1"}})
+    }
+
+    #[tokio::test]
+    async fn status_patch_and_final_delete_requests() {
+        let (client, seen) = mock(|_, _| (200, pod_json()));
+        let api = KubePodApi::new(client);
+        let status = PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        };
+        api.patch_pod_status("ns1", "web", &status)
+            .await
+            .expect("patch");
+        api.delete_pod("ns1", "web", "uid-9").await.expect("delete");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen[0].0, "PATCH");
+        assert!(
+            seen[0]
+                .1
+                .starts_with("/api/v1/namespaces/ns1/pods/web/status"),
+            "{}",
+            seen[0].1
+        );
+        assert_eq!(seen[0].2["status"]["phase"], "Running");
+        assert_eq!(seen[1].0, "DELETE");
+        assert!(
+            seen[1].1.starts_with("/api/v1/namespaces/ns1/pods/web"),
+            "{}",
+            seen[1].1
+        );
+        assert_eq!(seen[1].2["gracePeriodSeconds"], 0);
+        assert_eq!(seen[1].2["preconditions"]["uid"], "uid-9");
+    }
+
+    #[tokio::test]
+    async fn delete_of_missing_pod_is_success_and_get_opt_maps_404() {
+        let (client, _) = mock(|_, _| {
+            (
+                404,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            )
+        });
+        let api = KubePodApi::new(client);
+        api.delete_pod("ns1", "web", "u")
+            .await
+            .expect("gone is fine");
+        assert!(api
+            .get_config_map("ns1", "cm")
+            .await
+            .expect("get")
+            .is_none());
+        let err = api
+            .patch_pod_status("ns1", "web", &PodStatus::default())
+            .await
+            .expect_err("404");
+        assert!(matches!(err, ApiError::PatchPodStatus { .. }));
     }
 }

@@ -40,11 +40,17 @@ fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, entries: HashMap::new() }
+        Self {
+            initial,
+            max,
+            entries: HashMap::new(),
+        }
     }
 
     fn live(&self, key: &str, now: Timestamp) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| elapsed(e.last_update, now) <= self.max * 2)
+        self.entries
+            .get(key)
+            .filter(|e| elapsed(e.last_update, now) <= self.max * 2)
     }
 
     /// Records one more failure/restart of `key` at `now`: the delay doubles, or starts over
@@ -54,7 +60,13 @@ impl Backoff {
             Some(e) => (e.delay * 2).min(self.max),
             None => self.initial,
         };
-        self.entries.insert(key.to_string(), Entry { delay, last_update: now });
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                delay,
+                last_update: now,
+            },
+        );
     }
 
     /// The current delay of `key`, if it has a live entry.
@@ -101,7 +113,10 @@ pub fn go_duration(d: Duration) -> String {
         return format!("{}{unit}", trim_fraction(nanos, div));
     }
     let total_secs = d.as_secs();
-    let frac = trim_fraction(u128::from(d.subsec_nanos()) + u128::from(total_secs % 60) * 1_000_000_000, 1_000_000_000);
+    let frac = trim_fraction(
+        u128::from(d.subsec_nanos()) + u128::from(total_secs % 60) * 1_000_000_000,
+        1_000_000_000,
+    );
     let hours = total_secs / 3600;
     let minutes = (total_secs % 3600) / 60;
     let mut out = String::new();
@@ -159,9 +174,15 @@ mod tests {
         let mut b = Backoff::default();
         b.next("c", t(0));
         // Exit at t=5: in back-off until t=15.
-        assert_eq!(b.remaining_since("c", t(5), t(6)), Some(Duration::from_secs(9)));
+        assert_eq!(
+            b.remaining_since("c", t(5), t(6)),
+            Some(Duration::from_secs(9))
+        );
         assert_eq!(b.remaining_since("c", t(5), t(15)), None);
-        assert_eq!(b.remaining_since_update("c", t(3)), Some(Duration::from_secs(7)));
+        assert_eq!(
+            b.remaining_since_update("c", t(3)),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(b.remaining_since_update("c", t(10)), None);
         assert_eq!(b.remaining_since("other", t(0), t(0)), None);
     }

@@ -22,11 +22,19 @@ pub enum ContainerSpecError {
     #[error("configmap {name:?} not found")]
     ConfigMapNotFound { name: String },
     #[error("couldn't find key {key} in ConfigMap {namespace}/{name}")]
-    ConfigMapKeyNotFound { namespace: String, name: String, key: String },
+    ConfigMapKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("secret {name:?} not found")]
     SecretNotFound { name: String },
     #[error("couldn't find key {key} in Secret {namespace}/{name}")]
-    SecretKeyNotFound { namespace: String, name: String, key: String },
+    SecretKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("unsupported fieldPath: {path}")]
     UnsupportedFieldPath { path: String },
     #[error("unsupported container resource : {resource}")]
@@ -90,7 +98,9 @@ pub fn referenced_sources(container: &Container) -> (BTreeSet<String>, BTreeSet<
         }
     }
     for var in container.env.iter().flatten() {
-        let Some(from) = &var.value_from else { continue };
+        let Some(from) = &var.value_from else {
+            continue;
+        };
         if let Some(r) = &from.config_map_key_ref {
             maps.insert(r.name.clone());
         }
@@ -112,38 +122,65 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(String::from_utf8_lossy(&v.0).into_owned());
     }
-    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned()
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
 }
 
 fn config_map_value(map: &ConfigMap, key: &str) -> Option<String> {
     if let Some(v) = map.data.as_ref().and_then(|d| d.get(key)) {
         return Some(v.clone());
     }
-    map.binary_data.as_ref().and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    map.binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 fn field_ref_value(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String, ContainerSpecError> {
     let meta = &pod.metadata;
     // `metadata.labels['k']` / `metadata.annotations['k']`.
     let subscript = |prefix: &str| {
-        path.strip_prefix(prefix).and_then(|r| r.strip_prefix("['")).and_then(|r| r.strip_suffix("']"))
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("['"))
+            .and_then(|r| r.strip_suffix("']"))
     };
     if let Some(key) = subscript("metadata.labels") {
-        return Ok(meta.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default());
+        return Ok(meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default());
     }
     if let Some(key) = subscript("metadata.annotations") {
-        return Ok(meta.annotations.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default());
+        return Ok(meta
+            .annotations
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default());
     }
     let spec = pod.spec.as_ref();
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| ctx.node_name.clone()),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| ctx.node_name.clone()),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => ctx.host_ip.clone(),
         "status.podIP" | "status.podIPs" => ctx.pod_ip.clone(),
-        _ => return Err(ContainerSpecError::UnsupportedFieldPath { path: path.to_string() }),
+        _ => {
+            return Err(ContainerSpecError::UnsupportedFieldPath {
+                path: path.to_string(),
+            })
+        }
     })
 }
 
@@ -166,24 +203,40 @@ fn resource_field_value(
     let divisor_raw = sel.divisor.as_ref().map_or("1", |q| q.0.as_str());
     let divisor = parse_quantity(divisor_raw)
         .filter(|d| *d > 0.0)
-        .ok_or_else(|| ContainerSpecError::InvalidDivisor { env: env.to_string(), divisor: divisor_raw.to_string() })?;
+        .ok_or_else(|| ContainerSpecError::InvalidDivisor {
+            env: env.to_string(),
+            divisor: divisor_raw.to_string(),
+        })?;
     let res = target.resources.as_ref();
     let get = |which: &str, name: &str| {
-        let list = if which == "limits" { res.and_then(|r| r.limits.as_ref()) } else { res.and_then(|r| r.requests.as_ref()) };
-        list.and_then(|l| l.get(name)).and_then(|q| parse_quantity(&q.0))
+        let list = if which == "limits" {
+            res.and_then(|r| r.limits.as_ref())
+        } else {
+            res.and_then(|r| r.requests.as_ref())
+        };
+        list.and_then(|l| l.get(name))
+            .and_then(|q| parse_quantity(&q.0))
     };
-    let (which, name) = sel
-        .resource
-        .split_once('.')
-        .ok_or_else(|| ContainerSpecError::UnsupportedResource { resource: sel.resource.clone() })?;
+    let (which, name) =
+        sel.resource
+            .split_once('.')
+            .ok_or_else(|| ContainerSpecError::UnsupportedResource {
+                resource: sel.resource.clone(),
+            })?;
     // Unset limits mean "the node's allocatable", unset requests mean zero (kubelet's
     // MergeContainerResourceLimits).
     let value = match (which, name) {
         ("limits", "cpu") => get("limits", "cpu").unwrap_or(ctx.node_cpu),
         ("limits", "memory") => get("limits", "memory").unwrap_or(ctx.node_memory),
         ("requests", "cpu") | ("requests", "memory") => get("requests", name).unwrap_or(0.0),
-        ("limits", "ephemeral-storage") | ("requests", "ephemeral-storage") => get(which, name).unwrap_or(0.0),
-        _ => return Err(ContainerSpecError::UnsupportedResource { resource: sel.resource.clone() }),
+        ("limits", "ephemeral-storage") | ("requests", "ephemeral-storage") => {
+            get(which, name).unwrap_or(0.0)
+        }
+        _ => {
+            return Err(ContainerSpecError::UnsupportedResource {
+                resource: sel.resource.clone(),
+            })
+        }
     };
     // kubelet rounds up (cpu in millicores first), and reports at least 1 cpu unit for cpu.
     let out = if name == "cpu" {
@@ -206,11 +259,12 @@ pub fn container_env(
 ) -> Result<Vec<(String, String)>, ContainerSpecError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out: Vec<(String, String)> = Vec::new();
-    let set = |out: &mut Vec<(String, String)>, key: String, value: String| {
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => out.push((key, value)),
-        }
+    let set = |out: &mut Vec<(String, String)>, key: String, value: String| match out
+        .iter_mut()
+        .find(|(k, _)| *k == key)
+    {
+        Some(slot) => slot.1 = value,
+        None => out.push((key, value)),
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -219,20 +273,30 @@ pub fn container_env(
                 Some(map) => {
                     let mut keys: BTreeMap<String, String> = map.data.clone().unwrap_or_default();
                     for (k, v) in map.binary_data.iter().flatten() {
-                        keys.entry(k.clone()).or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
+                        keys.entry(k.clone())
+                            .or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
                     }
                     for (k, v) in keys {
                         set(&mut out, format!("{prefix}{k}"), v);
                     }
                 }
                 None if r.optional == Some(true) => {}
-                None => return Err(ContainerSpecError::ConfigMapNotFound { name: r.name.clone() }),
+                None => {
+                    return Err(ContainerSpecError::ConfigMapNotFound {
+                        name: r.name.clone(),
+                    })
+                }
             }
         }
         if let Some(r) = &from.secret_ref {
             match sources.secrets.get(&r.name).cloned().flatten() {
                 Some(secret) => {
-                    let mut keys: BTreeSet<String> = secret.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+                    let mut keys: BTreeSet<String> = secret
+                        .data
+                        .iter()
+                        .flatten()
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     keys.extend(secret.string_data.iter().flatten().map(|(k, _)| k.clone()));
                     for k in keys {
                         let v = secret_value(&secret, &k).unwrap_or_default();
@@ -240,7 +304,11 @@ pub fn container_env(
                     }
                 }
                 None if r.optional == Some(true) => {}
-                None => return Err(ContainerSpecError::SecretNotFound { name: r.name.clone() }),
+                None => {
+                    return Err(ContainerSpecError::SecretNotFound {
+                        name: r.name.clone(),
+                    })
+                }
             }
         }
     }
@@ -264,7 +332,10 @@ fn env_value(
     defined: &[(String, String)],
 ) -> Result<Option<String>, ContainerSpecError> {
     let Some(from) = &var.value_from else {
-        return Ok(Some(expand(var.value.as_deref().unwrap_or_default(), lookup_in(defined))));
+        return Ok(Some(expand(
+            var.value.as_deref().unwrap_or_default(),
+            lookup_in(defined),
+        )));
     };
     if let Some(f) = &from.field_ref {
         return field_ref_value(pod, ctx, &f.field_path).map(Some);
@@ -276,7 +347,9 @@ fn env_value(
         let optional = r.optional == Some(true);
         return match sources.config_maps.get(&r.name).cloned().flatten() {
             None if optional => Ok(None),
-            None => Err(ContainerSpecError::ConfigMapNotFound { name: r.name.clone() }),
+            None => Err(ContainerSpecError::ConfigMapNotFound {
+                name: r.name.clone(),
+            }),
             Some(map) => match config_map_value(&map, &r.key) {
                 Some(v) => Ok(Some(v)),
                 None if optional => Ok(None),
@@ -292,7 +365,9 @@ fn env_value(
         let optional = r.optional == Some(true);
         return match sources.secrets.get(&r.name).cloned().flatten() {
             None if optional => Ok(None),
-            None => Err(ContainerSpecError::SecretNotFound { name: r.name.clone() }),
+            None => Err(ContainerSpecError::SecretNotFound {
+                name: r.name.clone(),
+            }),
             Some(secret) => match secret_value(&secret, &r.key) {
                 Some(v) => Ok(Some(v)),
                 None if optional => Ok(None),
@@ -304,7 +379,9 @@ fn env_value(
             },
         };
     }
-    Err(ContainerSpecError::EmptyValueFrom { env: var.name.clone() })
+    Err(ContainerSpecError::EmptyValueFrom {
+        env: var.name.clone(),
+    })
 }
 
 /// The process argv: kubelet expands `$(VAR)` in command and args, then the runtime merges
@@ -315,8 +392,12 @@ pub fn container_argv(
     image: &runtime::ImageConfig,
     env: &[(String, String)],
 ) -> Result<Vec<String>, ContainerSpecError> {
-    let expand_all =
-        |list: &Option<Vec<String>>| list.iter().flatten().map(|s| expand(s, lookup_in(env))).collect::<Vec<_>>();
+    let expand_all = |list: &Option<Vec<String>>| {
+        list.iter()
+            .flatten()
+            .map(|s| expand(s, lookup_in(env)))
+            .collect::<Vec<_>>()
+    };
     let command = expand_all(&container.command);
     let args = expand_all(&container.args);
     let argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
@@ -357,13 +438,21 @@ pub fn stop_signal(raw: Option<&str>) -> Result<i32, ContainerSpecError> {
     if let Ok(n) = raw.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n)
             .map(|s| s as i32)
-            .map_err(|_| ContainerSpecError::InvalidStopSignal { signal: raw.to_string() });
+            .map_err(|_| ContainerSpecError::InvalidStopSignal {
+                signal: raw.to_string(),
+            });
     }
     let upper = raw.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     nix::sys::signal::Signal::from_str(&name)
         .map(|s| s as i32)
-        .map_err(|_| ContainerSpecError::InvalidStopSignal { signal: raw.to_string() })
+        .map_err(|_| ContainerSpecError::InvalidStopSignal {
+            signal: raw.to_string(),
+        })
 }
 
 /// The user the process runs as: the container's securityContext over the pod's, else the
@@ -372,8 +461,14 @@ pub fn user_spec(pod: &Pod, container: &Container, image: &runtime::ImageConfig)
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let c_sc = container.security_context.as_ref();
     let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-    let run_as_user = to_u32(c_sc.and_then(|s| s.run_as_user).or_else(|| pod_sc.and_then(|s| s.run_as_user)));
-    let run_as_group = to_u32(c_sc.and_then(|s| s.run_as_group).or_else(|| pod_sc.and_then(|s| s.run_as_group)));
+    let run_as_user = to_u32(
+        c_sc.and_then(|s| s.run_as_user)
+            .or_else(|| pod_sc.and_then(|s| s.run_as_user)),
+    );
+    let run_as_group = to_u32(
+        c_sc.and_then(|s| s.run_as_group)
+            .or_else(|| pod_sc.and_then(|s| s.run_as_group)),
+    );
     let mut supplemental_groups: Vec<u32> = pod_sc
         .and_then(|s| s.supplemental_groups.as_ref())
         .map(|g| g.iter().filter_map(|v| u32::try_from(*v).ok()).collect())
@@ -422,16 +517,38 @@ pub fn build_container_config(
     let meta = &pod.metadata;
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CONTAINER_NAME.to_string(), container.name.clone());
-    labels.insert(LABEL_POD_NAME.to_string(), meta.name.clone().unwrap_or_default());
-    labels.insert(LABEL_POD_NAMESPACE.to_string(), meta.namespace.clone().unwrap_or_default());
-    labels.insert(LABEL_POD_UID.to_string(), meta.uid.clone().unwrap_or_default());
+    labels.insert(
+        LABEL_POD_NAME.to_string(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        LABEL_POD_NAMESPACE.to_string(),
+        meta.namespace.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        LABEL_POD_UID.to_string(),
+        meta.uid.clone().unwrap_or_default(),
+    );
     let mut annotations = BTreeMap::new();
-    annotations.insert(ANNOTATION_RESTART_COUNT.to_string(), input.attempt.to_string());
+    annotations.insert(
+        ANNOTATION_RESTART_COUNT.to_string(),
+        input.attempt.to_string(),
+    );
     if let Some(path) = &container.termination_message_path {
-        annotations.insert("io.kubernetes.container.terminationMessagePath".to_string(), path.clone());
+        annotations.insert(
+            "io.kubernetes.container.terminationMessagePath".to_string(),
+            path.clone(),
+        );
     }
-    if let Some(grace) = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds) {
-        annotations.insert("io.kubernetes.pod.terminationGracePeriod".to_string(), grace.to_string());
+    if let Some(grace) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+    {
+        annotations.insert(
+            "io.kubernetes.pod.terminationGracePeriod".to_string(),
+            grace.to_string(),
+        );
     }
     Ok(ContainerConfig {
         name: container.name.clone(),
@@ -493,20 +610,36 @@ mod tests {
     /// The table of https://kubernetes.io/docs/tasks/inject-data-application/define-command-argument-container/
     #[test]
     fn argv_table_from_docs() {
-        let img = ImageConfig { entrypoint: vec!["/ep-1".into(), "foo".into()], cmd: vec!["bar".into()], ..Default::default() };
+        let img = ImageConfig {
+            entrypoint: vec!["/ep-1".into(), "foo".into()],
+            cmd: vec!["bar".into()],
+            ..Default::default()
+        };
         let cases = [
             (json!({"name": "c"}), vec!["/ep-1", "foo", "bar"]),
             (json!({"name": "c", "command": ["/ep-2"]}), vec!["/ep-2"]),
-            (json!({"name": "c", "args": ["zoo", "boo"]}), vec!["/ep-1", "foo", "zoo", "boo"]),
-            (json!({"name": "c", "command": ["/ep-2"], "args": ["zoo", "boo"]}), vec!["/ep-2", "zoo", "boo"]),
-            (json!({"name": "c", "command": [], "args": []}), vec!["/ep-1", "foo", "bar"]),
+            (
+                json!({"name": "c", "args": ["zoo", "boo"]}),
+                vec!["/ep-1", "foo", "zoo", "boo"],
+            ),
+            (
+                json!({"name": "c", "command": ["/ep-2"], "args": ["zoo", "boo"]}),
+                vec!["/ep-2", "zoo", "boo"],
+            ),
+            (
+                json!({"name": "c", "command": [], "args": []}),
+                vec!["/ep-1", "foo", "bar"],
+            ),
         ];
         for (c, want) in cases {
             let got = container_argv(&container(c.clone()), &img, &[]).expect("argv");
             assert_eq!(got, want, "container {c}");
         }
         let empty = ImageConfig::default();
-        assert_eq!(container_argv(&container(json!({"name": "c"})), &empty, &[]), Err(ContainerSpecError::NoCommand));
+        assert_eq!(
+            container_argv(&container(json!({"name": "c"})), &empty, &[]),
+            Err(ContainerSpecError::NoCommand)
+        );
     }
 
     #[test]
@@ -520,7 +653,15 @@ mod tests {
         let env = container_env(&pod(json!([])), &c, &ctx(), &EnvSources::default()).expect("env");
         let argv = container_argv(&c, &image(), &env).expect("argv");
         // Image env (PATH) is not visible to $(VAR), as in kubelet.
-        assert_eq!(argv, vec!["/bin/echo", "Warm greetings to The Most Honorable", "$(GREETING)", "$(PATH)"]);
+        assert_eq!(
+            argv,
+            vec![
+                "/bin/echo",
+                "Warm greetings to The Most Honorable",
+                "$(GREETING)",
+                "$(PATH)"
+            ]
+        );
     }
 
     #[test]
@@ -543,11 +684,27 @@ mod tests {
             "resources": {"requests": {"memory": "64Mi"}}
         }));
         let p = pod(json!([]));
-        let info = ImageInfo { id: "sha256:abc".into(), repo_tags: vec![], repo_digests: vec![], size_bytes: 1, config: image() };
+        let info = ImageInfo {
+            id: "sha256:abc".into(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size_bytes: 1,
+            config: image(),
+        };
         let sources = EnvSources::default();
-        let input = BuildInput { image: &info, attempt: 2, ctx: &ctx(), sources: &sources };
+        let input = BuildInput {
+            image: &info,
+            attempt: 2,
+            ctx: &ctx(),
+            sources: &sources,
+        };
         let cfg = build_container_config(&p, &c, &input).expect("config");
-        let get = |k: &str| cfg.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            cfg.env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(cfg.env[0], ("PATH".to_string(), "/bin".to_string()));
         assert_eq!(cfg.env[1], ("A".to_string(), "pod".to_string()));
         assert_eq!(get("POD"), Some("web"));
@@ -567,8 +724,16 @@ mod tests {
         assert_eq!(cfg.user.supplemental_groups, vec![5]);
         assert_eq!(cfg.log_path, PathBuf::from("c/2.log"));
         assert_eq!(cfg.attempt, 2);
-        assert_eq!(cfg.annotations.get(ANNOTATION_RESTART_COUNT).map(String::as_str), Some("2"));
-        assert_eq!(cfg.labels.get(LABEL_POD_UID).map(String::as_str), Some("u-1"));
+        assert_eq!(
+            cfg.annotations
+                .get(ANNOTATION_RESTART_COUNT)
+                .map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(
+            cfg.labels.get(LABEL_POD_UID).map(String::as_str),
+            Some("u-1")
+        );
     }
 
     #[test]
@@ -584,21 +749,34 @@ mod tests {
         let (maps, secrets) = referenced_sources(&c);
         assert_eq!(maps.into_iter().collect::<Vec<_>>(), vec!["cm", "missing"]);
         assert_eq!(secrets.into_iter().collect::<Vec<_>>(), vec!["sec"]);
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k1": "v1"}})).expect("cm");
-        let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "sec"}, "data": {"pw": "aHVudGVyMg=="}})).expect("secret");
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k1": "v1"}}))
+                .expect("cm");
+        let sec: Secret = serde_json::from_value(
+            json!({"metadata": {"name": "sec"}, "data": {"pw": "aHVudGVyMg=="}}),
+        )
+        .expect("secret");
         let mut sources = EnvSources::default();
         sources.config_maps.insert("cm".into(), Some(cm));
         sources.config_maps.insert("missing".into(), None);
         sources.secrets.insert("sec".into(), Some(sec));
         let env = container_env(&pod(json!([])), &c, &ctx(), &sources).expect("env");
-        assert_eq!(env, vec![("P_k1".to_string(), "v1".to_string()), ("S".to_string(), "hunter2".to_string())]);
+        assert_eq!(
+            env,
+            vec![
+                ("P_k1".to_string(), "v1".to_string()),
+                ("S".to_string(), "hunter2".to_string())
+            ]
+        );
 
         sources.secrets.insert("sec".into(), None);
         let err = container_env(&pod(json!([])), &c, &ctx(), &sources).expect_err("missing secret");
         assert_eq!(err.to_string(), "secret \"sec\" not found");
         assert!(err.is_config_error());
 
-        let bad = container(json!({"name": "c", "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}));
+        let bad = container(
+            json!({"name": "c", "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}),
+        );
         let err = container_env(&pod(json!([])), &bad, &ctx(), &sources).expect_err("bad path");
         assert_eq!(err.to_string(), "unsupported fieldPath: spec.bogus");
     }
@@ -611,14 +789,30 @@ mod tests {
         assert_eq!(stop_signal(Some("9")), Ok(libc::SIGKILL));
         assert!(stop_signal(Some("SIGNOPE")).is_err());
         let p = pod(json!([]));
-        let c = container(json!({"name": "c", "securityContext": {"runAsUser": 7, "runAsGroup": 8}}));
+        let c =
+            container(json!({"name": "c", "securityContext": {"runAsUser": 7, "runAsGroup": 8}}));
         let u = user_spec(&p, &c, &image());
         assert_eq!((u.run_as_user, u.run_as_group), (Some(7), Some(8)));
         let c = container(json!({"name": "c", "workingDir": "/w"}));
-        let info = ImageInfo { id: "sha256:abc".into(), repo_tags: vec![], repo_digests: vec![], size_bytes: 1, config: image() };
+        let info = ImageInfo {
+            id: "sha256:abc".into(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size_bytes: 1,
+            config: image(),
+        };
         let sources = EnvSources::default();
-        let cfg = build_container_config(&p, &c, &BuildInput { image: &info, attempt: 0, ctx: &ctx(), sources: &sources })
-            .expect("config");
+        let cfg = build_container_config(
+            &p,
+            &c,
+            &BuildInput {
+                image: &info,
+                attempt: 0,
+                ctx: &ctx(),
+                sources: &sources,
+            },
+        )
+        .expect("config");
         assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
         assert_eq!(cfg.user.run_as_user, Some(1000));
     }

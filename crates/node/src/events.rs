@@ -60,7 +60,12 @@ pub fn container_field_path(container: &str) -> String {
 
 impl EventRecorder {
     pub fn new(api: Arc<dyn PodApi>, node: &str) -> Self {
-        Self { api, node: node.to_string(), seen: Mutex::new(HashMap::new()), sequence: AtomicU64::new(0) }
+        Self {
+            api,
+            node: node.to_string(),
+            seen: Mutex::new(HashMap::new()),
+            sequence: AtomicU64::new(0),
+        }
     }
 
     /// Records one event about `pod` (and container `container`, when given).
@@ -74,7 +79,10 @@ impl EventRecorder {
         now: Timestamp,
     ) {
         let meta = &pod.metadata;
-        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let pod_name = meta.name.clone().unwrap_or_default();
         let field_path = container.map(container_field_path).unwrap_or_default();
         let key = Key {
@@ -92,7 +100,11 @@ impl EventRecorder {
             })
         };
         if let Some(s) = repeat {
-            if let Err(err) = self.api.patch_event(&s.namespace, &s.name, s.count, &api_time(now)).await {
+            if let Err(err) = self
+                .api
+                .patch_event(&s.namespace, &s.name, s.count, &api_time(now))
+                .await
+            {
                 tracing::warn!(error = %err, "event not updated");
             }
             return;
@@ -103,7 +115,11 @@ impl EventRecorder {
         let unique = nanos.wrapping_add(self.sequence.fetch_add(1, Ordering::Relaxed));
         let name = format!("{pod_name}.{unique:x}");
         let event = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
             involved_object: ObjectReference {
                 api_version: Some("v1".to_string()),
                 kind: Some("Pod".to_string()),
@@ -116,7 +132,10 @@ impl EventRecorder {
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
             type_: Some(event_type.as_str().to_string()),
-            source: Some(EventSource { component: Some("kubelet".to_string()), host: Some(self.node.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".to_string()),
+                host: Some(self.node.clone()),
+            }),
             reporting_component: Some("kubelet".to_string()),
             reporting_instance: Some(self.node.clone()),
             first_timestamp: Some(api_time(now)),
@@ -128,7 +147,14 @@ impl EventRecorder {
         match self.api.create_event(&event).await {
             Ok(()) => {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                seen.insert(key, Seen { namespace, name, count: 1 });
+                seen.insert(
+                    key,
+                    Seen {
+                        namespace,
+                        name,
+                        count: 1,
+                    },
+                );
             }
             Err(err) => tracing::warn!(error = %err, reason, "event not recorded"),
         }

@@ -60,18 +60,28 @@ fn read_reference(rest: &str) -> Reference<'_> {
     match rest.as_bytes().first() {
         Some(b'$') => Reference::Escape,
         Some(b'(') => match rest[1..].find(')') {
-            Some(end) => Reference::Var { name: &rest[1..end + 1], consumed: end + 2 },
+            Some(end) => Reference::Var {
+                name: &rest[1..end + 1],
+                consumed: end + 2,
+            },
             // Unterminated: kubelet emits `$(` and scans on from the byte after the `(`.
             None => Reference::Literal { consumed: 1 },
         },
         // `$` before any other character is literal; keep that whole (UTF-8) character.
-        _ => Reference::Literal { consumed: rest.chars().next().map_or(0, char::len_utf8) },
+        _ => Reference::Literal {
+            consumed: rest.chars().next().map_or(0, char::len_utf8),
+        },
     }
 }
 
 /// A lookup over an ordered list of variables where later entries win (as env lists do).
 pub fn lookup_in(vars: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    move |name| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 #[cfg(test)]
@@ -79,10 +89,16 @@ mod tests {
     use super::*;
 
     fn vars() -> Vec<(String, String)> {
-        [("VAR_A", "A"), ("VAR_B", "B"), ("VAR_C", "C"), ("VAR_EMPTY", ""), ("UTF", "ü")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("VAR_A", "A"),
+            ("VAR_B", "B"),
+            ("VAR_C", "C"),
+            ("VAR_EMPTY", ""),
+            ("UTF", "ü"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     /// Cases from the Kubernetes docs and kubelet's expansion test table.
@@ -119,7 +135,10 @@ mod tests {
 
     #[test]
     fn later_definitions_win() {
-        let vars = vec![("X".to_string(), "1".to_string()), ("X".to_string(), "2".to_string())];
+        let vars = vec![
+            ("X".to_string(), "1".to_string()),
+            ("X".to_string(), "2".to_string()),
+        ];
         assert_eq!(expand("$(X)", lookup_in(&vars)), "2");
     }
 }

@@ -2,16 +2,68 @@
 //! the pods bound to it through the CRI-shaped `runtime::RuntimeService`, reports their
 //! status and events through the Kubernetes API, and serves container logs on the node API.
 
+mod agent;
+pub mod apiclient;
 pub mod backoff;
 pub mod containerspec;
-pub mod expand;
-pub mod podstatus;
-pub mod qos;
-pub mod apiclient;
 pub mod events;
+pub mod expand;
 pub mod logs;
-pub mod worker;
-#[cfg(test)]
-mod testsupport;
 pub mod machine;
 pub mod nodestatus;
+pub mod podstatus;
+pub mod qos;
+pub mod server;
+#[cfg(test)]
+mod testsupport;
+pub mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the lead's `peapod up` / `peapod agent` configure the node agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// Logs go under `<state_dir>/logs/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
+    pub state_dir: PathBuf,
+    /// Node API (TLS) listen address; port 0 picks a free port (reported in the Node).
+    pub node_api_listen: SocketAddr,
+    /// InternalIP written into the Node (and pods' hostIP).
+    pub node_api_advertise_ip: IpAddr,
+    /// (certificate PEM, private key PEM) of the node API.
+    pub node_api_tls: (String, String),
+    /// Bearer token required on the node API, when set.
+    pub node_api_token: Option<String>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("creating state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding the node API on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node API TLS")]
+    Tls(#[from] server::TlsError),
+}
+
+/// Runs the node agent until `shutdown` turns true. Containers keep running when it
+/// returns: a restarted agent adopts them.
+pub async fn run(
+    client: kube::Client,
+    runtime: Arc<dyn runtime::RuntimeService>,
+    config: AgentConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    agent::run(client, runtime, config, shutdown).await
+}

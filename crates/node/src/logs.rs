@@ -35,10 +35,17 @@ pub enum LogReadError {
 
 /// The attempts (`<n>.log`) in a container's log directory, ascending.
 pub fn log_attempts(dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<u32> = entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok())
+        })
         .collect();
     out.sort_unstable();
     out
@@ -51,7 +58,11 @@ pub fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
         return data.len();
     }
     // Skip a final newline so it does not count as an empty last line.
-    let end = if data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
+    let end = if data.ends_with(b"\n") {
+        data.len() - 1
+    } else {
+        data.len()
+    };
     let mut seen = 0;
     for (i, b) in data[..end].iter().enumerate().rev() {
         if *b == b'\n' {
@@ -76,7 +87,9 @@ pub fn format_lines(data: &[u8], opts: &LogOptions, budget: &mut Option<u64>) ->
         if budget == &Some(0) {
             break;
         }
-        let Some(parsed) = crilog::parse_line(line) else { continue };
+        let Some(parsed) = crilog::parse_line(line) else {
+            continue;
+        };
         if opts.since.is_some_and(|since| parsed.time < since) {
             continue;
         }
@@ -90,7 +103,9 @@ pub fn format_lines(data: &[u8], opts: &LogOptions, budget: &mut Option<u64>) ->
             piece.push(b'\n');
         }
         if let Some(left) = budget.as_mut() {
-            let take = usize::try_from(*left).unwrap_or(usize::MAX).min(piece.len());
+            let take = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(piece.len());
             piece.truncate(take);
             *left -= take as u64;
         }
@@ -101,7 +116,10 @@ pub fn format_lines(data: &[u8], opts: &LogOptions, budget: &mut Option<u64>) ->
 
 /// Reads a whole log file at once (no follow).
 pub fn read_log(path: &Path, opts: &LogOptions) -> Result<Vec<u8>, LogReadError> {
-    let data = std::fs::read(path).map_err(|source| LogReadError::Read { path: path.to_path_buf(), source })?;
+    let data = std::fs::read(path).map_err(|source| LogReadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let start = tail_offset(&data, opts.tail_lines);
     let mut budget = opts.limit_bytes;
     let (mut out, consumed) = format_lines(&data[start..], opts, &mut budget);
@@ -130,7 +148,10 @@ impl ContainerLiveness for RuntimeLiveness {
         match self.0.list_containers(None).await {
             Ok(list) => list.iter().any(|c| {
                 c.log_path == log_path
-                    && matches!(c.state, runtime::ContainerState::Running | runtime::ContainerState::Created)
+                    && matches!(
+                        c.state,
+                        runtime::ContainerState::Running | runtime::ContainerState::Created
+                    )
             }),
             // Unknown: stop following rather than hang forever.
             Err(_) => false,
@@ -213,7 +234,11 @@ pub async fn stream_log(
 
 /// kubelet's `--timestamps` format: always nine fractional digits, UTC.
 pub fn rfc3339_nano(t: Timestamp) -> String {
-    format!("{}.{:09}Z", t.strftime("%Y-%m-%dT%H:%M:%S"), t.subsec_nanosecond())
+    format!(
+        "{}.{:09}Z",
+        t.strftime("%Y-%m-%dT%H:%M:%S"),
+        t.subsec_nanosecond()
+    )
 }
 
 /// Parses Go's `strconv.ParseBool` spellings, as the apiserver's query decoding accepts them.
@@ -258,15 +283,50 @@ mod tests {
         let path = write_sample(dir.path());
         let all = read_log(&path, &LogOptions::default()).expect("read");
         assert_eq!(all, b"one\ntwo\nthree\nfour\n");
-        let tail = read_log(&path, &LogOptions { tail_lines: Some(2), ..Default::default() }).expect("read");
+        let tail = read_log(
+            &path,
+            &LogOptions {
+                tail_lines: Some(2),
+                ..Default::default()
+            },
+        )
+        .expect("read");
         assert_eq!(tail, b"ee\nfour\n");
-        let none = read_log(&path, &LogOptions { tail_lines: Some(0), ..Default::default() }).expect("read");
+        let none = read_log(
+            &path,
+            &LogOptions {
+                tail_lines: Some(0),
+                ..Default::default()
+            },
+        )
+        .expect("read");
         assert!(none.is_empty());
-        let many = read_log(&path, &LogOptions { tail_lines: Some(100), ..Default::default() }).expect("read");
+        let many = read_log(
+            &path,
+            &LogOptions {
+                tail_lines: Some(100),
+                ..Default::default()
+            },
+        )
+        .expect("read");
         assert_eq!(many, all);
-        let since = read_log(&path, &LogOptions { since: Some(t(2)), ..Default::default() }).expect("read");
+        let since = read_log(
+            &path,
+            &LogOptions {
+                since: Some(t(2)),
+                ..Default::default()
+            },
+        )
+        .expect("read");
         assert_eq!(since, b"three\nfour\n");
-        let limited = read_log(&path, &LogOptions { limit_bytes: Some(6), ..Default::default() }).expect("read");
+        let limited = read_log(
+            &path,
+            &LogOptions {
+                limit_bytes: Some(6),
+                ..Default::default()
+            },
+        )
+        .expect("read");
         assert_eq!(limited, b"one\ntw");
     }
 
@@ -274,8 +334,19 @@ mod tests {
     fn timestamps_prefix_each_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_sample(dir.path());
-        let out = read_log(&path, &LogOptions { timestamps: true, tail_lines: Some(1), ..Default::default() }).expect("read");
-        assert_eq!(String::from_utf8_lossy(&out), "2023-11-14T22:13:23.000000000Z four\n");
+        let out = read_log(
+            &path,
+            &LogOptions {
+                timestamps: true,
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
+        .expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "2023-11-14T22:13:23.000000000Z four\n"
+        );
     }
 
     #[test]
@@ -314,20 +385,32 @@ mod tests {
         let path = write_sample(dir.path());
         let live = Arc::new(Flag(AtomicBool::new(true)));
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let opts = LogOptions { follow: true, tail_lines: Some(1), ..Default::default() };
+        let opts = LogOptions {
+            follow: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        };
         let task = tokio::spawn(stream_log(path.clone(), opts, live.clone(), tx));
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         recv(&mut rx, deadline, &mut got, b"four\n").await;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
-        f.write_all(&format_line(t(4), Stream::Stdout, false, b"five")).expect("append");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(&format_line(t(4), Stream::Stdout, false, b"five"))
+            .expect("append");
         recv(&mut rx, deadline, &mut got, b"five\n").await;
         // The container exits after writing a last line: it is drained, then the stream ends.
-        f.write_all(&format_line(t(5), Stream::Stdout, false, b"six")).expect("append");
+        f.write_all(&format_line(t(5), Stream::Stdout, false, b"six"))
+            .expect("append");
         live.0.store(false, Ordering::SeqCst);
         recv(&mut rx, deadline, &mut got, b"six\n").await;
         assert_eq!(got, b"four\nfive\nsix\n");
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stream ended").expect("join");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stream ended")
+            .expect("join");
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub trait Machine: Send + Sync + 'static {
 pub struct HostMachine;
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `MemTotal` of a `/proc/meminfo` text, in KiB.
@@ -62,10 +64,15 @@ pub fn go_arch(rust_arch: &str) -> &str {
 
 impl Machine for HostMachine {
     fn facts(&self, state_dir: &Path) -> MachineFacts {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let memory_ki = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| mem_total_ki(&m)).unwrap_or(0);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let memory_ki = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| mem_total_ki(&m))
+            .unwrap_or(0);
         let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(state_dir)
-            .map(|s| u64::from(s.blocks()).saturating_mul(u64::from(s.fragment_size())))
+            .map(|s| s.blocks().saturating_mul(s.fragment_size()))
             .unwrap_or(0);
         let mut machine_id = read_trim("/etc/machine-id");
         if machine_id.is_empty() {
@@ -100,10 +107,16 @@ mod tests {
 
     #[test]
     fn parses_proc_and_os_release() {
-        assert_eq!(mem_total_ki("MemTotal:       16337492 kB\nMemFree: 1 kB\n"), Some(16_337_492));
+        assert_eq!(
+            mem_total_ki("MemTotal:       16337492 kB\nMemFree: 1 kB\n"),
+            Some(16_337_492)
+        );
         assert_eq!(mem_total_ki("nothing"), None);
         let os = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
-        assert_eq!(pretty_name(os).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(
+            pretty_name(os).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
         assert_eq!(go_arch("x86_64"), "amd64");
         assert_eq!(go_arch("aarch64"), "arm64");
     }

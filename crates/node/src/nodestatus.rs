@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -90,7 +91,12 @@ fn condition(
 }
 
 /// The node status; `old` keeps condition transition times.
-pub fn node_status(id: &NodeIdentity, facts: &MachineFacts, old: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
+pub fn node_status(
+    id: &NodeIdentity,
+    facts: &MachineFacts,
+    old: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
     let ki = |v: u64| Quantity(format!("{v}Ki"));
     let storage_ki = facts.ephemeral_storage_bytes / 1024;
     let capacity = BTreeMap::from([
@@ -104,17 +110,31 @@ pub fn node_status(id: &NodeIdentity, facts: &MachineFacts, old: Option<&NodeSta
     // kubelet's default hard eviction thresholds (memory.available<100Mi,
     // nodefs.available<10%) are taken off allocatable.
     let mut allocatable = capacity.clone();
-    allocatable.insert("memory".to_string(), ki(facts.memory_ki.saturating_sub(100 * 1024)));
-    allocatable.insert("ephemeral-storage".to_string(), Quantity((facts.ephemeral_storage_bytes / 10 * 9).to_string()));
+    allocatable.insert(
+        "memory".to_string(),
+        ki(facts.memory_ki.saturating_sub(100 * 1024)),
+    );
+    allocatable.insert(
+        "ephemeral-storage".to_string(),
+        Quantity((facts.ephemeral_storage_bytes / 10 * 9).to_string()),
+    );
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".to_string(), address: id.ip.to_string() },
-            NodeAddress { type_: "Hostname".to_string(), address: id.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".to_string(),
+                address: id.ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".to_string(),
+                address: id.name.clone(),
+            },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(id.port) }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(id.port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             machine_id: facts.machine_id.clone(),
@@ -130,10 +150,38 @@ pub fn node_status(id: &NodeIdentity, facts: &MachineFacts, old: Option<&NodeSta
             swap: None,
         }),
         conditions: Some(vec![
-            condition(old, now, "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition(old, now, "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition(old, now, "PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition(old, now, "Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            condition(
+                old,
+                now,
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            condition(
+                old,
+                now,
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            condition(
+                old,
+                now,
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            condition(
+                old,
+                now,
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            ),
         ]),
         ..Default::default()
     }
@@ -183,16 +231,28 @@ pub fn lease_object(node: &str, node_uid: Option<&str>, now: Timestamp) -> Lease
 }
 
 /// Creates the Node, or patches labels and status onto an existing one; returns its uid.
-pub async fn register(client: &kube::Client, id: &NodeIdentity, facts: &MachineFacts) -> Result<Option<String>, NodeStatusError> {
+pub async fn register(
+    client: &kube::Client,
+    id: &NodeIdentity,
+    facts: &MachineFacts,
+) -> Result<Option<String>, NodeStatusError> {
     let api: Api<Node> = Api::all(client.clone());
-    let err = |source| NodeStatusError::Register { node: id.name.clone(), source };
+    let err = |source| NodeStatusError::Register {
+        node: id.name.clone(),
+        source,
+    };
     let now = Timestamp::now();
     let existing = api.get_opt(&id.name).await.map_err(err)?;
     let node = match existing {
-        None => api.create(&PostParams::default(), &node_object(id, facts, now)).await.map_err(err)?,
+        None => api
+            .create(&PostParams::default(), &node_object(id, facts, now))
+            .await
+            .map_err(err)?,
         Some(_) => {
             let patch = serde_json::json!({ "metadata": { "labels": node_labels(id, facts) } });
-            api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err)?
+            api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(err)?
         }
     };
     update_status(client, id, facts, node.status.as_ref()).await?;
@@ -212,18 +272,30 @@ pub async fn update_status(
     let node = api
         .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| NodeStatusError::UpdateStatus { node: id.name.clone(), source })?;
+        .map_err(|source| NodeStatusError::UpdateStatus {
+            node: id.name.clone(),
+            source,
+        })?;
     Ok(node.status)
 }
 
 /// Creates or renews the node's Lease.
-pub async fn renew_lease(client: &kube::Client, node: &str, node_uid: Option<&str>) -> Result<(), NodeStatusError> {
+pub async fn renew_lease(
+    client: &kube::Client,
+    node: &str,
+    node_uid: Option<&str>,
+) -> Result<(), NodeStatusError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let err = |source| NodeStatusError::RenewLease { node: node.to_string(), source };
+    let err = |source| NodeStatusError::RenewLease {
+        node: node.to_string(),
+        source,
+    };
     let now = Timestamp::now();
     match api.get_opt(node).await.map_err(err)? {
         None => {
-            api.create(&PostParams::default(), &lease_object(node, node_uid, now)).await.map_err(err)?;
+            api.create(&PostParams::default(), &lease_object(node, node_uid, now))
+                .await
+                .map_err(err)?;
         }
         Some(mut lease) => {
             let fresh = lease_object(node, node_uid, now);
@@ -234,7 +306,9 @@ pub async fn renew_lease(client: &kube::Client, node: &str, node_uid: Option<&st
             if lease.metadata.owner_references.is_none() {
                 lease.metadata.owner_references = fresh.metadata.owner_references;
             }
-            api.replace(node, &PostParams::default(), &lease).await.map_err(err)?;
+            api.replace(node, &PostParams::default(), &lease)
+                .await
+                .map_err(err)?;
         }
     }
     Ok(())
@@ -260,7 +334,11 @@ mod tests {
     }
 
     fn id() -> NodeIdentity {
-        NodeIdentity { name: "node-a".into(), ip: "192.168.1.5".parse().expect("ip"), port: 10250 }
+        NodeIdentity {
+            name: "node-a".into(),
+            ip: "192.168.1.5".parse().expect("ip"),
+            port: 10250,
+        }
     }
 
     fn t(s: i64) -> Timestamp {
@@ -280,11 +358,20 @@ mod tests {
         assert_eq!(st["capacity"]["pods"], "110");
         assert_eq!(st["capacity"]["ephemeral-storage"], "10485760Ki");
         assert_eq!(st["allocatable"]["memory"], "3897600Ki");
-        assert_eq!(st["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "192.168.1.5"}));
-        assert_eq!(st["addresses"][1], serde_json::json!({"type": "Hostname", "address": "node-a"}));
+        assert_eq!(
+            st["addresses"][0],
+            serde_json::json!({"type": "InternalIP", "address": "192.168.1.5"})
+        );
+        assert_eq!(
+            st["addresses"][1],
+            serde_json::json!({"type": "Hostname", "address": "node-a"})
+        );
         assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         assert_eq!(st["nodeInfo"]["kubeletVersion"], "v1.33.0");
-        assert_eq!(st["nodeInfo"]["containerRuntimeVersion"], format!("peapod://{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            st["nodeInfo"]["containerRuntimeVersion"],
+            format!("peapod://{}", env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(st["nodeInfo"]["osImage"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(st["nodeInfo"]["operatingSystem"], "linux");
         let ready = &st["conditions"][3];

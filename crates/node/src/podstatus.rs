@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::ContainerState as RtState;
@@ -23,7 +23,10 @@ pub struct Waiting {
 
 impl Waiting {
     pub fn new(reason: &str, message: impl Into<String>) -> Self {
-        Self { reason: reason.to_string(), message: message.into() }
+        Self {
+            reason: reason.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -50,9 +53,15 @@ pub fn api_time(t: Timestamp) -> Time {
 }
 
 /// Runtime containers of `name`, newest attempt first.
-pub fn attempts_of<'a>(containers: &'a [runtime::ContainerStatus], name: &str) -> Vec<&'a runtime::ContainerStatus> {
-    let mut list: Vec<_> = containers.iter().filter(|c| c.config.name == name).collect();
-    list.sort_by(|a, b| (b.config.attempt, b.created_at).cmp(&(a.config.attempt, a.created_at)));
+pub fn attempts_of<'a>(
+    containers: &'a [runtime::ContainerStatus],
+    name: &str,
+) -> Vec<&'a runtime::ContainerStatus> {
+    let mut list: Vec<_> = containers
+        .iter()
+        .filter(|c| c.config.name == name)
+        .collect();
+    list.sort_by_key(|c| std::cmp::Reverse((c.config.attempt, c.created_at)));
     list
 }
 
@@ -66,14 +75,19 @@ pub fn should_restart(pod: &Pod, exit_code: i32) -> bool {
 }
 
 pub fn restart_policy(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
 }
 
 fn terminated_of(c: &runtime::ContainerStatus) -> ContainerStateTerminated {
     let exit_code = c.exit_code.unwrap_or(0);
-    let reason = c.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| {
-        if exit_code == 0 { "Completed" } else { "Error" }.to_string()
-    });
+    let reason = c
+        .reason
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| if exit_code == 0 { "Completed" } else { "Error" }.to_string());
     // Exit codes above 128 are "killed by signal (code - 128)" as the runtime reports them.
     let signal = (exit_code > 128 && exit_code < 160).then_some(exit_code - 128);
     ContainerStateTerminated {
@@ -89,13 +103,25 @@ fn terminated_of(c: &runtime::ContainerStatus) -> ContainerStateTerminated {
 
 fn waiting_state(w: Option<&Waiting>) -> ContainerState {
     let (reason, message) = match w {
-        Some(w) => (w.reason.clone(), (!w.message.is_empty()).then(|| w.message.clone())),
+        Some(w) => (
+            w.reason.clone(),
+            (!w.message.is_empty()).then(|| w.message.clone()),
+        ),
         None => ("ContainerCreating".to_string(), None),
     };
-    ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(reason), message }), ..Default::default() }
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason),
+            message,
+        }),
+        ..Default::default()
+    }
 }
 
-fn container_status(input: &StatusInput<'_>, spec: &k8s_openapi::api::core::v1::Container) -> ContainerStatus {
+fn container_status(
+    input: &StatusInput<'_>,
+    spec: &k8s_openapi::api::core::v1::Container,
+) -> ContainerStatus {
     let old = input
         .pod
         .status
@@ -121,7 +147,10 @@ fn container_status(input: &StatusInput<'_>, spec: &k8s_openapi::api::core::v1::
                 terminated: Some(ContainerStateTerminated {
                     exit_code: 137,
                     reason: Some("ContainerStatusUnknown".to_string()),
-                    message: Some("The container could not be located when the pod was terminated".to_string()),
+                    message: Some(
+                        "The container could not be located when the pod was terminated"
+                            .to_string(),
+                    ),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -139,9 +168,15 @@ fn container_status(input: &StatusInput<'_>, spec: &k8s_openapi::api::core::v1::
         .get(&latest.config.image_id)
         .cloned()
         .unwrap_or_else(|| latest.config.image_id.clone());
-    let previous = attempts.get(1).filter(|p| p.state == RtState::Exited).map(|p| terminated_of(p));
+    let previous = attempts
+        .get(1)
+        .filter(|p| p.state == RtState::Exited)
+        .map(|p| terminated_of(p));
     let last_from = |prev: Option<ContainerStateTerminated>| {
-        prev.map(|t| ContainerState { terminated: Some(t), ..Default::default() })
+        prev.map(|t| ContainerState {
+            terminated: Some(t),
+            ..Default::default()
+        })
     };
     match latest.state {
         RtState::Running => {
@@ -165,7 +200,10 @@ fn container_status(input: &StatusInput<'_>, spec: &k8s_openapi::api::core::v1::
                     out.last_state = last_from(Some(term));
                 }
                 None => {
-                    out.state = Some(ContainerState { terminated: Some(term), ..Default::default() });
+                    out.state = Some(ContainerState {
+                        terminated: Some(term),
+                        ..Default::default()
+                    });
                     out.last_state = last_from(previous);
                 }
             }
@@ -187,7 +225,10 @@ fn container_status(input: &StatusInput<'_>, spec: &k8s_openapi::api::core::v1::
 pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'static str {
     let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        let Some(st) = statuses.iter().find(|s| s.name == spec.name).and_then(|s| s.state.as_ref().map(|st| (s, st)))
+        let Some(st) = statuses
+            .iter()
+            .find(|s| s.name == spec.name)
+            .and_then(|s| s.state.as_ref().map(|st| (s, st)))
         else {
             unknown += 1;
             continue;
@@ -201,7 +242,10 @@ pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'stati
                 succeeded += 1;
             }
         } else if state.waiting.is_some() {
-            let restarted = status.last_state.as_ref().is_some_and(|l| l.terminated.is_some());
+            let restarted = status
+                .last_state
+                .as_ref()
+                .is_some_and(|l| l.terminated.is_some());
             if restarted {
                 stopped += 1;
             } else {
@@ -219,7 +263,11 @@ pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'stati
     }
     if running == 0 && stopped > 0 && unknown == 0 {
         if terminal {
-            return if stopped == succeeded { "Succeeded" } else { "Failed" };
+            return if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
         }
         return match restart_policy(pod) {
             "Always" => "Running",
@@ -257,48 +305,89 @@ fn condition(
     }
 }
 
-const OUR_CONDITIONS: [&str; 5] = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
+const OUR_CONDITIONS: [&str; 5] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+];
 
 /// The whole pod status.
 pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
     let old = pod.status.as_ref();
     let spec_containers: Vec<_> = pod.spec.iter().flat_map(|s| s.containers.iter()).collect();
-    let statuses: Vec<ContainerStatus> = spec_containers.iter().map(|c| container_status(input, c)).collect();
+    let statuses: Vec<ContainerStatus> = spec_containers
+        .iter()
+        .map(|c| container_status(input, c))
+        .collect();
     let mut phase = phase(pod, &statuses, input.terminal).to_string();
     // A terminal phase is final: kubelet never moves a pod out of Succeeded or Failed.
-    if let Some(p) = old.and_then(|s| s.phase.as_deref()).filter(|p| matches!(*p, "Succeeded" | "Failed")) {
+    if let Some(p) = old
+        .and_then(|s| s.phase.as_deref())
+        .filter(|p| matches!(*p, "Succeeded" | "Failed"))
+    {
         phase = p.to_string();
     }
 
-    let unready: Vec<&str> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let unready: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
     let (ready, reason, message) = if phase == "Succeeded" {
         (false, Some("PodCompleted"), None)
     } else if unready.is_empty() {
         (true, None, None)
     } else {
-        (false, Some("ContainersNotReady"), Some(format!("containers with unready status: [{}]", unready.join(" "))))
+        (
+            false,
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
     };
 
     let now = input.now;
     let mut conditions = vec![
-        condition(old, now, "PodReadyToStartContainers", input.sandbox_ready, None, None),
+        condition(
+            old,
+            now,
+            "PodReadyToStartContainers",
+            input.sandbox_ready,
+            None,
+            None,
+        ),
         condition(old, now, "Initialized", true, None, None),
         condition(old, now, "Ready", ready, reason, message.clone()),
         condition(old, now, "ContainersReady", ready, reason, message),
     ];
     // The scheduler's PodScheduled is kept as it is; kubelet adds it when missing.
-    match old.and_then(|s| s.conditions.as_ref()).and_then(|l| l.iter().find(|c| c.type_ == "PodScheduled")) {
+    match old
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|l| l.iter().find(|c| c.type_ == "PodScheduled"))
+    {
         Some(c) => conditions.push(c.clone()),
         None => conditions.push(condition(old, now, "PodScheduled", true, None, None)),
     }
-    for c in old.and_then(|s| s.conditions.as_ref()).into_iter().flatten() {
+    for c in old
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+    {
         if !OUR_CONDITIONS.contains(&c.type_.as_str()) {
             conditions.push(c.clone());
         }
     }
 
-    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
     let host_ip = (!input.host_ip.is_empty()).then(|| input.host_ip.to_string());
     let pod_ip = if host_network { host_ip.clone() } else { None };
     PodStatus {
@@ -308,7 +397,10 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
         host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
         pod_ip: pod_ip.clone(),
         pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
-        start_time: Some(old.and_then(|s| s.start_time.clone()).unwrap_or_else(|| api_time(now))),
+        start_time: Some(
+            old.and_then(|s| s.start_time.clone())
+                .unwrap_or_else(|| api_time(now)),
+        ),
         qos_class: pod.spec.as_ref().map(|s| qos_class(s).to_string()),
         container_statuses: Some(statuses),
         ..old.cloned().map(keep_foreign).unwrap_or_default()
@@ -317,7 +409,11 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
 
 /// Fields of the old status that kubelet does not own and passes through.
 fn keep_foreign(old: PodStatus) -> PodStatus {
-    PodStatus { nominated_node_name: old.nominated_node_name, resize: old.resize, ..Default::default() }
+    PodStatus {
+        nominated_node_name: old.nominated_node_name,
+        resize: old.resize,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -327,7 +423,10 @@ mod tests {
     use serde_json::json;
 
     pub(crate) fn pod(policy: &str, names: &[&str]) -> Pod {
-        let containers: Vec<_> = names.iter().map(|n| json!({"name": n, "image": "busybox"})).collect();
+        let containers: Vec<_> = names
+            .iter()
+            .map(|n| json!({"name": n, "image": "busybox"}))
+            .collect();
         serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
             "spec": {"restartPolicy": policy, "containers": containers, "nodeName": "n"}
@@ -343,7 +442,12 @@ mod tests {
         RtStatus {
             id: format!("{name}{attempt}"),
             sandbox_id: "sb".into(),
-            config: ContainerConfig { name: name.into(), attempt, image_id: "sha256:img".into(), ..Default::default() },
+            config: ContainerConfig {
+                name: name.into(),
+                attempt,
+                image_id: "sha256:img".into(),
+                ..Default::default()
+            },
             state,
             created_at: t(i64::from(attempt) * 10),
             started_at: Some(t(i64::from(attempt) * 10 + 1)),
@@ -356,8 +460,16 @@ mod tests {
         }
     }
 
-    fn status(pod: &Pod, cs: &[RtStatus], waiting: &HashMap<String, Waiting>, terminal: bool) -> PodStatus {
-        let refs = HashMap::from([("sha256:img".to_string(), "docker.io/library/busybox@sha256:dd".to_string())]);
+    fn status(
+        pod: &Pod,
+        cs: &[RtStatus],
+        waiting: &HashMap<String, Waiting>,
+        terminal: bool,
+    ) -> PodStatus {
+        let refs = HashMap::from([(
+            "sha256:img".to_string(),
+            "docker.io/library/busybox@sha256:dd".to_string(),
+        )]);
         pod_status(&StatusInput {
             pod,
             containers: cs,
@@ -371,7 +483,10 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a PodStatus, kind: &str) -> &'a PodCondition {
-        s.conditions.as_ref().and_then(|l| l.iter().find(|c| c.type_ == kind)).expect("condition")
+        s.conditions
+            .as_ref()
+            .and_then(|l| l.iter().find(|c| c.type_ == kind))
+            .expect("condition")
     }
 
     #[test]
@@ -381,11 +496,31 @@ mod tests {
         let s = status(&p, &[rt("a", 0, RtState::Running, None)], &none, false);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let b = &s.container_statuses.as_ref().expect("cs")[1];
-        assert_eq!(b.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()), Some("ContainerCreating"));
-        assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(cond(&s, "Ready").message.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            b.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref()),
+            Some("ContainerCreating")
+        );
+        assert_eq!(
+            cond(&s, "Ready").reason.as_deref(),
+            Some("ContainersNotReady")
+        );
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
 
-        let s = status(&p, &[rt("a", 0, RtState::Running, None), rt("b", 0, RtState::Running, None)], &none, false);
+        let s = status(
+            &p,
+            &[
+                rt("a", 0, RtState::Running, None),
+                rt("b", 0, RtState::Running, None),
+            ],
+            &none,
+            false,
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&s, "Ready").status, "True");
         assert_eq!(cond(&s, "ContainersReady").status, "True");
@@ -396,7 +531,13 @@ mod tests {
         assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));
         assert_eq!(s.host_ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(s.pod_ip, None);
-        let names: Vec<_> = s.conditions.as_ref().expect("c").iter().map(|c| c.type_.as_str()).collect();
+        let names: Vec<_> = s
+            .conditions
+            .as_ref()
+            .expect("c")
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(names, OUR_CONDITIONS.to_vec());
     }
 
@@ -416,7 +557,10 @@ mod tests {
             now: t(500),
             terminal: false,
         });
-        assert_eq!(cond(&later, "Ready").last_transition_time, Some(api_time(t(100))));
+        assert_eq!(
+            cond(&later, "Ready").last_transition_time,
+            Some(api_time(t(100)))
+        );
         assert_eq!(later.start_time, Some(api_time(t(100))));
         let flipped = pod_status(&StatusInput {
             pod: &p,
@@ -428,7 +572,10 @@ mod tests {
             now: t(500),
             terminal: false,
         });
-        assert_eq!(cond(&flipped, "Ready").last_transition_time, Some(api_time(t(500))));
+        assert_eq!(
+            cond(&flipped, "Ready").last_transition_time,
+            Some(api_time(t(500)))
+        );
     }
 
     #[test]
@@ -436,16 +583,50 @@ mod tests {
         let none = HashMap::new();
         let ok = [rt("a", 0, RtState::Exited, Some(0))];
         let bad = [rt("a", 0, RtState::Exited, Some(2))];
-        assert_eq!(status(&pod("Never", &["a"]), &ok, &none, false).phase.as_deref(), Some("Succeeded"));
-        assert_eq!(status(&pod("Never", &["a"]), &bad, &none, false).phase.as_deref(), Some("Failed"));
-        assert_eq!(status(&pod("OnFailure", &["a"]), &ok, &none, false).phase.as_deref(), Some("Succeeded"));
-        assert_eq!(status(&pod("OnFailure", &["a"]), &bad, &none, false).phase.as_deref(), Some("Running"));
-        assert_eq!(status(&pod("Always", &["a"]), &ok, &none, false).phase.as_deref(), Some("Running"));
+        assert_eq!(
+            status(&pod("Never", &["a"]), &ok, &none, false)
+                .phase
+                .as_deref(),
+            Some("Succeeded")
+        );
+        assert_eq!(
+            status(&pod("Never", &["a"]), &bad, &none, false)
+                .phase
+                .as_deref(),
+            Some("Failed")
+        );
+        assert_eq!(
+            status(&pod("OnFailure", &["a"]), &ok, &none, false)
+                .phase
+                .as_deref(),
+            Some("Succeeded")
+        );
+        assert_eq!(
+            status(&pod("OnFailure", &["a"]), &bad, &none, false)
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
+        assert_eq!(
+            status(&pod("Always", &["a"]), &ok, &none, false)
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
         // Terminated by deletion: terminal regardless of policy.
-        assert_eq!(status(&pod("Always", &["a"]), &bad, &none, true).phase.as_deref(), Some("Failed"));
+        assert_eq!(
+            status(&pod("Always", &["a"]), &bad, &none, true)
+                .phase
+                .as_deref(),
+            Some("Failed")
+        );
         let s = status(&pod("Never", &["a"]), &ok, &none, false);
         assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("PodCompleted"));
-        let term = s.container_statuses.as_ref().expect("cs")[0].state.as_ref().and_then(|s| s.terminated.clone()).expect("terminated");
+        let term = s.container_statuses.as_ref().expect("cs")[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .expect("terminated");
         assert_eq!(term.reason.as_deref(), Some("Completed"));
         assert_eq!(term.finished_at, Some(api_time(t(5))));
     }
@@ -454,16 +635,30 @@ mod tests {
     fn crash_loop_shows_waiting_with_last_state() {
         let waiting = HashMap::from([(
             "a".to_string(),
-            Waiting::new("CrashLoopBackOff", "back-off 10s restarting failed container=a pod=p_default(u1)"),
+            Waiting::new(
+                "CrashLoopBackOff",
+                "back-off 10s restarting failed container=a pod=p_default(u1)",
+            ),
         )]);
-        let cs = [rt("a", 0, RtState::Exited, Some(1)), rt("a", 1, RtState::Exited, Some(1))];
+        let cs = [
+            rt("a", 0, RtState::Exited, Some(1)),
+            rt("a", 1, RtState::Exited, Some(1)),
+        ];
         let s = status(&pod("Always", &["a"]), &cs, &waiting, false);
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let a = &s.container_statuses.as_ref().expect("cs")[0];
         assert_eq!(a.restart_count, 1);
-        let w = a.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("waiting");
+        let w = a
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
         assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
-        let last = a.last_state.as_ref().and_then(|s| s.terminated.as_ref()).expect("last");
+        let last = a
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("last");
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
         assert_eq!(last.container_id.as_deref(), Some("peapod://a1"));
     }
@@ -471,21 +666,35 @@ mod tests {
     #[test]
     fn running_after_restart_keeps_previous_as_last_state() {
         let none = HashMap::new();
-        let cs = [rt("a", 0, RtState::Exited, Some(137)), rt("a", 1, RtState::Running, None)];
+        let cs = [
+            rt("a", 0, RtState::Exited, Some(137)),
+            rt("a", 1, RtState::Running, None),
+        ];
         let s = status(&pod("Always", &["a"]), &cs, &none, false);
         let a = &s.container_statuses.as_ref().expect("cs")[0];
         assert_eq!(a.restart_count, 1);
-        let last = a.last_state.as_ref().and_then(|s| s.terminated.as_ref()).expect("last");
+        let last = a
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("last");
         assert_eq!(last.signal, Some(9));
     }
 
     #[test]
     fn image_pull_waiting_keeps_pod_pending() {
-        let waiting = HashMap::from([("a".to_string(), Waiting::new("ImagePullBackOff", "Back-off pulling image \"x\""))]);
+        let waiting = HashMap::from([(
+            "a".to_string(),
+            Waiting::new("ImagePullBackOff", "Back-off pulling image \"x\""),
+        )]);
         let s = status(&pod("Always", &["a"]), &[], &waiting, false);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let a = &s.container_statuses.as_ref().expect("cs")[0];
-        let w = a.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("waiting");
+        let w = a
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
         assert_eq!(w.reason.as_deref(), Some("ImagePullBackOff"));
         assert_eq!(w.message.as_deref(), Some("Back-off pulling image \"x\""));
     }

@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// when malformed. f64 is precise enough to compare requests with limits.
 pub fn parse_quantity(q: &str) -> Option<f64> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
     let (number, suffix) = q.split_at(split);
     let value: f64 = number.parse().ok()?;
     let factor = match suffix {
@@ -42,7 +44,10 @@ const COMPUTE: [&str; 2] = ["cpu", "memory"];
 fn nonzero(list: Option<&BTreeMap<String, Quantity>>) -> BTreeMap<&'static str, f64> {
     let mut out = BTreeMap::new();
     for name in COMPUTE {
-        if let Some(v) = list.and_then(|l| l.get(name)).and_then(|q| parse_quantity(&q.0)) {
+        if let Some(v) = list
+            .and_then(|l| l.get(name))
+            .and_then(|q| parse_quantity(&q.0))
+        {
             if v != 0.0 {
                 out.insert(name, v);
             }
@@ -57,8 +62,11 @@ fn same(a: f64, b: f64) -> bool {
 
 /// `Guaranteed`, `Burstable` or `BestEffort`.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
-    let containers: Vec<&Container> =
-        spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
+    let containers: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
     let mut any = false;
     let mut guaranteed = true;
     for c in containers {
@@ -70,7 +78,9 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         }
         // Requests default to limits when unset, so only a differing request breaks it.
         let complete = COMPUTE.iter().all(|name| limits.contains_key(name));
-        let equal = requests.iter().all(|(name, req)| limits.get(name).is_some_and(|lim| same(*req, *lim)));
+        let equal = requests
+            .iter()
+            .all(|(name, req)| limits.get(name).is_some_and(|lim| same(*req, *lim)));
         if !complete || !equal {
             guaranteed = false;
         }
@@ -108,9 +118,14 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(qos_class(&spec(serde_json::json!({}))), "BestEffort");
-        assert_eq!(qos_class(&spec(serde_json::json!({"requests": {"cpu": "100m"}}))), "Burstable");
         assert_eq!(
-            qos_class(&spec(serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}}))),
+            qos_class(&spec(serde_json::json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&spec(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}})
+            )),
             "Guaranteed"
         );
         assert_eq!(
@@ -127,6 +142,9 @@ mod tests {
             }))),
             "Burstable"
         );
-        assert_eq!(qos_class(&spec(serde_json::json!({"limits": {"cpu": "1"}}))), "Burstable");
+        assert_eq!(
+            qos_class(&spec(serde_json::json!({"limits": {"cpu": "1"}}))),
+            "Burstable"
+        );
     }
 }

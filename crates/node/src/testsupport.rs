@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, ImageConfig, ImageInfo, PodSandboxConfig, PodSandboxStatus,
-    RuntimeError, RuntimeService, SandboxState,
+    ContainerConfig, ContainerState, ContainerStatus, ImageConfig, ImageInfo, PodSandboxConfig,
+    PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
 };
 
 use crate::apiclient::{ApiError, PodApi};
@@ -23,11 +23,15 @@ pub struct FakeClock(pub Arc<Mutex<Timestamp>>);
 
 impl FakeClock {
     pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(Timestamp::from_second(1_700_000_000).expect("time"))))
+        Self(Arc::new(Mutex::new(
+            Timestamp::from_second(1_700_000_000).expect("time"),
+        )))
     }
     pub fn advance(&self, d: Duration) {
         let mut t = self.0.lock().expect("clock");
-        *t = t.checked_add(jiff::SignedDuration::try_from(d).expect("duration")).expect("time");
+        *t = t
+            .checked_add(jiff::SignedDuration::try_from(d).expect("duration"))
+            .expect("time");
     }
 }
 
@@ -62,23 +66,36 @@ pub fn image(reference: &str) -> ImageInfo {
     ImageInfo {
         id: format!("sha256:{:0>64}", reference.len()),
         repo_tags: vec![reference.to_string()],
-        repo_digests: vec![format!("{}@sha256:{:0>64}", reference.split(':').next().unwrap_or(reference), 7)],
+        repo_digests: vec![format!(
+            "{}@sha256:{:0>64}",
+            reference.split(':').next().unwrap_or(reference),
+            7
+        )],
         size_bytes: 1234,
-        config: ImageConfig { entrypoint: vec!["/bin/sh".into()], ..Default::default() },
+        config: ImageConfig {
+            entrypoint: vec!["/bin/sh".into()],
+            ..Default::default()
+        },
     }
 }
 
 impl FakeRuntime {
     pub fn new(clock: FakeClock) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(FakeState { stop_exit: 143, ..Default::default() }),
+            state: Mutex::new(FakeState {
+                stop_exit: 143,
+                ..Default::default()
+            }),
             clock,
             registry: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn with_registry_image(&self, reference: &str) {
-        self.registry.lock().expect("lock").insert(reference.to_string(), image(reference));
+        self.registry
+            .lock()
+            .expect("lock")
+            .insert(reference.to_string(), image(reference));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -100,7 +117,13 @@ impl FakeRuntime {
     }
 
     pub fn containers_named(&self, name: &str) -> Vec<ContainerStatus> {
-        let mut v: Vec<_> = self.lock().containers.values().filter(|c| c.config.name == name).cloned().collect();
+        let mut v: Vec<_> = self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.config.name == name)
+            .cloned()
+            .collect();
         v.sort_by_key(|c| c.config.attempt);
         v
     }
@@ -144,7 +167,13 @@ impl RuntimeService for FakeRuntime {
         st.calls.push(format!("run_pod_sandbox {}", config.name));
         st.sandboxes.insert(
             id.clone(),
-            PodSandboxStatus { id: id.clone(), config: config.clone(), state: SandboxState::Ready, created_at: now, pid: Some(1) },
+            PodSandboxStatus {
+                id: id.clone(),
+                config: config.clone(),
+                state: SandboxState::Ready,
+                created_at: now,
+                pid: Some(1),
+            },
         );
         Ok(id)
     }
@@ -153,7 +182,11 @@ impl RuntimeService for FakeRuntime {
         let now = self.clock.now();
         let mut st = self.lock();
         st.calls.push(format!("stop_pod_sandbox {id}"));
-        for c in st.containers.values_mut().filter(|c| c.sandbox_id == id && c.state == ContainerState::Running) {
+        for c in st
+            .containers
+            .values_mut()
+            .filter(|c| c.sandbox_id == id && c.state == ContainerState::Running)
+        {
             c.state = ContainerState::Exited;
             c.exit_code = Some(137);
             c.finished_at = Some(now);
@@ -176,15 +209,24 @@ impl RuntimeService for FakeRuntime {
         Ok(self.lock().sandboxes.values().cloned().collect())
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String, RuntimeError> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();
         let Some(sandbox) = st.sandboxes.get(sandbox_id).cloned() else {
-            return Err(RuntimeError::SandboxNotFound { id: sandbox_id.to_string() });
+            return Err(RuntimeError::SandboxNotFound {
+                id: sandbox_id.to_string(),
+            });
         };
         st.next += 1;
         let id = format!("{:0>64}", st.next);
-        st.calls.push(format!("create_container {} {}", config.name, config.attempt));
+        st.calls.push(format!(
+            "create_container {} {}",
+            config.name, config.attempt
+        ));
         st.containers.insert(
             id.clone(),
             ContainerStatus {
@@ -209,7 +251,10 @@ impl RuntimeService for FakeRuntime {
         let now = self.clock.now();
         let mut st = self.lock();
         st.calls.push(format!("start_container {id}"));
-        let c = st.containers.get_mut(id).ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
         c.state = ContainerState::Running;
         c.started_at = Some(now);
         Ok(())
@@ -218,7 +263,8 @@ impl RuntimeService for FakeRuntime {
     async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();
-        st.calls.push(format!("stop_container {id} {}", timeout.as_secs()));
+        st.calls
+            .push(format!("stop_container {id} {}", timeout.as_secs()));
         let code = st.stop_exit;
         if let Some(c) = st.containers.get_mut(id) {
             if c.state != ContainerState::Exited {
@@ -238,12 +284,25 @@ impl RuntimeService for FakeRuntime {
         Ok(())
     }
 
-    async fn list_containers(&self, sandbox_id: Option<&str>) -> Result<Vec<ContainerStatus>, RuntimeError> {
-        Ok(self.lock().containers.values().filter(|c| sandbox_id.is_none_or(|s| c.sandbox_id == s)).cloned().collect())
+    async fn list_containers(
+        &self,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| sandbox_id.is_none_or(|s| c.sandbox_id == s))
+            .cloned()
+            .collect())
     }
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
-        self.lock().containers.get(id).cloned().ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })
+        self.lock()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })
     }
 }
 
@@ -284,7 +343,9 @@ impl PodApi for FakeApi {
         Ok(())
     }
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError> {
-        self.lock().deleted.push((namespace.into(), name.into(), uid.into()));
+        self.lock()
+            .deleted
+            .push((namespace.into(), name.into(), uid.into()));
         Ok(())
     }
     async fn create_event(&self, event: &Event) -> Result<(), ApiError> {
@@ -295,7 +356,8 @@ impl PodApi for FakeApi {
             event.message.clone().unwrap_or_default(),
             event.count.unwrap_or(0),
         ));
-        st.event_names.push(event.metadata.name.clone().unwrap_or_default());
+        st.event_names
+            .push(event.metadata.name.clone().unwrap_or_default());
         Ok(())
     }
     async fn patch_event(&self, _: &str, name: &str, count: i32, _: &Time) -> Result<(), ApiError> {

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
-use runtime::{ContainerState, ImageInfo, PodSandboxConfig, PodSandboxStatus, RuntimeError, RuntimeService, SandboxState};
+use runtime::{
+    ContainerState, ImageInfo, PodSandboxConfig, PodSandboxStatus, RuntimeError, RuntimeService,
+    SandboxState,
+};
 
 use crate::apiclient::PodApi;
 use crate::backoff::{go_duration, Backoff};
@@ -69,7 +72,10 @@ pub struct Observed {
 
 impl Observed {
     pub fn ready_sandbox(&self) -> Option<&PodSandboxStatus> {
-        self.sandboxes.iter().filter(|s| s.state == SandboxState::Ready).max_by_key(|s| s.created_at)
+        self.sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+            .max_by_key(|s| s.created_at)
     }
 }
 
@@ -77,13 +83,26 @@ impl Observed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Stop and remove a sandbox that is no longer usable.
-    RemoveSandbox { id: String },
-    CreateSandbox { attempt: u32 },
+    RemoveSandbox {
+        id: String,
+    },
+    CreateSandbox {
+        attempt: u32,
+    },
     /// Pull, create and start a new attempt; `restart` when it replaces an exited one.
-    StartContainer { name: String, attempt: u32, restart: bool },
+    StartContainer {
+        name: String,
+        attempt: u32,
+        restart: bool,
+    },
     /// Start a container that was created but never started (agent died in between).
-    StartCreated { id: String, name: String },
-    RemoveContainer { id: String },
+    StartCreated {
+        id: String,
+        name: String,
+    },
+    RemoveContainer {
+        id: String,
+    },
 }
 
 /// The result of `plan`.
@@ -140,11 +159,18 @@ impl WorkerState {
 
 fn pod_key(pod: &Pod) -> (String, String, String) {
     let m = &pod.metadata;
-    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), m.uid.clone().unwrap_or_default())
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+        m.uid.clone().unwrap_or_default(),
+    )
 }
 
 fn spec_containers(pod: &Pod) -> &[Container] {
-    pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default()
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
 }
 
 fn min_requeue(a: Option<Duration>, b: Duration) -> Option<Duration> {
@@ -156,7 +182,10 @@ fn crash_loop(pod: &Pod, container: &str, delay: Duration) -> Waiting {
     let (ns, name, uid) = pod_key(pod);
     Waiting::new(
         "CrashLoopBackOff",
-        format!("back-off {} restarting failed container={container} pod={name}_{ns}({uid})", go_duration(delay)),
+        format!(
+            "back-off {} restarting failed container={container} pod={name}_{ns}({uid})",
+            go_duration(delay)
+        ),
     )
 }
 
@@ -168,7 +197,12 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         for s in &observed.sandboxes {
             out.actions.push(Action::RemoveSandbox { id: s.id.clone() });
         }
-        let attempt = observed.sandboxes.iter().map(|s| s.config.attempt + 1).max().unwrap_or(0);
+        let attempt = observed
+            .sandboxes
+            .iter()
+            .map(|s| s.config.attempt + 1)
+            .max()
+            .unwrap_or(0);
         out.actions.push(Action::CreateSandbox { attempt });
     }
     let sandbox_id = sandbox.map(|s| s.id.as_str());
@@ -176,7 +210,11 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         let attempts = attempts_of(&observed.containers, &c.name);
         let Some(latest) = attempts.first() else {
             let attempt = observed.log_attempts.get(&c.name).map_or(0, |a| a + 1);
-            out.actions.push(Action::StartContainer { name: c.name.clone(), attempt, restart: false });
+            out.actions.push(Action::StartContainer {
+                name: c.name.clone(),
+                attempt,
+                restart: false,
+            });
             continue;
         };
         match latest.state {
@@ -186,12 +224,15 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
                 Some(_) => match state.restart_backoff.remaining_since_update(&c.name, now) {
                     Some(left) => {
                         if let Some(delay) = state.restart_backoff.delay(&c.name, now) {
-                            out.waiting.insert(c.name.clone(), crash_loop(pod, &c.name, delay));
+                            out.waiting
+                                .insert(c.name.clone(), crash_loop(pod, &c.name, delay));
                         }
                         out.requeue = min_requeue(out.requeue, left);
                     }
                     None => {
-                        out.actions.push(Action::RemoveContainer { id: latest.id.clone() });
+                        out.actions.push(Action::RemoveContainer {
+                            id: latest.id.clone(),
+                        });
                         out.actions.push(Action::StartContainer {
                             name: c.name.clone(),
                             attempt: latest.config.attempt + 1,
@@ -200,7 +241,10 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
                     }
                 },
                 None if Some(latest.sandbox_id.as_str()) == sandbox_id => {
-                    out.actions.push(Action::StartCreated { id: latest.id.clone(), name: c.name.clone() });
+                    out.actions.push(Action::StartCreated {
+                        id: latest.id.clone(),
+                        name: c.name.clone(),
+                    });
                 }
                 None => out.actions.push(Action::StartContainer {
                     name: c.name.clone(),
@@ -213,17 +257,22 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
                     continue;
                 }
                 let finished = latest.finished_at.unwrap_or(latest.created_at);
-                match state.restart_backoff.remaining_since(&c.name, finished, now) {
+                match state
+                    .restart_backoff
+                    .remaining_since(&c.name, finished, now)
+                {
                     Some(left) => {
                         if let Some(delay) = state.restart_backoff.delay(&c.name, now) {
-                            out.waiting.insert(c.name.clone(), crash_loop(pod, &c.name, delay));
+                            out.waiting
+                                .insert(c.name.clone(), crash_loop(pod, &c.name, delay));
                         }
                         out.requeue = min_requeue(out.requeue, left);
                     }
                     None => {
                         // Keep the exited attempt for `--previous`; older ones go.
                         for old in attempts.iter().skip(1) {
-                            out.actions.push(Action::RemoveContainer { id: old.id.clone() });
+                            out.actions
+                                .push(Action::RemoveContainer { id: old.id.clone() });
                         }
                         out.actions.push(Action::StartContainer {
                             name: c.name.clone(),
@@ -240,7 +289,11 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
 
 /// kubelet's default pull policy when the API left it unset.
 pub fn pull_policy(container: &Container) -> &str {
-    if let Some(p) = container.image_pull_policy.as_deref().filter(|p| !p.is_empty()) {
+    if let Some(p) = container
+        .image_pull_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
         return p;
     }
     let image = container.image.as_deref().unwrap_or_default();
@@ -264,7 +317,10 @@ pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiti
         other => other.to_string(),
     };
     let reason = match (stage, err) {
-        (StartStage::Pull, _) | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::ImagePull { .. }) => "ErrImagePull",
+        (StartStage::Pull, _)
+        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::ImagePull { .. }) => {
+            "ErrImagePull"
+        }
         (StartStage::Create, _) => "CreateContainerError",
         (StartStage::Start, _) => "RunContainerError",
     };
@@ -297,21 +353,32 @@ pub fn grace_period(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0)).max(MIN_GRACE)
 }
 
 impl PodWorker {
     pub fn new(pod: &Pod) -> Self {
-        Self { state: WorkerState::new(pod) }
+        Self {
+            state: WorkerState::new(pod),
+        }
     }
 
     /// Reads what the runtime holds for the pod.
     pub async fn observe(&mut self, env: &WorkerEnv, pod: &Pod) -> Result<Observed, RuntimeError> {
         let (ns, name, uid) = pod_key(pod);
-        let sandboxes: Vec<_> =
-            env.runtime.list_pod_sandboxes().await?.into_iter().filter(|s| s.config.uid == uid).collect();
+        let sandboxes: Vec<_> = env
+            .runtime
+            .list_pod_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.config.uid == uid)
+            .collect();
         let mut containers = Vec::new();
         for s in &sandboxes {
             containers.extend(env.runtime.list_containers(Some(&s.id)).await?);
@@ -330,11 +397,19 @@ impl PodWorker {
                 log_attempts.insert(c.name.clone(), *max);
             }
         }
-        Ok(Observed { sandboxes, containers, log_attempts })
+        Ok(Observed {
+            sandboxes,
+            containers,
+            log_attempts,
+        })
     }
 
     fn remember_image(&mut self, info: &ImageInfo) {
-        let shown = info.repo_digests.first().cloned().unwrap_or_else(|| info.id.clone());
+        let shown = info
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| info.id.clone());
         self.state.image_refs.insert(info.id.clone(), shown);
     }
 
@@ -391,7 +466,9 @@ impl PodWorker {
         // Containers now running have no pending reason any more.
         for c in &observed.containers {
             if c.state == ContainerState::Running {
-                let newest = attempts_of(&observed.containers, &c.config.name).first().map(|l| l.id == c.id);
+                let newest = attempts_of(&observed.containers, &c.config.name)
+                    .first()
+                    .map(|l| l.id == c.id);
                 if newest == Some(true) {
                     self.state.waiting.remove(&c.config.name);
                 }
@@ -410,7 +487,13 @@ impl PodWorker {
 
     /// Runs the planned actions in order. `Err(delay)` when a step failed and the pod
     /// should be retried after `delay`.
-    async fn run(&mut self, env: &WorkerEnv, pod: &Pod, observed: &Observed, actions: &[Action]) -> Result<(), Duration> {
+    async fn run(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        observed: &Observed,
+        actions: &[Action],
+    ) -> Result<(), Duration> {
         let mut sandbox_id = observed.ready_sandbox().map(|s| s.id.clone());
         let mut result = Ok(());
         for action in actions {
@@ -421,12 +504,25 @@ impl PodWorker {
                     }
                 }
                 Action::CreateSandbox { attempt } => {
-                    match env.runtime.run_pod_sandbox(&self.sandbox_config(env, pod, *attempt)).await {
+                    match env
+                        .runtime
+                        .run_pod_sandbox(&self.sandbox_config(env, pod, *attempt))
+                        .await
+                    {
                         Ok(id) => sandbox_id = Some(id),
                         Err(err) => {
                             let now = env.clock.now();
                             let msg = format!("Failed to create pod sandbox: {err}");
-                            env.events.record(pod, None, EventType::Warning, "FailedCreatePodSandBox", &msg, now).await;
+                            env.events
+                                .record(
+                                    pod,
+                                    None,
+                                    EventType::Warning,
+                                    "FailedCreatePodSandBox",
+                                    &msg,
+                                    now,
+                                )
+                                .await;
                             return Err(Duration::from_secs(10));
                         }
                     }
@@ -441,16 +537,38 @@ impl PodWorker {
                         self.start_failed(env, pod, name, id, &err).await;
                     } else {
                         let now = env.clock.now();
-                        env.events.record(pod, Some(name), EventType::Normal, "Started", &format!("Started container {name}"), now).await;
+                        env.events
+                            .record(
+                                pod,
+                                Some(name),
+                                EventType::Normal,
+                                "Started",
+                                &format!("Started container {name}"),
+                                now,
+                            )
+                            .await;
                     }
                 }
-                Action::StartContainer { name, attempt, restart } => {
-                    let Some(sandbox) = sandbox_id.clone() else { continue };
-                    let Some(container) = spec_containers(pod).iter().find(|c| &c.name == name) else { continue };
+                Action::StartContainer {
+                    name,
+                    attempt,
+                    restart,
+                } => {
+                    let Some(sandbox) = sandbox_id.clone() else {
+                        continue;
+                    };
+                    let Some(container) = spec_containers(pod).iter().find(|c| &c.name == name)
+                    else {
+                        continue;
+                    };
                     if *restart {
                         self.state.restart_backoff.next(name, env.clock.now());
                     }
-                    if self.start_container(env, pod, container, &sandbox, *attempt).await.is_err() {
+                    if self
+                        .start_container(env, pod, container, &sandbox, *attempt)
+                        .await
+                        .is_err()
+                    {
                         result = Err(RESYNC);
                     }
                 }
@@ -465,12 +583,21 @@ impl PodWorker {
         let hostname = if spec.and_then(|s| s.host_network).unwrap_or(false) {
             String::new()
         } else {
-            let h = spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.clone());
-            h.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+            let h = spec
+                .and_then(|s| s.hostname.clone())
+                .unwrap_or_else(|| name.clone());
+            h.chars()
+                .take(63)
+                .collect::<String>()
+                .trim_end_matches(['-', '.'])
+                .to_string()
         };
         let mut labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
         labels.insert(containerspec::LABEL_POD_NAME.to_string(), name.clone());
-        labels.insert(containerspec::LABEL_POD_NAMESPACE.to_string(), namespace.clone());
+        labels.insert(
+            containerspec::LABEL_POD_NAMESPACE.to_string(),
+            namespace.clone(),
+        );
         labels.insert(containerspec::LABEL_POD_UID.to_string(), uid.clone());
         PodSandboxConfig {
             log_directory: pod_log_dir(&env.log_root, &namespace, &name, &uid),
@@ -484,10 +611,26 @@ impl PodWorker {
         }
     }
 
-    async fn start_failed(&mut self, env: &WorkerEnv, pod: &Pod, name: &str, id: &str, err: &RuntimeError) {
+    async fn start_failed(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        name: &str,
+        id: &str,
+        err: &RuntimeError,
+    ) {
         let now = env.clock.now();
         let w = waiting_for_runtime_error(StartStage::Start, err);
-        env.events.record(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {}", w.message), now).await;
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {}", w.message),
+                now,
+            )
+            .await;
         self.state.failed_starts.insert(id.to_string(), now);
         self.state.restart_backoff.next(name, now);
         self.state.waiting.insert(name.to_string(), w);
@@ -508,7 +651,16 @@ impl PodWorker {
             Ok(info) => info,
             Err(w) => {
                 let now = env.clock.now();
-                env.events.record(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {}", w.reason), now).await;
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {}", w.reason),
+                        now,
+                    )
+                    .await;
                 self.state.waiting.insert(name.to_string(), w);
                 return Err(());
             }
@@ -517,15 +669,32 @@ impl PodWorker {
             Ok(s) => s,
             Err(message) => {
                 let now = env.clock.now();
-                env.events.record(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {message}"), now).await;
-                self.state.waiting.insert(name.to_string(), Waiting::new("CreateContainerConfigError", message));
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {message}"),
+                        now,
+                    )
+                    .await;
+                self.state.waiting.insert(
+                    name.to_string(),
+                    Waiting::new("CreateContainerConfigError", message),
+                );
                 return Err(());
             }
         };
         let ctx = PodContext {
             node_name: env.node_name.clone(),
             host_ip: env.host_ip.clone(),
-            pod_ip: if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+            pod_ip: if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false)
+            {
                 env.host_ip.clone()
             } else {
                 String::new()
@@ -533,14 +702,34 @@ impl PodWorker {
             node_cpu: env.node_cpu,
             node_memory: env.node_memory,
         };
-        let input = BuildInput { image: &image, attempt, ctx: &ctx, sources: &sources };
+        let input = BuildInput {
+            image: &image,
+            attempt,
+            ctx: &ctx,
+            sources: &sources,
+        };
         let config = match containerspec::build_container_config(pod, container, &input) {
             Ok(c) => c,
             Err(err) => {
                 let now = env.clock.now();
-                let reason = if err.is_config_error() { "CreateContainerConfigError" } else { "CreateContainerError" };
-                env.events.record(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {err}"), now).await;
-                self.state.waiting.insert(name.to_string(), Waiting::new(reason, err.to_string()));
+                let reason = if err.is_config_error() {
+                    "CreateContainerConfigError"
+                } else {
+                    "CreateContainerError"
+                };
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {err}"),
+                        now,
+                    )
+                    .await;
+                self.state
+                    .waiting
+                    .insert(name.to_string(), Waiting::new(reason, err.to_string()));
                 return Err(());
             }
         };
@@ -549,25 +738,57 @@ impl PodWorker {
             Err(err) => {
                 let now = env.clock.now();
                 let w = waiting_for_runtime_error(StartStage::Create, &err);
-                env.events.record(pod, Some(name), EventType::Warning, "Failed", &format!("Error: {}", w.message), now).await;
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {}", w.message),
+                        now,
+                    )
+                    .await;
                 self.state.waiting.insert(name.to_string(), w);
                 return Err(());
             }
         };
         let now = env.clock.now();
-        env.events.record(pod, Some(name), EventType::Normal, "Created", &format!("Created container: {name}"), now).await;
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Created",
+                &format!("Created container: {name}"),
+                now,
+            )
+            .await;
         if let Err(err) = env.runtime.start_container(&id).await {
             self.start_failed(env, pod, name, &id, &err).await;
             return Err(());
         }
         let now = env.clock.now();
-        env.events.record(pod, Some(name), EventType::Normal, "Started", &format!("Started container {name}"), now).await;
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Started",
+                &format!("Started container {name}"),
+                now,
+            )
+            .await;
         self.state.waiting.remove(name);
         Ok(())
     }
 
     /// kubelet's `EnsureImageExists`: honours imagePullPolicy and the pull back-off.
-    async fn ensure_image(&mut self, env: &WorkerEnv, pod: &Pod, container: &Container) -> Result<ImageInfo, Waiting> {
+    async fn ensure_image(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<ImageInfo, Waiting> {
         let name = container.name.as_str();
         let image = container.image.clone().unwrap_or_default();
         let policy = pull_policy(container).to_string();
@@ -581,32 +802,70 @@ impl PodWorker {
         let now = env.clock.now();
         if let Some(info) = present.clone().filter(|_| policy != "Always") {
             let msg = format!("Container image {image:?} already present on machine");
-            env.events.record(pod, Some(name), EventType::Normal, "Pulled", &msg, now).await;
+            env.events
+                .record(pod, Some(name), EventType::Normal, "Pulled", &msg, now)
+                .await;
             self.remember_image(&info);
             return Ok(info);
         }
         if policy == "Never" {
             let msg = format!("Container image {image:?} is not present with pull policy of Never");
-            env.events.record(pod, Some(name), EventType::Warning, "ErrImageNeverPull", &msg, now).await;
+            env.events
+                .record(
+                    pod,
+                    Some(name),
+                    EventType::Warning,
+                    "ErrImageNeverPull",
+                    &msg,
+                    now,
+                )
+                .await;
             return Err(Waiting::new("ErrImageNeverPull", msg));
         }
-        if self.state.pull_backoff.remaining_since_update(&image, now).is_some() {
+        if self
+            .state
+            .pull_backoff
+            .remaining_since_update(&image, now)
+            .is_some()
+        {
             let msg = format!("Back-off pulling image {image:?}");
-            env.events.record(pod, Some(name), EventType::Normal, "BackOff", &msg, now).await;
+            env.events
+                .record(pod, Some(name), EventType::Normal, "BackOff", &msg, now)
+                .await;
             return Err(Waiting::new("ImagePullBackOff", msg));
         }
-        env.events.record(pod, Some(name), EventType::Normal, "Pulling", &format!("Pulling image {image:?}"), now).await;
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Pulling",
+                &format!("Pulling image {image:?}"),
+                now,
+            )
+            .await;
         let started = Instant::now();
         match env.runtime.pull_image(&image).await {
             Ok(info) => {
-                let took = Duration::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                let took = Duration::from_millis(
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                );
                 let msg = format!(
                     "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
                     go_duration(took),
                     go_duration(took),
                     info.size_bytes
                 );
-                env.events.record(pod, Some(name), EventType::Normal, "Pulled", &msg, env.clock.now()).await;
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Normal,
+                        "Pulled",
+                        &msg,
+                        env.clock.now(),
+                    )
+                    .await;
                 self.state.pull_backoff.reset(&image);
                 self.remember_image(&info);
                 Ok(info)
@@ -616,30 +875,51 @@ impl PodWorker {
                 self.state.pull_backoff.next(&image, now);
                 let w = waiting_for_runtime_error(StartStage::Pull, &err);
                 let msg = format!("Failed to pull image {image:?}: {}", w.message);
-                env.events.record(pod, Some(name), EventType::Warning, "Failed", &msg, now).await;
+                env.events
+                    .record(pod, Some(name), EventType::Warning, "Failed", &msg, now)
+                    .await;
                 Err(w)
             }
         }
     }
 
     /// Fetches the config maps and secrets the container's env refers to.
-    async fn env_sources(&self, env: &WorkerEnv, pod: &Pod, container: &Container) -> Result<EnvSources, String> {
+    async fn env_sources(
+        &self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<EnvSources, String> {
         let (ns, _, _) = pod_key(pod);
         let (maps, secrets) = containerspec::referenced_sources(container);
         let mut out = EnvSources::default();
         for m in maps {
-            let v = env.api.get_config_map(&ns, &m).await.map_err(|e| e.to_string())?;
+            let v = env
+                .api
+                .get_config_map(&ns, &m)
+                .await
+                .map_err(|e| e.to_string())?;
             out.config_maps.insert(m, v);
         }
         for s in secrets {
-            let v = env.api.get_secret(&ns, &s).await.map_err(|e| e.to_string())?;
+            let v = env
+                .api
+                .get_secret(&ns, &s)
+                .await
+                .map_err(|e| e.to_string())?;
             out.secrets.insert(s, v);
         }
         Ok(out)
     }
 
     /// Computes the status and writes it when it differs from the last one written.
-    async fn write_status(&mut self, env: &WorkerEnv, pod: &Pod, observed: &Observed, terminal: bool) -> PodStatus {
+    async fn write_status(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        observed: &Observed,
+        terminal: bool,
+    ) -> PodStatus {
         let status = pod_status(&StatusInput {
             pod,
             containers: &observed.containers,
@@ -654,7 +934,9 @@ impl PodWorker {
             let (ns, name, _) = pod_key(pod);
             match env.api.patch_pod_status(&ns, &name, &status).await {
                 Ok(()) => self.state.last_status = Some(status.clone()),
-                Err(err) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "status update failed"),
+                Err(err) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "status update failed")
+                }
             }
         }
         status
@@ -681,15 +963,31 @@ impl PodWorker {
         let live: Vec<_> = observed
             .containers
             .iter()
-            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created | ContainerState::Unknown))
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Created | ContainerState::Unknown
+                )
+            })
             .collect();
         for c in &live {
             if c.state == ContainerState::Running {
                 let msg = format!("Stopping container {}", c.config.name);
-                env.events.record(pod, Some(&c.config.name), EventType::Normal, "Killing", &msg, now).await;
+                env.events
+                    .record(
+                        pod,
+                        Some(&c.config.name),
+                        EventType::Normal,
+                        "Killing",
+                        &msg,
+                        now,
+                    )
+                    .await;
             }
         }
-        let stops = live.iter().map(|c| env.runtime.stop_container(&c.id, grace));
+        let stops = live
+            .iter()
+            .map(|c| env.runtime.stop_container(&c.id, grace));
         for (c, result) in live.iter().zip(futures::future::join_all(stops).await) {
             if let Err(err) = result {
                 tracing::warn!(container = %c.id, error = %err, "stopping container failed");
@@ -727,7 +1025,9 @@ impl PodWorker {
         let (ns, name, uid) = pod_key(pod);
         match env.api.delete_pod(&ns, &name, &uid).await {
             Ok(()) => self.state.lifecycle = Lifecycle::Terminated,
-            Err(err) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "deleting pod failed"),
+            Err(err) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "deleting pod failed")
+            }
         }
     }
 
@@ -781,7 +1081,13 @@ mod tests {
             node_cpu: 2.0,
             node_memory: 1e9,
         };
-        Harness { env, rt, api, clock, _dir: dir }
+        Harness {
+            env,
+            rt,
+            api,
+            clock,
+            _dir: dir,
+        }
     }
 
     fn pod(policy: &str, image: &str, pull: &str) -> Pod {
@@ -803,7 +1109,10 @@ mod tests {
         } else {
             "waiting"
         };
-        (kind.to_string(), st.waiting.as_ref().and_then(|w| w.reason.clone()))
+        (
+            kind.to_string(),
+            st.waiting.as_ref().and_then(|w| w.reason.clone()),
+        )
     }
 
     /// Feeds the latest written status back into the pod, as the watch would.
@@ -818,9 +1127,16 @@ mod tests {
         let p = pod("Always", "busybox:1.36", "IfNotPresent");
         let mut w = PodWorker::new(&p);
         assert_eq!(w.sync(&h.env, &p).await, Some(RESYNC));
-        assert_eq!(h.api.reasons(), vec!["Pulling", "Pulled", "Created", "Started"]);
+        assert_eq!(
+            h.api.reasons(),
+            vec!["Pulling", "Pulled", "Created", "Started"]
+        );
         let msgs = h.api.messages();
-        assert!(msgs[1].starts_with("Successfully pulled image \"busybox:1.36\" in "), "{}", msgs[1]);
+        assert!(
+            msgs[1].starts_with("Successfully pulled image \"busybox:1.36\" in "),
+            "{}",
+            msgs[1]
+        );
         assert!(msgs[1].ends_with("Image size: 1234 bytes."), "{}", msgs[1]);
         assert_eq!(msgs[2], "Created container: app");
         assert_eq!(msgs[3], "Started container app");
@@ -847,7 +1163,10 @@ mod tests {
         h.rt.exit("app", 0);
         h.rt.state.lock().expect("lock").containers.clear();
         w2.sync(&h.env, &p).await;
-        assert!(h.api.messages().contains(&"Container image \"busybox:1.36\" already present on machine".to_string()));
+        assert!(h
+            .api
+            .messages()
+            .contains(&"Container image \"busybox:1.36\" already present on machine".to_string()));
     }
 
     #[tokio::test]
@@ -861,11 +1180,18 @@ mod tests {
         h.rt.exit("app", 1);
         p = with_status(p, &h.api);
         w.sync(&h.env, &p).await;
-        let attempts: Vec<u32> = h.rt.containers_named("app").iter().map(|c| c.config.attempt).collect();
+        let attempts: Vec<u32> =
+            h.rt.containers_named("app")
+                .iter()
+                .map(|c| c.config.attempt)
+                .collect();
         assert_eq!(attempts, vec![0, 1]);
         let status = h.api.last_status().expect("status");
         assert_eq!(state_of(&status).0, "running");
-        assert_eq!(status.container_statuses.as_ref().expect("cs")[0].restart_count, 1);
+        assert_eq!(
+            status.container_statuses.as_ref().expect("cs")[0].restart_count,
+            1
+        );
 
         // Second crash: CrashLoopBackOff for 10 s.
         h.clock.advance(Duration::from_secs(2));
@@ -874,13 +1200,25 @@ mod tests {
         let requeue = w.sync(&h.env, &p).await;
         assert_eq!(requeue, Some(RESYNC));
         let status = h.api.last_status().expect("status");
-        assert_eq!(state_of(&status), ("waiting".to_string(), Some("CrashLoopBackOff".to_string())));
+        assert_eq!(
+            state_of(&status),
+            ("waiting".to_string(), Some("CrashLoopBackOff".to_string()))
+        );
         let cs = &status.container_statuses.as_ref().expect("cs")[0];
         assert_eq!(
-            cs.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.message.as_deref()),
+            cs.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.message.as_deref()),
             Some("back-off 10s restarting failed container=app pod=web_default(uid-1)")
         );
-        assert_eq!(cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code), Some(1));
+        assert_eq!(
+            cs.last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code),
+            Some(1)
+        );
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(h.rt.containers_named("app").len(), 2);
 
@@ -892,7 +1230,11 @@ mod tests {
         h.clock.advance(Duration::from_secs(2));
         p = with_status(p, &h.api);
         w.sync(&h.env, &p).await;
-        let attempts: Vec<u32> = h.rt.containers_named("app").iter().map(|c| c.config.attempt).collect();
+        let attempts: Vec<u32> =
+            h.rt.containers_named("app")
+                .iter()
+                .map(|c| c.config.attempt)
+                .collect();
         assert_eq!(attempts, vec![1, 2]);
         assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
 
@@ -902,8 +1244,15 @@ mod tests {
         w.sync(&h.env, &p).await;
         let status = h.api.last_status().expect("status");
         let cs = &status.container_statuses.as_ref().expect("cs")[0];
-        let msg = cs.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.message.clone());
-        assert_eq!(msg.as_deref(), Some("back-off 20s restarting failed container=app pod=web_default(uid-1)"));
+        let msg = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.message.clone());
+        assert_eq!(
+            msg.as_deref(),
+            Some("back-off 20s restarting failed container=app pod=web_default(uid-1)")
+        );
     }
 
     #[tokio::test]
@@ -925,7 +1274,10 @@ mod tests {
                 .expect("terminated");
             assert_eq!(term.exit_code, code);
             assert_eq!(w.state.lifecycle, Lifecycle::Finished);
-            assert!(h.rt.state.lock().expect("lock").sandboxes.is_empty(), "sandbox removed");
+            assert!(
+                h.rt.state.lock().expect("lock").sandboxes.is_empty(),
+                "sandbox removed"
+            );
             // Later syncs write nothing and start nothing.
             let writes = h.api.lock().statuses.len();
             p = with_status(p, &h.api);
@@ -949,13 +1301,27 @@ mod tests {
         p.metadata.deletion_grace_period_seconds = Some(17);
         assert_eq!(w.sync(&h.env, &p).await, None);
         let calls = h.rt.calls();
-        assert!(calls.iter().any(|c| c.starts_with("stop_container ") && c.ends_with(" 17")), "{calls:?}");
-        assert!(calls.iter().any(|c| c.starts_with("remove_pod_sandbox")), "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("stop_container ") && c.ends_with(" 17")),
+            "{calls:?}"
+        );
+        assert!(
+            calls.iter().any(|c| c.starts_with("remove_pod_sandbox")),
+            "{calls:?}"
+        );
         assert_eq!(h.api.reasons().last().map(String::as_str), Some("Killing"));
-        assert_eq!(h.api.messages().last().map(String::as_str), Some("Stopping container app"));
+        assert_eq!(
+            h.api.messages().last().map(String::as_str),
+            Some("Stopping container app")
+        );
         let status = h.api.last_status().expect("status");
         assert_eq!(status.phase.as_deref(), Some("Failed"));
-        assert_eq!(h.api.lock().deleted, vec![("default".into(), "web".into(), "uid-1".into())]);
+        assert_eq!(
+            h.api.lock().deleted,
+            vec![("default".into(), "web".into(), "uid-1".into())]
+        );
         assert_eq!(w.state.lifecycle, Lifecycle::Terminated);
     }
 
@@ -965,9 +1331,15 @@ mod tests {
         let p = pod("Always", "missing:1", "IfNotPresent");
         let mut w = PodWorker::new(&p);
         w.sync(&h.env, &p).await;
-        assert_eq!(state_of(&h.api.last_status().expect("status")).1.as_deref(), Some("ErrImagePull"));
+        assert_eq!(
+            state_of(&h.api.last_status().expect("status")).1.as_deref(),
+            Some("ErrImagePull")
+        );
         assert_eq!(h.api.reasons(), vec!["Pulling", "Failed", "Failed"]);
-        assert_eq!(h.api.messages()[1], "Failed to pull image \"missing:1\": missing:1: not found");
+        assert_eq!(
+            h.api.messages()[1],
+            "Failed to pull image \"missing:1\": missing:1: not found"
+        );
         assert_eq!(h.api.messages()[2], "Error: ErrImagePull");
         h.clock.advance(Duration::from_secs(3));
         let p = with_status(p, &h.api);
@@ -976,16 +1348,33 @@ mod tests {
         assert_eq!(state_of(&status).1.as_deref(), Some("ImagePullBackOff"));
         assert_eq!(status.phase.as_deref(), Some("Pending"));
         assert!(h.api.reasons().contains(&"BackOff".to_string()));
-        let pulls = h.rt.calls().iter().filter(|c| c.starts_with("pull")).count();
+        let pulls =
+            h.rt.calls()
+                .iter()
+                .filter(|c| c.starts_with("pull"))
+                .count();
         assert_eq!(pulls, 1);
         // Repeated back-off events are aggregated into one with a count.
         w.sync(&h.env, &p).await;
-        let backoffs: Vec<i32> = h.api.lock().events.iter().filter(|e| e.1 == "BackOff").map(|e| e.3).collect();
+        let backoffs: Vec<i32> = h
+            .api
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.1 == "BackOff")
+            .map(|e| e.3)
+            .collect();
         assert_eq!(backoffs, vec![2]);
         // After the window, it pulls again.
         h.clock.advance(Duration::from_secs(10));
         w.sync(&h.env, &p).await;
-        assert_eq!(h.rt.calls().iter().filter(|c| c.starts_with("pull")).count(), 2);
+        assert_eq!(
+            h.rt.calls()
+                .iter()
+                .filter(|c| c.starts_with("pull"))
+                .count(),
+            2
+        );
     }
 
     #[tokio::test]
@@ -1009,12 +1398,19 @@ mod tests {
         let mut w = PodWorker::new(&p);
         w.sync(&h.env, &p).await;
         let status = h.api.last_status().expect("status");
-        assert_eq!(state_of(&status).1.as_deref(), Some("CreateContainerConfigError"));
-        assert!(h.api.messages().contains(&"Error: configmap \"cm\" not found".to_string()));
+        assert_eq!(
+            state_of(&status).1.as_deref(),
+            Some("CreateContainerConfigError")
+        );
+        assert!(h
+            .api
+            .messages()
+            .contains(&"Error: configmap \"cm\" not found".to_string()));
         // Once the config map exists, the container starts.
         h.api.lock().config_maps.insert(
             "cm".into(),
-            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}})).expect("cm"),
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}))
+                .expect("cm"),
         );
         let p = with_status(p, &h.api);
         w.sync(&h.env, &p).await;
@@ -1038,9 +1434,20 @@ mod tests {
         // A new worker, as after an agent restart.
         let mut fresh = PodWorker::new(&p);
         fresh.sync(&h.env, &p).await;
-        assert_eq!(h.rt.calls().len(), before, "no container created or started");
+        assert_eq!(
+            h.rt.calls().len(),
+            before,
+            "no container created or started"
+        );
         assert_eq!(h.api.lock().statuses.len(), writes, "status unchanged");
-        assert_eq!(p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).expect("cs")[0].restart_count, 1);
+        assert_eq!(
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .expect("cs")[0]
+                .restart_count,
+            1
+        );
     }
 
     #[tokio::test]
@@ -1058,11 +1465,16 @@ mod tests {
 
     #[test]
     fn default_pull_policy() {
-        let c = |image: &str| -> Container { serde_json::from_value(json!({"name": "c", "image": image})).expect("c") };
+        let c = |image: &str| -> Container {
+            serde_json::from_value(json!({"name": "c", "image": image})).expect("c")
+        };
         assert_eq!(pull_policy(&c("busybox")), "Always");
         assert_eq!(pull_policy(&c("busybox:latest")), "Always");
         assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
-        assert_eq!(pull_policy(&c("localhost:5000/busybox:1.0")), "IfNotPresent");
+        assert_eq!(
+            pull_policy(&c("localhost:5000/busybox:1.0")),
+            "IfNotPresent"
+        );
         assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
     }
 }

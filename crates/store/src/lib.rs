@@ -76,14 +76,15 @@ pub enum StoreError {
     Open {
         path: std::path::PathBuf,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("store {op} failed for {target}")]
     Backend {
         op: &'static str,
         target: String,
+        // Boxed: redb's error is large and would bloat every Result of the store.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("stored object {target} is not valid JSON")]
     Decode {

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::watch::{EventLog, WatchFilter};
 use crate::{
-    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError,
-    Watch, WatchEvent,
+    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError, Watch,
+    WatchEvent,
 };
 
 /// Objects: "group/resource/namespace/name" → JSON bytes.
@@ -39,11 +39,15 @@ fn encode_key(key: &ObjectKey) -> String {
     )
 }
 
-fn backend(op: &'static str, target: impl std::fmt::Display, e: impl Into<redb::Error>) -> StoreError {
+fn backend(
+    op: &'static str,
+    target: impl std::fmt::Display,
+    e: impl Into<redb::Error>,
+) -> StoreError {
     StoreError::Backend {
         op,
         target: target.to_string(),
-        source: e.into(),
+        source: Box::new(e.into()),
     }
 }
 
@@ -70,7 +74,7 @@ impl RedbStore {
     pub fn open_with_history(path: &Path, history: usize) -> Result<Self, StoreError> {
         let open_err = |e: redb::Error| StoreError::Open {
             path: path.to_path_buf(),
-            source: e,
+            source: Box::new(e),
         };
         let db = Database::create(path).map_err(|e| open_err(e.into()))?;
         // Make sure both tables exist so read transactions never see "table missing".
@@ -118,9 +122,14 @@ impl RedbStore {
     {
         let k = encode_key(key);
         let mut log = self.lock_log();
-        let txn = self.db.begin_write().map_err(|e| backend("begin write", &k, e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| backend("begin write", &k, e))?;
         let (result, event) = {
-            let mut objects = txn.open_table(OBJECTS).map_err(|e| backend("open", &k, e))?;
+            let mut objects = txn
+                .open_table(OBJECTS)
+                .map_err(|e| backend("open", &k, e))?;
             let mut meta = txn.open_table(META).map_err(|e| backend("open", &k, e))?;
             let rv = meta
                 .get(RV_KEY)
@@ -199,8 +208,13 @@ enum WriteOp {
 impl Store for RedbStore {
     fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
         let k = encode_key(key);
-        let txn = self.db.begin_read().map_err(|e| backend("begin read", &k, e))?;
-        let objects = txn.open_table(OBJECTS).map_err(|e| backend("open", &k, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend("begin read", &k, e))?;
+        let objects = txn
+            .open_table(OBJECTS)
+            .map_err(|e| backend("open", &k, e))?;
         match objects.get(k.as_str()).map_err(|e| backend("get", &k, e))? {
             Some(g) => Self::decode(&k, g.value()),
             None => Err(StoreError::NotFound { key: key.clone() }),
@@ -224,7 +238,9 @@ impl Store for RedbStore {
         let objects = txn
             .open_table(OBJECTS)
             .map_err(|e| backend("open", &prefix, e))?;
-        let meta = txn.open_table(META).map_err(|e| backend("open", &prefix, e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| backend("open", &prefix, e))?;
         let resource_version = meta
             .get(RV_KEY)
             .map_err(|e| backend("read rv", &prefix, e))?
@@ -345,7 +361,9 @@ impl Store for RedbStore {
             .db
             .begin_read()
             .map_err(|e| backend("begin read", RV_KEY, e))?;
-        let meta = txn.open_table(META).map_err(|e| backend("open", RV_KEY, e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| backend("open", RV_KEY, e))?;
         Ok(meta
             .get(RV_KEY)
             .map_err(|e| backend("read rv", RV_KEY, e))?
@@ -389,11 +407,19 @@ mod tests {
         let all = s.list("", "pods", None).expect("list");
         assert_eq!(all.items.len(), 3);
         assert_eq!(all.resource_version, 4);
-        assert_eq!(s.list("", "pods", Some("default")).expect("list").items.len(), 2);
+        assert_eq!(
+            s.list("", "pods", Some("default"))
+                .expect("list")
+                .items
+                .len(),
+            2
+        );
 
         let mut changed = a.clone();
         changed["spec"] = json!({"x": 1});
-        let updated = s.update(&key("a"), changed.clone(), Some(1)).expect("update");
+        let updated = s
+            .update(&key("a"), changed.clone(), Some(1))
+            .expect("update");
         assert_eq!(resource_version_of(&updated), Some(5));
         assert!(matches!(
             s.update(&key("a"), changed.clone(), Some(1)),
@@ -438,7 +464,8 @@ mod tests {
             let s = open(&dir);
             s.create(&key("a"), pod("a")).expect("create");
             s.create(&key("b"), pod("b")).expect("create");
-            s.delete(&key("b"), &Preconditions::default()).expect("delete");
+            s.delete(&key("b"), &Preconditions::default())
+                .expect("delete");
         }
         let s = open(&dir);
         assert_eq!(s.current_resource_version().expect("rv"), 3);
@@ -482,15 +509,19 @@ mod tests {
         s.create(&key("a"), pod("a")).expect("create"); // rv 1
         s.create(&ObjectKey::new("", "pods", "other", "x"), pod("x"))
             .expect("create"); // rv 2
-        s.create(&ObjectKey::new("", "configmaps", "default", "cm"), json!({}))
-            .expect("create"); // rv 3
+        s.create(
+            &ObjectKey::new("", "configmaps", "default", "cm"),
+            json!({}),
+        )
+        .expect("create"); // rv 3
         let mut w = s.watch("", "pods", Some("default"), 0).expect("watch");
         let ev = w.next().await.expect("event").expect("ok");
         assert_eq!((ev.kind, ev.resource_version), (EventKind::Added, 1));
         let mut changed = pod("a");
         changed["spec"] = json!({});
         s.update(&key("a"), changed, None).expect("update"); // rv 4
-        s.delete(&key("a"), &Preconditions::default()).expect("delete"); // rv 5
+        s.delete(&key("a"), &Preconditions::default())
+            .expect("delete"); // rv 5
         let ev = w.next().await.expect("event").expect("ok");
         assert_eq!((ev.kind, ev.resource_version), (EventKind::Modified, 4));
         assert!(ev.prev_object.is_some());
@@ -518,9 +549,6 @@ mod tests {
             other => panic!("expected Expired, got {:?}", other.map(|_| ())),
         }
         let mut w = s.watch("", "pods", None, 2).expect("watch");
-        assert_eq!(
-            w.next().await.expect("ev").expect("ok").resource_version,
-            3
-        );
+        assert_eq!(w.next().await.expect("ev").expect("ok").resource_version, 3);
     }
 }
