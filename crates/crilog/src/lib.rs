@@ -38,7 +38,12 @@ pub struct LogLine {
 }
 
 /// Formats one line: time with nanoseconds in UTC, stream, tag, content, newline.
-pub fn format_line(time: jiff::Timestamp, stream: Stream, partial: bool, content: &[u8]) -> Vec<u8> {
+pub fn format_line(
+    time: jiff::Timestamp,
+    stream: Stream,
+    partial: bool,
+    content: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 48);
     out.extend_from_slice(format_time(time).as_bytes());
     out.push(b' ');
@@ -51,7 +56,7 @@ pub fn format_line(time: jiff::Timestamp, stream: Stream, partial: bool, content
 
 /// RFC 3339 with nine fractional digits, as `kubectl logs --timestamps` prints.
 pub fn format_time(time: jiff::Timestamp) -> String {
-    time.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string()
+    time.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
 /// Parses one line (with or without its trailing newline); `None` when malformed.
@@ -70,7 +75,12 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine> {
         _ => return None,
     };
     let content = parts.next().unwrap_or_default().to_vec();
-    Some(LogLine { time, stream, partial, content })
+    Some(LogLine {
+        time,
+        stream,
+        partial,
+        content,
+    })
 }
 
 /// Appends a container's output to its log file, one CRI line per output line. Bytes after the
@@ -85,7 +95,10 @@ impl LogWriter {
     /// Opens (creating, appending) the log file.
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file, pending: [Vec::new(), Vec::new()] })
+        Ok(Self {
+            file,
+            pending: [Vec::new(), Vec::new()],
+        })
     }
 
     fn slot(stream: Stream) -> usize {
@@ -101,7 +114,12 @@ impl LogWriter {
     }
 
     /// `write` with an explicit time (for tests).
-    pub fn write_at(&mut self, time: jiff::Timestamp, stream: Stream, data: &[u8]) -> io::Result<()> {
+    pub fn write_at(
+        &mut self,
+        time: jiff::Timestamp,
+        stream: Stream,
+        data: &[u8],
+    ) -> io::Result<()> {
         let slot = Self::slot(stream);
         let mut out = Vec::new();
         let mut rest = data;
@@ -131,7 +149,12 @@ impl LogWriter {
             return Ok(());
         }
         let mut out = Vec::new();
-        emit(&mut out, jiff::Timestamp::now(), stream, &mut self.pending[slot]);
+        emit(
+            &mut out,
+            jiff::Timestamp::now(),
+            stream,
+            &mut self.pending[slot],
+        );
         self.file.write_all(&out)
     }
 }
@@ -149,7 +172,10 @@ mod tests {
     fn round_trip() {
         let t: jiff::Timestamp = "2026-11-22T01:51:44.652224000Z".parse().expect("time");
         let line = format_line(t, Stream::Stderr, false, b"hello world");
-        assert_eq!(line, b"2026-11-22T01:51:44.652224000Z stderr F hello world\n");
+        assert_eq!(
+            line,
+            b"2026-11-22T01:51:44.652224000Z stderr F hello world\n"
+        );
         let parsed = parse_line(&line).expect("parse");
         assert_eq!(parsed.time, t);
         assert_eq!(parsed.stream, Stream::Stderr);
@@ -170,7 +196,10 @@ mod tests {
         w.write_at(t, Stream::Stdout, b"tail").expect("write");
         w.flush_partial(Stream::Stdout).expect("flush");
         let text = std::fs::read(&path).expect("read");
-        let lines: Vec<LogLine> = text.split_inclusive(|b| *b == b'\n').filter_map(parse_line).collect();
+        let lines: Vec<LogLine> = text
+            .split_inclusive(|b| *b == b'\n')
+            .filter_map(parse_line)
+            .collect();
         let contents: Vec<&[u8]> = lines.iter().map(|l| l.content.as_slice()).collect();
         assert_eq!(contents, vec![&b"a"[..], b"err", b"bc", b"tail"]);
         assert_eq!(lines[1].stream, Stream::Stderr);
@@ -185,9 +214,24 @@ mod tests {
         w.write(Stream::Stdout, &big).expect("write");
         w.write(Stream::Stdout, b"\n").expect("write");
         let text = std::fs::read(&path).expect("read");
-        let lines: Vec<LogLine> = text.split_inclusive(|b| *b == b'\n').filter_map(parse_line).collect();
+        let lines: Vec<LogLine> = text
+            .split_inclusive(|b| *b == b'\n')
+            .filter_map(parse_line)
+            .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].partial);
-        assert_eq!(lines[0].content.len() + lines[1].content.len(), MAX_LINE + 10);
+        assert_eq!(
+            lines[0].content.len() + lines[1].content.len(),
+            MAX_LINE + 10
+        );
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn nine_fractional_digits_always() {
+        let t: jiff::Timestamp = "2026-01-01T00:00:23Z".parse().expect("time");
+        assert_eq!(super::format_time(t), "2026-01-01T00:00:23.000000000Z");
     }
 }

@@ -20,7 +20,7 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Ls { state } => {
             let store = open(&state.state_dir)?;
             let mut images = store.list().context("listing images")?;
-            images.sort_by(|a, b| names(a).cmp(&names(b)));
+            images.sort_by_key(names);
             println!("{:<60} {:<14} {:>10}", "IMAGE", "ID", "SIZE");
             for image in images {
                 let name = if image.repo_tags.is_empty() {
@@ -28,15 +28,26 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
                 } else {
                     image.repo_tags.join(",")
                 };
-                println!("{:<60} {:<14} {:>10}", name, short_id(&image.id), human_size(image.size_bytes));
+                println!(
+                    "{:<60} {:<14} {:>10}",
+                    name,
+                    short_id(&image.id),
+                    human_size(image.size_bytes)
+                );
             }
         }
         ImageCommand::Pull { state, reference } => {
             let store = open(&state.state_dir)?;
             let bar = progress_bar();
             let progress = |p: images::PullProgress| match p {
-                images::PullProgress::Resolving => bar.set_message(format!("resolving {reference}")),
-                images::PullProgress::Layer { digest, downloaded, total } => {
+                images::PullProgress::Resolving => {
+                    bar.set_message(format!("resolving {reference}"))
+                }
+                images::PullProgress::Layer {
+                    digest,
+                    downloaded,
+                    total,
+                } => {
                     bar.set_length(total);
                     bar.set_position(downloaded);
                     bar.set_message(digest.chars().take(19).collect::<String>());
@@ -56,7 +67,8 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
 
 fn open(state_dir: &std::path::Path) -> anyhow::Result<images::ImageStore> {
     let root = state_dir.join("images");
-    images::ImageStore::open(&root).with_context(|| format!("opening image store {}", root.display()))
+    images::ImageStore::open(&root)
+        .with_context(|| format!("opening image store {}", root.display()))
 }
 
 /// A progress bar on a terminal; hidden when stderr is not one (scripts, CI logs).

@@ -24,7 +24,13 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
     .context("opening the runtime state")?;
     runtime.reset().await.context("stopping pods")?;
     fs::remove_dir_all(&state_dir)
-        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
         .with_context(|| format!("removing {}", state_dir.display()))?;
     println!("reset {}", state_dir.display());
     Ok(())

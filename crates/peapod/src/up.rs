@@ -36,8 +36,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let api_addr = client_addr(api.local_addr());
     let server_url = format!("https://{api_addr}");
     let kubeconfig_path = state_dir.join("kubeconfig");
-    apiserver::write_kubeconfig(&kubeconfig_path, &server_url, api.ca_pem(), api.admin_token())
-        .context("writing the kubeconfig")?;
+    apiserver::write_kubeconfig(
+        &kubeconfig_path,
+        &server_url,
+        api.ca_pem(),
+        api.admin_token(),
+    )
+    .context("writing the kubeconfig")?;
     eprintln!("peapod: API server listening on {server_url}");
     eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
 
@@ -54,7 +59,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let node_tls = apiserver::issue_serving_cert(
         &api.pki_dir(),
-        &[advertise_ip.to_string(), node_name.clone(), "localhost".to_string()],
+        &[
+            advertise_ip.to_string(),
+            node_name.clone(),
+            "localhost".to_string(),
+        ],
     )
     .context("issuing the node API certificate")?;
 

@@ -31,14 +31,25 @@ spec:
 fn pod_runs_logs_describes_and_deletes() {
     let pp = Peapod::start();
     let nodes = pp.kubectl_ok(&["get", "nodes"]);
-    assert!(nodes.contains(&pp.node_name) && nodes.contains("Ready"), "{nodes}");
+    assert!(
+        nodes.contains(&pp.node_name) && nodes.contains("Ready"),
+        "{nodes}"
+    );
 
     let out = pp.apply(&pod("mypod", "echo hi; echo err >&2; sleep 3600", "Always"));
     assert!(out.contains("pod/mypod created"), "{out}");
-    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/mypod", "--timeout=60s"]);
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/mypod",
+        "--timeout=60s",
+    ]);
 
     let wide = pp.kubectl_ok(&["get", "pods", "-o", "wide"]);
-    assert!(wide.contains("mypod") && wide.contains("1/1") && wide.contains("Running"), "{wide}");
+    assert!(
+        wide.contains("mypod") && wide.contains("1/1") && wide.contains("Running"),
+        "{wide}"
+    );
     assert!(wide.contains(&pp.node_name), "{wide}");
 
     // Re-applying the same file changes nothing.
@@ -57,8 +68,18 @@ fn pod_runs_logs_describes_and_deletes() {
     assert!(!status("{.status.startTime}").is_empty());
 
     let describe = pp.kubectl_ok(&["describe", "pod", "mypod"]);
-    for needle in ["Scheduled", "Pulled", "Created", "Started", "Status:", "Running"] {
-        assert!(describe.contains(needle), "describe lacks {needle}:\n{describe}");
+    for needle in [
+        "Scheduled",
+        "Pulled",
+        "Created",
+        "Started",
+        "Status:",
+        "Running",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle}:\n{describe}"
+        );
     }
 
     // The container is isolated: own hostname (the pod name), PID 1 in its PID namespace.
@@ -67,7 +88,10 @@ fn pod_runs_logs_describes_and_deletes() {
     assert!(deleted.contains("deleted"), "{deleted}");
     let gone = pp.kubectl(&["get", "pod", "mypod"]);
     assert!(!gone.status.success());
-    assert!(pp.cgroups_of(&uid).is_empty(), "cgroups of the deleted pod remain");
+    assert!(
+        pp.cgroups_of(&uid).is_empty(),
+        "cgroups of the deleted pod remain"
+    );
 }
 
 #[test]
@@ -78,15 +102,21 @@ fn exit_codes_reach_the_status() {
     pp.wait_pod_phase("ok", "Succeeded", Duration::from_secs(60));
     pp.wait_pod_phase("bad", "Failed", Duration::from_secs(60));
     let term = |p: &str, f: &str| {
-        pp.jsonpath(&format!("pod/{p}"), &format!("{{.status.containerStatuses[0].state.terminated.{f}}}"))
-            .unwrap_or_default()
+        pp.jsonpath(
+            &format!("pod/{p}"),
+            &format!("{{.status.containerStatuses[0].state.terminated.{f}}}"),
+        )
+        .unwrap_or_default()
     };
     assert_eq!(term("ok", "reason"), "Completed");
     assert_eq!(term("ok", "exitCode"), "0");
     assert_eq!(term("bad", "reason"), "Error");
     assert_eq!(term("bad", "exitCode"), "3");
     let table = pp.kubectl_ok(&["get", "pods"]);
-    assert!(table.contains("Completed") && table.contains("Error"), "{table}");
+    assert!(
+        table.contains("Completed") && table.contains("Error"),
+        "{table}"
+    );
     assert_eq!(pp.kubectl_ok(&["logs", "ok"]), "done\n");
 }
 
@@ -110,19 +140,33 @@ fn invalid_pod_is_rejected_with_the_field() {
         .expect("kubectl");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.containers[0].image: Required value"), "{err}");
+    assert!(
+        err.contains("spec.containers[0].image: Required value"),
+        "{err}"
+    );
 }
 
 #[test]
 fn graceful_delete_sends_sigterm_then_waits() {
     let pp = Peapod::start();
     // The container exits by itself on SIGTERM after writing a line; busybox sh runs traps.
-    pp.apply(&pod("graceful", "trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 1; done", "Always"));
-    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/graceful", "--timeout=60s"]);
+    pp.apply(&pod(
+        "graceful",
+        "trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 1; done",
+        "Always",
+    ));
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/graceful",
+        "--timeout=60s",
+    ]);
     wait_until("the first log line", Duration::from_secs(20), || {
-        pp.kubectl_ok(&["logs", "graceful"]).contains("up").then_some(())
+        pp.kubectl_ok(&["logs", "graceful"])
+            .contains("up")
+            .then_some(())
     });
-    let mut follow = pp
+    let follow = pp
         .kubectl_cmd()
         .args(["logs", "-f", "graceful"])
         .stdout(std::process::Stdio::piped())

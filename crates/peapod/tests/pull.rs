@@ -24,7 +24,13 @@ impl Registry {
         let r = Registry { dir, port };
         r.script(&["start", &r.dir_str(), &port.to_string()]);
         let layout = fixtures().join("busybox-oci");
-        r.script(&["push", &r.dir_str(), &port.to_string(), layout.to_str().expect("path"), "busybox:latest"]);
+        r.script(&[
+            "push",
+            &r.dir_str(),
+            &port.to_string(),
+            layout.to_str().expect("path"),
+            "busybox:latest",
+        ]);
         r
     }
 
@@ -63,6 +69,7 @@ kind: Pod
 metadata:
   name: pulled
 spec:
+  terminationGracePeriodSeconds: 2
   containers:
   - name: main
     image: {image}
@@ -73,23 +80,46 @@ kind: Pod
 metadata:
   name: missing
 spec:
+  terminationGracePeriodSeconds: 2
   containers:
   - name: main
     image: {missing}
 "#
     ));
-    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/pulled", "--timeout=90s"]);
-    let image_id = pp.jsonpath("pod/pulled", "{.status.containerStatuses[0].imageID}").unwrap_or_default();
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/pulled",
+        "--timeout=90s",
+    ]);
+    let image_id = pp
+        .jsonpath("pod/pulled", "{.status.containerStatuses[0].imageID}")
+        .unwrap_or_default();
     assert!(image_id.contains("@sha256:"), "{image_id}");
     assert_eq!(pp.kubectl_ok(&["logs", "pulled"]), "pulled\n");
-    let events = pp.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=pulled"]);
-    assert!(events.contains("Pulling") && events.contains("Pulled"), "{events}");
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+    ]);
+    assert!(
+        events.contains("Pulling") && events.contains("Pulled"),
+        "{events}"
+    );
 
     let reason = |want: &str| {
-        wait_until(&format!("waiting reason {want}"), Duration::from_secs(60), || {
-            let r = pp.jsonpath("pod/missing", "{.status.containerStatuses[0].state.waiting.reason}")?;
-            (r == want).then_some(())
-        })
+        wait_until(
+            &format!("waiting reason {want}"),
+            Duration::from_secs(60),
+            || {
+                let r = pp.jsonpath(
+                    "pod/missing",
+                    "{.status.containerStatuses[0].state.waiting.reason}",
+                )?;
+                (r == want).then_some(())
+            },
+        )
     };
     reason("ErrImagePull");
     reason("ImagePullBackOff");

@@ -2,7 +2,10 @@
 //! Every `Peapod` stops its server, runs `peapod reset` and checks that nothing of its pods is
 //! left on the machine (processes, mounts, cgroups) when dropped.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,10 @@ use std::time::{Duration, Instant};
 pub const PEAPOD: &str = env!("CARGO_BIN_EXE_peapod");
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// Builds the busybox test images once per test binary; returns the output dir.
@@ -26,7 +32,10 @@ pub fn fixtures() -> &'static Path {
             .arg(&out)
             .status()
             .expect("running build-busybox-image.sh");
-        assert!(status.success(), "building the busybox fixture image failed");
+        assert!(
+            status.success(),
+            "building the busybox fixture image failed"
+        );
         out
     })
 }
@@ -58,11 +67,19 @@ pub struct Peapod {
 impl Peapod {
     /// A fresh state dir with the busybox image imported, and `peapod up` running in it.
     pub fn start() -> Self {
-        let tmp = tempfile::Builder::new().prefix("peapod-e2e-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("peapod-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let state_dir = tmp.path().join("state");
         let node_name = format!(
             "node-{}",
-            tmp.path().file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches("peapod-e2e-").to_lowercase()
+            tmp.path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("x")
+                .trim_start_matches("peapod-e2e-")
+                .to_lowercase()
         );
         let mut p = Peapod {
             kubeconfig: state_dir.join("kubeconfig"),
@@ -104,7 +121,13 @@ impl Peapod {
             .open(&self.server_log)
             .expect("server log");
         let child = Command::new(PEAPOD)
-            .args(["up", "--listen", "127.0.0.1:0", "--node-api-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--node-api-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--node-name")
@@ -122,8 +145,13 @@ impl Peapod {
         });
         wait_until("the node to be Ready", Duration::from_secs(60), || {
             self.assert_server_alive();
-            let out = self.kubectl(&["get", "node", &self.node_name, "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            let out = self.kubectl(&[
+                "get",
+                "node",
+                &self.node_name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
             (out.status.success() && String::from_utf8_lossy(&out.stdout) == "True").then_some(())
         });
     }
@@ -180,7 +208,10 @@ impl Peapod {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_cmd().args(args).output().expect("running kubectl")
+        self.kubectl_cmd()
+            .args(args)
+            .output()
+            .expect("running kubectl")
     }
 
     /// Runs kubectl, asserting success; returns stdout.
@@ -212,7 +243,12 @@ impl Peapod {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writing stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing stdin");
         let out = child.wait_with_output().expect("kubectl output");
         assert!(
             out.status.success(),
@@ -226,7 +262,9 @@ impl Peapod {
     /// A jsonpath query on one object; None when kubectl fails (e.g. not found).
     pub fn jsonpath(&self, kind_name: &str, path: &str) -> Option<String> {
         let out = self.kubectl(&["get", kind_name, "-o", &format!("jsonpath={path}")]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A jsonpath query over a list in all namespaces; empty on failure.
@@ -242,8 +280,11 @@ impl Peapod {
 
     pub fn wait_pod_phase(&self, pod: &str, phase: &str, timeout: Duration) {
         wait_until(&format!("pod {pod} phase {phase}"), timeout, || {
-            (self.jsonpath(&format!("pod/{pod}"), "{.status.phase}").as_deref() == Some(phase))
-                .then_some(())
+            (self
+                .jsonpath(&format!("pod/{pod}"), "{.status.phase}")
+                .as_deref()
+                == Some(phase))
+            .then_some(())
         });
     }
 
@@ -251,9 +292,13 @@ impl Peapod {
     pub fn leftover_processes(&self) -> Vec<String> {
         let needle = self.state_dir.to_string_lossy().into_owned();
         let mut found = Vec::new();
-        let Ok(entries) = fs::read_dir("/proc") else { return found };
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return found;
+        };
         for e in entries.flatten() {
-            let Ok(cmdline) = fs::read(e.path().join("cmdline")) else { continue };
+            let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if text.contains(&needle) {
                 found.push(format!("{}: {}", e.file_name().to_string_lossy(), text));
@@ -266,9 +311,16 @@ impl Peapod {
 /// Pod UIDs whose cgroups must be gone by this server, to look for their cgroups after reset.
 fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
     let mut left = Vec::new();
-    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids"] {
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/pids",
+    ] {
         let base = Path::new(root).join("peapod");
-        let Ok(entries) = fs::read_dir(&base) else { continue };
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if uids.iter().any(|u| name.contains(u.as_str())) {
@@ -301,7 +353,11 @@ impl Drop for Peapod {
             return;
         }
         let reset = reset.expect("running peapod reset");
-        assert!(reset.status.success(), "peapod reset failed: {}", String::from_utf8_lossy(&reset.stderr));
+        assert!(
+            reset.status.success(),
+            "peapod reset failed: {}",
+            String::from_utf8_lossy(&reset.stderr)
+        );
         let procs = self.leftover_processes();
         assert!(procs.is_empty(), "processes left after reset: {procs:?}");
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
