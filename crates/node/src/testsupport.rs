@@ -173,6 +173,7 @@ impl RuntimeService for FakeRuntime {
                 state: SandboxState::Ready,
                 created_at: now,
                 pid: Some(1),
+                netns_path: None,
             },
         );
         Ok(id)

@@ -76,6 +76,10 @@ pub struct PodSandboxStatus {
     pub created_at: jiff::Timestamp,
     /// PID of the shim (the pod's infra process), when it runs.
     pub pid: Option<u32>,
+    /// The pod's network namespace (`/proc/<shim pid>/ns/net` or a bind-mounted path), for
+    /// CNI, probes and port-forward; `None` when the sandbox is not running.
+    #[serde(default)]
+    pub netns_path: Option<PathBuf>,
 }
 
 /// User and groups to run a container's process as; names are resolved in the container's
@@ -150,6 +154,14 @@ pub struct ContainerStatus {
     pub log_path: PathBuf,
 }
 
+/// Output of a command run to completion in a container (CRI `ExecSync`), e.g. exec probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSyncResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
 /// Failures of runtime operations, turned into pod status reasons by the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -207,4 +219,19 @@ pub trait RuntimeService: Send + Sync + 'static {
         sandbox_id: Option<&str>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
+
+    /// Runs `cmd` in the container's namespaces and cgroup to completion or `timeout` (then
+    /// killed), capturing its output (CRI `ExecSync`).
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult, RuntimeError> {
+        let _ = (cmd, timeout);
+        Err(RuntimeError::Shim {
+            id: id.to_string(),
+            message: "exec is not supported by this runtime".to_string(),
+        })
+    }
 }

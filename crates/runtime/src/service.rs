@@ -612,6 +612,8 @@ impl RuntimeService for Runtime {
                 },
                 created_at: record.created_at,
                 pid: shim.map(|p| p.pid),
+                netns_path: shim
+                    .map(|p| self.config.proc_root.join(p.pid.to_string()).join("ns/net")),
             });
         }
         Ok(out)
