@@ -110,10 +110,17 @@ spec:
 
     // ErrImagePull shows only between a failed pull and the next sync, so it is checked in
     // the events; the waiting reason then settles on ImagePullBackOff.
-    wait_until("waiting reason ImagePullBackOff", Duration::from_secs(60), || {
-        let r = pp.jsonpath("pod/missing", "{.status.containerStatuses[0].state.waiting.reason}")?;
-        (r == "ImagePullBackOff").then_some(())
-    });
+    wait_until(
+        "waiting reason ImagePullBackOff",
+        Duration::from_secs(60),
+        || {
+            let r = pp.jsonpath(
+                "pod/missing",
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            )?;
+            (r == "ImagePullBackOff").then_some(())
+        },
+    );
     let describe = pp.kubectl_ok(&["describe", "pod", "missing"]);
     assert!(describe.contains("Failed to pull image"), "{describe}");
     assert!(describe.contains("Error: ErrImagePull"), "{describe}");
