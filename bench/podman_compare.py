@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""peapod and `podman kube play`, side by side, on the same pod manifests.
+
+For each runtime, N pods are started one after another from identical manifests (busybox,
+`sleep 3600`, image already local), measuring from the start of the client command
+(`kubectl apply -f FILE` / `podman kube play FILE`) until the pod is Running (peapod: seen on
+an API watch; podman: `kube play` returns after starting the containers). Then the per-pod
+memory: peapod's shim RSS vs podman's conmon + infra (pause) process RSS.
+
+Podman needs two adjustments on this kind of machine, made here and undone at the end:
+containers.conf `default_ulimits` within the hard limits (no CAP_SYS_RESOURCE), and the v1
+`hugetlb` controller mounted (crun refuses hybrid cgroups without it).
+Usage: sudo python3 bench/podman_compare.py [--pods 20]
+"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from apply_latency import ROOT, Api, Watch, free_port, rss_kib  # noqa: E402
+
+MANIFEST = """apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"""
+
+
+def summary(label, ms):
+    ms = sorted(ms)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    print(f"{label:8} apply->Running over {len(ms)} pods (ms): min {ms[0]:.0f}  median "
+          f"{statistics.median(ms):.0f}  p99 {p99:.0f}  max {ms[-1]:.0f}")
+
+
+def procs_named(pred):
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if pred(cmd):
+            out.append(int(p))
+    return out
+
+
+def bench_peapod(args, manifests, fixtures, tmp):
+    state = os.path.join(tmp, "state")
+    subprocess.run([args.peapod, "image", "import", "--state-dir", state,
+                    os.path.join(fixtures, "busybox.oci.tar")], check=True, stdout=subprocess.DEVNULL)
+    log = open(os.path.join(tmp, "up.log"), "w")
+    up = subprocess.Popen([args.peapod, "up", "--state-dir", state, "--listen", f"127.0.0.1:{free_port()}",
+                           "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "bench"],
+                          stdout=log, stderr=log)
+    env = dict(os.environ, KUBECONFIG=os.path.join(state, "kubeconfig"), HOME=tmp)
+    try:
+        for _ in range(300):
+            if os.path.exists(env["KUBECONFIG"]):
+                break
+            time.sleep(0.1)
+        subprocess.run(["kubectl", "wait", "--for=condition=Ready", "node/bench", "--timeout=60s"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        watch = Watch(Api(env["KUBECONFIG"]))
+        watch.start()
+        time.sleep(0.5)
+        lat = []
+        for name, path in manifests:
+            t0 = time.monotonic()
+            subprocess.run(["kubectl", "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
+            watch.wait([name])
+            lat.append((watch.running[name] - t0) * 1000)
+        summary("peapod", lat)
+        time.sleep(1)
+        shims = procs_named(lambda c: len(c) > 1 and c[1] == b"shim" and state.encode() in b" ".join(c))
+        per_pod = [rss_kib(p) for p in shims]
+        print(f"peapod   per-pod overhead (shim RSS): median {statistics.median(per_pod)/1024:.2f} MiB; "
+              f"peapod up RSS with {len(manifests)} pods {rss_kib(up.pid)/1024:.1f} MiB")
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+        subprocess.run([args.peapod, "reset", "--state-dir", state], stdout=subprocess.DEVNULL)
+
+
+def bench_podman(args, manifests, fixtures, tmp):
+    conf = os.path.join(tmp, "containers.conf")
+    hard_nofile = int(subprocess.check_output(["bash", "-c", "ulimit -Hn"]).strip())
+    with open(conf, "w") as f:
+        # nproc equal to the hard limit is still refused by crun here; 4096 is plenty.
+        f.write(f'[containers]\ndefault_ulimits = ["nofile={hard_nofile}:{hard_nofile}", "nproc=4096:4096"]\n')
+    env = dict(os.environ, CONTAINERS_CONF=conf)
+    hugetlb = "/sys/fs/cgroup/hugetlb"
+    mounted_here = False
+    if os.path.isdir("/sys/fs/cgroup/memory") and subprocess.run(["mountpoint", "-q", hugetlb]).returncode != 0:
+        os.makedirs(hugetlb, exist_ok=True)
+        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", hugetlb], check=True)
+        mounted_here = True
+    try:
+        subprocess.run(["podman", "load", "-q", "-i", os.path.join(fixtures, "busybox.docker.tar")],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["podman", "tag", "localhost/busybox:latest", "docker.io/library/busybox:latest"],
+                       env=env, check=True)
+        lat = []
+        for name, path in manifests:
+            t0 = time.monotonic()
+            subprocess.run(["podman", "kube", "play", path], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            state = subprocess.check_output(["podman", "inspect", f"{name}-main", "--format",
+                                             "{{.State.Status}}"], env=env).decode().strip()
+            lat.append((time.monotonic() - t0) * 1000)
+            assert state == "running", f"{name}: {state}"
+        summary("podman", lat)
+        conmons = procs_named(lambda c: c[0].endswith(b"conmon"))
+        pauses = procs_named(lambda c: c[0].endswith(b"catatonit") or c[0].endswith(b"/pause"))
+        per_pod = (sum(rss_kib(p) for p in conmons) + sum(rss_kib(p) for p in pauses)) / max(1, len(manifests))
+        print(f"podman   per-pod overhead (conmon x2 + infra RSS): {per_pod/1024:.2f} MiB")
+    finally:
+        for name, path in manifests:
+            subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["podman", "rmi", "-f", "docker.io/library/busybox:latest", "localhost/busybox:latest"],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if mounted_here:
+            subprocess.run(["umount", hugetlb])
+            os.rmdir(hugetlb)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--peapod", default=os.path.join(ROOT, "target/release/peapod"))
+    args = ap.parse_args()
+    if not os.path.exists(args.peapod):
+        subprocess.run(["cargo", "build", "--release", "-p", "peapod"], cwd=ROOT, check=True)
+    if shutil.which("podman") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "podman"], check=True)
+    fixtures = os.path.join(ROOT, "target/fixtures")
+    subprocess.run(["bash", os.path.join(ROOT, "tests/fixtures/build-busybox-image.sh"), fixtures], check=True)
+    tmp = tempfile.mkdtemp(prefix="peapod-cmp-")
+    manifests = []
+    for i in range(args.pods):
+        name = f"cmp-{i}"
+        path = os.path.join(tmp, f"{name}.yaml")
+        with open(path, "w") as f:
+            f.write(MANIFEST.format(name=name))
+        manifests.append((name, path))
+    try:
+        bench_peapod(args, manifests, fixtures, tmp)
+        bench_podman(args, manifests, fixtures, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
