@@ -21,9 +21,9 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Namespace" => default_namespace(root),
         "Node" => default_node(root),
         "Service" => default_service(root),
-        "Secret" => {
-            set(root, "type", json!("Opaque"));
-        }
+        // Upstream `SetDefaults_Secret` tests `Type == ""`: `kubectl create secret generic`
+        // sends an empty type.
+        "Secret" => set_str(root, "type", "Opaque"),
         "Endpoints" => default_endpoints(root),
         "Event" => default_event(root),
         _ => {}
@@ -557,6 +557,9 @@ mod tests {
         let mut sec = json!({"data":{}});
         apply_defaults("Secret", &mut sec);
         assert_eq!(sec["type"], "Opaque");
+        let mut empty = json!({"type": ""});
+        apply_defaults("Secret", &mut empty);
+        assert_eq!(empty["type"], "Opaque");
     }
 
     #[test]

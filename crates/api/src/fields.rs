@@ -86,6 +86,7 @@ fn round_trip(kind: &str, obj: &Value) -> Result<Option<Value>, serde_json::Erro
         "Secret" => rt::<core::v1::Secret>(v),
         "Service" => rt::<core::v1::Service>(v),
         "Endpoints" => rt::<core::v1::Endpoints>(v),
+        "EndpointSlice" => rt::<k8s_openapi::api::discovery::v1::EndpointSlice>(v),
         "ServiceAccount" => rt::<core::v1::ServiceAccount>(v),
         "Binding" => rt::<core::v1::Binding>(v),
         "Lease" => rt::<coordination::v1::Lease>(v),

@@ -111,6 +111,13 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Endpoints", "string", "", 0, "Endpoints of the service (up to three shown)."),
             age_col(),
         ],
+        "EndpointSlice" => vec![
+            name_col(),
+            ("AddressType", "string", "", 0, "The type of address carried by this EndpointSlice."),
+            ("Ports", "string", "", 0, "The ports of the endpoints in this slice."),
+            ("Endpoints", "string", "", 0, "Addresses of the endpoints in this slice (up to three shown)."),
+            age_col(),
+        ],
         "Lease" => vec![
             name_col(),
             ("Holder", "string", "", 0, "The holder of the lease."),
@@ -159,6 +166,13 @@ pub fn row_cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         ],
         "Service" => service_cells(obj, &age),
         "Endpoints" => vec![json!(name), json!(format_endpoints(obj)), json!(age)],
+        "EndpointSlice" => vec![
+            json!(name),
+            json!(s(obj, &["addressType"])),
+            json!(format_slice_ports(obj)),
+            json!(format_slice_endpoints(obj)),
+            json!(age),
+        ],
         "Lease" => vec![
             json!(name),
             json!(s(obj, &["spec", "holderIdentity"])),
@@ -746,6 +760,47 @@ fn service_cells(svc: &Value, age: &str) -> Vec<Value> {
     ]
 }
 
+/// Upstream `formatDiscoveryPorts`: up to three port numbers (the name, or `*`, when the
+/// port is unset), then `+ N more...`; `<unset>` when there are none.
+fn format_slice_ports(slice: &Value) -> String {
+    let items: Vec<String> = arr(slice.get("ports"))
+        .iter()
+        .map(|p| match p.get("port").and_then(Value::as_i64) {
+            Some(n) => n.to_string(),
+            None => p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_string(),
+        })
+        .collect();
+    list_with_more(&items)
+}
+
+/// Upstream `formatDiscoveryEndpoints`: the first three addresses over all endpoints.
+fn format_slice_endpoints(slice: &Value) -> String {
+    let items: Vec<String> = arr(slice.get("endpoints"))
+        .iter()
+        .flat_map(|e| arr(e.get("addresses")).to_vec())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    list_with_more(&items)
+}
+
+/// Upstream `listWithMoreString` with its limit of three.
+fn list_with_more(items: &[String]) -> String {
+    const MAX: usize = 3;
+    if items.is_empty() {
+        return "<unset>".into();
+    }
+    let shown = items.iter().take(MAX).cloned().collect::<Vec<_>>().join(",");
+    if items.len() > MAX {
+        format!("{shown} + {} more...", items.len() - MAX)
+    } else {
+        shown
+    }
+}
+
 /// Upstream `formatEndpoints`: at most three `ip:port` entries, then `+ N more...`.
 fn format_endpoints(ep: &Value) -> String {
     let subsets = arr(ep.get("subsets"));
@@ -1045,5 +1100,26 @@ mod tests {
             now(),
         );
         assert_eq!(t["rows"][0]["object"], p);
+    }
+
+    #[test]
+    fn endpoint_slice_rows() {
+        let es = json!({"metadata":{"name":"web-abc","creationTimestamp":"2026-01-02T14:59:30Z"},
+            "addressType":"IPv4","ports":[{"name":"http","port":80},{"name":"x"}],
+            "endpoints":[{"addresses":["10.244.0.2"]},{"addresses":["10.244.0.3"]},
+                         {"addresses":["10.244.0.4"]},{"addresses":["10.244.0.5"]}]});
+        assert_eq!(
+            row_cells("EndpointSlice", &es, now()),
+            vec![
+                json!("web-abc"),
+                json!("IPv4"),
+                json!("80,x"),
+                json!("10.244.0.2,10.244.0.3,10.244.0.4 + 1 more..."),
+                json!("30s")
+            ]
+        );
+        let empty = json!({"metadata":{"name":"e"},"addressType":"IPv4"});
+        assert_eq!(row_cells("EndpointSlice", &empty, now())[2], json!("<unset>"));
+        assert_eq!(columns("EndpointSlice").len(), 5);
     }
 }

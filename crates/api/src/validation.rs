@@ -64,6 +64,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Result<(), Vec<F
             // places upstream's ValidatePodUpdate allows.
             object_meta(&mut e, new, true, NameRule::Subdomain);
             pod_update(&mut e, old, new);
+            mirror_annotation_update(&mut e, old, new);
         }
         "ConfigMap" | "Secret" => {
             check_create(&mut e, kind, new);
@@ -517,6 +518,7 @@ fn check_create(e: &mut Errs, kind: &str, obj: &Value) {
             } else {
                 e.required("spec.containers", "");
             }
+            mirror_annotation_create(e, obj);
         }
         "Namespace" => {
             for (i, f) in arr(at(obj, &["spec", "finalizers"])).iter().enumerate() {
@@ -1509,6 +1511,36 @@ fn meta_update(e: &mut Errs, old: &Value, new: &Value) {
 
 const POD_UPDATE_MSG: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
+/// The annotation kubelet puts on mirror pods (the API's copies of static pods).
+const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// upstream's ValidatePodSpecificAnnotations: a mirror pod names its node.
+fn mirror_annotation_create(e: &mut Errs, obj: &Value) {
+    let Some(value) = at(obj, &["metadata", "annotations", MIRROR_POD_ANNOTATION]) else {
+        return;
+    };
+    if str_at(obj, &["spec", "nodeName"]).is_empty() {
+        e.invalid(
+            &format!("metadata.annotations[{MIRROR_POD_ANNOTATION}]"),
+            value,
+            "must set spec.nodeName if mirror pod annotation is set",
+        );
+    }
+}
+
+/// upstream's ValidatePodSpecificAnnotationUpdates: only kubelet makes mirror pods, by
+/// creating them; an update may not add, change or remove the mirror annotation.
+fn mirror_annotation_update(e: &mut Errs, old: &Value, new: &Value) {
+    let path = ["metadata", "annotations", MIRROR_POD_ANNOTATION];
+    let field = format!("metadata.annotations[{MIRROR_POD_ANNOTATION}]");
+    match (at(old, &path), at(new, &path)) {
+        (Some(o), Some(n)) if o == n => {}
+        (Some(_), _) => e.forbidden(&field, "may not remove or update mirror pod annotation"),
+        (None, Some(_)) => e.forbidden(&field, "may not add mirror pod annotation"),
+        (None, None) => {}
+    }
+}
+
 fn pod_update(e: &mut Errs, old: &Value, new: &Value) {
     let empty = Value::Object(Map::new());
     let old_spec = old.get("spec").unwrap_or(&empty);
@@ -1798,6 +1830,36 @@ mod tests {
             messages(validate_create("Pod", &p)),
             vec!["spec.containers: Required value"]
         );
+    }
+
+    #[test]
+    fn mirror_pod_annotation_rules() {
+        let mut mirror = pod(json!({"containers":[{"name":"a","image":"nginx:1"}]}));
+        mirror["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "abc"});
+        let errs = validate_create("Pod", &mirror).expect_err("no nodeName");
+        assert_eq!(
+            errs[0].message,
+            "metadata.annotations[kubernetes.io/config.mirror]: Invalid value: \"abc\": must set spec.nodeName if mirror pod annotation is set"
+        );
+        mirror["spec"]["nodeName"] = json!("n1");
+        assert_eq!(validate_create("Pod", &mirror), Ok(()));
+        let mut changed = mirror.clone();
+        changed["metadata"]["annotations"]["kubernetes.io/config.mirror"] = json!("def");
+        let errs = validate_update("Pod", &mirror, &changed).expect_err("changed");
+        assert_eq!(
+            errs[0].message,
+            "metadata.annotations[kubernetes.io/config.mirror]: Forbidden: may not remove or update mirror pod annotation"
+        );
+        let mut plain = mirror.clone();
+        plain["metadata"]["annotations"] = json!({});
+        assert!(validate_update("Pod", &mirror, &plain).is_err());
+        let errs = validate_update("Pod", &plain, &mirror).expect_err("added");
+        assert!(errs[0]
+            .message
+            .ends_with("may not add mirror pod annotation"));
+        let mut labelled = mirror.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        assert_eq!(validate_update("Pod", &mirror, &labelled), Ok(()));
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{group}/{version}", get(group_version))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            get(crate::streaming::exec).post(crate::streaming::exec),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+            get(crate::streaming::attach).post(crate::streaming::attach),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+            get(crate::streaming::portforward).post(crate::streaming::portforward),
+        )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -4,8 +4,10 @@
 //!
 //! The binary calls [`start`]; everything else is internal.
 
+mod allocators;
 mod controllers;
 mod discovery;
+mod endpoints;
 mod error;
 mod http;
 mod logs;
@@ -15,6 +17,7 @@ mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod streaming;
 mod watch;
 
 #[cfg(test)]
@@ -191,7 +194,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, acceptor, app, stop_rx));
-    let controllers = controllers::spawn(registry);
+    endpoints::bootstrap(&registry, local_addr.port()).map_err(ApiServerError::Bootstrap)?;
+    let mut controllers = controllers::spawn(registry.clone());
+    controllers.push(endpoints::spawn(registry));
     tracing::info!(%local_addr, "API server listening");
     Ok(RunningApiServer {
         local_addr,

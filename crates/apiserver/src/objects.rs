@@ -226,6 +226,31 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// A Secret's write-only `stringData` is merged into `data` (base64, overriding keys of the
+/// same name) and never stored, as kube-apiserver's v1 conversion does.
+fn merge_string_data(kind: &str, obj: &mut Value) {
+    use base64::Engine as _;
+    if kind != "Secret" {
+        return;
+    }
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = root.remove("stringData") else {
+        return;
+    };
+    if !root.get("data").is_some_and(Value::is_object) {
+        root.insert("data".into(), json!({}));
+    }
+    if let Some(data) = root.get_mut("data").and_then(Value::as_object_mut) {
+        for (k, v) in strings {
+            let text = v.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            data.insert(k, Value::String(encoded));
+        }
+    }
+}
+
 fn has_status_subresource(info: &ResourceInfo) -> bool {
     info.subresources.iter().any(|s| s.name == "status")
 }
@@ -487,6 +512,7 @@ impl Registry {
         if let Err(causes) = api::validation::validate_create(info.kind, &obj) {
             return Err(Self::invalid(info, &name, causes));
         }
+        merge_string_data(info.kind, &mut obj);
         if name.is_empty() {
             return Err(Self::invalid(
                 info,
@@ -510,10 +536,18 @@ impl Registry {
             });
         }
         let key = Self::key(info, namespace, &name);
-        let object = self
-            .store
-            .create(&key, obj)
-            .map_err(|e| ApiError::from_store(e, info, &name))?;
+        // Services take their ClusterIP and node ports before they are stored.
+        let taken = if info.kind == "Service" {
+            Some(crate::allocators::allocate(self.store.as_ref(), info, &name, None, &mut obj)?)
+        } else {
+            None
+        };
+        let object = self.store.create(&key, obj).map_err(|e| {
+            if let Some(t) = &taken {
+                crate::allocators::Ranges::default().release(self.store.as_ref(), t);
+            }
+            ApiError::from_store(e, info, &name)
+        })?;
         Ok(Written {
             object,
             warnings,
@@ -625,6 +659,46 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let mut new = Self::prepare_for_update(info, old, new, status_only);
         api::defaults::apply_defaults(info.kind, &mut new);
+        merge_string_data(info.kind, &mut new);
+        // A Service keeps its addresses over an update that omits them and takes node
+        // ports it newly needs (before validation, which holds clusterIP immutable).
+        let taken = if info.kind == "Service" && !status_only && !dry_run {
+            Some(crate::allocators::allocate(
+                self.store.as_ref(),
+                info,
+                &key.name,
+                Some(old),
+                &mut new,
+            )?)
+        } else {
+            None
+        };
+        let result = self.commit_allocated(info, key, old, new, expected_rv, dry_run);
+        if let Some(t) = &taken {
+            let ranges = crate::allocators::Ranges::default();
+            match &result {
+                Ok(stored) => {
+                    // The write may have removed the Service (its last finalizer went).
+                    let gone = matches!(self.store.get(key), Err(StoreError::NotFound { .. }));
+                    let kept = (!gone).then_some(stored);
+                    ranges.release_dropped(self.store.as_ref(), old, kept)
+                }
+                Err(_) => ranges.release(self.store.as_ref(), t),
+            }
+        }
+        result
+    }
+
+    /// The validate-and-write half of [`Self::commit_update`].
+    fn commit_allocated(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        old: &Value,
+        new: Value,
+        expected_rv: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         if let Err(causes) = api::validation::validate_update(info.kind, old, &new) {
             return Err(Self::invalid(info, &key.name, causes));
         }
@@ -920,6 +994,13 @@ impl Registry {
                 .store
                 .delete(key, &pre)
                 .map_err(|e| ApiError::from_store(e, info, name))?;
+            if info.kind == "Service" {
+                crate::allocators::Ranges::default().release_dropped(
+                    self.store.as_ref(),
+                    &obj,
+                    None,
+                );
+            }
             return Ok(Deleted::Gone(obj));
         }
         let current_grace = old
@@ -1226,5 +1307,22 @@ mod tests {
             Some(PatchType::Strategic)
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
+    }
+
+    #[test]
+    fn secret_string_data_merges_into_data() {
+        let mut s =
+            json!({"data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "c": "hi"}});
+        merge_string_data("Secret", &mut s);
+        assert_eq!(
+            s,
+            json!({"data": {"a": "bmV3", "keep": "eA==", "c": "aGk="}})
+        );
+        let mut only = json!({"stringData": {"k": "v"}});
+        merge_string_data("Secret", &mut only);
+        assert_eq!(only, json!({"data": {"k": "dg=="}}));
+        let mut cm = json!({"stringData": {"k": "v"}});
+        merge_string_data("ConfigMap", &mut cm);
+        assert!(cm.get("stringData").is_some());
     }
 }

@@ -169,6 +169,58 @@ pub async fn node_get(
         .map_err(|source| ProxyError::Http { addr, source })
 }
 
+/// Sends `method path_and_query` with `headers` (an upgrade's `Connection`, `Upgrade`,
+/// `Sec-WebSocket-*`, `X-Stream-Protocol-Version`) to the node API; the response's upgrade
+/// (on 101) carries the streaming connection.
+pub async fn node_request(
+    addr: SocketAddr,
+    method: axum::http::Method,
+    path_and_query: &str,
+    headers: &axum::http::HeaderMap,
+    token: Option<&str>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| ProxyError::TlsConfig { addr, source })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeCertVerifier(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|source| ProxyError::Connect { addr, source })?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .map_err(|source| ProxyError::Tls { addr, source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|source| ProxyError::Http { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "node API connection ended");
+        }
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::HOST, addr.to_string());
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|source| ProxyError::Request { addr, source })?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|source| ProxyError::Http { addr, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

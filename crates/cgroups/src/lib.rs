@@ -198,8 +198,10 @@ impl Hierarchy {
     }
 }
 
-/// Limits applied to a cgroup; `None` leaves the kernel default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Limits applied to a cgroup; `None` leaves the kernel default. Serializable because the
+/// runtime hands it to the shim and records it on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// CPU shares in v1 units (kubelet: milliCPU * 1024 / 1000, minimum 2).
     pub cpu_shares: Option<u64>,

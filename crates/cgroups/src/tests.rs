@@ -179,3 +179,75 @@ fn real_cgroup_lifecycle() {
     removed.expect("remove");
     assert!(!top.exists());
 }
+
+/// On the real machine: limits land in the controller files, and a process over its memory
+/// limit is killed by the kernel and counted as an OOM kill.
+#[test]
+fn real_limits_and_oom_kill() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let rel = format!("peapod-test-oom-{}", std::process::id());
+    let cg = h.cgroup(Path::new(&rel));
+    cg.create().expect("create");
+    let result = (|| -> Result<(), String> {
+        cg.apply(&Resources {
+            cpu_shares: Some(512),
+            cpu_quota_us: Some(25_000),
+            cpu_period_us: Some(100_000),
+            memory_limit_bytes: Some(16 << 20),
+            pids_limit: Some(64),
+        })
+        .map_err(|e| e.to_string())?;
+        let read = |controller: &str, file: &str| {
+            cg.dir(controller)
+                .and_then(|d| fs::read_to_string(d.join(file)).ok())
+                .unwrap_or_default()
+        };
+        match h.version() {
+            Version::V1 => {
+                assert_eq!(read("cpu", "cpu.cfs_quota_us").trim(), "25000");
+                assert_eq!(read("cpu", "cpu.shares").trim(), "512");
+                assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "16777216");
+            }
+            Version::V2 => {
+                assert_eq!(read("cpu", "cpu.max").trim(), "25000 100000");
+                assert_eq!(read("memory", "memory.max").trim(), "16777216");
+            }
+        }
+        if cg.dir("pids").is_some() {
+            assert_eq!(read("pids", "pids.max").trim(), "64");
+        }
+        let before = cg.oom_kill_count().map_err(|e| e.to_string())?;
+        let procs: Vec<PathBuf> = cg.dirs().map(|d| d.join("cgroup.procs")).collect();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "head -c 64m /dev/zero | tail"]);
+        // SAFETY: between fork and exec the child only writes "0" (itself) to cgroup.procs
+        // through paths built before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for p in &procs {
+                    fs::write(p, "0")?;
+                }
+                Ok(())
+            });
+        }
+        let status = cmd.status().map_err(|e| e.to_string())?;
+        assert!(!status.success(), "the hog survived its limit: {status}");
+        let after = cg.oom_kill_count().map_err(|e| e.to_string())?;
+        assert!(after > before, "no OOM kill counted ({before} -> {after})");
+        Ok(())
+    })();
+    let removed = cg.remove(Duration::from_secs(5));
+    result.expect("limits and OOM");
+    removed.expect("remove");
+}

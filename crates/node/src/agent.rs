@@ -19,6 +19,7 @@ use crate::machine::{HostMachine, Machine, MachineFacts};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
 use crate::qos::parse_quantity;
 use crate::server::{self, NodeApiState, PodCache};
+use crate::staticpods::{self, Change, FileSource, MirrorStatusApi, StaticPods};
 use crate::worker::{pod_log_dir, PodWorker, SystemClock, WorkerEnv};
 use crate::{AgentConfig, AgentError};
 
@@ -69,10 +70,21 @@ struct Dispatcher {
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
     shutdown: watch::Receiver<bool>,
+    statics: StaticPods,
+    /// (namespace, name) of each static pod's worker, by uid.
+    static_names: HashMap<String, (String, String)>,
+    /// Static pods waiting for the previous pod of their name to finish: kubelet starts an
+    /// edited static pod only once the old one has terminated.
+    pending_static: Vec<Pod>,
 }
 
 impl Dispatcher {
     fn apply(&mut self, pod: Pod) {
+        // Mirror pods are the API's view of static pods, which run from their manifests.
+        if staticpods::is_mirror_pod(&pod) {
+            self.statics.kick();
+            return;
+        }
         let Some(uid) = uid_of(&pod) else { return };
         self.pods
             .write()
@@ -81,6 +93,18 @@ impl Dispatcher {
         self.workers.retain(|_, w| !w.task.is_finished());
         if let Some(w) = self.workers.get(&uid) {
             w.tx.send_replace(Some(pod));
+            return;
+        }
+        // kubelet's admission against allocatable and the safe sysctls (security.rs).
+        let admitted: Vec<Pod> = {
+            let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+            self.workers
+                .keys()
+                .filter_map(|u| pods.get(u).cloned())
+                .collect()
+        };
+        if let Some(r) = crate::security::admission_check(&pod, &admitted, &self.env) {
+            tokio::spawn(crate::security::reject(self.env.clone(), pod, r));
             return;
         }
         let (tx, rx) = watch::channel(Some(pod));
@@ -104,11 +128,57 @@ impl Dispatcher {
             .pods
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, pod)| !staticpods::is_static_pod(pod))
+            .map(|(uid, _)| uid.clone())
             .collect();
         for uid in known.iter().filter(|u| !listed.contains(*u)) {
             self.delete(uid);
+        }
+    }
+
+    /// A static pod added, edited (remove + add) or removed by the file source.
+    fn static_change(&mut self, change: Change) {
+        match change {
+            Change::Add(pod) => self.pending_static.push(*pod),
+            Change::Remove {
+                uid,
+                namespace,
+                name,
+            } => {
+                self.pending_static
+                    .retain(|p| p.metadata.uid.as_deref() != Some(uid.as_str()));
+                self.statics.remove(&namespace, &name, &uid);
+                self.delete(&uid);
+            }
+        }
+        self.start_pending();
+    }
+
+    /// Starts the pending static pods whose name is free (no worker of another pod of that
+    /// name is still running).
+    fn start_pending(&mut self) {
+        self.workers.retain(|_, w| !w.task.is_finished());
+        let workers = &self.workers;
+        self.static_names.retain(|uid, _| workers.contains_key(uid));
+        let pending = std::mem::take(&mut self.pending_static);
+        for pod in pending {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let key = (
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            );
+            let busy = self
+                .static_names
+                .iter()
+                .any(|(u, k)| *u != uid && *k == key);
+            if busy {
+                self.pending_static.push(pod);
+                continue;
+            }
+            self.statics.set(&pod);
+            self.static_names.insert(uid, key);
+            self.apply(pod);
         }
     }
 
@@ -129,8 +199,10 @@ impl Dispatcher {
             .keys()
             .cloned()
             .collect();
+        self.env.volumes.cleanup_orphans(&known);
         for s in sandboxes.iter().filter(|s| !known.contains(&s.config.uid)) {
             tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.config.namespace, s.config.name), "removing orphaned sandbox");
+            crate::network::teardown_sandbox(&self.env, &s.id).await;
             let stopped = self.env.runtime.stop_pod_sandbox(&s.id).await;
             let removed = self.env.runtime.remove_pod_sandbox(&s.id).await;
             if let Err(err) = stopped.and(removed) {
@@ -201,6 +273,7 @@ pub(crate) async fn run(
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let agent_start = jiff::Timestamp::now();
     let log_root = config.state_dir.join("logs");
     std::fs::create_dir_all(&log_root).map_err(|source| AgentError::StateDir {
         path: log_root.clone(),
@@ -228,6 +301,7 @@ pub(crate) async fn run(
         log_root: log_root.clone(),
         token: config.node_api_token.clone(),
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
+        runtime: Some(runtime.clone()),
     };
     let server_task = tokio::spawn(server::serve(
         listener,
@@ -249,9 +323,13 @@ pub(crate) async fn run(
     ));
 
     let pod_api = Arc::new(KubePodApi::new(client.clone()));
+    let statics = StaticPods::default();
     let env = Arc::new(WorkerEnv {
         runtime,
-        api: pod_api.clone(),
+        api: Arc::new(MirrorStatusApi {
+            inner: pod_api.clone(),
+            statics: statics.clone(),
+        }),
         events: Arc::new(EventRecorder::new(pod_api, &config.node_name)),
         clock: Arc::new(SystemClock),
         node_name: config.node_name.clone(),
@@ -259,13 +337,51 @@ pub(crate) async fn run(
         log_root,
         node_cpu: f64::from(facts.cpus),
         node_memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+        network: Some(Arc::new(crate::network::PodNetwork::new(
+            config.network.clone(),
+            &config.state_dir,
+            Arc::new(cni::RealExec),
+        ))),
+        volumes: Arc::new(crate::volumes::VolumeManager::for_state_dir(
+            &config.state_dir,
+        )),
     });
     let mut dispatcher = Dispatcher {
         env,
         pods,
         workers: HashMap::new(),
         shutdown: shutdown.clone(),
+        statics: statics.clone(),
+        static_names: HashMap::new(),
+        pending_static: Vec::new(),
     };
+
+    // Static pods run from their manifests whether or not the API server answers: the first
+    // scan happens before the pod watch, so that their sandboxes are never taken for orphans.
+    let (static_tx, mut static_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut static_task = None;
+    if let Some(path) = config.static_pod_path.clone() {
+        let mut source = FileSource::new(path, config.node_name.clone());
+        for change in source.scan(jiff::Timestamp::now()) {
+            dispatcher.static_change(change);
+        }
+        let period = config
+            .file_check_frequency
+            .unwrap_or(staticpods::DEFAULT_FILE_CHECK);
+        static_task = Some(tokio::spawn(source.watch(
+            static_tx,
+            period,
+            shutdown.clone(),
+        )));
+    } else {
+        drop(static_tx);
+    }
+    let mirror_task = tokio::spawn(staticpods::mirror_loop(
+        client.clone(),
+        config.node_name.clone(),
+        statics,
+        shutdown.clone(),
+    ));
 
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
@@ -276,11 +392,23 @@ pub(crate) async fn run(
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
+            Some(change) = static_rx.recv() => {
+                dispatcher.static_change(change);
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)), if !dispatcher.pending_static.is_empty() => {
+                dispatcher.start_pending();
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         let Some(event) = event else { break };
         match event {
             Ok(watcher::Event::Apply(pod)) => dispatcher.apply(pod),
+            Ok(watcher::Event::Delete(pod)) if staticpods::is_mirror_pod(&pod) => {
+                // A deleted mirror pod is recreated; its static pod keeps running.
+                dispatcher.statics.kick();
+            }
             Ok(watcher::Event::Delete(pod)) => {
                 if let Some(uid) = uid_of(&pod) {
                     dispatcher.delete(&uid);
@@ -299,6 +427,7 @@ pub(crate) async fn run(
                 }
                 if !orphans_checked {
                     dispatcher.remove_orphans().await;
+                    crate::network::recover(&dispatcher.env, agent_start).await;
                     orphans_checked = true;
                 }
             }
@@ -319,5 +448,9 @@ pub(crate) async fn run(
     }
     heartbeat_task.abort();
     server_task.abort();
+    mirror_task.abort();
+    if let Some(t) = static_task {
+        t.abort();
+    }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub enum ContainerSpecError {
     NoCommand,
     #[error("failed to parse stop signal {signal:?}")]
     InvalidStopSignal { signal: String },
+    #[error("{0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 impl ContainerSpecError {
@@ -61,7 +63,8 @@ impl ContainerSpecError {
             | Self::UnsupportedFieldPath { .. }
             | Self::UnsupportedResource { .. }
             | Self::InvalidDivisor { .. }
-            | Self::EmptyValueFrom { .. } => true,
+            | Self::EmptyValueFrom { .. }
+            | Self::Security(_) => true,
             Self::NoCommand | Self::InvalidStopSignal { .. } => false,
         }
     }
@@ -139,7 +142,11 @@ fn config_map_value(map: &ConfigMap, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
-fn field_ref_value(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String, ContainerSpecError> {
+pub(crate) fn field_ref_value(
+    pod: &Pod,
+    ctx: &PodContext,
+    path: &str,
+) -> Result<String, ContainerSpecError> {
     let meta = &pod.metadata;
     // `metadata.labels['k']` / `metadata.annotations['k']`.
     let subscript = |prefix: &str| {
@@ -184,7 +191,7 @@ fn field_ref_value(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String, Co
     })
 }
 
-fn resource_field_value(
+pub(crate) fn resource_field_value(
     pod: &Pod,
     container: &Container,
     ctx: &PodContext,
@@ -550,6 +557,9 @@ pub fn build_container_config(
             grace.to_string(),
         );
     }
+    let user = user_spec(pod, container, image);
+    crate::security::verify_run_as_non_root(pod, container, &user)?;
+    let security = crate::security::container_security(pod, container)?;
     Ok(ContainerConfig {
         name: container.name.clone(),
         attempt: input.attempt,
@@ -558,12 +568,14 @@ pub fn build_container_config(
         args,
         env,
         working_dir,
-        user: user_spec(pod, container, image),
+        user,
         log_path: log_path(&container.name, input.attempt),
         stop_signal: stop_signal(image.stop_signal.as_deref())?,
         mounts: Vec::new(),
         labels,
         annotations,
+        resources: crate::security::container_resources(container),
+        security,
     })
 }
 

@@ -58,6 +58,20 @@ pub fn container_field_path(container: &str) -> String {
     format!("spec.containers{{{container}}}")
 }
 
+/// The field path of a container of `pod`: init containers are `spec.initContainers{name}`.
+pub fn pod_field_path(pod: &Pod, container: &str) -> String {
+    let is_init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|l| l.iter().any(|c| c.name == container));
+    if is_init {
+        format!("spec.initContainers{{{container}}}")
+    } else {
+        container_field_path(container)
+    }
+}
+
 impl EventRecorder {
     pub fn new(api: Arc<dyn PodApi>, node: &str) -> Self {
         Self {
@@ -84,7 +98,9 @@ impl EventRecorder {
             .clone()
             .unwrap_or_else(|| "default".to_string());
         let pod_name = meta.name.clone().unwrap_or_default();
-        let field_path = container.map(container_field_path).unwrap_or_default();
+        let field_path = container
+            .map(|c| pod_field_path(pod, c))
+            .unwrap_or_default();
         let key = Key {
             uid: meta.uid.clone().unwrap_or_default(),
             field_path: field_path.clone(),

@@ -6,17 +6,28 @@ mod agent;
 pub mod apiclient;
 pub mod backoff;
 pub mod containerspec;
+pub mod dnsconfig;
 pub mod events;
 pub mod expand;
+pub mod hooks;
 pub mod logs;
 pub mod machine;
+pub mod network;
 pub mod nodestatus;
 pub mod podstatus;
+pub mod probe;
 pub mod qos;
+pub mod security;
 pub mod server;
+pub mod staticpods;
+pub mod streaming;
+pub mod termination;
 #[cfg(test)]
 mod testsupport;
+pub mod volumes;
 pub mod worker;
+
+pub use network::NetworkConfig;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,6 +47,14 @@ pub struct AgentConfig {
     pub node_api_tls: (String, String),
     /// Bearer token required on the node API, when set.
     pub node_api_token: Option<String>,
+    /// kubelet's `staticPodPath`: a directory (or one file) of pod manifests run as static
+    /// pods, without the API server.
+    pub static_pod_path: Option<PathBuf>,
+    /// kubelet's `fileCheckFrequency`: how often `static_pod_path` is rescanned besides
+    /// inotify (`staticpods::DEFAULT_FILE_CHECK` when unset).
+    pub file_check_frequency: Option<std::time::Duration>,
+    /// CNI config dir, plugin dirs and pod CIDR of the pod network.
+    pub network: network::NetworkConfig,
 }
 
 /// Why the agent could not run.

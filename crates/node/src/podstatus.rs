@@ -1,8 +1,10 @@
 //! Pod status as kubelet v1.33 generates it (`generateAPIPodStatus`, `getPhase`,
 //! `convertToAPIContainerStatuses`, the condition generators), from the pod, what the
-//! runtime reports and the worker's pending start failures. Pure: time is an input.
+//! runtime reports, the worker's pending start failures and the probers' results. Pure: time
+//! is an input. Init containers (regular and restartable "sidecars", KEP-753) follow
+//! kubelet v1.33's rules for their statuses, the `Initialized` condition and the phase.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
@@ -30,6 +32,41 @@ impl Waiting {
     }
 }
 
+/// What the probers say about running containers, by runtime container id. A container
+/// without a startup (readiness) probe is started (ready) as soon as it runs, as kubelet's
+/// prober manager reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeView {
+    /// Running containers whose startup probe has not succeeded yet.
+    pub not_started: HashSet<String>,
+    /// Running containers whose readiness probe does not report success.
+    pub not_ready: HashSet<String>,
+    /// The pod is being deleted: kubelet reports every container not ready.
+    pub all_unready: bool,
+}
+
+impl ProbeView {
+    fn started(&self, id: &str) -> bool {
+        !self.not_started.contains(id)
+    }
+    fn ready(&self, id: &str) -> bool {
+        !self.all_unready && self.started(id) && !self.not_ready.contains(id)
+    }
+}
+
+/// Whether `c` is a sidecar: an init container with `restartPolicy: Always` (KEP-753).
+pub fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// The pod's init containers.
+pub fn init_containers(pod: &Pod) -> &[k8s_openapi::api::core::v1::Container] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+}
+
 /// Everything the status is computed from.
 pub struct StatusInput<'a> {
     pub pod: &'a Pod,
@@ -44,6 +81,8 @@ pub struct StatusInput<'a> {
     pub now: Timestamp,
     /// The pod is being terminated and will not run containers again.
     pub terminal: bool,
+    /// Startup and readiness results of running containers.
+    pub probes: &'a ProbeView,
 }
 
 /// API times have whole seconds; truncating here keeps the computed status equal to what
@@ -101,13 +140,20 @@ fn terminated_of(c: &runtime::ContainerStatus) -> ContainerStateTerminated {
     }
 }
 
-fn waiting_state(w: Option<&Waiting>) -> ContainerState {
+/// kubelet's default waiting reason: `PodInitializing` for every container of a pod with
+/// init containers, else `ContainerCreating`.
+fn waiting_state(w: Option<&Waiting>, has_init: bool) -> ContainerState {
+    let default = if has_init {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    };
     let (reason, message) = match w {
         Some(w) => (
             w.reason.clone(),
             (!w.message.is_empty()).then(|| w.message.clone()),
         ),
-        None => ("ContainerCreating".to_string(), None),
+        None => (default.to_string(), None),
     };
     ContainerState {
         waiting: Some(ContainerStateWaiting {
@@ -118,15 +164,28 @@ fn waiting_state(w: Option<&Waiting>) -> ContainerState {
     }
 }
 
+/// Which list a container belongs to, and so how its readiness is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    App,
+    Init,
+    Sidecar,
+}
+
 fn container_status(
     input: &StatusInput<'_>,
     spec: &k8s_openapi::api::core::v1::Container,
+    kind: Kind,
 ) -> ContainerStatus {
+    let has_init = !init_containers(input.pod).is_empty();
     let old = input
         .pod
         .status
         .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|s| match kind {
+            Kind::App => s.container_statuses.as_ref(),
+            Kind::Init | Kind::Sidecar => s.init_container_statuses.as_ref(),
+        })
         .and_then(|l| l.iter().find(|c| c.name == spec.name));
     let attempts = attempts_of(input.containers, &spec.name);
     let waiting = input.waiting.get(&spec.name);
@@ -156,7 +215,7 @@ fn container_status(
                 ..Default::default()
             }
         } else {
-            waiting_state(waiting)
+            waiting_state(waiting, has_init)
         });
         out.started = Some(false);
         return out;
@@ -186,8 +245,10 @@ fn container_status(
                 }),
                 ..Default::default()
             });
-            out.ready = true;
-            out.started = Some(true);
+            // Regular init containers are never ready while they run (kubelet's prober
+            // manager only marks them ready once they exited 0).
+            out.ready = kind != Kind::Init && input.probes.ready(&latest.id);
+            out.started = Some(input.probes.started(&latest.id));
             out.last_state = last_from(previous);
         }
         RtState::Exited => {
@@ -196,10 +257,11 @@ fn container_status(
                 // Waiting to be restarted (back-off, pull failure…): kubelet shows the
                 // waiting reason with the exit as lastState.
                 Some(w) => {
-                    out.state = Some(waiting_state(Some(w)));
+                    out.state = Some(waiting_state(Some(w), has_init));
                     out.last_state = last_from(Some(term));
                 }
                 None => {
+                    out.ready = kind == Kind::Init && term.exit_code == 0;
                     out.state = Some(ContainerState {
                         terminated: Some(term),
                         ..Default::default()
@@ -210,7 +272,7 @@ fn container_status(
             out.started = Some(false);
         }
         RtState::Created | RtState::Unknown => {
-            out.state = Some(waiting_state(waiting));
+            out.state = Some(waiting_state(waiting, has_init));
             out.started = Some(false);
             out.last_state = last_from(previous);
         }
@@ -221,19 +283,65 @@ fn container_status(
     out
 }
 
-/// kubelet's `getPhase`.
-pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'static str {
+/// Whether a regular container has run: kubelet then treats the pod as initialized for good
+/// (`HasAnyRegularContainerStarted`).
+fn any_regular_started(statuses: &[ContainerStatus]) -> bool {
+    statuses.iter().any(|s| {
+        s.state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+    })
+}
+
+fn restarted(status: &ContainerStatus) -> bool {
+    status
+        .last_state
+        .as_ref()
+        .is_some_and(|l| l.terminated.is_some())
+}
+
+/// kubelet's `getPhase`, init containers and sidecars included.
+pub fn phase(
+    pod: &Pod,
+    statuses: &[ContainerStatus],
+    init_statuses: &[ContainerStatus],
+    terminal: bool,
+) -> &'static str {
+    let (mut pending_init, mut failed_init) = (0, 0);
     let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    let find =
+        |list: &'_ [ContainerStatus], name: &str| -> Option<(ContainerStatus, ContainerState)> {
+            list.iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.state.clone().map(|st| (s.clone(), st)))
+        };
+    for spec in init_containers(pod).iter().filter(|c| !is_sidecar(c)) {
+        let Some((status, state)) = find(init_statuses, &spec.name) else {
+            pending_init += 1;
+            continue;
+        };
+        if let Some(t) = &state.terminated {
+            if t.exit_code != 0 {
+                failed_init += 1;
+            }
+        } else if state.waiting.is_some() && restarted(&status) {
+            let code = status
+                .last_state
+                .as_ref()
+                .and_then(|l| l.terminated.as_ref())
+                .map_or(0, |t| t.exit_code);
+            if code != 0 {
+                failed_init += 1;
+            }
+        } else {
+            pending_init += 1;
+        }
+    }
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        let Some(st) = statuses
-            .iter()
-            .find(|s| s.name == spec.name)
-            .and_then(|s| s.state.as_ref().map(|st| (s, st)))
-        else {
+        let Some((status, state)) = find(statuses, &spec.name) else {
             unknown += 1;
             continue;
         };
-        let (status, state) = st;
         if state.running.is_some() {
             running += 1;
         } else if let Some(t) = &state.terminated {
@@ -242,11 +350,7 @@ pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'stati
                 succeeded += 1;
             }
         } else if state.waiting.is_some() {
-            let restarted = status
-                .last_state
-                .as_ref()
-                .is_some_and(|l| l.terminated.is_some());
-            if restarted {
+            if restarted(&status) {
                 stopped += 1;
             } else {
                 waiting += 1;
@@ -255,7 +359,27 @@ pub fn phase(pod: &Pod, statuses: &[ContainerStatus], terminal: bool) -> &'stati
             unknown += 1;
         }
     }
-    if waiting > 0 {
+    // Sidecars count as running while they run; their exits never decide the phase.
+    for spec in init_containers(pod).iter().filter(|c| is_sidecar(c)) {
+        let Some((status, state)) = find(init_statuses, &spec.name) else {
+            unknown += 1;
+            continue;
+        };
+        if state.running.is_some() {
+            if status.started != Some(true) {
+                pending_init += 1;
+            }
+            running += 1;
+        } else if state.terminated.is_some() || restarted(&status) {
+        } else {
+            pending_init += 1;
+            waiting += 1;
+        }
+    }
+    if failed_init > 0 && restart_policy(pod) == "Never" {
+        return "Failed";
+    }
+    if (pending_init > 0 && !any_regular_started(statuses)) || waiting > 0 {
         return "Pending";
     }
     if running > 0 && unknown == 0 {
@@ -320,9 +444,20 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     let spec_containers: Vec<_> = pod.spec.iter().flat_map(|s| s.containers.iter()).collect();
     let statuses: Vec<ContainerStatus> = spec_containers
         .iter()
-        .map(|c| container_status(input, c))
+        .map(|c| container_status(input, c, Kind::App))
         .collect();
-    let mut phase = phase(pod, &statuses, input.terminal).to_string();
+    let init_statuses: Vec<ContainerStatus> = init_containers(pod)
+        .iter()
+        .map(|c| {
+            let kind = if is_sidecar(c) {
+                Kind::Sidecar
+            } else {
+                Kind::Init
+            };
+            container_status(input, c, kind)
+        })
+        .collect();
+    let mut phase = phase(pod, &statuses, &init_statuses, input.terminal).to_string();
     // A terminal phase is final: kubelet never moves a pod out of Succeeded or Failed.
     if let Some(p) = old
         .and_then(|s| s.phase.as_deref())
@@ -331,11 +466,20 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
         phase = p.to_string();
     }
 
-    let unready: Vec<&str> = statuses
+    // kubelet's ContainersReady counts sidecars first, then the app containers.
+    let sidecars: Vec<&ContainerStatus> = init_containers(pod)
         .iter()
+        .filter(|c| is_sidecar(c))
+        .filter_map(|c| init_statuses.iter().find(|s| s.name == c.name))
+        .collect();
+    let unready: Vec<&str> = sidecars
+        .into_iter()
+        .chain(statuses.iter())
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
+    let (initialized, init_reason, init_message) =
+        initialized(pod, &statuses, &init_statuses, &phase);
     let (ready, reason, message) = if phase == "Succeeded" {
         (false, Some("PodCompleted"), None)
     } else if unready.is_empty() {
@@ -361,7 +505,14 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
             None,
             None,
         ),
-        condition(old, now, "Initialized", true, None, None),
+        condition(
+            old,
+            now,
+            "Initialized",
+            initialized,
+            init_reason,
+            init_message,
+        ),
         condition(old, now, "Ready", ready, reason, message.clone()),
         condition(old, now, "ContainersReady", ready, reason, message),
     ];
@@ -403,8 +554,55 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
         ),
         qos_class: pod.spec.as_ref().map(|s| qos_class(s).to_string()),
         container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         ..old.cloned().map(keep_foreign).unwrap_or_default()
     }
+}
+
+/// kubelet's `GeneratePodInitializedCondition`: every regular init container exited 0 and
+/// every sidecar started, or a regular container already ran.
+fn initialized(
+    pod: &Pod,
+    statuses: &[ContainerStatus],
+    init_statuses: &[ContainerStatus],
+    phase: &str,
+) -> (bool, Option<&'static str>, Option<String>) {
+    let inits = init_containers(pod);
+    if inits.is_empty() {
+        return (true, None, None);
+    }
+    let mut incomplete = Vec::new();
+    for c in inits {
+        let Some(s) = init_statuses.iter().find(|s| s.name == c.name) else {
+            incomplete.push(c.name.as_str());
+            continue;
+        };
+        let done = if is_sidecar(c) {
+            s.started == Some(true)
+        } else {
+            s.state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        };
+        if !done {
+            incomplete.push(c.name.as_str());
+        }
+    }
+    if phase == "Succeeded" {
+        return (true, Some("PodCompleted"), None);
+    }
+    if incomplete.is_empty() || any_regular_started(statuses) {
+        return (true, None, None);
+    }
+    (
+        false,
+        Some("ContainersNotInitialized"),
+        Some(format!(
+            "containers with incomplete status: [{}]",
+            incomplete.join(" ")
+        )),
+    )
 }
 
 /// Fields of the old status that kubelet does not own and passes through.
@@ -479,6 +677,7 @@ mod tests {
             host_ip: "10.0.0.1",
             now: t(100),
             terminal,
+            probes: &ProbeView::default(),
         })
     }
 
@@ -556,6 +755,7 @@ mod tests {
             host_ip: "10.0.0.1",
             now: t(500),
             terminal: false,
+            probes: &ProbeView::default(),
         });
         assert_eq!(
             cond(&later, "Ready").last_transition_time,
@@ -571,6 +771,7 @@ mod tests {
             host_ip: "10.0.0.1",
             now: t(500),
             terminal: false,
+            probes: &ProbeView::default(),
         });
         assert_eq!(
             cond(&flipped, "Ready").last_transition_time,

@@ -31,6 +31,8 @@ pub struct NodeApiState {
     pub log_root: PathBuf,
     pub token: Option<String>,
     pub liveness: Arc<dyn ContainerLiveness>,
+    /// The runtime behind exec, attach and port-forward (`None`: those answer 500).
+    pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
 }
 
 /// Why a log request is refused; texts follow kubelet's.
@@ -263,6 +265,19 @@ pub fn router(state: NodeApiState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(crate::streaming::exec_handler).post(crate::streaming::exec_handler),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(crate::streaming::attach_handler).post(crate::streaming::attach_handler),
+        )
+        .route(
+            "/portforward/{namespace}/{pod}",
+            get(crate::streaming::portforward_handler)
+                .post(crate::streaming::portforward_handler),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -331,7 +346,7 @@ pub async fn serve(
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             if let Err(err) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
                 .await
             {
                 tracing::debug!(%peer, error = %err, "node API connection ended");
@@ -371,6 +386,7 @@ mod tests {
             log_root: dir.path().to_path_buf(),
             token: Some("s3cret".into()),
             liveness: Arc::new(Dead),
+            runtime: None,
         };
         (dir, state)
     }

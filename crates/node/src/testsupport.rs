@@ -51,6 +51,8 @@ pub struct FakeState {
     pub calls: Vec<String>,
     /// Exit code a container gets when stopped.
     pub stop_exit: i32,
+    /// What `exec_sync` answers, by container name (default: exit 0, no output).
+    pub exec_results: HashMap<String, runtime::ExecSyncResult>,
     next: u64,
 }
 
@@ -305,6 +307,23 @@ impl RuntimeService for FakeRuntime {
             .cloned()
             .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })
     }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<runtime::ExecSyncResult, RuntimeError> {
+        let mut st = self.lock();
+        let name = st
+            .containers
+            .get(id)
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| c.config.name.clone())
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
+        st.calls.push(format!("exec {name} {}", cmd.join(" ")));
+        Ok(st.exec_results.get(&name).cloned().unwrap_or_default())
+    }
 }
 
 /// What the fake API saw.
@@ -314,6 +333,8 @@ pub struct FakeApiState {
     /// (type, reason, message, count)
     pub events: Vec<(String, String, String, i32)>,
     pub event_names: Vec<String>,
+    /// `involvedObject.fieldPath` of each created event.
+    pub field_paths: Vec<String>,
     pub deleted: Vec<(String, String, String)>,
     pub config_maps: HashMap<String, ConfigMap>,
     pub secrets: HashMap<String, Secret>,
@@ -359,6 +380,13 @@ impl PodApi for FakeApi {
         ));
         st.event_names
             .push(event.metadata.name.clone().unwrap_or_default());
+        st.field_paths.push(
+            event
+                .involved_object
+                .field_path
+                .clone()
+                .unwrap_or_default(),
+        );
         Ok(())
     }
     async fn patch_event(&self, _: &str, name: &str, count: i32, _: &Time) -> Result<(), ApiError> {

@@ -20,7 +20,14 @@ use crate::apiclient::PodApi;
 use crate::backoff::{go_duration, Backoff};
 use crate::containerspec::{self, BuildInput, EnvSources, PodContext};
 use crate::events::{EventRecorder, EventType};
-use crate::podstatus::{attempts_of, pod_status, should_restart, StatusInput, Waiting};
+use crate::hooks::{self, Hook};
+use crate::podstatus::{
+    attempts_of, init_containers, is_sidecar, pod_status, restart_policy, should_restart,
+    ProbeView, StatusInput, Waiting,
+};
+use crate::probe::net::Dialer;
+use crate::probe::{KillRequest, PodNet, PodProber, ProbeDeps, ProbeKind, Target};
+use crate::termination;
 
 /// How often a live pod is re-observed, like kubelet's PLEG relist period.
 pub const RESYNC: Duration = Duration::from_secs(1);
@@ -53,6 +60,10 @@ pub struct WorkerEnv {
     /// Allocatable cpu cores and memory bytes (what unset limits mean to env resource refs).
     pub node_cpu: f64,
     pub node_memory: f64,
+    /// The CNI pod network; `None` leaves pods with loopback only (unit tests).
+    pub network: Option<Arc<crate::network::PodNetwork>>,
+    /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
+    pub volumes: Arc<crate::volumes::VolumeManager>,
 }
 
 /// Kubelet's pod log directory name, `<namespace>_<name>_<uid>`.
@@ -103,6 +114,14 @@ pub enum Action {
     RemoveContainer {
         id: String,
     },
+    /// Stop a running container (failed liveness/startup probe, sidecar of a completing
+    /// pod): `Killing` event with `message`, preStop hook, stop signal, `grace_secs`.
+    KillContainer {
+        id: String,
+        name: String,
+        message: String,
+        grace_secs: i64,
+    },
 }
 
 /// The result of `plan`.
@@ -140,6 +159,12 @@ pub struct WorkerState {
     pub last_status: Option<PodStatus>,
     /// Termination ran (containers killed, final status written, sandbox released).
     pub killed: bool,
+    /// The pod's volumes: set up before anything starts, released when the pod is done.
+    pub volumes: crate::volumes::PodVolumeState,
+    /// Startup/readiness results of running containers, refreshed from the prober.
+    pub probe_view: ProbeView,
+    /// Running containers whose liveness or startup probe failed, by container id.
+    pub probe_kills: HashMap<String, KillRequest>,
 }
 
 impl WorkerState {
@@ -153,6 +178,9 @@ impl WorkerState {
             image_refs: HashMap::new(),
             last_status: pod.status.clone(),
             killed: false,
+            volumes: Default::default(),
+            probe_view: ProbeView::default(),
+            probe_kills: HashMap::new(),
         }
     }
 }
@@ -189,7 +217,175 @@ fn crash_loop(pod: &Pod, container: &str, delay: Duration) -> Waiting {
     )
 }
 
-/// The pure step: what to do next for a pod that should be running.
+/// Where one container stands after planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Running (or state unknown) and not being killed.
+    Running { id: String },
+    /// Exited and not to be restarted.
+    Done { exit_code: i32 },
+    /// Being started, killed, or waiting out a back-off.
+    Pending,
+}
+
+/// The next attempt number of container `name`: one past anything the runtime or the log
+/// directory knows (restartCount carries on across sandboxes, as kubelet's does).
+fn next_attempt(observed: &Observed, name: &str) -> u32 {
+    let runtime = observed
+        .containers
+        .iter()
+        .filter(|c| c.config.name == name)
+        .map(|c| c.config.attempt + 1)
+        .max();
+    let logs = observed.log_attempts.get(name).map(|a| a + 1);
+    runtime.max(logs).unwrap_or(0)
+}
+
+/// The spec of a container, app or init.
+fn spec_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    spec_containers(pod)
+        .iter()
+        .chain(init_containers(pod).iter())
+        .find(|c| c.name == name)
+}
+
+/// The grace period of a kill by probe: the probe's `terminationGracePeriodSeconds`, else
+/// the pod's (kubelet v1.33, `ProbeTerminationGracePeriod`).
+fn probe_kill_grace(pod: &Pod, c: &Container, kind: ProbeKind) -> i64 {
+    kind.of(c)
+        .and_then(|p| p.termination_grace_period_seconds)
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+}
+
+struct Planner<'a> {
+    pod: &'a Pod,
+    observed: &'a Observed,
+    state: &'a WorkerState,
+    now: Timestamp,
+    /// Containers of the ready sandbox: a new sandbox starts from the first init container.
+    current: Vec<runtime::ContainerStatus>,
+    out: Plan,
+}
+
+impl Planner<'_> {
+    /// Plans one container; `restart(exit_code)` says whether an exit is restarted.
+    fn container(&mut self, c: &Container, restart: &dyn Fn(i32) -> bool) -> Step {
+        let attempts = attempts_of(&self.current, &c.name);
+        let Some(latest) = attempts.first() else {
+            self.out.actions.push(Action::StartContainer {
+                name: c.name.clone(),
+                attempt: next_attempt(self.observed, &c.name),
+                restart: false,
+            });
+            return Step::Pending;
+        };
+        match latest.state {
+            ContainerState::Running | ContainerState::Unknown => {
+                match self.state.probe_kills.get(&latest.id) {
+                    Some(kill) => {
+                        // kubelet's computePodActions: "Container x failed liveness probe,
+                        // will be restarted".
+                        let probe = match kill.kind {
+                            ProbeKind::Startup => "startup",
+                            _ => "liveness",
+                        };
+                        let mut message = format!("Container {} failed {probe} probe", c.name);
+                        if restart(137) {
+                            message.push_str(", will be restarted");
+                        }
+                        self.out.actions.push(Action::KillContainer {
+                            id: latest.id.clone(),
+                            name: c.name.clone(),
+                            message,
+                            grace_secs: probe_kill_grace(self.pod, c, kill.kind),
+                        });
+                        Step::Pending
+                    }
+                    None => Step::Running {
+                        id: latest.id.clone(),
+                    },
+                }
+            }
+            ContainerState::Created => {
+                if self.state.failed_starts.contains_key(&latest.id) {
+                    // Its start failed: wait out the back-off, then replace it.
+                    match self
+                        .state
+                        .restart_backoff
+                        .remaining_since_update(&c.name, self.now)
+                    {
+                        Some(left) => self.back_off(c, left),
+                        None => {
+                            self.out.actions.push(Action::RemoveContainer {
+                                id: latest.id.clone(),
+                            });
+                            self.out.actions.push(Action::StartContainer {
+                                name: c.name.clone(),
+                                attempt: next_attempt(self.observed, &c.name),
+                                restart: true,
+                            });
+                        }
+                    }
+                } else {
+                    self.out.actions.push(Action::StartCreated {
+                        id: latest.id.clone(),
+                        name: c.name.clone(),
+                    });
+                }
+                Step::Pending
+            }
+            ContainerState::Exited => {
+                let exit_code = latest.exit_code.unwrap_or(0);
+                if !restart(exit_code) {
+                    return Step::Done { exit_code };
+                }
+                let finished = latest.finished_at.unwrap_or(latest.created_at);
+                match self
+                    .state
+                    .restart_backoff
+                    .remaining_since(&c.name, finished, self.now)
+                {
+                    Some(left) => self.back_off(c, left),
+                    None => {
+                        // Keep the exited attempt for `--previous`; older ones go.
+                        for old in attempts.iter().skip(1) {
+                            self.out
+                                .actions
+                                .push(Action::RemoveContainer { id: old.id.clone() });
+                        }
+                        self.out.actions.push(Action::StartContainer {
+                            name: c.name.clone(),
+                            attempt: next_attempt(self.observed, &c.name),
+                            restart: true,
+                        });
+                    }
+                }
+                Step::Pending
+            }
+        }
+    }
+
+    fn back_off(&mut self, c: &Container, left: Duration) {
+        if let Some(delay) = self.state.restart_backoff.delay(&c.name, self.now) {
+            self.out
+                .waiting
+                .insert(c.name.clone(), crash_loop(self.pod, &c.name, delay));
+        }
+        self.out.requeue = min_requeue(self.out.requeue, left);
+    }
+}
+
+/// The pure step: what to do next for a pod that should be running. Init containers run one
+/// at a time, each to exit 0 (retried with back-off unless `restartPolicy: Never`); a sidecar
+/// (`restartPolicy: Always` init container) lets the next one start once it is started (its
+/// startup probe passed) and keeps running, restarted whenever it exits. App containers
+/// start once initialization is done. When every app container of a `Never`/`OnFailure` pod
+/// is done, the sidecars are stopped in reverse order so the pod can complete (KEP-753).
 pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp) -> Plan {
     let mut out = Plan::default();
     let sandbox = observed.ready_sandbox();
@@ -206,85 +402,181 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         out.actions.push(Action::CreateSandbox { attempt });
     }
     let sandbox_id = sandbox.map(|s| s.id.as_str());
-    for c in spec_containers(pod) {
-        let attempts = attempts_of(&observed.containers, &c.name);
-        let Some(latest) = attempts.first() else {
-            let attempt = observed.log_attempts.get(&c.name).map_or(0, |a| a + 1);
-            out.actions.push(Action::StartContainer {
-                name: c.name.clone(),
-                attempt,
-                restart: false,
-            });
-            continue;
-        };
-        match latest.state {
-            ContainerState::Running | ContainerState::Unknown => {}
-            ContainerState::Created => match state.failed_starts.get(&latest.id) {
-                // Its start failed: wait out the back-off, then replace it with a new attempt.
-                Some(_) => match state.restart_backoff.remaining_since_update(&c.name, now) {
-                    Some(left) => {
-                        if let Some(delay) = state.restart_backoff.delay(&c.name, now) {
-                            out.waiting
-                                .insert(c.name.clone(), crash_loop(pod, &c.name, delay));
-                        }
-                        out.requeue = min_requeue(out.requeue, left);
-                    }
-                    None => {
-                        out.actions.push(Action::RemoveContainer {
-                            id: latest.id.clone(),
-                        });
-                        out.actions.push(Action::StartContainer {
-                            name: c.name.clone(),
-                            attempt: latest.config.attempt + 1,
-                            restart: true,
-                        });
-                    }
-                },
-                None if Some(latest.sandbox_id.as_str()) == sandbox_id => {
-                    out.actions.push(Action::StartCreated {
-                        id: latest.id.clone(),
-                        name: c.name.clone(),
-                    });
-                }
-                None => out.actions.push(Action::StartContainer {
+    let current: Vec<_> = observed
+        .containers
+        .iter()
+        .filter(|c| Some(c.sandbox_id.as_str()) == sandbox_id)
+        .cloned()
+        .collect();
+    let mut p = Planner {
+        pod,
+        observed,
+        state,
+        now,
+        current,
+        out,
+    };
+    let policy = restart_policy(pod).to_string();
+    let apps = spec_containers(pod);
+    // kubelet: once a regular container ran in this sandbox, init containers are done for
+    // good (only sidecars are kept running).
+    let regular_started = apps
+        .iter()
+        .any(|c| p.current.iter().any(|r| r.config.name == c.name));
+    let completing = policy != "Always"
+        && regular_started
+        && apps.iter().all(|c| {
+            attempts_of(&p.current, &c.name).first().is_some_and(|l| {
+                l.state == ContainerState::Exited && !should_restart(pod, l.exit_code.unwrap_or(0))
+            })
+        });
+    if completing {
+        // Sidecars go last, in reverse order.
+        for c in init_containers(pod).iter().rev().filter(|c| is_sidecar(c)) {
+            if let Some(l) = attempts_of(&p.current, &c.name)
+                .first()
+                .filter(|l| matches!(l.state, ContainerState::Running | ContainerState::Unknown))
+            {
+                p.out.actions.push(Action::KillContainer {
+                    id: l.id.clone(),
                     name: c.name.clone(),
-                    attempt: latest.config.attempt + 1,
-                    restart: false,
-                }),
-            },
-            ContainerState::Exited => {
-                if !should_restart(pod, latest.exit_code.unwrap_or(0)) {
-                    continue;
-                }
-                let finished = latest.finished_at.unwrap_or(latest.created_at);
-                match state
-                    .restart_backoff
-                    .remaining_since(&c.name, finished, now)
-                {
-                    Some(left) => {
-                        if let Some(delay) = state.restart_backoff.delay(&c.name, now) {
-                            out.waiting
-                                .insert(c.name.clone(), crash_loop(pod, &c.name, delay));
-                        }
-                        out.requeue = min_requeue(out.requeue, left);
-                    }
-                    None => {
-                        // Keep the exited attempt for `--previous`; older ones go.
-                        for old in attempts.iter().skip(1) {
-                            out.actions
-                                .push(Action::RemoveContainer { id: old.id.clone() });
-                        }
-                        out.actions.push(Action::StartContainer {
-                            name: c.name.clone(),
-                            attempt: latest.config.attempt + 1,
-                            restart: true,
-                        });
-                    }
+                    message: format!("Stopping container {}", c.name),
+                    grace_secs: grace_period(pod).as_secs().try_into().unwrap_or(30),
+                });
+            }
+        }
+        return p.out;
+    }
+    let mut initialized = true;
+    for c in init_containers(pod) {
+        if is_sidecar(c) {
+            let step = p.container(c, &|_| true);
+            let started = match &step {
+                Step::Running { id } => !state.probe_view.not_started.contains(id),
+                Step::Done { .. } | Step::Pending => false,
+            };
+            if !started && !regular_started {
+                initialized = false;
+                break;
+            }
+        } else if !regular_started {
+            let never = policy == "Never";
+            match p.container(c, &|code| code != 0 && !never) {
+                Step::Done { exit_code: 0 } => {}
+                // Failed under `Never` (the pod fails) or still running / restarting.
+                Step::Done { .. } | Step::Running { .. } | Step::Pending => {
+                    initialized = false;
+                    break;
                 }
             }
         }
     }
-    out
+    if initialized {
+        for c in apps {
+            p.container(c, &|code| should_restart(pod, code));
+        }
+    }
+    p.out
+}
+
+/// Running containers (newest attempts in the ready sandbox) that have probes.
+fn probe_targets(pod: &Pod, observed: &Observed) -> Vec<Target> {
+    let Some(sandbox) = observed.ready_sandbox() else {
+        return Vec::new();
+    };
+    spec_containers(pod)
+        .iter()
+        .chain(init_containers(pod).iter().filter(|c| is_sidecar(c)))
+        .filter(|c| ProbeKind::ALL.iter().any(|k| k.of(c).is_some()))
+        .filter_map(|c| {
+            let current: Vec<_> = observed
+                .containers
+                .iter()
+                .filter(|r| r.sandbox_id == sandbox.id)
+                .cloned()
+                .collect();
+            let latest = attempts_of(&current, &c.name)
+                .first()
+                .map(|l| (*l).clone())?;
+            (latest.state == ContainerState::Running).then(|| Target {
+                container: c.clone(),
+                id: latest.id.clone(),
+                started_at: latest.started_at.unwrap_or(latest.created_at),
+            })
+        })
+        .collect()
+}
+
+/// Where probes and hooks of the pod connect from and to.
+fn pod_net(env: &WorkerEnv, pod: &Pod, observed: &Observed) -> PodNet {
+    let sandbox = observed.ready_sandbox();
+    PodNet {
+        dialer: Dialer {
+            netns: sandbox.and_then(|s| s.netns_path.clone()),
+        },
+        pod_ip: sandbox.and_then(|s| crate::network::pod_ip(env, pod, &s.id).parse().ok()),
+    }
+}
+
+/// Stops one container as kubelet's killContainer does: `Killing` event, the preStop hook
+/// (which counts against the grace period), then the stop signal with what is left of it
+/// (never less than `MIN_GRACE`).
+async fn kill_one(
+    env: &WorkerEnv,
+    pod: &Pod,
+    c: &runtime::ContainerStatus,
+    grace: Duration,
+    message: Option<&str>,
+    net: &PodNet,
+) {
+    let name = c.config.name.as_str();
+    let mut grace = grace;
+    if c.state == ContainerState::Running {
+        let default = format!("Stopping container {name}");
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Killing",
+                message.unwrap_or(&default),
+                env.clock.now(),
+            )
+            .await;
+        let spec = spec_container(pod, name);
+        if let Some((spec, handler)) = spec.and_then(|s| Hook::PreStop.of(s).map(|h| (s, h))) {
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                grace,
+                hooks::run(env.runtime.as_ref(), pod, spec, &c.id, handler, net, grace),
+            )
+            .await;
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some(format!(
+                    "PreStop hook for Container {name:?} did not complete within {}s",
+                    grace.as_secs()
+                )),
+            };
+            if let Some(msg) = failure {
+                env.events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Warning,
+                        "FailedPreStopHook",
+                        &msg,
+                        env.clock.now(),
+                    )
+                    .await;
+            }
+            grace = grace.saturating_sub(started.elapsed()).max(MIN_GRACE);
+        }
+    }
+    if let Err(err) = env.runtime.stop_container(&c.id, grace).await {
+        tracing::warn!(container = %c.id, error = %err, "stopping container failed");
+    }
 }
 
 /// kubelet's default pull policy when the API left it unset.
@@ -338,6 +630,8 @@ pub enum StartStage {
 /// A pod's worker: its state plus the effectful half of the sync.
 pub struct PodWorker {
     pub state: WorkerState,
+    /// The pod's probes (tasks keyed by container id).
+    pub prober: PodProber,
 }
 
 fn is_deleting(pod: &Pod) -> bool {
@@ -366,6 +660,7 @@ impl PodWorker {
     pub fn new(pod: &Pod) -> Self {
         Self {
             state: WorkerState::new(pod),
+            prober: PodProber::default(),
         }
     }
 
@@ -392,9 +687,20 @@ impl PodWorker {
         }
         let dir = pod_log_dir(&env.log_root, &ns, &name, &uid);
         let mut log_attempts = HashMap::new();
-        for c in spec_containers(pod) {
+        for c in spec_containers(pod).iter().chain(init_containers(pod)) {
             if let Some(max) = crate::logs::log_attempts(&dir.join(&c.name)).last() {
                 log_attempts.insert(c.name.clone(), *max);
+            }
+        }
+        for c in containers
+            .iter_mut()
+            .filter(|c| c.state == ContainerState::Exited)
+        {
+            if c.message.as_deref().is_none_or(str::is_empty) {
+                let fallback = spec_container(pod, &c.config.name)
+                    .and_then(|s| s.termination_message_policy.as_deref())
+                    == Some("FallbackToLogsOnError");
+                c.message = termination::read_message(c, fallback);
             }
         }
         Ok(Observed {
@@ -439,14 +745,33 @@ impl PodWorker {
         // it ended): only make sure nothing of it is left.
         if matches!(api_phase(pod), Some("Succeeded" | "Failed")) {
             self.remove_sandboxes(env, &observed).await;
+            self.teardown_volumes(env, pod);
             self.state.lifecycle = Lifecycle::Finished;
             return None;
         }
+        self.refresh_probes(env, pod, &observed);
         let now = env.clock.now();
-        let step = plan(pod, &observed, &self.state, now);
+        // kubelet's WaitForAttachAndMount: nothing of the pod starts before its volumes.
+        let step = if self.ensure_volumes(env, pod).await {
+            plan(pod, &observed, &self.state, now)
+        } else {
+            Plan {
+                requeue: Some(RESYNC),
+                ..Plan::default()
+            }
+        };
         // Back-off decisions replace older reasons; start failures are set by `run`.
         for (name, w) in &step.waiting {
             self.state.waiting.insert(name.clone(), w.clone());
+            if w.reason == "CrashLoopBackOff" {
+                let (ns, pod_name, uid) = pod_key(pod);
+                let msg = format!(
+                    "Back-off restarting failed container {name} in pod {pod_name}_{ns}({uid})"
+                );
+                env.events
+                    .record(pod, Some(name), EventType::Warning, "BackOff", &msg, now)
+                    .await;
+            }
         }
         let acted = !step.actions.is_empty();
         let mut requeue = step.requeue;
@@ -474,10 +799,13 @@ impl PodWorker {
                 }
             }
         }
+        self.refresh_probes(env, pod, &observed);
         let status = self.write_status(env, pod, &observed, false).await;
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            self.prober.stop();
             // kubelet stops a finished pod's sandbox; logs stay until the pod is deleted.
             self.remove_sandboxes(env, &observed).await;
+            self.teardown_volumes(env, pod);
             self.state.lifecycle = Lifecycle::Finished;
             return None;
         }
@@ -509,7 +837,10 @@ impl PodWorker {
                         .run_pod_sandbox(&self.sandbox_config(env, pod, *attempt))
                         .await
                     {
-                        Ok(id) => sandbox_id = Some(id),
+                        Ok(id) => {
+                            crate::network::setup_sandbox(env, pod, &id).await?;
+                            sandbox_id = Some(id);
+                        }
                         Err(err) => {
                             let now = env.clock.now();
                             let msg = format!("Failed to create pod sandbox: {err}");
@@ -526,6 +857,22 @@ impl PodWorker {
                             return Err(Duration::from_secs(10));
                         }
                     }
+                }
+                Action::KillContainer {
+                    id,
+                    name,
+                    message,
+                    grace_secs,
+                } => {
+                    let Some(c) = observed.containers.iter().find(|c| &c.id == id) else {
+                        continue;
+                    };
+                    let grace =
+                        Duration::from_secs(u64::try_from(*grace_secs).unwrap_or(0)).max(MIN_GRACE);
+                    let net = pod_net(env, pod, observed);
+                    kill_one(env, pod, c, grace, Some(message), &net).await;
+                    self.state.probe_kills.remove(id);
+                    tracing::debug!(container = %name, "killed");
                 }
                 Action::RemoveContainer { id } => {
                     if let Err(err) = env.runtime.remove_container(id).await {
@@ -557,8 +904,7 @@ impl PodWorker {
                     let Some(sandbox) = sandbox_id.clone() else {
                         continue;
                     };
-                    let Some(container) = spec_containers(pod).iter().find(|c| &c.name == name)
-                    else {
+                    let Some(container) = spec_container(pod, name) else {
                         continue;
                     };
                     if *restart {
@@ -608,6 +954,15 @@ impl PodWorker {
             hostname,
             labels,
             annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            host_network: crate::network::is_host_network(pod),
+            // kubelet's `--resolv-conf` default supplies the node's search domains.
+            dns: crate::dnsconfig::pod_dns_config(
+                pod,
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            share_process_namespace: crate::security::share_process_namespace(pod),
+            sysctls: crate::security::pod_sysctls(pod),
+            resources: spec.map(crate::security::pod_resources).unwrap_or_default(),
         }
     }
 
@@ -689,16 +1044,7 @@ impl PodWorker {
         let ctx = PodContext {
             node_name: env.node_name.clone(),
             host_ip: env.host_ip.clone(),
-            pod_ip: if pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false)
-            {
-                env.host_ip.clone()
-            } else {
-                String::new()
-            },
+            pod_ip: crate::network::pod_ip(env, pod, sandbox_id),
             node_cpu: env.node_cpu,
             node_memory: env.node_memory,
         };
@@ -708,7 +1054,7 @@ impl PodWorker {
             ctx: &ctx,
             sources: &sources,
         };
-        let config = match containerspec::build_container_config(pod, container, &input) {
+        let mut config = match containerspec::build_container_config(pod, container, &input) {
             Ok(c) => c,
             Err(err) => {
                 let now = env.clock.now();
@@ -733,6 +1079,14 @@ impl PodWorker {
                 return Err(());
             }
         };
+        if self
+            .apply_volume_mounts(env, pod, container, &mut config)
+            .await
+            .is_err()
+        {
+            return Err(());
+        }
+        termination::add_mount(env, pod, container, &mut config);
         let id = match env.runtime.create_container(sandbox_id, &config).await {
             Ok(id) => id,
             Err(err) => {
@@ -779,7 +1133,96 @@ impl PodWorker {
             )
             .await;
         self.state.waiting.remove(name);
-        Ok(())
+        self.post_start(env, pod, container, &id, sandbox_id).await
+    }
+
+    /// kubelet runs postStart right after the start and waits for it; a failed hook kills
+    /// the container (`FailedPostStartHook`), which is then restarted per policy.
+    async fn post_start(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        container: &Container,
+        id: &str,
+        sandbox_id: &str,
+    ) -> Result<(), ()> {
+        let Some(handler) = Hook::PostStart.of(container) else {
+            return Ok(());
+        };
+        let name = container.name.as_str();
+        let sandboxes = env.runtime.list_pod_sandboxes().await.unwrap_or_default();
+        let net = PodNet {
+            dialer: Dialer {
+                netns: sandboxes
+                    .iter()
+                    .find(|s| s.id == sandbox_id)
+                    .and_then(|s| s.netns_path.clone()),
+            },
+            pod_ip: crate::network::pod_ip(env, pod, sandbox_id).parse().ok(),
+        };
+        let grace = grace_period(pod);
+        let Err(err) = hooks::run(
+            env.runtime.as_ref(),
+            pod,
+            container,
+            id,
+            handler,
+            &net,
+            grace,
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        let msg = err.to_string();
+        let now = env.clock.now();
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Warning,
+                "FailedPostStartHook",
+                &msg,
+                now,
+            )
+            .await;
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Killing",
+                "FailedPostStartHook",
+                now,
+            )
+            .await;
+        if let Err(err) = env.runtime.stop_container(id, grace).await {
+            tracing::warn!(container = %id, error = %err, "stopping container after postStart failed");
+        }
+        self.state
+            .waiting
+            .insert(name.to_string(), Waiting::new("PostStartHookError", msg));
+        Err(())
+    }
+
+    /// Starts and stops probe tasks to match the running containers and takes the probers'
+    /// current results into the state.
+    fn refresh_probes(&mut self, env: &WorkerEnv, pod: &Pod, observed: &Observed) {
+        let targets = probe_targets(pod, observed);
+        let deps = ProbeDeps {
+            runtime: env.runtime.clone(),
+            events: env.events.clone(),
+            clock: env.clock.clone(),
+        };
+        let net = pod_net(env, pod, observed);
+        self.prober.reconcile(&deps, pod, &targets, &net);
+        let (view, kills) = self.prober.view(&targets);
+        let all_unready = self.state.probe_view.all_unready;
+        self.state.probe_view = ProbeView {
+            all_unready,
+            ..view
+        };
+        self.state.probe_kills = kills;
     }
 
     /// kubelet's `EnsureImageExists`: honours imagePullPolicy and the pull back-off.
@@ -920,7 +1363,7 @@ impl PodWorker {
         observed: &Observed,
         terminal: bool,
     ) -> PodStatus {
-        let status = pod_status(&StatusInput {
+        let mut status = pod_status(&StatusInput {
             pod,
             containers: &observed.containers,
             sandbox_ready: observed.ready_sandbox().is_some(),
@@ -929,7 +1372,9 @@ impl PodWorker {
             host_ip: &env.host_ip,
             now: env.clock.now(),
             terminal,
+            probes: &self.state.probe_view,
         });
+        crate::network::fill_status(env, pod, observed, &mut status);
         if self.state.last_status.as_ref() != Some(&status) {
             let (ns, name, _) = pod_key(pod);
             match env.api.patch_pod_status(&ns, &name, &status).await {
@@ -943,6 +1388,7 @@ impl PodWorker {
     }
 
     async fn teardown_sandbox(&self, env: &WorkerEnv, id: &str) -> Result<(), RuntimeError> {
+        crate::network::teardown_sandbox(env, id).await;
         let stopped = env.runtime.stop_pod_sandbox(id).await;
         let removed = env.runtime.remove_pod_sandbox(id).await;
         // Keep going after a failed stop: removal releases what it can.
@@ -957,9 +1403,10 @@ impl PodWorker {
         }
     }
 
-    /// Stops every live container of the pod at once with `grace`, with a Killing event each.
+    /// Stops every live container of the pod with `grace` (each with a Killing event and its
+    /// preStop hook): app and init containers at once, then sidecars one by one in reverse
+    /// order (KEP-753).
     async fn kill_all(&self, env: &WorkerEnv, pod: &Pod, observed: &Observed, grace: Duration) {
-        let now = env.clock.now();
         let live: Vec<_> = observed
             .containers
             .iter()
@@ -970,27 +1417,22 @@ impl PodWorker {
                 )
             })
             .collect();
-        for c in &live {
-            if c.state == ContainerState::Running {
-                let msg = format!("Stopping container {}", c.config.name);
-                env.events
-                    .record(
-                        pod,
-                        Some(&c.config.name),
-                        EventType::Normal,
-                        "Killing",
-                        &msg,
-                        now,
-                    )
-                    .await;
-            }
-        }
-        let stops = live
+        let sidecar_names: Vec<&str> = init_containers(pod)
             .iter()
-            .map(|c| env.runtime.stop_container(&c.id, grace));
-        for (c, result) in live.iter().zip(futures::future::join_all(stops).await) {
-            if let Err(err) = result {
-                tracing::warn!(container = %c.id, error = %err, "stopping container failed");
+            .filter(|c| is_sidecar(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        let net = pod_net(env, pod, observed);
+        let (sidecars, others): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|c| sidecar_names.contains(&c.config.name.as_str()));
+        let stops = others
+            .iter()
+            .map(|c| kill_one(env, pod, c, grace, None, &net));
+        futures::future::join_all(stops).await;
+        for name in sidecar_names.iter().rev() {
+            for c in sidecars.iter().filter(|c| c.config.name == *name) {
+                kill_one(env, pod, c, grace, None, &net).await;
             }
         }
     }
@@ -1006,11 +1448,16 @@ impl PodWorker {
                     return Some(RESYNC);
                 }
             };
+            // kubelet reports a terminating pod not ready before it stops anything.
+            self.state.probe_view.all_unready = true;
+            self.write_status(env, pod, &observed, false).await;
+            self.prober.stop();
             self.kill_all(env, pod, &observed, grace_period(pod)).await;
             let observed = self.observe(env, pod).await.unwrap_or(observed);
             self.state.waiting.clear();
             self.write_status(env, pod, &observed, true).await;
             self.remove_sandboxes(env, &observed).await;
+            self.teardown_volumes(env, pod);
             self.state.killed = true;
         }
         self.delete_from_api(env, pod).await;
@@ -1039,6 +1486,7 @@ impl PodWorker {
             self.kill_all(env, pod, &observed, MIN_GRACE).await;
             self.remove_sandboxes(env, &observed).await;
         }
+        self.teardown_volumes(env, pod);
         let dir = pod_log_dir(&env.log_root, &ns, &name, &uid);
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
@@ -1080,6 +1528,12 @@ mod tests {
             log_root: dir.path().join("logs"),
             node_cpu: 2.0,
             node_memory: 1e9,
+            network: None,
+            volumes: Arc::new(crate::volumes::VolumeManager::new(
+                dir.path().join("volumes"),
+                Arc::new(crate::volumes::HostMounter),
+                crate::volumes::DEFAULT_SYNC_PERIOD,
+            )),
         };
         Harness {
             env,
@@ -1476,5 +1930,296 @@ mod tests {
             "IfNotPresent"
         );
         assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
+    }
+
+    // ---- init containers, sidecars, probes, hooks ----
+
+    fn lifecycle_pod(policy: &str, spec: serde_json::Value) -> Pod {
+        let mut spec = spec;
+        spec["restartPolicy"] = json!(policy);
+        spec["nodeName"] = json!("node-a");
+        spec["terminationGracePeriodSeconds"] = json!(30);
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "uid-1"},
+            "spec": spec
+        }))
+        .expect("pod")
+    }
+
+    fn c(name: &str) -> serde_json::Value {
+        json!({"name": name, "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent"})
+    }
+
+    fn started_names(h: &Harness) -> Vec<String> {
+        let st = h.rt.state.lock().expect("lock");
+        let mut v: Vec<_> = st
+            .containers
+            .values()
+            .map(|c| (c.created_at, c.config.name.clone(), c.config.attempt))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, n, a)| format!("{n}#{a}")).collect()
+    }
+
+    fn init_reason(status: &PodStatus, i: usize) -> Option<String> {
+        status.init_container_statuses.as_ref().expect("init")[i]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone())
+    }
+
+    fn cond_status(status: &PodStatus, kind: &str) -> String {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn init_containers_run_one_at_a_time_then_apps() {
+        let h = harness();
+        let mut p = lifecycle_pod(
+            "Always",
+            json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
+        );
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["i1#0"]);
+        let s = h.api.last_status().expect("status");
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(init_reason(&s, 1).as_deref(), Some("PodInitializing"));
+        assert_eq!(state_of(&s).1.as_deref(), Some("PodInitializing"));
+        assert_eq!(cond_status(&s, "Initialized"), "False");
+        // Still running: nothing else starts.
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["i1#0"]);
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("i1", 0);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["i1#0", "i2#0"]);
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("i2", 0);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["i1#0", "i2#0", "app#0"]);
+        let s = h.api.last_status().expect("status");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond_status(&s, "Initialized"), "True");
+        let inits = s.init_container_statuses.as_ref().expect("init");
+        assert!(inits.iter().all(|i| i.ready), "completed inits are ready");
+        let fields = h.api.lock().field_paths.clone();
+        assert!(
+            fields.iter().any(|f| f == "spec.initContainers{i1}"),
+            "{fields:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_init_backs_off_or_fails_the_pod() {
+        let h = harness();
+        let mut p = lifecycle_pod(
+            "Always",
+            json!({"initContainers": [c("i1")], "containers": [c("app")]}),
+        );
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("i1", 1);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["i1#0", "i1#1"]);
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("i1", 1);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        let s = h.api.last_status().expect("status");
+        assert_eq!(init_reason(&s, 0).as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert!(h.api.reasons().contains(&"BackOff".to_string()));
+        assert!(h.api.messages().contains(
+            &"Back-off restarting failed container i1 in pod web_default(uid-1)".to_string()
+        ));
+
+        let h = harness();
+        let mut p = lifecycle_pod(
+            "Never",
+            json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
+        );
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        h.rt.exit("i1", 2);
+        p = with_status(p, &h.api);
+        assert_eq!(w.sync(&h.env, &p).await, None);
+        let s = h.api.last_status().expect("status");
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(w.state.lifecycle, Lifecycle::Finished);
+        assert!(h.rt.containers_named("app").is_empty());
+    }
+
+    #[tokio::test]
+    async fn sidecars_start_first_and_stop_last_in_reverse() {
+        let h = harness();
+        let mut sc1 = c("sc1");
+        sc1["restartPolicy"] = json!("Always");
+        let mut sc2 = c("sc2");
+        sc2["restartPolicy"] = json!("Always");
+        let mut p = lifecycle_pod(
+            "Never",
+            json!({"initContainers": [sc1, c("i1"), sc2], "containers": [c("app")]}),
+        );
+        let mut w = PodWorker::new(&p);
+        for _ in 0..3 {
+            w.sync(&h.env, &p).await;
+            p = with_status(p, &h.api);
+            h.clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(started_names(&h), vec!["sc1#0", "i1#0"]);
+        h.rt.exit("i1", 0);
+        w.sync(&h.env, &p).await;
+        p = with_status(p, &h.api);
+        h.clock.advance(Duration::from_secs(1));
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["sc1#0", "i1#0", "sc2#0", "app#0"]);
+        // A sidecar that exits is restarted even under Never.
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("sc1", 1);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(h.rt.containers_named("sc1").len(), 2);
+        let s = h.api.last_status().expect("status");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        // The app finishes: sidecars are stopped, sc2 before sc1, and the pod succeeds.
+        let sc2_id = h.rt.containers_named("sc2")[0].id.clone();
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("app", 0);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        let stops: Vec<String> =
+            h.rt.calls()
+                .iter()
+                .filter(|c| c.starts_with("stop_container"))
+                .cloned()
+                .collect();
+        assert!(stops[0].contains(&sc2_id), "{stops:?}");
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        let s = h.api.last_status().expect("status");
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+    }
+
+    #[tokio::test]
+    async fn liveness_failure_kills_with_probe_grace_and_restarts() {
+        let h = harness();
+        let mut app = c("app");
+        app["livenessProbe"] = json!({"exec": {"command": ["check"]}, "initialDelaySeconds": 1000,
+            "terminationGracePeriodSeconds": 7});
+        let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        let id = h.rt.containers_named("app")[0].id.clone();
+        w.prober.set(&id, ProbeKind::Liveness, false);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert!(h.rt.calls().contains(&format!("stop_container {id} 7")));
+        assert!(h
+            .api
+            .messages()
+            .contains(&"Container app failed liveness probe, will be restarted".to_string()));
+        h.clock.advance(Duration::from_secs(1));
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(started_names(&h), vec!["app#0", "app#1"]);
+    }
+
+    #[tokio::test]
+    async fn readiness_and_startup_gate_ready() {
+        let h = harness();
+        let mut app = c("app");
+        app["readinessProbe"] = json!({"exec": {"command": ["r"]}, "initialDelaySeconds": 1000});
+        app["startupProbe"] = json!({"exec": {"command": ["s"]}, "initialDelaySeconds": 1000});
+        let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        let s = h.api.last_status().expect("status");
+        let cs = &s.container_statuses.as_ref().expect("cs")[0];
+        assert_eq!((cs.ready, cs.started), (false, Some(false)));
+        assert_eq!(cond_status(&s, "Ready"), "False");
+        let id = h.rt.containers_named("app")[0].id.clone();
+        w.prober.set(&id, ProbeKind::Startup, true);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        let s = h.api.last_status().expect("status");
+        let cs = &s.container_statuses.as_ref().expect("cs")[0];
+        assert_eq!((cs.ready, cs.started), (false, Some(true)));
+        w.prober.set(&id, ProbeKind::Readiness, true);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        let s = h.api.last_status().expect("status");
+        assert_eq!(cond_status(&s, "Ready"), "True");
+        // Deleting: not ready first, then killed.
+        p = with_status(p, &h.api);
+        p.metadata.deletion_timestamp = Some(crate::podstatus::api_time(h.clock.now()));
+        w.sync(&h.env, &p).await;
+        let statuses = h.api.lock().statuses.clone();
+        let before_last = &statuses[statuses.len() - 2];
+        assert_eq!(cond_status(before_last, "Ready"), "False");
+        assert_eq!(before_last.phase.as_deref(), Some("Running"));
+    }
+
+    #[tokio::test]
+    async fn post_start_failure_kills_and_pre_stop_runs_before_stop() {
+        let h = harness();
+        let mut app = c("app");
+        app["lifecycle"] = json!({"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}},
+                                  "preStop": {"exec": {"command": ["bye"]}}});
+        h.rt.state.lock().expect("lock").exec_results.insert(
+            "app".into(),
+            runtime::ExecSyncResult {
+                stdout: b"nope".to_vec(),
+                stderr: Vec::new(),
+                exit_code: 3,
+            },
+        );
+        let p = lifecycle_pod("Always", json!({"containers": [app]}));
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        assert!(h.api.reasons().contains(&"FailedPostStartHook".to_string()));
+        let msg = h
+            .api
+            .lock()
+            .events
+            .iter()
+            .find(|e| e.1 == "FailedPostStartHook")
+            .map(|e| e.2.clone())
+            .expect("event");
+        assert!(msg.starts_with("Exec lifecycle hook ([\"sh\", \"-c\", \"exit 3\"]) for Container \"app\" in Pod \"web_default(uid-1)\" failed"), "{msg}");
+        assert!(msg.ends_with("message: \"nope\""), "{msg}");
+        let s = h.api.last_status().expect("status");
+        assert_eq!(state_of(&s).1.as_deref(), Some("PostStartHookError"));
+
+        // preStop: exec'd before the stop, on deletion.
+        h.rt.state.lock().expect("lock").exec_results.clear();
+        h.clock.advance(Duration::from_secs(1));
+        let mut p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        p = with_status(p, &h.api);
+        p.metadata.deletion_timestamp = Some(crate::podstatus::api_time(h.clock.now()));
+        w.sync(&h.env, &p).await;
+        let calls = h.rt.calls();
+        let bye = calls
+            .iter()
+            .position(|c| c == "exec app bye")
+            .expect("preStop ran");
+        let last_stop = calls
+            .iter()
+            .rposition(|c| c.starts_with("stop_container"))
+            .expect("stop");
+        assert!(bye < last_stop, "{calls:?}");
     }
 }

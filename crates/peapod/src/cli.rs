@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Start the API server, store and node agent in the foreground.
     Up(UpArgs),
+    /// Run the node agent alone against an API server (like kubelet --kubeconfig).
+    Agent(AgentArgs),
     /// Manage images in the local store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -54,6 +56,73 @@ pub struct UpArgs {
     /// :10250. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10250")]
     pub node_api_listen: SocketAddr,
+    #[command(flatten)]
+    pub static_pods: StaticPodArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// The pod network (CNI), as kubelet's runtime is configured.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// CNI config directory: its first conflist is used; a default bridge network is
+    /// written there when it has none.
+    #[arg(long, default_value = "/etc/cni/net.d", env = "PEAPOD_CNI_CONF_DIR")]
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories, searched in order (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// This node's pod CIDR, the address range of the default CNI network.
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pub pod_cidr: String,
+}
+
+impl NetworkArgs {
+    pub fn config(&self) -> node::NetworkConfig {
+        node::NetworkConfig {
+            conf_dir: self.cni_conf_dir.clone(),
+            bin_dirs: self.cni_bin_dir.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where static pod manifests come from (kubelet's `--config` / `staticPodPath`).
+#[derive(Debug, Args)]
+pub struct StaticPodArgs {
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
+    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency and syncFrequency are used.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory (or file) of pod manifests run as static pods; overrides the config file's
+    /// staticPodPath.
+    #[arg(long, value_name = "DIR")]
+    pub static_pod_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Kubeconfig of the API server to register with.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Name of this node (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Address of the node API (logs, exec) that the API server proxies to. Port 0 picks a
+    /// free port.
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    pub node_api_listen: SocketAddr,
+    /// File holding the bearer token the node API requires (the API server's node token);
+    /// without it the node API takes no token.
+    #[arg(long, value_name = "FILE")]
+    pub node_api_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub static_pods: StaticPodArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! `peapod shim` (hidden) is the per-pod shim process: it is dispatched before anything else
 //! so that it stays single-threaded (no tokio runtime exists yet).
 
+mod agent;
 mod cli;
 mod image;
 mod reset;
@@ -38,6 +39,7 @@ fn main() {
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(args).await,
+        cli::Command::Agent(args) => agent::run(args).await,
         cli::Command::Image(cmd) => image::run(cmd).await,
         cli::Command::Reset(args) => reset::run(args).await,
     }

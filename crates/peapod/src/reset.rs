@@ -1,4 +1,4 @@
-//! `peapod reset`: stop a running `peapod up` of this state dir, every pod (shims, containers,
+//! `peapod reset`: stop a running `peapod up` or `agent` of this state dir, every pod (shims, containers,
 //! cgroups), and remove the state dir. Safe to run again and on a half-removed state.
 
 use std::fs;
@@ -17,6 +17,16 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
         return Ok(());
     }
     stop_running_up(&state_dir).await;
+    // The service proxy's nftables table and the cluster DNS address (both idempotent).
+    if let Err(e) = proxy::cleanup(&proxy::ProxyConfig::default()) {
+        eprintln!("peapod: removing service rules: {e}");
+    }
+    dns::cleanup_if_unused(&dns::DnsConfig::default());
+    // Release the pods' CNI attachments (veths, IPs, iptables rules) from their records
+    // while the namespaces are still pinned.
+    for err in node::network::reset(&state_dir) {
+        eprintln!("peapod: releasing pod network: {err:#}");
+    }
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
         state_dir.clone(),
         std::env::current_exe().context("locating the peapod binary")?,
@@ -36,7 +46,7 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM the `peapod up` recorded in the pid file, then SIGKILL if it lingers.
+/// SIGTERM the `peapod up` or `peapod agent` recorded in the pid file, then SIGKILL if it lingers.
 async fn stop_running_up(state_dir: &std::path::Path) {
     let Ok(text) = fs::read_to_string(state_dir.join("peapod.pid")) else {
         return;
@@ -62,6 +72,10 @@ async fn stop_running_up(state_dir: &std::path::Path) {
 /// Guards against a stale pid file naming an unrelated process.
 fn is_peapod(pid: Pid) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).nth(1).is_some_and(|a| a == b"up"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .nth(1)
+                .is_some_and(|a| a == b"up" || a == b"agent")
+        })
         .unwrap_or(false)
 }

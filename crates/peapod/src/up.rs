@@ -20,6 +20,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&state_dir)?;
     write_pid_file(&state_dir)?;
 
+    let static_pods = crate::agent::static_pod_settings(&args.static_pods)?;
     let node_name = match args.node_name {
         Some(n) => n,
         None => hostname()?,
@@ -68,6 +69,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .context("issuing the node API certificate")?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    // The node-local service proxy and cluster DNS (kube-proxy's and CoreDNS's jobs), plain
+    // API clients like the agent.
+    let service_tasks = [
+        tokio::spawn(run_proxy(client.clone(), shutdown_rx.clone())),
+        tokio::spawn(run_dns(client.clone(), shutdown_rx.clone())),
+    ];
     let agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -78,6 +85,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node_api_advertise_ip: advertise_ip,
             node_api_tls: node_tls,
             node_api_token: Some(node_api_token),
+            static_pod_path: static_pods.path,
+            file_check_frequency: static_pods.file_check_frequency,
+            network: args.network.config(),
         },
         shutdown_rx,
     ));
@@ -94,9 +104,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    // The proxy removes its nftables table and the DNS its address on the way out.
+    let _ = shutdown_tx.send(true);
+    for t in service_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     api.shutdown().await;
     let _ = fs::remove_file(state_dir.join("peapod.pid"));
     result
+}
+
+/// The service proxy; a failure is logged, the rest of the node keeps running.
+async fn run_proxy(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
+    if let Err(e) = proxy::run(client, proxy::ProxyConfig::default(), shutdown).await {
+        eprintln!("peapod: service proxy: {e}");
+    }
+}
+
+/// Cluster DNS, retried while its address is taken (another peapod on this host holds it).
+async fn run_dns(client: kube::Client, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut warned = false;
+    while !*shutdown.borrow() {
+        match dns::run(client.clone(), dns::DnsConfig::default(), shutdown.clone()).await {
+            Ok(()) => return,
+            Err(e) if !warned => {
+                eprintln!("peapod: cluster DNS: {e}; retrying");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// rustls finds both ring and aws-lc linked (through different crates), so the process-wide
@@ -124,7 +165,7 @@ pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 }
 
 /// One `peapod up` per state dir: a second one would fight over pods and the store.
-fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+pub(crate) fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let path = state_dir.join("peapod.lock");
     let file = fs::OpenOptions::new()
         .create(true)
@@ -140,14 +181,14 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File
     })
 }
 
-fn write_pid_file(state_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_pid_file(state_dir: &Path) -> anyhow::Result<()> {
     let tmp = state_dir.join("peapod.pid.tmp");
     fs::write(&tmp, format!("{}\n", std::process::id()))?;
     fs::rename(&tmp, state_dir.join("peapod.pid"))?;
     Ok(())
 }
 
-fn hostname() -> anyhow::Result<String> {
+pub(crate) fn hostname() -> anyhow::Result<String> {
     let name = nix::unistd::gethostname().context("reading the hostname")?;
     Ok(name.to_string_lossy().to_lowercase())
 }
@@ -178,7 +219,7 @@ fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

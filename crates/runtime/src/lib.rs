@@ -7,13 +7,21 @@
 //! rename or remove any.
 
 mod client;
+mod pidns;
 pub mod image_backend;
 mod procs;
 pub mod records;
 mod service;
+pub mod stdio;
 
 pub use image_backend::ImageBackend;
 pub use service::{Runtime, RuntimeConfig};
+pub use stdio::ExecIo;
+/// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
+/// quota/period, memory limit, pids limit.
+pub use cgroups::Resources as LinuxResources;
+/// Security settings of a container (CRI `LinuxContainerSecurityContext`).
+pub use shim::protocol::{SeccompProfile, SecurityConfig};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,6 +68,48 @@ pub struct PodSandboxConfig {
     pub log_directory: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `shareProcessNamespace`: one PID namespace for the pod, whose PID 1 is the shim.
+    #[serde(default)]
+    pub share_process_namespace: bool,
+    /// Namespaced sysctls set in the pod's network/IPC namespaces (`securityContext.sysctls`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// Limits of the pod's cgroup (kubelet's pod-level cgroup: sum of the containers').
+    #[serde(default)]
+    pub resources: LinuxResources,
+    /// `hostNetwork: true`: the pod shares the node's network (and UTS) namespace, as CRI's
+    /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
+    #[serde(default)]
+    pub host_network: bool,
+    /// The pod's resolver (CRI `DNSConfig`, what kubelet derives from `dnsPolicy` and
+    /// `dnsConfig`); `None` copies the node's resolv.conf.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+}
+
+/// The pod's `/etc/resolv.conf` (CRI `DNSConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// The file as kubelet writes it: `search`, `nameserver` lines, `options`.
+    pub fn resolv_conf(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for s in &self.servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +175,12 @@ pub struct ContainerConfig {
     pub mounts: Vec<Mount>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// cgroup limits (requests/limits mapped by the agent).
+    #[serde(default)]
+    pub resources: LinuxResources,
+    /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +276,18 @@ pub trait RuntimeService: Send + Sync + 'static {
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
 
+    /// Tells the sandbox its network addresses once the CNI attachment gave them, so the
+    /// pod's kubelet-managed `/etc/hosts` maps its hostname to them (kubelet writes that file
+    /// with the pod IPs). The file is rewritten in place: containers bind-mount it.
+    async fn update_sandbox_network(
+        &self,
+        id: &str,
+        ips: &[std::net::IpAddr],
+    ) -> Result<(), RuntimeError> {
+        let _ = (id, ips);
+        Ok(())
+    }
+
     /// Runs `cmd` in the container's namespaces and cgroup to completion or `timeout` (then
     /// killed), capturing its output (CRI `ExecSync`).
     async fn exec_sync(
@@ -234,4 +302,55 @@ pub trait RuntimeService: Send + Sync + 'static {
             message: "exec is not supported by this runtime".to_string(),
         })
     }
+
+    /// Starts `options.cmd` in the container's namespaces and cgroup with its stdio handed to
+    /// the caller (CRI `Exec`, streamed by the agent). Dropping the session before the exit
+    /// kills the process.
+    async fn exec(&self, id: &str, options: &ExecOptions) -> Result<ExecSession, RuntimeError> {
+        let _ = options;
+        Err(RuntimeError::Shim {
+            id: id.to_string(),
+            message: "exec is not supported by this runtime".to_string(),
+        })
+    }
+
+    /// A TCP connection to `127.0.0.1:<port>` inside the sandbox's network namespace (CRI
+    /// `PortForward`).
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError> {
+        let _ = port;
+        Err(RuntimeError::Shim {
+            id: sandbox_id.to_string(),
+            message: "port-forward is not supported by this runtime".to_string(),
+        })
+    }
+}
+
+/// What to run for a streaming exec (CRI `ExecRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOptions {
+    /// Full argv; never empty.
+    pub cmd: Vec<String>,
+    /// Allocate a pseudo-terminal (then stdout and stderr are one stream, `tty`).
+    pub tty: bool,
+    /// Give the process a stdin the caller writes (else /dev/null).
+    pub stdin: bool,
+}
+
+/// How an exec'd process ends, resolved once the runtime has seen its exit.
+pub type ExecExit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<i32, RuntimeError>> + Send>>;
+
+/// A running exec: the caller's ends of its stdio and its exit status. With a tty only `tty`
+/// is set (read: the terminal's output; write: its input; `resize`).
+pub struct ExecSession {
+    pub stdin: Option<ExecIo>,
+    pub stdout: Option<ExecIo>,
+    pub stderr: Option<ExecIo>,
+    pub tty: Option<ExecIo>,
+    /// Resolves to the exit status (128 + signal when killed).
+    pub exit: ExecExit,
 }

@@ -85,6 +85,17 @@ pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr]) -> String {
     out
 }
 
+/// The `/etc/hosts` of a hostNetwork pod: kubelet copies the node's file under its own
+/// header.
+pub fn host_network_hosts_file(host: &str) -> String {
+    let mut out = String::from("# Kubernetes-managed hosts file (host network).\n");
+    out.push_str(host);
+    if !host.is_empty() && !host.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +140,15 @@ mod tests {
         assert_eq!(st.exit_code, Some(3));
         assert_eq!(st.reason.as_deref(), Some("Error"));
         assert!(st.started_at.is_some());
+    }
+
+    #[test]
+    fn host_network_hosts_copy_the_node_file() {
+        let h = host_network_hosts_file("127.0.0.1\tlocalhost");
+        assert_eq!(
+            h,
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n"
+        );
     }
 
     #[test]

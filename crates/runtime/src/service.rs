@@ -16,9 +16,12 @@ use shim::protocol::{
 };
 
 use crate::client;
+mod exec;
 use crate::image_backend::ImageBackend;
 use crate::procs;
-use crate::records::{container_status, hosts_file, ContainerRecord, SandboxRecord, ShimPid};
+use crate::records::{
+    container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
+};
 use crate::{
     ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
     PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
@@ -50,6 +53,8 @@ pub struct RuntimeConfig {
     pub shim_args: Vec<OsString>,
     /// The host's resolver config, copied into each pod.
     pub resolv_conf: PathBuf,
+    /// The host's hosts file, copied into hostNetwork pods.
+    pub hosts_file: PathBuf,
     /// Where /proc is (for process liveness checks).
     pub proc_root: PathBuf,
 }
@@ -64,6 +69,7 @@ impl RuntimeConfig {
             shim_binary: shim_binary.into(),
             shim_args: vec![OsString::from("shim")],
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            hosts_file: PathBuf::from("/etc/hosts"),
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -260,6 +266,7 @@ impl Runtime {
                 message,
             }),
             Response::Ok | Response::Started { .. } | Response::State { .. } => Ok(()),
+            Response::ExecStarted { .. } | Response::ExecExited { .. } => Ok(()),
         }
     }
 
@@ -279,9 +286,25 @@ impl Runtime {
         let write = |path: PathBuf, data: &[u8]| {
             write_atomic(&path, data).map_err(io_err(format!("writing {}", path.display())))
         };
-        write(pod.hostname(), format!("{}\n", config.hostname).as_bytes())?;
-        write(pod.hosts(), hosts_file(&config.hostname, &[]).as_bytes())?;
+        if config.host_network {
+            // kubelet: a hostNetwork pod sees the node's name and a copy of its hosts file.
+            let node = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            write(pod.hostname(), format!("{node}\n").as_bytes())?;
+            let host = std::fs::read_to_string(&self.config.hosts_file).unwrap_or_default();
+            write(pod.hosts(), host_network_hosts_file(&host).as_bytes())?;
+        } else {
+            write(pod.hostname(), format!("{}\n", config.hostname).as_bytes())?;
+            write(pod.hosts(), hosts_file(&config.hostname, &[]).as_bytes())?;
+        }
         let resolv = match std::fs::read(&self.config.resolv_conf) {
+            // The agent's DNS policy decides (cluster DNS for ClusterFirst pods).
+            _ if config.dns.is_some() => config
+                .dns
+                .as_ref()
+                .map(|d| d.resolv_conf().into_bytes())
+                .unwrap_or_default(),
             Ok(data) => data,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
@@ -297,6 +320,13 @@ impl Runtime {
             hostname: config.hostname.clone(),
             cgroup_root: self.config.cgroup_root.clone(),
             pod_cgroup: pod_cgroup.clone(),
+            host_network: config.host_network,
+            share_pid: config.share_process_namespace,
+            sysctls: config
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         write_json_atomic(&pod.shim_config(), &shim_config).map_err(io_err("writing shim.json"))?;
         write_json_atomic(&root.join("sandbox.json"), &record)
@@ -326,17 +356,30 @@ impl Runtime {
             "starting shim {}",
             self.config.shim_binary.display()
         )))?;
-        let pid = child.id().ok_or_else(|| RuntimeError::Shim {
-            id: id.into(),
-            message: "exited at once".into(),
-        })?;
-        drop(child);
-        let start_time = procs::stat(&self.config.proc_root, pid)
-            .map(|(s, _)| s)
-            .unwrap_or(0);
-        write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
-            .map_err(io_err("writing shim.pid"))?;
+        let pid = if config.share_process_namespace {
+            // The shim forks PID 1 of the pod's PID namespace, records that pid and exits
+            // (shim::pidns).
+            crate::pidns::wait_for_forked_shim(child, &pod, SHIM_READY_TIMEOUT).await?
+        } else {
+            let pid = child.id().ok_or_else(|| RuntimeError::Shim {
+                id: id.into(),
+                message: "exited at once".into(),
+            })?;
+            drop(child);
+            let start_time = procs::stat(&self.config.proc_root, pid)
+                .map(|(s, _)| s)
+                .unwrap_or(0);
+            write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
+                .map_err(io_err("writing shim.pid"))?;
+            pid
+        };
         if let Some(h) = &self.cgroups {
+            // kubelet's pod-level cgroup limits, before any container joins it.
+            if let Err(e) = h.cgroup(&pod_cgroup).create().and_then(|()| {
+                h.cgroup(&pod_cgroup).apply(&config.resources)
+            }) {
+                tracing::warn!(sandbox = id, error = %e, "could not set the pod cgroup's limits");
+            }
             let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
             let placed = cg.create().and_then(|()| cg.add_pid(pid as i32));
             if let Err(e) = placed {
@@ -590,6 +633,30 @@ impl RuntimeService for Runtime {
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
+    async fn update_sandbox_network(
+        &self,
+        id: &str,
+        ips: &[std::net::IpAddr],
+    ) -> Result<(), RuntimeError> {
+        let record = self.sandbox_record(id)?;
+        if record.config.host_network {
+            return Ok(());
+        }
+        let path = self.pod(id).hosts();
+        let text = hosts_file(&record.config.hostname, ips);
+        // In place, not write-then-rename: running containers bind-mount this very inode.
+        let write = || -> io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(io_err(format!("writing {}", path.display())))
+    }
+
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
         let mut out = Vec::new();
         for id in self.sandbox_ids()? {
@@ -701,6 +768,8 @@ impl RuntimeService for Runtime {
                 })
                 .collect(),
             log_path,
+            resources: config.resources.clone(),
+            security: config.security.clone(),
         };
         let result = match self
             .request(
@@ -852,6 +921,31 @@ impl RuntimeService for Runtime {
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let sandbox_id = self.find_container(id)?;
         self.read_status(&sandbox_id, id)
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<crate::ExecSyncResult, RuntimeError> {
+        self.exec_sync_impl(id, cmd, timeout).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        options: &crate::ExecOptions,
+    ) -> Result<crate::ExecSession, RuntimeError> {
+        self.exec_session(id, options).await
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError> {
+        self.port_forward_impl(sandbox_id, port).await
     }
 }
 

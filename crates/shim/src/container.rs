@@ -19,6 +19,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, setuid, Gid, Uid};
 
 use crate::protocol::{ContainerDir, ContainerSpec, PodDir};
+use crate::security;
 use crate::user;
 
 /// PATH given to a container whose env has none (containerd's and runc's default).
@@ -64,6 +65,8 @@ pub enum SetupError {
     LayerPath { path: PathBuf },
     #[error("{0}")]
     User(#[from] user::UserError),
+    #[error("{0}")]
+    Security(#[from] security::SecurityError),
     #[error("setting user {uid}:{gid}: {source}")]
     SetUser {
         uid: u32,
@@ -155,6 +158,12 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     // Open every host-side source now: after pivot_root only these fds reach the host, and
     // every path we resolve afterwards stays inside the container's root.
     let mut binds: Vec<(OwnedFd, String, bool)> = Vec::new();
+    // Privileged containers get the host's devices (read now, created once /dev exists).
+    let host_devices = if ctx.spec.security.privileged {
+        security::host_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
+    };
     for dev in DEVICES {
         let path = PathBuf::from("/dev").join(dev);
         binds.push((open_path(&path)?, format!("/dev/{dev}"), false));
@@ -214,7 +223,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
     chdir("/").map_err(pivot_err)?;
 
-    mount_container_filesystems()?;
+    mount_container_filesystems(ctx.spec.security.privileged)?;
     for (fd, target, readonly) in binds.iter().chain(user_binds.iter()) {
         bind_fd(fd, Path::new(target), *readonly)?;
     }
@@ -223,6 +232,8 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     let old_root = Path::new("/").join(OLD_ROOT);
     umount2(&old_root, MntFlags::MNT_DETACH).map_err(pivot_err)?;
     let _ = fs::remove_dir(&old_root);
+    security::create_devices(&host_devices)?;
+    security::apply_path_rules(&ctx.spec.security)?;
 
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
@@ -243,6 +254,10 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         cwd: cwd.clone(),
         source,
     })?;
+    // After the working directory exists: runc, too, creates it before the remount.
+    if ctx.spec.security.readonly_rootfs {
+        security::readonly_rootfs()?;
+    }
 
     let env = build_env(&ctx.spec.env, ctx.hostname, &resolved.home);
     let path_var = env
@@ -259,9 +274,11 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         gid: resolved.gid,
         source,
     };
+    let credentials = security::prepare_credentials(&ctx.spec.security)?;
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
+    security::finish_credentials(credentials)?;
 
     let argv = to_cstrings(ctx.spec.args.iter().map(String::as_str))?;
     let envp = to_cstrings(
@@ -404,8 +421,9 @@ fn mkdir(path: &Path) -> Result<(), SetupError> {
     })
 }
 
-/// /proc, /dev (tmpfs with pts, shm, mqueue), /sys read-only: the OCI default mounts.
-fn mount_container_filesystems() -> Result<(), SetupError> {
+/// /proc, /dev (tmpfs with pts, shm, mqueue), /sys read-only (writable when privileged):
+/// the OCI default mounts.
+fn mount_container_filesystems(privileged: bool) -> Result<(), SetupError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mkdir(Path::new("/proc"))?;
     do_mount(
@@ -469,7 +487,11 @@ fn mount_container_filesystems() -> Result<(), SetupError> {
         Some("sysfs"),
         Path::new("/sys"),
         Some("sysfs"),
-        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        if privileged {
+            nosuid_noexec_nodev
+        } else {
+            nosuid_noexec_nodev | MsFlags::MS_RDONLY
+        },
         None,
         "sysfs",
     )?;
@@ -528,7 +550,7 @@ fn bind_fd(fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError
 
 /// Marks every fd above stderr close-on-exec, so the exec closes the shim's sockets and
 /// pipes (and the error pipe, which tells the shim the exec worked).
-fn close_other_fds() {
+pub(crate) fn close_other_fds() {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags; no memory is
     // touched.
     let rc = unsafe {

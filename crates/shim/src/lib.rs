@@ -6,8 +6,12 @@
 //! The runtime talks to it with [`protocol::Request`]s over `<pod dir>/shim.sock`.
 
 pub mod container;
+pub mod exec;
 pub mod net;
+pub mod pidns;
 pub mod protocol;
+pub mod seccomp;
+pub mod security;
 pub mod server;
 pub mod user;
 

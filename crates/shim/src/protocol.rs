@@ -23,6 +23,17 @@ pub struct ShimConfig {
     /// The pod's cgroup relative to the hierarchy roots (`peapod/pod<uid>`); each container
     /// gets `<pod cgroup>/<container id>`.
     pub pod_cgroup: PathBuf,
+    /// `shareProcessNamespace`: the shim becomes PID 1 of a PID namespace that every
+    /// container of the pod joins (see `crate::pidns`).
+    #[serde(default)]
+    pub share_pid: bool,
+    /// Namespaced sysctls (`net.*`, `kernel.shm*`…) set in the pod's namespaces at start.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+    /// `hostNetwork`: stay in the node's network and UTS namespaces (no unshare, `lo`
+    /// and the hostname left alone).
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// User and groups, as in the runtime's `UserSpec` (the shim resolves names in the rootfs).
@@ -57,6 +68,47 @@ pub struct ContainerSpec {
     pub mounts: Vec<BindMount>,
     /// Absolute path of the CRI log file.
     pub log_path: PathBuf,
+    /// cgroup limits of the container.
+    #[serde(default)]
+    pub resources: cgroups::Resources,
+    /// Capabilities, no_new_privs, seccomp, masked paths… (see `crate::security`).
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// The seccomp filter of a container (`securityContext.seccompProfile`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter.
+    Unconfined,
+    /// The runtime's default deny-list (`crate::seccomp`); the secure default.
+    #[default]
+    RuntimeDefault,
+}
+
+/// A container's security settings, as CRI's `LinuxContainerSecurityContext` carries them.
+/// The default is the container runtime default: the default capability set, no_new_privs,
+/// the default masked and read-only paths, read-only /sys, the default seccomp filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// All capabilities, host devices, no masked or read-only paths, writable /sys, no
+    /// seccomp filter.
+    pub privileged: bool,
+    /// Capability names (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`) added to the default set.
+    pub capabilities_add: Vec<String>,
+    /// Capability names (or `ALL`) removed from it.
+    pub capabilities_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: true`; otherwise the process gets no_new_privs.
+    pub allow_privilege_escalation: bool,
+    /// `readOnlyRootFilesystem`.
+    pub readonly_rootfs: bool,
+    pub seccomp: SeccompProfile,
+    /// Paths hidden from the container; `None` means the runtime defaults
+    /// (`crate::security::DEFAULT_MASKED_PATHS`), unless privileged.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only; `None` means the runtime defaults, unless privileged.
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +128,26 @@ pub enum Request {
     State,
     /// Kill every container, record their exits, and exit.
     Shutdown,
+    /// Run a process in a running container's namespaces and cgroup (`kubectl exec`). The
+    /// answer is `ExecStarted` with the process's stdio attached (see [`ExecSpec`]); the
+    /// connection then stays open until the shim writes `ExecExited`.
+    Exec(Box<ExecSpec>),
+}
+
+/// A process to run inside a running container, as `runc exec` runs one: the container's
+/// env, user and working directory, with `args` as its argv.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The container to run in.
+    pub id: String,
+    /// Full argv; never empty.
+    pub args: Vec<String>,
+    /// Give the process a pseudo-terminal as stdin/stdout/stderr. The `ExecStarted` answer
+    /// then carries one fd, the pty master.
+    pub tty: bool,
+    /// Without a tty: hand back the write end of a stdin pipe (else stdin is /dev/null).
+    /// The fds carried are then `[stdin (if asked), stdout, stderr]`.
+    pub stdin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +176,15 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// An exec'd process runs as `pid` (in the shim's PID namespace); its stdio fds travel
+    /// with this line as SCM_RIGHTS.
+    ExecStarted {
+        pid: u32,
+    },
+    /// The exec'd process ended: exit status, or 128 + signal number.
+    ExecExited {
+        exit_code: i32,
     },
 }
 

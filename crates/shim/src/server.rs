@@ -20,8 +20,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
 use crate::container::{self, ChildContext};
+use crate::exec;
 use crate::protocol::{
-    read_json, write_json_atomic, ContainerReport, ContainerSpec, ExitReason, ExitRecord, Phase,
+    read_json, write_json_atomic, ContainerReport, ContainerSpec, ExecSpec, ExitReason, ExitRecord, Phase,
     PodDir, Request, Response, ShimConfig, StateRecord, MAX_MESSAGE,
 };
 
@@ -65,6 +66,10 @@ pub enum ServerError {
     },
     #[error("waiting for events: {0}")]
     Poll(#[source] nix::Error),
+    #[error(transparent)]
+    PidNamespace(#[from] crate::pidns::PidNsError),
+    #[error("setting the pod's sysctls: {0}")]
+    Sysctls(#[source] io::Error),
 }
 
 /// The state of one container the shim knows.
@@ -84,6 +89,8 @@ struct Server {
     config: ShimConfig,
     hierarchy: Option<Hierarchy>,
     containers: BTreeMap<String, Container>,
+    /// Connections of running execs by pid, answered with `ExecExited` when reaped.
+    execs: BTreeMap<i32, UnixStream>,
     shutting_down: bool,
 }
 
@@ -97,17 +104,30 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
             source,
         })?
         .ok_or(ServerError::MissingConfig { path: config_path })?;
+    if config.share_pid {
+        match crate::pidns::enter(&pod)? {
+            crate::pidns::Role::Parent => return Ok(()),
+            crate::pidns::Role::Init => {}
+        }
+    }
 
-    // The pod's namespaces: containers join them by being cloned from us.
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-    )
-    .map_err(ServerError::Namespaces)?;
-    nix::unistd::sethostname(&config.hostname).map_err(|source| ServerError::Hostname {
-        hostname: config.hostname.clone(),
-        source,
-    })?;
-    crate::net::loopback_up().map_err(ServerError::Loopback)?;
+    // The pod's namespaces: containers join them by being cloned from us. A hostNetwork
+    // pod keeps the node's network and UTS namespaces (CRI NamespaceMode::NODE; kubelet
+    // gives such pods the node's hostname), so neither the hostname nor `lo` is touched.
+    if config.host_network {
+        nix::sched::unshare(CloneFlags::CLONE_NEWIPC).map_err(ServerError::Namespaces)?;
+    } else {
+        nix::sched::unshare(
+            CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+        )
+        .map_err(ServerError::Namespaces)?;
+        nix::unistd::sethostname(&config.hostname).map_err(|source| ServerError::Hostname {
+            hostname: config.hostname.clone(),
+            source,
+        })?;
+        crate::net::loopback_up().map_err(ServerError::Loopback)?;
+    crate::security::set_sysctls(&config.sysctls).map_err(ServerError::Sysctls)?;
+    }
     // Orphans of containers (whose PID 1 died) are reparented to us and reaped here.
     nix::sys::prctl::set_child_subreaper(true).map_err(ServerError::Signals)?;
 
@@ -136,6 +156,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         config,
         hierarchy,
         containers: BTreeMap::new(),
+        execs: BTreeMap::new(),
         shutting_down: false,
     };
     server.event_loop(&sigfd, &listener)?;
@@ -175,6 +196,8 @@ enum Ready {
     Signal,
     Listener,
     Output(String, Stream),
+    /// The caller of an exec closed its connection (or wrote to it).
+    ExecCaller(i32),
 }
 
 impl Server {
@@ -186,6 +209,11 @@ impl Server {
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 ];
                 let mut keys = vec![None, None];
+                let mut exec_keys = Vec::new();
+                for (pid, conn) in &self.execs {
+                    fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+                    exec_keys.push(*pid);
+                }
                 for (id, c) in &self.containers {
                     for (fd, stream) in [(&c.stdout, Stream::Stdout), (&c.stderr, Stream::Stderr)] {
                         if let Some(fd) = fd {
@@ -200,7 +228,14 @@ impl Server {
                     Err(e) => return Err(ServerError::Poll(e)),
                 }
                 let mut ready = Vec::new();
-                for (i, (fd, key)) in fds.iter().zip(keys).enumerate() {
+                let (exec_fds, fds) = fds.split_at(2 + exec_keys.len());
+                for (fd, pid) in exec_fds[2..].iter().zip(&exec_keys) {
+                    if fd.revents().is_some_and(|r| !r.is_empty()) {
+                        ready.push(Ready::ExecCaller(*pid));
+                    }
+                }
+                let fds = exec_fds[..2].iter().chain(fds);
+                for (i, (fd, key)) in fds.zip(keys).enumerate() {
                     if fd.revents().is_none_or(|r| r.is_empty()) {
                         continue;
                     }
@@ -227,6 +262,7 @@ impl Server {
                         self.reap();
                     }
                     Ready::Listener => self.accept(listener),
+                    Ready::ExecCaller(pid) => self.exec_caller_gone(pid),
                 }
             }
         }
@@ -308,6 +344,10 @@ impl Server {
 
     /// Records the exit of `pid` if it is a container's PID 1 (other pids are orphans).
     fn exited(&mut self, pid: Pid, code: i32, signal: Option<i32>) {
+        if let Some(conn) = self.execs.remove(&pid.as_raw()) {
+            exec_exited(conn, code);
+            return;
+        }
         let Some(id) = self
             .containers
             .iter()
@@ -369,6 +409,8 @@ impl Server {
         let mut line = String::new();
         let response = match BufReader::new((&stream).take(MAX_MESSAGE)).read_line(&mut line) {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
+                // An exec answers with fds and keeps its connection: handled apart.
+                Ok(Request::Exec(spec)) => return self.exec(&spec, stream),
                 Ok(req) => self.handle(req),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
@@ -426,6 +468,69 @@ impl Server {
             Request::Shutdown => {
                 self.shutdown();
                 Response::Ok
+            }
+            Request::Exec(_) => Response::Error {
+                message: "exec is answered on its own connection".into(),
+            },
+        }
+    }
+
+    /// Starts an exec (see `crate::exec`), answers `ExecStarted` with its stdio fds, and
+    /// keeps the connection to report the exit.
+    fn exec(&mut self, spec: &ExecSpec, stream: UnixStream) {
+        let started = match self.containers.get(&spec.id) {
+            Some(c) => match (c.phase, c.pid) {
+                (Phase::Running, Some(pid)) => exec::start(&exec::ExecContext {
+                    container_pid: pid,
+                    spec: &c.spec,
+                    hostname: &self.config.hostname,
+                    exec: spec,
+                    cgroup: c.cgroup.as_ref(),
+                })
+                .map_err(|e| e.to_string()),
+                _ => Err(format!("container {} is not running", spec.id)),
+            },
+            None => Err(format!("container {} not found", spec.id)),
+        };
+        let (response, fds, pid) = match started {
+            Ok(s) => (
+                Response::ExecStarted {
+                    pid: s.pid.as_raw() as u32,
+                },
+                s.fds,
+                Some(s.pid),
+            ),
+            Err(message) => (Response::Error { message }, Vec::new(), None),
+        };
+        let mut line = match serde_json::to_vec(&response) {
+            Ok(v) => v,
+            Err(e) => {
+                log(&format!("encoding response: {e}"));
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Err(e) = exec::send_started(&stream, &line, &fds) {
+            log(&format!("answering exec: {e}"));
+            if let Some(pid) = pid {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        drop(fds);
+        if let Some(pid) = pid {
+            log(&format!("exec in container {} started as pid {pid}", spec.id));
+            self.execs.insert(pid.as_raw(), stream);
+        }
+    }
+
+    /// An exec's caller hung up before the exit: kill the process, as nobody can read its
+    /// output or status any more (and an exec probe's timeout means exactly that).
+    fn exec_caller_gone(&mut self, pid: i32) {
+        if let Some(conn) = self.execs.remove(&pid) {
+            drop(conn);
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(e) => log(&format!("killing exec pid {pid}: {e}")),
             }
         }
     }
@@ -536,6 +641,7 @@ impl Server {
             Some(h) => {
                 let cg = h.cgroup(&self.config.pod_cgroup.join(id));
                 cg.create().map_err(|e| e.to_string())?;
+                cg.apply(&spec.resources).map_err(|e| e.to_string())?;
                 Some(cg)
             }
             None => None,
@@ -574,7 +680,12 @@ impl Server {
                 nix::sched::clone(
                     child,
                     &mut stack,
-                    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS,
+                    // With a shared PID namespace the containers live in the shim's.
+                    if self.config.share_pid {
+                        CloneFlags::CLONE_NEWNS
+                    } else {
+                        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+                    },
                     Some(Signal::SIGCHLD as i32),
                 )
             }
@@ -648,6 +759,14 @@ impl Server {
             }
         }
         self.reap();
+    }
+}
+
+/// Tells an exec's caller how it ended; a caller that went away is no error.
+fn exec_exited(conn: UnixStream, code: i32) {
+    if let Ok(mut line) = serde_json::to_vec(&Response::ExecExited { exit_code: code }) {
+        line.push(b'\n');
+        let _ = (&conn).write_all(&line);
     }
 }
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""CPU cost of probes in the node agent.
+
+Starts `peapod up` in a temp state dir, measures its CPU use idle, then with N pods that
+run busybox httpd and carry an httpGet readiness probe and a tcpSocket liveness probe at
+periodSeconds 1 (2N probes a second; `--exec` adds an exec liveness probe instead of the
+tcpSocket one), once all are Ready. CPU is utime+stime of the `peapod up` process (API
+server + agent; probes run in the agent) over a window, as a percentage of one core.
+Usage: sudo python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--peapod PATH]
+"""
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from apply_latency import Api, free_port, rss_kib, ROOT  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def measure(pid, window):
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(window)
+    return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+def pod(name, use_exec):
+    liveness = ({"exec": {"command": ["true"]}} if use_exec else {"tcpSocket": {"port": 8080}})
+    liveness.update({"periodSeconds": 1, "timeoutSeconds": 1})
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "probes"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "web", "image": "docker.io/library/busybox:latest",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+                "livenessProbe": liveness}]}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=100)
+    ap.add_argument("--window", type=float, default=30)
+    ap.add_argument("--exec", action="store_true", dest="use_exec")
+    ap.add_argument("--peapod", default=None)
+    args = ap.parse_args()
+    peapod = args.peapod
+    if peapod is None:
+        release = os.path.join(ROOT, "target/release/peapod")
+        peapod = release if os.path.exists(release) else os.path.join(ROOT, "target/debug/peapod")
+    fixtures = os.path.join(ROOT, "target/fixtures")
+    subprocess.run(["bash", os.path.join(ROOT, "tests/fixtures/build-busybox-image.sh"), fixtures], check=True)
+    tmp = tempfile.mkdtemp(prefix="peapod-bench-")
+    state = os.path.join(tmp, "state")
+    subprocess.run([peapod, "image", "import", "--state-dir", state,
+                    os.path.join(fixtures, "busybox.oci.tar")], check=True, stdout=subprocess.DEVNULL)
+    log = open(os.path.join(tmp, "up.log"), "w")
+    up = subprocess.Popen([peapod, "up", "--state-dir", state, "--listen", f"127.0.0.1:{free_port()}",
+                           "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "bench"],
+                          stdout=log, stderr=log)
+    try:
+        kubeconfig = os.path.join(state, "kubeconfig")
+        for _ in range(300):
+            if os.path.exists(kubeconfig):
+                break
+            time.sleep(0.1)
+        api = Api(kubeconfig)
+        for _ in range(600):
+            try:
+                json.load(api.request("GET", "/api/v1/nodes/bench"))
+                break
+            except Exception:
+                time.sleep(0.1)
+        time.sleep(2)
+        idle = measure(up.pid, min(args.window, 10))
+        print(f"binary: {peapod}")
+        print(f"peapod up CPU idle: {idle:.1f}% of one core")
+        names = [f"probed-{i}" for i in range(args.pods)]
+        for n in names:
+            api.request("POST", "/api/v1/namespaces/default/pods", pod(n, args.use_exec)).read()
+        deadline = time.monotonic() + 600
+        while True:
+            items = json.load(api.request("GET", "/api/v1/namespaces/default/pods?labelSelector=bench%3Dprobes"))["items"]
+            ready = sum(1 for p in items for c in p.get("status", {}).get("conditions", [])
+                        if c["type"] == "Ready" and c["status"] == "True")
+            if ready == len(names):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {ready}/{len(names)} pods Ready")
+            time.sleep(1)
+        time.sleep(3)
+        busy = measure(up.pid, args.window)
+        kind = "exec" if args.use_exec else "tcpSocket"
+        print(f"peapod up CPU with {args.pods} pods, httpGet readiness + {kind} liveness at periodSeconds 1 "
+              f"({2 * args.pods} probes/s): {busy:.1f}% of one core over {args.window:.0f} s")
+        print(f"peapod up RSS: {rss_kib(up.pid) / 1024:.1f} MiB")
+        items = json.load(api.request("GET", "/api/v1/namespaces/default/pods?labelSelector=bench%3Dprobes"))["items"]
+        restarts = sum(c.get("restartCount", 0) for p in items for c in p["status"].get("containerStatuses", []))
+        print(f"container restarts during the run: {restarts}")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+        subprocess.run([peapod, "reset", "--state-dir", state], stdout=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,593 @@
+//! peapod's cluster DNS (CoreDNS's `kubernetes` plugin in miniature): answers the names pods
+//! use to find Services, from the Services, EndpointSlices and Pods it watches through the
+//! Kubernetes API.
+//!
+//! Answers, under the cluster domain (`cluster.local`), as the Kubernetes DNS specification
+//! says:
+//! - `<svc>.<ns>.svc.cluster.local` A → the ClusterIP; for a headless Service, the IPs of
+//!   its ready endpoints; an ExternalName Service is a CNAME;
+//! - `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` SRV → the named port;
+//! - `a-b-c-d.<ns>.pod.cluster.local` A → a.b.c.d when a pod of that namespace has that IP;
+//! - a name that exists without records of the asked type is NOERROR with no answer (so a
+//!   resolver's AAAA query does not fail the A lookup); anything else in the domain is
+//!   NXDOMAIN. `<svc>` and `<svc>.<ns>` reach here through the pods' search path.
+//!
+//! Names outside the cluster domain are REFUSED: peapod runs offline-first and does not
+//! forward (pods that need the outside world can use `dnsPolicy: Default`).
+//!
+//! Packets are parsed and built with `hickory-proto`; the decision is the pure [`answer`].
+//! The server listens on the cluster DNS ClusterIP itself (10.96.0.10:53, UDP and TCP),
+//! which [`run`] adds to the node's loopback device, so pods reach it through their default
+//! route without any NAT rule.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::Store;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Api;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How `peapod up` configures the DNS server.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Where to listen (the `kube-dns` ClusterIP, port 53).
+    pub listen: SocketAddr,
+    /// kubelet's `--cluster-domain`.
+    pub domain: String,
+    /// Device to put the listen address on when the node lacks it (`lo`); `None` to bind
+    /// only to addresses that already exist.
+    pub add_address_to: Option<String>,
+    /// TTL of answers (CoreDNS's default is 5 s for Kubernetes records).
+    pub ttl: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: SocketAddr::from((Ipv4Addr::new(10, 96, 0, 10), 53)),
+            domain: "cluster.local".into(),
+            add_address_to: Some("lo".into()),
+            ttl: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("adding {addr} to {dev}: {detail}")]
+    AddAddress {
+        addr: Ipv4Addr,
+        dev: String,
+        detail: String,
+    },
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The cluster's objects the answers come from.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    pub pods: Vec<Pod>,
+}
+
+/// What a name resolves to.
+#[derive(Debug, PartialEq)]
+enum Lookup {
+    /// The name exists; these records (possibly none of the asked type).
+    Records(Vec<RData>),
+    NxDomain,
+    Refused,
+}
+
+fn ready_endpoint_ips(snap: &Snapshot, ns: &str, svc: &str) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = snap
+        .slices
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                == Some(svc)
+        })
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn service_records(snap: &Snapshot, svc: &Service, qtype: RecordType) -> Option<Vec<RData>> {
+    let spec = svc.spec.as_ref()?;
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("");
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let target = Name::from_ascii(spec.external_name.as_deref()?).ok()?;
+        return Some(vec![RData::CNAME(CNAME(target))]);
+    }
+    if qtype != RecordType::A && qtype != RecordType::ANY {
+        return Some(Vec::new());
+    }
+    let ips = match spec.cluster_ip.as_deref() {
+        Some("None") => ready_endpoint_ips(snap, ns, name),
+        Some(ip) => ip.parse().ok().into_iter().collect(),
+        None => Vec::new(),
+    };
+    Some(ips.into_iter().map(|ip| RData::A(A(ip))).collect())
+}
+
+/// Resolves one lower-case FQDN (without the trailing dot).
+fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Lookup {
+    let Some(rest) = name
+        .strip_suffix(domain)
+        .and_then(|r| if r.is_empty() { Some("") } else { r.strip_suffix('.') })
+    else {
+        return Lookup::Refused;
+    };
+    let labels: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('.').collect()
+    };
+    match labels.as_slice() {
+        // The zone itself and its `svc`/`pod` subdomains exist (empty non-terminals).
+        [] | ["svc"] | ["pod"] => Lookup::Records(Vec::new()),
+        [ns, "svc"] | [ns, "pod"] => {
+            if snap
+                .services
+                .iter()
+                .any(|s| s.metadata.namespace.as_deref() == Some(ns))
+                || snap.pods.iter().any(|p| p.metadata.namespace.as_deref() == Some(ns))
+            {
+                Lookup::Records(Vec::new())
+            } else {
+                Lookup::NxDomain
+            }
+        }
+        [svc, ns, "svc"] => snap
+            .services
+            .iter()
+            .find(|s| {
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata.name.as_deref() == Some(svc)
+            })
+            .and_then(|s| service_records(snap, s, qtype))
+            .map_or(Lookup::NxDomain, Lookup::Records),
+        [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
+            let Some(s) = snap.services.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata.name.as_deref() == Some(svc)
+            }) else {
+                return Lookup::NxDomain;
+            };
+            let found = s.spec.as_ref().and_then(|spec| {
+                spec.ports.iter().flatten().find(|p| {
+                    p.name.as_deref() == Some(&port[1..])
+                        && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&proto[1..])
+                })
+            });
+            match found {
+                None => Lookup::NxDomain,
+                Some(_) if qtype != RecordType::SRV && qtype != RecordType::ANY => {
+                    Lookup::Records(Vec::new())
+                }
+                Some(p) => {
+                    let target = Name::from_ascii(format!("{svc}.{ns}.svc.{domain}."));
+                    match (target, u16::try_from(p.port)) {
+                        (Ok(t), Ok(port)) => {
+                            Lookup::Records(vec![RData::SRV(SRV::new(0, 100, port, t))])
+                        }
+                        _ => Lookup::NxDomain,
+                    }
+                }
+            }
+        }
+        [dashed, ns, "pod"] => {
+            let ip: Option<Ipv4Addr> = dashed.replace('-', ".").parse().ok();
+            let Some(ip) = ip else {
+                return Lookup::NxDomain;
+            };
+            // CoreDNS's `pods verified`: only an IP a pod of that namespace has.
+            let exists = snap.pods.iter().any(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                        == Some(ip)
+            });
+            match (exists, qtype) {
+                (false, _) => Lookup::NxDomain,
+                (true, RecordType::A | RecordType::ANY) => Lookup::Records(vec![RData::A(A(ip))]),
+                (true, _) => Lookup::Records(Vec::new()),
+            }
+        }
+        _ => Lookup::NxDomain,
+    }
+}
+
+/// The response to one DNS query packet, or `None` when it is not even a parseable query.
+pub fn answer(snap: &Snapshot, domain: &str, ttl: u32, query: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(query).ok()?;
+    if req.message_type() != MessageType::Query {
+        return None;
+    }
+    let mut resp = Message::new();
+    resp.set_id(req.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(req.op_code())
+        .set_recursion_desired(req.recursion_desired())
+        .set_recursion_available(false);
+    for q in req.queries() {
+        resp.add_query(q.clone());
+    }
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let code = match (req.op_code(), req.queries()) {
+        (OpCode::Query, [q]) => {
+            let name = q.name().to_lowercase().to_ascii();
+            let name = name.trim_end_matches('.');
+            match lookup(snap, &domain, name, q.query_type()) {
+                Lookup::Records(rdatas) => {
+                    resp.set_authoritative(true);
+                    for rd in rdatas {
+                        let matches = q.query_type() == RecordType::ANY
+                            || rd.record_type() == q.query_type()
+                            || rd.record_type() == RecordType::CNAME;
+                        if matches {
+                            resp.add_answer(Record::from_rdata(q.name().clone(), ttl, rd));
+                        }
+                    }
+                    ResponseCode::NoError
+                }
+                Lookup::NxDomain => {
+                    resp.set_authoritative(true);
+                    ResponseCode::NXDomain
+                }
+                Lookup::Refused => ResponseCode::Refused,
+            }
+        }
+        (OpCode::Query, _) => ResponseCode::FormErr,
+        _ => ResponseCode::NotImp,
+    };
+    resp.set_response_code(code);
+    resp.to_vec().ok()
+}
+
+/// Puts `addr/32` on `dev` unless it is there; true when this call added it.
+fn ensure_address(addr: Ipv4Addr, dev: &str) -> Result<bool, DnsError> {
+    let out = Command::new("ip")
+        .args(["addr", "add", &format!("{addr}/32"), "dev", dev])
+        .output()
+        .map_err(|e| DnsError::AddAddress {
+            addr,
+            dev: dev.into(),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    // iproute2 says "File exists" or (newer) "Address already assigned".
+    if err.contains("File exists") || err.contains("already assigned") {
+        return Ok(false);
+    }
+    Err(DnsError::AddAddress {
+        addr,
+        dev: dev.into(),
+        detail: err.trim().to_string(),
+    })
+}
+
+/// How often the server checks that its address is still on the device.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// [`cleanup`] unless some process (another peapod on this host) still serves on the
+/// address: for `peapod reset`, which must not cut a running neighbour off.
+pub fn cleanup_if_unused(config: &DnsConfig) {
+    match std::net::UdpSocket::bind(config.listen) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        _ => cleanup(config),
+    }
+}
+
+/// Removes the listen address from its device (shutdown, `peapod reset`); absent is fine.
+pub fn cleanup(config: &DnsConfig) {
+    if let (Some(dev), std::net::IpAddr::V4(ip)) = (&config.add_address_to, config.listen.ip()) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{ip}/32"), "dev", dev])
+            .output();
+    }
+}
+
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+}
+
+impl Stores {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.state().iter().map(|s| (**s).clone()).collect(),
+            slices: self.slices.state().iter().map(|s| (**s).clone()).collect(),
+            pods: self.pods.state().iter().map(|s| (**s).clone()).collect(),
+        }
+    }
+}
+
+fn spawn_reflector<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let task = tokio::spawn(async move {
+        let mut stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::debug!(error = %e, "dns watch error; retrying");
+            }
+        }
+    });
+    (store, task)
+}
+
+/// Serves cluster DNS until `shutdown` turns true, then removes the address it added.
+pub async fn run(
+    client: kube::Client,
+    config: DnsConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), DnsError> {
+    let mut added = false;
+    if let (Some(dev), std::net::IpAddr::V4(ip)) = (&config.add_address_to, config.listen.ip()) {
+        added = ensure_address(ip, dev)?;
+    }
+    let bind_err = |source| DnsError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let bound = async {
+        let udp = tokio::net::UdpSocket::bind(config.listen)
+            .await
+            .map_err(bind_err)?;
+        let tcp = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(bind_err)?;
+        Ok::<_, DnsError>((udp, tcp))
+    }
+    .await;
+    let (udp, tcp) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            if added {
+                cleanup(&config);
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(listen = %config.listen, "cluster DNS serving");
+    let (services, t1) = spawn_reflector(Api::<Service>::all(client.clone()));
+    let (slices, t2) = spawn_reflector(Api::<EndpointSlice>::all(client.clone()));
+    let (pods, t3) = spawn_reflector(Api::<Pod>::all(client));
+    let stores = Arc::new(Stores {
+        services,
+        slices,
+        pods,
+    });
+    let tcp_task = tokio::spawn(serve_tcp(tcp, stores.clone(), config.clone()));
+    let mut buf = vec![0u8; 4096];
+    let mut recheck = tokio::time::interval(RECHECK);
+    loop {
+        tokio::select! {
+            // Put the address back if something removed it under the bound socket.
+            _ = recheck.tick() => {
+                if let (Some(dev), std::net::IpAddr::V4(ip)) = (&config.add_address_to, config.listen.ip()) {
+                    match ensure_address(ip, dev) {
+                        Ok(now_added) => added |= now_added,
+                        Err(e) => tracing::warn!(error = %e, "cluster DNS address"),
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            r = udp.recv_from(&mut buf) => {
+                let Ok((n, peer)) = r else { continue };
+                let snap = stores.snapshot();
+                if let Some(resp) = answer(&snap, &config.domain, config.ttl, &buf[..n]) {
+                    let _ = udp.send_to(&resp, peer).await;
+                }
+            }
+        }
+    }
+    for t in [t1, t2, t3, tcp_task] {
+        t.abort();
+    }
+    if added {
+        cleanup(&config);
+    }
+    Ok(())
+}
+
+/// DNS over TCP: two-byte length-prefixed messages, several per connection.
+async fn serve_tcp(listener: tokio::net::TcpListener, stores: Arc<Stores>, config: DnsConfig) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let stores = stores.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            loop {
+                let read = async {
+                    let len = conn.read_u16().await? as usize;
+                    let mut msg = vec![0u8; len];
+                    conn.read_exact(&mut msg).await?;
+                    Ok::<_, std::io::Error>(msg)
+                };
+                let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), read).await
+                else {
+                    return;
+                };
+                let snap = stores.snapshot();
+                let Some(resp) = answer(&snap, &config.domain, config.ttl, &msg) else {
+                    return;
+                };
+                let Ok(len) = u16::try_from(resp.len()) else {
+                    return;
+                };
+                if conn.write_u16(len).await.is_err() || conn.write_all(&resp).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use serde_json::json;
+
+    fn snap() -> Snapshot {
+        let services = vec![
+            json!({"metadata": {"name": "mydb", "namespace": "shop"},
+                   "spec": {"clusterIP": "10.96.0.42", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}}),
+            json!({"metadata": {"name": "peers", "namespace": "shop"},
+                   "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+            json!({"metadata": {"name": "ext", "namespace": "shop"},
+                   "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+        ];
+        let slices = vec![json!({"metadata": {"name": "peers-x", "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "peers"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.3"], "conditions": {"ready": true}},
+                          {"addresses": ["10.244.0.4"], "conditions": {"ready": false}},
+                          {"addresses": ["10.244.0.2"], "conditions": {"ready": true}}]})];
+        let pods = vec![json!({"metadata": {"name": "p", "namespace": "shop"},
+            "status": {"podIP": "10.244.0.3"}})];
+        Snapshot {
+            services: services
+                .into_iter()
+                .map(|v| serde_json::from_value(v).expect("svc"))
+                .collect(),
+            slices: slices
+                .into_iter()
+                .map(|v| serde_json::from_value(v).expect("slice"))
+                .collect(),
+            pods: pods
+                .into_iter()
+                .map(|v| serde_json::from_value(v).expect("pod"))
+                .collect(),
+        }
+    }
+
+    fn ask(name: &str, qtype: RecordType) -> Message {
+        let mut q = Message::new();
+        q.set_id(7)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+        let bytes = q.to_vec().expect("encode");
+        let resp = answer(&snap(), "cluster.local", 5, &bytes).expect("answer");
+        Message::from_vec(&resp).expect("decode")
+    }
+
+    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+        m.answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn service_names_resolve_to_the_cluster_ip() {
+        let m = ask("mydb.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(m.id(), 7);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(m.authoritative());
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 42)]);
+        // Case does not matter.
+        let m = ask("MyDB.Shop.SVC.cluster.local.", RecordType::A);
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 42)]);
+    }
+
+    #[test]
+    fn missing_names_are_nxdomain_and_other_types_nodata() {
+        let m = ask("nope.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        // What `mydb.shop` tries first with the search path and ndots:5.
+        let m = ask("mydb.shop.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        let m = ask("mydb.shop.svc.cluster.local.", RecordType::AAAA);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(m.answers().is_empty());
+    }
+
+    #[test]
+    fn headless_services_answer_ready_pod_ips() {
+        let m = ask("peers.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(
+            a_records(&m),
+            vec![Ipv4Addr::new(10, 244, 0, 2), Ipv4Addr::new(10, 244, 0, 3)]
+        );
+    }
+
+    #[test]
+    fn pod_records_srv_and_external_name() {
+        let m = ask("10-244-0-3.shop.pod.cluster.local.", RecordType::A);
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 244, 0, 3)]);
+        let m = ask("10-244-0-9.shop.pod.cluster.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        let m = ask("_pg._tcp.mydb.shop.svc.cluster.local.", RecordType::SRV);
+        match m.answers().first().map(|r| r.data()) {
+            Some(RData::SRV(srv)) => assert_eq!(srv.port(), 5432),
+            other => panic!("{other:?}"),
+        }
+        let m = ask("ext.shop.svc.cluster.local.", RecordType::A);
+        assert!(matches!(
+            m.answers().first().map(|r| r.data()),
+            Some(RData::CNAME(_))
+        ));
+    }
+
+    #[test]
+    fn outside_names_are_refused_and_garbage_ignored() {
+        let m = ask("example.com.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::Refused);
+        assert!(answer(&snap(), "cluster.local", 5, b"\x01\x02").is_none());
+    }
+}

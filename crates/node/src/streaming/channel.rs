@@ -1,0 +1,134 @@
+//! The `v5.channel.k8s.io` WebSocket framing kubectl ≥1.30 speaks for exec and attach: every
+//! binary message is one channel byte and its data (0 stdin, 1 stdout, 2 stderr, 3 the final
+//! `metav1.Status`, 4 terminal resize, 255 "close channel N" in v5). Pure functions, so the
+//! protocol is tested without sockets.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
+/// v5: a message `[255, ch]` says the peer will send nothing more on channel `ch`.
+pub const CLOSE: u8 = 255;
+
+/// The WebSocket subprotocol for exec and attach.
+pub const PROTOCOL_V5: &str = "v5.channel.k8s.io";
+
+/// What one client message means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    Stdin(&'a [u8]),
+    Resize { width: u16, height: u16 },
+    CloseStdin,
+    /// An empty message, a bad resize or a channel we do not read: ignored, as kubelet does.
+    Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TerminalSize {
+    width: u16,
+    height: u16,
+}
+
+/// Decodes one binary message from the client.
+pub fn decode(msg: &[u8]) -> Inbound<'_> {
+    let Some((&ch, data)) = msg.split_first() else {
+        return Inbound::Ignored;
+    };
+    match ch {
+        STDIN => Inbound::Stdin(data),
+        // kubectl sends `{"Width":100,"Height":30}` and a newline; several may arrive in one
+        // message, the last wins.
+        RESIZE => data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .filter_map(|l| serde_json::from_slice::<TerminalSize>(l).ok())
+            .last()
+            .map_or(Inbound::Ignored, |s| Inbound::Resize {
+                width: s.width,
+                height: s.height,
+            }),
+        CLOSE if data.first() == Some(&STDIN) => Inbound::CloseStdin,
+        _ => Inbound::Ignored,
+    }
+}
+
+/// One outbound message: the channel byte, then the data.
+pub fn frame(ch: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(ch);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The Status kubelet ends an exec with: Success, or NonZeroExitCode with the code as the
+/// `ExitCode` cause, from which kubectl prints `command terminated with exit code N` and
+/// exits with N.
+pub fn exit_status(exit_code: i32) -> Value {
+    if exit_code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command, exit code {exit_code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": exit_code.to_string()}]},
+    })
+}
+
+/// A Status for an exec that could not run at all (kubectl prints its message).
+pub fn error_status(message: &str) -> Value {
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "InternalError",
+        "code": 500,
+        "details": {"causes": [{"message": message}]},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_client_messages() {
+        assert_eq!(decode(b"\x00ls\n"), Inbound::Stdin(b"ls\n"));
+        assert_eq!(
+            decode(b"\x04{\"Width\":100,\"Height\":30}\n"),
+            Inbound::Resize {
+                width: 100,
+                height: 30
+            }
+        );
+        assert_eq!(
+            decode(b"\x04{\"Width\":81,\"Height\":25}\n{\"Width\":80,\"Height\":24}\n"),
+            Inbound::Resize {
+                width: 80,
+                height: 24
+            }
+        );
+        assert_eq!(decode(b"\x04{bad"), Inbound::Ignored);
+        assert_eq!(decode(&[255, 0]), Inbound::CloseStdin);
+        assert_eq!(decode(&[255, 1]), Inbound::Ignored);
+        assert_eq!(decode(b""), Inbound::Ignored);
+        assert_eq!(decode(b"\x01out"), Inbound::Ignored);
+    }
+
+    #[test]
+    fn frames_and_statuses() {
+        assert_eq!(frame(STDOUT, b"hi"), b"\x01hi");
+        assert_eq!(exit_status(0)["status"], "Success");
+        let s = exit_status(7);
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "7");
+        assert_eq!(error_status("boom")["message"], "boom");
+    }
+}

@@ -1,0 +1,245 @@
+//! Exec and attach sessions over a `v5.channel.k8s.io` WebSocket: stdin and resize from the
+//! client go to the process, its stdout/stderr (or its tty) go back on channels 1 and 2, and
+//! the exit ends the session with a Status on channel 3 and a normal close (1000), which is
+//! what kubectl waits for. A client that goes away ends the session, and dropping the
+//! runtime's session kills the process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use runtime::{ExecIo, ExecOptions, RuntimeService};
+use tokio::sync::mpsc;
+
+use super::channel::{self, Inbound};
+use crate::logs::{stream_log, ContainerLiveness, LogOptions};
+
+/// After the process exits, how long output still in flight may take to drain (a background
+/// child holding stdout open must not keep the session forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The streams a client asked for (`stdin`, `stdout`, `stderr`, `tty` query flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// Sends frames to the socket from one task, ending with the Status and a normal close.
+async fn writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let last = matches!(msg, Message::Close(_));
+        if sink.send(msg).await.is_err() || last {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn close_normal() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
+}
+
+/// Copies one output fd to a channel until EOF.
+async fn pump(io: ExecIo, ch: u8, keep: bool, tx: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if keep
+                    && tx
+                        .send(Message::Binary(channel::frame(ch, &buf[..n]).into()))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `cmd` in container `container_id` and streams it over `socket`.
+pub async fn serve_exec(
+    socket: WebSocket,
+    runtime: Arc<dyn RuntimeService>,
+    container_id: String,
+    cmd: Vec<String>,
+    streams: Streams,
+) {
+    let (sink, mut source) = socket.split();
+    let (tx, rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(writer(sink, rx));
+    let options = ExecOptions {
+        cmd,
+        tty: streams.tty,
+        stdin: streams.stdin && !streams.tty,
+    };
+    let session = match runtime.exec(&container_id, &options).await {
+        Ok(s) => s,
+        Err(e) => {
+            // kubelet (through the CRI runtime) reports a failed start as an internal error.
+            let message = format!(
+                "error executing command in container: failed to exec in container: {e}"
+            );
+            finish(&tx, channel::error_status(&message)).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let tty = session.tty.map(Arc::new);
+    let mut stdin = session.stdin;
+    let mut outputs = Vec::new();
+    if let Some(out) = session.stdout {
+        outputs.push(tokio::spawn(pump(
+            out,
+            channel::STDOUT,
+            streams.stdout,
+            tx.clone(),
+        )));
+    }
+    if let Some(err) = session.stderr {
+        outputs.push(tokio::spawn(pump(
+            err,
+            channel::STDERR,
+            streams.stderr,
+            tx.clone(),
+        )));
+    }
+    if let Some(t) = &tty {
+        let t = t.clone();
+        let tx = tx.clone();
+        outputs.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match t.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let msg = Message::Binary(channel::frame(channel::STDOUT, &buf[..n]).into());
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let input = async {
+        while let Some(Ok(msg)) = source.next().await {
+            let data = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match channel::decode(&data) {
+                Inbound::Stdin(bytes) => {
+                    let res = match (&tty, &stdin) {
+                        (Some(t), _) => t.write_all(bytes).await,
+                        (None, Some(s)) => s.write_all(bytes).await,
+                        (None, None) => Ok(()),
+                    };
+                    if res.is_err() {
+                        stdin = None;
+                    }
+                }
+                Inbound::Resize { width, height } => {
+                    if let Some(t) = &tty {
+                        let _ = t.resize(width, height);
+                    }
+                }
+                // Closing our end of the pipe gives the process EOF on stdin.
+                Inbound::CloseStdin => stdin = None,
+                Inbound::Ignored => {}
+            }
+        }
+    };
+    let exit = session.exit;
+    tokio::pin!(exit);
+    let code = tokio::select! {
+        code = &mut exit => Some(code),
+        // The client went away: dropping the session kills the process.
+        _ = input => None,
+    };
+    let Some(code) = code else {
+        for o in outputs {
+            o.abort();
+        }
+        return;
+    };
+    let drained = async {
+        for o in outputs.iter_mut() {
+            let _ = o.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, drained).await.is_err() {
+        for o in &outputs {
+            o.abort();
+        }
+    }
+    let status = match code {
+        Ok(code) => channel::exit_status(code),
+        Err(e) => channel::error_status(&e.to_string()),
+    };
+    finish(&tx, status).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
+    let _ = tx
+        .send(Message::Binary(
+            channel::frame(channel::ERROR, status.to_string().as_bytes()).into(),
+        ))
+        .await;
+    let _ = tx.send(close_normal()).await;
+}
+
+/// Attach, as far as a container without stdin goes: what the container writes from now on
+/// (its log, followed) reaches the client on stdout until the container stops.
+pub async fn serve_attach(
+    socket: WebSocket,
+    log_path: PathBuf,
+    liveness: Arc<dyn ContainerLiveness>,
+) {
+    let (sink, mut source) = socket.split();
+    let (tx, rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(writer(sink, rx));
+    let (log_tx, mut log_rx) = mpsc::channel(16);
+    let opts = LogOptions {
+        follow: true,
+        tail_lines: Some(0),
+        ..Default::default()
+    };
+    let follower = tokio::spawn(stream_log(log_path, opts, liveness, log_tx));
+    let output = async {
+        while let Some(Ok(bytes)) = log_rx.recv().await {
+            let msg = Message::Binary(channel::frame(channel::STDOUT, &bytes).into());
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    };
+    let input = async { while let Some(Ok(_)) = source.next().await {} };
+    let ended = tokio::select! {
+        _ = output => true,
+        _ = input => false,
+    };
+    follower.abort();
+    if ended {
+        finish(&tx, channel::exit_status(0)).await;
+    }
+    drop(tx);
+    let _ = writer.await;
+}
