@@ -6,7 +6,8 @@ run busybox httpd and carry an httpGet readiness probe and a tcpSocket liveness 
 periodSeconds 1 (2N probes a second; `--exec` adds an exec liveness probe instead of the
 tcpSocket one), once all are Ready. CPU is utime+stime of the `peapod up` process (API
 server + agent; probes run in the agent) over a window, as a percentage of one core.
-Usage: sudo python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--peapod PATH]
+`--no-probes` runs the same pods without probes, for the baseline (pod workers' own resyncs).
+Usage: sudo python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--peapod PATH]
 """
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
 
@@ -28,7 +29,7 @@ def measure(pid, window):
     return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
-def pod(name, use_exec):
+def pod(name, use_exec, probes=True):
     liveness = ({"exec": {"command": ["true"]}} if use_exec else {"tcpSocket": {"port": 8080}})
     liveness.update({"periodSeconds": 1, "timeoutSeconds": 1})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "probes"}},
@@ -37,7 +38,12 @@ def pod(name, use_exec):
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"],
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
-                "livenessProbe": liveness}]}}
+                "livenessProbe": liveness}]}} if probes else {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "probes"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "web", "image": "docker.io/library/busybox:latest",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"]}]}}
 
 
 def main():
@@ -45,6 +51,7 @@ def main():
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--window", type=float, default=30)
     ap.add_argument("--exec", action="store_true", dest="use_exec")
+    ap.add_argument("--no-probes", action="store_false", dest="probes")
     ap.add_argument("--peapod", default=None)
     args = ap.parse_args()
     peapod = args.peapod
@@ -80,26 +87,27 @@ def main():
         print(f"peapod up CPU idle: {idle:.1f}% of one core")
         names = [f"probed-{i}" for i in range(args.pods)]
         for n in names:
-            api.request("POST", "/api/v1/namespaces/default/pods", pod(n, args.use_exec)).read()
+            api.request("POST", "/api/v1/namespaces/default/pods", pod(n, args.use_exec, args.probes)).read()
         deadline = time.monotonic() + 600
         while True:
             items = json.load(api.request("GET", "/api/v1/namespaces/default/pods?labelSelector=bench%3Dprobes"))["items"]
-            ready = sum(1 for p in items for c in p.get("status", {}).get("conditions", [])
-                        if c["type"] == "Ready" and c["status"] == "True")
-            if ready == len(names):
+            running = sum(1 for p in items if p.get("status", {}).get("phase") == "Running")
+            if running == len(names):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {ready}/{len(names)} pods Ready")
+                raise TimeoutError(f"only {running}/{len(names)} pods Running")
             time.sleep(1)
-        time.sleep(3)
+        time.sleep(5)
         busy = measure(up.pid, args.window)
         kind = "exec" if args.use_exec else "tcpSocket"
-        print(f"peapod up CPU with {args.pods} pods, httpGet readiness + {kind} liveness at periodSeconds 1 "
-              f"({2 * args.pods} probes/s): {busy:.1f}% of one core over {args.window:.0f} s")
+        what = (f"httpGet readiness + {kind} liveness at periodSeconds 1 ({2 * args.pods} probes/s)"
+                if args.probes else "no probes")
+        print(f"peapod up CPU with {args.pods} pods, {what}: {busy:.1f}% of one core over {args.window:.0f} s")
         print(f"peapod up RSS: {rss_kib(up.pid) / 1024:.1f} MiB")
         items = json.load(api.request("GET", "/api/v1/namespaces/default/pods?labelSelector=bench%3Dprobes"))["items"]
         restarts = sum(c.get("restartCount", 0) for p in items for c in p["status"].get("containerStatuses", []))
-        print(f"container restarts during the run: {restarts}")
+        ready = sum(1 for p in items for c in p["status"].get("containerStatuses", []) if c.get("ready"))
+        print(f"container restarts during the run: {restarts}; ready at the end: {ready}/{len(items)}")
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
