@@ -33,6 +33,12 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
     ))
     .context("opening the runtime state")?;
     runtime.reset().await.context("stopping pods")?;
+    // tmpfs and bind mounts of volumes live on the host, under the state dir.
+    if let Err(errs) = node::volumes::unmount_all(&state_dir) {
+        for e in errs {
+            eprintln!("peapod: unmounting volumes: {e}");
+        }
+    }
     fs::remove_dir_all(&state_dir)
         .or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

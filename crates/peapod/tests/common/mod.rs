@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 pub const PEAPOD: &str = env!("CARGO_BIN_EXE_peapod");
 
+/// CNI config dir every e2e `peapod up` uses; peapod writes its default conflist there.
+pub const E2E_CNI_CONF_DIR: &str = "/run/peapod-e2e-cni/net.d";
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -133,6 +136,13 @@ impl Peapod {
             .arg("--node-name")
             .arg(&self.node_name)
             .env("PEAPOD_LOG", "info")
+            // Our own CNI config dir: a machine's /etc/cni/net.d may hold another runtime's
+            // network (podman installs one), and CNI uses the first config it finds.
+            .env(
+                "PEAPOD_CNI_CONF_DIR",
+                std::env::var_os("PEAPOD_CNI_CONF_DIR")
+                    .unwrap_or_else(|| E2E_CNI_CONF_DIR.into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
