@@ -793,7 +793,12 @@ fn list_with_more(items: &[String]) -> String {
     if items.is_empty() {
         return "<unset>".into();
     }
-    let shown = items.iter().take(MAX).cloned().collect::<Vec<_>>().join(",");
+    let shown = items
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
     if items.len() > MAX {
         format!("{shown} + {} more...", items.len() - MAX)
     } else {
@@ -1119,7 +1124,10 @@ mod tests {
             ]
         );
         let empty = json!({"metadata":{"name":"e"},"addressType":"IPv4"});
-        assert_eq!(row_cells("EndpointSlice", &empty, now())[2], json!("<unset>"));
+        assert_eq!(
+            row_cells("EndpointSlice", &empty, now())[2],
+            json!("<unset>")
+        );
         assert_eq!(columns("EndpointSlice").len(), 5);
     }
 }

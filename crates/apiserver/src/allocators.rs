@@ -246,7 +246,11 @@ impl Ranges {
     }
 
     /// Allocates `want` (a user-requested address) or any free address.
-    pub fn allocate_ip(&self, store: &dyn Store, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, AllocError> {
+    pub fn allocate_ip(
+        &self,
+        store: &dyn Store,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, AllocError> {
         let r = self.ips;
         let off = match want {
             Some(ip) => Some(r.offset(ip).ok_or_else(|| AllocError::IpOutOfRange {
@@ -292,7 +296,9 @@ impl Ranges {
             let o = match off {
                 Some(o) if map.has(o) => return Err(AllocError::PortTaken),
                 Some(o) => o,
-                None => map.first_free(0, size, random % size).ok_or(AllocError::Full)?,
+                None => map
+                    .first_free(0, size, random % size)
+                    .ok_or(AllocError::Full)?,
             };
             map.set(o);
             Ok(o)
@@ -677,7 +683,8 @@ mod tests {
         let (_d, s) = store();
         let r = Ranges::default();
         assert_eq!(
-            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)).expect("dns"),
+            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP))
+                .expect("dns"),
             DNS_SERVICE_IP
         );
         assert!(matches!(
@@ -691,7 +698,8 @@ mod tests {
         let a = r.allocate_ip(s.as_ref(), None).expect("any");
         assert_ne!(a, DNS_SERVICE_IP);
         r.release_ip(s.as_ref(), DNS_SERVICE_IP).expect("release");
-        r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)).expect("again");
+        r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP))
+            .expect("again");
     }
 
     #[test]
@@ -716,7 +724,9 @@ mod tests {
         let (_d, s) = store();
         let r = Ranges::default();
         let mut headless = json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
-        let t = r.allocate_for(s.as_ref(), None, &mut headless).expect("headless");
+        let t = r
+            .allocate_for(s.as_ref(), None, &mut headless)
+            .expect("headless");
         assert!(t.ips.is_empty());
         assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
 
@@ -728,8 +738,11 @@ mod tests {
         assert_eq!(np["spec"]["ipFamilies"], json!(["IPv4"]));
 
         // An update that omits the address keeps it and allocates nothing new.
-        let mut upd = json!({"spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": 31000}]}});
-        let t2 = r.allocate_for(s.as_ref(), Some(&np), &mut upd).expect("update");
+        let mut upd =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": 31000}]}});
+        let t2 = r
+            .allocate_for(s.as_ref(), Some(&np), &mut upd)
+            .expect("update");
         assert!(t2.ips.is_empty() && t2.ports.is_empty());
         assert_eq!(upd["spec"]["clusterIP"], np["spec"]["clusterIP"]);
         r.release_dropped(s.as_ref(), &np, Some(&upd));
@@ -741,7 +754,8 @@ mod tests {
 
         // A second Service asking for a held port fails with the field named and keeps
         // nothing.
-        let mut clash = json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 31000}]}});
+        let mut clash =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 31000}]}});
         match r.allocate_for(s.as_ref(), None, &mut clash) {
             Err(AllocFailure::Invalid(c)) => assert_eq!(
                 c[0].message,

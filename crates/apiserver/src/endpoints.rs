@@ -42,6 +42,10 @@ fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
     v.pointer(p).and_then(Value::as_str)
 }
 
+/// (name, port, protocol) of each Service port a pod serves: pods that agree share a
+/// subset and a slice.
+type PortMapping = Vec<(String, i64, String)>;
+
 /// A pod's part in a Service's endpoints.
 #[derive(Debug, Clone, PartialEq)]
 struct Member {
@@ -75,7 +79,12 @@ fn resolve_port(pod: &Value, sp: &Value) -> Option<i64> {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
+                .flat_map(|c| {
+                    c.get("ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
                 .find(|p| {
                     str_at(p, "/name") == Some(name.as_str())
                         && str_at(p, "/protocol").unwrap_or("TCP") == proto
@@ -187,8 +196,7 @@ fn derived_labels(svc: &Value) -> Map<String, Value> {
 
 /// The `subsets` of the Service's Endpoints (empty when nothing backs it).
 pub fn desired_subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
-    let mut groups: BTreeMap<Vec<(String, i64, String)>, (Vec<Value>, Vec<Value>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<PortMapping, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
     for m in members(svc, pods) {
         // Upstream: a pod that serves none of the ports is skipped; terminating pods leave
         // the Endpoints unless the Service publishes not-ready addresses.
@@ -231,7 +239,7 @@ pub fn desired_subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
 /// The (ports, endpoints) of each EndpointSlice the Service should have: one per distinct
 /// port mapping, or one empty placeholder when no pod backs it.
 pub fn desired_slices(svc: &Value, pods: &[Value]) -> Vec<(Vec<Value>, Vec<Value>)> {
-    let mut groups: BTreeMap<Vec<(String, i64, String)>, Vec<Value>> = BTreeMap::new();
+    let mut groups: BTreeMap<PortMapping, Vec<Value>> = BTreeMap::new();
     for m in members(svc, pods) {
         if m.ports.is_empty() && !svc.pointer("/spec/ports").is_none_or(|p| p == &json!([])) {
             continue;
@@ -305,7 +313,11 @@ fn try_reconcile_all(registry: &Registry) -> Result<(), ApiError> {
     };
     let selected: BTreeMap<(String, String), &Value> = services
         .iter()
-        .filter(|s| s.pointer("/spec/selector").and_then(Value::as_object).is_some_and(|m| !m.is_empty()))
+        .filter(|s| {
+            s.pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        })
         .filter(|s| s.pointer("/metadata/deletionTimestamp").is_none())
         .map(|s| (key(s), s))
         .collect();
@@ -397,11 +409,16 @@ fn sync_endpoints(
         body["subsets"] = Value::Array(subsets);
     }
     match current {
-        None => registry.create(info, Some(ns), body, &write_opts()).map(|_| ()),
+        None => registry
+            .create(info, Some(ns), body, &write_opts())
+            .map(|_| ()),
         Some(cur) => {
             let cur_subsets = cur.get("subsets").cloned().unwrap_or(json!(null));
             let want_subsets = body.get("subsets").cloned().unwrap_or(json!(null));
-            let cur_labels = cur.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            let cur_labels = cur
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
             if cur_subsets == want_subsets && cur_labels == body["metadata"]["labels"] {
                 return Ok(());
             }
@@ -499,7 +516,9 @@ pub fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}),
     ];
     for svc in wanted {
-        let ns = str_at(&svc, "/metadata/namespace").unwrap_or("default").to_string();
+        let ns = str_at(&svc, "/metadata/namespace")
+            .unwrap_or("default")
+            .to_string();
         match registry.create(svc_info, Some(&ns), svc, &WriteOptions::default()) {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             // The address is held by a user's Service: keep going without ours.
@@ -554,7 +573,11 @@ mod tests {
         other["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(9090);
         let mut none = pod("y", "10.244.0.6", true, json!({"app": "web"}));
         none["spec"]["containers"][0]["ports"] = json!([]);
-        let pods = vec![pod("a", "10.244.0.4", true, json!({"app": "web"})), other, none];
+        let pods = vec![
+            pod("a", "10.244.0.4", true, json!({"app": "web"})),
+            other,
+            none,
+        ];
         let subsets = desired_subsets(&svc(json!("http")), &pods);
         let ports: Vec<i64> = subsets
             .iter()
@@ -599,6 +622,9 @@ mod tests {
     fn selectorless_services_match_nothing() {
         let mut s = svc(json!(80));
         s["spec"]["selector"] = json!({});
-        assert!(!selector_matches(&s, &pod("a", "1.2.3.4", true, json!({"app": "web"}))));
+        assert!(!selector_matches(
+            &s,
+            &pod("a", "1.2.3.4", true, json!({"app": "web"}))
+        ));
     }
 }

@@ -538,7 +538,13 @@ impl Registry {
         let key = Self::key(info, namespace, &name);
         // Services take their ClusterIP and node ports before they are stored.
         let taken = if info.kind == "Service" {
-            Some(crate::allocators::allocate(self.store.as_ref(), info, &name, None, &mut obj)?)
+            Some(crate::allocators::allocate(
+                self.store.as_ref(),
+                info,
+                &name,
+                None,
+                &mut obj,
+            )?)
         } else {
             None
         };

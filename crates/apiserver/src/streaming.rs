@@ -74,9 +74,7 @@ pub fn node_path(
             }
             if kind == Connect::Exec {
                 if q.get("command").is_none_or(str::is_empty) {
-                    return Err(ApiError::bad_request(
-                        "you must specify at least 1 command",
-                    ));
+                    return Err(ApiError::bad_request("you must specify at least 1 command"));
                 }
                 if !["stdin", "stdout", "stderr"].iter().any(|k| q.flag(k)) {
                     return Err(ApiError::bad_request(
@@ -84,7 +82,11 @@ pub fn node_path(
                     ));
                 }
             }
-            let verb = if kind == Connect::Exec { "exec" } else { "attach" };
+            let verb = if kind == Connect::Exec {
+                "exec"
+            } else {
+                "attach"
+            };
             format!("/{verb}/{}/{}/{}", seg(ns), seg(name), seg(&container))
         }
         Connect::PortForward => format!("/portforward/{}/{}", seg(ns), seg(name)),
@@ -221,11 +223,25 @@ mod tests {
         )
         .expect("path");
         assert_eq!(p, "/exec/default/p/b?command=sh&container=b&stdout=true");
-        let e = node_path(Connect::Exec, &pod, "default", "p", "command=sh&stdout=true")
-            .expect_err("must choose");
-        assert!(e.to_string().starts_with("a container name must be specified"));
-        let e = node_path(Connect::Exec, &pod, "default", "p", "container=a&stdout=true")
-            .expect_err("no command");
+        let e = node_path(
+            Connect::Exec,
+            &pod,
+            "default",
+            "p",
+            "command=sh&stdout=true",
+        )
+        .expect_err("must choose");
+        assert!(e
+            .to_string()
+            .starts_with("a container name must be specified"));
+        let e = node_path(
+            Connect::Exec,
+            &pod,
+            "default",
+            "p",
+            "container=a&stdout=true",
+        )
+        .expect_err("no command");
         assert_eq!(e.to_string(), "you must specify at least 1 command");
         let done = json!({"spec": {"nodeName": "n", "containers": [{"name": "a"}]}, "status": {"phase": "Succeeded"}});
         let e = node_path(Connect::Exec, &done, "default", "p", "command=sh&stdout=1")

@@ -138,10 +138,13 @@ fn service_records(snap: &Snapshot, svc: &Service, qtype: RecordType) -> Option<
 
 /// Resolves one lower-case FQDN (without the trailing dot).
 fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Lookup {
-    let Some(rest) = name
-        .strip_suffix(domain)
-        .and_then(|r| if r.is_empty() { Some("") } else { r.strip_suffix('.') })
-    else {
+    let Some(rest) = name.strip_suffix(domain).and_then(|r| {
+        if r.is_empty() {
+            Some("")
+        } else {
+            r.strip_suffix('.')
+        }
+    }) else {
         return Lookup::Refused;
     };
     let labels: Vec<&str> = if rest.is_empty() {
@@ -157,7 +160,10 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
                 .services
                 .iter()
                 .any(|s| s.metadata.namespace.as_deref() == Some(ns))
-                || snap.pods.iter().any(|p| p.metadata.namespace.as_deref() == Some(ns))
+                || snap
+                    .pods
+                    .iter()
+                    .any(|p| p.metadata.namespace.as_deref() == Some(ns))
             {
                 Lookup::Records(Vec::new())
             } else {
@@ -183,7 +189,10 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
             let found = s.spec.as_ref().and_then(|spec| {
                 spec.ports.iter().flatten().find(|p| {
                     p.name.as_deref() == Some(&port[1..])
-                        && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&proto[1..])
+                        && p.protocol
+                            .as_deref()
+                            .unwrap_or("TCP")
+                            .eq_ignore_ascii_case(&proto[1..])
                 })
             });
             match found {
@@ -328,7 +337,12 @@ struct Stores {
 impl Stores {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            services: self.services.state().iter().map(|s| (**s).clone()).collect(),
+            services: self
+                .services
+                .state()
+                .iter()
+                .map(|s| (**s).clone())
+                .collect(),
             slices: self.slices.state().iter().map(|s| (**s).clone()).collect(),
             pods: self.pods.state().iter().map(|s| (**s).clone()).collect(),
         }
@@ -453,8 +467,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, stores: Arc<Stores>, confi
                     conn.read_exact(&mut msg).await?;
                     Ok::<_, std::io::Error>(msg)
                 };
-                let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), read).await
-                else {
+                let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
                     return;
                 };
                 let snap = stores.snapshot();

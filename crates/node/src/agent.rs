@@ -337,6 +337,7 @@ pub(crate) async fn run(
         log_root,
         node_cpu: f64::from(facts.cpus),
         node_memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+        sandboxes: Default::default(),
         network: Some(Arc::new(crate::network::PodNetwork::new(
             config.network.clone(),
             &config.state_dir,

@@ -78,7 +78,9 @@ pub fn pod_dns_config(pod: &Pod, host_resolv: &str) -> Option<DnsConfig> {
         }
         // A pod option replaces the one of the same name (kubelet's mergeDNSOptions).
         for o in extra.options.iter().flatten() {
-            let Some(name) = o.name.as_deref() else { continue };
+            let Some(name) = o.name.as_deref() else {
+                continue;
+            };
             let text = match &o.value {
                 Some(v) => format!("{name}:{v}"),
                 None => name.to_string(),
@@ -96,8 +98,10 @@ mod tests {
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}))
-            .expect("pod")
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
+        )
+        .expect("pod")
     }
 
     const HOST: &str = "nameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
@@ -117,7 +121,9 @@ mod tests {
         assert_eq!(pod_dns_config(&p, HOST), None);
         let p = pod(json!({"containers": [], "dnsPolicy": "Default"}));
         assert_eq!(pod_dns_config(&p, HOST), None);
-        let p = pod(json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}));
+        let p = pod(
+            json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}),
+        );
         assert_eq!(
             pod_dns_config(&p, HOST).expect("cfg").servers,
             vec!["10.96.0.10"]

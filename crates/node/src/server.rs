@@ -275,8 +275,7 @@ pub fn router(state: NodeApiState) -> Router {
         )
         .route(
             "/portforward/{namespace}/{pod}",
-            get(crate::streaming::portforward_handler)
-                .post(crate::streaming::portforward_handler),
+            get(crate::streaming::portforward_handler).post(crate::streaming::portforward_handler),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

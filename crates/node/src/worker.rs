@@ -60,10 +60,54 @@ pub struct WorkerEnv {
     /// Allocatable cpu cores and memory bytes (what unset limits mean to env resource refs).
     pub node_cpu: f64,
     pub node_memory: f64,
+    /// The shared sandbox listing (see `SandboxCache`).
+    pub sandboxes: SandboxCache,
     /// The CNI pod network; `None` leaves pods with loopback only (unit tests).
     pub network: Option<Arc<crate::network::PodNetwork>>,
     /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
     pub volumes: Arc<crate::volumes::VolumeManager>,
+}
+
+/// How long one sandbox listing serves every worker (kubelet's PLEG relist period).
+pub const RELIST: Duration = Duration::from_secs(1);
+
+/// kubelet's PLEG relists the runtime once per period for all pods; likewise workers share
+/// one sandbox listing per `RELIST` instead of each listing every sandbox on every sync
+/// (which costs O(pods²) record reads a second). Sandbox changes made by this agent
+/// invalidate it at once.
+#[derive(Default)]
+pub struct SandboxCache {
+    slot: std::sync::Mutex<Option<(Instant, Arc<Vec<PodSandboxStatus>>)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl SandboxCache {
+    pub async fn list(
+        &self,
+        runtime: &dyn RuntimeService,
+    ) -> Result<Arc<Vec<PodSandboxStatus>>, RuntimeError> {
+        use std::sync::atomic::Ordering;
+        if let Some((at, list)) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < RELIST {
+                return Ok(list.clone());
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let list = Arc::new(runtime.list_pod_sandboxes().await?);
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        // A change made while we listed makes this listing stale: don't keep it.
+        if self.generation.load(Ordering::SeqCst) == generation {
+            *slot = Some((Instant::now(), list.clone()));
+        }
+        Ok(list)
+    }
+
+    /// Forgets the listing (a sandbox was created, stopped or removed).
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Kubelet's pod log directory name, `<namespace>_<name>_<uid>`.
@@ -668,11 +712,12 @@ impl PodWorker {
     pub async fn observe(&mut self, env: &WorkerEnv, pod: &Pod) -> Result<Observed, RuntimeError> {
         let (ns, name, uid) = pod_key(pod);
         let sandboxes: Vec<_> = env
-            .runtime
-            .list_pod_sandboxes()
+            .sandboxes
+            .list(env.runtime.as_ref())
             .await?
-            .into_iter()
+            .iter()
             .filter(|s| s.config.uid == uid)
+            .cloned()
             .collect();
         let mut containers = Vec::new();
         for s in &sandboxes {
@@ -832,13 +877,17 @@ impl PodWorker {
                     }
                 }
                 Action::CreateSandbox { attempt } => {
-                    match env
+                    let created = env
                         .runtime
                         .run_pod_sandbox(&self.sandbox_config(env, pod, *attempt))
-                        .await
-                    {
+                        .await;
+                    env.sandboxes.invalidate();
+                    match created {
                         Ok(id) => {
-                            crate::network::setup_sandbox(env, pod, &id).await?;
+                            let attached = crate::network::setup_sandbox(env, pod, &id).await;
+                            // A failed attachment removes the sandbox again.
+                            env.sandboxes.invalidate();
+                            attached?;
                             sandbox_id = Some(id);
                         }
                         Err(err) => {
@@ -1150,7 +1199,11 @@ impl PodWorker {
             return Ok(());
         };
         let name = container.name.as_str();
-        let sandboxes = env.runtime.list_pod_sandboxes().await.unwrap_or_default();
+        let sandboxes = env
+            .sandboxes
+            .list(env.runtime.as_ref())
+            .await
+            .unwrap_or_default();
         let net = PodNet {
             dialer: Dialer {
                 netns: sandboxes
@@ -1391,6 +1444,7 @@ impl PodWorker {
         crate::network::teardown_sandbox(env, id).await;
         let stopped = env.runtime.stop_pod_sandbox(id).await;
         let removed = env.runtime.remove_pod_sandbox(id).await;
+        env.sandboxes.invalidate();
         // Keep going after a failed stop: removal releases what it can.
         stopped.and(removed)
     }
@@ -1528,6 +1582,7 @@ mod tests {
             log_root: dir.path().join("logs"),
             node_cpu: 2.0,
             node_memory: 1e9,
+            sandboxes: Default::default(),
             network: None,
             volumes: Arc::new(crate::volumes::VolumeManager::new(
                 dir.path().join("volumes"),

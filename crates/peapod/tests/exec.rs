@@ -26,6 +26,7 @@ spec:
   containers:
   - name: main
     image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     env:
     - name: GREETING
@@ -33,6 +34,7 @@ spec:
     workingDir: /tmp
   - name: side
     image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
     command: ["sleep", "3601"]
 "#
     )
@@ -81,21 +83,42 @@ fn exec_exit_codes_stdin_containers_tty_and_namespaces() {
 
     // -i with stdin piped.
     let got = pp.kubectl_stdin(
-        &["exec", "-i", "ex", "-c", "main", "--", "sh", "-c", "cat; echo done"],
+        &[
+            "exec",
+            "-i",
+            "ex",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ],
         "line one\nline two\n",
     );
     assert_eq!(got, "line one\nline two\ndone\n");
 
     // -c picks the container; each has its own filesystem.
     pp.kubectl_ok(&[
-        "exec", "ex", "-c", "side", "--", "sh", "-c", "echo side > /tmp/mine",
+        "exec",
+        "ex",
+        "-c",
+        "side",
+        "--",
+        "sh",
+        "-c",
+        "echo side > /tmp/mine",
     ]);
     assert_eq!(
         pp.kubectl_ok(&["exec", "ex", "-c", "side", "--", "cat", "/tmp/mine"]),
         "side\n"
     );
     let other = pp.kubectl(&["exec", "ex", "-c", "main", "--", "cat", "/tmp/mine"]);
-    assert_eq!(other.status.code(), Some(1), "main must not see side's file");
+    assert_eq!(
+        other.status.code(),
+        Some(1),
+        "main must not see side's file"
+    );
 
     // The container's PID namespace: PID 1 is its command, and the exec'd ps is in it.
     let ps = pp.kubectl_ok(&["exec", "ex", "-c", "side", "--", "ps", "-o", "pid,args"]);
@@ -104,7 +127,10 @@ fn exec_exit_codes_stdin_containers_tty_and_namespaces() {
             .any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep 3601")),
         "ps: {ps}"
     );
-    assert!(!ps.contains("sleep 3600"), "side sees main's processes: {ps}");
+    assert!(
+        !ps.contains("sleep 3600"),
+        "side sees main's processes: {ps}"
+    );
 
     // A tty: `script` gives kubectl a terminal so -t is kept.
     let kubectl = format!(
@@ -148,6 +174,7 @@ spec:
   containers:
   - name: c
     image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
     command: ["true"]
 "#
     ));
@@ -191,6 +218,7 @@ spec:
   containers:
   - name: httpd
     image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www"]
 "#
     ));
@@ -218,8 +246,26 @@ spec:
         );
         assert!(body.starts_with("HTTP/1."), "response: {body}");
     }
-    // A port nobody listens on: kubectl reports the pod side's error.
     drop(child);
+    // The plain SPDY/3.1 POST upgrade (kubectl's fallback, and kubectl ≤1.30).
+    let local = free_port();
+    let spdy = pp
+        .kubectl_cmd()
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .args(["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward over SPDY");
+    let mut spdy = KillOnDrop(spdy);
+    wait_until("a request over SPDY", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = spdy.0.try_wait() {
+            panic!("kubectl port-forward (SPDY) exited early: {status}");
+        }
+        http_get(local).filter(|b| b.contains("hello-from-pod"))
+    });
+    drop(spdy);
+    // A port nobody listens on: kubectl reports the pod side's error.
     let local = free_port();
     let child = pp
         .kubectl_cmd()

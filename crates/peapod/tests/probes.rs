@@ -155,3 +155,45 @@ spec:
     );
     pp.kubectl_ok(&["delete", "pod", "slow", "--wait=true", "--timeout=60s"]);
 }
+
+#[test]
+fn exec_liveness_failure_restarts_the_container() {
+    let pp = Peapod::start();
+    pp.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: exec-live
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+    );
+    wait_until("an exec liveness restart", T, || {
+        let n = pp
+            .jsonpath(
+                "pod/exec-live",
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .unwrap_or_default();
+        (n.parse::<u32>().unwrap_or(0) >= 1).then_some(())
+    });
+    let describe = pp.kubectl_ok(&["describe", "pod", "exec-live"]);
+    assert!(
+        describe.contains("Liveness probe failed: cat: can't open '/tmp/healthy'"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("Container app failed liveness probe, will be restarted"),
+        "{describe}"
+    );
+    pp.kubectl_ok(&["delete", "pod", "exec-live", "--wait=true", "--timeout=60s"]);
+}

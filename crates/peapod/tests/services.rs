@@ -125,42 +125,90 @@ fn services_dns_endpoints_and_node_ports() {
 
     // The well-known Services hold their addresses.
     let svcs = pp.kubectl_ok(&["get", "svc", "-A"]);
-    assert!(svcs.contains("10.96.0.1 ") && svcs.contains("10.96.0.10 "), "{svcs}");
+    assert!(
+        svcs.contains("10.96.0.1 ") && svcs.contains("10.96.0.10 "),
+        "{svcs}"
+    );
 
     // web-a also reaches its own Service through the proxy (hairpin).
     pp.apply(&backend(
         "web-a",
-        "(until wget -qO- -T 2 http://web/ | grep -q web; do sleep 0.5; done; echo hairpin-ok) &",
+        "(until wget -qO- -T 2 http://$(nslookup web.default.svc.cluster.local 2>/dev/null | sed -n 's/^Address: //p' | tail -1)/ | grep -q web; do sleep 0.5; done; echo hairpin-ok) &",
     ));
     pp.apply(&backend("web-b", ""));
     for p in ["web-a", "web-b"] {
-        pp.kubectl_ok(&["wait", "--for=condition=Ready", &format!("pod/{p}"), "--timeout=90s"]);
+        pp.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=90s",
+        ]);
     }
     pp.kubectl_ok(&[
-        "expose", "pod", "web-a", "--name", "web", "--port", "80", "--target-port", "http",
-        "--selector", "app=web",
+        "expose",
+        "pod",
+        "web-a",
+        "--name",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+        "--selector",
+        "app=web",
     ]);
-    let cluster_ip = pp.jsonpath("svc/web", "{.spec.clusterIP}").unwrap_or_default();
-    assert!(cluster_ip.starts_with("10.") && cluster_ip != "10.96.0.1", "{cluster_ip}");
-    let ip_a = pp.jsonpath("pod/web-a", "{.status.podIP}").unwrap_or_default();
-    let ip_b = pp.jsonpath("pod/web-b", "{.status.podIP}").unwrap_or_default();
+    let cluster_ip = pp
+        .jsonpath("svc/web", "{.spec.clusterIP}")
+        .unwrap_or_default();
+    assert!(
+        cluster_ip.starts_with("10.") && cluster_ip != "10.96.0.1",
+        "{cluster_ip}"
+    );
+    let ip_a = pp
+        .jsonpath("pod/web-a", "{.status.podIP}")
+        .unwrap_or_default();
+    let ip_b = pp
+        .jsonpath("pod/web-b", "{.status.podIP}")
+        .unwrap_or_default();
     wait_until("both pods in the endpoints", T, || {
         let eps = pp.kubectl_ok(&["get", "endpoints", "web"]);
         (eps.contains(&format!("{ip_a}:8080")) && eps.contains(&format!("{ip_b}:8080")))
             .then_some(())
     });
-    let slices = pp.kubectl_ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
-    assert!(slices.contains("IPv4") && slices.contains("8080"), "{slices}");
+    let slices = pp.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
+    assert!(
+        slices.contains("IPv4") && slices.contains("8080"),
+        "{slices}"
+    );
 
+    // Cluster DNS is node-wide: wait until this peapod serves it (another peapod on the
+    // host may hold the address until it stops).
+    wait_until("our cluster DNS serving", T, || {
+        pp.server_log()
+            .contains("cluster DNS serving")
+            .then_some(())
+    });
     // A pod finds the Service by name (search path) and by FQDN, and gets an answer.
     pp.apply(&client(
         "client",
-        "cat /etc/resolv.conf; until wget -qO- -T 2 http://web/; do sleep 0.5; done; \
-         nslookup web.default.svc.cluster.local; echo client-done; sleep 3600",
+        // busybox's static wget cannot resolve names (no NSS); its nslookup can.
+        "cat /etc/resolv.conf; \
+         until nslookup web.default.svc.cluster.local > /tmp/ns; do sleep 0.5; done; cat /tmp/ns; \
+         nslookup web > /tmp/short && echo short-name-ok && cat /tmp/short; \
+         ip=$(sed -n 's/^Address: //p' /tmp/ns | tail -1); \
+         until wget -qO- -T 2 http://$ip/; do sleep 0.5; done; echo client-done; sleep 3600",
     ));
     let logs = logs_containing(&pp, "client", "client-done");
     assert!(logs.contains("nameserver 10.96.0.10"), "{logs}");
-    assert!(logs.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{logs}");
+    assert!(
+        logs.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{logs}"
+    );
     assert!(logs.contains("web-a") || logs.contains("web-b"), "{logs}");
     assert!(logs.contains(&cluster_ip), "{logs}");
     logs_containing(&pp, "web-a", "hairpin-ok");
@@ -170,8 +218,16 @@ fn services_dns_endpoints_and_node_ports() {
         http_get(&format!("{cluster_ip}:80")).filter(|b| b.contains("web-"))
     });
     assert!(from_node.contains("200"), "{from_node}");
-    pp.kubectl_ok(&["patch", "svc", "web", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
-    let node_port = pp.jsonpath("svc/web", "{.spec.ports[0].nodePort}").unwrap_or_default();
+    pp.kubectl_ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    let node_port = pp
+        .jsonpath("svc/web", "{.spec.ports[0].nodePort}")
+        .unwrap_or_default();
     let np: u16 = node_port.parse().expect("a node port");
     assert!((30000..=32767).contains(&np), "{np}");
     let addr = format!("{}:{np}", node_ip());
@@ -203,8 +259,11 @@ fn services_dns_endpoints_and_node_ports() {
         let bodies: Vec<String> = (0..12)
             .filter_map(|_| http_get(&format!("{cluster_ip}:80")))
             .collect();
-        (bodies.len() == 12 && bodies.iter().all(|b| b.contains("web-a") && !b.contains("web-b")))
-            .then_some(())
+        (bodies.len() == 12
+            && bodies
+                .iter()
+                .all(|b| b.contains("web-a") && !b.contains("web-b")))
+        .then_some(())
     });
 
     // Deleting the Service releases its endpoints and its rules.
@@ -216,5 +275,8 @@ fn services_dns_endpoints_and_node_ports() {
     assert!(nft_has_table(), "the proxy's table while running");
     drop(pp);
     assert!(!nft_has_table(), "the proxy's table is left after reset");
-    assert!(!lo_has_dns_address(), "the DNS address is left on lo after reset");
+    assert!(
+        !lo_has_dns_address(),
+        "the DNS address is left on lo after reset"
+    );
 }

@@ -109,7 +109,10 @@ pub async fn run(
     let svc_task = tokio::spawn(drain(
         reflector(
             svc_writer,
-            watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .touched_objects()
@@ -119,7 +122,10 @@ pub async fn run(
     let slice_task = tokio::spawn(drain(
         reflector(
             slice_writer,
-            watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()),
+            watcher(
+                Api::<EndpointSlice>::all(client),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .touched_objects()

@@ -121,11 +121,7 @@ pub fn service_ports(services: &[Service], slices: &[EndpointSlice]) -> Vec<Serv
                 };
                 for ep in &slice.endpoints {
                     // kube-proxy: a nil `ready` means ready; only ready endpoints get traffic.
-                    let ready = ep
-                        .conditions
-                        .as_ref()
-                        .and_then(|c| c.ready)
-                        .unwrap_or(true);
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                     if !ready {
                         continue;
                     }
@@ -149,7 +145,14 @@ pub fn service_ports(services: &[Service], slices: &[EndpointSlice]) -> Vec<Serv
                 continue;
             }
             out.push(ServicePort {
-                id: format!("{ns}/{name}:{}", if port_name.is_empty() { port.to_string() } else { port_name }),
+                id: format!(
+                    "{ns}/{name}:{}",
+                    if port_name.is_empty() {
+                        port.to_string()
+                    } else {
+                        port_name
+                    }
+                ),
                 cluster_ip,
                 port,
                 protocol,

@@ -58,10 +58,34 @@ fn cluster_ip_dnat_works_and_cleanup_removes_the_table() -> Result<(), String> {
         name: name.clone(),
         children: Vec::new(),
     };
-    run(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
-    run(&["ip", "netns", "exec", &name, "ip", "addr", "add", "10.244.0.5/32", "dev", "lo"])?;
+    run(&[
+        "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+    ])?;
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &name,
+        "ip",
+        "addr",
+        "add",
+        "10.244.0.5/32",
+        "dev",
+        "lo",
+    ])?;
     // A node has a default route; here a route for the service network stands in for it.
-    run(&["ip", "netns", "exec", &name, "ip", "route", "add", "10.96.0.0/12", "dev", "lo"])?;
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &name,
+        "ip",
+        "route",
+        "add",
+        "10.96.0.0/12",
+        "dev",
+        "lo",
+    ])?;
     let ports = vec![ServicePort {
         id: "t/web:80".into(),
         cluster_ip: Some("10.96.0.20".parse().map_err(|_| "ip")?),
@@ -73,8 +97,14 @@ fn cluster_ip_dnat_works_and_cleanup_removes_the_table() -> Result<(), String> {
     nft_in(&name, &ruleset("peapod", "10.244.0.0/16", &ports))?;
     // Applying again replaces the table atomically (no "exists" error, no duplicates).
     nft_in(&name, &ruleset("peapod", "10.244.0.0/16", &ports))?;
-    let listed = run(&["ip", "netns", "exec", &name, "nft", "list", "table", "ip", "peapod"])?;
-    assert_eq!(listed.matches("dnat to 10.244.0.5:8080").count(), 1, "{listed}");
+    let listed = run(&[
+        "ip", "netns", "exec", &name, "nft", "list", "table", "ip", "peapod",
+    ])?;
+    assert_eq!(
+        listed.matches("dnat to 10.244.0.5:8080").count(),
+        1,
+        "{listed}"
+    );
 
     let server = Command::new("ip")
         .args(["netns", "exec", &name, "python3", "-c",
@@ -104,6 +134,9 @@ fn cluster_ip_dnat_works_and_cleanup_removes_the_table() -> Result<(), String> {
 
 fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

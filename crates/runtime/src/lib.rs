@@ -16,12 +16,12 @@ pub mod stdio;
 
 pub use image_backend::ImageBackend;
 pub use service::{Runtime, RuntimeConfig};
-pub use stdio::ExecIo;
 /// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
 /// quota/period, memory limit, pids limit.
 pub use cgroups::Resources as LinuxResources;
 /// Security settings of a container (CRI `LinuxContainerSecurityContext`).
 pub use shim::protocol::{SeccompProfile, SecurityConfig};
+pub use stdio::ExecIo;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

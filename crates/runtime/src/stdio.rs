@@ -24,10 +24,9 @@ impl ExecIo {
         .map_err(io::Error::from)?;
         // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same file for
         // the AsyncFd's whole life.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(io::Error::from)?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(io::Error::from)?;
         Ok(Self { fd })
     }
 
@@ -36,9 +35,7 @@ impl ExecIo {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| {
-                nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)
-            }) {
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,

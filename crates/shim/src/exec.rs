@@ -243,7 +243,11 @@ fn receive(sock: &OwnedFd) -> Result<Report, nix::Error> {
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(rights) = c {
                 // SAFETY: SCM_RIGHTS just installed these fds in our table; we own them.
-                fds.extend(rights.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    rights
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         (msg.bytes, fds)

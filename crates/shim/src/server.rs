@@ -22,8 +22,8 @@ use nix::unistd::{pipe2, Pid};
 use crate::container::{self, ChildContext};
 use crate::exec;
 use crate::protocol::{
-    read_json, write_json_atomic, ContainerReport, ContainerSpec, ExecSpec, ExitReason, ExitRecord, Phase,
-    PodDir, Request, Response, ShimConfig, StateRecord, MAX_MESSAGE,
+    read_json, write_json_atomic, ContainerReport, ContainerSpec, ExecSpec, ExitReason, ExitRecord,
+    Phase, PodDir, Request, Response, ShimConfig, StateRecord, MAX_MESSAGE,
 };
 
 /// Stack for the cloned container child; it runs a short setup before exec.
@@ -518,7 +518,10 @@ impl Server {
         }
         drop(fds);
         if let Some(pid) = pid {
-            log(&format!("exec in container {} started as pid {pid}", spec.id));
+            log(&format!(
+                "exec in container {} started as pid {pid}",
+                spec.id
+            ));
             self.execs.insert(pid.as_raw(), stream);
         }
     }

@@ -21,7 +21,10 @@ pub const PROTOCOL_V5: &str = "v5.channel.k8s.io";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound<'a> {
     Stdin(&'a [u8]),
-    Resize { width: u16, height: u16 },
+    Resize {
+        width: u16,
+        height: u16,
+    },
     CloseStdin,
     /// An empty message, a bad resize or a channel we do not read: ignored, as kubelet does.
     Ignored,
@@ -46,8 +49,8 @@ pub fn decode(msg: &[u8]) -> Inbound<'_> {
         RESIZE => data
             .split(|b| *b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .filter_map(|l| serde_json::from_slice::<TerminalSize>(l).ok())
-            .last()
+            .rev()
+            .find_map(|l| serde_json::from_slice::<TerminalSize>(l).ok())
             .map_or(Inbound::Ignored, |s| Inbound::Resize {
                 width: s.width,
                 height: s.height,

@@ -90,9 +90,8 @@ pub async fn serve_exec(
         Ok(s) => s,
         Err(e) => {
             // kubelet (through the CRI runtime) reports a failed start as an internal error.
-            let message = format!(
-                "error executing command in container: failed to exec in container: {e}"
-            );
+            let message =
+                format!("error executing command in container: failed to exec in container: {e}");
             finish(&tx, channel::error_status(&message)).await;
             drop(tx);
             let _ = writer.await;
@@ -127,7 +126,8 @@ pub async fn serve_exec(
                 match t.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
-                        let msg = Message::Binary(channel::frame(channel::STDOUT, &buf[..n]).into());
+                        let msg =
+                            Message::Binary(channel::frame(channel::STDOUT, &buf[..n]).into());
                         if tx.send(msg).await.is_err() {
                             return;
                         }
@@ -183,7 +183,10 @@ pub async fn serve_exec(
             let _ = o.await;
         }
     };
-    if tokio::time::timeout(DRAIN_AFTER_EXIT, drained).await.is_err() {
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, drained)
+        .await
+        .is_err()
+    {
         for o in &outputs {
             o.abort();
         }

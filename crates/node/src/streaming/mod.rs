@@ -42,7 +42,10 @@ pub enum StreamError {
     Runtime(String),
     #[error("expected a WebSocket ({websocket}) or SPDY/3.1 upgrade request")]
     NotUpgrade { websocket: &'static str },
-    #[error("exec and attach over SPDY are not supported by this node; kubectl ≥1.30 uses WebSocket {}", channel::PROTOCOL_V5)]
+    #[error(
+        "exec and attach over SPDY are not supported by this node; kubectl ≥1.30 uses WebSocket {}",
+        channel::PROTOCOL_V5
+    )]
     SpdyExec,
 }
 
@@ -119,11 +122,7 @@ fn runtime_of(st: &NodeApiState) -> Result<Arc<dyn RuntimeService>, StreamError>
 }
 
 /// The ready sandbox of a pod.
-async fn sandbox_of(
-    rt: &dyn RuntimeService,
-    uid: &str,
-    pod: &str,
-) -> Result<String, StreamError> {
+async fn sandbox_of(rt: &dyn RuntimeService, uid: &str, pod: &str) -> Result<String, StreamError> {
     let sandboxes = rt
         .list_pod_sandboxes()
         .await
@@ -180,9 +179,7 @@ pub async fn exec_handler(
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
     let id = running_container(rt.as_ref(), &sandbox, &container).await?;
     let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
-    Ok(ws.on_upgrade(move |socket| {
-        exec::serve_exec(socket, rt, id, query.command, query.streams)
-    }))
+    Ok(ws.on_upgrade(move |socket| exec::serve_exec(socket, rt, id, query.command, query.streams)))
 }
 
 /// `GET|POST /attach/{namespace}/{pod}/{container}`.
@@ -214,12 +211,18 @@ async fn websocket(
     match upgrade_kind(&req).as_deref() {
         Some("websocket") => {}
         Some(u) if u.starts_with("spdy/") => return Err(StreamError::SpdyExec),
-        _ => return Err(StreamError::NotUpgrade { websocket: protocol }),
+        _ => {
+            return Err(StreamError::NotUpgrade {
+                websocket: protocol,
+            })
+        }
     }
     let (mut parts, _) = req.into_parts();
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, st)
         .await
-        .map_err(|_| StreamError::NotUpgrade { websocket: protocol })?;
+        .map_err(|_| StreamError::NotUpgrade {
+            websocket: protocol,
+        })?;
     Ok(ws.protocols([protocol]))
 }
 
@@ -274,11 +277,7 @@ pub async fn portforward_handler(
                 let up = async {
                     while let Some(Ok(msg)) = source.next().await {
                         match msg {
-                            Message::Binary(b) => {
-                                if wr.write_all(&b).await.is_err() {
-                                    break;
-                                }
-                            }
+                            Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                             Message::Close(_) => break,
                             _ => {}
                         }

@@ -140,8 +140,7 @@ impl Peapod {
             // network (podman installs one), and CNI uses the first config it finds.
             .env(
                 "PEAPOD_CNI_CONF_DIR",
-                std::env::var_os("PEAPOD_CNI_CONF_DIR")
-                    .unwrap_or_else(|| E2E_CNI_CONF_DIR.into()),
+                std::env::var_os("PEAPOD_CNI_CONF_DIR").unwrap_or_else(|| E2E_CNI_CONF_DIR.into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -89,8 +89,8 @@ impl Runtime {
         }
         conn.set_nonblocking(true)
             .map_err(|e| shim_err.clone()(format!("{e}")))?;
-        let conn = tokio::net::UnixStream::from_std(conn)
-            .map_err(|e| shim_err.clone()(format!("{e}")))?;
+        let conn =
+            tokio::net::UnixStream::from_std(conn).map_err(|e| shim_err.clone()(format!("{e}")))?;
         session.exit = Box::pin(async move {
             let mut line = String::new();
             BufReader::new(conn.take(MAX_MESSAGE))
@@ -188,10 +188,12 @@ impl Runtime {
                     netns.display().to_string()
                 ),
             })?;
-        stream.set_nonblocking(true).map_err(|source| RuntimeError::Io {
-            operation: "port-forward socket".into(),
-            source,
-        })?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|source| RuntimeError::Io {
+                operation: "port-forward socket".into(),
+                source,
+            })?;
         tokio::net::TcpStream::from_std(stream).map_err(|source| RuntimeError::Io {
             operation: "port-forward socket".into(),
             source,
@@ -243,7 +245,10 @@ fn call_with_fds(
     let mut fds = Vec::new();
     while !answer.contains(&b'\n') {
         if answer.len() as u64 > MAX_MESSAGE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "answer too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "answer too long",
+            ));
         }
         let mut buf = [0u8; 4096];
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
@@ -259,7 +264,11 @@ fn call_with_fds(
             for c in msg.cmsgs().map_err(io::Error::from)? {
                 if let ControlMessageOwned::ScmRights(rights) = c {
                     // SAFETY: SCM_RIGHTS just installed these fds in our table; we own them.
-                    fds.extend(rights.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    fds.extend(
+                        rights
+                            .into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
                 }
             }
             msg.bytes
