@@ -198,9 +198,9 @@ fn services_dns_endpoints_and_node_ports() {
         "client",
         // busybox's static wget cannot resolve names (no NSS); its nslookup can.
         "cat /etc/resolv.conf; \
-         until nslookup web.default.svc.cluster.local > /tmp/ns; do sleep 0.5; done; cat /tmp/ns; \
-         nslookup web > /tmp/short && echo short-name-ok && cat /tmp/short; \
-         ip=$(sed -n 's/^Address: //p' /tmp/ns | tail -1); \
+         until ns=$(nslookup web.default.svc.cluster.local 2>&1); do sleep 0.5; done; echo \"$ns\"; \
+         nslookup web 2>&1 | grep -q 'Name:.*web.default.svc.cluster.local' && echo short-name-ok; \
+         ip=$(echo \"$ns\" | sed -n 's/^Address: //p' | tail -1); \
          until wget -qO- -T 2 http://$ip/; do sleep 0.5; done; echo client-done; sleep 3600",
     ));
     let logs = logs_containing(&pp, "client", "client-done");
@@ -211,6 +211,7 @@ fn services_dns_endpoints_and_node_ports() {
     );
     assert!(logs.contains("web-a") || logs.contains("web-b"), "{logs}");
     assert!(logs.contains(&cluster_ip), "{logs}");
+    assert!(logs.contains("short-name-ok"), "{logs}");
     logs_containing(&pp, "web-a", "hairpin-ok");
 
     // The node reaches the ClusterIP, and a NodePort on its own address.
