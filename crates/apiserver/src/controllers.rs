@@ -29,7 +29,11 @@ pub fn spawn(registry: Registry) -> Vec<JoinHandle<()>> {
 }
 
 /// Runs `step` now, after every event on `resources` (core group), and every [`RESYNC`].
-pub(crate) async fn run_loop(registry: Registry, resources: &'static [&'static str], step: fn(&Registry)) {
+pub(crate) async fn run_loop(
+    registry: Registry,
+    resources: &'static [&'static str],
+    step: fn(&Registry),
+) {
     loop {
         let rv = registry.store.current_resource_version().unwrap_or(0);
         let mut watches = Vec::new();

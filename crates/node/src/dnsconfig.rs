@@ -59,9 +59,8 @@ pub fn pod_dns_config(pod: &Pod, host_resolv: &str) -> Option<DnsConfig> {
         }
         ("None", _) => DnsConfig::default(),
         _ => {
-            if spec.dns_config.is_none() {
-                return None;
-            }
+            // Without a dnsConfig the node's file is copied as it is.
+            spec.dns_config.as_ref()?;
             host
         }
     };

@@ -380,13 +380,8 @@ impl PodApi for FakeApi {
         ));
         st.event_names
             .push(event.metadata.name.clone().unwrap_or_default());
-        st.field_paths.push(
-            event
-                .involved_object
-                .field_path
-                .clone()
-                .unwrap_or_default(),
-        );
+        st.field_paths
+            .push(event.involved_object.field_path.clone().unwrap_or_default());
         Ok(())
     }
     async fn patch_event(&self, _: &str, name: &str, count: i32, _: &Time) -> Result<(), ApiError> {

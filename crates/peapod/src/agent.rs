@@ -147,7 +147,10 @@ mod tests {
         })
         .expect("settings");
         assert_eq!(from_config.path, Some(dir.path().join("manifests")));
-        assert_eq!(from_config.file_check_frequency, Some(Duration::from_secs(5)));
+        assert_eq!(
+            from_config.file_check_frequency,
+            Some(Duration::from_secs(5))
+        );
         let flag = static_pod_settings(&StaticPodArgs {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),

@@ -7,18 +7,18 @@
 //! rename or remove any.
 
 mod client;
-mod pidns;
 pub mod image_backend;
+mod pidns;
 mod procs;
 pub mod records;
 mod service;
 pub mod stdio;
 
-pub use image_backend::ImageBackend;
-pub use service::{Runtime, RuntimeConfig};
 /// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
 /// quota/period, memory limit, pids limit.
 pub use cgroups::Resources as LinuxResources;
+pub use image_backend::ImageBackend;
+pub use service::{Runtime, RuntimeConfig};
 /// Security settings of a container (CRI `LinuxContainerSecurityContext`).
 pub use shim::protocol::{SeccompProfile, SecurityConfig};
 pub use stdio::ExecIo;

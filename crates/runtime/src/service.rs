@@ -375,9 +375,11 @@ impl Runtime {
         };
         if let Some(h) = &self.cgroups {
             // kubelet's pod-level cgroup limits, before any container joins it.
-            if let Err(e) = h.cgroup(&pod_cgroup).create().and_then(|()| {
-                h.cgroup(&pod_cgroup).apply(&config.resources)
-            }) {
+            if let Err(e) = h
+                .cgroup(&pod_cgroup)
+                .create()
+                .and_then(|()| h.cgroup(&pod_cgroup).apply(&config.resources))
+            {
                 tracing::warn!(sandbox = id, error = %e, "could not set the pod cgroup's limits");
             }
             let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));

@@ -126,7 +126,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
             source,
         })?;
         crate::net::loopback_up().map_err(ServerError::Loopback)?;
-    crate::security::set_sysctls(&config.sysctls).map_err(ServerError::Sysctls)?;
+        crate::security::set_sysctls(&config.sysctls).map_err(ServerError::Sysctls)?;
     }
     // Orphans of containers (whose PID 1 died) are reparented to us and reaped here.
     nix::sys::prctl::set_child_subreaper(true).map_err(ServerError::Signals)?;
