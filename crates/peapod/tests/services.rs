@@ -133,7 +133,7 @@ fn services_dns_endpoints_and_node_ports() {
     // web-a also reaches its own Service through the proxy (hairpin).
     pp.apply(&backend(
         "web-a",
-        "(until wget -qO- -T 2 http://$(nslookup web.default.svc.cluster.local 2>/dev/null | sed -n 's/^Address: //p' | tail -1)/ | grep -q web; do sleep 0.5; done; echo hairpin-ok) &",
+        "(until printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $(nslookup web.default.svc.cluster.local 2>/dev/null | sed -n 's/^Address: //p' | tail -1) 80 | grep -q web; do sleep 0.5; done; echo hairpin-ok) &",
     ));
     pp.apply(&backend("web-b", ""));
     for p in ["web-a", "web-b"] {
@@ -196,12 +196,13 @@ fn services_dns_endpoints_and_node_ports() {
     // A pod finds the Service by name (search path) and by FQDN, and gets an answer.
     pp.apply(&client(
         "client",
-        // busybox's static wget cannot resolve names (no NSS); its nslookup can.
+        // busybox's static wget cannot resolve names (no NSS), and segfaults on a connect
+        // timeout (Debian's busybox-static, also on the host): nslookup and nc it is.
         "cat /etc/resolv.conf; \
          until ns=$(nslookup web.default.svc.cluster.local 2>&1); do sleep 0.5; done; echo \"$ns\"; \
          nslookup web 2>&1 | grep -q 'Name:.*web.default.svc.cluster.local' && echo short-name-ok; \
          ip=$(echo \"$ns\" | sed -n 's/^Address: //p' | tail -1); \
-         until wget -qO- -T 2 http://$ip/; do sleep 0.5; done; echo client-done; sleep 3600",
+         until printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $ip 80 | grep web-; do sleep 0.5; done; echo client-done; sleep 3600",
     ));
     let logs = logs_containing(&pp, "client", "client-done");
     assert!(logs.contains("nameserver 10.96.0.10"), "{logs}");
