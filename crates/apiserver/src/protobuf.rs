@@ -1,5 +1,5 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
-//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount`).
+//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -149,6 +149,94 @@ fn object_meta(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
     Ok(Value::Object(m))
 }
 
+/// A non-pointer string field: gogo-protobuf writes it even when empty, which JSON would omit.
+fn set_string(obj: &mut Map<String, Value>, key: &str, b: &[u8]) {
+    if !b.is_empty() {
+        obj.insert(key.into(), string(b));
+    }
+}
+
+/// An int32 field (negative values are sign-extended to ten bytes on the wire); 0 is unset.
+fn set_int(obj: &mut Map<String, Value>, key: &str, v: u64) {
+    // Two's complement reinterpretation is the wire format's int32 encoding.
+    let n = i64::from_ne_bytes(v.to_ne_bytes());
+    if n != 0 {
+        obj.insert(key.into(), json!(n));
+    }
+}
+
+/// IntOrString (type = 1 → 0 int, 1 string; intVal = 2; strVal = 3); None for the zero value,
+/// which the Service defaults turn into `port`, as JSON's omitted targetPort would be.
+fn int_or_string(b: &[u8], base: usize) -> Result<Option<Value>, ProtobufError> {
+    let (mut is_string, mut int_val, mut str_val) = (false, 0u64, String::new());
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, _)) = r.next()? {
+        match (n, f) {
+            (1, Field::Varint(v)) => is_string = v == 1,
+            (2, Field::Varint(v)) => int_val = v,
+            (3, Field::Bytes(b)) => str_val = String::from_utf8_lossy(b).into_owned(),
+            _ => {}
+        }
+    }
+    let mut m = Map::new();
+    if is_string {
+        set_string(&mut m, "v", str_val.as_bytes());
+    } else {
+        set_int(&mut m, "v", int_val);
+    }
+    Ok(m.remove("v"))
+}
+
+/// ServicePort: name 1, protocol 2, port 3, targetPort 4, nodePort 5, appProtocol 6.
+fn service_port(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut p = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => set_string(&mut p, "name", b),
+            (2, Field::Bytes(b)) => set_string(&mut p, "protocol", b),
+            (3, Field::Varint(v)) => set_int(&mut p, "port", v),
+            (4, Field::Bytes(b)) => {
+                if let Some(v) = int_or_string(b, at)? {
+                    p.insert("targetPort".into(), v);
+                }
+            }
+            (5, Field::Varint(v)) => set_int(&mut p, "nodePort", v),
+            (6, Field::Bytes(b)) => set_string(&mut p, "appProtocol", b),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(p))
+}
+
+/// ServiceSpec: the fields `kubectl create service clusterip|nodeport|loadbalancer|
+/// externalname` and `kubectl expose` set.
+fn service_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut s = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => push(&mut s, "ports", service_port(b, at)?),
+            (2, Field::Bytes(b)) => insert_map(&mut s, "selector", map_entry(b, at, false)?),
+            (3, Field::Bytes(b)) => set_string(&mut s, "clusterIP", b),
+            (4, Field::Bytes(b)) => set_string(&mut s, "type", b),
+            (5, Field::Bytes(b)) => push(&mut s, "externalIPs", string(b)),
+            (7, Field::Bytes(b)) => set_string(&mut s, "sessionAffinity", b),
+            (10, Field::Bytes(b)) => set_string(&mut s, "externalName", b),
+            (11, Field::Bytes(b)) => set_string(&mut s, "externalTrafficPolicy", b),
+            (13, Field::Varint(v)) if v != 0 => {
+                s.insert("publishNotReadyAddresses".into(), json!(true));
+            }
+            (17, Field::Bytes(b)) => set_string(&mut s, "ipFamilyPolicy", b),
+            (18, Field::Bytes(b)) => push(&mut s, "clusterIPs", string(b)),
+            (19, Field::Bytes(b)) => push(&mut s, "ipFamilies", string(b)),
+            (22, Field::Bytes(b)) => set_string(&mut s, "internalTrafficPolicy", b),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(s))
+}
+
 /// Decodes a whole protobuf request body into a JSON object.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let raw = body.strip_prefix(b"k8s\0").ok_or(ProtobufError::Magic)?;
@@ -217,12 +305,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("automountServiceAccountToken".into(), json!(v != 0));
             }
             ("ServiceAccount", _, _) => {}
+            ("Service", 2, Field::Bytes(b)) => {
+                obj.insert("spec".into(), service_spec(b, at)?);
+            }
+            ("Service", _, _) => {}
             _ => return Err(ProtobufError::UnsupportedKind { kind }),
         }
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount"
+        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
     ) {
         return Err(ProtobufError::UnsupportedKind { kind });
     }
@@ -261,6 +353,35 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "ConfigMap",
                    "metadata": {"name": "cfg", "namespace": "default", "labels": {"app": "x"}},
                    "data": {"a": "b"}})
+        );
+    }
+
+    /// The body kubectl v1.33 sends for `kubectl create service nodeport mydb2 --tcp=5432:db`.
+    #[test]
+    fn decodes_service_from_kubectl_create() {
+        let body: &[u8] = b"k8s\0\x0a\x0d\x0a\x02v1\x12\x07Service\x12\x70\x0a\x23\x0a\x05mydb2\
+            \x12\x00\x1a\x00\x22\x00\x2a\x00\x32\x00\x38\x00\x42\x00\x5a\x0c\x0a\x03app\x12\x05mydb2\
+            \x12\x45\x0a\x1d\x0a\x075432-db\x12\x03TCP\x18\xb8\x2a\x22\x08\x08\x01\x10\x00\x1a\x02db\
+            \x28\x00\x12\x0c\x0a\x03app\x12\x05mydb2\x1a\x00\x22\x08NodePort\x3a\x00\x42\x00\x52\x00\
+            \x5a\x00\x60\x00\x68\x00\x1a\x02\x0a\x00\x1a\x00\x22\x00";
+        let v = decode(body).expect("decode");
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "mydb2", "generateName": "", "namespace": "",
+                                "labels": {"app": "mydb2"}},
+                   "spec": {"ports": [{"name": "5432-db", "protocol": "TCP", "port": 5432,
+                                       "targetPort": "db"}],
+                            "selector": {"app": "mydb2"}, "type": "NodePort"}})
+        );
+        // An int targetPort, and the zero value left for defaulting.
+        assert_eq!(
+            int_or_string(b"\x08\x00\x10\xb8\x2a\x1a\x00", 0).expect("int"),
+            Some(json!(5432))
+        );
+        assert_eq!(
+            int_or_string(b"\x08\x00\x10\x00\x1a\x00", 0).expect("zero"),
+            None
         );
     }
 

@@ -476,13 +476,19 @@ pub fn user_spec(pod: &Pod, container: &Container, image: &runtime::ImageConfig)
         c_sc.and_then(|s| s.run_as_group)
             .or_else(|| pod_sc.and_then(|s| s.run_as_group)),
     );
-    let mut supplemental_groups: Vec<u32> = pod_sc
+    // kubelet's `determineEffectiveSecurityContext`: the fsGroup first, so the volumes it
+    // owns are usable, then the pod's supplementalGroups.
+    let mut supplemental_groups: Vec<u32> = to_u32(pod_sc.and_then(|s| s.fs_group))
+        .into_iter()
+        .collect();
+    for g in pod_sc
         .and_then(|s| s.supplemental_groups.as_ref())
-        .map(|g| g.iter().filter_map(|v| u32::try_from(*v).ok()).collect())
-        .unwrap_or_default();
-    if let Some(fs_group) = to_u32(pod_sc.and_then(|s| s.fs_group)) {
-        if !supplemental_groups.contains(&fs_group) {
-            supplemental_groups.push(fs_group);
+        .into_iter()
+        .flatten()
+        .filter_map(|v| u32::try_from(*v).ok())
+    {
+        if !supplemental_groups.contains(&g) {
+            supplemental_groups.push(g);
         }
     }
     UserSpec {
@@ -827,5 +833,18 @@ mod tests {
         .expect("config");
         assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
         assert_eq!(cfg.user.run_as_user, Some(1000));
+    }
+
+    #[test]
+    fn fs_group_is_the_first_supplemental_group() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c"}],
+                     "securityContext": {"fsGroup": 2000, "supplementalGroups": [5, 2000]}}
+        }))
+        .expect("pod");
+        let c = &p.spec.as_ref().expect("spec").containers[0];
+        let user = user_spec(&p, c, &ImageConfig::default());
+        assert_eq!(user.supplemental_groups, vec![2000, 5]);
     }
 }

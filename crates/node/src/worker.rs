@@ -33,6 +33,9 @@ use crate::termination;
 pub const RESYNC: Duration = Duration::from_secs(1);
 /// kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
 pub const MIN_GRACE: Duration = Duration::from_secs(2);
+/// kubelet's pod worker retries a sync that failed (one skipped by CrashLoopBackOff among
+/// them) after `backOffPeriod`, 10 s; each such sync records one `BackOff` event.
+const BACKOFF_EVENT_PERIOD: Duration = Duration::from_secs(10);
 
 /// A source of the current time (a fake in tests).
 pub trait Clock: Send + Sync + 'static {
@@ -209,6 +212,9 @@ pub struct WorkerState {
     pub probe_view: ProbeView,
     /// Running containers whose liveness or startup probe failed, by container id.
     pub probe_kills: HashMap<String, KillRequest>,
+    /// When the last `BackOff` event of a container in CrashLoopBackOff was recorded; gone
+    /// once the container leaves the back-off.
+    pub backoff_events: HashMap<String, Timestamp>,
 }
 
 impl WorkerState {
@@ -225,6 +231,7 @@ impl WorkerState {
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),
+            backoff_events: HashMap::new(),
         }
     }
 }
@@ -806,9 +813,21 @@ impl PodWorker {
             }
         };
         // Back-off decisions replace older reasons; start failures are set by `run`.
+        // kubelet records `BackOff` on each sync skipped by the back-off: the one that follows
+        // the exit (PLEG), then its pod worker's retries every 10 s. We re-observe every
+        // second, so record on entering the back-off and then once per BACKOFF_EVENT_PERIOD.
+        self.state.backoff_events.retain(|name, _| {
+            step.waiting
+                .get(name)
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+        });
         for (name, w) in &step.waiting {
             self.state.waiting.insert(name.clone(), w.clone());
-            if w.reason == "CrashLoopBackOff" {
+            let due = self.state.backoff_events.get(name).is_none_or(|last| {
+                now.duration_since(*last).unsigned_abs() >= BACKOFF_EVENT_PERIOD
+            });
+            if w.reason == "CrashLoopBackOff" && due {
+                self.state.backoff_events.insert(name.clone(), now);
                 let (ns, pod_name, uid) = pod_key(pod);
                 let msg = format!(
                     "Back-off restarting failed container {name} in pod {pod_name}_{ns}({uid})"
@@ -1762,6 +1781,58 @@ mod tests {
             msg.as_deref(),
             Some("back-off 20s restarting failed container=app pod=web_default(uid-1)")
         );
+    }
+
+    /// The aggregated count of the pod's `BackOff` events (0 when none).
+    fn backoff_count(api: &FakeApi) -> i32 {
+        api.lock()
+            .events
+            .iter()
+            .filter(|e| e.1 == "BackOff")
+            .map(|e| e.3)
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn crash_loop_back_off_event_counts_retries_not_syncs() {
+        let h = harness();
+        let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        // First crash restarts at once; the second enters a 10 s back-off.
+        for _ in 0..2 {
+            h.clock.advance(Duration::from_secs(1));
+            h.rt.exit("app", 1);
+            p = with_status(p, &h.api);
+            w.sync(&h.env, &p).await;
+        }
+        assert_eq!(backoff_count(&h.api), 1);
+        // One sync a second through the window: no more events.
+        for _ in 0..9 {
+            h.clock.advance(Duration::from_secs(1));
+            w.sync(&h.env, &p).await;
+        }
+        assert_eq!(backoff_count(&h.api), 1);
+        assert_eq!(h.rt.containers_named("app").len(), 2);
+        // Window over: restarted; it crashes again into a 20 s back-off, a new BackOff.
+        h.clock.advance(Duration::from_secs(2));
+        w.sync(&h.env, &p).await;
+        assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+        h.rt.exit("app", 1);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+        assert_eq!(backoff_count(&h.api), 2);
+        // Twenty one-second syncs: one retry event at 10 s (kubelet's backOffPeriod), then
+        // the restart.
+        for _ in 0..19 {
+            h.clock.advance(Duration::from_secs(1));
+            w.sync(&h.env, &p).await;
+        }
+        assert_eq!(backoff_count(&h.api), 3);
+        h.clock.advance(Duration::from_secs(2));
+        w.sync(&h.env, &p).await;
+        assert_eq!(backoff_count(&h.api), 3);
+        assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
     }
 
     #[tokio::test]

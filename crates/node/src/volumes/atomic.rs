@@ -78,8 +78,15 @@ fn top_level(path: &str) -> &str {
 }
 
 /// Writes `payload` into `dir` (which exists). Returns `true` when the content changed.
-/// Idempotent, and safe to re-run after a crash at any step.
-pub fn write(dir: &Path, payload: &Payload) -> Result<bool, AtomicWriteError> {
+/// Idempotent, and safe to re-run after a crash at any step. `set_perms` runs once a new
+/// version is written and before `..data` is swapped to it (kubelet's `setPerms` hook, where
+/// fsGroup ownership is applied), so readers never see files they may not read yet; it is
+/// not called when nothing changed.
+pub fn write_with(
+    dir: &Path,
+    payload: &Payload,
+    set_perms: impl FnOnce() -> io::Result<()>,
+) -> Result<bool, AtomicWriteError> {
     for path in payload.keys() {
         validate_path(path)?;
     }
@@ -104,6 +111,7 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<bool, AtomicWriteError> {
             fs::set_permissions(&target, fs::Permissions::from_mode(file.mode & 0o7777))
                 .map_err(io_err("chmod", &target))?;
         }
+        set_perms().map_err(io_err("setting the ownership of", dir))?;
         let tmp = dir.join(DATA_DIR_TMP);
         remove_if_exists(&tmp)?;
         let name = version.file_name().map(PathBuf::from).unwrap_or_default();
@@ -208,6 +216,10 @@ fn remove_if_exists(path: &Path) -> Result<(), AtomicWriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(dir: &Path, payload: &Payload) -> Result<bool, AtomicWriteError> {
+        write_with(dir, payload, || Ok(()))
+    }
 
     fn file(data: &str, mode: u32) -> FileProjection {
         FileProjection {

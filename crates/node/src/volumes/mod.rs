@@ -33,6 +33,7 @@ pub use sources::{Objects, Skipped, SourceError};
 
 use crate::containerspec::PodContext;
 use crate::qos::parse_quantity;
+use crate::security;
 
 /// How often configMap, secret and downwardAPI volumes are rewritten from the API. kubelet
 /// resyncs every minute plus its cache TTL; a shorter default makes updates quick to see.
@@ -227,6 +228,7 @@ impl VolumeManager {
         skipped: &mut Vec<Skipped>,
     ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
         let pod_dir = self.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default())?;
+        let fs_group = security::fs_group(pod);
         let mut paths = BTreeMap::new();
         for v in sources::volumes(pod) {
             let name = safe_name(&v.name)?;
@@ -241,9 +243,24 @@ impl VolumeManager {
                         }
                         self.ensure_tmpfs(&dir, &opts)?;
                     }
-                    // kubelet makes emptyDirs world-writable: any container user may use them.
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
+                    // kubelet makes emptyDirs world-writable: any container user may use them
+                    // (the setgid bit an fsGroup put there stays).
+                    let setgid = fs::symlink_metadata(&dir)
+                        .map_err(io_err("inspecting", &dir))?
+                        .mode()
+                        & 0o2000;
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777 | setgid))
                         .map_err(io_err("chmod", &dir))?;
+                    // kubelet sets an emptyDir up once (its ready marker) and passes it no
+                    // fsGroupChangePolicy; a root already in the group with the setgid bit is
+                    // our marker, so neither a refresh nor an agent restart walks the files
+                    // the pod wrote.
+                    if let Some(gid) = fs_group {
+                        if !security::volume_ownership_matches(&dir, gid, false) {
+                            security::set_volume_ownership(&dir, gid, false)
+                                .map_err(io_err("setting fsGroup ownership of", &dir))?;
+                        }
+                    }
                     dir
                 }
                 Kind::HostPath { path, kind } => {
@@ -254,20 +271,35 @@ impl VolumeManager {
                     path
                 }
                 Kind::ApiData { plugin, tmpfs } => {
-                    let payload = sources::payload(pod, v, ctx, objects, skipped)
+                    let mut payload = sources::payload(pod, v, ctx, objects, skipped)
                         .unwrap_or_else(|| Ok(Payload::new()))
                         .map_err(|source| VolumeError::Source {
                             volume: v.name.clone(),
                             source,
                         })?;
+                    // With an fsGroup the files end up with the group read bits (kubelet's
+                    // read-only mask); writing them so keeps an unchanged payload unchanged.
+                    if fs_group.is_some() {
+                        for file in payload.values_mut() {
+                            file.mode = security::fs_group_file_mode(file.mode, true);
+                        }
+                    }
                     let dir = pod_dir.join(plugin).join(name);
                     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
                     if tmpfs {
                         self.ensure_tmpfs(&dir, "mode=0755")?;
                     }
-                    atomic::write(&dir, &payload).map_err(|source| VolumeError::Write {
-                        volume: v.name.clone(),
-                        source,
+                    // kubelet re-applies the ownership to the whole volume on every new
+                    // version (no change policy for these plugins), before the swap.
+                    let set_perms = || match fs_group {
+                        Some(gid) => security::set_volume_ownership(&dir, gid, true),
+                        None => Ok(()),
+                    };
+                    atomic::write_with(&dir, &payload, set_perms).map_err(|source| {
+                        VolumeError::Write {
+                            volume: v.name.clone(),
+                            source,
+                        }
                     })?;
                     dir
                 }

@@ -228,3 +228,71 @@ fn unmount_all_releases_the_state_dir() {
         .is_empty());
     assert!(!m.root().exists());
 }
+
+#[test]
+fn fs_group_owns_every_volume_but_host_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let host = tmp.path().join("host");
+    fs::create_dir_all(&host).expect("host dir");
+    let m = manager(tmp.path());
+    let mut p = pod(
+        "uid-fsg",
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "mem", "emptyDir": {"medium": "Memory"}},
+            {"name": "cfg", "configMap": {"name": "cm"}},
+            {"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o400}},
+            {"name": "host", "hostPath": {"path": host.to_string_lossy()}}
+        ]),
+        json!([]),
+    );
+    p.spec.as_mut().expect("spec").security_context =
+        Some(serde_json::from_value(json!({"fsGroup": 2345})).expect("sc"));
+    let ctx = PodContext::default();
+    let paths = m
+        .setup(&p, &ctx, &objects(), &mut Vec::new())
+        .expect("setup");
+    let stat = |p: &Path| fs::metadata(p).expect("stat");
+    for name in ["scratch", "mem", "cfg", "sec"] {
+        let root = stat(&paths[name]);
+        assert_eq!(root.gid(), 2345, "{name}");
+        assert_eq!(root.mode() & 0o2000, 0o2000, "{name} setgid");
+    }
+    assert_eq!(stat(&paths["scratch"]).mode() & 0o7777, 0o2777);
+    assert_ne!(stat(&host).gid(), 2345, "hostPath is left alone");
+    // Keys: group fsGroup; a 0400 secret reads back 0440, a 0644 key keeps its mode.
+    let key = stat(&paths["sec"].join("pw"));
+    assert_eq!((key.gid(), key.mode() & 0o7777), (2345, 0o440));
+    let key = stat(&paths["cfg"].join("k"));
+    assert_eq!((key.gid(), key.mode() & 0o7777), (2345, 0o644));
+
+    // A refresh with the same data writes no new version and does not walk the emptyDir
+    // again (a file the pod made with another group keeps it).
+    let version = fs::read_link(paths["cfg"].join(DATA_DIR)).expect("..data");
+    let own = paths["scratch"].join("own");
+    fs::write(&own, "x").expect("write");
+    std::os::unix::fs::chown(&own, None, Some(7)).expect("chgrp");
+    m.setup(&p, &ctx, &objects(), &mut Vec::new())
+        .expect("refresh");
+    assert_eq!(
+        fs::read_link(paths["cfg"].join(DATA_DIR)).expect("..data"),
+        version
+    );
+    assert_eq!(stat(&own).gid(), 7);
+    assert_eq!(stat(&paths["scratch"]).mode() & 0o2000, 0o2000);
+
+    // New data: the new version gets the group before it becomes visible.
+    let mut changed = objects();
+    changed.config_maps.insert(
+        "cm".into(),
+        Some(
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k2": "v2"}}))
+                .expect("cm"),
+        ),
+    );
+    m.setup(&p, &ctx, &changed, &mut Vec::new())
+        .expect("update");
+    assert_eq!(stat(&paths["cfg"].join("k2")).gid(), 2345);
+    m.teardown("uid-fsg").expect("teardown");
+}
