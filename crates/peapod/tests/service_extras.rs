@@ -26,10 +26,11 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// `peapod up` for a test that needs cluster DNS: waits until this server serves it (another
-/// peapod on the host may hold the address until it stops).
+/// peapod on the host, e.g. a test binary run beside this one, holds the address until it
+/// stops; `scripts/test.sh` runs test binaries one after another).
 fn start_with_dns() -> Peapod {
     let pp = Peapod::start();
-    wait_until("our cluster DNS serving", T, || {
+    wait_until("our cluster DNS serving", Duration::from_secs(300), || {
         pp.server_log()
             .contains("cluster DNS serving")
             .then_some(())
@@ -156,13 +157,11 @@ fn init_container_waits_until_the_service_exists() {
     let pp = start_with_dns();
     apply_example(&pp, "init-wait-for-service.yaml");
     // The init container loops on nslookup while mydb is missing: the pod stays Init:0/1.
-    logs_until(&pp, "app", "wait-for-mydb", "waiting for mydb");
-    logs_until(
-        &pp,
-        "app",
-        "wait-for-mydb",
-        "waiting for mydb\nwaiting for mydb",
-    );
+    wait_until("two failed lookups of mydb", T, || {
+        let out = pp.kubectl(&["logs", "app", "-c", "wait-for-mydb"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.matches("waiting for mydb").count() >= 2).then_some(())
+    });
     assert_eq!(
         pp.jsonpath("pod/app", "{.status.phase}").as_deref(),
         Some("Pending")
@@ -186,7 +185,13 @@ fn init_container_waits_until_the_service_exists() {
         Some("PodInitializing")
     );
 
+    // The example's own command (kubectl sends the Service as protobuf).
     pp.kubectl_ok(&["create", "service", "clusterip", "mydb", "--tcp=5432:5432"]);
+    assert_eq!(
+        pp.jsonpath("svc/mydb", "{.spec.ports[0].targetPort}")
+            .as_deref(),
+        Some("5432")
+    );
     let cluster_ip = pp
         .jsonpath("svc/mydb", "{.spec.clusterIP}")
         .unwrap_or_default();
