@@ -20,6 +20,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def smaps_kib(pid, field):
+    """A field of /proc/PID/smaps_rollup (Pss, Private_Dirty...): RSS counts the binary's
+    shared pages in full for every shim, while Pss and Private show what a pod really costs."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def private_kib(pid):
+    return smaps_kib(pid, "Private_Clean") + smaps_kib(pid, "Private_Dirty")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -146,9 +163,12 @@ def main():
         busy = rss_kib(up.pid)
         shims = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_shim(p, state)]
         shim_rss = [rss_kib(p) for p in shims]
+        shim_pss = [smaps_kib(p, "Pss") for p in shims]
+        shim_priv = [private_kib(p) for p in shims]
         print(f"peapod up RSS: idle {idle/1024:.1f} MiB, with {args.sequential + args.burst} pods {busy/1024:.1f} MiB")
         if shim_rss:
-            print(f"shim RSS per pod: median {statistics.median(shim_rss)/1024:.2f} MiB over {len(shim_rss)} shims")
+            print(f"shim per pod over {len(shim_rss)} shims (median MiB): RSS {statistics.median(shim_rss)/1024:.2f}"
+                  f"  PSS {statistics.median(shim_pss)/1024:.2f}  private {statistics.median(shim_priv)/1024:.2f}")
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)

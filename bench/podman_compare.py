@@ -15,7 +15,7 @@ Usage: sudo python3 bench/podman_compare.py [--pods 20]
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from apply_latency import ROOT, Api, Watch, free_port, rss_kib  # noqa: E402
+from apply_latency import ROOT, Api, Watch, free_port, private_kib, rss_kib, smaps_kib  # noqa: E402
 
 MANIFEST = """apiVersion: v1
 kind: Pod
@@ -36,6 +36,13 @@ def summary(label, ms):
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
     print(f"{label:8} apply->Running over {len(ms)} pods (ms): min {ms[0]:.0f}  median "
           f"{statistics.median(ms):.0f}  p99 {p99:.0f}  max {ms[-1]:.0f}")
+
+
+def mem(pids, pods):
+    """Sum over the processes, per pod: RSS, PSS and private memory in MiB."""
+    per = lambda f: sum(f(p) for p in pids) / max(1, pods) / 1024
+    return (f"RSS {per(rss_kib):.2f} MiB, PSS {per(lambda p: smaps_kib(p, 'Pss')):.2f} MiB, "
+            f"private {per(private_kib):.2f} MiB")
 
 
 def procs_named(pred):
@@ -80,8 +87,7 @@ def bench_peapod(args, manifests, fixtures, tmp):
         summary("peapod", lat)
         time.sleep(1)
         shims = procs_named(lambda c: len(c) > 1 and c[1] == b"shim" and state.encode() in b" ".join(c))
-        per_pod = [rss_kib(p) for p in shims]
-        print(f"peapod   per-pod overhead (shim RSS): median {statistics.median(per_pod)/1024:.2f} MiB; "
+        print(f"peapod   per-pod overhead (shim): {mem(shims, len(manifests))}; "
               f"peapod up RSS with {len(manifests)} pods {rss_kib(up.pid)/1024:.1f} MiB")
     finally:
         up.terminate()
@@ -119,8 +125,7 @@ def bench_podman(args, manifests, fixtures, tmp):
         summary("podman", lat)
         conmons = procs_named(lambda c: c[0].endswith(b"conmon"))
         pauses = procs_named(lambda c: c[0].endswith(b"catatonit") or c[0].endswith(b"/pause"))
-        per_pod = (sum(rss_kib(p) for p in conmons) + sum(rss_kib(p) for p in pauses)) / max(1, len(manifests))
-        print(f"podman   per-pod overhead (conmon x2 + infra RSS): {per_pod/1024:.2f} MiB")
+        print(f"podman   per-pod overhead (conmon x2 + infra): {mem(conmons + pauses, len(manifests))}")
     finally:
         for name, path in manifests:
             subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], env=env,
