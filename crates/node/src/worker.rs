@@ -1556,7 +1556,9 @@ impl PodWorker {
     pub async fn cleanup_gone(&mut self, env: &WorkerEnv, pod: &Pod) {
         let (ns, name, uid) = pod_key(pod);
         if let Ok(observed) = self.observe(env, pod).await {
-            self.kill_all(env, pod, &observed, MIN_GRACE).await;
+            // kubelet kills a pod that left its source (force-deleted from the API, a static
+            // pod's file removed) with the pod's own grace period, at least 2 s.
+            self.kill_all(env, pod, &observed, grace_period(pod)).await;
             self.remove_sandboxes(env, &observed).await;
         }
         self.teardown_volumes(env, pod);
