@@ -337,6 +337,8 @@ pub(crate) async fn run(
         log_root,
         node_cpu: f64::from(facts.cpus),
         node_memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+        // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
+        node_ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
         sandboxes: Default::default(),
         network: Some(Arc::new(crate::network::PodNetwork::new(
             config.network.clone(),
@@ -347,6 +349,20 @@ pub(crate) async fn run(
             &config.state_dir,
         )),
     });
+    // kubelet's eviction manager for local ephemeral storage limits (eviction.rs).
+    let eviction_task = tokio::spawn(crate::eviction::run(
+        env.clone(),
+        pods.clone(),
+        crate::eviction::Layout {
+            runtime_dir: config.state_dir.clone(),
+            log_root: env.log_root.clone(),
+            volumes_root: env.volumes.root().to_path_buf(),
+        },
+        config
+            .eviction_period
+            .unwrap_or(crate::eviction::DEFAULT_PERIOD),
+        shutdown.clone(),
+    ));
     let mut dispatcher = Dispatcher {
         env,
         pods,
@@ -448,6 +464,7 @@ pub(crate) async fn run(
         w.task.abort();
     }
     heartbeat_task.abort();
+    eviction_task.abort();
     server_task.abort();
     mirror_task.abort();
     if let Some(t) = static_task {

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod containerspec;
 pub mod dnsconfig;
 pub mod events;
+pub mod eviction;
 pub mod expand;
 pub mod hooks;
 pub mod logs;
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     /// kubelet's `fileCheckFrequency`: how often `static_pod_path` is rescanned besides
     /// inotify (`staticpods::DEFAULT_FILE_CHECK` when unset).
     pub file_check_frequency: Option<std::time::Duration>,
+    /// How often local ephemeral storage is measured for eviction
+    /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
+    pub eviction_period: Option<std::time::Duration>,
     /// CNI config dir, plugin dirs and pod CIDR of the pod network.
     pub network: network::NetworkConfig,
 }

@@ -388,7 +388,9 @@ pub fn admission_check(
         (env.node_cpu * 1000.0).floor().max(0.0) as u64,
         env.node_memory.floor().max(0.0) as u64,
     );
-    admit(pod, &active, allocatable).err()
+    admit(pod, &active, allocatable)
+        .err()
+        .or_else(|| crate::eviction::admit_storage(pod, &active, env.node_ephemeral_storage))
 }
 
 /// Records kubelet's rejection: the pod ends `Failed` with the reason and message, and a

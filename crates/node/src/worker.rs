@@ -63,6 +63,8 @@ pub struct WorkerEnv {
     /// Allocatable cpu cores and memory bytes (what unset limits mean to env resource refs).
     pub node_cpu: f64,
     pub node_memory: f64,
+    /// Allocatable ephemeral-storage bytes (admission).
+    pub node_ephemeral_storage: u64,
     /// The shared sandbox listing (see `SandboxCache`).
     pub sandboxes: SandboxCache,
     /// The CNI pod network; `None` leaves pods with loopback only (unit tests).
@@ -1603,6 +1605,7 @@ mod tests {
             log_root: dir.path().join("logs"),
             node_cpu: 2.0,
             node_memory: 1e9,
+            node_ephemeral_storage: 1 << 40,
             sandboxes: Default::default(),
             network: None,
             volumes: Arc::new(crate::volumes::VolumeManager::new(

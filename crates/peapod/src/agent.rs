@@ -94,6 +94,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             node_api_token,
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
+            eviction_period: None,
             network: args.network.config(),
         },
         shutdown_rx,

@@ -1,0 +1,570 @@
+//! kubelet's local-storage eviction: every period the pods' local ephemeral storage is
+//! measured (container writable layers, container logs, disk-backed emptyDirs) and a pod
+//! over an emptyDir `sizeLimit` or an `ephemeral-storage` limit is evicted. kubelet v1.33
+//! enforces these limits by eviction, not by cgroups (`localStorageEviction` in its eviction
+//! manager). Also the `ephemeral-storage` part of admission (`OutOfephemeral-storage`).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use tokio::sync::watch;
+
+use crate::qos::parse_quantity;
+use crate::security::Rejection;
+use crate::server::PodCache;
+use crate::worker::{pod_log_dir, WorkerEnv};
+
+/// kubelet's `evictionMonitoringPeriod`.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
+
+/// kubelet's eviction reason (`status.reason` and the event's reason).
+pub const REASON: &str = "Evicted";
+
+/// Why a pod is evicted; `message` is kubelet's wording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub message: String,
+}
+
+/// A pod's measured local ephemeral storage, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Writable layer plus logs, by container name (all attempts of that name).
+    pub containers: HashMap<String, u64>,
+    /// Disk-backed emptyDir volumes, by volume name.
+    pub empty_dirs: HashMap<String, u64>,
+}
+
+impl Usage {
+    fn total(&self) -> u64 {
+        self.containers
+            .values()
+            .chain(self.empty_dirs.values())
+            .sum()
+    }
+}
+
+fn storage_limit(c: &Container) -> Option<(&str, u64)> {
+    let q = c
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("ephemeral-storage")?;
+    let bytes = parse_quantity(&q.0)?;
+    (bytes > 0.0).then(|| (q.0.as_str(), bytes.ceil() as u64))
+}
+
+/// A byte count as resource.Quantity prints a binary-SI value (`10Mi`, `1536Ki`, `1000`).
+fn format_bytes(bytes: u64) -> String {
+    const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let mut value = bytes;
+    let mut suffix = "";
+    for s in SUFFIXES {
+        if value == 0 || !value.is_multiple_of(1024) {
+            break;
+        }
+        value /= 1024;
+        suffix = s;
+    }
+    format!("{value}{suffix}")
+}
+
+/// The eviction decision, in kubelet's order: emptyDir size limits, then the pod's total
+/// against the sum of its containers' limits, then each container's own limit. Usage must
+/// exceed the limit (kubelet compares with `Cmp > 0`).
+pub fn decide(pod: &Pod, usage: &Usage) -> Option<Eviction> {
+    let spec = pod.spec.as_ref()?;
+    for v in spec.volumes.iter().flatten() {
+        let Some(ed) = &v.empty_dir else { continue };
+        if ed.medium.as_deref() == Some("Memory") {
+            continue;
+        }
+        let Some(limit) = &ed.size_limit else {
+            continue;
+        };
+        let Some(bytes) = parse_quantity(&limit.0).filter(|b| *b > 0.0) else {
+            continue;
+        };
+        let used = usage.empty_dirs.get(&v.name).copied().unwrap_or(0);
+        if used as f64 > bytes {
+            return Some(Eviction {
+                message: format!(
+                    "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                    v.name, limit.0
+                ),
+            });
+        }
+    }
+    // The pod-level limit exists only when every container sets one.
+    let all: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let limits: Vec<Option<(&str, u64)>> = spec.containers.iter().map(storage_limit).collect();
+    if !limits.is_empty() && limits.iter().all(Option::is_some) {
+        let sum: u64 = limits.iter().flatten().map(|(_, b)| b).sum();
+        if usage.total() > sum {
+            let shown = match limits.as_slice() {
+                [Some((q, _))] => (*q).to_string(),
+                _ => format_bytes(sum),
+            };
+            return Some(Eviction {
+                message: format!(
+                    "Pod ephemeral local storage usage exceeds the total limit of containers {shown}. "
+                ),
+            });
+        }
+    }
+    for c in all {
+        let Some((q, bytes)) = storage_limit(c) else {
+            continue;
+        };
+        if usage.containers.get(&c.name).copied().unwrap_or(0) > bytes {
+            return Some(Eviction {
+                message: format!(
+                    "Container {} exceeded its local ephemeral storage limit {q:?}. ",
+                    c.name
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// The bytes allocated below `root` (st_blocks, as `du` counts): symlinks are not followed,
+/// mount points below `root` are not entered and hard-linked files count once. A missing
+/// `root` is 0; entries that vanish during the walk are skipped.
+pub fn disk_usage(root: &Path) -> io::Result<u64> {
+    let meta = match std::fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let dev = meta.dev();
+    let mut seen = HashSet::new();
+    let mut total = meta.blocks() * 512;
+    let mut stack = vec![root.to_path_buf()];
+    if !meta.is_dir() {
+        return Ok(total);
+    }
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let Ok(m) = entry.metadata() else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino()) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Where a pod's local ephemeral storage lives on this node.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The runtime's state dir: writable layers are `pods/<sandbox>/containers/<id>/upper`.
+    pub runtime_dir: PathBuf,
+    /// `<state>/logs`.
+    pub log_root: PathBuf,
+    /// `<state>/volumes`.
+    pub volumes_root: PathBuf,
+}
+
+/// One container of the pod as the runtime lists it: (name, sandbox id, container id).
+pub type ContainerRef = (String, String, String);
+
+fn du(path: &Path) -> u64 {
+    disk_usage(path).unwrap_or_else(|err| {
+        tracing::debug!(path = %path.display(), error = %err, "measuring disk usage failed");
+        0
+    })
+}
+
+/// Measures `pod`'s usage: its containers' writable layers and logs, and its disk-backed
+/// emptyDirs.
+pub fn measure(layout: &Layout, pod: &Pod, containers: &[ContainerRef]) -> Usage {
+    let m = &pod.metadata;
+    let (ns, name, uid) = (
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default(),
+    );
+    let mut usage = Usage::default();
+    let log_dir = pod_log_dir(&layout.log_root, ns, name, uid);
+    for (cname, sandbox, id) in containers {
+        let upper = layout
+            .runtime_dir
+            .join("pods")
+            .join(sandbox)
+            .join("containers")
+            .join(id)
+            .join("upper");
+        *usage.containers.entry(cname.clone()).or_default() += du(&upper);
+    }
+    let names: HashSet<&String> = containers.iter().map(|(n, _, _)| n).collect();
+    for cname in names {
+        *usage.containers.entry(cname.clone()).or_default() += du(&log_dir.join(cname));
+    }
+    let vol_dir = layout
+        .volumes_root
+        .join(uid)
+        .join("kubernetes.io~empty-dir");
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(ed) = &v.empty_dir {
+            if ed.medium.as_deref() != Some("Memory") {
+                usage
+                    .empty_dirs
+                    .insert(v.name.clone(), du(&vol_dir.join(&v.name)));
+            }
+        }
+    }
+    usage
+}
+
+fn is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// One round: measures every active pod in `pods` and evicts those over a limit (a Warning
+/// `Evicted` event and phase Failed; the pod's worker then kills its containers with no
+/// grace, and the pod is never restarted). Returns the uids evicted.
+pub async fn evict_round(env: &Arc<WorkerEnv>, pods: &PodCache, layout: &Layout) -> Vec<String> {
+    let active: Vec<Pod> = pods
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|p| is_active(p))
+        .cloned()
+        .collect();
+    if active.is_empty() {
+        return Vec::new();
+    }
+    let (sandboxes, containers) = match (
+        env.runtime.list_pod_sandboxes().await,
+        env.runtime.list_containers(None).await,
+    ) {
+        (Ok(s), Ok(c)) => (s, c),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(error = %err, "listing the runtime for eviction failed");
+            return Vec::new();
+        }
+    };
+    let uid_of: HashMap<&str, &str> = sandboxes
+        .iter()
+        .map(|s| (s.id.as_str(), s.config.uid.as_str()))
+        .collect();
+    let mut work: Vec<(Pod, Vec<ContainerRef>)> = Vec::new();
+    for pod in active {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let refs = containers
+            .iter()
+            .filter(|c| uid_of.get(c.sandbox_id.as_str()) == Some(&uid.as_str()))
+            .map(|c| (c.config.name.clone(), c.sandbox_id.clone(), c.id.clone()))
+            .collect();
+        work.push((pod, refs));
+    }
+    let layout = layout.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        work.into_iter()
+            .filter_map(|(pod, refs)| {
+                let usage = measure(&layout, &pod, &refs);
+                decide(&pod, &usage).map(|e| (pod, e))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut evicted = Vec::new();
+    for (pod, eviction) in decided {
+        tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
+        evicted.push(pod.metadata.uid.clone().unwrap_or_default());
+        let rejection = Rejection {
+            reason: REASON.into(),
+            message: eviction.message,
+        };
+        crate::security::reject(env.clone(), pod, rejection).await;
+    }
+    evicted
+}
+
+/// kubelet's eviction manager loop: a round every `period` until shutdown. A pod evicted
+/// once is not evicted again while the API catches up.
+pub async fn run(
+    env: Arc<WorkerEnv>,
+    pods: PodCache,
+    layout: Layout,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut done: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let live: HashSet<String> = pods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        done.retain(|u| live.contains(u));
+        let filtered: PodCache = Arc::new(std::sync::RwLock::new(
+            pods.read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(u, _)| !done.contains(*u))
+                .map(|(u, p)| (u.clone(), p.clone()))
+                .collect(),
+        ));
+        done.extend(evict_round(&env, &filtered, &layout).await);
+    }
+}
+
+/// The ephemeral-storage a pod requests as admission counts it: the larger of the sum of
+/// its app containers and its biggest init container.
+pub fn pod_storage_request(spec: &PodSpec) -> u64 {
+    let request = |c: &Container| -> u64 {
+        let r = c.resources.as_ref();
+        let q = r
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|m| m.get("ephemeral-storage"))
+            .or_else(|| {
+                r.and_then(|r| r.limits.as_ref())
+                    .and_then(|m| m.get("ephemeral-storage"))
+            });
+        q.and_then(|q| parse_quantity(&q.0))
+            .map_or(0, |b| b.max(0.0).ceil() as u64)
+    };
+    let apps: u64 = spec.containers.iter().map(request).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(request)
+        .max()
+        .unwrap_or(0);
+    apps.max(init)
+}
+
+/// kubelet's admission for `ephemeral-storage`: refused when the pod's request plus those
+/// of the `admitted` pods exceed `allocatable` bytes.
+pub fn admit_storage(pod: &Pod, admitted: &[&Pod], allocatable: u64) -> Option<Rejection> {
+    let requested = pod.spec.as_ref().map_or(0, pod_storage_request);
+    if requested == 0 {
+        return None;
+    }
+    let used: u64 = admitted
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .map(pod_storage_request)
+        .sum();
+    (requested + used > allocatable).then(|| Rejection {
+        reason: "OutOfephemeral-storage".into(),
+        message: format!(
+            "Pod was rejected: Node didn't have enough resource: ephemeral-storage, requested: {requested}, used: {used}, capacity: {allocatable}"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": spec,
+        }))
+        .expect("pod")
+    }
+
+    fn usage(containers: &[(&str, u64)], dirs: &[(&str, u64)]) -> Usage {
+        Usage {
+            containers: containers
+                .iter()
+                .map(|(n, b)| (n.to_string(), *b))
+                .collect(),
+            empty_dirs: dirs.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+        }
+    }
+
+    const MI: u64 = 1024 * 1024;
+
+    fn limited(name: &str, limit: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "resources": {"limits": {"ephemeral-storage": limit}}})
+    }
+
+    #[test]
+    fn single_container_over_its_limit_is_a_pod_eviction() {
+        let p = pod(serde_json::json!({"containers": [limited("c", "10Mi")]}));
+        assert_eq!(decide(&p, &usage(&[("c", 10 * MI)], &[])), None);
+        let e = decide(&p, &usage(&[("c", 30 * MI)], &[])).expect("evicted");
+        assert_eq!(
+            e.message,
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. "
+        );
+    }
+
+    #[test]
+    fn container_limit_applies_when_not_every_container_has_one() {
+        let p = pod(serde_json::json!({"containers": [
+            limited("c", "10Mi"), {"name": "free"}
+        ]}));
+        assert_eq!(decide(&p, &usage(&[("free", 100 * MI)], &[])), None);
+        let e = decide(&p, &usage(&[("c", 11 * MI), ("free", 1)], &[])).expect("evicted");
+        assert_eq!(
+            e.message,
+            "Container c exceeded its local ephemeral storage limit \"10Mi\". "
+        );
+    }
+
+    #[test]
+    fn pod_total_counts_empty_dirs_and_sums_limits() {
+        let p = pod(serde_json::json!({
+            "containers": [limited("a", "4Mi"), limited("b", "6Mi")],
+            "volumes": [{"name": "x", "emptyDir": {}}],
+        }));
+        let u = usage(&[("a", MI), ("b", MI)], &[("x", 9 * MI)]);
+        let e = decide(&p, &u).expect("evicted");
+        assert_eq!(
+            e.message,
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. "
+        );
+    }
+
+    #[test]
+    fn empty_dir_over_size_limit_wins_and_memory_is_ignored() {
+        let p = pod(serde_json::json!({
+            "containers": [{"name": "c"}],
+            "volumes": [
+                {"name": "x", "emptyDir": {"sizeLimit": "5Mi"}},
+                {"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            ],
+        }));
+        assert_eq!(
+            decide(&p, &usage(&[], &[("x", 5 * MI), ("m", 9 * MI)])),
+            None
+        );
+        let e = decide(&p, &usage(&[], &[("x", 20 * MI)])).expect("evicted");
+        assert_eq!(
+            e.message,
+            "Usage of EmptyDir volume \"x\" exceeds the limit \"5Mi\". "
+        );
+    }
+
+    #[test]
+    fn no_limits_no_eviction() {
+        let p = pod(serde_json::json!({"containers": [{"name": "c"}]}));
+        assert_eq!(decide(&p, &usage(&[("c", 1 << 40)], &[])), None);
+    }
+
+    #[test]
+    fn formats_binary_quantities() {
+        assert_eq!(format_bytes(10 * MI), "10Mi");
+        assert_eq!(format_bytes(1536 * 1024), "1536Ki");
+        assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(format_bytes(0), "0");
+    }
+
+    #[test]
+    fn disk_usage_counts_blocks_once_and_skips_symlink_targets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("r");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        let mut f = std::fs::File::create(root.join("sub/data")).expect("create");
+        f.write_all(&vec![1u8; 1024 * 1024]).expect("write");
+        f.sync_all().expect("sync");
+        // A sparse file allocates (almost) nothing.
+        let sparse = std::fs::File::create(root.join("sparse")).expect("create");
+        sparse.set_len(100 * MI).expect("truncate");
+        // A hard link counts once; a symlink to a big file outside counts as a link only.
+        std::fs::hard_link(root.join("sub/data"), root.join("link")).expect("link");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, vec![1u8; 4 * 1024 * 1024]).expect("write");
+        std::os::unix::fs::symlink(&outside, root.join("sym")).expect("symlink");
+        let used = disk_usage(&root).expect("du");
+        assert!(used >= MI, "{used}");
+        assert!(used < 2 * MI, "{used}");
+        assert_eq!(disk_usage(&dir.path().join("missing")).expect("du"), 0);
+    }
+
+    #[test]
+    fn measure_finds_layers_logs_and_disk_empty_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            runtime_dir: dir.path().to_path_buf(),
+            log_root: dir.path().join("logs"),
+            volumes_root: dir.path().join("volumes"),
+        };
+        let p = pod(serde_json::json!({
+            "containers": [{"name": "c"}],
+            "volumes": [{"name": "x", "emptyDir": {}}, {"name": "m", "emptyDir": {"medium": "Memory"}}],
+        }));
+        let upper = dir.path().join("pods/s1/containers/k1/upper");
+        std::fs::create_dir_all(&upper).expect("mkdir");
+        std::fs::write(upper.join("big"), vec![1u8; 2 * MI as usize]).expect("write");
+        let logs = dir.path().join("logs/default_p_u1/c");
+        std::fs::create_dir_all(&logs).expect("mkdir");
+        std::fs::write(logs.join("0.log"), vec![1u8; MI as usize]).expect("write");
+        let ed = dir.path().join("volumes/u1/kubernetes.io~empty-dir/x");
+        std::fs::create_dir_all(&ed).expect("mkdir");
+        std::fs::write(ed.join("f"), vec![1u8; 3 * MI as usize]).expect("write");
+        let u = measure(&layout, &p, &[("c".into(), "s1".into(), "k1".into())]);
+        let c = u.containers["c"];
+        assert!((3 * MI..4 * MI).contains(&c), "{c}");
+        let x = u.empty_dirs["x"];
+        assert!((3 * MI..4 * MI).contains(&x), "{x}");
+        assert!(!u.empty_dirs.contains_key("m"));
+    }
+
+    #[test]
+    fn admission_refuses_storage_over_allocatable() {
+        let big = pod(serde_json::json!({"containers": [
+            {"name": "c", "resources": {"requests": {"ephemeral-storage": "2Gi"}}}
+        ]}));
+        let small = pod(serde_json::json!({"containers": [
+            {"name": "c", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}
+        ]}));
+        let gi = 1u64 << 30;
+        assert!(admit_storage(&big, &[], 2 * gi).is_none());
+        let r = admit_storage(&big, &[&small], 2 * gi).expect("rejected");
+        assert_eq!(r.reason, "OutOfephemeral-storage");
+        assert_eq!(
+            r.message,
+            format!("Pod was rejected: Node didn't have enough resource: ephemeral-storage, requested: {}, used: {}, capacity: {}", 2 * gi, gi, 2 * gi)
+        );
+        let none = pod(serde_json::json!({"containers": [{"name": "c"}]}));
+        assert!(admit_storage(&none, &[&big], 0).is_none());
+    }
+}
