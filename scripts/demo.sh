@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release -p peapod
 state=${PEAPOD_STATE_DIR:-/var/lib/peapod}
-bin=$PWD/target/release/peapod
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/peapod
 bash tests/fixtures/build-busybox-image.sh target/fixtures
 "$bin" image import --state-dir "$state" target/fixtures/busybox.oci.tar
 if ! [ -e "$state/peapod.pid" ] || ! kill -0 "$(cat "$state/peapod.pid")" 2>/dev/null; then
