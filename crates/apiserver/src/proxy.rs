@@ -133,40 +133,14 @@ pub async fn node_get(
     path_and_query: &str,
     token: Option<&str>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| ProxyError::TlsConfig { addr, source })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NodeCertVerifier(provider)))
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|source| ProxyError::Connect { addr, source })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tls = connector
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await
-        .map_err(|source| ProxyError::Tls { addr, source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|source| ProxyError::Http { addr, source })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "node API connection ended");
-        }
-    });
-    let mut req = Request::get(path_and_query).header(header::HOST, addr.to_string());
-    if let Some(t) = token {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|source| ProxyError::Request { addr, source })?;
-    sender
-        .send_request(req)
-        .await
-        .map_err(|source| ProxyError::Http { addr, source })
+    node_request(
+        addr,
+        axum::http::Method::GET,
+        path_and_query,
+        &axum::http::HeaderMap::new(),
+        token,
+    )
+    .await
 }
 
 /// Sends `method path_and_query` with `headers` (an upgrade's `Connection`, `Upgrade`,

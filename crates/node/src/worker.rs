@@ -1075,40 +1075,16 @@ impl PodWorker {
         let image = match self.ensure_image(env, pod, container).await {
             Ok(info) => info,
             Err(w) => {
-                let now = env.clock.now();
-                env.events
-                    .record(
-                        pod,
-                        Some(name),
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {}", w.reason),
-                        now,
-                    )
-                    .await;
-                self.state.waiting.insert(name.to_string(), w);
-                return Err(());
+                let text = format!("Error: {}", w.reason);
+                return self.create_failed(env, pod, name, &text, w).await;
             }
         };
         let sources = match self.env_sources(env, pod, container).await {
             Ok(s) => s,
             Err(message) => {
-                let now = env.clock.now();
-                env.events
-                    .record(
-                        pod,
-                        Some(name),
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {message}"),
-                        now,
-                    )
-                    .await;
-                self.state.waiting.insert(
-                    name.to_string(),
-                    Waiting::new("CreateContainerConfigError", message),
-                );
-                return Err(());
+                let text = format!("Error: {message}");
+                let w = Waiting::new("CreateContainerConfigError", message);
+                return self.create_failed(env, pod, name, &text, w).await;
             }
         };
         let ctx = PodContext {
@@ -1127,26 +1103,15 @@ impl PodWorker {
         let mut config = match containerspec::build_container_config(pod, container, &input) {
             Ok(c) => c,
             Err(err) => {
-                let now = env.clock.now();
                 let reason = if err.is_config_error() {
                     "CreateContainerConfigError"
                 } else {
                     "CreateContainerError"
                 };
-                env.events
-                    .record(
-                        pod,
-                        Some(name),
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {err}"),
-                        now,
-                    )
+                let w = Waiting::new(reason, err.to_string());
+                return self
+                    .create_failed(env, pod, name, &format!("Error: {err}"), w)
                     .await;
-                self.state
-                    .waiting
-                    .insert(name.to_string(), Waiting::new(reason, err.to_string()));
-                return Err(());
             }
         };
         if self
@@ -1160,20 +1125,9 @@ impl PodWorker {
         let id = match env.runtime.create_container(sandbox_id, &config).await {
             Ok(id) => id,
             Err(err) => {
-                let now = env.clock.now();
                 let w = waiting_for_runtime_error(StartStage::Create, &err);
-                env.events
-                    .record(
-                        pod,
-                        Some(name),
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {}", w.message),
-                        now,
-                    )
-                    .await;
-                self.state.waiting.insert(name.to_string(), w);
-                return Err(());
+                let text = format!("Error: {}", w.message);
+                return self.create_failed(env, pod, name, &text, w).await;
             }
         };
         let now = env.clock.now();
@@ -1555,6 +1509,31 @@ impl PodWorker {
 
     /// The pod is gone from the API (force-deleted, or deleted while the agent was down):
     /// kill what is left, release the sandbox and drop its logs.
+    /// A container that could not be created: the `Failed` warning event kubelet records, and
+    /// the waiting reason its status shows until the next attempt.
+    async fn create_failed(
+        &mut self,
+        env: &WorkerEnv,
+        pod: &Pod,
+        name: &str,
+        event_message: &str,
+        waiting: Waiting,
+    ) -> Result<(), ()> {
+        let now = env.clock.now();
+        env.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Warning,
+                "Failed",
+                event_message,
+                now,
+            )
+            .await;
+        self.state.waiting.insert(name.to_string(), waiting);
+        Err(())
+    }
+
     pub async fn cleanup_gone(&mut self, env: &WorkerEnv, pod: &Pod) {
         let (ns, name, uid) = pod_key(pod);
         if let Ok(observed) = self.observe(env, pod).await {
