@@ -500,12 +500,6 @@ impl Runtime {
                 first.get_or_insert(e);
             }
         }
-        // Our parent cgroup goes too once no pod of any peapod is left under it.
-        if let Some(h) = &self.cgroups {
-            if let Err(e) = h.cgroup(&self.config.cgroup_parent).remove_if_empty() {
-                tracing::warn!(error = %e, "reset: removing the parent cgroup");
-            }
-        }
         first.map_or(Ok(()), Err)
     }
 
