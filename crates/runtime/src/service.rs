@@ -500,6 +500,8 @@ impl Runtime {
                 first.get_or_insert(e);
             }
         }
+        // The parent cgroup (`peapod/`) stays, as kubelet's `kubepods` does: it is shared by
+        // every peapod on the machine, and removing it races with one creating a pod.
         first.map_or(Ok(()), Err)
     }
 
