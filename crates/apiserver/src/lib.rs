@@ -122,14 +122,7 @@ impl RunningApiServer {
     }
 }
 
-/// Installs ring as the process's rustls provider: aws-lc is linked too (through other
-/// crates), so rustls cannot choose on its own. Installing twice is harmless.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
-    install_crypto_provider();
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ApiServerError::StateDir {
         path: config.state_dir.clone(),
         source,

@@ -165,23 +165,7 @@ pub(crate) async fn pull(
         None => RegistryAuth::Anonymous,
     };
 
-    let config = ClientConfig {
-        // Plain HTTP only for loopback registries, as Docker allows by default.
-        protocol: if reference.allows_plain_http() {
-            ClientProtocol::HttpsExcept(vec![host.clone()])
-        } else {
-            ClientProtocol::Https
-        },
-        // We choose from indexes ourselves, to keep the index digest and report choices.
-        platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(120)),
-        ..ClientConfig::default()
-    };
-    let client = oci_client::Client::try_from(config).map_err(|source| PullError::Client {
-        registry: host.clone(),
-        source,
-    })?;
+    let client = registry_client(&host, reference.allows_plain_http())?;
     let oref = match (&reference.tag, &reference.digest) {
         (_, Some(d)) => oci_client::Reference::with_digest(
             host.clone(),
@@ -259,6 +243,37 @@ pub(crate) async fn pull(
         resolved_digest,
         extra_blobs,
     })
+}
+
+/// A registry client for `host`, speaking plain HTTP to it only when `plain_http`.
+fn registry_client(host: &str, plain_http: bool) -> Result<oci_client::Client, PullError> {
+    ensure_crypto_provider();
+    let config = ClientConfig {
+        // Plain HTTP only for loopback registries, as Docker allows by default.
+        protocol: if plain_http {
+            ClientProtocol::HttpsExcept(vec![host.to_owned()])
+        } else {
+            ClientProtocol::Https
+        },
+        // We choose from indexes ourselves, to keep the index digest and report choices.
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(120)),
+        ..ClientConfig::default()
+    };
+    oci_client::Client::try_from(config).map_err(|source| PullError::Client {
+        registry: host.to_owned(),
+        source,
+    })
+}
+
+/// oci-client's reqwest is compiled without a TLS crypto provider of its own, so that ring is
+/// the only one linked; it takes the process default and panics when none is installed.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; any installed provider will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// Fetches a manifest and checks its digest (against `expected` when pulling by digest).
@@ -516,6 +531,14 @@ pub fn default_auth_file() -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_clients_with_ring() {
+        for plain_http in [false, true] {
+            assert!(registry_client("127.0.0.1:5000", plain_http).is_ok());
+        }
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
 
     #[test]
     fn classifies_registry_errors() {

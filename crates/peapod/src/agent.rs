@@ -39,7 +39,6 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    up::install_crypto_provider();
     let static_pods = static_pod_settings(&args.static_pods)?;
     let state_dir = args.state.state_dir;
     fs::create_dir_all(&state_dir)

@@ -12,7 +12,6 @@ use anyhow::Context;
 use crate::cli::UpArgs;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    install_crypto_provider();
     let state_dir = args.state.state_dir;
     fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))?;
@@ -139,12 +138,6 @@ async fn run_dns(client: kube::Client, mut shutdown: tokio::sync::watch::Receive
             _ = shutdown.changed() => {}
         }
     }
-}
-
-/// rustls finds both ring and aws-lc linked (through different crates), so the process-wide
-/// provider must be chosen explicitly before any TLS config is built.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Clients must dial a concrete address even when the server listens on all interfaces.
