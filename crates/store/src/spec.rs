@@ -2,7 +2,7 @@
 //! the program passes a typed spec and a new backend is one more scheme here.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The schemes [`StoreSpec`] understands, for error messages.
@@ -23,6 +23,15 @@ pub enum SpecError {
     UnknownScheme { scheme: String },
     #[error("store backend {scheme:?} needs a location after the colon")]
     EmptyLocation { scheme: String },
+}
+
+impl StoreSpec {
+    /// The default: the embedded store as `store.redb` in `state_dir`.
+    pub fn default_in(state_dir: &Path) -> Self {
+        StoreSpec::Redb {
+            path: state_dir.join("store.redb"),
+        }
+    }
 }
 
 impl FromStr for StoreSpec {
