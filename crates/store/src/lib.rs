@@ -194,3 +194,22 @@ pub fn resource_version_of(obj: &Value) -> Option<u64> {
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_picks_the_backend_of_the_spec() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec: StoreSpec = format!("redb:{}", dir.path().join("s.redb").display())
+            .parse()
+            .expect("spec");
+        let store = open(&spec).await.expect("open");
+        let key = ObjectKey::new("", "configmaps", "default", "a");
+        let obj = serde_json::json!({"metadata": {"name": "a"}});
+        store.create(&key, obj).await.expect("create");
+        assert_eq!(store.current_resource_version().await.expect("rv"), 1);
+        assert!(dir.path().join("s.redb").exists());
+    }
+}
