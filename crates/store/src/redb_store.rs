@@ -32,7 +32,6 @@ pub struct RedbStore {
 
 struct Inner {
     db: Database,
-    path: PathBuf,
     /// Serialises writes from transaction to event-log push, so RV order = history order =
     /// live order. Only ever taken on the blocking pool.
     writing: Mutex<()>,
@@ -135,10 +134,6 @@ impl RedbStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     async fn write(&self, key: &ObjectKey, change: Change) -> Result<Value, StoreError> {
         let inner = self.inner.clone();
         let key = key.clone();
@@ -165,7 +160,6 @@ impl Inner {
         txn.commit().map_err(|e| open_err(e.into()))?;
         Ok(Inner {
             db,
-            path,
             writing: Mutex::new(()),
             log: Mutex::new(EventLog::new(rv, history.max(1))),
         })
