@@ -6,7 +6,7 @@ Starts `peapod up` in a temp state dir (busybox image imported from the fixture)
      the time from sending the POST until the pod's phase is Running (min/median/p99/max);
   2. creates a burst of pods at once and measures the time until all are Running;
   3. reads VmRSS of `peapod up` idle and with the burst running, and the shims' RSS.
-Usage: sudo python3 bench/apply_latency.py [--sequential 20] [--burst 50] [--peapod PATH]
+Usage: python3 bench/apply_latency.py [--sequential 20] [--burst 50] [--peapod PATH]
 """
 import argparse, base64, json, os, shutil, signal, socket, ssl, statistics, subprocess
 import sys, tempfile, threading, time, urllib.request

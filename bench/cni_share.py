@@ -7,7 +7,7 @@ whatever /etc/cni/net.d holds, and with the node agent's network module at debug
 logs each CNI ADD's duration ("CNI ADD done ... took_ms=N"). Then creates pods one at a time
 (POST to the API), each measured from the POST to phase Running seen on a watch, and reports
 the median apply->Running, the median CNI ADD duration, and their ratio.
-Usage: sudo python3 bench/cni_share.py [--pods 20] [--peapod PATH]
+Usage: python3 bench/cni_share.py [--pods 20] [--peapod PATH]
 """
 import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 

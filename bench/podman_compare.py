@@ -10,7 +10,7 @@ memory: peapod's shim RSS vs podman's conmon + infra (pause) process RSS.
 Podman needs two adjustments on this kind of machine, made here and undone at the end:
 containers.conf `default_ulimits` within the hard limits (no CAP_SYS_RESOURCE), and the v1
 `hugetlb` controller mounted (crun refuses hybrid cgroups without it).
-Usage: sudo python3 bench/podman_compare.py [--pods 20]
+Usage: python3 bench/podman_compare.py [--pods 20]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 

@@ -7,7 +7,7 @@ periodSeconds 1 (2N probes a second; `--exec` adds an exec liveness probe instea
 tcpSocket one), once all are Ready. CPU is utime+stime of the `peapod up` process (API
 server + agent; probes run in the agent) over a window, as a percentage of one core.
 `--no-probes` runs the same pods without probes, for the baseline (pod workers' own resyncs).
-Usage: sudo python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--peapod PATH]
+Usage: python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--peapod PATH]
 """
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages peapod's tests, fixtures and demo need (idempotent).
+# Installs the Debian packages peapod's tests, fixtures and demo need (idempotent; run as root).
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci containernetworking-plugins iproute2 procps jq ca-certificates python3)
+# gcc + libc6-dev: cargo links with `cc`, and ring compiles its C and assembly; nftables: the
+# service proxy drives `nft`; iptables: the CNI bridge's masquerade (and the network tests);
+# curl: the test registry's readiness check.
+pkgs=(gcc libc6-dev busybox-static docker-registry skopeo umoci containernetworking-plugins
+  iptables nftables iproute2 procps curl jq ca-certificates python3)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

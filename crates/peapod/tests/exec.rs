@@ -134,7 +134,7 @@ fn exec_exit_codes_stdin_containers_tty_and_namespaces() {
 
     // A tty: `script` gives kubectl a terminal so -t is kept.
     let kubectl = format!(
-        "KUBECONFIG={} /usr/bin/kubectl exec -it ex -c main -- sh -c 'tty; echo TERM=$TERM; stty size'",
+        "KUBECONFIG={} kubectl exec -it ex -c main -- sh -c 'tty; echo TERM=$TERM; stty size'",
         pp.kubeconfig.display()
     );
     let script = std::process::Command::new("script")

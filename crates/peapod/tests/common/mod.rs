@@ -209,7 +209,7 @@ impl Peapod {
     }
 
     pub fn kubectl_cmd(&self) -> Command {
-        let mut cmd = Command::new("/usr/bin/kubectl");
+        let mut cmd = Command::new("kubectl");
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.home.path())
             .stdin(Stdio::null());
