@@ -146,9 +146,11 @@ impl RuntimeService for FakeRuntime {
                 st.images.insert(reference.to_string(), info.clone());
                 Ok(info)
             }
-            _ => Err(RuntimeError::ImagePull {
+            _ => Err(RuntimeError::PullImage {
                 reference: reference.to_string(),
-                message: format!("{reference}: not found"),
+                source: Box::new(images::ImageError::NotFound {
+                    reference: reference.to_string(),
+                }),
             }),
         }
     }

@@ -654,16 +654,10 @@ pub fn pull_policy(container: &Container) -> &str {
 
 /// The one place runtime failures become kubelet waiting reasons.
 pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiting {
-    let message = match err {
-        RuntimeError::ImagePull { message, .. }
-        | RuntimeError::CreateContainer { message, .. }
-        | RuntimeError::StartContainer { message, .. }
-        | RuntimeError::Shim { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
+    let message = err.container_message();
     let reason = match (stage, err) {
         (StartStage::Pull, _)
-        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::ImagePull { .. }) => {
+        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::PullImage { .. }) => {
             "ErrImagePull"
         }
         (StartStage::Create, _) => "CreateContainerError",
@@ -1902,7 +1896,7 @@ mod tests {
         assert_eq!(h.api.reasons(), vec!["Pulling", "Failed", "Failed"]);
         assert_eq!(
             h.api.messages()[1],
-            "Failed to pull image \"missing:1\": missing:1: not found"
+            "Failed to pull image \"missing:1\": image \"missing:1\" not found"
         );
         assert_eq!(h.api.messages()[2], "Error: ErrImagePull");
         h.clock.advance(Duration::from_secs(3));

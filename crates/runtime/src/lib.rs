@@ -7,6 +7,7 @@
 //! rename or remove any.
 
 mod client;
+mod error;
 pub mod image_backend;
 mod pidns;
 mod procs;
@@ -17,6 +18,8 @@ pub mod stdio;
 /// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
 /// quota/period, memory limit, pids limit.
 pub use cgroups::Resources as LinuxResources;
+pub use client::ClientError;
+pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
 pub use service::{Runtime, RuntimeConfig};
 /// Security settings of a container (CRI `LinuxContainerSecurityContext`).
@@ -218,31 +221,6 @@ pub struct ExecSyncResult {
     pub exit_code: i32,
 }
 
-/// Failures of runtime operations, turned into pod status reasons by the agent.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("image {reference:?} not found in the local store")]
-    ImageNotFound { reference: String },
-    #[error("pulling image {reference:?}: {message}")]
-    ImagePull { reference: String, message: String },
-    #[error("sandbox {id} not found")]
-    SandboxNotFound { id: String },
-    #[error("container {id} not found")]
-    ContainerNotFound { id: String },
-    #[error("creating container {name:?}: {message}")]
-    CreateContainer { name: String, message: String },
-    #[error("starting container {id}: {message}")]
-    StartContainer { id: String, message: String },
-    #[error("{operation}: {source}")]
-    Io {
-        operation: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("shim of sandbox {id}: {message}")]
-    Shim { id: String, message: String },
-}
-
 /// CRI-shaped runtime interface used by the node agent. Every method is idempotent where CRI
 /// says so (stopping a stopped container, removing a removed sandbox succeed).
 #[async_trait::async_trait]
@@ -297,9 +275,9 @@ pub trait RuntimeService: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecSyncResult, RuntimeError> {
         let _ = (cmd, timeout);
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "exec",
             id: id.to_string(),
-            message: "exec is not supported by this runtime".to_string(),
         })
     }
 
@@ -308,9 +286,9 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// kills the process.
     async fn exec(&self, id: &str, options: &ExecOptions) -> Result<ExecSession, RuntimeError> {
         let _ = options;
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "exec",
             id: id.to_string(),
-            message: "exec is not supported by this runtime".to_string(),
         })
     }
 
@@ -322,9 +300,9 @@ pub trait RuntimeService: Send + Sync + 'static {
         port: u16,
     ) -> Result<tokio::net::TcpStream, RuntimeError> {
         let _ = port;
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "port-forward",
             id: sandbox_id.to_string(),
-            message: "port-forward is not supported by this runtime".to_string(),
         })
     }
 }

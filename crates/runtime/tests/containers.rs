@@ -409,9 +409,9 @@ async fn start_error(env: Arc<Env>) -> TestResult {
     config.args = vec!["no-such-binary".into()];
     let id = rt.create_container(&sb, &config).await.map_err(err)?;
     match rt.start_container(&id).await {
-        Err(RuntimeError::StartContainer { message, .. })
-            if message.contains("exec: \"no-such-binary\": executable file not found in $PATH") => {
-        }
+        Err(e @ RuntimeError::StartContainer { .. })
+            if e.container_message()
+                .contains("exec: \"no-such-binary\": executable file not found in $PATH") => {}
         other => return Err(format!("start: {other:?}")),
     }
     let st = rt.container_status(&id).await.map_err(err)?;
