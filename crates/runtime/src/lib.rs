@@ -15,18 +15,18 @@ pub mod records;
 mod service;
 pub mod stdio;
 
-/// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
-/// quota/period, memory limit, pids limit.
-pub use cgroups::Resources as LinuxResources;
 pub use client::ClientError;
+/// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
+/// `ContainerConfig` and their parts); the shim carries them out as they are.
+pub use cri::{
+    ContainerConfig, DnsConfig, LinuxResources, Mount, PodSandboxConfig, SeccompProfile,
+    SecurityConfig, UserSpec,
+};
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
 pub use service::{Runtime, RuntimeConfig};
-/// Security settings of a container (CRI `LinuxContainerSecurityContext`).
-pub use shim::protocol::{SeccompProfile, SecurityConfig};
 pub use stdio::ExecIo;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,62 +59,6 @@ pub struct ImageInfo {
     pub config: ImageConfig,
 }
 
-/// What the agent wants of a pod sandbox (CRI `PodSandboxConfig`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PodSandboxConfig {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub attempt: u32,
-    pub hostname: String,
-    /// Directory for this pod's container logs (kubelet: `/var/log/pods/<ns>_<name>_<uid>`).
-    pub log_directory: PathBuf,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// `shareProcessNamespace`: one PID namespace for the pod, whose PID 1 is the shim.
-    #[serde(default)]
-    pub share_process_namespace: bool,
-    /// Namespaced sysctls set in the pod's network/IPC namespaces (`securityContext.sysctls`).
-    #[serde(default)]
-    pub sysctls: BTreeMap<String, String>,
-    /// Limits of the pod's cgroup (kubelet's pod-level cgroup: sum of the containers').
-    #[serde(default)]
-    pub resources: LinuxResources,
-    /// `hostNetwork: true`: the pod shares the node's network (and UTS) namespace, as CRI's
-    /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
-    #[serde(default)]
-    pub host_network: bool,
-    /// The pod's resolver (CRI `DNSConfig`, what kubelet derives from `dnsPolicy` and
-    /// `dnsConfig`); `None` copies the node's resolv.conf.
-    #[serde(default)]
-    pub dns: Option<DnsConfig>,
-}
-
-/// The pod's `/etc/resolv.conf` (CRI `DNSConfig`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsConfig {
-    pub servers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<String>,
-}
-
-impl DnsConfig {
-    /// The file as kubelet writes it: `search`, `nameserver` lines, `options`.
-    pub fn resolv_conf(&self) -> String {
-        let mut out = String::new();
-        if !self.searches.is_empty() {
-            out.push_str(&format!("search {}\n", self.searches.join(" ")));
-        }
-        for s in &self.servers {
-            out.push_str(&format!("nameserver {s}\n"));
-        }
-        if !self.options.is_empty() {
-            out.push_str(&format!("options {}\n", self.options.join(" ")));
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
     Ready,
@@ -133,57 +77,6 @@ pub struct PodSandboxStatus {
     /// CNI, probes and port-forward; `None` when the sandbox is not running.
     #[serde(default)]
     pub netns_path: Option<PathBuf>,
-}
-
-/// User and groups to run a container's process as; names are resolved in the container's
-/// rootfs (`/etc/passwd`, `/etc/group`) by the runtime.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserSpec {
-    /// From `securityContext.runAsUser`; wins over the image's `User`.
-    pub run_as_user: Option<u32>,
-    pub run_as_group: Option<u32>,
-    /// The image's raw `User` string, used when `run_as_user` is `None`.
-    pub image_user: Option<String>,
-    pub supplemental_groups: Vec<u32>,
-}
-
-/// A bind mount into the container (volumes arrive in a later issue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mount {
-    pub host_path: PathBuf,
-    pub container_path: String,
-    pub readonly: bool,
-}
-
-/// What the agent wants of a container (CRI `ContainerConfig`). The agent has already merged
-/// `command`/`args`/`env` with the image config per Kubernetes' rules.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerConfig {
-    pub name: String,
-    /// Restart count of this container in the pod (CRI metadata.attempt).
-    pub attempt: u32,
-    /// The image reference as written in the pod spec (for status).
-    pub image: String,
-    /// The resolved image id (`sha256:…`), as returned by `pull_image`/`image_status`.
-    pub image_id: String,
-    /// Full argv; never empty.
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    pub user: UserSpec,
-    /// Log file path relative to the sandbox's `log_directory` (kubelet: `<name>/<attempt>.log`).
-    pub log_path: PathBuf,
-    /// Signal number sent by `stop_container` before SIGKILL (image STOPSIGNAL, else SIGTERM).
-    pub stop_signal: i32,
-    pub mounts: Vec<Mount>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// cgroup limits (requests/limits mapped by the agent).
-    #[serde(default)]
-    pub resources: LinuxResources,
-    /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
-    #[serde(default)]
-    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

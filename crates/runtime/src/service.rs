@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cgroups::Hierarchy;
 use shim::protocol::{
-    read_json, write_atomic, write_json_atomic, BindMount, ContainerSpec, ExitReason, ExitRecord,
-    PodDir, Request, Response, ShimConfig, StateRecord, UserSpec as ShimUserSpec,
+    read_json, write_atomic, write_json_atomic, ContainerSpec, ExitReason, ExitRecord, PodDir,
+    Request, Response, ShimConfig, StateRecord,
 };
 
 use crate::client;
@@ -316,16 +316,9 @@ impl Runtime {
         write(pod.resolv_conf(), &resolv)?;
         let shim_config = ShimConfig {
             sandbox_id: id.to_string(),
-            hostname: config.hostname.clone(),
             cgroup_root: self.config.cgroup_root.clone(),
             pod_cgroup: pod_cgroup.clone(),
-            host_network: config.host_network,
-            share_pid: config.share_process_namespace,
-            sysctls: config
-                .sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            sandbox: config.clone(),
         };
         write_json_atomic(&pod.shim_config(), &shim_config)
             .map_err(write_err(&pod.shim_config()))?;
@@ -762,27 +755,8 @@ impl RuntimeService for Runtime {
         let spec = ContainerSpec {
             id: id.clone(),
             lowerdirs,
-            args: config.args.clone(),
-            env: config.env.clone(),
-            working_dir: config.working_dir.clone(),
-            user: ShimUserSpec {
-                run_as_user: config.user.run_as_user,
-                run_as_group: config.user.run_as_group,
-                image_user: config.user.image_user.clone(),
-                supplemental_groups: config.user.supplemental_groups.clone(),
-            },
-            mounts: config
-                .mounts
-                .iter()
-                .map(|m| BindMount {
-                    host_path: m.host_path.clone(),
-                    container_path: m.container_path.clone(),
-                    readonly: m.readonly,
-                })
-                .collect(),
             log_path,
-            resources: config.resources.clone(),
-            security: config.security.clone(),
+            config: config.clone(),
         };
         let result = match self
             .request(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
-use crate::protocol::{SeccompProfile, SecurityConfig};
 use crate::seccomp;
+use cri::{SeccompProfile, SecurityConfig};
 
 /// Capability numbers (`linux/capability.h`).
 pub mod caps {
@@ -564,7 +564,7 @@ pub fn finish_credentials(creds: Credentials) -> Result<(), SecurityError> {
 /// Sets the pod's sysctls in the shim's (the pod's) namespaces: `net.*` belong to the
 /// network namespace, `kernel.shm*`/`kernel.msg*`/`kernel.sem` and `fs.mqueue.*` to the IPC
 /// namespace, so writing them under /proc/sys affects only this pod.
-pub fn set_sysctls(sysctls: &[(String, String)]) -> io::Result<()> {
+pub fn set_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> io::Result<()> {
     for (name, value) in sysctls {
         let path = sysctl_path(name).ok_or_else(|| {
             io::Error::new(
