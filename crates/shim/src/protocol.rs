@@ -25,7 +25,7 @@ pub struct ShimConfig {
     pub pod_cgroup: PathBuf,
     /// The sandbox as the agent asked for it. The shim uses its hostname, its
     /// `shareProcessNamespace` (the shim becomes PID 1 of a PID namespace every container
-    /// joins, see `crate::pidns`), its namespaced sysctls (set at start) and `hostNetwork`
+    /// joins, as the `pidns` module sets up), its namespaced sysctls (set at start) and `hostNetwork`
     /// (stay in the node's network and UTS namespaces).
     pub sandbox: PodSandboxConfig,
 }
