@@ -40,6 +40,40 @@ pub struct PodSandboxConfig {
     /// `dnsConfig`); `None` copies the node's resolv.conf.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Host ports forwarded to the pod (CRI `port_mappings`, from the containers' `hostPort`s).
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port forwarded to a port of the pod (CRI `PortMapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: u16,
+    pub host_port: u16,
+    /// The host address to listen on; empty means all.
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+/// The transport protocol of a port (CRI `Protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The lower-case name CNI's `portMappings` capability uses.
+    pub fn cni_name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
 }
 
 /// The pod's `/etc/resolv.conf` (CRI `DNSConfig`).

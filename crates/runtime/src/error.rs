@@ -9,6 +9,7 @@ use std::time::Duration;
 use shim::protocol::Response;
 
 use crate::client::ClientError;
+use crate::network::{chain, NetworkError};
 
 /// Failures of runtime operations, turned into pod status reasons by the agent. Each message
 /// ends with its cause's, so the text the agent shows in events and statuses is complete.
@@ -91,6 +92,19 @@ pub enum RuntimeError {
         id: String,
         #[source]
         source: ShimError,
+    },
+    /// containerd's wording, which kubelet puts in the `FailedCreatePodSandBox` event.
+    #[error("failed to setup network for sandbox {id:?}: {}", chain(.source))]
+    SetupNetwork {
+        id: String,
+        #[source]
+        source: Box<NetworkError>,
+    },
+    #[error("failed to destroy network for sandbox {id:?}: {}", chain(.source))]
+    TeardownNetwork {
+        id: String,
+        #[source]
+        source: Box<NetworkError>,
     },
     #[error("cgroup of {id}: {source}")]
     Cgroup {

@@ -9,6 +9,7 @@
 mod client;
 mod error;
 pub mod image_backend;
+mod network;
 mod pidns;
 mod procs;
 pub mod records;
@@ -19,11 +20,12 @@ pub use client::ClientError;
 /// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
 pub use cri::{
-    ContainerConfig, DnsConfig, LinuxResources, Mount, PodSandboxConfig, SeccompProfile,
-    SecurityConfig, UserSpec,
+    ContainerConfig, DnsConfig, LinuxResources, Mount, PodSandboxConfig, PortMapping, Protocol,
+    SeccompProfile, SecurityConfig, UserSpec,
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
+pub use network::{NetworkConfig, NetworkError};
 pub use service::{Runtime, RuntimeConfig};
 pub use stdio::ExecIo;
 
@@ -73,10 +75,14 @@ pub struct PodSandboxStatus {
     pub created_at: jiff::Timestamp,
     /// PID of the shim (the pod's infra process), when it runs.
     pub pid: Option<u32>,
-    /// The pod's network namespace (`/proc/<shim pid>/ns/net` or a bind-mounted path), for
-    /// CNI, probes and port-forward; `None` when the sandbox is not running.
+    /// The pod's network namespace (`/proc/<shim pid>/ns/net`), for probes and
+    /// port-forward; `None` when the sandbox is not running.
     #[serde(default)]
     pub netns_path: Option<PathBuf>,
+    /// The pod's addresses from its CNI attachment, the first one primary (CRI
+    /// `PodSandboxNetworkStatus`); empty on the host network or without a pod network.
+    #[serde(default)]
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,10 +130,18 @@ pub trait RuntimeService: Send + Sync + 'static {
     async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError>;
-    /// Stops every container of the sandbox (SIGKILL) and its infra process.
+    /// Starts a sandbox and, unless it is on the host network, attaches it to the pod
+    /// network (CNI ADD in its new network namespace, as containerd's `RunPodSandbox`);
+    /// returns it ready, its addresses in `ips`. A sandbox whose network failed is released
+    /// again before the error returns.
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError>;
+    /// Releases the sandbox's network (CNI DEL) and stops every container of the sandbox
+    /// (SIGKILL) and its infra process.
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Releases everything the sandbox holds: processes, cgroups, mounts, files.
+    /// Releases everything the sandbox holds: network, processes, cgroups, mounts, files.
     async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError>;
 
@@ -146,18 +160,6 @@ pub trait RuntimeService: Send + Sync + 'static {
         sandbox_id: Option<&str>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
-
-    /// Tells the sandbox its network addresses once the CNI attachment gave them, so the
-    /// pod's kubelet-managed `/etc/hosts` maps its hostname to them (kubelet writes that file
-    /// with the pod IPs). The file is rewritten in place: containers bind-mount it.
-    async fn update_sandbox_network(
-        &self,
-        id: &str,
-        ips: &[std::net::IpAddr],
-    ) -> Result<(), RuntimeError> {
-        let _ = (id, ips);
-        Ok(())
-    }
 
     /// Runs `cmd` in the container's namespaces and cgroup to completion or `timeout` (then
     /// killed), capturing its output (CRI `ExecSync`).

@@ -17,14 +17,16 @@ use shim::protocol::{
 
 use crate::client;
 mod exec;
+mod network;
 use crate::image_backend::ImageBackend;
+use crate::network::{NetworkConfig, PodNetwork};
 use crate::procs;
 use crate::records::{
     container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
 };
 use crate::{
     ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
-    PodSandboxStatus, RuntimeError, RuntimeService, SandboxState, ShimError, ShimStartError,
+    PodSandboxStatus, RuntimeError, RuntimeService, ShimError, ShimStartError,
 };
 
 /// How long a fresh shim may take to answer.
@@ -57,6 +59,8 @@ pub struct RuntimeConfig {
     pub hosts_file: PathBuf,
     /// Where /proc is (for process liveness checks).
     pub proc_root: PathBuf,
+    /// The pod network sandboxes are attached to; `None` gives them loopback only.
+    pub network: Option<NetworkConfig>,
 }
 
 impl RuntimeConfig {
@@ -71,6 +75,7 @@ impl RuntimeConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             hosts_file: PathBuf::from("/etc/hosts"),
             proc_root: PathBuf::from("/proc"),
+            network: None,
         }
     }
 }
@@ -80,6 +85,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     images: Arc<dyn ImageBackend>,
     cgroups: Option<Hierarchy>,
+    network: Arc<PodNetwork>,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -153,7 +159,9 @@ impl Runtime {
         Self::with_images(config, Arc::new(store))
     }
 
-    /// A runtime with another image backend (tests serve plain directories).
+    /// A runtime with another image backend (tests serve plain directories). Network
+    /// attachments left by sandboxes that are gone (a crash between removal and CNI DEL)
+    /// are released here, before any sandbox can be created.
     pub fn with_images(
         config: RuntimeConfig,
         images: Arc<dyn ImageBackend>,
@@ -167,11 +175,20 @@ impl Runtime {
                 None
             }
         };
-        Ok(Self {
+        let network = Arc::new(PodNetwork::new(
+            config.network.clone(),
+            &config.state_dir,
+            Arc::new(cni::RealExec),
+        ));
+        let runtime = Self {
             config,
             images,
             cgroups,
-        })
+            network,
+        };
+        let live = runtime.sandbox_ids()?.into_iter().collect();
+        runtime.network.gc(&live);
+        Ok(runtime)
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -276,17 +293,25 @@ impl Runtime {
         }
     }
 
-    /// Writes the sandbox's files and starts its shim; the caller cleans up on error.
-    async fn start_sandbox(&self, id: &str, config: &PodSandboxConfig) -> Result<(), RuntimeError> {
+    /// Writes the sandbox's files and starts its shim; returns the shim's pid. The caller
+    /// cleans up on error.
+    async fn start_sandbox(
+        &self,
+        id: &str,
+        config: &PodSandboxConfig,
+    ) -> Result<u32, RuntimeError> {
         let pod = self.pod(id);
         let root = pod.root().to_path_buf();
         std::fs::create_dir_all(pod.containers()).map_err(create_err(&pod.containers()))?;
         let pod_cgroup = self.config.cgroup_parent.join(cgroup_name(&config.uid, id));
+        let attached = config.host_network || !self.network.enabled();
         let record = SandboxRecord {
             id: id.to_string(),
             config: config.clone(),
             created_at: jiff::Timestamp::now(),
             pod_cgroup: pod_cgroup.clone(),
+            // Set once CNI ADD gave the addresses; until then the sandbox is not ready.
+            ips: attached.then(Vec::new),
         };
         let write =
             |path: PathBuf, data: &[u8]| write_atomic(&path, data).map_err(write_err(&path));
@@ -398,7 +423,7 @@ impl Runtime {
         let deadline = Instant::now() + SHIM_READY_TIMEOUT;
         loop {
             match client::call(&pod.socket(), &Request::State, REQUEST_TIMEOUT).await {
-                Ok(Response::State { .. }) => return Ok(()),
+                Ok(Response::State { .. }) => return Ok(pid),
                 Ok(other) => {
                     return Err(start_err(ShimStartError::Unexpected {
                         answer: Box::new(other),
@@ -498,6 +523,12 @@ impl Runtime {
     /// shims are dead or records are damaged; keeps going on errors and returns the first.
     pub async fn reset(&self) -> Result<(), RuntimeError> {
         let mut first = None;
+        // Every attachment on record, from the record alone, while the namespaces are
+        // still pinned. A failed DEL is reported but does not stop the reset.
+        let network = self.network.clone();
+        for err in blocking(move || network.reset()).await? {
+            tracing::warn!(error = %crate::network::chain(&err), "reset: releasing pod network failed");
+        }
         for id in self.sandbox_ids()? {
             if let Err(e) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %e, "reset: removing sandbox");
@@ -539,21 +570,37 @@ impl RuntimeService for Runtime {
         blocking(move || images.list()).await?
     }
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError> {
         let id = new_id()?;
-        if let Err(e) = self.start_sandbox(&id, config).await {
+        let started = match self.start_sandbox(&id, config).await {
+            Ok(pid) => self.attach_network(&id, config, pid).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            // containerd releases a sandbox whose start or network failed at once (DEL first).
             if let Err(cleanup) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %cleanup, "cleaning up a sandbox that failed to start");
             }
             return Err(e);
         }
         tracing::info!(sandbox = %id, pod = %config.name, "sandbox running");
-        Ok(id)
+        let record = self.sandbox_record(&id)?;
+        Ok(self.sandbox_status(record))
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         if !is_id(id) || !self.pod(id).root().exists() {
             return Ok(());
+        }
+        let mut first = None;
+        // kubelet's StopPodSandbox tears the network down first, while the namespace exists
+        // (it is pinned, so even a dead shim leaves it for DEL).
+        if let Err(e) = self.detach_network(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "CNI DEL failed");
+            first = Some(e);
         }
         let pod = self.pod(id);
         if let Some(shim) = self
@@ -578,7 +625,6 @@ impl RuntimeService for Runtime {
                 );
             }
         }
-        let mut first = None;
         for cid in self.container_ids(id) {
             if let Err(e) = self.kill_orphaned_container(id, &cid).await {
                 first.get_or_insert(e);
@@ -642,30 +688,6 @@ impl RuntimeService for Runtime {
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
-    async fn update_sandbox_network(
-        &self,
-        id: &str,
-        ips: &[std::net::IpAddr],
-    ) -> Result<(), RuntimeError> {
-        let record = self.sandbox_record(id)?;
-        if record.config.host_network {
-            return Ok(());
-        }
-        let path = self.pod(id).hosts();
-        let text = hosts_file(&record.config.hostname, ips);
-        // In place, not write-then-rename: running containers bind-mount this very inode.
-        let write = || -> io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        };
-        write().map_err(write_err(&path))
-    }
-
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
         let mut out = Vec::new();
         for id in self.sandbox_ids()? {
@@ -674,23 +696,7 @@ impl RuntimeService for Runtime {
             let Ok(record) = self.sandbox_record(&id) else {
                 continue;
             };
-            let pod = self.pod(&id);
-            let shim = self
-                .shim_pid(&pod)
-                .filter(|p| procs::alive(&self.config.proc_root, p));
-            out.push(PodSandboxStatus {
-                id: id.clone(),
-                config: record.config,
-                state: if shim.is_some() {
-                    SandboxState::Ready
-                } else {
-                    SandboxState::NotReady
-                },
-                created_at: record.created_at,
-                pid: shim.map(|p| p.pid),
-                netns_path: shim
-                    .map(|p| self.config.proc_root.join(p.pid.to_string()).join("ns/net")),
-            });
+            out.push(self.sandbox_status(record));
         }
         Ok(out)
     }
