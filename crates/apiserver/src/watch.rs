@@ -212,21 +212,7 @@ mod tests {
     }
 
     fn info() -> &'static ResourceInfo {
-        // A hand-made resource keeps this test independent of the api crate's registry.
-        static INFO: ResourceInfo = ResourceInfo {
-            group: "",
-            version: "v1",
-            plural: "configmaps",
-            singular: "configmap",
-            kind: "ConfigMap",
-            list_kind: "ConfigMapList",
-            namespaced: true,
-            short_names: &[],
-            categories: &[],
-            verbs: &[],
-            subresources: &[],
-        };
-        &INFO
+        api::resources::lookup("", "configmaps").expect("configmaps are served")
     }
 
     fn cm(name: &str, app: &str) -> Value {
