@@ -41,16 +41,11 @@ impl Strategy for ConfigMaps {
         immutable_data(e, old, new, &["data", "binaryData"]);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
-            (
-                "Data",
-                "string",
-                "",
-                0,
-                "Number of keys in data and binaryData.",
-            ),
+            ("Data", "string", "", 0, "Number of keys in data and binaryData."),
             AGE,
         ]
     }

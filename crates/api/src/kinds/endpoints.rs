@@ -42,6 +42,7 @@ impl Strategy for EndpointsStrategy {
         endpoints(e, obj);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,

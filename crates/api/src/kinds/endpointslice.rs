@@ -30,23 +30,12 @@ impl Strategy for EndpointSlices {
         typed_round_trip::<EndpointSlice>(obj)
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
-            (
-                "AddressType",
-                "string",
-                "",
-                0,
-                "The type of address carried by this EndpointSlice.",
-            ),
-            (
-                "Ports",
-                "string",
-                "",
-                0,
-                "The ports of the endpoints in this slice.",
-            ),
+            ("AddressType", "string", "", 0, "The type of address carried by this EndpointSlice."),
+            ("Ports", "string", "", 0, "The ports of the endpoints in this slice."),
             (
                 "Endpoints",
                 "string",

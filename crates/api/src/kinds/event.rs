@@ -57,15 +57,10 @@ impl Strategy for Events {
         event(e, obj);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
-            (
-                "Last Seen",
-                "string",
-                "",
-                0,
-                "The time the event was last seen.",
-            ),
+            ("Last Seen", "string", "", 0, "The time the event was last seen."),
             (
                 "Type",
                 "string",
@@ -73,13 +68,7 @@ impl Strategy for Events {
                 0,
                 "Type of this event (Normal, Warning).",
             ),
-            (
-                "Reason",
-                "string",
-                "",
-                0,
-                "Why the action was taken, in machine readable form.",
-            ),
+            ("Reason", "string", "", 0, "Why the action was taken, in machine readable form."),
             ("Object", "string", "", 0, "The object this event is about."),
             (
                 "Subobject",
@@ -88,34 +77,10 @@ impl Strategy for Events {
                 1,
                 "The part of the object this event is about (fieldPath).",
             ),
-            (
-                "Source",
-                "string",
-                "",
-                1,
-                "The component reporting this event.",
-            ),
-            (
-                "Message",
-                "string",
-                "",
-                0,
-                "A human-readable description of the status of this operation.",
-            ),
-            (
-                "First Seen",
-                "string",
-                "",
-                1,
-                "The time the event was first seen.",
-            ),
-            (
-                "Count",
-                "string",
-                "",
-                1,
-                "The number of times this event has occurred.",
-            ),
+            ("Source", "string", "", 1, "The component reporting this event."),
+            ("Message", "string", "", 0, "A human-readable description of the status of this operation."),
+            ("First Seen", "string", "", 1, "The time the event was first seen."),
+            ("Count", "string", "", 1, "The number of times this event has occurred."),
             WIDE_NAME,
         ]
     }

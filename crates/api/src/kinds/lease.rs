@@ -36,6 +36,7 @@ impl Strategy for Leases {
         lease(e, obj);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,

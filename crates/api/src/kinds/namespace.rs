@@ -93,6 +93,7 @@ impl Strategy for Namespaces {
         bump_generation(old, new);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,

@@ -60,54 +60,19 @@ impl Strategy for Nodes {
         bump_generation(old, new);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
             ("Status", "string", "", 0, "The status of the node"),
             ("Roles", "string", "", 0, "The roles of the node"),
             AGE,
-            (
-                "Version",
-                "string",
-                "",
-                0,
-                "Kubelet version reported by the node.",
-            ),
-            (
-                "Internal-IP",
-                "string",
-                "",
-                1,
-                "List of internal IPs of the node.",
-            ),
-            (
-                "External-IP",
-                "string",
-                "",
-                1,
-                "List of external IPs of the node.",
-            ),
-            (
-                "OS-Image",
-                "string",
-                "",
-                1,
-                "OS image reported by the node.",
-            ),
-            (
-                "Kernel-Version",
-                "string",
-                "",
-                1,
-                "Kernel version reported by the node.",
-            ),
-            (
-                "Container-Runtime",
-                "string",
-                "",
-                1,
-                "Container runtime version reported by the node.",
-            ),
+            ("Version", "string", "", 0, "Kubelet version reported by the node."),
+            ("Internal-IP", "string", "", 1, "List of internal IPs of the node."),
+            ("External-IP", "string", "", 1, "List of external IPs of the node."),
+            ("OS-Image", "string", "", 1, "OS image reported by the node."),
+            ("Kernel-Version", "string", "", 1, "Kernel version reported by the node."),
+            ("Container-Runtime", "string", "", 1, "Container runtime version reported by the node."),
         ]
     }
 

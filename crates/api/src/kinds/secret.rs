@@ -60,17 +60,12 @@ impl Strategy for Secrets {
         merge_string_data(obj);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
             ("Type", "string", "", 0, "The type of the secret"),
-            (
-                "Data",
-                "string",
-                "",
-                0,
-                "The total number of data entries in the secret.",
-            ),
+            ("Data", "string", "", 0, "The total number of data entries in the secret."),
             AGE,
         ]
     }

@@ -75,33 +75,16 @@ impl Strategy for Services {
         bump_generation(old, new);
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
             ("Type", "string", "", 0, "How the service is exposed."),
-            (
-                "Cluster-IP",
-                "string",
-                "",
-                0,
-                "The IP address of the service inside the cluster.",
-            ),
-            (
-                "External-IP",
-                "string",
-                "",
-                0,
-                "External IP addresses the service is reachable at.",
-            ),
+            ("Cluster-IP", "string", "", 0, "The IP address of the service inside the cluster."),
+            ("External-IP", "string", "", 0, "External IP addresses the service is reachable at."),
             ("Port(s)", "string", "", 0, "The ports the service exposes."),
             AGE,
-            (
-                "Selector",
-                "string",
-                "",
-                1,
-                "Pods with labels matching this selector receive the traffic.",
-            ),
+            ("Selector", "string", "", 1, "Pods with labels matching this selector receive the traffic."),
         ]
     }
 

@@ -29,16 +29,11 @@ impl Strategy for ServiceAccounts {
         typed_round_trip::<ServiceAccount>(obj)
     }
 
+    #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
-            (
-                "Secrets",
-                "string",
-                "",
-                0,
-                "The number of secrets listed for the service account.",
-            ),
+            ("Secrets", "string", "", 0, "The number of secrets listed for the service account."),
             AGE,
         ]
     }

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::json::arr;
 use crate::printing::{parse_ts, s, since, Column, AGE, NAME};
 
+#[rustfmt::skip]
 pub(super) const COLUMNS: &[Column] = &[
     NAME,
     ("Ready", "string", "", 0, "The aggregate readiness state of this pod for accepting traffic."),
