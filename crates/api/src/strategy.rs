@@ -231,6 +231,45 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     fn return_deleted_object(&self) -> bool {
         false
     }
+
+    /// What a DELETE of `obj` does before graceful deletion and finalizers, which are the
+    /// same for every kind; `now` is the deletion time to record.
+    fn before_delete(&self, _obj: &Value, _now: &str) -> DeleteStep {
+        DeleteStep::Proceed
+    }
+
+    /// `ShouldDeleteDuringUpdate`: whether an update that produced `obj` removes it instead
+    /// of storing it (its deletion is pending and nothing holds it any more).
+    fn delete_during_update(&self, obj: &Value) -> bool {
+        deletion_finished(obj)
+    }
+}
+
+/// The outcome of [`Strategy::before_delete`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteStep {
+    /// Go on as for any object: graceful deletion, finalizers, removal.
+    Proceed,
+    /// The object may not be deleted; the text says why (a 403).
+    Forbid(&'static str),
+    /// Its deletion is already under way; the answer is the object as stored.
+    AlreadyPending,
+    /// Store this version, marked for deletion, instead of removing the object.
+    MarkDeleting(Value),
+}
+
+/// A deleting object with no finalizers left and no grace period running.
+pub fn deletion_finished(obj: &Value) -> bool {
+    let finalizers_empty = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
+    let grace_zero = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_none_or(|g| g == 0);
+    deleting && finalizers_empty && grace_zero
 }
 
 /// Decodes `obj` as `T` and encodes it again: the body of [`Strategy::round_trip`].

@@ -66,8 +66,8 @@ impl State {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let t = api::tables::table(
-                    self.req.info.kind,
+                let t = api::tables::table_for(
+                    self.req.info,
                     std::slice::from_ref(obj),
                     include,
                     self.first_table,

@@ -135,5 +135,9 @@ mod tests {
     fn rows() {
         let cm = json!({"metadata":{"name":"c"},"data":{"a":"1","b":"2"},"binaryData":{"c":""}});
         assert_eq!(RESOURCE.strategy.cells(&cm, now())[1], 3);
+        // stringData is a Secret's; a ConfigMap keeps what it was sent.
+        let mut with_strings = json!({"stringData": {"k": "v"}});
+        RESOURCE.strategy.normalize(&mut with_strings);
+        assert!(with_strings.get("stringData").is_some());
     }
 }

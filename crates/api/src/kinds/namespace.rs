@@ -6,13 +6,16 @@ use serde_json::{json, Map, Value};
 
 use crate::checks::NameRule;
 use crate::field_errors::FieldErrors;
-use crate::json::{arr, at, child, set, set_str};
+use crate::json::{arr, at, child, set, set_str, str_at};
 use crate::names::qualified_name;
 use crate::printing::{name_and_age, s, Column, AGE, NAME};
 use crate::strategy::{
-    bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
-    ResourceInfo, SelectableField, Strategy, STATUS_VERBS,
+    bump_generation, deletion_finished, initial_generation, keep_status, reset_status, sub,
+    typed_round_trip, DeleteStep, ResourceInfo, SelectableField, Strategy, STATUS_VERBS,
 };
+
+/// Namespaces a cluster cannot do without; kube-apiserver refuses to delete them.
+const UNDELETABLE: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// Namespaces have no deletecollection in kube-apiserver.
 const NAMESPACE_VERBS: &[&str] = &[
@@ -94,6 +97,36 @@ impl Strategy for Namespaces {
     }
 
     #[rustfmt::skip]
+    /// A namespace with finalizers is not removed by DELETE: it turns `Terminating`, and the
+    /// namespace controller empties it and removes the `kubernetes` finalizer through
+    /// `namespaces/finalize`.
+    fn before_delete(&self, ns: &Value, now: &str) -> DeleteStep {
+        if UNDELETABLE.contains(&str_at(ns, &["metadata", "name"])) {
+            return DeleteStep::Forbid("this namespace may not be deleted");
+        }
+        let finalizers = ["/spec/finalizers", "/metadata/finalizers"]
+            .iter()
+            .any(|p| ns.pointer(p).and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
+        if !finalizers {
+            return DeleteStep::Proceed;
+        }
+        if ns.pointer("/metadata/deletionTimestamp").is_some() {
+            return DeleteStep::AlreadyPending;
+        }
+        let mut marked = ns.clone();
+        if let Some(meta) = marked.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("deletionTimestamp".into(), json!(now));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+        marked["status"]["phase"] = json!("Terminating");
+        DeleteStep::MarkDeleting(marked)
+    }
+
+    /// Upstream's `ShouldDeleteNamespaceDuringUpdate`: `spec.finalizers` hold it too.
+    fn delete_during_update(&self, ns: &Value) -> bool {
+        deletion_finished(ns) && arr(at(ns, &["spec", "finalizers"])).is_empty()
+    }
+
     fn columns(&self) -> &'static [Column] {
         &[
             NAME,
@@ -139,6 +172,36 @@ mod tests {
         let dotted = json!({"metadata":{"name":"a.b"}});
         assert!(messages(RESOURCE.validate_create(&dotted))[0]
             .starts_with("metadata.name: Invalid value: \"a.b\": a lowercase RFC 1123 label"));
+    }
+
+    #[test]
+    fn delete_marks_terminating() {
+        let s = RESOURCE.strategy;
+        let mut ns = json!({"metadata":{"name":"dev"}});
+        RESOURCE.apply_defaults(&mut ns);
+        let DeleteStep::MarkDeleting(marked) = s.before_delete(&ns, "2026-01-02T15:00:00Z") else {
+            panic!("a namespace with finalizers is marked");
+        };
+        assert_eq!(marked["status"]["phase"], "Terminating");
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            "2026-01-02T15:00:00Z"
+        );
+        assert_eq!(
+            s.before_delete(&marked, "later"),
+            DeleteStep::AlreadyPending
+        );
+        assert!(!s.delete_during_update(&marked));
+        let mut finalized = marked.clone();
+        finalized["spec"]["finalizers"] = json!([]);
+        assert!(s.delete_during_update(&finalized));
+        let bare = json!({"metadata":{"name":"tmp"},"spec":{}});
+        assert_eq!(s.before_delete(&bare, "now"), DeleteStep::Proceed);
+        let default = json!({"metadata":{"name":"default"}});
+        assert!(matches!(
+            s.before_delete(&default, "now"),
+            DeleteStep::Forbid(_)
+        ));
     }
 
     #[test]
