@@ -238,11 +238,30 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         DeleteStep::Proceed
     }
 
+    /// How list `field` merges in a strategic merge patch when it sits under `path` (field
+    /// names from the object's root) and is one of the kind's own lists; `None` for the
+    /// shared types' lists, which the patch code knows, and for lists that are replaced.
+    fn list_strategy(&self, _path: &[String], _field: &str) -> Option<ListStrategy> {
+        None
+    }
+
     /// `ShouldDeleteDuringUpdate`: whether an update that produced `obj` removes it instead
     /// of storing it (its deletion is pending and nothing holds it any more).
     fn delete_during_update(&self, obj: &Value) -> bool {
         deletion_finished(obj)
     }
+}
+
+/// How a list merges in a strategic merge patch (the `patchStrategy` and `patchMergeKey`
+/// tags of k8s.io/api).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// No tag: the patch list replaces the original.
+    Replace,
+    /// `patchStrategy:"merge"` on a list of scalars: union.
+    Set,
+    /// `patchStrategy:"merge"` with `patchMergeKey`.
+    Key(&'static str),
 }
 
 /// The outcome of [`Strategy::before_delete`].

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use crate::json::{arr, set};
 use crate::printing::{name_and_age, s, Column, AGE, NAME};
 use crate::strategy::{
-    bump_generation, keep_status, sub, typed_round_trip, ResourceInfo, SelectableField, Strategy,
-    ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
+    bump_generation, keep_status, sub, typed_round_trip, ListStrategy, ResourceInfo,
+    SelectableField, Strategy, ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
 };
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
@@ -58,6 +58,14 @@ impl Strategy for Nodes {
     fn prepare_for_update(&self, old: &Value, new: &mut Value) {
         keep_status(old, new);
         bump_generation(old, new);
+    }
+
+    fn list_strategy(&self, path: &[String], field: &str) -> Option<ListStrategy> {
+        match (path.last().map(String::as_str), field) {
+            (Some("spec"), "podCIDRs") => Some(ListStrategy::Set),
+            (Some("status"), "addresses") => Some(ListStrategy::Key("type")),
+            _ => None,
+        }
     }
 
     #[rustfmt::skip]

@@ -13,7 +13,7 @@ use crate::names::{dns1123_label, PORT_RANGE_MSG};
 use crate::printing::{name_and_age, s, Column, AGE, NAME};
 use crate::strategy::{
     bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
-    ResourceInfo, Strategy, ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
+    ListStrategy, ResourceInfo, Strategy, ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
 };
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
@@ -73,6 +73,10 @@ impl Strategy for Services {
     fn prepare_for_update(&self, old: &Value, new: &mut Value) {
         keep_status(old, new);
         bump_generation(old, new);
+    }
+
+    fn list_strategy(&self, path: &[String], field: &str) -> Option<ListStrategy> {
+        (path == ["spec"] && field == "ports").then_some(ListStrategy::Key("port"))
     }
 
     #[rustfmt::skip]

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{json, Value};
 
 use crate::printing::{len_of, name_and_age, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
+use crate::strategy::{typed_round_trip, ListStrategy, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -27,6 +27,10 @@ struct ServiceAccounts;
 impl Strategy for ServiceAccounts {
     fn round_trip(&self, obj: Value) -> Result<Value, serde_json::Error> {
         typed_round_trip::<ServiceAccount>(obj)
+    }
+
+    fn list_strategy(&self, path: &[String], field: &str) -> Option<ListStrategy> {
+        (path.is_empty() && field == "secrets").then_some(ListStrategy::Key("name"))
     }
 
     #[rustfmt::skip]
