@@ -33,24 +33,6 @@ pub enum LogReadError {
     },
 }
 
-/// The attempts (`<n>.log`) in a container's log directory, ascending.
-pub fn log_attempts(dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<u32> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
 /// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
 pub fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
     let Some(tail) = tail else { return 0 };
@@ -347,16 +329,6 @@ mod tests {
             String::from_utf8_lossy(&out),
             "2023-11-14T22:13:23.000000000Z four\n"
         );
-    }
-
-    #[test]
-    fn attempts_sorted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for n in ["10.log", "2.log", "0.log", "junk.txt"] {
-            std::fs::write(dir.path().join(n), b"").expect("write");
-        }
-        assert_eq!(log_attempts(dir.path()), vec![0, 2, 10]);
-        assert!(log_attempts(&dir.path().join("missing")).is_empty());
     }
 
     struct Flag(AtomicBool);

@@ -1,9 +1,10 @@
 //! Pod networking through CNI, the part of kubelet + its runtime that gives each pod an IP:
 //! after the sandbox runs, its network namespace is pinned to a file and attached with CNI
 //! `ADD` (port mappings from `hostPort`, kubelet's `K8S_POD_*` args); the pod IP goes into
-//! `status.podIP(s)` and the pod's hosts file. Every teardown runs `DEL` while the namespace
-//! still exists, and at startup attachments whose sandbox is gone (a crash) are released.
-//! hostNetwork pods are never attached.
+//! `status.podIP(s)` and the pod's hosts file. Every teardown (`teardown_sandbox`, the one
+//! way a sandbox is released) runs `DEL` while the namespace still exists, and at startup
+//! attachments whose sandbox is gone (a crash) are released. hostNetwork pods are never
+//! attached.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
+use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
 use serde_json::{json, Map, Value};
 
-use crate::events::EventType;
-use crate::worker::{Observed, WorkerEnv};
+use crate::clock::Clock;
+use crate::events::{EventRecorder, EventType};
 
 /// The interface name kubelet asks for (`CNI_IFNAME`).
 pub const POD_IFNAME: &str = "eth0";
@@ -65,8 +67,33 @@ pub enum NetworkError {
     NoNetns(String),
     #[error("sandbox id {0:?} is not a runtime id")]
     BadId(String),
-    #[error("network task: {0}")]
-    Task(String),
+    #[error("listing sandboxes to find the network namespace")]
+    ListSandboxes(#[source] RuntimeError),
+    #[error("network task")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// One step of `teardown_sandbox` that failed; the other steps ran anyway.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error("releasing the network of sandbox {id} (CNI DEL)")]
+    Network {
+        id: String,
+        #[source]
+        source: NetworkError,
+    },
+    #[error("stopping sandbox {id}")]
+    Stop {
+        id: String,
+        #[source]
+        source: RuntimeError,
+    },
+    #[error("removing sandbox {id}")]
+    Remove {
+        id: String,
+        #[source]
+        source: RuntimeError,
+    },
 }
 
 /// The agent's CNI client plus where it pins namespaces.
@@ -148,7 +175,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, NetworkError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| NetworkError::Task(e.to_string()))?
+        .map_err(NetworkError::Task)?
 }
 
 impl PodNetwork {
@@ -291,15 +318,22 @@ pub fn reset(state_dir: &Path) -> Vec<NetworkError> {
 /// the sandbox its IPs. On failure the sandbox is released and a `FailedCreatePodSandBox`
 /// event carries the plugin's message, as kubelet reports a failed `RunPodSandbox`;
 /// `Err(delay)` asks the worker to retry then.
-pub async fn setup_sandbox(env: &WorkerEnv, pod: &Pod, sandbox_id: &str) -> Result<(), Duration> {
-    let Some(net) = env.network.as_ref() else {
+pub async fn setup_sandbox(
+    runtime: &dyn RuntimeService,
+    network: Option<&Arc<PodNetwork>>,
+    events: &EventRecorder,
+    clock: &dyn Clock,
+    pod: &Pod,
+    sandbox_id: &str,
+) -> Result<(), Duration> {
+    let Some(net) = network else {
         return Ok(());
     };
     if is_host_network(pod) {
         return Ok(());
     }
     let started = Instant::now();
-    let result = match sandbox_netns(env, sandbox_id).await {
+    let result = match sandbox_netns(runtime, sandbox_id).await {
         Ok(netns) => net.attach(pod, sandbox_id, &netns).await,
         Err(err) => Err(err),
     };
@@ -311,7 +345,7 @@ pub async fn setup_sandbox(env: &WorkerEnv, pod: &Pod, sandbox_id: &str) -> Resu
                 took_ms = started.elapsed().as_millis(),
                 "CNI ADD done"
             );
-            if let Err(err) = env.runtime.update_sandbox_network(sandbox_id, &ips).await {
+            if let Err(err) = runtime.update_sandbox_network(sandbox_id, &ips).await {
                 tracing::warn!(sandbox = %sandbox_id, error = %err, "writing the pod's hosts file failed");
             }
             Ok(())
@@ -321,23 +355,21 @@ pub async fn setup_sandbox(env: &WorkerEnv, pod: &Pod, sandbox_id: &str) -> Resu
                 "Failed to create pod sandbox: failed to setup network for sandbox {sandbox_id:?}: {}",
                 error_chain(&err)
             );
-            env.events
+            events
                 .record(
                     pod,
                     None,
                     EventType::Warning,
                     "FailedCreatePodSandBox",
                     &msg,
-                    env.clock.now(),
+                    clock.now(),
                 )
                 .await;
             // containerd tears a sandbox whose network failed down at once (DEL first).
-            teardown_sandbox(env, sandbox_id).await;
-            let stopped = env.runtime.stop_pod_sandbox(sandbox_id).await;
-            let removed = env.runtime.remove_pod_sandbox(sandbox_id).await;
-            if let Err(err) = stopped.and(removed) {
-                tracing::warn!(sandbox = %sandbox_id, error = %err, "removing the failed sandbox failed");
-            }
+            log_teardown(
+                teardown_sandbox(runtime, network, sandbox_id).await,
+                "removing the failed sandbox failed",
+            );
             Err(RETRY)
         }
     }
@@ -354,12 +386,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-async fn sandbox_netns(env: &WorkerEnv, sandbox_id: &str) -> Result<PathBuf, NetworkError> {
-    let sandboxes = env
-        .runtime
+async fn sandbox_netns(
+    runtime: &dyn RuntimeService,
+    sandbox_id: &str,
+) -> Result<PathBuf, NetworkError> {
+    let sandboxes = runtime
         .list_pod_sandboxes()
         .await
-        .map_err(|e| NetworkError::Task(e.to_string()))?;
+        .map_err(NetworkError::ListSandboxes)?;
     sandboxes
         .into_iter()
         .find(|s| s.id == sandbox_id)
@@ -367,15 +401,52 @@ async fn sandbox_netns(env: &WorkerEnv, sandbox_id: &str) -> Result<PathBuf, Net
         .ok_or_else(|| NetworkError::NoNetns(sandbox_id.to_string()))
 }
 
-/// Worker hook, before a sandbox is stopped: DEL while its namespace exists (kubelet's
-/// `StopPodSandbox` tears the network down first). Failures are logged; the record stays
-/// for the startup `gc`.
-pub async fn teardown_sandbox(env: &WorkerEnv, sandbox_id: &str) {
-    let Some(net) = env.network.as_ref() else {
-        return;
+/// Releases a sandbox, the one way every caller does it: DEL while its namespace exists
+/// (kubelet's `StopPodSandbox` tears the network down first), then stop and remove it.
+/// Every step runs even when an earlier one failed, a sandbox that is already gone counts
+/// as released, and running it again finishes what a failed run left (a failed DEL keeps
+/// its record for the next run or the startup `gc`).
+pub async fn teardown_sandbox(
+    runtime: &dyn RuntimeService,
+    network: Option<&Arc<PodNetwork>>,
+    sandbox_id: &str,
+) -> Result<(), Vec<TeardownError>> {
+    let mut errors = Vec::new();
+    if let Some(net) = network {
+        if let Err(source) = net.detach(sandbox_id).await {
+            errors.push(TeardownError::Network {
+                id: sandbox_id.to_string(),
+                source,
+            });
+        }
+    }
+    let gone = |r: Result<(), RuntimeError>| match r {
+        Err(RuntimeError::SandboxNotFound { .. }) => Ok(()),
+        other => other,
     };
-    if let Err(err) = net.detach(sandbox_id).await {
-        tracing::warn!(sandbox = %sandbox_id, error = %error_chain(&err), "CNI DEL failed");
+    if let Err(source) = gone(runtime.stop_pod_sandbox(sandbox_id).await) {
+        errors.push(TeardownError::Stop {
+            id: sandbox_id.to_string(),
+            source,
+        });
+    }
+    if let Err(source) = gone(runtime.remove_pod_sandbox(sandbox_id).await) {
+        errors.push(TeardownError::Remove {
+            id: sandbox_id.to_string(),
+            source,
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Logs each failed step of a teardown with its causes.
+pub fn log_teardown(result: Result<(), Vec<TeardownError>>, what: &str) {
+    for err in result.err().into_iter().flatten() {
+        tracing::warn!(error = %error_chain(&err), "{what}");
     }
 }
 
@@ -383,11 +454,15 @@ pub async fn teardown_sandbox(env: &WorkerEnv, sandbox_id: &str) {
 /// whose sandbox no longer exists (a crash between removal and DEL), and replace running
 /// sandboxes from before `agent_start` that never finished their attachment (kubelet makes
 /// a new sandbox for a pod whose sandbox has no IP).
-pub async fn recover(env: &WorkerEnv, agent_start: jiff::Timestamp) {
-    let Some(net) = env.network.as_ref() else {
+pub async fn recover(
+    runtime: &dyn RuntimeService,
+    network: Option<&Arc<PodNetwork>>,
+    agent_start: jiff::Timestamp,
+) {
+    let Some(net) = network else {
         return;
     };
-    let sandboxes = match env.runtime.list_pod_sandboxes().await {
+    let sandboxes = match runtime.list_pod_sandboxes().await {
         Ok(s) => s,
         Err(err) => {
             tracing::warn!(error = %err, "listing sandboxes for network recovery failed");
@@ -403,22 +478,19 @@ pub async fn recover(env: &WorkerEnv, agent_start: jiff::Timestamp) {
             && net.pod_ips(&s.id).is_none()
     }) {
         tracing::info!(sandbox = %s.id, "sandbox has no network attachment; replacing it");
-        teardown_sandbox(env, &s.id).await;
-        let stopped = env.runtime.stop_pod_sandbox(&s.id).await;
-        let removed = env.runtime.remove_pod_sandbox(&s.id).await;
-        if let Err(err) = stopped.and(removed) {
-            tracing::warn!(sandbox = %s.id, error = %err, "removing the unattached sandbox failed");
-        }
+        log_teardown(
+            teardown_sandbox(runtime, network, &s.id).await,
+            "removing the unattached sandbox failed",
+        );
     }
 }
 
 /// The IP a container's env sees as `status.podIP` (empty until known).
-pub fn pod_ip(env: &WorkerEnv, pod: &Pod, sandbox_id: &str) -> String {
+pub fn pod_ip(network: Option<&PodNetwork>, host_ip: &str, pod: &Pod, sandbox_id: &str) -> String {
     if is_host_network(pod) {
-        return env.host_ip.clone();
+        return host_ip.to_string();
     }
-    env.network
-        .as_ref()
+    network
         .and_then(|n| n.pod_ips(sandbox_id))
         .and_then(|ips| ips.first().map(IpAddr::to_string))
         .unwrap_or_default()
@@ -426,16 +498,19 @@ pub fn pod_ip(env: &WorkerEnv, pod: &Pod, sandbox_id: &str) -> String {
 
 /// Status hook: `status.podIP`/`podIPs` from the ready sandbox's attachment (kubelet reports
 /// the sandbox's IPs; hostNetwork pods already carry the node's).
-pub fn fill_status(env: &WorkerEnv, pod: &Pod, observed: &Observed, status: &mut PodStatus) {
+pub fn fill_status(
+    network: Option<&PodNetwork>,
+    pod: &Pod,
+    ready_sandbox: Option<&PodSandboxStatus>,
+    status: &mut PodStatus,
+) {
     if is_host_network(pod) {
         return;
     }
-    let Some(sandbox) = observed.ready_sandbox() else {
+    let Some(sandbox) = ready_sandbox else {
         return;
     };
-    let ips = env
-        .network
-        .as_ref()
+    let ips = network
         .and_then(|n| n.pod_ips(&sandbox.id))
         .unwrap_or_default();
     if let Some(first) = ips.first() {

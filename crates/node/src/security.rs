@@ -2,18 +2,15 @@
 //! `kuberuntime_container_linux.go`, `pod_container_manager` and `security_context` do:
 //! cpu shares and CFS quota from requests/limits, pod-level cgroup limits, capabilities,
 //! privileged, no_new_privs, seccomp, sysctls, shareProcessNamespace, the runAsNonRoot check,
-//! kubelet's admission of pods against node allocatable, and fsGroup volume ownership.
-//! Pure functions of the pod (plus the fsGroup filesystem helpers), so each rule has a unit
+//! and the requests admission counts. Pure functions of the pod, so each rule has a unit
 //! test.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use runtime::{LinuxResources, SeccompProfile, SecurityConfig, UserSpec};
 
-use crate::qos::parse_quantity;
+use api::validation::parse_quantity;
 
 /// kubelet's CFS period (`--cpu-cfs-quota-period`, default 100ms), in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -55,13 +52,6 @@ pub enum SecurityError {
     },
     #[error("seccomp profile type {kind:?} is not supported (use RuntimeDefault or Unconfined)")]
     UnsupportedSeccomp { kind: String },
-}
-
-/// A pod kubelet refuses to run (the pod ends `Failed` with this reason and message).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: String,
-    pub message: String,
 }
 
 /// kubelet's `format.Pod`: `name_namespace(uid)`.
@@ -308,191 +298,6 @@ pub fn pod_requests(spec: &PodSpec) -> (u64, u64) {
     (cpu, mem.ceil() as u64)
 }
 
-/// kubelet's admission (`GeneralPredicates` in `canAdmitPod`): the pod is refused when its
-/// requests plus those of the pods already admitted exceed allocatable (`OutOfcpu`,
-/// `OutOfmemory`), or when it sets a sysctl outside the safe set (`SysctlForbidden`).
-/// `admitted` are the other active pods of the node; allocatable is (millicores, bytes).
-pub fn admit(pod: &Pod, admitted: &[&Pod], allocatable: (u64, u64)) -> Result<(), Rejection> {
-    for name in pod_sysctls(pod).keys() {
-        if !is_safe_sysctl(name) {
-            return Err(Rejection {
-                reason: "SysctlForbidden".into(),
-                message: format!("Pod forbidden sysctl: \"{name}\" not allowlisted"),
-            });
-        }
-    }
-    let Some(spec) = pod.spec.as_ref() else {
-        return Ok(());
-    };
-    let (cpu, mem) = pod_requests(spec);
-    let (mut used_cpu, mut used_mem) = (0u64, 0u64);
-    for other in admitted {
-        if let Some(s) = other.spec.as_ref() {
-            let (c, m) = pod_requests(s);
-            used_cpu += c;
-            used_mem += m;
-        }
-    }
-    let (alloc_cpu, alloc_mem) = allocatable;
-    // kubelet's message: "Node didn't have enough resource: cpu, requested: 4000, used: 100,
-    // capacity: 2000".
-    if cpu > 0 && cpu + used_cpu > alloc_cpu {
-        return Err(Rejection {
-            reason: "OutOfcpu".into(),
-            message: format!(
-                "Pod was rejected: Node didn't have enough resource: cpu, requested: {cpu}, used: {used_cpu}, capacity: {alloc_cpu}"
-            ),
-        });
-    }
-    if mem > 0 && mem + used_mem > alloc_mem {
-        return Err(Rejection {
-            reason: "OutOfmemory".into(),
-            message: format!(
-                "Pod was rejected: Node didn't have enough resource: memory, requested: {mem}, used: {used_mem}, capacity: {alloc_mem}"
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// The agent's admission hook: `None` to run `pod`, or why kubelet would refuse it. Only a
-/// pod never admitted before is checked (Pending, no startTime, not being deleted), so an
-/// agent restart never rejects what already runs. `others` are the node's pods that have a
-/// worker; the terminal ones among them free their resources.
-pub fn admission_check(
-    pod: &Pod,
-    others: &[Pod],
-    env: &crate::worker::WorkerEnv,
-) -> Option<Rejection> {
-    let status = pod.status.as_ref();
-    let pending = status
-        .and_then(|s| s.phase.as_deref())
-        .is_none_or(|p| p == "Pending");
-    if !pending
-        || status.is_some_and(|s| s.start_time.is_some())
-        || pod.metadata.deletion_timestamp.is_some()
-    {
-        return None;
-    }
-    let active: Vec<&Pod> = others
-        .iter()
-        .filter(|p| p.metadata.uid != pod.metadata.uid)
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .collect();
-    let allocatable = (
-        (env.node_cpu * 1000.0).floor().max(0.0) as u64,
-        env.node_memory.floor().max(0.0) as u64,
-    );
-    admit(pod, &active, allocatable)
-        .err()
-        .or_else(|| crate::eviction::admit_storage(pod, &active, env.node_ephemeral_storage))
-}
-
-/// Records kubelet's rejection: the pod ends `Failed` with the reason and message, and a
-/// Warning event says why (kubelet's `rejectPod`).
-pub async fn reject(env: std::sync::Arc<crate::worker::WorkerEnv>, pod: Pod, rejection: Rejection) {
-    let now = env.clock.now();
-    env.events
-        .record(
-            &pod,
-            None,
-            crate::events::EventType::Warning,
-            &rejection.reason,
-            &rejection.message,
-            now,
-        )
-        .await;
-    let status = k8s_openapi::api::core::v1::PodStatus {
-        phase: Some("Failed".into()),
-        reason: Some(rejection.reason.clone()),
-        message: Some(rejection.message.clone()),
-        qos_class: pod
-            .spec
-            .as_ref()
-            .map(|s| crate::qos::qos_class(s).to_string()),
-        ..Default::default()
-    };
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    if let Err(err) = env.api.patch_pod_status(&ns, &name, &status).await {
-        tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "recording the pod's rejection failed");
-    }
-}
-
-/// kubelet's group masks (`pkg/volume/volume_linux.go`): files of a writable volume get
-/// group read/write, those of a read-only one (configMap, secret, downwardAPI, projected)
-/// group read only; directories also get group search and the setgid bit.
-const RW_MASK: u32 = 0o660;
-const RO_MASK: u32 = 0o440;
-const EXEC_MASK: u32 = 0o110;
-const SETGID: u32 = 0o2000;
-
-/// The mode kubelet gives a regular file of a volume with an `fsGroup`: its own bits plus the
-/// group mask, so `defaultMode: 0400` reads back as `0440`, as on Kubernetes.
-pub fn fs_group_file_mode(mode: u32, read_only: bool) -> u32 {
-    mode | if read_only { RO_MASK } else { RW_MASK }
-}
-
-/// kubelet's `SetVolumeOwnership` for `fsGroup`: every entry under `dir` (and `dir` itself)
-/// gets group `gid`; files get the group mask of [`fs_group_file_mode`], directories also
-/// group search and the setgid bit so new files inherit the group. Symlinks are re-grouped
-/// but never followed or chmod'ed (a chmod would reach their target). An entry removed while
-/// we walk is skipped.
-pub fn set_volume_ownership(dir: &Path, gid: u32, read_only: bool) -> std::io::Result<()> {
-    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        match std::os::unix::fs::lchown(&path, None, Some(gid)) {
-            Err(e) if gone(&e) => continue,
-            other => other?,
-        }
-        if meta.file_type().is_symlink() {
-            continue;
-        }
-        let mut mode = fs_group_file_mode(meta.mode() & 0o7777, read_only);
-        if meta.is_dir() {
-            mode |= SETGID | EXEC_MASK;
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
-            }
-        }
-        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
-            Err(e) if gone(&e) => {}
-            other => other?,
-        }
-    }
-    Ok(())
-}
-
-/// kubelet's `requiresPermissionChange`, negated: whether the volume's root already has group
-/// `gid`, the group bits and the setgid bit, so an `OnRootMismatch` walk can be skipped.
-pub fn volume_ownership_matches(dir: &Path, gid: u32, read_only: bool) -> bool {
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return false;
-    };
-    let want = if read_only { RO_MASK } else { RW_MASK } | EXEC_MASK | SETGID;
-    meta.is_dir() && meta.gid() == gid && meta.mode() & want == want
-}
-
-/// The pod's `fsGroup`, which volumes get as their group.
-pub fn fs_group(pod: &Pod) -> Option<u32> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref())
-        .and_then(|sc| sc.fs_group)
-        .and_then(|g| u32::try_from(g).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,80 +428,5 @@ mod tests {
         ));
         let free = pod(json!({"containers": []}));
         assert!(verify_run_as_non_root(&free, &c, &user(None, None)).is_ok());
-    }
-
-    #[test]
-    fn admission() {
-        let big = pod(json!({"containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}
-        ]}));
-        let small = pod(json!({"containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "100Mi"}}}
-        ]}));
-        let alloc = (2000, 2 << 30);
-        let r = admit(&big, &[], alloc).expect_err("too big");
-        assert_eq!(r.reason, "OutOfcpu");
-        assert!(
-            r.message
-                .contains("requested: 3000, used: 0, capacity: 2000"),
-            "{}",
-            r.message
-        );
-        assert!(admit(&small, &[&small, &small], alloc).is_ok());
-        let r = admit(&small, &[&small, &small, &small, &small], alloc).expect_err("full");
-        assert_eq!(r.reason, "OutOfcpu");
-        let mem = pod(json!({"containers": [
-            {"name": "a", "resources": {"requests": {"memory": "3Gi"}}}
-        ]}));
-        assert_eq!(
-            admit(&mem, &[], alloc).expect_err("mem").reason,
-            "OutOfmemory"
-        );
-        let sys = pod(json!({"containers": [], "securityContext": {"sysctls": [
-            {"name": "net.ipv4.tcp_syncookies", "value": "1"}, {"name": "kernel.msgmax", "value": "1"}
-        ]}}));
-        assert_eq!(
-            admit(&sys, &[], alloc).expect_err("sysctl").reason,
-            "SysctlForbidden"
-        );
-        assert!(is_safe_sysctl("net/ipv4/ip_local_port_range"));
-    }
-
-    #[test]
-    fn volume_ownership() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let sub = tmp.path().join("d");
-        std::fs::create_dir(&sub).expect("mkdir");
-        std::fs::write(sub.join("f"), "x").expect("write");
-        std::fs::set_permissions(sub.join("f"), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-        std::os::unix::fs::symlink("d/f", tmp.path().join("link")).expect("symlink");
-        assert!(!volume_ownership_matches(tmp.path(), 4242, false));
-        set_volume_ownership(tmp.path(), 4242, false).expect("ownership");
-        assert!(volume_ownership_matches(tmp.path(), 4242, false));
-        let f = std::fs::metadata(sub.join("f")).expect("stat");
-        assert_eq!(f.gid(), 4242);
-        assert_eq!(f.mode() & 0o7777, 0o660);
-        let d = std::fs::metadata(&sub).expect("stat");
-        assert_eq!(d.gid(), 4242);
-        assert_eq!(d.mode() & 0o2070, 0o2070);
-        let link = std::fs::symlink_metadata(tmp.path().join("link")).expect("lstat");
-        assert_eq!(link.gid(), 4242);
-        assert!(!volume_ownership_matches(tmp.path(), 4243, false));
-    }
-
-    #[test]
-    fn read_only_volume_ownership_keeps_the_files_mode() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let f = tmp.path().join("key");
-        std::fs::write(&f, "x").expect("write");
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).expect("chmod");
-        set_volume_ownership(tmp.path(), 4242, true).expect("ownership");
-        // kubelet: a 0400 secret key with an fsGroup reads back 0440, group fsGroup.
-        let meta = std::fs::metadata(&f).expect("stat");
-        assert_eq!((meta.gid(), meta.mode() & 0o7777), (4242, 0o440));
-        assert_eq!(fs_group_file_mode(0o644, true), 0o644);
-        assert_eq!(fs_group_file_mode(0o600, false), 0o660);
-        assert!(volume_ownership_matches(tmp.path(), 4242, true));
     }
 }

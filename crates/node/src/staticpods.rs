@@ -1242,7 +1242,7 @@ mod tests {
         let good = with_uid(mirror_pod(&statics[0], "n1", "x"), "ma");
         let stale = with_uid(mirror_pod(&static_pod("b-n1", "hb1"), "n1", "x"), "mb");
         let mut deleting = with_uid(mirror_pod(&statics[2], "n1", "x"), "mc");
-        deleting.metadata.deletion_timestamp = Some(crate::podstatus::api_time(
+        deleting.metadata.deletion_timestamp = Some(crate::clock::api_time(
             jiff::Timestamp::from_second(1).expect("time"),
         ));
         let orphan = with_uid(mirror_pod(&static_pod("gone-n1", "hg"), "n1", "x"), "mg");

@@ -15,7 +15,7 @@ use runtime::{
 };
 
 use crate::apiclient::{ApiError, PodApi};
-use crate::worker::Clock;
+use crate::clock::Clock;
 
 /// A clock tests move by hand.
 #[derive(Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{ProbeKind, ProbeSpec};
+use super::spec::{ProbeKind, ProbeSpec};
 
 /// One probe's counters and its reported result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl ProbeState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Handler;
+    use crate::probe::spec::Handler;
 
     fn spec(delay: u64, success: u32, failure: u32) -> ProbeSpec {
         ProbeSpec {

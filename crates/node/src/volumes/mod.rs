@@ -8,7 +8,7 @@
 //! removed) when the pod is done, and at startup for pods that no longer exist.
 
 mod atomic;
-mod hooks;
+pub mod fsgroup;
 pub mod hostpath;
 pub mod mounter;
 pub mod sources;
@@ -27,13 +27,13 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use runtime::Mount;
 
 pub use atomic::{AtomicWriteError, FileProjection, Payload, DATA_DIR};
-pub use hooks::PodVolumeState;
 pub use mounter::{HostMounter, Mounter};
 pub use sources::{Objects, Skipped, SourceError};
 
+use api::validation::parse_quantity;
+
+use crate::apiclient::PodApi;
 use crate::containerspec::PodContext;
-use crate::qos::parse_quantity;
-use crate::security;
 
 /// How often configMap, secret and downwardAPI volumes are rewritten from the API. kubelet
 /// resyncs every minute plus its cache TTL; a shorter default makes updates quick to see.
@@ -228,7 +228,7 @@ impl VolumeManager {
         skipped: &mut Vec<Skipped>,
     ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
         let pod_dir = self.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default())?;
-        let fs_group = security::fs_group(pod);
+        let fs_group = fsgroup::fs_group(pod);
         let mut paths = BTreeMap::new();
         for v in sources::volumes(pod) {
             let name = safe_name(&v.name)?;
@@ -256,8 +256,8 @@ impl VolumeManager {
                     // our marker, so neither a refresh nor an agent restart walks the files
                     // the pod wrote.
                     if let Some(gid) = fs_group {
-                        if !security::volume_ownership_matches(&dir, gid, false) {
-                            security::set_volume_ownership(&dir, gid, false)
+                        if !fsgroup::volume_ownership_matches(&dir, gid, false) {
+                            fsgroup::set_volume_ownership(&dir, gid, false)
                                 .map_err(io_err("setting fsGroup ownership of", &dir))?;
                         }
                     }
@@ -281,7 +281,7 @@ impl VolumeManager {
                     // read-only mask); writing them so keeps an unchanged payload unchanged.
                     if fs_group.is_some() {
                         for file in payload.values_mut() {
-                            file.mode = security::fs_group_file_mode(file.mode, true);
+                            file.mode = fsgroup::fs_group_file_mode(file.mode, true);
                         }
                     }
                     let dir = pod_dir.join(plugin).join(name);
@@ -292,7 +292,7 @@ impl VolumeManager {
                     // kubelet re-applies the ownership to the whole volume on every new
                     // version (no change policy for these plugins), before the swap.
                     let set_perms = || match fs_group {
-                        Some(gid) => security::set_volume_ownership(&dir, gid, true),
+                        Some(gid) => fsgroup::set_volume_ownership(&dir, gid, true),
                         None => Ok(()),
                     };
                     atomic::write_with(&dir, &payload, set_perms).map_err(|source| {
@@ -514,6 +514,36 @@ fn remove_tree_one_fs(dir: &Path) -> io::Result<()> {
     }
     walk(dir, dev)?;
     fs::remove_dir(dir)
+}
+
+/// Reads the config maps and secrets the pod's volumes refer to.
+pub async fn fetch_objects(api: &dyn PodApi, pod: &Pod) -> Result<Objects, VolumeError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let (maps, secrets) = sources::referenced(pod);
+    let mut out = Objects::default();
+    for name in maps {
+        let v = api
+            .get_config_map(&ns, &name)
+            .await
+            .map_err(|source| VolumeError::Fetch {
+                kind: "configmap",
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
+        out.config_maps.insert(name, v);
+    }
+    for name in secrets {
+        let v = api
+            .get_secret(&ns, &name)
+            .await
+            .map_err(|source| VolumeError::Fetch {
+                kind: "secret",
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
+        out.secrets.insert(name, v);
+    }
+    Ok(out)
 }
 
 /// Unmounts every volume mount below `<state_dir>/volumes` (for `peapod reset`, after the
