@@ -8,11 +8,11 @@ use std::sync::Arc;
 use api::validation::parse_quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 
-use crate::apiclient::PodApi;
-use crate::clock::Clock;
-use crate::events::{EventRecorder, EventType};
 use crate::qos::qos_class;
-use crate::security::{is_safe_sysctl, pod_requests, pod_sysctls};
+use containerspec::{is_safe_sysctl, pod_requests, pod_sysctls};
+use podapi::Clock;
+use podapi::PodApi;
+use podapi::{EventRecorder, EventType};
 
 /// A pod kubelet refuses to run (the pod ends `Failed` with this reason and message).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,21 +16,19 @@ use api::validation::parse_quantity;
 use crilog::pod_log_dir;
 
 use crate::admission::{admission_check, Allocatable, Rejecter};
-use crate::apiclient::{KubePodApi, PodApi};
-use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentConfig, AgentError};
-use crate::events::EventRecorder;
 use crate::eviction;
-use crate::logs::RuntimeLiveness;
 use crate::machine::{HostMachine, Machine, MachineFacts};
 use crate::network::{self, PodNetwork};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
-use crate::podcache::PodCache;
-use crate::router::router;
-use crate::server::{self, NodeApiState};
-use crate::staticpods::{self, Change, FileSource, MirrorStatusApi, StaticPods};
-use crate::volumes::VolumeManager;
 use crate::worker::{NodeFacts, PodWorker, WorkerDeps};
+use nodeapi::{router, NodeApiState, RuntimeLiveness};
+use podapi::EventRecorder;
+use podapi::PodCache;
+use podapi::{Clock, SystemClock};
+use podapi::{KubePodApi, PodApi};
+use staticpods::{Change, FileSource, MirrorStatusApi, StaticPods};
+use volumes::VolumeManager;
 
 /// One worker: its task and the channel carrying the latest pod (`None`: gone from the API).
 struct WorkerHandle {
@@ -310,7 +308,7 @@ pub async fn run(
             source,
         })?
         .port();
-    let tls = server::tls_config(&config.node_api_tls.0, &config.node_api_tls.1)?;
+    let tls = nodeapi::tls_config(&config.node_api_tls.0, &config.node_api_tls.1)?;
     let pods: PodCache = Default::default();
     let api_state = NodeApiState {
         pods: pods.clone(),
@@ -319,7 +317,7 @@ pub async fn run(
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
     };
-    let server_task = tokio::spawn(server::serve(
+    let server_task = tokio::spawn(nodeapi::serve(
         listener,
         tls,
         router(api_state),

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::network::NetworkConfig;
-use crate::server::TlsError;
+use nodeapi::TlsError;
 
 /// How `peapod up` and `peapod agent` configure the node agent.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use crilog::pod_log_dir;
 use runtime::RuntimeService;
 
 use crate::admission::{Rejecter, Rejection};
-use crate::podcache::PodCache;
+use podapi::PodCache;
 
 /// kubelet's `evictionMonitoringPeriod`.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);

@@ -1,37 +1,26 @@
-//! The node agent ("kubelet"): registers the Node, keeps its status and Lease fresh, runs
-//! the pods bound to it through the CRI-shaped `runtime::RuntimeService`, reports their
-//! status and events through the Kubernetes API, and serves container logs on the node API.
+//! The node agent ("kubelet"): registers the Node, keeps its status and Lease fresh, admits
+//! the pods bound to it, runs each through a pod worker over the CRI-shaped
+//! `runtime::RuntimeService`, evicts pods over their local storage limits, and reports
+//! status and events through the Kubernetes API. Its parts with their own interface live in
+//! their own crates: the node API (`nodeapi`), probes and hooks (`probes`), volumes
+//! (`volumes`), static pods (`staticpods`), container configs (`containerspec`) and the
+//! API seam they share (`podapi`); this crate wires them together.
 
 mod admission;
 mod agent;
-pub mod apiclient;
-pub mod backoff;
-pub mod clock;
+mod backoff;
 mod config;
-pub mod containerspec;
-pub mod dnsconfig;
-pub mod events;
-pub mod eviction;
-pub mod expand;
-pub mod hooks;
-pub mod logs;
-pub mod machine;
+mod dnsconfig;
+mod eviction;
+mod machine;
 pub mod network;
-pub mod nodestatus;
-pub mod podcache;
-pub mod podstatus;
-pub mod probe;
-pub mod qos;
-mod router;
-pub mod security;
-pub mod server;
-pub mod staticpods;
-pub mod streaming;
-pub mod termination;
+mod nodestatus;
+mod podstatus;
+mod qos;
+mod termination;
 #[cfg(test)]
 mod testsupport;
-pub mod volumes;
-pub mod worker;
+mod worker;
 
 pub use agent::run;
 pub use config::{AgentConfig, AgentError};

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
 use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
 use serde_json::{json, Map, Value};
 
-use crate::clock::Clock;
-use crate::events::{EventRecorder, EventType};
+use podapi::Clock;
+use podapi::{EventRecorder, EventType};
 
 /// The interface name kubelet asks for (`CNI_IFNAME`).
 pub const POD_IFNAME: &str = "eth0";

@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::clock::api_time;
 use crate::machine::MachineFacts;
+use podapi::api_time;
 
 /// The kubelet version peapod's agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0";

@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::{
 };
 use runtime::ContainerState as RtState;
 
-use crate::clock::api_time;
-use crate::probe::ProbeView;
 use crate::qos::qos_class;
+use podapi::api_time;
+use probes::ProbeView;
 
 /// Why a container is not running right now (kubelet's waiting reason and message).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use runtime::{
     PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
 };
 
-use crate::apiclient::{ApiError, PodApi};
-use crate::clock::Clock;
+use podapi::Clock;
+use podapi::{ApiError, PodApi};
 
 /// A clock tests move by hand.
 #[derive(Clone)]

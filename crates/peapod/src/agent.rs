@@ -23,7 +23,7 @@ pub struct StaticPodSettings {
 /// `staticPodPath` (kubelet's flags override the config file).
 pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSettings> {
     let config = match &args.config {
-        Some(file) => node::staticpods::load_kubelet_config(file)
+        Some(file) => staticpods::load_kubelet_config(file)
             .with_context(|| format!("loading the kubelet configuration {}", file.display()))?,
         None => Default::default(),
     };

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
 
-use crate::apiclient::PodApi;
-use crate::clock::Clock;
-use crate::events::{EventRecorder, EventType};
 use crate::network::PodNetwork;
-use crate::volumes::VolumeManager;
+use podapi::Clock;
+use podapi::PodApi;
+use podapi::{EventRecorder, EventType};
+use volumes::VolumeManager;
 
 /// How long one sandbox listing serves every worker (kubelet's PLEG relist period).
 pub const RELIST: Duration = Duration::from_secs(1);

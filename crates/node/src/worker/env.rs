@@ -9,9 +9,9 @@ use runtime::PodSandboxConfig;
 
 use super::deps::WorkerDeps;
 use super::plan::pod_key;
-use crate::apiclient::ApiError;
-use crate::containerspec::{self, EnvSources, PodContext};
-use crate::{dnsconfig, network, security};
+use crate::{dnsconfig, network};
+use containerspec::{EnvSources, PodContext};
+use podapi::ApiError;
 
 /// The runtime's config for attempt `attempt` of the pod's sandbox.
 pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxConfig {
@@ -51,9 +51,9 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
             pod,
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         ),
-        share_process_namespace: security::share_process_namespace(pod),
-        sysctls: security::pod_sysctls(pod),
-        resources: spec.map(security::pod_resources).unwrap_or_default(),
+        share_process_namespace: containerspec::share_process_namespace(pod),
+        sysctls: containerspec::pod_sysctls(pod),
+        resources: spec.map(containerspec::pod_resources).unwrap_or_default(),
     }
 }
 

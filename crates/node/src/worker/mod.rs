@@ -20,16 +20,17 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use runtime::ContainerState;
 
-pub use deps::{NodeFacts, SandboxCache, WorkerDeps, RELIST};
-pub use plan::{grace_period, plan, Action, Observed, Plan, MIN_GRACE, RESYNC};
-pub use start::{pull_policy, waiting_for_runtime_error, StartError, StartStage};
-pub use state::{Lifecycle, PodVolumeState, WorkerState};
+pub use deps::{NodeFacts, WorkerDeps};
 
-use crate::events::EventType;
 use crate::podstatus::attempts_of;
-use crate::probe::PodProber;
 use observe::{observe, pod_net};
-use plan::{api_phase, is_deleting, min_requeue, pod_key, spec_container};
+use plan::{
+    api_phase, is_deleting, min_requeue, plan, pod_key, spec_container, Action, Observed, Plan,
+    MIN_GRACE, RESYNC,
+};
+use podapi::EventType;
+use probes::PodProber;
+use state::{Lifecycle, WorkerState};
 use status::{refresh_probes, write_status};
 use volumes::{ensure_volumes, teardown_volumes};
 
@@ -50,15 +51,6 @@ impl PodWorker {
             state: WorkerState::new(pod),
             prober: PodProber::default(),
         }
-    }
-
-    /// Reads what the runtime holds for the pod.
-    pub async fn observe(
-        &mut self,
-        deps: &WorkerDeps,
-        pod: &Pod,
-    ) -> Result<Observed, runtime::RuntimeError> {
-        observe(deps, &mut self.state, pod).await
     }
 
     /// One sync of a pod that exists in the API; returns when to sync again (`None`: only

@@ -12,9 +12,9 @@ use super::plan::{pod_key, spec_container, spec_containers, Observed};
 use super::state::WorkerState;
 use crate::network;
 use crate::podstatus::init_containers;
-use crate::probe::net::Dialer;
-use crate::probe::PodNet;
 use crate::termination;
+use probes::Dialer;
+use probes::PodNet;
 
 /// Reads what the runtime holds for the pod, remembering how its images are shown.
 pub async fn observe(

@@ -16,7 +16,7 @@ use crate::backoff::go_duration;
 use crate::podstatus::{
     attempts_of, init_containers, is_sidecar, restart_policy, should_restart, Waiting,
 };
-use crate::probe::{ProbeKind, Target};
+use probes::{ProbeKind, Target};
 
 /// How often a live pod is re-observed, like kubelet's PLEG relist period.
 pub const RESYNC: Duration = Duration::from_secs(1);

@@ -15,14 +15,14 @@ use super::observe::pod_net_of;
 use super::plan::grace_period;
 use super::state::WorkerState;
 use super::volumes::apply_volume_mounts;
-use crate::apiclient::ApiError;
 use crate::backoff::go_duration;
-use crate::containerspec::{self, BuildInput, ContainerSpecError};
-use crate::events::EventType;
-use crate::hooks::{self, Hook, HookError};
 use crate::podstatus::Waiting;
-use crate::volumes::VolumeError;
 use crate::{network, termination};
+use containerspec::{BuildInput, ContainerSpecError};
+use podapi::ApiError;
+use podapi::EventType;
+use probes::{run_hook, Hook, HookError};
+use volumes::VolumeError;
 
 /// How long after a failed `RunPodSandbox` the pod is synced again.
 const SANDBOX_RETRY: Duration = Duration::from_secs(10);
@@ -300,7 +300,7 @@ async fn post_start(
         .unwrap_or_default();
     let net = pod_net_of(deps, pod, &sandboxes, sandbox_id);
     let grace = grace_period(pod);
-    let Err(err) = hooks::run(
+    let Err(err) = run_hook(
         deps.runtime.as_ref(),
         pod,
         container,

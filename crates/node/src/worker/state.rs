@@ -9,7 +9,7 @@ use runtime::ImageInfo;
 
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
-use crate::probe::{KillRequest, ProbeView};
+use probes::{KillRequest, ProbeView};
 
 /// Where the worker is in the pod's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::plan::{pod_key, probe_targets, Observed};
 use super::state::WorkerState;
 use crate::network;
 use crate::podstatus::{pod_status, StatusInput};
-use crate::probe::{PodProber, ProbeDeps, ProbeView};
+use probes::{PodProber, ProbeDeps, ProbeView};
 
 /// Starts and stops probe tasks to match the running containers and takes the probers'
 /// current results into the state.

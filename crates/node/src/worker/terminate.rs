@@ -15,11 +15,11 @@ use super::plan::{grace_period, pod_key, spec_container, Observed, MIN_GRACE, RE
 use super::state::{Lifecycle, WorkerState};
 use super::status::write_status;
 use super::volumes::teardown_volumes;
-use crate::events::EventType;
-use crate::hooks::{self, Hook};
 use crate::network;
 use crate::podstatus::{init_containers, is_sidecar};
-use crate::probe::{PodNet, PodProber};
+use podapi::EventType;
+use probes::{run_hook, Hook};
+use probes::{PodNet, PodProber};
 
 /// Stops one container as kubelet's killContainer does: `Killing` event, the preStop hook
 /// (which counts against the grace period), then the stop signal with what is left of it
@@ -49,7 +49,7 @@ pub async fn kill_one(
             let started = Instant::now();
             let result = tokio::time::timeout(
                 grace,
-                hooks::run(deps.runtime.as_ref(), pod, spec, &c.id, handler, net, grace),
+                run_hook(deps.runtime.as_ref(), pod, spec, &c.id, handler, net, grace),
             )
             .await;
             let failure = match result {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Container, PodStatus};
 use serde_json::json;
 
+use super::start::pull_policy;
 use super::*;
-use crate::clock::Clock;
-use crate::events::EventRecorder;
-use crate::probe::ProbeKind;
 use crate::testsupport::{FakeApi, FakeClock, FakeRuntime};
+use podapi::Clock;
+use podapi::EventRecorder;
+use probes::ProbeKind;
 
 struct Harness {
     env: WorkerDeps,
@@ -40,10 +41,10 @@ fn harness() -> Harness {
         log_root: dir.path().join("logs"),
         sandboxes: Default::default(),
         network: None,
-        volumes: Arc::new(crate::volumes::VolumeManager::new(
+        volumes: Arc::new(::volumes::VolumeManager::new(
             dir.path().join("volumes"),
-            Arc::new(crate::volumes::HostMounter),
-            crate::volumes::DEFAULT_SYNC_PERIOD,
+            Arc::new(::volumes::HostMounter),
+            ::volumes::DEFAULT_SYNC_PERIOD,
         )),
     };
     Harness {
@@ -314,7 +315,7 @@ async fn delete_kills_with_grace_then_deletes() {
     let mut w = PodWorker::new(&p);
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
-    p.metadata.deletion_timestamp = Some(crate::clock::api_time(h.clock.now()));
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
     p.metadata.deletion_grace_period_seconds = Some(17);
     assert_eq!(w.sync(&h.env, &p).await, None);
     let calls = h.rt.calls();
@@ -727,7 +728,7 @@ async fn readiness_and_startup_gate_ready() {
     assert_eq!(cond_status(&s, "Ready"), "True");
     // Deleting: not ready first, then killed.
     p = with_status(p, &h.api);
-    p.metadata.deletion_timestamp = Some(crate::clock::api_time(h.clock.now()));
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
     w.sync(&h.env, &p).await;
     let statuses = h.api.lock().statuses.clone();
     let before_last = &statuses[statuses.len() - 2];
@@ -772,7 +773,7 @@ async fn post_start_failure_kills_and_pre_stop_runs_before_stop() {
     let mut p = with_status(p, &h.api);
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
-    p.metadata.deletion_timestamp = Some(crate::clock::api_time(h.clock.now()));
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
     w.sync(&h.env, &p).await;
     let calls = h.rt.calls();
     let bye = calls

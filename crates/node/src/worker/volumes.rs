@@ -9,8 +9,8 @@ use runtime::ContainerConfig;
 use super::deps::WorkerDeps;
 use super::env::volume_context;
 use super::state::PodVolumeState;
-use crate::events::EventType;
-use crate::volumes::{fetch_objects, VolumeError};
+use podapi::EventType;
+use volumes::{fetch_objects, VolumeError};
 
 fn elapsed(since: Timestamp, now: Timestamp) -> std::time::Duration {
     let ms = now.as_millisecond().saturating_sub(since.as_millisecond());

@@ -22,7 +22,7 @@ use serde_json::Value;
 use sha2::Digest;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::apiclient::{ApiError, PodApi};
+use podapi::{ApiError, PodApi};
 
 /// Which source a pod came from (`file` for static pods, `api` otherwise).
 pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
@@ -1242,7 +1242,7 @@ mod tests {
         let good = with_uid(mirror_pod(&statics[0], "n1", "x"), "ma");
         let stale = with_uid(mirror_pod(&static_pod("b-n1", "hb1"), "n1", "x"), "mb");
         let mut deleting = with_uid(mirror_pod(&statics[2], "n1", "x"), "mc");
-        deleting.metadata.deletion_timestamp = Some(crate::clock::api_time(
+        deleting.metadata.deletion_timestamp = Some(podapi::api_time(
             jiff::Timestamp::from_second(1).expect("time"),
         ));
         let orphan = with_uid(mirror_pod(&static_pod("gone-n1", "hg"), "n1", "x"), "mg");

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::net::Dialer;
+use crate::net::Dialer;
 
 /// What the call came to, in kubelet's words.
 #[derive(Debug, Clone, PartialEq, Eq)]

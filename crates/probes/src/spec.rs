@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::http;
+use crate::http;
 
 /// The three probe kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,8 +21,6 @@ const HEADERS: u16 = 8;
 const WINDOW_UPDATE: u16 = 9;
 /// FLAG_FIN on data, SYN_STREAM and SYN_REPLY frames.
 pub const FLAG_FIN: u8 = 0x01;
-/// RST_STREAM status CANCEL.
-pub const CANCEL: u32 = 5;
 /// SETTINGS id of the initial per-stream window.
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 
@@ -487,6 +485,9 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RST_STREAM status CANCEL.
+    const CANCEL: u32 = 5;
 
     fn adler32(data: &[u8]) -> u32 {
         let (mut a, mut b) = (1u32, 0u32);

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
 use runtime::{ContainerConfig, ImageInfo, UserSpec};
 
 use crate::expand::{expand, lookup_in};
-use crate::qos::parse_quantity;
+use api::validation::parse_quantity;
 
 /// Why a container's config could not be built. Kubelet reports all of these as
 /// `CreateContainerConfigError`, except the ones the runtime would reject
@@ -142,7 +142,7 @@ fn config_map_value(map: &ConfigMap, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
-pub(crate) fn field_ref_value(
+pub fn field_ref_value(
     pod: &Pod,
     ctx: &PodContext,
     path: &str,
@@ -191,7 +191,7 @@ pub(crate) fn field_ref_value(
     })
 }
 
-pub(crate) fn resource_field_value(
+pub fn resource_field_value(
     pod: &Pod,
     container: &Container,
     ctx: &PodContext,

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use crate::expand::{expand, lookup_in};
+use containerspec::{expand, lookup_in};
 
 /// Why a subPath could not be prepared.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::spec::{ProbeKind, ProbeSpec};
+use crate::spec::{ProbeKind, ProbeSpec};
 
 /// One probe's counters and its reported result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,8 @@ impl ProbeState {
             .saturating_sub(since(self.started_at, now))
     }
 
+    /// The result last reported (tests).
+    #[cfg(test)]
     pub fn reported(&self) -> Option<bool> {
         self.reported
     }
@@ -102,7 +104,7 @@ impl ProbeState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::spec::Handler;
+    use crate::spec::Handler;
 
     fn spec(delay: u64, success: u32, failure: u32) -> ProbeSpec {
         ProbeSpec {

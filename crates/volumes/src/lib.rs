@@ -8,11 +8,11 @@
 //! removed) when the pod is done, and at startup for pods that no longer exist.
 
 mod atomic;
-pub mod fsgroup;
-pub mod hostpath;
-pub mod mounter;
-pub mod sources;
-pub mod subpath;
+mod fsgroup;
+mod hostpath;
+mod mounter;
+mod sources;
+mod subpath;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -23,17 +23,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::validation::parse_quantity;
+use containerspec::PodContext;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use podapi::PodApi;
 use runtime::Mount;
 
 pub use atomic::{AtomicWriteError, FileProjection, Payload, DATA_DIR};
+pub use hostpath::HostPathError;
 pub use mounter::{HostMounter, Mounter};
 pub use sources::{Objects, Skipped, SourceError};
-
-use api::validation::parse_quantity;
-
-use crate::apiclient::PodApi;
-use crate::containerspec::PodContext;
+pub use subpath::SubPathError;
 
 /// How often configMap, secret and downwardAPI volumes are rewritten from the API. kubelet
 /// resyncs every minute plus its cache TTL; a shorter default makes updates quick to see.
@@ -79,7 +79,7 @@ pub enum VolumeError {
         kind: &'static str,
         name: String,
         #[source]
-        source: Box<crate::apiclient::ApiError>,
+        source: Box<podapi::ApiError>,
     },
     #[error("cannot find volume {volume:?} to mount into container {container:?}")]
     Missing { volume: String, container: String },

@@ -10,11 +10,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::RuntimeService;
 
-use super::execute::{execute, Outcome, PodNet};
-use super::spec::{ProbeKind, ProbeSpec};
-use super::state::ProbeState;
-use crate::clock::Clock;
-use crate::events::{EventRecorder, EventType};
+use crate::execute::{execute, Outcome, PodNet};
+use crate::spec::{ProbeKind, ProbeSpec};
+use crate::state::ProbeState;
+use podapi::{Clock, EventRecorder, EventType};
 
 /// What the probers say about running containers, by runtime container id. A container
 /// without a startup (readiness) probe is started (ready) as soon as it runs, as kubelet's
@@ -173,7 +172,7 @@ impl PodProber {
     }
 
     /// Sets a reported result by hand (tests of the worker).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn set(&self, id: &str, kind: ProbeKind, ok: bool) {
         let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
         let r = results.entry(id.to_string()).or_default();

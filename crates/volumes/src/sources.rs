@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
 };
 
-use super::atomic::{FileProjection, Payload};
-use crate::containerspec::{self, PodContext};
+use containerspec::{ContainerSpecError, PodContext};
+
+use crate::atomic::{FileProjection, Payload};
 
 /// kubelet's default file mode for API-data volumes (0644).
 pub const DEFAULT_MODE: i32 = 0o644;
@@ -31,7 +32,7 @@ pub enum SourceError {
     DownwardApi {
         path: String,
         #[source]
-        source: Box<containerspec::ContainerSpecError>,
+        source: Box<ContainerSpecError>,
     },
     #[error(
         "downward API volume item {path:?}: resourceFieldRef needs a containerName of this pod"

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crilog::{log_attempts, pod_log_dir};
 
 use crate::logs::{parse_bool, stream_log, ContainerLiveness, LogOptions};
-use crate::podcache::PodCache;
+use podapi::PodCache;
 
 /// Shared state of the node API.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::net::{dial_error, Dialer};
+use crate::net::{dial_error, Dialer};
 
 /// Bytes of body kept for messages (kubelet reads at most 10 KiB).
 const MAX_BODY: usize = 10 * 1024;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use runtime::RuntimeService;
 
-use super::net::{self, Dialer};
-use super::spec::Handler;
-use super::{grpc, http};
+use crate::net::{self, Dialer};
+use crate::spec::Handler;
+use crate::{grpc, http};
 
 /// One run of a probe, as kubelet's prober classifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]

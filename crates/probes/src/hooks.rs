@@ -8,7 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use runtime::RuntimeService;
 
-use crate::probe::{self, Handler, Outcome, PodNet};
+use crate::execute::{execute, Outcome, PodNet};
+use crate::spec::{http_get, Handler};
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ fn pod_ref(pod: &Pod) -> String {
 }
 
 /// Runs `handler` for container `id` within `timeout`.
-pub async fn run(
+pub async fn run_hook(
     runtime: &dyn RuntimeService,
     pod: &Pod,
     container: &Container,
@@ -81,7 +82,7 @@ pub async fn run(
         let h = Handler::Exec {
             command: command.clone(),
         };
-        return match probe::execute(runtime, id, &h, net, timeout).await {
+        return match execute(runtime, id, &h, net, timeout).await {
             Outcome::Success | Outcome::Warning(_) => Ok(()),
             Outcome::Failure(output) => Err(HookError::Exec {
                 error: format!(
@@ -103,12 +104,12 @@ pub async fn run(
         };
     }
     if let Some(get) = &handler.http_get {
-        let req = probe::http_get(get, container).map_err(|e| HookError::Invalid {
+        let req = http_get(get, container).map_err(|e| HookError::Invalid {
             container: name.clone(),
             error: e.to_string(),
         })?;
         let path = req.path.clone();
-        return match probe::execute(runtime, id, &Handler::Http(req), net, timeout).await {
+        return match execute(runtime, id, &Handler::Http(req), net, timeout).await {
             Outcome::Success | Outcome::Warning(_) => Ok(()),
             Outcome::Failure(error) | Outcome::Error(error) => Err(HookError::Http {
                 path,

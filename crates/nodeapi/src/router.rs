@@ -61,12 +61,12 @@ mod tests {
 
     use super::*;
     use crate::logs::ContainerLiveness;
-    use crate::podcache::PodCache;
     use async_trait::async_trait;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use jiff::Timestamp;
     use k8s_openapi::api::core::v1::Pod;
+    use podapi::PodCache;
     use serde_json::json;
     use tower::ServiceExt;
 

@@ -22,17 +22,6 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
 }
 
-/// Failures while reading a log file.
-#[derive(Debug, thiserror::Error)]
-pub enum LogReadError {
-    #[error("reading log file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
 pub fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
     let Some(tail) = tail else { return 0 };
@@ -94,25 +83,6 @@ pub fn format_lines(data: &[u8], opts: &LogOptions, budget: &mut Option<u64>) ->
         out.extend_from_slice(&piece);
     }
     (out, consumed)
-}
-
-/// Reads a whole log file at once (no follow).
-pub fn read_log(path: &Path, opts: &LogOptions) -> Result<Vec<u8>, LogReadError> {
-    let data = std::fs::read(path).map_err(|source| LogReadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let start = tail_offset(&data, opts.tail_lines);
-    let mut budget = opts.limit_bytes;
-    let (mut out, consumed) = format_lines(&data[start..], opts, &mut budget);
-    // A last line without newline (file being written) is still shown, as kubelet does.
-    let rest = &data[start + consumed..];
-    if !rest.is_empty() && budget != Some(0) {
-        let mut line = rest.to_vec();
-        line.push(b'\n');
-        out.extend(format_lines(&line, opts, &mut budget).0);
-    }
-    Ok(out)
 }
 
 /// Whether the container writing a log file still runs (so `follow` should keep waiting).
@@ -235,6 +205,22 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads a whole log file at once (no follow).
+    fn read_log(path: &Path, opts: &LogOptions) -> std::io::Result<Vec<u8>> {
+        let data = std::fs::read(path)?;
+        let start = tail_offset(&data, opts.tail_lines);
+        let mut budget = opts.limit_bytes;
+        let (mut out, consumed) = format_lines(&data[start..], opts, &mut budget);
+        // A last line without newline (file being written) is still shown, as kubelet does.
+        let rest = &data[start + consumed..];
+        if !rest.is_empty() && budget != Some(0) {
+            let mut line = rest.to_vec();
+            line.push(b'\n');
+            out.extend(format_lines(&line, opts, &mut budget).0);
+        }
+        Ok(out)
+    }
     use crilog::{format_line, Stream};
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
