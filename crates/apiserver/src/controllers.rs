@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -32,20 +34,20 @@ pub fn spawn(registry: Registry) -> Vec<JoinHandle<()>> {
 pub(crate) async fn run_loop(
     registry: Registry,
     resources: &'static [&'static str],
-    step: fn(&Registry),
+    step: for<'a> fn(&'a Registry) -> BoxFuture<'a, ()>,
 ) {
     loop {
-        let rv = registry.store.current_resource_version().unwrap_or(0);
+        let rv = registry.store.current_resource_version().await.unwrap_or(0);
         let mut watches = Vec::new();
         for r in resources {
-            match registry.store.watch("", r, None, rv) {
+            match registry.store.watch("", r, None, rv).await {
                 Ok(w) => watches.push(w),
                 Err(e) => tracing::warn!(error = %e, "controller watch failed"),
             }
         }
-        step(&registry);
+        step(&registry).await;
         loop {
-            let next = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.next())));
+            let next = futures::future::select_all(watches.iter_mut().map(|w| w.next()));
             let broken = tokio::select! {
                 (ev, _, _) = next => !matches!(ev, Some(Ok(_))),
                 _ = tokio::time::sleep(RESYNC) => false,
@@ -55,7 +57,7 @@ pub(crate) async fn run_loop(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 break;
             }
-            step(&registry);
+            step(&registry).await;
         }
     }
 }
@@ -196,7 +198,7 @@ fn needs_scheduling(pod: &Value) -> bool {
 }
 
 /// Records a core/v1 Event about `obj` (as client-go's recorder does for controllers).
-pub fn record_event(
+pub async fn record_event(
     registry: &Registry,
     obj: &Value,
     type_: &str,
@@ -235,28 +237,33 @@ pub fn record_event(
         field_validation: crate::request::FieldValidation::Ignore,
         ..Default::default()
     };
-    registry.create(events, Some(ns), event, &opts).map(|_| ())
+    registry
+        .create(events, Some(ns), event, &opts)
+        .await
+        .map(|_| ())
 }
 
 /// One scheduling pass over every pending pod.
-pub fn schedule_all(registry: &Registry) {
-    if let Err(e) = try_schedule_all(registry) {
-        tracing::warn!(error = %crate::error::error_chain(&e), "scheduler pass failed");
-    }
+pub fn schedule_all(registry: &Registry) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        if let Err(e) = try_schedule_all(registry).await {
+            tracing::warn!(error = %crate::error::error_chain(&e), "scheduler pass failed");
+        }
+    })
 }
 
-fn try_schedule_all(registry: &Registry) -> Result<(), ApiError> {
+async fn try_schedule_all(registry: &Registry) -> Result<(), ApiError> {
     let (Some(pods_info), Some(nodes_info)) = (core("pods"), core("nodes")) else {
         return Ok(());
     };
     let all = crate::objects::Selectors::default();
-    let (pods, _) = registry.list(pods_info, None, &all)?;
-    let (nodes, _) = registry.list(nodes_info, None, &all)?;
+    let (pods, _) = registry.list(pods_info, None, &all).await?;
+    let (nodes, _) = registry.list(nodes_info, None, &all).await?;
     for pod in pods.iter().filter(|p| needs_scheduling(p)) {
         let ns = str_at(pod, "/metadata/namespace").unwrap_or("");
         let name = name_of(pod);
         match choose_node(pod, &nodes, &pods) {
-            Ok(node) => match registry.bind(ns, name, &node, false) {
+            Ok(node) => match registry.bind(ns, name, &node, false).await {
                 Ok(bound) => {
                     let msg = format!("Successfully assigned {ns}/{name} to {node}");
                     record_event(
@@ -266,20 +273,21 @@ fn try_schedule_all(registry: &Registry) -> Result<(), ApiError> {
                         "Scheduled",
                         &msg,
                         "default-scheduler",
-                    )?;
+                    )
+                    .await?;
                 }
                 // Bound or deleted meanwhile: the next pass sees the new state.
                 Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             },
-            Err(msg) => mark_unschedulable(registry, pod, &msg)?,
+            Err(msg) => mark_unschedulable(registry, pod, &msg).await?,
         }
     }
     Ok(())
 }
 
 /// PodScheduled=False/Unschedulable plus one FailedScheduling event per distinct message.
-fn mark_unschedulable(registry: &Registry, pod: &Value, msg: &str) -> Result<(), ApiError> {
+async fn mark_unschedulable(registry: &Registry, pod: &Value, msg: &str) -> Result<(), ApiError> {
     let already = pod
         .pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -303,39 +311,47 @@ fn mark_unschedulable(registry: &Registry, pod: &Value, msg: &str) -> Result<(),
         json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
                "lastTransitionTime": now(), "reason": "Unschedulable", "message": msg}),
     );
-    match registry.update(
-        info,
-        Some(ns),
-        name_of(pod),
-        new,
-        true,
-        &WriteOptions::default(),
-    ) {
-        Ok(w) => record_event(
-            registry,
-            &w.object,
-            "Warning",
-            "FailedScheduling",
-            msg,
-            "default-scheduler",
-        ),
+    match registry
+        .update(
+            info,
+            Some(ns),
+            name_of(pod),
+            new,
+            true,
+            &WriteOptions::default(),
+        )
+        .await
+    {
+        Ok(w) => {
+            record_event(
+                registry,
+                &w.object,
+                "Warning",
+                "FailedScheduling",
+                msg,
+                "default-scheduler",
+            )
+            .await
+        }
         Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 /// One pass of the namespace controller.
-pub fn finish_namespaces(registry: &Registry) {
-    if let Err(e) = try_finish_namespaces(registry) {
-        tracing::warn!(error = %crate::error::error_chain(&e), "namespace controller pass failed");
-    }
+pub fn finish_namespaces(registry: &Registry) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        if let Err(e) = try_finish_namespaces(registry).await {
+            tracing::warn!(error = %crate::error::error_chain(&e), "namespace controller pass failed");
+        }
+    })
 }
 
-fn try_finish_namespaces(registry: &Registry) -> Result<(), ApiError> {
+async fn try_finish_namespaces(registry: &Registry) -> Result<(), ApiError> {
     let Some(ns_info) = core("namespaces") else {
         return Ok(());
     };
-    let (namespaces, _) = registry.list(ns_info, None, &Default::default())?;
+    let (namespaces, _) = registry.list(ns_info, None, &Default::default()).await?;
     for ns in namespaces
         .iter()
         .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
@@ -343,13 +359,17 @@ fn try_finish_namespaces(registry: &Registry) -> Result<(), ApiError> {
         let ns_name = name_of(ns);
         let mut remaining = 0usize;
         for info in api::resources::all().iter().filter(|r| r.namespaced) {
-            let (items, _) = registry.list(info, Some(ns_name), &Default::default())?;
+            let (items, _) = registry
+                .list(info, Some(ns_name), &Default::default())
+                .await?;
             for obj in &items {
                 remaining += 1;
                 if obj.pointer("/metadata/deletionTimestamp").is_some() {
                     continue;
                 }
-                match registry.delete(info, Some(ns_name), name_of(obj), &DeleteOptions::default())
+                match registry
+                    .delete(info, Some(ns_name), name_of(obj), &DeleteOptions::default())
+                    .await
                 {
                     Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
                     Err(e) => return Err(e),
@@ -367,7 +387,7 @@ fn try_finish_namespaces(registry: &Registry) -> Result<(), ApiError> {
         {
             list.retain(|f| f != "kubernetes");
         }
-        match registry.finalize_namespace(ns_name, body, false) {
+        match registry.finalize_namespace(ns_name, body, false).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
@@ -285,26 +286,28 @@ fn owner_ref(svc: &Value) -> Value {
 }
 
 /// One pass over every Service with a selector.
-pub fn reconcile_all(registry: &Registry) {
-    if let Err(e) = try_reconcile_all(registry) {
-        tracing::warn!(error = %crate::error::error_chain(&e), "endpoints controller pass failed");
-    }
+pub fn reconcile_all(registry: &Registry) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        if let Err(e) = try_reconcile_all(registry).await {
+            tracing::warn!(error = %crate::error::error_chain(&e), "endpoints controller pass failed");
+        }
+    })
 }
 
 fn lookup(group: &str, plural: &str) -> Result<&'static api::resources::ResourceInfo, ApiError> {
     api::resources::lookup(group, plural).ok_or(ApiError::PathNotFound)
 }
 
-fn try_reconcile_all(registry: &Registry) -> Result<(), ApiError> {
+async fn try_reconcile_all(registry: &Registry) -> Result<(), ApiError> {
     let svc_info = lookup("", "services")?;
     let pod_info = lookup("", "pods")?;
     let ep_info = lookup("", "endpoints")?;
     let slice_info = lookup("discovery.k8s.io", "endpointslices")?;
     let all = Selectors::default();
-    let (services, _) = registry.list(svc_info, None, &all)?;
-    let (pods, _) = registry.list(pod_info, None, &all)?;
-    let (endpoints, _) = registry.list(ep_info, None, &all)?;
-    let (slices, _) = registry.list(slice_info, None, &all)?;
+    let (services, _) = registry.list(svc_info, None, &all).await?;
+    let (pods, _) = registry.list(pod_info, None, &all).await?;
+    let (endpoints, _) = registry.list(ep_info, None, &all).await?;
+    let (slices, _) = registry.list(slice_info, None, &all).await?;
     let key = |o: &Value| {
         (
             str_at(o, "/metadata/namespace").unwrap_or("").to_string(),
@@ -324,14 +327,15 @@ fn try_reconcile_all(registry: &Registry) -> Result<(), ApiError> {
     let existing: BTreeMap<(String, String), &Value> =
         endpoints.iter().map(|e| (key(e), e)).collect();
     for (k, svc) in &selected {
-        let result = sync_endpoints(registry, ep_info, svc, existing.get(k).copied(), &pods)
-            .and_then(|()| {
-                let mine: Vec<&Value> = slices
-                    .iter()
-                    .filter(|s| managed_slice_of(s) == Some((k.0.as_str(), k.1.as_str())))
-                    .collect();
-                sync_slices(registry, slice_info, svc, &mine, &pods)
-            });
+        let mut result =
+            sync_endpoints(registry, ep_info, svc, existing.get(k).copied(), &pods).await;
+        if result.is_ok() {
+            let mine: Vec<&Value> = slices
+                .iter()
+                .filter(|s| managed_slice_of(s) == Some((k.0.as_str(), k.1.as_str())))
+                .collect();
+            result = sync_slices(registry, slice_info, svc, &mine, &pods).await;
+        }
         match result {
             // Another writer or a concurrent delete: the next pass sees the new state.
             Ok(()) | Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
@@ -347,26 +351,29 @@ fn try_reconcile_all(registry: &Registry) -> Result<(), ApiError> {
         let owned = str_at(ep, "/metadata/labels/endpoints.kubernetes.io~1managed-by")
             == Some(ENDPOINTS_MANAGED_BY);
         if owned && !service_names.contains(&k) {
-            delete_quietly(registry, ep_info, &k.0, &k.1)?;
+            delete_quietly(registry, ep_info, &k.0, &k.1).await?;
         }
     }
     for s in &slices {
         if let Some((ns, svc)) = managed_slice_of(s) {
             if !selected.contains_key(&(ns.to_string(), svc.to_string())) {
-                delete_quietly(registry, slice_info, ns, name_of(s))?;
+                delete_quietly(registry, slice_info, ns, name_of(s)).await?;
             }
         }
     }
     Ok(())
 }
 
-fn delete_quietly(
+async fn delete_quietly(
     registry: &Registry,
     info: &api::resources::ResourceInfo,
     ns: &str,
     name: &str,
 ) -> Result<(), ApiError> {
-    match registry.delete(info, Some(ns), name, &DeleteOptions::default()) {
+    match registry
+        .delete(info, Some(ns), name, &DeleteOptions::default())
+        .await
+    {
         Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -384,7 +391,7 @@ fn managed_slice_of(slice: &Value) -> Option<(&str, &str)> {
     ))
 }
 
-fn sync_endpoints(
+async fn sync_endpoints(
     registry: &Registry,
     info: &api::resources::ResourceInfo,
     svc: &Value,
@@ -411,6 +418,7 @@ fn sync_endpoints(
     match current {
         None => registry
             .create(info, Some(ns), body, &write_opts())
+            .await
             .map(|_| ()),
         Some(cur) => {
             let cur_subsets = cur.get("subsets").cloned().unwrap_or(json!(null));
@@ -427,12 +435,13 @@ fn sync_endpoints(
             }
             registry
                 .update(info, Some(ns), name, body, false, &write_opts())
+                .await
                 .map(|_| ())
         }
     }
 }
 
-fn sync_slices(
+async fn sync_slices(
     registry: &Registry,
     info: &api::resources::ResourceInfo,
     svc: &Value,
@@ -464,7 +473,7 @@ fn sync_slices(
         match pos.map(|i| unused.remove(i)) {
             None => {
                 body["metadata"]["generateName"] = json!(format!("{name}-"));
-                registry.create(info, Some(ns), body, &write_opts())?;
+                registry.create(info, Some(ns), body, &write_opts()).await?;
             }
             Some(cur) => {
                 let same = cur.get("endpoints").cloned().unwrap_or(json!([])) == body["endpoints"]
@@ -478,12 +487,14 @@ fn sync_slices(
                 if let Some(rv) = cur.pointer("/metadata/resourceVersion") {
                     body["metadata"]["resourceVersion"] = rv.clone();
                 }
-                registry.update(info, Some(ns), &slice_name, body, false, &write_opts())?;
+                registry
+                    .update(info, Some(ns), &slice_name, body, false, &write_opts())
+                    .await?;
             }
         }
     }
     for extra in unused {
-        delete_quietly(registry, info, ns, name_of(extra))?;
+        delete_quietly(registry, info, ns, name_of(extra)).await?;
     }
     Ok(())
 }
@@ -492,11 +503,12 @@ fn sync_slices(
 /// (reclaiming what a crash leaked), then makes sure the `kubernetes` Service (10.96.0.1)
 /// and the cluster DNS Service `kube-system/kube-dns` (10.96.0.10) exist, so their
 /// addresses are held and visible as in any cluster.
-pub fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
+pub async fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
     let svc_info = lookup("", "services")?;
-    let (services, _) = registry.list(svc_info, None, &Selectors::default())?;
+    let (services, _) = registry.list(svc_info, None, &Selectors::default()).await?;
     allocators::Ranges::default()
         .repair(registry.store.as_ref(), &services)
+        .await
         .map_err(|e| match e {
             allocators::AllocError::Store(s) => ApiError::Store(s),
             other => ApiError::bad_request(other.to_string()),
@@ -519,7 +531,10 @@ pub fn bootstrap(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
         let ns = str_at(&svc, "/metadata/namespace")
             .unwrap_or("default")
             .to_string();
-        match registry.create(svc_info, Some(&ns), svc, &WriteOptions::default()) {
+        match registry
+            .create(svc_info, Some(&ns), svc, &WriteOptions::default())
+            .await
+        {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             // The address is held by a user's Service: keep going without ours.
             Err(ApiError::Invalid { name, .. }) => {

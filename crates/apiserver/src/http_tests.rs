@@ -9,8 +9,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::http::{router, AppState};
+use crate::http::router;
 use crate::objects::Registry;
+use crate::state::AppState;
 
 const TOKEN: &str = "test-token";
 
@@ -20,11 +21,16 @@ struct Harness {
     registry: Registry,
 }
 
-fn harness() -> Harness {
+async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = store::RedbStore::open(&dir.path().join("store.redb")).expect("store");
+    let store = store::RedbStore::open(&dir.path().join("store.redb"))
+        .await
+        .expect("store");
     let registry = Registry::new(Arc::new(store));
-    registry.ensure_system_namespaces().expect("namespaces");
+    registry
+        .ensure_system_namespaces()
+        .await
+        .expect("namespaces");
     let app = router(AppState {
         registry: registry.clone(),
         admin_token: Arc::from(TOKEN),
@@ -111,7 +117,7 @@ fn pod(name: &str) -> Value {
 
 #[tokio::test]
 async fn auth_version_and_health() {
-    let h = harness();
+    let h = harness().await;
     let resp = h
         .app
         .clone()
@@ -138,7 +144,7 @@ async fn auth_version_and_health() {
 
 #[tokio::test]
 async fn discovery_documents() {
-    let h = harness();
+    let h = harness().await;
     let accept =
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     let r = h
@@ -193,7 +199,7 @@ async fn discovery_documents() {
 
 #[tokio::test]
 async fn create_get_list_and_errors() {
-    let h = harness();
+    let h = harness().await;
     let r = h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     let obj = r.body;
@@ -308,7 +314,7 @@ async fn create_get_list_and_errors() {
 
 #[tokio::test]
 async fn update_conflict_status_and_patches() {
-    let h = harness();
+    let h = harness().await;
     let created = h
         .post("/api/v1/namespaces/default/pods", pod("web"))
         .await
@@ -409,7 +415,7 @@ async fn update_conflict_status_and_patches() {
 
 #[tokio::test]
 async fn graceful_pod_deletion_binding_and_finalizers() {
-    let h = harness();
+    let h = harness().await;
     h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     let uri = "/api/v1/namespaces/default/pods/web";
     let r = h
@@ -513,7 +519,7 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
 
 #[tokio::test]
 async fn namespace_lifecycle_and_deletecollection() {
-    let h = harness();
+    let h = harness().await;
     let r = h
         .post(
             "/api/v1/namespaces",
@@ -543,8 +549,8 @@ async fn namespace_lifecycle_and_deletecollection() {
     assert_eq!(r.body["message"], "pods \"c\" is forbidden: unable to create new content in namespace team because it is being terminated");
 
     // One controller pass empties it, the next removes it.
-    crate::controllers::finish_namespaces(&h.registry);
-    crate::controllers::finish_namespaces(&h.registry);
+    crate::controllers::finish_namespaces(&h.registry).await;
+    crate::controllers::finish_namespaces(&h.registry).await;
     assert_eq!(
         h.get("/api/v1/namespaces/team").await.code,
         StatusCode::NOT_FOUND
@@ -558,7 +564,7 @@ async fn namespace_lifecycle_and_deletecollection() {
 
 #[tokio::test]
 async fn scheduler_binds_to_ready_node_and_records_event() {
-    let h = harness();
+    let h = harness().await;
     h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     h.post(
         "/api/v1/nodes",
@@ -566,7 +572,7 @@ async fn scheduler_binds_to_ready_node_and_records_event() {
                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
     )
     .await;
-    crate::controllers::schedule_all(&h.registry);
+    crate::controllers::schedule_all(&h.registry).await;
     let p = h.get("/api/v1/namespaces/default/pods/web").await.body;
     assert_eq!(p["spec"]["nodeName"], "n1");
     let ev = h
@@ -581,7 +587,7 @@ async fn scheduler_binds_to_ready_node_and_records_event() {
 
 #[tokio::test]
 async fn watch_stream_over_router() {
-    let h = harness();
+    let h = harness().await;
     h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     let resp = h
         .app
