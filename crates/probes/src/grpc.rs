@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::net::Dialer;
+use crate::net::{DialError, Dialer};
 
 /// What the call came to, in kubelet's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +119,32 @@ pub async fn check(
 }
 
 enum CallError {
-    Connect(String),
+    Connect(ConnectError),
+    /// The server's `grpc-status` and `grpc-message`.
     Rpc(u32, String),
-    Protocol(String),
+    Protocol(ProtocolError),
+}
+
+/// Why the health service could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Lookup(#[source] std::io::Error),
+    #[error(transparent)]
+    Dial(DialError),
+    #[error("{0}")]
+    Handshake(#[source] hyper::Error),
+}
+
+/// Why the health call failed on a connection that was made.
+#[derive(Debug, thiserror::Error)]
+enum ProtocolError {
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("malformed HealthCheckResponse")]
+    MalformedResponse,
 }
 
 async fn call(
@@ -134,15 +157,15 @@ async fn call(
     let addr = dialer
         .resolve(host, port)
         .await
-        .map_err(|e| CallError::Connect(e.to_string()))?;
+        .map_err(|e| CallError::Connect(ConnectError::Lookup(e)))?;
     let stream = dialer
         .connect(addr, timeout)
         .await
-        .map_err(|e| CallError::Connect(super::net::dial_error(addr, &e)))?;
+        .map_err(|source| CallError::Connect(ConnectError::Dial(DialError { addr, source })))?;
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .map_err(|e| CallError::Connect(e.to_string()))?;
+            .map_err(|e| CallError::Connect(ConnectError::Handshake(e)))?;
     tokio::spawn(async move {
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, "grpc probe connection ended");
@@ -156,19 +179,19 @@ async fn call(
     let request = http::Request::post(format!("http://{authority}/grpc.health.v1.Health/Check"))
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
-        .header(http::header::USER_AGENT, super::http::USER_AGENT)
+        .header(http::header::USER_AGENT, crate::http::USER_AGENT)
         .body(Full::new(Bytes::from(encode_request(service))))
-        .map_err(|e| CallError::Protocol(e.to_string()))?;
+        .map_err(|e| CallError::Protocol(ProtocolError::Request(e)))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| CallError::Protocol(e.to_string()))?;
+        .map_err(|e| CallError::Protocol(ProtocolError::Http(e)))?;
     let header_status = grpc_status(response.headers());
     let collected = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| CallError::Protocol(e.to_string()))?;
+        .map_err(|e| CallError::Protocol(ProtocolError::Http(e)))?;
     let trailer_status = collected.trailers().and_then(grpc_status);
     let (code, message) = trailer_status
         .or(header_status)
@@ -177,7 +200,7 @@ async fn call(
         return Err(CallError::Rpc(code, message));
     }
     decode_response(&collected.to_bytes())
-        .ok_or_else(|| CallError::Protocol("malformed HealthCheckResponse".to_string()))
+        .ok_or(CallError::Protocol(ProtocolError::MalformedResponse))
 }
 
 fn grpc_status(h: &http::HeaderMap) -> Option<(u32, String)> {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use runtime::RuntimeService;
 
 use crate::execute::{execute, Outcome, PodNet};
-use crate::spec::{http_get, Handler};
+use crate::spec::{http_get, Handler, ProbeError};
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +46,14 @@ pub enum HookError {
         pod: String,
         error: String,
     },
-    #[error("invalid lifecycle hook for Container {container:?}: {error}")]
-    Invalid { container: String, error: String },
+    #[error("invalid lifecycle hook for Container {container:?}: {source}")]
+    Invalid {
+        container: String,
+        #[source]
+        source: ProbeError,
+    },
+    #[error("invalid lifecycle hook for Container {container:?}: no handler")]
+    NoHandler { container: String },
 }
 
 /// kubelet's `<name>_<namespace>(<uid>)` pod reference in hook messages.
@@ -104,9 +110,9 @@ pub async fn run_hook(
         };
     }
     if let Some(get) = &handler.http_get {
-        let req = http_get(get, container).map_err(|e| HookError::Invalid {
+        let req = http_get(get, container).map_err(|source| HookError::Invalid {
             container: name.clone(),
-            error: e.to_string(),
+            source,
         })?;
         let path = req.path.clone();
         return match execute(runtime, id, &Handler::Http(req), net, timeout).await {
@@ -119,8 +125,5 @@ pub async fn run_hook(
             }),
         };
     }
-    Err(HookError::Invalid {
-        container: name,
-        error: "no handler".to_string(),
-    })
+    Err(HookError::NoHandler { container: name })
 }

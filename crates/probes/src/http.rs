@@ -3,6 +3,7 @@
 //! status of 200–399 is success, redirects followed to the same host (up to 10) and a
 //! redirect to another host ends the probe as a success with a warning.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::net::{dial_error, Dialer};
+use crate::net::{DialError, Dialer};
 
 /// Bytes of body kept for messages (kubelet reads at most 10 KiB).
 const MAX_BODY: usize = 10 * 1024;
@@ -52,6 +53,30 @@ pub enum HttpOutcome {
     Failure(String),
 }
 
+/// Why a GET got no response; the texts are those of Go's HTTP client, which kubelet's
+/// probe messages carry.
+#[derive(Debug, thiserror::Error)]
+enum GetError {
+    #[error("dial tcp: lookup {host}: {source}")]
+    Lookup {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Dial(DialError),
+    #[error("tls: {0}")]
+    ServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+    #[error("tls: {0}")]
+    Tls(#[source] io::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    #[error("stopped after {MAX_REDIRECTS} redirects")]
+    Redirects,
+}
+
 /// Makes the GET within `timeout` (connect, TLS, request and the body together).
 pub async fn get(dialer: &Dialer, req: &HttpGet, timeout: Duration) -> HttpOutcome {
     let url = req.url();
@@ -68,7 +93,7 @@ async fn follow(
     dialer: &Dialer,
     mut req: HttpGet,
     timeout: Duration,
-) -> Result<HttpOutcome, String> {
+) -> Result<HttpOutcome, GetError> {
     let original_host = req.host.clone();
     for _ in 0..=MAX_REDIRECTS {
         let (status, location, body) = once(dialer, &req, timeout).await?;
@@ -94,7 +119,7 @@ async fn follow(
             HttpOutcome::Failure(format!("HTTP probe failed with statuscode: {status}"))
         });
     }
-    Err("stopped after 10 redirects".to_string())
+    Err(GetError::Redirects)
 }
 
 /// Where a `Location` header points, relative to the request it answered.
@@ -122,36 +147,36 @@ async fn once(
     dialer: &Dialer,
     req: &HttpGet,
     timeout: Duration,
-) -> Result<(u16, Option<String>, String), String> {
+) -> Result<(u16, Option<String>, String), GetError> {
     let addr = dialer
         .resolve(&req.host, req.port)
         .await
-        .map_err(|e| format!("dial tcp: lookup {}: {e}", req.host))?;
+        .map_err(|source| GetError::Lookup {
+            host: req.host.clone(),
+            source,
+        })?;
     let stream = dialer
         .connect(addr, timeout)
         .await
-        .map_err(|e| dial_error(addr, &e))?;
+        .map_err(|source| GetError::Dial(DialError { addr, source }))?;
     if req.https {
         let tls = tokio_rustls::TlsConnector::from(insecure_tls());
         let name = rustls::pki_types::ServerName::try_from(req.host.clone())
-            .map_err(|e| format!("tls: {e}"))?;
-        let stream = tls
-            .connect(name, stream)
-            .await
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(GetError::ServerName)?;
+        let stream = tls.connect(name, stream).await.map_err(GetError::Tls)?;
         send(stream, req).await
     } else {
         send(stream, req).await
     }
 }
 
-async fn send<S>(io: S, req: &HttpGet) -> Result<(u16, Option<String>, String), String>
+async fn send<S>(io: S, req: &HttpGet) -> Result<(u16, Option<String>, String), GetError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(GetError::Http)?;
     tokio::spawn(async move {
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, "probe connection ended");
@@ -182,11 +207,8 @@ where
     }
     let request = builder
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(GetError::Request)?;
+    let response = sender.send_request(request).await.map_err(GetError::Http)?;
     let status = response.status().as_u16();
     let location = response
         .headers()
@@ -203,7 +225,7 @@ where
                     kept.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
-            Some(Err(e)) => return Err(e.to_string()),
+            Some(Err(e)) => return Err(GetError::Http(e)),
             None => break,
         }
     }

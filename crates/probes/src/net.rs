@@ -116,6 +116,15 @@ pub fn dial_error(addr: SocketAddr, err: &io::Error) -> String {
     format!("dial tcp {addr}: {what}")
 }
 
+/// A failed connect, worded as Go's net package words it (`dial_error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", dial_error(*.addr, .source))]
+pub struct DialError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
 impl Dialer {
     /// Connects to `addr` within `timeout`.
     pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {

@@ -18,13 +18,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use runtime::{ContainerState, RuntimeService, SandboxState};
+use runtime::{ContainerState, RuntimeError, RuntimeService, SandboxState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{resolve_log_file, NodeApiState};
 
 /// Why a streaming request is refused before any upgrade; texts follow kubelet's.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("pod {namespace}/{pod} not found")]
     PodNotFound { namespace: String, pod: String },
@@ -35,11 +35,18 @@ pub enum StreamError {
     #[error("you must specify at least 1 command")]
     NoCommand,
     #[error("invalid query: {0}")]
-    BadQuery(String),
+    Query(#[source] serde_urlencoded::de::Error),
+    #[error("invalid query: {key}={value}")]
+    BadFlag { key: String, value: String },
+    #[error(
+        "invalid query: port-forward needs X-Stream-Protocol-Version {}",
+        portforward::SPDY_PROTOCOL
+    )]
+    NoProtocolVersion,
     #[error("this node has no container runtime for streaming")]
     NoRuntime,
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("expected a WebSocket ({websocket}) or SPDY/3.1 upgrade request")]
     NotUpgrade { websocket: &'static str },
     #[error(
@@ -55,9 +62,12 @@ impl IntoResponse for StreamError {
             Self::PodNotFound { .. }
             | Self::ContainerNotFound { .. }
             | Self::SandboxNotFound { .. } => StatusCode::NOT_FOUND,
-            Self::NoCommand | Self::BadQuery(_) | Self::NotUpgrade { .. } | Self::SpdyExec => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::NoCommand
+            | Self::Query(_)
+            | Self::BadFlag { .. }
+            | Self::NoProtocolVersion
+            | Self::NotUpgrade { .. }
+            | Self::SpdyExec => StatusCode::BAD_REQUEST,
             Self::NoRuntime | Self::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
@@ -79,13 +89,16 @@ pub struct ExecQuery {
 /// Parses `command=…&command=…&stdin=true&stdout=1&stderr=true&tty=false`.
 pub fn parse_exec_query(raw: &str) -> Result<ExecQuery, StreamError> {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw).map_err(|e| StreamError::BadQuery(e.to_string()))?;
+        serde_urlencoded::from_str(raw).map_err(StreamError::Query)?;
     let mut q = ExecQuery::default();
     for (k, v) in pairs {
         let flag = || match v.as_str() {
             "1" | "true" | "True" | "TRUE" | "t" | "T" => Ok(true),
             "0" | "false" | "False" | "FALSE" | "f" | "F" | "" => Ok(false),
-            _ => Err(StreamError::BadQuery(format!("{k}={v}"))),
+            _ => Err(StreamError::BadFlag {
+                key: k.clone(),
+                value: v.clone(),
+            }),
         };
         match k.as_str() {
             "command" => q.command.push(v),
@@ -126,7 +139,7 @@ async fn sandbox_of(rt: &dyn RuntimeService, uid: &str, pod: &str) -> Result<Str
     let sandboxes = rt
         .list_pod_sandboxes()
         .await
-        .map_err(|e| StreamError::Runtime(e.to_string()))?;
+        .map_err(StreamError::Runtime)?;
     sandboxes
         .into_iter()
         .filter(|s| s.config.uid == uid && s.state == SandboxState::Ready)
@@ -146,7 +159,7 @@ async fn running_container(
     let containers = rt
         .list_containers(Some(sandbox))
         .await
-        .map_err(|e| StreamError::Runtime(e.to_string()))?;
+        .map_err(StreamError::Runtime)?;
     containers
         .into_iter()
         .filter(|c| c.config.name == name && c.state == ContainerState::Running)
@@ -297,10 +310,7 @@ pub async fn portforward_handler(
                 .flat_map(|v| v.split(','))
                 .any(|v| v.trim() == portforward::SPDY_PROTOCOL);
             if !offered {
-                return Err(StreamError::BadQuery(format!(
-                    "port-forward needs X-Stream-Protocol-Version {}",
-                    portforward::SPDY_PROTOCOL
-                )));
+                return Err(StreamError::NoProtocolVersion);
             }
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {

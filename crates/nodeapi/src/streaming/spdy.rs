@@ -127,7 +127,9 @@ pub enum SpdyError {
     #[error("malformed {what} frame")]
     Malformed { what: &'static str },
     #[error("header block: {0}")]
-    Zlib(String),
+    Inflate(#[source] flate2::DecompressError),
+    #[error("header block: {0}")]
+    Deflate(#[source] flate2::CompressError),
     #[error("header block larger than {MAX_HEADER_BLOCK} bytes")]
     TooLarge,
 }
@@ -311,9 +313,9 @@ impl Decoder {
                 Err(e) if e.needs_dictionary().is_some() => {
                     self.inflate
                         .set_dictionary(dictionary())
-                        .map_err(|e| SpdyError::Zlib(e.to_string()))?;
+                        .map_err(SpdyError::Inflate)?;
                 }
-                Err(e) => return Err(SpdyError::Zlib(e.to_string())),
+                Err(e) => return Err(SpdyError::Inflate(e)),
             }
             let used = (self.inflate.total_in() - before) as usize;
             input = &input[used..];
@@ -376,7 +378,7 @@ impl Encoder {
         if !self.primed {
             self.deflate
                 .set_dictionary(dictionary())
-                .map_err(|e| SpdyError::Zlib(e.to_string()))?;
+                .map_err(SpdyError::Deflate)?;
             self.primed = true;
         }
         let mut out = Vec::with_capacity(raw.len() + 64);
@@ -388,7 +390,7 @@ impl Encoder {
             let before = self.deflate.total_in();
             self.deflate
                 .compress_vec(input, &mut out, FlushCompress::Sync)
-                .map_err(|e| SpdyError::Zlib(e.to_string()))?;
+                .map_err(SpdyError::Deflate)?;
             let used = (self.deflate.total_in() - before) as usize;
             input = &input[used..];
             // A sync flush is complete once input is used and the output buffer was not
