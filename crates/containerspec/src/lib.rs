@@ -8,13 +8,11 @@ mod expand;
 mod security;
 
 pub use container::{
-    build_container_config, container_argv, container_env, field_ref_value, log_path, merge_env,
-    referenced_sources, resource_field_value, stop_signal, user_spec, BuildInput,
-    ContainerSpecError, EnvSources, PodContext, ANNOTATION_RESTART_COUNT, LABEL_CONTAINER_NAME,
-    LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    build_container_config, field_ref_value, referenced_sources, resource_field_value, BuildInput,
+    ContainerSpecError, EnvSources, PodContext, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 pub use expand::{expand, lookup_in};
 pub use security::{
-    container_resources, container_security, is_safe_sysctl, pod_requests, pod_resources,
-    pod_sysctls, share_process_namespace, verify_run_as_non_root, SecurityError,
+    is_safe_sysctl, pod_requests, pod_resources, pod_sysctls, share_process_namespace,
+    SecurityError,
 };

@@ -14,8 +14,8 @@ mod prober;
 mod spec;
 mod state;
 
-pub use execute::{execute, Outcome, PodNet};
+pub use execute::PodNet;
 pub use hooks::{run_hook, Hook, HookError};
 pub use net::Dialer;
 pub use prober::{KillRequest, PodProber, ProbeDeps, ProbeView, Target};
-pub use spec::{http_get, resolve_port, Handler, ProbeError, ProbeKind, ProbeSpec};
+pub use spec::{ProbeError, ProbeKind};

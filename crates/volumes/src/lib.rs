@@ -29,7 +29,8 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use podapi::PodApi;
 use runtime::Mount;
 
-pub use atomic::{AtomicWriteError, FileProjection, Payload, DATA_DIR};
+pub use atomic::AtomicWriteError;
+use atomic::Payload;
 pub use hostpath::HostPathError;
 pub use mounter::{HostMounter, Mounter};
 pub use sources::{Objects, Skipped, SourceError};

@@ -2,6 +2,7 @@
 //! root; so do these tests).
 
 use super::*;
+use crate::atomic::DATA_DIR;
 use serde_json::json;
 
 fn pod(uid: &str, volumes: serde_json::Value, mounts: serde_json::Value) -> Pod {
