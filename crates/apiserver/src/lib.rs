@@ -10,6 +10,7 @@ mod controllers;
 mod discovery;
 mod endpoints;
 mod error;
+mod hooks;
 mod http;
 mod logs;
 mod objects;

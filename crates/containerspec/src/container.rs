@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
 use runtime::{ContainerConfig, ImageInfo, UserSpec};
 
 use crate::expand::{expand, lookup_in};
-use api::validation::parse_quantity;
+use api::quantity::parse_quantity;
 
 /// Why a container's config could not be built. Kubelet reports all of these as
 /// `CreateContainerConfigError`, except the ones the runtime would reject

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use runtime::{LinuxResources, SeccompProfile, SecurityConfig, UserSpec};
 
-use api::validation::parse_quantity;
+use api::quantity::parse_quantity;
 
 /// kubelet's CFS period (`--cpu-cfs-quota-period`, default 100ms), in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use api::validation::parse_quantity;
+use crate::qos::parse_quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 
 use crate::qos::qos_class;

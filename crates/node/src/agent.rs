@@ -12,15 +12,15 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use api::validation::parse_quantity;
+use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
 
 use crate::admission::{admission_check, Allocatable, Rejecter};
 use crate::config::{AgentConfig, AgentError};
 use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
-use crate::network::{self, PodNetwork};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
+use crate::sandbox;
 use crate::worker::{NodeFacts, PodWorker, WorkerDeps};
 use nodeapi::{router, NodeApiState, RuntimeLiveness};
 use podapi::EventRecorder;
@@ -213,13 +213,8 @@ impl Dispatcher {
         self.deps.volumes.cleanup_orphans(&known);
         for s in sandboxes.iter().filter(|s| !known.contains(&s.config.uid)) {
             tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.config.namespace, s.config.name), "removing orphaned sandbox");
-            network::log_teardown(
-                network::teardown_sandbox(
-                    self.deps.runtime.as_ref(),
-                    self.deps.network.as_ref(),
-                    &s.id,
-                )
-                .await,
+            sandbox::log_teardown(
+                sandbox::teardown(self.deps.runtime.as_ref(), &s.id).await,
                 "removing orphaned sandbox failed",
             );
             let dir = pod_log_dir(
@@ -287,7 +282,6 @@ pub async fn run(
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let agent_start = jiff::Timestamp::now();
     let log_root = config.state_dir.join("logs");
     std::fs::create_dir_all(&log_root).map_err(|source| AgentError::StateDir {
         path: log_root.clone(),
@@ -369,11 +363,6 @@ pub async fn run(
         node,
         log_root: log_root.clone(),
         sandboxes: Default::default(),
-        network: Some(Arc::new(PodNetwork::new(
-            config.network.clone(),
-            &config.state_dir,
-            Arc::new(cni::RealExec),
-        ))),
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
     });
     // kubelet's eviction manager for local ephemeral storage limits.
@@ -472,12 +461,6 @@ pub async fn run(
                 }
                 if !orphans_checked {
                     dispatcher.remove_orphans().await;
-                    network::recover(
-                        dispatcher.deps.runtime.as_ref(),
-                        dispatcher.deps.network.as_ref(),
-                        agent_start,
-                    )
-                    .await;
                     orphans_checked = true;
                 }
             }

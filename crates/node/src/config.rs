@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::network::NetworkConfig;
 use nodeapi::TlsError;
 
 /// How `peapod up` and `peapod agent` configure the node agent.
@@ -29,8 +28,6 @@ pub struct AgentConfig {
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,
-    /// CNI config dir, plugin dirs and pod CIDR of the pod network.
-    pub network: NetworkConfig,
 }
 
 /// Why the agent could not run.

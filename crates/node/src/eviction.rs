@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::watch;
 
-use api::validation::parse_quantity;
+use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
 use runtime::RuntimeService;
 

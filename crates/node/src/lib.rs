@@ -13,10 +13,11 @@ mod config;
 mod dnsconfig;
 mod eviction;
 mod machine;
-pub mod network;
+mod network;
 mod nodestatus;
 mod podstatus;
 mod qos;
+mod sandbox;
 mod termination;
 #[cfg(test)]
 mod testsupport;
@@ -24,4 +25,3 @@ mod worker;
 
 pub use agent::run;
 pub use config::{AgentConfig, AgentError};
-pub use network::NetworkConfig;

@@ -53,6 +53,10 @@ pub struct FakeState {
     pub stop_exit: i32,
     /// What `exec_sync` answers, by container name (default: exit 0, no output).
     pub exec_results: HashMap<String, runtime::ExecSyncResult>,
+    /// Stopping or removing a sandbox the fake does not hold fails with `SandboxNotFound`.
+    pub sandbox_not_found: bool,
+    /// Sandboxes whose stop fails (`SandboxNotRunning`).
+    pub stuck: HashSet<String>,
     next: u64,
 }
 
@@ -146,9 +150,11 @@ impl RuntimeService for FakeRuntime {
                 st.images.insert(reference.to_string(), info.clone());
                 Ok(info)
             }
-            _ => Err(RuntimeError::ImagePull {
+            _ => Err(RuntimeError::PullImage {
                 reference: reference.to_string(),
-                message: format!("{reference}: not found"),
+                source: Box::new(images::ImageError::NotFound {
+                    reference: reference.to_string(),
+                }),
             }),
         }
     }
@@ -161,30 +167,38 @@ impl RuntimeService for FakeRuntime {
         Ok(self.lock().images.values().cloned().collect())
     }
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();
         st.next += 1;
         let id = format!("sb{}", st.next);
         st.calls.push(format!("run_pod_sandbox {}", config.name));
-        st.sandboxes.insert(
-            id.clone(),
-            PodSandboxStatus {
-                id: id.clone(),
-                config: config.clone(),
-                state: SandboxState::Ready,
-                created_at: now,
-                pid: Some(1),
-                netns_path: None,
-            },
-        );
-        Ok(id)
+        let status = PodSandboxStatus {
+            id: id.clone(),
+            config: config.clone(),
+            state: SandboxState::Ready,
+            created_at: now,
+            pid: Some(1),
+            netns_path: None,
+            ips: Vec::new(),
+        };
+        st.sandboxes.insert(id, status.clone());
+        Ok(status)
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();
         st.calls.push(format!("stop_pod_sandbox {id}"));
+        if st.sandbox_not_found && !st.sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound { id: id.to_string() });
+        }
+        if st.stuck.contains(id) {
+            return Err(RuntimeError::SandboxNotRunning { id: id.to_string() });
+        }
         for c in st
             .containers
             .values_mut()
@@ -203,6 +217,9 @@ impl RuntimeService for FakeRuntime {
     async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut st = self.lock();
         st.calls.push(format!("remove_pod_sandbox {id}"));
+        if st.sandbox_not_found && !st.sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound { id: id.to_string() });
+        }
         st.sandboxes.remove(id);
         st.containers.retain(|_, c| c.sandbox_id != id);
         Ok(())

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::validation::parse_quantity;
+use api::quantity::parse_quantity;
 use containerspec::PodContext;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use podapi::PodApi;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
 
-use crate::network::PodNetwork;
 use podapi::Clock;
 use podapi::PodApi;
 use podapi::{EventRecorder, EventType};
@@ -40,8 +39,6 @@ pub struct WorkerDeps {
     pub log_root: PathBuf,
     /// The shared sandbox listing (see `SandboxCache`).
     pub sandboxes: SandboxCache,
-    /// The CNI pod network; `None` leaves pods with loopback only (unit tests).
-    pub network: Option<Arc<PodNetwork>>,
     /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
     pub volumes: Arc<VolumeManager>,
 }
@@ -59,11 +56,6 @@ impl WorkerDeps {
         self.events
             .record(pod, container, kind, reason, message, self.clock.now())
             .await;
-    }
-
-    /// The network as the pod-network hooks take it.
-    pub fn network(&self) -> Option<&PodNetwork> {
-        self.network.as_deref()
     }
 }
 

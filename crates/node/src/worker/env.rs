@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use runtime::PodSandboxConfig;
+use runtime::{PodSandboxConfig, PodSandboxStatus};
 
 use super::deps::WorkerDeps;
 use super::plan::pod_key;
@@ -46,6 +46,7 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         labels,
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         host_network: network::is_host_network(pod),
+        port_mappings: network::port_mappings(pod),
         // kubelet's `--resolv-conf` default supplies the node's search domains.
         dns: dnsconfig::pod_dns_config(
             pod,
@@ -57,12 +58,12 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
     }
 }
 
-/// What a container's env sees of its placement, in sandbox `sandbox_id`.
-pub fn container_context(deps: &WorkerDeps, pod: &Pod, sandbox_id: &str) -> PodContext {
+/// What a container's env sees of its placement, in `sandbox`.
+pub fn container_context(deps: &WorkerDeps, pod: &Pod, sandbox: &PodSandboxStatus) -> PodContext {
     PodContext {
         node_name: deps.node.name.clone(),
         host_ip: deps.node.host_ip.clone(),
-        pod_ip: network::pod_ip(deps.network(), &deps.node.host_ip, pod, sandbox_id),
+        pod_ip: network::pod_ip(&deps.node.host_ip, pod, Some(sandbox)),
         node_cpu: deps.node.cpu,
         node_memory: deps.node.memory,
     }

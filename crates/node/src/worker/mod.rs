@@ -178,7 +178,7 @@ impl PodWorker {
         observed: &Observed,
         actions: &[Action],
     ) -> Result<(), Duration> {
-        let mut sandbox_id = observed.ready_sandbox().map(|s| s.id.clone());
+        let mut sandbox = observed.ready_sandbox().cloned();
         let mut result = Ok(());
         for action in actions {
             match action {
@@ -186,7 +186,7 @@ impl PodWorker {
                     terminate::teardown_sandbox(deps, id, "removing stale sandbox failed").await;
                 }
                 Action::CreateSandbox { attempt } => {
-                    sandbox_id = Some(start::create_sandbox(deps, pod, *attempt).await?);
+                    sandbox = Some(start::create_sandbox(deps, pod, *attempt).await?);
                 }
                 Action::KillContainer {
                     id,
@@ -223,7 +223,7 @@ impl PodWorker {
                     attempt,
                     restart,
                 } => {
-                    let Some(sandbox) = sandbox_id.clone() else {
+                    let Some(sandbox) = sandbox.as_ref() else {
                         continue;
                     };
                     let Some(container) = spec_container(pod, name) else {
@@ -237,7 +237,7 @@ impl PodWorker {
                         &mut self.state,
                         pod,
                         container,
-                        &sandbox,
+                        sandbox,
                         *attempt,
                     )
                     .await

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use runtime::{ContainerState, RuntimeError};
+use runtime::{ContainerState, PodSandboxStatus, RuntimeError};
 
 use super::deps::WorkerDeps;
 use super::plan::{pod_key, spec_container, spec_containers, Observed};
@@ -67,22 +67,13 @@ pub async fn observe(
     })
 }
 
-/// Where probes and hooks of the pod connect from and to: the namespace and IP of the sandbox
-/// `sandbox_id` among `sandboxes`.
-pub fn pod_net_of(
-    deps: &WorkerDeps,
-    pod: &Pod,
-    sandboxes: &[runtime::PodSandboxStatus],
-    sandbox_id: &str,
-) -> PodNet {
+/// Where probes and hooks of the pod connect from and to: the sandbox's namespace and IP.
+pub fn sandbox_net(deps: &WorkerDeps, pod: &Pod, sandbox: Option<&PodSandboxStatus>) -> PodNet {
     PodNet {
         dialer: Dialer {
-            netns: sandboxes
-                .iter()
-                .find(|s| s.id == sandbox_id)
-                .and_then(|s| s.netns_path.clone()),
+            netns: sandbox.and_then(|s| s.netns_path.clone()),
         },
-        pod_ip: network::pod_ip(deps.network(), &deps.node.host_ip, pod, sandbox_id)
+        pod_ip: network::pod_ip(&deps.node.host_ip, pod, sandbox)
             .parse()
             .ok(),
     }
@@ -90,15 +81,5 @@ pub fn pod_net_of(
 
 /// Where probes and hooks of the pod connect from and to, for its ready sandbox.
 pub fn pod_net(deps: &WorkerDeps, pod: &Pod, observed: &Observed) -> PodNet {
-    let sandbox = observed.ready_sandbox();
-    PodNet {
-        dialer: Dialer {
-            netns: sandbox.and_then(|s| s.netns_path.clone()),
-        },
-        pod_ip: sandbox.and_then(|s| {
-            network::pod_ip(deps.network(), &deps.node.host_ip, pod, &s.id)
-                .parse()
-                .ok()
-        }),
-    }
+    sandbox_net(deps, pod, observed.ready_sandbox())
 }

@@ -7,17 +7,17 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use runtime::{ImageInfo, RuntimeError};
+use runtime::{ImageInfo, PodSandboxStatus, RuntimeError};
 
 use super::deps::WorkerDeps;
 use super::env::{container_context, env_sources, sandbox_config};
-use super::observe::pod_net_of;
+use super::observe::sandbox_net;
 use super::plan::grace_period;
 use super::state::WorkerState;
 use super::volumes::apply_volume_mounts;
 use crate::backoff::go_duration;
 use crate::podstatus::Waiting;
-use crate::{network, termination};
+use crate::termination;
 use containerspec::{BuildInput, ContainerSpecError};
 use podapi::ApiError;
 use podapi::EventType;
@@ -76,16 +76,10 @@ pub enum StartStage {
 
 /// The one place runtime failures become kubelet waiting reasons.
 pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiting {
-    let message = match err {
-        RuntimeError::ImagePull { message, .. }
-        | RuntimeError::CreateContainer { message, .. }
-        | RuntimeError::StartContainer { message, .. }
-        | RuntimeError::Shim { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
+    let message = err.container_message();
     let reason = match (stage, err) {
         (StartStage::Pull, _)
-        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::ImagePull { .. }) => {
+        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::PullImage { .. }) => {
             "ErrImagePull"
         }
         (StartStage::Create, _) => "CreateContainerError",
@@ -94,34 +88,21 @@ pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiti
     Waiting::new(reason, message)
 }
 
-/// Runs attempt `attempt` of the pod's sandbox and attaches it to the pod network. `Err`
-/// carries when to retry; the failure is recorded (`FailedCreatePodSandBox`).
+/// Runs attempt `attempt` of the pod's sandbox, which comes back attached to the pod
+/// network with its IPs. `Err` carries when to retry; the failure is recorded
+/// (`FailedCreatePodSandBox`).
 pub async fn create_sandbox(
     deps: &WorkerDeps,
     pod: &Pod,
     attempt: u32,
-) -> Result<String, Duration> {
+) -> Result<PodSandboxStatus, Duration> {
     let created = deps
         .runtime
         .run_pod_sandbox(&sandbox_config(deps, pod, attempt))
         .await;
     deps.sandboxes.invalidate();
     match created {
-        Ok(id) => {
-            let attached = network::setup_sandbox(
-                deps.runtime.as_ref(),
-                deps.network.as_ref(),
-                &deps.events,
-                deps.clock.as_ref(),
-                pod,
-                &id,
-            )
-            .await;
-            // A failed attachment removes the sandbox again.
-            deps.sandboxes.invalidate();
-            attached?;
-            Ok(id)
-        }
+        Ok(status) => Ok(status),
         Err(err) => {
             let msg = format!("Failed to create pod sandbox: {err}");
             deps.event(
@@ -204,7 +185,7 @@ pub async fn start_container(
     state: &mut WorkerState,
     pod: &Pod,
     container: &Container,
-    sandbox_id: &str,
+    sandbox: &PodSandboxStatus,
     attempt: u32,
 ) -> Result<(), StartError> {
     let name = container.name.as_str();
@@ -230,7 +211,7 @@ pub async fn start_container(
             return Err(StartError::EnvSources(err));
         }
     };
-    let ctx = container_context(deps, pod, sandbox_id);
+    let ctx = container_context(deps, pod, sandbox);
     let input = BuildInput {
         image: &image,
         attempt,
@@ -256,7 +237,7 @@ pub async fn start_container(
         return Err(StartError::Volumes(err));
     }
     termination::add_mount(&deps.log_root, pod, container, &mut config);
-    let id = match deps.runtime.create_container(sandbox_id, &config).await {
+    let id = match deps.runtime.create_container(&sandbox.id, &config).await {
         Ok(id) => id,
         Err(err) => {
             let w = waiting_for_runtime_error(StartStage::Create, &err);
@@ -276,7 +257,7 @@ pub async fn start_container(
     deps.event(pod, Some(name), EventType::Normal, "Started", &msg)
         .await;
     state.waiting.remove(name);
-    post_start(deps, state, pod, container, &id, sandbox_id).await
+    post_start(deps, state, pod, container, &id, sandbox).await
 }
 
 /// kubelet runs postStart right after the start and waits for it; a failed hook kills
@@ -287,18 +268,13 @@ async fn post_start(
     pod: &Pod,
     container: &Container,
     id: &str,
-    sandbox_id: &str,
+    sandbox: &PodSandboxStatus,
 ) -> Result<(), StartError> {
     let Some(handler) = Hook::PostStart.of(container) else {
         return Ok(());
     };
     let name = container.name.as_str();
-    let sandboxes = deps
-        .sandboxes
-        .list(deps.runtime.as_ref())
-        .await
-        .unwrap_or_default();
-    let net = pod_net_of(deps, pod, &sandboxes, sandbox_id);
+    let net = sandbox_net(deps, pod, Some(sandbox));
     let grace = grace_period(pod);
     let Err(err) = run_hook(
         deps.runtime.as_ref(),

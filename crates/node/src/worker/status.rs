@@ -57,7 +57,7 @@ pub async fn write_status(
         terminal,
         probes: &state.probe_view,
     });
-    network::fill_status(deps.network(), pod, observed.ready_sandbox(), &mut status);
+    network::fill_status(pod, observed.ready_sandbox(), &mut status);
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);
         match deps.api.patch_pod_status(&ns, &name, &status).await {

@@ -15,8 +15,8 @@ use super::plan::{grace_period, pod_key, spec_container, Observed, MIN_GRACE, RE
 use super::state::{Lifecycle, WorkerState};
 use super::status::write_status;
 use super::volumes::teardown_volumes;
-use crate::network;
 use crate::podstatus::{init_containers, is_sidecar};
+use crate::sandbox;
 use podapi::EventType;
 use probes::{run_hook, Hook};
 use probes::{PodNet, PodProber};
@@ -114,9 +114,9 @@ async fn kill_all(deps: &WorkerDeps, pod: &Pod, observed: &Observed, grace: Dura
 
 /// Releases one sandbox (network, processes, files) and forgets the sandbox listing.
 pub async fn teardown_sandbox(deps: &WorkerDeps, id: &str, what: &str) {
-    let result = network::teardown_sandbox(deps.runtime.as_ref(), deps.network.as_ref(), id).await;
+    let result = sandbox::teardown(deps.runtime.as_ref(), id).await;
     deps.sandboxes.invalidate();
-    network::log_teardown(result, what);
+    sandbox::log_teardown(result, what);
 }
 
 /// Releases every sandbox of the pod.

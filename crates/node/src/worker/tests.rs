@@ -40,7 +40,6 @@ fn harness() -> Harness {
         },
         log_root: dir.path().join("logs"),
         sandboxes: Default::default(),
-        network: None,
         volumes: Arc::new(::volumes::VolumeManager::new(
             dir.path().join("volumes"),
             Arc::new(::volumes::HostMounter),
@@ -356,7 +355,7 @@ async fn image_pull_failure_backs_off() {
     assert_eq!(h.api.reasons(), vec!["Pulling", "Failed", "Failed"]);
     assert_eq!(
         h.api.messages()[1],
-        "Failed to pull image \"missing:1\": missing:1: not found"
+        "Failed to pull image \"missing:1\": image \"missing:1\" not found"
     );
     assert_eq!(h.api.messages()[2], "Error: ErrImagePull");
     h.clock.advance(Duration::from_secs(3));
