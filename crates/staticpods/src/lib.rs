@@ -25,15 +25,15 @@ use tokio::sync::{mpsc, watch, Notify};
 use podapi::{ApiError, PodApi};
 
 /// Which source a pod came from (`file` for static pods, `api` otherwise).
-pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+pub(crate) const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// The hash of the static pod's manifest; also its uid.
-pub const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+pub(crate) const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 /// Set on mirror pods only: the config hash of the static pod they mirror.
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+pub(crate) const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// When the agent first saw the pod (RFC 3339 with nanoseconds).
-pub const SEEN_ANNOTATION: &str = "kubernetes.io/config.seen";
+pub(crate) const SEEN_ANNOTATION: &str = "kubernetes.io/config.seen";
 /// `kubernetes.io/config.source` of static pods read from files.
-pub const FILE_SOURCE: &str = "file";
+pub(crate) const FILE_SOURCE: &str = "file";
 
 /// kubelet's default `fileCheckFrequency`.
 pub const DEFAULT_FILE_CHECK: Duration = Duration::from_secs(20);
@@ -118,7 +118,7 @@ struct RawKubeletConfig {
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
 
 /// Parses a kubelet configuration file (YAML or JSON).
-pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, StaticPodError> {
+pub(crate) fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, StaticPodError> {
     let raw: RawKubeletConfig =
         serde_yaml_ng::from_str(text).map_err(|source| StaticPodError::Parse {
             path: path.to_path_buf(),
@@ -163,7 +163,7 @@ pub fn load_kubelet_config(path: &Path) -> Result<KubeletConfig, StaticPodError>
 }
 
 /// A Go duration string as `metav1.Duration` holds it (`20s`, `1m30s`, `1.5h`, `500ms`).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s == "0" {
         return Some(Duration::ZERO);
@@ -229,7 +229,7 @@ fn full_name(pod: &Pod) -> (String, String) {
 /// validated like an API pod, named `<name>-<nodename>`, bound to this node, namespace
 /// `default` when unset, and a uid that is the hash of the content, the node and the file
 /// (so an edited manifest is a new pod, and a restarted agent finds the same uid).
-pub fn pod_from_manifest(data: &[u8], path: &Path, node_name: &str) -> Result<Pod, StaticPodError> {
+pub(crate) fn pod_from_manifest(data: &[u8], path: &Path, node_name: &str) -> Result<Pod, StaticPodError> {
     let err_path = || path.to_path_buf();
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(StaticPodError::Empty { path: err_path() });
@@ -317,7 +317,7 @@ fn config_hash(obj: &Value, node_name: &str, path: &Path) -> String {
 
 /// What one scan of `staticPodPath` found.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     pub pods: Vec<Pod>,
     /// Manifests that were skipped (logged; their pods are not run).
     pub errors: Vec<StaticPodError>,
@@ -327,7 +327,7 @@ pub struct Scan {
 /// Hidden files and subdirectories are skipped as kubelet skips them. A missing path is an
 /// empty set (kubelet then stops every static pod); `Err` when the path cannot be read at
 /// all (the previous set stays).
-pub fn read_manifests(path: &Path, node_name: &str) -> Result<Scan, StaticPodError> {
+pub(crate) fn read_manifests(path: &Path, node_name: &str) -> Result<Scan, StaticPodError> {
     let read_err = |source| StaticPodError::Read {
         path: path.to_path_buf(),
         source,
@@ -398,7 +398,7 @@ fn uid_of(pod: &Pod) -> String {
 /// The pure step of the file source: the changes that turn `current` (by uid) into `desired`.
 /// Removals come first, so that an edited manifest stops its old pod before the new one is
 /// known.
-pub fn diff(current: &BTreeMap<String, Pod>, desired: &[Pod]) -> Vec<Change> {
+pub(crate) fn diff(current: &BTreeMap<String, Pod>, desired: &[Pod]) -> Vec<Change> {
     let wanted: BTreeMap<String, &Pod> = desired.iter().map(|p| (uid_of(p), p)).collect();
     let mut out: Vec<Change> = current
         .iter()
@@ -750,7 +750,7 @@ impl PodApi for MirrorStatusApi {
 
 /// A mirror pod to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorRef {
+pub(crate) struct MirrorRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -758,7 +758,7 @@ pub struct MirrorRef {
 
 /// What the mirror manager must do.
 #[derive(Debug, Default, PartialEq)]
-pub struct MirrorPlan {
+pub(crate) struct MirrorPlan {
     /// Orphaned, outdated (hash differs) or terminating mirrors: deleted with grace 0.
     pub delete: Vec<MirrorRef>,
     /// Static pods (namespace, name) with no usable mirror.
@@ -768,7 +768,7 @@ pub struct MirrorPlan {
 /// The pure step of the mirror manager, after kubelet's syncPod and HandlePodCleanups: a
 /// mirror is kept only while it mirrors the current hash of a static pod of its name and is
 /// not being deleted; every static pod without such a mirror gets a new one.
-pub fn plan_mirrors(statics: &[Pod], mirrors: &[Pod]) -> MirrorPlan {
+pub(crate) fn plan_mirrors(statics: &[Pod], mirrors: &[Pod]) -> MirrorPlan {
     let mut plan = MirrorPlan::default();
     let mut good: Vec<(String, String)> = Vec::new();
     for m in mirrors.iter().filter(|m| is_mirror_pod(m)) {
@@ -798,7 +798,7 @@ pub fn plan_mirrors(statics: &[Pod], mirrors: &[Pod]) -> MirrorPlan {
 
 /// The mirror pod of `pod`: the same metadata and spec, the mirror annotation set to the
 /// config hash, and the Node as its controlling owner (as kubelet's mirror client sets it).
-pub fn mirror_pod(pod: &Pod, node_name: &str, node_uid: &str) -> Pod {
+pub(crate) fn mirror_pod(pod: &Pod, node_name: &str, node_uid: &str) -> Pod {
     let mut m = Pod {
         metadata: pod.metadata.clone(),
         spec: pod.spec.clone(),
