@@ -56,6 +56,40 @@ impl LeaderElection {
     }
 }
 
+/// Timings that cannot work (client-go refuses them too).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the lease duration ({lease:?}) must be longer than the renew deadline ({renew:?})")]
+    LeaseNotLongerThanRenewDeadline { lease: Duration, renew: Duration },
+    #[error("the renew deadline ({renew:?}) must be longer than the retry period ({retry:?})")]
+    RenewDeadlineNotLongerThanRetry { renew: Duration, retry: Duration },
+    #[error("the leader election identity is empty")]
+    EmptyIdentity,
+}
+
+impl LeaderElection {
+    /// The holder must stop acting (renew deadline) before others may take over (lease
+    /// duration), and must get more than one try to renew.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.identity.is_empty() {
+            return Err(ConfigError::EmptyIdentity);
+        }
+        if self.lease_duration <= self.renew_deadline {
+            return Err(ConfigError::LeaseNotLongerThanRenewDeadline {
+                lease: self.lease_duration,
+                renew: self.renew_deadline,
+            });
+        }
+        if self.renew_deadline <= self.retry_period {
+            return Err(ConfigError::RenewDeadlineNotLongerThanRetry {
+                renew: self.renew_deadline,
+                retry: self.retry_period,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// `<host>_<random uuid>`, as client-go builds a leader-election identity.
 pub fn unique_identity(host: &str) -> String {
     format!("{host}_{}", uuid::Uuid::new_v4())
@@ -369,6 +403,30 @@ mod tests {
             renew_time: None,
             transitions: 0,
         }
+    }
+
+    #[test]
+    fn timings_must_leave_room_to_hand_over() {
+        let ok = LeaderElection::new("kube-system", "l", "me".into());
+        assert!(ok.validate().is_ok());
+        let bad = LeaderElection {
+            renew_deadline: Duration::from_secs(15),
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::LeaseNotLongerThanRenewDeadline { .. })
+        ));
+        let bad = LeaderElection {
+            retry_period: Duration::from_secs(10),
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::RenewDeadlineNotLongerThanRetry { .. })
+        ));
+        let bad = LeaderElection::new("kube-system", "l", String::new());
+        assert!(matches!(bad.validate(), Err(ConfigError::EmptyIdentity)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::future::Future;
 use futures::future::BoxFuture;
 use kube::Client;
 
-pub use leader::{unique_identity, LeaderElection};
+pub use leader::{unique_identity, ConfigError, LeaderElection};
 
 /// Starts one controller; the future runs it until dropped.
 type Start = fn(Client) -> BoxFuture<'static, ()>;
