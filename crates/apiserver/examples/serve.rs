@@ -11,6 +11,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = apiserver::start(apiserver::ApiServerConfig {
         listen: "127.0.0.1:6443".parse()?,
         state_dir: dir.clone(),
+        store: apiserver::StoreSpec::default_in(&dir),
         node_api_token: None,
     })
     .await?;

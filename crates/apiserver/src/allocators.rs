@@ -163,8 +163,12 @@ fn range_key(name: &str) -> ObjectKey {
 const IPS: &str = "serviceips";
 const PORTS: &str = "servicenodeports";
 
-fn load(store: &dyn Store, name: &str, size: u32) -> Result<(Bitmap, Option<u64>), StoreError> {
-    match store.get(&range_key(name)) {
+async fn load(
+    store: &dyn Store,
+    name: &str,
+    size: u32,
+) -> Result<(Bitmap, Option<u64>), StoreError> {
+    match store.get(&range_key(name)).await {
         Ok(obj) => {
             let bytes = obj
                 .get("data")
@@ -181,7 +185,7 @@ fn load(store: &dyn Store, name: &str, size: u32) -> Result<(Bitmap, Option<u64>
     }
 }
 
-fn save(
+async fn save(
     store: &dyn Store,
     name: &str,
     range: &str,
@@ -196,13 +200,16 @@ fn save(
         "data": base64::engine::general_purpose::STANDARD.encode(&map.bits),
     });
     match rv {
-        Some(rv) => store.update(&range_key(name), obj, Some(rv)).map(|_| ()),
-        None => store.create(&range_key(name), obj).map(|_| ()),
+        Some(rv) => store
+            .update(&range_key(name), obj, Some(rv))
+            .await
+            .map(|_| ()),
+        None => store.create(&range_key(name), obj).await.map(|_| ()),
     }
 }
 
 /// Read-modify-write of one bitmap, retried when another writer got in between.
-fn modify<T>(
+async fn modify<T>(
     store: &dyn Store,
     name: &str,
     range: &str,
@@ -210,9 +217,9 @@ fn modify<T>(
     mut f: impl FnMut(&mut Bitmap) -> Result<T, AllocError>,
 ) -> Result<T, AllocError> {
     for _ in 0..16 {
-        let (mut map, rv) = load(store, name, size)?;
+        let (mut map, rv) = load(store, name, size).await?;
         let out = f(&mut map)?;
-        match save(store, name, range, &map, rv) {
+        match save(store, name, range, &map, rv).await {
             Ok(()) => return Ok(out),
             Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -246,7 +253,7 @@ impl Ranges {
     }
 
     /// Allocates `want` (a user-requested address) or any free address.
-    pub fn allocate_ip(
+    pub async fn allocate_ip(
         &self,
         store: &dyn Store,
         want: Option<Ipv4Addr>,
@@ -268,11 +275,12 @@ impl Ranges {
             };
             map.set(o);
             Ok(o)
-        })?;
+        })
+        .await?;
         Ok(r.ip(got))
     }
 
-    pub fn release_ip(&self, store: &dyn Store, ip: Ipv4Addr) -> Result<(), AllocError> {
+    pub async fn release_ip(&self, store: &dyn Store, ip: Ipv4Addr) -> Result<(), AllocError> {
         let r = self.ips;
         let Some(off) = r.offset(ip) else {
             return Ok(());
@@ -281,9 +289,14 @@ impl Ranges {
             map.clear(off);
             Ok(())
         })
+        .await
     }
 
-    pub fn allocate_port(&self, store: &dyn Store, want: Option<u16>) -> Result<u16, AllocError> {
+    pub async fn allocate_port(
+        &self,
+        store: &dyn Store,
+        want: Option<u16>,
+    ) -> Result<u16, AllocError> {
         let (lo, hi) = self.node_ports;
         let off = match want {
             Some(p) if (lo..=hi).contains(&p) => Some(u32::from(p - lo)),
@@ -302,12 +315,13 @@ impl Ranges {
             };
             map.set(o);
             Ok(o)
-        })?;
+        })
+        .await?;
         // got < size <= 65536 - lo, so the sum fits.
         Ok(lo.saturating_add(got as u16))
     }
 
-    pub fn release_port(&self, store: &dyn Store, port: u16) -> Result<(), AllocError> {
+    pub async fn release_port(&self, store: &dyn Store, port: u16) -> Result<(), AllocError> {
         let (lo, hi) = self.node_ports;
         if !(lo..=hi).contains(&port) {
             return Ok(());
@@ -317,10 +331,11 @@ impl Ranges {
             map.clear(u32::from(port - lo));
             Ok(())
         })
+        .await
     }
 
     /// Rebuilds both bitmaps from `services` (every stored Service). Run before serving.
-    pub fn repair(&self, store: &dyn Store, services: &[Value]) -> Result<(), AllocError> {
+    pub async fn repair(&self, store: &dyn Store, services: &[Value]) -> Result<(), AllocError> {
         let r = self.ips;
         let mut ips = Bitmap::new(r.size());
         let (lo, hi) = self.node_ports;
@@ -340,11 +355,13 @@ impl Ranges {
         modify(store, IPS, &r.cidr(), r.size(), |m| {
             *m = ips.clone();
             Ok(())
-        })?;
+        })
+        .await?;
         modify(store, PORTS, &format!("{lo}-{hi}"), self.port_size(), |m| {
             *m = ports.clone();
             Ok(())
         })
+        .await
     }
 }
 
@@ -401,7 +418,7 @@ fn field_error(field: &str, value: &str, why: &str) -> FieldError {
 }
 
 /// [`Ranges::allocate_for`] with the default ranges, its failure as the API's error.
-pub fn allocate(
+pub async fn allocate(
     store: &dyn Store,
     info: &api::resources::ResourceInfo,
     name: &str,
@@ -410,6 +427,7 @@ pub fn allocate(
 ) -> Result<Taken, crate::error::ApiError> {
     Ranges::default()
         .allocate_for(store, old, svc)
+        .await
         .map_err(|f| match f {
             AllocFailure::Invalid(causes) => crate::error::ApiError::Invalid {
                 kind: info.kind.to_string(),
@@ -440,22 +458,22 @@ impl Ranges {
     /// Fills `spec.clusterIP(s)`, `ipFamilies`, `ipFamilyPolicy` and node ports of a new
     /// Service (or of an updated one, given `old`), allocating what it newly needs.
     /// On error nothing stays allocated.
-    pub fn allocate_for(
+    pub async fn allocate_for(
         &self,
         store: &dyn Store,
         old: Option<&Value>,
         svc: &mut Value,
     ) -> Result<Taken, AllocFailure> {
         let mut taken = Taken::default();
-        let res = self.allocate_inner(store, old, svc, &mut taken);
+        let res = self.allocate_inner(store, old, svc, &mut taken).await;
         if let Err(e) = res {
-            self.release(store, &taken);
+            self.release(store, &taken).await;
             return Err(e);
         }
         Ok(taken)
     }
 
-    fn allocate_inner(
+    async fn allocate_inner(
         &self,
         store: &dyn Store,
         old: Option<&Value>,
@@ -514,6 +532,7 @@ impl Ranges {
             let ip = if requested.is_empty() {
                 let ip = self
                     .allocate_ip(store, None)
+                    .await
                     .map_err(|e| fail("spec.clusterIPs", "[]".into(), e))?;
                 taken.ips.push(ip);
                 ip
@@ -529,6 +548,7 @@ impl Ranges {
                 })?;
                 if !old_ips.contains(&ip) {
                     self.allocate_ip(store, Some(ip))
+                        .await
                         .map_err(|e| fail_ip(ip, e))?;
                     taken.ips.push(ip);
                 }
@@ -575,6 +595,7 @@ impl Ranges {
                     })?;
                     if !old_ports.contains(&n) && !taken.ports.contains(&n) {
                         self.allocate_port(store, Some(n))
+                            .await
                             .map_err(|e| fail(&field, n.to_string(), e))?;
                         taken.ports.push(n);
                     }
@@ -583,6 +604,7 @@ impl Ranges {
                 None => {
                     let n = self
                         .allocate_port(store, None)
+                        .await
                         .map_err(|e| fail(&field, "0".into(), e))?;
                     taken.ports.push(n);
                     n
@@ -594,14 +616,14 @@ impl Ranges {
     }
 
     /// Gives back what `taken` holds (a write that failed after allocating).
-    pub fn release(&self, store: &dyn Store, taken: &Taken) {
+    pub async fn release(&self, store: &dyn Store, taken: &Taken) {
         for ip in &taken.ips {
-            if let Err(e) = self.release_ip(store, *ip) {
+            if let Err(e) = self.release_ip(store, *ip).await {
                 tracing::warn!(%ip, error = %e, "releasing a ClusterIP failed; repair at next start reclaims it");
             }
         }
         for p in &taken.ports {
-            if let Err(e) = self.release_port(store, *p) {
+            if let Err(e) = self.release_port(store, *p).await {
                 tracing::warn!(port = p, error = %e, "releasing a node port failed; repair at next start reclaims it");
             }
         }
@@ -609,7 +631,7 @@ impl Ranges {
 
     /// After `old` became `new` (or was deleted: `new` is None), releases what only `old`
     /// held.
-    pub fn release_dropped(&self, store: &dyn Store, old: &Value, new: Option<&Value>) {
+    pub async fn release_dropped(&self, store: &dyn Store, old: &Value, new: Option<&Value>) {
         let keep_ips = new.map(cluster_ips).unwrap_or_default();
         let keep_ports = new.map(node_ports).unwrap_or_default();
         let dropped = Taken {
@@ -622,7 +644,7 @@ impl Ranges {
                 .filter(|p| !keep_ports.contains(p))
                 .collect(),
         };
-        self.release(store, &dropped);
+        self.release(store, &dropped).await;
     }
 }
 
@@ -631,9 +653,11 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = store::RedbStore::open(&dir.path().join("s.redb")).expect("open");
+        let s = store::RedbStore::open(&dir.path().join("s.redb"))
+            .await
+            .expect("open");
         (dir, Arc::new(s))
     }
 
@@ -678,60 +702,69 @@ mod tests {
         assert!((1..16).contains(&o));
     }
 
-    #[test]
-    fn allocates_requested_and_rejects_taken_or_foreign() {
-        let (_d, s) = store();
+    #[tokio::test]
+    async fn allocates_requested_and_rejects_taken_or_foreign() {
+        let (_d, s) = store().await;
         let r = Ranges::default();
         assert_eq!(
             r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP))
+                .await
                 .expect("dns"),
             DNS_SERVICE_IP
         );
         assert!(matches!(
-            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)),
+            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)).await,
             Err(AllocError::IpTaken)
         ));
         let e = r
             .allocate_ip(s.as_ref(), Some(Ipv4Addr::new(192, 168, 0, 1)))
+            .await
             .expect_err("outside");
         assert_eq!(e.to_string(), "provided IP (192.168.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12");
-        let a = r.allocate_ip(s.as_ref(), None).expect("any");
+        let a = r.allocate_ip(s.as_ref(), None).await.expect("any");
         assert_ne!(a, DNS_SERVICE_IP);
-        r.release_ip(s.as_ref(), DNS_SERVICE_IP).expect("release");
+        r.release_ip(s.as_ref(), DNS_SERVICE_IP)
+            .await
+            .expect("release");
         r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP))
+            .await
             .expect("again");
     }
 
-    #[test]
-    fn node_ports_allocate_in_range() {
-        let (_d, s) = store();
+    #[tokio::test]
+    async fn node_ports_allocate_in_range() {
+        let (_d, s) = store().await;
         let r = Ranges::default();
-        assert_eq!(r.allocate_port(s.as_ref(), Some(30080)).expect("p"), 30080);
+        assert_eq!(
+            r.allocate_port(s.as_ref(), Some(30080)).await.expect("p"),
+            30080
+        );
         assert!(matches!(
-            r.allocate_port(s.as_ref(), Some(30080)),
+            r.allocate_port(s.as_ref(), Some(30080)).await,
             Err(AllocError::PortTaken)
         ));
         assert!(matches!(
-            r.allocate_port(s.as_ref(), Some(80)),
+            r.allocate_port(s.as_ref(), Some(80)).await,
             Err(AllocError::PortOutOfRange { .. })
         ));
-        let p = r.allocate_port(s.as_ref(), None).expect("any");
+        let p = r.allocate_port(s.as_ref(), None).await.expect("any");
         assert!((30000..=32767).contains(&p) && p != 30080);
     }
 
-    #[test]
-    fn service_allocation_headless_nodeport_and_update() {
-        let (_d, s) = store();
+    #[tokio::test]
+    async fn service_allocation_headless_nodeport_and_update() {
+        let (_d, s) = store().await;
         let r = Ranges::default();
         let mut headless = json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
         let t = r
             .allocate_for(s.as_ref(), None, &mut headless)
+            .await
             .expect("headless");
         assert!(t.ips.is_empty());
         assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
 
         let mut np = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81, "nodePort": 31000}]}});
-        let t = r.allocate_for(s.as_ref(), None, &mut np).expect("np");
+        let t = r.allocate_for(s.as_ref(), None, &mut np).await.expect("np");
         assert_eq!(t.ips.len(), 1);
         assert_eq!(np["spec"]["ports"][1]["nodePort"], 31000);
         assert!(np["spec"]["ports"][0]["nodePort"].as_u64().is_some());
@@ -742,13 +775,16 @@ mod tests {
             json!({"spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": 31000}]}});
         let t2 = r
             .allocate_for(s.as_ref(), Some(&np), &mut upd)
+            .await
             .expect("update");
         assert!(t2.ips.is_empty() && t2.ports.is_empty());
         assert_eq!(upd["spec"]["clusterIP"], np["spec"]["clusterIP"]);
-        r.release_dropped(s.as_ref(), &np, Some(&upd));
+        r.release_dropped(s.as_ref(), &np, Some(&upd)).await;
         let dropped = np["spec"]["ports"][0]["nodePort"].as_u64().expect("port") as u16;
         assert_eq!(
-            r.allocate_port(s.as_ref(), Some(dropped)).expect("freed"),
+            r.allocate_port(s.as_ref(), Some(dropped))
+                .await
+                .expect("freed"),
             dropped
         );
 
@@ -756,7 +792,7 @@ mod tests {
         // nothing.
         let mut clash =
             json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 31000}]}});
-        match r.allocate_for(s.as_ref(), None, &mut clash) {
+        match r.allocate_for(s.as_ref(), None, &mut clash).await {
             Err(AllocFailure::Invalid(c)) => assert_eq!(
                 c[0].message,
                 "spec.ports[0].nodePort: Invalid value: 31000: provided port is already allocated"
@@ -765,23 +801,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn repair_rebuilds_from_services() {
-        let (_d, s) = store();
+    #[tokio::test]
+    async fn repair_rebuilds_from_services() {
+        let (_d, s) = store().await;
         let r = Ranges::default();
-        let leaked = r.allocate_ip(s.as_ref(), None).expect("leak");
+        let leaked = r.allocate_ip(s.as_ref(), None).await.expect("leak");
         let svc = json!({"spec": {"clusterIP": "10.96.0.10", "ports": [{"nodePort": 30001}]}});
-        r.repair(s.as_ref(), &[svc]).expect("repair");
+        r.repair(s.as_ref(), &[svc]).await.expect("repair");
         assert_eq!(
-            r.allocate_ip(s.as_ref(), Some(leaked)).expect("reclaimed"),
+            r.allocate_ip(s.as_ref(), Some(leaked))
+                .await
+                .expect("reclaimed"),
             leaked
         );
         assert!(matches!(
-            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)),
+            r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP)).await,
             Err(AllocError::IpTaken)
         ));
         assert!(matches!(
-            r.allocate_port(s.as_ref(), Some(30001)),
+            r.allocate_port(s.as_ref(), Some(30001)).await,
             Err(AllocError::PortTaken)
         ));
     }

@@ -20,11 +20,12 @@ fn lookup(group: &str, plural: &str) -> Result<&'static api::resources::Resource
 /// (reclaiming what a crash leaked), then makes sure the `kubernetes` Service (10.96.0.1)
 /// and the cluster DNS Service `kube-system/kube-dns` (10.96.0.10) exist, so their
 /// addresses are held and visible as in any cluster.
-pub fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
+pub async fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
     let svc_info = lookup("", "services")?;
-    let (services, _) = registry.list(svc_info, None, &Selectors::default())?;
+    let (services, _) = registry.list(svc_info, None, &Selectors::default()).await?;
     allocators::Ranges::default()
         .repair(registry.store.as_ref(), &services)
+        .await
         .map_err(|e| match e {
             allocators::AllocError::Store(s) => ApiError::Store(s),
             other => ApiError::bad_request(other.to_string()),
@@ -47,7 +48,10 @@ pub fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
         let ns = str_at(&svc, "/metadata/namespace")
             .unwrap_or("default")
             .to_string();
-        match registry.create(svc_info, Some(&ns), svc, &WriteOptions::default()) {
+        match registry
+            .create(svc_info, Some(&ns), svc, &WriteOptions::default())
+            .await
+        {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             // The address is held by a user's Service: keep going without ours.
             Err(ApiError::Invalid { name, .. }) => {

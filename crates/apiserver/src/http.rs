@@ -2,8 +2,6 @@
 //! OpenAPI) and the generic resource handler that turns a request into a registry call and
 //! the result into kube-apiserver's response shape (object, List, Table, Status, watch stream).
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -18,20 +16,11 @@ use api::tables::IncludeObject;
 use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
-    api_version, DeleteOptions, Deleted, PatchType, Registry, Selectors, WriteOptions, Written,
+    api_version, DeleteOptions, Deleted, PatchType, Selectors, WriteOptions, Written,
 };
 use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
+use crate::state::AppState;
 use crate::watch::{self, Format, WatchRequest};
-
-/// Shared by every request.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Registry,
-    pub admin_token: Arc<str>,
-    pub node_api_token: Option<Arc<str>>,
-    /// `host:port` clients use, for legacy `/api`.
-    pub server_address: String,
-}
 
 const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 /// kube-apiserver's request body limit.
@@ -375,7 +364,7 @@ async fn handle(
                 bookmarks: q.flag("allowWatchBookmarks"),
                 format,
             };
-            let stream = watch::start(reg.clone(), req)?;
+            let stream = watch::start(reg.clone(), req).await?;
             let ct = match format {
                 Format::Table(_) => TABLE_CT,
                 Format::Json => "application/json",
@@ -394,7 +383,7 @@ async fn handle(
                 q.get("fieldSelector"),
                 None,
             )?;
-            let (items, rv) = reg.list(info, ns, &selectors)?;
+            let (items, rv) = reg.list(info, ns, &selectors).await?;
             let rv = rv.to_string();
             if wants == Wants::Table {
                 return table_response(&p, &items, &q, &rv);
@@ -410,7 +399,7 @@ async fn handle(
             ))
         }
         (Method::GET, Some(name), None | Some("status")) => {
-            let obj = reg.get(info, ns, name)?;
+            let obj = reg.get(info, ns, name).await?;
             if wants == Wants::Table && sub.is_none() {
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
@@ -426,7 +415,7 @@ async fn handle(
         }
         (Method::POST, None, None) => {
             let body = decode_body(headers, &body)?;
-            let w = reg.create(info, ns, body, &write_options(&q)?)?;
+            let w = reg.create(info, ns, body, &write_options(&q)?).await?;
             Ok(object_response(StatusCode::CREATED, &w))
         }
         (Method::POST, Some(name), Some("binding")) if info.kind == "Pod" => {
@@ -445,7 +434,8 @@ async fn handle(
                         message: "target.name: Required value".into(),
                     }],
                 })?;
-            reg.bind(ns.unwrap_or(""), name, target, q.dry_run()?)?;
+            reg.bind(ns.unwrap_or(""), name, target, q.dry_run()?)
+                .await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -453,19 +443,21 @@ async fn handle(
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;
-            let w = reg.update(
-                info,
-                ns,
-                name,
-                body,
-                sub == Some("status"),
-                &write_options(&q)?,
-            )?;
+            let w = reg
+                .update(
+                    info,
+                    ns,
+                    name,
+                    body,
+                    sub == Some("status"),
+                    &write_options(&q)?,
+                )
+                .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
         (Method::PUT, Some(name), Some("finalize")) if info.kind == "Namespace" => {
             let body = decode_body(headers, &body)?;
-            let w = reg.finalize_namespace(name, body, q.dry_run()?)?;
+            let w = reg.finalize_namespace(name, body, q.dry_run()?).await?;
             Ok(json_response(StatusCode::OK, &w))
         }
         (Method::PATCH, Some(name), None | Some("status")) => {
@@ -483,7 +475,9 @@ async fn handle(
                     "PATCH requests with the apply patch type require a fieldManager",
                 ));
             }
-            let w = reg.patch(info, ns, name, pt, &body, sub == Some("status"), &opts)?;
+            let w = reg
+                .patch(info, ns, name, pt, &body, sub == Some("status"), &opts)
+                .await?;
             let code = if w.created {
                 StatusCode::CREATED
             } else {
@@ -493,7 +487,7 @@ async fn handle(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_options(&q, &body)?;
-            match reg.delete(info, ns, name, &opts)? {
+            match reg.delete(info, ns, name, &opts).await? {
                 Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) if info.kind == "Pod" => Ok(json_response(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) => Ok(json_response(StatusCode::OK, &delete_success(&p, &obj))),
@@ -507,7 +501,7 @@ async fn handle(
                 q.get("fieldSelector"),
                 None,
             )?;
-            let (items, rv) = reg.list(info, ns, &selectors)?;
+            let (items, rv) = reg.list(info, ns, &selectors).await?;
             let mut deleted = Vec::new();
             for obj in items {
                 let name = crate::objects::name_of(&obj).to_string();
@@ -515,7 +509,7 @@ async fn handle(
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                match reg.delete(info, obj_ns.as_deref(), &name, &opts) {
+                match reg.delete(info, obj_ns.as_deref(), &name, &opts).await {
                     Ok(Deleted::Pending(o) | Deleted::Gone(o)) => deleted.push(o),
                     // Someone else removed it in between: that is what we wanted.
                     Err(ApiError::NotFound { .. }) => {}

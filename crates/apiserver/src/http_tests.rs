@@ -9,8 +9,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::http::{router, AppState};
+use crate::http::router;
 use crate::objects::Registry;
+use crate::state::AppState;
 
 const TOKEN: &str = "test-token";
 
@@ -19,11 +20,16 @@ struct Harness {
     app: axum::Router,
 }
 
-fn harness() -> Harness {
+async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = store::RedbStore::open(&dir.path().join("store.redb")).expect("store");
+    let store = store::RedbStore::open(&dir.path().join("store.redb"))
+        .await
+        .expect("store");
     let registry = Registry::new(Arc::new(store));
-    registry.ensure_system_namespaces().expect("namespaces");
+    registry
+        .ensure_system_namespaces()
+        .await
+        .expect("namespaces");
     let app = router(AppState {
         registry,
         admin_token: Arc::from(TOKEN),
@@ -106,7 +112,7 @@ fn pod(name: &str) -> Value {
 
 #[tokio::test]
 async fn auth_version_and_health() {
-    let h = harness();
+    let h = harness().await;
     let resp = h
         .app
         .clone()
@@ -133,7 +139,7 @@ async fn auth_version_and_health() {
 
 #[tokio::test]
 async fn discovery_documents() {
-    let h = harness();
+    let h = harness().await;
     let accept =
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     let r = h
@@ -188,7 +194,7 @@ async fn discovery_documents() {
 
 #[tokio::test]
 async fn create_get_list_and_errors() {
-    let h = harness();
+    let h = harness().await;
     let r = h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     let obj = r.body;
@@ -303,7 +309,7 @@ async fn create_get_list_and_errors() {
 
 #[tokio::test]
 async fn update_conflict_status_and_patches() {
-    let h = harness();
+    let h = harness().await;
     let created = h
         .post("/api/v1/namespaces/default/pods", pod("web"))
         .await
@@ -404,7 +410,7 @@ async fn update_conflict_status_and_patches() {
 
 #[tokio::test]
 async fn graceful_pod_deletion_binding_and_finalizers() {
-    let h = harness();
+    let h = harness().await;
     h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     let uri = "/api/v1/namespaces/default/pods/web";
     let r = h
@@ -508,7 +514,7 @@ async fn graceful_pod_deletion_binding_and_finalizers() {
 
 #[tokio::test]
 async fn namespace_lifecycle_and_deletecollection() {
-    let h = harness();
+    let h = harness().await;
     let r = h
         .post(
             "/api/v1/namespaces",
@@ -581,7 +587,7 @@ async fn namespace_lifecycle_and_deletecollection() {
 
 #[tokio::test]
 async fn watch_stream_over_router() {
-    let h = harness();
+    let h = harness().await;
     h.post("/api/v1/namespaces/default/pods", pod("web")).await;
     let resp = h
         .app

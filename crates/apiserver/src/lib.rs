@@ -7,6 +7,7 @@
 
 mod allocators;
 mod bootstrap;
+mod containers;
 mod discovery;
 mod error;
 mod http;
@@ -17,6 +18,7 @@ mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod state;
 mod streaming;
 mod watch;
 
@@ -26,6 +28,7 @@ mod http_tests;
 pub use error::ApiError;
 pub use pki::PkiError;
 pub use proxy::ProxyError;
+pub use store::StoreSpec;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,8 +44,10 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct ApiServerConfig {
     /// Address to listen on; port 0 picks a free port (tests).
     pub listen: SocketAddr,
-    /// `pki/` and `store.redb` live here.
+    /// `pki/` lives here.
     pub state_dir: PathBuf,
+    /// The store backend to open (see [`StoreSpec::default_in`]).
+    pub store: StoreSpec,
     /// Bearer token sent to node APIs (logs proxy).
     pub node_api_token: Option<String>,
 }
@@ -134,11 +139,13 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     }
     let pki = pki::ensure(&pki_dir, &extra_sans)?;
 
-    let store = store::RedbStore::open(&config.state_dir.join("store.redb"))
+    let store = store::open(&config.store)
+        .await
         .map_err(ApiServerError::Store)?;
-    let registry = objects::Registry::new(Arc::new(store));
+    let registry = objects::Registry::new(store);
     registry
         .ensure_system_namespaces()
+        .await
         .map_err(ApiServerError::Bootstrap)?;
 
     let cert_path = pki_dir.join(pki::SERVING_CERT);
@@ -178,7 +185,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
             source,
         })?;
 
-    let state = http::AppState {
+    let state = state::AppState {
         registry: registry.clone(),
         admin_token: Arc::from(pki.admin_token.as_str()),
         node_api_token: config.node_api_token.as_deref().map(Arc::from),
@@ -187,7 +194,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, acceptor, app, stop_rx));
-    bootstrap::services(&registry, local_addr.port()).map_err(ApiServerError::Bootstrap)?;
+    bootstrap::services(&registry, local_addr.port())
+        .await
+        .map_err(ApiServerError::Bootstrap)?;
     tracing::info!(%local_addr, "API server listening");
     Ok(RunningApiServer {
         local_addr,

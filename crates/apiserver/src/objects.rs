@@ -316,7 +316,7 @@ impl Registry {
         ObjectKey::new(info.group, info.plural, ns, name)
     }
 
-    pub fn get(
+    pub async fn get(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -324,11 +324,12 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         self.store
             .get(&Self::key(info, namespace, name))
+            .await
             .map_err(|e| ApiError::from_store(e, info, name))
     }
 
     /// Matching objects and the list's resourceVersion.
-    pub fn list(
+    pub async fn list(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -338,6 +339,7 @@ impl Registry {
         let res = self
             .store
             .list(info.group, info.plural, ns)
+            .await
             .map_err(ApiError::Store)?;
         let items = res
             .items
@@ -410,9 +412,14 @@ impl Registry {
     }
 
     /// The namespace must exist and not be terminating (kube's NamespaceLifecycle admission).
-    fn check_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
+    async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let ns_info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
-        let obj = self.get(ns_info, None, ns)?;
+        let obj = self.get(ns_info, None, ns).await?;
         if obj.pointer("/metadata/deletionTimestamp").is_some()
             || str_at(&obj, "/status/phase") == Some("Terminating")
         {
@@ -442,7 +449,7 @@ impl Registry {
     }
 
     /// POST: server-set metadata, defaults, validation, admission, store.
-    pub fn create(
+    pub async fn create(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -526,7 +533,7 @@ impl Registry {
             ));
         }
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
-            self.check_namespace(info, ns, &name)?;
+            self.check_namespace(info, ns, &name).await?;
         }
         if opts.dry_run {
             return Ok(Written {
@@ -538,22 +545,24 @@ impl Registry {
         let key = Self::key(info, namespace, &name);
         // Services take their ClusterIP and node ports before they are stored.
         let taken = if info.kind == "Service" {
-            Some(crate::allocators::allocate(
-                self.store.as_ref(),
-                info,
-                &name,
-                None,
-                &mut obj,
-            )?)
+            Some(
+                crate::allocators::allocate(self.store.as_ref(), info, &name, None, &mut obj)
+                    .await?,
+            )
         } else {
             None
         };
-        let object = self.store.create(&key, obj).map_err(|e| {
-            if let Some(t) = &taken {
-                crate::allocators::Ranges::default().release(self.store.as_ref(), t);
+        let object = match self.store.create(&key, obj).await {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some(t) = &taken {
+                    crate::allocators::Ranges::default()
+                        .release(self.store.as_ref(), t)
+                        .await;
+                }
+                return Err(ApiError::from_store(e, info, &name));
             }
-            ApiError::from_store(e, info, &name)
-        })?;
+        };
         Ok(Written {
             object,
             warnings,
@@ -653,7 +662,7 @@ impl Registry {
         clippy::too_many_arguments,
         reason = "the update's identity, both states and its three modes; a struct would only rename them"
     )]
-    fn commit_update(
+    async fn commit_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -669,34 +678,40 @@ impl Registry {
         // A Service keeps its addresses over an update that omits them and takes node
         // ports it newly needs (before validation, which holds clusterIP immutable).
         let taken = if info.kind == "Service" && !status_only && !dry_run {
-            Some(crate::allocators::allocate(
-                self.store.as_ref(),
-                info,
-                &key.name,
-                Some(old),
-                &mut new,
-            )?)
+            Some(
+                crate::allocators::allocate(
+                    self.store.as_ref(),
+                    info,
+                    &key.name,
+                    Some(old),
+                    &mut new,
+                )
+                .await?,
+            )
         } else {
             None
         };
-        let result = self.commit_allocated(info, key, old, new, expected_rv, dry_run);
+        let result = self
+            .commit_allocated(info, key, old, new, expected_rv, dry_run)
+            .await;
         if let Some(t) = &taken {
             let ranges = crate::allocators::Ranges::default();
             match &result {
                 Ok(stored) => {
                     // The write may have removed the Service (its last finalizer went).
-                    let gone = matches!(self.store.get(key), Err(StoreError::NotFound { .. }));
+                    let gone =
+                        matches!(self.store.get(key).await, Err(StoreError::NotFound { .. }));
                     let kept = (!gone).then_some(stored);
-                    ranges.release_dropped(self.store.as_ref(), old, kept)
+                    ranges.release_dropped(self.store.as_ref(), old, kept).await
                 }
-                Err(_) => ranges.release(self.store.as_ref(), t),
+                Err(_) => ranges.release(self.store.as_ref(), t).await,
             }
         }
         result
     }
 
     /// The validate-and-write half of [`Self::commit_update`].
-    fn commit_allocated(
+    async fn commit_allocated(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -729,15 +744,17 @@ impl Registry {
             return self
                 .store
                 .delete(key, &pre)
+                .await
                 .map_err(|e| ApiError::from_store(e, info, &key.name));
         }
         self.store
             .update(key, new, expected_rv)
+            .await
             .map_err(|e| ApiError::from_store(e, info, &key.name))
     }
 
     /// PUT of the object or of its `status` subresource.
-    pub fn update(
+    pub async fn update(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -773,14 +790,16 @@ impl Registry {
             ),
         };
         let key = Self::key(info, namespace, name);
-        let object = self.retry_update(
-            info,
-            &key,
-            expected,
-            |_old| Ok(body.clone()),
-            status_only,
-            opts.dry_run,
-        )?;
+        let object = self
+            .retry_update(
+                info,
+                &key,
+                expected,
+                |_old| Ok(body.clone()),
+                status_only,
+                opts.dry_run,
+            )
+            .await?;
         Ok(Written {
             object,
             warnings,
@@ -790,7 +809,7 @@ impl Registry {
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
     /// resourceVersion (then a mismatch is the client's 409).
-    fn retry_update(
+    async fn retry_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -804,6 +823,7 @@ impl Registry {
             let old = self
                 .store
                 .get(key)
+                .await
                 .map_err(|e| ApiError::from_store(e, info, &key.name))?;
             let old_rv = store::resource_version_of(&old);
             if let (Some(want), Some(have)) = (expected, old_rv) {
@@ -817,7 +837,10 @@ impl Registry {
                 }
             }
             let new = f(&old)?;
-            match self.commit_update(info, key, &old, new, status_only, old_rv, dry_run) {
+            match self
+                .commit_update(info, key, &old, new, status_only, old_rv, dry_run)
+                .await
+            {
                 Err(ApiError::Conflict { .. }) if expected.is_none() => continue,
                 other => return other,
             }
@@ -833,7 +856,7 @@ impl Registry {
         clippy::too_many_arguments,
         reason = "one argument per part of the request; a struct would only rename them"
     )]
-    pub fn patch(
+    pub async fn patch(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -846,7 +869,7 @@ impl Registry {
         let patch: Value = parse_patch_body(patch_type, body)?;
         let key = Self::key(info, namespace, name);
         if patch_type == PatchType::Apply {
-            match self.store.get(&key) {
+            match self.store.get(&key).await {
                 Err(StoreError::NotFound { .. }) if !status_only => {
                     let mut obj = patch.clone();
                     if let Some(n) = str_at(&obj, "/metadata/name") {
@@ -858,7 +881,7 @@ impl Registry {
                     }
                     meta_mut(&mut obj).insert("name".into(), Value::String(name.to_string()));
                     add_managed_fields(&mut obj, info, opts.field_manager.as_deref(), "Apply");
-                    return self.create(info, namespace, obj, opts);
+                    return self.create(info, namespace, obj, opts).await;
                 }
                 Err(e) => return Err(ApiError::from_store(e, info, name)),
                 Ok(_) => {}
@@ -866,44 +889,46 @@ impl Registry {
         }
         let expected = str_at(&patch, "/metadata/resourceVersion").and_then(|s| s.parse().ok());
         let mut warnings = Vec::new();
-        let object = self.retry_update(
-            info,
-            &key,
-            expected,
-            |old| {
-                let mut new = match patch_type {
-                    PatchType::Json => api::patch::json_patch(old, &patch),
-                    PatchType::Merge => api::patch::merge_patch(old, &patch),
-                    PatchType::Strategic | PatchType::Apply => {
-                        api::patch::strategic_merge_patch(info.kind, old, &patch)
+        let object = self
+            .retry_update(
+                info,
+                &key,
+                expected,
+                |old| {
+                    let mut new = match patch_type {
+                        PatchType::Json => api::patch::json_patch(old, &patch),
+                        PatchType::Merge => api::patch::merge_patch(old, &patch),
+                        PatchType::Strategic | PatchType::Apply => {
+                            api::patch::strategic_merge_patch(info.kind, old, &patch)
+                        }
                     }
-                }
-                .map_err(|e| match e {
-                    api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                    api::patch::PatchError::Apply(m) => ApiError::Invalid {
-                        kind: info.kind.to_string(),
-                        group: info.group.to_string(),
-                        name: name.to_string(),
-                        causes: vec![api::validation::FieldError {
-                            field: String::new(),
-                            reason: api::validation::CauseReason::FieldValueInvalid,
-                            message: m,
-                        }],
-                    },
-                })?;
-                Self::check_type(info, &mut new)?;
-                warnings = Self::check_fields(info, &mut new, opts.field_validation)?;
-                if patch_type == PatchType::Apply {
-                    add_managed_fields(&mut new, info, opts.field_manager.as_deref(), "Apply");
-                }
-                // The patch may not rename or move the object.
-                let m = meta_mut(&mut new);
-                m.insert("name".into(), Value::String(name.to_string()));
-                Ok(new)
-            },
-            status_only,
-            opts.dry_run,
-        )?;
+                    .map_err(|e| match e {
+                        api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                        api::patch::PatchError::Apply(m) => ApiError::Invalid {
+                            kind: info.kind.to_string(),
+                            group: info.group.to_string(),
+                            name: name.to_string(),
+                            causes: vec![api::validation::FieldError {
+                                field: String::new(),
+                                reason: api::validation::CauseReason::FieldValueInvalid,
+                                message: m,
+                            }],
+                        },
+                    })?;
+                    Self::check_type(info, &mut new)?;
+                    warnings = Self::check_fields(info, &mut new, opts.field_validation)?;
+                    if patch_type == PatchType::Apply {
+                        add_managed_fields(&mut new, info, opts.field_manager.as_deref(), "Apply");
+                    }
+                    // The patch may not rename or move the object.
+                    let m = meta_mut(&mut new);
+                    m.insert("name".into(), Value::String(name.to_string()));
+                    Ok(new)
+                },
+                status_only,
+                opts.dry_run,
+            )
+            .await?;
         Ok(Written {
             object,
             warnings,
@@ -912,7 +937,7 @@ impl Registry {
     }
 
     /// DELETE with kube-apiserver's graceful deletion and finalizer rules.
-    pub fn delete(
+    pub async fn delete(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -921,10 +946,10 @@ impl Registry {
     ) -> Result<Deleted, ApiError> {
         let key = Self::key(info, namespace, name);
         for _ in 0..16 {
-            let old = self.get(info, namespace, name)?;
+            let old = self.get(info, namespace, name).await?;
             check_preconditions(info, name, &old, &opts.preconditions)?;
             let rv = store::resource_version_of(&old);
-            let result = self.delete_once(info, &key, old, rv, opts);
+            let result = self.delete_once(info, &key, old, rv, opts).await;
             match result {
                 Err(ApiError::Conflict { .. }) if opts.preconditions.resource_version.is_none() => {
                     continue
@@ -938,7 +963,7 @@ impl Registry {
         }))
     }
 
-    fn delete_once(
+    async fn delete_once(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -979,6 +1004,7 @@ impl Registry {
                 let obj = self
                     .store
                     .update(key, new, rv)
+                    .await
                     .map_err(|e| ApiError::from_store(e, info, name))?;
                 return Ok(Deleted::Pending(obj));
             }
@@ -999,13 +1025,12 @@ impl Registry {
             let obj = self
                 .store
                 .delete(key, &pre)
+                .await
                 .map_err(|e| ApiError::from_store(e, info, name))?;
             if info.kind == "Service" {
-                crate::allocators::Ranges::default().release_dropped(
-                    self.store.as_ref(),
-                    &obj,
-                    None,
-                );
+                crate::allocators::Ranges::default()
+                    .release_dropped(self.store.as_ref(), &obj, None)
+                    .await;
             }
             return Ok(Deleted::Gone(obj));
         }
@@ -1034,13 +1059,14 @@ impl Registry {
         let obj = self
             .store
             .update(key, new, rv)
+            .await
             .map_err(|e| ApiError::from_store(e, info, name))?;
         Ok(Deleted::Pending(obj))
     }
 
     /// `pods/binding`: assigns a node once, and records PodScheduled (as kube's
     /// BindingREST does).
-    pub fn bind(
+    pub async fn bind(
         &self,
         namespace: &str,
         pod: &str,
@@ -1050,7 +1076,7 @@ impl Registry {
         let info = api::resources::lookup("", "pods").ok_or(ApiError::PathNotFound)?;
         let key = Self::key(info, Some(namespace), pod);
         for _ in 0..16 {
-            let old = self.get(info, Some(namespace), pod)?;
+            let old = self.get(info, Some(namespace), pod).await?;
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError::Conflict {
                     resource: "pods/binding".into(),
@@ -1079,6 +1105,7 @@ impl Registry {
             match self
                 .store
                 .update(&key, new, store::resource_version_of(&old))
+                .await
             {
                 Ok(v) => return Ok(v),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -1093,7 +1120,7 @@ impl Registry {
 
     /// `PUT namespaces/<n>/finalize`: only `spec.finalizers` changes. A terminating namespace
     /// whose finalizers are all gone is removed.
-    pub fn finalize_namespace(
+    pub async fn finalize_namespace(
         &self,
         name: &str,
         body: Value,
@@ -1106,7 +1133,7 @@ impl Registry {
             .cloned()
             .unwrap_or_else(|| json!([]));
         for _ in 0..16 {
-            let old = self.get(info, None, name)?;
+            let old = self.get(info, None, name).await?;
             let mut new = old.clone();
             new["spec"]["finalizers"] = finalizers.clone();
             if dry_run {
@@ -1120,15 +1147,17 @@ impl Registry {
             let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
             let rv = store::resource_version_of(&old);
             let res = if deleting && spec_empty && meta_empty {
-                self.store.delete(
-                    &key,
-                    &Preconditions {
-                        uid: None,
-                        resource_version: rv,
-                    },
-                )
+                self.store
+                    .delete(
+                        &key,
+                        &Preconditions {
+                            uid: None,
+                            resource_version: rv,
+                        },
+                    )
+                    .await
             } else {
-                self.store.update(&key, new, rv)
+                self.store.update(&key, new, rv).await
             };
             match res {
                 Ok(v) => return Ok(v),
@@ -1143,11 +1172,14 @@ impl Registry {
     }
 
     /// Creates the namespaces every cluster has, if missing.
-    pub fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+    pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
         let info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
         for ns in SYSTEM_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
-            match self.create(info, None, body, &WriteOptions::default()) {
+            match self
+                .create(info, None, body, &WriteOptions::default())
+                .await
+            {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }

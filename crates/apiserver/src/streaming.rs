@@ -13,9 +13,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use crate::containers::{pick_container, seg};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::request::Query;
+use crate::state::AppState;
 
 /// Which connect subresource a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,18 +36,6 @@ const UPGRADE_HEADERS: &[&str] = &[
     "x-stream-protocol-version",
 ];
 
-/// Percent-encodes one path segment.
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// kube-apiserver's checks; returns the node path for the request.
 pub fn node_path(
     kind: Connect,
@@ -62,7 +51,7 @@ pub fn node_path(
         .unwrap_or("");
     let mut path = match kind {
         Connect::Exec | Connect::Attach => {
-            let container = crate::logs::pick_container(pod, name, q.get("container"))?;
+            let container = pick_container(pod, name, q.get("container"))?;
             if matches!(phase, "Succeeded" | "Failed") {
                 let verb = match kind {
                     Connect::Exec => "exec into",
@@ -140,13 +129,13 @@ async fn proxy(
 ) -> Result<Response, ApiError> {
     let pods = api::resources::lookup("", "pods").ok_or(ApiError::PathNotFound)?;
     let nodes = api::resources::lookup("", "nodes").ok_or(ApiError::PathNotFound)?;
-    let pod = st.registry.get(pods, Some(ns), name)?;
+    let pod = st.registry.get(pods, Some(ns), name).await?;
     let path = node_path(kind, &pod, ns, name, req.uri().query().unwrap_or(""))?;
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let node = st.registry.get(nodes, None, node_name)?;
+    let node = st.registry.get(nodes, None, node_name).await?;
     let addr = crate::proxy::node_address(&node).ok_or_else(|| {
         ApiError::bad_request(format!(
             "node {node_name} has no InternalIP address to reach its API"

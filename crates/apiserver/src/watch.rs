@@ -9,8 +9,9 @@ use std::time::Duration;
 use api::resources::ResourceInfo;
 use api::tables::IncludeObject;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{json, Value};
-use store::{EventKind, StoreError, Watch};
+use store::{EventKind, StoreError, WatchStream};
 
 use crate::error::ApiError;
 use crate::objects::{api_version, Registry, Selectors};
@@ -45,7 +46,9 @@ pub fn default_timeout() -> Duration {
 
 struct State {
     req: WatchRequest,
-    watch: Option<Watch>,
+    watch: Option<WatchStream>,
+    /// The resourceVersion of the last store event seen (or the start RV).
+    last_rv: u64,
     pending: VecDeque<Bytes>,
     first_table: bool,
     deadline: tokio::time::Instant,
@@ -88,6 +91,7 @@ impl State {
     }
 
     fn on_event(&mut self, ev: &store::WatchEvent) {
+        self.last_rv = ev.resource_version;
         let now_match = self.req.selectors.matches(&ev.object);
         let was_match = ev
             .prev_object
@@ -109,14 +113,16 @@ impl State {
     }
 
     fn bookmark(&mut self) {
-        let Some(w) = &self.watch else { return };
-        if !self.req.bookmarks || matches!(self.req.format, Format::Table(_)) {
+        if self.watch.is_none()
+            || !self.req.bookmarks
+            || matches!(self.req.format, Format::Table(_))
+        {
             return;
         }
         let obj = json!({
             "kind": self.req.info.kind,
             "apiVersion": api_version(self.req.info),
-            "metadata": {"resourceVersion": w.last_resource_version().to_string()},
+            "metadata": {"resourceVersion": self.last_rv.to_string()},
         });
         let mut line = json!({"type": "BOOKMARK", "object": obj}).to_string();
         line.push('\n');
@@ -137,7 +143,7 @@ impl State {
                 ev = watch.next() => match ev {
                     Some(Ok(ev)) => self.on_event(&ev),
                     Some(Err(StoreError::WatchLagged { .. })) => {
-                        let rv = watch.last_resource_version();
+                        let rv = self.last_rv;
                         self.error_event(ApiError::Expired {
                             message: format!("too old resource version: {rv} ({rv})"),
                         });
@@ -158,7 +164,7 @@ impl State {
 /// Prepares the watch: the initial events (for RV ""/"0") and the store subscription. Errors
 /// here (a bad RV) are answered as plain HTTP errors; a too-old RV becomes an ERROR event, as
 /// kube-apiserver's watch cache does.
-pub fn start(
+pub async fn start(
     registry: Registry,
     req: WatchRequest,
 ) -> Result<impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>>, ApiError> {
@@ -168,6 +174,7 @@ pub fn start(
         next_bookmark: now + BOOKMARK_EVERY,
         req,
         watch: None,
+        last_rv: 0,
         pending: VecDeque::new(),
         first_table: true,
         done: false,
@@ -177,7 +184,7 @@ pub fn start(
     let ns = if info.namespaced { ns.as_deref() } else { None };
     let from = match st.req.resource_version.as_deref() {
         None | Some("") | Some("0") => {
-            let (items, rv) = registry.list(info, ns, &st.req.selectors)?;
+            let (items, rv) = registry.list(info, ns, &st.req.selectors).await?;
             for obj in &items {
                 let b = st.encode("ADDED", obj);
                 st.pending.push_back(b);
@@ -188,7 +195,12 @@ pub fn start(
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?,
     };
-    match registry.store.watch(info.group, info.plural, ns, from) {
+    st.last_rv = from;
+    match registry
+        .store
+        .watch(info.group, info.plural, ns, from)
+        .await
+    {
         Ok(w) => st.watch = Some(w),
         Err(e @ StoreError::Expired { .. }) => st.error_event(ApiError::from_store(e, info, "")),
         Err(e) => return Err(ApiError::Store(e)),
@@ -205,9 +217,13 @@ mod tests {
     use std::sync::Arc;
     use store::{ObjectKey, Store};
 
-    fn registry() -> (tempfile::TempDir, Registry, Arc<store::RedbStore>) {
+    async fn registry() -> (tempfile::TempDir, Registry, Arc<store::RedbStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Arc::new(store::RedbStore::open(&dir.path().join("s.redb")).expect("open"));
+        let s = Arc::new(
+            store::RedbStore::open(&dir.path().join("s.redb"))
+                .await
+                .expect("open"),
+        );
         (dir, Registry::new(s.clone()), s)
     }
 
@@ -246,10 +262,10 @@ mod tests {
 
     #[tokio::test]
     async fn initial_state_then_live_with_name_selector_transitions() {
-        let (_d, reg, s) = registry();
+        let (_d, reg, s) = registry().await;
         let k = |n: &str| ObjectKey::new("", "configmaps", "d", n);
-        s.create(&k("a"), cm("a", "web")).expect("create");
-        s.create(&k("b"), cm("b", "db")).expect("create");
+        s.create(&k("a"), cm("a", "web")).await.expect("create");
+        s.create(&k("b"), cm("b", "db")).await.expect("create");
         let req = WatchRequest {
             info: info(),
             namespace: Some("d".into()),
@@ -262,15 +278,19 @@ mod tests {
             bookmarks: false,
             format: Format::Json,
         };
-        let mut stream = Box::pin(start(reg.clone(), req).expect("start"));
+        let mut stream = Box::pin(start(reg.clone(), req).await.expect("start"));
         let ev = next_json(&mut stream).await;
         assert_eq!(ev["type"], "ADDED");
         assert_eq!(ev["object"]["metadata"]["name"], "a");
-        let mut a = s.get(&k("a")).expect("get");
+        let mut a = s.get(&k("a")).await.expect("get");
         a["data"] = json!({"x": "1"});
-        s.update(&k("a"), a, None).expect("update");
-        s.delete(&k("b"), &Default::default()).expect("delete b");
-        s.delete(&k("a"), &Default::default()).expect("delete a");
+        s.update(&k("a"), a, None).await.expect("update");
+        s.delete(&k("b"), &Default::default())
+            .await
+            .expect("delete b");
+        s.delete(&k("a"), &Default::default())
+            .await
+            .expect("delete a");
         assert_eq!(next_json(&mut stream).await["type"], "MODIFIED");
         assert_eq!(next_json(&mut stream).await["type"], "DELETED");
     }
@@ -279,11 +299,14 @@ mod tests {
     async fn too_old_rv_gives_error_event_and_timeout_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Arc::new(
-            store::RedbStore::open_with_history(&dir.path().join("s.redb"), 1).expect("open"),
+            store::RedbStore::open_with_history(&dir.path().join("s.redb"), 1)
+                .await
+                .expect("open"),
         );
         let reg = Registry::new(s.clone());
         for n in ["a", "b", "c"] {
             s.create(&ObjectKey::new("", "configmaps", "d", n), cm(n, "x"))
+                .await
                 .expect("create");
         }
         let mut req = WatchRequest {
@@ -295,7 +318,7 @@ mod tests {
             bookmarks: true,
             format: Format::Json,
         };
-        let mut stream = Box::pin(start(reg.clone(), req.clone()).expect("start"));
+        let mut stream = Box::pin(start(reg.clone(), req.clone()).await.expect("start"));
         let ev = next_json(&mut stream).await;
         assert_eq!(ev["type"], "ERROR");
         assert_eq!(ev["object"]["code"], 410);
@@ -303,7 +326,7 @@ mod tests {
 
         // A current RV with a short timeout: the stream just ends.
         req.resource_version = Some("3".into());
-        let mut stream = Box::pin(start(reg, req).expect("start"));
+        let mut stream = Box::pin(start(reg, req).await.expect("start"));
         let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await
             .expect("ends in time");
@@ -312,9 +335,9 @@ mod tests {
 
     #[tokio::test]
     async fn label_selector_transitions() {
-        let (_d, reg, s) = registry();
+        let (_d, reg, s) = registry().await;
         let k = ObjectKey::new("", "configmaps", "d", "a");
-        s.create(&k, cm("a", "web")).expect("create");
+        s.create(&k, cm("a", "web")).await.expect("create");
         let req = WatchRequest {
             info: info(),
             namespace: Some("d".into()),
@@ -322,17 +345,17 @@ mod tests {
                 label: Some(api::selectors::LabelSelector::parse("app=web").expect("sel")),
                 ..Default::default()
             },
-            resource_version: Some(s.current_resource_version().expect("rv").to_string()),
+            resource_version: Some(s.current_resource_version().await.expect("rv").to_string()),
             timeout: Duration::from_secs(30),
             bookmarks: false,
             format: Format::Json,
         };
-        let mut stream = Box::pin(start(reg, req).expect("start"));
-        let mut o = s.get(&k).expect("get");
+        let mut stream = Box::pin(start(reg, req).await.expect("start"));
+        let mut o = s.get(&k).await.expect("get");
         o["metadata"]["labels"]["app"] = json!("db");
-        s.update(&k, o.clone(), None).expect("update");
+        s.update(&k, o.clone(), None).await.expect("update");
         o["metadata"]["labels"]["app"] = json!("web");
-        s.update(&k, o, None).expect("update");
+        s.update(&k, o, None).await.expect("update");
         assert_eq!(next_json(&mut stream).await["type"], "DELETED");
         assert_eq!(next_json(&mut stream).await["type"], "ADDED");
     }

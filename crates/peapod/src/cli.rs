@@ -53,6 +53,10 @@ pub struct UpArgs {
     /// Address of the Kubernetes API (HTTPS). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
+    /// The API server's store as SCHEME:LOCATION (default: `redb:<state-dir>/store.redb`, the
+    /// embedded store).
+    #[arg(long, value_name = "SCHEME:LOCATION")]
+    pub store: Option<store::StoreSpec>,
     /// Name of this node (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,

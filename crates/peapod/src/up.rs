@@ -31,6 +31,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let api = apiserver::start(apiserver::ApiServerConfig {
         listen: args.listen,
         state_dir: state_dir.clone(),
+        store: args
+            .store
+            .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
         node_api_token: Some(node_api_token.clone()),
     })
     .await

@@ -1,14 +1,22 @@
 //! The object store behind the API server: Kubernetes objects as JSON, keyed by
 //! (group, resource, namespace, name), with one global, monotonically increasing
-//! resourceVersion and a watch feed. It is a trait so that an etcd backend can replace the
-//! embedded `redb` one ([`RedbStore`]) without the API server noticing.
+//! resourceVersion and a watch feed. It is an async trait whose signatures name no backend, so
+//! an etcd backend is one more module beside the embedded `redb` one ([`RedbStore`]), picked
+//! by a [`StoreSpec`] (`redb:PATH`) in [`open`].
 
 mod redb_store;
+mod spec;
 mod watch;
 
 pub use redb_store::RedbStore;
-pub use watch::{EventKind, Watch, WatchEvent};
+pub use spec::{SpecError, StoreSpec};
+pub use watch::{EventKind, WatchEvent};
 
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Stream;
 use serde_json::Value;
 
 /// Where one object lives. `namespace` is empty for cluster-scoped resources.
@@ -57,6 +65,9 @@ pub struct Preconditions {
     pub resource_version: Option<u64>,
 }
 
+/// A backend's own error, boxed so that no backend type appears in this crate's API.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} not found")]
@@ -72,19 +83,13 @@ pub enum StoreError {
     /// A watcher fell so far behind the live feed that events were dropped.
     #[error("watch fell behind the event feed and lost {missed} events")]
     WatchLagged { missed: u64 },
-    #[error("opening store at {path}")]
-    Open {
-        path: std::path::PathBuf,
-        #[source]
-        source: Box<redb::Error>,
-    },
+    /// The backend failed or cannot be reached (kube-apiserver answers these with a 500).
     #[error("store {op} failed for {target}")]
-    Backend {
+    Unavailable {
         op: &'static str,
         target: String,
-        // Boxed: redb's error is large and would bloat every Result of the store.
         #[source]
-        source: Box<redb::Error>,
+        source: BackendError,
     },
     #[error("stored object {target} is not valid JSON")]
     Decode {
@@ -98,41 +103,58 @@ pub enum StoreError {
     TooManyRetries { key: ObjectKey, attempts: u32 },
 }
 
+/// A watch: committed events in resourceVersion order; ends when the store goes away or after
+/// a [`StoreError::WatchLagged`]. Any backend can build one (a channel, an etcd watch).
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Arc<WatchEvent>, StoreError>> + Send>>;
+
 /// A Kubernetes object store. Every write commits before it returns and gets the next
-/// resourceVersion, which the store writes into `metadata.resourceVersion`.
+/// resourceVersion, which the store writes into `metadata.resourceVersion`. Implementations
+/// keep blocking work (disk, network) off the async workers.
+#[async_trait]
 pub trait Store: Send + Sync {
-    fn get(&self, key: &ObjectKey) -> Result<Value, StoreError>;
+    async fn get(&self, key: &ObjectKey) -> Result<Value, StoreError>;
     /// All objects of a resource, or of one namespace when `namespace` is given.
-    fn list(
+    async fn list(
         &self,
         group: &str,
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<ListResult, StoreError>;
-    fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError>;
+    async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError>;
     /// Replaces an existing object. With `expected_rv`, fails with `Conflict` unless the stored
     /// object has that resourceVersion. An update that changes nothing writes nothing and
     /// returns the stored object (as etcd3's GuaranteedUpdate does).
-    fn update(
+    async fn update(
         &self,
         key: &ObjectKey,
         obj: Value,
         expected_rv: Option<u64>,
     ) -> Result<Value, StoreError>;
     /// Removes an object and returns its last state, stamped with the deletion's resourceVersion.
-    fn delete(&self, key: &ObjectKey, preconditions: &Preconditions) -> Result<Value, StoreError>;
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        preconditions: &Preconditions,
+    ) -> Result<Value, StoreError>;
     /// Events of a resource (optionally one namespace) with resourceVersion > `from_rv`:
     /// retained history first, then live. `Expired` when history no longer reaches back to
     /// `from_rv`. (RV 0 meaning "current state first" is the caller's job.)
-    fn watch(
+    async fn watch(
         &self,
         group: &str,
         resource: &str,
         namespace: Option<&str>,
         from_rv: u64,
-    ) -> Result<Watch, StoreError>;
+    ) -> Result<WatchStream, StoreError>;
     /// The resourceVersion of the last write.
-    fn current_resource_version(&self) -> Result<u64, StoreError>;
+    async fn current_resource_version(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the backend `spec` names.
+pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Redb { path } => Ok(Arc::new(RedbStore::open(path).await?)),
+    }
 }
 
 /// How many times [`guaranteed_update`] retries a conflicting write.
@@ -140,16 +162,20 @@ const GUARANTEED_UPDATE_ATTEMPTS: u32 = 16;
 
 /// Read-modify-write that retries when another writer got in between. `f` gets the current
 /// object and returns the new one (or an error that stops the loop).
-pub fn guaranteed_update<E, F>(store: &dyn Store, key: &ObjectKey, mut f: F) -> Result<Value, E>
+pub async fn guaranteed_update<E, F>(
+    store: &dyn Store,
+    key: &ObjectKey,
+    mut f: F,
+) -> Result<Value, E>
 where
     E: From<StoreError>,
     F: FnMut(Value) -> Result<Value, E>,
 {
     for _ in 0..GUARANTEED_UPDATE_ATTEMPTS {
-        let current = store.get(key)?;
+        let current = store.get(key).await?;
         let rv = resource_version_of(&current);
         let new = f(current)?;
-        match store.update(key, new, rv) {
+        match store.update(key, new, rv).await {
             Ok(v) => return Ok(v),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -167,4 +193,23 @@ pub fn resource_version_of(obj: &Value) -> Option<u64> {
     obj.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_picks_the_backend_of_the_spec() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec: StoreSpec = format!("redb:{}", dir.path().join("s.redb").display())
+            .parse()
+            .expect("spec");
+        let store = open(&spec).await.expect("open");
+        let key = ObjectKey::new("", "configmaps", "default", "a");
+        let obj = serde_json::json!({"metadata": {"name": "a"}});
+        store.create(&key, obj).await.expect("create");
+        assert_eq!(store.current_resource_version().await.expect("rv"), 1);
+        assert!(dir.path().join("s.redb").exists());
+    }
 }

@@ -1,17 +1,19 @@
 //! The embedded backend: one `redb` file. Each write is one transaction that stores the object
 //! and the new global resourceVersion together, committed before the call returns, so a crash
-//! never leaves an object newer than the counter (or the reverse).
+//! never leaves an object newer than the counter (or the reverse). Transactions and commits
+//! (with their fsync) run on tokio's blocking pool, never on an async worker.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 use crate::watch::{EventLog, WatchFilter};
 use crate::{
-    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError, Watch,
-    WatchEvent,
+    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError,
+    WatchEvent, WatchStream,
 };
 
 /// Objects: "group/resource/namespace/name" → JSON bytes.
@@ -23,11 +25,35 @@ const RV_KEY: &str = "rv";
 /// How many recent events a watch can resume from.
 pub const DEFAULT_HISTORY: usize = 10_000;
 
+/// The store; cheap to share, every call moves its blocking part to the blocking pool.
 pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Database,
-    path: PathBuf,
-    /// Serialises writes with the event log so RV order = history order = live order.
+    /// Serialises writes from transaction to event-log push, so RV order = history order =
+    /// live order. Only ever taken on the blocking pool.
+    writing: Mutex<()>,
+    /// Held only to push one event or to take a subscription, never across a commit.
     log: Mutex<EventLog>,
+}
+
+/// What a write wants done to the stored object.
+enum Change {
+    Create(Value),
+    Update {
+        obj: Value,
+        expected_rv: Option<u64>,
+    },
+    Delete(Preconditions),
+}
+
+/// What a write decided, given the stored object.
+enum WriteOp {
+    Put(Value),
+    Delete,
+    Unchanged(Value),
 }
 
 fn encode_key(key: &ObjectKey) -> String {
@@ -44,7 +70,7 @@ fn backend(
     target: impl std::fmt::Display,
     e: impl Into<redb::Error>,
 ) -> StoreError {
-    StoreError::Backend {
+    StoreError::Unavailable {
         op,
         target: target.to_string(),
         source: Box::new(e.into()),
@@ -64,19 +90,61 @@ fn set_rv(key: &ObjectKey, obj: &mut Value, rv: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn decode(target: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        target: target.to_string(),
+        source,
+    })
+}
+
+/// Locks a mutex whose holder cannot leave its data half-updated (a push or `()` is the last
+/// step), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T, F>(op: &'static str, target: String, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            op,
+            target,
+            source: Box::new(e),
+        })?
+}
+
 impl RedbStore {
     /// Opens (or creates) the store file.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with_history(path, DEFAULT_HISTORY)
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_history(path, DEFAULT_HISTORY).await
     }
 
     /// As [`RedbStore::open`] with a chosen watch-history length (tests use a small one).
-    pub fn open_with_history(path: &Path, history: usize) -> Result<Self, StoreError> {
-        let open_err = |e: redb::Error| StoreError::Open {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        };
-        let db = Database::create(path).map_err(|e| open_err(e.into()))?;
+    pub async fn open_with_history(path: &Path, history: usize) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let target = path.display().to_string();
+        let inner = blocking("open", target, move || Inner::open(path, history)).await?;
+        Ok(RedbStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    async fn write(&self, key: &ObjectKey, change: Change) -> Result<Value, StoreError> {
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking("write", key.to_string(), move || inner.write(&key, change)).await
+    }
+}
+
+impl Inner {
+    fn open(path: PathBuf, history: usize) -> Result<Self, StoreError> {
+        let open_err = |e: redb::Error| backend("open", path.display(), e);
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
         // Make sure both tables exist so read transactions never see "table missing".
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
         let rv = {
@@ -90,38 +158,18 @@ impl RedbStore {
             rv
         };
         txn.commit().map_err(|e| open_err(e.into()))?;
-        Ok(RedbStore {
+        Ok(Inner {
             db,
-            path: path.to_path_buf(),
+            writing: Mutex::new(()),
             log: Mutex::new(EventLog::new(rv, history.max(1))),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn lock_log(&self) -> std::sync::MutexGuard<'_, EventLog> {
-        // A panic while holding the lock cannot leave the log half-updated (push is the last
-        // step), so a poisoned lock is still usable.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn decode(target: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-            target: target.to_string(),
-            source,
-        })
-    }
-
-    /// Runs one write transaction: `f` sees the current stored object and the next RV and
-    /// returns what to store (Some) or delete (None) plus the event to publish.
-    fn write<F>(&self, key: &ObjectKey, f: F) -> Result<Value, StoreError>
-    where
-        F: FnOnce(Option<Value>, u64) -> Result<WriteOp, StoreError>,
-    {
+    /// One write transaction: reads the stored object, lets [`decide`] choose, stores the
+    /// object and the next RV together, commits, then publishes the event.
+    fn write(&self, key: &ObjectKey, change: Change) -> Result<Value, StoreError> {
         let k = encode_key(key);
-        let mut log = self.lock_log();
+        let _writing = lock(&self.writing);
         let txn = self
             .db
             .begin_write()
@@ -137,11 +185,11 @@ impl RedbStore {
                 .map(|g| g.value())
                 .unwrap_or(0);
             let current = match objects.get(k.as_str()).map_err(|e| backend("get", &k, e))? {
-                Some(g) => Some(Self::decode(&k, g.value())?),
+                Some(g) => Some(decode(&k, g.value())?),
                 None => None,
             };
             let next_rv = rv + 1;
-            match f(current.clone(), next_rv)? {
+            match decide(key, current.as_ref(), change)? {
                 WriteOp::Unchanged(v) => return Ok(v),
                 WriteOp::Put(mut obj) => {
                     set_rv(key, &mut obj, next_rv)?;
@@ -194,18 +242,10 @@ impl RedbStore {
             }
         };
         txn.commit().map_err(|e| backend("commit", &k, e))?;
-        log.push(event);
+        lock(&self.log).push(event);
         Ok(result)
     }
-}
 
-enum WriteOp {
-    Put(Value),
-    Delete,
-    Unchanged(Value),
-}
-
-impl Store for RedbStore {
     fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
         let k = encode_key(key);
         let txn = self
@@ -216,144 +256,44 @@ impl Store for RedbStore {
             .open_table(OBJECTS)
             .map_err(|e| backend("open", &k, e))?;
         match objects.get(k.as_str()).map_err(|e| backend("get", &k, e))? {
-            Some(g) => Self::decode(&k, g.value()),
+            Some(g) => decode(&k, g.value()),
             None => Err(StoreError::NotFound { key: key.clone() }),
         }
     }
 
-    fn list(
-        &self,
-        group: &str,
-        resource: &str,
-        namespace: Option<&str>,
-    ) -> Result<ListResult, StoreError> {
-        let prefix = match namespace {
-            Some(ns) => format!("{group}/{resource}/{ns}/"),
-            None => format!("{group}/{resource}/"),
-        };
+    /// Every object whose key starts with `prefix`, with the RV of the same snapshot.
+    fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
         let txn = self
             .db
             .begin_read()
-            .map_err(|e| backend("begin read", &prefix, e))?;
+            .map_err(|e| backend("begin read", prefix, e))?;
         let objects = txn
             .open_table(OBJECTS)
-            .map_err(|e| backend("open", &prefix, e))?;
+            .map_err(|e| backend("open", prefix, e))?;
         let meta = txn
             .open_table(META)
-            .map_err(|e| backend("open", &prefix, e))?;
+            .map_err(|e| backend("open", prefix, e))?;
         let resource_version = meta
             .get(RV_KEY)
-            .map_err(|e| backend("read rv", &prefix, e))?
+            .map_err(|e| backend("read rv", prefix, e))?
             .map(|g| g.value())
             .unwrap_or(0);
         let mut items = Vec::new();
         for entry in objects
-            .range::<&str>(prefix.as_str()..)
-            .map_err(|e| backend("range", &prefix, e))?
+            .range::<&str>(prefix..)
+            .map_err(|e| backend("range", prefix, e))?
         {
-            let (k, v) = entry.map_err(|e| backend("range", &prefix, e))?;
+            let (k, v) = entry.map_err(|e| backend("range", prefix, e))?;
             let k = k.value();
-            if !k.starts_with(prefix.as_str()) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            items.push(Self::decode(k, v.value())?);
+            items.push(decode(k, v.value())?);
         }
         Ok(ListResult {
             items,
             resource_version,
         })
-    }
-
-    fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
-        self.write(key, |current, _| match current {
-            Some(_) => Err(StoreError::AlreadyExists { key: key.clone() }),
-            None => Ok(WriteOp::Put(obj)),
-        })
-    }
-
-    fn update(
-        &self,
-        key: &ObjectKey,
-        obj: Value,
-        expected_rv: Option<u64>,
-    ) -> Result<Value, StoreError> {
-        self.write(key, |current, _| {
-            let Some(current) = current else {
-                return Err(StoreError::NotFound { key: key.clone() });
-            };
-            let current_rv = resource_version_of(&current);
-            if let Some(want) = expected_rv {
-                if current_rv != Some(want) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "resourceVersion is {}, expected {want}",
-                            current_rv.map_or_else(|| "unset".to_string(), |r| r.to_string())
-                        ),
-                    });
-                }
-            }
-            // Compare with the RV normalised: a write that changes nothing is not a write.
-            let mut normalised = obj.clone();
-            if let Some(rv) = current_rv {
-                set_rv(key, &mut normalised, rv)?;
-            }
-            if normalised == current {
-                return Ok(WriteOp::Unchanged(current));
-            }
-            Ok(WriteOp::Put(obj))
-        })
-    }
-
-    fn delete(&self, key: &ObjectKey, pre: &Preconditions) -> Result<Value, StoreError> {
-        self.write(key, |current, _| {
-            let Some(current) = current else {
-                return Err(StoreError::NotFound { key: key.clone() });
-            };
-            if let Some(uid) = &pre.uid {
-                let have = current.pointer("/metadata/uid").and_then(Value::as_str);
-                if have != Some(uid.as_str()) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            have.unwrap_or("")
-                        ),
-                    });
-                }
-            }
-            if let Some(rv) = pre.resource_version {
-                let have = resource_version_of(&current);
-                if have != Some(rv) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            have.map_or_else(String::new, |r| r.to_string())
-                        ),
-                    });
-                }
-            }
-            Ok(WriteOp::Delete)
-        })
-    }
-
-    fn watch(
-        &self,
-        group: &str,
-        resource: &str,
-        namespace: Option<&str>,
-        from_rv: u64,
-    ) -> Result<Watch, StoreError> {
-        let log = self.lock_log();
-        log.subscribe(
-            WatchFilter {
-                group: group.to_string(),
-                resource: resource.to_string(),
-                namespace: namespace.map(str::to_string),
-            },
-            from_rv,
-        )
     }
 
     fn current_resource_version(&self) -> Result<u64, StoreError> {
@@ -372,9 +312,143 @@ impl Store for RedbStore {
     }
 }
 
+/// The write rules, apart from the transaction: create only what is missing, update only
+/// what exists (at the expected RV; a no-op writes nothing), delete under preconditions.
+fn decide(key: &ObjectKey, current: Option<&Value>, change: Change) -> Result<WriteOp, StoreError> {
+    match change {
+        Change::Create(obj) => match current {
+            Some(_) => Err(StoreError::AlreadyExists { key: key.clone() }),
+            None => Ok(WriteOp::Put(obj)),
+        },
+        Change::Update { obj, expected_rv } => {
+            let Some(current) = current else {
+                return Err(StoreError::NotFound { key: key.clone() });
+            };
+            let current_rv = resource_version_of(current);
+            if let Some(want) = expected_rv {
+                if current_rv != Some(want) {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        reason: format!(
+                            "resourceVersion is {}, expected {want}",
+                            current_rv.map_or_else(|| "unset".to_string(), |r| r.to_string())
+                        ),
+                    });
+                }
+            }
+            // Compare with the RV normalised: a write that changes nothing is not a write.
+            let mut normalised = obj.clone();
+            if let Some(rv) = current_rv {
+                set_rv(key, &mut normalised, rv)?;
+            }
+            if &normalised == current {
+                return Ok(WriteOp::Unchanged(current.clone()));
+            }
+            Ok(WriteOp::Put(obj))
+        }
+        Change::Delete(pre) => {
+            let Some(current) = current else {
+                return Err(StoreError::NotFound { key: key.clone() });
+            };
+            if let Some(uid) = &pre.uid {
+                let have = current.pointer("/metadata/uid").and_then(Value::as_str);
+                if have != Some(uid.as_str()) {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        reason: format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            have.unwrap_or("")
+                        ),
+                    });
+                }
+            }
+            if let Some(rv) = pre.resource_version {
+                let have = resource_version_of(current);
+                if have != Some(rv) {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        reason: format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            have.map_or_else(String::new, |r| r.to_string())
+                        ),
+                    });
+                }
+            }
+            Ok(WriteOp::Delete)
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking("get", key.to_string(), move || inner.get(&key)).await
+    }
+
+    async fn list(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<ListResult, StoreError> {
+        let prefix = match namespace {
+            Some(ns) => format!("{group}/{resource}/{ns}/"),
+            None => format!("{group}/{resource}/"),
+        };
+        let inner = self.inner.clone();
+        blocking("list", prefix.clone(), move || inner.list(&prefix)).await
+    }
+
+    async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
+        self.write(key, Change::Create(obj)).await
+    }
+
+    async fn update(
+        &self,
+        key: &ObjectKey,
+        obj: Value,
+        expected_rv: Option<u64>,
+    ) -> Result<Value, StoreError> {
+        self.write(key, Change::Update { obj, expected_rv }).await
+    }
+
+    async fn delete(&self, key: &ObjectKey, pre: &Preconditions) -> Result<Value, StoreError> {
+        self.write(key, Change::Delete(pre.clone())).await
+    }
+
+    async fn watch(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        from_rv: u64,
+    ) -> Result<WatchStream, StoreError> {
+        // Only memory: the history and a channel subscription, under a short lock.
+        lock(&self.inner.log).subscribe(
+            WatchFilter {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: namespace.map(str::to_string),
+            },
+            from_rv,
+        )
+    }
+
+    async fn current_resource_version(&self) -> Result<u64, StoreError> {
+        let inner = self.inner.clone();
+        blocking("read rv", RV_KEY.to_string(), move || {
+            inner.current_resource_version()
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use serde_json::json;
 
     fn pod(name: &str) -> Value {
@@ -385,30 +459,35 @@ mod tests {
         ObjectKey::new("", "pods", "default", name)
     }
 
-    fn open(dir: &tempfile::TempDir) -> RedbStore {
-        RedbStore::open(&dir.path().join("store.redb")).expect("open")
+    async fn open(dir: &tempfile::TempDir) -> RedbStore {
+        RedbStore::open(&dir.path().join("store.redb"))
+            .await
+            .expect("open")
     }
 
-    #[test]
-    fn crud_and_resource_versions() {
+    #[tokio::test]
+    async fn crud_and_resource_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = open(&dir);
-        let a = s.create(&key("a"), pod("a")).expect("create");
+        let s = open(&dir).await;
+        let a = s.create(&key("a"), pod("a")).await.expect("create");
         assert_eq!(resource_version_of(&a), Some(1));
         assert!(matches!(
-            s.create(&key("a"), pod("a")),
+            s.create(&key("a"), pod("a")).await,
             Err(StoreError::AlreadyExists { .. })
         ));
-        s.create(&key("b"), pod("b")).expect("create b");
+        s.create(&key("b"), pod("b")).await.expect("create b");
         s.create(&ObjectKey::new("", "pods", "other", "c"), pod("c"))
+            .await
             .expect("create c");
         s.create(&ObjectKey::new("", "podsx", "default", "d"), pod("d"))
+            .await
             .expect("create d");
-        let all = s.list("", "pods", None).expect("list");
+        let all = s.list("", "pods", None).await.expect("list");
         assert_eq!(all.items.len(), 3);
         assert_eq!(all.resource_version, 4);
         assert_eq!(
             s.list("", "pods", Some("default"))
+                .await
                 .expect("list")
                 .items
                 .len(),
@@ -419,16 +498,20 @@ mod tests {
         changed["spec"] = json!({"x": 1});
         let updated = s
             .update(&key("a"), changed.clone(), Some(1))
+            .await
             .expect("update");
         assert_eq!(resource_version_of(&updated), Some(5));
         assert!(matches!(
-            s.update(&key("a"), changed.clone(), Some(1)),
+            s.update(&key("a"), changed.clone(), Some(1)).await,
             Err(StoreError::Conflict { .. })
         ));
         // No-op update: no new RV.
-        let same = s.update(&key("a"), updated.clone(), None).expect("noop");
+        let same = s
+            .update(&key("a"), updated.clone(), None)
+            .await
+            .expect("noop");
         assert_eq!(resource_version_of(&same), Some(5));
-        assert_eq!(s.current_resource_version().expect("rv"), 5);
+        assert_eq!(s.current_resource_version().await.expect("rv"), 5);
 
         assert!(matches!(
             s.delete(
@@ -437,7 +520,8 @@ mod tests {
                     uid: Some("wrong".into()),
                     resource_version: None
                 }
-            ),
+            )
+            .await,
             Err(StoreError::Conflict { .. })
         ));
         let gone = s
@@ -448,79 +532,173 @@ mod tests {
                     resource_version: Some(5),
                 },
             )
+            .await
             .expect("delete");
         assert_eq!(resource_version_of(&gone), Some(6));
-        assert!(matches!(s.get(&key("a")), Err(StoreError::NotFound { .. })));
         assert!(matches!(
-            s.delete(&key("a"), &Preconditions::default()),
+            s.get(&key("a")).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.delete(&key("a"), &Preconditions::default()).await,
             Err(StoreError::NotFound { .. })
         ));
     }
 
-    #[test]
-    fn persists_across_reopen() {
+    #[tokio::test]
+    async fn persists_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let s = open(&dir);
-            s.create(&key("a"), pod("a")).expect("create");
-            s.create(&key("b"), pod("b")).expect("create");
+            let s = open(&dir).await;
+            s.create(&key("a"), pod("a")).await.expect("create");
+            s.create(&key("b"), pod("b")).await.expect("create");
             s.delete(&key("b"), &Preconditions::default())
+                .await
                 .expect("delete");
         }
-        let s = open(&dir);
-        assert_eq!(s.current_resource_version().expect("rv"), 3);
-        assert_eq!(s.get(&key("a")).expect("get")["metadata"]["name"], "a");
-        let created = s.create(&key("c"), pod("c")).expect("create");
+        let s = open(&dir).await;
+        assert_eq!(s.current_resource_version().await.expect("rv"), 3);
+        assert_eq!(
+            s.get(&key("a")).await.expect("get")["metadata"]["name"],
+            "a"
+        );
+        let created = s.create(&key("c"), pod("c")).await.expect("create");
         assert_eq!(resource_version_of(&created), Some(4));
         // History does not survive a restart: resuming from before it is Expired.
         assert!(matches!(
-            s.watch("", "pods", None, 1),
+            s.watch("", "pods", None, 1).await,
             Err(StoreError::Expired { .. })
         ));
-        assert!(s.watch("", "pods", None, 3).is_ok());
+        assert!(s.watch("", "pods", None, 3).await.is_ok());
     }
 
-    #[test]
-    fn guaranteed_update_retries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = open(&dir);
-        s.create(&key("a"), pod("a")).expect("create");
-        let mut first = true;
-        let out = crate::guaranteed_update::<StoreError, _>(&s, &key("a"), |mut obj| {
-            if first {
-                // Someone else writes between our read and our write.
-                first = false;
-                let mut other = obj.clone();
+    /// A store where another writer changes the object between the first read and the first
+    /// write of a read-modify-write.
+    struct Interfering {
+        inner: RedbStore,
+        interfered: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for Interfering {
+        async fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(
+            &self,
+            group: &str,
+            resource: &str,
+            namespace: Option<&str>,
+        ) -> Result<ListResult, StoreError> {
+            self.inner.list(group, resource, namespace).await
+        }
+        async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
+            self.inner.create(key, obj).await
+        }
+        async fn update(
+            &self,
+            key: &ObjectKey,
+            obj: Value,
+            expected_rv: Option<u64>,
+        ) -> Result<Value, StoreError> {
+            use std::sync::atomic::Ordering;
+            if !self.interfered.swap(true, Ordering::SeqCst) {
+                let mut other = self.inner.get(key).await?;
                 other["metadata"]["labels"] = json!({"by": "other"});
-                s.update(&key("a"), other, None)?;
+                self.inner.update(key, other, None).await?;
             }
+            self.inner.update(key, obj, expected_rv).await
+        }
+        async fn delete(&self, key: &ObjectKey, pre: &Preconditions) -> Result<Value, StoreError> {
+            self.inner.delete(key, pre).await
+        }
+        async fn watch(
+            &self,
+            group: &str,
+            resource: &str,
+            namespace: Option<&str>,
+            from_rv: u64,
+        ) -> Result<WatchStream, StoreError> {
+            self.inner.watch(group, resource, namespace, from_rv).await
+        }
+        async fn current_resource_version(&self) -> Result<u64, StoreError> {
+            self.inner.current_resource_version().await
+        }
+    }
+
+    #[tokio::test]
+    async fn guaranteed_update_retries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Interfering {
+            inner: open(&dir).await,
+            interfered: Default::default(),
+        };
+        s.create(&key("a"), pod("a")).await.expect("create");
+        let mut calls = 0;
+        let out = crate::guaranteed_update::<StoreError, _>(&s, &key("a"), |mut obj| {
+            calls += 1;
             obj["spec"] = json!({"mine": true});
             Ok(obj)
         })
+        .await
         .expect("guaranteed update");
+        assert_eq!(calls, 2, "the conflicting first attempt is redone");
         assert_eq!(out["metadata"]["labels"]["by"], "other");
         assert_eq!(out["spec"]["mine"], true);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_get_distinct_ordered_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Arc::new(open(&dir).await);
+        let mut w = s.watch("", "pods", None, 0).await.expect("watch");
+        let writers: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let n = format!("p{i}");
+                    s.create(&key(&n), pod(&n)).await
+                })
+            })
+            .collect();
+        let mut rvs = Vec::new();
+        for h in writers {
+            let obj = h.await.expect("join").expect("create");
+            rvs.push(resource_version_of(&obj).expect("rv"));
+        }
+        rvs.sort_unstable();
+        assert_eq!(rvs, (1..=20).collect::<Vec<_>>());
+        for want in 1..=20 {
+            let ev = w.next().await.expect("event").expect("ok");
+            assert_eq!(ev.resource_version, want);
+        }
     }
 
     #[tokio::test]
     async fn watch_replays_then_streams_and_filters() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = open(&dir);
-        s.create(&key("a"), pod("a")).expect("create"); // rv 1
+        let s = open(&dir).await;
+        s.create(&key("a"), pod("a")).await.expect("create"); // rv 1
         s.create(&ObjectKey::new("", "pods", "other", "x"), pod("x"))
+            .await
             .expect("create"); // rv 2
         s.create(
             &ObjectKey::new("", "configmaps", "default", "cm"),
             json!({}),
         )
+        .await
         .expect("create"); // rv 3
-        let mut w = s.watch("", "pods", Some("default"), 0).expect("watch");
+        let mut w = s
+            .watch("", "pods", Some("default"), 0)
+            .await
+            .expect("watch");
         let ev = w.next().await.expect("event").expect("ok");
         assert_eq!((ev.kind, ev.resource_version), (EventKind::Added, 1));
         let mut changed = pod("a");
         changed["spec"] = json!({});
-        s.update(&key("a"), changed, None).expect("update"); // rv 4
+        s.update(&key("a"), changed, None).await.expect("update"); // rv 4
         s.delete(&key("a"), &Preconditions::default())
+            .await
             .expect("delete"); // rv 5
         let ev = w.next().await.expect("event").expect("ok");
         assert_eq!((ev.kind, ev.resource_version), (EventKind::Modified, 4));
@@ -530,7 +708,7 @@ mod tests {
         assert_eq!(resource_version_of(&ev.object), Some(5));
 
         // Resume from the middle.
-        let mut w = s.watch("", "pods", None, 2).expect("watch");
+        let mut w = s.watch("", "pods", None, 2).await.expect("watch");
         let ev = w.next().await.expect("event").expect("ok");
         assert_eq!(ev.resource_version, 4);
     }
@@ -538,17 +716,19 @@ mod tests {
     #[tokio::test]
     async fn watch_expires_when_history_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = RedbStore::open_with_history(&dir.path().join("s.redb"), 2).expect("open");
+        let s = RedbStore::open_with_history(&dir.path().join("s.redb"), 2)
+            .await
+            .expect("open");
         for n in ["a", "b", "c", "d"] {
-            s.create(&key(n), pod(n)).expect("create");
+            s.create(&key(n), pod(n)).await.expect("create");
         }
-        match s.watch("", "pods", None, 1) {
+        match s.watch("", "pods", None, 1).await {
             Err(StoreError::Expired { requested, oldest }) => {
                 assert_eq!((requested, oldest), (1, 2))
             }
             other => panic!("expected Expired, got {:?}", other.map(|_| ())),
         }
-        let mut w = s.watch("", "pods", None, 2).expect("watch");
+        let mut w = s.watch("", "pods", None, 2).await.expect("watch");
         assert_eq!(w.next().await.expect("ev").expect("ok").resource_version, 3);
     }
 }

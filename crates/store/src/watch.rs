@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::{ObjectKey, StoreError};
+use crate::{ObjectKey, StoreError, WatchStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -84,7 +84,9 @@ impl EventLog {
         let _ = self.live.send(ev);
     }
 
-    pub fn subscribe(&self, filter: WatchFilter, from_rv: u64) -> Result<Watch, StoreError> {
+    /// A stream of the events after `from_rv` that pass `filter`: the retained history, then
+    /// the live feed (taken under the same lock, so nothing falls between them).
+    pub fn subscribe(&self, filter: WatchFilter, from_rv: u64) -> Result<WatchStream, StoreError> {
         if from_rv < self.floor {
             return Err(StoreError::Expired {
                 requested: from_rv,
@@ -97,27 +99,36 @@ impl EventLog {
             .filter(|e| e.resource_version > from_rv && filter.matches(e))
             .cloned()
             .collect();
-        Ok(Watch {
+        let watcher = Watcher {
             replay,
             live: self.live.subscribe(),
             filter,
             last_rv: from_rv,
-        })
+            ended: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            watcher,
+            |mut w| async move { w.next().await.map(|ev| (ev, w)) },
+        )))
     }
 }
 
-/// A stream of events for one watcher.
-pub struct Watch {
+/// One watcher's position in the feed.
+struct Watcher {
     replay: VecDeque<Arc<WatchEvent>>,
     live: broadcast::Receiver<Arc<WatchEvent>>,
     filter: WatchFilter,
     last_rv: u64,
+    ended: bool,
 }
 
-impl Watch {
-    /// The next event; `None` when the store is gone; `WatchLagged` when this watcher fell too
-    /// far behind (the caller should end the watch so the client re-lists or resumes).
-    pub async fn next(&mut self) -> Option<Result<Arc<WatchEvent>, StoreError>> {
+impl Watcher {
+    /// The next event; `None` when the store is gone or after a `WatchLagged` (events were
+    /// lost, so the watch cannot go on without a gap).
+    async fn next(&mut self) -> Option<Result<Arc<WatchEvent>, StoreError>> {
+        if self.ended {
+            return None;
+        }
         if let Some(ev) = self.replay.pop_front() {
             self.last_rv = ev.resource_version;
             return Some(Ok(ev));
@@ -134,14 +145,10 @@ impl Watch {
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    return Some(Err(StoreError::WatchLagged { missed }))
+                    self.ended = true;
+                    return Some(Err(StoreError::WatchLagged { missed }));
                 }
             }
         }
-    }
-
-    /// The resourceVersion of the last event handed out (or the start RV).
-    pub fn last_resource_version(&self) -> u64 {
-        self.last_rv
     }
 }

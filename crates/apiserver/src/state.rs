@@ -1,0 +1,17 @@
+//! The state every request handler shares (the registry and the credentials), in its own
+//! module so that the handlers in `http`, `logs` and `streaming` depend on it and not on
+//! each other.
+
+use std::sync::Arc;
+
+use crate::objects::Registry;
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub admin_token: Arc<str>,
+    pub node_api_token: Option<Arc<str>>,
+    /// `host:port` clients use, for legacy `/api`.
+    pub server_address: String,
+}
