@@ -431,6 +431,22 @@ async fn kube_client_agent_flows() {
         .replace("n1", &PostParams::default(), &l)
         .await
         .expect("renew lease");
+    // Optimistic concurrency, which leader election relies on: once the Lease has changed,
+    // a write carrying the resourceVersion read before loses with 409 Conflict.
+    let mut renewed = l.clone();
+    renewed
+        .spec
+        .get_or_insert_with(Default::default)
+        .lease_duration_seconds = Some(41);
+    leases
+        .replace("n1", &PostParams::default(), &renewed)
+        .await
+        .expect("change lease");
+    l.spec.get_or_insert_with(Default::default).holder_identity = Some("intruder".into());
+    match leases.replace("n1", &PostParams::default(), &l).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a stale lease write was not refused: {other:?}"),
+    }
 
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
     pods.create(&PostParams::default(), &pod)

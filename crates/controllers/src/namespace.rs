@@ -3,26 +3,25 @@
 //! lists is deleted — and once nothing is left, its `kubernetes` finalizer is removed through
 //! `namespaces/<name>/finalize`, which lets the API server remove it.
 //!
-//! Graceful pod deletions take their time: the namespace is looked at again on each event of
-//! its pods, and every few seconds while objects remain.
+//! Graceful pod deletions take their time: as upstream, the controller does not watch what
+//! it deletes but looks at the namespace again shortly while objects remain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::error::{is_conflict, is_not_found, Error};
 
-/// How soon a namespace that still holds objects is looked at again without an event.
-const STILL_EMPTYING: Duration = Duration::from_secs(5);
+/// How soon a namespace that still holds objects is looked at again.
+const STILL_EMPTYING: Duration = Duration::from_secs(1);
 /// The finalizer the namespace controller owns.
 const FINALIZER: &str = "kubernetes";
 
@@ -30,19 +29,6 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let controller = Controller::new(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
-    );
-    let namespaces = controller.store();
-    // A pod of a terminating namespace that changes or goes may be the last one.
-    let controller = controller.watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        move |pod: Pod| {
-            let ns = ObjectRef::<Namespace>::new(&pod.namespace().unwrap_or_default());
-            namespaces
-                .get(&ns)
-                .filter(|n| n.metadata.deletion_timestamp.is_some())
-                .map(|_| ns)
-        },
     );
     crate::runner::drive("namespace", controller, Arc::new(client), reconcile).boxed()
 }
