@@ -1,7 +1,8 @@
 //! `peapod controllers` as kube-controller-manager: against `peapod up --no-controllers`
 //! nothing schedules pods; two `peapod controllers --kubeconfig` copies elect one leader on
 //! the Lease, which schedules pods and fills a Service's Endpoints; when the leader is
-//! killed (SIGKILL) the other copy takes the Lease once it expires and keeps scheduling.
+//! killed (SIGKILL) the other copy takes the Lease once it expires and keeps scheduling; a
+//! leader stopped cleanly (SIGTERM) releases the Lease for the next copy.
 
 mod common;
 
@@ -128,7 +129,26 @@ fn two_controller_managers_one_leader_and_handover() {
     pp.apply(&pod("web-2"));
     pp.wait_pod_phase("web-2", "Running", T);
     assert_eq!(node_of(&pp, "web-2"), pp.node_name);
-    pp.kubectl_ok(&["delete", "pod", "web-1", "web-2", "--wait=true"]);
+
+    // A clean stop releases the Lease: a third copy takes it and schedules.
+    let mut c = ControllerManager::start(&pp, &[]);
+    let id_c = c.identity();
+    follower.terminate();
+    assert!(
+        follower.log().contains("released the leader lease"),
+        "{}",
+        follower.log()
+    );
+    wait_until(
+        "the third copy to take the released Lease",
+        HANDOVER,
+        || (lease_holder(&pp).as_deref() == Some(id_c.as_str())).then_some(()),
+    );
+    pp.apply(&pod("web-3"));
+    pp.wait_pod_phase("web-3", "Running", T);
+    assert!(c.is_running());
+
+    pp.kubectl_ok(&["delete", "pod", "web-1", "web-2", "web-3", "--wait=true"]);
     wait_until("the Endpoints emptied", T, || {
         pp.jsonpath("endpoints/web", "{.subsets[*].addresses[*].ip}")
             .filter(String::is_empty)
