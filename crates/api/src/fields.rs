@@ -65,36 +65,15 @@ pub fn decode_error(kind: &str, obj: &Value) -> Option<String> {
     }
 }
 
-/// Decodes into the typed struct of `kind` and encodes again; `Ok(None)` for kinds without a
-/// typed schema.
+/// Decodes into the typed struct of `kind` and encodes again; `Ok(None)` for kinds that are
+/// not served (they have no schema here).
 fn round_trip(kind: &str, obj: &Value) -> Result<Option<Value>, serde_json::Error> {
-    use k8s_openapi::api::{apps, coordination, core, policy};
-    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(
-        v: Value,
-    ) -> Result<Option<Value>, serde_json::Error> {
-        let typed: T = serde_json::from_value(v)?;
-        serde_json::to_value(typed).map(Some)
-    }
+    let Some(info) = crate::resources::lookup_any_kind(kind) else {
+        return Ok(None);
+    };
     let mut v = obj.clone();
     quantities_as_strings(&mut v);
-    match kind {
-        "Pod" => rt::<core::v1::Pod>(v),
-        "Namespace" => rt::<core::v1::Namespace>(v),
-        "Node" => rt::<core::v1::Node>(v),
-        "Event" => rt::<core::v1::Event>(v),
-        "ConfigMap" => rt::<core::v1::ConfigMap>(v),
-        "Secret" => rt::<core::v1::Secret>(v),
-        "Service" => rt::<core::v1::Service>(v),
-        "Endpoints" => rt::<core::v1::Endpoints>(v),
-        "EndpointSlice" => rt::<k8s_openapi::api::discovery::v1::EndpointSlice>(v),
-        "ServiceAccount" => rt::<core::v1::ServiceAccount>(v),
-        "Binding" => rt::<core::v1::Binding>(v),
-        "Lease" => rt::<coordination::v1::Lease>(v),
-        "Eviction" => rt::<policy::v1::Eviction>(v),
-        "Deployment" => rt::<apps::v1::Deployment>(v),
-        "ReplicaSet" => rt::<apps::v1::ReplicaSet>(v),
-        _ => Ok(None),
-    }
+    info.strategy.round_trip(v).map(Some)
 }
 
 /// Kubernetes accepts `cpu: 1` as a quantity; the typed `Quantity` wants a string.

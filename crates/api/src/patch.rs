@@ -6,6 +6,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::resources::lookup_any_kind;
+use crate::strategy::{ListStrategy, Strategy};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
     #[error("the body of the request was in an unknown format")]
@@ -46,7 +49,7 @@ pub fn strategic_merge_patch(kind: &str, doc: &Value, patch: &Value) -> Result<V
         _ => Map::new(),
     };
     let ctx = Ctx {
-        kind,
+        strategy: lookup_any_kind(kind).map(|info| info.strategy),
         path: Vec::new(),
     };
     Ok(Value::Object(merge_map(&ctx, orig, p)?))
@@ -57,35 +60,27 @@ const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 
-/// How a list field merges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListStrategy {
-    /// No tag: the patch list replaces the original.
-    Replace,
-    /// `patchStrategy:"merge"` on a list of scalars: union.
-    Set,
-    /// `patchStrategy:"merge"` with `patchMergeKey`.
-    Key(&'static str),
-}
-
-/// Where in the object a map being merged sits: the kind and the field names leading to it.
+/// Where in the object a map being merged sits: the kind's strategy (none for a kind that
+/// is not served) and the field names leading to it.
 #[derive(Clone)]
-struct Ctx<'a> {
-    kind: &'a str,
+struct Ctx {
+    strategy: Option<&'static dyn Strategy>,
     path: Vec<String>,
 }
 
-impl Ctx<'_> {
+impl Ctx {
     fn child(&self, field: &str) -> Self {
         let mut path = self.path.clone();
         path.push(field.to_string());
         Ctx {
-            kind: self.kind,
+            strategy: self.strategy,
             path,
         }
     }
 
-    /// The merge strategy of list `field` of the map at this context (k8s.io/api tags).
+    /// The merge strategy of list `field` of the map at this context (k8s.io/api tags):
+    /// those of the shared types (metadata, pod specs, conditions) here, the rest from the
+    /// kind's strategy.
     fn list_strategy(&self, field: &str) -> ListStrategy {
         let parent = self.path.last().map(String::as_str).unwrap_or("");
         let in_container = matches!(
@@ -109,21 +104,16 @@ impl Ctx<'_> {
             }
             "hostAliases" if in_spec => ListStrategy::Key("ip"),
             "topologySpreadConstraints" if in_spec => ListStrategy::Key("topologyKey"),
-            "podCIDRs" if in_spec && self.kind == "Node" => ListStrategy::Set,
             "ports" if in_container => ListStrategy::Key("containerPort"),
-            "ports" if in_spec && self.kind == "Service" && self.path.len() == 1 => {
-                ListStrategy::Key("port")
-            }
             "env" if in_container => ListStrategy::Key("name"),
             "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
             "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
             "conditions" if parent == "status" => ListStrategy::Key("type"),
-            "addresses" if parent == "status" && self.kind == "Node" => ListStrategy::Key("type"),
             "podIPs" | "hostIPs" if parent == "status" => ListStrategy::Key("ip"),
-            "secrets" if self.kind == "ServiceAccount" && self.path.is_empty() => {
-                ListStrategy::Key("name")
-            }
-            _ => ListStrategy::Replace,
+            _ => self
+                .strategy
+                .and_then(|s| s.list_strategy(&self.path, field))
+                .unwrap_or(ListStrategy::Replace),
         }
     }
 }
@@ -492,6 +482,18 @@ mod tests {
             out["spec"]["ports"],
             json!([{"port":80,"targetPort":9090},{"port":443}])
         );
+    }
+
+    #[test]
+    fn kind_lists_come_from_the_strategy() {
+        let node = json!({"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.1"},{"type":"Hostname","address":"n1"}]}});
+        let patch = json!({"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.2"}]}});
+        let out = strategic_merge_patch("Node", &node, &patch).expect("patch");
+        assert_eq!(out["status"]["addresses"][0]["address"], "10.0.0.2");
+        assert_eq!(out["status"]["addresses"][1]["address"], "n1");
+        // The same list of another kind has no merge key: it is replaced.
+        let out = strategic_merge_patch("Pod", &node, &patch).expect("patch");
+        assert_eq!(out["status"]["addresses"], patch["status"]["addresses"]);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+use crate::resources::{lookup_any_kind, ResourceInfo};
+use crate::strategy::{SelectableField, METADATA_FIELDS};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectorError {
     #[error("unable to parse requirement: {0}")]
@@ -336,7 +339,7 @@ fn parse_requirement(p: &mut Parser) -> Result<Requirement, SelectorError> {
             )))
         }
     };
-    if let Some(m) = crate::validation::qualified_name(&key).into_iter().next() {
+    if let Some(m) = crate::names::qualified_name(&key).into_iter().next() {
         return Err(perr(format!("key: Invalid value: {key:?}: {m}")));
     }
     if matches!(p.peek(), Token::End | Token::Comma) {
@@ -373,7 +376,7 @@ fn parse_requirement(p: &mut Parser) -> Result<Requirement, SelectorError> {
         vec![parse_exact_value(p)?]
     };
     for v in &values {
-        if let Some(m) = crate::validation::label_value(v).into_iter().next() {
+        if let Some(m) = crate::names::label_value(v).into_iter().next() {
             return Err(perr(format!("values[0][{key}]: Invalid value: {v:?}: {m}")));
         }
     }
@@ -474,7 +477,7 @@ fn parse_identifier_list(p: &mut Parser) -> Result<Vec<String>, SelectorError> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldTerm {
-    field: String,
+    field: SelectableField,
     value: String,
     negate: bool,
 }
@@ -483,40 +486,6 @@ struct FieldTerm {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FieldSelector {
     terms: Vec<FieldTerm>,
-}
-
-/// Fields each kind's `fieldSelector` accepts besides `metadata.name` and
-/// `metadata.namespace` (kube-apiserver's field label conversion functions).
-fn kind_fields(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Pod" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        "Event" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        "Secret" => &["type"],
-        "Node" => &["spec.unschedulable"],
-        "Namespace" => &["status.phase"],
-        _ => &[],
-    }
 }
 
 /// Splits on separators that are not escaped with a backslash.
@@ -577,11 +546,21 @@ fn unescape(s: &str) -> String {
 }
 
 impl FieldSelector {
-    /// Parses and checks each field is supported for `kind` (`metadata.name`,
-    /// `metadata.namespace` everywhere; pods `spec.nodeName`, `status.phase`,
-    /// `spec.restartPolicy`, `spec.schedulerName`, `status.podIP`; events
-    /// `involvedObject.*`, `reason`, `type`, `source`; ...).
+    /// Parses and checks each field is one `info`'s kind supports (`metadata.name` and
+    /// `metadata.namespace` everywhere, the rest from the kind's strategy).
+    pub fn parse_for(info: &ResourceInfo, s: &str) -> Result<Self, SelectorError> {
+        Self::parse_fields(&info.selectable_fields().collect::<Vec<_>>(), s)
+    }
+
+    /// [`Self::parse_for`] by kind name; a kind that is not served selects by metadata only.
     pub fn parse(kind: &str, s: &str) -> Result<Self, SelectorError> {
+        match lookup_any_kind(kind) {
+            Some(info) => Self::parse_for(info, s),
+            None => Self::parse_fields(&METADATA_FIELDS.iter().collect::<Vec<_>>(), s),
+        }
+    }
+
+    fn parse_fields(fields: &[&SelectableField], s: &str) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector { terms });
@@ -602,16 +581,13 @@ impl FieldSelector {
                     term,
                 });
             };
-            let field = term[..pos].trim().to_string();
+            let name = term[..pos].trim();
             let value = unescape(&term[pos + op_len..]);
-            let supported = field == "metadata.name"
-                || field == "metadata.namespace"
-                || kind_fields(kind).contains(&field.as_str());
-            if !supported {
-                return Err(SelectorError::UnsupportedField(field));
-            }
+            let Some(field) = fields.iter().find(|f| f.name == name) else {
+                return Err(SelectorError::UnsupportedField(name.to_string()));
+            };
             terms.push(FieldTerm {
-                field,
+                field: **field,
                 value,
                 negate,
             });
@@ -629,31 +605,14 @@ impl FieldSelector {
     pub fn exact(&self, field: &str) -> Option<&str> {
         self.terms
             .iter()
-            .find(|t| t.field == field && !t.negate)
+            .find(|t| t.field.name == field && !t.negate)
             .map(|t| t.value.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms
             .iter()
-            .all(|t| (field_value(obj, &t.field) == t.value) != t.negate)
-    }
-}
-
-/// The string value a field selector compares for `field` (absent fields are `""`, booleans
-/// `"true"`/`"false"` as upstream's conversion functions format them).
-fn field_value(obj: &Value, field: &str) -> String {
-    let path: Vec<&str> = match field {
-        "source" => vec!["source", "component"],
-        other => other.split('.').collect(),
-    };
-    let v = path.iter().try_fold(obj, |v, k| v.get(*k));
-    match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ if field == "spec.hostNetwork" || field == "spec.unschedulable" => "false".into(),
-        _ => String::new(),
+            .all(|t| (t.field.value(obj) == t.value) != t.negate)
     }
 }
 

@@ -260,8 +260,8 @@ fn table_response(
     q: &Query,
     rv: &str,
 ) -> Result<Response, ApiError> {
-    let t = api::tables::table(
-        p.info.kind,
+    let t = api::tables::table_for(
+        p.info,
         objs,
         include_object(q)?,
         true,
@@ -342,7 +342,7 @@ async fn handle(
     match (method.clone(), p.name.as_deref(), sub) {
         (Method::GET, name, None) if p.watch_prefix || q.flag("watch") => {
             let selectors = Selectors::parse(
-                info.kind,
+                info,
                 q.get("labelSelector"),
                 q.get("fieldSelector"),
                 name.map(str::to_string),
@@ -377,12 +377,8 @@ async fn handle(
                 .into_response())
         }
         (Method::GET, None, None) => {
-            let selectors = Selectors::parse(
-                info.kind,
-                q.get("labelSelector"),
-                q.get("fieldSelector"),
-                None,
-            )?;
+            let selectors =
+                Selectors::parse(info, q.get("labelSelector"), q.get("fieldSelector"), None)?;
             let (items, rv) = reg.list(info, ns, &selectors).await?;
             let rv = rv.to_string();
             if wants == Wants::Table {
@@ -410,7 +406,7 @@ async fn handle(
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
-        (Method::GET, Some(name), Some("log")) if info.kind == "Pod" => {
+        (Method::GET, Some(name), Some("log")) if info.subresource("log").is_some() => {
             crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
         }
         (Method::POST, None, None) => {
@@ -418,7 +414,7 @@ async fn handle(
             let w = reg.create(info, ns, body, &write_options(&q)?).await?;
             Ok(object_response(StatusCode::CREATED, &w))
         }
-        (Method::POST, Some(name), Some("binding")) if info.kind == "Pod" => {
+        (Method::POST, Some(name), Some("binding")) if info.subresource("binding").is_some() => {
             let body = decode_body(headers, &body)?;
             let target = body
                 .pointer("/target/name")
@@ -455,7 +451,7 @@ async fn handle(
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
-        (Method::PUT, Some(name), Some("finalize")) if info.kind == "Namespace" => {
+        (Method::PUT, Some(name), Some("finalize")) if info.subresource("finalize").is_some() => {
             let body = decode_body(headers, &body)?;
             let w = reg.finalize_namespace(name, body, q.dry_run()?).await?;
             Ok(json_response(StatusCode::OK, &w))
@@ -489,18 +485,16 @@ async fn handle(
             let opts = delete_options(&q, &body)?;
             match reg.delete(info, ns, name, &opts).await? {
                 Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
-                Deleted::Gone(obj) if info.kind == "Pod" => Ok(json_response(StatusCode::OK, &obj)),
+                Deleted::Gone(obj) if info.strategy.return_deleted_object() => {
+                    Ok(json_response(StatusCode::OK, &obj))
+                }
                 Deleted::Gone(obj) => Ok(json_response(StatusCode::OK, &delete_success(&p, &obj))),
             }
         }
         (Method::DELETE, None, None) => {
             let opts = delete_options(&q, &body)?;
-            let selectors = Selectors::parse(
-                info.kind,
-                q.get("labelSelector"),
-                q.get("fieldSelector"),
-                None,
-            )?;
+            let selectors =
+                Selectors::parse(info, q.get("labelSelector"), q.get("fieldSelector"), None)?;
             let (items, rv) = reg.list(info, ns, &selectors).await?;
             let mut deleted = Vec::new();
             for obj in items {

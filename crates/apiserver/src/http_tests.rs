@@ -609,3 +609,25 @@ async fn watch_stream_over_router() {
     assert_eq!(first["type"], "ADDED");
     assert_eq!(first["object"]["metadata"]["name"], "web");
 }
+
+#[tokio::test]
+async fn pod_status_carries_the_qos_class() {
+    let h = harness().await;
+    let mut p = pod("guaranteed");
+    p["spec"]["containers"][0]["resources"] = json!({
+        "limits": {"cpu": "1", "memory": "1Gi"},
+        "requests": {"cpu": "1000m", "memory": "1024Mi"}
+    });
+    let r = h.post("/api/v1/namespaces/default/pods", p).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["status"]["qosClass"], "Guaranteed");
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let mut b = pod("burstable");
+    b["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "1Mi"}});
+    let r = h.post("/api/v1/namespaces/default/pods", b).await;
+    assert_eq!(r.body["status"]["qosClass"], "Burstable");
+    let r = h
+        .post("/api/v1/namespaces/default/pods", pod("besteffort"))
+        .await;
+    assert_eq!(r.body["status"]["qosClass"], "BestEffort");
+}

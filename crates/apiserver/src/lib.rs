@@ -10,6 +10,7 @@ mod bootstrap;
 mod containers;
 mod discovery;
 mod error;
+mod hooks;
 mod http;
 mod logs;
 mod objects;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use api::resources::ResourceInfo;
 use api::selectors::{FieldSelector, LabelSelector};
+use api::strategy::DeleteStep;
 use serde_json::{json, Map, Value};
 use store::{ObjectKey, Preconditions, Store, StoreError};
 
@@ -91,7 +92,7 @@ pub struct Selectors {
 
 impl Selectors {
     pub fn parse(
-        kind: &str,
+        info: &ResourceInfo,
         label: Option<&str>,
         field: Option<&str>,
         name: Option<String>,
@@ -104,7 +105,8 @@ impl Selectors {
         };
         let field = match field {
             Some(s) if !s.trim().is_empty() => Some(
-                FieldSelector::parse(kind, s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                FieldSelector::parse_for(info, s)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
             ),
             _ => None,
         };
@@ -226,75 +228,9 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// A Secret's write-only `stringData` is merged into `data` (base64, overriding keys of the
-/// same name) and never stored, as kube-apiserver's v1 conversion does.
-fn merge_string_data(kind: &str, obj: &mut Value) {
-    use base64::Engine as _;
-    if kind != "Secret" {
-        return;
-    }
-    let Some(root) = obj.as_object_mut() else {
-        return;
-    };
-    let Some(Value::Object(strings)) = root.remove("stringData") else {
-        return;
-    };
-    if !root.get("data").is_some_and(Value::is_object) {
-        root.insert("data".into(), json!({}));
-    }
-    if let Some(data) = root.get_mut("data").and_then(Value::as_object_mut) {
-        for (k, v) in strings {
-            let text = v.as_str().unwrap_or_default();
-            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-            data.insert(k, Value::String(encoded));
-        }
-    }
-}
-
-fn has_status_subresource(info: &ResourceInfo) -> bool {
-    info.subresources.iter().any(|s| s.name == "status")
-}
-
-/// Pod QoS class as kube's `GetPodQOS` decides it (quantities compared as written).
-fn pod_qos(pod: &Value) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for list in ["containers", "initContainers"] {
-        for c in pod
-            .pointer(&format!("/spec/{list}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let req = c.pointer("/resources/requests");
-            let lim = c.pointer("/resources/limits");
-            for r in ["cpu", "memory"] {
-                let rq = req.and_then(|m| m.get(r));
-                let lm = lim.and_then(|m| m.get(r));
-                if rq.is_some() || lm.is_some() {
-                    any = true;
-                }
-                match (rq, lm) {
-                    (_, None) => guaranteed = false,
-                    (Some(a), Some(b)) if a != b => guaranteed = false,
-                    _ => {}
-                }
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-/// Namespaces that exist from the start and may not be deleted.
+/// Namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
-const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// Create/update/delete logic over a store.
 #[derive(Clone)]
@@ -507,19 +443,13 @@ impl Registry {
         meta.remove("deletionGracePeriodSeconds");
         meta.remove("resourceVersion");
         meta.remove("generation");
-        if obj.get("spec").is_some() {
-            meta_mut(&mut obj).insert("generation".into(), json!(1));
-        }
-        Self::prepare_status_for_create(info, &mut obj);
-        api::defaults::apply_defaults(info.kind, &mut obj);
-        if info.kind == "Pod" {
-            obj["status"]["qosClass"] = Value::String(pod_qos(&obj).to_string());
-        }
+        info.strategy.prepare_for_create(&mut obj);
+        info.apply_defaults(&mut obj);
         let name = name_of(&obj).to_string();
-        if let Err(causes) = api::validation::validate_create(info.kind, &obj) {
+        if let Err(causes) = info.validate_create(&obj) {
             return Err(Self::invalid(info, &name, causes));
         }
-        merge_string_data(info.kind, &mut obj);
+        info.strategy.normalize(&mut obj);
         if name.is_empty() {
             return Err(Self::invalid(
                 info,
@@ -543,22 +473,19 @@ impl Registry {
             });
         }
         let key = Self::key(info, namespace, &name);
-        // Services take their ClusterIP and node ports before they are stored.
-        let taken = if info.kind == "Service" {
-            Some(
-                crate::allocators::allocate(self.store.as_ref(), info, &name, None, &mut obj)
+        let hooks = crate::hooks::of(info);
+        let taken = match hooks {
+            Some(h) => Some(
+                h.before_write(self.store.as_ref(), info, &name, None, &mut obj)
                     .await?,
-            )
-        } else {
-            None
+            ),
+            None => None,
         };
         let object = match self.store.create(&key, obj).await {
             Ok(o) => o,
             Err(e) => {
-                if let Some(t) = &taken {
-                    crate::allocators::Ranges::default()
-                        .release(self.store.as_ref(), t)
-                        .await;
+                if let (Some(h), Some(t)) = (hooks, &taken) {
+                    h.undo(self.store.as_ref(), t).await;
                 }
                 return Err(ApiError::from_store(e, info, &name));
             }
@@ -570,25 +497,6 @@ impl Registry {
         })
     }
 
-    fn prepare_status_for_create(info: &ResourceInfo, obj: &mut Value) {
-        let Some(o) = obj.as_object_mut() else { return };
-        match info.kind {
-            // kube's pod strategy resets status; the QoS class is filled after defaulting.
-            "Pod" => {
-                o.insert("status".into(), json!({"phase": "Pending"}));
-            }
-            "Namespace" => {
-                o.insert("status".into(), json!({"phase": "Active"}));
-            }
-            // Nodes register with their status in one create (kubelet does).
-            "Node" => {}
-            _ if has_status_subresource(info) => {
-                o.remove("status");
-            }
-            _ => {}
-        }
-    }
-
     /// Carries server-owned fields from `old` into `new` (the strategies' PrepareForUpdate).
     fn prepare_for_update(
         info: &ResourceInfo,
@@ -597,17 +505,8 @@ impl Registry {
         status_only: bool,
     ) -> Value {
         if status_only {
-            // The status subresource changes only status (ResetObjectMetaForStatus).
-            let mut out = old.clone();
-            match new.get_mut("status").map(Value::take) {
-                Some(s) => out["status"] = s,
-                None => {
-                    if let Some(o) = out.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
-            return out;
+            info.strategy.prepare_for_status_update(old, &mut new);
+            return new;
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
@@ -634,25 +533,7 @@ impl Registry {
                 meta.insert("managedFields".into(), mf.clone());
             }
         }
-        if has_status_subresource(info) {
-            if let Some(o) = new.as_object_mut() {
-                match old.get("status") {
-                    Some(s) => {
-                        o.insert("status".into(), s.clone());
-                    }
-                    None => {
-                        o.remove("status");
-                    }
-                }
-            }
-        }
-        if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
-            let g = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
-        }
+        info.strategy.prepare_for_update(old, &mut new);
         new
     }
 
@@ -673,38 +554,32 @@ impl Registry {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let mut new = Self::prepare_for_update(info, old, new, status_only);
-        api::defaults::apply_defaults(info.kind, &mut new);
-        merge_string_data(info.kind, &mut new);
-        // A Service keeps its addresses over an update that omits them and takes node
-        // ports it newly needs (before validation, which holds clusterIP immutable).
-        let taken = if info.kind == "Service" && !status_only && !dry_run {
-            Some(
-                crate::allocators::allocate(
-                    self.store.as_ref(),
-                    info,
-                    &key.name,
-                    Some(old),
-                    &mut new,
-                )
-                .await?,
-            )
-        } else {
-            None
+        info.apply_defaults(&mut new);
+        info.strategy.normalize(&mut new);
+        // Hooks run before validation: a Service keeps its addresses over an update that
+        // omits them (validation holds clusterIP immutable) and takes node ports it newly
+        // needs.
+        let hooks = crate::hooks::of(info).filter(|_| !status_only && !dry_run);
+        let taken = match hooks {
+            Some(h) => Some(
+                h.before_write(self.store.as_ref(), info, &key.name, Some(old), &mut new)
+                    .await?,
+            ),
+            None => None,
         };
         let result = self
             .commit_allocated(info, key, old, new, expected_rv, dry_run)
             .await;
-        if let Some(t) = &taken {
-            let ranges = crate::allocators::Ranges::default();
+        if let (Some(h), Some(t)) = (hooks, &taken) {
             match &result {
                 Ok(stored) => {
-                    // The write may have removed the Service (its last finalizer went).
+                    // The write may have removed the object (its last finalizer went).
                     let gone =
                         matches!(self.store.get(key).await, Err(StoreError::NotFound { .. }));
                     let kept = (!gone).then_some(stored);
-                    ranges.release_dropped(self.store.as_ref(), old, kept).await
+                    h.after_write(self.store.as_ref(), old, kept).await
                 }
-                Err(_) => ranges.release(self.store.as_ref(), t).await,
+                Err(_) => h.undo(self.store.as_ref(), t).await,
             }
         }
         result
@@ -720,23 +595,13 @@ impl Registry {
         expected_rv: Option<u64>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        if let Err(causes) = api::validation::validate_update(info.kind, old, &new) {
+        if let Err(causes) = info.validate_update(old, &new) {
             return Err(Self::invalid(info, &key.name, causes));
         }
         if dry_run {
             return Ok(new);
         }
-        let finalizers_empty = new
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty);
-        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
-        let grace_zero = new
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .is_none_or(|g| g == 0);
-        // Namespaces finish through their controller, which uses spec.finalizers too.
-        if deleting && finalizers_empty && grace_zero && info.kind != "Namespace" {
+        if info.strategy.delete_during_update(&new) {
             let pre = Preconditions {
                 uid: None,
                 resource_version: expected_rv,
@@ -976,28 +841,18 @@ impl Registry {
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        if info.kind == "Namespace" {
-            if UNDELETABLE_NAMESPACES.contains(&name) {
+        match info.strategy.before_delete(&old, &now()) {
+            DeleteStep::Proceed => {}
+            DeleteStep::Forbid(detail) => {
                 return Err(ApiError::Forbidden {
                     resource: qualified(info),
-                    group: String::new(),
+                    group: info.group.to_string(),
                     name: name.to_string(),
-                    detail: "this namespace may not be deleted".into(),
-                });
+                    detail: detail.into(),
+                })
             }
-            let spec_finalizers = old
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            if spec_finalizers || has_finalizers {
-                if old.pointer("/metadata/deletionTimestamp").is_some() {
-                    return Ok(Deleted::Pending(old));
-                }
-                let mut new = old.clone();
-                let m = meta_mut(&mut new);
-                m.insert("deletionTimestamp".into(), Value::String(now()));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                new["status"]["phase"] = json!("Terminating");
+            DeleteStep::AlreadyPending => return Ok(Deleted::Pending(old)),
+            DeleteStep::MarkDeleting(new) => {
                 if opts.dry_run {
                     return Ok(Deleted::Pending(new));
                 }
@@ -1009,11 +864,9 @@ impl Registry {
                 return Ok(Deleted::Pending(obj));
             }
         }
-        let grace = if info.kind == "Pod" {
-            pod_grace_period(&old, opts.grace_period_seconds)
-        } else {
-            0
-        };
+        let grace = info
+            .strategy
+            .deletion_grace_period(&old, opts.grace_period_seconds);
         if grace == 0 && !has_finalizers {
             if opts.dry_run {
                 return Ok(Deleted::Gone(old));
@@ -1027,10 +880,8 @@ impl Registry {
                 .delete(key, &pre)
                 .await
                 .map_err(|e| ApiError::from_store(e, info, name))?;
-            if info.kind == "Service" {
-                crate::allocators::Ranges::default()
-                    .release_dropped(self.store.as_ref(), &obj, None)
-                    .await;
+            if let Some(h) = crate::hooks::of(info) {
+                h.after_write(self.store.as_ref(), &obj, None).await;
             }
             return Ok(Deleted::Gone(obj));
         }
@@ -1206,27 +1057,6 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
     }
 }
 
-/// kube's pod grace period: the request's value, else the pod's; 0 for pods that never ran
-/// on a node or already finished.
-fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
-    let scheduled = str_at(pod, "/spec/nodeName").is_some_and(|n| !n.is_empty());
-    let terminal = matches!(
-        str_at(pod, "/status/phase"),
-        Some("Succeeded") | Some("Failed")
-    );
-    if !scheduled || terminal {
-        return 0;
-    }
-    let default = pod
-        .pointer("/spec/terminationGracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(30);
-    match requested {
-        Some(g) if g >= 0 => g,
-        _ => default.max(0),
-    }
-}
-
 fn check_preconditions(
     info: &ResourceInfo,
     name: &str,
@@ -1316,51 +1146,11 @@ mod tests {
     }
 
     #[test]
-    fn qos_classes() {
-        assert_eq!(
-            pod_qos(&json!({"spec": {"containers": [{"name": "a"}]}})),
-            "BestEffort"
-        );
-        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
-        assert_eq!(pod_qos(&g), "Guaranteed");
-        let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
-        assert_eq!(pod_qos(&b), "Burstable");
-    }
-
-    #[test]
-    fn grace_periods() {
-        let pod = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 10}, "status": {"phase": "Running"}});
-        assert_eq!(pod_grace_period(&pod, None), 10);
-        assert_eq!(pod_grace_period(&pod, Some(3)), 3);
-        let unscheduled = json!({"spec": {}, "status": {"phase": "Pending"}});
-        assert_eq!(pod_grace_period(&unscheduled, Some(30)), 0);
-        let done = json!({"spec": {"nodeName": "n"}, "status": {"phase": "Succeeded"}});
-        assert_eq!(pod_grace_period(&done, None), 0);
-    }
-
-    #[test]
     fn patch_types() {
         assert_eq!(
             PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
             Some(PatchType::Strategic)
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
-    }
-
-    #[test]
-    fn secret_string_data_merges_into_data() {
-        let mut s =
-            json!({"data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "c": "hi"}});
-        merge_string_data("Secret", &mut s);
-        assert_eq!(
-            s,
-            json!({"data": {"a": "bmV3", "keep": "eA==", "c": "aGk="}})
-        );
-        let mut only = json!({"stringData": {"k": "v"}});
-        merge_string_data("Secret", &mut only);
-        assert_eq!(only, json!({"data": {"k": "dg=="}}));
-        let mut cm = json!({"stringData": {"k": "v"}});
-        merge_string_data("ConfigMap", &mut cm);
-        assert!(cm.get("stringData").is_some());
     }
 }

@@ -66,8 +66,8 @@ impl State {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let t = api::tables::table(
-                    self.req.info.kind,
+                let t = api::tables::table_for(
+                    self.req.info,
                     std::slice::from_ref(obj),
                     include,
                     self.first_table,
@@ -228,21 +228,7 @@ mod tests {
     }
 
     fn info() -> &'static ResourceInfo {
-        // A hand-made resource keeps this test independent of the api crate's registry.
-        static INFO: ResourceInfo = ResourceInfo {
-            group: "",
-            version: "v1",
-            plural: "configmaps",
-            singular: "configmap",
-            kind: "ConfigMap",
-            list_kind: "ConfigMapList",
-            namespaced: true,
-            short_names: &[],
-            categories: &[],
-            verbs: &[],
-            subresources: &[],
-        };
-        &INFO
+        api::resources::lookup("", "configmaps").expect("configmaps are served")
     }
 
     fn cm(name: &str, app: &str) -> Value {

@@ -202,7 +202,6 @@ impl Dispatcher {
         self.env.volumes.cleanup_orphans(&known);
         for s in sandboxes.iter().filter(|s| !known.contains(&s.config.uid)) {
             tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.config.namespace, s.config.name), "removing orphaned sandbox");
-            crate::network::teardown_sandbox(&self.env, &s.id).await;
             let stopped = self.env.runtime.stop_pod_sandbox(&s.id).await;
             let removed = self.env.runtime.remove_pod_sandbox(&s.id).await;
             if let Err(err) = stopped.and(removed) {
@@ -273,7 +272,6 @@ pub(crate) async fn run(
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let agent_start = jiff::Timestamp::now();
     let log_root = config.state_dir.join("logs");
     std::fs::create_dir_all(&log_root).map_err(|source| AgentError::StateDir {
         path: log_root.clone(),
@@ -340,11 +338,6 @@ pub(crate) async fn run(
         // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
         node_ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
         sandboxes: Default::default(),
-        network: Some(Arc::new(crate::network::PodNetwork::new(
-            config.network.clone(),
-            &config.state_dir,
-            Arc::new(cni::RealExec),
-        ))),
         volumes: Arc::new(crate::volumes::VolumeManager::for_state_dir(
             &config.state_dir,
         )),
@@ -444,7 +437,6 @@ pub(crate) async fn run(
                 }
                 if !orphans_checked {
                     dispatcher.remove_orphans().await;
-                    crate::network::recover(&dispatcher.env, agent_start).await;
                     orphans_checked = true;
                 }
             }

@@ -28,8 +28,6 @@ mod testsupport;
 pub mod volumes;
 pub mod worker;
 
-pub use network::NetworkConfig;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,8 +55,6 @@ pub struct AgentConfig {
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,
-    /// CNI config dir, plugin dirs and pod CIDR of the pod network.
-    pub network: network::NetworkConfig,
 }
 
 /// Why the agent could not run.

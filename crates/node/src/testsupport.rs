@@ -146,9 +146,11 @@ impl RuntimeService for FakeRuntime {
                 st.images.insert(reference.to_string(), info.clone());
                 Ok(info)
             }
-            _ => Err(RuntimeError::ImagePull {
+            _ => Err(RuntimeError::PullImage {
                 reference: reference.to_string(),
-                message: format!("{reference}: not found"),
+                source: Box::new(images::ImageError::NotFound {
+                    reference: reference.to_string(),
+                }),
             }),
         }
     }
@@ -161,24 +163,26 @@ impl RuntimeService for FakeRuntime {
         Ok(self.lock().images.values().cloned().collect())
     }
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();
         st.next += 1;
         let id = format!("sb{}", st.next);
         st.calls.push(format!("run_pod_sandbox {}", config.name));
-        st.sandboxes.insert(
-            id.clone(),
-            PodSandboxStatus {
-                id: id.clone(),
-                config: config.clone(),
-                state: SandboxState::Ready,
-                created_at: now,
-                pid: Some(1),
-                netns_path: None,
-            },
-        );
-        Ok(id)
+        let status = PodSandboxStatus {
+            id: id.clone(),
+            config: config.clone(),
+            state: SandboxState::Ready,
+            created_at: now,
+            pid: Some(1),
+            netns_path: None,
+            ips: Vec::new(),
+        };
+        st.sandboxes.insert(id, status.clone());
+        Ok(status)
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {

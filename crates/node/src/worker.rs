@@ -67,8 +67,6 @@ pub struct WorkerEnv {
     pub node_ephemeral_storage: u64,
     /// The shared sandbox listing (see `SandboxCache`).
     pub sandboxes: SandboxCache,
-    /// The CNI pod network; `None` leaves pods with loopback only (unit tests).
-    pub network: Option<Arc<crate::network::PodNetwork>>,
     /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
     pub volumes: Arc<crate::volumes::VolumeManager>,
 }
@@ -567,7 +565,9 @@ fn pod_net(env: &WorkerEnv, pod: &Pod, observed: &Observed) -> PodNet {
         dialer: Dialer {
             netns: sandbox.and_then(|s| s.netns_path.clone()),
         },
-        pod_ip: sandbox.and_then(|s| crate::network::pod_ip(env, pod, &s.id).parse().ok()),
+        pod_ip: crate::network::pod_ip(&env.host_ip, pod, sandbox)
+            .parse()
+            .ok(),
     }
 }
 
@@ -654,16 +654,10 @@ pub fn pull_policy(container: &Container) -> &str {
 
 /// The one place runtime failures become kubelet waiting reasons.
 pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiting {
-    let message = match err {
-        RuntimeError::ImagePull { message, .. }
-        | RuntimeError::CreateContainer { message, .. }
-        | RuntimeError::StartContainer { message, .. }
-        | RuntimeError::Shim { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
+    let message = err.container_message();
     let reason = match (stage, err) {
         (StartStage::Pull, _)
-        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::ImagePull { .. }) => {
+        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::PullImage { .. }) => {
             "ErrImagePull"
         }
         (StartStage::Create, _) => "CreateContainerError",
@@ -888,7 +882,7 @@ impl PodWorker {
         observed: &Observed,
         actions: &[Action],
     ) -> Result<(), Duration> {
-        let mut sandbox_id = observed.ready_sandbox().map(|s| s.id.clone());
+        let mut sandbox = observed.ready_sandbox().cloned();
         let mut result = Ok(());
         for action in actions {
             match action {
@@ -904,13 +898,7 @@ impl PodWorker {
                         .await;
                     env.sandboxes.invalidate();
                     match created {
-                        Ok(id) => {
-                            let attached = crate::network::setup_sandbox(env, pod, &id).await;
-                            // A failed attachment removes the sandbox again.
-                            env.sandboxes.invalidate();
-                            attached?;
-                            sandbox_id = Some(id);
-                        }
+                        Ok(status) => sandbox = Some(status),
                         Err(err) => {
                             let now = env.clock.now();
                             let msg = format!("Failed to create pod sandbox: {err}");
@@ -971,7 +959,7 @@ impl PodWorker {
                     attempt,
                     restart,
                 } => {
-                    let Some(sandbox) = sandbox_id.clone() else {
+                    let Some(sandbox) = sandbox.as_ref() else {
                         continue;
                     };
                     let Some(container) = spec_container(pod, name) else {
@@ -981,7 +969,7 @@ impl PodWorker {
                         self.state.restart_backoff.next(name, env.clock.now());
                     }
                     if self
-                        .start_container(env, pod, container, &sandbox, *attempt)
+                        .start_container(env, pod, container, sandbox, *attempt)
                         .await
                         .is_err()
                     {
@@ -1025,6 +1013,7 @@ impl PodWorker {
             labels,
             annotations: pod.metadata.annotations.clone().unwrap_or_default(),
             host_network: crate::network::is_host_network(pod),
+            port_mappings: crate::network::port_mappings(pod),
             // kubelet's `--resolv-conf` default supplies the node's search domains.
             dns: crate::dnsconfig::pod_dns_config(
                 pod,
@@ -1068,7 +1057,7 @@ impl PodWorker {
         env: &WorkerEnv,
         pod: &Pod,
         container: &Container,
-        sandbox_id: &str,
+        sandbox: &PodSandboxStatus,
         attempt: u32,
     ) -> Result<(), ()> {
         let name = container.name.as_str();
@@ -1090,7 +1079,7 @@ impl PodWorker {
         let ctx = PodContext {
             node_name: env.node_name.clone(),
             host_ip: env.host_ip.clone(),
-            pod_ip: crate::network::pod_ip(env, pod, sandbox_id),
+            pod_ip: crate::network::pod_ip(&env.host_ip, pod, Some(sandbox)),
             node_cpu: env.node_cpu,
             node_memory: env.node_memory,
         };
@@ -1122,7 +1111,7 @@ impl PodWorker {
             return Err(());
         }
         termination::add_mount(env, pod, container, &mut config);
-        let id = match env.runtime.create_container(sandbox_id, &config).await {
+        let id = match env.runtime.create_container(&sandbox.id, &config).await {
             Ok(id) => id,
             Err(err) => {
                 let w = waiting_for_runtime_error(StartStage::Create, &err);
@@ -1157,7 +1146,7 @@ impl PodWorker {
             )
             .await;
         self.state.waiting.remove(name);
-        self.post_start(env, pod, container, &id, sandbox_id).await
+        self.post_start(env, pod, container, &id, sandbox).await
     }
 
     /// kubelet runs postStart right after the start and waits for it; a failed hook kills
@@ -1168,25 +1157,19 @@ impl PodWorker {
         pod: &Pod,
         container: &Container,
         id: &str,
-        sandbox_id: &str,
+        sandbox: &PodSandboxStatus,
     ) -> Result<(), ()> {
         let Some(handler) = Hook::PostStart.of(container) else {
             return Ok(());
         };
         let name = container.name.as_str();
-        let sandboxes = env
-            .sandboxes
-            .list(env.runtime.as_ref())
-            .await
-            .unwrap_or_default();
         let net = PodNet {
             dialer: Dialer {
-                netns: sandboxes
-                    .iter()
-                    .find(|s| s.id == sandbox_id)
-                    .and_then(|s| s.netns_path.clone()),
+                netns: sandbox.netns_path.clone(),
             },
-            pod_ip: crate::network::pod_ip(env, pod, sandbox_id).parse().ok(),
+            pod_ip: crate::network::pod_ip(&env.host_ip, pod, Some(sandbox))
+                .parse()
+                .ok(),
         };
         let grace = grace_period(pod);
         let Err(err) = hooks::run(
@@ -1402,7 +1385,7 @@ impl PodWorker {
             terminal,
             probes: &self.state.probe_view,
         });
-        crate::network::fill_status(env, pod, observed, &mut status);
+        crate::network::fill_status(pod, observed.ready_sandbox(), &mut status);
         if self.state.last_status.as_ref() != Some(&status) {
             let (ns, name, _) = pod_key(pod);
             match env.api.patch_pod_status(&ns, &name, &status).await {
@@ -1416,7 +1399,7 @@ impl PodWorker {
     }
 
     async fn teardown_sandbox(&self, env: &WorkerEnv, id: &str) -> Result<(), RuntimeError> {
-        crate::network::teardown_sandbox(env, id).await;
+        // The runtime releases the sandbox's network (CNI DEL) as it stops it.
         let stopped = env.runtime.stop_pod_sandbox(id).await;
         let removed = env.runtime.remove_pod_sandbox(id).await;
         env.sandboxes.invalidate();
@@ -1586,7 +1569,6 @@ mod tests {
             node_memory: 1e9,
             node_ephemeral_storage: 1 << 40,
             sandboxes: Default::default(),
-            network: None,
             volumes: Arc::new(crate::volumes::VolumeManager::new(
                 dir.path().join("volumes"),
                 Arc::new(crate::volumes::HostMounter),
@@ -1902,7 +1884,7 @@ mod tests {
         assert_eq!(h.api.reasons(), vec!["Pulling", "Failed", "Failed"]);
         assert_eq!(
             h.api.messages()[1],
-            "Failed to pull image \"missing:1\": missing:1: not found"
+            "Failed to pull image \"missing:1\": image \"missing:1\" not found"
         );
         assert_eq!(h.api.messages()[2], "Error: ErrImagePull");
         h.clock.advance(Duration::from_secs(3));

@@ -39,10 +39,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Building the client does not dial: the agent starts (and runs its static pods) with
     // the API server down.
     let client = process::kube_client(&args.kubeconfig).await?;
-    let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
-        state_dir.clone(),
-        std::env::current_exe().context("locating the peapod binary for the shim")?,
-    ))
+    let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
+        network: Some(args.network.config()),
+        ..runtime::RuntimeConfig::new(
+            state_dir.clone(),
+            std::env::current_exe().context("locating the peapod binary for the shim")?,
+        )
+    })
     .context("opening the runtime")?;
 
     let advertise_ip = match args.node_api_listen.ip() {
@@ -69,7 +72,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
             eviction_period: None,
-            network: args.network.config(),
         },
         shutdown_rx,
     ));

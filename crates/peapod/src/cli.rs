@@ -90,8 +90,8 @@ pub struct NetworkArgs {
 }
 
 impl NetworkArgs {
-    pub fn config(&self) -> node::NetworkConfig {
-        node::NetworkConfig {
+    pub fn config(&self) -> runtime::NetworkConfig {
+        runtime::NetworkConfig {
             conf_dir: self.cni_conf_dir.clone(),
             bin_dirs: self.cni_bin_dir.clone(),
             pod_cidr: self.pod_cidr.clone(),

@@ -22,11 +22,6 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
         eprintln!("peapod: removing service rules: {e}");
     }
     dns::cleanup_if_unused(&dns::DnsConfig::default());
-    // Release the pods' CNI attachments (veths, IPs, iptables rules) from their records
-    // while the namespaces are still pinned.
-    for err in node::network::reset(&state_dir) {
-        eprintln!("peapod: releasing pod network: {err:#}");
-    }
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
         state_dir.clone(),
         std::env::current_exe().context("locating the peapod binary")?,

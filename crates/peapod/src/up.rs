@@ -52,10 +52,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
 
     let client = process::kube_client(&kubeconfig_path).await?;
-    let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
-        state_dir.clone(),
-        std::env::current_exe().context("locating the peapod binary for the shim")?,
-    ))
+    let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
+        network: Some(args.network.config()),
+        ..runtime::RuntimeConfig::new(
+            state_dir.clone(),
+            std::env::current_exe().context("locating the peapod binary for the shim")?,
+        )
+    })
     .context("opening the runtime")?;
 
     let advertise_ip = match args.node_api_listen.ip() {
@@ -110,7 +113,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
             eviction_period: None,
-            network: args.network.config(),
         },
         shutdown_rx,
     ));

@@ -2,7 +2,6 @@
 //! implementation over `images::ImageStore`, so runtime tests can serve plain directories as
 //! image layers.
 
-use std::io;
 use std::path::PathBuf;
 
 use crate::{ImageConfig, ImageInfo, RuntimeError};
@@ -19,10 +18,10 @@ pub trait ImageBackend: Send + Sync + 'static {
     fn layer_dirs(&self, reference_or_id: &str) -> Result<Vec<PathBuf>, RuntimeError>;
 }
 
-fn store_error(reference: &str, e: images::ImageError) -> RuntimeError {
-    RuntimeError::Io {
-        operation: format!("image store lookup of {reference:?}"),
-        source: io::Error::other(e),
+fn store_error(reference: &str, source: images::ImageError) -> RuntimeError {
+    RuntimeError::ImageStore {
+        reference: reference.to_string(),
+        source: Box::new(source),
     }
 }
 
@@ -57,14 +56,11 @@ impl ImageBackend for images::ImageStore {
             tokio::task::spawn_blocking(move || handle.block_on(store.pull(&owned, None))).await;
         match joined {
             Ok(Ok(image)) => Ok(image_info(image)),
-            Ok(Err(e)) => Err(RuntimeError::ImagePull {
+            Ok(Err(source)) => Err(RuntimeError::PullImage {
                 reference: reference.to_string(),
-                message: e.to_string(),
+                source: Box::new(source),
             }),
-            Err(e) => Err(RuntimeError::ImagePull {
-                reference: reference.to_string(),
-                message: e.to_string(),
-            }),
+            Err(source) => Err(RuntimeError::Task { source }),
         }
     }
 

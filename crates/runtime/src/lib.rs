@@ -7,23 +7,28 @@
 //! rename or remove any.
 
 mod client;
+mod error;
 pub mod image_backend;
+mod network;
 mod pidns;
 mod procs;
 pub mod records;
 mod service;
 pub mod stdio;
 
-/// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
-/// quota/period, memory limit, pids limit.
-pub use cgroups::Resources as LinuxResources;
+pub use client::ClientError;
+/// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
+/// `ContainerConfig` and their parts); the shim carries them out as they are.
+pub use cri::{
+    ContainerConfig, DnsConfig, LinuxResources, Mount, PodSandboxConfig, PortMapping, Protocol,
+    SeccompProfile, SecurityConfig, UserSpec,
+};
+pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
+pub use network::{NetworkConfig, NetworkError};
 pub use service::{Runtime, RuntimeConfig};
-/// Security settings of a container (CRI `LinuxContainerSecurityContext`).
-pub use shim::protocol::{SeccompProfile, SecurityConfig};
 pub use stdio::ExecIo;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,62 +61,6 @@ pub struct ImageInfo {
     pub config: ImageConfig,
 }
 
-/// What the agent wants of a pod sandbox (CRI `PodSandboxConfig`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PodSandboxConfig {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub attempt: u32,
-    pub hostname: String,
-    /// Directory for this pod's container logs (kubelet: `/var/log/pods/<ns>_<name>_<uid>`).
-    pub log_directory: PathBuf,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// `shareProcessNamespace`: one PID namespace for the pod, whose PID 1 is the shim.
-    #[serde(default)]
-    pub share_process_namespace: bool,
-    /// Namespaced sysctls set in the pod's network/IPC namespaces (`securityContext.sysctls`).
-    #[serde(default)]
-    pub sysctls: BTreeMap<String, String>,
-    /// Limits of the pod's cgroup (kubelet's pod-level cgroup: sum of the containers').
-    #[serde(default)]
-    pub resources: LinuxResources,
-    /// `hostNetwork: true`: the pod shares the node's network (and UTS) namespace, as CRI's
-    /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
-    #[serde(default)]
-    pub host_network: bool,
-    /// The pod's resolver (CRI `DNSConfig`, what kubelet derives from `dnsPolicy` and
-    /// `dnsConfig`); `None` copies the node's resolv.conf.
-    #[serde(default)]
-    pub dns: Option<DnsConfig>,
-}
-
-/// The pod's `/etc/resolv.conf` (CRI `DNSConfig`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsConfig {
-    pub servers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<String>,
-}
-
-impl DnsConfig {
-    /// The file as kubelet writes it: `search`, `nameserver` lines, `options`.
-    pub fn resolv_conf(&self) -> String {
-        let mut out = String::new();
-        if !self.searches.is_empty() {
-            out.push_str(&format!("search {}\n", self.searches.join(" ")));
-        }
-        for s in &self.servers {
-            out.push_str(&format!("nameserver {s}\n"));
-        }
-        if !self.options.is_empty() {
-            out.push_str(&format!("options {}\n", self.options.join(" ")));
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
     Ready,
@@ -126,61 +75,14 @@ pub struct PodSandboxStatus {
     pub created_at: jiff::Timestamp,
     /// PID of the shim (the pod's infra process), when it runs.
     pub pid: Option<u32>,
-    /// The pod's network namespace (`/proc/<shim pid>/ns/net` or a bind-mounted path), for
-    /// CNI, probes and port-forward; `None` when the sandbox is not running.
+    /// The pod's network namespace (`/proc/<shim pid>/ns/net`), for probes and
+    /// port-forward; `None` when the sandbox is not running.
     #[serde(default)]
     pub netns_path: Option<PathBuf>,
-}
-
-/// User and groups to run a container's process as; names are resolved in the container's
-/// rootfs (`/etc/passwd`, `/etc/group`) by the runtime.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserSpec {
-    /// From `securityContext.runAsUser`; wins over the image's `User`.
-    pub run_as_user: Option<u32>,
-    pub run_as_group: Option<u32>,
-    /// The image's raw `User` string, used when `run_as_user` is `None`.
-    pub image_user: Option<String>,
-    pub supplemental_groups: Vec<u32>,
-}
-
-/// A bind mount into the container (volumes arrive in a later issue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mount {
-    pub host_path: PathBuf,
-    pub container_path: String,
-    pub readonly: bool,
-}
-
-/// What the agent wants of a container (CRI `ContainerConfig`). The agent has already merged
-/// `command`/`args`/`env` with the image config per Kubernetes' rules.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerConfig {
-    pub name: String,
-    /// Restart count of this container in the pod (CRI metadata.attempt).
-    pub attempt: u32,
-    /// The image reference as written in the pod spec (for status).
-    pub image: String,
-    /// The resolved image id (`sha256:…`), as returned by `pull_image`/`image_status`.
-    pub image_id: String,
-    /// Full argv; never empty.
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    pub user: UserSpec,
-    /// Log file path relative to the sandbox's `log_directory` (kubelet: `<name>/<attempt>.log`).
-    pub log_path: PathBuf,
-    /// Signal number sent by `stop_container` before SIGKILL (image STOPSIGNAL, else SIGTERM).
-    pub stop_signal: i32,
-    pub mounts: Vec<Mount>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// cgroup limits (requests/limits mapped by the agent).
+    /// The pod's addresses from its CNI attachment, the first one primary (CRI
+    /// `PodSandboxNetworkStatus`); empty on the host network or without a pod network.
     #[serde(default)]
-    pub resources: LinuxResources,
-    /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
-    #[serde(default)]
-    pub security: SecurityConfig,
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,31 +120,6 @@ pub struct ExecSyncResult {
     pub exit_code: i32,
 }
 
-/// Failures of runtime operations, turned into pod status reasons by the agent.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("image {reference:?} not found in the local store")]
-    ImageNotFound { reference: String },
-    #[error("pulling image {reference:?}: {message}")]
-    ImagePull { reference: String, message: String },
-    #[error("sandbox {id} not found")]
-    SandboxNotFound { id: String },
-    #[error("container {id} not found")]
-    ContainerNotFound { id: String },
-    #[error("creating container {name:?}: {message}")]
-    CreateContainer { name: String, message: String },
-    #[error("starting container {id}: {message}")]
-    StartContainer { id: String, message: String },
-    #[error("{operation}: {source}")]
-    Io {
-        operation: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("shim of sandbox {id}: {message}")]
-    Shim { id: String, message: String },
-}
-
 /// CRI-shaped runtime interface used by the node agent. Every method is idempotent where CRI
 /// says so (stopping a stopped container, removing a removed sandbox succeed).
 #[async_trait::async_trait]
@@ -253,10 +130,18 @@ pub trait RuntimeService: Send + Sync + 'static {
     async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError>;
-    /// Stops every container of the sandbox (SIGKILL) and its infra process.
+    /// Starts a sandbox and, unless it is on the host network, attaches it to the pod
+    /// network (CNI ADD in its new network namespace, as containerd's `RunPodSandbox`);
+    /// returns it ready, its addresses in `ips`. A sandbox whose network failed is released
+    /// again before the error returns.
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError>;
+    /// Releases the sandbox's network (CNI DEL) and stops every container of the sandbox
+    /// (SIGKILL) and its infra process.
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Releases everything the sandbox holds: processes, cgroups, mounts, files.
+    /// Releases everything the sandbox holds: network, processes, cgroups, mounts, files.
     async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError>;
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError>;
 
@@ -276,18 +161,6 @@ pub trait RuntimeService: Send + Sync + 'static {
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
 
-    /// Tells the sandbox its network addresses once the CNI attachment gave them, so the
-    /// pod's kubelet-managed `/etc/hosts` maps its hostname to them (kubelet writes that file
-    /// with the pod IPs). The file is rewritten in place: containers bind-mount it.
-    async fn update_sandbox_network(
-        &self,
-        id: &str,
-        ips: &[std::net::IpAddr],
-    ) -> Result<(), RuntimeError> {
-        let _ = (id, ips);
-        Ok(())
-    }
-
     /// Runs `cmd` in the container's namespaces and cgroup to completion or `timeout` (then
     /// killed), capturing its output (CRI `ExecSync`).
     async fn exec_sync(
@@ -297,9 +170,9 @@ pub trait RuntimeService: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecSyncResult, RuntimeError> {
         let _ = (cmd, timeout);
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "exec",
             id: id.to_string(),
-            message: "exec is not supported by this runtime".to_string(),
         })
     }
 
@@ -308,9 +181,9 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// kills the process.
     async fn exec(&self, id: &str, options: &ExecOptions) -> Result<ExecSession, RuntimeError> {
         let _ = options;
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "exec",
             id: id.to_string(),
-            message: "exec is not supported by this runtime".to_string(),
         })
     }
 
@@ -322,9 +195,9 @@ pub trait RuntimeService: Send + Sync + 'static {
         port: u16,
     ) -> Result<tokio::net::TcpStream, RuntimeError> {
         let _ = port;
-        Err(RuntimeError::Shim {
+        Err(RuntimeError::Unsupported {
+            operation: "port-forward",
             id: sandbox_id.to_string(),
-            message: "port-forward is not supported by this runtime".to_string(),
         })
     }
 }

@@ -7,43 +7,34 @@ use std::time::Duration;
 
 use shim::protocol::{read_json, PodDir};
 
+use crate::error::ShimStartError;
 use crate::records::ShimPid;
-use crate::RuntimeError;
 
 /// Waits for the intermediate shim process to exit and returns the pid it recorded.
 pub async fn wait_for_forked_shim(
     mut child: tokio::process::Child,
     pod: &PodDir,
     timeout: Duration,
-) -> Result<u32, RuntimeError> {
-    let shim_err = |message: String| RuntimeError::Shim {
-        id: pod
-            .root()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        message,
-    };
+) -> Result<u32, ShimStartError> {
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(shim_err(format!("waiting for the shim to fork: {e}"))),
+        Ok(Err(source)) => return Err(ShimStartError::Wait { source }),
         Err(_) => {
             let _ = child.start_kill();
-            return Err(shim_err(
-                "the shim did not fork its PID namespace in time".into(),
-            ));
+            return Err(ShimStartError::ForkTimedOut { timeout });
         }
     };
     if !status.success() {
         let log = std::fs::read_to_string(pod.shim_log()).unwrap_or_default();
-        let last = log.lines().last().unwrap_or_default().to_string();
-        return Err(shim_err(format!(
-            "creating the pod PID namespace failed ({status}): {last}"
-        )));
+        let log_tail = log.lines().last().unwrap_or_default().to_string();
+        return Err(ShimStartError::PidNamespace { status, log_tail });
     }
     match read_json::<ShimPid>(&pod.shim_pid()) {
         Ok(Some(p)) => Ok(p.pid),
-        Ok(None) => Err(shim_err("the shim recorded no pid".into())),
-        Err(e) => Err(shim_err(format!("reading shim.pid: {e}"))),
+        Ok(None) => Err(ShimStartError::NoPid),
+        Err(source) => Err(ShimStartError::PidFile {
+            path: pod.shim_pid(),
+            source,
+        }),
     }
 }

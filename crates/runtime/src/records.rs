@@ -17,6 +17,10 @@ pub struct SandboxRecord {
     pub created_at: jiff::Timestamp,
     /// The pod's cgroup relative to the hierarchy roots.
     pub pod_cgroup: PathBuf,
+    /// The pod's addresses once its network is set up (empty on the host network or
+    /// without a pod network); `None` until then, when the sandbox is not ready.
+    #[serde(default)]
+    pub ips: Option<Vec<std::net::IpAddr>>,
 }
 
 /// `pods/<sandbox>/containers/<id>/config.json`.

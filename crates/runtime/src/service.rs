@@ -5,26 +5,28 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgroups::Hierarchy;
 use shim::protocol::{
-    read_json, write_atomic, write_json_atomic, BindMount, ContainerSpec, ExitReason, ExitRecord,
-    PodDir, Request, Response, ShimConfig, StateRecord, UserSpec as ShimUserSpec,
+    read_json, write_atomic, write_json_atomic, ContainerSpec, ExitReason, ExitRecord, PodDir,
+    Request, Response, ShimConfig, StateRecord,
 };
 
 use crate::client;
 mod exec;
+mod network;
 use crate::image_backend::ImageBackend;
+use crate::network::{NetworkConfig, PodNetwork};
 use crate::procs;
 use crate::records::{
     container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
 };
 use crate::{
     ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
-    PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
+    PodSandboxStatus, RuntimeError, RuntimeService, ShimError, ShimStartError,
 };
 
 /// How long a fresh shim may take to answer.
@@ -57,6 +59,8 @@ pub struct RuntimeConfig {
     pub hosts_file: PathBuf,
     /// Where /proc is (for process liveness checks).
     pub proc_root: PathBuf,
+    /// The pod network sandboxes are attached to; `None` gives them loopback only.
+    pub network: Option<NetworkConfig>,
 }
 
 impl RuntimeConfig {
@@ -71,6 +75,7 @@ impl RuntimeConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             hosts_file: PathBuf::from("/etc/hosts"),
             proc_root: PathBuf::from("/proc"),
+            network: None,
         }
     }
 }
@@ -80,11 +85,22 @@ pub struct Runtime {
     config: RuntimeConfig,
     images: Arc<dyn ImageBackend>,
     cgroups: Option<Hierarchy>,
+    network: Arc<PodNetwork>,
 }
 
-fn io_err(operation: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
-    let operation = operation.into();
-    move |source| RuntimeError::Io { operation, source }
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Read { path, source }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Write { path, source }
+}
+
+fn create_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Create { path, source }
 }
 
 /// Ids are 64 lowercase hex characters; anything else names nothing (and never a path).
@@ -99,7 +115,7 @@ fn new_id() -> Result<String, RuntimeError> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_err("reading /dev/urandom"))?;
+        .map_err(|source| RuntimeError::NewId { source })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -127,31 +143,31 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RuntimeError::Io {
-            operation: "running a blocking task".into(),
-            source: io::Error::other(e),
-        })
+        .map_err(|source| RuntimeError::Task { source })
 }
 
 impl Runtime {
     /// A runtime over `config.state_dir`, with the image store at `<state dir>/images`.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let root = config.state_dir.join("images");
-        std::fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
-        let store = images::ImageStore::open(&root).map_err(|e| RuntimeError::Io {
-            operation: format!("opening the image store {}", root.display()),
-            source: io::Error::other(e),
-        })?;
+        std::fs::create_dir_all(&root).map_err(create_err(&root))?;
+        let store =
+            images::ImageStore::open(&root).map_err(|source| RuntimeError::OpenImageStore {
+                path: root,
+                source: Box::new(source),
+            })?;
         Self::with_images(config, Arc::new(store))
     }
 
-    /// A runtime with another image backend (tests serve plain directories).
+    /// A runtime with another image backend (tests serve plain directories). Network
+    /// attachments left by sandboxes that are gone (a crash between removal and CNI DEL)
+    /// are released here, before any sandbox can be created.
     pub fn with_images(
         config: RuntimeConfig,
         images: Arc<dyn ImageBackend>,
     ) -> Result<Self, RuntimeError> {
         let pods = config.state_dir.join("pods");
-        std::fs::create_dir_all(&pods).map_err(io_err(format!("creating {}", pods.display())))?;
+        std::fs::create_dir_all(&pods).map_err(create_err(&pods))?;
         let cgroups = match Hierarchy::detect(&config.cgroup_root) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -159,11 +175,20 @@ impl Runtime {
                 None
             }
         };
-        Ok(Self {
+        let network = Arc::new(PodNetwork::new(
+            config.network.clone(),
+            &config.state_dir,
+            Arc::new(cni::RealExec),
+        ));
+        let runtime = Self {
             config,
             images,
             cgroups,
-        })
+            network,
+        };
+        let live = runtime.sandbox_ids()?.into_iter().collect();
+        runtime.network.gc(&live);
+        Ok(runtime)
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -184,7 +209,7 @@ impl Runtime {
         }
         let path = self.pod(id).root().join("sandbox.json");
         read_json(&path)
-            .map_err(io_err(format!("reading {}", path.display())))?
+            .map_err(read_err(&path))?
             .ok_or_else(|| RuntimeError::SandboxNotFound { id: id.to_string() })
     }
 
@@ -203,7 +228,7 @@ impl Runtime {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(format!("listing {}", dir.display()))(e)),
+            Err(e) => return Err(read_err(&dir)(e)),
         };
         let mut ids: Vec<String> = entries
             .flatten()
@@ -230,12 +255,10 @@ impl Runtime {
         let pod = self.pod(sandbox_id);
         let dir = pod.container(id);
         let record: ContainerRecord = read_json(&dir.config())
-            .map_err(io_err(format!("reading {}", dir.config().display())))?
+            .map_err(read_err(&dir.config()))?
             .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
-        let state: Option<StateRecord> = read_json(&dir.state())
-            .map_err(io_err(format!("reading {}", dir.state().display())))?;
-        let exit: Option<ExitRecord> =
-            read_json(&dir.exit()).map_err(io_err(format!("reading {}", dir.exit().display())))?;
+        let state: Option<StateRecord> = read_json(&dir.state()).map_err(read_err(&dir.state()))?;
+        let exit: Option<ExitRecord> = read_json(&dir.exit()).map_err(read_err(&dir.exit()))?;
         Ok(container_status(
             &record,
             state.as_ref(),
@@ -255,7 +278,7 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Shim {
                 id: sandbox_id.to_string(),
-                message: e.to_string(),
+                source: e.into(),
             })
     }
 
@@ -263,29 +286,35 @@ impl Runtime {
         match self.request(sandbox_id, req, REQUEST_TIMEOUT).await? {
             Response::Error { message } => Err(RuntimeError::Shim {
                 id: sandbox_id.to_string(),
-                message,
+                source: ShimError::Refused { message },
             }),
             Response::Ok | Response::Started { .. } | Response::State { .. } => Ok(()),
             Response::ExecStarted { .. } | Response::ExecExited { .. } => Ok(()),
         }
     }
 
-    /// Writes the sandbox's files and starts its shim; the caller cleans up on error.
-    async fn start_sandbox(&self, id: &str, config: &PodSandboxConfig) -> Result<(), RuntimeError> {
+    /// Writes the sandbox's files and starts its shim; returns the shim's pid. The caller
+    /// cleans up on error.
+    async fn start_sandbox(
+        &self,
+        id: &str,
+        config: &PodSandboxConfig,
+    ) -> Result<u32, RuntimeError> {
         let pod = self.pod(id);
         let root = pod.root().to_path_buf();
-        std::fs::create_dir_all(pod.containers())
-            .map_err(io_err(format!("creating {}", root.display())))?;
+        std::fs::create_dir_all(pod.containers()).map_err(create_err(&pod.containers()))?;
         let pod_cgroup = self.config.cgroup_parent.join(cgroup_name(&config.uid, id));
+        let attached = config.host_network || !self.network.enabled();
         let record = SandboxRecord {
             id: id.to_string(),
             config: config.clone(),
             created_at: jiff::Timestamp::now(),
             pod_cgroup: pod_cgroup.clone(),
+            // Set once CNI ADD gave the addresses; until then the sandbox is not ready.
+            ips: attached.then(Vec::new),
         };
-        let write = |path: PathBuf, data: &[u8]| {
-            write_atomic(&path, data).map_err(io_err(format!("writing {}", path.display())))
-        };
+        let write =
+            |path: PathBuf, data: &[u8]| write_atomic(&path, data).map_err(write_err(&path));
         if config.host_network {
             // kubelet: a hostNetwork pod sees the node's name and a copy of its hosts file.
             let node = nix::unistd::gethostname()
@@ -307,37 +336,36 @@ impl Runtime {
                 .unwrap_or_default(),
             Ok(data) => data,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(io_err(format!(
-                    "reading {}",
-                    self.config.resolv_conf.display()
-                ))(e))
-            }
+            Err(e) => return Err(read_err(&self.config.resolv_conf)(e)),
         };
         write(pod.resolv_conf(), &resolv)?;
         let shim_config = ShimConfig {
             sandbox_id: id.to_string(),
-            hostname: config.hostname.clone(),
             cgroup_root: self.config.cgroup_root.clone(),
             pod_cgroup: pod_cgroup.clone(),
-            host_network: config.host_network,
-            share_pid: config.share_process_namespace,
-            sysctls: config
-                .sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            sandbox: config.clone(),
         };
-        write_json_atomic(&pod.shim_config(), &shim_config).map_err(io_err("writing shim.json"))?;
+        write_json_atomic(&pod.shim_config(), &shim_config)
+            .map_err(write_err(&pod.shim_config()))?;
         write_json_atomic(&root.join("sandbox.json"), &record)
-            .map_err(io_err("writing sandbox.json"))?;
+            .map_err(write_err(&root.join("sandbox.json")))?;
 
+        let start_err = |source| RuntimeError::StartShim {
+            id: id.to_string(),
+            source,
+        };
+        let log_err = |source| {
+            start_err(ShimStartError::Log {
+                path: pod.shim_log(),
+                source,
+            })
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(pod.shim_log())
-            .map_err(io_err("opening shim.log"))?;
-        let log2 = log.try_clone().map_err(io_err("opening shim.log"))?;
+            .map_err(log_err)?;
+        let log2 = log.try_clone().map_err(log_err)?;
         let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
         cmd.args(&self.config.shim_args)
             .arg(&root)
@@ -352,25 +380,28 @@ impl Runtime {
         }
         // Dropping the child handle leaves it to tokio to reap the shim if it exits while
         // we run; after an agent restart init reaps it.
-        let child = cmd.spawn().map_err(io_err(format!(
-            "starting shim {}",
-            self.config.shim_binary.display()
-        )))?;
+        let child = cmd.spawn().map_err(|source| {
+            start_err(ShimStartError::Spawn {
+                binary: self.config.shim_binary.clone(),
+                source,
+            })
+        })?;
         let pid = if config.share_process_namespace {
             // The shim forks PID 1 of the pod's PID namespace, records that pid and exits
             // (shim::pidns).
-            crate::pidns::wait_for_forked_shim(child, &pod, SHIM_READY_TIMEOUT).await?
+            crate::pidns::wait_for_forked_shim(child, &pod, SHIM_READY_TIMEOUT)
+                .await
+                .map_err(start_err)?
         } else {
-            let pid = child.id().ok_or_else(|| RuntimeError::Shim {
-                id: id.into(),
-                message: "exited at once".into(),
-            })?;
+            let pid = child
+                .id()
+                .ok_or_else(|| start_err(ShimStartError::ExitedAtOnce))?;
             drop(child);
             let start_time = procs::stat(&self.config.proc_root, pid)
                 .map(|(s, _)| s)
                 .unwrap_or(0);
             write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
-                .map_err(io_err("writing shim.pid"))?;
+                .map_err(write_err(&pod.shim_pid()))?;
             pid
         };
         if let Some(h) = &self.cgroups {
@@ -392,18 +423,17 @@ impl Runtime {
         let deadline = Instant::now() + SHIM_READY_TIMEOUT;
         loop {
             match client::call(&pod.socket(), &Request::State, REQUEST_TIMEOUT).await {
-                Ok(Response::State { .. }) => return Ok(()),
+                Ok(Response::State { .. }) => return Ok(pid),
                 Ok(other) => {
-                    return Err(RuntimeError::Shim {
-                        id: id.into(),
-                        message: format!("unexpected answer {other:?}"),
-                    })
+                    return Err(start_err(ShimStartError::Unexpected {
+                        answer: Box::new(other),
+                    }))
                 }
                 Err(e) => {
                     let dead = !self.shim_alive(&pod);
                     if dead || Instant::now() > deadline {
                         let tail = std::fs::read_to_string(pod.shim_log()).unwrap_or_default();
-                        let tail: String = tail
+                        let log_tail: String = tail
                             .lines()
                             .rev()
                             .take(5)
@@ -412,10 +442,10 @@ impl Runtime {
                             .rev()
                             .collect::<Vec<_>>()
                             .join("; ");
-                        return Err(RuntimeError::Shim {
-                            id: id.into(),
-                            message: format!("shim did not become ready ({e}); its log: {tail}"),
-                        });
+                        return Err(start_err(ShimStartError::NotReady {
+                            log_tail,
+                            source: e,
+                        }));
                     }
                 }
             }
@@ -457,9 +487,9 @@ impl Runtime {
             let cg = h.cgroup(&pod_cgroup.join(id));
             blocking(move || cg.kill_all(KILL_WAIT))
                 .await?
-                .map_err(|e| RuntimeError::Io {
-                    operation: format!("killing container {id}"),
-                    source: io::Error::other(e),
+                .map_err(|source| RuntimeError::Cgroup {
+                    id: id.to_string(),
+                    source,
                 })?;
         }
         let dir = self.pod(sandbox_id).container(id);
@@ -471,8 +501,7 @@ impl Runtime {
                 message: Some("killed by the runtime: the pod's shim was gone".into()),
                 finished_at: jiff::Timestamp::now(),
             };
-            write_json_atomic(&dir.exit(), &exit)
-                .map_err(io_err(format!("writing {}", dir.exit().display())))?;
+            write_json_atomic(&dir.exit(), &exit).map_err(write_err(&dir.exit()))?;
         }
         Ok(())
     }
@@ -494,6 +523,12 @@ impl Runtime {
     /// shims are dead or records are damaged; keeps going on errors and returns the first.
     pub async fn reset(&self) -> Result<(), RuntimeError> {
         let mut first = None;
+        // Every attachment on record, from the record alone, while the namespaces are
+        // still pinned. A failed DEL is reported but does not stop the reset.
+        let network = self.network.clone();
+        for err in blocking(move || network.reset()).await? {
+            tracing::warn!(error = %crate::network::chain(&err), "reset: releasing pod network failed");
+        }
         for id in self.sandbox_ids()? {
             if let Err(e) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %e, "reset: removing sandbox");
@@ -535,21 +570,37 @@ impl RuntimeService for Runtime {
         blocking(move || images.list()).await?
     }
 
-    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+    ) -> Result<PodSandboxStatus, RuntimeError> {
         let id = new_id()?;
-        if let Err(e) = self.start_sandbox(&id, config).await {
+        let started = match self.start_sandbox(&id, config).await {
+            Ok(pid) => self.attach_network(&id, config, pid).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            // containerd releases a sandbox whose start or network failed at once (DEL first).
             if let Err(cleanup) = self.remove_pod_sandbox(&id).await {
                 tracing::warn!(sandbox = %id, error = %cleanup, "cleaning up a sandbox that failed to start");
             }
             return Err(e);
         }
         tracing::info!(sandbox = %id, pod = %config.name, "sandbox running");
-        Ok(id)
+        let record = self.sandbox_record(&id)?;
+        Ok(self.sandbox_status(record))
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         if !is_id(id) || !self.pod(id).root().exists() {
             return Ok(());
+        }
+        let mut first = None;
+        // kubelet's StopPodSandbox tears the network down first, while the namespace exists
+        // (it is pinned, so even a dead shim leaves it for DEL).
+        if let Err(e) = self.detach_network(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "CNI DEL failed");
+            first = Some(e);
         }
         let pod = self.pod(id);
         if let Some(shim) = self
@@ -574,7 +625,6 @@ impl RuntimeService for Runtime {
                 );
             }
         }
-        let mut first = None;
         for cid in self.container_ids(id) {
             if let Err(e) = self.kill_orphaned_container(id, &cid).await {
                 first.get_or_insert(e);
@@ -583,10 +633,10 @@ impl RuntimeService for Runtime {
         if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
             // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
             let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
-            if let Err(e) = blocking(move || cg.kill_all(KILL_WAIT)).await? {
-                first.get_or_insert(RuntimeError::Io {
-                    operation: format!("killing sandbox {id}"),
-                    source: io::Error::other(e),
+            if let Err(source) = blocking(move || cg.kill_all(KILL_WAIT)).await? {
+                first.get_or_insert(RuntimeError::Cgroup {
+                    id: id.to_string(),
+                    source,
                 });
             }
         }
@@ -618,47 +668,24 @@ impl RuntimeService for Runtime {
             });
             match removed.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(RuntimeError::Io {
-                    operation: format!("removing cgroup of {id}"),
-                    source: io::Error::other(e),
+                Ok(Err(source)) => errors.push(RuntimeError::Cgroup {
+                    id: id.to_string(),
+                    source,
                 }),
                 Err(e) => errors.push(e),
             }
         }
         let root = self.pod(id).root().to_path_buf();
+        let path = root.clone();
         match blocking(move || std::fs::remove_dir_all(&root)).await? {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(io_err(format!("removing sandbox directory of {id}"))(e)),
+            Err(source) => errors.push(RuntimeError::Remove { path, source }),
         }
         for e in &errors {
             tracing::warn!(sandbox = %id, error = %e, "removing sandbox");
         }
         errors.into_iter().next().map_or(Ok(()), Err)
-    }
-
-    async fn update_sandbox_network(
-        &self,
-        id: &str,
-        ips: &[std::net::IpAddr],
-    ) -> Result<(), RuntimeError> {
-        let record = self.sandbox_record(id)?;
-        if record.config.host_network {
-            return Ok(());
-        }
-        let path = self.pod(id).hosts();
-        let text = hosts_file(&record.config.hostname, ips);
-        // In place, not write-then-rename: running containers bind-mount this very inode.
-        let write = || -> io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        };
-        write().map_err(io_err(format!("writing {}", path.display())))
     }
 
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {
@@ -669,23 +696,7 @@ impl RuntimeService for Runtime {
             let Ok(record) = self.sandbox_record(&id) else {
                 continue;
             };
-            let pod = self.pod(&id);
-            let shim = self
-                .shim_pid(&pod)
-                .filter(|p| procs::alive(&self.config.proc_root, p));
-            out.push(PodSandboxStatus {
-                id: id.clone(),
-                config: record.config,
-                state: if shim.is_some() {
-                    SandboxState::Ready
-                } else {
-                    SandboxState::NotReady
-                },
-                created_at: record.created_at,
-                pid: shim.map(|p| p.pid),
-                netns_path: shim
-                    .map(|p| self.config.proc_root.join(p.pid.to_string()).join("ns/net")),
-            });
+            out.push(self.sandbox_status(record));
         }
         Ok(out)
     }
@@ -696,17 +707,18 @@ impl RuntimeService for Runtime {
         config: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
         let sandbox = self.sandbox_record(sandbox_id)?;
-        let create_err = |message: String| RuntimeError::CreateContainer {
+        let shim_err = |source: ShimError| RuntimeError::CreateContainer {
             name: config.name.clone(),
-            message,
+            source,
         };
         if config.args.is_empty() {
-            return Err(create_err("no command given".into()));
+            return Err(RuntimeError::NoCommand {
+                name: config.name.clone(),
+            });
         }
         if !self.shim_alive(&self.pod(sandbox_id)) {
-            return Err(RuntimeError::Shim {
+            return Err(RuntimeError::SandboxNotRunning {
                 id: sandbox_id.into(),
-                message: "sandbox is not ready".into(),
             });
         }
         let reference = if config.image_id.is_empty() {
@@ -722,25 +734,22 @@ impl RuntimeService for Runtime {
         }
         for m in &config.mounts {
             if !m.host_path.exists() {
-                return Err(create_err(format!(
-                    "mount source {} does not exist",
-                    m.host_path.display()
-                )));
+                return Err(RuntimeError::MountSourceMissing {
+                    name: config.name.clone(),
+                    path: m.host_path.clone(),
+                });
             }
         }
         let id = new_id()?;
         let dir = self.pod(sandbox_id).container(&id);
         let log_path = sandbox.config.log_directory.join(&config.log_path);
-        let prepare = || -> io::Result<()> {
-            for d in [dir.upper(), dir.work(), dir.rootfs()] {
-                std::fs::create_dir_all(d)?;
-            }
-            if let Some(parent) = log_path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            Ok(())
-        };
-        prepare().map_err(io_err(format!("preparing container {}", config.name)))?;
+        let log_dir = log_path.parent().map(Path::to_path_buf);
+        for d in [dir.upper(), dir.work(), dir.rootfs()]
+            .into_iter()
+            .chain(log_dir)
+        {
+            std::fs::create_dir_all(&d).map_err(create_err(&d))?;
+        }
         let record = ContainerRecord {
             id: id.clone(),
             sandbox_id: sandbox_id.to_string(),
@@ -748,32 +757,12 @@ impl RuntimeService for Runtime {
             created_at: jiff::Timestamp::now(),
             log_path: log_path.clone(),
         };
-        write_json_atomic(&dir.config(), &record)
-            .map_err(io_err(format!("writing {}", dir.config().display())))?;
+        write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
         let spec = ContainerSpec {
             id: id.clone(),
             lowerdirs,
-            args: config.args.clone(),
-            env: config.env.clone(),
-            working_dir: config.working_dir.clone(),
-            user: ShimUserSpec {
-                run_as_user: config.user.run_as_user,
-                run_as_group: config.user.run_as_group,
-                image_user: config.user.image_user.clone(),
-                supplemental_groups: config.user.supplemental_groups.clone(),
-            },
-            mounts: config
-                .mounts
-                .iter()
-                .map(|m| BindMount {
-                    host_path: m.host_path.clone(),
-                    container_path: m.container_path.clone(),
-                    readonly: m.readonly,
-                })
-                .collect(),
             log_path,
-            resources: config.resources.clone(),
-            security: config.security.clone(),
+            config: config.clone(),
         };
         let result = match self
             .request(
@@ -784,8 +773,7 @@ impl RuntimeService for Runtime {
             .await
         {
             Ok(Response::Ok) => Ok(id.clone()),
-            Ok(Response::Error { message }) => Err(create_err(message)),
-            Ok(other) => Err(create_err(format!("unexpected answer {other:?}"))),
+            Ok(other) => Err(shim_err(other.into())),
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -796,21 +784,19 @@ impl RuntimeService for Runtime {
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let sandbox_id = self.find_container(id)?;
-        let start_err = |message: String| RuntimeError::StartContainer {
-            id: id.to_string(),
-            message,
-        };
-        match self
-            .request(
-                &sandbox_id,
-                &Request::StartContainer { id: id.to_string() },
-                START_TIMEOUT,
-            )
-            .await?
-        {
-            Response::Started { .. } => Ok(()),
-            Response::Error { message } => Err(start_err(message)),
-            other => Err(start_err(format!("unexpected answer {other:?}"))),
+        let socket = self.pod(&sandbox_id).socket();
+        let request = Request::StartContainer { id: id.to_string() };
+        let answer = client::call(&socket, &request, START_TIMEOUT).await;
+        match answer.map_err(ShimError::from) {
+            Ok(Response::Started { .. }) => Ok(()),
+            Ok(other) => Err(RuntimeError::StartContainer {
+                id: id.to_string(),
+                source: other.into(),
+            }),
+            Err(source) => Err(RuntimeError::StartContainer {
+                id: id.to_string(),
+                source,
+            }),
         }
     }
 
@@ -851,10 +837,7 @@ impl RuntimeService for Runtime {
         if self.wait_exited(&sandbox_id, id, KILL_WAIT).await? {
             return Ok(());
         }
-        Err(RuntimeError::Shim {
-            id: sandbox_id,
-            message: format!("container {id} did not exit after SIGKILL"),
-        })
+        Err(RuntimeError::KillTimedOut { id: id.to_string() })
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
@@ -883,18 +866,19 @@ impl RuntimeService for Runtime {
             let removed =
                 blocking(move || cg.kill_all(KILL_WAIT).and_then(|()| cg.remove(KILL_WAIT)))
                     .await?;
-            if let Err(e) = removed {
-                errors.push(RuntimeError::Io {
-                    operation: format!("removing cgroup of {id}"),
-                    source: io::Error::other(e),
+            if let Err(source) = removed {
+                errors.push(RuntimeError::Cgroup {
+                    id: id.to_string(),
+                    source,
                 });
             }
         }
         let root = self.pod(&sandbox_id).container(id).root().to_path_buf();
+        let path = root.clone();
         match blocking(move || std::fs::remove_dir_all(&root)).await? {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(io_err(format!("removing directory of container {id}"))(e)),
+            Err(source) => errors.push(RuntimeError::Remove { path, source }),
         }
         errors.into_iter().next().map_or(Ok(()), Err)
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::{
-    ContainerConfig, ContainerState, ImageBackend, ImageInfo, PodSandboxConfig, Runtime,
-    RuntimeConfig, RuntimeError, RuntimeService, SandboxState,
+    ContainerConfig, ContainerState, ImageBackend, ImageInfo, NetworkConfig, PodSandboxConfig,
+    PortMapping, Protocol, Runtime, RuntimeConfig, RuntimeError, RuntimeService, SandboxState,
 };
 
 type TestResult = Result<(), String>;
@@ -52,6 +52,9 @@ fn main() {
         }),
         ("reset_cleans_up_after_dead_shim", |e| {
             Box::pin(dead_shim(e))
+        }),
+        ("sandbox_network_is_attached_and_released", |e| {
+            Box::pin(sandbox_network(e))
         }),
     ];
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -308,7 +311,8 @@ async fn runs_busybox(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-a"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let list = rt.list_pod_sandboxes().await.map_err(err)?;
     if list.len() != 1 || list[0].state != SandboxState::Ready || list[0].pid.is_none() {
         return Err(format!("sandbox list: {list:?}"));
@@ -369,7 +373,8 @@ async fn exit_codes(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-b"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     for (name, script, code, reason) in [
         ("fail", "echo bye; exit 3", 3, "Error"),
         ("ok", "true", 0, "Completed"),
@@ -404,14 +409,15 @@ async fn start_error(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-c"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let mut config = container("bad", "");
     config.args = vec!["no-such-binary".into()];
     let id = rt.create_container(&sb, &config).await.map_err(err)?;
     match rt.start_container(&id).await {
-        Err(RuntimeError::StartContainer { message, .. })
-            if message.contains("exec: \"no-such-binary\": executable file not found in $PATH") => {
-        }
+        Err(e @ RuntimeError::StartContainer { .. })
+            if e.container_message()
+                .contains("exec: \"no-such-binary\": executable file not found in $PATH") => {}
         other => return Err(format!("start: {other:?}")),
     }
     let st = rt.container_status(&id).await.map_err(err)?;
@@ -429,7 +435,8 @@ async fn stop_fallback(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-d"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let mut config = container("sleeper", "");
     // PID 1 without a SIGTERM handler ignores SIGTERM: only SIGKILL ends it.
     config.args = vec!["sleep".into(), "100".into()];
@@ -463,7 +470,8 @@ async fn restart(env: Arc<Env>) -> TestResult {
         .runtime
         .run_pod_sandbox(&env.sandbox_config("pod-e"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let id = env
         .runtime
         .create_container(&sb, &container("c", "echo one; sleep 100"))
@@ -500,7 +508,8 @@ async fn user_and_mounts(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-f"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let mut config = container(
         "u",
         "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); echo home=$HOME cwd=$(pwd) x=$X; cat /data/greeting; \
@@ -544,7 +553,8 @@ async fn dead_shim(env: Arc<Env>) -> TestResult {
     let sb = rt
         .run_pod_sandbox(&env.sandbox_config("pod-g"))
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .id;
     let id = rt
         .create_container(&sb, &container("c", "sleep 100"))
         .await
@@ -580,6 +590,128 @@ async fn dead_shim(env: Arc<Env>) -> TestResult {
     rt.reset().await.map_err(err)?;
     if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
         return Err(format!("container process {pid} survived reset"));
+    }
+    Ok(())
+}
+
+/// A CNI plugin that hands out 10.99.0.7 and records what it was asked, or fails when a
+/// `fail` file sits beside it.
+const FAKE_PLUGIN: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+case "$CNI_COMMAND" in
+ADD)
+  cat > "$d/add-stdin"
+  echo "$CNI_ARGS" > "$d/add-args"
+  if [ -e "$d/fail" ]; then echo '{"code":11,"msg":"no addresses left"}'; exit 1; fi
+  echo '{"cniVersion":"1.0.0","ips":[{"address":"10.99.0.7/24"}]}'
+  ;;
+DEL)
+  echo "$CNI_CONTAINERID" >> "$d/dels"
+  ;;
+esac
+"#;
+
+async fn sandbox_network(env: Arc<Env>) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let root = env.tmp.path().join("net");
+    let bin = root.join("bin");
+    let conf = root.join("net.d");
+    std::fs::create_dir_all(&bin).map_err(err)?;
+    std::fs::create_dir_all(&conf).map_err(err)?;
+    let plugin = bin.join("fakenet");
+    std::fs::write(&plugin, FAKE_PLUGIN).map_err(err)?;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+    std::fs::write(
+        conf.join("10-fake.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"fake","plugins":[{"type":"fakenet","capabilities":{"portMappings":true}}]}"#,
+    )
+    .map_err(err)?;
+    let mut config = env.config.clone();
+    config.state_dir = root.join("state");
+    config.network = Some(NetworkConfig {
+        conf_dir: conf,
+        bin_dirs: vec![bin.clone()],
+        ..Default::default()
+    });
+    let rt = Runtime::with_images(
+        config.clone(),
+        Arc::new(DirImages {
+            layer: env.tmp.path().join("layer"),
+        }),
+    )
+    .map_err(err)?;
+    let result = check_sandbox_network(&rt, &env, &config, &bin).await;
+    rt.reset().await.map_err(err)?;
+    result
+}
+
+async fn check_sandbox_network(
+    rt: &Runtime,
+    env: &Env,
+    config: &RuntimeConfig,
+    bin: &Path,
+) -> TestResult {
+    let mut sandbox = env.sandbox_config("pod-n");
+    sandbox.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp,
+        container_port: 80,
+        host_port: 18080,
+        host_ip: String::new(),
+    }];
+    let sb = rt.run_pod_sandbox(&sandbox).await.map_err(err)?;
+    let ip: std::net::IpAddr = "10.99.0.7".parse().map_err(err)?;
+    if sb.state != SandboxState::Ready || sb.ips != vec![ip] {
+        return Err(format!("sandbox: {sb:?}"));
+    }
+    let listed = rt.list_pod_sandboxes().await.map_err(err)?;
+    if listed.iter().map(|s| &s.ips).collect::<Vec<_>>() != vec![&vec![ip]] {
+        return Err(format!("listed: {listed:?}"));
+    }
+    let args = std::fs::read_to_string(bin.join("add-args")).map_err(err)?;
+    if !args.contains("K8S_POD_NAME=pod-n")
+        || !args.contains(&format!("K8S_POD_INFRA_CONTAINER_ID={}", sb.id))
+    {
+        return Err(format!("CNI_ARGS: {args}"));
+    }
+    let stdin = std::fs::read_to_string(bin.join("add-stdin")).map_err(err)?;
+    if !stdin.contains(r#""hostPort":18080"#) {
+        return Err(format!("ADD stdin: {stdin}"));
+    }
+    let hosts = std::fs::read_to_string(config.state_dir.join("pods").join(&sb.id).join("hosts"))
+        .map_err(err)?;
+    if !hosts.ends_with("10.99.0.7\tpod-n\n") {
+        return Err(format!("hosts: {hosts}"));
+    }
+    let pin = config.state_dir.join("netns").join(&sb.id);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(err)?;
+    if !mounts.contains(&pin.to_string_lossy().into_owned()) {
+        return Err(format!("namespace not pinned at {}", pin.display()));
+    }
+    rt.stop_pod_sandbox(&sb.id).await.map_err(err)?;
+    rt.remove_pod_sandbox(&sb.id).await.map_err(err)?;
+    let dels = std::fs::read_to_string(bin.join("dels")).map_err(err)?;
+    if dels.lines().collect::<Vec<_>>() != vec![sb.id.as_str()] {
+        return Err(format!("DELs: {dels}"));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(err)?;
+    if pin.exists() || mounts.contains(&pin.to_string_lossy().into_owned()) {
+        return Err("namespace still pinned after removal".into());
+    }
+
+    std::fs::write(bin.join("fail"), "").map_err(err)?;
+    match rt.run_pod_sandbox(&env.sandbox_config("pod-m")).await {
+        Err(e @ RuntimeError::SetupNetwork { .. })
+            if e.to_string()
+                .starts_with("failed to setup network for sandbox")
+                && e.to_string().ends_with("no addresses left") => {}
+        other => return Err(format!("failed ADD: {other:?}")),
+    }
+    let left = std::fs::read_dir(config.state_dir.join("pods"))
+        .map_err(err)?
+        .count();
+    let dels = std::fs::read_to_string(bin.join("dels")).map_err(err)?;
+    if left != 0 || dels.lines().count() != 2 {
+        return Err(format!("after a failed ADD: {left} sandboxes, DELs {dels}"));
     }
     Ok(())
 }

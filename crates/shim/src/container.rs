@@ -159,7 +159,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     // every path we resolve afterwards stays inside the container's root.
     let mut binds: Vec<(OwnedFd, String, bool)> = Vec::new();
     // Privileged containers get the host's devices (read now, created once /dev exists).
-    let host_devices = if ctx.spec.security.privileged {
+    let host_devices = if ctx.spec.config.security.privileged {
         security::host_devices(Path::new("/dev"))
     } else {
         Vec::new()
@@ -178,7 +178,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         }
     }
     let mut user_binds = Vec::new();
-    for m in &ctx.spec.mounts {
+    for m in &ctx.spec.config.mounts {
         user_binds.push((
             open_path(&m.host_path)?,
             m.container_path.clone(),
@@ -223,7 +223,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
     chdir("/").map_err(pivot_err)?;
 
-    mount_container_filesystems(ctx.spec.security.privileged)?;
+    mount_container_filesystems(ctx.spec.config.security.privileged)?;
     for (fd, target, readonly) in binds.iter().chain(user_binds.iter()) {
         bind_fd(fd, Path::new(target), *readonly)?;
     }
@@ -233,14 +233,15 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     umount2(&old_root, MntFlags::MNT_DETACH).map_err(pivot_err)?;
     let _ = fs::remove_dir(&old_root);
     security::create_devices(&host_devices)?;
-    security::apply_path_rules(&ctx.spec.security)?;
+    security::apply_path_rules(&ctx.spec.config.security)?;
 
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let resolved = user::resolve(&ctx.spec.user, &passwd, &group)?;
+    let resolved = user::resolve(&ctx.spec.config.user, &passwd, &group)?;
 
     let cwd = ctx
         .spec
+        .config
         .working_dir
         .clone()
         .filter(|w| !w.is_empty())
@@ -255,17 +256,17 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         source,
     })?;
     // After the working directory exists: runc, too, creates it before the remount.
-    if ctx.spec.security.readonly_rootfs {
+    if ctx.spec.config.security.readonly_rootfs {
         security::readonly_rootfs()?;
     }
 
-    let env = build_env(&ctx.spec.env, ctx.hostname, &resolved.home);
+    let env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or(DEFAULT_PATH);
-    let arg0 = ctx.spec.args.first().cloned().unwrap_or_default();
+    let arg0 = ctx.spec.config.args.first().cloned().unwrap_or_default();
     let program = find_executable(&arg0, path_var, is_executable)?;
 
     let groups: Vec<Gid> = resolved.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -274,13 +275,13 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         gid: resolved.gid,
         source,
     };
-    let credentials = security::prepare_credentials(&ctx.spec.security)?;
+    let credentials = security::prepare_credentials(&ctx.spec.config.security)?;
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
     security::finish_credentials(credentials)?;
 
-    let argv = to_cstrings(ctx.spec.args.iter().map(String::as_str))?;
+    let argv = to_cstrings(ctx.spec.config.args.iter().map(String::as_str))?;
     let envp = to_cstrings(
         env.iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -303,16 +303,18 @@ fn child_setup(
     // From here on every path resolves inside the container's root.
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let resolved = user::resolve(&ctx.spec.user, &passwd, &group).map_err(|e| e.to_string())?;
+    let resolved =
+        user::resolve(&ctx.spec.config.user, &passwd, &group).map_err(|e| e.to_string())?;
     let cwd = ctx
         .spec
+        .config
         .working_dir
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     std::env::set_current_dir(&cwd)
         .map_err(|e| format!("chdir to cwd ({cwd:?}) set in config.json failed: {e}"))?;
-    let mut env = build_env(&ctx.spec.env, ctx.hostname, &resolved.home);
+    let mut env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
     // containerd's CRI exec sets TERM for a tty when the container env has none.
     if ctx.exec.tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
@@ -352,8 +354,8 @@ fn child_setup(
     let set_user = |e: nix::Error| format!("setting user {}:{}: {e}", resolved.uid, resolved.gid);
     // As `runc exec`: the exec'd process gets the container's capabilities, no_new_privs and
     // seccomp filter, so exec is no way around the container's confinement.
-    let credentials =
-        crate::security::prepare_credentials(&ctx.spec.security).map_err(|e| e.to_string())?;
+    let credentials = crate::security::prepare_credentials(&ctx.spec.config.security)
+        .map_err(|e| e.to_string())?;
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;

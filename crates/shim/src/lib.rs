@@ -5,6 +5,7 @@
 //!
 //! The runtime talks to it with [`protocol::Request`]s over `<pod dir>/shim.sock`.
 
+pub mod caps;
 pub mod container;
 pub mod exec;
 pub mod net;

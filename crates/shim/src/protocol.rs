@@ -6,6 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use cri::{ContainerConfig, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
 /// Longest request or response line accepted, so a bad peer cannot make the other side
@@ -17,98 +18,30 @@ pub const MAX_MESSAGE: u64 = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShimConfig {
     pub sandbox_id: String,
-    pub hostname: String,
     /// Root of the host's cgroup hierarchies (normally `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
     /// The pod's cgroup relative to the hierarchy roots (`peapod/pod<uid>`); each container
     /// gets `<pod cgroup>/<container id>`.
     pub pod_cgroup: PathBuf,
-    /// `shareProcessNamespace`: the shim becomes PID 1 of a PID namespace that every
-    /// container of the pod joins (see `crate::pidns`).
-    #[serde(default)]
-    pub share_pid: bool,
-    /// Namespaced sysctls (`net.*`, `kernel.shm*`…) set in the pod's namespaces at start.
-    #[serde(default)]
-    pub sysctls: Vec<(String, String)>,
-    /// `hostNetwork`: stay in the node's network and UTS namespaces (no unshare, `lo`
-    /// and the hostname left alone).
-    #[serde(default)]
-    pub host_network: bool,
+    /// The sandbox as the agent asked for it. The shim uses its hostname, its
+    /// `shareProcessNamespace` (the shim becomes PID 1 of a PID namespace every container
+    /// joins, as the `pidns` module sets up), its namespaced sysctls (set at start) and `hostNetwork`
+    /// (stay in the node's network and UTS namespaces).
+    pub sandbox: PodSandboxConfig,
 }
 
-/// User and groups, as in the runtime's `UserSpec` (the shim resolves names in the rootfs).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserSpec {
-    pub run_as_user: Option<u32>,
-    pub run_as_group: Option<u32>,
-    pub image_user: Option<String>,
-    pub supplemental_groups: Vec<u32>,
-}
-
-/// A bind mount from the host into the container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BindMount {
-    pub host_path: PathBuf,
-    pub container_path: String,
-    pub readonly: bool,
-}
-
-/// Everything needed to start one container process.
+/// Everything needed to start one container process: the agent's config plus what the
+/// runtime resolved for it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// 64 hex characters; also the name of its directory and cgroup.
     pub id: String,
     /// Image layer directories, lowest first.
     pub lowerdirs: Vec<PathBuf>,
-    /// Full argv; never empty.
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    pub user: UserSpec,
-    pub mounts: Vec<BindMount>,
     /// Absolute path of the CRI log file.
     pub log_path: PathBuf,
-    /// cgroup limits of the container.
-    #[serde(default)]
-    pub resources: cgroups::Resources,
-    /// Capabilities, no_new_privs, seccomp, masked paths… (see `crate::security`).
-    #[serde(default)]
-    pub security: SecurityConfig,
-}
-
-/// The seccomp filter of a container (`securityContext.seccompProfile`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SeccompProfile {
-    /// No filter.
-    Unconfined,
-    /// The runtime's default deny-list (`crate::seccomp`); the secure default.
-    #[default]
-    RuntimeDefault,
-}
-
-/// A container's security settings, as CRI's `LinuxContainerSecurityContext` carries them.
-/// The default is the container runtime default: the default capability set, no_new_privs,
-/// the default masked and read-only paths, read-only /sys, the default seccomp filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SecurityConfig {
-    /// All capabilities, host devices, no masked or read-only paths, writable /sys, no
-    /// seccomp filter.
-    pub privileged: bool,
-    /// Capability names (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`) added to the default set.
-    pub capabilities_add: Vec<String>,
-    /// Capability names (or `ALL`) removed from it.
-    pub capabilities_drop: Vec<String>,
-    /// `allowPrivilegeEscalation: true`; otherwise the process gets no_new_privs.
-    pub allow_privilege_escalation: bool,
-    /// `readOnlyRootFilesystem`.
-    pub readonly_rootfs: bool,
-    pub seccomp: SeccompProfile,
-    /// Paths hidden from the container; `None` means the runtime defaults
-    /// (`crate::security::DEFAULT_MASKED_PATHS`), unless privileged.
-    pub masked_paths: Option<Vec<String>>,
-    /// Paths made read-only; `None` means the runtime defaults, unless privileged.
-    pub readonly_paths: Option<Vec<String>>,
+    /// Argv, env, working dir, user, mounts, cgroup limits and security settings.
+    pub config: ContainerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

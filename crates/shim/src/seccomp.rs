@@ -6,7 +6,7 @@
 //! with EPERM; `clone3` fails with ENOSYS so libcs fall back to `clone`, whose namespace
 //! flags can be inspected. Calls from a foreign ABI (i386, x32) are refused.
 
-use crate::security::caps;
+use crate::caps;
 
 /// One classic-BPF instruction (`struct sock_filter`).
 #[repr(C)]

@@ -11,81 +11,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
-use crate::protocol::{SeccompProfile, SecurityConfig};
+use crate::caps;
 use crate::seccomp;
-
-/// Capability numbers (`linux/capability.h`).
-pub mod caps {
-    pub const CHOWN: u32 = 0;
-    pub const DAC_OVERRIDE: u32 = 1;
-    pub const DAC_READ_SEARCH: u32 = 2;
-    pub const FOWNER: u32 = 3;
-    pub const FSETID: u32 = 4;
-    pub const KILL: u32 = 5;
-    pub const SETGID: u32 = 6;
-    pub const SETUID: u32 = 7;
-    pub const SETPCAP: u32 = 8;
-    pub const NET_BIND_SERVICE: u32 = 10;
-    pub const NET_RAW: u32 = 13;
-    pub const SYS_MODULE: u32 = 16;
-    pub const SYS_RAWIO: u32 = 17;
-    pub const SYS_CHROOT: u32 = 18;
-    pub const SYS_PTRACE: u32 = 19;
-    pub const SYS_PACCT: u32 = 20;
-    pub const SYS_ADMIN: u32 = 21;
-    pub const SYS_BOOT: u32 = 22;
-    pub const SYS_NICE: u32 = 23;
-    pub const SYS_TIME: u32 = 25;
-    pub const MKNOD: u32 = 27;
-    pub const AUDIT_WRITE: u32 = 29;
-    pub const SETFCAP: u32 = 31;
-    pub const SYSLOG: u32 = 34;
-}
-
-/// Every capability name the kernel knows, by number.
-const CAP_NAMES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
+use cri::{SeccompProfile, SecurityConfig};
 
 /// containerd's default capability set for containers (the one Kubernetes documents).
 pub const DEFAULT_CAPS: &[u32] = &[
@@ -223,15 +151,6 @@ pub fn last_cap() -> u32 {
         .min(63)
 }
 
-fn cap_number(name: &str) -> Option<u32> {
-    let upper = name.trim().to_ascii_uppercase();
-    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    CAP_NAMES
-        .iter()
-        .position(|n| *n == bare)
-        .and_then(|p| u32::try_from(p).ok())
-}
-
 fn is_all(name: &str) -> bool {
     let upper = name.trim().to_ascii_uppercase();
     upper == "ALL" || upper == "CAP_ALL"
@@ -246,7 +165,7 @@ pub fn capability_mask(sec: &SecurityConfig, all: u64) -> Result<u64, SecurityEr
         return Ok(all);
     }
     let bit = |name: &str| {
-        cap_number(name)
+        caps::number(name)
             .map(|n| 1u64 << n)
             .ok_or_else(|| SecurityError::UnknownCapability {
                 name: name.to_string(),
@@ -564,7 +483,7 @@ pub fn finish_credentials(creds: Credentials) -> Result<(), SecurityError> {
 /// Sets the pod's sysctls in the shim's (the pod's) namespaces: `net.*` belong to the
 /// network namespace, `kernel.shm*`/`kernel.msg*`/`kernel.sem` and `fs.mqueue.*` to the IPC
 /// namespace, so writing them under /proc/sys affects only this pod.
-pub fn set_sysctls(sysctls: &[(String, String)]) -> io::Result<()> {
+pub fn set_sysctls(sysctls: &std::collections::BTreeMap<String, String>) -> io::Result<()> {
     for (name, value) in sysctls {
         let path = sysctl_path(name).ok_or_else(|| {
             io::Error::new(
@@ -617,7 +536,7 @@ mod tests {
     fn names(mask: u64) -> Vec<&'static str> {
         (0..64)
             .filter(|b| mask & (1u64 << b) != 0)
-            .filter_map(|b| CAP_NAMES.get(b as usize).copied())
+            .filter_map(|b| caps::NAMES.get(b as usize).copied())
             .collect()
     }
 

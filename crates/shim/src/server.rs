@@ -104,7 +104,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
             source,
         })?
         .ok_or(ServerError::MissingConfig { path: config_path })?;
-    if config.share_pid {
+    if config.sandbox.share_process_namespace {
         match crate::pidns::enter(&pod)? {
             crate::pidns::Role::Parent => return Ok(()),
             crate::pidns::Role::Init => {}
@@ -114,19 +114,21 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
     // The pod's namespaces: containers join them by being cloned from us. A hostNetwork
     // pod keeps the node's network and UTS namespaces (CRI NamespaceMode::NODE; kubelet
     // gives such pods the node's hostname), so neither the hostname nor `lo` is touched.
-    if config.host_network {
+    if config.sandbox.host_network {
         nix::sched::unshare(CloneFlags::CLONE_NEWIPC).map_err(ServerError::Namespaces)?;
     } else {
         nix::sched::unshare(
             CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
         )
         .map_err(ServerError::Namespaces)?;
-        nix::unistd::sethostname(&config.hostname).map_err(|source| ServerError::Hostname {
-            hostname: config.hostname.clone(),
-            source,
+        nix::unistd::sethostname(&config.sandbox.hostname).map_err(|source| {
+            ServerError::Hostname {
+                hostname: config.sandbox.hostname.clone(),
+                source,
+            }
         })?;
         crate::net::loopback_up().map_err(ServerError::Loopback)?;
-        crate::security::set_sysctls(&config.sysctls).map_err(ServerError::Sysctls)?;
+        crate::security::set_sysctls(&config.sandbox.sysctls).map_err(ServerError::Sysctls)?;
     }
     // Orphans of containers (whose PID 1 died) are reparented to us and reaped here.
     nix::sys::prctl::set_child_subreaper(true).map_err(ServerError::Signals)?;
@@ -483,7 +485,7 @@ impl Server {
                 (Phase::Running, Some(pid)) => exec::start(&exec::ExecContext {
                     container_pid: pid,
                     spec: &c.spec,
-                    hostname: &self.config.hostname,
+                    hostname: &self.config.sandbox.hostname,
                     exec: spec,
                     cgroup: c.cgroup.as_ref(),
                 })
@@ -539,7 +541,7 @@ impl Server {
     }
 
     fn create(&mut self, spec: ContainerSpec) -> Response {
-        if spec.args.is_empty() {
+        if spec.config.args.is_empty() {
             return Response::Error {
                 message: "container has no command".into(),
             };
@@ -644,7 +646,8 @@ impl Server {
             Some(h) => {
                 let cg = h.cgroup(&self.config.pod_cgroup.join(id));
                 cg.create().map_err(|e| e.to_string())?;
-                cg.apply(&spec.resources).map_err(|e| e.to_string())?;
+                cg.apply(&spec.config.resources)
+                    .map_err(|e| e.to_string())?;
                 Some(cg)
             }
             None => None,
@@ -665,7 +668,7 @@ impl Server {
             let ctx = ChildContext {
                 spec: &spec,
                 pod: &self.pod,
-                hostname: &self.config.hostname,
+                hostname: &self.config.sandbox.hostname,
                 sync_read: &sync_r,
                 stdout: &out_w,
                 stderr: &serr_w,
@@ -684,7 +687,7 @@ impl Server {
                     child,
                     &mut stack,
                     // With a shared PID namespace the containers live in the shim's.
-                    if self.config.share_pid {
+                    if self.config.sandbox.share_process_namespace {
                         CloneFlags::CLONE_NEWNS
                     } else {
                         CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS

@@ -2,7 +2,7 @@
 //! and the rootfs's `/etc/passwd` and `/etc/group`, the way runc and containerd do, as a pure
 //! function so every rule is unit-tested without a container.
 
-use crate::protocol::UserSpec;
+use cri::UserSpec;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserError {

@@ -16,7 +16,7 @@ use shim::protocol::{ExecSpec, Request, Response, MAX_MESSAGE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{blocking, Runtime, REQUEST_TIMEOUT};
-use crate::{ExecIo, ExecOptions, ExecSession, ExecSyncResult, RuntimeError};
+use crate::{ExecIo, ExecOptions, ExecSession, ExecSyncResult, RuntimeError, ShimError};
 
 /// Most output `exec_sync` keeps per stream (CRI runtimes cap ExecSync output at 16 MiB).
 const MAX_SYNC_OUTPUT: usize = 16 << 20;
@@ -31,17 +31,17 @@ impl Runtime {
     ) -> Result<ExecSession, RuntimeError> {
         let sandbox_id = self.find_container(id)?;
         if options.cmd.is_empty() {
-            return Err(RuntimeError::Shim {
-                id: sandbox_id,
-                message: "exec needs a command".into(),
+            return Err(RuntimeError::NoCommand {
+                name: id.to_string(),
             });
         }
         let shim_err = {
-            let sandbox_id = sandbox_id.clone();
-            move |message: String| RuntimeError::Shim {
-                id: sandbox_id,
-                message,
-            }
+            let id = id.to_string();
+            move |source: ShimError| RuntimeError::Exec { id, source }
+        };
+        let io_err = {
+            let shim_err = shim_err.clone();
+            move |source: io::Error| shim_err(ShimError::Io { source })
         };
         let socket = self.pod(&sandbox_id).socket();
         let request = Request::Exec(Box::new(ExecSpec {
@@ -52,13 +52,12 @@ impl Runtime {
         }));
         let (conn, response, mut fds) = blocking(move || call_with_fds(&socket, &request))
             .await?
-            .map_err(|e| shim_err.clone()(format!("exec: {e}")))?;
+            .map_err(io_err.clone())?;
         match response {
             Response::ExecStarted { .. } => {}
-            Response::Error { message } => return Err(shim_err(message)),
-            other => return Err(shim_err(format!("unexpected answer to exec: {other:?}"))),
+            other => return Err(shim_err(other.into())),
         }
-        let io = |fd: OwnedFd| ExecIo::new(fd).map_err(|e| shim_err.clone()(format!("{e}")));
+        let io = |fd: OwnedFd| ExecIo::new(fd).map_err(io_err.clone());
         let mut session = ExecSession {
             stdin: None,
             stdout: None,
@@ -72,10 +71,10 @@ impl Runtime {
             (false, false) => 2,
         };
         if fds.len() != expected {
-            return Err(shim_err(format!(
-                "exec answer carried {} fds, expected {expected}",
-                fds.len()
-            )));
+            return Err(shim_err(ShimError::FdCount {
+                got: fds.len(),
+                expected,
+            }));
         }
         let mut fds = fds.drain(..);
         if options.tty {
@@ -87,22 +86,18 @@ impl Runtime {
             session.stdout = fds.next().map(io).transpose()?;
             session.stderr = fds.next().map(io).transpose()?;
         }
-        conn.set_nonblocking(true)
-            .map_err(|e| shim_err.clone()(format!("{e}")))?;
-        let conn =
-            tokio::net::UnixStream::from_std(conn).map_err(|e| shim_err.clone()(format!("{e}")))?;
+        conn.set_nonblocking(true).map_err(io_err.clone())?;
+        let conn = tokio::net::UnixStream::from_std(conn).map_err(io_err.clone())?;
         session.exit = Box::pin(async move {
             let mut line = String::new();
             BufReader::new(conn.take(MAX_MESSAGE))
                 .read_line(&mut line)
                 .await
-                .map_err(|e| shim_err.clone()(format!("waiting for the exec's exit: {e}")))?;
+                .map_err(io_err)?;
             match serde_json::from_str::<Response>(&line) {
                 Ok(Response::ExecExited { exit_code }) => Ok(exit_code),
-                Ok(other) => Err(shim_err(format!("unexpected exec report: {other:?}"))),
-                Err(_) => Err(shim_err(
-                    "the shim went away before the exec's exit".to_string(),
-                )),
+                Ok(other) => Err(shim_err(other.into())),
+                Err(_) => Err(shim_err(ShimError::Gone)),
             }
         });
         Ok(session)
@@ -137,9 +132,10 @@ impl Runtime {
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             // Dropping the session closed the shim connection, which kills the process.
-            Err(_) => Err(RuntimeError::Shim {
+            Err(_) => Err(RuntimeError::ExecTimedOut {
                 id: id.to_string(),
-                message: format!("command {cmd:?} timed out after {timeout:?}"),
+                cmd: cmd.to_vec(),
+                timeout,
             }),
         }
     }
@@ -154,15 +150,20 @@ impl Runtime {
         let shim = self
             .shim_pid(&pod)
             .filter(|p| crate::procs::alive(&self.config.proc_root, p))
-            .ok_or_else(|| RuntimeError::Shim {
+            .ok_or_else(|| RuntimeError::SandboxNotRunning {
                 id: sandbox_id.to_string(),
-                message: "sandbox is not running".into(),
             })?;
         let netns = self
             .config
             .proc_root
             .join(shim.pid.to_string())
             .join("ns/net");
+        let forward_err = |source| RuntimeError::PortForward {
+            sandbox_id: sandbox_id.to_string(),
+            port,
+            netns: netns.clone(),
+            source,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let path = netns.clone();
         // A plain thread, not a tokio worker: setns changes the calling thread for good.
@@ -171,33 +172,13 @@ impl Runtime {
             .spawn(move || {
                 let _ = tx.send(connect_in_netns(&path, port));
             })
-            .map_err(|source| RuntimeError::Io {
-                operation: "starting the port-forward thread".into(),
-                source,
-            })?;
+            .map_err(forward_err)?;
         let stream = rx
             .await
-            .map_err(|_| RuntimeError::Shim {
-                id: sandbox_id.to_string(),
-                message: "the port-forward thread died".into(),
-            })?
-            .map_err(|e| RuntimeError::Shim {
-                id: sandbox_id.to_string(),
-                message: format!(
-                    "failed to connect to localhost:{port} inside namespace {:?}, IPv4: dial tcp4 127.0.0.1:{port}: connect: {e}",
-                    netns.display().to_string()
-                ),
-            })?;
-        stream
-            .set_nonblocking(true)
-            .map_err(|source| RuntimeError::Io {
-                operation: "port-forward socket".into(),
-                source,
-            })?;
-        tokio::net::TcpStream::from_std(stream).map_err(|source| RuntimeError::Io {
-            operation: "port-forward socket".into(),
-            source,
-        })
+            .map_err(|_| forward_err(io::Error::other("the port-forward thread died")))?
+            .map_err(forward_err)?;
+        stream.set_nonblocking(true).map_err(forward_err)?;
+        tokio::net::TcpStream::from_std(stream).map_err(forward_err)
     }
 }
 

@@ -1,0 +1,331 @@
+//! Pod defaults: `SetDefaults_Pod` and friends, plus what the admission plugins of a stock
+//! cluster add (ServiceAccount, Priority, DefaultTolerationSeconds), because users see those
+//! fields on every pod of a real cluster.
+
+use serde_json::{json, Map, Value};
+
+use crate::json::{child, each_item, set, set_str};
+
+pub(super) fn default_pod(pod: &mut Map<String, Value>) {
+    // Status (phase Pending, qosClass) belongs to the create strategy, not to defaulting:
+    // defaulting also runs on status updates, where it must not invent a phase.
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        default_pod_spec(spec);
+    }
+}
+
+/// Pod spec defaults (also used for pod templates).
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
+    set_str(spec, "dnsPolicy", "ClusterFirst");
+    set_str(spec, "restartPolicy", "Always");
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "securityContext", json!({}));
+    set_str(spec, "schedulerName", "default-scheduler");
+    set(spec, "enableServiceLinks", json!(true));
+    // ServiceAccount admission: pods run as the namespace's `default` account; the
+    // deprecated `serviceAccount` mirrors it as a real cluster shows.
+    set_str(spec, "serviceAccountName", "default");
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        set(spec, "serviceAccount", sa);
+    }
+    // Priority admission: no priorityClassName means priority 0 and the default policy.
+    if spec
+        .get("priorityClassName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        set(spec, "priority", json!(0));
+    }
+    set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
+    default_tolerations(spec);
+
+    let host_network = spec
+        .get("hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    for key in ["containers", "initContainers", "ephemeralContainers"] {
+        each_item(spec, key, |c| default_container(c, host_network));
+    }
+    each_item(spec, "volumes", default_volume);
+}
+
+/// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes for 300 s
+/// unless the pod already tolerates those taints.
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let existing: Vec<Value> = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tolerates = |key: &str| {
+        existing.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            (effect.is_empty() || effect == "NoExecute")
+                && (tkey == key || (tkey.is_empty() && op == "Exists"))
+        })
+    };
+    let mut list = existing.clone();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if !tolerates(key) {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    if list.len() != existing.len() {
+        spec.insert("tolerations".into(), Value::Array(list));
+    }
+}
+
+/// `IfNotPresent` for a tagged (non-`latest`) or digest reference, else `Always`.
+pub fn default_image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    // The tag follows the last ':' after the last '/' (a ':' before it is a registry port).
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>, host_network: bool) {
+    // Upstream defaults this even without an image: an empty reference has no tag.
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let policy = default_image_pull_policy(image);
+    set_str(c, "imagePullPolicy", policy);
+    set_str(c, "terminationMessagePath", "/dev/termination-log");
+    set_str(c, "terminationMessagePolicy", "File");
+    each_item(c, "ports", |p| {
+        set_str(p, "protocol", "TCP");
+        // With the host network the container port is the host port.
+        if host_network {
+            if let Some(port) = p.get("containerPort").cloned() {
+                if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                    p.insert("hostPort".into(), port);
+                }
+            }
+        }
+    });
+    if let Some(res) = child(c, "resources") {
+        // Requests default to limits for every resource that has only a limit.
+        if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
+            if let Some(req) = child(res, "requests") {
+                for (k, v) in limits {
+                    req.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+            default_probe(p);
+        }
+    }
+    if let Some(lc) = c.get_mut("lifecycle").and_then(Value::as_object_mut) {
+        for hook in ["postStart", "preStop"] {
+            if let Some(h) = lc.get_mut(hook).and_then(Value::as_object_mut) {
+                default_handler(h);
+            }
+        }
+    }
+    each_item(c, "env", |e| {
+        if let Some(from) = e.get_mut("valueFrom").and_then(Value::as_object_mut) {
+            if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                set_str(f, "apiVersion", "v1");
+            }
+            if let Some(r) = from
+                .get_mut("resourceFieldRef")
+                .and_then(Value::as_object_mut)
+            {
+                set(r, "divisor", json!("0"));
+            }
+        }
+    });
+}
+
+fn default_probe(p: &mut Map<String, Value>) {
+    set(p, "timeoutSeconds", json!(1));
+    set(p, "periodSeconds", json!(10));
+    set(p, "successThreshold", json!(1));
+    set(p, "failureThreshold", json!(3));
+    default_handler(p);
+}
+
+fn default_handler(h: &mut Map<String, Value>) {
+    if let Some(get) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_str(get, "path", "/");
+        set_str(get, "scheme", "HTTP");
+    }
+    if let Some(grpc) = h.get_mut("grpc").and_then(Value::as_object_mut) {
+        set(grpc, "service", json!(""));
+    }
+}
+
+/// Volume sources kube-apiserver knows; a volume with none of them becomes an emptyDir.
+const VOLUME_SOURCES: &[&str] = &[
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
+/// Names of the volume source fields set in `v`.
+pub fn volume_sources(v: &Map<String, Value>) -> Vec<&'static str> {
+    VOLUME_SOURCES
+        .iter()
+        .copied()
+        .filter(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+        .collect()
+}
+
+fn default_volume(v: &mut Map<String, Value>) {
+    if volume_sources(v).is_empty() {
+        v.insert("emptyDir".into(), json!({}));
+    }
+    for key in ["secret", "configMap", "downwardAPI", "projected"] {
+        if let Some(src) = v.get_mut(key).and_then(Value::as_object_mut) {
+            set(src, "defaultMode", json!(420));
+            if key == "downwardAPI" {
+                each_item(src, "items", |item| {
+                    if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                        set_str(f, "apiVersion", "v1");
+                    }
+                });
+            }
+        }
+    }
+    if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+        set(hp, "type", json!(""));
+    }
+    if let Some(img) = v.get_mut("image").and_then(Value::as_object_mut) {
+        if let Some(reference) = img.get("reference").and_then(Value::as_str) {
+            let policy = default_image_pull_policy(reference);
+            set_str(img, "pullPolicy", policy);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RESOURCE;
+    use super::*;
+
+    fn pod() -> Value {
+        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[
+            {"name":"a","image":"nginx","ports":[{"containerPort":80}],
+             "livenessProbe":{"httpGet":{"port":80}}},
+            {"name":"b","image":"nginx:1.27","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}})
+    }
+
+    #[test]
+    fn pod_spec_defaults() {
+        let mut p = pod();
+        RESOURCE.apply_defaults(&mut p);
+        let s = &p["spec"];
+        assert_eq!(s["restartPolicy"], "Always");
+        assert_eq!(s["dnsPolicy"], "ClusterFirst");
+        assert_eq!(s["terminationGracePeriodSeconds"], 30);
+        assert_eq!(s["schedulerName"], "default-scheduler");
+        assert_eq!(s["securityContext"], json!({}));
+        assert_eq!(s["enableServiceLinks"], true);
+        assert_eq!(s["serviceAccountName"], "default");
+        assert_eq!(s["priority"], 0);
+        assert_eq!(s["tolerations"].as_array().map(Vec::len), Some(2));
+        assert_eq!(s["tolerations"][0]["tolerationSeconds"], 300);
+        let a = &s["containers"][0];
+        assert_eq!(a["imagePullPolicy"], "Always");
+        assert_eq!(a["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(a["terminationMessagePolicy"], "File");
+        assert_eq!(a["ports"][0]["protocol"], "TCP");
+        let probe = &a["livenessProbe"];
+        assert_eq!(
+            (
+                &probe["timeoutSeconds"],
+                &probe["periodSeconds"],
+                &probe["successThreshold"],
+                &probe["failureThreshold"]
+            ),
+            (&json!(1), &json!(10), &json!(1), &json!(3))
+        );
+        assert_eq!(probe["httpGet"]["path"], "/");
+        assert_eq!(probe["httpGet"]["scheme"], "HTTP");
+        let b = &s["containers"][1];
+        assert_eq!(b["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(b["resources"]["requests"]["cpu"], "1");
+        assert!(p.get("status").is_none());
+        assert_eq!(crate::qos::of_spec(&p["spec"]).as_str(), "Burstable");
+    }
+
+    #[test]
+    fn defaults_keep_user_values_and_are_idempotent() {
+        let mut p = pod();
+        p["spec"]["restartPolicy"] = json!("Never");
+        p["spec"]["tolerations"] = json!([{"operator":"Exists"}]);
+        RESOURCE.apply_defaults(&mut p);
+        let once = p.clone();
+        RESOURCE.apply_defaults(&mut p);
+        assert_eq!(once, p);
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+        assert_eq!(p["spec"]["tolerations"], json!([{"operator":"Exists"}]));
+    }
+
+    #[test]
+    fn image_pull_policy() {
+        assert_eq!(default_image_pull_policy("nginx"), "Always");
+        assert_eq!(default_image_pull_policy("nginx:latest"), "Always");
+        assert_eq!(default_image_pull_policy("localhost:5000/nginx"), "Always");
+        assert_eq!(
+            default_image_pull_policy("localhost:5000/nginx:1"),
+            "IfNotPresent"
+        );
+        assert_eq!(
+            default_image_pull_policy("nginx@sha256:abc"),
+            "IfNotPresent"
+        );
+    }
+
+    #[test]
+    fn volumes_and_non_objects() {
+        let mut p = json!({"spec":{"containers":[],"volumes":[{"name":"x"},{"name":"s","secret":{"secretName":"s"}}]}});
+        RESOURCE.apply_defaults(&mut p);
+        assert_eq!(p["spec"]["volumes"][0]["emptyDir"], json!({}));
+        assert_eq!(p["spec"]["volumes"][1]["secret"]["defaultMode"], 420);
+        let mut junk = json!("string");
+        RESOURCE.apply_defaults(&mut junk);
+        assert_eq!(junk, json!("string"));
+        let mut bad = json!({"spec": 5});
+        RESOURCE.apply_defaults(&mut bad);
+        assert_eq!(bad["spec"], 5);
+    }
+}

@@ -1,0 +1,168 @@
+//! Pods: kube-apiserver's pod strategy. Create resets the status to `Pending` with the QoS
+//! class; updates keep the status (it changes through `pods/status`); delete is graceful
+//! once a node runs the pod; defaults, validation and the printed row live beside this file.
+
+mod defaults;
+mod table;
+mod validation;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Map, Value};
+
+use crate::field_errors::FieldErrors;
+use crate::json::str_at;
+use crate::printing::Column;
+use crate::strategy::{
+    bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
+    ResourceInfo, SelectableField, Strategy, ALL_VERBS, CONNECT_VERBS, STATUS_VERBS,
+};
+
+pub use defaults::{default_image_pull_policy, default_pod_spec};
+
+pub const RESOURCE: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    singular: "pod",
+    kind: "Pod",
+    list_kind: "PodList",
+    namespaced: true,
+    short_names: &["po"],
+    categories: &["all"],
+    verbs: ALL_VERBS,
+    subresources: &[
+        sub("attach", "", "PodAttachOptions", CONNECT_VERBS),
+        sub("binding", "", "Binding", &["create"]),
+        sub("ephemeralcontainers", "", "Pod", STATUS_VERBS),
+        sub("eviction", "policy", "Eviction", &["create"]),
+        sub("exec", "", "PodExecOptions", CONNECT_VERBS),
+        sub("log", "", "Pod", &["get"]),
+        sub("portforward", "", "PodPortForwardOptions", CONNECT_VERBS),
+        sub("status", "", "Pod", STATUS_VERBS),
+    ],
+    strategy: &Pods,
+};
+
+/// The fields `fieldSelector` accepts besides name and namespace.
+const SELECTABLE: &[SelectableField] = &[
+    SelectableField::new("spec.nodeName"),
+    SelectableField::new("spec.restartPolicy"),
+    SelectableField::new("spec.schedulerName"),
+    SelectableField::new("spec.serviceAccountName"),
+    SelectableField::boolean("spec.hostNetwork"),
+    SelectableField::new("status.phase"),
+    SelectableField::new("status.podIP"),
+    SelectableField::new("status.nominatedNodeName"),
+];
+
+#[derive(Debug)]
+struct Pods;
+
+impl Strategy for Pods {
+    fn round_trip(&self, obj: Value) -> Result<Value, serde_json::Error> {
+        typed_round_trip::<Pod>(obj)
+    }
+
+    fn apply_defaults(&self, obj: &mut Map<String, Value>) {
+        defaults::default_pod(obj);
+    }
+
+    fn validate(&self, obj: &Value, e: &mut FieldErrors) {
+        validation::validate_pod(e, obj);
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value, e: &mut FieldErrors) {
+        validation::validate_pod_update(e, old, new);
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        initial_generation(obj);
+        // The QoS class counts a request missing beside a limit as the limit, as defaulting
+        // will store it, so it may be computed before defaulting runs.
+        let qos = crate::qos::of_spec(obj.get("spec").unwrap_or(&Value::Null));
+        reset_status(
+            obj,
+            Some(json!({"phase": "Pending", "qosClass": qos.as_str()})),
+        );
+    }
+
+    fn prepare_for_update(&self, old: &Value, new: &mut Value) {
+        keep_status(old, new);
+        bump_generation(old, new);
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        table::COLUMNS
+    }
+
+    fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        table::pod_cells(obj, now)
+    }
+
+    fn row_conditions(&self, obj: &Value) -> Option<Value> {
+        table::pod_row_conditions(obj)
+    }
+
+    fn selectable_fields(&self) -> &'static [SelectableField] {
+        SELECTABLE
+    }
+
+    /// The request's grace period, else the pod's; 0 for pods that never ran on a node or
+    /// already finished (nothing is left to stop).
+    fn deletion_grace_period(&self, pod: &Value, requested: Option<i64>) -> i64 {
+        let scheduled = !str_at(pod, &["spec", "nodeName"]).is_empty();
+        let terminal = matches!(str_at(pod, &["status", "phase"]), "Succeeded" | "Failed");
+        if !scheduled || terminal {
+            return 0;
+        }
+        let default = pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
+        match requested {
+            Some(g) if g >= 0 => g,
+            _ => default.max(0),
+        }
+    }
+
+    fn return_deleted_object(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_resets_status_with_qos() {
+        let mut p = json!({"metadata":{"name":"web"},"spec":{"containers":[{"name":"a","image":"x",
+            "resources":{"limits":{"cpu":"1","memory":"1Gi"},"requests":{"cpu":"1000m"}}}]},
+            "status":{"phase":"Running","podIP":"1.2.3.4"}});
+        RESOURCE.strategy.prepare_for_create(&mut p);
+        assert_eq!(
+            p["status"],
+            json!({"phase":"Pending","qosClass":"Guaranteed"})
+        );
+        assert_eq!(p["metadata"]["generation"], 1);
+        let before = p.clone();
+        RESOURCE.apply_defaults(&mut p);
+        assert_eq!(
+            crate::qos::of_spec(&p["spec"]).as_str(),
+            before["status"]["qosClass"]
+        );
+    }
+
+    #[test]
+    fn grace_periods() {
+        let g = |pod: Value, req| RESOURCE.strategy.deletion_grace_period(&pod, req);
+        let pod = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 10}, "status": {"phase": "Running"}});
+        assert_eq!(g(pod.clone(), None), 10);
+        assert_eq!(g(pod, Some(3)), 3);
+        let unscheduled = json!({"spec": {}, "status": {"phase": "Pending"}});
+        assert_eq!(g(unscheduled, Some(30)), 0);
+        let done = json!({"spec": {"nodeName": "n"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(g(done, None), 0);
+        assert!(RESOURCE.strategy.return_deleted_object());
+    }
+}

@@ -1,0 +1,69 @@
+//! Store-side work some resources need around their writes beyond what their strategy (pure,
+//! in `api`) can do, as kube-apiserver's per-resource REST storage does: a Service takes its
+//! ClusterIP and node ports before it is stored and gives them back when the write fails or
+//! no longer holds them. A resource with such needs is one impl plus one line in [`HOOKS`].
+
+use api::resources::ResourceInfo;
+use serde_json::Value;
+use store::Store;
+
+use crate::allocators::{Ranges, Taken};
+use crate::error::ApiError;
+
+/// Work around a resource's writes that needs the store.
+#[async_trait::async_trait]
+pub trait WriteHooks: Send + Sync {
+    /// Before a create (`old` is None) or an update of `obj` is validated and stored;
+    /// returns what it took, for [`WriteHooks::undo`].
+    async fn before_write(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError>;
+
+    /// The write failed: give back what [`WriteHooks::before_write`] took.
+    async fn undo(&self, store: &dyn Store, taken: &Taken);
+
+    /// `old` was replaced by `new`, or removed (`new` is None): give back what only `old`
+    /// held.
+    async fn after_write(&self, store: &dyn Store, old: &Value, new: Option<&Value>);
+}
+
+/// Services: ClusterIP and node port allocation.
+struct ServiceAddresses;
+
+#[async_trait::async_trait]
+impl WriteHooks for ServiceAddresses {
+    async fn before_write(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError> {
+        crate::allocators::allocate(store, info, name, old, obj).await
+    }
+
+    async fn undo(&self, store: &dyn Store, taken: &Taken) {
+        Ranges::default().release(store, taken).await;
+    }
+
+    async fn after_write(&self, store: &dyn Store, old: &Value, new: Option<&Value>) {
+        Ranges::default().release_dropped(store, old, new).await;
+    }
+}
+
+/// (group, plural) of each resource with write hooks.
+static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[("", "services", &ServiceAddresses)];
+
+/// The write hooks of `info`'s resource, if it has any.
+pub fn of(info: &ResourceInfo) -> Option<&'static dyn WriteHooks> {
+    HOOKS
+        .iter()
+        .find(|(group, plural, _)| *group == info.group && *plural == info.plural)
+        .map(|(_, _, hooks)| *hooks)
+}

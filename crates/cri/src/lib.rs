@@ -1,0 +1,210 @@
+//! The CRI-shaped configurations of a pod sandbox and a container, shared by the runtime
+//! (which takes them from the node agent) and the per-pod shim (which carries them out):
+//! defined once here, so the runtime hands them to the shim as they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// cgroup limits of a container or pod (CRI `LinuxContainerResources`): cpu shares, CFS
+/// quota/period, memory limit, pids limit.
+pub use cgroups::Resources as LinuxResources;
+
+/// What the agent wants of a pod sandbox (CRI `PodSandboxConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodSandboxConfig {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub hostname: String,
+    /// Directory for this pod's container logs (kubelet: `/var/log/pods/<ns>_<name>_<uid>`).
+    pub log_directory: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `shareProcessNamespace`: one PID namespace for the pod, whose PID 1 is the shim.
+    #[serde(default)]
+    pub share_process_namespace: bool,
+    /// Namespaced sysctls set in the pod's network/IPC namespaces (`securityContext.sysctls`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// Limits of the pod's cgroup (kubelet's pod-level cgroup: sum of the containers').
+    #[serde(default)]
+    pub resources: LinuxResources,
+    /// `hostNetwork: true`: the pod shares the node's network (and UTS) namespace, as CRI's
+    /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
+    #[serde(default)]
+    pub host_network: bool,
+    /// The pod's resolver (CRI `DNSConfig`, what kubelet derives from `dnsPolicy` and
+    /// `dnsConfig`); `None` copies the node's resolv.conf.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+    /// Host ports forwarded to the pod (CRI `port_mappings`, from the containers' `hostPort`s).
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port forwarded to a port of the pod (CRI `PortMapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: u16,
+    pub host_port: u16,
+    /// The host address to listen on; empty means all.
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+/// The transport protocol of a port (CRI `Protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The lower-case name CNI's `portMappings` capability uses.
+    pub fn cni_name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// The pod's `/etc/resolv.conf` (CRI `DNSConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// The file as kubelet writes it: `search`, `nameserver` lines, `options`.
+    pub fn resolv_conf(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for s in &self.servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
+}
+
+/// User and groups to run a container's process as; names are resolved in the container's
+/// rootfs (`/etc/passwd`, `/etc/group`) by the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// From `securityContext.runAsUser`; wins over the image's `User`.
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    /// The image's raw `User` string, used when `run_as_user` is `None`.
+    pub image_user: Option<String>,
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// A bind mount into the container (volumes arrive in a later issue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub readonly: bool,
+}
+
+/// What the agent wants of a container (CRI `ContainerConfig`). The agent has already merged
+/// `command`/`args`/`env` with the image config per Kubernetes' rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub name: String,
+    /// Restart count of this container in the pod (CRI metadata.attempt).
+    pub attempt: u32,
+    /// The image reference as written in the pod spec (for status).
+    pub image: String,
+    /// The resolved image id (`sha256:…`), as returned by `pull_image`/`image_status`.
+    pub image_id: String,
+    /// Full argv; never empty.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: UserSpec,
+    /// Log file path relative to the sandbox's `log_directory` (kubelet: `<name>/<attempt>.log`).
+    pub log_path: PathBuf,
+    /// Signal number sent by `stop_container` before SIGKILL (image STOPSIGNAL, else SIGTERM).
+    pub stop_signal: i32,
+    pub mounts: Vec<Mount>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// cgroup limits (requests/limits mapped by the agent).
+    #[serde(default)]
+    pub resources: LinuxResources,
+    /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// The seccomp filter of a container (`securityContext.seccompProfile`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter.
+    Unconfined,
+    /// The runtime's default deny-list (the shim's `seccomp` module); the secure default.
+    #[default]
+    RuntimeDefault,
+}
+
+/// A container's security settings, as CRI's `LinuxContainerSecurityContext` carries them.
+/// The default is the container runtime default: the default capability set, no_new_privs,
+/// the default masked and read-only paths, read-only /sys, the default seccomp filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// All capabilities, host devices, no masked or read-only paths, writable /sys, no
+    /// seccomp filter.
+    pub privileged: bool,
+    /// Capability names (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`) added to the default set.
+    pub capabilities_add: Vec<String>,
+    /// Capability names (or `ALL`) removed from it.
+    pub capabilities_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: true`; otherwise the process gets no_new_privs.
+    pub allow_privilege_escalation: bool,
+    /// `readOnlyRootFilesystem`.
+    pub readonly_rootfs: bool,
+    pub seccomp: SeccompProfile,
+    /// Paths hidden from the container; `None` means the runtime defaults
+    /// (the shim's `security::DEFAULT_MASKED_PATHS`), unless privileged.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only; `None` means the runtime defaults, unless privileged.
+    pub readonly_paths: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_has_search_servers_then_options() {
+        let dns = DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            dns.resolv_conf(),
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        assert_eq!(DnsConfig::default().resolv_conf(), "");
+    }
+}
