@@ -5,7 +5,7 @@ use anyhow::Context;
 use crate::cli::ImageCommand;
 
 pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
-    crate::up::install_crypto_provider();
+    crate::process::install_crypto_provider();
     match cmd {
         ImageCommand::Import { state, file } => {
             let store = open(&state.state_dir)?;
