@@ -1,14 +1,14 @@
 //! peapod's Kubernetes API server: the REST API that stock `kubectl` and client libraries
 //! (the node agent's `kube` client) use, served over TLS with a bearer token, backed by the
-//! embedded store, with the in-process scheduler and namespace controller.
+//! embedded store. Controllers (scheduler, namespaces, endpoints) are API clients of their own
+//! (the `controllers` crate).
 //!
 //! The binary calls [`start`]; everything else is internal.
 
 mod allocators;
+mod bootstrap;
 mod containers;
-mod controllers;
 mod discovery;
-mod endpoints;
 mod error;
 mod hooks;
 mod http;
@@ -91,7 +91,6 @@ pub struct RunningApiServer {
     pki_dir: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<()>,
-    controllers: Vec<JoinHandle<()>>,
 }
 
 impl RunningApiServer {
@@ -114,16 +113,10 @@ impl RunningApiServer {
         self.pki_dir.clone()
     }
 
-    /// Stops accepting, closes every connection and controller, and waits until they are
-    /// gone (so the store file can be opened again).
+    /// Stops accepting, closes every connection, and waits until they are gone (so the store
+    /// file can be opened again).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for c in &self.controllers {
-            c.abort();
-        }
-        for c in self.controllers {
-            let _ = c.await;
-        }
         let _ = self.server.await;
     }
 }
@@ -195,11 +188,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, acceptor, app, stop_rx));
-    endpoints::bootstrap(&registry, local_addr.port())
+    bootstrap::services(&registry, local_addr.port())
         .await
         .map_err(ApiServerError::Bootstrap)?;
-    let mut controllers = controllers::spawn(registry.clone());
-    controllers.push(endpoints::spawn(registry));
     tracing::info!(%local_addr, "API server listening");
     Ok(RunningApiServer {
         local_addr,
@@ -208,7 +199,6 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         pki_dir,
         stop,
         server,
-        controllers,
     })
 }
 

@@ -12,9 +12,12 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 
+/// An API server and, as in `peapod up`, the controllers (scheduler, namespaces,
+/// endpoints) running as its clients.
 struct Cluster {
     dir: tempfile::TempDir,
     server: apiserver::RunningApiServer,
+    controllers: tokio::task::JoinHandle<()>,
     kubeconfig: PathBuf,
     home: PathBuf,
 }
@@ -38,12 +41,23 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
     .expect("kubeconfig");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
+    let client = client_of(&kubeconfig).await;
+    let controllers = tokio::spawn(controllers::run(client, None, std::future::pending()));
     Cluster {
         dir,
         server,
+        controllers,
         kubeconfig,
         home,
     }
+}
+
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(cfg).expect("client")
 }
 
 async fn start(node_token: Option<&str>) -> Cluster {
@@ -90,11 +104,15 @@ impl Cluster {
     }
 
     async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        kube::Client::try_from(cfg).expect("client")
+        client_of(&self.kubeconfig).await
+    }
+
+    /// Stops the controllers, then the server; hands back the state dir.
+    async fn shutdown(self) -> tempfile::TempDir {
+        self.controllers.abort();
+        let _ = self.controllers.await;
+        self.server.shutdown().await;
+        self.dir
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -372,11 +390,11 @@ async fn kubectl_basics() {
         gone.stdout,
         gone.stderr
     );
-    c.server.shutdown().await;
-    let c2 = start_in(c.dir, None).await;
+    let dir = c.shutdown().await;
+    let c2 = start_in(dir, None).await;
     let ns = c2.kubectl(&["get", "node", "n1", "-o", "name"]).await;
     assert_eq!(ns.stdout.trim(), "node/n1", "{}", ns.stderr);
-    c2.server.shutdown().await;
+    c2.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,6 +431,22 @@ async fn kube_client_agent_flows() {
         .replace("n1", &PostParams::default(), &l)
         .await
         .expect("renew lease");
+    // Optimistic concurrency, which leader election relies on: once the Lease has changed,
+    // a write carrying the resourceVersion read before loses with 409 Conflict.
+    let mut renewed = l.clone();
+    renewed
+        .spec
+        .get_or_insert_with(Default::default)
+        .lease_duration_seconds = Some(41);
+    leases
+        .replace("n1", &PostParams::default(), &renewed)
+        .await
+        .expect("change lease");
+    l.spec.get_or_insert_with(Default::default).holder_identity = Some("intruder".into());
+    match leases.replace("n1", &PostParams::default(), &l).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a stale lease write was not refused: {other:?}"),
+    }
 
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
     pods.create(&PostParams::default(), &pod)
@@ -459,7 +493,7 @@ async fn kube_client_agent_flows() {
     })
     .await;
     drop(stream);
-    c.server.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,7 +510,7 @@ async fn unauthenticated_requests_are_refused() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 401),
         other => panic!("expected 401, got {other:?}"),
     }
-    c.server.shutdown().await;
+    c.shutdown().await;
 }
 
 /// A fake node API: answers /containerLogs with two lines sent apart, checking the token.
@@ -596,5 +630,5 @@ async fn logs_are_proxied_to_the_node() {
         "{}",
         l.stderr
     );
-    c.server.shutdown().await;
+    c.shutdown().await;
 }

@@ -1,6 +1,10 @@
 //! CRI log format (`<RFC3339Nano> <stdout|stderr> <F|P> <content>\n`), as kubelet and CRI
 //! runtimes write container logs: the shim writes lines as a container produces bytes, the
-//! node agent parses them back for `kubectl logs`.
+//! node agent parses them back for `kubectl logs`. `layout` places the files on disk.
+
+mod layout;
+
+pub use layout::{log_attempts, pod_log_dir};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

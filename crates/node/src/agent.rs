@@ -12,16 +12,23 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::apiclient::KubePodApi;
-use crate::events::EventRecorder;
-use crate::logs::RuntimeLiveness;
+use crate::qos::parse_quantity;
+use crilog::pod_log_dir;
+
+use crate::admission::{admission_check, Allocatable, Rejecter};
+use crate::config::{AgentConfig, AgentError};
+use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
-use crate::qos::parse_quantity;
-use crate::server::{self, NodeApiState, PodCache};
-use crate::staticpods::{self, Change, FileSource, MirrorStatusApi, StaticPods};
-use crate::worker::{pod_log_dir, PodWorker, SystemClock, WorkerEnv};
-use crate::{AgentConfig, AgentError};
+use crate::sandbox;
+use crate::worker::{NodeFacts, PodWorker, WorkerDeps};
+use nodeapi::{router, NodeApiState, RuntimeLiveness};
+use podapi::EventRecorder;
+use podapi::PodCache;
+use podapi::{Clock, SystemClock};
+use podapi::{KubePodApi, PodApi};
+use staticpods::{Change, FileSource, MirrorStatusApi, StaticPods};
+use volumes::VolumeManager;
 
 /// One worker: its task and the channel carrying the latest pod (`None`: gone from the API).
 struct WorkerHandle {
@@ -31,7 +38,7 @@ struct WorkerHandle {
 
 /// Runs one pod's worker until the pod is gone (or the agent stops).
 async fn worker_loop(
-    env: Arc<WorkerEnv>,
+    deps: Arc<WorkerDeps>,
     mut rx: watch::Receiver<Option<Pod>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -45,10 +52,10 @@ async fn worker_loop(
         let requeue = match current {
             Some(pod) => {
                 last = pod.clone();
-                worker.sync(&env, &pod).await
+                worker.sync(&deps, &pod).await
             }
             None => {
-                worker.cleanup_gone(&env, &last).await;
+                worker.cleanup_gone(&deps, &last).await;
                 return;
             }
         };
@@ -66,7 +73,10 @@ fn uid_of(pod: &Pod) -> Option<String> {
 }
 
 struct Dispatcher {
-    env: Arc<WorkerEnv>,
+    deps: Arc<WorkerDeps>,
+    /// What admission checks against, and how it records a refusal.
+    allocatable: Allocatable,
+    rejecter: Arc<Rejecter>,
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
     shutdown: watch::Receiver<bool>,
@@ -95,7 +105,7 @@ impl Dispatcher {
             w.tx.send_replace(Some(pod));
             return;
         }
-        // kubelet's admission against allocatable and the safe sysctls (security.rs).
+        // kubelet's admission against allocatable and the safe sysctls.
         let admitted: Vec<Pod> = {
             let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
             self.workers
@@ -103,12 +113,13 @@ impl Dispatcher {
                 .filter_map(|u| pods.get(u).cloned())
                 .collect()
         };
-        if let Some(r) = crate::security::admission_check(&pod, &admitted, &self.env) {
-            tokio::spawn(crate::security::reject(self.env.clone(), pod, r));
+        if let Some(r) = admission_check(&pod, &admitted, &self.allocatable) {
+            let rejecter = self.rejecter.clone();
+            tokio::spawn(async move { rejecter.reject(pod, r).await });
             return;
         }
         let (tx, rx) = watch::channel(Some(pod));
-        let task = tokio::spawn(worker_loop(self.env.clone(), rx, self.shutdown.clone()));
+        let task = tokio::spawn(worker_loop(self.deps.clone(), rx, self.shutdown.clone()));
         self.workers.insert(uid, WorkerHandle { tx, task });
     }
 
@@ -185,7 +196,7 @@ impl Dispatcher {
     /// Tears down sandboxes whose pod is not bound here any more (deleted while the agent
     /// was down), with their logs.
     async fn remove_orphans(&self) {
-        let sandboxes = match self.env.runtime.list_pod_sandboxes().await {
+        let sandboxes = match self.deps.runtime.list_pod_sandboxes().await {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(error = %err, "listing sandboxes failed");
@@ -199,16 +210,15 @@ impl Dispatcher {
             .keys()
             .cloned()
             .collect();
-        self.env.volumes.cleanup_orphans(&known);
+        self.deps.volumes.cleanup_orphans(&known);
         for s in sandboxes.iter().filter(|s| !known.contains(&s.config.uid)) {
             tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.config.namespace, s.config.name), "removing orphaned sandbox");
-            let stopped = self.env.runtime.stop_pod_sandbox(&s.id).await;
-            let removed = self.env.runtime.remove_pod_sandbox(&s.id).await;
-            if let Err(err) = stopped.and(removed) {
-                tracing::warn!(sandbox = %s.id, error = %err, "removing orphaned sandbox failed");
-            }
+            sandbox::log_teardown(
+                sandbox::teardown(self.deps.runtime.as_ref(), &s.id).await,
+                "removing orphaned sandbox failed",
+            );
             let dir = pod_log_dir(
-                &self.env.log_root,
+                &self.deps.log_root,
                 &s.config.namespace,
                 &s.config.name,
                 &s.config.uid,
@@ -266,7 +276,7 @@ async fn heartbeat(
     }
 }
 
-pub(crate) async fn run(
+pub async fn run(
     client: kube::Client,
     runtime: Arc<dyn runtime::RuntimeService>,
     config: AgentConfig,
@@ -292,7 +302,7 @@ pub(crate) async fn run(
             source,
         })?
         .port();
-    let tls = server::tls_config(&config.node_api_tls.0, &config.node_api_tls.1)?;
+    let tls = nodeapi::tls_config(&config.node_api_tls.0, &config.node_api_tls.1)?;
     let pods: PodCache = Default::default();
     let api_state = NodeApiState {
         pods: pods.clone(),
@@ -301,10 +311,10 @@ pub(crate) async fn run(
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
     };
-    let server_task = tokio::spawn(server::serve(
+    let server_task = tokio::spawn(nodeapi::serve(
         listener,
         tls,
-        server::router(api_state),
+        router(api_state),
         shutdown.clone(),
     ));
 
@@ -322,42 +332,56 @@ pub(crate) async fn run(
 
     let pod_api = Arc::new(KubePodApi::new(client.clone()));
     let statics = StaticPods::default();
-    let env = Arc::new(WorkerEnv {
-        runtime,
-        api: Arc::new(MirrorStatusApi {
-            inner: pod_api.clone(),
-            statics: statics.clone(),
-        }),
-        events: Arc::new(EventRecorder::new(pod_api, &config.node_name)),
-        clock: Arc::new(SystemClock),
-        node_name: config.node_name.clone(),
-        host_ip: config.node_api_advertise_ip.to_string(),
-        log_root,
-        node_cpu: f64::from(facts.cpus),
-        node_memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
-        // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
-        node_ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
-        sandboxes: Default::default(),
-        volumes: Arc::new(crate::volumes::VolumeManager::for_state_dir(
-            &config.state_dir,
-        )),
+    let api: Arc<dyn PodApi> = Arc::new(MirrorStatusApi {
+        inner: pod_api.clone(),
+        statics: statics.clone(),
     });
-    // kubelet's eviction manager for local ephemeral storage limits (eviction.rs).
-    let eviction_task = tokio::spawn(crate::eviction::run(
-        env.clone(),
+    let events = Arc::new(EventRecorder::new(pod_api, &config.node_name));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let node = NodeFacts {
+        name: config.node_name.clone(),
+        host_ip: config.node_api_advertise_ip.to_string(),
+        cpu: f64::from(facts.cpus),
+        memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+    };
+    let allocatable = Allocatable {
+        cpu: node.cpu,
+        memory: node.memory,
+        // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
+        ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
+    };
+    let rejecter = Arc::new(Rejecter {
+        api: api.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+    });
+    let deps = Arc::new(WorkerDeps {
+        runtime: runtime.clone(),
+        api,
+        events,
+        clock,
+        node,
+        log_root: log_root.clone(),
+        sandboxes: Default::default(),
+        volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
+    });
+    // kubelet's eviction manager for local ephemeral storage limits.
+    let eviction_task = tokio::spawn(eviction::run(
+        runtime,
+        rejecter.clone(),
         pods.clone(),
-        crate::eviction::Layout {
+        eviction::Layout {
             runtime_dir: config.state_dir.clone(),
-            log_root: env.log_root.clone(),
-            volumes_root: env.volumes.root().to_path_buf(),
+            log_root,
+            volumes_root: deps.volumes.root().to_path_buf(),
         },
-        config
-            .eviction_period
-            .unwrap_or(crate::eviction::DEFAULT_PERIOD),
+        config.eviction_period.unwrap_or(eviction::DEFAULT_PERIOD),
         shutdown.clone(),
     ));
     let mut dispatcher = Dispatcher {
-        env,
+        deps,
+        allocatable,
+        rejecter,
         pods,
         workers: HashMap::new(),
         shutdown: shutdown.clone(),

@@ -2,7 +2,7 @@
 //! measured (container writable layers, container logs, disk-backed emptyDirs) and a pod
 //! over an emptyDir `sizeLimit` or an `ephemeral-storage` limit is evicted. kubelet v1.33
 //! enforces these limits by eviction, not by cgroups (`localStorageEviction` in its eviction
-//! manager). Also the `ephemeral-storage` part of admission (`OutOfephemeral-storage`).
+//! manager). The admission side (`OutOfephemeral-storage`) is in `admission`.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::watch;
 
 use crate::qos::parse_quantity;
-use crate::security::Rejection;
-use crate::server::PodCache;
-use crate::worker::{pod_log_dir, WorkerEnv};
+use crilog::pod_log_dir;
+use runtime::RuntimeService;
+
+use crate::admission::{Rejecter, Rejection};
+use podapi::PodCache;
 
 /// kubelet's `evictionMonitoringPeriod`.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
@@ -257,7 +259,12 @@ fn is_active(pod: &Pod) -> bool {
 /// One round: measures every active pod in `pods` and evicts those over a limit (a Warning
 /// `Evicted` event and phase Failed; the pod's worker then kills its containers with no
 /// grace, and the pod is never restarted). Returns the uids evicted.
-pub async fn evict_round(env: &Arc<WorkerEnv>, pods: &PodCache, layout: &Layout) -> Vec<String> {
+pub async fn evict_round(
+    runtime: &dyn RuntimeService,
+    rejecter: &Rejecter,
+    pods: &PodCache,
+    layout: &Layout,
+) -> Vec<String> {
     let active: Vec<Pod> = pods
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -269,8 +276,8 @@ pub async fn evict_round(env: &Arc<WorkerEnv>, pods: &PodCache, layout: &Layout)
         return Vec::new();
     }
     let (sandboxes, containers) = match (
-        env.runtime.list_pod_sandboxes().await,
-        env.runtime.list_containers(None).await,
+        runtime.list_pod_sandboxes().await,
+        runtime.list_containers(None).await,
     ) {
         (Ok(s), Ok(c)) => (s, c),
         (Err(err), _) | (_, Err(err)) => {
@@ -311,7 +318,7 @@ pub async fn evict_round(env: &Arc<WorkerEnv>, pods: &PodCache, layout: &Layout)
             reason: REASON.into(),
             message: eviction.message,
         };
-        crate::security::reject(env.clone(), pod, rejection).await;
+        rejecter.reject(pod, rejection).await;
     }
     evicted
 }
@@ -319,7 +326,8 @@ pub async fn evict_round(env: &Arc<WorkerEnv>, pods: &PodCache, layout: &Layout)
 /// kubelet's eviction manager loop: a round every `period` until shutdown. A pod evicted
 /// once is not evicted again while the API catches up.
 pub async fn run(
-    env: Arc<WorkerEnv>,
+    runtime: Arc<dyn RuntimeService>,
+    rejecter: Arc<Rejecter>,
     pods: PodCache,
     layout: Layout,
     period: Duration,
@@ -346,54 +354,8 @@ pub async fn run(
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect(),
         ));
-        done.extend(evict_round(&env, &filtered, &layout).await);
+        done.extend(evict_round(runtime.as_ref(), &rejecter, &filtered, &layout).await);
     }
-}
-
-/// The ephemeral-storage a pod requests as admission counts it: the larger of the sum of
-/// its app containers and its biggest init container.
-pub fn pod_storage_request(spec: &PodSpec) -> u64 {
-    let request = |c: &Container| -> u64 {
-        let r = c.resources.as_ref();
-        let q = r
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|m| m.get("ephemeral-storage"))
-            .or_else(|| {
-                r.and_then(|r| r.limits.as_ref())
-                    .and_then(|m| m.get("ephemeral-storage"))
-            });
-        q.and_then(|q| parse_quantity(&q.0))
-            .map_or(0, |b| b.max(0.0).ceil() as u64)
-    };
-    let apps: u64 = spec.containers.iter().map(request).sum();
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(request)
-        .max()
-        .unwrap_or(0);
-    apps.max(init)
-}
-
-/// kubelet's admission for `ephemeral-storage`: refused when the pod's request plus those
-/// of the `admitted` pods exceed `allocatable` bytes.
-pub fn admit_storage(pod: &Pod, admitted: &[&Pod], allocatable: u64) -> Option<Rejection> {
-    let requested = pod.spec.as_ref().map_or(0, pod_storage_request);
-    if requested == 0 {
-        return None;
-    }
-    let used: u64 = admitted
-        .iter()
-        .filter_map(|p| p.spec.as_ref())
-        .map(pod_storage_request)
-        .sum();
-    (requested + used > allocatable).then(|| Rejection {
-        reason: "OutOfephemeral-storage".into(),
-        message: format!(
-            "Pod was rejected: Node didn't have enough resource: ephemeral-storage, requested: {requested}, used: {used}, capacity: {allocatable}"
-        ),
-    })
 }
 
 #[cfg(test)]
@@ -546,25 +508,5 @@ mod tests {
         let x = u.empty_dirs["x"];
         assert!((3 * MI..4 * MI).contains(&x), "{x}");
         assert!(!u.empty_dirs.contains_key("m"));
-    }
-
-    #[test]
-    fn admission_refuses_storage_over_allocatable() {
-        let big = pod(serde_json::json!({"containers": [
-            {"name": "c", "resources": {"requests": {"ephemeral-storage": "2Gi"}}}
-        ]}));
-        let small = pod(serde_json::json!({"containers": [
-            {"name": "c", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}
-        ]}));
-        let gi = 1u64 << 30;
-        assert!(admit_storage(&big, &[], 2 * gi).is_none());
-        let r = admit_storage(&big, &[&small], 2 * gi).expect("rejected");
-        assert_eq!(r.reason, "OutOfephemeral-storage");
-        assert_eq!(
-            r.message,
-            format!("Pod was rejected: Node didn't have enough resource: ephemeral-storage, requested: {}, used: {}, capacity: {}", 2 * gi, gi, 2 * gi)
-        );
-        let none = pod(serde_json::json!({"containers": [{"name": "c"}]}));
-        assert!(admit_storage(&none, &[&big], 0).is_none());
     }
 }

@@ -1,88 +1,27 @@
-//! The node agent ("kubelet"): registers the Node, keeps its status and Lease fresh, runs
-//! the pods bound to it through the CRI-shaped `runtime::RuntimeService`, reports their
-//! status and events through the Kubernetes API, and serves container logs on the node API.
+//! The node agent ("kubelet"): registers the Node, keeps its status and Lease fresh, admits
+//! the pods bound to it, runs each through a pod worker over the CRI-shaped
+//! `runtime::RuntimeService`, evicts pods over their local storage limits, and reports
+//! status and events through the Kubernetes API. Its parts with their own interface live in
+//! their own crates: the node API (`nodeapi`), probes and hooks (`probes`), volumes
+//! (`volumes`), static pods (`staticpods`), container configs (`containerspec`) and the
+//! API seam they share (`podapi`); this crate wires them together.
 
+mod admission;
 mod agent;
-pub mod apiclient;
-pub mod backoff;
-pub mod containerspec;
-pub mod dnsconfig;
-pub mod events;
-pub mod eviction;
-pub mod expand;
-pub mod hooks;
-pub mod logs;
-pub mod machine;
-pub mod network;
-pub mod nodestatus;
-pub mod podstatus;
-pub mod probe;
-pub mod qos;
-pub mod security;
-pub mod server;
-pub mod staticpods;
-pub mod streaming;
-pub mod termination;
+mod backoff;
+mod config;
+mod dnsconfig;
+mod eviction;
+mod machine;
+mod network;
+mod nodestatus;
+mod podstatus;
+mod qos;
+mod sandbox;
+mod termination;
 #[cfg(test)]
 mod testsupport;
-pub mod volumes;
-pub mod worker;
+mod worker;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::Arc;
-
-/// How the lead's `peapod up` / `peapod agent` configure the node agent.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub node_name: String,
-    /// Logs go under `<state_dir>/logs/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
-    pub state_dir: PathBuf,
-    /// Node API (TLS) listen address; port 0 picks a free port (reported in the Node).
-    pub node_api_listen: SocketAddr,
-    /// InternalIP written into the Node (and pods' hostIP).
-    pub node_api_advertise_ip: IpAddr,
-    /// (certificate PEM, private key PEM) of the node API.
-    pub node_api_tls: (String, String),
-    /// Bearer token required on the node API, when set.
-    pub node_api_token: Option<String>,
-    /// kubelet's `staticPodPath`: a directory (or one file) of pod manifests run as static
-    /// pods, without the API server.
-    pub static_pod_path: Option<PathBuf>,
-    /// kubelet's `fileCheckFrequency`: how often `static_pod_path` is rescanned besides
-    /// inotify (`staticpods::DEFAULT_FILE_CHECK` when unset).
-    pub file_check_frequency: Option<std::time::Duration>,
-    /// How often local ephemeral storage is measured for eviction
-    /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
-    pub eviction_period: Option<std::time::Duration>,
-}
-
-/// Why the agent could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("creating state directory {path}")]
-    StateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("binding the node API on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("node API TLS")]
-    Tls(#[from] server::TlsError),
-}
-
-/// Runs the node agent until `shutdown` turns true. Containers keep running when it
-/// returns: a restarted agent adopts them.
-pub async fn run(
-    client: kube::Client,
-    runtime: Arc<dyn runtime::RuntimeService>,
-    config: AgentConfig,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), AgentError> {
-    agent::run(client, runtime, config, shutdown).await
-}
+pub use agent::run;
+pub use config::{AgentConfig, AgentError};

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::machine::MachineFacts;
-use crate::podstatus::api_time;
+use podapi::api_time;
 
 /// The kubelet version peapod's agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0";

@@ -4,17 +4,18 @@
 //! is an input. Init containers (regular and restartable "sidecars", KEP-753) follow
 //! kubelet v1.33's rules for their statuses, the `Initialized` condition and the phase.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::ContainerState as RtState;
 
 use crate::qos::qos_class;
+use podapi::api_time;
+use probes::ProbeView;
 
 /// Why a container is not running right now (kubelet's waiting reason and message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,28 +30,6 @@ impl Waiting {
             reason: reason.to_string(),
             message: message.into(),
         }
-    }
-}
-
-/// What the probers say about running containers, by runtime container id. A container
-/// without a startup (readiness) probe is started (ready) as soon as it runs, as kubelet's
-/// prober manager reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProbeView {
-    /// Running containers whose startup probe has not succeeded yet.
-    pub not_started: HashSet<String>,
-    /// Running containers whose readiness probe does not report success.
-    pub not_ready: HashSet<String>,
-    /// The pod is being deleted: kubelet reports every container not ready.
-    pub all_unready: bool,
-}
-
-impl ProbeView {
-    fn started(&self, id: &str) -> bool {
-        !self.not_started.contains(id)
-    }
-    fn ready(&self, id: &str) -> bool {
-        !self.all_unready && self.started(id) && !self.not_ready.contains(id)
     }
 }
 
@@ -83,12 +62,6 @@ pub struct StatusInput<'a> {
     pub terminal: bool,
     /// Startup and readiness results of running containers.
     pub probes: &'a ProbeView,
-}
-
-/// API times have whole seconds; truncating here keeps the computed status equal to what
-/// the API server returns, so unchanged statuses are recognised and not re-written.
-pub fn api_time(t: Timestamp) -> Time {
-    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 /// Runtime containers of `name`, newest attempt first.

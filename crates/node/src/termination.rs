@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::{ContainerConfig, Mount};
 
-use crate::worker::{pod_log_dir, WorkerEnv};
+use crilog::pod_log_dir;
 
 /// kubelet's cap on one container's termination message.
 pub const MAX_MESSAGE: usize = 4096;
@@ -27,7 +27,7 @@ pub fn message_file(log_path: &Path) -> PathBuf {
 
 /// Creates the attempt's (empty, world-writable: the container may run as any user) file
 /// and mounts it at `terminationMessagePath`.
-pub fn add_mount(env: &WorkerEnv, pod: &Pod, container: &Container, config: &mut ContainerConfig) {
+pub fn add_mount(log_root: &Path, pod: &Pod, container: &Container, config: &mut ContainerConfig) {
     let Some(target) = container
         .termination_message_path
         .as_deref()
@@ -37,7 +37,7 @@ pub fn add_mount(env: &WorkerEnv, pod: &Pod, container: &Container, config: &mut
     };
     let m = &pod.metadata;
     let dir = pod_log_dir(
-        &env.log_root,
+        log_root,
         m.namespace.as_deref().unwrap_or_default(),
         m.name.as_deref().unwrap_or_default(),
         m.uid.as_deref().unwrap_or_default(),

@@ -14,8 +14,8 @@ use runtime::{
     PodSandboxStatus, RuntimeError, RuntimeService, SandboxState,
 };
 
-use crate::apiclient::{ApiError, PodApi};
-use crate::worker::Clock;
+use podapi::Clock;
+use podapi::{ApiError, PodApi};
 
 /// A clock tests move by hand.
 #[derive(Clone)]
@@ -53,6 +53,10 @@ pub struct FakeState {
     pub stop_exit: i32,
     /// What `exec_sync` answers, by container name (default: exit 0, no output).
     pub exec_results: HashMap<String, runtime::ExecSyncResult>,
+    /// Stopping or removing a sandbox the fake does not hold fails with `SandboxNotFound`.
+    pub sandbox_not_found: bool,
+    /// Sandboxes whose stop fails (`SandboxNotRunning`).
+    pub stuck: HashSet<String>,
     next: u64,
 }
 
@@ -189,6 +193,12 @@ impl RuntimeService for FakeRuntime {
         let now = self.clock.now();
         let mut st = self.lock();
         st.calls.push(format!("stop_pod_sandbox {id}"));
+        if st.sandbox_not_found && !st.sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound { id: id.to_string() });
+        }
+        if st.stuck.contains(id) {
+            return Err(RuntimeError::SandboxNotRunning { id: id.to_string() });
+        }
         for c in st
             .containers
             .values_mut()
@@ -207,6 +217,9 @@ impl RuntimeService for FakeRuntime {
     async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut st = self.lock();
         st.calls.push(format!("remove_pod_sandbox {id}"));
+        if st.sandbox_not_found && !st.sandboxes.contains_key(id) {
+            return Err(RuntimeError::SandboxNotFound { id: id.to_string() });
+        }
         st.sandboxes.remove(id);
         st.containers.retain(|_, c| c.sandbox_id != id);
         Ok(())

@@ -4,39 +4,13 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{AgentArgs, StaticPodArgs};
-use crate::up;
-
-/// The static pod settings of `--config` and `--static-pod-path`.
-pub struct StaticPodSettings {
-    pub path: Option<PathBuf>,
-    pub file_check_frequency: Option<Duration>,
-}
-
-/// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
-/// `staticPodPath` (kubelet's flags override the config file).
-pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSettings> {
-    let config = match &args.config {
-        Some(file) => node::staticpods::load_kubelet_config(file)
-            .with_context(|| format!("loading the kubelet configuration {}", file.display()))?,
-        None => Default::default(),
-    };
-    let path = args
-        .static_pod_path
-        .clone()
-        .or(config.static_pod_path)
-        .map(|p| std::path::absolute(&p).unwrap_or(p));
-    Ok(StaticPodSettings {
-        path,
-        file_check_frequency: config.file_check_frequency,
-    })
-}
+use crate::cli::AgentArgs;
+use crate::process;
+use crate::static_pods::static_pod_settings;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let static_pods = static_pod_settings(&args.static_pods)?;
@@ -44,12 +18,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let state_dir = fs::canonicalize(&state_dir)?;
-    let _lock = up::lock_state_dir(&state_dir)?;
-    up::write_pid_file(&state_dir)?;
+    let _lock = process::lock_state_dir(&state_dir)?;
+    process::write_pid_file(&state_dir)?;
 
     let node_name = match args.node_name {
         Some(n) => n,
-        None => up::hostname()?,
+        None => process::hostname()?,
     };
     let node_api_token = match &args.node_api_token_file {
         Some(f) => Some(
@@ -63,7 +37,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     // Building the client does not dial: the agent starts (and runs its static pods) with
     // the API server down.
-    let client = up::kube_client(&args.kubeconfig).await?;
+    let client = process::kube_client(&args.kubeconfig).await?;
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(args.network.config()),
         ..runtime::RuntimeConfig::new(
@@ -111,7 +85,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("node agent failed")),
             Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
         },
-        _ = up::shutdown_signal() => {
+        _ = process::shutdown_signal() => {
             eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
             let _ = shutdown_tx.send(true);
             Ok(())
@@ -128,41 +102,4 @@ fn self_signed_cert(sans: &[String]) -> anyhow::Result<(String, String)> {
     let key = rcgen::generate_simple_self_signed(sans.to_vec())
         .context("generating the node API certificate")?;
     Ok((key.cert.pem(), key.signing_key.serialize_pem()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn static_pod_path_flag_overrides_the_kubelet_config() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nfileCheckFrequency: 5s\n",
-        )
-        .expect("config");
-        let from_config = static_pod_settings(&StaticPodArgs {
-            config: Some(config.clone()),
-            static_pod_path: None,
-        })
-        .expect("settings");
-        assert_eq!(from_config.path, Some(dir.path().join("manifests")));
-        assert_eq!(
-            from_config.file_check_frequency,
-            Some(Duration::from_secs(5))
-        );
-        let flag = static_pod_settings(&StaticPodArgs {
-            config: Some(config),
-            static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),
-        })
-        .expect("settings");
-        assert_eq!(flag.path, Some(PathBuf::from("/etc/kubernetes/manifests")));
-        let missing = static_pod_settings(&StaticPodArgs {
-            config: Some(dir.path().join("nope.yaml")),
-            static_pod_path: None,
-        });
-        assert!(missing.is_err());
-    }
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,9 @@ pub enum Command {
     Up(UpArgs),
     /// Run the node agent alone against an API server (like kubelet --kubeconfig).
     Agent(AgentArgs),
+    /// Run the controllers (scheduler, namespaces, endpoints) alone against an API server
+    /// (like kube-controller-manager --kubeconfig), with leader election on a Lease.
+    Controllers(ControllersArgs),
     /// Manage images in the local store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -64,6 +68,10 @@ pub struct UpArgs {
     pub static_pods: StaticPodArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Do not run the controllers (scheduler, namespaces, endpoints) in this process: run
+    /// `peapod controllers --kubeconfig` against this API server instead.
+    #[arg(long)]
+    pub no_controllers: bool,
 }
 
 /// The pod network (CNI), as kubelet's runtime is configured.
@@ -150,4 +158,84 @@ pub enum ImageCommand {
         /// Image reference, e.g. 127.0.0.1:5000/busybox:latest.
         reference: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    /// Kubeconfig of the API server to work for.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Act only while holding the leader Lease, so several copies can run (true|false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, default_value = controllers::DEFAULT_LEASE_NAMESPACE)]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = controllers::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+    /// How long others wait for a Lease that is not renewed (e.g. 15s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps acting without renewing the Lease (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often to try to take or renew the Lease (e.g. 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+/// A duration as kube-controller-manager's flags take it: a number with `ms`, `s`, `m` or `h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: missing unit (ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("{text:?}: unknown unit (ms, s, m or h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_controller_managers_flags() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        let cli = Cli::parse_from(["peapod", "controllers", "--kubeconfig", "k"]);
+        let Command::Controllers(args) = cli.command else {
+            panic!("not the controllers command");
+        };
+        assert!(args.leader_elect);
+        assert_eq!(args.lease_name, "peapod-controllers");
+        let cli = Cli::parse_from([
+            "peapod",
+            "controllers",
+            "--kubeconfig",
+            "k",
+            "--leader-elect",
+            "false",
+        ]);
+        let Command::Controllers(args) = cli.command else {
+            panic!("not the controllers command");
+        };
+        assert!(!args.leader_elect);
+    }
 }

@@ -6,8 +6,11 @@
 
 mod agent;
 mod cli;
+mod controller_manager;
 mod image;
+mod process;
 mod reset;
+mod static_pods;
 mod up;
 
 use clap::Parser;
@@ -40,6 +43,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(args).await,
         cli::Command::Agent(args) => agent::run(args).await,
+        cli::Command::Controllers(args) => controller_manager::run(args).await,
         cli::Command::Image(cmd) => image::run(cmd).await,
         cli::Command::Reset(args) => reset::run(args).await,
     }

@@ -29,7 +29,7 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
     .context("opening the runtime state")?;
     runtime.reset().await.context("stopping pods")?;
     // tmpfs and bind mounts of volumes live on the host, under the state dir.
-    if let Err(errs) = node::volumes::unmount_all(&state_dir) {
+    if let Err(errs) = volumes::unmount_all(&state_dir) {
         for e in errs {
             eprintln!("peapod: unmounting volumes: {e}");
         }

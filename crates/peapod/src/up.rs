@@ -4,25 +4,26 @@ use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::cli::UpArgs;
+use crate::process;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args.state.state_dir;
     fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))?;
     let state_dir = fs::canonicalize(&state_dir)?;
-    let _lock = lock_state_dir(&state_dir)?;
-    write_pid_file(&state_dir)?;
+    let _lock = process::lock_state_dir(&state_dir)?;
+    process::write_pid_file(&state_dir)?;
 
-    let static_pods = crate::agent::static_pod_settings(&args.static_pods)?;
+    let static_pods = crate::static_pods::static_pod_settings(&args.static_pods)?;
     let node_name = match args.node_name {
         Some(n) => n,
-        None => hostname()?,
+        None => process::hostname()?,
     };
     let node_api_token = read_or_create_secret(&state_dir.join("node-api-token"))?;
 
@@ -49,7 +50,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("peapod: API server listening on {server_url}");
     eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
 
-    let client = kube_client(&kubeconfig_path).await?;
+    let client = process::kube_client(&kubeconfig_path).await?;
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(args.network.config()),
         ..runtime::RuntimeConfig::new(
@@ -74,6 +75,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .context("issuing the node API certificate")?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    // The controllers (scheduler, namespaces, endpoints) are clients of our own API, as
+    // kube-controller-manager is of kube-apiserver. They hold the leader Lease under an
+    // identity that is stable across restarts: only one `peapod up` runs per state dir (the
+    // lock above), so after a crash the new process renews its predecessor's Lease at once
+    // instead of waiting for it to expire, while a `peapod controllers` started beside us
+    // still waits its turn.
+    let controllers = (!args.no_controllers).then(|| {
+        let election = controllers::LeaderElection::new(
+            controllers::DEFAULT_LEASE_NAMESPACE,
+            controllers::DEFAULT_LEASE_NAME,
+            format!("{node_name}_peapod-up"),
+        );
+        tokio::spawn(controllers::run(
+            client.clone(),
+            Some(election),
+            stopped(shutdown_rx.clone()),
+        ))
+    });
     // The node-local service proxy and cluster DNS (kube-proxy's and CoreDNS's jobs), plain
     // API clients like the agent.
     let service_tasks = [
@@ -103,7 +122,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("node agent failed")),
             Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
         },
-        _ = shutdown_signal() => {
+        _ = process::shutdown_signal() => {
             eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
             let _ = shutdown_tx.send(true);
             Ok(())
@@ -114,9 +133,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for t in service_tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
     }
+    // The controllers release their Lease through the API, so they stop before it does.
+    if let Some(c) = controllers {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c).await;
+    }
     api.shutdown().await;
     let _ = fs::remove_file(state_dir.join("peapod.pid"));
     result
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// The service proxy; a failure is logged, the rest of the node keeps running.
@@ -154,44 +182,6 @@ fn client_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("loading the kubeconfig")?;
-    kube::Client::try_from(config).context("building the API client")
-}
-
-/// One `peapod up` per state dir: a second one would fight over pods and the store.
-pub(crate) fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-    let path = state_dir.join("peapod.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        anyhow::anyhow!(
-            "another peapod is running with state dir {} ({e})",
-            state_dir.display()
-        )
-    })
-}
-
-pub(crate) fn write_pid_file(state_dir: &Path) -> anyhow::Result<()> {
-    let tmp = state_dir.join("peapod.pid.tmp");
-    fs::write(&tmp, format!("{}\n", std::process::id()))?;
-    fs::rename(&tmp, state_dir.join("peapod.pid"))?;
-    Ok(())
-}
-
-pub(crate) fn hostname() -> anyhow::Result<String> {
-    let name = nix::unistd::gethostname().context("reading the hostname")?;
-    Ok(name.to_string_lossy().to_lowercase())
-}
-
 /// A random hex secret kept in a 0600 file, created on first start and reused after.
 fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
     if let Ok(s) = fs::read_to_string(path) {
@@ -216,16 +206,4 @@ fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     Ok(secret)
-}
-
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

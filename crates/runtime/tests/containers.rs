@@ -336,7 +336,8 @@ async fn runs_busybox(env: Arc<Env>) -> TestResult {
     if st.state != ContainerState::Running || st.pid.is_none() || st.started_at.is_none() {
         return Err(format!("after start: {st:?}"));
     }
-    let log = wait_log(&st.log_path, "pid=").await?;
+    // The hosts file is printed last: wait for it, so every earlier line is in the log too.
+    let log = wait_log(&st.log_path, "# Kubernetes-managed hosts file.").await?;
     for needle in [
         " stdout F hi\n",
         " stdout F pod-a\n",

@@ -1,6 +1,7 @@
 //! End-to-end harness: a real `peapod up` in a temp state dir, driven by the real kubectl.
 //! Every `Peapod` stops its server, runs `peapod reset` and checks that nothing of its pods is
-//! left on the machine (processes, mounts, cgroups) when dropped.
+//! left on the machine (processes, mounts, cgroups) when dropped. `peapod controllers`
+//! processes started beside it (`ControllerManager`) are killed when dropped.
 
 #![allow(
     dead_code,
@@ -65,11 +66,18 @@ pub struct Peapod {
     pub node_name: String,
     child: Option<Child>,
     server_log: PathBuf,
+    /// Extra arguments of every `peapod up` (e.g. `--no-controllers`).
+    up_args: Vec<String>,
 }
 
 impl Peapod {
     /// A fresh state dir with the busybox image imported, and `peapod up` running in it.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Peapod::start`], with extra `peapod up` arguments.
+    pub fn start_with(up_args: &[&str]) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("peapod-e2e-")
             .tempdir()
@@ -92,6 +100,7 @@ impl Peapod {
             home: tempfile::tempdir().expect("home tempdir"),
             node_name,
             child: None,
+            up_args: up_args.iter().map(|a| a.to_string()).collect(),
         };
         let archive = fixtures().join("busybox.oci.tar");
         p.peapod(&["image", "import", archive.to_str().expect("utf-8 path")]);
@@ -135,6 +144,7 @@ impl Peapod {
             .arg(&self.state_dir)
             .arg("--node-name")
             .arg(&self.node_name)
+            .args(&self.up_args)
             .env("PEAPOD_LOG", "info")
             // Our own CNI config dir: a machine's /etc/cni/net.d may hold another runtime's
             // network (podman installs one), and CNI uses the first config it finds.
@@ -314,6 +324,102 @@ impl Peapod {
             }
         }
         found
+    }
+}
+
+/// A `peapod controllers --kubeconfig` process against a [`Peapod`]'s API server, killed
+/// (SIGKILL) when dropped.
+pub struct ControllerManager {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ControllerManager {
+    /// Starts `peapod controllers --kubeconfig <pp's> ARGS`.
+    pub fn start(pp: &Peapod, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-e2e-controllers-")
+            .tempdir()
+            .expect("tempdir");
+        let log_path = dir.path().join("controllers.log");
+        let log = fs::File::create(&log_path).expect("controllers log");
+        let child = Command::new(PEAPOD)
+            .arg("controllers")
+            .arg("--kubeconfig")
+            .arg(&pp.kubeconfig)
+            .args(args)
+            .env("PEAPOD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning peapod controllers");
+        ControllerManager {
+            child: Some(child),
+            log: log_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The leader-election identity it announced on start.
+    pub fn identity(&self) -> String {
+        wait_until(
+            "the controllers' identity in their log",
+            Duration::from_secs(30),
+            || {
+                self.log().lines().find_map(|l| {
+                    let rest = l.split("controllers running as ").nth(1)?;
+                    rest.split_whitespace().next().map(str::to_string)
+                })
+            },
+        )
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait until it has exited (killed after a deadline).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("peapod controllers log tail:\n{}", tail(&self.log(), 40));
+        }
+        self.kill9();
     }
 }
 

@@ -1,0 +1,64 @@
+//! Start-up work of the API server for Services (kube-apiserver's bootstrap controller):
+//! the ClusterIP and NodePort bitmaps are rebuilt from the stored Services, and the
+//! well-known `kubernetes` and `kube-dns` Services are made sure to exist.
+
+use serde_json::{json, Value};
+
+use crate::allocators;
+use crate::error::ApiError;
+use crate::objects::{Registry, Selectors, WriteOptions};
+
+fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+    v.pointer(p).and_then(Value::as_str)
+}
+
+fn lookup(group: &str, plural: &str) -> Result<&'static api::resources::ResourceInfo, ApiError> {
+    api::resources::lookup(group, plural).ok_or(ApiError::PathNotFound)
+}
+
+/// Start-up work for Services: rebuilds the allocation bitmaps from the stored Services
+/// (reclaiming what a crash leaked), then makes sure the `kubernetes` Service (10.96.0.1)
+/// and the cluster DNS Service `kube-system/kube-dns` (10.96.0.10) exist, so their
+/// addresses are held and visible as in any cluster.
+pub async fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
+    let svc_info = lookup("", "services")?;
+    let (services, _) = registry.list(svc_info, None, &Selectors::default()).await?;
+    allocators::Ranges::default()
+        .repair(registry.store.as_ref(), &services)
+        .await
+        .map_err(|e| match e {
+            allocators::AllocError::Store(s) => ApiError::Store(s),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+    let wanted = [
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": allocators::KUBERNETES_SERVICE_IP.to_string(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "peapod-dns",
+                                    "kubernetes.io/cluster-service": "true"}},
+            "spec": {"clusterIP": allocators::DNS_SERVICE_IP.to_string(),
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}),
+    ];
+    for svc in wanted {
+        let ns = str_at(&svc, "/metadata/namespace")
+            .unwrap_or("default")
+            .to_string();
+        match registry
+            .create(svc_info, Some(&ns), svc, &WriteOptions::default())
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            // The address is held by a user's Service: keep going without ours.
+            Err(ApiError::Invalid { name, .. }) => {
+                tracing::warn!(service = %name, "could not reserve the well-known ClusterIP");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! A pod's containers as the runtime's `ContainerConfig`, with Kubernetes' rules: command and
+//! args over the image's, `$(VAR)` expansion (`expand`), env from values, config maps,
+//! secrets and the downward API (`container`), and resources and security contexts
+//! (`security`). Pure: config maps and secrets are fetched by the caller.
+
+mod container;
+mod expand;
+mod security;
+
+pub use container::{
+    build_container_config, field_ref_value, referenced_sources, resource_field_value, BuildInput,
+    ContainerSpecError, EnvSources, PodContext, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
+pub use expand::{expand, lookup_in};
+pub use security::{
+    is_safe_sysctl, pod_requests, pod_resources, pod_sysctls, share_process_namespace,
+    SecurityError,
+};

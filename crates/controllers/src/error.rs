@@ -1,0 +1,36 @@
+//! Why a reconcile failed. The controllers' error policy turns any of these into a retry
+//! with back-off; they never stop a controller.
+
+use kube::runtime::reflector::store::WriterDropped;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed (`what` names the request, e.g. "binding pod default/web").
+    #[error("{what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The watch that fills a cache ended before its first list.
+    #[error("waiting for the {0} cache")]
+    Cache(&'static str, #[source] WriterDropped),
+}
+
+impl Error {
+    pub(crate) fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Api { what, source }
+    }
+}
+
+/// The API's answer was 404 Not Found.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_not_found())
+}
+
+/// The API's answer was 409: a conflict or an object that already exists; the next watch
+/// event brings the state that won.
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_conflict() || s.is_already_exists())
+}

@@ -1,0 +1,66 @@
+//! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
+//! scheduler, the namespace lifecycle controller and the Endpoints/EndpointSlice
+//! controllers, each a plain Kubernetes API client built on `kube::runtime` (watch caches,
+//! a reconcile per object that says when to look again, retries with back-off). They never
+//! open the store or call into an API server, so they run beside any API server: inside
+//! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
+//! leader election on a Lease lets several copies run and only one act.
+//!
+//! A new controller is one file with a `run(client)` function and one line in
+//! [`CONTROLLERS`].
+
+mod endpoints;
+mod error;
+mod events;
+mod leader;
+mod namespace;
+mod runner;
+mod scheduler;
+
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use kube::Client;
+
+pub use leader::{unique_identity, ConfigError, LeaderElection};
+
+/// Starts one controller; the future runs it until dropped.
+type Start = fn(Client) -> BoxFuture<'static, ()>;
+
+/// Every controller the manager runs, by name.
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("scheduler", scheduler::run),
+    ("namespace", namespace::run),
+    ("endpoints", endpoints::run),
+];
+
+/// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;
+/// ours is named for us, so a real controller manager and peapod's never share one.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
+pub const DEFAULT_LEASE_NAME: &str = "peapod-controllers";
+
+/// Runs every controller until `shutdown` completes — only while holding the Lease when
+/// `leader_election` is given.
+pub async fn run(
+    client: Client,
+    leader_election: Option<LeaderElection>,
+    shutdown: impl Future<Output = ()>,
+) {
+    match leader_election {
+        None => {
+            tokio::select! {
+                _ = run_all(client) => {}
+                _ = shutdown => {}
+            }
+        }
+        Some(cfg) => leader::run(client.clone(), cfg, shutdown, || run_all(client.clone())).await,
+    }
+}
+
+async fn run_all(client: Client) {
+    tracing::info!(
+        controllers = ?CONTROLLERS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "starting controllers"
+    );
+    futures::future::join_all(CONTROLLERS.iter().map(|(_, start)| start(client.clone()))).await;
+}

@@ -1,0 +1,50 @@
+//! How the binary configures the node agent, and why the agent could not run.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use nodeapi::TlsError;
+
+/// How `peapod up` and `peapod agent` configure the node agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// Logs go under `<state_dir>/logs/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
+    pub state_dir: PathBuf,
+    /// Node API (TLS) listen address; port 0 picks a free port (reported in the Node).
+    pub node_api_listen: SocketAddr,
+    /// InternalIP written into the Node (and pods' hostIP).
+    pub node_api_advertise_ip: IpAddr,
+    /// (certificate PEM, private key PEM) of the node API.
+    pub node_api_tls: (String, String),
+    /// Bearer token required on the node API, when set.
+    pub node_api_token: Option<String>,
+    /// kubelet's `staticPodPath`: a directory (or one file) of pod manifests run as static
+    /// pods, without the API server.
+    pub static_pod_path: Option<PathBuf>,
+    /// kubelet's `fileCheckFrequency`: how often `static_pod_path` is rescanned besides
+    /// inotify (`staticpods::DEFAULT_FILE_CHECK` when unset).
+    pub file_check_frequency: Option<std::time::Duration>,
+    /// How often local ephemeral storage is measured for eviction
+    /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
+    pub eviction_period: Option<std::time::Duration>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("creating state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding the node API on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node API TLS")]
+    Tls(#[from] TlsError),
+}

@@ -1,0 +1,99 @@
+//! What the pod workers share, built once by the agent. Only the worker's own files take
+//! it; every other part of the agent is handed the two or three things it needs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
+
+use podapi::Clock;
+use podapi::PodApi;
+use podapi::{EventRecorder, EventType};
+use volumes::VolumeManager;
+
+/// How long one sandbox listing serves every worker (kubelet's PLEG relist period).
+pub const RELIST: Duration = Duration::from_secs(1);
+
+/// The node's facts a pod's environment reads (`spec.nodeName`, `status.hostIP`, and what an
+/// unset limit means to env resource refs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub host_ip: String,
+    /// Allocatable cpu cores.
+    pub cpu: f64,
+    /// Allocatable memory bytes.
+    pub memory: f64,
+}
+
+/// The pod workers' shared inputs.
+pub struct WorkerDeps {
+    pub runtime: Arc<dyn RuntimeService>,
+    pub api: Arc<dyn PodApi>,
+    pub events: Arc<EventRecorder>,
+    pub clock: Arc<dyn Clock>,
+    pub node: NodeFacts,
+    /// `<state_dir>/logs`: pod log directories live below it.
+    pub log_root: PathBuf,
+    /// The shared sandbox listing (see `SandboxCache`).
+    pub sandboxes: SandboxCache,
+    /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
+    pub volumes: Arc<VolumeManager>,
+}
+
+impl WorkerDeps {
+    /// Records an event about the pod (or one of its containers) at the clock's time.
+    pub async fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        self.events
+            .record(pod, container, kind, reason, message, self.clock.now())
+            .await;
+    }
+}
+
+/// kubelet's PLEG relists the runtime once per period for all pods; likewise workers share
+/// one sandbox listing per `RELIST` instead of each listing every sandbox on every sync
+/// (which costs O(pods²) record reads a second). Sandbox changes made by this agent
+/// invalidate it at once.
+#[derive(Default)]
+pub struct SandboxCache {
+    slot: std::sync::Mutex<Option<(Instant, Arc<Vec<PodSandboxStatus>>)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl SandboxCache {
+    pub async fn list(
+        &self,
+        runtime: &dyn RuntimeService,
+    ) -> Result<Arc<Vec<PodSandboxStatus>>, RuntimeError> {
+        use std::sync::atomic::Ordering;
+        if let Some((at, list)) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < RELIST {
+                return Ok(list.clone());
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let list = Arc::new(runtime.list_pod_sandboxes().await?);
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        // A change made while we listed makes this listing stale: don't keep it.
+        if self.generation.load(Ordering::SeqCst) == generation {
+            *slot = Some((Instant::now(), list.clone()));
+        }
+        Ok(list)
+    }
+
+    /// Forgets the listing (a sandbox was created, stopped or removed).
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}

@@ -1,0 +1,106 @@
+//! The environment a pod runs in, built from the pod and the node: the sandbox's config
+//! (hostname, labels, DNS, sysctls, pod cgroup), the placement facts env vars and downward
+//! API volumes read, and the config maps and secrets a container's env refers to.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use runtime::{PodSandboxConfig, PodSandboxStatus};
+
+use super::deps::WorkerDeps;
+use super::plan::pod_key;
+use crate::{dnsconfig, network};
+use containerspec::{EnvSources, PodContext};
+use podapi::ApiError;
+
+/// The runtime's config for attempt `attempt` of the pod's sandbox.
+pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxConfig {
+    let (namespace, name, uid) = pod_key(pod);
+    let spec = pod.spec.as_ref();
+    let hostname = if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        String::new()
+    } else {
+        let h = spec
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| name.clone());
+        h.chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string()
+    };
+    let mut labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
+    labels.insert(containerspec::LABEL_POD_NAME.to_string(), name.clone());
+    labels.insert(
+        containerspec::LABEL_POD_NAMESPACE.to_string(),
+        namespace.clone(),
+    );
+    labels.insert(containerspec::LABEL_POD_UID.to_string(), uid.clone());
+    PodSandboxConfig {
+        log_directory: crilog::pod_log_dir(&deps.log_root, &namespace, &name, &uid),
+        name,
+        namespace,
+        uid,
+        attempt,
+        hostname,
+        labels,
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        host_network: network::is_host_network(pod),
+        port_mappings: network::port_mappings(pod),
+        // kubelet's `--resolv-conf` default supplies the node's search domains.
+        dns: dnsconfig::pod_dns_config(
+            pod,
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        share_process_namespace: containerspec::share_process_namespace(pod),
+        sysctls: containerspec::pod_sysctls(pod),
+        resources: spec.map(containerspec::pod_resources).unwrap_or_default(),
+    }
+}
+
+/// What a container's env sees of its placement, in `sandbox`.
+pub fn container_context(deps: &WorkerDeps, pod: &Pod, sandbox: &PodSandboxStatus) -> PodContext {
+    PodContext {
+        node_name: deps.node.name.clone(),
+        host_ip: deps.node.host_ip.clone(),
+        pod_ip: network::pod_ip(&deps.node.host_ip, pod, Some(sandbox)),
+        node_cpu: deps.node.cpu,
+        node_memory: deps.node.memory,
+    }
+}
+
+/// What the pod's downward API volumes see of its placement: set up before the sandbox, so
+/// without a pod IP unless the pod uses the host's network.
+pub fn volume_context(deps: &WorkerDeps, pod: &Pod) -> PodContext {
+    PodContext {
+        node_name: deps.node.name.clone(),
+        host_ip: deps.node.host_ip.clone(),
+        pod_ip: if network::is_host_network(pod) {
+            deps.node.host_ip.clone()
+        } else {
+            String::new()
+        },
+        node_cpu: deps.node.cpu,
+        node_memory: deps.node.memory,
+    }
+}
+
+/// Fetches the config maps and secrets the container's env refers to.
+pub async fn env_sources(
+    deps: &WorkerDeps,
+    pod: &Pod,
+    container: &Container,
+) -> Result<EnvSources, ApiError> {
+    let (ns, _, _) = pod_key(pod);
+    let (maps, secrets) = containerspec::referenced_sources(container);
+    let mut out = EnvSources::default();
+    for m in maps {
+        let v = deps.api.get_config_map(&ns, &m).await?;
+        out.config_maps.insert(m, v);
+    }
+    for s in secrets {
+        let v = deps.api.get_secret(&ns, &s).await?;
+        out.secrets.insert(s, v);
+    }
+    Ok(out)
+}

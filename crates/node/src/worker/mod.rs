@@ -1,0 +1,268 @@
+//! One pod's worker, kubelet's `syncPod`: `plan` is the pure step that turns the desired
+//! pod, what the runtime reports and the worker's state into actions; `sync` here observes
+//! the runtime, runs the actions (`start`, `terminate`), and writes status and events
+//! (`status`). `env` builds the pod's environment, `volumes` calls the volume manager, and
+//! `deps` is what all workers share.
+
+mod deps;
+mod env;
+mod observe;
+mod plan;
+mod start;
+mod state;
+mod status;
+mod terminate;
+mod volumes;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use runtime::ContainerState;
+
+pub use deps::{NodeFacts, WorkerDeps};
+
+use crate::podstatus::attempts_of;
+use observe::{observe, pod_net};
+use plan::{
+    api_phase, is_deleting, min_requeue, plan, pod_key, spec_container, Action, Observed, Plan,
+    MIN_GRACE, RESYNC,
+};
+use podapi::EventType;
+use probes::PodProber;
+use state::{Lifecycle, WorkerState};
+use status::{refresh_probes, write_status};
+use volumes::{ensure_volumes, teardown_volumes};
+
+/// kubelet's pod worker retries a sync that failed (one skipped by CrashLoopBackOff among
+/// them) after `backOffPeriod`, 10 s; each such sync records one `BackOff` event.
+const BACKOFF_EVENT_PERIOD: Duration = Duration::from_secs(10);
+
+/// A pod's worker: its state plus the effectful half of the sync.
+pub struct PodWorker {
+    pub state: WorkerState,
+    /// The pod's probes (tasks keyed by container id).
+    pub prober: PodProber,
+}
+
+impl PodWorker {
+    pub fn new(pod: &Pod) -> Self {
+        Self {
+            state: WorkerState::new(pod),
+            prober: PodProber::default(),
+        }
+    }
+
+    /// One sync of a pod that exists in the API; returns when to sync again (`None`: only
+    /// on a pod update).
+    pub async fn sync(&mut self, deps: &WorkerDeps, pod: &Pod) -> Option<Duration> {
+        match self.state.lifecycle {
+            Lifecycle::Terminated => return None,
+            Lifecycle::Finished if is_deleting(pod) => {
+                terminate::delete_from_api(deps, &mut self.state, pod).await;
+                return terminate::retry_unless_terminated(&self.state);
+            }
+            Lifecycle::Finished => return None,
+            Lifecycle::Syncing => {}
+        }
+        if is_deleting(pod) {
+            return self.terminate(deps, pod).await;
+        }
+        let observed = match observe(deps, &mut self.state, pod).await {
+            Ok(o) => o,
+            Err(err) => {
+                tracing::warn!(pod = ?pod_key(pod), error = %err, "observing runtime failed");
+                return Some(RESYNC);
+            }
+        };
+        // A pod the API already shows as finished never runs again (agent restarted after
+        // it ended): only make sure nothing of it is left.
+        if matches!(api_phase(pod), Some("Succeeded" | "Failed")) {
+            terminate::remove_sandboxes(deps, &observed).await;
+            teardown_volumes(deps, &mut self.state.volumes, pod);
+            self.state.lifecycle = Lifecycle::Finished;
+            return None;
+        }
+        refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
+        let now = deps.clock.now();
+        // kubelet's WaitForAttachAndMount: nothing of the pod starts before its volumes.
+        let step = if ensure_volumes(deps, &mut self.state.volumes, pod).await {
+            plan(pod, &observed, &self.state, now)
+        } else {
+            Plan {
+                requeue: Some(RESYNC),
+                ..Plan::default()
+            }
+        };
+        self.record_back_offs(deps, pod, &step, now).await;
+        let acted = !step.actions.is_empty();
+        let mut requeue = step.requeue;
+        if acted {
+            if let Err(delay) = self.run(deps, pod, &observed, &step.actions).await {
+                requeue = min_requeue(requeue, delay);
+            }
+        }
+        let observed = if acted {
+            match observe(deps, &mut self.state, pod).await {
+                Ok(o) => o,
+                Err(_) => observed,
+            }
+        } else {
+            observed
+        };
+        // Containers now running have no pending reason any more.
+        for c in &observed.containers {
+            if c.state == ContainerState::Running {
+                let newest = attempts_of(&observed.containers, &c.config.name)
+                    .first()
+                    .map(|l| l.id == c.id);
+                if newest == Some(true) {
+                    self.state.waiting.remove(&c.config.name);
+                }
+            }
+        }
+        refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
+        let status = write_status(deps, &mut self.state, pod, &observed, false).await;
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            self.prober.stop();
+            // kubelet stops a finished pod's sandbox; logs stay until the pod is deleted.
+            terminate::remove_sandboxes(deps, &observed).await;
+            teardown_volumes(deps, &mut self.state.volumes, pod);
+            self.state.lifecycle = Lifecycle::Finished;
+            return None;
+        }
+        // Re-observe at least every RESYNC to notice exits, sooner when a back-off ends.
+        Some(requeue.map_or(RESYNC, |r| r.min(RESYNC)))
+    }
+
+    /// Back-off decisions replace older reasons; start failures are set by `run`. kubelet
+    /// records `BackOff` on each sync skipped by the back-off: the one that follows the exit
+    /// (PLEG), then its pod worker's retries every 10 s. We re-observe every second, so
+    /// record on entering the back-off and then once per `BACKOFF_EVENT_PERIOD`.
+    async fn record_back_offs(
+        &mut self,
+        deps: &WorkerDeps,
+        pod: &Pod,
+        step: &Plan,
+        now: Timestamp,
+    ) {
+        self.state.backoff_events.retain(|name, _| {
+            step.waiting
+                .get(name)
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+        });
+        for (name, w) in &step.waiting {
+            self.state.waiting.insert(name.clone(), w.clone());
+            let due = self.state.backoff_events.get(name).is_none_or(|last| {
+                now.duration_since(*last).unsigned_abs() >= BACKOFF_EVENT_PERIOD
+            });
+            if w.reason == "CrashLoopBackOff" && due {
+                self.state.backoff_events.insert(name.clone(), now);
+                let (ns, pod_name, uid) = pod_key(pod);
+                let msg = format!(
+                    "Back-off restarting failed container {name} in pod {pod_name}_{ns}({uid})"
+                );
+                deps.events
+                    .record(pod, Some(name), EventType::Warning, "BackOff", &msg, now)
+                    .await;
+            }
+        }
+    }
+
+    /// Runs the planned actions in order. `Err(delay)` when a step failed and the pod
+    /// should be retried after `delay`.
+    async fn run(
+        &mut self,
+        deps: &WorkerDeps,
+        pod: &Pod,
+        observed: &Observed,
+        actions: &[Action],
+    ) -> Result<(), Duration> {
+        let mut sandbox = observed.ready_sandbox().cloned();
+        let mut result = Ok(());
+        for action in actions {
+            match action {
+                Action::RemoveSandbox { id } => {
+                    terminate::teardown_sandbox(deps, id, "removing stale sandbox failed").await;
+                }
+                Action::CreateSandbox { attempt } => {
+                    sandbox = Some(start::create_sandbox(deps, pod, *attempt).await?);
+                }
+                Action::KillContainer {
+                    id,
+                    name,
+                    message,
+                    grace_secs,
+                } => {
+                    let Some(c) = observed.containers.iter().find(|c| &c.id == id) else {
+                        continue;
+                    };
+                    let grace =
+                        Duration::from_secs(u64::try_from(*grace_secs).unwrap_or(0)).max(MIN_GRACE);
+                    let net = pod_net(deps, pod, observed);
+                    terminate::kill_one(deps, pod, c, grace, Some(message), &net).await;
+                    self.state.probe_kills.remove(id);
+                    tracing::debug!(container = %name, "killed");
+                }
+                Action::RemoveContainer { id } => {
+                    if let Err(err) = deps.runtime.remove_container(id).await {
+                        tracing::debug!(container = %id, error = %err, "removing old container failed");
+                    }
+                }
+                Action::StartCreated { id, name } => {
+                    // The failure is recorded; the plan retries the container after its
+                    // back-off.
+                    if let Err(err) =
+                        start::start_created(deps, &mut self.state, pod, id, name).await
+                    {
+                        tracing::debug!(container = %name, error = %err, "starting created container failed");
+                    }
+                }
+                Action::StartContainer {
+                    name,
+                    attempt,
+                    restart,
+                } => {
+                    let Some(sandbox) = sandbox.as_ref() else {
+                        continue;
+                    };
+                    let Some(container) = spec_container(pod, name) else {
+                        continue;
+                    };
+                    if *restart {
+                        self.state.restart_backoff.next(name, deps.clock.now());
+                    }
+                    if let Err(err) = start::start_container(
+                        deps,
+                        &mut self.state,
+                        pod,
+                        container,
+                        sandbox,
+                        *attempt,
+                    )
+                    .await
+                    {
+                        tracing::debug!(container = %name, error = %err, "container did not start");
+                        result = Err(RESYNC);
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// kubelet's termination of a pod being deleted: kill with the grace period, write the
+    /// terminal status, release the sandbox, then delete the API object.
+    pub async fn terminate(&mut self, deps: &WorkerDeps, pod: &Pod) -> Option<Duration> {
+        terminate::terminate(deps, &mut self.state, &mut self.prober, pod).await
+    }
+
+    /// The pod is gone from the API (force-deleted, or deleted while the agent was down):
+    /// kill what is left, release the sandbox and drop its logs.
+    pub async fn cleanup_gone(&mut self, deps: &WorkerDeps, pod: &Pod) {
+        terminate::cleanup_gone(deps, &mut self.state, pod).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,413 @@
+//! Starting things, kubelet's `SyncPod` second half: the sandbox (with its network), and
+//! each container attempt: the image per `imagePullPolicy` and the pull back-off, the
+//! config from the spec and its environment, the volume mounts, create, start, and the
+//! postStart hook. Every failure becomes the container's waiting reason and an event, in
+//! the one place runtime errors become kubelet reasons.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use runtime::{ImageInfo, PodSandboxStatus, RuntimeError};
+
+use super::deps::WorkerDeps;
+use super::env::{container_context, env_sources, sandbox_config};
+use super::observe::sandbox_net;
+use super::plan::grace_period;
+use super::state::WorkerState;
+use super::volumes::apply_volume_mounts;
+use crate::backoff::go_duration;
+use crate::podstatus::Waiting;
+use crate::termination;
+use containerspec::{BuildInput, ContainerSpecError};
+use podapi::ApiError;
+use podapi::EventType;
+use probes::{run_hook, Hook, HookError};
+use volumes::VolumeError;
+
+/// How long after a failed `RunPodSandbox` the pod is synced again.
+const SANDBOX_RETRY: Duration = Duration::from_secs(10);
+
+/// Why a container attempt did not run; its waiting reason and event are recorded already.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("image {image:?} is not available ({reason})")]
+    Image { image: String, reason: String },
+    #[error("reading the container's env sources")]
+    EnvSources(#[source] ApiError),
+    #[error("building the container's config")]
+    Config(#[source] ContainerSpecError),
+    #[error("mounting the container's volumes")]
+    Volumes(#[source] VolumeError),
+    #[error("creating the container")]
+    Create(#[source] RuntimeError),
+    #[error("starting the container")]
+    Start(#[source] RuntimeError),
+    #[error("the postStart hook failed")]
+    PostStart(#[source] HookError),
+}
+
+/// kubelet's default pull policy when the API left it unset.
+pub fn pull_policy(container: &Container) -> &str {
+    if let Some(p) = container
+        .image_pull_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        return p;
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+/// Where in starting a container a runtime call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartStage {
+    Pull,
+    Create,
+    Start,
+}
+
+/// The one place runtime failures become kubelet waiting reasons.
+pub fn waiting_for_runtime_error(stage: StartStage, err: &RuntimeError) -> Waiting {
+    let message = err.container_message();
+    let reason = match (stage, err) {
+        (StartStage::Pull, _)
+        | (_, RuntimeError::ImageNotFound { .. } | RuntimeError::PullImage { .. }) => {
+            "ErrImagePull"
+        }
+        (StartStage::Create, _) => "CreateContainerError",
+        (StartStage::Start, _) => "RunContainerError",
+    };
+    Waiting::new(reason, message)
+}
+
+/// Runs attempt `attempt` of the pod's sandbox, which comes back attached to the pod
+/// network with its IPs. `Err` carries when to retry; the failure is recorded
+/// (`FailedCreatePodSandBox`).
+pub async fn create_sandbox(
+    deps: &WorkerDeps,
+    pod: &Pod,
+    attempt: u32,
+) -> Result<PodSandboxStatus, Duration> {
+    let created = deps
+        .runtime
+        .run_pod_sandbox(&sandbox_config(deps, pod, attempt))
+        .await;
+    deps.sandboxes.invalidate();
+    match created {
+        Ok(status) => Ok(status),
+        Err(err) => {
+            let msg = format!("Failed to create pod sandbox: {err}");
+            deps.event(
+                pod,
+                None,
+                EventType::Warning,
+                "FailedCreatePodSandBox",
+                &msg,
+            )
+            .await;
+            Err(SANDBOX_RETRY)
+        }
+    }
+}
+
+/// Starts a container that was created but never started (the agent died in between).
+pub async fn start_created(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    id: &str,
+    name: &str,
+) -> Result<(), StartError> {
+    if let Err(err) = deps.runtime.start_container(id).await {
+        start_failed(deps, state, pod, name, id, &err).await;
+        return Err(StartError::Start(err));
+    }
+    let msg = format!("Started container {name}");
+    deps.event(pod, Some(name), EventType::Normal, "Started", &msg)
+        .await;
+    Ok(())
+}
+
+/// A container that was created but did not start: the `Failed` event, its back-off and
+/// kubelet's waiting reason.
+async fn start_failed(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    name: &str,
+    id: &str,
+    err: &RuntimeError,
+) {
+    let now = deps.clock.now();
+    let w = waiting_for_runtime_error(StartStage::Start, err);
+    deps.events
+        .record(
+            pod,
+            Some(name),
+            EventType::Warning,
+            "Failed",
+            &format!("Error: {}", w.message),
+            now,
+        )
+        .await;
+    state.failed_starts.insert(id.to_string(), now);
+    state.restart_backoff.next(name, now);
+    state.waiting.insert(name.to_string(), w);
+}
+
+/// A container that could not be created: the `Failed` warning event kubelet records, and
+/// the waiting reason its status shows until the next attempt.
+async fn create_failed(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    name: &str,
+    event_message: &str,
+    waiting: Waiting,
+) {
+    deps.event(pod, Some(name), EventType::Warning, "Failed", event_message)
+        .await;
+    state.waiting.insert(name.to_string(), waiting);
+}
+
+/// Pulls (per policy), builds, creates and starts one container attempt; failures are
+/// recorded as the container's waiting reason and as events.
+pub async fn start_container(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    container: &Container,
+    sandbox: &PodSandboxStatus,
+    attempt: u32,
+) -> Result<(), StartError> {
+    let name = container.name.as_str();
+    let image = match ensure_image(deps, state, pod, container).await {
+        Ok(info) => info,
+        Err(w) => {
+            let text = format!("Error: {}", w.reason);
+            let err = StartError::Image {
+                image: container.image.clone().unwrap_or_default(),
+                reason: w.reason.clone(),
+            };
+            create_failed(deps, state, pod, name, &text, w).await;
+            return Err(err);
+        }
+    };
+    let sources = match env_sources(deps, pod, container).await {
+        Ok(s) => s,
+        Err(err) => {
+            let message = err.to_string();
+            let text = format!("Error: {message}");
+            let w = Waiting::new("CreateContainerConfigError", message);
+            create_failed(deps, state, pod, name, &text, w).await;
+            return Err(StartError::EnvSources(err));
+        }
+    };
+    let ctx = container_context(deps, pod, sandbox);
+    let input = BuildInput {
+        image: &image,
+        attempt,
+        ctx: &ctx,
+        sources: &sources,
+    };
+    let mut config = match containerspec::build_container_config(pod, container, &input) {
+        Ok(c) => c,
+        Err(err) => {
+            let reason = if err.is_config_error() {
+                "CreateContainerConfigError"
+            } else {
+                "CreateContainerError"
+            };
+            let w = Waiting::new(reason, err.to_string());
+            create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+            return Err(StartError::Config(err));
+        }
+    };
+    if let Err(err) = apply_volume_mounts(deps, &state.volumes, pod, container, &mut config) {
+        let w = Waiting::new("CreateContainerConfigError", err.to_string());
+        create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+        return Err(StartError::Volumes(err));
+    }
+    termination::add_mount(&deps.log_root, pod, container, &mut config);
+    let id = match deps.runtime.create_container(&sandbox.id, &config).await {
+        Ok(id) => id,
+        Err(err) => {
+            let w = waiting_for_runtime_error(StartStage::Create, &err);
+            let text = format!("Error: {}", w.message);
+            create_failed(deps, state, pod, name, &text, w).await;
+            return Err(StartError::Create(err));
+        }
+    };
+    let msg = format!("Created container: {name}");
+    deps.event(pod, Some(name), EventType::Normal, "Created", &msg)
+        .await;
+    if let Err(err) = deps.runtime.start_container(&id).await {
+        start_failed(deps, state, pod, name, &id, &err).await;
+        return Err(StartError::Start(err));
+    }
+    let msg = format!("Started container {name}");
+    deps.event(pod, Some(name), EventType::Normal, "Started", &msg)
+        .await;
+    state.waiting.remove(name);
+    post_start(deps, state, pod, container, &id, sandbox).await
+}
+
+/// kubelet runs postStart right after the start and waits for it; a failed hook kills
+/// the container (`FailedPostStartHook`), which is then restarted per policy.
+async fn post_start(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    container: &Container,
+    id: &str,
+    sandbox: &PodSandboxStatus,
+) -> Result<(), StartError> {
+    let Some(handler) = Hook::PostStart.of(container) else {
+        return Ok(());
+    };
+    let name = container.name.as_str();
+    let net = sandbox_net(deps, pod, Some(sandbox));
+    let grace = grace_period(pod);
+    let Err(err) = run_hook(
+        deps.runtime.as_ref(),
+        pod,
+        container,
+        id,
+        handler,
+        &net,
+        grace,
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let msg = err.to_string();
+    let now = deps.clock.now();
+    deps.events
+        .record(
+            pod,
+            Some(name),
+            EventType::Warning,
+            "FailedPostStartHook",
+            &msg,
+            now,
+        )
+        .await;
+    deps.events
+        .record(
+            pod,
+            Some(name),
+            EventType::Normal,
+            "Killing",
+            "FailedPostStartHook",
+            now,
+        )
+        .await;
+    if let Err(err) = deps.runtime.stop_container(id, grace).await {
+        tracing::warn!(container = %id, error = %err, "stopping container after postStart failed");
+    }
+    state
+        .waiting
+        .insert(name.to_string(), Waiting::new("PostStartHookError", msg));
+    Err(StartError::PostStart(err))
+}
+
+/// kubelet's `EnsureImageExists`: honours imagePullPolicy and the pull back-off.
+async fn ensure_image(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    container: &Container,
+) -> Result<ImageInfo, Waiting> {
+    let name = container.name.as_str();
+    let image = container.image.clone().unwrap_or_default();
+    let policy = pull_policy(container).to_string();
+    let present = match deps.runtime.image_status(&image).await {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!(image, error = %err, "image status failed");
+            None
+        }
+    };
+    let now = deps.clock.now();
+    if let Some(info) = present.clone().filter(|_| policy != "Always") {
+        let msg = format!("Container image {image:?} already present on machine");
+        deps.events
+            .record(pod, Some(name), EventType::Normal, "Pulled", &msg, now)
+            .await;
+        state.remember_image(&info);
+        return Ok(info);
+    }
+    if policy == "Never" {
+        let msg = format!("Container image {image:?} is not present with pull policy of Never");
+        deps.events
+            .record(
+                pod,
+                Some(name),
+                EventType::Warning,
+                "ErrImageNeverPull",
+                &msg,
+                now,
+            )
+            .await;
+        return Err(Waiting::new("ErrImageNeverPull", msg));
+    }
+    if state
+        .pull_backoff
+        .remaining_since_update(&image, now)
+        .is_some()
+    {
+        let msg = format!("Back-off pulling image {image:?}");
+        deps.events
+            .record(pod, Some(name), EventType::Normal, "BackOff", &msg, now)
+            .await;
+        return Err(Waiting::new("ImagePullBackOff", msg));
+    }
+    deps.events
+        .record(
+            pod,
+            Some(name),
+            EventType::Normal,
+            "Pulling",
+            &format!("Pulling image {image:?}"),
+            now,
+        )
+        .await;
+    let started = Instant::now();
+    match deps.runtime.pull_image(&image).await {
+        Ok(info) => {
+            let took = Duration::from_millis(
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+            let msg = format!(
+                "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
+                go_duration(took),
+                go_duration(took),
+                info.size_bytes
+            );
+            deps.event(pod, Some(name), EventType::Normal, "Pulled", &msg)
+                .await;
+            state.pull_backoff.reset(&image);
+            state.remember_image(&info);
+            Ok(info)
+        }
+        Err(err) => {
+            let now = deps.clock.now();
+            state.pull_backoff.next(&image, now);
+            let w = waiting_for_runtime_error(StartStage::Pull, &err);
+            let msg = format!("Failed to pull image {image:?}: {}", w.message);
+            deps.events
+                .record(pod, Some(name), EventType::Warning, "Failed", &msg, now)
+                .await;
+            Err(w)
+        }
+    }
+}

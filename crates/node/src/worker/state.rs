@@ -1,0 +1,87 @@
+//! What a pod's worker remembers between syncs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use runtime::ImageInfo;
+
+use crate::backoff::Backoff;
+use crate::podstatus::Waiting;
+use probes::{KillRequest, ProbeView};
+
+/// Where the worker is in the pod's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Running containers and reporting status.
+    Syncing,
+    /// The pod reached Succeeded/Failed: its final status is written, its sandbox removed.
+    Finished,
+    /// The pod was being deleted: containers killed, final status written, API object deleted.
+    Terminated,
+}
+
+/// Everything a worker remembers between syncs.
+#[derive(Debug, Clone)]
+pub struct WorkerState {
+    pub lifecycle: Lifecycle,
+    pub restart_backoff: Backoff,
+    pub pull_backoff: Backoff,
+    /// Pending start failures by container name (ErrImagePull, CreateContainerConfigError…).
+    pub waiting: HashMap<String, Waiting>,
+    /// Containers whose start failed: not started again until their back-off has passed.
+    pub failed_starts: HashMap<String, Timestamp>,
+    pub image_refs: HashMap<String, String>,
+    /// The status last written (or read from the API): writes happen only on change.
+    pub last_status: Option<PodStatus>,
+    /// Termination ran (containers killed, final status written, sandbox released).
+    pub killed: bool,
+    /// The pod's volumes: set up before anything starts, released when the pod is done.
+    pub volumes: PodVolumeState,
+    /// Startup/readiness results of running containers, refreshed from the prober.
+    pub probe_view: ProbeView,
+    /// Running containers whose liveness or startup probe failed, by container id.
+    pub probe_kills: HashMap<String, KillRequest>,
+    /// When the last `BackOff` event of a container in CrashLoopBackOff was recorded; gone
+    /// once the container leaves the back-off.
+    pub backoff_events: HashMap<String, Timestamp>,
+}
+
+impl WorkerState {
+    pub fn new(pod: &Pod) -> Self {
+        Self {
+            lifecycle: Lifecycle::Syncing,
+            restart_backoff: Backoff::default(),
+            pull_backoff: Backoff::default(),
+            waiting: HashMap::new(),
+            failed_starts: HashMap::new(),
+            image_refs: HashMap::new(),
+            last_status: pod.status.clone(),
+            killed: false,
+            volumes: Default::default(),
+            probe_view: ProbeView::default(),
+            probe_kills: HashMap::new(),
+            backoff_events: HashMap::new(),
+        }
+    }
+
+    /// Remembers how the status shows an image: its repo digest, else its id.
+    pub fn remember_image(&mut self, info: &ImageInfo) {
+        let shown = info
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| info.id.clone());
+        self.image_refs.insert(info.id.clone(), shown);
+    }
+}
+
+/// A worker's view of its pod's volumes.
+#[derive(Debug, Clone, Default)]
+pub struct PodVolumeState {
+    /// Volume name → host path, once every volume was set up.
+    pub paths: Option<BTreeMap<String, PathBuf>>,
+    /// When the API-data volumes were last written.
+    pub last_sync: Option<Timestamp>,
+}

@@ -1,0 +1,71 @@
+//! What the worker reports: the probers' current results taken into its state, and the pod
+//! status computed from what it observed and written only when it changed (kubelet's status
+//! manager).
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+
+use super::deps::WorkerDeps;
+use super::observe::pod_net;
+use super::plan::{pod_key, probe_targets, Observed};
+use super::state::WorkerState;
+use crate::network;
+use crate::podstatus::{pod_status, StatusInput};
+use probes::{PodProber, ProbeDeps, ProbeView};
+
+/// Starts and stops probe tasks to match the running containers and takes the probers'
+/// current results into the state.
+pub fn refresh_probes(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    prober: &mut PodProber,
+    pod: &Pod,
+    observed: &Observed,
+) {
+    let targets = probe_targets(pod, observed);
+    let probe_deps = ProbeDeps {
+        runtime: deps.runtime.clone(),
+        events: deps.events.clone(),
+        clock: deps.clock.clone(),
+    };
+    let net = pod_net(deps, pod, observed);
+    prober.reconcile(&probe_deps, pod, &targets, &net);
+    let (view, kills) = prober.view(&targets);
+    let all_unready = state.probe_view.all_unready;
+    state.probe_view = ProbeView {
+        all_unready,
+        ..view
+    };
+    state.probe_kills = kills;
+}
+
+/// Computes the status and writes it when it differs from the last one written.
+pub async fn write_status(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    pod: &Pod,
+    observed: &Observed,
+    terminal: bool,
+) -> PodStatus {
+    let mut status = pod_status(&StatusInput {
+        pod,
+        containers: &observed.containers,
+        sandbox_ready: observed.ready_sandbox().is_some(),
+        waiting: &state.waiting,
+        image_refs: &state.image_refs,
+        host_ip: &deps.node.host_ip,
+        now: deps.clock.now(),
+        terminal,
+        probes: &state.probe_view,
+    });
+    network::fill_status(pod, observed.ready_sandbox(), &mut status);
+    if state.last_status.as_ref() != Some(&status) {
+        let (ns, name, _) = pod_key(pod);
+        match deps.api.patch_pod_status(&ns, &name, &status).await {
+            Ok(()) => state.last_status = Some(status.clone()),
+            Err(err) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "status update failed")
+            }
+        }
+    }
+    status
+}

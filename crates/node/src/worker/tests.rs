@@ -1,0 +1,787 @@
+//! The pod worker driven through fakes: a runtime, an API and a clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, PodStatus};
+use serde_json::json;
+
+use super::start::pull_policy;
+use super::*;
+use crate::testsupport::{FakeApi, FakeClock, FakeRuntime};
+use podapi::Clock;
+use podapi::EventRecorder;
+use probes::ProbeKind;
+
+struct Harness {
+    env: WorkerDeps,
+    rt: Arc<FakeRuntime>,
+    api: Arc<FakeApi>,
+    clock: FakeClock,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> Harness {
+    let clock = FakeClock::new();
+    let rt = FakeRuntime::new(clock.clone());
+    rt.with_registry_image("busybox:1.36");
+    let api = Arc::new(FakeApi::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = WorkerDeps {
+        runtime: rt.clone(),
+        api: api.clone(),
+        events: Arc::new(EventRecorder::new(api.clone(), "node-a")),
+        clock: Arc::new(clock.clone()),
+        node: NodeFacts {
+            name: "node-a".into(),
+            host_ip: "10.1.2.3".into(),
+            cpu: 2.0,
+            memory: 1e9,
+        },
+        log_root: dir.path().join("logs"),
+        sandboxes: Default::default(),
+        volumes: Arc::new(::volumes::VolumeManager::new(
+            dir.path().join("volumes"),
+            Arc::new(::volumes::HostMounter),
+            ::volumes::DEFAULT_SYNC_PERIOD,
+        )),
+    };
+    Harness {
+        env,
+        rt,
+        api,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn pod(policy: &str, image: &str, pull: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "uid-1"},
+        "spec": {"restartPolicy": policy, "nodeName": "node-a", "terminationGracePeriodSeconds": 30,
+                 "containers": [{"name": "app", "image": image, "imagePullPolicy": pull}]}
+    }))
+    .expect("pod")
+}
+
+fn state_of(status: &PodStatus) -> (String, Option<String>) {
+    let cs = &status.container_statuses.as_ref().expect("statuses")[0];
+    let st = cs.state.as_ref().expect("state");
+    let kind = if st.running.is_some() {
+        "running"
+    } else if st.terminated.is_some() {
+        "terminated"
+    } else {
+        "waiting"
+    };
+    (
+        kind.to_string(),
+        st.waiting.as_ref().and_then(|w| w.reason.clone()),
+    )
+}
+
+/// Feeds the latest written status back into the pod, as the watch would.
+fn with_status(mut pod: Pod, api: &FakeApi) -> Pod {
+    pod.status = api.last_status();
+    pod
+}
+
+#[tokio::test]
+async fn starts_pod_and_reports_running() {
+    let h = harness();
+    let p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    assert_eq!(w.sync(&h.env, &p).await, Some(RESYNC));
+    assert_eq!(
+        h.api.reasons(),
+        vec!["Pulling", "Pulled", "Created", "Started"]
+    );
+    let msgs = h.api.messages();
+    assert!(
+        msgs[1].starts_with("Successfully pulled image \"busybox:1.36\" in "),
+        "{}",
+        msgs[1]
+    );
+    assert!(msgs[1].ends_with("Image size: 1234 bytes."), "{}", msgs[1]);
+    assert_eq!(msgs[2], "Created container: app");
+    assert_eq!(msgs[3], "Started container app");
+    let status = h.api.last_status().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(state_of(&status).0, "running");
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    assert!(cs.ready);
+    assert!(cs.image_id.starts_with("busybox@sha256:"));
+    let created = h.rt.containers_named("app");
+    assert_eq!(created[0].config.args, vec!["/bin/sh"]);
+    assert_eq!(created[0].config.log_path, PathBuf::from("app/0.log"));
+
+    // Nothing changed: no new status write, no runtime calls beyond listing.
+    let writes = h.api.lock().statuses.len();
+    let calls = h.rt.calls().len();
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.api.lock().statuses.len(), writes);
+    assert_eq!(h.rt.calls().len(), calls);
+
+    // Second pull of a present image with IfNotPresent: no pull.
+    let mut w2 = PodWorker::new(&p);
+    h.rt.exit("app", 0);
+    h.rt.state.lock().expect("lock").containers.clear();
+    w2.sync(&h.env, &p).await;
+    assert!(h
+        .api
+        .messages()
+        .contains(&"Container image \"busybox:1.36\" already present on machine".to_string()));
+}
+
+#[tokio::test]
+async fn crash_restarts_with_backoff() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    // First crash: restarted at once.
+    h.clock.advance(Duration::from_secs(5));
+    h.rt.exit("app", 1);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let attempts: Vec<u32> =
+        h.rt.containers_named("app")
+            .iter()
+            .map(|c| c.config.attempt)
+            .collect();
+    assert_eq!(attempts, vec![0, 1]);
+    let status = h.api.last_status().expect("status");
+    assert_eq!(state_of(&status).0, "running");
+    assert_eq!(
+        status.container_statuses.as_ref().expect("cs")[0].restart_count,
+        1
+    );
+
+    // Second crash: CrashLoopBackOff for 10 s.
+    h.clock.advance(Duration::from_secs(2));
+    h.rt.exit("app", 1);
+    p = with_status(p, &h.api);
+    let requeue = w.sync(&h.env, &p).await;
+    assert_eq!(requeue, Some(RESYNC));
+    let status = h.api.last_status().expect("status");
+    assert_eq!(
+        state_of(&status),
+        ("waiting".to_string(), Some("CrashLoopBackOff".to_string()))
+    );
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!(
+        cs.state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.message.as_deref()),
+        Some("back-off 10s restarting failed container=app pod=web_default(uid-1)")
+    );
+    assert_eq!(
+        cs.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code),
+        Some(1)
+    );
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(h.rt.containers_named("app").len(), 2);
+
+    // Still inside the window: nothing new.
+    h.clock.advance(Duration::from_secs(9));
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.rt.containers_named("app").len(), 2);
+    // Window over: attempt 2 starts, attempt 0 is cleaned up, attempt 1 kept for --previous.
+    h.clock.advance(Duration::from_secs(2));
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let attempts: Vec<u32> =
+        h.rt.containers_named("app")
+            .iter()
+            .map(|c| c.config.attempt)
+            .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+
+    // Next crash doubles the back-off.
+    h.rt.exit("app", 2);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    let msg = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone());
+    assert_eq!(
+        msg.as_deref(),
+        Some("back-off 20s restarting failed container=app pod=web_default(uid-1)")
+    );
+}
+
+/// The aggregated count of the pod's `BackOff` events (0 when none).
+fn backoff_count(api: &FakeApi) -> i32 {
+    api.lock()
+        .events
+        .iter()
+        .filter(|e| e.1 == "BackOff")
+        .map(|e| e.3)
+        .sum()
+}
+
+#[tokio::test]
+async fn crash_loop_back_off_event_counts_retries_not_syncs() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    // First crash restarts at once; the second enters a 10 s back-off.
+    for _ in 0..2 {
+        h.clock.advance(Duration::from_secs(1));
+        h.rt.exit("app", 1);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+    }
+    assert_eq!(backoff_count(&h.api), 1);
+    // One sync a second through the window: no more events.
+    for _ in 0..9 {
+        h.clock.advance(Duration::from_secs(1));
+        w.sync(&h.env, &p).await;
+    }
+    assert_eq!(backoff_count(&h.api), 1);
+    assert_eq!(h.rt.containers_named("app").len(), 2);
+    // Window over: restarted; it crashes again into a 20 s back-off, a new BackOff.
+    h.clock.advance(Duration::from_secs(2));
+    w.sync(&h.env, &p).await;
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+    h.rt.exit("app", 1);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(backoff_count(&h.api), 2);
+    // Twenty one-second syncs: one retry event at 10 s (kubelet's backOffPeriod), then
+    // the restart.
+    for _ in 0..19 {
+        h.clock.advance(Duration::from_secs(1));
+        w.sync(&h.env, &p).await;
+    }
+    assert_eq!(backoff_count(&h.api), 3);
+    h.clock.advance(Duration::from_secs(2));
+    w.sync(&h.env, &p).await;
+    assert_eq!(backoff_count(&h.api), 3);
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+}
+
+#[tokio::test]
+async fn never_policy_ends_failed_or_succeeded() {
+    for (code, phase) in [(3, "Failed"), (0, "Succeeded")] {
+        let h = harness();
+        let mut p = pod("Never", "busybox:1.36", "IfNotPresent");
+        let mut w = PodWorker::new(&p);
+        w.sync(&h.env, &p).await;
+        h.rt.exit("app", code);
+        p = with_status(p, &h.api);
+        assert_eq!(w.sync(&h.env, &p).await, None);
+        let status = h.api.last_status().expect("status");
+        assert_eq!(status.phase.as_deref(), Some(phase));
+        let term = status.container_statuses.as_ref().expect("cs")[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .expect("terminated");
+        assert_eq!(term.exit_code, code);
+        assert_eq!(w.state.lifecycle, Lifecycle::Finished);
+        assert!(
+            h.rt.state.lock().expect("lock").sandboxes.is_empty(),
+            "sandbox removed"
+        );
+        // Later syncs write nothing and start nothing.
+        let writes = h.api.lock().statuses.len();
+        p = with_status(p, &h.api);
+        assert_eq!(w.sync(&h.env, &p).await, None);
+        assert_eq!(h.api.lock().statuses.len(), writes);
+        // A fresh worker (agent restart) leaves the finished pod alone.
+        let mut again = PodWorker::new(&p);
+        assert_eq!(again.sync(&h.env, &p).await, None);
+        assert!(h.rt.containers_named("app").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn delete_kills_with_grace_then_deletes() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
+    p.metadata.deletion_grace_period_seconds = Some(17);
+    assert_eq!(w.sync(&h.env, &p).await, None);
+    let calls = h.rt.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("stop_container ") && c.ends_with(" 17")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with("remove_pod_sandbox")),
+        "{calls:?}"
+    );
+    assert_eq!(h.api.reasons().last().map(String::as_str), Some("Killing"));
+    assert_eq!(
+        h.api.messages().last().map(String::as_str),
+        Some("Stopping container app")
+    );
+    let status = h.api.last_status().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        h.api.lock().deleted,
+        vec![("default".into(), "web".into(), "uid-1".into())]
+    );
+    assert_eq!(w.state.lifecycle, Lifecycle::Terminated);
+}
+
+#[tokio::test]
+async fn image_pull_failure_backs_off() {
+    let h = harness();
+    let p = pod("Always", "missing:1", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    assert_eq!(
+        state_of(&h.api.last_status().expect("status")).1.as_deref(),
+        Some("ErrImagePull")
+    );
+    assert_eq!(h.api.reasons(), vec!["Pulling", "Failed", "Failed"]);
+    assert_eq!(
+        h.api.messages()[1],
+        "Failed to pull image \"missing:1\": image \"missing:1\" not found"
+    );
+    assert_eq!(h.api.messages()[2], "Error: ErrImagePull");
+    h.clock.advance(Duration::from_secs(3));
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    assert_eq!(state_of(&status).1.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert!(h.api.reasons().contains(&"BackOff".to_string()));
+    let pulls =
+        h.rt.calls()
+            .iter()
+            .filter(|c| c.starts_with("pull"))
+            .count();
+    assert_eq!(pulls, 1);
+    // Repeated back-off events are aggregated into one with a count.
+    w.sync(&h.env, &p).await;
+    let backoffs: Vec<i32> = h
+        .api
+        .lock()
+        .events
+        .iter()
+        .filter(|e| e.1 == "BackOff")
+        .map(|e| e.3)
+        .collect();
+    assert_eq!(backoffs, vec![2]);
+    // After the window, it pulls again.
+    h.clock.advance(Duration::from_secs(10));
+    w.sync(&h.env, &p).await;
+    assert_eq!(
+        h.rt.calls()
+            .iter()
+            .filter(|c| c.starts_with("pull"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn never_pull_policy_and_config_errors() {
+    let h = harness();
+    let p = pod("Always", "absent:2", "Never");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    assert_eq!(state_of(&status).1.as_deref(), Some("ErrImageNeverPull"));
+    assert_eq!(h.api.reasons(), vec!["ErrImageNeverPull", "Failed"]);
+
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers[0].env = Some(vec![serde_json::from_value(json!(
+            {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}
+        ))
+        .expect("env")]);
+    }
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    assert_eq!(
+        state_of(&status).1.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert!(h
+        .api
+        .messages()
+        .contains(&"Error: configmap \"cm\" not found".to_string()));
+    // Once the config map exists, the container starts.
+    h.api.lock().config_maps.insert(
+        "cm".into(),
+        serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}))
+            .expect("cm"),
+    );
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+    let c = &h.rt.containers_named("app")[0];
+    assert!(c.config.env.contains(&("X".to_string(), "v".to_string())));
+}
+
+#[tokio::test]
+async fn restarted_agent_adopts_running_containers() {
+    let h = harness();
+    let p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    h.rt.exit("app", 1);
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let p = with_status(p, &h.api);
+    let before = h.rt.calls().len();
+    let writes = h.api.lock().statuses.len();
+    // A new worker, as after an agent restart.
+    let mut fresh = PodWorker::new(&p);
+    fresh.sync(&h.env, &p).await;
+    assert_eq!(
+        h.rt.calls().len(),
+        before,
+        "no container created or started"
+    );
+    assert_eq!(h.api.lock().statuses.len(), writes, "status unchanged");
+    assert_eq!(
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .expect("cs")[0]
+            .restart_count,
+        1
+    );
+}
+
+#[tokio::test]
+async fn gone_pod_is_torn_down_and_logs_removed() {
+    let h = harness();
+    let p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let dir = crilog::pod_log_dir(&h.env.log_root, "default", "web", "uid-1");
+    std::fs::create_dir_all(dir.join("app")).expect("mkdir");
+    w.cleanup_gone(&h.env, &p).await;
+    assert!(h.rt.state.lock().expect("lock").sandboxes.is_empty());
+    assert!(!dir.exists());
+}
+
+#[test]
+fn default_pull_policy() {
+    let c = |image: &str| -> Container {
+        serde_json::from_value(json!({"name": "c", "image": image})).expect("c")
+    };
+    assert_eq!(pull_policy(&c("busybox")), "Always");
+    assert_eq!(pull_policy(&c("busybox:latest")), "Always");
+    assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
+    assert_eq!(
+        pull_policy(&c("localhost:5000/busybox:1.0")),
+        "IfNotPresent"
+    );
+    assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
+}
+
+// ---- init containers, sidecars, probes, hooks ----
+
+fn lifecycle_pod(policy: &str, spec: serde_json::Value) -> Pod {
+    let mut spec = spec;
+    spec["restartPolicy"] = json!(policy);
+    spec["nodeName"] = json!("node-a");
+    spec["terminationGracePeriodSeconds"] = json!(30);
+    serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "uid-1"},
+        "spec": spec
+    }))
+    .expect("pod")
+}
+
+fn c(name: &str) -> serde_json::Value {
+    json!({"name": name, "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent"})
+}
+
+fn started_names(h: &Harness) -> Vec<String> {
+    let st = h.rt.state.lock().expect("lock");
+    let mut v: Vec<_> = st
+        .containers
+        .values()
+        .map(|c| (c.created_at, c.config.name.clone(), c.config.attempt))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, n, a)| format!("{n}#{a}")).collect()
+}
+
+fn init_reason(status: &PodStatus, i: usize) -> Option<String> {
+    status.init_container_statuses.as_ref().expect("init")[i]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.clone())
+}
+
+fn cond_status(status: &PodStatus, kind: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn init_containers_run_one_at_a_time_then_apps() {
+    let h = harness();
+    let mut p = lifecycle_pod(
+        "Always",
+        json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
+    );
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["i1#0"]);
+    let s = h.api.last_status().expect("status");
+    assert_eq!(s.phase.as_deref(), Some("Pending"));
+    assert_eq!(init_reason(&s, 1).as_deref(), Some("PodInitializing"));
+    assert_eq!(state_of(&s).1.as_deref(), Some("PodInitializing"));
+    assert_eq!(cond_status(&s, "Initialized"), "False");
+    // Still running: nothing else starts.
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["i1#0"]);
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("i1", 0);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["i1#0", "i2#0"]);
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("i2", 0);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["i1#0", "i2#0", "app#0"]);
+    let s = h.api.last_status().expect("status");
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    assert_eq!(cond_status(&s, "Initialized"), "True");
+    let inits = s.init_container_statuses.as_ref().expect("init");
+    assert!(inits.iter().all(|i| i.ready), "completed inits are ready");
+    let fields = h.api.lock().field_paths.clone();
+    assert!(
+        fields.iter().any(|f| f == "spec.initContainers{i1}"),
+        "{fields:?}"
+    );
+}
+
+#[tokio::test]
+async fn failing_init_backs_off_or_fails_the_pod() {
+    let h = harness();
+    let mut p = lifecycle_pod(
+        "Always",
+        json!({"initContainers": [c("i1")], "containers": [c("app")]}),
+    );
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("i1", 1);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["i1#0", "i1#1"]);
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("i1", 1);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let s = h.api.last_status().expect("status");
+    assert_eq!(init_reason(&s, 0).as_deref(), Some("CrashLoopBackOff"));
+    assert_eq!(s.phase.as_deref(), Some("Pending"));
+    assert!(h.api.reasons().contains(&"BackOff".to_string()));
+    assert!(h.api.messages().contains(
+        &"Back-off restarting failed container i1 in pod web_default(uid-1)".to_string()
+    ));
+
+    let h = harness();
+    let mut p = lifecycle_pod(
+        "Never",
+        json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
+    );
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    h.rt.exit("i1", 2);
+    p = with_status(p, &h.api);
+    assert_eq!(w.sync(&h.env, &p).await, None);
+    let s = h.api.last_status().expect("status");
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(w.state.lifecycle, Lifecycle::Finished);
+    assert!(h.rt.containers_named("app").is_empty());
+}
+
+#[tokio::test]
+async fn sidecars_start_first_and_stop_last_in_reverse() {
+    let h = harness();
+    let mut sc1 = c("sc1");
+    sc1["restartPolicy"] = json!("Always");
+    let mut sc2 = c("sc2");
+    sc2["restartPolicy"] = json!("Always");
+    let mut p = lifecycle_pod(
+        "Never",
+        json!({"initContainers": [sc1, c("i1"), sc2], "containers": [c("app")]}),
+    );
+    let mut w = PodWorker::new(&p);
+    for _ in 0..3 {
+        w.sync(&h.env, &p).await;
+        p = with_status(p, &h.api);
+        h.clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(started_names(&h), vec!["sc1#0", "i1#0"]);
+    h.rt.exit("i1", 0);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    h.clock.advance(Duration::from_secs(1));
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["sc1#0", "i1#0", "sc2#0", "app#0"]);
+    // A sidecar that exits is restarted even under Never.
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("sc1", 1);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.rt.containers_named("sc1").len(), 2);
+    let s = h.api.last_status().expect("status");
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    // The app finishes: sidecars are stopped, sc2 before sc1, and the pod succeeds.
+    let sc2_id = h.rt.containers_named("sc2")[0].id.clone();
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("app", 0);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let stops: Vec<String> =
+        h.rt.calls()
+            .iter()
+            .filter(|c| c.starts_with("stop_container"))
+            .cloned()
+            .collect();
+    assert!(stops[0].contains(&sc2_id), "{stops:?}");
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let s = h.api.last_status().expect("status");
+    assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+}
+
+#[tokio::test]
+async fn liveness_failure_kills_with_probe_grace_and_restarts() {
+    let h = harness();
+    let mut app = c("app");
+    app["livenessProbe"] = json!({"exec": {"command": ["check"]}, "initialDelaySeconds": 1000,
+        "terminationGracePeriodSeconds": 7});
+    let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let id = h.rt.containers_named("app")[0].id.clone();
+    w.prober.set(&id, ProbeKind::Liveness, false);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert!(h.rt.calls().contains(&format!("stop_container {id} 7")));
+    assert!(h
+        .api
+        .messages()
+        .contains(&"Container app failed liveness probe, will be restarted".to_string()));
+    h.clock.advance(Duration::from_secs(1));
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["app#0", "app#1"]);
+}
+
+#[tokio::test]
+async fn readiness_and_startup_gate_ready() {
+    let h = harness();
+    let mut app = c("app");
+    app["readinessProbe"] = json!({"exec": {"command": ["r"]}, "initialDelaySeconds": 1000});
+    app["startupProbe"] = json!({"exec": {"command": ["s"]}, "initialDelaySeconds": 1000});
+    let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let s = h.api.last_status().expect("status");
+    let cs = &s.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!((cs.ready, cs.started), (false, Some(false)));
+    assert_eq!(cond_status(&s, "Ready"), "False");
+    let id = h.rt.containers_named("app")[0].id.clone();
+    w.prober.set(&id, ProbeKind::Startup, true);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let s = h.api.last_status().expect("status");
+    let cs = &s.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!((cs.ready, cs.started), (false, Some(true)));
+    w.prober.set(&id, ProbeKind::Readiness, true);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let s = h.api.last_status().expect("status");
+    assert_eq!(cond_status(&s, "Ready"), "True");
+    // Deleting: not ready first, then killed.
+    p = with_status(p, &h.api);
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
+    w.sync(&h.env, &p).await;
+    let statuses = h.api.lock().statuses.clone();
+    let before_last = &statuses[statuses.len() - 2];
+    assert_eq!(cond_status(before_last, "Ready"), "False");
+    assert_eq!(before_last.phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
+async fn post_start_failure_kills_and_pre_stop_runs_before_stop() {
+    let h = harness();
+    let mut app = c("app");
+    app["lifecycle"] = json!({"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}},
+                              "preStop": {"exec": {"command": ["bye"]}}});
+    h.rt.state.lock().expect("lock").exec_results.insert(
+        "app".into(),
+        runtime::ExecSyncResult {
+            stdout: b"nope".to_vec(),
+            stderr: Vec::new(),
+            exit_code: 3,
+        },
+    );
+    let p = lifecycle_pod("Always", json!({"containers": [app]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    assert!(h.api.reasons().contains(&"FailedPostStartHook".to_string()));
+    let msg = h
+        .api
+        .lock()
+        .events
+        .iter()
+        .find(|e| e.1 == "FailedPostStartHook")
+        .map(|e| e.2.clone())
+        .expect("event");
+    assert!(msg.starts_with("Exec lifecycle hook ([\"sh\", \"-c\", \"exit 3\"]) for Container \"app\" in Pod \"web_default(uid-1)\" failed"), "{msg}");
+    assert!(msg.ends_with("message: \"nope\""), "{msg}");
+    let s = h.api.last_status().expect("status");
+    assert_eq!(state_of(&s).1.as_deref(), Some("PostStartHookError"));
+
+    // preStop: exec'd before the stop, on deletion.
+    h.rt.state.lock().expect("lock").exec_results.clear();
+    h.clock.advance(Duration::from_secs(1));
+    let mut p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
+    w.sync(&h.env, &p).await;
+    let calls = h.rt.calls();
+    let bye = calls
+        .iter()
+        .position(|c| c == "exec app bye")
+        .expect("preStop ran");
+    let last_stop = calls
+        .iter()
+        .rposition(|c| c.starts_with("stop_container"))
+        .expect("stop");
+    assert!(bye < last_stop, "{calls:?}");
+}

@@ -1,0 +1,108 @@
+//! Where the pod worker calls the volume manager: kubelet's `WaitForAttachAndMount` before
+//! anything of the pod starts, the periodic rewrite of API-data volumes, the container's
+//! mounts at create time, and the release of everything when the pod is done.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use runtime::ContainerConfig;
+
+use super::deps::WorkerDeps;
+use super::env::volume_context;
+use super::state::PodVolumeState;
+use podapi::EventType;
+use volumes::{fetch_objects, VolumeError};
+
+fn elapsed(since: Timestamp, now: Timestamp) -> std::time::Duration {
+    let ms = now.as_millisecond().saturating_sub(since.as_millisecond());
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Sets the pod's volumes up (first call) or refreshes their API data (once per sync
+/// period). `true` once they are ready: containers may start. A failed first setup is a
+/// `FailedMount` warning and is retried on the next sync, as kubelet does.
+pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod: &Pod) -> bool {
+    let now = deps.clock.now();
+    let ready = volumes.paths.is_some();
+    if ready
+        && volumes
+            .last_sync
+            .is_some_and(|t| elapsed(t, now) < deps.volumes.sync_period())
+    {
+        return true;
+    }
+    let mut skipped = Vec::new();
+    let result = match fetch_objects(deps.api.as_ref(), pod).await {
+        Ok(objects) => deps
+            .volumes
+            .setup(pod, &volume_context(deps, pod), &objects, &mut skipped),
+        Err(err) => Err(err),
+    };
+    volumes.last_sync = Some(now);
+    match result {
+        Ok(paths) => {
+            if !ready {
+                for s in &skipped {
+                    let msg = format!(
+                        "projected volume {:?}: the {} source is not supported by this node and was skipped",
+                        s.volume, s.source
+                    );
+                    deps.events
+                        .record(pod, None, EventType::Warning, "FailedMount", &msg, now)
+                        .await;
+                }
+            }
+            volumes.paths = Some(paths);
+            true
+        }
+        Err(err) if ready => {
+            // kubelet keeps the last good content when a refresh fails.
+            tracing::warn!(pod = ?pod.metadata.name, error = %err, "refreshing volumes failed");
+            true
+        }
+        Err(err) => {
+            deps.events
+                .record(
+                    pod,
+                    None,
+                    EventType::Warning,
+                    "FailedMount",
+                    &err.to_string(),
+                    now,
+                )
+                .await;
+            false
+        }
+    }
+}
+
+/// Fills `config.mounts` from the container's `volumeMounts`. A failure (missing volume,
+/// subPath outside its volume) is for the caller to report as the container's
+/// `CreateContainerConfigError`.
+pub fn apply_volume_mounts(
+    deps: &WorkerDeps,
+    volumes: &PodVolumeState,
+    pod: &Pod,
+    container: &Container,
+    config: &mut ContainerConfig,
+) -> Result<(), VolumeError> {
+    let paths = volumes.paths.clone().unwrap_or_default();
+    let mounts = deps
+        .volumes
+        .container_mounts(pod, container, &paths, &config.env)?;
+    config.mounts.extend(mounts);
+    Ok(())
+}
+
+/// Releases the pod's volumes once its containers are gone (idempotent).
+pub fn teardown_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod: &Pod) {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    if uid.is_empty() {
+        return;
+    }
+    if let Err(errs) = deps.volumes.teardown(uid) {
+        for err in errs {
+            tracing::warn!(pod_uid = %uid, error = %err, "releasing volumes failed");
+        }
+    }
+    *volumes = PodVolumeState::default();
+}

@@ -1,0 +1,222 @@
+//! The node API's routes: `/healthz`, container logs, and the streaming endpoints (exec,
+//! attach, port-forward), all behind the bearer token when one is configured. Handlers are
+//! tested here without sockets.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::server::{container_logs, NodeApiState};
+use crate::streaming::{attach_handler, exec_handler, portforward_handler};
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn require_token(State(state): State<NodeApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The node API routes.
+pub fn router(state: NodeApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec_handler).post(exec_handler),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach_handler).post(attach_handler),
+        )
+        .route(
+            "/portforward/{namespace}/{pod}",
+            get(portforward_handler).post(portforward_handler),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, RwLock};
+
+    use super::*;
+    use crate::logs::ContainerLiveness;
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use jiff::Timestamp;
+    use k8s_openapi::api::core::v1::Pod;
+    use podapi::PodCache;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    struct Dead;
+
+    #[async_trait]
+    impl ContainerLiveness for Dead {
+        async fn is_running(&self, _: &std::path::Path) -> bool {
+            false
+        }
+    }
+
+    fn setup(status: serde_json::Value) -> (tempfile::TempDir, NodeApiState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "image": "x"}, {"name": "side", "image": "x"}]},
+            "status": status
+        }))
+        .expect("pod");
+        let pods: PodCache = Arc::new(RwLock::new(HashMap::from([("u1".to_string(), pod)])));
+        let state = NodeApiState {
+            pods,
+            log_root: dir.path().to_path_buf(),
+            token: Some("s3cret".into()),
+            liveness: Arc::new(Dead),
+            runtime: None,
+        };
+        (dir, state)
+    }
+
+    fn write_log(root: &std::path::Path, attempt: u32, text: &str) {
+        let dir = root.join("default_web_u1/app");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let t = Timestamp::from_second(1_700_000_000).expect("t");
+        std::fs::write(
+            dir.join(format!("{attempt}.log")),
+            crilog::format_line(t, crilog::Stream::Stdout, false, text.as_bytes()),
+        )
+        .expect("write");
+    }
+
+    async fn get(state: &NodeApiState, uri: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::builder().uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = router(state.clone())
+            .oneshot(req.body(Body::empty()).expect("req"))
+            .await
+            .expect("resp");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn logs_current_previous_and_errors() {
+        let (dir, state) = setup(json!({}));
+        write_log(dir.path(), 0, "first run");
+        write_log(dir.path(), 1, "second run");
+        let ok = Some("s3cret");
+        assert_eq!(
+            get(&state, "/healthz", ok).await,
+            (StatusCode::OK, "ok".into())
+        );
+        assert_eq!(
+            get(&state, "/healthz", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&state, "/healthz", Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/app", ok).await,
+            (StatusCode::OK, "second run\n".into())
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/app?previous=true", ok).await,
+            (StatusCode::OK, "first run\n".into())
+        );
+        assert_eq!(
+            get(
+                &state,
+                "/containerLogs/default/web/app?timestamps=true&tailLines=1",
+                ok
+            )
+            .await
+            .1,
+            "2023-11-14T22:13:20.000000000Z second run\n"
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/nope", ok).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "container nope is not valid for pod web".into()
+            )
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/side", ok).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "container \"side\" in pod \"web\" is waiting to start: ContainerCreating".into()
+            )
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/side?previous=true", ok).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "previous terminated container \"side\" in pod \"web\" not found".into()
+            )
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/other/app", ok).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/app?tailLines=x", ok)
+                .await
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        // Follow on an exited container: drains and ends.
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/app?follow=true", ok)
+                .await
+                .1,
+            "second run\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn previous_while_waiting_to_restart_is_the_last_run() {
+        let (dir, state) = setup(json!({"containerStatuses": [{
+            "name": "app", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}
+        }]}));
+        write_log(dir.path(), 0, "run zero");
+        write_log(dir.path(), 1, "run one");
+        assert_eq!(
+            get(
+                &state,
+                "/containerLogs/default/web/app?previous=1",
+                Some("s3cret")
+            )
+            .await
+            .1,
+            "run one\n"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! What every long-running command (`up`, `agent`, `controllers`) needs from the host: the
+//! state-dir lock and pid file, the hostname, an API client from a kubeconfig, and the
+//! shutdown signal.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::Context;
+
+pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// One `peapod up` per state dir: a second one would fight over pods and the store.
+pub fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let path = state_dir.join("peapod.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another peapod is running with state dir {} ({e})",
+            state_dir.display()
+        )
+    })
+}
+
+pub fn write_pid_file(state_dir: &Path) -> anyhow::Result<()> {
+    let tmp = state_dir.join("peapod.pid.tmp");
+    fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    fs::rename(&tmp, state_dir.join("peapod.pid"))?;
+    Ok(())
+}
+
+pub fn hostname() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname().context("reading the hostname")?;
+    Ok(name.to_string_lossy().to_lowercase())
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

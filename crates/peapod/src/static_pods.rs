@@ -1,0 +1,71 @@
+//! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
+//! shared by `peapod up` and `peapod agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::StaticPodArgs;
+
+/// The static pod settings of `--config` and `--static-pod-path`.
+pub struct StaticPodSettings {
+    pub path: Option<PathBuf>,
+    pub file_check_frequency: Option<Duration>,
+}
+
+/// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
+/// `staticPodPath` (kubelet's flags override the config file).
+pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSettings> {
+    let config = match &args.config {
+        Some(file) => staticpods::load_kubelet_config(file)
+            .with_context(|| format!("loading the kubelet configuration {}", file.display()))?,
+        None => Default::default(),
+    };
+    let path = args
+        .static_pod_path
+        .clone()
+        .or(config.static_pod_path)
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    Ok(StaticPodSettings {
+        path,
+        file_check_frequency: config.file_check_frequency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_pod_path_flag_overrides_the_kubelet_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nfileCheckFrequency: 5s\n",
+        )
+        .expect("config");
+        let from_config = static_pod_settings(&StaticPodArgs {
+            config: Some(config.clone()),
+            static_pod_path: None,
+        })
+        .expect("settings");
+        assert_eq!(from_config.path, Some(dir.path().join("manifests")));
+        assert_eq!(
+            from_config.file_check_frequency,
+            Some(Duration::from_secs(5))
+        );
+        let flag = static_pod_settings(&StaticPodArgs {
+            config: Some(config),
+            static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),
+        })
+        .expect("settings");
+        assert_eq!(flag.path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        let missing = static_pod_settings(&StaticPodArgs {
+            config: Some(dir.path().join("nope.yaml")),
+            static_pod_path: None,
+        });
+        assert!(missing.is_err());
+    }
+}

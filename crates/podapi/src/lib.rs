@@ -1,0 +1,13 @@
+//! What the node agent's parts share about pods: the narrow seam to the Kubernetes API
+//! (`PodApi`: status writes, the final delete, events, the config maps and secrets pods
+//! use), kubelet's event recorder on top of it, the clock, and the agent's pod cache.
+
+mod apiclient;
+mod clock;
+mod events;
+mod podcache;
+
+pub use apiclient::{ApiError, KubePodApi, PodApi};
+pub use clock::{api_time, Clock, SystemClock};
+pub use events::{EventRecorder, EventType};
+pub use podcache::PodCache;

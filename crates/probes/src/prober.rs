@@ -1,0 +1,329 @@
+//! kubelet's prober manager for one pod: one cheap tokio task per probe (an interval on
+//! tokio's timer wheel, no thread per probe), liveness/readiness/startup semantics from the
+//! pure `state::ProbeState`, results shared with the pod worker (which kills on
+//! liveness/startup failure and computes readiness), and `Unhealthy` events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use runtime::RuntimeService;
+
+use crate::execute::{execute, Outcome, PodNet};
+use crate::spec::{ProbeKind, ProbeSpec};
+use crate::state::ProbeState;
+use podapi::{Clock, EventRecorder, EventType};
+
+/// What the probers say about running containers, by runtime container id. A container
+/// without a startup (readiness) probe is started (ready) as soon as it runs, as kubelet's
+/// prober manager reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeView {
+    /// Running containers whose startup probe has not succeeded yet.
+    pub not_started: HashSet<String>,
+    /// Running containers whose readiness probe does not report success.
+    pub not_ready: HashSet<String>,
+    /// The pod is being deleted: kubelet reports every container not ready.
+    pub all_unready: bool,
+}
+
+impl ProbeView {
+    pub fn started(&self, id: &str) -> bool {
+        !self.not_started.contains(id)
+    }
+    pub fn ready(&self, id: &str) -> bool {
+        !self.all_unready && self.started(id) && !self.not_ready.contains(id)
+    }
+}
+
+/// The reported results of one container's probes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reported {
+    started: Option<bool>,
+    ready: Option<bool>,
+    live: Option<bool>,
+}
+
+type Results = Arc<Mutex<HashMap<String, Reported>>>;
+
+/// A running container to probe.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub container: Container,
+    pub id: String,
+    pub started_at: Timestamp,
+}
+
+/// What probe tasks need from the agent.
+#[derive(Clone)]
+pub struct ProbeDeps {
+    pub runtime: Arc<dyn RuntimeService>,
+    pub events: Arc<EventRecorder>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why the worker must kill a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillRequest {
+    pub kind: ProbeKind,
+}
+
+/// The probes of one pod: tasks keyed by container id and kind.
+#[derive(Default)]
+pub struct PodProber {
+    results: Results,
+    tasks: HashMap<(String, ProbeKind), tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PodProber {
+    fn drop(&mut self) {
+        for (_, t) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+}
+
+impl PodProber {
+    /// Starts probes of newly running containers and stops those of containers that are
+    /// not running any more.
+    pub fn reconcile(&mut self, deps: &ProbeDeps, pod: &Pod, running: &[Target], net: &PodNet) {
+        let live: HashSet<&str> = running.iter().map(|t| t.id.as_str()).collect();
+        self.tasks.retain(|(id, _), task| {
+            let keep = live.contains(id.as_str()) && !task.is_finished();
+            if !live.contains(id.as_str()) {
+                task.abort();
+            }
+            keep
+        });
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id.as_str()));
+        let pod = Arc::new(pod.clone());
+        for t in running {
+            for kind in ProbeKind::ALL {
+                let Some(p) = kind.of(&t.container) else {
+                    continue;
+                };
+                let key = (t.id.clone(), kind);
+                if self.tasks.contains_key(&key) {
+                    continue;
+                }
+                let spec = match ProbeSpec::from_api(p, &t.container) {
+                    Ok(s) => s,
+                    Err(err) => {
+                        tracing::warn!(container = %t.container.name, error = %err, "probe not runnable");
+                        continue;
+                    }
+                };
+                let task = tokio::spawn(probe_loop(
+                    deps.clone(),
+                    self.results.clone(),
+                    pod.clone(),
+                    t.clone(),
+                    kind,
+                    spec,
+                    net.clone(),
+                ));
+                self.tasks.insert(key, task);
+            }
+        }
+    }
+
+    /// Stops every probe (the pod is terminating or finished).
+    pub fn stop(&mut self) {
+        for (_, t) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+
+    /// Readiness/startup for the status and kill requests for the worker, for the given
+    /// running containers.
+    pub fn view(&self, running: &[Target]) -> (ProbeView, HashMap<String, KillRequest>) {
+        let results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        let mut view = ProbeView::default();
+        let mut kills = HashMap::new();
+        for t in running {
+            let r = results.get(&t.id).copied().unwrap_or_default();
+            if t.container.startup_probe.is_some() && r.started != Some(true) {
+                view.not_started.insert(t.id.clone());
+            }
+            if t.container.readiness_probe.is_some() && r.ready != Some(true) {
+                view.not_ready.insert(t.id.clone());
+            }
+            if r.started == Some(false) {
+                kills.insert(
+                    t.id.clone(),
+                    KillRequest {
+                        kind: ProbeKind::Startup,
+                    },
+                );
+            } else if r.live == Some(false) {
+                kills.insert(
+                    t.id.clone(),
+                    KillRequest {
+                        kind: ProbeKind::Liveness,
+                    },
+                );
+            }
+        }
+        (view, kills)
+    }
+
+    /// Sets a reported result by hand (tests of the worker).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn set(&self, id: &str, kind: ProbeKind, ok: bool) {
+        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        let r = results.entry(id.to_string()).or_default();
+        match kind {
+            ProbeKind::Liveness => r.live = Some(ok),
+            ProbeKind::Readiness => r.ready = Some(ok),
+            ProbeKind::Startup => r.started = Some(ok),
+        }
+    }
+}
+
+fn started(results: &Results, id: &str) -> Option<bool> {
+    results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .and_then(|r| r.started)
+}
+
+/// One probe's task: waits out the initial delay, then probes every period.
+async fn probe_loop(
+    deps: ProbeDeps,
+    results: Results,
+    pod: Arc<Pod>,
+    target: Target,
+    kind: ProbeKind,
+    spec: ProbeSpec,
+    net: PodNet,
+) {
+    let mut state = ProbeState::new(kind, &spec, target.started_at);
+    let has_startup = target.container.startup_probe.is_some();
+    let delay = state.delay_left(deps.clock.now());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut tick = tokio::time::interval(spec.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let name = target.container.name.clone();
+    loop {
+        tick.tick().await;
+        let started_now = started(&results, &target.id);
+        match kind {
+            // A startup probe stops once it succeeded.
+            ProbeKind::Startup if started_now == Some(true) => return,
+            // Liveness and readiness wait for the startup probe.
+            ProbeKind::Liveness | ProbeKind::Readiness
+                if has_startup && started_now != Some(true) =>
+            {
+                continue
+            }
+            _ => {}
+        }
+        let now = deps.clock.now();
+        if !state.due(now) {
+            continue;
+        }
+        let outcome = execute(
+            deps.runtime.as_ref(),
+            &target.id,
+            &spec.handler,
+            &net,
+            spec.timeout,
+        )
+        .await;
+        let ok = match &outcome {
+            Outcome::Success => true,
+            Outcome::Warning(w) => {
+                let msg = format!("{} probe warning: {w}", kind.label());
+                deps.events
+                    .record(
+                        &pod,
+                        Some(&name),
+                        EventType::Warning,
+                        "ProbeWarning",
+                        &msg,
+                        deps.clock.now(),
+                    )
+                    .await;
+                true
+            }
+            Outcome::Failure(out) => {
+                let msg = format!("{} probe failed: {out}", kind.label());
+                deps.events
+                    .record(
+                        &pod,
+                        Some(&name),
+                        EventType::Warning,
+                        "Unhealthy",
+                        &msg,
+                        deps.clock.now(),
+                    )
+                    .await;
+                false
+            }
+            Outcome::Error(err) => {
+                // kubelet throws an errored result away.
+                let msg = format!("{} probe errored: {err}", kind.label());
+                deps.events
+                    .record(
+                        &pod,
+                        Some(&name),
+                        EventType::Warning,
+                        "Unhealthy",
+                        &msg,
+                        deps.clock.now(),
+                    )
+                    .await;
+                continue;
+            }
+        };
+        if let Some(reported) = state.observe(ok) {
+            let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
+            let r = all.entry(target.id.clone()).or_default();
+            match kind {
+                ProbeKind::Liveness => r.live = Some(reported),
+                ProbeKind::Readiness => r.ready = Some(reported),
+                ProbeKind::Startup => r.started = Some(reported),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn container(v: serde_json::Value) -> Container {
+        serde_json::from_value(v).expect("container")
+    }
+
+    #[test]
+    fn view_gates_readiness_on_startup_and_requests_kills() {
+        let c = container(json!({"name": "app",
+            "startupProbe": {"exec": {"command": ["true"]}},
+            "readinessProbe": {"exec": {"command": ["true"]}}}));
+        let t = Target {
+            container: c,
+            id: "c1".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+        };
+        let p = PodProber::default();
+        let (v, k) = p.view(std::slice::from_ref(&t));
+        assert!(v.not_started.contains("c1") && v.not_ready.contains("c1"));
+        assert!(k.is_empty());
+        p.set("c1", ProbeKind::Startup, true);
+        p.set("c1", ProbeKind::Readiness, true);
+        let (v, _) = p.view(std::slice::from_ref(&t));
+        assert_eq!(v, ProbeView::default());
+        p.set("c1", ProbeKind::Liveness, false);
+        let (_, k) = p.view(std::slice::from_ref(&t));
+        assert_eq!(k["c1"].kind, ProbeKind::Liveness);
+    }
+}

@@ -1,0 +1,299 @@
+//! VolumeManager against a temp dir with real tmpfs and bind mounts (the agent runs as
+//! root; so do these tests).
+
+use super::*;
+use crate::atomic::DATA_DIR;
+use serde_json::json;
+
+fn pod(uid: &str, volumes: serde_json::Value, mounts: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "p", "namespace": "ns", "uid": uid, "labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "i", "volumeMounts": mounts}],
+                 "volumes": volumes}
+    }))
+    .expect("pod")
+}
+
+/// Unmounts whatever a test mounted below its temp dir, even when the test panics.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = teardown_dir(&HostMounter, &self.0.join("volumes"));
+    }
+}
+
+fn manager(dir: &Path) -> VolumeManager {
+    VolumeManager::new(
+        dir.join("volumes"),
+        Arc::new(HostMounter),
+        DEFAULT_SYNC_PERIOD,
+    )
+}
+
+fn objects() -> Objects {
+    let mut o = Objects::default();
+    o.config_maps.insert(
+        "cm".into(),
+        Some(
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}))
+                .expect("cm"),
+        ),
+    );
+    o.secrets.insert(
+        "s".into(),
+        Some(
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"pw": "eA=="}}))
+                .expect("s"),
+        ),
+    );
+    o
+}
+
+fn mounted(m: &VolumeManager, path: &Path) -> bool {
+    HostMounter
+        .mounts_under(m.root())
+        .expect("mountinfo")
+        .iter()
+        .any(|p| p == path)
+}
+
+#[test]
+fn sets_up_every_kind_and_tears_down() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let host = tmp.path().join("host");
+    fs::create_dir_all(host.join("sub")).expect("host dir");
+    fs::write(host.join("sub/f"), "hostfile").expect("host file");
+    let m = manager(tmp.path());
+    let p = pod(
+        "uid-1",
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            {"name": "cfg", "configMap": {"name": "cm"}},
+            {"name": "sec", "secret": {"secretName": "s"}},
+            {"name": "down", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            {"name": "host", "hostPath": {"path": host.to_string_lossy(), "type": "Directory"}}
+        ]),
+        json!([
+            {"name": "scratch", "mountPath": "/data"},
+            {"name": "cfg", "mountPath": "/data/cfg"},
+            {"name": "host", "mountPath": "/h", "subPath": "sub", "readOnly": true},
+            {"name": "mem", "mountPath": "/m", "subPathExpr": "$(DIR)"}
+        ]),
+    );
+    let paths = m
+        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect("setup");
+    let pod_dir = m.pod_dir("uid-1").expect("dir");
+    assert!(mounted(&m, &paths["mem"]), "memory emptyDir is tmpfs");
+    assert!(mounted(&m, &paths["sec"]), "secret is tmpfs");
+    assert!(!mounted(&m, &paths["cfg"]));
+    assert_eq!(
+        fs::read_to_string(paths["cfg"].join("k")).expect("key"),
+        "v"
+    );
+    assert_eq!(
+        fs::read_to_string(paths["sec"].join("pw")).expect("pw"),
+        "x"
+    );
+    assert_eq!(
+        fs::read_to_string(paths["down"].join("labels")).expect("labels"),
+        "app=\"a\""
+    );
+    assert_eq!(paths["host"], host);
+    // Idempotent: a second setup mounts nothing new.
+    let before = HostMounter.mounts_under(m.root()).expect("mounts").len();
+    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect("again");
+    assert_eq!(
+        HostMounter.mounts_under(m.root()).expect("mounts").len(),
+        before
+    );
+
+    let container = p.spec.as_ref().expect("spec").containers[0].clone();
+    let env = vec![("DIR".to_string(), "logs".to_string())];
+    let mounts = m
+        .container_mounts(&p, &container, &paths, &env)
+        .expect("mounts");
+    let targets: Vec<&str> = mounts.iter().map(|x| x.container_path.as_str()).collect();
+    assert_eq!(targets, vec!["/data", "/h", "/m", "/data/cfg"]);
+    let h = &mounts[1];
+    assert!(h.readonly);
+    assert!(h.host_path.starts_with(pod_dir.join("volume-subpaths")));
+    assert_eq!(
+        fs::read_to_string(h.host_path.join("f")).expect("through bind"),
+        "hostfile"
+    );
+    assert!(paths["mem"].join("logs").is_dir(), "subPathExpr created");
+    assert!(mounts[3].readonly, "configMap volumes are always read-only");
+    // Re-running (container restart) replaces the subPath binds instead of stacking them.
+    m.container_mounts(&p, &container, &paths, &env)
+        .expect("mounts again");
+    let subs = HostMounter
+        .mounts_under(&pod_dir.join("volume-subpaths"))
+        .expect("mounts");
+    assert_eq!(subs.len(), 2, "{subs:?}");
+
+    m.teardown("uid-1").expect("teardown");
+    assert!(HostMounter
+        .mounts_under(m.root())
+        .expect("mounts")
+        .is_empty());
+    assert!(!pod_dir.exists());
+    assert_eq!(
+        fs::read_to_string(host.join("sub/f")).expect("host file kept"),
+        "hostfile"
+    );
+    m.teardown("uid-1").expect("teardown is idempotent");
+}
+
+#[test]
+fn failures_are_reported_and_orphans_cleaned() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let m = manager(tmp.path());
+    let p = pod(
+        "uid-2",
+        json!([{"name": "cfg", "configMap": {"name": "missing"}}]),
+        json!([]),
+    );
+    let err = m
+        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect_err("missing configmap");
+    assert_eq!(
+        err.to_string(),
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing\" not found"
+    );
+    let p = pod(
+        "uid-3",
+        json!([{"name": "x", "hostPath": {"path": "/nonexistent-peapod", "type": "Directory"}}]),
+        json!([]),
+    );
+    let err = m
+        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect_err("hostPath");
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+    let p = pod(
+        "uid-4",
+        json!([{"name": "pvc", "persistentVolumeClaim": {"claimName": "c"}}]),
+        json!([]),
+    );
+    let err = m
+        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect_err("pvc");
+    assert!(err.to_string().contains("persistentVolumeClaim"), "{err}");
+
+    // A subPath escaping through a symlink is refused.
+    let p = pod(
+        "uid-5",
+        json!([{"name": "d", "emptyDir": {"medium": "Memory"}}]),
+        json!([{"name": "d", "mountPath": "/x", "subPath": "evil"}]),
+    );
+    let paths = m
+        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect("setup");
+    std::os::unix::fs::symlink("/etc", paths["d"].join("evil")).expect("symlink");
+    let container = p.spec.as_ref().expect("spec").containers[0].clone();
+    let err = m
+        .container_mounts(&p, &container, &paths, &[])
+        .expect_err("escape");
+    assert!(err.to_string().contains("not within volume path"), "{err}");
+
+    // uid-5 is not kept: its tmpfs is unmounted and its files removed.
+    m.cleanup_orphans(&HashSet::new());
+    assert!(HostMounter
+        .mounts_under(m.root())
+        .expect("mounts")
+        .is_empty());
+    assert_eq!(fs::read_dir(m.root()).expect("root").count(), 0);
+}
+
+#[test]
+fn unmount_all_releases_the_state_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let m = manager(tmp.path());
+    let p = pod(
+        "uid-6",
+        json!([{"name": "sec", "secret": {"secretName": "s"}}]),
+        json!([]),
+    );
+    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .expect("setup");
+    unmount_all(tmp.path()).expect("unmount_all");
+    assert!(HostMounter
+        .mounts_under(m.root())
+        .expect("mounts")
+        .is_empty());
+    assert!(!m.root().exists());
+}
+
+#[test]
+fn fs_group_owns_every_volume_but_host_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let host = tmp.path().join("host");
+    fs::create_dir_all(&host).expect("host dir");
+    let m = manager(tmp.path());
+    let mut p = pod(
+        "uid-fsg",
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "mem", "emptyDir": {"medium": "Memory"}},
+            {"name": "cfg", "configMap": {"name": "cm"}},
+            {"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o400}},
+            {"name": "host", "hostPath": {"path": host.to_string_lossy()}}
+        ]),
+        json!([]),
+    );
+    p.spec.as_mut().expect("spec").security_context =
+        Some(serde_json::from_value(json!({"fsGroup": 2345})).expect("sc"));
+    let ctx = PodContext::default();
+    let paths = m
+        .setup(&p, &ctx, &objects(), &mut Vec::new())
+        .expect("setup");
+    let stat = |p: &Path| fs::metadata(p).expect("stat");
+    for name in ["scratch", "mem", "cfg", "sec"] {
+        let root = stat(&paths[name]);
+        assert_eq!(root.gid(), 2345, "{name}");
+        assert_eq!(root.mode() & 0o2000, 0o2000, "{name} setgid");
+    }
+    assert_eq!(stat(&paths["scratch"]).mode() & 0o7777, 0o2777);
+    assert_ne!(stat(&host).gid(), 2345, "hostPath is left alone");
+    // Keys: group fsGroup; a 0400 secret reads back 0440, a 0644 key keeps its mode.
+    let key = stat(&paths["sec"].join("pw"));
+    assert_eq!((key.gid(), key.mode() & 0o7777), (2345, 0o440));
+    let key = stat(&paths["cfg"].join("k"));
+    assert_eq!((key.gid(), key.mode() & 0o7777), (2345, 0o644));
+
+    // A refresh with the same data writes no new version and does not walk the emptyDir
+    // again (a file the pod made with another group keeps it).
+    let version = fs::read_link(paths["cfg"].join(DATA_DIR)).expect("..data");
+    let own = paths["scratch"].join("own");
+    fs::write(&own, "x").expect("write");
+    std::os::unix::fs::chown(&own, None, Some(7)).expect("chgrp");
+    m.setup(&p, &ctx, &objects(), &mut Vec::new())
+        .expect("refresh");
+    assert_eq!(
+        fs::read_link(paths["cfg"].join(DATA_DIR)).expect("..data"),
+        version
+    );
+    assert_eq!(stat(&own).gid(), 7);
+    assert_eq!(stat(&paths["scratch"]).mode() & 0o2000, 0o2000);
+
+    // New data: the new version gets the group before it becomes visible.
+    let mut changed = objects();
+    changed.config_maps.insert(
+        "cm".into(),
+        Some(
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k2": "v2"}}))
+                .expect("cm"),
+        ),
+    );
+    m.setup(&p, &ctx, &changed, &mut Vec::new())
+        .expect("update");
+    assert_eq!(stat(&paths["cfg"].join("k2")).gid(), 2345);
+    m.teardown("uid-fsg").expect("teardown");
+}
