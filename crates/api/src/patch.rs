@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::resources::lookup_any_kind;
-use crate::strategy::{ListStrategy, Strategy};
+use apimachinery::strategy::{ListStrategy, Strategy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {

@@ -2,15 +2,19 @@
 //!
 //! Discovery is the first thing every kubectl command reads, so names, scopes, verbs and
 //! subresources follow what kube-apiserver v1.33 reports for the same resources. Each entry
-//! carries its kind's [`Strategy`](crate::strategy::Strategy).
+//! carries its kind's [`Strategy`](apimachinery::strategy::Strategy). The kinds themselves
+//! live in `kinds-core` and `kinds-workloads`; this is the one place that joins them.
 
-pub use crate::strategy::{ResourceInfo, Subresource};
+use std::sync::LazyLock;
 
-/// Every served resource: core/v1 namespaces, nodes, pods, events, configmaps, secrets,
-/// services, endpoints, serviceaccounts; discovery.k8s.io/v1 endpointslices;
-/// coordination.k8s.io/v1 leases.
+pub use apimachinery::strategy::{ResourceInfo, Subresource};
+
+static REGISTRY: LazyLock<Vec<ResourceInfo>> =
+    LazyLock::new(|| [kinds_core::KINDS, kinds_workloads::KINDS].concat());
+
+/// Every served resource, core kinds first.
 pub fn all() -> &'static [ResourceInfo] {
-    crate::kinds::REGISTRY
+    &REGISTRY
 }
 
 /// Look up by group and plural; `None` is a 404 at the API.
@@ -33,6 +37,7 @@ pub fn lookup_any_kind(kind: &str) -> Option<&'static ResourceInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn pods_are_namespaced_with_subresources() {
@@ -74,6 +79,54 @@ mod tests {
             let mut v = r.verbs.to_vec();
             v.sort_unstable();
             assert_eq!(v, r.verbs, "{} verbs unsorted", r.plural);
+        }
+    }
+
+    fn now() -> jiff::Timestamp {
+        "2026-01-02T15:00:00Z".parse().expect("timestamp")
+    }
+
+    #[test]
+    fn one_cell_per_column() {
+        for r in all() {
+            let s = r.strategy;
+            assert_eq!(
+                s.columns().len(),
+                s.cells(&json!({}), now()).len(),
+                "{}",
+                r.kind
+            );
+        }
+    }
+
+    /// The status subresource and the update hooks agree: an update of the object keeps the
+    /// stored status exactly for kinds that serve `status`, and a status update changes only
+    /// the status.
+    #[test]
+    fn status_rules_follow_the_status_subresource() {
+        let old = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 1}, "status": {"s": "old"}});
+        for r in all() {
+            let mut new = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 2}, "status": {"s": "new"}});
+            r.strategy.prepare_for_update(&old, &mut new);
+            let kept = new["status"]["s"] == "old";
+            assert_eq!(kept, r.subresource("status").is_some(), "{}", r.kind);
+            assert_eq!(new["metadata"]["generation"], 2, "{}", r.kind);
+            let mut status =
+                json!({"metadata": {"name": "y"}, "spec": {"a": 3}, "status": {"s": "new"}});
+            r.strategy.prepare_for_status_update(&old, &mut status);
+            assert_eq!(status["spec"], old["spec"], "{}", r.kind);
+            assert_eq!(status["metadata"], old["metadata"], "{}", r.kind);
+            assert_eq!(status["status"]["s"], "new", "{}", r.kind);
+        }
+    }
+
+    #[test]
+    fn strict_decoding_knows_every_kind() {
+        for r in all() {
+            let obj =
+                json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": "x"}});
+            let back = r.strategy.round_trip(obj).expect(r.kind);
+            assert_eq!(back["metadata"]["name"], "x", "{}", r.kind);
         }
     }
 }

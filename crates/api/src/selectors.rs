@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::resources::{lookup_any_kind, ResourceInfo};
-use crate::strategy::{SelectableField, METADATA_FIELDS};
+use apimachinery::strategy::{SelectableField, METADATA_FIELDS};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectorError {
@@ -339,7 +339,7 @@ fn parse_requirement(p: &mut Parser) -> Result<Requirement, SelectorError> {
             )))
         }
     };
-    if let Some(m) = crate::names::qualified_name(&key).into_iter().next() {
+    if let Some(m) = apimachinery::names::qualified_name(&key).into_iter().next() {
         return Err(perr(format!("key: Invalid value: {key:?}: {m}")));
     }
     if matches!(p.peek(), Token::End | Token::Comma) {
@@ -376,7 +376,7 @@ fn parse_requirement(p: &mut Parser) -> Result<Requirement, SelectorError> {
         vec![parse_exact_value(p)?]
     };
     for v in &values {
-        if let Some(m) = crate::names::label_value(v).into_iter().next() {
+        if let Some(m) = apimachinery::names::label_value(v).into_iter().next() {
             return Err(perr(format!("values[0][{key}]: Invalid value: {v:?}: {m}")));
         }
     }

@@ -7,8 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::printing::{default_cells, Column, DEFAULT_COLUMNS};
 use crate::resources::{lookup_any_kind, ResourceInfo};
+use apimachinery::printing::{default_cells, Column, DEFAULT_COLUMNS};
 
 /// What `includeObject` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! Validation by kind name, for callers that hold a kind rather than its resource entry
 //! (static pod manifests). Each kind's rules live in its strategy under `kinds/`; the
-//! messages follow kube-apiserver's (see [`crate::field_errors`]).
+//! messages follow kube-apiserver's (see [`apimachinery::field_errors`]).
 
 use serde_json::Value;
 
-pub use crate::field_errors::{CauseReason, FieldError, FieldErrors};
 use crate::resources::{all, lookup_any_kind, ResourceInfo};
+pub use apimachinery::field_errors::{CauseReason, FieldError, FieldErrors};
 
 /// The entry for `kind`, or the error an unknown kind gets.
 fn served(kind: &str) -> Result<&'static ResourceInfo, Vec<FieldError>> {

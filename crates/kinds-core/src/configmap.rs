@@ -4,10 +4,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
-use crate::field_errors::FieldErrors;
-use crate::names::config_map_key;
-use crate::printing::{len_of, name_and_age, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::names::config_map_key;
+use apimachinery::printing::{len_of, name_and_age, Column, AGE, NAME};
+use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -114,7 +114,7 @@ pub(super) fn immutable_data(e: &mut FieldErrors, old: &Value, new: &Value, part
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{messages, now};
+    use crate::testing::{messages, now};
 
     #[test]
     fn keys_and_immutability() {

@@ -6,12 +6,12 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
-use crate::checks::{enum_field, labels, port_or_name, NameRule};
-use crate::field_errors::FieldErrors;
-use crate::json::{arr, child, each_item, present, set, set_str, str_at};
-use crate::names::{dns1123_label, PORT_RANGE_MSG};
-use crate::printing::{name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{
+use apimachinery::checks::{enum_field, labels, port_or_name, NameRule};
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::{arr, child, each_item, present, set, set_str, str_at};
+use apimachinery::names::{dns1123_label, PORT_RANGE_MSG};
+use apimachinery::printing::{name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{
     bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
     ListStrategy, ResourceInfo, Strategy, ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
 };
@@ -308,7 +308,7 @@ fn service_cells(svc: &Value, now: jiff::Timestamp) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{messages, now};
+    use crate::testing::{messages, now};
 
     #[test]
     fn defaults() {

@@ -4,10 +4,12 @@
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Map, Value};
 
-use crate::field_errors::FieldErrors;
-use crate::json::{set, str_at};
-use crate::printing::{parse_ts, s, since, Column, WIDE_NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, SelectableField, Strategy, ALL_VERBS};
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::{set, str_at};
+use apimachinery::printing::{parse_ts, s, since, Column, WIDE_NAME};
+use apimachinery::strategy::{
+    typed_round_trip, ResourceInfo, SelectableField, Strategy, ALL_VERBS,
+};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -159,7 +161,7 @@ fn event_cells(ev: &Value, now: jiff::Timestamp) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{messages, now};
+    use crate::testing::{messages, now};
 
     #[test]
     fn rows() {

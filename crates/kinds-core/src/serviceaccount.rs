@@ -3,8 +3,8 @@
 use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{json, Value};
 
-use crate::printing::{len_of, name_and_age, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ListStrategy, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::printing::{len_of, name_and_age, Column, AGE, NAME};
+use apimachinery::strategy::{typed_round_trip, ListStrategy, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::json::arr;
-use crate::printing::{parse_ts, s, since, Column, AGE, NAME};
+use apimachinery::json::arr;
+use apimachinery::printing::{parse_ts, s, since, Column, AGE, NAME};
 
 #[rustfmt::skip]
 pub(super) const COLUMNS: &[Column] = &[
@@ -233,7 +233,7 @@ pub(super) fn pod_row_conditions(pod: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::now;
+    use crate::testing::now;
 
     fn pod(status: Value) -> Value {
         json!({"metadata":{"name":"web","creationTimestamp":"2026-01-02T14:55:00Z"},

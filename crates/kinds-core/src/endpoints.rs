@@ -3,11 +3,11 @@
 use k8s_openapi::api::core::v1::Endpoints;
 use serde_json::{json, Map, Value};
 
-use crate::field_errors::FieldErrors;
-use crate::json::{arr, each_item, set_str};
-use crate::names::PORT_RANGE_MSG;
-use crate::printing::{name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::{arr, each_item, set_str};
+use apimachinery::names::PORT_RANGE_MSG;
+use apimachinery::printing::{name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -144,7 +144,7 @@ fn format_endpoints(ep: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{messages, now};
+    use crate::testing::{messages, now};
 
     #[test]
     fn rows() {

@@ -5,10 +5,12 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{json, Map, Value};
 
 use super::configmap::{config_data, immutable_data};
-use crate::field_errors::FieldErrors;
-use crate::json::{set_str, str_at};
-use crate::printing::{len_of, name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, SelectableField, Strategy, ALL_VERBS};
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::{set_str, str_at};
+use apimachinery::printing::{len_of, name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{
+    typed_round_trip, ResourceInfo, SelectableField, Strategy, ALL_VERBS,
+};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -148,7 +150,7 @@ fn secret_type(e: &mut FieldErrors, obj: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::messages;
+    use crate::testing::messages;
 
     #[test]
     fn defaults_and_types() {

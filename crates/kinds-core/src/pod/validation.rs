@@ -5,13 +5,13 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::defaults::volume_sources;
-use crate::checks::{enum_field, labels, nonnegative, port_or_name};
-use crate::field_errors::{go_quote, FieldErrors};
-use crate::json::{arr, at, obj, present, str_at};
-use crate::names::{
+use apimachinery::checks::{enum_field, labels, nonnegative, port_or_name};
+use apimachinery::field_errors::{go_quote, FieldErrors};
+use apimachinery::json::{arr, at, obj, present, str_at};
+use apimachinery::names::{
     dns1123_label, dns1123_subdomain, label_value, port_name, qualified_name, PORT_RANGE_MSG,
 };
-use crate::quantity::parse_quantity;
+use apimachinery::quantity::parse_quantity;
 
 const QUANTITY_MSG: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
@@ -785,8 +785,8 @@ fn diff_into(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
 mod tests {
     use super::super::RESOURCE;
     use super::*;
-    use crate::field_errors::CauseReason;
-    use crate::kinds::testing::messages;
+    use crate::testing::messages;
+    use apimachinery::field_errors::CauseReason;
     use serde_json::json;
 
     fn pod(spec: Value) -> Value {

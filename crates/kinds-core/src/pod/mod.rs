@@ -9,10 +9,10 @@ mod validation;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Map, Value};
 
-use crate::field_errors::FieldErrors;
-use crate::json::str_at;
-use crate::printing::Column;
-use crate::strategy::{
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::str_at;
+use apimachinery::printing::Column;
+use apimachinery::strategy::{
     bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
     ResourceInfo, SelectableField, Strategy, ALL_VERBS, CONNECT_VERBS, STATUS_VERBS,
 };
@@ -79,7 +79,7 @@ impl Strategy for Pods {
         initial_generation(obj);
         // The QoS class counts a request missing beside a limit as the limit, as defaulting
         // will store it, so it may be computed before defaulting runs.
-        let qos = crate::qos::of_spec(obj.get("spec").unwrap_or(&Value::Null));
+        let qos = apimachinery::qos::of_spec(obj.get("spec").unwrap_or(&Value::Null));
         reset_status(
             obj,
             Some(json!({"phase": "Pending", "qosClass": qos.as_str()})),
@@ -148,7 +148,7 @@ mod tests {
         let before = p.clone();
         RESOURCE.apply_defaults(&mut p);
         assert_eq!(
-            crate::qos::of_spec(&p["spec"]).as_str(),
+            apimachinery::qos::of_spec(&p["spec"]).as_str(),
             before["status"]["qosClass"]
         );
     }

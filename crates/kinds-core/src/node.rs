@@ -5,9 +5,9 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
-use crate::json::{arr, set};
-use crate::printing::{name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{
+use apimachinery::json::{arr, set};
+use apimachinery::printing::{name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{
     bump_generation, keep_status, sub, typed_round_trip, ListStrategy, ResourceInfo,
     SelectableField, Strategy, ALL_VERBS, PROXY_VERBS, STATUS_VERBS,
 };
@@ -164,7 +164,7 @@ fn node_cells(node: &Value, now: jiff::Timestamp) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::now;
+    use crate::testing::now;
 
     #[test]
     fn rows() {

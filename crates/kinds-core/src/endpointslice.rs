@@ -3,9 +3,9 @@
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
-use crate::json::arr;
-use crate::printing::{list_with_more, name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::json::arr;
+use apimachinery::printing::{list_with_more, name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "discovery.k8s.io",
@@ -89,7 +89,7 @@ fn format_slice_endpoints(slice: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::now;
+    use crate::testing::now;
 
     #[test]
     fn rows() {

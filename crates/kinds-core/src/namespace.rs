@@ -4,12 +4,12 @@
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{json, Map, Value};
 
-use crate::checks::NameRule;
-use crate::field_errors::FieldErrors;
-use crate::json::{arr, at, child, set, set_str, str_at};
-use crate::names::qualified_name;
-use crate::printing::{name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{
+use apimachinery::checks::NameRule;
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::{arr, at, child, set, set_str, str_at};
+use apimachinery::names::qualified_name;
+use apimachinery::printing::{name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{
     bump_generation, deletion_finished, initial_generation, keep_status, reset_status, sub,
     typed_round_trip, DeleteStep, ResourceInfo, SelectableField, Strategy, STATUS_VERBS,
 };
@@ -148,7 +148,7 @@ impl Strategy for Namespaces {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{messages, now};
+    use crate::testing::{messages, now};
 
     #[test]
     fn defaults() {

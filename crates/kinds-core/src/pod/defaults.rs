@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::json::{child, each_item, set, set_str};
+use apimachinery::json::{child, each_item, set, set_str};
 
 pub(super) fn default_pod(pod: &mut Map<String, Value>) {
     // Status (phase Pending, qosClass) belongs to the create strategy, not to defaulting:
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(b["imagePullPolicy"], "IfNotPresent");
         assert_eq!(b["resources"]["requests"]["cpu"], "1");
         assert!(p.get("status").is_none());
-        assert_eq!(crate::qos::of_spec(&p["spec"]).as_str(), "Burstable");
+        assert_eq!(apimachinery::qos::of_spec(&p["spec"]).as_str(), "Burstable");
     }
 
     #[test]

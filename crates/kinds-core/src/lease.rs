@@ -3,11 +3,11 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{json, Value};
 
-use crate::checks::nonnegative;
-use crate::field_errors::FieldErrors;
-use crate::json::at;
-use crate::printing::{name_and_age, s, Column, AGE, NAME};
-use crate::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::checks::nonnegative;
+use apimachinery::field_errors::FieldErrors;
+use apimachinery::json::at;
+use apimachinery::printing::{name_and_age, s, Column, AGE, NAME};
+use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "coordination.k8s.io",
@@ -71,7 +71,7 @@ fn lease(e: &mut FieldErrors, obj: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::messages;
+    use crate::testing::messages;
 
     #[test]
     fn duration_must_be_positive() {
