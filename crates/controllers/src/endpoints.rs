@@ -35,7 +35,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
-use crate::error::{is_conflict, is_not_found, Error};
+use controller_base::error::{is_conflict, is_not_found, Error};
 
 /// The label that ties a slice to its Service, and the manager label of upstream's
 /// controller (kubectl and kube-proxy select on both).
@@ -104,8 +104,8 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         services: service_cache,
     });
     futures::future::join(
-        crate::runner::drive("endpoints", services, ctx.clone(), reconcile),
-        crate::runner::drive("endpoints-cleanup", orphans, ctx, remove_orphan),
+        controller_base::runner::drive("endpoints", services, ctx.clone(), reconcile),
+        controller_base::runner::drive("endpoints-cleanup", orphans, ctx, remove_orphan),
     )
     .map(|_| ())
     .boxed()

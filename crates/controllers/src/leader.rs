@@ -23,8 +23,8 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::time::Instant;
 
-use crate::error::{is_conflict, is_not_found};
-use crate::runner::chain;
+use controller_base::error::{is_conflict, is_not_found};
+use controller_base::runner::chain;
 
 /// Which Lease, who we are, and kube-controller-manager's timings.
 #[derive(Debug, Clone)]

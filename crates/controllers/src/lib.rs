@@ -7,27 +7,23 @@
 //! leader election on a Lease lets several copies run and only one act.
 //!
 //! A new controller is one file with a `run(client)` function and one line in
-//! [`CONTROLLERS`].
+//! [`CONTROLLERS`] (or, for workload kinds, in `workload-controllers`); what they share is
+//! `controller-base`.
 
 mod endpoints;
-mod error;
-mod events;
 mod leader;
 mod namespace;
-mod runner;
 mod scheduler;
 
 use std::future::Future;
 
-use futures::future::BoxFuture;
+use controller_base::Start;
 use kube::Client;
 
 pub use leader::{unique_identity, ConfigError, LeaderElection};
 
-/// Starts one controller; the future runs it until dropped.
-type Start = fn(Client) -> BoxFuture<'static, ()>;
-
-/// Every controller the manager runs, by name.
+/// The core controllers, by name; the manager also runs
+/// [`workload_controllers::CONTROLLERS`].
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
@@ -58,9 +54,10 @@ pub async fn run(
 }
 
 async fn run_all(client: Client) {
+    let all = || CONTROLLERS.iter().chain(workload_controllers::CONTROLLERS);
     tracing::info!(
-        controllers = ?CONTROLLERS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        controllers = ?all().map(|(n, _)| *n).collect::<Vec<_>>(),
         "starting controllers"
     );
-    futures::future::join_all(CONTROLLERS.iter().map(|(_, start)| start(client.clone()))).await;
+    futures::future::join_all(all().map(|(_, start)| start(client.clone()))).await;
 }

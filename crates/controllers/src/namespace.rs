@@ -18,7 +18,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use crate::error::{is_conflict, is_not_found, Error};
+use controller_base::error::{is_conflict, is_not_found, Error};
 
 /// How soon a namespace that still holds objects is looked at again.
 const STILL_EMPTYING: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     );
-    crate::runner::drive("namespace", controller, Arc::new(client), reconcile).boxed()
+    controller_base::runner::drive("namespace", controller, Arc::new(client), reconcile).boxed()
 }
 
 async fn reconcile(ns: Arc<Namespace>, client: Arc<Client>) -> Result<Action, Error> {

@@ -23,8 +23,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
-use crate::error::{is_conflict, is_not_found, Error};
-use crate::events::{EventType, Recorder};
+use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::events::{EventType, Recorder};
 
 const COMPONENT: &str = "default-scheduler";
 /// A pod that fits nowhere is tried again this often even without a node event.
@@ -63,7 +63,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         pods: pod_cache,
         nodes,
     });
-    crate::runner::drive("scheduler", controller, ctx, reconcile).boxed()
+    controller_base::runner::drive("scheduler", controller, ctx, reconcile).boxed()
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {

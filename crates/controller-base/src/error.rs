@@ -18,19 +18,19 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    pub fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let what = what.into();
         move |source| Error::Api { what, source }
     }
 }
 
 /// The API's answer was 404 Not Found.
-pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_not_found())
 }
 
 /// The API's answer was 409: a conflict or an object that already exists; the next watch
 /// event brings the state that won.
-pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_conflict() || s.is_already_exists())
 }

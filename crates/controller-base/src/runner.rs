@@ -45,7 +45,7 @@ impl Retries {
 
 /// Runs `controller` with `reconcile` until the controller's streams end or the future is
 /// dropped (dropping it cancels the running reconciles).
-pub(crate) async fn drive<K, C, F, Fut>(
+pub async fn drive<K, C, F, Fut>(
     name: &'static str,
     controller: Controller<K>,
     ctx: Arc<C>,
@@ -95,7 +95,7 @@ pub(crate) async fn drive<K, C, F, Fut>(
 }
 
 /// An error with its sources, for one log line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

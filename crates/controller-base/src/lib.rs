@@ -1,0 +1,15 @@
+//! What every peapod controller is built from: the reconcile driver with per-object retry
+//! back-off ([`runner`]), the reconcile error and the API answers controllers test for
+//! ([`error`]), and the event recorder ([`events`]). Controllers are plain Kubernetes API
+//! clients on `kube::runtime`; the crates holding them (`controllers`,
+//! `workload-controllers`) each export a list of [`Start`] functions.
+
+pub mod error;
+pub mod events;
+pub mod runner;
+
+use futures::future::BoxFuture;
+use kube::Client;
+
+/// Starts one controller; the future runs it until dropped.
+pub type Start = fn(Client) -> BoxFuture<'static, ()>;

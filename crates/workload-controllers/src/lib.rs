@@ -1,0 +1,8 @@
+//! The workload controllers (kube-controller-manager's jobs for apps, batch and storage
+//! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
+//! controller manager in `controllers` runs them beside the core ones.
+
+use controller_base::Start;
+
+/// Every workload controller, by name.
+pub const CONTROLLERS: &[(&str, Start)] = &[];
