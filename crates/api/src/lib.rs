@@ -8,7 +8,7 @@
 //! Modules depend downwards only: `defaults`, `validation`, `tables`, `fields`, `patch` and
 //! `selectors` look kinds up in `resources`.
 
-pub use apimachinery::{checks, field_errors, names, printing, qos, quantity, strategy};
+pub use apimachinery::{checks, deletion, field_errors, names, printing, qos, quantity, strategy};
 
 pub mod defaults;
 pub mod fields;
