@@ -91,7 +91,12 @@ async fn empty_namespace(client: &Client, ns: &str) -> Result<usize, Error> {
                 if obj.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                match api.delete(&obj.name_any(), &DeleteParams::default()).await {
+                // Background, as upstream's deleter asks: a kind that orphans by default
+                // (batch/v1 Jobs) must not leave its dependents behind either.
+                match api
+                    .delete(&obj.name_any(), &DeleteParams::background())
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                     Err(e) => {
