@@ -90,6 +90,22 @@ pub fn object_meta(e: &mut FieldErrors, obj: &Value, namespaced: bool, rule: Nam
         "metadata.labels",
     );
     annotations(e, meta.and_then(|m| m.get("annotations")));
+    let controllers: Vec<&str> = arr(meta.and_then(|m| m.get("ownerReferences")))
+        .iter()
+        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| r.get("name").and_then(Value::as_str).unwrap_or(""))
+        .collect();
+    if controllers.len() > 1 {
+        e.invalid(
+            "metadata.ownerReferences",
+            meta.and_then(|m| m.get("ownerReferences"))
+                .unwrap_or(&Value::Null),
+            &format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {} and {}",
+                controllers[0], controllers[1]
+            ),
+        );
+    }
     for r in arr(meta.and_then(|m| m.get("ownerReferences"))) {
         let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let version = api_version.rsplit('/').next().unwrap_or("");

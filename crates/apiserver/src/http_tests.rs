@@ -631,3 +631,68 @@ async fn pod_status_carries_the_qos_class() {
         .await;
     assert_eq!(r.body["status"]["qosClass"], "BestEffort");
 }
+
+#[tokio::test]
+async fn owner_reference_patches_are_conditional_on_the_uid() {
+    let h = harness().await;
+    let created = h
+        .post("/api/v1/namespaces/default/pods", pod("web"))
+        .await
+        .body;
+    let uid = created["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uri = "/api/v1/namespaces/default/pods/web";
+    let smp = Some("application/strategic-merge-patch+json");
+    let owner = |name: &str, uid: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid,
+               "controller": true, "blockOwnerDeletion": true})
+    };
+    // Adoption names the uid it expects: another uid is refused.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("a", "ua")], "uid": "other"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("a", "ua")], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["metadata"]["ownerReferences"][0]["uid"], "ua");
+    // A second controller may not adopt it too.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("b", "ub")], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Only one reference can have Controller set to true")));
+    // Release removes the reference by uid.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": "ua"}], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert!(r.body["metadata"]["ownerReferences"]
+        .as_array()
+        .is_none_or(Vec::is_empty));
+}

@@ -510,10 +510,25 @@ impl Registry {
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
+        // A uid the client sent stays, so that validation refuses a different one: a patch
+        // naming the uid it expects is how controllers make adoption conditional.
+        if meta
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            match old_meta.get("uid") {
+                Some(v) => {
+                    meta.insert("uid".into(), v.clone());
+                }
+                None => {
+                    meta.remove("uid");
+                }
+            }
+        }
         for k in [
             "name",
             "namespace",
-            "uid",
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
