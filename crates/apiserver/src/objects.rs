@@ -689,7 +689,7 @@ impl Registry {
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
     /// resourceVersion (then a mismatch is the client's 409).
-    async fn retry_update(
+    pub(crate) async fn retry_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -1136,7 +1136,7 @@ fn add_managed_fields(
 }
 
 /// Patch bodies are JSON; apply bodies may also be YAML.
-fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if patch_type == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)
