@@ -187,9 +187,17 @@ impl Registry {
                         }
                     }
                     .map_err(|e| match e {
-                        api::patch::PatchError::Malformed(m) | api::patch::PatchError::Apply(m) => {
-                            ApiError::bad_request(m)
-                        }
+                        e if e.is_malformed() => ApiError::bad_request(e.to_string()),
+                        e => ApiError::Invalid {
+                            kind: "Scale".into(),
+                            group: "autoscaling".into(),
+                            name: name.to_string(),
+                            causes: vec![api::validation::FieldError {
+                                field: String::new(),
+                                reason: api::validation::CauseReason::FieldValueInvalid,
+                                message: e.to_string(),
+                            }],
+                        },
                     })?;
                     let replicas = desired_replicas(&patched, name)?;
                     Ok(with_replicas(paths, old, replicas))
