@@ -177,16 +177,21 @@ pub fn labels(e: &mut FieldErrors, labels: Option<&Value>, path: &str) {
 const TOTAL_ANNOTATION_SIZE: usize = 256 * 1024;
 
 fn annotations(e: &mut FieldErrors, ann: Option<&Value>) {
+    annotations_at(e, ann, "metadata.annotations");
+}
+
+/// `ValidateAnnotations` at `path` (pod templates keep theirs under the template).
+pub fn annotations_at(e: &mut FieldErrors, ann: Option<&Value>, path: &str) {
     let Some(map) = obj(ann) else { return };
     let mut total = 0;
     for (k, v) in map {
         for m in qualified_name(&k.to_lowercase()) {
-            e.invalid("metadata.annotations", &Value::from(k.as_str()), &m);
+            e.invalid(path, &Value::from(k.as_str()), &m);
         }
         total += k.len() + v.as_str().map_or(0, str::len);
     }
     if total > TOTAL_ANNOTATION_SIZE {
-        e.too_long("metadata.annotations", TOTAL_ANNOTATION_SIZE);
+        e.too_long(path, TOTAL_ANNOTATION_SIZE);
     }
 }
 

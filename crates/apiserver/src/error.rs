@@ -61,13 +61,15 @@ pub enum ApiError {
     Store(#[source] store::StoreError),
     #[error("Internal error occurred: {0}")]
     Proxy(#[source] crate::proxy::ProxyError),
+    /// A write that runs to its end even when the client goes away did not finish.
+    #[error("Internal error occurred: the write did not finish: {0}")]
+    WriteTask(#[source] tokio::task::JoinError),
     /// A node API answered with an error; its text and code are passed on.
     #[error("{message}")]
     Node { code: u16, message: String },
 }
 
-/// kube-apiserver's aggregate error text: one error as is, several in brackets.
-/// `Deployment.apps`, or `Pod` for the core group (upstream's `GroupKind.String()`).
+/// `GroupKind.String()`: `Pod`, `ReplicaSet.apps`.
 fn group_kind(kind: &str, group: &str) -> String {
     if group.is_empty() {
         kind.to_string()
@@ -76,6 +78,7 @@ fn group_kind(kind: &str, group: &str) -> String {
     }
 }
 
+/// kube-apiserver's aggregate error text: one error as is, several in brackets.
 fn join_causes(causes: &[FieldError]) -> String {
     let msgs: Vec<&str> = causes.iter().map(|c| c.message.as_str()).collect();
     if msgs.len() == 1 {
@@ -146,7 +149,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Store(_) | ApiError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Node { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -165,7 +170,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Store(_) | ApiError::Proxy(_) => "InternalError",
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => "InternalError",
             ApiError::Node { code, .. } => match code {
                 400 => "BadRequest",
                 401 => "Unauthorized",

@@ -476,21 +476,31 @@ impl Registry {
             });
         }
         let key = Self::key(info, namespace, &name);
-        let hooks = crate::hooks::of(info);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &name, None, &mut obj)
-                    .await?,
-            ),
-            None => None,
-        };
-        let object = match self.store.create(&key, obj).await {
-            Ok(o) => o,
-            Err(e) => {
-                if let (Some(h), Some(t)) = (hooks, &taken) {
-                    h.undo(self.store.as_ref(), t).await;
-                }
-                return Err(ApiError::from_store(e, info, &name));
+        let object = match crate::hooks::of(info) {
+            None => self
+                .store
+                .create(&key, obj)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, &name))?,
+            // What the hooks take must be given back when the create fails, so the two run
+            // to their end in their own task even if the client goes away meanwhile.
+            Some(hooks) => {
+                let store = self.store.clone();
+                let info = info.clone();
+                tokio::spawn(async move {
+                    let taken = hooks
+                        .before_write(store.as_ref(), &info, &name, None, &mut obj)
+                        .await?;
+                    match store.create(&key, obj).await {
+                        Ok(o) => Ok(o),
+                        Err(e) => {
+                            hooks.undo(store.as_ref(), &taken).await;
+                            Err(ApiError::from_store(e, &info, &name))
+                        }
+                    }
+                })
+                .await
+                .map_err(ApiError::WriteTask)??
             }
         };
         Ok(Written {
@@ -513,10 +523,25 @@ impl Registry {
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
+        // A uid the client sent stays, so that validation refuses a different one: a patch
+        // naming the uid it expects is how controllers make adoption conditional.
+        if meta
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            match old_meta.get("uid") {
+                Some(v) => {
+                    meta.insert("uid".into(), v.clone());
+                }
+                None => {
+                    meta.remove("uid");
+                }
+            }
+        }
         for k in [
             "name",
             "namespace",
-            "uid",
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -562,30 +587,35 @@ impl Registry {
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
         // needs.
-        let hooks = crate::hooks::of(info).filter(|_| !status_only && !dry_run);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &key.name, Some(old), &mut new)
-                    .await?,
-            ),
-            None => None,
+        let Some(hooks) = crate::hooks::of(info).filter(|_| !status_only && !dry_run) else {
+            return self
+                .commit_allocated(info, key, old, new, expected_rv, dry_run)
+                .await;
         };
-        let result = self
-            .commit_allocated(info, key, old, new, expected_rv, dry_run)
-            .await;
-        if let (Some(h), Some(t)) = (hooks, &taken) {
+        // What the hooks take must be given back when the write fails, so the three steps
+        // run to their end in their own task even if the client goes away meanwhile.
+        let (this, info, key, old) = (self.clone(), info.clone(), key.clone(), old.clone());
+        tokio::spawn(async move {
+            let store = this.store.as_ref();
+            let taken = hooks
+                .before_write(store, &info, &key.name, Some(&old), &mut new)
+                .await?;
+            let result = this
+                .commit_allocated(&info, &key, &old, new, expected_rv, false)
+                .await;
             match &result {
                 Ok(stored) => {
                     // The write may have removed the object (its last finalizer went).
-                    let gone =
-                        matches!(self.store.get(key).await, Err(StoreError::NotFound { .. }));
+                    let gone = matches!(store.get(&key).await, Err(StoreError::NotFound { .. }));
                     let kept = (!gone).then_some(stored);
-                    h.after_write(self.store.as_ref(), old, kept).await
+                    hooks.after_write(store, &old, kept).await
                 }
-                Err(_) => h.undo(self.store.as_ref(), t).await,
+                Err(_) => hooks.undo(store, &taken).await,
             }
-        }
-        result
+            result
+        })
+        .await
+        .map_err(ApiError::WriteTask)?
     }
 
     /// The validate-and-write half of [`Self::commit_update`].
@@ -677,7 +707,7 @@ impl Registry {
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
     /// resourceVersion (then a mismatch is the client's 409).
-    async fn retry_update(
+    pub(crate) async fn retry_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -771,15 +801,15 @@ impl Registry {
                         }
                     }
                     .map_err(|e| match e {
-                        api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                        api::patch::PatchError::Apply(m) => ApiError::Invalid {
+                        e if e.is_malformed() => ApiError::bad_request(e.to_string()),
+                        e => ApiError::Invalid {
                             kind: info.kind.to_string(),
                             group: info.group.to_string(),
                             name: name.to_string(),
                             causes: vec![api::validation::FieldError {
                                 field: String::new(),
                                 reason: api::validation::CauseReason::FieldValueInvalid,
-                                message: m,
+                                message: e.to_string(),
                             }],
                         },
                     })?;
@@ -1174,7 +1204,7 @@ fn add_managed_fields(
 }
 
 /// Patch bodies are JSON; apply bodies may also be YAML.
-fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if patch_type == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)
