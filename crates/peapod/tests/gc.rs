@@ -1,5 +1,5 @@
 //! Garbage collection through kubectl, with ConfigMaps, Secrets and Pods whose
-//! `ownerReferences` name a ConfigMap (or a Namespace): `kubectl delete` (background)
+//! `ownerReferences` name a ConfigMap (or a Namespace, or a ReplicaSet): `kubectl delete` (background)
 //! removes the dependents, running pods included; `--cascade=orphan` keeps them and strips
 //! the reference; `--cascade=foreground` keeps the owner, marked and with the
 //! `foregroundDeletion` finalizer, until its blocking dependents are gone; an object whose
@@ -230,6 +230,30 @@ fn foreground_finalizers_and_namespaces() {
         "--timeout=90s",
     ]);
     assert!(!exists(&pp, &["pod", "fg-pod"]));
+
+    // An owner of another group: `kubectl delete rs` takes a pod it owns along (the pod's
+    // labels are not the ReplicaSet's, so a ReplicaSet controller leaves it alone).
+    pp.apply(
+        r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web-rs}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web-rs}}
+  template:
+    metadata: {labels: {app: web-rs}}
+    spec:
+      containers: [{name: main, image: busybox}]
+"#,
+    );
+    let rs_owner = format!(
+        "{{apiVersion: apps/v1, kind: ReplicaSet, name: web-rs, uid: {}, blockOwnerDeletion: true}}",
+        uid(&pp, "rs/web-rs")
+    );
+    pp.apply(&owned_pod("rs-dep", &rs_owner));
+    pp.wait_pod_phase("rs-dep", "Running", T);
+    pp.kubectl_ok(&["delete", "rs", "web-rs", "--timeout=60s"]);
+    wait_gone(&pp, &["pod", "rs-dep"]);
 
     // A user finalizer holds any object until it is removed.
     pp.kubectl_ok(&["create", "secret", "generic", "held", "--from-literal=a=b"]);
