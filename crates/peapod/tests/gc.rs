@@ -328,6 +328,18 @@ spec:
         Some("Terminating")
     );
     assert!(exists(&pp, &["configmap", "kept", "-n", "gc-ns"]));
+    // The namespace's conditions say what holds it.
+    wait_until(
+        "the namespace's conditions to name the finalizer",
+        T,
+        || {
+            let held = pp.jsonpath(
+                "namespace/gc-ns",
+                "{.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}",
+            )?;
+            (held == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances").then_some(())
+        },
+    );
     pp.kubectl_ok(&[
         "patch",
         "configmap",
