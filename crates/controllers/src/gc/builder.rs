@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use controller_base::events::{EventType, Recorder};
 use controller_base::runner::chain;
 
+use crate::gc::absent::AbsentOwners;
 use crate::gc::graph::{Graph, Identity, Observed, OwnerRef, Uid, Work};
 use crate::gc::queue::WorkQueue;
 
@@ -45,6 +46,8 @@ pub struct Builder {
     pub orphans: Arc<WorkQueue<Uid>>,
     pub recorder: Recorder,
     pub synced: watch::Sender<bool>,
+    /// Where owners seen deleted are remembered, for their dependents' checks.
+    pub absent_owners: Arc<AbsentOwners>,
 }
 
 /// What a watch event says about an object of `resource`; None without a uid.
@@ -136,10 +139,16 @@ impl Builder {
                 }
                 self.graph().observe(o)
             }
-            watcher::Event::Delete(obj) => match obj.metadata.uid.as_deref() {
-                Some(uid) => self.graph().remove(uid, None),
-                None => Vec::new(),
-            },
+            watcher::Event::Delete(obj) => {
+                let Some(o) = observed(r, &obj) else {
+                    return Vec::new();
+                };
+                let mut graph = self.graph();
+                if !graph.dependents(&o.identity.uid).is_empty() {
+                    self.absent_owners.add(o.identity.clone());
+                }
+                graph.remove(&o.identity.uid, None)
+            }
             watcher::Event::InitDone => {
                 // What the relist no longer has was deleted while the watch was down.
                 let seen = monitors[i].listing.take().unwrap_or_default();

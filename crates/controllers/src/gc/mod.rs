@@ -8,6 +8,7 @@
 //! work, and workers (`worker`) decide from the live objects (`policy`) and act. All of it
 //! is event-driven: nothing polls.
 
+mod absent;
 mod builder;
 mod graph;
 mod kinds;
@@ -26,6 +27,7 @@ use kube::Client;
 use controller_base::events::Recorder;
 use controller_base::runner::chain;
 
+use absent::AbsentOwners;
 use builder::Builder;
 use graph::Graph;
 use kinds::Kinds;
@@ -65,6 +67,7 @@ async fn collect(client: Client) {
     let orphans = WorkQueue::new();
     let (absent_tx, absent_rx) = futures::channel::mpsc::unbounded();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let absent_owners = Arc::new(AbsentOwners::default());
     let builder = Builder {
         client: client.clone(),
         resources: kinds.monitored(),
@@ -73,6 +76,7 @@ async fn collect(client: Client) {
         orphans: orphans.clone(),
         recorder: Recorder::new(client.clone(), COMPONENT),
         synced: synced_tx,
+        absent_owners: absent_owners.clone(),
     };
     let collector = Arc::new(Collector {
         client,
@@ -81,6 +85,7 @@ async fn collect(client: Client) {
         deletes,
         orphans,
         absent: absent_tx,
+        absent_owners,
     });
     let deleters =
         (0..DELETE_WORKERS).map(|_| collector.clone().delete_worker(synced_rx.clone()).boxed());

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use controller_base::error::{is_conflict, is_not_found};
 use controller_base::runner::chain;
 
+use crate::gc::absent::AbsentOwners;
 use crate::gc::graph::{Graph, Identity, Uid};
 use crate::gc::kinds::Kinds;
 use crate::gc::policy::{verdict, OwnerState, Verdict, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
@@ -68,6 +69,8 @@ pub struct Collector {
     pub orphans: Arc<WorkQueue<Uid>>,
     /// Identities the API says are gone, for the graph builder (virtual delete events).
     pub absent: UnboundedSender<Identity>,
+    /// Owners the API already said are gone.
+    pub absent_owners: Arc<AbsentOwners>,
 }
 
 impl Collector {
@@ -244,7 +247,25 @@ impl Collector {
         r: &OwnerReference,
         item: &Identity,
     ) -> Result<OwnerState, WorkError> {
+        let mut named = Identity {
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            namespace: String::new(),
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+        };
+        // Known gone, as a cluster-scoped owner or in the dependent's namespace.
+        if self.absent_owners.contains(&named) {
+            return Ok(OwnerState::Dangling);
+        }
+        named.namespace = item.namespace.clone();
+        if self.absent_owners.contains(&named) {
+            return Ok(OwnerState::Dangling);
+        }
         let (resource, namespaced) = self.resource(&r.api_version, &r.kind)?;
+        if !namespaced {
+            named.namespace.clear();
+        }
         if namespaced && item.namespace.is_empty() {
             return Err(WorkError::NamespacedOwnerOfClusterScoped {
                 dependent: item.to_string(),
@@ -273,7 +294,10 @@ impl Collector {
                     OwnerState::Solid
                 }
             }
-            _ => OwnerState::Dangling,
+            _ => {
+                self.absent_owners.add(named);
+                OwnerState::Dangling
+            }
         })
     }
 
