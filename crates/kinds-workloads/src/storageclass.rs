@@ -39,6 +39,22 @@ pub fn is_default_class(class: &Value) -> bool {
         .any(|a| at(class, &["metadata", "annotations", a]).and_then(Value::as_str) == Some("true"))
 }
 
+/// Upstream `GetDefaultClass`: among the classes marked default, the newest (then the first
+/// by name), so that adding a new default takes over from an old one.
+pub fn default_class(classes: &[Value]) -> Option<&str> {
+    classes
+        .iter()
+        .filter(|c| is_default_class(c))
+        .max_by(|a, b| {
+            let created = |c: &Value| str_at(c, &["metadata", "creationTimestamp"]).to_string();
+            let name = |c: &Value| str_at(c, &["metadata", "name"]).to_string();
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| name(b).cmp(&name(a)))
+        })
+        .map(|c| str_at(c, &["metadata", "name"]))
+}
+
 const MAX_PARAMETERS: usize = 512;
 const MAX_PARAMETERS_SIZE: usize = 256 * 1024;
 
@@ -181,6 +197,21 @@ mod tests {
                 "volumeBindingMode: Invalid value: \"WaitForFirstConsumer\": field is immutable",
             ]
         );
+    }
+
+    #[test]
+    fn newest_default_wins() {
+        let old = class();
+        let mut newer = class();
+        newer["metadata"]["name"] = json!("fast");
+        newer["metadata"]["creationTimestamp"] = json!("2026-01-02T14:30:00Z");
+        let mut plain = class();
+        plain["metadata"]["name"] = json!("plain");
+        plain["metadata"]["annotations"] = json!({});
+        plain["metadata"]["creationTimestamp"] = json!("2026-01-02T14:50:00Z");
+        assert_eq!(default_class(&[old.clone(), newer, plain.clone()]), Some("fast"));
+        assert_eq!(default_class(&[old, plain.clone()]), Some("local-path"));
+        assert_eq!(default_class(&[plain]), None);
     }
 
     #[test]
