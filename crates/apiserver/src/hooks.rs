@@ -88,10 +88,9 @@ impl WriteHooks for DefaultStorageClass {
             .await
             .map_err(ApiError::Store)?;
         let default = kinds_workloads::storageclass::default_class(&classes.items);
-        if let (Some(class), Some(spec)) = (
-            default,
-            obj.get_mut("spec").and_then(Value::as_object_mut),
-        ) {
+        if let (Some(class), Some(spec)) =
+            (default, obj.get_mut("spec").and_then(Value::as_object_mut))
+        {
             spec.insert("storageClassName".into(), Value::from(class));
         }
         Ok(Taken::default())

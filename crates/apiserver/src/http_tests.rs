@@ -645,12 +645,17 @@ async fn claims_without_a_class_get_the_default_class() {
     let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
     let r = h.post(claims, claim("early", None)).await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
-    assert!(r.body["spec"].get("storageClassName").is_none(), "no default class yet");
+    assert!(
+        r.body["spec"].get("storageClassName").is_none(),
+        "no default class yet"
+    );
     assert_eq!(r.body["status"]["phase"], "Pending");
     let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": "peapod.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"});
-    let r = h.post("/apis/storage.k8s.io/v1/storageclasses", class).await;
+    let r = h
+        .post("/apis/storage.k8s.io/v1/storageclasses", class)
+        .await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["reclaimPolicy"], "Delete");
     let r = h.post(claims, claim("data", None)).await;
@@ -658,5 +663,8 @@ async fn claims_without_a_class_get_the_default_class() {
     assert_eq!(r.body["spec"]["storageClassName"], "local-path");
     let r = h.post(claims, claim("static", Some(""))).await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.body["spec"]["storageClassName"], "", "an explicit empty class stays");
+    assert_eq!(
+        r.body["spec"]["storageClassName"], "",
+        "an explicit empty class stays"
+    );
 }

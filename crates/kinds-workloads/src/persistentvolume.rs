@@ -223,7 +223,10 @@ fn validate_pv(e: &mut FieldErrors, pv: &Value) {
         [_] => {}
         [_, rest @ ..] => {
             for k in rest {
-                e.forbidden(&format!("spec.{k}"), "may not specify more than 1 volume type");
+                e.forbidden(
+                    &format!("spec.{k}"),
+                    "may not specify more than 1 volume type",
+                );
             }
         }
     }
@@ -236,7 +239,11 @@ fn validate_pv(e: &mut FieldErrors, pv: &Value) {
         if path.is_empty() {
             e.required("spec.local.path", "");
         } else if has_backsteps(path) {
-            e.invalid("spec.local.path", &Value::from(path), "must not contain '..'");
+            e.invalid(
+                "spec.local.path",
+                &Value::from(path),
+                "must not contain '..'",
+            );
         }
         if affinity.is_none() {
             e.required("spec.nodeAffinity", "Local volume requires node affinity");
@@ -260,7 +267,11 @@ fn host_path(e: &mut FieldErrors, h: &Value) {
         return;
     }
     if has_backsteps(path) {
-        e.invalid("spec.hostPath.path", &Value::from(path), "must not contain '..'");
+        e.invalid(
+            "spec.hostPath.path",
+            &Value::from(path),
+            "must not contain '..'",
+        );
     }
     if path.trim_end_matches('/').is_empty() {
         e.forbidden("spec.hostPath.path", "may not be '/'");
@@ -293,8 +304,10 @@ mod tests {
 
     #[test]
     fn static_volumes_are_retained() {
-        let v = pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": "/data"}}));
+        let v = pv(
+            json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/data"}}),
+        );
         assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
         assert_eq!(v["spec"]["volumeMode"], "Filesystem");
         assert_eq!(v["status"]["phase"], "Pending");
@@ -319,29 +332,40 @@ mod tests {
             messages(RESOURCE.validate_create(&none)),
             vec!["spec: Required value: must specify a volume type"]
         );
-        let cpu = pv(json!({"capacity": {"cpu": "1"}, "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": "/d"}}));
+        let cpu = pv(
+            json!({"capacity": {"cpu": "1"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/d"}}),
+        );
         let m = messages(RESOURCE.validate_create(&cpu));
         assert_eq!(m.len(), 1, "{m:?}");
-        assert!(m[0].starts_with("spec.capacity: Unsupported value: "), "{m:?}");
+        assert!(
+            m[0].starts_with("spec.capacity: Unsupported value: "),
+            "{m:?}"
+        );
         assert!(m[0].ends_with("supported values: \"storage\""), "{m:?}");
-        let local = pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "local": {"path": "/mnt/disk"}}));
+        let local = pv(
+            json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/mnt/disk"}}),
+        );
         assert_eq!(
             messages(RESOURCE.validate_create(&local)),
             vec!["spec.nodeAffinity: Required value: Local volume requires node affinity"]
         );
-        let pinned = pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+        let pinned = pv(
+            json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
             "local": {"path": "/mnt/disk"},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}));
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}),
+        );
         assert!(RESOURCE.validate_create(&pinned).is_ok());
     }
 
     #[test]
     fn source_is_immutable() {
-        let old = pv(json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": "/data"}}));
+        let old = pv(
+            json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/data"}}),
+        );
         let mut new = old.clone();
         new["spec"]["hostPath"]["path"] = json!("/other");
         new["spec"]["capacity"]["storage"] = json!("2Gi");

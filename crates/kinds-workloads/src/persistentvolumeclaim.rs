@@ -151,7 +151,9 @@ fn validate_claim(e: &mut FieldErrors, pvc: &Value) {
 }
 
 fn storage(v: &Value, path: &[&str]) -> Option<Quantity> {
-    at(v, path).and_then(Value::as_str).and_then(Quantity::parse)
+    at(v, path)
+        .and_then(Value::as_str)
+        .and_then(Quantity::parse)
 }
 
 /// `ValidatePersistentVolumeClaimUpdate`: the spec stays as created, except that the binder

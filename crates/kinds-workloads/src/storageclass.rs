@@ -126,7 +126,11 @@ impl Strategy for StorageClasses {
         }
         let mode = str_at(new, &["volumeBindingMode"]);
         if str_at(old, &["volumeBindingMode"]) != mode {
-            e.invalid("volumeBindingMode", &Value::from(mode), "field is immutable");
+            e.invalid(
+                "volumeBindingMode",
+                &Value::from(mode),
+                "field is immutable",
+            );
         }
     }
 
@@ -154,7 +158,10 @@ impl Strategy for StorageClasses {
             json!(s(sc, &["provisioner"])),
             json!(or(s(sc, &["reclaimPolicy"]), "Delete")),
             json!(or(s(sc, &["volumeBindingMode"]), "Immediate")),
-            json!(sc.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false)),
+            json!(sc
+                .get("allowVolumeExpansion")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
             age,
         ]
     }
@@ -209,7 +216,10 @@ mod tests {
         plain["metadata"]["name"] = json!("plain");
         plain["metadata"]["annotations"] = json!({});
         plain["metadata"]["creationTimestamp"] = json!("2026-01-02T14:50:00Z");
-        assert_eq!(default_class(&[old.clone(), newer, plain.clone()]), Some("fast"));
+        assert_eq!(
+            default_class(&[old.clone(), newer, plain.clone()]),
+            Some("fast")
+        );
         assert_eq!(default_class(&[old, plain.clone()]), Some("local-path"));
         assert_eq!(default_class(&[plain]), None);
     }

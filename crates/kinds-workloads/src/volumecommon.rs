@@ -154,7 +154,11 @@ fn requirement(e: &mut FieldErrors, req: &Value, path: &str, label_key: bool) {
 /// A label selector (`spec.selector` of a claim): its `matchLabels` follow the label rules.
 pub fn selector(e: &mut FieldErrors, spec: &Value, path: &str) {
     if obj(spec.get("selector")).is_some() {
-        labels(e, at(spec, &["selector", "matchLabels"]), &format!("{path}.matchLabels"));
+        labels(
+            e,
+            at(spec, &["selector", "matchLabels"]),
+            &format!("{path}.matchLabels"),
+        );
     }
 }
 
@@ -171,7 +175,10 @@ pub fn attributes_class(spec: Option<&Value>) -> String {
 
 /// The VOLUMEMODE cell (`-o wide`): the mode, `<unset>` when none.
 pub fn volume_mode_cell(spec: Option<&Value>) -> String {
-    match spec.and_then(|s| s.get("volumeMode")).and_then(Value::as_str) {
+    match spec
+        .and_then(|s| s.get("volumeMode"))
+        .and_then(Value::as_str)
+    {
         Some(m) => m.to_string(),
         None => "<unset>".to_string(),
     }

@@ -2,10 +2,14 @@
 //! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones.
 
+pub mod localpath;
 mod persistentvolume;
 pub mod volumebinding;
 
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[("persistentvolume", persistentvolume::run)];
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("persistentvolume", persistentvolume::run),
+    ("local-path-provisioner", localpath::run),
+];

@@ -40,10 +40,9 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::volumebinding::{
-    claim_class, class_unset, default_class, find_match, phase, refers_to, satisfies,
-    volume_name, waits_for_consumer, ANN_BETA_STORAGE_PROVISIONER, ANN_BIND_COMPLETED,
-    ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
-    NO_PROVISIONER,
+    claim_class, class_unset, default_class, find_match, phase, refers_to, satisfies, volume_name,
+    waits_for_consumer, ANN_BETA_STORAGE_PROVISIONER, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER,
+    ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NO_PROVISIONER,
 };
 
 const COMPONENT: &str = "persistentvolume-controller";
@@ -73,7 +72,10 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (classes, class_writer) = reflector::store();
     let class_events = reflector::reflector(
         class_writer,
-        watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -194,7 +196,11 @@ async fn sync_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Ac
             {
                 Ok(_) => {}
                 Err(e) if raced(&e) => {}
-                Err(e) => return Err(Error::api(format!("setting the class of claim {ns}/{name}"))(e)),
+                Err(e) => {
+                    return Err(Error::api(format!(
+                        "setting the class of claim {ns}/{name}"
+                    ))(e))
+                }
             }
             return Ok(Action::await_change());
         }
@@ -212,7 +218,13 @@ async fn sync_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Ac
             .await
             .map_err(Error::api(format!("reading volume {bound_to}")))?;
         if fresh.is_none() {
-            lose(&ctx, &pvc, "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the volume is lost!").await?;
+            lose(
+                &ctx,
+                &pvc,
+                "ClaimLost",
+                "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
+            )
+            .await?;
         }
         return Ok(Action::await_change());
     };
@@ -222,12 +234,20 @@ async fn sync_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Ac
         None if satisfies(pv, &pvc) => bind(&ctx, pv, &pvc).await,
         None => {
             let msg = format!("Cannot bind to requested volume {bound_to:?}: it does not satisfy the claim (class, access modes, size or volume mode)");
-            ctx.recorder.record(&*pvc, EventType::Warning, "FailedBinding", &msg).await?;
+            ctx.recorder
+                .record(&*pvc, EventType::Warning, "FailedBinding", &msg)
+                .await?;
             Ok(Action::await_change())
         }
         Some(_) if refers_to(pv, &pvc) => bind(&ctx, pv, &pvc).await,
         Some(_) => {
-            lose(&ctx, &pvc, "ClaimMisbound", "Two claims are bound to the same volume, this one is bound incorrectly").await?;
+            lose(
+                &ctx,
+                &pvc,
+                "ClaimMisbound",
+                "Two claims are bound to the same volume, this one is bound incorrectly",
+            )
+            .await?;
             Ok(Action::await_change())
         }
     }
@@ -257,7 +277,12 @@ async fn sync_unbound_claim(
         Some(p) if p != NO_PROVISIONER => {
             if delay && selected.is_none() {
                 ctx.recorder
-                    .record(pvc, EventType::Normal, "WaitForFirstConsumer", "waiting for first consumer to be created before binding")
+                    .record(
+                        pvc,
+                        EventType::Normal,
+                        "WaitForFirstConsumer",
+                        "waiting for first consumer to be created before binding",
+                    )
                     .await?;
             } else if pvc.annotations().get(ANN_STORAGE_PROVISIONER) != Some(&p) {
                 request_provisioning(ctx, pvc, &p).await?;
@@ -265,17 +290,32 @@ async fn sync_unbound_claim(
         }
         Some(_) if delay && selected.is_none() => {
             ctx.recorder
-                .record(pvc, EventType::Normal, "WaitForFirstConsumer", "waiting for first consumer to be created before binding")
+                .record(
+                    pvc,
+                    EventType::Normal,
+                    "WaitForFirstConsumer",
+                    "waiting for first consumer to be created before binding",
+                )
                 .await?;
         }
         Some(_) => {
             ctx.recorder
-                .record(pvc, EventType::Normal, "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+                .record(
+                    pvc,
+                    EventType::Normal,
+                    "FailedBinding",
+                    "no persistent volumes available for this claim and no storage class is set",
+                )
                 .await?;
         }
         None if class_name.is_empty() => {
             ctx.recorder
-                .record(pvc, EventType::Normal, "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+                .record(
+                    pvc,
+                    EventType::Normal,
+                    "FailedBinding",
+                    "no persistent volumes available for this claim and no storage class is set",
+                )
                 .await?;
         }
         None => {
@@ -307,7 +347,11 @@ async fn request_provisioning(
     {
         Ok(_) => {}
         Err(e) if raced(&e) => return Ok(()),
-        Err(e) => return Err(Error::api(format!("annotating claim {ns}/{name} for provisioning"))(e)),
+        Err(e) => {
+            return Err(Error::api(format!(
+                "annotating claim {ns}/{name} for provisioning"
+            ))(e))
+        }
     }
     let msg = format!("Waiting for a volume to be created either by the external provisioner {provisioner:?} or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.");
     ctx.recorder
@@ -317,7 +361,11 @@ async fn request_provisioning(
 
 /// Binds `pv` and `pvc` to each other, finishing whatever part is not done yet. Says when
 /// to look again: soon after losing a write race, else on the next change.
-async fn bind(ctx: &Ctx, pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> Result<Action, Error> {
+async fn bind(
+    ctx: &Ctx,
+    pv: &PersistentVolume,
+    pvc: &PersistentVolumeClaim,
+) -> Result<Action, Error> {
     let ns = pvc.namespace().unwrap_or_default();
     let claim_name = pvc.name_any();
     let pv_name = pv.name_any();
@@ -349,25 +397,43 @@ async fn bind(ctx: &Ctx, pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> 
         pv = match pv_api.replace(&pv_name, &PostParams::default(), &pv).await {
             Ok(written) => written,
             Err(e) if raced(&e) => return Ok(Action::requeue(RETRY_RACE)),
-            Err(e) => return Err(Error::api(format!("binding volume {pv_name} to claim {ns}/{claim_name}"))(e)),
+            Err(e) => {
+                return Err(Error::api(format!(
+                    "binding volume {pv_name} to claim {ns}/{claim_name}"
+                ))(e))
+            }
         };
     }
     set_volume_phase(ctx, &pv, "Bound", None).await?;
     let claim_api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns);
     let mut pvc = pvc.clone();
-    let completed = pvc.annotations().get(ANN_BIND_COMPLETED).map(String::as_str) == Some("yes");
+    let completed = pvc
+        .annotations()
+        .get(ANN_BIND_COMPLETED)
+        .map(String::as_str)
+        == Some("yes");
     if volume_name(&pvc) != pv_name || !completed {
-        let annotations = pvc.metadata.annotations.get_or_insert_with(Default::default);
+        let annotations = pvc
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
         annotations.insert(ANN_BIND_COMPLETED.into(), "yes".into());
         let spec = pvc.spec.get_or_insert_with(Default::default);
         if spec.volume_name.as_deref().unwrap_or("").is_empty() {
             spec.volume_name = Some(pv_name.clone());
             annotations.insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
         }
-        pvc = match claim_api.replace(&claim_name, &PostParams::default(), &pvc).await {
+        pvc = match claim_api
+            .replace(&claim_name, &PostParams::default(), &pvc)
+            .await
+        {
             Ok(written) => written,
             Err(e) if raced(&e) => return Ok(Action::requeue(RETRY_RACE)),
-            Err(e) => return Err(Error::api(format!("binding claim {ns}/{claim_name} to volume {pv_name}"))(e)),
+            Err(e) => {
+                return Err(Error::api(format!(
+                    "binding claim {ns}/{claim_name} to volume {pv_name}"
+                ))(e))
+            }
         };
     }
     let status = pvc.status.clone().unwrap_or_default();
@@ -391,7 +457,12 @@ async fn bind(ctx: &Ctx, pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> 
 }
 
 /// A bound claim whose volume is gone or bound elsewhere: `Lost`, with one warning.
-async fn lose(ctx: &Ctx, pvc: &PersistentVolumeClaim, reason: &str, msg: &str) -> Result<(), Error> {
+async fn lose(
+    ctx: &Ctx,
+    pvc: &PersistentVolumeClaim,
+    reason: &str,
+    msg: &str,
+) -> Result<(), Error> {
     if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Lost") {
         return Ok(());
     }
@@ -406,7 +477,9 @@ async fn lose(ctx: &Ctx, pvc: &PersistentVolumeClaim, reason: &str, msg: &str) -
         Err(e) if raced(&e) => return Ok(()),
         Err(e) => return Err(Error::api(format!("marking claim {ns}/{name} lost"))(e)),
     }
-    ctx.recorder.record(pvc, EventType::Warning, reason, msg).await
+    ctx.recorder
+        .record(pvc, EventType::Warning, reason, msg)
+        .await
 }
 
 /// Moves a volume to `phase` (with a message for `Failed`), stamping the transition time.
@@ -451,9 +524,7 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
     }
     let ns = claim_ref.namespace.clone().unwrap_or_default();
     let claim_name = claim_ref.name.clone().unwrap_or_default();
-    let cached = ctx
-        .claims
-        .get(&ObjectRef::new(&claim_name).within(&ns));
+    let cached = ctx.claims.get(&ObjectRef::new(&claim_name).within(&ns));
     let claim = match cached {
         Some(c) if c.metadata.uid.as_deref() == Some(ref_uid.as_str()) => Some(c),
         // Never reclaim on the cache's word alone: it may not have seen the claim yet.

@@ -219,10 +219,15 @@ pub fn node_affinity_matches(pv: &PersistentVolume, node: &Node) -> bool {
     required.node_selector_terms.iter().any(|term| {
         let exprs = term.match_expressions.iter().flatten();
         let fields = term.match_fields.iter().flatten();
-        let has_any = term.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        let has_any = term
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
             || term.match_fields.as_ref().is_some_and(|f| !f.is_empty());
         has_any
-            && exprs.into_iter().all(|r| node_requirement(r, labels.get(&r.key)))
+            && exprs
+                .into_iter()
+                .all(|r| node_requirement(r, labels.get(&r.key)))
             && fields.into_iter().all(|r| {
                 let value = (r.key == "metadata.name").then_some(&name);
                 node_requirement(r, value)
@@ -303,8 +308,10 @@ mod tests {
     }
 
     fn node(name: &str) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}))
-            .expect("node")
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+        )
+        .expect("node")
     }
 
     fn names(found: Option<Arc<PersistentVolume>>) -> Option<String> {
@@ -313,70 +320,152 @@ mod tests {
 
     #[test]
     fn smallest_volume_that_fits() {
-        let vols = vec![pv("big", "10Gi", json!({})), pv("small", "2Gi", json!({})), pv("tiny", "500Mi", json!({}))];
-        assert_eq!(names(find_match(&claim("1Gi", json!({})), &vols, None, false)), Some("small".into()));
-        assert_eq!(names(find_match(&claim("20Gi", json!({})), &vols, None, false)), None);
-        assert_eq!(names(find_match(&claim("1000Mi", json!({})), &vols, None, false)), Some("small".into()));
+        let vols = vec![
+            pv("big", "10Gi", json!({})),
+            pv("small", "2Gi", json!({})),
+            pv("tiny", "500Mi", json!({})),
+        ];
+        assert_eq!(
+            names(find_match(&claim("1Gi", json!({})), &vols, None, false)),
+            Some("small".into())
+        );
+        assert_eq!(
+            names(find_match(&claim("20Gi", json!({})), &vols, None, false)),
+            None
+        );
+        assert_eq!(
+            names(find_match(&claim("1000Mi", json!({})), &vols, None, false)),
+            Some("small".into())
+        );
     }
 
     #[test]
     fn class_modes_and_selector_must_match() {
         let vols = vec![pv("a", "1Gi", json!({"storageClassName": "fast"}))];
-        assert_eq!(names(find_match(&claim("1Gi", json!({})), &vols, None, false)), None);
+        assert_eq!(
+            names(find_match(&claim("1Gi", json!({})), &vols, None, false)),
+            None
+        );
         let fast = claim("1Gi", json!({"storageClassName": "fast"}));
-        assert_eq!(names(find_match(&fast, &vols, None, false)), Some("a".into()));
-        let rwx = claim("1Gi", json!({"storageClassName": "fast", "accessModes": ["ReadWriteMany"]}));
+        assert_eq!(
+            names(find_match(&fast, &vols, None, false)),
+            Some("a".into())
+        );
+        let rwx = claim(
+            "1Gi",
+            json!({"storageClassName": "fast", "accessModes": ["ReadWriteMany"]}),
+        );
         assert_eq!(names(find_match(&rwx, &vols, None, false)), None);
-        let block = claim("1Gi", json!({"storageClassName": "fast", "volumeMode": "Block"}));
+        let block = claim(
+            "1Gi",
+            json!({"storageClassName": "fast", "volumeMode": "Block"}),
+        );
         assert_eq!(names(find_match(&block, &vols, None, false)), None);
-        let hdd = claim("1Gi", json!({"storageClassName": "fast", "selector": {"matchLabels": {"disk": "hdd"}}}));
+        let hdd = claim(
+            "1Gi",
+            json!({"storageClassName": "fast", "selector": {"matchLabels": {"disk": "hdd"}}}),
+        );
         assert_eq!(names(find_match(&hdd, &vols, None, false)), None);
-        let ssd = claim("1Gi", json!({"storageClassName": "fast",
-            "selector": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}));
-        assert_eq!(names(find_match(&ssd, &vols, None, false)), Some("a".into()));
+        let ssd = claim(
+            "1Gi",
+            json!({"storageClassName": "fast",
+            "selector": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}),
+        );
+        assert_eq!(
+            names(find_match(&ssd, &vols, None, false)),
+            Some("a".into())
+        );
     }
 
     #[test]
     fn claimed_released_and_deleting_volumes_are_skipped() {
-        let taken = pv("taken", "1Gi", json!({"claimRef": {"namespace": "ns", "name": "other", "uid": "u9"}}));
+        let taken = pv(
+            "taken",
+            "1Gi",
+            json!({"claimRef": {"namespace": "ns", "name": "other", "uid": "u9"}}),
+        );
         let mut released = (*pv("released", "1Gi", json!({}))).clone();
         released.status = serde_json::from_value(json!({"phase": "Released"})).ok();
         let mut going = (*pv("going", "1Gi", json!({}))).clone();
-        going.metadata.deletion_timestamp = serde_json::from_value(json!("2026-01-01T00:00:00Z")).ok();
+        going.metadata.deletion_timestamp =
+            serde_json::from_value(json!("2026-01-01T00:00:00Z")).ok();
         let vols = vec![taken, Arc::new(released), Arc::new(going)];
-        assert_eq!(names(find_match(&claim("1Gi", json!({})), &vols, None, false)), None);
+        assert_eq!(
+            names(find_match(&claim("1Gi", json!({})), &vols, None, false)),
+            None
+        );
     }
 
     #[test]
     fn pre_bound_volume_wins_and_delay_waits_for_a_node() {
         let vols = vec![
             pv("small", "1Gi", json!({})),
-            pv("mine", "5Gi", json!({"claimRef": {"namespace": "ns", "name": "data"}})),
+            pv(
+                "mine",
+                "5Gi",
+                json!({"claimRef": {"namespace": "ns", "name": "data"}}),
+            ),
         ];
         let c = claim("1Gi", json!({}));
-        assert_eq!(names(find_match(&c, &vols, None, false)), Some("mine".into()));
-        assert_eq!(names(find_match(&c, &vols, None, true)), Some("mine".into()), "pre-bound even when delayed");
+        assert_eq!(
+            names(find_match(&c, &vols, None, false)),
+            Some("mine".into())
+        );
+        assert_eq!(
+            names(find_match(&c, &vols, None, true)),
+            Some("mine".into()),
+            "pre-bound even when delayed"
+        );
         let unbound = vec![pv("small", "1Gi", json!({}))];
         assert_eq!(names(find_match(&c, &unbound, None, true)), None);
-        assert_eq!(names(find_match(&c, &unbound, Some(&node("n1")), true)), Some("small".into()));
-        let other_uid = vec![pv("mine", "5Gi", json!({"claimRef": {"namespace": "ns", "name": "data", "uid": "old"}}))];
+        assert_eq!(
+            names(find_match(&c, &unbound, Some(&node("n1")), true)),
+            Some("small".into())
+        );
+        let other_uid = vec![pv(
+            "mine",
+            "5Gi",
+            json!({"claimRef": {"namespace": "ns", "name": "data", "uid": "old"}}),
+        )];
         assert_eq!(names(find_match(&c, &other_uid, None, false)), None);
     }
 
     #[test]
     fn node_affinity() {
-        let pinned = pv("local", "1Gi", json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}));
+        let pinned = pv(
+            "local",
+            "1Gi",
+            json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}),
+        );
         assert!(node_affinity_matches(&pinned, &node("n1")));
         assert!(!node_affinity_matches(&pinned, &node("n2")));
-        let by_field = pv("f", "1Gi", json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}]}}}));
+        let by_field = pv(
+            "f",
+            "1Gi",
+            json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}]}}}),
+        );
         assert!(!node_affinity_matches(&by_field, &node("n1")));
         assert!(node_affinity_matches(&by_field, &node("n2")));
-        assert!(node_affinity_matches(&pv("any", "1Gi", json!({})), &node("n2")));
+        assert!(node_affinity_matches(
+            &pv("any", "1Gi", json!({})),
+            &node("n2")
+        ));
         let c = claim("1Gi", json!({}));
-        assert_eq!(names(find_match(&c, &[pinned.clone()], Some(&node("n2")), true)), None);
-        assert_eq!(names(find_match(&c, &[pinned], Some(&node("n1")), true)), Some("local".into()));
+        assert_eq!(
+            names(find_match(
+                &c,
+                std::slice::from_ref(&pinned),
+                Some(&node("n2")),
+                true
+            )),
+            None
+        );
+        assert_eq!(
+            names(find_match(&c, &[pinned], Some(&node("n1")), true)),
+            Some("local".into())
+        );
     }
 
     #[test]
@@ -386,7 +475,8 @@ mod tests {
         assert_eq!(claim_class(&c), "");
         assert!(!class_unset(&claim("1Gi", json!({}))));
         let wffc: StorageClass = serde_json::from_value(json!({"metadata": {"name": "lp"},
-            "provisioner": "p", "volumeBindingMode": "WaitForFirstConsumer"})).expect("sc");
+            "provisioner": "p", "volumeBindingMode": "WaitForFirstConsumer"}))
+        .expect("sc");
         assert!(waits_for_consumer(Some(&wffc)));
         assert!(!waits_for_consumer(None));
         assert_eq!(default_class(&[Arc::new(wffc.clone())]), None);
