@@ -14,6 +14,7 @@ mod endpoints;
 mod leader;
 mod namespace;
 mod scheduler;
+mod volumefit;
 
 use std::future::Future;
 
