@@ -43,8 +43,10 @@ pub enum ClaimError {
 
 /// Names of the claims the pod's volumes use.
 pub fn referenced(pod: &Pod) -> Vec<String> {
-    let mut names: Vec<String> = crate::sources::volumes(pod)
-        .iter()
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    let mut names: Vec<String> = volumes
+        .into_iter()
+        .flatten()
         .filter_map(|v| v.persistent_volume_claim.as_ref())
         .map(|c| c.claim_name.clone())
         .collect();
