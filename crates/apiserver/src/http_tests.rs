@@ -639,6 +639,43 @@ async fn pod_status_carries_the_qos_class() {
 }
 
 #[tokio::test]
+async fn claims_without_a_class_get_the_default_class() {
+    let h = harness().await;
+    let claim = |name: &str, class: Option<&str>| {
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(c) = class {
+            spec["storageClassName"] = json!(c);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec})
+    };
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let r = h.post(claims, claim("early", None)).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert!(
+        r.body["spec"].get("storageClassName").is_none(),
+        "no default class yet"
+    );
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "peapod.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"});
+    let r = h
+        .post("/apis/storage.k8s.io/v1/storageclasses", class)
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["reclaimPolicy"], "Delete");
+    let r = h.post(claims, claim("data", None)).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["spec"]["storageClassName"], "local-path");
+    let r = h.post(claims, claim("static", Some(""))).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.body["spec"]["storageClassName"], "",
+        "an explicit empty class stays"
+    );
+}
+
+#[tokio::test]
 async fn owner_reference_patches_are_conditional_on_the_uid() {
     let h = harness().await;
     let created = h

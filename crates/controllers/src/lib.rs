@@ -15,6 +15,7 @@ mod gc;
 mod leader;
 mod namespace;
 mod scheduler;
+mod volumefit;
 
 use std::future::Future;
 

@@ -1,5 +1,6 @@
 //! The agent's main loop: start the node API, register the Node and keep it and its Lease
-//! fresh, watch the pods bound to this node, and run one worker task per pod. Sandboxes of
+//! fresh, watch the pods bound to this node, and run one worker task per pod; beside it,
+//! the reclaim of this node's local-path volume directories. Sandboxes of
 //! pods that no longer exist are torn down once the first pod list is in.
 
 use std::collections::{HashMap, HashSet};
@@ -318,11 +319,22 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // Published in the Node for the provisioner, which never sees this machine's paths.
+    let state_dir =
+        std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+    let local_path_root = volumes::localpath::root(&state_dir);
     let id = NodeIdentity {
         name: config.node_name.clone(),
         ip: config.node_api_advertise_ip,
         port,
+        local_path_root: local_path_root.to_string_lossy().into_owned(),
     };
+    let local_path_task = tokio::spawn(crate::localpath::run(
+        client.clone(),
+        config.node_name.clone(),
+        local_path_root,
+        shutdown.clone(),
+    ));
     let heartbeat_task = tokio::spawn(heartbeat(
         client.clone(),
         id,
@@ -480,6 +492,7 @@ pub async fn run(
         w.task.abort();
     }
     heartbeat_task.abort();
+    local_path_task.abort();
     eviction_task.abort();
     server_task.abort();
     mirror_task.abort();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ImageConfig, ImageInfo, PodSandboxConfig,
@@ -355,6 +357,8 @@ pub struct FakeApiState {
     pub deleted: Vec<(String, String, String)>,
     pub config_maps: HashMap<String, ConfigMap>,
     pub secrets: HashMap<String, Secret>,
+    pub claims: HashMap<String, PersistentVolumeClaim>,
+    pub persistent_volumes: HashMap<String, PersistentVolume>,
 }
 
 #[derive(Default)]
@@ -413,5 +417,18 @@ impl PodApi for FakeApi {
     }
     async fn get_secret(&self, _: &str, name: &str) -> Result<Option<Secret>, ApiError> {
         Ok(self.lock().secrets.get(name).cloned())
+    }
+    async fn get_persistent_volume_claim(
+        &self,
+        _: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        Ok(self.lock().claims.get(name).cloned())
+    }
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        Ok(self.lock().persistent_volumes.get(name).cloned())
     }
 }

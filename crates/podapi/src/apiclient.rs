@@ -1,9 +1,11 @@
 //! The narrow seam between pod workers and the Kubernetes API: the few calls kubelet's
-//! status manager and event recorder make. One real implementation over `kube::Client`;
+//! status manager, event recorder and volume manager make. One real implementation over `kube::Client`;
 //! tests use a recording fake.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 
@@ -76,6 +78,13 @@ pub trait PodApi: Send + Sync + 'static {
         name: &str,
     ) -> Result<Option<ConfigMap>, ApiError>;
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ApiError>;
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError>;
+    async fn get_persistent_volume(&self, name: &str)
+        -> Result<Option<PersistentVolume>, ApiError>;
 }
 
 /// `PodApi` over a `kube::Client`.
@@ -194,6 +203,33 @@ impl PodApi for KubePodApi {
         api.get_opt(name).await.map_err(|source| ApiError::Get {
             kind: "secret",
             namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.map_err(|source| ApiError::Get {
+            kind: "persistentvolumeclaim",
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|source| ApiError::Get {
+            kind: "persistentvolume",
+            namespace: String::new(),
             name: name.to_string(),
             source,
         })

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
@@ -759,6 +761,23 @@ impl PodApi for MirrorStatusApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ApiError> {
         self.inner.get_secret(namespace, name).await
     }
+
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        self.inner
+            .get_persistent_volume_claim(namespace, name)
+            .await
+    }
+
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        self.inner.get_persistent_volume(name).await
+    }
 }
 
 /// A mirror pod to delete.
@@ -999,6 +1018,19 @@ mod tests {
             Ok(None)
         }
         async fn get_secret(&self, _: &str, _: &str) -> Result<Option<Secret>, ApiError> {
+            Ok(None)
+        }
+        async fn get_persistent_volume_claim(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+            Ok(None)
+        }
+        async fn get_persistent_volume(
+            &self,
+            _: &str,
+        ) -> Result<Option<PersistentVolume>, ApiError> {
             Ok(None)
         }
     }

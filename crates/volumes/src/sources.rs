@@ -40,11 +40,13 @@ pub enum SourceError {
     NoContainer { path: String },
 }
 
-/// The API objects a pod's volumes refer to, fetched by the caller (`None`: absent).
+/// The API objects a pod's volumes refer to, fetched by the caller (`None`: absent), and
+/// each claim resolved to its volume's host directory (or why it has none yet).
 #[derive(Debug, Clone, Default)]
 pub struct Objects {
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub secrets: BTreeMap<String, Option<Secret>>,
+    pub claims: BTreeMap<String, Result<crate::claims::ClaimVolume, crate::claims::ClaimError>>,
 }
 
 /// Names of the config maps and secrets the pod's volumes refer to.

@@ -3,10 +3,16 @@
 //! controller manager in `controllers` runs them beside the core ones. What they share
 //! about owning children is in [`ownership`], what they read from pods in [`pods`].
 
+pub mod localpath;
 pub mod ownership;
+mod persistentvolume;
 pub mod pods;
+pub mod volumebinding;
 
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[];
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("persistentvolume", persistentvolume::run),
+    ("local-path-provisioner", localpath::run),
+];
