@@ -33,6 +33,20 @@ pub(super) fn validate_pod_update(e: &mut FieldErrors, old: &Value, new: &Value)
     mirror_annotation_update(e, old, new);
 }
 
+/// `ValidatePodTemplateSpec`: the template's labels and its pod spec, under `path`
+/// (`spec.template`).
+pub fn validate_template(e: &mut FieldErrors, template: &Value, path: &str) {
+    labels(
+        e,
+        at(template, &["metadata", "labels"]),
+        &format!("{path}.metadata.labels"),
+    );
+    match template.get("spec") {
+        Some(spec) => pod_spec(e, spec, &format!("{path}.spec")),
+        None => e.required(&format!("{path}.spec.containers"), ""),
+    }
+}
+
 fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
     let volumes = pod_volumes(e, spec, path);
     let containers = arr(spec.get("containers"));
