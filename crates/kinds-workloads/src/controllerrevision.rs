@@ -48,11 +48,6 @@ impl Strategy for Revisions {
         immutable(e, old, new, &["data"], "data");
     }
 
-    /// Revisions have no spec and no generation.
-    fn prepare_for_create(&self, _obj: &mut Value) {}
-
-    fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}
-
     #[rustfmt::skip]
     fn columns(&self) -> &'static [Column] {
         &[
