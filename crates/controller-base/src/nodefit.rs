@@ -59,7 +59,10 @@ pub fn matches_node(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     let name = node.metadata.name.as_deref().unwrap_or("");
     let by_affinity = required.is_none_or(|sel| {
         sel.node_selector_terms

@@ -313,9 +313,11 @@ mod tests {
 
     #[test]
     fn required_node_affinity_pins_daemon_pods() {
-        let p = pod(json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}));
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}),
+        );
         let nodes = vec![Arc::new(node("a", true)), Arc::new(node("b", true))];
         let pods = vec![Arc::new(pod(
             json!({"spec": {"nodeName": "b", "containers": []}}),

@@ -2,7 +2,11 @@
 //! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones.
 
+pub mod daemonset;
+mod history;
+mod podutil;
+
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[];
+pub const CONTROLLERS: &[(&str, Start)] = &[("daemonset", daemonset::run)];
