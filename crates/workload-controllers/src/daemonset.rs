@@ -764,11 +764,13 @@ mod tests {
         let spec = daemon_pod_spec(&d.spec.as_ref().expect("spec").template);
         assert!(!eligibility(&spec, &node("n", json!({}))).should_run);
         // hostNetwork pods also tolerate an unavailable network.
-        let mut t = PodTemplateSpec::default();
-        t.spec = Some(PodSpec {
-            host_network: Some(true),
-            ..Default::default()
-        });
+        let t = PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                host_network: Some(true),
+                ..Default::default()
+            }),
+        };
         assert_eq!(daemon_pod_spec(&t).tolerations.map(|t| t.len()), Some(7));
     }
 

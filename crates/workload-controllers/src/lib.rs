@@ -5,8 +5,12 @@
 pub mod daemonset;
 mod history;
 mod podutil;
+pub mod statefulset;
 
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[("daemonset", daemonset::run)];
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("daemonset", daemonset::run),
+    ("statefulset", statefulset::run),
+];

@@ -3,7 +3,6 @@
 //! ownerReferences, label selectors as list queries, and adopting the orphans a selector
 //! matches (upstream's `ClaimPods`, adoption half).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -118,27 +117,6 @@ pub fn selector_query(sel: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// Whether `sel` selects `labels` (the API server validated the operators).
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_exprs = sel.match_expressions.iter().flatten().all(|r| {
-        let have = labels.get(&r.key);
-        let values = r.values.as_deref().unwrap_or(&[]);
-        match r.operator.as_str() {
-            "In" => have.is_some_and(|h| values.contains(h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    by_labels && by_exprs
-}
-
 /// The pods among `pods` (listed by the owner's selector) that `owner` controls, after
 /// adopting the orphans among them; pods another controller owns are left alone. An orphan
 /// that went away or changed meanwhile is skipped.
@@ -208,12 +186,5 @@ mod tests {
                                  {"key": "old", "operator": "DoesNotExist"}]}))
         .expect("selector");
         assert_eq!(selector_query(&sel), "app=web,tier in (a,b),!old");
-        let labels: BTreeMap<String, String> = [("app", "web"), ("tier", "b")]
-            .map(|(k, v)| (k.into(), v.into()))
-            .into();
-        assert!(selector_matches(&sel, &labels));
-        let mut other = labels.clone();
-        other.insert("old".into(), "x".into());
-        assert!(!selector_matches(&sel, &other));
     }
 }
