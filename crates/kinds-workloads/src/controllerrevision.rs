@@ -11,8 +11,6 @@ use apimachinery::json::{arr, str_at};
 use apimachinery::printing::{name_and_age, Column, AGE, NAME};
 use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
-use crate::podtemplate::immutable;
-
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "apps",
     version: "v1",
@@ -45,7 +43,13 @@ impl Strategy for Revisions {
 
     fn validate_update(&self, old: &Value, new: &Value, e: &mut FieldErrors) {
         self.validate(new, e);
-        immutable(e, old, new, &["data"], "data");
+        if old.get("data") != new.get("data") {
+            e.invalid(
+                "data",
+                new.get("data").unwrap_or(&Value::Null),
+                "field is immutable",
+            );
+        }
     }
 
     #[rustfmt::skip]

@@ -16,9 +16,9 @@ use apimachinery::strategy::{
     ResourceInfo, Strategy, ALL_VERBS, STATUS_VERBS,
 };
 
-use crate::podtemplate::{
-    containers_and_images, default_template, immutable, int_or_percent, labels_text, selector_text,
-    validate_int_or_percent, validate_selector_and_template,
+use crate::template::{
+    default_template, immutable_selector, int_cell, int_or_percent, validate_int_or_percent,
+    validate_selector_and_template, wide_cells,
 };
 
 /// Where apps/v1 keeps the DaemonSet's template generation (an internal field upstream).
@@ -70,7 +70,7 @@ impl Strategy for DaemonSets {
 
     fn validate_update(&self, old: &Value, new: &Value, e: &mut FieldErrors) {
         self.validate(new, e);
-        immutable(e, old, new, &["spec", "selector"], "spec.selector");
+        immutable_selector(e, old, new);
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
@@ -114,9 +114,8 @@ impl Strategy for DaemonSets {
 
     fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let (name, age) = name_and_age(obj, now);
-        let n = |k: &str| json!(at(obj, &["status", k]).and_then(Value::as_i64).unwrap_or(0));
-        let pod_spec = at(obj, &["spec", "template", "spec"]).unwrap_or(&Value::Null);
-        let (containers, images) = containers_and_images(pod_spec);
+        let n = |k: &str| int_cell(obj, &["status", k]);
+        let [containers, images, selector] = wide_cells(obj);
         vec![
             name,
             n("desiredNumberScheduled"),
@@ -124,12 +123,30 @@ impl Strategy for DaemonSets {
             n("numberReady"),
             n("updatedNumberScheduled"),
             n("numberAvailable"),
-            json!(labels_text(pod_spec.get("nodeSelector"))),
+            json!(node_selector_text(at(
+                obj,
+                &["spec", "template", "spec", "nodeSelector"]
+            ))),
             age,
-            json!(containers),
-            json!(images),
-            json!(selector_text(at(obj, &["spec", "selector"]))),
+            containers,
+            images,
+            selector,
         ]
+    }
+}
+
+/// Upstream's `FormatLabels` of the node selector: sorted `k=v` pairs, or `<none>`.
+fn node_selector_text(labels: Option<&Value>) -> String {
+    let pairs: Vec<String> = labels
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
     }
 }
 
@@ -155,7 +172,7 @@ fn set_template_generation(obj: &mut Value, generation: i64) {
 }
 
 fn validate_spec(e: &mut FieldErrors, spec: &Value) {
-    validate_selector_and_template(e, spec, "daemonset");
+    validate_selector_and_template(e, spec, "DaemonSet");
     nonnegative(e, spec.get("minReadySeconds"), "spec.minReadySeconds");
     nonnegative(
         e,

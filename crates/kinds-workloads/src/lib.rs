@@ -1,12 +1,13 @@
 //! The workload kinds and what they need (apps, batch, storage, policy and the core
 //! persistent-volume kinds): one file per kind holds its discovery entry and its strategy,
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
-//! order.
+//! order. What the kinds with a pod template share is in [`template`].
 
 pub mod controllerrevision;
 pub mod daemonset;
-pub mod podtemplate;
+pub mod replicaset;
 pub mod statefulset;
+pub mod template;
 
 use apimachinery::strategy::ResourceInfo;
 
@@ -14,6 +15,7 @@ use apimachinery::strategy::ResourceInfo;
 pub static KINDS: &[ResourceInfo] = &[
     controllerrevision::RESOURCE,
     daemonset::RESOURCE,
+    replicaset::RESOURCE,
     statefulset::RESOURCE,
 ];
 

@@ -14,10 +14,10 @@ use apimachinery::names::dns1123_subdomain;
 use apimachinery::printing::{name_and_age, Column, AGE, NAME};
 use apimachinery::strategy::{
     bump_generation, initial_generation, keep_status, reset_status, sub, typed_round_trip,
-    ResourceInfo, Strategy, ALL_VERBS, STATUS_VERBS,
+    ResourceInfo, ScalePaths, Strategy, ALL_VERBS, REPLICAS_SCALE, STATUS_VERBS,
 };
 
-use crate::podtemplate::{containers_and_images, default_template, validate_selector_and_template};
+use crate::template::{default_template, validate_selector_and_template, wide_cells};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "apps",
@@ -120,6 +120,10 @@ impl Strategy for StatefulSets {
         reset_status(obj, Some(json!({"replicas": 0, "availableReplicas": 0})));
     }
 
+    fn scale(&self) -> Option<&'static ScalePaths> {
+        Some(&REPLICAS_SCALE)
+    }
+
     fn prepare_for_update(&self, old: &Value, new: &mut Value) {
         keep_status(old, new);
         bump_generation(old, new);
@@ -144,14 +148,13 @@ impl Strategy for StatefulSets {
         let want = at(obj, &["spec", "replicas"])
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let pod_spec = at(obj, &["spec", "template", "spec"]).unwrap_or(&Value::Null);
-        let (containers, images) = containers_and_images(pod_spec);
+        let [containers, images, _] = wide_cells(obj);
         vec![
             name,
             json!(format!("{ready}/{want}")),
             age,
-            json!(containers),
-            json!(images),
+            containers,
+            images,
         ]
     }
 }
@@ -226,7 +229,7 @@ fn validate_spec(e: &mut FieldErrors, spec: &Value) {
         spec.get("revisionHistoryLimit"),
         "spec.revisionHistoryLimit",
     );
-    validate_selector_and_template(e, spec, "statefulset");
+    validate_selector_and_template(e, spec, "StatefulSet");
     for (i, pvc) in arr(spec.get("volumeClaimTemplates")).iter().enumerate() {
         let name = str_at(pvc, &["metadata", "name"]);
         let path = format!("spec.volumeClaimTemplates[{i}].metadata.name");

@@ -47,7 +47,8 @@ use controller_base::events::{EventType, Recorder};
 use controller_base::nodefit::{self, NODE_NAME_FIELD};
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
-use crate::podutil::{self, claim_pods, controller_ref, selector_query};
+use crate::ownership::{self, controller_ref};
+use crate::pods;
 
 const COMPONENT: &str = "daemonset-controller";
 /// The label with the DaemonSet's template generation on each pod.
@@ -104,16 +105,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .await
         .map_err(|e| Error::Cache("node", e))?;
     let nodes = ctx.nodes.state();
-    let query = selector_query(&spec.selector);
+    let Some(selector) = ownership::label_selector(&spec.selector) else {
+        return Ok(Action::await_change());
+    };
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
 
     let revisions = Api::<ControllerRevision>::namespaced(ctx.client.clone(), &ns);
     let mut revs: Vec<ControllerRevision> = revisions
-        .list(&ListParams::default().labels(&query))
+        .list(&ListParams::default())
         .await
         .map_err(Error::api(format!("listing the revisions of {ns}/{name}")))?
         .items
         .into_iter()
-        .filter(|r| podutil::controlled_by(&r.metadata, ds.metadata.uid.as_deref().unwrap_or("")))
+        .filter(|r| ownership::is_controlled_by(&r.metadata, &uid))
         .collect();
     history::sort(&mut revs);
     let template = serde_json::to_value(&spec.template).unwrap_or_default();
@@ -145,14 +149,22 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .unwrap_or_else(|| history::hash(&data, collisions));
 
     let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    // Read fresh, not from a cache: a pod made a moment ago must not be made twice.
     let listed = pods_api
-        .list(&ListParams::default().labels(&query))
+        .list(&ListParams::default())
         .await
         .map_err(Error::api(format!("listing the pods of {ns}/{name}")))?
         .items;
-    let pods = claim_pods(&pods_api, &*ds, listed)
-        .await
-        .map_err(Error::api(format!("adopting pods for {ns}/{name}")))?;
+    let pods: Vec<Pod> = ownership::claim(
+        &ctx.client,
+        &*ds,
+        &selector,
+        listed.into_iter().map(Arc::new),
+    )
+    .await?
+    .into_iter()
+    .map(Arc::unwrap_or_clone)
+    .collect();
 
     let now = Timestamp::now();
     let generation = template_generation(&ds);
@@ -374,7 +386,7 @@ fn pods_by_node(pods: &[Pod]) -> BTreeMap<String, Vec<&Pod>> {
         }
     }
     for list in map.values_mut() {
-        list.sort_by_key(|p| (podutil::created(p), p.name_any()));
+        list.sort_by_key(|p| (p.metadata.creation_timestamp.clone(), p.name_any()));
     }
     map
 }
@@ -414,8 +426,8 @@ pub fn plan(
             out.create.push(name.to_string());
         } else if e.should_continue {
             let mut running = Vec::new();
-            for p in here.iter().filter(|p| !podutil::is_terminating(p)) {
-                match podutil::phase(p) {
+            for p in here.iter().filter(|p| !pods::is_terminating(p)) {
+                match pods::phase_of(p) {
                     "Failed" | "Succeeded" => out.delete.push((p.name_any(), Deletion::Failed)),
                     _ => running.push(*p),
                 }
@@ -426,7 +438,7 @@ pub fn plan(
                 }
             }
         } else {
-            for p in here.iter().filter(|p| !podutil::is_terminating(p)) {
+            for p in here.iter().filter(|p| !pods::is_terminating(p)) {
                 out.delete.push((p.name_any(), Deletion::Unwanted));
             }
         }
@@ -435,15 +447,13 @@ pub fn plan(
             status.desired_number_scheduled += 1;
             if let Some(first) = here.first() {
                 status.current_number_scheduled += 1;
-                if podutil::is_ready(first) {
+                if pods::is_ready(first) {
                     status.number_ready += 1;
-                    match podutil::available_after(first, min_ready, now) {
-                        Some(Duration::ZERO) => available += 1,
-                        Some(wait) => {
-                            let soonest = out.requeue.map_or(wait, |r| r.min(wait));
-                            out.requeue = Some(soonest + Duration::from_secs(1));
-                        }
-                        None => {}
+                    if pods::is_available(first, min_ready, now) {
+                        available += 1;
+                    } else if let Some(wait) = pods::available_in(first, min_ready, now) {
+                        let soonest = out.requeue.map_or(wait, |r| r.min(wait));
+                        out.requeue = Some(soonest + Duration::from_secs(1));
                     }
                 }
                 if is_updated(first, hash, generation) {
@@ -470,7 +480,7 @@ pub fn plan(
                 .as_ref()
                 .and_then(|s| s.node_name.as_deref())
                 .is_none_or(str::is_empty);
-            if unbound && !podutil::is_terminating(p) {
+            if unbound && !pods::is_terminating(p) {
                 out.delete.push((p.name_any(), Deletion::Unwanted));
             }
         }
@@ -517,7 +527,7 @@ impl Rollout<'_> {
     /// has two of either (the next manage pass sorts it out).
     fn split<'p>(&self, pods: &[&'p Pod]) -> Option<(Option<&'p Pod>, Option<&'p Pod>)> {
         let (mut new, mut old) = (None, None);
-        for p in pods.iter().filter(|p| !podutil::is_terminating(p)) {
+        for p in pods.iter().filter(|p| !pods::is_terminating(p)) {
             let slot = if is_updated(p, self.hash, self.generation) {
                 &mut new
             } else {
@@ -532,7 +542,7 @@ impl Rollout<'_> {
     }
 
     fn available(&self, pod: &Pod) -> bool {
-        podutil::is_available(pod, self.min_ready, self.now)
+        pods::is_available(pod, self.min_ready, self.now)
     }
 }
 

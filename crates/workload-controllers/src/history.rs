@@ -165,8 +165,10 @@ pub async fn ensure_current(
                 Ok(created) => return Ok((created, collision_count)),
                 Err(e) if is_conflict(&e) => {
                     let existing = api.get(&rev.name_any()).await?;
-                    let same_owner =
-                        crate::podutil::controlled_by(&existing.metadata, &owner.reference.uid);
+                    let same_owner = crate::ownership::is_controlled_by(
+                        &existing.metadata,
+                        &owner.reference.uid,
+                    );
                     if same_owner && data_of(&existing) == Some(data) {
                         return Ok((existing, collision_count));
                     }

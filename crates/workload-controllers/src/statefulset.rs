@@ -41,7 +41,8 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
-use crate::podutil::{self, claim_pods, controller_ref, selector_query};
+use crate::ownership::{self, controller_ref};
+use crate::pods;
 
 const COMPONENT: &str = "statefulset-controller";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -75,16 +76,18 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let ns = set.namespace().unwrap_or_default();
     let name = set.name_any();
     let uid = set.metadata.uid.clone().unwrap_or_default();
-    let query = selector_query(&spec.selector);
+    let Some(selector) = ownership::label_selector(&spec.selector) else {
+        return Ok(Action::await_change());
+    };
 
     let revisions = Api::<ControllerRevision>::namespaced(ctx.client.clone(), &ns);
     let mut revs: Vec<ControllerRevision> = revisions
-        .list(&ListParams::default().labels(&query))
+        .list(&ListParams::default())
         .await
         .map_err(Error::api(format!("listing the revisions of {ns}/{name}")))?
         .items
         .into_iter()
-        .filter(|r| podutil::controlled_by(&r.metadata, &uid))
+        .filter(|r| ownership::is_controlled_by(&r.metadata, &uid))
         .collect();
     history::sort(&mut revs);
     let template = serde_json::to_value(&spec.template).unwrap_or_default();
@@ -121,14 +124,22 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .unwrap_or_else(|| spec.template.clone());
 
     let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    // Read fresh, not from a cache: the ordered steps must see the last one's result.
     let listed = pods_api
-        .list(&ListParams::default().labels(&query))
+        .list(&ListParams::default())
         .await
         .map_err(Error::api(format!("listing the pods of {ns}/{name}")))?
         .items;
-    let pods = claim_pods(&pods_api, &*set, listed)
-        .await
-        .map_err(Error::api(format!("adopting pods for {ns}/{name}")))?;
+    let pods: Vec<Pod> = ownership::claim(
+        &ctx.client,
+        &*set,
+        &selector,
+        listed.into_iter().map(Arc::new),
+    )
+    .await?
+    .into_iter()
+    .map(Arc::unwrap_or_clone)
+    .collect();
 
     let revisions_named = Revisions {
         current: current.name_any(),
@@ -146,7 +157,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         )
         .await?;
     }
-    for pod in pods.iter().filter(|p| podutil::phase(p) == "Pending") {
+    for pod in pods.iter().filter(|p| pods::phase_of(p) == "Pending") {
         if let Some(ordinal) = ordinal_of(&name, &pod.name_any()) {
             ensure_claims(&ctx, &set, &pod.name_any(), ordinal).await?;
         }
@@ -232,7 +243,7 @@ fn revision_of(pod: &Pod) -> &str {
 }
 
 fn healthy(pod: &Pod) -> bool {
-    podutil::is_running_and_ready(pod) && !podutil::is_terminating(pod)
+    pods::is_running_and_ready(pod) && !pods::is_terminating(pod)
 }
 
 /// The whole decision for one StatefulSet, given its pods.
@@ -263,13 +274,13 @@ pub fn plan(set: &StatefulSet, pods: &[Pod], revs: &Revisions, now: Timestamp) -
         ..Plan::default()
     };
     let wait_for = |pod: &Pod, out: &mut Plan| {
-        if let Some(left) = podutil::available_after(pod, min_ready, now).filter(|d| !d.is_zero()) {
+        if let Some(left) = pods::available_in(pod, min_ready, now) {
             out.requeue = Some(left + Duration::from_secs(1));
         }
     };
     // Ready and available; the pod that blocks a monotonic scale-down otherwise.
     let is_available =
-        |p: &Pod| podutil::is_running_and_ready(p) && podutil::is_available(p, min_ready, now);
+        |p: &Pod| pods::is_running_and_ready(p) && pods::is_available(p, min_ready, now);
     let live: Vec<(i32, Option<&Pod>)> = (start..end)
         .map(|o| (o, by_ordinal.get(&o).copied()))
         .collect();
@@ -316,13 +327,13 @@ pub fn plan(set: &StatefulSet, pods: &[Pod], revs: &Revisions, now: Timestamp) -
             }
             continue;
         };
-        let finished = match podutil::phase(pod) {
+        let finished = match pods::phase_of(pod) {
             "Failed" => Some(Why::Failed),
             "Succeeded" => Some(Why::Succeeded),
             _ => None,
         };
         if let Some(why) = finished {
-            if !podutil::is_terminating(pod) {
+            if !pods::is_terminating(pod) {
                 out.steps.push(Step::Delete {
                     pod: pod.name_any(),
                     why,
@@ -333,7 +344,7 @@ pub fn plan(set: &StatefulSet, pods: &[Pod], revs: &Revisions, now: Timestamp) -
             }
             continue;
         }
-        if monotonic && (podutil::is_terminating(pod) || !is_available(pod)) {
+        if monotonic && (pods::is_terminating(pod) || !is_available(pod)) {
             wait_for(pod, &mut out);
             return out;
         }
@@ -341,7 +352,7 @@ pub fn plan(set: &StatefulSet, pods: &[Pod], revs: &Revisions, now: Timestamp) -
 
     // Pods beyond `replicas`, highest ordinal first.
     for pod in &condemned {
-        if podutil::is_terminating(pod) {
+        if pods::is_terminating(pod) {
             if monotonic {
                 return out;
             }
@@ -373,7 +384,7 @@ pub fn plan(set: &StatefulSet, pods: &[Pod], revs: &Revisions, now: Timestamp) -
         let Some(pod) = pod else {
             continue;
         };
-        if revision_of(pod) != revs.update && !podutil::is_terminating(pod) {
+        if revision_of(pod) != revs.update && !pods::is_terminating(pod) {
             out.steps.push(Step::Delete {
                 pod: pod.name_any(),
                 why: Why::Update,
@@ -406,13 +417,13 @@ fn status_of(
         .filter(|p| ordinal_of(set, &p.name_any()).is_some())
     {
         replicas += 1;
-        if podutil::is_running_and_ready(p) {
+        if pods::is_running_and_ready(p) {
             ready += 1;
-            if podutil::is_available(p, min_ready, now) {
+            if pods::is_available(p, min_ready, now) {
                 available += 1;
             }
         }
-        if !podutil::is_terminating(p) {
+        if !pods::is_terminating(p) {
             if revision_of(p) == revs.current {
                 current += 1;
             }
