@@ -263,14 +263,7 @@ fn partitioned_rolling_update_and_ordered_scale_down() {
     assert!(revisions.contains("statefulset.apps/web"), "{revisions}");
 
     // Scale down to one: web-2 goes first, and web-1 only once web-2 is gone.
-    pp.kubectl_ok(&[
-        "patch",
-        "sts",
-        "web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":1}}"#,
-    ]);
+    pp.kubectl_ok(&["scale", "sts/web", "--replicas=1"]);
     wait_until("only web-0 left", T, || {
         let now = pods(&pp);
         if let Some(web1) = now.get("web-1") {
