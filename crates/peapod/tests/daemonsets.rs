@@ -2,13 +2,13 @@
 //! placed by the scheduler; `kubectl rollout status ds/NAME` waits for it; changing the
 //! image rolls the pod (a new revision, recorded as a ControllerRevision that `kubectl
 //! rollout history` lists); a node selector that no node matches runs nothing until the
-//! node gets the label.
+//! node gets the label; the node-agent example runs as its comments say.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, Peapod};
+use common::{wait_until, workspace_root, Peapod};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -203,5 +203,38 @@ fn daemonset_waits_for_a_node_that_matches_its_selector() {
         pp.jsonpath("ds/ssd", "{.status.desiredNumberScheduled}")
             .as_deref(),
         Some("0")
+    );
+}
+
+#[test]
+fn the_node_agent_example() {
+    let pp = Peapod::start();
+    let path = workspace_root().join("examples/daemonset-node-agent.yaml");
+    pp.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    rollout_status(&pp, "node-agent");
+    let first = pods_of(&pp, "node-agent");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let greeting = format!("agent on {}", pp.node_name);
+    wait_until("the agent's greeting", T, || {
+        let out = pp.kubectl(&["logs", &first[0][0]]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&greeting)
+            .then_some(())
+    });
+    pp.kubectl_ok(&["set", "env", "ds/node-agent", "GREETING=hello"]);
+    rollout_status(&pp, "node-agent");
+    let second = wait_until("one new agent pod", T, || {
+        let pods = pods_of(&pp, "node-agent");
+        (pods.len() == 1 && pods[0][4] != first[0][4]).then_some(pods)
+    });
+    assert_ne!(second[0][3], first[0][3]);
+    let history = pp.kubectl_ok(&["rollout", "history", "ds/node-agent"]);
+    assert_eq!(
+        history
+            .lines()
+            .filter(|l| l.starts_with(['1', '2']))
+            .count(),
+        2,
+        "{history}"
     );
 }

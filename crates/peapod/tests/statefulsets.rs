@@ -3,7 +3,8 @@
 //! back as web-1) and get stable DNS names through the headless Service
 //! (`web-0.nginx.default.svc.cluster.local`, and `nginx` itself answers every ready pod);
 //! a rolling update with a partition replaces only the ordinals at or above it; scaling down
-//! removes the highest ordinal first, one at a time.
+//! removes the highest ordinal first, one at a time; the web example runs as its comments
+//! say.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{wait_until, Peapod};
+use common::{wait_until, workspace_root, Peapod};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -293,5 +294,34 @@ fn partitioned_rolling_update_and_ordered_scale_down() {
         events.contains("delete Pod web-2 in StatefulSet web successful")
             && events.contains("delete Pod web-1 in StatefulSet web successful"),
         "{events}"
+    );
+}
+
+#[test]
+fn the_web_example() {
+    let _serial = serial();
+    let pp = start_with_dns();
+    let path = workspace_root().join("examples/statefulset-web.yaml");
+    pp.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    rollout_status(&pp);
+    let all = pods(&pp);
+    assert_eq!(names(&all), ["web-0", "web-1", "web-2"]);
+    let ip1 = all["web-1"].ip.clone();
+    let answer = wait_until("web-0 to resolve web-1", T, || {
+        let out = pp.kubectl(&[
+            "exec",
+            "web-0",
+            "--",
+            "timeout",
+            "5",
+            "nslookup",
+            "web-1.nginx.default.svc.cluster.local",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(&format!("Address: {ip1}")).then_some(text)
+    });
+    assert!(
+        answer.contains("web-1.nginx.default.svc.cluster.local"),
+        "{answer}"
     );
 }
