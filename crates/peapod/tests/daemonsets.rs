@@ -1,7 +1,7 @@
 //! DaemonSets through kubectl: one pod on the node, made by the DaemonSet controller and
 //! placed by the scheduler; `kubectl rollout status ds/NAME` waits for it; changing the
 //! image rolls the pod (a new revision, recorded as a ControllerRevision that `kubectl
-//! rollout history` lists); a node selector that no node matches runs nothing until the
+//! rollout history` lists) and deleting the DaemonSet removes both; a node selector that no node matches runs nothing until the
 //! node gets the label; the node-agent example runs as its comments say.
 
 mod common;
@@ -166,6 +166,13 @@ fn daemonset_runs_one_pod_per_node_and_rolls_on_image_change() {
     let events = pp.kubectl_ok(&["describe", "ds", "agent"]);
     assert!(events.contains("SuccessfulCreate"), "{events}");
     assert!(events.contains("SuccessfulDelete"), "{events}");
+
+    // Deleting the DaemonSet takes its pods and revisions with it (they name it as owner).
+    pp.kubectl_ok(&["delete", "ds", "agent"]);
+    wait_until("the pods and revisions to go with the DaemonSet", T, || {
+        let revisions = pp.kubectl_ok(&["get", "controllerrevisions", "--no-headers"]);
+        (pods_of(&pp, "agent").is_empty() && revisions.trim().is_empty()).then_some(())
+    });
 }
 
 #[test]
