@@ -12,7 +12,6 @@
 //! are pure; the reconcile reads pods, nodes, claims, volumes and classes from watch caches,
 //! so a new pod is bound as soon as its watch event arrives.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{
     Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
-    Taint,
+    PodSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -34,6 +33,7 @@ use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::nodefit;
 use workload_controllers::volumebinding::ANN_SELECTED_NODE;
 
 use crate::volumefit::{self, ClaimState, VolumeMisfit};
@@ -390,24 +390,6 @@ impl fmt::Display for NoFit {
     }
 }
 
-fn tolerates(pod: &Pod, taint: &Taint) -> bool {
-    let value = taint.value.as_deref().unwrap_or("");
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|t| {
-            let tk = t.key.as_deref().unwrap_or("");
-            let te = t.effect.as_deref().unwrap_or("");
-            let op = t.operator.as_deref().unwrap_or("Equal");
-            let key_ok = tk.is_empty() && op == "Exists" || tk == taint.key;
-            let effect_ok = te.is_empty() || te == taint.effect;
-            let value_ok = op == "Exists" || t.value.as_deref().unwrap_or("") == value;
-            key_ok && effect_ok && value_ok
-        })
-}
-
 /// Whether `node` can run `pod` (the scheduler's filter plugins that matter on one machine).
 pub fn fits(pod: &Pod, node: &Node) -> Result<(), NodeMisfit> {
     let ready = node
@@ -424,17 +406,14 @@ pub fn fits(pod: &Pod, node: &Node) -> Result<(), NodeMisfit> {
     if spec.and_then(|s| s.unschedulable) == Some(true) {
         return Err(NodeMisfit::Unschedulable);
     }
-    if let Some(sel) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) {
-        let empty = BTreeMap::new();
-        let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-        if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return Err(NodeMisfit::NodeSelector);
-        }
+    let empty = PodSpec::default();
+    let pod_spec = pod.spec.as_ref().unwrap_or(&empty);
+    if !nodefit::matches_node(pod_spec, node) {
+        return Err(NodeMisfit::NodeSelector);
     }
-    for taint in spec.and_then(|s| s.taints.as_ref()).into_iter().flatten() {
-        if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerates(pod, taint) {
-            return Err(NodeMisfit::Taint);
-        }
+    let filtered = |effect: &str| matches!(effect, "NoSchedule" | "NoExecute");
+    if nodefit::untolerated_taint(pod_spec, node, filtered).is_some() {
+        return Err(NodeMisfit::Taint);
     }
     Ok(())
 }
@@ -510,6 +489,23 @@ mod tests {
         ];
         let pods = vec![Arc::new(pod(
             json!({"spec": {"nodeName": "a", "containers": []}}),
+        ))];
+        assert_eq!(
+            choose_node(&p, &nodes, &pods, no_volumes),
+            Ok("b".to_string())
+        );
+    }
+
+    #[test]
+    fn required_node_affinity_pins_daemon_pods() {
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}),
+        );
+        let nodes = vec![Arc::new(node("a", true)), Arc::new(node("b", true))];
+        let pods = vec![Arc::new(pod(
+            json!({"spec": {"nodeName": "b", "containers": []}}),
         ))];
         assert_eq!(
             choose_node(&p, &nodes, &pods, no_volumes),

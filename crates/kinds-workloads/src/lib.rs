@@ -3,9 +3,12 @@
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order. What the kinds with a pod template share is in [`template`].
 
+pub mod controllerrevision;
+pub mod daemonset;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod replicaset;
+pub mod statefulset;
 pub mod storageclass;
 pub mod template;
 mod volumecommon;
@@ -14,7 +17,10 @@ use apimachinery::strategy::ResourceInfo;
 
 /// The workload resources, in discovery order.
 pub static KINDS: &[ResourceInfo] = &[
+    controllerrevision::RESOURCE,
+    daemonset::RESOURCE,
     replicaset::RESOURCE,
+    statefulset::RESOURCE,
     persistentvolume::RESOURCE,
     persistentvolumeclaim::RESOURCE,
     storageclass::RESOURCE,

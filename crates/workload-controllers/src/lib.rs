@@ -1,12 +1,17 @@
 //! The workload controllers (kube-controller-manager's jobs for apps, batch and storage
 //! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones. What they share
-//! about owning children is in [`ownership`], what they read from pods in [`pods`].
+//! about owning children is in [`ownership`], what they read from pods in [`pods`], and
+//! the rollout history the DaemonSet and StatefulSet controllers keep as ControllerRevisions
+//! in `history`.
 
+pub mod daemonset;
+mod history;
 pub mod localpath;
 pub mod ownership;
 mod persistentvolume;
 pub mod pods;
+pub mod statefulset;
 pub mod volumebinding;
 
 use controller_base::Start;
@@ -15,4 +20,6 @@ use controller_base::Start;
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("persistentvolume", persistentvolume::run),
     ("local-path-provisioner", localpath::run),
+    ("daemonset", daemonset::run),
+    ("statefulset", statefulset::run),
 ];
