@@ -5,8 +5,9 @@
 
 pub mod ownership;
 pub mod pods;
+mod replicaset;
 
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[];
+pub const CONTROLLERS: &[(&str, Start)] = &[("replicaset", replicaset::run)];
