@@ -3,10 +3,11 @@
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order. What the kinds with a pod template share is in [`template`].
 
+pub mod deployment;
 pub mod replicaset;
 pub mod template;
 
 use apimachinery::strategy::ResourceInfo;
 
 /// The workload resources, in discovery order.
-pub static KINDS: &[ResourceInfo] = &[replicaset::RESOURCE];
+pub static KINDS: &[ResourceInfo] = &[deployment::RESOURCE, replicaset::RESOURCE];
