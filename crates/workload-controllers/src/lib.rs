@@ -6,6 +6,7 @@
 pub mod ownership;
 pub mod pods;
 mod replicaset;
+pub mod rollout;
 
 use controller_base::Start;
 
