@@ -3,6 +3,7 @@
 //! controller manager in `controllers` runs them beside the core ones. What they share
 //! about owning children is in [`ownership`], what they read from pods in [`pods`].
 
+mod deployment;
 pub mod ownership;
 pub mod pods;
 mod replicaset;
@@ -11,4 +12,7 @@ pub mod rollout;
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[("replicaset", replicaset::run)];
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("replicaset", replicaset::run),
+    ("deployment", deployment::run),
+];

@@ -406,9 +406,19 @@ pub fn is_saturated(d: &Deployment, rs: &ReplicaSet) -> bool {
         && rs_available(rs) == replicas(d)
 }
 
-/// Upstream `scale`: the sizes (index into `all`, size) a scaling event gives the
-/// Deployment's ReplicaSets; `new` is the new one's index, the rest are old.
-pub fn scale_targets(d: &Deployment, all: &[ReplicaSet], new: Option<usize>) -> Vec<(usize, i32)> {
+/// What a scaling event does to the Deployment's ReplicaSets (index into `all`, size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScalePlan {
+    /// Only these change size.
+    Resize(Vec<(usize, i32)>),
+    /// Every active one gets this size and the Deployment's replica annotations, changed
+    /// size or not, so that the scaling event is over.
+    Proportional(Vec<(usize, i32)>),
+}
+
+/// Upstream `scale`: the sizes a scaling event gives the Deployment's ReplicaSets; `new`
+/// is the new one's index, the rest are old.
+pub fn scale_targets(d: &Deployment, all: &[ReplicaSet], new: Option<usize>) -> ScalePlan {
     let want = replicas(d);
     let active: Vec<usize> = (0..all.len())
         .filter(|i| rs_replicas(&all[*i]) > 0)
@@ -420,21 +430,23 @@ pub fn scale_targets(d: &Deployment, all: &[ReplicaSet], new: Option<usize>) -> 
         _ => None,
     };
     if let Some(i) = only {
-        return if active.len() <= 1 && rs_replicas(&all[i]) != want {
+        return ScalePlan::Resize(if rs_replicas(&all[i]) != want {
             vec![(i, want)]
         } else {
             Vec::new()
-        };
+        });
     }
     if let Some(n) = new.filter(|n| is_saturated(d, &all[*n])) {
-        return active
-            .into_iter()
-            .filter(|i| *i != n)
-            .map(|i| (i, 0))
-            .collect();
+        return ScalePlan::Resize(
+            active
+                .into_iter()
+                .filter(|i| *i != n)
+                .map(|i| (i, 0))
+                .collect(),
+        );
     }
     if !is_rolling(d) {
-        return Vec::new();
+        return ScalePlan::Resize(Vec::new());
     }
     let current: i32 = active.iter().map(|i| rs_replicas(&all[*i])).sum();
     let allowed = if want > 0 { want + max_surge(d) } else { 0 };
@@ -474,10 +486,7 @@ pub fn scale_targets(d: &Deployment, all: &[ReplicaSet], new: Option<usize>) -> 
             first.1 = (first.1 + to_add - added).max(0);
         }
     }
-    sizes
-        .into_iter()
-        .filter(|(i, size)| *size != rs_replicas(&all[*i]))
-        .collect()
+    ScalePlan::Proportional(sizes)
 }
 
 /// `GetProportion`.
@@ -821,9 +830,7 @@ mod tests {
         let all = vec![old, new];
         assert!(is_scaling_event(&d, &all));
         let targets = scale_targets(&d, &all, Some(1));
-        let total: i32 = targets.iter().map(|(_, s)| s).sum();
-        assert_eq!(total, 25);
-        assert_eq!(targets, vec![(0, 15), (1, 10)]);
+        assert_eq!(targets, ScalePlan::Proportional(vec![(0, 15), (1, 10)]));
         // A single active set simply takes the count.
         let only = vec![rs(
             "a",
@@ -833,7 +840,10 @@ mod tests {
             3,
             json!({}),
         )];
-        assert_eq!(scale_targets(&d, &only, Some(0)), vec![(0, 20)]);
+        assert_eq!(
+            scale_targets(&d, &only, Some(0)),
+            ScalePlan::Resize(vec![(0, 20)])
+        );
     }
 
     #[test]
