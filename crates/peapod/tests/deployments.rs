@@ -413,3 +413,47 @@ fn kubectl_create_deployment() {
     pp.kubectl_ok(&["delete", "rs", "-l", "app=web"]);
     pp.kubectl_ok(&["delete", "pods", "-l", "app=web", "--wait=true"]);
 }
+
+#[test]
+fn recreate_stops_old_pods_before_starting_new_ones() {
+    let pp = Peapod::start();
+    let manifest = deployment(2, 600).replace(
+        "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n",
+        "    type: Recreate\n",
+    );
+    pp.apply(&manifest);
+    rollout_status(&pp);
+    let (old, _, _) = replica_sets(&pp)[0].clone();
+    pp.kubectl_ok(&["set", "image", "deployment/web", "main=busybox"]);
+    rollout_status(&pp);
+    let sets = replica_sets(&pp);
+    let (new, _, _) = sets
+        .iter()
+        .find(|s| s.0 != old)
+        .cloned()
+        .unwrap_or_default();
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--sort-by=.lastTimestamp",
+        "--field-selector",
+        "involvedObject.kind=Deployment,involvedObject.name=web",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    let down = events.find(&format!("Scaled down replica set {old} from 2 to 0"));
+    let up = events.find(&format!("Scaled up replica set {new} from 0 to 2"));
+    assert!(down.is_some() && up.is_some() && down < up, "{events}");
+    let described = pp.kubectl_ok(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("StrategyType:") && described.contains("Recreate"),
+        "{described}"
+    );
+    assert!(
+        described
+            .lines()
+            .any(|l| l.starts_with("NewReplicaSet:") && l.contains(&new)),
+        "{described}"
+    );
+    cleanup(&pp);
+}
