@@ -1,5 +1,6 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
-//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`).
+//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service|
+//! deployment`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -237,6 +238,164 @@ fn service_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
     Ok(Value::Object(s))
 }
 
+fn set_bool(obj: &mut Map<String, Value>, key: &str, v: u64) {
+    if v != 0 {
+        obj.insert(key.into(), json!(true));
+    }
+}
+
+/// LabelSelector: matchLabels 1, matchExpressions 2 (key 1, operator 2, values 3).
+fn label_selector(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut sel = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => insert_map(&mut sel, "matchLabels", map_entry(b, at, false)?),
+            (2, Field::Bytes(b)) => {
+                let mut req = Map::new();
+                let mut q = Reader::new(b, at);
+                while let Some((n, f, _)) = q.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => set_string(&mut req, "key", b),
+                        (2, Field::Bytes(b)) => set_string(&mut req, "operator", b),
+                        (3, Field::Bytes(b)) => push(&mut req, "values", string(b)),
+                        _ => {}
+                    }
+                }
+                push(&mut sel, "matchExpressions", Value::Object(req));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(sel))
+}
+
+/// Container: the fields `kubectl create deployment|job|cronjob` set (name 1, image 2,
+/// command 3, args 4, workingDir 5, ports 6, env 7, imagePullPolicy 14).
+fn container(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut c = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => set_string(&mut c, "name", b),
+            (2, Field::Bytes(b)) => set_string(&mut c, "image", b),
+            (3, Field::Bytes(b)) => push(&mut c, "command", string(b)),
+            (4, Field::Bytes(b)) => push(&mut c, "args", string(b)),
+            (5, Field::Bytes(b)) => set_string(&mut c, "workingDir", b),
+            (6, Field::Bytes(b)) => {
+                let mut p = Map::new();
+                let mut q = Reader::new(b, at);
+                while let Some((n, f, _)) = q.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => set_string(&mut p, "name", b),
+                        (2, Field::Varint(v)) => set_int(&mut p, "hostPort", v),
+                        (3, Field::Varint(v)) => set_int(&mut p, "containerPort", v),
+                        (4, Field::Bytes(b)) => set_string(&mut p, "protocol", b),
+                        _ => {}
+                    }
+                }
+                push(&mut c, "ports", Value::Object(p));
+            }
+            (7, Field::Bytes(b)) => {
+                let mut e = Map::new();
+                let mut q = Reader::new(b, at);
+                while let Some((n, f, _)) = q.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => set_string(&mut e, "name", b),
+                        (2, Field::Bytes(b)) => set_string(&mut e, "value", b),
+                        _ => {}
+                    }
+                }
+                push(&mut c, "env", Value::Object(e));
+            }
+            (14, Field::Bytes(b)) => set_string(&mut c, "imagePullPolicy", b),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(c))
+}
+
+/// PodTemplateSpec (metadata 1, spec 2) with the PodSpec fields the create commands set:
+/// containers 2, restartPolicy 3, initContainers 20.
+fn pod_template(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut t = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => {
+                t.insert("metadata".into(), object_meta(b, at)?);
+            }
+            (2, Field::Bytes(b)) => {
+                let mut spec = Map::new();
+                let mut q = Reader::new(b, at);
+                while let Some((n, f, at)) = q.next()? {
+                    match (n, f) {
+                        (2, Field::Bytes(b)) => push(&mut spec, "containers", container(b, at)?),
+                        (3, Field::Bytes(b)) => set_string(&mut spec, "restartPolicy", b),
+                        (20, Field::Bytes(b)) => {
+                            push(&mut spec, "initContainers", container(b, at)?)
+                        }
+                        _ => {}
+                    }
+                }
+                t.insert("spec".into(), Value::Object(spec));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(t))
+}
+
+/// DeploymentSpec: replicas 1, selector 2, template 3, strategy 4 (type 1), minReadySeconds
+/// 5, revisionHistoryLimit 6, paused 7, progressDeadlineSeconds 9.
+fn deployment_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut s = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            // A pointer: present means set, zero included.
+            (1, Field::Varint(v)) => {
+                s.insert(
+                    "replicas".into(),
+                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
+                );
+            }
+            (2, Field::Bytes(b)) => {
+                s.insert("selector".into(), label_selector(b, at)?);
+            }
+            (3, Field::Bytes(b)) => {
+                s.insert("template".into(), pod_template(b, at)?);
+            }
+            (4, Field::Bytes(b)) => {
+                let mut st = Map::new();
+                let mut q = Reader::new(b, at);
+                while let Some((n, f, _)) = q.next()? {
+                    if let (1, Field::Bytes(b)) = (n, f) {
+                        set_string(&mut st, "type", b);
+                    }
+                }
+                s.insert("strategy".into(), Value::Object(st));
+            }
+            (5, Field::Varint(v)) => set_int(&mut s, "minReadySeconds", v),
+            (6, Field::Varint(v)) => {
+                s.insert(
+                    "revisionHistoryLimit".into(),
+                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
+                );
+            }
+            (7, Field::Varint(v)) => set_bool(&mut s, "paused", v),
+            (9, Field::Varint(v)) => {
+                s.insert(
+                    "progressDeadlineSeconds".into(),
+                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(s))
+}
+
 /// Decodes a whole protobuf request body into a JSON object.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let raw = body.strip_prefix(b"k8s\0").ok_or(ProtobufError::Magic)?;
@@ -309,12 +468,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
+            ("Deployment", 2, Field::Bytes(b)) => {
+                obj.insert("spec".into(), deployment_spec(b, at)?);
+            }
+            ("Deployment", _, _) => {}
             _ => return Err(ProtobufError::UnsupportedKind { kind }),
         }
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
+        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "Deployment"
     ) {
         return Err(ProtobufError::UnsupportedKind { kind });
     }
@@ -329,6 +492,51 @@ mod tests {
         let mut v = vec![(field << 3) | 2, u8::try_from(b.len()).expect("short")];
         v.extend_from_slice(b);
         v
+    }
+
+    #[test]
+    fn decodes_deployment_from_kubectl_create() {
+        let entry = [ld(1, b"app"), ld(2, b"web")].concat();
+        let labels = ld(11, &entry);
+        let container = [
+            ld(1, b"busybox"),
+            ld(2, b"busybox"),
+            ld(3, b"sleep"),
+            ld(3, b"3600"),
+            ld(8, b""),
+        ]
+        .concat();
+        let pod_spec = [ld(2, &container), ld(3, b"")].concat();
+        let template = [ld(1, &labels), ld(2, &pod_spec)].concat();
+        let spec = [
+            vec![0x08, 0x02],
+            ld(2, &ld(1, &entry)),
+            ld(3, &template),
+            ld(4, b""),
+            vec![0x28, 0x00, 0x38, 0x00],
+        ]
+        .concat();
+        let msg = [
+            ld(1, &[ld(1, b"web"), labels.clone()].concat()),
+            ld(2, &spec),
+        ]
+        .concat();
+        let body = [
+            b"k8s\0".to_vec(),
+            ld(1, &[ld(1, b"apps/v1"), ld(2, b"Deployment")].concat()),
+            ld(2, &msg),
+        ]
+        .concat();
+        assert_eq!(
+            decode(&body).expect("decode"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "labels": {"app": "web"}},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                            "strategy": {},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "busybox", "image": "busybox",
+                                                                  "command": ["sleep", "3600"]}]}}}})
+        );
     }
 
     #[test]

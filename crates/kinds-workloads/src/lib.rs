@@ -5,6 +5,7 @@
 
 pub mod controllerrevision;
 pub mod daemonset;
+pub mod deployment;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod replicaset;
@@ -19,6 +20,7 @@ use apimachinery::strategy::ResourceInfo;
 pub static KINDS: &[ResourceInfo] = &[
     controllerrevision::RESOURCE,
     daemonset::RESOURCE,
+    deployment::RESOURCE,
     replicaset::RESOURCE,
     statefulset::RESOURCE,
     persistentvolume::RESOURCE,

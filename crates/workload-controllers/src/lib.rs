@@ -6,11 +6,14 @@
 //! in `history`.
 
 pub mod daemonset;
+mod deployment;
 mod history;
 pub mod localpath;
 pub mod ownership;
 mod persistentvolume;
 pub mod pods;
+mod replicaset;
+pub mod rollout;
 pub mod statefulset;
 pub mod volumebinding;
 
@@ -18,6 +21,8 @@ use controller_base::Start;
 
 /// Every workload controller, by name.
 pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("replicaset", replicaset::run),
+    ("deployment", deployment::run),
     ("persistentvolume", persistentvolume::run),
     ("local-path-provisioner", localpath::run),
     ("daemonset", daemonset::run),
