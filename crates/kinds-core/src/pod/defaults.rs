@@ -14,13 +14,10 @@ pub(super) fn default_pod(pod: &mut Map<String, Value>) {
     }
 }
 
-/// Pod spec defaults (also used for pod templates).
+/// Pod spec defaults of a pod: the template's ([`default_template_spec`]) and what
+/// `SetDefaults_Pod` and the admission plugins add to pods only.
 pub fn default_pod_spec(spec: &mut Map<String, Value>) {
-    set_str(spec, "dnsPolicy", "ClusterFirst");
-    set_str(spec, "restartPolicy", "Always");
-    set(spec, "terminationGracePeriodSeconds", json!(30));
-    set(spec, "securityContext", json!({}));
-    set_str(spec, "schedulerName", "default-scheduler");
+    default_template_spec(spec);
     set(spec, "enableServiceLinks", json!(true));
     // ServiceAccount admission: pods run as the namespace's `default` account; the
     // deprecated `serviceAccount` mirrors it as a real cluster shows.
@@ -38,7 +35,16 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     }
     set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
     default_tolerations(spec);
+}
 
+/// `SetDefaults_PodSpec` and the container and volume defaults: what a pod template in a
+/// workload (Job, Deployment …) gets; the pod made from it gets the rest when created.
+pub fn default_template_spec(spec: &mut Map<String, Value>) {
+    set_str(spec, "dnsPolicy", "ClusterFirst");
+    set_str(spec, "restartPolicy", "Always");
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "securityContext", json!({}));
+    set_str(spec, "schedulerName", "default-scheduler");
     let host_network = spec
         .get("hostNetwork")
         .and_then(Value::as_bool)
