@@ -3,7 +3,30 @@
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order.
 
+pub mod cronjob;
+pub mod job;
+pub mod podtemplate;
+
 use apimachinery::strategy::ResourceInfo;
 
 /// The workload resources, in discovery order.
-pub static KINDS: &[ResourceInfo] = &[];
+pub static KINDS: &[ResourceInfo] = &[job::RESOURCE, cronjob::RESOURCE];
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers the kinds' tests share.
+
+    use apimachinery::field_errors::FieldError;
+
+    pub fn now() -> jiff::Timestamp {
+        "2026-01-02T15:00:00Z".parse().expect("timestamp")
+    }
+
+    pub fn messages(r: Result<(), Vec<FieldError>>) -> Vec<String> {
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+}

@@ -14,8 +14,8 @@ pub(super) fn default_pod(pod: &mut Map<String, Value>) {
     }
 }
 
-/// Pod spec defaults of a pod: the template's ([`default_template_spec`]) and what
-/// `SetDefaults_Pod` and the admission plugins add to pods only.
+/// Pod spec defaults: `SetDefaults_PodSpec`, plus what `SetDefaults_Pod` and the admission
+/// plugins add to a pod (not to a template).
 pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     default_template_spec(spec);
     set(spec, "enableServiceLinks", json!(true));
@@ -37,8 +37,8 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     default_tolerations(spec);
 }
 
-/// `SetDefaults_PodSpec` and the container and volume defaults: what a pod template in a
-/// workload (Job, Deployment …) gets; the pod made from it gets the rest when created.
+/// `SetDefaults_PodSpec` alone: what a pod template (in a DaemonSet, StatefulSet, ...) gets
+/// stored with; the pods made from it get the rest when they are created.
 pub fn default_template_spec(spec: &mut Map<String, Value>) {
     set_str(spec, "dnsPolicy", "ClusterFirst");
     set_str(spec, "restartPolicy", "Always");

@@ -33,26 +33,17 @@ pub(super) fn validate_pod_update(e: &mut FieldErrors, old: &Value, new: &Value)
     mirror_annotation_update(e, old, new);
 }
 
-/// `ValidatePodTemplateSpec` of a workload's template at `path` (`spec.template`): its
-/// labels and annotations (upstream names them `<path>.labels`, without `metadata`) and its
-/// pod spec; templates may not hold ephemeral containers.
-pub fn validate_template(e: &mut FieldErrors, template: Option<&Value>, path: &str) {
-    let empty = Value::Object(Map::new());
-    let template = template.unwrap_or(&empty);
-    let meta = template.get("metadata");
-    labels(e, meta.and_then(|m| m.get("labels")), &format!("{path}.labels"));
-    for (k, _) in obj(meta.and_then(|m| m.get("annotations"))).into_iter().flatten() {
-        for m in qualified_name(&k.to_lowercase()) {
-            e.invalid(&format!("{path}.annotations"), &Value::from(k.as_str()), &m);
-        }
-    }
-    let spec = template.get("spec").unwrap_or(&empty);
-    pod_spec(e, spec, &format!("{path}.spec"));
-    if !arr(spec.get("ephemeralContainers")).is_empty() {
-        e.forbidden(
-            &format!("{path}.spec.ephemeralContainers"),
-            "ephemeral containers not allowed in pod template",
-        );
+/// `ValidatePodTemplateSpec`: the template's labels and its pod spec, under `path`
+/// (`spec.template`).
+pub fn validate_template(e: &mut FieldErrors, template: &Value, path: &str) {
+    labels(
+        e,
+        at(template, &["metadata", "labels"]),
+        &format!("{path}.metadata.labels"),
+    );
+    match template.get("spec") {
+        Some(spec) => pod_spec(e, spec, &format!("{path}.spec")),
+        None => e.required(&format!("{path}.spec.containers"), ""),
     }
 }
 
