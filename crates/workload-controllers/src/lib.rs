@@ -2,7 +2,9 @@
 //! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones.
 
+pub mod job;
+
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[];
+pub const CONTROLLERS: &[(&str, Start)] = &[("job", job::run)];
