@@ -2,9 +2,10 @@
 //! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones.
 
+pub mod cronjob;
 pub mod job;
 
 use controller_base::Start;
 
 /// Every workload controller, by name.
-pub const CONTROLLERS: &[(&str, Start)] = &[("job", job::run)];
+pub const CONTROLLERS: &[(&str, Start)] = &[("job", job::run), ("cronjob", cronjob::run)];
