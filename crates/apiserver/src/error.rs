@@ -61,6 +61,9 @@ pub enum ApiError {
     Store(#[source] store::StoreError),
     #[error("Internal error occurred: {0}")]
     Proxy(#[source] crate::proxy::ProxyError),
+    /// A write that runs to its end even when the client goes away did not finish.
+    #[error("Internal error occurred: the write did not finish: {0}")]
+    WriteTask(#[source] tokio::task::JoinError),
     /// A node API answered with an error; its text and code are passed on.
     #[error("{message}")]
     Node { code: u16, message: String },
@@ -137,7 +140,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Store(_) | ApiError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Node { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -156,7 +161,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Store(_) | ApiError::Proxy(_) => "InternalError",
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => "InternalError",
             ApiError::Node { code, .. } => match code {
                 400 => "BadRequest",
                 401 => "Unauthorized",

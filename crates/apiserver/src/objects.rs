@@ -473,21 +473,31 @@ impl Registry {
             });
         }
         let key = Self::key(info, namespace, &name);
-        let hooks = crate::hooks::of(info);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &name, None, &mut obj)
-                    .await?,
-            ),
-            None => None,
-        };
-        let object = match self.store.create(&key, obj).await {
-            Ok(o) => o,
-            Err(e) => {
-                if let (Some(h), Some(t)) = (hooks, &taken) {
-                    h.undo(self.store.as_ref(), t).await;
-                }
-                return Err(ApiError::from_store(e, info, &name));
+        let object = match crate::hooks::of(info) {
+            None => self
+                .store
+                .create(&key, obj)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, &name))?,
+            // What the hooks take must be given back when the create fails, so the two run
+            // to their end in their own task even if the client goes away meanwhile.
+            Some(hooks) => {
+                let store = self.store.clone();
+                let info = info.clone();
+                tokio::spawn(async move {
+                    let taken = hooks
+                        .before_write(store.as_ref(), &info, &name, None, &mut obj)
+                        .await?;
+                    match store.create(&key, obj).await {
+                        Ok(o) => Ok(o),
+                        Err(e) => {
+                            hooks.undo(store.as_ref(), &taken).await;
+                            Err(ApiError::from_store(e, &info, &name))
+                        }
+                    }
+                })
+                .await
+                .map_err(ApiError::WriteTask)??
             }
         };
         Ok(Written {
@@ -559,30 +569,35 @@ impl Registry {
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
         // needs.
-        let hooks = crate::hooks::of(info).filter(|_| !status_only && !dry_run);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &key.name, Some(old), &mut new)
-                    .await?,
-            ),
-            None => None,
+        let Some(hooks) = crate::hooks::of(info).filter(|_| !status_only && !dry_run) else {
+            return self
+                .commit_allocated(info, key, old, new, expected_rv, dry_run)
+                .await;
         };
-        let result = self
-            .commit_allocated(info, key, old, new, expected_rv, dry_run)
-            .await;
-        if let (Some(h), Some(t)) = (hooks, &taken) {
+        // What the hooks take must be given back when the write fails, so the three steps
+        // run to their end in their own task even if the client goes away meanwhile.
+        let (this, info, key, old) = (self.clone(), info.clone(), key.clone(), old.clone());
+        tokio::spawn(async move {
+            let store = this.store.as_ref();
+            let taken = hooks
+                .before_write(store, &info, &key.name, Some(&old), &mut new)
+                .await?;
+            let result = this
+                .commit_allocated(&info, &key, &old, new, expected_rv, false)
+                .await;
             match &result {
                 Ok(stored) => {
                     // The write may have removed the object (its last finalizer went).
-                    let gone =
-                        matches!(self.store.get(key).await, Err(StoreError::NotFound { .. }));
+                    let gone = matches!(store.get(&key).await, Err(StoreError::NotFound { .. }));
                     let kept = (!gone).then_some(stored);
-                    h.after_write(self.store.as_ref(), old, kept).await
+                    hooks.after_write(store, &old, kept).await
                 }
-                Err(_) => h.undo(self.store.as_ref(), t).await,
+                Err(_) => hooks.undo(store, &taken).await,
             }
-        }
-        result
+            result
+        })
+        .await
+        .map_err(ApiError::WriteTask)?
     }
 
     /// The validate-and-write half of [`Self::commit_update`].
@@ -768,15 +783,15 @@ impl Registry {
                         }
                     }
                     .map_err(|e| match e {
-                        api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                        api::patch::PatchError::Apply(m) => ApiError::Invalid {
+                        e if e.is_malformed() => ApiError::bad_request(e.to_string()),
+                        e => ApiError::Invalid {
                             kind: info.kind.to_string(),
                             group: info.group.to_string(),
                             name: name.to_string(),
                             causes: vec![api::validation::FieldError {
                                 field: String::new(),
                                 reason: api::validation::CauseReason::FieldValueInvalid,
-                                message: m,
+                                message: e.to_string(),
                             }],
                         },
                     })?;
