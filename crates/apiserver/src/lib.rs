@@ -19,6 +19,7 @@ mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod scale;
 mod state;
 mod streaming;
 mod watch;

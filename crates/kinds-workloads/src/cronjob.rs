@@ -15,7 +15,8 @@ use apimachinery::strategy::{
     ResourceInfo, Strategy, ALL_VERBS, STATUS_VERBS,
 };
 
-use crate::job::{default_template, job_spec, wide_cells};
+use crate::job::job_spec;
+use crate::template::{default_template, go_selector, wide_cells};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "batch",
@@ -116,8 +117,8 @@ impl Strategy for CronJobs {
             Some(false) => "False",
             None => "<unset>",
         };
-        let [containers, images, selector] =
-            wide_cells(at(cj, &["spec", "jobTemplate", "spec"]).unwrap_or(&Value::Null));
+        let job_spec = at(cj, &["spec", "jobTemplate", "spec"]).cloned();
+        let [containers, images, selector] = wide_cells(&json!({ "spec": job_spec }));
         vec![
             name,
             json!(str_at(cj, &["spec", "schedule"])),
@@ -126,9 +127,9 @@ impl Strategy for CronJobs {
             json!(arr(at(cj, &["status", "active"])).len()),
             json!(last),
             age,
-            json!(containers),
-            json!(images),
-            json!(selector),
+            containers,
+            images,
+            selector,
         ]
     }
 }
@@ -173,9 +174,9 @@ fn cron_job_spec(e: &mut FieldErrors, spec: &Value, allow_tz_in_schedule: bool) 
     let template_spec = at(spec, &["jobTemplate", "spec"]).unwrap_or(&Value::Null);
     job_spec(e, template_spec, "spec.jobTemplate.spec");
     if let Some(sel) = template_spec.get("selector").filter(|v| !v.is_null()) {
-        e.invalid(
+        e.invalid_text(
             "spec.jobTemplate.spec.selector",
-            sel,
+            &go_selector(Some(sel)),
             "`selector` will be auto-generated",
         );
     }
@@ -292,7 +293,7 @@ mod tests {
             format!("metadata.name: Invalid value: \"{}\": must be no more than 52 characters", "a".repeat(53)),
             "spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\"".to_string(),
             "spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\"".to_string(),
-            "spec.jobTemplate.spec.selector: Invalid value: {\"matchLabels\":{\"a\":\"b\"}}: `selector` will be auto-generated".to_string(),
+            "spec.jobTemplate.spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"a\":\"b\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: `selector` will be auto-generated".to_string(),
         ]);
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use apimachinery::checks::nonnegative;
 use apimachinery::field_errors::{go_quote, CauseReason, FieldErrors};
-use apimachinery::json::{arr, at, child, each_item, obj, set, set_str, str_at};
+use apimachinery::json::{arr, at, child, each_item, set, set_str, str_at};
 use apimachinery::names::qualified_name;
 use apimachinery::printing::{human_duration, name_and_age, parse_ts, Column, AGE, NAME};
 use apimachinery::strategy::{
@@ -18,9 +18,9 @@ use apimachinery::strategy::{
     ResourceInfo, SelectableField, Strategy, ALL_VERBS, STATUS_VERBS,
 };
 
-use crate::podtemplate::{
-    containers_and_images, selector_matches, selector_text, validate_selector,
-};
+use apimachinery::labelselector;
+
+use crate::template::{default_template, go_selector, go_string_map, wide_cells};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "batch",
@@ -124,18 +124,16 @@ impl Strategy for Jobs {
 
     fn cells(&self, job: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let (name, age) = name_and_age(job, now);
-        let spec = job.get("spec").unwrap_or(&Value::Null);
-        let (containers, images) =
-            containers_and_images(at(spec, &["template", "spec"]).unwrap_or(&Value::Null));
+        let [containers, images, selector] = wide_cells(job);
         vec![
             name,
             json!(job_status_word(job)),
             json!(completions_cell(job)),
             json!(duration_cell(job, now)),
             age,
-            json!(containers),
-            json!(images),
-            json!(selector_text(spec.get("selector"))),
+            containers,
+            images,
+            selector,
         ]
     }
 
@@ -182,17 +180,6 @@ fn default_job_spec(spec: &mut Map<String, Value>) {
     };
     set_str(spec, "podReplacementPolicy", replacement);
     default_template(spec);
-}
-
-/// The pod spec defaults of `spec.template` (a Job's, or a CronJob's job template's).
-pub(crate) fn default_template(spec: &mut Map<String, Value>) {
-    if let Some(pod) = spec
-        .get_mut("template")
-        .and_then(Value::as_object_mut)
-        .and_then(|t| child(t, "spec"))
-    {
-        kinds_core::pod::default_template_spec(pod);
-    }
 }
 
 /// `generateSelector`: unless `manualSelector` is true, the template gets the job's name and
@@ -248,18 +235,20 @@ fn generated_selector(e: &mut FieldErrors, job: &Value) {
         let path = format!("spec.template.metadata.labels[{key}]");
         match labels.and_then(|l| l.get(key)).and_then(Value::as_str) {
             None => e.required(&path, want),
-            Some(v) if v != want => e.invalid(
-                &path,
-                labels.unwrap_or(&Value::Null),
-                &format!("must be '{want}'"),
-            ),
+            Some(v) if v != want => {
+                e.invalid_text(&path, &go_string_map(labels), &format!("must be '{want}'"))
+            }
             Some(_) => {}
         }
     }
     let expected = json!({"matchLabels": {CONTROLLER_UID_LABEL: uid}});
     let expressions = arr(selector.get("matchExpressions"));
     if selector.get("matchLabels") != expected.get("matchLabels") || !expressions.is_empty() {
-        e.invalid("spec.selector", selector, "`selector` not auto-generated");
+        e.invalid_text(
+            "spec.selector",
+            &go_selector(Some(selector)),
+            "`selector` not auto-generated",
+        );
     }
 }
 
@@ -269,12 +258,12 @@ fn job_selector(e: &mut FieldErrors, job: &Value) {
         e.required("spec.selector", "");
         return;
     };
-    validate_selector(e, selector, "spec.selector");
+    labelselector::validate(e, selector, "spec.selector");
     let labels = at(job, &["spec", "template", "metadata", "labels"]);
-    if !selector_matches(selector, obj(labels)) {
-        e.invalid(
+    if !labelselector::matches(selector, labels) {
+        e.invalid_text(
             "spec.template.metadata.labels",
-            labels.unwrap_or(&json!({})),
+            &go_string_map(labels),
             "`selector` does not match template `labels`",
         );
     }
@@ -335,7 +324,7 @@ pub(crate) fn job_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
         }
     }
     let tpath = format!("{path}.template");
-    kinds_core::pod::validate_template(e, template, &tpath);
+    kinds_core::pod::validate_pod_template(e, template, &tpath);
     let restart_path = format!("{tpath}.spec.restartPolicy");
     match str_at(template, &["spec", "restartPolicy"]) {
         "" | "Always" => e.required(&restart_path, "valid values: \"OnFailure\", \"Never\""),
@@ -623,13 +612,6 @@ fn duration_cell(job: &Value, now: jiff::Timestamp) -> String {
     ))
 }
 
-/// Exposed for the CronJob row: the job template's containers and selector.
-pub(crate) fn wide_cells(job_spec: &Value) -> [String; 3] {
-    let (containers, images) =
-        containers_and_images(at(job_spec, &["template", "spec"]).unwrap_or(&Value::Null));
-    [containers, images, selector_text(job_spec.get("selector"))]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,14 +679,14 @@ mod tests {
         own["spec"]["template"]["metadata"] = json!({"labels": {"app": "x"}});
         assert_eq!(
             create(own.clone()).1,
-            vec!["spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"x\",\"batch.kubernetes.io/controller-uid\":\"u-1\"}}: `selector` not auto-generated"]
+            vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"x\", \"batch.kubernetes.io/controller-uid\":\"u-1\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: `selector` not auto-generated"]
         );
         own["spec"]["manualSelector"] = json!(true);
         assert!(create(own.clone()).1.is_empty());
         own["spec"]["template"]["metadata"]["labels"]["app"] = json!("y");
         assert_eq!(
             create(own).1,
-            vec!["spec.template.metadata.labels: Invalid value: {\"app\":\"y\"}: `selector` does not match template `labels`"]
+            vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"y\"}: `selector` does not match template `labels`"]
         );
     }
 

@@ -17,8 +17,8 @@ use apimachinery::strategy::{
     ResourceInfo, SelectableField, Strategy, ALL_VERBS, CONNECT_VERBS, STATUS_VERBS,
 };
 
-pub use defaults::{default_image_pull_policy, default_pod_spec, default_template_spec};
-pub use validation::validate_template;
+pub use defaults::{default_image_pull_policy, default_pod_spec};
+pub use validation::validate_pod_template;
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",

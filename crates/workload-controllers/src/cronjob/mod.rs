@@ -20,6 +20,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use crate::ownership::is_controlled_by;
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
@@ -63,11 +64,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         )))?
         .items
         .into_iter()
-        .filter(|j| {
-            j.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == uid)
-        })
+        .filter(|j| is_controlled_by(&j.metadata, &uid))
         .collect();
     let now = jiff::Timestamp::now();
     let mut p = plan::plan(&cj, &jobs, now, &ctx.local);
@@ -139,10 +136,7 @@ async fn create_job(api: &Api<Job>, rec: &Recorder, cj: &CronJob, job: &Job) -> 
                 .get(&name)
                 .await
                 .map_err(Error::api(format!("reading job {name}")))?;
-            let ours = existing
-                .owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && Some(&r.uid) == cj.metadata.uid.as_ref());
+            let ours = is_controlled_by(&existing.metadata, &cj.uid().unwrap_or_default());
             if ours {
                 Ok(existing)
             } else {

@@ -10,10 +10,12 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job, JobStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
 use controller_base::events::EventType;
+
+use crate::ownership::controller_ref;
 
 /// The annotation with the run's scheduled time, in the CronJob's time zone.
 pub(super) const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -305,14 +307,7 @@ fn new_job(cj: &CronJob, name: &str, scheduled: Timestamp, tz: &TimeZone) -> Job
             namespace: cj.namespace(),
             labels: tmeta.labels,
             annotations: Some(annotations),
-            owner_references: Some(vec![OwnerReference {
-                api_version: CronJob::api_version(&()).into_owned(),
-                kind: CronJob::kind(&()).into_owned(),
-                name: cj.name_any(),
-                uid: cj.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![controller_ref(cj)]),
             ..ObjectMeta::default()
         },
         spec: template.spec,

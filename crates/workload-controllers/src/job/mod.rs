@@ -34,7 +34,9 @@ use serde_json::json;
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
-use pods::{controlled_by, has_finalizer, TRACKING_FINALIZER};
+use crate::ownership::is_controlled_by;
+
+use pods::{has_finalizer, TRACKING_FINALIZER};
 
 const COMPONENT: &str = "job-controller";
 /// After losing a write race: look again soon at the state that won.
@@ -160,7 +162,7 @@ async fn owned_pods(api: &Api<Pod>, job: &Job, uid: &str) -> Result<Vec<Pod>, Er
     Ok(list
         .items
         .into_iter()
-        .filter(|p| controlled_by(p, uid))
+        .filter(|p| is_controlled_by(&p.metadata, uid))
         .collect())
 }
 

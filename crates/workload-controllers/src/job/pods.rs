@@ -5,11 +5,12 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodTemplateSpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use kube::ResourceExt;
+
+use crate::ownership::pod_from_template;
+
+pub(super) use crate::pods::is_ready;
 
 /// The finalizer that keeps a finished or deleted pod until the controller has counted it.
 pub(super) const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -17,70 +18,42 @@ pub(super) const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 pub(super) const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 
-/// The controller ownerReference a job puts on its pods.
-pub(super) fn controller_ref(job: &Job) -> OwnerReference {
-    OwnerReference {
-        api_version: Job::api_version(&()).into_owned(),
-        kind: Job::kind(&()).into_owned(),
-        name: job.name_any(),
-        uid: job.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Whether `pod` is controlled by the job with `uid`.
-pub(super) fn controlled_by(pod: &Pod, uid: &str) -> bool {
-    pod.owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
-}
-
 /// A new pod for `job` (upstream `GetPodFromTemplate` plus the job's additions).
 pub(super) fn new_pod(job: &Job, index: Option<i32>) -> Pod {
-    let template: PodTemplateSpec = job
+    let template = job
         .spec
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    let mut spec = template.spec.unwrap_or_default();
-    let name = job.name_any();
-    let mut labels = tmeta.labels.unwrap_or_default();
-    let mut annotations = tmeta.annotations.unwrap_or_default();
-    let mut finalizers = tmeta.finalizers.unwrap_or_default();
-    finalizers.push(TRACKING_FINALIZER.to_string());
-    let generate_name = match index {
-        Some(i) => {
-            annotations.insert(INDEX_KEY.into(), i.to_string());
-            labels.insert(INDEX_KEY.into(), i.to_string());
-            if spec.hostname.as_deref().unwrap_or("").is_empty() {
-                spec.hostname = Some(format!("{name}-{i}"));
-            }
-            for c in spec
-                .containers
-                .iter_mut()
-                .chain(spec.init_containers.iter_mut().flatten())
-            {
-                add_index_env(c);
-            }
-            format!("{name}-{i}-")
-        }
-        None => format!("{name}-"),
+    let mut pod = pod_from_template(job, &template);
+    let meta = &mut pod.metadata;
+    meta.finalizers
+        .get_or_insert_with(Vec::new)
+        .push(TRACKING_FINALIZER.to_string());
+    let Some(i) = index else {
+        return pod;
     };
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(generate_name),
-            namespace: job.namespace(),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            finalizers: Some(finalizers),
-            owner_references: Some(vec![controller_ref(job)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
+    let name = job.name_any();
+    meta.generate_name = Some(format!("{name}-{i}-"));
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(INDEX_KEY.into(), i.to_string());
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(INDEX_KEY.into(), i.to_string());
+    if let Some(spec) = pod.spec.as_mut() {
+        if spec.hostname.as_deref().unwrap_or("").is_empty() {
+            spec.hostname = Some(format!("{name}-{i}"));
+        }
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            add_index_env(c);
+        }
     }
+    pod
 }
 
 /// `JOB_COMPLETION_INDEX` from the index annotation, unless the container sets it itself.
@@ -144,15 +117,6 @@ pub(super) fn is_terminating(pod: &Pod) -> bool {
 
 pub(super) fn has_finalizer(pod: &Pod) -> bool {
     pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
-}
-
-pub(super) fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// The pod's completion index when it is valid for `completions`.
@@ -252,7 +216,6 @@ mod tests {
         assert_eq!(index(&pod, 2), None);
         let plain = new_pod(&job(), None);
         assert_eq!(plain.metadata.generate_name.as_deref(), Some("work-"));
-        assert!(plain.metadata.annotations.is_none());
         assert_eq!(
             plain
                 .spec
