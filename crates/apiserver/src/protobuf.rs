@@ -4,6 +4,8 @@
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
 
+mod workloads;
+
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
@@ -15,6 +17,8 @@ pub enum ProtobufError {
     Malformed { offset: usize },
     #[error("protobuf bodies of kind {kind:?} are not supported; send JSON")]
     UnsupportedKind { kind: String },
+    #[error("protobuf field {field} of {message} is not supported; send JSON")]
+    UnsupportedField { message: &'static str, field: u64 },
 }
 
 /// One field of a message: number and value.
@@ -142,11 +146,35 @@ fn object_meta(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
             }
             (11, Field::Bytes(b)) => insert_map(&mut m, "labels", map_entry(b, at, false)?),
             (12, Field::Bytes(b)) => insert_map(&mut m, "annotations", map_entry(b, at, false)?),
+            (13, Field::Bytes(b)) => push(&mut m, "ownerReferences", owner_reference(b, at)?),
             (14, Field::Bytes(b)) => push(&mut m, "finalizers", string(b)),
             _ => {}
         }
     }
     Ok(Value::Object(m))
+}
+
+/// OwnerReference: kind 1, name 3, uid 4, apiVersion 5, controller 6, blockOwnerDeletion 7
+/// (`kubectl create job --from=cronjob/NAME` sets one).
+fn owner_reference(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut o = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, _)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => set_string(&mut o, "kind", b),
+            (3, Field::Bytes(b)) => set_string(&mut o, "name", b),
+            (4, Field::Bytes(b)) => set_string(&mut o, "uid", b),
+            (5, Field::Bytes(b)) => set_string(&mut o, "apiVersion", b),
+            (6, Field::Varint(v)) => {
+                o.insert("controller".into(), json!(v != 0));
+            }
+            (7, Field::Varint(v)) => {
+                o.insert("blockOwnerDeletion".into(), json!(v != 0));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(o))
 }
 
 /// A non-pointer string field: gogo-protobuf writes it even when empty, which JSON would omit.
@@ -309,13 +337,21 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
+            (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
+                if let Some(spec) = workloads::spec(k, b, at) {
+                    obj.insert("spec".into(), spec?);
+                }
+            }
+            // A status sent on create is reset by the strategy anyway.
+            (k, _, _) if workloads::handles(k) => {}
             _ => return Err(ProtobufError::UnsupportedKind { kind }),
         }
     }
     if !matches!(
         kind.as_str(),
         "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
-    ) {
+    ) && !workloads::handles(&kind)
+    {
         return Err(ProtobufError::UnsupportedKind { kind });
     }
     Ok(Value::Object(obj))
