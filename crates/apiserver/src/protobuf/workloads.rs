@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{int_or_string, map_entry, object_meta, Field, ProtobufError, Reader};
+use super::wire::{int_or_string, map_entry, object_meta, Field, ProtobufError, Reader};
 
 /// How one field is written on the wire and read into JSON.
 #[derive(Clone, Copy)]
@@ -547,53 +547,7 @@ fn insert(obj: &mut Map<String, Value>, key: &str, k: String, v: Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::decode;
     use super::*;
-
-    /// The body kubectl v1.32 sends for `kubectl create job hello --image=busybox -- sh -c
-    /// 'echo hi'`.
-    const JOB: &[u8] = b"k8s\x00\x0a\x0f\x0a\x08batch/v1\x12\x03Job\x12\x91\x01\x0a\x15\x0a\x05hello\
-        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12n2l\x0a\x10\x0a\x00\x12\x00\x1a\x00\x22\x00*\
-        \x002\x008\x00B\x00\x12X\x125\x0a\x05hello\x12\x07busybox\x1a\x02sh\x1a\x02-c\x1a\x07echo hi*\
-        \x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\x1a\x05Never2\x00B\x00J\
-        \x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\x01\x00\x1a\x08 \x00(\x000\
-        \x00:\x00\x1a\x00\x22\x00";
-
-    /// `kubectl create cronjob tick --image=busybox --schedule='* * * * *' -- sh -c 'echo tick'`.
-    const CRON_JOB: &[u8] = b"k8s\x00\x0a\x13\x0a\x08batch/v1\x12\x07CronJob\x12\xb6\x01\x0a\x14\
-        \x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12\x9b\x01\x0a\x09* * * * *\x1a\x00*\
-        \x8b\x01\x0a\x14\x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12s2q\x0a\x10\x0a\x00\
-        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12]\x126\x0a\x04tick\x12\x07busybox\x1a\x02sh\
-        \x1a\x02-c\x1a\x09echo tick*\x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\
-        \x1a\x09OnFailure2\x00B\x00J\x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\
-        \x01\x00\x1a\x00\x1a\x00\x22\x00";
-
-    fn container(name: &str, cmd: &str) -> Value {
-        json!({"name": name, "image": "busybox", "command": ["sh", "-c", cmd], "resources": {}})
-    }
-
-    #[test]
-    fn decodes_kubectl_create_job_and_cronjob() {
-        let job = decode(JOB).expect("job");
-        assert_eq!(job["kind"], "Job");
-        assert_eq!(job["metadata"]["name"], "hello");
-        let template = &job["spec"]["template"];
-        assert_eq!(
-            template["spec"],
-            json!({"containers": [container("hello", "echo hi")], "restartPolicy": "Never"})
-        );
-        assert!(template["metadata"].is_object());
-        assert!(job.get("status").is_none());
-
-        let cj = decode(CRON_JOB).expect("cronjob");
-        assert_eq!(cj["spec"]["schedule"], "* * * * *");
-        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
-        assert_eq!(
-            *pod,
-            json!({"containers": [container("tick", "echo tick")], "restartPolicy": "OnFailure"})
-        );
-        assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
-    }
 
     #[test]
     fn pointers_maps_quantities_and_unknown_fields() {
