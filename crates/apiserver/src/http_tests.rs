@@ -15,12 +15,12 @@ use crate::state::AppState;
 
 const TOKEN: &str = "test-token";
 
-struct Harness {
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
     app: axum::Router,
 }
 
-async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store::RedbStore::open(&dir.path().join("store.redb"))
         .await
@@ -39,15 +39,21 @@ async fn harness() -> Harness {
     Harness { _dir: dir, app }
 }
 
-struct Resp {
-    code: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
+pub(crate) struct Resp {
+    pub code: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
 }
 
 impl Harness {
-    async fn req(&self, method: Method, uri: &str, ct: Option<&str>, body: Option<Value>) -> Resp {
+    pub(crate) async fn req(
+        &self,
+        method: Method,
+        uri: &str,
+        ct: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         self.raw(
             method,
             uri,
@@ -58,7 +64,7 @@ impl Harness {
         .await
     }
 
-    async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: Method,
         uri: &str,
@@ -95,11 +101,11 @@ impl Harness {
         }
     }
 
-    async fn get(&self, uri: &str) -> Resp {
+    pub(crate) async fn get(&self, uri: &str) -> Resp {
         self.req(Method::GET, uri, None, None).await
     }
 
-    async fn post(&self, uri: &str, body: Value) -> Resp {
+    pub(crate) async fn post(&self, uri: &str, body: Value) -> Resp {
         self.req(Method::POST, uri, Some("application/json"), Some(body))
             .await
     }
