@@ -1,7 +1,8 @@
 //! Jobs and CronJobs end to end through kubectl: `kubectl create job` runs to Complete,
 //! completions with parallelism, a failing job stops at its backoffLimit, an Indexed job's
 //! pods see their JOB_COMPLETION_INDEX, activeDeadlineSeconds fails a job, a suspended job
-//! starts when resumed; a `* * * * *` CronJob starts a job within a minute, and
+//! starts when resumed, a finished job with `ttlSecondsAfterFinished` is deleted with its
+//! pod; a `* * * * *` CronJob starts a job within a minute, and
 //! `kubectl create job --from=cronjob/NAME` runs its template by hand.
 
 mod common;
@@ -87,6 +88,21 @@ spec:
   template:
     spec:
       restartPolicy: OnFailure
+      containers:
+      - name: main
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["true"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: ephemeral
+spec:
+  ttlSecondsAfterFinished: 2
+  template:
+    spec:
+      restartPolicy: Never
       containers:
       - name: main
         image: docker.io/library/busybox:latest
@@ -256,6 +272,16 @@ fn jobs_complete_fail_index_and_resume() {
     assert!(
         !out.status.success() && err.contains("spec.template: Invalid value"),
         "{err}"
+    );
+    // ttlSecondsAfterFinished: the job goes, and the garbage collector takes its pod.
+    wait_until(
+        "the finished job ephemeral deleted with its pod",
+        Duration::from_secs(60),
+        || {
+            let job = pp.kubectl(&["get", "job", "ephemeral"]);
+            let pods = pp.kubectl_ok(&["get", "pods", "-l", "job-name=ephemeral", "-o", "name"]);
+            (!job.status.success() && pods.trim().is_empty()).then_some(())
+        },
     );
     let all = pp.kubectl_ok(&["get", "all", "-o", "name"]);
     assert!(all.contains("job.batch/three"), "{all}");
