@@ -1,192 +1,20 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
-//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service|
-//! deployment`).
+//! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
+//! and `kubectl create deployment|job|cronjob`, whose specs [`workloads`] decodes).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
 
-use base64::Engine;
+mod wire;
+mod workloads;
+
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProtobufError {
-    #[error("protobuf body does not start with the k8s\\0 magic")]
-    Magic,
-    #[error("truncated or malformed protobuf at byte {offset}")]
-    Malformed { offset: usize },
-    #[error("protobuf bodies of kind {kind:?} are not supported; send JSON")]
-    UnsupportedKind { kind: String },
-}
-
-/// One field of a message: number and value.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
-    }
-
-    fn err(&self) -> ProtobufError {
-        ProtobufError::Malformed {
-            offset: self.base + self.pos,
-        }
-    }
-
-    fn varint(&mut self) -> Result<u64, ProtobufError> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| self.err())?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.err())
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtobufError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| self.err())?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| self.err())?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn next(&mut self) -> Result<Option<(u64, Field<'a>, usize)>, ProtobufError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let field = match key & 7 {
-            0 => Field::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Field::Fixed
-            }
-            2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| self.err())?;
-                let start = self.base + self.pos;
-                let b = self.take(n)?;
-                return Ok(Some((key >> 3, Field::Bytes(b), start)));
-            }
-            5 => {
-                self.take(4)?;
-                Field::Fixed
-            }
-            _ => return Err(self.err()),
-        };
-        Ok(Some((key >> 3, field, self.base + self.pos)))
-    }
-}
-
-fn string(b: &[u8]) -> Value {
-    Value::String(String::from_utf8_lossy(b).into_owned())
-}
-
-/// A `map<string, string|bytes>` entry (key = 1, value = 2).
-fn map_entry(b: &[u8], base: usize, bytes_value: bool) -> Result<(String, Value), ProtobufError> {
-    let mut r = Reader::new(b, base);
-    let (mut k, mut v) = (String::new(), Value::String(String::new()));
-    while let Some((n, f, _)) = r.next()? {
-        if let Field::Bytes(b) = f {
-            match n {
-                1 => k = String::from_utf8_lossy(b).into_owned(),
-                2 if bytes_value => {
-                    v = Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-                }
-                2 => v = string(b),
-                _ => {}
-            }
-        }
-    }
-    Ok((k, v))
-}
-
-fn insert_map(obj: &mut Map<String, Value>, key: &str, entry: (String, Value)) {
-    let m = obj.entry(key).or_insert_with(|| Value::Object(Map::new()));
-    if let Some(m) = m.as_object_mut() {
-        m.insert(entry.0, entry.1);
-    }
-}
-
-fn push(obj: &mut Map<String, Value>, key: &str, v: Value) {
-    let l = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-    if let Some(l) = l.as_array_mut() {
-        l.push(v);
-    }
-}
-
-/// ObjectMeta: the fields a client sets on create.
-fn object_meta(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut m = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => {
-                m.insert("name".into(), string(b));
-            }
-            (2, Field::Bytes(b)) => {
-                m.insert("generateName".into(), string(b));
-            }
-            (3, Field::Bytes(b)) => {
-                m.insert("namespace".into(), string(b));
-            }
-            (11, Field::Bytes(b)) => insert_map(&mut m, "labels", map_entry(b, at, false)?),
-            (12, Field::Bytes(b)) => insert_map(&mut m, "annotations", map_entry(b, at, false)?),
-            (14, Field::Bytes(b)) => push(&mut m, "finalizers", string(b)),
-            _ => {}
-        }
-    }
-    Ok(Value::Object(m))
-}
-
-/// A non-pointer string field: gogo-protobuf writes it even when empty, which JSON would omit.
-fn set_string(obj: &mut Map<String, Value>, key: &str, b: &[u8]) {
-    if !b.is_empty() {
-        obj.insert(key.into(), string(b));
-    }
-}
-
-/// An int32 field (negative values are sign-extended to ten bytes on the wire); 0 is unset.
-fn set_int(obj: &mut Map<String, Value>, key: &str, v: u64) {
-    // Two's complement reinterpretation is the wire format's int32 encoding.
-    let n = i64::from_ne_bytes(v.to_ne_bytes());
-    if n != 0 {
-        obj.insert(key.into(), json!(n));
-    }
-}
-
-/// IntOrString (type = 1 → 0 int, 1 string; intVal = 2; strVal = 3); None for the zero value,
-/// which the Service defaults turn into `port`, as JSON's omitted targetPort would be.
-fn int_or_string(b: &[u8], base: usize) -> Result<Option<Value>, ProtobufError> {
-    let (mut is_string, mut int_val, mut str_val) = (false, 0u64, String::new());
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, _)) = r.next()? {
-        match (n, f) {
-            (1, Field::Varint(v)) => is_string = v == 1,
-            (2, Field::Varint(v)) => int_val = v,
-            (3, Field::Bytes(b)) => str_val = String::from_utf8_lossy(b).into_owned(),
-            _ => {}
-        }
-    }
-    let mut m = Map::new();
-    if is_string {
-        set_string(&mut m, "v", str_val.as_bytes());
-    } else {
-        set_int(&mut m, "v", int_val);
-    }
-    Ok(m.remove("v"))
-}
+pub use wire::ProtobufError;
+use wire::{
+    insert_map, int_or_string, map_entry, object_meta, push, set_int, set_string, string, Field,
+    Reader,
+};
 
 /// ServicePort: name 1, protocol 2, port 3, targetPort 4, nodePort 5, appProtocol 6.
 fn service_port(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
@@ -232,164 +60,6 @@ fn service_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
             (18, Field::Bytes(b)) => push(&mut s, "clusterIPs", string(b)),
             (19, Field::Bytes(b)) => push(&mut s, "ipFamilies", string(b)),
             (22, Field::Bytes(b)) => set_string(&mut s, "internalTrafficPolicy", b),
-            _ => {}
-        }
-    }
-    Ok(Value::Object(s))
-}
-
-fn set_bool(obj: &mut Map<String, Value>, key: &str, v: u64) {
-    if v != 0 {
-        obj.insert(key.into(), json!(true));
-    }
-}
-
-/// LabelSelector: matchLabels 1, matchExpressions 2 (key 1, operator 2, values 3).
-fn label_selector(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut sel = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => insert_map(&mut sel, "matchLabels", map_entry(b, at, false)?),
-            (2, Field::Bytes(b)) => {
-                let mut req = Map::new();
-                let mut q = Reader::new(b, at);
-                while let Some((n, f, _)) = q.next()? {
-                    match (n, f) {
-                        (1, Field::Bytes(b)) => set_string(&mut req, "key", b),
-                        (2, Field::Bytes(b)) => set_string(&mut req, "operator", b),
-                        (3, Field::Bytes(b)) => push(&mut req, "values", string(b)),
-                        _ => {}
-                    }
-                }
-                push(&mut sel, "matchExpressions", Value::Object(req));
-            }
-            _ => {}
-        }
-    }
-    Ok(Value::Object(sel))
-}
-
-/// Container: the fields `kubectl create deployment|job|cronjob` set (name 1, image 2,
-/// command 3, args 4, workingDir 5, ports 6, env 7, imagePullPolicy 14).
-fn container(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut c = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => set_string(&mut c, "name", b),
-            (2, Field::Bytes(b)) => set_string(&mut c, "image", b),
-            (3, Field::Bytes(b)) => push(&mut c, "command", string(b)),
-            (4, Field::Bytes(b)) => push(&mut c, "args", string(b)),
-            (5, Field::Bytes(b)) => set_string(&mut c, "workingDir", b),
-            (6, Field::Bytes(b)) => {
-                let mut p = Map::new();
-                let mut q = Reader::new(b, at);
-                while let Some((n, f, _)) = q.next()? {
-                    match (n, f) {
-                        (1, Field::Bytes(b)) => set_string(&mut p, "name", b),
-                        (2, Field::Varint(v)) => set_int(&mut p, "hostPort", v),
-                        (3, Field::Varint(v)) => set_int(&mut p, "containerPort", v),
-                        (4, Field::Bytes(b)) => set_string(&mut p, "protocol", b),
-                        _ => {}
-                    }
-                }
-                push(&mut c, "ports", Value::Object(p));
-            }
-            (7, Field::Bytes(b)) => {
-                let mut e = Map::new();
-                let mut q = Reader::new(b, at);
-                while let Some((n, f, _)) = q.next()? {
-                    match (n, f) {
-                        (1, Field::Bytes(b)) => set_string(&mut e, "name", b),
-                        (2, Field::Bytes(b)) => set_string(&mut e, "value", b),
-                        _ => {}
-                    }
-                }
-                push(&mut c, "env", Value::Object(e));
-            }
-            (14, Field::Bytes(b)) => set_string(&mut c, "imagePullPolicy", b),
-            _ => {}
-        }
-    }
-    Ok(Value::Object(c))
-}
-
-/// PodTemplateSpec (metadata 1, spec 2) with the PodSpec fields the create commands set:
-/// containers 2, restartPolicy 3, initContainers 20.
-fn pod_template(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut t = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => {
-                t.insert("metadata".into(), object_meta(b, at)?);
-            }
-            (2, Field::Bytes(b)) => {
-                let mut spec = Map::new();
-                let mut q = Reader::new(b, at);
-                while let Some((n, f, at)) = q.next()? {
-                    match (n, f) {
-                        (2, Field::Bytes(b)) => push(&mut spec, "containers", container(b, at)?),
-                        (3, Field::Bytes(b)) => set_string(&mut spec, "restartPolicy", b),
-                        (20, Field::Bytes(b)) => {
-                            push(&mut spec, "initContainers", container(b, at)?)
-                        }
-                        _ => {}
-                    }
-                }
-                t.insert("spec".into(), Value::Object(spec));
-            }
-            _ => {}
-        }
-    }
-    Ok(Value::Object(t))
-}
-
-/// DeploymentSpec: replicas 1, selector 2, template 3, strategy 4 (type 1), minReadySeconds
-/// 5, revisionHistoryLimit 6, paused 7, progressDeadlineSeconds 9.
-fn deployment_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut s = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            // A pointer: present means set, zero included.
-            (1, Field::Varint(v)) => {
-                s.insert(
-                    "replicas".into(),
-                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
-                );
-            }
-            (2, Field::Bytes(b)) => {
-                s.insert("selector".into(), label_selector(b, at)?);
-            }
-            (3, Field::Bytes(b)) => {
-                s.insert("template".into(), pod_template(b, at)?);
-            }
-            (4, Field::Bytes(b)) => {
-                let mut st = Map::new();
-                let mut q = Reader::new(b, at);
-                while let Some((n, f, _)) = q.next()? {
-                    if let (1, Field::Bytes(b)) = (n, f) {
-                        set_string(&mut st, "type", b);
-                    }
-                }
-                s.insert("strategy".into(), Value::Object(st));
-            }
-            (5, Field::Varint(v)) => set_int(&mut s, "minReadySeconds", v),
-            (6, Field::Varint(v)) => {
-                s.insert(
-                    "revisionHistoryLimit".into(),
-                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
-                );
-            }
-            (7, Field::Varint(v)) => set_bool(&mut s, "paused", v),
-            (9, Field::Varint(v)) => {
-                s.insert(
-                    "progressDeadlineSeconds".into(),
-                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
-                );
-            }
             _ => {}
         }
     }
@@ -468,17 +138,21 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
-            ("Deployment", 2, Field::Bytes(b)) => {
-                obj.insert("spec".into(), deployment_spec(b, at)?);
+            (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
+                if let Some(spec) = workloads::spec(k, b, at) {
+                    obj.insert("spec".into(), spec?);
+                }
             }
-            ("Deployment", _, _) => {}
+            // A status sent on create is reset by the strategy anyway.
+            (k, _, _) if workloads::handles(k) => {}
             _ => return Err(ProtobufError::UnsupportedKind { kind }),
         }
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "Deployment"
-    ) {
+        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
+    ) && !workloads::handles(&kind)
+    {
         return Err(ProtobufError::UnsupportedKind { kind });
     }
     Ok(Value::Object(obj))
@@ -535,7 +209,7 @@ mod tests {
                             "strategy": {},
                             "template": {"metadata": {"labels": {"app": "web"}},
                                          "spec": {"containers": [{"name": "busybox", "image": "busybox",
-                                                                  "command": ["sleep", "3600"]}]}}}})
+                                                                  "command": ["sleep", "3600"], "resources": {}}]}}}})
         );
     }
 
@@ -591,6 +265,51 @@ mod tests {
             int_or_string(b"\x08\x00\x10\x00\x1a\x00", 0).expect("zero"),
             None
         );
+    }
+
+    /// The body kubectl v1.32 sends for `kubectl create job hello --image=busybox -- sh -c
+    /// 'echo hi'`.
+    const JOB: &[u8] = b"k8s\x00\x0a\x0f\x0a\x08batch/v1\x12\x03Job\x12\x91\x01\x0a\x15\x0a\x05hello\
+        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12n2l\x0a\x10\x0a\x00\x12\x00\x1a\x00\x22\x00*\
+        \x002\x008\x00B\x00\x12X\x125\x0a\x05hello\x12\x07busybox\x1a\x02sh\x1a\x02-c\x1a\x07echo hi*\
+        \x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\x1a\x05Never2\x00B\x00J\
+        \x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\x01\x00\x1a\x08 \x00(\x000\
+        \x00:\x00\x1a\x00\x22\x00";
+
+    /// `kubectl create cronjob tick --image=busybox --schedule='* * * * *' -- sh -c 'echo tick'`.
+    const CRON_JOB: &[u8] = b"k8s\x00\x0a\x13\x0a\x08batch/v1\x12\x07CronJob\x12\xb6\x01\x0a\x14\
+        \x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12\x9b\x01\x0a\x09* * * * *\x1a\x00*\
+        \x8b\x01\x0a\x14\x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12s2q\x0a\x10\x0a\x00\
+        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12]\x126\x0a\x04tick\x12\x07busybox\x1a\x02sh\
+        \x1a\x02-c\x1a\x09echo tick*\x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\
+        \x1a\x09OnFailure2\x00B\x00J\x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\
+        \x01\x00\x1a\x00\x1a\x00\x22\x00";
+
+    fn container(name: &str, cmd: &str) -> Value {
+        json!({"name": name, "image": "busybox", "command": ["sh", "-c", cmd], "resources": {}})
+    }
+
+    #[test]
+    fn decodes_kubectl_create_job_and_cronjob() {
+        let job = decode(JOB).expect("job");
+        assert_eq!(job["kind"], "Job");
+        assert_eq!(job["metadata"]["name"], "hello");
+        let template = &job["spec"]["template"];
+        assert_eq!(
+            template["spec"],
+            json!({"containers": [container("hello", "echo hi")], "restartPolicy": "Never"})
+        );
+        assert!(template["metadata"].is_object());
+        assert!(job.get("status").is_none());
+
+        let cj = decode(CRON_JOB).expect("cronjob");
+        assert_eq!(cj["spec"]["schedule"], "* * * * *");
+        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(
+            *pod,
+            json!({"containers": [container("tick", "echo tick")], "restartPolicy": "OnFailure"})
+        );
+        assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
     }
 
     #[test]

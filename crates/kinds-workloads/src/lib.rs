@@ -4,8 +4,10 @@
 //! order. What the kinds with a pod template share is in [`template`].
 
 pub mod controllerrevision;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod job;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod replicaset;
@@ -23,6 +25,8 @@ pub static KINDS: &[ResourceInfo] = &[
     deployment::RESOURCE,
     replicaset::RESOURCE,
     statefulset::RESOURCE,
+    job::RESOURCE,
+    cronjob::RESOURCE,
     persistentvolume::RESOURCE,
     persistentvolumeclaim::RESOURCE,
     storageclass::RESOURCE,

@@ -24,7 +24,7 @@ pub fn default_template(spec: &mut Map<String, Value>) {
 }
 
 /// Go's `%#v` of a string map, as field errors print label maps.
-fn go_string_map(v: Option<&Value>) -> String {
+pub fn go_string_map(v: Option<&Value>) -> String {
     match obj(v) {
         None => "map[string]string(nil)".into(),
         Some(m) => {
@@ -38,7 +38,7 @@ fn go_string_map(v: Option<&Value>) -> String {
 }
 
 /// Go's `%#v` of a LabelSelector, as the "field is immutable" error prints it.
-fn go_selector(sel: Option<&Value>) -> String {
+pub fn go_selector(sel: Option<&Value>) -> String {
     let Some(sel) = sel.filter(|s| !s.is_null()) else {
         return "null".into();
     };

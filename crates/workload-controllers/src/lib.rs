@@ -5,9 +5,11 @@
 //! the rollout history the DaemonSet and StatefulSet controllers keep as ControllerRevisions
 //! in `history`.
 
+pub mod cronjob;
 pub mod daemonset;
 mod deployment;
 mod history;
+pub mod job;
 pub mod localpath;
 pub mod ownership;
 mod persistentvolume;
@@ -27,4 +29,6 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("local-path-provisioner", localpath::run),
     ("daemonset", daemonset::run),
     ("statefulset", statefulset::run),
+    ("job", job::run),
+    ("cronjob", cronjob::run),
 ];
