@@ -39,7 +39,10 @@ pub struct Snapshot {
 impl Histogram {
     /// A histogram over `bounds`, which must be increasing.
     pub fn new(bounds: &'static [f64]) -> Self {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds must increase");
+        debug_assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "bounds must increase"
+        );
         Self {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),

@@ -61,6 +61,9 @@ pub struct RuntimeConfig {
     pub proc_root: PathBuf,
     /// The pod network sandboxes are attached to; `None` gives them loopback only.
     pub network: Option<NetworkConfig>,
+    /// Where the runtime's share of a pod start is observed, by phase (`sandbox`,
+    /// `network`, `create`, `rootfs`, `spawn`); `None` measures nothing.
+    pub phases: Option<Arc<metrics::Family>>,
 }
 
 impl RuntimeConfig {
@@ -76,6 +79,7 @@ impl RuntimeConfig {
             hosts_file: PathBuf::from("/etc/hosts"),
             proc_root: PathBuf::from("/proc"),
             network: None,
+            phases: None,
         }
     }
 }
@@ -193,6 +197,13 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Records that `phase` took `took`, when phases are measured.
+    fn observe(&self, phase: &str, took: Duration) {
+        if let Some(f) = &self.config.phases {
+            f.observe_with(phase, took);
+        }
     }
 
     fn pods_dir(&self) -> PathBuf {
@@ -551,6 +562,89 @@ impl Runtime {
             .flatten()
             .map(|c| c.pod_cgroup)
     }
+
+    /// `create_container` proper: the container's record and directories, then the shim
+    /// learns its spec.
+    async fn create_container_impl(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        let sandbox = self.sandbox_record(sandbox_id)?;
+        let shim_err = |source: ShimError| RuntimeError::CreateContainer {
+            name: config.name.clone(),
+            source,
+        };
+        if config.args.is_empty() {
+            return Err(RuntimeError::NoCommand {
+                name: config.name.clone(),
+            });
+        }
+        if !self.shim_alive(&self.pod(sandbox_id)) {
+            return Err(RuntimeError::SandboxNotRunning {
+                id: sandbox_id.into(),
+            });
+        }
+        let reference = if config.image_id.is_empty() {
+            config.image.clone()
+        } else {
+            config.image_id.clone()
+        };
+        let images = self.images.clone();
+        let lookup = reference.clone();
+        let lowerdirs = blocking(move || images.layer_dirs(&lookup)).await??;
+        if lowerdirs.is_empty() {
+            return Err(RuntimeError::ImageNotFound { reference });
+        }
+        for m in &config.mounts {
+            if !m.host_path.exists() {
+                return Err(RuntimeError::MountSourceMissing {
+                    name: config.name.clone(),
+                    path: m.host_path.clone(),
+                });
+            }
+        }
+        let id = new_id()?;
+        let dir = self.pod(sandbox_id).container(&id);
+        let log_path = sandbox.config.log_directory.join(&config.log_path);
+        let log_dir = log_path.parent().map(Path::to_path_buf);
+        for d in [dir.upper(), dir.work(), dir.rootfs()]
+            .into_iter()
+            .chain(log_dir)
+        {
+            std::fs::create_dir_all(&d).map_err(create_err(&d))?;
+        }
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            created_at: jiff::Timestamp::now(),
+            log_path: log_path.clone(),
+        };
+        write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
+        let spec = ContainerSpec {
+            id: id.clone(),
+            lowerdirs,
+            log_path,
+            config: config.clone(),
+        };
+        let result = match self
+            .request(
+                sandbox_id,
+                &Request::CreateContainer(Box::new(spec)),
+                REQUEST_TIMEOUT,
+            )
+            .await
+        {
+            Ok(Response::Ok) => Ok(id.clone()),
+            Ok(other) => Err(shim_err(other.into())),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dir.root());
+        }
+        result
+    }
 }
 
 #[async_trait::async_trait]
@@ -575,8 +669,15 @@ impl RuntimeService for Runtime {
         config: &PodSandboxConfig,
     ) -> Result<PodSandboxStatus, RuntimeError> {
         let id = new_id()?;
+        let t0 = Instant::now();
         let started = match self.start_sandbox(&id, config).await {
-            Ok(pid) => self.attach_network(&id, config, pid).await,
+            Ok(pid) => {
+                let t1 = Instant::now();
+                self.observe("sandbox", t1 - t0);
+                let attached = self.attach_network(&id, config, pid).await;
+                self.observe("network", t1.elapsed());
+                attached
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -706,89 +807,26 @@ impl RuntimeService for Runtime {
         sandbox_id: &str,
         config: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
-        let sandbox = self.sandbox_record(sandbox_id)?;
-        let shim_err = |source: ShimError| RuntimeError::CreateContainer {
-            name: config.name.clone(),
-            source,
-        };
-        if config.args.is_empty() {
-            return Err(RuntimeError::NoCommand {
-                name: config.name.clone(),
-            });
-        }
-        if !self.shim_alive(&self.pod(sandbox_id)) {
-            return Err(RuntimeError::SandboxNotRunning {
-                id: sandbox_id.into(),
-            });
-        }
-        let reference = if config.image_id.is_empty() {
-            config.image.clone()
-        } else {
-            config.image_id.clone()
-        };
-        let images = self.images.clone();
-        let lookup = reference.clone();
-        let lowerdirs = blocking(move || images.layer_dirs(&lookup)).await??;
-        if lowerdirs.is_empty() {
-            return Err(RuntimeError::ImageNotFound { reference });
-        }
-        for m in &config.mounts {
-            if !m.host_path.exists() {
-                return Err(RuntimeError::MountSourceMissing {
-                    name: config.name.clone(),
-                    path: m.host_path.clone(),
-                });
-            }
-        }
-        let id = new_id()?;
-        let dir = self.pod(sandbox_id).container(&id);
-        let log_path = sandbox.config.log_directory.join(&config.log_path);
-        let log_dir = log_path.parent().map(Path::to_path_buf);
-        for d in [dir.upper(), dir.work(), dir.rootfs()]
-            .into_iter()
-            .chain(log_dir)
-        {
-            std::fs::create_dir_all(&d).map_err(create_err(&d))?;
-        }
-        let record = ContainerRecord {
-            id: id.clone(),
-            sandbox_id: sandbox_id.to_string(),
-            config: config.clone(),
-            created_at: jiff::Timestamp::now(),
-            log_path: log_path.clone(),
-        };
-        write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
-        let spec = ContainerSpec {
-            id: id.clone(),
-            lowerdirs,
-            log_path,
-            config: config.clone(),
-        };
-        let result = match self
-            .request(
-                sandbox_id,
-                &Request::CreateContainer(Box::new(spec)),
-                REQUEST_TIMEOUT,
-            )
-            .await
-        {
-            Ok(Response::Ok) => Ok(id.clone()),
-            Ok(other) => Err(shim_err(other.into())),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(dir.root());
-        }
-        result
+        let t0 = Instant::now();
+        let created = self.create_container_impl(sandbox_id, config).await;
+        self.observe("create", t0.elapsed());
+        created
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let t0 = Instant::now();
         let sandbox_id = self.find_container(id)?;
         let socket = self.pod(&sandbox_id).socket();
         let request = Request::StartContainer { id: id.to_string() };
         let answer = client::call(&socket, &request, START_TIMEOUT).await;
         match answer.map_err(ShimError::from) {
-            Ok(Response::Started { .. }) => Ok(()),
+            Ok(Response::Started { rootfs_us, .. }) => {
+                // The shim tells how long the container's rootfs took inside the start.
+                let rootfs = Duration::from_micros(rootfs_us);
+                self.observe("rootfs", rootfs);
+                self.observe("spawn", t0.elapsed().saturating_sub(rootfs));
+                Ok(())
+            }
             Ok(other) => Err(RuntimeError::StartContainer {
                 id: id.to_string(),
                 source: other.into(),

@@ -102,6 +102,11 @@ pub enum Response {
     Ok,
     Started {
         pid: u32,
+        /// Microseconds from the container process being released into its cgroup until
+        /// its root filesystem (overlay, /proc, /dev, binds) was ready; 0 from a shim that
+        /// does not measure it.
+        #[serde(default)]
+        rootfs_us: u64,
     },
     State {
         pid: u32,
