@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgroups::Hierarchy;
+use tokio::io::AsyncReadExt;
 use shim::protocol::{
-    read_json, write_atomic, write_json_atomic, ContainerSpec, ExitReason, ExitRecord, PodDir,
+    read_json, write_json_atomic, write_json_volatile, write_volatile, ContainerSpec, ExitReason, ExitRecord, PodDir,
     Request, Response, ShimConfig, StateRecord,
 };
 
@@ -325,7 +326,7 @@ impl Runtime {
             ips: attached.then(Vec::new),
         };
         let write =
-            |path: PathBuf, data: &[u8]| write_atomic(&path, data).map_err(write_err(&path));
+            |path: PathBuf, data: &[u8]| write_volatile(&path, data).map_err(write_err(&path));
         if config.host_network {
             // kubelet: a hostNetwork pod sees the node's name and a copy of its hosts file.
             let node = nix::unistd::gethostname()
@@ -356,7 +357,7 @@ impl Runtime {
             pod_cgroup: pod_cgroup.clone(),
             sandbox: config.clone(),
         };
-        write_json_atomic(&pod.shim_config(), &shim_config)
+        write_json_volatile(&pod.shim_config(), &shim_config)
             .map_err(write_err(&pod.shim_config()))?;
         write_json_atomic(&root.join("sandbox.json"), &record)
             .map_err(write_err(&root.join("sandbox.json")))?;
@@ -376,13 +377,13 @@ impl Runtime {
             .append(true)
             .open(pod.shim_log())
             .map_err(log_err)?;
-        let log2 = log.try_clone().map_err(log_err)?;
         let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        // stdout is the shim's readiness pipe (see `shim::server`); it logs to stderr.
         cmd.args(&self.config.shim_args)
             .arg(&root)
             .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
             .current_dir("/");
         // SAFETY: setsid is async-signal-safe; it detaches the shim from the agent's session
         // so the shim outlives the agent and its terminal.
@@ -391,12 +392,13 @@ impl Runtime {
         }
         // Dropping the child handle leaves it to tokio to reap the shim if it exits while
         // we run; after an agent restart init reaps it.
-        let child = cmd.spawn().map_err(|source| {
+        let mut child = cmd.spawn().map_err(|source| {
             start_err(ShimStartError::Spawn {
                 binary: self.config.shim_binary.clone(),
                 source,
             })
         })?;
+        let ready = child.stdout.take();
         let pid = if config.share_process_namespace {
             // The shim forks PID 1 of the pod's PID namespace, records that pid and exits
             // (shim::pidns).
@@ -411,7 +413,7 @@ impl Runtime {
             let start_time = procs::stat(&self.config.proc_root, pid)
                 .map(|(s, _)| s)
                 .unwrap_or(0);
-            write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
+            write_json_volatile(&pod.shim_pid(), &ShimPid { pid, start_time })
                 .map_err(write_err(&pod.shim_pid()))?;
             pid
         };
@@ -432,6 +434,12 @@ impl Runtime {
         }
 
         let deadline = Instant::now() + SHIM_READY_TIMEOUT;
+        if let Some(mut ready) = ready {
+            // One byte once the shim's socket listens; EOF when it died before. Either way
+            // the loop below has the last word (and polls, should the byte never come).
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(SHIM_READY_TIMEOUT, ready.read(&mut byte)).await;
+        }
         loop {
             match client::call(&pod.socket(), &Request::State, REQUEST_TIMEOUT).await {
                 Ok(Response::State { .. }) => return Ok(pid),

@@ -153,6 +153,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         }
     };
     log(&format!("shim for sandbox {} ready", config.sandbox_id));
+    announce_ready();
     let mut server = Server {
         pod,
         config,
@@ -187,6 +188,14 @@ fn listen(path: &Path) -> Result<UnixListener, ServerError> {
     let listener = UnixListener::bind(name).map_err(listen_err)?;
     listener.set_nonblocking(true).map_err(listen_err)?;
     Ok(listener)
+}
+
+/// Tells the runtime that started us that the socket listens: one byte on stdout, a pipe the
+/// runtime waits on instead of polling the socket. stdout then points at the log (stderr),
+/// so nothing later writes into a pipe nobody reads.
+fn announce_ready() {
+    let _ = nix::unistd::write(io::stdout(), b"r");
+    let _ = nix::unistd::dup2_stdout(io::stderr());
 }
 
 fn log(message: &str) {
