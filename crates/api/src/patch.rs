@@ -11,25 +11,55 @@ use apimachinery::strategy::{ListStrategy, Strategy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    #[error("the body of the request was in an unknown format")]
-    Malformed(String),
-    #[error("{0}")]
-    Apply(String),
+    /// A JSON patch body that is not a list of operations.
+    #[error(transparent)]
+    Malformed(serde_json::Error),
+    /// A merge or strategic merge patch that is not a JSON object.
+    #[error("{patch_type} patch must be a JSON object, got {got}")]
+    NotAnObject {
+        patch_type: &'static str,
+        got: Value,
+    },
+    /// A JSON patch operation that does not apply to the document.
+    #[error(transparent)]
+    Operation(json_patch::PatchError),
+    /// A `$patch` directive other than `replace`, `delete` and `merge`.
+    #[error("Unknown patch type: {0}")]
+    UnknownDirective(Value),
+    /// A directive (`$retainKeys`, `$setElementOrder/…`, `$deleteFromPrimitiveList/…`) whose
+    /// value is not a list.
+    #[error("invalid {directive} value: {value}")]
+    InvalidDirective { directive: String, value: Value },
+    /// A list element without its list's merge key.
+    #[error("map: {item} does not contain declared merge key: {key}")]
+    MissingMergeKey { item: Value, key: String },
+}
+
+impl PatchError {
+    /// Whether the body itself is unreadable (400), as opposed to a patch that does not
+    /// apply to the object (422).
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            PatchError::Malformed(_) | PatchError::NotAnObject { .. }
+        )
+    }
 }
 
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let ops: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| PatchError::Malformed(e.to_string()))?;
+        serde_json::from_value(patch.clone()).map_err(PatchError::Malformed)?;
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &ops).map_err(|e| PatchError::Apply(e.to_string()))?;
+    json_patch::patch(&mut out, &ops).map_err(PatchError::Operation)?;
     Ok(out)
 }
 
 pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     if !patch.is_object() {
-        return Err(PatchError::Malformed(format!(
-            "merge patch must be a JSON object, got {patch}"
-        )));
+        return Err(PatchError::NotAnObject {
+            patch_type: "merge",
+            got: patch.clone(),
+        });
     }
     let mut out = doc.clone();
     json_patch::merge(&mut out, patch);
@@ -40,9 +70,10 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
 /// (`$patch`, `$setElementOrder/…`, `$retainKeys`, `$deleteFromPrimitiveList/…`).
 pub fn strategic_merge_patch(kind: &str, doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Object(p) = patch else {
-        return Err(PatchError::Malformed(format!(
-            "strategic merge patch must be a JSON object, got {patch}"
-        )));
+        return Err(PatchError::NotAnObject {
+            patch_type: "strategic merge",
+            got: patch.clone(),
+        });
     };
     let orig = match doc {
         Value::Object(m) => m.clone(),
@@ -118,10 +149,6 @@ impl Ctx {
     }
 }
 
-fn apply_err(msg: String) -> PatchError {
-    PatchError::Apply(msg)
-}
-
 fn merge_map(
     ctx: &Ctx,
     mut orig: Map<String, Value>,
@@ -137,12 +164,15 @@ fn merge_map(
             }
             Some("delete") => return Ok(Map::new()),
             Some("merge") => {}
-            _ => return Err(apply_err(format!("Unknown patch type: {d}"))),
+            _ => return Err(PatchError::UnknownDirective(d.clone())),
         }
     }
     if let Some(keys) = patch.get(RETAIN_KEYS) {
         let Some(keys) = keys.as_array() else {
-            return Err(apply_err(format!("invalid $retainKeys value: {keys}")));
+            return Err(PatchError::InvalidDirective {
+                directive: RETAIN_KEYS.to_string(),
+                value: keys.clone(),
+            });
         };
         let keep: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
         orig.retain(|k, _| keep.contains(&k.as_str()));
@@ -151,14 +181,20 @@ fn merge_map(
     for (k, v) in patch {
         if let Some(field) = k.strip_prefix(DELETE_PRIMITIVE) {
             let Some(remove) = v.as_array() else {
-                return Err(apply_err(format!("invalid {k} value: {v}")));
+                return Err(PatchError::InvalidDirective {
+                    directive: k.clone(),
+                    value: v.clone(),
+                });
             };
             if let Some(Value::Array(list)) = orig.get_mut(field) {
                 list.retain(|x| !remove.contains(x));
             }
         } else if let Some(field) = k.strip_prefix(SET_ORDER) {
             let Some(order) = v.as_array() else {
-                return Err(apply_err(format!("invalid {k} value: {v}")));
+                return Err(PatchError::InvalidDirective {
+                    directive: k.clone(),
+                    value: v.clone(),
+                });
             };
             orders.push((field, order));
         }
@@ -199,9 +235,10 @@ fn merge_map(
 fn key_of<'v>(item: &'v Value, key: &str) -> Result<&'v Value, PatchError> {
     match item.get(key) {
         Some(v) => Ok(v),
-        None => Err(apply_err(format!(
-            "map: {item} does not contain declared merge key: {key}"
-        ))),
+        None => Err(PatchError::MissingMergeKey {
+            item: item.clone(),
+            key: key.to_string(),
+        }),
     }
 }
 
@@ -255,7 +292,7 @@ fn merge_list(
                         continue;
                     }
                     Some("replace") | Some("merge") | None => {}
-                    Some(other) => return Err(apply_err(format!("Unknown patch type: {other}"))),
+                    Some(_) => return Err(PatchError::UnknownDirective(pm[DIRECTIVE].clone())),
                 }
                 match pos {
                     Some(i) => {
@@ -511,7 +548,10 @@ mod tests {
             Err(PatchError::Malformed(_))
         ));
         let bad = json!([{"op":"remove","path":"/nope"}]);
-        assert!(matches!(json_patch(&doc, &bad), Err(PatchError::Apply(_))));
+        assert!(matches!(
+            json_patch(&doc, &bad),
+            Err(PatchError::Operation(_))
+        ));
         let test_fail = json!([{"op":"test","path":"/spec/replicas","value":2}]);
         assert!(json_patch(&doc, &test_fail).is_err());
     }

@@ -33,7 +33,7 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
-    #[error("{kind} \"{name}\" is invalid: {}", join_causes(.causes))]
+    #[error("{} \"{name}\" is invalid: {}", group_kind(.kind, .group), join_causes(.causes))]
     Invalid {
         kind: String,
         group: String,
@@ -61,9 +61,21 @@ pub enum ApiError {
     Store(#[source] store::StoreError),
     #[error("Internal error occurred: {0}")]
     Proxy(#[source] crate::proxy::ProxyError),
+    /// A write that runs to its end even when the client goes away did not finish.
+    #[error("Internal error occurred: the write did not finish: {0}")]
+    WriteTask(#[source] tokio::task::JoinError),
     /// A node API answered with an error; its text and code are passed on.
     #[error("{message}")]
     Node { code: u16, message: String },
+}
+
+/// `GroupKind.String()`: `Pod`, `ReplicaSet.apps`.
+fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 /// kube-apiserver's aggregate error text: one error as is, several in brackets.
@@ -137,7 +149,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Store(_) | ApiError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Node { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -156,7 +170,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Store(_) | ApiError::Proxy(_) => "InternalError",
+            ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => "InternalError",
             ApiError::Node { code, .. } => match code {
                 400 => "BadRequest",
                 401 => "Unauthorized",

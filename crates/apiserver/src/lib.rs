@@ -19,10 +19,13 @@ mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod scale;
 mod state;
 mod streaming;
 mod watch;
 
+#[cfg(test)]
+mod deletion_tests;
 #[cfg(test)]
 mod http_tests;
 

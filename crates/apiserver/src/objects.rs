@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use api::deletion::{finalizers_after_delete, PropagationChoice};
 use api::resources::ResourceInfo;
 use api::selectors::{FieldSelector, LabelSelector};
 use api::strategy::DeleteStep;
@@ -71,6 +72,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub preconditions: Preconditions,
     pub dry_run: bool,
+    /// `propagationPolicy` / `orphanDependents`.
+    pub propagation: PropagationChoice,
 }
 
 /// How a delete ended.
@@ -473,21 +476,31 @@ impl Registry {
             });
         }
         let key = Self::key(info, namespace, &name);
-        let hooks = crate::hooks::of(info);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &name, None, &mut obj)
-                    .await?,
-            ),
-            None => None,
-        };
-        let object = match self.store.create(&key, obj).await {
-            Ok(o) => o,
-            Err(e) => {
-                if let (Some(h), Some(t)) = (hooks, &taken) {
-                    h.undo(self.store.as_ref(), t).await;
-                }
-                return Err(ApiError::from_store(e, info, &name));
+        let object = match crate::hooks::of(info) {
+            None => self
+                .store
+                .create(&key, obj)
+                .await
+                .map_err(|e| ApiError::from_store(e, info, &name))?,
+            // What the hooks take must be given back when the create fails, so the two run
+            // to their end in their own task even if the client goes away meanwhile.
+            Some(hooks) => {
+                let store = self.store.clone();
+                let info = info.clone();
+                tokio::spawn(async move {
+                    let taken = hooks
+                        .before_write(store.as_ref(), &info, &name, None, &mut obj)
+                        .await?;
+                    match store.create(&key, obj).await {
+                        Ok(o) => Ok(o),
+                        Err(e) => {
+                            hooks.undo(store.as_ref(), &taken).await;
+                            Err(ApiError::from_store(e, &info, &name))
+                        }
+                    }
+                })
+                .await
+                .map_err(ApiError::WriteTask)??
             }
         };
         Ok(Written {
@@ -510,10 +523,25 @@ impl Registry {
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
+        // A uid the client sent stays, so that validation refuses a different one: a patch
+        // naming the uid it expects is how controllers make adoption conditional.
+        if meta
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            match old_meta.get("uid") {
+                Some(v) => {
+                    meta.insert("uid".into(), v.clone());
+                }
+                None => {
+                    meta.remove("uid");
+                }
+            }
+        }
         for k in [
             "name",
             "namespace",
-            "uid",
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -559,30 +587,35 @@ impl Registry {
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
         // needs.
-        let hooks = crate::hooks::of(info).filter(|_| !status_only && !dry_run);
-        let taken = match hooks {
-            Some(h) => Some(
-                h.before_write(self.store.as_ref(), info, &key.name, Some(old), &mut new)
-                    .await?,
-            ),
-            None => None,
+        let Some(hooks) = crate::hooks::of(info).filter(|_| !status_only && !dry_run) else {
+            return self
+                .commit_allocated(info, key, old, new, expected_rv, dry_run)
+                .await;
         };
-        let result = self
-            .commit_allocated(info, key, old, new, expected_rv, dry_run)
-            .await;
-        if let (Some(h), Some(t)) = (hooks, &taken) {
+        // What the hooks take must be given back when the write fails, so the three steps
+        // run to their end in their own task even if the client goes away meanwhile.
+        let (this, info, key, old) = (self.clone(), info.clone(), key.clone(), old.clone());
+        tokio::spawn(async move {
+            let store = this.store.as_ref();
+            let taken = hooks
+                .before_write(store, &info, &key.name, Some(&old), &mut new)
+                .await?;
+            let result = this
+                .commit_allocated(&info, &key, &old, new, expected_rv, false)
+                .await;
             match &result {
                 Ok(stored) => {
                     // The write may have removed the object (its last finalizer went).
-                    let gone =
-                        matches!(self.store.get(key).await, Err(StoreError::NotFound { .. }));
+                    let gone = matches!(store.get(&key).await, Err(StoreError::NotFound { .. }));
                     let kept = (!gone).then_some(stored);
-                    h.after_write(self.store.as_ref(), old, kept).await
+                    hooks.after_write(store, &old, kept).await
                 }
-                Err(_) => h.undo(self.store.as_ref(), t).await,
+                Err(_) => hooks.undo(store, &taken).await,
             }
-        }
-        result
+            result
+        })
+        .await
+        .map_err(ApiError::WriteTask)?
     }
 
     /// The validate-and-write half of [`Self::commit_update`].
@@ -674,7 +707,7 @@ impl Registry {
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
     /// resourceVersion (then a mismatch is the client's 409).
-    async fn retry_update(
+    pub(crate) async fn retry_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -768,15 +801,15 @@ impl Registry {
                         }
                     }
                     .map_err(|e| match e {
-                        api::patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                        api::patch::PatchError::Apply(m) => ApiError::Invalid {
+                        e if e.is_malformed() => ApiError::bad_request(e.to_string()),
+                        e => ApiError::Invalid {
                             kind: info.kind.to_string(),
                             group: info.group.to_string(),
                             name: name.to_string(),
                             causes: vec![api::validation::FieldError {
                                 field: String::new(),
                                 reason: api::validation::CauseReason::FieldValueInvalid,
-                                message: m,
+                                message: e.to_string(),
                             }],
                         },
                     })?;
@@ -828,6 +861,10 @@ impl Registry {
         }))
     }
 
+    /// One attempt of a DELETE against the stored `old` (kube's `Store.Delete` with
+    /// `BeforeDelete` and `updateForGracefulDeletionAndFinalizers`): the request's
+    /// propagation sets the garbage-collection finalizers; an object with finalizers or a
+    /// grace period is marked deleting and kept, any other is removed.
     async fn delete_once(
         &self,
         info: &ResourceInfo,
@@ -837,11 +874,39 @@ impl Registry {
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
         let name = key.name.as_str();
-        let has_finalizers = old
+        let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+        let current_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        // Negative grace periods count as one second on the delete path.
+        let requested = opts.grace_period_seconds.map(|g| if g < 0 { 1 } else { g });
+        // A graceful deletion under way may only be shortened; otherwise, as upstream, the
+        // object (finalizers included) is left as it is.
+        let shorten_to = match requested {
+            Some(g) if deleting && current_grace > 0 && g < current_grace => Some(g),
+            _ if deleting && current_grace > 0 => return Ok(Deleted::Pending(old)),
+            _ => None,
+        };
+        let mut candidate = old.clone();
+        let current: Vec<String> = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        match info.strategy.before_delete(&old, &now()) {
+            .map(|f| {
+                f.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finalizers =
+            match finalizers_after_delete(info.strategy.gc_policy(), &current, opts.propagation) {
+                Some(next) => {
+                    meta_mut(&mut candidate).insert("finalizers".into(), json!(next));
+                    next
+                }
+                None => current,
+            };
+        match info.strategy.before_delete(&candidate, &now()) {
             DeleteStep::Proceed => {}
             DeleteStep::Forbid(detail) => {
                 return Err(ApiError::Forbidden {
@@ -853,21 +918,19 @@ impl Registry {
             }
             DeleteStep::AlreadyPending => return Ok(Deleted::Pending(old)),
             DeleteStep::MarkDeleting(new) => {
-                if opts.dry_run {
-                    return Ok(Deleted::Pending(new));
-                }
-                let obj = self
-                    .store
-                    .update(key, new, rv)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, info, name))?;
-                return Ok(Deleted::Pending(obj));
+                return self.store_pending(info, key, new, rv, opts).await
             }
         }
-        let grace = info
-            .strategy
-            .deletion_grace_period(&old, opts.grace_period_seconds);
-        if grace == 0 && !has_finalizers {
+        let mut new = candidate;
+        let marked_at = str_at(&old, "/metadata/deletionTimestamp")
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        // An object already marked (its grace period over) is held by finalizers alone.
+        let grace = match shorten_to {
+            Some(g) => g,
+            None if deleting => 0,
+            None => info.strategy.deletion_grace_period(&old, requested),
+        };
+        if grace == 0 && finalizers.is_empty() {
             if opts.dry_run {
                 return Ok(Deleted::Gone(old));
             }
@@ -885,25 +948,39 @@ impl Registry {
             }
             return Ok(Deleted::Gone(obj));
         }
-        let current_grace = old
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        if old.pointer("/metadata/deletionTimestamp").is_some()
-            && current_grace.is_some_and(|g| g <= grace)
-        {
-            // A longer or equal grace period never extends a pending deletion.
-            return Ok(Deleted::Pending(old));
-        }
-        let mut new = old.clone();
-        let deadline = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_secs(grace))
-            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let now = jiff::Timestamp::now();
+        let deadline = match (shorten_to, marked_at) {
+            // The deadline moves as the grace period shrinks.
+            (Some(g), Some(at)) => at
+                .checked_sub(jiff::SignedDuration::from_secs(current_grace - g))
+                .unwrap_or(now),
+            // markAsDeleting keeps an earlier deletion time.
+            (None, Some(at)) if at <= now => at,
+            _ => now
+                .checked_add(jiff::SignedDuration::from_secs(grace))
+                .unwrap_or(now),
+        };
         let m = meta_mut(&mut new);
         m.insert(
             "deletionTimestamp".into(),
             Value::String(format_time(deadline)),
         );
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if new == old {
+            return Ok(Deleted::Pending(old));
+        }
+        self.store_pending(info, key, new, rv, opts).await
+    }
+
+    /// Stores `new`, an object marked for deletion that stays for now.
+    async fn store_pending(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        new: Value,
+        rv: Option<u64>,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         if opts.dry_run {
             return Ok(Deleted::Pending(new));
         }
@@ -911,7 +988,7 @@ impl Registry {
             .store
             .update(key, new, rv)
             .await
-            .map_err(|e| ApiError::from_store(e, info, name))?;
+            .map_err(|e| ApiError::from_store(e, info, &key.name))?;
         Ok(Deleted::Pending(obj))
     }
 
@@ -1057,6 +1134,8 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
     }
 }
 
+/// `BeforeDelete`'s early precondition check; upstream names the kind (not the resource)
+/// in this conflict.
 fn check_preconditions(
     info: &ResourceInfo,
     name: &str,
@@ -1064,7 +1143,11 @@ fn check_preconditions(
     pre: &Preconditions,
 ) -> Result<(), ApiError> {
     let conflict = |detail: String| ApiError::Conflict {
-        resource: qualified(info),
+        resource: if info.group.is_empty() {
+            info.kind.to_string()
+        } else {
+            format!("{}.{}", info.kind, info.group)
+        },
         group: info.group.to_string(),
         name: name.to_string(),
         detail,
@@ -1073,7 +1156,7 @@ fn check_preconditions(
         let have = str_at(obj, "/metadata/uid").unwrap_or("");
         if have != uid {
             return Err(conflict(format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                "the UID in the precondition ({uid}) does not match the UID in record ({have}). The object might have been deleted and then recreated"
             )));
         }
     }
@@ -1081,7 +1164,7 @@ fn check_preconditions(
         let have = store::resource_version_of(obj);
         if have != Some(rv) {
             return Err(conflict(format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
                 have.map_or_else(String::new, |r| r.to_string())
             )));
         }
@@ -1121,7 +1204,7 @@ fn add_managed_fields(
 }
 
 /// Patch bodies are JSON; apply bodies may also be YAML.
-fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if patch_type == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)

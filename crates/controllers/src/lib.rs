@@ -1,6 +1,6 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
-//! scheduler, the namespace lifecycle controller and the Endpoints/EndpointSlice
-//! controllers, each a plain Kubernetes API client built on `kube::runtime` (watch caches,
+//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers
+//! and the garbage collector, each a plain Kubernetes API client built on `kube::runtime` (watch caches,
 //! a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
 //! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
@@ -11,6 +11,7 @@
 //! `controller-base`.
 
 mod endpoints;
+mod gc;
 mod leader;
 mod namespace;
 mod scheduler;
@@ -28,6 +29,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
+    ("garbagecollector", gc::run),
 ];
 
 /// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;

@@ -70,8 +70,16 @@ pub enum StaticPodError {
         api_version: String,
         kind: String,
     },
-    #[error("{path}: invalid pod: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: not a JSON object")]
+    NotAnObject { path: PathBuf },
+    #[error("{path}: metadata: must be an object")]
+    MetadataNotAnObject { path: PathBuf },
+    /// The pod fails the API server's validation; `causes` are its field errors.
+    #[error("{path}: invalid pod: {}", messages(.causes))]
+    Invalid {
+        path: PathBuf,
+        causes: Vec<api::validation::FieldError>,
+    },
     #[error("{path}: decoding the pod")]
     Decode {
         path: PathBuf,
@@ -91,6 +99,15 @@ pub enum StaticPodError {
         name: String,
         first: PathBuf,
     },
+}
+
+/// Field errors as one line, as kube-apiserver joins them.
+fn messages(causes: &[api::validation::FieldError]) -> String {
+    causes
+        .iter()
+        .map(|c| c.message.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The fields of a `KubeletConfiguration` (kubelet.config.k8s.io/v1beta1) that the agent
@@ -258,20 +275,14 @@ pub(crate) fn pod_from_manifest(
     }
     api::defaults::apply_defaults("Pod", &mut obj);
     let Some(root) = obj.as_object_mut() else {
-        return Err(StaticPodError::Invalid {
-            path: err_path(),
-            message: "not an object".into(),
-        });
+        return Err(StaticPodError::NotAnObject { path: err_path() });
     };
     root.remove("status");
     let meta = root
         .entry("metadata")
         .or_insert_with(|| Value::Object(Default::default()));
     if !meta.is_object() {
-        return Err(StaticPodError::Invalid {
-            path: err_path(),
-            message: "metadata: must be an object".into(),
-        });
+        return Err(StaticPodError::MetadataNotAnObject { path: err_path() });
     }
     let uid = match meta["uid"].as_str().filter(|u| !u.is_empty()) {
         Some(u) => u.to_string(),
@@ -296,14 +307,9 @@ pub(crate) fn pod_from_manifest(
         obj["spec"]["nodeName"] = Value::String(node_name.to_string());
     }
     if let Err(causes) = api::validation::validate_create("Pod", &obj) {
-        let message = causes
-            .iter()
-            .map(|c| c.message.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
         return Err(StaticPodError::Invalid {
             path: err_path(),
-            message,
+            causes,
         });
     }
     serde_json::from_value(obj).map_err(|source| StaticPodError::Decode {

@@ -193,28 +193,15 @@ impl Peapod {
 
     /// SIGKILL `peapod up`, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_child(child);
         }
     }
 
     /// SIGTERM `peapod up` and wait for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate_child(child);
         }
     }
 
@@ -388,28 +375,15 @@ impl ControllerManager {
 
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_child(child);
         }
     }
 
     /// SIGTERM, and wait until it has exited (killed after a deadline).
     pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate_child(child);
         }
     }
 }
@@ -483,4 +457,26 @@ impl Drop for Peapod {
         assert!(cgroups.is_empty(), "cgroups left after reset: {cgroups:?}");
         assert!(!self.state_dir.exists(), "state dir left after reset");
     }
+}
+
+/// SIGTERM `child` and wait until it has exited (SIGKILL after 15 s).
+fn terminate_child(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_child(child);
+}
+
+/// SIGKILL `child` and reap it.
+fn kill_child(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
