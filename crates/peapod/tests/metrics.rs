@@ -67,11 +67,15 @@ fn pod_start_phases_are_exported_as_histograms() {
     pp.apply(POD);
     pp.wait_pod_phase("timed", "Running", Duration::from_secs(60));
     // The start is observed right after the Running status is written.
-    let text = wait_until("the pod's start in /metrics", Duration::from_secs(30), || {
-        let (code, body) = scrape(&pp, Some(token));
-        assert_eq!(code, "200", "{body}");
-        (sample(&body, "kubelet_pod_start_duration_seconds_count") >= Some(1.0)).then_some(body)
-    });
+    let text = wait_until(
+        "the pod's start in /metrics",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = scrape(&pp, Some(token));
+            assert_eq!(code, "200", "{body}");
+            (sample(&body, "kubelet_pod_start_duration_seconds_count") >= Some(1.0)).then_some(body)
+        },
+    );
     assert!(
         text.contains("# TYPE peapod_pod_start_phase_duration_seconds histogram"),
         "{text}"
@@ -80,7 +84,10 @@ fn pod_start_phases_are_exported_as_histograms() {
         "kubelet_pod_worker_start_duration_seconds_count",
         "kubelet_pod_worker_duration_seconds_count{operation_type=\"create\"}",
     ] {
-        assert!(sample(&text, name) >= Some(1.0), "{name} not counted:\n{text}");
+        assert!(
+            sample(&text, name) >= Some(1.0),
+            "{name} not counted:\n{text}"
+        );
     }
     for phase in [
         "admission",
@@ -92,12 +99,18 @@ fn pod_start_phases_are_exported_as_histograms() {
         "event",
     ] {
         let name = format!("peapod_pod_start_phase_duration_seconds_count{{phase=\"{phase}\"}}");
-        assert!(sample(&text, &name) >= Some(1.0), "{name} not counted:\n{text}");
+        assert!(
+            sample(&text, &name) >= Some(1.0),
+            "{name} not counted:\n{text}"
+        );
     }
     // Per container: both containers counted.
     for phase in ["image", "spec", "create", "rootfs", "spawn"] {
         let name = format!("peapod_pod_start_phase_duration_seconds_count{{phase=\"{phase}\"}}");
-        assert!(sample(&text, &name) >= Some(2.0), "{name} not counted twice:\n{text}");
+        assert!(
+            sample(&text, &name) >= Some(2.0),
+            "{name} not counted twice:\n{text}"
+        );
         let sum = format!("peapod_pod_start_phase_duration_seconds_sum{{phase=\"{phase}\"}}");
         assert!(sample(&text, &sum) > Some(0.0), "{sum} is zero:\n{text}");
     }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgroups::Hierarchy;
-use tokio::io::AsyncReadExt;
 use shim::protocol::{
-    read_json, write_json_atomic, write_json_volatile, write_volatile, ContainerSpec, ExitReason, ExitRecord, PodDir,
-    Request, Response, ShimConfig, StateRecord,
+    read_json, write_json_atomic, write_json_volatile, write_volatile, ContainerSpec, ExitReason,
+    ExitRecord, PodDir, Request, Response, ShimConfig, StateRecord,
 };
+use tokio::io::AsyncReadExt;
 
 use crate::client;
 mod exec;
