@@ -20,6 +20,7 @@ mod nodestatus;
 mod podstatus;
 mod qos;
 mod sandbox;
+mod startmetrics;
 mod termination;
 #[cfg(test)]
 mod testsupport;
@@ -27,3 +28,4 @@ mod worker;
 
 pub use agent::run;
 pub use config::{AgentConfig, AgentError};
+pub use startmetrics::NodeMetrics;
