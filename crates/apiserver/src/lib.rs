@@ -10,6 +10,7 @@ mod bootstrap;
 mod containers;
 mod discovery;
 mod error;
+mod eviction;
 mod hooks;
 mod http;
 mod logs;
@@ -26,6 +27,8 @@ mod watch;
 
 #[cfg(test)]
 mod deletion_tests;
+#[cfg(test)]
+mod eviction_tests;
 #[cfg(test)]
 mod http_tests;
 

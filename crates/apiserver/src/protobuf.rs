@@ -1,6 +1,7 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
-//! and `kubectl create deployment|job|cronjob`, whose specs [`workloads`] decodes).
+//! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, and the
+//! Eviction `kubectl drain` posts).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -138,6 +139,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
+            ("Eviction", 2, Field::Bytes(b)) => {
+                obj.insert("deleteOptions".into(), workloads::delete_options(b, at)?);
+            }
+            ("Eviction", _, _) => {}
             (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
                 if let Some(spec) = workloads::spec(k, b, at) {
                     obj.insert("spec".into(), spec?);
@@ -150,7 +155,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
+        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "Eviction"
     ) && !workloads::handles(&kind)
     {
         return Err(ProtobufError::UnsupportedKind { kind });

@@ -1,5 +1,5 @@
-//! The workload controllers (kube-controller-manager's jobs for apps, batch and storage
-//! kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
+//! The workload controllers (kube-controller-manager's jobs for apps, batch, storage
+//! and policy kinds): each a file with a `run(client)` function and one line in [`CONTROLLERS`]. The
 //! controller manager in `controllers` runs them beside the core ones. What they share
 //! about owning children is in [`ownership`], what they read from pods in [`pods`], and
 //! the rollout history the DaemonSet and StatefulSet controllers keep as ControllerRevisions
@@ -8,6 +8,7 @@
 pub mod cronjob;
 pub mod daemonset;
 mod deployment;
+mod disruption;
 mod history;
 pub mod job;
 pub mod localpath;
@@ -31,4 +32,5 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("statefulset", statefulset::run),
     ("job", job::run),
     ("cronjob", cronjob::run),
+    ("disruption", disruption::run),
 ];
