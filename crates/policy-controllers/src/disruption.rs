@@ -34,9 +34,8 @@ use serde::de::DeserializeOwned;
 
 use controller_base::error::{is_conflict, is_not_found, Error as ApiFailure};
 use controller_base::events::{EventType, Recorder};
-
-use crate::ownership::{controller_of, key_of, label_selector, selects};
-use crate::pods;
+use controller_base::ownership::{controller_of, key_of, label_selector, selects};
+use controller_base::pods;
 
 const COMPONENT: &str = "controllermanager";
 /// Upstream's `DeletionTimeout`: how long an evicted pod may stay before it counts again.
