@@ -317,6 +317,42 @@ mod tests {
         assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
     }
 
+    fn envelope(api_version: &[u8], kind: &[u8], msg: &[u8]) -> Vec<u8> {
+        [
+            b"k8s\0".to_vec(),
+            ld(1, &[ld(1, api_version), ld(2, kind)].concat()),
+            ld(2, msg),
+        ]
+        .concat()
+    }
+
+    /// `kubectl create pdb web --selector=app=web --min-available=0`: a zero budget is set.
+    #[test]
+    fn decodes_pdb_and_eviction() {
+        let selector = ld(1, &[ld(1, b"app"), ld(2, b"web")].concat());
+        let zero = [vec![0x08, 0x00], vec![0x10, 0x00], ld(3, b"")].concat();
+        let spec = [ld(1, &zero), ld(2, &selector)].concat();
+        let msg = [ld(1, &ld(1, b"web")), ld(2, &spec), ld(3, &[0x08, 0x00])].concat();
+        let pdb = decode(&envelope(b"policy/v1", b"PodDisruptionBudget", &msg)).expect("pdb");
+        assert_eq!(
+            pdb["spec"],
+            json!({"minAvailable": 0, "selector": {"matchLabels": {"app": "web"}}})
+        );
+        // drain's Eviction: a grace period of 0 and a dry run.
+        let opts = [vec![0x08, 0x00], ld(5, b"All")].concat();
+        let msg = [
+            ld(1, &[ld(1, b"web-1"), ld(3, b"default")].concat()),
+            ld(2, &opts),
+        ]
+        .concat();
+        let ev = decode(&envelope(b"policy/v1", b"Eviction", &msg)).expect("eviction");
+        assert_eq!(ev["metadata"]["name"], "web-1");
+        assert_eq!(
+            ev["deleteOptions"],
+            json!({"gracePeriodSeconds": 0, "dryRun": ["All"]})
+        );
+    }
+
     #[test]
     fn rejects_garbage_and_unknown_kinds() {
         assert_eq!(decode(b"nope"), Err(ProtobufError::Magic));
