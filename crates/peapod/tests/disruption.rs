@@ -180,7 +180,11 @@ fn budget_follows_readiness_and_guards_evictions() {
     }
     wait_allowed(&pp, "web", "1");
     let described = pp.kubectl_ok(&["describe", "pdb", "web"]);
-    for line in ["Min available:  1", "Allowed disruptions:  1", "Current:              2"] {
+    for line in [
+        "Min available:  1",
+        "Allowed disruptions:  1",
+        "Current:              2",
+    ] {
         assert!(described.contains(line), "{line:?} in:\n{described}");
     }
     assert_eq!(

@@ -184,40 +184,40 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
     };
     let now = Timestamp::now();
     let spec = pdb.spec.clone().unwrap_or_default();
-    let counted = match needs_scale(&spec) {
-        false => Ok((0, Vec::new())),
-        true => expected_scale(&ctx, &selected).await,
+    let counted = if needs_scale(&spec) {
+        expected_scale(&ctx, &selected).await
+    } else {
+        Ok((0, Vec::new()))
     };
     let outcome = counted.and_then(|(scale, unmanaged)| {
         let (expected, desired) = budget(&spec, selected.len(), scale)?;
         Ok((expected, desired, unmanaged))
     });
-    let status = match outcome {
-        Ok((expected, desired, unmanaged)) => {
-            let old = pdb.status.clone().unwrap_or_default();
-            let (disrupted, recheck) = still_disrupted(&pdb, &selected, now);
-            let current = healthy(&selected, &disrupted, now);
-            let status = next_status(&pdb, current, desired, expected, disrupted, now);
-            if status != old {
-                report(&ctx, &pdb, selected.is_empty(), &unmanaged).await;
-                write_status(&ctx, &pdb, status).await?;
-            }
-            return Ok(recheck
-                .map(|at| {
-                    let wait = at.duration_since(now).unsigned_abs();
-                    Action::requeue(wait.max(Duration::from_millis(100)))
-                })
-                .unwrap_or_else(Action::await_change));
-        }
+    let (expected, desired, unmanaged) = match outcome {
+        Ok(counts) => counts,
         Err(e) => {
             tracing::warn!(budget = %key_of(&pdb.metadata), error = %controller_base::runner::chain(&e), "failed to sync PodDisruptionBudget");
-            fail_safe(&pdb, &e, now)
+            let status = fail_safe(&pdb, &e, now);
+            if pdb.status.as_ref() != Some(&status) {
+                write_status(&ctx, &pdb, status).await?;
+            }
+            return Ok(Action::await_change());
         }
     };
+    let (disrupted, recheck) = still_disrupted(&pdb, &selected, now);
+    let current = healthy(&selected, &disrupted, now);
+    let status = next_status(&pdb, current, desired, expected, disrupted, now);
     if pdb.status.as_ref() != Some(&status) {
+        report(&ctx, &pdb, selected.is_empty(), &unmanaged).await;
         write_status(&ctx, &pdb, status).await?;
     }
-    Ok(Action::await_change())
+    // An evicted pod that is still there counts again when its two minutes are up.
+    Ok(recheck
+        .map(|at| {
+            let wait = at.duration_since(now).unsigned_abs();
+            Action::requeue(wait.max(Duration::from_millis(100)))
+        })
+        .unwrap_or_else(Action::await_change))
 }
 
 /// The events upstream records about a budget it syncs.
