@@ -3,7 +3,9 @@
 //! The spec may change (the generation follows it); the status, which the disruption
 //! controller and the pod `eviction` subresource write, changes through
 //! `poddisruptionbudgets/status`. Printed as MIN AVAILABLE / MAX UNAVAILABLE / ALLOWED
-//! DISRUPTIONS.
+//! DISRUPTIONS. What the pod `eviction` subresource decides by a budget is in [`eviction`].
+
+pub mod eviction;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{json, Value};
