@@ -216,8 +216,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
         "application/vnd.kubernetes.protobuf" => {
-            crate::protobuf::decode(body).map_err(|e| match e {
-                crate::protobuf::ProtobufError::UnsupportedKind { .. } => {
+            protobuf_bodies::decode(body).map_err(|e| match e {
+                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
                     ApiError::UnsupportedMediaType {
                         content_type: base.to_string(),
                     }

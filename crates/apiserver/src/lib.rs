@@ -17,7 +17,6 @@ mod logs;
 mod objects;
 mod openapi;
 mod pki;
-mod protobuf;
 mod proxy;
 mod request;
 mod scale;
