@@ -5,6 +5,7 @@
 //!
 //! The binary calls [`start`]; everything else is internal.
 
+mod admission;
 mod allocators;
 mod bootstrap;
 mod containers;
@@ -13,12 +14,14 @@ mod error;
 mod hooks;
 mod http;
 mod logs;
+mod names;
 mod objects;
 mod openapi;
 mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod serviceaccounts;
 mod state;
 mod streaming;
 mod watch;
@@ -63,6 +66,8 @@ pub enum ApiServerError {
     },
     #[error("preparing certificates")]
     Pki(#[from] PkiError),
+    #[error("loading the service account signing key")]
+    ServiceAccountKey(#[source] serviceaccount::TokenError),
     #[error("opening the store")]
     Store(#[source] store::StoreError),
     #[error("creating the system namespaces")]
@@ -179,9 +184,17 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
             source,
         })?;
 
+    let tokens = serviceaccount::Authority::new(
+        &pki.sa_key_pem,
+        &pki.sa_pub_pem,
+        serviceaccount::DEFAULT_ISSUER,
+        Vec::new(),
+    )
+    .map_err(ApiServerError::ServiceAccountKey)?;
     let state = state::AppState {
         registry: registry.clone(),
         admin_token: Arc::from(pki.admin_token.as_str()),
+        tokens: Arc::new(tokens),
         node_api_token: config.node_api_token.as_deref().map(Arc::from),
         server_address: local_addr.to_string(),
     };

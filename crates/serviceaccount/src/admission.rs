@@ -117,9 +117,7 @@ pub fn mount_token(pod: &mut Value, suffix: &str) {
 
 /// Appends `mount` unless something is mounted at [`MOUNT_PATH`] already; true if added.
 fn add_mount(container: &mut Map<String, Value>, mount: &Value) -> bool {
-    let mounts = container
-        .entry("volumeMounts")
-        .or_insert_with(|| json!([]));
+    let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
     if !mounts.is_array() {
         *mounts = json!([]);
     }
@@ -202,7 +200,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(p["spec"]["containers"][0]["volumeMounts"][0]["name"], "data");
+        assert_eq!(
+            p["spec"]["containers"][0]["volumeMounts"][0]["name"],
+            "data"
+        );
     }
 
     #[test]
@@ -216,7 +217,11 @@ mod tests {
             .push(json!({"name": "kube-api-access-abcde", "projected": {"sources": []}}));
         mount_token(&mut p, "zzzzz");
         let vols = p["spec"]["volumes"].as_array().expect("volumes");
-        assert_eq!(vols.len(), 2, "the pod's own kube-api-access volume is reused");
+        assert_eq!(
+            vols.len(),
+            2,
+            "the pod's own kube-api-access volume is reused"
+        );
         assert_eq!(
             p["spec"]["containers"][0]["volumeMounts"][1]["name"],
             "kube-api-access-abcde"

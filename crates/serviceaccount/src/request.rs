@@ -148,8 +148,10 @@ mod tests {
 
     #[test]
     fn defaults_and_bound_pod() {
-        let s = parse(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {}}))
+        let s = parse(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {}}),
+        )
         .expect("parse");
         assert_eq!(
             s,
@@ -159,8 +161,10 @@ mod tests {
                 bound: None
             }
         );
-        let s = parse(&json!({"spec": {"audiences": ["vault"], "expirationSeconds": 3607,
-            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": "u1"}}}))
+        let s = parse(
+            &json!({"spec": {"audiences": ["vault"], "expirationSeconds": 3607,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": "u1"}}}),
+        )
         .expect("parse");
         assert_eq!(s.audiences, vec!["vault".to_string()]);
         assert_eq!(s.expiration_seconds, 3607);
