@@ -28,6 +28,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
         state_dir: dir.path().join("state"),
         store: apiserver::StoreSpec::default_in(&dir.path().join("state")),
         node_api_token: node_token.map(str::to_string),
+        cluster_listen: None,
     })
     .await
     .expect("start");
