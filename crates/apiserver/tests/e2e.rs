@@ -43,7 +43,15 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let client = client_of(&kubeconfig).await;
-    let controllers = tokio::spawn(controllers::run(client, None, std::future::pending()));
+    let settings = controllers::Settings {
+        root_ca: Some(server.ca_pem().to_string()),
+    };
+    let controllers = tokio::spawn(controllers::run(
+        client,
+        settings,
+        None,
+        std::future::pending(),
+    ));
     Cluster {
         dir,
         server,

@@ -88,8 +88,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             controllers::DEFAULT_LEASE_NAME,
             format!("{node_name}_peapod-up"),
         );
+        let settings = controllers::Settings {
+            root_ca: Some(api.ca_pem().to_string()),
+        };
         tokio::spawn(controllers::run(
             client.clone(),
+            settings,
             Some(election),
             stopped(shutdown_rx.clone()),
         ))
