@@ -8,7 +8,9 @@
 //! Modules depend downwards only: `defaults`, `validation`, `tables`, `fields`, `patch` and
 //! `selectors` look kinds up in `resources`.
 
-pub use apimachinery::{checks, field_errors, names, printing, qos, quantity, strategy};
+pub use apimachinery::{
+    checks, field_errors, json, labelselector, names, printing, qos, quantity, strategy,
+};
 
 pub mod defaults;
 pub mod fields;

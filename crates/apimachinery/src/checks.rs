@@ -90,6 +90,22 @@ pub fn object_meta(e: &mut FieldErrors, obj: &Value, namespaced: bool, rule: Nam
         "metadata.labels",
     );
     annotations(e, meta.and_then(|m| m.get("annotations")));
+    let controllers: Vec<&str> = arr(meta.and_then(|m| m.get("ownerReferences")))
+        .iter()
+        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| r.get("name").and_then(Value::as_str).unwrap_or(""))
+        .collect();
+    if controllers.len() > 1 {
+        e.invalid(
+            "metadata.ownerReferences",
+            meta.and_then(|m| m.get("ownerReferences"))
+                .unwrap_or(&Value::Null),
+            &format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {} and {}",
+                controllers[0], controllers[1]
+            ),
+        );
+    }
     for r in arr(meta.and_then(|m| m.get("ownerReferences"))) {
         let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let version = api_version.rsplit('/').next().unwrap_or("");
@@ -136,16 +152,21 @@ pub fn labels(e: &mut FieldErrors, labels: Option<&Value>, path: &str) {
 const TOTAL_ANNOTATION_SIZE: usize = 256 * 1024;
 
 fn annotations(e: &mut FieldErrors, ann: Option<&Value>) {
+    annotations_at(e, ann, "metadata.annotations");
+}
+
+/// `ValidateAnnotations` at `path` (pod templates keep theirs under the template).
+pub fn annotations_at(e: &mut FieldErrors, ann: Option<&Value>, path: &str) {
     let Some(map) = obj(ann) else { return };
     let mut total = 0;
     for (k, v) in map {
         for m in qualified_name(&k.to_lowercase()) {
-            e.invalid("metadata.annotations", &Value::from(k.as_str()), &m);
+            e.invalid(path, &Value::from(k.as_str()), &m);
         }
         total += k.len() + v.as_str().map_or(0, str::len);
     }
     if total > TOTAL_ANNOTATION_SIZE {
-        e.too_long("metadata.annotations", TOTAL_ANNOTATION_SIZE);
+        e.too_long(path, TOTAL_ANNOTATION_SIZE);
     }
 }
 

@@ -76,6 +76,16 @@ impl FieldErrors {
             with_detail(body, detail),
         );
     }
+    /// [`Self::invalid`] with the value already printed as upstream prints it (Go's `%#v`
+    /// of a struct or map).
+    pub fn invalid_text(&mut self, field: &str, value: &str, detail: &str) {
+        let body = format!("Invalid value: {value}");
+        self.push(
+            field,
+            CauseReason::FieldValueInvalid,
+            with_detail(body, detail),
+        );
+    }
     pub fn not_supported(&mut self, field: &str, value: &Value, supported: &[&str]) {
         let list = supported
             .iter()

@@ -245,12 +245,37 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Where the kind keeps what its `scale` subresource shows, for kinds that serve one.
+    fn scale(&self) -> Option<&'static ScalePaths> {
+        None
+    }
+
     /// `ShouldDeleteDuringUpdate`: whether an update that produced `obj` removes it instead
     /// of storing it (its deletion is pending and nothing holds it any more).
     fn delete_during_update(&self, obj: &Value) -> bool {
         deletion_finished(obj)
     }
 }
+
+/// Where an object keeps the three things an autoscaling/v1 `Scale` shows (what
+/// upstream's per-kind scale storage reads, and a CRD's `specReplicasPath`,
+/// `statusReplicasPath` and `labelSelectorPath` name), as field paths from the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// The desired count, which a scale update writes (`spec.replicas`).
+    pub spec_replicas: &'static [&'static str],
+    /// The observed count (`status.replicas`; absent reads as 0).
+    pub status_replicas: &'static [&'static str],
+    /// The `metav1.LabelSelector` of the pods counted (`spec.selector`), shown as text.
+    pub selector: &'static [&'static str],
+}
+
+/// The paths of the apps kinds: `spec.replicas`, `status.replicas`, `spec.selector`.
+pub const REPLICAS_SCALE: ScalePaths = ScalePaths {
+    spec_replicas: &["spec", "replicas"],
+    status_replicas: &["status", "replicas"],
+    selector: &["spec", "selector"],
+};
 
 /// How a list merges in a strategic merge patch (the `patchStrategy` and `patchMergeKey`
 /// tags of k8s.io/api).

@@ -33,7 +33,7 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
-    #[error("{kind} \"{name}\" is invalid: {}", join_causes(.causes))]
+    #[error("{} \"{name}\" is invalid: {}", group_kind(.kind, .group), join_causes(.causes))]
     Invalid {
         kind: String,
         group: String,
@@ -70,6 +70,15 @@ pub enum ApiError {
 }
 
 /// kube-apiserver's aggregate error text: one error as is, several in brackets.
+/// `GroupKind.String()`: `Pod`, `ReplicaSet.apps`.
+fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
+}
+
 fn join_causes(causes: &[FieldError]) -> String {
     let msgs: Vec<&str> = causes.iter().map(|c| c.message.as_str()).collect();
     if msgs.len() == 1 {

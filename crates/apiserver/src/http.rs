@@ -356,6 +356,17 @@ fn delete_success(p: &ResourcePath, obj: &Value) -> Value {
     })
 }
 
+/// The patch type the Content-Type names.
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
+        content_type: ct.to_string(),
+    })
+}
+
 async fn handle(
     st: &AppState,
     method: &Method,
@@ -437,6 +448,24 @@ async fn handle(
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
+        (Method::GET, Some(name), Some("scale")) => Ok(json_response(
+            StatusCode::OK,
+            &reg.get_scale(info, ns, name).await?,
+        )),
+        (Method::PUT, Some(name), Some("scale")) => {
+            let body = decode_body(headers, &body)?;
+            let scale = reg
+                .update_scale(info, ns, name, body, &write_options(&q)?)
+                .await?;
+            Ok(json_response(StatusCode::OK, &scale))
+        }
+        (Method::PATCH, Some(name), Some("scale")) => {
+            let pt = patch_type(headers)?;
+            let scale = reg
+                .patch_scale(info, ns, name, pt, &body, &write_options(&q)?)
+                .await?;
+            Ok(json_response(StatusCode::OK, &scale))
+        }
         (Method::GET, Some(name), Some("log")) if info.subresource("log").is_some() => {
             crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
         }
@@ -500,14 +529,7 @@ async fn handle(
             Ok(json_response(StatusCode::OK, &w))
         }
         (Method::PATCH, Some(name), None | Some("status")) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let pt =
-                PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
-                    content_type: ct.to_string(),
-                })?;
+            let pt = patch_type(headers)?;
             let opts = write_options(&q)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
                 return Err(ApiError::bad_request(

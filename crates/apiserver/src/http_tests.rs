@@ -649,6 +649,158 @@ async fn pod_status_carries_the_qos_class() {
     assert_eq!(r.body["status"]["qosClass"], "BestEffort");
 }
 
+#[tokio::test]
+async fn owner_reference_patches_are_conditional_on_the_uid() {
+    let h = harness().await;
+    let created = h
+        .post("/api/v1/namespaces/default/pods", pod("web"))
+        .await
+        .body;
+    let uid = created["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uri = "/api/v1/namespaces/default/pods/web";
+    let smp = Some("application/strategic-merge-patch+json");
+    let owner = |name: &str, uid: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid,
+               "controller": true, "blockOwnerDeletion": true})
+    };
+    // Adoption names the uid it expects: another uid is refused.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("a", "ua")], "uid": "other"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("a", "ua")], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["metadata"]["ownerReferences"][0]["uid"], "ua");
+    // A second controller may not adopt it too.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [owner("b", "ub")], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Only one reference can have Controller set to true")));
+    // Release removes the reference by uid.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            smp,
+            Some(json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": "ua"}], "uid": uid}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert!(r.body["metadata"]["ownerReferences"]
+        .as_array()
+        .is_none_or(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let h = harness().await;
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let r = h
+        .post("/apis/apps/v1/namespaces/default/replicasets", rs)
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let uri = "/apis/apps/v1/namespaces/default/replicasets/web/scale";
+    let r = h.req(Method::GET, uri, None, None).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["kind"], "Scale");
+    assert_eq!(r.body["apiVersion"], "autoscaling/v1");
+    assert_eq!(r.body["spec"]["replicas"], 2);
+    assert_eq!(
+        r.body["status"],
+        json!({"replicas": 0, "selector": "app=web"})
+    );
+    // kubectl scale sends a merge patch.
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            Some("application/merge-patch+json"),
+            Some(json!({"spec": {"replicas": 5}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["spec"]["replicas"], 5);
+    let stored = h
+        .req(
+            Method::GET,
+            "/apis/apps/v1/namespaces/default/replicasets/web",
+            None,
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(stored["spec"]["replicas"], 5);
+    assert_eq!(stored["metadata"]["generation"], 2);
+    // PUT with a stale resourceVersion conflicts; with none it applies.
+    let mut scale = r.body.clone();
+    scale["spec"]["replicas"] = json!(1);
+    scale["metadata"]["resourceVersion"] = json!("1");
+    let r = h
+        .req(
+            Method::PUT,
+            uri,
+            Some("application/json"),
+            Some(scale.clone()),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CONFLICT, "{}", r.text);
+    scale["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+    let r = h
+        .req(Method::PUT, uri, Some("application/json"), Some(scale))
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["spec"]["replicas"], 1);
+    let r = h
+        .req(
+            Method::PATCH,
+            uri,
+            Some("application/merge-patch+json"),
+            Some(json!({"spec": {"replicas": -1}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "Scale.autoscaling \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+    );
+    // Kinds without the subresource answer 404.
+    let r = h
+        .req(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/web/scale",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
 /// A request with `token` as its bearer token.
 async fn with_token(h: &Harness, uri: &str, token: &str) -> StatusCode {
     h.app

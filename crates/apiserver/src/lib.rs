@@ -22,6 +22,7 @@ mod pki;
 mod protobuf;
 mod proxy;
 mod request;
+mod scale;
 mod serviceaccounts;
 mod state;
 mod streaming;

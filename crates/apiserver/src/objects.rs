@@ -517,10 +517,25 @@ impl Registry {
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
+        // A uid the client sent stays, so that validation refuses a different one: a patch
+        // naming the uid it expects is how controllers make adoption conditional.
+        if meta
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            match old_meta.get("uid") {
+                Some(v) => {
+                    meta.insert("uid".into(), v.clone());
+                }
+                None => {
+                    meta.remove("uid");
+                }
+            }
+        }
         for k in [
             "name",
             "namespace",
-            "uid",
             "creationTimestamp",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -686,7 +701,7 @@ impl Registry {
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
     /// resourceVersion (then a mismatch is the client's 409).
-    async fn retry_update(
+    pub(crate) async fn retry_update(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
@@ -1141,7 +1156,7 @@ fn add_managed_fields(
 }
 
 /// Patch bodies are JSON; apply bodies may also be YAML.
-fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if patch_type == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)

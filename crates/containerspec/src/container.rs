@@ -120,6 +120,19 @@ pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 pub const ANNOTATION_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+/// The hash of the container's spec it was created from (kubelet's `containerChanged`).
+pub const ANNOTATION_CONTAINER_HASH: &str = "io.kubernetes.container.hash";
+
+/// A hash of a container's spec, recorded on the runtime container so a changed definition
+/// (a new image in a bare Pod) is noticed and the container restarted. FNV-1a over the
+/// spec's JSON, as hex, like the kubelet's.
+pub fn container_hash(container: &Container) -> String {
+    let bytes = serde_json::to_vec(container).unwrap_or_default();
+    let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{hash:x}")
+}
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
@@ -546,6 +559,10 @@ pub fn build_container_config(
     annotations.insert(
         ANNOTATION_RESTART_COUNT.to_string(),
         input.attempt.to_string(),
+    );
+    annotations.insert(
+        ANNOTATION_CONTAINER_HASH.to_string(),
+        container_hash(container),
     );
     if let Some(path) = &container.termination_message_path {
         annotations.insert(

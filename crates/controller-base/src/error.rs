@@ -12,6 +12,16 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// An owner about to adopt objects was deleted or replaced since the cache saw it
+    /// (upstream's `CanAdopt` recheck); the next event brings its current state.
+    #[error("{kind} {namespace}/{name} changed before adopting: uid {found:?}, wanted {wanted}, or deleting")]
+    OwnerChanged {
+        kind: String,
+        namespace: String,
+        name: String,
+        wanted: String,
+        found: Option<String>,
+    },
     /// The watch that fills a cache ended before its first list.
     #[error("waiting for the {0} cache")]
     Cache(&'static str, #[source] WriterDropped),
@@ -27,6 +37,12 @@ impl Error {
 /// The API's answer was 404 Not Found.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_not_found())
+}
+
+/// The API's answer was 422 Invalid (a conditional write whose condition no longer holds,
+/// such as a patch naming a uid the object no longer has).
+pub fn is_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_invalid())
 }
 
 /// The API's answer was 409: a conflict or an object that already exists; the next watch

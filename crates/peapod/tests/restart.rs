@@ -98,3 +98,81 @@ fn kill_minus_nine_keeps_the_container() {
     );
     pp.kubectl_ok(&["delete", "pod", "survivor", "--timeout=60s"]);
 }
+
+const TWO: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+  - name: side
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#;
+
+/// A new image for one container of a bare Pod restarts that container alone (whatever the
+/// restart policy), as the kubelet does; other spec changes are refused by the API.
+#[test]
+fn new_image_restarts_only_that_container() {
+    let pp = Peapod::start();
+    pp.apply(TWO);
+    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/two", "--timeout=60s"]);
+    let side_id = pp.jsonpath("pod/two", "{.status.containerStatuses[1].containerID}");
+
+    pp.kubectl_ok(&["set", "image", "pod/two", "main=busybox:latest"]);
+    let restarts = |name: &str| {
+        pp.jsonpath(
+            "pod/two",
+            &format!("{{.status.containerStatuses[?(@.name==\"{name}\")].restartCount}}"),
+        )
+    };
+    wait_until("main restarted", Duration::from_secs(60), || {
+        (restarts("main").as_deref() == Some("1")).then_some(())
+    });
+    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/two", "--timeout=60s"]);
+    assert_eq!(restarts("side").as_deref(), Some("0"));
+    assert_eq!(
+        pp.jsonpath("pod/two", "{.status.containerStatuses[1].containerID}"),
+        side_id,
+        "the unchanged container kept running"
+    );
+    assert_eq!(
+        pp.jsonpath(
+            "pod/two",
+            "{.status.containerStatuses[?(@.name==\"main\")].image}"
+        )
+        .as_deref(),
+        Some("busybox:latest")
+    );
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=two",
+    ]);
+    assert!(
+        events.contains("Container main definition changed, will be restarted"),
+        "{events}"
+    );
+
+    let refused = pp.kubectl(&[
+        "patch",
+        "pod/two",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/containers/0/command", "value": ["sleep", "1"]}]"#,
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("pod updates may not change fields other than"),
+        "{stderr}"
+    );
+}

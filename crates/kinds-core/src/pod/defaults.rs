@@ -11,16 +11,28 @@ pub(super) fn default_pod(pod: &mut Map<String, Value>) {
     // defaulting also runs on status updates, where it must not invent a phase.
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         default_pod_spec(spec);
+        pod_only_defaults(spec);
     }
 }
 
-/// Pod spec defaults (also used for pod templates).
+/// `SetDefaults_PodSpec` and the defaults of the types a spec holds (containers, probes,
+/// volumes): what pods and pod templates share.
 pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_str(spec, "dnsPolicy", "ClusterFirst");
     set_str(spec, "restartPolicy", "Always");
     set(spec, "terminationGracePeriodSeconds", json!(30));
     set(spec, "securityContext", json!({}));
     set_str(spec, "schedulerName", "default-scheduler");
+    for key in ["containers", "initContainers", "ephemeralContainers"] {
+        each_item(spec, key, default_container);
+    }
+    each_item(spec, "volumes", default_volume);
+}
+
+/// The defaults only a Pod gets, never a template: `SetDefaults_Pod`'s (service links,
+/// requests from limits, host ports of the host network) and the admission plugins' of a
+/// stock cluster.
+fn pod_only_defaults(spec: &mut Map<String, Value>) {
     set(spec, "enableServiceLinks", json!(true));
     // ServiceAccount admission: pods run as the namespace's `default` account; the
     // deprecated `serviceAccount` mirrors it as a real cluster shows.
@@ -38,15 +50,37 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     }
     set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
     default_tolerations(spec);
-
     let host_network = spec
         .get("hostNetwork")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     for key in ["containers", "initContainers", "ephemeralContainers"] {
-        each_item(spec, key, |c| default_container(c, host_network));
+        each_item(spec, key, |c| pod_container_defaults(c, host_network));
     }
-    each_item(spec, "volumes", default_volume);
+}
+
+/// `SetDefaults_Pod` per container: requests default to limits, and with the host network
+/// the container port is the host port.
+fn pod_container_defaults(c: &mut Map<String, Value>, host_network: bool) {
+    if host_network {
+        each_item(c, "ports", |p| {
+            if let Some(port) = p.get("containerPort").cloned() {
+                if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                    p.insert("hostPort".into(), port);
+                }
+            }
+        });
+    }
+    if let Some(res) = child(c, "resources") {
+        // Requests default to limits for every resource that has only a limit.
+        if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
+            if let Some(req) = child(res, "requests") {
+                for (k, v) in limits {
+                    req.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
 }
 
 /// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes for 300 s
@@ -93,34 +127,14 @@ pub fn default_image_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn default_container(c: &mut Map<String, Value>, host_network: bool) {
+fn default_container(c: &mut Map<String, Value>) {
     // Upstream defaults this even without an image: an empty reference has no tag.
     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
     let policy = default_image_pull_policy(image);
     set_str(c, "imagePullPolicy", policy);
     set_str(c, "terminationMessagePath", "/dev/termination-log");
     set_str(c, "terminationMessagePolicy", "File");
-    each_item(c, "ports", |p| {
-        set_str(p, "protocol", "TCP");
-        // With the host network the container port is the host port.
-        if host_network {
-            if let Some(port) = p.get("containerPort").cloned() {
-                if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
-                    p.insert("hostPort".into(), port);
-                }
-            }
-        }
-    });
-    if let Some(res) = child(c, "resources") {
-        // Requests default to limits for every resource that has only a limit.
-        if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
-            if let Some(req) = child(res, "requests") {
-                for (k, v) in limits {
-                    req.entry(k).or_insert(v);
-                }
-            }
-        }
-    }
+    each_item(c, "ports", |p| set_str(p, "protocol", "TCP"));
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
             default_probe(p);
@@ -298,6 +312,27 @@ mod tests {
         assert_eq!(once, p);
         assert_eq!(p["spec"]["restartPolicy"], "Never");
         assert_eq!(p["spec"]["tolerations"], json!([{"operator":"Exists"}]));
+    }
+
+    #[test]
+    fn templates_get_the_spec_defaults_only() {
+        let mut p = pod();
+        if let Some(spec) = p["spec"].as_object_mut() {
+            default_pod_spec(spec);
+        }
+        let s = &p["spec"];
+        assert_eq!(s["restartPolicy"], "Always");
+        assert_eq!(s["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(s["containers"][0]["ports"][0]["protocol"], "TCP");
+        for pod_only in [
+            "serviceAccountName",
+            "priority",
+            "tolerations",
+            "enableServiceLinks",
+        ] {
+            assert!(s.get(pod_only).is_none(), "{pod_only}");
+        }
+        assert!(s["containers"][1]["resources"].get("requests").is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use apimachinery::strategy::{
 };
 
 pub use defaults::{default_image_pull_policy, default_pod_spec};
+pub use validation::validate_pod_template;
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::defaults::volume_sources;
-use apimachinery::checks::{enum_field, labels, nonnegative, port_or_name};
+use apimachinery::checks::{annotations_at, enum_field, labels, nonnegative, port_or_name};
 use apimachinery::field_errors::{go_quote, FieldErrors};
 use apimachinery::json::{arr, at, obj, present, str_at};
 use apimachinery::names::{
@@ -31,6 +31,34 @@ pub(super) fn validate_pod(e: &mut FieldErrors, obj: &Value) {
 pub(super) fn validate_pod_update(e: &mut FieldErrors, old: &Value, new: &Value) {
     pod_update(e, old, new);
     mirror_annotation_update(e, old, new);
+}
+
+/// `ValidatePodTemplateSpec` of a template at `path` (`spec.template`): its labels and
+/// annotations, and its spec by the pod rules; templates may not hold ephemeral containers.
+pub fn validate_pod_template(e: &mut FieldErrors, template: &Value, path: &str) {
+    let meta = template.get("metadata");
+    labels(
+        e,
+        meta.and_then(|m| m.get("labels")),
+        &format!("{path}.labels"),
+    );
+    annotations_at(
+        e,
+        meta.and_then(|m| m.get("annotations")),
+        &format!("{path}.annotations"),
+    );
+    match template.get("spec") {
+        Some(spec) => {
+            pod_spec(e, spec, &format!("{path}.spec"));
+            if !arr(spec.get("ephemeralContainers")).is_empty() {
+                e.forbidden(
+                    &format!("{path}.spec.ephemeralContainers"),
+                    "ephemeral containers not allowed in pod template",
+                );
+            }
+        }
+        None => e.required(&format!("{path}.spec.containers"), ""),
+    }
 }
 
 fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {

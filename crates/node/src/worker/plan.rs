@@ -172,9 +172,26 @@ struct Planner<'a> {
     out: Plan,
 }
 
+/// Whether a runtime container was created from another definition than `c` (kubelet's
+/// `containerChanged`). Containers from before the hash was recorded count as unchanged.
+fn definition_changed(c: &Container, running: &runtime::ContainerStatus) -> bool {
+    running
+        .config
+        .annotations
+        .get(containerspec::ANNOTATION_CONTAINER_HASH)
+        .is_some_and(|h| *h != containerspec::container_hash(c))
+}
+
 impl Planner<'_> {
     /// Plans one container; `restart(exit_code)` says whether an exit is restarted.
-    fn container(&mut self, c: &Container, restart: &dyn Fn(i32) -> bool) -> Step {
+    /// `follows_spec`: a running container whose definition changed is restarted (app
+    /// containers and sidecars, whatever the restart policy, as the kubelet does).
+    fn container(
+        &mut self,
+        c: &Container,
+        restart: &dyn Fn(i32) -> bool,
+        follows_spec: bool,
+    ) -> Step {
         let attempts = attempts_of(&self.current, &c.name);
         let Some(latest) = attempts.first() else {
             self.out.actions.push(Action::StartContainer {
@@ -185,6 +202,20 @@ impl Planner<'_> {
             return Step::Pending;
         };
         match latest.state {
+            ContainerState::Running if follows_spec && definition_changed(c, latest) => {
+                self.out.actions.push(Action::KillContainer {
+                    id: latest.id.clone(),
+                    name: c.name.clone(),
+                    message: format!("Container {} definition changed, will be restarted", c.name),
+                    grace_secs: grace_period(self.pod).as_secs().try_into().unwrap_or(30),
+                });
+                self.out.actions.push(Action::StartContainer {
+                    name: c.name.clone(),
+                    attempt: next_attempt(self.observed, &c.name),
+                    restart: false,
+                });
+                Step::Pending
+            }
             ContainerState::Running | ContainerState::Unknown => {
                 match self.state.probe_kills.get(&latest.id) {
                     Some(kill) => {
@@ -350,7 +381,7 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
     let mut initialized = true;
     for c in init_containers(pod) {
         if is_sidecar(c) {
-            let step = p.container(c, &|_| true);
+            let step = p.container(c, &|_| true, true);
             let started = match &step {
                 Step::Running { id } => !state.probe_view.not_started.contains(id),
                 Step::Done { .. } | Step::Pending => false,
@@ -361,7 +392,7 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
             }
         } else if !regular_started {
             let never = policy == "Never";
-            match p.container(c, &|code| code != 0 && !never) {
+            match p.container(c, &|code| code != 0 && !never, false) {
                 Step::Done { exit_code: 0 } => {}
                 // Failed under `Never` (the pod fails) or still running / restarting.
                 Step::Done { .. } | Step::Running { .. } | Step::Pending => {
@@ -373,7 +404,7 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
     }
     if initialized {
         for c in apps {
-            p.container(c, &|code| should_restart(pod, code));
+            p.container(c, &|code| should_restart(pod, code), true);
         }
     }
     p.out

@@ -307,6 +307,43 @@ async fn never_policy_ends_failed_or_succeeded() {
     }
 }
 
+/// A new image in a bare Pod restarts that container alone, whatever the restart policy,
+/// with the kubelet's `Killing` message; an unchanged pod is left alone.
+#[tokio::test]
+async fn changed_definition_restarts_the_container() {
+    let h = harness();
+    h.rt.with_registry_image("busybox:1.37");
+    let mut p = pod("Never", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.rt.containers_named("app").len(), 1);
+    p.spec.as_mut().expect("spec").containers[0].image = Some("busybox:1.37".into());
+    w.sync(&h.env, &p).await;
+    assert!(h
+        .api
+        .messages()
+        .contains(&"Container app definition changed, will be restarted".to_string()));
+    let attempts = h.rt.containers_named("app");
+    assert_eq!(attempts.len(), 2, "the old attempt is kept for --previous");
+    let newest = attempts
+        .iter()
+        .max_by_key(|c| c.config.attempt)
+        .expect("newest");
+    assert_eq!(newest.config.attempt, 1);
+    assert_eq!(newest.config.image, "busybox:1.37");
+    assert_eq!(newest.state, runtime::ContainerState::Running);
+    let status = h.api.last_status().expect("status");
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!(cs.restart_count, 1);
+    assert_eq!(cs.image, "busybox:1.37");
+    // In step again: nothing more happens.
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.rt.containers_named("app").len(), 2);
+}
+
 #[tokio::test]
 async fn delete_kills_with_grace_then_deletes() {
     let h = harness();
