@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, PodStatus, Secret};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, PodStatus, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
@@ -759,6 +760,21 @@ impl PodApi for MirrorStatusApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ApiError> {
         self.inner.get_secret(namespace, name).await
     }
+
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        self.inner
+            .create_token(namespace, service_account, request)
+            .await
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        self.inner.list_services(namespace).await
+    }
 }
 
 /// A mirror pod to delete.
@@ -1000,6 +1016,17 @@ mod tests {
         }
         async fn get_secret(&self, _: &str, _: &str) -> Result<Option<Secret>, ApiError> {
             Ok(None)
+        }
+        async fn create_token(
+            &self,
+            _: &str,
+            _: &str,
+            request: &TokenRequest,
+        ) -> Result<TokenRequest, ApiError> {
+            Ok(request.clone())
+        }
+        async fn list_services(&self, _: &str) -> Result<Vec<Service>, ApiError> {
+            Ok(Vec::new())
         }
     }
 
