@@ -9,7 +9,7 @@
 //! `selectors` look kinds up in `resources`.
 
 pub use apimachinery::{
-    checks, field_errors, json, labelselector, names, printing, qos, quantity, strategy,
+    checks, deletion, field_errors, json, labelselector, names, printing, qos, quantity, strategy,
 };
 
 pub mod defaults;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::deletion::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::field_errors::FieldErrors;
 use crate::json::{arr, at, obj, str_at};
 use crate::names::{
@@ -90,26 +91,20 @@ pub fn object_meta(e: &mut FieldErrors, obj: &Value, namespaced: bool, rule: Nam
         "metadata.labels",
     );
     annotations(e, meta.and_then(|m| m.get("annotations")));
-    let controllers: Vec<&str> = arr(meta.and_then(|m| m.get("ownerReferences")))
-        .iter()
-        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-        .map(|r| r.get("name").and_then(Value::as_str).unwrap_or(""))
-        .collect();
-    if controllers.len() > 1 {
-        e.invalid(
-            "metadata.ownerReferences",
-            meta.and_then(|m| m.get("ownerReferences"))
-                .unwrap_or(&Value::Null),
-            &format!(
-                "Only one reference can have Controller set to true. Found \"true\" in references for {} and {}",
-                controllers[0], controllers[1]
-            ),
-        );
-    }
-    for r in arr(meta.and_then(|m| m.get("ownerReferences"))) {
+    owner_references(e, arr(meta.and_then(|m| m.get("ownerReferences"))));
+    finalizers(e, arr(meta.and_then(|m| m.get("finalizers"))));
+}
+
+/// `ValidateOwnerReferences`: each reference names apiVersion, kind, name and uid; Events
+/// may not own anything; at most one reference is the controller. Upstream reports them at
+/// `metadata.ownerReferences` without an index.
+fn owner_references(e: &mut FieldErrors, refs: &[Value]) {
+    let p = "metadata.ownerReferences";
+    let mut controller: Option<String> = None;
+    for r in refs {
         let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
         let version = api_version.rsplit('/').next().unwrap_or("");
-        let p = "metadata.ownerReferences";
         if version.is_empty() {
             e.invalid(
                 &format!("{p}.apiVersion"),
@@ -126,12 +121,42 @@ pub fn object_meta(e: &mut FieldErrors, obj: &Value, namespaced: bool, rule: Nam
                 );
             }
         }
+        if api_version == "v1" && kind == "Event" {
+            e.invalid(p, r, "/v1, Kind=Event is disallowed from being an owner");
+        }
+        if r.get("controller").and_then(Value::as_bool) == Some(true) {
+            let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            let this = format!("{kind}/{name}");
+            match &controller {
+                Some(first) => e.invalid(
+                    p,
+                    &Value::Array(refs.to_vec()),
+                    &format!(
+                        "Only one reference can have Controller set to true. Found \"true\" in references for {first} and {this}"
+                    ),
+                ),
+                None => controller = Some(this),
+            }
+        }
     }
-    for f in arr(meta.and_then(|m| m.get("finalizers"))) {
+}
+
+/// Finalizer names are qualified names, and an object is either orphaned or deleted in the
+/// foreground, never both.
+fn finalizers(e: &mut FieldErrors, list: &[Value]) {
+    for f in list {
         let s = f.as_str().unwrap_or("");
         for m in qualified_name(s) {
             e.invalid("metadata.finalizers", f, &m);
         }
+    }
+    let has = |name: &str| list.iter().any(|f| f.as_str() == Some(name));
+    if has(ORPHAN_FINALIZER) && has(FOREGROUND_FINALIZER) {
+        e.invalid(
+            "metadata.finalizers",
+            &Value::Array(list.to_vec()),
+            &format!("finalizer {ORPHAN_FINALIZER} and {FOREGROUND_FINALIZER} cannot be both set"),
+        );
     }
 }
 
@@ -223,6 +248,33 @@ pub fn meta_update(e: &mut FieldErrors, old: &Value, new: &Value) {
         // An empty new value is filled from the stored object by the server.
         if !n.is_empty() && o != n {
             e.invalid(field, &Value::from(n), "field is immutable");
+        }
+    }
+    // An object being deleted takes no new finalizers.
+    if at(old, &["metadata", "deletionTimestamp"]).is_some_and(|v| !v.is_null()) {
+        let before: Vec<&str> = arr(at(old, &["metadata", "finalizers"]))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut added: Vec<&str> = arr(at(new, &["metadata", "finalizers"]))
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|f| !before.contains(f))
+            .collect();
+        added.sort_unstable();
+        added.dedup();
+        if !added.is_empty() {
+            let list: Vec<String> = added
+                .iter()
+                .map(|f| crate::field_errors::go_quote(f))
+                .collect();
+            e.forbidden(
+                "metadata.finalizers",
+                &format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    list.join(", ")
+                ),
+            );
         }
     }
     let o_del = at(old, &["metadata", "deletionGracePeriodSeconds"]).filter(|v| !v.is_null());

@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::{json, Map, Value};
 
 use crate::checks::{meta_update, object_meta, NameRule};
+use crate::deletion::GcPolicy;
 use crate::field_errors::{FieldError, FieldErrors};
 use crate::printing::{default_cells, Column, DEFAULT_COLUMNS};
 
@@ -242,6 +243,18 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     /// names from the object's root) and is one of the kind's own lists; `None` for the
     /// shared types' lists, which the patch code knows, and for lists that are replaced.
     fn list_strategy(&self, _path: &[String], _field: &str) -> Option<ListStrategy> {
+        None
+    }
+
+    /// `DefaultGarbageCollectionPolicy`: what a DELETE that chooses no propagation does with
+    /// the object's dependents.
+    fn gc_policy(&self) -> GcPolicy {
+        GcPolicy::DeleteDependents
+    }
+
+    /// The `Warning` a DELETE that chooses no propagation gets (upstream's Job storage warns
+    /// that a Job's pods are kept by default).
+    fn implicit_propagation_warning(&self) -> Option<&'static str> {
         None
     }
 

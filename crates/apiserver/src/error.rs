@@ -69,7 +69,6 @@ pub enum ApiError {
     Node { code: u16, message: String },
 }
 
-/// kube-apiserver's aggregate error text: one error as is, several in brackets.
 /// `GroupKind.String()`: `Pod`, `ReplicaSet.apps`.
 fn group_kind(kind: &str, group: &str) -> String {
     if group.is_empty() {
@@ -79,6 +78,7 @@ fn group_kind(kind: &str, group: &str) -> String {
     }
 }
 
+/// kube-apiserver's aggregate error text: one error as is, several in brackets.
 fn join_causes(causes: &[FieldError]) -> String {
     let msgs: Vec<&str> = causes.iter().map(|c| c.message.as_str()).collect();
     if msgs.len() == 1 {

@@ -1,7 +1,9 @@
 //! Store-side work some resources need around their writes beyond what their strategy (pure,
 //! in `api`) can do, as kube-apiserver's per-resource REST storage does: a Service takes its
 //! ClusterIP and node ports before it is stored and gives them back when the write fails or
-//! no longer holds them. A resource with such needs is one impl plus one line in [`HOOKS`].
+//! no longer holds them; a new PersistentVolumeClaim without a class gets the default
+//! StorageClass (the `DefaultStorageClass` admission plugin). A resource with such needs is
+//! one impl plus one line in [`HOOKS`].
 
 use api::resources::ResourceInfo;
 use serde_json::Value;
@@ -57,8 +59,53 @@ impl WriteHooks for ServiceAddresses {
     }
 }
 
+/// PersistentVolumeClaims: kube-apiserver's `DefaultStorageClass` admission. A claim created
+/// without `spec.storageClassName` (nil, not `""`) and without the beta class annotation
+/// gets the default class, when there is one.
+struct DefaultStorageClass;
+
+#[async_trait::async_trait]
+impl WriteHooks for DefaultStorageClass {
+    async fn before_write(
+        &self,
+        store: &dyn Store,
+        _info: &ResourceInfo,
+        _name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError> {
+        let unset = obj
+            .pointer("/spec/storageClassName")
+            .is_none_or(Value::is_null)
+            && obj
+                .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+                .is_none();
+        if old.is_some() || !unset {
+            return Ok(Taken::default());
+        }
+        let classes = store
+            .list("storage.k8s.io", "storageclasses", None)
+            .await
+            .map_err(ApiError::Store)?;
+        let default = kinds_workloads::storageclass::default_class(&classes.items);
+        if let (Some(class), Some(spec)) =
+            (default, obj.get_mut("spec").and_then(Value::as_object_mut))
+        {
+            spec.insert("storageClassName".into(), Value::from(class));
+        }
+        Ok(Taken::default())
+    }
+
+    async fn undo(&self, _store: &dyn Store, _taken: &Taken) {}
+
+    async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
+}
+
 /// (group, plural) of each resource with write hooks.
-static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[("", "services", &ServiceAddresses)];
+static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[
+    ("", "services", &ServiceAddresses),
+    ("", "persistentvolumeclaims", &DefaultStorageClass),
+];
 
 /// The write hooks of `info`'s resource, if it has any.
 pub fn of(info: &ResourceInfo) -> Option<&'static dyn WriteHooks> {

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
+use api::deletion::{Propagation, PropagationChoice};
 use api::tables::IncludeObject;
 
 use crate::discovery;
@@ -313,6 +314,17 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
         dry_run: q.dry_run()?,
         ..Default::default()
     };
+    let mut policy = q.get("propagationPolicy").map(str::to_string);
+    let mut orphan = match q.get("orphanDependents") {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid value for orphanDependents: {o:?}, expected a boolean"
+            )))
+        }
+    };
     if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
@@ -336,8 +348,58 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
         {
             opts.dry_run = true;
         }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            policy = Some(p.to_string());
+        }
+        if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+            orphan = Some(o);
+        }
     }
+    opts.propagation = propagation(policy.as_deref(), orphan)?;
     Ok(opts)
+}
+
+/// `ValidateDeleteOptions` for the dependents' part.
+fn propagation(
+    policy: Option<&str>,
+    orphan_dependents: Option<bool>,
+) -> Result<PropagationChoice, ApiError> {
+    let mut errs = api::validation::FieldErrors::default();
+    let parsed = match policy {
+        None => None,
+        Some(p) => {
+            let parsed = Propagation::parse(p);
+            if parsed.is_none() {
+                errs.not_supported("propagationPolicy", &Value::from(p), Propagation::NAMES);
+            }
+            if orphan_dependents.is_some() {
+                errs.invalid(
+                    "propagationPolicy",
+                    &Value::from(p),
+                    "orphanDependents and deletionPropagation cannot be both set",
+                );
+            }
+            parsed
+        }
+    };
+    errs.finish().map_err(|causes| ApiError::Invalid {
+        kind: "DeleteOptions".into(),
+        group: "meta.k8s.io".into(),
+        name: String::new(),
+        causes,
+    })?;
+    Ok(PropagationChoice {
+        policy: parsed,
+        orphan_dependents,
+    })
+}
+
+/// The kind's warning for a DELETE that leaves the dependents to its default policy.
+fn delete_warnings(info: &api::resources::ResourceInfo, opts: &DeleteOptions) -> Vec<String> {
+    match info.strategy.implicit_propagation_warning() {
+        Some(w) if !opts.propagation.is_explicit() => vec![w.to_string()],
+        _ => Vec::new(),
+    }
 }
 
 /// The Status kube-apiserver answers for a removed non-pod object.
@@ -548,13 +610,14 @@ async fn handle(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_options(&q, &body)?;
-            match reg.delete(info, ns, name, &opts).await? {
-                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
+            let resp = match reg.delete(info, ns, name, &opts).await? {
+                Deleted::Pending(obj) => json_response(StatusCode::OK, &obj),
                 Deleted::Gone(obj) if info.strategy.return_deleted_object() => {
-                    Ok(json_response(StatusCode::OK, &obj))
+                    json_response(StatusCode::OK, &obj)
                 }
-                Deleted::Gone(obj) => Ok(json_response(StatusCode::OK, &delete_success(&p, &obj))),
-            }
+                Deleted::Gone(obj) => json_response(StatusCode::OK, &delete_success(&p, &obj)),
+            };
+            Ok(with_warnings(resp, &delete_warnings(info, &opts)))
         }
         (Method::DELETE, None, None) => {
             let opts = delete_options(&q, &body)?;
@@ -575,7 +638,7 @@ async fn handle(
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json_response(
+            let resp = json_response(
                 StatusCode::OK,
                 &json!({
                     "kind": info.list_kind,
@@ -583,7 +646,8 @@ async fn handle(
                     "metadata": {"resourceVersion": rv.to_string()},
                     "items": deleted,
                 }),
-            ))
+            );
+            Ok(with_warnings(resp, &delete_warnings(info, &opts)))
         }
         _ => {
             tracing::debug!(%method, path = %uri.path(), resource = %qualified(info), "method not allowed");

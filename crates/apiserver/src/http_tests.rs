@@ -15,12 +15,12 @@ use crate::state::AppState;
 
 const TOKEN: &str = "test-token";
 
-struct Harness {
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
     app: axum::Router,
 }
 
-async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store::RedbStore::open(&dir.path().join("store.redb"))
         .await
@@ -48,15 +48,21 @@ async fn harness() -> Harness {
     Harness { _dir: dir, app }
 }
 
-struct Resp {
-    code: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
+pub(crate) struct Resp {
+    pub code: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
 }
 
 impl Harness {
-    async fn req(&self, method: Method, uri: &str, ct: Option<&str>, body: Option<Value>) -> Resp {
+    pub(crate) async fn req(
+        &self,
+        method: Method,
+        uri: &str,
+        ct: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         self.raw(
             method,
             uri,
@@ -67,7 +73,7 @@ impl Harness {
         .await
     }
 
-    async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: Method,
         uri: &str,
@@ -104,11 +110,11 @@ impl Harness {
         }
     }
 
-    async fn get(&self, uri: &str) -> Resp {
+    pub(crate) async fn get(&self, uri: &str) -> Resp {
         self.req(Method::GET, uri, None, None).await
     }
 
-    async fn post(&self, uri: &str, body: Value) -> Resp {
+    pub(crate) async fn post(&self, uri: &str, body: Value) -> Resp {
         self.req(Method::POST, uri, Some("application/json"), Some(body))
             .await
     }
@@ -647,6 +653,43 @@ async fn pod_status_carries_the_qos_class() {
         .post("/api/v1/namespaces/default/pods", pod("besteffort"))
         .await;
     assert_eq!(r.body["status"]["qosClass"], "BestEffort");
+}
+
+#[tokio::test]
+async fn claims_without_a_class_get_the_default_class() {
+    let h = harness().await;
+    let claim = |name: &str, class: Option<&str>| {
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(c) = class {
+            spec["storageClassName"] = json!(c);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec})
+    };
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let r = h.post(claims, claim("early", None)).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert!(
+        r.body["spec"].get("storageClassName").is_none(),
+        "no default class yet"
+    );
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "peapod.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"});
+    let r = h
+        .post("/apis/storage.k8s.io/v1/storageclasses", class)
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["reclaimPolicy"], "Delete");
+    let r = h.post(claims, claim("data", None)).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["spec"]["storageClassName"], "local-path");
+    let r = h.post(claims, claim("static", Some(""))).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.body["spec"]["storageClassName"], "",
+        "an explicit empty class stays"
+    );
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ mod streaming;
 mod watch;
 
 #[cfg(test)]
+mod deletion_tests;
+#[cfg(test)]
 mod http_tests;
 
 pub use error::ApiError;

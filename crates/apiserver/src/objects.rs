@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use api::deletion::{finalizers_after_delete, PropagationChoice};
 use api::resources::ResourceInfo;
 use api::selectors::{FieldSelector, LabelSelector};
 use api::strategy::DeleteStep;
@@ -71,6 +72,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub preconditions: Preconditions,
     pub dry_run: bool,
+    /// `propagationPolicy` / `orphanDependents`.
+    pub propagation: PropagationChoice,
 }
 
 /// How a delete ended.
@@ -855,6 +858,10 @@ impl Registry {
         }))
     }
 
+    /// One attempt of a DELETE against the stored `old` (kube's `Store.Delete` with
+    /// `BeforeDelete` and `updateForGracefulDeletionAndFinalizers`): the request's
+    /// propagation sets the garbage-collection finalizers; an object with finalizers or a
+    /// grace period is marked deleting and kept, any other is removed.
     async fn delete_once(
         &self,
         info: &ResourceInfo,
@@ -864,11 +871,39 @@ impl Registry {
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
         let name = key.name.as_str();
-        let has_finalizers = old
+        let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+        let current_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        // Negative grace periods count as one second on the delete path.
+        let requested = opts.grace_period_seconds.map(|g| if g < 0 { 1 } else { g });
+        // A graceful deletion under way may only be shortened; otherwise, as upstream, the
+        // object (finalizers included) is left as it is.
+        let shorten_to = match requested {
+            Some(g) if deleting && current_grace > 0 && g < current_grace => Some(g),
+            _ if deleting && current_grace > 0 => return Ok(Deleted::Pending(old)),
+            _ => None,
+        };
+        let mut candidate = old.clone();
+        let current: Vec<String> = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        match info.strategy.before_delete(&old, &now()) {
+            .map(|f| {
+                f.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finalizers =
+            match finalizers_after_delete(info.strategy.gc_policy(), &current, opts.propagation) {
+                Some(next) => {
+                    meta_mut(&mut candidate).insert("finalizers".into(), json!(next));
+                    next
+                }
+                None => current,
+            };
+        match info.strategy.before_delete(&candidate, &now()) {
             DeleteStep::Proceed => {}
             DeleteStep::Forbid(detail) => {
                 return Err(ApiError::Forbidden {
@@ -880,21 +915,19 @@ impl Registry {
             }
             DeleteStep::AlreadyPending => return Ok(Deleted::Pending(old)),
             DeleteStep::MarkDeleting(new) => {
-                if opts.dry_run {
-                    return Ok(Deleted::Pending(new));
-                }
-                let obj = self
-                    .store
-                    .update(key, new, rv)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, info, name))?;
-                return Ok(Deleted::Pending(obj));
+                return self.store_pending(info, key, new, rv, opts).await
             }
         }
-        let grace = info
-            .strategy
-            .deletion_grace_period(&old, opts.grace_period_seconds);
-        if grace == 0 && !has_finalizers {
+        let mut new = candidate;
+        let marked_at = str_at(&old, "/metadata/deletionTimestamp")
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        // An object already marked (its grace period over) is held by finalizers alone.
+        let grace = match shorten_to {
+            Some(g) => g,
+            None if deleting => 0,
+            None => info.strategy.deletion_grace_period(&old, requested),
+        };
+        if grace == 0 && finalizers.is_empty() {
             if opts.dry_run {
                 return Ok(Deleted::Gone(old));
             }
@@ -912,25 +945,39 @@ impl Registry {
             }
             return Ok(Deleted::Gone(obj));
         }
-        let current_grace = old
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        if old.pointer("/metadata/deletionTimestamp").is_some()
-            && current_grace.is_some_and(|g| g <= grace)
-        {
-            // A longer or equal grace period never extends a pending deletion.
-            return Ok(Deleted::Pending(old));
-        }
-        let mut new = old.clone();
-        let deadline = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_secs(grace))
-            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let now = jiff::Timestamp::now();
+        let deadline = match (shorten_to, marked_at) {
+            // The deadline moves as the grace period shrinks.
+            (Some(g), Some(at)) => at
+                .checked_sub(jiff::SignedDuration::from_secs(current_grace - g))
+                .unwrap_or(now),
+            // markAsDeleting keeps an earlier deletion time.
+            (None, Some(at)) if at <= now => at,
+            _ => now
+                .checked_add(jiff::SignedDuration::from_secs(grace))
+                .unwrap_or(now),
+        };
         let m = meta_mut(&mut new);
         m.insert(
             "deletionTimestamp".into(),
             Value::String(format_time(deadline)),
         );
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if new == old {
+            return Ok(Deleted::Pending(old));
+        }
+        self.store_pending(info, key, new, rv, opts).await
+    }
+
+    /// Stores `new`, an object marked for deletion that stays for now.
+    async fn store_pending(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjectKey,
+        new: Value,
+        rv: Option<u64>,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         if opts.dry_run {
             return Ok(Deleted::Pending(new));
         }
@@ -938,7 +985,7 @@ impl Registry {
             .store
             .update(key, new, rv)
             .await
-            .map_err(|e| ApiError::from_store(e, info, name))?;
+            .map_err(|e| ApiError::from_store(e, info, &key.name))?;
         Ok(Deleted::Pending(obj))
     }
 
@@ -1092,6 +1139,8 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
     }
 }
 
+/// `BeforeDelete`'s early precondition check; upstream names the kind (not the resource)
+/// in this conflict.
 fn check_preconditions(
     info: &ResourceInfo,
     name: &str,
@@ -1099,7 +1148,11 @@ fn check_preconditions(
     pre: &Preconditions,
 ) -> Result<(), ApiError> {
     let conflict = |detail: String| ApiError::Conflict {
-        resource: qualified(info),
+        resource: if info.group.is_empty() {
+            info.kind.to_string()
+        } else {
+            format!("{}.{}", info.kind, info.group)
+        },
         group: info.group.to_string(),
         name: name.to_string(),
         detail,
@@ -1108,7 +1161,7 @@ fn check_preconditions(
         let have = str_at(obj, "/metadata/uid").unwrap_or("");
         if have != uid {
             return Err(conflict(format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                "the UID in the precondition ({uid}) does not match the UID in record ({have}). The object might have been deleted and then recreated"
             )));
         }
     }
@@ -1116,7 +1169,7 @@ fn check_preconditions(
         let have = store::resource_version_of(obj);
         if have != Some(rv) {
             return Err(conflict(format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
                 have.map_or_else(String::new, |r| r.to_string())
             )));
         }

@@ -1,192 +1,21 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
-//! and the TokenRequest of `kubectl create token`).
+//! `kubectl create deployment|job|cronjob`, whose specs [`workloads`] decodes, and the
+//! TokenRequest of `kubectl create token`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
 
-use base64::Engine;
+mod wire;
+mod workloads;
+
 use serde_json::{json, Map, Value};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProtobufError {
-    #[error("protobuf body does not start with the k8s\\0 magic")]
-    Magic,
-    #[error("truncated or malformed protobuf at byte {offset}")]
-    Malformed { offset: usize },
-    #[error("protobuf bodies of kind {kind:?} are not supported; send JSON")]
-    UnsupportedKind { kind: String },
-}
-
-/// One field of a message: number and value.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
-    }
-
-    fn err(&self) -> ProtobufError {
-        ProtobufError::Malformed {
-            offset: self.base + self.pos,
-        }
-    }
-
-    fn varint(&mut self) -> Result<u64, ProtobufError> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| self.err())?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.err())
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtobufError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| self.err())?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| self.err())?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn next(&mut self) -> Result<Option<(u64, Field<'a>, usize)>, ProtobufError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let field = match key & 7 {
-            0 => Field::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Field::Fixed
-            }
-            2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| self.err())?;
-                let start = self.base + self.pos;
-                let b = self.take(n)?;
-                return Ok(Some((key >> 3, Field::Bytes(b), start)));
-            }
-            5 => {
-                self.take(4)?;
-                Field::Fixed
-            }
-            _ => return Err(self.err()),
-        };
-        Ok(Some((key >> 3, field, self.base + self.pos)))
-    }
-}
-
-fn string(b: &[u8]) -> Value {
-    Value::String(String::from_utf8_lossy(b).into_owned())
-}
-
-/// A `map<string, string|bytes>` entry (key = 1, value = 2).
-fn map_entry(b: &[u8], base: usize, bytes_value: bool) -> Result<(String, Value), ProtobufError> {
-    let mut r = Reader::new(b, base);
-    let (mut k, mut v) = (String::new(), Value::String(String::new()));
-    while let Some((n, f, _)) = r.next()? {
-        if let Field::Bytes(b) = f {
-            match n {
-                1 => k = String::from_utf8_lossy(b).into_owned(),
-                2 if bytes_value => {
-                    v = Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-                }
-                2 => v = string(b),
-                _ => {}
-            }
-        }
-    }
-    Ok((k, v))
-}
-
-fn insert_map(obj: &mut Map<String, Value>, key: &str, entry: (String, Value)) {
-    let m = obj.entry(key).or_insert_with(|| Value::Object(Map::new()));
-    if let Some(m) = m.as_object_mut() {
-        m.insert(entry.0, entry.1);
-    }
-}
-
-fn push(obj: &mut Map<String, Value>, key: &str, v: Value) {
-    let l = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-    if let Some(l) = l.as_array_mut() {
-        l.push(v);
-    }
-}
-
-/// ObjectMeta: the fields a client sets on create.
-fn object_meta(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
-    let mut m = Map::new();
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, at)) = r.next()? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => {
-                m.insert("name".into(), string(b));
-            }
-            (2, Field::Bytes(b)) => {
-                m.insert("generateName".into(), string(b));
-            }
-            (3, Field::Bytes(b)) => {
-                m.insert("namespace".into(), string(b));
-            }
-            (11, Field::Bytes(b)) => insert_map(&mut m, "labels", map_entry(b, at, false)?),
-            (12, Field::Bytes(b)) => insert_map(&mut m, "annotations", map_entry(b, at, false)?),
-            (14, Field::Bytes(b)) => push(&mut m, "finalizers", string(b)),
-            _ => {}
-        }
-    }
-    Ok(Value::Object(m))
-}
-
-/// A non-pointer string field: gogo-protobuf writes it even when empty, which JSON would omit.
-fn set_string(obj: &mut Map<String, Value>, key: &str, b: &[u8]) {
-    if !b.is_empty() {
-        obj.insert(key.into(), string(b));
-    }
-}
-
-/// An int32 field (negative values are sign-extended to ten bytes on the wire); 0 is unset.
-fn set_int(obj: &mut Map<String, Value>, key: &str, v: u64) {
-    // Two's complement reinterpretation is the wire format's int32 encoding.
-    let n = i64::from_ne_bytes(v.to_ne_bytes());
-    if n != 0 {
-        obj.insert(key.into(), json!(n));
-    }
-}
-
-/// IntOrString (type = 1 → 0 int, 1 string; intVal = 2; strVal = 3); None for the zero value,
-/// which the Service defaults turn into `port`, as JSON's omitted targetPort would be.
-fn int_or_string(b: &[u8], base: usize) -> Result<Option<Value>, ProtobufError> {
-    let (mut is_string, mut int_val, mut str_val) = (false, 0u64, String::new());
-    let mut r = Reader::new(b, base);
-    while let Some((n, f, _)) = r.next()? {
-        match (n, f) {
-            (1, Field::Varint(v)) => is_string = v == 1,
-            (2, Field::Varint(v)) => int_val = v,
-            (3, Field::Bytes(b)) => str_val = String::from_utf8_lossy(b).into_owned(),
-            _ => {}
-        }
-    }
-    let mut m = Map::new();
-    if is_string {
-        set_string(&mut m, "v", str_val.as_bytes());
-    } else {
-        set_int(&mut m, "v", int_val);
-    }
-    Ok(m.remove("v"))
-}
+pub use wire::ProtobufError;
+use wire::{
+    insert_map, int_or_string, map_entry, object_meta, push, set_int, set_string, string, Field,
+    Reader,
+};
 
 /// ServicePort: name 1, protocol 2, port 3, targetPort 4, nodePort 5, appProtocol 6.
 fn service_port(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
@@ -348,13 +177,21 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), token_request_spec(b, at)?);
             }
             ("TokenRequest", _, _) => {}
+            (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
+                if let Some(spec) = workloads::spec(k, b, at) {
+                    obj.insert("spec".into(), spec?);
+                }
+            }
+            // A status sent on create is reset by the strategy anyway.
+            (k, _, _) if workloads::handles(k) => {}
             _ => return Err(ProtobufError::UnsupportedKind { kind }),
         }
     }
     if !matches!(
         kind.as_str(),
         "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "TokenRequest"
-    ) {
+    ) && !workloads::handles(&kind)
+    {
         return Err(ProtobufError::UnsupportedKind { kind });
     }
     Ok(Value::Object(obj))
@@ -368,6 +205,51 @@ mod tests {
         let mut v = vec![(field << 3) | 2, u8::try_from(b.len()).expect("short")];
         v.extend_from_slice(b);
         v
+    }
+
+    #[test]
+    fn decodes_deployment_from_kubectl_create() {
+        let entry = [ld(1, b"app"), ld(2, b"web")].concat();
+        let labels = ld(11, &entry);
+        let container = [
+            ld(1, b"busybox"),
+            ld(2, b"busybox"),
+            ld(3, b"sleep"),
+            ld(3, b"3600"),
+            ld(8, b""),
+        ]
+        .concat();
+        let pod_spec = [ld(2, &container), ld(3, b"")].concat();
+        let template = [ld(1, &labels), ld(2, &pod_spec)].concat();
+        let spec = [
+            vec![0x08, 0x02],
+            ld(2, &ld(1, &entry)),
+            ld(3, &template),
+            ld(4, b""),
+            vec![0x28, 0x00, 0x38, 0x00],
+        ]
+        .concat();
+        let msg = [
+            ld(1, &[ld(1, b"web"), labels.clone()].concat()),
+            ld(2, &spec),
+        ]
+        .concat();
+        let body = [
+            b"k8s\0".to_vec(),
+            ld(1, &[ld(1, b"apps/v1"), ld(2, b"Deployment")].concat()),
+            ld(2, &msg),
+        ]
+        .concat();
+        assert_eq!(
+            decode(&body).expect("decode"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "labels": {"app": "web"}},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                            "strategy": {},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "busybox", "image": "busybox",
+                                                                  "command": ["sleep", "3600"], "resources": {}}]}}}})
+        );
     }
 
     #[test]
@@ -422,6 +304,51 @@ mod tests {
             int_or_string(b"\x08\x00\x10\x00\x1a\x00", 0).expect("zero"),
             None
         );
+    }
+
+    /// The body kubectl v1.32 sends for `kubectl create job hello --image=busybox -- sh -c
+    /// 'echo hi'`.
+    const JOB: &[u8] = b"k8s\x00\x0a\x0f\x0a\x08batch/v1\x12\x03Job\x12\x91\x01\x0a\x15\x0a\x05hello\
+        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12n2l\x0a\x10\x0a\x00\x12\x00\x1a\x00\x22\x00*\
+        \x002\x008\x00B\x00\x12X\x125\x0a\x05hello\x12\x07busybox\x1a\x02sh\x1a\x02-c\x1a\x07echo hi*\
+        \x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\x1a\x05Never2\x00B\x00J\
+        \x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\x01\x00\x1a\x08 \x00(\x000\
+        \x00:\x00\x1a\x00\x22\x00";
+
+    /// `kubectl create cronjob tick --image=busybox --schedule='* * * * *' -- sh -c 'echo tick'`.
+    const CRON_JOB: &[u8] = b"k8s\x00\x0a\x13\x0a\x08batch/v1\x12\x07CronJob\x12\xb6\x01\x0a\x14\
+        \x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12\x9b\x01\x0a\x09* * * * *\x1a\x00*\
+        \x8b\x01\x0a\x14\x0a\x04tick\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12s2q\x0a\x10\x0a\x00\
+        \x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12]\x126\x0a\x04tick\x12\x07busybox\x1a\x02sh\
+        \x1a\x02-c\x1a\x09echo tick*\x00B\x00j\x00r\x00\x80\x01\x00\x88\x01\x00\x90\x01\x00\xa2\x01\x00\
+        \x1a\x09OnFailure2\x00B\x00J\x00R\x00X\x00`\x00h\x00\x82\x01\x00\x8a\x01\x00\x9a\x01\x00\xc2\
+        \x01\x00\x1a\x00\x1a\x00\x22\x00";
+
+    fn container(name: &str, cmd: &str) -> Value {
+        json!({"name": name, "image": "busybox", "command": ["sh", "-c", cmd], "resources": {}})
+    }
+
+    #[test]
+    fn decodes_kubectl_create_job_and_cronjob() {
+        let job = decode(JOB).expect("job");
+        assert_eq!(job["kind"], "Job");
+        assert_eq!(job["metadata"]["name"], "hello");
+        let template = &job["spec"]["template"];
+        assert_eq!(
+            template["spec"],
+            json!({"containers": [container("hello", "echo hi")], "restartPolicy": "Never"})
+        );
+        assert!(template["metadata"].is_object());
+        assert!(job.get("status").is_none());
+
+        let cj = decode(CRON_JOB).expect("cronjob");
+        assert_eq!(cj["spec"]["schedule"], "* * * * *");
+        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(
+            *pod,
+            json!({"containers": [container("tick", "echo tick")], "restartPolicy": "OnFailure"})
+        );
+        assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
     }
 
     #[test]

@@ -66,6 +66,32 @@ impl Recorder {
             )))?;
         Ok(())
     }
+
+    /// Records `reason`/`message` about the object `involved` names, for controllers that
+    /// handle objects of any kind.
+    pub async fn record_about(
+        &self,
+        involved: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        let name = involved.name.clone().unwrap_or_default();
+        let event = event_about(
+            involved,
+            type_,
+            reason,
+            message,
+            self.component,
+            Timestamp::now(),
+        );
+        let ns = event.metadata.namespace.clone().unwrap_or_default();
+        Api::<Event>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &event)
+            .await
+            .map_err(Error::api(format!("recording event {reason} for {name}")))?;
+        Ok(())
+    }
 }
 
 /// The Event itself (pure, for tests): named `<object>.<nanoseconds in hex>` as client-go does.
@@ -80,24 +106,43 @@ fn build_event<K>(
 where
     K: Resource<DynamicType = ()>,
 {
-    let ns = obj.namespace().unwrap_or_else(|| "default".to_string());
-    let name = obj.name_any();
+    let involved = ObjectReference {
+        kind: Some(K::kind(&()).into_owned()),
+        namespace: obj.namespace(),
+        name: Some(obj.name_any()),
+        uid: obj.meta().uid.clone(),
+        api_version: Some(K::api_version(&()).into_owned()),
+        resource_version: obj.meta().resource_version.clone(),
+        field_path: None,
+    };
+    event_about(involved, type_, reason, message, component, now)
+}
+
+/// An Event about the object `involved` names; cluster-scoped objects' events go to
+/// `default`, as client-go's recorder puts them.
+fn event_about(
+    mut involved: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+    now: Timestamp,
+) -> Event {
+    let ns = involved
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let name = involved.name.clone().unwrap_or_default();
+    involved.namespace = Some(ns.clone());
     let t = Time(now);
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some(ns.clone()),
+            namespace: Some(ns),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            kind: Some(K::kind(&()).into_owned()),
-            namespace: Some(ns),
-            name: Some(name),
-            uid: obj.meta().uid.clone(),
-            api_version: Some(K::api_version(&()).into_owned()),
-            resource_version: obj.meta().resource_version.clone(),
-            field_path: None,
-        },
+        involved_object: involved,
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
         source: Some(EventSource {

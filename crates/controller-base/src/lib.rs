@@ -1,11 +1,13 @@
 //! What every peapod controller is built from: the reconcile driver with per-object retry
 //! back-off ([`runner`]), the reconcile error and the API answers controllers test for
-//! ([`error`]), and the event recorder ([`events`]). Controllers are plain Kubernetes API
+//! ([`error`]), the event recorder ([`events`]) and whether a pod fits a node
+//! ([`nodefit`]). Controllers are plain Kubernetes API
 //! clients on `kube::runtime`; the crates holding them (`controllers`,
 //! `workload-controllers`) each export a list of [`Start`] functions.
 
 pub mod error;
 pub mod events;
+pub mod nodefit;
 pub mod runner;
 
 use futures::future::BoxFuture;

@@ -349,6 +349,17 @@ fn node_name(pod: &Pod) -> Option<String> {
     pod.spec.as_ref().and_then(|s| s.node_name.clone())
 }
 
+/// Upstream `ShouldSetHostname`: a pod with a hostname whose subdomain is this Service (in
+/// its namespace) is published under that hostname, so cluster DNS answers
+/// `<hostname>.<service>.<namespace>.svc` (a StatefulSet's stable pod names).
+fn hostname_for(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    let same = spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.metadata.namespace == svc.metadata.namespace;
+    same.then(|| hostname.to_string())
+}
+
 fn non_empty(name: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
@@ -381,7 +392,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
             ip: m.ip.clone(),
             node_name: node_name(m.pod),
             target_ref: Some(target_ref(m.pod)),
-            hostname: None,
+            hostname: hostname_for(svc, m.pod),
         };
         let (ready, not_ready) = groups.entry(m.ports.clone()).or_default();
         if m.ready {
@@ -428,6 +439,7 @@ pub fn desired_slices(svc: &Service, pods: &[Arc<Pod>]) -> Vec<(Vec<SlicePort>, 
             }),
             node_name: node_name(m.pod),
             target_ref: Some(target_ref(m.pod)),
+            hostname: hostname_for(svc, m.pod),
             ..Default::default()
         };
         groups.entry(m.ports).or_default().push(endpoint);
@@ -670,6 +682,28 @@ mod tests {
         let cond = slices[0].1[0].conditions.clone().unwrap_or_default();
         assert_eq!(cond.terminating, Some(true));
         assert_eq!(cond.ready, Some(false));
+    }
+
+    #[test]
+    fn pods_of_the_subdomain_are_published_by_hostname() {
+        let mut named = (*pod("web-0", "10.244.0.7", true, json!({"app": "web"}))).clone();
+        if let Some(spec) = named.spec.as_mut() {
+            spec.hostname = Some("web-0".into());
+            spec.subdomain = Some("web".into());
+        }
+        let mut elsewhere = (*pod("db-0", "10.244.0.8", true, json!({"app": "web"}))).clone();
+        if let Some(spec) = elsewhere.spec.as_mut() {
+            spec.hostname = Some("db-0".into());
+            spec.subdomain = Some("db".into());
+        }
+        let pods = vec![Arc::new(named), Arc::new(elsewhere)];
+        let subsets = json_of(&desired_subsets(&svc(json!(8080)), &pods));
+        assert_eq!(subsets[0]["addresses"][0]["hostname"], "web-0");
+        assert!(subsets[0]["addresses"][1].get("hostname").is_none());
+        let slices = desired_slices(&svc(json!(8080)), &pods);
+        let eps = json_of(&slices[0].1);
+        assert_eq!(eps[0]["hostname"], "web-0");
+        assert!(eps[1].get("hostname").is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
-//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers
-//! and the per-namespace ServiceAccount and root CA controllers, each a plain Kubernetes API client built on `kube::runtime` (watch caches,
-//! a reconcile per object that says when to look again, retries with back-off). They never
+//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
+//! the garbage collector, and the per-namespace ServiceAccount and root CA controllers, each
+//! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
 //! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
 //! leader election on a Lease lets several copies run and only one act.
@@ -11,10 +11,12 @@
 //! `controller-base`.
 
 mod endpoints;
+mod gc;
 mod leader;
 mod namespace;
 mod scheduler;
 mod serviceaccounts;
+mod volumefit;
 
 use std::future::Future;
 
@@ -29,6 +31,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
+    ("garbagecollector", gc::run),
     ("serviceaccount", serviceaccounts::run),
 ];
 

@@ -6,6 +6,8 @@
 //! says:
 //! - `<svc>.<ns>.svc.cluster.local` A → the ClusterIP; for a headless Service, the IPs of
 //!   its ready endpoints; an ExternalName Service is a CNAME;
+//! - `<hostname>.<svc>.<ns>.svc.cluster.local` A → the ready endpoint with that hostname
+//!   (a StatefulSet's `NAME-0` through its governing Service), or with that dashed IP;
 //! - `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` SRV → the named port;
 //! - `a-b-c-d.<ns>.pod.cluster.local` A → a.b.c.d when a pod of that namespace has that IP;
 //! - a name that exists without records of the asked type is NOERROR with no answer (so a
@@ -30,7 +32,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::runtime::reflector::Store;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
@@ -94,12 +96,16 @@ enum Lookup {
     Refused,
 }
 
-fn ready_endpoint_ips(snap: &Snapshot, ns: &str, svc: &str) -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = snap
-        .slices
+/// The ready endpoints of Service `ns/svc` across its slices.
+fn ready_endpoints<'a>(
+    snap: &'a Snapshot,
+    ns: &'a str,
+    svc: &'a str,
+) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    snap.slices
         .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(|s| {
+        .filter(move |s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(move |s| {
             s.metadata
                 .labels
                 .as_ref()
@@ -109,12 +115,50 @@ fn ready_endpoint_ips(snap: &Snapshot, ns: &str, svc: &str) -> Vec<Ipv4Addr> {
         })
         .flat_map(|s| s.endpoints.iter())
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+}
+
+fn ready_endpoint_ips(snap: &Snapshot, ns: &str, svc: &str) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = ready_endpoints(snap, ns, svc)
         .flat_map(|e| e.addresses.iter())
         .filter_map(|a| a.parse().ok())
         .collect();
     ips.sort();
     ips.dedup();
     ips
+}
+
+/// `<endpoint>.<svc>.<ns>.svc`: the addresses of the Service's ready endpoints named
+/// `endpoint`, by their hostname (a StatefulSet pod's `hostname` when its `subdomain` is
+/// the Service) or else their dashed IP, as CoreDNS names them; `None` when none is.
+fn endpoint_records(
+    snap: &Snapshot,
+    ns: &str,
+    svc: &str,
+    endpoint: &str,
+    qtype: RecordType,
+) -> Option<Vec<RData>> {
+    let mut ips: Vec<Ipv4Addr> = ready_endpoints(snap, ns, svc)
+        .flat_map(|e| {
+            e.addresses
+                .iter()
+                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+                .filter(
+                    move |ip| match e.hostname.as_deref().filter(|h| !h.is_empty()) {
+                        Some(h) => h.eq_ignore_ascii_case(endpoint),
+                        None => ip.to_string().replace('.', "-") == endpoint,
+                    },
+                )
+        })
+        .collect();
+    if ips.is_empty() {
+        return None;
+    }
+    ips.sort();
+    ips.dedup();
+    if qtype != RecordType::A && qtype != RecordType::ANY {
+        return Some(Vec::new());
+    }
+    Some(ips.into_iter().map(|ip| RData::A(A(ip))).collect())
 }
 
 fn service_records(snap: &Snapshot, svc: &Service, qtype: RecordType) -> Option<Vec<RData>> {
@@ -179,6 +223,10 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
             })
             .and_then(|s| service_records(snap, s, qtype))
             .map_or(Lookup::NxDomain, Lookup::Records),
+        [endpoint, svc, ns, "svc"] if !endpoint.starts_with('_') => {
+            endpoint_records(snap, ns, svc, endpoint, qtype)
+                .map_or(Lookup::NxDomain, Lookup::Records)
+        }
         [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
             let Some(s) = snap.services.iter().find(|s| {
                 s.metadata.namespace.as_deref() == Some(ns)
@@ -503,7 +551,8 @@ mod tests {
         let slices = vec![json!({"metadata": {"name": "peers-x", "namespace": "shop",
                 "labels": {"kubernetes.io/service-name": "peers"}},
             "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.244.0.3"], "conditions": {"ready": true}},
+            "endpoints": [{"addresses": ["10.244.0.3"], "conditions": {"ready": true}, "hostname": "web-0"},
+                          {"addresses": ["10.244.0.5"], "conditions": {"ready": false}, "hostname": "web-1"},
                           {"addresses": ["10.244.0.4"], "conditions": {"ready": false}},
                           {"addresses": ["10.244.0.2"], "conditions": {"ready": true}}]})];
         let pods = vec![json!({"metadata": {"name": "p", "namespace": "shop"},
@@ -577,6 +626,22 @@ mod tests {
             a_records(&m),
             vec![Ipv4Addr::new(10, 244, 0, 2), Ipv4Addr::new(10, 244, 0, 3)]
         );
+    }
+
+    #[test]
+    fn endpoint_hostnames_resolve_to_their_pod() {
+        let m = ask("web-0.peers.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 244, 0, 3)]);
+        let m = ask("web-0.peers.shop.svc.cluster.local.", RecordType::AAAA);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(m.answers().is_empty());
+        // Not ready: no record, as the endpoint is not published.
+        let m = ask("web-1.peers.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        let m = ask("10-244-0-2.peers.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 244, 0, 2)]);
+        let m = ask("web-9.peers.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Map, Value};
 
+use apimachinery::deletion::GcPolicy;
 use apimachinery::field_errors::FieldErrors;
 use apimachinery::json::{set, str_at};
 use apimachinery::printing::{parse_ts, s, since, Column, WIDE_NAME};
@@ -47,6 +48,11 @@ struct Events;
 impl Strategy for Events {
     fn round_trip(&self, obj: Value) -> Result<Value, serde_json::Error> {
         typed_round_trip::<Event>(obj)
+    }
+
+    /// Upstream's event strategy: events never take garbage-collection finalizers.
+    fn gc_policy(&self) -> GcPolicy {
+        GcPolicy::Unsupported
     }
 
     fn apply_defaults(&self, ev: &mut Map<String, Value>) {

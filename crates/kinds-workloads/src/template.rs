@@ -24,7 +24,7 @@ pub fn default_template(spec: &mut Map<String, Value>) {
 }
 
 /// Go's `%#v` of a string map, as field errors print label maps.
-fn go_string_map(v: Option<&Value>) -> String {
+pub fn go_string_map(v: Option<&Value>) -> String {
     match obj(v) {
         None => "map[string]string(nil)".into(),
         Some(m) => {
@@ -38,7 +38,7 @@ fn go_string_map(v: Option<&Value>) -> String {
 }
 
 /// Go's `%#v` of a LabelSelector, as the "field is immutable" error prints it.
-fn go_selector(sel: Option<&Value>) -> String {
+pub fn go_selector(sel: Option<&Value>) -> String {
     let Some(sel) = sel.filter(|s| !s.is_null()) else {
         return "null".into();
     };
@@ -87,7 +87,10 @@ pub fn validate_selector_and_template(e: &mut FieldErrors, spec: &Value, kind: &
                 e.invalid_text(
                     "spec.selector",
                     &go_selector(Some(sel)),
-                    "empty selector is invalid for deployment",
+                    &format!(
+                        "empty selector is invalid for {}",
+                        empty_selector_word(kind)
+                    ),
                 );
             }
         }
@@ -126,6 +129,15 @@ pub fn validate_selector_and_template(e: &mut FieldErrors, spec: &Value, kind: &
     }
 }
 
+/// The owner upstream's "empty selector" message names: ReplicaSets share the Deployment's
+/// wording; the others name themselves.
+fn empty_selector_word(kind: &str) -> String {
+    match kind {
+        "ReplicaSet" | "Deployment" => "deployment".into(),
+        other => other.to_lowercase(),
+    }
+}
+
 /// apps/v1 selectors may not change.
 pub fn immutable_selector(e: &mut FieldErrors, old: &Value, new: &Value) {
     let o = at(old, &["spec", "selector"]).filter(|v| !v.is_null());
@@ -147,6 +159,39 @@ pub fn nonnegative_ints(e: &mut FieldErrors, obj: &Value, paths: &[&[&str]]) {
                 );
             }
         }
+    }
+}
+
+const PERCENT_MSG: &str = "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')";
+
+/// An int-or-string field's value: `(n, false)` for a number, `(n, true)` for a percent
+/// string `"n%"`; `None` for anything else.
+pub fn int_or_percent(v: &Value) -> Option<(i64, bool)> {
+    match v {
+        Value::Number(n) => n.as_i64().map(|n| (n, false)),
+        Value::String(s) => {
+            let digits = s.strip_suffix('%')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok().map(|n| (n, true))
+        }
+        _ => None,
+    }
+}
+
+/// `ValidatePositiveIntOrPercent` and `IsNotMoreThan100Percent` of the field at `path`
+/// (rolling update bounds such as `maxUnavailable`).
+pub fn validate_int_or_percent(e: &mut FieldErrors, v: Option<&Value>, path: &str) {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return;
+    };
+    match int_or_percent(v) {
+        None if v.is_string() => e.invalid(path, v, PERCENT_MSG),
+        None => e.invalid(path, v, "must be an integer or percentage (e.g '5%')"),
+        Some((n, _)) if n < 0 => e.invalid(path, v, "must be greater than or equal to 0"),
+        Some((n, true)) if n > 100 => e.invalid(path, v, "must not be greater than 100%"),
+        Some(_) => {}
     }
 }
 
@@ -258,6 +303,33 @@ mod tests {
             errs[0].message,
             "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
         );
+    }
+
+    #[test]
+    fn empty_selectors_name_the_kind() {
+        let empty = json!({"selector": {}, "template": template(json!({"app": "web"}))});
+        let mut e = FieldErrors::default();
+        validate_selector_and_template(&mut e, &empty, "DaemonSet");
+        let m = e.finish().err().unwrap_or_default();
+        assert!(
+            m[0].message
+                .ends_with("empty selector is invalid for daemonset"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(int_or_percent(&json!("25%")), Some((25, true)));
+        assert_eq!(int_or_percent(&json!(3)), Some((3, false)));
+        assert_eq!(int_or_percent(&json!("x%")), None);
+        assert_eq!(int_or_percent(&json!("5")), None);
+        let mut e = FieldErrors::default();
+        validate_int_or_percent(&mut e, Some(&json!("150%")), "a");
+        validate_int_or_percent(&mut e, Some(&json!(-1)), "b");
+        validate_int_or_percent(&mut e, Some(&json!("1.5")), "c");
+        validate_int_or_percent(&mut e, Some(&json!("10%")), "d");
+        assert_eq!(e.finish().err().map(|v| v.len()), Some(3));
     }
 
     #[test]

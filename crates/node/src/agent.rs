@@ -1,10 +1,11 @@
 //! The agent's main loop: start the node API, register the Node and keep it and its Lease
-//! fresh, watch the pods bound to this node, and run one worker task per pod. Sandboxes of
+//! fresh, watch the pods bound to this node, and run one worker task per pod; beside it,
+//! the reclaim of this node's local-path volume directories. Sandboxes of
 //! pods that no longer exist are torn down once the first pod list is in.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -37,22 +38,34 @@ struct WorkerHandle {
 }
 
 /// Runs one pod's worker until the pod is gone (or the agent stops).
+/// `seen` is when the agent first saw the pod.
 async fn worker_loop(
     deps: Arc<WorkerDeps>,
     mut rx: watch::Receiver<Option<Pod>>,
     mut shutdown: watch::Receiver<bool>,
+    seen: Instant,
 ) {
     let Some(first) = rx.borrow_and_update().clone() else {
         return;
     };
     let mut worker = PodWorker::new(&first);
+    worker.state.track_start(&first, seen);
+    deps.metrics.worker_start.observe(seen.elapsed());
     let mut last = first;
+    let mut operation = "create";
     loop {
         let current = rx.borrow_and_update().clone();
         let requeue = match current {
             Some(pod) => {
                 last = pod.clone();
-                worker.sync(&deps, &pod).await
+                if pod.metadata.deletion_timestamp.is_some() {
+                    operation = "kill";
+                }
+                let t = Instant::now();
+                let requeue = worker.sync(&deps, &pod).await;
+                deps.metrics.worker.observe_with(operation, t.elapsed());
+                operation = "sync";
+                requeue
             }
             None => {
                 worker.cleanup_gone(&deps, &last).await;
@@ -90,6 +103,7 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn apply(&mut self, pod: Pod) {
+        let seen = Instant::now();
         // Mirror pods are the API's view of static pods, which run from their manifests.
         if staticpods::is_mirror_pod(&pod) {
             self.statics.kick();
@@ -118,8 +132,14 @@ impl Dispatcher {
             tokio::spawn(async move { rejecter.reject(pod, r).await });
             return;
         }
+        self.deps.metrics.phase("admission", seen.elapsed());
         let (tx, rx) = watch::channel(Some(pod));
-        let task = tokio::spawn(worker_loop(self.deps.clone(), rx, self.shutdown.clone()));
+        let task = tokio::spawn(worker_loop(
+            self.deps.clone(),
+            rx,
+            self.shutdown.clone(),
+            seen,
+        ));
         self.workers.insert(uid, WorkerHandle { tx, task });
     }
 
@@ -310,6 +330,7 @@ pub async fn run(
         token: config.node_api_token.clone(),
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
+        metrics: Some(config.metrics.registry.clone()),
     };
     let server_task = tokio::spawn(nodeapi::serve(
         listener,
@@ -318,11 +339,22 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // Published in the Node for the provisioner, which never sees this machine's paths.
+    let state_dir =
+        std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+    let local_path_root = volumes::localpath::root(&state_dir);
     let id = NodeIdentity {
         name: config.node_name.clone(),
         ip: config.node_api_advertise_ip,
         port,
+        local_path_root: local_path_root.to_string_lossy().into_owned(),
     };
+    let local_path_task = tokio::spawn(crate::localpath::run(
+        client.clone(),
+        config.node_name.clone(),
+        local_path_root,
+        shutdown.clone(),
+    ));
     let heartbeat_task = tokio::spawn(heartbeat(
         client.clone(),
         id,
@@ -336,7 +368,9 @@ pub async fn run(
         inner: pod_api.clone(),
         statics: statics.clone(),
     });
-    let events = Arc::new(EventRecorder::new(pod_api, &config.node_name));
+    let events = Arc::new(
+        EventRecorder::new(pod_api, &config.node_name).observed_by(config.metrics.phases.clone()),
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let node = NodeFacts {
         name: config.node_name.clone(),
@@ -364,6 +398,7 @@ pub async fn run(
         log_root: log_root.clone(),
         sandboxes: Default::default(),
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
+        metrics: config.metrics.clone(),
     });
     // kubelet's eviction manager for local ephemeral storage limits.
     let eviction_task = tokio::spawn(eviction::run(
@@ -480,6 +515,7 @@ pub async fn run(
         w.task.abort();
     }
     heartbeat_task.abort();
+    local_path_task.abort();
     eviction_task.abort();
     server_task.abort();
     mirror_task.abort();

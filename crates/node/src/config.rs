@@ -28,6 +28,9 @@ pub struct AgentConfig {
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,
+    /// The histograms served on the node API's `/metrics` (the runtime observes its
+    /// phases into `metrics.phases`).
+    pub metrics: crate::NodeMetrics,
 }
 
 /// Why the agent could not run.

@@ -49,12 +49,32 @@ pub enum NodeStatusError {
     },
 }
 
+/// Node annotation telling the local-path provisioner where this node keeps its volumes
+/// (the provisioner reads it; the agent's `localpath` removes what is reclaimed).
+pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "peapod.io/local-path-root";
+
 /// What the Node reports besides machine facts.
 #[derive(Debug, Clone)]
 pub struct NodeIdentity {
     pub name: String,
     pub ip: IpAddr,
     pub port: u16,
+    /// The absolute directory local-path volumes of this node go in.
+    pub local_path_root: String,
+}
+
+/// The annotations the agent owns on its Node.
+pub fn node_annotations(id: &NodeIdentity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+            "true".to_string(),
+        ),
+        (
+            LOCAL_PATH_ROOT_ANNOTATION.to_string(),
+            id.local_path_root.clone(),
+        ),
+    ])
 }
 
 pub fn node_labels(id: &NodeIdentity, facts: &MachineFacts) -> BTreeMap<String, String> {
@@ -193,10 +213,7 @@ pub fn node_object(id: &NodeIdentity, facts: &MachineFacts, now: Timestamp) -> N
         metadata: ObjectMeta {
             name: Some(id.name.clone()),
             labels: Some(node_labels(id, facts)),
-            annotations: Some(BTreeMap::from([(
-                "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
-                "true".to_string(),
-            )])),
+            annotations: Some(node_annotations(id)),
             ..Default::default()
         },
         spec: Some(NodeSpec::default()),
@@ -249,7 +266,10 @@ pub async fn register(
             .await
             .map_err(err)?,
         Some(_) => {
-            let patch = serde_json::json!({ "metadata": { "labels": node_labels(id, facts) } });
+            let patch = serde_json::json!({ "metadata": {
+                "labels": node_labels(id, facts),
+                "annotations": node_annotations(id),
+            } });
             api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(err)?
@@ -338,6 +358,7 @@ mod tests {
             name: "node-a".into(),
             ip: "192.168.1.5".parse().expect("ip"),
             port: 10250,
+            local_path_root: "/var/lib/peapod/local-path".into(),
         }
     }
 
@@ -352,6 +373,10 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "node-a");
         assert_eq!(v["metadata"]["labels"]["kubernetes.io/os"], "linux");
         assert_eq!(v["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
+        assert_eq!(
+            v["metadata"]["annotations"][LOCAL_PATH_ROOT_ANNOTATION],
+            "/var/lib/peapod/local-path"
+        );
         let st = &v["status"];
         assert_eq!(st["capacity"]["cpu"], "2");
         assert_eq!(st["capacity"]["memory"], "4000000Ki");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PodStatus, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, PodStatus, Secret, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ImageConfig, ImageInfo, PodSandboxConfig,
@@ -362,6 +364,8 @@ pub struct FakeApiState {
     pub token_requests: Vec<(String, String, TokenRequest)>,
     /// When issued tokens expire, as the clock says now plus their lifetime.
     pub token_clock: Option<FakeClock>,
+    pub claims: HashMap<String, PersistentVolumeClaim>,
+    pub persistent_volumes: HashMap<String, PersistentVolume>,
 }
 
 #[derive(Default)]
@@ -450,5 +454,19 @@ impl PodApi for FakeApi {
             .get(namespace)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn get_persistent_volume_claim(
+        &self,
+        _: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        Ok(self.lock().claims.get(name).cloned())
+    }
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        Ok(self.lock().persistent_volumes.get(name).cloned())
     }
 }

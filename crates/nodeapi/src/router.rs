@@ -1,6 +1,6 @@
-//! The node API's routes: `/healthz`, container logs, and the streaming endpoints (exec,
-//! attach, port-forward), all behind the bearer token when one is configured. Handlers are
-//! tested here without sockets.
+//! The node API's routes: `/healthz`, `/metrics` (Prometheus text, as kubelet serves it),
+//! container logs, and the streaming endpoints (exec, attach, port-forward), all behind the
+//! bearer token when one is configured. Handlers are tested here without sockets.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -14,6 +14,17 @@ use crate::streaming::{attach_handler, exec_handler, portforward_handler};
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+async fn metrics_text(State(state): State<NodeApiState>) -> Response {
+    match &state.metrics {
+        Some(registry) => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            registry.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn require_token(State(state): State<NodeApiState>, req: Request, next: Next) -> Response {
@@ -34,6 +45,7 @@ async fn require_token(State(state): State<NodeApiState>, req: Request, next: Ne
 pub fn router(state: NodeApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -94,6 +106,7 @@ mod tests {
             token: Some("s3cret".into()),
             liveness: Arc::new(Dead),
             runtime: None,
+            metrics: None,
         };
         (dir, state)
     }
@@ -121,6 +134,29 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_behind_the_token() {
+        let (_dir, mut state) = setup(json!({}));
+        let ok = Some("s3cret");
+        assert_eq!(get(&state, "/metrics", ok).await.0, StatusCode::NOT_FOUND);
+        let registry = Arc::new(metrics::Registry::default());
+        let family = registry.register(metrics::Family::new(
+            "t_seconds",
+            "T.",
+            metrics::DURATION_BUCKETS,
+        ));
+        family.observe(std::time::Duration::from_millis(3));
+        state.metrics = Some(registry);
+        assert_eq!(
+            get(&state, "/metrics", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, text) = get(&state, "/metrics", ok).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("# TYPE t_seconds histogram\n"), "{text}");
+        assert!(text.contains("t_seconds_count 1\n"), "{text}");
     }
 
     #[tokio::test]

@@ -29,6 +29,8 @@ pub struct NodeApiState {
     pub liveness: Arc<dyn ContainerLiveness>,
     /// The runtime behind exec, attach and port-forward (`None`: those answer 500).
     pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
+    /// What `/metrics` serves (`None`: 404).
+    pub metrics: Option<Arc<metrics::Registry>>,
 }
 
 /// Why a log request is refused; texts follow kubelet's.

@@ -52,8 +52,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
 
     let client = process::kube_client(&kubeconfig_path).await?;
+    // The runtime observes its phases of a pod start into the agent's metrics.
+    let node_metrics = node::NodeMetrics::new();
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(args.network.config()),
+        phases: Some(node_metrics.phases.clone()),
         ..runtime::RuntimeConfig::new(
             state_dir.clone(),
             std::env::current_exe().context("locating the peapod binary for the shim")?,
@@ -117,6 +120,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
             eviction_period: None,
+            metrics: node_metrics,
         },
         shutdown_rx,
     ));

@@ -3,59 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{fixtures, wait_until, workspace_root, Peapod};
-
-/// A docker-registry on 127.0.0.1 serving the busybox fixture; stopped on drop.
-struct Registry {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("registry dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let r = Registry { dir, port };
-        r.script(&["start", &r.dir_str(), &port.to_string()]);
-        let layout = fixtures().join("busybox-oci");
-        r.script(&[
-            "push",
-            &r.dir_str(),
-            &port.to_string(),
-            layout.to_str().expect("path"),
-            "busybox:latest",
-        ]);
-        r
-    }
-
-    fn dir_str(&self) -> String {
-        self.dir.path().to_string_lossy().into_owned()
-    }
-
-    fn script(&self, args: &[&str]) {
-        let status = Command::new("bash")
-            .arg(workspace_root().join("tests/fixtures/registry.sh"))
-            .args(args)
-            .status()
-            .expect("registry.sh");
-        assert!(status.success(), "registry.sh {args:?} failed");
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(workspace_root().join("tests/fixtures/registry.sh"))
-            .args(["stop", &self.dir_str()])
-            .status();
-    }
-}
+use common::registry::Registry;
+use common::{wait_until, Peapod};
 
 #[test]
 fn pulls_from_a_registry_and_reports_missing_images() {

@@ -1,11 +1,12 @@
 //! The narrow seam between pod workers and the Kubernetes API: the few calls kubelet's
-//! status manager, event recorder, token manager and service env make. One real implementation over `kube::Client`;
+//! status manager, event recorder, volume manager, token manager and service env make. One real implementation over `kube::Client`;
 //! tests use a recording fake.
 
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, Pod, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -106,6 +107,13 @@ pub trait PodApi: Send + Sync + 'static {
     ) -> Result<TokenRequest, ApiError>;
     /// The Services of a namespace (for the env vars kubelet gives containers).
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError>;
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError>;
+    async fn get_persistent_volume(&self, name: &str)
+        -> Result<Option<PersistentVolume>, ApiError>;
 }
 
 /// `PodApi` over a `kube::Client`.
@@ -254,6 +262,33 @@ impl PodApi for KubePodApi {
                 namespace: namespace.to_string(),
                 source,
             })
+    }
+
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.map_err(|source| ApiError::Get {
+            kind: "persistentvolumeclaim",
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|source| ApiError::Get {
+            kind: "persistentvolume",
+            namespace: String::new(),
+            name: name.to_string(),
+            source,
+        })
     }
 }
 

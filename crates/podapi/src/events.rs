@@ -51,6 +51,8 @@ pub struct EventRecorder {
     node: String,
     seen: Mutex<HashMap<Key, Seen>>,
     sequence: AtomicU64,
+    /// Where each recording's API round trip is observed (phase `event`).
+    phases: Option<Arc<metrics::Family>>,
 }
 
 /// The field path kubelet puts in container events.
@@ -79,11 +81,35 @@ impl EventRecorder {
             node: node.to_string(),
             seen: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(0),
+            phases: None,
         }
+    }
+
+    /// Observes how long each recording waits on the API, as phase `event` of `phases`.
+    pub fn observed_by(mut self, phases: Arc<metrics::Family>) -> Self {
+        self.phases = Some(phases);
+        self
     }
 
     /// Records one event about `pod` (and container `container`, when given).
     pub async fn record(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) {
+        let t = std::time::Instant::now();
+        self.record_inner(pod, container, event_type, reason, message, now)
+            .await;
+        if let Some(f) = &self.phases {
+            f.observe_with("event", t.elapsed());
+        }
+    }
+
+    async fn record_inner(
         &self,
         pod: &Pod,
         container: Option<&str>,

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use cgroups::Hierarchy;
 use shim::protocol::{
-    read_json, write_atomic, write_json_atomic, ContainerSpec, ExitReason, ExitRecord, PodDir,
-    Request, Response, ShimConfig, StateRecord,
+    read_json, write_json_atomic, write_json_volatile, write_volatile, ContainerSpec, ExitReason,
+    ExitRecord, PodDir, Request, Response, ShimConfig, StateRecord,
 };
+use tokio::io::AsyncReadExt;
 
 use crate::client;
 mod exec;
@@ -61,6 +62,9 @@ pub struct RuntimeConfig {
     pub proc_root: PathBuf,
     /// The pod network sandboxes are attached to; `None` gives them loopback only.
     pub network: Option<NetworkConfig>,
+    /// Where the runtime's share of a pod start is observed, by phase (`sandbox`,
+    /// `network`, `create`, `rootfs`, `spawn`); `None` measures nothing.
+    pub phases: Option<Arc<metrics::Family>>,
 }
 
 impl RuntimeConfig {
@@ -76,6 +80,7 @@ impl RuntimeConfig {
             hosts_file: PathBuf::from("/etc/hosts"),
             proc_root: PathBuf::from("/proc"),
             network: None,
+            phases: None,
         }
     }
 }
@@ -193,6 +198,13 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Records that `phase` took `took`, when phases are measured.
+    fn observe(&self, phase: &str, took: Duration) {
+        if let Some(f) = &self.config.phases {
+            f.observe_with(phase, took);
+        }
     }
 
     fn pods_dir(&self) -> PathBuf {
@@ -314,7 +326,7 @@ impl Runtime {
             ips: attached.then(Vec::new),
         };
         let write =
-            |path: PathBuf, data: &[u8]| write_atomic(&path, data).map_err(write_err(&path));
+            |path: PathBuf, data: &[u8]| write_volatile(&path, data).map_err(write_err(&path));
         if config.host_network {
             // kubelet: a hostNetwork pod sees the node's name and a copy of its hosts file.
             let node = nix::unistd::gethostname()
@@ -345,7 +357,7 @@ impl Runtime {
             pod_cgroup: pod_cgroup.clone(),
             sandbox: config.clone(),
         };
-        write_json_atomic(&pod.shim_config(), &shim_config)
+        write_json_volatile(&pod.shim_config(), &shim_config)
             .map_err(write_err(&pod.shim_config()))?;
         write_json_atomic(&root.join("sandbox.json"), &record)
             .map_err(write_err(&root.join("sandbox.json")))?;
@@ -365,13 +377,13 @@ impl Runtime {
             .append(true)
             .open(pod.shim_log())
             .map_err(log_err)?;
-        let log2 = log.try_clone().map_err(log_err)?;
         let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        // stdout is the shim's readiness pipe (see `shim::server`); it logs to stderr.
         cmd.args(&self.config.shim_args)
             .arg(&root)
             .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
             .current_dir("/");
         // SAFETY: setsid is async-signal-safe; it detaches the shim from the agent's session
         // so the shim outlives the agent and its terminal.
@@ -380,12 +392,13 @@ impl Runtime {
         }
         // Dropping the child handle leaves it to tokio to reap the shim if it exits while
         // we run; after an agent restart init reaps it.
-        let child = cmd.spawn().map_err(|source| {
+        let mut child = cmd.spawn().map_err(|source| {
             start_err(ShimStartError::Spawn {
                 binary: self.config.shim_binary.clone(),
                 source,
             })
         })?;
+        let ready = child.stdout.take();
         let pid = if config.share_process_namespace {
             // The shim forks PID 1 of the pod's PID namespace, records that pid and exits
             // (shim::pidns).
@@ -400,7 +413,7 @@ impl Runtime {
             let start_time = procs::stat(&self.config.proc_root, pid)
                 .map(|(s, _)| s)
                 .unwrap_or(0);
-            write_json_atomic(&pod.shim_pid(), &ShimPid { pid, start_time })
+            write_json_volatile(&pod.shim_pid(), &ShimPid { pid, start_time })
                 .map_err(write_err(&pod.shim_pid()))?;
             pid
         };
@@ -421,6 +434,12 @@ impl Runtime {
         }
 
         let deadline = Instant::now() + SHIM_READY_TIMEOUT;
+        if let Some(mut ready) = ready {
+            // One byte once the shim's socket listens; EOF when it died before. Either way
+            // the loop below has the last word (and polls, should the byte never come).
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(SHIM_READY_TIMEOUT, ready.read(&mut byte)).await;
+        }
         loop {
             match client::call(&pod.socket(), &Request::State, REQUEST_TIMEOUT).await {
                 Ok(Response::State { .. }) => return Ok(pid),
@@ -551,6 +570,89 @@ impl Runtime {
             .flatten()
             .map(|c| c.pod_cgroup)
     }
+
+    /// `create_container` proper: the container's record and directories, then the shim
+    /// learns its spec.
+    async fn create_container_impl(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        let sandbox = self.sandbox_record(sandbox_id)?;
+        let shim_err = |source: ShimError| RuntimeError::CreateContainer {
+            name: config.name.clone(),
+            source,
+        };
+        if config.args.is_empty() {
+            return Err(RuntimeError::NoCommand {
+                name: config.name.clone(),
+            });
+        }
+        if !self.shim_alive(&self.pod(sandbox_id)) {
+            return Err(RuntimeError::SandboxNotRunning {
+                id: sandbox_id.into(),
+            });
+        }
+        let reference = if config.image_id.is_empty() {
+            config.image.clone()
+        } else {
+            config.image_id.clone()
+        };
+        let images = self.images.clone();
+        let lookup = reference.clone();
+        let lowerdirs = blocking(move || images.layer_dirs(&lookup)).await??;
+        if lowerdirs.is_empty() {
+            return Err(RuntimeError::ImageNotFound { reference });
+        }
+        for m in &config.mounts {
+            if !m.host_path.exists() {
+                return Err(RuntimeError::MountSourceMissing {
+                    name: config.name.clone(),
+                    path: m.host_path.clone(),
+                });
+            }
+        }
+        let id = new_id()?;
+        let dir = self.pod(sandbox_id).container(&id);
+        let log_path = sandbox.config.log_directory.join(&config.log_path);
+        let log_dir = log_path.parent().map(Path::to_path_buf);
+        for d in [dir.upper(), dir.work(), dir.rootfs()]
+            .into_iter()
+            .chain(log_dir)
+        {
+            std::fs::create_dir_all(&d).map_err(create_err(&d))?;
+        }
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            created_at: jiff::Timestamp::now(),
+            log_path: log_path.clone(),
+        };
+        write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
+        let spec = ContainerSpec {
+            id: id.clone(),
+            lowerdirs,
+            log_path,
+            config: config.clone(),
+        };
+        let result = match self
+            .request(
+                sandbox_id,
+                &Request::CreateContainer(Box::new(spec)),
+                REQUEST_TIMEOUT,
+            )
+            .await
+        {
+            Ok(Response::Ok) => Ok(id.clone()),
+            Ok(other) => Err(shim_err(other.into())),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dir.root());
+        }
+        result
+    }
 }
 
 #[async_trait::async_trait]
@@ -575,8 +677,15 @@ impl RuntimeService for Runtime {
         config: &PodSandboxConfig,
     ) -> Result<PodSandboxStatus, RuntimeError> {
         let id = new_id()?;
+        let t0 = Instant::now();
         let started = match self.start_sandbox(&id, config).await {
-            Ok(pid) => self.attach_network(&id, config, pid).await,
+            Ok(pid) => {
+                let t1 = Instant::now();
+                self.observe("sandbox", t1 - t0);
+                let attached = self.attach_network(&id, config, pid).await;
+                self.observe("network", t1.elapsed());
+                attached
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -706,89 +815,26 @@ impl RuntimeService for Runtime {
         sandbox_id: &str,
         config: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
-        let sandbox = self.sandbox_record(sandbox_id)?;
-        let shim_err = |source: ShimError| RuntimeError::CreateContainer {
-            name: config.name.clone(),
-            source,
-        };
-        if config.args.is_empty() {
-            return Err(RuntimeError::NoCommand {
-                name: config.name.clone(),
-            });
-        }
-        if !self.shim_alive(&self.pod(sandbox_id)) {
-            return Err(RuntimeError::SandboxNotRunning {
-                id: sandbox_id.into(),
-            });
-        }
-        let reference = if config.image_id.is_empty() {
-            config.image.clone()
-        } else {
-            config.image_id.clone()
-        };
-        let images = self.images.clone();
-        let lookup = reference.clone();
-        let lowerdirs = blocking(move || images.layer_dirs(&lookup)).await??;
-        if lowerdirs.is_empty() {
-            return Err(RuntimeError::ImageNotFound { reference });
-        }
-        for m in &config.mounts {
-            if !m.host_path.exists() {
-                return Err(RuntimeError::MountSourceMissing {
-                    name: config.name.clone(),
-                    path: m.host_path.clone(),
-                });
-            }
-        }
-        let id = new_id()?;
-        let dir = self.pod(sandbox_id).container(&id);
-        let log_path = sandbox.config.log_directory.join(&config.log_path);
-        let log_dir = log_path.parent().map(Path::to_path_buf);
-        for d in [dir.upper(), dir.work(), dir.rootfs()]
-            .into_iter()
-            .chain(log_dir)
-        {
-            std::fs::create_dir_all(&d).map_err(create_err(&d))?;
-        }
-        let record = ContainerRecord {
-            id: id.clone(),
-            sandbox_id: sandbox_id.to_string(),
-            config: config.clone(),
-            created_at: jiff::Timestamp::now(),
-            log_path: log_path.clone(),
-        };
-        write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
-        let spec = ContainerSpec {
-            id: id.clone(),
-            lowerdirs,
-            log_path,
-            config: config.clone(),
-        };
-        let result = match self
-            .request(
-                sandbox_id,
-                &Request::CreateContainer(Box::new(spec)),
-                REQUEST_TIMEOUT,
-            )
-            .await
-        {
-            Ok(Response::Ok) => Ok(id.clone()),
-            Ok(other) => Err(shim_err(other.into())),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(dir.root());
-        }
-        result
+        let t0 = Instant::now();
+        let created = self.create_container_impl(sandbox_id, config).await;
+        self.observe("create", t0.elapsed());
+        created
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let t0 = Instant::now();
         let sandbox_id = self.find_container(id)?;
         let socket = self.pod(&sandbox_id).socket();
         let request = Request::StartContainer { id: id.to_string() };
         let answer = client::call(&socket, &request, START_TIMEOUT).await;
         match answer.map_err(ShimError::from) {
-            Ok(Response::Started { .. }) => Ok(()),
+            Ok(Response::Started { rootfs_us, .. }) => {
+                // The shim tells how long the container's rootfs took inside the start.
+                let rootfs = Duration::from_micros(rootfs_us);
+                self.observe("rootfs", rootfs);
+                self.observe("spawn", t0.elapsed().saturating_sub(rootfs));
+                Ok(())
+            }
             Ok(other) => Err(RuntimeError::StartContainer {
                 id: id.to_string(),
                 source: other.into(),

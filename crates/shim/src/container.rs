@@ -104,6 +104,30 @@ pub struct ChildContext<'a> {
     pub sync_read: &'a OwnedFd,
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
+    /// Where the child writes `monotonic()` once its root filesystem is ready, so the shim
+    /// can tell the rootfs part of a start from the rest.
+    pub rootfs_ready: &'a OwnedFd,
+}
+
+/// `CLOCK_MONOTONIC` as a duration since boot: one clock for the shim and its children.
+pub fn monotonic() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
+}
+
+/// The child's `monotonic()` at rootfs-ready, once it has exec'd (`None` when it never
+/// wrote it). The write precedes the exec, so it is in the pipe by then.
+pub fn read_rootfs_ready(fd: &OwnedFd) -> Option<std::time::Duration> {
+    let mut buf = [0u8; 16];
+    match nix::unistd::read(fd, &mut buf) {
+        Ok(16) => {
+            let secs = u64::from_le_bytes(buf[..8].try_into().ok()?);
+            let nanos = u64::from_le_bytes(buf[8..].try_into().ok()?);
+            Some(std::time::Duration::from_secs(secs) + std::time::Duration::from_nanos(nanos))
+        }
+        _ => None,
+    }
 }
 
 /// Sets the container up and execs; returns only on failure.
@@ -234,6 +258,12 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     let _ = fs::remove_dir(&old_root);
     security::create_devices(&host_devices)?;
     security::apply_path_rules(&ctx.spec.config.security)?;
+    let ready = monotonic();
+    let mut stamp = [0u8; 16];
+    stamp[..8].copy_from_slice(&ready.as_secs().to_le_bytes());
+    stamp[8..].copy_from_slice(&u64::from(ready.subsec_nanos()).to_le_bytes());
+    // Only a measurement: a failed write costs the figure, not the container.
+    let _ = nix::unistd::write(ctx.rootfs_ready, &stamp);
 
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();

@@ -16,7 +16,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 use serde::Serialize;
 
-use crate::protocol::{write_json_atomic, PodDir};
+use crate::protocol::{write_json_volatile, PodDir};
 
 /// Which side of the fork we are on.
 pub enum Role {
@@ -65,7 +65,7 @@ pub fn enter(pod: &PodDir) -> Result<Role, PidNsError> {
                 pid: child.as_raw() as u32,
                 start_time: start_time(child.as_raw()).unwrap_or(0),
             };
-            if let Err(e) = write_json_atomic(&pod.shim_pid(), &record) {
+            if let Err(e) = write_json_volatile(&pod.shim_pid(), &record) {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 return Err(PidNsError::Record(e));
             }

@@ -102,6 +102,11 @@ pub enum Response {
     Ok,
     Started {
         pid: u32,
+        /// Microseconds from the container process being released into its cgroup until
+        /// its root filesystem (overlay, /proc, /dev, binds) was ready; 0 from a shim that
+        /// does not measure it.
+        #[serde(default)]
+        rootfs_us: u64,
     },
     State {
         pid: u32,
@@ -252,8 +257,27 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
     write_atomic(path, &data)
 }
 
-/// Writes bytes through a temp file in the same directory, fsync, and rename.
+/// Writes bytes through a temp file in the same directory, fsync, and rename: after a power
+/// loss the file holds the old or the new bytes.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, true)
+}
+
+/// As [`write_atomic`] without the fsync, for files only a live sandbox uses (its hostname,
+/// hosts and resolv.conf, the shim's config and pid): readers never see half of one while
+/// the machine runs, and a reboot ends the sandbox they belong to, so their durability buys
+/// nothing and costs a disk flush each on the pod start path.
+pub fn write_volatile(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, false)
+}
+
+/// As [`write_json_atomic`] without the fsync; see [`write_volatile`].
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_volatile(path, &data)
+}
+
+fn replace(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     use std::io::Write;
     let name = path
         .file_name()
@@ -262,7 +286,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path)
 }

@@ -153,6 +153,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         }
     };
     log(&format!("shim for sandbox {} ready", config.sandbox_id));
+    announce_ready();
     let mut server = Server {
         pod,
         config,
@@ -187,6 +188,14 @@ fn listen(path: &Path) -> Result<UnixListener, ServerError> {
     let listener = UnixListener::bind(name).map_err(listen_err)?;
     listener.set_nonblocking(true).map_err(listen_err)?;
     Ok(listener)
+}
+
+/// Tells the runtime that started us that the socket listens: one byte on stdout, a pipe the
+/// runtime waits on instead of polling the socket. stdout then points at the log (stderr),
+/// so nothing later writes into a pipe nobody reads.
+fn announce_ready() {
+    let _ = nix::unistd::write(io::stdout(), b"r");
+    let _ = nix::unistd::dup2_stdout(io::stderr());
 }
 
 fn log(message: &str) {
@@ -439,8 +448,9 @@ impl Server {
         match req {
             Request::CreateContainer(spec) => self.create(*spec),
             Request::StartContainer { id } => match self.start(&id) {
-                Ok(pid) => Response::Started {
+                Ok((pid, rootfs)) => Response::Started {
                     pid: pid.as_raw() as u32,
+                    rootfs_us: u64::try_from(rootfs.as_micros()).unwrap_or(u64::MAX),
                 },
                 Err(message) => Response::Error { message },
             },
@@ -601,8 +611,9 @@ impl Server {
         }
     }
 
-    /// Starts a created container; returns its pid, or the StartError message (recorded).
-    fn start(&mut self, id: &str) -> Result<Pid, String> {
+    /// Starts a created container; returns its pid and how long its root filesystem took,
+    /// or the StartError message (recorded).
+    fn start(&mut self, id: &str) -> Result<(Pid, Duration), String> {
         let Some(c) = self.containers.get(id) else {
             return Err(format!("container {id} not found"));
         };
@@ -613,7 +624,7 @@ impl Server {
             }
         }
         match self.spawn(id) {
-            Ok(pid) => Ok(pid),
+            Ok(started) => Ok(started),
             Err(message) => {
                 let message = format!(
                     "OCI runtime start failed: unable to start container process: {message}"
@@ -636,7 +647,7 @@ impl Server {
         }
     }
 
-    fn spawn(&mut self, id: &str) -> Result<Pid, String> {
+    fn spawn(&mut self, id: &str) -> Result<(Pid, Duration), String> {
         let spec = self
             .containers
             .get(id)
@@ -663,6 +674,7 @@ impl Server {
         let (err_r, err_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (serr_r, serr_w) = pipe()?;
+        let (ready_r, ready_w) = pipe()?;
         let mut stack = vec![0u8; CHILD_STACK];
         let pid = {
             let ctx = ChildContext {
@@ -672,6 +684,7 @@ impl Server {
                 sync_read: &sync_r,
                 stdout: &out_w,
                 stderr: &serr_w,
+                rootfs_ready: &ready_w,
             };
             let err_w = &err_w;
             let child = Box::new(move || {
@@ -698,7 +711,7 @@ impl Server {
             .map_err(|e| format!("clone: {e}"))?
         };
         // The child's ends stay only in the child.
-        drop((sync_r, err_w, out_w, serr_w));
+        drop((sync_r, err_w, out_w, serr_w, ready_w));
         let c = self.containers.get_mut(id).ok_or("container vanished")?;
         // Reaping must find it even if setup fails.
         c.pid = Some(pid);
@@ -719,11 +732,15 @@ impl Server {
         nix::unistd::write(&sync_w, &[1])
             .map_err(|e| format!("releasing the container process: {e}"))?;
         drop(sync_w);
+        let released = container::monotonic();
         let started_at = jiff::Timestamp::now();
         let message = read_error_pipe(&err_r).map_err(|e| format!("waiting for exec: {e}"))?;
         if !message.is_empty() {
             return Err(message);
         }
+        let rootfs = container::read_rootfs_ready(&ready_r)
+            .map(|ready| ready.saturating_sub(released))
+            .unwrap_or_default();
         c.phase = Phase::Running;
         let record = StateRecord {
             pid: pid.as_raw() as u32,
@@ -732,7 +749,7 @@ impl Server {
         write_json_atomic(&self.pod.container(id).state(), &record)
             .map_err(|e| format!("recording state: {e}"))?;
         log(&format!("container {id} started as pid {pid}"));
-        Ok(pid)
+        Ok((pid, rootfs))
     }
 
     /// Kills every container and records the exits; the loop then ends.

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, PodStatus, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+    Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
@@ -775,6 +778,23 @@ impl PodApi for MirrorStatusApi {
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
         self.inner.list_services(namespace).await
     }
+
+    async fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        self.inner
+            .get_persistent_volume_claim(namespace, name)
+            .await
+    }
+
+    async fn get_persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<PersistentVolume>, ApiError> {
+        self.inner.get_persistent_volume(name).await
+    }
 }
 
 /// A mirror pod to delete.
@@ -1027,6 +1047,19 @@ mod tests {
         }
         async fn list_services(&self, _: &str) -> Result<Vec<Service>, ApiError> {
             Ok(Vec::new())
+        }
+        async fn get_persistent_volume_claim(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+            Ok(None)
+        }
+        async fn get_persistent_volume(
+            &self,
+            _: &str,
+        ) -> Result<Option<PersistentVolume>, ApiError> {
+            Ok(None)
         }
     }
 

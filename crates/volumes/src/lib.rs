@@ -1,6 +1,7 @@
 //! The volume manager, kubelet's `volumemanager` + volume plugins for what a single node
 //! can provide: `emptyDir` (disk, or tmpfs for `medium: Memory`), `hostPath` with its type
-//! checks, and the API-data volumes `configMap`, `secret`, `downwardAPI` and `projected`
+//! checks, `persistentVolumeClaim` (the bound volume's `hostPath` or `local` directory, see
+//! `claims`), and the API-data volumes `configMap`, `secret`, `downwardAPI` and `projected`
 //! written atomically (see `atomic`) and refreshed every sync period so running pods see
 //! updates. Volumes live under `<root>/<pod uid>/<plugin>/<name>` (kubelet's
 //! `pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`), are set up before the pod's
@@ -8,8 +9,10 @@
 //! removed) when the pod is done, and at startup for pods that no longer exist.
 
 mod atomic;
+mod claims;
 mod fsgroup;
 mod hostpath;
+pub mod localpath;
 mod mounter;
 mod sources;
 mod subpath;
@@ -32,6 +35,7 @@ use runtime::Mount;
 
 pub use atomic::AtomicWriteError;
 use atomic::Payload;
+pub use claims::{ClaimError, ClaimVolume};
 pub use hostpath::HostPathError;
 pub use mounter::{HostMounter, Mounter};
 pub use sources::{Objects, Skipped, SourceError};
@@ -101,6 +105,14 @@ pub enum VolumeError {
         #[source]
         source: subpath::SubPathError,
     },
+    #[error("Unable to attach or mount volumes: unmounted volumes=[{volume}], failed to process volumes=[{volume}]: error processing PVC {namespace}/{claim}: {source}")]
+    Claim {
+        volume: String,
+        namespace: String,
+        claim: String,
+        #[source]
+        source: Box<ClaimError>,
+    },
     #[error("{path} is still mounted; not removing it")]
     StillMounted { path: PathBuf },
 }
@@ -120,6 +132,10 @@ enum Kind {
     HostPath {
         path: PathBuf,
         kind: String,
+    },
+    /// A PersistentVolumeClaim: the bound volume's directory on this host.
+    Claim {
+        claim: String,
     },
     /// configMap, secret, downwardAPI, projected: plugin directory, tmpfs-backed or not.
     ApiData {
@@ -147,6 +163,11 @@ fn kind_of(v: &Volume) -> Kind {
             kind: h.type_.clone().unwrap_or_default(),
         };
     }
+    if let Some(c) = &v.persistent_volume_claim {
+        return Kind::Claim {
+            claim: c.claim_name.clone(),
+        };
+    }
     // kubelet backs secrets and projected volumes with tmpfs so they never touch the disk.
     let api = if v.config_map.is_some() {
         Some(("kubernetes.io~configmap", false))
@@ -172,9 +193,14 @@ fn kind_of(v: &Volume) -> Kind {
     Kind::Unsupported(kind)
 }
 
-/// Whether kubelet mounts this volume read-only whatever the volumeMount says (API data).
+/// Whether kubelet mounts this volume read-only whatever the volumeMount says: API data,
+/// and a claim the pod asks for read-only.
 fn forced_read_only(v: &Volume) -> bool {
-    matches!(kind_of(v), Kind::ApiData { .. })
+    let read_only_claim = v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| c.read_only == Some(true));
+    read_only_claim || matches!(kind_of(v), Kind::ApiData { .. })
 }
 
 /// A path element we create from API data (uid, volume or container name).
@@ -280,6 +306,30 @@ impl VolumeManager {
                         source,
                     })?;
                     path
+                }
+                Kind::Claim { claim } => {
+                    let volume = objects
+                        .claims
+                        .get(&claim)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Err(ClaimError::ClaimNotFound {
+                                name: claim.clone(),
+                            })
+                        })
+                        .map_err(|source| VolumeError::Claim {
+                            volume: v.name.clone(),
+                            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                            claim,
+                            source: Box::new(source),
+                        })?;
+                    hostpath::check_type(&volume.path, &volume.check).map_err(|source| {
+                        VolumeError::HostPath {
+                            volume: v.name.clone(),
+                            source,
+                        }
+                    })?;
+                    volume.path
                 }
                 Kind::ApiData { plugin, tmpfs } => {
                     let mut payload = sources::payload(pod, v, ctx, objects, skipped)
@@ -559,11 +609,40 @@ impl VolumeManager {
     }
 }
 
-/// Reads the config maps and secrets the pod's volumes refer to.
+/// Reads the config maps, secrets and claims (with their volumes) the pod's volumes refer
+/// to.
 async fn fetch_objects(api: &dyn PodApi, pod: &Pod) -> Result<Objects, VolumeError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let (maps, secrets) = sources::referenced(pod);
     let mut out = Objects::default();
+    for name in claims::referenced(pod) {
+        let fetch = |kind: &'static str, name: &str| {
+            let name = name.to_string();
+            move |source| VolumeError::Fetch {
+                kind,
+                name,
+                source: Box::new(source),
+            }
+        };
+        let claim = api
+            .get_persistent_volume_claim(&ns, &name)
+            .await
+            .map_err(fetch("persistentvolumeclaim", &name))?;
+        let resolved = match claims::bound_volume(&ns, &name, claim.as_ref()) {
+            Ok(volume) => {
+                let pv = api
+                    .get_persistent_volume(&volume)
+                    .await
+                    .map_err(fetch("persistentvolume", &volume))?;
+                match &claim {
+                    Some(c) => claims::mountable(c, &volume, pv.as_ref()),
+                    None => Err(ClaimError::ClaimNotFound { name: name.clone() }),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        out.claims.insert(name, resolved);
+    }
     for name in maps {
         let v = api
             .get_config_map(&ns, &name)

@@ -43,13 +43,15 @@ pub enum SourceError {
     TokenMissing { audience: String },
 }
 
-/// The API objects a pod's volumes refer to, fetched by the caller (`None`: absent).
+/// The API objects a pod's volumes refer to, fetched by the caller (`None`: absent), and
+/// each claim resolved to its volume's host directory (or why it has none yet).
 #[derive(Debug, Clone, Default)]
 pub struct Objects {
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub secrets: BTreeMap<String, Option<Secret>>,
     /// Service account tokens by (audience, expirationSeconds) of their projection.
     pub tokens: BTreeMap<(String, i64), String>,
+    pub claims: BTreeMap<String, Result<crate::claims::ClaimVolume, crate::claims::ClaimError>>,
 }
 
 /// The (audience, expirationSeconds) of each `serviceAccountToken` projection of the pod.

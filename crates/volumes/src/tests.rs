@@ -177,13 +177,16 @@ fn failures_are_reported_and_orphans_cleaned() {
     assert!(err.to_string().contains("is not a directory"), "{err}");
     let p = pod(
         "uid-4",
-        json!([{"name": "pvc", "persistentVolumeClaim": {"claimName": "c"}}]),
+        json!([{"name": "remote", "nfs": {"server": "s", "path": "/"}}]),
         json!([]),
     );
     let err = m
         .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
-        .expect_err("pvc");
-    assert!(err.to_string().contains("persistentVolumeClaim"), "{err}");
+        .expect_err("nfs");
+    assert!(
+        err.to_string().contains("nfs volumes are not supported"),
+        "{err}"
+    );
 
     // A subPath escaping through a symlink is refused.
     let p = pod(
@@ -296,4 +299,72 @@ fn fs_group_owns_every_volume_but_host_path() {
         .expect("update");
     assert_eq!(stat(&paths["cfg"].join("k2")).gid(), 2345);
     m.teardown("uid-fsg").expect("teardown");
+}
+
+#[test]
+fn claims_mount_their_volume_directory_which_outlives_the_pod() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let m = manager(tmp.path());
+    let data = tmp.path().join("local-path/pvc-1_ns_data");
+    let mut objs = objects();
+    objs.claims.insert(
+        "data".into(),
+        Ok(ClaimVolume {
+            path: data.clone(),
+            check: "DirectoryOrCreate".into(),
+        }),
+    );
+    objs.claims.insert(
+        "waiting".into(),
+        Err(ClaimError::NotBound {
+            namespace: "ns".into(),
+            name: "waiting".into(),
+            phase: "Pending".into(),
+            volume: String::new(),
+        }),
+    );
+    let p = pod(
+        "uid-claim",
+        json!([{"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
+               {"name": "ro", "persistentVolumeClaim": {"claimName": "data", "readOnly": true}}]),
+        json!([{"name": "d", "mountPath": "/data"}, {"name": "ro", "mountPath": "/ro"}]),
+    );
+    let paths = m
+        .setup(&p, &PodContext::default(), &objs, &mut Vec::new())
+        .expect("setup");
+    assert_eq!(paths["d"], data);
+    assert!(data.is_dir(), "DirectoryOrCreate made the directory");
+    let container = p.spec.as_ref().expect("spec").containers[0].clone();
+    let mounts = m
+        .container_mounts(&p, &container, &paths, &[])
+        .expect("mounts");
+    let ro: Vec<(String, bool)> = mounts
+        .iter()
+        .map(|m| (m.container_path.clone(), m.readonly))
+        .collect();
+    assert_eq!(
+        ro,
+        vec![("/data".to_string(), false), ("/ro".to_string(), true)]
+    );
+    fs::write(data.join("kept"), "x").expect("write");
+    m.teardown("uid-claim").expect("teardown");
+    assert!(
+        data.join("kept").exists(),
+        "the pod's teardown leaves the claim's data"
+    );
+
+    let waiting = pod(
+        "uid-wait",
+        json!([{"name": "w", "persistentVolumeClaim": {"claimName": "waiting"}}]),
+        json!([]),
+    );
+    let err = m
+        .setup(&waiting, &PodContext::default(), &objs, &mut Vec::new())
+        .expect_err("unbound");
+    assert_eq!(
+        err.to_string(),
+        "Unable to attach or mount volumes: unmounted volumes=[w], failed to process volumes=[w]: \
+         error processing PVC ns/waiting: PVC ns/waiting has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")"
+    );
 }

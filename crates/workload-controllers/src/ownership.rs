@@ -303,6 +303,41 @@ where
     (ok, None)
 }
 
+/// The owners (of kind `O`, from the cache `owners`) whose reconcile a change of `child`
+/// concerns: its managing owner when that is an `O`, else, for an orphan, every `O` in its
+/// namespace whose selector (read by `selector_of`) selects it and could adopt it.
+pub fn owners_to_sync<O, C>(
+    child: &C,
+    owners: &Store<O>,
+    selector_of: impl Fn(&O) -> Option<&LabelSelector>,
+) -> Vec<ObjectRef<O>>
+where
+    O: Resource<DynamicType = ()> + Clone,
+    C: Resource<DynamicType = ()>,
+{
+    let meta = child.meta();
+    let ns = meta.namespace.clone().unwrap_or_default();
+    match controller_of(meta) {
+        Some(r) if r.kind == O::kind(&()) => vec![ObjectRef::new(&r.name).within(&ns)],
+        Some(_) => Vec::new(),
+        None => owners
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+            .filter(|o| {
+                selector_of(o)
+                    .filter(|s| {
+                        s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                            || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty())
+                    })
+                    .and_then(label_selector)
+                    .is_some_and(|sel| selects(&sel, meta))
+            })
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect(),
+    }
+}
+
 /// How long an expectation may stay unmet before the controller acts anyway (upstream's
 /// `ExpectationsTimeout`): a watch event that was lost must not stall it for ever.
 pub const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);

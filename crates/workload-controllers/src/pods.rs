@@ -2,6 +2,8 @@
 //! `controller.FilterActivePods`): whether it still counts, is Ready, and has been Ready for
 //! `minReadySeconds` (available).
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -53,6 +55,32 @@ pub fn available_at(pod: &Pod, min_ready_seconds: i32) -> Option<Timestamp> {
         .ok()
 }
 
+/// Being deleted (a deletion timestamp is set).
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Upstream's `isRunningAndReady` (StatefulSets): phase Running and Ready.
+pub fn is_running_and_ready(pod: &Pod) -> bool {
+    phase(pod) == Some("Running") && is_ready(pod)
+}
+
+/// The pod's phase, `""` when it has none yet.
+pub fn phase_of(pod: &Pod) -> &str {
+    phase(pod).unwrap_or("")
+}
+
+/// How long until a Ready pod becomes available; `None` when it is not Ready or already
+/// available (for a reconcile's requeue).
+pub fn available_in(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<Duration> {
+    let at = available_at(pod, min_ready_seconds)?;
+    let left = at.as_second().saturating_sub(now.as_second());
+    u64::try_from(left)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
 /// The sum of the restart counts of the pod's containers.
 pub fn restarts(pod: &Pod) -> i32 {
     pod.status
@@ -98,6 +126,9 @@ mod tests {
         assert!(!is_ready(&not_ready));
         assert!(!is_available(&not_ready, 0, now));
         assert_eq!(restarts(&p), 3);
+        assert_eq!(available_in(&p, 15, now), Some(Duration::from_secs(5)));
+        assert_eq!(available_in(&p, 5, now), None);
+        assert!(is_running_and_ready(&p) && !is_terminating(&p));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
 use podapi::Clock;
 use podapi::PodApi;
 use podapi::{EventRecorder, EventType};
+
+use crate::startmetrics::NodeMetrics;
 use volumes::VolumeManager;
 
 /// How long one sandbox listing serves every worker (kubelet's PLEG relist period).
@@ -41,6 +43,8 @@ pub struct WorkerDeps {
     pub sandboxes: SandboxCache,
     /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
     pub volumes: Arc<VolumeManager>,
+    /// Where the phases of pod starts are observed.
+    pub metrics: NodeMetrics,
 }
 
 impl WorkerDeps {

@@ -14,7 +14,7 @@ mod status;
 mod terminate;
 mod volumes;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -68,6 +68,15 @@ impl PodWorker {
         if is_deleting(pod) {
             return self.terminate(deps, pod).await;
         }
+        // A pod's start is measured over its first sync and the syncs that act on it.
+        let first = !std::mem::replace(&mut self.state.synced, true);
+        let measuring = self.state.starting.is_some();
+        let measure = |phase: &str, since: Instant, acted: bool| {
+            if measuring && (first || acted) {
+                deps.metrics.phase(phase, since.elapsed());
+            }
+        };
+        let t = Instant::now();
         let observed = match observe(deps, &mut self.state, pod).await {
             Ok(o) => o,
             Err(err) => {
@@ -75,6 +84,7 @@ impl PodWorker {
                 return Some(RESYNC);
             }
         };
+        measure("observe", t, false);
         // A pod the API already shows as finished never runs again (agent restarted after
         // it ended): only make sure nothing of it is left.
         if matches!(api_phase(pod), Some("Succeeded" | "Failed")) {
@@ -86,7 +96,10 @@ impl PodWorker {
         refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
         let now = deps.clock.now();
         // kubelet's WaitForAttachAndMount: nothing of the pod starts before its volumes.
-        let step = if ensure_volumes(deps, &mut self.state.volumes, pod).await {
+        let t = Instant::now();
+        let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;
+        measure("volumes", t, false);
+        let step = if volumes_ready {
             plan(pod, &observed, &self.state, now)
         } else {
             Plan {
@@ -103,10 +116,13 @@ impl PodWorker {
             }
         }
         let observed = if acted {
-            match observe(deps, &mut self.state, pod).await {
+            let t = Instant::now();
+            let again = match observe(deps, &mut self.state, pod).await {
                 Ok(o) => o,
                 Err(_) => observed,
-            }
+            };
+            measure("observe", t, true);
+            again
         } else {
             observed
         };
@@ -123,6 +139,7 @@ impl PodWorker {
         }
         refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
         let status = write_status(deps, &mut self.state, pod, &observed, false).await;
+        self.started(deps, status.phase.as_deref());
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             self.prober.stop();
             // kubelet stops a finished pod's sandbox; logs stay until the pod is deleted.
@@ -133,6 +150,27 @@ impl PodWorker {
         }
         // Re-observe at least every RESYNC to notice exits, sooner when a back-off ends.
         Some(requeue.map_or(RESYNC, |r| r.min(RESYNC)))
+    }
+
+    /// Ends the measure of the pod's start once its written status shows it Running (kubelet's
+    /// pod start duration), or drops it when the pod finished without being seen running.
+    fn started(&mut self, deps: &WorkerDeps, phase: Option<&str>) {
+        let Some(seen) = self.state.starting else {
+            return;
+        };
+        let written = self
+            .state
+            .last_status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref());
+        match phase {
+            Some("Running") if written == Some("Running") => {
+                deps.metrics.pod_start.observe(seen.elapsed());
+                self.state.starting = None;
+            }
+            Some("Succeeded" | "Failed") => self.state.starting = None,
+            _ => {}
+        }
     }
 
     /// Back-off decisions replace older reasons; start failures are set by `run`. kubelet

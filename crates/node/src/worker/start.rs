@@ -189,7 +189,10 @@ pub async fn start_container(
     attempt: u32,
 ) -> Result<(), StartError> {
     let name = container.name.as_str();
-    let image = match ensure_image(deps, state, pod, container).await {
+    let t = Instant::now();
+    let image = ensure_image(deps, state, pod, container).await;
+    deps.metrics.phase("image", t.elapsed());
+    let image = match image {
         Ok(info) => info,
         Err(w) => {
             let text = format!("Error: {}", w.reason);
@@ -201,6 +204,7 @@ pub async fn start_container(
             return Err(err);
         }
     };
+    let t = Instant::now();
     let sources = match env_sources(deps, pod, container).await {
         Ok(s) => s,
         Err(err) => {
@@ -237,6 +241,7 @@ pub async fn start_container(
         return Err(StartError::Volumes(err));
     }
     termination::add_mount(&deps.log_root, pod, container, &mut config);
+    deps.metrics.phase("spec", t.elapsed());
     let id = match deps.runtime.create_container(&sandbox.id, &config).await {
         Ok(id) => id,
         Err(err) => {

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -46,6 +47,11 @@ pub struct WorkerState {
     /// When the last `BackOff` event of a container in CrashLoopBackOff was recorded; gone
     /// once the container leaves the back-off.
     pub backoff_events: HashMap<String, Timestamp>,
+    /// When the agent first saw the pod, while its start is measured: from a pod not yet
+    /// running until its status first shows it Running.
+    pub starting: Option<Instant>,
+    /// The worker has synced the pod at least once.
+    pub synced: bool,
 }
 
 impl WorkerState {
@@ -63,6 +69,17 @@ impl WorkerState {
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),
             backoff_events: HashMap::new(),
+            starting: None,
+            synced: false,
+        }
+    }
+
+    /// Measures the pod's start from `seen`, unless its status shows it started already
+    /// (the agent restarted under a running pod).
+    pub fn track_start(&mut self, pod: &Pod, seen: Instant) {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, None | Some("Pending" | "")) {
+            self.starting = Some(seen);
         }
     }
 

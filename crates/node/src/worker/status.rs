@@ -60,7 +60,12 @@ pub async fn write_status(
     network::fill_status(pod, observed.ready_sandbox(), &mut status);
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);
-        match deps.api.patch_pod_status(&ns, &name, &status).await {
+        let t = std::time::Instant::now();
+        let patched = deps.api.patch_pod_status(&ns, &name, &status).await;
+        if state.starting.is_some() {
+            deps.metrics.phase("status_patch", t.elapsed());
+        }
+        match patched {
             Ok(()) => state.last_status = Some(status.clone()),
             Err(err) => {
                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "status update failed")

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, PodStatus};
 use serde_json::json;
@@ -45,6 +46,7 @@ fn harness() -> Harness {
             Arc::new(::volumes::HostMounter),
             ::volumes::DEFAULT_SYNC_PERIOD,
         )),
+        metrics: crate::NodeMetrics::new(),
     };
     Harness {
         env,
@@ -132,6 +134,37 @@ async fn starts_pod_and_reports_running() {
         .api
         .messages()
         .contains(&"Container image \"busybox:1.36\" already present on machine".to_string()));
+}
+
+fn count(family: &metrics::Family, label: &str) -> u64 {
+    family.series(label).snapshot().count
+}
+
+#[tokio::test]
+async fn a_pod_start_is_measured_once_by_phase() {
+    let h = harness();
+    let p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.state.track_start(&p, Instant::now());
+    w.sync(&h.env, &p).await;
+    let m = &h.env.metrics;
+    assert_eq!(count(&m.pod_start, ""), 1);
+    for phase in ["observe", "volumes", "image", "spec", "status_patch"] {
+        assert!(count(&m.phases, phase) >= 1, "phase {phase} not observed");
+    }
+    assert!(w.state.starting.is_none());
+
+    // Later syncs of the running pod measure no start.
+    let p = with_status(p, &h.api);
+    let observed = count(&m.phases, "observe");
+    w.sync(&h.env, &p).await;
+    assert_eq!(count(&m.pod_start, ""), 1);
+    assert_eq!(count(&m.phases, "observe"), observed);
+
+    // A pod already running when the agent (re)starts is not a start.
+    let mut again = PodWorker::new(&p);
+    again.state.track_start(&p, Instant::now());
+    assert!(again.state.starting.is_none());
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod registry;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

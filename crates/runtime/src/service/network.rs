@@ -41,7 +41,8 @@ impl Runtime {
             "CNI ADD done"
         );
         // kubelet's managed hosts file maps the pod's hostname to its IPs. Rewritten in
-        // place, not write-then-rename: containers will bind-mount this very inode.
+        // place, not write-then-rename: containers will bind-mount this very inode. Not
+        // synced: only the live sandbox reads it (see `write_volatile`).
         let path = self.pod(id).hosts();
         let text = hosts_file(&config.hostname, &ips);
         let write = || -> io::Result<()> {
@@ -50,8 +51,7 @@ impl Runtime {
                 .write(true)
                 .truncate(true)
                 .open(&path)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
+            f.write_all(text.as_bytes())
         };
         write().map_err(write_err(&path))?;
         let mut record = self.sandbox_record(id)?;
