@@ -20,6 +20,7 @@ use crate::objects::{
     api_version, DeleteOptions, Deleted, PatchType, Selectors, WriteOptions, Written,
 };
 use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
+use crate::serviceaccounts::User;
 use crate::state::AppState;
 use crate::watch::{self, Format, WatchRequest};
 
@@ -63,23 +64,53 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Bearer-token authentication. `/version` and the health endpoints stay public, as
-/// kube-apiserver's `system:public-info-viewer` role makes them.
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Bearer-token authentication: the admin token, or a ServiceAccount token (a signed JWT
+/// whose account, and bound pod, still exist). `/version` and the health endpoints stay
+/// public, as kube-apiserver's `system:public-info-viewer` role makes them. Who the caller
+/// is goes into the request's extensions; every authenticated request is allowed (there is
+/// no authorization yet).
+async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let public = matches!(
         req.uri().path(),
         "/version" | "/healthz" | "/livez" | "/readyz"
     );
-    let authorized = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| token_eq(t.trim().as_bytes(), st.admin_token.as_bytes()));
-    if public || authorized {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
+        .map(|t| t.trim().to_string());
+    let user = match bearer {
+        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }),
+        Some(t) if !t.is_empty() => {
+            match crate::serviceaccounts::authenticate(
+                st.registry.store.as_ref(),
+                &st.tokens,
+                &t,
+                jiff::Timestamp::now(),
+            )
+            .await
+            {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::debug!(error = %crate::error::error_chain(&e), "bearer token refused");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    match user {
+        Some(user) => {
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
+        None if public => next.run(req).await,
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -592,6 +623,18 @@ async fn handle(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
+        }
+        (Method::POST, Some(name), Some("token")) if info.subresource("token").is_some() => {
+            let body = decode_body(headers, &body)?;
+            let resp = crate::serviceaccounts::request_token(
+                reg.store.as_ref(),
+                &st.tokens,
+                ns.unwrap_or(""),
+                name,
+                &body,
+            )
+            .await?;
+            Ok(json_response(StatusCode::CREATED, &resp))
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;

@@ -1,7 +1,7 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
-//! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, and the
-//! Eviction `kubectl drain` posts).
+//! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, the
+//! Eviction `kubectl drain` posts and the TokenRequest of `kubectl create token`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -61,6 +61,40 @@ fn service_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
             (18, Field::Bytes(b)) => push(&mut s, "clusterIPs", string(b)),
             (19, Field::Bytes(b)) => push(&mut s, "ipFamilies", string(b)),
             (22, Field::Bytes(b)) => set_string(&mut s, "internalTrafficPolicy", b),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(s))
+}
+
+/// TokenRequestSpec: audiences 1, boundObjectRef 3 (kind 1, apiVersion 2, name 3, uid 4),
+/// expirationSeconds 4.
+fn token_request_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut s = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => push(&mut s, "audiences", string(b)),
+            (3, Field::Bytes(b)) => {
+                let mut o = Map::new();
+                let mut rr = Reader::new(b, at);
+                while let Some((n, f, _)) = rr.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => set_string(&mut o, "kind", b),
+                        (2, Field::Bytes(b)) => set_string(&mut o, "apiVersion", b),
+                        (3, Field::Bytes(b)) => set_string(&mut o, "name", b),
+                        (4, Field::Bytes(b)) => set_string(&mut o, "uid", b),
+                        _ => {}
+                    }
+                }
+                s.insert("boundObjectRef".into(), Value::Object(o));
+            }
+            (4, Field::Varint(v)) => {
+                s.insert(
+                    "expirationSeconds".into(),
+                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
+                );
+            }
             _ => {}
         }
     }
@@ -143,6 +177,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("deleteOptions".into(), workloads::delete_options(b, at)?);
             }
             ("Eviction", _, _) => {}
+            ("TokenRequest", 2, Field::Bytes(b)) => {
+                obj.insert("spec".into(), token_request_spec(b, at)?);
+            }
+            ("TokenRequest", _, _) => {}
             (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
                 if let Some(spec) = workloads::spec(k, b, at) {
                     obj.insert("spec".into(), spec?);
@@ -155,7 +193,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "Eviction"
+        "Namespace"
+            | "ConfigMap"
+            | "Secret"
+            | "ServiceAccount"
+            | "Service"
+            | "Eviction"
+            | "TokenRequest"
     ) && !workloads::handles(&kind)
     {
         return Err(ProtobufError::UnsupportedKind { kind });
@@ -350,6 +394,23 @@ mod tests {
         assert_eq!(
             ev["deleteOptions"],
             json!({"gracePeriodSeconds": 0, "dryRun": ["All"]})
+        );
+    }
+
+    #[test]
+    fn decodes_token_request_from_kubectl_create_token() {
+        let bound = [ld(1, b"Pod"), ld(2, b"v1"), ld(3, b"web"), ld(4, b"u-1")].concat();
+        let mut spec = [ld(1, b"vault"), ld(3, &bound)].concat();
+        spec.extend_from_slice(&[4 << 3, 0x90, 0x1c]); // expirationSeconds 3600
+        let tm = [ld(1, b"authentication.k8s.io/v1"), ld(2, b"TokenRequest")].concat();
+        let inner = [ld(1, &ld(1, b"default")), ld(2, &spec)].concat();
+        let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &inner)].concat();
+        assert_eq!(
+            decode(&body).expect("decode"),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "metadata": {"name": "default"},
+                   "spec": {"audiences": ["vault"], "expirationSeconds": 3600,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": "u-1"}}})
         );
     }
 
