@@ -19,12 +19,33 @@ for _ in $(seq 300); do [ -s "$KUBECONFIG" ] && kubectl get nodes >/dev/null 2>&
 kubectl wait --for=condition=Ready node --all --timeout=60s
 kubectl apply -f examples/hello-pod.yaml
 kubectl wait --for=condition=Ready pod/hello --timeout=120s
-kubectl get pods -o wide
 kubectl logs hello
+kubectl apply -f - <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello-web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: hello-web}
+  template:
+    metadata:
+      labels: {app: hello-web}
+    spec:
+      containers:
+      - name: web
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "echo hello from $HOSTNAME > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+YAML
+kubectl rollout status deployment/hello-web --timeout=120s
+kubectl get deployments,replicasets,pods -o wide
 cat <<TXT
 
 peapod is running (log: $state/peapod-up.log). Try:
   export KUBECONFIG=$KUBECONFIG
   kubectl get pods -o wide; kubectl describe pod hello; kubectl logs -f hello
+  kubectl scale deployment/hello-web --replicas=3; kubectl rollout restart deployment/hello-web
 Stop everything and remove all state:  $bin reset --state-dir $state
 TXT
