@@ -309,6 +309,20 @@ fn table_response(
 }
 
 fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body = if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        Some(
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?,
+        )
+    } else {
+        None
+    };
+    delete_options_from(q, body.as_ref())
+}
+
+/// DeleteOptions from the query and a decoded body (a DELETE's, or an Eviction's
+/// `deleteOptions`); the body wins.
+fn delete_options_from(q: &Query, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         grace_period_seconds: q.int("gracePeriodSeconds")?,
         dry_run: q.dry_run()?,
@@ -325,9 +339,7 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
             )))
         }
     };
-    if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+    if let Some(v) = body.filter(|v| !v.is_null()) {
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace_period_seconds = Some(g);
         }
@@ -356,6 +368,50 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
         }
     }
     opts.propagation = propagation(policy.as_deref(), orphan)?;
+    Ok(opts)
+}
+
+/// The DeleteOptions of a policy/v1 Eviction for the pod `name` in `namespace` (upstream's
+/// checks of the body, and `propagateDryRun`: the create's `dryRun` applies when the
+/// Eviction's options name none).
+fn eviction_options(
+    q: &Query,
+    name: &str,
+    namespace: Option<&str>,
+    eviction: &Value,
+) -> Result<DeleteOptions, ApiError> {
+    if let Some(k) = eviction.get("kind").and_then(Value::as_str) {
+        if !k.is_empty() && k != "Eviction" {
+            return Err(ApiError::bad_request(format!("not a Eviction object: {k}")));
+        }
+    }
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let body_ns = eviction
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    if body_ns.is_some_and(|n| Some(n) != namespace) {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let body = eviction.get("deleteOptions");
+    let mut opts = delete_options_from(&Query::default(), body)?;
+    let body_dry = body
+        .and_then(|b| b.get("dryRun"))
+        .and_then(Value::as_array)
+        .is_some_and(|d| !d.is_empty());
+    let query_dry = q.dry_run()?;
+    if body_dry && query_dry != opts.dry_run && q.get("dryRun").is_some() {
+        return Err(ApiError::bad_request(
+            "DryRun in DeleteOptions does not match DryRun in CreateOptions",
+        ));
+    }
+    opts.dry_run = opts.dry_run || query_dry;
     Ok(opts)
 }
 
@@ -570,6 +626,15 @@ async fn handle(
             )
             .await?;
             Ok(json_response(StatusCode::CREATED, &resp))
+        }
+        (Method::POST, Some(name), Some("eviction")) if info.subresource("eviction").is_some() => {
+            let body = decode_body(headers, &body)?;
+            let opts = eviction_options(&q, name, ns, &body)?;
+            reg.evict(info, ns.unwrap_or(""), name, &opts).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;

@@ -12,6 +12,7 @@ mod cluster_address;
 mod containers;
 mod discovery;
 mod error;
+mod eviction;
 mod hooks;
 mod http;
 mod logs;
@@ -30,6 +31,8 @@ mod watch;
 
 #[cfg(test)]
 mod deletion_tests;
+#[cfg(test)]
+mod eviction_tests;
 #[cfg(test)]
 mod http_tests;
 

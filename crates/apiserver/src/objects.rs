@@ -1141,7 +1141,7 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
 
 /// `BeforeDelete`'s early precondition check; upstream names the kind (not the resource)
 /// in this conflict.
-fn check_preconditions(
+pub(crate) fn check_preconditions(
     info: &ResourceInfo,
     name: &str,
     obj: &Value,

@@ -1,7 +1,7 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
-//! `kubectl create deployment|job|cronjob`, whose specs [`workloads`] decodes, and the
-//! TokenRequest of `kubectl create token`).
+//! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, the
+//! Eviction `kubectl drain` posts and the TokenRequest of `kubectl create token`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -177,6 +177,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), token_request_spec(b, at)?);
             }
             ("TokenRequest", _, _) => {}
+            ("Eviction", 2, Field::Bytes(b)) => {
+                obj.insert("deleteOptions".into(), workloads::delete_options(b, at)?);
+            }
+            ("Eviction", _, _) => {}
             (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
                 if let Some(spec) = workloads::spec(k, b, at) {
                     obj.insert("spec".into(), spec?);
@@ -189,7 +193,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service" | "TokenRequest"
+        "Namespace"
+            | "ConfigMap"
+            | "Secret"
+            | "ServiceAccount"
+            | "Service"
+            | "Eviction"
+            | "TokenRequest"
     ) && !workloads::handles(&kind)
     {
         return Err(ProtobufError::UnsupportedKind { kind });
@@ -349,6 +359,42 @@ mod tests {
             json!({"containers": [container("tick", "echo tick")], "restartPolicy": "OnFailure"})
         );
         assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
+    }
+
+    fn envelope(api_version: &[u8], kind: &[u8], msg: &[u8]) -> Vec<u8> {
+        [
+            b"k8s\0".to_vec(),
+            ld(1, &[ld(1, api_version), ld(2, kind)].concat()),
+            ld(2, msg),
+        ]
+        .concat()
+    }
+
+    /// `kubectl create pdb web --selector=app=web --min-available=0`: a zero budget is set.
+    #[test]
+    fn decodes_pdb_and_eviction() {
+        let selector = ld(1, &[ld(1, b"app"), ld(2, b"web")].concat());
+        let zero = [vec![0x08, 0x00], vec![0x10, 0x00], ld(3, b"")].concat();
+        let spec = [ld(1, &zero), ld(2, &selector)].concat();
+        let msg = [ld(1, &ld(1, b"web")), ld(2, &spec), ld(3, &[0x08, 0x00])].concat();
+        let pdb = decode(&envelope(b"policy/v1", b"PodDisruptionBudget", &msg)).expect("pdb");
+        assert_eq!(
+            pdb["spec"],
+            json!({"minAvailable": 0, "selector": {"matchLabels": {"app": "web"}}})
+        );
+        // drain's Eviction: a grace period of 0 and a dry run.
+        let opts = [vec![0x08, 0x00], ld(5, b"All")].concat();
+        let msg = [
+            ld(1, &[ld(1, b"web-1"), ld(3, b"default")].concat()),
+            ld(2, &opts),
+        ]
+        .concat();
+        let ev = decode(&envelope(b"policy/v1", b"Eviction", &msg)).expect("eviction");
+        assert_eq!(ev["metadata"]["name"], "web-1");
+        assert_eq!(
+            ev["deleteOptions"],
+            json!({"gracePeriodSeconds": 0, "dryRun": ["All"]})
+        );
     }
 
     #[test]

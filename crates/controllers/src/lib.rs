@@ -26,13 +26,21 @@ use kube::Client;
 pub use leader::{unique_identity, ConfigError, LeaderElection};
 
 /// The core controllers, by name; the manager also runs
-/// [`workload_controllers::CONTROLLERS`].
+/// the apps, batch, storage and policy controllers of [`WORKLOAD_CONTROLLERS`].
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
     ("garbagecollector", gc::run),
     ("serviceaccount", serviceaccounts::run),
+];
+
+/// The controllers of the workload kinds, by crate.
+pub const WORKLOAD_CONTROLLERS: &[&[(&str, Start)]] = &[
+    workload_controllers::CONTROLLERS,
+    batch_controllers::CONTROLLERS,
+    storage_controllers::CONTROLLERS,
+    policy_controllers::CONTROLLERS,
 ];
 
 /// What the controllers need besides an API client.
@@ -74,7 +82,11 @@ pub async fn run(
 }
 
 async fn run_all(client: Client, settings: Settings) {
-    let all = || CONTROLLERS.iter().chain(workload_controllers::CONTROLLERS);
+    let all = || {
+        CONTROLLERS
+            .iter()
+            .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
+    };
     let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
     let mut running: Vec<_> = all().map(|(_, start)| start(client.clone())).collect();
     if let Some(ca) = settings.root_ca {
