@@ -247,8 +247,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
         "application/vnd.kubernetes.protobuf" => {
-            crate::protobuf::decode(body).map_err(|e| match e {
-                crate::protobuf::ProtobufError::UnsupportedKind { .. } => {
+            protobuf_bodies::decode(body).map_err(|e| match e {
+                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
                     ApiError::UnsupportedMediaType {
                         content_type: base.to_string(),
                     }
@@ -615,6 +615,15 @@ async fn handle(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (Method::POST, Some(name), Some("eviction")) if info.subresource("eviction").is_some() => {
+            let body = decode_body(headers, &body)?;
+            let opts = eviction_options(&q, name, ns, &body)?;
+            reg.evict(info, ns.unwrap_or(""), name, &opts).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
         (Method::POST, Some(name), Some("token")) if info.subresource("token").is_some() => {
             let body = decode_body(headers, &body)?;
             let resp = crate::serviceaccounts::request_token(
@@ -626,15 +635,6 @@ async fn handle(
             )
             .await?;
             Ok(json_response(StatusCode::CREATED, &resp))
-        }
-        (Method::POST, Some(name), Some("eviction")) if info.subresource("eviction").is_some() => {
-            let body = decode_body(headers, &body)?;
-            let opts = eviction_options(&q, name, ns, &body)?;
-            reg.evict(info, ns.unwrap_or(""), name, &opts).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;

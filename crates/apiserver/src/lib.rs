@@ -20,7 +20,6 @@ mod names;
 mod objects;
 mod openapi;
 mod pki;
-mod protobuf;
 mod proxy;
 mod request;
 mod scale;

@@ -173,14 +173,14 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
-            ("TokenRequest", 2, Field::Bytes(b)) => {
-                obj.insert("spec".into(), token_request_spec(b, at)?);
-            }
-            ("TokenRequest", _, _) => {}
             ("Eviction", 2, Field::Bytes(b)) => {
                 obj.insert("deleteOptions".into(), workloads::delete_options(b, at)?);
             }
             ("Eviction", _, _) => {}
+            ("TokenRequest", 2, Field::Bytes(b)) => {
+                obj.insert("spec".into(), token_request_spec(b, at)?);
+            }
+            ("TokenRequest", _, _) => {}
             (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
                 if let Some(spec) = workloads::spec(k, b, at) {
                     obj.insert("spec".into(), spec?);
