@@ -34,8 +34,17 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
 /// stock cluster.
 fn pod_only_defaults(spec: &mut Map<String, Value>) {
     set(spec, "enableServiceLinks", json!(true));
-    // ServiceAccount admission: pods run as the namespace's `default` account; the
-    // deprecated `serviceAccount` mirrors it as a real cluster shows.
+    // ServiceAccount admission: pods run as the namespace's `default` account (or the one
+    // the deprecated `serviceAccount` names, as v1's conversion reads it); `serviceAccount`
+    // mirrors `serviceAccountName` as a real cluster shows.
+    if let Some(legacy) = spec
+        .get("serviceAccount")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+    {
+        set_str(spec, "serviceAccountName", &legacy);
+    }
     set_str(spec, "serviceAccountName", "default");
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
         set(spec, "serviceAccount", sa);
@@ -260,6 +269,19 @@ mod tests {
             {"name":"a","image":"nginx","ports":[{"containerPort":80}],
              "livenessProbe":{"httpGet":{"port":80}}},
             {"name":"b","image":"nginx:1.27","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}})
+    }
+
+    #[test]
+    fn deprecated_service_account_names_the_account() {
+        let mut p = pod();
+        p["spec"]["serviceAccount"] = json!("builder");
+        RESOURCE.apply_defaults(&mut p);
+        assert_eq!(p["spec"]["serviceAccountName"], "builder");
+        assert_eq!(p["spec"]["serviceAccount"], "builder");
+        let mut both = pod();
+        both["spec"]["serviceAccountName"] = json!("web");
+        RESOURCE.apply_defaults(&mut both);
+        assert_eq!(both["spec"]["serviceAccount"], "web");
     }
 
     #[test]
