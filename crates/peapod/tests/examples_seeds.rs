@@ -3,7 +3,8 @@
 //! args, env, HTTP liveness restarts, readiness deciding a Service's endpoints), the
 //! multi-container Deployments (a shared emptyDir mounted read-only, an init container
 //! writing merged config, the `logger` adapter, the `healthz` sidecar, the ambassador), and
-//! the controllers (a 3-replica Deployment rolled to a new image, a Job, a CronJob).
+//! the controllers (a 3-replica Deployment rolled to a new image, a Job, a CronJob); and
+//! `hello-pod.yaml`, the README's first example.
 //!
 //! The ambassador resolves its Service through cluster DNS, whose address is node-wide: that
 //! test waits until its own server serves it (one peapod at a time holds it).
@@ -132,6 +133,7 @@ fn pods_of(pp: &Peapod, selector: &str) -> Vec<(String, String, String)> {
 fn seed_pods_command_env_and_probes() {
     let pp = Peapod::start();
     for f in [
+        "hello-pod.yaml",
         "nginx-pod.yaml",
         "nginx-probes.yaml",
         "liveness-http.yaml",
@@ -140,6 +142,9 @@ fn seed_pods_command_env_and_probes() {
     ] {
         apply_example(&pp, f);
     }
+
+    // The smallest pod of the README says hi.
+    logs_until(&pp, &["hello"], "hi from hello");
 
     // The web server pod answers on port 80.
     wait_ready(&pp, "my-nginx-pod");
@@ -161,7 +166,12 @@ fn seed_pods_command_env_and_probes() {
         &["fortune-env"],
         "Configured to generate new fortune every 30 seconds",
     );
-    let env = exec(&pp, "fortune-env", "html-generator", &["printenv", "INTERVAL"]);
+    let env = exec(
+        &pp,
+        "fortune-env",
+        "html-generator",
+        &["sh", "-c", "echo $INTERVAL"],
+    );
     assert_eq!(stdout(&env).trim(), "30");
     let page = exec_until(
         &pp,
@@ -416,7 +426,8 @@ fn seed_controllers_deployment_job_cronjob() {
     let hello = pp.kubectl_ok(&["logs", "job/hello-now"]);
     assert!(hello.contains("Hello from the Kubernetes cluster"), "{hello}");
 
-    // The schedule (every minute) starts a Job of its own, owned by the CronJob.
+    // The schedule (every minute) starts a Job of its own, owned by the CronJob (as
+    // `kubectl create job --from` makes hello-now).
     let scheduled = wait_until("a scheduled hello job", T, || {
         let out = pp.kubectl_ok(&[
             "get",
@@ -424,7 +435,9 @@ fn seed_controllers_deployment_job_cronjob() {
             "-o",
             "jsonpath={range .items[?(@.metadata.ownerReferences[0].name==\"hello\")]}{.metadata.name}{\"\\n\"}{end}",
         ]);
-        out.lines().next().map(str::to_string)
+        out.lines()
+            .find(|name| *name != "hello-now")
+            .map(str::to_string)
     });
     pp.kubectl_ok(&[
         "wait",
@@ -432,7 +445,8 @@ fn seed_controllers_deployment_job_cronjob() {
         &format!("job/{scheduled}"),
         "--timeout=120s",
     ]);
-    assert!(pp
-        .jsonpath("cronjob/hello", "{.status.lastScheduleTime}")
-        .is_some_and(|t| !t.is_empty()));
+    wait_until("the CronJob's last schedule time", T, || {
+        pp.jsonpath("cronjob/hello", "{.status.lastScheduleTime}")
+            .filter(|t| !t.is_empty())
+    });
 }
