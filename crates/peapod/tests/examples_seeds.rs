@@ -393,8 +393,7 @@ fn seed_controllers_deployment_job_cronjob() {
     rollout_status(&pp, "deployment/nginx-deployment");
     let second = wait_until("three new ready nginx pods", T, || {
         let pods = pods_of(&pp, "app=nginx");
-        (pods.len() == 3 && pods.iter().all(|p| p.2 == "True" && p.1 != first[0].1))
-            .then_some(pods)
+        (pods.len() == 3 && pods.iter().all(|p| p.2 == "True" && p.1 != first[0].1)).then_some(pods)
     });
     for old in &first {
         assert!(second.iter().all(|new| new.0 != old.0), "{second:?}");
@@ -424,7 +423,10 @@ fn seed_controllers_deployment_job_cronjob() {
         "--timeout=120s",
     ]);
     let hello = pp.kubectl_ok(&["logs", "job/hello-now"]);
-    assert!(hello.contains("Hello from the Kubernetes cluster"), "{hello}");
+    assert!(
+        hello.contains("Hello from the Kubernetes cluster"),
+        "{hello}"
+    );
 
     // The schedule (every minute) starts a Job of its own, owned by the CronJob (as
     // `kubectl create job --from` makes hello-now).
