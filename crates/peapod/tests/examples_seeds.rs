@@ -332,6 +332,54 @@ fn seed_multi_container_deployments() {
     assert_eq!(v4.len(), 1, "{v4:?}");
     assert_eq!(v4[0].2, "True", "{v4:?}");
 
+    // v5's init container fails: its pod never gets Ready, the v4 pod keeps serving and the
+    // rollout does not complete; undoing it brings back v4 alone.
+    apply_example(&pp, "timecheck-bad-init.yaml");
+    let v5 = wait_until("the v5 pod's init container to fail", T, || {
+        let out = pp.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=timecheck,version=v5",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.initContainerStatuses[0].lastState.terminated.exitCode}{.status.initContainerStatuses[0].state.terminated.exitCode}{\"\\n\"}{end}",
+        ]);
+        out.lines().find_map(|l| {
+            let (name, code) = l.split_once(' ')?;
+            code.starts_with('1').then(|| name.to_string())
+        })
+    });
+    logs_until(
+        &pp,
+        &[&v5, "-c", "init-config"],
+        "cannot read /config-in/appsettings.yaml",
+    );
+    assert_eq!(pod_ready(&pp, &v5).as_deref(), Some("False"));
+    assert_eq!(
+        pp.jsonpath(
+            &format!("pod/{v5}"),
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        )
+        .as_deref(),
+        Some("PodInitializing")
+    );
+    assert_eq!(pod_ready(&pp, &v4[0].0).as_deref(), Some("True"));
+    assert_eq!(
+        pp.jsonpath("deploy/timecheck", "{.status.availableReplicas}")
+            .as_deref(),
+        Some("1")
+    );
+    let stalled = pp.kubectl(&["rollout", "status", "deploy/timecheck", "--timeout=2s"]);
+    assert!(!stalled.status.success(), "{stalled:?}");
+    pp.kubectl_ok(&["rollout", "undo", "deploy/timecheck"]);
+    rollout_status(&pp, "deploy/timecheck");
+    wait_until("the failing v5 pod to go", T, || {
+        pods_of(&pp, "app=timecheck,version=v5")
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(pods_of(&pp, "app=timecheck,version=v4"), v4);
+
     // The ambassador: the web app asks localhost/api through its proxy, which maps it to
     // the numbers-api Service.
     rollout_status(&pp, "deploy/numbers-api");
