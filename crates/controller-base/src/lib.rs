@@ -1,13 +1,17 @@
 //! What every peapod controller is built from: the reconcile driver with per-object retry
 //! back-off ([`runner`]), the reconcile error and the API answers controllers test for
-//! ([`error`]), the event recorder ([`events`]) and whether a pod fits a node
-//! ([`nodefit`]). Controllers are plain Kubernetes API
-//! clients on `kube::runtime`; the crates holding them (`controllers`,
-//! `workload-controllers`) each export a list of [`Start`] functions.
+//! ([`error`]), the event recorder ([`events`]), whether a pod fits a node ([`nodefit`]),
+//! owning children ([`ownership`]: controller references, pods from templates, adopt and
+//! release, expectations) and what controllers read from pods ([`pods`]). Controllers are
+//! plain Kubernetes API clients on `kube::runtime`; the crates holding them (`controllers`,
+//! `workload-controllers`, `batch-controllers`, `storage-controllers`) each export a list of
+//! [`Start`] functions.
 
 pub mod error;
 pub mod events;
 pub mod nodefit;
+pub mod ownership;
+pub mod pods;
 pub mod runner;
 
 use futures::future::BoxFuture;

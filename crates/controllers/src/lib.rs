@@ -25,12 +25,19 @@ use kube::Client;
 pub use leader::{unique_identity, ConfigError, LeaderElection};
 
 /// The core controllers, by name; the manager also runs
-/// [`workload_controllers::CONTROLLERS`].
+/// the apps, batch and storage controllers of [`WORKLOAD_CONTROLLERS`].
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
     ("garbagecollector", gc::run),
+];
+
+/// The controllers of the workload kinds, by crate.
+pub const WORKLOAD_CONTROLLERS: &[&[(&str, Start)]] = &[
+    workload_controllers::CONTROLLERS,
+    batch_controllers::CONTROLLERS,
+    storage_controllers::CONTROLLERS,
 ];
 
 /// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;
@@ -57,7 +64,11 @@ pub async fn run(
 }
 
 async fn run_all(client: Client) {
-    let all = || CONTROLLERS.iter().chain(workload_controllers::CONTROLLERS);
+    let all = || {
+        CONTROLLERS
+            .iter()
+            .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
+    };
     tracing::info!(
         controllers = ?all().map(|(n, _)| *n).collect::<Vec<_>>(),
         "starting controllers"

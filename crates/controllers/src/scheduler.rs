@@ -34,7 +34,7 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 use controller_base::nodefit;
-use workload_controllers::volumebinding::ANN_SELECTED_NODE;
+use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 
 use crate::volumefit::{self, ClaimState, VolumeMisfit};
 

@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 
-use workload_controllers::localpath;
-use workload_controllers::volumebinding::{
+use storage_controllers::localpath;
+use storage_controllers::volumebinding::{
     claim_class, find_match, node_affinity_matches, volume_name, waits_for_consumer,
     ANN_SELECTED_NODE, NO_PROVISIONER,
 };

@@ -47,8 +47,8 @@ use controller_base::events::{EventType, Recorder};
 use controller_base::nodefit::{self, NODE_NAME_FIELD};
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
-use crate::ownership::{self, controller_ref};
-use crate::pods;
+use controller_base::ownership::{self, controller_ref};
+use controller_base::pods;
 
 const COMPONENT: &str = "daemonset-controller";
 /// The label with the DaemonSet's template generation on each pod.

@@ -26,15 +26,15 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
-use crate::ownership::{
-    claim, controller_of, controller_ref, is_controlled_by, key_of, label_selector, owners_to_sync,
-};
 use crate::rollout::{
     self, calculate_status, complete, condition, deployment_template, equal_ignore_hash, max_surge,
     new_condition, new_rs_replicas, progress_deadline, progressing, remove_condition, replicas,
     rs_replicas, rs_revision, scale_down_old, scale_targets, set_condition, set_new_rs_annotations,
     set_replicas_annotations, stuck_requeue, template_hash, timed_out, ScalePlan, HASH_LABEL,
     REVISION,
+};
+use controller_base::ownership::{
+    claim, controller_of, controller_ref, is_controlled_by, key_of, label_selector, owners_to_sync,
 };
 
 const COMPONENT: &str = "deployment-controller";

@@ -165,7 +165,7 @@ pub async fn ensure_current(
                 Ok(created) => return Ok((created, collision_count)),
                 Err(e) if is_conflict(&e) => {
                     let existing = api.get(&rev.name_any()).await?;
-                    let same_owner = crate::ownership::is_controlled_by(
+                    let same_owner = controller_base::ownership::is_controlled_by(
                         &existing.metadata,
                         &owner.reference.uid,
                     );

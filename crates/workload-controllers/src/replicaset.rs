@@ -29,11 +29,11 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
-use crate::ownership::{
+use controller_base::ownership::{
     claim, key_of, label_selector, owners_to_sync, pod_from_template, selects, slow_start_batch,
     watch_children, Expectations, EXPECTATIONS_TTL,
 };
-use crate::pods;
+use controller_base::pods;
 
 /// Upstream's `BurstReplicas`: at most this many creations or deletions per sync.
 const BURST_REPLICAS: usize = 500;

@@ -41,8 +41,8 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
-use crate::ownership::{self, controller_ref};
-use crate::pods;
+use controller_base::ownership::{self, controller_ref};
+use controller_base::pods;
 
 const COMPONENT: &str = "statefulset-controller";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";

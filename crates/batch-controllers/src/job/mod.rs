@@ -34,7 +34,7 @@ use serde_json::json;
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
-use crate::ownership::is_controlled_by;
+use controller_base::ownership::is_controlled_by;
 
 use pods::{has_finalizer, TRACKING_FINALIZER};
 

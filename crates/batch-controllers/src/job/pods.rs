@@ -8,9 +8,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use kube::ResourceExt;
 
-use crate::ownership::pod_from_template;
+use controller_base::ownership::pod_from_template;
 
-pub(super) use crate::pods::is_ready;
+pub(super) use controller_base::pods::is_ready;
 
 /// The finalizer that keeps a finished or deleted pod until the controller has counted it.
 pub(super) const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";

@@ -20,9 +20,9 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use crate::ownership::is_controlled_by;
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::ownership::is_controlled_by;
 
 const COMPONENT: &str = "cronjob-controller";
 const RETRY_RACE: Duration = Duration::from_millis(200);

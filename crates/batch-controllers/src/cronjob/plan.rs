@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use controller_base::events::EventType;
 
-use crate::ownership::controller_ref;
+use controller_base::ownership::controller_ref;
 
 /// The annotation with the run's scheduled time, in the CronJob's time zone.
 pub(super) const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";

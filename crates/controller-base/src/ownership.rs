@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use controller_base::error::{is_not_found, Error};
+use crate::error::{is_not_found, Error};
 
 /// The ownerReference a controller puts on what it creates or adopts: `controller: true`
 /// marks the one owner that manages it, `blockOwnerDeletion: true` lets a foreground
@@ -218,7 +218,7 @@ where
                 {
                     Ok(_) => {}
                     // Gone, or replaced by another object of that name: nothing to release.
-                    Err(e) if is_not_found(&e) || controller_base::error::is_invalid(&e) => {}
+                    Err(e) if is_not_found(&e) || crate::error::is_invalid(&e) => {}
                     Err(e) => {
                         return Err(Error::api(format!(
                             "releasing {} {ns}/{name}",

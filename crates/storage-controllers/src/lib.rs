@@ -1,0 +1,16 @@
+//! The storage controllers: kube-controller-manager's PersistentVolume binder
+//! (`persistentvolume`) and peapod's local-path provisioner ([`localpath`]), with the
+//! matching rules both and the scheduler share ([`volumebinding`]). The controller manager
+//! in `controllers` runs them.
+
+pub mod localpath;
+mod persistentvolume;
+pub mod volumebinding;
+
+use controller_base::Start;
+
+/// Every storage controller, by name.
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("persistentvolume", persistentvolume::run),
+    ("local-path-provisioner", localpath::run),
+];
