@@ -13,6 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_dir: dir.clone(),
         store: apiserver::StoreSpec::default_in(&dir),
         node_api_token: None,
+        cluster_listen: None,
     })
     .await?;
     let url = format!("https://{}", server.local_addr());

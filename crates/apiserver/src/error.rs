@@ -64,6 +64,23 @@ pub enum ApiError {
     /// A write that runs to its end even when the client goes away did not finish.
     #[error("Internal error occurred: the write did not finish: {0}")]
     WriteTask(#[source] tokio::task::JoinError),
+    /// The request may succeed later (an eviction a disruption budget does not allow yet);
+    /// `cause` is a `(type, message)` StatusCause.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        cause: Option<(&'static str, String)>,
+    },
+    /// The server gave up on a write it kept losing to others.
+    #[error("Timeout: {message}")]
+    Timeout {
+        message: String,
+        retry_after_seconds: u32,
+    },
+    /// A request the server cannot serve for this object, answered as upstream answers it:
+    /// a 500 `Status` without a reason (a pod under several disruption budgets).
+    #[error("{message}")]
+    Unsupported { message: String },
     /// A node API answered with an error; its text and code are passed on.
     #[error("{message}")]
     Node { code: u16, message: String },
@@ -155,6 +172,9 @@ impl ApiError {
             ApiError::Node { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unsupported { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -178,6 +198,9 @@ impl ApiError {
                 404 => "NotFound",
                 _ => "InternalError",
             },
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::Timeout { .. } => "Timeout",
+            ApiError::Unsupported { .. } => "",
         }
     }
 
@@ -198,6 +221,11 @@ impl ApiError {
             "reason": self.reason(),
             "code": self.code().as_u16(),
         });
+        if self.reason().is_empty() {
+            if let Some(o) = status.as_object_mut() {
+                o.remove("reason");
+            }
+        }
         let details = match self {
             ApiError::NotFound {
                 resource,
@@ -243,6 +271,14 @@ impl ApiError {
             ApiError::Store(_) | ApiError::Proxy(_) => Some(json!({
                 "causes": [{"message": message}]
             })),
+            ApiError::TooManyRequests {
+                cause: Some((kind, text)),
+                ..
+            } => Some(json!({"causes": [{"reason": kind, "message": text}]})),
+            ApiError::Timeout {
+                retry_after_seconds,
+                ..
+            } => Some(json!({"retryAfterSeconds": retry_after_seconds})),
             _ => None,
         };
         if let Some(d) = details {
@@ -282,13 +318,23 @@ impl IntoResponse for ApiError {
         if self.code() == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(error = %error_chain(&self), "request failed");
         }
-        let body = self.to_status().to_string();
-        (
+        let status = self.to_status();
+        let mut resp = (
             self.code(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
+            status.to_string(),
         )
-            .into_response()
+            .into_response();
+        // kube-apiserver tells clients when to come back in a header too.
+        if let Some(after) = status
+            .pointer("/details/retryAfterSeconds")
+            .and_then(Value::as_u64)
+            .filter(|s| *s > 0)
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, after.into());
+        }
+        resp
     }
 }
 

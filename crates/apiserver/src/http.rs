@@ -20,6 +20,7 @@ use crate::objects::{
     api_version, DeleteOptions, Deleted, PatchType, Selectors, WriteOptions, Written,
 };
 use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
+use crate::serviceaccounts::User;
 use crate::state::AppState;
 use crate::watch::{self, Format, WatchRequest};
 
@@ -63,23 +64,53 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Bearer-token authentication. `/version` and the health endpoints stay public, as
-/// kube-apiserver's `system:public-info-viewer` role makes them.
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Bearer-token authentication: the admin token, or a ServiceAccount token (a signed JWT
+/// whose account, and bound pod, still exist). `/version` and the health endpoints stay
+/// public, as kube-apiserver's `system:public-info-viewer` role makes them. Who the caller
+/// is goes into the request's extensions; every authenticated request is allowed (there is
+/// no authorization yet).
+async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let public = matches!(
         req.uri().path(),
         "/version" | "/healthz" | "/livez" | "/readyz"
     );
-    let authorized = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| token_eq(t.trim().as_bytes(), st.admin_token.as_bytes()));
-    if public || authorized {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
+        .map(|t| t.trim().to_string());
+    let user = match bearer {
+        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }),
+        Some(t) if !t.is_empty() => {
+            match crate::serviceaccounts::authenticate(
+                st.registry.store.as_ref(),
+                &st.tokens,
+                &t,
+                jiff::Timestamp::now(),
+            )
+            .await
+            {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::debug!(error = %crate::error::error_chain(&e), "bearer token refused");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    match user {
+        Some(user) => {
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
+        None if public => next.run(req).await,
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -216,8 +247,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
         "application/vnd.kubernetes.protobuf" => {
-            crate::protobuf::decode(body).map_err(|e| match e {
-                crate::protobuf::ProtobufError::UnsupportedKind { .. } => {
+            protobuf_bodies::decode(body).map_err(|e| match e {
+                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
                     ApiError::UnsupportedMediaType {
                         content_type: base.to_string(),
                     }
@@ -278,6 +309,20 @@ fn table_response(
 }
 
 fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body = if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        Some(
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?,
+        )
+    } else {
+        None
+    };
+    delete_options_from(q, body.as_ref())
+}
+
+/// DeleteOptions from the query and a decoded body (a DELETE's, or an Eviction's
+/// `deleteOptions`); the body wins.
+fn delete_options_from(q: &Query, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         grace_period_seconds: q.int("gracePeriodSeconds")?,
         dry_run: q.dry_run()?,
@@ -294,9 +339,7 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
             )))
         }
     };
-    if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+    if let Some(v) = body.filter(|v| !v.is_null()) {
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace_period_seconds = Some(g);
         }
@@ -325,6 +368,50 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
         }
     }
     opts.propagation = propagation(policy.as_deref(), orphan)?;
+    Ok(opts)
+}
+
+/// The DeleteOptions of a policy/v1 Eviction for the pod `name` in `namespace` (upstream's
+/// checks of the body, and `propagateDryRun`: the create's `dryRun` applies when the
+/// Eviction's options name none).
+fn eviction_options(
+    q: &Query,
+    name: &str,
+    namespace: Option<&str>,
+    eviction: &Value,
+) -> Result<DeleteOptions, ApiError> {
+    if let Some(k) = eviction.get("kind").and_then(Value::as_str) {
+        if !k.is_empty() && k != "Eviction" {
+            return Err(ApiError::bad_request(format!("not a Eviction object: {k}")));
+        }
+    }
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let body_ns = eviction
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    if body_ns.is_some_and(|n| Some(n) != namespace) {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let body = eviction.get("deleteOptions");
+    let mut opts = delete_options_from(&Query::default(), body)?;
+    let body_dry = body
+        .and_then(|b| b.get("dryRun"))
+        .and_then(Value::as_array)
+        .is_some_and(|d| !d.is_empty());
+    let query_dry = q.dry_run()?;
+    if body_dry && query_dry != opts.dry_run && q.get("dryRun").is_some() {
+        return Err(ApiError::bad_request(
+            "DryRun in DeleteOptions does not match DryRun in CreateOptions",
+        ));
+    }
+    opts.dry_run = opts.dry_run || query_dry;
     Ok(opts)
 }
 
@@ -527,6 +614,27 @@ async fn handle(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
+        }
+        (Method::POST, Some(name), Some("eviction")) if info.subresource("eviction").is_some() => {
+            let body = decode_body(headers, &body)?;
+            let opts = eviction_options(&q, name, ns, &body)?;
+            reg.evict(info, ns.unwrap_or(""), name, &opts).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
+        (Method::POST, Some(name), Some("token")) if info.subresource("token").is_some() => {
+            let body = decode_body(headers, &body)?;
+            let resp = crate::serviceaccounts::request_token(
+                reg.store.as_ref(),
+                &st.tokens,
+                ns.unwrap_or(""),
+                name,
+                &body,
+            )
+            .await?;
+            Ok(json_response(StatusCode::CREATED, &resp))
         }
         (Method::PUT, Some(name), None | Some("status")) => {
             let body = decode_body(headers, &body)?;

@@ -30,9 +30,18 @@ pub(crate) async fn harness() -> Harness {
         .ensure_system_namespaces()
         .await
         .expect("namespaces");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let tokens = serviceaccount::Authority::new(
+        &key.serialize_pem(),
+        &key.public_key_pem(),
+        serviceaccount::DEFAULT_ISSUER,
+        Vec::new(),
+    )
+    .expect("token authority");
     let app = router(AppState {
         registry,
         admin_token: Arc::from(TOKEN),
+        tokens: Arc::new(tokens),
         node_api_token: None,
         server_address: "127.0.0.1:6443".into(),
     });
@@ -529,6 +538,14 @@ async fn namespace_lifecycle_and_deletecollection() {
         .await;
     assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["status"]["phase"], "Active");
+    // What the serviceaccounts controller does in a new namespace: pods need the account.
+    let r = h
+        .post(
+            "/api/v1/namespaces/team/serviceaccounts",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
     h.post("/api/v1/namespaces/team/pods", pod("a")).await;
     h.post("/api/v1/namespaces/team/pods", pod("b")).await;
     let r = h
@@ -825,4 +842,111 @@ async fn scale_subresource_reads_and_writes_replicas() {
         )
         .await;
     assert_eq!(r.code, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// A request with `token` as its bearer token.
+async fn with_token(h: &Harness, uri: &str, token: &str) -> StatusCode {
+    h.app
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("infallible")
+        .status()
+}
+
+#[tokio::test]
+async fn token_request_and_service_account_authentication() {
+    let h = harness().await;
+    let core = h.get("/api/v1").await;
+    let token_sub = core.body["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "serviceaccounts/token")
+        .expect("serviceaccounts/token in discovery")
+        .clone();
+    assert_eq!(token_sub["kind"], "TokenRequest");
+    assert_eq!(token_sub["group"], "authentication.k8s.io");
+    assert_eq!(token_sub["verbs"], json!(["create"]));
+
+    // The system namespaces hold their `default` account from the start.
+    let r = h
+        .post(
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["kind"], "TokenRequest");
+    let token = r.body["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    assert!(r.body["status"]["expirationTimestamp"].is_string());
+    assert_eq!(
+        with_token(&h, "/api/v1/namespaces/default/pods", &token).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_token(&h, "/api/v1/namespaces/default/pods", "x.y.z").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = h
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/default/serviceaccounts/default",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        with_token(&h, "/api/v1/namespaces/default/pods", &token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = h
+        .post(
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            json!({"spec": {}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+#[tokio::test]
+async fn pods_get_the_token_volume_at_admission() {
+    let h = harness().await;
+    let r = h.post("/api/v1/namespaces/default/pods", pod("web")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["spec"]["serviceAccountName"], "default");
+    assert_eq!(r.body["spec"]["serviceAccount"], "default");
+    let vol = &r.body["spec"]["volumes"][0];
+    assert!(
+        vol["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-") && n.len() == 21),
+        "{vol}"
+    );
+    assert_eq!(
+        r.body["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let mut opted_out = pod("quiet");
+    opted_out["spec"]["automountServiceAccountToken"] = json!(false);
+    let r = h.post("/api/v1/namespaces/default/pods", opted_out).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body["spec"].get("volumes").is_none(), "{}", r.text);
+    let mut other = pod("other");
+    other["spec"]["serviceAccountName"] = json!("builder");
+    let r = h.post("/api/v1/namespaces/default/pods", other).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"other\" is forbidden: error looking up service account default/builder: serviceaccount \"builder\" not found"
+    );
 }

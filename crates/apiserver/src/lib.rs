@@ -5,27 +5,33 @@
 //!
 //! The binary calls [`start`]; everything else is internal.
 
+mod admission;
 mod allocators;
 mod bootstrap;
+mod cluster_address;
 mod containers;
 mod discovery;
 mod error;
+mod eviction;
 mod hooks;
 mod http;
 mod logs;
+mod names;
 mod objects;
 mod openapi;
 mod pki;
-mod protobuf;
 mod proxy;
 mod request;
 mod scale;
+mod serviceaccounts;
 mod state;
 mod streaming;
 mod watch;
 
 #[cfg(test)]
 mod deletion_tests;
+#[cfg(test)]
+mod eviction_tests;
 #[cfg(test)]
 mod http_tests;
 
@@ -54,6 +60,20 @@ pub struct ApiServerConfig {
     pub store: StoreSpec,
     /// Bearer token sent to node APIs (logs proxy).
     pub node_api_token: Option<String>,
+    /// Where pods reach the server: the `kubernetes` Service's ClusterIP and port
+    /// ([`KUBERNETES_SERVICE_ADDR`]), served beside `listen` (see `cluster_address`); `None`
+    /// serves `listen` alone.
+    pub cluster_listen: Option<SocketAddr>,
+}
+
+/// The `kubernetes` Service's ClusterIP and port, where in-cluster clients find the API.
+pub const KUBERNETES_SERVICE_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(allocators::KUBERNETES_SERVICE_IP), 443);
+
+/// Removes the in-cluster address from `lo` unless another server still listens on it
+/// (`peapod reset`).
+pub fn remove_cluster_address_if_unused(listen: SocketAddr) {
+    cluster_address::remove_if_unused(listen);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +86,8 @@ pub enum ApiServerError {
     },
     #[error("preparing certificates")]
     Pki(#[from] PkiError),
+    #[error("loading the service account signing key")]
+    ServiceAccountKey(#[source] serviceaccount::TokenError),
     #[error("opening the store")]
     Store(#[source] store::StoreError),
     #[error("creating the system namespaces")]
@@ -134,6 +156,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     if !config.listen.ip().is_unspecified() {
         extra_sans.push(config.listen.ip().to_string());
     }
+    if let Some(addr) = config.cluster_listen {
+        extra_sans.push(addr.ip().to_string());
+    }
     let pki = pki::ensure(&pki_dir, &extra_sans)?;
 
     let store = store::open(&config.store)
@@ -182,15 +207,35 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
             source,
         })?;
 
+    let tokens = serviceaccount::Authority::new(
+        &pki.sa_key_pem,
+        &pki.sa_pub_pem,
+        serviceaccount::DEFAULT_ISSUER,
+        Vec::new(),
+    )
+    .map_err(ApiServerError::ServiceAccountKey)?;
     let state = state::AppState {
         registry: registry.clone(),
         admin_token: Arc::from(pki.admin_token.as_str()),
+        tokens: Arc::new(tokens),
         node_api_token: config.node_api_token.as_deref().map(Arc::from),
         server_address: local_addr.to_string(),
     };
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve(listener, acceptor, app, stop_rx));
+    let main = serve(listener, acceptor.clone(), app.clone(), stop_rx.clone());
+    let cluster_listen = config.cluster_listen;
+    let server = tokio::spawn(async move {
+        let in_cluster = async move {
+            if let Some(addr) = cluster_listen {
+                cluster_address::run(addr, stop_rx, |l, stop| {
+                    serve(l, acceptor.clone(), app.clone(), stop)
+                })
+                .await;
+            }
+        };
+        futures::future::join(main, in_cluster).await;
+    });
     bootstrap::services(&registry, local_addr.port())
         .await
         .map_err(ApiServerError::Bootstrap)?;

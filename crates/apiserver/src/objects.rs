@@ -223,14 +223,6 @@ fn remove_path(obj: &mut Value, path: &str) {
     }
 }
 
-/// kube-apiserver's `generateName` suffix alphabet (no vowels, no confusable digits).
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
 /// Namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -423,7 +415,7 @@ impl Registry {
         if name_empty {
             if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
                 if !prefix.is_empty() {
-                    let name = format!("{prefix}{}", random_suffix());
+                    let name = format!("{prefix}{}", crate::names::random_suffix());
                     meta.insert("name".into(), Value::String(name));
                 }
             }
@@ -449,6 +441,14 @@ impl Registry {
         info.strategy.prepare_for_create(&mut obj);
         info.apply_defaults(&mut obj);
         let name = name_of(&obj).to_string();
+        // Admission comes before validation, as in kube-apiserver: the namespace must be
+        // live (NamespaceLifecycle), then the kind's plugin may change or refuse the object.
+        if let Some(ns) = namespace.filter(|_| info.namespaced) {
+            self.check_namespace(info, ns, &name).await?;
+        }
+        if let Some(plugin) = crate::admission::of(info) {
+            plugin.admit(self.store.as_ref(), &mut obj).await?;
+        }
         if let Err(causes) = info.validate_create(&obj) {
             return Err(Self::invalid(info, &name, causes));
         }
@@ -464,9 +464,6 @@ impl Registry {
                         .into(),
                 }],
             ));
-        }
-        if let Some(ns) = namespace.filter(|_| info.namespaced) {
-            self.check_namespace(info, ns, &name).await?;
         }
         if opts.dry_run {
             return Ok(Written {
@@ -1099,17 +1096,25 @@ impl Registry {
         }))
     }
 
-    /// Creates the namespaces every cluster has, if missing.
+    /// Creates the namespaces every cluster has, and their `default` ServiceAccounts, if
+    /// missing. The serviceaccounts controller keeps a `default` account in every namespace;
+    /// creating the first ones here lets pods be admitted before any controller runs
+    /// (`peapod up --no-controllers`).
     pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
         let info = api::resources::lookup("", "namespaces").ok_or(ApiError::PathNotFound)?;
+        let sa_info =
+            api::resources::lookup("", "serviceaccounts").ok_or(ApiError::PathNotFound)?;
         for ns in SYSTEM_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
-            match self
-                .create(info, None, body, &WriteOptions::default())
-                .await
-            {
-                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
+            let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+            for (info, namespace, body) in [(info, None, body), (sa_info, Some(*ns), sa)] {
+                match self
+                    .create(info, namespace, body, &WriteOptions::default())
+                    .await
+                {
+                    Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -1136,7 +1141,7 @@ pub fn set_condition(obj: &mut Value, cond: Value) {
 
 /// `BeforeDelete`'s early precondition check; upstream names the kind (not the resource)
 /// in this conflict.
-fn check_preconditions(
+pub(crate) fn check_preconditions(
     info: &ResourceInfo,
     name: &str,
     obj: &Value,

@@ -1,5 +1,6 @@
-//! The cluster's certificates and admin token, generated on first start under
-//! `<state-dir>/pki` and reused afterwards, so kubeconfigs stay valid across restarts.
+//! The cluster's certificates, admin token and service-account signing key, generated on
+//! first start under `<state-dir>/pki` and reused afterwards, so kubeconfigs and issued
+//! ServiceAccount tokens stay valid across restarts.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,6 +38,20 @@ pub const CA_KEY: &str = "ca.key";
 pub const SERVING_CERT: &str = "apiserver.crt";
 pub const SERVING_KEY: &str = "apiserver.key";
 pub const ADMIN_TOKEN: &str = "admin-token";
+/// The SANs the serving certificate was issued for, one a line: a start that wants more
+/// (a new listen address, the `kubernetes` Service's names) issues it again.
+pub const SERVING_SANS: &str = "apiserver.sans";
+/// The ServiceAccount token signing key (kubeadm's `sa.key`/`sa.pub`).
+pub const SA_KEY: &str = "sa.key";
+pub const SA_PUB: &str = "sa.pub";
+
+/// The names in-cluster clients reach the API server by: the `kubernetes` Service.
+pub const SERVICE_SANS: &[&str] = &[
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
 
 /// What the API server needs from its PKI directory.
 #[derive(Debug, Clone)]
@@ -45,6 +60,10 @@ pub struct Pki {
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     pub admin_token: String,
+    /// PKCS#8 private and SubjectPublicKeyInfo public key (PEM) that sign and check
+    /// ServiceAccount tokens.
+    pub sa_key_pem: String,
+    pub sa_pub_pem: String,
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
@@ -155,28 +174,43 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
             cert.pem()
         }
     };
+    let mut sans = vec![
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        "localhost".to_string(),
+    ];
+    if let Ok(h) = nix_hostname() {
+        sans.push(h);
+    }
+    sans.extend(SERVICE_SANS.iter().map(|s| s.to_string()));
+    for s in extra_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
     let cert_path = dir.join(SERVING_CERT);
     let key_path = dir.join(SERVING_KEY);
+    let sans_path = dir.join(SERVING_SANS);
+    let issued_for = read(&sans_path)?.unwrap_or_default();
+    let covered = sans.iter().all(|s| issued_for.lines().any(|l| l == s));
     let (serving_cert_pem, serving_key_pem) = match (read(&cert_path)?, read(&key_path)?) {
-        (Some(c), Some(k)) => (c, k),
+        (Some(c), Some(k)) if covered => (c, k),
         _ => {
-            let mut sans = vec![
-                "127.0.0.1".to_string(),
-                "::1".to_string(),
-                "localhost".to_string(),
-            ];
-            if let Ok(h) = nix_hostname() {
-                sans.push(h);
-            }
-            for s in extra_sans {
-                if !sans.contains(s) {
-                    sans.push(s.clone());
-                }
-            }
             let (c, k) = issue(dir, &sans)?;
             write(&key_path, &k, 0o600)?;
             write(&cert_path, &c, 0o644)?;
+            write(&sans_path, &(sans.join("\n") + "\n"), 0o644)?;
             (c, k)
+        }
+    };
+    let (sa_key_pem, sa_pub_pem) = match (read(&dir.join(SA_KEY))?, read(&dir.join(SA_PUB))?) {
+        (Some(k), Some(p)) => (k, p),
+        _ => {
+            let key = KeyPair::generate().map_err(cert_err("service account key"))?;
+            let (k, p) = (key.serialize_pem(), key.public_key_pem());
+            write(&dir.join(SA_KEY), &k, 0o600)?;
+            write(&dir.join(SA_PUB), &p, 0o644)?;
+            (k, p)
         }
     };
     let token_path = dir.join(ADMIN_TOKEN);
@@ -194,6 +228,8 @@ pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
         serving_cert_pem,
         serving_key_pem,
         admin_token,
+        sa_key_pem,
+        sa_pub_pem,
     })
 }
 
@@ -222,6 +258,14 @@ mod tests {
         assert_eq!(a.ca_pem, b.ca_pem);
         assert_eq!(a.admin_token, b.admin_token);
         assert_eq!(a.serving_cert_pem, b.serving_cert_pem);
+        assert_eq!(a.sa_key_pem, b.sa_key_pem);
+        assert!(a.sa_pub_pem.contains("PUBLIC KEY"));
+        // A start that wants another address gets a new serving certificate, same CA.
+        let c = ensure(dir.path(), &["10.96.0.1".into()]).expect("third");
+        assert_ne!(c.serving_cert_pem, a.serving_cert_pem);
+        assert_eq!(c.ca_pem, a.ca_pem);
+        let d = ensure(dir.path(), &["10.96.0.1".into()]).expect("fourth");
+        assert_eq!(d.serving_cert_pem, c.serving_cert_pem);
         let mode = std::fs::metadata(dir.path().join(CA_KEY))
             .expect("stat")
             .permissions();

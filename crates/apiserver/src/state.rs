@@ -11,6 +11,8 @@ use crate::objects::Registry;
 pub struct AppState {
     pub registry: Registry,
     pub admin_token: Arc<str>,
+    /// Issues and checks ServiceAccount tokens.
+    pub tokens: Arc<serviceaccount::Authority>,
     pub node_api_token: Option<Arc<str>>,
     /// `host:port` clients use, for legacy `/api`.
     pub server_address: String,

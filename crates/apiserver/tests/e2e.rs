@@ -28,6 +28,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
         state_dir: dir.path().join("state"),
         store: apiserver::StoreSpec::default_in(&dir.path().join("state")),
         node_api_token: node_token.map(str::to_string),
+        cluster_listen: None,
     })
     .await
     .expect("start");
@@ -42,7 +43,15 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let client = client_of(&kubeconfig).await;
-    let controllers = tokio::spawn(controllers::run(client, None, std::future::pending()));
+    let settings = controllers::Settings {
+        root_ca: Some(server.ca_pem().to_string()),
+    };
+    let controllers = tokio::spawn(controllers::run(
+        client,
+        settings,
+        None,
+        std::future::pending(),
+    ));
     Cluster {
         dir,
         server,

@@ -81,11 +81,13 @@ pub struct PodContext {
     pub node_memory: f64,
 }
 
-/// Config maps and secrets (by name, `None` when absent) the container's env refers to.
+/// Config maps and secrets (by name, `None` when absent) the container's env refers to, and
+/// the Service variables (see [`crate::service_env`]) it gets.
 #[derive(Debug, Clone, Default)]
 pub struct EnvSources {
     pub config_maps: HashMap<String, Option<ConfigMap>>,
     pub secrets: HashMap<String, Option<Secret>>,
+    pub services: Vec<(String, String)>,
 }
 
 /// Names of the config maps and secrets a container's `env` and `envFrom` refer to.
@@ -270,7 +272,8 @@ pub fn resource_field_value(
 }
 
 /// The env kubelet adds for a container, in order, with `$(VAR)` expanded in each value from
-/// the variables defined before it (`envFrom` first, then `env`).
+/// the variables defined before it (`envFrom` first, then `env`) and the Service variables,
+/// which follow unless the container defines the same name.
 pub fn container_env(
     pod: &Pod,
     container: &Container,
@@ -337,6 +340,12 @@ pub fn container_env(
             set(&mut out, var.name.clone(), value);
         }
     }
+    // kubelet adds the Service variables the container did not define itself.
+    for (k, v) in &sources.services {
+        if !out.iter().any(|(name, _)| name == k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
     Ok(out)
 }
 
@@ -354,7 +363,7 @@ fn env_value(
     let Some(from) = &var.value_from else {
         return Ok(Some(expand(
             var.value.as_deref().unwrap_or_default(),
-            lookup_in(defined),
+            |name: &str| lookup_in(defined)(name).or_else(|| lookup_in(&sources.services)(name)),
         )));
     };
     if let Some(f) = &from.field_ref {
@@ -607,6 +616,34 @@ mod tests {
     use super::*;
     use runtime::ImageConfig;
     use serde_json::json;
+
+    #[test]
+    fn service_variables_follow_and_expand() {
+        let p = pod(json!([{"name": "c", "image": "i", "env": [
+            {"name": "API", "value": "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": "8443"}
+        ]}]));
+        let c = &p.spec.as_ref().expect("spec").containers[0];
+        let sources = EnvSources {
+            services: vec![
+                ("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into()),
+                ("KUBERNETES_SERVICE_PORT".into(), "443".into()),
+            ],
+            ..Default::default()
+        };
+        let env = container_env(&p, c, &PodContext::default(), &sources).expect("env");
+        assert_eq!(
+            env,
+            vec![
+                ("API".to_string(), "https://10.96.0.1:443".to_string()),
+                ("KUBERNETES_SERVICE_PORT".to_string(), "8443".to_string()),
+                (
+                    "KUBERNETES_SERVICE_HOST".to_string(),
+                    "10.96.0.1".to_string()
+                ),
+            ]
+        );
+    }
 
     fn pod(containers: serde_json::Value) -> Pod {
         serde_json::from_value(json!({

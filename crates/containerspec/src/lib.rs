@@ -1,11 +1,13 @@
 //! A pod's containers as the runtime's `ContainerConfig`, with Kubernetes' rules: command and
 //! args over the image's, `$(VAR)` expansion (`expand`), env from values, config maps,
-//! secrets and the downward API (`container`), and resources and security contexts
-//! (`security`). Pure: config maps and secrets are fetched by the caller.
+//! secrets and the downward API (`container`), the Service variables (`services`), and
+//! resources and security contexts (`security`). Pure: config maps, secrets and Services are
+//! fetched by the caller.
 
 mod container;
 mod expand;
 mod security;
+mod services;
 
 pub use container::{
     build_container_config, container_hash, field_ref_value, referenced_sources,
@@ -17,3 +19,4 @@ pub use security::{
     is_safe_sysctl, pod_requests, pod_resources, pod_sysctls, share_process_namespace,
     SecurityError,
 };
+pub use services::service_env;

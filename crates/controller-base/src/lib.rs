@@ -4,7 +4,8 @@
 //! owning children ([`ownership`]: controller references, pods from templates, adopt and
 //! release, expectations) and what controllers read from pods ([`pods`]). Controllers are
 //! plain Kubernetes API clients on `kube::runtime`; the crates holding them (`controllers`,
-//! `workload-controllers`, `batch-controllers`, `storage-controllers`) each export a list of
+//! `workload-controllers`, `batch-controllers`, `storage-controllers`, `policy-controllers`)
+//! each export a list of
 //! [`Start`] functions.
 
 pub mod error;

@@ -1,7 +1,7 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
-//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers
-//! and the garbage collector, each a plain Kubernetes API client built on `kube::runtime` (watch caches,
-//! a reconcile per object that says when to look again, retries with back-off). They never
+//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
+//! the garbage collector, and the per-namespace ServiceAccount and root CA controllers, each
+//! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
 //! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
 //! leader election on a Lease lets several copies run and only one act.
@@ -15,6 +15,7 @@ mod gc;
 mod leader;
 mod namespace;
 mod scheduler;
+mod serviceaccounts;
 mod volumefit;
 
 use std::future::Future;
@@ -25,12 +26,13 @@ use kube::Client;
 pub use leader::{unique_identity, ConfigError, LeaderElection};
 
 /// The core controllers, by name; the manager also runs
-/// the apps, batch and storage controllers of [`WORKLOAD_CONTROLLERS`].
+/// the apps, batch, storage and policy controllers of [`WORKLOAD_CONTROLLERS`].
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
     ("garbagecollector", gc::run),
+    ("serviceaccount", serviceaccounts::run),
 ];
 
 /// The controllers of the workload kinds, by crate.
@@ -38,7 +40,17 @@ pub const WORKLOAD_CONTROLLERS: &[&[(&str, Start)]] = &[
     workload_controllers::CONTROLLERS,
     batch_controllers::CONTROLLERS,
     storage_controllers::CONTROLLERS,
+    policy_controllers::CONTROLLERS,
 ];
+
+/// What the controllers need besides an API client.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The CA bundle (PEM) the `root-ca-cert-publisher` puts in every namespace's
+    /// `kube-root-ca.crt` ConfigMap (kube-controller-manager's `--root-ca-file`); without it
+    /// that controller does not run.
+    pub root_ca: Option<String>,
+}
 
 /// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;
 /// ours is named for us, so a real controller manager and peapod's never share one.
@@ -49,29 +61,38 @@ pub const DEFAULT_LEASE_NAME: &str = "peapod-controllers";
 /// `leader_election` is given.
 pub async fn run(
     client: Client,
+    settings: Settings,
     leader_election: Option<LeaderElection>,
     shutdown: impl Future<Output = ()>,
 ) {
     match leader_election {
         None => {
             tokio::select! {
-                _ = run_all(client) => {}
+                _ = run_all(client, settings) => {}
                 _ = shutdown => {}
             }
         }
-        Some(cfg) => leader::run(client.clone(), cfg, shutdown, || run_all(client.clone())).await,
+        Some(cfg) => {
+            leader::run(client.clone(), cfg, shutdown, || {
+                run_all(client.clone(), settings.clone())
+            })
+            .await
+        }
     }
 }
 
-async fn run_all(client: Client) {
+async fn run_all(client: Client, settings: Settings) {
     let all = || {
         CONTROLLERS
             .iter()
             .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
     };
-    tracing::info!(
-        controllers = ?all().map(|(n, _)| *n).collect::<Vec<_>>(),
-        "starting controllers"
-    );
-    futures::future::join_all(all().map(|(_, start)| start(client.clone()))).await;
+    let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
+    let mut running: Vec<_> = all().map(|(_, start)| start(client.clone())).collect();
+    if let Some(ca) = settings.root_ca {
+        names.push("root-ca-cert-publisher");
+        running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));
+    }
+    tracing::info!(controllers = ?names, "starting controllers");
+    futures::future::join_all(running).await;
 }

@@ -1,10 +1,13 @@
-//! ServiceAccounts: the SECRETS column.
+//! ServiceAccounts: the SECRETS column, and the `token` subresource (TokenRequest) that
+//! the API server serves for them.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{json, Value};
 
 use apimachinery::printing::{len_of, name_and_age, Column, AGE, NAME};
-use apimachinery::strategy::{typed_round_trip, ListStrategy, ResourceInfo, Strategy, ALL_VERBS};
+use apimachinery::strategy::{
+    sub, typed_round_trip, ListStrategy, ResourceInfo, Strategy, Subresource, ALL_VERBS,
+};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",
@@ -17,9 +20,16 @@ pub const RESOURCE: ResourceInfo = ResourceInfo {
     short_names: &["sa"],
     categories: &[],
     verbs: ALL_VERBS,
-    subresources: &[],
+    subresources: SUBRESOURCES,
     strategy: &ServiceAccounts,
 };
+
+static SUBRESOURCES: &[Subresource] = &[sub(
+    "token",
+    "authentication.k8s.io",
+    "TokenRequest",
+    &["create"],
+)];
 
 #[derive(Debug)]
 struct ServiceAccounts;

@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod job;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
+pub mod poddisruptionbudget;
 pub mod replicaset;
 pub mod statefulset;
 pub mod storageclass;
@@ -29,6 +30,7 @@ pub static KINDS: &[ResourceInfo] = &[
     cronjob::RESOURCE,
     persistentvolume::RESOURCE,
     persistentvolumeclaim::RESOURCE,
+    poddisruptionbudget::RESOURCE,
     storageclass::RESOURCE,
 ];
 

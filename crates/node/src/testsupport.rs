@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, PodStatus, Secret,
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use runtime::{
@@ -357,6 +358,12 @@ pub struct FakeApiState {
     pub deleted: Vec<(String, String, String)>,
     pub config_maps: HashMap<String, ConfigMap>,
     pub secrets: HashMap<String, Secret>,
+    /// Services by namespace.
+    pub services: HashMap<String, Vec<Service>>,
+    /// (namespace, service account, request) of each token request.
+    pub token_requests: Vec<(String, String, TokenRequest)>,
+    /// When issued tokens expire, as the clock says now plus their lifetime.
+    pub token_clock: Option<FakeClock>,
     pub claims: HashMap<String, PersistentVolumeClaim>,
     pub persistent_volumes: HashMap<String, PersistentVolume>,
 }
@@ -418,6 +425,37 @@ impl PodApi for FakeApi {
     async fn get_secret(&self, _: &str, name: &str) -> Result<Option<Secret>, ApiError> {
         Ok(self.lock().secrets.get(name).cloned())
     }
+    /// Issues `token-<n>` (n counts the requests) expiring after the requested lifetime.
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        let mut st = self.lock();
+        st.token_requests
+            .push((namespace.into(), service_account.into(), request.clone()));
+        let now = st
+            .token_clock
+            .as_ref()
+            .map_or_else(Timestamp::now, |c| c.now());
+        let ttl = request.spec.expiration_seconds.unwrap_or(3600);
+        let mut out = request.clone();
+        out.status = Some(TokenRequestStatus {
+            token: format!("token-{}", st.token_requests.len()),
+            expiration_timestamp: Time(now + jiff::SignedDuration::from_secs(ttl)),
+        });
+        Ok(out)
+    }
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        Ok(self
+            .lock()
+            .services
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default())
+    }
+
     async fn get_persistent_volume_claim(
         &self,
         _: &str,

@@ -165,6 +165,10 @@ pub struct ControllersArgs {
     /// Kubeconfig of the API server to work for.
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// CA bundle (PEM) published to every namespace as the `kube-root-ca.crt` ConfigMap,
+    /// which pods use to verify the API server (default: the kubeconfig's CA).
+    #[arg(long, value_name = "FILE")]
+    pub root_ca_file: Option<PathBuf>,
     /// Act only while holding the leader Lease, so several copies can run (true|false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub leader_elect: bool,

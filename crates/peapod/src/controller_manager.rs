@@ -3,11 +3,22 @@
 //! copies may run; only the holder of the Lease acts, and on SIGTERM or Ctrl-C it stops its
 //! controllers and releases the Lease so another copy takes over at once.
 
+use anyhow::Context;
+
 use crate::cli::ControllersArgs;
 use crate::process;
 
 pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
-    let client = process::kube_client(&args.kubeconfig).await?;
+    let config = process::kube_config(&args.kubeconfig).await?;
+    let root_ca = match &args.root_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the root CA file {}", path.display()))?,
+        ),
+        None => config.root_cert.as_deref().map(pem_certificates),
+    };
+    let settings = controllers::Settings { root_ca };
+    let client = kube::Client::try_from(config).context("building the API client")?;
     let election = if args.leader_elect {
         let identity = controllers::unique_identity(&process::hostname()?);
         eprintln!(
@@ -26,6 +37,22 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
         eprintln!("peapod: controllers running without leader election");
         None
     };
-    controllers::run(client, election, process::shutdown_signal()).await;
+    controllers::run(client, settings, election, process::shutdown_signal()).await;
     Ok(())
+}
+
+/// DER certificates as one PEM bundle.
+fn pem_certificates(ders: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    for der in ders {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
 }

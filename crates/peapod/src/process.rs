@@ -8,12 +8,17 @@ use std::path::Path;
 use anyhow::Context;
 
 pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube_config(kubeconfig).await?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// The client configuration a kubeconfig describes.
+pub async fn kube_config(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .context("loading the kubeconfig")?;
-    kube::Client::try_from(config).context("building the API client")
+        .context("loading the kubeconfig")
 }
 
 /// One `peapod up` per state dir: a second one would fight over pods and the store.

@@ -17,11 +17,13 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
         return Ok(());
     }
     stop_running_up(&state_dir).await;
-    // The service proxy's nftables table and the cluster DNS address (both idempotent).
+    // The service proxy's nftables table, the cluster DNS address and the API server's
+    // in-cluster address (all idempotent).
     if let Err(e) = proxy::cleanup(&proxy::ProxyConfig::default()) {
         eprintln!("peapod: removing service rules: {e}");
     }
     dns::cleanup_if_unused(&dns::DnsConfig::default());
+    apiserver::remove_cluster_address_if_unused(apiserver::KUBERNETES_SERVICE_ADDR);
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig::new(
         state_dir.clone(),
         std::env::current_exe().context("locating the peapod binary")?,

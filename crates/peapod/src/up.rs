@@ -34,6 +34,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .store
             .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
         node_api_token: Some(node_api_token.clone()),
+        cluster_listen: Some(apiserver::KUBERNETES_SERVICE_ADDR),
     })
     .await
     .context("starting the API server")?;
@@ -90,8 +91,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             controllers::DEFAULT_LEASE_NAME,
             format!("{node_name}_peapod-up"),
         );
+        let settings = controllers::Settings {
+            root_ca: Some(api.ca_pem().to_string()),
+        };
         tokio::spawn(controllers::run(
             client.clone(),
+            settings,
             Some(election),
             stopped(shutdown_rx.clone()),
         ))

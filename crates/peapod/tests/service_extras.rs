@@ -1,8 +1,9 @@
 //! Services beyond the basics, with the real kubectl: `kubectl port-forward svc/NAME` (kubectl
 //! picks a Ready pod of the Service and maps the Service port to the pod's named target port),
-//! and the two networking examples applied as files: the ambassador pattern
-//! (`examples/ambassador.yaml` over `examples/service-clusterip.yaml`) and an init container
-//! that waits for a Service through cluster DNS (`examples/init-wait-for-service.yaml`).
+//! and the ambassador pattern applied as files (`examples/ambassador.yaml` over
+//! `examples/service-clusterip.yaml`). The seed's init containers that wait for Services
+//! (`examples/init-wait-for-service.yaml`) are tested with the ServiceAccounts, whose
+//! volume tells them their namespace (`serviceaccounts.rs`).
 //!
 //! The proxy's nftables table and the DNS address 10.96.0.10 are node-wide, so the tests of
 //! this binary take one lock and never run two peapods at once.
@@ -148,67 +149,5 @@ fn ambassador_forwards_localhost_to_the_service() {
     assert!(
         app_spec.contains("localhost 1080") && !app_spec.contains("web"),
         "{app_spec}"
-    );
-}
-
-#[test]
-fn init_container_waits_until_the_service_exists() {
-    let _serial = serial();
-    let pp = start_with_dns();
-    apply_example(&pp, "init-wait-for-service.yaml");
-    // The init container loops on nslookup while mydb is missing: the pod stays Init:0/1.
-    wait_until("two failed lookups of mydb", T, || {
-        let out = pp.kubectl(&["logs", "app", "-c", "wait-for-mydb"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (text.matches("waiting for mydb").count() >= 2).then_some(())
-    });
-    assert_eq!(
-        pp.jsonpath("pod/app", "{.status.phase}").as_deref(),
-        Some("Pending")
-    );
-    assert_eq!(
-        pp.jsonpath(
-            "pod/app",
-            "{.status.initContainerStatuses[0].state.running}"
-        )
-        .map(|s| !s.is_empty()),
-        Some(true)
-    );
-    let row = pp.kubectl_ok(&["get", "pod", "app", "--no-headers"]);
-    assert!(row.contains("Init:0/1"), "{row}");
-    assert_eq!(
-        pp.jsonpath(
-            "pod/app",
-            "{.status.containerStatuses[0].state.waiting.reason}"
-        )
-        .as_deref(),
-        Some("PodInitializing")
-    );
-
-    // The example's own command (kubectl sends the Service as protobuf).
-    pp.kubectl_ok(&["create", "service", "clusterip", "mydb", "--tcp=5432:5432"]);
-    assert_eq!(
-        pp.jsonpath("svc/mydb", "{.spec.ports[0].targetPort}")
-            .as_deref(),
-        Some("5432")
-    );
-    let cluster_ip = pp
-        .jsonpath("svc/mydb", "{.spec.clusterIP}")
-        .unwrap_or_default();
-    pp.wait_pod_phase("app", "Running", T);
-    logs_until(&pp, "app", "app", "mydb is there");
-    // The init container's last lookup found the Service's ClusterIP, and it exited 0.
-    let init_logs = logs_until(&pp, "app", "wait-for-mydb", &cluster_ip);
-    assert!(
-        init_logs.contains("mydb.default.svc.cluster.local"),
-        "{init_logs}"
-    );
-    assert_eq!(
-        pp.jsonpath(
-            "pod/app",
-            "{.status.initContainerStatuses[0].state.terminated.reason}"
-        )
-        .as_deref(),
-        Some("Completed")
     );
 }

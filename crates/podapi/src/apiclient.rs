@@ -1,13 +1,15 @@
 //! The narrow seam between pod workers and the Kubernetes API: the few calls kubelet's
-//! status manager, event recorder and volume manager make. One real implementation over `kube::Client`;
+//! status manager, event recorder, volume manager, token manager and service env make. One real implementation over `kube::Client`;
 //! tests use a recording fake.
 
 use async_trait::async_trait;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 
 /// A failed API call, named for the operation.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,23 @@ pub enum ApiError {
     PatchEvent {
         namespace: String,
         name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("requesting a token for service account {namespace}/{name}")]
+    CreateToken {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "the token request for service account {namespace}/{name} was answered without a token"
+    )]
+    NoToken { namespace: String, name: String },
+    #[error("listing the services of namespace {namespace}")]
+    ListServices {
+        namespace: String,
         #[source]
         source: kube::Error,
     },
@@ -78,6 +97,16 @@ pub trait PodApi: Send + Sync + 'static {
         name: &str,
     ) -> Result<Option<ConfigMap>, ApiError>;
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ApiError>;
+    /// `POST serviceaccounts/<name>/token`: a token for the account (kubelet's token
+    /// manager, for `serviceAccountToken` volume sources).
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError>;
+    /// The Services of a namespace (for the env vars kubelet gives containers).
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError>;
     async fn get_persistent_volume_claim(
         &self,
         namespace: &str,
@@ -206,6 +235,33 @@ impl PodApi for KubePodApi {
             name: name.to_string(),
             source,
         })
+    }
+
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        api.create_token_request(service_account, &PostParams::default(), request)
+            .await
+            .map_err(|source| ApiError::CreateToken {
+                namespace: namespace.to_string(),
+                name: service_account.to_string(),
+                source,
+            })
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|source| ApiError::ListServices {
+                namespace: namespace.to_string(),
+                source,
+            })
     }
 
     async fn get_persistent_volume_claim(

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+    Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -762,6 +764,21 @@ impl PodApi for MirrorStatusApi {
         self.inner.get_secret(namespace, name).await
     }
 
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        self.inner
+            .create_token(namespace, service_account, request)
+            .await
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        self.inner.list_services(namespace).await
+    }
+
     async fn get_persistent_volume_claim(
         &self,
         namespace: &str,
@@ -1019,6 +1036,17 @@ mod tests {
         }
         async fn get_secret(&self, _: &str, _: &str) -> Result<Option<Secret>, ApiError> {
             Ok(None)
+        }
+        async fn create_token(
+            &self,
+            _: &str,
+            _: &str,
+            request: &TokenRequest,
+        ) -> Result<TokenRequest, ApiError> {
+            Ok(request.clone())
+        }
+        async fn list_services(&self, _: &str) -> Result<Vec<Service>, ApiError> {
+            Ok(Vec::new())
         }
         async fn get_persistent_volume_claim(
             &self,

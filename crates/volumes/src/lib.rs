@@ -16,6 +16,7 @@ pub mod localpath;
 mod mounter;
 mod sources;
 mod subpath;
+mod tokens;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -39,6 +40,7 @@ pub use hostpath::HostPathError;
 pub use mounter::{HostMounter, Mounter};
 pub use sources::{Objects, Skipped, SourceError};
 pub use subpath::SubPathError;
+pub use tokens::{Token, TokenCache, TokenKey};
 
 /// How often configMap, secret and downwardAPI volumes are rewritten from the API. kubelet
 /// resyncs every minute plus its cache TTL; a shorter default makes updates quick to see.
@@ -83,6 +85,12 @@ pub enum VolumeError {
     Fetch {
         kind: &'static str,
         name: String,
+        #[source]
+        source: Box<podapi::ApiError>,
+    },
+    #[error("failed to fetch token: {source}")]
+    Token {
+        service_account: String,
         #[source]
         source: Box<podapi::ApiError>,
     },
@@ -210,6 +218,7 @@ pub struct VolumeManager {
     root: PathBuf,
     mounter: Arc<dyn Mounter>,
     sync_period: Duration,
+    tokens: TokenCache,
 }
 
 impl VolumeManager {
@@ -218,6 +227,7 @@ impl VolumeManager {
             root,
             mounter,
             sync_period,
+            tokens: TokenCache::default(),
         }
     }
 
@@ -480,6 +490,7 @@ impl VolumeManager {
     /// directory, then removes the directory. Keeps going after a failure and reports all;
     /// an already removed pod is success. Never removes files across a mount that is left.
     pub fn teardown(&self, uid: &str) -> Result<(), Vec<VolumeError>> {
+        self.tokens.forget_pod(uid);
         let dir = self.pod_dir(uid).map_err(|e| vec![e])?;
         teardown_dir(self.mounter.as_ref(), &dir)
     }
@@ -567,9 +578,40 @@ fn remove_tree_one_fs(dir: &Path) -> io::Result<()> {
     fs::remove_dir(dir)
 }
 
+impl VolumeManager {
+    /// Reads the config maps and secrets the pod's volumes refer to, and gets the service
+    /// account tokens they project (kept ones while fresh) at `now`.
+    pub async fn fetch_objects(
+        &self,
+        api: &dyn PodApi,
+        pod: &Pod,
+        now: jiff::Timestamp,
+    ) -> Result<Objects, VolumeError> {
+        let mut out = fetch_objects(api, pod).await?;
+        for (audience, expiration) in sources::token_projections(pod) {
+            let key = TokenKey::for_pod(pod, &audience, expiration);
+            let token =
+                self.tokens
+                    .get(api, &key, now)
+                    .await
+                    .map_err(|source| VolumeError::Token {
+                        service_account: key.service_account.clone(),
+                        source: Box::new(source),
+                    })?;
+            out.tokens.insert((audience, expiration), token);
+        }
+        Ok(out)
+    }
+
+    /// The tokens kept for pods.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+}
+
 /// Reads the config maps, secrets and claims (with their volumes) the pod's volumes refer
 /// to.
-pub async fn fetch_objects(api: &dyn PodApi, pod: &Pod) -> Result<Objects, VolumeError> {
+async fn fetch_objects(api: &dyn PodApi, pod: &Pod) -> Result<Objects, VolumeError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let (maps, secrets) = sources::referenced(pod);
     let mut out = Objects::default();

@@ -1,7 +1,8 @@
 //! Pure payload building for the API-data volumes, as kubelet's volume plugins do it: which
-//! files a configMap, secret, downwardAPI or projected volume holds, with which bytes and
-//! modes (`items` select and rename keys, `mode` beats `defaultMode`, `optional` turns a
-//! missing object or key into nothing instead of an error).
+//! files a configMap, secret, downwardAPI or projected volume (with its service account
+//! tokens) holds, with which bytes and modes (`items` select and rename keys, `mode` beats
+//! `defaultMode`, `optional` turns a missing object or key into nothing instead of an
+//! error).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,8 @@ pub enum SourceError {
         "downward API volume item {path:?}: resourceFieldRef needs a containerName of this pod"
     )]
     NoContainer { path: String },
+    #[error("no service account token was fetched for audience {audience:?}")]
+    TokenMissing { audience: String },
 }
 
 /// The API objects a pod's volumes refer to, fetched by the caller (`None`: absent), and
@@ -46,7 +49,28 @@ pub enum SourceError {
 pub struct Objects {
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub secrets: BTreeMap<String, Option<Secret>>,
+    /// Service account tokens by (audience, expirationSeconds) of their projection.
+    pub tokens: BTreeMap<(String, i64), String>,
     pub claims: BTreeMap<String, Result<crate::claims::ClaimVolume, crate::claims::ClaimError>>,
+}
+
+/// The (audience, expirationSeconds) of each `serviceAccountToken` projection of the pod.
+pub fn token_projections(pod: &Pod) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = volumes(pod)
+        .iter()
+        .flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+        .filter_map(|src| src.service_account_token.as_ref())
+        .map(|t| {
+            (
+                t.audience.clone().unwrap_or_default(),
+                t.expiration_seconds
+                    .unwrap_or(crate::tokens::DEFAULT_EXPIRATION_SECONDS),
+            )
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Names of the config maps and secrets the pod's volumes refer to.
@@ -371,10 +395,27 @@ pub fn payload(
                     default_mode,
                     &mut out,
                 )
+            } else if let Some(t) = &src.service_account_token {
+                let key = (
+                    t.audience.clone().unwrap_or_default(),
+                    t.expiration_seconds
+                        .unwrap_or(crate::tokens::DEFAULT_EXPIRATION_SECONDS),
+                );
+                match objects.tokens.get(&key) {
+                    Some(token) => {
+                        out.insert(
+                            t.path.clone(),
+                            FileProjection {
+                                data: token.clone().into_bytes(),
+                                mode: mode_of(None, default_mode),
+                            },
+                        );
+                        Ok(())
+                    }
+                    None => Err(SourceError::TokenMissing { audience: key.0 }),
+                }
             } else {
-                let source = if src.service_account_token.is_some() {
-                    "serviceAccountToken"
-                } else if src.cluster_trust_bundle.is_some() {
+                let source = if src.cluster_trust_bundle.is_some() {
                     "clusterTrustBundle"
                 } else {
                     "unknown"
@@ -505,27 +546,43 @@ mod tests {
     }
 
     #[test]
-    fn projected_merges_sources_and_skips_tokens() {
+    fn projected_merges_sources_and_tokens() {
         let p = pod(
             json!([{"name": "all", "projected": {"defaultMode": 0o440, "sources": [
                 {"configMap": {"name": "cm", "items": [{"key": "k1", "path": "cfg/k1"}]}},
                 {"secret": {"name": "s"}},
                 {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-                {"serviceAccountToken": {"path": "token"}}
+                {"serviceAccountToken": {"path": "token"}},
+                {"serviceAccountToken": {"path": "vault-token", "audience": "vault", "expirationSeconds": 600}},
+                {"clusterTrustBundle": {"path": "bundle", "signerName": "example.com/x"}}
             ]}}]),
         );
+        assert_eq!(
+            token_projections(&p),
+            vec![(String::new(), 3600), ("vault".to_string(), 600)]
+        );
         let vol = volumes(&p)[0].clone();
+        let mut objs = objects();
+        objs.tokens
+            .insert((String::new(), 3600), "api-token".into());
+        objs.tokens
+            .insert(("vault".into(), 600), "vault-token".into());
         let mut skipped = Vec::new();
-        let out = payload(&p, &vol, &PodContext::default(), &objects(), &mut skipped)
+        let out = payload(&p, &vol, &PodContext::default(), &objs, &mut skipped)
             .expect("api volume")
             .expect("payload");
-        assert_eq!(out.keys().collect::<Vec<_>>(), vec!["cfg/k1", "ns", "pw"]);
+        assert_eq!(
+            out.keys().collect::<Vec<_>>(),
+            vec!["cfg/k1", "ns", "pw", "token", "vault-token"]
+        );
+        assert_eq!(out["token"].data, b"api-token");
+        assert_eq!(out["vault-token"].data, b"vault-token");
         assert!(out.values().all(|f| f.mode == 0o440));
         assert_eq!(
             skipped,
             vec![Skipped {
                 volume: "all".into(),
-                source: "serviceAccountToken"
+                source: "clusterTrustBundle"
             }]
         );
         let (maps, secrets) = referenced(&p);
@@ -533,5 +590,15 @@ mod tests {
             (maps, secrets),
             (vec!["cm".to_string()], vec!["s".to_string()])
         );
+        let err = payload(
+            &p,
+            &vol,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+        )
+        .expect("api volume")
+        .expect_err("no token fetched");
+        assert!(matches!(err, SourceError::TokenMissing { .. }), "{err}");
     }
 }

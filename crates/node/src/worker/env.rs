@@ -85,15 +85,43 @@ pub fn volume_context(deps: &WorkerDeps, pod: &Pod) -> PodContext {
     }
 }
 
-/// Fetches the config maps and secrets the container's env refers to.
+/// Fetches the config maps and secrets the container's env refers to, and the Services
+/// whose variables it gets (the pod's namespace's when `enableServiceLinks`, and the
+/// `default` namespace's `kubernetes` Service).
 pub async fn env_sources(
     deps: &WorkerDeps,
     pod: &Pod,
     container: &Container,
 ) -> Result<EnvSources, ApiError> {
     let (ns, _, _) = pod_key(pod);
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let listed = async {
+        let mut services = deps.api.list_services("default").await?;
+        if links && ns != "default" {
+            services.extend(deps.api.list_services(&ns).await?);
+        }
+        Ok::<_, ApiError>(services)
+    }
+    .await;
+    let services = match listed {
+        Ok(s) => s,
+        // As kubelet, a static pod starts without Service variables when the API cannot
+        // tell them; any other pod waits for them.
+        Err(err) if staticpods::is_static_pod(pod) => {
+            tracing::warn!(pod = ?pod.metadata.name, error = %err, "static pod starts without Service variables");
+            Vec::new()
+        }
+        Err(err) => return Err(err),
+    };
     let (maps, secrets) = containerspec::referenced_sources(container);
-    let mut out = EnvSources::default();
+    let mut out = EnvSources {
+        services: containerspec::service_env(&services, &ns, links),
+        ..Default::default()
+    };
     for m in maps {
         let v = deps.api.get_config_map(&ns, &m).await?;
         out.config_maps.insert(m, v);

@@ -855,3 +855,83 @@ async fn post_start_failure_kills_and_pre_stop_runs_before_stop() {
         .expect("stop");
     assert!(bye < last_stop, "{calls:?}");
 }
+
+#[tokio::test]
+async fn containers_get_the_kubernetes_service_variables() {
+    let h = harness();
+    let svc = |ns: &str, name: &str, ip: &str, port: i32| {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}}))
+        .expect("service")
+    };
+    h.api.lock().services.insert(
+        "default".into(),
+        vec![
+            svc("default", "kubernetes", "10.96.0.1", 443),
+            svc("default", "web-svc", "10.96.0.7", 80),
+        ],
+    );
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.enable_service_links = Some(false);
+    }
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let env = h.rt.containers_named("app")[0].config.env.clone();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("KUBERNETES_SERVICE_HOST").as_deref(), Some("10.96.0.1"));
+    assert_eq!(get("KUBERNETES_SERVICE_PORT").as_deref(), Some("443"));
+    assert_eq!(
+        get("KUBERNETES_PORT_443_TCP").as_deref(),
+        Some("tcp://10.96.0.1:443")
+    );
+    assert_eq!(get("WEB_SVC_SERVICE_HOST"), None, "service links are off");
+}
+
+#[tokio::test]
+async fn projected_tokens_are_bound_kept_and_refreshed_at_eighty_percent() {
+    let h = harness();
+    h.api.lock().token_clock = Some(h.clock.clone());
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "team", "uid": "uid-1"},
+        "spec": {"serviceAccountName": "builder", "containers": [{"name": "app", "image": "i"}],
+                 "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [
+                     {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                     {"serviceAccountToken": {"path": "vault", "audience": "vault", "expirationSeconds": 600}}
+                 ]}}]}
+    }))
+    .expect("pod");
+    let vm = &h.env.volumes;
+    let fetch = || vm.fetch_objects(h.api.as_ref(), &p, h.clock.now());
+    let first = fetch().await.expect("tokens");
+    assert_eq!(first.tokens.len(), 2);
+    {
+        let st = h.api.lock();
+        assert_eq!(st.token_requests.len(), 2);
+        let (ns, sa, req) = &st.token_requests[0];
+        assert_eq!((ns.as_str(), sa.as_str()), ("team", "builder"));
+        let bound = req.spec.bound_object_ref.as_ref().expect("bound");
+        assert_eq!(bound.uid.as_deref(), Some("uid-1"));
+        assert_eq!(req.spec.expiration_seconds, Some(3607));
+        assert!(req.spec.audiences.is_empty());
+        assert_eq!(st.token_requests[1].2.spec.audiences, vec!["vault"]);
+    }
+    // Within 80% of their lives the tokens are kept.
+    h.clock.advance(Duration::from_secs(479));
+    assert_eq!(fetch().await.expect("tokens").tokens, first.tokens);
+    assert_eq!(h.api.lock().token_requests.len(), 2);
+    // The 600 s token is refreshed at 480 s; the 3607 s one is kept.
+    h.clock.advance(Duration::from_secs(1));
+    let second = fetch().await.expect("tokens");
+    assert_eq!(h.api.lock().token_requests.len(), 3);
+    assert_ne!(
+        second.tokens[&("vault".to_string(), 600)],
+        first.tokens[&("vault".to_string(), 600)]
+    );
+    assert_eq!(
+        second.tokens[&(String::new(), 3607)],
+        first.tokens[&(String::new(), 3607)]
+    );
+    vm.tokens().forget_pod("uid-1");
+    assert!(vm.tokens().is_empty());
+}

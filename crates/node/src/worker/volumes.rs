@@ -10,7 +10,7 @@ use super::deps::WorkerDeps;
 use super::env::volume_context;
 use super::state::PodVolumeState;
 use podapi::EventType;
-use volumes::{fetch_objects, VolumeError};
+use volumes::VolumeError;
 
 fn elapsed(since: Timestamp, now: Timestamp) -> std::time::Duration {
     let ms = now.as_millisecond().saturating_sub(since.as_millisecond());
@@ -31,7 +31,11 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
         return true;
     }
     let mut skipped = Vec::new();
-    let result = match fetch_objects(deps.api.as_ref(), pod).await {
+    let result = match deps
+        .volumes
+        .fetch_objects(deps.api.as_ref(), pod, now)
+        .await
+    {
         Ok(objects) => deps
             .volumes
             .setup(pod, &volume_context(deps, pod), &objects, &mut skipped),

@@ -1,6 +1,7 @@
 //! Protobuf bodies of the workload kinds kubectl creates (`kubectl create deployment`, `create
-//! job`, `create cronjob`, `create job --from=cronjob/NAME`), decoded by tables of
-//! k8s.io/api's field numbers: a Deployment, Job or CronJob spec with its pod template, the pod spec and the container
+//! job`, `create cronjob`, `create job --from=cronjob/NAME`, `create pdb`) and the
+//! DeleteOptions of the Eviction `kubectl drain` posts, decoded by tables of k8s.io/api's
+//! field numbers: a Deployment, Job or CronJob spec with its pod template, the pod spec and the container
 //! fields those commands carry (the `--from` copy holds everything the API server
 //! defaulted). A field the tables do not know is refused by number, never dropped, so the
 //! client can send JSON instead.
@@ -32,6 +33,8 @@ enum Ty {
     QtyMap,
     Quantity,
     IntOrStr,
+    /// A pointer IntOrString: present means set, even to 0 (a budget's `minAvailable`).
+    PIntOrStr,
 }
 
 struct F {
@@ -435,14 +438,46 @@ static DEPLOYMENT_SPEC: Schema = Schema {
         f(9, "progressDeadlineSeconds", PInt),
     ],
 };
+static PDB_SPEC: Schema = Schema {
+    name: "PodDisruptionBudgetSpec",
+    fields: &[
+        f(1, "minAvailable", PIntOrStr),
+        f(2, "selector", Msg(&LABEL_SELECTOR)),
+        f(3, "maxUnavailable", PIntOrStr),
+        f(4, "unhealthyPodEvictionPolicy", PStr),
+    ],
+};
 
-/// The spec of a Deployment, Job or CronJob body (field 2 of the object); `None` for other
-/// kinds.
+static PRECONDITIONS: Schema = Schema {
+    name: "Preconditions",
+    fields: &[f(1, "uid", PStr), f(2, "resourceVersion", PStr)],
+};
+/// metav1.DeleteOptions (its TypeMeta is not on the wire).
+static DELETE_OPTIONS: Schema = Schema {
+    name: "DeleteOptions",
+    fields: &[
+        f(1, "gracePeriodSeconds", PInt),
+        f(2, "preconditions", Msg(&PRECONDITIONS)),
+        f(3, "orphanDependents", PBool),
+        f(4, "propagationPolicy", PStr),
+        rep(5, "dryRun", Str),
+        f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", PBool),
+    ],
+};
+
+/// The `deleteOptions` of an Eviction body (its field 2), as `kubectl drain` sends it.
+pub(super) fn delete_options(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    message(b, base, &DELETE_OPTIONS)
+}
+
+/// The spec of a Deployment, Job, CronJob or PodDisruptionBudget body (field 2 of the
+/// object); `None` for other kinds.
 pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, ProtobufError>> {
     let msg = match kind {
         "Deployment" => &DEPLOYMENT_SPEC,
         "Job" => &JOB_SPEC,
         "CronJob" => &CRON_JOB_SPEC,
+        "PodDisruptionBudget" => &PDB_SPEC,
         _ => return None,
     };
     Some(message(b, base, msg))
@@ -450,7 +485,10 @@ pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, Pr
 
 /// The kinds [`spec`] decodes.
 pub(super) fn handles(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "Job" | "CronJob")
+    matches!(
+        kind,
+        "Deployment" | "Job" | "CronJob" | "PodDisruptionBudget"
+    )
 }
 
 /// A varint as the signed integer the wire's two's complement encodes.
@@ -539,6 +577,7 @@ fn message(b: &[u8], base: usize, msg: &'static Schema) -> Result<Value, Protobu
             }
             (Quantity, Field::Bytes(s)) => Some(quantity(s, at)?),
             (IntOrStr, Field::Bytes(s)) => int_or_string(s, at)?,
+            (PIntOrStr, Field::Bytes(s)) => Some(int_or_string(s, at)?.unwrap_or(json!(0))),
             _ => return Err(ProtobufError::Malformed { offset: at }),
         };
         if let Some(v) = value {

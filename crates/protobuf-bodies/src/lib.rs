@@ -1,6 +1,7 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
-//! and `kubectl create deployment|job|cronjob`, whose specs [`workloads`] decodes).
+//! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, the
+//! Eviction `kubectl drain` posts and the TokenRequest of `kubectl create token`).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
@@ -60,6 +61,40 @@ fn service_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
             (18, Field::Bytes(b)) => push(&mut s, "clusterIPs", string(b)),
             (19, Field::Bytes(b)) => push(&mut s, "ipFamilies", string(b)),
             (22, Field::Bytes(b)) => set_string(&mut s, "internalTrafficPolicy", b),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(s))
+}
+
+/// TokenRequestSpec: audiences 1, boundObjectRef 3 (kind 1, apiVersion 2, name 3, uid 4),
+/// expirationSeconds 4.
+fn token_request_spec(b: &[u8], base: usize) -> Result<Value, ProtobufError> {
+    let mut s = Map::new();
+    let mut r = Reader::new(b, base);
+    while let Some((n, f, at)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => push(&mut s, "audiences", string(b)),
+            (3, Field::Bytes(b)) => {
+                let mut o = Map::new();
+                let mut rr = Reader::new(b, at);
+                while let Some((n, f, _)) = rr.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => set_string(&mut o, "kind", b),
+                        (2, Field::Bytes(b)) => set_string(&mut o, "apiVersion", b),
+                        (3, Field::Bytes(b)) => set_string(&mut o, "name", b),
+                        (4, Field::Bytes(b)) => set_string(&mut o, "uid", b),
+                        _ => {}
+                    }
+                }
+                s.insert("boundObjectRef".into(), Value::Object(o));
+            }
+            (4, Field::Varint(v)) => {
+                s.insert(
+                    "expirationSeconds".into(),
+                    json!(i64::from_ne_bytes(v.to_ne_bytes())),
+                );
+            }
             _ => {}
         }
     }
@@ -138,6 +173,14 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 obj.insert("spec".into(), service_spec(b, at)?);
             }
             ("Service", _, _) => {}
+            ("Eviction", 2, Field::Bytes(b)) => {
+                obj.insert("deleteOptions".into(), workloads::delete_options(b, at)?);
+            }
+            ("Eviction", _, _) => {}
+            ("TokenRequest", 2, Field::Bytes(b)) => {
+                obj.insert("spec".into(), token_request_spec(b, at)?);
+            }
+            ("TokenRequest", _, _) => {}
             (k, 2, Field::Bytes(b)) if workloads::handles(k) => {
                 if let Some(spec) = workloads::spec(k, b, at) {
                     obj.insert("spec".into(), spec?);
@@ -150,7 +193,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     if !matches!(
         kind.as_str(),
-        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount" | "Service"
+        "Namespace"
+            | "ConfigMap"
+            | "Secret"
+            | "ServiceAccount"
+            | "Service"
+            | "Eviction"
+            | "TokenRequest"
     ) && !workloads::handles(&kind)
     {
         return Err(ProtobufError::UnsupportedKind { kind });
@@ -310,6 +359,59 @@ mod tests {
             json!({"containers": [container("tick", "echo tick")], "restartPolicy": "OnFailure"})
         );
         assert_eq!(cj["spec"]["jobTemplate"]["metadata"]["name"], "tick");
+    }
+
+    fn envelope(api_version: &[u8], kind: &[u8], msg: &[u8]) -> Vec<u8> {
+        [
+            b"k8s\0".to_vec(),
+            ld(1, &[ld(1, api_version), ld(2, kind)].concat()),
+            ld(2, msg),
+        ]
+        .concat()
+    }
+
+    /// `kubectl create pdb web --selector=app=web --min-available=0`: a zero budget is set.
+    #[test]
+    fn decodes_pdb_and_eviction() {
+        let selector = ld(1, &[ld(1, b"app"), ld(2, b"web")].concat());
+        let zero = [vec![0x08, 0x00], vec![0x10, 0x00], ld(3, b"")].concat();
+        let spec = [ld(1, &zero), ld(2, &selector)].concat();
+        let msg = [ld(1, &ld(1, b"web")), ld(2, &spec), ld(3, &[0x08, 0x00])].concat();
+        let pdb = decode(&envelope(b"policy/v1", b"PodDisruptionBudget", &msg)).expect("pdb");
+        assert_eq!(
+            pdb["spec"],
+            json!({"minAvailable": 0, "selector": {"matchLabels": {"app": "web"}}})
+        );
+        // drain's Eviction: a grace period of 0 and a dry run.
+        let opts = [vec![0x08, 0x00], ld(5, b"All")].concat();
+        let msg = [
+            ld(1, &[ld(1, b"web-1"), ld(3, b"default")].concat()),
+            ld(2, &opts),
+        ]
+        .concat();
+        let ev = decode(&envelope(b"policy/v1", b"Eviction", &msg)).expect("eviction");
+        assert_eq!(ev["metadata"]["name"], "web-1");
+        assert_eq!(
+            ev["deleteOptions"],
+            json!({"gracePeriodSeconds": 0, "dryRun": ["All"]})
+        );
+    }
+
+    #[test]
+    fn decodes_token_request_from_kubectl_create_token() {
+        let bound = [ld(1, b"Pod"), ld(2, b"v1"), ld(3, b"web"), ld(4, b"u-1")].concat();
+        let mut spec = [ld(1, b"vault"), ld(3, &bound)].concat();
+        spec.extend_from_slice(&[4 << 3, 0x90, 0x1c]); // expirationSeconds 3600
+        let tm = [ld(1, b"authentication.k8s.io/v1"), ld(2, b"TokenRequest")].concat();
+        let inner = [ld(1, &ld(1, b"default")), ld(2, &spec)].concat();
+        let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &inner)].concat();
+        assert_eq!(
+            decode(&body).expect("decode"),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "metadata": {"name": "default"},
+                   "spec": {"audiences": ["vault"], "expirationSeconds": 3600,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": "u-1"}}})
+        );
     }
 
     #[test]
