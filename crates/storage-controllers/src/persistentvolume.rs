@@ -58,6 +58,10 @@ struct Ctx {
     recorder: Recorder,
 }
 
+/// How often a claim nothing could be bound to is looked at again (kube-controller-manager's
+/// `--pvclaimbinder-sync-period`).
+const UNBOUND_CLAIM_RESYNC: Duration = Duration::from_secs(15);
+
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -325,7 +329,10 @@ async fn sync_unbound_claim(
                 .await?;
         }
     }
-    Ok(Action::await_change())
+    // Looked at again like upstream's periodic claim sync: the volume watch that triggers
+    // this controller and the cache it reads are separate streams, so a new volume's event
+    // may come before the cache holds it.
+    Ok(Action::requeue(UNBOUND_CLAIM_RESYNC))
 }
 
 /// Hands the claim to its external provisioner, as upstream's binder does for any
