@@ -270,11 +270,12 @@ async fn delete_pod(api: &Api<Pod>, rec: &Recorder, job: &Job, pod: &Pod) -> Res
     }
 }
 
-/// `ttlSecondsAfterFinished` ran out: the job goes, and the garbage collector takes its
-/// pods (background propagation). The uid precondition spares a new job of the same name.
+/// `ttlSecondsAfterFinished` ran out: the job goes after its pods, as upstream's TTL
+/// controller deletes (foreground propagation: the garbage collector removes the pods, then
+/// the job). The uid precondition spares a new job of the same name.
 async fn delete_finished_job(api: &Api<Job>, name: &str, uid: &str) -> Result<(), Error> {
     let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(PropagationPolicy::Foreground),
         preconditions: Some(Preconditions {
             uid: Some(uid.to_string()),
             resource_version: None,
