@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::watch::{EventLog, WatchFilter};
 use crate::{
-    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError,
-    WatchEvent, WatchStream,
+    resource_version_of, EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store,
+    StoreError, WatchEvent, WatchStream,
 };
 
 /// Objects: "group/resource/namespace/name" → JSON bytes.
@@ -296,6 +296,68 @@ impl Inner {
         })
     }
 
+    /// One page of the objects under `prefix`, from one read snapshot.
+    fn list_page(&self, prefix: &str, page: &PageRequest) -> Result<Page, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend("begin read", prefix, e))?;
+        let objects = txn
+            .open_table(OBJECTS)
+            .map_err(|e| backend("open", prefix, e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| backend("open", prefix, e))?;
+        let resource_version = meta
+            .get(RV_KEY)
+            .map_err(|e| backend("read rv", prefix, e))?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let from = format!("{prefix}{}", page.start.as_deref().unwrap_or(""));
+        let mut items = Vec::new();
+        let mut next_start = None;
+        let mut remaining = 0u64;
+        for entry in objects
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| backend("range", prefix, e))?
+        {
+            let (k, v) = entry.map_err(|e| backend("range", prefix, e))?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if next_start.is_some() {
+                // Only counted when there is no filter; with one, the first match past the
+                // page was enough to know there is more.
+                remaining += 1;
+                continue;
+            }
+            let obj = decode(k, v.value())?;
+            if page.filter.as_ref().is_some_and(|f| !f(&obj)) {
+                continue;
+            }
+            if items.len() == page.limit {
+                // The next page starts at this key (inclusive).
+                next_start = Some(k[prefix.len()..].to_string());
+                if page.filter.is_some() {
+                    break;
+                }
+                remaining = 1;
+                continue;
+            }
+            items.push(obj);
+        }
+        Ok(Page {
+            items,
+            resource_version,
+            remaining: next_start
+                .as_ref()
+                .filter(|_| page.filter.is_none())
+                .map(|_| remaining),
+            next_start,
+        })
+    }
+
     fn current_resource_version(&self) -> Result<u64, StoreError> {
         let txn = self
             .db
@@ -401,6 +463,24 @@ impl Store for RedbStore {
         blocking("list", prefix.clone(), move || inner.list(&prefix)).await
     }
 
+    async fn list_page(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let prefix = match namespace {
+            Some(ns) => format!("{group}/{resource}/{ns}/"),
+            None => format!("{group}/{resource}/"),
+        };
+        let inner = self.inner.clone();
+        blocking("list", prefix.clone(), move || {
+            inner.list_page(&prefix, &page)
+        })
+        .await
+    }
+
     async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
         self.write(key, Change::Create(obj)).await
     }
@@ -448,6 +528,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ListFilter;
     use futures::StreamExt;
     use serde_json::json;
 
@@ -463,6 +544,63 @@ mod tests {
         RedbStore::open(&dir.path().join("store.redb"))
             .await
             .expect("open")
+    }
+
+    fn names(page: &Page) -> Vec<&str> {
+        page.items
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pages_in_key_order_with_and_without_a_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(&key(n), pod(n)).await.expect("create");
+        }
+        s.create(&ObjectKey::new("", "pods", "other", "z"), pod("z"))
+            .await
+            .expect("create z");
+        s.create(&ObjectKey::new("", "podsx", "default", "x"), pod("x"))
+            .await
+            .expect("create x");
+        let req = |start: Option<&str>, limit, filter| PageRequest {
+            start: start.map(str::to_string),
+            limit,
+            filter,
+        };
+        let first = s
+            .list_page("", "pods", None, req(None, 2, None))
+            .await
+            .expect("page");
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(first.next_start.as_deref(), Some("default/c"));
+        assert_eq!(first.remaining, Some(4));
+        assert_eq!(first.resource_version, 7);
+        let last = s
+            .list_page("", "pods", None, req(Some("default/e"), 2, None))
+            .await
+            .expect("page");
+        assert_eq!(names(&last), ["e", "z"]);
+        assert_eq!((last.next_start, last.remaining), (None, None));
+        // A filter fills the page with matches and reports no count.
+        let odd: ListFilter =
+            Arc::new(|o: &Value| matches!(o["metadata"]["name"].as_str(), Some("a" | "c" | "e")));
+        let filtered = s
+            .list_page("", "pods", Some("default"), req(None, 2, Some(odd.clone())))
+            .await
+            .expect("page");
+        assert_eq!(names(&filtered), ["a", "c"]);
+        assert_eq!(filtered.next_start.as_deref(), Some("e"));
+        assert_eq!(filtered.remaining, None);
+        let rest = s
+            .list_page("", "pods", Some("default"), req(Some("e"), 2, Some(odd)))
+            .await
+            .expect("page");
+        assert_eq!(names(&rest), ["e"]);
+        assert_eq!(rest.next_start, None);
     }
 
     #[tokio::test]
@@ -591,6 +729,15 @@ mod tests {
             namespace: Option<&str>,
         ) -> Result<ListResult, StoreError> {
             self.inner.list(group, resource, namespace).await
+        }
+        async fn list_page(
+            &self,
+            group: &str,
+            resource: &str,
+            namespace: Option<&str>,
+            page: PageRequest,
+        ) -> Result<Page, StoreError> {
+            self.inner.list_page(group, resource, namespace, page).await
         }
         async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
             self.inner.create(key, obj).await
