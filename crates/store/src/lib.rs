@@ -10,7 +10,7 @@ mod watch;
 
 pub use redb_store::RedbStore;
 pub use spec::{SpecError, StoreSpec};
-pub use watch::{EventKind, WatchEvent};
+pub use watch::{EventKind, HistoryLimit, WatchEvent};
 
 use std::pin::Pin;
 use std::sync::Arc;
