@@ -22,30 +22,6 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
 }
 
-/// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
-pub fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
-    let Some(tail) = tail else { return 0 };
-    if tail == 0 {
-        return data.len();
-    }
-    // Skip a final newline so it does not count as an empty last line.
-    let end = if data.ends_with(b"\n") {
-        data.len() - 1
-    } else {
-        data.len()
-    };
-    let mut seen = 0;
-    for (i, b) in data[..end].iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == tail {
-                return i + 1;
-            }
-        }
-    }
-    0
-}
-
 /// Formats the complete lines of `data` for output, honouring `since`, `timestamps` and the
 /// remaining byte budget. Returns the output and how many bytes of `data` were consumed
 /// (an incomplete last line is left for later).
@@ -118,8 +94,8 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const CHUNK: usize = 256 * 1024;
 
 /// Where the last `tail` lines of an open file begin, found by reading backwards from its end
-/// in chunks (a `--tail` of a large log reads only what it shows). Same rule as
-/// [`tail_offset`]: a final newline does not start an empty last line.
+/// in chunks (a `--tail` of a large log reads only what it shows). A final newline does not
+/// start an empty last line.
 pub async fn tail_start(file: &mut tokio::fs::File, tail: u64) -> std::io::Result<u64> {
     let len = file.seek(std::io::SeekFrom::End(0)).await?;
     if tail == 0 {
@@ -267,6 +243,30 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
+    fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
+        let Some(tail) = tail else { return 0 };
+        if tail == 0 {
+            return data.len();
+        }
+        // Skip a final newline so it does not count as an empty last line.
+        let end = if data.ends_with(b"\n") {
+            data.len() - 1
+        } else {
+            data.len()
+        };
+        let mut seen = 0;
+        for (i, b) in data[..end].iter().enumerate().rev() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == tail {
+                    return i + 1;
+                }
+            }
+        }
+        0
+    }
 
     /// Reads a whole log file at once (no follow).
     fn read_log(path: &Path, opts: &LogOptions) -> std::io::Result<Vec<u8>> {
