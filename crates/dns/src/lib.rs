@@ -17,14 +17,18 @@
 //! Names outside the cluster domain are REFUSED: peapod runs offline-first and does not
 //! forward (pods that need the outside world can use `dnsPolicy: Default`).
 //!
-//! Packets are parsed and built with `hickory-proto`; the decision is the pure [`answer`].
+//! Packets are parsed and built with `hickory-proto`; the decision is the pure [`answer`]
+//! (over UDP [`answer_udp`], which truncates what does not fit, setting TC). Answers come
+//! from an index of the watched objects, rebuilt only after they change.
 //! The server listens on the cluster DNS ClusterIP itself (10.96.0.10:53, UDP and TCP),
 //! which [`run`] adds to the node's loopback device, so pods reach it through their default
 //! route without any NAT rule.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,7 +36,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::Store;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
@@ -79,12 +83,86 @@ pub enum DnsError {
     },
 }
 
-/// The cluster's objects the answers come from.
+/// The cluster's objects the answers come from, indexed by the names queries ask for. Built
+/// once per change of the watched objects (see [`Stores::current`]), shared by every query
+/// until the next change.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    pub pods: Vec<Pod>,
+    /// Services by (namespace, name).
+    services: HashMap<(String, String), Arc<Service>>,
+    /// Ready endpoints of each Service by (namespace, service): address and hostname.
+    endpoints: HashMap<(String, String), Vec<(Ipv4Addr, Option<String>)>>,
+    /// Namespaces with a Service or a pod (their `svc`/`pod` subdomains exist).
+    namespaces: HashSet<String>,
+    /// (namespace, IP) of every pod with an IP.
+    pod_ips: HashSet<(String, Ipv4Addr)>,
+}
+
+impl Snapshot {
+    pub fn new(
+        services: impl IntoIterator<Item = Arc<Service>>,
+        slices: impl IntoIterator<Item = Arc<EndpointSlice>>,
+        pods: impl IntoIterator<Item = Arc<Pod>>,
+    ) -> Self {
+        let mut snap = Snapshot::default();
+        for svc in services {
+            let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+                continue;
+            };
+            snap.namespaces.insert(ns.clone());
+            snap.services
+                .insert((ns.clone(), name.clone()), svc.clone());
+        }
+        for slice in slices {
+            let ns = slice.metadata.namespace.clone().unwrap_or_default();
+            let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+            else {
+                continue;
+            };
+            let ready = slice
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
+            let list = snap.endpoints.entry((ns, svc.clone())).or_default();
+            for e in ready {
+                let hostname = e.hostname.clone().filter(|h| !h.is_empty());
+                for ip in e.addresses.iter().filter_map(|a| a.parse().ok()) {
+                    list.push((ip, hostname.clone()));
+                }
+            }
+        }
+        for pod in pods {
+            let Some(ns) = &pod.metadata.namespace else {
+                continue;
+            };
+            snap.namespaces.insert(ns.clone());
+            if let Some(ip) = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|s| s.parse().ok())
+            {
+                snap.pod_ips.insert((ns.clone(), ip));
+            }
+        }
+        snap
+    }
+
+    fn service(&self, ns: &str, name: &str) -> Option<&Service> {
+        self.services
+            .get(&(ns.to_string(), name.to_string()))
+            .map(Arc::as_ref)
+    }
+
+    fn ready_endpoints(&self, ns: &str, svc: &str) -> &[(Ipv4Addr, Option<String>)] {
+        self.endpoints
+            .get(&(ns.to_string(), svc.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// What a name resolves to.
@@ -96,31 +174,11 @@ enum Lookup {
     Refused,
 }
 
-/// The ready endpoints of Service `ns/svc` across its slices.
-fn ready_endpoints<'a>(
-    snap: &'a Snapshot,
-    ns: &'a str,
-    svc: &'a str,
-) -> impl Iterator<Item = &'a Endpoint> + 'a {
-    snap.slices
-        .iter()
-        .filter(move |s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(move |s| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .map(String::as_str)
-                == Some(svc)
-        })
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-}
-
 fn ready_endpoint_ips(snap: &Snapshot, ns: &str, svc: &str) -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = ready_endpoints(snap, ns, svc)
-        .flat_map(|e| e.addresses.iter())
-        .filter_map(|a| a.parse().ok())
+    let mut ips: Vec<Ipv4Addr> = snap
+        .ready_endpoints(ns, svc)
+        .iter()
+        .map(|(ip, _)| *ip)
         .collect();
     ips.sort();
     ips.dedup();
@@ -137,18 +195,14 @@ fn endpoint_records(
     endpoint: &str,
     qtype: RecordType,
 ) -> Option<Vec<RData>> {
-    let mut ips: Vec<Ipv4Addr> = ready_endpoints(snap, ns, svc)
-        .flat_map(|e| {
-            e.addresses
-                .iter()
-                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-                .filter(
-                    move |ip| match e.hostname.as_deref().filter(|h| !h.is_empty()) {
-                        Some(h) => h.eq_ignore_ascii_case(endpoint),
-                        None => ip.to_string().replace('.', "-") == endpoint,
-                    },
-                )
+    let mut ips: Vec<Ipv4Addr> = snap
+        .ready_endpoints(ns, svc)
+        .iter()
+        .filter(|(ip, hostname)| match hostname {
+            Some(h) => h.eq_ignore_ascii_case(endpoint),
+            None => ip.to_string().replace('.', "-") == endpoint,
         })
+        .map(|(ip, _)| *ip)
         .collect();
     if ips.is_empty() {
         return None;
@@ -200,27 +254,14 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
         // The zone itself and its `svc`/`pod` subdomains exist (empty non-terminals).
         [] | ["svc"] | ["pod"] => Lookup::Records(Vec::new()),
         [ns, "svc"] | [ns, "pod"] => {
-            if snap
-                .services
-                .iter()
-                .any(|s| s.metadata.namespace.as_deref() == Some(ns))
-                || snap
-                    .pods
-                    .iter()
-                    .any(|p| p.metadata.namespace.as_deref() == Some(ns))
-            {
+            if snap.namespaces.contains(*ns) {
                 Lookup::Records(Vec::new())
             } else {
                 Lookup::NxDomain
             }
         }
         [svc, ns, "svc"] => snap
-            .services
-            .iter()
-            .find(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
-                    && s.metadata.name.as_deref() == Some(svc)
-            })
+            .service(ns, svc)
             .and_then(|s| service_records(snap, s, qtype))
             .map_or(Lookup::NxDomain, Lookup::Records),
         [endpoint, svc, ns, "svc"] if !endpoint.starts_with('_') => {
@@ -228,10 +269,7 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
                 .map_or(Lookup::NxDomain, Lookup::Records)
         }
         [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
-            let Some(s) = snap.services.iter().find(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
-                    && s.metadata.name.as_deref() == Some(svc)
-            }) else {
+            let Some(s) = snap.service(ns, svc) else {
                 return Lookup::NxDomain;
             };
             let found = s.spec.as_ref().and_then(|spec| {
@@ -265,14 +303,7 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
                 return Lookup::NxDomain;
             };
             // CoreDNS's `pods verified`: only an IP a pod of that namespace has.
-            let exists = snap.pods.iter().any(|p| {
-                p.metadata.namespace.as_deref() == Some(ns)
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.pod_ip.as_deref())
-                        .and_then(|s| s.parse::<Ipv4Addr>().ok())
-                        == Some(ip)
-            });
+            let exists = snap.pod_ips.contains(&(ns.to_string(), ip));
             match (exists, qtype) {
                 (false, _) => Lookup::NxDomain,
                 (true, RecordType::A | RecordType::ANY) => Lookup::Records(vec![RData::A(A(ip))]),
@@ -283,9 +314,40 @@ fn lookup(snap: &Snapshot, domain: &str, name: &str, qtype: RecordType) -> Looku
     }
 }
 
-/// The response to one DNS query packet, or `None` when it is not even a parseable query.
+/// The response to one DNS query packet (over TCP: no size limit), or `None` when it is not
+/// even a parseable query.
 pub fn answer(snap: &Snapshot, domain: &str, ttl: u32, query: &[u8]) -> Option<Vec<u8>> {
     let req = Message::from_vec(query).ok()?;
+    respond(snap, domain, ttl, &req)?.to_vec().ok()
+}
+
+/// The classic UDP payload limit, raised by a client's EDNS0 buffer size.
+const UDP_PAYLOAD: usize = 512;
+/// The largest UDP answer sent whatever a client advertises (CoreDNS's cap).
+const UDP_PAYLOAD_MAX: usize = 4096;
+
+/// As [`answer`], for UDP: a response larger than the client's payload size (512 bytes, or
+/// its EDNS0 buffer size) goes out without its records and with the TC bit, so the client
+/// retries over TCP.
+pub fn answer_udp(snap: &Snapshot, domain: &str, ttl: u32, query: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(query).ok()?;
+    let mut resp = respond(snap, domain, ttl, &req)?;
+    let bytes = resp.to_vec().ok()?;
+    let limit = req
+        .extensions()
+        .as_ref()
+        .map_or(UDP_PAYLOAD, |e| usize::from(e.max_payload()))
+        .clamp(UDP_PAYLOAD, UDP_PAYLOAD_MAX);
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    resp.take_answers();
+    resp.take_additionals();
+    resp.set_truncated(true);
+    resp.to_vec().ok()
+}
+
+fn respond(snap: &Snapshot, domain: &str, ttl: u32, req: &Message) -> Option<Message> {
     if req.message_type() != MessageType::Query {
         return None;
     }
@@ -327,7 +389,7 @@ pub fn answer(snap: &Snapshot, domain: &str, ttl: u32, query: &[u8]) -> Option<V
         _ => ResponseCode::NotImp,
     };
     resp.set_response_code(code);
-    resp.to_vec().ok()
+    Some(resp)
 }
 
 /// Puts `addr/32` on `dev` unless it is there; true when this call added it.
@@ -380,24 +442,33 @@ struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    /// Bumped by the watches on every change.
+    changes: Arc<AtomicU64>,
+    /// The index and the change count it was built at.
+    index: Mutex<(u64, Arc<Snapshot>)>,
 }
 
 impl Stores {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            services: self
-                .services
-                .state()
-                .iter()
-                .map(|s| (**s).clone())
-                .collect(),
-            slices: self.slices.state().iter().map(|s| (**s).clone()).collect(),
-            pods: self.pods.state().iter().map(|s| (**s).clone()).collect(),
+    /// The index of the current objects, rebuilt only when a watch saw a change since.
+    fn current(&self) -> Arc<Snapshot> {
+        let seen = self.changes.load(Ordering::Acquire);
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if index.0 != seen {
+            let snap = Snapshot::new(
+                self.services.state(),
+                self.slices.state(),
+                self.pods.state(),
+            );
+            *index = (seen, Arc::new(snap));
         }
+        index.1.clone()
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+fn spawn_reflector<K>(
+    api: Api<K>,
+    changes: Arc<AtomicU64>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -414,6 +485,7 @@ where
             .touched_objects()
             .boxed();
         while let Some(ev) = stream.next().await {
+            changes.fetch_add(1, Ordering::AcqRel);
             if let Err(e) = ev {
                 tracing::debug!(error = %e, "dns watch error; retrying");
             }
@@ -456,13 +528,16 @@ pub async fn run(
         }
     };
     tracing::info!(listen = %config.listen, "cluster DNS serving");
-    let (services, t1) = spawn_reflector(Api::<Service>::all(client.clone()));
-    let (slices, t2) = spawn_reflector(Api::<EndpointSlice>::all(client.clone()));
-    let (pods, t3) = spawn_reflector(Api::<Pod>::all(client));
+    let changes = Arc::new(AtomicU64::new(1));
+    let (services, t1) = spawn_reflector(Api::<Service>::all(client.clone()), changes.clone());
+    let (slices, t2) = spawn_reflector(Api::<EndpointSlice>::all(client.clone()), changes.clone());
+    let (pods, t3) = spawn_reflector(Api::<Pod>::all(client), changes.clone());
     let stores = Arc::new(Stores {
         services,
         slices,
         pods,
+        changes,
+        index: Mutex::new((0, Arc::new(Snapshot::default()))),
     });
     let tcp_task = tokio::spawn(serve_tcp(tcp, stores.clone(), config.clone()));
     let mut buf = vec![0u8; 4096];
@@ -483,8 +558,8 @@ pub async fn run(
             }
             r = udp.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
-                let snap = stores.snapshot();
-                if let Some(resp) = answer(&snap, &config.domain, config.ttl, &buf[..n]) {
+                let snap = stores.current();
+                if let Some(resp) = answer_udp(&snap, &config.domain, config.ttl, &buf[..n]) {
                     let _ = udp.send_to(&resp, peer).await;
                 }
             }
@@ -518,7 +593,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, stores: Arc<Stores>, confi
                 let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
                     return;
                 };
-                let snap = stores.snapshot();
+                let snap = stores.current();
                 let Some(resp) = answer(&snap, &config.domain, config.ttl, &msg) else {
                     return;
                 };
@@ -557,20 +632,16 @@ mod tests {
                           {"addresses": ["10.244.0.2"], "conditions": {"ready": true}}]})];
         let pods = vec![json!({"metadata": {"name": "p", "namespace": "shop"},
             "status": {"podIP": "10.244.0.3"}})];
-        Snapshot {
-            services: services
+        Snapshot::new(
+            services
                 .into_iter()
-                .map(|v| serde_json::from_value(v).expect("svc"))
-                .collect(),
-            slices: slices
+                .map(|v| Arc::new(serde_json::from_value(v).expect("svc"))),
+            slices
                 .into_iter()
-                .map(|v| serde_json::from_value(v).expect("slice"))
-                .collect(),
-            pods: pods
-                .into_iter()
-                .map(|v| serde_json::from_value(v).expect("pod"))
-                .collect(),
-        }
+                .map(|v| Arc::new(serde_json::from_value(v).expect("slice"))),
+            pods.into_iter()
+                .map(|v| Arc::new(serde_json::from_value(v).expect("pod"))),
+        )
     }
 
     fn ask(name: &str, qtype: RecordType) -> Message {
@@ -667,5 +738,54 @@ mod tests {
         let m = ask("example.com.", RecordType::A);
         assert_eq!(m.response_code(), ResponseCode::Refused);
         assert!(answer(&snap(), "cluster.local", 5, b"\x01\x02").is_none());
+    }
+
+    #[test]
+    fn large_udp_answers_are_truncated_for_a_tcp_retry() {
+        let endpoints: Vec<_> = (1..=60)
+            .map(|i| json!({"addresses": [format!("10.244.1.{i}")], "conditions": {"ready": true}}))
+            .collect();
+        let snap = Snapshot::new(
+            [Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "big", "namespace": "n"},
+                    "spec": {"clusterIP": "None"}}))
+                .expect("svc"),
+            )],
+            [Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "big-x", "namespace": "n",
+                    "labels": {"kubernetes.io/service-name": "big"}},
+                    "addressType": "IPv4", "endpoints": endpoints}))
+                .expect("slice"),
+            )],
+            [],
+        );
+        let query = |edns: Option<u16>| {
+            let mut q = Message::new();
+            q.set_id(9)
+                .set_message_type(MessageType::Query)
+                .set_op_code(OpCode::Query)
+                .add_query(Query::query(
+                    Name::from_ascii("big.n.svc.cluster.local.").expect("name"),
+                    RecordType::A,
+                ));
+            if let Some(size) = edns {
+                let mut e = hickory_proto::op::Edns::new();
+                e.set_max_payload(size);
+                q.set_edns(e);
+            }
+            q.to_vec().expect("encode")
+        };
+        let udp = answer_udp(&snap, "cluster.local", 5, &query(None)).expect("udp");
+        assert!(udp.len() <= 512);
+        let m = Message::from_vec(&udp).expect("decode");
+        assert!(m.truncated());
+        assert!(m.answers().is_empty());
+        let tcp = answer(&snap, "cluster.local", 5, &query(None)).expect("tcp");
+        let m = Message::from_vec(&tcp).expect("decode");
+        assert!(!m.truncated());
+        assert_eq!(m.answers().len(), 60);
+        // A client advertising a larger EDNS0 buffer gets the whole answer over UDP.
+        let big = answer_udp(&snap, "cluster.local", 5, &query(Some(4096))).expect("udp");
+        assert_eq!(Message::from_vec(&big).expect("decode").answers().len(), 60);
     }
 }
