@@ -376,12 +376,15 @@ pub async fn run(
         name: config.node_name.clone(),
         host_ip: config.node_api_advertise_ip.to_string(),
         cpu: f64::from(facts.cpus),
-        memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+        // The node's allocatable, as nodestatus reports it: memory less the 100Mi hard
+        // eviction threshold, 90% of the state dir's disk.
+        memory: parse_quantity(&format!("{}Ki", facts.memory_ki.saturating_sub(100 * 1024)))
+            .unwrap_or(0.0),
+        ephemeral_storage: (facts.ephemeral_storage_bytes / 10 * 9) as f64,
     };
     let allocatable = Allocatable {
         cpu: node.cpu,
         memory: node.memory,
-        // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
         ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
     };
     let rejecter = Arc::new(Rejecter {

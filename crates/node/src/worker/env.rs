@@ -66,6 +66,7 @@ pub fn container_context(deps: &WorkerDeps, pod: &Pod, sandbox: &PodSandboxStatu
         pod_ip: network::pod_ip(&deps.node.host_ip, pod, Some(sandbox)),
         node_cpu: deps.node.cpu,
         node_memory: deps.node.memory,
+        node_ephemeral_storage: deps.node.ephemeral_storage,
     }
 }
 
@@ -82,6 +83,7 @@ pub fn volume_context(deps: &WorkerDeps, pod: &Pod) -> PodContext {
         },
         node_cpu: deps.node.cpu,
         node_memory: deps.node.memory,
+        node_ephemeral_storage: deps.node.ephemeral_storage,
     }
 }
 

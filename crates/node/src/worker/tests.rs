@@ -38,6 +38,7 @@ fn harness() -> Harness {
             host_ip: "10.1.2.3".into(),
             cpu: 2.0,
             memory: 1e9,
+            ephemeral_storage: 1e10,
         },
         log_root: dir.path().join("logs"),
         sandboxes: Default::default(),

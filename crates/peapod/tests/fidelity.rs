@@ -1,0 +1,104 @@
+//! Pod behaviours checked against what a v1.33 kubelet and kube-apiserver do, with manifests
+//! as Kubernetes' documentation and e2e tests write them: downward API resource fields
+//! without a divisor.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Peapod;
+
+/// A node's allocatable quantity (`8012345Ki`, `2`) in whole units.
+fn units(q: &str) -> u64 {
+    match q.strip_suffix("Ki") {
+        Some(ki) => ki.parse::<u64>().expect("Ki quantity") * 1024,
+        None => q.parse().expect("plain quantity"),
+    }
+}
+
+const RESOURCE_FIELDS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: resfields
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "cpu_limit=$CPU_LIMIT cpu_request=$CPU_REQUEST cpu_request_m=$CPU_REQUEST_M mem_limit=$MEM_LIMIT mem_request_mi=$MEM_REQUEST_MI"
+      echo "files cpu_limit=$(cat /etc/podinfo/cpu_limit) mem_request=$(cat /etc/podinfo/mem_request)"
+    resources:
+      limits: {cpu: 1250m, memory: 64Mi}
+      requests: {cpu: 250m, memory: 32Mi}
+    env:
+    - name: CPU_LIMIT
+      valueFrom: {resourceFieldRef: {resource: limits.cpu}}
+    - name: CPU_REQUEST
+      valueFrom: {resourceFieldRef: {resource: requests.cpu}}
+    - name: CPU_REQUEST_M
+      valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}
+    - name: MEM_LIMIT
+      valueFrom: {resourceFieldRef: {resource: limits.memory}}
+    - name: MEM_REQUEST_MI
+      valueFrom: {resourceFieldRef: {resource: requests.memory, divisor: 1Mi}}
+    volumeMounts:
+    - {name: podinfo, mountPath: /etc/podinfo}
+  - name: unlimited
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo cpu=$CPU mem=$MEM"]
+    env:
+    - name: CPU
+      valueFrom: {resourceFieldRef: {resource: limits.cpu}}
+    - name: MEM
+      valueFrom: {resourceFieldRef: {resource: limits.memory}}
+  volumes:
+  - name: podinfo
+    downwardAPI:
+      items:
+      - path: cpu_limit
+        resourceFieldRef: {containerName: main, resource: limits.cpu}
+      - path: mem_request
+        resourceFieldRef: {containerName: main, resource: requests.memory}
+"#;
+
+/// kube-apiserver stores an unset divisor as "0", the kubelet reads it as 1 and rounds up;
+/// a container without limits sees the node's allocatable.
+#[test]
+fn resource_fields_without_a_divisor_round_up_and_default_to_allocatable() {
+    let pp = Peapod::start();
+    pp.apply(RESOURCE_FIELDS);
+    assert_eq!(
+        pp.jsonpath(
+            "pod/resfields",
+            "{.spec.containers[0].env[0].valueFrom.resourceFieldRef.divisor} {.spec.volumes[0].downwardAPI.items[0].resourceFieldRef.divisor}"
+        )
+        .as_deref(),
+        Some("0 0")
+    );
+    pp.wait_pod_phase("resfields", "Succeeded", Duration::from_secs(90));
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "resfields", "-c", "main"]),
+        format!(
+            "cpu_limit=2 cpu_request=1 cpu_request_m=250 mem_limit={} mem_request_mi=32\nfiles cpu_limit=2 mem_request={}\n",
+            64 << 20,
+            32 << 20
+        )
+    );
+    let node = format!("node/{}", pp.node_name);
+    let cpu = pp
+        .jsonpath(&node, "{.status.allocatable.cpu}")
+        .expect("allocatable cpu");
+    let memory = pp
+        .jsonpath(&node, "{.status.allocatable.memory}")
+        .expect("allocatable memory");
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "resfields", "-c", "unlimited"]),
+        format!("cpu={} mem={}\n", units(&cpu), units(&memory))
+    );
+    pp.kubectl_ok(&["delete", "pod", "resfields", "--timeout=60s"]);
+}
