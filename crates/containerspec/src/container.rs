@@ -149,14 +149,9 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .cloned()
 }
 
+/// A ConfigMap key as the kubelet reads it for env: from `data` only.
 fn config_map_value(map: &ConfigMap, key: &str) -> Option<String> {
-    if let Some(v) = map.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(v.clone());
-    }
-    map.binary_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    map.data.as_ref().and_then(|d| d.get(key)).cloned()
 }
 
 pub fn field_ref_value(
@@ -306,14 +301,12 @@ pub fn container_env(
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
             match sources.config_maps.get(&r.name).cloned().flatten() {
+                // The kubelet takes every key of `data` (not `binaryData`) as it is: v1.33
+                // checks no name here, since the API server's relaxed rule already allows
+                // any ConfigMap key or prefix (`data-1`, `my.key`).
                 Some(map) => {
-                    let mut keys: BTreeMap<String, String> = map.data.clone().unwrap_or_default();
-                    for (k, v) in map.binary_data.iter().flatten() {
-                        keys.entry(k.clone())
-                            .or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
-                    }
-                    for (k, v) in keys {
-                        set(&mut out, format!("{prefix}{k}"), v);
+                    for (k, v) in map.data.iter().flatten() {
+                        set(&mut out, format!("{prefix}{k}"), v.clone());
                     }
                 }
                 None if r.optional == Some(true) => {}

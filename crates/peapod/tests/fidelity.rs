@@ -102,3 +102,77 @@ fn resource_fields_without_a_divisor_round_up_and_default_to_allocatable() {
     );
     pp.kubectl_ok(&["delete", "pod", "resfields", "--timeout=60s"]);
 }
+
+const ENV_FROM: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: dashes
+data:
+  data-1: value-1
+  data.2: value-2
+  DATA_3: value-3
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  user-name: admin
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: envfrom
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "env | grep -E '(data|DATA|user)' | sort"]
+    envFrom:
+    - configMapRef: {name: dashes}
+    - prefix: p-
+      configMapRef: {name: dashes}
+    - prefix: s.
+      secretRef: {name: creds}
+"#;
+
+/// `envFrom` keys the shell cannot name (`data-1`, `data.2`) still reach the process's
+/// environment, with and without a prefix, as v1.33's relaxed names allow.
+#[test]
+fn env_from_keys_with_dashes_and_dots_arrive_with_and_without_prefix() {
+    let pp = Peapod::start();
+    let bad = pp.kubectl(&[
+        "run",
+        "badprefix",
+        "--image=docker.io/library/busybox:latest",
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"badprefix","image":"docker.io/library/busybox:latest","envFrom":[{"prefix":"A=","configMapRef":{"name":"dashes"}}]}]}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && stderr.contains("spec.containers[0].envFrom[0].prefix: Invalid value: \"A=\""),
+        "{stderr}"
+    );
+    pp.apply(ENV_FROM);
+    pp.wait_pod_phase("envfrom", "Succeeded", Duration::from_secs(90));
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "envfrom"]),
+        "DATA_3=value-3\ndata-1=value-1\ndata.2=value-2\np-DATA_3=value-3\np-data-1=value-1\np-data.2=value-2\ns.user-name=admin\n"
+    );
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=envfrom",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        !events.contains("InvalidEnvironmentVariableNames"),
+        "{events}"
+    );
+    pp.kubectl_ok(&["delete", "pod", "envfrom", "--timeout=60s"]);
+}
