@@ -176,3 +176,152 @@ fn env_from_keys_with_dashes_and_dots_arrive_with_and_without_prefix() {
     );
     pp.kubectl_ok(&["delete", "pod", "envfrom", "--timeout=60s"]);
 }
+
+const SERVICES: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: team
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-db
+  namespace: team
+spec:
+  selector: {app: db}
+  ports:
+  - {name: sql, port: 5432, targetPort: 5432}
+  - {name: metrics, port: 9187, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: headless
+  namespace: team
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - {port: 80}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: elsewhere
+  namespace: default
+spec:
+  ports:
+  - {port: 80}
+"#;
+
+const SERVICE_PODS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: linked
+  namespace: team
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "env | grep -E '^(MY_DB|HEADLESS|ELSEWHERE|KUBERNETES)_' | sort"]
+    env:
+    - {name: MY_DB_SERVICE_PORT_SQL, value: mine}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unlinked
+  namespace: team
+spec:
+  restartPolicy: Never
+  enableServiceLinks: false
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "env | grep -E '^(MY_DB|KUBERNETES)_' | sort"]
+"#;
+
+/// Docker-link style Service variables for every Service with a ClusterIP in the pod's
+/// namespace (when `enableServiceLinks`, the default), the `kubernetes` Service's always;
+/// the container's own env wins.
+#[test]
+fn service_environment_variables_as_the_kubelet_writes_them() {
+    let pp = Peapod::start();
+    pp.apply(SERVICES);
+    let ip = |ns: &str, name: &str| {
+        pp.kubectl_ok(&[
+            "get",
+            "service",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+    };
+    let db = ip("team", "my-db");
+    let api = ip("default", "kubernetes");
+    let api_port = pp.kubectl_ok(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.ports[0].port}",
+    ]);
+    pp.apply(SERVICE_PODS);
+    for pod in ["linked", "unlinked"] {
+        common::wait_until(&format!("{pod} Succeeded"), Duration::from_secs(90), || {
+            (pp.kubectl_ok(&[
+                "get",
+                "pod",
+                "-n",
+                "team",
+                pod,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]) == "Succeeded")
+                .then_some(())
+        });
+    }
+    let kubernetes = [
+        format!("KUBERNETES_PORT=tcp://{api}:{api_port}"),
+        format!("KUBERNETES_PORT_{api_port}_TCP=tcp://{api}:{api_port}"),
+        format!("KUBERNETES_PORT_{api_port}_TCP_ADDR={api}"),
+        format!("KUBERNETES_PORT_{api_port}_TCP_PORT={api_port}"),
+        format!("KUBERNETES_PORT_{api_port}_TCP_PROTO=tcp"),
+        format!("KUBERNETES_SERVICE_HOST={api}"),
+        format!("KUBERNETES_SERVICE_PORT={api_port}"),
+        format!("KUBERNETES_SERVICE_PORT_HTTPS={api_port}"),
+    ];
+    let mut linked: Vec<String> = [
+        format!("MY_DB_PORT=tcp://{db}:5432"),
+        format!("MY_DB_PORT_5432_TCP=tcp://{db}:5432"),
+        format!("MY_DB_PORT_5432_TCP_ADDR={db}"),
+        "MY_DB_PORT_5432_TCP_PORT=5432".to_string(),
+        "MY_DB_PORT_5432_TCP_PROTO=tcp".to_string(),
+        format!("MY_DB_PORT_9187_UDP=udp://{db}:9187"),
+        format!("MY_DB_PORT_9187_UDP_ADDR={db}"),
+        "MY_DB_PORT_9187_UDP_PORT=9187".to_string(),
+        "MY_DB_PORT_9187_UDP_PROTO=udp".to_string(),
+        format!("MY_DB_SERVICE_HOST={db}"),
+        "MY_DB_SERVICE_PORT=5432".to_string(),
+        "MY_DB_SERVICE_PORT_METRICS=9187".to_string(),
+        "MY_DB_SERVICE_PORT_SQL=mine".to_string(),
+    ]
+    .into_iter()
+    .chain(kubernetes.iter().cloned())
+    .collect();
+    linked.sort();
+    let lines = |pod: &str| -> Vec<String> {
+        pp.kubectl_ok(&["logs", "-n", "team", pod])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(lines("linked"), linked);
+    assert_eq!(lines("unlinked"), kubernetes.to_vec());
+    pp.kubectl_ok(&["delete", "namespace", "team", "--timeout=90s"]);
+}
