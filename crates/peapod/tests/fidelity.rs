@@ -325,3 +325,98 @@ fn service_environment_variables_as_the_kubelet_writes_them() {
     assert_eq!(lines("unlinked"), kubernetes.to_vec());
     pp.kubectl_ok(&["delete", "namespace", "team", "--timeout=90s"]);
 }
+
+const HOST_ALIASES: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: aliases
+spec:
+  restartPolicy: Never
+  hostAliases:
+  - ip: "127.0.0.1"
+    hostnames: ["foo.local", "bar.local"]
+  - ip: "10.1.2.3"
+    hostnames: ["foo.remote", "bar.remote"]
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["cat", "/etc/hosts"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: aliases-hostnet
+spec:
+  restartPolicy: Never
+  hostNetwork: true
+  hostAliases:
+  - ip: "10.1.2.3"
+    hostnames: ["foo.remote"]
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["cat", "/etc/hosts"]
+"#;
+
+const ALIAS_LINES: &str = "\n# Entries added by HostAliases.\n";
+
+/// `hostAliases` end the pod's managed `/etc/hosts` under the kubelet's header; a
+/// hostNetwork pod's file is the node's own plus the aliases; bad entries are refused.
+#[test]
+fn host_aliases_in_etc_hosts_as_the_kubelet_writes_them() {
+    let pp = Peapod::start();
+    let bad = pp.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-", "-o", "name"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec:\n  hostAliases: [{ip: \"127.0.0.1\", hostnames: [a.local]}]\n  containers: [{name: c, image: busybox}]\n",
+    );
+    assert_eq!(bad, "pod/ok\n");
+    let refused = pp
+        .kubectl_cmd()
+        .args([
+            "run",
+            "badalias",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"hostAliases":[{"ip":"10.1.2","hostnames":["x"]}]}}"#,
+        ])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(
+                "spec.hostAliases[0].ip: Invalid value: \"10.1.2\": must be a valid IP address"
+            ),
+        "{stderr}"
+    );
+    pp.apply(HOST_ALIASES);
+    pp.wait_pod_phase("aliases", "Succeeded", Duration::from_secs(90));
+    pp.wait_pod_phase("aliases-hostnet", "Succeeded", Duration::from_secs(90));
+    let ip = pp
+        .jsonpath("pod/aliases", "{.status.podIP}")
+        .expect("pod IP");
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "aliases"]),
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n\
+             {ip}\taliases\n{ALIAS_LINES}127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\tbar.remote\n"
+        )
+    );
+    let node_hosts = std::fs::read_to_string("/etc/hosts").expect("node /etc/hosts");
+    let mut want = format!("# Kubernetes-managed hosts file (host network).\n{node_hosts}");
+    if !want.ends_with('\n') {
+        want.push('\n');
+    }
+    want.push_str(&format!("{ALIAS_LINES}10.1.2.3\tfoo.remote\n"));
+    assert_eq!(pp.kubectl_ok(&["logs", "aliases-hostnet"]), want);
+    pp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "aliases",
+        "aliases-hostnet",
+        "--timeout=60s",
+    ]);
+}

@@ -111,6 +111,8 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
             );
         }
     }
+    super::hostspec::host_aliases(e, spec, path);
+    super::hostspec::sysctls(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
     for (key, label) in [
         ("nodeName", false),

@@ -55,6 +55,15 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         share_process_namespace: containerspec::share_process_namespace(pod),
         sysctls: containerspec::pod_sysctls(pod),
         resources: spec.map(containerspec::pod_resources).unwrap_or_default(),
+        host_aliases: spec
+            .and_then(|s| s.host_aliases.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|a| runtime::HostAlias {
+                ip: a.ip.clone(),
+                hostnames: a.hostnames.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
