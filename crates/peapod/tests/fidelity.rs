@@ -420,3 +420,72 @@ fn host_aliases_in_etc_hosts_as_the_kubelet_writes_them() {
         "--timeout=60s",
     ]);
 }
+
+const DEADLINE: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: deadline
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#;
+
+/// `activeDeadlineSeconds` set on a running pod (it may be set when unset, or lowered, as
+/// kube-apiserver allows) kills it and ends it `Failed` with `DeadlineExceeded`.
+#[test]
+fn active_deadline_set_on_a_running_pod_fails_it() {
+    let pp = Peapod::start();
+    pp.apply(DEADLINE);
+    pp.wait_pod_phase("deadline", "Running", Duration::from_secs(90));
+    pp.kubectl_ok(&[
+        "patch",
+        "pod",
+        "deadline",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":3600}}"#,
+    ]);
+    for (patch, message) in [
+        (
+            r#"{"spec":{"activeDeadlineSeconds":7200}}"#,
+            "spec.activeDeadlineSeconds: Invalid value: 7200: must be less than or equal to previous value",
+        ),
+        (
+            r#"{"spec":{"activeDeadlineSeconds":null}}"#,
+            "spec.activeDeadlineSeconds: Invalid value: \"null\": must not update from a positive integer to nil value",
+        ),
+    ] {
+        let out = pp.kubectl(&["patch", "pod", "deadline", "-p", patch]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(message), "{stderr}");
+    }
+    pp.kubectl_ok(&[
+        "patch",
+        "pod",
+        "deadline",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":1}}"#,
+    ]);
+    pp.wait_pod_phase("deadline", "Failed", Duration::from_secs(60));
+    assert_eq!(
+        pp.jsonpath(
+            "pod/deadline",
+            "{.status.reason}|{.status.message}|{.status.containerStatuses[0].state.terminated.reason}"
+        )
+        .as_deref(),
+        Some("DeadlineExceeded|Pod was active on the node longer than the specified deadline|Error")
+    );
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=deadline,reason=DeadlineExceeded",
+        "-o",
+        "jsonpath={.items[*].type}",
+    ]);
+    assert_eq!(events, "Normal");
+    pp.kubectl_ok(&["delete", "pod", "deadline", "--timeout=60s"]);
+}
