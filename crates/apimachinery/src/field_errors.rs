@@ -191,7 +191,7 @@ mod tests {
     fn rendering() {
         assert_eq!(go_quote("a\"b\n"), "\"a\\\"b\\n\"");
         assert_eq!(go_value(&json!(5)), "5");
-        assert_eq!(go_value(&Value::Null), "null");
+        assert_eq!(go_value(&Value::Null), "\"null\"");
         let mut e = FieldErrors::default();
         assert!(e.is_empty());
         e.not_supported("spec.type", &json!("X"), &["A", "B"]);
