@@ -489,3 +489,81 @@ fn active_deadline_set_on_a_running_pod_fails_it() {
     assert_eq!(events, "Normal");
     pp.kubectl_ok(&["delete", "pod", "deadline", "--timeout=60s"]);
 }
+
+const READINESS_GATE: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: gated
+spec:
+  terminationGracePeriodSeconds: 2
+  readinessGates:
+  - conditionType: www.example.com/feature-1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#;
+
+/// A pod with `readinessGates` is Ready only once another client sets every gate's
+/// condition True through the status subresource; the node keeps that condition when it
+/// writes status, and `kubectl get -o wide` counts the gates.
+#[test]
+fn readiness_gates_hold_ready_until_their_condition_is_true() {
+    let pp = Peapod::start();
+    pp.apply(READINESS_GATE);
+    pp.wait_pod_phase("gated", "Running", Duration::from_secs(90));
+    let ready = |want: &str| {
+        common::wait_until(&format!("Ready {want}"), Duration::from_secs(30), || {
+            let got = pp.jsonpath(
+                "pod/gated",
+                "{.status.conditions[?(@.type==\"Ready\")].status}|{.status.conditions[?(@.type==\"Ready\")].reason}",
+            )?;
+            got.starts_with(&format!("{want}|")).then_some(got)
+        })
+    };
+    assert_eq!(
+        pp.jsonpath(
+            "pod/gated",
+            "{.status.conditions[?(@.type==\"ContainersReady\")].status}"
+        )
+        .as_deref(),
+        Some("True")
+    );
+    assert_eq!(ready("False"), "False|ReadinessGatesNotReady");
+    let gates_column = || {
+        pp.kubectl_ok(&["get", "pod", "gated", "-o", "wide", "--no-headers"])
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(gates_column(), "0/1");
+    let set_gate = |status: &str| {
+        pp.kubectl_ok(&[
+            "patch",
+            "pod",
+            "gated",
+            "--subresource=status",
+            "-p",
+            &format!(
+                r#"{{"status":{{"conditions":[{{"type":"www.example.com/feature-1","status":"{status}"}}]}}}}"#
+            ),
+        ])
+    };
+    set_gate("True");
+    assert_eq!(ready("True"), "True|");
+    assert_eq!(gates_column(), "1/1");
+    set_gate("False");
+    assert_eq!(ready("False"), "False|ReadinessGatesNotReady");
+    assert_eq!(
+        pp.jsonpath(
+            "pod/gated",
+            "{.status.conditions[?(@.type==\"www.example.com/feature-1\")].status}"
+        )
+        .as_deref(),
+        Some("False")
+    );
+    assert_eq!(gates_column(), "0/1");
+    pp.kubectl_ok(&["delete", "pod", "gated", "--timeout=60s"]);
+}
