@@ -89,6 +89,8 @@ struct Dispatcher {
     deps: Arc<WorkerDeps>,
     /// What admission checks against, and how it records a refusal.
     allocatable: Allocatable,
+    /// The KubeletConfiguration's `allowedUnsafeSysctls`.
+    allowed_unsafe_sysctls: Vec<String>,
     rejecter: Arc<Rejecter>,
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
@@ -127,7 +129,12 @@ impl Dispatcher {
                 .filter_map(|u| pods.get(u).cloned())
                 .collect()
         };
-        if let Some(r) = admission_check(&pod, &admitted, &self.allocatable) {
+        if let Some(r) = admission_check(
+            &pod,
+            &admitted,
+            &self.allocatable,
+            &self.allowed_unsafe_sysctls,
+        ) {
             let rejecter = self.rejecter.clone();
             tokio::spawn(async move { rejecter.reject(pod, r).await });
             return;
@@ -419,6 +426,7 @@ pub async fn run(
     let mut dispatcher = Dispatcher {
         deps,
         allocatable,
+        allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
         rejecter,
         pods,
         workers: HashMap::new(),

@@ -8,10 +8,12 @@ use anyhow::Context;
 
 use crate::cli::StaticPodArgs;
 
-/// The static pod settings of `--config` and `--static-pod-path`.
+/// The static pod settings of `--config` and `--static-pod-path`, and the config file's
+/// `allowedUnsafeSysctls`.
 pub struct StaticPodSettings {
     pub path: Option<PathBuf>,
     pub file_check_frequency: Option<Duration>,
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -30,6 +32,7 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
     Ok(StaticPodSettings {
         path,
         file_check_frequency: config.file_check_frequency,
+        allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
     })
 }
 

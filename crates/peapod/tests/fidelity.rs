@@ -567,3 +567,87 @@ fn readiness_gates_hold_ready_until_their_condition_is_true() {
     assert_eq!(gates_column(), "0/1");
     pp.kubectl_ok(&["delete", "pod", "gated", "--timeout=60s"]);
 }
+
+const SYSCTLS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: sysctl-allowed
+spec:
+  restartPolicy: Never
+  securityContext:
+    sysctls:
+    - {name: net.ipv4.ip_unprivileged_port_start, value: "1000"}
+    - {name: kernel.msgmax, value: "65536"}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/msgmax"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sysctl-forbidden
+spec:
+  restartPolicy: Never
+  securityContext:
+    sysctls:
+    - {name: net.core.somaxconn, value: "1024"}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["true"]
+"#;
+
+/// Sysctl names are checked as kube-apiserver does; the node admits the safe set and the
+/// KubeletConfiguration's `allowedUnsafeSysctls`, and fails any other pod with
+/// `SysctlForbidden`.
+#[test]
+fn sysctls_are_validated_allowlisted_and_forbidden_as_the_kubelet_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("kubelet.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nallowedUnsafeSysctls: [\"kernel.msg*\"]\n",
+    )
+    .expect("kubelet config");
+    let pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    let bad = pp
+        .kubectl_cmd()
+        .args([
+            "run",
+            "badsysctl",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"securityContext":{"sysctls":[{"name":"foo-","value":"1"},{"name":"bar..","value":"1"}]}}}"#,
+        ])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{stderr}");
+    for name in ["foo-", "bar.."] {
+        assert!(
+            stderr.contains(&format!(
+                "Invalid value: \"{name}\": must have at most 253 characters and match regex"
+            )),
+            "{stderr}"
+        );
+    }
+    pp.apply(SYSCTLS);
+    pp.wait_pod_phase("sysctl-allowed", "Succeeded", Duration::from_secs(90));
+    assert_eq!(pp.kubectl_ok(&["logs", "sysctl-allowed"]), "1000\n65536\n");
+    pp.wait_pod_phase("sysctl-forbidden", "Failed", Duration::from_secs(60));
+    assert_eq!(
+        pp.jsonpath("pod/sysctl-forbidden", "{.status.reason}|{.status.message}")
+            .as_deref(),
+        Some("SysctlForbidden|Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted")
+    );
+    pp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "sysctl-allowed",
+        "sysctl-forbidden",
+        "--timeout=60s",
+    ]);
+}

@@ -122,6 +122,7 @@ pub struct KubeletConfig {
     pub static_pod_path: Option<PathBuf>,
     pub sync_frequency: Option<Duration>,
     pub file_check_frequency: Option<Duration>,
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -134,6 +135,8 @@ struct RawKubeletConfig {
     static_pod_path: Option<String>,
     sync_frequency: Option<String>,
     file_check_frequency: Option<String>,
+    #[serde(default)]
+    allowed_unsafe_sysctls: Vec<String>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -174,6 +177,7 @@ pub(crate) fn parse_kubelet_config(
             .map(|p| base.join(p)),
         sync_frequency: duration("syncFrequency", raw.sync_frequency)?,
         file_check_frequency: duration("fileCheckFrequency", raw.file_check_frequency)?,
+        allowed_unsafe_sysctls: raw.allowed_unsafe_sysctls,
     })
 }
 
@@ -1226,7 +1230,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1235,6 +1239,7 @@ mod tests {
                 static_pod_path: Some(PathBuf::from("/var/lib/kubelet/manifests")),
                 sync_frequency: Some(Duration::from_secs(60)),
                 file_check_frequency: Some(Duration::from_secs(5)),
+                allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
