@@ -111,6 +111,20 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
             );
         }
     }
+    // Upstream's `validateReadinessGates`: each conditionType is a qualified name.
+    for (i, gate) in arr(spec.get("readinessGates")).iter().enumerate() {
+        let ty = gate
+            .get("conditionType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for m in qualified_name(ty) {
+            e.invalid(
+                &format!("{path}.readinessGates[{i}].conditionType"),
+                &Value::from(ty),
+                &m,
+            );
+        }
+    }
     super::hostspec::host_aliases(e, spec, path);
     super::hostspec::sysctls(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
@@ -939,6 +953,19 @@ mod tests {
         assert_eq!(
             messages(RESOURCE.validate_create(&p)),
             vec!["spec.containers: Required value"]
+        );
+    }
+
+    #[test]
+    fn readiness_gate_condition_types_are_qualified_names() {
+        let p = pod(json!({"containers":[{"name":"a","image":"busybox"}],
+            "readinessGates":[{"conditionType":"www.example.com/feature-1"},{"conditionType":"bad type"}]}));
+        let m = messages(RESOURCE.validate_create(&p));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("spec.readinessGates[1].conditionType: Invalid value: \"bad type\": name part must consist of alphanumeric characters"),
+            "{}",
+            m[0]
         );
     }
 
