@@ -170,11 +170,12 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
-/// How upstream prints a bad value: strings quoted, numbers and booleans bare, `null`.
+/// How upstream prints a bad value: strings quoted, numbers and booleans bare; a nil one
+/// becomes the string "null", quoted as strings are (`field.Error.ErrorBody`).
 pub fn go_value(v: &Value) -> String {
     match v {
         Value::String(s) => go_quote(s),
-        Value::Null => "null".into(),
+        Value::Null => go_quote("null"),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         other => other.to_string(),
@@ -190,7 +191,7 @@ mod tests {
     fn rendering() {
         assert_eq!(go_quote("a\"b\n"), "\"a\\\"b\\n\"");
         assert_eq!(go_value(&json!(5)), "5");
-        assert_eq!(go_value(&Value::Null), "null");
+        assert_eq!(go_value(&Value::Null), "\"null\"");
         let mut e = FieldErrors::default();
         assert!(e.is_empty());
         e.not_supported("spec.type", &json!("X"), &["A", "B"]);

@@ -97,6 +97,23 @@ impl Quantity {
         self.nanos as f64 / 1e9
     }
 
+    /// Upstream's `MilliValue`: the amount in thousandths of a unit, rounded up.
+    pub fn milli_value(self) -> i128 {
+        ceil_div(self.nanos, 1_000_000)
+    }
+
+    /// Upstream's `Value`: the amount in whole units, rounded up.
+    pub fn value(self) -> i128 {
+        ceil_div(self.nanos, 1_000_000_000)
+    }
+
+    /// A whole number of units.
+    pub fn from_units(units: i128) -> Quantity {
+        Quantity {
+            nanos: units.saturating_mul(1_000_000_000),
+        }
+    }
+
     pub fn is_zero(self) -> bool {
         self.nanos == 0
     }
@@ -117,6 +134,16 @@ impl Quantity {
     }
 }
 
+/// `n / d` rounded towards positive infinity (`d > 0`).
+fn ceil_div(n: i128, d: i128) -> i128 {
+    let q = n / d;
+    if n % d > 0 {
+        q + 1
+    } else {
+        q
+    }
+}
+
 /// Parses a quantity to its value in whole units (`500m` → 0.5, `1Ki` → 1024).
 pub fn parse_quantity(s: &str) -> Option<f64> {
     Quantity::parse(s).map(Quantity::as_f64)
@@ -125,6 +152,18 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milli_and_whole_values_round_up() {
+        let q = |s: &str| Quantity::parse(s).expect(s);
+        assert_eq!(q("1100m").milli_value(), 1100);
+        assert_eq!(q("1.1").milli_value(), 1100);
+        assert_eq!(q("250u").milli_value(), 1);
+        assert_eq!(q("1m").value(), 1);
+        assert_eq!(q("1Ki").value(), 1024);
+        assert_eq!(q("0").milli_value(), 0);
+        assert_eq!(Quantity::from_units(3), q("3"));
+    }
 
     #[test]
     fn quantities() {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
 use runtime::{ContainerConfig, ImageInfo, UserSpec};
 
 use crate::expand::{expand, lookup_in};
-use api::quantity::parse_quantity;
+use api::quantity::Quantity;
 
 /// Why a container's config could not be built. Kubelet reports all of these as
 /// `CreateContainerConfigError`, except the ones the runtime would reject
@@ -76,9 +76,11 @@ pub struct PodContext {
     pub node_name: String,
     pub host_ip: String,
     pub pod_ip: String,
-    /// Node allocatable cpu cores and memory bytes: what an unset limit means.
+    /// Node allocatable cpu cores, memory and ephemeral-storage bytes: what an unset limit
+    /// means.
     pub node_cpu: f64,
     pub node_memory: f64,
+    pub node_ephemeral_storage: f64,
 }
 
 /// Config maps and secrets (by name, `None` when absent) the container's env refers to, and
@@ -147,14 +149,9 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .cloned()
 }
 
+/// A ConfigMap key as the kubelet reads it for env: from `data` only.
 fn config_map_value(map: &ConfigMap, key: &str) -> Option<String> {
-    if let Some(v) = map.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(v.clone());
-    }
-    map.binary_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    map.data.as_ref().and_then(|d| d.get(key)).cloned()
 }
 
 pub fn field_ref_value(
@@ -222,13 +219,20 @@ pub fn resource_field_value(
             .unwrap_or(container),
         None => container,
     };
-    let divisor_raw = sel.divisor.as_ref().map_or("1", |q| q.0.as_str());
-    let divisor = parse_quantity(divisor_raw)
-        .filter(|d| *d > 0.0)
+    // kube-apiserver stores an unset divisor as its zero value, "0"; the kubelet reads a zero
+    // divisor as 1 (`ExtractContainerResourceValue`).
+    let divisor_raw = sel.divisor.as_ref().map_or("0", |q| q.0.as_str());
+    let divisor = Quantity::parse(divisor_raw)
+        .filter(|d| !d.is_negative())
         .ok_or_else(|| ContainerSpecError::InvalidDivisor {
             env: env.to_string(),
             divisor: divisor_raw.to_string(),
         })?;
+    let divisor = if divisor.is_zero() {
+        Quantity::from_units(1)
+    } else {
+        divisor
+    };
     let res = target.resources.as_ref();
     let get = |which: &str, name: &str| {
         let list = if which == "limits" {
@@ -237,7 +241,7 @@ pub fn resource_field_value(
             res.and_then(|r| r.requests.as_ref())
         };
         list.and_then(|l| l.get(name))
-            .and_then(|q| parse_quantity(&q.0))
+            .and_then(|q| Quantity::parse(&q.0))
     };
     let (which, name) =
         sel.resource
@@ -246,13 +250,16 @@ pub fn resource_field_value(
                 resource: sel.resource.clone(),
             })?;
     // Unset limits mean "the node's allocatable", unset requests mean zero (kubelet's
-    // MergeContainerResourceLimits).
+    // `MergeContainerResourceLimits`).
+    let allocatable = |units: f64| Quantity::parse(&format!("{units:.3}")).unwrap_or_default();
     let value = match (which, name) {
-        ("limits", "cpu") => get("limits", "cpu").unwrap_or(ctx.node_cpu),
-        ("limits", "memory") => get("limits", "memory").unwrap_or(ctx.node_memory),
-        ("requests", "cpu") | ("requests", "memory") => get("requests", name).unwrap_or(0.0),
-        ("limits", "ephemeral-storage") | ("requests", "ephemeral-storage") => {
-            get(which, name).unwrap_or(0.0)
+        ("limits", "cpu") => get(which, name).unwrap_or_else(|| allocatable(ctx.node_cpu)),
+        ("limits", "memory") => get(which, name).unwrap_or_else(|| allocatable(ctx.node_memory)),
+        ("limits", "ephemeral-storage") => {
+            get(which, name).unwrap_or_else(|| allocatable(ctx.node_ephemeral_storage))
+        }
+        ("requests", "cpu" | "memory" | "ephemeral-storage") => {
+            get(which, name).unwrap_or_default()
         }
         _ => {
             return Err(ContainerSpecError::UnsupportedResource {
@@ -260,15 +267,16 @@ pub fn resource_field_value(
             })
         }
     };
-    // kubelet rounds up (cpu in millicores first), and reports at least 1 cpu unit for cpu.
-    let out = if name == "cpu" {
-        let milli = (value * 1000.0).ceil();
-        let div_milli = (divisor * 1000.0).ceil().max(1.0);
-        (milli / div_milli).ceil()
+    // The kubelet divides cpu in millicores and the others in whole units, each rounded up
+    // first, and rounds the quotient up.
+    let (amount, unit) = if name == "cpu" {
+        (value.milli_value(), divisor.milli_value())
     } else {
-        (value / divisor).ceil()
+        (value.value(), divisor.value())
     };
-    Ok(format!("{}", out as i64))
+    let unit = unit.max(1);
+    let quotient = amount / unit + i128::from(amount % unit > 0);
+    Ok(quotient.to_string())
 }
 
 /// The env kubelet adds for a container, in order, with `$(VAR)` expanded in each value from
@@ -293,14 +301,12 @@ pub fn container_env(
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
             match sources.config_maps.get(&r.name).cloned().flatten() {
+                // The kubelet takes every key of `data` (not `binaryData`) as it is: v1.33
+                // checks no name here, since the API server's relaxed rule already allows
+                // any ConfigMap key or prefix (`data-1`, `my.key`).
                 Some(map) => {
-                    let mut keys: BTreeMap<String, String> = map.data.clone().unwrap_or_default();
-                    for (k, v) in map.binary_data.iter().flatten() {
-                        keys.entry(k.clone())
-                            .or_insert_with(|| String::from_utf8_lossy(&v.0).into_owned());
-                    }
-                    for (k, v) in keys {
-                        set(&mut out, format!("{prefix}{k}"), v);
+                    for (k, v) in map.data.iter().flatten() {
+                        set(&mut out, format!("{prefix}{k}"), v.clone());
                     }
                 }
                 None if r.optional == Some(true) => {}
@@ -672,7 +678,44 @@ mod tests {
             pod_ip: "10.0.0.5".into(),
             node_cpu: 4.0,
             node_memory: 8.0 * 1024.0 * 1024.0 * 1024.0,
+            node_ephemeral_storage: 100e9,
         }
+    }
+
+    #[test]
+    fn resource_fields_round_up_and_a_zero_divisor_is_one() {
+        let c: Container = serde_json::from_value(json!({"name": "c", "resources": {
+            "limits": {"cpu": "1100m", "memory": "129Mi"},
+            "requests": {"cpu": "250m", "memory": "100000001"}}}))
+        .expect("container");
+        let p = pod(json!([]));
+        let value = |resource: &str, divisor: Option<&str>| {
+            let sel: k8s_openapi::api::core::v1::ResourceFieldSelector =
+                serde_json::from_value(json!({"resource": resource, "divisor": divisor}))
+                    .expect("selector");
+            resource_field_value(&p, &c, &ctx(), "E", &sel).expect(resource)
+        };
+        assert_eq!(value("limits.cpu", Some("0")), "2");
+        assert_eq!(value("limits.cpu", None), "2");
+        assert_eq!(value("limits.cpu", Some("1m")), "1100");
+        assert_eq!(value("requests.cpu", Some("0")), "1");
+        assert_eq!(value("requests.cpu", Some("100m")), "3");
+        assert_eq!(value("limits.memory", Some("1Mi")), "129");
+        assert_eq!(
+            value("limits.memory", Some("0")),
+            (129 * 1024 * 1024).to_string()
+        );
+        assert_eq!(value("requests.memory", Some("1M")), "101");
+        assert_eq!(value("requests.ephemeral-storage", Some("0")), "0");
+        assert_eq!(value("limits.ephemeral-storage", Some("1G")), "100");
+        let no_limits: Container = serde_json::from_value(json!({"name": "c"})).expect("c");
+        let sel = |r: &str| -> k8s_openapi::api::core::v1::ResourceFieldSelector {
+            serde_json::from_value(json!({"resource": r, "divisor": "0"})).expect("selector")
+        };
+        let of = |r: &str| resource_field_value(&p, &no_limits, &ctx(), "E", &sel(r)).expect(r);
+        assert_eq!(of("limits.cpu"), "4");
+        assert_eq!(of("limits.memory"), (8u64 << 30).to_string());
+        assert_eq!(of("requests.memory"), "0");
     }
 
     fn container(v: serde_json::Value) -> Container {

@@ -34,6 +34,8 @@ pub const SAFE_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
 ];
 
 /// Why a container's security settings cannot be honoured; kubelet reports these as
@@ -269,8 +271,23 @@ pub fn pod_sysctls(pod: &Pod) -> BTreeMap<String, String> {
 
 /// Whether `name` is in kubelet's safe set (`/` separators are accepted as the API does).
 pub fn is_safe_sysctl(name: &str) -> bool {
-    let dotted = name.replace('/', ".");
-    SAFE_SYSCTLS.contains(&dotted.as_str())
+    SAFE_SYSCTLS.contains(&normalize_sysctl(name).as_str())
+}
+
+/// kubelet's `NormalizeName`: a name whose first separator is `/` has its dots and slashes
+/// swapped (`net/ipv4/conf/eth0.1/forwarding` → `net.ipv4.conf.eth0/1.forwarding`).
+pub fn normalize_sysctl(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
+    }
 }
 
 /// `spec.shareProcessNamespace`.

@@ -43,6 +43,16 @@ pub struct PodSandboxConfig {
     /// Host ports forwarded to the pod (CRI `port_mappings`, from the containers' `hostPort`s).
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
+    /// `hostAliases`: extra `/etc/hosts` entries, one line per address.
+    #[serde(default)]
+    pub host_aliases: Vec<HostAlias>,
+}
+
+/// One `hostAliases` entry: an address and the names it answers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAlias {
+    pub ip: String,
+    pub hostnames: Vec<String>,
 }
 
 /// A host port forwarded to a port of the pod (CRI `PortMapping`).

@@ -83,6 +83,9 @@ pub enum DnsError {
     },
 }
 
+/// A ready endpoint's address and hostname.
+type ReadyEndpoint = (Ipv4Addr, Option<String>);
+
 /// The cluster's objects the answers come from, indexed by the names queries ask for. Built
 /// once per change of the watched objects (see [`Stores::current`]), shared by every query
 /// until the next change.
@@ -91,7 +94,7 @@ pub struct Snapshot {
     /// Services by (namespace, name).
     services: HashMap<(String, String), Arc<Service>>,
     /// Ready endpoints of each Service by (namespace, service): address and hostname.
-    endpoints: HashMap<(String, String), Vec<(Ipv4Addr, Option<String>)>>,
+    endpoints: HashMap<(String, String), Vec<ReadyEndpoint>>,
     /// Namespaces with a Service or a pod (their `svc`/`pod` subdomains exist).
     namespaces: HashSet<String>,
     /// (namespace, IP) of every pod with an IP.
@@ -158,7 +161,7 @@ impl Snapshot {
             .map(Arc::as_ref)
     }
 
-    fn ready_endpoints(&self, ns: &str, svc: &str) -> &[(Ipv4Addr, Option<String>)] {
+    fn ready_endpoints(&self, ns: &str, svc: &str) -> &[ReadyEndpoint] {
         self.endpoints
             .get(&(ns.to_string(), svc.to_string()))
             .map_or(&[], Vec::as_slice)

@@ -9,7 +9,7 @@ use crate::qos::parse_quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 
 use crate::qos::qos_class;
-use containerspec::{is_safe_sysctl, pod_requests, pod_sysctls};
+use containerspec::{is_safe_sysctl, normalize_sysctl, pod_requests, pod_sysctls};
 use podapi::Clock;
 use podapi::PodApi;
 use podapi::{EventRecorder, EventType};
@@ -32,19 +32,47 @@ pub struct Allocatable {
     pub ephemeral_storage: u64,
 }
 
+/// kubelet's sysctl admission (`patternAllowlist`): every sysctl of the pod must be in the
+/// safe set or in the KubeletConfiguration's `allowedUnsafeSysctls` (a name, or a prefix
+/// ending in `*`), and none of a namespace the pod shares with the host; else the pod is
+/// refused with `SysctlForbidden`.
+pub fn admit_sysctls(pod: &Pod, allowed_unsafe: &[String]) -> Result<(), Rejection> {
+    let spec = pod.spec.as_ref();
+    let host_net = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let host_ipc = spec.and_then(|s| s.host_ipc).unwrap_or(false);
+    for name in pod_sysctls(pod).keys() {
+        let name = normalize_sysctl(name);
+        let allowed = is_safe_sysctl(&name)
+            || allowed_unsafe.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => *p == name,
+            });
+        let ipc = ["kernel.shm", "kernel.msg", "fs.mqueue."]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || name == "kernel.sem";
+        let why = if !allowed {
+            format!("{name:?} not allowlisted")
+        } else if host_net && name.starts_with("net.") {
+            format!("{name:?} not allowed with host net enabled")
+        } else if host_ipc && ipc {
+            format!("{name:?} not allowed with host ipc enabled")
+        } else {
+            continue;
+        };
+        return Err(Rejection {
+            reason: "SysctlForbidden".into(),
+            message: format!("Pod was rejected: forbidden sysctl: {why}"),
+        });
+    }
+    Ok(())
+}
+
 /// kubelet's admission (`GeneralPredicates` in `canAdmitPod`): the pod is refused when its
 /// requests plus those of the pods already admitted exceed allocatable (`OutOfcpu`,
-/// `OutOfmemory`), or when it sets a sysctl outside the safe set (`SysctlForbidden`).
-/// `admitted` are the other active pods of the node; allocatable is (millicores, bytes).
+/// `OutOfmemory`). `admitted` are the other active pods of the node; allocatable is
+/// (millicores, bytes).
 pub fn admit(pod: &Pod, admitted: &[&Pod], allocatable: (u64, u64)) -> Result<(), Rejection> {
-    for name in pod_sysctls(pod).keys() {
-        if !is_safe_sysctl(name) {
-            return Err(Rejection {
-                reason: "SysctlForbidden".into(),
-                message: format!("Pod forbidden sysctl: \"{name}\" not allowlisted"),
-            });
-        }
-    }
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(());
     };
@@ -129,7 +157,12 @@ pub fn admit_storage(pod: &Pod, admitted: &[&Pod], allocatable: u64) -> Option<R
 /// pod never admitted before is checked (Pending, no startTime, not being deleted), so an
 /// agent restart never rejects what already runs. `others` are the node's pods that have a
 /// worker; the terminal ones among them free their resources.
-pub fn admission_check(pod: &Pod, others: &[Pod], allocatable: &Allocatable) -> Option<Rejection> {
+pub fn admission_check(
+    pod: &Pod,
+    others: &[Pod],
+    allocatable: &Allocatable,
+    allowed_unsafe_sysctls: &[String],
+) -> Option<Rejection> {
     let status = pod.status.as_ref();
     let pending = status
         .and_then(|s| s.phase.as_deref())
@@ -150,6 +183,9 @@ pub fn admission_check(pod: &Pod, others: &[Pod], allocatable: &Allocatable) -> 
             )
         })
         .collect();
+    if let Err(r) = admit_sysctls(pod, allowed_unsafe_sysctls) {
+        return Some(r);
+    }
     let cpu_memory = (
         (allocatable.cpu * 1000.0).floor().max(0.0) as u64,
         allocatable.memory.floor().max(0.0) as u64,
@@ -241,8 +277,19 @@ mod tests {
             {"name": "net.ipv4.tcp_syncookies", "value": "1"}, {"name": "kernel.msgmax", "value": "1"}
         ]}}));
         assert_eq!(
-            admit(&sys, &[], alloc).expect_err("sysctl").reason,
-            "SysctlForbidden"
+            admit_sysctls(&sys, &[]).expect_err("sysctl").message,
+            "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        );
+        assert!(admit_sysctls(&sys, &["kernel.msg*".to_string()]).is_ok());
+        assert!(admit_sysctls(&sys, &["kernel.msgmax".to_string()]).is_ok());
+        let host = pod(
+            json!({"containers": [], "hostNetwork": true, "securityContext": {"sysctls": [
+                {"name": "net/ipv4/tcp_syncookies", "value": "1"}
+            ]}}),
+        );
+        assert_eq!(
+            admit_sysctls(&host, &[]).expect_err("host net").message,
+            "Pod was rejected: forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host net enabled"
         );
         assert!(is_safe_sysctl("net/ipv4/ip_local_port_range"));
     }

@@ -89,6 +89,8 @@ struct Dispatcher {
     deps: Arc<WorkerDeps>,
     /// What admission checks against, and how it records a refusal.
     allocatable: Allocatable,
+    /// The KubeletConfiguration's `allowedUnsafeSysctls`.
+    allowed_unsafe_sysctls: Vec<String>,
     rejecter: Arc<Rejecter>,
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
@@ -127,7 +129,12 @@ impl Dispatcher {
                 .filter_map(|u| pods.get(u).cloned())
                 .collect()
         };
-        if let Some(r) = admission_check(&pod, &admitted, &self.allocatable) {
+        if let Some(r) = admission_check(
+            &pod,
+            &admitted,
+            &self.allocatable,
+            &self.allowed_unsafe_sysctls,
+        ) {
             let rejecter = self.rejecter.clone();
             tokio::spawn(async move { rejecter.reject(pod, r).await });
             return;
@@ -376,12 +383,15 @@ pub async fn run(
         name: config.node_name.clone(),
         host_ip: config.node_api_advertise_ip.to_string(),
         cpu: f64::from(facts.cpus),
-        memory: parse_quantity(&format!("{}Ki", facts.memory_ki)).unwrap_or(0.0),
+        // The node's allocatable, as nodestatus reports it: memory less the 100Mi hard
+        // eviction threshold, 90% of the state dir's disk.
+        memory: parse_quantity(&format!("{}Ki", facts.memory_ki.saturating_sub(100 * 1024)))
+            .unwrap_or(0.0),
+        ephemeral_storage: (facts.ephemeral_storage_bytes / 10 * 9) as f64,
     };
     let allocatable = Allocatable {
         cpu: node.cpu,
         memory: node.memory,
-        // The node's allocatable, as nodestatus reports it (90% of the state dir's disk).
         ephemeral_storage: facts.ephemeral_storage_bytes / 10 * 9,
     };
     let rejecter = Arc::new(Rejecter {
@@ -416,6 +426,7 @@ pub async fn run(
     let mut dispatcher = Dispatcher {
         deps,
         allocatable,
+        allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
         rejecter,
         pods,
         workers: HashMap::new(),

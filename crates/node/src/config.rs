@@ -25,6 +25,9 @@ pub struct AgentConfig {
     /// kubelet's `fileCheckFrequency`: how often `static_pod_path` is rescanned besides
     /// inotify (`staticpods::DEFAULT_FILE_CHECK` when unset).
     pub file_check_frequency: Option<std::time::Duration>,
+    /// kubelet's `allowedUnsafeSysctls`: sysctls (or prefixes ending in `*`) outside the
+    /// safe set that pods may set.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,

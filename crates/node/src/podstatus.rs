@@ -410,6 +410,46 @@ const OUR_CONDITIONS: [&str; 5] = [
     "PodScheduled",
 ];
 
+/// kubelet's `GeneratePodReadyCondition` once the containers are ready: the pod is Ready
+/// only when the condition of every `readinessGates` entry (set by another client through
+/// the status subresource) is True; otherwise False with `ReadinessGatesNotReady` and why.
+fn readiness_gates(pod: &Pod) -> (bool, Option<&'static str>, Option<String>) {
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let unready: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|gate| {
+            let ty = &gate.condition_type;
+            match conditions.iter().find(|c| &c.type_ == ty) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{ty}\" does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate \"{ty}\" is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    if unready.is_empty() {
+        (true, None, None)
+    } else {
+        (
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(unready.join(", ")),
+        )
+    }
+}
+
 /// The whole pod status.
 pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
@@ -468,6 +508,12 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
         )
     };
 
+    let (pod_ready, ready_reason, ready_message) = if ready {
+        readiness_gates(pod)
+    } else {
+        (ready, reason, message.clone())
+    };
+
     let now = input.now;
     let mut conditions = vec![
         condition(
@@ -486,7 +532,7 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
             init_reason,
             init_message,
         ),
-        condition(old, now, "Ready", ready, reason, message.clone()),
+        condition(old, now, "Ready", pod_ready, ready_reason, ready_message),
         condition(old, now, "ContainersReady", ready, reason, message),
     ];
     // The scheduler's PodScheduled is kept as it is; kubelet adds it when missing.
@@ -659,6 +705,53 @@ mod tests {
             .as_ref()
             .and_then(|l| l.iter().find(|c| c.type_ == kind))
             .expect("condition")
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_until_their_conditions_are_true() {
+        let mut p = pod("Always", &["a"]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.readiness_gates = Some(vec![
+                serde_json::from_value(json!({"conditionType": "example.com/lb"})).expect("gate"),
+                serde_json::from_value(json!({"conditionType": "example.com/db"})).expect("gate"),
+            ]);
+        }
+        let none = HashMap::new();
+        let running = [rt("a", 0, RtState::Running, None)];
+        let s = status(&p, &running, &none, false);
+        assert_eq!(cond(&s, "ContainersReady").status, "True");
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert_eq!(
+            cond(&s, "Ready").reason.as_deref(),
+            Some("ReadinessGatesNotReady")
+        );
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("corresponding condition of pod readiness gate \"example.com/lb\" does not exist., corresponding condition of pod readiness gate \"example.com/db\" does not exist.")
+        );
+        let mut with = s.clone();
+        let gate = |ty: &str, st: &str| -> PodCondition {
+            serde_json::from_value(json!({"type": ty, "status": st})).expect("condition")
+        };
+        with.conditions.get_or_insert_with(Vec::new).extend([
+            gate("example.com/lb", "True"),
+            gate("example.com/db", "False"),
+        ]);
+        p.status = Some(with.clone());
+        let s = status(&p, &running, &none, false);
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("the status of pod readiness gate \"example.com/db\" is not \"True\", but False")
+        );
+        // Foreign conditions are kept as they are.
+        assert_eq!(cond(&s, "example.com/lb").status, "True");
+        for c in with.conditions.iter_mut().flatten() {
+            c.status = "True".into();
+        }
+        p.status = Some(with);
+        let s = status(&p, &running, &none, false);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(cond(&s, "Ready").reason, None);
     }
 
     #[test]

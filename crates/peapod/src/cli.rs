@@ -113,7 +113,7 @@ impl NetworkArgs {
 #[derive(Debug, Args)]
 pub struct StaticPodArgs {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
-    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency and syncFrequency are used.
+    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency, syncFrequency and allowedUnsafeSysctls are used.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory (or file) of pod manifests run as static pods; overrides the config file's

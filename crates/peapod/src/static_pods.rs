@@ -9,12 +9,14 @@ use anyhow::Context;
 
 use crate::cli::StaticPodArgs;
 
-/// The static pod settings of `--config` and `--static-pod-path`.
+/// The static pod settings of `--config` and `--static-pod-path`, and the config file's
+/// `allowedUnsafeSysctls`.
 pub struct StaticPodSettings {
     pub path: Option<PathBuf>,
     pub file_check_frequency: Option<Duration>,
     /// `containerLogMaxSize` / `containerLogMaxFiles`, the kubelet's defaults when unset.
     pub container_logs: crilog::Rotation,
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -38,6 +40,7 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_size: config.container_log_max_size.unwrap_or(defaults.max_size),
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
+        allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
     })
 }
 

@@ -121,6 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node_api_token: Some(node_api_token),
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
+            allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
             eviction_period: None,
             metrics: node_metrics,
         },

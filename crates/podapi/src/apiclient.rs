@@ -116,6 +116,34 @@ pub trait PodApi: Send + Sync + 'static {
         -> Result<Option<PersistentVolume>, ApiError>;
 }
 
+/// The node's whole status as a strategic merge patch, as the kubelet's status manager
+/// sends it: `conditions` merge by type, so conditions other clients own (readiness gates,
+/// `DisruptionTarget`) survive a write from a node that has not seen them yet, and an unset
+/// reason or message of a condition is cleared; the address lists are replaced as a whole;
+/// the other lists (container statuses) have no merge key and are replaced anyway.
+fn status_patch(status: &PodStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = value
+        .get_mut("conditions")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for c in conditions
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for key in ["reason", "message"] {
+                c.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    for key in ["podIPs", "hostIPs"] {
+        if let Some(list) = value.get_mut(key).and_then(serde_json::Value::as_array_mut) {
+            list.push(serde_json::json!({"$patch": "replace"}));
+        }
+    }
+    value
+}
+
 /// `PodApi` over a `kube::Client`.
 #[derive(Clone)]
 pub struct KubePodApi {
@@ -141,10 +169,8 @@ impl PodApi for KubePodApi {
         status: &PodStatus,
     ) -> Result<(), ApiError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        // A merge patch of the whole status: lists (conditions, containerStatuses) are
-        // replaced as a unit, which is what a full status from the kubelet means.
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        let patch = serde_json::json!({ "status": status_patch(status) });
+        api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
             .map(|_| ())
             .map_err(|source| ApiError::PatchPodStatus {
@@ -362,6 +388,27 @@ mod tests {
         );
         assert_eq!(seen[1].2["gracePeriodSeconds"], 0);
         assert_eq!(seen[1].2["preconditions"]["uid"], "uid-9");
+    }
+
+    #[test]
+    fn status_patch_merges_conditions_and_replaces_addresses() {
+        let status: PodStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"},
+                           {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}],
+            "podIPs": [{"ip": "10.244.0.5"}]
+        }))
+        .expect("status");
+        assert_eq!(
+            status_patch(&status),
+            serde_json::json!({
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": null, "message": null},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "message": null}],
+                "podIPs": [{"ip": "10.244.0.5"}, {"$patch": "replace"}]
+            })
+        );
     }
 
     #[tokio::test]

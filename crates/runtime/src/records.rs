@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use shim::protocol::{ExitRecord, StateRecord};
 
-use crate::{ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig};
+use crate::{ContainerConfig, ContainerState, ContainerStatus, HostAlias, PodSandboxConfig};
 
 /// `pods/<id>/sandbox.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,8 +74,9 @@ pub fn container_status(
 
 /// The `/etc/hosts` kubelet writes for a pod not on the host network (its "managed hosts
 /// file"), with the pod's addresses; until the pod has an IP the hostname maps to 127.0.1.1
-/// (as Debian does for the machine's own name) so it still resolves inside the pod.
-pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr]) -> String {
+/// (as Debian does for the machine's own name) so it still resolves inside the pod. The
+/// pod's `hostAliases` follow.
+pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr], aliases: &[HostAlias]) -> String {
     let mut out = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
@@ -86,15 +87,35 @@ pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr]) -> String {
     for ip in ips {
         out.push_str(&format!("{ip}\t{hostname}\n"));
     }
+    out.push_str(&host_alias_entries(aliases));
     out
 }
 
 /// The `/etc/hosts` of a hostNetwork pod: kubelet copies the node's file under its own
-/// header.
-pub fn host_network_hosts_file(host: &str) -> String {
+/// header, then the pod's `hostAliases`.
+pub fn host_network_hosts_file(host: &str, aliases: &[HostAlias]) -> String {
     let mut out = String::from("# Kubernetes-managed hosts file (host network).\n");
     out.push_str(host);
     if !host.is_empty() && !host.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&host_alias_entries(aliases));
+    out
+}
+
+/// kubelet's `hostsEntriesFromHostAliases`: a blank line, its header, then one line per
+/// entry with the address and its names, tab-separated.
+fn host_alias_entries(aliases: &[HostAlias]) -> String {
+    if aliases.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n# Entries added by HostAliases.\n");
+    for alias in aliases {
+        out.push_str(&alias.ip);
+        for name in &alias.hostnames {
+            out.push('\t');
+            out.push_str(name);
+        }
         out.push('\n');
     }
     out
@@ -148,19 +169,39 @@ mod tests {
 
     #[test]
     fn host_network_hosts_copy_the_node_file() {
-        let h = host_network_hosts_file("127.0.0.1\tlocalhost");
+        let h = host_network_hosts_file("127.0.0.1\tlocalhost", &[]);
         assert_eq!(
             h,
             "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n"
+        );
+        let h = host_network_hosts_file("127.0.0.1\tlocalhost\n", &aliases());
+        assert_eq!(
+            h,
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\n"
         );
     }
 
     #[test]
     fn hosts_file_names_the_pod() {
-        let h = hosts_file("web-0", &[]);
+        let h = hosts_file("web-0", &[], &[]);
         assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("127.0.1.1\tweb-0\n"));
-        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")]);
+        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")], &[]);
         assert!(h.ends_with("10.244.0.5\tweb-0\n"));
+        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")], &aliases());
+        assert!(h.ends_with("10.244.0.5\tweb-0\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\n"));
+    }
+
+    fn aliases() -> Vec<HostAlias> {
+        vec![
+            HostAlias {
+                ip: "127.0.0.1".into(),
+                hostnames: vec!["foo.local".into(), "bar.local".into()],
+            },
+            HostAlias {
+                ip: "10.1.2.3".into(),
+                hostnames: vec!["foo.remote".into()],
+            },
+        ]
     }
 }

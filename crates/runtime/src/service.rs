@@ -338,10 +338,16 @@ impl Runtime {
                 .unwrap_or_default();
             write(pod.hostname(), format!("{node}\n").as_bytes())?;
             let host = std::fs::read_to_string(&self.config.hosts_file).unwrap_or_default();
-            write(pod.hosts(), host_network_hosts_file(&host).as_bytes())?;
+            write(
+                pod.hosts(),
+                host_network_hosts_file(&host, &config.host_aliases).as_bytes(),
+            )?;
         } else {
             write(pod.hostname(), format!("{}\n", config.hostname).as_bytes())?;
-            write(pod.hosts(), hosts_file(&config.hostname, &[]).as_bytes())?;
+            write(
+                pod.hosts(),
+                hosts_file(&config.hostname, &[], &config.host_aliases).as_bytes(),
+            )?;
         }
         let resolv = match std::fs::read(&self.config.resolv_conf) {
             // The agent's DNS policy decides (cluster DNS for ClusterFirst pods).

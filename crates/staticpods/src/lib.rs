@@ -133,6 +133,7 @@ pub struct KubeletConfig {
     pub container_log_max_size: Option<u64>,
     /// `containerLogMaxFiles`.
     pub container_log_max_files: Option<u32>,
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -147,6 +148,8 @@ struct RawKubeletConfig {
     file_check_frequency: Option<String>,
     container_log_max_size: Option<String>,
     container_log_max_files: Option<i64>,
+    #[serde(default)]
+    allowed_unsafe_sysctls: Vec<String>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -215,6 +218,7 @@ pub(crate) fn parse_kubelet_config(
         file_check_frequency: duration("fileCheckFrequency", raw.file_check_frequency)?,
         container_log_max_size,
         container_log_max_files,
+        allowed_unsafe_sysctls: raw.allowed_unsafe_sysctls,
     })
 }
 
@@ -1229,7 +1233,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1240,6 +1244,7 @@ mod tests {
                 file_check_frequency: Some(Duration::from_secs(5)),
                 container_log_max_size: Some(20 << 20),
                 container_log_max_files: Some(3),
+                allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";

@@ -240,9 +240,12 @@ fn default_volume(v: &mut Map<String, Value>) {
         if let Some(src) = v.get_mut(key).and_then(Value::as_object_mut) {
             set(src, "defaultMode", json!(420));
             if key == "downwardAPI" {
-                each_item(src, "items", |item| {
-                    if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
-                        set_str(f, "apiVersion", "v1");
+                each_item(src, "items", default_downward_item);
+            }
+            if key == "projected" {
+                each_item(src, "sources", |source| {
+                    if let Some(d) = source.get_mut("downwardAPI").and_then(Value::as_object_mut) {
+                        each_item(d, "items", default_downward_item);
                     }
                 });
             }
@@ -256,6 +259,21 @@ fn default_volume(v: &mut Map<String, Value>) {
             let policy = default_image_pull_policy(reference);
             set_str(img, "pullPolicy", policy);
         }
+    }
+}
+
+/// A downward API file's selectors get the defaults they get in `env`: the field's
+/// `apiVersion`, and the zero `divisor` kube-apiserver stores for an unset one (its
+/// `resource.Quantity` zero value, which the kubelet reads as 1).
+fn default_downward_item(item: &mut Map<String, Value>) {
+    if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+        set_str(f, "apiVersion", "v1");
+    }
+    if let Some(r) = item
+        .get_mut("resourceFieldRef")
+        .and_then(Value::as_object_mut)
+    {
+        set(r, "divisor", json!("0"));
     }
 }
 

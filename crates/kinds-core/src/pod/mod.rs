@@ -3,6 +3,7 @@
 //! once a node runs the pod; defaults, validation and the printed row live beside this file.
 
 mod defaults;
+mod hostspec;
 mod table;
 mod validation;
 

@@ -111,6 +111,22 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
             );
         }
     }
+    // Upstream's `validateReadinessGates`: each conditionType is a qualified name.
+    for (i, gate) in arr(spec.get("readinessGates")).iter().enumerate() {
+        let ty = gate
+            .get("conditionType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for m in qualified_name(ty) {
+            e.invalid(
+                &format!("{path}.readinessGates[{i}].conditionType"),
+                &Value::from(ty),
+                &m,
+            );
+        }
+    }
+    super::hostspec::host_aliases(e, spec, path);
+    super::hostspec::sysctls(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
     for (key, label) in [
         ("nodeName", false),
@@ -263,6 +279,7 @@ fn container(
     }
     ports(e, c, path);
     env(e, c, path);
+    env_from(e, c, path);
     volume_mounts(e, c, path, volumes);
     resources(e, c.get("resources"), &format!("{path}.resources"));
     let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
@@ -333,19 +350,53 @@ fn ports(e: &mut FieldErrors, c: &Value, path: &str) {
     }
 }
 
+/// RelaxedEnvironmentVariableValidation is on by default in v1.33: any printable ASCII but
+/// `=`.
+fn is_env_var_name(name: &str) -> bool {
+    name.chars().all(|c| (' '..='~').contains(&c) && c != '=')
+}
+
+const ENV_VAR_NAME_MSG: &str =
+    "a valid environment variable name must consist only of printable ASCII characters other than '='";
+
+/// `envFrom`: a prefix must itself be an env var name, and each entry names exactly one of
+/// a ConfigMap or a Secret (upstream's `ValidateEnvFrom`).
+fn env_from(e: &mut FieldErrors, c: &Value, path: &str) {
+    let list = format!("{path}.envFrom");
+    for (i, v) in arr(c.get("envFrom")).iter().enumerate() {
+        let ep = format!("{list}[{i}]");
+        let prefix = v.get("prefix").and_then(Value::as_str).unwrap_or("");
+        if !prefix.is_empty() && !is_env_var_name(prefix) {
+            e.invalid(
+                &format!("{ep}.prefix"),
+                &Value::from(prefix),
+                ENV_VAR_NAME_MSG,
+            );
+        }
+        let refs = ["configMapRef", "secretRef"]
+            .iter()
+            .filter(|k| present(v.get(**k)))
+            .count();
+        if refs == 0 {
+            e.invalid(
+                &list,
+                &Value::from(""),
+                "must specify one of: `configMapRef` or `secretRef`",
+            );
+        } else if refs > 1 {
+            e.forbidden(&ep, "may not have more than one field specified at a time");
+        }
+    }
+}
+
 fn env(e: &mut FieldErrors, c: &Value, path: &str) {
     for (i, v) in arr(c.get("env")).iter().enumerate() {
         let ep = format!("{path}.env[{i}]");
         let name = v.get("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             e.required(&format!("{ep}.name"), "");
-        } else if !name.chars().all(|c| (' '..='~').contains(&c) && c != '=') {
-            // RelaxedEnvironmentVariableValidation is on by default in v1.33.
-            e.invalid(
-                &format!("{ep}.name"),
-                &Value::from(name),
-                "a valid environment variable name must consist only of printable ASCII characters other than '='",
-            );
+        } else if !is_env_var_name(name) {
+            e.invalid(&format!("{ep}.name"), &Value::from(name), ENV_VAR_NAME_MSG);
         }
         if let Some(from) = v.get("valueFrom").filter(|f| !f.is_null()) {
             let sources = [
@@ -902,6 +953,38 @@ mod tests {
         assert_eq!(
             messages(RESOURCE.validate_create(&p)),
             vec!["spec.containers: Required value"]
+        );
+    }
+
+    #[test]
+    fn readiness_gate_condition_types_are_qualified_names() {
+        let p = pod(json!({"containers":[{"name":"a","image":"busybox"}],
+            "readinessGates":[{"conditionType":"www.example.com/feature-1"},{"conditionType":"bad type"}]}));
+        let m = messages(RESOURCE.validate_create(&p));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("spec.readinessGates[1].conditionType: Invalid value: \"bad type\": name part must consist of alphanumeric characters"),
+            "{}",
+            m[0]
+        );
+    }
+
+    #[test]
+    fn env_from_prefix_and_sources() {
+        let p = pod(
+            json!({"containers":[{"name":"a","image":"busybox","envFrom":[
+            {"prefix":"my-app.", "configMapRef":{"name":"m"}},
+            {"prefix":"A=", "secretRef":{"name":"s"}},
+            {"prefix":"X"},
+            {"configMapRef":{"name":"m"}, "secretRef":{"name":"s"}}]}]}),
+        );
+        assert_eq!(
+            messages(RESOURCE.validate_create(&p)),
+            [
+                "spec.containers[0].envFrom[1].prefix: Invalid value: \"A=\": a valid environment variable name must consist only of printable ASCII characters other than '='",
+                "spec.containers[0].envFrom: Invalid value: \"\": must specify one of: `configMapRef` or `secretRef`",
+                "spec.containers[0].envFrom[3]: Forbidden: may not have more than one field specified at a time",
+            ]
         );
     }
 

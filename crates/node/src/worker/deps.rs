@@ -28,6 +28,8 @@ pub struct NodeFacts {
     pub cpu: f64,
     /// Allocatable memory bytes.
     pub memory: f64,
+    /// Allocatable ephemeral-storage bytes.
+    pub ephemeral_storage: f64,
 }
 
 /// The pod workers' shared inputs.

@@ -55,6 +55,15 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         share_process_namespace: containerspec::share_process_namespace(pod),
         sysctls: containerspec::pod_sysctls(pod),
         resources: spec.map(containerspec::pod_resources).unwrap_or_default(),
+        host_aliases: spec
+            .and_then(|s| s.host_aliases.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|a| runtime::HostAlias {
+                ip: a.ip.clone(),
+                hostnames: a.hostnames.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -66,6 +75,7 @@ pub fn container_context(deps: &WorkerDeps, pod: &Pod, sandbox: &PodSandboxStatu
         pod_ip: network::pod_ip(&deps.node.host_ip, pod, Some(sandbox)),
         node_cpu: deps.node.cpu,
         node_memory: deps.node.memory,
+        node_ephemeral_storage: deps.node.ephemeral_storage,
     }
 }
 
@@ -82,6 +92,7 @@ pub fn volume_context(deps: &WorkerDeps, pod: &Pod) -> PodContext {
         },
         node_cpu: deps.node.cpu,
         node_memory: deps.node.memory,
+        node_ephemeral_storage: deps.node.ephemeral_storage,
     }
 }
 

@@ -93,8 +93,21 @@ impl PodWorker {
             self.state.lifecycle = Lifecycle::Finished;
             return None;
         }
-        refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
         let now = deps.clock.now();
+        if plan::deadline_exceeded(pod, self.state.last_status.as_ref(), now) {
+            terminate::fail_running(
+                deps,
+                &mut self.state,
+                &mut self.prober,
+                pod,
+                &observed,
+                plan::DEADLINE_REASON,
+                plan::DEADLINE_MESSAGE,
+            )
+            .await;
+            return None;
+        }
+        refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
         // kubelet's WaitForAttachAndMount: nothing of the pod starts before its volumes.
         let t = Instant::now();
         let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;

@@ -459,3 +459,28 @@ pub fn grace_period(pod: &Pod) -> Duration {
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0)).max(MIN_GRACE)
 }
+
+/// kubelet's `activeDeadlineHandler`: the reason and message a pod ends `Failed` with once it
+/// has been active on the node for `activeDeadlineSeconds` since its `startTime`.
+pub const DEADLINE_REASON: &str = "DeadlineExceeded";
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// Whether the pod's `activeDeadlineSeconds` has passed at `now`, counted from the start
+/// time in `status` (the last one written, or the API's). The deadline may be set or
+/// lowered while the pod runs, so it is read from the current spec at every sync.
+pub fn deadline_exceeded(
+    pod: &Pod,
+    status: Option<&k8s_openapi::api::core::v1::PodStatus>,
+    now: Timestamp,
+) -> bool {
+    let Some(limit) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    let start = status
+        .and_then(|s| s.start_time.as_ref())
+        .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.as_ref()));
+    let Some(start) = start else {
+        return false;
+    };
+    now.duration_since(start.0).as_secs() >= limit
+}

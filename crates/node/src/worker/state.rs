@@ -52,6 +52,9 @@ pub struct WorkerState {
     pub starting: Option<Instant>,
     /// The worker has synced the pod at least once.
     pub synced: bool,
+    /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
+    /// the reason and message of its `Failed` status.
+    pub failure: Option<(String, String)>,
 }
 
 impl WorkerState {
@@ -65,6 +68,7 @@ impl WorkerState {
             image_refs: HashMap::new(),
             last_status: pod.status.clone(),
             killed: false,
+            failure: None,
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),

@@ -58,6 +58,11 @@ pub async fn write_status(
         probes: &state.probe_view,
     });
     network::fill_status(pod, observed.ready_sandbox(), &mut status);
+    if let Some((reason, message)) = &state.failure {
+        status.phase = Some("Failed".into());
+        status.reason = Some(reason.clone());
+        status.message = Some(message.clone());
+    }
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);
         let t = std::time::Instant::now();

@@ -158,6 +158,35 @@ pub async fn terminate(
     retry_unless_terminated(state)
 }
 
+/// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`, here an
+/// exceeded `activeDeadlineSeconds`): a Normal event with the reason, not ready, every
+/// container killed with the pod's grace period, then the `Failed` status with the reason
+/// and message; the sandbox and volumes are released and the pod is finished.
+pub async fn fail_running(
+    deps: &WorkerDeps,
+    state: &mut WorkerState,
+    prober: &mut PodProber,
+    pod: &Pod,
+    observed: &Observed,
+    reason: &str,
+    message: &str,
+) {
+    deps.event(pod, None, EventType::Normal, reason, message)
+        .await;
+    state.failure = Some((reason.to_string(), message.to_string()));
+    state.probe_view.all_unready = true;
+    prober.stop();
+    kill_all(deps, pod, observed, grace_period(pod)).await;
+    let observed = observe(deps, state, pod)
+        .await
+        .unwrap_or_else(|_| observed.clone());
+    state.waiting.clear();
+    write_status(deps, state, pod, &observed, true).await;
+    remove_sandboxes(deps, &observed).await;
+    teardown_volumes(deps, &mut state.volumes, pod);
+    state.lifecycle = Lifecycle::Finished;
+}
+
 /// Resync until the API object is gone.
 pub fn retry_unless_terminated(state: &WorkerState) -> Option<Duration> {
     (state.lifecycle != Lifecycle::Terminated).then_some(RESYNC)

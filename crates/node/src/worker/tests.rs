@@ -38,6 +38,7 @@ fn harness() -> Harness {
             host_ip: "10.1.2.3".into(),
             cpu: 2.0,
             memory: 1e9,
+            ephemeral_storage: 1e10,
         },
         log_root: dir.path().join("logs"),
         sandboxes: Default::default(),
@@ -410,6 +411,49 @@ async fn delete_kills_with_grace_then_deletes() {
         vec![("default".into(), "web".into(), "uid-1".into())]
     );
     assert_eq!(w.state.lifecycle, Lifecycle::Terminated);
+}
+
+#[tokio::test]
+async fn a_deadline_set_on_a_running_pod_kills_it_and_fails_it() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    h.clock.advance(Duration::from_secs(20));
+    assert_eq!(w.sync(&h.env, &p).await, Some(RESYNC));
+    // `kubectl patch` sets a deadline already passed.
+    if let Some(spec) = p.spec.as_mut() {
+        spec.active_deadline_seconds = Some(10);
+    }
+    assert_eq!(w.sync(&h.env, &p).await, None);
+    let calls = h.rt.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("stop_container ") && c.ends_with(" 30")),
+        "{calls:?}"
+    );
+    let reasons = h.api.reasons();
+    assert!(
+        reasons.ends_with(&["DeadlineExceeded".to_string(), "Killing".to_string()]),
+        "{reasons:?}"
+    );
+    let status = h.api.last_status().expect("status");
+    assert_eq!(
+        (
+            status.phase.as_deref(),
+            status.reason.as_deref(),
+            status.message.as_deref()
+        ),
+        (
+            Some("Failed"),
+            Some("DeadlineExceeded"),
+            Some("Pod was active on the node longer than the specified deadline")
+        )
+    );
+    assert_eq!(state_of(&status).0, "terminated");
+    assert_eq!(w.state.lifecycle, Lifecycle::Finished);
 }
 
 #[tokio::test]

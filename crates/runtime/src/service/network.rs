@@ -44,7 +44,7 @@ impl Runtime {
         // place, not write-then-rename: containers will bind-mount this very inode. Not
         // synced: only the live sandbox reads it (see `write_volatile`).
         let path = self.pod(id).hosts();
-        let text = hosts_file(&config.hostname, &ips);
+        let text = hosts_file(&config.hostname, &ips, &config.host_aliases);
         let write = || -> io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
