@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod compile;
 pub mod default;
 pub mod json;
+pub mod localhost;
 pub mod profile;
 
 pub use arch::Arch;
@@ -15,4 +16,5 @@ pub use bpf::SockFilter;
 pub use compile::{compile, Target};
 pub use default::runtime_default;
 pub use json::{parse, ProfileError};
+pub use localhost::{load, LocalhostError};
 pub use profile::{Action, ArgCond, Op, Profile, Rule, When};

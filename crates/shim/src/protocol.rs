@@ -42,6 +42,9 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Argv, env, working dir, user, mounts, cgroup limits and security settings.
     pub config: ContainerConfig,
+    /// The profile file a Localhost seccomp profile names, as the runtime read it.
+    #[serde(default)]
+    pub localhost_seccomp: Option<seccomp_profile::Profile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
