@@ -134,15 +134,26 @@ fn probe_script() -> String {
     s
 }
 
+/// A pod whose one container runs the probe script.
 fn pod(name: &str, security: &str, probes_dir: &Path) -> String {
+    let command = format!("[\"sh\", \"-c\", {:?}]", probe_script());
+    pod_with(name, "", &command, security, probes_dir)
+}
+
+fn pod_with(
+    name: &str,
+    spec_extra: &str,
+    command: &str,
+    security: &str,
+    probes_dir: &Path,
+) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  \
-         terminationGracePeriodSeconds: 1\n  volumes:\n  - name: probes\n    hostPath:\n      \
+         terminationGracePeriodSeconds: 1\n{spec_extra}  volumes:\n  - name: probes\n    hostPath:\n      \
          path: {dir}\n      type: Directory\n  containers:\n  - name: c\n    image: {IMAGE}\n    \
-         imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n    \
+         imagePullPolicy: IfNotPresent\n    command: {command}\n    \
          volumeMounts:\n    - name: probes\n      mountPath: /probes\n      readOnly: true\n{security}",
         dir = probes_dir.display(),
-        script = probe_script(),
     )
 }
 
@@ -247,6 +258,9 @@ fn seccomp_profiles_confine_and_are_applied_as_written() {
         &seccomp("Localhost", Some("broken.json")),
         dir,
     ));
+    let sleep = r#"["sleep", "3600"]"#;
+    pp.apply(&pod_with("sleeper", "", sleep, "", dir));
+    pp.apply(&pod_with("userns", "  hostUsers: false\n", sleep, "", dir));
 
     // --- RuntimeDefault: the filter is loaded and refuses every escape; work still runs.
     let (rd, log) = results(&pp, "confined");
@@ -341,6 +355,38 @@ fn seccomp_profiles_confine_and_are_applied_as_written() {
     );
     assert!(out.contains("must not contain '..'"), "{out}");
     assert!(pp.kubectl(&["get", "pod", "escape"]).status.code() != Some(0));
+
+    // --- kubectl exec is no way around the filter.
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/sleeper",
+        "--timeout=60s",
+    ]);
+    let exec = pp.kubectl(&["exec", "sleeper", "--", "unshare", "-U", "true"]);
+    assert_eq!(exec.status.code(), Some(1), "{exec:?}");
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
+        "{exec:?}"
+    );
+
+    // --- hostUsers: false is refused, never run as host root instead.
+    let events = wait_until(
+        "the userns pod's FailedCreatePodSandBox event",
+        Duration::from_secs(60),
+        || {
+            let out = pp.jsonpath_all(
+                "events",
+                "{range .items[?(@.involvedObject.name==\"userns\")]}{.reason}: {.message}{\"\\n\"}{end}",
+            );
+            out.contains("FailedCreatePodSandBox").then_some(out)
+        },
+    );
+    assert!(events.contains("user namespaces"), "{events}");
+    assert_eq!(
+        pp.jsonpath("pod/userns", "{.status.phase}").as_deref(),
+        Some("Pending")
+    );
 
     pp.kubectl_ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
