@@ -37,6 +37,8 @@ pub enum AsmError {
     TooLong { len: usize },
     #[error("a conditional jump of {distance} instructions does not fit in 8 bits")]
     JumpTooFar { distance: usize },
+    #[error("a jump to a label that was never placed")]
+    Unplaced,
 }
 
 /// A place in the program, placed once with [`Asm::place`].
@@ -152,11 +154,18 @@ impl Asm {
         if pc > MAX_INSNS {
             return Err(AsmError::TooLong { len: pc });
         }
+        // Labels only ever lie ahead of their jumps.
+        let distance = |from: usize, Label(l): Label| -> Result<usize, AsmError> {
+            at.get(l)
+                .filter(|to| **to != usize::MAX && **to > from)
+                .map(|to| to - from - 1)
+                .ok_or(AsmError::Unplaced)
+        };
         let offset = |from: usize, t: Dest| -> Result<u8, AsmError> {
             match t {
                 Dest::Next => Ok(0),
-                Dest::To(Label(l)) => {
-                    let distance = at[l].saturating_sub(from + 1);
+                Dest::To(l) => {
+                    let distance = distance(from, l)?;
                     u8::try_from(distance).map_err(|_| AsmError::JumpTooFar { distance })
                 }
             }
@@ -173,12 +182,13 @@ impl Asm {
                     jf: offset(pc, jf)?,
                     k,
                 }),
-                Item::Always(Label(l)) => out.push(SockFilter {
+                Item::Always(l) => out.push(SockFilter {
                     code: JMP_JA,
                     jt: 0,
                     jf: 0,
-                    // Bounded by MAX_INSNS, checked above.
-                    k: at[l].saturating_sub(pc + 1) as u32,
+                    // At most MAX_INSNS, checked above.
+                    k: u32::try_from(distance(pc, l)?)
+                        .map_err(|_| AsmError::TooLong { len: pc })?,
                 }),
             }
         }
@@ -235,6 +245,14 @@ mod tests {
         assert_eq!(run(&p, &data), 1);
         data[0] = 8;
         assert_eq!(run(&p, &data), 2);
+    }
+
+    #[test]
+    fn unplaced_labels_are_refused() {
+        let mut a = Asm::default();
+        let nowhere = a.label();
+        a.goto(nowhere);
+        assert_eq!(a.finish(), Err(AsmError::Unplaced));
     }
 
     #[test]

@@ -57,12 +57,6 @@ pub struct When {
     pub min_kernel: Option<(u32, u32)>,
 }
 
-impl When {
-    pub fn is_empty(&self) -> bool {
-        self.caps.is_empty() && self.arches.is_empty() && self.min_kernel.is_none()
-    }
-}
-
 /// One rule: every call in `names` meeting all of `args` gets `action`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
