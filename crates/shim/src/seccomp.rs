@@ -149,6 +149,55 @@ mod tests {
         assert!(admin.expect("some").len() > plain.expect("some").len());
     }
 
+    /// The kernel takes the compiled program and enforces it: in a child with the default
+    /// filter, `unshare(CLONE_NEWUSER)` fails with EPERM, `clone3` with ENOSYS, and
+    /// ordinary calls still work.
+    #[test]
+    fn the_kernel_accepts_and_enforces_the_default_filter() {
+        let Some(prog) = filter(&SecurityConfig::default(), 0, None).expect("filter") else {
+            return;
+        };
+        let child = || -> i32 {
+            // SAFETY: integer-only prctl.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return 10;
+            }
+            if install(&prog).is_err() {
+                return 11;
+            }
+            // SAFETY: raw system calls with integer arguments.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+                return 12;
+            }
+            if nix::errno::Errno::last() != nix::errno::Errno::EPERM {
+                return 13;
+            }
+            // SAFETY: clone3 with a null argument pointer and size 0 fails before any use.
+            let rc = unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) };
+            if rc != -1 || nix::errno::Errno::last() != nix::errno::Errno::ENOSYS {
+                return 14;
+            }
+            // SAFETY: getppid has no arguments.
+            if unsafe { libc::getppid() } <= 0 {
+                return 15;
+            }
+            0
+        };
+        // SAFETY: the child makes only raw system calls and then `_exit`s, so nothing the
+        // test harness's other threads held is touched.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = child();
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+
     #[test]
     fn kernel_version_is_read() {
         let (major, _) = kernel_version().expect("osrelease");
