@@ -5,5 +5,6 @@
 mod common;
 
 mod hostile {
+    mod devices;
     mod seccomp;
 }
