@@ -52,8 +52,10 @@ pub enum SecurityError {
         pod: String,
         container: String,
     },
-    #[error("seccomp profile type {kind:?} is not supported (use RuntimeDefault or Unconfined)")]
+    #[error("seccomp profile type {kind:?} is not supported (use RuntimeDefault, Unconfined or Localhost)")]
     UnsupportedSeccomp { kind: String },
+    #[error("localhostProfile must be set if seccompProfile type is Localhost.")]
+    LocalhostProfileMissing,
 }
 
 /// kubelet's `format.Pod`: `name_namespace(uid)`.
@@ -182,10 +184,15 @@ pub fn container_security(
     let profile = sc
         .and_then(|s| s.seccomp_profile.as_ref())
         .or_else(|| pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
-    let seccomp = match profile.map(|p| p.type_.as_str()) {
-        None | Some("RuntimeDefault") => SeccompProfile::RuntimeDefault,
-        Some("Unconfined") => SeccompProfile::Unconfined,
-        Some(other) => {
+    let seccomp = match profile.map(|p| (p.type_.as_str(), p.localhost_profile.as_ref())) {
+        None | Some(("RuntimeDefault", _)) => SeccompProfile::RuntimeDefault,
+        Some(("Unconfined", _)) => SeccompProfile::Unconfined,
+        // kubelet hands the runtime the file below its profile root; the runtime reads it.
+        Some(("Localhost", Some(name))) => SeccompProfile::Localhost {
+            profile: name.clone(),
+        },
+        Some(("Localhost", None)) => return Err(SecurityError::LocalhostProfileMissing),
+        Some((other, _)) => {
             return Err(SecurityError::UnsupportedSeccomp {
                 kind: other.to_string(),
             })
@@ -413,7 +420,32 @@ mod tests {
         .expect("sc");
         assert!(s.privileged && s.allow_privilege_escalation);
         let p = pod(
-            json!({"containers": [], "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "x"}}}),
+            json!({"containers": [], "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}}),
+        );
+        let s = container_security(&p, &container(json!({"name": "c"}))).expect("sc");
+        assert_eq!(
+            s.seccomp,
+            SeccompProfile::Localhost {
+                profile: "x.json".into()
+            }
+        );
+        // The container's own profile wins over the pod's.
+        let c = container(
+            json!({"name": "c", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}),
+        );
+        assert_eq!(
+            container_security(&p, &c).expect("sc").seccomp,
+            SeccompProfile::RuntimeDefault
+        );
+        let p = pod(
+            json!({"containers": [], "securityContext": {"seccompProfile": {"type": "Localhost"}}}),
+        );
+        assert_eq!(
+            container_security(&p, &container(json!({"name": "c"}))),
+            Err(SecurityError::LocalhostProfileMissing)
+        );
+        let p = pod(
+            json!({"containers": [], "securityContext": {"seccompProfile": {"type": "Other"}}}),
         );
         assert!(container_security(&p, &container(json!({"name": "c"}))).is_err());
     }

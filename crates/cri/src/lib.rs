@@ -163,13 +163,17 @@ pub struct ContainerConfig {
 }
 
 /// The seccomp filter of a container (`securityContext.seccompProfile`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SeccompProfile {
     /// No filter.
     Unconfined,
-    /// The runtime's default deny-list (the shim's `seccomp` module); the secure default.
+    /// The runtime's default allow-list (`seccomp_profile::default::TABLE`); the secure
+    /// default.
     #[default]
     RuntimeDefault,
+    /// A profile file (OCI / docker JSON) named relative to the node's profile directory,
+    /// `<state dir>/seccomp` (kubelet's `<root dir>/seccomp`); the runtime loads it.
+    Localhost { profile: String },
 }
 
 /// A container's security settings, as CRI's `LinuxContainerSecurityContext` carries them.

@@ -6,4 +6,5 @@ mod common;
 
 mod hostile {
     mod devices;
+    mod seccomp;
 }

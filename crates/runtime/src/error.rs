@@ -45,6 +45,12 @@ pub enum RuntimeError {
     NoCommand { name: String },
     #[error("creating container {name:?}: mount source {path} does not exist")]
     MountSourceMissing { name: String, path: PathBuf },
+    #[error("creating container {name:?}: {source}")]
+    SeccompProfile {
+        name: String,
+        #[source]
+        source: seccomp_profile::LocalhostError,
+    },
     #[error("starting the shim of sandbox {id}: {source}")]
     StartShim {
         id: String,

@@ -27,8 +27,11 @@ use crate::records::{
 };
 use crate::{
     ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
-    PodSandboxStatus, RuntimeError, RuntimeService, ShimError, ShimStartError,
+    PodSandboxStatus, RuntimeError, RuntimeService, SeccompProfile, ShimError, ShimStartError,
 };
+
+/// Localhost seccomp profiles live in `<state dir>/seccomp`.
+const SECCOMP_DIR: &str = "seccomp";
 
 /// How long a fresh shim may take to answer.
 const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,6 +180,8 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let pods = config.state_dir.join("pods");
         std::fs::create_dir_all(&pods).map_err(create_err(&pods))?;
+        let profiles = config.state_dir.join(SECCOMP_DIR);
+        std::fs::create_dir_all(&profiles).map_err(create_err(&profiles))?;
         let cgroups = match Hierarchy::detect(&config.cgroup_root) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -198,6 +203,12 @@ impl Runtime {
         let live = runtime.sandbox_ids()?.into_iter().collect();
         runtime.network.gc(&live);
         Ok(runtime)
+    }
+
+    /// Where Localhost seccomp profiles are looked up: `<state dir>/seccomp` (kubelet's
+    /// `<root dir>/seccomp`).
+    pub fn seccomp_dir(&self) -> PathBuf {
+        self.config.state_dir.join(SECCOMP_DIR)
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -622,6 +633,18 @@ impl Runtime {
                 });
             }
         }
+        let localhost_seccomp = match &config.security.seccomp {
+            SeccompProfile::Localhost { profile } if !config.security.privileged => {
+                let dir = self.seccomp_dir();
+                let profile = profile.clone();
+                let loaded = blocking(move || seccomp_profile::load(&dir, &profile)).await?;
+                Some(loaded.map_err(|source| RuntimeError::SeccompProfile {
+                    name: config.name.clone(),
+                    source,
+                })?)
+            }
+            _ => None,
+        };
         let id = new_id()?;
         let dir = self.pod(sandbox_id).container(&id);
         let log_path = sandbox.config.log_directory.join(&config.log_path);
@@ -646,6 +669,7 @@ impl Runtime {
             log_path,
             log_rotation: Some(self.config.container_logs),
             config: config.clone(),
+            localhost_seccomp,
         };
         let result = match self
             .request(

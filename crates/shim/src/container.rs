@@ -317,7 +317,10 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         gid: resolved.gid,
         source,
     };
-    let credentials = security::prepare_credentials(&ctx.spec.config.security)?;
+    let credentials = security::prepare_credentials(
+        &ctx.spec.config.security,
+        ctx.spec.localhost_seccomp.as_ref(),
+    )?;
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;

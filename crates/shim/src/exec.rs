@@ -354,8 +354,11 @@ fn child_setup(
     let set_user = |e: nix::Error| format!("setting user {}:{}: {e}", resolved.uid, resolved.gid);
     // As `runc exec`: the exec'd process gets the container's capabilities, no_new_privs and
     // seccomp filter, so exec is no way around the container's confinement.
-    let credentials = crate::security::prepare_credentials(&ctx.spec.config.security)
-        .map_err(|e| e.to_string())?;
+    let credentials = crate::security::prepare_credentials(
+        &ctx.spec.config.security,
+        ctx.spec.localhost_seccomp.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;

@@ -45,6 +45,9 @@ pub struct ContainerSpec {
     pub log_rotation: Option<crilog::Rotation>,
     /// Argv, env, working dir, user, mounts, cgroup limits and security settings.
     pub config: ContainerConfig,
+    /// The profile file a Localhost seccomp profile names, as the runtime read it.
+    #[serde(default)]
+    pub localhost_seccomp: Option<seccomp_profile::Profile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,21 +1,24 @@
-//! The `RuntimeDefault` seccomp profile: a classic-BPF deny-list, written here as data, of the
-//! system calls that container runtimes' default profiles refuse because they reach outside
-//! the container (kernel modules, clocks, mounts and namespaces, keyrings, kexec, raw I/O …).
-//! As in those profiles, a call comes back allowed when the container holds the capability
-//! that governs it (a container given CAP_SYS_TIME may set the clock). Refused calls fail
-//! with EPERM; `clone3` fails with ENOSYS so libcs fall back to `clone`, whose namespace
-//! flags can be inspected. Calls from a foreign ABI (i386, x32) are refused.
+//! The container's seccomp filter: built from its profile (the runtime default table, or the
+//! Localhost profile the runtime loaded) for the capabilities it ends up with, and loaded
+//! into the process right before exec. Privileged and `Unconfined` containers get none, as
+//! with containerd.
+
+use cri::{SeccompProfile, SecurityConfig};
+use seccomp_profile::{Arch, Profile, SockFilter, Target};
 
 use crate::caps;
 
-/// One classic-BPF instruction (`struct sock_filter`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SockFilter {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
+const SECCOMP_MODE_FILTER: libc::c_ulong = 2;
+
+/// Why no filter could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile {name:?} was not loaded by the runtime")]
+    LocalhostNotLoaded { name: String },
+    #[error("building the seccomp filter: {0}")]
+    Compile(#[source] seccomp_profile::bpf::AsmError),
+    #[error("loading the seccomp filter: {0}")]
+    Install(#[source] nix::Error),
 }
 
 /// `struct sock_fprog`.
@@ -25,153 +28,57 @@ struct SockFprog {
     filter: *const SockFilter,
 }
 
-/// BPF_LD | BPF_W | BPF_ABS (LD and W are zero).
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
-const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
-const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
-const BPF_RET_K: u16 = 0x06;
-
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-const SECCOMP_MODE_FILTER: libc::c_ulong = 2;
-
-/// Offsets in `struct seccomp_data`.
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-/// Low 32 bits of `args[0]` (little-endian).
-const OFFSET_ARG0_LOW: u32 = 16;
-
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: Option<u32> = Some(0xC000_003E);
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: Option<u32> = Some(0xC000_00B7);
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const AUDIT_ARCH: Option<u32> = None;
-
-/// The x32 ABI marks its syscall numbers with this bit.
-#[cfg(target_arch = "x86_64")]
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-
-/// `clone` flags that create namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER,
-/// NEWPID, NEWNET); refused without CAP_SYS_ADMIN.
-const CLONE_NAMESPACE_FLAGS: u32 = 0x7E02_0000;
-
-/// Denied system calls and the capability that allows each (`None`: always denied).
-fn deny_list() -> Vec<(libc::c_long, Option<u32>)> {
-    let mut v: Vec<(libc::c_long, Option<u32>)> = vec![
-        // Accounting, keyrings, kernel modules, kexec, reboot.
-        (libc::SYS_acct, Some(caps::SYS_PACCT)),
-        (libc::SYS_add_key, None),
-        (libc::SYS_keyctl, None),
-        (libc::SYS_request_key, None),
-        (libc::SYS_init_module, Some(caps::SYS_MODULE)),
-        (libc::SYS_finit_module, Some(caps::SYS_MODULE)),
-        (libc::SYS_delete_module, Some(caps::SYS_MODULE)),
-        (libc::SYS_kexec_load, Some(caps::SYS_BOOT)),
-        (libc::SYS_kexec_file_load, Some(caps::SYS_BOOT)),
-        (libc::SYS_reboot, Some(caps::SYS_BOOT)),
-        // Clocks.
-        (libc::SYS_clock_settime, Some(caps::SYS_TIME)),
-        (libc::SYS_clock_adjtime, Some(caps::SYS_TIME)),
-        (libc::SYS_settimeofday, Some(caps::SYS_TIME)),
-        // Mounts, namespaces, handles, quotas, swap: host-wide state.
-        (libc::SYS_mount, Some(caps::SYS_ADMIN)),
-        (libc::SYS_umount2, Some(caps::SYS_ADMIN)),
-        (libc::SYS_pivot_root, Some(caps::SYS_ADMIN)),
-        (libc::SYS_setns, Some(caps::SYS_ADMIN)),
-        (libc::SYS_unshare, Some(caps::SYS_ADMIN)),
-        (libc::SYS_fsopen, Some(caps::SYS_ADMIN)),
-        (libc::SYS_fsconfig, Some(caps::SYS_ADMIN)),
-        (libc::SYS_fsmount, Some(caps::SYS_ADMIN)),
-        (libc::SYS_fspick, Some(caps::SYS_ADMIN)),
-        (libc::SYS_move_mount, Some(caps::SYS_ADMIN)),
-        (libc::SYS_open_tree, Some(caps::SYS_ADMIN)),
-        (libc::SYS_mount_setattr, Some(caps::SYS_ADMIN)),
-        (libc::SYS_name_to_handle_at, Some(caps::SYS_ADMIN)),
-        (libc::SYS_open_by_handle_at, Some(caps::DAC_READ_SEARCH)),
-        (libc::SYS_quotactl, Some(caps::SYS_ADMIN)),
-        (libc::SYS_swapon, Some(caps::SYS_ADMIN)),
-        (libc::SYS_swapoff, Some(caps::SYS_ADMIN)),
-        (libc::SYS_lookup_dcookie, Some(caps::SYS_ADMIN)),
-        (libc::SYS_bpf, Some(caps::SYS_ADMIN)),
-        (libc::SYS_perf_event_open, Some(caps::SYS_ADMIN)),
-        (libc::SYS_syslog, Some(caps::SYSLOG)),
-        // Other processes' memory, NUMA placement, userfaultfd.
-        (libc::SYS_kcmp, Some(caps::SYS_PTRACE)),
-        (libc::SYS_process_vm_readv, Some(caps::SYS_PTRACE)),
-        (libc::SYS_process_vm_writev, Some(caps::SYS_PTRACE)),
-        (libc::SYS_userfaultfd, Some(caps::SYS_PTRACE)),
-        (libc::SYS_mbind, Some(caps::SYS_NICE)),
-        (libc::SYS_set_mempolicy, Some(caps::SYS_NICE)),
-        (libc::SYS_move_pages, Some(caps::SYS_NICE)),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    v.extend([
-        (libc::SYS_iopl, Some(caps::SYS_RAWIO)),
-        (libc::SYS_ioperm, Some(caps::SYS_RAWIO)),
-        (libc::SYS_nfsservctl, None),
-        (libc::SYS_uselib, None),
-        (libc::SYS_ustat, None),
-        (libc::SYS_sysfs, None),
-        (libc::SYS__sysctl, None),
-    ]);
-    v
+/// The running kernel's (major, minor), for profiles' `minKernel`.
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
-fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
+/// The filter for a container with `sec` holding the capabilities in `cap_mask` (bit n =
+/// capability n); `localhost` is the profile the runtime loaded for a Localhost container.
+/// `None`: no filter (privileged, Unconfined, or an architecture without syscall tables).
+pub fn filter(
+    sec: &SecurityConfig,
+    cap_mask: u64,
+    localhost: Option<&Profile>,
+) -> Result<Option<Vec<SockFilter>>, SeccompError> {
+    if sec.privileged {
+        return Ok(None);
     }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
-    SockFilter { code, jt, jf, k }
-}
-
-/// The filter for a container holding the capabilities in `cap_mask` (bit n = capability
-/// n); `None` on an architecture without a profile.
-pub fn default_filter(cap_mask: u64) -> Option<Vec<SockFilter>> {
-    let arch = AUDIT_ARCH?;
-    let has = |cap: u32| cap_mask & (1u64 << cap) != 0;
-    let eperm = stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EPERM as u32);
-    let mut prog = vec![
-        stmt(BPF_LD_W_ABS, OFFSET_ARCH),
-        jump(BPF_JMP_JEQ_K, arch, 1, 0),
-        eperm,
-        stmt(BPF_LD_W_ABS, OFFSET_NR),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    prog.extend([jump(BPF_JMP_JGE_K, X32_SYSCALL_BIT, 0, 1), eperm]);
-    for (nr, allowed_by) in deny_list() {
-        if allowed_by.is_some_and(has) {
-            continue;
+    let Some(arch) = Arch::native() else {
+        return Ok(None);
+    };
+    let default;
+    let profile = match &sec.seccomp {
+        SeccompProfile::Unconfined => return Ok(None),
+        SeccompProfile::RuntimeDefault => {
+            default = seccomp_profile::runtime_default();
+            &default
         }
-        // A syscall number is a small non-negative constant.
-        prog.push(jump(BPF_JMP_JEQ_K, nr as u32, 0, 1));
-        prog.push(eperm);
-    }
-    if !has(caps::SYS_ADMIN) {
-        prog.push(jump(BPF_JMP_JEQ_K, libc::SYS_clone3 as u32, 0, 1));
-        prog.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
-        prog.extend([
-            jump(BPF_JMP_JEQ_K, libc::SYS_clone as u32, 0, 3),
-            stmt(BPF_LD_W_ABS, OFFSET_ARG0_LOW),
-            jump(BPF_JMP_JSET_K, CLONE_NAMESPACE_FLAGS, 0, 1),
-            eperm,
-        ]);
-    }
-    prog.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
-    Some(prog)
+        SeccompProfile::Localhost { profile } => {
+            localhost.ok_or_else(|| SeccompError::LocalhostNotLoaded {
+                name: profile.clone(),
+            })?
+        }
+    };
+    let has_cap = |name: &str| caps::number(name).is_some_and(|n| cap_mask & (1u64 << n) != 0);
+    let target = Target {
+        arch,
+        has_cap: &has_cap,
+        kernel: kernel_version(),
+    };
+    seccomp_profile::compile(profile, &target)
+        .map(Some)
+        .map_err(SeccompError::Compile)
 }
 
 /// Installs `prog` for this thread and its future children. Needs no_new_privs or
 /// CAP_SYS_ADMIN.
-pub fn install(prog: &[SockFilter]) -> Result<(), nix::Error> {
-    let len = u16::try_from(prog.len()).map_err(|_| nix::Error::E2BIG)?;
+pub fn install(prog: &[SockFilter]) -> Result<(), SeccompError> {
+    let len = u16::try_from(prog.len()).map_err(|_| SeccompError::Install(nix::Error::E2BIG))?;
     let fprog = SockFprog {
         len,
         filter: prog.as_ptr(),
@@ -188,7 +95,7 @@ pub fn install(prog: &[SockFilter]) -> Result<(), nix::Error> {
         )
     };
     if rc != 0 {
-        return Err(nix::Error::last());
+        return Err(SeccompError::Install(nix::Error::last()));
     }
     Ok(())
 }
@@ -197,67 +104,103 @@ pub fn install(prog: &[SockFilter]) -> Result<(), nix::Error> {
 mod tests {
     use super::*;
 
-    /// A tiny classic-BPF interpreter over (nr, arch, arg0), enough for our own programs.
-    fn run(prog: &[SockFilter], nr: u32, arch: u32, arg0: u32) -> u32 {
-        let mut acc = 0u32;
-        let mut pc = 0usize;
-        loop {
-            let i = prog[pc];
-            match i.code {
-                BPF_LD_W_ABS => {
-                    acc = match i.k {
-                        OFFSET_NR => nr,
-                        OFFSET_ARCH => arch,
-                        OFFSET_ARG0_LOW => arg0,
-                        other => panic!("load of offset {other}"),
-                    };
-                    pc += 1;
-                }
-                BPF_RET_K => return i.k,
-                code => {
-                    let taken = match code {
-                        BPF_JMP_JEQ_K => acc == i.k,
-                        BPF_JMP_JGE_K => acc >= i.k,
-                        BPF_JMP_JSET_K => acc & i.k != 0,
-                        other => panic!("opcode {other:#x}"),
-                    };
-                    pc += 1 + usize::from(if taken { i.jt } else { i.jf });
-                }
+    #[test]
+    fn which_containers_get_a_filter() {
+        if Arch::native().is_none() {
+            return;
+        }
+        let default = SecurityConfig::default();
+        assert!(filter(&default, 0, None).expect("filter").is_some());
+        let privileged = SecurityConfig {
+            privileged: true,
+            ..Default::default()
+        };
+        assert!(filter(&privileged, 0, None).expect("filter").is_none());
+        let unconfined = SecurityConfig {
+            seccomp: SeccompProfile::Unconfined,
+            ..Default::default()
+        };
+        assert!(filter(&unconfined, 0, None).expect("filter").is_none());
+        let localhost = SecurityConfig {
+            seccomp: SeccompProfile::Localhost {
+                profile: "p.json".into(),
+            },
+            ..Default::default()
+        };
+        assert!(matches!(
+            filter(&localhost, 0, None),
+            Err(SeccompError::LocalhostNotLoaded { .. })
+        ));
+        let p = seccomp_profile::parse(br#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).expect("profile");
+        let f = filter(&localhost, 0, Some(&p))
+            .expect("filter")
+            .expect("some");
+        assert_ne!(f, filter(&default, 0, None).expect("filter").expect("some"));
+    }
+
+    #[test]
+    fn capabilities_widen_the_default_filter() {
+        if Arch::native().is_none() {
+            return;
+        }
+        let sec = SecurityConfig::default();
+        let plain = filter(&sec, 0, None).expect("filter");
+        let admin = filter(&sec, 1 << caps::SYS_ADMIN, None).expect("filter");
+        assert!(admin.expect("some").len() > plain.expect("some").len());
+    }
+
+    /// The kernel takes the compiled program and enforces it: in a child with the default
+    /// filter, `unshare(CLONE_NEWUSER)` fails with EPERM, `clone3` with ENOSYS, and
+    /// ordinary calls still work.
+    #[test]
+    fn the_kernel_accepts_and_enforces_the_default_filter() {
+        let Some(prog) = filter(&SecurityConfig::default(), 0, None).expect("filter") else {
+            return;
+        };
+        let child = || -> i32 {
+            // SAFETY: integer-only prctl.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return 10;
+            }
+            if install(&prog).is_err() {
+                return 11;
+            }
+            // SAFETY: raw system calls with integer arguments.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+                return 12;
+            }
+            if nix::errno::Errno::last() != nix::errno::Errno::EPERM {
+                return 13;
+            }
+            // SAFETY: clone3 with a null argument pointer and size 0 fails before any use.
+            let rc = unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) };
+            if rc != -1 || nix::errno::Errno::last() != nix::errno::Errno::ENOSYS {
+                return 14;
+            }
+            // SAFETY: getppid has no arguments.
+            if unsafe { libc::getppid() } <= 0 {
+                return 15;
+            }
+            0
+        };
+        // SAFETY: the child makes only raw system calls and then `_exit`s, so nothing the
+        // test harness's other threads held is touched.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = child();
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
             }
         }
     }
 
     #[test]
-    fn denies_dangerous_calls_unless_capable() {
-        let Some(arch) = AUDIT_ARCH else { return };
-        let prog = default_filter(0).expect("filter");
-        let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        assert_eq!(
-            run(&prog, libc::SYS_read as u32, arch, 0),
-            SECCOMP_RET_ALLOW
-        );
-        assert_eq!(run(&prog, libc::SYS_mount as u32, arch, 0), eperm);
-        assert_eq!(run(&prog, libc::SYS_keyctl as u32, arch, 0), eperm);
-        assert_eq!(run(&prog, libc::SYS_read as u32, arch ^ 1, 0), eperm);
-        // clone: threads and forks pass, namespaces do not.
-        let clone = libc::SYS_clone as u32;
-        assert_eq!(run(&prog, clone, arch, 0x0001_1200 | 17), SECCOMP_RET_ALLOW);
-        assert_eq!(run(&prog, clone, arch, 0x2000_0000), eperm);
-        assert_eq!(
-            run(&prog, libc::SYS_clone3 as u32, arch, 0),
-            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
-        );
-        let admin = default_filter(1 << caps::SYS_ADMIN).expect("filter");
-        assert_eq!(
-            run(&admin, libc::SYS_mount as u32, arch, 0),
-            SECCOMP_RET_ALLOW
-        );
-        assert_eq!(run(&admin, clone, arch, 0x2000_0000), SECCOMP_RET_ALLOW);
-        assert_eq!(run(&admin, libc::SYS_keyctl as u32, arch, 0), eperm);
-        let time = default_filter(1 << caps::SYS_TIME).expect("filter");
-        assert_eq!(
-            run(&time, libc::SYS_clock_settime as u32, arch, 0),
-            SECCOMP_RET_ALLOW
-        );
+    fn kernel_version_is_read() {
+        let (major, _) = kernel_version().expect("osrelease");
+        assert!(major >= 3);
     }
 }

@@ -13,7 +13,8 @@ use nix::mount::{mount, MsFlags};
 
 use crate::caps;
 use crate::seccomp;
-use cri::{SeccompProfile, SecurityConfig};
+use cri::SecurityConfig;
+use seccomp_profile::{Profile, SockFilter};
 
 /// containerd's default capability set for containers (the one Kubernetes documents).
 pub const DEFAULT_CAPS: &[u32] = &[
@@ -92,8 +93,8 @@ pub enum SecurityError {
     },
     #[error("setting capabilities: {0}")]
     Capset(#[source] nix::Error),
-    #[error("loading the seccomp filter: {0}")]
-    Seccomp(#[source] nix::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 /// The capabilities this process may hand on (its permitted set): "all capabilities" for
@@ -364,7 +365,7 @@ pub fn readonly_rootfs() -> Result<(), SecurityError> {
 /// What `prepare_credentials` computed, for `finish_credentials`.
 pub struct Credentials {
     mask: u64,
-    filter: Option<Vec<seccomp::SockFilter>>,
+    filter: Option<Vec<SockFilter>>,
     no_new_privs: bool,
 }
 
@@ -391,8 +392,12 @@ fn prctl(what: &'static str, op: libc::c_int, arg: libc::c_ulong) -> Result<(), 
 /// Runs while still root with every capability, before setuid: shrinks the bounding set
 /// (which caps what any later exec can gain), keeps capabilities across the uid change, and
 /// loads the seccomp filter early when no_new_privs is off (a filter then needs
-/// CAP_SYS_ADMIN, which only now is certain; runc does the same).
-pub fn prepare_credentials(sec: &SecurityConfig) -> Result<Credentials, SecurityError> {
+/// CAP_SYS_ADMIN, which only now is certain; runc does the same). `localhost` is the
+/// profile the runtime loaded for a Localhost seccomp profile.
+pub fn prepare_credentials(
+    sec: &SecurityConfig,
+    localhost: Option<&Profile>,
+) -> Result<Credentials, SecurityError> {
     let last = last_cap();
     let mask = capability_mask(sec, available_caps())?;
     for cap in 0..=last {
@@ -405,10 +410,7 @@ pub fn prepare_credentials(sec: &SecurityConfig) -> Result<Credentials, Security
         }
     }
     prctl("keeping capabilities", libc::PR_SET_KEEPCAPS, 1)?;
-    let filter = match (sec.privileged, sec.seccomp) {
-        (false, SeccompProfile::RuntimeDefault) => seccomp::default_filter(mask),
-        (true, _) | (false, SeccompProfile::Unconfined) => None,
-    };
+    let filter = seccomp::filter(sec, mask, localhost)?;
     let no_new_privs = !sec.allow_privilege_escalation;
     let mut creds = Credentials {
         mask,
@@ -417,7 +419,7 @@ pub fn prepare_credentials(sec: &SecurityConfig) -> Result<Credentials, Security
     };
     if !no_new_privs {
         if let Some(f) = creds.filter.take() {
-            seccomp::install(&f).map_err(SecurityError::Seccomp)?;
+            seccomp::install(&f)?;
         }
     }
     Ok(creds)
@@ -478,7 +480,7 @@ pub fn finish_credentials(creds: Credentials) -> Result<(), SecurityError> {
         prctl("setting no_new_privs", libc::PR_SET_NO_NEW_PRIVS, 1)?;
     }
     if let Some(f) = &creds.filter {
-        seccomp::install(f).map_err(SecurityError::Seccomp)?;
+        seccomp::install(f)?;
     }
     Ok(())
 }

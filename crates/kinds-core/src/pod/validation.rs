@@ -128,6 +128,7 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
     super::hostspec::host_aliases(e, spec, path);
     super::hostspec::sysctls(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
+    seccomp_profile(e, spec, &format!("{path}.securityContext"));
     for (key, label) in [
         ("nodeName", false),
         ("serviceAccountName", false),
@@ -280,6 +281,7 @@ fn container(
     ports(e, c, path);
     env(e, c, path);
     env_from(e, c, path);
+    seccomp_profile(e, c, &format!("{path}.securityContext"));
     volume_mounts(e, c, path, volumes);
     resources(e, c.get("resources"), &format!("{path}.resources"));
     let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
@@ -678,6 +680,48 @@ const POD_UPDATE_MSG: &str = "pod updates may not change fields other than `spec
 const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// upstream's ValidatePodSpecificAnnotations: a mirror pod names its node.
+/// `validateSeccompProfileField` on `owner.securityContext.seccompProfile`: a known type,
+/// and a `localhostProfile` exactly for Localhost, relative and without `..` (kubelet joins
+/// it to its profile directory).
+fn seccomp_profile(e: &mut FieldErrors, owner: &Value, sc_path: &str) {
+    let Some(sp) = at(owner, &["securityContext", "seccompProfile"]).filter(|v| !v.is_null())
+    else {
+        return;
+    };
+    let path = format!("{sc_path}.seccompProfile");
+    let kind = str_at(sp, &["type"]);
+    match kind {
+        "" => e.required(
+            &format!("{path}.type"),
+            "type is required when seccompProfile is set",
+        ),
+        "Localhost" | "RuntimeDefault" | "Unconfined" => {}
+        other => e.not_supported(
+            &format!("{path}.type"),
+            &Value::from(other),
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        ),
+    }
+    let local = format!("{path}.localhostProfile");
+    match (kind, sp.get("localhostProfile").and_then(Value::as_str)) {
+        ("Localhost", None) => e.required(&local, "must be set when seccomp type is Localhost"),
+        ("Localhost", Some(p)) => {
+            if p.starts_with('/') {
+                e.invalid(&local, &Value::from(p), "must be a relative path");
+            }
+            if p.split('/').any(|part| part == "..") {
+                e.invalid(&local, &Value::from(p), "must not contain '..'");
+            }
+        }
+        (_, Some(p)) => e.invalid(
+            &local,
+            &Value::from(p),
+            "can only be set when seccomp type is Localhost",
+        ),
+        (_, None) => {}
+    }
+}
+
 fn mirror_annotation_create(e: &mut FieldErrors, obj: &Value) {
     let Some(value) = at(obj, &["metadata", "annotations", MIRROR_POD_ANNOTATION]) else {
         return;
@@ -986,6 +1030,30 @@ mod tests {
                 "spec.containers[0].envFrom[3]: Forbidden: may not have more than one field specified at a time",
             ]
         );
+    }
+
+    #[test]
+    fn seccomp_profile_rules() {
+        let p = pod(
+            json!({"securityContext": {"seccompProfile": {"type": "Localhost"}},
+            "containers":[{"name":"a","image":"x","securityContext":
+              {"seccompProfile": {"type": "Localhost", "localhostProfile": "/etc/../x"}}},
+              {"name":"b","image":"x","securityContext":
+              {"seccompProfile": {"type": "Unconfined", "localhostProfile": "x"}}},
+              {"name":"c","image":"x","securityContext":
+              {"seccompProfile": {"type": "Docker"}}},
+              {"name":"d","image":"x","securityContext":
+              {"seccompProfile": {"type": "Localhost", "localhostProfile": "team/p.json"}}}]}),
+        );
+        let m = messages(RESOURCE.validate_create(&p));
+        let want = [
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile: Invalid value: \"/etc/../x\": must be a relative path",
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile: Invalid value: \"/etc/../x\": must not contain '..'",
+            "spec.containers[1].securityContext.seccompProfile.localhostProfile: Invalid value: \"x\": can only be set when seccomp type is Localhost",
+            "spec.containers[2].securityContext.seccompProfile.type: Unsupported value: \"Docker\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+            "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+        ];
+        assert_eq!(m, want);
     }
 
     #[test]
