@@ -87,6 +87,9 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine> {
     })
 }
 
+/// The mode of container log files.
+pub const LOG_MODE: u32 = 0o640;
+
 /// Appends a container's output to its log file, one CRI line per output line. Bytes after the
 /// last newline wait in a per-stream buffer until the line completes, is too long, or
 /// `flush_partial` is called (when the stream closes).
@@ -96,9 +99,18 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Opens (creating, appending) the log file.
+    /// Opens (creating, appending) the log file, readable by its owner and group only (the
+    /// kubelet's 0640), a file left by an older version included.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(LOG_MODE)
+            .open(path)?;
+        if file.metadata()?.permissions().mode() & 0o7777 != LOG_MODE {
+            file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+        }
         Ok(Self {
             file,
             pending: [Vec::new(), Vec::new()],
