@@ -185,6 +185,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_files_are_0640_new_or_old() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let new = dir.path().join("0.log");
+        LogWriter::open(&new).expect("open new");
+        assert_eq!(mode(&new), 0o640);
+        let old = dir.path().join("1.log");
+        std::fs::write(&old, "").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        LogWriter::open(&old).expect("open old");
+        assert_eq!(mode(&old), 0o640);
+    }
+
+    #[test]
     fn round_trip() {
         let t: jiff::Timestamp = "2026-11-22T01:51:44.652224000Z".parse().expect("time");
         let line = format_line(t, Stream::Stderr, false, b"hello world");

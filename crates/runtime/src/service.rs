@@ -173,6 +173,7 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let pods = config.state_dir.join("pods");
         std::fs::create_dir_all(&pods).map_err(create_err(&pods))?;
+        crate::records::secure_record_modes(&pods);
         let cgroups = match Hierarchy::detect(&config.cgroup_root) {
             Ok(h) => Some(h),
             Err(e) => {
