@@ -1,0 +1,389 @@
+//! Mount destinations and subPaths that try to reach the host: an image whose volume mount
+//! points, `/etc/hosts` and `/var` (the service account token's way) are symlinks out of its
+//! root (absolute through the pivot's `/.oldroot`, relative through `../..`, through
+//! `/proc/1/root`), and a subPath through symlinks an earlier container planted in an
+//! emptyDir. Each is confined to the container's root or refused with
+//! `CreateContainerConfigError`; nothing appears on the host, and the node runs the next pod.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{fixtures, wait_until, Peapod};
+
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// A host path no test creates: its appearance means the runtime wrote outside a container.
+fn host_marker(what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    PathBuf::from(format!(
+        "/tmp/peapod-hostile-{}-{nanos}-{what}",
+        std::process::id()
+    ))
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
+}
+
+/// Stores `data` as a blob of the layout; returns its descriptor fields.
+fn put_blob(layout: &Path, file: &Path) -> (String, u64) {
+    let digest = sha256(file);
+    let size = fs::metadata(file).expect("blob").len();
+    fs::copy(file, layout.join("blobs/sha256").join(&digest)).expect("copy blob");
+    (format!("sha256:{digest}"), size)
+}
+
+fn read_blob(layout: &Path, digest: &str) -> serde_json::Value {
+    let hex = digest.trim_start_matches("sha256:");
+    serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
+        .expect("json blob")
+}
+
+/// Imports `name` into the node: the busybox fixture plus one layer holding `links`
+/// (path in the image → symlink target).
+fn import_image_with_links(pp: &Peapod, name: &str, links: &[(&str, String)]) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixtures().join("busybox-oci"))
+        .arg(&layout)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying the busybox layout");
+
+    let tree = work.path().join("layer");
+    for (path, target) in links {
+        let at = tree.join(path.trim_start_matches('/'));
+        fs::create_dir_all(at.parent().expect("parent")).expect("layer dirs");
+        std::os::unix::fs::symlink(target, &at).expect("symlink");
+    }
+    let layer = work.path().join("layer.tar");
+    let status = Command::new("tar")
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-C",
+        ])
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "building the layer");
+    let (layer_digest, layer_size) = put_blob(&layout, &layer);
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index"))
+            .expect("index json");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("manifest digest")
+        .to_string();
+    let mut manifest = read_blob(&layout, &manifest_digest);
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string();
+    let mut config = read_blob(&layout, &config_digest);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff_ids")
+        .push(layer_digest.clone().into());
+    let config_file = work.path().join("config.json");
+    fs::write(&config_file, serde_json::to_vec(&config).expect("config")).expect("write");
+    let (config_digest, config_size) = put_blob(&layout, &config_file);
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config_size.into();
+    manifest["layers"]
+        .as_array_mut()
+        .expect("layers")
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer_size,
+        }));
+    let manifest_file = work.path().join("manifest.json");
+    fs::write(
+        &manifest_file,
+        serde_json::to_vec(&manifest).expect("manifest"),
+    )
+    .expect("write");
+    let (manifest_digest, manifest_size) = put_blob(&layout, &manifest_file);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().expect("tag"),
+            },
+        }],
+    });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("index"),
+    )
+    .expect("write index");
+    let archive = work.path().join("image.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .expect("tar");
+    assert!(status.success(), "archiving the image");
+    pp.peapod(&["image", "import", archive.to_str().expect("utf-8 path")]);
+}
+
+/// The node still runs an ordinary pod to Ready, then it is removed.
+fn node_still_serves(pp: &Peapod, name: &str) {
+    pp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#
+    ));
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=60s",
+    ]);
+    pp.kubectl_ok(&[
+        "delete",
+        &format!("pod/{name}"),
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+}
+
+fn assert_absent(paths: &[PathBuf]) {
+    for p in paths {
+        let there = fs::symlink_metadata(p).is_ok();
+        // Leave the machine as we found it before failing.
+        let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+        assert!(!there, "the runtime created {} on the host", p.display());
+    }
+}
+
+#[test]
+fn image_symlinks_cannot_move_mounts_onto_the_host() {
+    let pp = Peapod::start();
+    let abs = host_marker("abs");
+    let rel = host_marker("rel");
+    let hosts = host_marker("hosts");
+    let var = host_marker("var");
+    let proc1 = host_marker("proc1");
+    let ups = "../".repeat(40);
+    let image = "docker.io/library/hostile-mounts:v1";
+    import_image_with_links(
+        &pp,
+        image,
+        &[
+            ("/data", format!("/.oldroot{}", abs.display())),
+            ("/rel", format!("{ups}{}", rel.display())),
+            ("/etc/hosts", format!("/.oldroot{}", hosts.display())),
+            ("/var", format!("/.oldroot{}", var.display())),
+            ("/p1", format!("/proc/1/root{}", proc1.display())),
+        ],
+    );
+    pp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: links
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: a, emptyDir: {{}}}}
+  - {{name: b, emptyDir: {{}}}}
+  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo inside > /data/f && echo inside > /rel/f && sleep 3600"]
+    volumeMounts:
+    - {{name: a, mountPath: /data}}
+    - {{name: b, mountPath: /rel}}
+"#
+    ));
+    // Confined: the container runs, its volumes are where its own symlinks lead inside its
+    // root, and what it writes there lands in the pod's emptyDirs.
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/links",
+        "--timeout=60s",
+    ]);
+    let uid = pp.jsonpath("pod/links", "{.metadata.uid}").expect("uid");
+    let empty_dirs = pp
+        .state_dir
+        .join("volumes")
+        .join(&uid)
+        .join("kubernetes.io~empty-dir");
+    wait_until(
+        "the writes in both emptyDirs",
+        Duration::from_secs(30),
+        || (empty_dirs.join("a/f").exists() && empty_dirs.join("b/f").exists()).then_some(()),
+    );
+    let out = pp.kubectl_ok(&["exec", "links", "--", "cat", "/etc/hosts"]);
+    assert!(
+        out.contains("links"),
+        "the pod's hosts file is mounted: {out}"
+    );
+    assert_absent(&[abs.clone(), rel.clone(), hosts.clone(), var.clone()]);
+
+    // A mount point behind /proc/1/root (a magic link) is refused, not followed.
+    pp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: magic
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: a, emptyDir: {{}}}}
+  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {{name: a, mountPath: /p1/x}}
+"#
+    ));
+    let why = wait_until(
+        "the magic-link mount refused",
+        Duration::from_secs(60),
+        || {
+            let status = pp.jsonpath("pod/magic", "{.status.containerStatuses[0]}")?;
+            assert!(
+                !status.contains("\"running\""),
+                "the container started through a magic link: {status}"
+            );
+            status.contains("symbolic links").then_some(status)
+        },
+    );
+    assert!(why.contains("/p1/x"), "{why}");
+    assert_absent(&[proc1]);
+
+    node_still_serves(&pp, "after-links");
+    for p in ["pod/links", "pod/magic"] {
+        pp.kubectl_ok(&["delete", p, "--wait=true", "--timeout=60s"]);
+    }
+}
+
+#[test]
+fn sub_path_through_planted_symlinks_is_refused() {
+    let pp = Peapod::start();
+    let abs = host_marker("sub-abs");
+    let rel = host_marker("sub-rel");
+    let ups = "../".repeat(40);
+    // The init container plants the links in the shared emptyDir; each later container asks
+    // for a subPath through one of them.
+    pp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: planted
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  initContainers:
+  - name: plant
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "ln -s / /shared/root && ln -s {ups}tmp /shared/up && mkdir /shared/ok"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: abs
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: shared, mountPath: /x, subPath: "root{abs}/deeper"}}]
+  - name: rel
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: shared, mountPath: /x, subPath: "up/{rel_name}/deeper"}}]
+  - name: fine
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: shared, mountPath: /x, subPath: "ok/made"}}]
+"#,
+        abs = abs.display(),
+        rel_name = rel.file_name().expect("name").to_string_lossy(),
+    ));
+    // kubelet lists container statuses by name.
+    let of = |name: &str, path: &str| {
+        pp.jsonpath(
+            "pod/planted",
+            &format!("{{.status.containerStatuses[?(@.name==\"{name}\")]{path}}}"),
+        )
+    };
+    for name in ["abs", "rel"] {
+        let msg = wait_until(
+            &format!("{name}: CreateContainerConfigError"),
+            Duration::from_secs(60),
+            || {
+                let reason = of(name, ".state.waiting.reason")?;
+                (reason == "CreateContainerConfigError")
+                    .then(|| of(name, ".state.waiting.message").unwrap_or_default())
+            },
+        );
+        assert!(msg.contains("not within volume path"), "{name}: {msg}");
+    }
+    // The container whose subPath stays inside the volume runs beside the refused ones.
+    wait_until(
+        "the fine container running",
+        Duration::from_secs(60),
+        || of("fine", ".state.running.startedAt").filter(|s| !s.is_empty()),
+    );
+    let uid = pp.jsonpath("pod/planted", "{.metadata.uid}").expect("uid");
+    let shared = pp
+        .state_dir
+        .join("volumes")
+        .join(&uid)
+        .join("kubernetes.io~empty-dir/shared");
+    assert!(
+        shared.join("ok/made").is_dir(),
+        "the good subPath was created"
+    );
+    assert_absent(&[abs, rel]);
+
+    node_still_serves(&pp, "after-planted");
+    pp.kubectl_ok(&["delete", "pod/planted", "--wait=true", "--timeout=60s"]);
+}
