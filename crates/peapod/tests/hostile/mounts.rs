@@ -14,7 +14,15 @@ use crate::common::{fixtures, wait_until, Peapod};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
-/// A host path no test creates: its appearance means the runtime wrote outside a container.
+/// An empty host directory the hostile paths aim at: anything appearing in it means the
+/// runtime wrote outside a container. Removed by [`assert_untouched`].
+fn host_dir(what: &str) -> PathBuf {
+    let dir = host_marker(what);
+    fs::create_dir(&dir).expect("host dir");
+    dir
+}
+
+/// A host path nothing creates.
 fn host_marker(what: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,10 +196,32 @@ spec:
     ]);
 }
 
+/// Each host directory is still empty (then removed, also before failing).
+fn assert_untouched(dirs: &[PathBuf]) {
+    let mut written = Vec::new();
+    for d in dirs {
+        let entries: Vec<String> = fs::read_dir(d)
+            .map(|it| {
+                it.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            written.push(format!("{}: {entries:?}", d.display()));
+        }
+        let _ = fs::remove_dir_all(d);
+    }
+    assert!(
+        written.is_empty(),
+        "the runtime wrote on the host: {written:?}"
+    );
+}
+
+/// No such host path appeared (removed if one did, before failing).
 fn assert_absent(paths: &[PathBuf]) {
     for p in paths {
         let there = fs::symlink_metadata(p).is_ok();
-        // Leave the machine as we found it before failing.
         let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
         assert!(!there, "the runtime created {} on the host", p.display());
     }
@@ -200,11 +230,15 @@ fn assert_absent(paths: &[PathBuf]) {
 #[test]
 fn image_symlinks_cannot_move_mounts_onto_the_host() {
     let pp = Peapod::start();
-    let abs = host_marker("abs");
-    let rel = host_marker("rel");
-    let hosts = host_marker("hosts");
-    let var = host_marker("var");
-    let proc1 = host_marker("proc1");
+    // Existing host directories: the target a mount point through a symlink would be made in.
+    let abs = host_dir("abs");
+    let rel = host_dir("rel");
+    let hosts = host_dir("hosts");
+    let var = host_dir("var");
+    let proc1 = host_dir("proc1");
+    // A file there too, so that a runtime following /etc/hosts out of the root would get on
+    // to the next mounts instead of failing at this one.
+    fs::write(hosts.join("hosts"), "").expect("host file");
     let ups = "../".repeat(40);
     let image = "docker.io/library/hostile-mounts:v1";
     import_image_with_links(
@@ -213,7 +247,7 @@ fn image_symlinks_cannot_move_mounts_onto_the_host() {
         &[
             ("/data", format!("/.oldroot{}", abs.display())),
             ("/rel", format!("{ups}{}", rel.display())),
-            ("/etc/hosts", format!("/.oldroot{}", hosts.display())),
+            ("/etc/hosts", format!("/.oldroot{}/hosts", hosts.display())),
             ("/var", format!("/.oldroot{}", var.display())),
             ("/p1", format!("/proc/1/root{}", proc1.display())),
         ],
@@ -232,20 +266,29 @@ spec:
   - name: main
     image: {image}
     imagePullPolicy: Never
-    command: ["sh", "-c", "echo inside > /data/f && echo inside > /rel/f && sleep 3600"]
+    command: ["sh", "-c", "echo inside > /data/in/f && echo inside > /rel/in/f && sleep 3600"]
     volumeMounts:
-    - {{name: a, mountPath: /data}}
-    - {{name: b, mountPath: /rel}}
+    - {{name: a, mountPath: /data/in}}
+    - {{name: b, mountPath: /rel/in}}
 "#
     ));
     // Confined: the container runs, its volumes are where its own symlinks lead inside its
-    // root, and what it writes there lands in the pod's emptyDirs.
-    pp.kubectl_ok(&[
+    // root, and what it writes there lands in the pod's emptyDirs. The host is looked at
+    // first: a runtime that followed the links may also have failed the pod.
+    let ready = pp.kubectl(&[
         "wait",
         "--for=condition=Ready",
         "pod/links",
         "--timeout=60s",
     ]);
+    assert_eq!(fs::read(hosts.join("hosts")).expect("host file"), b"");
+    fs::remove_file(hosts.join("hosts")).expect("remove host file");
+    assert_untouched(&[abs, rel, hosts, var]);
+    assert!(
+        ready.status.success(),
+        "pod/links not Ready: {}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
     let uid = pp.jsonpath("pod/links", "{.metadata.uid}").expect("uid");
     let empty_dirs = pp
         .state_dir
@@ -262,7 +305,15 @@ spec:
         out.contains("links"),
         "the pod's hosts file is mounted: {out}"
     );
-    assert_absent(&[abs.clone(), rel.clone(), hosts.clone(), var.clone()]);
+    // The service account token's directory went through /var inside the root too.
+    let token = pp.kubectl_ok(&[
+        "exec",
+        "links",
+        "--",
+        "ls",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+    ]);
+    assert!(token.contains("token"), "{token}");
 
     // A mount point behind /proc/1/root (a magic link) is refused, not followed.
     pp.apply(&format!(
@@ -296,7 +347,7 @@ spec:
         },
     );
     assert!(why.contains("/p1/x"), "{why}");
-    assert_absent(&[proc1]);
+    assert_untouched(&[proc1]);
 
     node_still_serves(&pp, "after-links");
     for p in ["pod/links", "pod/magic"] {
