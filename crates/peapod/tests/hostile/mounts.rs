@@ -438,3 +438,144 @@ spec:
     node_still_serves(&pp, "after-planted");
     pp.kubectl_ok(&["delete", "pod/planted", "--wait=true", "--timeout=60s"]);
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Files under `dir` (recursively, not following links) whose name satisfies `pick`.
+fn files_named(dir: &Path, pick: &dyn Fn(&str) -> bool, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if kind.is_dir() && depth > 0 && name != "rootfs" && name != "upper" && name != "work" {
+            out.extend(files_named(&e.path(), pick, depth - 1));
+        } else if kind.is_file() && pick(&name) {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn state_files_are_private_and_fixed_on_start() {
+    let mut pp = Peapod::start();
+    pp.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=hostile-secret-value",
+    ]);
+    pp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: private
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: creds, secret: {{secretName: creds}}}}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo started && sleep 3600"]
+    env:
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    volumeMounts: [{{name: creds, mountPath: /creds}}]
+"#
+    ));
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/private",
+        "--timeout=60s",
+    ]);
+    let uid = pp.jsonpath("pod/private", "{.metadata.uid}").expect("uid");
+    let state = pp.state_dir.clone();
+    let configs = files_named(&state.join("pods"), &|n| n.ends_with(".json"), 3);
+    assert!(
+        configs.iter().any(|c| fs::read_to_string(c)
+            .unwrap_or_default()
+            .contains("hostile-secret-value")),
+        "a runtime record holds the Secret value: {configs:?}"
+    );
+    let logs = wait_until("the container's log", Duration::from_secs(30), || {
+        let logs = files_named(&state.join("logs"), &|n| n.ends_with(".log"), 2);
+        (!logs.is_empty()).then_some(logs)
+    });
+    let volumes = state.join("volumes");
+    let pod_volumes = volumes.join(&uid);
+    let owner_only: Vec<PathBuf> = [
+        state.join("store.redb"),
+        state.join("kubeconfig"),
+        state.join("pki/ca.key"),
+    ]
+    .into_iter()
+    .chain(configs.iter().cloned())
+    .collect();
+    let expect = |when: &str| {
+        assert_eq!(mode(&state), 0o700, "{when}: state dir");
+        assert_eq!(mode(&state.join("pki")), 0o700, "{when}: pki");
+        for f in &owner_only {
+            assert_eq!(mode(f), 0o600, "{when}: {}", f.display());
+        }
+        for f in &logs {
+            assert_eq!(mode(f), 0o640, "{when}: {}", f.display());
+        }
+    };
+    expect("fresh");
+    assert_eq!(mode(&volumes), 0o750);
+    assert_eq!(mode(&pod_volumes), 0o750);
+    // Inside, the Secret's files have the defaultMode.
+    let out = pp.kubectl_ok(&[
+        "exec",
+        "private",
+        "--",
+        "stat",
+        "-L",
+        "-c",
+        "%a",
+        "/creds/password",
+    ]);
+    assert_eq!(out.trim(), "644");
+
+    // As an older version left them: open to everyone. A restart closes them again, and
+    // the pod keeps running through it.
+    pp.kill9();
+    let chmod = |p: &Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    chmod(&state, 0o755);
+    chmod(&state.join("pki"), 0o755);
+    chmod(&volumes, 0o755);
+    chmod(&pod_volumes, 0o755);
+    for f in owner_only.iter().chain(logs.iter()) {
+        chmod(f, 0o644);
+    }
+    pp.up();
+    expect("after a restart");
+    wait_until(
+        "the pod's volume dirs closed again",
+        Duration::from_secs(60),
+        || (mode(&volumes) == 0o750 && mode(&pod_volumes) == 0o750).then_some(()),
+    );
+    assert_eq!(
+        pp.jsonpath("pod/private", "{.status.containerStatuses[0].restartCount}")
+            .as_deref(),
+        Some("0")
+    );
+    pp.kubectl_ok(&["delete", "pod/private", "--wait=true", "--timeout=60s"]);
+}
