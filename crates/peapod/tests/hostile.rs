@@ -1,8 +1,10 @@
-//! Hostile end to end: each test is a pod, image or request that tries one escape from its
-//! container or one exhaustion of the node, is refused or confined, and leaves the node
+//! Hostile end-to-end tests: containers and requests that try one escape from their
+//! confinement, or one way to exhaust the node, and must be refused while the node keeps
 //! serving other pods. One module per area under `hostile/`.
 
 mod common;
 
-#[path = "hostile/mounts.rs"]
-mod mounts;
+mod hostile {
+    mod devices;
+    mod mounts;
+}

@@ -182,11 +182,20 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         })?;
     }
     let options = overlay_options(&ctx.spec.lowerdirs, &dir.upper(), &dir.work())?;
+    // An unprivileged container's root and volumes are nodev: a device node an image layer
+    // or its root user puts there opens nothing. Privileged containers may use any node, as
+    // under runc.
+    let privileged = ctx.spec.config.security.privileged;
+    let nodev = !privileged;
     do_mount(
         Some("overlay"),
         &rootfs,
         Some("overlay"),
-        MsFlags::empty(),
+        if nodev {
+            MsFlags::MS_NODEV
+        } else {
+            MsFlags::empty()
+        },
         Some(&options),
         "overlay",
     )?;
@@ -206,16 +215,16 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     })?;
 
     // Open every host-side source now, while the host's paths are the ones we see.
-    let mut binds: Vec<(OwnedFd, String, bool)> = Vec::new();
+    let mut binds: Vec<(OwnedFd, String, BindFlags)> = Vec::new();
     // Privileged containers get the host's devices (read now, created once /dev exists).
-    let host_devices = if ctx.spec.config.security.privileged {
+    let host_devices = if privileged {
         security::host_devices(Path::new("/dev"))
     } else {
         Vec::new()
     };
     for dev in DEVICES {
         let path = PathBuf::from("/dev").join(dev);
-        binds.push((open_path(&path)?, format!("/dev/{dev}"), false));
+        binds.push((open_path(&path)?, format!("/dev/{dev}"), BindFlags::DEVICE));
     }
     for (path, target) in [
         (ctx.pod.hostname(), "/etc/hostname"),
@@ -223,7 +232,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         (ctx.pod.resolv_conf(), "/etc/resolv.conf"),
     ] {
         if path.exists() {
-            binds.push((open_path(&path)?, target.to_string(), false));
+            binds.push((open_path(&path)?, target.to_string(), BindFlags::FILE));
         }
     }
     let mut user_binds = Vec::new();
@@ -231,7 +240,10 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         user_binds.push((
             open_path(&m.host_path)?,
             m.container_path.clone(),
-            m.readonly,
+            BindFlags {
+                readonly: m.readonly,
+                nodev,
+            },
         ));
     }
     let stdin = open(
@@ -244,9 +256,9 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         source,
     })?;
 
-    mount_container_filesystems(&root, ctx.spec.config.security.privileged)?;
-    for (fd, target, readonly) in binds.iter().chain(user_binds.iter()) {
-        bind_fd(&root, fd, Path::new(target), *readonly)?;
+    mount_container_filesystems(&root, privileged)?;
+    for (fd, target, flags) in binds.iter().chain(user_binds.iter()) {
+        bind_fd(&root, fd, Path::new(target), *flags)?;
     }
     drop(binds);
     drop(user_binds);
@@ -580,9 +592,36 @@ fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), S
     Ok(())
 }
 
+/// How a bind mount is restricted once made.
+#[derive(Debug, Clone, Copy)]
+struct BindFlags {
+    readonly: bool,
+    /// `nodev` on the mount and every mount below it.
+    nodev: bool,
+}
+
+impl BindFlags {
+    /// A node of the default /dev set: it must stay usable.
+    const DEVICE: BindFlags = BindFlags {
+        readonly: false,
+        nodev: false,
+    };
+    /// One of the pod's /etc files.
+    const FILE: BindFlags = BindFlags {
+        readonly: false,
+        nodev: true,
+    };
+}
+
 /// Bind-mounts the host object behind `fd` on `target` inside the container root `root`
-/// (created there as a file or directory like the source), read-only if asked.
-fn bind_fd(root: &OwnedFd, fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError> {
+/// (created there as a file or directory like the source), read-only and nodev as `flags`
+/// ask.
+fn bind_fd(
+    root: &OwnedFd,
+    fd: &OwnedFd,
+    target: &Path,
+    flags: BindFlags,
+) -> Result<(), SetupError> {
     let source = fd_path(fd);
     let is_dir = fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(false);
     let create = if is_dir {
@@ -608,18 +647,30 @@ fn bind_fd(root: &OwnedFd, fd: &OwnedFd, target: &Path, readonly: bool) -> Resul
         None::<&str>,
     )
     .map_err(mount_err)?;
-    if readonly {
-        // `dest` is the directory under the new mount; the remount must name the mount's
-        // own root, so the target is resolved again (as runc does after a bind).
-        let mounted = resolve(root, target, inroot::Create::Nothing)?;
+    if !flags.readonly && !flags.nodev {
+        return Ok(());
+    }
+    // `dest` is the directory under the new mount; a remount must name the mount's own
+    // root, so the target is resolved again (as runc does after a bind).
+    let mounted_fd = resolve(root, target, inroot::Create::Nothing)?;
+    let mounted = fd_path(&mounted_fd);
+    if flags.readonly {
         mount(
             None::<&str>,
-            &fd_path(&mounted),
+            &mounted,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
             None::<&str>,
         )
         .map_err(mount_err)?;
+    }
+    // After the read-only remount, which would reset it.
+    if flags.nodev {
+        crate::nodev::set_nodev(&mounted).map_err(|source| SetupError::Mount {
+            what: format!("{what} nodev"),
+            target: target.to_path_buf(),
+            source,
+        })?;
     }
     Ok(())
 }
