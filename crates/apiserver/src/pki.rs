@@ -152,12 +152,35 @@ pub fn issue(dir: &Path, sans: &[String]) -> Result<(String, String), PkiError> 
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The directory 0700 and its private keys and tokens 0600, also when an older version
+/// left them with the umask's modes.
+fn secure_modes(dir: &Path) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode: u32| match std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(mode),
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PkiError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    };
+    chmod(dir, 0o700)?;
+    for name in [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN] {
+        chmod(&dir.join(name), 0o600)?;
+    }
+    Ok(())
+}
+
 /// Loads the PKI in `dir`, creating what is missing.
 pub fn ensure(dir: &Path, extra_sans: &[String]) -> Result<Pki, PkiError> {
     std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
+    secure_modes(dir)?;
     let ca_cert_path = dir.join(CA_CERT);
     let ca_key_path = dir.join(CA_KEY);
     let ca_pem = match (read(&ca_cert_path)?, read(&ca_key_path)?) {

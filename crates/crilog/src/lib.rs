@@ -90,6 +90,45 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine> {
     })
 }
 
+/// The mode of container log files.
+pub const LOG_MODE: u32 = 0o640;
+
+/// Gives every log file under `log_root` (`<pod>/<container>/<n>.log` and rotated
+/// `<n>.log.*`) [`LOG_MODE`]: those an older version wrote keep the umask's mode otherwise.
+/// Errors are per file and skipped; the next open fixes that file too.
+pub fn secure_log_modes(log_root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let children = |dir: &Path| -> Vec<(std::path::PathBuf, std::fs::FileType)> {
+        std::fs::read_dir(dir)
+            .map(|it| {
+                it.flatten()
+                    .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (pod, kind) in children(log_root) {
+        if !kind.is_dir() {
+            continue;
+        }
+        for (container, kind) in children(&pod) {
+            if !kind.is_dir() {
+                continue;
+            }
+            for (file, kind) in children(&container) {
+                let is_log = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains(".log"));
+                if kind.is_file() && is_log {
+                    let _ =
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(LOG_MODE));
+                }
+            }
+        }
+    }
+}
+
 /// Appends a container's output to its log file, one CRI line per output line. Bytes after the
 /// last newline wait in a per-stream buffer until the line completes, is too long, or
 /// `flush_partial` is called (when the stream closes).
@@ -102,13 +141,19 @@ pub struct LogWriter {
     pending: [Vec<u8>; 2],
 }
 
-/// Opens (creating, appending) a log file, readable by the owner's group as the kubelet's.
+/// Opens (creating, appending) a log file, readable by the owner's group as the kubelet's
+/// ([`LOG_MODE`]), a file left by an older version included.
 fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o640)
-        .open(path)
+        .mode(LOG_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o7777 != LOG_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+    }
+    Ok(file)
 }
 
 impl LogWriter {
@@ -204,6 +249,32 @@ fn emit(out: &mut Vec<u8>, time: jiff::Timestamp, stream: Stream, pending: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_files_are_0640_new_or_old() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let new = dir.path().join("0.log");
+        LogWriter::open(&new, None).expect("open new");
+        assert_eq!(mode(&new), 0o640);
+        let old = dir.path().join("1.log");
+        std::fs::write(&old, "").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        LogWriter::open(&old, None).expect("open old");
+        assert_eq!(mode(&old), 0o640);
+
+        let c = dir.path().join("ns_pod_uid/main");
+        std::fs::create_dir_all(&c).expect("dirs");
+        for name in ["0.log", "1.log.20261203-120000"] {
+            std::fs::write(c.join(name), "").expect("write");
+            std::fs::set_permissions(c.join(name), std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+        }
+        secure_log_modes(dir.path());
+        assert_eq!(mode(&c.join("0.log")), 0o640);
+        assert_eq!(mode(&c.join("1.log.20261203-120000")), 0o640);
+    }
 
     #[test]
     fn round_trip() {

@@ -314,6 +314,7 @@ pub async fn run(
         path: log_root.clone(),
         source,
     })?;
+    crilog::secure_log_modes(&log_root);
     let facts = HostMachine.facts(&config.state_dir);
 
     let listener = tokio::net::TcpListener::bind(config.node_api_listen)

@@ -15,8 +15,7 @@ use crate::static_pods::static_pod_settings;
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let static_pods = static_pod_settings(&args.static_pods)?;
     let state_dir = args.state.state_dir;
-    fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    process::create_state_dir(&state_dir)?;
     let state_dir = fs::canonicalize(&state_dir)?;
     let _lock = process::lock_state_dir(&state_dir)?;
     process::write_pid_file(&state_dir)?;

@@ -21,6 +21,29 @@ pub async fn kube_config(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
         .context("loading the kubeconfig")
 }
 
+/// Creates the state dir, owner-only (it holds the store, keys, tokens and pods' Secret
+/// volumes); an existing one gets that mode too, and so do the secret files an older
+/// version may have left with the umask's mode.
+pub fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing state dir {}", state_dir.display()))?;
+    for name in ["kubeconfig", "node-api-token"] {
+        let path = state_dir.join(name);
+        match fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("securing {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
 /// One `peapod up` per state dir: a second one would fight over pods and the store.
 pub fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let path = state_dir.join("peapod.lock");

@@ -14,8 +14,7 @@ use crate::process;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args.state.state_dir;
-    fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    process::create_state_dir(&state_dir)?;
     let state_dir = fs::canonicalize(&state_dir)?;
     let _lock = process::lock_state_dir(&state_dir)?;
     process::write_pid_file(&state_dir)?;

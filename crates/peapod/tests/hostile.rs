@@ -7,4 +7,5 @@ mod common;
 mod hostile {
     mod devices;
     mod seccomp;
+    mod mounts;
 }

@@ -2,7 +2,7 @@
 //! turns them (plus the shim's state and exit records) into a `ContainerStatus`. Status comes
 //! from disk only, so it reads the same after an agent restart or with the shim gone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use shim::protocol::{ExitRecord, StateRecord};
@@ -121,10 +121,79 @@ fn host_alias_entries(aliases: &[HostAlias]) -> String {
     out
 }
 
+/// Makes the JSON records under `pods` (`<pod>/*.json`, `<pod>/containers/<id>/*.json`)
+/// owner-only: they hold containers' configs, Secret-sourced env values included, and an
+/// older version wrote them with the umask's mode. Never looks inside a rootfs or volume.
+pub fn secure_record_modes(pods: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let json_files = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for pod in subdirs(pods) {
+        let containers = subdirs(&pod.join("containers"));
+        let files = json_files(&pod)
+            .into_iter()
+            .chain(containers.iter().flat_map(|c| json_files(c)));
+        for file in files {
+            if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(path = %file.display(), error = %e, "securing a runtime record failed");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shim::protocol::ExitReason;
+
+    #[test]
+    fn records_become_owner_only_and_rootfs_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pods = tmp.path();
+        let c = pods.join("p/containers/c");
+        std::fs::create_dir_all(c.join("rootfs")).expect("dirs");
+        let files = [
+            pods.join("p/sandbox.json"),
+            c.join("config.json"),
+            c.join("rootfs/app.json"),
+        ];
+        for f in &files {
+            std::fs::write(f, "{}").expect("write");
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        secure_record_modes(pods);
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&files[0]), 0o600);
+        assert_eq!(mode(&files[1]), 0o600);
+        assert_eq!(
+            mode(&files[2]),
+            0o644,
+            "the image's files are not ours to change"
+        );
+    }
 
     fn record() -> ContainerRecord {
         ContainerRecord {

@@ -182,6 +182,7 @@ impl Runtime {
         std::fs::create_dir_all(&pods).map_err(create_err(&pods))?;
         let profiles = config.state_dir.join(SECCOMP_DIR);
         std::fs::create_dir_all(&profiles).map_err(create_err(&profiles))?;
+        crate::records::secure_record_modes(&pods);
         let cgroups = match Hierarchy::detect(&config.cgroup_root) {
             Ok(h) => Some(h),
             Err(e) => {

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -78,7 +78,19 @@ pub enum SetupError {
     Cwd {
         cwd: String,
         #[source]
-        source: io::Error,
+        source: nix::Error,
+    },
+    #[error("chdir to cwd ({cwd:?}) set in config.json failed: {source}")]
+    CwdResolve {
+        cwd: String,
+        #[source]
+        source: inroot::ResolveError,
+    },
+    #[error("mount destination {target}: {source}")]
+    Destination {
+        target: PathBuf,
+        #[source]
+        source: inroot::ResolveError,
     },
     #[error("exec: {arg:?}: executable file not found in $PATH")]
     NotFound { arg: String },
@@ -188,8 +200,21 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         "overlay",
     )?;
 
-    // Open every host-side source now: after pivot_root only these fds reach the host, and
-    // every path we resolve afterwards stays inside the container's root.
+    // Every mount destination is resolved inside this fd as if it were `/` (an image's
+    // `/data -> /.oldroot/etc` or `-> ../../..` stays inside it) and mounted through
+    // /proc/self/fd, all before pivot_root: nothing of the host is reachable from the
+    // container's root while its paths are followed.
+    let root = nix::fcntl::open(
+        &rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| SetupError::Open {
+        path: rootfs.clone(),
+        source,
+    })?;
+
+    // Open every host-side source now, while the host's paths are the ones we see.
     let mut binds: Vec<(OwnedFd, String, BindFlags)> = Vec::new();
     // Privileged containers get the host's devices (read now, created once /dev exists).
     let host_devices = if privileged {
@@ -231,8 +256,14 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         source,
     })?;
 
-    // The old root stays attached under /.oldroot until the bind mounts are made: a bind
-    // source must be a mount of our namespace, and a detached old root is not.
+    mount_container_filesystems(&root, privileged)?;
+    for (fd, target, flags) in binds.iter().chain(user_binds.iter()) {
+        bind_fd(&root, fd, Path::new(target), *flags)?;
+    }
+    drop(binds);
+    drop(user_binds);
+    drop(root);
+
     let pivot_err = |source| SetupError::PivotRoot {
         path: rootfs.clone(),
         source,
@@ -259,12 +290,6 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
     chdir("/").map_err(pivot_err)?;
 
-    mount_container_filesystems(privileged)?;
-    for (fd, target, flags) in binds.iter().chain(user_binds.iter()) {
-        bind_fd(fd, Path::new(target), *flags)?;
-    }
-    drop(binds);
-    drop(user_binds);
     let old_root = Path::new("/").join(OLD_ROOT);
     umount2(&old_root, MntFlags::MNT_DETACH).map_err(pivot_err)?;
     let _ = fs::remove_dir(&old_root);
@@ -288,15 +313,24 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
-    // runc creates a missing working directory rather than failing.
-    fs::create_dir_all(&cwd).map_err(|source| SetupError::Cwd {
+    // runc creates a missing working directory rather than failing, inside the root.
+    let new_root = open_path(Path::new("/"))?;
+    let cwd_fd = inroot::open(
+        new_root.as_fd(),
+        Path::new(&cwd),
+        inroot::Scope::InRoot,
+        inroot::Create::Dir,
+    )
+    .map_err(|source| SetupError::CwdResolve {
         cwd: cwd.clone(),
         source,
     })?;
-    std::env::set_current_dir(&cwd).map_err(|source| SetupError::Cwd {
+    nix::unistd::fchdir(&cwd_fd).map_err(|source| SetupError::Cwd {
         cwd: cwd.clone(),
         source,
     })?;
+    drop(cwd_fd);
+    drop(new_root);
     // After the working directory exists: runc, too, creates it before the remount.
     if ctx.spec.config.security.readonly_rootfs {
         security::readonly_rootfs()?;
@@ -460,86 +494,103 @@ fn open_path(path: &Path) -> Result<OwnedFd, SetupError> {
     })
 }
 
-fn mkdir(path: &Path) -> Result<(), SetupError> {
-    fs::create_dir_all(path).map_err(|source| SetupError::Prepare {
-        path: path.to_path_buf(),
-        source,
+/// `target` opened inside the container root `root` (see [`inroot::open`]).
+fn resolve(root: &OwnedFd, target: &Path, create: inroot::Create) -> Result<OwnedFd, SetupError> {
+    inroot::open(root.as_fd(), target, inroot::Scope::InRoot, create).map_err(|source| {
+        SetupError::Destination {
+            target: target.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// `/proc/self/fd/N` of `fd`: the path a mount takes to reach exactly that object.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Mounts a file system on the directory `target` of the container root (created there if
+/// missing), through the fd the resolution returned.
+fn mount_in(
+    root: &OwnedFd,
+    target: &str,
+    source: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), SetupError> {
+    let dir = resolve(root, Path::new(target), inroot::Create::Dir)?;
+    mount(Some(source), &fd_path(&dir), Some(fstype), flags, data).map_err(|source| {
+        SetupError::Mount {
+            what: fstype.to_string(),
+            target: target.into(),
+            source,
+        }
     })
 }
 
 /// /proc, /dev (tmpfs with pts, shm, mqueue), /sys read-only (writable when privileged):
-/// the OCI default mounts.
-fn mount_container_filesystems(privileged: bool) -> Result<(), SetupError> {
+/// the OCI default mounts, made inside the container root `root` before pivot_root.
+fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), SetupError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mkdir(Path::new("/proc"))?;
-    do_mount(
-        Some("proc"),
-        Path::new("/proc"),
-        Some("proc"),
-        nosuid_noexec_nodev,
-        None,
-        "proc",
-    )?;
-    mkdir(Path::new("/dev"))?;
-    do_mount(
-        Some("tmpfs"),
-        Path::new("/dev"),
-        Some("tmpfs"),
+    mount_in(root, "/proc", "proc", "proc", nosuid_noexec_nodev, None)?;
+    mount_in(
+        root,
+        "/dev",
+        "tmpfs",
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
-        "/dev tmpfs",
     )?;
-    mkdir(Path::new("/dev/pts"))?;
-    do_mount(
-        Some("devpts"),
-        Path::new("/dev/pts"),
-        Some("devpts"),
+    mount_in(
+        root,
+        "/dev/pts",
+        "devpts",
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        "devpts",
     )?;
-    mkdir(Path::new("/dev/shm"))?;
-    do_mount(
-        Some("shm"),
-        Path::new("/dev/shm"),
-        Some("tmpfs"),
+    mount_in(
+        root,
+        "/dev/shm",
+        "shm",
+        "tmpfs",
         nosuid_noexec_nodev,
         Some("mode=1777,size=65536k"),
-        "shm",
     )?;
-    mkdir(Path::new("/dev/mqueue"))?;
-    do_mount(
-        Some("mqueue"),
-        Path::new("/dev/mqueue"),
-        Some("mqueue"),
+    mount_in(
+        root,
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
         nosuid_noexec_nodev,
         None,
-        "mqueue",
     )?;
-    for (link, target) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
+    // The fresh /dev tmpfs, opened again now that it is mounted.
+    let dev = resolve(root, Path::new("/dev"), inroot::Create::Nothing)?;
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, link).map_err(|source| SetupError::Prepare {
-            path: link.into(),
-            source,
+        nix::unistd::symlinkat(target, &dev, name).map_err(|source| SetupError::Prepare {
+            path: Path::new("/dev").join(name),
+            source: source.into(),
         })?;
     }
-    mkdir(Path::new("/sys"))?;
-    do_mount(
-        Some("sysfs"),
-        Path::new("/sys"),
-        Some("sysfs"),
+    mount_in(
+        root,
+        "/sys",
+        "sysfs",
+        "sysfs",
         if privileged {
             nosuid_noexec_nodev
         } else {
             nosuid_noexec_nodev | MsFlags::MS_RDONLY
         },
         None,
-        "sysfs",
     )?;
     Ok(())
 }
@@ -565,56 +616,60 @@ impl BindFlags {
     };
 }
 
-/// Bind-mounts the host object behind `fd` on `target` (created inside the container root as
-/// a file or directory like the source), read-only and nodev as `flags` ask.
-fn bind_fd(fd: &OwnedFd, target: &Path, flags: BindFlags) -> Result<(), SetupError> {
-    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+/// Bind-mounts the host object behind `fd` on `target` inside the container root `root`
+/// (created there as a file or directory like the source), read-only and nodev as `flags`
+/// ask.
+fn bind_fd(
+    root: &OwnedFd,
+    fd: &OwnedFd,
+    target: &Path,
+    flags: BindFlags,
+) -> Result<(), SetupError> {
+    let source = fd_path(fd);
     let is_dir = fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(false);
-    if is_dir {
-        mkdir(target)?;
+    let create = if is_dir {
+        inroot::Create::Dir
     } else {
-        if let Some(parent) = target.parent() {
-            mkdir(parent)?;
-        }
-        if fs::symlink_metadata(target).is_err() {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .open(target)
-                .map_err(|source| SetupError::Prepare {
-                    path: target.to_path_buf(),
-                    source,
-                })?;
-        }
-    }
+        inroot::Create::File
+    };
+    let dest = resolve(root, target, create)?;
     let what = format!(
         "bind {}",
         fs::read_link(&source).unwrap_or_default().display()
     );
-    let src = source.to_string_lossy().into_owned();
-    do_mount(
-        Some(&src),
-        target,
-        None,
+    let mount_err = |source| SetupError::Mount {
+        what: what.clone(),
+        target: target.to_path_buf(),
+        source,
+    };
+    mount(
+        Some(&source),
+        &fd_path(&dest),
+        None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-        &what,
-    )?;
+        None::<&str>,
+    )
+    .map_err(mount_err)?;
+    if !flags.readonly && !flags.nodev {
+        return Ok(());
+    }
+    // `dest` is the directory under the new mount; a remount must name the mount's own
+    // root, so the target is resolved again (as runc does after a bind).
+    let mounted_fd = resolve(root, target, inroot::Create::Nothing)?;
+    let mounted = fd_path(&mounted_fd);
     if flags.readonly {
-        do_mount(
-            None,
-            target,
-            None,
+        mount(
+            None::<&str>,
+            &mounted,
+            None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-            None,
-            &what,
-        )?;
+            None::<&str>,
+        )
+        .map_err(mount_err)?;
     }
     // After the read-only remount, which would reset it.
     if flags.nodev {
-        crate::nodev::set_nodev(target).map_err(|source| SetupError::Mount {
+        crate::nodev::set_nodev(&mounted).map_err(|source| SetupError::Mount {
             what: format!("{what} nodev"),
             target: target.to_path_buf(),
             source,

@@ -147,6 +147,21 @@ impl RedbStore {
 impl Inner {
     fn open(path: PathBuf, history: HistoryLimit) -> Result<Self, StoreError> {
         let open_err = |e: redb::Error| backend("open", path.display(), e);
+        // The store holds Secrets: only its owner may read it, including a file an older
+        // version created with the umask's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| open_err(redb::StorageError::from(e).into()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| open_err(redb::StorageError::from(e).into()))?;
+        }
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
         // Make sure both tables exist so read transactions never see "table missing".
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;

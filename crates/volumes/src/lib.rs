@@ -213,6 +213,9 @@ fn safe_name(name: &str) -> Result<&str, VolumeError> {
     Ok(name)
 }
 
+/// The mode of the volume root and of each pod's directory under it.
+pub const POD_DIR_MODE: u32 = 0o750;
+
 /// Sets up, refreshes and releases pods' volumes under one root directory.
 pub struct VolumeManager {
     root: PathBuf,
@@ -265,6 +268,14 @@ impl VolumeManager {
         skipped: &mut Vec<Skipped>,
     ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
         let pod_dir = self.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default())?;
+        // Secret and token files are only for the pod's containers (which reach them through
+        // bind mounts): on the host, their directories are closed to other users, as the
+        // kubelet's pods/<uid>/volumes (0750); also when an older version left them open.
+        for dir in [&self.root, &pod_dir] {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(POD_DIR_MODE))
+                .map_err(io_err("chmod", dir))?;
+        }
         let fs_group = fsgroup::fs_group(pod);
         let mut paths = BTreeMap::new();
         for v in sources::volumes(pod) {

@@ -1,13 +1,11 @@
 //! kubelet's subPath handling: `subPathExpr` expansion from the container's env, and the
 //! safe opening of a subPath inside its volume. A subPath (or a symlink on the way) that
 //! resolves outside the volume is refused; a missing subPath is created as a directory; the
-//! result is opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below the volume,
-//! so a symlink swapped in after the check cannot redirect the mount.
+//! result is opened below the volume's fd (`openat2(RESOLVE_BENEATH)` or an fd walk), so a
+//! symlink swapped in meanwhile cannot redirect the creation or the mount.
 
-use std::ffi::CString;
-use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use containerspec::{expand, lookup_in};
@@ -19,6 +17,12 @@ pub enum SubPathError {
     Invalid { path: String },
     #[error("subpath {resolved:?} not within volume path {volume:?}")]
     Outside { resolved: PathBuf, volume: PathBuf },
+    #[error("preparing {path}: {source}")]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: inroot::ResolveError,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -55,80 +59,34 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SubPathE
 }
 
 /// Resolves `subpath` in `volume` (creating it as a directory when missing) and opens it
-/// as an `O_PATH` fd, refusing anything that lands outside the volume.
+/// as an `O_PATH` fd, refusing anything that lands outside the volume. The walk goes
+/// through directory fds only (see [`inroot::open`]), so a symlink another container plants
+/// or swaps in the volume meanwhile cannot make us create or open anything outside it.
 pub fn open_beneath(volume: &Path, subpath: &str) -> Result<OwnedFd, SubPathError> {
     validate(subpath)?;
-    let base = fs::canonicalize(volume).map_err(io_err("resolving", volume))?;
-    let full = base.join(subpath);
-    // The longest part of the path that exists (without following a last symlink).
-    let mut existing = full.clone();
-    while fs::symlink_metadata(&existing).is_err() {
-        if !existing.pop() {
-            break;
-        }
-    }
-    let resolved = fs::canonicalize(&existing).map_err(|_| SubPathError::Outside {
-        // A dangling symlink: where it points is not inside anything we can check.
-        resolved: existing.clone(),
-        volume: base.clone(),
-    })?;
-    if !resolved.starts_with(&base) {
-        return Err(SubPathError::Outside {
-            resolved,
-            volume: base,
-        });
-    }
-    let rest = full.strip_prefix(&existing).unwrap_or(Path::new(""));
-    let target = resolved.join(rest);
-    if !rest.as_os_str().is_empty() {
-        // kubelet's SafeMakeDir: missing elements become directories.
-        fs::create_dir_all(&target).map_err(io_err("creating", &target))?;
-    }
-    let rel = target.strip_prefix(&base).unwrap_or(Path::new(""));
-    let dir = nix::fcntl::open(
-        &base,
+    let base = nix::fcntl::open(
+        volume,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| io_err("opening", &base)(e.into()))?;
-    if rel.as_os_str().is_empty() {
-        return Ok(dir);
-    }
-    openat2_beneath(&dir, rel).map_err(|e| match e.raw_os_error() {
-        Some(libc::EXDEV | libc::ELOOP) => SubPathError::Outside {
-            resolved: target.clone(),
-            volume: base.clone(),
+    .map_err(|e| io_err("opening", volume)(e.into()))?;
+    let full = volume.join(subpath);
+    inroot::open(
+        base.as_fd(),
+        Path::new(subpath),
+        inroot::Scope::Beneath,
+        inroot::Create::Dir,
+    )
+    .map_err(|e| match e {
+        inroot::ResolveError::Escapes { .. } => SubPathError::Outside {
+            resolved: full,
+            volume: volume.to_path_buf(),
         },
-        _ => io_err("opening", &target)(e),
+        other => SubPathError::Resolve {
+            path: full,
+            source: other,
+        },
     })
-}
-
-/// `openat2(dir, rel, O_PATH, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`.
-fn openat2_beneath(dir: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let c = CString::new(rel.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is a plain C struct; all-zero is its documented "no options" value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: the path is a valid NUL-terminated string, `how` lives across the call and its
-    // size is passed; the kernel only reads both.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Where the bind mount of one container's subPath lives (kubelet's
@@ -144,6 +102,7 @@ pub fn bind_target(pod_dir: &Path, volume: &str, container: &str, index: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     fn target_of(fd: &OwnedFd) -> PathBuf {
@@ -180,6 +139,8 @@ mod tests {
             assert!(matches!(err, SubPathError::Outside { .. }), "{bad}: {err}");
         }
         assert!(!Path::new("/etc/passwd/x").exists());
+        // Nothing was created beside the volume through `a/up`.
+        assert!(!tmp.path().join("x").exists());
         for bad in ["/abs", "../x", "a/../../x"] {
             assert!(matches!(
                 open_beneath(&vol, bad),

@@ -87,6 +87,10 @@ fn sets_up_every_kind_and_tears_down() {
         .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
         .expect("setup");
     let pod_dir = m.pod_dir("uid-1").expect("dir");
+    let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode(m.root()), crate::POD_DIR_MODE);
+    assert_eq!(mode(&pod_dir), crate::POD_DIR_MODE);
+    assert_eq!(mode(&paths["sec"].join("pw")), 0o644, "defaultMode");
     assert!(mounted(&m, &paths["mem"]), "memory emptyDir is tmpfs");
     assert!(mounted(&m, &paths["sec"]), "secret is tmpfs");
     assert!(!mounted(&m, &paths["cfg"]));
