@@ -1,4 +1,5 @@
-//! Field selectors (`fieldSelector=`), for every served kind: the first byte picks the kind.
+//! Field selectors (`fieldSelector=`) of every served kind: the first line names the kind, the
+//! rest is the selector.
 #![no_main]
 
 use api::selectors::FieldSelector;
@@ -6,12 +7,13 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else {
+    let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let kinds = api::resources::all();
-    let info = &kinds[usize::from(pick) % kinds.len()];
-    let Ok(s) = std::str::from_utf8(rest) else {
+    let Some((kind, s)) = text.split_once('\n') else {
+        return;
+    };
+    let Some(info) = api::resources::lookup_any_kind(kind) else {
         return;
     };
     let obj = json!({

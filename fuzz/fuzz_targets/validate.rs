@@ -1,18 +1,27 @@
 //! Arbitrary bodies through a create as the API server runs it before admission and the store:
 //! decoding (JSON, YAML or protobuf), kind checks, unknown fields per `fieldValidation`,
 //! defaults and the kind's validation; then an update validation and a table row of what
-//! would be stored. Byte 0 picks the kind, byte 1 the content type and field validation.
+//! would be stored. The first line is `<Kind> <mode>`: the kind's name, and a digit whose value
+//! mod 3 picks the content type (JSON, YAML, protobuf) and div 3 the field validation
+//! (Strict, Warn, Ignore); the rest is the body.
 #![no_main]
 
 use api::tables::IncludeObject;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let [pick, mode, body @ ..] = data else {
+    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
         return;
     };
-    let kinds = api::resources::all();
-    let info = &kinds[usize::from(*pick) % kinds.len()];
+    let (head, body) = (&data[..nl], &data[nl + 1..]);
+    let Ok(head) = std::str::from_utf8(head) else {
+        return;
+    };
+    let (kind, mode) = head.split_once(' ').unwrap_or((head, "0"));
+    let Some(info) = api::resources::lookup_any_kind(kind) else {
+        return;
+    };
+    let mode: u8 = mode.parse().unwrap_or(0);
     let base = if info.group.is_empty() {
         format!("/api/{}", info.version)
     } else {
