@@ -2,9 +2,14 @@
 # Builds the cargo-fuzz targets under fuzz/ and runs each for a bounded time, then prints a
 # table of executions and findings per target.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh [--stable] [SECONDS] [TARGET...]
 #
-# SECONDS per target (default 60); TARGETs default to every target. Runs in libFuzzer's fork
+# SECONDS per target (default 60); TARGETs default to every target. By default the targets are
+# built by `cargo +nightly fuzz build` (AddressSanitizer, release, in fuzz/target). With
+# --stable they are built by the stable toolchain in the project's own target directory, with
+# coverage instrumentation on the project's crates only (fuzz/rustc-wrapper.sh), so the
+# dependencies of the project's debug build are reused: minutes instead of a full rebuild, and
+# debug assertions and overflow checks stay on; no sanitizer (the fuzzed code has no unsafe). Runs in libFuzzer's fork
 # mode with crashes, timeouts and OOMs ignored, so one finding does not stop the rest of the
 # run; every finding is saved under fuzz/artifacts/<target>/ (reproduce with
 # `cargo +nightly fuzz run <target> <file>`). New inputs go to fuzz/work/<target>/; the
@@ -12,19 +17,30 @@
 # cargo-fuzz (`cargo install cargo-fuzz`). Exits 1 when anything was found.
 set -euo pipefail
 
+stable=false
+if [ "${1:-}" = "--stable" ]; then
+    stable=true
+    shift
+fi
 secs=${1:-60}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-cargo +nightly fuzz build >&2
+if $stable; then
+    RUSTC_WRAPPER=$root/fuzz/rustc-wrapper.sh CARGO_TARGET_DIR=$root/target \
+        cargo build --manifest-path fuzz/Cargo.toml --bins >&2
+    bin_dir=target/debug
+else
+    cargo +nightly fuzz build >&2
+    triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
+    bin_dir=fuzz/target/$triple/release
+fi
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    mapfile -t targets < <(cargo +nightly fuzz list)
+    mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | tail -n +2)
 fi
-triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
-bin_dir=fuzz/target/$triple/release
 logs=fuzz/work/logs
 mkdir -p "$logs"
 
