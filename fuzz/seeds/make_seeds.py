@@ -115,6 +115,9 @@ put("request", "list", "/api/v1/namespaces/default/pods\nlabelSelector=app%3Dweb
 put("request", "watch", "/apis/apps/v1/watch/namespaces/default/deployments\nwatch=true&timeoutSeconds=30&resourceVersion=12&allowWatchBookmarks=true\napplication/json;as=Table;v=v1;g=meta.k8s.io")
 put("request", "get_status", "/api/v1/namespaces/kube-system/pods/coredns/status\n\napplication/json")
 put("request", "write", "/apis/batch/v1/namespaces/default/jobs\ndryRun=All&fieldValidation=Strict&fieldManager=kubectl\n*/*")
+import base64
+token = base64.urlsafe_b64encode(json.dumps({"v": "meta.k8s.io/v1", "rv": 12, "start": "default/web-1"}).encode()).decode().rstrip("=")
+put("request", "continue", f"/api/v1/namespaces/default/pods\nlimit=2&continue={token}\napplication/json")
 put("request", "cluster", "/api/v1/nodes/node-1\ngracePeriodSeconds=0&includeObject=Object\n")
 
 # validate: `<Kind> <mode>` line, then the body.

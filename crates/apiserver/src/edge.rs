@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::http::{decode_body, include_object, write_options};
 use crate::objects::{Registry, Selectors};
+use crate::paging::ListMode;
 use crate::request::{parse_resource_path, wants, Query};
 
 /// Parses a request target as the resource handlers do: the path, the query string, the
@@ -28,7 +29,7 @@ pub fn parse_request(
     )?;
     q.int("timeoutSeconds")?;
     q.int("gracePeriodSeconds")?;
-    q.int("limit")?;
+    ListMode::from_query(q.int("limit")?, q.get("continue"), q.get("resourceVersion"))?;
     write_options(&q)?;
     include_object(&q)?;
     wants(accept);
@@ -66,4 +67,50 @@ pub fn check_create(
     }
     p.info.strategy.normalize(&mut obj);
     Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_targets() {
+        let pods = "/api/v1/namespaces/default/pods";
+        assert!(parse_request(pods, Some("labelSelector=app%3Dweb&limit=5"), None).is_ok());
+        assert!(parse_request(pods, Some("timeoutSeconds=x"), None).is_err());
+        assert!(parse_request(pods, Some("labelSelector=a%20in%20("), None).is_err());
+        assert!(parse_request(pods, Some("fieldSelector=spec.bogus%3D1"), None).is_err());
+        assert!(parse_request("/api/v1/widgets", None, None).is_err());
+    }
+
+    #[test]
+    fn create_bodies_are_defaulted_and_validated() {
+        let pods = "/api/v1/namespaces/default/pods";
+        let pod = br#"{"metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+        let obj = check_create(pods, None, "application/json", pod).expect("valid pod");
+        assert_eq!(obj["metadata"]["namespace"], "default");
+        assert_eq!(obj["spec"]["restartPolicy"], "Always");
+        let yaml = b"metadata:\n  name: web\nspec:\n  containers:\n  - name: c\n";
+        let err = check_create(pods, None, "application/yaml", yaml).expect_err("no image");
+        assert!(
+            err.to_string().contains("spec.containers[0].image"),
+            "{err}"
+        );
+        let unknown = br#"{"metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"b","bogus":1}]}}"#;
+        assert!(check_create(
+            pods,
+            Some("fieldValidation=Strict"),
+            "application/json",
+            unknown
+        )
+        .is_err());
+        assert!(check_create(
+            pods,
+            Some("fieldValidation=Ignore"),
+            "application/json",
+            unknown
+        )
+        .is_ok());
+        assert!(check_create(&format!("{pods}/web"), None, "application/json", pod).is_err());
+    }
 }
