@@ -225,7 +225,7 @@ async fn resource(
     }
 }
 
-fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
+pub(crate) fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
     match q.get("includeObject") {
         None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
         Some("None") => Ok(IncludeObject::None),
@@ -237,7 +237,7 @@ fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
 }
 
 /// Decodes a create/update body (JSON, or YAML).
-fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -265,7 +265,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: q.dry_run()?,
         field_validation: q.field_validation()?,

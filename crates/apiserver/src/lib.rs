@@ -11,6 +11,7 @@ mod bootstrap;
 mod cluster_address;
 mod containers;
 mod discovery;
+mod edge;
 mod error;
 mod event_ttl;
 mod eviction;
@@ -37,6 +38,7 @@ mod eviction_tests;
 #[cfg(test)]
 mod http_tests;
 
+pub use edge::{check_create, parse_request};
 pub use error::ApiError;
 pub use pki::PkiError;
 pub use proxy::ProxyError;

@@ -421,7 +421,7 @@ impl Registry {
         Ok(())
     }
 
-    fn invalid(
+    pub(crate) fn invalid(
         info: &ResourceInfo,
         name: &str,
         causes: Vec<api::validation::FieldError>,
@@ -434,17 +434,17 @@ impl Registry {
         }
     }
 
-    /// POST: server-set metadata, defaults, validation, admission, store.
-    pub async fn create(
-        &self,
+    /// The part of a create that needs no store: type and unknown-field checks, server-set
+    /// metadata and defaults. Returns the object and the unknown-field warnings.
+    pub(crate) fn prepare_create(
         info: &ResourceInfo,
         namespace: Option<&str>,
         body: Value,
-        opts: &WriteOptions,
-    ) -> Result<Written, ApiError> {
+        mode: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let mut obj = body;
         Self::check_type(info, &mut obj)?;
-        let warnings = Self::check_fields(info, &mut obj, opts.field_validation)?;
+        let warnings = Self::check_fields(info, &mut obj, mode)?;
         let meta = meta_mut(&mut obj);
         if info.namespaced {
             let Some(url_ns) = namespace else {
@@ -495,6 +495,19 @@ impl Registry {
         meta.remove("generation");
         info.strategy.prepare_for_create(&mut obj);
         info.apply_defaults(&mut obj);
+        Ok((obj, warnings))
+    }
+
+    /// POST: server-set metadata, defaults, validation, admission, store.
+    pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let (mut obj, warnings) =
+            Self::prepare_create(info, namespace, body, opts.field_validation)?;
         let name = name_of(&obj).to_string();
         // Admission comes before validation, as in kube-apiserver: the namespace must be
         // live (NamespaceLifecycle), then the kind's plugin may change or refuse the object.

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 pub use archive::ImportError;
 pub use blobs::BlobError;
 pub use index::IndexError;
-pub use manifest::ManifestError;
+pub use manifest::{parse_config, parse_document, Document, ManifestError};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{CredentialsError, PullError};
-pub use unpack::{Privileges, UnpackError};
+pub use unpack::{unpack, Privileges, UnpackError};
 
 use index::{IndexData, IndexFile, Record};
 

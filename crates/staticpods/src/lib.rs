@@ -155,10 +155,7 @@ struct RawKubeletConfig {
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
 
 /// Parses a kubelet configuration file (YAML or JSON).
-pub(crate) fn parse_kubelet_config(
-    text: &str,
-    path: &Path,
-) -> Result<KubeletConfig, StaticPodError> {
+pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, StaticPodError> {
     let raw: RawKubeletConfig =
         serde_yaml_ng::from_str(text).map_err(|source| StaticPodError::Parse {
             path: path.to_path_buf(),
@@ -260,11 +257,7 @@ fn full_name(pod: &Pod) -> (String, String) {
 /// validated like an API pod, named `<name>-<nodename>`, bound to this node, namespace
 /// `default` when unset, and a uid that is the hash of the content, the node and the file
 /// (so an edited manifest is a new pod, and a restarted agent finds the same uid).
-pub(crate) fn pod_from_manifest(
-    data: &[u8],
-    path: &Path,
-    node_name: &str,
-) -> Result<Pod, StaticPodError> {
+pub fn pod_from_manifest(data: &[u8], path: &Path, node_name: &str) -> Result<Pod, StaticPodError> {
     let err_path = || path.to_path_buf();
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(StaticPodError::Empty { path: err_path() });
