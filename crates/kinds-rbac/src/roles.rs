@@ -118,7 +118,8 @@ mod tests {
             messages(CLUSTER_ROLES.validate_create(&cluster)),
             vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"]
         );
-        let agg = json!({"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": []}});
+        let agg =
+            json!({"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": []}});
         assert_eq!(
             messages(CLUSTER_ROLES.validate_create(&agg)),
             vec!["aggregationRule.clusterRoleSelectors: Required value: at least one clusterRoleSelector required if aggregationRule is non-nil"]

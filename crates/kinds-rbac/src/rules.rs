@@ -147,7 +147,10 @@ pub fn binding_defaults(obj: &mut Map<String, Value>) {
     }
     if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
         for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
-            if matches!(s.get("kind").and_then(Value::as_str), Some("User" | "Group")) {
+            if matches!(
+                s.get("kind").and_then(Value::as_str),
+                Some("User" | "Group")
+            ) {
                 default_group(s);
             }
         }
@@ -155,7 +158,10 @@ pub fn binding_defaults(obj: &mut Map<String, Value>) {
 }
 
 fn default_group(m: &mut Map<String, Value>) {
-    if m.get("apiGroup").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if m.get("apiGroup")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         m.insert("apiGroup".into(), Value::from(GROUP));
     }
 }
