@@ -1,0 +1,155 @@
+//! Authorization in the API server: every authenticated request is checked against RBAC
+//! before it is served (`system:masters` passes at once), from an in-memory [`Policy`] that
+//! a watch of the four RBAC kinds keeps current, so no decision reads the store. Refusals
+//! are kube-apiserver's 403 Status.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rbac::{Attributes, Decision, Policy, PolicyKind, User};
+use store::{EventKind, Store, StoreError};
+
+use crate::error::ApiError;
+
+/// Pod subresources a WebSocket (a GET) streams on: kube v1.33 asks for `create` on them
+/// as well as `get`, as for the POST that SPDY clients send.
+const STREAMING: &[&str] = &["exec", "attach", "portforward"];
+
+/// The policy index and its readers; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Authorizer {
+    policy: Arc<RwLock<Policy>>,
+}
+
+fn read(policy: &RwLock<Policy>) -> RwLockReadGuard<'_, Policy> {
+    // A writer that panicked left a complete index behind (each apply is one insert).
+    policy.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Authorizer {
+    /// The index as it is now (for the access reviews).
+    pub fn policy(&self) -> RwLockReadGuard<'_, Policy> {
+        read(&self.policy)
+    }
+
+    /// Checks `user`'s request; the 403 to answer when it is refused.
+    pub fn authorize(
+        &self,
+        user: &User,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if user.is_privileged() {
+            return Ok(());
+        }
+        let a = Attributes::from_request(user.clone(), method, path, query);
+        let policy = self.policy();
+        let mut asks = vec![a.clone()];
+        if a.verb == "get"
+            && a.api_group.is_empty()
+            && a.resource == "pods"
+            && STREAMING.contains(&a.subresource.as_str())
+        {
+            asks.push(a.with_verb("create"));
+        }
+        for ask in asks {
+            let Decision { allowed, reason } = policy.authorize(&ask);
+            if !allowed {
+                tracing::debug!(user = %ask.user.name, verb = %ask.verb, path, %reason, "forbidden");
+                return Err(ApiError::Forbidden {
+                    resource: rbac::forbidden::qualified_resource(&ask),
+                    group: ask.api_group.clone(),
+                    name: ask.name.clone(),
+                    detail: rbac::forbidden::detail(&ask, &reason),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the four kinds into the index; the resourceVersion to watch from, per kind.
+    async fn list(&self, store: &dyn Store, kind: PolicyKind) -> Result<u64, StoreError> {
+        let listed = store.list(rbac::GROUP, kind.resource(), None).await?;
+        let mut policy = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        policy.clear(kind);
+        for obj in &listed.items {
+            if let Err(e) = policy.apply(kind, obj) {
+                tracing::warn!(resource = kind.resource(), error = %e, "stored RBAC object does not decode");
+            }
+        }
+        Ok(listed.resource_version)
+    }
+
+    /// The index filled from the store, before the server takes requests.
+    pub async fn start(store: &dyn Store) -> Result<(Self, Vec<u64>), StoreError> {
+        let me = Authorizer::default();
+        let mut from = Vec::new();
+        for kind in PolicyKind::ALL {
+            from.push(me.list(store, kind).await?);
+        }
+        Ok((me, from))
+    }
+
+    /// Keeps the index current until `stop`: one watch per kind from where `start` listed,
+    /// listed again when a watch ends or falls behind.
+    pub async fn run(
+        self,
+        store: Arc<dyn Store>,
+        from: Vec<u64>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let watches = PolicyKind::ALL.into_iter().zip(from).map(|(kind, rv)| {
+            let me = self.clone();
+            let store = store.clone();
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    _ = me.follow(store.as_ref(), kind, rv) => {}
+                }
+            }
+        });
+        futures::future::join_all(watches).await;
+    }
+
+    async fn follow(&self, store: &dyn Store, kind: PolicyKind, mut rv: u64) {
+        loop {
+            match store.watch(rbac::GROUP, kind.resource(), None, rv).await {
+                Ok(mut events) => {
+                    while let Some(ev) = events.next().await {
+                        let ev = match ev {
+                            Ok(ev) => ev,
+                            Err(e) => {
+                                tracing::debug!(resource = kind.resource(), error = %e, "RBAC watch ended");
+                                break;
+                            }
+                        };
+                        rv = ev.resource_version;
+                        let mut policy = self.policy.write().unwrap_or_else(|p| p.into_inner());
+                        match ev.kind {
+                            EventKind::Added | EventKind::Modified => {
+                                if let Err(e) = policy.apply(kind, &ev.object) {
+                                    tracing::warn!(resource = kind.resource(), error = %e, "RBAC object does not decode");
+                                }
+                            }
+                            EventKind::Deleted => policy.remove(kind, &ev.object),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(resource = kind.resource(), error = %e, "RBAC watch failed")
+                }
+            }
+            // Whatever was missed is read again in full.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.list(store, kind).await {
+                Ok(listed) => rv = listed,
+                Err(e) => {
+                    tracing::warn!(resource = kind.resource(), error = %e, "relisting RBAC objects")
+                }
+            }
+        }
+    }
+}
