@@ -6,7 +6,9 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use futures::StreamExt;
+use rbac::user::Impersonation;
 use rbac::{Attributes, Decision, Policy, PolicyKind, User};
 use store::{EventKind, Store, StoreError};
 
@@ -58,15 +60,29 @@ impl Authorizer {
             let Decision { allowed, reason } = policy.authorize(&ask);
             if !allowed {
                 tracing::debug!(user = %ask.user.name, verb = %ask.verb, path, %reason, "forbidden");
-                return Err(ApiError::Forbidden {
-                    resource: rbac::forbidden::qualified_resource(&ask),
-                    group: ask.api_group.clone(),
-                    name: ask.name.clone(),
-                    detail: rbac::forbidden::detail(&ask, &reason),
-                });
+                return Err(forbidden(&ask, &reason));
             }
         }
         Ok(())
+    }
+
+    /// The user a request runs as: `user`, or whom its impersonation headers name when
+    /// `user` may impersonate them (each user, group, uid and extra is checked as kube does).
+    pub fn acting_user(&self, user: User, headers: &HeaderMap) -> Result<User, ApiError> {
+        let Some(imp) = impersonation(headers)? else {
+            return Ok(user);
+        };
+        if !user.is_privileged() {
+            let policy = self.policy();
+            for check in imp.checks() {
+                let ask = Attributes::impersonate(user.clone(), &check);
+                let Decision { allowed, reason } = policy.authorize(&ask);
+                if !allowed {
+                    return Err(forbidden(&ask, &reason));
+                }
+            }
+        }
+        Ok(imp.user())
     }
 
     /// Lists the four kinds into the index; the resourceVersion to watch from, per kind.
@@ -152,4 +168,79 @@ impl Authorizer {
             }
         }
     }
+}
+
+/// The 403 for the refused request `a`.
+fn forbidden(a: &Attributes, reason: &str) -> ApiError {
+    ApiError::Forbidden {
+        resource: rbac::forbidden::qualified_resource(a),
+        group: a.api_group.clone(),
+        name: a.name.clone(),
+        detail: rbac::forbidden::detail(a, reason),
+    }
+}
+
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATE_EXTRA: &str = "impersonate-extra-";
+
+/// Decodes the `%XX` escapes of an extra's key (header names cannot carry every character).
+fn unescape(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The impersonation a request's headers ask for, if any.
+fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, ApiError> {
+    let mut imp = Impersonation::default();
+    let mut asked = false;
+    for (name, value) in headers {
+        let name = name.as_str();
+        if !name.starts_with("impersonate-") {
+            continue;
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request(format!("invalid {name} header")))?
+            .to_string();
+        asked = true;
+        match name {
+            IMPERSONATE_USER => imp.name = value,
+            IMPERSONATE_GROUP => imp.groups.push(value),
+            IMPERSONATE_UID => imp.uid = value,
+            _ => {
+                if let Some(key) = name.strip_prefix(IMPERSONATE_EXTRA) {
+                    imp.extra.entry(unescape(key)).or_default().push(value);
+                }
+            }
+        }
+    }
+    if !asked {
+        return Ok(None);
+    }
+    if imp.name.is_empty() {
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups, a uid or extras without impersonating a user",
+        ));
+    }
+    Ok(Some(imp))
 }

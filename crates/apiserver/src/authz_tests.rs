@@ -17,11 +17,26 @@ async fn as_token(
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
+    with_headers(h, method, uri, token, body, &[]).await
+}
+
+async fn with_headers(
+    h: &Harness,
+    method: Method,
+    uri: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
         .expect("request");
     let resp = h.app.clone().oneshot(req).await.expect("infallible");
@@ -181,4 +196,45 @@ async fn reviews_answer_for_the_caller() {
     assert!(rules
         .iter()
         .any(|r| r["resources"] == json!(["selfsubjectaccessreviews", "selfsubjectrulesreviews"])));
+}
+
+#[tokio::test]
+async fn impersonation_needs_the_impersonate_verb() {
+    let h = harness().await;
+    let token = sa_token(&h).await;
+    let sa = [("Impersonate-User", "system:serviceaccount:default:default")];
+    let (code, body) =
+        with_headers(&h, Method::GET, PODS, crate::http_tests::TOKEN, None, &sa).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("User \"system:serviceaccount:default:default\" cannot list")));
+    let (code, body) = with_headers(
+        &h,
+        Method::POST,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        crate::http_tests::TOKEN,
+        Some(json!({})),
+        &[("Impersonate-User", "jane"), ("Impersonate-Group", "devs")],
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(
+        body["status"]["userInfo"],
+        json!({"username": "jane", "groups": ["devs", "system:authenticated"]})
+    );
+    let (code, body) = with_headers(
+        &h,
+        Method::GET,
+        PODS,
+        &token,
+        None,
+        &[("Impersonate-User", "jane")],
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["message"],
+        "users \"jane\" is forbidden: User \"system:serviceaccount:default:default\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
 }

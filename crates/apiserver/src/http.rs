@@ -135,6 +135,10 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     };
     match user {
         Some(user) => {
+            let user = match st.authorizer.acting_user(user, req.headers()) {
+                Ok(u) => u,
+                Err(e) => return e.into_response(),
+            };
             let uri = req.uri();
             if let Err(e) =
                 st.authorizer

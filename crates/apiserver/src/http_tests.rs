@@ -13,7 +13,7 @@ use crate::http::router;
 use crate::objects::Registry;
 use crate::state::AppState;
 
-const TOKEN: &str = "test-token";
+pub(crate) const TOKEN: &str = "test-token";
 
 pub(crate) struct Harness {
     _dir: tempfile::TempDir,

@@ -2,7 +2,7 @@
 //! (verb, API group, namespace, resource, subresource, name — or a non-resource path) read
 //! from the method, path and query alone, as kube-apiserver's `RequestInfoFactory` does.
 
-use crate::user::User;
+use crate::user::{ImpersonationCheck, User};
 
 /// The attributes of one request (kube's `authorizer.Attributes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +118,22 @@ impl Attributes {
             a.verb = "deletecollection".into();
         }
         a
+    }
+
+    /// `user`'s request to impersonate what `c` names.
+    pub fn impersonate(user: User, c: &ImpersonationCheck) -> Self {
+        Attributes {
+            user,
+            verb: "impersonate".into(),
+            resource_request: true,
+            api_group: c.group.to_string(),
+            api_version: String::new(),
+            namespace: c.namespace.clone(),
+            resource: c.resource.to_string(),
+            subresource: c.subresource.clone(),
+            name: c.name.clone(),
+            path: String::new(),
+        }
     }
 
     /// The same question about another verb (a WebSocket exec also needs `create`).
