@@ -19,7 +19,7 @@ use crate::error::{qualified, ApiError};
 use crate::objects::{
     api_version, DeleteOptions, Deleted, PatchType, Selectors, WriteOptions, Written,
 };
-use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
+use crate::request::{decode_body, parse_resource_path, Query, ResourcePath, Wants};
 use crate::state::AppState;
 use crate::watch::{self, Format, WatchRequest};
 use rbac::User;
@@ -272,35 +272,6 @@ fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
         Some(o) => Err(ApiError::bad_request(format!(
             "includeObject must be one of None, Metadata, Object; got {o:?}"
         ))),
-    }
-}
-
-/// Decodes a create/update body (JSON, or YAML).
-fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let base = ct.split(';').next().unwrap_or("").trim();
-    match base {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        }),
-        "application/vnd.kubernetes.protobuf" => {
-            protobuf_bodies::decode(body).map_err(|e| match e {
-                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
-                    ApiError::UnsupportedMediaType {
-                        content_type: base.to_string(),
-                    }
-                }
-                other => ApiError::bad_request(other.to_string()),
-            })
-        }
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
-        other => Err(ApiError::UnsupportedMediaType {
-            content_type: other.to_string(),
-        }),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use rbac::reviews::{self, ReviewError};
@@ -14,6 +14,7 @@ use rbac::User;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::request::decode_body;
 use crate::state::AppState;
 
 /// Which review a request creates.
@@ -50,11 +51,10 @@ fn answer(
     user: &User,
     review: Review,
     namespace: Option<&str>,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let mut body: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+    let mut body = decode_body(headers, body)?;
     let obj = body
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request(format!("not a {}", review.kind())))?;
@@ -97,31 +97,56 @@ fn respond(r: Result<Response, ApiError>) -> Response {
 pub async fn self_subject_access(
     State(st): State<AppState>,
     Extension(user): Extension<User>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(answer(&st, &user, Review::SelfSubjectAccess, None, &body))
+    respond(answer(
+        &st,
+        &user,
+        Review::SelfSubjectAccess,
+        None,
+        &headers,
+        &body,
+    ))
 }
 
 pub async fn self_subject_rules(
     State(st): State<AppState>,
     Extension(user): Extension<User>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(answer(&st, &user, Review::SelfSubjectRules, None, &body))
+    respond(answer(
+        &st,
+        &user,
+        Review::SelfSubjectRules,
+        None,
+        &headers,
+        &body,
+    ))
 }
 
 pub async fn subject_access(
     State(st): State<AppState>,
     Extension(user): Extension<User>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(answer(&st, &user, Review::SubjectAccess, None, &body))
+    respond(answer(
+        &st,
+        &user,
+        Review::SubjectAccess,
+        None,
+        &headers,
+        &body,
+    ))
 }
 
 pub async fn local_subject_access(
     State(st): State<AppState>,
     Extension(user): Extension<User>,
     Path(namespace): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     respond(answer(
@@ -129,6 +154,7 @@ pub async fn local_subject_access(
         &user,
         Review::LocalSubjectAccess,
         Some(&namespace),
+        &headers,
         &body,
     ))
 }
@@ -136,9 +162,17 @@ pub async fn local_subject_access(
 pub async fn self_subject(
     State(st): State<AppState>,
     Extension(user): Extension<User>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(answer(&st, &user, Review::SelfSubject, None, &body))
+    respond(answer(
+        &st,
+        &user,
+        Review::SelfSubject,
+        None,
+        &headers,
+        &body,
+    ))
 }
 
 /// Anything but a create of a review.
