@@ -279,18 +279,18 @@ fn cluster_roles_aggregate_into_view_edit_and_admin() {
         r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
-  name: widget-viewer
+  name: lease-viewer
   labels:
     rbac.authorization.k8s.io/aggregate-to-view: "true"
 rules:
-- apiGroups: ["example.com"]
-  resources: ["widgets"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
   verbs: ["get", "list", "watch"]
 "#,
     );
     for role in ["view", "edit", "admin"] {
-        wait_until(&format!("{role} gathers the widget rule"), T, || {
-            resources_of(role).contains("\"widgets\"").then_some(())
+        wait_until(&format!("{role} gathers the lease rule"), T, || {
+            resources_of(role).contains("\"leases\"").then_some(())
         });
     }
 
@@ -305,11 +305,17 @@ rules:
         "shop",
     ]);
     let as_default = "--as=system:serviceaccount:shop:default";
-    wait_until("the account may list widgets", T, || {
+    wait_until("the account may list leases", T, || {
         (can_i(
             &pp,
             None,
-            &["list", "widgets.example.com", "-n", "shop", as_default],
+            &[
+                "list",
+                "leases.coordination.k8s.io",
+                "-n",
+                "shop",
+                as_default,
+            ],
         )
         .0 == "yes")
             .then_some(())
@@ -332,17 +338,23 @@ rules:
     pp.kubectl_ok(&[
         "label",
         "clusterrole",
-        "widget-viewer",
+        "lease-viewer",
         "rbac.authorization.k8s.io/aggregate-to-view-",
     ]);
-    wait_until("view drops the widget rule", T, || {
-        (!resources_of("view").contains("\"widgets\"")).then_some(())
+    wait_until("view drops the lease rule", T, || {
+        (!resources_of("view").contains("\"leases\"")).then_some(())
     });
-    wait_until("the account may no longer list widgets", T, || {
+    wait_until("the account may no longer list leases", T, || {
         (can_i(
             &pp,
             None,
-            &["list", "widgets.example.com", "-n", "shop", as_default],
+            &[
+                "list",
+                "leases.coordination.k8s.io",
+                "-n",
+                "shop",
+                as_default,
+            ],
         )
         .0 == "no")
             .then_some(())
