@@ -13,6 +13,7 @@ mod cluster_address;
 mod containers;
 mod discovery;
 mod error;
+mod event_ttl;
 mod eviction;
 mod hooks;
 mod http;
@@ -20,6 +21,7 @@ mod logs;
 mod names;
 mod objects;
 mod openapi;
+mod paging;
 mod pki;
 mod proxy;
 mod request;
@@ -68,7 +70,11 @@ pub struct ApiServerConfig {
     /// ([`KUBERNETES_SERVICE_ADDR`]), served beside `listen` (see `cluster_address`); `None`
     /// serves `listen` alone.
     pub cluster_listen: Option<SocketAddr>,
+    /// How long an Event lives after its last update (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
+
+pub use event_ttl::DEFAULT_EVENT_TTL;
 
 /// The `kubernetes` Service's ClusterIP and port, where in-cluster clients find the API.
 pub const KUBERNETES_SERVICE_ADDR: SocketAddr =
@@ -233,7 +239,8 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let main = serve(listener, acceptor.clone(), app.clone(), stop_rx.clone());
     let cluster_listen = config.cluster_listen;
-    let policy = authorizer.run(store, policy_rv, stop_rx.clone());
+    let policy = authorizer.run(store.clone(), policy_rv, stop_rx.clone());
+    let events_expire = event_ttl::run(store, config.event_ttl, stop_rx.clone());
     let server = tokio::spawn(async move {
         let in_cluster = async move {
             if let Some(addr) = cluster_listen {
@@ -243,7 +250,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
                 .await;
             }
         };
-        futures::future::join3(main, in_cluster, policy).await;
+        futures::future::join4(main, in_cluster, events_expire, policy).await;
     });
     bootstrap::services(&registry, local_addr.port())
         .await

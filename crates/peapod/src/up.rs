@@ -35,6 +35,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
         node_api_token: Some(node_api_token.clone()),
         cluster_listen: Some(apiserver::KUBERNETES_SERVICE_ADDR),
+        event_ttl: args.event_ttl,
     })
     .await
     .context("starting the API server")?;

@@ -158,7 +158,7 @@ pub(crate) fn parse_kubelet_config(
     }
     let duration = |field: &'static str, value: Option<String>| match value {
         None => Ok(None),
-        Some(v) => parse_go_duration(&v)
+        Some(v) => api::duration::parse_go_duration(&v)
             .map(Some)
             .ok_or_else(|| StaticPodError::Duration {
                 path: path.to_path_buf(),
@@ -184,44 +184,6 @@ pub fn load_kubelet_config(path: &Path) -> Result<KubeletConfig, StaticPodError>
         source,
     })?;
     parse_kubelet_config(&text, path)
-}
-
-/// A Go duration string as `metav1.Duration` holds it (`20s`, `1m30s`, `1.5h`, `500ms`).
-pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -1256,18 +1218,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("20s"), Some(Duration::from_secs(20)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "5", "s", "5x", "-1s"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
     }
 
     fn static_pod(name: &str, hash: &str) -> Pod {
