@@ -310,6 +310,26 @@ pub const CONFLICT_DETAIL: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
 /// `pods`, or `deployments.apps` for named groups (as in kube-apiserver's messages).
+impl From<authorizer::Refusal> for ApiError {
+    fn from(r: authorizer::Refusal) -> Self {
+        ApiError::Forbidden {
+            resource: r.resource,
+            group: r.group,
+            name: r.name,
+            detail: r.detail,
+        }
+    }
+}
+
+impl From<authorizer::ImpersonationError> for ApiError {
+    fn from(e: authorizer::ImpersonationError) -> Self {
+        match e {
+            authorizer::ImpersonationError::Refused(r) => r.into(),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
 /// `NewForbidden`'s wording: the resource and name when there are any.
 fn forbidden_message(resource: &str, name: &str, detail: &str) -> String {
     match (resource, name) {

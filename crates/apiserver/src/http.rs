@@ -56,23 +56,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            review(crate::reviews::self_subject_access),
+            review(),
         )
         .route(
             "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
-            review(crate::reviews::self_subject_rules),
+            review(),
         )
         .route(
             "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            review(crate::reviews::subject_access),
+            review(),
         )
         .route(
             "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
-            review(crate::reviews::local_subject_access),
+            review(),
         )
         .route(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            review(crate::reviews::self_subject),
+            review(),
         )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -81,12 +81,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A review endpoint: POST creates (answers) one; any other method is refused as upstream.
-fn review<H, T>(handler: H) -> axum::routing::MethodRouter<AppState>
-where
-    H: axum::handler::Handler<T, AppState>,
-    T: 'static,
-{
-    axum::routing::post(handler).fallback(crate::reviews::method_not_allowed)
+fn review() -> axum::routing::MethodRouter<AppState> {
+    axum::routing::post(crate::reviews::create).fallback(crate::reviews::method_not_allowed)
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -138,14 +134,14 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         Some(user) => {
             let user = match st.authorizer.acting_user(user, req.headers()) {
                 Ok(u) => u,
-                Err(e) => return e.into_response(),
+                Err(e) => return ApiError::from(e).into_response(),
             };
             let uri = req.uri();
             if let Err(e) =
                 st.authorizer
                     .authorize(&user, req.method().as_str(), uri.path(), uri.query())
             {
-                return e.into_response();
+                return ApiError::from(e).into_response();
             }
             req.extensions_mut().insert(user);
             next.run(req).await

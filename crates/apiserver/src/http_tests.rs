@@ -33,7 +33,7 @@ pub(crate) async fn harness() -> Harness {
         .ensure_system_namespaces()
         .await
         .expect("namespaces");
-    let (authorizer, from) = crate::authz::Authorizer::start(store.as_ref())
+    let (authorizer, from) = authorizer::Authorizer::start(store.as_ref())
         .await
         .expect("policy");
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -7,7 +7,6 @@
 
 mod admission;
 mod allocators;
-mod authz;
 mod bootstrap;
 mod cluster_address;
 mod containers;
@@ -174,7 +173,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let store = store::open(&config.store)
         .await
         .map_err(ApiServerError::Store)?;
-    let (authorizer, policy_rv) = authz::Authorizer::start(store.as_ref())
+    let (authorizer, policy_rv) = authorizer::Authorizer::start(store.as_ref())
         .await
         .map_err(ApiServerError::Store)?;
     let registry = objects::Registry::new(store.clone());

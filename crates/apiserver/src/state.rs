@@ -17,5 +17,5 @@ pub struct AppState {
     /// `host:port` clients use, for legacy `/api`.
     pub server_address: String,
     /// Decides who may do what (RBAC).
-    pub authorizer: crate::authz::Authorizer,
+    pub authorizer: authorizer::Authorizer,
 }

@@ -14,6 +14,71 @@ use crate::attributes::Attributes;
 use crate::policy::Policy;
 use crate::user::User;
 
+/// Which review a request creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Review {
+    SelfSubjectAccess,
+    SelfSubjectRules,
+    SubjectAccess,
+    LocalSubjectAccess,
+    SelfSubject,
+}
+
+impl Review {
+    /// The review served under `plural`.
+    pub fn from_plural(plural: &str) -> Option<Self> {
+        Some(match plural {
+            "selfsubjectaccessreviews" => Review::SelfSubjectAccess,
+            "selfsubjectrulesreviews" => Review::SelfSubjectRules,
+            "subjectaccessreviews" => Review::SubjectAccess,
+            "localsubjectaccessreviews" => Review::LocalSubjectAccess,
+            "selfsubjectreviews" => Review::SelfSubject,
+            _ => return None,
+        })
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Review::SelfSubjectAccess => "SelfSubjectAccessReview",
+            Review::SelfSubjectRules => "SelfSubjectRulesReview",
+            Review::SubjectAccess => "SubjectAccessReview",
+            Review::LocalSubjectAccess => "LocalSubjectAccessReview",
+            Review::SelfSubject => "SelfSubjectReview",
+        }
+    }
+
+    pub fn group(self) -> &'static str {
+        match self {
+            Review::SelfSubject => "authentication.k8s.io",
+            _ => "authorization.k8s.io",
+        }
+    }
+
+    /// The answer to `body`, a review of this kind that `user` created (in `namespace`, for
+    /// the local one).
+    pub fn answer(
+        self,
+        policy: &Policy,
+        user: &User,
+        namespace: &str,
+        mut body: Value,
+    ) -> Result<Value, ReviewError> {
+        let obj = body.as_object_mut().ok_or(ReviewError::Decode)?;
+        obj.insert(
+            "apiVersion".into(),
+            Value::from(format!("{}/v1", self.group())),
+        );
+        obj.insert("kind".into(), Value::from(self.kind()));
+        match self {
+            Review::SelfSubjectAccess => self_subject_access(policy, user, body),
+            Review::SelfSubjectRules => self_subject_rules(policy, user, body),
+            Review::SubjectAccess => subject_access(policy, body),
+            Review::LocalSubjectAccess => local_subject_access(policy, namespace, body),
+            Review::SelfSubject => self_subject(user, body),
+        }
+    }
+}
+
 /// Why a review request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {

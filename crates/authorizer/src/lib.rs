@@ -1,18 +1,39 @@
-//! Authorization in the API server: every authenticated request is checked against RBAC
-//! before it is served (`system:masters` passes at once), from an in-memory [`Policy`] that
-//! a watch of the four RBAC kinds keeps current, so no decision reads the store. Refusals
-//! are kube-apiserver's 403 Status.
+//! The API server's authorizer: every authenticated request is checked against RBAC before
+//! it is served (`system:masters` passes at once), from an in-memory [`Policy`] that a watch
+//! of the four RBAC kinds in the store keeps current (one writer, many readers), so no
+//! decision reads the store. Impersonation headers are checked here too. A refusal carries
+//! what kube-apiserver's 403 Status says; the server turns it into one.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use futures::StreamExt;
+use http::HeaderMap;
 use rbac::user::Impersonation;
 use rbac::{Attributes, Decision, Policy, PolicyKind, User};
 use store::{EventKind, Store, StoreError};
 
-use crate::error::ApiError;
+/// A refused request: what the 403 Status names (`pods`, `deployments.apps`, or nothing
+/// for a path), and its message after `… is forbidden: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Refusal {
+    pub resource: String,
+    pub group: String,
+    pub name: String,
+    pub detail: String,
+}
+
+/// Why a request's impersonation was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImpersonationError {
+    #[error("invalid {header} header")]
+    Header { header: String },
+    #[error("requested impersonation of groups, a uid or extras without impersonating a user")]
+    NoUser,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
 
 /// Pod subresources a WebSocket (a GET) streams on: kube v1.33 asks for `create` on them
 /// as well as `get`, as for the POST that SPDY clients send.
@@ -42,7 +63,7 @@ impl Authorizer {
         method: &str,
         path: &str,
         query: Option<&str>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refusal> {
         if user.is_privileged() {
             return Ok(());
         }
@@ -68,7 +89,7 @@ impl Authorizer {
 
     /// The user a request runs as: `user`, or whom its impersonation headers name when
     /// `user` may impersonate them (each user, group, uid and extra is checked as kube does).
-    pub fn acting_user(&self, user: User, headers: &HeaderMap) -> Result<User, ApiError> {
+    pub fn acting_user(&self, user: User, headers: &HeaderMap) -> Result<User, ImpersonationError> {
         let Some(imp) = impersonation(headers)? else {
             return Ok(user);
         };
@@ -78,7 +99,7 @@ impl Authorizer {
                 let ask = Attributes::impersonate(user.clone(), &check);
                 let Decision { allowed, reason } = policy.authorize(&ask);
                 if !allowed {
-                    return Err(forbidden(&ask, &reason));
+                    return Err(forbidden(&ask, &reason).into());
                 }
             }
         }
@@ -170,9 +191,9 @@ impl Authorizer {
     }
 }
 
-/// The 403 for the refused request `a`.
-fn forbidden(a: &Attributes, reason: &str) -> ApiError {
-    ApiError::Forbidden {
+/// The refusal of request `a`.
+fn forbidden(a: &Attributes, reason: &str) -> Refusal {
+    Refusal {
         resource: rbac::forbidden::qualified_resource(a),
         group: a.api_group.clone(),
         name: a.name.clone(),
@@ -210,7 +231,7 @@ fn unescape(key: &str) -> String {
 }
 
 /// The impersonation a request's headers ask for, if any.
-fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, ApiError> {
+fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, ImpersonationError> {
     let mut imp = Impersonation::default();
     let mut asked = false;
     for (name, value) in headers {
@@ -220,7 +241,9 @@ fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, ApiError>
         }
         let value = value
             .to_str()
-            .map_err(|_| ApiError::bad_request(format!("invalid {name} header")))?
+            .map_err(|_| ImpersonationError::Header {
+                header: name.to_string(),
+            })?
             .to_string();
         asked = true;
         match name {
@@ -238,9 +261,7 @@ fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, ApiError>
         return Ok(None);
     }
     if imp.name.is_empty() {
-        return Err(ApiError::bad_request(
-            "requested impersonation of groups, a uid or extras without impersonating a user",
-        ));
+        return Err(ImpersonationError::NoUser);
     }
     Ok(Some(imp))
 }
