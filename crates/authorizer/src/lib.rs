@@ -265,3 +265,71 @@ fn impersonation(headers: &HeaderMap) -> Result<Option<Impersonation>, Impersona
     }
     Ok(Some(imp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn bob() -> User {
+        User {
+            name: "bob".into(),
+            groups: vec!["system:authenticated".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn impersonation_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(impersonation(&h), Ok(None));
+        h.insert("impersonate-group", HeaderValue::from_static("devs"));
+        assert_eq!(impersonation(&h), Err(ImpersonationError::NoUser));
+        h.insert("impersonate-user", HeaderValue::from_static("jane"));
+        h.insert(
+            "impersonate-extra-example.com%2fteam",
+            HeaderValue::from_static("blue"),
+        );
+        let imp = impersonation(&h).expect("valid").expect("asked");
+        assert_eq!(imp.name, "jane");
+        assert_eq!(imp.groups, ["devs"]);
+        assert_eq!(imp.extra["example.com/team"], ["blue"]);
+    }
+
+    #[test]
+    fn refusals_name_the_request() {
+        let authz = Authorizer::default();
+        let r = authz
+            .authorize(
+                &bob(),
+                "GET",
+                "/apis/apps/v1/namespaces/ns/deployments/web",
+                None,
+            )
+            .expect_err("nothing granted");
+        assert_eq!(r.resource, "deployments.apps");
+        assert_eq!(r.name, "web");
+        assert_eq!(
+            r.detail,
+            r#"User "bob" cannot get resource "deployments" in API group "apps" in the namespace "ns""#
+        );
+        let mut h = HeaderMap::new();
+        h.insert("impersonate-user", HeaderValue::from_static("jane"));
+        assert!(matches!(
+            authz.acting_user(bob(), &h),
+            Err(ImpersonationError::Refused(_))
+        ));
+        let admin = User {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+            ..Default::default()
+        };
+        assert!(authz
+            .authorize(&admin, "DELETE", "/api/v1/nodes/n", None)
+            .is_ok());
+        assert_eq!(
+            authz.acting_user(admin, &h).map(|u| u.name),
+            Ok("jane".to_string())
+        );
+    }
+}
