@@ -11,8 +11,7 @@ use apimachinery::json::{arr, str_at};
 use apimachinery::printing::{name_and_age, Column, AGE, NAME};
 use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
-use crate::rules::{binding_defaults, role_ref, role_ref_unchanged, subjects};
-use crate::GROUP;
+use crate::rules::{binding_defaults, role_ref, role_ref_unchanged, subjects, GROUP};
 
 pub const ROLE_BINDINGS: ResourceInfo = ResourceInfo {
     group: GROUP,

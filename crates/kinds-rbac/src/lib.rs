@@ -10,8 +10,7 @@ pub mod rules;
 
 use apimachinery::strategy::ResourceInfo;
 
-/// The RBAC group.
-pub const GROUP: &str = "rbac.authorization.k8s.io";
+pub use rules::GROUP;
 
 /// The authorization resources, in discovery order.
 pub static KINDS: &[ResourceInfo] = &[

@@ -10,8 +10,7 @@ use apimachinery::json::{arr, at};
 use apimachinery::labelselector;
 use apimachinery::strategy::{typed_round_trip, ResourceInfo, Strategy, ALL_VERBS};
 
-use crate::rules::policy_rules;
-use crate::GROUP;
+use crate::rules::{policy_rules, GROUP};
 
 pub const ROLES: ResourceInfo = ResourceInfo {
     group: GROUP,

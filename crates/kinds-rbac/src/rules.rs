@@ -8,7 +8,8 @@ use apimachinery::field_errors::{go_quote, FieldErrors};
 use apimachinery::json::{arr, at, str_at};
 use apimachinery::names::{dns1123_subdomain, path_segment_name};
 
-use crate::GROUP;
+/// The RBAC group.
+pub const GROUP: &str = "rbac.authorization.k8s.io";
 
 /// `ValidatePolicyRule` for every rule of `rules`; namespaced rules (a Role's) may not name
 /// non-resource URLs.

@@ -9,8 +9,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::rules::GROUP;
 use crate::user::{AUTHENTICATED, MASTERS, UNAUTHENTICATED};
-use crate::GROUP;
 
 /// Set `"false"` on a default object to keep the server from restoring it.
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";

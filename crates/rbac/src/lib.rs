@@ -19,5 +19,4 @@ pub use attributes::Attributes;
 pub use policy::{Decision, Policy, PolicyKind};
 pub use user::User;
 
-/// The RBAC API group.
-pub const GROUP: &str = "rbac.authorization.k8s.io";
+pub use rules::GROUP;

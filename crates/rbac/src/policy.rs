@@ -12,9 +12,8 @@ use k8s_openapi::api::rbac::v1::{
 use serde_json::Value;
 
 use crate::attributes::Attributes;
-use crate::rules::allows;
+use crate::rules::{allows, GROUP};
 use crate::user::{service_account_name, User};
-use crate::GROUP;
 
 /// The four kinds the index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

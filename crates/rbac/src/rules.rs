@@ -6,6 +6,9 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 
 use crate::attributes::Attributes;
 
+/// The RBAC API group.
+pub const GROUP: &str = "rbac.authorization.k8s.io";
+
 /// `*` in any list matches everything of that list.
 const ALL: &str = "*";
 
