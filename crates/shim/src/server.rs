@@ -680,7 +680,7 @@ impl Server {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("creating log directory {}: {e}", parent.display()))?;
         }
-        let log_writer = LogWriter::open(&spec.log_path)
+        let log_writer = LogWriter::open(&spec.log_path, spec.log_rotation)
             .map_err(|e| format!("opening log {}: {e}", spec.log_path.display()))?;
         let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
         let (sync_r, sync_w) = pipe()?;

@@ -96,6 +96,13 @@ pub enum StaticPodError {
         field: &'static str,
         value: String,
     },
+    #[error("{path}: {field}: {value:?} {reason}")]
+    Setting {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("{path}: static pod {namespace}/{name} is already defined in {first}")]
     Duplicate {
         path: PathBuf,
@@ -122,6 +129,10 @@ pub struct KubeletConfig {
     pub static_pod_path: Option<PathBuf>,
     pub sync_frequency: Option<Duration>,
     pub file_check_frequency: Option<Duration>,
+    /// `containerLogMaxSize` in bytes.
+    pub container_log_max_size: Option<u64>,
+    /// `containerLogMaxFiles`.
+    pub container_log_max_files: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -134,6 +145,8 @@ struct RawKubeletConfig {
     static_pod_path: Option<String>,
     sync_frequency: Option<String>,
     file_check_frequency: Option<String>,
+    container_log_max_size: Option<String>,
+    container_log_max_files: Option<i64>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -166,6 +179,32 @@ pub(crate) fn parse_kubelet_config(
                 value: v,
             }),
     };
+    let setting =
+        |field: &'static str, value: String, reason: &'static str| StaticPodError::Setting {
+            path: path.to_path_buf(),
+            field,
+            value,
+            reason,
+        };
+    let container_log_max_size = match raw.container_log_max_size {
+        None => None,
+        Some(v) => Some(
+            api::quantity::Quantity::parse(&v)
+                .filter(|q| q.is_positive())
+                .map(|q| q.as_f64() as u64)
+                .ok_or_else(|| setting("containerLogMaxSize", v, "is not a positive quantity"))?,
+        ),
+    };
+    let container_log_max_files = match raw.container_log_max_files {
+        None => None,
+        Some(n) => Some(u32::try_from(n).ok().filter(|n| *n > 1).ok_or_else(|| {
+            setting(
+                "containerLogMaxFiles",
+                n.to_string(),
+                "must be greater than 1",
+            )
+        })?),
+    };
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -174,6 +213,8 @@ pub(crate) fn parse_kubelet_config(
             .map(|p| base.join(p)),
         sync_frequency: duration("syncFrequency", raw.sync_frequency)?,
         file_check_frequency: duration("fileCheckFrequency", raw.file_check_frequency)?,
+        container_log_max_size,
+        container_log_max_files,
     })
 }
 
@@ -1188,7 +1229,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1197,6 +1238,8 @@ mod tests {
                 static_pod_path: Some(PathBuf::from("/var/lib/kubelet/manifests")),
                 sync_frequency: Some(Duration::from_secs(60)),
                 file_check_frequency: Some(Duration::from_secs(5)),
+                container_log_max_size: Some(20 << 20),
+                container_log_max_files: Some(3),
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
@@ -1218,6 +1261,18 @@ mod tests {
                 ..
             })
         ));
+        for (field, value) in [
+            ("containerLogMaxFiles", "1"),
+            ("containerLogMaxSize", "lots"),
+            ("containerLogMaxSize", "-1Mi"),
+        ] {
+            let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
+            let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);
+            assert!(
+                matches!(e, StaticPodError::Setting { field: f, .. } if f == field),
+                "{e}"
+            );
+        }
     }
 
     fn static_pod(name: &str, hash: &str) -> Pod {
