@@ -3,14 +3,14 @@
 //! Discovery is the first thing every kubectl command reads, so names, scopes, verbs and
 //! subresources follow what kube-apiserver v1.33 reports for the same resources. Each entry
 //! carries its kind's [`Strategy`](apimachinery::strategy::Strategy). The kinds themselves
-//! live in `kinds-core` and `kinds-workloads`; this is the one place that joins them.
+//! live in `kinds-core`, `kinds-workloads` and `kinds-rbac`; this is the one place that joins them.
 
 use std::sync::LazyLock;
 
 pub use apimachinery::strategy::{ResourceInfo, Subresource};
 
 static REGISTRY: LazyLock<Vec<ResourceInfo>> =
-    LazyLock::new(|| [kinds_core::KINDS, kinds_workloads::KINDS].concat());
+    LazyLock::new(|| [kinds_core::KINDS, kinds_workloads::KINDS, kinds_rbac::KINDS].concat());
 
 /// Every served resource, core kinds first.
 pub fn all() -> &'static [ResourceInfo] {

@@ -7,8 +7,8 @@ use crate::deletion::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::field_errors::FieldErrors;
 use crate::json::{arr, at, obj, str_at};
 use crate::names::{
-    dns1035_label, dns1123_label, dns1123_subdomain, label_value, port_name, qualified_name,
-    PORT_RANGE_MSG,
+    dns1035_label, dns1123_label, dns1123_subdomain, label_value, path_segment_name, port_name,
+    qualified_name, PORT_RANGE_MSG,
 };
 
 /// Which syntax a kind's object names follow.
@@ -17,6 +17,9 @@ pub enum NameRule {
     Subdomain,
     Label,
     Dns1035,
+    /// `path.ValidatePathSegmentName`: anything that fits in one URL path segment (RBAC
+    /// names such as `system:discovery`).
+    PathSegment,
 }
 
 fn name_errors(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
@@ -30,6 +33,7 @@ fn name_errors(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
         NameRule::Subdomain => dns1123_subdomain(&name),
         NameRule::Label => dns1123_label(&name),
         NameRule::Dns1035 => dns1035_label(&name),
+        NameRule::PathSegment => path_segment_name(&name, prefix),
     }
 }
 

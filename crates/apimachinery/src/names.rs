@@ -73,6 +73,25 @@ pub fn dns1123_subdomain(s: &str) -> Vec<String> {
     errs
 }
 
+/// `IsValidPathSegmentName` (and, for a `generateName` prefix, `IsValidPathSegmentPrefix`):
+/// the name must fit in one URL path segment.
+pub fn path_segment_name(s: &str, prefix: bool) -> Vec<String> {
+    let mut errs = Vec::new();
+    if !prefix {
+        for bad in [".", ".."] {
+            if s == bad {
+                errs.push(format!("may not be '{bad}'"));
+            }
+        }
+    }
+    for bad in ["/", "%"] {
+        if s.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    errs
+}
+
 /// `IsDNS1035Label` (service names).
 pub fn dns1035_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();

@@ -1,6 +1,7 @@
 //! Start-up work of the API server for Services (kube-apiserver's bootstrap controller):
 //! the ClusterIP and NodePort bitmaps are rebuilt from the stored Services, and the
-//! well-known `kubernetes` and `kube-dns` Services are made sure to exist.
+//! well-known `kubernetes` and `kube-dns` Services are made sure to exist; and for RBAC
+//! (its `rbac/bootstrap-roles` post-start hook): the default roles and bindings.
 
 use serde_json::{json, Value};
 
@@ -58,6 +59,49 @@ pub async fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError
                 tracing::warn!(service = %name, "could not reserve the well-known ClusterIP");
             }
             Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the default ClusterRoles and ClusterRoleBindings that are missing and restores
+/// what was taken out of the others (unless they opted out of it).
+pub async fn rbac_defaults(registry: &Registry) -> Result<(), ApiError> {
+    let kinds = [
+        (
+            lookup(rbac::GROUP, "clusterroles")?,
+            rbac::bootstrap::cluster_roles(),
+        ),
+        (
+            lookup(rbac::GROUP, "clusterrolebindings")?,
+            rbac::bootstrap::cluster_role_bindings(),
+        ),
+    ];
+    for (info, wanted) in kinds {
+        for want in wanted {
+            let name = str_at(&want, "/metadata/name")
+                .unwrap_or_default()
+                .to_string();
+            let have = match registry.get(info, None, &name).await {
+                Ok(have) => have,
+                Err(ApiError::NotFound { .. }) => {
+                    match registry
+                        .create(info, None, want, &WriteOptions::default())
+                        .await
+                    {
+                        Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(fixed) = rbac::bootstrap::reconcile(&have, &want) {
+                tracing::info!(resource = info.plural, %name, "restoring a default RBAC object");
+                registry
+                    .update(info, None, &name, fixed, false, &WriteOptions::default())
+                    .await?;
+            }
         }
     }
     Ok(())

@@ -7,9 +7,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::http::{decode_body, include_object, write_options};
+use crate::http::{include_object, write_options};
 use crate::objects::{Registry, Selectors};
 use crate::paging::ListMode;
+use crate::request::decode_body;
 use crate::request::{parse_resource_path, wants, Query};
 
 /// Parses a request target as the resource handlers do: the path, the query string, the

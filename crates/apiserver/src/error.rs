@@ -42,7 +42,7 @@ pub enum ApiError {
     },
     #[error("{message}")]
     BadRequest { message: String },
-    #[error("{resource} \"{name}\" is forbidden: {detail}")]
+    #[error("{}", forbidden_message(.resource, .name, .detail))]
     Forbidden {
         resource: String,
         group: String,
@@ -281,7 +281,12 @@ impl ApiError {
             } => Some(json!({"retryAfterSeconds": retry_after_seconds})),
             _ => None,
         };
-        if let Some(d) = details {
+        if let Some(mut d) = details {
+            // StatusDetails leaves out what is empty (`omitempty`), as a 403 on a collection
+            // or a path has no name.
+            if let Some(o) = d.as_object_mut() {
+                o.retain(|_, v| v.as_str() != Some(""));
+            }
             status["details"] = d;
         }
         status
@@ -305,6 +310,35 @@ pub const CONFLICT_DETAIL: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
 /// `pods`, or `deployments.apps` for named groups (as in kube-apiserver's messages).
+impl From<authorizer::Refusal> for ApiError {
+    fn from(r: authorizer::Refusal) -> Self {
+        ApiError::Forbidden {
+            resource: r.resource,
+            group: r.group,
+            name: r.name,
+            detail: r.detail,
+        }
+    }
+}
+
+impl From<authorizer::ImpersonationError> for ApiError {
+    fn from(e: authorizer::ImpersonationError) -> Self {
+        match e {
+            authorizer::ImpersonationError::Refused(r) => r.into(),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+/// `NewForbidden`'s wording: the resource and name when there are any.
+fn forbidden_message(resource: &str, name: &str, detail: &str) -> String {
+    match (resource, name) {
+        ("", _) => format!("forbidden: {detail}"),
+        (r, "") => format!("{r} is forbidden: {detail}"),
+        (r, n) => format!("{r} {n:?} is forbidden: {detail}"),
+    }
+}
+
 pub fn qualified(info: &api::resources::ResourceInfo) -> String {
     if info.group.is_empty() {
         info.plural.to_string()

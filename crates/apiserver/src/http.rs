@@ -20,10 +20,10 @@ use crate::objects::{
     api_version, DeleteOptions, Deleted, PagedList, PatchType, Selectors, WriteOptions, Written,
 };
 use crate::paging::ListMode;
-use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
-use crate::serviceaccounts::User;
+use crate::request::{decode_body, parse_resource_path, Query, ResourcePath, Wants};
 use crate::state::AppState;
 use crate::watch::{self, Format, WatchRequest};
+use rbac::User;
 
 const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 /// kube-apiserver's request body limit.
@@ -54,10 +54,35 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
             get(crate::streaming::portforward).post(crate::streaming::portforward),
         )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            review(),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            review(),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            review(),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
+            review(),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            review(),
+        )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// A review endpoint: POST creates (answers) one; any other method is refused as upstream.
+fn review() -> axum::routing::MethodRouter<AppState> {
+    axum::routing::post(crate::reviews::create).fallback(crate::reviews::method_not_allowed)
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -67,9 +92,9 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Bearer-token authentication: the admin token, or a ServiceAccount token (a signed JWT
 /// whose account, and bound pod, still exist). `/version` and the health endpoints stay
-/// public, as kube-apiserver's `system:public-info-viewer` role makes them. Who the caller
-/// is goes into the request's extensions; every authenticated request is allowed (there is
-/// no authorization yet).
+/// public, as kube-apiserver's `system:public-info-viewer` role makes them. An authenticated
+/// request is then authorized (RBAC; the admin token is `system:masters`) and who the caller
+/// is goes into the request's extensions.
 async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let public = matches!(
         req.uri().path(),
@@ -84,8 +109,8 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     let user = match bearer {
         Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
             name: "admin".into(),
-            uid: String::new(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..User::default()
         }),
         Some(t) if !t.is_empty() => {
             match crate::serviceaccounts::authenticate(
@@ -107,6 +132,17 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     };
     match user {
         Some(user) => {
+            let user = match st.authorizer.acting_user(user, req.headers()) {
+                Ok(u) => u,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            let uri = req.uri();
+            if let Err(e) =
+                st.authorizer
+                    .authorize(&user, req.method().as_str(), uri.path(), uri.query())
+            {
+                return ApiError::from(e).into_response();
+            }
             req.extensions_mut().insert(user);
             next.run(req).await
         }
@@ -233,35 +269,6 @@ pub(crate) fn include_object(q: &Query) -> Result<IncludeObject, ApiError> {
         Some(o) => Err(ApiError::bad_request(format!(
             "includeObject must be one of None, Metadata, Object; got {o:?}"
         ))),
-    }
-}
-
-/// Decodes a create/update body (JSON, or YAML).
-pub(crate) fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let base = ct.split(';').next().unwrap_or("").trim();
-    match base {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        }),
-        "application/vnd.kubernetes.protobuf" => {
-            protobuf_bodies::decode(body).map_err(|e| match e {
-                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
-                    ApiError::UnsupportedMediaType {
-                        content_type: base.to_string(),
-                    }
-                }
-                other => ApiError::bad_request(other.to_string()),
-            })
-        }
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
-        other => Err(ApiError::UnsupportedMediaType {
-            content_type: other.to_string(),
-        }),
     }
 }
 
@@ -492,6 +499,22 @@ fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
     })
 }
 
+/// The verb a request on the resource itself (no subresource) is, as discovery lists verbs.
+fn verb_of(method: &Method, p: &ResourcePath, q: &Query) -> &'static str {
+    let named = p.name.is_some();
+    match *method {
+        Method::GET | Method::HEAD if p.watch_prefix || q.flag("watch") => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    }
+}
+
 async fn handle(
     st: &AppState,
     method: &Method,
@@ -506,6 +529,9 @@ async fn handle(
     let ns = p.namespace.as_deref();
     let wants = crate::request::wants(accept(headers));
     let sub = p.subresource.as_deref();
+    if sub.is_none() && !info.verbs.contains(&verb_of(method, &p, &q)) {
+        return Err(ApiError::MethodNotAllowed);
+    }
     match (method.clone(), p.name.as_deref(), sub) {
         (Method::GET, name, None) if p.watch_prefix || q.flag("watch") => {
             let selectors = Selectors::parse(

@@ -13,11 +13,13 @@ use crate::http::router;
 use crate::objects::Registry;
 use crate::state::AppState;
 
-const TOKEN: &str = "test-token";
+pub(crate) const TOKEN: &str = "test-token";
 
 pub(crate) struct Harness {
     _dir: tempfile::TempDir,
-    app: axum::Router,
+    /// Keeps the policy watch running.
+    _stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) app: axum::Router,
 }
 
 pub(crate) async fn harness() -> Harness {
@@ -25,11 +27,20 @@ pub(crate) async fn harness() -> Harness {
     let store = store::RedbStore::open(&dir.path().join("store.redb"))
         .await
         .expect("store");
-    let registry = Registry::new(Arc::new(store));
+    let store: Arc<dyn store::Store> = Arc::new(store);
+    let registry = Registry::new(store.clone());
     registry
         .ensure_system_namespaces()
         .await
         .expect("namespaces");
+    let (authorizer, from) = authorizer::Authorizer::start(store.as_ref())
+        .await
+        .expect("policy");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(authorizer.clone().run(store, from, stop_rx));
+    crate::bootstrap::rbac_defaults(&registry)
+        .await
+        .expect("default roles");
     let key = rcgen::KeyPair::generate().expect("key");
     let tokens = serviceaccount::Authority::new(
         &key.serialize_pem(),
@@ -44,8 +55,13 @@ pub(crate) async fn harness() -> Harness {
         tokens: Arc::new(tokens),
         node_api_token: None,
         server_address: "127.0.0.1:6443".into(),
+        authorizer,
     });
-    Harness { _dir: dir, app }
+    Harness {
+        _dir: dir,
+        _stop: stop,
+        app,
+    }
 }
 
 pub(crate) struct Resp {
@@ -888,9 +904,10 @@ async fn token_request_and_service_account_authentication() {
         .expect("token")
         .to_string();
     assert!(r.body["status"]["expirationTimestamp"].is_string());
+    // Authenticated, and refused by RBAC: the account was granted nothing.
     assert_eq!(
         with_token(&h, "/api/v1/namespaces/default/pods", &token).await,
-        StatusCode::OK
+        StatusCode::FORBIDDEN
     );
     assert_eq!(
         with_token(&h, "/api/v1/namespaces/default/pods", "x.y.z").await,

@@ -25,12 +25,15 @@ mod paging;
 mod pki;
 mod proxy;
 mod request;
+mod reviews;
 mod scale;
 mod serviceaccounts;
 mod state;
 mod streaming;
 mod watch;
 
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod deletion_tests;
 #[cfg(test)]
@@ -172,6 +175,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let store = store::open(&config.store)
         .await
         .map_err(ApiServerError::Store)?;
+    let (authorizer, policy_rv) = authorizer::Authorizer::start(store.as_ref())
+        .await
+        .map_err(ApiServerError::Store)?;
     let registry = objects::Registry::new(store.clone());
     registry
         .ensure_system_namespaces()
@@ -228,11 +234,13 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         tokens: Arc::new(tokens),
         node_api_token: config.node_api_token.as_deref().map(Arc::from),
         server_address: local_addr.to_string(),
+        authorizer: authorizer.clone(),
     };
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let main = serve(listener, acceptor.clone(), app.clone(), stop_rx.clone());
     let cluster_listen = config.cluster_listen;
+    let policy = authorizer.run(store.clone(), policy_rv, stop_rx.clone());
     let events_expire = event_ttl::run(store, config.event_ttl, stop_rx.clone());
     let server = tokio::spawn(async move {
         let in_cluster = async move {
@@ -243,9 +251,12 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
                 .await;
             }
         };
-        futures::future::join3(main, in_cluster, events_expire).await;
+        futures::future::join4(main, in_cluster, events_expire, policy).await;
     });
     bootstrap::services(&registry, local_addr.port())
+        .await
+        .map_err(ApiServerError::Bootstrap)?;
+    bootstrap::rbac_defaults(&registry)
         .await
         .map_err(ApiServerError::Bootstrap)?;
     tracing::info!(%local_addr, "API server listening");

@@ -2,6 +2,8 @@
 //! handler logic runs.
 
 use api::resources::ResourceInfo;
+use axum::http::{header, HeaderMap};
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -68,6 +70,35 @@ pub fn parse_resource_path(path: &str) -> Result<ResourcePath, ApiError> {
         subresource,
         watch_prefix,
     })
+}
+
+/// Decodes a create/update body (JSON, or YAML).
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        "application/vnd.kubernetes.protobuf" => {
+            protobuf_bodies::decode(body).map_err(|e| match e {
+                protobuf_bodies::ProtobufError::UnsupportedKind { .. } => {
+                    ApiError::UnsupportedMediaType {
+                        content_type: base.to_string(),
+                    }
+                }
+                other => ApiError::bad_request(other.to_string()),
+            })
+        }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
+        other => Err(ApiError::UnsupportedMediaType {
+            content_type: other.to_string(),
+        }),
+    }
 }
 
 /// `fieldValidation=`.

@@ -130,13 +130,7 @@ pub async fn request_token(
     ))
 }
 
-/// Who a request authenticated as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-}
+pub use rbac::User;
 
 /// Why a ServiceAccount token was refused (logged; the client only sees 401).
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +190,7 @@ pub async fn authenticate(
         name: claims.username(),
         uid: k.serviceaccount.uid.clone(),
         groups,
+        extra: Default::default(),
     })
 }
 

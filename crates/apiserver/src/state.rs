@@ -16,4 +16,6 @@ pub struct AppState {
     pub node_api_token: Option<Arc<str>>,
     /// `host:port` clients use, for legacy `/api`.
     pub server_address: String,
+    /// Decides who may do what (RBAC).
+    pub authorizer: authorizer::Authorizer,
 }

@@ -1,6 +1,7 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
 //! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
-//! the garbage collector, and the per-namespace ServiceAccount and root CA controllers, each
+//! the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
+//! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
 //! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
@@ -10,6 +11,7 @@
 //! [`CONTROLLERS`] (or, for workload kinds, in `workload-controllers`); what they share is
 //! `controller-base`.
 
+mod clusterroles;
 mod endpoints;
 mod gc;
 mod leader;
@@ -33,6 +35,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("endpoints", endpoints::run),
     ("garbagecollector", gc::run),
     ("serviceaccount", serviceaccounts::run),
+    ("clusterrole-aggregation", clusterroles::run),
 ];
 
 /// The controllers of the workload kinds, by crate.

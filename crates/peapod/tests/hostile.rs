@@ -6,6 +6,6 @@ mod common;
 
 mod hostile {
     mod devices;
-    mod seccomp;
     mod mounts;
+    mod seccomp;
 }

@@ -1,11 +1,14 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies, which kubectl ≥1.32
 //! sends for typed creates (`kubectl create namespace|configmap|secret|serviceaccount|service`,
 //! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, the
-//! Eviction `kubectl drain` posts and the TokenRequest of `kubectl create token`).
+//! Eviction `kubectl drain` posts, the TokenRequest of `kubectl create token`, and the RBAC
+//! objects and access reviews of `kubectl create role…` and `kubectl auth` in
+//! [`authorization`]).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
 
+mod authorization;
 mod wire;
 mod workloads;
 
@@ -127,6 +130,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String(api_version));
     obj.insert("kind".into(), Value::String(kind.clone()));
+    if let Some(fields) = authorization::object(&kind, msg, base) {
+        if let Value::Object(fields) = fields? {
+            obj.extend(fields);
+        }
+        return Ok(Value::Object(obj));
+    }
     let mut r = Reader::new(msg, base);
     while let Some((n, f, at)) = r.next()? {
         match (kind.as_str(), n, f) {

@@ -12,7 +12,7 @@ use super::wire::{int_or_string, map_entry, object_meta, Field, ProtobufError, R
 
 /// How one field is written on the wire and read into JSON.
 #[derive(Clone, Copy)]
-enum Ty {
+pub(super) enum Ty {
     /// A non-pointer string: gogo writes it even when empty, JSON omits it then.
     Str,
     /// A pointer string: present means set, even to "".
@@ -35,16 +35,18 @@ enum Ty {
     IntOrStr,
     /// A pointer IntOrString: present means set, even to 0 (a budget's `minAvailable`).
     PIntOrStr,
+    /// An `ObjectMeta`.
+    Meta,
 }
 
-struct F {
+pub(super) struct F {
     num: u64,
     name: &'static str,
     ty: Ty,
     repeated: bool,
 }
 
-const fn f(num: u64, name: &'static str, ty: Ty) -> F {
+pub(super) const fn f(num: u64, name: &'static str, ty: Ty) -> F {
     F {
         num,
         name,
@@ -53,7 +55,7 @@ const fn f(num: u64, name: &'static str, ty: Ty) -> F {
     }
 }
 
-const fn rep(num: u64, name: &'static str, ty: Ty) -> F {
+pub(super) const fn rep(num: u64, name: &'static str, ty: Ty) -> F {
     F {
         num,
         name,
@@ -63,9 +65,9 @@ const fn rep(num: u64, name: &'static str, ty: Ty) -> F {
 }
 
 /// A message: its name for errors and its known fields.
-struct Schema {
-    name: &'static str,
-    fields: &'static [F],
+pub(super) struct Schema {
+    pub(super) name: &'static str,
+    pub(super) fields: &'static [F],
 }
 
 use Ty::*;
@@ -78,7 +80,7 @@ static LABEL_REQUIREMENT: Schema = Schema {
         rep(3, "values", Str),
     ],
 };
-static LABEL_SELECTOR: Schema = Schema {
+pub(super) static LABEL_SELECTOR: Schema = Schema {
     name: "LabelSelector",
     fields: &[
         f(1, "matchLabels", StrMap),
@@ -528,7 +530,7 @@ fn quantity_entry(b: &[u8], base: usize) -> Result<(String, Value), ProtobufErro
 
 /// Decodes `b` as `msg`: known fields by their JSON names, metadata (field 1 of templates)
 /// as object metadata.
-fn message(b: &[u8], base: usize, msg: &'static Schema) -> Result<Value, ProtobufError> {
+pub(super) fn message(b: &[u8], base: usize, msg: &'static Schema) -> Result<Value, ProtobufError> {
     let mut out = Map::new();
     let mut r = Reader::new(b, base);
     while let Some((n, field, at)) = r.next()? {
@@ -576,6 +578,7 @@ fn message(b: &[u8], base: usize, msg: &'static Schema) -> Result<Value, Protobu
                 None
             }
             (Quantity, Field::Bytes(s)) => Some(quantity(s, at)?),
+            (Meta, Field::Bytes(s)) => Some(object_meta(s, at)?),
             (IntOrStr, Field::Bytes(s)) => int_or_string(s, at)?,
             (PIntOrStr, Field::Bytes(s)) => Some(int_or_string(s, at)?.unwrap_or(json!(0))),
             _ => return Err(ProtobufError::Malformed { offset: at }),

@@ -1,0 +1,22 @@
+//! Role-based access control as kube-apiserver v1.33 decides it, with no I/O: what a request
+//! asks ([`attributes`], kube's RequestInfo), which rules allow it ([`rules`]), the index of
+//! Roles and bindings the decision reads ([`policy`]), the message a refusal carries
+//! ([`forbidden`]), the default roles every cluster starts with ([`bootstrap`]), ClusterRole
+//! aggregation ([`aggregation`]) and the answers to access reviews ([`reviews`]).
+//!
+//! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`.
+
+pub mod aggregation;
+pub mod attributes;
+pub mod bootstrap;
+pub mod forbidden;
+pub mod policy;
+pub mod reviews;
+pub mod rules;
+pub mod user;
+
+pub use attributes::Attributes;
+pub use policy::{Decision, Policy, PolicyKind};
+pub use user::User;
+
+pub use rules::GROUP;
