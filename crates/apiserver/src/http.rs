@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)
 }
 

@@ -63,6 +63,7 @@ pub fn router(state: NodeApiState) -> Router {
             get(portforward_handler).post(portforward_handler),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)
 }
 
