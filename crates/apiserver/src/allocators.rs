@@ -7,6 +7,10 @@
 //! leak an address (allocated, no Service), never hand one out twice; [`repair`] — run at
 //! start before the API serves, like upstream's repair controllers — rebuilds both bitmaps
 //! from the stored Services, which reclaims any leak.
+//!
+//! A bitmap is stored as the list of its taken offsets, not as upstream's bit string: a
+//! /12 service range is 128 KiB of bits, and every Service write would otherwise add that
+//! (twice, old and new) to the watch history.
 
 use std::net::Ipv4Addr;
 
@@ -69,6 +73,28 @@ impl Bitmap {
         } else {
             Bitmap::new(size)
         }
+    }
+
+    /// Restores a bitmap from its taken offsets; offsets outside the size are dropped.
+    fn from_offsets(size: u32, offsets: impl IntoIterator<Item = u32>) -> Self {
+        let mut map = Bitmap::new(size);
+        for i in offsets {
+            map.set(i);
+        }
+        map
+    }
+
+    /// The taken offsets, in order.
+    pub fn offsets(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bits
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0)
+            .flat_map(|(byte, b)| {
+                (0..8u32)
+                    .filter(move |bit| b & (1 << bit) != 0)
+                    .map(move |bit| byte as u32 * 8 + bit)
+            })
     }
 
     pub fn has(&self, i: u32) -> bool {
@@ -170,15 +196,24 @@ async fn load(
 ) -> Result<(Bitmap, Option<u64>), StoreError> {
     match store.get(&range_key(name)).await {
         Ok(obj) => {
-            let bytes = obj
-                .get("data")
-                .and_then(Value::as_str)
-                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-                .unwrap_or_default();
-            Ok((
-                Bitmap::from_bytes(size, bytes),
-                store::resource_version_of(&obj),
-            ))
+            let map = match obj.get("offsets").and_then(Value::as_array) {
+                Some(offsets) => Bitmap::from_offsets(
+                    size,
+                    offsets
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .filter_map(|o| u32::try_from(o).ok()),
+                ),
+                // Written by an older peapod as the whole bit string.
+                None => Bitmap::from_bytes(
+                    size,
+                    obj.get("data")
+                        .and_then(Value::as_str)
+                        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                        .unwrap_or_default(),
+                ),
+            };
+            Ok((map, store::resource_version_of(&obj)))
         }
         Err(StoreError::NotFound { .. }) => Ok((Bitmap::new(size), None)),
         Err(e) => Err(e),
@@ -197,7 +232,7 @@ async fn save(
         "kind": "RangeAllocation",
         "metadata": {"name": name},
         "range": range,
-        "data": base64::engine::general_purpose::STANDARD.encode(&map.bits),
+        "offsets": map.offsets().collect::<Vec<_>>(),
     });
     match rv {
         Some(rv) => store
@@ -675,6 +710,12 @@ mod tests {
         b.clear(5);
         assert!(!b.has(5));
         assert!(!b.has(99));
+        let taken: Vec<u32> = b.offsets().collect();
+        assert_eq!(taken, [0, 1, 2, 3, 4, 6, 7, 8, 9]);
+        assert_eq!(
+            Bitmap::from_offsets(10, taken.iter().copied().chain([10, 99])),
+            b
+        );
     }
 
     #[test]
@@ -729,6 +770,10 @@ mod tests {
         r.allocate_ip(s.as_ref(), Some(DNS_SERVICE_IP))
             .await
             .expect("again");
+        // Two addresses taken: the stored allocation is a few bytes, not the range's bits.
+        let stored = s.get(&range_key(IPS)).await.expect("stored");
+        assert_eq!(stored["offsets"].as_array().map(Vec::len), Some(2));
+        assert!(stored.to_string().len() < 300, "{stored}");
     }
 
     #[tokio::test]

@@ -18,8 +18,9 @@ use api::tables::IncludeObject;
 use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
-    api_version, DeleteOptions, Deleted, PatchType, Selectors, WriteOptions, Written,
+    api_version, DeleteOptions, Deleted, PagedList, PatchType, Selectors, WriteOptions, Written,
 };
+use crate::paging::ListMode;
 use crate::request::{parse_resource_path, Query, ResourcePath, Wants};
 use crate::serviceaccounts::User;
 use crate::state::AppState;
@@ -295,13 +296,18 @@ fn object_response(code: StatusCode, w: &Written) -> Response {
     with_warnings(json_response(code, &w.object), &w.warnings)
 }
 
+/// A Table of `objs`; `metadata` is the list's (resourceVersion, continue, remaining count).
 fn table_response(
     p: &ResourcePath,
     objs: &[Value],
     q: &Query,
-    rv: &str,
+    metadata: &Value,
 ) -> Result<Response, ApiError> {
-    let t = api::tables::table_for(
+    let rv = metadata
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut t = api::tables::table_for(
         p.info,
         objs,
         include_object(q)?,
@@ -309,6 +315,7 @@ fn table_response(
         rv,
         jiff::Timestamp::now(),
     );
+    t["metadata"] = metadata.clone();
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, TABLE_CT)],
@@ -548,18 +555,44 @@ async fn handle(
         (Method::GET, None, None) => {
             let selectors =
                 Selectors::parse(info, q.get("labelSelector"), q.get("fieldSelector"), None)?;
-            let (items, rv) = reg.list(info, ns, &selectors).await?;
-            let rv = rv.to_string();
+            let mode =
+                ListMode::from_query(q.int("limit")?, q.get("continue"), q.get("resourceVersion"))?;
+            let list = match mode {
+                ListMode::All => {
+                    let (items, rv) = reg.list(info, ns, &selectors).await?;
+                    PagedList {
+                        items,
+                        resource_version: rv,
+                        continue_token: None,
+                        remaining: None,
+                    }
+                }
+                ListMode::Page {
+                    limit,
+                    continue_from,
+                } => {
+                    reg.list_page(info, ns, &selectors, limit, continue_from.as_ref())
+                        .await?
+                }
+            };
+            let rv = list.resource_version.to_string();
+            let mut metadata = json!({"resourceVersion": rv});
+            if let Some(token) = &list.continue_token {
+                metadata["continue"] = json!(token);
+            }
+            if let Some(n) = list.remaining {
+                metadata["remainingItemCount"] = json!(n);
+            }
             if wants == Wants::Table {
-                return table_response(&p, &items, &q, &rv);
+                return table_response(&p, &list.items, &q, &metadata);
             }
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
                     "kind": info.list_kind,
                     "apiVersion": api_version(info),
-                    "metadata": {"resourceVersion": rv},
-                    "items": items,
+                    "metadata": metadata,
+                    "items": list.items,
                 }),
             ))
         }
@@ -569,9 +602,9 @@ async fn handle(
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                return table_response(&p, std::slice::from_ref(&obj), &q, &rv);
+                    .unwrap_or("");
+                let metadata = json!({"resourceVersion": rv});
+                return table_response(&p, std::slice::from_ref(&obj), &q, &metadata);
             }
             Ok(json_response(StatusCode::OK, &obj))
         }

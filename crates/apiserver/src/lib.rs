@@ -19,6 +19,7 @@ mod logs;
 mod names;
 mod objects;
 mod openapi;
+mod paging;
 mod pki;
 mod proxy;
 mod request;

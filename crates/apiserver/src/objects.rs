@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use store::{ObjectKey, Preconditions, Store, StoreError};
 
 use crate::error::{qualified, ApiError, CONFLICT_DETAIL};
+use crate::paging::Continue;
 use crate::request::FieldValidation;
 
 /// Options of a write request.
@@ -83,6 +84,14 @@ pub enum Deleted {
     Gone(Value),
     /// Still there, terminating (graceful pod deletion, finalizers, namespaces).
     Pending(Value),
+}
+
+/// A page of a list, with the token of the next one.
+pub struct PagedList {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
 }
 
 /// Label and field selectors of a list or watch (plus a name for single-object watches).
@@ -241,6 +250,52 @@ impl Registry {
             .filter(|o| selectors.matches(o))
             .collect();
         Ok((items, res.resource_version))
+    }
+
+    /// One page of matching objects (see [`crate::paging`]).
+    pub async fn list_page(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+        limit: usize,
+        from: Option<&Continue>,
+    ) -> Result<PagedList, ApiError> {
+        let ns = if info.namespaced { namespace } else { None };
+        let filter: Option<store::ListFilter> =
+            if selectors.label.is_some() || selectors.field.is_some() || selectors.name.is_some() {
+                let selectors = selectors.clone();
+                Some(Arc::new(move |o: &Value| selectors.matches(o)))
+            } else {
+                None
+            };
+        let page = self
+            .store
+            .list_page(
+                info.group,
+                info.plural,
+                ns,
+                store::PageRequest {
+                    start: from.map(|c| c.start.clone()),
+                    limit,
+                    filter,
+                },
+            )
+            .await
+            .map_err(ApiError::Store)?;
+        let resource_version = from.map_or(page.resource_version, |c| c.resource_version);
+        Ok(PagedList {
+            items: page.items,
+            resource_version,
+            continue_token: page.next_start.map(|start| {
+                Continue {
+                    resource_version,
+                    start,
+                }
+                .encode()
+            }),
+            remaining: page.remaining,
+        })
     }
 
     /// Checks a body's kind/apiVersion against the URL's resource and fills them in.

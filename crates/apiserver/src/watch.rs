@@ -308,9 +308,15 @@ mod tests {
     async fn too_old_rv_gives_error_event_and_timeout_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Arc::new(
-            store::RedbStore::open_with_history(&dir.path().join("s.redb"), 1)
-                .await
-                .expect("open"),
+            store::RedbStore::open_with_history(
+                &dir.path().join("s.redb"),
+                store::HistoryLimit {
+                    events: 1,
+                    bytes: usize::MAX,
+                },
+            )
+            .await
+            .expect("open"),
         );
         let reg = Registry::new(s.clone());
         for n in ["a", "b", "c"] {

@@ -10,7 +10,7 @@ mod watch;
 
 pub use redb_store::RedbStore;
 pub use spec::{SpecError, StoreSpec};
-pub use watch::{EventKind, WatchEvent};
+pub use watch::{EventKind, HistoryLimit, WatchEvent};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -56,6 +56,29 @@ impl std::fmt::Display for ObjectKey {
 pub struct ListResult {
     pub items: Vec<Value>,
     pub resource_version: u64,
+}
+
+/// A predicate a paged list applies inside the store, so that a page holds `limit` matching
+/// objects without the caller reading the rest.
+pub type ListFilter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// One page of a list: at most `limit` matching objects whose keys are at or after `start`.
+/// `start` is relative to the listed resource (`namespace/name`) or namespace (`name`).
+#[derive(Clone)]
+pub struct PageRequest {
+    pub start: Option<String>,
+    pub limit: usize,
+    pub filter: Option<ListFilter>,
+}
+
+/// A page, its store resourceVersion, where the next page starts (`None` on the last page)
+/// and, when no filter was given, how many objects remain after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub next_start: Option<String>,
+    pub remaining: Option<u64>,
 }
 
 /// Conditions a delete must meet (metav1.Preconditions).
@@ -120,6 +143,14 @@ pub trait Store: Send + Sync {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<ListResult, StoreError>;
+    /// One page of a list, in key order (namespace, then name).
+    async fn list_page(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page, StoreError>;
     async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError>;
     /// Replaces an existing object. With `expected_rv`, fails with `Conflict` unless the stored
     /// object has that resourceVersion. An update that changes nothing writes nothing and

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
-use crate::watch::{EventLog, WatchFilter};
+use crate::watch::{EventLog, HistoryLimit, WatchFilter};
 use crate::{
-    resource_version_of, EventKind, ListResult, ObjectKey, Preconditions, Store, StoreError,
-    WatchEvent, WatchStream,
+    resource_version_of, EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store,
+    StoreError, WatchEvent, WatchStream,
 };
 
 /// Objects: "group/resource/namespace/name" → JSON bytes.
@@ -22,8 +22,11 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RV_KEY: &str = "rv";
 
-/// How many recent events a watch can resume from.
-pub const DEFAULT_HISTORY: usize = 10_000;
+/// How much recent history a watch can resume from: 10 000 events or 64 MiB of objects.
+pub const DEFAULT_HISTORY: HistoryLimit = HistoryLimit {
+    events: 10_000,
+    bytes: 64 << 20,
+};
 
 /// The store; cheap to share, every call moves its blocking part to the blocking pool.
 pub struct RedbStore {
@@ -124,8 +127,8 @@ impl RedbStore {
         Self::open_with_history(path, DEFAULT_HISTORY).await
     }
 
-    /// As [`RedbStore::open`] with a chosen watch-history length (tests use a small one).
-    pub async fn open_with_history(path: &Path, history: usize) -> Result<Self, StoreError> {
+    /// As [`RedbStore::open`] with a chosen watch-history limit (tests use a small one).
+    pub async fn open_with_history(path: &Path, history: HistoryLimit) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let target = path.display().to_string();
         let inner = blocking("open", target, move || Inner::open(path, history)).await?;
@@ -142,7 +145,7 @@ impl RedbStore {
 }
 
 impl Inner {
-    fn open(path: PathBuf, history: usize) -> Result<Self, StoreError> {
+    fn open(path: PathBuf, history: HistoryLimit) -> Result<Self, StoreError> {
         let open_err = |e: redb::Error| backend("open", path.display(), e);
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
         // Make sure both tables exist so read transactions never see "table missing".
@@ -161,7 +164,13 @@ impl Inner {
         Ok(Inner {
             db,
             writing: Mutex::new(()),
-            log: Mutex::new(EventLog::new(rv, history.max(1))),
+            log: Mutex::new(EventLog::new(
+                rv,
+                HistoryLimit {
+                    events: history.events.max(1),
+                    bytes: history.bytes,
+                },
+            )),
         })
     }
 
@@ -174,7 +183,7 @@ impl Inner {
             .db
             .begin_write()
             .map_err(|e| backend("begin write", &k, e))?;
-        let (result, event) = {
+        let (result, size, event) = {
             let mut objects = txn
                 .open_table(OBJECTS)
                 .map_err(|e| backend("open", &k, e))?;
@@ -184,10 +193,11 @@ impl Inner {
                 .map_err(|e| backend("read rv", &k, e))?
                 .map(|g| g.value())
                 .unwrap_or(0);
-            let current = match objects.get(k.as_str()).map_err(|e| backend("get", &k, e))? {
-                Some(g) => Some(decode(&k, g.value())?),
-                None => None,
-            };
+            let (current, current_size) =
+                match objects.get(k.as_str()).map_err(|e| backend("get", &k, e))? {
+                    Some(g) => (Some(decode(&k, g.value())?), g.value().len()),
+                    None => (None, 0),
+                };
             let next_rv = rv + 1;
             match decide(key, current.as_ref(), change)? {
                 WriteOp::Unchanged(v) => return Ok(v),
@@ -202,6 +212,7 @@ impl Inner {
                         .map_err(|e| backend("insert", &k, e))?;
                     meta.insert(RV_KEY, next_rv)
                         .map_err(|e| backend("write rv", &k, e))?;
+                    let size = bytes.len() + current_size;
                     let kind = if current.is_some() {
                         EventKind::Modified
                     } else {
@@ -209,6 +220,7 @@ impl Inner {
                     };
                     (
                         obj.clone(),
+                        size,
                         WatchEvent {
                             kind,
                             key: key.clone(),
@@ -230,6 +242,7 @@ impl Inner {
                     set_rv(key, &mut last, next_rv)?;
                     (
                         last.clone(),
+                        2 * current_size,
                         WatchEvent {
                             kind: EventKind::Deleted,
                             key: key.clone(),
@@ -242,7 +255,7 @@ impl Inner {
             }
         };
         txn.commit().map_err(|e| backend("commit", &k, e))?;
-        lock(&self.log).push(event);
+        lock(&self.log).push(event, size);
         Ok(result)
     }
 
@@ -293,6 +306,68 @@ impl Inner {
         Ok(ListResult {
             items,
             resource_version,
+        })
+    }
+
+    /// One page of the objects under `prefix`, from one read snapshot.
+    fn list_page(&self, prefix: &str, page: &PageRequest) -> Result<Page, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend("begin read", prefix, e))?;
+        let objects = txn
+            .open_table(OBJECTS)
+            .map_err(|e| backend("open", prefix, e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| backend("open", prefix, e))?;
+        let resource_version = meta
+            .get(RV_KEY)
+            .map_err(|e| backend("read rv", prefix, e))?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let from = format!("{prefix}{}", page.start.as_deref().unwrap_or(""));
+        let mut items = Vec::new();
+        let mut next_start = None;
+        let mut remaining = 0u64;
+        for entry in objects
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| backend("range", prefix, e))?
+        {
+            let (k, v) = entry.map_err(|e| backend("range", prefix, e))?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if next_start.is_some() {
+                // Only counted when there is no filter; with one, the first match past the
+                // page was enough to know there is more.
+                remaining += 1;
+                continue;
+            }
+            let obj = decode(k, v.value())?;
+            if page.filter.as_ref().is_some_and(|f| !f(&obj)) {
+                continue;
+            }
+            if items.len() == page.limit {
+                // The next page starts at this key (inclusive).
+                next_start = Some(k[prefix.len()..].to_string());
+                if page.filter.is_some() {
+                    break;
+                }
+                remaining = 1;
+                continue;
+            }
+            items.push(obj);
+        }
+        Ok(Page {
+            items,
+            resource_version,
+            remaining: next_start
+                .as_ref()
+                .filter(|_| page.filter.is_none())
+                .map(|_| remaining),
+            next_start,
         })
     }
 
@@ -401,6 +476,24 @@ impl Store for RedbStore {
         blocking("list", prefix.clone(), move || inner.list(&prefix)).await
     }
 
+    async fn list_page(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let prefix = match namespace {
+            Some(ns) => format!("{group}/{resource}/{ns}/"),
+            None => format!("{group}/{resource}/"),
+        };
+        let inner = self.inner.clone();
+        blocking("list", prefix.clone(), move || {
+            inner.list_page(&prefix, &page)
+        })
+        .await
+    }
+
     async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
         self.write(key, Change::Create(obj)).await
     }
@@ -448,6 +541,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ListFilter;
     use futures::StreamExt;
     use serde_json::json;
 
@@ -463,6 +557,63 @@ mod tests {
         RedbStore::open(&dir.path().join("store.redb"))
             .await
             .expect("open")
+    }
+
+    fn names(page: &Page) -> Vec<&str> {
+        page.items
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pages_in_key_order_with_and_without_a_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(&key(n), pod(n)).await.expect("create");
+        }
+        s.create(&ObjectKey::new("", "pods", "other", "z"), pod("z"))
+            .await
+            .expect("create z");
+        s.create(&ObjectKey::new("", "podsx", "default", "x"), pod("x"))
+            .await
+            .expect("create x");
+        let req = |start: Option<&str>, limit, filter| PageRequest {
+            start: start.map(str::to_string),
+            limit,
+            filter,
+        };
+        let first = s
+            .list_page("", "pods", None, req(None, 2, None))
+            .await
+            .expect("page");
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(first.next_start.as_deref(), Some("default/c"));
+        assert_eq!(first.remaining, Some(4));
+        assert_eq!(first.resource_version, 7);
+        let last = s
+            .list_page("", "pods", None, req(Some("default/e"), 2, None))
+            .await
+            .expect("page");
+        assert_eq!(names(&last), ["e", "z"]);
+        assert_eq!((last.next_start, last.remaining), (None, None));
+        // A filter fills the page with matches and reports no count.
+        let odd: ListFilter =
+            Arc::new(|o: &Value| matches!(o["metadata"]["name"].as_str(), Some("a" | "c" | "e")));
+        let filtered = s
+            .list_page("", "pods", Some("default"), req(None, 2, Some(odd.clone())))
+            .await
+            .expect("page");
+        assert_eq!(names(&filtered), ["a", "c"]);
+        assert_eq!(filtered.next_start.as_deref(), Some("e"));
+        assert_eq!(filtered.remaining, None);
+        let rest = s
+            .list_page("", "pods", Some("default"), req(Some("e"), 2, Some(odd)))
+            .await
+            .expect("page");
+        assert_eq!(names(&rest), ["e"]);
+        assert_eq!(rest.next_start, None);
     }
 
     #[tokio::test]
@@ -592,6 +743,15 @@ mod tests {
         ) -> Result<ListResult, StoreError> {
             self.inner.list(group, resource, namespace).await
         }
+        async fn list_page(
+            &self,
+            group: &str,
+            resource: &str,
+            namespace: Option<&str>,
+            page: PageRequest,
+        ) -> Result<Page, StoreError> {
+            self.inner.list_page(group, resource, namespace, page).await
+        }
         async fn create(&self, key: &ObjectKey, obj: Value) -> Result<Value, StoreError> {
             self.inner.create(key, obj).await
         }
@@ -716,7 +876,11 @@ mod tests {
     #[tokio::test]
     async fn watch_expires_when_history_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = RedbStore::open_with_history(&dir.path().join("s.redb"), 2)
+        let limit = HistoryLimit {
+            events: 2,
+            bytes: usize::MAX,
+        };
+        let s = RedbStore::open_with_history(&dir.path().join("s.redb"), limit)
             .await
             .expect("open");
         for n in ["a", "b", "c", "d"] {
@@ -730,5 +894,36 @@ mod tests {
         }
         let mut w = s.watch("", "pods", None, 2).await.expect("watch");
         assert_eq!(w.next().await.expect("ev").expect("ok").resource_version, 3);
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_bytes_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut stored = pod("a");
+        stored["metadata"]["resourceVersion"] = json!("1");
+        let one = serde_json::to_vec(&stored).expect("encode").len();
+        let limit = HistoryLimit {
+            events: 100,
+            bytes: 3 * one + one / 2,
+        };
+        let s = RedbStore::open_with_history(&dir.path().join("s.redb"), limit)
+            .await
+            .expect("open");
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(&key(n), pod(n)).await.expect("create");
+        }
+        // Three creations fit; the two oldest were dropped.
+        assert!(matches!(
+            s.watch("", "pods", None, 1).await,
+            Err(StoreError::Expired { oldest: 2, .. })
+        ));
+        let mut w = s.watch("", "pods", None, 2).await.expect("watch");
+        assert_eq!(w.next().await.expect("ev").expect("ok").resource_version, 3);
+        // An update holds the old and the new state: it alone takes two thirds of the budget.
+        let mut e = s.get(&key("e")).await.expect("get");
+        e["metadata"]["labels"] = json!({"x": "y"});
+        s.update(&key("e"), e, None).await.expect("update");
+        assert!(s.watch("", "pods", None, 3).await.is_err());
+        assert!(s.watch("", "pods", None, 4).await.is_ok());
     }
 }

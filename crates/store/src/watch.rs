@@ -49,37 +49,54 @@ impl WatchFilter {
     }
 }
 
+/// How much history a log keeps: at most `events` events and `bytes` bytes of encoded objects
+/// (an event holds the new and the previous state), whichever bound is reached first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimit {
+    pub events: usize,
+    pub bytes: usize,
+}
+
 /// History of recent events and the live channel; one per store, guarded by the store's
 /// write lock so that history and live feed never disagree about ordering.
 pub(crate) struct EventLog {
-    history: VecDeque<Arc<WatchEvent>>,
-    capacity: usize,
+    /// Each event with the encoded size it was accounted with.
+    history: VecDeque<(Arc<WatchEvent>, usize)>,
+    limit: HistoryLimit,
+    bytes: usize,
     /// Every event with RV > floor is in `history`.
     floor: u64,
     live: broadcast::Sender<Arc<WatchEvent>>,
 }
 
 impl EventLog {
-    pub fn new(current_rv: u64, capacity: usize) -> Self {
+    pub fn new(current_rv: u64, limit: HistoryLimit) -> Self {
         // The live channel must absorb bursts (a namespace deletion, a deletecollection) while
         // a watcher's HTTP stream is momentarily blocked.
-        let (live, _) = broadcast::channel(capacity.max(16));
+        let (live, _) = broadcast::channel(limit.events.max(16));
         EventLog {
-            history: VecDeque::with_capacity(capacity),
-            capacity,
+            history: VecDeque::new(),
+            limit,
+            bytes: 0,
             floor: current_rv,
             live,
         }
     }
 
-    pub fn push(&mut self, ev: WatchEvent) {
+    /// Appends `ev` (`size`: the bytes of its encoded object and previous state), dropping the
+    /// oldest events beyond the limit; a watch can no longer resume from before them.
+    pub fn push(&mut self, ev: WatchEvent, size: usize) {
         let ev = Arc::new(ev);
-        if self.history.len() == self.capacity {
-            if let Some(old) = self.history.pop_front() {
+        while !self.history.is_empty()
+            && (self.history.len() >= self.limit.events || self.bytes + size > self.limit.bytes)
+        {
+            if let Some((old, old_size)) = self.history.pop_front() {
                 self.floor = old.resource_version;
+                self.bytes -= old_size;
             }
         }
-        self.history.push_back(ev.clone());
+        self.bytes += size;
+        self.history.push_back((ev.clone(), size));
         // No receivers is normal (nobody watching).
         let _ = self.live.send(ev);
     }
@@ -96,8 +113,8 @@ impl EventLog {
         let replay = self
             .history
             .iter()
-            .filter(|e| e.resource_version > from_rv && filter.matches(e))
-            .cloned()
+            .filter(|(e, _)| e.resource_version > from_rv && filter.matches(e))
+            .map(|(e, _)| e.clone())
             .collect();
         let watcher = Watcher {
             replay,

@@ -20,6 +20,23 @@ use crate::logs::{stream_log, ContainerLiveness, LogOptions};
 /// child holding stdout open must not keep the session forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// After our close frame, how long the client may take to answer it.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Reads what the client still sends until its close frame or EOF, so the connection closes
+/// cleanly: dropping a socket with unread input (a resize, a keystroke) resets the TCP
+/// connection, and the client may then lose our close frame and report 1006.
+async fn await_client_close(source: &mut futures::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
+}
+
 /// The streams a client asked for (`stdin`, `stdout`, `stderr`, `tty` query flags).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Streams {
@@ -95,6 +112,7 @@ pub async fn serve_exec(
             finish(&tx, channel::error_status(&message)).await;
             drop(tx);
             let _ = writer.await;
+            await_client_close(&mut source).await;
             return;
         }
     };
@@ -198,6 +216,7 @@ pub async fn serve_exec(
     finish(&tx, status).await;
     drop(tx);
     let _ = writer.await;
+    await_client_close(&mut source).await;
 }
 
 async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
@@ -245,4 +264,7 @@ pub async fn serve_attach(
     }
     drop(tx);
     let _ = writer.await;
+    if ended {
+        await_client_close(&mut source).await;
+    }
 }
