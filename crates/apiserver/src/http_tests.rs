@@ -42,7 +42,14 @@ pub(crate) async fn harness() -> Harness {
         registry,
         admin_token: Arc::from(TOKEN),
         tokens: Arc::new(tokens),
-        node_api_token: None,
+        nodes: crate::proxy::NodeClient::new(
+            &rcgen::generate_simple_self_signed(vec!["ca".into()])
+                .expect("ca")
+                .cert
+                .pem(),
+            None,
+        )
+        .expect("node client"),
         server_address: "127.0.0.1:6443".into(),
     });
     Harness { _dir: dir, app }

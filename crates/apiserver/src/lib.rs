@@ -38,7 +38,7 @@ mod http_tests;
 
 pub use error::ApiError;
 pub use pki::PkiError;
-pub use proxy::ProxyError;
+pub use proxy::{NodeClientError, ProxyError};
 pub use store::StoreSpec;
 
 use std::net::SocketAddr;
@@ -98,6 +98,8 @@ pub enum ApiServerError {
     },
     #[error("configuring TLS")]
     Tls(#[source] rustls::Error),
+    #[error("configuring the client of node APIs")]
+    NodeClient(#[source] proxy::NodeClientError),
     #[error("listening on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -216,7 +218,8 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         registry: registry.clone(),
         admin_token: Arc::from(pki.admin_token.as_str()),
         tokens: Arc::new(tokens),
-        node_api_token: config.node_api_token.as_deref().map(Arc::from),
+        nodes: proxy::NodeClient::new(&pki.ca_pem, config.node_api_token.as_deref())
+            .map_err(ApiServerError::NodeClient)?,
         server_address: local_addr.to_string(),
     };
     let app = http::router(state);

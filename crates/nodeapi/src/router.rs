@@ -1,6 +1,6 @@
 //! The node API's routes: `/healthz`, `/metrics` (Prometheus text, as kubelet serves it),
 //! container logs, and the streaming endpoints (exec, attach, port-forward), all behind the
-//! bearer token when one is configured. Handlers are tested here without sockets.
+//! node's bearer token. Handlers are tested here without sockets.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -8,6 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use subtle::ConstantTimeEq;
 
 use crate::server::{container_logs, NodeApiState};
 use crate::streaming::{attach_handler, exec_handler, portforward_handler};
@@ -27,16 +28,19 @@ async fn metrics_text(State(state): State<NodeApiState>) -> Response {
     }
 }
 
+/// Every request carries the node token (kubelet's authn); compared in constant time so its
+/// bytes cannot be found one at a time from response timings.
 async fn require_token(State(state): State<NodeApiState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
-        }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = state.token.as_bytes();
+    let ok = !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected));
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
     }
     next.run(req).await
 }
@@ -104,7 +108,7 @@ mod tests {
         let state = NodeApiState {
             pods,
             log_root: dir.path().to_path_buf(),
-            token: Some("s3cret".into()),
+            token: "s3cret".into(),
             liveness: Arc::new(Dead),
             runtime: None,
             metrics: None,

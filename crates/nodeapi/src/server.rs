@@ -25,7 +25,8 @@ use podapi::PodCache;
 pub struct NodeApiState {
     pub pods: PodCache,
     pub log_root: PathBuf,
-    pub token: Option<String>,
+    /// The bearer token every request must carry (never empty: an empty one refuses all).
+    pub token: String,
     pub liveness: Arc<dyn ContainerLiveness>,
     /// The runtime behind exec, attach and port-forward (`None`: those answer 500).
     pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
