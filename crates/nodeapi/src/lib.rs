@@ -11,3 +11,4 @@ mod streaming;
 pub use logs::{ContainerLiveness, RuntimeLiveness};
 pub use router::router;
 pub use server::{serve, tls_config, NodeApiState, TlsError};
+pub use streaming::{Sessions, MAX_SESSIONS};

@@ -112,6 +112,7 @@ mod tests {
             liveness: Arc::new(Dead),
             runtime: None,
             metrics: None,
+            sessions: Default::default(),
         };
         (dir, state)
     }
@@ -139,6 +140,57 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Every request needs the token: missing, wrong, a prefix of it or longer are refused.
+    #[tokio::test]
+    async fn the_token_is_always_required() {
+        let (_dir, state) = setup(json!({}));
+        for token in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret!"),
+            Some("S3CRET"),
+        ] {
+            assert_eq!(
+                get(&state, "/healthz", token).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{token:?}"
+            );
+        }
+        assert_eq!(
+            get(&state, "/healthz", Some("s3cret")).await.0,
+            StatusCode::OK
+        );
+        // An empty configured token refuses everyone rather than admitting everyone.
+        let open = NodeApiState {
+            token: String::new(),
+            ..state
+        };
+        assert_eq!(
+            get(&open, "/healthz", Some("")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    /// Past the session cap, exec, attach and port-forward answer 429 before anything else
+    /// happens, and the rest of the node API keeps answering.
+    #[tokio::test]
+    async fn streaming_sessions_over_the_cap_get_429() {
+        let (_dir, mut state) = setup(json!({}));
+        state.sessions = crate::streaming::Sessions::new(0);
+        let ok = Some("s3cret");
+        for uri in [
+            "/exec/default/web/app?command=sh",
+            "/attach/default/web/app",
+            "/portforward/default/web",
+        ] {
+            let (code, body) = get(&state, uri, ok).await;
+            assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{uri}: {body}");
+            assert!(body.contains("too many"), "{body}");
+        }
+        assert_eq!(get(&state, "/healthz", ok).await.0, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub struct NodeApiState {
     pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
     /// What `/metrics` serves (`None`: 404).
     pub metrics: Option<Arc<metrics::Registry>>,
+    /// The cap on concurrent exec, attach and port-forward sessions.
+    pub sessions: crate::streaming::Sessions,
 }
 
 /// Why a log request is refused; texts follow kubelet's.
