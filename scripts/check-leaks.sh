@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails when tests left peapod mounts, cgroups, processes or registries on the machine.
+# Fails when tests left peapod mounts, cgroups, processes, loop devices or registries on the
+# machine.
 set -u
 fail=0
 m=$(grep -E 'peapod' /proc/self/mountinfo || true)
@@ -8,6 +9,8 @@ c=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*peapod/*' 2>/dev
 [ -n "$c" ] && { echo "leaked cgroups:"; echo "$c"; fail=1; }
 p=$(ps -eo pid,args | grep -E '[p]eapod (shim|up)|[d]ocker-registry serve' || true)
 [ -n "$p" ] && { echo "leaked processes:"; echo "$p"; fail=1; }
+l=$(losetup -a 2>/dev/null | grep peapod || true)
+[ -n "$l" ] && { echo "leaked loop devices:"; echo "$l"; fail=1; }
 # --shared: also the node-wide parent cgroup and default bridge (when the caller made them).
 if [ "${1:-}" = --shared ]; then
   s=$(ls -d /sys/fs/cgroup/*/peapod /sys/fs/cgroup/peapod 2>/dev/null || true)

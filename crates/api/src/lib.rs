@@ -9,7 +9,8 @@
 //! `selectors` look kinds up in `resources`.
 
 pub use apimachinery::{
-    checks, deletion, field_errors, json, labelselector, names, printing, qos, quantity, strategy,
+    checks, deletion, duration, field_errors, json, labelselector, names, printing, qos, quantity,
+    strategy,
 };
 
 pub mod defaults;

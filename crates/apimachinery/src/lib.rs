@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod deletion;
+pub mod duration;
 pub mod field_errors;
 pub mod json;
 pub mod labelselector;

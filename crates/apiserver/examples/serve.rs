@@ -14,6 +14,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store: apiserver::StoreSpec::default_in(&dir),
         node_api_token: None,
         cluster_listen: None,
+        event_ttl: apiserver::DEFAULT_EVENT_TTL,
     })
     .await?;
     let url = format!("https://{}", server.local_addr());

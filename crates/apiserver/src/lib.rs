@@ -12,6 +12,7 @@ mod cluster_address;
 mod containers;
 mod discovery;
 mod error;
+mod event_ttl;
 mod eviction;
 mod hooks;
 mod http;
@@ -62,7 +63,11 @@ pub struct ApiServerConfig {
     /// ([`KUBERNETES_SERVICE_ADDR`]), served beside `listen` (see `cluster_address`); `None`
     /// serves `listen` alone.
     pub cluster_listen: Option<SocketAddr>,
+    /// How long an Event lives after its last update (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
+
+pub use event_ttl::DEFAULT_EVENT_TTL;
 
 /// The `kubernetes` Service's ClusterIP and port, where in-cluster clients find the API.
 pub const KUBERNETES_SERVICE_ADDR: SocketAddr =
@@ -164,7 +169,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let store = store::open(&config.store)
         .await
         .map_err(ApiServerError::Store)?;
-    let registry = objects::Registry::new(store);
+    let registry = objects::Registry::new(store.clone());
     registry
         .ensure_system_namespaces()
         .await
@@ -227,6 +232,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let limits = tlsserve::Limits::default();
     let main = tlsserve::serve(listener, tls.clone(), app.clone(), limits, stop_rx.clone());
     let cluster_listen = config.cluster_listen;
+    let events_expire = event_ttl::run(store, config.event_ttl, stop_rx.clone());
     let server = tokio::spawn(async move {
         let in_cluster = async move {
             if let Some(addr) = cluster_listen {
@@ -236,7 +242,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
                 .await;
             }
         };
-        futures::future::join(main, in_cluster).await;
+        futures::future::join3(main, in_cluster, events_expire).await;
     });
     bootstrap::services(&registry, local_addr.port())
         .await

@@ -29,6 +29,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
         store: apiserver::StoreSpec::default_in(&dir.path().join("state")),
         node_api_token: node_token.map(str::to_string),
         cluster_listen: None,
+        event_ttl: apiserver::DEFAULT_EVENT_TTL,
     })
     .await
     .expect("start");

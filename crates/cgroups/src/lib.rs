@@ -2,6 +2,7 @@
 //! with an empty unified hierarchy) and v2: the runtime needs one place that creates a cgroup,
 //! moves processes in, reads memory/OOM/pids figures, kills everything inside and removes it,
 //! whatever the host's layout. The root is injected so unit tests run against a fake tree.
+//! It also puts a container's device allow-list in force (v1 `devices` controller, v2 eBPF).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -13,6 +14,13 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::statfs::{statfs, FsType, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
 use nix::unistd::Pid;
+
+pub mod bpf;
+mod bpf_attach;
+pub mod devices;
+
+pub use bpf_attach::AttachError;
+pub use devices::{Access, DeviceKind, DeviceRule};
 
 /// Where the host mounts its cgroup hierarchies.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
@@ -57,6 +65,12 @@ pub enum CgroupError {
         path: PathBuf,
         remaining: usize,
         waited: Duration,
+    },
+    #[error("putting the device program in force on {path}: {source}")]
+    DeviceProgram {
+        path: PathBuf,
+        #[source]
+        source: AttachError,
     },
     #[error("removing cgroup {path}: {source}")]
     Remove {
@@ -210,6 +224,14 @@ pub struct Resources {
     pub cpu_period_us: Option<u64>,
     pub memory_limit_bytes: Option<i64>,
     pub pids_limit: Option<i64>,
+}
+
+/// Whether [`Cgroup::apply_devices`] could confine the cgroup's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceConfinement {
+    Enforced,
+    /// v1 without a `devices` hierarchy (a nested host that hides it): nothing was done.
+    NoController,
 }
 
 /// Memory and process figures of one cgroup.
@@ -368,6 +390,37 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Restricts device access of the cgroup's processes to `rules`, everything else denied:
+    /// on v1 `devices.deny` `a` then each rule in `devices.allow` (the order runc uses, so no
+    /// moment allows more than the rules); on v2 the rules as an eBPF device program attached
+    /// to the cgroup. Call on a new cgroup before any process is in it.
+    pub fn apply_devices(&self, rules: &[DeviceRule]) -> Result<DeviceConfinement, CgroupError> {
+        match self.version {
+            Version::V1 => {
+                let Some(dir) = self.dir("devices") else {
+                    return Ok(DeviceConfinement::NoController);
+                };
+                write_file(&dir.join("devices.deny"), "a")?;
+                let allow = dir.join("devices.allow");
+                for line in rules.iter().flat_map(DeviceRule::v1_lines) {
+                    write_file(&allow, &line)?;
+                }
+            }
+            Version::V2 => {
+                let Some(dir) = self.dirs.first() else {
+                    return Ok(DeviceConfinement::NoController);
+                };
+                bpf_attach::attach_device_program(&dir.path, &bpf::device_program(rules)).map_err(
+                    |source| CgroupError::DeviceProgram {
+                        path: dir.path.clone(),
+                        source,
+                    },
+                )?;
+            }
+        }
+        Ok(DeviceConfinement::Enforced)
     }
 
     /// SIGKILLs every process in the cgroup and its descendants and waits until they are

@@ -3,12 +3,15 @@
 //! node agent parses them back for `kubectl logs`. `layout` places the files on disk.
 
 mod layout;
+mod rotation;
 
 pub use layout::{log_attempts, pod_log_dir};
+pub use rotation::{rotated_files, Rotation};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,17 +95,51 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine> {
 /// `flush_partial` is called (when the stream closes).
 pub struct LogWriter {
     file: File,
+    path: PathBuf,
+    /// Bytes in the current file.
+    size: u64,
+    rotation: Option<Rotation>,
     pending: [Vec<u8>; 2],
 }
 
+/// Opens (creating, appending) a log file, readable by the owner's group as the kubelet's.
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
 impl LogWriter {
-    /// Opens (creating, appending) the log file.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+    /// Opens (creating, appending) the log file; with `rotation`, rotates it as it grows.
+    pub fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<Self> {
+        let file = open_log(path)?;
+        let size = file.metadata()?.len();
         Ok(Self {
             file,
+            path: path.to_path_buf(),
+            size,
+            rotation,
             pending: [Vec::new(), Vec::new()],
         })
+    }
+
+    /// Appends `out`, first rotating the file if `out` would take it past the size.
+    fn append(&mut self, out: &[u8], time: jiff::Timestamp) -> io::Result<()> {
+        if let Some(r) = self.rotation {
+            if self.size > 0 && self.size + out.len() as u64 > r.max_size {
+                if let Some(rotated) = rotation::rotated_path(&self.path, time) {
+                    std::fs::rename(&self.path, &rotated)?;
+                    self.file = open_log(&self.path)?;
+                    self.size = 0;
+                    rotation::prune(&self.path, r.max_files)?;
+                }
+            }
+        }
+        self.file.write_all(out)?;
+        self.size += out.len() as u64;
+        Ok(())
     }
 
     fn slot(stream: Stream) -> usize {
@@ -141,7 +178,7 @@ impl LogWriter {
             *pending = tail;
         }
         if !out.is_empty() {
-            self.file.write_all(&out)?;
+            self.append(&out, time)?;
         }
         Ok(())
     }
@@ -153,13 +190,9 @@ impl LogWriter {
             return Ok(());
         }
         let mut out = Vec::new();
-        emit(
-            &mut out,
-            jiff::Timestamp::now(),
-            stream,
-            &mut self.pending[slot],
-        );
-        self.file.write_all(&out)
+        let now = jiff::Timestamp::now();
+        emit(&mut out, now, stream, &mut self.pending[slot]);
+        self.append(&out, now)
     }
 }
 
@@ -192,7 +225,7 @@ mod tests {
     fn writer_splits_lines_and_keeps_partials() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("0.log");
-        let mut w = LogWriter::open(&path).expect("open");
+        let mut w = LogWriter::open(&path, None).expect("open");
         let t: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
         w.write_at(t, Stream::Stdout, b"a\nb").expect("write");
         w.write_at(t, Stream::Stderr, b"err\n").expect("write");
@@ -213,7 +246,7 @@ mod tests {
     fn long_lines_become_partials() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("0.log");
-        let mut w = LogWriter::open(&path).expect("open");
+        let mut w = LogWriter::open(&path, None).expect("open");
         let big = vec![b'x'; MAX_LINE + 10];
         w.write(Stream::Stdout, &big).expect("write");
         w.write(Stream::Stdout, b"\n").expect("write");
@@ -227,6 +260,72 @@ mod tests {
         assert_eq!(
             lines[0].content.len() + lines[1].content.len(),
             MAX_LINE + 10
+        );
+    }
+
+    #[test]
+    fn writer_rotates_past_the_size_and_keeps_max_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let rotation = Rotation {
+            max_size: 210,
+            max_files: 3,
+        };
+        let mut w = LogWriter::open(&path, Some(rotation)).expect("open");
+        let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
+        // Each line is 69 bytes: three fit in 210, the fourth starts a new file. One write
+        // per second, so every rotation gets its own name.
+        for i in 0..20i64 {
+            let t = start + jiff::SignedDuration::from_secs(i);
+            w.write_at(
+                t,
+                Stream::Stdout,
+                format!("line {i:02} {}\n", "x".repeat(20)).as_bytes(),
+            )
+            .expect("write");
+        }
+        let current = std::fs::read_to_string(&path).expect("current");
+        assert!(current.len() <= 210, "{current}");
+        assert!(current.ends_with(&format!("line 19 {}\n", "x".repeat(20))));
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        for r in &rotated {
+            let text = std::fs::read_to_string(r).expect("rotated");
+            assert_eq!(text.lines().count(), 3, "{text}");
+        }
+        // Every line is in exactly one kept file, newest last.
+        let mut kept: Vec<String> = rotated
+            .iter()
+            .flat_map(|r| {
+                std::fs::read_to_string(r)
+                    .expect("read")
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        kept.extend(current.lines().map(str::to_string));
+        let numbers: Vec<&str> = kept.iter().filter_map(|l| l.split(' ').nth(4)).collect();
+        assert_eq!(numbers, ["12", "13", "14", "15", "16", "17", "18", "19"]);
+        // A reopened writer continues the current file's size.
+        drop(w);
+        let mut again = LogWriter::open(&path, Some(rotation)).expect("reopen");
+        for i in [20, 21] {
+            let t = start + jiff::SignedDuration::from_secs(100 + i);
+            again
+                .write_at(
+                    t,
+                    Stream::Stdout,
+                    format!("line {i} {}\n", "x".repeat(20)).as_bytes(),
+                )
+                .expect("write");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            1
         );
     }
 }

@@ -7,6 +7,12 @@
 //! nothing is ever written outside the destination. OCI whiteouts become what overlayfs
 //! expects: `.wh.<name>` a 0:0 character device, `.wh..wh..opq` the `trusted.overlay.opaque`
 //! xattr on its directory.
+//!
+//! Character and block device nodes in a layer are not created: a node an image ships for
+//! the host's disk or memory must not exist in the container at all (containerd creates them
+//! and relies on the device cgroup; we do not trust one line of defence). The entry becomes
+//! a whiteout instead, so the path is absent in the container whatever lower layers hold
+//! there. The container's /dev is its own tmpfs anyway; FIFOs are created as usual.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -53,8 +59,8 @@ pub enum UnpackError {
     },
 }
 
-/// Which privileged operations to perform; unprivileged unpacking skips ownership changes and
-/// device nodes (as containerd does for rootless), but still needs whiteouts.
+/// Which privileged operations to perform; unprivileged unpacking skips ownership changes (as
+/// containerd does for rootless), but still needs whiteouts, the only device nodes made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Privileges {
     pub chown: bool,
@@ -346,25 +352,7 @@ fn unpack_entry<R: Read>(
                 what: "whiteout name",
             });
         }
-        let hidden = OsStr::from_bytes(hidden);
-        clear(&parent, hidden, ename)?;
-        rustix::fs::mknodat(
-            &parent,
-            hidden,
-            FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(create_err(ename, "mknod whiteout"))?;
-        return rustix::fs::chownat(
-            &parent,
-            hidden,
-            Some(Uid::ROOT),
-            Some(Gid::ROOT),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .or_else(|e| if privs.chown { Err(e) } else { Ok(()) })
-        .map_err(create_err(ename, "chown whiteout"));
+        return whiteout(&parent, OsStr::from_bytes(hidden), ename, privs);
     }
 
     match kind {
@@ -480,25 +468,24 @@ fn unpack_entry<R: Read>(
             )
             .map_err(create_err(ename, "hard link"))?;
         }
-        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-            let file_type = match kind {
-                tar::EntryType::Char => FileType::CharacterDevice,
-                tar::EntryType::Block => FileType::BlockDevice,
-                _ => FileType::Fifo,
-            };
-            if file_type != FileType::Fifo && !privs.mknod {
-                tracing::debug!(entry = ename, "skipping device node: not privileged");
+        tar::EntryType::Char | tar::EntryType::Block => {
+            tracing::info!(
+                entry = ename,
+                "not creating a device node shipped in an image layer; the path is left absent"
+            );
+            if !privs.mknod {
                 return Ok(());
             }
-            let major = header.device_major().ok().flatten().unwrap_or(0);
-            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            whiteout(&parent, name, ename, privs)?;
+        }
+        tar::EntryType::Fifo => {
             clear(&parent, name, ename)?;
             rustix::fs::mknodat(
                 &parent,
                 name.as_os_str(),
-                file_type,
+                FileType::Fifo,
                 Mode::from_raw_mode(mode & 0o777),
-                rustix::fs::makedev(major, minor),
+                0,
             )
             .map_err(create_err(ename, "mknod"))?;
             if privs.chown {
@@ -532,6 +519,34 @@ fn unpack_entry<R: Read>(
         }
     }
     Ok(())
+}
+
+/// Puts overlayfs's whiteout (a 0:0 character device owned by root) at `name`, hiding any
+/// lower layer's entry there.
+fn whiteout(
+    parent: &OwnedFd,
+    name: &OsStr,
+    ename: &str,
+    privs: Privileges,
+) -> Result<(), UnpackError> {
+    clear(parent, name, ename)?;
+    rustix::fs::mknodat(
+        parent,
+        name,
+        FileType::CharacterDevice,
+        Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+    .map_err(create_err(ename, "mknod whiteout"))?;
+    rustix::fs::chownat(
+        parent,
+        name,
+        Some(Uid::ROOT),
+        Some(Gid::ROOT),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .or_else(|e| if privs.chown { Err(e) } else { Ok(()) })
+    .map_err(create_err(ename, "chown whiteout"))
 }
 
 fn mkdir(parent: &OwnedFd, name: &OsStr, entry: &str) -> Result<(), UnpackError> {
@@ -584,6 +599,14 @@ mod tests {
             let mut h = Self::header(kind, name, 0o777);
             let t = target.as_bytes();
             h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+            h.set_cksum();
+            self.0.append(&h, io::empty()).expect("in-memory tar");
+            self
+        }
+        fn node(mut self, kind: tar::EntryType, name: &str, major: u32, minor: u32) -> Self {
+            let mut h = Self::header(kind, name, 0o666);
+            h.set_device_major(major).expect("gnu header");
+            h.set_device_minor(minor).expect("gnu header");
             h.set_cksum();
             self.0.append(&h, io::empty()).expect("in-memory tar");
             self
@@ -706,6 +729,35 @@ mod tests {
         let n = rustix::fs::getxattr(l.join("opaque"), OPAQUE_XATTR, &mut buf)?;
         assert_eq!(&buf[..n], b"y");
         assert!(!l.join(".wh..wh.plnk").exists());
+        Ok(())
+    }
+
+    /// A layer shipping the host's disk and memory as device nodes: neither is created, each
+    /// path becomes a whiteout (absent in the container), while a FIFO is made as usual.
+    #[test]
+    fn device_nodes_become_whiteouts() -> TestResult {
+        if !Privileges::current().mknod {
+            eprintln!("skipping: whiteout device nodes need root");
+            return Ok(());
+        }
+        let sb = Sandbox::new()?;
+        let tar = Tar::new()
+            .file("disk", b"replaced below")
+            .node(tar::EntryType::Block, "disk", 8, 0)
+            .node(tar::EntryType::Char, "mem", 1, 1)
+            .node(tar::EntryType::Fifo, "pipe", 0, 0)
+            .bytes();
+        sb.unpack(tar)?;
+        let l = sb.layer();
+        for name in ["disk", "mem"] {
+            let m = std::fs::symlink_metadata(l.join(name))?;
+            assert!(m.file_type().is_char_device(), "{name} is not a whiteout");
+            assert_eq!(m.rdev(), 0, "{name} kept its device numbers");
+        }
+        assert!(std::fs::symlink_metadata(l.join("pipe"))?
+            .file_type()
+            .is_fifo());
+        assert!(sb.outside().is_empty());
         Ok(())
     }
 

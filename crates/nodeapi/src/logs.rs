@@ -22,30 +22,6 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
 }
 
-/// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
-pub fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
-    let Some(tail) = tail else { return 0 };
-    if tail == 0 {
-        return data.len();
-    }
-    // Skip a final newline so it does not count as an empty last line.
-    let end = if data.ends_with(b"\n") {
-        data.len() - 1
-    } else {
-        data.len()
-    };
-    let mut seen = 0;
-    for (i, b) in data[..end].iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == tail {
-                return i + 1;
-            }
-        }
-    }
-    0
-}
-
 /// Formats the complete lines of `data` for output, honouring `since`, `timestamps` and the
 /// remaining byte budget. Returns the output and how many bytes of `data` were consumed
 /// (an incomplete last line is left for later).
@@ -114,8 +90,65 @@ impl ContainerLiveness for RuntimeLiveness {
 /// How often a followed file is polled for new data.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
+/// How much of a log file is read at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// Where the last `tail` lines of an open file begin, found by reading backwards from its end
+/// in chunks (a `--tail` of a large log reads only what it shows). A final newline does not
+/// start an empty last line.
+pub async fn tail_start(file: &mut tokio::fs::File, tail: u64) -> std::io::Result<u64> {
+    let len = file.seek(std::io::SeekFrom::End(0)).await?;
+    if tail == 0 {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut seen = 0;
+    let mut buf = vec![0u8; CHUNK];
+    let mut skip_final = true;
+    while end > 0 {
+        let n = usize::try_from(end).unwrap_or(CHUNK).min(CHUNK);
+        let from = end - n as u64;
+        file.seek(std::io::SeekFrom::Start(from)).await?;
+        file.read_exact(&mut buf[..n]).await?;
+        for i in (0..n).rev() {
+            if buf[i] != b'\n' {
+                skip_final = false;
+                continue;
+            }
+            if std::mem::take(&mut skip_final) {
+                continue;
+            }
+            seen += 1;
+            if seen == tail {
+                return Ok(from + i as u64 + 1);
+            }
+        }
+        end = from;
+    }
+    Ok(0)
+}
+
+/// Appends up to [`CHUNK`] bytes from `file` to `pending`; 0 at the end of the file.
+async fn read_chunk(file: &mut tokio::fs::File, pending: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = vec![0u8; CHUNK];
+    let n = file.read(&mut chunk).await?;
+    pending.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Whether `path` now names another file than the open one: the log was rotated (renamed
+/// away and a new file started), as the kubelet notices before reopening.
+async fn rotated(file: &tokio::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata().await, tokio::fs::metadata(path).await) {
+        (Ok(open), Ok(now)) => open.ino() != now.ino() || open.dev() != now.dev(),
+        _ => false,
+    }
+}
+
 /// Streams a log file into `tx`: the initial content (tail/since applied), then, with
-/// `follow`, new lines until the container is no longer running and the file is drained.
+/// `follow`, new lines until the container is no longer running and the file is drained —
+/// across rotations, continuing in the new file once the old one is drained.
 /// Returns when done or when the receiver is gone.
 pub async fn stream_log(
     path: PathBuf,
@@ -133,19 +166,28 @@ pub async fn stream_log(
         Ok(f) => f,
         Err(e) => return send_err(e).await,
     };
-    let mut data = Vec::new();
-    if let Err(e) = file.read_to_end(&mut data).await {
+    let start = match opts.tail_lines {
+        Some(n) => tail_start(&mut file, n).await,
+        None => Ok(0),
+    };
+    if let Err(e) = async { file.seek(std::io::SeekFrom::Start(start?)).await }.await {
         return send_err(e).await;
     }
-    let start = tail_offset(&data, opts.tail_lines);
     let mut budget = opts.limit_bytes;
-    let mut pending = data.split_off(start);
+    let mut pending = Vec::new();
     let mut finishing = false;
     loop {
+        let read = match read_chunk(&mut file, &mut pending).await {
+            Ok(n) => n,
+            Err(e) => return send_err(e).await,
+        };
         let (out, consumed) = format_lines(&pending, &opts, &mut budget);
         pending.drain(..consumed);
         if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
             return;
+        }
+        if read > 0 && budget != Some(0) {
+            continue;
         }
         if !opts.follow || budget == Some(0) || finishing {
             if !pending.is_empty() && budget != Some(0) {
@@ -155,31 +197,27 @@ pub async fn stream_log(
             }
             return;
         }
-        let mut chunk = Vec::new();
-        match file.read_to_end(&mut chunk).await {
-            Ok(0) => {
-                // At the end of the file: stop once the container is gone (one more read
-                // then drains what it wrote last).
-                if !liveness.is_running(&path).await {
-                    finishing = true;
-                    let mut tail = Vec::new();
-                    if let Err(e) = file.read_to_end(&mut tail).await {
-                        return send_err(e).await;
-                    }
-                    pending.extend_from_slice(&tail);
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                    _ = tx.closed() => return,
-                }
-                // Re-seek to the current position: some filesystems need it to see appends.
-                if let Err(e) = file.seek(std::io::SeekFrom::Current(0)).await {
-                    return send_err(e).await;
-                }
+        // At the end of the file.
+        if rotated(&file, &path).await {
+            // Drained the old file (the read above hit its end): go on in the new one.
+            match tokio::fs::File::open(&path).await {
+                Ok(f) => file = f,
+                Err(e) => return send_err(e).await,
             }
-            Ok(_) => pending.extend_from_slice(&chunk),
-            Err(e) => return send_err(e).await,
+            continue;
+        }
+        // Stop once the container is gone (one more round then drains what it wrote last).
+        if !liveness.is_running(&path).await {
+            finishing = true;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tx.closed() => return,
+        }
+        // Re-seek to the current position: some filesystems need it to see appends.
+        if let Err(e) = file.seek(std::io::SeekFrom::Current(0)).await {
+            return send_err(e).await;
         }
     }
 }
@@ -205,6 +243,30 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte offset where the last `tail` lines of `data` begin (the whole data when `None`).
+    fn tail_offset(data: &[u8], tail: Option<u64>) -> usize {
+        let Some(tail) = tail else { return 0 };
+        if tail == 0 {
+            return data.len();
+        }
+        // Skip a final newline so it does not count as an empty last line.
+        let end = if data.ends_with(b"\n") {
+            data.len() - 1
+        } else {
+            data.len()
+        };
+        let mut seen = 0;
+        for (i, b) in data[..end].iter().enumerate().rev() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == tail {
+                    return i + 1;
+                }
+            }
+        }
+        0
+    }
 
     /// Reads a whole log file at once (no follow).
     fn read_log(path: &Path, opts: &LogOptions) -> std::io::Result<Vec<u8>> {
@@ -364,6 +426,72 @@ mod tests {
             .expect("append");
         live.0.store(false, Ordering::SeqCst);
         recv(&mut rx, deadline, &mut got, b"six\n").await;
+        assert_eq!(got, b"four\nfive\nsix\n");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stream ended")
+            .expect("join");
+    }
+
+    #[tokio::test]
+    async fn tail_start_reads_backwards_like_tail_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Lines long enough that the tail crosses several chunks.
+        let mut data = Vec::new();
+        for i in 0..2000u32 {
+            let line = format!("line {i} {}", "x".repeat((i % 700) as usize));
+            data.extend(format_line(
+                t(i64::from(i)),
+                Stream::Stdout,
+                false,
+                line.as_bytes(),
+            ));
+        }
+        for (name, content) in [
+            ("big", data.clone()),
+            ("partial", b"a\nb".to_vec()),
+            ("empty", Vec::new()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &content).expect("write");
+            for tail in [0, 1, 2, 3, 500, 1999, 2000, 5000] {
+                let mut f = tokio::fs::File::open(&path).await.expect("open");
+                let got = tail_start(&mut f, tail).await.expect("tail");
+                assert_eq!(
+                    got as usize,
+                    tail_offset(&content, Some(tail)),
+                    "{name} tail {tail}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_goes_on_in_the_new_file_after_a_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_sample(dir.path());
+        let live = Arc::new(Flag(AtomicBool::new(true)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let opts = LogOptions {
+            follow: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        };
+        let task = tokio::spawn(stream_log(path.clone(), opts, live.clone(), tx));
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        recv(&mut rx, deadline, &mut got, b"four\n").await;
+        // The writer finishes the old file, renames it away and starts a new one.
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        old.write_all(&format_line(t(4), Stream::Stdout, false, b"five"))
+            .expect("append");
+        std::fs::rename(&path, dir.path().join("0.log.20260101-000000")).expect("rotate");
+        std::fs::write(&path, format_line(t(5), Stream::Stdout, false, b"six")).expect("new");
+        recv(&mut rx, deadline, &mut got, b"six\n").await;
+        live.0.store(false, Ordering::SeqCst);
         assert_eq!(got, b"four\nfive\nsix\n");
         tokio::time::timeout(Duration::from_secs(10), task)
             .await

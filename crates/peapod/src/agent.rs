@@ -46,6 +46,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(args.network.config()),
         phases: Some(node_metrics.phases.clone()),
+        container_logs: static_pods.container_logs,
         ..runtime::RuntimeConfig::new(
             state_dir.clone(),
             std::env::current_exe().context("locating the peapod binary for the shim")?,

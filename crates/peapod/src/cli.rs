@@ -91,6 +91,15 @@ pub struct UpArgs {
     /// `peapod controllers --kubeconfig` against this API server instead.
     #[arg(long)]
     pub no_controllers: bool,
+    /// How long Events are kept after their last update (a Go duration, as kube-apiserver's
+    /// `--event-ttl`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration_flag)]
+    pub event_ttl: std::time::Duration,
+}
+
+fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
+    api::duration::parse_go_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 90s, 1h or 1m30s"))
 }
 
 /// The pod network (CNI), as kubelet's runtime is configured.

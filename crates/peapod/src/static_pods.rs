@@ -1,4 +1,5 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
+//! and the other KubeletConfiguration settings peapod honours (container log rotation),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use crate::cli::StaticPodArgs;
 pub struct StaticPodSettings {
     pub path: Option<PathBuf>,
     pub file_check_frequency: Option<Duration>,
+    /// `containerLogMaxSize` / `containerLogMaxFiles`, the kubelet's defaults when unset.
+    pub container_logs: crilog::Rotation,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -27,9 +30,14 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
         .clone()
         .or(config.static_pod_path)
         .map(|p| std::path::absolute(&p).unwrap_or(p));
+    let defaults = crilog::Rotation::default();
     Ok(StaticPodSettings {
         path,
         file_check_frequency: config.file_check_frequency,
+        container_logs: crilog::Rotation {
+            max_size: config.container_log_max_size.unwrap_or(defaults.max_size),
+            max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
+        },
     })
 }
 
@@ -43,7 +51,7 @@ mod tests {
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nfileCheckFrequency: 5s\n",
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 1Mi\n",
         )
         .expect("config");
         let from_config = static_pod_settings(&StaticPodArgs {
@@ -55,6 +63,13 @@ mod tests {
         assert_eq!(
             from_config.file_check_frequency,
             Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            from_config.container_logs,
+            crilog::Rotation {
+                max_size: 1 << 20,
+                max_files: 5
+            }
         );
         let flag = static_pod_settings(&StaticPodArgs {
             config: Some(config),

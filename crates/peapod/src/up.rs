@@ -35,6 +35,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
         node_api_token: Some(node_api_token.clone()),
         cluster_listen: Some(apiserver::KUBERNETES_SERVICE_ADDR),
+        event_ttl: args.event_ttl,
     })
     .await
     .context("starting the API server")?;
@@ -57,6 +58,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(args.network.config()),
         phases: Some(node_metrics.phases.clone()),
+        container_logs: static_pods.container_logs,
         ..runtime::RuntimeConfig::new(
             state_dir.clone(),
             std::env::current_exe().context("locating the peapod binary for the shim")?,

@@ -1,7 +1,10 @@
-//! Hostile end-to-end tests: each request or container tries one escape or one exhaustion
-//! against a real `peapod up`, is refused, and the node keeps serving. One module per area.
+//! Hostile end-to-end tests: containers and requests that try one escape from their
+//! confinement, or one way to exhaust the node, and must be refused while the node keeps
+//! serving other pods. One module per area under `hostile/`.
 
 mod common;
 
-#[path = "hostile/requests.rs"]
-mod requests;
+mod hostile {
+    mod devices;
+    mod requests;
+}

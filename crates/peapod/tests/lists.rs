@@ -1,7 +1,7 @@
-//! Paged lists through the real API: `limit` and `continue` as kube-apiserver answers them
-//! (pages in name order, one resourceVersion for every page, `remainingItemCount` without
-//! selectors, selectors applied before the limit), the 400s for bad tokens, and kubectl's own
-//! `--chunk-size` paging.
+//! What keeps lists bounded, through the real API: paging with `limit` and `continue` as
+//! kube-apiserver answers it (pages in name order, one resourceVersion for every page,
+//! `remainingItemCount` without selectors, selectors applied before the limit, 400s for bad
+//! tokens, kubectl's `--chunk-size`), and Events expiring after `--event-ttl`.
 
 mod common;
 
@@ -136,5 +136,42 @@ fn lists_page_with_limit_and_continue() {
     assert!(
         err.contains("specifying resource version is not allowed when using continue"),
         "{err}"
+    );
+}
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let pp = Peapod::start_with(&["--event-ttl", "3s"]);
+    let event = r#"{"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "probe.1", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "probe", "namespace": "default"},
+        "reason": "Testing", "message": "expires soon", "type": "Normal",
+        "lastTimestamp": "2026-01-01T00:00:00Z"}"#;
+    pp.kubectl_stdin(&["create", "-f", "-"], event);
+    // A fresh Event (its newest timestamp is its creation) lives until the TTL passes.
+    let fresh = event.replace("probe.1", "probe.2").replace(
+        r#""lastTimestamp": "2026-01-01T00:00:00Z""#,
+        r#""count": 1"#,
+    );
+    pp.kubectl_stdin(&["create", "-f", "-"], &fresh);
+    let left = || {
+        let out = pp.kubectl_ok(&["get", "events", "-o", "name"]);
+        out.lines()
+            .filter(|l| l.contains("probe."))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    common::wait_until(
+        "the old event expires",
+        std::time::Duration::from_secs(30),
+        || {
+            let names = left();
+            (!names.iter().any(|n| n.ends_with("probe.1"))).then_some(())
+        },
+    );
+    common::wait_until(
+        "the fresh event expires",
+        std::time::Duration::from_secs(30),
+        || left().is_empty().then_some(()),
     );
 }

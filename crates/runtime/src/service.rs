@@ -65,6 +65,9 @@ pub struct RuntimeConfig {
     /// Where the runtime's share of a pod start is observed, by phase (`sandbox`,
     /// `network`, `create`, `rootfs`, `spawn`); `None` measures nothing.
     pub phases: Option<Arc<metrics::Family>>,
+    /// When containers' log files are rotated (the kubelet's `containerLogMaxSize` and
+    /// `containerLogMaxFiles`).
+    pub container_logs: crilog::Rotation,
 }
 
 impl RuntimeConfig {
@@ -81,6 +84,7 @@ impl RuntimeConfig {
             proc_root: PathBuf::from("/proc"),
             network: None,
             phases: None,
+            container_logs: crilog::Rotation::default(),
         }
     }
 }
@@ -634,6 +638,7 @@ impl Runtime {
             id: id.clone(),
             lowerdirs,
             log_path,
+            log_rotation: Some(self.config.container_logs),
             config: config.clone(),
         };
         let result = match self

@@ -170,27 +170,36 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         })?;
     }
     let options = overlay_options(&ctx.spec.lowerdirs, &dir.upper(), &dir.work())?;
+    // An unprivileged container's root and volumes are nodev: a device node an image layer
+    // or its root user puts there opens nothing. Privileged containers may use any node, as
+    // under runc.
+    let privileged = ctx.spec.config.security.privileged;
+    let nodev = !privileged;
     do_mount(
         Some("overlay"),
         &rootfs,
         Some("overlay"),
-        MsFlags::empty(),
+        if nodev {
+            MsFlags::MS_NODEV
+        } else {
+            MsFlags::empty()
+        },
         Some(&options),
         "overlay",
     )?;
 
     // Open every host-side source now: after pivot_root only these fds reach the host, and
     // every path we resolve afterwards stays inside the container's root.
-    let mut binds: Vec<(OwnedFd, String, bool)> = Vec::new();
+    let mut binds: Vec<(OwnedFd, String, BindFlags)> = Vec::new();
     // Privileged containers get the host's devices (read now, created once /dev exists).
-    let host_devices = if ctx.spec.config.security.privileged {
+    let host_devices = if privileged {
         security::host_devices(Path::new("/dev"))
     } else {
         Vec::new()
     };
     for dev in DEVICES {
         let path = PathBuf::from("/dev").join(dev);
-        binds.push((open_path(&path)?, format!("/dev/{dev}"), false));
+        binds.push((open_path(&path)?, format!("/dev/{dev}"), BindFlags::DEVICE));
     }
     for (path, target) in [
         (ctx.pod.hostname(), "/etc/hostname"),
@@ -198,7 +207,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         (ctx.pod.resolv_conf(), "/etc/resolv.conf"),
     ] {
         if path.exists() {
-            binds.push((open_path(&path)?, target.to_string(), false));
+            binds.push((open_path(&path)?, target.to_string(), BindFlags::FILE));
         }
     }
     let mut user_binds = Vec::new();
@@ -206,7 +215,10 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         user_binds.push((
             open_path(&m.host_path)?,
             m.container_path.clone(),
-            m.readonly,
+            BindFlags {
+                readonly: m.readonly,
+                nodev,
+            },
         ));
     }
     let stdin = open(
@@ -247,9 +259,9 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
     chdir("/").map_err(pivot_err)?;
 
-    mount_container_filesystems(ctx.spec.config.security.privileged)?;
-    for (fd, target, readonly) in binds.iter().chain(user_binds.iter()) {
-        bind_fd(fd, Path::new(target), *readonly)?;
+    mount_container_filesystems(privileged)?;
+    for (fd, target, flags) in binds.iter().chain(user_binds.iter()) {
+        bind_fd(fd, Path::new(target), *flags)?;
     }
     drop(binds);
     drop(user_binds);
@@ -529,9 +541,30 @@ fn mount_container_filesystems(privileged: bool) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// How a bind mount is restricted once made.
+#[derive(Debug, Clone, Copy)]
+struct BindFlags {
+    readonly: bool,
+    /// `nodev` on the mount and every mount below it.
+    nodev: bool,
+}
+
+impl BindFlags {
+    /// A node of the default /dev set: it must stay usable.
+    const DEVICE: BindFlags = BindFlags {
+        readonly: false,
+        nodev: false,
+    };
+    /// One of the pod's /etc files.
+    const FILE: BindFlags = BindFlags {
+        readonly: false,
+        nodev: true,
+    };
+}
+
 /// Bind-mounts the host object behind `fd` on `target` (created inside the container root as
-/// a file or directory like the source), read-only if asked.
-fn bind_fd(fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError> {
+/// a file or directory like the source), read-only and nodev as `flags` ask.
+fn bind_fd(fd: &OwnedFd, target: &Path, flags: BindFlags) -> Result<(), SetupError> {
     let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     let is_dir = fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(false);
     if is_dir {
@@ -566,7 +599,7 @@ fn bind_fd(fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError
         None,
         &what,
     )?;
-    if readonly {
+    if flags.readonly {
         do_mount(
             None,
             target,
@@ -575,6 +608,14 @@ fn bind_fd(fd: &OwnedFd, target: &Path, readonly: bool) -> Result<(), SetupError
             None,
             &what,
         )?;
+    }
+    // After the read-only remount, which would reset it.
+    if flags.nodev {
+        crate::nodev::set_nodev(target).map_err(|source| SetupError::Mount {
+            what: format!("{what} nodev"),
+            target: target.to_path_buf(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod container;
 pub mod exec;
 pub mod net;
+pub mod nodev;
 pub mod pidns;
 pub mod protocol;
 pub mod seccomp;

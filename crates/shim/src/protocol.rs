@@ -40,6 +40,9 @@ pub struct ContainerSpec {
     pub lowerdirs: Vec<PathBuf>,
     /// Absolute path of the CRI log file.
     pub log_path: PathBuf,
+    /// When the log file is rotated; `None` lets it grow.
+    #[serde(default)]
+    pub log_rotation: Option<crilog::Rotation>,
     /// Argv, env, working dir, user, mounts, cgroup limits and security settings.
     pub config: ContainerConfig,
 }

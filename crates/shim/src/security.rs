@@ -343,13 +343,16 @@ fn readonly_bind(path: &Path) -> Result<(), nix::Error> {
 }
 
 /// `readOnlyRootFilesystem`: the container's root mount becomes read-only (its volumes and
-/// /etc files are their own mounts and keep their modes).
+/// /etc files are their own mounts and keep their modes), keeping its `nodev`.
 pub fn readonly_rootfs() -> Result<(), SecurityError> {
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | crate::nodev::kept_flags(Path::new("/")),
         None::<&str>,
     )
     .map_err(|source| SecurityError::Readonly {

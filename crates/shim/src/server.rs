@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cgroups::{Cgroup, Hierarchy};
+use cgroups::{Cgroup, DeviceConfinement, Hierarchy};
 use crilog::{LogWriter, Stream};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -659,6 +659,19 @@ impl Server {
                 cg.create().map_err(|e| e.to_string())?;
                 cg.apply(&spec.config.resources)
                     .map_err(|e| e.to_string())?;
+                // runc's device cgroup: privileged containers get every device, the others
+                // only the default character devices (any node may be made, not opened).
+                let rules = if spec.config.security.privileged {
+                    cgroups::devices::allow_all()
+                } else {
+                    cgroups::devices::default_rules()
+                };
+                match cg.apply_devices(&rules).map_err(|e| e.to_string())? {
+                    DeviceConfinement::Enforced => {}
+                    DeviceConfinement::NoController => log(&format!(
+                        "container {id}: no devices cgroup; device access is confined only by nodev mounts"
+                    )),
+                }
                 Some(cg)
             }
             None => None,
@@ -667,7 +680,7 @@ impl Server {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("creating log directory {}: {e}", parent.display()))?;
         }
-        let log_writer = LogWriter::open(&spec.log_path)
+        let log_writer = LogWriter::open(&spec.log_path, spec.log_rotation)
             .map_err(|e| format!("opening log {}: {e}", spec.log_path.display()))?;
         let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
         let (sync_r, sync_w) = pipe()?;

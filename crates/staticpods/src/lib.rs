@@ -96,6 +96,13 @@ pub enum StaticPodError {
         field: &'static str,
         value: String,
     },
+    #[error("{path}: {field}: {value:?} {reason}")]
+    Setting {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("{path}: static pod {namespace}/{name} is already defined in {first}")]
     Duplicate {
         path: PathBuf,
@@ -122,6 +129,10 @@ pub struct KubeletConfig {
     pub static_pod_path: Option<PathBuf>,
     pub sync_frequency: Option<Duration>,
     pub file_check_frequency: Option<Duration>,
+    /// `containerLogMaxSize` in bytes.
+    pub container_log_max_size: Option<u64>,
+    /// `containerLogMaxFiles`.
+    pub container_log_max_files: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -134,6 +145,8 @@ struct RawKubeletConfig {
     static_pod_path: Option<String>,
     sync_frequency: Option<String>,
     file_check_frequency: Option<String>,
+    container_log_max_size: Option<String>,
+    container_log_max_files: Option<i64>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -158,13 +171,39 @@ pub(crate) fn parse_kubelet_config(
     }
     let duration = |field: &'static str, value: Option<String>| match value {
         None => Ok(None),
-        Some(v) => parse_go_duration(&v)
+        Some(v) => api::duration::parse_go_duration(&v)
             .map(Some)
             .ok_or_else(|| StaticPodError::Duration {
                 path: path.to_path_buf(),
                 field,
                 value: v,
             }),
+    };
+    let setting =
+        |field: &'static str, value: String, reason: &'static str| StaticPodError::Setting {
+            path: path.to_path_buf(),
+            field,
+            value,
+            reason,
+        };
+    let container_log_max_size = match raw.container_log_max_size {
+        None => None,
+        Some(v) => Some(
+            api::quantity::Quantity::parse(&v)
+                .filter(|q| q.is_positive())
+                .map(|q| q.as_f64() as u64)
+                .ok_or_else(|| setting("containerLogMaxSize", v, "is not a positive quantity"))?,
+        ),
+    };
+    let container_log_max_files = match raw.container_log_max_files {
+        None => None,
+        Some(n) => Some(u32::try_from(n).ok().filter(|n| *n > 1).ok_or_else(|| {
+            setting(
+                "containerLogMaxFiles",
+                n.to_string(),
+                "must be greater than 1",
+            )
+        })?),
     };
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
@@ -174,6 +213,8 @@ pub(crate) fn parse_kubelet_config(
             .map(|p| base.join(p)),
         sync_frequency: duration("syncFrequency", raw.sync_frequency)?,
         file_check_frequency: duration("fileCheckFrequency", raw.file_check_frequency)?,
+        container_log_max_size,
+        container_log_max_files,
     })
 }
 
@@ -184,44 +225,6 @@ pub fn load_kubelet_config(path: &Path) -> Result<KubeletConfig, StaticPodError>
         source,
     })?;
     parse_kubelet_config(&text, path)
-}
-
-/// A Go duration string as `metav1.Duration` holds it (`20s`, `1m30s`, `1.5h`, `500ms`).
-pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -1226,7 +1229,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1235,6 +1238,8 @@ mod tests {
                 static_pod_path: Some(PathBuf::from("/var/lib/kubelet/manifests")),
                 sync_frequency: Some(Duration::from_secs(60)),
                 file_check_frequency: Some(Duration::from_secs(5)),
+                container_log_max_size: Some(20 << 20),
+                container_log_max_files: Some(3),
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
@@ -1256,17 +1261,17 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("20s"), Some(Duration::from_secs(20)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "5", "s", "5x", "-1s"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        for (field, value) in [
+            ("containerLogMaxFiles", "1"),
+            ("containerLogMaxSize", "lots"),
+            ("containerLogMaxSize", "-1Mi"),
+        ] {
+            let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
+            let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);
+            assert!(
+                matches!(e, StaticPodError::Setting { field: f, .. } if f == field),
+                "{e}"
+            );
         }
     }
 

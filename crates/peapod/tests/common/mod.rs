@@ -407,6 +407,7 @@ fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
         "/sys/fs/cgroup/memory",
         "/sys/fs/cgroup/cpu",
         "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/devices",
     ] {
         let base = Path::new(root).join("peapod");
         let Ok(entries) = fs::read_dir(&base) else {
