@@ -515,17 +515,14 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 
 /// Position of the first unescaped occurrence of `op` in `term`.
 fn find_unescaped(term: &str, op: &str) -> Option<usize> {
-    let bytes = term.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if term[i..].starts_with(op) {
+    // By characters, not bytes: an escaped multi-byte character is skipped whole.
+    let mut chars = term.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            chars.next();
+        } else if term[i..].starts_with(op) {
             return Some(i);
         }
-        i += 1;
     }
     None
 }
@@ -626,6 +623,26 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// A backslash before a multi-byte character once split the character and panicked.
+    #[test]
+    fn field_selector_escapes_never_panic() {
+        for s in [
+            "\\é=x",
+            "metadata.name=\\é",
+            "metadata.name\\é=x",
+            "\\",
+            "\\\\=",
+            "é\\=\\ü!=\\",
+            "metadata.name=a\\,b",
+            "=\\ß",
+            "metadata.name==\\日本",
+        ] {
+            let _ = FieldSelector::parse("Pod", s);
+        }
+        let sel = FieldSelector::parse("Pod", "metadata.name=\\é\\,x").expect("escaped value");
+        assert!(sel.matches(&json!({"metadata": {"name": "é,x"}})));
     }
 
     #[test]

@@ -184,6 +184,34 @@ mod tests {
         }
     }
 
+    /// `parse_quantity` once returned inf/NaN for huge exponents and mantissas, which the
+    /// cgroup arithmetic then turned into panics or nonsense.
+    #[test]
+    fn parse_quantity_is_always_finite() {
+        let long = "9".repeat(5000);
+        let inputs = [
+            "1e308",
+            "1e309",
+            "1e2147483647",
+            "-1e2147483647",
+            "1e-2147483648",
+            "999999999999999999999999999999999999999999Ei",
+            long.as_str(),
+            "NaN",
+            "inf",
+            "-inf",
+            "1e99999999999",
+        ];
+        for s in inputs {
+            if let Some(v) = parse_quantity(s) {
+                assert!(v.is_finite(), "{s:?} gave {v}");
+            }
+        }
+        assert!(parse_quantity("1e309").is_some_and(|v| v > 1e20));
+        assert_eq!(parse_quantity("NaN"), None);
+        assert_eq!(parse_quantity("inf"), None);
+    }
+
     #[test]
     fn equal_amounts_compare_equal() {
         let q = |s: &str| Quantity::parse(s).expect(s);

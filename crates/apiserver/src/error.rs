@@ -57,6 +57,9 @@ pub enum ApiError {
     UnsupportedMediaType { content_type: String },
     #[error("Unauthorized")]
     Unauthorized,
+    /// A body over the limit (kube-apiserver's `limitedReadBody`).
+    #[error("Request entity too large: limit is {limit}")]
+    RequestEntityTooLarge { limit: usize },
     #[error("Internal error occurred: {0}")]
     Store(#[source] store::StoreError),
     #[error("Internal error occurred: {0}")]
@@ -166,6 +169,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RequestEntityTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -190,6 +194,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::RequestEntityTooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Store(_) | ApiError::Proxy(_) | ApiError::WriteTask(_) => "InternalError",
             ApiError::Node { code, .. } => match code {
                 400 => "BadRequest",

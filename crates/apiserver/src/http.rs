@@ -3,6 +3,7 @@
 //! the result into kube-apiserver's response shape (object, List, Table, Status, watch stream).
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)
 }
 
@@ -253,8 +255,15 @@ async fn resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::RequestEntityTooLarge { limit: MAX_BODY }.into_response()
+        }
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
     match handle(&st, &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -53,7 +53,14 @@ pub(crate) async fn harness() -> Harness {
         registry,
         admin_token: Arc::from(TOKEN),
         tokens: Arc::new(tokens),
-        node_api_token: None,
+        nodes: crate::proxy::NodeClient::new(
+            &rcgen::generate_simple_self_signed(vec!["ca".into()])
+                .expect("ca")
+                .cert
+                .pem(),
+            None,
+        )
+        .expect("node client"),
         server_address: "127.0.0.1:6443".into(),
         authorizer,
     });
@@ -966,4 +973,48 @@ async fn pods_get_the_token_volume_at_admission() {
         r.body["message"],
         "pods \"other\" is forbidden: error looking up service account default/builder: serviceaccount \"builder\" not found"
     );
+}
+
+/// Bodies over kube-apiserver's 3 MiB are refused with its 413 Status, and the server keeps
+/// serving.
+#[tokio::test]
+async fn bodies_over_three_mebibytes_get_413() {
+    let h = harness().await;
+    let big = "x".repeat(3 * 1024 * 1024 + 1);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big"}, "data": {"k": big}});
+    let r = h.post("/api/v1/namespaces/default/configmaps", cm).await;
+    assert_eq!(r.code, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    assert_eq!(r.body["kind"], "Status");
+    assert_eq!(r.body["reason"], "RequestEntityTooLarge");
+    assert_eq!(r.body["code"], 413);
+    assert_eq!(
+        r.body["message"],
+        "Request entity too large: limit is 3145728"
+    );
+    let small = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "small"}, "data": {"k": "v"}});
+    let r = h.post("/api/v1/namespaces/default/configmaps", small).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+}
+
+/// `timeoutSeconds` at the top of the `i64` range starts a watch instead of panicking.
+#[tokio::test]
+async fn watch_with_the_largest_timeout_is_served() {
+    let h = harness().await;
+    let resp = h
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds={}",
+                i64::MAX
+            ))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("req"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
 }

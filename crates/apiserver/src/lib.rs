@@ -44,19 +44,16 @@ mod http_tests;
 pub use edge::{check_create, parse_request};
 pub use error::ApiError;
 pub use pki::PkiError;
-pub use proxy::ProxyError;
+pub use proxy::{NodeClientError, ProxyError};
 pub use store::StoreSpec;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub struct ApiServerConfig {
     /// Address to listen on; port 0 picks a free port (tests).
@@ -111,6 +108,8 @@ pub enum ApiServerError {
     },
     #[error("configuring TLS")]
     Tls(#[source] rustls::Error),
+    #[error("configuring the client of node APIs")]
+    NodeClient(#[source] proxy::NodeClientError),
     #[error("listening on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -206,7 +205,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     .with_single_cert(certs, key)
     .map_err(ApiServerError::Tls)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let tls = Arc::new(tls);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -232,13 +231,15 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         registry: registry.clone(),
         admin_token: Arc::from(pki.admin_token.as_str()),
         tokens: Arc::new(tokens),
-        node_api_token: config.node_api_token.as_deref().map(Arc::from),
+        nodes: proxy::NodeClient::new(&pki.ca_pem, config.node_api_token.as_deref())
+            .map_err(ApiServerError::NodeClient)?,
         server_address: local_addr.to_string(),
         authorizer: authorizer.clone(),
     };
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let main = serve(listener, acceptor.clone(), app.clone(), stop_rx.clone());
+    let limits = tlsserve::Limits::default();
+    let main = tlsserve::serve(listener, tls.clone(), app.clone(), limits, stop_rx.clone());
     let cluster_listen = config.cluster_listen;
     let policy = authorizer.run(store.clone(), policy_rv, stop_rx.clone());
     let events_expire = event_ttl::run(store, config.event_ttl, stop_rx.clone());
@@ -246,7 +247,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         let in_cluster = async move {
             if let Some(addr) = cluster_listen {
                 cluster_address::run(addr, stop_rx, |l, stop| {
-                    serve(l, acceptor.clone(), app.clone(), stop)
+                    tlsserve::serve(l, tls.clone(), app.clone(), limits, stop)
                 })
                 .await;
             }
@@ -268,51 +269,6 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         stop,
         server,
     })
-}
-
-/// The accept loop: TLS, then HTTP/1.1 or h2 (ALPN) with upgrades, one task per connection.
-async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            // Reap finished connections so the set does not grow.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
-                conns.spawn(async move {
-                    let tls = match acceptor.accept(tcp).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    if let Err(e) = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .await
-                    {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
-                });
-            }
-        }
-    }
-    conns.shutdown().await;
 }
 
 /// Writes a kubeconfig for `server_url` trusting `ca_pem` and authenticating with `token`

@@ -54,7 +54,7 @@ pub async fn serve(
         path.push('?');
         path.push_str(raw_query);
     }
-    let resp = crate::proxy::node_get(addr, &path, st.node_api_token.as_deref())
+    let resp = crate::proxy::node_get(&st.nodes, addr, &path)
         .await
         .map_err(ApiError::Proxy)?;
     let code = resp.status();

@@ -195,43 +195,6 @@ pub fn api_version(info: &ResourceInfo) -> String {
     }
 }
 
-/// Removes one field given kube's path form (`spec.containers[0].foo`).
-fn remove_path(obj: &mut Value, path: &str) {
-    let mut tokens: Vec<Result<String, usize>> = Vec::new();
-    for part in path.split('.') {
-        let mut rest = part;
-        if let Some(i) = rest.find('[') {
-            tokens.push(Ok(rest[..i].to_string()));
-            rest = &rest[i..];
-            while let Some(end) = rest.find(']') {
-                if let Ok(n) = rest[1..end].parse::<usize>() {
-                    tokens.push(Err(n));
-                }
-                rest = &rest[end + 1..];
-            }
-        } else {
-            tokens.push(Ok(rest.to_string()));
-        }
-    }
-    let Some((last, parents)) = tokens.split_last() else {
-        return;
-    };
-    let mut cur = obj;
-    for t in parents {
-        let next = match t {
-            Ok(k) => cur.get_mut(k.as_str()),
-            Err(i) => cur.get_mut(*i),
-        };
-        match next {
-            Some(n) => cur = n,
-            None => return,
-        }
-    }
-    if let (Ok(k), Some(m)) = (last, cur.as_object_mut()) {
-        m.remove(k);
-    }
-}
-
 /// Namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -387,9 +350,7 @@ impl Registry {
             )));
         }
         // Typed decoding in kube-apiserver drops unknown fields in Warn and Ignore modes.
-        for p in &unknown {
-            remove_path(obj, p);
-        }
+        api::fields::drop_unknown_fields(info.kind, obj);
         Ok(if mode == FieldValidation::Warn {
             texts
         } else {
@@ -1292,13 +1253,34 @@ pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Val
 mod tests {
     use super::*;
 
+    /// Unknown keys are removed as keys, never re-parsed from their printed path: `]`, `[`,
+    /// dots and multi-byte characters in a key once made the path splitter panic.
     #[test]
-    fn remove_path_handles_indexes() {
-        let mut v = json!({"spec": {"containers": [{"name": "a", "foo": 1}], "bar": 2}});
-        remove_path(&mut v, "spec.containers[0].foo");
-        remove_path(&mut v, "spec.bar");
-        remove_path(&mut v, "spec.missing[3].x");
-        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
+    fn hostile_unknown_field_keys_are_dropped_without_panicking() {
+        let info = api::resources::lookup("", "configmaps").expect("configmaps");
+        let keys = ["a[0]]", "x]é]", "[]]", "é[1]]", "a.b[", "]", "[", "ü[ü]ü]"];
+        let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"k": "v"}});
+        for k in keys {
+            obj[k] = json!(1);
+            obj["metadata"][k] = json!({k: 2});
+        }
+        let mut warn = obj.clone();
+        let texts = Registry::check_fields(info, &mut warn, FieldValidation::Warn).expect("warn");
+        assert_eq!(texts.len(), 2 * keys.len(), "{texts:?}");
+        assert_eq!(
+            warn,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c"}, "data": {"k": "v"}})
+        );
+        let mut ignore = obj.clone();
+        assert!(
+            Registry::check_fields(info, &mut ignore, FieldValidation::Ignore)
+                .expect("ignore")
+                .is_empty()
+        );
+        assert_eq!(ignore, warn);
+        assert!(Registry::check_fields(info, &mut obj, FieldValidation::Strict).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Requests from the API server to a node's API (as kube-apiserver reaches the kubelet on
-//! :10250): HTTPS without verifying the node's certificate (kube-apiserver's default when no
-//! kubelet CA is configured) and a bearer token. Generic over the path so logs now and
+//! :10250): HTTPS with the node's certificate verified against the cluster CA for the node's
+//! address (kube-apiserver with `--kubelet-certificate-authority`), and a bearer token. Generic over the path so logs now and
 //! exec/attach/port-forward later share it; the connection keeps upgrades enabled.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +11,8 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +29,6 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS client configuration for node API {addr}")]
-    TlsConfig {
-        addr: SocketAddr,
-        #[source]
-        source: rustls::Error,
-    },
     #[error("HTTP exchange with node API {addr}")]
     Http {
         addr: SocketAddr,
@@ -50,54 +43,44 @@ pub enum ProxyError {
     },
 }
 
-/// Accepts any server certificate but still checks handshake signatures with the provider's
-/// algorithms, so the channel is encrypted to whoever holds the presented key.
-#[derive(Debug)]
-struct NodeCertVerifier(Arc<rustls::crypto::CryptoProvider>);
+/// How the API server reaches node APIs: TLS verified against the cluster CA (node
+/// certificates are issued by it, for the node's address), and the node token.
+#[derive(Clone)]
+pub struct NodeClient {
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<Arc<str>>,
+}
 
-impl ServerCertVerifier for NodeCertVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+impl NodeClient {
+    /// Trusts node certificates signed by `ca_pem`, as kube-apiserver with
+    /// `--kubelet-certificate-authority`.
+    pub fn new(ca_pem: &str, token: Option<&str>) -> Result<Self, NodeClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots
+                .add(cert.map_err(NodeClientError::CaPem)?)
+                .map_err(NodeClientError::Config)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(NodeClientError::Config)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(NodeClient {
+            tls: Arc::new(config),
+            token: token.map(Arc::from),
+        })
     }
+}
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// The node client cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeClientError {
+    #[error("reading the CA that signs node certificates")]
+    CaPem(#[source] rustls::pki_types::pem::Error),
+    #[error("TLS client configuration for node APIs")]
+    Config(#[source] rustls::Error),
 }
 
 /// Where a node's API listens: its InternalIP (else ExternalIP) and
@@ -129,16 +112,16 @@ pub fn node_address(node: &Value) -> Option<SocketAddr> {
 
 /// Sends `GET <path_and_query>` to the node API at `addr` and returns the streaming response.
 pub async fn node_get(
+    client: &NodeClient,
     addr: SocketAddr,
     path_and_query: &str,
-    token: Option<&str>,
 ) -> Result<Response<Incoming>, ProxyError> {
     node_request(
+        client,
         addr,
         axum::http::Method::GET,
         path_and_query,
         &axum::http::HeaderMap::new(),
-        token,
     )
     .await
 }
@@ -147,23 +130,16 @@ pub async fn node_get(
 /// `Sec-WebSocket-*`, `X-Stream-Protocol-Version`) to the node API; the response's upgrade
 /// (on 101) carries the streaming connection.
 pub async fn node_request(
+    client: &NodeClient,
     addr: SocketAddr,
     method: axum::http::Method,
     path_and_query: &str,
     headers: &axum::http::HeaderMap,
-    token: Option<&str>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| ProxyError::TlsConfig { addr, source })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NodeCertVerifier(provider)))
-        .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| ProxyError::Connect { addr, source })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(client.tls.clone());
     let tls = connector
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
@@ -183,7 +159,7 @@ pub async fn node_request(
     for (name, value) in headers {
         req = req.header(name, value);
     }
-    if let Some(t) = token {
+    if let Some(t) = client.token.as_deref() {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let req = req

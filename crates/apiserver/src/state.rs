@@ -13,7 +13,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Issues and checks ServiceAccount tokens.
     pub tokens: Arc<serviceaccount::Authority>,
-    pub node_api_token: Option<Arc<str>>,
+    /// TLS trust and token for node APIs.
+    pub nodes: crate::proxy::NodeClient,
     /// `host:port` clients use, for legacy `/api`.
     pub server_address: String,
     /// Decides who may do what (RBAC).

@@ -148,15 +148,10 @@ async fn proxy(
             headers.append(name.clone(), v.clone());
         }
     }
-    let mut resp = crate::proxy::node_request(
-        addr,
-        req.method().clone(),
-        &path,
-        &headers,
-        st.node_api_token.as_deref(),
-    )
-    .await
-    .map_err(ApiError::Proxy)?;
+    let mut resp =
+        crate::proxy::node_request(&st.nodes, addr, req.method().clone(), &path, &headers)
+            .await
+            .map_err(ApiError::Proxy)?;
     let code = resp.status();
     if code != StatusCode::SWITCHING_PROTOCOLS {
         let body = resp

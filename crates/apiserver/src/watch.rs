@@ -44,6 +44,16 @@ pub fn default_timeout() -> Duration {
     Duration::from_secs(rand::random_range(1800..3600))
 }
 
+/// The longest watch served, whatever `timeoutSeconds` asks (a year): `Instant + Duration`
+/// panics on overflow, and `timeoutSeconds` is any `i64` a client sends.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a watch started at `now` with `timeout` ends.
+fn deadline(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    let timeout = timeout.min(MAX_TIMEOUT);
+    now.checked_add(timeout).unwrap_or(now)
+}
+
 struct State {
     req: WatchRequest,
     watch: Option<WatchStream>,
@@ -170,7 +180,7 @@ pub async fn start(
 ) -> Result<impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>>, ApiError> {
     let now = tokio::time::Instant::now();
     let mut st = State {
-        deadline: now + req.timeout,
+        deadline: deadline(now, req.timeout),
         next_bookmark: now + BOOKMARK_EVERY,
         req,
         watch: None,
@@ -216,6 +226,19 @@ mod tests {
     use futures::StreamExt;
     use std::sync::Arc;
     use store::{ObjectKey, Store};
+
+    /// `timeoutSeconds=9223372036854775807` once overflowed `Instant + Duration`.
+    #[test]
+    fn huge_timeouts_are_capped_not_overflowed() {
+        let now = tokio::time::Instant::now();
+        let end = deadline(now, Duration::from_secs(i64::MAX.unsigned_abs()));
+        assert_eq!(end, now + MAX_TIMEOUT);
+        assert_eq!(deadline(now, Duration::MAX), now + MAX_TIMEOUT);
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+    }
 
     async fn registry() -> (tempfile::TempDir, Registry, Arc<store::RedbStore>) {
         let dir = tempfile::tempdir().expect("tempdir");

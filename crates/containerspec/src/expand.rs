@@ -1,6 +1,12 @@
 //! `$(VAR)` expansion in env values, command and args, with kubelet's exact rules
 //! (k8s.io/kubernetes third_party/forked/golang/expansion): `$$` escapes a `$`, a reference
 //! to an undefined variable stays as written, and an unterminated `$(` is kept literally.
+//! One pass, no recursion; a value chained through many variables (`B=$(A)$(A)`,
+//! `C=$(B)$(B)` …) would double at each step, so a result never grows past what Linux can
+//! exec (`MAX_ARG_STRLEN`): a reference whose value would not fit stays as written.
+
+/// Linux's limit on one argv or environment string (32 pages): nothing longer can be run.
+pub const MAX_EXPANDED: usize = 128 * 1024;
 
 /// What follows a `$` in the input.
 enum Reference<'a> {
@@ -20,6 +26,8 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     // always copied as whole slices.
     let mut checkpoint = 0;
     let mut cursor = 0;
+    // Past the last `)` no `$(` can close: knowing it keeps `$($($(…` linear, not quadratic.
+    let last_close = input.rfind(')');
     while cursor < bytes.len() {
         if bytes[cursor] != b'$' || cursor + 1 >= bytes.len() {
             cursor += 1;
@@ -27,15 +35,16 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
         }
         out.push_str(&input[checkpoint..cursor]);
         let rest = &input[cursor + 1..];
-        let consumed = match read_reference(rest) {
+        let closable = last_close.is_some_and(|c| c > cursor);
+        let consumed = match read_reference(rest, closable) {
             Reference::Escape => {
                 out.push('$');
                 1
             }
             Reference::Var { name, consumed } => {
                 match lookup(name) {
-                    Some(value) => out.push_str(&value),
-                    None => {
+                    Some(value) if out.len() + value.len() <= MAX_EXPANDED => out.push_str(&value),
+                    _ => {
                         out.push_str("$(");
                         out.push_str(name);
                         out.push(')');
@@ -56,10 +65,10 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-fn read_reference(rest: &str) -> Reference<'_> {
+fn read_reference(rest: &str, closable: bool) -> Reference<'_> {
     match rest.as_bytes().first() {
         Some(b'$') => Reference::Escape,
-        Some(b'(') => match rest[1..].find(')') {
+        Some(b'(') => match closable.then(|| rest[1..].find(')')).flatten() {
             Some(end) => Reference::Var {
                 name: &rest[1..end + 1],
                 consumed: end + 2,
@@ -87,6 +96,32 @@ pub fn lookup_in(vars: &[(String, String)]) -> impl Fn(&str) -> Option<String> +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each variable doubling the previous one would reach 2^64 bytes; the results stop
+    /// growing at what Linux can exec, and the reference that would not fit stays as written.
+    #[test]
+    fn chained_doubling_is_bounded() {
+        let mut vars = vec![("V0".to_string(), "x".repeat(1000))];
+        for i in 1..64 {
+            let value = expand(&format!("$(V{})$(V{})", i - 1, i - 1), lookup_in(&vars));
+            assert!(value.len() <= MAX_EXPANDED, "V{i} is {} bytes", value.len());
+            vars.push((format!("V{i}"), value));
+        }
+        let last = &vars[63].1;
+        assert!(last.ends_with("$(V62)"), "{}", &last[last.len() - 20..]);
+        let argv = expand("$(V63) $(V63)", lookup_in(&vars));
+        assert!(argv.len() <= MAX_EXPANDED);
+    }
+
+    /// Many unterminated `$(` once cost a scan to the end each: quadratic in the input.
+    #[test]
+    fn unterminated_references_are_linear() {
+        let input = "$(".repeat(1 << 20);
+        assert_eq!(expand(&input, |_| Some("v".into())), input);
+        let input = format!("{}$(A)", "$(".repeat(1 << 20));
+        // The first `$(` swallows everything up to the only `)`: one undefined name.
+        assert_eq!(expand(&input, |_| None), input);
+    }
 
     fn vars() -> Vec<(String, String)> {
         [

@@ -93,7 +93,7 @@ pub fn milli_cpu_to_shares(milli: u64) -> u64 {
     if milli == 0 {
         return MIN_SHARES;
     }
-    (milli * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES)
+    (milli.saturating_mul(1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
 }
 
 /// kubelet's `MilliCPUToQuota`: milliCPU * period / 1000, at least 1ms; `None` for no limit.
@@ -106,7 +106,8 @@ pub fn milli_cpu_to_quota(milli: u64, period_us: u64) -> Option<i64> {
 }
 
 fn millis(cores: f64) -> u64 {
-    // Kubernetes rounds a cpu quantity up to whole millicores.
+    // Kubernetes rounds a cpu quantity up to whole millicores. The cast saturates (and maps
+    // NaN to 0), so an absurd quantity becomes u64::MAX millicores, never a panic.
     (cores * 1000.0).ceil().max(0.0) as u64
 }
 
@@ -132,8 +133,10 @@ pub fn pod_resources(spec: &PodSpec) -> LinuxResources {
     let mut mem_lim = Some(0f64);
     for c in &spec.containers {
         let (req, lim) = request_limit(c, "cpu");
-        cpu_req += req.map_or(0, millis);
-        cpu_lim = cpu_lim.zip(lim).map(|(sum, l)| sum + millis(l));
+        cpu_req = cpu_req.saturating_add(req.map_or(0, millis));
+        cpu_lim = cpu_lim
+            .zip(lim)
+            .map(|(sum, l)| sum.saturating_add(millis(l)));
         let (_, mlim) = request_limit(c, "memory");
         mem_lim = mem_lim.zip(mlim).map(|(sum, l)| sum + l);
     }
@@ -350,6 +353,29 @@ mod tests {
         assert_eq!(milli_cpu_to_quota(5, CPU_PERIOD_US), Some(1000));
         assert_eq!(milli_cpu_to_quota(250, CPU_PERIOD_US), Some(25_000));
         assert_eq!(milli_cpu_to_quota(2000, CPU_PERIOD_US), Some(200_000));
+    }
+
+    /// Huge cpu quantities once overflowed the millicore sums and the shares product.
+    #[test]
+    fn absurd_cpu_quantities_saturate() {
+        let huge = json!({"cpu": "1e30", "memory": "9".repeat(80)});
+        let p = pod(json!({
+            "containers": [
+                {"name": "a", "resources": {"limits": huge.clone(), "requests": huge.clone()}},
+                {"name": "b", "resources": {"limits": huge.clone()}}
+            ],
+            "initContainers": [{"name": "i", "resources": {"limits": huge.clone()}}]
+        }));
+        let spec = p.spec.as_ref().expect("spec");
+        let r = pod_resources(spec);
+        assert_eq!(r.cpu_shares, Some(MAX_SHARES));
+        // u64::MAX millicores times the period, saturated, over 1000.
+        assert_eq!(r.cpu_quota_us, Some(18_446_744_073_709_551));
+        assert!(r.memory_limit_bytes.is_some_and(|m| m > 0));
+        let c = container_resources(&spec.containers[0]);
+        assert_eq!(c.cpu_shares, Some(MAX_SHARES));
+        assert_eq!(c.cpu_quota_us, r.cpu_quota_us);
+        assert_eq!(milli_cpu_to_shares(u64::MAX), MAX_SHARES);
     }
 
     #[test]

@@ -339,6 +339,7 @@ pub async fn run(
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
         metrics: Some(config.metrics.registry.clone()),
+        sessions: Default::default(),
     };
     let server_task = tokio::spawn(nodeapi::serve(
         listener,

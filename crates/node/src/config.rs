@@ -17,8 +17,8 @@ pub struct AgentConfig {
     pub node_api_advertise_ip: IpAddr,
     /// (certificate PEM, private key PEM) of the node API.
     pub node_api_tls: (String, String),
-    /// Bearer token required on the node API, when set.
-    pub node_api_token: Option<String>,
+    /// Bearer token every node API request must carry.
+    pub node_api_token: String,
     /// kubelet's `staticPodPath`: a directory (or one file) of pod manifests run as static
     /// pods, without the API server.
     pub static_pod_path: Option<PathBuf>,

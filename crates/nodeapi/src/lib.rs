@@ -16,3 +16,4 @@ pub use server::{serve, tls_config, NodeApiState, TlsError};
 pub use streaming::channel::{decode as decode_channel_message, Inbound};
 pub use streaming::parse_exec_query;
 pub use streaming::spdy::{Decoder as SpdyDecoder, Frame as SpdyFrame, SpdyError};
+pub use streaming::{Sessions, MAX_SESSIONS};

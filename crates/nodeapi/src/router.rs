@@ -1,6 +1,6 @@
 //! The node API's routes: `/healthz`, `/metrics` (Prometheus text, as kubelet serves it),
 //! container logs, and the streaming endpoints (exec, attach, port-forward), all behind the
-//! bearer token when one is configured. Handlers are tested here without sockets.
+//! node's bearer token. Handlers are tested here without sockets.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -8,6 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use subtle::ConstantTimeEq;
 
 use crate::server::{container_logs, NodeApiState};
 use crate::streaming::{attach_handler, exec_handler, portforward_handler};
@@ -27,16 +28,19 @@ async fn metrics_text(State(state): State<NodeApiState>) -> Response {
     }
 }
 
+/// Every request carries the node token (kubelet's authn); compared in constant time so its
+/// bytes cannot be found one at a time from response timings.
 async fn require_token(State(state): State<NodeApiState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
-        }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = state.token.as_bytes();
+    let ok = !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected));
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
     }
     next.run(req).await
 }
@@ -63,6 +67,7 @@ pub fn router(state: NodeApiState) -> Router {
             get(portforward_handler).post(portforward_handler),
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)
 }
 
@@ -103,10 +108,11 @@ mod tests {
         let state = NodeApiState {
             pods,
             log_root: dir.path().to_path_buf(),
-            token: Some("s3cret".into()),
+            token: "s3cret".into(),
             liveness: Arc::new(Dead),
             runtime: None,
             metrics: None,
+            sessions: Default::default(),
         };
         (dir, state)
     }
@@ -134,6 +140,57 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Every request needs the token: missing, wrong, a prefix of it or longer are refused.
+    #[tokio::test]
+    async fn the_token_is_always_required() {
+        let (_dir, state) = setup(json!({}));
+        for token in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret!"),
+            Some("S3CRET"),
+        ] {
+            assert_eq!(
+                get(&state, "/healthz", token).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{token:?}"
+            );
+        }
+        assert_eq!(
+            get(&state, "/healthz", Some("s3cret")).await.0,
+            StatusCode::OK
+        );
+        // An empty configured token refuses everyone rather than admitting everyone.
+        let open = NodeApiState {
+            token: String::new(),
+            ..state
+        };
+        assert_eq!(
+            get(&open, "/healthz", Some("")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    /// Past the session cap, exec, attach and port-forward answer 429 before anything else
+    /// happens, and the rest of the node API keeps answering.
+    #[tokio::test]
+    async fn streaming_sessions_over_the_cap_get_429() {
+        let (_dir, mut state) = setup(json!({}));
+        state.sessions = crate::streaming::Sessions::new(0);
+        let ok = Some("s3cret");
+        for uri in [
+            "/exec/default/web/app?command=sh",
+            "/attach/default/web/app",
+            "/portforward/default/web",
+        ] {
+            let (code, body) = get(&state, uri, ok).await;
+            assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{uri}: {body}");
+            assert!(body.contains("too many"), "{body}");
+        }
+        assert_eq!(get(&state, "/healthz", ok).await.0, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -25,12 +25,15 @@ use podapi::PodCache;
 pub struct NodeApiState {
     pub pods: PodCache,
     pub log_root: PathBuf,
-    pub token: Option<String>,
+    /// The bearer token every request must carry (never empty: an empty one refuses all).
+    pub token: String,
     pub liveness: Arc<dyn ContainerLiveness>,
     /// The runtime behind exec, attach and port-forward (`None`: those answer 500).
     pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
     /// What `/metrics` serves (`None`: 404).
     pub metrics: Option<Arc<metrics::Registry>>,
+    /// The cap on concurrent exec, attach and port-forward sessions.
+    pub sessions: crate::streaming::Sessions,
 }
 
 /// Why a log request is refused; texts follow kubelet's.
@@ -268,46 +271,15 @@ pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerCon
     Ok(Arc::new(config))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` turns true.
+/// Serves `router` over TLS on `listener` until `shutdown` turns true, with the listener
+/// limits every peapod server has (handshake and header deadlines, a connection cap).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(err) => {
-                    tracing::warn!(error = %err, "node API accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(t) => t,
-                Err(err) => {
-                    tracing::debug!(%peer, error = %err, "node API TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(err) = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %err, "node API connection ended");
-            }
-        });
-    }
+    tlsserve::serve(listener, tls, router, tlsserve::Limits::default(), shutdown).await;
 }
 
 #[cfg(test)]

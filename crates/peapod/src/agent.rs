@@ -24,16 +24,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => process::hostname()?,
     };
+    // The node API always takes a token: the given one (the API server's node token), or
+    // one made for this state dir on first start, for the API server's operator to copy.
     let node_api_token = match &args.node_api_token_file {
-        Some(f) => Some(
-            fs::read_to_string(f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .trim()
-                .to_string(),
-        )
-        .filter(|t| !t.is_empty()),
-        None => None,
+        Some(f) => fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => crate::up::read_or_create_secret(&state_dir.join("node-api-token"))?,
     };
+    anyhow::ensure!(
+        !node_api_token.is_empty(),
+        "the node API token file is empty"
+    );
     // Building the client does not dial: the agent starts (and runs its static pods) with
     // the API server down.
     let client = process::kube_client(&args.kubeconfig).await?;
@@ -54,11 +57,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    let node_tls = self_signed_cert(&[
-        advertise_ip.to_string(),
-        node_name.clone(),
-        "localhost".to_string(),
-    ])?;
+    let node_tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => (
+            fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?,
+            fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?,
+        ),
+        _ => {
+            eprintln!(
+                "peapod: the node API serves a self-signed certificate; an API server that \
+                 verifies node certificates (peapod's does) will not reach it for logs, exec \
+                 or port-forward: give --tls-cert-file/--tls-private-key-file from \
+                 `peapod node-cert`"
+            );
+            self_signed_cert(&[
+                advertise_ip.to_string(),
+                node_name.clone(),
+                "localhost".to_string(),
+            ])?
+        }
+    };
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(node::run(
@@ -100,11 +117,35 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     result
 }
 
-/// A self-signed serving certificate for the node API. No cluster CA is at hand here (as
-/// with a kubelet without `--tls-cert-file`, which self-signs too); kube-apiserver does not
-/// verify kubelet certificates unless given a kubelet CA.
+/// A self-signed serving certificate for the node API when none is given (as a kubelet
+/// without `--tls-cert-file` self-signs); API servers that verify node certificates refuse it.
 fn self_signed_cert(sans: &[String]) -> anyhow::Result<(String, String)> {
     let key = rcgen::generate_simple_self_signed(sans.to_vec())
         .context("generating the node API certificate")?;
     Ok((key.cert.pem(), key.signing_key.serialize_pem()))
+}
+
+/// `peapod node-cert`: a node API serving certificate signed by the cluster CA of a
+/// `peapod up` state dir, for `peapod agent --tls-cert-file/--tls-private-key-file`.
+pub fn node_cert(args: crate::cli::NodeCertArgs) -> anyhow::Result<()> {
+    let pki = args.state.state_dir.join("pki");
+    let (cert, key) = apiserver::issue_serving_cert(&pki, &args.san)
+        .with_context(|| format!("issuing a certificate from {}", pki.display()))?;
+    write_with_mode(&args.cert, &cert, 0o644)?;
+    write_with_mode(&args.key, &key, 0o600)?;
+    Ok(())
+}
+
+fn write_with_mode(path: &std::path::Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -37,6 +37,25 @@ pub enum Command {
     Image(ImageCommand),
     /// Stop every pod and remove all of peapod's state, mounts, cgroups and processes.
     Reset(StateDirArg),
+    /// Issue a node API serving certificate signed by the cluster CA of a `peapod up` state
+    /// dir, for `peapod agent --tls-cert-file/--tls-private-key-file`.
+    NodeCert(NodeCertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeCertArgs {
+    /// The `peapod up` state dir whose `pki/` holds the cluster CA.
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// An address or name the node API is reached at (its InternalIP); repeatable.
+    #[arg(long, required = true)]
+    pub san: Vec<String>,
+    /// Where to write the certificate (PEM).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Where to write the private key (PEM, mode 0600).
+    #[arg(long)]
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -137,9 +156,16 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:10250")]
     pub node_api_listen: SocketAddr,
     /// File holding the bearer token the node API requires (the API server's node token);
-    /// without it the node API takes no token.
+    /// without it a token is generated into `<state-dir>/node-api-token`.
     #[arg(long, value_name = "FILE")]
     pub node_api_token_file: Option<PathBuf>,
+    /// The node API's serving certificate (PEM), signed by a CA the API server trusts
+    /// (`peapod node-cert`); without it the node API self-signs.
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `--tls-cert-file` (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub static_pods: StaticPodArgs,
     #[command(flatten)]

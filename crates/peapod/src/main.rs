@@ -46,6 +46,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Controllers(args) => controller_manager::run(args).await,
         cli::Command::Image(cmd) => image::run(cmd).await,
         cli::Command::Reset(args) => reset::run(args).await,
+        cli::Command::NodeCert(args) => agent::node_cert(args),
     }
 }
 

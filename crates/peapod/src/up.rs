@@ -117,7 +117,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             node_api_listen: args.node_api_listen,
             node_api_advertise_ip: advertise_ip,
             node_api_tls: node_tls,
-            node_api_token: Some(node_api_token),
+            node_api_token,
             static_pod_path: static_pods.path,
             file_check_frequency: static_pods.file_check_frequency,
             allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
@@ -194,7 +194,7 @@ fn client_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A random hex secret kept in a 0600 file, created on first start and reused after.
-fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
+pub(crate) fn read_or_create_secret(path: &PathBuf) -> anyhow::Result<String> {
     if let Ok(s) = fs::read_to_string(path) {
         let s = s.trim().to_string();
         if !s.is_empty() {

@@ -7,5 +7,6 @@ mod common;
 mod hostile {
     mod devices;
     mod mounts;
+    mod requests;
     mod seccomp;
 }

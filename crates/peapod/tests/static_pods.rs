@@ -53,6 +53,23 @@ impl Agent {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The API server verifies node certificates: the agent serves one its CA signed.
+        let (cert, key) = (tmp.path().join("node.crt"), tmp.path().join("node.key"));
+        let out = Command::new(PEAPOD)
+            .arg("node-cert")
+            .arg("--state-dir")
+            .arg(&pp.state_dir)
+            .args(["--san", "127.0.0.1", "--san", &node_name, "--cert"])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .expect("peapod node-cert");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let log = tmp.path().join("agent.log");
         let log_file = fs::File::create(&log).expect("agent log");
         let child = Command::new(PEAPOD)
@@ -69,6 +86,10 @@ impl Agent {
             ])
             .arg("--node-api-token-file")
             .arg(pp.state_dir.join("node-api-token"))
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-private-key-file")
+            .arg(&key)
             .arg("--config")
             .arg(&config)
             .env("PEAPOD_LOG", "info")

@@ -54,6 +54,43 @@ pub enum StreamError {
         channel::PROTOCOL_V5
     )]
     SpdyExec,
+    #[error("too many exec, attach and port-forward sessions on this node (limit {limit}); try again later")]
+    TooManySessions { limit: usize },
+}
+
+/// How many exec, attach and port-forward sessions a node serves at once: each holds a
+/// process or sockets in a pod and a task here, so a client looping on `kubectl exec` must
+/// not exhaust the node.
+#[derive(Clone)]
+pub struct Sessions {
+    slots: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+/// The default cap on concurrent streaming sessions per node.
+pub const MAX_SESSIONS: usize = 128;
+
+impl Sessions {
+    pub fn new(limit: usize) -> Self {
+        Sessions {
+            slots: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A slot held for the session's life, or the refusal.
+    fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StreamError> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StreamError::TooManySessions { limit: self.limit })
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(MAX_SESSIONS)
+    }
 }
 
 impl IntoResponse for StreamError {
@@ -69,6 +106,7 @@ impl IntoResponse for StreamError {
             | Self::NotUpgrade { .. }
             | Self::SpdyExec => StatusCode::BAD_REQUEST,
             Self::NoRuntime | Self::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
         (
             code,
@@ -183,6 +221,7 @@ pub async fn exec_handler(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Result<Response, StreamError> {
+    let slot = st.sessions.acquire()?;
     let query = parse_exec_query(req.uri().query().unwrap_or(""))?;
     if query.command.is_empty() {
         return Err(StreamError::NoCommand);
@@ -192,7 +231,10 @@ pub async fn exec_handler(
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
     let id = running_container(rt.as_ref(), &sandbox, &container).await?;
     let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
-    Ok(ws.on_upgrade(move |socket| exec::serve_exec(socket, rt, id, query.command, query.streams)))
+    Ok(ws.on_upgrade(move |socket| async move {
+        exec::serve_exec(socket, rt, id, query.command, query.streams).await;
+        drop(slot);
+    }))
 }
 
 /// `GET|POST /attach/{namespace}/{pod}/{container}`.
@@ -201,6 +243,7 @@ pub async fn attach_handler(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Result<Response, StreamError> {
+    let slot = st.sessions.acquire()?;
     parse_exec_query(req.uri().query().unwrap_or(""))?;
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
@@ -212,7 +255,10 @@ pub async fn attach_handler(
         })?;
     let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
     let liveness = st.liveness.clone();
-    Ok(ws.on_upgrade(move |socket| exec::serve_attach(socket, log, liveness)))
+    Ok(ws.on_upgrade(move |socket| async move {
+        exec::serve_attach(socket, log, liveness).await;
+        drop(slot);
+    }))
 }
 
 /// The WebSocket upgrade of `req` with `protocol`; SPDY exec/attach are refused.
@@ -245,6 +291,7 @@ pub async fn portforward_handler(
     Path((namespace, pod)): Path<(String, String)>,
     mut req: Request,
 ) -> Result<Response, StreamError> {
+    let slot = st.sessions.acquire()?;
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox_id = sandbox_of(rt.as_ref(), &uid, &pod).await?;
@@ -266,7 +313,8 @@ pub async fn portforward_handler(
                 // SPDY bytes ride in binary messages whose boundaries mean nothing: bridge
                 // them to a byte pipe and run the SPDY session on its other end.
                 let (ours, theirs) = tokio::io::duplex(256 * 1024);
-                let session = tokio::spawn(portforward::serve(theirs, rt, target));
+                let dial = Arc::new(portforward::RuntimeDial(rt));
+                let session = tokio::spawn(portforward::serve(theirs, dial, target));
                 let (mut sink, mut source) = socket.split();
                 let (mut rd, mut wr) = tokio::io::split(ours);
                 let down = async {
@@ -299,6 +347,7 @@ pub async fn portforward_handler(
                 };
                 tokio::join!(down, up);
                 session.abort();
+                drop(slot);
             }))
         }
         Some("spdy/3.1") => {
@@ -315,9 +364,13 @@ pub async fn portforward_handler(
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => portforward::serve(TokioIo::new(upgraded), rt, target).await,
+                    Ok(upgraded) => {
+                        let dial = Arc::new(portforward::RuntimeDial(rt));
+                        portforward::serve(TokioIo::new(upgraded), dial, target).await
+                    }
                     Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
                 }
+                drop(slot);
             });
             let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
             let h = resp.headers_mut();

@@ -20,6 +20,12 @@ pub const WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// Largest DATA frame we send.
 const CHUNK: usize = 32 * 1024;
+/// Streams one session may have open (kubectl opens two per forwarded connection): more are
+/// refused with RST_STREAM, so one client cannot make the node hold sockets and tasks
+/// without bound.
+pub const MAX_STREAMS: usize = 256;
+/// RST_STREAM status REFUSED_STREAM (SPDY/3 §2.4.2).
+const REFUSED_STREAM: u32 = 3;
 
 /// Which pod a session forwards to, for the runtime and for error texts.
 #[derive(Debug, Clone)]
@@ -27,6 +33,26 @@ pub struct Target {
     pub sandbox_id: String,
     pub pod_name: String,
     pub pod_uid: String,
+}
+
+/// Opens the pod side of a forwarded connection: the runtime's `port_forward`, a fake in
+/// tests.
+#[async_trait::async_trait]
+pub trait Dial: Send + Sync {
+    async fn dial(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String>;
+}
+
+/// [`Dial`] through the container runtime.
+pub struct RuntimeDial(pub Arc<dyn RuntimeService>);
+
+#[async_trait::async_trait]
+impl Dial for RuntimeDial {
+    async fn dial(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+        self.0
+            .port_forward(sandbox_id, port)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// One forwarded connection's two streams, filled as their SYN_STREAMs arrive.
@@ -38,7 +64,7 @@ struct Pair {
 }
 
 /// Serves one SPDY connection until the client goes away.
-pub async fn serve<S>(io: S, runtime: Arc<dyn RuntimeService>, target: Target)
+pub async fn serve<S>(io: S, runtime: Arc<dyn Dial>, target: Target)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -95,6 +121,19 @@ where
                 Frame::SynStream {
                     stream_id, headers, ..
                 } => {
+                    tasks.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+                    inputs.retain(|_, tx| !tx.is_closed());
+                    let open = pairs.len() + 2 * tasks.len();
+                    if open >= MAX_STREAMS {
+                        tracing::debug!(open, "port-forward: too many streams; refusing one");
+                        let _ = out
+                            .send(Frame::RstStream {
+                                stream_id,
+                                status: REFUSED_STREAM,
+                            })
+                            .await;
+                        continue;
+                    }
                     // The client blocks until each stream is answered.
                     let _ = out
                         .send(Frame::SynReply {
@@ -146,6 +185,8 @@ where
                 }
                 Frame::RstStream { stream_id, .. } => {
                     inputs.remove(&stream_id);
+                    // A half-open pair the client gave up on frees its place.
+                    pairs.retain(|_, p| p.error != Some(stream_id) && p.data != Some(stream_id));
                 }
                 Frame::Ping(id) => {
                     let _ = out.send(Frame::Ping(id)).await;
@@ -167,7 +208,7 @@ where
 
 /// Pipes one forwarded connection; reports a failure on the error stream.
 async fn forward(
-    runtime: Arc<dyn RuntimeService>,
+    runtime: Arc<dyn Dial>,
     target: Target,
     port: String,
     error_stream: u32,
@@ -181,10 +222,7 @@ async fn forward(
         data: Vec::new(),
     };
     let conn = match port.parse::<u16>() {
-        Ok(p) if p > 0 => runtime
-            .port_forward(&target.sandbox_id, p)
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(p) if p > 0 => runtime.dial(&target.sandbox_id, p).await,
         _ => Err(format!("invalid port {port:?}")),
     };
     let tcp = match conn {
@@ -237,4 +275,108 @@ async fn forward(
     let _ = out.send(fin(data_stream)).await;
     let _ = out.send(fin(error_stream)).await;
     upstream.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dials a listener on loopback that stands for the pod's port.
+    struct Loopback(std::net::SocketAddr);
+
+    #[async_trait::async_trait]
+    impl Dial for Loopback {
+        async fn dial(&self, _: &str, _: u16) -> Result<tokio::net::TcpStream, String> {
+            tokio::net::TcpStream::connect(self.0)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    fn syn(stream_id: u32, kind: &str, request: u32) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            fin: false,
+            headers: vec![
+                ("streamtype".into(), kind.into()),
+                ("port".into(), "80".into()),
+                ("requestid".into(), request.to_string()),
+            ],
+        }
+    }
+
+    /// A client opening streams without end gets REFUSED_STREAM past the cap, and the
+    /// session still forwards a connection afterwards.
+    #[tokio::test]
+    async fn streams_over_the_cap_are_refused_and_the_session_keeps_working() {
+        let pod = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let pod_addr = pod.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = pod.accept().await {
+                let _ = c.write_all(b"hello").await;
+            }
+        });
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let target = Target {
+            sandbox_id: "s".into(),
+            pod_name: "p".into(),
+            pod_uid: "u".into(),
+        };
+        let session = tokio::spawn(serve(server, Arc::new(Loopback(pod_addr)), target));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let mut enc = Encoder::default();
+        // Error streams whose data streams never come: each stays open.
+        let extra = 10;
+        let total = u32::try_from(MAX_STREAMS + extra).expect("count");
+        for i in 0..total {
+            wr.write_all(&enc.encode(&syn(2 * i + 1, "error", i)).expect("encode"))
+                .await
+                .expect("write");
+        }
+        let mut dec = Decoder::default();
+        let mut buf = Vec::new();
+        let (mut replies, mut refused) = (0usize, Vec::new());
+        let mut hello = false;
+        // Once every stream is answered, one more request whose data stream completes a
+        // pending pair (request 0) must still be forwarded.
+        let mut sent_data = false;
+        while !hello {
+            let mut chunk = [0u8; 4096];
+            let n = rd.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "session ended");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((frame, used)) = dec.next(&buf).expect("decode") {
+                buf.drain(..used);
+                match frame {
+                    Frame::SynReply { .. } => replies += 1,
+                    Frame::RstStream { stream_id, status } => {
+                        assert_eq!(status, REFUSED_STREAM);
+                        refused.push(stream_id);
+                    }
+                    Frame::Data { data, .. } if data == b"hello" => hello = true,
+                    _ => {}
+                }
+            }
+            if !sent_data && replies + refused.len() == MAX_STREAMS + extra {
+                assert_eq!(replies, MAX_STREAMS);
+                assert_eq!(refused.len(), extra);
+                sent_data = true;
+                // The client gives up on two pending streams; a new pair then fits.
+                for (stream_id, status) in [(1, 5), (3, 5)] {
+                    let rst = Frame::RstStream { stream_id, status };
+                    wr.write_all(&enc.encode(&rst).expect("encode"))
+                        .await
+                        .expect("write");
+                }
+                for f in [syn(100_001, "error", 9999), syn(100_003, "data", 9999)] {
+                    wr.write_all(&enc.encode(&f).expect("encode"))
+                        .await
+                        .expect("write");
+                }
+            }
+        }
+        session.abort();
+    }
 }

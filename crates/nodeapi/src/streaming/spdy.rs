@@ -132,6 +132,8 @@ pub enum SpdyError {
     Deflate(#[source] flate2::CompressError),
     #[error("header block larger than {MAX_HEADER_BLOCK} bytes")]
     TooLarge,
+    #[error("header block after the end of the zlib stream")]
+    StreamEnded,
 }
 
 pub type Headers = Vec<(String, String)>;
@@ -305,19 +307,28 @@ impl Decoder {
                 out.reserve(out.len().max(256));
             }
             let before = self.inflate.total_in();
-            match self
+            let produced_before = out.len();
+            let primed = match self
                 .inflate
                 .decompress_vec(input, &mut out, FlushDecompress::Sync)
             {
-                Ok(Status::Ok | Status::BufError | Status::StreamEnd) => {}
+                Ok(Status::Ok | Status::BufError | Status::StreamEnd) => false,
                 Err(e) if e.needs_dictionary().is_some() => {
                     self.inflate
                         .set_dictionary(dictionary())
                         .map_err(SpdyError::Inflate)?;
+                    true
                 }
                 Err(e) => return Err(SpdyError::Inflate(e)),
+            };
+            let used = usize::try_from(self.inflate.total_in().saturating_sub(before))
+                .unwrap_or(usize::MAX)
+                .min(input.len());
+            // Once the zlib stream has ended (or the inflater is stuck) nothing more is
+            // consumed or produced: the rest of the block can never be read.
+            if !primed && used == 0 && out.len() == produced_before {
+                return Err(SpdyError::StreamEnded);
             }
-            let used = (self.inflate.total_in() - before) as usize;
             input = &input[used..];
         }
         Ok(out)
@@ -586,5 +597,38 @@ mod tests {
         let junk = control(SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
         assert!(Decoder::default().next(&junk).is_err());
         assert!(parse_headers(&[0, 0, 0, 5]).is_err());
+    }
+
+    /// A peer that finishes the zlib stream (Z_FINISH) and keeps sending header bytes once
+    /// made the inflate loop spin forever: nothing was consumed, and the input never shrank.
+    #[test]
+    fn header_bytes_after_the_end_of_the_zlib_stream_are_an_error() {
+        let mut deflate = Compress::new(Compression::default(), true);
+        deflate.set_dictionary(dictionary()).expect("dictionary");
+        let raw = encode_headers(&hdrs(&[("streamtype", "data")]));
+        let mut block = Vec::with_capacity(256);
+        let status = deflate
+            .compress_vec(&raw, &mut block, FlushCompress::Finish)
+            .expect("deflate");
+        assert_eq!(status, Status::StreamEnd);
+        let mut body = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&block);
+        let mut dec = Decoder::default();
+        let first = control(SYN_STREAM, 0, &body);
+        assert!(matches!(
+            dec.next(&first).expect("first block"),
+            Some((Frame::SynStream { .. }, _))
+        ));
+        // Trailing garbage after the end in one block, and a whole second block.
+        let mut trailing = body.clone();
+        trailing.extend_from_slice(b"more");
+        assert!(matches!(
+            Decoder::default().next(&control(SYN_STREAM, 0, &trailing)),
+            Err(SpdyError::StreamEnded)
+        ));
+        assert!(matches!(
+            dec.next(&control(SYN_STREAM, 0, &body)),
+            Err(SpdyError::StreamEnded)
+        ));
     }
 }
