@@ -1,7 +1,8 @@
-//! DNS query packets answered by the cluster DNS from a small cluster snapshot.
+//! DNS query packets answered by the cluster DNS from a small cluster snapshot, over TCP and
+//! over UDP (where an answer never exceeds the largest payload size).
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use dns::Snapshot;
 use libfuzzer_sys::fuzz_target;
@@ -34,11 +35,11 @@ fn snapshot() -> &'static Snapshot {
             "spec": {"containers": [], "hostname": "db-0", "subdomain": "db"},
             "status": {"podIP": "10.244.0.5"},
         });
-        Snapshot {
-            services: vec![parse(service), parse(headless), parse(external)],
-            slices: vec![parse(slice)],
-            pods: vec![parse(pod)],
-        }
+        Snapshot::new(
+            [parse(service), parse(headless), parse(external)].map(Arc::new),
+            [Arc::new(parse(slice))],
+            [Arc::new(parse(pod))],
+        )
     })
 }
 
@@ -48,4 +49,7 @@ fn parse<T: serde::de::DeserializeOwned + Default>(v: serde_json::Value) -> T {
 
 fuzz_target!(|data: &[u8]| {
     let _ = dns::answer(snapshot(), "cluster.local", 30, data);
+    if let Some(resp) = dns::answer_udp(snapshot(), "cluster.local", 30, data) {
+        assert!(resp.len() <= 4096, "UDP answer of {} bytes", resp.len());
+    }
 });

@@ -199,7 +199,12 @@ pub async fn stream_log(
         }
         // At the end of the file.
         if rotated(&file, &path).await {
-            // Drained the old file (the read above hit its end): go on in the new one.
+            // The writer renamed the file away and writes the new one only: what it appended
+            // to the old one before the rename is still unread, so drain it, then go on in
+            // the new file.
+            if let Err(e) = file.read_to_end(&mut pending).await {
+                return send_err(e).await;
+            }
             match tokio::fs::File::open(&path).await {
                 Ok(f) => file = f,
                 Err(e) => return send_err(e).await,

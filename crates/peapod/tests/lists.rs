@@ -93,6 +93,25 @@ fn lists_page_with_limit_and_continue() {
         ]
     );
 
+    // Cluster-scoped lists page too.
+    let want = names(&raw(&pp, "/api/v1/namespaces"));
+    let mut got = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let path = match &next {
+            None => "/api/v1/namespaces?limit=1".to_string(),
+            Some(t) => format!("/api/v1/namespaces?limit=1&continue={t}"),
+        };
+        let page = raw(&pp, &path);
+        got.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert!(want.len() >= 4, "{want:?}");
+
     // A selector is applied before the limit, and no count is given with one.
     let a = raw(&pp, &format!("{base}?labelSelector=tier%3Da&limit=2"));
     assert_eq!(names(&a), ["cm-0", "cm-2"]);

@@ -62,6 +62,9 @@ struct Ctx {
 /// `--pvclaimbinder-sync-period`).
 const UNBOUND_CLAIM_RESYNC: Duration = Duration::from_secs(15);
 
+/// How often a bound volume is looked at again (the same sync period).
+const VOLUME_RESYNC: Duration = UNBOUND_CLAIM_RESYNC;
+
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -567,7 +570,9 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
             Err(e) => return Err(Error::api(format!("unbinding volume {name}"))(e)),
         }
     }
-    Ok(Action::await_change())
+    // Looked at again every sync period, as upstream syncs every volume: the claim cache may
+    // still hold a claim whose deletion woke this sync.
+    Ok(Action::requeue(VOLUME_RESYNC))
 }
 
 /// The volume's claim is gone: `Released`, then its reclaim policy.
