@@ -92,7 +92,7 @@ impl Agent {
             .arg(&key)
             .arg("--config")
             .arg(&config)
-            .env("PEAPOD_LOG", "info")
+            .env("PEAPOD_LOG", "info,staticpods=debug")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
@@ -308,7 +308,14 @@ fn static_pod_lifecycle_and_mirror() {
     });
     let container_id = pp.jsonpath(&mirror, "{.status.containerStatuses[0].containerID}");
     let mirror_uid = pp.jsonpath(&mirror, "{.metadata.uid}").expect("uid");
-    pp.kubectl_ok(&["delete", &mirror, "--timeout=30s"]);
+    let deleted = pp.kubectl(&["delete", &mirror, "--timeout=30s"]);
+    assert!(
+        deleted.status.success(),
+        "deleting the mirror pod: {}\nagent log tail:\n{}\nserver log tail:\n{}",
+        String::from_utf8_lossy(&deleted.stderr),
+        common::tail(&agent.log_text(), 60),
+        common::tail(&pp.server_log(), 30),
+    );
     wait_until(
         "the mirror pod to come back",
         Duration::from_secs(30),
