@@ -391,7 +391,8 @@ fn seed_multi_container_deployments() {
     );
     let proxied = logs_until(
         &pp,
-        &["-l", "app=numbers-web", "-c", "proxy"],
+        // The whole log: with `-l`, kubectl shows only the last 10 lines by default.
+        &["-l", "app=numbers-web", "-c", "proxy", "--tail=-1"],
         "GET http://localhost/api -> http://numbers-api/sixeyed/kiamol/master/ch03/numbers/rng",
     );
     assert!(proxied.contains("proxy listening on :1080"), "{proxied}");
