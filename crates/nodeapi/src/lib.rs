@@ -6,14 +6,15 @@
 mod logs;
 mod router;
 mod server;
+mod sessions;
 mod streaming;
 
 pub use logs::{ContainerLiveness, RuntimeLiveness};
 pub use router::router;
 pub use server::{serve, tls_config, NodeApiState, TlsError};
+pub use sessions::{Sessions, MAX_SESSIONS};
 /// The pure protocol parsers of the streaming endpoints (exec query, WebSocket channel
 /// messages, SPDY frames), for fuzzers and tools.
 pub use streaming::channel::{decode as decode_channel_message, Inbound};
 pub use streaming::parse_exec_query;
 pub use streaming::spdy::{Decoder as SpdyDecoder, Frame as SpdyFrame, SpdyError};
-pub use streaming::{Sessions, MAX_SESSIONS};

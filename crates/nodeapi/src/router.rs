@@ -179,7 +179,7 @@ mod tests {
     #[tokio::test]
     async fn streaming_sessions_over_the_cap_get_429() {
         let (_dir, mut state) = setup(json!({}));
-        state.sessions = crate::streaming::Sessions::new(0);
+        state.sessions = crate::sessions::Sessions::new(0);
         let ok = Some("s3cret");
         for uri in [
             "/exec/default/web/app?command=sh",

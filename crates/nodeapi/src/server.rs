@@ -33,7 +33,7 @@ pub struct NodeApiState {
     /// What `/metrics` serves (`None`: 404).
     pub metrics: Option<Arc<metrics::Registry>>,
     /// The cap on concurrent exec, attach and port-forward sessions.
-    pub sessions: crate::streaming::Sessions,
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// Why a log request is refused; texts follow kubelet's.

@@ -22,6 +22,7 @@ use runtime::{ContainerState, RuntimeError, RuntimeService, SandboxState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{resolve_log_file, NodeApiState};
+use crate::sessions::Sessions;
 
 /// Why a streaming request is refused before any upgrade; texts follow kubelet's.
 #[derive(Debug, thiserror::Error)]
@@ -58,39 +59,11 @@ pub enum StreamError {
     TooManySessions { limit: usize },
 }
 
-/// How many exec, attach and port-forward sessions a node serves at once: each holds a
-/// process or sockets in a pod and a task here, so a client looping on `kubectl exec` must
-/// not exhaust the node.
-#[derive(Clone)]
-pub struct Sessions {
-    slots: Arc<tokio::sync::Semaphore>,
-    limit: usize,
-}
-
-/// The default cap on concurrent streaming sessions per node.
-pub const MAX_SESSIONS: usize = 128;
-
-impl Sessions {
-    pub fn new(limit: usize) -> Self {
-        Sessions {
-            slots: Arc::new(tokio::sync::Semaphore::new(limit)),
-            limit,
-        }
-    }
-
-    /// A slot held for the session's life, or the refusal.
-    fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StreamError> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| StreamError::TooManySessions { limit: self.limit })
-    }
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Sessions::new(MAX_SESSIONS)
-    }
+/// A session slot held for the session's life, or the refusal.
+fn acquire_session(sessions: &Sessions) -> Result<tokio::sync::OwnedSemaphorePermit, StreamError> {
+    sessions.try_acquire().ok_or(StreamError::TooManySessions {
+        limit: sessions.limit(),
+    })
 }
 
 impl IntoResponse for StreamError {
@@ -221,7 +194,7 @@ pub async fn exec_handler(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Result<Response, StreamError> {
-    let slot = st.sessions.acquire()?;
+    let slot = acquire_session(&st.sessions)?;
     let query = parse_exec_query(req.uri().query().unwrap_or(""))?;
     if query.command.is_empty() {
         return Err(StreamError::NoCommand);
@@ -243,7 +216,7 @@ pub async fn attach_handler(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Result<Response, StreamError> {
-    let slot = st.sessions.acquire()?;
+    let slot = acquire_session(&st.sessions)?;
     parse_exec_query(req.uri().query().unwrap_or(""))?;
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
@@ -291,7 +264,7 @@ pub async fn portforward_handler(
     Path((namespace, pod)): Path<(String, String)>,
     mut req: Request,
 ) -> Result<Response, StreamError> {
-    let slot = st.sessions.acquire()?;
+    let slot = acquire_session(&st.sessions)?;
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox_id = sandbox_of(rt.as_ref(), &uid, &pod).await?;
