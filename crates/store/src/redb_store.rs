@@ -291,36 +291,15 @@ impl Inner {
 
     /// Every object whose key starts with `prefix`, with the RV of the same snapshot.
     fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend("begin read", prefix, e))?;
-        let objects = txn
-            .open_table(OBJECTS)
-            .map_err(|e| backend("open", prefix, e))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| backend("open", prefix, e))?;
-        let resource_version = meta
-            .get(RV_KEY)
-            .map_err(|e| backend("read rv", prefix, e))?
-            .map(|g| g.value())
-            .unwrap_or(0);
-        let mut items = Vec::new();
-        for entry in objects
-            .range::<&str>(prefix..)
-            .map_err(|e| backend("range", prefix, e))?
-        {
-            let (k, v) = entry.map_err(|e| backend("range", prefix, e))?;
-            let k = k.value();
-            if !k.starts_with(prefix) {
-                break;
-            }
-            items.push(decode(k, v.value())?);
-        }
+        let all = PageRequest {
+            start: None,
+            limit: usize::MAX,
+            filter: None,
+        };
+        let page = self.list_page(prefix, &all)?;
         Ok(ListResult {
-            items,
-            resource_version,
+            items: page.items,
+            resource_version: page.resource_version,
         })
     }
 
