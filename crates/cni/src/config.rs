@@ -232,10 +232,12 @@ pub fn load_first(dir: &Path) -> Result<Option<(PathBuf, ConfList)>, ConfigError
     Ok(None)
 }
 
-/// peapod's default network: a `bridge` (with `host-local` IPAM on the node's pod CIDR,
-/// the bridge as the pods' gateway and masquerading of their outbound traffic), `portmap`
-/// for `hostPort`, and `loopback`. `hairpinMode` lets a pod reach itself through a
-/// Service address.
+/// peapod's default network: a `bridge` (with `host-local` IPAM on the node's pod CIDR and
+/// the bridge as the pods' gateway), `portmap` for `hostPort`, and `loopback`.
+/// `hairpinMode` lets a pod reach itself through a Service address. The bridge plugin's
+/// `ipMasq` is off: it would masquerade everything leaving the node's range, pods on other
+/// nodes included; the node masquerades only what leaves the cluster's pod network (as
+/// flannel does), so pods see each other's own addresses across nodes.
 pub fn default_conflist(bridge: &str, pod_cidr: &str) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
@@ -245,7 +247,7 @@ pub fn default_conflist(bridge: &str, pod_cidr: &str) -> Value {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -259,15 +261,35 @@ pub fn default_conflist(bridge: &str, pod_cidr: &str) -> Value {
     })
 }
 
+/// The subnet of peapod's own default conflist (`None` for any other config).
+fn default_subnet(path: &Path, list: &ConfList) -> Option<String> {
+    if path.file_name().and_then(|n| n.to_str()) != Some(DEFAULT_FILE)
+        || list.name != DEFAULT_NETWORK
+    {
+        return None;
+    }
+    list.plugins.first()?.get("ipam")?.get("ranges")?[0][0]
+        .get("subnet")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Writes the default conflist into `dir` unless a loadable config is already there;
-/// returns the config to use either way.
+/// returns the config to use either way. peapod's own default file is rewritten when it
+/// names another range than `pod_cidr` (the node was given a new range); any other config
+/// is the operator's and used as it is.
 pub fn ensure_default(
     dir: &Path,
     bridge: &str,
     pod_cidr: &str,
 ) -> Result<(PathBuf, ConfList), ConfigError> {
-    if let Some(found) = load_first(dir)? {
-        return Ok(found);
+    if let Some((path, list)) = load_first(dir)? {
+        match default_subnet(&path, &list) {
+            Some(subnet) if subnet != pod_cidr => {
+                tracing::info!(path = %path.display(), old = %subnet, new = %pod_cidr, "the node's pod CIDR changed; rewriting the default CNI config");
+            }
+            _ => return Ok((path, list)),
+        }
     }
     let path = dir.join(DEFAULT_FILE);
     let write_err = |source| ConfigError::Write {
@@ -335,6 +357,28 @@ mod tests {
         .expect("write");
         let (_, again) = ensure_default(&conf, "peapod0", "10.244.0.0/24").expect("again");
         assert_eq!(again.name, "mine");
+    }
+
+    #[test]
+    fn the_default_follows_the_nodes_range_but_other_configs_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("net.d");
+        ensure_default(&conf, "peapod0", "10.244.0.0/24").expect("default");
+        let (_, moved) = ensure_default(&conf, "peapod0", "10.244.3.0/24").expect("moved");
+        assert_eq!(
+            moved.plugins[0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.244.3.0/24"
+        );
+        assert_eq!(moved.plugins[0]["ipMasq"], false);
+        let reread = load_first(&conf).expect("load").expect("found").1;
+        assert_eq!(reread, moved);
+        std::fs::write(
+            conf.join(DEFAULT_FILE),
+            r#"{"cniVersion":"1.0.0","name":"mine","plugins":[{"type":"bridge","ipam":{"ranges":[[{"subnet":"10.1.0.0/24"}]]}}]}"#,
+        )
+        .expect("write");
+        let (_, kept) = ensure_default(&conf, "peapod0", "10.244.3.0/24").expect("kept");
+        assert_eq!(kept.name, "mine");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
 //! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
-//! the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
+//! the node IPAM controller (a pod CIDR per Node), the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
 //! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
@@ -16,6 +16,7 @@ mod endpoints;
 mod gc;
 mod leader;
 mod namespace;
+mod nodeipam;
 mod scheduler;
 mod serviceaccounts;
 mod volumefit;
@@ -26,6 +27,7 @@ use controller_base::Start;
 use kube::Client;
 
 pub use leader::{unique_identity, ConfigError, LeaderElection};
+pub use nodeipam::{CLUSTER_CIDR, NODE_CIDR_MASK};
 
 /// The core controllers, by name; the manager also runs
 /// the apps, batch, storage and policy controllers of [`WORKLOAD_CONTROLLERS`].
@@ -33,6 +35,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("scheduler", scheduler::run),
     ("namespace", namespace::run),
     ("endpoints", endpoints::run),
+    ("nodeipam", nodeipam::run),
     ("garbagecollector", gc::run),
     ("serviceaccount", serviceaccounts::run),
     ("clusterrole-aggregation", clusterroles::run),

@@ -25,7 +25,7 @@ pub use cri::{
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
-pub use network::{NetworkConfig, NetworkError};
+pub use network::{NetworkConfig, NetworkError, PodCidr};
 pub use service::{Runtime, RuntimeConfig};
 pub use stdio::ExecIo;
 

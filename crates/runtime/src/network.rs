@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Map, Value};
 
@@ -17,15 +17,37 @@ use crate::PodSandboxConfig;
 /// The interface name kubelet asks for (`CNI_IFNAME`).
 pub const POD_IFNAME: &str = "eth0";
 
+/// The node's pod CIDR as far as it is known: given on the command line, or learnt from the
+/// Node's `spec.podCIDR` once the node IPAM controller has set it. Clones share the value.
+#[derive(Debug, Clone, Default)]
+pub struct PodCidr(Arc<RwLock<Option<String>>>);
+
+impl PodCidr {
+    /// A CIDR known from the start.
+    pub fn fixed(cidr: impl Into<String>) -> Self {
+        Self(Arc::new(RwLock::new(Some(cidr.into()))))
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, cidr: impl Into<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(cidr.into());
+    }
+}
+
 /// Where the runtime finds its CNI config and plugins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NetworkConfig {
     /// The first conflist here is used; the default one is written here when there is none.
     pub conf_dir: PathBuf,
     /// Plugin binaries, searched in order (`CNI_PATH`).
     pub bin_dirs: Vec<PathBuf>,
-    /// The node's pod CIDR, used by the default conflist's host-local IPAM.
-    pub pod_cidr: String,
+    /// The node's pod CIDR, used by the default conflist's host-local IPAM; while it is
+    /// unknown and no conflist exists, sandboxes cannot be attached (kubelet's "network
+    /// not ready").
+    pub pod_cidr: PodCidr,
     /// The bridge of the default conflist.
     pub bridge: String,
 }
@@ -35,7 +57,7 @@ impl Default for NetworkConfig {
         Self {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
-            pod_cidr: "10.244.0.0/24".to_string(),
+            pod_cidr: PodCidr::fixed("10.244.0.0/24"),
             bridge: "peapod0".to_string(),
         }
     }
@@ -48,6 +70,8 @@ pub enum NetworkError {
     Config(#[from] cni::ConfigError),
     #[error(transparent)]
     Cni(#[from] cni::CniError),
+    #[error("network not ready: no CNI config in {conf_dir} and the node has no pod CIDR yet")]
+    NoPodCidr { conf_dir: PathBuf },
     #[error("pinning network namespace {netns} at {pin}")]
     Pin {
         netns: PathBuf,
@@ -165,7 +189,17 @@ impl PodNetwork {
         let Some(net) = &self.config else {
             return Ok(Vec::new());
         };
-        let (_, list) = cni::config::ensure_default(&net.conf_dir, &net.bridge, &net.pod_cidr)?;
+        let list = match net.pod_cidr.get() {
+            Some(cidr) => cni::config::ensure_default(&net.conf_dir, &net.bridge, &cidr)?.1,
+            None => match cni::config::load_first(&net.conf_dir)? {
+                Some((_, list)) => list,
+                None => {
+                    return Err(NetworkError::NoPodCidr {
+                        conf_dir: net.conf_dir.clone(),
+                    })
+                }
+            },
+        };
         let pin = self.pin_path(sandbox_id);
         let mut caps = Map::new();
         let mappings = port_mappings(config);
