@@ -27,7 +27,6 @@ use controller_base::Start;
 use kube::Client;
 
 pub use leader::{unique_identity, ConfigError, LeaderElection};
-pub use nodeipam::{CLUSTER_CIDR, NODE_CIDR_MASK};
 
 /// The core controllers, by name; the manager also runs
 /// the apps, batch, storage and policy controllers of [`WORKLOAD_CONTROLLERS`].

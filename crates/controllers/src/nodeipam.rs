@@ -28,9 +28,9 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_conflict, is_not_found, Error};
 
 /// kube-controller-manager's `--cluster-cidr` as peapod's nodes use it.
-pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+const CLUSTER_CIDR: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 244, 0, 0), 16);
 /// kube-controller-manager's default `--node-cidr-mask-size` for IPv4.
-pub const NODE_CIDR_MASK: u8 = 24;
+const NODE_CIDR_MASK: u8 = 24;
 /// How long to wait before trying again when every range is taken (upstream records
 /// `CIDRNotAvailable` and retries).
 const RETRY_FULL: Duration = Duration::from_secs(30);
@@ -44,6 +44,7 @@ pub struct RangeAllocator {
 
 impl RangeAllocator {
     /// `None` when `mask` does not cut `cluster` into ranges.
+    #[cfg(test)]
     pub fn new(cluster: Ipv4Net, mask: u8) -> Option<Self> {
         (mask >= cluster.prefix_len() && mask <= 32).then(|| Self {
             cluster: cluster.trunc(),
@@ -94,8 +95,7 @@ impl RangeAllocator {
 impl Default for RangeAllocator {
     fn default() -> Self {
         Self {
-            cluster: Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
-                .unwrap_or_default(),
+            cluster: CLUSTER_CIDR,
             mask: NODE_CIDR_MASK,
         }
     }
@@ -196,7 +196,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         Err(e) => {
             ctx.forget(&name);
-            Err(Error::api(format!("setting the pod CIDR of node {name}"))(e))
+            Err(Error::api(format!("setting the pod CIDR of node {name}"))(
+                e,
+            ))
         }
     }
 }
@@ -217,10 +219,16 @@ mod tests {
             Some("10.244.0.0/24")
         );
         let next = a.next_free(["10.244.0.0/24", "10.244.2.0/24"]);
-        assert_eq!(next.map(|n| n.to_string()).as_deref(), Some("10.244.1.0/24"));
+        assert_eq!(
+            next.map(|n| n.to_string()).as_deref(),
+            Some("10.244.1.0/24")
+        );
         // A freed range (its Node gone from the list) is handed out again.
         let again = a.next_free(["10.244.1.0/24", "10.244.2.0/24"]);
-        assert_eq!(again.map(|n| n.to_string()).as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(
+            again.map(|n| n.to_string()).as_deref(),
+            Some("10.244.0.0/24")
+        );
     }
 
     #[test]
@@ -228,17 +236,25 @@ mod tests {
         let a = alloc("10.244.0.0/16", 24);
         // Outside the cluster CIDR, or garbage: nothing taken.
         let next = a.next_free(["192.168.0.0/24", "not a cidr", "fd00::/64"]);
-        assert_eq!(next.map(|n| n.to_string()).as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(
+            next.map(|n| n.to_string()).as_deref(),
+            Some("10.244.0.0/24")
+        );
         // A /23 set by hand takes two ranges.
         let next = a.next_free(["10.244.0.0/23"]);
-        assert_eq!(next.map(|n| n.to_string()).as_deref(), Some("10.244.2.0/24"));
+        assert_eq!(
+            next.map(|n| n.to_string()).as_deref(),
+            Some("10.244.2.0/24")
+        );
     }
 
     #[test]
     fn a_full_cluster_cidr_has_no_range_left() {
         let a = alloc("10.0.0.0/30", 31);
         assert_eq!(
-            a.next_free(["10.0.0.0/31"]).map(|n| n.to_string()).as_deref(),
+            a.next_free(["10.0.0.0/31"])
+                .map(|n| n.to_string())
+                .as_deref(),
             Some("10.0.0.2/31")
         );
         assert_eq!(a.next_free(["10.0.0.0/31", "10.0.0.2/31"]), None);
@@ -252,8 +268,8 @@ mod tests {
         }))
         .expect("node");
         assert_eq!(pod_cidrs(&node), ["10.244.3.0/24"]);
-        let bare: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "b"}}))
-            .expect("node");
+        let bare: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "b"}})).expect("node");
         assert!(pod_cidrs(&bare).is_empty());
     }
 }

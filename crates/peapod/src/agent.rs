@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::AgentArgs;
+use crate::node_network;
 use crate::process;
 use crate::static_pods::static_pod_settings;
 
@@ -42,8 +43,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let client = process::kube_client(&args.kubeconfig).await?;
     // The runtime observes its phases of a pod start into the agent's metrics.
     let node_metrics = node::NodeMetrics::new();
+    let network = args.network.config();
+    let pod_cidr = network.pod_cidr.clone();
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
-        network: Some(args.network.config()),
+        network: Some(network),
         phases: Some(node_metrics.phases.clone()),
         container_logs: static_pods.container_logs,
         ..runtime::RuntimeConfig::new(
@@ -78,6 +81,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut network_tasks = vec![node_network::start_pod_network(
+        client.clone(),
+        &args.network,
+        &node_name,
+        pod_cidr,
+        shutdown_rx.clone(),
+    )];
+    if args.proxy {
+        network_tasks.extend(node_network::start_services(
+            client.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -113,6 +129,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    // The network tasks remove their nftables tables (and the DNS its address) on the way
+    // out.
+    let _ = shutdown_tx.send(true);
+    for t in network_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     let _ = fs::remove_file(state_dir.join("peapod.pid"));
     result
 }

@@ -112,9 +112,14 @@ pub struct NetworkArgs {
     /// CNI plugin directories, searched in order (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     pub cni_bin_dir: Vec<PathBuf>,
-    /// This node's pod CIDR, the address range of the default CNI network.
-    #[arg(long, default_value = "10.244.0.0/24")]
-    pub pod_cidr: String,
+    /// This node's pod CIDR, the address range of the default CNI network (default: the
+    /// Node's `spec.podCIDR`, given by the node IPAM controller; pods wait for it).
+    #[arg(long)]
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// The cluster's pod network: each node's pod CIDR lies in it, pods reach each other
+    /// across nodes within it without NAT, and what leaves it is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
 }
 
 impl NetworkArgs {
@@ -122,8 +127,20 @@ impl NetworkArgs {
         runtime::NetworkConfig {
             conf_dir: self.cni_conf_dir.clone(),
             bin_dirs: self.cni_bin_dir.clone(),
-            pod_cidr: self.pod_cidr.clone(),
+            pod_cidr: match self.pod_cidr {
+                Some(cidr) => runtime::PodCidr::fixed(cidr.to_string()),
+                None => runtime::PodCidr::default(),
+            },
             ..Default::default()
+        }
+    }
+
+    /// The node's share of the pod network (routes to other nodes, masquerading).
+    pub fn pod_network(&self, node_name: &str) -> podnet::PodNetConfig {
+        podnet::PodNetConfig {
+            node_name: node_name.to_string(),
+            cluster_cidr: self.cluster_cidr,
+            pod_cidr: self.pod_cidr,
         }
     }
 }
@@ -170,6 +187,10 @@ pub struct AgentArgs {
     pub static_pods: StaticPodArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Also run the service proxy and cluster DNS here, as `peapod up` does for its node:
+    /// for an agent on a machine (or network namespace) of its own.
+    #[arg(long)]
+    pub proxy: bool,
 }
 
 #[derive(Debug, Subcommand)]

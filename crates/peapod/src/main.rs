@@ -8,6 +8,7 @@ mod agent;
 mod cli;
 mod controller_manager;
 mod image;
+mod node_network;
 mod process;
 mod reset;
 mod static_pods;

@@ -17,10 +17,13 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
         return Ok(());
     }
     stop_running_up(&state_dir).await;
-    // The service proxy's nftables table, the cluster DNS address and the API server's
+    // The service proxy's and the pod network's nftables tables, the cluster DNS address and the API server's
     // in-cluster address (all idempotent).
     if let Err(e) = proxy::cleanup(&proxy::ProxyConfig::default()) {
         eprintln!("peapod: removing service rules: {e}");
+    }
+    if let Err(e) = podnet::cleanup(&podnet::host::Commands::default()) {
+        eprintln!("peapod: removing the pod network's masquerade rule: {e}");
     }
     dns::cleanup_if_unused(&dns::DnsConfig::default());
     apiserver::remove_cluster_address_if_unused(apiserver::KUBERNETES_SERVICE_ADDR);

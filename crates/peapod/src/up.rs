@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::UpArgs;
+use crate::node_network;
 use crate::process;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -54,8 +55,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = process::kube_client(&kubeconfig_path).await?;
     // The runtime observes its phases of a pod start into the agent's metrics.
     let node_metrics = node::NodeMetrics::new();
+    let network = args.network.config();
+    let pod_cidr = network.pod_cidr.clone();
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
-        network: Some(args.network.config()),
+        network: Some(network),
         phases: Some(node_metrics.phases.clone()),
         container_logs: static_pods.container_logs,
         ..runtime::RuntimeConfig::new(
@@ -104,10 +107,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
     // The node-local service proxy and cluster DNS (kube-proxy's and CoreDNS's jobs), plain
     // API clients like the agent.
-    let service_tasks = [
-        tokio::spawn(run_proxy(client.clone(), shutdown_rx.clone())),
-        tokio::spawn(run_dns(client.clone(), shutdown_rx.clone())),
-    ];
+    let mut service_tasks = Vec::from(node_network::start_services(
+        client.clone(),
+        shutdown_rx.clone(),
+    ));
+    service_tasks.push(node_network::start_pod_network(
+        client.clone(),
+        &args.network,
+        &node_name,
+        pod_cidr,
+        shutdown_rx.clone(),
+    ));
     let agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -139,7 +149,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    // The proxy removes its nftables table and the DNS its address on the way out.
+    // The proxy and the pod network remove their nftables tables and the DNS its address
+    // on the way out.
     let _ = shutdown_tx.send(true);
     for t in service_tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
@@ -156,32 +167,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// Completes once `shutdown` turns true (or its sender is gone).
 async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// The service proxy; a failure is logged, the rest of the node keeps running.
-async fn run_proxy(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
-    if let Err(e) = proxy::run(client, proxy::ProxyConfig::default(), shutdown).await {
-        eprintln!("peapod: service proxy: {e}");
-    }
-}
-
-/// Cluster DNS, retried while its address is taken (another peapod on this host holds it).
-async fn run_dns(client: kube::Client, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut warned = false;
-    while !*shutdown.borrow() {
-        match dns::run(client.clone(), dns::DnsConfig::default(), shutdown.clone()).await {
-            Ok(()) => return,
-            Err(e) if !warned => {
-                eprintln!("peapod: cluster DNS: {e}; retrying");
-                warned = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
 }
 
 /// Clients must dial a concrete address even when the server listens on all interfaces.
