@@ -8,6 +8,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod netns;
 pub mod registry;
 
 use std::fs;
@@ -70,6 +71,8 @@ pub struct Peapod {
     server_log: PathBuf,
     /// Extra arguments of every `peapod up` (e.g. `--no-controllers`).
     up_args: Vec<String>,
+    /// The API server's `--listen` address.
+    listen: String,
 }
 
 impl Peapod {
@@ -80,6 +83,12 @@ impl Peapod {
 
     /// As [`Peapod::start`], with extra `peapod up` arguments.
     pub fn start_with(up_args: &[&str]) -> Self {
+        Self::start_listening("127.0.0.1:0", up_args)
+    }
+
+    /// As [`Peapod::start_with`], with the API server on `listen` (an address other
+    /// machines, or network namespaces, reach it at).
+    pub fn start_listening(listen: &str, up_args: &[&str]) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("peapod-e2e-")
             .tempdir()
@@ -103,6 +112,7 @@ impl Peapod {
             node_name,
             child: None,
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
+            listen: listen.to_string(),
         };
         let archive = fixtures().join("busybox.oci.tar");
         p.peapod(&["image", "import", archive.to_str().expect("utf-8 path")]);
@@ -138,7 +148,7 @@ impl Peapod {
             .args([
                 "up",
                 "--listen",
-                "127.0.0.1:0",
+                &self.listen,
                 "--node-api-listen",
                 "127.0.0.1:0",
             ])

@@ -1,0 +1,241 @@
+//! Several nodes on this one machine: `peapod up` on the host is the control plane (and a
+//! node), and each further node is a network namespace on a test bridge running `peapod
+//! agent`. Each node gets its own pod CIDR from the node IPAM controller, the nodes route to
+//! each other's pods (host-gw), pods reach pods on other nodes by IP without NAT, and a
+//! ClusterIP Service is reached from a pod on another node than its backend.
+
+mod common;
+
+use std::time::Duration;
+
+use common::netns::{NetnsNode, TestBridge};
+use common::{wait_until, Peapod};
+
+/// The busybox httpd of `name` on :8080, pinned to `node`, whose CGI `/cgi-bin/peer` answers
+/// with the address the request came from.
+fn server(name: &str, node: &str) -> String {
+    let script = format!("trap 'exit 0' TERM; mkdir -p /www/cgi-bin && echo served-by-{name} > /www/index.html \
+        && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho peer=$REMOTE_ADDR\\n' > /www/cgi-bin/peer \
+        && chmod +x /www/cgi-bin/peer && httpd -f -p 8080 -h /www & sleep 3600 & wait");
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: mn-web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {script:?}]
+    ports:
+    - {{name: http, containerPort: 8080}}
+"#
+    )
+}
+
+/// A pod pinned to `node` running `script`, then staying up (so its IP stays known).
+fn client(name: &str, node: &str, script: &str) -> String {
+    let script = format!("trap 'exit 0' TERM; {script}; echo client-done; sleep 3600 & wait");
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {script:?}]
+"#
+    )
+}
+
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: mn-web
+spec:
+  selector: {app: mn-web}
+  ports:
+  - {port: 80, targetPort: http}
+"#;
+
+/// An HTTP GET of `path` from `host:port` with nc (busybox's static wget segfaults on a
+/// connect timeout and cannot resolve names); prints the body's last line.
+fn http_get(host: &str, port: u16, path: &str) -> String {
+    format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} {port} | tail -1 | grep .")
+}
+
+/// Retries `cmd` in the pod for up to 30 attempts, printing `label` and its output.
+fn retried(label: &str, cmd: &str) -> String {
+    format!(
+        "i=0; until out=$({cmd}); do i=$((i+1)); [ $i -ge 30 ] && break; sleep 1; done; echo {label}=$out"
+    )
+}
+
+/// A field of `kind/name`, once it is set.
+fn field(pp: &Peapod, kind_name: &str, path: &str) -> String {
+    wait_until(
+        &format!("{path} of {kind_name}"),
+        Duration::from_secs(90),
+        || pp.jsonpath(kind_name, path).filter(|v| !v.is_empty()),
+    )
+}
+
+fn node_cidr(pp: &Peapod, node: &str) -> String {
+    wait_until(
+        &format!("the pod CIDR of {node}"),
+        Duration::from_secs(60),
+        || {
+            pp.jsonpath(&format!("node/{node}"), "{.spec.podCIDR}")
+                .filter(|v| !v.is_empty())
+        },
+    )
+}
+
+fn cidr_contains(cidr: &str, ip: &str) -> bool {
+    // /24s: the first three octets decide.
+    let net: Vec<&str> = cidr
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .collect();
+    let addr: Vec<&str> = ip.split('.').collect();
+    cidr.ends_with("/24") && net.len() == 4 && addr.len() == 4 && net[..3] == addr[..3]
+}
+
+#[test]
+fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
+    // Dropped in reverse order: the nodes (agents stopped, reset, namespaces removed), then
+    // the control plane, then the bridge.
+    let bridge = TestBridge::create();
+    let pp = Peapod::start_listening(&format!("{}:0", bridge.host_ip()), &[]);
+    let mut nodes = vec![
+        NetnsNode::create(&bridge, 1, "mn-one"),
+        NetnsNode::create(&bridge, 2, "mn-two"),
+    ];
+    for n in nodes.iter_mut() {
+        n.start_agent(&pp);
+    }
+
+    // Three nodes Ready, each with its own range; the first node (the host's) has the
+    // range a single machine always had.
+    let names = [pp.node_name.clone(), "mn-one".into(), "mn-two".into()];
+    for name in &names {
+        wait_until(
+            &format!("node {name} Ready"),
+            Duration::from_secs(90),
+            || {
+                for n in nodes.iter_mut() {
+                    n.assert_alive();
+                }
+                let ready = pp.jsonpath(
+                    &format!("node/{name}"),
+                    "{.status.conditions[?(@.type==\"Ready\")].status}",
+                );
+                (ready.as_deref() == Some("True")).then_some(())
+            },
+        );
+    }
+    let cidrs: Vec<String> = names.iter().map(|n| node_cidr(&pp, n)).collect();
+    assert_eq!(cidrs[0], "10.244.0.0/24");
+    assert!(
+        cidrs[1] != cidrs[2] && !cidrs[1..].contains(&cidrs[0]),
+        "{cidrs:?}"
+    );
+    for c in &cidrs {
+        assert!(
+            c.starts_with("10.244.") && c.ends_with(".0/24"),
+            "{cidrs:?}"
+        );
+    }
+
+    // Each test node routes to the other's range through its address (none to the host
+    // node, whose InternalIP is loopback).
+    for (i, n) in nodes.iter().enumerate() {
+        let other = &nodes[1 - i];
+        let want = format!("{} via {}", cidrs[2 - i], other.ip);
+        wait_until(
+            &format!("{}'s route to {}", n.name, other.name),
+            Duration::from_secs(30),
+            || {
+                let routes = n.ip(&["-4", "route", "show", "proto", "77"]);
+                routes.contains(&want).then_some(())
+            },
+        );
+    }
+
+    // A server on one node, a client on the other: ping and HTTP by pod IP, and through the
+    // Service's ClusterIP.
+    pp.apply(&server("mn-server", "mn-one"));
+    pp.apply(SERVICE);
+    let server_ip = field(&pp, "pod/mn-server", "{.status.podIP}");
+    assert!(
+        cidr_contains(&cidrs[1], &server_ip),
+        "{server_ip} not in {}",
+        cidrs[1]
+    );
+    assert_eq!(field(&pp, "pod/mn-server", "{.spec.nodeName}"), "mn-one");
+    let cluster_ip = field(&pp, "svc/mn-web", "{.spec.clusterIP}");
+    let script = [
+        retried(
+            "ping",
+            &format!("ping -c1 -W2 {server_ip} >/dev/null && echo ok"),
+        ),
+        retried("direct", &http_get(&server_ip, 8080, "/cgi-bin/peer")),
+        retried("service", &http_get(&cluster_ip, 80, "/")),
+        retried(
+            "dns",
+            &http_get(
+                "$(nslookup mn-web.default.svc.cluster.local 2>/dev/null | sed -n 's/^Address: //p' | tail -1)",
+                80,
+                "/",
+            ),
+        ),
+    ]
+    .join("; ");
+    pp.apply(&client("mn-client", "mn-two", &script));
+    let client_ip = field(&pp, "pod/mn-client", "{.status.podIP}");
+    assert!(
+        cidr_contains(&cidrs[2], &client_ip),
+        "{client_ip} not in {}",
+        cidrs[2]
+    );
+    let logs = wait_until("the client to finish", Duration::from_secs(150), || {
+        let out = pp.kubectl(&["logs", "mn-client"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("client-done").then_some(text)
+    });
+    assert!(logs.contains("ping=ok"), "{logs}");
+    // The server saw the client's own address (httpd writes it IPv4-mapped): no NAT
+    // between the nodes.
+    let peer = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("direct=peer="))
+        .unwrap_or_default();
+    assert!(
+        peer == client_ip || peer == format!("[::ffff:{client_ip}]"),
+        "the server saw {peer:?}, the client is {client_ip}:\n{logs}"
+    );
+    assert!(logs.contains("service=served-by-mn-server"), "{logs}");
+    assert!(logs.contains("dns=served-by-mn-server"), "{logs}");
+
+    pp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "mn-client",
+        "mn-server",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    pp.kubectl_ok(&["delete", "svc", "mn-web"]);
+    drop(nodes);
+}
