@@ -440,6 +440,58 @@ fn host_aliases_in_etc_hosts_as_the_kubelet_writes_them() {
     ]);
 }
 
+const SUBDOMAIN: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: named
+spec:
+  hostname: web-0
+  subdomain: web
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "hostname; grep web-0 /etc/hosts"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: named-fqdn
+spec:
+  hostname: web-1
+  subdomain: web
+  setHostnameAsFQDN: true
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "hostname; grep web-1 /etc/hosts"]
+"#;
+
+/// A pod with a `subdomain` is named by its FQDN first in `/etc/hosts`, then by its short
+/// name; `setHostnameAsFQDN` makes the kernel hostname the FQDN as well.
+#[test]
+fn subdomain_pods_have_their_fqdn_in_etc_hosts() {
+    let pp = Peapod::start();
+    pp.apply(SUBDOMAIN);
+    pp.wait_pod_phase("named", "Succeeded", Duration::from_secs(90));
+    pp.wait_pod_phase("named-fqdn", "Succeeded", Duration::from_secs(90));
+    for (pod, host) in [("named", "web-0"), ("named-fqdn", "web-1")] {
+        let ip = pp
+            .jsonpath(&format!("pod/{pod}"), "{.status.podIP}")
+            .expect("pod IP");
+        let fqdn = format!("{host}.web.default.svc.cluster.local");
+        let kernel = if pod == "named" { host } else { fqdn.as_str() };
+        assert_eq!(
+            pp.kubectl_ok(&["logs", pod]),
+            format!("{kernel}\n{ip}\t{fqdn}\t{host}\n")
+        );
+    }
+    pp.kubectl_ok(&["delete", "pod", "named", "named-fqdn", "--timeout=60s"]);
+}
+
 const DEADLINE: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
