@@ -92,7 +92,8 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Bearer-token authentication: the admin token, or a ServiceAccount token (a signed JWT
+/// Bearer-token authentication: the admin token, a bootstrap token (`<id>.<secret>`, checked
+/// against its Secret), or a ServiceAccount token (a signed JWT
 /// whose account, and bound pod, still exist). `/version` and the health endpoints stay
 /// public, as kube-apiserver's `system:public-info-viewer` role makes them. An authenticated
 /// request is then authorized (RBAC; the admin token is `system:masters`) and who the caller
@@ -114,6 +115,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
             groups: vec!["system:masters".into(), "system:authenticated".into()],
             ..User::default()
         }),
+        Some(t) if crate::bootstrap_tokens::BootstrapToken::parse(&t).is_some() => {
+            bootstrap_user(&st, &t).await
+        }
         Some(t) if !t.is_empty() => {
             match crate::serviceaccounts::authenticate(
                 st.registry.store.as_ref(),
@@ -151,6 +155,23 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         None if public => next.run(req).await,
         None => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// The user of a bearer token shaped as a bootstrap token; `None` (401) when its Secret
+/// does not make it valid.
+async fn bootstrap_user(st: &AppState, bearer: &str) -> Option<User> {
+    let token = crate::bootstrap_tokens::BootstrapToken::parse(bearer)?;
+    let checked = crate::bootstrap_tokens::authenticate(
+        st.registry.store.as_ref(),
+        &token,
+        jiff::Timestamp::now(),
+    )
+    .await;
+    checked
+        .inspect_err(|e| {
+            tracing::debug!(error = %crate::error::error_chain(e), "bootstrap token refused");
+        })
+        .ok()
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {

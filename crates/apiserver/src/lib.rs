@@ -8,6 +8,7 @@
 mod admission;
 mod allocators;
 mod bootstrap;
+pub mod bootstrap_tokens;
 mod cluster_address;
 mod containers;
 mod discovery;
@@ -302,6 +303,12 @@ pub fn write_kubeconfig(
 
 /// Issues a serving certificate signed by the CA in `pki_dir` (for the node API):
 /// (cert_pem, key_pem).
+/// The hash a joining node pins the cluster CA of `pki_dir` by (kubeadm's
+/// `--discovery-token-ca-cert-hash`).
+pub fn ca_cert_hash(pki_dir: &Path) -> Result<String, ApiServerError> {
+    Ok(pki::ca_cert_hash(pki_dir)?)
+}
+
 pub fn issue_serving_cert(
     pki_dir: &Path,
     sans: &[String],

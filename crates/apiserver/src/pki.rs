@@ -130,6 +130,22 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
     Ok(Issuer::new(ca_params(), key))
 }
 
+/// kubeadm's `--discovery-token-ca-cert-hash` of the CA in `dir`: `sha256:` and the hex
+/// SHA-256 of the CA certificate's SubjectPublicKeyInfo, which a joining node pins.
+pub fn ca_cert_hash(dir: &Path) -> Result<String, PkiError> {
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let key_path = dir.join(CA_KEY);
+    let key_pem = read(&key_path)?.ok_or_else(|| PkiError::Read {
+        path: key_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "CA key missing"),
+    })?;
+    let key = KeyPair::from_pem(&key_pem).map_err(cert_err("CA key"))?;
+    let digest = sha2::Sha256::digest(key.subject_public_key_info());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
 /// A serving certificate for `sans` (IPs or DNS names) signed by the CA in `dir`.
 pub fn issue(dir: &Path, sans: &[String]) -> Result<(String, String), PkiError> {
     let issuer = load_issuer(dir)?;

@@ -16,7 +16,7 @@ fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
 }
 
 /// Reads `plural/name` (core group); `None` when absent.
-async fn get(
+pub(crate) async fn get(
     store: &dyn Store,
     plural: &str,
     namespace: &str,

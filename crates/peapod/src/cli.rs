@@ -91,6 +91,10 @@ pub struct UpArgs {
     /// `peapod controllers --kubeconfig` against this API server instead.
     #[arg(long)]
     pub no_controllers: bool,
+    /// How long the bootstrap token printed in the join command stays valid (kubeadm's
+    /// `--token-ttl`; 0 never expires).
+    #[arg(long, default_value = "24h", value_parser = parse_duration_flag)]
+    pub token_ttl: std::time::Duration,
     /// How long Events are kept after their last update (a Go duration, as kube-apiserver's
     /// `--event-ttl`).
     #[arg(long, default_value = "1h", value_parser = parse_duration_flag)]

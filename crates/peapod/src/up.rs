@@ -53,6 +53,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
 
     let client = process::kube_client(&kubeconfig_path).await?;
+    match join_command(&client, &server_url, &api.pki_dir(), args.token_ttl).await {
+        Ok(command) => eprintln!("peapod: join other nodes with:\n  {command}"),
+        Err(e) => eprintln!("peapod: no join command: {e:#}"),
+    }
     // The runtime observes its phases of a pod start into the agent's metrics.
     let node_metrics = node::NodeMetrics::new();
     let network = args.network.config();
@@ -167,6 +171,42 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// Completes once `shutdown` turns true (or its sender is gone).
 async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// kubeadm's join command: a new bootstrap token (its Secret created through the API) and
+/// the hash that pins the cluster CA.
+async fn join_command(
+    client: &kube::Client,
+    server_url: &str,
+    pki_dir: &std::path::Path,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    use apiserver::bootstrap_tokens::{BootstrapToken, SECRET_NAMESPACE};
+    let hash = apiserver::ca_cert_hash(pki_dir).context("hashing the cluster CA")?;
+    let token = BootstrapToken::generate();
+    let expiration = if ttl.is_zero() {
+        None
+    } else {
+        let ttl = jiff::SignedDuration::try_from(ttl).context("the token TTL")?;
+        Some(jiff::Timestamp::now().checked_add(ttl)?)
+    };
+    let secret: kube::api::DynamicObject =
+        serde_json::from_value(token.secret(expiration, "the join token printed by peapod up"))?;
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("", "v1", "Secret"),
+        "secrets",
+    );
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        SECRET_NAMESPACE,
+        &resource,
+    )
+    .create(&kube::api::PostParams::default(), &secret)
+    .await
+    .context("creating the bootstrap token Secret")?;
+    Ok(format!(
+        "peapod join --server {server_url} --token {token} --discovery-token-ca-cert-hash {hash}"
+    ))
 }
 
 /// Clients must dial a concrete address even when the server listens on all interfaces.
