@@ -39,6 +39,13 @@ pub struct Synced {
     masquerade: Option<Ipv4Net>,
 }
 
+impl Synced {
+    /// The next sync writes the masquerade rule again.
+    pub fn forget_masquerade(&mut self) {
+        self.masquerade = None;
+    }
+}
+
 /// Brings the host in line with `nodes`: reports this node's pod CIDR when it is new
 /// (through `on_pod_cidr`), programs the masquerade rule for it and the routes to the other
 /// nodes. Every step is tried; the failures come back together.
@@ -166,7 +173,9 @@ pub async fn run(
         }
         tokio::select! {
             _ = changed.notified() => tokio::time::sleep(SETTLE).await,
-            _ = tokio::time::sleep(wait) => {}
+            // Someone may have removed the table (another peapod's reset or shutdown on this
+            // host): the periodic sync writes it again.
+            _ = tokio::time::sleep(wait) => synced.forget_masquerade(),
             _ = shutdown.changed() => {}
         }
     }
@@ -302,6 +311,9 @@ mod tests {
             ))
         );
         assert_eq!(*host.nat_writes.lock().expect("lock"), 1);
+        synced.forget_masquerade();
+        assert!(sync(&host, &cfg, &nodes, &mut synced, &report).is_empty());
+        assert_eq!(*host.nat_writes.lock().expect("lock"), 2);
         // b moves to a new address, c is deleted.
         let nodes = vec![
             node("a", Some("10.244.0.0/24"), "192.0.2.1"),
