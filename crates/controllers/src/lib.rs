@@ -1,6 +1,7 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
 //! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
-//! the node IPAM controller (a pod CIDR per Node), the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
+//! the node IPAM controller (a pod CIDR per Node), the bootstrap token cleaner, the garbage
+//! collector, the per-namespace ServiceAccount and root CA controllers, and
 //! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
@@ -19,6 +20,7 @@ mod namespace;
 mod nodeipam;
 mod scheduler;
 mod serviceaccounts;
+mod tokencleaner;
 mod volumefit;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("garbagecollector", gc::run),
     ("serviceaccount", serviceaccounts::run),
     ("clusterrole-aggregation", clusterroles::run),
+    ("tokencleaner", tokencleaner::run),
 ];
 
 /// The controllers of the workload kinds, by crate.

@@ -1,7 +1,7 @@
 //! Joining starts from what `peapod up` prints, kubeadm's way: a join command with a
 //! bootstrap token (a `bootstrap.kubernetes.io/token` Secret in kube-system) and the hash that
 //! pins the cluster CA. The token authenticates as `system:bootstrap:<id>`; a wrong or expired
-//! one gets 401.
+//! one gets 401, and the token cleaner deletes expired token Secrets.
 
 mod common;
 
@@ -118,4 +118,21 @@ stringData:
         expired.contains("Unauthorized") || expired.contains("must be logged in"),
         "{expired}"
     );
+    wait_until(
+        "the token cleaner to delete the expired token",
+        Duration::from_secs(30),
+        || {
+            let out = pp.kubectl(&[
+                "get",
+                "secret",
+                "-n",
+                "kube-system",
+                "bootstrap-token-old123",
+            ]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+                .then_some(())
+        },
+    );
+    // The live join token stays.
+    assert_eq!(whoami(&pp, &token), Ok(format!("system:bootstrap:{id}")));
 }
