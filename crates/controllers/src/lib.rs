@@ -16,9 +16,7 @@ mod endpoints;
 mod gc;
 mod leader;
 mod namespace;
-mod scheduler;
 mod serviceaccounts;
-mod volumefit;
 
 use std::future::Future;
 
