@@ -215,21 +215,10 @@ impl InterPod {
         state
     }
 
-    /// The filter, in upstream's order: placed pods' anti-affinity, the pod's
-    /// anti-affinity, the pod's affinity.
+    /// The filter, in upstream's order: the pod's affinity, the pod's anti-affinity, the
+    /// placed pods' anti-affinity.
     pub fn filter(&self, node: &NodeInfo) -> Result<(), Misfit> {
         let labels = node.labels();
-        let hit = |map: &HashMap<Domain, i64>| {
-            labels
-                .iter()
-                .any(|(k, v)| map.get(&(k.clone(), v.clone())).is_some_and(|n| *n > 0))
-        };
-        if hit(&self.existing_anti) {
-            return Err(Misfit::ExistingAntiAffinity);
-        }
-        if hit(&self.anti_counts) {
-            return Err(Misfit::AntiAffinity);
-        }
         let mut pods_exist = true;
         for t in &self.affinity {
             let Some(d) = domain(&t.topology_key, labels) else {
@@ -239,11 +228,23 @@ impl InterPod {
                 pods_exist = false;
             }
         }
-        if pods_exist || (self.affinity_counts.is_empty() && self.self_affine) {
-            Ok(())
-        } else {
-            Err(Misfit::Affinity)
+        // The first pod of a group affine to itself may go where its terms' keys exist.
+        let first_of_group = self.affinity_counts.is_empty() && self.self_affine;
+        if !(pods_exist || first_of_group) {
+            return Err(Misfit::Affinity);
         }
+        let hit = |map: &HashMap<Domain, i64>| {
+            labels
+                .iter()
+                .any(|(k, v)| map.get(&(k.clone(), v.clone())).is_some_and(|n| *n > 0))
+        };
+        if hit(&self.anti_counts) {
+            return Err(Misfit::AntiAffinity);
+        }
+        if hit(&self.existing_anti) {
+            return Err(Misfit::ExistingAntiAffinity);
+        }
+        Ok(())
     }
 
     /// The node's raw score: the weights of the domains it is in.
@@ -302,6 +303,12 @@ mod tests {
         assert_eq!(
             results(&p, placed),
             vec![Err(Misfit::AntiAffinity), Ok(()), Ok(())]
+        );
+        // Replicas with the same rule: the pod's own anti-affinity is reported first.
+        let replica = vec![pod("default", json!({"app": "web"}), "b", anti.clone())];
+        assert_eq!(
+            results(&p, replica),
+            vec![Ok(()), Err(Misfit::AntiAffinity), Ok(())]
         );
         // Another namespace's pods are not counted.
         let elsewhere = vec![pod("other", json!({"app": "web"}), "a", json!({}))];
