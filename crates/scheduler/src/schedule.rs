@@ -4,7 +4,7 @@
 //! default profile weighs them, and the best node wins; ties go to the node with fewer pods,
 //! then to the first name, so the choice is deterministic.
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Taint};
 
 use controller_base::nodefit;
 
@@ -34,6 +34,8 @@ pub struct Plan<'a> {
     request: Resources,
     nonzero: Resources,
     ports: Vec<HostPort>,
+    /// Whether the pod tolerates the taint a cordoned node stands for.
+    tolerates_cordon: bool,
     interpod: InterPod,
     spread: Spread,
 }
@@ -61,7 +63,17 @@ fn is_ready(node: &Node) -> bool {
 impl<'a> Plan<'a> {
     pub fn new(pod: &Pod, snap: &'a Snapshot) -> Plan<'a> {
         let spec = pod.spec.clone().unwrap_or_default();
+        let cordon = Taint {
+            key: UNSCHEDULABLE_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
         Plan {
+            tolerates_cordon: spec
+                .tolerations
+                .iter()
+                .flatten()
+                .any(|t| nodefit::tolerates(t, &cordon)),
             snap,
             request: pod_requests(&spec, Requests::Declared),
             nonzero: pod_requests(&spec, Requests::NonZero),
@@ -84,15 +96,7 @@ impl<'a> Plan<'a> {
             return one(Misfit::NotReady);
         }
         let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-        let tolerates_cordon = self.spec.tolerations.iter().flatten().any(|t| {
-            let taint = k8s_openapi::api::core::v1::Taint {
-                key: UNSCHEDULABLE_TAINT.into(),
-                effect: "NoSchedule".into(),
-                ..Default::default()
-            };
-            nodefit::tolerates(t, &taint)
-        });
-        if cordoned && !tolerates_cordon {
+        if cordoned && !self.tolerates_cordon {
             return one(Misfit::Unschedulable);
         }
         let hard = |e: &str| matches!(e, "NoSchedule" | "NoExecute");

@@ -2,7 +2,7 @@
 //! bound to it (terminal pods hold nothing), their summed requests and host ports, and the
 //! labels of every namespace (for affinity terms' `namespaceSelector`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec};
@@ -49,6 +49,12 @@ impl Snapshot {
     /// `pods` are all pods; those bound to a node in `nodes` and still active are placed.
     pub fn new(nodes: &[Arc<Node>], pods: &[Arc<Pod>], namespaces: &[Arc<Namespace>]) -> Self {
         let empty = PodSpec::default();
+        let mut by_node: HashMap<&str, Vec<&Arc<Pod>>> = HashMap::new();
+        for pod in pods.iter().filter(|p| is_active(p)) {
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                by_node.entry(node).or_default().push(pod);
+            }
+        }
         let nodes = nodes
             .iter()
             .map(|node| {
@@ -61,15 +67,12 @@ impl Snapshot {
                     ports: Vec::new(),
                     name,
                 };
-                for pod in pods.iter().filter(|p| is_active(p)) {
+                for pod in by_node.get(info.name.as_str()).into_iter().flatten() {
                     let spec = pod.spec.as_ref().unwrap_or(&empty);
-                    if spec.node_name.as_deref() != Some(info.name.as_str()) {
-                        continue;
-                    }
                     info.requested.add(&pod_requests(spec, Requests::Declared));
                     info.nonzero.add(&pod_requests(spec, Requests::NonZero));
                     info.ports.extend(host_ports(spec));
-                    info.pods.push(pod.clone());
+                    info.pods.push((*pod).clone());
                 }
                 info
             })
