@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-    PodCondition,
+    PodCondition, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -42,6 +43,7 @@ use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 use crate::misfit::{Misfit, NoFit};
 use crate::schedule::Plan;
 use crate::snapshot::Snapshot;
+use crate::spread;
 use crate::volumefit::{self, ClaimState};
 
 const COMPONENT: &str = "default-scheduler";
@@ -59,6 +61,10 @@ struct Ctx {
     pods: Store<Pod>,
     nodes: Store<Node>,
     namespaces: Store<Namespace>,
+    /// What selects a pod, for the default spreading.
+    services: Store<Service>,
+    replicasets: Store<ReplicaSet>,
+    statefulsets: Store<StatefulSet>,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
@@ -117,6 +123,36 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = reflector::reflector(
+        service_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (replicasets, replicaset_writer) = reflector::store();
+    let replicaset_events = reflector::reflector(
+        replicaset_writer,
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (statefulsets, statefulset_writer) = reflector::store();
+    let statefulset_events = reflector::reflector(
+        statefulset_writer,
+        watcher(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let (claims, claim_writer) = reflector::store();
     let claim_events = reflector::reflector(
         claim_writer,
@@ -165,6 +201,10 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
             }
         })
         .watches_stream(namespace_events, |_ns: Namespace| Vec::new())
+        // These only steer the scores; their stores must just stay current.
+        .watches_stream(service_events, |_svc: Service| Vec::new())
+        .watches_stream(replicaset_events, |_rs: ReplicaSet| Vec::new())
+        .watches_stream(statefulset_events, |_ss: StatefulSet| Vec::new())
         .watches_stream(claim_events, move |pvc: PersistentVolumeClaim| {
             pods_using(
                 &claimants,
@@ -186,6 +226,9 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         pods: pod_cache,
         nodes,
         namespaces,
+        services,
+        replicasets,
+        statefulsets,
         claims,
         volumes,
         classes,
@@ -231,6 +274,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("namespace", e))?;
+    ctx.services
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("service", e))?;
+    ctx.replicasets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("replicaset", e))?;
+    ctx.statefulsets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("statefulset", e))?;
     ctx.claims
         .wait_until_ready()
         .await
@@ -268,7 +323,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let volumes = ctx.volumes.state();
     let volume_fit = |n: &Node| volumefit::fits(&states, &volumes, n).map_err(Misfit::from);
     let snapshot = Snapshot::new(&nodes, &pods, &ctx.namespaces.state());
-    let plan = Plan::new(&pod, &snapshot);
+    let default_spread = spread::default_selector(
+        &pod,
+        &ctx.services.state(),
+        &ctx.replicasets.state(),
+        &ctx.statefulsets.state(),
+    );
+    let plan = Plan::new(&pod, &snapshot, default_spread.as_ref());
     // A pod whose claims already name a node keeps it while it fits.
     let kept = volumefit::selected_node(&states).filter(|chosen| plan.fits(chosen, &volume_fit));
     let chosen = match kept {

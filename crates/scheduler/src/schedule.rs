@@ -5,6 +5,7 @@
 //! then to the first name, so the choice is deterministic.
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use controller_base::nodefit;
 
@@ -61,7 +62,9 @@ fn is_ready(node: &Node) -> bool {
 }
 
 impl<'a> Plan<'a> {
-    pub fn new(pod: &Pod, snap: &'a Snapshot) -> Plan<'a> {
+    /// `default_spread` selects the pods the system default spreading counts (see
+    /// [`crate::spread::default_selector`]).
+    pub fn new(pod: &Pod, snap: &'a Snapshot, default_spread: Option<&LabelSelector>) -> Plan<'a> {
         let spec = pod.spec.clone().unwrap_or_default();
         let cordon = Taint {
             key: UNSCHEDULABLE_TAINT.into(),
@@ -79,7 +82,7 @@ impl<'a> Plan<'a> {
             nonzero: pod_requests(&spec, Requests::NonZero),
             ports: ports::host_ports(&spec),
             interpod: InterPod::new(pod, snap),
-            spread: Spread::new(pod, snap),
+            spread: Spread::new(pod, snap, default_spread),
             spec,
         }
     }
@@ -256,7 +259,7 @@ mod tests {
     fn choose(p: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String, String> {
         let ns: Vec<Arc<Namespace>> = Vec::new();
         let snap = Snapshot::new(nodes, pods, &ns);
-        Plan::new(p, &snap)
+        Plan::new(p, &snap, None)
             .choose(&no_volumes)
             .map_err(|e| e.to_string())
     }
@@ -340,11 +343,11 @@ mod tests {
         let tolerant = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}));
         let snap = Snapshot::new(&nodes, &placed, &[]);
-        assert!(Plan::new(&tolerant, &snap).fits("cordoned", &no_volumes));
-        assert!(!Plan::new(&tolerant, &snap).fits("tainted", &no_volumes));
+        assert!(Plan::new(&tolerant, &snap, None).fits("cordoned", &no_volumes));
+        assert!(!Plan::new(&tolerant, &snap, None).fits("tainted", &no_volumes));
         let none = |_: &Node| Err(Misfit::NoVolume);
         assert_eq!(
-            Plan::new(&tolerant, &snap).choose(&none).map_err(|e| e.to_string()),
+            Plan::new(&tolerant, &snap, None).choose(&none).map_err(|e| e.to_string()),
             Err("0/4 nodes are available: 1 Too many pods, 1 node(s) had untolerated taint {k: v}, \
                  2 node(s) didn't find available persistent volumes to bind.".into())
         );

@@ -4,12 +4,17 @@
 //! ignored). `DoNotSchedule` constraints filter: placing the pod must not raise the domain's
 //! count above the smallest domain's by more than `maxSkew` (the smallest counts as 0 while
 //! fewer than `minDomains` domains exist). `ScheduleAnyway` constraints score: emptier
-//! domains score higher.
+//! domains score higher. A pod without constraints that a Service, ReplicaSet or StatefulSet
+//! selects gets upstream's system defaults: `ScheduleAnyway` over hostnames (`maxSkew` 3)
+//! and zones (`maxSkew` 5), counting the pods those selectors match.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, TopologySpreadConstraint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Service, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::ResourceExt;
 
 use controller_base::nodefit;
@@ -85,22 +90,87 @@ impl Constraint {
     }
 }
 
+/// The system default constraints' keys and skews (kube-scheduler v1.33).
+const SYSTEM_DEFAULTS: [(&str, i64); 2] = [
+    ("kubernetes.io/hostname", 3),
+    ("topology.kubernetes.io/zone", 5),
+];
+
 /// The plugin's state for one pod against one snapshot.
 #[derive(Debug)]
 pub struct Spread {
     hard: Vec<Constraint>,
     soft: Vec<Constraint>,
+    /// Whether a node must carry every soft constraint's key to be scored (not so for the
+    /// system defaults: a node without zones still spreads by hostname).
+    require_all_keys: bool,
 }
 
-/// Counts each constraint's matching pods per domain over the nodes that carry every key of
-/// `group` and that the constraint's policies admit.
-fn count(group: &mut [Constraint], pod: &Pod, snap: &Snapshot) {
+/// What selects the pod among the Services of its namespace and its controlling ReplicaSet
+/// or StatefulSet, as one selector (upstream's `DefaultSelector`); None when nothing does.
+pub fn default_selector(
+    pod: &Pod,
+    services: &[Arc<Service>],
+    replicasets: &[Arc<ReplicaSet>],
+    statefulsets: &[Arc<StatefulSet>],
+) -> Option<LabelSelector> {
+    let ns = pod.namespace();
+    let labels = pod.labels();
+    let mut match_labels = BTreeMap::new();
+    let mut match_expressions: Vec<LabelSelectorRequirement> = Vec::new();
+    for svc in services.iter().filter(|s| s.namespace() == ns) {
+        let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
+        if !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            match_labels.extend(sel.clone());
+        }
+    }
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    let mut add = |sel: &LabelSelector| {
+        match_labels.extend(sel.match_labels.clone().unwrap_or_default());
+        match_expressions.extend(sel.match_expressions.clone().unwrap_or_default());
+    };
+    if let Some(o) = owner {
+        let same = |name: Option<String>, other_ns: Option<String>| {
+            name.as_deref() == Some(o.name.as_str()) && other_ns == ns
+        };
+        match o.kind.as_str() {
+            "ReplicaSet" => replicasets
+                .iter()
+                .filter(|r| same(r.metadata.name.clone(), r.namespace()))
+                .filter_map(|r| r.spec.as_ref())
+                .for_each(|s| add(&s.selector)),
+            "StatefulSet" => statefulsets
+                .iter()
+                .filter(|r| same(r.metadata.name.clone(), r.namespace()))
+                .filter_map(|r| r.spec.as_ref())
+                .for_each(|s| add(&s.selector)),
+            _ => {}
+        }
+    }
+    if match_labels.is_empty() && match_expressions.is_empty() {
+        return None;
+    }
+    Some(LabelSelector {
+        match_labels: Some(match_labels),
+        match_expressions: (!match_expressions.is_empty()).then_some(match_expressions),
+    })
+}
+
+/// Counts each constraint's matching pods per domain over the nodes that the constraint's
+/// policies admit and that carry every key of `group` (or, without `require_all_keys`, the
+/// constraint's own key).
+fn count(group: &mut [Constraint], pod: &Pod, snap: &Snapshot, require_all_keys: bool) {
     let empty = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&empty);
     let keys: Vec<String> = group.iter().map(|c| c.key.clone()).collect();
     for node in &snap.nodes {
         let labels = node.labels();
-        if !keys.iter().all(|k| labels.contains_key(k)) {
+        if require_all_keys && !keys.iter().all(|k| labels.contains_key(k)) {
             continue;
         }
         for c in group.iter_mut() {
@@ -117,14 +187,30 @@ fn count(group: &mut [Constraint], pod: &Pod, snap: &Snapshot) {
 }
 
 impl Spread {
-    pub fn new(pod: &Pod, snap: &Snapshot) -> Spread {
+    /// `defaults` is the pod's [`default_selector`], used when it has no constraints.
+    pub fn new(pod: &Pod, snap: &Snapshot, defaults: Option<&LabelSelector>) -> Spread {
         let constraints = pod
             .spec
             .as_ref()
-            .and_then(|s| s.topology_spread_constraints.as_ref());
-        let (mut hard, mut soft): (Vec<_>, Vec<_>) = constraints
-            .into_iter()
-            .flatten()
+            .and_then(|s| s.topology_spread_constraints.as_deref())
+            .unwrap_or(&[]);
+        let system: Vec<TopologySpreadConstraint> = match defaults {
+            Some(sel) if constraints.is_empty() => SYSTEM_DEFAULTS
+                .iter()
+                .map(|(key, skew)| TopologySpreadConstraint {
+                    max_skew: i32::try_from(*skew).unwrap_or(1),
+                    topology_key: key.to_string(),
+                    when_unsatisfiable: "ScheduleAnyway".into(),
+                    label_selector: Some(sel.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let require_all_keys = system.is_empty();
+        let (hard, soft): (Vec<_>, Vec<_>) = constraints
+            .iter()
+            .chain(&system)
             .map(|c| {
                 (
                     c.when_unsatisfiable == "DoNotSchedule",
@@ -132,11 +218,15 @@ impl Spread {
                 )
             })
             .partition(|(h, _)| *h);
-        let mut hard: Vec<Constraint> = hard.drain(..).map(|(_, c)| c).collect();
-        let mut soft: Vec<Constraint> = soft.drain(..).map(|(_, c)| c).collect();
-        count(&mut hard, pod, snap);
-        count(&mut soft, pod, snap);
-        Spread { hard, soft }
+        let mut hard: Vec<Constraint> = hard.into_iter().map(|(_, c)| c).collect();
+        let mut soft: Vec<Constraint> = soft.into_iter().map(|(_, c)| c).collect();
+        count(&mut hard, pod, snap, true);
+        count(&mut soft, pod, snap, require_all_keys);
+        Spread {
+            hard,
+            soft,
+            require_all_keys,
+        }
     }
 
     /// The `DoNotSchedule` constraints.
@@ -163,7 +253,11 @@ impl Spread {
         let labels = node.labels();
         let mut total = 0.0;
         for c in &self.soft {
-            let value = labels.get(&c.key)?;
+            let value = match labels.get(&c.key) {
+                Some(v) => v,
+                None if self.require_all_keys => return None,
+                None => continue,
+            };
             let here = c.counts.get(value).copied().unwrap_or(0) as f64;
             // Upstream weighs each constraint by the log of its domain count, so a
             // constraint over many domains is not drowned by one over few.
@@ -224,7 +318,7 @@ mod tests {
         let incoming = pod("", "web", zone_constraint("DoNotSchedule", json!({})));
         let placed = vec![pod("a", "web", json!([])), pod("a", "db", json!([]))];
         let snap = Snapshot::new(&nodes(), &placed, &[]);
-        let s = Spread::new(&incoming, &snap);
+        let s = Spread::new(&incoming, &snap, None);
         let got: Vec<_> = snap.nodes.iter().map(|n| s.filter(n)).collect();
         assert_eq!(
             got,
@@ -239,9 +333,9 @@ mod tests {
         );
         let placed = vec![pod("a", "web", json!([])), pod("b", "web", json!([]))];
         let snap = Snapshot::new(&nodes(), &placed, &[]);
-        let s = Spread::new(&wants_three, &snap);
+        let s = Spread::new(&wants_three, &snap, None);
         assert_eq!(s.filter(&snap.nodes[1]), Err(Misfit::Spread));
-        let s = Spread::new(&incoming, &snap);
+        let s = Spread::new(&incoming, &snap, None);
         assert_eq!(s.filter(&snap.nodes[1]), Ok(()));
     }
 
@@ -258,12 +352,12 @@ mod tests {
         let snap = Snapshot::new(&nodes(), &placed, &[]);
         // Only z1 is a domain, so z1 is also the smallest: the pod may join it.
         assert_eq!(
-            Spread::new(&in_z1(json!({})), &snap).filter(&snap.nodes[0]),
+            Spread::new(&in_z1(json!({})), &snap, None).filter(&snap.nodes[0]),
             Ok(())
         );
         let ignore = in_z1(json!({"nodeAffinityPolicy": "Ignore"}));
         assert_eq!(
-            Spread::new(&ignore, &snap).filter(&snap.nodes[0]),
+            Spread::new(&ignore, &snap, None).filter(&snap.nodes[0]),
             Err(Misfit::Spread)
         );
     }
@@ -273,10 +367,65 @@ mod tests {
         let incoming = pod("", "web", zone_constraint("ScheduleAnyway", json!({})));
         let placed = vec![pod("a", "web", json!([])), pod("a", "web", json!([]))];
         let snap = Snapshot::new(&nodes(), &placed, &[]);
-        let s = Spread::new(&incoming, &snap);
+        let s = Spread::new(&incoming, &snap, None);
         let got: Vec<_> = snap.nodes.iter().map(|n| s.raw_score(n)).collect();
         // Two pods weighted by ln(2 domains + 2) ≈ 1.39.
         assert_eq!(got, vec![Some(3), Some(0), None]);
         assert!(snap.nodes.iter().all(|n| s.filter(n).is_ok()));
+    }
+
+    #[test]
+    fn system_defaults_spread_what_a_service_or_owner_selects() {
+        let svc: Arc<Service> = Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"}}}))
+            .expect("service"),
+        );
+        let other: Arc<Service> = Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "db", "namespace": "default"},
+                "spec": {"selector": {"app": "db"}}}))
+            .expect("service"),
+        );
+        let rs: Arc<ReplicaSet> = Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": "web-1", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"hash": "1"}}, "template": {}}}),
+            )
+            .expect("replicaset"),
+        );
+        let mut incoming = (*pod("", "web", json!(null))).clone();
+        incoming.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u",
+            "controller": true}))
+        .expect("owner")]);
+        let sel = default_selector(&incoming, &[svc, other], &[rs], &[]).expect("selector");
+        assert_eq!(
+            sel.match_labels,
+            Some(BTreeMap::from([
+                ("app".to_string(), "web".to_string()),
+                ("hash".to_string(), "1".to_string())
+            ]))
+        );
+        let lone = pod("", "lone", json!(null));
+        assert_eq!(default_selector(&lone, &[], &[], &[]), None);
+
+        // These nodes carry no topology.kubernetes.io/zone: they are still scored, by hostname.
+        let web = |n: &str| {
+            let mut p = (*pod(n, "web", json!(null))).clone();
+            p.metadata.labels = Some(BTreeMap::from([
+                ("app".to_string(), "web".to_string()),
+                ("hash".to_string(), "1".to_string()),
+            ]));
+            Arc::new(p)
+        };
+        let snap = Snapshot::new(&nodes(), &[web("a")], &[]);
+        let s = Spread::new(&incoming, &snap, Some(&sel));
+        let got: Vec<_> = snap.nodes.iter().map(|n| s.raw_score(n)).collect();
+        // a: 1 × ln(3 domains + 2) + (maxSkew 3 - 1) ≈ 3.6; b and c: 2.
+        assert_eq!(got, vec![Some(4), Some(2), Some(2)]);
+        // Explicit constraints replace the defaults.
+        let own = pod("", "web", zone_constraint("ScheduleAnyway", json!({})));
+        let s = Spread::new(&own, &snap, Some(&sel));
+        assert_eq!(s.raw_score(&snap.nodes[2]), None);
     }
 }
