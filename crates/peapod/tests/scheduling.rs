@@ -100,7 +100,7 @@ impl<'a> FakeNodes<'a> {
     }
 
     /// Polls `f` like `wait_until`, keeping the fake nodes alive meanwhile.
-    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    fn wait<R>(&self, what: &str, mut f: impl FnMut() -> Option<R>) -> R {
         wait_until(what, T, || {
             self.beat_if_due();
             f()
