@@ -1,0 +1,54 @@
+//! kube-controller-manager's node lifecycle controller and taint eviction controller, as
+//! Kubernetes API clients: a node whose Lease and Ready heartbeat stop moving for the node
+//! monitor grace period gets its conditions set to `Unknown`, its pods marked not Ready and
+//! the `node.kubernetes.io/unreachable` taints ([`lifecycle`]); pods on a node with a
+//! `NoExecute` taint they do not tolerate, or tolerate only for a while, are deleted when
+//! their time is up ([`eviction`]). The decisions are pure ([`health`], [`taints`],
+//! [`noexecute`]).
+
+pub mod eviction;
+pub mod health;
+pub mod lifecycle;
+pub mod noexecute;
+pub mod taints;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::watcher;
+use kube::Client;
+
+/// The controllers' flags (kube-controller-manager's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `--node-monitor-grace-period`: silence after which a node is `Unknown`.
+    pub node_monitor_grace_period: Duration,
+    /// `--node-startup-grace-period`: the same for a node that never posted Ready.
+    pub node_startup_grace_period: Duration,
+}
+
+impl Default for Settings {
+    /// kube-controller-manager v1.33's defaults.
+    fn default() -> Self {
+        Settings {
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_startup_grace_period: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs both controllers; they share one watch of all pods.
+pub fn run(client: Client, settings: Settings) -> BoxFuture<'static, ()> {
+    let pods = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pod_cache = pods.store();
+    futures::future::join(
+        eviction::run(client.clone(), pods),
+        lifecycle::run(client, settings, pod_cache),
+    )
+    .map(|_| ())
+    .boxed()
+}
