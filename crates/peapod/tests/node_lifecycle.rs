@@ -18,7 +18,8 @@ use common::{wait_until, Peapod};
 
 const T: Duration = Duration::from_secs(90);
 const IMAGE: &str = "docker.io/library/busybox:latest";
-const GRACE: &str = "5s";
+/// Above the agent's 10 s heartbeat, so the real node stays Ready.
+const GRACE: &str = "15s";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
 fn now() -> String {
