@@ -501,3 +501,167 @@ spec:
         web_pods().is_empty().then_some(())
     });
 }
+
+/// `(name, phase)` of the live (not terminating) pods with label `app`.
+fn live(pp: &Peapod, app: &str) -> Vec<(String, String)> {
+    pp.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app={app}"),
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        (cells.len() == 2).then(|| (cells[0].to_string(), cells[1].to_string()))
+    })
+    .collect()
+}
+
+fn all_running(pods: &[(String, String)], count: usize) -> bool {
+    pods.len() == count && pods.iter().all(|(_, phase)| phase == "Running")
+}
+
+#[test]
+fn drain_refuses_what_needs_a_flag_then_evicts_the_rest() {
+    let pp = Peapod::start();
+    let node = pp.node_name.clone();
+    let spec = |pad: &str| {
+        format!(
+            r#"{pad}terminationGracePeriodSeconds: 1
+{pad}containers:
+{pad}- name: main
+{pad}  image: {IMAGE}
+{pad}  imagePullPolicy: IfNotPresent
+{pad}  command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]"#
+        )
+    };
+    let container = spec("      ");
+    pp.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {{app: agent}}
+  template:
+    metadata:
+      labels: {{app: agent}}
+    spec:
+{container}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: api}}
+  template:
+    metadata:
+      labels: {{app: api}}
+    spec:
+      volumes:
+      - name: scratch
+        emptyDir: {{}}
+{container}
+        volumeMounts:
+        - {{name: scratch, mountPath: /scratch}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: api
+spec:
+  maxUnavailable: 2
+  selector:
+    matchLabels: {{app: api}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: lonely
+  labels: {{app: lonely}}
+spec:
+{}
+"#,
+        spec("  ")
+    ));
+    let uncordon = Uncordon(&pp);
+    let api = wait_until("everything running", T, || {
+        let api = live(&pp, "api");
+        (all_running(&api, 2)
+            && all_running(&live(&pp, "agent"), 1)
+            && all_running(&live(&pp, "lonely"), 1))
+        .then_some(api)
+    });
+    wait_until("the budget to allow two", T, || {
+        (pp.jsonpath("pdb/api", "{.status.disruptionsAllowed}")
+            .as_deref()
+            == Some("2"))
+        .then_some(())
+    });
+
+    // Without the flags, drain cordons and names what it will not touch.
+    let out = pp.kubectl(&["drain", &node, "--timeout=20s"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("node/{node} cordoned")), "{text}");
+    for refusal in [
+        "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)",
+        "cannot delete Pods with local storage (use --delete-emptydir-data to override)",
+        "cannot delete Pods that declare no controller (use --force to override)",
+    ] {
+        assert!(text.contains(refusal), "{refusal}: {text}");
+    }
+    wait_until("the unschedulable taint", T, || {
+        taints(&pp, &node)
+            .contains("node.kubernetes.io/unschedulable:NoSchedule")
+            .then_some(())
+    });
+    assert_eq!(live(&pp, "api"), api, "nothing evicted yet");
+
+    let out = pp.kubectl_ok(&[
+        "drain",
+        &node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--force",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    let evicted: Vec<&str> = api
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(["lonely"])
+        .collect();
+    for pod in evicted {
+        assert!(out.contains(&format!("pod/{pod} evicted")), "{out}");
+    }
+    assert!(pp.jsonpath("pod/lonely", "{.metadata.name}").is_none());
+    assert!(all_running(&live(&pp, "agent"), 1), "the daemon pod stays");
+
+    pp.kubectl_ok(&["uncordon", &node]);
+    drop(uncordon);
+    wait_until("the taint lifted", T, || {
+        (!taints(&pp, &node).contains("unschedulable")).then_some(())
+    });
+    wait_until("the Deployment back on the node", T, || {
+        all_running(&live(&pp, "api"), 2).then_some(())
+    });
+
+    pp.kubectl_ok(&["delete", "daemonset", "agent"]);
+    pp.kubectl_ok(&["delete", "deployment", "api"]);
+    pp.kubectl_ok(&["delete", "pdb", "api"]);
+    wait_until("the pods to go", T, || {
+        (live(&pp, "api").is_empty() && live(&pp, "agent").is_empty()).then_some(())
+    });
+}
