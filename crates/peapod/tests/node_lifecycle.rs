@@ -410,7 +410,7 @@ spec:
     let taint_added = pp
         .jsonpath(
             &node_ref,
-            &format!("{{.spec.taints[?(@.effect==\"NoExecute\")].timeAdded}}"),
+            "{.spec.taints[?(@.effect==\"NoExecute\")].timeAdded}",
         )
         .unwrap_or_default();
     wait_until("the pod marked not Ready", T, || {
