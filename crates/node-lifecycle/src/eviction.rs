@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -41,7 +41,7 @@ struct Ctx {
     client: Client,
     nodes: Store<Node>,
     /// By `namespace/name`.
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
     recorder: Recorder,
 }
 
@@ -49,8 +49,24 @@ fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
 }
 
-pub fn run(client: Client, pods: Controller<Pod>) -> BoxFuture<'static, ()> {
-    let pod_cache = pods.store();
+/// Starts the controller; also returns its cache of all pods, for the node lifecycle
+/// controller to share.
+pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
+    let pending: Arc<Mutex<HashMap<String, Pending>>> = Arc::default();
+    let (pods, pod_writer) = reflector::store();
+    let gone = pending.clone();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    // A deleted pod is never reconciled again: drop its pending eviction here.
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(pod)) = event {
+            lock(&gone).remove(&key_of(pod));
+        }
+    })
+    .touched_objects();
     let (nodes, node_writer) = reflector::store();
     let node_events = reflector::reflector(
         node_writer,
@@ -60,43 +76,55 @@ pub fn run(client: Client, pods: Controller<Pod>) -> BoxFuture<'static, ()> {
     .touched_objects();
     // Only a change of a node's NoExecute taints concerns its pods (heartbeats do not).
     let seen: Mutex<HashMap<String, Vec<Taint>>> = Mutex::default();
-    let controller = pods.watches_stream(node_events, move |node: Node| {
-        let name = node.name_any();
-        let taints: Vec<Taint> = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .map(|t| noexecute::no_execute(t).into_iter().cloned().collect())
-            .unwrap_or_default();
-        let changed = {
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.insert(name.clone(), taints.clone()).as_ref() != Some(&taints)
-        };
-        let pods = if changed {
-            pod_cache.state()
-        } else {
-            Vec::new()
-        };
-        pods.into_iter()
-            .filter(|p| node_of(p) == Some(name.as_str()))
-            .map(|p| ObjectRef::from_obj(&*p))
-            .collect::<Vec<_>>()
-    });
+    let (node_cache, pod_cache) = (nodes.clone(), pods.clone());
+    let controller = Controller::for_stream(pod_events, pods.clone()).watches_stream(
+        node_events,
+        move |node: Node| {
+            let name = node.name_any();
+            let mut seen = lock(&seen);
+            if node_cache.get(&ObjectRef::new(&name)).is_none() {
+                seen.remove(&name);
+                return Vec::new();
+            }
+            let taints: Vec<Taint> = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_deref())
+                .map(|t| noexecute::no_execute(t).into_iter().cloned().collect())
+                .unwrap_or_default();
+            if seen.insert(name.clone(), taints.clone()).as_ref() == Some(&taints) {
+                return Vec::new();
+            }
+            pod_cache
+                .state()
+                .into_iter()
+                .filter(|p| node_of(p) == Some(name.as_str()))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        },
+    );
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,
         nodes,
-        pending: Mutex::default(),
+        pending,
     });
-    controller_base::runner::drive("taint-eviction", controller, ctx, reconcile)
+    let driven = controller_base::runner::drive("taint-eviction", controller, ctx, reconcile)
         .map(|_| ())
-        .boxed()
+        .boxed();
+    (pods, driven)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let ns = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let key = format!("{ns}/{name}");
+    let key = key_of(&pod);
     let uid = pod.uid().unwrap_or_default();
     let Some(node_name) = node_of(&pod).filter(|_| pod.metadata.deletion_timestamp.is_none())
     else {
@@ -133,10 +161,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Plan::EvictNow => evict(&ctx, &pod, &key).await,
         Plan::EvictAt { at, .. } if at <= now => evict(&ctx, &pod, &key).await,
         Plan::EvictAt { since, at } => {
-            ctx.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, Pending { uid, since });
+            lock(&ctx.pending).insert(key, Pending { uid, since });
             let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
             Ok(Action::requeue(wait))
         }
@@ -145,11 +170,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
 /// Drops a pending eviction; whether there was one.
 fn forget(ctx: &Ctx, key: &str) -> bool {
-    ctx.pending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(key)
-        .is_some()
+    lock(&ctx.pending).remove(key).is_some()
 }
 
 async fn record(ctx: &Ctx, pod: &Pod, message: &str) {

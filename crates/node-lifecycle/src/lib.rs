@@ -16,10 +16,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use kube::runtime::controller::Controller;
-use kube::runtime::watcher;
 use kube::Client;
 
 /// The controllers' flags (kube-controller-manager's names).
@@ -43,12 +39,8 @@ impl Default for Settings {
 
 /// Runs both controllers; they share one watch of all pods.
 pub fn run(client: Client, settings: Settings) -> BoxFuture<'static, ()> {
-    let pods = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let pod_cache = pods.store();
-    futures::future::join(
-        eviction::run(client.clone(), pods),
-        lifecycle::run(client, settings, pod_cache),
-    )
-    .map(|_| ())
-    .boxed()
+    let (pods, eviction) = eviction::run(client.clone());
+    futures::future::join(eviction, lifecycle::run(client, settings, pods))
+        .map(|_| ())
+        .boxed()
 }

@@ -10,7 +10,7 @@
 //! control plane is more likely cut off than every node dead); leaving that mode gives each
 //! node a fresh grace period.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .get(&ObjectRef::new(&name).within(LEASE_NAMESPACE))
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
     let probe = {
-        let mut probes = ctx.probes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut probes = lock(&ctx.probes);
         let probe = health::observe(probes.get(&name), &node, renew_time, now);
         probes.insert(name.clone(), probe.clone());
         probe
@@ -179,15 +179,17 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 /// every node's grace period.
 fn eviction_paused(ctx: &Ctx, node: &Node, now: Timestamp) -> bool {
     let name = node.name_any();
-    let others = ctx.nodes.state();
+    let nodes = ctx.nodes.state();
     let ready = |n: &Node| health::ready_status(n) == Some("True");
-    let any_ready = ready(node) || others.iter().any(|n| n.name_any() != name && ready(n));
+    let any_ready = ready(node) || nodes.iter().any(|n| n.name_any() != name && ready(n));
     let paused = !any_ready;
-    let mut was = ctx.all_unready.lock().unwrap_or_else(|p| p.into_inner());
+    let mut probes = lock(&ctx.probes);
+    // Forget nodes that are gone (a deleted node is never reconciled again).
+    let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    probes.retain(|n, _| *n == name || names.contains(n));
+    let mut was = lock(&ctx.all_unready);
     if *was != paused {
         *was = paused;
-        let mut probes = ctx.probes.lock().unwrap_or_else(|p| p.into_inner());
-        probes.retain(|n, _| *n == name || others.iter().any(|o| o.name_any() == *n));
         if paused {
             tracing::warn!("every node is not Ready: pausing taint-based evictions");
         } else {
@@ -200,6 +202,10 @@ fn eviction_paused(ctx: &Ctx, node: &Node, now: Timestamp) -> bool {
         let _ = ctx.wake_all.send(());
     }
     paused
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Upstream `MarkPodsNotReady`: each pod bound to the node gets Ready=False. Returns
