@@ -4,6 +4,8 @@
 //! Each pending eviction is a requeue of that pod; a pass after the taint is gone (the
 //! node's change wakes its pods) cancels it. Before deleting, the pod gets the
 //! `DisruptionTarget` condition and a `TaintManagerEviction` event, as upstream records.
+//! The same pass hands pods whose node is gone to the pod garbage collector's orphan pass
+//! ([`crate::orphans`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::noexecute::{self, Plan};
+use crate::orphans::Orphans;
 
 const COMPONENT: &str = "taint-eviction-controller";
 pub const REASON: &str = "TaintManagerEviction";
@@ -42,6 +45,7 @@ struct Ctx {
     nodes: Store<Node>,
     /// By `namespace/name`.
     pending: Arc<Mutex<HashMap<String, Pending>>>,
+    orphans: Arc<Orphans>,
     recorder: Recorder,
 }
 
@@ -53,6 +57,8 @@ fn node_of(pod: &Pod) -> Option<&str> {
 /// controller to share.
 pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
     let pending: Arc<Mutex<HashMap<String, Pending>>> = Arc::default();
+    let orphans: Arc<Orphans> = Arc::default();
+    let gone_orphans = orphans.clone();
     let (pods, pod_writer) = reflector::store();
     let gone = pending.clone();
     let pod_events = reflector::reflector(
@@ -64,6 +70,7 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
     .inspect(move |event| {
         if let Ok(watcher::Event::Delete(pod)) = event {
             lock(&gone).remove(&key_of(pod));
+            gone_orphans.forget(&key_of(pod));
         }
     })
     .touched_objects();
@@ -82,17 +89,16 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
         move |node: Node| {
             let name = node.name_any();
             let mut seen = lock(&seen);
-            if node_cache.get(&ObjectRef::new(&name)).is_none() {
-                seen.remove(&name);
-                return Vec::new();
-            }
             let taints: Vec<Taint> = node
                 .spec
                 .as_ref()
                 .and_then(|s| s.taints.as_deref())
                 .map(|t| noexecute::no_execute(t).into_iter().cloned().collect())
                 .unwrap_or_default();
-            if seen.insert(name.clone(), taints.clone()).as_ref() == Some(&taints) {
+            // A deleted node's pods are orphans now.
+            if node_cache.get(&ObjectRef::new(&name)).is_none() {
+                seen.remove(&name);
+            } else if seen.insert(name.clone(), taints.clone()).as_ref() == Some(&taints) {
                 return Vec::new();
             }
             pod_cache
@@ -108,6 +114,7 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
         client,
         nodes,
         pending,
+        orphans,
     });
     let driven = controller_base::runner::drive("taint-eviction", controller, ctx, reconcile)
         .map(|_| ())
@@ -126,29 +133,41 @@ fn key_of(pod: &Pod) -> String {
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = key_of(&pod);
     let uid = pod.uid().unwrap_or_default();
-    let Some(node_name) = node_of(&pod).filter(|_| pod.metadata.deletion_timestamp.is_none())
-    else {
+    let Some(node_name) = node_of(&pod) else {
         forget(&ctx, &key);
+        ctx.orphans.forget(&key);
         return Ok(Action::await_change());
     };
     ctx.nodes
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("node", e))?;
-    let node = ctx.nodes.get(&ObjectRef::new(node_name));
+    let Some(node) = ctx.nodes.get(&ObjectRef::new(node_name)) else {
+        forget(&ctx, &key);
+        return ctx
+            .orphans
+            .collect(&ctx.client, &pod, &key, node_name)
+            .await;
+    };
+    ctx.orphans.forget(&key);
+    if pod.metadata.deletion_timestamp.is_some() {
+        forget(&ctx, &key);
+        return Ok(Action::await_change());
+    }
     let taints = node
+        .spec
         .as_ref()
-        .and_then(|n| n.spec.as_ref()?.taints.clone())
+        .and_then(|s| s.taints.clone())
         .unwrap_or_default();
     let tolerations = pod
         .spec
         .as_ref()
         .and_then(|s| s.tolerations.clone())
         .unwrap_or_default();
-    let since = {
-        let pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.get(&key).filter(|p| p.uid == uid).map(|p| p.since)
-    };
+    let since = lock(&ctx.pending)
+        .get(&key)
+        .filter(|p| p.uid == uid)
+        .map(|p| p.since);
     let now = Timestamp::now();
     match noexecute::plan(&taints, &tolerations, since, now) {
         Plan::Cancel => {

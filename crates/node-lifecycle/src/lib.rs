@@ -3,13 +3,15 @@
 //! monitor grace period gets its conditions set to `Unknown`, its pods marked not Ready and
 //! the `node.kubernetes.io/unreachable` taints ([`lifecycle`]); pods on a node with a
 //! `NoExecute` taint they do not tolerate, or tolerate only for a while, are deleted when
-//! their time is up ([`eviction`]). The decisions are pure ([`health`], [`taints`],
+//! their time is up ([`eviction`]), and pods of a deleted node are collected
+//! ([`orphans`]). The decisions are pure ([`health`], [`taints`],
 //! [`noexecute`]).
 
 pub mod eviction;
 pub mod health;
 pub mod lifecycle;
 pub mod noexecute;
+pub mod orphans;
 pub mod taints;
 
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! Node lifecycle through kubectl: a Node whose Lease stops being renewed turns `Unknown`
 //! after the (shortened) node monitor grace period, is tainted unreachable, its pods are
 //! marked not Ready and evicted when their `tolerationSeconds` run out (a ReplicaSet's pod
-//! comes back on the real node), pods tolerating forever stay, and renewing again lifts the
-//! taints and cancels pending evictions. The node here is a Node object this test plays the
-//! kubelet for; `cordon`, `uncordon` and `drain` run against the real node.
+//! comes back on the real node), pods tolerating forever stay, renewing again lifts the
+//! taints and cancels pending evictions, and deleting the node gets its pods removed. The
+//! node is a Node object this test plays the kubelet for; `cordon`, `uncordon` and `drain`
+//! run against the real node.
 
 mod common;
 
@@ -486,9 +487,11 @@ spec:
         (evicted(&pp, "forever") && evicted(&pp, "default")).then_some(())
     });
 
+    // The node goes for good: after a quarantine the pod garbage collector removes the pods
+    // no kubelet will ever confirm terminated.
     pp.kubectl_ok(&["delete", "replicaset", "web"]);
-    drop(kubelet);
-    wait_until("the fake node's pods gone", T, || {
+    pp.kubectl_ok(&["delete", "node", &fake]);
+    wait_until("the fake node's pods collected", T, || {
         ["short", "forever", "default", first_web.as_str()]
             .iter()
             .all(|p| {
@@ -497,6 +500,7 @@ spec:
             })
             .then_some(())
     });
+    drop(kubelet);
     wait_until("the ReplicaSet's pods gone", T, || {
         web_pods().is_empty().then_some(())
     });
