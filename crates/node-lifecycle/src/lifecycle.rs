@@ -33,8 +33,8 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::health::{self, Probe, Verdict};
+use crate::settings::Settings;
 use crate::taints::desired_taints;
-use crate::Settings;
 
 /// Where kubelets keep their Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
