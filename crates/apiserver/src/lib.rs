@@ -11,6 +11,7 @@ mod bootstrap;
 pub mod bootstrap_tokens;
 mod cluster_address;
 mod containers;
+mod default_tolerations;
 mod discovery;
 mod edge;
 mod error;

@@ -101,6 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         let settings = controllers::Settings {
             root_ca: Some(api.ca_pem().to_string()),
+            node_lifecycle: args.node_lifecycle.settings(),
         };
         tokio::spawn(controllers::run(
             client.clone(),
