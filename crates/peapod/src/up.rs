@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::UpArgs;
-use crate::process;
+use crate::{control_plane, process};
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args.state.state_dir;
@@ -26,30 +26,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let node_api_token = read_or_create_secret(&state_dir.join("node-api-token"))?;
 
-    let api = apiserver::start(apiserver::ApiServerConfig {
-        listen: args.listen,
-        state_dir: state_dir.clone(),
-        store: args
-            .store
-            .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
-        node_api_token: Some(node_api_token.clone()),
-        cluster_listen: Some(apiserver::KUBERNETES_SERVICE_ADDR),
-        event_ttl: args.event_ttl,
-    })
-    .await
-    .context("starting the API server")?;
-    let api_addr = client_addr(api.local_addr());
-    let server_url = format!("https://{api_addr}");
-    let kubeconfig_path = state_dir.join("kubeconfig");
-    apiserver::write_kubeconfig(
-        &kubeconfig_path,
-        &server_url,
-        api.ca_pem(),
-        api.admin_token(),
+    let control_plane::ControlPlane {
+        api,
+        kubeconfig: kubeconfig_path,
+    } = control_plane::start(
+        &state_dir,
+        &args.control_plane,
+        node_api_token.clone(),
+        Some(apiserver::KUBERNETES_SERVICE_ADDR),
     )
-    .context("writing the kubeconfig")?;
-    eprintln!("peapod: API server listening on {server_url}");
-    eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
+    .await?;
 
     let client = process::kube_client(&kubeconfig_path).await?;
     // The runtime observes its phases of a pod start into the agent's metrics.
@@ -86,21 +72,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // lock above), so after a crash the new process renews its predecessor's Lease at once
     // instead of waiting for it to expire, while a `peapod controllers` started beside us
     // still waits its turn.
-    let controllers = (!args.no_controllers).then(|| {
-        let election = controllers::LeaderElection::new(
-            controllers::DEFAULT_LEASE_NAMESPACE,
-            controllers::DEFAULT_LEASE_NAME,
-            format!("{node_name}_peapod-up"),
-        );
-        let settings = controllers::Settings {
-            root_ca: Some(api.ca_pem().to_string()),
-        };
-        tokio::spawn(controllers::run(
+    let controllers = (!args.control_plane.no_controllers).then(|| {
+        control_plane::spawn_controllers(
             client.clone(),
-            settings,
-            Some(election),
-            stopped(shutdown_rx.clone()),
-        ))
+            api.ca_pem(),
+            format!("{node_name}_peapod-up"),
+            shutdown_rx.clone(),
+        )
     });
     // The node-local service proxy and cluster DNS (kube-proxy's and CoreDNS's jobs), plain
     // API clients like the agent.
@@ -153,11 +131,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Completes once `shutdown` turns true (or its sender is gone).
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// The service proxy; a failure is logged, the rest of the node keeps running.
 async fn run_proxy(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
     if let Err(e) = proxy::run(client, proxy::ProxyConfig::default(), shutdown).await {
@@ -181,15 +154,6 @@ async fn run_dns(client: kube::Client, mut shutdown: tokio::sync::watch::Receive
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             _ = shutdown.changed() => {}
         }
-    }
-}
-
-/// Clients must dial a concrete address even when the server listens on all interfaces.
-fn client_addr(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-    } else {
-        addr
     }
 }
 

@@ -1,0 +1,80 @@
+//! The control plane that `up` and `server` both run: the API server on its store, the admin
+//! kubeconfig for kubectl, and the controllers as clients of that API under the leader Lease.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::cli::ControlPlaneArgs;
+
+/// A running API server and the kubeconfig written for it.
+pub struct ControlPlane {
+    pub api: apiserver::RunningApiServer,
+    pub kubeconfig: PathBuf,
+}
+
+/// Starts the API server (its `pki/` in `state_dir`) and writes `<state_dir>/kubeconfig`.
+pub async fn start(
+    state_dir: &Path,
+    args: &ControlPlaneArgs,
+    node_api_token: String,
+    cluster_listen: Option<SocketAddr>,
+) -> anyhow::Result<ControlPlane> {
+    let api = apiserver::start(apiserver::ApiServerConfig {
+        listen: args.listen,
+        state_dir: state_dir.to_path_buf(),
+        store: args.store_spec(state_dir),
+        etcd: args.etcd_options(),
+        node_api_token: Some(node_api_token),
+        cluster_listen,
+        event_ttl: args.event_ttl,
+    })
+    .await
+    .context("starting the API server")?;
+    let server_url = format!("https://{}", client_addr(api.local_addr()));
+    let kubeconfig = state_dir.join("kubeconfig");
+    apiserver::write_kubeconfig(&kubeconfig, &server_url, api.ca_pem(), api.admin_token())
+        .context("writing the kubeconfig")?;
+    eprintln!("peapod: API server listening on {server_url}");
+    eprintln!("peapod: export KUBECONFIG={}", kubeconfig.display());
+    Ok(ControlPlane { api, kubeconfig })
+}
+
+/// Runs the controllers against `client` under the leader Lease as `identity` until
+/// `shutdown` turns true (then they release the Lease).
+pub fn spawn_controllers(
+    client: kube::Client,
+    ca_pem: &str,
+    identity: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let election = controllers::LeaderElection::new(
+        controllers::DEFAULT_LEASE_NAMESPACE,
+        controllers::DEFAULT_LEASE_NAME,
+        identity,
+    );
+    let settings = controllers::Settings {
+        root_ca: Some(ca_pem.to_string()),
+    };
+    tokio::spawn(controllers::run(
+        client,
+        settings,
+        Some(election),
+        stopped(shutdown),
+    ))
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Clients must dial a concrete address even when the server listens on all interfaces.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}

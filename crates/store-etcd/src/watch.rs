@@ -1,0 +1,195 @@
+//! A store watch from an etcd watch: events of one key prefix from a revision on, with the
+//! previous state (`prev_kv`), so a delete carries the object's last state stamped with the
+//! delete's revision and an update carries what it replaced. etcd's "compacted" answer becomes
+//! [`StoreError::Expired`], which the API server turns into `410 Gone`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use etcd_client::{Event, EventType, WatchResponse};
+use store::{EventKind, StoreError, WatchEvent, WatchStream};
+
+use crate::{keys, stamped, unavailable};
+
+/// Which resource a watch follows, to turn its keys back into object keys.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub group: String,
+    pub resource: String,
+    /// For error messages.
+    pub prefix: String,
+    pub from_rv: u64,
+}
+
+/// The store event of one etcd event; `None` for a key outside the layout or a delete whose
+/// previous state etcd no longer has.
+pub fn to_event(scope: &Scope, ev: &Event) -> Result<Option<WatchEvent>, StoreError> {
+    let Some(kv) = ev.kv() else { return Ok(None) };
+    let Some(key) = keys::parse(&scope.group, &scope.resource, kv.key()) else {
+        return Ok(None);
+    };
+    let rv = rev(kv.mod_revision());
+    let prev = ev.prev_kv().map(|p| stamped(&key, p)).transpose()?;
+    match ev.event_type() {
+        EventType::Put => Ok(Some(WatchEvent {
+            kind: if kv.create_revision() == kv.mod_revision() {
+                EventKind::Added
+            } else {
+                EventKind::Modified
+            },
+            object: stamped(&key, kv)?,
+            key,
+            resource_version: rv,
+            prev_object: prev,
+        })),
+        EventType::Delete => {
+            let Some(prev) = prev else {
+                tracing::warn!(%key, rv, "etcd delete event without the previous state");
+                return Ok(None);
+            };
+            let mut last = prev.clone();
+            store::rules::set_resource_version(&key, &mut last, rv)?;
+            Ok(Some(WatchEvent {
+                kind: EventKind::Deleted,
+                key,
+                resource_version: rv,
+                object: last,
+                prev_object: Some(prev),
+            }))
+        }
+    }
+}
+
+/// What one etcd watch response means for the stream.
+pub enum Step {
+    Events(Vec<WatchEvent>),
+    /// The history before `oldest` is gone.
+    Compacted {
+        oldest: u64,
+    },
+    /// etcd ended the watch for another reason.
+    Canceled {
+        reason: String,
+    },
+}
+
+/// The pure step from one etcd response to the stream's next items.
+pub fn step(scope: &Scope, resp: &WatchResponse) -> Result<Step, StoreError> {
+    if resp.compact_revision() > 0 {
+        return Ok(Step::Compacted {
+            oldest: rev(resp.compact_revision()),
+        });
+    }
+    if resp.canceled() {
+        return Ok(Step::Canceled {
+            reason: resp.cancel_reason().to_string(),
+        });
+    }
+    let mut out = Vec::with_capacity(resp.events().len());
+    for ev in resp.events() {
+        if let Some(e) = to_event(scope, ev)? {
+            out.push(e);
+        }
+    }
+    Ok(Step::Events(out))
+}
+
+fn rev(r: i64) -> u64 {
+    u64::try_from(r).unwrap_or(0)
+}
+
+/// The error of a canceled watch.
+#[derive(Debug, thiserror::Error)]
+#[error("etcd canceled the watch: {reason}")]
+pub struct Canceled {
+    reason: String,
+}
+
+struct State {
+    scope: Scope,
+    stream: etcd_client::WatchStream,
+    pending: VecDeque<Arc<WatchEvent>>,
+    ended: bool,
+}
+
+impl State {
+    async fn next(&mut self) -> Option<Result<Arc<WatchEvent>, StoreError>> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(Ok(ev));
+            }
+            if self.ended {
+                return None;
+            }
+            let resp = match self.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(unavailable("watch", &self.scope.prefix, e)));
+                }
+            };
+            match step(&self.scope, &resp) {
+                Ok(Step::Events(evs)) => self.pending.extend(evs.into_iter().map(Arc::new)),
+                Ok(Step::Compacted { oldest }) => {
+                    self.ended = true;
+                    return Some(Err(StoreError::Expired {
+                        requested: self.scope.from_rv,
+                        oldest,
+                    }));
+                }
+                Ok(Step::Canceled { reason }) => {
+                    self.ended = true;
+                    return Some(Err(StoreError::Unavailable {
+                        op: "watch",
+                        target: self.scope.prefix.clone(),
+                        source: Box::new(Canceled { reason }),
+                    }));
+                }
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Starts a store watch on an etcd watch stream: waits for etcd's answer to the watch
+/// request, so that a compacted start revision fails here as `Expired`.
+pub async fn start(
+    scope: Scope,
+    mut stream: etcd_client::WatchStream,
+) -> Result<WatchStream, StoreError> {
+    let first = stream
+        .message()
+        .await
+        .map_err(|e| unavailable("watch", &scope.prefix, e))?;
+    let pending = match first.as_ref().map(|r| step(&scope, r)).transpose()? {
+        None => VecDeque::new(),
+        Some(Step::Events(evs)) => evs.into_iter().map(Arc::new).collect(),
+        Some(Step::Compacted { oldest }) => {
+            return Err(StoreError::Expired {
+                requested: scope.from_rv,
+                oldest,
+            })
+        }
+        Some(Step::Canceled { reason }) => {
+            return Err(StoreError::Unavailable {
+                op: "watch",
+                target: scope.prefix.clone(),
+                source: Box::new(Canceled { reason }),
+            })
+        }
+    };
+    let state = State {
+        scope,
+        stream,
+        pending,
+        ended: first.is_none(),
+    };
+    Ok(Box::pin(futures::stream::unfold(
+        state,
+        |mut s| async move { s.next().await.map(|ev| (ev, s)) },
+    )))
+}
