@@ -450,10 +450,32 @@ impl Store for EtcdStore {
         from_rv: u64,
     ) -> Result<WatchStream, StoreError> {
         let prefix = keys::list_prefix(group, resource, namespace);
+        let start = i64::try_from(from_rv.saturating_add(1)).unwrap_or(i64::MAX);
+        // A read at the start revision fails exactly when a watch from it would be compacted
+        // (a future revision is fine: the watch waits for it).
+        let compacted = match self
+            .client
+            .kv_client()
+            .get(
+                prefix.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_range(keys::prefix_end(&prefix))
+                        .with_count_only()
+                        .with_revision(start),
+                ),
+            )
+            .await
+        {
+            Ok(_) => false,
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => true,
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future") => false,
+            Err(e) => return Err(unavailable("watch", &prefix, e)),
+        };
         let opts = WatchOptions::new()
             .with_range(keys::prefix_end(&prefix))
             .with_prev_key()
-            .with_start_revision(i64::try_from(from_rv.saturating_add(1)).unwrap_or(i64::MAX));
+            .with_start_revision(start);
         let stream = self
             .client
             .watch_client()
@@ -468,6 +490,7 @@ impl Store for EtcdStore {
                 from_rv,
             },
             stream,
+            compacted,
         )
         .await
     }

@@ -155,38 +155,55 @@ impl State {
     }
 }
 
-/// Starts a store watch on an etcd watch stream: waits for etcd's answer to the watch
-/// request, so that a compacted start revision fails here as `Expired`.
+/// Starts a store watch on an etcd watch stream. `compacted` says whether a read at the
+/// watch's start revision found it compacted; then etcd cancels the watch right after creating
+/// it, and that answer (which names the oldest revision left) becomes `Expired` here rather
+/// than in the stream.
 pub async fn start(
     scope: Scope,
     mut stream: etcd_client::WatchStream,
+    compacted: bool,
 ) -> Result<WatchStream, StoreError> {
-    let first = stream
-        .message()
-        .await
-        .map_err(|e| unavailable("watch", &scope.prefix, e))?;
-    let pending = match first.as_ref().map(|r| step(&scope, r)).transpose()? {
-        None => VecDeque::new(),
-        Some(Step::Events(evs)) => evs.into_iter().map(Arc::new).collect(),
-        Some(Step::Compacted { oldest }) => {
-            return Err(StoreError::Expired {
-                requested: scope.from_rv,
-                oldest,
-            })
+    let mut pending = VecDeque::new();
+    loop {
+        let Some(resp) = stream
+            .message()
+            .await
+            .map_err(|e| unavailable("watch", &scope.prefix, e))?
+        else {
+            return Err(unavailable(
+                "watch",
+                &scope.prefix,
+                Canceled {
+                    reason: "the watch stream closed".into(),
+                },
+            ));
+        };
+        match step(&scope, &resp)? {
+            Step::Events(evs) => pending.extend(evs.into_iter().map(Arc::new)),
+            Step::Compacted { oldest } => {
+                return Err(StoreError::Expired {
+                    requested: scope.from_rv,
+                    oldest,
+                })
+            }
+            Step::Canceled { reason } => {
+                return Err(StoreError::Unavailable {
+                    op: "watch",
+                    target: scope.prefix.clone(),
+                    source: Box::new(Canceled { reason }),
+                })
+            }
         }
-        Some(Step::Canceled { reason }) => {
-            return Err(StoreError::Unavailable {
-                op: "watch",
-                target: scope.prefix.clone(),
-                source: Box::new(Canceled { reason }),
-            })
+        if !compacted {
+            break;
         }
-    };
+    }
     let state = State {
         scope,
         stream,
         pending,
-        ended: first.is_none(),
+        ended: false,
     };
     Ok(Box::pin(futures::stream::unfold(
         state,
