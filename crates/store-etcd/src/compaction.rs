@@ -4,9 +4,12 @@
 //! through a counter key: whoever bumps it from the version it last saw compacts this round,
 //! the others learn the new version and wait for the next.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, KvClient, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+
+use crate::members::Members;
 
 /// The counter key, outside the objects' prefix.
 pub const COMPACT_KEY: &str = "compact_rev_key";
@@ -52,7 +55,7 @@ impl Compactor {
     }
 
     /// One round against etcd.
-    pub async fn round(&mut self, kv: &mut KvClient) -> Result<Round, etcd_client::Error> {
+    pub async fn round(&mut self, members: &Members) -> Result<Round, etcd_client::Error> {
         let txn = Txn::new()
             .when([Compare::version(
                 COMPACT_KEY,
@@ -61,7 +64,12 @@ impl Compactor {
             )])
             .and_then([TxnOp::put(COMPACT_KEY, "", None)])
             .or_else([TxnOp::get(COMPACT_KEY, None)]);
-        let resp = kv.txn(txn).await?;
+        let resp = members
+            .try_call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         let seen = resp
             .op_responses()
@@ -73,7 +81,10 @@ impl Compactor {
             .unwrap_or(0);
         let round = self.step(resp.succeeded(), seen, rev);
         if let Round::Compact(to) = round {
-            match kv.compact(to, None).await {
+            match members
+                .try_call(|mut c| async move { c.compact(to, None).await })
+                .await
+            {
                 Ok(_) => {}
                 // Compacted further already (by hand, or a server with a shorter interval).
                 Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => {}
@@ -85,11 +96,11 @@ impl Compactor {
 }
 
 /// Runs a round every `interval` until the task is aborted.
-pub async fn run(mut kv: KvClient, interval: Duration) {
+pub async fn run(members: Arc<Members>, interval: Duration) {
     let mut compactor = Compactor::default();
     loop {
         tokio::time::sleep(interval).await;
-        match compactor.round(&mut kv).await {
+        match compactor.round(&members).await {
             Ok(Round::Compact(rev)) => tracing::debug!(rev, "etcd history compacted"),
             Ok(Round::Skip) => {}
             Err(e) => tracing::warn!(error = %e, "compacting etcd"),

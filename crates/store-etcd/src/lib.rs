@@ -9,13 +9,14 @@
 mod compaction;
 mod keys;
 mod leases;
+mod members;
 mod watch;
 
 pub use compaction::DEFAULT_INTERVAL as DEFAULT_COMPACTION_INTERVAL;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -79,9 +80,7 @@ const CHUNK: usize = 500;
 const WRITE_ATTEMPTS: u32 = 16;
 
 pub struct EtcdStore {
-    client: Client,
-    /// The endpoints, for error messages.
-    target: String,
+    members: Arc<members::Members>,
     /// Resources whose objects expire, and after how long.
     ttls: Mutex<HashMap<(String, String), Duration>>,
     /// The lease shared by writes of one TTL (see [`leases`]).
@@ -158,16 +157,21 @@ impl EtcdStore {
     /// answers.
     pub async fn connect(endpoints: &[String], options: &EtcdOptions) -> Result<Self, StoreError> {
         let target = endpoints.join(",");
-        let client = Self::client(endpoints, &options.tls)
-            .await
-            .map_err(|e| unavailable("connect", &target, e))?;
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            clients.push(
+                Self::client(e, &options.tls)
+                    .await
+                    .map_err(|err| unavailable("connect", e, err))?,
+            );
+        }
+        let members = Arc::new(members::Members::new(clients, target));
         let store = EtcdStore {
             compactor: options
                 .compaction_interval
                 .filter(|i| !i.is_zero())
-                .map(|i| tokio::spawn(compaction::run(client.kv_client(), i))),
-            client,
-            target,
+                .map(|i| tokio::spawn(compaction::run(members.clone(), i))),
+            members,
             ttls: Mutex::new(HashMap::new()),
             leases: tokio::sync::Mutex::new(HashMap::new()),
         };
@@ -175,13 +179,14 @@ impl EtcdStore {
         Ok(store)
     }
 
-    async fn client(endpoints: &[String], tls: &TlsFiles) -> Result<Client, ConnectError> {
+    /// A client of one member (failover between members is [`members`]' job).
+    async fn client(endpoint: &str, tls: &TlsFiles) -> Result<Client, ConnectError> {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             // Finds a member that went away (and the watches on it) within seconds.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
-        if endpoints.iter().any(|e| e.starts_with("https://")) {
+        if endpoint.starts_with("https://") {
             let ca = tls.ca_file.as_ref().ok_or(ConnectError::MissingCa)?;
             let mut t =
                 TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(ca).await?));
@@ -197,7 +202,7 @@ impl EtcdStore {
             }
             opts = opts.with_tls(t);
         }
-        Client::connect(endpoints, Some(opts))
+        Client::connect([endpoint], Some(opts))
             .await
             .map_err(ConnectError::Connect)
     }
@@ -219,12 +224,13 @@ impl EtcdStore {
         let id = match leases::reusable(cache.get(&ttl).copied(), ttl, now) {
             Some(id) => id,
             None => {
+                let secs = leases::grant_seconds(ttl);
                 let granted = self
-                    .client
-                    .lease_client()
-                    .grant(leases::grant_seconds(ttl), None)
-                    .await
-                    .map_err(|e| unavailable("grant lease", key, e))?;
+                    .members
+                    .call("grant lease", &key.to_string(), |mut c| async move {
+                        c.lease_grant(secs, None).await
+                    })
+                    .await?;
                 cache.insert(
                     ttl,
                     leases::Granted {
@@ -240,12 +246,14 @@ impl EtcdStore {
 
     /// The object's current key-value, if any.
     async fn read(&self, key: &ObjectKey) -> Result<Option<KeyValue>, StoreError> {
+        let k = keys::object_key(key);
         let mut resp = self
-            .client
-            .kv_client()
-            .get(keys::object_key(key), None)
-            .await
-            .map_err(|e| unavailable("get", key, e))?;
+            .members
+            .call("get", &key.to_string(), |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })
+            .await?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
@@ -260,11 +268,12 @@ impl EtcdStore {
                 self.put_options(key).await?,
             )]);
         let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| unavailable("create", key, e))?;
+            .members
+            .call("create", &key.to_string(), |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists { key: key.clone() });
         }
@@ -294,12 +303,14 @@ impl EtcdStore {
                     None => return Err(StoreError::NotFound { key: key.clone() }),
                 },
             };
+            let txn = Txn::new().when([unchanged_since]).and_then([op]);
             let resp = self
-                .client
-                .kv_client()
-                .txn(Txn::new().when([unchanged_since]).and_then([op]))
-                .await
-                .map_err(|e| unavailable("write", key, e))?;
+                .members
+                .call("write", &key.to_string(), |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
             if resp.succeeded() {
                 let mut result = result;
                 set_resource_version(key, &mut result, header_revision(resp.header()))?;
@@ -319,7 +330,6 @@ impl EtcdStore {
         let mut from = format!("{prefix}{}", page.start.as_deref().unwrap_or("")).into_bytes();
         let mut at = 0i64;
         let mut items = Vec::new();
-        let mut kv = self.client.kv_client();
         loop {
             let want = if page.filter.is_some() {
                 CHUNK
@@ -332,10 +342,13 @@ impl EtcdStore {
             if at > 0 {
                 opts = opts.with_revision(at);
             }
-            let mut resp = kv
-                .get(from.clone(), Some(opts))
-                .await
-                .map_err(|e| unavailable("list", prefix, e))?;
+            let mut resp = self
+                .members
+                .call("list", prefix, |mut c| {
+                    let (from, opts) = (from.clone(), opts.clone());
+                    async move { c.get(from, Some(opts)).await }
+                })
+                .await?;
             if at == 0 {
                 at = resp.header().map_or(0, |h| h.revision());
             }
@@ -453,18 +466,16 @@ impl Store for EtcdStore {
         let start = i64::try_from(from_rv.saturating_add(1)).unwrap_or(i64::MAX);
         // A read at the start revision fails exactly when a watch from it would be compacted
         // (a future revision is fine: the watch waits for it).
+        let probe = GetOptions::new()
+            .with_range(keys::prefix_end(&prefix))
+            .with_count_only()
+            .with_revision(start);
         let compacted = match self
-            .client
-            .kv_client()
-            .get(
-                prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_range(keys::prefix_end(&prefix))
-                        .with_count_only()
-                        .with_revision(start),
-                ),
-            )
+            .members
+            .try_call(|mut c| {
+                let (p, probe) = (prefix.clone(), probe.clone());
+                async move { c.get(p, Some(probe)).await }
+            })
             .await
         {
             Ok(_) => false,
@@ -477,11 +488,12 @@ impl Store for EtcdStore {
             .with_prev_key()
             .with_start_revision(start);
         let stream = self
-            .client
-            .watch_client()
-            .watch(prefix.clone(), Some(opts))
-            .await
-            .map_err(|e| unavailable("watch", &prefix, e))?;
+            .members
+            .call("watch", &prefix, |mut c| {
+                let (p, opts) = (prefix.clone(), opts.clone());
+                async move { c.watch(p, Some(opts)).await }
+            })
+            .await?;
         watch::start(
             watch::Scope {
                 group: group.to_string(),
@@ -497,14 +509,15 @@ impl Store for EtcdStore {
 
     async fn current_resource_version(&self) -> Result<u64, StoreError> {
         let resp = self
-            .client
-            .kv_client()
-            .get(
-                compaction::COMPACT_KEY,
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await
-            .map_err(|e| unavailable("read revision", &self.target, e))?;
+            .members
+            .call("read revision", &self.members.target, |mut c| async move {
+                c.get(
+                    compaction::COMPACT_KEY,
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+            })
+            .await?;
         Ok(header_revision(resp.header()))
     }
 
