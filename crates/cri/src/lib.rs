@@ -18,7 +18,13 @@ pub struct PodSandboxConfig {
     pub namespace: String,
     pub uid: String,
     pub attempt: u32,
+    /// The kernel hostname: the pod's `hostname` (or name), or `hostname.domain` when the pod
+    /// sets `setHostnameAsFQDN`.
     pub hostname: String,
+    /// The pod's DNS domain (`subdomain.namespace.svc.cluster.local`) when its spec names a
+    /// `subdomain`: the managed `/etc/hosts` then lists `hostname.domain` before `hostname`.
+    #[serde(default)]
+    pub domain: Option<String>,
     /// Directory for this pod's container logs (kubelet: `/var/log/pods/<ns>_<name>_<uid>`).
     pub log_directory: PathBuf,
     pub labels: BTreeMap<String, String>,

@@ -440,6 +440,161 @@ fn host_aliases_in_etc_hosts_as_the_kubelet_writes_them() {
     ]);
 }
 
+const SUBDOMAIN: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: named
+spec:
+  hostname: web-0
+  subdomain: web
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "hostname; grep web-0 /etc/hosts"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: named-fqdn
+spec:
+  hostname: web-1
+  subdomain: web
+  setHostnameAsFQDN: true
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "hostname; grep web-1 /etc/hosts"]
+"#;
+
+/// A pod with a `subdomain` is named by its FQDN first in `/etc/hosts`, then by its short
+/// name; `setHostnameAsFQDN` makes the kernel hostname the FQDN as well.
+#[test]
+fn subdomain_pods_have_their_fqdn_in_etc_hosts() {
+    let pp = Peapod::start();
+    pp.apply(SUBDOMAIN);
+    pp.wait_pod_phase("named", "Succeeded", Duration::from_secs(90));
+    pp.wait_pod_phase("named-fqdn", "Succeeded", Duration::from_secs(90));
+    for (pod, host) in [("named", "web-0"), ("named-fqdn", "web-1")] {
+        let ip = pp
+            .jsonpath(&format!("pod/{pod}"), "{.status.podIP}")
+            .expect("pod IP");
+        let fqdn = format!("{host}.web.default.svc.cluster.local");
+        let kernel = if pod == "named" { host } else { fqdn.as_str() };
+        assert_eq!(
+            pp.kubectl_ok(&["logs", pod]),
+            format!("{kernel}\n{ip}\t{fqdn}\t{host}\n")
+        );
+    }
+    pp.kubectl_ok(&["delete", "pod", "named", "named-fqdn", "--timeout=60s"]);
+}
+
+const RESTARTS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: restarts
+  labels: {app: restarts}
+spec:
+  containers:
+  - name: exits
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo exits $(cat /proc/uptime); sleep 1; exit 3"]
+  - name: probed
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo probed $(cat /proc/uptime); sleep 3600"]
+    livenessProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: oom
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo oom $(cat /proc/uptime); sleep 1; tail /dev/zero"]
+    resources:
+      limits: {memory: 24Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: restarts-peer
+  labels: {app: restarts}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: one
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo peer one"]
+"#;
+
+/// `kubectl logs --previous` reads the attempt before the current one whatever ended it
+/// (exit, liveness kill, OOM kill); `--all-containers`, `--prefix` and `-l` read across
+/// containers and pods.
+#[test]
+fn logs_previous_all_containers_prefix_and_selectors() {
+    let pp = Peapod::start();
+    pp.apply(RESTARTS);
+    pp.wait_pod_phase("restarts-peer", "Succeeded", Duration::from_secs(90));
+    let reasons = common::wait_until("three restart kinds", Duration::from_secs(120), || {
+        let out = pp.jsonpath(
+            "pod/restarts",
+            "{range .status.containerStatuses[*]}{.name}={.restartCount}/{.lastState.terminated.reason};{end}",
+        )?;
+        let all_restarted = out
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .all(|s| !s.contains("=0/") && !s.ends_with('/'));
+        (all_restarted && out.matches('=').count() == 3).then_some(out)
+    });
+    assert!(reasons.contains("exits="), "{reasons}");
+    assert!(
+        reasons.contains("oom=") && reasons.contains("/OOMKilled"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("/Error"), "{reasons}");
+    for container in ["exits", "probed", "oom"] {
+        let previous = pp.kubectl_ok(&["logs", "restarts", "-c", container, "--previous"]);
+        assert!(
+            previous.starts_with(&format!("{container} ")) && previous.lines().count() == 1,
+            "{container}: {previous:?}"
+        );
+    }
+    let all = pp.kubectl_ok(&["logs", "restarts", "--all-containers", "--prefix"]);
+    for container in ["exits", "probed", "oom"] {
+        let prefix = format!("[pod/restarts/{container}] {container} ");
+        assert!(all.lines().any(|l| l.starts_with(&prefix)), "{all}");
+    }
+    let selected = pp.kubectl_ok(&[
+        "logs",
+        "-l",
+        "app=restarts",
+        "--all-containers",
+        "--prefix",
+        "--tail=-1",
+    ]);
+    assert!(
+        selected
+            .lines()
+            .any(|l| l == "[pod/restarts-peer/one] peer one")
+            && selected
+                .lines()
+                .any(|l| l.starts_with("[pod/restarts/probed] probed ")),
+        "{selected}"
+    );
+    pp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "restarts",
+        "restarts-peer",
+        "--timeout=60s",
+    ]);
+}
+
 const DEADLINE: &str = r#"apiVersion: v1
 kind: Pod
 metadata:

@@ -75,17 +75,33 @@ pub fn container_status(
 /// The `/etc/hosts` kubelet writes for a pod not on the host network (its "managed hosts
 /// file"), with the pod's addresses; until the pod has an IP the hostname maps to 127.0.1.1
 /// (as Debian does for the machine's own name) so it still resolves inside the pod. The
-/// pod's `hostAliases` follow.
-pub fn hosts_file(hostname: &str, ips: &[std::net::IpAddr], aliases: &[HostAlias]) -> String {
+/// pod's `hostAliases` follow. With a `domain` (the pod's subdomain) each address names
+/// `host.domain` first, then `host`: the short name even when the kernel hostname is the FQDN.
+pub fn hosts_file(
+    hostname: &str,
+    domain: Option<&str>,
+    ips: &[std::net::IpAddr],
+    aliases: &[HostAlias],
+) -> String {
+    let names = match domain {
+        Some(d) => {
+            let short = hostname
+                .strip_suffix(d)
+                .and_then(|h| h.strip_suffix('.'))
+                .unwrap_or(hostname);
+            format!("{short}.{d}\t{short}")
+        }
+        None => hostname.to_string(),
+    };
     let mut out = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
     if ips.is_empty() {
-        out.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        out.push_str(&format!("127.0.1.1\t{names}\n"));
     }
     for ip in ips {
-        out.push_str(&format!("{ip}\t{hostname}\n"));
+        out.push_str(&format!("{ip}\t{names}\n"));
     }
     out.push_str(&host_alias_entries(aliases));
     out
@@ -252,12 +268,23 @@ mod tests {
 
     #[test]
     fn hosts_file_names_the_pod() {
-        let h = hosts_file("web-0", &[], &[]);
+        let h = hosts_file("web-0", None, &[], &[]);
         assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("127.0.1.1\tweb-0\n"));
-        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")], &[]);
+        let h = hosts_file("web-0", None, &["10.244.0.5".parse().expect("ip")], &[]);
         assert!(h.ends_with("10.244.0.5\tweb-0\n"));
-        let h = hosts_file("web-0", &["10.244.0.5".parse().expect("ip")], &aliases());
+        let ip = ["10.244.0.5".parse().expect("ip")];
+        let d = "web.ns.svc.cluster.local";
+        let fqdn_line = "10.244.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0\n";
+        assert!(hosts_file("web-0", Some(d), &ip, &[]).ends_with(fqdn_line));
+        let kernel_fqdn = "web-0.web.ns.svc.cluster.local";
+        assert!(hosts_file(kernel_fqdn, Some(d), &ip, &[]).ends_with(fqdn_line));
+        let h = hosts_file(
+            "web-0",
+            None,
+            &["10.244.0.5".parse().expect("ip")],
+            &aliases(),
+        );
         assert!(h.ends_with("10.244.0.5\tweb-0\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\n"));
     }
 

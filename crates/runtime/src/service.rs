@@ -358,7 +358,13 @@ impl Runtime {
             write(pod.hostname(), format!("{}\n", config.hostname).as_bytes())?;
             write(
                 pod.hosts(),
-                hosts_file(&config.hostname, &[], &config.host_aliases).as_bytes(),
+                hosts_file(
+                    &config.hostname,
+                    config.domain.as_deref(),
+                    &[],
+                    &config.host_aliases,
+                )
+                .as_bytes(),
             )?;
         }
         let resolv = match std::fs::read(&self.config.resolv_conf) {

@@ -17,18 +17,7 @@ use podapi::ApiError;
 pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxConfig {
     let (namespace, name, uid) = pod_key(pod);
     let spec = pod.spec.as_ref();
-    let hostname = if spec.and_then(|s| s.host_network).unwrap_or(false) {
-        String::new()
-    } else {
-        let h = spec
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(|| name.clone());
-        h.chars()
-            .take(63)
-            .collect::<String>()
-            .trim_end_matches(['-', '.'])
-            .to_string()
-    };
+    let (hostname, domain) = pod_hostname(pod, &name, &namespace);
     let mut labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
     labels.insert(containerspec::LABEL_POD_NAME.to_string(), name.clone());
     labels.insert(
@@ -43,6 +32,7 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         uid,
         attempt,
         hostname,
+        domain,
         labels,
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         host_network: network::is_host_network(pod),
@@ -64,6 +54,36 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
                 hostnames: a.hostnames.clone().unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+/// The pod's kernel hostname and DNS domain, as kubelet's `GeneratePodHostNameAndDomain`
+/// and `GetNodenameForKernel` derive them: `spec.hostname` or the pod name (at most 63
+/// characters, no trailing `-`/`.`); the domain `subdomain.NS.svc.cluster.local` when
+/// `spec.subdomain` is set; the hostname becomes `hostname.domain` with `setHostnameAsFQDN`.
+/// A hostNetwork pod has the node's (empty here: the runtime fills it in).
+fn pod_hostname(pod: &Pod, name: &str, namespace: &str) -> (String, Option<String>) {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        return (String::new(), None);
+    }
+    let hostname = match spec.and_then(|s| s.hostname.as_deref()) {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => name
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string(),
+    };
+    let domain = spec
+        .and_then(|s| s.subdomain.as_deref())
+        .filter(|d| !d.is_empty())
+        .map(|sub| format!("{sub}.{namespace}.svc.{}", crate::dnsconfig::CLUSTER_DOMAIN));
+    let fqdn = spec.and_then(|s| s.set_hostname_as_fqdn).unwrap_or(false);
+    match domain {
+        Some(d) if fqdn => (format!("{hostname}.{d}"), Some(d)),
+        d => (hostname, d),
     }
 }
 
@@ -142,4 +162,53 @@ pub async fn env_sources(
         out.secrets.insert(s, v);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_hostname;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod")
+    }
+
+    #[test]
+    fn hostname_and_domain_follow_the_kubelet() {
+        let long = format!("{}-x", "a".repeat(62));
+        assert_eq!(
+            pod_hostname(&pod(json!({})), &long, "ns"),
+            ("a".repeat(62), None)
+        );
+        assert_eq!(
+            pod_hostname(&pod(json!({"hostname": "web-0"})), "p", "ns"),
+            ("web-0".to_string(), None)
+        );
+        let domain = Some("web.ns.svc.cluster.local".to_string());
+        assert_eq!(
+            pod_hostname(
+                &pod(json!({"hostname": "web-0", "subdomain": "web"})),
+                "p",
+                "ns"
+            ),
+            ("web-0".to_string(), domain.clone())
+        );
+        assert_eq!(
+            pod_hostname(
+                &pod(json!({"hostname": "web-0", "subdomain": "web", "setHostnameAsFQDN": true})),
+                "p",
+                "ns"
+            ),
+            ("web-0.web.ns.svc.cluster.local".to_string(), domain)
+        );
+        assert_eq!(
+            pod_hostname(
+                &pod(json!({"hostNetwork": true, "subdomain": "web"})),
+                "p",
+                "ns"
+            ),
+            (String::new(), None)
+        );
+    }
 }

@@ -44,7 +44,12 @@ impl Runtime {
         // place, not write-then-rename: containers will bind-mount this very inode. Not
         // synced: only the live sandbox reads it (see `write_volatile`).
         let path = self.pod(id).hosts();
-        let text = hosts_file(&config.hostname, &ips, &config.host_aliases);
+        let text = hosts_file(
+            &config.hostname,
+            config.domain.as_deref(),
+            &ips,
+            &config.host_aliases,
+        );
         let write = || -> io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
