@@ -1,6 +1,6 @@
 //! peapod on etcd: `peapod up --store etcd:...` on a one-member etcd serves kubectl (create,
 //! get, list pages, watch, conflicts, delete, `410 Gone` after compaction, a pod Running
-//! through the node agent); on a three-member etcd, a second API server (`peapod server`)
+//! through the node agent, Events expiring with their lease); on a three-member etcd, a second API server (`peapod server`)
 //! serves the same cluster, services get distinct ClusterIPs whichever server allocates
 //! them, and after one etcd member and one server are killed the other server keeps
 //! serving and its controllers keep working.
@@ -90,7 +90,14 @@ fn one_member_etcd_serves_kubectl() {
     let etcd = EtcdCluster::start(1);
     let flag = etcd.store_flag();
     // Compaction by hand below, so that no watch here races the periodic one.
-    let pp = Peapod::start_with(&["--store", &flag, "--etcd-compaction-interval", "0"]);
+    let pp = Peapod::start_with(&[
+        "--store",
+        &flag,
+        "--etcd-compaction-interval",
+        "0",
+        "--event-ttl",
+        "3s",
+    ]);
 
     // Create, get, conflicts on a stale resourceVersion.
     pp.kubectl_ok(&["create", "configmap", "a", "--from-literal=k=1"]);
@@ -185,6 +192,26 @@ fn one_member_etcd_serves_kubectl() {
         "{events}"
     );
     pp.kubectl_ok(&["delete", "pod", "p1", "--wait=true"]);
+
+    // Events go with their etcd lease, --event-ttl after their last write.
+    pp.apply(
+        r#"apiVersion: v1
+kind: Event
+metadata: {name: short-lived}
+involvedObject: {kind: ConfigMap, name: a, namespace: default}
+reason: Testing
+message: expires with its lease
+type: Normal
+"#,
+    );
+    pp.kubectl_ok(&["get", "event", "short-lived"]);
+    wait_until("the event to expire with its lease", T, || {
+        (!pp.kubectl(&["get", "event", "short-lived"])
+            .status
+            .success())
+        .then_some(())
+    });
+    pp.kubectl_ok(&["get", "cm", "a"]);
     drop(pp);
     drop(etcd);
 }
