@@ -1,7 +1,9 @@
 //! The etcd backend against a real one-member etcd (Debian's `etcd-server`) on loopback, with
-//! free ports and a temp data dir; the member is killed and its dir removed when the test ends.
+//! free ports and a temp data dir (and, for TLS, certificates made for the test); the member is
+//! killed and its dir removed when the test ends.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,12 +11,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::json;
 use store::{EventKind, ObjectKey, PageRequest, Preconditions, Store, StoreError};
-use store_etcd::{EtcdOptions, EtcdStore};
+use store_etcd::{EtcdOptions, EtcdStore, TlsFiles};
 
 /// One etcd member; killed and its data removed on drop.
 struct Etcd {
     child: Child,
     url: String,
+    certs: Option<Certs>,
     _dir: tempfile::TempDir,
 }
 
@@ -25,14 +28,66 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Files of a CA, the member's serving certificate and a client certificate.
+struct Certs {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn certs(dir: &Path) -> Certs {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("writing a certificate");
+        path
+    };
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca.clone().self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let issue = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("SAN");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        (
+            write(&format!("{name}.crt"), cert.pem()),
+            write(&format!("{name}.key"), key.serialize_pem()),
+        )
+    };
+    Certs {
+        server: issue("server", ExtendedKeyUsagePurpose::ServerAuth),
+        client: issue("client", ExtendedKeyUsagePurpose::ClientAuth),
+        ca: write("ca.crt", ca_cert.pem()),
+    }
+}
+
 impl Etcd {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `tls`, the member serves https and requires a client certificate of the CA.
+    fn start_with(tls: Option<&dyn Fn(&Path) -> Certs>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
+        let certs = tls.map(|f| f(dir.path()));
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(c) = &certs {
+            cmd.arg(format!("--cert-file={}", c.server.0.display()))
+                .arg(format!("--key-file={}", c.server.1.display()))
+                .arg(format!("--trusted-ca-file={}", c.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=m0")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={url}"))
@@ -48,6 +103,7 @@ impl Etcd {
         Etcd {
             child,
             url,
+            certs,
             _dir: dir,
         }
     }
@@ -63,7 +119,15 @@ impl Drop for Etcd {
 async fn connect(etcd: &Etcd) -> EtcdStore {
     let opts = EtcdOptions {
         compaction_interval: None,
-        ..Default::default()
+        tls: etcd
+            .certs
+            .as_ref()
+            .map(|c| TlsFiles {
+                ca_file: Some(c.ca.clone()),
+                cert_file: Some(c.client.0.clone()),
+                key_file: Some(c.client.1.clone()),
+            })
+            .unwrap_or_default(),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -261,5 +325,36 @@ async fn objects_of_an_expiring_resource_go_with_their_lease() {
     assert!(
         s.get(&kept).await.is_ok(),
         "an object without a TTL expired"
+    );
+}
+
+#[tokio::test]
+async fn connects_over_tls_with_a_client_certificate() {
+    let etcd = Etcd::start_with(Some(&certs));
+    let s = connect(&etcd).await;
+    let key = ObjectKey::new("", "configmaps", "default", "tls");
+    s.create(&key, cm("tls", "1"))
+        .await
+        .expect("create over TLS");
+    assert_eq!(s.get(&key).await.expect("get")["data"]["k"], "1");
+    // Without the CA an https endpoint is refused before any connection.
+    let err = EtcdStore::connect(std::slice::from_ref(&etcd.url), &EtcdOptions::default())
+        .await
+        .err()
+        .expect("https without a CA");
+    assert!(err.to_string().contains("connect"), "{err}");
+    // The member requires a client certificate: the CA alone is not enough.
+    let ca_only = EtcdOptions {
+        tls: TlsFiles {
+            ca_file: etcd.certs.as_ref().map(|c| c.ca.clone()),
+            ..Default::default()
+        },
+        compaction_interval: None,
+    };
+    assert!(
+        EtcdStore::connect(std::slice::from_ref(&etcd.url), &ca_only)
+            .await
+            .is_err(),
+        "connected without a client certificate"
     );
 }
