@@ -310,7 +310,8 @@ fn two_servers_on_a_three_member_etcd_survive_losing_one_of_each() {
     pp.kubectl_ok(&["get", "configmap", "from-second", "after-loss"]);
     // Its controllers act (taking over the leader Lease if the second server held it).
     pp.kubectl_ok(&["scale", "deployment", "web", "--replicas=3"]);
-    wait_until("3 web pods Running after the losses", T, || {
+    let deadline = std::time::Instant::now() + T;
+    loop {
         let phases = pp.kubectl_ok(&[
             "get",
             "pods",
@@ -319,13 +320,40 @@ fn two_servers_on_a_three_member_etcd_survive_losing_one_of_each() {
             "-o",
             "jsonpath={.items[*].status.phase}",
         ]);
-        (phases
+        if phases
             .split_whitespace()
             .filter(|p| *p == "Running")
             .count()
-            == 3)
-            .then_some(())
-    });
+            == 3
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let show = |args: &[&str]| {
+                let out = pp.kubectl(args);
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            };
+            panic!(
+                "3 web pods not Running after the losses:\n{}\n{}\n{}\n{}",
+                show(&["get", "deploy,rs,pods", "-o", "wide"]),
+                show(&["get", "lease", "-n", "kube-system", "-o", "yaml"]),
+                show(&["get", "events", "--sort-by=.lastTimestamp"]),
+                common::tail(
+                    &pp.server_log()
+                        .lines()
+                        .filter(|l| l.contains("\"scheduler\"") || l.contains("/registry/pods/"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    40
+                )
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     pp.kubectl_ok(&["delete", "deployment", "web"]);
     wait_until("the web pods gone", T, || {
         pp.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"])

@@ -501,6 +501,7 @@ impl Store for EtcdStore {
                 prefix,
                 from_rv,
             },
+            self.members.clone(),
             stream,
             compacted,
         )

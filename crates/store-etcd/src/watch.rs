@@ -9,6 +9,7 @@ use std::sync::Arc;
 use etcd_client::{Event, EventType, WatchResponse};
 use store::{EventKind, StoreError, WatchEvent, WatchStream};
 
+use crate::members::Members;
 use crate::{keys, stamped, unavailable};
 
 /// Which resource a watch follows, to turn its keys back into object keys.
@@ -105,14 +106,37 @@ pub struct Canceled {
     reason: String,
 }
 
+/// How many times in a row a broken etcd watch is opened again before the store watch ends.
+const MAX_REOPENS: u32 = 5;
+
 struct State {
     scope: Scope,
+    members: Arc<Members>,
     stream: etcd_client::WatchStream,
     pending: VecDeque<Arc<WatchEvent>>,
+    /// The revision of the last event received: a reopened etcd watch goes on after it.
+    last_rv: u64,
+    /// Reopens since the last answer from etcd.
+    reopens: u32,
     ended: bool,
 }
 
 impl State {
+    /// A new etcd watch from after the last event received, on whichever member answers.
+    async fn reopen(&self) -> Result<etcd_client::WatchStream, StoreError> {
+        let opts = etcd_client::WatchOptions::new()
+            .with_range(keys::prefix_end(&self.scope.prefix))
+            .with_prev_key()
+            .with_start_revision(i64::try_from(self.last_rv.saturating_add(1)).unwrap_or(i64::MAX));
+        let prefix = self.scope.prefix.clone();
+        self.members
+            .call("watch", &prefix, |mut c| {
+                let (p, o) = (prefix.clone(), opts.clone());
+                async move { c.watch(p, Some(o)).await }
+            })
+            .await
+    }
+
     async fn next(&mut self) -> Option<Result<Arc<WatchEvent>, StoreError>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
@@ -122,7 +146,29 @@ impl State {
                 return None;
             }
             let resp = match self.stream.message().await {
-                Ok(Some(resp)) => resp,
+                Ok(Some(resp)) => {
+                    self.reopens = 0;
+                    resp
+                }
+                // The member went away (or closed the stream): go on from the last event on
+                // another member, as kube-apiserver's watch cache does, so that clients see
+                // no break while a quorum holds.
+                broken if self.reopens < MAX_REOPENS => {
+                    self.reopens += 1;
+                    if let Err(e) = &broken {
+                        tracing::debug!(prefix = %self.scope.prefix, error = %e, "etcd watch broke; reopening");
+                    }
+                    match self.reopen().await {
+                        Ok(stream) => {
+                            self.stream = stream;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.ended = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     self.ended = true;
@@ -130,11 +176,16 @@ impl State {
                 }
             };
             match step(&self.scope, &resp) {
-                Ok(Step::Events(evs)) => self.pending.extend(evs.into_iter().map(Arc::new)),
+                Ok(Step::Events(evs)) => {
+                    if let Some(last) = evs.last() {
+                        self.last_rv = last.resource_version;
+                    }
+                    self.pending.extend(evs.into_iter().map(Arc::new));
+                }
                 Ok(Step::Compacted { oldest }) => {
                     self.ended = true;
                     return Some(Err(StoreError::Expired {
-                        requested: self.scope.from_rv,
+                        requested: self.last_rv,
                         oldest,
                     }));
                 }
@@ -161,6 +212,7 @@ impl State {
 /// than in the stream.
 pub async fn start(
     scope: Scope,
+    members: Arc<Members>,
     mut stream: etcd_client::WatchStream,
     compacted: bool,
 ) -> Result<WatchStream, StoreError> {
@@ -200,9 +252,12 @@ pub async fn start(
         }
     }
     let state = State {
+        last_rv: pending.back().map_or(scope.from_rv, |e| e.resource_version),
         scope,
+        members,
         stream,
         pending,
+        reopens: 0,
         ended: false,
     };
     Ok(Box::pin(futures::stream::unfold(
