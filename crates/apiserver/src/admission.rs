@@ -1,6 +1,6 @@
 //! Admission plugins: what kube-apiserver's mutating and validating admission chain does to a
-//! new object after defaulting and before validation, where that needs the store. A kind
-//! with a plugin is one impl plus one line in [`PLUGINS`].
+//! new object after defaulting and before validation, where that needs the store. A plugin
+//! is one impl plus one line in [`PLUGINS`]; a resource's plugins run in the listed order.
 
 use api::resources::ResourceInfo;
 use serde_json::Value;
@@ -25,13 +25,27 @@ impl Admission for ServiceAccount {
     }
 }
 
-/// (group, plural) of each resource with an admission plugin.
-static PLUGINS: &[(&str, &str, &dyn Admission)] = &[("", "pods", &ServiceAccount)];
+/// The DefaultTolerationSeconds plugin on pods.
+struct DefaultTolerationSeconds;
 
-/// The admission plugin of `info`'s resource on create, if it has one.
-pub fn of(info: &ResourceInfo) -> Option<&'static dyn Admission> {
+#[async_trait::async_trait]
+impl Admission for DefaultTolerationSeconds {
+    async fn admit(&self, _store: &dyn Store, obj: &mut Value) -> Result<(), ApiError> {
+        crate::default_tolerations::add_default_tolerations(obj);
+        Ok(())
+    }
+}
+
+/// (group, plural) of each resource with an admission plugin, and the plugin.
+static PLUGINS: &[(&str, &str, &dyn Admission)] = &[
+    ("", "pods", &ServiceAccount),
+    ("", "pods", &DefaultTolerationSeconds),
+];
+
+/// The admission plugins of `info`'s resource on create, in order.
+pub fn of(info: &ResourceInfo) -> impl Iterator<Item = &'static dyn Admission> + '_ {
     PLUGINS
         .iter()
-        .find(|(group, plural, _)| *group == info.group && *plural == info.plural)
+        .filter(|(group, plural, _)| *group == info.group && *plural == info.plural)
         .map(|(_, _, plugin)| *plugin)
 }

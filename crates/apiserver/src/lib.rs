@@ -10,6 +10,7 @@ mod allocators;
 mod bootstrap;
 mod cluster_address;
 mod containers;
+mod default_tolerations;
 mod discovery;
 mod edge;
 mod error;

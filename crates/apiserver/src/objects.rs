@@ -475,7 +475,7 @@ impl Registry {
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
             self.check_namespace(info, ns, &name).await?;
         }
-        if let Some(plugin) = crate::admission::of(info) {
+        for plugin in crate::admission::of(info) {
             plugin.admit(self.store.as_ref(), &mut obj).await?;
         }
         if let Err(causes) = info.validate_create(&obj) {

@@ -47,6 +47,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
     let client = client_of(&kubeconfig).await;
     let settings = controllers::Settings {
         root_ca: Some(server.ca_pem().to_string()),
+        ..Default::default()
     };
     let controllers = tokio::spawn(controllers::run(
         client,

@@ -1,5 +1,5 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
-//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
+//! scheduler (its own crate), the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
 //! the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
 //! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
@@ -16,9 +16,7 @@ mod endpoints;
 mod gc;
 mod leader;
 mod namespace;
-mod scheduler;
 mod serviceaccounts;
-mod volumefit;
 
 use std::future::Future;
 
@@ -53,6 +51,8 @@ pub struct Settings {
     /// `kube-root-ca.crt` ConfigMap (kube-controller-manager's `--root-ca-file`); without it
     /// that controller does not run.
     pub root_ca: Option<String>,
+    /// The node lifecycle and taint eviction controllers' grace periods.
+    pub node_lifecycle: node_lifecycle::Settings,
 }
 
 /// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;
@@ -92,6 +92,8 @@ async fn run_all(client: Client, settings: Settings) {
     };
     let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
     let mut running: Vec<_> = all().map(|(_, start)| start(client.clone())).collect();
+    names.extend(["node-lifecycle", "taint-eviction"]);
+    running.push(node_lifecycle::run(client.clone(), settings.node_lifecycle));
     if let Some(ca) = settings.root_ca {
         names.push("root-ca-cert-publisher");
         running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));

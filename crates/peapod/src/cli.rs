@@ -129,6 +129,8 @@ pub struct ControlPlaneArgs {
     /// `--event-ttl`).
     #[arg(long, default_value = "1h", value_parser = parse_duration_flag)]
     pub event_ttl: std::time::Duration,
+    #[command(flatten)]
+    pub node_lifecycle: NodeLifecycleArgs,
 }
 
 impl ControlPlaneArgs {
@@ -281,6 +283,29 @@ pub struct ControllersArgs {
     /// How often to try to take or renew the Lease (e.g. 2s).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
+    #[command(flatten)]
+    pub node_lifecycle: NodeLifecycleArgs,
+}
+
+/// The node lifecycle controller's flags (kube-controller-manager's names and defaults).
+#[derive(Debug, Args)]
+pub struct NodeLifecycleArgs {
+    /// How long a node may go without renewing its Lease or posting status before it is
+    /// marked Unknown and tainted unreachable (e.g. 40s).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// The same for a node that has never posted Ready (e.g. 1m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub node_startup_grace_period: Duration,
+}
+
+impl NodeLifecycleArgs {
+    pub fn settings(&self) -> node_lifecycle::Settings {
+        node_lifecycle::Settings {
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            node_startup_grace_period: self.node_startup_grace_period,
+        }
+    }
 }
 
 /// A duration as kube-controller-manager's flags take it: a number with `ms`, `s`, `m` or `h`.

@@ -47,6 +47,7 @@ pub fn spawn_controllers(
     client: kube::Client,
     ca_pem: &str,
     identity: String,
+    args: &ControlPlaneArgs,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let election = controllers::LeaderElection::new(
@@ -56,6 +57,7 @@ pub fn spawn_controllers(
     );
     let settings = controllers::Settings {
         root_ca: Some(ca_pem.to_string()),
+        node_lifecycle: args.node_lifecycle.settings(),
     };
     tokio::spawn(controllers::run(
         client,

@@ -17,7 +17,10 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
         ),
         None => config.root_cert.as_deref().map(pem_certificates),
     };
-    let settings = controllers::Settings { root_ca };
+    let settings = controllers::Settings {
+        root_ca,
+        node_lifecycle: args.node_lifecycle.settings(),
+    };
     let client = kube::Client::try_from(config).context("building the API client")?;
     let election = if args.leader_elect {
         let identity = controllers::unique_identity(&process::hostname()?);

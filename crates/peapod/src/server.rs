@@ -31,6 +31,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             client,
             api.ca_pem(),
             identity,
+            &args.control_plane,
             shutdown_rx,
         ))
     };

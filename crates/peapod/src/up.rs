@@ -77,6 +77,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             client.clone(),
             api.ca_pem(),
             format!("{node_name}_peapod-up"),
+            &args.control_plane,
             shutdown_rx.clone(),
         )
     });

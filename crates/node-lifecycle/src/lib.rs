@@ -1,0 +1,30 @@
+//! kube-controller-manager's node lifecycle controller and taint eviction controller, as
+//! Kubernetes API clients: a node whose Lease and Ready heartbeat stop moving for the node
+//! monitor grace period gets its conditions set to `Unknown`, its pods marked not Ready and
+//! the `node.kubernetes.io/unreachable` taints ([`lifecycle`]); pods on a node with a
+//! `NoExecute` taint they do not tolerate, or tolerate only for a while, are deleted when
+//! their time is up ([`eviction`]), and pods of a deleted node are collected
+//! ([`orphans`]). The decisions are pure ([`health`], [`taints`],
+//! [`noexecute`]).
+
+pub mod eviction;
+pub mod health;
+pub mod lifecycle;
+pub mod noexecute;
+pub mod orphans;
+mod settings;
+pub mod taints;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use kube::Client;
+
+pub use settings::Settings;
+
+/// Runs both controllers; they share one watch of all pods.
+pub fn run(client: Client, settings: Settings) -> BoxFuture<'static, ()> {
+    let (pods, eviction) = eviction::run(client.clone());
+    futures::future::join(eviction, lifecycle::run(client, settings, pods))
+        .map(|_| ())
+        .boxed()
+}
