@@ -12,6 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listen: "127.0.0.1:6443".parse()?,
         state_dir: dir.clone(),
         store: apiserver::StoreSpec::default_in(&dir),
+        etcd: Default::default(),
         node_api_token: None,
         cluster_listen: None,
         event_ttl: apiserver::DEFAULT_EVENT_TTL,

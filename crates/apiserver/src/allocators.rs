@@ -370,7 +370,15 @@ impl Ranges {
     }
 
     /// Rebuilds both bitmaps from `services` (every stored Service). Run before serving.
-    pub async fn repair(&self, store: &dyn Store, services: &[Value]) -> Result<(), AllocError> {
+    /// With [`Repair::KeepTaken`] (a store other API servers write to) it only adds what the
+    /// Services hold: another server may have allocated an address whose Service it has not
+    /// written yet, and freeing that would hand the address out twice.
+    pub async fn repair(
+        &self,
+        store: &dyn Store,
+        services: &[Value],
+        mode: Repair,
+    ) -> Result<(), AllocError> {
         let r = self.ips;
         let mut ips = Bitmap::new(r.size());
         let (lo, hi) = self.node_ports;
@@ -387,17 +395,35 @@ impl Ranges {
                 }
             }
         }
+        let apply = |m: &mut Bitmap, held: &Bitmap| match mode {
+            Repair::Rebuild => *m = held.clone(),
+            Repair::KeepTaken => {
+                for o in held.offsets() {
+                    m.set(o);
+                }
+            }
+        };
         modify(store, IPS, &r.cidr(), r.size(), |m| {
-            *m = ips.clone();
+            apply(m, &ips);
             Ok(())
         })
         .await?;
         modify(store, PORTS, &format!("{lo}-{hi}"), self.port_size(), |m| {
-            *m = ports.clone();
+            apply(m, &ports);
             Ok(())
         })
         .await
     }
+}
+
+/// What a start-up repair may do to the stored bitmaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// This server is the store's only writer (the embedded store): rebuild, which also
+    /// reclaims addresses leaked by a crash between allocation and the Service write.
+    Rebuild,
+    /// Other API servers share the store: only add what Services hold, never free.
+    KeepTaken,
 }
 
 /// The IPv4 ClusterIPs a Service holds (none for headless and ExternalName).
@@ -847,12 +873,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shared_store_repair_never_frees_what_another_server_allocated() {
+        let (_d, s) = store().await;
+        let r = Ranges::default();
+        // Allocated by another server whose Service is not written yet.
+        let pending = r.allocate_ip(s.as_ref(), None).await.expect("allocate");
+        let svc = json!({"spec": {"clusterIP": "10.96.0.10"}});
+        r.repair(s.as_ref(), &[svc], Repair::KeepTaken)
+            .await
+            .expect("repair");
+        for taken in [pending, DNS_SERVICE_IP] {
+            assert!(matches!(
+                r.allocate_ip(s.as_ref(), Some(taken)).await,
+                Err(AllocError::IpTaken)
+            ));
+        }
+    }
+
+    #[tokio::test]
     async fn repair_rebuilds_from_services() {
         let (_d, s) = store().await;
         let r = Ranges::default();
         let leaked = r.allocate_ip(s.as_ref(), None).await.expect("leak");
         let svc = json!({"spec": {"clusterIP": "10.96.0.10", "ports": [{"nodePort": 30001}]}});
-        r.repair(s.as_ref(), &[svc]).await.expect("repair");
+        r.repair(s.as_ref(), &[svc], Repair::Rebuild)
+            .await
+            .expect("repair");
         assert_eq!(
             r.allocate_ip(s.as_ref(), Some(leaked))
                 .await

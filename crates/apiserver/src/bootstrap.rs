@@ -21,11 +21,15 @@ fn lookup(group: &str, plural: &str) -> Result<&'static api::resources::Resource
 /// (reclaiming what a crash leaked), then makes sure the `kubernetes` Service (10.96.0.1)
 /// and the cluster DNS Service `kube-system/kube-dns` (10.96.0.10) exist, so their
 /// addresses are held and visible as in any cluster.
-pub async fn services(registry: &Registry, api_port: u16) -> Result<(), ApiError> {
+pub async fn services(
+    registry: &Registry,
+    api_port: u16,
+    repair: allocators::Repair,
+) -> Result<(), ApiError> {
     let svc_info = lookup("", "services")?;
     let (services, _) = registry.list(svc_info, None, &Selectors::default()).await?;
     allocators::Ranges::default()
-        .repair(registry.store.as_ref(), &services)
+        .repair(registry.store.as_ref(), &services, repair)
         .await
         .map_err(|e| match e {
             allocators::AllocError::Store(s) => ApiError::Store(s),

@@ -1,6 +1,6 @@
 //! peapod's Kubernetes API server: the REST API that stock `kubectl` and client libraries
 //! (the node agent's `kube` client) use, served over TLS with a bearer token, backed by the
-//! embedded store. Controllers (scheduler, namespaces, endpoints) are API clients of their own
+//! embedded store or etcd. Controllers (scheduler, namespaces, endpoints) are API clients of their own
 //! (the `controllers` crate).
 //!
 //! The binary calls [`start`]; everything else is internal.
@@ -47,6 +47,7 @@ pub use error::ApiError;
 pub use pki::PkiError;
 pub use proxy::{NodeClientError, ProxyError};
 pub use store::StoreSpec;
+pub use store_etcd::{EtcdOptions, TlsFiles as EtcdTlsFiles, DEFAULT_COMPACTION_INTERVAL};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub struct ApiServerConfig {
     pub state_dir: PathBuf,
     /// The store backend to open (see [`StoreSpec::default_in`]).
     pub store: StoreSpec,
+    /// Client TLS and compaction of an etcd store (unused by the embedded one).
+    pub etcd: EtcdOptions,
     /// Bearer token sent to node APIs (logs proxy).
     pub node_api_token: Option<String>,
     /// Where pods reach the server: the `kubernetes` Service's ClusterIP and port
@@ -172,9 +175,11 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     }
     let pki = pki::ensure(&pki_dir, &extra_sans)?;
 
-    let store = store::open(&config.store)
+    let store = open_store(&config.store, &config.etcd)
         .await
         .map_err(ApiServerError::Store)?;
+    // etcd drops Events through leases; the embedded store needs the sweeper.
+    let sweep_events = !store.expire_after_write("", "events", config.event_ttl);
     let (authorizer, policy_rv) = authorizer::Authorizer::start(store.as_ref())
         .await
         .map_err(ApiServerError::Store)?;
@@ -243,7 +248,13 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let main = tlsserve::serve(listener, tls.clone(), app.clone(), limits, stop_rx.clone());
     let cluster_listen = config.cluster_listen;
     let policy = authorizer.run(store.clone(), policy_rv, stop_rx.clone());
-    let events_expire = event_ttl::run(store, config.event_ttl, stop_rx.clone());
+    let event_ttl = config.event_ttl;
+    let events_stop = stop_rx.clone();
+    let events_expire = async move {
+        if sweep_events {
+            event_ttl::run(store, event_ttl, events_stop).await;
+        }
+    };
     let server = tokio::spawn(async move {
         let in_cluster = async move {
             if let Some(addr) = cluster_listen {
@@ -255,7 +266,11 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         };
         futures::future::join4(main, in_cluster, events_expire, policy).await;
     });
-    bootstrap::services(&registry, local_addr.port())
+    let repair = match config.store {
+        StoreSpec::Redb { .. } => allocators::Repair::Rebuild,
+        StoreSpec::Etcd { .. } => allocators::Repair::KeepTaken,
+    };
+    bootstrap::services(&registry, local_addr.port(), repair)
         .await
         .map_err(ApiServerError::Bootstrap)?;
     bootstrap::rbac_defaults(&registry)
@@ -269,6 +284,19 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         pki_dir,
         stop,
         server,
+    })
+}
+
+/// Opens the backend `spec` names.
+async fn open_store(
+    spec: &StoreSpec,
+    etcd: &EtcdOptions,
+) -> Result<Arc<dyn store::Store>, store::StoreError> {
+    Ok(match spec {
+        StoreSpec::Redb { path } => Arc::new(store::RedbStore::open(path).await?),
+        StoreSpec::Etcd { endpoints } => {
+            Arc::new(store_etcd::EtcdStore::connect(endpoints, etcd).await?)
+        }
     })
 }
 

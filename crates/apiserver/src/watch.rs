@@ -158,6 +158,10 @@ impl State {
                             message: format!("too old resource version: {rv} ({rv})"),
                         });
                     }
+                    // etcd compacted the history this watch was still reading.
+                    Some(Err(e @ StoreError::Expired { .. })) => {
+                        self.error_event(ApiError::from_store(e, self.req.info, ""))
+                    }
                     Some(Err(e)) => self.error_event(ApiError::Store(e)),
                     None => return None,
                 },

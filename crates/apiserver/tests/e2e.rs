@@ -27,6 +27,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.path().join("state"),
         store: apiserver::StoreSpec::default_in(&dir.path().join("state")),
+        etcd: Default::default(),
         node_api_token: node_token.map(str::to_string),
         cluster_listen: None,
         event_ttl: apiserver::DEFAULT_EVENT_TTL,

@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the API server, store and node agent in the foreground.
     Up(UpArgs),
+    /// Run the API server and the controllers without a node agent, e.g. several of them on
+    /// one etcd cluster (`--store etcd:...`) sharing one `pki/`.
+    Server(ServerArgs),
     /// Run the node agent alone against an API server (like kubelet --kubeconfig).
     Agent(AgentArgs),
     /// Run the controllers (scheduler, namespaces, endpoints) alone against an API server
@@ -69,13 +72,8 @@ pub struct StateDirArg {
 pub struct UpArgs {
     #[command(flatten)]
     pub state: StateDirArg,
-    /// Address of the Kubernetes API (HTTPS). Port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:6443")]
-    pub listen: SocketAddr,
-    /// The API server's store as SCHEME:LOCATION (default: `redb:<state-dir>/store.redb`, the
-    /// embedded store).
-    #[arg(long, value_name = "SCHEME:LOCATION")]
-    pub store: Option<store::StoreSpec>,
+    #[command(flatten)]
+    pub control_plane: ControlPlaneArgs,
     /// Name of this node (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -87,6 +85,42 @@ pub struct UpArgs {
     pub static_pods: StaticPodArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Directory holding this server's `pki/` (the cluster CA, service-account keys and admin
+    /// token: copy them from the first server to the others), `node-api-token` and kubeconfig.
+    #[command(flatten)]
+    pub state: StateDirArg,
+    #[command(flatten)]
+    pub control_plane: ControlPlaneArgs,
+}
+
+/// The API server and the controllers: what `up` and `server` share.
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Address of the Kubernetes API (HTTPS). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// The API server's store as SCHEME:LOCATION: `redb:PATH` (default:
+    /// `redb:<state-dir>/store.redb`, the embedded store) or `etcd:URL[,URL...]` (the members'
+    /// client URLs, e.g. `etcd:https://10.0.0.1:2379,https://10.0.0.2:2379`).
+    #[arg(long, value_name = "SCHEME:LOCATION")]
+    pub store: Option<store::StoreSpec>,
+    /// CA bundle that verifies the etcd members' certificates (as kube-apiserver's flag).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate presented to etcd (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The private key of `--etcd-certfile` (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// How often the etcd history is compacted, keeping one interval of it for watches to
+    /// resume from (0 turns compaction off).
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    pub etcd_compaction_interval: std::time::Duration,
     /// Do not run the controllers (scheduler, namespaces, endpoints) in this process: run
     /// `peapod controllers --kubeconfig` against this API server instead.
     #[arg(long)]
@@ -101,6 +135,26 @@ pub struct UpArgs {
     pub event_ttl: std::time::Duration,
     #[command(flatten)]
     pub node_lifecycle: NodeLifecycleArgs,
+}
+
+impl ControlPlaneArgs {
+    /// The store to open, the embedded one in `state_dir` unless `--store` names another.
+    pub fn store_spec(&self, state_dir: &std::path::Path) -> store::StoreSpec {
+        self.store
+            .clone()
+            .unwrap_or_else(|| store::StoreSpec::default_in(state_dir))
+    }
+
+    pub fn etcd_options(&self) -> apiserver::EtcdOptions {
+        apiserver::EtcdOptions {
+            tls: apiserver::EtcdTlsFiles {
+                ca_file: self.etcd_cafile.clone(),
+                cert_file: self.etcd_certfile.clone(),
+                key_file: self.etcd_keyfile.clone(),
+            },
+            compaction_interval: Some(self.etcd_compaction_interval).filter(|d| !d.is_zero()),
+        }
+    }
 }
 
 fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
@@ -309,6 +363,43 @@ mod tests {
         assert!(parse_duration("15").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn server_takes_the_store_and_etcd_flags() {
+        let cli = Cli::parse_from([
+            "peapod",
+            "server",
+            "--store",
+            "etcd:https://10.0.0.1:2379,https://10.0.0.2:2379",
+            "--etcd-cafile",
+            "ca.crt",
+            "--etcd-compaction-interval",
+            "0",
+        ]);
+        let Command::Server(args) = cli.command else {
+            panic!("not the server command");
+        };
+        let opts = args.control_plane.etcd_options();
+        assert_eq!(opts.tls.ca_file, Some(PathBuf::from("ca.crt")));
+        assert_eq!(opts.compaction_interval, None);
+        assert!(matches!(
+            args.control_plane.store_spec(std::path::Path::new("/s")),
+            store::StoreSpec::Etcd { endpoints } if endpoints.len() == 2
+        ));
+        let up = Cli::parse_from(["peapod", "up"]);
+        let Command::Up(args) = up.command else {
+            panic!("not the up command");
+        };
+        assert_eq!(
+            args.control_plane.store_spec(std::path::Path::new("/s")),
+            store::StoreSpec::default_in(std::path::Path::new("/s"))
+        );
+        assert_eq!(
+            args.control_plane.etcd_options().compaction_interval,
+            Some(apiserver::DEFAULT_COMPACTION_INTERVAL)
+        );
+        assert!(Cli::try_parse_from(["peapod", "server", "--etcd-certfile", "c"]).is_err());
     }
 
     #[test]

@@ -6,11 +6,13 @@
 
 mod agent;
 mod cli;
+mod control_plane;
 mod controller_manager;
 mod image;
 mod node_network;
 mod process;
 mod reset;
+mod server;
 mod static_pods;
 mod up;
 
@@ -43,6 +45,7 @@ fn main() {
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Up(args) => up::run(args).await,
+        cli::Command::Server(args) => server::run(args).await,
         cli::Command::Agent(args) => agent::run(args).await,
         cli::Command::Controllers(args) => controller_manager::run(args).await,
         cli::Command::Image(cmd) => image::run(cmd).await,

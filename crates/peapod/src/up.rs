@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::UpArgs;
-use crate::node_network;
-use crate::process;
+use crate::{control_plane, node_network, process};
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args.state.state_dir;
@@ -27,36 +26,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let node_api_token = read_or_create_secret(&state_dir.join("node-api-token"))?;
 
-    let api = apiserver::start(apiserver::ApiServerConfig {
-        listen: args.listen,
-        state_dir: state_dir.clone(),
-        store: args
-            .store
-            .unwrap_or_else(|| store::StoreSpec::default_in(&state_dir)),
-        node_api_token: Some(node_api_token.clone()),
-        cluster_listen: Some(apiserver::KUBERNETES_SERVICE_ADDR),
-        event_ttl: args.event_ttl,
-    })
-    .await
-    .context("starting the API server")?;
-    let api_addr = client_addr(api.local_addr());
-    let server_url = format!("https://{api_addr}");
-    let kubeconfig_path = state_dir.join("kubeconfig");
-    apiserver::write_kubeconfig(
-        &kubeconfig_path,
-        &server_url,
-        api.ca_pem(),
-        api.admin_token(),
+    let control_plane::ControlPlane {
+        api,
+        kubeconfig: kubeconfig_path,
+        server_url,
+    } = control_plane::start(
+        &state_dir,
+        &args.control_plane,
+        node_api_token.clone(),
+        Some(apiserver::KUBERNETES_SERVICE_ADDR),
     )
-    .context("writing the kubeconfig")?;
-    eprintln!("peapod: API server listening on {server_url}");
-    eprintln!("peapod: export KUBECONFIG={}", kubeconfig_path.display());
+    .await?;
 
     let client = process::kube_client(&kubeconfig_path).await?;
-    match join_command(&client, &server_url, &api.pki_dir(), args.token_ttl).await {
-        Ok(command) => eprintln!("peapod: join other nodes with:\n  {command}"),
-        Err(e) => eprintln!("peapod: no join command: {e:#}"),
-    }
+    control_plane::print_join_command(&client, &server_url, &api, &args.control_plane).await;
     // The runtime observes its phases of a pod start into the agent's metrics.
     let node_metrics = node::NodeMetrics::new();
     let network = args.network.config();
@@ -93,22 +76,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // lock above), so after a crash the new process renews its predecessor's Lease at once
     // instead of waiting for it to expire, while a `peapod controllers` started beside us
     // still waits its turn.
-    let controllers = (!args.no_controllers).then(|| {
-        let election = controllers::LeaderElection::new(
-            controllers::DEFAULT_LEASE_NAMESPACE,
-            controllers::DEFAULT_LEASE_NAME,
-            format!("{node_name}_peapod-up"),
-        );
-        let settings = controllers::Settings {
-            root_ca: Some(api.ca_pem().to_string()),
-            node_lifecycle: args.node_lifecycle.settings(),
-        };
-        tokio::spawn(controllers::run(
+    let controllers = (!args.control_plane.no_controllers).then(|| {
+        control_plane::spawn_controllers(
             client.clone(),
-            settings,
-            Some(election),
-            stopped(shutdown_rx.clone()),
-        ))
+            api.ca_pem(),
+            format!("{node_name}_peapod-up"),
+            &args.control_plane,
+            shutdown_rx.clone(),
+        )
     });
     // The node-local service proxy and cluster DNS (kube-proxy's and CoreDNS's jobs), plain
     // API clients like the agent.
@@ -169,56 +144,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     api.shutdown().await;
     let _ = fs::remove_file(state_dir.join("peapod.pid"));
     result
-}
-
-/// Completes once `shutdown` turns true (or its sender is gone).
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// kubeadm's join command: a new bootstrap token (its Secret created through the API) and
-/// the hash that pins the cluster CA.
-async fn join_command(
-    client: &kube::Client,
-    server_url: &str,
-    pki_dir: &std::path::Path,
-    ttl: std::time::Duration,
-) -> anyhow::Result<String> {
-    use apiserver::bootstrap_tokens::{BootstrapToken, SECRET_NAMESPACE};
-    let hash = apiserver::ca_cert_hash(pki_dir).context("hashing the cluster CA")?;
-    let token = BootstrapToken::generate();
-    let expiration = if ttl.is_zero() {
-        None
-    } else {
-        let ttl = jiff::SignedDuration::try_from(ttl).context("the token TTL")?;
-        Some(jiff::Timestamp::now().checked_add(ttl)?)
-    };
-    let secret: kube::api::DynamicObject =
-        serde_json::from_value(token.secret(expiration, "the join token printed by peapod up"))?;
-    let resource = kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("", "v1", "Secret"),
-        "secrets",
-    );
-    kube::Api::<kube::api::DynamicObject>::namespaced_with(
-        client.clone(),
-        SECRET_NAMESPACE,
-        &resource,
-    )
-    .create(&kube::api::PostParams::default(), &secret)
-    .await
-    .context("creating the bootstrap token Secret")?;
-    Ok(format!(
-        "peapod join --server {server_url} --token {token} --discovery-token-ca-cert-hash {hash}"
-    ))
-}
-
-/// Clients must dial a concrete address even when the server listens on all interfaces.
-fn client_addr(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-    } else {
-        addr
-    }
 }
 
 /// A random hex secret kept in a 0600 file, created on first start and reused after.

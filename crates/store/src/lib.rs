@@ -1,10 +1,11 @@
 //! The object store behind the API server: Kubernetes objects as JSON, keyed by
 //! (group, resource, namespace, name), with one global, monotonically increasing
-//! resourceVersion and a watch feed. It is an async trait whose signatures name no backend, so
-//! an etcd backend is one more module beside the embedded `redb` one ([`RedbStore`]), picked
-//! by a [`StoreSpec`] (`redb:PATH`) in [`open`].
+//! resourceVersion and a watch feed. It is an async trait whose signatures name no backend:
+//! the embedded `redb` one ([`RedbStore`]) lives here, the etcd one in its own crate, and the
+//! [`StoreSpec`] (`redb:PATH`, `etcd:URL,...`) a flag names picks between them.
 
 mod redb_store;
+pub mod rules;
 mod spec;
 mod watch;
 
@@ -14,6 +15,7 @@ pub use watch::{EventKind, HistoryLimit, WatchEvent};
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
@@ -179,12 +181,11 @@ pub trait Store: Send + Sync {
     ) -> Result<WatchStream, StoreError>;
     /// The resourceVersion of the last write.
     async fn current_resource_version(&self) -> Result<u64, StoreError>;
-}
-
-/// Opens the backend `spec` names.
-pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
-    match spec {
-        StoreSpec::Redb { path } => Ok(Arc::new(RedbStore::open(path).await?)),
+    /// Asks the backend to remove objects of `group`/`resource` on its own `ttl` after their
+    /// last write (kube-apiserver attaches an etcd lease to each write of an Event). Returns
+    /// false when the backend cannot, and the caller expires them itself.
+    fn expire_after_write(&self, _group: &str, _resource: &str, _ttl: Duration) -> bool {
+        false
     }
 }
 
@@ -224,23 +225,4 @@ pub fn resource_version_of(obj: &Value) -> Option<u64> {
     obj.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn open_picks_the_backend_of_the_spec() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spec: StoreSpec = format!("redb:{}", dir.path().join("s.redb").display())
-            .parse()
-            .expect("spec");
-        let store = open(&spec).await.expect("open");
-        let key = ObjectKey::new("", "configmaps", "default", "a");
-        let obj = serde_json::json!({"metadata": {"name": "a"}});
-        store.create(&key, obj).await.expect("create");
-        assert_eq!(store.current_resource_version().await.expect("rv"), 1);
-        assert!(dir.path().join("s.redb").exists());
-    }
 }

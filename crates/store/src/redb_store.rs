@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
+use crate::rules::{decide, set_resource_version as set_rv, Change, WriteOp};
 use crate::watch::{EventLog, HistoryLimit, WatchFilter};
 use crate::{
-    resource_version_of, EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store,
-    StoreError, WatchEvent, WatchStream,
+    EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store, StoreError,
+    WatchEvent, WatchStream,
 };
 
 /// Objects: "group/resource/namespace/name" → JSON bytes.
@@ -42,23 +43,6 @@ struct Inner {
     log: Mutex<EventLog>,
 }
 
-/// What a write wants done to the stored object.
-enum Change {
-    Create(Value),
-    Update {
-        obj: Value,
-        expected_rv: Option<u64>,
-    },
-    Delete(Preconditions),
-}
-
-/// What a write decided, given the stored object.
-enum WriteOp {
-    Put(Value),
-    Delete,
-    Unchanged(Value),
-}
-
 fn encode_key(key: &ObjectKey) -> String {
     // Kubernetes names, namespaces, resources and groups never contain '/', so the key is
     // unambiguous and a prefix scan lists one resource (and namespace).
@@ -78,19 +62,6 @@ fn backend(
         target: target.to_string(),
         source: Box::new(e.into()),
     }
-}
-
-fn set_rv(key: &ObjectKey, obj: &mut Value, rv: u64) -> Result<(), StoreError> {
-    let meta = obj
-        .as_object_mut()
-        .and_then(|o| {
-            o.entry("metadata")
-                .or_insert_with(|| Value::Object(Default::default()))
-                .as_object_mut()
-        })
-        .ok_or_else(|| StoreError::NotAnObject { key: key.clone() })?;
-    meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    Ok(())
 }
 
 fn decode(target: &str, bytes: &[u8]) -> Result<Value, StoreError> {
@@ -381,73 +352,6 @@ impl Inner {
     }
 }
 
-/// The write rules, apart from the transaction: create only what is missing, update only
-/// what exists (at the expected RV; a no-op writes nothing), delete under preconditions.
-fn decide(key: &ObjectKey, current: Option<&Value>, change: Change) -> Result<WriteOp, StoreError> {
-    match change {
-        Change::Create(obj) => match current {
-            Some(_) => Err(StoreError::AlreadyExists { key: key.clone() }),
-            None => Ok(WriteOp::Put(obj)),
-        },
-        Change::Update { obj, expected_rv } => {
-            let Some(current) = current else {
-                return Err(StoreError::NotFound { key: key.clone() });
-            };
-            let current_rv = resource_version_of(current);
-            if let Some(want) = expected_rv {
-                if current_rv != Some(want) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "resourceVersion is {}, expected {want}",
-                            current_rv.map_or_else(|| "unset".to_string(), |r| r.to_string())
-                        ),
-                    });
-                }
-            }
-            // Compare with the RV normalised: a write that changes nothing is not a write.
-            let mut normalised = obj.clone();
-            if let Some(rv) = current_rv {
-                set_rv(key, &mut normalised, rv)?;
-            }
-            if &normalised == current {
-                return Ok(WriteOp::Unchanged(current.clone()));
-            }
-            Ok(WriteOp::Put(obj))
-        }
-        Change::Delete(pre) => {
-            let Some(current) = current else {
-                return Err(StoreError::NotFound { key: key.clone() });
-            };
-            if let Some(uid) = &pre.uid {
-                let have = current.pointer("/metadata/uid").and_then(Value::as_str);
-                if have != Some(uid.as_str()) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            have.unwrap_or("")
-                        ),
-                    });
-                }
-            }
-            if let Some(rv) = pre.resource_version {
-                let have = resource_version_of(current);
-                if have != Some(rv) {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            have.map_or_else(String::new, |r| r.to_string())
-                        ),
-                    });
-                }
-            }
-            Ok(WriteOp::Delete)
-        }
-    }
-}
-
 #[async_trait]
 impl Store for RedbStore {
     async fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
@@ -535,7 +439,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ListFilter;
+    use crate::{resource_version_of, ListFilter};
     use futures::StreamExt;
     use serde_json::json;
 

@@ -1,18 +1,22 @@
-//! Which backend to open, parsed from one flag value (`redb:PATH`) at the edge, so the rest of
-//! the program passes a typed spec and a new backend is one more scheme here.
+//! Which backend to open, parsed from one flag value (`redb:PATH`, `etcd:URL,URL`) at the
+//! edge, so the rest of the program passes a typed spec and a new backend is one more scheme
+//! here.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The schemes [`StoreSpec`] understands, for error messages.
-const KNOWN_SCHEMES: &str = "redb";
+const KNOWN_SCHEMES: &str = "redb, etcd";
 
 /// A backend and where it keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// The embedded store: one `redb` file.
     Redb { path: PathBuf },
+    /// An etcd cluster, by its members' client URLs (`https://H:2379`; `http://` for a
+    /// member on loopback). Client TLS files come from their own flags.
+    Etcd { endpoints: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +27,8 @@ pub enum SpecError {
     UnknownScheme { scheme: String },
     #[error("store backend {scheme:?} needs a location after the colon")]
     EmptyLocation { scheme: String },
+    #[error("etcd endpoint {endpoint:?} is not an http:// or https:// URL")]
+    BadEndpoint { endpoint: String },
 }
 
 impl StoreSpec {
@@ -52,6 +58,15 @@ impl FromStr for StoreSpec {
             "redb" => Ok(StoreSpec::Redb {
                 path: PathBuf::from(location),
             }),
+            "etcd" => {
+                let endpoints: Vec<String> = location.split(',').map(str::to_string).collect();
+                if let Some(bad) = endpoints.iter().find(|e| !is_http_url(e)) {
+                    return Err(SpecError::BadEndpoint {
+                        endpoint: bad.clone(),
+                    });
+                }
+                Ok(StoreSpec::Etcd { endpoints })
+            }
             other => Err(SpecError::UnknownScheme {
                 scheme: other.to_string(),
             }),
@@ -59,10 +74,19 @@ impl FromStr for StoreSpec {
     }
 }
 
+/// `http://HOST[:PORT]` or `https://HOST[:PORT]` with a host.
+fn is_http_url(s: &str) -> bool {
+    ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| s.strip_prefix(scheme))
+        .any(|rest| !rest.is_empty() && !rest.starts_with(':') && !rest.contains(['/', ' ']))
+}
+
 impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreSpec::Redb { path } => write!(f, "redb:{}", path.display()),
+            StoreSpec::Etcd { endpoints } => write!(f, "etcd:{}", endpoints.join(",")),
         }
     }
 }
@@ -70,6 +94,40 @@ impl fmt::Display for StoreSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_etcd_endpoints() {
+        let spec: StoreSpec = "etcd:https://10.0.0.1:2379,https://10.0.0.2:2379"
+            .parse()
+            .expect("spec");
+        assert_eq!(
+            spec,
+            StoreSpec::Etcd {
+                endpoints: vec![
+                    "https://10.0.0.1:2379".into(),
+                    "https://10.0.0.2:2379".into()
+                ]
+            }
+        );
+        assert_eq!(spec.to_string().parse(), Ok(spec));
+        assert_eq!(
+            "etcd:http://127.0.0.1:2379".parse(),
+            Ok(StoreSpec::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into()]
+            })
+        );
+        for bad in [
+            "etcd:10.0.0.1:2379",
+            "etcd:https://",
+            "etcd:http://a:1,",
+            "etcd:https://a/x",
+        ] {
+            assert!(
+                matches!(bad.parse::<StoreSpec>(), Err(SpecError::BadEndpoint { .. })),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn parses_redb_and_rejects_the_rest() {
@@ -80,9 +138,9 @@ mod tests {
             })
         );
         assert_eq!(
-            "etcd:http://127.0.0.1:2379".parse::<StoreSpec>(),
+            "consul:http://127.0.0.1:8500".parse::<StoreSpec>(),
             Err(SpecError::UnknownScheme {
-                scheme: "etcd".into()
+                scheme: "consul".into()
             })
         );
         assert!(matches!(
