@@ -197,7 +197,7 @@ impl Family {
 }
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
