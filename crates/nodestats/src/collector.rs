@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use runtime::{RuntimeError, RuntimeService};
+use runtime::{PodSandboxStats, RuntimeError, RuntimeService};
 use tokio::sync::watch;
 
 use crate::build::{build, Observed, Rates};
@@ -28,9 +28,26 @@ pub enum StatsError {
     Proc(#[source] ProcError),
 }
 
+/// Where the sandboxes' figures come from: the runtime (CRI `ListPodSandboxStats`), or a
+/// fake in tests.
+#[async_trait::async_trait]
+pub trait SandboxStatsSource: Send + Sync + 'static {
+    async fn sandbox_stats(&self) -> Result<Vec<PodSandboxStats>, RuntimeError>;
+}
+
+/// The runtime as the source of sandbox figures.
+pub struct FromRuntime(pub Arc<dyn RuntimeService>);
+
+#[async_trait::async_trait]
+impl SandboxStatsSource for FromRuntime {
+    async fn sandbox_stats(&self) -> Result<Vec<PodSandboxStats>, RuntimeError> {
+        self.0.list_pod_sandbox_stats().await
+    }
+}
+
 /// Samples the node and keeps the latest summary.
 pub struct Collector {
-    runtime: Arc<dyn RuntimeService>,
+    runtime: Arc<dyn SandboxStatsSource>,
     proc_root: PathBuf,
     node_name: String,
     rates: Mutex<Rates>,
@@ -39,7 +56,11 @@ pub struct Collector {
 
 impl Collector {
     /// A collector over `runtime`'s sandboxes and the procfs at `proc_root` (`/proc`).
-    pub fn new(runtime: Arc<dyn RuntimeService>, proc_root: PathBuf, node_name: String) -> Self {
+    pub fn new(
+        runtime: Arc<dyn SandboxStatsSource>,
+        proc_root: PathBuf,
+        node_name: String,
+    ) -> Self {
         Self {
             runtime,
             proc_root,
@@ -53,7 +74,7 @@ impl Collector {
     pub async fn sample(&self) -> Result<Arc<Summary>, StatsError> {
         let sandboxes = self
             .runtime
-            .list_pod_sandbox_stats()
+            .sandbox_stats()
             .await
             .map_err(StatsError::Runtime)?;
         let node = read_node_usage(&self.proc_root).map_err(StatsError::Proc)?;
@@ -95,5 +116,62 @@ impl Collector {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Vec<PodSandboxStats>);
+
+    #[async_trait::async_trait]
+    impl SandboxStatsSource for Fixed {
+        async fn sandbox_stats(&self) -> Result<Vec<PodSandboxStats>, RuntimeError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_latest_sample_is_kept_and_a_first_one_taken_on_demand() {
+        let proc = tempfile::tempdir().expect("tempdir");
+        std::fs::write(proc.path().join("stat"), "cpu  100 0 0 0\n").expect("write");
+        std::fs::write(
+            proc.path().join("meminfo"),
+            "MemTotal: 10 kB\nMemFree: 4 kB\n",
+        )
+        .expect("write");
+        let sandbox = PodSandboxStats {
+            id: "s1".into(),
+            config: runtime::PodSandboxConfig {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                ..Default::default()
+            },
+            created_at: Timestamp::UNIX_EPOCH,
+            usage: Default::default(),
+            containers: Vec::new(),
+        };
+        let c = Collector::new(
+            Arc::new(Fixed(vec![sandbox])),
+            proc.path().to_path_buf(),
+            "n1".into(),
+        );
+        let first = c.summary().await.expect("summary");
+        assert_eq!(first.node.node_name, "n1");
+        assert_eq!(first.pods[0].pod_ref.name, "web");
+        assert_eq!(
+            first.node.cpu.map(|c| c.usage_core_nano_seconds),
+            Some(1_000_000_000)
+        );
+        assert_eq!(
+            first.node.memory.and_then(|m| m.usage_bytes),
+            Some(6 * 1024)
+        );
+        // Readers get the same sample until the next one.
+        assert!(Arc::ptr_eq(&first, &c.summary().await.expect("again")));
+        std::fs::remove_file(proc.path().join("stat")).expect("rm");
+        assert!(matches!(c.sample().await, Err(StatsError::Proc(_))));
     }
 }

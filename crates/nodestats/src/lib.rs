@@ -11,7 +11,7 @@ mod prometheus;
 mod summary;
 
 pub use build::{build, Observed, Rates};
-pub use collector::{Collector, StatsError, SAMPLE_INTERVAL};
+pub use collector::{Collector, FromRuntime, SandboxStatsSource, StatsError, SAMPLE_INTERVAL};
 pub use proc::{parse_node_usage, read_node_usage, NodeUsage, ProcError};
 pub use prometheus::{cadvisor_metrics, resource_metrics};
 pub use summary::{
