@@ -42,6 +42,26 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_version))
         .route("/openapi/v3", get(openapi_index))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            get(crate::resource_metrics::list_nodes),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(crate::resource_metrics::get_node),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            get(crate::resource_metrics::list_all_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods",
+            get(crate::resource_metrics::list_namespaced_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}",
+            get(crate::resource_metrics::get_pod),
+        )
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/exec",

@@ -1018,3 +1018,54 @@ async fn watch_with_the_largest_timeout_is_served() {
         .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// The resource metrics API is discoverable and answers lists, gets and selector errors
+/// itself; a node whose API cannot be reached leaves its objects out.
+#[tokio::test]
+async fn resource_metrics_api_without_reachable_nodes() {
+    let h = harness().await;
+    let gv = h.get("/apis/metrics.k8s.io/v1beta1").await;
+    assert_eq!(gv.code, StatusCode::OK, "{}", gv.text);
+    assert_eq!(gv.body["resources"][1]["name"], "pods");
+    assert_eq!(h.get("/apis/metrics.k8s.io").await.body["kind"], "APIGroup");
+
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
+    assert_eq!(
+        h.post("/api/v1/nodes", node).await.code,
+        StatusCode::CREATED
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+    let created = h.post("/api/v1/namespaces/default/pods", pod).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.text);
+
+    let nodes = h.get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+    assert_eq!(nodes.code, StatusCode::OK, "{}", nodes.text);
+    assert_eq!(nodes.body["kind"], "NodeMetricsList");
+    assert_eq!(nodes.body["items"], json!([]));
+    let pods = h
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dweb")
+        .await;
+    assert_eq!(pods.body["kind"], "PodMetricsList");
+    assert_eq!(pods.body["items"], json!([]));
+    let all = h.get("/apis/metrics.k8s.io/v1beta1/pods").await;
+    assert_eq!(all.code, StatusCode::OK);
+
+    let missing = h
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web")
+        .await;
+    assert_eq!(missing.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.body["message"],
+        "pods.metrics.k8s.io \"default/web\" not found"
+    );
+    let node = h.get("/apis/metrics.k8s.io/v1beta1/nodes/n1").await;
+    assert_eq!(node.code, StatusCode::NOT_FOUND);
+    assert_eq!(node.body["details"]["group"], "metrics.k8s.io");
+    let bad = h
+        .get("/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%20in%20(")
+        .await;
+    assert_eq!(bad.code, StatusCode::BAD_REQUEST, "{}", bad.text);
+}

@@ -25,6 +25,7 @@ mod paging;
 mod pki;
 mod proxy;
 mod request;
+mod resource_metrics;
 mod reviews;
 mod scale;
 mod serviceaccounts;
