@@ -80,7 +80,7 @@ fn binary_quantity(bytes: u64) -> String {
     const SUFFIXES: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
     let mut value = bytes;
     let mut i = 0;
-    while value != 0 && value % 1024 == 0 && i + 1 < SUFFIXES.len() {
+    while value != 0 && value.is_multiple_of(1024) && i + 1 < SUFFIXES.len() {
         value /= 1024;
         i += 1;
     }
