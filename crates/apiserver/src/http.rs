@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
+        .route("/metrics", get(crate::request_metrics::serve))
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
         .route("/api/v1", get(core_v1))
@@ -97,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_metrics::record,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)

@@ -63,6 +63,7 @@ pub(crate) async fn harness() -> Harness {
         .expect("node client"),
         server_address: "127.0.0.1:6443".into(),
         authorizer,
+        metrics: Default::default(),
     });
     Harness {
         _dir: dir,
@@ -1068,4 +1069,54 @@ async fn resource_metrics_api_without_reachable_nodes() {
         .get("/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%20in%20(")
         .await;
     assert_eq!(bad.code, StatusCode::BAD_REQUEST, "{}", bad.text);
+}
+
+/// `/metrics` counts resource requests by verb, resource and code, times them, and gives
+/// the stored objects per resource; it needs a credential.
+#[tokio::test]
+async fn prometheus_metrics_count_requests_and_stored_objects() {
+    let h = harness().await;
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods").await.code,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods/nope").await.code,
+        StatusCode::NOT_FOUND
+    );
+    let m = h.get("/metrics").await;
+    assert_eq!(m.code, StatusCode::OK, "{}", m.text);
+    assert!(
+        m.headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|ct| ct.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        m.headers
+    );
+    for line in [
+        "apiserver_request_total{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"namespace\",component=\"apiserver\",code=\"200\"} 1",
+        "apiserver_request_total{verb=\"GET\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"resource\",component=\"apiserver\",code=\"404\"} 1",
+        "apiserver_request_duration_seconds_count{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"namespace\",component=\"apiserver\"} 1",
+        "apiserver_storage_objects{resource=\"pods\"} 0",
+    ] {
+        assert!(m.text.lines().any(|l| l == line), "no {line} in:\n{}", m.text);
+    }
+    let namespaces = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("apiserver_storage_objects{resource=\"namespaces\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(namespaces >= Some(4), "{}", m.text);
+    let anonymous = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

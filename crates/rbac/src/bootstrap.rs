@@ -287,6 +287,23 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["/healthz", "/livez", "/readyz", "/version", "/version/"],
             )],
         ),
+        cluster_role(
+            "system:monitoring",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
         aggregated_role("admin", &[]),
         aggregated_role("edit", &[label("admin")]),
         aggregated_role("view", &[label("edit")]),
@@ -317,6 +334,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("cluster-admin", "cluster-admin", &[MASTERS]),
         binding("system:discovery", "system:discovery", &[AUTHENTICATED]),
         binding("system:basic-user", "system:basic-user", &[AUTHENTICATED]),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            &["system:monitoring"],
+        ),
         binding(
             "system:public-info-viewer",
             "system:public-info-viewer",
