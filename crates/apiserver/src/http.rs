@@ -264,11 +264,11 @@ async fn group_version(
 }
 
 async fn openapi_index() -> Response {
-    json_response(StatusCode::OK, &crate::openapi::index())
+    json_response(StatusCode::OK, &openapi_docs::index())
 }
 
 async fn openapi_doc(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
-    match crate::openapi::document(&path) {
+    match openapi_docs::document(&path) {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }

@@ -20,7 +20,6 @@ mod http;
 mod logs;
 mod names;
 mod objects;
-mod openapi;
 mod paging;
 mod pki;
 mod proxy;

@@ -1,7 +1,16 @@
-//! A minimal OpenAPI v3: one document per group-version whose paths carry a `patch`
-//! operation with `x-kubernetes-group-version-kind` and the `fieldValidation` parameter. That
-//! is what makes kubectl trust server-side field validation (`apply`, `create -f`, `edit`)
-//! instead of downloading `/openapi/v2`.
+//! The OpenAPI v3 documents: one per group-version, whose paths carry a `patch` operation
+//! with `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what makes
+//! kubectl trust server-side field validation for `apply`, `create -f`, `edit`), and whose
+//! `components.schemas` describe the kinds for `kubectl explain` and client generators.
+//!
+//! The patch operations name no request body: kubectl computes strategic merge patches from
+//! its own types then, as for a server without OpenAPI, since these schemas carry no patch
+//! strategies. Documents are built per request and not kept: they are large and rarely read,
+//! and clients cache them by the hash in the index.
+
+mod schemas;
+
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
@@ -34,18 +43,24 @@ fn hash(doc: &Value) -> String {
     format!("{h:016X}")
 }
 
-/// `GET /openapi/v3`.
+/// `GET /openapi/v3`. The documents are a function of the binary, so their hashes are
+/// computed once (building every document once) and only the hashes are kept.
 pub fn index() -> Value {
-    let mut paths = Map::new();
-    for (g, v) in group_versions() {
-        let p = gv_path(g, v);
-        let doc = document(&p).unwrap_or(Value::Null);
-        paths.insert(
-            p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
-        );
-    }
-    json!({"paths": paths})
+    static INDEX: OnceLock<Value> = OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            let mut paths = Map::new();
+            for (g, v) in group_versions() {
+                let p = gv_path(g, v);
+                let doc = document(&p).unwrap_or(Value::Null);
+                paths.insert(
+                    p.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+                );
+            }
+            json!({"paths": paths})
+        })
+        .clone()
 }
 
 /// `GET /openapi/v3/<gv path>`, `None` for an unknown group-version.
@@ -55,10 +70,12 @@ pub fn document(gv: &str) -> Option<Value> {
         .into_iter()
         .find(|(g, v)| gv_path(g, v) == gv)?;
     let mut paths = Map::new();
+    let mut kinds = Vec::new();
     for r in api::resources::all()
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
+        kinds.push(r.kind);
         let base = format!("/{}", gv_path(group, version));
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -99,6 +116,6 @@ pub fn document(gv: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas::component_schemas(group, version, &kinds)},
     }))
 }
