@@ -2,8 +2,9 @@
 //! well above an idle one, a pod holding 64 MiB in a memory-backed emptyDir shows at least
 //! that, per pod and per container; `kubectl top node` shows the node; the raw
 //! `metrics.k8s.io` objects have their containers, window and timestamp; the group is in
-//! discovery and readable through the default `view` role; and the node API serves the
-//! kubelet's `/stats/summary` and `/metrics/resource` behind its token.
+//! discovery and readable through the default `view` role; the node API serves the
+//! kubelet's `/stats/summary`, `/metrics/resource` and `/metrics/cadvisor` behind its token;
+//! and the API server's `/metrics` counted the requests.
 
 mod common;
 
@@ -271,6 +272,23 @@ fn kubectl_top_shows_cpu_and_memory_of_pods_containers_and_the_node() {
         cadvisor.contains("container_memory_rss{container=\"holder\""),
         "{cadvisor}"
     );
+
+    // The API server's own metrics: the metrics lists above were counted.
+    let api = pp.kubectl_ok(&["get", "--raw", "/metrics"]);
+    let counted = api.lines().any(|l| {
+        l.starts_with("apiserver_request_total{verb=\"LIST\",group=\"metrics.k8s.io\",version=\"v1beta1\",resource=\"pods\",")
+            && l.contains("code=\"200\"")
+    });
+    assert!(counted, "{api}");
+    assert!(
+        api.contains("# TYPE apiserver_request_duration_seconds histogram"),
+        "{api}"
+    );
+    let stored_pods = api
+        .lines()
+        .find_map(|l| l.strip_prefix("apiserver_storage_objects{resource=\"pods\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(stored_pods >= Some(3), "{api}");
 
     pp.kubectl_ok(&["delete", "pod", "busy", "idle", "mem", "--timeout=60s"]);
 }
