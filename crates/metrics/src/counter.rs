@@ -51,6 +51,18 @@ impl Counter {
         self.series(values).load(Ordering::Relaxed)
     }
 
+    /// Drops every series whose label `label` has `value` (the series of a pod that is
+    /// gone), so the family holds only what still exists.
+    pub fn remove_where(&self, label: &str, value: &str) {
+        let Some(i) = self.labels.iter().position(|l| *l == label) else {
+            return;
+        };
+        self.series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| key.get(i).map(String::as_str) != Some(value));
+    }
+
     pub(crate) fn render(&self, out: &mut String) {
         let series: Vec<(Vec<String>, u64)> = {
             let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,6 +108,9 @@ mod tests {
         c.inc(&["LIST", "200"]);
         c.inc(&["GET"]);
         assert_eq!(c.get(&["LIST", "200"]), 2);
+        c.inc(&["PUT", "409"]);
+        c.remove_where("verb", "PUT");
+        c.remove_where("nope", "LIST");
         let mut out = String::new();
         c.render(&mut out);
         assert_eq!(
