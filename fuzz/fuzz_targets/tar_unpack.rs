@@ -19,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
         chown: false,
         mknod: false,
     };
-    let _ = images::unpack(Cursor::new(data), &layer, privs);
+    let _ = images::unpack(
+        Cursor::new(data),
+        &layer,
+        privs,
+        &images::UnpackLimits::default(),
+    );
     let outside: Vec<_> = std::fs::read_dir(root.path())
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -72,6 +72,13 @@ pub fn matches_node(spec: &PodSpec, node: &Node) -> bool {
     by_selector && by_affinity
 }
 
+/// Whether one node selector term (as in a preferred node affinity term) matches `node`.
+pub fn term_matches_node(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    term_matches(term, labels, node.metadata.name.as_deref().unwrap_or(""))
+}
+
 /// A term matches when it has requirements and all of them hold; an empty term matches
 /// nothing (upstream's `nodeaffinity` package).
 fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {

@@ -1,5 +1,5 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
-//! scheduler, the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
+//! scheduler (its own crate), the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
 //! the garbage collector, the per-namespace ServiceAccount and root CA controllers, and
 //! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
@@ -16,9 +16,7 @@ mod endpoints;
 mod gc;
 mod leader;
 mod namespace;
-mod scheduler;
 mod serviceaccounts;
-mod volumefit;
 
 use std::future::Future;
 

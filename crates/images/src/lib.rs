@@ -28,7 +28,7 @@ pub use index::IndexError;
 pub use manifest::{parse_config, parse_document, Document, ManifestError};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{CredentialsError, PullError};
-pub use unpack::{unpack, Privileges, UnpackError};
+pub use unpack::{unpack, Privileges, UnpackError, UnpackLimits};
 
 use index::{IndexData, IndexFile, Record};
 
@@ -139,6 +139,7 @@ struct Inner {
     index: IndexFile,
     layers: PathBuf,
     privileges: Privileges,
+    unpack_limits: UnpackLimits,
     auth_file: Option<PathBuf>,
 }
 
@@ -193,6 +194,7 @@ impl ImageStore {
                 blobs,
                 layers,
                 privileges: Privileges::current(),
+                unpack_limits: UnpackLimits::default(),
                 auth_file: registry::default_auth_file(),
             }),
         };
@@ -210,6 +212,12 @@ impl ImageStore {
     /// Overrides which privileged operations unpacking performs (default: all when root).
     pub fn with_privileges(mut self, privileges: Privileges) -> Self {
         Arc::make_mut(&mut self.inner).privileges = privileges;
+        self
+    }
+
+    /// Overrides how much one layer may unpack to (default: [`UnpackLimits::default`]).
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        Arc::make_mut(&mut self.inner).unpack_limits = limits;
         self
     }
 
@@ -444,7 +452,14 @@ impl ImageStore {
         };
         fs::create_dir(&temp).map_err(dir_err(&temp))?;
         let result = unpack::decompressed(file)
-            .and_then(|reader| unpack::unpack(reader, &temp, self.inner.privileges))
+            .and_then(|reader| {
+                unpack::unpack(
+                    reader,
+                    &temp,
+                    self.inner.privileges,
+                    &self.inner.unpack_limits,
+                )
+            })
             .map_err(|source| ImageError::Unpack {
                 digest: digest.to_owned(),
                 source,

@@ -80,6 +80,14 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "{reference}: registry sent more than the {size} bytes blob {digest} is declared to hold"
+    )]
+    BlobTooLarge {
+        reference: String,
+        digest: String,
+        size: u64,
+    },
     #[error("{reference}: downloading blob {digest}")]
     Download {
         reference: String,
@@ -341,6 +349,15 @@ async fn fetch_blob(
     let mut writer = blobs.writer(Some(&digest)).map_err(blob_err)?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|source| download_error(refname, &digest, source))?;
+        // The descriptor's size bounds what a registry may send (dropping the writer removes
+        // its temp file).
+        if writer.written().saturating_add(chunk.len() as u64) > desc.size {
+            return Err(PullError::BlobTooLarge {
+                reference: refname.to_owned(),
+                digest: digest.clone(),
+                size: desc.size,
+            });
+        }
         writer.write_chunk(&chunk).map_err(blob_err)?;
         report(
             progress,

@@ -50,6 +50,12 @@ pub enum UnpackError {
     InvalidEntry { entry: String, what: &'static str },
     #[error("layer entry {entry:?} has unsupported type {kind}")]
     UnsupportedType { entry: String, kind: String },
+    #[error("layer unpacks to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("layer has more than {limit} entries")]
+    TooManyEntries { limit: u64 },
+    #[error("unpacking the layer would leave {free} bytes free on the image filesystem (keeping {reserve})")]
+    DiskFull { free: u64, reserve: u64 },
     #[error("creating layer entry {entry:?} ({op})")]
     Create {
         entry: String,
@@ -75,6 +81,78 @@ impl Privileges {
             chown: root,
             mknod: root,
         }
+    }
+}
+
+/// How much one layer may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of file content.
+    pub max_bytes: u64,
+    /// Tar entries (files, directories, links, whiteouts).
+    pub max_entries: u64,
+    /// Free bytes the destination filesystem must keep; checked before the layer and after
+    /// every [`SPACE_CHECK_INTERVAL`] bytes written.
+    pub min_free_bytes: u64,
+}
+
+impl Default for UnpackLimits {
+    /// 32 GiB and a million entries per layer (far above real images: the largest public
+    /// layers hold a few GiB and ~100k files), and 512 MiB kept free for the node.
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 << 30,
+            max_entries: 1 << 20,
+            min_free_bytes: 512 << 20,
+        }
+    }
+}
+
+/// How often (in bytes written) the free space is checked again.
+pub const SPACE_CHECK_INTERVAL: u64 = 64 << 20;
+
+/// The running totals of one unpack against its limits.
+struct Budget<'a> {
+    limits: &'a UnpackLimits,
+    root: &'a OwnedFd,
+    bytes: u64,
+    entries: u64,
+    next_space_check: u64,
+}
+
+impl Budget<'_> {
+    /// Accounts for one entry of `size` content bytes, before it is written.
+    fn take(&mut self, size: u64) -> Result<(), UnpackError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > self.limits.max_bytes {
+            return Err(UnpackError::TooLarge {
+                limit: self.limits.max_bytes,
+            });
+        }
+        if self.bytes >= self.next_space_check {
+            self.next_space_check = self.bytes.saturating_add(SPACE_CHECK_INTERVAL);
+            self.check_space(size)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `coming` more bytes still leave the reserve free.
+    fn check_space(&self, coming: u64) -> Result<(), UnpackError> {
+        let Ok(st) = rustix::fs::fstatvfs(self.root) else {
+            return Ok(());
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let reserve = self.limits.min_free_bytes;
+        if free < reserve.saturating_add(coming) {
+            return Err(UnpackError::DiskFull { free, reserve });
+        }
+        Ok(())
     }
 }
 
@@ -127,8 +205,13 @@ struct DirMeta {
     mtime: u64,
 }
 
-/// Unpacks the tar stream `reader` into `dest`, an existing, empty directory.
-pub fn unpack(reader: impl Read, dest: &Path, privs: Privileges) -> Result<(), UnpackError> {
+/// Unpacks the tar stream `reader` into `dest`, an existing, empty directory, within `limits`.
+pub fn unpack(
+    reader: impl Read,
+    dest: &Path,
+    privs: Privileges,
+    limits: &UnpackLimits,
+) -> Result<(), UnpackError> {
     let root: OwnedFd = rustix::fs::open(
         dest,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -138,10 +221,19 @@ pub fn unpack(reader: impl Read, dest: &Path, privs: Privileges) -> Result<(), U
         path: dest.to_owned(),
         source: e.into(),
     })?;
+    let mut budget = Budget {
+        limits,
+        root: &root,
+        bytes: 0,
+        entries: 0,
+        next_space_check: SPACE_CHECK_INTERVAL,
+    };
+    budget.check_space(0)?;
     let mut archive = tar::Archive::new(reader);
     let mut dirs: BTreeMap<Vec<OsString>, DirMeta> = BTreeMap::new();
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
+        budget.take(entry.size())?;
         unpack_entry(&root, &mut entry, privs, &mut dirs)?;
     }
     // Deepest first, so a parent's permissions never block reaching its children.
@@ -632,7 +724,15 @@ mod tests {
             self.outer.path().join("layer")
         }
         fn unpack(&self, tar: Vec<u8>) -> Result<(), UnpackError> {
-            unpack(io::Cursor::new(tar), &self.layer(), Privileges::current())
+            self.unpack_with(tar, &UnpackLimits::default())
+        }
+        fn unpack_with(&self, tar: Vec<u8>, limits: &UnpackLimits) -> Result<(), UnpackError> {
+            unpack(
+                io::Cursor::new(tar),
+                &self.layer(),
+                Privileges::current(),
+                limits,
+            )
         }
         fn outside(&self) -> Vec<String> {
             std::fs::read_dir(self.outer.path())
@@ -902,6 +1002,7 @@ mod tests {
             decompressed(File::open(&path)?)?,
             &dest,
             Privileges::current(),
+            &UnpackLimits::default(),
         )?;
         assert_eq!(std::fs::read(dest.join("a"))?, b"1");
         std::fs::write(&path, [0x28, 0xb5, 0x2f, 0xfd, 0, 0])?;
@@ -909,6 +1010,61 @@ mod tests {
             decompressed(File::open(&path)?),
             Err(UnpackError::UnsupportedCompression { format: "zstd" })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn limits_stop_bombs_entry_floods_and_a_full_disk() -> TestResult {
+        let limits = UnpackLimits {
+            max_bytes: 1 << 20,
+            max_entries: 10,
+            min_free_bytes: 0,
+        };
+        // 64 MiB of zeros compress to ~64 KiB: a bomb against a 1 MiB budget.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(64 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "zeros", io::repeat(0).take(64 << 20))?;
+        let sb = Sandbox::new()?;
+        let err = sb.unpack_with(tar.into_inner()?, &limits);
+        assert!(
+            matches!(err, Err(UnpackError::TooLarge { limit }) if limit == 1 << 20),
+            "{err:?}"
+        );
+        assert!(
+            !sb.layer().join("zeros").exists(),
+            "nothing of the bomb is written"
+        );
+
+        let mut flood = Tar::new();
+        for i in 0..11 {
+            flood = flood.file(&format!("f{i}"), b"x");
+        }
+        let sb = Sandbox::new()?;
+        let err = sb.unpack_with(flood.bytes(), &limits);
+        assert!(
+            matches!(err, Err(UnpackError::TooManyEntries { limit: 10 })),
+            "{err:?}"
+        );
+
+        let full = UnpackLimits {
+            min_free_bytes: u64::MAX / 2,
+            ..UnpackLimits::default()
+        };
+        let sb = Sandbox::new()?;
+        let err = sb.unpack_with(Tar::new().file("a", b"1").bytes(), &full);
+        assert!(matches!(err, Err(UnpackError::DiskFull { .. })), "{err:?}");
+        assert!(!sb.layer().join("a").exists());
+
+        let sb = Sandbox::new()?;
+        let mut fits = Tar::new();
+        for i in 0..10 {
+            fits = fits.file(&format!("f{i}"), b"x");
+        }
+        sb.unpack_with(fits.bytes(), &limits)?;
+        assert!(sb.layer().join("f9").exists());
         Ok(())
     }
 }

@@ -419,6 +419,15 @@ pub async fn run(
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
     });
+    // kubelet's image garbage collection by disk thresholds.
+    let image_gc_task = tokio::spawn(crate::imagegc::run(
+        runtime.clone(),
+        config.image_gc,
+        config
+            .image_gc_period
+            .unwrap_or(crate::imagegc::DEFAULT_PERIOD),
+        shutdown.clone(),
+    ));
     // kubelet's eviction manager for local ephemeral storage limits.
     let eviction_task = tokio::spawn(eviction::run(
         runtime,
@@ -537,6 +546,7 @@ pub async fn run(
     heartbeat_task.abort();
     local_path_task.abort();
     eviction_task.abort();
+    image_gc_task.abort();
     server_task.abort();
     stats_task.abort();
     mirror_task.abort();

@@ -31,6 +31,10 @@ pub struct AgentConfig {
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,
+    /// The KubeletConfiguration's image GC thresholds and minimum age.
+    pub image_gc: crate::imagegc::Policy,
+    /// How often image GC runs (`imagegc::DEFAULT_PERIOD`, kubelet's 5 min, when unset).
+    pub image_gc_period: Option<std::time::Duration>,
     /// The histograms served on the node API's `/metrics` (the runtime observes its
     /// phases into `metrics.phases`).
     pub metrics: crate::NodeMetrics,

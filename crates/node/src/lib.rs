@@ -13,6 +13,7 @@ mod backoff;
 mod config;
 mod dnsconfig;
 mod eviction;
+pub mod imagegc;
 mod localpath;
 mod machine;
 mod network;

@@ -60,6 +60,8 @@ pub struct FakeState {
     pub sandbox_not_found: bool,
     /// Sandboxes whose stop fails (`SandboxNotRunning`).
     pub stuck: HashSet<String>,
+    /// What `image_fs_stats` answers.
+    pub image_fs: runtime::FsStats,
     next: u64,
 }
 
@@ -168,6 +170,17 @@ impl RuntimeService for FakeRuntime {
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
         Ok(self.lock().images.values().cloned().collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        st.calls.push(format!("remove_image {id}"));
+        st.images.retain(|_, info| info.id != id);
+        Ok(())
+    }
+
+    async fn image_fs_stats(&self) -> Result<runtime::FsStats, RuntimeError> {
+        Ok(self.lock().image_fs)
     }
 
     async fn run_pod_sandbox(

@@ -92,6 +92,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             file_check_frequency: static_pods.file_check_frequency,
             allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
             eviction_period: None,
+            image_gc: static_pods.image_gc,
+            image_gc_period: Some(args.static_pods.image_gc_period),
             metrics: node_metrics,
         },
         shutdown_rx,

@@ -132,13 +132,18 @@ impl NetworkArgs {
 #[derive(Debug, Args)]
 pub struct StaticPodArgs {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
-    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency, syncFrequency and allowedUnsafeSysctls are used.
+    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency, syncFrequency,
+    /// allowedUnsafeSysctls, containerLogMax*, imageGC*ThresholdPercent and imageMinimumGCAge
+    /// are used.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory (or file) of pod manifests run as static pods; overrides the config file's
     /// staticPodPath.
     #[arg(long, value_name = "DIR")]
     pub static_pod_path: Option<PathBuf>,
+    /// How often image garbage collection checks the image filesystem (kubelet: 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    pub image_gc_period: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

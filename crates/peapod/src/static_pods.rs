@@ -17,6 +17,8 @@ pub struct StaticPodSettings {
     /// `containerLogMaxSize` / `containerLogMaxFiles`, the kubelet's defaults when unset.
     pub container_logs: crilog::Rotation,
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`.
+    pub image_gc: node::imagegc::Policy,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -41,6 +43,18 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
+        image_gc: {
+            let d = node::imagegc::Policy::default();
+            node::imagegc::Policy {
+                high_threshold_percent: config
+                    .image_gc_high_threshold_percent
+                    .unwrap_or(d.high_threshold_percent),
+                low_threshold_percent: config
+                    .image_gc_low_threshold_percent
+                    .unwrap_or(d.low_threshold_percent),
+                minimum_age: config.image_minimum_gc_age.unwrap_or(d.minimum_age),
+            }
+        },
     })
 }
 
@@ -60,6 +74,7 @@ mod tests {
         let from_config = static_pod_settings(&StaticPodArgs {
             config: Some(config.clone()),
             static_pod_path: None,
+            image_gc_period: Duration::from_secs(300),
         })
         .expect("settings");
         assert_eq!(from_config.path, Some(dir.path().join("manifests")));
@@ -74,15 +89,18 @@ mod tests {
                 max_files: 5
             }
         );
+        assert_eq!(from_config.image_gc, node::imagegc::Policy::default());
         let flag = static_pod_settings(&StaticPodArgs {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),
+            image_gc_period: Duration::from_secs(300),
         })
         .expect("settings");
         assert_eq!(flag.path, Some(PathBuf::from("/etc/kubernetes/manifests")));
         let missing = static_pod_settings(&StaticPodArgs {
             config: Some(dir.path().join("nope.yaml")),
             static_pod_path: None,
+            image_gc_period: Duration::from_secs(300),
         });
         assert!(missing.is_err());
     }

@@ -17,6 +17,12 @@ use crate::network::{chain, NetworkError};
 pub enum RuntimeError {
     #[error("image {reference:?} not found in the local store")]
     ImageNotFound { reference: String },
+    #[error("reading the image filesystem at {path}")]
+    ImageFs {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pulling image {reference:?}: {source}")]
     PullImage {
         reference: String,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::{ImageConfig, ImageInfo, RuntimeError};
+use crate::{FsStats, ImageConfig, ImageInfo, RuntimeError};
 
 /// What the runtime needs of an image store.
 #[async_trait::async_trait]
@@ -16,6 +16,10 @@ pub trait ImageBackend: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
     /// The unpacked layer directories of an image, lowest first (blocking; may unpack).
     fn layer_dirs(&self, reference_or_id: &str) -> Result<Vec<PathBuf>, RuntimeError>;
+    /// Removes an image by id (blocking).
+    fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// The filesystem the store lives on (blocking).
+    fn fs_stats(&self) -> Result<FsStats, RuntimeError>;
 }
 
 fn store_error(reference: &str, source: images::ImageError) -> RuntimeError {
@@ -83,5 +87,21 @@ impl ImageBackend for images::ImageStore {
                 reference: reference_or_id.to_string(),
             })?;
         images::ImageStore::layer_dirs(self, &image).map_err(|e| store_error(reference_or_id, e))
+    }
+
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        images::ImageStore::remove(self, id).map_err(|e| store_error(id, e))
+    }
+
+    fn fs_stats(&self) -> Result<FsStats, RuntimeError> {
+        let st = nix::sys::statvfs::statvfs(self.root()).map_err(|e| RuntimeError::ImageFs {
+            path: self.root().to_path_buf(),
+            source: e.into(),
+        })?;
+        let frag = st.fragment_size();
+        Ok(FsStats {
+            capacity_bytes: st.blocks().saturating_mul(frag),
+            available_bytes: st.blocks_available().saturating_mul(frag),
+        })
     }
 }

@@ -48,6 +48,15 @@ pub struct ImageConfig {
     pub stop_signal: Option<String>,
 }
 
+/// The filesystem holding the image store (CRI `ImageFsInfo`, as kubelet's image GC reads
+/// it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStats {
+    pub capacity_bytes: u64,
+    /// Bytes an unprivileged writer may still use.
+    pub available_bytes: u64,
+}
+
 /// An image in the local store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfo {
@@ -151,6 +160,11 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// The local image for a reference, if present.
     async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
+    /// Removes an image by id with its blobs and unpacked layers no other image uses (CRI
+    /// `RemoveImage`). The caller makes sure no container uses it.
+    async fn remove_image(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Capacity and free space of the image filesystem (CRI `ImageFsInfo`).
+    async fn image_fs_stats(&self) -> Result<FsStats, RuntimeError>;
 
     /// Starts a sandbox and, unless it is on the host network, attaches it to the pod
     /// network (CNI ADD in its new network namespace, as containerd's `RunPodSandbox`);

@@ -27,7 +27,7 @@ use crate::records::{
     container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
 };
 use crate::{
-    ContainerConfig, ContainerState, ContainerStatus, ImageInfo, PodSandboxConfig,
+    ContainerConfig, ContainerState, ContainerStatus, FsStats, ImageInfo, PodSandboxConfig,
     PodSandboxStatus, RuntimeError, RuntimeService, SeccompProfile, ShimError, ShimStartError,
 };
 
@@ -713,6 +713,17 @@ impl RuntimeService for Runtime {
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
         let images = self.images.clone();
         blocking(move || images.list()).await?
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), RuntimeError> {
+        let images = self.images.clone();
+        let id = id.to_string();
+        blocking(move || images.remove(&id)).await?
+    }
+
+    async fn image_fs_stats(&self) -> Result<FsStats, RuntimeError> {
+        let images = self.images.clone();
+        blocking(move || images.fs_stats()).await?
     }
 
     async fn run_pod_sandbox(

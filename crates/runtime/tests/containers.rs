@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::{
-    ContainerConfig, ContainerState, ImageBackend, ImageInfo, NetworkConfig, PodSandboxConfig,
-    PortMapping, Protocol, Runtime, RuntimeConfig, RuntimeError, RuntimeService, SandboxState,
+    ContainerConfig, ContainerState, FsStats, ImageBackend, ImageInfo, NetworkConfig,
+    PodSandboxConfig, PortMapping, Protocol, Runtime, RuntimeConfig, RuntimeError, RuntimeService,
+    SandboxState,
 };
 
 type TestResult = Result<(), String>;
@@ -128,6 +129,14 @@ impl ImageBackend for DirImages {
                 reference: reference.into(),
             }),
         }
+    }
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::ImageNotFound {
+            reference: id.into(),
+        })
+    }
+    fn fs_stats(&self) -> Result<FsStats, RuntimeError> {
+        Ok(FsStats::default())
     }
 }
 

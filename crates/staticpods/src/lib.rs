@@ -134,6 +134,12 @@ pub struct KubeletConfig {
     /// `containerLogMaxFiles`.
     pub container_log_max_files: Option<u32>,
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// `imageGCHighThresholdPercent`: image-filesystem usage that starts image GC.
+    pub image_gc_high_threshold_percent: Option<u8>,
+    /// `imageGCLowThresholdPercent`: the usage image GC frees down to.
+    pub image_gc_low_threshold_percent: Option<u8>,
+    /// `imageMinimumGCAge`: how long an unused image is kept after it was first seen.
+    pub image_minimum_gc_age: Option<Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -150,6 +156,12 @@ struct RawKubeletConfig {
     container_log_max_files: Option<i64>,
     #[serde(default)]
     allowed_unsafe_sysctls: Vec<String>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i64>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i64>,
+    #[serde(rename = "imageMinimumGCAge")]
+    image_minimum_gc_age: Option<String>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -205,6 +217,31 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             )
         })?),
     };
+    let percent = |field: &'static str, value: Option<i64>| match value {
+        None => Ok(None),
+        Some(n) => u8::try_from(n)
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(Some)
+            .ok_or_else(|| setting(field, n.to_string(), "must be between 0 and 100")),
+    };
+    let high = percent(
+        "imageGCHighThresholdPercent",
+        raw.image_gc_high_threshold_percent,
+    )?;
+    let low = percent(
+        "imageGCLowThresholdPercent",
+        raw.image_gc_low_threshold_percent,
+    )?;
+    // kubelet's validation: the low threshold must stay below the high one (defaults 80/85).
+    let (l, h) = (low.unwrap_or(80), high.unwrap_or(85));
+    if l >= h {
+        return Err(setting(
+            "imageGCLowThresholdPercent",
+            l.to_string(),
+            "must be less than imageGCHighThresholdPercent",
+        ));
+    }
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -216,6 +253,9 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         container_log_max_size,
         container_log_max_files,
         allowed_unsafe_sysctls: raw.allowed_unsafe_sysctls,
+        image_gc_high_threshold_percent: high,
+        image_gc_low_threshold_percent: low,
+        image_minimum_gc_age: duration("imageMinimumGCAge", raw.image_minimum_gc_age)?,
     })
 }
 
@@ -1226,7 +1266,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1238,6 +1278,9 @@ mod tests {
                 container_log_max_size: Some(20 << 20),
                 container_log_max_files: Some(3),
                 allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
+                image_gc_high_threshold_percent: Some(90),
+                image_gc_low_threshold_percent: Some(70),
+                image_minimum_gc_age: Some(Duration::from_secs(30)),
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
@@ -1263,6 +1306,8 @@ mod tests {
             ("containerLogMaxFiles", "1"),
             ("containerLogMaxSize", "lots"),
             ("containerLogMaxSize", "-1Mi"),
+            ("imageGCHighThresholdPercent", "101"),
+            ("imageGCLowThresholdPercent", "85"),
         ] {
             let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
             let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);

@@ -104,6 +104,21 @@ impl Peapod {
             child: None,
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
         };
+        // The tests' images must not depend on how full this machine's disk is: image GC is
+        // off (as a kubelet with imageGCHighThresholdPercent: 100) unless a test brings its
+        // own kubelet configuration.
+        if !p.up_args.iter().any(|a| a == "--config") {
+            let config = p._tmp.path().join("kubelet-config.yaml");
+            fs::write(
+                &config,
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+                 imageGCHighThresholdPercent: 100\n",
+            )
+            .expect("kubelet config");
+            p.up_args.push("--config".to_string());
+            p.up_args
+                .push(config.to_str().expect("utf-8 path").to_string());
+        }
         let archive = fixtures().join("busybox.oci.tar");
         p.peapod(&["image", "import", archive.to_str().expect("utf-8 path")]);
         p.up();

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 
+use crate::misfit::Misfit;
+
 use storage_controllers::localpath;
 use storage_controllers::volumebinding::{
     claim_class, find_match, node_affinity_matches, volume_name, waits_for_consumer,
@@ -85,6 +87,15 @@ pub enum VolumeMisfit {
     AffinityConflict,
     /// A waiting claim can get no volume on the node.
     NoVolume,
+}
+
+impl From<VolumeMisfit> for Misfit {
+    fn from(m: VolumeMisfit) -> Self {
+        match m {
+            VolumeMisfit::AffinityConflict => Misfit::VolumeAffinity,
+            VolumeMisfit::NoVolume => Misfit::NoVolume,
+        }
+    }
 }
 
 /// Whether `node` can serve every claim in `states`.

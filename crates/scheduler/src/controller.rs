@@ -8,19 +8,23 @@
 //! their volumes, and — for `WaitForFirstConsumer` claims — name the chosen node in each
 //! claim and are bound once the claims are.
 //!
-//! The filter (`fits`) and the choice (`choose_node`: the fitting node with the fewest pods)
-//! are pure; the reconcile reads pods, nodes, claims, volumes and classes from watch caches,
-//! so a new pod is bound as soon as its watch event arrives.
+//! The decision is [`Plan`]'s (pure); the reconcile reads pods, nodes, namespaces, claims,
+//! volumes and classes from watch caches, so a new pod is bound as soon as its watch event
+//! arrives, and every pending pod is looked at again when a node or a bound pod changes (a
+//! deleted pod frees its node's resources, a new one may satisfy an affinity). Decisions are
+//! made one at a time, and a pod bound but not yet seen bound in the cache counts as placed
+//! (upstream's "assumed" pods), so two pods never take the same room.
 
-use std::fmt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
-    PodSpec,
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    PodCondition, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -30,29 +34,51 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
+use tokio::sync::Mutex;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
-use controller_base::nodefit;
 use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 
-use crate::volumefit::{self, ClaimState, VolumeMisfit};
+use crate::misfit::{Misfit, NoFit};
+use crate::schedule::Plan;
+use crate::snapshot::Snapshot;
+use crate::spread;
+use crate::volumefit::{self, ClaimState};
 
 const COMPONENT: &str = "default-scheduler";
-/// A pod that fits nowhere is tried again this often even without a node event.
+/// A pod that fits nowhere is tried again this often even without a node or pod event.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(10);
 /// A pod waiting for its claims to bind is looked at again this often even without a claim
 /// event (upstream's PreBind gives up after a while and schedules the pod anew).
 const BINDING_WAIT: Duration = Duration::from_secs(30);
 
+/// Pods bound by this scheduler that the pod cache does not show bound yet: node by pod uid.
+type Assumed = HashMap<String, String>;
+
 struct Ctx {
     client: Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    /// What selects a pod, for the default spreading.
+    services: Store<Service>,
+    replicasets: Store<ReplicaSet>,
+    statefulsets: Store<StatefulSet>,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
     recorder: Recorder,
+    /// Held for a whole decision, so decisions happen one at a time.
+    assumed: Mutex<Assumed>,
+}
+
+fn pending(pods: &Store<Pod>) -> Vec<ObjectRef<Pod>> {
+    pods.state()
+        .into_iter()
+        .filter(|p| needs_scheduling(p))
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
 }
 
 /// The unscheduled pods of `ns` whose volumes name claim `claim`.
@@ -83,6 +109,50 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .applied_objects();
+    // Bound pods that appear, change or go: what they hold or match changes for the rest.
+    let bound_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_events = reflector::reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = reflector::reflector(
+        service_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (replicasets, replicaset_writer) = reflector::store();
+    let replicaset_events = reflector::reflector(
+        replicaset_writer,
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (statefulsets, statefulset_writer) = reflector::store();
+    let statefulset_events = reflector::reflector(
+        statefulset_writer,
+        watcher(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let (claims, claim_writer) = reflector::store();
     let claim_events = reflector::reflector(
         claim_writer,
@@ -113,20 +183,28 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .touched_objects();
-    let pending = pod_cache.clone();
+    let for_nodes = pod_cache.clone();
+    let for_bound = pod_cache.clone();
     let claimants = pod_cache.clone();
     let claimants_too = pod_cache.clone();
-    // A node that appears, turns Ready or changes its taints may take the waiting pods; a
-    // claim that appears or binds (or its volume) may release the pods that use it.
+    // A node that appears, turns Ready or changes its taints, labels or allocatable may take
+    // the waiting pods, and so may a node freed by a pod that goes; a claim that appears or
+    // binds (or its volume) may release the pods that use it.
     let controller = pods
-        .watches_stream(node_events, move |_node: Node| {
-            pending
-                .state()
-                .into_iter()
-                .filter(|p| needs_scheduling(p))
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
+        .watches_stream(node_events, move |_node: Node| pending(&for_nodes))
+        .watches_stream(bound_events, move |pod: Pod| {
+            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if bound.is_some_and(|n| !n.is_empty()) {
+                pending(&for_bound)
+            } else {
+                Vec::new()
+            }
         })
+        .watches_stream(namespace_events, |_ns: Namespace| Vec::new())
+        // These only steer the scores; their stores must just stay current.
+        .watches_stream(service_events, |_svc: Service| Vec::new())
+        .watches_stream(replicaset_events, |_rs: ReplicaSet| Vec::new())
+        .watches_stream(statefulset_events, |_ss: StatefulSet| Vec::new())
         .watches_stream(claim_events, move |pvc: PersistentVolumeClaim| {
             pods_using(
                 &claimants,
@@ -147,11 +225,41 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         client,
         pods: pod_cache,
         nodes,
+        namespaces,
+        services,
+        replicasets,
+        statefulsets,
         claims,
         volumes,
         classes,
+        assumed: Mutex::new(Assumed::new()),
     });
     controller_base::runner::drive("scheduler", controller, ctx, reconcile).boxed()
+}
+
+/// The cached pods with the assumed ones shown bound; assumptions the cache has caught up
+/// with (the pod is bound or gone) are dropped.
+fn with_assumed(pods: Vec<Arc<Pod>>, assumed: &mut Assumed) -> Vec<Arc<Pod>> {
+    let by_uid: HashMap<String, &Arc<Pod>> = pods
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+        .collect();
+    assumed.retain(|uid, _| by_uid.get(uid).is_some_and(|p| needs_scheduling(p)));
+    pods.iter()
+        .map(|p| {
+            let uid = p.metadata.uid.as_deref().unwrap_or("");
+            match assumed.get(uid) {
+                Some(node) => {
+                    let mut placed = (**p).clone();
+                    if let Some(spec) = placed.spec.as_mut() {
+                        spec.node_name = Some(node.clone());
+                    }
+                    Arc::new(placed)
+                }
+                None => p.clone(),
+            }
+        })
+        .collect()
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -162,6 +270,22 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("node", e))?;
+    ctx.namespaces
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("namespace", e))?;
+    ctx.services
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("service", e))?;
+    ctx.replicasets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("replicaset", e))?;
+    ctx.statefulsets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("statefulset", e))?;
     ctx.claims
         .wait_until_ready()
         .await
@@ -174,13 +298,20 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("storageclass", e))?;
+    let mut assumed = ctx.assumed.lock().await;
+    let pods = with_assumed(ctx.pods.state(), &mut assumed);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if assumed.contains_key(&uid) {
+        // Bound already; the pod's watch event is on its way.
+        return Ok(Action::await_change());
+    }
     let nodes = ctx.nodes.state();
-    let pods = ctx.pods.state();
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let states = match volumefit::pod_claims(&pod, &ctx.claims.state(), &ctx.classes.state()) {
         Ok(states) => states,
         Err(reason) => {
+            drop(assumed);
             let no_fit = NoFit::Unresolvable {
                 nodes: nodes.len(),
                 reason,
@@ -190,19 +321,24 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     };
     let volumes = ctx.volumes.state();
-    let volume_fit = |n: &Node| volumefit::fits(&states, &volumes, n).map_err(NodeMisfit::from);
+    let volume_fit = |n: &Node| volumefit::fits(&states, &volumes, n).map_err(Misfit::from);
+    let snapshot = Snapshot::new(&nodes, &pods, &ctx.namespaces.state());
+    let default_spread = spread::default_selector(
+        &pod,
+        &ctx.services.state(),
+        &ctx.replicasets.state(),
+        &ctx.statefulsets.state(),
+    );
+    let plan = Plan::new(&pod, &snapshot, default_spread.as_ref());
     // A pod whose claims already name a node keeps it while it fits.
-    let kept = volumefit::selected_node(&states).filter(|chosen| {
-        nodes
-            .iter()
-            .any(|n| n.name_any() == *chosen && fits(&pod, n).is_ok() && volume_fit(n).is_ok())
-    });
+    let kept = volumefit::selected_node(&states).filter(|chosen| plan.fits(chosen, &volume_fit));
     let chosen = match kept {
         Some(node) => Ok(node),
-        None => choose_node(&pod, &nodes, &pods, volume_fit),
+        None => plan.choose(&volume_fit),
     };
     match chosen {
         Ok(node) if volumefit::any_waiting(&states) => {
+            drop(assumed);
             select_node(&ctx, &states, &node).await?;
             // The claims' binding (their watch events) brings the pod back to be bound.
             Ok(Action::requeue(BINDING_WAIT))
@@ -227,6 +363,8 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .await;
             match bound {
                 Ok(_) => {
+                    assumed.insert(uid, node.clone());
+                    drop(assumed);
                     let msg = format!("Successfully assigned {ns}/{name} to {node}");
                     ctx.recorder
                         .record(&*pod, EventType::Normal, "Scheduled", &msg)
@@ -239,6 +377,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(no_fit) => {
+            drop(assumed);
             mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
             Ok(Action::requeue(UNSCHEDULABLE_RETRY))
         }
@@ -323,256 +462,39 @@ pub fn needs_scheduling(pod: &Pod) -> bool {
         && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-/// Why a node cannot take a pod, in the scheduler's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NodeMisfit {
-    NotReady,
-    Unschedulable,
-    NodeSelector,
-    Taint,
-    VolumeAffinity,
-    NoVolume,
-}
-
-impl From<VolumeMisfit> for NodeMisfit {
-    fn from(m: VolumeMisfit) -> Self {
-        match m {
-            VolumeMisfit::AffinityConflict => NodeMisfit::VolumeAffinity,
-            VolumeMisfit::NoVolume => NodeMisfit::NoVolume,
-        }
-    }
-}
-
-impl NodeMisfit {
-    fn text(self) -> &'static str {
-        match self {
-            NodeMisfit::NotReady => "node(s) were not ready",
-            NodeMisfit::Unschedulable => "node(s) were unschedulable",
-            NodeMisfit::NodeSelector => "node(s) didn't match Pod's node affinity/selector",
-            NodeMisfit::Taint => "node(s) had untolerated taint",
-            NodeMisfit::VolumeAffinity => "node(s) had volume node affinity conflict",
-            NodeMisfit::NoVolume => "node(s) didn't find available persistent volumes to bind",
-        }
-    }
-}
-
-/// Why no node takes a pod: kube-scheduler's "0/N nodes are available" message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoFit {
-    NoNodes,
-    /// How many nodes failed each filter, in the order the failures were first seen.
-    Misfits {
-        nodes: usize,
-        counts: Vec<(NodeMisfit, usize)>,
-    },
-    /// No node can take the pod whatever it is (a PreFilter rejection: a missing claim).
-    Unresolvable {
-        nodes: usize,
-        reason: String,
-    },
-}
-
-impl fmt::Display for NoFit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NoFit::NoNodes => f.write_str("no nodes available to schedule pods"),
-            NoFit::Misfits { nodes, counts } => {
-                let reasons: Vec<String> = counts
-                    .iter()
-                    .map(|(m, n)| format!("{n} {}", m.text()))
-                    .collect();
-                write!(f, "0/{nodes} nodes are available: {}.", reasons.join(", "))
-            }
-            NoFit::Unresolvable { nodes, reason } => {
-                write!(f, "0/{nodes} nodes are available: {reason}.")
-            }
-        }
-    }
-}
-
-/// Whether `node` can run `pod` (the scheduler's filter plugins that matter on one machine).
-pub fn fits(pod: &Pod, node: &Node) -> Result<(), NodeMisfit> {
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
-        return Err(NodeMisfit::NotReady);
-    }
-    let spec = node.spec.as_ref();
-    if spec.and_then(|s| s.unschedulable) == Some(true) {
-        return Err(NodeMisfit::Unschedulable);
-    }
-    let empty = PodSpec::default();
-    let pod_spec = pod.spec.as_ref().unwrap_or(&empty);
-    if !nodefit::matches_node(pod_spec, node) {
-        return Err(NodeMisfit::NodeSelector);
-    }
-    let filtered = |effect: &str| matches!(effect, "NoSchedule" | "NoExecute");
-    if nodefit::untolerated_taint(pod_spec, node, filtered).is_some() {
-        return Err(NodeMisfit::Taint);
-    }
-    Ok(())
-}
-
-/// The node for `pod`: the fitting node (by `fits` and by `volumes`, the pod's volume
-/// binding) with the fewest pods.
-pub fn choose_node(
-    pod: &Pod,
-    nodes: &[Arc<Node>],
-    pods: &[Arc<Pod>],
-    volumes: impl Fn(&Node) -> Result<(), NodeMisfit>,
-) -> Result<String, NoFit> {
-    if nodes.is_empty() {
-        return Err(NoFit::NoNodes);
-    }
-    let mut counts: Vec<(NodeMisfit, usize)> = Vec::new();
-    let mut best: Option<(usize, String)> = None;
-    for node in nodes {
-        let name = node.name_any();
-        match fits(pod, node).and_then(|()| volumes(node)) {
-            Ok(()) => {
-                let load = pods
-                    .iter()
-                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
-                    .count();
-                if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                    best = Some((load, name));
-                }
-            }
-            Err(m) => match counts.iter_mut().find(|(k, _)| *k == m) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((m, 1)),
-            },
-        }
-    }
-    match best {
-        Some((_, name)) => Ok(name),
-        None => Err(NoFit::Misfits {
-            nodes: nodes.len(),
-            counts,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn no_volumes(_: &Node) -> Result<(), NodeMisfit> {
-        Ok(())
-    }
-
     fn pod(v: Value) -> Pod {
         serde_json::from_value(v).expect("pod")
     }
 
-    fn node(name: &str, ready: bool) -> Node {
-        serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": {"disk": "ssd"}}, "spec": {},
-                   "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}),
-        )
-        .expect("node")
-    }
-
     #[test]
-    fn chooses_ready_least_loaded_node() {
-        let p = pod(json!({"spec": {"containers": []}}));
-        let nodes = vec![
-            Arc::new(node("a", true)),
-            Arc::new(node("b", true)),
-            Arc::new(node("c", false)),
-        ];
-        let pods = vec![Arc::new(pod(
-            json!({"spec": {"nodeName": "a", "containers": []}}),
-        ))];
-        assert_eq!(
-            choose_node(&p, &nodes, &pods, no_volumes),
-            Ok("b".to_string())
-        );
-    }
-
-    #[test]
-    fn required_node_affinity_pins_daemon_pods() {
-        let p = pod(
-            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}),
-        );
-        let nodes = vec![Arc::new(node("a", true)), Arc::new(node("b", true))];
-        let pods = vec![Arc::new(pod(
-            json!({"spec": {"nodeName": "b", "containers": []}}),
-        ))];
-        assert_eq!(
-            choose_node(&p, &nodes, &pods, no_volumes),
-            Ok("b".to_string())
-        );
-    }
-
-    #[test]
-    fn explains_why_nothing_fits() {
-        let p = pod(json!({"spec": {"nodeSelector": {"disk": "hdd"}, "containers": []}}));
-        let nodes = vec![Arc::new(node("a", false)), Arc::new(node("b", true))];
-        assert_eq!(
-            choose_node(&p, &nodes, &[], no_volumes).map_err(|e| e.to_string()),
-            Err("0/2 nodes are available: 1 node(s) were not ready, 1 node(s) didn't match Pod's node affinity/selector.".to_string())
-        );
-        assert_eq!(
-            choose_node(&p, &[], &[], no_volumes).map_err(|e| e.to_string()),
-            Err("no nodes available to schedule pods".to_string())
-        );
-    }
-
-    #[test]
-    fn volume_binding_filters_nodes() {
-        let p = pod(json!({"spec": {"containers": []}}));
-        let nodes = vec![Arc::new(node("a", true)), Arc::new(node("b", true))];
-        let only_b = |n: &Node| {
-            if n.name_any() == "b" {
-                Ok(())
-            } else {
-                Err(NodeMisfit::VolumeAffinity)
-            }
-        };
-        assert_eq!(choose_node(&p, &nodes, &[], only_b), Ok("b".to_string()));
-        let none = |_: &Node| Err(NodeMisfit::NoVolume);
-        assert_eq!(
-            choose_node(&p, &nodes, &[], none).map_err(|e| e.to_string()),
-            Err("0/2 nodes are available: 2 node(s) didn't find available persistent volumes to bind.".to_string())
-        );
-        let missing = NoFit::Unresolvable {
-            nodes: 1,
-            reason: "persistentvolumeclaim \"data\" not found".into(),
-        };
-        assert_eq!(
-            missing.to_string(),
-            "0/1 nodes are available: persistentvolumeclaim \"data\" not found."
-        );
-    }
-
-    #[test]
-    fn taints_need_tolerations() {
-        let mut n = node("a", true);
-        n.spec = Some(
-            serde_json::from_value(
-                json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
-            )
-            .expect("spec"),
-        );
-        assert_eq!(
-            fits(&pod(json!({"spec": {"containers": []}})), &n),
-            Err(NodeMisfit::Taint)
-        );
-        let tolerant = pod(
-            json!({"spec": {"containers": [], "tolerations": [{"key": "k", "operator": "Equal", "value": "v"}]}}),
-        );
-        assert_eq!(fits(&tolerant, &n), Ok(()));
-        let all = pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
-        assert_eq!(fits(&all, &n), Ok(()));
+    fn assumed_pods_count_as_bound_until_the_cache_catches_up() {
+        let pending = Arc::new(pod(
+            json!({"metadata": {"uid": "u1"}, "spec": {"containers": []}}),
+        ));
+        let other = Arc::new(pod(
+            json!({"metadata": {"uid": "u2"}, "spec": {"containers": []}}),
+        ));
+        let mut assumed = Assumed::from([
+            ("u1".to_string(), "n1".to_string()),
+            ("gone".to_string(), "n1".to_string()),
+        ]);
+        let seen = with_assumed(vec![pending.clone(), other.clone()], &mut assumed);
+        let nodes: Vec<Option<&str>> = seen
+            .iter()
+            .map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
+            .collect();
+        assert_eq!(nodes, vec![Some("n1"), None]);
+        assert_eq!(assumed.len(), 1);
+        // Once the cache shows the pod bound, the assumption goes.
+        let bound = Arc::new(pod(json!({"metadata": {"uid": "u1"},
+            "spec": {"nodeName": "n1", "containers": []}})));
+        with_assumed(vec![bound], &mut assumed);
+        assert!(assumed.is_empty());
     }
 
     #[test]
