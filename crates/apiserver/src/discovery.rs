@@ -1,6 +1,7 @@
 //! Discovery documents built from the resource registry: aggregated discovery (v2 and
 //! v2beta1, chosen by the client's Accept) and the legacy `/api`, `/apis`, `/api/v1`,
-//! `/apis/<g>/<v>` lists.
+//! `/apis/<g>/<v>` lists. The resource metrics API (`metrics.k8s.io`), served beside the
+//! registry rather than from the store, is listed after the registry's groups.
 
 use api::resources::ResourceInfo;
 use serde_json::{json, Value};
@@ -101,6 +102,9 @@ pub fn aggregated(core: bool, version: &str) -> Value {
             None => groups.push((g, vec![entry])),
         }
     }
+    if !core {
+        groups.push((metricsapi::GROUP, vec![metricsapi::aggregated_version()]));
+    }
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": format!("apidiscovery.k8s.io/{version}"),
@@ -142,19 +146,24 @@ pub fn api_group_list() -> Value {
             names.push(g);
         }
     }
+    let mut groups: Vec<Value> = names.into_iter().map(api_group).collect();
+    groups.push(metricsapi::api_group());
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": names.into_iter().map(api_group).collect::<Vec<_>>(),
+        "groups": groups,
     })
 }
 
 /// Legacy `/apis/<group>`, `None` for unknown groups.
 pub fn api_group_doc(group: &str) -> Option<Value> {
-    if !group_versions(false).iter().any(|(g, _)| *g == group) {
+    let mut v = if group == metricsapi::GROUP {
+        metricsapi::api_group()
+    } else if group_versions(false).iter().any(|(g, _)| *g == group) {
+        api_group(group)
+    } else {
         return None;
-    }
-    let mut v = api_group(group);
+    };
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
     Some(v)
@@ -162,6 +171,9 @@ pub fn api_group_doc(group: &str) -> Option<Value> {
 
 /// Legacy `APIResourceList` for one group-version, `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (metricsapi::GROUP, metricsapi::VERSION) {
+        return Some(metricsapi::resource_list());
+    }
     let mut list = Vec::new();
     for r in resources_of(group, version) {
         let mut v = json!({
@@ -221,5 +233,33 @@ mod tests {
         assert_eq!(aggregated_version(Some(old)), Some("v2beta1"));
         assert_eq!(aggregated_version(Some("application/json")), None);
         assert_eq!(aggregated_version(None), None);
+    }
+
+    #[test]
+    fn the_metrics_group_is_listed_after_the_registrys() {
+        let agg = aggregated(false, "v2");
+        let items = agg["items"].as_array().expect("items");
+        assert_eq!(
+            items.last().map(|g| &g["metadata"]["name"]),
+            Some(&json!("metrics.k8s.io"))
+        );
+        assert!(!aggregated(true, "v2")
+            .to_string()
+            .contains("metrics.k8s.io"));
+        let groups = api_group_list();
+        assert!(groups["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .any(|g| g["name"] == "metrics.k8s.io"));
+        assert_eq!(
+            api_group_doc("metrics.k8s.io").map(|g| g["kind"].clone()),
+            Some(json!("APIGroup"))
+        );
+        assert_eq!(
+            resource_list("metrics.k8s.io", "v1beta1").map(|l| l["resources"][1]["kind"].clone()),
+            Some(json!("PodMetrics"))
+        );
+        assert_eq!(resource_list("metrics.k8s.io", "v1"), None);
     }
 }

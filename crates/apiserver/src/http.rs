@@ -36,12 +36,33 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
+        .route("/metrics", get(crate::request_metrics::serve))
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
         .route("/api/v1", get(core_v1))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_version))
         .route("/openapi/v3", get(openapi_index))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            get(crate::resource_metrics::list_nodes),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(crate::resource_metrics::get_node),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            get(crate::resource_metrics::list_all_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods",
+            get(crate::resource_metrics::list_namespaced_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}",
+            get(crate::resource_metrics::get_pod),
+        )
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/exec",
@@ -77,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_metrics::record,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(tlsserve::catch_panic))
         .with_state(state)

@@ -63,6 +63,7 @@ pub(crate) async fn harness() -> Harness {
         .expect("node client"),
         server_address: "127.0.0.1:6443".into(),
         authorizer,
+        metrics: Default::default(),
     });
     Harness {
         _dir: dir,
@@ -1017,4 +1018,105 @@ async fn watch_with_the_largest_timeout_is_served() {
         .await
         .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// The resource metrics API is discoverable and answers lists, gets and selector errors
+/// itself; a node whose API cannot be reached leaves its objects out.
+#[tokio::test]
+async fn resource_metrics_api_without_reachable_nodes() {
+    let h = harness().await;
+    let gv = h.get("/apis/metrics.k8s.io/v1beta1").await;
+    assert_eq!(gv.code, StatusCode::OK, "{}", gv.text);
+    assert_eq!(gv.body["resources"][1]["name"], "pods");
+    assert_eq!(h.get("/apis/metrics.k8s.io").await.body["kind"], "APIGroup");
+
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
+    assert_eq!(
+        h.post("/api/v1/nodes", node).await.code,
+        StatusCode::CREATED
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+    let created = h.post("/api/v1/namespaces/default/pods", pod).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.text);
+
+    let nodes = h.get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+    assert_eq!(nodes.code, StatusCode::OK, "{}", nodes.text);
+    assert_eq!(nodes.body["kind"], "NodeMetricsList");
+    assert_eq!(nodes.body["items"], json!([]));
+    let pods = h
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dweb")
+        .await;
+    assert_eq!(pods.body["kind"], "PodMetricsList");
+    assert_eq!(pods.body["items"], json!([]));
+    let all = h.get("/apis/metrics.k8s.io/v1beta1/pods").await;
+    assert_eq!(all.code, StatusCode::OK);
+
+    let missing = h
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web")
+        .await;
+    assert_eq!(missing.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.body["message"],
+        "pods.metrics.k8s.io \"default/web\" not found"
+    );
+    let node = h.get("/apis/metrics.k8s.io/v1beta1/nodes/n1").await;
+    assert_eq!(node.code, StatusCode::NOT_FOUND);
+    assert_eq!(node.body["details"]["group"], "metrics.k8s.io");
+    let bad = h
+        .get("/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%20in%20(")
+        .await;
+    assert_eq!(bad.code, StatusCode::BAD_REQUEST, "{}", bad.text);
+}
+
+/// `/metrics` counts resource requests by verb, resource and code, times them, and gives
+/// the stored objects per resource; it needs a credential.
+#[tokio::test]
+async fn prometheus_metrics_count_requests_and_stored_objects() {
+    let h = harness().await;
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods").await.code,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get("/api/v1/namespaces/default/pods/nope").await.code,
+        StatusCode::NOT_FOUND
+    );
+    let m = h.get("/metrics").await;
+    assert_eq!(m.code, StatusCode::OK, "{}", m.text);
+    assert!(
+        m.headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|ct| ct.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        m.headers
+    );
+    for line in [
+        "apiserver_request_total{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"namespace\",component=\"apiserver\",code=\"200\"} 1",
+        "apiserver_request_total{verb=\"GET\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"resource\",component=\"apiserver\",code=\"404\"} 1",
+        "apiserver_request_duration_seconds_count{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"namespace\",component=\"apiserver\"} 1",
+        "apiserver_storage_objects{resource=\"pods\"} 0",
+    ] {
+        assert!(m.text.lines().any(|l| l == line), "no {line} in:\n{}", m.text);
+    }
+    let namespaces = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("apiserver_storage_objects{resource=\"namespaces\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(namespaces >= Some(4), "{}", m.text);
+    let anonymous = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

@@ -26,6 +26,8 @@ mod paging;
 mod pki;
 mod proxy;
 mod request;
+mod request_metrics;
+mod resource_metrics;
 mod reviews;
 mod scale;
 mod serviceaccounts;
@@ -241,6 +243,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
             .map_err(ApiServerError::NodeClient)?,
         server_address: local_addr.to_string(),
         authorizer: authorizer.clone(),
+        metrics: Default::default(),
     };
     let app = http::router(state);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -19,4 +19,6 @@ pub struct AppState {
     pub server_address: String,
     /// Decides who may do what (RBAC).
     pub authorizer: authorizer::Authorizer,
+    /// What `/metrics` serves: request counts and latencies.
+    pub metrics: Arc<crate::request_metrics::ApiMetrics>,
 }

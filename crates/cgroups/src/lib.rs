@@ -2,7 +2,8 @@
 //! with an empty unified hierarchy) and v2: the runtime needs one place that creates a cgroup,
 //! moves processes in, reads memory/OOM/pids figures, kills everything inside and removes it,
 //! whatever the host's layout. The root is injected so unit tests run against a fake tree.
-//! It also puts a container's device allow-list in force (v1 `devices` controller, v2 eBPF).
+//! It also puts a container's device allow-list in force (v1 `devices` controller, v2 eBPF),
+//! and reads the CPU and memory figures the node's stats are made of (`usage`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -18,9 +19,13 @@ use nix::unistd::Pid;
 pub mod bpf;
 mod bpf_attach;
 pub mod devices;
+mod usage;
+mod version;
 
 pub use bpf_attach::AttachError;
 pub use devices::{Access, DeviceKind, DeviceRule};
+pub use usage::{parse_usage, Usage, UsageFiles};
+pub use version::Version;
 
 /// Where the host mounts its cgroup hierarchies.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
@@ -78,13 +83,6 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
-}
-
-/// Which cgroup API the host offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    V1,
-    V2,
 }
 
 /// One mounted hierarchy: its controller name (the directory name on v1, empty on v2) and
@@ -496,6 +494,32 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+}
+
+impl Cgroup {
+    /// The cgroup's CPU and memory figures; a missing cgroup or controller leaves them
+    /// `None` rather than failing, since a container may exit between listing and reading.
+    pub fn usage(&self) -> Result<Usage, CgroupError> {
+        let read = |controller: &str, file: &str| -> Result<Option<String>, CgroupError> {
+            match self.dir(controller) {
+                Some(dir) => read_optional(&dir.join(file)),
+                None => Ok(None),
+            }
+        };
+        let files = match self.version {
+            Version::V1 => UsageFiles {
+                cpu: read("cpuacct", "cpuacct.usage")?,
+                memory_usage: read("memory", "memory.usage_in_bytes")?,
+                memory_stat: read("memory", "memory.stat")?,
+            },
+            Version::V2 => UsageFiles {
+                cpu: read("cpu", "cpu.stat")?,
+                memory_usage: read("memory", "memory.current")?,
+                memory_stat: read("memory", "memory.stat")?,
+            },
+        };
+        Ok(parse_usage(self.version, &files))
     }
 }
 

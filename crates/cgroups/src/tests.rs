@@ -374,3 +374,44 @@ fn real_v2_device_program() {
     }
     removed.expect("remove");
 }
+
+const USAGE_V1_STAT: &str = "total_rss 4194304\ntotal_inactive_file 6291456\n";
+const USAGE_V2_STAT: &str = "anon 3145728\ninactive_file 4194304\n";
+
+#[test]
+fn reads_a_fake_v1_and_v2_tree() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let mounts = ["cpu,cpuacct", "memory"]
+        .iter()
+        .map(|n| Mounted {
+            name: n.to_string(),
+            path: root.join("v1").join(n),
+        })
+        .collect();
+    let v1 = Hierarchy::v1(mounts).cgroup(Path::new("peapod/pod1/c1"));
+    let cpu = root.join("v1/cpu,cpuacct/peapod/pod1/c1");
+    let mem = root.join("v1/memory/peapod/pod1/c1");
+    for d in [&cpu, &mem] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(cpu.join("cpuacct.usage"), "42\n").expect("write");
+    std::fs::write(mem.join("memory.usage_in_bytes"), "12582912\n").expect("write");
+    std::fs::write(mem.join("memory.stat"), USAGE_V1_STAT).expect("write");
+    let u = v1.usage().expect("usage");
+    assert_eq!(u.cpu_usage_nanos, Some(42));
+    assert_eq!(u.memory_working_set_bytes, Some(6_291_456));
+
+    let v2 = Hierarchy::v2(&root.join("v2")).cgroup(Path::new("peapod/pod1"));
+    let dir = root.join("v2/peapod/pod1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("cpu.stat"), "usage_usec 7\n").expect("write");
+    std::fs::write(dir.join("memory.current"), "8388608\n").expect("write");
+    std::fs::write(dir.join("memory.stat"), USAGE_V2_STAT).expect("write");
+    let u = v2.usage().expect("usage");
+    assert_eq!(u.cpu_usage_nanos, Some(7000));
+    assert_eq!(u.memory_working_set_bytes, Some(4_194_304));
+    // A cgroup that is gone reads as nothing known.
+    let gone = Hierarchy::v2(&root.join("v2")).cgroup(Path::new("peapod/nope"));
+    assert_eq!(gone.usage().expect("usage"), Usage::default());
+}

@@ -1,14 +1,21 @@
-//! Duration histograms for the node's `/metrics`, in the Prometheus text exposition format
-//! (0.0.4), which is what kubelet serves and what every scraper reads. Observing is a few
-//! relaxed atomic adds, cheap enough for the pod start path; there is no global registry:
-//! whoever serves the metrics owns a `Registry` and hands its families to the code that
-//! observes.
+//! Duration histograms and counters for the node's and the API server's `/metrics`, in the
+//! Prometheus text exposition format (0.0.4), which is what kubelet and kube-apiserver serve
+//! and what every scraper reads. Observing is a few relaxed atomic adds, cheap enough for
+//! the pod start and request paths; there is no global registry: whoever serves the metrics
+//! owns a `Registry` and hands its families to the code that observes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod counter;
+mod text;
+
+pub use counter::{render_gauge, Counter};
+pub use text::escape;
+use text::{braces, label_pairs};
 
 /// Upper bounds (seconds) fine enough to read pod start phases of a millisecond or two from,
 /// and wide enough for an image pull. kubelet's own histograms use coarser buckets; the
@@ -102,14 +109,14 @@ impl Snapshot {
     }
 }
 
-/// A named metric: one histogram, or one per value of a single label.
+/// A named metric: one histogram, or one per combination of label values.
 #[derive(Debug)]
 pub struct Family {
     name: &'static str,
     help: &'static str,
-    label: Option<&'static str>,
+    labels: Vec<&'static str>,
     bounds: &'static [f64],
-    series: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    series: Mutex<BTreeMap<Vec<String>, Arc<Histogram>>>,
 }
 
 impl Family {
@@ -118,7 +125,7 @@ impl Family {
         Self {
             name,
             help,
-            label: None,
+            labels: Vec::new(),
             bounds,
             series: Mutex::new(BTreeMap::new()),
         }
@@ -131,8 +138,19 @@ impl Family {
         label: &'static str,
         bounds: &'static [f64],
     ) -> Self {
+        Self::with_labels(name, help, &[label], bounds)
+    }
+
+    /// A metric with several labels (`verb`, `resource` …), observed with
+    /// [`Family::observe_labels`].
+    pub fn with_labels(
+        name: &'static str,
+        help: &'static str,
+        labels: &[&'static str],
+        bounds: &'static [f64],
+    ) -> Self {
         Self {
-            label: Some(label),
+            labels: labels.to_vec(),
             ..Self::new(name, help, bounds)
         }
     }
@@ -143,13 +161,21 @@ impl Family {
 
     /// The series of `value` (of the label; ignored when the metric has none).
     pub fn series(&self, value: &str) -> Arc<Histogram> {
-        let key = if self.label.is_some() { value } else { "" };
+        self.series_of(&[value])
+    }
+
+    /// The series of `values`, one per label name in order (missing ones are empty, extra
+    /// ones ignored).
+    pub fn series_of(&self, values: &[&str]) -> Arc<Histogram> {
+        let key: Vec<String> = (0..self.labels.len())
+            .map(|i| values.get(i).copied().unwrap_or_default().to_string())
+            .collect();
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = series.get(key) {
+        if let Some(h) = series.get(&key) {
             return h.clone();
         }
         let h = Arc::new(Histogram::new(self.bounds));
-        series.insert(key.to_string(), h.clone());
+        series.insert(key, h.clone());
         h
     }
 
@@ -163,17 +189,24 @@ impl Family {
         self.series(value).observe(d);
     }
 
+    /// Observes `d` in the series of label values `values`.
+    pub fn observe_labels(&self, values: &[&str], d: Duration) {
+        self.series_of(values).observe(d);
+    }
+
     fn render(&self, out: &mut String) {
-        let series: Vec<(String, Arc<Histogram>)> = {
+        let series: Vec<(Vec<String>, Arc<Histogram>)> = {
             let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} histogram", self.name);
-        for (value, h) in series {
-            let labels = match self.label {
-                Some(label) => format!("{label}=\"{}\",", escape(&value)),
-                None => String::new(),
+        for (values, h) in series {
+            let plain = label_pairs(&self.labels, &values);
+            let labels = if plain.is_empty() {
+                String::new()
+            } else {
+                format!("{plain},")
             };
             let snap = h.snapshot();
             for (bound, cum) in &snap.cumulative {
@@ -184,36 +217,24 @@ impl Family {
                 };
                 let _ = writeln!(out, "{}_bucket{{{labels}le=\"{le}\"}} {cum}", self.name);
             }
-            let plain = labels.trim_end_matches(',');
-            let braces = if plain.is_empty() {
-                String::new()
-            } else {
-                format!("{{{plain}}}")
-            };
+            let braces = braces(&plain);
             let _ = writeln!(out, "{}_sum{braces} {}", self.name, snap.sum);
             let _ = writeln!(out, "{}_count{braces} {}", self.name, snap.count);
         }
     }
 }
 
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+/// One registered family of either type.
+#[derive(Debug, Clone)]
+enum Entry {
+    Histogram(Arc<Family>),
+    Counter(Arc<Counter>),
 }
 
 /// The families one endpoint serves, in registration order.
 #[derive(Debug, Default)]
 pub struct Registry {
-    families: Mutex<Vec<Arc<Family>>>,
+    families: Mutex<Vec<Entry>>,
 }
 
 /// The `Content-Type` of [`Registry::render`]'s output.
@@ -226,8 +247,18 @@ impl Registry {
         self.families
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(family.clone());
+            .push(Entry::Histogram(family.clone()));
         family
+    }
+
+    /// Adds a counter and returns the handle observers keep.
+    pub fn register_counter(&self, counter: Counter) -> Arc<Counter> {
+        let counter = Arc::new(counter);
+        self.families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Entry::Counter(counter.clone()));
+        counter
     }
 
     /// Every family in the text exposition format.
@@ -239,7 +270,10 @@ impl Registry {
             .clone();
         let mut out = String::new();
         for f in families {
-            f.render(&mut out);
+            match f {
+                Entry::Histogram(h) => h.render(&mut out),
+                Entry::Counter(c) => c.render(&mut out),
+            }
         }
         out
     }
@@ -333,6 +367,35 @@ y_seconds_count{phase=\"net\\\"work\"} 2
         f.observe_with("anything", ms(1));
         f.observe(ms(1));
         assert_eq!(f.series("").snapshot().count, 2);
+    }
+
+    #[test]
+    fn several_labels_and_counters_render_in_registration_order() {
+        let registry = Registry::default();
+        let requests = registry.register_counter(Counter::new("r_total", "R.", &["verb"]));
+        let latency = registry.register(Family::with_labels(
+            "l_seconds",
+            "L.",
+            &["verb", "scope"],
+            BOUNDS,
+        ));
+        requests.inc(&["GET"]);
+        latency.observe_labels(&["GET", "resource"], ms(2));
+        let text = registry.render();
+        let expected = "\
+# HELP r_total R.
+# TYPE r_total counter
+r_total{verb=\"GET\"} 1
+# HELP l_seconds L.
+# TYPE l_seconds histogram
+l_seconds_bucket{verb=\"GET\",scope=\"resource\",le=\"0.01\"} 1
+l_seconds_bucket{verb=\"GET\",scope=\"resource\",le=\"0.1\"} 1
+l_seconds_bucket{verb=\"GET\",scope=\"resource\",le=\"1\"} 1
+l_seconds_bucket{verb=\"GET\",scope=\"resource\",le=\"+Inf\"} 1
+l_seconds_sum{verb=\"GET\",scope=\"resource\"} 0.002
+l_seconds_count{verb=\"GET\",scope=\"resource\"} 1
+";
+        assert_eq!(text, expected);
     }
 
     #[test]

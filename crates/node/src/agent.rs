@@ -332,6 +332,12 @@ pub async fn run(
         .port();
     let tls = nodeapi::tls_config(&config.node_api_tls.0, &config.node_api_tls.1)?;
     let pods: PodCache = Default::default();
+    let stats = Arc::new(nodestats::Collector::new(
+        Arc::new(nodestats::FromRuntime(runtime.clone())),
+        std::path::PathBuf::from("/proc"),
+        config.node_name.clone(),
+    ));
+    let stats_task = tokio::spawn(stats.clone().run(shutdown.clone()));
     let api_state = NodeApiState {
         pods: pods.clone(),
         log_root: log_root.clone(),
@@ -339,6 +345,7 @@ pub async fn run(
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
         metrics: Some(config.metrics.registry.clone()),
+        stats: Some(stats),
         sessions: Default::default(),
     };
     let server_task = tokio::spawn(nodeapi::serve(
@@ -541,6 +548,7 @@ pub async fn run(
     eviction_task.abort();
     image_gc_task.abort();
     server_task.abort();
+    stats_task.abort();
     mirror_task.abort();
     if let Some(t) = static_task {
         t.abort();

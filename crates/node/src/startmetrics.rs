@@ -1,13 +1,14 @@
 //! The node's metrics on where a pod's start goes: kubelet's pod start and pod worker
 //! histograms under their kubelet names, and `peapod_pod_start_phase_duration_seconds` by
-//! phase for the steps kubelet does not break out. The runtime observes its own phases
-//! (`sandbox`, `network`, `create`, `rootfs`, `spawn`) into the same family; the agent
-//! observes the rest and serves the registry on the node API's `/metrics`.
+//! phase for the steps kubelet does not break out; and kubelet's probe results counter. The
+//! runtime observes its own phases (`sandbox`, `network`, `create`, `rootfs`, `spawn`) into
+//! the same family; the agent observes the rest and serves the registry on the node API's
+//! `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Family, Registry, DURATION_BUCKETS};
+use metrics::{Counter, Family, Registry, DURATION_BUCKETS};
 
 /// The phase family's name.
 pub const PHASES: &str = "peapod_pod_start_phase_duration_seconds";
@@ -21,12 +22,18 @@ pub struct NodeMetrics {
     /// `kubelet_pod_start_duration_seconds`: from the agent seeing a pod for the first time
     /// to its status showing it Running.
     pub pod_start: Arc<Family>,
+    /// `kubelet_pod_start_sli_duration_seconds`: from the pod's creation to its status showing
+    /// it Running, less the time spent getting its images (kubelet's pod startup SLI).
+    pub pod_start_sli: Arc<Family>,
     /// `kubelet_pod_worker_start_duration_seconds`: from seeing a pod to its worker's first
     /// sync.
     pub worker_start: Arc<Family>,
     /// `kubelet_pod_worker_duration_seconds{operation_type}`: one sync of a pod (`create`
     /// for its first, `kill` while it is deleted, `sync` otherwise).
     pub worker: Arc<Family>,
+    /// `prober_probe_total{probe_type,result,container,pod,namespace,pod_uid}`: every probe
+    /// run and its result, the series of a pod dropped with the pod.
+    pub probes: Arc<Counter>,
 }
 
 impl Default for NodeMetrics {
@@ -41,6 +48,11 @@ impl NodeMetrics {
         let pod_start = registry.register(Family::new(
             "kubelet_pod_start_duration_seconds",
             "Duration in seconds from the node agent seeing a pod for the first time to the pod starting to run.",
+            DURATION_BUCKETS,
+        ));
+        let pod_start_sli = registry.register(Family::new(
+            "kubelet_pod_start_sli_duration_seconds",
+            "Duration in seconds to start a pod, excluding time to pull images, measured from the pod's creation timestamp to when its status first shows it running.",
             DURATION_BUCKETS,
         ));
         let worker_start = registry.register(Family::new(
@@ -60,10 +72,17 @@ impl NodeMetrics {
             "phase",
             DURATION_BUCKETS,
         ));
+        let probes = registry.register_counter(Counter::new(
+            "prober_probe_total",
+            "[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.",
+            probes::PROBE_RESULT_LABELS,
+        ));
         Self {
             registry,
+            probes,
             phases,
             pod_start,
+            pod_start_sli,
             worker_start,
             worker,
         }

@@ -1,5 +1,5 @@
 //! The node API's routes: `/healthz`, `/metrics` (Prometheus text, as kubelet serves it),
-//! container logs, and the streaming endpoints (exec, attach, port-forward), all behind the
+//! the resource stats (`/stats/summary`, `/metrics/resource`, `/metrics/cadvisor`), container logs, and the streaming endpoints (exec, attach, port-forward), all behind the
 //! node's bearer token. Handlers are tested here without sockets.
 
 use axum::extract::{Request, State};
@@ -28,6 +28,59 @@ async fn metrics_text(State(state): State<NodeApiState>) -> Response {
     }
 }
 
+/// Which rendering of the node's stats a route serves.
+#[derive(Debug, Clone, Copy)]
+enum StatsView {
+    Summary,
+    Resource,
+    Cadvisor,
+}
+
+async fn stats(state: &NodeApiState, view: StatsView) -> Response {
+    let Some(collector) = &state.stats else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let summary = match collector.summary().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "node stats unavailable");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "node stats are unavailable",
+            )
+                .into_response();
+        }
+    };
+    match view {
+        StatsView::Summary => match serde_json::to_string(summary.as_ref()) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        StatsView::Resource => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            nodestats::resource_metrics(&summary),
+        )
+            .into_response(),
+        StatsView::Cadvisor => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            nodestats::cadvisor_metrics(&summary),
+        )
+            .into_response(),
+    }
+}
+
+async fn stats_summary(State(state): State<NodeApiState>) -> Response {
+    stats(&state, StatsView::Summary).await
+}
+
+async fn metrics_resource(State(state): State<NodeApiState>) -> Response {
+    stats(&state, StatsView::Resource).await
+}
+
+async fn metrics_cadvisor(State(state): State<NodeApiState>) -> Response {
+    stats(&state, StatsView::Cadvisor).await
+}
+
 /// Every request carries the node token (kubelet's authn); compared in constant time so its
 /// bytes cannot be found one at a time from response timings.
 async fn require_token(State(state): State<NodeApiState>, req: Request, next: Next) -> Response {
@@ -50,6 +103,9 @@ pub fn router(state: NodeApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(metrics_resource))
+        .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -112,6 +168,7 @@ mod tests {
             liveness: Arc::new(Dead),
             runtime: None,
             metrics: None,
+            stats: None,
             sessions: Default::default(),
         };
         (dir, state)
@@ -214,6 +271,62 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(text.contains("# TYPE t_seconds histogram\n"), "{text}");
         assert!(text.contains("t_seconds_count 1\n"), "{text}");
+    }
+
+    struct NoSandboxes;
+
+    #[async_trait]
+    impl nodestats::SandboxStatsSource for NoSandboxes {
+        async fn sandbox_stats(
+            &self,
+        ) -> Result<Vec<runtime::PodSandboxStats>, runtime::RuntimeError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn stats_summary_and_resource_metrics_behind_the_token() {
+        let (dir, mut state) = setup(json!({}));
+        let ok = Some("s3cret");
+        for uri in ["/stats/summary", "/metrics/resource", "/metrics/cadvisor"] {
+            assert_eq!(get(&state, uri, ok).await.0, StatusCode::NOT_FOUND, "{uri}");
+        }
+        let proc = dir.path().join("proc");
+        std::fs::create_dir(&proc).expect("mkdir");
+        std::fs::write(proc.join("stat"), "cpu  250 0 0 0\n").expect("write");
+        std::fs::write(proc.join("meminfo"), "MemTotal: 8 kB\nMemFree: 2 kB\n").expect("write");
+        state.stats = Some(Arc::new(nodestats::Collector::new(
+            Arc::new(NoSandboxes),
+            proc,
+            "n1".into(),
+        )));
+        for uri in ["/stats/summary", "/metrics/resource", "/metrics/cadvisor"] {
+            assert_eq!(
+                get(&state, uri, None).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+        }
+        let (code, body) = get(&state, "/stats/summary", ok).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["node"]["nodeName"], "n1");
+        assert_eq!(v["node"]["cpu"]["usageCoreNanoSeconds"], 2_500_000_000u64);
+        assert_eq!(v["node"]["memory"]["workingSetBytes"], 6144);
+        assert_eq!(v["pods"], json!([]));
+        let (code, text) = get(&state, "/metrics/resource", ok).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("node_cpu_usage_seconds_total 2.5 ")),
+            "{text}"
+        );
+        let (code, text) = get(&state, "/metrics/cadvisor", ok).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            text.contains("# TYPE container_memory_working_set_bytes gauge"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

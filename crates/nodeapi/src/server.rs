@@ -32,6 +32,9 @@ pub struct NodeApiState {
     pub runtime: Option<Arc<dyn runtime::RuntimeService>>,
     /// What `/metrics` serves (`None`: 404).
     pub metrics: Option<Arc<metrics::Registry>>,
+    /// The node's resource stats behind `/stats/summary` and `/metrics/{resource,cadvisor}`
+    /// (`None`: 404).
+    pub stats: Option<Arc<nodestats::Collector>>,
     /// The cap on concurrent exec, attach and port-forward sessions.
     pub sessions: crate::sessions::Sessions,
 }

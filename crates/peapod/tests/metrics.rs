@@ -1,6 +1,7 @@
-//! The node API's `/metrics`: after a pod starts, kubelet's pod start histograms and every
-//! phase of `peapod_pod_start_phase_duration_seconds` have counted it, and the endpoint is
-//! closed without the node API token.
+//! The node API's `/metrics`: after a pod starts, kubelet's pod start histograms (the
+//! startup SLI too) and every phase of `peapod_pod_start_phase_duration_seconds` have counted
+//! it, its readiness probe runs are counted by result, and the endpoint is closed without the
+//! node API token.
 
 mod common;
 
@@ -20,6 +21,9 @@ spec:
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
   - name: two
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
@@ -81,6 +85,7 @@ fn pod_start_phases_are_exported_as_histograms() {
         "{text}"
     );
     for name in [
+        "kubelet_pod_start_sli_duration_seconds_count",
         "kubelet_pod_worker_start_duration_seconds_count",
         "kubelet_pod_worker_duration_seconds_count{operation_type=\"create\"}",
     ] {
@@ -114,6 +119,14 @@ fn pod_start_phases_are_exported_as_histograms() {
         let sum = format!("peapod_pod_start_phase_duration_seconds_sum{{phase=\"{phase}\"}}");
         assert!(sample(&text, &sum) > Some(0.0), "{sum} is zero:\n{text}");
     }
+    // Each probe run is counted by result, under the pod's labels.
+    let probes = "prober_probe_total{probe_type=\"Readiness\",result=\"successful\",container=\"one\",pod=\"timed\",namespace=\"default\",pod_uid=";
+    wait_until("a counted readiness probe", Duration::from_secs(30), || {
+        let (_, body) = scrape(&pp, Some(token));
+        body.lines()
+            .any(|l| l.starts_with(probes) && !l.ends_with(" 0"))
+            .then_some(())
+    });
     let bucket = "kubelet_pod_start_duration_seconds_bucket{le=\"+Inf\"}";
     assert_eq!(
         sample(&text, bucket),

@@ -17,5 +17,5 @@ mod state;
 pub use execute::PodNet;
 pub use hooks::{run_hook, Hook, HookError};
 pub use net::Dialer;
-pub use prober::{KillRequest, PodProber, ProbeDeps, ProbeView, Target};
+pub use prober::{KillRequest, PodProber, ProbeDeps, ProbeView, Target, PROBE_RESULT_LABELS};
 pub use spec::{ProbeError, ProbeKind};

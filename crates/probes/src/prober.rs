@@ -61,7 +61,19 @@ pub struct ProbeDeps {
     pub runtime: Arc<dyn RuntimeService>,
     pub events: Arc<EventRecorder>,
     pub clock: Arc<dyn Clock>,
+    /// kubelet's `prober_probe_total`, labelled by [`PROBE_RESULT_LABELS`].
+    pub results: Option<Arc<metrics::Counter>>,
 }
+
+/// The labels of `prober_probe_total`, as kubelet has them.
+pub const PROBE_RESULT_LABELS: &[&str] = &[
+    "probe_type",
+    "result",
+    "container",
+    "pod",
+    "namespace",
+    "pod_uid",
+];
 
 /// Why the worker must kill a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +86,15 @@ pub struct KillRequest {
 pub struct PodProber {
     results: Results,
     tasks: HashMap<(String, ProbeKind), tokio::task::JoinHandle<()>>,
+    /// The result counter and the pod's uid its series carry, to drop them with the pod.
+    counted: Option<(Arc<metrics::Counter>, String)>,
 }
 
 impl Drop for PodProber {
     fn drop(&mut self) {
-        for (_, t) in self.tasks.drain() {
-            t.abort();
+        self.stop();
+        if let Some((counter, uid)) = self.counted.take() {
+            counter.remove_where("pod_uid", &uid);
         }
     }
 }
@@ -100,6 +115,10 @@ impl PodProber {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| live.contains(id.as_str()));
+        if let Some(counter) = &deps.results {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            self.counted = Some((counter.clone(), uid));
+        }
         let pod = Arc::new(pod.clone());
         for t in running {
             for kind in ProbeKind::ALL {
@@ -237,6 +256,22 @@ async fn probe_loop(
             spec.timeout,
         )
         .await;
+        if let Some(counter) = &deps.results {
+            let result = match &outcome {
+                Outcome::Success | Outcome::Warning(_) => "successful",
+                Outcome::Failure(_) => "failed",
+                Outcome::Error(_) => "unknown",
+            };
+            let meta = &pod.metadata;
+            counter.inc(&[
+                kind.label(),
+                result,
+                &name,
+                meta.name.as_deref().unwrap_or_default(),
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.uid.as_deref().unwrap_or_default(),
+            ]);
+        }
         let ok = match &outcome {
             Outcome::Success => true,
             Outcome::Warning(w) => {

@@ -287,6 +287,23 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["/healthz", "/livez", "/readyz", "/version", "/version/"],
             )],
         ),
+        cluster_role(
+            "system:monitoring",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
         aggregated_role("admin", &[]),
         aggregated_role("edit", &[label("admin")]),
         aggregated_role("view", &[label("edit")]),
@@ -297,6 +314,17 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         cluster_role("system:aggregate-to-edit", &[label("edit")], edit_rules()),
         cluster_role("system:aggregate-to-view", &[label("view")], view_rules()),
+        // metrics-server's role: reading the resource metrics API is part of view, edit
+        // and admin. peapod serves that API itself, so the role is a default here.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &[label("view"), label("edit"), label("admin")],
+            vec![rule(
+                &["get", "list", "watch"],
+                &["metrics.k8s.io"],
+                &["pods", "nodes"],
+            )],
+        ),
     ]
 }
 
@@ -306,6 +334,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("cluster-admin", "cluster-admin", &[MASTERS]),
         binding("system:discovery", "system:discovery", &[AUTHENTICATED]),
         binding("system:basic-user", "system:basic-user", &[AUTHENTICATED]),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            &["system:monitoring"],
+        ),
         binding(
             "system:public-info-viewer",
             "system:public-info-viewer",
@@ -426,6 +459,18 @@ mod tests {
             reconcile(&filled, &view).is_none(),
             "aggregated rules are the controller's"
         );
+    }
+
+    #[test]
+    fn the_metrics_reader_aggregates_into_view_edit_and_admin() {
+        let reader = cluster_roles()
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "system:aggregated-metrics-reader")
+            .expect("metrics reader");
+        for to in ["view", "edit", "admin"] {
+            assert_eq!(reader["metadata"]["labels"][aggregate_label(to)], "true");
+        }
+        assert_eq!(reader["rules"][0]["apiGroups"], json!(["metrics.k8s.io"]));
     }
 
     #[test]

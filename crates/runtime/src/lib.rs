@@ -121,6 +121,28 @@ pub struct ContainerStatus {
     pub log_path: PathBuf,
 }
 
+/// A running sandbox's resource use and its running containers' (CRI `PodSandboxStats`);
+/// the figures are cumulative, read when the stats were listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSandboxStats {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub created_at: jiff::Timestamp,
+    /// The pod cgroup's use: every container of the pod and its infra process.
+    pub usage: cgroups::Usage,
+    pub containers: Vec<ContainerStats>,
+}
+
+/// One running container's resource use (CRI `ContainerStats`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStats {
+    pub id: String,
+    /// The container's name in the pod.
+    pub name: String,
+    pub started_at: jiff::Timestamp,
+    pub usage: cgroups::Usage,
+}
+
 /// Output of a command run to completion in a container (CRI `ExecSync`), e.g. exec probes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSyncResult {
@@ -174,6 +196,12 @@ pub trait RuntimeService: Send + Sync + 'static {
         sandbox_id: Option<&str>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
+
+    /// The resource use of every ready sandbox and its running containers (CRI
+    /// `ListPodSandboxStats`); empty where the runtime has no cgroups to read.
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<PodSandboxStats>, RuntimeError> {
+        Ok(Vec::new())
+    }
 
     /// Runs `cmd` in the container's namespaces and cgroup to completion or `timeout` (then
     /// killed), capturing its output (CRI `ExecSync`).

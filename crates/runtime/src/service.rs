@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 use crate::client;
 mod exec;
 mod network;
+mod stats;
 use crate::image_backend::ImageBackend;
 use crate::network::{NetworkConfig, PodNetwork};
 use crate::procs;
@@ -848,6 +849,10 @@ impl RuntimeService for Runtime {
             tracing::warn!(sandbox = %id, error = %e, "removing sandbox");
         }
         errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<crate::PodSandboxStats>, RuntimeError> {
+        self.sandbox_stats().await
     }
 
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {

@@ -152,7 +152,7 @@ impl PodWorker {
         }
         refresh_probes(deps, &mut self.state, &mut self.prober, pod, &observed);
         let status = write_status(deps, &mut self.state, pod, &observed, false).await;
-        self.started(deps, status.phase.as_deref());
+        self.started(deps, pod, status.phase.as_deref());
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             self.prober.stop();
             // kubelet stops a finished pod's sandbox; logs stay until the pod is deleted.
@@ -166,8 +166,9 @@ impl PodWorker {
     }
 
     /// Ends the measure of the pod's start once its written status shows it Running (kubelet's
-    /// pod start duration), or drops it when the pod finished without being seen running.
-    fn started(&mut self, deps: &WorkerDeps, phase: Option<&str>) {
+    /// pod start duration, and its startup SLI: from the pod's creation, image pulls left
+    /// out), or drops it when the pod finished without being seen running.
+    fn started(&mut self, deps: &WorkerDeps, pod: &Pod, phase: Option<&str>) {
         let Some(seen) = self.state.starting else {
             return;
         };
@@ -179,6 +180,12 @@ impl PodWorker {
         match phase {
             Some("Running") if written == Some("Running") => {
                 deps.metrics.pod_start.observe(seen.elapsed());
+                if let Some(created) = pod.metadata.creation_timestamp.as_ref() {
+                    let since = deps.clock.now().duration_since(created.0);
+                    let since = Duration::try_from(since).unwrap_or_default();
+                    let sli = since.saturating_sub(self.state.image_time);
+                    deps.metrics.pod_start_sli.observe(sli);
+                }
                 self.state.starting = None;
             }
             Some("Succeeded" | "Failed") => self.state.starting = None,

@@ -215,6 +215,9 @@ pub async fn start_container(
     let t = Instant::now();
     let image = ensure_image(deps, state, pod, container).await;
     deps.metrics.phase("image", t.elapsed());
+    if state.starting.is_some() {
+        state.image_time += t.elapsed();
+    }
     let image = match image {
         Ok(info) => info,
         Err(w) => {

@@ -50,6 +50,8 @@ pub struct WorkerState {
     /// When the agent first saw the pod, while its start is measured: from a pod not yet
     /// running until its status first shows it Running.
     pub starting: Option<Instant>,
+    /// Time spent getting images while the start is measured (left out of the start SLI).
+    pub image_time: std::time::Duration,
     /// The worker has synced the pod at least once.
     pub synced: bool,
     /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
@@ -74,6 +76,7 @@ impl WorkerState {
             probe_kills: HashMap::new(),
             backoff_events: HashMap::new(),
             starting: None,
+            image_time: std::time::Duration::ZERO,
             synced: false,
         }
     }

@@ -26,6 +26,7 @@ pub fn refresh_probes(
         runtime: deps.runtime.clone(),
         events: deps.events.clone(),
         clock: deps.clock.clone(),
+        results: Some(deps.metrics.probes.clone()),
     };
     let net = pod_net(deps, pod, observed);
     prober.reconcile(&probe_deps, pod, &targets, &net);

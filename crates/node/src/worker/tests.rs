@@ -144,12 +144,21 @@ fn count(family: &metrics::Family, label: &str) -> u64 {
 #[tokio::test]
 async fn a_pod_start_is_measured_once_by_phase() {
     let h = harness();
-    let p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    // Created 5 s before the (fake, frozen) clock's now: the start SLI counts from there.
+    let created = h.clock.now() - jiff::SignedDuration::from_secs(5);
+    p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        created,
+    ));
     let mut w = PodWorker::new(&p);
     w.state.track_start(&p, Instant::now());
     w.sync(&h.env, &p).await;
     let m = &h.env.metrics;
     assert_eq!(count(&m.pod_start, ""), 1);
+    let sli = m.pod_start_sli.series("").snapshot();
+    assert_eq!(sli.count, 1);
+    // Five seconds, less the (real, short) time the image lookup took.
+    assert!(sli.sum <= 5.0 && sli.sum > 4.0, "{}", sli.sum);
     for phase in ["observe", "volumes", "image", "spec", "status_patch"] {
         assert!(count(&m.phases, phase) >= 1, "phase {phase} not observed");
     }
