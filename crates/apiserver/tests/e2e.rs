@@ -262,7 +262,8 @@ async fn kubectl_basics() {
     let node = c.write(
         "node.json",
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+                "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                           "allocatable": {"pods": "110", "cpu": "2", "memory": "4Gi"}}})
         .to_string(),
     );
     assert!(c.kubectl(&["create", "-f", path_str(&node)]).await.ok);
@@ -426,6 +427,7 @@ async fn kube_client_agent_flows() {
         .await
         .expect("create node");
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                                    "allocatable": {"pods": "110", "cpu": "2", "memory": "4Gi"},
                                     "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}});
     nodes
         .patch_status("n1", &PatchParams::default(), &Patch::Merge(&status))
@@ -609,6 +611,7 @@ async fn logs_are_proxied_to_the_node() {
         "node.json",
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                           "allocatable": {"pods": "110", "cpu": "2", "memory": "4Gi"},
                            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                            "daemonEndpoints": {"kubeletEndpoint": {"Port": addr.port()}}}})
         .to_string(),
