@@ -24,7 +24,9 @@ pub struct Members {
     pub target: String,
 }
 
-/// gRPC status codes (the wire numbers) that mean "try another member".
+/// gRPC status codes (the wire numbers) that mean "try another member". A member killed
+/// mid-request shows as CANCELLED ("connection closed") on the requests it had open.
+const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
 const UNAVAILABLE: i32 = 14;
@@ -36,7 +38,7 @@ fn unreachable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) => {
             matches!(
                 i32::from(s.code()),
-                UNKNOWN | DEADLINE_EXCEEDED | UNAVAILABLE
+                CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | UNAVAILABLE
             )
         }
         _ => false,
@@ -93,5 +95,30 @@ impl Members {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_gone_mid_request_is_worth_another_member() {
+        let status = |s: tonic::Status| etcd_client::Error::GRpcStatus(s);
+        assert!(unreachable(&status(tonic::Status::cancelled(
+            "connection closed"
+        ))));
+        assert!(unreachable(&status(tonic::Status::unavailable(
+            "no leader"
+        ))));
+        assert!(unreachable(&status(tonic::Status::deadline_exceeded(
+            "slow"
+        ))));
+        assert!(!unreachable(&status(tonic::Status::invalid_argument(
+            "bad key"
+        ))));
+        assert!(!unreachable(&status(tonic::Status::permission_denied(
+            "no"
+        ))));
     }
 }
