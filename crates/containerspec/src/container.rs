@@ -613,8 +613,35 @@ pub fn build_container_config(
         labels,
         annotations,
         resources: crate::security::container_resources(container),
+        oom_score_adj: oom_score_adj(pod, container, input.ctx.node_memory),
         security,
     })
+}
+
+/// kubelet's `GetContainerOOMScoreAdjust`: Guaranteed -997, BestEffort 1000, Burstable
+/// `1000 - 1000 * memory request / node memory` kept within 3..=999; `None` when the pod's
+/// QoS class is not known yet.
+pub fn oom_score_adj(pod: &Pod, container: &Container, node_memory: f64) -> Option<i32> {
+    let qos = pod.status.as_ref()?.qos_class.as_deref()?;
+    match qos {
+        "Guaranteed" => Some(-997),
+        "BestEffort" => Some(1000),
+        _ => {
+            let request = container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+                .and_then(|q| api::quantity::parse_quantity(&q.0))
+                .unwrap_or(0.0);
+            let adj = if node_memory > 0.0 {
+                1000.0 - (1000.0 * request / node_memory).floor()
+            } else {
+                1000.0
+            };
+            Some((adj as i32).clamp(3, 999))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -622,6 +649,25 @@ mod tests {
     use super::*;
     use runtime::ImageConfig;
     use serde_json::json;
+
+    #[test]
+    fn oom_score_adj_follows_the_qos_class() {
+        let with = |qos: &str, request: Option<&str>| {
+            let mut v = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]},
+                               "status": {"qosClass": qos}});
+            if let Some(r) = request {
+                v["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": r}});
+            }
+            let pod: Pod = serde_json::from_value(v).expect("pod");
+            let c = pod.spec.as_ref().expect("spec").containers[0].clone();
+            oom_score_adj(&pod, &c, 4.0 * 1024.0 * 1024.0 * 1024.0)
+        };
+        assert_eq!(with("Guaranteed", Some("1Gi")), Some(-997));
+        assert_eq!(with("BestEffort", None), Some(1000));
+        assert_eq!(with("Burstable", Some("1Gi")), Some(750));
+        assert_eq!(with("Burstable", None), Some(999));
+        assert_eq!(with("Burstable", Some("8Gi")), Some(3));
+    }
 
     #[test]
     fn service_variables_follow_and_expand() {

@@ -163,6 +163,10 @@ pub struct ContainerConfig {
     /// cgroup limits (requests/limits mapped by the agent).
     #[serde(default)]
     pub resources: LinuxResources,
+    /// The container's `oom_score_adj` (kubelet's by QoS: Guaranteed -997, BestEffort 1000,
+    /// Burstable by its memory request), so the OOM killer takes containers before the shim.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
     #[serde(default)]
     pub security: SecurityConfig,

@@ -355,6 +355,11 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         &ctx.spec.config.security,
         ctx.spec.localhost_seccomp.as_ref(),
     )?;
+    // kubelet's QoS ranking for the OOM killer; the shim keeps its own, lower score. Lowering
+    // needs CAP_SYS_RESOURCE: without it the inherited score stays.
+    if let Some(adj) = ctx.spec.config.oom_score_adj {
+        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
