@@ -92,6 +92,14 @@ impl Agent {
             .arg(&key)
             .arg("--config")
             .arg(&config)
+            // This agent shares the host's network with the test's `peapod up`: the same
+            // bridge, range and CNI config as that node, not a range of its own.
+            .args(["--pod-cidr", "10.244.0.0/24"])
+            .env(
+                "PEAPOD_CNI_CONF_DIR",
+                std::env::var_os("PEAPOD_CNI_CONF_DIR")
+                    .unwrap_or_else(|| common::E2E_CNI_CONF_DIR.into()),
+            )
             .env("PEAPOD_LOG", "info,staticpods=debug")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
