@@ -36,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
-        .route("/metrics", get(crate::request_metrics::serve))
+        .route("/metrics", get(serve_metrics))
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
         .route("/api/v1", get(core_v1))
@@ -100,7 +100,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::request_metrics::record,
+            record_request,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(tlsserve::catch_panic))
@@ -833,4 +833,22 @@ async fn handle(
             Err(ApiError::MethodNotAllowed)
         }
     }
+}
+
+/// Middleware: counts and times each resource request, refused ones included.
+async fn record_request(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let labels = crate::request_metrics::ApiMetrics::request_labels(&req);
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    st.metrics.observe(labels, start, resp.status().as_u16());
+    resp
+}
+
+/// `GET /metrics`.
+async fn serve_metrics(State(st): State<AppState>) -> Response {
+    st.metrics.render(st.registry.store.as_ref()).await
 }

@@ -8,15 +8,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{render_gauge, Counter, Family, Registry};
 use rbac::{Attributes, User};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// kube-apiserver's request latency buckets (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -113,55 +111,61 @@ fn labels_of(
     Some((labels, long))
 }
 
-/// Middleware: counts and times each resource request, refused ones included.
-pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let apply = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/apply-patch"));
-    let labels = labels_of(
-        req.method().as_str(),
-        req.uri().path(),
-        req.uri().query(),
-        apply,
-    );
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    if let Some((labels, long)) = labels {
-        let values: Vec<&str> = labels.iter().map(String::as_str).collect();
-        if !long {
-            st.metrics.latency.observe_labels(&values, start.elapsed());
-        }
-        let code = resp.status().as_u16().to_string();
-        let mut with_code = values;
-        with_code.push(&code);
-        st.metrics.requests.inc(&with_code);
+impl ApiMetrics {
+    /// How a request will be labelled, read before it runs: `None` for requests that are not
+    /// resource requests.
+    pub fn request_labels(req: &Request) -> Option<(Vec<String>, bool)> {
+        let apply = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+        labels_of(
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query(),
+            apply,
+        )
     }
-    resp
-}
 
-/// `GET /metrics`.
-pub async fn serve(State(st): State<AppState>) -> Response {
-    let mut text = st.metrics.registry.render();
-    let mut samples = Vec::new();
-    for info in api::resources::all() {
-        let listed = st.registry.store.list(info.group, info.plural, None).await;
-        match listed {
-            Ok(res) => samples.push((vec![crate::error::qualified(info)], res.items.len() as f64)),
-            Err(e) => return ApiError::Store(e).into_response(),
+    /// Counts a finished request with `code`, and times it from `start` unless it is
+    /// long-running.
+    pub fn observe(&self, labels: Option<(Vec<String>, bool)>, start: Instant, code: u16) {
+        if let Some((labels, long)) = labels {
+            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            if !long {
+                self.latency.observe_labels(&values, start.elapsed());
+            }
+            let code = code.to_string();
+            let mut with_code = values;
+            with_code.push(&code);
+            self.requests.inc(&with_code);
         }
     }
-    samples.sort_by(|a, b| a.0.cmp(&b.0));
-    samples.dedup_by(|a, b| a.0 == b.0);
-    render_gauge(
-        &mut text,
-        "apiserver_storage_objects",
-        "[STABLE] Number of stored objects at the time of last check split by kind.",
-        &["resource"],
-        &samples,
-    );
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+
+    /// The `/metrics` text, with `apiserver_storage_objects` counted from `store` now.
+    pub async fn render(&self, store: &dyn store::Store) -> Response {
+        let mut text = self.registry.render();
+        let mut samples = Vec::new();
+        for info in api::resources::all() {
+            match store.list(info.group, info.plural, None).await {
+                Ok(res) => {
+                    samples.push((vec![crate::error::qualified(info)], res.items.len() as f64))
+                }
+                Err(e) => return ApiError::Store(e).into_response(),
+            }
+        }
+        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        samples.dedup_by(|a, b| a.0 == b.0);
+        render_gauge(
+            &mut text,
+            "apiserver_storage_objects",
+            "[STABLE] Number of stored objects at the time of last check split by kind.",
+            &["resource"],
+            &samples,
+        );
+        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    }
 }
 
 #[cfg(test)]
