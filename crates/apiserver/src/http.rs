@@ -18,7 +18,8 @@ use api::tables::IncludeObject;
 use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
-    api_version, DeleteOptions, Deleted, PagedList, PatchType, Selectors, WriteOptions, Written,
+    api_version, DeleteOptions, Deleted, PagedList, Part, PatchType, Selectors, WriteOptions,
+    Written,
 };
 use crate::paging::ListMode;
 use crate::request::{decode_body, parse_resource_path, Query, ResourcePath, Wants};
@@ -668,7 +669,7 @@ async fn handle(
                 }),
             ))
         }
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), _) if Part::of(info, sub).is_some() => {
             let obj = reg.get(info, ns, name).await?;
             if wants == Wants::Table && sub.is_none() {
                 let rv = obj
@@ -750,17 +751,11 @@ async fn handle(
             .await?;
             Ok(json_response(StatusCode::CREATED, &resp))
         }
-        (Method::PUT, Some(name), None | Some("status")) => {
+        (Method::PUT, Some(name), _) if Part::of(info, sub).is_some() => {
             let body = decode_body(headers, &body)?;
+            let part = Part::of(info, sub).unwrap_or(Part::Object);
             let w = reg
-                .update(
-                    info,
-                    ns,
-                    name,
-                    body,
-                    sub == Some("status"),
-                    &write_options(&q)?,
-                )
+                .update(info, ns, name, body, part, &write_options(&q)?)
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
@@ -769,7 +764,8 @@ async fn handle(
             let w = reg.finalize_namespace(name, body, q.dry_run()?).await?;
             Ok(json_response(StatusCode::OK, &w))
         }
-        (Method::PATCH, Some(name), None | Some("status")) => {
+        (Method::PATCH, Some(name), _) if Part::of(info, sub).is_some() => {
+            let part = Part::of(info, sub).unwrap_or(Part::Object);
             let pt = patch_type(headers)?;
             let opts = write_options(&q)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
@@ -777,9 +773,7 @@ async fn handle(
                     "PATCH requests with the apply patch type require a fieldManager",
                 ));
             }
-            let w = reg
-                .patch(info, ns, name, pt, &body, sub == Some("status"), &opts)
-                .await?;
+            let w = reg.patch(info, ns, name, pt, &body, part, &opts).await?;
             let code = if w.created {
                 StatusCode::CREATED
             } else {
