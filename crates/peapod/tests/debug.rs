@@ -153,6 +153,7 @@ fn debug_into_a_pod_a_copy_and_the_node() {
     std::fs::write(body.path(), pod.to_string()).expect("body");
     let put = pp.kubectl(&[
         "replace",
+        "-v=6",
         "--raw",
         "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
         "-f",
@@ -164,8 +165,13 @@ fn debug_into_a_pod_a_copy_and_the_node() {
         String::from_utf8_lossy(&put.stderr)
     );
     assert!(!put.status.success(), "{text}");
-    assert!(text.contains("422") || text.contains("Invalid"), "{text}");
-    assert!(text.contains("spec.ephemeralContainers[1].ports"), "{text}");
+    assert!(text.contains("422 Unprocessable Entity"), "{text}");
+    assert!(
+        text.contains(
+            "The Pod \"app\" is invalid: spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container"
+        ),
+        "{text}"
+    );
     assert_eq!(
         pp.jsonpath("pod/app", "{.spec.ephemeralContainers[*].name}")
             .as_deref(),
