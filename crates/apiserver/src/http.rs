@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1", get(core_v1))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_version))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route(
             "/apis/metrics.k8s.io/v1beta1/nodes",
@@ -283,6 +284,18 @@ async fn group_version(
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
+}
+
+/// `GET /openapi/v2`: the protobuf form when the client asks for it (client-go's
+/// `OpenAPISchema`, kubectl ≤ 1.28), else JSON.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let proto = openapi_docs::v2proto::MEDIA_TYPE;
+    if accept(&headers).is_some_and(|a| a.contains("application/com.github.proto-openapi.spec.v2"))
+    {
+        let body = Bytes::from_static(openapi_docs::v2proto::served());
+        return (StatusCode::OK, [(header::CONTENT_TYPE, proto)], body).into_response();
+    }
+    json_response(StatusCode::OK, openapi_docs::v2::document())
 }
 
 async fn openapi_index() -> Response {
