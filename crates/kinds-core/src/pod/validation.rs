@@ -1194,21 +1194,30 @@ mod tests {
         assert!(errs[0]
             .message
             .starts_with(&format!("spec: Forbidden: {POD_UPDATE_MSG}\n")));
+        // Ephemeral containers are added through their subresource only.
+        let sub = |old: &Value, new: &Value| {
+            RESOURCE.validate_subresource_update("ephemeralcontainers", old, new)
+        };
         let mut debug = old.clone();
         debug["spec"]["ephemeralContainers"] = json!([{"name":"dbg","image":"busybox",
             "imagePullPolicy":"IfNotPresent","terminationMessagePolicy":"File"}]);
-        assert_eq!(RESOURCE.validate_update(&old, &debug), Ok(()));
+        assert_eq!(sub(&old, &debug), Ok(()));
+        let errs = RESOURCE
+            .validate_update(&old, &debug)
+            .expect_err("pod update");
+        assert_eq!(errs[0].field, "spec");
         let mut changed = debug.clone();
         changed["spec"]["ephemeralContainers"][0]["image"] = json!("alpine");
-        assert_eq!(
-            messages(RESOURCE.validate_update(&debug, &changed)),
-            vec!["spec.ephemeralContainers[0]: Forbidden: existing ephemeral containers \"dbg\" may not be changed"]
-        );
+        let errs = sub(&debug, &changed).expect_err("changed");
+        assert_eq!(errs[0].field, "spec.ephemeralContainers");
+        assert!(errs[0].message.starts_with(
+            "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n"
+        ));
         let mut clash = old.clone();
         clash["spec"]["ephemeralContainers"] = json!([{"name":"a","image":"busybox",
             "imagePullPolicy":"IfNotPresent","terminationMessagePolicy":"File"}]);
         assert_eq!(
-            messages(RESOURCE.validate_update(&old, &clash)),
+            messages(sub(&old, &clash)),
             vec!["spec.ephemeralContainers[0].name: Duplicate value: \"a\""]
         );
         let mut renamed = old.clone();
