@@ -2,7 +2,8 @@
 //! container in a running pod that shares its target's PID namespace, a copy of the pod with
 //! a debug container and a shared process namespace, and a pod on the node with the host's
 //! namespaces and its root at `/host`. Also the refusal of an invalid ephemeral container
-//! (422 naming the field) and that nothing of the pods is left once they are deleted.
+//! (422 naming the field), that the ephemeral container survives an agent restart, and that
+//! nothing of the pods is left once they are deleted.
 
 mod common;
 
@@ -61,7 +62,7 @@ fn mounts_of(uid: &str) -> Vec<String> {
 
 #[test]
 fn debug_into_a_pod_a_copy_and_the_node() {
-    let pp = Peapod::start();
+    let mut pp = Peapod::start();
     pp.apply(&target_pod());
     pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/app", "--timeout=90s"]);
 
@@ -117,6 +118,45 @@ fn debug_into_a_pod_a_copy_and_the_node() {
         "jsonpath={.items[*].involvedObject.fieldPath}",
     ]);
     assert!(events.contains("spec.ephemeralContainers{dbg}"), "{events}");
+
+    // The pod and its ephemeral container survive the agent: killed and started again, it
+    // neither restarts nor starts the container again, and its log is whole.
+    let id = |pp: &Peapod| {
+        pp.jsonpath(
+            "pod/app",
+            "{.status.ephemeralContainerStatuses[0].containerID}",
+        )
+    };
+    let before = id(&pp);
+    pp.kill9();
+    pp.up();
+    wait_until(
+        "the agent to report the pod again",
+        Duration::from_secs(60),
+        || {
+            let restarts = pp.jsonpath(
+            "pod/app",
+            "{.status.ephemeralContainerStatuses[0].restartCount} {.status.ephemeralContainerStatuses[0].state.running.startedAt}",
+        )?;
+            (restarts.split_whitespace().count() == 2).then_some(())
+        },
+    );
+    assert_eq!(id(&pp), before);
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "exec",
+            "app",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+            "-c",
+            "ps -o args | grep -c '^sleep 3600'"
+        ]),
+        "1\n"
+    );
+    let after = logs_with(&pp, "app", "dbg", "done");
+    assert_eq!(after.lines().filter(|l| *l == "done").count(), 1, "{after}");
 
     // 2. An invalid ephemeral container is refused with the field named: a target that
     //    does not exist (kubectl debug), and ports (a PUT of the subresource).
