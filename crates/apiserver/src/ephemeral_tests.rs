@@ -1,7 +1,7 @@
 //! The pod `ephemeralcontainers` subresource through the real router: reading it, adding a
 //! container with a strategic merge patch as `kubectl debug` sends it and with a PUT, the
-//! rules on what may be added, and that neither the pod itself nor the subresource can
-//! change or remove one that exists.
+//! rules on what may be added, that neither the pod itself nor the subresource can
+//! change or remove one that exists, and that RBAC grants the subresource on its own.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -203,4 +203,77 @@ async fn static_pods_take_no_ephemeral_containers() {
     assert!(r
         .text
         .contains("static pods do not support ephemeral containers"));
+}
+
+/// A strategic merge patch of `uri` with a ServiceAccount's token.
+async fn patch_as(h: &Harness, uri: &str, token: &str, body: Value) -> StatusCode {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, SMP)
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    h.app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("infallible")
+        .status()
+}
+
+/// Polls until the patch answers `want` (the policy index follows the store's watch).
+async fn until(h: &Harness, uri: &str, token: &str, body: &Value, want: StatusCode) {
+    for _ in 0..200 {
+        if patch_as(h, uri, token, body.clone()).await == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("PATCH {uri} never answered {want}");
+}
+
+#[tokio::test]
+async fn rbac_checks_the_subresource() {
+    let h = harness().await;
+    pod(&h).await;
+    let r = h
+        .post(
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            json!({"spec": {}}),
+        )
+        .await;
+    let token = r.body["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default";
+    for (name, resource) in [("pods", "pods"), ("debug", "pods/ephemeralcontainers")] {
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["patch"]}]});
+        let r = h.post(&format!("{RBAC}/roles"), role).await;
+        assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    }
+    let bind = |name: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name}, "roleRef": {"kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]})
+    };
+    // Patching pods does not cover their ephemeral containers.
+    let r = h.post(&format!("{RBAC}/rolebindings"), bind("pods")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let label = json!({"metadata": {"labels": {"x": "y"}}});
+    until(&h, POD, &token, &label, StatusCode::OK).await;
+    let add = json!({"spec": {"ephemeralContainers": [debugger("d")]}});
+    assert_eq!(
+        patch_as(&h, SUB, &token, add.clone()).await,
+        StatusCode::FORBIDDEN
+    );
+    let r = h.post(&format!("{RBAC}/rolebindings"), bind("debug")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    until(&h, SUB, &token, &add, StatusCode::OK).await;
 }
