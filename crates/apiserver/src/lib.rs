@@ -41,6 +41,8 @@ mod authz_tests;
 #[cfg(test)]
 mod deletion_tests;
 #[cfg(test)]
+mod ephemeral_tests;
+#[cfg(test)]
 mod eviction_tests;
 #[cfg(test)]
 mod http_tests;
