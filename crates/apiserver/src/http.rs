@@ -332,7 +332,22 @@ pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         dry_run: q.dry_run()?,
         field_validation: q.field_validation()?,
         field_manager: q.get("fieldManager").map(str::to_string),
+        default_manager: None,
+        force: q.get("force") == Some("true"),
     })
+}
+
+/// [`write_options`] with the manager a request without `fieldManager` writes as: its
+/// User-Agent up to the first `/` (kube-apiserver's default).
+fn write_options_from(q: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let mut opts = write_options(q)?;
+    opts.default_manager = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    Ok(opts)
 }
 
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
@@ -687,14 +702,14 @@ async fn handle(
         (Method::PUT, Some(name), Some("scale")) => {
             let body = decode_body(headers, &body)?;
             let scale = reg
-                .update_scale(info, ns, name, body, &write_options(&q)?)
+                .update_scale(info, ns, name, body, &write_options_from(&q, headers)?)
                 .await?;
             Ok(json_response(StatusCode::OK, &scale))
         }
         (Method::PATCH, Some(name), Some("scale")) => {
             let pt = patch_type(headers)?;
             let scale = reg
-                .patch_scale(info, ns, name, pt, &body, &write_options(&q)?)
+                .patch_scale(info, ns, name, pt, &body, &write_options_from(&q, headers)?)
                 .await?;
             Ok(json_response(StatusCode::OK, &scale))
         }
@@ -703,7 +718,9 @@ async fn handle(
         }
         (Method::POST, None, None) => {
             let body = decode_body(headers, &body)?;
-            let w = reg.create(info, ns, body, &write_options(&q)?).await?;
+            let w = reg
+                .create(info, ns, body, &write_options_from(&q, headers)?)
+                .await?;
             Ok(object_response(StatusCode::CREATED, &w))
         }
         (Method::POST, Some(name), Some("binding")) if info.subresource("binding").is_some() => {
@@ -759,7 +776,7 @@ async fn handle(
                     name,
                     body,
                     sub == Some("status"),
-                    &write_options(&q)?,
+                    &write_options_from(&q, headers)?,
                 )
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
@@ -771,7 +788,7 @@ async fn handle(
         }
         (Method::PATCH, Some(name), None | Some("status")) => {
             let pt = patch_type(headers)?;
-            let opts = write_options(&q)?;
+            let opts = write_options_from(&q, headers)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
                 return Err(ApiError::bad_request(
                     "PATCH requests with the apply patch type require a fieldManager",
