@@ -278,7 +278,9 @@ impl ManagedFields {
         let mut merged = merge(live, config, schema);
         let changed = scope.restrict(&Changes::between(live, &merged, schema).changed);
         let mut conflicts = Vec::new();
-        for e in self.0.iter_mut().filter(|e| e.manager != w.manager) {
+        // Only the applier's own apply entry is exempt: its updates (or another
+        // subresource's) are other managers, as upstream keys them.
+        for e in self.0.iter_mut().filter(|e| !e.is(w, Operation::Apply)) {
             let clash = e.fields.intersection(&changed);
             if clash.is_empty() {
                 continue;
