@@ -337,6 +337,35 @@ pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     })
 }
 
+/// kube-apiserver's `ValidatePatchOptions`: an apply names its manager, only an apply may
+/// say `force`, and a manager name is at most 128 printable characters.
+fn validate_patch_options(q: &Query, pt: PatchType) -> Result<(), ApiError> {
+    let mut errs = api::field_errors::FieldErrors::default();
+    let manager = q.get("fieldManager").unwrap_or("");
+    if pt == PatchType::Apply {
+        if manager.is_empty() {
+            errs.required("fieldManager", "is required for apply patch");
+        }
+    } else if q.get("force").is_some() {
+        errs.forbidden("force", "may not be specified for non-apply patch");
+    }
+    if manager.len() > 128 {
+        errs.too_long("fieldManager", 128);
+    } else if manager.chars().any(char::is_control) {
+        errs.invalid(
+            "fieldManager",
+            &Value::String(manager.to_string()),
+            "must only contain printable characters",
+        );
+    }
+    errs.finish().map_err(|causes| ApiError::Invalid {
+        kind: "PatchOptions".into(),
+        group: "meta.k8s.io".into(),
+        name: String::new(),
+        causes,
+    })
+}
+
 /// [`write_options`] with the manager a request without `fieldManager` writes as: its
 /// User-Agent up to the first `/` (kube-apiserver's default).
 fn write_options_from(q: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
@@ -788,12 +817,8 @@ async fn handle(
         }
         (Method::PATCH, Some(name), None | Some("status")) => {
             let pt = patch_type(headers)?;
+            validate_patch_options(&q, pt)?;
             let opts = write_options_from(&q, headers)?;
-            if pt == PatchType::Apply && opts.field_manager.is_none() {
-                return Err(ApiError::bad_request(
-                    "PATCH requests with the apply patch type require a fieldManager",
-                ));
-            }
             let w = reg
                 .patch(info, ns, name, pt, &body, sub == Some("status"), &opts)
                 .await?;

@@ -449,6 +449,33 @@ async fn update_conflict_status_and_patches() {
         r.body["metadata"]["managedFields"][0]["fieldsV1"],
         json!({"f:data": {"f:k": {}}})
     );
+    // An apply names its manager; only an apply may force.
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c",
+            Some("application/apply-patch+yaml"),
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "z"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c?force=true",
+            Some("application/merge-patch+json"),
+            Some(json!({"data": {"k": "z"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+    );
     // Another manager's update takes the field; a different applied value then conflicts.
     let r = h
         .req(
