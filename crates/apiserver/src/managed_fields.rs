@@ -77,18 +77,23 @@ fn scope(info: &ResourceInfo, subresource: &str) -> Scope {
 }
 
 /// Gives `w` the fields it changed from `old` to `new`, in `new`'s managedFields (the
-/// stored ones unless the request sent its own).
-pub(crate) fn record_update(
-    info: &ResourceInfo,
-    old: &Value,
-    new: &mut Value,
-    w: &Writer,
-) -> Result<(), ApiError> {
-    let mut mf = ManagedFields::of_object(new).map_err(ApiError::ManagedFields)?;
+/// stored ones unless the request sent its own). Entries that cannot be read are dropped,
+/// as upstream's `UpdateNoErrors` does: they never fail an update.
+pub(crate) fn record_update(info: &ResourceInfo, old: &Value, new: &mut Value, w: &Writer) {
+    let mf = ManagedFields::of_object(new);
+    let mut mf = match mf {
+        Ok(mf) => mf,
+        Err(e) => {
+            tracing::debug!(error = %e, "dropping unreadable managedFields");
+            ManagedFields::default()
+        }
+    };
     let schema = KindSchema { kind: info.kind };
     mf.record_update(old, new, w, &schema, &scope(info, &w.subresource));
+    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
     mf.write_to(new);
-    Ok(())
 }
 
 /// Server-side apply of `config` by `w` to `live` (`{}` for an object still to create):
@@ -149,7 +154,7 @@ mod tests {
                 "template": {"spec": {"containers": [{"name": "c", "image": "i",
                     "ports": [{"containerPort": 80}]}]}}},
             "status": {"replicas": 1}});
-        record_update(info, &json!({}), &mut new, &writer("kubectl-create", "")).expect("record");
+        record_update(info, &json!({}), &mut new, &writer("kubectl-create", ""));
         let mf = &new["metadata"]["managedFields"][0];
         assert_eq!(mf["manager"], "kubectl-create");
         assert_eq!(mf["operation"], "Update");
@@ -169,10 +174,24 @@ mod tests {
         let old = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
         let mut new = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2},
             "status": {"readyReplicas": 1}});
-        record_update(info, &old, &mut new, &writer("ctrl", "status")).expect("record");
+        record_update(info, &old, &mut new, &writer("ctrl", "status"));
         let mf = &new["metadata"]["managedFields"][0];
         assert_eq!(mf["subresource"], "status");
         assert_eq!(mf["fieldsV1"], json!({"f:status": {"f:readyReplicas": {}}}));
+    }
+
+    #[test]
+    fn unreadable_entries_are_dropped_not_fatal() {
+        let info = deployments();
+        let mut new = json!({"metadata": {"name": "web", "managedFields": [{"operation": "?"}]},
+            "spec": {"replicas": 1}});
+        record_update(info, &json!({}), &mut new, &writer("w", ""));
+        let mf = new["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(mf.len(), 1, "{mf:?}");
+        assert_eq!(mf[0]["manager"], "w");
     }
 
     #[test]

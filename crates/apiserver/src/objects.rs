@@ -510,7 +510,7 @@ impl Registry {
         let (mut obj, warnings) =
             Self::prepare_create(info, namespace, body, opts.field_validation)?;
         if let Some(w) = opts.writer(info, "").filter(|_| track) {
-            crate::managed_fields::record_update(info, &json!({}), &mut obj, &w)?;
+            crate::managed_fields::record_update(info, &json!({}), &mut obj, &w);
         }
         let name = name_of(&obj).to_string();
         // Admission comes before validation, as in kube-apiserver: the namespace must be
@@ -656,7 +656,7 @@ impl Registry {
         info.strategy.normalize(&mut new);
         // As upstream, the writer owns what it changed once defaults are in.
         if let Some(w) = writer {
-            crate::managed_fields::record_update(info, old, &mut new, w)?;
+            crate::managed_fields::record_update(info, old, &mut new, w);
         }
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
