@@ -57,3 +57,22 @@ pub fn payload(msg: Message) -> Option<axum::body::Bytes> {
         Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_binary_messages_carry_data() {
+        assert_eq!(
+            payload(Message::Text("\u{0}ls\n".into())).as_deref(),
+            Some(&b"\x00ls\n"[..])
+        );
+        assert_eq!(
+            payload(Message::Binary(vec![0, b'x'].into())).as_deref(),
+            Some(&b"\x00x"[..])
+        );
+        assert_eq!(payload(Message::Ping(Vec::new().into())), None);
+        assert_eq!(payload(Message::Close(None)), None);
+    }
+}

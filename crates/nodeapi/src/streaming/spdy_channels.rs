@@ -159,17 +159,21 @@ async fn translate_out(
 
 /// The running session and its outbound translator.
 struct Running {
-    session: JoinHandle<()>,
+    /// None once it has ended.
+    session: Option<JoinHandle<()>>,
     translator: JoinHandle<()>,
 }
 
+/// Completes when the session ends (never before it starts, nor again after).
 async fn session_ended(running: &mut Option<Running>) {
-    match running {
-        Some(r) => {
-            let _ = (&mut r.session).await;
-        }
-        None => std::future::pending().await,
-    }
+    let Some(r) = running.as_mut() else {
+        return std::future::pending().await;
+    };
+    let Some(session) = r.session.as_mut() else {
+        return std::future::pending().await;
+    };
+    let _ = session.await;
+    r.session = None;
 }
 
 /// Serves one SPDY connection: waits for the streams `streams` asks for, then runs `session`
@@ -286,7 +290,7 @@ where
                             tokio::spawn(translate_out(session_rx, ids.clone(), out.clone()));
                         let client = Client::channels(session_tx, rx);
                         running = Some(Running {
-                            session: tokio::spawn(start(client)),
+                            session: Some(tokio::spawn(start(client))),
                             translator,
                         });
                         messages = std::mem::take(&mut early);
@@ -306,7 +310,9 @@ where
     // which ends a process still running.
     drop(to_session);
     if let Some(r) = running {
-        let _ = r.session.await;
+        if let Some(session) = r.session {
+            let _ = session.await;
+        }
         let _ = r.translator.await;
     }
     drop(out);
@@ -339,6 +345,105 @@ mod tests {
             expected(tty),
             [Kind::Error, Kind::Stdin, Kind::Stdout, Kind::Resize]
         );
+    }
+
+    fn syn(stream_id: u32, kind: &str) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            fin: false,
+            headers: vec![("streamtype".into(), kind.into())],
+        }
+    }
+
+    /// A session that echoes stdin on stdout and ends with a Status when stdin ends.
+    async fn echo(mut client: Client) {
+        use futures::SinkExt;
+        while let Some(msg) = client.inbound.next().await {
+            let bytes = msg.into_data();
+            match channel::decode(&bytes) {
+                channel::Inbound::Stdin(data) => {
+                    let out = Message::Binary(channel::frame(channel::STDOUT, data).into());
+                    let _ = client.outbound.send(out).await;
+                }
+                channel::Inbound::CloseStdin => {
+                    let status = channel::exit_status(3).to_string();
+                    let out =
+                        Message::Binary(channel::frame(channel::ERROR, status.as_bytes()).into());
+                    let _ = client.outbound.send(out).await;
+                    let _ = client.outbound.send(Message::Close(None)).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The client's view: every stream answered, stdin echoed on the stdout stream, the Status
+    /// on the error stream, and every stream finished.
+    #[tokio::test]
+    async fn a_session_runs_over_the_streams_the_client_opened() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let streams = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let served = tokio::spawn(serve(server, streams, echo));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let mut enc = Encoder::default();
+        let mut send = |f: Frame| enc.encode(&f).expect("encode");
+        let mut bytes = Vec::new();
+        for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr")] {
+            bytes.extend(send(syn(id, kind)));
+        }
+        bytes.extend(send(Frame::Data {
+            stream_id: 3,
+            fin: false,
+            data: b"hi".to_vec(),
+        }));
+        bytes.extend(send(Frame::Data {
+            stream_id: 3,
+            fin: true,
+            data: Vec::new(),
+        }));
+        wr.write_all(&bytes).await.expect("write");
+        let mut dec = Decoder::default();
+        let mut buf = Vec::new();
+        let (mut replies, mut data, mut fins) = (Vec::new(), Vec::new(), Vec::new());
+        while fins.len() < 4 {
+            let mut chunk = [0u8; 4096];
+            let n = rd.read(&mut chunk).await.expect("read");
+            assert!(
+                n > 0,
+                "connection ended early: {replies:?} {data:?} {fins:?}"
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some((frame, used)) = dec.next(&buf).expect("decode") {
+                buf.drain(..used);
+                match frame {
+                    Frame::SynReply { stream_id, .. } => replies.push(stream_id),
+                    Frame::Data {
+                        stream_id,
+                        fin: true,
+                        ..
+                    } => fins.push(stream_id),
+                    Frame::Data {
+                        stream_id, data: d, ..
+                    } => data.push((stream_id, String::from_utf8_lossy(&d).into_owned())),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(replies, [1, 3, 5, 7]);
+        assert_eq!(data[0], (5, "hi".to_string()));
+        assert_eq!(data[1].0, 1);
+        assert!(data[1].1.contains("\"NonZeroExitCode\""), "{data:?}");
+        fins.sort_unstable();
+        assert_eq!(fins, [1, 3, 5, 7]);
+        drop(wr);
+        drop(rd);
+        served.await.expect("served");
     }
 
     #[test]

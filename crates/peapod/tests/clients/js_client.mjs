@@ -3,11 +3,16 @@
 // exit code, and port-forward. Prints what it observed as one JSON object; the Rust test
 // decides what is right.
 //
-// Usage: node js_client.mjs KUBECONFIG NAMESPACE IMAGE   (NODE_PATH-free: imports by path)
+// Usage: node js_client.mjs KUBECONFIG NAMESPACE IMAGE CLIENT_DIR (the npm prefix it imports from)
 
 import { PassThrough } from 'node:stream';
 
 const [kubeconfig, ns, image, clientDir] = process.argv.slice(2);
+// A step that never answers must fail the test, not hang it.
+setTimeout(() => {
+  console.error('timed out');
+  process.exit(2);
+}, 300000).unref();
 const k8s = await import(`${clientDir}/node_modules/@kubernetes/client-node/dist/index.js`);
 
 const kc = new k8s.KubeConfig();

@@ -7,7 +7,7 @@ Usage: python_client.py KUBECONFIG NAMESPACE IMAGE
 """
 
 import json
-import socket
+import signal
 import sys
 import time
 
@@ -15,6 +15,8 @@ from kubernetes import client, config, watch
 from kubernetes.stream import portforward, stream
 
 kubeconfig, ns, image = sys.argv[1], sys.argv[2], sys.argv[3]
+# A step that never answers must fail the test, not hang it: SIGALRM ends the process.
+signal.alarm(300)
 config.load_kube_config(config_file=kubeconfig)
 core = client.CoreV1Api()
 seen = {}
