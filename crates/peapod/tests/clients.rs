@@ -2,8 +2,8 @@
 //! kubeconfig: the official Python client (`kubernetes` on PyPI) and JavaScript client
 //! (`@kubernetes/client-node`) run their common operations (tests/clients/*), including exec
 //! with stdin over WebSocket `v5`/`v4.channel.k8s.io` and port-forward in the channel protocol;
-//! and kubectl 1.28, which speaks SPDY/3.1 for exec and attach (stdin, exit codes, a tty with
-//! its size). `scripts/install-deps.sh` installs the clients under `/opt/peapod-clients`
+//! and kubectl 1.28, which speaks SPDY/3.1 for exec, attach and port-forward (stdin, exit codes,
+//! a tty with its size). `scripts/install-deps.sh` installs the clients under `/opt/peapod-clients`
 //! (`PEAPOD_CLIENTS` overrides it).
 
 mod common;
@@ -205,7 +205,7 @@ spec:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"]
+    command: ["sh", "-c", "mkdir -p /www && echo hello-old > /www/index.html && httpd -p 8080 -h /www; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"]
 "#
     ));
     pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/old", "--timeout=90s"]);
@@ -321,6 +321,32 @@ spec:
     let line = line.expect("a line from kubectl attach");
     assert!(line.starts_with("tick-"), "attach line: {line:?}");
 
+    // port-forward over SPDY/3.1: kubectl picks the local port and prints it.
+    let mut forward = Command::new(&old)
+        .arg("--kubeconfig")
+        .arg(&pp.kubeconfig)
+        .args(["port-forward", "pod/old", ":8080"])
+        .env("HOME", pp.home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl 1.28 port-forward");
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = forward.stdout.as_mut().expect("port-forward stdout");
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+    }
+    let reply = local_port(&first).map(http_get);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let reply = reply.unwrap_or_else(|| panic!("port-forward printed {first:?}"));
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.ends_with("hello-old\n"),
+        "reply: {reply:?}"
+    );
+
     // An unknown container is refused before any upgrade.
     let bad = kubectl(&["exec", "old", "-c", "nope", "--", "true"], None);
     assert!(!bad.status.success());
@@ -329,4 +355,26 @@ spec:
         err.contains("container nope is not valid for pod old"),
         "stderr: {err}"
     );
+}
+
+/// The local port of kubectl's `Forwarding from 127.0.0.1:PORT -> 8080`.
+fn local_port(line: &str) -> Option<u16> {
+    line.strip_prefix("Forwarding from 127.0.0.1:")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One HTTP/1.0 GET through a local port; the whole reply (the server closes).
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    conn.write_all(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    reply
 }
