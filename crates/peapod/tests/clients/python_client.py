@@ -15,11 +15,19 @@ from kubernetes import client, config, watch
 from kubernetes.stream import portforward, stream
 
 kubeconfig, ns, image = sys.argv[1], sys.argv[2], sys.argv[3]
-# A step that never answers must fail the test, not hang it: SIGALRM ends the process.
+seen = {}
+
+
+def timed_out(_signum, _frame):
+    """A step that never answers fails the test instead of hanging it."""
+    print("timed out; observed so far: " + json.dumps(seen, default=str), file=sys.stderr)
+    sys.exit(2)
+
+
+signal.signal(signal.SIGALRM, timed_out)
 signal.alarm(300)
 config.load_kube_config(config_file=kubeconfig)
 core = client.CoreV1Api()
-seen = {}
 
 # ConfigMap: create, patch, read, list by label, delete.
 core.create_namespaced_config_map(
