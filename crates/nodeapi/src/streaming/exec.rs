@@ -1,5 +1,5 @@
-//! Exec and attach sessions over a `v5.channel.k8s.io` WebSocket: stdin and resize from the
-//! client go to the process, its stdout/stderr (or its tty) go back on channels 1 and 2, and
+//! Exec and attach sessions in the channel framing of `v5.channel.k8s.io` (over a WebSocket, or
+//! translated from SPDY streams): stdin and resize from the client go to the process, its stdout/stderr (or its tty) go back on channels 1 and 2, and
 //! the exit ends the session with a Status on channel 3 and a normal close (1000), which is
 //! what kubectl waits for. A client that goes away ends the session, and dropping the
 //! runtime's session kills the process.
@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use futures::{SinkExt, StreamExt};
 use runtime::{ExecIo, ExecOptions, RuntimeService};
 use tokio::sync::mpsc;
 
 use super::channel::{self, Inbound};
+use super::client::{payload, Client, Outbound};
 use crate::logs::{stream_log, ContainerLiveness, LogOptions};
 
 /// After the process exits, how long output still in flight may take to drain (a background
@@ -26,9 +27,9 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Reads what the client still sends until its close frame or EOF, so the connection closes
 /// cleanly: dropping a socket with unread input (a resize, a keystroke) resets the TCP
 /// connection, and the client may then lose our close frame and report 1006.
-async fn await_client_close(source: &mut futures::stream::SplitStream<WebSocket>) {
+async fn await_client_close(source: &mut futures::stream::BoxStream<'static, Message>) {
     let drain = async {
-        while let Some(Ok(msg)) = source.next().await {
+        while let Some(msg) = source.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
@@ -47,10 +48,7 @@ pub struct Streams {
 }
 
 /// Sends frames to the socket from one task, ending with the Status and a normal close.
-async fn writer(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-) {
+async fn writer(mut sink: Outbound, mut rx: mpsc::Receiver<Message>) {
     while let Some(msg) = rx.recv().await {
         let last = matches!(msg, Message::Close(_));
         if sink.send(msg).await.is_err() || last {
@@ -89,13 +87,13 @@ async fn pump(io: ExecIo, ch: u8, keep: bool, tx: mpsc::Sender<Message>) {
 
 /// Runs `cmd` in container `container_id` and streams it over `socket`.
 pub async fn serve_exec(
-    socket: WebSocket,
+    client: Client,
     runtime: Arc<dyn RuntimeService>,
     container_id: String,
     cmd: Vec<String>,
     streams: Streams,
 ) {
-    let (sink, mut source) = socket.split();
+    let (sink, mut source) = (client.outbound, client.inbound);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let options = ExecOptions {
@@ -155,12 +153,11 @@ pub async fn serve_exec(
         }));
     }
     let input = async {
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(msg) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = payload(msg) else { continue };
             match channel::decode(&data) {
                 Inbound::Stdin(bytes) => {
                     let res = match (&tty, &stdin) {
@@ -230,12 +227,8 @@ async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
 
 /// Attach, as far as a container without stdin goes: what the container writes from now on
 /// (its log, followed) reaches the client on stdout until the container stops.
-pub async fn serve_attach(
-    socket: WebSocket,
-    log_path: PathBuf,
-    liveness: Arc<dyn ContainerLiveness>,
-) {
-    let (sink, mut source) = socket.split();
+pub async fn serve_attach(client: Client, log_path: PathBuf, liveness: Arc<dyn ContainerLiveness>) {
+    let (sink, mut source) = (client.outbound, client.inbound);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let (log_tx, mut log_rx) = mpsc::channel(16);
@@ -253,7 +246,7 @@ pub async fn serve_attach(
             }
         }
     };
-    let input = async { while let Some(Ok(_)) = source.next().await {} };
+    let input = async { while source.next().await.is_some() {} };
     let ended = tokio::select! {
         _ = output => true,
         _ = input => false,
