@@ -134,7 +134,27 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
+    let no_credentials = bearer.is_none()
+        && req
+            .extensions()
+            .get::<tlsserve::PeerCertificates>()
+            .is_none();
+    let client_cert = req
+        .extensions()
+        .get::<tlsserve::PeerCertificates>()
+        .and_then(|p| p.0.first())
+        .map(|leaf| nodetrust::clientcert::identity(leaf.as_ref()));
     let user = match bearer {
+        // kube-apiserver asks the x509 authenticator first: a verified client certificate
+        // names the user (CN) and groups (O).
+        _ if client_cert.is_some() => client_cert.flatten().map(|(name, mut groups)| {
+            groups.push("system:authenticated".into());
+            User {
+                name,
+                groups,
+                ..User::default()
+            }
+        }),
         Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
             name: "admin".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
@@ -178,6 +198,25 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
             next.run(req).await
         }
         None if public => next.run(req).await,
+        // A request without credentials is `system:anonymous`, and goes on where RBAC lets
+        // anonymous users (kubeadm's `cluster-info` in kube-public); elsewhere it is 401, as
+        // before anonymous access existed.
+        None if no_credentials => {
+            let anonymous = User::anonymous();
+            let uri = req.uri();
+            match st.authorizer.authorize(
+                &anonymous,
+                req.method().as_str(),
+                uri.path(),
+                uri.query(),
+            ) {
+                Ok(()) => {
+                    req.extensions_mut().insert(anonymous);
+                    next.run(req).await
+                }
+                Err(_) => ApiError::Unauthorized.into_response(),
+            }
+        }
         None => ApiError::Unauthorized.into_response(),
     }
 }
@@ -301,6 +340,7 @@ async fn resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<axum::Extension<User>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -310,7 +350,10 @@ async fn resource(
         }
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
-    match handle(&st, &method, &uri, &headers, body).await {
+    let user = user
+        .map(|axum::Extension(u)| u)
+        .unwrap_or_else(User::anonymous);
+    match handle(&st, &method, &uri, &headers, &user, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -575,6 +618,7 @@ async fn handle(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    user: &User,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = parse_resource_path(uri.path())?;
@@ -668,7 +712,7 @@ async fn handle(
                 }),
             ))
         }
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), None | Some("status" | "approval")) => {
             let obj = reg.get(info, ns, name).await?;
             if wants == Wants::Table && sub.is_none() {
                 let rv = obj
@@ -702,7 +746,8 @@ async fn handle(
             crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
         }
         (Method::POST, None, None) => {
-            let body = decode_body(headers, &body)?;
+            let mut body = decode_body(headers, &body)?;
+            info.strategy.set_requester(&mut body, &user_info(user));
             let w = reg.create(info, ns, body, &write_options(&q)?).await?;
             Ok(object_response(StatusCode::CREATED, &w))
         }
@@ -750,17 +795,10 @@ async fn handle(
             .await?;
             Ok(json_response(StatusCode::CREATED, &resp))
         }
-        (Method::PUT, Some(name), None | Some("status")) => {
+        (Method::PUT, Some(name), None | Some("status" | "approval")) => {
             let body = decode_body(headers, &body)?;
             let w = reg
-                .update(
-                    info,
-                    ns,
-                    name,
-                    body,
-                    sub == Some("status"),
-                    &write_options(&q)?,
-                )
+                .update(info, ns, name, body, sub.is_some(), &write_options(&q)?)
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
@@ -769,7 +807,7 @@ async fn handle(
             let w = reg.finalize_namespace(name, body, q.dry_run()?).await?;
             Ok(json_response(StatusCode::OK, &w))
         }
-        (Method::PATCH, Some(name), None | Some("status")) => {
+        (Method::PATCH, Some(name), None | Some("status" | "approval")) => {
             let pt = patch_type(headers)?;
             let opts = write_options(&q)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
@@ -778,7 +816,7 @@ async fn handle(
                 ));
             }
             let w = reg
-                .patch(info, ns, name, pt, &body, sub == Some("status"), &opts)
+                .patch(info, ns, name, pt, &body, sub.is_some(), &opts)
                 .await?;
             let code = if w.created {
                 StatusCode::CREATED
@@ -833,6 +871,16 @@ async fn handle(
             Err(ApiError::MethodNotAllowed)
         }
     }
+}
+
+/// The requester as a `UserInfo` (what a CertificateSigningRequest records).
+fn user_info(user: &User) -> Value {
+    json!({
+        "username": user.name,
+        "uid": user.uid,
+        "groups": user.groups,
+        "extra": user.extra,
+    })
 }
 
 /// Middleware: counts and times each resource request, refused ones included.

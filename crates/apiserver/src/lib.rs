@@ -114,6 +114,8 @@ pub enum ApiServerError {
     },
     #[error("configuring TLS")]
     Tls(#[source] rustls::Error),
+    #[error("configuring client certificate verification with the cluster CA")]
+    ClientCa(#[source] rustls::server::VerifierBuilderError),
     #[error("configuring the client of node APIs")]
     NodeClient(#[source] proxy::NodeClientError),
     #[error("listening on {addr}")]
@@ -160,6 +162,25 @@ impl RunningApiServer {
         let _ = self.stop.send(true);
         let _ = self.server.await;
     }
+}
+
+/// Client certificates are optional (tokens work without one); one that is presented must
+/// chain to the cluster CA and allow client authentication, as kube-apiserver's
+/// `--client-ca-file`.
+fn client_cert_verifier(
+    ca_pem: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ApiServerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        roots.add(cert).map_err(ApiServerError::Tls)?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(ApiServerError::ClientCa)
 }
 
 pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
@@ -209,7 +230,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     ))
     .with_safe_default_protocol_versions()
     .map_err(ApiServerError::Tls)?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_cert_verifier(&pki.ca_pem)?)
     .with_single_cert(certs, key)
     .map_err(ApiServerError::Tls)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

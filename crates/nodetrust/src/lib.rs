@@ -5,5 +5,6 @@
 //! they are approved and how they are signed ([`csr`]).
 
 pub mod cahash;
+pub mod clientcert;
 pub mod csr;
 pub mod jws;

@@ -290,6 +290,13 @@ pub struct ControllersArgs {
     /// which pods use to verify the API server (default: the kubeconfig's CA).
     #[arg(long, value_name = "FILE")]
     pub root_ca_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs approved node client certificate requests
+    /// (kube-controller-manager's flag); without it and its key the CSR signer does not run.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The private key of `--cluster-signing-cert-file` (PEM).
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
     /// Act only while holding the leader Lease, so several copies can run (true|false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub leader_elect: bool,
