@@ -194,6 +194,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
             {
                 return ApiError::from(e).into_response();
             }
+            if let Err(e) = node_restriction(&st, &user, req.method().as_str(), uri).await {
+                return e.into_response();
+            }
             req.extensions_mut().insert(user);
             next.run(req).await
         }
@@ -218,6 +221,38 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
             }
         }
         None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// NodeRestriction's check that needs the stored pod: a node changes the status of, or
+/// deletes, only pods bound to it.
+async fn node_restriction(
+    st: &AppState,
+    user: &User,
+    method: &str,
+    uri: &Uri,
+) -> Result<(), ApiError> {
+    let a = rbac::Attributes::from_request(user.clone(), method, uri.path(), uri.query());
+    let Some(node) = rbac::node::pod_binding_check(&a) else {
+        return Ok(());
+    };
+    let pod =
+        crate::serviceaccounts::get(st.registry.store.as_ref(), "pods", &a.namespace, &a.name)
+            .await?;
+    let bound = pod
+        .as_ref()
+        .and_then(|p| p.pointer("/spec/nodeName"))
+        .and_then(Value::as_str);
+    match pod {
+        // A pod that is gone answers 404 from the handler.
+        None => Ok(()),
+        Some(_) if bound == Some(node) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden {
+            resource: "pods".into(),
+            group: String::new(),
+            name: a.name.clone(),
+            detail: rbac::node::pod_refusal(node, &a),
+        }),
     }
 }
 
