@@ -100,9 +100,9 @@ pub fn authorize(a: &Attributes) -> NodeDecision {
         | ("", "configmaps" | "secrets", "")
         | ("node.k8s.io", "runtimeclasses", "")
         | ("storage.k8s.io", "csidrivers" | "storageclasses", "") => allow_if(is_read(verb)),
-        ("", "persistentvolumeclaims" | "persistentvolumes" | "serviceaccounts", "") => {
-            allow_if(verb == "get")
-        }
+        // The node's local-path volumes follow their PersistentVolumes.
+        ("", "persistentvolumeclaims" | "persistentvolumes", "") => allow_if(is_read(verb)),
+        ("", "serviceaccounts", "") => allow_if(verb == "get"),
         ("", "persistentvolumeclaims", "status") => {
             allow_if(matches!(verb, "get" | "update" | "patch"))
         }
