@@ -13,7 +13,7 @@ use kube::Client;
 pub use csrsigning::ClusterSigning;
 
 /// The bootstrap signer and the CSR approver, by name.
-pub const CONTROLLERS: &[(&str, fn(Client) -> BoxFuture<'static, ()>)] = &[
+pub const CONTROLLERS: &[(&str, controller_base::Start)] = &[
     ("bootstrapsigner", bootstrapsigner::run),
     ("csrapproving", csrapproving::run),
 ];
