@@ -615,6 +615,7 @@ pub fn build_container_config(
         resources: crate::security::container_resources(container),
         oom_score_adj: oom_score_adj(pod, container, input.ctx.node_memory),
         security,
+        pid_target: None,
     })
 }
 

@@ -214,6 +214,41 @@ impl Strategy for Csrs {
         }
     }
 
+    fn object_subresources(&self) -> &'static [&'static str] {
+        &["approval"]
+    }
+
+    /// The `approval` subresource changes only the conditions (kube's
+    /// `csrApprovalStrategy`); everything else stays as stored.
+    fn prepare_for_subresource_update(&self, _sub: &str, old: &Value, new: &mut Value) {
+        let conditions = new.pointer("/status/conditions").cloned();
+        let mut out = old.clone();
+        match conditions {
+            Some(c) => {
+                if !out.get("status").is_some_and(Value::is_object) {
+                    out["status"] = json!({});
+                }
+                out["status"]["conditions"] = c;
+            }
+            None => {
+                if let Some(status) = out.get_mut("status").and_then(Value::as_object_mut) {
+                    status.remove("conditions");
+                }
+            }
+        }
+        *new = out;
+    }
+
+    fn validate_subresource_update(
+        &self,
+        _sub: &str,
+        _old: &Value,
+        new: &Value,
+        e: &mut FieldErrors,
+    ) {
+        validate_conditions(new, e);
+    }
+
     fn set_requester(&self, csr: &mut Value, user: &Value) {
         if !csr.get("spec").is_some_and(Value::is_object) {
             return;
@@ -364,6 +399,20 @@ mod tests {
         changed["status"] = json!({"certificate": "Zm9v"});
         RESOURCE.strategy.prepare_for_update(&c, &mut changed);
         assert_eq!(changed, c);
+
+        // Approval changes the conditions and nothing else.
+        let mut approved = c.clone();
+        approved["spec"]["signerName"] = json!("example.com/other");
+        approved["status"] =
+            json!({"conditions": [{"type": "Approved", "status": "True"}], "certificate": "Zm9v"});
+        RESOURCE
+            .strategy
+            .prepare_for_subresource_update("approval", &c, &mut approved);
+        assert_eq!(approved["spec"], c["spec"]);
+        assert_eq!(
+            approved["status"],
+            json!({"conditions": [{"type": "Approved", "status": "True"}]})
+        );
     }
 
     #[test]
