@@ -176,6 +176,10 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     /// `stringData` folds into `data`).
     fn normalize(&self, _obj: &mut Value) {}
 
+    /// What a create records of the user who made it (`user`: `username`, `uid`, `groups`,
+    /// `extra`, as a `UserInfo`), before defaulting: a CertificateSigningRequest's requester.
+    fn set_requester(&self, _obj: &mut Value, _user: &Value) {}
+
     /// `PrepareForCreate`: server-owned fields of a new object (generation, status).
     fn prepare_for_create(&self, obj: &mut Value) {
         initial_generation(obj);

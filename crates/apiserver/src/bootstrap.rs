@@ -80,17 +80,24 @@ pub async fn rbac_defaults(registry: &Registry) -> Result<(), ApiError> {
             lookup(rbac::GROUP, "clusterrolebindings")?,
             rbac::bootstrap::cluster_role_bindings(),
         ),
+        (lookup(rbac::GROUP, "roles")?, rbac::bootstrap::roles()),
+        (
+            lookup(rbac::GROUP, "rolebindings")?,
+            rbac::bootstrap::role_bindings(),
+        ),
     ];
     for (info, wanted) in kinds {
         for want in wanted {
             let name = str_at(&want, "/metadata/name")
                 .unwrap_or_default()
                 .to_string();
-            let have = match registry.get(info, None, &name).await {
+            let namespace = str_at(&want, "/metadata/namespace").map(str::to_string);
+            let ns = namespace.as_deref();
+            let have = match registry.get(info, ns, &name).await {
                 Ok(have) => have,
                 Err(ApiError::NotFound { .. }) => {
                     match registry
-                        .create(info, None, want, &WriteOptions::default())
+                        .create(info, ns, want, &WriteOptions::default())
                         .await
                     {
                         Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
@@ -105,7 +112,7 @@ pub async fn rbac_defaults(registry: &Registry) -> Result<(), ApiError> {
                 registry
                     .update(
                         info,
-                        None,
+                        ns,
                         &name,
                         fixed,
                         Part::Object,

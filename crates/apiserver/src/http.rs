@@ -136,7 +136,27 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
+    let no_credentials = bearer.is_none()
+        && req
+            .extensions()
+            .get::<tlsserve::PeerCertificates>()
+            .is_none();
+    let client_cert = req
+        .extensions()
+        .get::<tlsserve::PeerCertificates>()
+        .and_then(|p| p.0.first())
+        .map(|leaf| nodetrust::clientcert::identity(leaf.as_ref()));
     let user = match bearer {
+        // kube-apiserver asks the x509 authenticator first: a verified client certificate
+        // names the user (CN) and groups (O).
+        _ if client_cert.is_some() => client_cert.flatten().map(|(name, mut groups)| {
+            groups.push("system:authenticated".into());
+            User {
+                name,
+                groups,
+                ..User::default()
+            }
+        }),
         Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
             name: "admin".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
@@ -176,11 +196,65 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
             {
                 return ApiError::from(e).into_response();
             }
+            if let Err(e) = node_restriction(&st, &user, req.method().as_str(), uri).await {
+                return e.into_response();
+            }
             req.extensions_mut().insert(user);
             next.run(req).await
         }
         None if public => next.run(req).await,
+        // A request without credentials is `system:anonymous`, and goes on where RBAC lets
+        // anonymous users (kubeadm's `cluster-info` in kube-public); elsewhere it is 401, as
+        // before anonymous access existed.
+        None if no_credentials => {
+            let anonymous = User::anonymous();
+            let uri = req.uri();
+            match st.authorizer.authorize(
+                &anonymous,
+                req.method().as_str(),
+                uri.path(),
+                uri.query(),
+            ) {
+                Ok(()) => {
+                    req.extensions_mut().insert(anonymous);
+                    next.run(req).await
+                }
+                Err(_) => ApiError::Unauthorized.into_response(),
+            }
+        }
         None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// NodeRestriction's check that needs the stored pod: a node changes the status of, or
+/// deletes, only pods bound to it.
+async fn node_restriction(
+    st: &AppState,
+    user: &User,
+    method: &str,
+    uri: &Uri,
+) -> Result<(), ApiError> {
+    let a = rbac::Attributes::from_request(user.clone(), method, uri.path(), uri.query());
+    let Some(node) = rbac::node::pod_binding_check(&a) else {
+        return Ok(());
+    };
+    let pod =
+        crate::serviceaccounts::get(st.registry.store.as_ref(), "pods", &a.namespace, &a.name)
+            .await?;
+    let bound = pod
+        .as_ref()
+        .and_then(|p| p.pointer("/spec/nodeName"))
+        .and_then(Value::as_str);
+    match pod {
+        // A pod that is gone answers 404 from the handler.
+        None => Ok(()),
+        Some(_) if bound == Some(node) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden {
+            resource: "pods".into(),
+            group: String::new(),
+            name: a.name.clone(),
+            detail: rbac::node::pod_refusal(node, &a),
+        }),
     }
 }
 
@@ -315,6 +389,7 @@ async fn resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<axum::Extension<User>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -324,7 +399,10 @@ async fn resource(
         }
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
-    match handle(&st, &method, &uri, &headers, body).await {
+    let user = user
+        .map(|axum::Extension(u)| u)
+        .unwrap_or_else(User::anonymous);
+    match handle(&st, &method, &uri, &headers, &user, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -633,6 +711,7 @@ async fn handle(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    user: &User,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = parse_resource_path(uri.path())?;
@@ -760,7 +839,8 @@ async fn handle(
             crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
         }
         (Method::POST, None, None) => {
-            let body = decode_body(headers, &body)?;
+            let mut body = decode_body(headers, &body)?;
+            info.strategy.set_requester(&mut body, &user_info(user));
             let w = reg
                 .create(info, ns, body, &write_options_from(&q, headers)?)
                 .await?;
@@ -889,6 +969,16 @@ async fn handle(
             Err(ApiError::MethodNotAllowed)
         }
     }
+}
+
+/// The requester as a `UserInfo` (what a CertificateSigningRequest records).
+fn user_info(user: &User) -> Value {
+    json!({
+        "username": user.name,
+        "uid": user.uid,
+        "groups": user.groups,
+        "extra": user.extra,
+    })
 }
 
 /// Middleware: counts and times each resource request, refused ones included.

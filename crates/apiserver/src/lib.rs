@@ -122,6 +122,8 @@ pub enum ApiServerError {
     },
     #[error("configuring TLS")]
     Tls(#[source] rustls::Error),
+    #[error("configuring client certificate verification with the cluster CA")]
+    ClientCa(#[source] rustls::server::VerifierBuilderError),
     #[error("configuring the client of node APIs")]
     NodeClient(#[source] proxy::NodeClientError),
     #[error("listening on {addr}")]
@@ -175,6 +177,25 @@ impl RunningApiServer {
     }
 }
 
+/// Client certificates are optional (tokens work without one); one that is presented must
+/// chain to the cluster CA and allow client authentication, as kube-apiserver's
+/// `--client-ca-file`.
+fn client_cert_verifier(
+    ca_pem: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ApiServerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        roots.add(cert).map_err(ApiServerError::Tls)?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(ApiServerError::ClientCa)
+}
+
 pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ApiServerError::StateDir {
         path: config.state_dir.clone(),
@@ -222,7 +243,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     ))
     .with_safe_default_protocol_versions()
     .map_err(ApiServerError::Tls)?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_cert_verifier(&pki.ca_pem)?)
     .with_single_cert(certs, key)
     .map_err(ApiServerError::Tls)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -68,6 +68,20 @@ impl Authorizer {
             return Ok(());
         }
         let a = Attributes::from_request(user.clone(), method, path, query);
+        // The Node authorizer and NodeRestriction come before RBAC, as in kube-apiserver's
+        // `--authorization-mode=Node,RBAC`.
+        match rbac::node::authorize(&a) {
+            rbac::node::NodeDecision::Allow => return Ok(()),
+            rbac::node::NodeDecision::Deny(reason) => {
+                return Err(Refusal {
+                    resource: rbac::forbidden::qualified_resource(&a),
+                    group: a.api_group.clone(),
+                    name: a.name.clone(),
+                    detail: reason,
+                })
+            }
+            rbac::node::NodeDecision::NoOpinion => {}
+        }
         let policy = self.policy();
         let mut asks = vec![a.clone()];
         if a.verb == "get"

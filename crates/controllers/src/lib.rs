@@ -26,6 +26,7 @@ use std::future::Future;
 use controller_base::Start;
 use kube::Client;
 
+pub use certificate_controllers::ClusterSigning;
 pub use leader::{unique_identity, ConfigError, LeaderElection};
 
 /// The core controllers, by name; the manager also runs
@@ -47,6 +48,7 @@ pub const WORKLOAD_CONTROLLERS: &[&[(&str, Start)]] = &[
     batch_controllers::CONTROLLERS,
     storage_controllers::CONTROLLERS,
     policy_controllers::CONTROLLERS,
+    certificate_controllers::CONTROLLERS,
 ];
 
 /// What the controllers need besides an API client.
@@ -58,6 +60,9 @@ pub struct Settings {
     pub root_ca: Option<String>,
     /// The node lifecycle and taint eviction controllers' grace periods.
     pub node_lifecycle: node_lifecycle::Settings,
+    /// The CA that signs approved node client certificate requests; without it the CSR
+    /// signer does not run.
+    pub cluster_signing: Option<certificate_controllers::ClusterSigning>,
 }
 
 /// The Lease kube-controller-manager would use is `kube-system/kube-controller-manager`;
@@ -102,6 +107,10 @@ async fn run_all(client: Client, settings: Settings) {
     if let Some(ca) = settings.root_ca {
         names.push("root-ca-cert-publisher");
         running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));
+    }
+    if let Some(signing) = settings.cluster_signing {
+        names.push("csrsigning");
+        running.push(certificate_controllers::signer(client.clone(), signing));
     }
     tracing::info!(controllers = ?names, "starting controllers");
     futures::future::join_all(running).await;

@@ -3,6 +3,7 @@
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order. What the kinds with a pod template share is in [`template`].
 
+pub mod certificatesigningrequest;
 pub mod controllerrevision;
 pub mod cronjob;
 pub mod daemonset;
@@ -32,6 +33,7 @@ pub static KINDS: &[ResourceInfo] = &[
     persistentvolumeclaim::RESOURCE,
     poddisruptionbudget::RESOURCE,
     storageclass::RESOURCE,
+    certificatesigningrequest::RESOURCE,
 ];
 
 #[cfg(test)]

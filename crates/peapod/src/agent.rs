@@ -8,12 +8,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, NodeArgs};
 use crate::node_network;
 use crate::process;
 use crate::static_pods::static_pod_settings;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    run_node(&args.kubeconfig, args.node).await
+}
+
+/// The agent with the credential in `kubeconfig` (what `peapod join` also ends in).
+pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::Result<()> {
     let static_pods = static_pod_settings(&args.static_pods)?;
     let state_dir = args.state.state_dir;
     process::create_state_dir(&state_dir)?;
@@ -40,7 +45,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     // Building the client does not dial: the agent starts (and runs its static pods) with
     // the API server down.
-    let client = process::kube_client(&args.kubeconfig).await?;
+    let client = process::kube_client(kubeconfig).await?;
     // The runtime observes its phases of a pod start into the agent's metrics.
     let node_metrics = node::NodeMetrics::new();
     let network = args.network.config();

@@ -32,6 +32,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Run the node agent alone against an API server (like kubelet --kubeconfig).
     Agent(AgentArgs),
+    /// Join a cluster with a bootstrap token, as `kubeadm join` does: fetch the cluster's
+    /// CA (checked against its hash and the token's signature), get a node client
+    /// certificate through a CertificateSigningRequest, then run the node agent with it.
+    Join(JoinArgs),
     /// Run the controllers (scheduler, namespaces, endpoints) alone against an API server
     /// (like kube-controller-manager --kubeconfig), with leader election on a Lease.
     Controllers(ControllersArgs),
@@ -234,6 +238,37 @@ pub struct AgentArgs {
     #[arg(long)]
     pub kubeconfig: PathBuf,
     #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `peapod join`: kubeadm's discovery and TLS bootstrap, then the agent.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The API server to join (`https://HOST:PORT`), as `peapod up` prints it.
+    #[arg(long)]
+    pub server: String,
+    /// The bootstrap token (`<id>.<secret>`), as `peapod up` prints it.
+    #[arg(long)]
+    pub token: String,
+    /// The cluster CA's public key hash (`sha256:<hex>`), which pins the CA the node
+    /// trusts; repeatable. Required unless `--discovery-token-unsafe-skip-ca-verification`.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+    /// Trust the CA that cluster-info names without comparing its hash (kubeadm's flag;
+    /// the token's signature is still checked).
+    #[arg(long)]
+    pub discovery_token_unsafe_skip_ca_verification: bool,
+    /// How long to wait for the node certificate to be approved and issued.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
+    pub bootstrap_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// What the node agent runs with, besides its credential.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
     pub state: StateDirArg,
     /// Name of this node (default: the hostname).
     #[arg(long)]
@@ -295,6 +330,13 @@ pub struct ControllersArgs {
     /// which pods use to verify the API server (default: the kubeconfig's CA).
     #[arg(long, value_name = "FILE")]
     pub root_ca_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs approved node client certificate requests
+    /// (kube-controller-manager's flag); without it and its key the CSR signer does not run.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The private key of `--cluster-signing-cert-file` (PEM).
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
     /// Act only while holding the leader Lease, so several copies can run (true|false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub leader_elect: bool,

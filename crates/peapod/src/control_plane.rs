@@ -52,7 +52,7 @@ pub async fn start(
 /// `shutdown` turns true (then they release the Lease).
 pub fn spawn_controllers(
     client: kube::Client,
-    ca_pem: &str,
+    api: &apiserver::RunningApiServer,
     identity: String,
     args: &ControlPlaneArgs,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -62,9 +62,24 @@ pub fn spawn_controllers(
         controllers::DEFAULT_LEASE_NAME,
         identity,
     );
+    let pki = api.pki_dir();
+    let cluster_signing = match (
+        std::fs::read_to_string(pki.join("ca.crt")),
+        std::fs::read_to_string(pki.join("ca.key")),
+    ) {
+        (Ok(cert_pem), Ok(key_pem)) => Some(controllers::ClusterSigning { cert_pem, key_pem }),
+        _ => {
+            eprintln!(
+                "peapod: no CA key in {}: certificate requests are not signed",
+                pki.display()
+            );
+            None
+        }
+    };
     let settings = controllers::Settings {
-        root_ca: Some(ca_pem.to_string()),
+        root_ca: Some(api.ca_pem().to_string()),
         node_lifecycle: args.node_lifecycle.settings(),
+        cluster_signing,
     };
     tokio::spawn(controllers::run(
         client,
@@ -81,10 +96,50 @@ pub async fn print_join_command(
     api: &apiserver::RunningApiServer,
     args: &ControlPlaneArgs,
 ) {
+    if let Err(e) = publish_cluster_info(client, server_url, api.ca_pem()).await {
+        eprintln!("peapod: cluster-info not published: {e:#}");
+    }
     match join_command(client, server_url, &api.pki_dir(), args.token_ttl).await {
         Ok(command) => eprintln!("peapod: join other nodes with:\n  {command}"),
         Err(e) => eprintln!("peapod: no join command: {e:#}"),
     }
+}
+
+/// kubeadm's `kube-public/cluster-info` ConfigMap: a kubeconfig with the server's URL and
+/// the cluster CA, which anyone may read and the bootstrap signer signs with each token.
+/// Created when missing; its kubeconfig replaced when this server's differs.
+async fn publish_cluster_info(
+    client: &kube::Client,
+    server_url: &str,
+    ca_pem: &str,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let kubeconfig = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server_url}\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {{}}\nusers: null\n"
+    );
+    let api = kube::Api::<ConfigMap>::namespaced(client.clone(), "kube-public");
+    match api.get_opt("cluster-info").await? {
+        None => {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some("cluster-info".into());
+            cm.data = Some([("kubeconfig".to_string(), kubeconfig)].into());
+            api.create(&kube::api::PostParams::default(), &cm)
+                .await
+                .context("creating kube-public/cluster-info")?;
+        }
+        Some(mut cm) => {
+            let data = cm.data.get_or_insert_with(Default::default);
+            if data.get("kubeconfig") != Some(&kubeconfig) {
+                data.insert("kubeconfig".into(), kubeconfig);
+                api.replace("cluster-info", &kube::api::PostParams::default(), &cm)
+                    .await
+                    .context("updating kube-public/cluster-info")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// kubeadm's join command: a new bootstrap token (its Secret created through the API) and

@@ -17,9 +17,22 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
         ),
         None => config.root_cert.as_deref().map(pem_certificates),
     };
+    let cluster_signing = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(controllers::ClusterSigning {
+            cert_pem: std::fs::read_to_string(cert)
+                .with_context(|| format!("reading {}", cert.display()))?,
+            key_pem: std::fs::read_to_string(key)
+                .with_context(|| format!("reading {}", key.display()))?,
+        }),
+        _ => None,
+    };
     let settings = controllers::Settings {
         root_ca,
         node_lifecycle: args.node_lifecycle.settings(),
+        cluster_signing,
     };
     let client = kube::Client::try_from(config).context("building the API client")?;
     let election = if args.leader_elect {

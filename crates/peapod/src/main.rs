@@ -9,6 +9,7 @@ mod cli;
 mod control_plane;
 mod controller_manager;
 mod image;
+mod join;
 mod node_network;
 mod process;
 mod reset;
@@ -47,6 +48,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Up(args) => up::run(args).await,
         cli::Command::Server(args) => server::run(args).await,
         cli::Command::Agent(args) => agent::run(args).await,
+        cli::Command::Join(args) => join::run(args).await,
         cli::Command::Controllers(args) => controller_manager::run(args).await,
         cli::Command::Image(cmd) => image::run(cmd).await,
         cli::Command::Reset(args) => reset::run(args).await,

@@ -33,7 +33,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             controllers::unique_identity(&format!("{}_peapod-server", process::hostname()?));
         Some(control_plane::spawn_controllers(
             client,
-            api.ca_pem(),
+            &api,
             identity,
             &args.control_plane,
             shutdown_rx,

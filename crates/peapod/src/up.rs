@@ -79,7 +79,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let controllers = (!args.control_plane.no_controllers).then(|| {
         control_plane::spawn_controllers(
             client.clone(),
-            api.ca_pem(),
+            &api,
             format!("{node_name}_peapod-up"),
             &args.control_plane,
             shutdown_rx.clone(),

@@ -3,12 +3,14 @@
 //! and `kubectl create deployment|job|cronjob|pdb`, whose specs [`workloads`] decodes, the
 //! Eviction `kubectl drain` posts, the TokenRequest of `kubectl create token`, and the RBAC
 //! objects and access reviews of `kubectl create role…` and `kubectl auth` in
-//! [`authorization`]).
+//! [`authorization`], and the CertificateSigningRequests `kubectl certificate approve|deny`
+//! puts in [`certificates`]).
 //! A small wire-format reader for the `k8s\0` + `runtime.Unknown` envelope and the few kinds
 //! those commands create, turned into the JSON the rest of the server works on. Field numbers
 //! are those of k8s.io/api's generated.proto.
 
 mod authorization;
+mod certificates;
 mod wire;
 mod workloads;
 
@@ -130,7 +132,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String(api_version));
     obj.insert("kind".into(), Value::String(kind.clone()));
-    if let Some(fields) = authorization::object(&kind, msg, base) {
+    if let Some(fields) =
+        authorization::object(&kind, msg, base).or_else(|| certificates::object(&kind, msg, base))
+    {
         if let Value::Object(fields) = fields? {
             obj.extend(fields);
         }

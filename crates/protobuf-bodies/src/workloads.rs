@@ -38,6 +38,12 @@ pub(super) enum Ty {
     PIntOrStr,
     /// An `ObjectMeta`.
     Meta,
+    /// `bytes`, base64 in JSON.
+    Bytes,
+    /// A `metav1.Time` (seconds 1, nanos 2), RFC 3339 in JSON.
+    Time,
+    /// A field the server sets itself and ignores from clients (a CSR's requester).
+    Ignored,
 }
 
 pub(super) struct F {
@@ -555,6 +561,21 @@ fn signed(v: u64) -> i64 {
     i64::from_ne_bytes(v.to_ne_bytes())
 }
 
+/// A `metav1.Time`: seconds since the epoch (1) and nanoseconds (2), which JSON writes
+/// as RFC 3339 to the second.
+fn time(b: &[u8], base: usize) -> Result<Option<Value>, ProtobufError> {
+    let mut r = Reader::new(b, base);
+    let mut seconds = 0i64;
+    while let Some((n, f, _)) = r.next()? {
+        if let (1, Field::Varint(v)) = (n, f) {
+            seconds = signed(v);
+        }
+    }
+    Ok(jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(|t| json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())))
+}
+
 fn text(b: &[u8]) -> Value {
     Value::String(String::from_utf8_lossy(b).into_owned())
 }
@@ -636,6 +657,12 @@ pub(super) fn message(b: &[u8], base: usize, msg: &'static Schema) -> Result<Val
             }
             (Quantity, Field::Bytes(s)) => Some(quantity(s, at)?),
             (Meta, Field::Bytes(s)) => Some(object_meta(s, at)?),
+            (Bytes, Field::Bytes(s)) => {
+                use base64::Engine as _;
+                Some(json!(base64::engine::general_purpose::STANDARD.encode(s)))
+            }
+            (Time, Field::Bytes(s)) => time(s, at)?,
+            (Ignored, _) => None,
             (IntOrStr, Field::Bytes(s)) => int_or_string(s, at)?,
             (PIntOrStr, Field::Bytes(s)) => Some(int_or_string(s, at)?.unwrap_or(json!(0))),
             _ => return Err(ProtobufError::Malformed { offset: at }),

@@ -326,6 +326,9 @@ pub fn cluster_roles() -> Vec<Value> {
             )],
         ),
     ]
+    .into_iter()
+    .chain(bootstrap_roles())
+    .collect()
 }
 
 /// The default ClusterRoleBindings.
@@ -345,6 +348,58 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &[AUTHENTICATED, UNAUTHENTICATED],
         ),
     ]
+    .into_iter()
+    .chain(bootstrap_bindings())
+    .collect()
+}
+
+/// What kubeadm adds for joining nodes: bootstrap tokens (`system:bootstrappers`) may ask
+/// for node client certificates (upstream's default `system:node-bootstrapper` role).
+fn bootstrap_roles() -> Vec<Value> {
+    vec![cluster_role(
+        "system:node-bootstrapper",
+        &[],
+        vec![rule(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        )],
+    )]
+}
+
+/// The binding kubeadm makes (`kubeadm:kubelet-bootstrap`) for every bootstrap token.
+fn bootstrap_bindings() -> Vec<Value> {
+    vec![binding(
+        "kubeadm:kubelet-bootstrap",
+        "system:node-bootstrapper",
+        &[BOOTSTRAPPERS],
+    )]
+}
+
+const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// Where kubeadm publishes the cluster's discovery kubeconfig for joining nodes.
+pub const CLUSTER_INFO_NAMESPACE: &str = "kube-public";
+pub const CLUSTER_INFO: &str = "cluster-info";
+
+/// The default Roles: kubeadm's `kubeadm:bootstrap-signer-clusterinfo`, which lets anyone
+/// read the `cluster-info` ConfigMap a joining node starts from.
+pub fn roles() -> Vec<Value> {
+    let mut role = json!({"apiVersion": format!("{GROUP}/v1"), "kind": "Role",
+        "metadata": meta("kubeadm:bootstrap-signer-clusterinfo", &[]),
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"],
+            "resourceNames": [CLUSTER_INFO]}]});
+    role["metadata"]["namespace"] = json!(CLUSTER_INFO_NAMESPACE);
+    vec![role]
+}
+
+/// The default RoleBindings: the cluster-info reader for `system:anonymous`.
+pub fn role_bindings() -> Vec<Value> {
+    let mut b = json!({"apiVersion": format!("{GROUP}/v1"), "kind": "RoleBinding",
+        "metadata": meta("kubeadm:bootstrap-signer-clusterinfo", &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "kubeadm:bootstrap-signer-clusterinfo"},
+        "subjects": [{"kind": "User", "apiGroup": GROUP, "name": crate::user::ANONYMOUS}]});
+    b["metadata"]["namespace"] = json!(CLUSTER_INFO_NAMESPACE);
+    vec![b]
 }
 
 /// Appends to `have[key]` the items of `want[key]` it lacks; true when something changed.
@@ -482,6 +537,13 @@ mod tests {
         for b in cluster_role_bindings() {
             let _: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
                 serde_json::from_value(b).expect("binding");
+        }
+        for r in roles() {
+            let _: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(r).expect("role");
+        }
+        for b in role_bindings() {
+            let _: k8s_openapi::api::rbac::v1::RoleBinding =
+                serde_json::from_value(b).expect("role binding");
         }
     }
 }

@@ -4,12 +4,14 @@
 //! ([`forbidden`]), the default roles every cluster starts with ([`bootstrap`]), ClusterRole
 //! aggregation ([`aggregation`]) and the answers to access reviews ([`reviews`]).
 //!
-//! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`.
+//! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`;
+//! the Node authorizer ([`node`]) reads `attributes` and `user`.
 
 pub mod aggregation;
 pub mod attributes;
 pub mod bootstrap;
 pub mod forbidden;
+pub mod node;
 pub mod policy;
 pub mod reviews;
 pub mod rules;

@@ -3,6 +3,8 @@
 //! handshake, kube-apiserver's deadline on reading request headers, a cap on open
 //! connections, HTTP/2 keep-alive pings, and one task per connection, so a failure or a
 //! panic in one request ends that request (or at most its connection) and nothing else.
+//! The client's certificate chain, when it presented one the TLS config verified, goes into
+//! each request's extensions as [`PeerCertificates`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +23,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// The certificate chain a client presented (leaf first), verified by the listener's client
+/// certificate verifier during the handshake.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
 
 /// How long clients may take at each step, and how many may be connected at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +96,7 @@ pub async fn serve(
                     continue;
                 };
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
+                let app = app.clone();
                 conns.spawn(async move {
                     let _slot = slot;
                     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
@@ -104,6 +111,21 @@ pub async fn serve(
                         }
                     };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let peer_certs = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .filter(|c| !c.is_empty())
+                        .map(|c| PeerCertificates(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        app,
+                        move |mut req: Request<hyper::body::Incoming>| {
+                            if let Some(p) = &peer_certs {
+                                req.extensions_mut().insert(p.clone());
+                            }
+                            req
+                        },
+                    ));
                     // The first bytes of the first request are due within the header
                     // deadline too (hyper starts that clock at the first byte only), as Go's
                     // server reads the first request under `ReadHeaderTimeout`.

@@ -191,8 +191,19 @@ impl NetnsNode {
     /// Starts `peapod agent --proxy` against `pp` (its kubeconfig, node token and a node API
     /// certificate from its CA).
     pub fn start_agent(&mut self, pp: &Peapod) {
+        let kubeconfig = pp.kubeconfig.to_str().expect("utf-8 path").to_string();
+        let mut args = vec!["agent".to_string(), "--kubeconfig".into(), kubeconfig];
+        args.extend(self.node_api_args(pp));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.start_agent_with(&args);
+    }
+
+    /// The node API flags of an agent of `pp` (its node token and a serving certificate
+    /// from its CA), and `--proxy`.
+    fn node_api_args(&self, pp: &Peapod) -> Vec<String> {
         let cert = self.dir.path().join("node.crt");
         let key = self.dir.path().join("node.key");
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
         pp.peapod(&[
             "node-cert",
             "--san",
@@ -200,26 +211,45 @@ impl NetnsNode {
             "--san",
             &self.name,
             "--cert",
-            cert.to_str().expect("utf-8 path"),
+            &path(&cert),
             "--key",
-            key.to_str().expect("utf-8 path"),
+            &path(&key),
         ]);
-        let kubeconfig = pp.kubeconfig.to_str().expect("utf-8 path").to_string();
-        self.start_agent_with(&[
-            "agent",
-            "--kubeconfig",
-            &kubeconfig,
-            "--node-api-token-file",
-            pp.state_dir
-                .join("node-api-token")
-                .to_str()
-                .expect("utf-8 path"),
-            "--tls-cert-file",
-            cert.to_str().expect("utf-8 path"),
-            "--tls-private-key-file",
-            key.to_str().expect("utf-8 path"),
-            "--proxy",
-        ]);
+        vec![
+            "--node-api-token-file".into(),
+            path(&pp.state_dir.join("node-api-token")),
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-private-key-file".into(),
+            path(&key),
+            "--proxy".into(),
+        ]
+    }
+
+    /// Starts `peapod join JOIN_ARGS` (`--server`, `--token`, the CA flags) with `pp`'s node
+    /// API flags, as [`NetnsNode::start_agent`] does for `peapod agent`.
+    pub fn start_join(&mut self, pp: &Peapod, join_args: &[&str]) {
+        let mut args = vec!["join".to_string()];
+        args.extend(join_args.iter().map(|a| a.to_string()));
+        args.extend(self.node_api_args(pp));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.start_agent_with(&args);
+    }
+
+    /// Runs `peapod join JOIN_ARGS` in the node to its end (for joins that must fail).
+    pub fn join_output(&self, join_args: &[&str]) -> std::process::Output {
+        self.nsenter()
+            .arg(PEAPOD)
+            .arg("join")
+            .args(join_args)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--node-name", &self.name])
+            .arg("--cni-conf-dir")
+            .arg(self.dir.path().join("net.d"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running peapod join")
     }
 
     /// Starts `peapod ARGS` (an `agent` or a `join`) in the node with its name, address,
