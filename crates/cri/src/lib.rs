@@ -170,6 +170,16 @@ pub struct ContainerConfig {
     /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// The main process gets a stdin the runtime holds open for `attach` (pod `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Stdin is closed when the first attach session ends (pod `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The main process gets a pseudo-terminal as stdin, stdout and stderr (pod `tty`); its
+    /// output is logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The seccomp filter of a container (`securityContext.seccompProfile`).

@@ -6,6 +6,7 @@
 //! `RuntimeService` trait below. Implementations may add fields with defaults but must not
 //! rename or remove any.
 
+pub mod attach;
 mod client;
 mod error;
 pub mod image_backend;
@@ -27,6 +28,7 @@ pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
 pub use network::{NetworkConfig, NetworkError, PodCidr};
 pub use service::{Runtime, RuntimeConfig};
+pub use attach::{AttachOutput, AttachSession};
 pub use stdio::ExecIo;
 
 use std::path::PathBuf;
@@ -229,6 +231,16 @@ pub trait RuntimeService: Send + Sync + 'static {
         })
     }
 
+    /// Connects to the running container's main process (CRI `Attach`): its output from now
+    /// on, and its stdin (the pty with `tty`) when the container has one and `stdin` asks.
+    async fn attach(&self, id: &str, stdin: bool) -> Result<AttachSession, RuntimeError> {
+        let _ = stdin;
+        Err(RuntimeError::Unsupported {
+            operation: "attach",
+            id: id.to_string(),
+        })
+    }
+
     /// A TCP connection to `127.0.0.1:<port>` inside the sandbox's network namespace (CRI
     /// `PortForward`).
     async fn port_forward(
@@ -269,3 +281,4 @@ pub struct ExecSession {
     /// Resolves to the exit status (128 + signal when killed).
     pub exit: ExecExit,
 }
+

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use runtime::{ContainerState, RuntimeError, RuntimeService, SandboxState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{resolve_log_file, NodeApiState};
+use crate::server::NodeApiState;
 use crate::sessions::Sessions;
 
 /// Why a streaming request is refused before any upgrade; texts follow kubelet's.
@@ -217,19 +217,15 @@ pub async fn attach_handler(
     req: Request,
 ) -> Result<Response, StreamError> {
     let slot = acquire_session(&st.sessions)?;
-    parse_exec_query(req.uri().query().unwrap_or(""))?;
+    let query = parse_exec_query(req.uri().query().unwrap_or(""))?;
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
-    running_container(rt.as_ref(), &sandbox, &container).await?;
-    let log = resolve_log_file(&st.pods, &st.log_root, &namespace, &pod, &container, false)
-        .map_err(|_| StreamError::ContainerNotFound {
-            container: container.clone(),
-        })?;
+    let id = running_container(rt.as_ref(), &sandbox, &container).await?;
+    let session = rt.attach(&id, query.streams.stdin).await?;
     let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
-    let liveness = st.liveness.clone();
     Ok(ws.on_upgrade(move |socket| async move {
-        exec::serve_attach(socket, log, liveness).await;
+        exec::serve_attach(socket, session, query.streams).await;
         drop(slot);
     }))
 }
