@@ -17,6 +17,7 @@ pub mod records;
 mod service;
 pub mod stdio;
 
+pub use attach::{AttachOutput, AttachSession};
 pub use client::ClientError;
 /// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
@@ -28,7 +29,6 @@ pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
 pub use network::{NetworkConfig, NetworkError, PodCidr};
 pub use service::{Runtime, RuntimeConfig};
-pub use attach::{AttachOutput, AttachSession};
 pub use stdio::ExecIo;
 
 use std::path::PathBuf;
@@ -281,4 +281,3 @@ pub struct ExecSession {
     /// Resolves to the exit status (128 + signal when killed).
     pub exit: ExecExit,
 }
-

@@ -69,11 +69,7 @@ impl Sessions {
             return Event::None;
         };
         let mut buf = [0u8; 16];
-        match recv(
-            s.sock.as_raw_fd(),
-            &mut buf,
-            MsgFlags::MSG_DONTWAIT,
-        ) {
+        match recv(s.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             Ok(n) if n > 0 => {
                 if buf[0] == ATTACH_CLOSE_STDIN && s.stdin {
                     s.stdin = false;

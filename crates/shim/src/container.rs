@@ -344,7 +344,11 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         security::readonly_rootfs()?;
     }
 
-    let env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
+    let mut env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
+    // containerd's CRI gives a tty container TERM=xterm when its env has none.
+    if ctx.spec.config.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")

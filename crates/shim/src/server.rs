@@ -569,11 +569,7 @@ impl Server {
         }
     }
 
-    fn open_attach(
-        &mut self,
-        id: &str,
-        stdin: bool,
-    ) -> Result<(Response, Vec<OwnedFd>), String> {
+    fn open_attach(&mut self, id: &str, stdin: bool) -> Result<(Response, Vec<OwnedFd>), String> {
         let c = self
             .containers
             .get(id)
@@ -865,10 +861,7 @@ impl Server {
             let master = pty::take_master(console)
                 .map_err(|e| format!("receiving the terminal: {e}"))?
                 .ok_or("the container process sent no terminal")?;
-            let _ = nix::fcntl::fcntl(
-                &master,
-                nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-            );
+            let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
             c.stdout = Some(master.try_clone().map_err(|e| format!("dup: {e}"))?);
             c.tty = Some(master);
         }

@@ -139,7 +139,9 @@ impl Runtime {
                 expected,
             }));
         }
-        let mut fds = fds.into_iter().map(|fd| ExecIo::new(fd).map_err(io_err.clone()));
+        let mut fds = fds
+            .into_iter()
+            .map(|fd| ExecIo::new(fd).map_err(io_err.clone()));
         let output = fds
             .next()
             .transpose()?
