@@ -6,7 +6,8 @@ set -euo pipefail
 # curl: the test registry's readiness check; protobuf-compiler: `protoc` builds the etcd
 # client's gRPC types; etcd-server: the etcd members the etcd store's tests start.
 pkgs=(gcc libc6-dev busybox-static docker-registry skopeo umoci containernetworking-plugins
-  iptables nftables iproute2 procps curl jq ca-certificates python3 protobuf-compiler etcd-server)
+  iptables nftables iproute2 procps curl jq ca-certificates python3 protobuf-compiler etcd-server
+  tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
