@@ -217,9 +217,6 @@ type: Normal
 }
 
 #[test]
-#[ignore = "known failure on main: after one etcd member and one server are killed, the \
-            surviving server's scheduler keeps re-watching compacted revisions (410) and the \
-            new replica stays Pending; run with --ignored while it is being fixed"]
 fn two_servers_on_a_three_member_etcd_survive_losing_one_of_each() {
     let mut etcd = EtcdCluster::start(3);
     let flag = etcd.store_flag();
