@@ -96,6 +96,11 @@ pub fn router(state: AppState) -> Router {
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             review(),
         )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(crate::token_reviews::create)
+                .fallback(crate::reviews::method_not_allowed),
+        )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(
@@ -113,7 +118,7 @@ fn review() -> axum::routing::MethodRouter<AppState> {
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn token_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -135,11 +140,7 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
     let user = match bearer {
-        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
-            name: "admin".into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-            ..User::default()
-        }),
+        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(admin_user()),
         Some(t) if crate::bootstrap_tokens::BootstrapToken::parse(&t).is_some() => {
             bootstrap_user(&st, &t).await
         }
@@ -179,6 +180,15 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         }
         None if public => next.run(req).await,
         None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// The admin kubeconfig's user: `system:masters`.
+pub(crate) fn admin_user() -> User {
+    User {
+        name: "admin".into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+        ..User::default()
     }
 }
 

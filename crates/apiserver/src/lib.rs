@@ -33,6 +33,7 @@ mod scale;
 mod serviceaccounts;
 mod state;
 mod streaming;
+mod token_reviews;
 mod watch;
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! asks ([`attributes`], kube's RequestInfo), which rules allow it ([`rules`]), the index of
 //! Roles and bindings the decision reads ([`policy`]), the message a refusal carries
 //! ([`forbidden`]), the default roles every cluster starts with ([`bootstrap`]), ClusterRole
-//! aggregation ([`aggregation`]) and the answers to access reviews ([`reviews`]).
+//! aggregation ([`aggregation`]), the answers to access reviews ([`reviews`]) and to token
+//! reviews once the API server has checked the token ([`token_review`]).
 //!
 //! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`.
 
@@ -13,6 +14,7 @@ pub mod forbidden;
 pub mod policy;
 pub mod reviews;
 pub mod rules;
+pub mod token_review;
 pub mod user;
 
 pub use attributes::Attributes;
