@@ -308,6 +308,7 @@ async fn openapi_doc(axum::extract::Path(path): axum::extract::Path<String>) -> 
 /// Every `/api/v1/...` and `/apis/<g>/<v>/...` resource request.
 async fn resource(
     State(st): State<AppState>,
+    user: Option<axum::Extension<User>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -320,7 +321,8 @@ async fn resource(
         }
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
-    match handle(&st, &method, &uri, &headers, body).await {
+    let user = user.map(|axum::Extension(u)| u);
+    match handle(&st, user.as_ref(), &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -342,6 +344,7 @@ pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         dry_run: q.dry_run()?,
         field_validation: q.field_validation()?,
         field_manager: q.get("fieldManager").map(str::to_string),
+        guard: None,
     })
 }
 
@@ -582,6 +585,7 @@ fn verb_of(method: &Method, p: &ResourcePath, q: &Query) -> &'static str {
 
 async fn handle(
     st: &AppState,
+    user: Option<&User>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -589,6 +593,13 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let p = parse_resource_path(uri.path())?;
     let q = Query::parse(uri.query())?;
+    let guard = crate::escalation::guard(&st.authorizer, user, p.info);
+    let write_options = |q: &Query| {
+        write_options(q).map(|o| WriteOptions {
+            guard: guard.clone(),
+            ..o
+        })
+    };
     let reg = &st.registry;
     let info = p.info;
     let ns = p.namespace.as_deref();

@@ -15,6 +15,7 @@ mod default_tolerations;
 mod discovery;
 mod edge;
 mod error;
+mod escalation;
 mod event_ttl;
 mod eviction;
 mod hooks;

@@ -23,6 +23,35 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
     pub field_manager: Option<String>,
+    /// Checks the object a create, update or patch would store, on behalf of the request's
+    /// user (RBAC's escalation prevention); `None`: nothing to check.
+    pub guard: Option<WriteGuard>,
+}
+
+/// A check of an object about to be written: (resource, namespace or "", object).
+#[derive(Clone)]
+pub struct WriteGuard(
+    pub Arc<dyn Fn(&ResourceInfo, &str, &Value) -> Result<(), ApiError> + Send + Sync>,
+);
+
+impl std::fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGuard")
+    }
+}
+
+impl WriteOptions {
+    fn check(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
+        match &self.guard {
+            Some(g) => (g.0)(info, namespace.unwrap_or(""), obj),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for WriteOptions {
@@ -31,6 +60,7 @@ impl Default for WriteOptions {
             dry_run: false,
             field_validation: FieldValidation::Strict,
             field_manager: None,
+            guard: None,
         }
     }
 }
@@ -478,6 +508,7 @@ impl Registry {
         for plugin in crate::admission::of(info) {
             plugin.admit(self.store.as_ref(), &mut obj).await?;
         }
+        opts.check(info, namespace, &obj)?;
         if let Err(causes) = info.validate_create(&obj) {
             return Err(Self::invalid(info, &name, causes));
         }
@@ -714,6 +745,7 @@ impl Registry {
             ),
         };
         let key = Self::key(info, namespace, name);
+        opts.check(info, namespace, &body)?;
         let object = self
             .retry_update(
                 info,
@@ -847,6 +879,7 @@ impl Registry {
                     // The patch may not rename or move the object.
                     let m = meta_mut(&mut new);
                     m.insert("name".into(), Value::String(name.to_string()));
+                    opts.check(info, namespace, &new)?;
                     Ok(new)
                 },
                 status_only,

@@ -73,7 +73,10 @@ fn token_reviews_answer_for_service_account_and_bootstrap_tokens() {
     // A token for the API server's audience, reviewed without audiences.
     let status = review(&pp, &reviewer, &app, &[]).expect("review");
     assert_eq!(status["authenticated"], true, "{status}");
-    assert_eq!(status["user"]["username"], "system:serviceaccount:default:app");
+    assert_eq!(
+        status["user"]["username"],
+        "system:serviceaccount:default:app"
+    );
     assert_eq!(status["user"]["uid"], app_uid.as_str());
     assert_eq!(
         status["user"]["groups"],
@@ -97,7 +100,9 @@ fn token_reviews_answer_for_service_account_and_bootstrap_tokens() {
     // Garbage is no token.
     let status = review(&pp, &reviewer, "not-a-token", &[]).expect("review");
     assert_eq!(status["authenticated"], false, "{status}");
-    assert!(status.get("user").is_none_or(|u| u.get("username").is_none()));
+    assert!(status
+        .get("user")
+        .is_none_or(|u| u.get("username").is_none()));
 
     // The join command's bootstrap token: no audience of its own.
     let bootstrap = wait_until("the join command", Duration::from_secs(30), || {

@@ -3,13 +3,16 @@
 //! Roles and bindings the decision reads ([`policy`]), the message a refusal carries
 //! ([`forbidden`]), the default roles every cluster starts with ([`bootstrap`]), ClusterRole
 //! aggregation ([`aggregation`]), the answers to access reviews ([`reviews`]) and to token
-//! reviews once the API server has checked the token ([`token_review`]).
+//! reviews once the API server has checked the token ([`token_review`]), and the
+//! escalation checks on writes of RBAC objects ([`escalation`]).
 //!
-//! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`.
+//! Modules depend downwards only: `reviews`, `escalation` → `policy` → `rules` → `attributes`
+//! → `user`.
 
 pub mod aggregation;
 pub mod attributes;
 pub mod bootstrap;
+pub mod escalation;
 pub mod forbidden;
 pub mod policy;
 pub mod reviews;

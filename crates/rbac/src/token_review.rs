@@ -130,7 +130,10 @@ mod tests {
         User {
             name: "system:serviceaccount:ns:app".into(),
             uid: "u1".into(),
-            groups: vec!["system:serviceaccounts".into(), "system:authenticated".into()],
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
             ..Default::default()
         }
     }
@@ -165,7 +168,10 @@ mod tests {
             },
         );
         assert_eq!(out["status"]["authenticated"], true);
-        assert_eq!(out["status"]["user"]["username"], "system:serviceaccount:ns:app");
+        assert_eq!(
+            out["status"]["user"]["username"],
+            "system:serviceaccount:ns:app"
+        );
         assert_eq!(out["status"]["user"]["uid"], "u1");
         assert_eq!(out["status"]["audiences"], json!(["vault"]));
     }
