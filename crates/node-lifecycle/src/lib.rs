@@ -4,8 +4,8 @@
 //! the `node.kubernetes.io/unreachable` taints ([`lifecycle`]); pods on a node with a
 //! `NoExecute` taint they do not tolerate, or tolerate only for a while, are deleted when
 //! their time is up ([`eviction`]), and pods of a deleted node are collected
-//! ([`orphans`]). The decisions are pure ([`health`], [`taints`],
-//! [`noexecute`]).
+//! ([`orphans`]). New evictions are paced per zone ([`zones`]). The decisions are pure
+//! ([`health`], [`taints`], [`noexecute`], [`zones`]).
 
 pub mod eviction;
 pub mod health;
@@ -14,6 +14,7 @@ pub mod noexecute;
 pub mod orphans;
 mod settings;
 pub mod taints;
+pub mod zones;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;

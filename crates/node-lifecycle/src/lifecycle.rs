@@ -6,11 +6,12 @@
 //! controller's taints in line with the conditions. Instead of upstream's 5 s sweep over
 //! all nodes, each node's reconcile asks to be woken when its grace period would run out.
 //!
-//! While every node is unready nothing is evicted (upstream's "master disruption mode": the
-//! control plane is more likely cut off than every node dead); leaving that mode gives each
-//! node a fresh grace period.
+//! New evictions (a `NoExecute` taint where there was none) are paced per zone
+//! ([`crate::zones`]). While every zone is fully disrupted nothing is evicted (upstream's
+//! "master disruption mode": the control plane is more likely cut off than every node dead);
+//! leaving that mode gives each node a fresh grace period.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ use controller_base::events::{EventType, Recorder};
 
 use crate::health::{self, Probe, Verdict};
 use crate::settings::Settings;
-use crate::taints::desired_taints;
+use crate::taints::{desired_taints, starts_eviction};
+use crate::zones::{self, Bucket, Take, ZoneState};
 
 /// Where kubelets keep their Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -50,9 +52,11 @@ struct Ctx {
     leases: Store<Lease>,
     pods: Store<Pod>,
     probes: Mutex<HashMap<String, Probe>>,
-    /// Whether every node was unready at the last look.
-    all_unready: Mutex<bool>,
-    /// Asks for a pass over every node (the eviction mode changed).
+    /// The zones' states at the last look, and whether every zone was fully disrupted.
+    zones: Mutex<(BTreeMap<Zone, ZoneState>, bool)>,
+    /// Each zone's pace of new evictions.
+    buckets: Mutex<HashMap<Zone, Bucket>>,
+    /// Asks for a pass over every node (a zone's state or the eviction mode changed).
     wake_all: mpsc::UnboundedSender<()>,
     recorder: Recorder,
 }
@@ -82,7 +86,8 @@ pub fn run(client: Client, settings: Settings, pods: Store<Pod>) -> BoxFuture<'s
         leases,
         pods,
         probes: Mutex::default(),
-        all_unready: Mutex::new(false),
+        zones: Mutex::default(),
+        buckets: Mutex::default(),
         wake_all,
     });
     controller_base::runner::drive("node-lifecycle", controller, ctx, reconcile)
@@ -153,7 +158,22 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             return Ok(Action::requeue(RETRY_RACE));
         }
     }
-    let evict = !eviction_paused(&ctx, &node, now);
+    let mut wait = None;
+    let evict = match eviction_mode(&ctx, &node, now) {
+        Mode::Paused => false,
+        Mode::Paced { .. } if !starts_eviction(&node) => true,
+        Mode::Paced { zone, rate } => {
+            match lock(&ctx.buckets).entry(zone).or_default().take(rate, now) {
+                Take::Granted => true,
+                Take::Wait(d) => {
+                    wait = Some(d);
+                    false
+                }
+                // The zone's state changing wakes every node.
+                Take::Never => false,
+            }
+        }
+    };
     if let Some(taints) = desired_taints(&node, evict, now) {
         tracing::info!(node = %name, taints = ?taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect::<Vec<_>>(), "updating node taints");
         let patch = json!({
@@ -168,40 +188,75 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
         }
     }
-    Ok(match verdict {
-        Verdict::Alive { recheck_in } => Action::requeue(recheck_in),
-        Verdict::Silent => Action::await_change(),
+    Ok(match (verdict, wait) {
+        (Verdict::Alive { recheck_in }, Some(w)) => Action::requeue(recheck_in.min(w)),
+        (Verdict::Alive { recheck_in }, None) => Action::requeue(recheck_in),
+        (Verdict::Silent, Some(w)) => Action::requeue(w),
+        (Verdict::Silent, None) => Action::await_change(),
     })
 }
 
-/// Whether evictions are paused because no node is Ready (`node` as just written, the
-/// others from the cache). A change of mode wakes every node; leaving the mode restarts
-/// every node's grace period.
-fn eviction_paused(ctx: &Ctx, node: &Node, now: Timestamp) -> bool {
+/// A zone: (region, zone) from the node's topology labels.
+type Zone = (String, String);
+
+/// How new evictions go for one node.
+enum Mode {
+    /// Every zone is fully disrupted: none at all, and the `NoExecute` taints come off.
+    Paused,
+    /// At most `rate` new ones per second in the node's zone.
+    Paced { zone: Zone, rate: f64 },
+}
+
+/// The eviction mode for `node` (as just written; the others from the cache). A change of
+/// any zone's state wakes every node; leaving the paused mode restarts every node's grace
+/// period.
+fn eviction_mode(ctx: &Ctx, node: &Node, now: Timestamp) -> Mode {
     let name = node.name_any();
     let nodes = ctx.nodes.state();
-    let ready = |n: &Node| health::ready_status(n) == Some("True");
-    let any_ready = ready(node) || nodes.iter().any(|n| n.name_any() != name && ready(n));
-    let paused = !any_ready;
+    let counts = zones::count(
+        std::iter::once(node).chain(nodes.iter().map(|n| &**n).filter(|n| n.name_any() != name)),
+    );
+    let threshold = ctx.settings.unhealthy_zone_threshold;
+    let paused = zones::all_fully_disrupted(&counts, threshold);
+    let states: BTreeMap<Zone, ZoneState> = counts
+        .iter()
+        .map(|(z, c)| (z.clone(), c.state(threshold)))
+        .collect();
     let mut probes = lock(&ctx.probes);
     // Forget nodes that are gone (a deleted node is never reconciled again).
     let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
     probes.retain(|n, _| *n == name || names.contains(n));
-    let mut was = lock(&ctx.all_unready);
-    if *was != paused {
-        *was = paused;
+    let mut was = lock(&ctx.zones);
+    if was.1 != paused {
         if paused {
-            tracing::warn!("every node is not Ready: pausing taint-based evictions");
+            tracing::warn!("every zone is fully disrupted: pausing taint-based evictions");
         } else {
             tracing::info!("a node is Ready again: resuming taint-based evictions");
             for probe in probes.values_mut() {
                 probe.probed_at = now;
             }
         }
+    }
+    if *was != (states.clone(), paused) {
+        for (zone, state) in &states {
+            if was.0.get(zone) != Some(state) {
+                tracing::info!(region = %zone.0, zone = %zone.1, ?state, "zone state");
+            }
+        }
+        *was = (states, paused);
         // Only fails when the controller is gone.
         let _ = ctx.wake_all.send(());
     }
-    paused
+    if paused {
+        return Mode::Paused;
+    }
+    let zone = zones::zone_of(node);
+    let rate = counts
+        .get(&zone)
+        .map_or(ctx.settings.node_eviction_rate, |c| {
+            zones::eviction_rate(c, &ctx.settings)
+        });
+    Mode::Paced { zone, rate }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -72,6 +72,21 @@ fn wanted(node: &Node, evict: bool) -> BTreeSet<(&'static str, &'static str)> {
     set
 }
 
+/// Whether a pass allowed to evict would start an eviction on this node: it wants a
+/// `NoExecute` taint and carries none of the controller's yet (swapping `not-ready` for
+/// `unreachable` is not a new eviction). New evictions are rate limited per zone.
+pub fn starts_eviction(node: &Node) -> bool {
+    let has = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.effect == NO_EXECUTE && managed(&t.key, &t.effect))
+        });
+    !has && wanted(node, true).iter().any(|(_, e)| *e == NO_EXECUTE)
+}
+
 /// The node's taints after the controller's pass, or `None` when they stay as they are.
 /// Taints added get `timeAdded = now`; the order of the others is kept.
 pub fn desired_taints(node: &Node, evict: bool, now: Timestamp) -> Option<Vec<Taint>> {
@@ -219,5 +234,24 @@ mod tests {
         let n = node("Unknown", "Unknown", &[(UNREACHABLE, NO_EXECUTE)], false);
         let got = desired_taints(&n, false, ts(1)).expect("changed");
         assert_eq!(keys(&got), vec![pair(UNREACHABLE, NO_SCHEDULE)]);
+    }
+
+    #[test]
+    fn only_a_first_no_execute_taint_starts_an_eviction() {
+        assert!(starts_eviction(&node("Unknown", "Unknown", &[], false)));
+        assert!(starts_eviction(&node(
+            "False",
+            "False",
+            &[("dedicated", NO_EXECUTE)],
+            false
+        )));
+        // Swapping unreachable for not-ready goes on with an eviction already started.
+        assert!(!starts_eviction(&node(
+            "False",
+            "False",
+            &[(UNREACHABLE, NO_EXECUTE)],
+            false
+        )));
+        assert!(!starts_eviction(&node("True", "False", &[], false)));
     }
 }

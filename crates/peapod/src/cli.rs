@@ -322,6 +322,19 @@ pub struct NodeLifecycleArgs {
     /// The same for a node that has never posted Ready (e.g. 1m).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub node_startup_grace_period: Duration,
+    /// Nodes per second per zone whose pods start being evicted.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_rate)]
+    pub node_eviction_rate: f64,
+    /// The same in a partly disrupted zone larger than --large-cluster-size-threshold.
+    #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
+    pub secondary_node_eviction_rate: f64,
+    /// The fraction of a zone's nodes not Ready (more than two) that makes it partly
+    /// disrupted.
+    #[arg(long, default_value_t = 0.55, value_parser = parse_rate)]
+    pub unhealthy_zone_threshold: f64,
+    /// Zones up to this many nodes stop evicting while partly disrupted.
+    #[arg(long, default_value_t = 50)]
+    pub large_cluster_size_threshold: u32,
 }
 
 impl NodeLifecycleArgs {
@@ -329,7 +342,19 @@ impl NodeLifecycleArgs {
         node_lifecycle::Settings {
             node_monitor_grace_period: self.node_monitor_grace_period,
             node_startup_grace_period: self.node_startup_grace_period,
+            node_eviction_rate: self.node_eviction_rate,
+            secondary_node_eviction_rate: self.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+            large_cluster_size_threshold: self.large_cluster_size_threshold,
         }
+    }
+}
+
+/// A rate or fraction: a finite number, zero or more.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?}: expected a number, zero or more")),
     }
 }
 

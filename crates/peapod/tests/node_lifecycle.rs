@@ -669,3 +669,44 @@ spec:
         (live(&pp, "api").is_empty() && live(&pp, "agent").is_empty()).then_some(())
     });
 }
+
+/// New evictions are paced per zone (`--node-eviction-rate`): of two nodes going silent
+/// together, the first gets the `NoExecute` taint at once and the second only the
+/// `NoSchedule` one until the zone's next token, here far away.
+#[test]
+fn evictions_start_at_the_zone_rate() {
+    let pp = Peapod::start_with(&[
+        "--node-monitor-grace-period",
+        GRACE,
+        "--node-eviction-rate",
+        "0.001",
+    ]);
+    let names = ["paced-a", "paced-b"];
+    let kubelets: Vec<FakeKubelet> = names
+        .iter()
+        .map(|n| FakeKubelet::register(&pp, n))
+        .collect();
+    for n in names {
+        wait_until("the fake node Ready", T, || {
+            (condition(&pp, &format!("node/{n}"), "Ready", "status") == "True").then_some(())
+        });
+    }
+    for k in &kubelets {
+        k.set_renewing(false);
+    }
+    let noschedule = format!("{UNREACHABLE}:NoSchedule");
+    let noexecute = format!("{UNREACHABLE}:NoExecute");
+    let all = wait_until("both nodes tainted unreachable:NoSchedule", T, || {
+        let all: Vec<String> = names.iter().map(|n| taints(&pp, n)).collect();
+        all.iter().all(|t| t.contains(&noschedule)).then_some(all)
+    });
+    let evicting = wait_until("one node's eviction started", T, || {
+        let all: Vec<String> = names.iter().map(|n| taints(&pp, n)).collect();
+        let n = all.iter().filter(|t| t.contains(&noexecute)).count();
+        (n > 0).then_some(n)
+    });
+    assert_eq!(evicting, 1, "only one token in the zone: {all:?}");
+    // The real node is untouched.
+    assert!(!taints(&pp, &pp.node_name).contains(UNREACHABLE));
+    drop(kubelets);
+}
