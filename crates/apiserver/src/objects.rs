@@ -28,11 +28,12 @@ pub struct WriteOptions {
     pub guard: Option<WriteGuard>,
 }
 
-/// A check of an object about to be written: (resource, namespace or "", object).
+/// The check a [`WriteGuard`] runs: (resource, namespace or "", object).
+pub type GuardFn = dyn Fn(&ResourceInfo, &str, &Value) -> Result<(), ApiError> + Send + Sync;
+
+/// A check of an object about to be written.
 #[derive(Clone)]
-pub struct WriteGuard(
-    pub Arc<dyn Fn(&ResourceInfo, &str, &Value) -> Result<(), ApiError> + Send + Sync>,
-);
+pub struct WriteGuard(pub Arc<GuardFn>);
 
 impl std::fmt::Debug for WriteGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
