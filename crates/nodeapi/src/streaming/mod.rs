@@ -222,8 +222,9 @@ pub async fn attach_handler(
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
     let id = running_container(rt.as_ref(), &sandbox, &container).await?;
-    let session = rt.attach(&id, query.streams.stdin).await?;
     let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
+    // Only a request that upgrades opens a session: ending one ends a `stdinOnce` stdin.
+    let session = rt.attach(&id, query.streams.stdin).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         exec::serve_attach(socket, session, query.streams).await;
         drop(slot);
