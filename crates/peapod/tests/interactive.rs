@@ -14,6 +14,13 @@ use std::time::Duration;
 use common::{wait_until, Peapod};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// One peapod at a time in this binary: with two at once, `kubectl run --rm` was seen (about
+/// one run in ten) to wait over a minute for the deletion of its finished pod.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A tmux server of our own (its own socket) running one command in a detached session; the
@@ -187,6 +194,23 @@ fn pod_gone(pp: &Peapod, name: &str) -> bool {
     !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")
 }
 
+/// Waits until the pod is deleted; on timeout shows what it is stuck at.
+fn wait_gone(pp: &Peapod, name: &str) {
+    let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the pod to be deleted", Duration::from_secs(90), || {
+            pod_gone(pp, name).then_some(())
+        })
+    }));
+    if gone.is_err() {
+        let pod = pp.kubectl(&["get", "pod", name, "-o", "yaml"]);
+        panic!(
+            "pod {name} was not deleted:\n{}\nserver log tail:\n{}",
+            String::from_utf8_lossy(&pod.stdout),
+            common::tail(&pp.server_log(), 60)
+        );
+    }
+}
+
 /// Whether `sleep 1000` runs in the pod's container (seen from an exec).
 fn sleeping(pp: &Peapod, pod: &str) -> bool {
     let out = pp.kubectl(&["exec", pod, "--", "ps", "-o", "args"]);
@@ -197,6 +221,7 @@ fn sleeping(pp: &Peapod, pod: &str) -> bool {
 
 #[test]
 fn run_it_rm_types_resizes_interrupts_and_cleans_up() {
+    let _serial = serial();
     let pp = Peapod::start();
     let line = kubectl_line(
         &pp,
@@ -256,14 +281,13 @@ fn run_it_rm_types_resizes_interrupts_and_cleans_up() {
 
     // `exit` ends the shell, kubectl, and (--rm) the pod.
     tmux.type_line("exit");
+    wait_gone(&pp, "shell");
     assert_eq!(tmux.wait_exit(), 0, "screen:\n{}", tmux.screen());
-    wait_until("the pod to be deleted", Duration::from_secs(60), || {
-        pod_gone(&pp, "shell").then_some(())
-    });
 }
 
 #[test]
 fn attach_it_to_a_tty_pod_twice_and_stdin_once() {
+    let _serial = serial();
     let pp = Peapod::start();
     pp.apply(&format!(
         r#"apiVersion: v1
