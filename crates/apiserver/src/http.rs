@@ -117,11 +117,6 @@ fn review() -> axum::routing::MethodRouter<AppState> {
     axum::routing::post(crate::reviews::create).fallback(crate::reviews::method_not_allowed)
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-pub(crate) fn token_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Bearer-token authentication: the admin token, a bootstrap token (`<id>.<secret>`, checked
 /// against its Secret), or a ServiceAccount token (a signed JWT
 /// whose account, and bound pod, still exist). `/version` and the health endpoints stay
@@ -140,7 +135,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
     let user = match bearer {
-        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(admin_user()),
+        Some(t) if crate::admin::token_eq(t.as_bytes(), st.admin_token.as_bytes()) => {
+            Some(crate::admin::user())
+        }
         Some(t) if crate::bootstrap_tokens::BootstrapToken::parse(&t).is_some() => {
             bootstrap_user(&st, &t).await
         }
@@ -180,15 +177,6 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
         }
         None if public => next.run(req).await,
         None => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// The admin kubeconfig's user: `system:masters`.
-pub(crate) fn admin_user() -> User {
-    User {
-        name: "admin".into(),
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
-        ..User::default()
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! The binary calls [`start`]; everything else is internal.
 
+mod admin;
 mod admission;
 mod allocators;
 mod bootstrap;

@@ -41,8 +41,8 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
 async fn authenticate(st: &AppState, request: &TokenReviewRequest, api: &[String]) -> Outcome {
     let token = request.token.as_str();
     let now = jiff::Timestamp::now();
-    if crate::http::token_eq(token.as_bytes(), st.admin_token.as_bytes()) {
-        return Outcome::Plain(crate::http::admin_user());
+    if crate::admin::token_eq(token.as_bytes(), st.admin_token.as_bytes()) {
+        return Outcome::Plain(crate::admin::user());
     }
     let store = st.registry.store.as_ref();
     if let Some(bootstrap) = crate::bootstrap_tokens::BootstrapToken::parse(token) {

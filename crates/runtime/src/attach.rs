@@ -6,7 +6,7 @@ use std::io;
 
 use shim::protocol::{ATTACH_CLOSE_STDIN, ATTACH_STDERR, ATTACH_STDOUT};
 
-use crate::ExecIo;
+use crate::stdio::ExecIo;
 
 /// An attach session on a container's main process. Dropping it ends the session (with
 /// `stdinOnce`, the first session's end closes the process's stdin).
