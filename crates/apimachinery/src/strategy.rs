@@ -201,6 +201,30 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         *new = out;
     }
 
+    /// Subresources other than `status` whose GET, PUT and PATCH read and write the object
+    /// itself but may change only one part of it (a pod's `ephemeralcontainers`).
+    fn object_subresources(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// `PrepareForUpdate` of one of [`Strategy::object_subresources`]: keep of `new` only
+    /// what `sub` may change. By default it changes nothing.
+    fn prepare_for_subresource_update(&self, _sub: &str, old: &Value, new: &mut Value) {
+        *new = old.clone();
+    }
+
+    /// `ValidateUpdate` of one of [`Strategy::object_subresources`]; by default the
+    /// object's update rules.
+    fn validate_subresource_update(
+        &self,
+        _sub: &str,
+        old: &Value,
+        new: &Value,
+        errs: &mut FieldErrors,
+    ) {
+        self.validate_update(old, new, errs);
+    }
+
     /// The Table columns `kubectl get` prints (priority 1 ones with `-o wide`).
     fn columns(&self) -> &'static [Column] {
         DEFAULT_COLUMNS
@@ -425,6 +449,21 @@ impl ResourceInfo {
         meta_update(&mut errs, old, new);
         object_meta(&mut errs, new, self.namespaced, self.strategy.name_rule());
         self.strategy.validate_update(old, new, &mut errs);
+        errs.finish()
+    }
+
+    /// Validates an update through `sub`, one of [`Strategy::object_subresources`].
+    pub fn validate_subresource_update(
+        &self,
+        sub: &str,
+        old: &Value,
+        new: &Value,
+    ) -> Result<(), Vec<FieldError>> {
+        let mut errs = FieldErrors::default();
+        meta_update(&mut errs, old, new);
+        object_meta(&mut errs, new, self.namespaced, self.strategy.name_rule());
+        self.strategy
+            .validate_subresource_update(sub, old, new, &mut errs);
         errs.finish()
     }
 

@@ -16,6 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node_api_token: None,
         cluster_listen: None,
         event_ttl: apiserver::DEFAULT_EVENT_TTL,
+        advertise: None,
     })
     .await?;
     let url = format!("https://{}", server.local_addr());

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::allocators;
 use crate::error::ApiError;
-use crate::objects::{Registry, Selectors, WriteOptions};
+use crate::objects::{Part, Registry, Selectors, WriteOptions};
 
 fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
     v.pointer(p).and_then(Value::as_str)
@@ -103,7 +103,14 @@ pub async fn rbac_defaults(registry: &Registry) -> Result<(), ApiError> {
             if let Some(fixed) = rbac::bootstrap::reconcile(&have, &want) {
                 tracing::info!(resource = info.plural, %name, "restoring a default RBAC object");
                 registry
-                    .update(info, None, &name, fixed, false, &WriteOptions::default())
+                    .update(
+                        info,
+                        None,
+                        &name,
+                        fixed,
+                        Part::Object,
+                        &WriteOptions::default(),
+                    )
                     .await?;
             }
         }

@@ -23,7 +23,7 @@ use store::StoreError;
 use api::resources::ResourceInfo;
 
 use crate::error::ApiError;
-use crate::objects::{check_preconditions, name_of, now, DeleteOptions, Registry, Selectors};
+use crate::objects::{check_preconditions, name_of, now, DeleteOptions, Part, Registry, Selectors};
 
 /// Upstream's `EvictionsRetry`: how often an eviction retries after a conflict.
 const ATTEMPTS: usize = 20;
@@ -104,7 +104,7 @@ impl Registry {
                         &key,
                         None,
                         |old| decrement(old, name, &at).map_err(|why| refused(&pdb_name, why)),
-                        true,
+                        Part::Status,
                         opts.dry_run,
                     )
                     .await;
@@ -159,7 +159,7 @@ impl Registry {
                         check_preconditions(pods, name, old, &pre)?;
                         Ok(with_disruption_target(old, &at))
                     },
-                    true,
+                    Part::Status,
                     false,
                 )
                 .await?;

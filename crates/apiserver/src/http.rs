@@ -18,7 +18,8 @@ use api::tables::IncludeObject;
 use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
-    api_version, DeleteOptions, Deleted, PagedList, PatchType, Selectors, WriteOptions, Written,
+    api_version, DeleteOptions, Deleted, PagedList, Part, PatchType, Selectors, WriteOptions,
+    Written,
 };
 use crate::paging::ListMode;
 use crate::request::{decode_body, parse_resource_path, Query, ResourcePath, Wants};
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1", get(core_v1))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_version))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route(
             "/apis/metrics.k8s.io/v1beta1/nodes",
@@ -280,6 +282,18 @@ async fn group_version(
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
+}
+
+/// `GET /openapi/v2`: the protobuf form when the client asks for it (client-go's
+/// `OpenAPISchema`, kubectl ≤ 1.28), else JSON.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let proto = openapi_docs::v2proto::MEDIA_TYPE;
+    if accept(&headers).is_some_and(|a| a.contains("application/com.github.proto-openapi.spec.v2"))
+    {
+        let body = Bytes::from_static(openapi_docs::v2proto::served());
+        return (StatusCode::OK, [(header::CONTENT_TYPE, proto)], body).into_response();
+    }
+    json_response(StatusCode::OK, openapi_docs::v2::document())
 }
 
 async fn openapi_index() -> Response {
@@ -677,7 +691,7 @@ async fn handle(
                 }),
             ))
         }
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), _) if Part::of(info, sub).is_some() => {
             let obj = reg.get(info, ns, name).await?;
             if wants == Wants::Table && sub.is_none() {
                 let rv = obj
@@ -759,17 +773,11 @@ async fn handle(
             .await?;
             Ok(json_response(StatusCode::CREATED, &resp))
         }
-        (Method::PUT, Some(name), None | Some("status")) => {
+        (Method::PUT, Some(name), _) if Part::of(info, sub).is_some() => {
             let body = decode_body(headers, &body)?;
+            let part = Part::of(info, sub).unwrap_or(Part::Object);
             let w = reg
-                .update(
-                    info,
-                    ns,
-                    name,
-                    body,
-                    sub == Some("status"),
-                    &write_options(&q)?,
-                )
+                .update(info, ns, name, body, part, &write_options(&q)?)
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
@@ -778,7 +786,8 @@ async fn handle(
             let w = reg.finalize_namespace(name, body, q.dry_run()?).await?;
             Ok(json_response(StatusCode::OK, &w))
         }
-        (Method::PATCH, Some(name), None | Some("status")) => {
+        (Method::PATCH, Some(name), _) if Part::of(info, sub).is_some() => {
+            let part = Part::of(info, sub).unwrap_or(Part::Object);
             let pt = patch_type(headers)?;
             let opts = write_options(&q)?;
             if pt == PatchType::Apply && opts.field_manager.is_none() {
@@ -786,9 +795,7 @@ async fn handle(
                     "PATCH requests with the apply patch type require a fieldManager",
                 ));
             }
-            let w = reg
-                .patch(info, ns, name, pt, &body, sub == Some("status"), &opts)
-                .await?;
+            let w = reg.patch(info, ns, name, pt, &body, part, &opts).await?;
             let code = if w.created {
                 StatusCode::CREATED
             } else {

@@ -15,6 +15,7 @@ mod containers;
 mod default_tolerations;
 mod discovery;
 mod edge;
+mod endpoint_reconciler;
 mod error;
 mod escalation;
 mod event_ttl;
@@ -42,6 +43,8 @@ mod watch;
 mod authz_tests;
 #[cfg(test)]
 mod deletion_tests;
+#[cfg(test)]
+mod ephemeral_tests;
 #[cfg(test)]
 mod eviction_tests;
 #[cfg(test)]
@@ -79,6 +82,10 @@ pub struct ApiServerConfig {
     pub cluster_listen: Option<SocketAddr>,
     /// How long an Event lives after its last update (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// The address other nodes' pods reach this server at, published in the `kubernetes`
+    /// Service's endpoints (`--advertise-address`); `None` takes `listen`'s address when it
+    /// is neither loopback nor unspecified, and otherwise publishes nothing.
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 pub use event_ttl::DEFAULT_EVENT_TTL;
@@ -135,6 +142,8 @@ pub struct RunningApiServer {
     pki_dir: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// Publishes this server's address while it runs, and withdraws it on shutdown.
+    reconciler: Option<JoinHandle<()>>,
 }
 
 impl RunningApiServer {
@@ -161,6 +170,9 @@ impl RunningApiServer {
     /// file can be opened again).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(r) = self.reconciler {
+            let _ = r.await;
+        }
         let _ = self.server.await;
     }
 }
@@ -282,6 +294,18 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     bootstrap::rbac_defaults(&registry)
         .await
         .map_err(ApiServerError::Bootstrap)?;
+    let advertise = config
+        .advertise
+        .or_else(|| Some(local_addr.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified()))
+        .map(|ip| SocketAddr::new(ip, local_addr.port()));
+    let reconciler = advertise.map(|addr| {
+        tracing::info!(%addr, "publishing the API server in the kubernetes Service's endpoints");
+        tokio::spawn(endpoint_reconciler::run(
+            registry.clone(),
+            addr,
+            stop.subscribe(),
+        ))
+    });
     tracing::info!(%local_addr, "API server listening");
     Ok(RunningApiServer {
         local_addr,
@@ -290,6 +314,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         pki_dir,
         stop,
         server,
+        reconciler,
     })
 }
 

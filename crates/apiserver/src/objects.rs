@@ -75,6 +75,31 @@ pub struct Written {
     pub created: bool,
 }
 
+/// Which part of an object a PUT or PATCH writes: the object, its `status`, or one of the
+/// strategy's object subresources (a pod's `ephemeralcontainers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Object,
+    Status,
+    Subresource(&'static str),
+}
+
+impl Part {
+    /// The part a request's subresource names; `None` when it does not write the object.
+    pub fn of(info: &ResourceInfo, sub: Option<&str>) -> Option<Part> {
+        match sub {
+            None => Some(Part::Object),
+            Some("status") => Some(Part::Status),
+            Some(s) => info
+                .strategy
+                .object_subresources()
+                .iter()
+                .find(|o| **o == s)
+                .map(|o| Part::Subresource(o)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
     Json,
@@ -569,15 +594,18 @@ impl Registry {
     }
 
     /// Carries server-owned fields from `old` into `new` (the strategies' PrepareForUpdate).
-    fn prepare_for_update(
-        info: &ResourceInfo,
-        old: &Value,
-        mut new: Value,
-        status_only: bool,
-    ) -> Value {
-        if status_only {
-            info.strategy.prepare_for_status_update(old, &mut new);
-            return new;
+    fn prepare_for_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) -> Value {
+        match part {
+            Part::Object => {}
+            Part::Status => {
+                info.strategy.prepare_for_status_update(old, &mut new);
+                return new;
+            }
+            Part::Subresource(sub) => {
+                info.strategy
+                    .prepare_for_subresource_update(sub, old, &mut new);
+                return new;
+            }
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut new);
@@ -635,19 +663,20 @@ impl Registry {
         key: &ObjectKey,
         old: &Value,
         new: Value,
-        status_only: bool,
+        part: Part,
         expected_rv: Option<u64>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let mut new = Self::prepare_for_update(info, old, new, status_only);
+        let mut new = Self::prepare_for_update(info, old, new, part);
         info.apply_defaults(&mut new);
         info.strategy.normalize(&mut new);
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
         // needs.
-        let Some(hooks) = crate::hooks::of(info).filter(|_| !status_only && !dry_run) else {
+        let Some(hooks) = crate::hooks::of(info).filter(|_| part == Part::Object && !dry_run)
+        else {
             return self
-                .commit_allocated(info, key, old, new, expected_rv, dry_run)
+                .commit_allocated(info, key, old, new, part, expected_rv, dry_run)
                 .await;
         };
         // What the hooks take must be given back when the write fails, so the three steps
@@ -659,7 +688,7 @@ impl Registry {
                 .before_write(store, &info, &key.name, Some(&old), &mut new)
                 .await?;
             let result = this
-                .commit_allocated(&info, &key, &old, new, expected_rv, false)
+                .commit_allocated(&info, &key, &old, new, part, expected_rv, false)
                 .await;
             match &result {
                 Ok(stored) => {
@@ -677,16 +706,25 @@ impl Registry {
     }
 
     /// The validate-and-write half of [`Self::commit_update`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the update's identity, both states and its three modes; a struct would only rename them"
+    )]
     async fn commit_allocated(
         &self,
         info: &ResourceInfo,
         key: &ObjectKey,
         old: &Value,
         new: Value,
+        part: Part,
         expected_rv: Option<u64>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        if let Err(causes) = info.validate_update(old, &new) {
+        let checked = match part {
+            Part::Subresource(sub) => info.validate_subresource_update(sub, old, &new),
+            Part::Object | Part::Status => info.validate_update(old, &new),
+        };
+        if let Err(causes) = checked {
             return Err(Self::invalid(info, &key.name, causes));
         }
         if dry_run {
@@ -716,7 +754,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         body: Value,
-        status_only: bool,
+        part: Part,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let mut body = body;
@@ -753,7 +791,7 @@ impl Registry {
                 &key,
                 expected,
                 |_old| Ok(body.clone()),
-                status_only,
+                part,
                 opts.dry_run,
             )
             .await?;
@@ -772,7 +810,7 @@ impl Registry {
         key: &ObjectKey,
         expected: Option<u64>,
         mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
-        status_only: bool,
+        part: Part,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         const ATTEMPTS: usize = 16;
@@ -795,7 +833,7 @@ impl Registry {
             }
             let new = f(&old)?;
             match self
-                .commit_update(info, key, &old, new, status_only, old_rv, dry_run)
+                .commit_update(info, key, &old, new, part, old_rv, dry_run)
                 .await
             {
                 Err(ApiError::Conflict { .. }) if expected.is_none() => continue,
@@ -820,14 +858,14 @@ impl Registry {
         name: &str,
         patch_type: PatchType,
         body: &[u8],
-        status_only: bool,
+        part: Part,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let patch: Value = parse_patch_body(patch_type, body)?;
         let key = Self::key(info, namespace, name);
         if patch_type == PatchType::Apply {
             match self.store.get(&key).await {
-                Err(StoreError::NotFound { .. }) if !status_only => {
+                Err(StoreError::NotFound { .. }) if part == Part::Object => {
                     let mut obj = patch.clone();
                     if let Some(n) = str_at(&obj, "/metadata/name") {
                         if n != name {
@@ -883,7 +921,7 @@ impl Registry {
                     opts.check(info, namespace, &new)?;
                     Ok(new)
                 },
-                status_only,
+                part,
                 opts.dry_run,
             )
             .await?;

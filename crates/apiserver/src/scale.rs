@@ -12,7 +12,7 @@ use api::resources::ResourceInfo;
 use api::strategy::ScalePaths;
 
 use crate::error::ApiError;
-use crate::objects::{parse_patch_body, PatchType, Registry, WriteOptions};
+use crate::objects::{parse_patch_body, Part, PatchType, Registry, WriteOptions};
 
 /// The kind's scale paths; 404 for kinds without the subresource.
 fn paths(info: &ResourceInfo) -> Result<&'static ScalePaths, ApiError> {
@@ -148,7 +148,7 @@ impl Registry {
                 &key,
                 expected,
                 |old| Ok(with_replicas(paths, old, replicas)),
-                false,
+                Part::Object,
                 opts.dry_run,
             )
             .await?;
@@ -202,7 +202,7 @@ impl Registry {
                     let replicas = desired_replicas(&patched, name)?;
                     Ok(with_replicas(paths, old, replicas))
                 },
-                false,
+                Part::Object,
                 opts.dry_run,
             )
             .await?;

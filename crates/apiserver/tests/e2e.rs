@@ -31,6 +31,7 @@ async fn start_in(dir: tempfile::TempDir, node_token: Option<&str>) -> Cluster {
         node_api_token: node_token.map(str::to_string),
         cluster_listen: None,
         event_ttl: apiserver::DEFAULT_EVENT_TTL,
+        advertise: None,
     })
     .await
     .expect("start");

@@ -618,6 +618,7 @@ pub fn build_container_config(
         stdin: container.stdin.unwrap_or(false),
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
+        pid_target: None,
     })
 }
 

@@ -42,6 +42,13 @@ pub struct PodSandboxConfig {
     /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
     #[serde(default)]
     pub host_network: bool,
+    /// `hostPID: true`: containers live in the node's PID namespace (CRI `NamespaceMode::NODE`
+    /// for pid).
+    #[serde(default)]
+    pub host_pid: bool,
+    /// `hostIPC: true`: the pod shares the node's IPC namespace.
+    #[serde(default)]
+    pub host_ipc: bool,
     /// The pod's resolver (CRI `DNSConfig`, what kubelet derives from `dnsPolicy` and
     /// `dnsConfig`); `None` copies the node's resolv.conf.
     #[serde(default)]
@@ -180,6 +187,10 @@ pub struct ContainerConfig {
     /// output is logged as stdout.
     #[serde(default)]
     pub tty: bool,
+    /// The id of a running container of the same sandbox whose PID namespace this one joins
+    /// (CRI `NamespaceMode::TARGET`: an ephemeral container's `targetContainerName`).
+    #[serde(default)]
+    pub pid_target: Option<String>,
 }
 
 /// The seccomp filter of a container (`securityContext.seccompProfile`).

@@ -46,6 +46,32 @@ pub fn init_containers(pod: &Pod) -> &[k8s_openapi::api::core::v1::Container] {
         .unwrap_or_default()
 }
 
+/// One of the pod's ephemeral containers: what it shares with a container (upstream's
+/// `EphemeralContainerCommon`) and the container whose PID namespace it joins.
+#[derive(Debug, Clone)]
+pub struct Ephemeral {
+    pub container: k8s_openapi::api::core::v1::Container,
+    pub target: Option<String>,
+}
+
+/// The pod's ephemeral containers.
+pub fn ephemeral_containers(pod: &Pod) -> Vec<Ephemeral> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            let mut v = serde_json::to_value(e).ok()?;
+            v.as_object_mut()?.remove("targetContainerName");
+            Some(Ephemeral {
+                container: serde_json::from_value(v).ok()?,
+                target: e.target_container_name.clone().filter(|t| !t.is_empty()),
+            })
+        })
+        .collect()
+}
+
 /// Everything the status is computed from.
 pub struct StatusInput<'a> {
     pub pod: &'a Pod,
@@ -143,6 +169,7 @@ enum Kind {
     App,
     Init,
     Sidecar,
+    Ephemeral,
 }
 
 fn container_status(
@@ -158,6 +185,7 @@ fn container_status(
         .and_then(|s| match kind {
             Kind::App => s.container_statuses.as_ref(),
             Kind::Init | Kind::Sidecar => s.init_container_statuses.as_ref(),
+            Kind::Ephemeral => s.ephemeral_container_statuses.as_ref(),
         })
         .and_then(|l| l.iter().find(|c| c.name == spec.name));
     let attempts = attempts_of(input.containers, &spec.name);
@@ -220,7 +248,8 @@ fn container_status(
             });
             // Regular init containers are never ready while they run (kubelet's prober
             // manager only marks them ready once they exited 0).
-            out.ready = kind != Kind::Init && input.probes.ready(&latest.id);
+            out.ready =
+                !matches!(kind, Kind::Init | Kind::Ephemeral) && input.probes.ready(&latest.id);
             out.started = Some(input.probes.started(&latest.id));
             out.last_state = last_from(previous);
         }
@@ -470,6 +499,10 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
             container_status(input, c, kind)
         })
         .collect();
+    let ephemeral_statuses: Vec<ContainerStatus> = ephemeral_containers(pod)
+        .iter()
+        .map(|e| container_status(input, &e.container, Kind::Ephemeral))
+        .collect();
     let mut phase = phase(pod, &statuses, &init_statuses, input.terminal).to_string();
     // A terminal phase is final: kubelet never moves a pod out of Succeeded or Failed.
     if let Some(p) = old
@@ -574,6 +607,8 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
         qos_class: pod.spec.as_ref().map(|s| qos_class(s).to_string()),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         ..old.cloned().map(keep_foreign).unwrap_or_default()
     }
 }

@@ -156,7 +156,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
-            "spec": {"containers": [{"name": "app", "image": "x"}, {"name": "side", "image": "x"}]},
+            "spec": {"containers": [{"name": "app", "image": "x"}, {"name": "side", "image": "x"}],
+                     "ephemeralContainers": [{"name": "dbg", "image": "x"}]},
             "status": status
         }))
         .expect("pod");
@@ -377,6 +378,14 @@ mod tests {
             (
                 StatusCode::BAD_REQUEST,
                 "container \"side\" in pod \"web\" is waiting to start: ContainerCreating".into()
+            )
+        );
+        // Ephemeral containers have logs too.
+        assert_eq!(
+            get(&state, "/containerLogs/default/web/dbg", ok).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "container \"dbg\" in pod \"web\" is waiting to start: ContainerCreating".into()
             )
         );
         assert_eq!(

@@ -158,6 +158,10 @@ pub fn resolve_log_file(
                 .iter()
                 .chain(s.init_containers.iter().flatten())
                 .any(|c| c.name == container)
+                || s.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == container)
         })
         .unwrap_or(false);
     if !known {
@@ -169,11 +173,17 @@ pub fn resolve_log_file(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = pod_log_dir(log_root, namespace, pod_name, &uid).join(container);
     let attempts = log_attempts(&dir);
-    let status = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|l| l.iter().find(|c| c.name == container));
+    let status = pod.status.as_ref().and_then(|s| {
+        [
+            &s.container_statuses,
+            &s.init_container_statuses,
+            &s.ephemeral_container_statuses,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|c| c.name == container)
+    });
     let Some(latest) = attempts.last().copied() else {
         if previous {
             return Err(LogRequestError::PreviousNotFound {

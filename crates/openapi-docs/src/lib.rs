@@ -9,6 +9,8 @@
 //! and clients cache them by the hash in the index.
 
 mod schemas;
+pub mod v2;
+pub mod v2proto;
 
 use std::sync::OnceLock;
 
@@ -63,13 +65,14 @@ pub fn index() -> Value {
         .clone()
 }
 
-/// `GET /openapi/v3/<gv path>`, `None` for an unknown group-version.
-pub fn document(gv: &str) -> Option<Value> {
-    let gv = gv.trim_matches('/');
-    let (group, version) = group_versions()
-        .into_iter()
-        .find(|(g, v)| gv_path(g, v) == gv)?;
-    let mut paths = Map::new();
+/// Adds the item path of every resource of one group-version to `paths` (get, put and patch
+/// with the kind's GVK and the write `params`); returns the kinds.
+fn resource_paths(
+    group: &str,
+    version: &str,
+    params: &Value,
+    paths: &mut Map<String, Value>,
+) -> Vec<&'static str> {
     let mut kinds = Vec::new();
     for r in api::resources::all()
         .iter()
@@ -83,12 +86,6 @@ pub fn document(gv: &str) -> Option<Value> {
             format!("{base}/{}/{{name}}", r.plural)
         };
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
-        ]);
         paths.insert(
             item,
             json!({
@@ -112,6 +109,23 @@ pub fn document(gv: &str) -> Option<Value> {
             }),
         );
     }
+    kinds
+}
+
+/// `GET /openapi/v3/<gv path>`, `None` for an unknown group-version.
+pub fn document(gv: &str) -> Option<Value> {
+    let gv = gv.trim_matches('/');
+    let (group, version) = group_versions()
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == gv)?;
+    let mut paths = Map::new();
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+        {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+    ]);
+    let kinds = resource_paths(group, version, &params, &mut paths);
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},

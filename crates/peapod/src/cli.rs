@@ -103,6 +103,11 @@ pub struct ControlPlaneArgs {
     /// Address of the Kubernetes API (HTTPS). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
+    /// The address other nodes' pods reach this server at, published in the `kubernetes`
+    /// Service's endpoints (default: the --listen address unless it is loopback or
+    /// unspecified; then pods on this machine only reach the API).
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<std::net::IpAddr>,
     /// The API server's store as SCHEME:LOCATION: `redb:PATH` (default:
     /// `redb:<state-dir>/store.redb`, the embedded store) or `etcd:URL[,URL...]` (the members'
     /// client URLs, e.g. `etcd:https://10.0.0.1:2379,https://10.0.0.2:2379`).

@@ -31,6 +31,7 @@ pub async fn start(
         node_api_token: Some(node_api_token),
         cluster_listen,
         event_ttl: args.event_ttl,
+        advertise: args.advertise_address,
     })
     .await
     .context("starting the API server")?;

@@ -6,6 +6,7 @@ mod common;
 
 mod hostile {
     mod devices;
+    mod fds;
     mod mounts;
     mod requests;
     mod seccomp;

@@ -173,6 +173,37 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
         );
     }
 
+    // The control plane publishes its address in the `kubernetes` Service's endpoints, and
+    // each node's proxy sends the in-cluster API address there.
+    let host = bridge.host_ip();
+    let api_port = wait_until("the kubernetes endpoints", Duration::from_secs(30), || {
+        let ips = pp.jsonpath("endpoints/kubernetes", "{.subsets[*].addresses[*].ip}")?;
+        (ips == host).then(|| pp.jsonpath("endpoints/kubernetes", "{.subsets[0].ports[0].port}"))?
+    });
+    assert_eq!(
+        pp.jsonpath("endpointslice/kubernetes", "{.endpoints[*].addresses[*]}")
+            .as_deref(),
+        Some(host.as_str())
+    );
+    for n in &nodes {
+        let want = format!("dnat to {host}:{api_port}");
+        wait_until(
+            &format!("{}'s proxy rule for the API", n.name),
+            Duration::from_secs(30),
+            || {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns", "exec", &n.netns, "nft", "list", "table", "ip", "peapod",
+                    ])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(&want)
+                    .then_some(())
+            },
+        );
+    }
+
     // A server on one node, a client on the other: ping and HTTP by pod IP, and through the
     // Service's ClusterIP.
     pp.apply(&server("mn-server", "mn-one"));
@@ -192,6 +223,9 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
         ),
         retried("direct", &http_get(&server_ip, 8080, "/cgi-bin/peer")),
         retried("service", &http_get(&cluster_ip, 80, "/")),
+        // A TCP connection is the proof: this node has no route to 10.96.0.1 but the
+        // proxy's; busybox's own TLS cannot check the server's ECDSA certificate.
+        retried("api", "nc -w 3 10.96.0.1 443 -e true && echo open"),
         retried(
             "dns",
             &http_get(
@@ -226,6 +260,10 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
         "the server saw {peer:?}, the client is {client_ip}:\n{logs}"
     );
     assert!(logs.contains("service=served-by-mn-server"), "{logs}");
+    assert!(
+        logs.contains("api=open"),
+        "the API through 10.96.0.1: {logs}"
+    );
     assert!(logs.contains("dns=served-by-mn-server"), "{logs}");
 
     pp.kubectl_ok(&[

@@ -60,15 +60,20 @@ pub fn container_field_path(container: &str) -> String {
     format!("spec.containers{{{container}}}")
 }
 
-/// The field path of a container of `pod`: init containers are `spec.initContainers{name}`.
+/// The field path of a container of `pod`: init containers are `spec.initContainers{name}`,
+/// ephemeral ones `spec.ephemeralContainers{name}`.
 pub fn pod_field_path(pod: &Pod, container: &str) -> String {
-    let is_init = pod
-        .spec
-        .as_ref()
+    let spec = pod.spec.as_ref();
+    let is_init = spec
         .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|l| l.iter().any(|c| c.name == container));
+    let is_ephemeral = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
         .is_some_and(|l| l.iter().any(|c| c.name == container));
     if is_init {
         format!("spec.initContainers{{{container}}}")
+    } else if is_ephemeral {
+        format!("spec.ephemeralContainers{{{container}}}")
     } else {
         container_field_path(container)
     }

@@ -423,6 +423,71 @@ mod tests {
         );
     }
 
+    /// A varint as the wire writes it.
+    fn varint(mut n: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        while n >= 0x80 {
+            v.push(u8::try_from(n & 0x7f).expect("seven bits") | 0x80);
+            n >>= 7;
+        }
+        v.push(u8::try_from(n).expect("seven bits"));
+        v
+    }
+
+    /// `ld` for any field number and length.
+    fn ld2(field: u8, b: &[u8]) -> Vec<u8> {
+        let mut v = varint((usize::from(field) << 3) | 2);
+        v.extend(varint(b.len()));
+        v.extend_from_slice(b);
+        v
+    }
+
+    /// The pod `kubectl debug node/NAME` creates: the host's namespaces, its root at /host
+    /// and a projected token volume as a copied pod carries.
+    #[test]
+    fn decodes_node_debugger_pod() {
+        let mount = [ld2(1, b"host-root"), ld2(3, b"/host")].concat();
+        let container = [
+            ld2(1, b"debugger"),
+            ld2(2, b"busybox"),
+            ld2(3, b"sh"),
+            ld2(9, &mount),
+            ld2(14, b"IfNotPresent"),
+            ld2(20, b"FallbackToLogsOnError"),
+        ]
+        .concat();
+        let host_root = [ld2(1, b"host-root"), ld2(2, &ld2(1, &ld2(1, b"/")))].concat();
+        let token = [ld2(3, b"token"), vec![2 << 3, 0x8f, 0x1c]].concat(); // 3599 s
+        let projected = ld2(26, &ld2(1, &ld2(4, &token)));
+        let api_access = [ld2(1, b"kube-api-access"), ld2(2, &projected)].concat();
+        let mut spec = [ld2(1, &host_root), ld2(1, &api_access), ld2(2, &container)].concat();
+        spec.extend(ld2(3, b"Never"));
+        spec.extend(ld2(10, b"node-a"));
+        spec.extend_from_slice(&[11 << 3, 1, 12 << 3, 1, 13 << 3, 1]);
+        spec.extend(ld2(22, &ld2(2, b"Exists")));
+        let msg = [ld2(1, &ld2(1, b"node-debugger-node-a-x1")), ld2(2, &spec)].concat();
+        let tm = [ld2(1, b"v1"), ld2(2, b"Pod")].concat();
+        let body = [b"k8s\0".to_vec(), ld2(1, &tm), ld2(2, &msg)].concat();
+        let pod = decode(&body).expect("pod");
+        assert_eq!(
+            pod["spec"],
+            json!({
+                "volumes": [
+                    {"name": "host-root", "hostPath": {"path": "/"}},
+                    {"name": "kube-api-access", "projected": {"sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3599}}]}}
+                ],
+                "containers": [{"name": "debugger", "image": "busybox", "command": ["sh"],
+                                "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
+                                "imagePullPolicy": "IfNotPresent",
+                                "terminationMessagePolicy": "FallbackToLogsOnError"}],
+                "restartPolicy": "Never", "nodeName": "node-a",
+                "hostNetwork": true, "hostPID": true, "hostIPC": true,
+                "tolerations": [{"operator": "Exists"}]
+            })
+        );
+    }
+
     #[test]
     fn rejects_garbage_and_unknown_kinds() {
         assert_eq!(decode(b"nope"), Err(ProtobufError::Magic));
@@ -431,7 +496,7 @@ mod tests {
             Err(ProtobufError::Malformed { .. })
         ));
         let mut tm = ld(1, b"v1");
-        tm.extend(ld(2, b"Pod"));
+        tm.extend(ld(2, b"Node"));
         let mut body = b"k8s\0".to_vec();
         body.extend(ld(1, &tm));
         assert!(matches!(

@@ -1,5 +1,6 @@
 //! Protobuf bodies of the workload kinds kubectl creates (`kubectl create deployment`, `create
-//! job`, `create cronjob`, `create job --from=cronjob/NAME`, `create pdb`) and the
+//! job`, `create cronjob`, `create job --from=cronjob/NAME`, `create pdb`, the pods of
+//! `kubectl debug --copy-to` and `kubectl debug node/NAME`) and the
 //! DeleteOptions of the Eviction `kubectl drain` posts, decoded by tables of k8s.io/api's
 //! field numbers: a Deployment, Job or CronJob spec with its pod template, the pod spec and the container
 //! fields those commands carry (the `--from` copy holds everything the API server
@@ -283,6 +284,58 @@ static CONFIG_MAP_VOLUME: Schema = Schema {
         f(4, "optional", PBool),
     ],
 };
+static DOWNWARD_FILE: Schema = Schema {
+    name: "DownwardAPIVolumeFile",
+    fields: &[
+        f(1, "path", Str),
+        f(2, "fieldRef", Msg(&FIELD_REF)),
+        f(3, "resourceFieldRef", Msg(&RESOURCE_REF)),
+        f(4, "mode", PInt),
+    ],
+};
+static DOWNWARD_VOLUME: Schema = Schema {
+    name: "DownwardAPIVolumeSource",
+    fields: &[
+        rep(1, "items", Msg(&DOWNWARD_FILE)),
+        f(2, "defaultMode", PInt),
+    ],
+};
+static DOWNWARD_PROJECTION: Schema = Schema {
+    name: "DownwardAPIProjection",
+    fields: &[rep(1, "items", Msg(&DOWNWARD_FILE))],
+};
+static OBJECT_PROJECTION: Schema = Schema {
+    name: "ConfigMapProjection",
+    fields: &[
+        f(1, "", Inline(&LOCAL_REF)),
+        rep(2, "items", Msg(&KEY_TO_PATH)),
+        f(4, "optional", PBool),
+    ],
+};
+static TOKEN_PROJECTION: Schema = Schema {
+    name: "ServiceAccountTokenProjection",
+    fields: &[
+        f(1, "audience", Str),
+        f(2, "expirationSeconds", PInt),
+        f(3, "path", Str),
+    ],
+};
+static PROJECTION: Schema = Schema {
+    name: "VolumeProjection",
+    fields: &[
+        f(1, "secret", Msg(&OBJECT_PROJECTION)),
+        f(2, "downwardAPI", Msg(&DOWNWARD_PROJECTION)),
+        f(3, "configMap", Msg(&OBJECT_PROJECTION)),
+        f(4, "serviceAccountToken", Msg(&TOKEN_PROJECTION)),
+    ],
+};
+static PROJECTED_VOLUME: Schema = Schema {
+    name: "ProjectedVolumeSource",
+    fields: &[
+        rep(1, "sources", Msg(&PROJECTION)),
+        f(2, "defaultMode", PInt),
+    ],
+};
 static VOLUME_SOURCE: Schema = Schema {
     name: "VolumeSource",
     fields: &[
@@ -290,7 +343,9 @@ static VOLUME_SOURCE: Schema = Schema {
         f(2, "emptyDir", Msg(&EMPTY_DIR)),
         f(6, "secret", Msg(&SECRET_VOLUME)),
         f(10, "persistentVolumeClaim", Msg(&CLAIM_VOLUME)),
+        f(16, "downwardAPI", Msg(&DOWNWARD_VOLUME)),
         f(19, "configMap", Msg(&CONFIG_MAP_VOLUME)),
+        f(26, "projected", Msg(&PROJECTED_VOLUME)),
     ],
 };
 static VOLUME: Schema = Schema {
@@ -472,14 +527,16 @@ pub(super) fn delete_options(b: &[u8], base: usize) -> Result<Value, ProtobufErr
     message(b, base, &DELETE_OPTIONS)
 }
 
-/// The spec of a Deployment, Job, CronJob or PodDisruptionBudget body (field 2 of the
-/// object); `None` for other kinds.
+/// The spec of a Deployment, Job, CronJob, PodDisruptionBudget or Pod body (field 2 of the
+/// object; a Pod as `kubectl debug --copy-to` and `kubectl debug node/NAME` create it);
+/// `None` for other kinds.
 pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, ProtobufError>> {
     let msg = match kind {
         "Deployment" => &DEPLOYMENT_SPEC,
         "Job" => &JOB_SPEC,
         "CronJob" => &CRON_JOB_SPEC,
         "PodDisruptionBudget" => &PDB_SPEC,
+        "Pod" => &POD_SPEC,
         _ => return None,
     };
     Some(message(b, base, msg))
@@ -489,7 +546,7 @@ pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, Pr
 pub(super) fn handles(kind: &str) -> bool {
     matches!(
         kind,
-        "Deployment" | "Job" | "CronJob" | "PodDisruptionBudget"
+        "Deployment" | "Job" | "CronJob" | "PodDisruptionBudget" | "Pod"
     )
 }
 

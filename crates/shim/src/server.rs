@@ -94,6 +94,12 @@ struct Container {
     stdin_closed: bool,
 }
 
+/// The PID namespaces a container with a target is cloned between.
+struct TargetPidNs {
+    target: OwnedFd,
+    own: OwnedFd,
+}
+
 struct Server {
     pod: PodDir,
     config: ShimConfig,
@@ -125,13 +131,17 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
     // The pod's namespaces: containers join them by being cloned from us. A hostNetwork
     // pod keeps the node's network and UTS namespaces (CRI NamespaceMode::NODE; kubelet
     // gives such pods the node's hostname), so neither the hostname nor `lo` is touched.
-    if config.sandbox.host_network {
-        nix::sched::unshare(CloneFlags::CLONE_NEWIPC).map_err(ServerError::Namespaces)?;
+    // A hostIPC pod keeps the node's IPC namespace likewise.
+    let ipc = if config.sandbox.host_ipc {
+        CloneFlags::empty()
     } else {
-        nix::sched::unshare(
-            CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-        )
-        .map_err(ServerError::Namespaces)?;
+        CloneFlags::CLONE_NEWIPC
+    };
+    if config.sandbox.host_network {
+        nix::sched::unshare(ipc).map_err(ServerError::Namespaces)?;
+    } else {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET | ipc | CloneFlags::CLONE_NEWUTS)
+            .map_err(ServerError::Namespaces)?;
         nix::unistd::sethostname(&config.sandbox.hostname).map_err(|source| {
             ServerError::Hostname {
                 hostname: config.sandbox.hostname.clone(),
@@ -730,6 +740,29 @@ impl Server {
         }
     }
 
+    /// The PID namespace of running container `target`, and the shim's own namespace for
+    /// children to return to (as exec does).
+    fn target_pid_namespace(&self, target: &str) -> Result<TargetPidNs, String> {
+        let pid = self
+            .containers
+            .get(target)
+            .filter(|c| c.phase == Phase::Running)
+            .and_then(|c| c.pid)
+            .ok_or_else(|| format!("target container {target} is not running"))?;
+        let open = |path: String| {
+            nix::fcntl::open(
+                Path::new(&path),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("opening {path}: {e}"))
+        };
+        Ok(TargetPidNs {
+            target: open(format!("/proc/{pid}/ns/pid"))?,
+            own: open("/proc/self/ns/pid_for_children".to_string())?,
+        })
+    }
+
     fn spawn(&mut self, id: &str) -> Result<(Pid, Duration), String> {
         let spec = self
             .containers
@@ -788,8 +821,21 @@ impl Server {
             .map_err(|e| format!("socketpair: {e}"))?,
             false => (None, None),
         };
+        let target = match &spec.config.pid_target {
+            Some(t) => Some(self.target_pid_namespace(t)?),
+            None => None,
+        };
+        // With a shared PID namespace the containers live in the shim's; a hostPID pod's
+        // in the node's (the shim's too); a container with a target joins the target's.
+        let new_pid = !(self.config.sandbox.share_process_namespace
+            || self.config.sandbox.host_pid
+            || target.is_some());
+        if let Some(t) = &target {
+            nix::sched::setns(&t.target, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("joining the target's PID namespace: {e}"))?;
+        }
         let mut stack = vec![0u8; CHILD_STACK];
-        let pid = {
+        let cloned = {
             let ctx = ChildContext {
                 spec: &spec,
                 pod: &self.pod,
@@ -814,17 +860,24 @@ impl Server {
                 nix::sched::clone(
                     child,
                     &mut stack,
-                    // With a shared PID namespace the containers live in the shim's.
-                    if self.config.sandbox.share_process_namespace {
-                        CloneFlags::CLONE_NEWNS
-                    } else {
+                    if new_pid {
                         CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+                    } else {
+                        CloneFlags::CLONE_NEWNS
                     },
                     Some(Signal::SIGCHLD as i32),
                 )
             }
-            .map_err(|e| format!("clone: {e}"))?
         };
+        // Containers started later must get fresh PID namespaces of their own again.
+        if let Some(t) = &target {
+            if let Err(e) = nix::sched::setns(&t.own, CloneFlags::CLONE_NEWPID) {
+                log(&format!(
+                    "container {id}: restoring the shim's PID namespace: {e}"
+                ));
+            }
+        }
+        let pid = cloned.map_err(|e| format!("clone: {e}"))?;
         // The child's ends stay only in the child.
         drop((sync_r, err_w, out_w, serr_w, ready_w, in_r, console_child));
         let c = self.containers.get_mut(id).ok_or("container vanished")?;

@@ -93,6 +93,40 @@ impl Strategy for Pods {
         bump_generation(old, new);
     }
 
+    fn object_subresources(&self) -> &'static [&'static str] {
+        &["ephemeralcontainers"]
+    }
+
+    /// upstream's `dropNonEphemeralContainerUpdates`: of the new pod only its ephemeral
+    /// containers count.
+    fn prepare_for_subresource_update(&self, _sub: &str, old: &Value, new: &mut Value) {
+        let mut out = old.clone();
+        let ephemeral = new
+            .pointer_mut("/spec/ephemeralContainers")
+            .map(Value::take);
+        if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+            match ephemeral {
+                Some(list) if !list.is_null() => {
+                    spec.insert("ephemeralContainers".into(), list);
+                }
+                _ => {
+                    spec.remove("ephemeralContainers");
+                }
+            }
+        }
+        *new = out;
+    }
+
+    fn validate_subresource_update(
+        &self,
+        _sub: &str,
+        old: &Value,
+        new: &Value,
+        e: &mut FieldErrors,
+    ) {
+        validation::validate_ephemeral_update(e, old, new);
+    }
+
     fn columns(&self) -> &'static [Column] {
         table::COLUMNS
     }

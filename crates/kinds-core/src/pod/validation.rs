@@ -33,6 +33,25 @@ pub(super) fn validate_pod_update(e: &mut FieldErrors, old: &Value, new: &Value)
     mirror_annotation_update(e, old, new);
 }
 
+/// upstream's `ValidatePodEphemeralContainersUpdate`, for the `ephemeralcontainers`
+/// subresource: the new pod is valid as a whole, a static pod takes none, and those already
+/// there are neither changed nor removed.
+pub(super) fn validate_ephemeral_update(e: &mut FieldErrors, old: &Value, new: &Value) {
+    validate_pod(e, new);
+    mirror_annotation_update(e, old, new);
+    if at(old, &["metadata", "annotations", MIRROR_POD_ANNOTATION]).is_some() {
+        *e = FieldErrors::default();
+        e.forbidden("", "static pods do not support ephemeral containers");
+        return;
+    }
+    let empty = Value::Object(Map::new());
+    ephemeral_changes(
+        e,
+        old.get("spec").unwrap_or(&empty),
+        new.get("spec").unwrap_or(&empty),
+    );
+}
+
 /// `ValidatePodTemplateSpec` of a template at `path` (`spec.template`): its labels and
 /// annotations, and its spec by the pod rules; templates may not hold ephemeral containers.
 pub fn validate_pod_template(e: &mut FieldErrors, template: &Value, path: &str) {
@@ -80,6 +99,7 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
             );
         }
     }
+    ephemeral_targets(e, spec, path);
     enum_field(
         e,
         spec.get("restartPolicy"),
@@ -240,6 +260,9 @@ fn container(
             e.duplicate(&format!("{path}.name"), &Value::from(name));
         }
     }
+    if key == "ephemeralContainers" {
+        ephemeral_fields(e, c, path);
+    }
     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
     if image.is_empty() {
         e.required(&format!("{path}.image"), "");
@@ -262,7 +285,11 @@ fn container(
         &format!("{path}.terminationMessagePolicy"),
         &["File", "FallbackToLogsOnError"],
     );
-    if let Some(rp) = c.get("restartPolicy").and_then(Value::as_str) {
+    if let Some(rp) = c
+        .get("restartPolicy")
+        .and_then(Value::as_str)
+        .filter(|_| key != "ephemeralContainers")
+    {
         if key == "initContainers" {
             if rp != "Always" {
                 e.not_supported(
@@ -286,11 +313,14 @@ fn container(
     resources(e, c.get("resources"), &format!("{path}.resources"));
     let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        let Some(p) = c.get(probe).filter(|p| !p.is_null()) else {
+        let Some(p) = c
+            .get(probe)
+            .filter(|p| !p.is_null() && key != "ephemeralContainers")
+        else {
             continue;
         };
         let pp = format!("{path}.{probe}");
-        if key == "ephemeralContainers" || (key == "initContainers" && !sidecar) {
+        if key == "initContainers" && !sidecar {
             e.forbidden(
                 &pp,
                 "may not be set for init containers without restartPolicy=Always",
@@ -307,6 +337,67 @@ fn container(
                     h,
                     &format!("{path}.lifecycle.{hook}"),
                     &["exec", "httpGet", "tcpSocket", "sleep"],
+                );
+            }
+        }
+    }
+}
+
+/// The fields an ephemeral container may not set (upstream's allow-list of
+/// `EphemeralContainerCommon` and of its volume mounts); `resources: {}` is as good as none.
+fn ephemeral_fields(e: &mut FieldErrors, c: &Value, path: &str) {
+    const FORBIDDEN: &[&str] = &[
+        "ports",
+        "resources",
+        "resizePolicy",
+        "restartPolicy",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+    ];
+    const MSG: &str = "cannot be set for an Ephemeral Container";
+    let set = |v: &Value| match v {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => o
+            .values()
+            .any(|v| !v.is_null() && v != &Value::Object(Map::new())),
+        Value::String(s) => !s.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
+    };
+    for field in FORBIDDEN {
+        if c.get(*field).is_some_and(set) {
+            e.forbidden(&format!("{path}.{field}"), MSG);
+        }
+    }
+    for (i, m) in arr(c.get("volumeMounts")).iter().enumerate() {
+        for field in ["subPath", "subPathExpr"] {
+            if m.get(field).is_some_and(set) {
+                e.forbidden(&format!("{path}.volumeMounts[{i}].{field}"), MSG);
+            }
+        }
+    }
+}
+
+/// An ephemeral container's `targetContainerName` names one of the pod's containers or
+/// init containers.
+fn ephemeral_targets(e: &mut FieldErrors, spec: &Value, path: &str) {
+    let names: BTreeSet<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| arr(spec.get(*k)))
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    for (i, c) in arr(spec.get("ephemeralContainers")).iter().enumerate() {
+        if let Some(t) = c
+            .get("targetContainerName")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if !names.contains(t) {
+                e.not_found(
+                    &format!("{path}.ephemeralContainers[{i}].targetContainerName"),
+                    &Value::from(t),
                 );
             }
         }
@@ -785,7 +876,6 @@ fn pod_update(e: &mut FieldErrors, old: &Value, new: &Value) {
     for (i, t) in arr(new_spec.get("tolerations")).iter().enumerate() {
         toleration(e, t, &format!("spec.tolerations[{i}]"));
     }
-    ephemeral_update(e, old_spec, new_spec);
     // Bring the new spec's mutable fields back to the old values; whatever differs after
     // that is a forbidden change (upstream's "munged" spec comparison).
     let mut munged = new_spec.clone();
@@ -803,8 +893,6 @@ fn pod_update(e: &mut FieldErrors, old: &Value, new: &Value) {
             }
         }
         restore(m, old_spec, "activeDeadlineSeconds");
-        // Ephemeral containers change only through their own subresource.
-        restore(m, old_spec, "ephemeralContainers");
         let old_tol = arr(old_spec.get("tolerations"));
         let new_tol = arr(new_spec.get("tolerations"));
         if old_tol.iter().all(|t| new_tol.contains(t)) {
@@ -826,35 +914,34 @@ fn pod_update(e: &mut FieldErrors, old: &Value, new: &Value) {
     }
 }
 
-/// Ephemeral containers may be added (the `ephemeralcontainers` subresource `kubectl debug`
-/// patches) but an existing one may not change; new ones get the container checks.
-fn ephemeral_update(e: &mut FieldErrors, old_spec: &Value, new_spec: &Value) {
-    let mut names: BTreeSet<String> = ["containers", "initContainers"]
-        .iter()
-        .flat_map(|k| arr(new_spec.get(*k)))
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    // Volume errors were reported when the pod was created; only the names matter here.
-    let volumes = pod_volumes(&mut FieldErrors::default(), new_spec, "spec");
-    let old_list = arr(old_spec.get("ephemeralContainers"));
-    for (i, c) in arr(new_spec.get("ephemeralContainers")).iter().enumerate() {
-        let path = format!("spec.ephemeralContainers[{i}]");
-        let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-        match old_list
+/// Ephemeral containers may be added but none that exists may change or go. Patches do not
+/// keep their order, so each is found by name.
+fn ephemeral_changes(e: &mut FieldErrors, old_spec: &Value, new_spec: &Value) {
+    let new_list = arr(new_spec.get("ephemeralContainers"));
+    for o in arr(old_spec.get("ephemeralContainers")) {
+        let name = o.get("name").and_then(Value::as_str).unwrap_or("");
+        match new_list
             .iter()
-            .find(|o| o.get("name").and_then(Value::as_str) == Some(name))
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
         {
-            Some(o) if o != c => e.forbidden(
-                &path,
+            None => e.forbidden(
+                "spec.ephemeralContainers",
                 &format!(
-                    "existing ephemeral containers {} may not be changed",
+                    "existing ephemeral containers {} may not be removed\n",
                     go_quote(name)
                 ),
             ),
-            Some(_) => {
-                names.insert(name.to_string());
+            Some(c) if c != o => {
+                let diff = spec_diff(o, c, "");
+                e.forbidden(
+                    "spec.ephemeralContainers",
+                    &format!(
+                        "existing ephemeral containers {} may not be changed\n{diff}",
+                        go_quote(name)
+                    ),
+                );
             }
-            None => container(e, c, &path, "ephemeralContainers", &volumes, &mut names),
+            Some(_) => {}
         }
     }
 }
@@ -1107,21 +1194,30 @@ mod tests {
         assert!(errs[0]
             .message
             .starts_with(&format!("spec: Forbidden: {POD_UPDATE_MSG}\n")));
+        // Ephemeral containers are added through their subresource only.
+        let sub = |old: &Value, new: &Value| {
+            RESOURCE.validate_subresource_update("ephemeralcontainers", old, new)
+        };
         let mut debug = old.clone();
         debug["spec"]["ephemeralContainers"] = json!([{"name":"dbg","image":"busybox",
             "imagePullPolicy":"IfNotPresent","terminationMessagePolicy":"File"}]);
-        assert_eq!(RESOURCE.validate_update(&old, &debug), Ok(()));
+        assert_eq!(sub(&old, &debug), Ok(()));
+        let errs = RESOURCE
+            .validate_update(&old, &debug)
+            .expect_err("pod update");
+        assert_eq!(errs[0].field, "spec");
         let mut changed = debug.clone();
         changed["spec"]["ephemeralContainers"][0]["image"] = json!("alpine");
-        assert_eq!(
-            messages(RESOURCE.validate_update(&debug, &changed)),
-            vec!["spec.ephemeralContainers[0]: Forbidden: existing ephemeral containers \"dbg\" may not be changed"]
-        );
+        let errs = sub(&debug, &changed).expect_err("changed");
+        assert_eq!(errs[0].field, "spec.ephemeralContainers");
+        assert!(errs[0].message.starts_with(
+            "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n"
+        ));
         let mut clash = old.clone();
         clash["spec"]["ephemeralContainers"] = json!([{"name":"a","image":"busybox",
             "imagePullPolicy":"IfNotPresent","terminationMessagePolicy":"File"}]);
         assert_eq!(
-            messages(RESOURCE.validate_update(&old, &clash)),
+            messages(sub(&old, &clash)),
             vec!["spec.ephemeralContainers[0].name: Duplicate value: \"a\""]
         );
         let mut renamed = old.clone();

@@ -36,6 +36,8 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         labels,
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         host_network: network::is_host_network(pod),
+        host_pid: spec.and_then(|s| s.host_pid).unwrap_or(false),
+        host_ipc: spec.and_then(|s| s.host_ipc).unwrap_or(false),
         port_mappings: network::port_mappings(pod),
         // kubelet's `--resolv-conf` default supplies the node's search domains.
         dns: dnsconfig::pod_dns_config(

@@ -22,11 +22,11 @@ use runtime::ContainerState;
 
 pub use deps::{NodeFacts, WorkerDeps};
 
-use crate::podstatus::attempts_of;
+use crate::podstatus::{attempts_of, ephemeral_containers, Waiting};
 use observe::{observe, pod_net};
 use plan::{
-    api_phase, is_deleting, min_requeue, plan, pod_key, spec_container, Action, Observed, Plan,
-    MIN_GRACE, RESYNC,
+    api_phase, is_deleting, min_requeue, pid_target, plan, pod_key, spec_container, Action,
+    Observed, Plan, MIN_GRACE, RESYNC,
 };
 use podapi::EventType;
 use probes::PodProber;
@@ -284,8 +284,28 @@ impl PodWorker {
                     let Some(sandbox) = sandbox.as_ref() else {
                         continue;
                     };
-                    let Some(container) = spec_container(pod, name) else {
-                        continue;
+                    let (container, target) = match spec_container(pod, name) {
+                        Some(c) => (c.clone(), None),
+                        None => match ephemeral_containers(pod)
+                            .into_iter()
+                            .find(|e| e.container.name == *name)
+                        {
+                            Some(e) => (e.container, e.target),
+                            None => continue,
+                        },
+                    };
+                    let pid_target = match pid_target(observed, target.as_deref()) {
+                        Ok(t) => t,
+                        Err(target) => {
+                            // CRI refuses a target that does not run; kubelet retries.
+                            let message = format!("container {target:?} is not running");
+                            self.state.waiting.insert(
+                                name.clone(),
+                                Waiting::new("CreateContainerError", message),
+                            );
+                            result = Err(RESYNC);
+                            continue;
+                        }
                     };
                     if *restart {
                         self.state.restart_backoff.next(name, deps.clock.now());
@@ -294,9 +314,10 @@ impl PodWorker {
                         deps,
                         &mut self.state,
                         pod,
-                        container,
+                        &container,
                         sandbox,
                         *attempt,
+                        pid_target,
                     )
                     .await
                     {

@@ -11,7 +11,7 @@ use super::deps::WorkerDeps;
 use super::plan::{pod_key, spec_container, spec_containers, Observed};
 use super::state::WorkerState;
 use crate::network;
-use crate::podstatus::init_containers;
+use crate::podstatus::{ephemeral_containers, init_containers};
 use crate::termination;
 use probes::Dialer;
 use probes::PodNet;
@@ -44,9 +44,18 @@ pub async fn observe(
     }
     let dir = crilog::pod_log_dir(&deps.log_root, &ns, &name, &uid);
     let mut log_attempts = HashMap::new();
-    for c in spec_containers(pod).iter().chain(init_containers(pod)) {
-        if let Some(max) = crilog::log_attempts(&dir.join(&c.name)).last() {
-            log_attempts.insert(c.name.clone(), *max);
+    let ephemeral: Vec<String> = ephemeral_containers(pod)
+        .into_iter()
+        .map(|e| e.container.name)
+        .collect();
+    let names = spec_containers(pod)
+        .iter()
+        .chain(init_containers(pod))
+        .map(|c| &c.name)
+        .chain(&ephemeral);
+    for name in names {
+        if let Some(max) = crilog::log_attempts(&dir.join(name)).last() {
+            log_attempts.insert(name.clone(), *max);
         }
     }
     for c in containers

@@ -14,7 +14,8 @@ use runtime::{ContainerState, PodSandboxStatus, SandboxState};
 use super::state::WorkerState;
 use crate::backoff::go_duration;
 use crate::podstatus::{
-    attempts_of, init_containers, is_sidecar, restart_policy, should_restart, Waiting,
+    attempts_of, ephemeral_containers, init_containers, is_sidecar, restart_policy, should_restart,
+    Waiting,
 };
 use probes::{ProbeKind, Target};
 
@@ -301,6 +302,31 @@ impl Planner<'_> {
         }
     }
 
+    /// kubelet starts an ephemeral container once, whenever the pod's sandbox is up (even
+    /// before initialization is done), and never restarts it: one that exited, or whose
+    /// log shows it ran, stays as it is.
+    fn ephemeral(&mut self, name: &str) {
+        match attempts_of(&self.observed.containers, name).first() {
+            None if !self.observed.log_attempts.contains_key(name) => {
+                self.out.actions.push(Action::StartContainer {
+                    name: name.to_string(),
+                    attempt: 0,
+                    restart: false,
+                });
+            }
+            Some(l)
+                if l.state == ContainerState::Created
+                    && !self.state.failed_starts.contains_key(&l.id) =>
+            {
+                self.out.actions.push(Action::StartCreated {
+                    id: l.id.clone(),
+                    name: name.to_string(),
+                });
+            }
+            None | Some(_) => {}
+        }
+    }
+
     fn back_off(&mut self, c: &Container, left: Duration) {
         if let Some(delay) = self.state.restart_backoff.delay(&c.name, self.now) {
             self.out
@@ -347,6 +373,11 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         current,
         out,
     };
+    if sandbox.is_some() {
+        for e in ephemeral_containers(pod) {
+            p.ephemeral(&e.container.name);
+        }
+    }
     let policy = restart_policy(pod).to_string();
     let apps = spec_containers(pod);
     // kubelet: once a regular container ran in this sandbox, init containers are done for
@@ -408,6 +439,27 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         }
     }
     p.out
+}
+
+/// The container id whose PID namespace ephemeral container `name` joins: its target's
+/// newest running attempt in the ready sandbox. `Ok(None)` without a target; `Err` with
+/// the target's name when it does not run.
+pub(super) fn pid_target(
+    observed: &Observed,
+    target: Option<&str>,
+) -> Result<Option<String>, String> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let sandbox = observed.ready_sandbox().map(|s| s.id.as_str());
+    observed
+        .containers
+        .iter()
+        .filter(|c| Some(c.sandbox_id.as_str()) == sandbox && c.config.name == target)
+        .filter(|c| c.state == ContainerState::Running)
+        .max_by_key(|c| c.config.attempt)
+        .map(|c| Some(c.id.clone()))
+        .ok_or_else(|| target.to_string())
 }
 
 /// Running containers (newest attempts in the ready sandbox) that have probes.

@@ -210,6 +210,7 @@ pub async fn start_container(
     container: &Container,
     sandbox: &PodSandboxStatus,
     attempt: u32,
+    pid_target: Option<String>,
 ) -> Result<(), StartError> {
     let name = container.name.as_str();
     let t = Instant::now();
@@ -267,6 +268,7 @@ pub async fn start_container(
         return Err(StartError::Volumes(err));
     }
     termination::add_mount(&deps.log_root, pod, container, &mut config);
+    config.pid_target = pid_target;
     deps.metrics.phase("spec", t.elapsed());
     let id = match deps.runtime.create_container(&sandbox.id, &config).await {
         Ok(id) => id,

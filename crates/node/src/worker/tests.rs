@@ -988,3 +988,104 @@ async fn projected_tokens_are_bound_kept_and_refreshed_at_eighty_percent() {
     vm.tokens().forget_pod("uid-1");
     assert!(vm.tokens().is_empty());
 }
+
+// ---- ephemeral containers ----
+
+fn ephemeral_status(status: &PodStatus, name: &str) -> k8s_openapi::api::core::v1::ContainerStatus {
+    status
+        .ephemeral_container_statuses
+        .iter()
+        .flatten()
+        .find(|s| s.name == name)
+        .cloned()
+        .expect("ephemeral status")
+}
+
+#[tokio::test]
+async fn ephemeral_containers_start_once_in_the_target_pid_namespace() {
+    let h = harness();
+    let mut p = lifecycle_pod("Always", json!({"containers": [c("app")]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["app#0"]);
+    let app_id = h.rt.containers_named("app")[0].id.clone();
+
+    // kubectl debug adds one through the subresource; the next sync starts it.
+    p = with_status(p, &h.api);
+    let mut spec = serde_json::to_value(&p.spec).expect("spec");
+    spec["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox:1.36",
+        "imagePullPolicy": "IfNotPresent", "targetContainerName": "app"}]);
+    p.spec = serde_json::from_value(spec).expect("spec");
+    w.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["app#0", "debugger#0"]);
+    let debugger = &h.rt.containers_named("debugger")[0];
+    assert_eq!(debugger.config.pid_target.as_deref(), Some(app_id.as_str()));
+    let s = h.api.last_status().expect("status");
+    let e = ephemeral_status(&s, "debugger");
+    assert!(e.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    assert_eq!(e.image, "busybox:1.36");
+    assert!(!e.ready);
+    assert_eq!(
+        e.container_id,
+        Some(format!("peapod://{}", debugger.id)),
+        "{e:?}"
+    );
+    let fields = h.api.lock().field_paths.clone();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f == "spec.ephemeralContainers{debugger}"),
+        "{fields:?}"
+    );
+    // Ephemeral containers count neither for readiness nor for the phase.
+    assert_eq!(cond_status(&s, "Ready"), "True");
+
+    // It exits: never restarted, whatever the pod's restart policy.
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("debugger", 3);
+    for _ in 0..3 {
+        h.clock.advance(Duration::from_secs(30));
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+    }
+    assert_eq!(started_names(&h), vec!["app#0", "debugger#0"]);
+    let s = h.api.last_status().expect("status");
+    let e = ephemeral_status(&s, "debugger");
+    let term = e.state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(term.map(|t| t.exit_code), Some(3));
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+
+    // A restarted agent (a new worker) does not start it again either.
+    let mut w2 = PodWorker::new(&p);
+    w2.sync(&h.env, &p).await;
+    assert_eq!(started_names(&h), vec!["app#0", "debugger#0"]);
+}
+
+#[tokio::test]
+async fn an_ephemeral_container_waits_for_its_target_to_run() {
+    let h = harness();
+    let mut p = lifecycle_pod("Never", json!({"containers": [c("app"), c("other")]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    h.clock.advance(Duration::from_secs(1));
+    h.rt.exit("app", 0);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let mut spec = serde_json::to_value(&p.spec).expect("spec");
+    spec["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox:1.36",
+        "imagePullPolicy": "IfNotPresent", "targetContainerName": "app"}]);
+    p.spec = serde_json::from_value(spec).expect("spec");
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert!(h.rt.containers_named("debugger").is_empty());
+    let s = h.api.last_status().expect("status");
+    let waiting = ephemeral_status(&s, "debugger")
+        .state
+        .and_then(|s| s.waiting)
+        .expect("waiting");
+    assert_eq!(waiting.reason.as_deref(), Some("CreateContainerError"));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("container \"app\" is not running")
+    );
+}
