@@ -109,43 +109,56 @@ impl Ctx {
         }
     }
 
-    /// The merge strategy of list `field` of the map at this context (k8s.io/api tags):
-    /// those of the shared types (metadata, pod specs, conditions) here, the rest from the
-    /// kind's strategy.
+    /// The merge strategy of list `field` of the map at this context.
     fn list_strategy(&self, field: &str) -> ListStrategy {
-        let parent = self.path.last().map(String::as_str).unwrap_or("");
-        let in_container = matches!(
-            parent,
-            "containers" | "initContainers" | "ephemeralContainers"
-        );
-        let in_spec = parent == "spec";
-        match field {
-            "finalizers" if parent == "metadata" || in_spec => ListStrategy::Set,
-            "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
-            "containers"
-            | "initContainers"
-            | "ephemeralContainers"
-            | "volumes"
-            | "imagePullSecrets"
-            | "schedulingGates"
-            | "resourceClaims"
-                if in_spec =>
-            {
-                ListStrategy::Key("name")
-            }
-            "hostAliases" if in_spec => ListStrategy::Key("ip"),
-            "topologySpreadConstraints" if in_spec => ListStrategy::Key("topologyKey"),
-            "ports" if in_container => ListStrategy::Key("containerPort"),
-            "env" if in_container => ListStrategy::Key("name"),
-            "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
-            "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
-            "conditions" if parent == "status" => ListStrategy::Key("type"),
-            "podIPs" | "hostIPs" if parent == "status" => ListStrategy::Key("ip"),
-            _ => self
-                .strategy
-                .and_then(|s| s.list_strategy(&self.path, field))
-                .unwrap_or(ListStrategy::Replace),
+        list_strategy_in(self.strategy, &self.path, field)
+    }
+}
+
+/// The merge strategy of list `field` of the map reached by the field names `path` in an
+/// object of `kind` (the k8s.io/api tags): those of the shared types (metadata, pod specs,
+/// conditions) here, the rest from the kind's strategy. Server-side apply keys lists the
+/// same way.
+pub fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
+    list_strategy_in(lookup_any_kind(kind).map(|info| info.strategy), path, field)
+}
+
+fn list_strategy_in(
+    strategy: Option<&'static dyn Strategy>,
+    path: &[String],
+    field: &str,
+) -> ListStrategy {
+    let parent = path.last().map(String::as_str).unwrap_or("");
+    let in_container = matches!(
+        parent,
+        "containers" | "initContainers" | "ephemeralContainers"
+    );
+    let in_spec = parent == "spec";
+    match field {
+        "finalizers" if parent == "metadata" || in_spec => ListStrategy::Set,
+        "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "schedulingGates"
+        | "resourceClaims"
+            if in_spec =>
+        {
+            ListStrategy::Key("name")
         }
+        "hostAliases" if in_spec => ListStrategy::Key("ip"),
+        "topologySpreadConstraints" if in_spec => ListStrategy::Key("topologyKey"),
+        "ports" if in_container => ListStrategy::Key("containerPort"),
+        "env" if in_container => ListStrategy::Key("name"),
+        "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
+        "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
+        "conditions" if parent == "status" => ListStrategy::Key("type"),
+        "podIPs" | "hostIPs" if parent == "status" => ListStrategy::Key("ip"),
+        _ => strategy
+            .and_then(|s| s.list_strategy(path, field))
+            .unwrap_or(ListStrategy::Replace),
     }
 }
 

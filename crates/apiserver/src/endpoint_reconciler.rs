@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::objects::{Registry, Selectors, WriteOptions};
+use crate::objects::{Part, Registry, Selectors, WriteOptions};
 
 /// How long a server's address stays published without a renewal (upstream's master lease
 /// TTL).
@@ -142,7 +142,7 @@ async fn put(
                 }
             }
             registry
-                .update(info, Some(&ns), &name, have, false, &opts)
+                .update(info, Some(&ns), &name, have, Part::Object, &opts)
                 .await
                 .map(|_| ())
         }

@@ -33,6 +33,13 @@ pub enum ApiError {
         name: String,
         detail: String,
     },
+    /// A server-side apply that would change fields other managers own (kube's
+    /// `NewApplyConflict`: one `FieldManagerConflict` cause per field).
+    #[error("{0}")]
+    ApplyConflict(#[source] field_ownership::managers::Conflicts),
+    /// `metadata.managedFields` that cannot be read.
+    #[error("{0}")]
+    ManagedFields(#[source] field_ownership::managers::ManagedFieldsError),
     #[error("{} \"{name}\" is invalid: {}", group_kind(.kind, .group), join_causes(.causes))]
     Invalid {
         kind: String,
@@ -161,7 +168,10 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::PathNotFound => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict(_) => StatusCode::CONFLICT,
+            ApiError::ManagedFields(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -186,7 +196,8 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::PathNotFound => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => "Conflict",
+            ApiError::ManagedFields(_) => "BadRequest",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest { .. } => "BadRequest",
             ApiError::Forbidden { .. } => "Forbidden",
@@ -215,6 +226,7 @@ impl ApiError {
             // The source chain carries the useful part (which key, which syscall).
             ApiError::Store(e) => format!("Internal error occurred: {}", error_chain(e)),
             ApiError::Proxy(e) => format!("Internal error occurred: {}", error_chain(e)),
+            ApiError::ManagedFields(e) => error_chain(e),
             other => other.to_string(),
         };
         let mut status = json!({
@@ -275,6 +287,13 @@ impl ApiError {
             })),
             ApiError::Store(_) | ApiError::Proxy(_) => Some(json!({
                 "causes": [{"message": message}]
+            })),
+            ApiError::ApplyConflict(c) => Some(json!({
+                "causes": c.0.iter().map(|x| json!({
+                    "reason": "FieldManagerConflict",
+                    "message": format!("conflict with {}", x.manager),
+                    "field": field_ownership::path::display(&x.path),
+                })).collect::<Vec<_>>(),
             })),
             ApiError::TooManyRequests {
                 cause: Some((kind, text)),

@@ -106,6 +106,7 @@ impl Registry {
                         |old| decrement(old, name, &at).map_err(|why| refused(&pdb_name, why)),
                         Part::Status,
                         opts.dry_run,
+                        None,
                     )
                     .await;
                 match taken {
@@ -161,6 +162,7 @@ impl Registry {
                     },
                     Part::Status,
                     false,
+                    None,
                 )
                 .await?;
             if opts.preconditions.resource_version.is_some() {

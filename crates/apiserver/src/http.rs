@@ -347,7 +347,51 @@ pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         field_validation: q.field_validation()?,
         field_manager: q.get("fieldManager").map(str::to_string),
         guard: None,
+        default_manager: None,
+        force: q.get("force") == Some("true"),
     })
+}
+
+/// kube-apiserver's `ValidatePatchOptions`: an apply names its manager, only an apply may
+/// say `force`, and a manager name is at most 128 printable characters.
+fn validate_patch_options(q: &Query, pt: PatchType) -> Result<(), ApiError> {
+    let mut errs = api::field_errors::FieldErrors::default();
+    let manager = q.get("fieldManager").unwrap_or("");
+    if pt == PatchType::Apply {
+        if manager.is_empty() {
+            errs.required("fieldManager", "is required for apply patch");
+        }
+    } else if q.get("force").is_some() {
+        errs.forbidden("force", "may not be specified for non-apply patch");
+    }
+    if manager.len() > 128 {
+        errs.too_long("fieldManager", 128);
+    } else if manager.chars().any(char::is_control) {
+        errs.invalid(
+            "fieldManager",
+            &Value::String(manager.to_string()),
+            "must only contain printable characters",
+        );
+    }
+    errs.finish().map_err(|causes| ApiError::Invalid {
+        kind: "PatchOptions".into(),
+        group: "meta.k8s.io".into(),
+        name: String::new(),
+        causes,
+    })
+}
+
+/// [`write_options`] with the manager a request without `fieldManager` writes as: its
+/// User-Agent up to the first `/` (kube-apiserver's default).
+fn write_options_from(q: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let mut opts = write_options(q)?;
+    opts.default_manager = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    Ok(opts)
 }
 
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
@@ -596,8 +640,8 @@ async fn handle(
     let p = parse_resource_path(uri.path())?;
     let q = Query::parse(uri.query())?;
     let guard = crate::escalation::guard(&st.authorizer, user, p.info);
-    let write_options = |q: &Query| {
-        write_options(q).map(|o| WriteOptions {
+    let write_options_from = |q: &Query, headers: &HeaderMap| {
+        write_options_from(q, headers).map(|o| WriteOptions {
             guard: guard.clone(),
             ..o
         })
@@ -710,14 +754,14 @@ async fn handle(
         (Method::PUT, Some(name), Some("scale")) => {
             let body = decode_body(headers, &body)?;
             let scale = reg
-                .update_scale(info, ns, name, body, &write_options(&q)?)
+                .update_scale(info, ns, name, body, &write_options_from(&q, headers)?)
                 .await?;
             Ok(json_response(StatusCode::OK, &scale))
         }
         (Method::PATCH, Some(name), Some("scale")) => {
             let pt = patch_type(headers)?;
             let scale = reg
-                .patch_scale(info, ns, name, pt, &body, &write_options(&q)?)
+                .patch_scale(info, ns, name, pt, &body, &write_options_from(&q, headers)?)
                 .await?;
             Ok(json_response(StatusCode::OK, &scale))
         }
@@ -726,7 +770,9 @@ async fn handle(
         }
         (Method::POST, None, None) => {
             let body = decode_body(headers, &body)?;
-            let w = reg.create(info, ns, body, &write_options(&q)?).await?;
+            let w = reg
+                .create(info, ns, body, &write_options_from(&q, headers)?)
+                .await?;
             Ok(object_response(StatusCode::CREATED, &w))
         }
         (Method::POST, Some(name), Some("binding")) if info.subresource("binding").is_some() => {
@@ -777,7 +823,14 @@ async fn handle(
             let body = decode_body(headers, &body)?;
             let part = Part::of(info, sub).unwrap_or(Part::Object);
             let w = reg
-                .update(info, ns, name, body, part, &write_options(&q)?)
+                .update(
+                    info,
+                    ns,
+                    name,
+                    body,
+                    part,
+                    &write_options_from(&q, headers)?,
+                )
                 .await?;
             Ok(object_response(StatusCode::OK, &w))
         }
@@ -789,12 +842,8 @@ async fn handle(
         (Method::PATCH, Some(name), _) if Part::of(info, sub).is_some() => {
             let part = Part::of(info, sub).unwrap_or(Part::Object);
             let pt = patch_type(headers)?;
-            let opts = write_options(&q)?;
-            if pt == PatchType::Apply && opts.field_manager.is_none() {
-                return Err(ApiError::bad_request(
-                    "PATCH requests with the apply patch type require a fieldManager",
-                ));
-            }
+            validate_patch_options(&q, pt)?;
+            let opts = write_options_from(&q, headers)?;
             let w = reg.patch(info, ns, name, pt, &body, part, &opts).await?;
             let code = if w.created {
                 StatusCode::CREATED

@@ -445,6 +445,94 @@ async fn update_conflict_status_and_patches() {
         .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["data"]["k"], "w");
+    assert_eq!(
+        r.body["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:data": {"f:k": {}}})
+    );
+    // An apply names its manager; only an apply may force.
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c",
+            Some("application/apply-patch+yaml"),
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "z"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c?force=true",
+            Some("application/merge-patch+json"),
+            Some(json!({"data": {"k": "z"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+    );
+    // Another manager's update takes the field; a different applied value then conflicts.
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/c?fieldManager=editor",
+            Some("application/merge-patch+json"),
+            Some(json!({"data": {"k": "x"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["metadata"]["managedFields"][0]["manager"], "editor");
+    assert_eq!(
+        r.body["metadata"]["managedFields"][0]["operation"],
+        "Update"
+    );
+    let apply = |force: &str| {
+        (
+            format!("/api/v1/namespaces/default/configmaps/c?fieldManager=kubectl&force={force}"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "y"}}),
+        )
+    };
+    let (uri, body) = apply("false");
+    let r = h
+        .req(
+            Method::PATCH,
+            &uri,
+            Some("application/apply-patch+yaml"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["reason"], "Conflict");
+    assert_eq!(
+        r.body["message"],
+        "Apply failed with 1 conflict: conflict with \"editor\" using v1: .data.k"
+    );
+    assert_eq!(
+        r.body["details"]["causes"],
+        json!([{"reason": "FieldManagerConflict", "message": "conflict with \"editor\" using v1", "field": ".data.k"}])
+    );
+    let (uri, body) = apply("true");
+    let r = h
+        .req(
+            Method::PATCH,
+            &uri,
+            Some("application/apply-patch+yaml"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["data"]["k"], "y");
+    let mf = r.body["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mf.len(), 1, "{mf:?}");
+    assert_eq!(mf[0]["manager"], "kubectl");
 }
 
 #[tokio::test]

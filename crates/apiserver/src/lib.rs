@@ -23,6 +23,7 @@ mod eviction;
 mod hooks;
 mod http;
 mod logs;
+mod managed_fields;
 mod names;
 mod objects;
 mod paging;

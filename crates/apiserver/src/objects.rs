@@ -10,6 +10,7 @@ use api::deletion::{finalizers_after_delete, PropagationChoice};
 use api::resources::ResourceInfo;
 use api::selectors::{FieldSelector, LabelSelector};
 use api::strategy::DeleteStep;
+use field_ownership::managers::Writer;
 use serde_json::{json, Map, Value};
 use store::{ObjectKey, Preconditions, Store, StoreError};
 
@@ -22,10 +23,16 @@ use crate::request::FieldValidation;
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// `fieldManager` of the query.
     pub field_manager: Option<String>,
     /// Checks the object a create, update or patch would store, on behalf of the request's
     /// user (RBAC's escalation prevention); `None`: nothing to check.
     pub guard: Option<WriteGuard>,
+    /// The manager when the query names none: the client's User-Agent up to its first `/`,
+    /// as kube-apiserver takes it.
+    pub default_manager: Option<String>,
+    /// `force`: an apply takes the fields it conflicts on.
+    pub force: bool,
 }
 
 /// The check a [`WriteGuard`] runs: (resource, namespace or "", object).
@@ -62,7 +69,26 @@ impl Default for WriteOptions {
             field_validation: FieldValidation::Strict,
             field_manager: None,
             guard: None,
+            default_manager: None,
+            force: false,
         }
+    }
+}
+
+impl WriteOptions {
+    /// Who the write's fields go to in `managedFields`; none for the server's own writes.
+    pub(crate) fn writer(&self, info: &ResourceInfo, subresource: &str) -> Option<Writer> {
+        let manager = self
+            .field_manager
+            .as_deref()
+            .or(self.default_manager.as_deref())
+            .filter(|m| !m.is_empty())?;
+        Some(Writer {
+            manager: manager.to_string(),
+            api_version: api_version(info),
+            subresource: subresource.to_string(),
+            time: now(),
+        })
     }
 }
 
@@ -96,6 +122,15 @@ impl Part {
                 .iter()
                 .find(|o| **o == s)
                 .map(|o| Part::Subresource(o)),
+        }
+    }
+
+    /// The subresource's name as managedFields record it (`""` for the object).
+    pub fn subresource(self) -> &'static str {
+        match self {
+            Part::Object => "",
+            Part::Status => "status",
+            Part::Subresource(s) => s,
         }
     }
 }
@@ -515,7 +550,8 @@ impl Registry {
         Ok((obj, warnings))
     }
 
-    /// POST: server-set metadata, defaults, validation, admission, store.
+    /// POST: server-set metadata, defaults, validation, admission, store. The creator owns
+    /// the fields it set (an `Update` entry in managedFields).
     pub async fn create(
         &self,
         info: &ResourceInfo,
@@ -523,8 +559,24 @@ impl Registry {
         body: Value,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        self.create_tracked(info, namespace, body, opts, true).await
+    }
+
+    /// [`Self::create`]; `track` false when the body carries its managedFields already (an
+    /// apply that creates).
+    async fn create_tracked(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+        track: bool,
+    ) -> Result<Written, ApiError> {
         let (mut obj, warnings) =
             Self::prepare_create(info, namespace, body, opts.field_validation)?;
+        if let Some(w) = opts.writer(info, "").filter(|_| track) {
+            crate::managed_fields::record_update(info, &json!({}), &mut obj, &w);
+        }
         let name = name_of(&obj).to_string();
         // Admission comes before validation, as in kube-apiserver: the namespace must be
         // live (NamespaceLifecycle), then the kind's plugin may change or refuse the object.
@@ -666,10 +718,15 @@ impl Registry {
         part: Part,
         expected_rv: Option<u64>,
         dry_run: bool,
+        writer: Option<&Writer>,
     ) -> Result<Value, ApiError> {
         let mut new = Self::prepare_for_update(info, old, new, part);
         info.apply_defaults(&mut new);
         info.strategy.normalize(&mut new);
+        // As upstream, the writer owns what it changed once defaults are in.
+        if let Some(w) = writer {
+            crate::managed_fields::record_update(info, old, &mut new, w);
+        }
         // Hooks run before validation: a Service keeps its addresses over an update that
         // omits them (validation holds clusterIP immutable) and takes node ports it newly
         // needs.
@@ -785,6 +842,7 @@ impl Registry {
         };
         let key = Self::key(info, namespace, name);
         opts.check(info, namespace, &body)?;
+        let writer = opts.writer(info, part.subresource());
         let object = self
             .retry_update(
                 info,
@@ -793,6 +851,7 @@ impl Registry {
                 |_old| Ok(body.clone()),
                 part,
                 opts.dry_run,
+                writer.as_ref(),
             )
             .await?;
         Ok(Written {
@@ -803,7 +862,12 @@ impl Registry {
     }
 
     /// Read-modify-write with `f`; retried on conflicts unless the caller pinned a
-    /// resourceVersion (then a mismatch is the client's 409).
+    /// resourceVersion (then a mismatch is the client's 409). `writer` takes the fields the
+    /// write changes.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the update's identity, its step and its three modes; a struct would only rename them"
+    )]
     pub(crate) async fn retry_update(
         &self,
         info: &ResourceInfo,
@@ -812,6 +876,7 @@ impl Registry {
         mut f: impl FnMut(&Value) -> Result<Value, ApiError>,
         part: Part,
         dry_run: bool,
+        writer: Option<&Writer>,
     ) -> Result<Value, ApiError> {
         const ATTEMPTS: usize = 16;
         for _ in 0..ATTEMPTS {
@@ -833,7 +898,7 @@ impl Registry {
             }
             let new = f(&old)?;
             match self
-                .commit_update(info, key, &old, new, part, old_rv, dry_run)
+                .commit_update(info, key, &old, new, part, old_rv, dry_run, writer)
                 .await
             {
                 Err(ApiError::Conflict { .. }) if expected.is_none() => continue,
@@ -863,20 +928,28 @@ impl Registry {
     ) -> Result<Written, ApiError> {
         let patch: Value = parse_patch_body(patch_type, body)?;
         let key = Self::key(info, namespace, name);
+        let writer = opts.writer(info, part.subresource());
         if patch_type == PatchType::Apply {
+            let Some(w) = writer.as_ref() else {
+                return Err(ApiError::bad_request(
+                    "PATCH requests with the apply patch type require a fieldManager",
+                ));
+            };
+            if let Some(n) = str_at(&patch, "/metadata/name") {
+                if n != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )));
+                }
+            }
             match self.store.get(&key).await {
                 Err(StoreError::NotFound { .. }) if part == Part::Object => {
-                    let mut obj = patch.clone();
-                    if let Some(n) = str_at(&obj, "/metadata/name") {
-                        if n != name {
-                            return Err(ApiError::bad_request(format!(
-                                "the name of the object ({n}) does not match the name on the URL ({name})"
-                            )));
-                        }
-                    }
-                    meta_mut(&mut obj).insert("name".into(), Value::String(name.to_string()));
-                    add_managed_fields(&mut obj, info, opts.field_manager.as_deref(), "Apply");
-                    return self.create(info, namespace, obj, opts).await;
+                    let mut config = patch.clone();
+                    Self::check_type(info, &mut config)?;
+                    meta_mut(&mut config).insert("name".into(), Value::String(name.to_string()));
+                    let obj =
+                        crate::managed_fields::apply(info, &json!({}), &config, w, opts.force)?;
+                    return self.create_tracked(info, namespace, obj, opts, false).await;
                 }
                 Err(e) => return Err(ApiError::from_store(e, info, name)),
                 Ok(_) => {}
@@ -890,11 +963,18 @@ impl Registry {
                 &key,
                 expected,
                 |old| {
-                    let mut new = match patch_type {
-                        PatchType::Json => api::patch::json_patch(old, &patch),
-                        PatchType::Merge => api::patch::merge_patch(old, &patch),
-                        PatchType::Strategic | PatchType::Apply => {
+                    let mut new = match (patch_type, writer.as_ref()) {
+                        (PatchType::Json, _) => api::patch::json_patch(old, &patch),
+                        (PatchType::Merge, _) => api::patch::merge_patch(old, &patch),
+                        (PatchType::Strategic, _) | (PatchType::Apply, None) => {
                             api::patch::strategic_merge_patch(info.kind, old, &patch)
+                        }
+                        (PatchType::Apply, Some(w)) => {
+                            let mut config = patch.clone();
+                            Self::check_type(info, &mut config)?;
+                            Ok(crate::managed_fields::apply(
+                                info, old, &config, w, opts.force,
+                            )?)
                         }
                     }
                     .map_err(|e| match e {
@@ -912,9 +992,6 @@ impl Registry {
                     })?;
                     Self::check_type(info, &mut new)?;
                     warnings = Self::check_fields(info, &mut new, opts.field_validation)?;
-                    if patch_type == PatchType::Apply {
-                        add_managed_fields(&mut new, info, opts.field_manager.as_deref(), "Apply");
-                    }
                     // The patch may not rename or move the object.
                     let m = meta_mut(&mut new);
                     m.insert("name".into(), Value::String(name.to_string()));
@@ -923,6 +1000,8 @@ impl Registry {
                 },
                 part,
                 opts.dry_run,
+                // An apply has set its managedFields already.
+                writer.as_ref().filter(|_| patch_type != PatchType::Apply),
             )
             .await?;
         Ok(Written {
@@ -1276,37 +1355,6 @@ pub(crate) fn check_preconditions(
         }
     }
     Ok(())
-}
-
-fn add_managed_fields(
-    obj: &mut Value,
-    info: &ResourceInfo,
-    manager: Option<&str>,
-    operation: &str,
-) {
-    let manager = manager.unwrap_or("unknown").to_string();
-    let entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version(info),
-        "time": now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    let m = meta_mut(obj);
-    let list = m
-        .entry("managedFields")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if !list.is_array() {
-        *list = Value::Array(Vec::new());
-    }
-    if let Some(list) = list.as_array_mut() {
-        list.retain(|e| {
-            !(e.get("manager").and_then(Value::as_str) == Some(manager.as_str())
-                && e.get("operation").and_then(Value::as_str) == Some(operation))
-        });
-        list.push(entry);
-    }
 }
 
 /// Patch bodies are JSON; apply bodies may also be YAML.

@@ -150,6 +150,7 @@ impl Registry {
                 |old| Ok(with_replicas(paths, old, replicas)),
                 Part::Object,
                 opts.dry_run,
+                opts.writer(info, "scale").as_ref(),
             )
             .await?;
         Ok(scale_of(paths, &stored))
@@ -204,6 +205,7 @@ impl Registry {
                 },
                 Part::Object,
                 opts.dry_run,
+                opts.writer(info, "scale").as_ref(),
             )
             .await?;
         Ok(scale_of(paths, &stored))

@@ -16,6 +16,9 @@ pub const CLOSE: u8 = 255;
 
 /// The WebSocket subprotocol for exec and attach.
 pub const PROTOCOL_V5: &str = "v5.channel.k8s.io";
+/// The same framing without the close message: what the client libraries' port-forward and
+/// SPDY clients (kubectl ≤1.29, as a stream protocol) speak.
+pub const PROTOCOL_V4: &str = "v4.channel.k8s.io";
 
 /// What one client message means.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Exec and attach sessions over a `v5.channel.k8s.io` WebSocket: stdin and resize from the
-//! client go to the process, its stdout/stderr (or its tty) go back on channels 1 and 2, and
+//! Exec and attach sessions in the channel framing of `v5.channel.k8s.io` (over a WebSocket, or
+//! translated from SPDY streams): stdin and resize from the client go to the process, its stdout/stderr (or its tty) go back on channels 1 and 2, and
 //! the exit ends the session with a Status on channel 3 and a normal close (1000), which is
 //! what kubectl waits for. A client that goes away ends the session, and dropping the
 //! runtime's session kills the process.
@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use futures::{SinkExt, StreamExt};
 use runtime::{AttachOutput, AttachSession, ExecIo, ExecOptions, RuntimeService};
 use tokio::sync::mpsc;
 
 use super::channel::{self, Inbound};
+use super::client::{payload, Client, Outbound};
 
 /// After the process exits, how long output still in flight may take to drain (a background
 /// child holding stdout open must not keep the session forever).
@@ -24,9 +25,9 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Reads what the client still sends until its close frame or EOF, so the connection closes
 /// cleanly: dropping a socket with unread input (a resize, a keystroke) resets the TCP
 /// connection, and the client may then lose our close frame and report 1006.
-async fn await_client_close(source: &mut futures::stream::SplitStream<WebSocket>) {
+async fn await_client_close(source: &mut futures::stream::BoxStream<'static, Message>) {
     let drain = async {
-        while let Some(Ok(msg)) = source.next().await {
+        while let Some(msg) = source.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
@@ -45,10 +46,7 @@ pub struct Streams {
 }
 
 /// Sends frames to the socket from one task, ending with the Status and a normal close.
-async fn writer(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-) {
+async fn writer(mut sink: Outbound, mut rx: mpsc::Receiver<Message>) {
     while let Some(msg) = rx.recv().await {
         let last = matches!(msg, Message::Close(_));
         if sink.send(msg).await.is_err() || last {
@@ -87,13 +85,13 @@ async fn pump(io: ExecIo, ch: u8, keep: bool, tx: mpsc::Sender<Message>) {
 
 /// Runs `cmd` in container `container_id` and streams it over `socket`.
 pub async fn serve_exec(
-    socket: WebSocket,
+    client: Client,
     runtime: Arc<dyn RuntimeService>,
     container_id: String,
     cmd: Vec<String>,
     streams: Streams,
 ) {
-    let (sink, mut source) = socket.split();
+    let (sink, mut source) = (client.outbound, client.inbound);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let options = ExecOptions {
@@ -153,12 +151,11 @@ pub async fn serve_exec(
         }));
     }
     let input = async {
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(msg) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = payload(msg) else { continue };
             match channel::decode(&data) {
                 Inbound::Stdin(bytes) => {
                     let res = match (&tty, &stdin) {
@@ -230,8 +227,8 @@ async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
 /// and stderr (one stream with a tty) until the process exits; the client's stdin and
 /// resizes go to the process's stdin or terminal. The client going away ends the session;
 /// the process keeps running.
-pub async fn serve_attach(socket: WebSocket, mut session: AttachSession, streams: Streams) {
-    let (sink, mut source) = socket.split();
+pub async fn serve_attach(client: Client, mut session: AttachSession, streams: Streams) {
+    let (sink, mut source) = (client.outbound, client.inbound);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let tty = session.tty;
@@ -256,12 +253,11 @@ pub async fn serve_attach(socket: WebSocket, mut session: AttachSession, streams
         }
     };
     let inbound = async {
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(msg) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = payload(msg) else { continue };
             match channel::decode(&data) {
                 Inbound::Stdin(bytes) if streams.stdin => {
                     if let Some(i) = &input {

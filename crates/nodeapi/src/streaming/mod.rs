@@ -1,14 +1,19 @@
 //! The node API's streaming endpoints, at kubelet's paths: `/exec/{ns}/{pod}/{container}`,
 //! `/attach/{ns}/{pod}/{container}` and `/portforward/{ns}/{pod}`, which the API server proxies
 //! `kubectl exec`, `attach` and `port-forward` to. Exec and attach speak WebSocket
-//! `v5.channel.k8s.io` (kubectl ≥1.30); port-forward speaks SPDY/3.1, either tunnelled in a
-//! `SPDY/3.1+portforward.k8s.io` WebSocket (kubectl ≥1.31) or after a `SPDY/3.1` POST
-//! upgrade (older kubectl and the fallback).
+//! `v5.channel.k8s.io` (kubectl ≥1.30) or `v4.channel.k8s.io` (client libraries), or SPDY/3.1
+//! with `v4.channel.k8s.io` streams (kubectl ≤1.29). Port-forward speaks SPDY/3.1, either
+//! tunnelled in a `SPDY/3.1+portforward.k8s.io` WebSocket (kubectl ≥1.31) or after a
+//! `SPDY/3.1` POST upgrade (older kubectl and the fallback), or the `v4.channel.k8s.io`
+//! WebSocket channel protocol of the client libraries.
 
 pub mod channel;
+pub mod client;
 pub mod exec;
 pub mod portforward;
 pub mod spdy;
+pub mod spdy_channels;
+pub mod ws_portforward;
 
 use std::sync::Arc;
 
@@ -21,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use runtime::{ContainerState, RuntimeError, RuntimeService, SandboxState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use self::client::Client;
 use crate::server::NodeApiState;
 use crate::sessions::Sessions;
 
@@ -51,10 +57,12 @@ pub enum StreamError {
     #[error("expected a WebSocket ({websocket}) or SPDY/3.1 upgrade request")]
     NotUpgrade { websocket: &'static str },
     #[error(
-        "exec and attach over SPDY are not supported by this node; kubectl ≥1.30 uses WebSocket {}",
-        channel::PROTOCOL_V5
+        "unable to upgrade connection: none of the requested stream protocols are supported; this node speaks {}",
+        channel::PROTOCOL_V4
     )]
-    SpdyExec,
+    SpdyProtocol,
+    #[error("{0}")]
+    Ports(#[from] ws_portforward::PortsError),
     #[error("too many exec, attach and port-forward sessions on this node (limit {limit}); try again later")]
     TooManySessions { limit: usize },
 }
@@ -77,7 +85,8 @@ impl IntoResponse for StreamError {
             | Self::BadFlag { .. }
             | Self::NoProtocolVersion
             | Self::NotUpgrade { .. }
-            | Self::SpdyExec => StatusCode::BAD_REQUEST,
+            | Self::SpdyProtocol
+            | Self::Ports(_) => StatusCode::BAD_REQUEST,
             Self::NoRuntime | Self::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
@@ -203,11 +212,12 @@ pub async fn exec_handler(
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
     let id = running_container(rt.as_ref(), &sandbox, &container).await?;
-    let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        exec::serve_exec(socket, rt, id, query.command, query.streams).await;
+    let streams = query.streams;
+    channel_upgrade(req, &st, streams, move |client| async move {
+        exec::serve_exec(client, rt, id, query.command, streams).await;
         drop(slot);
-    }))
+    })
+    .await
 }
 
 /// `GET|POST /attach/{namespace}/{pod}/{container}`.
@@ -222,37 +232,80 @@ pub async fn attach_handler(
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
     let id = running_container(rt.as_ref(), &sandbox, &container).await?;
-    let ws = websocket(req, &st, channel::PROTOCOL_V5).await?;
     // Only a request that upgrades opens a session: ending one ends a `stdinOnce` stdin.
     let session = rt.attach(&id, query.streams.stdin).await?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        exec::serve_attach(socket, session, query.streams).await;
+    channel_upgrade(req, &st, query.streams, move |client| async move {
+        exec::serve_attach(client, session, query.streams).await;
         drop(slot);
-    }))
+    })
+    .await
 }
 
-/// The WebSocket upgrade of `req` with `protocol`; SPDY exec/attach are refused.
-async fn websocket(
-    req: Request,
+/// Upgrades an exec or attach request to a WebSocket (`v5.channel.k8s.io`, or
+/// `v4.channel.k8s.io` for clients that offer only that) or to SPDY/3.1 with
+/// `v4.channel.k8s.io` streams, and runs `session` with the client once it is there.
+async fn channel_upgrade<F, Fut>(
+    mut req: Request,
     st: &NodeApiState,
-    protocol: &'static str,
-) -> Result<WebSocketUpgrade, StreamError> {
+    streams: exec::Streams,
+    session: F,
+) -> Result<Response, StreamError>
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let not_upgrade = || StreamError::NotUpgrade {
+        websocket: channel::PROTOCOL_V5,
+    };
     match upgrade_kind(&req).as_deref() {
-        Some("websocket") => {}
-        Some(u) if u.starts_with("spdy/") => return Err(StreamError::SpdyExec),
-        _ => {
-            return Err(StreamError::NotUpgrade {
-                websocket: protocol,
-            })
+        Some("websocket") => {
+            let (mut parts, _) = req.into_parts();
+            let ws = WebSocketUpgrade::from_request_parts(&mut parts, st)
+                .await
+                .map_err(|_| not_upgrade())?;
+            let ws = ws.protocols([channel::PROTOCOL_V5, channel::PROTOCOL_V4]);
+            Ok(ws.on_upgrade(move |socket| session(Client::websocket(socket))))
         }
+        Some("spdy/3.1") => {
+            if !offered(&req, channel::PROTOCOL_V4) {
+                return Err(StreamError::SpdyProtocol);
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        spdy_channels::serve(TokioIo::new(upgraded), streams, session).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "exec/attach upgrade failed"),
+                }
+            });
+            Ok(spdy_switch(channel::PROTOCOL_V4))
+        }
+        _ => Err(not_upgrade()),
     }
-    let (mut parts, _) = req.into_parts();
-    let ws = WebSocketUpgrade::from_request_parts(&mut parts, st)
-        .await
-        .map_err(|_| StreamError::NotUpgrade {
-            websocket: protocol,
-        })?;
-    Ok(ws.protocols([protocol]))
+}
+
+/// Whether the request offers stream protocol `protocol` in `X-Stream-Protocol-Version`.
+fn offered(req: &Request, protocol: &str) -> bool {
+    req.headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == protocol)
+}
+
+/// The 101 answer to a SPDY/3.1 upgrade, naming the stream protocol chosen.
+fn spdy_switch(protocol: &'static str) -> Response {
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(protocol),
+    );
+    resp
 }
 
 /// `GET|POST /portforward/{namespace}/{pod}`.
@@ -272,13 +325,27 @@ pub async fn portforward_handler(
     };
     match upgrade_kind(&req).as_deref() {
         Some("websocket") => {
+            let raw_query = req.uri().query().unwrap_or("").to_string();
             let (mut parts, _) = req.into_parts();
             let ws = WebSocketUpgrade::from_request_parts(&mut parts, &st)
                 .await
                 .map_err(|_| StreamError::NotUpgrade {
                     websocket: portforward::WEBSOCKET_PROTOCOL,
                 })?
-                .protocols([portforward::WEBSOCKET_PROTOCOL]);
+                .protocols([portforward::WEBSOCKET_PROTOCOL, channel::PROTOCOL_V4]);
+            let tunnel = ws
+                .selected_protocol()
+                .is_some_and(|p| p == portforward::WEBSOCKET_PROTOCOL);
+            if !tunnel {
+                // The client libraries' protocol (kubelet's also when none is named): the
+                // ports come in the query, each with a data and an error channel.
+                let ports = ws_portforward::parse_ports(&raw_query)?;
+                let dial = Arc::new(portforward::RuntimeDial(rt));
+                return Ok(ws.on_upgrade(move |socket| async move {
+                    ws_portforward::serve(socket, dial, target, ports).await;
+                    drop(slot);
+                }));
+            }
             Ok(ws.on_upgrade(move |socket| async move {
                 // SPDY bytes ride in binary messages whose boundaries mean nothing: bridge
                 // them to a byte pipe and run the SPDY session on its other end.
@@ -321,14 +388,7 @@ pub async fn portforward_handler(
             }))
         }
         Some("spdy/3.1") => {
-            let offered = req
-                .headers()
-                .get_all("x-stream-protocol-version")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|v| v.trim() == portforward::SPDY_PROTOCOL);
-            if !offered {
+            if !offered(&req, portforward::SPDY_PROTOCOL) {
                 return Err(StreamError::NoProtocolVersion);
             }
             let on_upgrade = hyper::upgrade::on(&mut req);
@@ -342,15 +402,7 @@ pub async fn portforward_handler(
                 }
                 drop(slot);
             });
-            let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            h.insert(
-                "x-stream-protocol-version",
-                HeaderValue::from_static(portforward::SPDY_PROTOCOL),
-            );
-            Ok(resp)
+            Ok(spdy_switch(portforward::SPDY_PROTOCOL))
         }
         _ => Err(StreamError::NotUpgrade {
             websocket: portforward::WEBSOCKET_PROTOCOL,

@@ -1,0 +1,282 @@
+//! Server-side apply through kubectl: `kubectl apply --server-side` records the applied
+//! fields under its manager in `managedFields`, other writers (`kubectl scale`, `kubectl
+//! edit`) take the fields they change, a re-apply that would change them fails with kube's
+//! conflict message until `--force-conflicts`, fields dropped from the manifest leave the
+//! object, and two field managers share the fields they both apply.
+
+mod common;
+
+use std::process::Output;
+
+use common::Peapod;
+use serde_json::Value;
+
+fn deployment(replicas: u32, image_tag: &str, with_tier: bool) -> String {
+    let tier = if with_tier { "\n    tier: front" } else { "" };
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels:
+    app: web{tier}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: docker.io/library/busybox:{image_tag}
+        command: [sleep, '3600']
+        ports:
+        - containerPort: 8080
+"
+    )
+}
+
+fn configmap(data: &[(&str, &str)]) -> String {
+    let mut m = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\ndata:\n");
+    for (k, v) in data {
+        m.push_str(&format!("  {k}: \"{v}\"\n"));
+    }
+    m
+}
+
+/// `kubectl ARGS -f -` with `manifest` on stdin, whatever its exit status.
+fn kubectl_stdin(pp: &Peapod, args: &[&str], manifest: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = pp
+        .kubectl_cmd()
+        .args(args)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifest.as_bytes())
+        .expect("writing stdin");
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn apply_ok(pp: &Peapod, args: &[&str], manifest: &str) -> String {
+    let out = kubectl_stdin(pp, args, manifest);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        common::tail(&pp.server_log(), 40)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn get_json(pp: &Peapod, what: &str) -> Value {
+    let text = pp.kubectl_ok(&["get", what, "-o", "json", "--show-managed-fields"]);
+    serde_json::from_str(&text).expect("kubectl get -o json")
+}
+
+/// The managedFields entries of `obj` that own the FieldsV1 path `path`.
+fn owners(obj: &Value, path: &[&str]) -> Vec<String> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| {
+                    let mut cur = &e["fieldsV1"];
+                    for p in path {
+                        cur = &cur[*p];
+                    }
+                    cur.is_object()
+                })
+                .map(|e| {
+                    let sub = e["subresource"].as_str().unwrap_or("");
+                    let op = e["operation"].as_str().unwrap_or("");
+                    let m = e["manager"].as_str().unwrap_or("");
+                    if sub.is_empty() {
+                        format!("{m}/{op}")
+                    } else {
+                        format!("{m}/{op}/{sub}")
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const REPLICAS: &[&str] = &["f:spec", "f:replicas"];
+const IMAGE: &[&str] = &[
+    "f:spec",
+    "f:template",
+    "f:spec",
+    "f:containers",
+    "k:{\"name\":\"web\"}",
+    "f:image",
+];
+
+#[test]
+fn server_side_apply_owns_conflicts_forces_and_removes() {
+    let pp = Peapod::start_with(&["--no-controllers"]);
+    let ssa = ["apply", "--server-side"];
+
+    let out = apply_ok(&pp, &ssa, &deployment(2, "latest", true));
+    assert!(
+        out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
+    let d = get_json(&pp, "deployment/web");
+    assert_eq!(owners(&d, REPLICAS), ["kubectl/Apply"], "{d:#}");
+    assert_eq!(owners(&d, IMAGE), ["kubectl/Apply"]);
+    let port = [
+        "f:spec",
+        "f:template",
+        "f:spec",
+        "f:containers",
+        "k:{\"name\":\"web\"}",
+        "f:ports",
+        "k:{\"containerPort\":8080}",
+        "f:containerPort",
+    ];
+    assert_eq!(owners(&d, &port), ["kubectl/Apply"]);
+    assert_eq!(
+        owners(&d, &["f:metadata", "f:labels", "f:tier"]),
+        ["kubectl/Apply"]
+    );
+    // `kubectl get -o yaml` leaves managedFields out by itself; they are stored.
+    let plain = pp.kubectl_ok(&["get", "deployment/web", "-o", "yaml"]);
+    assert!(!plain.contains("managedFields"), "{plain}");
+
+    // Other managers take what they change: replicas through the scale subresource, the
+    // image through an edit.
+    pp.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
+    let out = pp
+        .kubectl_cmd()
+        .env(
+            "KUBE_EDITOR",
+            "sed -i s#docker.io/library/busybox:latest#docker.io/library/busybox:edited#",
+        )
+        .args(["edit", "deployment/web"])
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = get_json(&pp, "deployment/web");
+    let scalers = owners(&d, REPLICAS);
+    assert_eq!(scalers.len(), 1, "{scalers:?}");
+    assert!(scalers[0].ends_with("/Update/scale"), "{scalers:?}");
+    assert_eq!(owners(&d, IMAGE), ["kubectl-edit/Update"]);
+
+    // Re-applying other values conflicts, names both fields and changes nothing.
+    let out = kubectl_stdin(&pp, &ssa, &deployment(4, "latest", true));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Apply failed with 2 conflicts: conflicts with \""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "conflicts with \"kubectl-edit\" using apps/v1:\n- .spec.template.spec.containers[name=\"web\"].image"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("with subresource \"scale\" using apps/v1:\n- .spec.replicas"),
+        "{stderr}"
+    );
+    assert_eq!(
+        pp.jsonpath("deployment/web", "{.spec.replicas}").as_deref(),
+        Some("3")
+    );
+    // One conflict reads as upstream's singular message.
+    let out = kubectl_stdin(&pp, &ssa, &deployment(4, "edited", true));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Apply failed with 1 conflict: conflict with \""),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": .spec.replicas"), "{stderr}");
+
+    // --force-conflicts takes the fields; the scale entry, left with nothing, goes.
+    let forced: Vec<&str> = ssa.iter().copied().chain(["--force-conflicts"]).collect();
+    apply_ok(&pp, &forced, &deployment(4, "latest", true));
+    let d = get_json(&pp, "deployment/web");
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(owners(&d, REPLICAS), ["kubectl/Apply"]);
+    assert_eq!(owners(&d, IMAGE), ["kubectl/Apply"]);
+    let entries = d["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries.iter().all(|e| e["subresource"] != "scale"),
+        "{entries:#?}"
+    );
+
+    // A label dropped from the manifest leaves the object.
+    apply_ok(&pp, &ssa, &deployment(4, "latest", false));
+    let d = get_json(&pp, "deployment/web");
+    assert_eq!(d["metadata"]["labels"], serde_json::json!({"app": "web"}));
+    assert!(owners(&d, &["f:metadata", "f:labels", "f:tier"]).is_empty());
+}
+
+#[test]
+fn two_field_managers_share_what_they_both_apply() {
+    let pp = Peapod::start_with(&["--no-controllers"]);
+    let as_manager = |m: &'static str| ["apply", "--server-side", "--field-manager", m];
+
+    apply_ok(
+        &pp,
+        &as_manager("alice"),
+        &configmap(&[("a", "1"), ("shared", "x")]),
+    );
+    apply_ok(
+        &pp,
+        &as_manager("bob"),
+        &configmap(&[("shared", "x"), ("b", "2")]),
+    );
+    let cm = get_json(&pp, "configmap/shared");
+    assert_eq!(
+        owners(&cm, &["f:data", "f:shared"]),
+        ["alice/Apply", "bob/Apply"]
+    );
+    assert_eq!(owners(&cm, &["f:data", "f:a"]), ["alice/Apply"]);
+
+    // A value the other manager also owns cannot change without force.
+    let out = kubectl_stdin(
+        &pp,
+        &as_manager("alice"),
+        &configmap(&[("a", "1"), ("shared", "y")]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Apply failed with 1 conflict: conflict with \"bob\": .data.shared"),
+        "{stderr}"
+    );
+
+    // Alice stops applying the shared key: bob still owns it, so it stays.
+    apply_ok(&pp, &as_manager("alice"), &configmap(&[("a", "1")]));
+    let cm = get_json(&pp, "configmap/shared");
+    assert_eq!(cm["data"]["shared"], "x");
+    assert_eq!(owners(&cm, &["f:data", "f:shared"]), ["bob/Apply"]);
+    // Bob drops it too: now it goes.
+    apply_ok(&pp, &as_manager("bob"), &configmap(&[("b", "2")]));
+    let cm = get_json(&pp, "configmap/shared");
+    assert_eq!(cm["data"], serde_json::json!({"a": "1", "b": "2"}));
+}
