@@ -2,8 +2,9 @@
 //! tmux session of known size, the test types into it with `tmux send-keys` and reads the
 //! screen with `tmux capture-pane`. Covers `kubectl run -it --rm` (a command and its output,
 //! `stty size` following the terminal, a resize, Ctrl-C reaching the foreground process, the
-//! pod deleted on exit), `kubectl attach -it` to a `tty: true` pod twice in a row, and a
-//! `stdinOnce` pod whose process sees EOF when the first attach session ends.
+//! pod deleted on exit), `kubectl attach -it` to a `tty: true` pod twice in a row (over
+//! WebSocket, then SPDY), and a `stdinOnce` pod whose process sees EOF when the first attach
+//! session ends.
 
 mod common;
 
@@ -308,14 +309,23 @@ spec:
     ));
     pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/term", "--timeout=90s"]);
 
-    // Two attach sessions one after the other reach the same shell.
-    for (round, word) in [("first", "fir''st"), ("second", "sec''ond")] {
+    // Two attach sessions one after the other reach the same shell: the first over
+    // WebSocket (kubectl's default), the second over SPDY/3.1 (its fallback, and what
+    // kubectl <1.30 speaks).
+    for (round, word, env) in [
+        ("first", "fir''st", ""),
+        (
+            "second",
+            "sec''ond",
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false ",
+        ),
+    ] {
         let tmux = Tmux::start(
             pp.home.path(),
             round,
             90,
             25,
-            &kubectl_line(&pp, "attach -it term"),
+            &format!("{env}{}", kubectl_line(&pp, "attach -it term")),
         );
         tmux.wait_line("kubectl's attach hint", |l| {
             l.contains("If you don't see a command prompt")
