@@ -6,10 +6,10 @@ set -euo pipefail
 # curl: the test registry's readiness check; protobuf-compiler: `protoc` builds the etcd
 # client's gRPC types; etcd-server: the etcd members the etcd store's tests start;
 # python3-venv, nodejs, npm: the official Python and JavaScript Kubernetes clients the client
-# tests drive.
+# tests drive; tmux: the terminal the interactive (`kubectl run -it`) tests type into.
 pkgs=(gcc libc6-dev busybox-static docker-registry skopeo umoci containernetworking-plugins
   iptables nftables iproute2 procps curl jq ca-certificates python3 protobuf-compiler etcd-server
-  python3-venv)
+  python3-venv tmux)
 # A newer Node.js (e.g. NodeSource's) brings its own npm: take Debian's only when missing.
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)

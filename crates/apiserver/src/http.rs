@@ -98,6 +98,11 @@ pub fn router(state: AppState) -> Router {
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             review(),
         )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(crate::token_reviews::create)
+                .fallback(crate::reviews::method_not_allowed),
+        )
         .fallback(resource)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(
@@ -112,11 +117,6 @@ pub fn router(state: AppState) -> Router {
 /// A review endpoint: POST creates (answers) one; any other method is refused as upstream.
 fn review() -> axum::routing::MethodRouter<AppState> {
     axum::routing::post(crate::reviews::create).fallback(crate::reviews::method_not_allowed)
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn token_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Bearer-token authentication: the admin token, a bootstrap token (`<id>.<secret>`, checked
@@ -157,11 +157,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
                 ..User::default()
             }
         }),
-        Some(t) if token_eq(t.as_bytes(), st.admin_token.as_bytes()) => Some(User {
-            name: "admin".into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-            ..User::default()
-        }),
+        Some(t) if crate::admin::token_eq(t.as_bytes(), st.admin_token.as_bytes()) => {
+            Some(crate::admin::user())
+        }
         Some(t) if crate::bootstrap_tokens::BootstrapToken::parse(&t).is_some() => {
             bootstrap_user(&st, &t).await
         }
@@ -386,10 +384,10 @@ async fn openapi_doc(axum::extract::Path(path): axum::extract::Path<String>) -> 
 /// Every `/api/v1/...` and `/apis/<g>/<v>/...` resource request.
 async fn resource(
     State(st): State<AppState>,
+    user: Option<axum::Extension<User>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    user: Option<axum::Extension<User>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -399,10 +397,8 @@ async fn resource(
         }
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
-    let user = user
-        .map(|axum::Extension(u)| u)
-        .unwrap_or_else(User::anonymous);
-    match handle(&st, &method, &uri, &headers, &user, body).await {
+    let user = user.map(|axum::Extension(u)| u);
+    match handle(&st, user.as_ref(), &method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -424,6 +420,7 @@ pub(crate) fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
         dry_run: q.dry_run()?,
         field_validation: q.field_validation()?,
         field_manager: q.get("fieldManager").map(str::to_string),
+        guard: None,
         default_manager: None,
         force: q.get("force") == Some("true"),
     })
@@ -708,14 +705,21 @@ fn verb_of(method: &Method, p: &ResourcePath, q: &Query) -> &'static str {
 
 async fn handle(
     st: &AppState,
+    user: Option<&User>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    user: &User,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = parse_resource_path(uri.path())?;
     let q = Query::parse(uri.query())?;
+    let guard = crate::escalation::guard(&st.authorizer, user, p.info);
+    let write_options_from = |q: &Query, headers: &HeaderMap| {
+        write_options_from(q, headers).map(|o| WriteOptions {
+            guard: guard.clone(),
+            ..o
+        })
+    };
     let reg = &st.registry;
     let info = p.info;
     let ns = p.namespace.as_deref();
@@ -840,7 +844,9 @@ async fn handle(
         }
         (Method::POST, None, None) => {
             let mut body = decode_body(headers, &body)?;
-            info.strategy.set_requester(&mut body, &user_info(user));
+            let requester = user.cloned().unwrap_or_else(User::anonymous);
+            info.strategy
+                .set_requester(&mut body, &user_info(&requester));
             let w = reg
                 .create(info, ns, body, &write_options_from(&q, headers)?)
                 .await?;

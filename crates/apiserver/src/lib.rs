@@ -5,6 +5,7 @@
 //!
 //! The binary calls [`start`]; everything else is internal.
 
+mod admin;
 mod admission;
 mod allocators;
 mod bootstrap;
@@ -16,6 +17,7 @@ mod discovery;
 mod edge;
 mod endpoint_reconciler;
 mod error;
+mod escalation;
 mod event_ttl;
 mod eviction;
 mod hooks;
@@ -35,6 +37,7 @@ mod scale;
 mod serviceaccounts;
 mod state;
 mod streaming;
+mod token_reviews;
 mod watch;
 
 #[cfg(test)]

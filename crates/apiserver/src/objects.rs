@@ -25,11 +25,41 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// `fieldManager` of the query.
     pub field_manager: Option<String>,
+    /// Checks the object a create, update or patch would store, on behalf of the request's
+    /// user (RBAC's escalation prevention); `None`: nothing to check.
+    pub guard: Option<WriteGuard>,
     /// The manager when the query names none: the client's User-Agent up to its first `/`,
     /// as kube-apiserver takes it.
     pub default_manager: Option<String>,
     /// `force`: an apply takes the fields it conflicts on.
     pub force: bool,
+}
+
+/// The check a [`WriteGuard`] runs: (resource, namespace or "", object).
+pub type GuardFn = dyn Fn(&ResourceInfo, &str, &Value) -> Result<(), ApiError> + Send + Sync;
+
+/// A check of an object about to be written.
+#[derive(Clone)]
+pub struct WriteGuard(pub Arc<GuardFn>);
+
+impl std::fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGuard")
+    }
+}
+
+impl WriteOptions {
+    fn check(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
+        match &self.guard {
+            Some(g) => (g.0)(info, namespace.unwrap_or(""), obj),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for WriteOptions {
@@ -38,6 +68,7 @@ impl Default for WriteOptions {
             dry_run: false,
             field_validation: FieldValidation::Strict,
             field_manager: None,
+            guard: None,
             default_manager: None,
             force: false,
         }
@@ -555,6 +586,7 @@ impl Registry {
         for plugin in crate::admission::of(info) {
             plugin.admit(self.store.as_ref(), &mut obj).await?;
         }
+        opts.check(info, namespace, &obj)?;
         if let Err(causes) = info.validate_create(&obj) {
             return Err(Self::invalid(info, &name, causes));
         }
@@ -809,6 +841,7 @@ impl Registry {
             ),
         };
         let key = Self::key(info, namespace, name);
+        opts.check(info, namespace, &body)?;
         let writer = opts.writer(info, part.subresource());
         let object = self
             .retry_update(
@@ -962,6 +995,7 @@ impl Registry {
                     // The patch may not rename or move the object.
                     let m = meta_mut(&mut new);
                     m.insert("name".into(), Value::String(name.to_string()));
+                    opts.check(info, namespace, &new)?;
                     Ok(new)
                 },
                 part,

@@ -153,7 +153,28 @@ pub async fn authenticate(
     bearer: &str,
     now: jiff::Timestamp,
 ) -> Result<User, AuthError> {
-    let claims = authority.verify(bearer, now)?;
+    let audiences = authority.audiences().to_vec();
+    authenticate_for(store, authority, bearer, now, &audiences)
+        .await
+        .map(|(user, _)| user)
+}
+
+/// As [`authenticate`] for a token that must be valid for one of `audiences`; also returns
+/// those of its audiences that were asked for (a TokenReview's answer).
+pub async fn authenticate_for(
+    store: &dyn Store,
+    authority: &Authority,
+    bearer: &str,
+    now: jiff::Timestamp,
+    audiences: &[String],
+) -> Result<(User, Vec<String>), AuthError> {
+    let claims = authority.verify_for(bearer, now, audiences)?;
+    let common: Vec<String> = claims
+        .aud
+        .iter()
+        .filter(|a| audiences.contains(a))
+        .cloned()
+        .collect();
     let k = &claims.kubernetes;
     let sa = get(
         store,
@@ -186,12 +207,13 @@ pub async fn authenticate(
     }
     let mut groups = token::groups(&k.namespace);
     groups.push("system:authenticated".into());
-    Ok(User {
+    let user = User {
         name: claims.username(),
         uid: k.serviceaccount.uid.clone(),
         groups,
         extra: Default::default(),
-    })
+    };
+    Ok((user, common))
 }
 
 /// The ServiceAccount admission plugin on pod create: the pod runs as `default` unless it

@@ -615,6 +615,9 @@ pub fn build_container_config(
         resources: crate::security::container_resources(container),
         oom_score_adj: oom_score_adj(pod, container, input.ctx.node_memory),
         security,
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
         pid_target: None,
     })
 }

@@ -177,6 +177,16 @@ pub struct ContainerConfig {
     /// Capabilities, privileged, no_new_privs, read-only rootfs, seccomp, masked paths.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// The main process gets a stdin the runtime holds open for `attach` (pod `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Stdin is closed when the first attach session ends (pod `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The main process gets a pseudo-terminal as stdin, stdout and stderr (pod `tty`); its
+    /// output is logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
     /// The id of a running container of the same sandbox whose PID namespace this one joins
     /// (CRI `NamespaceMode::TARGET`: an ephemeral container's `targetContainerName`).
     #[serde(default)]

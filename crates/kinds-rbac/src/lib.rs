@@ -15,6 +15,7 @@ pub use rules::GROUP;
 /// The authorization resources, in discovery order.
 pub static KINDS: &[ResourceInfo] = &[
     reviews::SELF_SUBJECT_REVIEWS,
+    reviews::TOKEN_REVIEWS,
     reviews::LOCAL_SUBJECT_ACCESS_REVIEWS,
     reviews::SELF_SUBJECT_ACCESS_REVIEWS,
     reviews::SELF_SUBJECT_RULES_REVIEWS,

@@ -2,7 +2,7 @@
 //! one, answered in the response and never stored. Discovery lists them with `create` only,
 //! as kube-apiserver does; the API server answers them itself.
 
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview};
 use k8s_openapi::api::authorization::v1::{
     LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
 };
@@ -41,6 +41,14 @@ pub const SELF_SUBJECT_REVIEWS: ResourceInfo = review(
     "SelfSubjectReview",
     false,
     &Review(typed_round_trip::<SelfSubjectReview>),
+);
+
+pub const TOKEN_REVIEWS: ResourceInfo = review(
+    "authentication.k8s.io",
+    "tokenreviews",
+    "TokenReview",
+    false,
+    &Review(typed_round_trip::<TokenReview>),
 );
 
 pub const LOCAL_SUBJECT_ACCESS_REVIEWS: ResourceInfo = review(

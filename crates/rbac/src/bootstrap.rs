@@ -279,6 +279,20 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // For services that authenticate and authorize their own callers through the API
+        // server (bind it to their ServiceAccount).
+        cluster_role(
+            "system:auth-delegator",
+            &[],
+            vec![
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
         cluster_role(
             "system:public-info-viewer",
             &[],

@@ -2,19 +2,23 @@
 //! asks ([`attributes`], kube's RequestInfo), which rules allow it ([`rules`]), the index of
 //! Roles and bindings the decision reads ([`policy`]), the message a refusal carries
 //! ([`forbidden`]), the default roles every cluster starts with ([`bootstrap`]), ClusterRole
-//! aggregation ([`aggregation`]) and the answers to access reviews ([`reviews`]).
+//! aggregation ([`aggregation`]), the answers to access reviews ([`reviews`]) and to token
+//! reviews once the API server has checked the token ([`token_review`]), and the
+//! escalation checks on writes of RBAC objects ([`escalation`]).
 //!
-//! Modules depend downwards only: `reviews` → `policy` → `rules` → `attributes` → `user`;
-//! the Node authorizer ([`node`]) reads `attributes` and `user`.
+//! Modules depend downwards only: `reviews`, `escalation` → `policy` → `rules` → `attributes`
+//! → `user`; the Node authorizer ([`node`]) reads `attributes` and `user`.
 
 pub mod aggregation;
 pub mod attributes;
 pub mod bootstrap;
+pub mod escalation;
 pub mod forbidden;
 pub mod node;
 pub mod policy;
 pub mod reviews;
 pub mod rules;
+pub mod token_review;
 pub mod user;
 
 pub use attributes::Attributes;

@@ -177,7 +177,9 @@ impl Policy {
         }
     }
 
-    fn role_rules(&self, r: &RoleRef, namespace: &str) -> Result<&[PolicyRule], String> {
+    /// The rules of the role `r` names, for a binding in `namespace`; the error text when it
+    /// does not exist.
+    pub fn role_rules(&self, r: &RoleRef, namespace: &str) -> Result<&[PolicyRule], String> {
         let found = match r.kind.as_str() {
             "ClusterRole" => self.cluster_roles.get(&r.name),
             "Role" => self.roles.get(&(namespace.to_string(), r.name.clone())),

@@ -83,6 +83,12 @@ pub enum RuntimeError {
         #[source]
         source: ShimError,
     },
+    #[error("attach to container {id}: {source}")]
+    Attach {
+        id: String,
+        #[source]
+        source: ShimError,
+    },
     #[error("exec in container {id}: command {cmd:?} timed out after {timeout:?}")]
     ExecTimedOut {
         id: String,
@@ -263,6 +269,7 @@ impl RuntimeError {
             RuntimeError::CreateContainer { source, .. }
             | RuntimeError::StartContainer { source, .. }
             | RuntimeError::Exec { source, .. }
+            | RuntimeError::Attach { source, .. }
             | RuntimeError::Shim { source, .. } => source.message(),
             RuntimeError::PullImage { source, .. } => source.to_string(),
             other => other.to_string(),

@@ -6,6 +6,7 @@
 //! `RuntimeService` trait below. Implementations may add fields with defaults but must not
 //! rename or remove any.
 
+pub mod attach;
 mod client;
 mod error;
 pub mod image_backend;
@@ -16,6 +17,7 @@ pub mod records;
 mod service;
 pub mod stdio;
 
+pub use attach::{AttachOutput, AttachSession};
 pub use client::ClientError;
 /// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
@@ -225,6 +227,16 @@ pub trait RuntimeService: Send + Sync + 'static {
         let _ = options;
         Err(RuntimeError::Unsupported {
             operation: "exec",
+            id: id.to_string(),
+        })
+    }
+
+    /// Connects to the running container's main process (CRI `Attach`): its output from now
+    /// on, and its stdin (the pty with `tty`) when the container has one and `stdin` asks.
+    async fn attach(&self, id: &str, stdin: bool) -> Result<AttachSession, RuntimeError> {
+        let _ = stdin;
+        Err(RuntimeError::Unsupported {
+            operation: "attach",
             id: id.to_string(),
         })
     }

@@ -318,7 +318,9 @@ impl Runtime {
                 source: ShimError::Refused { message },
             }),
             Response::Ok | Response::Started { .. } | Response::State { .. } => Ok(()),
-            Response::ExecStarted { .. } | Response::ExecExited { .. } => Ok(()),
+            Response::ExecStarted { .. }
+            | Response::ExecExited { .. }
+            | Response::AttachStarted { .. } => Ok(()),
         }
     }
 
@@ -1030,6 +1032,10 @@ impl RuntimeService for Runtime {
         options: &crate::ExecOptions,
     ) -> Result<crate::ExecSession, RuntimeError> {
         self.exec_session(id, options).await
+    }
+
+    async fn attach(&self, id: &str, stdin: bool) -> Result<crate::AttachSession, RuntimeError> {
+        self.attach_session(id, stdin).await
     }
 
     async fn port_forward(

@@ -203,9 +203,20 @@ impl Authority {
     /// The caller still has to check that the service account (and pod) the claims name
     /// exist with the same uids.
     pub fn verify(&self, token: &str, now: jiff::Timestamp) -> Result<Claims, TokenError> {
+        self.verify_for(token, now, &self.audiences)
+    }
+
+    /// As [`Authority::verify`], with the token valid for one of `audiences` (a
+    /// TokenReview's) rather than the API server's.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now: jiff::Timestamp,
+        audiences: &[String],
+    ) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&self.audiences);
+        validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         // The window is checked below against the caller's clock.
         validation.validate_exp = false;

@@ -106,6 +106,8 @@ pub enum SetupError {
     Nul,
     #[error("redirecting stdio: {0}")]
     Stdio(#[source] nix::Error),
+    #[error("setting up the terminal: {0}")]
+    Tty(#[source] crate::pty::PtyError),
 }
 
 /// The fds and settings the child needs; they were created by the shim before clone.
@@ -116,6 +118,12 @@ pub struct ChildContext<'a> {
     pub sync_read: &'a OwnedFd,
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
+    /// The read end of the stdin pipe the shim holds (pod `stdin` without a tty); else
+    /// stdin is /dev/null.
+    pub stdin: Option<&'a OwnedFd>,
+    /// With `tty`: the socket the child sends its pty master on; the pty's slave then
+    /// replaces `stdin`, `stdout` and `stderr`.
+    pub console: Option<&'a OwnedFd>,
     /// Where the child writes `monotonic()` once its root filesystem is ready, so the shim
     /// can tell the rootfs part of a start from the rest.
     pub rootfs_ready: &'a OwnedFd,
@@ -336,7 +344,11 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         security::readonly_rootfs()?;
     }
 
-    let env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
+    let mut env = build_env(&ctx.spec.config.env, ctx.hostname, &resolved.home);
+    // containerd's CRI gives a tty container TERM=xterm when its env has none.
+    if ctx.spec.config.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -376,9 +388,15 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     let program_c =
         CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| SetupError::Nul)?;
 
-    nix::unistd::dup2_stdin(stdin.as_fd()).map_err(SetupError::Stdio)?;
-    nix::unistd::dup2_stdout(ctx.stdout.as_fd()).map_err(SetupError::Stdio)?;
-    nix::unistd::dup2_stderr(ctx.stderr.as_fd()).map_err(SetupError::Stdio)?;
+    match ctx.console {
+        Some(console) => crate::pty::open_in_child(console).map_err(SetupError::Tty)?,
+        None => {
+            let stdin = ctx.stdin.unwrap_or(&stdin);
+            nix::unistd::dup2_stdin(stdin.as_fd()).map_err(SetupError::Stdio)?;
+            nix::unistd::dup2_stdout(ctx.stdout.as_fd()).map_err(SetupError::Stdio)?;
+            nix::unistd::dup2_stderr(ctx.stderr.as_fd()).map_err(SetupError::Stdio)?;
+        }
+    }
     // The shim blocks signals for its signalfd and ignores SIGPIPE; both would be inherited
     // across exec.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);

@@ -255,8 +255,8 @@ fn receive(sock: &OwnedFd) -> Result<Report, nix::Error> {
     if n == 0 {
         return Ok(Report::Exec);
     }
-    match (buf[0], fds.into_iter().next()) {
-        (b'P', Some(fd)) => Ok(Report::Pty(fd)),
+    match (&buf[..1] == crate::pty::MASTER_TAG, fds.into_iter().next()) {
+        (true, Some(fd)) => Ok(Report::Pty(fd)),
         _ => Ok(Report::Error(
             String::from_utf8_lossy(&buf[1..n]).into_owned(),
         )),
@@ -332,7 +332,7 @@ fn child_setup(
     .map_err(|e| e.to_string())?;
 
     match pipes {
-        None => setup_tty(report)?,
+        None => crate::pty::open_in_child(report).map_err(|e| e.to_string())?,
         Some(p) => {
             let stdin = match p.stdin {
                 Some(fd) => fd,
@@ -387,46 +387,6 @@ fn child_setup(
         Ok(never) => match never {},
         Err(e) => Err(format!("exec: {arg0:?}: {e}")),
     }
-}
-
-/// Allocates a pty in the container's own devpts (so `tty` prints `/dev/pts/0` there), sends
-/// the master to the shim, and makes the slave our controlling terminal and stdio.
-fn setup_tty(report: &OwnedFd) -> Result<(), String> {
-    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(|e| format!("allocating a pty: {e}"))?;
-    grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
-    unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
-    let name = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
-    let slave = open(
-        Path::new(&name),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("opening {name}: {e}"))?;
-    let fds = [master.as_raw_fd()];
-    sendmsg::<()>(
-        report.as_raw_fd(),
-        &[IoSlice::new(b"P")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("passing the pty: {e}"))?;
-    drop(master);
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
-    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(format!(
-            "setting the controlling terminal: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let stdio = |e: nix::Error| format!("redirecting stdio to the tty: {e}");
-    nix::unistd::dup2_stdin(slave.as_fd()).map_err(stdio)?;
-    nix::unistd::dup2_stdout(slave.as_fd()).map_err(stdio)?;
-    nix::unistd::dup2_stderr(slave.as_fd()).map_err(stdio)?;
-    Ok(())
 }
 
 /// Sends the `ExecStarted` line with the stdio fds attached.

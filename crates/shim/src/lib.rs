@@ -5,6 +5,7 @@
 //!
 //! The runtime talks to it with [`protocol::Request`]s over `<pod dir>/shim.sock`.
 
+pub mod attach;
 pub mod caps;
 pub mod container;
 pub mod exec;
@@ -12,6 +13,7 @@ pub mod net;
 pub mod nodev;
 pub mod pidns;
 pub mod protocol;
+pub mod pty;
 pub mod seccomp;
 pub mod security;
 pub mod server;

@@ -71,7 +71,23 @@ pub enum Request {
     /// answer is `ExecStarted` with the process's stdio attached (see [`ExecSpec`]); the
     /// connection then stays open until the shim writes `ExecExited`.
     Exec(Box<ExecSpec>),
+    /// Connect to a running container's main process (`kubectl attach`). The answer is
+    /// `AttachStarted` with the session's fds attached (see [`AttachStarted`](Response::AttachStarted)).
+    Attach {
+        id: String,
+        /// The caller wants to write the process's stdin.
+        stdin: bool,
+    },
 }
+
+/// First byte of a message on an attach session's socket, shim to caller: the rest is what
+/// the process wrote on stdout (or its terminal).
+pub const ATTACH_STDOUT: u8 = 1;
+/// Shim to caller: the rest is what the process wrote on stderr.
+pub const ATTACH_STDERR: u8 = 2;
+/// Caller to shim (the whole message): the caller's stdin ended. With `stdinOnce` the
+/// process then sees EOF on its stdin, as it does when the first session ends.
+pub const ATTACH_CLOSE_STDIN: u8 = 255;
 
 /// A process to run inside a running container, as `runc exec` runs one: the container's
 /// env, user and working directory, with `args` as its argv.
@@ -129,6 +145,16 @@ pub enum Response {
     /// The exec'd process ended: exit status, or 128 + signal number.
     ExecExited {
         exit_code: i32,
+    },
+    /// An attach session: its fds travel with this line as SCM_RIGHTS. The first is a
+    /// SEQPACKET socket carrying the process's output (one message per chunk, tagged
+    /// [`ATTACH_STDOUT`] or [`ATTACH_STDERR`]) until the process exits, and
+    /// [`ATTACH_CLOSE_STDIN`] the other way; closing it ends the session. With `input`, the
+    /// second is where the caller writes the process's stdin: the pty master with `tty` (also
+    /// for resizing), else the stdin pipe.
+    AttachStarted {
+        tty: bool,
+        input: bool,
     },
 }
 

@@ -16,15 +16,18 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
+use crate::attach;
 use crate::container::{self, ChildContext};
 use crate::exec;
 use crate::protocol::{
     read_json, write_json_atomic, ContainerReport, ContainerSpec, ExecSpec, ExitReason, ExitRecord,
     Phase, PodDir, Request, Response, ShimConfig, StateRecord, MAX_MESSAGE,
 };
+use crate::pty;
 
 /// Stack for the cloned container child; it runs a short setup before exec.
 const CHILD_STACK: usize = 1 << 21;
@@ -82,6 +85,13 @@ struct Container {
     log: Option<LogWriter>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
+    /// The write end of the main process's stdin pipe (pod `stdin` without a tty), until
+    /// `stdinOnce` closes it.
+    input: Option<OwnedFd>,
+    /// The pty master of a `tty` container (its output is read through `stdout`).
+    tty: Option<OwnedFd>,
+    /// `stdinOnce` has ended the process's stdin.
+    stdin_closed: bool,
 }
 
 /// The PID namespaces a container with a target is cloned between.
@@ -97,6 +107,7 @@ struct Server {
     containers: BTreeMap<String, Container>,
     /// Connections of running execs by pid, answered with `ExecExited` when reaped.
     execs: BTreeMap<i32, UnixStream>,
+    attached: attach::Sessions,
     shutting_down: bool,
 }
 
@@ -170,6 +181,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         hierarchy,
         containers: BTreeMap::new(),
         execs: BTreeMap::new(),
+        attached: attach::Sessions::default(),
         shutting_down: false,
     };
     server.event_loop(&sigfd, &listener)?;
@@ -219,6 +231,8 @@ enum Ready {
     Output(String, Stream),
     /// The caller of an exec closed its connection (or wrote to it).
     ExecCaller(i32),
+    /// An attach session's caller wrote to or closed its socket.
+    Attached(u64),
 }
 
 impl Server {
@@ -229,17 +243,20 @@ impl Server {
                     PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 ];
-                let mut keys = vec![None, None];
-                let mut exec_keys = Vec::new();
+                let mut keys = vec![Ready::Signal, Ready::Listener];
                 for (pid, conn) in &self.execs {
                     fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
-                    exec_keys.push(*pid);
+                    keys.push(Ready::ExecCaller(*pid));
+                }
+                for (key, fd) in self.attached.polled() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    keys.push(Ready::Attached(key));
                 }
                 for (id, c) in &self.containers {
                     for (fd, stream) in [(&c.stdout, Stream::Stdout), (&c.stderr, Stream::Stderr)] {
                         if let Some(fd) = fd {
                             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                            keys.push(Some((id.clone(), stream)));
+                            keys.push(Ready::Output(id.clone(), stream));
                         }
                     }
                 }
@@ -248,26 +265,11 @@ impl Server {
                     Err(nix::Error::EINTR) => continue,
                     Err(e) => return Err(ServerError::Poll(e)),
                 }
-                let mut ready = Vec::new();
-                let (exec_fds, fds) = fds.split_at(2 + exec_keys.len());
-                for (fd, pid) in exec_fds[2..].iter().zip(&exec_keys) {
-                    if fd.revents().is_some_and(|r| !r.is_empty()) {
-                        ready.push(Ready::ExecCaller(*pid));
-                    }
-                }
-                let fds = exec_fds[..2].iter().chain(fds);
-                for (i, (fd, key)) in fds.zip(keys).enumerate() {
-                    if fd.revents().is_none_or(|r| r.is_empty()) {
-                        continue;
-                    }
-                    ready.push(match (i, key) {
-                        (0, _) => Ready::Signal,
-                        (1, _) => Ready::Listener,
-                        (_, Some((id, stream))) => Ready::Output(id, stream),
-                        (_, None) => continue,
-                    });
-                }
-                ready
+                fds.iter()
+                    .zip(keys)
+                    .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(_, key)| key)
+                    .collect::<Vec<_>>()
             };
             for r in ready {
                 match r {
@@ -284,6 +286,10 @@ impl Server {
                     }
                     Ready::Listener => self.accept(listener),
                     Ready::ExecCaller(pid) => self.exec_caller_gone(pid),
+                    Ready::Attached(key) => match self.attached.ready(key) {
+                        attach::Event::None => {}
+                        attach::Event::StdinEnded { container } => self.stdin_ended(&container),
+                    },
                 }
             }
         }
@@ -302,7 +308,8 @@ impl Server {
         let Some(fd) = slot.as_ref() else { return };
         let mut buf = [0u8; 65536];
         match nix::unistd::read(fd, &mut buf) {
-            Ok(0) => {
+            // A pty master whose every slave fd is closed reads EIO: its EOF.
+            Ok(0) | Err(nix::Error::EIO) => {
                 *slot = None;
                 if let Some(log) = c.log.as_mut() {
                     if let Err(e) = log.flush_partial(stream) {
@@ -316,6 +323,7 @@ impl Server {
                         log_error(id, "writing log", &e);
                     }
                 }
+                self.attached.broadcast(id, stream, &buf[..n]);
             }
             Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
             Err(e) => {
@@ -378,6 +386,7 @@ impl Server {
             return;
         };
         self.drain_output(&id);
+        self.attached.close_container(&id);
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };
@@ -432,6 +441,7 @@ impl Server {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
                 // An exec answers with fds and keeps its connection: handled apart.
                 Ok(Request::Exec(spec)) => return self.exec(&spec, stream),
+                Ok(Request::Attach { id, stdin }) => return self.attach(&id, stdin, stream),
                 Ok(req) => self.handle(req),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
@@ -491,8 +501,8 @@ impl Server {
                 self.shutdown();
                 Response::Ok
             }
-            Request::Exec(_) => Response::Error {
-                message: "exec is answered on its own connection".into(),
+            Request::Exec(_) | Request::Attach { .. } => Response::Error {
+                message: "exec and attach are answered on their own connection".into(),
             },
         }
     }
@@ -548,6 +558,76 @@ impl Server {
         }
     }
 
+    /// Opens an attach session on a running container and answers `AttachStarted` with its
+    /// fds; the output then flows from `read_output`.
+    fn attach(&mut self, id: &str, stdin: bool, stream: UnixStream) {
+        let (response, fds) = match self.open_attach(id, stdin) {
+            Ok(opened) => opened,
+            Err(message) => (Response::Error { message }, Vec::new()),
+        };
+        let mut line = match serde_json::to_vec(&response) {
+            Ok(v) => v,
+            Err(e) => {
+                log(&format!("encoding response: {e}"));
+                return;
+            }
+        };
+        line.push(b'\n');
+        // A caller gone before the answer leaves a session whose socket reads EOF at once.
+        if let Err(e) = exec::send_started(&stream, &line, &fds) {
+            log(&format!("answering attach: {e}"));
+        }
+    }
+
+    fn open_attach(&mut self, id: &str, stdin: bool) -> Result<(Response, Vec<OwnedFd>), String> {
+        let c = self
+            .containers
+            .get(id)
+            .ok_or_else(|| format!("container {id} not found"))?;
+        if c.phase != Phase::Running {
+            return Err(format!("container {id} is not running"));
+        }
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("attaching: {e}"));
+        // A tty's master is handed over even without stdin: the caller resizes through it.
+        let input = match (&c.tty, &c.input) {
+            (Some(master), _) => Some(dup(master)?),
+            (None, Some(pipe)) if stdin => Some(dup(pipe)?),
+            (None, _) => None,
+        };
+        let tty = c.tty.is_some();
+        let writes_stdin = stdin && !c.stdin_closed && (tty || input.is_some());
+        let sock = self
+            .attached
+            .open(id, writes_stdin)
+            .map_err(|e| format!("attaching: {e}"))?;
+        let response = Response::AttachStarted {
+            tty,
+            input: input.is_some(),
+        };
+        Ok((response, std::iter::once(sock).chain(input).collect()))
+    }
+
+    /// An attach session's stdin ended: with `stdinOnce` the process sees EOF on its stdin
+    /// (kubelet: stdin is closed after the first attach session ends). For a pipe that is
+    /// closing the shim's write end (the caller closed its copy); a terminal gets its EOF
+    /// character, which a reader in canonical mode sees as end of input.
+    fn stdin_ended(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if !c.spec.config.stdin_once || c.stdin_closed {
+            return;
+        }
+        c.stdin_closed = true;
+        c.input = None;
+        if let Some(master) = &c.tty {
+            // ^D, the default VEOF of a fresh pty.
+            if let Err(e) = nix::unistd::write(master, &[4]) {
+                log_error(id, "closing the terminal's input", &e);
+            }
+        }
+    }
+
     /// An exec's caller hung up before the exit: kill the process, as nobody can read its
     /// output or status any more (and an exec probe's timeout means exactly that).
     fn exec_caller_gone(&mut self, pid: i32) {
@@ -590,6 +670,9 @@ impl Server {
                 log: None,
                 stdout: None,
                 stderr: None,
+                input: None,
+                tty: None,
+                stdin_closed: false,
             },
         );
         Response::Ok
@@ -721,6 +804,23 @@ impl Server {
         let (out_r, out_w) = pipe()?;
         let (serr_r, serr_w) = pipe()?;
         let (ready_r, ready_w) = pipe()?;
+        // pod `stdin`: a pipe whose write end the shim holds for attach; `tty`: the socket
+        // the child sends its pty master on.
+        let (in_r, in_w) = match spec.config.stdin && !spec.config.tty {
+            true => pipe().map(|(r, w)| (Some(r), Some(w)))?,
+            false => (None, None),
+        };
+        let (console_ours, console_child) = match spec.config.tty {
+            true => socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map(|(a, b)| (Some(a), Some(b)))
+            .map_err(|e| format!("socketpair: {e}"))?,
+            false => (None, None),
+        };
         let target = match &spec.config.pid_target {
             Some(t) => Some(self.target_pid_namespace(t)?),
             None => None,
@@ -743,6 +843,8 @@ impl Server {
                 sync_read: &sync_r,
                 stdout: &out_w,
                 stderr: &serr_w,
+                stdin: in_r.as_ref(),
+                console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
             };
             let err_w = &err_w;
@@ -777,7 +879,7 @@ impl Server {
         }
         let pid = cloned.map_err(|e| format!("clone: {e}"))?;
         // The child's ends stay only in the child.
-        drop((sync_r, err_w, out_w, serr_w, ready_w));
+        drop((sync_r, err_w, out_w, serr_w, ready_w, in_r, console_child));
         let c = self.containers.get_mut(id).ok_or("container vanished")?;
         // Reaping must find it even if setup fails.
         c.pid = Some(pid);
@@ -795,6 +897,9 @@ impl Server {
         c.stdout = Some(out_r);
         c.stderr = Some(serr_r);
         c.log = Some(log_writer);
+        c.input = in_w;
+        c.tty = None;
+        c.stdin_closed = false;
         nix::unistd::write(&sync_w, &[1])
             .map_err(|e| format!("releasing the container process: {e}"))?;
         drop(sync_w);
@@ -803,6 +908,15 @@ impl Server {
         let message = read_error_pipe(&err_r).map_err(|e| format!("waiting for exec: {e}"))?;
         if !message.is_empty() {
             return Err(message);
+        }
+        if let Some(console) = &console_ours {
+            // Sent before the exec, so it is queued by now; its output is the container's.
+            let master = pty::take_master(console)
+                .map_err(|e| format!("receiving the terminal: {e}"))?
+                .ok_or("the container process sent no terminal")?;
+            let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            c.stdout = Some(master.try_clone().map_err(|e| format!("dup: {e}"))?);
+            c.tty = Some(master);
         }
         let rootfs = container::read_rootfs_ready(&ready_r)
             .map(|ready| ready.saturating_sub(released))

@@ -4,18 +4,16 @@
 //! what kubectl waits for. A client that goes away ends the session, and dropping the
 //! runtime's session kills the process.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures::{SinkExt, StreamExt};
-use runtime::{ExecIo, ExecOptions, RuntimeService};
+use runtime::{AttachOutput, AttachSession, ExecIo, ExecOptions, RuntimeService};
 use tokio::sync::mpsc;
 
 use super::channel::{self, Inbound};
 use super::client::{payload, Client, Outbound};
-use crate::logs::{stream_log, ContainerLiveness, LogOptions};
 
 /// After the process exits, how long output still in flight may take to drain (a background
 /// child holding stdout open must not keep the session forever).
@@ -225,33 +223,73 @@ async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
     let _ = tx.send(close_normal()).await;
 }
 
-/// Attach, as far as a container without stdin goes: what the container writes from now on
-/// (its log, followed) reaches the client on stdout until the container stops.
-pub async fn serve_attach(client: Client, log_path: PathBuf, liveness: Arc<dyn ContainerLiveness>) {
+/// Attach: the container's main process's output from now on reaches the client on stdout
+/// and stderr (one stream with a tty) until the process exits; the client's stdin and
+/// resizes go to the process's stdin or terminal. The client going away ends the session;
+/// the process keeps running.
+pub async fn serve_attach(client: Client, mut session: AttachSession, streams: Streams) {
     let (sink, mut source) = (client.outbound, client.inbound);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
-    let (log_tx, mut log_rx) = mpsc::channel(16);
-    let opts = LogOptions {
-        follow: true,
-        tail_lines: Some(0),
-        ..Default::default()
-    };
-    let follower = tokio::spawn(stream_log(log_path, opts, liveness, log_tx));
+    let tty = session.tty;
+    // A tty's input is kept without stdin too: resizes go through it.
+    let mut input = session.input.take().filter(|_| streams.stdin || tty);
+    let session = &session;
     let output = async {
-        while let Some(Ok(bytes)) = log_rx.recv().await {
-            let msg = Message::Binary(channel::frame(channel::STDOUT, &bytes).into());
-            if tx.send(msg).await.is_err() {
+        let mut buf = vec![0u8; runtime::attach::MAX_CHUNK];
+        while let Ok(Some((stream, n))) = session.read(&mut buf).await {
+            let (ch, wanted) = match stream {
+                AttachOutput::Stdout => (channel::STDOUT, streams.stdout),
+                AttachOutput::Stderr => (channel::STDERR, streams.stderr),
+            };
+            if wanted
+                && tx
+                    .send(Message::Binary(channel::frame(ch, &buf[..n]).into()))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
     };
-    let input = async { while source.next().await.is_some() {} };
+    let inbound = async {
+        while let Some(msg) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = payload(msg) else { continue };
+            match channel::decode(&data) {
+                Inbound::Stdin(bytes) if streams.stdin => {
+                    if let Some(i) = &input {
+                        if i.write_all(bytes).await.is_err() {
+                            input = None;
+                        }
+                    }
+                }
+                Inbound::Resize { width, height } if tty => {
+                    if let Some(i) = &input {
+                        let _ = i.resize(width, height);
+                    }
+                }
+                // With `stdinOnce` the shim then closes the process's stdin; our copy of a
+                // stdin pipe must be closed as well for the process to see EOF.
+                Inbound::CloseStdin if streams.stdin => {
+                    if !tty {
+                        input = None;
+                    }
+                    let _ = session.close_stdin().await;
+                }
+                Inbound::Stdin(_)
+                | Inbound::Resize { .. }
+                | Inbound::CloseStdin
+                | Inbound::Ignored => {}
+            }
+        }
+    };
     let ended = tokio::select! {
         _ = output => true,
-        _ = input => false,
+        _ = inbound => false,
     };
-    follower.abort();
     if ended {
         finish(&tx, channel::exit_status(0)).await;
     }

@@ -27,7 +27,7 @@ use runtime::{ContainerState, RuntimeError, RuntimeService, SandboxState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::client::Client;
-use crate::server::{resolve_log_file, NodeApiState};
+use crate::server::NodeApiState;
 use crate::sessions::Sessions;
 
 /// Why a streaming request is refused before any upgrade; texts follow kubelet's.
@@ -231,14 +231,11 @@ pub async fn attach_handler(
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox = sandbox_of(rt.as_ref(), &uid, &pod).await?;
-    running_container(rt.as_ref(), &sandbox, &container).await?;
-    let log = resolve_log_file(&st.pods, &st.log_root, &namespace, &pod, &container, false)
-        .map_err(|_| StreamError::ContainerNotFound {
-            container: container.clone(),
-        })?;
-    let liveness = st.liveness.clone();
+    let id = running_container(rt.as_ref(), &sandbox, &container).await?;
+    // Only a request that upgrades opens a session: ending one ends a `stdinOnce` stdin.
+    let session = rt.attach(&id, query.streams.stdin).await?;
     channel_upgrade(req, &st, query.streams, move |client| async move {
-        exec::serve_attach(client, log, liveness).await;
+        exec::serve_attach(client, session, query.streams).await;
         drop(slot);
     })
     .await

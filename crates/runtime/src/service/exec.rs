@@ -16,7 +16,9 @@ use shim::protocol::{ExecSpec, Request, Response, MAX_MESSAGE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{blocking, Runtime, REQUEST_TIMEOUT};
-use crate::{ExecIo, ExecOptions, ExecSession, ExecSyncResult, RuntimeError, ShimError};
+use crate::{
+    AttachSession, ExecIo, ExecOptions, ExecSession, ExecSyncResult, RuntimeError, ShimError,
+};
 
 /// Most output `exec_sync` keeps per stream (CRI runtimes cap ExecSync output at 16 MiB).
 const MAX_SYNC_OUTPUT: usize = 16 << 20;
@@ -101,6 +103,51 @@ impl Runtime {
             }
         });
         Ok(session)
+    }
+
+    pub(super) async fn attach_session(
+        &self,
+        id: &str,
+        stdin: bool,
+    ) -> Result<AttachSession, RuntimeError> {
+        let sandbox_id = self.find_container(id)?;
+        let shim_err = {
+            let id = id.to_string();
+            move |source: ShimError| RuntimeError::Attach { id, source }
+        };
+        let io_err = {
+            let shim_err = shim_err.clone();
+            move |source: io::Error| shim_err(ShimError::Io { source })
+        };
+        let socket = self.pod(&sandbox_id).socket();
+        let request = Request::Attach {
+            id: id.to_string(),
+            stdin,
+        };
+        let (conn, response, fds) = blocking(move || call_with_fds(&socket, &request))
+            .await?
+            .map_err(io_err.clone())?;
+        drop(conn);
+        let (tty, input) = match response {
+            Response::AttachStarted { tty, input } => (tty, input),
+            other => return Err(shim_err(other.into())),
+        };
+        let expected = 1 + usize::from(input);
+        if fds.len() != expected {
+            return Err(shim_err(ShimError::FdCount {
+                got: fds.len(),
+                expected,
+            }));
+        }
+        let mut fds = fds
+            .into_iter()
+            .map(|fd| ExecIo::new(fd).map_err(io_err.clone()));
+        let output = fds
+            .next()
+            .transpose()?
+            .ok_or_else(|| shim_err(ShimError::Gone))?;
+        let input = fds.next().transpose()?;
+        Ok(AttachSession { output, input, tty })
     }
 
     pub(super) async fn exec_sync_impl(
