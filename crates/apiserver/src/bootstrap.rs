@@ -5,7 +5,6 @@
 
 use serde_json::{json, Value};
 
-use crate::allocators;
 use crate::error::ApiError;
 use crate::objects::{Part, Registry, Selectors, WriteOptions};
 
@@ -24,28 +23,28 @@ fn lookup(group: &str, plural: &str) -> Result<&'static api::resources::Resource
 pub async fn services(
     registry: &Registry,
     api_port: u16,
-    repair: allocators::Repair,
+    repair: service_allocators::Repair,
 ) -> Result<(), ApiError> {
     let svc_info = lookup("", "services")?;
     let (services, _) = registry.list(svc_info, None, &Selectors::default()).await?;
-    allocators::Ranges::default()
+    service_allocators::Ranges::default()
         .repair(registry.store.as_ref(), &services, repair)
         .await
         .map_err(|e| match e {
-            allocators::AllocError::Store(s) => ApiError::Store(s),
+            service_allocators::AllocError::Store(s) => ApiError::Store(s),
             other => ApiError::bad_request(other.to_string()),
         })?;
     let wanted = [
         json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default",
                          "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": allocators::KUBERNETES_SERVICE_IP.to_string(),
+            "spec": {"clusterIP": service_allocators::KUBERNETES_SERVICE_IP.to_string(),
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}]}}),
         json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kube-dns", "namespace": "kube-system",
                          "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "peapod-dns",
                                     "kubernetes.io/cluster-service": "true"}},
-            "spec": {"clusterIP": allocators::DNS_SERVICE_IP.to_string(),
+            "spec": {"clusterIP": service_allocators::DNS_SERVICE_IP.to_string(),
                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}),
     ];

@@ -9,8 +9,8 @@ use api::resources::ResourceInfo;
 use serde_json::Value;
 use store::Store;
 
-use crate::allocators::{Ranges, Taken};
 use crate::error::ApiError;
+use service_allocators::{AllocFailure, Ranges, Taken};
 
 /// Work around a resource's writes that needs the store.
 #[async_trait::async_trait]
@@ -47,7 +47,7 @@ impl WriteHooks for ServiceAddresses {
         old: Option<&Value>,
         obj: &mut Value,
     ) -> Result<Taken, ApiError> {
-        crate::allocators::allocate(store, info, name, old, obj).await
+        allocate(store, info, name, old, obj).await
     }
 
     async fn undo(&self, store: &dyn Store, taken: &Taken) {
@@ -113,4 +113,26 @@ pub fn of(info: &ResourceInfo) -> Option<&'static dyn WriteHooks> {
         .iter()
         .find(|(group, plural, _)| *group == info.group && *plural == info.plural)
         .map(|(_, _, hooks)| *hooks)
+}
+
+/// [`Ranges::allocate_for`](service_allocators::Ranges::allocate_for) with the default ranges, its failure as the API's error.
+pub async fn allocate(
+    store: &dyn Store,
+    info: &api::resources::ResourceInfo,
+    name: &str,
+    old: Option<&Value>,
+    svc: &mut Value,
+) -> Result<Taken, ApiError> {
+    Ranges::default()
+        .allocate_for(store, old, svc)
+        .await
+        .map_err(|f| match f {
+            AllocFailure::Invalid(causes) => ApiError::Invalid {
+                kind: info.kind.to_string(),
+                group: info.group.to_string(),
+                name: name.to_string(),
+                causes,
+            },
+            AllocFailure::Store(e) => ApiError::Store(e),
+        })
 }

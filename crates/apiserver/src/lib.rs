@@ -7,7 +7,6 @@
 
 mod admin;
 mod admission;
-mod allocators;
 mod bootstrap;
 pub mod bootstrap_tokens;
 mod cluster_address;
@@ -27,7 +26,7 @@ mod managed_fields;
 mod names;
 mod objects;
 mod paging;
-mod pki;
+use cluster_pki as pki;
 mod proxy;
 mod request;
 mod request_metrics;
@@ -92,8 +91,10 @@ pub struct ApiServerConfig {
 pub use event_ttl::DEFAULT_EVENT_TTL;
 
 /// The `kubernetes` Service's ClusterIP and port, where in-cluster clients find the API.
-pub const KUBERNETES_SERVICE_ADDR: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(allocators::KUBERNETES_SERVICE_IP), 443);
+pub const KUBERNETES_SERVICE_ADDR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(service_allocators::KUBERNETES_SERVICE_IP),
+    443,
+);
 
 /// Removes the in-cluster address from `lo` unless another server still listens on it
 /// (`peapod reset`).
@@ -307,8 +308,8 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
         futures::future::join4(main, in_cluster, events_expire, policy).await;
     });
     let repair = match config.store {
-        StoreSpec::Redb { .. } => allocators::Repair::Rebuild,
-        StoreSpec::Etcd { .. } => allocators::Repair::KeepTaken,
+        StoreSpec::Redb { .. } => service_allocators::Repair::Rebuild,
+        StoreSpec::Etcd { .. } => service_allocators::Repair::KeepTaken,
     };
     bootstrap::services(&registry, local_addr.port(), repair)
         .await

@@ -478,28 +478,6 @@ fn field_error(field: &str, value: &str, why: &str) -> FieldError {
     }
 }
 
-/// [`Ranges::allocate_for`] with the default ranges, its failure as the API's error.
-pub async fn allocate(
-    store: &dyn Store,
-    info: &api::resources::ResourceInfo,
-    name: &str,
-    old: Option<&Value>,
-    svc: &mut Value,
-) -> Result<Taken, crate::error::ApiError> {
-    Ranges::default()
-        .allocate_for(store, old, svc)
-        .await
-        .map_err(|f| match f {
-            AllocFailure::Invalid(causes) => crate::error::ApiError::Invalid {
-                kind: info.kind.to_string(),
-                group: info.group.to_string(),
-                name: name.to_string(),
-                causes,
-            },
-            AllocFailure::Store(e) => crate::error::ApiError::Store(e),
-        })
-}
-
 /// What one Service write took from the ranges, so a failed write can give it back.
 #[derive(Debug, Default)]
 pub struct Taken {
