@@ -278,7 +278,9 @@ spec:
 
     // -t: a terminal of the size kubectl's own terminal has (the resize stream).
     let command = format!(
-        "stty rows 33 cols 111; {} --kubeconfig {} exec -it old -- sh -c 'tty; stty size; exit 4'",
+        // kubectl sends the terminal's size on the resize stream while the command starts:
+        // poll (bounded) until it has arrived, as a program reading its size would.
+        "stty rows 33 cols 111; {} --kubeconfig {} exec -it old -- sh -c 'tty; i=0; until s=$(stty size 2>/dev/null) && [ -n \"$s\" ]; do i=$((i+1)); [ $i -ge 50 ] && break; sleep 0.1; done; echo \"$s\"; exit 4'",
         old.display(),
         pp.kubeconfig.display()
     );
