@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """A Deployment of N replicas through the controllers: create -> all available, a rolling
 update -> all replaced and available, scale to zero -> no pod left; and `peapod up`'s RSS
-with the N pods running.
+and CPU (% of one core over --idle seconds, controllers, API server and node together)
+while the N pods run and nothing changes.
 
 Starts `peapod up` in a temp state dir (busybox image imported from the fixture, one node,
 so N <= 110, the kubelet's default maxPods; a rolling update surges 25 % above N and the
 surplus waits for room), then drives the Deployment through the API and times each step
 from the request to the state, read from the Deployment's status (and the pod list for the
 last step).
-Usage: python3 bench/deployment_scale.py [--replicas 100] [--peapod PATH]
+Usage: python3 bench/deployment_scale.py [--replicas 100] [--idle 20] [--peapod PATH]
 """
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
@@ -48,6 +49,13 @@ def rolled_out(api, n):
             and s.get("availableReplicas", 0) == n and s.get("replicas", 0) == n)
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def merge_patch(api, path, body):
     req = urllib.request.Request(api.server + path, data=json.dumps(body).encode(), method="PATCH")
     req.add_header("Authorization", "Bearer " + api.token)
@@ -63,6 +71,7 @@ def pods_left(api):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--replicas", type=int, default=100)
+    ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--peapod", default=os.path.join(ROOT, "target/release/peapod"))
     args = ap.parse_args()
     n = args.replicas
@@ -100,8 +109,11 @@ def main():
         api.request("POST", NS, deployment(n, "1")).read()
         wait_for(f"{n} replicas available", lambda: rolled_out(api, n))
         created = time.monotonic() - t0
-        time.sleep(2)
+        time.sleep(5)
         busy = rss_kib(up.pid)
+        c0, w0 = cpu_seconds(up.pid), time.monotonic()
+        time.sleep(args.idle)
+        idle_cpu = 100 * (cpu_seconds(up.pid) - c0) / (time.monotonic() - w0)
 
         t0 = time.monotonic()
         merge_patch(api, NS + "/scale", {"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}})
@@ -117,6 +129,8 @@ def main():
               f"rolling update -> all replaced and available {rolled:.2f} s; "
               f"scale to 0 -> no pod left {emptied:.2f} s")
         print(f"peapod up RSS: idle {idle/1024:.1f} MiB, with {n} pods {busy/1024:.1f} MiB")
+        print(f"peapod up CPU with {n} idle pods (no probes): {idle_cpu:.2f} % of one core "
+              f"over {args.idle:.0f} s")
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)

@@ -456,7 +456,10 @@ fn indexes_fail_on_their_own_and_a_success_policy_ends_a_job_early() {
     // Index 1 fails twice (the first try and one retry after the back-off), then is
     // failed; 0 and 2 complete; the job fails with FailedIndexes.
     wait_condition(&pp, "per-index", "failed");
-    assert_eq!(condition_reason(&pp, "per-index", "Failed"), "FailedIndexes");
+    assert_eq!(
+        condition_reason(&pp, "per-index", "Failed"),
+        "FailedIndexes"
+    );
     let status = pp
         .jsonpath(
             "job/per-index",
@@ -474,7 +477,11 @@ fn indexes_fail_on_their_own_and_a_success_policy_ends_a_job_early() {
     ]);
     let mut counts: Vec<&str> = counts.lines().collect();
     counts.sort_unstable();
-    assert_eq!(counts, ["0", "1"], "each retry carries the failures before it");
+    assert_eq!(
+        counts,
+        ["0", "1"],
+        "each retry carries the failures before it"
+    );
 
     // Index 0 completing is enough: the job completes and its other pods are stopped.
     wait_condition(&pp, "leader", "complete");
@@ -487,16 +494,20 @@ fn indexes_fail_on_their_own_and_a_success_policy_ends_a_job_early() {
         .as_deref(),
         Some("Matched rules at index 0")
     );
-    wait_until("the leader job's other pods stopped", Duration::from_secs(60), || {
-        let running = pp.kubectl_ok(&[
-            "get",
-            "pods",
-            "-l",
-            "job-name=leader",
-            "--field-selector=status.phase=Running",
-            "-o",
-            "name",
-        ]);
-        running.trim().is_empty().then_some(())
-    });
+    wait_until(
+        "the leader job's other pods stopped",
+        Duration::from_secs(60),
+        || {
+            let running = pp.kubectl_ok(&[
+                "get",
+                "pods",
+                "-l",
+                "job-name=leader",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+            ]);
+            running.trim().is_empty().then_some(())
+        },
+    );
 }

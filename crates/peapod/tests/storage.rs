@@ -407,7 +407,10 @@ spec:
         e.contains("VolumeResizeSuccessful: Resize volume succeeded")
             .then_some(e)
     });
-    assert!(events.contains("Resizing: External resizer is resizing volume"), "{events}");
+    assert!(
+        events.contains("Resizing: External resizer is resizing volume"),
+        "{events}"
+    );
 
     // A class without expansion: the request may not grow.
     pp.apply(
