@@ -56,6 +56,18 @@ pub fn keyring_from_secrets(secrets: &[Secret]) -> Result<Keyring, SecretError> 
     Ok(keyring)
 }
 
+/// The credentials to try for `image`: the pod's keyring's matches, then the node's (the
+/// kubelet's union keyring). An image that does not parse has none (its pull fails on it).
+pub fn credentials_for(image: &str, pod: &Keyring, node: &Keyring) -> Vec<images::Credentials> {
+    let Ok(reference) = images::Reference::parse(image) else {
+        return Vec::new();
+    };
+    let repository = reference.name();
+    let mut found = pod.lookup(&repository);
+    found.extend(node.lookup(&repository));
+    found
+}
+
 /// The node-wide docker configuration: the first of `files` that exists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeCredentials {
@@ -157,6 +169,30 @@ mod tests {
             matches!(&bad, Err(e) if e.to_string() == "image pull secret bad: invalid .dockerconfigjson"),
             "{bad:?}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn pod_credentials_come_before_the_node_s() -> Result<(), Box<dyn std::error::Error>> {
+        let pod = Keyring::parse(
+            br#"{"auths":{"127.0.0.1:5000":{"username":"pod","password":"p"}}}"#,
+            ConfigFormat::ConfigJson,
+        )?;
+        let node = Keyring::parse(
+            br#"{"auths":{"https://index.docker.io/v1/":{"username":"hub","password":"p"},
+                 "127.0.0.1:5000/app":{"username":"node","password":"p"}}}"#,
+            ConfigFormat::ConfigJson,
+        )?;
+        let users = |image: &str| -> Vec<String> {
+            credentials_for(image, &pod, &node)
+                .into_iter()
+                .map(|c| c.username)
+                .collect()
+        };
+        assert_eq!(users("127.0.0.1:5000/app:1"), ["pod", "node"]);
+        assert_eq!(users("127.0.0.1:5000/other"), ["pod"]);
+        assert_eq!(users("busybox"), ["hub"]);
+        assert!(users("Not A Reference").is_empty());
         Ok(())
     }
 

@@ -8,7 +8,7 @@ mod credentials;
 mod policy;
 mod puller;
 
-pub use credentials::{keyring_from_secrets, NodeCredentials, SecretError};
+pub use credentials::{credentials_for, keyring_from_secrets, NodeCredentials, SecretError};
 pub use images::{Credentials, CredentialsError, Keyring};
 pub use policy::{pull_policy, PullPolicy};
 pub use puller::{ImagePuller, PullDone, PullFailure, PullFn, PullerConfig};
