@@ -52,9 +52,9 @@ impl Registry {
             start.push(htpasswd.to_string_lossy().into_owned());
             push.push(format!("{AUTH_USER}:{AUTH_PASSWORD}"));
         }
-        let args = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>();
-        r.script(&args(&start));
-        r.script(&args(&push));
+        for args in [&start, &push] {
+            r.script(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
         r
     }
 
