@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(users(&node.load()?, "r.io/x"), ["node"]);
         let explicit = tmp.path().join("creds.json");
         let only = NodeCredentials::search(Some(explicit.clone()), &state, None, Some(home));
-        assert_eq!(only.files(), [explicit.clone()]);
+        assert_eq!(only.files(), std::slice::from_ref(&explicit));
         assert!(only.load()?.is_empty());
         std::fs::write(&explicit, "{")?;
         assert!(matches!(only.load(), Err(SecretError::NodeFile { .. })));

@@ -6,7 +6,6 @@
 //! neither cancels the others' pull nor leaves the queue stuck.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,12 +66,14 @@ pub struct PullDone<T> {
 
 type Outcome<T, E> = Result<(T, Duration), PullFailure<E>>;
 type Key = (String, Vec<Credentials>);
+/// Pulls under way, by image and credentials.
+type Inflight<T, E> = Arc<Mutex<HashMap<Key, Shared<BoxFuture<'static, Outcome<T, E>>>>>>;
 
 /// Runs pulls; cheap to share between pod workers.
 pub struct ImagePuller<T, E: std::error::Error + 'static> {
     pull: PullFn<T, E>,
     slots: Option<Arc<Semaphore>>,
-    inflight: Arc<Mutex<HashMap<Key, Shared<BoxFuture<'static, Outcome<T, E>>>>>>,
+    inflight: Inflight<T, E>,
 }
 
 impl<T, E> ImagePuller<T, E>
@@ -143,45 +144,43 @@ where
 
 /// One pull: waits for a slot, tries the credentials, then forgets the key so that a later
 /// request pulls afresh.
-fn run<T, E>(
+async fn run<T, E>(
     pull: PullFn<T, E>,
     slots: Option<Arc<Semaphore>>,
     key: Key,
-    inflight: Arc<Mutex<HashMap<Key, Shared<BoxFuture<'static, Outcome<T, E>>>>>>,
-) -> impl Future<Output = Outcome<T, E>> + Send + 'static
+    inflight: Inflight<T, E>,
+) -> Outcome<T, E>
 where
     T: Clone + Send + Sync + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    async move {
-        let permit = match &slots {
-            Some(s) => Some(s.clone().acquire_owned().await),
-            None => None,
-        };
-        let started = Instant::now();
-        let (image, candidates) = &key;
-        let attempts: Vec<Option<Credentials>> = if candidates.is_empty() {
-            vec![None]
-        } else {
-            candidates.iter().cloned().map(Some).collect()
-        };
-        let mut outcome = Err(PullFailure::Interrupted);
-        for auth in attempts {
-            match pull(image.clone(), auth).await {
-                Ok(t) => {
-                    outcome = Ok((t, started.elapsed()));
-                    break;
-                }
-                Err(e) => outcome = Err(PullFailure::Pull(Arc::new(e))),
+    let permit = match &slots {
+        Some(s) => Some(s.clone().acquire_owned().await),
+        None => None,
+    };
+    let started = Instant::now();
+    let (image, candidates) = &key;
+    let attempts: Vec<Option<Credentials>> = if candidates.is_empty() {
+        vec![None]
+    } else {
+        candidates.iter().cloned().map(Some).collect()
+    };
+    let mut outcome = Err(PullFailure::Interrupted);
+    for auth in attempts {
+        match pull(image.clone(), auth).await {
+            Ok(t) => {
+                outcome = Ok((t, started.elapsed()));
+                break;
             }
+            Err(e) => outcome = Err(PullFailure::Pull(Arc::new(e))),
         }
-        drop(permit);
-        inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        outcome
     }
+    drop(permit);
+    inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    outcome
 }
 
 #[cfg(test)]

@@ -41,10 +41,9 @@ pub enum PullError {
         #[source]
         source: OciDistributionError,
     },
-    #[error("{reference}: pull access denied: unauthorized: {}", unauthorized_hint(.registry, .user.as_deref()))]
+    #[error("{reference}: pull access denied: unauthorized: {}", unauthorized_hint(.reference, .user.as_deref()))]
     Unauthorized {
         reference: String,
-        registry: String,
         /// The user whose credentials were sent, if any.
         user: Option<String>,
         #[source]
@@ -141,7 +140,8 @@ fn report(progress: ProgressFn<'_>, p: PullProgress) {
 }
 
 /// Why a registry refused a pull, in words a user can act on.
-fn unauthorized_hint(registry: &str, user: Option<&str>) -> String {
+fn unauthorized_hint(reference: &str, user: Option<&str>) -> String {
+    let registry = reference.split('/').next().unwrap_or(reference);
     match user {
         Some(user) => format!("the registry {registry} refused the credentials of user {user:?}"),
         None => format!(
@@ -172,13 +172,9 @@ pub(crate) async fn pull(
         .await
         .map_err(|e| match e {
             PullError::Unauthorized {
-                reference,
-                registry,
-                source,
-                ..
+                reference, source, ..
             } => PullError::Unauthorized {
                 reference,
-                registry,
                 user,
                 source,
             },
@@ -473,7 +469,6 @@ fn classify_error(reference: &str, registry: &str, source: OciDistributionError)
         },
         Kind::Unauthorized => PullError::Unauthorized {
             reference,
-            registry,
             user: None,
             source,
         },
