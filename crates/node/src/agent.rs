@@ -22,7 +22,7 @@ use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
 use crate::sandbox;
-use crate::worker::{NodeFacts, PodWorker, WorkerDeps};
+use crate::worker::{ImagePulls, NodeFacts, PodWorker, WorkerDeps};
 use nodeapi::{router, NodeApiState, RuntimeLiveness};
 use podapi::EventRecorder;
 use podapi::PodCache;
@@ -452,6 +452,11 @@ pub async fn run(
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
+        pulls: Arc::new(ImagePulls::new(
+            runtime.clone(),
+            config.image_pulls,
+            config.registry_credentials.clone(),
+        )),
     });
     // kubelet's image garbage collection by disk thresholds.
     let image_gc_task = tokio::spawn(crate::imagegc::run(

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -116,6 +117,13 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             eviction_period: None,
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
+            image_pulls: static_pods.image_pulls,
+            registry_credentials: imagepull::NodeCredentials::search(
+                args.static_pods.registry_auth_file.clone(),
+                &state_dir,
+                std::env::var_os("DOCKER_CONFIG").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+            ),
             metrics: node_metrics,
             pod_cgroups,
         },

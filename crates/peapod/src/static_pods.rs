@@ -19,6 +19,8 @@ pub struct StaticPodSettings {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`.
     pub image_gc: node::imagegc::Policy,
+    /// `serializeImagePulls`, `maxParallelImagePulls`.
+    pub image_pulls: imagepull::PullerConfig,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -43,6 +45,10 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
+        image_pulls: imagepull::PullerConfig {
+            serialize: config.serialize_image_pulls.unwrap_or(true),
+            max_parallel: config.max_parallel_image_pulls,
+        },
         image_gc: {
             let d = node::imagegc::Policy::default();
             node::imagegc::Policy {
@@ -75,6 +81,7 @@ mod tests {
             config: Some(config.clone()),
             static_pod_path: None,
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         })
         .expect("settings");
         assert_eq!(from_config.path, Some(dir.path().join("manifests")));
@@ -94,6 +101,7 @@ mod tests {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         })
         .expect("settings");
         assert_eq!(flag.path, Some(PathBuf::from("/etc/kubernetes/manifests")));
@@ -101,6 +109,7 @@ mod tests {
             config: Some(dir.path().join("nope.yaml")),
             static_pod_path: None,
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         });
         assert!(missing.is_err());
     }

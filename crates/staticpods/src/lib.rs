@@ -140,6 +140,10 @@ pub struct KubeletConfig {
     pub image_gc_low_threshold_percent: Option<u8>,
     /// `imageMinimumGCAge`: how long an unused image is kept after it was first seen.
     pub image_minimum_gc_age: Option<Duration>,
+    /// `serializeImagePulls` (kubelet default `true`).
+    pub serialize_image_pulls: Option<bool>,
+    /// `maxParallelImagePulls`: a bound on parallel pulls when they are not serialized.
+    pub max_parallel_image_pulls: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -162,6 +166,8 @@ struct RawKubeletConfig {
     image_gc_low_threshold_percent: Option<i64>,
     #[serde(rename = "imageMinimumGCAge")]
     image_minimum_gc_age: Option<String>,
+    serialize_image_pulls: Option<bool>,
+    max_parallel_image_pulls: Option<i64>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -242,6 +248,25 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "must be less than imageGCHighThresholdPercent",
         ));
     }
+    // kubelet's validation: a positive bound, and none above 1 while pulls are serialized.
+    let max_parallel_image_pulls = match raw.max_parallel_image_pulls {
+        None => None,
+        Some(n) => Some(u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            setting(
+                "maxParallelImagePulls",
+                n.to_string(),
+                "must be a positive number",
+            )
+        })?),
+    };
+    if raw.serialize_image_pulls.unwrap_or(true) && max_parallel_image_pulls.is_some_and(|n| n > 1)
+    {
+        return Err(setting(
+            "maxParallelImagePulls",
+            max_parallel_image_pulls.unwrap_or_default().to_string(),
+            "must be 1 or unset when serializeImagePulls is true",
+        ));
+    }
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -256,6 +281,8 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         image_gc_high_threshold_percent: high,
         image_gc_low_threshold_percent: low,
         image_minimum_gc_age: duration("imageMinimumGCAge", raw.image_minimum_gc_age)?,
+        serialize_image_pulls: raw.serialize_image_pulls,
+        max_parallel_image_pulls,
     })
 }
 
@@ -1266,7 +1293,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1281,6 +1308,8 @@ mod tests {
                 image_gc_high_threshold_percent: Some(90),
                 image_gc_low_threshold_percent: Some(70),
                 image_minimum_gc_age: Some(Duration::from_secs(30)),
+                serialize_image_pulls: Some(false),
+                max_parallel_image_pulls: Some(4),
             }
         );
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
@@ -1308,6 +1337,9 @@ mod tests {
             ("containerLogMaxSize", "-1Mi"),
             ("imageGCHighThresholdPercent", "101"),
             ("imageGCLowThresholdPercent", "85"),
+            ("maxParallelImagePulls", "0"),
+            // Above 1 while serializeImagePulls keeps its default of true.
+            ("maxParallelImagePulls", "3"),
         ] {
             let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
             let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);

@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use runtime::ContainerState;
 
-pub use deps::{NodeFacts, WorkerDeps};
+pub use deps::{ImagePulls, NodeFacts, WorkerDeps};
 
 use crate::podstatus::{attempts_of, ephemeral_containers, Waiting};
 use observe::{observe, pod_net};
