@@ -2,7 +2,8 @@
 //! in `api`) can do, as kube-apiserver's per-resource REST storage does: a Service takes its
 //! ClusterIP and node ports before it is stored and gives them back when the write fails or
 //! no longer holds them; a new PersistentVolumeClaim without a class gets the default
-//! StorageClass (the `DefaultStorageClass` admission plugin). A resource with such needs is
+//! StorageClass (the `DefaultStorageClass` admission plugin); a PriorityClass may be the
+//! global default only when no other is (the `Priority` admission plugin). A resource with such needs is
 //! one impl plus one line in [`HOOKS`].
 
 use api::resources::ResourceInfo;
@@ -101,10 +102,51 @@ impl WriteHooks for DefaultStorageClass {
     async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
 }
 
+/// PriorityClasses: the Priority admission plugin's check on a create or update that only
+/// one class is the global default.
+struct OneDefaultPriorityClass;
+
+#[async_trait::async_trait]
+impl WriteHooks for OneDefaultPriorityClass {
+    async fn before_write(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        name: &str,
+        _old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError> {
+        let classes = store
+            .list(info.group, info.plural, None)
+            .await
+            .map_err(ApiError::Store)?;
+        match kinds_workloads::priorityclass::conflicting_default(&classes.items, obj) {
+            Some(other) => Err(ApiError::Forbidden {
+                resource: crate::error::qualified(info),
+                group: info.group.to_string(),
+                name: name.to_string(),
+                detail: format!(
+                    "PriorityClass {other} is already marked as default. Only one default can exist"
+                ),
+            }),
+            None => Ok(Taken::default()),
+        }
+    }
+
+    async fn undo(&self, _store: &dyn Store, _taken: &Taken) {}
+
+    async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
+}
+
 /// (group, plural) of each resource with write hooks.
 static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[
     ("", "services", &ServiceAddresses),
     ("", "persistentvolumeclaims", &DefaultStorageClass),
+    (
+        "scheduling.k8s.io",
+        "priorityclasses",
+        &OneDefaultPriorityClass,
+    ),
 ];
 
 /// The write hooks of `info`'s resource, if it has any.
