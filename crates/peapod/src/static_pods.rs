@@ -1,5 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
-//! and the other KubeletConfiguration settings peapod honours (container log rotation),
+//! and the other KubeletConfiguration settings peapod honours (container log rotation,
+//! image GC, graceful node shutdown),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -19,6 +20,9 @@ pub struct StaticPodSettings {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`.
     pub image_gc: node::imagegc::Policy,
+    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
+    /// the node when set.
+    pub shutdown: node_shutdown::Policy,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -43,6 +47,12 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
+        shutdown: node_shutdown::Policy {
+            grace_period: config.shutdown_grace_period.unwrap_or_default(),
+            critical_grace_period: config
+                .shutdown_grace_period_critical_pods
+                .unwrap_or_default(),
+        },
         image_gc: {
             let d = node::imagegc::Policy::default();
             node::imagegc::Policy {

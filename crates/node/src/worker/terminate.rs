@@ -158,9 +158,9 @@ pub async fn terminate(
     retry_unless_terminated(state)
 }
 
-/// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`, here an
-/// exceeded `activeDeadlineSeconds`): a Normal event with the reason, not ready, every
-/// container killed with the pod's grace period, then the `Failed` status with the reason
+/// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`: an exceeded
+/// `activeDeadlineSeconds`; or node shutdown): a Normal event with the reason, not ready,
+/// every container killed with `grace`, then the `Failed` status with the reason
 /// and message; the sandbox and volumes are released and the pod is finished.
 pub async fn fail_running(
     deps: &WorkerDeps,
@@ -170,13 +170,14 @@ pub async fn fail_running(
     observed: &Observed,
     reason: &str,
     message: &str,
+    grace: Duration,
 ) {
     deps.event(pod, None, EventType::Normal, reason, message)
         .await;
     state.failure = Some((reason.to_string(), message.to_string()));
     state.probe_view.all_unready = true;
     prober.stop();
-    kill_all(deps, pod, observed, grace_period(pod)).await;
+    kill_all(deps, pod, observed, grace).await;
     let observed = observe(deps, state, pod)
         .await
         .unwrap_or_else(|_| observed.clone());
