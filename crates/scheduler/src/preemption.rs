@@ -382,7 +382,14 @@ mod tests {
         );
         let snap = Snapshot::new(&[node("a")], &pods, &[]);
         let high = pod("high", "", "2", 100, T2);
-        let c = find(&high, &snap, |_| true, cpu_fits(&high), &[pdb.clone()]).expect("candidate");
+        let c = find(
+            &high,
+            &snap,
+            |_| true,
+            cpu_fits(&high),
+            std::slice::from_ref(&pdb),
+        )
+        .expect("candidate");
         assert_eq!(names(&c), vec!["free"]);
         assert_eq!(c.pdb_violations, 0);
         // When only the guarded pod makes room, it goes anyway, counted as a violation.

@@ -101,9 +101,11 @@ impl PodWorker {
                 &mut self.prober,
                 pod,
                 &observed,
-                plan::DEADLINE_REASON,
-                plan::DEADLINE_MESSAGE,
-                plan::grace_period(pod),
+                terminate::Ending {
+                    reason: plan::DEADLINE_REASON,
+                    message: plan::DEADLINE_MESSAGE,
+                    grace: plan::grace_period(pod),
+                },
             )
             .await;
             return None;
@@ -352,9 +354,11 @@ impl PodWorker {
             &mut self.prober,
             pod,
             &observed,
-            node_shutdown::REASON,
-            node_shutdown::MESSAGE,
-            grace.max(MIN_GRACE),
+            terminate::Ending {
+                reason: node_shutdown::REASON,
+                message: node_shutdown::MESSAGE,
+                grace: grace.max(MIN_GRACE),
+            },
         )
         .await;
     }

@@ -158,6 +158,14 @@ pub async fn terminate(
     retry_unless_terminated(state)
 }
 
+/// Why and how the node ends a running pod itself: the `Failed` status's reason and message,
+/// and the grace period its containers get.
+pub struct Ending<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+    pub grace: Duration,
+}
+
 /// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`: an exceeded
 /// `activeDeadlineSeconds`; or node shutdown): a Normal event with the reason, not ready,
 /// every container killed with `grace`, then the `Failed` status with the reason
@@ -168,16 +176,14 @@ pub async fn fail_running(
     prober: &mut PodProber,
     pod: &Pod,
     observed: &Observed,
-    reason: &str,
-    message: &str,
-    grace: Duration,
+    ending: Ending<'_>,
 ) {
-    deps.event(pod, None, EventType::Normal, reason, message)
+    deps.event(pod, None, EventType::Normal, ending.reason, ending.message)
         .await;
-    state.failure = Some((reason.to_string(), message.to_string()));
+    state.failure = Some((ending.reason.to_string(), ending.message.to_string()));
     state.probe_view.all_unready = true;
     prober.stop();
-    kill_all(deps, pod, observed, grace).await;
+    kill_all(deps, pod, observed, ending.grace).await;
     let observed = observe(deps, state, pod)
         .await
         .unwrap_or_else(|_| observed.clone());
