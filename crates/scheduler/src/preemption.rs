@@ -113,6 +113,8 @@ impl fmt::Display for NoCandidate {
                 self.not_helpful
             ));
         }
+        // Sorted as strings, as kube-scheduler's FitError histogram is.
+        parts.sort();
         write!(
             f,
             "0/{} nodes are available: {}.",
