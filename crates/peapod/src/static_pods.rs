@@ -1,5 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
-//! and the other KubeletConfiguration settings peapod honours (container log rotation),
+//! and the other KubeletConfiguration settings peapod honours (container log rotation,
+//! image GC, graceful node shutdown),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ pub struct StaticPodSettings {
     pub image_gc: node::imagegc::Policy,
     /// `serializeImagePulls`, `maxParallelImagePulls`.
     pub image_pulls: imagepull::PullerConfig,
+    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
+    /// the node when set.
+    pub shutdown: node_shutdown::Policy,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -48,6 +52,12 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
         image_pulls: imagepull::PullerConfig {
             serialize: config.serialize_image_pulls.unwrap_or(true),
             max_parallel: config.max_parallel_image_pulls,
+        },
+        shutdown: node_shutdown::Policy {
+            grace_period: config.shutdown_grace_period.unwrap_or_default(),
+            critical_grace_period: config
+                .shutdown_grace_period_critical_pods
+                .unwrap_or_default(),
         },
         image_gc: {
             let d = node::imagegc::Policy::default();
