@@ -23,8 +23,7 @@ pub use client::ClientError;
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
 pub use cri::{
     ContainerConfig, DnsConfig, HostAlias, IdMapping, LinuxResources, Mount, PodSandboxConfig,
-    PortMapping,
-    Protocol, SeccompProfile, SecurityConfig, UserSpec,
+    PortMapping, Protocol, SeccompProfile, SecurityConfig, UserSpec,
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;

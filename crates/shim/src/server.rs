@@ -860,10 +860,7 @@ impl Server {
                 stdin: in_r.as_ref(),
                 console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
-                userns: self
-                    .userns
-                    .as_ref()
-                    .zip(self.config.sandbox.user_namespace),
+                userns: self.userns.as_ref().zip(self.config.sandbox.user_namespace),
             };
             let err_w = &err_w;
             let child = Box::new(move || {

@@ -232,7 +232,10 @@ mod tests {
         let again = Allocator::open(dir.path(), RANGE, 4).expect("reopen");
         assert_eq!(again.get("pod-one"), Some(one));
         assert_eq!(again.get("pod-two"), Some(two));
-        assert_eq!(again.get_or_allocate("pod-three").expect("three").host_id, 196608);
+        assert_eq!(
+            again.get_or_allocate("pod-three").expect("three").host_id,
+            196608
+        );
     }
 
     #[test]
@@ -260,13 +263,22 @@ mod tests {
     #[test]
     fn bad_records_and_uids_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join("x.json"), "{\"hostId\": 70000, \"length\": 65536}")
-            .expect("write");
+        fs::write(
+            dir.path().join("x.json"),
+            "{\"hostId\": 70000, \"length\": 65536}",
+        )
+        .expect("write");
         fs::write(dir.path().join("y.json"), "not json").expect("write");
-        fs::write(dir.path().join("z.json"), "{\"hostId\": 65536, \"length\": 65536}")
-            .expect("write");
-        fs::write(dir.path().join("w.json"), "{\"hostId\": 65536, \"length\": 65536}")
-            .expect("write");
+        fs::write(
+            dir.path().join("z.json"),
+            "{\"hostId\": 65536, \"length\": 65536}",
+        )
+        .expect("write");
+        fs::write(
+            dir.path().join("w.json"),
+            "{\"hostId\": 65536, \"length\": 65536}",
+        )
+        .expect("write");
         let a = Allocator::open(dir.path(), RANGE, 4).expect("open");
         assert_eq!(a.get("x"), None);
         assert_eq!(a.get("y"), None);

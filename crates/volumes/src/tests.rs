@@ -84,7 +84,13 @@ fn sets_up_every_kind_and_tears_down() {
         ]),
     );
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect("setup");
     let pod_dir = m.pod_dir("uid-1").expect("dir");
     let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
@@ -109,8 +115,14 @@ fn sets_up_every_kind_and_tears_down() {
     assert_eq!(paths["host"], host);
     // Idempotent: a second setup mounts nothing new.
     let before = HostMounter.mounts_under(m.root()).expect("mounts").len();
-    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
-        .expect("again");
+    m.setup(
+        &p,
+        &PodContext::default(),
+        &objects(),
+        &mut Vec::new(),
+        None,
+    )
+    .expect("again");
     assert_eq!(
         HostMounter.mounts_under(m.root()).expect("mounts").len(),
         before
@@ -164,7 +176,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("missing configmap");
     assert_eq!(
         err.to_string(),
@@ -176,7 +194,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("hostPath");
     assert!(err.to_string().contains("is not a directory"), "{err}");
     let p = pod(
@@ -185,7 +209,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("nfs");
     assert!(
         err.to_string().contains("nfs volumes are not supported"),
@@ -199,7 +229,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([{"name": "d", "mountPath": "/x", "subPath": "evil"}]),
     );
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect("setup");
     std::os::unix::fs::symlink("/etc", paths["d"].join("evil")).expect("symlink");
     let container = p.spec.as_ref().expect("spec").containers[0].clone();
@@ -227,8 +263,14 @@ fn unmount_all_releases_the_state_dir() {
         json!([{"name": "sec", "secret": {"secretName": "s"}}]),
         json!([]),
     );
-    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), None)
-        .expect("setup");
+    m.setup(
+        &p,
+        &PodContext::default(),
+        &objects(),
+        &mut Vec::new(),
+        None,
+    )
+    .expect("setup");
     unmount_all(tmp.path()).expect("unmount_all");
     assert!(HostMounter
         .mounts_under(m.root())
@@ -364,7 +406,13 @@ fn claims_mount_their_volume_directory_which_outlives_the_pod() {
         json!([]),
     );
     let err = m
-        .setup(&waiting, &PodContext::default(), &objs, &mut Vec::new(), None)
+        .setup(
+            &waiting,
+            &PodContext::default(),
+            &objs,
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("unbound");
     assert_eq!(
         err.to_string(),
@@ -393,7 +441,13 @@ fn user_namespace_pods_get_their_volumes_owned_by_their_root() {
         length: 1 << 16,
     };
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), Some(ids))
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            Some(ids),
+        )
         .expect("setup");
     let owner = |p: &Path| {
         let meta = fs::symlink_metadata(p).expect("stat");
@@ -411,7 +465,13 @@ fn user_namespace_pods_get_their_volumes_owned_by_their_root() {
     p.spec.as_mut().expect("spec").security_context =
         Some(serde_json::from_value(json!({"fsGroup": 2345})).expect("sc"));
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new(), Some(ids))
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            Some(ids),
+        )
         .expect("setup");
     assert_eq!(owner(&paths["scratch"]), (3 << 16, (3 << 16) + 2345));
     m.teardown("uid-userns").expect("teardown");

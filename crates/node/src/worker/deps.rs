@@ -54,7 +54,10 @@ pub struct WorkerDeps {
 impl WorkerDeps {
     /// The pod's user namespace mapping when it asks for one (`hostUsers: false`): the
     /// range it holds, or a new one (kubelet's `GetOrCreateUserNamespaceMappings`).
-    pub fn user_namespace(&self, pod: &Pod) -> Result<Option<runtime::IdMapping>, userns::UsernsError> {
+    pub fn user_namespace(
+        &self,
+        pod: &Pod,
+    ) -> Result<Option<runtime::IdMapping>, userns::UsernsError> {
         if pod.spec.as_ref().and_then(|s| s.host_users) != Some(false) {
             return Ok(None);
         }

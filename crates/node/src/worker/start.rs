@@ -132,7 +132,6 @@ pub async fn create_sandbox(
     }
 }
 
-
 /// Starts a container that was created but never started (the agent died in between).
 pub async fn start_created(
     deps: &WorkerDeps,

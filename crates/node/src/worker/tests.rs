@@ -1098,8 +1098,18 @@ async fn a_host_users_false_pod_gets_its_range_until_it_is_gone() {
     p.spec.as_mut().expect("spec").host_users = Some(false);
     let mut w = PodWorker::new(&p);
     w.sync(&h.env, &p).await;
-    let sandboxes: Vec<_> = h.rt.state.lock().expect("lock").sandboxes.values().cloned().collect();
-    let ids = sandboxes[0].config.user_namespace.expect("a user namespace");
+    let sandboxes: Vec<_> =
+        h.rt.state
+            .lock()
+            .expect("lock")
+            .sandboxes
+            .values()
+            .cloned()
+            .collect();
+    let ids = sandboxes[0]
+        .config
+        .user_namespace
+        .expect("a user namespace");
     assert_eq!((ids.container_id, ids.length), (0, 65536));
     assert_eq!(ids.host_id % 65536, 0);
     assert!(ids.host_id >= 65536);
@@ -1110,7 +1120,11 @@ async fn a_host_users_false_pod_gets_its_range_until_it_is_gone() {
     other.metadata.uid = Some("uid-2".into());
     assert_eq!(h.env.user_namespace(&other).expect("none"), None);
     other.spec.as_mut().expect("spec").host_users = Some(false);
-    let second = h.env.user_namespace(&other).expect("allocated").expect("some");
+    let second = h
+        .env
+        .user_namespace(&other)
+        .expect("allocated")
+        .expect("some");
     assert_ne!(second.host_id, ids.host_id);
 
     p = with_status(p, &h.api);

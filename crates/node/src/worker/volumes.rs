@@ -35,8 +35,14 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
         Ok(ids) => ids,
         Err(err) => {
             let msg = format!("Failed to create pod sandbox: {err}");
-            deps.event(pod, None, EventType::Warning, "FailedCreatePodSandBox", &msg)
-                .await;
+            deps.event(
+                pod,
+                None,
+                EventType::Warning,
+                "FailedCreatePodSandBox",
+                &msg,
+            )
+            .await;
             return false;
         }
     };
@@ -45,13 +51,10 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
         .fetch_objects(deps.api.as_ref(), pod, now)
         .await
     {
-        Ok(objects) => deps.volumes.setup(
-            pod,
-            &volume_context(deps, pod),
-            &objects,
-            &mut skipped,
-            ids,
-        ),
+        Ok(objects) => {
+            deps.volumes
+                .setup(pod, &volume_context(deps, pod), &objects, &mut skipped, ids)
+        }
         Err(err) => Err(err),
     };
     volumes.last_sync = Some(now);
