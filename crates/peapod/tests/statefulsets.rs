@@ -387,7 +387,9 @@ fn claim_templates_keep_data_per_ordinal_and_follow_the_retention_policy() {
     pp.kubectl_ok(&["exec", "db-1", "--", "sh", "-c", "echo kept > /data/marker"]);
 
     // The pod comes back under its name, to its own claim and data.
-    let uid = pp.jsonpath("pod/db-1", "{.metadata.uid}").unwrap_or_default();
+    let uid = pp
+        .jsonpath("pod/db-1", "{.metadata.uid}")
+        .unwrap_or_default();
     pp.kubectl_ok(&["delete", "pod", "db-1", "--wait=true", "--timeout=60s"]);
     wait_until("db-1 made again and Ready", T, || {
         let new_uid = pp.jsonpath("pod/db-1", "{.metadata.uid}")?;
@@ -398,7 +400,10 @@ fn claim_templates_keep_data_per_ordinal_and_follow_the_retention_policy() {
         (new_uid != uid && ready == "True").then_some(())
     });
     let marker = pp.kubectl_ok(&["exec", "db-1", "--", "cat", "/data/marker", "/data/who"]);
-    assert_eq!(marker.split_whitespace().collect::<Vec<_>>(), ["kept", "db-1"]);
+    assert_eq!(
+        marker.split_whitespace().collect::<Vec<_>>(),
+        ["kept", "db-1"]
+    );
     let other = pp.kubectl_ok(&["exec", "db-0", "--", "ls", "/data"]);
     assert_eq!(other.trim(), "who", "db-0 has its own volume");
 
