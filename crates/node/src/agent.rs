@@ -426,6 +426,7 @@ pub async fn run(
     // kubelet's image garbage collection by disk thresholds.
     let image_gc_task = tokio::spawn(crate::imagegc::run(
         runtime.clone(),
+        deps.events.clone(),
         config.image_gc,
         config
             .image_gc_period
