@@ -4,8 +4,9 @@
 //! host root could do (so the test would notice a namespace that confines nothing): append
 //! to a host file owned by root through a hostPath volume and make a device node in /dev;
 //! in the namespace both are refused. The range holds across an agent restart, differs from
-//! the next pod's, and is freed with the pod; a pod combining `hostUsers: false` with a
-//! host namespace is refused by the API.
+//! the next pod's (which runs as another user with an fsGroup, both mapped), and is freed
+//! with the pod; a pod combining `hostUsers: false` with a host namespace is refused by the
+//! API.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -171,10 +172,28 @@ fn user_namespace_root_is_unprivileged_on_the_host() {
         pp.jsonpath("pod/userns", "{.status.containerStatuses[0].containerID}"),
         started
     );
-    pp.apply(&pod("second", "  hostUsers: false\n", host.path()));
+    // It runs as a user other than root, with an fsGroup, in a shared PID namespace: the
+    // IDs are the namespace's, the files on the host its mapped ones.
+    pp.apply(&pod(
+        "second",
+        "  hostUsers: false\n  shareProcessNamespace: true\n  securityContext:\n    \
+         runAsUser: 1000\n    fsGroup: 2000\n",
+        host.path(),
+    ));
     let second = report(&pp, "second");
     let h2 = host_root(&second["uid_map"]);
     assert_ne!(h2, h, "{second:?}");
+    assert_eq!(second["uid"], "1000", "{second:?}");
+    assert_eq!(second["vol_owner"], "1000:2000", "{second:?}");
+    assert_eq!(second["host_write"], "DENIED", "{second:?}");
+    let uid2 = pp.jsonpath("pod/second", "{.metadata.uid}").expect("uid");
+    let made = pp
+        .state_dir
+        .join("volumes")
+        .join(&uid2)
+        .join("kubernetes.io~empty-dir/vol/made");
+    let meta = fs::metadata(&made).expect("the emptyDir file on the host");
+    assert_eq!((meta.uid(), meta.gid()), (h2 + 1000, h2 + 2000));
 
     // --- Deleting the pods frees their ranges.
     pp.kubectl_ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
