@@ -49,6 +49,8 @@ pub struct WorkerDeps {
     pub metrics: NodeMetrics,
     /// The host ID ranges of `hostUsers: false` pods.
     pub userns: Arc<userns::Allocator>,
+    /// Where pod cgroups go (`kubepods/<tier>/pod<uid>`); `None` lets the runtime choose.
+    pub pod_cgroups: Option<podcgroups::Layout>,
 }
 
 impl WorkerDeps {

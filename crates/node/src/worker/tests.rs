@@ -49,6 +49,7 @@ fn harness() -> Harness {
         )),
         metrics: crate::NodeMetrics::new(),
         userns: Arc::new(userns::Allocator::for_state_dir(dir.path()).expect("userns")),
+        pod_cgroups: Some(podcgroups::Layout::new("peapod")),
     };
     Harness {
         env,
@@ -1132,4 +1133,28 @@ async fn a_host_users_false_pod_gets_its_range_until_it_is_gone() {
     p.metadata.deletion_grace_period_seconds = Some(0);
     assert_eq!(w.sync(&h.env, &p).await, None);
     assert_eq!(h.env.userns.get("uid-1"), None);
+}
+
+#[test]
+fn sandbox_cgroup_sits_in_the_pods_qos_tier() {
+    let h = harness();
+    let parent = |resources: serde_json::Value| {
+        let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+        if let Some(c) = p.spec.as_mut().map(|s| &mut s.containers[0]) {
+            c.resources = Some(serde_json::from_value(resources).expect("resources"));
+        }
+        super::env::sandbox_config(&h.env, &p, 0).cgroup_parent
+    };
+    assert_eq!(
+        parent(json!({})),
+        Some(PathBuf::from("peapod/kubepods/besteffort/poduid-1"))
+    );
+    assert_eq!(
+        parent(json!({"requests": {"cpu": "100m"}})),
+        Some(PathBuf::from("peapod/kubepods/burstable/poduid-1"))
+    );
+    assert_eq!(
+        parent(json!({"limits": {"cpu": "1", "memory": "64Mi"}})),
+        Some(PathBuf::from("peapod/kubepods/poduid-1"))
+    );
 }
