@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use api::deletion::{Propagation, PropagationChoice};
 use api::tables::IncludeObject;
 
-use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
     api_version, DeleteOptions, Deleted, PagedList, Part, PatchType, Selectors, WriteOptions,
@@ -316,11 +315,11 @@ fn accept(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn discovery_response(headers: &HeaderMap, core: bool, legacy: Value) -> Response {
-    match discovery::aggregated_version(accept(headers)) {
+    match api::discovery::aggregated_version(accept(headers)) {
         Some(v) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, discovery::content_type(v))],
-            discovery::aggregated(core, v).to_string(),
+            [(header::CONTENT_TYPE, api::discovery::content_type(v))],
+            api::discovery::aggregated(core, v).to_string(),
         )
             .into_response(),
         None => json_response(StatusCode::OK, &legacy),
@@ -328,22 +327,26 @@ fn discovery_response(headers: &HeaderMap, core: bool, legacy: Value) -> Respons
 }
 
 async fn api_root(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    discovery_response(&headers, true, discovery::api_versions(&st.server_address))
+    discovery_response(
+        &headers,
+        true,
+        api::discovery::api_versions(&st.server_address),
+    )
 }
 
 async fn apis_root(headers: HeaderMap) -> Response {
-    discovery_response(&headers, false, discovery::api_group_list())
+    discovery_response(&headers, false, api::discovery::api_group_list())
 }
 
 async fn core_v1() -> Response {
-    match discovery::resource_list("", "v1") {
+    match api::discovery::resource_list("", "v1") {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
-    match discovery::api_group_doc(&group) {
+    match api::discovery::api_group_doc(&group) {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
@@ -352,7 +355,7 @@ async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> R
 async fn group_version(
     axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    match discovery::resource_list(&group, &version) {
+    match api::discovery::resource_list(&group, &version) {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
