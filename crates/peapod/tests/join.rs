@@ -13,27 +13,6 @@ use std::time::Duration;
 use common::netns::{NetnsNode, TestBridge};
 use common::{wait_until, Peapod};
 
-/// (server URL, token, CA hash) from the join command in the server's log.
-fn join_command(pp: &Peapod) -> (String, String, String) {
-    wait_until("the join command", Duration::from_secs(30), || {
-        let log = pp.server_log();
-        let line = log.lines().find(|l| l.contains("peapod join --server"))?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| {
-            words
-                .iter()
-                .position(|w| *w == flag)
-                .and_then(|i| words.get(i + 1))
-                .map(|w| w.to_string())
-        };
-        Some((
-            after("--server")?,
-            after("--token")?,
-            after("--discovery-token-ca-cert-hash")?,
-        ))
-    })
-}
-
 /// kubectl with another kubeconfig than the admin's.
 fn kubectl_as(pp: &Peapod, kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new("kubectl")
@@ -71,7 +50,7 @@ spec:
 fn a_node_joins_with_the_printed_command_and_its_credential_is_limited_to_itself() {
     let bridge = TestBridge::create();
     let pp = Peapod::start_listening(&format!("{}:0", bridge.host_ip()), &[]);
-    let (server, token, hash) = join_command(&pp);
+    let (server, token, hash) = pp.join_command();
     assert!(
         server.starts_with(&format!("https://{}:", bridge.host_ip())),
         "{server}"
