@@ -304,10 +304,8 @@ pub async fn start(
             break;
         }
     }
-    let mut progress = tokio::time::interval_at(
-        tokio::time::Instant::now() + PROGRESS_EVERY,
-        PROGRESS_EVERY,
-    );
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
         last_rv: pending.back().map_or(scope.from_rv, |e| e.resource_version),

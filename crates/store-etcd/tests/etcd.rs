@@ -334,7 +334,11 @@ async fn a_quiet_watch_gets_bookmarks_at_the_store_revision() {
     let ev = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let ev = w.next().await.expect("event").expect("ok");
-            assert_eq!(ev.kind, EventKind::Bookmark, "an event of another namespace");
+            assert_eq!(
+                ev.kind,
+                EventKind::Bookmark,
+                "an event of another namespace"
+            );
             if ev.resource_version >= last {
                 return ev;
             }
@@ -344,12 +348,12 @@ async fn a_quiet_watch_gets_bookmarks_at_the_store_revision() {
     .expect("a bookmark at the store revision");
     assert_eq!(rv(&ev.object), ev.resource_version);
     // A change of the watched range still comes through, after the bookmark.
-    let changed = s
-        .update(&quiet, cm("a", "2"), None)
-        .await
-        .expect("update");
+    let changed = s.update(&quiet, cm("a", "2"), None).await.expect("update");
     let ev = next_change(&mut w).await;
-    assert_eq!((ev.kind, ev.resource_version), (EventKind::Modified, rv(&changed)));
+    assert_eq!(
+        (ev.kind, ev.resource_version),
+        (EventKind::Modified, rv(&changed))
+    );
 }
 
 #[tokio::test]
