@@ -5,7 +5,9 @@ set -u
 fail=0
 m=$(grep -E 'peapod' /proc/self/mountinfo || true)
 [ -n "$m" ] && { echo "leaked mounts:"; echo "$m"; fail=1; }
-c=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*peapod/*' 2>/dev/null || true)
+# Pod cgroups sit in peapod/kubepods[/burstable|/besteffort]; `peapod reset` removes kubepods and
+# its tiers once no pod is left in them, so nothing below peapod/ may remain.
+c=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 5 -type d -path '*peapod/*' 2>/dev/null || true)
 [ -n "$c" ] && { echo "leaked cgroups:"; echo "$c"; fail=1; }
 p=$(ps -eo pid,args | grep -E '[p]eapod (shim|up)|[d]ocker-registry serve' || true)
 [ -n "$p" ] && { echo "leaked processes:"; echo "$p"; fail=1; }

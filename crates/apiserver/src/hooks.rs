@@ -2,8 +2,10 @@
 //! in `api`) can do, as kube-apiserver's per-resource REST storage does: a Service takes its
 //! ClusterIP and node ports before it is stored and gives them back when the write fails or
 //! no longer holds them; a new PersistentVolumeClaim without a class gets the default
-//! StorageClass (the `DefaultStorageClass` admission plugin). A resource with such needs is
-//! one impl plus one line in [`HOOKS`].
+//! StorageClass (the `DefaultStorageClass` admission plugin); new claims and volumes get
+//! their in-use protection finalizer (`StorageObjectInUseProtection`); a claim may only ask
+//! for more storage when its class allows expansion (`PersistentVolumeClaimResize`). A
+//! resource with such needs is one impl plus one line in [`HOOKS`].
 
 use api::resources::ResourceInfo;
 use serde_json::Value;
@@ -59,28 +61,76 @@ impl WriteHooks for ServiceAddresses {
     }
 }
 
-/// PersistentVolumeClaims: kube-apiserver's `DefaultStorageClass` admission. A claim created
-/// without `spec.storageClassName` (nil, not `""`) and without the beta class annotation
-/// gets the default class, when there is one.
-struct DefaultStorageClass;
+/// The finalizer kube-apiserver's `StorageObjectInUseProtection` puts on new claims.
+const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// ... and on new volumes.
+const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// Adds `finalizer` to `obj`'s finalizers unless it is there.
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = meta
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if list.is_null() {
+        *list = Value::Array(Vec::new());
+    }
+    if let Some(items) = list.as_array_mut() {
+        if !items.iter().any(|f| f == finalizer) {
+            items.push(Value::from(finalizer));
+        }
+    }
+}
+
+/// A claim's storage request, parsed.
+fn storage_request(pvc: &Value) -> Option<api::quantity::Quantity> {
+    pvc.pointer("/spec/resources/requests/storage")
+        .and_then(Value::as_str)
+        .and_then(api::quantity::Quantity::parse)
+}
+
+/// PersistentVolumeClaims: kube-apiserver's admission for claims. A claim created without
+/// `spec.storageClassName` (nil, not `""`) and without the beta class annotation gets the
+/// default class, when there is one (`DefaultStorageClass`); a new claim gets the
+/// `kubernetes.io/pvc-protection` finalizer; an update asking for more storage is refused
+/// unless the claim's class exists and has `allowVolumeExpansion` (`PersistentVolumeClaimResize`).
+struct ClaimAdmission;
 
 #[async_trait::async_trait]
-impl WriteHooks for DefaultStorageClass {
+impl WriteHooks for ClaimAdmission {
     async fn before_write(
         &self,
         store: &dyn Store,
-        _info: &ResourceInfo,
-        _name: &str,
+        info: &ResourceInfo,
+        name: &str,
         old: Option<&Value>,
         obj: &mut Value,
     ) -> Result<Taken, ApiError> {
+        if let Some(old) = old {
+            let grows = match (storage_request(old), storage_request(obj)) {
+                (Some(before), Some(after)) => after > before,
+                _ => false,
+            };
+            if grows && !class_allows_expansion(store, obj).await? {
+                return Err(ApiError::Forbidden {
+                    resource: info.plural.to_string(),
+                    group: info.group.to_string(),
+                    name: name.to_string(),
+                    detail: "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize".into(),
+                });
+            }
+            return Ok(Taken::default());
+        }
+        add_finalizer(obj, PVC_PROTECTION);
         let unset = obj
             .pointer("/spec/storageClassName")
             .is_none_or(Value::is_null)
             && obj
                 .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
                 .is_none();
-        if old.is_some() || !unset {
+        if !unset {
             return Ok(Taken::default());
         }
         let classes = store
@@ -101,10 +151,53 @@ impl WriteHooks for DefaultStorageClass {
     async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
 }
 
+/// Whether the class of claim `pvc` exists and allows expansion.
+async fn class_allows_expansion(store: &dyn Store, pvc: &Value) -> Result<bool, ApiError> {
+    let class = pvc
+        .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+        .or_else(|| pvc.pointer("/spec/storageClassName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if class.is_empty() {
+        return Ok(false);
+    }
+    let key = store::ObjectKey::new("storage.k8s.io", "storageclasses", "", class);
+    match store.get(&key).await {
+        Ok(sc) => Ok(sc.get("allowVolumeExpansion") == Some(&Value::Bool(true))),
+        Err(store::StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(ApiError::Store(e)),
+    }
+}
+
+/// PersistentVolumes: the `kubernetes.io/pv-protection` finalizer on each new volume.
+struct VolumeProtection;
+
+#[async_trait::async_trait]
+impl WriteHooks for VolumeProtection {
+    async fn before_write(
+        &self,
+        _store: &dyn Store,
+        _info: &ResourceInfo,
+        _name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError> {
+        if old.is_none() {
+            add_finalizer(obj, PV_PROTECTION);
+        }
+        Ok(Taken::default())
+    }
+
+    async fn undo(&self, _store: &dyn Store, _taken: &Taken) {}
+
+    async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
+}
+
 /// (group, plural) of each resource with write hooks.
 static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[
     ("", "services", &ServiceAddresses),
-    ("", "persistentvolumeclaims", &DefaultStorageClass),
+    ("", "persistentvolumeclaims", &ClaimAdmission),
+    ("", "persistentvolumes", &VolumeProtection),
 ];
 
 /// The write hooks of `info`'s resource, if it has any.

@@ -6,25 +6,34 @@
 
 use api::strategy::ListStrategy;
 use field_ownership::managers::{Scope, Writer};
-use field_ownership::{ListType, ManagedFields, Path, PathElement, Schema};
+use field_ownership::{KeyField, ListType, ManagedFields, Path, PathElement, Schema};
 use serde_json::Value;
 
 use api::resources::ResourceInfo;
 
 use crate::error::ApiError;
 
-/// Lists keyed as strategic merge patch keys them; label selectors and node selectors are
-/// atomic, as their types say (`structType`/`mapType=atomic`).
+/// Lists keyed as strategic merge patch keys them, except where the types' list-map keys
+/// say more: ports are told apart by number and protocol (`TCP` when left out), spread
+/// constraints by topology key and `whenUnsatisfiable`. Label selectors and node selectors
+/// are atomic, as their types say (`structType`/`mapType=atomic`).
 struct KindSchema {
     kind: &'static str,
 }
 
 impl Schema for KindSchema {
     fn list_type(&self, path: &[String], field: &str) -> ListType {
+        const PROTOCOL: KeyField = KeyField::defaulted("protocol", "TCP");
         match api::patch::list_strategy(self.kind, path, field) {
             ListStrategy::Replace => ListType::Atomic,
             ListStrategy::Set => ListType::Set,
-            ListStrategy::Key(k) => ListType::Map(vec![k]),
+            ListStrategy::Key(k @ ("containerPort" | "port")) if field == "ports" => {
+                ListType::Map(vec![k.into(), PROTOCOL])
+            }
+            ListStrategy::Key(k @ "topologyKey") => {
+                ListType::Map(vec![k.into(), "whenUnsatisfiable".into()])
+            }
+            ListStrategy::Key(k) => ListType::Map(vec![k.into()]),
         }
     }
 
@@ -164,7 +173,7 @@ mod tests {
             json!({"f:metadata": {"f:labels": {"f:app": {}}},
                 "f:spec": {"f:replicas": {}, "f:selector": {}, "f:template": {"f:spec": {
                     "f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:name": {}, "f:image": {},
-                        "f:ports": {"k:{\"containerPort\":80}": {".": {}, "f:containerPort": {}}}}}}}}})
+                        "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}}}})
         );
     }
 

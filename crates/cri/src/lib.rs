@@ -38,6 +38,11 @@ pub struct PodSandboxConfig {
     /// Limits of the pod's cgroup (kubelet's pod-level cgroup: sum of the containers').
     #[serde(default)]
     pub resources: LinuxResources,
+    /// The pod's cgroup relative to the hierarchy roots, as the agent places it (CRI's
+    /// `LinuxPodSandboxConfig.cgroup_parent`: `peapod/kubepods/burstable/pod<uid>`); `None`
+    /// leaves it to the runtime (`<its cgroup parent>/pod<uid>`).
+    #[serde(default)]
+    pub cgroup_parent: Option<PathBuf>,
     /// `hostNetwork: true`: the pod shares the node's network (and UTS) namespace, as CRI's
     /// `NamespaceMode::NODE`; no CNI attachment, the node's hosts and hostname.
     #[serde(default)]

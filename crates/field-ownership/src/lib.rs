@@ -14,6 +14,6 @@ pub mod schema;
 pub mod set;
 
 pub use managers::{Conflict, Entry, ManagedFields, Operation};
-pub use path::{Path, PathElement};
+pub use path::{KeyField, Path, PathElement};
 pub use schema::{ListType, Schema};
 pub use set::FieldSet;

@@ -11,6 +11,11 @@ use crate::path::{display, Path};
 use crate::schema::Schema;
 use crate::set::{Changes, FieldSet, FieldsV1Error};
 
+/// Update entries an object keeps before the oldest are merged (kube-apiserver's cap).
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+/// The manager the oldest update entries are merged into.
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Apply,
@@ -259,6 +264,54 @@ impl ManagedFields {
             own.api_version = w.api_version.clone();
         }
         self.0.retain(|e| !e.fields.is_empty());
+        self.cap_updates();
+    }
+
+    /// Keeps at most [`MAX_UPDATE_MANAGERS`] update entries, as kube-apiserver does: the
+    /// oldest are merged, fields and all, into one [`ANCIENT_CHANGES`] entry per API version.
+    fn cap_updates(&mut self) {
+        let is_bucket = |e: &Entry| {
+            e.manager == ANCIENT_CHANGES
+                && e.operation == Operation::Update
+                && e.subresource.is_empty()
+        };
+        loop {
+            let updates = self
+                .0
+                .iter()
+                .filter(|e| e.operation == Operation::Update)
+                .count();
+            if updates <= MAX_UPDATE_MANAGERS {
+                return;
+            }
+            // The oldest updater that is not a bucket (no time counts as oldest).
+            let Some(oldest) = self
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.operation == Operation::Update && !is_bucket(e))
+                .min_by(|(_, a), (_, b)| a.time.cmp(&b.time))
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let old = self.0.remove(oldest);
+            match self
+                .0
+                .iter_mut()
+                .find(|e| is_bucket(e) && e.api_version == old.api_version)
+            {
+                Some(bucket) => {
+                    bucket.fields = bucket.fields.union(&old.fields);
+                    bucket.time = bucket.time.clone().max(old.time);
+                }
+                None => self.0.push(Entry {
+                    manager: ANCIENT_CHANGES.to_string(),
+                    subresource: String::new(),
+                    ..old
+                }),
+            }
+        }
     }
 
     /// Server-side apply of `config` by `w` to `live`: the merged object, or the conflicts
@@ -599,5 +652,45 @@ mod tests {
         .is_err());
         ManagedFields::default().write_to(&mut obj);
         assert!(obj["metadata"].get("managedFields").is_none());
+    }
+
+    /// Twelve updaters, each writing its own field at a later time: the bucket counts as an
+    /// updater, so the three oldest end up in one `ancient-changes` entry that still owns
+    /// their fields; an applier is not counted.
+    #[test]
+    fn update_entries_are_capped_by_merging_the_oldest() {
+        let mut mf = ManagedFields::default();
+        let mut obj = json!({"metadata": {"labels": {}}});
+        mf.apply(
+            &json!({}),
+            &json!({"metadata": {"annotations": {"a": "1"}}}),
+            &writer("kubectl", ""),
+            false,
+            &TestSchema,
+            &Scope::default(),
+        )
+        .expect("apply");
+        for i in 0..12 {
+            let old = obj.clone();
+            obj["metadata"]["labels"][format!("l{i}")] = json!("v");
+            let mut w = writer(&format!("m{i}"), "");
+            w.time = format!("2026-01-01T00:00:{i:02}Z");
+            mf.record_update(&old, &obj, &w, &TestSchema, &Scope::default());
+        }
+        let updates: Vec<&Entry> =
+            mf.0.iter()
+                .filter(|e| e.operation == Operation::Update)
+                .collect();
+        assert_eq!(updates.len(), MAX_UPDATE_MANAGERS);
+        assert_eq!(owners(&mf, ".metadata.labels.l0"), [ANCIENT_CHANGES]);
+        assert_eq!(owners(&mf, ".metadata.labels.l1"), [ANCIENT_CHANGES]);
+        assert_eq!(owners(&mf, ".metadata.labels.l2"), [ANCIENT_CHANGES]);
+        assert_eq!(owners(&mf, ".metadata.labels.l3"), ["m3"]);
+        assert_eq!(owners(&mf, ".metadata.annotations.a"), ["kubectl"]);
+        let bucket =
+            mf.0.iter()
+                .find(|e| e.manager == ANCIENT_CHANGES)
+                .expect("bucket");
+        assert_eq!(bucket.time.as_deref(), Some("2026-01-01T00:00:02Z"));
     }
 }

@@ -193,8 +193,8 @@ mod tests {
         let mut obj = json!({"data": {"a": "1", "b": "2"}, "metadata": {"labels": {"x": "y"}},
             "spec": {"containers": [{"name": "web", "image": "n", "env": ["k"]}, {"name": "s"}]}});
         let f = |s: &str| PathElement::Field(s.into());
-        let web = PathElement::key_of(&json!({"name": "web"}), &["name"]).expect("key");
-        let side = PathElement::key_of(&json!({"name": "s"}), &["name"]).expect("key");
+        let web = PathElement::key_of(&json!({"name": "web"}), &["name".into()]).expect("key");
+        let side = PathElement::key_of(&json!({"name": "s"}), &["name".into()]).expect("key");
         let remove: FieldSet = [
             vec![f("data"), f("a")],
             vec![f("data"), f("b")],

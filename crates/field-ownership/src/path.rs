@@ -57,14 +57,46 @@ pub fn canonical_json(v: &Value) -> String {
     sorted(v).to_string()
 }
 
+/// One field of a keyed list's key, with the value an item that leaves it out has (as
+/// OpenAPI defaults `protocol: TCP` in a port's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyField {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+}
+
+impl KeyField {
+    /// A key field with a default value.
+    pub const fn defaulted(name: &'static str, default: &'static str) -> Self {
+        Self {
+            name,
+            default: Some(default),
+        }
+    }
+}
+
+impl From<&'static str> for KeyField {
+    fn from(name: &'static str) -> Self {
+        Self {
+            name,
+            default: None,
+        }
+    }
+}
+
 impl PathElement {
     /// The key element of list item `item` for key fields `keys`; `None` when the item is not
-    /// an object or lacks one of them.
-    pub fn key_of(item: &Value, keys: &[&str]) -> Option<PathElement> {
+    /// an object or lacks a key field that has no default.
+    pub fn key_of(item: &Value, keys: &[KeyField]) -> Option<PathElement> {
         let obj = item.as_object()?;
         let mut key = Map::new();
         for k in keys {
-            key.insert((*k).to_string(), obj.get(*k)?.clone());
+            let value = match (obj.get(k.name), k.default) {
+                (Some(v), _) => v.clone(),
+                (None, Some(d)) => Value::String(d.to_string()),
+                (None, None) => return None,
+            };
+            key.insert(k.name.to_string(), value);
         }
         Some(PathElement::Key(canonical_json(&Value::Object(key))))
     }
@@ -179,14 +211,29 @@ mod tests {
     #[test]
     fn keys_are_canonical_and_match_their_items() {
         let item = json!({"protocol": "TCP", "containerPort": 80, "name": "http"});
-        let pe = PathElement::key_of(&item, &["protocol", "containerPort"]).expect("key");
+        let pe =
+            PathElement::key_of(&item, &["protocol".into(), "containerPort".into()]).expect("key");
         assert_eq!(
             pe.to_fields_v1(),
             "k:{\"containerPort\":80,\"protocol\":\"TCP\"}"
         );
         assert!(pe.matches_item(5, &item));
         assert!(!pe.matches_item(5, &json!({"containerPort": 81, "protocol": "TCP"})));
-        assert_eq!(PathElement::key_of(&json!({"name": "a"}), &["port"]), None);
+        assert_eq!(
+            PathElement::key_of(&json!({"name": "a"}), &["port".into()]),
+            None
+        );
+        let port = [
+            KeyField::from("containerPort"),
+            KeyField::defaulted("protocol", "TCP"),
+        ];
+        assert_eq!(
+            PathElement::key_of(&json!({"containerPort": 80}), &port),
+            Some(pe.clone()),
+            "a left-out protocol is keyed as its default"
+        );
+        let udp = PathElement::key_of(&json!({"containerPort": 80, "protocol": "UDP"}), &port);
+        assert_ne!(udp, Some(pe.clone()));
         assert!(PathElement::value_of(&json!("a")).matches_item(0, &json!("a")));
     }
 
@@ -195,7 +242,7 @@ mod tests {
         let p = vec![
             PathElement::Field("spec".into()),
             PathElement::Field("containers".into()),
-            PathElement::key_of(&json!({"name": "web"}), &["name"]).expect("key"),
+            PathElement::key_of(&json!({"name": "web"}), &["name".into()]).expect("key"),
             PathElement::Field("image".into()),
         ];
         assert_eq!(display(&p), ".spec.containers[name=\"web\"].image");

@@ -2,6 +2,8 @@
 //! kube-apiserver reads this from OpenAPI (`x-kubernetes-list-type`, `-list-map-keys`,
 //! `-map-type`); callers here answer from the strategic-merge-patch tags they already hold.
 
+use crate::path::KeyField;
+
 /// How a list's items are told apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListType {
@@ -10,7 +12,7 @@ pub enum ListType {
     /// A set of scalars: each value is owned on its own (`v:`).
     Set,
     /// Items keyed by these fields (`k:`), merged and owned item by item.
-    Map(Vec<&'static str>),
+    Map(Vec<KeyField>),
 }
 
 /// The shape of a kind. `path` is the field names from the root down to the map holding

@@ -304,8 +304,8 @@ pub(crate) mod tests {
     impl Schema for TestSchema {
         fn list_type(&self, path: &[String], field: &str) -> ListType {
             match (path.last().map(String::as_str), field) {
-                (Some("spec"), "containers") => ListType::Map(vec!["name"]),
-                (Some("containers"), "ports") => ListType::Map(vec!["containerPort"]),
+                (Some("spec"), "containers") => ListType::Map(vec!["name".into()]),
+                (Some("containers"), "ports") => ListType::Map(vec!["containerPort".into()]),
                 (Some("metadata"), "finalizers") => ListType::Set,
                 _ => ListType::Atomic,
             }

@@ -170,6 +170,44 @@ fn fixed_part(obj: &Value) -> Value {
     spec
 }
 
+/// `spec` with each claim template as the pod volume the controller makes of it (unless the
+/// template already has a volume of that name, which the claim replaces), so containers may
+/// mount the claims and the pod rules check the volumes the pods will really have.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let claims: Vec<String> = arr(spec.get("volumeClaimTemplates"))
+        .iter()
+        .map(|t| str_at(t, &["metadata", "name"]).to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let Some(pod) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    else {
+        return spec;
+    };
+    let volumes = pod
+        .entry("volumes")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if volumes.is_null() {
+        *volumes = Value::Array(Vec::new());
+    }
+    let Some(list) = volumes.as_array_mut() else {
+        return spec;
+    };
+    for name in claims {
+        if list.iter().any(|v| str_at(v, &["name"]) == name) {
+            continue;
+        }
+        list.push(json!({
+            "name": name,
+            "persistentVolumeClaim": {"claimName": name},
+        }));
+    }
+    spec
+}
+
 fn validate_spec(e: &mut FieldErrors, spec: &Value) {
     match str_at(spec, &["podManagementPolicy"]) {
         "" => e.required("spec.podManagementPolicy", ""),
@@ -229,7 +267,7 @@ fn validate_spec(e: &mut FieldErrors, spec: &Value) {
         spec.get("revisionHistoryLimit"),
         "spec.revisionHistoryLimit",
     );
-    validate_selector_and_template(e, spec, "StatefulSet");
+    validate_selector_and_template(e, &with_claim_volumes(spec), "StatefulSet");
     for (i, pvc) in arr(spec.get("volumeClaimTemplates")).iter().enumerate() {
         let name = str_at(pvc, &["metadata", "name"]);
         let path = format!("spec.volumeClaimTemplates[{i}].metadata.name");
@@ -295,6 +333,25 @@ mod tests {
         assert_eq!(
             on_delete["spec"]["updateStrategy"],
             json!({"type": "OnDelete"})
+        );
+    }
+
+    /// Containers mount claim templates by name; a mount of nothing is still refused.
+    #[test]
+    fn claim_templates_are_volumes_for_the_mounts() {
+        let mut s = sts();
+        s["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        RESOURCE.apply_defaults(&mut s);
+        let ok = RESOURCE.validate_create(&s);
+        assert!(ok.is_ok(), "{ok:?}");
+        s["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "other", "mountPath": "/data"}]);
+        let errs = messages(RESOURCE.validate_create(&s));
+        assert!(
+            errs.iter()
+                .any(|m| m.contains("volumeMounts[0].name: Not found: \"other\"")),
+            "{errs:?}"
         );
     }
 

@@ -101,9 +101,42 @@ struct Dispatcher {
     /// Static pods waiting for the previous pod of their name to finish: kubelet starts an
     /// edited static pod only once the old one has terminated.
     pending_static: Vec<Pod>,
+    /// Where the QoS tiers' settings go, and the allocatable they start from; `None` without
+    /// cgroups.
+    qos: Option<(
+        watch::Sender<podcgroups::TierSettings>,
+        podcgroups::NodeAllocatable,
+    )>,
 }
 
 impl Dispatcher {
+    /// Recomputes the QoS tiers from the active pods (admitted, worker running, not in a
+    /// terminal phase), as kubelet's `UpdateQOSCgroups` does whenever pods come and go.
+    fn update_qos(&mut self) {
+        let Some((tx, allocatable)) = &self.qos else {
+            return;
+        };
+        self.workers.retain(|_, w| !w.task.is_finished());
+        let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+        let active = self
+            .workers
+            .keys()
+            .filter_map(|uid| pods.get(uid))
+            .filter(|pod| {
+                !matches!(
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .filter_map(|pod| pod.spec.as_ref());
+        let settings = podcgroups::tier_settings(*allocatable, active);
+        tx.send_if_modified(|current| {
+            let changed = *current != settings;
+            *current = settings;
+            changed
+        });
+    }
+
     fn apply(&mut self, pod: Pod) {
         let seen = Instant::now();
         // Mirror pods are the API's view of static pods, which run from their manifests.
@@ -418,6 +451,7 @@ pub async fn run(
         sandboxes: Default::default(),
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
+        pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
     });
     // kubelet's image garbage collection by disk thresholds.
     let image_gc_task = tokio::spawn(crate::imagegc::run(
@@ -452,7 +486,18 @@ pub async fn run(
         statics: statics.clone(),
         static_names: HashMap::new(),
         pending_static: Vec::new(),
+        qos: None,
     };
+    // kubelet's node allocatable cgroup and QoS tiers, kept in force beside the workers.
+    let qos_task = config.pod_cgroups.clone().map(|cgroups| {
+        let allocatable = podcgroups::NodeAllocatable {
+            cpu_millis: u64::from(facts.cpus).saturating_mul(1000),
+            memory_bytes: facts.memory_ki.saturating_mul(1024),
+        };
+        let (tx, rx) = watch::channel(podcgroups::tier_settings(allocatable, []));
+        dispatcher.qos = Some((tx, allocatable));
+        tokio::spawn(podcgroups::run(cgroups, rx, shutdown.clone()))
+    });
 
     // Static pods run from their manifests whether or not the API server answers: the first
     // scan happens before the pod watch, so that their sandboxes are never taken for orphans.
@@ -492,10 +537,12 @@ pub async fn run(
             e = stream.next() => e,
             Some(change) = static_rx.recv() => {
                 dispatcher.static_change(change);
+                dispatcher.update_qos();
                 continue;
             }
             _ = tokio::time::sleep(Duration::from_millis(200)), if !dispatcher.pending_static.is_empty() => {
                 dispatcher.start_pending();
+                dispatcher.update_qos();
                 continue;
             }
             _ = shutdown.changed() => break,
@@ -538,6 +585,7 @@ pub async fn run(
                 }
             }
         }
+        dispatcher.update_qos();
     }
     // Pods survive the agent: workers just stop, containers keep running.
     for (_, w) in dispatcher.workers.drain() {
@@ -550,6 +598,9 @@ pub async fn run(
     server_task.abort();
     stats_task.abort();
     mirror_task.abort();
+    if let Some(t) = qos_task {
+        t.abort();
+    }
     if let Some(t) = static_task {
         t.abort();
     }

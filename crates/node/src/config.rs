@@ -38,6 +38,9 @@ pub struct AgentConfig {
     /// The histograms served on the node API's `/metrics` (the runtime observes its
     /// phases into `metrics.phases`).
     pub metrics: crate::NodeMetrics,
+    /// The node allocatable cgroup and QoS tiers pods are placed in (kubelet's
+    /// `cgroupsPerQOS`); `None` leaves pod cgroups to the runtime and sets no tiers.
+    pub pod_cgroups: Option<podcgroups::QosCgroups>,
 }
 
 /// Why the agent could not run.

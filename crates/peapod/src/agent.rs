@@ -99,6 +99,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             shutdown_rx.clone(),
         ));
     }
+    let pod_cgroups = process::pod_cgroups(runtime.config());
     let agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -116,6 +117,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
             metrics: node_metrics,
+            pod_cgroups,
         },
         shutdown_rx,
     ));

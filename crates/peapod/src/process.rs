@@ -1,6 +1,6 @@
 //! What every long-running command (`up`, `agent`, `controllers`) needs from the host: the
-//! state-dir lock and pid file, the hostname, an API client from a kubeconfig, and the
-//! shutdown signal.
+//! state-dir lock and pid file, the hostname, an API client from a kubeconfig, the node's QoS
+//! cgroups, and the shutdown signal.
 
 use std::fs;
 use std::path::Path;
@@ -82,5 +82,17 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The node allocatable cgroup and QoS tiers below the runtime's cgroup parent
+/// (`peapod/kubepods`), or `None` (with a warning) when the host has no cgroups.
+pub fn pod_cgroups(config: &runtime::RuntimeConfig) -> Option<podcgroups::QosCgroups> {
+    match podcgroups::QosCgroups::detect(&config.cgroup_root, &config.cgroup_parent) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("peapod: no QoS cgroups: {e}");
+            None
+        }
     }
 }

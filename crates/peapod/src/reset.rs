@@ -1,5 +1,6 @@
-//! `peapod reset`: stop a running `peapod up` or `agent` of this state dir, every pod (shims, containers,
-//! cgroups), and remove the state dir. Safe to run again and on a half-removed state.
+//! `peapod reset`: stop a running `peapod up` or `agent` of this state dir, every pod (shims,
+//! containers, cgroups), the QoS tier cgroups when no pod is left in them, and remove the state
+//! dir. Safe to run again and on a half-removed state.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -33,6 +34,12 @@ pub async fn run(args: StateDirArg) -> anyhow::Result<()> {
     ))
     .context("opening the runtime state")?;
     runtime.reset().await.context("stopping pods")?;
+    // kubepods and its QoS tiers go once no pod of any node agent of this machine is left.
+    if let Some(cgroups) = crate::process::pod_cgroups(runtime.config()) {
+        if let Err(e) = cgroups.remove_unused() {
+            eprintln!("peapod: removing the QoS cgroups: {e}");
+        }
+    }
     // tmpfs and bind mounts of volumes live on the host, under the state dir.
     if let Err(errs) = volumes::unmount_all(&state_dir) {
         for e in errs {

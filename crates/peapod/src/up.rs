@@ -98,6 +98,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         pod_cidr,
         shutdown_rx.clone(),
     ));
+    let pod_cgroups = process::pod_cgroups(runtime.config());
     let agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -115,6 +116,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
             metrics: node_metrics,
+            pod_cgroups,
         },
         shutdown_rx,
     ));

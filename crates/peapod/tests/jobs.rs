@@ -3,7 +3,10 @@
 //! pods see their JOB_COMPLETION_INDEX, activeDeadlineSeconds fails a job, a suspended job
 //! starts when resumed, a finished job with `ttlSecondsAfterFinished` is deleted with its
 //! pod; a `* * * * *` CronJob starts a job within a minute, and
-//! `kubectl create job --from=cronjob/NAME` runs its template by hand.
+//! `kubectl create job --from=cronjob/NAME` runs its template by hand. An Indexed job with
+//! `backoffLimitPerIndex` retries its failing index once, marks it failed while the other
+//! indexes complete, and fails with `FailedIndexes`; one with a `successPolicy` completes
+//! as soon as its rule holds, stopping the pods still running.
 
 mod common;
 
@@ -403,4 +406,108 @@ fn cronjobs_start_jobs_on_schedule_and_by_hand() {
     assert!(pp
         .kubectl_ok(&["get", "cj", "tick", "--no-headers"])
         .contains("True"));
+}
+
+const INDEX_RULES: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: per-index
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  backoffLimitPerIndex: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "[ $JOB_COMPLETION_INDEX != 1 ]"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: leader
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  successPolicy:
+    rules:
+    - succeededIndexes: "0"
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "[ $JOB_COMPLETION_INDEX = 0 ] || exec sleep 3600"]
+"#;
+
+#[test]
+fn indexes_fail_on_their_own_and_a_success_policy_ends_a_job_early() {
+    let pp = Peapod::start();
+    pp.apply(INDEX_RULES);
+
+    // Index 1 fails twice (the first try and one retry after the back-off), then is
+    // failed; 0 and 2 complete; the job fails with FailedIndexes.
+    wait_condition(&pp, "per-index", "failed");
+    assert_eq!(
+        condition_reason(&pp, "per-index", "Failed"),
+        "FailedIndexes"
+    );
+    let status = pp
+        .jsonpath(
+            "job/per-index",
+            "{.status.failedIndexes} {.status.completedIndexes} {.status.failed} {.status.succeeded}",
+        )
+        .unwrap_or_default();
+    assert_eq!(status, "1 0,2 2 2");
+    let counts = pp.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "batch.kubernetes.io/job-completion-index=1,job-name=per-index",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.annotations.batch\\.kubernetes\\.io/job-index-failure-count}{\"\\n\"}{end}",
+    ]);
+    let mut counts: Vec<&str> = counts.lines().collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        ["0", "1"],
+        "each retry carries the failures before it"
+    );
+
+    // Index 0 completing is enough: the job completes and its other pods are stopped.
+    wait_condition(&pp, "leader", "complete");
+    assert_eq!(condition_reason(&pp, "leader", "Complete"), "SuccessPolicy");
+    assert_eq!(
+        pp.jsonpath(
+            "job/leader",
+            "{.status.conditions[?(@.type==\"SuccessCriteriaMet\")].message}"
+        )
+        .as_deref(),
+        Some("Matched rules at index 0")
+    );
+    wait_until(
+        "the leader job's other pods stopped",
+        Duration::from_secs(60),
+        || {
+            let running = pp.kubectl_ok(&[
+                "get",
+                "pods",
+                "-l",
+                "job-name=leader",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+            ]);
+            running.trim().is_empty().then_some(())
+        },
+    );
 }

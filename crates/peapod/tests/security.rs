@@ -164,13 +164,12 @@ fn resources_security_contexts_and_shared_pid_namespace() {
     let uid = pp
         .jsonpath("pod/cpu", "{.metadata.uid}")
         .unwrap_or_default();
-    let quota = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+    let quota = common::pod_cgroup_dirs(&uid)
         .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(format!("{root}/peapod/pod{uid}/{id}/cpu.cfs_quota_us")).ok()
-        })
-        .or_else(|| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/peapod/pod{uid}/{id}/cpu.max")).ok()
+        .find_map(|pod| {
+            std::fs::read_to_string(pod.join(&id).join("cpu.cfs_quota_us"))
+                .or_else(|_| std::fs::read_to_string(pod.join(&id).join("cpu.max")))
+                .ok()
         })
         .unwrap_or_else(|| panic!("no cpu cgroup for container {id} of pod {uid}"));
     assert!(quota.starts_with("25000"), "cpu quota {quota:?}");

@@ -2,7 +2,8 @@
 //! fields under its manager in `managedFields`, other writers (`kubectl scale`, `kubectl
 //! edit`) take the fields they change, a re-apply that would change them fails with kube's
 //! conflict message until `--force-conflicts`, fields dropped from the manifest leave the
-//! object, and two field managers share the fields they both apply.
+//! object, two field managers share the fields they both apply, ports are told apart by
+//! number and protocol, and an object keeps at most ten update entries.
 
 mod common;
 
@@ -145,7 +146,7 @@ fn server_side_apply_owns_conflicts_forces_and_removes() {
         "f:containers",
         "k:{\"name\":\"web\"}",
         "f:ports",
-        "k:{\"containerPort\":8080}",
+        "k:{\"containerPort\":8080,\"protocol\":\"TCP\"}",
         "f:containerPort",
     ];
     assert_eq!(owners(&d, &port), ["kubectl/Apply"]);
@@ -279,4 +280,79 @@ fn two_field_managers_share_what_they_both_apply() {
     apply_ok(&pp, &as_manager("bob"), &configmap(&[("b", "2")]));
     let cm = get_json(&pp, "configmap/shared");
     assert_eq!(cm["data"], serde_json::json!({"a": "1", "b": "2"}));
+}
+
+fn dns_service(protocol: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: dns
+spec:
+  selector:
+    app: dns
+  ports:
+  - name: dns-{p}
+    port: 53
+    protocol: {protocol}
+",
+        p = protocol.to_lowercase()
+    )
+}
+
+/// Port 53/TCP and 53/UDP are different items to server-side apply (the ports' key is number
+/// and protocol, as the Service type declares it), so two managers each own their own; and
+/// the eleventh updater's write folds the oldest update into `ancient-changes`.
+#[test]
+fn ports_are_keyed_by_protocol_and_update_entries_are_capped() {
+    let pp = Peapod::start_with(&["--no-controllers"]);
+    let as_manager = |m: &'static str| ["apply", "--server-side", "--field-manager", m];
+    apply_ok(&pp, &as_manager("tcp"), &dns_service("TCP"));
+    apply_ok(&pp, &as_manager("udp"), &dns_service("UDP"));
+    let svc = get_json(&pp, "service/dns");
+    let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ports.len(), 2, "{ports:#?}");
+    let key = |proto: &str| format!("k:{{\"port\":53,\"protocol\":\"{proto}\"}}");
+    let tcp = key("TCP");
+    let udp = key("UDP");
+    assert_eq!(
+        owners(&svc, &["f:spec", "f:ports", &tcp, "f:name"]),
+        ["tcp/Apply"]
+    );
+    assert_eq!(
+        owners(&svc, &["f:spec", "f:ports", &udp, "f:name"]),
+        ["udp/Apply"]
+    );
+
+    for i in 0..11 {
+        let manager = format!("labeller-{i:02}");
+        pp.kubectl_ok(&[
+            "label",
+            "service/dns",
+            &format!("l{i}=v"),
+            "--field-manager",
+            &manager,
+        ]);
+    }
+    let svc = get_json(&pp, "service/dns");
+    let entries = svc["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let updates: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["operation"] == "Update")
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert_eq!(updates.len(), 10, "{updates:?}");
+    assert!(updates.contains(&"ancient-changes"), "{updates:?}");
+    assert!(!updates.contains(&"labeller-00"), "{updates:?}");
+    assert_eq!(
+        owners(&svc, &["f:metadata", "f:labels", "f:l0"]),
+        ["ancient-changes/Update"]
+    );
+    assert_eq!(
+        owners(&svc, &["f:metadata", "f:labels", "f:l10"]),
+        ["labeller-10/Update"]
+    );
 }

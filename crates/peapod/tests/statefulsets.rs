@@ -4,7 +4,8 @@
 //! (`web-0.nginx.default.svc.cluster.local`, and `nginx` itself answers every ready pod);
 //! a rolling update with a partition replaces only the ordinals at or above it; scaling down
 //! removes the highest ordinal first, one at a time; the web example runs as its comments
-//! say.
+//! say; claim templates give each ordinal its own volume, kept across the pod's restarts and
+//! removed or retained as the claim retention policy says.
 
 mod common;
 
@@ -324,4 +325,105 @@ fn the_web_example() {
         answer.contains("web-1.nginx.default.svc.cluster.local"),
         "{answer}"
     );
+}
+
+const CLAIMED_SET: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Delete}
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "[ -f /data/who ] || hostname > /data/who; trap 'exit 0' TERM; sleep 3600 & wait"]
+        volumeMounts:
+        - {name: data, mountPath: /data}
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests: {storage: 1Mi}
+"#;
+
+fn claim_owners(pp: &Peapod, claim: &str) -> Option<String> {
+    pp.jsonpath(
+        &format!("pvc/{claim}"),
+        "{range .metadata.ownerReferences[*]}{.kind}/{.name} {end}",
+    )
+}
+
+/// Each ordinal gets its claim `data-db-i`, bound through the default class; a deleted pod
+/// comes back to the same data; scaling down removes the scaled-away pod's claim
+/// (`whenScaled: Delete`), deleting the set keeps the rest (`whenDeleted: Retain`).
+#[test]
+fn claim_templates_keep_data_per_ordinal_and_follow_the_retention_policy() {
+    let pp = Peapod::start();
+    pp.apply(CLAIMED_SET);
+    pp.kubectl_ok(&["rollout", "status", "sts/db", "--timeout=120s"]);
+    for claim in ["data-db-0", "data-db-1"] {
+        let phase = wait_until(&format!("{claim} bound"), T, || {
+            let p = pp.jsonpath(&format!("pvc/{claim}"), "{.status.phase}")?;
+            (p == "Bound").then_some(p)
+        });
+        assert_eq!(phase, "Bound");
+        // In range: no pod owns the claim, nor the set (Retain).
+        assert_eq!(claim_owners(&pp, claim).unwrap_or_default().trim(), "");
+    }
+    let who = pp.kubectl_ok(&["exec", "db-1", "--", "cat", "/data/who"]);
+    assert_eq!(who.trim(), "db-1");
+    pp.kubectl_ok(&["exec", "db-1", "--", "sh", "-c", "echo kept > /data/marker"]);
+
+    // The pod comes back under its name, to its own claim and data.
+    let uid = pp
+        .jsonpath("pod/db-1", "{.metadata.uid}")
+        .unwrap_or_default();
+    pp.kubectl_ok(&["delete", "pod", "db-1", "--wait=true", "--timeout=60s"]);
+    wait_until("db-1 made again and Ready", T, || {
+        let new_uid = pp.jsonpath("pod/db-1", "{.metadata.uid}")?;
+        let ready = pp.jsonpath(
+            "pod/db-1",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )?;
+        (new_uid != uid && ready == "True").then_some(())
+    });
+    let marker = pp.kubectl_ok(&["exec", "db-1", "--", "cat", "/data/marker", "/data/who"]);
+    assert_eq!(
+        marker.split_whitespace().collect::<Vec<_>>(),
+        ["kept", "db-1"]
+    );
+    let other = pp.kubectl_ok(&["exec", "db-0", "--", "ls", "/data"]);
+    assert_eq!(other.trim(), "who", "db-0 has its own volume");
+
+    // Scaled away: the pod and, with it, its claim go; db-0's stays.
+    pp.kubectl_ok(&["scale", "sts/db", "--replicas=1"]);
+    wait_until("db-1 and its claim gone", T, || {
+        let pod = pp.kubectl(&["get", "pod", "db-1"]);
+        let claim = pp.kubectl(&["get", "pvc", "data-db-1"]);
+        (!pod.status.success() && !claim.status.success()).then_some(())
+    });
+    assert!(pp.kubectl(&["get", "pvc", "data-db-0"]).status.success());
+
+    // Deleted: the set and its pod go, the claim is retained.
+    pp.kubectl_ok(&["delete", "sts", "db", "--wait=true", "--timeout=60s"]);
+    wait_until("db-0 gone", T, || {
+        (!pp.kubectl(&["get", "pod", "db-0"]).status.success()).then_some(())
+    });
+    assert_eq!(
+        pp.jsonpath("pvc/data-db-0", "{.status.phase}").as_deref(),
+        Some("Bound")
+    );
+    pp.kubectl_ok(&["delete", "pvc", "data-db-0", "--wait=true", "--timeout=60s"]);
 }

@@ -4,7 +4,9 @@
 //! removes the volume and its directory. A static hostPath volume (reclaim `Retain`) binds
 //! to a matching claim, a pod placed on the node while its claim is unbound waits in
 //! ContainerCreating with a FailedMount event until it binds, and the volume turns
-//! `Released` with its data kept once the claim is deleted.
+//! `Released` with its data kept once the claim is deleted. A claim in use is only removed
+//! once its pod is gone, and a bound local-path claim grows when asked to, while a class
+//! without expansion refuses.
 
 mod common;
 
@@ -90,7 +92,7 @@ fn local_path_claim_waits_for_its_pod_and_keeps_data_across_pods_and_restarts() 
             "peapod.io/local-path",
             "Delete",
             "WaitForFirstConsumer",
-            "false"
+            "true"
         ]
     );
 
@@ -340,4 +342,127 @@ spec:
         data.join("note").exists(),
         "deleting a static volume keeps the data"
     );
+}
+
+/// `kubernetes.io/pvc-protection` and `pv-protection`: deleting a claim a running pod uses
+/// leaves it `Terminating` (the pod keeps writing) until the pod is deleted; then claim,
+/// volume and directory go. Before that the claim grows from 1Mi to 2Mi (the local-path
+/// class allows expansion), while a claim of a class without it is refused.
+#[test]
+fn claims_in_use_are_protected_and_expandable_ones_grow() {
+    let pp = Peapod::start();
+    wait_until("the default StorageClass", T, || {
+        pp.jsonpath("sc/local-path", "{.allowVolumeExpansion}")
+    });
+    pp.apply(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Mi}}
+"#,
+    );
+    assert_eq!(
+        pp.jsonpath("pvc/data", "{.metadata.finalizers}").as_deref(),
+        Some(r#"["kubernetes.io/pvc-protection"]"#)
+    );
+    pp.apply(&pod("user", "data", "echo one > /data/file", None));
+    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/user", "--timeout=90s"]);
+    let pv = pp
+        .jsonpath("pvc/data", "{.spec.volumeName}")
+        .unwrap_or_default();
+    let pv_finalizers = pp
+        .jsonpath(&format!("pv/{pv}"), "{.metadata.finalizers}")
+        .unwrap_or_default();
+    assert!(
+        pv_finalizers.contains("kubernetes.io/pv-protection"),
+        "{pv_finalizers}"
+    );
+
+    // Growing: the volume and then the claim's capacity follow the request.
+    pp.kubectl_ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Mi"}}}}"#,
+    ]);
+    wait_until("the claim's capacity to grow", T, || {
+        let c = pp.jsonpath("pvc/data", "{.status.capacity.storage}")?;
+        (c == "2Mi").then_some(())
+    });
+    assert_eq!(
+        pp.jsonpath(&format!("pv/{pv}"), "{.spec.capacity.storage}")
+            .as_deref(),
+        Some("2Mi")
+    );
+    assert_eq!(
+        pp.jsonpath("pvc/data", "{.status.allocatedResources.storage}")
+            .as_deref(),
+        Some("2Mi")
+    );
+    let events = wait_until("the resize events", T, || {
+        let e = events_of(&pp, "data");
+        e.contains("VolumeResizeSuccessful: Resize volume succeeded")
+            .then_some(e)
+    });
+    assert!(
+        events.contains("Resizing: External resizer is resizing volume"),
+        "{events}"
+    );
+
+    // A class without expansion: the request may not grow.
+    pp.apply(
+        r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fixed}
+provisioner: peapod.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: fixed}
+spec:
+  storageClassName: fixed
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Mi}}
+"#,
+    );
+    let out = pp.kubectl(&[
+        "patch",
+        "pvc",
+        "fixed",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Mi"}}}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "persistentvolumeclaims \"fixed\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
+        ),
+        "{stderr}"
+    );
+    delete(&pp, "pvc/fixed");
+
+    // In use: the claim stays, Terminating, and the pod keeps its volume.
+    pp.kubectl_ok(&["delete", "pvc", "data", "--wait=false"]);
+    wait_until("the claim marked for deletion", T, || {
+        pp.jsonpath("pvc/data", "{.metadata.deletionTimestamp}")
+            .filter(|t| !t.is_empty())
+    });
+    let listing = pp.kubectl_ok(&["get", "pvc", "data", "--no-headers"]);
+    assert!(listing.contains("Terminating"), "{listing}");
+    pp.kubectl_ok(&["exec", "user", "--", "sh", "-c", "echo two >> /data/file"]);
+    let file = pp.kubectl_ok(&["exec", "user", "--", "cat", "/data/file"]);
+    assert_eq!(file.split_whitespace().collect::<Vec<_>>(), ["one", "two"]);
+
+    // The pod goes: then the claim, and with reclaim Delete the volume.
+    delete(&pp, "pod/user");
+    wait_until("the claim and its volume to go", T, || {
+        let claim = pp.kubectl(&["get", "pvc", "data"]);
+        let volumes = pp.jsonpath_all("pv", "{.items[*].metadata.name}");
+        (!claim.status.success() && volumes.is_empty()).then_some(())
+    });
 }

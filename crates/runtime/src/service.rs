@@ -52,7 +52,8 @@ pub struct RuntimeConfig {
     pub state_dir: PathBuf,
     /// Root of the cgroup hierarchies (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
-    /// Our cgroup below the root; pods go to `<cgroup_parent>/pod<uid>`.
+    /// Our cgroup below the root; pods whose sandbox config names no cgroup go to
+    /// `<cgroup_parent>/pod<uid>` (the agent places them in its QoS tiers below it).
     pub cgroup_parent: PathBuf,
     /// The binary run as the shim (`std::env::current_exe()` in production).
     pub shim_binary: PathBuf,
@@ -334,7 +335,10 @@ impl Runtime {
         let pod = self.pod(id);
         let root = pod.root().to_path_buf();
         std::fs::create_dir_all(pod.containers()).map_err(create_err(&pod.containers()))?;
-        let pod_cgroup = self.config.cgroup_parent.join(cgroup_name(&config.uid, id));
+        let pod_cgroup = config
+            .cgroup_parent
+            .clone()
+            .unwrap_or_else(|| self.config.cgroup_parent.join(cgroup_name(&config.uid, id)));
         let attached = config.host_network || !self.network.enabled();
         let record = SandboxRecord {
             id: id.to_string(),

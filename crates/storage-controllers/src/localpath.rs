@@ -3,7 +3,8 @@
 //! PV binder hands it over (`volume.kubernetes.io/storage-provisioner`), and removed with
 //! their volume when the reclaim policy says `Delete`.
 //!
-//! The class: `local-path`, the default class, `WaitForFirstConsumer`, reclaim `Delete`, is
+//! The class: `local-path`, the default class, `WaitForFirstConsumer`, reclaim `Delete`,
+//! expandable (see `resize`), is
 //! made sure to exist when this controller starts (created if missing, never overwritten), as
 //! k3s deploys its manifest. It lives here rather than in the API server's bootstrap because
 //! the class is only true while its provisioner runs: an API server serving other controllers
@@ -143,6 +144,8 @@ pub fn default_class() -> StorageClass {
         provisioner: PROVISIONER.into(),
         reclaim_policy: Some("Delete".into()),
         volume_binding_mode: Some("WaitForFirstConsumer".into()),
+        // A directory has no size to grow: expansion is the bookkeeping `resize` does.
+        allow_volume_expansion: Some(true),
         ..Default::default()
     }
 }

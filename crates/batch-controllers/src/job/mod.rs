@@ -12,8 +12,10 @@
 
 mod backoff;
 mod indexes;
+mod per_index;
 mod plan;
 mod pods;
+mod success;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +112,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         delete_pod(&pod_api, &ctx.recorder, &job, p).await?;
     }
     for index in &decision.create {
-        create_pod(&pod_api, &ctx.recorder, &job, *index).await?;
+        let counts = index.and_then(|i| decision.index_failures.get(&i).copied());
+        create_pod(&pod_api, &ctx.recorder, &job, *index, counts).await?;
     }
     for n in &decision.notes {
         ctx.recorder
@@ -224,9 +227,10 @@ async fn create_pod(
     rec: &Recorder,
     job: &Job,
     index: Option<i32>,
+    counts: Option<(i32, i32)>,
 ) -> Result<(), Error> {
     match api
-        .create(&PostParams::default(), &pods::new_pod(job, index))
+        .create(&PostParams::default(), &pods::new_pod(job, index, counts))
         .await
     {
         Ok(pod) => {

@@ -10,7 +10,9 @@
 //! `FailureTarget`/`SuccessCriteriaMet` condition and as `Failed`/`Complete` once no pod
 //! runs any more — and, while it runs, which pods to create or delete (suspension,
 //! parallelism, completions, Indexed indexes, the failure back-off) and when to look again
-//! (back-off, deadline, `ttlSecondsAfterFinished`).
+//! (back-off, deadline, `ttlSecondsAfterFinished`). Indexed jobs may also fail index by
+//! index (`backoffLimitPerIndex`, [`per_index`](super::per_index)) and succeed early by a
+//! `successPolicy` ([`success`](super::success)).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,9 +29,11 @@ use controller_base::events::EventType;
 
 use super::backoff;
 use super::indexes;
+use super::per_index::{self, Next};
 use super::pods::{
     finished_at, has_finalizer, index, is_ready, is_terminating, restarts, state, State,
 };
+use super::success;
 
 /// What [`track`] found: the status to store before any finalizer goes, and the pods whose
 /// finalizer may go once it is stored.
@@ -54,6 +58,9 @@ pub(super) struct Decision {
     pub status: JobStatus,
     /// One entry per pod to create: its completion index for Indexed jobs.
     pub create: Vec<Option<i32>>,
+    /// With `backoffLimitPerIndex`: the failure and ignored-failure counts each index's new
+    /// pod carries.
+    pub index_failures: BTreeMap<i32, (i32, i32)>,
     /// Pods to delete (their finalizer goes first, so they are not counted as failures).
     pub delete: Vec<String>,
     pub notes: Vec<Note>,
@@ -70,6 +77,12 @@ const DEADLINE_MESSAGE: &str = "Job was active longer than specified deadline";
 const POLICY_REASON: &str = "PodFailurePolicy";
 const COMPLETIONS_REASON: &str = "CompletionsReached";
 const COMPLETIONS_MESSAGE: &str = "Reached expected number of succeeded pods";
+const MAX_FAILED_INDEXES_REASON: &str = "MaxFailedIndexesExceeded";
+const MAX_FAILED_INDEXES_MESSAGE: &str =
+    "Job has exceeded the specified maximal number of failed indexes";
+const FAILED_INDEXES_REASON: &str = "FailedIndexes";
+const FAILED_INDEXES_MESSAGE: &str = "Job has failed indexes";
+const SUCCESS_POLICY_REASON: &str = "SuccessPolicy";
 
 fn spec(job: &Job) -> JobSpec {
     job.spec.clone().unwrap_or_default()
@@ -77,6 +90,25 @@ fn spec(job: &Job) -> JobSpec {
 
 fn indexed(spec: &JobSpec) -> bool {
     spec.completion_mode.as_deref() == Some("Indexed")
+}
+
+/// `backoffLimitPerIndex`, for the Indexed jobs it applies to.
+fn per_index_limit(spec: &JobSpec) -> Option<i32> {
+    spec.backoff_limit_per_index.filter(|_| indexed(spec))
+}
+
+fn completed_indexes(spec: &JobSpec, status: &JobStatus) -> BTreeSet<i32> {
+    indexes::parse(
+        status.completed_indexes.as_deref().unwrap_or(""),
+        spec.completions.unwrap_or(0),
+    )
+}
+
+fn failed_indexes(spec: &JobSpec, status: &JobStatus) -> BTreeSet<i32> {
+    indexes::parse(
+        status.failed_indexes.as_deref().unwrap_or(""),
+        spec.completions.unwrap_or(0),
+    )
 }
 
 /// `podReplacementPolicy: Failed`: a deleted pod is a failure only once its phase says so.
@@ -135,6 +167,8 @@ pub(super) enum Verdict {
     Count,
     /// Not counted; the pod is replaced.
     Ignore,
+    /// Counted, and the pod's index is failed at once (`backoffLimitPerIndex` jobs).
+    FailIndex,
     /// The job fails at once, for this reason.
     FailJob(String),
 }
@@ -152,7 +186,7 @@ pub(super) fn verdict(spec: &JobSpec, pod: &Pod) -> Verdict {
         return match rule.action.as_str() {
             "Ignore" => Verdict::Ignore,
             "FailJob" => Verdict::FailJob(format!("{what} matching FailJob rule at index {i}")),
-            // FailIndex needs backoffLimitPerIndex, which peapod does not run: as Count.
+            "FailIndex" if per_index_limit(spec).is_some() => Verdict::FailIndex,
             _ => Verdict::Count,
         };
     }
@@ -222,10 +256,8 @@ pub(super) fn track(job: &Job, pods: &[Pod], now: Timestamp) -> Tracking {
     let mut uncounted = status.uncounted_terminated_pods.take().unwrap_or_default();
     let mut conds = status.conditions.take().unwrap_or_default();
     let completions = spec.completions.unwrap_or(0);
-    let mut done = indexes::parse(
-        status.completed_indexes.as_deref().unwrap_or(""),
-        completions,
-    );
+    let mut done = completed_indexes(&spec, &status);
+    let mut failed_idx = failed_indexes(&spec, &status);
     let mut release = Vec::new();
     let mut changed = false;
     for pod in pods.iter().filter(|p| has_finalizer(p)) {
@@ -250,6 +282,19 @@ pub(super) fn track(job: &Job, pods: &[Pod], now: Timestamp) -> Tracking {
                 Verdict::Count => {
                     changed = true;
                     uncounted.failed.get_or_insert_with(Vec::new).push(uid);
+                    let i = index(pod, completions);
+                    if let (Some(limit), Some(i)) = (per_index_limit(&spec), i) {
+                        if per_index::exhausted(pod, limit) {
+                            failed_idx.insert(i);
+                        }
+                    }
+                }
+                Verdict::FailIndex => {
+                    changed = true;
+                    uncounted.failed.get_or_insert_with(Vec::new).push(uid);
+                    if let Some(i) = index(pod, completions) {
+                        failed_idx.insert(i);
+                    }
                 }
                 Verdict::FailJob(message) => {
                     changed = true;
@@ -267,6 +312,9 @@ pub(super) fn track(job: &Job, pods: &[Pod], now: Timestamp) -> Tracking {
     }
     if indexed(&spec) {
         status.completed_indexes = Some(indexes::format(&done));
+    }
+    if per_index_limit(&spec).is_some() {
+        status.failed_indexes = Some(indexes::format(&failed_idx));
     }
     status.uncounted_terminated_pods = Some(uncounted);
     status.conditions = (!conds.is_empty()).then_some(conds);
@@ -390,11 +438,27 @@ pub(super) fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
     } else {
         plan_non_indexed(&spec, succeeded, &active, terminating)
     };
-    let wait = backoff_record(&spec, pods).remaining(now);
-    if !create.is_empty() && !wait.is_zero() {
-        d.requeue = Some(d.requeue.map_or(wait, |r| r.min(wait)));
+    if per_index_limit(&spec).is_some() {
+        // Each index waits out its own back-off.
+        let completions = spec.completions.unwrap_or(0);
+        let ignored = |p: &Pod| verdict(&spec, p) == Verdict::Ignore;
+        for i in create.into_iter().flatten() {
+            let next = Next::of(pods, i, completions, only_failed(&spec), &ignored);
+            let wait = next.wait(now);
+            if wait.is_zero() {
+                d.create.push(Some(i));
+                d.index_failures.insert(i, (next.failures, next.ignored));
+            } else {
+                d.requeue = Some(d.requeue.map_or(wait, |r| r.min(wait)));
+            }
+        }
     } else {
-        d.create = create;
+        let wait = backoff_record(&spec, pods).remaining(now);
+        if !create.is_empty() && !wait.is_zero() {
+            d.requeue = Some(d.requeue.map_or(wait, |r| r.min(wait)));
+        } else {
+            d.create = create;
+        }
     }
     d.delete = delete;
     let ready = active
@@ -472,12 +536,46 @@ fn judge(
             now,
         ));
     }
+    let done = completed_indexes(spec, status);
+    if per_index_limit(spec).is_some() {
+        let lost = failed_indexes(spec, status);
+        let too_many = spec
+            .max_failed_indexes
+            .is_some_and(|max| i64::try_from(lost.len()).unwrap_or(i64::MAX) > i64::from(max));
+        if too_many {
+            return Some(new_condition(
+                "FailureTarget",
+                MAX_FAILED_INDEXES_REASON,
+                MAX_FAILED_INDEXES_MESSAGE,
+                now,
+            ));
+        }
+        let all = usize::try_from(spec.completions.unwrap_or(0)).unwrap_or(0);
+        if !lost.is_empty() && done.union(&lost).count() >= all {
+            return Some(new_condition(
+                "FailureTarget",
+                FAILED_INDEXES_REASON,
+                FAILED_INDEXES_MESSAGE,
+                now,
+            ));
+        }
+    }
     if let (Some(secs), Some(start)) = (spec.active_deadline_seconds, status.start_time.as_ref()) {
         if spec.suspend != Some(true) && now >= start.0 + jiff::SignedDuration::from_secs(secs) {
             return Some(new_condition(
                 "FailureTarget",
                 DEADLINE_REASON,
                 DEADLINE_MESSAGE,
+                now,
+            ));
+        }
+    }
+    if indexed(spec) {
+        if let Some(rule) = success::matched_rule(spec, &done) {
+            return Some(new_condition(
+                "SuccessCriteriaMet",
+                SUCCESS_POLICY_REASON,
+                &format!("Matched rules at index {rule}"),
                 now,
             ));
         }
@@ -517,6 +615,8 @@ fn conclude(
         let reason: &'static str = match reason.as_str() {
             BACKOFF_REASON => BACKOFF_REASON,
             DEADLINE_REASON => DEADLINE_REASON,
+            MAX_FAILED_INDEXES_REASON => MAX_FAILED_INDEXES_REASON,
+            FAILED_INDEXES_REASON => FAILED_INDEXES_REASON,
             _ => POLICY_REASON,
         };
         d.notes.push(note(EventType::Warning, reason, &message));
@@ -599,10 +699,9 @@ fn plan_indexed(
 ) -> (Vec<Option<i32>>, Vec<String>) {
     let completions = spec.completions.unwrap_or(0);
     let parallelism = usize::try_from(spec.parallelism.unwrap_or(1)).unwrap_or(0);
-    let done = indexes::parse(
-        status.completed_indexes.as_deref().unwrap_or(""),
-        completions,
-    );
+    // A failed index is as finished as a completed one: it runs no more.
+    let mut done = completed_indexes(spec, status);
+    done.extend(failed_indexes(spec, status));
     let mut by_index: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
     let mut delete = Vec::new();
     for pod in active {

@@ -17,9 +17,14 @@ pub(super) const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// Where an Indexed job's pod carries its index.
 pub(super) const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+/// How many of an index's pods failed before this one, with `backoffLimitPerIndex`.
+pub(super) const FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";
+/// ... and how many failures the pod failure policy ignored.
+pub(super) const IGNORED_COUNT_KEY: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
 
-/// A new pod for `job` (upstream `GetPodFromTemplate` plus the job's additions).
-pub(super) fn new_pod(job: &Job, index: Option<i32>) -> Pod {
+/// A new pod for `job` (upstream `GetPodFromTemplate` plus the job's additions); `counts`
+/// are the index's failure and ignored-failure counts when the job limits back-off per index.
+pub(super) fn new_pod(job: &Job, index: Option<i32>, counts: Option<(i32, i32)>) -> Pod {
     let template = job
         .spec
         .as_ref()
@@ -35,9 +40,12 @@ pub(super) fn new_pod(job: &Job, index: Option<i32>) -> Pod {
     };
     let name = job.name_any();
     meta.generate_name = Some(format!("{name}-{i}-"));
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(INDEX_KEY.into(), i.to_string());
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    annotations.insert(INDEX_KEY.into(), i.to_string());
+    if let Some((failed, ignored)) = counts {
+        annotations.insert(FAILURE_COUNT_KEY.into(), failed.to_string());
+        annotations.insert(IGNORED_COUNT_KEY.into(), ignored.to_string());
+    }
     meta.labels
         .get_or_insert_with(Default::default)
         .insert(INDEX_KEY.into(), i.to_string());
@@ -130,6 +138,18 @@ pub(super) fn index(pod: &Pod, completions: i32) -> Option<i32> {
         .filter(|i| (0..completions).contains(i))
 }
 
+/// The pod's index failure and ignored-failure counts (0 when absent or unreadable).
+pub(super) fn failure_counts(pod: &Pod) -> (i32, i32) {
+    let read = |k: &str| {
+        pod.annotations()
+            .get(k)
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|n| *n >= 0)
+            .unwrap_or(0)
+    };
+    (read(FAILURE_COUNT_KEY), read(IGNORED_COUNT_KEY))
+}
+
 /// When the pod finished: its containers' last exit, else its deletion, else its creation.
 pub(super) fn finished_at(pod: &Pod) -> Option<Timestamp> {
     let status = pod.status.as_ref();
@@ -182,7 +202,7 @@ mod tests {
 
     #[test]
     fn indexed_pods_carry_their_index() {
-        let pod = new_pod(&job(), Some(2));
+        let pod = new_pod(&job(), Some(2), Some((1, 0)));
         let meta = &pod.metadata;
         assert_eq!(meta.generate_name.as_deref(), Some("work-2-"));
         assert_eq!(
@@ -214,7 +234,7 @@ mod tests {
         );
         assert_eq!(index(&pod, 3), Some(2));
         assert_eq!(index(&pod, 2), None);
-        let plain = new_pod(&job(), None);
+        let plain = new_pod(&job(), None, None);
         assert_eq!(plain.metadata.generate_name.as_deref(), Some("work-"));
         assert_eq!(
             plain
@@ -227,7 +247,7 @@ mod tests {
 
     #[test]
     fn states() {
-        let mut pod = new_pod(&job(), None);
+        let mut pod = new_pod(&job(), None, None);
         assert_eq!(state(&pod, false), State::Active);
         pod.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),

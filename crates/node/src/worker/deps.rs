@@ -47,6 +47,8 @@ pub struct WorkerDeps {
     pub volumes: Arc<VolumeManager>,
     /// Where the phases of pod starts are observed.
     pub metrics: NodeMetrics,
+    /// Where pod cgroups go (`kubepods/<tier>/pod<uid>`); `None` lets the runtime choose.
+    pub pod_cgroups: Option<podcgroups::Layout>,
 }
 
 impl WorkerDeps {

@@ -25,6 +25,12 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         namespace.clone(),
     );
     labels.insert(containerspec::LABEL_POD_UID.to_string(), uid.clone());
+    // kubelet's pod cgroup in its QoS tier (`pod_container_manager`).
+    let cgroup_parent = deps
+        .pod_cgroups
+        .as_ref()
+        .zip(spec)
+        .and_then(|(layout, spec)| layout.pod(api::qos::of_typed_spec(spec), &uid));
     PodSandboxConfig {
         log_directory: crilog::pod_log_dir(&deps.log_root, &namespace, &name, &uid),
         name,
@@ -47,6 +53,7 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
         share_process_namespace: containerspec::share_process_namespace(pod),
         sysctls: containerspec::pod_sysctls(pod),
         resources: spec.map(containerspec::pod_resources).unwrap_or_default(),
+        cgroup_parent,
         host_aliases: spec
             .and_then(|s| s.host_aliases.as_ref())
             .into_iter()

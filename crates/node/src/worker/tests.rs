@@ -48,6 +48,7 @@ fn harness() -> Harness {
             ::volumes::DEFAULT_SYNC_PERIOD,
         )),
         metrics: crate::NodeMetrics::new(),
+        pod_cgroups: Some(podcgroups::Layout::new("peapod")),
     };
     Harness {
         env,
@@ -1087,5 +1088,29 @@ async fn an_ephemeral_container_waits_for_its_target_to_run() {
     assert_eq!(
         waiting.message.as_deref(),
         Some("container \"app\" is not running")
+    );
+}
+
+#[test]
+fn sandbox_cgroup_sits_in_the_pods_qos_tier() {
+    let h = harness();
+    let parent = |resources: serde_json::Value| {
+        let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+        if let Some(c) = p.spec.as_mut().map(|s| &mut s.containers[0]) {
+            c.resources = Some(serde_json::from_value(resources).expect("resources"));
+        }
+        super::env::sandbox_config(&h.env, &p, 0).cgroup_parent
+    };
+    assert_eq!(
+        parent(json!({})),
+        Some(PathBuf::from("peapod/kubepods/besteffort/poduid-1"))
+    );
+    assert_eq!(
+        parent(json!({"requests": {"cpu": "100m"}})),
+        Some(PathBuf::from("peapod/kubepods/burstable/poduid-1"))
+    );
+    assert_eq!(
+        parent(json!({"limits": {"cpu": "1", "memory": "64Mi"}})),
+        Some(PathBuf::from("peapod/kubepods/poduid-1"))
     );
 }

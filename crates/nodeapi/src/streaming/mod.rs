@@ -10,9 +10,11 @@
 pub mod channel;
 pub mod client;
 pub mod exec;
+pub mod forwarded;
 pub mod portforward;
 pub mod spdy;
 pub mod spdy_channels;
+pub mod spdy_conn;
 pub mod ws_portforward;
 
 use std::sync::Arc;
@@ -318,7 +320,7 @@ pub async fn portforward_handler(
     let rt = runtime_of(&st)?;
     let uid = pod_uid(&st, &namespace, &pod)?;
     let sandbox_id = sandbox_of(rt.as_ref(), &uid, &pod).await?;
-    let target = portforward::Target {
+    let target = forwarded::Target {
         sandbox_id,
         pod_name: pod.clone(),
         pod_uid: uid,
@@ -340,7 +342,7 @@ pub async fn portforward_handler(
                 // The client libraries' protocol (kubelet's also when none is named): the
                 // ports come in the query, each with a data and an error channel.
                 let ports = ws_portforward::parse_ports(&raw_query)?;
-                let dial = Arc::new(portforward::RuntimeDial(rt));
+                let dial = Arc::new(forwarded::RuntimeDial(rt));
                 return Ok(ws.on_upgrade(move |socket| async move {
                     ws_portforward::serve(socket, dial, target, ports).await;
                     drop(slot);
@@ -350,7 +352,7 @@ pub async fn portforward_handler(
                 // SPDY bytes ride in binary messages whose boundaries mean nothing: bridge
                 // them to a byte pipe and run the SPDY session on its other end.
                 let (ours, theirs) = tokio::io::duplex(256 * 1024);
-                let dial = Arc::new(portforward::RuntimeDial(rt));
+                let dial = Arc::new(forwarded::RuntimeDial(rt));
                 let session = tokio::spawn(portforward::serve(theirs, dial, target));
                 let (mut sink, mut source) = socket.split();
                 let (mut rd, mut wr) = tokio::io::split(ours);
@@ -395,7 +397,7 @@ pub async fn portforward_handler(
             tokio::spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let dial = Arc::new(portforward::RuntimeDial(rt));
+                        let dial = Arc::new(forwarded::RuntimeDial(rt));
                         portforward::serve(TokioIo::new(upgraded), dial, target).await
                     }
                     Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),

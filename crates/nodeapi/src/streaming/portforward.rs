@@ -8,52 +8,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use runtime::RuntimeService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::spdy::{self, Decoder, Encoder, Frame};
+use super::forwarded::{self, Dial, Target};
+use super::spdy::{self, Frame};
+use super::spdy_conn::{self, FrameReader};
 
 /// The upgrade and WebSocket subprotocol names kubectl offers for port-forward.
 pub const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 pub const WEBSOCKET_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
-/// Largest DATA frame we send.
-const CHUNK: usize = 32 * 1024;
 /// Streams one session may have open (kubectl opens two per forwarded connection): more are
 /// refused with RST_STREAM, so one client cannot make the node hold sockets and tasks
 /// without bound.
 pub const MAX_STREAMS: usize = 256;
-/// RST_STREAM status REFUSED_STREAM (SPDY/3 §2.4.2).
-const REFUSED_STREAM: u32 = 3;
-
-/// Which pod a session forwards to, for the runtime and for error texts.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub sandbox_id: String,
-    pub pod_name: String,
-    pub pod_uid: String,
-}
-
-/// Opens the pod side of a forwarded connection: the runtime's `port_forward`, a fake in
-/// tests.
-#[async_trait::async_trait]
-pub trait Dial: Send + Sync {
-    async fn dial(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String>;
-}
-
-/// [`Dial`] through the container runtime.
-pub struct RuntimeDial(pub Arc<dyn RuntimeService>);
-
-#[async_trait::async_trait]
-impl Dial for RuntimeDial {
-    async fn dial(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
-        self.0
-            .port_forward(sandbox_id, port)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// One forwarded connection's two streams, filled as their SYN_STREAMs arrive.
 #[derive(Default)]
@@ -68,135 +37,81 @@ pub async fn serve<S>(io: S, runtime: Arc<dyn Dial>, target: Target)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out, mut out_rx) = mpsc::channel::<Frame>(64);
-    // One writer, so header blocks enter the zlib stream in the order they hit the wire.
-    let writer = tokio::spawn(async move {
-        let mut enc = Encoder::default();
-        while let Some(frame) = out_rx.recv().await {
-            let bytes = match enc.encode(&frame) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(error = %e, "port-forward: encoding a frame");
-                    break;
-                }
-            };
-            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    // Our receive windows are never the limit; we do not send WINDOW_UPDATEs.
-    let _ = out
-        .send(Frame::Settings(vec![(
-            spdy::SETTINGS_INITIAL_WINDOW_SIZE,
-            0x7fff_ffff,
-        )]))
-        .await;
-
-    let mut dec = Decoder::default();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let (rd, wr) = tokio::io::split(io);
+    let (out, writer) = spdy_conn::start_writer(wr).await;
+    let mut frames = FrameReader::new(rd);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut inputs: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut tasks = Vec::new();
-    'conn: loop {
-        let mut chunk = [0u8; 32 * 1024];
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        loop {
-            let (frame, used) = match dec.next(&buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "port-forward: bad SPDY input");
-                    break 'conn;
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Frame::SynStream {
+                stream_id, headers, ..
+            } => {
+                tasks.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+                inputs.retain(|_, tx| !tx.is_closed());
+                let open = pairs.len() + 2 * tasks.len();
+                let accept = open < MAX_STREAMS;
+                if !accept {
+                    tracing::debug!(open, "port-forward: too many streams; refusing one");
                 }
-            };
-            buf.drain(..used);
-            match frame {
-                Frame::SynStream {
-                    stream_id, headers, ..
-                } => {
-                    tasks.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
-                    inputs.retain(|_, tx| !tx.is_closed());
-                    let open = pairs.len() + 2 * tasks.len();
-                    if open >= MAX_STREAMS {
-                        tracing::debug!(open, "port-forward: too many streams; refusing one");
-                        let _ = out
-                            .send(Frame::RstStream {
-                                stream_id,
-                                status: REFUSED_STREAM,
-                            })
-                            .await;
-                        continue;
-                    }
-                    // The client blocks until each stream is answered.
-                    let _ = out
-                        .send(Frame::SynReply {
-                            stream_id,
-                            fin: false,
-                            headers: Vec::new(),
-                        })
-                        .await;
-                    let request = spdy::header(&headers, "requestid")
-                        .unwrap_or_default()
-                        .to_string();
-                    let pair = pairs.entry(request.clone()).or_default();
-                    pair.port = spdy::header(&headers, "port").map(str::to_string);
-                    match spdy::header(&headers, "streamtype") {
-                        Some("error") => pair.error = Some(stream_id),
-                        Some("data") => pair.data = Some(stream_id),
-                        _ => {}
-                    }
-                    if let (Some(error), Some(data)) = (pair.error, pair.data) {
-                        let port = pair.port.clone().unwrap_or_default();
-                        pairs.remove(&request);
-                        let (tx, rx) = mpsc::channel(16);
-                        inputs.insert(data, tx);
-                        tasks.push(tokio::spawn(forward(
-                            runtime.clone(),
-                            target.clone(),
-                            port,
-                            error,
-                            data,
-                            rx,
-                            out.clone(),
-                        )));
-                    }
+                spdy_conn::answer(&out, stream_id, accept).await;
+                if !accept {
+                    continue;
                 }
-                Frame::Data {
-                    stream_id,
-                    fin,
-                    data,
-                } => {
-                    if let Some(tx) = inputs.get(&stream_id) {
-                        if !data.is_empty() && tx.send(data).await.is_err() {
-                            inputs.remove(&stream_id);
-                        }
-                    }
-                    if fin {
-                        // Dropping the sender half-closes the pod side.
+                let request = spdy::header(&headers, "requestid")
+                    .unwrap_or_default()
+                    .to_string();
+                let pair = pairs.entry(request.clone()).or_default();
+                pair.port = spdy::header(&headers, "port").map(str::to_string);
+                match spdy::header(&headers, "streamtype") {
+                    Some("error") => pair.error = Some(stream_id),
+                    Some("data") => pair.data = Some(stream_id),
+                    _ => {}
+                }
+                if let (Some(error), Some(data)) = (pair.error, pair.data) {
+                    let port = pair.port.clone().unwrap_or_default();
+                    pairs.remove(&request);
+                    let (tx, rx) = mpsc::channel(16);
+                    inputs.insert(data, tx);
+                    tasks.push(tokio::spawn(forward(
+                        runtime.clone(),
+                        target.clone(),
+                        port,
+                        (error, data),
+                        rx,
+                        out.clone(),
+                    )));
+                }
+            }
+            Frame::Data {
+                stream_id,
+                fin,
+                data,
+            } => {
+                if let Some(tx) = inputs.get(&stream_id) {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
                         inputs.remove(&stream_id);
                     }
                 }
-                Frame::RstStream { stream_id, .. } => {
+                if fin {
+                    // Dropping the sender half-closes the pod side.
                     inputs.remove(&stream_id);
-                    // A half-open pair the client gave up on frees its place.
-                    pairs.retain(|_, p| p.error != Some(stream_id) && p.data != Some(stream_id));
                 }
-                Frame::Ping(id) => {
-                    let _ = out.send(Frame::Ping(id)).await;
-                }
-                Frame::GoAway { .. } => break 'conn,
-                Frame::SynReply { .. }
-                | Frame::Settings(_)
-                | Frame::WindowUpdate { .. }
-                | Frame::Other => {}
             }
+            Frame::RstStream { stream_id, .. } => {
+                inputs.remove(&stream_id);
+                // A half-open pair the client gave up on frees its place.
+                pairs.retain(|_, p| p.error != Some(stream_id) && p.data != Some(stream_id));
+            }
+            Frame::Ping(id) => {
+                let _ = out.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. }
+            | Frame::Settings(_)
+            | Frame::WindowUpdate { .. }
+            | Frame::Other => {}
         }
     }
     for t in tasks {
@@ -211,28 +126,25 @@ async fn forward(
     runtime: Arc<dyn Dial>,
     target: Target,
     port: String,
-    error_stream: u32,
-    data_stream: u32,
-    mut input: mpsc::Receiver<Vec<u8>>,
+    (error_stream, data_stream): (u32, u32),
+    input: mpsc::Receiver<Vec<u8>>,
     out: mpsc::Sender<Frame>,
 ) {
-    let fin = |stream_id| Frame::Data {
-        stream_id,
-        fin: true,
-        data: Vec::new(),
-    };
     let conn = match port.parse::<u16>() {
         Ok(p) if p > 0 => runtime.dial(&target.sandbox_id, p).await,
         _ => Err(format!("invalid port {port:?}")),
     };
-    let tcp = match conn {
-        Ok(tcp) => tcp,
+    match conn {
+        Ok(tcp) => {
+            forwarded::pipe(tcp, input, &out, |bytes| Frame::Data {
+                stream_id: data_stream,
+                fin: false,
+                data: bytes.to_vec(),
+            })
+            .await;
+        }
         Err(e) => {
-            // kubelet's text: "error forwarding port <p> to pod <pod>, uid <uid>: <cause>".
-            let message = format!(
-                "error forwarding port {port} to pod {}, uid {}: {e}",
-                target.pod_name, target.pod_uid
-            );
+            let message = target.forward_error(&port, e);
             let _ = out
                 .send(Frame::Data {
                     stream_id: error_stream,
@@ -240,46 +152,20 @@ async fn forward(
                     data: message.into_bytes(),
                 })
                 .await;
-            let _ = out.send(fin(data_stream)).await;
-            let _ = out.send(fin(error_stream)).await;
-            return;
-        }
-    };
-    let (mut pod_rd, mut pod_wr) = tcp.into_split();
-    let upstream = tokio::spawn(async move {
-        while let Some(bytes) = input.recv().await {
-            if pod_wr.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = pod_wr.shutdown().await;
-    });
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match pod_rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let frame = Frame::Data {
-                    stream_id: data_stream,
-                    fin: false,
-                    data: buf[..n].to_vec(),
-                };
-                if out.send(frame).await.is_err() {
-                    break;
-                }
-            }
         }
     }
-    // The pod side closed: FIN the data stream, then the error stream (kubectl reads the
-    // error stream to its end before it lets the local connection go).
-    let _ = out.send(fin(data_stream)).await;
-    let _ = out.send(fin(error_stream)).await;
-    upstream.abort();
+    // FIN the data stream, then the error stream (kubectl reads the error stream to its end
+    // before it lets the local connection go).
+    let _ = out.send(spdy_conn::fin(data_stream)).await;
+    let _ = out.send(spdy_conn::fin(error_stream)).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streaming::spdy::{Decoder, Encoder};
+    use crate::streaming::spdy_conn::REFUSED_STREAM;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Dials a listener on loopback that stands for the pod's port.
     struct Loopback(std::net::SocketAddr);

@@ -13,14 +13,15 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures::channel::mpsc as fmpsc;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::channel;
 use super::client::Client;
 use super::exec::Streams;
-use super::spdy::{self, Decoder, Encoder, Frame};
+use super::spdy::{self, Frame};
+use super::spdy_conn::{self, FrameReader};
 
 /// How long the client may take to open the streams it asked for (kubelet's stream creation
 /// timeout).
@@ -29,8 +30,6 @@ const STREAM_CREATION: Duration = Duration::from_secs(30);
 const MAX_EARLY_INPUT: usize = 64;
 /// Streams one session may open: one per channel, and a few to spare.
 const MAX_STREAMS: usize = 16;
-/// RST_STREAM status REFUSED_STREAM (SPDY/3 §2.4.2).
-const REFUSED_STREAM: u32 = 3;
 
 /// What a client stream carries, from its `streamtype` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,24 +97,6 @@ pub fn inbound(kind: Kind, fin: bool, data: &[u8]) -> Vec<Message> {
     out
 }
 
-/// Writes frames in order through one encoder (one zlib stream for the connection's headers).
-async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Frame>) {
-    let mut enc = Encoder::default();
-    while let Some(frame) = rx.recv().await {
-        let bytes = match enc.encode(&frame) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::debug!(error = %e, "exec over SPDY: encoding a frame");
-                break;
-            }
-        };
-        if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// Sends the session's messages on their streams; when it ends, finishes every stream.
 async fn translate_out(
     mut from_session: fmpsc::Receiver<Message>,
@@ -146,12 +127,7 @@ async fn translate_out(
     let mut all: Vec<u32> = ids.values().copied().collect();
     all.sort_unstable();
     for stream_id in all {
-        let fin = Frame::Data {
-            stream_id,
-            fin: true,
-            data: Vec::new(),
-        };
-        if out.send(fin).await.is_err() {
+        if out.send(spdy_conn::fin(stream_id)).await.is_err() {
             return;
         }
     }
@@ -184,16 +160,9 @@ where
     F: FnOnce(Client) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(io);
-    let (out, out_rx) = mpsc::channel::<Frame>(64);
-    let writer = tokio::spawn(write_frames(wr, out_rx));
-    // Our receive windows are never the limit; we do not send WINDOW_UPDATEs.
-    let _ = out
-        .send(Frame::Settings(vec![(
-            spdy::SETTINGS_INITIAL_WINDOW_SIZE,
-            0x7fff_ffff,
-        )]))
-        .await;
+    let (rd, wr) = tokio::io::split(io);
+    let (out, writer) = spdy_conn::start_writer(wr).await;
+    let mut frames = FrameReader::new(rd);
     let needed = expected(streams);
     let mut ids: HashMap<Kind, u32> = HashMap::new();
     let mut kinds: HashMap<u32, Kind> = HashMap::new();
@@ -204,14 +173,11 @@ where
     let mut running: Option<Running> = None;
     let deadline = tokio::time::sleep(STREAM_CREATION);
     tokio::pin!(deadline);
-    let mut dec = Decoder::default();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    'conn: loop {
-        let mut chunk = [0u8; 32 * 1024];
-        let n = tokio::select! {
-            r = rd.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+    loop {
+        let frame = tokio::select! {
+            f = frames.next() => match f {
+                Some(f) => f,
+                None => break,
             },
             _ = session_ended(&mut running) => break,
             _ = &mut deadline, if running.is_none() => {
@@ -219,89 +185,65 @@ where
                 break;
             }
         };
-        buf.extend_from_slice(&chunk[..n]);
-        loop {
-            let (frame, used) = match dec.next(&buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "exec over SPDY: bad input");
-                    break 'conn;
+        let mut messages = Vec::new();
+        match frame {
+            Frame::SynStream {
+                stream_id, headers, ..
+            } => {
+                let accept = kinds.len() < MAX_STREAMS;
+                spdy_conn::answer(&out, stream_id, accept).await;
+                if !accept {
+                    continue;
                 }
-            };
-            buf.drain(..used);
-            let mut messages = Vec::new();
-            match frame {
-                Frame::SynStream {
-                    stream_id, headers, ..
-                } => {
-                    if kinds.len() >= MAX_STREAMS {
-                        let _ = out
-                            .send(Frame::RstStream {
-                                stream_id,
-                                status: REFUSED_STREAM,
-                            })
-                            .await;
-                        continue;
-                    }
-                    // The client blocks until each stream is answered.
-                    let _ = out
-                        .send(Frame::SynReply {
-                            stream_id,
-                            fin: false,
-                            headers: Vec::new(),
-                        })
-                        .await;
-                    if let Some(kind) = spdy::header(&headers, "streamtype").and_then(Kind::parse) {
-                        kinds.insert(stream_id, kind);
-                        ids.entry(kind).or_insert(stream_id);
-                    }
-                }
-                Frame::Data {
-                    stream_id,
-                    fin,
-                    data,
-                } => {
-                    if let Some(&kind) = kinds.get(&stream_id) {
-                        messages = inbound(kind, fin, &data);
-                    }
-                }
-                Frame::RstStream { stream_id, .. } => {
-                    if kinds.get(&stream_id) == Some(&Kind::Stdin) {
-                        messages = inbound(Kind::Stdin, true, &[]);
-                    }
-                }
-                Frame::Ping(id) => {
-                    let _ = out.send(Frame::Ping(id)).await;
-                }
-                Frame::GoAway { .. } => break 'conn,
-                Frame::SynReply { .. }
-                | Frame::Settings(_)
-                | Frame::WindowUpdate { .. }
-                | Frame::Other => {}
-            }
-            if running.is_none() {
-                let room = MAX_EARLY_INPUT.saturating_sub(early.len());
-                early.extend(std::mem::take(&mut messages).into_iter().take(room));
-                if needed.iter().all(|k| ids.contains_key(k)) {
-                    if let (Some(start), Some(rx)) = (session.take(), from_client.take()) {
-                        let (session_tx, session_rx) = fmpsc::channel::<Message>(16);
-                        let translator =
-                            tokio::spawn(translate_out(session_rx, ids.clone(), out.clone()));
-                        let client = Client::channels(session_tx, rx);
-                        running = Some(Running {
-                            session: Some(tokio::spawn(start(client))),
-                            translator,
-                        });
-                        messages = std::mem::take(&mut early);
-                    }
+                if let Some(kind) = spdy::header(&headers, "streamtype").and_then(Kind::parse) {
+                    kinds.insert(stream_id, kind);
+                    ids.entry(kind).or_insert(stream_id);
                 }
             }
-            if running.is_some() {
-                for m in messages {
-                    if futures::SinkExt::send(&mut to_session, m).await.is_err() {
-                        break;
-                    }
+            Frame::Data {
+                stream_id,
+                fin,
+                data,
+            } => {
+                if let Some(&kind) = kinds.get(&stream_id) {
+                    messages = inbound(kind, fin, &data);
+                }
+            }
+            Frame::RstStream { stream_id, .. } => {
+                if kinds.get(&stream_id) == Some(&Kind::Stdin) {
+                    messages = inbound(Kind::Stdin, true, &[]);
+                }
+            }
+            Frame::Ping(id) => {
+                let _ = out.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. }
+            | Frame::Settings(_)
+            | Frame::WindowUpdate { .. }
+            | Frame::Other => {}
+        }
+        if running.is_none() {
+            let room = MAX_EARLY_INPUT.saturating_sub(early.len());
+            early.extend(std::mem::take(&mut messages).into_iter().take(room));
+            if needed.iter().all(|k| ids.contains_key(k)) {
+                if let (Some(start), Some(rx)) = (session.take(), from_client.take()) {
+                    let (session_tx, session_rx) = fmpsc::channel::<Message>(16);
+                    let translator =
+                        tokio::spawn(translate_out(session_rx, ids.clone(), out.clone()));
+                    let client = Client::channels(session_tx, rx);
+                    running = Some(Running {
+                        session: Some(tokio::spawn(start(client))),
+                        translator,
+                    });
+                    messages = std::mem::take(&mut early);
+                }
+            }
+        }
+        if running.is_some() {
+            for m in messages {
+                if futures::SinkExt::send(&mut to_session, m).await.is_err() {
+                    break;
                 }
             }
         }
@@ -322,6 +264,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streaming::spdy::{Decoder, Encoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn streams_a_session_waits_for() {

@@ -11,17 +11,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::channel;
 use super::client::payload;
-use super::portforward::{Dial, Target};
+use super::forwarded::{self, Dial, Target};
 
 /// Channels are one byte, two per port.
 pub const MAX_PORTS: usize = 128;
-/// Largest data message we send.
-const CHUNK: usize = 32 * 1024;
 /// After the last port ended, how long the client may take to answer our close.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
@@ -160,43 +157,22 @@ async fn forward(
     target: Target,
     port: u16,
     (data_ch, error_ch): (u8, u8),
-    mut input: mpsc::Receiver<axum::body::Bytes>,
+    input: mpsc::Receiver<axum::body::Bytes>,
     out: mpsc::Sender<Message>,
 ) {
-    let tcp = match dial.dial(&target.sandbox_id, port).await {
-        Ok(tcp) => tcp,
+    match dial.dial(&target.sandbox_id, port).await {
+        Ok(tcp) => {
+            forwarded::pipe(tcp, input, &out, |bytes| {
+                Message::Binary(channel::frame(data_ch, bytes).into())
+            })
+            .await;
+        }
         Err(e) => {
-            let message = format!(
-                "error forwarding port {port} to pod {}, uid {}: {e}",
-                target.pod_name, target.pod_uid
-            );
+            let message = target.forward_error(port, e);
             let msg = Message::Binary(channel::frame(error_ch, message.as_bytes()).into());
             let _ = out.send(msg).await;
-            return;
-        }
-    };
-    let (mut pod_rd, mut pod_wr) = tcp.into_split();
-    let upstream = tokio::spawn(async move {
-        while let Some(bytes) = input.recv().await {
-            if pod_wr.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = pod_wr.shutdown().await;
-    });
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match pod_rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let msg = Message::Binary(channel::frame(data_ch, &buf[..n]).into());
-                if out.send(msg).await.is_err() {
-                    break;
-                }
-            }
         }
     }
-    upstream.abort();
 }
 
 #[cfg(test)]

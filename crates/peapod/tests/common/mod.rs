@@ -447,24 +447,52 @@ impl Drop for ControllerManager {
     }
 }
 
+/// The hierarchies a pod cgroup may be in (v2 at the root, v1 per controller).
+const CGROUP_ROOTS: [&str; 6] = [
+    "/sys/fs/cgroup",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpu,cpuacct",
+    "/sys/fs/cgroup/pids",
+    "/sys/fs/cgroup/devices",
+];
+
+/// Where pod cgroups live below a hierarchy: the QoS tiers, and `peapod/` itself for pods
+/// placed before there were tiers.
+const POD_CGROUP_PARENTS: [&str; 4] = [
+    "peapod",
+    "peapod/kubepods",
+    "peapod/kubepods/burstable",
+    "peapod/kubepods/besteffort",
+];
+
+/// Every directory of a pod cgroup (`pod<uid>`) on the machine, in any hierarchy and tier.
+pub fn pod_cgroup_dirs(uid: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for root in CGROUP_ROOTS {
+        for parent in POD_CGROUP_PARENTS {
+            let dir = Path::new(root).join(parent).join(format!("pod{uid}"));
+            if dir.is_dir() {
+                found.push(dir);
+            }
+        }
+    }
+    found
+}
+
 /// Pod UIDs whose cgroups must be gone by this server, to look for their cgroups after reset.
 fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
     let mut left = Vec::new();
-    for root in [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/cpu",
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup/devices",
-    ] {
-        let base = Path::new(root).join("peapod");
-        let Ok(entries) = fs::read_dir(&base) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if uids.iter().any(|u| name.contains(u.as_str())) {
-                left.push(e.path().display().to_string());
+    for root in CGROUP_ROOTS {
+        for parent in POD_CGROUP_PARENTS {
+            let Ok(entries) = fs::read_dir(Path::new(root).join(parent)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if uids.iter().any(|u| name.contains(u.as_str())) {
+                    left.push(e.path().display().to_string());
+                }
             }
         }
     }

@@ -318,3 +318,117 @@ fn without_completions_the_first_success_ends_the_job() {
     let (_, d) = run(&j, &[]);
     assert_eq!(types(&d)[1].0, "Complete");
 }
+
+/// A failed pod of index `i` that carried `failures` earlier failures, finished at `at`.
+fn failed_index_pod(name: &str, i: i32, failures: i32, at: &str) -> Pod {
+    let mut p = pod(name, "Failed", Some((1, at)));
+    p.metadata.annotations = Some(
+        [
+            (super::super::pods::INDEX_KEY.to_string(), i.to_string()),
+            (
+                super::super::pods::FAILURE_COUNT_KEY.to_string(),
+                failures.to_string(),
+            ),
+        ]
+        .into(),
+    );
+    p
+}
+
+#[test]
+fn backoff_limit_per_index_fails_an_index_and_lets_the_others_finish() {
+    let spec = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3,
+        "backoffLimit": i32::MAX, "backoffLimitPerIndex": 1});
+    // Index 0 failed once (count 0): replaced after the back-off, carrying count 1.
+    let j = job(spec.clone(), json!({"startTime": "2026-01-02T14:00:00Z"}));
+    let first = failed_index_pod("a", 0, 0, "2026-01-02T14:59:30Z");
+    let (t, d) = run(&j, &[first.clone(), indexed_pod("b", 1, "Running")]);
+    assert_eq!(t.status.failed_indexes.as_deref(), Some(""));
+    assert_eq!(d.create, vec![Some(0), Some(2)]);
+    assert_eq!(d.index_failures.get(&0), Some(&(1, 0)));
+    assert_eq!(d.index_failures.get(&2), Some(&(0, 0)));
+    // Within the back-off (10 s after the failure) index 0 waits; index 2 does not.
+    let early = job(spec.clone(), json!({"startTime": "2026-01-02T14:00:00Z"}));
+    let recent = failed_index_pod("a", 0, 0, "2026-01-02T14:59:55Z");
+    let (_, d) = run(&early, &[recent, indexed_pod("b", 1, "Running")]);
+    assert_eq!(d.create, vec![Some(2)]);
+    assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+
+    // Its replacement fails too (count 1 = the limit): index 0 is failed, not run again;
+    // the job goes on with the others, then fails with FailedIndexes.
+    let again = failed_index_pod("c", 0, 1, "2026-01-02T14:59:40Z");
+    let (t, d) = run(
+        &j,
+        &[
+            first,
+            again,
+            indexed_pod("b", 1, "Running"),
+            indexed_pod("e", 2, "Running"),
+        ],
+    );
+    assert_eq!(t.status.failed_indexes.as_deref(), Some("0"));
+    assert!(d.create.is_empty(), "{:?}", d.create);
+    assert!(types(&d).is_empty(), "{:?}", types(&d));
+    let finished = job(
+        spec,
+        json!({"startTime": "2026-01-02T14:00:00Z", "failed": 2, "succeeded": 2,
+            "completedIndexes": "1-2", "failedIndexes": "0",
+            "uncountedTerminatedPods": {}}),
+    );
+    let d = decide(&finished, &[], now());
+    assert_eq!(
+        types(&d),
+        [
+            ("FailureTarget".to_string(), "FailedIndexes".to_string()),
+            ("Failed".to_string(), "FailedIndexes".to_string())
+        ]
+    );
+}
+
+#[test]
+fn max_failed_indexes_and_fail_index_rules() {
+    let spec = json!({"completionMode": "Indexed", "completions": 4, "parallelism": 4,
+        "backoffLimit": i32::MAX, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0,
+        "podFailurePolicy": {"rules": [{"action": "FailIndex",
+            "onExitCodes": {"operator": "In", "values": [1]}}]}});
+    let j = job(spec, json!({"startTime": "2026-01-02T14:00:00Z"}));
+    let (t, d) = run(
+        &j,
+        &[
+            failed_index_pod("a", 2, 0, "2026-01-02T14:59:30Z"),
+            indexed_pod("b", 0, "Running"),
+        ],
+    );
+    assert_eq!(t.status.failed_indexes.as_deref(), Some("2"));
+    assert_eq!(
+        types(&d),
+        [(
+            "FailureTarget".to_string(),
+            "MaxFailedIndexesExceeded".to_string()
+        )]
+    );
+    assert_eq!(d.delete, ["b"]);
+}
+
+#[test]
+fn a_success_policy_ends_the_job_early() {
+    let spec = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3,
+        "successPolicy": {"rules": [{"succeededIndexes": "0"}]}});
+    let j = job(spec, json!({"startTime": "2026-01-02T14:00:00Z"}));
+    let done = {
+        let mut p = pod("a", "Succeeded", Some((0, "2026-01-02T14:59:30Z")));
+        p.metadata.annotations =
+            Some([(super::super::pods::INDEX_KEY.to_string(), "0".to_string())].into());
+        p
+    };
+    let (_, d) = run(&j, &[done, indexed_pod("b", 1, "Running")]);
+    let conds: Vec<_> = d.status.conditions.iter().flatten().collect();
+    assert_eq!(conds[0].type_, "SuccessCriteriaMet");
+    assert_eq!(conds[0].reason.as_deref(), Some("SuccessPolicy"));
+    assert_eq!(
+        conds[0].message.as_deref(),
+        Some("Matched rules at index 0")
+    );
+    assert_eq!(d.delete, ["b"]);
+    assert!(d.create.is_empty());
+}

@@ -27,10 +27,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -41,8 +39,11 @@ use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
+pub use claims::claims_for;
 use controller_base::ownership::{self, controller_ref};
 use controller_base::pods;
+
+mod claims;
 
 const COMPONENT: &str = "statefulset-controller";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -145,6 +146,11 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         current: current.name_any(),
         update: update.name_any(),
     };
+    let numbered: Vec<(i32, &Pod)> = pods
+        .iter()
+        .filter_map(|p| Some((ordinal_of(&name, &p.name_any())?, p)))
+        .collect();
+    claims::sync_owners(&ctx.client, &set, &numbered).await?;
     let plan = plan(&set, &pods, &revisions_named, Timestamp::now());
     for step in &plan.steps {
         apply(
@@ -159,7 +165,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     for pod in pods.iter().filter(|p| pods::phase_of(p) == "Pending") {
         if let Some(ordinal) = ordinal_of(&name, &pod.name_any()) {
-            ensure_claims(&ctx, &set, &pod.name_any(), ordinal).await?;
+            claims::ensure(&ctx.client, &ctx.recorder, &set, &pod.name_any(), ordinal).await?;
         }
     }
 
@@ -450,51 +456,6 @@ fn status_of(
     }
 }
 
-/// The claims of pod `NAME-i`: one per claim template, `TEMPLATE-NAME-i`, labelled with
-/// the set's selector labels.
-pub fn claims_for(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim> {
-    let Some(spec) = set.spec.as_ref() else {
-        return Vec::new();
-    };
-    let name = set.name_any();
-    let delete_with_set = spec
-        .persistent_volume_claim_retention_policy
-        .as_ref()
-        .and_then(|p| p.when_deleted.as_deref())
-        == Some("Delete");
-    spec.volume_claim_templates
-        .iter()
-        .flatten()
-        .map(|t| {
-            let mut labels = t.metadata.labels.clone().unwrap_or_default();
-            labels.extend(spec.selector.match_labels.clone().unwrap_or_default());
-            // whenDeleted: Delete makes the set an owner of its claims, so the garbage
-            // collector removes them with it.
-            let owners = delete_with_set.then(|| {
-                vec![OwnerReference {
-                    controller: None,
-                    ..controller_ref(set)
-                }]
-            });
-            PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(format!(
-                        "{}-{name}-{ordinal}",
-                        t.metadata.name.as_deref().unwrap_or("")
-                    )),
-                    namespace: set.namespace(),
-                    labels: Some(labels),
-                    annotations: t.metadata.annotations.clone(),
-                    owner_references: owners,
-                    ..Default::default()
-                },
-                spec: t.spec.clone(),
-                status: None,
-            }
-        })
-        .collect()
-}
-
 /// Pod `NAME-i` from `template` at revision `revision` (upstream `newStatefulSetPod`).
 pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, ordinal: i32, revision: &str) -> Pod {
     let name = format!("{}-{ordinal}", set.name_any());
@@ -577,7 +538,7 @@ async fn apply(
             };
             let pod = new_pod(set, &template, *ordinal, revision);
             let pod_name = pod.name_any();
-            ensure_claims(ctx, set, &pod_name, *ordinal).await?;
+            claims::ensure(&ctx.client, &ctx.recorder, set, &pod_name, *ordinal).await?;
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => {
                     let msg = format!("create Pod {pod_name} in StatefulSet {set_name} successful");
@@ -622,46 +583,6 @@ async fn apply(
             }
         }
     }
-}
-
-/// Creates the pod's claims that do not exist yet (upstream `createPersistentVolumeClaims`).
-async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, pod: &str, ordinal: i32) -> Result<(), Error> {
-    let claims = claims_for(set, ordinal);
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let ns = set.namespace().unwrap_or_default();
-    let set_name = set.name_any();
-    let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns);
-    for claim in claims {
-        let claim_name = claim.name_any();
-        match api.get_opt(&claim_name).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(e) => return Err(Error::api(format!("reading claim {ns}/{claim_name}"))(e)),
-        }
-        match api.create(&PostParams::default(), &claim).await {
-            Ok(_) => {
-                let msg = format!(
-                    "create Claim {claim_name} Pod {pod} in StatefulSet {set_name} success"
-                );
-                ctx.recorder
-                    .record(set, EventType::Normal, "SuccessfulCreate", &msg)
-                    .await?;
-            }
-            Err(e) if is_conflict(&e) => {}
-            Err(e) => {
-                let msg = format!(
-                    "create Claim {claim_name} for Pod {pod} in StatefulSet {set_name} failed error: {e}"
-                );
-                ctx.recorder
-                    .record(set, EventType::Warning, "FailedCreate", &msg)
-                    .await?;
-                return Err(Error::api(format!("creating claim {ns}/{claim_name}"))(e));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Writes the status when it changed (optimistic: a set changed meanwhile is looked at again
