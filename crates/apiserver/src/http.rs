@@ -223,8 +223,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     }
 }
 
-/// NodeRestriction's check that needs the stored pod: a node changes the status of, or
-/// deletes, only pods bound to it.
+/// The Node authorizer's checks that need stored objects: a node changes the status of, or
+/// deletes, only pods bound to it, and reads a Secret, ConfigMap, claim or ServiceAccount
+/// only while one of its pods uses it.
 async fn node_restriction(
     st: &AppState,
     user: &User,
@@ -232,6 +233,26 @@ async fn node_restriction(
     uri: &Uri,
 ) -> Result<(), ApiError> {
     let a = rbac::Attributes::from_request(user.clone(), method, uri.path(), uri.query());
+    if let Some((node, kind)) = rbac::node_graph::check(&a) {
+        let pods = st
+            .registry
+            .store
+            .list("", "pods", Some(&a.namespace))
+            .await
+            .map_err(ApiError::Store)?;
+        let used = pods
+            .items
+            .iter()
+            .any(|p| rbac::node_graph::pod_uses(p, node, kind, &a.name));
+        if !used {
+            return Err(ApiError::Forbidden {
+                resource: kind.resource().into(),
+                group: String::new(),
+                name: a.name.clone(),
+                detail: rbac::node_graph::refusal(&a, node),
+            });
+        }
+    }
     let Some(node) = rbac::node::pod_binding_check(&a) else {
         return Ok(());
     };
