@@ -1,0 +1,305 @@
+//! Eviction signals and hard thresholds: the KubeletConfiguration's `evictionHard` map
+//! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`), its Linux defaults, and
+//! whether an observation meets a threshold.
+
+use std::collections::BTreeMap;
+
+use apimachinery::quantity::Quantity;
+
+/// A signal the eviction manager watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    MemoryAvailable,
+    NodefsAvailable,
+    NodefsInodesFree,
+    ImagefsAvailable,
+}
+
+/// The resource a signal's pressure is relieved of, as the eviction message names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Memory,
+    EphemeralStorage,
+}
+
+impl Resource {
+    /// The resource name (`memory`, `ephemeral-storage`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::EphemeralStorage => "ephemeral-storage",
+        }
+    }
+}
+
+impl Signal {
+    /// The signal's name in `evictionHard`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::MemoryAvailable => "memory.available",
+            Signal::NodefsAvailable => "nodefs.available",
+            Signal::NodefsInodesFree => "nodefs.inodesFree",
+            Signal::ImagefsAvailable => "imagefs.available",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Signal> {
+        [
+            Signal::MemoryAvailable,
+            Signal::NodefsAvailable,
+            Signal::NodefsInodesFree,
+            Signal::ImagefsAvailable,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// What evicting a pod reclaims for this signal.
+    pub fn resource(self) -> Resource {
+        match self {
+            Signal::MemoryAvailable => Resource::Memory,
+            Signal::NodefsAvailable | Signal::NodefsInodesFree | Signal::ImagefsAvailable => {
+                Resource::EphemeralStorage
+            }
+        }
+    }
+}
+
+/// A threshold's amount: a quantity as written, or a fraction of capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Quantity {
+        amount: u64,
+        text: String,
+    },
+    /// In `0.0..=1.0`.
+    Percent(f64),
+}
+
+/// A hard eviction threshold: the signal is met while `available < value` (kubelet supports
+/// only the `<` operator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub signal: Signal,
+    pub value: Value,
+}
+
+/// One observation of a signal: what is available out of what capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    pub available: u64,
+    pub capacity: u64,
+}
+
+impl Threshold {
+    /// The threshold in units of the signal for a node of `capacity`.
+    pub fn amount(&self, capacity: u64) -> u64 {
+        match &self.value {
+            Value::Quantity { amount, .. } => *amount,
+            Value::Percent(p) => (capacity as f64 * p) as u64,
+        }
+    }
+
+    /// The threshold as the eviction message prints it: as written, or the percentage's
+    /// amount as a binary quantity.
+    pub fn text(&self, capacity: u64) -> String {
+        match &self.value {
+            Value::Quantity { text, .. } => text.clone(),
+            Value::Percent(_) => format_binary(self.amount(capacity)),
+        }
+    }
+
+    /// Whether `observed` meets the threshold.
+    pub fn met(&self, observed: Observation) -> bool {
+        observed.available < self.amount(observed.capacity)
+    }
+}
+
+/// Why an `evictionHard` entry was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ThresholdError {
+    #[error("evictionHard: unsupported eviction signal {0:?}")]
+    UnknownSignal(String),
+    #[error("evictionHard: {signal}: {value:?}: only the \"<\" operator is supported")]
+    Operator { signal: String, value: String },
+    #[error("evictionHard: {signal}: {value:?}: not a quantity or percentage")]
+    Value { signal: String, value: String },
+    #[error("evictionHard: {signal}: {value:?}: must be positive")]
+    NotPositive { signal: String, value: String },
+    #[error("evictionHard: {signal}: {value:?}: must be between 0% and 100%")]
+    Percent { signal: String, value: String },
+}
+
+/// The kubelet's Linux defaults, used when `evictionHard` is absent.
+pub fn default_hard() -> Vec<Threshold> {
+    let quantity = |amount, text: &str| Value::Quantity {
+        amount,
+        text: text.to_string(),
+    };
+    vec![
+        Threshold {
+            signal: Signal::MemoryAvailable,
+            value: quantity(100 << 20, "100Mi"),
+        },
+        Threshold {
+            signal: Signal::NodefsAvailable,
+            value: Value::Percent(0.10),
+        },
+        Threshold {
+            signal: Signal::NodefsInodesFree,
+            value: Value::Percent(0.05),
+        },
+        Threshold {
+            signal: Signal::ImagefsAvailable,
+            value: Value::Percent(0.15),
+        },
+    ]
+}
+
+/// Parses `evictionHard` as the kubelet does: every entry `<quantity` or `<N%`; a `0%`
+/// threshold is disabled (left out); a zero or negative quantity is refused.
+pub fn parse_hard(map: &BTreeMap<String, String>) -> Result<Vec<Threshold>, ThresholdError> {
+    let mut out = Vec::new();
+    for (name, raw) in map {
+        let signal =
+            Signal::parse(name).ok_or_else(|| ThresholdError::UnknownSignal(name.clone()))?;
+        let err = |make: fn(String, String) -> ThresholdError| make(name.clone(), raw.clone());
+        let value = raw
+            .trim()
+            .strip_prefix('<')
+            .ok_or_else(|| err(|signal, value| ThresholdError::Operator { signal, value }))?
+            .trim();
+        if let Some(pct) = value.strip_suffix('%') {
+            let p: f64 = pct
+                .trim()
+                .parse()
+                .map_err(|_| err(|signal, value| ThresholdError::Value { signal, value }))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(err(|signal, value| ThresholdError::Percent {
+                    signal,
+                    value,
+                }));
+            }
+            if p > 0.0 {
+                out.push(Threshold {
+                    signal,
+                    value: Value::Percent(p / 100.0),
+                });
+            }
+            continue;
+        }
+        let q = Quantity::parse(value)
+            .ok_or_else(|| err(|signal, value| ThresholdError::Value { signal, value }))?;
+        if !q.is_positive() {
+            return Err(err(|signal, value| ThresholdError::NotPositive {
+                signal,
+                value,
+            }));
+        }
+        out.push(Threshold {
+            signal,
+            value: Value::Quantity {
+                amount: u64::try_from(q.value()).unwrap_or(u64::MAX),
+                text: value.to_string(),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// A byte count as `resource.Quantity` prints a binary-SI amount: the largest binary suffix
+/// that divides it (`10Mi`, `1536Ki`), else the plain number.
+pub fn format_binary(bytes: u64) -> String {
+    const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let mut value = bytes;
+    let mut suffix = "";
+    for s in SUFFIXES {
+        if value == 0 || !value.is_multiple_of(1024) {
+            break;
+        }
+        value /= 1024;
+        suffix = s;
+    }
+    format!("{value}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_quantities_and_percentages() {
+        let t = parse_hard(&map(&[
+            ("memory.available", "<1000Ti"),
+            ("nodefs.available", "<10%"),
+            ("imagefs.available", "<0%"),
+        ]))
+        .expect("parsed");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].signal, Signal::MemoryAvailable);
+        assert_eq!(t[0].text(0), "1000Ti");
+        assert_eq!(t[0].amount(0), 1000u64 << 40);
+        assert_eq!(t[1].amount(1000), 100);
+        assert_eq!(t[1].text(10 << 20), "1Mi");
+    }
+
+    #[test]
+    fn refuses_bad_entries() {
+        let one = |k: &str, v: &str| parse_hard(&map(&[(k, v)])).expect_err("refused");
+        assert!(matches!(
+            one("memory.free", "<1Gi"),
+            ThresholdError::UnknownSignal(_)
+        ));
+        assert!(matches!(
+            one("memory.available", ">1Gi"),
+            ThresholdError::Operator { .. }
+        ));
+        assert!(matches!(
+            one("memory.available", "<lots"),
+            ThresholdError::Value { .. }
+        ));
+        assert!(matches!(
+            one("memory.available", "<0"),
+            ThresholdError::NotPositive { .. }
+        ));
+        assert!(matches!(
+            one("nodefs.available", "<120%"),
+            ThresholdError::Percent { .. }
+        ));
+    }
+
+    #[test]
+    fn met_only_below_the_threshold() {
+        let t = &default_hard()[0];
+        let obs = |available| Observation {
+            available,
+            capacity: 1 << 30,
+        };
+        assert!(t.met(obs((100 << 20) - 1)));
+        assert!(!t.met(obs(100 << 20)));
+        let disk = &default_hard()[1];
+        assert!(disk.met(Observation {
+            available: 9,
+            capacity: 100
+        }));
+        assert!(!disk.met(Observation {
+            available: 10,
+            capacity: 100
+        }));
+    }
+
+    #[test]
+    fn formats_binary_quantities() {
+        assert_eq!(format_binary(10 << 20), "10Mi");
+        assert_eq!(format_binary(1536 * 1024), "1536Ki");
+        assert_eq!(format_binary(1000), "1000");
+        assert_eq!(format_binary(0), "0");
+    }
+}
