@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::qos::parse_quantity;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::qos::qos_class;
 use containerspec::{is_safe_sysctl, normalize_sysctl, pod_requests, pod_sysctls};
@@ -162,6 +163,7 @@ pub fn admission_check(
     others: &[Pod],
     allocatable: &Allocatable,
     allowed_unsafe_sysctls: &[String],
+    pressure: node_pressure::Conditions,
 ) -> Option<Rejection> {
     let status = pod.status.as_ref();
     let pending = status
@@ -183,6 +185,17 @@ pub fn admission_check(
             )
         })
         .collect();
+    // kubelet's first admit handler is the eviction manager's.
+    let best_effort = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| qos_class(s) == "BestEffort");
+    if let Err(message) = pressure.admit(pod, best_effort, is_critical(pod)) {
+        return Some(Rejection {
+            reason: crate::eviction::REASON.into(),
+            message,
+        });
+    }
     if let Err(r) = admit_sysctls(pod, allowed_unsafe_sysctls) {
         return Some(r);
     }
@@ -193,6 +206,18 @@ pub fn admission_check(
     admit(pod, &active, cpu_memory)
         .err()
         .or_else(|| admit_storage(pod, &active, allocatable.ephemeral_storage))
+}
+
+/// kubelet's critical pods: static and mirror pods, and those of system priority (at least
+/// `system-cluster-critical`'s 2000000000); pressure neither refuses nor evicts them.
+pub fn is_critical(pod: &Pod) -> bool {
+    staticpods::is_static_pod(pod)
+        || staticpods::is_mirror_pod(pod)
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|p| p >= 2_000_000_000)
 }
 
 /// What recording a rejection needs: the API for the pod's status, the event recorder and
@@ -207,6 +232,17 @@ impl Rejecter {
     /// Records kubelet's rejection: the pod ends `Failed` with the reason and message, and a
     /// Warning event says why (kubelet's `rejectPod`).
     pub async fn reject(&self, pod: Pod, rejection: Rejection) {
+        self.record(pod, rejection, false).await;
+    }
+
+    /// Records kubelet's eviction: a rejection that also gives the pod the `DisruptionTarget`
+    /// condition (reason `TerminationByKubelet`, the eviction message), as its eviction
+    /// manager does.
+    pub async fn evict(&self, pod: Pod, rejection: Rejection) {
+        self.record(pod, rejection, true).await;
+    }
+
+    async fn record(&self, pod: Pod, rejection: Rejection, disruption: bool) {
         let now = self.clock.now();
         self.events
             .record(
@@ -223,6 +259,16 @@ impl Rejecter {
             reason: Some(rejection.reason.clone()),
             message: Some(rejection.message.clone()),
             qos_class: pod.spec.as_ref().map(|s| qos_class(s).to_string()),
+            conditions: disruption.then(|| {
+                vec![PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some("TerminationByKubelet".into()),
+                    message: Some(rejection.message.clone()),
+                    last_transition_time: Some(Time(now)),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         };
         let ns = pod.metadata.namespace.clone().unwrap_or_default();

@@ -101,6 +101,8 @@ struct Dispatcher {
     allocatable: Allocatable,
     /// The KubeletConfiguration's `allowedUnsafeSysctls`.
     allowed_unsafe_sysctls: Vec<String>,
+    /// The node-pressure conditions in force, for the eviction manager's admission.
+    pressure: watch::Receiver<node_pressure::Conditions>,
     rejecter: Arc<Rejecter>,
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
@@ -178,6 +180,7 @@ impl Dispatcher {
             &admitted,
             &self.allocatable,
             &self.allowed_unsafe_sysctls,
+            *self.pressure.borrow(),
         ) {
             let rejecter = self.rejecter.clone();
             tokio::spawn(async move { rejecter.reject(pod, r).await });
@@ -356,6 +359,7 @@ async fn heartbeat(
     client: kube::Client,
     id: NodeIdentity,
     facts: MachineFacts,
+    mut pressure: watch::Receiver<node_pressure::Conditions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut uid = None;
@@ -363,7 +367,8 @@ async fn heartbeat(
     let mut registered = false;
     loop {
         if !registered {
-            match nodestatus::register(&client, &id, &facts).await {
+            let conditions = *pressure.borrow_and_update();
+            match nodestatus::register(&client, &id, &facts, conditions).await {
                 Ok(u) => {
                     registered = true;
                     uid = u;
@@ -372,7 +377,9 @@ async fn heartbeat(
                 Err(err) => tracing::warn!(error = %err, "node registration failed; retrying"),
             }
         } else {
-            match nodestatus::update_status(&client, &id, &facts, status.as_ref()).await {
+            let conditions = *pressure.borrow_and_update();
+            match nodestatus::update_status(&client, &id, &facts, status.as_ref(), conditions).await
+            {
                 Ok(s) => status = s,
                 Err(err) => tracing::warn!(error = %err, "node status update failed"),
             }
@@ -387,8 +394,10 @@ async fn heartbeat(
         } else {
             Duration::from_secs(1)
         };
+        // A pressure change is reported at once, as kubelet's eviction manager does.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            Ok(()) = pressure.changed() => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -436,7 +445,7 @@ pub async fn run(
         liveness: Arc::new(RuntimeLiveness(runtime.clone())),
         runtime: Some(runtime.clone()),
         metrics: Some(config.metrics.registry.clone()),
-        stats: Some(stats),
+        stats: Some(stats.clone()),
         sessions: Default::default(),
     };
     let server_task = tokio::spawn(nodeapi::serve(
@@ -462,10 +471,12 @@ pub async fn run(
         local_path_root,
         shutdown.clone(),
     ));
+    let (pressure_tx, pressure) = watch::channel(node_pressure::Conditions::default());
     let heartbeat_task = tokio::spawn(heartbeat(
         client.clone(),
         id,
         facts.clone(),
+        pressure.clone(),
         shutdown.clone(),
     ));
 
@@ -537,6 +548,14 @@ pub async fn run(
             log_root,
             volumes_root: deps.volumes.root().to_path_buf(),
         },
+        crate::pressure::Monitor {
+            thresholds: config.eviction_hard.clone(),
+            stats: stats.clone(),
+            state_dir: config.state_dir.clone(),
+            memory_capacity: facts.memory_ki.saturating_mul(1024),
+            conditions: pressure_tx,
+            tracker: node_pressure::Tracker::new(node_pressure::TRANSITION_PERIOD),
+        },
         config.eviction_period.unwrap_or(eviction::DEFAULT_PERIOD),
         shutdown.clone(),
     ));
@@ -545,6 +564,7 @@ pub async fn run(
         deps,
         allocatable,
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
+        pressure,
         rejecter,
         pods,
         workers: HashMap::new(),

@@ -2,7 +2,9 @@
 //! measured (container writable layers, container logs, disk-backed emptyDirs) and a pod
 //! over an emptyDir `sizeLimit` or an `ephemeral-storage` limit is evicted. kubelet v1.33
 //! enforces these limits by eviction, not by cgroups (`localStorageEviction` in its eviction
-//! manager). The admission side (`OutOfephemeral-storage`) is in `admission`.
+//! manager). The admission side (`OutOfephemeral-storage`) is in `admission`. The same
+//! loop runs node-pressure eviction (`pressure`): when no pod is over a limit and a hard
+//! threshold is met, one pod is evicted per round.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -14,8 +16,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::watch;
 
+use crate::pressure::{self, Monitor};
 use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
+use node_pressure::format_binary;
 use runtime::RuntimeService;
 
 use crate::admission::{Rejecter, Rejection};
@@ -43,7 +47,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.containers
             .values()
             .chain(self.empty_dirs.values())
@@ -60,21 +64,6 @@ fn storage_limit(c: &Container) -> Option<(&str, u64)> {
         .get("ephemeral-storage")?;
     let bytes = parse_quantity(&q.0)?;
     (bytes > 0.0).then(|| (q.0.as_str(), bytes.ceil() as u64))
-}
-
-/// A byte count as resource.Quantity prints a binary-SI value (`10Mi`, `1536Ki`, `1000`).
-fn format_bytes(bytes: u64) -> String {
-    const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    let mut value = bytes;
-    let mut suffix = "";
-    for s in SUFFIXES {
-        if value == 0 || !value.is_multiple_of(1024) {
-            break;
-        }
-        value /= 1024;
-        suffix = s;
-    }
-    format!("{value}{suffix}")
 }
 
 /// The eviction decision, in kubelet's order: emptyDir size limits, then the pod's total
@@ -115,7 +104,7 @@ pub fn decide(pod: &Pod, usage: &Usage) -> Option<Eviction> {
         if usage.total() > sum {
             let shown = match limits.as_slice() {
                 [Some((q, _))] => (*q).to_string(),
-                _ => format_bytes(sum),
+                _ => format_binary(sum),
             };
             return Some(Eviction {
                 message: format!(
@@ -256,15 +245,19 @@ fn is_active(pod: &Pod) -> bool {
         )
 }
 
-/// One round: measures every active pod in `pods` and evicts those over a limit (a Warning
-/// `Evicted` event and phase Failed; the pod's worker then kills its containers with no
-/// grace, and the pod is never restarted). Returns the uids evicted.
+/// One round: observes node pressure, measures every active pod in `pods` and evicts those
+/// over a limit, or else, under a met threshold, the one pod ranked first (a Warning
+/// `Evicted` event, phase Failed and the `DisruptionTarget` condition; the pod's worker then
+/// kills its containers with no grace, and the pod is never restarted). Returns the uids
+/// evicted.
 pub async fn evict_round(
     runtime: &dyn RuntimeService,
     rejecter: &Rejecter,
     pods: &PodCache,
     layout: &Layout,
+    monitor: &mut Monitor,
 ) -> Vec<String> {
+    let round = monitor.observe().await;
     let active: Vec<Pod> = pods
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -300,16 +293,25 @@ pub async fn evict_round(
         work.push((pod, refs));
     }
     let layout = layout.clone();
-    let decided = tokio::task::spawn_blocking(move || {
+    let measured = tokio::task::spawn_blocking(move || {
         work.into_iter()
-            .filter_map(|(pod, refs)| {
+            .map(|(pod, refs)| {
                 let usage = measure(&layout, &pod, &refs);
-                decide(&pod, &usage).map(|e| (pod, e))
+                (pod, usage)
             })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
+    let mut decided: Vec<(Pod, Eviction)> = measured
+        .iter()
+        .filter_map(|(pod, usage)| decide(pod, usage).map(|e| (pod.clone(), e)))
+        .collect();
+    if decided.is_empty() {
+        decided.extend(
+            pressure::choose(&round, &measured).map(|(pod, message)| (pod, Eviction { message })),
+        );
+    }
     let mut evicted = Vec::new();
     for (pod, eviction) in decided {
         tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
@@ -318,7 +320,7 @@ pub async fn evict_round(
             reason: REASON.into(),
             message: eviction.message,
         };
-        rejecter.reject(pod, rejection).await;
+        rejecter.evict(pod, rejection).await;
     }
     evicted
 }
@@ -330,6 +332,7 @@ pub async fn run(
     rejecter: Arc<Rejecter>,
     pods: PodCache,
     layout: Layout,
+    mut monitor: Monitor,
     period: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -354,7 +357,16 @@ pub async fn run(
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect(),
         ));
-        done.extend(evict_round(runtime.as_ref(), &rejecter, &filtered, &layout).await);
+        done.extend(
+            evict_round(
+                runtime.as_ref(),
+                &rejecter,
+                &filtered,
+                &layout,
+                &mut monitor,
+            )
+            .await,
+        );
     }
 }
 
@@ -449,14 +461,6 @@ mod tests {
     fn no_limits_no_eviction() {
         let p = pod(serde_json::json!({"containers": [{"name": "c"}]}));
         assert_eq!(decide(&p, &usage(&[("c", 1 << 40)], &[])), None);
-    }
-
-    #[test]
-    fn formats_binary_quantities() {
-        assert_eq!(format_bytes(10 * MI), "10Mi");
-        assert_eq!(format_bytes(1536 * 1024), "1536Ki");
-        assert_eq!(format_bytes(1000), "1000");
-        assert_eq!(format_bytes(0), "0");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod machine;
 mod network;
 mod nodestatus;
 mod podstatus;
+mod pressure;
 mod qos;
 mod sandbox;
 mod startmetrics;

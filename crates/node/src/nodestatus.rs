@@ -116,6 +116,7 @@ pub fn node_status(
     facts: &MachineFacts,
     old: Option<&NodeStatus>,
     now: Timestamp,
+    pressure: node_pressure::Conditions,
 ) -> NodeStatus {
     let ki = |v: u64| Quantity(format!("{v}Ki"));
     let storage_ki = facts.ephemeral_storage_bytes / 1024;
@@ -170,22 +171,45 @@ pub fn node_status(
             swap: None,
         }),
         conditions: Some(vec![
-            condition(
-                old,
-                now,
-                "MemoryPressure",
-                "False",
-                "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available",
-            ),
-            condition(
-                old,
-                now,
-                "DiskPressure",
-                "False",
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-            ),
+            // kubelet's eviction manager's conditions, with its reasons and messages.
+            if pressure.memory {
+                condition(
+                    old,
+                    now,
+                    "MemoryPressure",
+                    "True",
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                )
+            } else {
+                condition(
+                    old,
+                    now,
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                )
+            },
+            if pressure.disk {
+                condition(
+                    old,
+                    now,
+                    "DiskPressure",
+                    "True",
+                    "KubeletHasDiskPressure",
+                    "kubelet has disk pressure",
+                )
+            } else {
+                condition(
+                    old,
+                    now,
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                )
+            },
             condition(
                 old,
                 now,
@@ -217,7 +241,7 @@ pub fn node_object(id: &NodeIdentity, facts: &MachineFacts, now: Timestamp) -> N
             ..Default::default()
         },
         spec: Some(NodeSpec::default()),
-        status: Some(node_status(id, facts, None, now)),
+        status: Some(node_status(id, facts, None, now, Default::default())),
     }
 }
 
@@ -252,6 +276,7 @@ pub async fn register(
     client: &kube::Client,
     id: &NodeIdentity,
     facts: &MachineFacts,
+    pressure: node_pressure::Conditions,
 ) -> Result<Option<String>, NodeStatusError> {
     let api: Api<Node> = Api::all(client.clone());
     let err = |source| NodeStatusError::Register {
@@ -275,7 +300,7 @@ pub async fn register(
                 .map_err(err)?
         }
     };
-    update_status(client, id, facts, node.status.as_ref()).await?;
+    update_status(client, id, facts, node.status.as_ref(), pressure).await?;
     Ok(node.metadata.uid)
 }
 
@@ -285,9 +310,10 @@ pub async fn update_status(
     id: &NodeIdentity,
     facts: &MachineFacts,
     old: Option<&NodeStatus>,
+    pressure: node_pressure::Conditions,
 ) -> Result<Option<NodeStatus>, NodeStatusError> {
     let api: Api<Node> = Api::all(client.clone());
-    let status = node_status(id, facts, old, Timestamp::now());
+    let status = node_status(id, facts, old, Timestamp::now(), pressure);
     let patch = serde_json::json!({ "status": status });
     let node = api
         .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -432,11 +458,30 @@ mod tests {
 
     #[test]
     fn heartbeat_moves_but_transition_stays() {
-        let first = node_status(&id(), &facts(), None, t(0));
-        let second = node_status(&id(), &facts(), Some(&first), t(10));
+        let calm = node_pressure::Conditions::default();
+        let first = node_status(&id(), &facts(), None, t(0), calm);
+        let second = node_status(&id(), &facts(), Some(&first), t(10), calm);
         let c = &second.conditions.as_ref().expect("conditions")[3];
         assert_eq!(c.last_heartbeat_time, Some(api_time(t(10))));
         assert_eq!(c.last_transition_time, Some(api_time(t(0))));
+    }
+
+    #[test]
+    fn pressure_conditions_turn_true_with_a_new_transition() {
+        let calm = node_pressure::Conditions::default();
+        let first = node_status(&id(), &facts(), None, t(0), calm);
+        let memory = node_pressure::Conditions {
+            memory: true,
+            disk: false,
+        };
+        let second = node_status(&id(), &facts(), Some(&first), t(10), memory);
+        let c = &second.conditions.as_ref().expect("conditions")[0];
+        assert_eq!(c.type_, "MemoryPressure");
+        assert_eq!(c.status, "True");
+        assert_eq!(c.reason.as_deref(), Some("KubeletHasInsufficientMemory"));
+        assert_eq!(c.last_transition_time, Some(api_time(t(10))));
+        let disk = &second.conditions.as_ref().expect("conditions")[1];
+        assert_eq!(disk.status, "False");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
 //! and the other KubeletConfiguration settings peapod honours (container log rotation,
-//! image GC, graceful node shutdown),
+//! image GC, graceful node shutdown, hard eviction thresholds),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -25,6 +25,8 @@ pub struct StaticPodSettings {
     /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
     /// the node when set.
     pub shutdown: node_shutdown::Policy,
+    /// `evictionHard`, the kubelet's defaults when absent.
+    pub eviction_hard: Vec<node_pressure::Threshold>,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -59,6 +61,9 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
                 .shutdown_grace_period_critical_pods
                 .unwrap_or_default(),
         },
+        eviction_hard: config
+            .eviction_hard
+            .unwrap_or_else(node_pressure::default_hard),
         image_gc: {
             let d = node::imagegc::Policy::default();
             node::imagegc::Policy {
@@ -107,6 +112,7 @@ mod tests {
             }
         );
         assert_eq!(from_config.image_gc, node::imagegc::Policy::default());
+        assert_eq!(from_config.eviction_hard, node_pressure::default_hard());
         let flag = static_pod_settings(&StaticPodArgs {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),

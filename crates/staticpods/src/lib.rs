@@ -107,6 +107,12 @@ pub enum StaticPodError {
         value: String,
         reason: &'static str,
     },
+    #[error("{path}: invalid evictionHard")]
+    EvictionHard {
+        path: PathBuf,
+        #[source]
+        source: node_pressure::ThresholdError,
+    },
     #[error("{path}: static pod {namespace}/{name} is already defined in {first}")]
     Duplicate {
         path: PathBuf,
@@ -127,7 +133,7 @@ fn messages(causes: &[api::validation::FieldError]) -> String {
 
 /// The fields of a `KubeletConfiguration` (kubelet.config.k8s.io/v1beta1) that the agent
 /// uses; the others are accepted and ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KubeletConfig {
     /// Resolved against the configuration file's directory when relative, as kubelet does.
     pub static_pod_path: Option<PathBuf>,
@@ -152,6 +158,9 @@ pub struct KubeletConfig {
     pub shutdown_grace_period: Option<Duration>,
     /// `shutdownGracePeriodCriticalPods`: the part of it kept for critical pods.
     pub shutdown_grace_period_critical_pods: Option<Duration>,
+    /// `evictionHard`: the hard eviction thresholds, parsed (`None`: absent, the kubelet's
+    /// defaults apply).
+    pub eviction_hard: Option<Vec<node_pressure::Threshold>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -178,6 +187,7 @@ struct RawKubeletConfig {
     max_parallel_image_pulls: Option<i64>,
     shutdown_grace_period: Option<String>,
     shutdown_grace_period_critical_pods: Option<String>,
+    eviction_hard: Option<std::collections::BTreeMap<String, String>>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -290,6 +300,14 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "must be <= shutdownGracePeriod",
         ));
     }
+    let eviction_hard = raw
+        .eviction_hard
+        .map(|m| node_pressure::parse_hard(&m))
+        .transpose()
+        .map_err(|source| StaticPodError::EvictionHard {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -308,6 +326,7 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         max_parallel_image_pulls,
         shutdown_grace_period: shutdown,
         shutdown_grace_period_critical_pods: shutdown_critical,
+        eviction_hard,
     })
 }
 
@@ -1396,7 +1415,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nevictionHard:\n  memory.available: \"<200Mi\"\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1415,8 +1434,20 @@ mod tests {
                 max_parallel_image_pulls: Some(4),
                 shutdown_grace_period: Some(Duration::from_secs(30)),
                 shutdown_grace_period_critical_pods: Some(Duration::from_secs(10)),
+                eviction_hard: Some(vec![node_pressure::Threshold {
+                    signal: node_pressure::Signal::MemoryAvailable,
+                    value: node_pressure::Value::Quantity {
+                        amount: 200 << 20,
+                        text: "200Mi".into()
+                    },
+                }]),
             }
         );
+        let eviction = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard:\n  memory.available: \">1Gi\"\n";
+        assert!(matches!(
+            parse_kubelet_config(eviction, Path::new("/x")),
+            Err(StaticPodError::EvictionHard { .. })
+        ));
         let critical_too_long = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriod: 5s\nshutdownGracePeriodCriticalPods: 10s\n";
         assert!(matches!(
             parse_kubelet_config(critical_too_long, Path::new("/x")),

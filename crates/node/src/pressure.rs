@@ -1,0 +1,188 @@
+//! Node-pressure eviction, the machine side of kubelet's eviction manager: each eviction
+//! round observes the signals, publishes the pressure conditions (read by the node status
+//! and admission) and picks the one pod to evict, ranked by `node_pressure`.
+//!
+//! `memory.available` is the node's memory less its working set, both from /proc/meminfo
+//! (MemTotal − (MemTotal − MemFree − Inactive(file))), as the node stats report it; kubelet
+//! takes the root cgroup's usage less `inactive_file`, the same figure for the whole
+//! machine. `nodefs.available` / `nodefs.inodesFree` are the statvfs of the state dir. The
+//! image store lives in the state dir, so there is no separate image filesystem to observe:
+//! `imagefs.*` thresholds are accepted but the node filesystem's own thresholds govern it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Pod;
+use node_pressure::{
+    eviction_message, pod_request, rank, Candidate, Conditions, ContainerUsage, Observation,
+    Resource, Signal, Threshold, Tracker,
+};
+use tokio::sync::watch;
+
+use crate::admission::is_critical;
+use crate::eviction::Usage;
+
+/// What the eviction manager watches and where it publishes the conditions.
+pub struct Monitor {
+    pub thresholds: Vec<Threshold>,
+    pub stats: Arc<nodestats::Collector>,
+    pub state_dir: PathBuf,
+    /// The node's memory capacity in bytes.
+    pub memory_capacity: u64,
+    pub conditions: watch::Sender<Conditions>,
+    pub tracker: Tracker,
+}
+
+/// One round's observations: the thresholds met, memory's first.
+pub struct Round {
+    pub met: Vec<(Threshold, Observation)>,
+    pub summary: Option<Arc<nodestats::Summary>>,
+}
+
+fn observe_fs(dir: &std::path::Path) -> (Option<Observation>, Option<Observation>) {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(v) => {
+            let frsize = v.fragment_size();
+            (
+                Some(Observation {
+                    available: v.blocks_available().saturating_mul(frsize),
+                    capacity: v.blocks().saturating_mul(frsize),
+                }),
+                Some(Observation {
+                    available: v.files_available(),
+                    capacity: v.files(),
+                }),
+            )
+        }
+        Err(err) => {
+            tracing::debug!(path = %dir.display(), error = %err, "statvfs of the node filesystem failed");
+            (None, None)
+        }
+    }
+}
+
+impl Monitor {
+    /// Observes the signals, updates the published conditions and returns what is met.
+    pub async fn observe(&mut self) -> Round {
+        let summary = match self.stats.summary().await {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::debug!(error = %err, "node stats for eviction unavailable");
+                None
+            }
+        };
+        let memory = summary
+            .as_ref()
+            .and_then(|s| s.node.memory.as_ref()?.available_bytes)
+            .map(|available| Observation {
+                available,
+                capacity: self.memory_capacity,
+            });
+        let dir = self.state_dir.clone();
+        let (nodefs, inodes) = tokio::task::spawn_blocking(move || observe_fs(&dir))
+            .await
+            .unwrap_or((None, None));
+        let mut met: Vec<(Threshold, Observation)> = self
+            .thresholds
+            .iter()
+            .filter_map(|t| {
+                let observed = match t.signal {
+                    Signal::MemoryAvailable => memory,
+                    Signal::NodefsAvailable => nodefs,
+                    Signal::NodefsInodesFree => inodes,
+                    Signal::ImagefsAvailable => None,
+                }?;
+                t.met(observed).then(|| (t.clone(), observed))
+            })
+            .collect();
+        met.sort_by_key(|(t, _)| t.signal);
+        let raised = Conditions {
+            memory: met
+                .iter()
+                .any(|(t, _)| t.signal.resource() == Resource::Memory),
+            disk: met
+                .iter()
+                .any(|(t, _)| t.signal.resource() == Resource::EphemeralStorage),
+        };
+        let now = self.tracker.observe(raised, Instant::now());
+        self.conditions.send_if_modified(|c| {
+            let changed = *c != now;
+            *c = now;
+            changed
+        });
+        Round { met, summary }
+    }
+}
+
+/// The pod to evict for the first threshold met, with its message: the highest ranked of
+/// `pods` (active, each with its measured local storage) that is not critical.
+pub fn choose(round: &Round, pods: &[(Pod, Usage)]) -> Option<(Pod, String)> {
+    let (threshold, observed) = round.met.first()?;
+    let resource = threshold.signal.resource();
+    let memory: HashMap<&str, Vec<ContainerUsage>> = round
+        .summary
+        .iter()
+        .flat_map(|s| s.pods.iter())
+        .map(|p| {
+            let containers = p
+                .containers
+                .iter()
+                .map(|c| ContainerUsage {
+                    name: c.name.clone(),
+                    usage: c
+                        .memory
+                        .as_ref()
+                        .and_then(|m| m.working_set_bytes)
+                        .unwrap_or(0),
+                })
+                .collect();
+            (p.pod_ref.uid.as_str(), containers)
+        })
+        .collect();
+    let usage_of = |pod: &Pod, usage: &Usage| -> Vec<ContainerUsage> {
+        match resource {
+            Resource::Memory => memory
+                .get(pod.metadata.uid.as_deref().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default(),
+            Resource::EphemeralStorage => usage
+                .containers
+                .iter()
+                .map(|(name, bytes)| ContainerUsage {
+                    name: name.clone(),
+                    usage: *bytes,
+                })
+                .collect(),
+        }
+    };
+    let eligible: Vec<(&Pod, Vec<ContainerUsage>, u64)> = pods
+        .iter()
+        .filter(|(p, _)| !is_critical(p))
+        .map(|(p, u)| {
+            let containers = usage_of(p, u);
+            let total = match resource {
+                Resource::Memory => containers.iter().map(|c| c.usage).sum(),
+                Resource::EphemeralStorage => u.total(),
+            };
+            (p, containers, total)
+        })
+        .collect();
+    let mut candidates: Vec<Candidate> = eligible
+        .iter()
+        .map(|(p, _, total)| Candidate {
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            priority: p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            usage: *total,
+            request: pod_request(p, resource),
+        })
+        .collect();
+    rank(&mut candidates);
+    let first = &candidates.first()?.uid;
+    let (pod, containers, _) = eligible
+        .iter()
+        .find(|(p, _, _)| p.metadata.uid.as_ref() == Some(first))?;
+    let message = eviction_message(resource, Some((threshold, *observed)), pod, containers);
+    Some(((*pod).clone(), message))
+}
