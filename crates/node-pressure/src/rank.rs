@@ -36,7 +36,7 @@ pub fn rank(pods: &mut [Candidate]) {
     });
 }
 
-fn container_request<'a>(c: &'a Container, resource: Resource) -> (u64, &'a str) {
+fn container_request(c: &Container, resource: Resource) -> (u64, &str) {
     let Some(q) = c
         .resources
         .as_ref()

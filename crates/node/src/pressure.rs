@@ -186,3 +186,76 @@ pub fn choose(round: &Round, pods: &[(Pod, Usage)]) -> Option<(Pod, String)> {
     let message = eviction_message(resource, Some((threshold, *observed)), pod, containers);
     Some(((*pod).clone(), message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, spec: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "annotations": annotations},
+            "spec": spec,
+        }))
+        .expect("pod")
+    }
+
+    fn used(bytes: u64) -> Usage {
+        Usage {
+            containers: [("c".to_string(), bytes)].into(),
+            empty_dirs: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn disk_pressure_evicts_the_best_effort_pod_and_spares_critical_ones() {
+        let disk = node_pressure::default_hard()
+            .into_iter()
+            .find(|t| t.signal == Signal::NodefsAvailable)
+            .expect("nodefs threshold");
+        let round = Round {
+            met: vec![(
+                disk,
+                Observation {
+                    available: 1 << 20,
+                    capacity: 100 << 20,
+                },
+            )],
+            summary: None,
+        };
+        let plain = serde_json::json!({"containers": [{"name": "c"}]});
+        let requested = serde_json::json!({"containers": [
+            {"name": "c", "resources": {"requests": {"ephemeral-storage": "100Mi"}}}
+        ]});
+        let pods = vec![
+            (
+                pod("within", requested, serde_json::json!({})),
+                used(50 << 20),
+            ),
+            (
+                pod("besteffort", plain.clone(), serde_json::json!({})),
+                used(2 << 20),
+            ),
+            (
+                pod(
+                    "static",
+                    plain,
+                    serde_json::json!({"kubernetes.io/config.source": "file"}),
+                ),
+                used(90 << 20),
+            ),
+        ];
+        let (chosen, message) = choose(&round, &pods).expect("a pod to evict");
+        assert_eq!(chosen.metadata.name.as_deref(), Some("besteffort"));
+        assert_eq!(
+            message,
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 10Mi, \
+             available: 1Mi. Container c was using 2Mi, request is 0, has larger consumption \
+             of ephemeral-storage. "
+        );
+        let calm = Round {
+            met: Vec::new(),
+            summary: None,
+        };
+        assert!(choose(&calm, &pods).is_none());
+    }
+}
