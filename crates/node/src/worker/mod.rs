@@ -105,6 +105,7 @@ impl PodWorker {
                     reason: plan::DEADLINE_REASON,
                     message: plan::DEADLINE_MESSAGE,
                     grace: plan::grace_period(pod),
+                    disruption: false,
                 },
             )
             .await;
@@ -358,6 +359,7 @@ impl PodWorker {
                 reason: node_shutdown::REASON,
                 message: node_shutdown::MESSAGE,
                 grace: grace.max(MIN_GRACE),
+                disruption: true,
             },
         )
         .await;

@@ -60,6 +60,9 @@ pub struct WorkerState {
     /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
     /// the reason and message of its `Failed` status.
     pub failure: Option<(String, String)>,
+    /// The `DisruptionTarget` condition the node's own ending of the pod adds (node
+    /// shutdown: reason `TerminationByKubelet`), made once so its time stays put.
+    pub disruption: Option<k8s_openapi::api::core::v1::PodCondition>,
 }
 
 impl WorkerState {
@@ -75,6 +78,7 @@ impl WorkerState {
             last_status: pod.status.clone(),
             killed: false,
             failure: None,
+            disruption: None,
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),

@@ -64,6 +64,11 @@ pub async fn write_status(
         status.reason = Some(reason.clone());
         status.message = Some(message.clone());
     }
+    if let Some(cond) = &state.disruption {
+        let conds = status.conditions.get_or_insert_with(Vec::new);
+        conds.retain(|c| c.type_ != cond.type_);
+        conds.push(cond.clone());
+    }
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);
         let t = std::time::Instant::now();
