@@ -4,11 +4,16 @@
 //! resources and security contexts (`security`). Pure: config maps, secrets and Services are
 //! fetched by the caller.
 
+mod allocated;
 mod container;
 mod expand;
 mod security;
 mod services;
 
+pub use allocated::{
+    changed_resources, recorded_resources, resizable_resources, resources_annotation,
+    ANNOTATION_RESOURCES, RESIZABLE,
+};
 pub use container::{
     build_container_config, container_hash, field_ref_value, referenced_sources,
     resource_field_value, BuildInput, ContainerSpecError, EnvSources, PodContext,
