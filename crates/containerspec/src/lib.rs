@@ -21,7 +21,7 @@ pub use container::{
 };
 pub use expand::{expand, lookup_in};
 pub use security::{
-    is_safe_sysctl, milli_cpu_to_shares, normalize_sysctl, pod_requests, pod_resources,
-    pod_sysctls, share_process_namespace, SecurityError,
+    container_resources, is_safe_sysctl, milli_cpu_to_shares, normalize_sysctl, pod_requests,
+    pod_resources, pod_sysctls, share_process_namespace, SecurityError,
 };
 pub use services::service_env;

@@ -8,6 +8,7 @@ mod deps;
 mod env;
 mod observe;
 mod plan;
+mod resize;
 mod start;
 mod state;
 mod status;
@@ -112,6 +113,9 @@ impl PodWorker {
         let t = Instant::now();
         let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;
         measure("volumes", t, false);
+        self.state.resize.infeasible = resize::wanted(pod, &observed)
+            .then(|| resize::infeasible(pod, &deps.node))
+            .flatten();
         let step = if volumes_ready {
             plan(pod, &observed, &self.state, now)
         } else {
@@ -261,6 +265,16 @@ impl PodWorker {
                     terminate::kill_one(deps, pod, c, grace, Some(message), &net).await;
                     self.state.probe_kills.remove(id);
                     tracing::debug!(container = %name, "killed");
+                }
+                Action::ResizeContainers { containers } => {
+                    let Some(sandbox) = sandbox.as_ref() else {
+                        continue;
+                    };
+                    self.state.resize.error =
+                        resize::apply(deps, pod, sandbox, containers).await.err();
+                    if self.state.resize.error.is_some() {
+                        result = Err(RESYNC);
+                    }
                 }
                 Action::RemoveContainer { id } => {
                     if let Err(err) = deps.runtime.remove_container(id).await {

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::{ContainerState, PodSandboxStatus, SandboxState};
 
+use super::resize::{container_resize, ContainerResize, ContainerUpdate};
 use super::state::WorkerState;
 use crate::backoff::go_duration;
 use crate::podstatus::{
@@ -74,6 +75,10 @@ pub enum Action {
         name: String,
         message: String,
         grace_secs: i64,
+    },
+    /// Resize running containers in place (new cgroup limits, no restart).
+    ResizeContainers {
+        containers: Vec<ContainerUpdate>,
     },
 }
 
@@ -170,6 +175,8 @@ struct Planner<'a> {
     now: Timestamp,
     /// Containers of the ready sandbox: a new sandbox starts from the first init container.
     current: Vec<runtime::ContainerStatus>,
+    /// Running containers to resize in place, applied together after the rest of the plan.
+    resizes: Vec<ContainerUpdate>,
     out: Plan,
 }
 
@@ -217,7 +224,40 @@ impl Planner<'_> {
                 });
                 Step::Pending
             }
+            ContainerState::Running
+                if follows_spec
+                    && self.state.resize.infeasible.is_none()
+                    && container_resize(c, latest) == ContainerResize::Restart =>
+            {
+                // kubelet v1.33: a resource whose resizePolicy is RestartContainer changed.
+                self.out.actions.push(Action::KillContainer {
+                    id: latest.id.clone(),
+                    name: c.name.clone(),
+                    message: format!("Container {} resize requires restart", c.name),
+                    grace_secs: grace_period(self.pod).as_secs().try_into().unwrap_or(30),
+                });
+                self.out.actions.push(Action::StartContainer {
+                    name: c.name.clone(),
+                    attempt: next_attempt(self.observed, &c.name),
+                    restart: false,
+                });
+                Step::Pending
+            }
             ContainerState::Running | ContainerState::Unknown => {
+                if follows_spec && self.state.resize.infeasible.is_none() {
+                    if let ContainerResize::InPlace {
+                        resources,
+                        allocation,
+                    } = container_resize(c, latest)
+                    {
+                        self.resizes.push(ContainerUpdate {
+                            id: latest.id.clone(),
+                            name: c.name.clone(),
+                            resources,
+                            allocation,
+                        });
+                    }
+                }
                 match self.state.probe_kills.get(&latest.id) {
                     Some(kill) => {
                         // kubelet's computePodActions: "Container x failed liveness probe,
@@ -371,6 +411,7 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         state,
         now,
         current,
+        resizes: Vec::new(),
         out,
     };
     if sandbox.is_some() {
@@ -437,6 +478,10 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         for c in apps {
             p.container(c, &|code| should_restart(pod, code), true);
         }
+    }
+    if !p.resizes.is_empty() {
+        let containers = std::mem::take(&mut p.resizes);
+        p.out.actions.push(Action::ResizeContainers { containers });
     }
     p.out
 }

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use runtime::ImageInfo;
 
+use super::resize::ResizeState;
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
 use probes::{KillRequest, ProbeView};
@@ -57,6 +58,8 @@ pub struct WorkerState {
     /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
     /// the reason and message of its `Failed` status.
     pub failure: Option<(String, String)>,
+    /// Where the pod's in-place resize stands (infeasible, or failed to apply).
+    pub resize: ResizeState,
 }
 
 impl WorkerState {
@@ -71,6 +74,7 @@ impl WorkerState {
             last_status: pod.status.clone(),
             killed: false,
             failure: None,
+            resize: ResizeState::default(),
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),

@@ -59,6 +59,17 @@ pub async fn write_status(
         probes: &state.probe_view,
     });
     network::fill_status(pod, observed.ready_sandbox(), &mut status);
+    if !super::resize::wanted(pod, observed) {
+        state.resize.error = None;
+    }
+    super::resize::fill_status(
+        &mut status,
+        pod,
+        observed,
+        &state.resize,
+        state.last_status.as_ref(),
+        deps.clock.now(),
+    );
     if let Some((reason, message)) = &state.failure {
         status.phase = Some("Failed".into());
         status.reason = Some(reason.clone());

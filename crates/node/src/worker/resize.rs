@@ -1,0 +1,356 @@
+//! In-place pod resize as the kubelet v1.33 carries it out (its `computePodResizeAction` and
+//! `doPodResizeAction`): a running container whose spec asks for other cpu or memory than
+//! it was given is resized in place, or restarted when its `resizePolicy` says
+//! `RestartContainer` for a resource that changed; a resize the node can never fit stays
+//! pending (`PodResizePending`, `Infeasible`); one that failed to apply shows as
+//! `PodResizeInProgress` with the error. The status reports each container's allocated and
+//! actual resources.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use runtime::{ContainerState, LinuxResources};
+
+use super::deps::{NodeFacts, WorkerDeps};
+use super::plan::Observed;
+use crate::podstatus::attempts_of;
+
+/// The conditions kubelet v1.33 reports a resize with.
+pub const PENDING: &str = "PodResizePending";
+pub const IN_PROGRESS: &str = "PodResizeInProgress";
+
+/// What a running container's resize comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerResize {
+    Unchanged,
+    /// New cgroup limits for the running container, and the allocation to record.
+    InPlace {
+        resources: LinuxResources,
+        allocation: String,
+    },
+    /// A resource whose `resizePolicy` is `RestartContainer` changed.
+    Restart,
+}
+
+/// One container to resize in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUpdate {
+    pub id: String,
+    pub name: String,
+    pub resources: LinuxResources,
+    pub allocation: String,
+}
+
+/// The restart policy `c` has for `resource` (`NotRequired` unless it says otherwise).
+fn restarts_for(c: &Container, resource: &str) -> bool {
+    c.resize_policy
+        .iter()
+        .flatten()
+        .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+}
+
+/// Compares a running container's recorded allocation with its spec. Containers created
+/// before allocations were recorded count as unchanged.
+pub fn container_resize(c: &Container, running: &runtime::ContainerStatus) -> ContainerResize {
+    let Some(allocated) = containerspec::recorded_resources(&running.config.annotations) else {
+        return ContainerResize::Unchanged;
+    };
+    let changed = containerspec::changed_resources(&allocated, c);
+    if changed.is_empty() {
+        return ContainerResize::Unchanged;
+    }
+    if changed.iter().any(|r| restarts_for(c, r)) {
+        return ContainerResize::Restart;
+    }
+    ContainerResize::InPlace {
+        resources: containerspec::container_resources(c),
+        allocation: containerspec::resources_annotation(c),
+    }
+}
+
+/// Whether the pod's running containers differ from its spec in cpu or memory.
+pub fn wanted(pod: &Pod, observed: &Observed) -> bool {
+    let Some(sandbox) = observed.ready_sandbox() else {
+        return false;
+    };
+    resizable(pod).any(|c| {
+        attempts_of(&observed.containers, &c.name)
+            .into_iter()
+            .find(|r| r.sandbox_id == sandbox.id)
+            .filter(|r| r.state == ContainerState::Running)
+            .is_some_and(|r| container_resize(c, r) != ContainerResize::Unchanged)
+    })
+}
+
+/// The containers a resize applies to: app containers and sidecars.
+fn resizable(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(
+            spec.and_then(|s| s.init_containers.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| crate::podstatus::is_sidecar(c)),
+        )
+}
+
+/// kubelet's `canResizePod`: a pod whose requests exceed the node's allocatable can never be
+/// resized here (`Infeasible`), with its message.
+pub fn infeasible(pod: &Pod, node: &NodeFacts) -> Option<String> {
+    let (cpu, memory) = pod
+        .spec
+        .as_ref()
+        .map(containerspec::pod_requests)
+        .unwrap_or_default();
+    let cpu_capacity = (node.cpu * 1000.0) as u64;
+    let memory_capacity = node.memory as u64;
+    if cpu_capacity > 0 && cpu > cpu_capacity {
+        return Some(format!(
+            "Node didn't have enough capacity: cpu, requested: {cpu}, capacity: {cpu_capacity}"
+        ));
+    }
+    if memory_capacity > 0 && memory > memory_capacity {
+        return Some(format!(
+            "Node didn't have enough capacity: memory, requested: {memory}, capacity: {memory_capacity}"
+        ));
+    }
+    None
+}
+
+/// The larger of each limit: what the pod cgroup holds while its containers change, so
+/// that it never holds less than they do.
+fn widest(a: &LinuxResources, b: &LinuxResources) -> LinuxResources {
+    let max = |x: Option<i64>, y: Option<i64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        // No limit on either side is the widest.
+        _ => None,
+    };
+    let quota = max(a.cpu_quota_us, b.cpu_quota_us);
+    LinuxResources {
+        cpu_shares: a.cpu_shares.max(b.cpu_shares),
+        cpu_quota_us: quota,
+        cpu_period_us: quota.and(a.cpu_period_us.or(b.cpu_period_us)),
+        memory_limit_bytes: max(a.memory_limit_bytes, b.memory_limit_bytes),
+        pids_limit: a.pids_limit.or(b.pids_limit),
+    }
+}
+
+/// Applies a resize: the pod cgroup widened to hold both the old and the new limits, then
+/// the containers, then the pod cgroup at its new limits (kubelet grows the pod cgroup
+/// before its containers and shrinks it after them). Errors are the message the
+/// `PodResizeInProgress` condition shows.
+pub async fn apply(
+    deps: &WorkerDeps,
+    pod: &Pod,
+    sandbox: &runtime::PodSandboxStatus,
+    containers: &[ContainerUpdate],
+) -> Result<(), String> {
+    let target = pod
+        .spec
+        .as_ref()
+        .map(containerspec::pod_resources)
+        .unwrap_or_default();
+    let runtime = &deps.runtime;
+    let wide = widest(&sandbox.config.resources, &target);
+    runtime
+        .update_pod_sandbox_resources(&sandbox.id, &wide)
+        .await
+        .map_err(|e| e.to_string())?;
+    for c in containers {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            containerspec::ANNOTATION_RESOURCES.to_string(),
+            c.allocation.clone(),
+        );
+        runtime
+            .update_container_resources(&c.id, &c.resources, &annotations)
+            .await
+            .map_err(|e| format!("updating resources of container {:?}: {e}", c.name))?;
+    }
+    runtime
+        .update_pod_sandbox_resources(&sandbox.id, &target)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// What the worker knows of the pod's resize when it writes the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResizeState {
+    /// Why the resize cannot be done here (`Infeasible`).
+    pub infeasible: Option<String>,
+    /// Why applying it failed (the resize stays in progress and is retried).
+    pub error: Option<String>,
+}
+
+/// Fills in each container's allocated and actual resources and the resize conditions.
+pub fn fill_status(
+    status: &mut PodStatus,
+    pod: &Pod,
+    observed: &Observed,
+    resize: &ResizeState,
+    last: Option<&PodStatus>,
+    now: Timestamp,
+) {
+    let sandbox = observed.ready_sandbox().map(|s| s.id.as_str());
+    let lists = [
+        status.container_statuses.as_mut(),
+        status.init_container_statuses.as_mut(),
+    ];
+    for cs in lists.into_iter().flatten().flatten() {
+        let Some(c) = resizable(pod).find(|c| c.name == cs.name) else {
+            continue;
+        };
+        let newest = attempts_of(&observed.containers, &c.name)
+            .into_iter()
+            .find(|r| Some(r.sandbox_id.as_str()) == sandbox);
+        let Some(recorded) =
+            newest.and_then(|r| containerspec::recorded_resources(&r.config.annotations))
+        else {
+            continue;
+        };
+        cs.allocated_resources = recorded.requests.clone();
+        cs.resources = Some(recorded);
+    }
+    let mut conditions: Vec<PodCondition> = status
+        .conditions
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ != PENDING && c.type_ != IN_PROGRESS)
+        .collect();
+    let since = |kind: &str, reason: Option<&str>| {
+        last.and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == kind))
+            .filter(|c| c.reason.as_deref() == reason)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now))
+    };
+    let condition = |kind: &str, reason: Option<&str>, message: &str| PodCondition {
+        type_: kind.to_string(),
+        status: "True".into(),
+        reason: reason.map(str::to_string),
+        message: Some(message.to_string()),
+        last_transition_time: Some(since(kind, reason)),
+        ..Default::default()
+    };
+    if let Some(message) = &resize.infeasible {
+        conditions.push(condition(PENDING, Some("Infeasible"), message));
+    } else if let Some(message) = &resize.error {
+        conditions.push(condition(IN_PROGRESS, Some("Error"), message));
+    }
+    status.conditions = (!conditions.is_empty()).then_some(conditions);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn container(v: serde_json::Value) -> Container {
+        serde_json::from_value(v).expect("container")
+    }
+
+    fn running(c: &Container) -> runtime::ContainerStatus {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            containerspec::ANNOTATION_RESOURCES.to_string(),
+            containerspec::resources_annotation(c),
+        );
+        runtime::ContainerStatus {
+            id: "id".into(),
+            sandbox_id: "s".into(),
+            config: runtime::ContainerConfig {
+                name: c.name.clone(),
+                annotations,
+                ..Default::default()
+            },
+            state: ContainerState::Running,
+            created_at: Timestamp::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            pid: None,
+            log_path: Default::default(),
+        }
+    }
+
+    #[test]
+    fn policies_pick_in_place_or_restart() {
+        let was = container(
+            json!({"name": "c", "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+            "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}),
+        );
+        let r = running(&was);
+        assert_eq!(container_resize(&was, &r), ContainerResize::Unchanged);
+        let more_cpu = container(
+            json!({"name": "c", "resources": {"limits": {"cpu": "2", "memory": "64Mi"}},
+            "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}),
+        );
+        match container_resize(&more_cpu, &r) {
+            ContainerResize::InPlace { resources, .. } => {
+                assert_eq!(resources.cpu_quota_us, Some(200_000));
+                assert_eq!(resources.cpu_shares, Some(2048));
+            }
+            other => panic!("{other:?}"),
+        }
+        let more_memory = container(
+            json!({"name": "c", "resources": {"limits": {"cpu": "1", "memory": "128Mi"}},
+            "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}),
+        );
+        assert_eq!(container_resize(&more_memory, &r), ContainerResize::Restart);
+    }
+
+    #[test]
+    fn too_much_for_the_node_is_infeasible() {
+        let node = NodeFacts {
+            name: "n".into(),
+            host_ip: "1.2.3.4".into(),
+            cpu: 2.0,
+            memory: 1e9,
+            ephemeral_storage: 0.0,
+        };
+        let pod = |cpu: &str| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+            .expect("pod")
+        };
+        assert_eq!(infeasible(&pod("2"), &node), None);
+        assert_eq!(
+            infeasible(&pod("3"), &node).as_deref(),
+            Some("Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000")
+        );
+    }
+
+    #[test]
+    fn the_pod_cgroup_holds_both_while_containers_change() {
+        let old = LinuxResources {
+            cpu_shares: Some(1024),
+            cpu_quota_us: Some(100_000),
+            cpu_period_us: Some(100_000),
+            memory_limit_bytes: Some(128),
+            pids_limit: None,
+        };
+        let new = LinuxResources {
+            cpu_shares: Some(512),
+            cpu_quota_us: Some(200_000),
+            cpu_period_us: Some(100_000),
+            memory_limit_bytes: Some(64),
+            pids_limit: None,
+        };
+        let w = widest(&old, &new);
+        assert_eq!(w.cpu_shares, Some(1024));
+        assert_eq!(w.cpu_quota_us, Some(200_000));
+        assert_eq!(w.memory_limit_bytes, Some(128));
+        let unlimited = LinuxResources {
+            memory_limit_bytes: None,
+            ..new.clone()
+        };
+        assert_eq!(widest(&old, &unlimited).memory_limit_bytes, None);
+    }
+}
