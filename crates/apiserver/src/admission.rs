@@ -3,6 +3,7 @@
 //! is one impl plus one line in [`PLUGINS`]; a resource's plugins run in the listed order.
 
 use api::resources::ResourceInfo;
+use kinds_workloads::priorityclass;
 use serde_json::Value;
 use store::Store;
 
@@ -36,9 +37,34 @@ impl Admission for DefaultTolerationSeconds {
     }
 }
 
+/// The Priority plugin on pods: the pod's class (or the global default) gives its
+/// `spec.priority` and `spec.preemptionPolicy`.
+struct Priority;
+
+#[async_trait::async_trait]
+impl Admission for Priority {
+    async fn admit(&self, store: &dyn Store, obj: &mut Value) -> Result<(), ApiError> {
+        let classes = store
+            .list("scheduling.k8s.io", "priorityclasses", None)
+            .await
+            .map_err(ApiError::Store)?;
+        priorityclass::admit_pod(obj, &classes.items).map_err(|refusal| ApiError::Forbidden {
+            resource: "pods".into(),
+            group: String::new(),
+            name: obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            detail: refusal.to_string(),
+        })
+    }
+}
+
 /// (group, plural) of each resource with an admission plugin, and the plugin.
 static PLUGINS: &[(&str, &str, &dyn Admission)] = &[
     ("", "pods", &ServiceAccount),
+    ("", "pods", &Priority),
     ("", "pods", &DefaultTolerationSeconds),
 ];
 

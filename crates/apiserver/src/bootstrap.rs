@@ -1,7 +1,8 @@
 //! Start-up work of the API server for Services (kube-apiserver's bootstrap controller):
 //! the ClusterIP and NodePort bitmaps are rebuilt from the stored Services, and the
 //! well-known `kubernetes` and `kube-dns` Services are made sure to exist; and for RBAC
-//! (its `rbac/bootstrap-roles` post-start hook): the default roles and bindings.
+//! (its `rbac/bootstrap-roles` post-start hook): the default roles and bindings; and the
+//! system PriorityClasses (`scheduling/bootstrap-system-priority-classes`).
 
 use serde_json::{json, Value};
 
@@ -119,6 +120,22 @@ pub async fn rbac_defaults(registry: &Registry) -> Result<(), ApiError> {
                     )
                     .await?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the built-in `system-node-critical` and `system-cluster-critical` PriorityClasses
+/// that are missing.
+pub async fn system_priority_classes(registry: &Registry) -> Result<(), ApiError> {
+    let info = lookup("scheduling.k8s.io", "priorityclasses")?;
+    for class in kinds_workloads::priorityclass::system_classes() {
+        match registry
+            .create(info, None, class, &WriteOptions::default())
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -4,8 +4,9 @@
 //! no longer holds them; a new PersistentVolumeClaim without a class gets the default
 //! StorageClass (the `DefaultStorageClass` admission plugin); new claims and volumes get
 //! their in-use protection finalizer (`StorageObjectInUseProtection`); a claim may only ask
-//! for more storage when its class allows expansion (`PersistentVolumeClaimResize`). A
-//! resource with such needs is one impl plus one line in [`HOOKS`].
+//! for more storage when its class allows expansion (`PersistentVolumeClaimResize`); a
+//! PriorityClass may be the global default only when no other is (the `Priority` admission
+//! plugin). A resource with such needs is one impl plus one line in [`HOOKS`].
 
 use api::resources::ResourceInfo;
 use serde_json::Value;
@@ -151,6 +152,42 @@ impl WriteHooks for ClaimAdmission {
     async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
 }
 
+/// PriorityClasses: the Priority admission plugin's check on a create or update that only
+/// one class is the global default.
+struct OneDefaultPriorityClass;
+
+#[async_trait::async_trait]
+impl WriteHooks for OneDefaultPriorityClass {
+    async fn before_write(
+        &self,
+        store: &dyn Store,
+        info: &ResourceInfo,
+        name: &str,
+        _old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Taken, ApiError> {
+        let classes = store
+            .list(info.group, info.plural, None)
+            .await
+            .map_err(ApiError::Store)?;
+        match kinds_workloads::priorityclass::conflicting_default(&classes.items, obj) {
+            Some(other) => Err(ApiError::Forbidden {
+                resource: crate::error::qualified(info),
+                group: info.group.to_string(),
+                name: name.to_string(),
+                detail: format!(
+                    "PriorityClass {other} is already marked as default. Only one default can exist"
+                ),
+            }),
+            None => Ok(Taken::default()),
+        }
+    }
+
+    async fn undo(&self, _store: &dyn Store, _taken: &Taken) {}
+
+    async fn after_write(&self, _store: &dyn Store, _old: &Value, _new: Option<&Value>) {}
+}
+
 /// Whether the class of claim `pvc` exists and allows expansion.
 async fn class_allows_expansion(store: &dyn Store, pvc: &Value) -> Result<bool, ApiError> {
     let class = pvc
@@ -198,6 +235,11 @@ static HOOKS: &[(&str, &str, &dyn WriteHooks)] = &[
     ("", "services", &ServiceAddresses),
     ("", "persistentvolumeclaims", &ClaimAdmission),
     ("", "persistentvolumes", &VolumeProtection),
+    (
+        "scheduling.k8s.io",
+        "priorityclasses",
+        &OneDefaultPriorityClass,
+    ),
 ];
 
 /// The write hooks of `info`'s resource, if it has any.

@@ -317,6 +317,9 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     bootstrap::rbac_defaults(&registry)
         .await
         .map_err(ApiServerError::Bootstrap)?;
+    bootstrap::system_priority_classes(&registry)
+        .await
+        .map_err(ApiServerError::Bootstrap)?;
     let advertise = config
         .advertise
         .or_else(|| Some(local_addr.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified()))

@@ -219,7 +219,8 @@ pub async fn authenticate_for(
 /// The ServiceAccount admission plugin on pod create: the pod runs as `default` unless it
 /// names an account, the account must exist (`default` gets a moment to appear, as upstream
 /// retries it while the controller creates it in a new namespace), and the projected
-/// token volume is mounted unless the pod or account opts out. Mirror pods pass unchanged.
+/// token volume is mounted unless the pod or account opts out; a pod without
+/// `imagePullSecrets` takes the account's. Mirror pods pass unchanged.
 pub async fn admit_pod(store: &dyn Store, pod: &mut Value) -> Result<(), ApiError> {
     if admission::is_mirror(pod) {
         return Ok(());
@@ -260,6 +261,7 @@ pub async fn admit_pod(store: &dyn Store, pod: &mut Value) -> Result<(), ApiErro
     if admission::should_automount(&sa, pod) {
         admission::mount_token(pod, &crate::names::random_suffix());
     }
+    admission::add_image_pull_secrets(&sa, pod);
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 mod archive;
 mod blobs;
 mod index;
+mod keyring;
 mod manifest;
 mod reference;
 mod registry;
@@ -25,9 +26,10 @@ use serde::{Deserialize, Serialize};
 pub use archive::ImportError;
 pub use blobs::BlobError;
 pub use index::IndexError;
+pub use keyring::{ConfigFormat, Credentials, CredentialsError, Keyring};
 pub use manifest::{parse_config, parse_document, Document, ManifestError};
 pub use reference::{Reference, ReferenceError};
-pub use registry::{CredentialsError, PullError};
+pub use registry::{default_auth_file, PullError};
 pub use unpack::{unpack, Privileges, UnpackError, UnpackLimits};
 
 use index::{IndexData, IndexFile, Record};
@@ -143,6 +145,22 @@ struct Inner {
     auth_file: Option<PathBuf>,
 }
 
+/// Reads a docker-style configuration; a missing file is an empty keyring. `config.json`
+/// holds `auths`; a file named `.dockercfg` is the legacy shape.
+pub fn read_keyring(path: &Path) -> Result<Keyring, CredentialsError> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Keyring::default()),
+        Err(e) => return Err(CredentialsError::Read(e)),
+    };
+    let format = if path.file_name().is_some_and(|n| n == ".dockercfg") {
+        ConfigFormat::Dockercfg
+    } else {
+        ConfigFormat::ConfigJson
+    };
+    Keyring::parse(&data, format)
+}
+
 /// What a parsed `get`/`remove` argument designates.
 enum Selector {
     Id(String),
@@ -226,20 +244,48 @@ impl ImageStore {
         &self.inner.root
     }
 
-    /// Pulls `reference` from its registry and records it in the store.
+    /// Pulls `reference` from its registry and records it in the store, with the credentials
+    /// the store's auth file holds for it (`docker pull`'s way): each matching entry in turn,
+    /// anonymously when none matches.
     pub async fn pull(
         &self,
         reference: &str,
         progress: Option<&(dyn Fn(PullProgress) + Send + Sync)>,
     ) -> Result<Image, ImageError> {
         let r = Reference::parse(reference)?;
-        let pulled = registry::pull(
-            &self.inner.blobs,
-            &r,
-            self.inner.auth_file.as_deref(),
-            progress,
-        )
-        .await?;
+        let candidates = match &self.inner.auth_file {
+            Some(path) => read_keyring(path)
+                .map_err(|source| PullError::Credentials {
+                    reference: r.to_string(),
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .lookup(&r.name()),
+            None => Vec::new(),
+        };
+        let Some((last, first)) = candidates.split_last() else {
+            return self.pull_with_auth(reference, None, progress).await;
+        };
+        for creds in first {
+            match self.pull_with_auth(reference, Some(creds), progress).await {
+                Err(ImageError::Pull(PullError::Unauthorized { .. })) => continue,
+                other => return other,
+            }
+        }
+        self.pull_with_auth(reference, Some(last), progress).await
+    }
+
+    /// Pulls `reference` with exactly `auth` (anonymously when `None`), as CRI's
+    /// `PullImage` with its `AuthConfig`, and records it in the store. Blobs already in the
+    /// store are not downloaded again, so re-pulling a tag fetches only changed layers.
+    pub async fn pull_with_auth(
+        &self,
+        reference: &str,
+        auth: Option<&Credentials>,
+        progress: Option<&(dyn Fn(PullProgress) + Send + Sync)>,
+    ) -> Result<Image, ImageError> {
+        let r = Reference::parse(reference)?;
+        let pulled = registry::pull(&self.inner.blobs, &r, auth, progress).await?;
         let store = self.clone();
         let name = r.to_string();
         tokio::task::spawn_blocking(move || {

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
@@ -15,11 +14,12 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
 use crate::blobs::{BlobError, BlobStore};
+use crate::keyring::{Credentials, CredentialsError};
 use crate::manifest::{
     host_arch, parse_document, select_platform, Descriptor, Document, Manifest, ManifestError,
     ACCEPTED_MANIFEST_TYPES,
 };
-use crate::reference::{Reference, DEFAULT_REGISTRY};
+use crate::reference::Reference;
 use crate::PullProgress;
 
 /// Layers downloaded at once, as containerd's default.
@@ -41,9 +41,11 @@ pub enum PullError {
         #[source]
         source: OciDistributionError,
     },
-    #[error("{reference}: pull access denied: unauthorized (the repository may not exist or may require 'docker login' credentials)")]
+    #[error("{reference}: pull access denied: unauthorized: {}", unauthorized_hint(.reference, .user.as_deref()))]
     Unauthorized {
         reference: String,
+        /// The user whose credentials were sent, if any.
+        user: Option<String>,
         #[source]
         source: OciDistributionError,
     },
@@ -137,42 +139,59 @@ fn report(progress: ProgressFn<'_>, p: PullProgress) {
     }
 }
 
-/// Pulls `reference` into `blobs`; `auth_file` is a docker-style config.json, if any.
+/// Why a registry refused a pull, in words a user can act on.
+fn unauthorized_hint(reference: &str, user: Option<&str>) -> String {
+    let registry = reference.split('/').next().unwrap_or(reference);
+    match user {
+        Some(user) => format!("the registry {registry} refused the credentials of user {user:?}"),
+        None => format!(
+            "no credentials for {registry} were sent (add an imagePullSecret or a node-wide \
+             config.json entry); the repository may also not exist"
+        ),
+    }
+}
+
+/// Pulls `reference` into `blobs`, authenticating with `auth` when given (anonymously
+/// otherwise).
 pub(crate) async fn pull(
     blobs: &BlobStore,
     reference: &Reference,
-    auth_file: Option<&Path>,
+    auth: Option<&Credentials>,
     progress: ProgressFn<'_>,
 ) -> Result<Pulled, PullError> {
     let refname = reference.to_string();
     let host = reference.api_host().to_owned();
     report(progress, PullProgress::Resolving);
-
-    let auth = match auth_file {
-        Some(path) => match std::fs::read(path) {
-            Ok(data) => credentials_for(&data, &reference.registry).map_err(|source| {
-                PullError::Credentials {
-                    reference: refname.clone(),
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(PullError::Credentials {
-                    reference: refname.clone(),
-                    path: path.display().to_string(),
-                    source: CredentialsError::Read(e),
-                })
-            }
-        },
-        None => None,
-    };
+    let user = auth.map(|c| c.username.clone());
     let auth = match auth {
-        Some((user, pass)) => RegistryAuth::Basic(user, pass),
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
     };
+    // A refusal names the user whose credentials were sent.
+    pull_as(blobs, reference, &refname, &host, &auth, progress)
+        .await
+        .map_err(|e| match e {
+            PullError::Unauthorized {
+                reference, source, ..
+            } => PullError::Unauthorized {
+                reference,
+                user,
+                source,
+            },
+            other => other,
+        })
+}
 
+async fn pull_as(
+    blobs: &BlobStore,
+    reference: &Reference,
+    refname: &str,
+    host: &str,
+    auth: &RegistryAuth,
+    progress: ProgressFn<'_>,
+) -> Result<Pulled, PullError> {
+    let refname = refname.to_owned();
+    let host = host.to_owned();
     let client = registry_client(&host, reference.allows_plain_http())?;
     let oref = match (&reference.tag, &reference.digest) {
         (_, Some(d)) => oci_client::Reference::with_digest(
@@ -192,12 +211,12 @@ pub(crate) async fn pull(
     let classify = |source| classify_error(&refname, &reference.registry, source);
 
     client
-        .auth(&oref, &auth, RegistryOperation::Pull)
+        .auth(&oref, auth, RegistryOperation::Pull)
         .await
         .map_err(classify)?;
 
     let (data, resolved_digest) =
-        fetch_manifest(&client, &oref, &auth, reference.digest.as_deref(), &refname).await?;
+        fetch_manifest(&client, &oref, auth, reference.digest.as_deref(), &refname).await?;
     let store = |digest: &str, data: &[u8]| {
         blobs
             .put(Some(digest), data)
@@ -224,7 +243,7 @@ pub(crate) async fn pull(
                 extra_blobs.push(resolved_digest.clone());
                 let child = oref.clone_with_digest(chosen.clone());
                 let (data, digest) =
-                    fetch_manifest(&client, &child, &auth, Some(&chosen), &refname).await?;
+                    fetch_manifest(&client, &child, auth, Some(&chosen), &refname).await?;
                 store(&digest, &data)?;
                 match parse_document(&digest, &data).map_err(manifest_err)? {
                     Document::Manifest(m) => (digest, m),
@@ -448,7 +467,11 @@ fn classify_error(reference: &str, registry: &str, source: OciDistributionError)
             registry,
             source,
         },
-        Kind::Unauthorized => PullError::Unauthorized { reference, source },
+        Kind::Unauthorized => PullError::Unauthorized {
+            reference,
+            user: None,
+            source,
+        },
         Kind::Connect => PullError::Connect {
             reference,
             registry,
@@ -460,80 +483,6 @@ fn classify_error(reference: &str, registry: &str, source: OciDistributionError)
             source,
         },
     }
-}
-
-/// Errors reading a docker-style `config.json`.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error("reading the file")]
-    Read(#[source] std::io::Error),
-    #[error("parsing JSON")]
-    Parse(#[source] serde_json::Error),
-    #[error("auths entry for {registry} is not base64 of user:password")]
-    BadAuth { registry: String },
-}
-
-#[derive(serde::Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: std::collections::BTreeMap<String, DockerAuth>,
-}
-
-#[derive(serde::Deserialize)]
-struct DockerAuth {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-}
-
-/// The `host[:port]` an `auths` key names: keys may be bare hosts or URLs
-/// (`https://index.docker.io/v1/`).
-fn auth_key_host(key: &str) -> &str {
-    let no_scheme = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    no_scheme.split('/').next().unwrap_or(no_scheme)
-}
-
-/// Finds `(user, password)` for `registry` (a normalised registry, `docker.io` for the Hub) in
-/// a docker-style config.json.
-pub fn credentials_for(
-    config_json: &[u8],
-    registry: &str,
-) -> Result<Option<(String, String)>, CredentialsError> {
-    let config: DockerConfig =
-        serde_json::from_slice(config_json).map_err(CredentialsError::Parse)?;
-    let wanted: &[&str] = if registry == DEFAULT_REGISTRY {
-        &["index.docker.io", "docker.io", "registry-1.docker.io"]
-    } else {
-        std::slice::from_ref(&registry)
-    };
-    let Some((key, entry)) = config
-        .auths
-        .iter()
-        .find(|(k, _)| wanted.contains(&auth_key_host(k)))
-    else {
-        return Ok(None);
-    };
-    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-        return Ok(Some((u.clone(), p.clone())));
-    }
-    let Some(auth) = &entry.auth else {
-        return Ok(None);
-    };
-    let bad = || CredentialsError::BadAuth {
-        registry: key.clone(),
-    };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth.trim())
-        .map_err(|_| bad())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-    let (user, pass) = decoded.split_once(':').ok_or_else(bad)?;
-    Ok(Some((user.to_owned(), pass.to_owned())))
 }
 
 /// The docker config.json to read credentials from: `$DOCKER_CONFIG/config.json`, else
@@ -602,29 +551,5 @@ mod tests {
         assert!(e.to_string().contains("not found"), "{e}");
         let e = c(OciDistributionError::UnauthorizedError { url: "u".into() });
         assert!(e.to_string().contains("unauthorized"), "{e}");
-    }
-
-    #[test]
-    fn finds_credentials() -> Result<(), CredentialsError> {
-        let cfg = br#"{"auths":{
-            "https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},
-            "127.0.0.1:5000":{"username":"a","password":"b"},
-            "quay.io":{"auth":"!!!"}
-        }}"#;
-        assert_eq!(
-            credentials_for(cfg, "docker.io")?,
-            Some(("user".to_owned(), "pa:ss".to_owned()))
-        );
-        assert_eq!(
-            credentials_for(cfg, "127.0.0.1:5000")?,
-            Some(("a".to_owned(), "b".to_owned()))
-        );
-        assert_eq!(credentials_for(cfg, "ghcr.io")?, None);
-        assert!(matches!(
-            credentials_for(cfg, "quay.io"),
-            Err(CredentialsError::BadAuth { .. })
-        ));
-        assert_eq!(credentials_for(b"{}", "docker.io")?, None);
-        Ok(())
     }
 }

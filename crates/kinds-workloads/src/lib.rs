@@ -1,4 +1,4 @@
-//! The workload kinds and what they need (apps, batch, storage, policy and the core
+//! The workload kinds and what they need (apps, batch, storage, policy, scheduling and the core
 //! persistent-volume kinds): one file per kind holds its discovery entry and its strategy,
 //! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order. What the kinds with a pod template share is in [`template`].
@@ -12,6 +12,7 @@ pub mod job;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod poddisruptionbudget;
+pub mod priorityclass;
 pub mod replicaset;
 pub mod statefulset;
 pub mod storageclass;
@@ -32,6 +33,7 @@ pub static KINDS: &[ResourceInfo] = &[
     persistentvolume::RESOURCE,
     persistentvolumeclaim::RESOURCE,
     poddisruptionbudget::RESOURCE,
+    priorityclass::RESOURCE,
     storageclass::RESOURCE,
     certificatesigningrequest::RESOURCE,
 ];

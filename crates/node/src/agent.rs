@@ -22,7 +22,7 @@ use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
 use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
 use crate::sandbox;
-use crate::worker::{NodeFacts, PodWorker, WorkerDeps};
+use crate::worker::{ImagePulls, NodeFacts, PodWorker, WorkerDeps};
 use nodeapi::{router, NodeApiState, RuntimeLiveness};
 use podapi::EventRecorder;
 use podapi::PodCache;
@@ -31,18 +31,21 @@ use podapi::{KubePodApi, PodApi};
 use staticpods::{Change, FileSource, MirrorStatusApi, StaticPods};
 use volumes::VolumeManager;
 
-/// One worker: its task and the channel carrying the latest pod (`None`: gone from the API).
+/// One worker: its task, the channel carrying the latest pod (`None`: gone from the API),
+/// and the one that asks it to end the pod for node shutdown, with a grace period.
 struct WorkerHandle {
     tx: watch::Sender<Option<Pod>>,
+    drain: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Runs one pod's worker until the pod is gone (or the agent stops).
-/// `seen` is when the agent first saw the pod.
+/// Runs one pod's worker until the pod is gone, the node drains it, or the agent stops
+/// (`stop`). `seen` is when the agent first saw the pod.
 async fn worker_loop(
     deps: Arc<WorkerDeps>,
     mut rx: watch::Receiver<Option<Pod>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: watch::Receiver<Option<Duration>>,
+    mut stop: watch::Receiver<bool>,
     seen: Instant,
 ) {
     let Some(first) = rx.borrow_and_update().clone() else {
@@ -76,7 +79,14 @@ async fn worker_loop(
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
+            Ok(()) = drain.changed() => {
+                let grace = *drain.borrow_and_update();
+                if let Some(grace) = grace {
+                    worker.shut_down(&deps, &last, grace).await;
+                    return;
+                }
+            }
+            _ = stop.changed() => return,
         }
     }
 }
@@ -94,7 +104,8 @@ struct Dispatcher {
     rejecter: Arc<Rejecter>,
     pods: PodCache,
     workers: HashMap<String, WorkerHandle>,
-    shutdown: watch::Receiver<bool>,
+    /// Stops the workers (after the drain, when there is one).
+    stop: watch::Receiver<bool>,
     statics: StaticPods,
     /// (namespace, name) of each static pod's worker, by uid.
     static_names: HashMap<String, (String, String)>,
@@ -174,13 +185,15 @@ impl Dispatcher {
         }
         self.deps.metrics.phase("admission", seen.elapsed());
         let (tx, rx) = watch::channel(Some(pod));
+        let (drain, drain_rx) = watch::channel(None);
         let task = tokio::spawn(worker_loop(
             self.deps.clone(),
             rx,
-            self.shutdown.clone(),
+            drain_rx,
+            self.stop.clone(),
             seen,
         ));
-        self.workers.insert(uid, WorkerHandle { tx, task });
+        self.workers.insert(uid, WorkerHandle { tx, drain, task });
     }
 
     fn delete(&mut self, uid: &str) {
@@ -288,6 +301,48 @@ impl Dispatcher {
                     tracing::warn!(dir = %dir.display(), error = %err, "removing orphaned logs failed");
                 }
             }
+        }
+    }
+}
+
+/// kubelet's graceful node shutdown: the Node is reported not ready, then each phase of
+/// [`node_shutdown::plan`] asks its pods' workers to end them and waits for them, at most
+/// the phase's period.
+async fn drain_node(
+    client: &kube::Client,
+    node: &str,
+    policy: &node_shutdown::Policy,
+    dispatcher: &mut Dispatcher,
+) {
+    tracing::info!(node, "shutting down: terminating the pods");
+    if let Err(err) = nodestatus::mark_shutting_down(client, node).await {
+        tracing::warn!(error = %err, "reporting the node's shutdown failed");
+    }
+    dispatcher.workers.retain(|_, w| !w.task.is_finished());
+    let pods: Vec<Pod> = {
+        let cache = dispatcher.pods.read().unwrap_or_else(|e| e.into_inner());
+        dispatcher
+            .workers
+            .keys()
+            .filter_map(|uid| cache.get(uid).cloned())
+            .collect()
+    };
+    for phase in node_shutdown::plan(policy, &pods) {
+        let deadline = tokio::time::Instant::now() + phase.period;
+        let graces: HashMap<&String, Duration> = phase.pods.iter().map(|(u, g)| (u, *g)).collect();
+        let mut waiting = Vec::new();
+        for (uid, w) in dispatcher.workers.iter_mut() {
+            if let Some(grace) = graces.get(uid) {
+                w.drain.send_replace(Some(*grace));
+                waiting.push(&mut w.task);
+            }
+        }
+        let done = futures::future::join_all(waiting);
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            tracing::warn!(
+                node,
+                "pods still terminating at the end of their shutdown phase"
+            );
         }
     }
 }
@@ -452,6 +507,11 @@ pub async fn run(
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
+        pulls: Arc::new(ImagePulls::new(
+            runtime.clone(),
+            config.image_pulls,
+            config.registry_credentials.clone(),
+        )),
     });
     // kubelet's image garbage collection by disk thresholds.
     let image_gc_task = tokio::spawn(crate::imagegc::run(
@@ -475,6 +535,7 @@ pub async fn run(
         config.eviction_period.unwrap_or(eviction::DEFAULT_PERIOD),
         shutdown.clone(),
     ));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut dispatcher = Dispatcher {
         deps,
         allocatable,
@@ -482,7 +543,7 @@ pub async fn run(
         rejecter,
         pods,
         workers: HashMap::new(),
-        shutdown: shutdown.clone(),
+        stop: stop_rx,
         statics: statics.clone(),
         static_names: HashMap::new(),
         pending_static: Vec::new(),
@@ -526,6 +587,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let node_client = client.clone();
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let stream = watcher(api, watcher::Config::default().fields(&selector));
@@ -587,11 +649,21 @@ pub async fn run(
         }
         dispatcher.update_qos();
     }
-    // Pods survive the agent: workers just stop, containers keep running.
+    heartbeat_task.abort();
+    if config.shutdown.enabled() {
+        drain_node(
+            &node_client,
+            &config.node_name,
+            &config.shutdown,
+            &mut dispatcher,
+        )
+        .await;
+    }
+    // Otherwise pods survive the agent: workers just stop, containers keep running.
+    let _ = stop_tx.send(true);
     for (_, w) in dispatcher.workers.drain() {
         w.task.abort();
     }
-    heartbeat_task.abort();
     local_path_task.abort();
     eviction_task.abort();
     image_gc_task.abort();

@@ -35,6 +35,13 @@ pub struct AgentConfig {
     pub image_gc: crate::imagegc::Policy,
     /// How often image GC runs (`imagegc::DEFAULT_PERIOD`, kubelet's 5 min, when unset).
     pub image_gc_period: Option<std::time::Duration>,
+    /// The KubeletConfiguration's `serializeImagePulls` / `maxParallelImagePulls`.
+    pub image_pulls: imagepull::PullerConfig,
+    /// The node-wide docker `config.json` search (kubelet reads its root dir's).
+    pub registry_credentials: imagepull::NodeCredentials,
+    /// The KubeletConfiguration's graceful node shutdown: when set, stopping the agent
+    /// terminates the pods (by default they keep running).
+    pub shutdown: node_shutdown::Policy,
     /// The histograms served on the node API's `/metrics` (the runtime observes its
     /// phases into `metrics.phases`).
     pub metrics: crate::NodeMetrics,

@@ -299,6 +299,29 @@ pub async fn update_status(
     Ok(node.status)
 }
 
+/// Reports the node not ready because it shuts down (kubelet's `KubeletNotReady` with the
+/// shutdown manager's error), keeping the other conditions.
+pub async fn mark_shutting_down(client: &kube::Client, node: &str) -> Result<(), NodeStatusError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let now = Timestamp::now();
+    let ready = condition(
+        None,
+        now,
+        "Ready",
+        "False",
+        "KubeletNotReady",
+        node_shutdown::NODE_MESSAGE,
+    );
+    let patch = serde_json::json!({"status": {"conditions": [ready]}});
+    api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map_err(|source| NodeStatusError::UpdateStatus {
+            node: node.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
 /// Creates or renews the node's Lease.
 pub async fn renew_lease(
     client: &kube::Client,

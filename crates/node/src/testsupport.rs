@@ -146,10 +146,17 @@ impl FakeRuntime {
 
 #[async_trait]
 impl RuntimeService for FakeRuntime {
-    async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+    async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&runtime::Credentials>,
+    ) -> Result<ImageInfo, RuntimeError> {
         let found = self.registry.lock().expect("lock").get(reference).cloned();
         let mut st = self.lock();
-        st.calls.push(format!("pull {reference}"));
+        match auth {
+            Some(c) => st.calls.push(format!("pull {reference} as {}", c.username)),
+            None => st.calls.push(format!("pull {reference}")),
+        }
         match found {
             Some(info) if !st.broken.contains(reference) => {
                 st.images.insert(reference.to_string(), info.clone());

@@ -3,7 +3,9 @@
 //! with `x-kubernetes-group-version-kind` so `kubectl explain` finds it. Kinds without an entry
 //! here are served without a schema.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, rbac, storage};
+use k8s_openapi::api::{
+    apps, batch, coordination, core, discovery, policy, rbac, scheduling, storage,
+};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
@@ -38,6 +40,7 @@ fn add_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -
         ("discovery.k8s.io", "v1", "EndpointSlice") => add::<discovery::v1::EndpointSlice>(gen),
         ("policy", "v1", "PodDisruptionBudget") => add::<policy::v1::PodDisruptionBudget>(gen),
         ("storage.k8s.io", "v1", "StorageClass") => add::<storage::v1::StorageClass>(gen),
+        ("scheduling.k8s.io", "v1", "PriorityClass") => add::<scheduling::v1::PriorityClass>(gen),
         ("rbac.authorization.k8s.io", "v1", "Role") => add::<rbac::v1::Role>(gen),
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => add::<rbac::v1::ClusterRole>(gen),
         ("rbac.authorization.k8s.io", "v1", "RoleBinding") => add::<rbac::v1::RoleBinding>(gen),

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -100,7 +101,8 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
         ));
     }
     let pod_cgroups = process::pod_cgroups(runtime.config());
-    let agent = tokio::spawn(node::run(
+    let drain = static_pods.shutdown;
+    let mut agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
         node::AgentConfig {
@@ -116,6 +118,14 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             eviction_period: None,
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
+            image_pulls: static_pods.image_pulls,
+            registry_credentials: imagepull::NodeCredentials::search(
+                args.static_pods.registry_auth_file.clone(),
+                &state_dir,
+                std::env::var_os("DOCKER_CONFIG").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+            ),
+            shutdown: static_pods.shutdown,
             metrics: node_metrics,
             pod_cgroups,
         },
@@ -127,14 +137,22 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
     );
 
     let result = tokio::select! {
-        r = agent => match r {
+        r = &mut agent => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("node agent failed")),
             Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
         },
         _ = process::shutdown_signal() => {
-            eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
             let _ = shutdown_tx.send(true);
+            if drain.enabled() {
+                // The KubeletConfiguration's graceful shutdown: the agent terminates the pods
+                // (within shutdownGracePeriod) while the API still answers.
+                eprintln!("peapod: shutting down, terminating the pods");
+                let bound = drain.grace_period + std::time::Duration::from_secs(10);
+                let _ = tokio::time::timeout(bound, &mut agent).await;
+            } else {
+                eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
+            }
             Ok(())
         }
     };

@@ -219,8 +219,8 @@ impl NetworkArgs {
 pub struct StaticPodArgs {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
     /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency, syncFrequency,
-    /// allowedUnsafeSysctls, containerLogMax*, imageGC*ThresholdPercent and imageMinimumGCAge
-    /// are used.
+    /// allowedUnsafeSysctls, containerLogMax*, imageGC*ThresholdPercent, imageMinimumGCAge,
+    /// serializeImagePulls and maxParallelImagePulls are used.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory (or file) of pod manifests run as static pods; overrides the config file's
@@ -230,6 +230,12 @@ pub struct StaticPodArgs {
     /// How often image garbage collection checks the image filesystem (kubelet: 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration_flag)]
     pub image_gc_period: std::time::Duration,
+    /// The node-wide registry credentials (a docker `config.json`) used for every pod's
+    /// pulls after its imagePullSecrets. Default: the first that exists of
+    /// `<state-dir>/config.json`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`,
+    /// `<state-dir>/.dockercfg`, `~/.dockercfg`.
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

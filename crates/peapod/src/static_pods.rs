@@ -1,5 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
-//! and the other KubeletConfiguration settings peapod honours (container log rotation),
+//! and the other KubeletConfiguration settings peapod honours (container log rotation,
+//! image GC, graceful node shutdown),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -19,6 +20,11 @@ pub struct StaticPodSettings {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`.
     pub image_gc: node::imagegc::Policy,
+    /// `serializeImagePulls`, `maxParallelImagePulls`.
+    pub image_pulls: imagepull::PullerConfig,
+    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
+    /// the node when set.
+    pub shutdown: node_shutdown::Policy,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -43,6 +49,16 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
+        image_pulls: imagepull::PullerConfig {
+            serialize: config.serialize_image_pulls.unwrap_or(true),
+            max_parallel: config.max_parallel_image_pulls,
+        },
+        shutdown: node_shutdown::Policy {
+            grace_period: config.shutdown_grace_period.unwrap_or_default(),
+            critical_grace_period: config
+                .shutdown_grace_period_critical_pods
+                .unwrap_or_default(),
+        },
         image_gc: {
             let d = node::imagegc::Policy::default();
             node::imagegc::Policy {
@@ -75,6 +91,7 @@ mod tests {
             config: Some(config.clone()),
             static_pod_path: None,
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         })
         .expect("settings");
         assert_eq!(from_config.path, Some(dir.path().join("manifests")));
@@ -94,6 +111,7 @@ mod tests {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         })
         .expect("settings");
         assert_eq!(flag.path, Some(PathBuf::from("/etc/kubernetes/manifests")));
@@ -101,6 +119,7 @@ mod tests {
             config: Some(dir.path().join("nope.yaml")),
             static_pod_path: None,
             image_gc_period: Duration::from_secs(300),
+            registry_auth_file: None,
         });
         assert!(missing.is_err());
     }

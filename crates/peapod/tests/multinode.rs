@@ -2,7 +2,9 @@
 //! node), and each further node is a network namespace on a test bridge running `peapod
 //! agent`. Each node gets its own pod CIDR from the node IPAM controller, the nodes route to
 //! each other's pods (host-gw), pods reach pods on other nodes by IP without NAT, and a
-//! ClusterIP Service is reached from a pod on another node than its backend.
+//! ClusterIP Service is reached from a pod on another node than its backend. Nodes on two
+//! bridges, with the host routing between them, are no neighbours: they reach each other's
+//! pods over VXLAN.
 
 mod common;
 
@@ -275,5 +277,101 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
         "--timeout=60s",
     ]);
     pp.kubectl_ok(&["delete", "svc", "mn-web"]);
+    drop(nodes);
+}
+
+/// Two nodes in different subnets (two bridges, the host routing between them): a host-gw
+/// route cannot name the other node as its next hop, so each reaches the other's pods over
+/// the VXLAN device, by the pods' own addresses, both ways.
+#[test]
+fn nodes_behind_a_router_reach_each_others_pods_over_vxlan() {
+    let left = TestBridge::create();
+    let right = TestBridge::create_other();
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if forwarding.trim() != "1" {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enabling forwarding");
+    }
+    let pp = Peapod::start_listening(&format!("{}:0", left.host_ip()), &[]);
+    let mut nodes = vec![
+        NetnsNode::create(&left, 1, "vx-left"),
+        NetnsNode::create(&right, 1, "vx-right"),
+    ];
+    // Each node reaches the other subnet (and the control plane) through the host.
+    nodes[0].ip(&["route", "add", "default", "via", &left.host_ip()]);
+    nodes[1].ip(&["route", "add", "default", "via", &right.host_ip()]);
+    for n in nodes.iter_mut() {
+        n.start_agent(&pp);
+    }
+    for name in ["vx-left", "vx-right"] {
+        wait_until(
+            &format!("node {name} Ready"),
+            Duration::from_secs(90),
+            || {
+                for n in nodes.iter_mut() {
+                    n.assert_alive();
+                }
+                let ready = pp.jsonpath(
+                    &format!("node/{name}"),
+                    "{.status.conditions[?(@.type==\"Ready\")].status}",
+                );
+                (ready.as_deref() == Some("True")).then_some(())
+            },
+        );
+    }
+    let cidrs = [node_cidr(&pp, "vx-left"), node_cidr(&pp, "vx-right")];
+    for (i, n) in nodes.iter().enumerate() {
+        let other = &cidrs[1 - i];
+        let vtep = other.trim_end_matches("/24");
+        let want = format!("{other} via {vtep} dev peapod-vxlan");
+        wait_until(
+            &format!("{}'s tunnel route to {other}", n.name),
+            Duration::from_secs(30),
+            || {
+                let routes = n.ip(&["-4", "route", "show", "proto", "77"]);
+                routes.contains(&want).then_some(())
+            },
+        );
+        let link = n.ip(&["-d", "link", "show", "peapod-vxlan"]);
+        assert!(
+            link.contains("vxlan id 1") && link.contains(&format!("local {}", n.ip)),
+            "{link}"
+        );
+    }
+
+    pp.apply(&server("vx-server", "vx-right"));
+    let server_ip = field(&pp, "pod/vx-server", "{.status.podIP}");
+    assert!(cidr_contains(&cidrs[1], &server_ip), "{server_ip}");
+    let script = [
+        retried(
+            "ping",
+            &format!("ping -c1 -W2 {server_ip} >/dev/null && echo ok"),
+        ),
+        retried("direct", &http_get(&server_ip, 8080, "/cgi-bin/peer")),
+    ]
+    .join("; ");
+    pp.apply(&client("vx-client", "vx-left", &script));
+    let client_ip = field(&pp, "pod/vx-client", "{.status.podIP}");
+    let logs = wait_until("the client to finish", Duration::from_secs(150), || {
+        let out = pp.kubectl(&["logs", "vx-client"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("client-done").then_some(text)
+    });
+    assert!(logs.contains("ping=ok"), "{logs}");
+    let peer = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("direct=peer="))
+        .unwrap_or_default();
+    assert!(
+        peer == client_ip || peer == format!("[::ffff:{client_ip}]"),
+        "the server saw {peer:?}, the client is {client_ip}:\n{logs}"
+    );
+    pp.kubectl_ok(&[
+        "delete",
+        "pod",
+        "vx-client",
+        "vx-server",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     drop(nodes);
 }

@@ -216,7 +216,8 @@ fn requests_must_fit_allocatable_and_pending_pods_wait_for_room() {
     wait_unschedulable(
         &nodes,
         "second",
-        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu.",
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.",
     );
 
     // A new node with room takes the waiting pod.
@@ -231,7 +232,8 @@ fn requests_must_fit_allocatable_and_pending_pods_wait_for_room() {
     wait_unschedulable(
         &nodes,
         "fourth",
-        "0/4 nodes are available: 1 Too many pods, 1 node(s) didn't match Pod's node affinity/selector, 3 Insufficient cpu.",
+        "0/4 nodes are available: 1 Too many pods, 1 node(s) didn't match Pod's node affinity/selector, 3 Insufficient cpu. \
+         preemption: 0/4 nodes are available: 1 Preemption is not helpful for scheduling, 3 No preemption victims found for incoming pod.",
     );
     pp.kubectl_ok(&["delete", "pod", "first", "--force", "--grace-period=0"]);
     assert_eq!(wait_bound(&nodes, "fourth"), "fake-big");
@@ -310,7 +312,8 @@ spec:
     wait_unschedulable(
         &nodes,
         &extra,
-        "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 3 node(s) didn't match pod anti-affinity rules.",
+        "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/4 nodes are available: 1 Preemption is not helpful for scheduling, 3 No preemption victims found for incoming pod.",
     );
     nodes.add("fake-4", &[], "4", "10", false);
     assert_eq!(wait_bound(&nodes, &extra), "fake-4");
@@ -364,7 +367,8 @@ fn topology_spread_keeps_zones_within_max_skew() {
     wait_unschedulable(
         &nodes,
         "s3",
-        "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable, 2 node(s) didn't match pod topology spread constraints.",
+        "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable, 2 node(s) didn't match pod topology spread constraints. \
+         preemption: 0/4 nodes are available: 2 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.",
     );
     pp.kubectl_ok(&["uncordon", "zone-c"]);
     assert_eq!(wait_bound(&nodes, "s3"), "zone-c");

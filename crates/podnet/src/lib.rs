@@ -1,13 +1,14 @@
-//! The node's share of the cluster pod network (flannel's job in a kubeadm cluster with the
-//! `host-gw` backend): from a watch of the Nodes it learns this node's pod CIDR (the node
-//! IPAM controller's `spec.podCIDR`, handed to the runtime for its CNI config), keeps a route
-//! to every other Node's pod CIDR through that Node's InternalIP, and masquerades only what
-//! pods send outside the cluster's pod network, so pods reach pods on other nodes by their
-//! own addresses. Routes and NAT go through the [`host::HostNet`] seam; the plan is pure
-//! ([`routes`]).
+//! The node's share of the cluster pod network (flannel's job in a kubeadm cluster): from a
+//! watch of the Nodes it learns this node's pod CIDR (the node IPAM controller's
+//! `spec.podCIDR`, handed to the runtime for its CNI config), keeps a route to every other
+//! Node's pod CIDR — through that Node's InternalIP when it is a direct neighbour (`host-gw`),
+//! else over a VXLAN tunnel ([`vxlan`]) — and masquerades only what pods send outside the
+//! cluster's pod network, so pods reach pods on other nodes by their own addresses. Routes,
+//! the tunnel and NAT go through the [`host::HostNet`] seam; the plan is pure ([`routes`]).
 
 pub mod host;
 pub mod routes;
+pub mod vxlan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,38 @@ pub fn sync(
             Err(e) => errors.push(e),
         }
     }
-    let want = routes::desired(nodes, &config.node_name, config.cluster_cidr);
+    let direct = |ip| match host.direct(ip) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(%ip, error = %e, "no route to a node; trying it as a neighbour");
+            true
+        }
+    };
+    let want = routes::desired(nodes, &config.node_name, config.cluster_cidr, &direct);
+    let peers: Vec<vxlan::Peer> = want
+        .iter()
+        .filter(|(_, hop)| hop.vxlan)
+        .map(|(dst, hop)| vxlan::Peer::new(*dst, hop.node_ip))
+        .collect();
+    let own_ip = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))
+        .and_then(routes::internal_ip);
+    let local = match (own, own_ip) {
+        (Some(cidr), Some(node_ip)) if !peers.is_empty() => Some(vxlan::Local {
+            vtep: vxlan::vtep_ip(cidr),
+            node_ip,
+        }),
+        _ => None,
+    };
+    // The device's entries go with it.
+    let tunnel = host.vxlan_device(local).and_then(|()| match local {
+        Some(_) => host.vxlan_peers(&peers),
+        None => Ok(()),
+    });
+    if let Err(e) = tunnel {
+        errors.push(e);
+    }
     let current = match host.routes() {
         Ok(r) => r,
         Err(e) => {
@@ -87,7 +119,7 @@ pub fn sync(
     for change in routes::plan(&want, &current) {
         let done = match change {
             Change::Replace(r) => host.replace(&r).inspect(|()| {
-                tracing::info!(dst = %r.dst, via = %r.via, "route to a node's pods");
+                tracing::info!(dst = %r.dst, via = %r.via, vxlan = r.vxlan, "route to a node's pods");
             }),
             Change::Delete(r) => host.delete(&r).inspect(|()| {
                 tracing::info!(dst = %r.dst, via = %r.via, "removed the route to a node's pods");
@@ -186,9 +218,10 @@ pub async fn run(
     }
 }
 
-/// Removes the masquerade rule (`peapod reset`); idempotent.
+/// Removes the masquerade rule and the VXLAN device (`peapod reset`); idempotent.
 pub fn cleanup(host: &dyn HostNet) -> Result<(), HostError> {
-    host.masquerade(None)
+    host.masquerade(None)?;
+    host.vxlan_device(None)
 }
 
 fn chain(err: &dyn std::error::Error) -> String {
@@ -217,6 +250,10 @@ mod tests {
         nat: Mutex<Option<(Ipv4Net, Ipv4Net)>>,
         nat_writes: Mutex<usize>,
         fail_replace: bool,
+        /// Node addresses behind a router.
+        routed: Vec<String>,
+        device: Mutex<Option<vxlan::Local>>,
+        peers: Mutex<Vec<vxlan::Peer>>,
     }
 
     impl HostNet for FakeHost {
@@ -245,6 +282,20 @@ mod tests {
             *self.nat_writes.lock().expect("lock") += 1;
             Ok(())
         }
+        fn direct(&self, ip: std::net::Ipv4Addr) -> Result<bool, HostError> {
+            Ok(!self.routed.contains(&ip.to_string()))
+        }
+        fn vxlan_device(&self, local: Option<vxlan::Local>) -> Result<(), HostError> {
+            if local.is_none() {
+                self.peers.lock().expect("lock").clear();
+            }
+            *self.device.lock().expect("lock") = local;
+            Ok(())
+        }
+        fn vxlan_peers(&self, peers: &[vxlan::Peer]) -> Result<(), HostError> {
+            *self.peers.lock().expect("lock") = peers.to_vec();
+            Ok(())
+        }
     }
 
     fn node(name: &str, cidr: Option<&str>, ip: &str) -> Node {
@@ -271,7 +322,10 @@ mod tests {
             .lock()
             .expect("lock")
             .iter()
-            .map(|r| format!("{} via {}", r.dst, r.via))
+            .map(|r| {
+                let dev = if r.vxlan { " dev peapod-vxlan" } else { "" };
+                format!("{} via {}{dev}", r.dst, r.via)
+            })
             .collect();
         v.sort();
         v
@@ -346,5 +400,47 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(*seen.lock().expect("lock"), ["10.244.0.0/24"]);
         assert!(dsts(&host).is_empty());
+    }
+
+    /// A node behind a router gets the tunnel: the device with this node's VTEP, the peer's
+    /// entries and a route through its VTEP; once no node needs it, the device goes.
+    #[test]
+    fn nodes_behind_a_router_are_reached_through_the_tunnel() {
+        let host = FakeHost {
+            routed: vec!["198.51.100.3".into()],
+            ..Default::default()
+        };
+        let mut synced = Synced::default();
+        let nodes = vec![
+            node("a", Some("10.244.0.0/24"), "192.0.2.1"),
+            node("b", Some("10.244.1.0/24"), "192.0.2.2"),
+            node("c", Some("10.244.2.0/24"), "198.51.100.3"),
+        ];
+        assert!(sync(&host, &config(None), &nodes, &mut synced, &|_| ()).is_empty());
+        assert_eq!(
+            dsts(&host),
+            [
+                "10.244.1.0/24 via 192.0.2.2",
+                "10.244.2.0/24 via 10.244.2.0 dev peapod-vxlan"
+            ]
+        );
+        assert_eq!(
+            *host.device.lock().expect("lock"),
+            Some(vxlan::Local {
+                vtep: "10.244.0.0".parse().expect("ip"),
+                node_ip: "192.0.2.1".parse().expect("ip"),
+            })
+        );
+        assert_eq!(
+            *host.peers.lock().expect("lock"),
+            [vxlan::Peer::new(
+                "10.244.2.0/24".parse().expect("cidr"),
+                "198.51.100.3".parse().expect("ip")
+            )]
+        );
+        assert!(sync(&host, &config(None), &nodes[..2], &mut synced, &|_| ()).is_empty());
+        assert_eq!(*host.device.lock().expect("lock"), None);
+        assert!(host.peers.lock().expect("lock").is_empty());
+        assert_eq!(dsts(&host), ["10.244.1.0/24 via 192.0.2.2"]);
     }
 }

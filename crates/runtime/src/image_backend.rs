@@ -4,12 +4,17 @@
 
 use std::path::PathBuf;
 
-use crate::{FsStats, ImageConfig, ImageInfo, RuntimeError};
+use crate::{Credentials, FsStats, ImageConfig, ImageInfo, RuntimeError};
 
 /// What the runtime needs of an image store.
 #[async_trait::async_trait]
 pub trait ImageBackend: Send + Sync + 'static {
-    async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError>;
+    /// Pulls with exactly `auth` (anonymously when `None`).
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&Credentials>,
+    ) -> Result<ImageInfo, RuntimeError>;
     /// Looks an image up by reference or id (blocking).
     fn get(&self, reference_or_id: &str) -> Result<Option<ImageInfo>, RuntimeError>;
     /// Every image in the store (blocking).
@@ -50,14 +55,21 @@ pub fn image_info(image: images::Image) -> ImageInfo {
 
 #[async_trait::async_trait]
 impl ImageBackend for images::ImageStore {
-    async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&Credentials>,
+    ) -> Result<ImageInfo, RuntimeError> {
         // The store's pull future is not provably Send (a higher-ranked closure inside it),
         // so drive it on a blocking thread of the same tokio runtime instead of in this task.
         let store = self.clone();
         let owned = reference.to_string();
+        let auth = auth.cloned();
         let handle = tokio::runtime::Handle::current();
-        let joined =
-            tokio::task::spawn_blocking(move || handle.block_on(store.pull(&owned, None))).await;
+        let joined = tokio::task::spawn_blocking(move || {
+            handle.block_on(store.pull_with_auth(&owned, auth.as_ref(), None))
+        })
+        .await;
         match joined {
             Ok(Ok(image)) => Ok(image_info(image)),
             Ok(Err(source)) => Err(RuntimeError::PullImage {

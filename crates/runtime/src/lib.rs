@@ -27,6 +27,7 @@ pub use cri::{
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
+pub use images::Credentials;
 pub use network::{NetworkConfig, NetworkError, PodCidr};
 pub use service::{Runtime, RuntimeConfig};
 pub use stdio::ExecIo;
@@ -158,8 +159,14 @@ pub struct ExecSyncResult {
 /// says so (stopping a stopped container, removing a removed sandbox succeed).
 #[async_trait::async_trait]
 pub trait RuntimeService: Send + Sync + 'static {
-    /// Pulls (or re-pulls) an image by reference; HTTP allowed only for localhost/127.0.0.0/8.
-    async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError>;
+    /// Pulls (or re-pulls) an image by reference with the registry credentials `auth` (CRI
+    /// `AuthConfig`; anonymously when `None`); HTTP allowed only for localhost/127.0.0.0/8.
+    /// A re-pull resolves the reference again and downloads only layers not yet stored.
+    async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&Credentials>,
+    ) -> Result<ImageInfo, RuntimeError>;
     /// The local image for a reference, if present.
     async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;

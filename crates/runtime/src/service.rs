@@ -709,8 +709,12 @@ impl Runtime {
 
 #[async_trait::async_trait]
 impl RuntimeService for Runtime {
-    async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
-        self.images.pull(reference).await
+    async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&crate::Credentials>,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.images.pull(reference, auth).await
     }
 
     async fn image_status(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {

@@ -111,7 +111,11 @@ fn busybox_info() -> ImageInfo {
 
 #[async_trait::async_trait]
 impl ImageBackend for DirImages {
-    async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        _auth: Option<&runtime::Credentials>,
+    ) -> Result<ImageInfo, RuntimeError> {
         self.get(reference)?.ok_or(RuntimeError::ImageNotFound {
             reference: reference.into(),
         })

@@ -26,10 +26,11 @@ use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
     PodCondition, Service,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -41,6 +42,7 @@ use controller_base::events::{EventType, Recorder};
 use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 
 use crate::misfit::{Misfit, NoFit};
+use crate::preemption::{self, Candidate};
 use crate::schedule::Plan;
 use crate::snapshot::Snapshot;
 use crate::spread;
@@ -52,6 +54,8 @@ const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(10);
 /// A pod waiting for its claims to bind is looked at again this often even without a claim
 /// event (upstream's PreBind gives up after a while and schedules the pod anew).
 const BINDING_WAIT: Duration = Duration::from_secs(30);
+/// How soon a pod that gave way to a higher-priority one is looked at again.
+const QUEUE_WAIT: Duration = Duration::from_millis(200);
 
 /// Pods bound by this scheduler that the pod cache does not show bound yet: node by pod uid.
 type Assumed = HashMap<String, String>;
@@ -68,6 +72,8 @@ struct Ctx {
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
+    /// The budgets preemption tries not to break.
+    budgets: Store<PodDisruptionBudget>,
     recorder: Recorder,
     /// Held for a whole decision, so decisions happen one at a time.
     assumed: Mutex<Assumed>,
@@ -183,6 +189,16 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .touched_objects();
+    let (budgets, budget_writer) = reflector::store();
+    let budget_events = reflector::reflector(
+        budget_writer,
+        watcher(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let for_nodes = pod_cache.clone();
     let for_bound = pod_cache.clone();
     let claimants = pod_cache.clone();
@@ -219,7 +235,8 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
                 None => Vec::new(),
             }
         })
-        .watches_stream(class_events, |_sc: StorageClass| Vec::new());
+        .watches_stream(class_events, |_sc: StorageClass| Vec::new())
+        .watches_stream(budget_events, |_pdb: PodDisruptionBudget| Vec::new());
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,
@@ -232,6 +249,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         claims,
         volumes,
         classes,
+        budgets,
         assumed: Mutex::new(Assumed::new()),
     });
     controller_base::runner::drive("scheduler", controller, ctx, reconcile).boxed()
@@ -260,6 +278,49 @@ fn with_assumed(pods: Vec<Arc<Pod>>, assumed: &mut Assumed) -> Vec<Arc<Pod>> {
             }
         })
         .collect()
+}
+
+/// Pending pods nominated for a node after preemption, of at least `pod`'s priority, shown
+/// placed there: the room their victims leave is theirs, not a lower pod's (upstream's
+/// nominated pods in the filters).
+fn with_nominated(pods: Vec<Arc<Pod>>, pod: &Pod) -> Vec<Arc<Pod>> {
+    let mine = preemption::priority(pod);
+    pods.into_iter()
+        .map(|p| {
+            let nominated = preemption::nominated_node(&p)
+                .filter(|_| needs_scheduling(&p) && p.metadata.uid != pod.metadata.uid)
+                .filter(|_| preemption::priority(&p) >= mine)
+                .map(str::to_string);
+            match nominated {
+                Some(node) => {
+                    let mut placed = (*p).clone();
+                    if let Some(spec) = placed.spec.as_mut() {
+                        spec.node_name = Some(node);
+                    }
+                    Arc::new(placed)
+                }
+                None => p,
+            }
+        })
+        .collect()
+}
+
+/// The scheduling queue's order: a pod waits while a pod of higher priority that was never
+/// tried is pending (its own event brings it to a decision first).
+fn higher_untried(pods: &[Arc<Pod>], pod: &Pod) -> bool {
+    let mine = preemption::priority(pod);
+    pods.iter().any(|p| {
+        needs_scheduling(p)
+            && p.metadata.uid != pod.metadata.uid
+            && preemption::priority(p) > mine
+            && !p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "PodScheduled")
+    })
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -298,6 +359,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("storageclass", e))?;
+    ctx.budgets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("poddisruptionbudget", e))?;
     let mut assumed = ctx.assumed.lock().await;
     let pods = with_assumed(ctx.pods.state(), &mut assumed);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -305,6 +370,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // Bound already; the pod's watch event is on its way.
         return Ok(Action::await_change());
     }
+    if higher_untried(&pods, &pod) {
+        return Ok(Action::requeue(QUEUE_WAIT));
+    }
+    let pods = with_nominated(pods, &pod);
     let nodes = ctx.nodes.state();
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
@@ -377,11 +446,94 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(no_fit) => {
+            let outcome = match preemption::eligible(&pod, &snapshot) {
+                Err(not) => Err(not.to_string()),
+                Ok(()) => preemption::find(
+                    &pod,
+                    &snapshot,
+                    |info| match plan.filter(info, &volume_fit) {
+                        Ok(()) => true,
+                        Err(misfits) => misfits.iter().any(Misfit::preemption_may_help),
+                    },
+                    |trial, node| {
+                        Plan::new(&pod, trial, default_spread.as_ref()).fits(node, &volume_fit)
+                    },
+                    &ctx.budgets.state(),
+                )
+                .map_err(|none| none.to_string()),
+            };
             drop(assumed);
-            mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
+            match outcome {
+                Ok(candidate) => {
+                    mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
+                    preempt(&ctx, &pod, &candidate).await?;
+                }
+                // Nothing to preempt for a pod that cannot fit anywhere for other reasons.
+                Err(_) if matches!(no_fit, NoFit::NoNodes) => {
+                    mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
+                }
+                Err(why) => {
+                    let msg = format!("{no_fit} preemption: {why}");
+                    mark_unschedulable(&ctx, &pod, &msg).await?;
+                }
+            }
             Ok(Action::requeue(UNSCHEDULABLE_RETRY))
         }
     }
+}
+
+/// Carries a preemption out: the preemptor is nominated for the node (so the room is kept
+/// for it), and each victim gets the `DisruptionTarget` condition, a `Preempted` event and a
+/// delete with its own grace period.
+async fn preempt(ctx: &Ctx, pod: &Pod, candidate: &Candidate) -> Result<(), Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    let nominate = serde_json::json!({"status": {"nominatedNodeName": candidate.node}});
+    match pods
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&nominate))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::api(format!("nominating pod {ns}/{name}"))(e)),
+    }
+    let preemptor = pod.metadata.uid.clone().unwrap_or_default();
+    for victim in &candidate.victims {
+        let vns = victim.namespace().unwrap_or_default();
+        let vname = victim.name_any();
+        let api = Api::<Pod>::namespaced(ctx.client.clone(), &vns);
+        let condition = serde_json::json!({"status": {"conditions": [{
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": preemption::DISRUPTION_REASON,
+            "message": format!("{COMPONENT}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": Timestamp::now().to_string(),
+        }]}});
+        let gone = |e: &kube::Error| is_not_found(e);
+        match api
+            .patch_status(
+                &vname,
+                &PatchParams::default(),
+                &Patch::Strategic(&condition),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::api(format!("marking victim {vns}/{vname}"))(e)),
+        }
+        let msg = format!("Preempted by pod {preemptor} on node {}", candidate.node);
+        ctx.recorder
+            .record(&**victim, EventType::Normal, "Preempted", &msg)
+            .await?;
+        match api.delete(&vname, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(Error::api(format!("preempting pod {vns}/{vname}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Names `node` in each waiting claim of the pod that does not name it yet, for the binder

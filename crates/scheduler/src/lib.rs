@@ -2,13 +2,15 @@
 //! and the pods bound to them, the filters (`NodeUnschedulable`, `TaintToleration`,
 //! `NodeAffinity`, `NodePorts`, `NodeResourcesFit`, `VolumeBinding`, `PodTopologySpread`,
 //! `InterPodAffinity`) and scores of [`schedule`], and the `0/N nodes are available` message
-//! of [`misfit`]. The [`controller`] feeds it from watch caches and binds pods.
+//! of [`misfit`], and [`preemption`] for pods that fit nowhere. The [`controller`] feeds it
+//! from watch caches, binds pods and evicts the victims of preemption.
 
 pub mod controller;
 pub mod interpod;
 pub mod misfit;
 pub mod nodescore;
 pub mod ports;
+pub mod preemption;
 pub mod resources;
 pub mod schedule;
 pub mod selectors;

@@ -39,6 +39,29 @@ pub enum Misfit {
     Affinity,
 }
 
+impl Misfit {
+    /// Whether evicting pods from the node may cure this (upstream: the filter answered
+    /// `Unschedulable`, not `UnschedulableAndUnresolvable`).
+    pub fn preemption_may_help(&self) -> bool {
+        match self {
+            Misfit::Ports
+            | Misfit::Insufficient(_)
+            | Misfit::TooManyPods
+            | Misfit::Spread
+            | Misfit::ExistingAntiAffinity
+            | Misfit::AntiAffinity => true,
+            Misfit::NotReady
+            | Misfit::Unschedulable
+            | Misfit::Taint { .. }
+            | Misfit::NodeSelector
+            | Misfit::VolumeAffinity
+            | Misfit::NoVolume
+            | Misfit::SpreadMissingLabel
+            | Misfit::Affinity => false,
+        }
+    }
+}
+
 impl fmt::Display for Misfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

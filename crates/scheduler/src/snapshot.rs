@@ -26,6 +26,27 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// `node` holding `pods`, with their requests and host ports summed.
+    pub fn new(node: Arc<Node>, pods: Vec<Arc<Pod>>) -> Self {
+        let empty = PodSpec::default();
+        let mut info = NodeInfo {
+            name: node.name_any(),
+            node,
+            pods: Vec::new(),
+            requested: Resources::default(),
+            nonzero: Resources::default(),
+            ports: Vec::new(),
+        };
+        for pod in pods {
+            let spec = pod.spec.as_ref().unwrap_or(&empty);
+            info.requested.add(&pod_requests(spec, Requests::Declared));
+            info.nonzero.add(&pod_requests(spec, Requests::NonZero));
+            info.ports.extend(host_ports(spec));
+            info.pods.push(pod);
+        }
+        info
+    }
+
     pub fn labels(&self) -> &Labels {
         static EMPTY: Labels = Labels::new();
         self.node.metadata.labels.as_ref().unwrap_or(&EMPTY)
@@ -39,6 +60,17 @@ pub struct Snapshot {
     pub namespace_labels: BTreeMap<String, Labels>,
 }
 
+impl Snapshot {
+    /// The same cluster with node `name` holding `pods` instead (a preemption's trial).
+    pub fn with_node_pods(&self, name: &str, pods: Vec<Arc<Pod>>) -> Snapshot {
+        let mut out = self.clone();
+        if let Some(info) = out.nodes.iter_mut().find(|n| n.name == name) {
+            *info = NodeInfo::new(info.node.clone(), pods);
+        }
+        out
+    }
+}
+
 /// Whether a pod still holds its node's resources: not Succeeded or Failed.
 pub fn is_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -48,33 +80,17 @@ pub fn is_active(pod: &Pod) -> bool {
 impl Snapshot {
     /// `pods` are all pods; those bound to a node in `nodes` and still active are placed.
     pub fn new(nodes: &[Arc<Node>], pods: &[Arc<Pod>], namespaces: &[Arc<Namespace>]) -> Self {
-        let empty = PodSpec::default();
-        let mut by_node: HashMap<&str, Vec<&Arc<Pod>>> = HashMap::new();
+        let mut by_node: HashMap<&str, Vec<Arc<Pod>>> = HashMap::new();
         for pod in pods.iter().filter(|p| is_active(p)) {
             if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-                by_node.entry(node).or_default().push(pod);
+                by_node.entry(node).or_default().push(pod.clone());
             }
         }
         let nodes = nodes
             .iter()
             .map(|node| {
-                let name = node.name_any();
-                let mut info = NodeInfo {
-                    node: node.clone(),
-                    pods: Vec::new(),
-                    requested: Resources::default(),
-                    nonzero: Resources::default(),
-                    ports: Vec::new(),
-                    name,
-                };
-                for pod in by_node.get(info.name.as_str()).into_iter().flatten() {
-                    let spec = pod.spec.as_ref().unwrap_or(&empty);
-                    info.requested.add(&pod_requests(spec, Requests::Declared));
-                    info.nonzero.add(&pod_requests(spec, Requests::NonZero));
-                    info.ports.extend(host_ports(spec));
-                    info.pods.push((*pod).clone());
-                }
-                info
+                let placed = by_node.remove(node.name_any().as_str()).unwrap_or_default();
+                NodeInfo::new(node.clone(), placed)
             })
             .collect();
         let namespace_labels = namespaces

@@ -2,8 +2,8 @@
 //! them: the pod runs as `default` unless it names an account, and unless the pod or its
 //! account opts out it gets the projected `kube-api-access-XXXXX` volume (a bound token, the
 //! cluster CA from the `kube-root-ca.crt` ConfigMap, the namespace) mounted read-only at
-//! [`MOUNT_PATH`] in every container and init container. Mirror pods of static pods are left
-//! alone. Pure: the caller looks the account up and supplies the name suffix.
+//! [`MOUNT_PATH`] in every container and init container; a pod without `imagePullSecrets`
+//! takes its account's. Mirror pods of static pods are left alone. Pure: the caller looks the account up and supplies the name suffix.
 
 use serde_json::{json, Map, Value};
 
@@ -60,6 +60,28 @@ pub fn should_automount(service_account: &Value, pod: &Value) -> bool {
         .get("automountServiceAccountToken")
         .and_then(Value::as_bool)
         .unwrap_or(true)
+}
+
+/// Gives a pod that lists no `imagePullSecrets` those of its account (upstream copies the
+/// account's list only when the pod's is empty; it never merges the two).
+pub fn add_image_pull_secrets(service_account: &Value, pod: &mut Value) {
+    let listed = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let Some(secrets) = service_account
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    else {
+        return;
+    };
+    if listed {
+        return;
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("imagePullSecrets".into(), Value::Array(secrets.clone()));
+    }
 }
 
 /// The projected volume source upstream's `TokenVolumeSource` describes.
@@ -157,6 +179,25 @@ mod tests {
         named["spec"]["serviceAccount"] = json!("builder");
         assert_eq!(default_service_account(&mut named), "builder");
         assert_eq!(named["spec"]["serviceAccountName"], "builder");
+    }
+
+    #[test]
+    fn pull_secrets_come_from_the_account_only_when_the_pod_has_none() {
+        let sa = json!({"metadata": {"name": "default"},
+                        "imagePullSecrets": [{"name": "regcred"}, {"name": "other"}]});
+        let mut p = pod();
+        add_image_pull_secrets(&sa, &mut p);
+        assert_eq!(
+            p["spec"]["imagePullSecrets"],
+            json!([{"name": "regcred"}, {"name": "other"}])
+        );
+        let mut own = pod();
+        own["spec"]["imagePullSecrets"] = json!([{"name": "mine"}]);
+        add_image_pull_secrets(&sa, &mut own);
+        assert_eq!(own["spec"]["imagePullSecrets"], json!([{"name": "mine"}]));
+        let mut none = pod();
+        add_image_pull_secrets(&json!({"metadata": {"name": "default"}}), &mut none);
+        assert!(none["spec"].get("imagePullSecrets").is_none());
     }
 
     #[test]

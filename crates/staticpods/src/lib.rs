@@ -140,6 +140,14 @@ pub struct KubeletConfig {
     pub image_gc_low_threshold_percent: Option<u8>,
     /// `imageMinimumGCAge`: how long an unused image is kept after it was first seen.
     pub image_minimum_gc_age: Option<Duration>,
+    /// `serializeImagePulls` (kubelet default `true`).
+    pub serialize_image_pulls: Option<bool>,
+    /// `maxParallelImagePulls`: a bound on parallel pulls when they are not serialized.
+    pub max_parallel_image_pulls: Option<u32>,
+    /// `shutdownGracePeriod`: how long stopping the node drains its pods (0: no drain).
+    pub shutdown_grace_period: Option<Duration>,
+    /// `shutdownGracePeriodCriticalPods`: the part of it kept for critical pods.
+    pub shutdown_grace_period_critical_pods: Option<Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -162,6 +170,10 @@ struct RawKubeletConfig {
     image_gc_low_threshold_percent: Option<i64>,
     #[serde(rename = "imageMinimumGCAge")]
     image_minimum_gc_age: Option<String>,
+    serialize_image_pulls: Option<bool>,
+    max_parallel_image_pulls: Option<i64>,
+    shutdown_grace_period: Option<String>,
+    shutdown_grace_period_critical_pods: Option<String>,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -242,6 +254,38 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "must be less than imageGCHighThresholdPercent",
         ));
     }
+    // kubelet's validation: a positive bound, and none above 1 while pulls are serialized.
+    let max_parallel_image_pulls = match raw.max_parallel_image_pulls {
+        None => None,
+        Some(n) => Some(u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            setting(
+                "maxParallelImagePulls",
+                n.to_string(),
+                "must be a positive number",
+            )
+        })?),
+    };
+    if raw.serialize_image_pulls.unwrap_or(true) && max_parallel_image_pulls.is_some_and(|n| n > 1)
+    {
+        return Err(setting(
+            "maxParallelImagePulls",
+            max_parallel_image_pulls.unwrap_or_default().to_string(),
+            "must be 1 or unset when serializeImagePulls is true",
+        ));
+    }
+    let shutdown = duration("shutdownGracePeriod", raw.shutdown_grace_period)?;
+    let shutdown_critical = duration(
+        "shutdownGracePeriodCriticalPods",
+        raw.shutdown_grace_period_critical_pods,
+    )?;
+    // kubelet's validation: the critical pods' share fits in the whole period.
+    if shutdown_critical.unwrap_or_default() > shutdown.unwrap_or_default() {
+        return Err(setting(
+            "shutdownGracePeriodCriticalPods",
+            format!("{}s", shutdown_critical.unwrap_or_default().as_secs()),
+            "must be <= shutdownGracePeriod",
+        ));
+    }
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -256,6 +300,10 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         image_gc_high_threshold_percent: high,
         image_gc_low_threshold_percent: low,
         image_minimum_gc_age: duration("imageMinimumGCAge", raw.image_minimum_gc_age)?,
+        serialize_image_pulls: raw.serialize_image_pulls,
+        max_parallel_image_pulls,
+        shutdown_grace_period: shutdown,
+        shutdown_grace_period_critical_pods: shutdown_critical,
     })
 }
 
@@ -1266,7 +1314,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1281,8 +1329,20 @@ mod tests {
                 image_gc_high_threshold_percent: Some(90),
                 image_gc_low_threshold_percent: Some(70),
                 image_minimum_gc_age: Some(Duration::from_secs(30)),
+                serialize_image_pulls: Some(false),
+                max_parallel_image_pulls: Some(4),
+                shutdown_grace_period: Some(Duration::from_secs(30)),
+                shutdown_grace_period_critical_pods: Some(Duration::from_secs(10)),
             }
         );
+        let critical_too_long = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriod: 5s\nshutdownGracePeriodCriticalPods: 10s\n";
+        assert!(matches!(
+            parse_kubelet_config(critical_too_long, Path::new("/x")),
+            Err(StaticPodError::Setting {
+                field: "shutdownGracePeriodCriticalPods",
+                ..
+            })
+        ));
         let abs = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n";
         let cfg = parse_kubelet_config(abs, Path::new("/x/c.yaml")).expect("cfg");
         assert_eq!(
@@ -1308,6 +1368,9 @@ mod tests {
             ("containerLogMaxSize", "-1Mi"),
             ("imageGCHighThresholdPercent", "101"),
             ("imageGCLowThresholdPercent", "85"),
+            ("maxParallelImagePulls", "0"),
+            // Above 1 while serializeImagePulls keeps its default of true.
+            ("maxParallelImagePulls", "3"),
         ] {
             let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
             let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);

@@ -1,5 +1,5 @@
 //! Pod defaults: `SetDefaults_Pod` and friends, plus what the admission plugins of a stock
-//! cluster add (ServiceAccount, Priority, DefaultTolerationSeconds), because users see those
+//! cluster add (ServiceAccount, DefaultTolerationSeconds), because users see those
 //! fields on every pod of a real cluster.
 
 use serde_json::{json, Map, Value};
@@ -49,15 +49,8 @@ fn pod_only_defaults(spec: &mut Map<String, Value>) {
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
         set(spec, "serviceAccount", sa);
     }
-    // Priority admission: no priorityClassName means priority 0 and the default policy.
-    if spec
-        .get("priorityClassName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        set(spec, "priority", json!(0));
-    }
-    set_str(spec, "preemptionPolicy", "PreemptLowerPriority");
+    // `spec.priority` and `spec.preemptionPolicy` come from the Priority admission plugin,
+    // which must see what the client sent (a value it gave that disagrees is refused).
     default_tolerations(spec);
     let host_network = spec
         .get("hostNetwork")
@@ -314,7 +307,7 @@ mod tests {
         assert_eq!(s["securityContext"], json!({}));
         assert_eq!(s["enableServiceLinks"], true);
         assert_eq!(s["serviceAccountName"], "default");
-        assert_eq!(s["priority"], 0);
+        assert!(s.get("priority").is_none(), "set by Priority admission");
         assert_eq!(s["tolerations"].as_array().map(Vec::len), Some(2));
         assert_eq!(s["tolerations"][0]["tolerationSeconds"], 300);
         let a = &s["containers"][0];

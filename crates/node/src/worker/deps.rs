@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use runtime::{PodSandboxStatus, RuntimeError, RuntimeService};
+use runtime::{ImageInfo, PodSandboxStatus, RuntimeError, RuntimeService};
 
 use podapi::Clock;
 use podapi::PodApi;
@@ -49,6 +50,32 @@ pub struct WorkerDeps {
     pub metrics: NodeMetrics,
     /// Where pod cgroups go (`kubepods/<tier>/pod<uid>`); `None` lets the runtime choose.
     pub pod_cgroups: Option<podcgroups::Layout>,
+    /// The node's image puller and its registry credentials.
+    pub pulls: Arc<ImagePulls>,
+}
+
+/// The puller every pod worker shares (one download per image) and the node-wide
+/// credentials it adds to each pod's pull Secrets.
+pub struct ImagePulls {
+    pub puller: imagepull::ImagePuller<ImageInfo, RuntimeError>,
+    pub node_credentials: imagepull::NodeCredentials,
+}
+
+impl ImagePulls {
+    pub fn new(
+        runtime: Arc<dyn RuntimeService>,
+        config: imagepull::PullerConfig,
+        node_credentials: imagepull::NodeCredentials,
+    ) -> Self {
+        let pull: imagepull::PullFn<ImageInfo, RuntimeError> = Arc::new(move |image, auth| {
+            let runtime = runtime.clone();
+            async move { runtime.pull_image(&image, auth.as_ref()).await }.boxed()
+        });
+        Self {
+            puller: imagepull::ImagePuller::new(config, pull),
+            node_credentials,
+        }
+    }
 }
 
 impl WorkerDeps {

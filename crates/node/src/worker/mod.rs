@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use runtime::ContainerState;
 
-pub use deps::{NodeFacts, WorkerDeps};
+pub use deps::{ImagePulls, NodeFacts, WorkerDeps};
 
 use crate::podstatus::{attempts_of, ephemeral_containers, Waiting};
 use observe::{observe, pod_net};
@@ -102,8 +102,11 @@ impl PodWorker {
                 &mut self.prober,
                 pod,
                 &observed,
-                plan::DEADLINE_REASON,
-                plan::DEADLINE_MESSAGE,
+                terminate::Ending {
+                    reason: plan::DEADLINE_REASON,
+                    message: plan::DEADLINE_MESSAGE,
+                    grace: plan::grace_period(pod),
+                },
             )
             .await;
             return None;
@@ -348,6 +351,30 @@ impl PodWorker {
     /// terminal status, release the sandbox, then delete the API object.
     pub async fn terminate(&mut self, deps: &WorkerDeps, pod: &Pod) -> Option<Duration> {
         terminate::terminate(deps, &mut self.state, &mut self.prober, pod).await
+    }
+
+    /// kubelet's node shutdown of a pod still running: killed with `grace`, it ends `Failed`
+    /// with the shutdown reason and message.
+    pub async fn shut_down(&mut self, deps: &WorkerDeps, pod: &Pod, grace: Duration) {
+        if self.state.lifecycle != Lifecycle::Syncing {
+            return;
+        }
+        let Ok(observed) = observe(deps, &mut self.state, pod).await else {
+            return;
+        };
+        terminate::fail_running(
+            deps,
+            &mut self.state,
+            &mut self.prober,
+            pod,
+            &observed,
+            terminate::Ending {
+                reason: node_shutdown::REASON,
+                message: node_shutdown::MESSAGE,
+                grace: grace.max(MIN_GRACE),
+            },
+        )
+        .await;
     }
 
     /// The pod is gone from the API (force-deleted, or deleted while the agent was down):

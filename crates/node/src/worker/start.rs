@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use imagepull::{pull_policy, PullFailure, PullPolicy};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::{ImageInfo, PodSandboxStatus, RuntimeError};
 
@@ -44,26 +45,6 @@ pub enum StartError {
     Start(#[source] RuntimeError),
     #[error("the postStart hook failed")]
     PostStart(#[source] HookError),
-}
-
-/// kubelet's default pull policy when the API left it unset.
-pub fn pull_policy(container: &Container) -> &str {
-    if let Some(p) = container
-        .image_pull_policy
-        .as_deref()
-        .filter(|p| !p.is_empty())
-    {
-        return p;
-    }
-    let image = container.image.as_deref().unwrap_or_default();
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, tag)) if tag != "latest" => "IfNotPresent",
-        _ => "Always",
-    }
 }
 
 /// Where in starting a container a runtime call failed.
@@ -353,7 +334,8 @@ async fn post_start(
     Err(StartError::PostStart(err))
 }
 
-/// kubelet's `EnsureImageExists`: honours imagePullPolicy and the pull back-off.
+/// kubelet's `EnsureImageExists`: honours imagePullPolicy and the pull back-off, and pulls
+/// through the node's shared puller with the pod's and the node's registry credentials.
 async fn ensure_image(
     deps: &WorkerDeps,
     state: &mut WorkerState,
@@ -362,7 +344,7 @@ async fn ensure_image(
 ) -> Result<ImageInfo, Waiting> {
     let name = container.name.as_str();
     let image = container.image.clone().unwrap_or_default();
-    let policy = pull_policy(container).to_string();
+    let policy = pull_policy(container);
     let present = match deps.runtime.image_status(&image).await {
         Ok(p) => p,
         Err(err) => {
@@ -371,7 +353,7 @@ async fn ensure_image(
         }
     };
     let now = deps.clock.now();
-    if let Some(info) = present.clone().filter(|_| policy != "Always") {
+    if let Some(info) = present.clone().filter(|_| policy != PullPolicy::Always) {
         let msg = format!("Container image {image:?} already present on machine");
         deps.events
             .record(pod, Some(name), EventType::Normal, "Pulled", &msg, now)
@@ -379,7 +361,7 @@ async fn ensure_image(
         state.remember_image(&info);
         return Ok(info);
     }
-    if policy == "Never" {
+    if policy == PullPolicy::Never {
         let msg = format!("Container image {image:?} is not present with pull policy of Never");
         deps.events
             .record(
@@ -402,7 +384,11 @@ async fn ensure_image(
         deps.events
             .record(pod, Some(name), EventType::Normal, "BackOff", &msg, now)
             .await;
-        return Err(Waiting::new("ImagePullBackOff", msg));
+        let waiting = match state.pull_errors.get(&image) {
+            Some(last) => format!("{msg}: {last}"),
+            None => msg,
+        };
+        return Err(Waiting::new("ImagePullBackOff", waiting));
     }
     deps.events
         .record(
@@ -414,28 +400,37 @@ async fn ensure_image(
             now,
         )
         .await;
-    let started = Instant::now();
-    match deps.runtime.pull_image(&image).await {
-        Ok(info) => {
-            let took = Duration::from_millis(
-                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            );
+    let pulled = match pull_credentials(deps, pod, &image).await {
+        Ok(candidates) => deps
+            .pulls
+            .puller
+            .pull(&image, candidates)
+            .await
+            .map_err(|failure| match failure {
+                PullFailure::Pull(err) => waiting_for_runtime_error(StartStage::Pull, &err),
+                PullFailure::Interrupted => Waiting::new("ErrImagePull", failure.to_string()),
+            }),
+        Err(err) => Err(Waiting::new("ErrImagePull", error_chain(&err))),
+    };
+    match pulled {
+        Ok(done) => {
             let msg = format!(
                 "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
-                go_duration(took),
-                go_duration(took),
-                info.size_bytes
+                go_duration(millis(done.pull_time)),
+                go_duration(millis(done.total_time)),
+                done.image.size_bytes
             );
             deps.event(pod, Some(name), EventType::Normal, "Pulled", &msg)
                 .await;
             state.pull_backoff.reset(&image);
-            state.remember_image(&info);
-            Ok(info)
+            state.pull_errors.remove(&image);
+            state.remember_image(&done.image);
+            Ok(done.image)
         }
-        Err(err) => {
+        Err(w) => {
             let now = deps.clock.now();
             state.pull_backoff.next(&image, now);
-            let w = waiting_for_runtime_error(StartStage::Pull, &err);
+            state.pull_errors.insert(image.clone(), w.message.clone());
             let msg = format!("Failed to pull image {image:?}: {}", w.message);
             deps.events
                 .record(pod, Some(name), EventType::Warning, "Failed", &msg, now)
@@ -443,6 +438,73 @@ async fn ensure_image(
             Err(w)
         }
     }
+}
+
+/// kubelet reports durations truncated to the millisecond.
+fn millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An error with its causes, as one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The credentials to try for `image`: the pod's `imagePullSecrets` (kubelet's
+/// `getPullSecretsForPod`: a Secret it cannot read is skipped with a
+/// `FailedToRetrieveImagePullSecret` warning), then the node-wide configuration.
+async fn pull_credentials(
+    deps: &WorkerDeps,
+    pod: &Pod,
+    image: &str,
+) -> Result<Vec<runtime::Credentials>, imagepull::SecretError> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let refs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty());
+    let (mut secrets, mut missing) = (Vec::new(), Vec::new());
+    for name in refs {
+        match deps.api.get_secret(&namespace, &name).await {
+            Ok(Some(secret)) => secrets.push(secret),
+            Ok(None) => missing.push(name),
+            Err(err) => {
+                tracing::info!(secret = name, error = %err, "unable to retrieve pull secret");
+                missing.push(name);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let msg = format!(
+            "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+            missing.join(", ")
+        );
+        deps.event(
+            pod,
+            None,
+            EventType::Warning,
+            "FailedToRetrieveImagePullSecret",
+            &msg,
+        )
+        .await;
+    }
+    let pod_keyring = imagepull::keyring_from_secrets(&secrets)?;
+    let node_keyring = deps.pulls.node_credentials.load()?;
+    Ok(imagepull::credentials_for(
+        image,
+        &pod_keyring,
+        &node_keyring,
+    ))
 }
 
 #[cfg(test)]

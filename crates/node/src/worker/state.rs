@@ -30,6 +30,9 @@ pub struct WorkerState {
     pub lifecycle: Lifecycle,
     pub restart_backoff: Backoff,
     pub pull_backoff: Backoff,
+    /// The last pull error by image, shown with `ImagePullBackOff` (kubelet v1.33 appends it
+    /// to the waiting message); gone after a successful pull.
+    pub pull_errors: HashMap<String, String>,
     /// Pending start failures by container name (ErrImagePull, CreateContainerConfigError…).
     pub waiting: HashMap<String, Waiting>,
     /// Containers whose start failed: not started again until their back-off has passed.
@@ -68,6 +71,7 @@ impl WorkerState {
             lifecycle: Lifecycle::Syncing,
             restart_backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
+            pull_errors: HashMap::new(),
             waiting: HashMap::new(),
             failed_starts: HashMap::new(),
             image_refs: HashMap::new(),

@@ -158,9 +158,17 @@ pub async fn terminate(
     retry_unless_terminated(state)
 }
 
-/// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`, here an
-/// exceeded `activeDeadlineSeconds`): a Normal event with the reason, not ready, every
-/// container killed with the pod's grace period, then the `Failed` status with the reason
+/// Why and how the node ends a running pod itself: the `Failed` status's reason and message,
+/// and the grace period its containers get.
+pub struct Ending<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+    pub grace: Duration,
+}
+
+/// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`: an exceeded
+/// `activeDeadlineSeconds`; or node shutdown): a Normal event with the reason, not ready,
+/// every container killed with `grace`, then the `Failed` status with the reason
 /// and message; the sandbox and volumes are released and the pod is finished.
 pub async fn fail_running(
     deps: &WorkerDeps,
@@ -168,15 +176,14 @@ pub async fn fail_running(
     prober: &mut PodProber,
     pod: &Pod,
     observed: &Observed,
-    reason: &str,
-    message: &str,
+    ending: Ending<'_>,
 ) {
-    deps.event(pod, None, EventType::Normal, reason, message)
+    deps.event(pod, None, EventType::Normal, ending.reason, ending.message)
         .await;
-    state.failure = Some((reason.to_string(), message.to_string()));
+    state.failure = Some((ending.reason.to_string(), ending.message.to_string()));
     state.probe_view.all_unready = true;
     prober.stop();
-    kill_all(deps, pod, observed, grace_period(pod)).await;
+    kill_all(deps, pod, observed, ending.grace).await;
     let observed = observe(deps, state, pod)
         .await
         .unwrap_or_else(|_| observed.clone());

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Container, PodStatus};
+use k8s_openapi::api::core::v1::PodStatus;
 use serde_json::json;
 
-use super::start::pull_policy;
 use super::*;
 use crate::testsupport::{FakeApi, FakeClock, FakeRuntime};
 use podapi::Clock;
@@ -49,6 +48,16 @@ fn harness() -> Harness {
         )),
         metrics: crate::NodeMetrics::new(),
         pod_cgroups: Some(podcgroups::Layout::new("peapod")),
+        pulls: Arc::new(ImagePulls::new(
+            rt.clone(),
+            imagepull::PullerConfig::default(),
+            imagepull::NodeCredentials::search(
+                Some(dir.path().join("config.json")),
+                dir.path(),
+                None,
+                None,
+            ),
+        )),
     };
     Harness {
         env,
@@ -519,6 +528,87 @@ async fn image_pull_failure_backs_off() {
 }
 
 #[tokio::test]
+async fn pulls_try_the_pod_secrets_then_the_node_credentials() {
+    let h = harness();
+    let node_config = json!({"auths": {"reg.io": {"username": "node-user", "password": "p"}}});
+    std::fs::write(
+        h._dir.path().join("config.json"),
+        serde_json::to_vec(&node_config).expect("json"),
+    )
+    .expect("write node config");
+    let pod_config = json!({"auths": {"reg.io/app": {"username": "pod-user", "password": "p"}}});
+    h.api.lock().secrets.insert(
+        "regcred".into(),
+        serde_json::from_value(json!({
+            "metadata": {"name": "regcred"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": k8s_openapi::ByteString(
+                serde_json::to_vec(&pod_config).expect("json"))}
+        }))
+        .expect("secret"),
+    );
+    let mut p = pod("Always", "reg.io/app:1", "IfNotPresent");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.image_pull_secrets = Some(
+            serde_json::from_value(json!([{"name": "gone"}, {"name": "regcred"}])).expect("refs"),
+        );
+    }
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let pulls: Vec<String> =
+        h.rt.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("pull"))
+            .collect();
+    assert_eq!(
+        pulls,
+        [
+            "pull reg.io/app:1 as pod-user",
+            "pull reg.io/app:1 as node-user"
+        ]
+    );
+    assert!(h.api.messages().contains(
+        &"Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed."
+            .to_string()
+    ));
+    assert!(h
+        .api
+        .reasons()
+        .contains(&"FailedToRetrieveImagePullSecret".to_string()));
+    // The back-off message carries the last pull error, as kubelet v1.33 shows it.
+    h.clock.advance(Duration::from_secs(3));
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    let waiting = status.container_statuses.as_ref().expect("statuses")[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.clone())
+        .expect("waiting");
+    assert_eq!(waiting.reason.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("Back-off pulling image \"reg.io/app:1\": image \"reg.io/app:1\" not found")
+    );
+    // Once the image can be had, it is pulled with the pod's credentials.
+    h.rt.with_registry_image("reg.io/app:1");
+    h.clock.advance(Duration::from_secs(20));
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+    let pulled = h
+        .api
+        .messages()
+        .into_iter()
+        .find(|m| m.starts_with("Successfully pulled image \"reg.io/app:1\" in "))
+        .expect("Pulled event");
+    assert!(
+        pulled.contains(" including waiting). Image size: "),
+        "{pulled}"
+    );
+}
+
+#[tokio::test]
 async fn never_pull_policy_and_config_errors() {
     let h = harness();
     let p = pod("Always", "absent:2", "Never");
@@ -602,21 +692,6 @@ async fn gone_pod_is_torn_down_and_logs_removed() {
     w.cleanup_gone(&h.env, &p).await;
     assert!(h.rt.state.lock().expect("lock").sandboxes.is_empty());
     assert!(!dir.exists());
-}
-
-#[test]
-fn default_pull_policy() {
-    let c = |image: &str| -> Container {
-        serde_json::from_value(json!({"name": "c", "image": image})).expect("c")
-    };
-    assert_eq!(pull_policy(&c("busybox")), "Always");
-    assert_eq!(pull_policy(&c("busybox:latest")), "Always");
-    assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
-    assert_eq!(
-        pull_policy(&c("localhost:5000/busybox:1.0")),
-        "IfNotPresent"
-    );
-    assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
 }
 
 // ---- init containers, sidecars, probes, hooks ----

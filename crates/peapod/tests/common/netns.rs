@@ -49,10 +49,24 @@ pub struct TestBridge {
 impl TestBridge {
     pub fn create() -> Self {
         let pid = std::process::id();
-        let bridge = TestBridge {
-            name: format!("ppmn{}", pid % 100_000),
-            prefix: format!("198.18.{}", pid % 250 + 1),
-        };
+        Self::with(
+            format!("ppmn{}", pid % 100_000),
+            format!("198.18.{}", pid % 250 + 1),
+        )
+    }
+
+    /// A second bridge, in another subnet: nodes on the two are no neighbours, the host
+    /// routes between them.
+    pub fn create_other() -> Self {
+        let pid = std::process::id();
+        Self::with(
+            format!("ppmx{}", pid % 100_000),
+            format!("198.19.{}", pid % 250 + 1),
+        )
+    }
+
+    fn with(name: String, prefix: String) -> Self {
+        let bridge = TestBridge { name, prefix };
         quietly("ip", &["link", "del", &bridge.name]);
         sh("ip", &["link", "add", &bridge.name, "type", "bridge"]);
         sh(

@@ -1,6 +1,6 @@
 //! A docker-registry on 127.0.0.1 serving the busybox fixture as `busybox:latest`, for
 //! tests whose pods pull (`kubectl create job|deployment --image=…` leaves the pull policy
-//! at `Always` for a `latest` tag); stopped on drop.
+//! at `Always` for a `latest` tag), optionally behind HTTP Basic auth; stopped on drop.
 
 use std::process::Command;
 
@@ -11,23 +11,50 @@ pub struct Registry {
     pub port: u16,
 }
 
+/// The user [`Registry::start_with_auth`] accepts, and its password.
+pub const AUTH_USER: &str = "puller";
+pub const AUTH_PASSWORD: &str = "peapod-pull-pw";
+/// bcrypt of [`AUTH_PASSWORD`] (cost 5), as `htpasswd -B` writes it.
+const AUTH_HASH: &str = "$2b$05$yGBGjWi8/ZkPYb4tgCTfgO6ZuJCAgScfKj9TP5iXbgnYHFWpc3Tnq";
+
 impl Registry {
     pub fn start() -> Self {
+        Self::start_inner(false)
+    }
+
+    /// A registry that serves only [`AUTH_USER`] with [`AUTH_PASSWORD`] (HTTP Basic).
+    pub fn start_with_auth() -> Self {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("registry dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let r = Registry { dir, port };
-        r.script(&["start", &r.dir_str(), &port.to_string()]);
-        let layout = fixtures().join("busybox-oci");
-        r.script(&[
-            "push",
-            &r.dir_str(),
-            &port.to_string(),
-            layout.to_str().expect("path"),
-            "busybox:latest",
-        ]);
+        let mut start = vec!["start".to_string(), r.dir_str(), port.to_string()];
+        let mut push = vec![
+            "push".to_string(),
+            r.dir_str(),
+            port.to_string(),
+            fixtures()
+                .join("busybox-oci")
+                .to_str()
+                .expect("path")
+                .to_string(),
+            "busybox:latest".to_string(),
+        ];
+        if auth {
+            let htpasswd = r.dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{AUTH_USER}:{AUTH_HASH}\n")).expect("htpasswd");
+            start.push(htpasswd.to_string_lossy().into_owned());
+            push.push(format!("{AUTH_USER}:{AUTH_PASSWORD}"));
+        }
+        for args in [&start, &push] {
+            r.script(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
         r
     }
 
