@@ -117,7 +117,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn pods_are_resized_in_place_or_restarted_as_their_policy_says() {
-    let pp = Peapod::start();
+    let mut pp = Peapod::start();
     let discovery = pp.kubectl_ok(&["get", "--raw", "/api/v1"]);
     assert!(discovery.contains(r#""name":"pods/resize""#), "{discovery}");
 
@@ -200,6 +200,20 @@ fn pods_are_resized_in_place_or_restarted_as_their_policy_says() {
         .as_deref(),
         Some("0")
     );
+
+    // An agent restart keeps what was resized: nothing restarts or changes back.
+    pp.kill9();
+    pp.up();
+    wait_for("the status after the agent restart", || {
+        pp.jsonpath(
+            "pod/guaranteed",
+            "{.status.containerStatuses[0].ready}/{.status.containerStatuses[0].resources.limits.cpu}",
+        )
+        .as_deref()
+            == Some("true/100m")
+    });
+    assert_eq!(cpu_quota(&uid, &id), Some(quota_text(10_000)));
+    assert_eq!(container_id(&pp, "guaranteed"), id);
 
     // A memory limit may not shrink in place, nor may the QoS class change (422).
     let out = resize(
