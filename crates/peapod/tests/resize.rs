@@ -80,6 +80,27 @@ fn memory_limit(uid: &str, id: &str) -> Option<String> {
     control(uid, id, "memory.limit_in_bytes", "memory.max")
 }
 
+/// The Burstable tier's cpu shares (v1) or weight (v2).
+fn burstable_tier_cpu() -> Option<String> {
+    [
+        "/sys/fs/cgroup/cpu,cpuacct/peapod/kubepods/burstable/cpu.shares",
+        "/sys/fs/cgroup/cpu/peapod/kubepods/burstable/cpu.shares",
+        "/sys/fs/cgroup/peapod/kubepods/burstable/cpu.weight",
+    ]
+    .iter()
+    .find_map(|f| std::fs::read_to_string(f).ok())
+    .map(|s| s.trim().to_string())
+}
+
+/// What `burstable_tier_cpu` reads for `shares` v1 shares.
+fn shares_text(shares: u64) -> String {
+    if v2() {
+        (1 + ((shares - 2) * 9999) / 262_142).to_string()
+    } else {
+        shares.to_string()
+    }
+}
+
 fn container_id(pp: &Peapod, pod: &str) -> String {
     pp.jsonpath(
         &format!("pod/{pod}"),
@@ -297,11 +318,16 @@ fn pods_are_resized_in_place_or_restarted_as_their_policy_says() {
         .jsonpath("pod/restarting", "{.metadata.uid}")
         .unwrap_or_default();
     let first = container_id(&pp, "restarting");
+    // The Burstable tier's shares are its pods' cpu requests: 100m.
+    assert_eq!(burstable_tier_cpu(), Some(shares_text(102)));
     resize_ok(
         &pp,
         "restarting",
-        r#"{"limits":{"memory":"96Mi"},"requests":{"cpu":"100m","memory":"32Mi"}}"#,
+        r#"{"limits":{"memory":"96Mi"},"requests":{"cpu":"300m","memory":"32Mi"}}"#,
     );
+    wait_for("the Burstable tier to follow the resized request", || {
+        burstable_tier_cpu() == Some(shares_text(307))
+    });
     wait_for("the container to restart once", || {
         pp.jsonpath(
             "pod/restarting",
