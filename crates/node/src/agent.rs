@@ -506,6 +506,7 @@ pub async fn run(
         sandboxes: Default::default(),
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
+        pods: pods.clone(),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
         pulls: Arc::new(ImagePulls::new(
             runtime.clone(),

@@ -116,8 +116,11 @@ impl PodWorker {
         let t = Instant::now();
         let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;
         measure("volumes", t, false);
-        self.state.resize.infeasible = resize::wanted(pod, &observed)
-            .then(|| resize::infeasible(pod, &deps.node))
+        self.state.resize.pending = resize::wanted(pod, &observed)
+            .then(|| {
+                let pods = deps.pods.read().unwrap_or_else(|e| e.into_inner());
+                resize::pending(pod, &deps.node, pods.values())
+            })
             .flatten();
         let step = if volumes_ready {
             plan(pod, &observed, &self.state, now)

@@ -226,7 +226,7 @@ impl Planner<'_> {
             }
             ContainerState::Running
                 if follows_spec
-                    && self.state.resize.infeasible.is_none()
+                    && self.state.resize.pending.is_none()
                     && container_resize(c, latest) == ContainerResize::Restart =>
             {
                 // kubelet v1.33: a resource whose resizePolicy is RestartContainer changed.
@@ -244,7 +244,7 @@ impl Planner<'_> {
                 Step::Pending
             }
             ContainerState::Running | ContainerState::Unknown => {
-                if follows_spec && self.state.resize.infeasible.is_none() {
+                if follows_spec && self.state.resize.pending.is_none() {
                     if let ContainerResize::InPlace {
                         resources,
                         allocation,

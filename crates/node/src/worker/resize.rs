@@ -2,7 +2,8 @@
 //! `doPodResizeAction`): a running container whose spec asks for other cpu or memory than
 //! it was given is resized in place, or restarted when its `resizePolicy` says
 //! `RestartContainer` for a resource that changed; a resize the node can never fit stays
-//! pending (`PodResizePending`, `Infeasible`); one that failed to apply shows as
+//! pending (`PodResizePending`, `Infeasible`), one that does not fit beside the other pods
+//! waits (`Deferred`) and is tried again at each sync; one that failed to apply shows as
 //! `PodResizeInProgress` with the error. The status reports each container's allocated and
 //! actual resources.
 
@@ -98,25 +99,72 @@ fn resizable(pod: &Pod) -> impl Iterator<Item = &Container> {
         )
 }
 
-/// kubelet's `canResizePod`: a pod whose requests exceed the node's allocatable can never be
-/// resized here (`Infeasible`), with its message.
-pub fn infeasible(pod: &Pod, node: &NodeFacts) -> Option<String> {
+/// Why a resize waits: kubelet's `canResizePod` reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// More than the node's allocatable: never possible here.
+    Infeasible(String),
+    /// It fits the node but not beside the other pods now; retried as they change.
+    Deferred(String),
+}
+
+impl Pending {
+    fn reason_message(&self) -> (&'static str, &str) {
+        match self {
+            Pending::Infeasible(m) => ("Infeasible", m),
+            Pending::Deferred(m) => ("Deferred", m),
+        }
+    }
+}
+
+/// kubelet's `canResizePod`: the pod's new requests against the node's allocatable
+/// (`Infeasible`), then against what the node's other active pods request (`Deferred`).
+pub fn pending<'a>(
+    pod: &Pod,
+    node: &NodeFacts,
+    others: impl IntoIterator<Item = &'a Pod>,
+) -> Option<Pending> {
     let (cpu, memory) = pod
         .spec
         .as_ref()
         .map(containerspec::pod_requests)
         .unwrap_or_default();
-    let cpu_capacity = (node.cpu * 1000.0) as u64;
-    let memory_capacity = node.memory as u64;
-    if cpu_capacity > 0 && cpu > cpu_capacity {
-        return Some(format!(
-            "Node didn't have enough capacity: cpu, requested: {cpu}, capacity: {cpu_capacity}"
-        ));
+    let capacity = [
+        ("cpu", cpu, (node.cpu * 1000.0) as u64),
+        ("memory", memory, node.memory as u64),
+    ];
+    for (name, requested, capacity) in capacity {
+        if capacity > 0 && requested > capacity {
+            return Some(Pending::Infeasible(format!(
+                "Node didn't have enough capacity: {name}, requested: {requested}, capacity: {capacity}"
+            )));
+        }
     }
-    if memory_capacity > 0 && memory > memory_capacity {
-        return Some(format!(
-            "Node didn't have enough capacity: memory, requested: {memory}, capacity: {memory_capacity}"
-        ));
+    let uid = pod.metadata.uid.as_deref();
+    let (used_cpu, used_memory) = others
+        .into_iter()
+        .filter(|p| p.metadata.uid.as_deref() != uid)
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .filter_map(|p| p.spec.as_ref())
+        .map(containerspec::pod_requests)
+        .fold((0u64, 0u64), |(c, m), (pc, pm)| {
+            (c.saturating_add(pc), m.saturating_add(pm))
+        });
+    let used = [
+        ("cpu", cpu, used_cpu, (node.cpu * 1000.0) as u64),
+        ("memory", memory, used_memory, node.memory as u64),
+    ];
+    for (name, requested, used, capacity) in used {
+        if capacity > 0 && requested.saturating_add(used) > capacity {
+            return Some(Pending::Deferred(format!(
+                "Node didn't have enough resource: {name}, requested: {requested}, used: {used}, capacity: {capacity}"
+            )));
+        }
     }
     None
 }
@@ -180,8 +228,8 @@ pub async fn apply(
 /// What the worker knows of the pod's resize when it writes the status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResizeState {
-    /// Why the resize cannot be done here (`Infeasible`).
-    pub infeasible: Option<String>,
+    /// Why the resize waits (`Infeasible`, `Deferred`).
+    pub pending: Option<Pending>,
     /// Why applying it failed (the resize stays in progress and is retried).
     pub error: Option<String>,
 }
@@ -237,8 +285,9 @@ pub fn fill_status(
         last_transition_time: Some(since(kind, reason)),
         ..Default::default()
     };
-    if let Some(message) = &resize.infeasible {
-        conditions.push(condition(PENDING, Some("Infeasible"), message));
+    if let Some(pending) = &resize.pending {
+        let (reason, message) = pending.reason_message();
+        conditions.push(condition(PENDING, Some(reason), message));
     } else if let Some(message) = &resize.error {
         conditions.push(condition(IN_PROGRESS, Some("Error"), message));
     }
@@ -307,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn too_much_for_the_node_is_infeasible() {
+    fn too_much_for_the_node_is_infeasible_beside_others_deferred() {
         let node = NodeFacts {
             name: "n".into(),
             host_ip: "1.2.3.4".into(),
@@ -315,16 +364,30 @@ mod tests {
             memory: 1e9,
             ephemeral_storage: 0.0,
         };
-        let pod = |cpu: &str| -> Pod {
-            serde_json::from_value(json!({"spec": {"containers": [
+        let pod = |uid: &str, cpu: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"uid": uid}, "spec": {"containers": [
                 {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
             .expect("pod")
         };
-        assert_eq!(infeasible(&pod("2"), &node), None);
+        assert_eq!(pending(&pod("a", "2"), &node, []), None);
         assert_eq!(
-            infeasible(&pod("3"), &node).as_deref(),
-            Some("Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000")
+            pending(&pod("a", "3"), &node, []),
+            Some(Pending::Infeasible(
+                "Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000".into()
+            ))
         );
+        let me = pod("a", "1500m");
+        let other = pod("b", "1");
+        assert_eq!(
+            pending(&me, &node, [&me, &other]),
+            Some(Pending::Deferred(
+                "Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000"
+                    .into()
+            ))
+        );
+        let mut done = other.clone();
+        done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
+        assert_eq!(pending(&me, &node, [&me, &done]), None);
     }
 
     #[test]

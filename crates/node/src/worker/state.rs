@@ -61,7 +61,7 @@ pub struct WorkerState {
     /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
     /// the reason and message of its `Failed` status.
     pub failure: Option<(String, String)>,
-    /// Where the pod's in-place resize stands (infeasible, or failed to apply).
+    /// Where the pod's in-place resize stands (pending, or failed to apply).
     pub resize: ResizeState,
 }
 

@@ -48,6 +48,7 @@ fn harness() -> Harness {
             ::volumes::DEFAULT_SYNC_PERIOD,
         )),
         metrics: crate::NodeMetrics::new(),
+        pods: Default::default(),
         pod_cgroups: Some(podcgroups::Layout::new("peapod")),
         pulls: Arc::new(ImagePulls::new(
             rt.clone(),
