@@ -2,7 +2,8 @@
 //! resize` changes a running container's cpu and memory without restarting it (its cgroup
 //! files show the new values, the status its allocated and actual resources), restarts it
 //! once when its `resizePolicy` asks for that, reports a resize the node can never fit as
-//! `PodResizePending`/`Infeasible`, and refuses one that would change the QoS class.
+//! `PodResizePending`/`Infeasible` and one that does not fit beside the other pods as
+//! `Deferred` (done once they leave room), and refuses one that would change the QoS class.
 
 mod common;
 
@@ -347,5 +348,46 @@ fn pods_are_resized_in_place_or_restarted_as_their_policy_says() {
         .as_deref(),
         Some("96Mi")
     );
-    pp.kubectl_ok(&["delete", "pod", "guaranteed", "restarting", "--wait=true"]);
+
+    // Fits the node but not beside the other pod's 300m: Deferred, done once that pod goes.
+    let cpus: u64 = pp
+        .jsonpath(
+            &format!("node/{}", pp.node_name),
+            "{.status.allocatable.cpu}",
+        )
+        .and_then(|c| c.parse().ok())
+        .expect("node cpu allocatable");
+    let millis = cpus * 1000 - 100;
+    let uid = pp
+        .jsonpath("pod/guaranteed", "{.metadata.uid}")
+        .unwrap_or_default();
+    resize_ok(
+        &pp,
+        "guaranteed",
+        &format!(
+            r#"{{"limits":{{"cpu":"{millis}m","memory":"128Mi"}},"requests":{{"cpu":"{millis}m","memory":"128Mi"}}}}"#
+        ),
+    );
+    wait_for("PodResizePending Deferred", || {
+        pp.jsonpath(
+            "pod/guaranteed",
+            r#"{.status.conditions[?(@.type=="PodResizePending")].reason}"#,
+        )
+        .as_deref()
+            == Some("Deferred")
+    });
+    assert_eq!(cpu_quota(&uid, &id), Some(quota_text(10_000)));
+    pp.kubectl_ok(&["delete", "pod", "restarting", "--wait=true"]);
+    wait_for("the deferred resize to be done", || {
+        cpu_quota(&uid, &id) == Some(quota_text(millis * 100))
+    });
+    wait_for("PodResizePending to clear", || {
+        pp.jsonpath(
+            "pod/guaranteed",
+            r#"{.status.conditions[?(@.type=="PodResizePending")].type}"#,
+        )
+        .as_deref()
+            == Some("")
+    });
+    pp.kubectl_ok(&["delete", "pod", "guaranteed", "--wait=true"]);
 }
