@@ -5,8 +5,8 @@
 //! `serde_json::Value`. The machinery kinds are built from (strategies, metadata checks,
 //! quantities, the pod QoS class) is `apimachinery`, re-exported here under its old paths.
 //!
-//! Modules depend downwards only: `defaults`, `validation`, `tables`, `fields`, `patch` and
-//! `selectors` look kinds up in `resources`.
+//! Modules depend downwards only: `defaults`, `validation`, `tables`, `fields`, `patch`,
+//! `selectors` and `discovery` (the discovery documents) look kinds up in `resources`.
 
 pub use apimachinery::{
     checks, deletion, duration, field_errors, json, labelselector, names, printing, qos, quantity,
@@ -14,6 +14,7 @@ pub use apimachinery::{
 };
 
 pub mod defaults;
+pub mod discovery;
 pub mod fields;
 pub mod patch;
 pub mod resources;

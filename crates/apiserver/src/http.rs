@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use api::deletion::{Propagation, PropagationChoice};
 use api::tables::IncludeObject;
 
-use crate::discovery;
 use crate::error::{qualified, ApiError};
 use crate::objects::{
     api_version, DeleteOptions, Deleted, PagedList, Part, PatchType, Selectors, WriteOptions,
@@ -224,8 +223,9 @@ async fn auth(State(st): State<AppState>, mut req: Request, next: Next) -> Respo
     }
 }
 
-/// NodeRestriction's check that needs the stored pod: a node changes the status of, or
-/// deletes, only pods bound to it.
+/// The Node authorizer's checks that need stored objects: a node changes the status of, or
+/// deletes, only pods bound to it, and reads a Secret, ConfigMap, claim or ServiceAccount
+/// only while one of its pods uses it.
 async fn node_restriction(
     st: &AppState,
     user: &User,
@@ -233,6 +233,26 @@ async fn node_restriction(
     uri: &Uri,
 ) -> Result<(), ApiError> {
     let a = rbac::Attributes::from_request(user.clone(), method, uri.path(), uri.query());
+    if let Some((node, kind)) = rbac::node_graph::check(&a) {
+        let pods = st
+            .registry
+            .store
+            .list("", "pods", Some(&a.namespace))
+            .await
+            .map_err(ApiError::Store)?;
+        let used = pods
+            .items
+            .iter()
+            .any(|p| rbac::node_graph::pod_uses(p, node, kind, &a.name));
+        if !used {
+            return Err(ApiError::Forbidden {
+                resource: kind.resource().into(),
+                group: String::new(),
+                name: a.name.clone(),
+                detail: rbac::node_graph::refusal(&a, node),
+            });
+        }
+    }
     let Some(node) = rbac::node::pod_binding_check(&a) else {
         return Ok(());
     };
@@ -316,11 +336,11 @@ fn accept(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn discovery_response(headers: &HeaderMap, core: bool, legacy: Value) -> Response {
-    match discovery::aggregated_version(accept(headers)) {
+    match api::discovery::aggregated_version(accept(headers)) {
         Some(v) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, discovery::content_type(v))],
-            discovery::aggregated(core, v).to_string(),
+            [(header::CONTENT_TYPE, api::discovery::content_type(v))],
+            api::discovery::aggregated(core, v).to_string(),
         )
             .into_response(),
         None => json_response(StatusCode::OK, &legacy),
@@ -328,22 +348,26 @@ fn discovery_response(headers: &HeaderMap, core: bool, legacy: Value) -> Respons
 }
 
 async fn api_root(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    discovery_response(&headers, true, discovery::api_versions(&st.server_address))
+    discovery_response(
+        &headers,
+        true,
+        api::discovery::api_versions(&st.server_address),
+    )
 }
 
 async fn apis_root(headers: HeaderMap) -> Response {
-    discovery_response(&headers, false, discovery::api_group_list())
+    discovery_response(&headers, false, api::discovery::api_group_list())
 }
 
 async fn core_v1() -> Response {
-    match discovery::resource_list("", "v1") {
+    match api::discovery::resource_list("", "v1") {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
-    match discovery::api_group_doc(&group) {
+    match api::discovery::api_group_doc(&group) {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }
@@ -352,7 +376,7 @@ async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> R
 async fn group_version(
     axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    match discovery::resource_list(&group, &version) {
+    match api::discovery::resource_list(&group, &version) {
         Some(v) => json_response(StatusCode::OK, &v),
         None => ApiError::PathNotFound.into_response(),
     }

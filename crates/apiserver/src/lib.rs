@@ -12,7 +12,6 @@ pub mod bootstrap_tokens;
 mod cluster_address;
 mod containers;
 mod default_tolerations;
-mod discovery;
 mod edge;
 mod endpoint_reconciler;
 mod error;

@@ -57,7 +57,7 @@ fn deadline(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instan
 struct State {
     req: WatchRequest,
     watch: Option<WatchStream>,
-    /// The resourceVersion of the last store event seen (or the start RV).
+    /// The resourceVersion of the last store event or bookmark seen (or the start RV).
     last_rv: u64,
     pending: VecDeque<Bytes>,
     first_table: bool,
@@ -102,6 +102,9 @@ impl State {
 
     fn on_event(&mut self, ev: &store::WatchEvent) {
         self.last_rv = ev.resource_version;
+        if ev.kind == EventKind::Bookmark {
+            return;
+        }
         let now_match = self.req.selectors.matches(&ev.object);
         let was_match = ev
             .prev_object
@@ -165,7 +168,13 @@ impl State {
                     Some(Err(e)) => self.error_event(ApiError::Store(e)),
                     None => return None,
                 },
-                _ = tokio::time::sleep_until(self.deadline) => return None,
+                // As kube-apiserver does, a last bookmark just before the end, so that the
+                // client resumes from a recent resourceVersion and not from its last event,
+                // which compaction may have dropped meanwhile.
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    self.bookmark();
+                    self.done = true;
+                }
                 _ = tokio::time::sleep_until(self.next_bookmark) => {
                     self.next_bookmark += BOOKMARK_EVERY;
                     self.bookmark();
@@ -343,8 +352,19 @@ mod tests {
         assert_eq!(ev["object"]["code"], 410);
         assert!(stream.next().await.is_none());
 
-        // A current RV with a short timeout: the stream just ends.
+        // A current RV with a short timeout: a last bookmark at the current RV, then the end.
         req.resource_version = Some("3".into());
+        let mut stream = Box::pin(start(reg.clone(), req.clone()).await.expect("start"));
+        let ev = next_json(&mut stream).await;
+        assert_eq!(ev["type"], "BOOKMARK");
+        assert_eq!(ev["object"]["metadata"]["resourceVersion"], "3");
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("ends in time");
+        assert!(end.is_none());
+
+        // Without bookmarks asked for, the stream just ends.
+        req.bookmarks = false;
         let mut stream = Box::pin(start(reg, req).await.expect("start"));
         let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await

@@ -186,6 +186,7 @@ impl Authorizer {
                                 }
                             }
                             EventKind::Deleted => policy.remove(kind, &ev.object),
+                            EventKind::Bookmark => {}
                         }
                     }
                 }

@@ -64,6 +64,33 @@ pub struct PodSandboxConfig {
     /// `hostAliases`: extra `/etc/hosts` entries, one line per address.
     #[serde(default)]
     pub host_aliases: Vec<HostAlias>,
+    /// `hostUsers: false`: the pod's user namespace (CRI `NamespaceOption.userns_options`
+    /// with mode `POD`); `None` keeps the node's.
+    #[serde(default)]
+    pub user_namespace: Option<IdMapping>,
+}
+
+/// One contiguous range of a user namespace's IDs (CRI `IDMapping`): IDs `container_id ..
+/// container_id + length` inside are `host_id ..` outside. kubelet maps a pod's UIDs and
+/// GIDs alike, from 0, so one mapping serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    /// The host ID that `id` inside the namespace maps to, if it is in the range.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.container_id)?;
+        (offset < self.length).then(|| self.host_id.checked_add(offset))?
+    }
+
+    /// The line of `/proc/<pid>/uid_map` (and `gid_map`) that sets this mapping.
+    pub fn map_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
 }
 
 /// One `hostAliases` entry: an address and the names it answers to.
@@ -240,6 +267,25 @@ pub struct SecurityConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_mapping_translates_inside_ids_only() {
+        let m = IdMapping {
+            container_id: 0,
+            host_id: 131072,
+            length: 65536,
+        };
+        assert_eq!(m.to_host(0), Some(131072));
+        assert_eq!(m.to_host(65535), Some(196607));
+        assert_eq!(m.to_host(65536), None);
+        assert_eq!(m.map_line(), "0 131072 65536\n");
+        let top = IdMapping {
+            container_id: 0,
+            host_id: u32::MAX - 1,
+            length: 65536,
+        };
+        assert_eq!(top.to_host(5), None);
+    }
 
     #[test]
     fn resolv_conf_has_search_servers_then_options() {

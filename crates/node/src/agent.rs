@@ -284,6 +284,9 @@ impl Dispatcher {
             .cloned()
             .collect();
         self.deps.volumes.cleanup_orphans(&known);
+        for err in self.deps.userns.retain(&known) {
+            tracing::warn!(error = %err, "releasing an orphaned user namespace range failed");
+        }
         for s in sandboxes.iter().filter(|s| !known.contains(&s.config.uid)) {
             tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.config.namespace, s.config.name), "removing orphaned sandbox");
             sandbox::log_teardown(
@@ -507,6 +510,7 @@ pub async fn run(
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
         pods: pods.clone(),
+        userns: Arc::new(userns::Allocator::for_state_dir(&config.state_dir)?),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
         pulls: Arc::new(ImagePulls::new(
             runtime.clone(),
@@ -517,6 +521,7 @@ pub async fn run(
     // kubelet's image garbage collection by disk thresholds.
     let image_gc_task = tokio::spawn(crate::imagegc::run(
         runtime.clone(),
+        deps.events.clone(),
         config.image_gc,
         config
             .image_gc_period

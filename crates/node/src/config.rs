@@ -67,4 +67,6 @@ pub enum AgentError {
     },
     #[error("node API TLS")]
     Tls(#[from] TlsError),
+    #[error("loading the pods' user namespace ranges")]
+    UserNamespaces(#[from] userns::UsernsError),
 }

@@ -5,6 +5,9 @@
 //! first saw it) is kept, so a freshly pulled image is not removed before its pod starts.
 //! A high threshold of 100 % turns collection off.
 //!
+//! When a collection cannot free what it needed, the node gets kubelet's Warning event
+//! `FreeDiskSpaceFailed`.
+//!
 //! The bookkeeping and the choice ([`Collector`]) are pure; [`run`] feeds them from the runtime.
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use podapi::{EventRecorder, EventType};
 use runtime::{FsStats, ImageInfo, RuntimeError, RuntimeService};
 use tokio::sync::watch;
 
@@ -52,6 +56,20 @@ pub struct Plan {
     pub remove: Vec<String>,
     pub wanted: u64,
     pub found: u64,
+}
+
+/// kubelet's event reason when image GC frees less than it needed.
+pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
+
+/// The message of kubelet's `FreeDiskSpaceFailed` event (and its error) when a collection
+/// that wanted to free `plan.wanted` bytes freed only `freed`; `None` when it freed enough.
+pub fn free_space_failure(plan: &Plan, freed: u64) -> Option<String> {
+    (freed < plan.wanted).then(|| {
+        format!(
+            "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {} bytes eligible to free.",
+            plan.wanted, freed
+        )
+    })
 }
 
 /// The image records and the policy.
@@ -128,6 +146,11 @@ impl Collector {
         }
         plan
     }
+
+    /// The recorded size of an image.
+    fn size_of(&self, id: &str) -> u64 {
+        self.records.get(id).map_or(0, |r| r.size)
+    }
 }
 
 /// The image ids of every container the runtime holds, exited ones included.
@@ -141,40 +164,49 @@ async fn images_in_use(runtime: &dyn RuntimeService) -> Result<HashSet<String>, 
         .collect())
 }
 
-/// One collection: detect, plan, remove. Returns the plan carried out.
+/// One collection: detect, plan, remove. Returns the plan and the bytes its removals freed.
 pub async fn collect_once(
     runtime: &dyn RuntimeService,
     collector: &mut Collector,
     now: Timestamp,
-) -> Result<Plan, RuntimeError> {
+) -> Result<(Plan, u64), RuntimeError> {
     let images = runtime.list_images().await?;
     let in_use = images_in_use(runtime).await?;
     collector.detect(&images, &in_use, now);
     let fs = runtime.image_fs_stats().await?;
     let plan = collector.plan(&in_use, fs, now);
+    let mut freed = 0u64;
     for id in &plan.remove {
         // A container created since the listing keeps its image.
         if images_in_use(runtime).await?.contains(id) {
             continue;
         }
         match runtime.remove_image(id).await {
-            Ok(()) => tracing::info!(image = %id, "image garbage collected"),
+            Ok(()) => {
+                freed = freed.saturating_add(collector.size_of(id));
+                tracing::info!(image = %id, "image garbage collected");
+            }
             Err(e) => tracing::warn!(image = %id, error = %e, "image garbage collection failed"),
         }
     }
-    if plan.found < plan.wanted {
-        tracing::warn!(
-            "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {} bytes eligible to free.",
-            plan.wanted,
-            plan.found
-        );
-    }
-    Ok(plan)
+    Ok((plan, freed))
 }
 
-/// Collects every `period` until `shutdown`.
+/// kubelet's `FreeDiskSpaceFailed` Warning on the node when a collection freed too little.
+async fn report_shortfall(events: &EventRecorder, plan: &Plan, freed: u64, now: Timestamp) {
+    if let Some(message) = free_space_failure(plan, freed) {
+        tracing::warn!("{message}");
+        events
+            .record_node(EventType::Warning, FREE_DISK_SPACE_FAILED, &message, now)
+            .await;
+    }
+}
+
+/// Collects every `period` until `shutdown`; a collection that falls short is a Warning
+/// event on the node.
 pub async fn run(
     runtime: Arc<dyn RuntimeService>,
+    events: Arc<EventRecorder>,
     policy: Policy,
     period: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -187,8 +219,10 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = collect_once(runtime.as_ref(), &mut collector, Timestamp::now()).await {
-            tracing::warn!(error = %e, "image garbage collection");
+        let now = Timestamp::now();
+        match collect_once(runtime.as_ref(), &mut collector, now).await {
+            Ok((plan, freed)) => report_shortfall(&events, &plan, freed, now).await,
+            Err(e) => tracing::warn!(error = %e, "image garbage collection"),
         }
     }
 }
@@ -255,6 +289,56 @@ mod tests {
         let later = c.plan(&used(&["in-use"]), fs, at(1200));
         assert_eq!(later.remove, vec!["never-used", "spare", "young"]);
         assert!(!later.remove.contains(&"in-use".to_string()));
+    }
+
+    #[test]
+    fn falling_short_of_the_wanted_bytes_is_a_failure_with_kubelets_message() {
+        let plan = Plan {
+            remove: vec!["a".into()],
+            wanted: 10 * GIB,
+            found: 4 * GIB,
+        };
+        assert_eq!(
+            free_space_failure(&plan, 4 * GIB).as_deref(),
+            Some("Failed to garbage collect required amount of images. Attempted to free 10737418240 bytes, but only found 4294967296 bytes eligible to free.")
+        );
+        assert_eq!(free_space_failure(&plan, 10 * GIB), None);
+        assert_eq!(free_space_failure(&plan, 11 * GIB), None);
+        // Nothing wanted (below the high threshold, or GC off): never a failure.
+        assert_eq!(free_space_failure(&Plan::default(), 0), None);
+    }
+
+    #[tokio::test]
+    async fn a_shortfall_is_one_node_event_counted_while_it_repeats() {
+        let api = Arc::new(crate::testsupport::FakeApi::default());
+        let events = EventRecorder::new(api.clone(), "node-a");
+        let plan = Plan {
+            remove: vec![],
+            wanted: 100,
+            found: 0,
+        };
+        report_shortfall(&events, &plan, 100, at(0)).await;
+        assert!(api.reasons().is_empty(), "enough was freed");
+        report_shortfall(&events, &plan, 40, at(1)).await;
+        report_shortfall(&events, &plan, 40, at(2)).await;
+        report_shortfall(&events, &plan, 30, at(3)).await;
+        let st = api.lock();
+        let seen: Vec<_> = st
+            .events
+            .iter()
+            .map(|e| (e.0.as_str(), e.1.as_str(), e.3))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("Warning", FREE_DISK_SPACE_FAILED, 2),
+                ("Warning", FREE_DISK_SPACE_FAILED, 1)
+            ]
+        );
+        assert!(st.events[1]
+            .2
+            .ends_with("but only found 30 bytes eligible to free."));
+        assert!(st.event_names.iter().all(|n| n.starts_with("node-a.")));
     }
 
     #[test]

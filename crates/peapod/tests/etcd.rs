@@ -217,9 +217,6 @@ type: Normal
 }
 
 #[test]
-#[ignore = "flaky under load: after one etcd member and one server are killed, the new \
-            replica sometimes stays Pending while the surviving server's watchers get 410s \
-            from the 2 s compaction; run with --ignored while it is being fixed"]
 fn two_servers_on_a_three_member_etcd_survive_losing_one_of_each() {
     let mut etcd = EtcdCluster::start(3);
     let flag = etcd.store_flag();

@@ -10,4 +10,5 @@ mod hostile {
     mod mounts;
     mod requests;
     mod seccomp;
+    mod userns;
 }

@@ -1,6 +1,7 @@
 //! Image garbage collection as the kubelet does it: above `imageGCHighThresholdPercent` of
 //! the image filesystem, images no container uses and older than `imageMinimumGCAge` are
 //! removed; the image a pod runs is kept, and layers it shares with a removed image stay.
+//! When it cannot free enough, the node gets a `FreeDiskSpaceFailed` Warning event.
 
 mod common;
 
@@ -94,6 +95,25 @@ fn unused_images_are_collected_above_the_threshold_and_used_ones_kept() {
             .contains("image garbage collected")
             .then_some(())
     });
+    // Nothing can bring a real disk down to 0 %: kubelet's Warning on the node says so.
+    let events = wait_until(
+        "the node's FreeDiskSpaceFailed event",
+        Duration::from_secs(60),
+        || {
+            let out = pp.jsonpath_all(
+                "events",
+                "{range .items[?(@.reason==\"FreeDiskSpaceFailed\")]}{.type} {.involvedObject.kind}/{.involvedObject.name}: {.message}{\"\\n\"}{end}",
+            );
+            (!out.is_empty()).then_some(out)
+        },
+    );
+    assert!(
+        events.contains(&format!(
+            "Warning Node/{}: Failed to garbage collect required amount of images. Attempted to free ",
+            pp.node_name
+        )),
+        "{events}"
+    );
     // The layers the victim shared with busybox are still there: a new pod starts.
     pp.apply(&POD.replace("NAME", "after"));
     pp.wait_pod_phase("after", "Running", Duration::from_secs(60));

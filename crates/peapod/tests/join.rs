@@ -3,7 +3,8 @@
 //! the token's signature and the pinned hash agree (a wrong hash is refused, a wrong token
 //! gets 401), gets a node client certificate through a CertificateSigningRequest that the
 //! controllers approve and sign, becomes Ready and runs a pod. Its credential is
-//! `system:node:<name>`, which may change its own Node but not another (403).
+//! `system:node:<name>`, which may change its own Node but not another (403), and reads a
+//! Secret or ConfigMap only while a pod bound to it uses it (403 otherwise).
 
 mod common;
 
@@ -12,27 +13,6 @@ use std::time::Duration;
 
 use common::netns::{NetnsNode, TestBridge};
 use common::{wait_until, Peapod};
-
-/// (server URL, token, CA hash) from the join command in the server's log.
-fn join_command(pp: &Peapod) -> (String, String, String) {
-    wait_until("the join command", Duration::from_secs(30), || {
-        let log = pp.server_log();
-        let line = log.lines().find(|l| l.contains("peapod join --server"))?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| {
-            words
-                .iter()
-                .position(|w| *w == flag)
-                .and_then(|i| words.get(i + 1))
-                .map(|w| w.to_string())
-        };
-        Some((
-            after("--server")?,
-            after("--token")?,
-            after("--discovery-token-ca-cert-hash")?,
-        ))
-    })
-}
 
 /// kubectl with another kubeconfig than the admin's.
 fn kubectl_as(pp: &Peapod, kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -65,13 +45,16 @@ spec:
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    env:
+    - name: FROM_SECRET
+      valueFrom: {secretKeyRef: {name: jn-used, key: k}}
 "#;
 
 #[test]
 fn a_node_joins_with_the_printed_command_and_its_credential_is_limited_to_itself() {
     let bridge = TestBridge::create();
     let pp = Peapod::start_listening(&format!("{}:0", bridge.host_ip()), &[]);
-    let (server, token, hash) = join_command(&pp);
+    let (server, token, hash) = pp.join_command();
     assert!(
         server.starts_with(&format!("https://{}:", bridge.host_ip())),
         "{server}"
@@ -231,6 +214,10 @@ fn a_node_joins_with_the_printed_command_and_its_credential_is_limited_to_itself
     assert!(csrs.contains(&format!("system:bootstrap:{id}")), "{csrs}");
     assert!(csrs.contains("Approved,Issued"), "{csrs}");
 
+    for secret in ["jn-used", "jn-other"] {
+        pp.kubectl_ok(&["create", "secret", "generic", secret, "--from-literal=k=v"]);
+    }
+    pp.kubectl_ok(&["create", "configmap", "jn-unused", "--from-literal=k=v"]);
     pp.apply(POD);
     pp.wait_pod_phase("on-joined", "Running", Duration::from_secs(60));
     assert_eq!(
@@ -277,7 +264,37 @@ fn a_node_joins_with_the_printed_command_and_its_credential_is_limited_to_itself
         text(&create)
     );
 
+    // Secrets and ConfigMaps only through its pods (the Node authorizer's graph): the
+    // Secret its pod uses, not another one, nor a list of them all.
+    let used = kubectl_as(&pp, &creds, &["get", "secret", "jn-used", "-o", "name"]);
+    assert!(used.status.success(), "{}", text(&used));
+    for args in [
+        &["get", "secret", "jn-other"][..],
+        &["get", "configmap", "jn-unused"],
+        &["get", "secrets"],
+    ] {
+        let out = kubectl_as(&pp, &creds, args);
+        assert!(
+            !out.status.success() && text(&out).contains("forbidden"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let other = kubectl_as(&pp, &creds, &["get", "secret", "jn-other"]);
+    assert!(
+        text(&other).contains("no relationship found between node 'jn-one' and this object"),
+        "{}",
+        text(&other)
+    );
+
     pp.kubectl_ok(&["delete", "pod", "on-joined", "--wait=true", "--timeout=60s"]);
+    // Its pod gone, the node reads the Secret no more.
+    let after = kubectl_as(&pp, &creds, &["get", "secret", "jn-used"]);
+    assert!(
+        !after.status.success() && text(&after).contains("forbidden"),
+        "{}",
+        text(&after)
+    );
     drop(node);
 }
 

@@ -114,6 +114,38 @@ impl EventRecorder {
         }
     }
 
+    /// Records one event about this node itself (kubelet's `nodeRef`: kind Node, the node's
+    /// name as its uid, in the `default` namespace), e.g. image GC's `FreeDiskSpaceFailed`.
+    pub async fn record_node(
+        &self,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) {
+        let node = ObjectReference {
+            kind: Some("Node".to_string()),
+            name: Some(self.node.clone()),
+            uid: Some(self.node.clone()),
+            ..Default::default()
+        };
+        // A node event repeats for the agent's whole life with changing figures: only the
+        // latest message of each reason is kept for aggregation, so the map stays small.
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.retain(|k, _| k.uid != self.node || k.reason != reason || k.message == message);
+        }
+        self.record_about(
+            node,
+            "default".to_string(),
+            event_type,
+            reason,
+            message,
+            now,
+        )
+        .await;
+    }
+
     async fn record_inner(
         &self,
         pod: &Pod,
@@ -128,12 +160,34 @@ impl EventRecorder {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_string());
-        let pod_name = meta.name.clone().unwrap_or_default();
-        let field_path = container
-            .map(|c| pod_field_path(pod, c))
-            .unwrap_or_default();
+        let field_path = container.map(|c| pod_field_path(pod, c));
+        let object = ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            name: Some(meta.name.clone().unwrap_or_default()),
+            namespace: Some(namespace.clone()),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            field_path,
+        };
+        self.record_about(object, namespace, event_type, reason, message, now)
+            .await;
+    }
+
+    /// Creates the event about `object` in `namespace`, or counts a repeat of it.
+    async fn record_about(
+        &self,
+        object: ObjectReference,
+        namespace: String,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) {
+        let object_name = object.name.clone().unwrap_or_default();
+        let field_path = object.field_path.clone().unwrap_or_default();
         let key = Key {
-            uid: meta.uid.clone().unwrap_or_default(),
+            uid: object.uid.clone().unwrap_or_default(),
             field_path: field_path.clone(),
             event_type,
             reason: reason.to_string(),
@@ -160,22 +214,14 @@ impl EventRecorder {
         // events in the same nanosecond apart.
         let nanos = u64::try_from(now.as_nanosecond()).unwrap_or(0);
         let unique = nanos.wrapping_add(self.sequence.fetch_add(1, Ordering::Relaxed));
-        let name = format!("{pod_name}.{unique:x}");
+        let name = format!("{object_name}.{unique:x}");
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".to_string()),
-                kind: Some("Pod".to_string()),
-                name: Some(pod_name),
-                namespace: Some(namespace.clone()),
-                uid: meta.uid.clone(),
-                resource_version: meta.resource_version.clone(),
-                field_path: container.map(|_| field_path),
-            },
+            involved_object: object,
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
             type_: Some(event_type.as_str().to_string()),

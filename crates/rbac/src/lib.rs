@@ -7,7 +7,8 @@
 //! escalation checks on writes of RBAC objects ([`escalation`]).
 //!
 //! Modules depend downwards only: `reviews`, `escalation` → `policy` → `rules` → `attributes`
-//! → `user`; the Node authorizer ([`node`]) reads `attributes` and `user`.
+//! → `user`; the Node authorizer ([`node`]) reads `attributes` and `user`, its graph of pods
+//! ([`node_graph`]) reads `node` and `forbidden`.
 
 pub mod aggregation;
 pub mod attributes;
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod escalation;
 pub mod forbidden;
 pub mod node;
+pub mod node_graph;
 pub mod policy;
 pub mod reviews;
 pub mod rules;

@@ -5,11 +5,10 @@
 //! use), write its own Node (and status) and its own Lease, write the status of pods, create
 //! mirror pods, events, access reviews, ServiceAccount tokens and its own certificate
 //! requests. Writing another Node or another node's Lease is refused with NodeRestriction's
-//! message. What needs the stored object (whether a pod is bound to the node) the API server
-//! checks after this (see [`pod_binding_check`]).
-//!
-//! Upstream narrows Secret/ConfigMap/volume reads to those of the node's pods through its
-//! graph of pods; here a node may read any of them.
+//! message. What needs stored objects the API server checks after this: whether a pod is
+//! bound to the node (see [`pod_binding_check`]), and whether a pod bound to the node uses
+//! the Secret, ConfigMap, claim or ServiceAccount it reads (see [`crate::node_graph`]); a
+//! node lists or watches none of those but by name.
 
 use crate::attributes::Attributes;
 use crate::user::User;
@@ -97,11 +96,13 @@ pub fn authorize(a: &Attributes) -> NodeDecision {
         }
         ("", "services" | "endpoints", "")
         | ("discovery.k8s.io", "endpointslices", "")
-        | ("", "configmaps" | "secrets", "")
         | ("node.k8s.io", "runtimeclasses", "")
         | ("storage.k8s.io", "csidrivers" | "storageclasses", "") => allow_if(is_read(verb)),
+        ("", "configmaps" | "secrets" | "persistentvolumeclaims", "") => {
+            allow_if(is_read(verb) && !a.name.is_empty())
+        }
         // The node's local-path volumes follow their PersistentVolumes.
-        ("", "persistentvolumeclaims" | "persistentvolumes", "") => allow_if(is_read(verb)),
+        ("", "persistentvolumes", "") => allow_if(is_read(verb)),
         ("", "serviceaccounts", "") => allow_if(verb == "get"),
         ("", "persistentvolumeclaims", "status") => {
             allow_if(matches!(verb, "get" | "update" | "patch"))

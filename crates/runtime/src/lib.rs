@@ -22,8 +22,8 @@ pub use client::ClientError;
 /// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
 pub use cri::{
-    ContainerConfig, DnsConfig, HostAlias, LinuxResources, Mount, PodSandboxConfig, PortMapping,
-    Protocol, SeccompProfile, SecurityConfig, UserSpec,
+    ContainerConfig, DnsConfig, HostAlias, IdMapping, LinuxResources, Mount, PodSandboxConfig,
+    PortMapping, Protocol, SeccompProfile, SecurityConfig, UserSpec,
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;

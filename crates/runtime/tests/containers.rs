@@ -57,6 +57,10 @@ fn main() {
         ("sandbox_network_is_attached_and_released", |e| {
             Box::pin(sandbox_network(e))
         }),
+        (
+            "user_namespace_maps_ids_and_refusal_is_a_start_error",
+            |e| Box::pin(user_namespace(e)),
+        ),
     ];
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -728,4 +732,100 @@ async fn check_sandbox_network(
         return Err(format!("after a failed ADD: {left} sandboxes, DELs {dels}"));
     }
     Ok(())
+}
+
+/// `hostUsers: false` at the runtime: the container is root of a namespace mapping it to the
+/// sandbox's range, owning the (idmapped) image files; a layer on a file system that refuses
+/// idmapped mounts (an overlay mount) is a start error that says so.
+async fn user_namespace(env: Arc<Env>) -> TestResult {
+    let rt = &env.runtime;
+    let mapping = runtime::IdMapping {
+        container_id: 0,
+        host_id: 40_000 << 16,
+        length: 1 << 16,
+    };
+    let mut config = env.sandbox_config("pod-u");
+    config.user_namespace = Some(mapping);
+    let sb = rt.run_pod_sandbox(&config).await.map_err(err)?.id;
+    let id = rt
+        .create_container(
+            &sb,
+            &container(
+                "main",
+                "echo uid=$(id -u) owner=$(stat -c %u /bin/busybox); cat /proc/self/uid_map; echo end",
+            ),
+        )
+        .await
+        .map_err(err)?;
+    rt.start_container(&id).await.map_err(err)?;
+    let st = rt.container_status(&id).await.map_err(err)?;
+    let log = wait_log(&st.log_path, "stdout F end").await?;
+    let map_line = format!("0 {} 65536", 40_000u32 << 16);
+    let mapped = log
+        .lines()
+        .any(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" ") == map_line);
+    if !log.contains(" stdout F uid=0 owner=0\n") || !mapped {
+        return Err(format!("log: {log}"));
+    }
+
+    // The same image served from an overlay mount, which cannot be idmapped.
+    let dir = env.tmp.path();
+    let (lower, upper, work, merged) = (
+        dir.join("layer"),
+        dir.join("ovl-upper"),
+        dir.join("ovl-work"),
+        dir.join("ovl"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d).map_err(err)?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(err)?;
+    let refused = async {
+        let mut other = env.config.clone();
+        other.state_dir = dir.join("state-ovl");
+        let rt2 = Runtime::with_images(
+            other,
+            Arc::new(DirImages {
+                layer: merged.clone(),
+            }),
+        )
+        .map_err(err)?;
+        let result = async {
+            let mut config = env.sandbox_config("pod-v");
+            config.user_namespace = Some(mapping);
+            let sb2 = rt2.run_pod_sandbox(&config).await.map_err(err)?.id;
+            let id = rt2
+                .create_container(&sb2, &container("refused", "true"))
+                .await
+                .map_err(err)?;
+            match rt2.start_container(&id).await {
+                Err(e)
+                    if e.container_message()
+                        .contains("does not support idmapped mounts") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("start on an overlay layer: {other:?}")),
+            }
+        }
+        .await;
+        rt2.reset().await.map_err(err)?;
+        result
+    }
+    .await;
+    let unmounted = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).map_err(err);
+    refused.and(unmounted)
 }

@@ -108,6 +108,10 @@ pub enum SetupError {
     Stdio(#[source] nix::Error),
     #[error("setting up the terminal: {0}")]
     Tty(#[source] crate::pty::PtyError),
+    #[error("{0}")]
+    Userns(#[from] crate::userns::UsernsError),
+    #[error("entering the pod's user namespace: {0}")]
+    EnterUserns(#[source] nix::Error),
 }
 
 /// The fds and settings the child needs; they were created by the shim before clone.
@@ -127,6 +131,9 @@ pub struct ChildContext<'a> {
     /// Where the child writes `monotonic()` once its root filesystem is ready, so the shim
     /// can tell the rootfs part of a start from the rest.
     pub rootfs_ready: &'a OwnedFd,
+    /// `hostUsers: false`: the pod's user namespace and its ID mapping. The root is built
+    /// as host root (layers idmapped into the namespace), then the child enters it.
+    pub userns: Option<(&'a OwnedFd, cri::IdMapping)>,
 }
 
 /// `CLOCK_MONOTONIC` as a duration since boot: one clock for the shim and its children.
@@ -189,7 +196,11 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
             source,
         })?;
     }
-    let options = overlay_options(&ctx.spec.lowerdirs, &dir.upper(), &dir.work())?;
+    let lowerdirs = match ctx.userns {
+        Some((userns, mapping)) => idmapped_layers(&dir, &ctx.spec.lowerdirs, userns, mapping)?,
+        None => ctx.spec.lowerdirs.clone(),
+    };
+    let options = overlay_options(&lowerdirs, &dir.upper(), &dir.work())?;
     // An unprivileged container's root and volumes are nodev: a device node an image layer
     // or its root user puts there opens nothing. Privileged containers may use any node, as
     // under runc.
@@ -264,7 +275,8 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         source,
     })?;
 
-    mount_container_filesystems(&root, privileged)?;
+    let owner = ctx.userns.map(|(_, m)| m);
+    mount_container_filesystems(&root, privileged, owner.as_ref())?;
     for (fd, target, flags) in binds.iter().chain(user_binds.iter()) {
         bind_fd(&root, fd, Path::new(target), *flags)?;
     }
@@ -303,6 +315,14 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     let _ = fs::remove_dir(&old_root);
     security::create_devices(&host_devices)?;
     security::apply_path_rules(&ctx.spec.config.security)?;
+    // kubelet's QoS ranking for the OOM killer; the shim keeps its own, lower score. Lowering
+    // needs CAP_SYS_RESOURCE of the node: without it the inherited score stays.
+    if let Some(adj) = ctx.spec.config.oom_score_adj {
+        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+    if let Some((userns, _)) = ctx.userns {
+        enter_user_namespace(userns)?;
+    }
     let ready = monotonic();
     let mut stamp = [0u8; 16];
     stamp[..8].copy_from_slice(&ready.as_secs().to_le_bytes());
@@ -367,11 +387,6 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         &ctx.spec.config.security,
         ctx.spec.localhost_seccomp.as_ref(),
     )?;
-    // kubelet's QoS ranking for the OOM killer; the shim keeps its own, lower score. Lowering
-    // needs CAP_SYS_RESOURCE: without it the inherited score stays.
-    if let Some(adj) = ctx.spec.config.oom_score_adj {
-        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
-    }
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
@@ -408,6 +423,52 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         Ok(never) => match never {},
         Err(source) => Err(SetupError::Exec { arg: arg0, source }),
     }
+}
+
+/// The image layers idmapped into the pod's user namespace under `<container>/layers/<i>`
+/// (mounts of this child's private mount namespace only), so files the image gives to
+/// root are the namespace root's without a chown of the shared layers; and the upper
+/// directory, where the container's own writes land with their mapped host IDs, owned by
+/// the namespace's root, so that the container's `/` is root's.
+fn idmapped_layers(
+    dir: &ContainerDir,
+    lowerdirs: &[PathBuf],
+    userns: &OwnedFd,
+    mapping: cri::IdMapping,
+) -> Result<Vec<PathBuf>, SetupError> {
+    let root_id = mapping.host_id;
+    std::os::unix::fs::lchown(dir.upper(), Some(root_id), Some(root_id)).map_err(|source| {
+        SetupError::Prepare {
+            path: dir.upper(),
+            source,
+        }
+    })?;
+    let mut mapped = Vec::new();
+    for (i, lower) in lowerdirs.iter().enumerate() {
+        let target = dir.root().join("layers").join(i.to_string());
+        fs::create_dir_all(&target).map_err(|source| SetupError::Prepare {
+            path: target.clone(),
+            source,
+        })?;
+        crate::userns::idmapped_bind(lower, &target, userns)?;
+        mapped.push(target);
+    }
+    Ok(mapped)
+}
+
+/// Moves this child into the pod's user namespace, with a mount namespace of its own owned
+/// by it: the mounts made so far come along locked (the container cannot unmount or
+/// loosen them), and the capabilities the container keeps hold only inside the namespace.
+fn enter_user_namespace(userns: &OwnedFd) -> Result<(), SetupError> {
+    nix::sched::setns(userns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(SetupError::EnterUserns)?;
+    // Host root is nobody in there: become the namespace's root before anything is
+    // created (a missing working directory), so it gets the mapped owner.
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(SetupError::EnterUserns)?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(SetupError::EnterUserns)?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(SetupError::EnterUserns)
 }
 
 /// `lowerdir=top:…:bottom,upperdir=…,workdir=…` (overlayfs lists the top layer first).
@@ -554,8 +615,18 @@ fn mount_in(
 
 /// /proc, /dev (tmpfs with pts, shm, mqueue), /sys read-only (writable when privileged):
 /// the OCI default mounts, made inside the container root `root` before pivot_root.
-fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), SetupError> {
+/// With a user namespace (`owner`), the tmpfs roots belong to its root and devpts gives
+/// new terminals its `tty` group (5), so they are usable inside.
+fn mount_container_filesystems(
+    root: &OwnedFd,
+    privileged: bool,
+    owner: Option<&cri::IdMapping>,
+) -> Result<(), SetupError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let ids = owner
+        .map(|m| format!(",uid={0},gid={0}", m.host_id))
+        .unwrap_or_default();
+    let tty_gid = owner.and_then(|m| m.to_host(5)).unwrap_or(5);
     mount_in(root, "/proc", "proc", "proc", nosuid_noexec_nodev, None)?;
     mount_in(
         root,
@@ -563,7 +634,7 @@ fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), S
         "tmpfs",
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(&format!("mode=755,size=65536k{ids}")),
     )?;
     mount_in(
         root,
@@ -571,7 +642,9 @@ fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), S
         "devpts",
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"
+        )),
     )?;
     mount_in(
         root,
@@ -579,7 +652,7 @@ fn mount_container_filesystems(root: &OwnedFd, privileged: bool) -> Result<(), S
         "shm",
         "tmpfs",
         nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,size=65536k{ids}")),
     )?;
     mount_in(
         root,

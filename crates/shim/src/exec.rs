@@ -110,6 +110,12 @@ pub fn start(ctx: &ExecContext<'_>) -> Result<Started, ExecError> {
             .map_err(|source| ExecError::Namespace { path, source })
     };
     let mut namespaces = Vec::new();
+    // A pod with its own user namespace (`hostUsers: false`): joined first, as nsenter
+    // does, since it owns the others; the process's capabilities then hold only there.
+    let user_ns = |p: &Path| fs::read_link(p).ok();
+    if user_ns(&proc_dir.join("user")) != user_ns(Path::new("/proc/self/ns/user")) {
+        namespaces.push((open_ns("user")?, CloneFlags::CLONE_NEWUSER));
+    }
     for (name, flag) in NAMESPACES {
         namespaces.push((open_ns(name)?, *flag));
     }

@@ -18,6 +18,7 @@ pub mod seccomp;
 pub mod security;
 pub mod server;
 pub mod user;
+pub mod userns;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

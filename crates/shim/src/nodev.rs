@@ -15,11 +15,11 @@ const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` (`linux/mount.h`).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
 /// Makes the mount at `target` and every mount below it `nodev`, keeping their other flags

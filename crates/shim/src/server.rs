@@ -73,6 +73,8 @@ pub enum ServerError {
     PidNamespace(#[from] crate::pidns::PidNsError),
     #[error("setting the pod's sysctls: {0}")]
     Sysctls(#[source] io::Error),
+    #[error(transparent)]
+    UserNamespace(#[from] crate::userns::UsernsError),
 }
 
 /// The state of one container the shim knows.
@@ -109,6 +111,8 @@ struct Server {
     execs: BTreeMap<i32, UnixStream>,
     attached: attach::Sessions,
     shutting_down: bool,
+    /// The pod's user namespace (`hostUsers: false`), which containers enter.
+    userns: Option<OwnedFd>,
 }
 
 /// Runs the shim for the pod directory `dir` until Shutdown or SIGTERM.
@@ -137,11 +141,20 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
     } else {
         CloneFlags::CLONE_NEWIPC
     };
-    if config.sandbox.host_network {
-        nix::sched::unshare(ipc).map_err(ServerError::Namespaces)?;
+    let others = if config.sandbox.host_network {
+        ipc
     } else {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET | ipc | CloneFlags::CLONE_NEWUTS)
-            .map_err(ServerError::Namespaces)?;
+        CloneFlags::CLONE_NEWNET | ipc | CloneFlags::CLONE_NEWUTS
+    };
+    // hostUsers: false: the namespaces are created owned by the pod's user namespace.
+    let userns = match &config.sandbox.user_namespace {
+        Some(mapping) => Some(crate::userns::create_pod_namespaces(mapping, others)?),
+        None => {
+            nix::sched::unshare(others).map_err(ServerError::Namespaces)?;
+            None
+        }
+    };
+    if !config.sandbox.host_network {
         nix::unistd::sethostname(&config.sandbox.hostname).map_err(|source| {
             ServerError::Hostname {
                 hostname: config.sandbox.hostname.clone(),
@@ -183,6 +196,7 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         execs: BTreeMap::new(),
         attached: attach::Sessions::default(),
         shutting_down: false,
+        userns,
     };
     server.event_loop(&sigfd, &listener)?;
     let _ = std::fs::remove_file(server.pod.socket());
@@ -846,6 +860,7 @@ impl Server {
                 stdin: in_r.as_ref(),
                 console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
+                userns: self.userns.as_ref().zip(self.config.sandbox.user_namespace),
             };
             let err_w = &err_w;
             let child = Box::new(move || {

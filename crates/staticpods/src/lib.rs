@@ -67,6 +67,10 @@ pub enum StaticPodError {
     },
     #[error("{path}: file was empty")]
     Empty { path: PathBuf },
+    #[error("{path}: not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{path}: expected {expected}, found apiVersion {api_version:?} kind {kind:?}")]
     WrongKind {
         path: PathBuf,
@@ -309,11 +313,50 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
 
 /// Reads and parses a kubelet configuration file.
 pub fn load_kubelet_config(path: &Path) -> Result<KubeletConfig, StaticPodError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StaticPodError::Read {
+    let data = read_capped(path)?;
+    let text = String::from_utf8(data).map_err(|e| StaticPodError::Read {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
     parse_kubelet_config(&text, path)
+}
+
+/// The most a manifest or configuration file may hold: kubelet's `maxConfigLength` (10 MiB),
+/// the cap of its HTTP manifest source. Nothing larger is a pod, and without a cap a file
+/// that never ends (a link to /dev/zero) would fill the agent's memory.
+pub const MAX_FILE_BYTES: u64 = 10 << 20;
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`]. Opened non-blocking, so a FIFO
+/// placed among the manifests cannot stall the scan; anything but a regular file is
+/// refused, as kubelet's file source skips it.
+pub fn read_capped(path: &Path) -> Result<Vec<u8>, StaticPodError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| StaticPodError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(StaticPodError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut data = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() as u64 > MAX_FILE_BYTES {
+        return Err(StaticPodError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(data)
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -458,12 +501,7 @@ pub(crate) fn read_manifests(path: &Path, node_name: &str) -> Result<Scan, Stati
     let mut scan = Scan::default();
     let mut seen: HashMap<(String, String), PathBuf> = HashMap::new();
     for file in files {
-        let result = std::fs::read(&file)
-            .map_err(|source| StaticPodError::Read {
-                path: file.clone(),
-                source,
-            })
-            .and_then(|data| pod_from_manifest(&data, &file, node_name));
+        let result = read_capped(&file).and_then(|data| pod_from_manifest(&data, &file, node_name));
         match result {
             Ok(pod) => {
                 let key = full_name(&pod);
@@ -1246,6 +1284,50 @@ mod tests {
             .any(|e| matches!(e, StaticPodError::Duplicate { .. })));
         let missing = read_manifests(&dir.path().join("nope"), "n1").expect("missing is empty");
         assert!(missing.pods.is_empty());
+    }
+
+    #[test]
+    fn oversized_and_irregular_manifests_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        manifest(dir.path(), "a.yaml", NGINX);
+        // Valid YAML, one byte over the cap: a comment pads it.
+        let pad = MAX_FILE_BYTES as usize + 1 - NGINX.len() - 2;
+        let big = format!(
+            "{}\n#{}",
+            NGINX.replace("name: web", "name: big"),
+            "x".repeat(pad)
+        );
+        assert_eq!(big.len() as u64, MAX_FILE_BYTES + 1);
+        manifest(dir.path(), "big.yaml", &big);
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).expect("link");
+        nix::unistd::mkfifo(&dir.path().join("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU)
+            .expect("fifo");
+        let scan = read_manifests(dir.path(), "n1").expect("scan");
+        let names: Vec<_> = scan
+            .pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["web-n1"]);
+        let messages: Vec<String> = scan.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.ends_with("big.yaml: larger than 10485760 bytes")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.ends_with("zero.yaml: not a regular file")),
+            "{messages:?}"
+        );
+        // Exactly at the cap is fine.
+        let at_cap = &big[..big.len() - 1];
+        manifest(dir.path(), "big.yaml", at_cap);
+        let scan = read_manifests(dir.path(), "n1").expect("scan");
+        assert_eq!(scan.pods.len(), 2, "{:?}", scan.errors);
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! previous state (`prev_kv`), so a delete carries the object's last state stamped with the
 //! delete's revision and an update carries what it replaced. etcd's "compacted" answer becomes
 //! [`StoreError::Expired`], which the API server turns into `410 Gone`.
+//!
+//! The watch asks etcd for its progress every [`PROGRESS_EVERY`] and passes each answer on as
+//! a bookmark: a quiet watch then knows a recent revision it is complete up to, so that when
+//! its member goes away it goes on from there on another member (and its clients resume from
+//! there) rather than from its last event, which compaction may have dropped long ago.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{Event, EventType, WatchResponse};
 use store::{EventKind, StoreError, WatchEvent, WatchStream};
@@ -61,9 +67,16 @@ pub fn to_event(scope: &Scope, ev: &Event) -> Result<Option<WatchEvent>, StoreEr
     }
 }
 
+/// How often a watch asks etcd how far it has got. Compaction keeps at least one compaction
+/// interval of history, so a watch resumed from a revision this recent is never compacted
+/// for any interval above this (tests compact every 2 s; kube-apiserver's default is 5 min).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// What one etcd watch response means for the stream.
 pub enum Step {
     Events(Vec<WatchEvent>),
+    /// etcd has sent every event up to this revision (an answer to a progress request).
+    Progress(u64),
     /// The history before `oldest` is gone.
     Compacted {
         oldest: u64,
@@ -86,6 +99,13 @@ pub fn step(scope: &Scope, resp: &WatchResponse) -> Result<Step, StoreError> {
             reason: resp.cancel_reason().to_string(),
         });
     }
+    // Only progress answers come without events once the watch is created: etcd sends them
+    // when every event up to the header's revision has been sent.
+    if resp.events().is_empty() && !resp.created() {
+        return Ok(Step::Progress(
+            resp.header().map_or(0, |h| rev(h.revision())),
+        ));
+    }
     let mut out = Vec::with_capacity(resp.events().len());
     for ev in resp.events() {
         if let Some(e) = to_event(scope, ev)? {
@@ -93,6 +113,19 @@ pub fn step(scope: &Scope, resp: &WatchResponse) -> Result<Step, StoreError> {
         }
     }
     Ok(Step::Events(out))
+}
+
+/// The bookmark of a watch complete up to `rv`.
+fn bookmark(scope: &Scope, rv: u64) -> WatchEvent {
+    let mut object = serde_json::json!({"metadata": {}});
+    object["metadata"]["resourceVersion"] = rv.to_string().into();
+    WatchEvent {
+        kind: EventKind::Bookmark,
+        key: store::ObjectKey::new(&scope.group, &scope.resource, "", ""),
+        resource_version: rv,
+        object,
+        prev_object: None,
+    }
 }
 
 fn rev(r: i64) -> u64 {
@@ -114,8 +147,10 @@ struct State {
     members: Arc<Members>,
     stream: etcd_client::WatchStream,
     pending: VecDeque<Arc<WatchEvent>>,
-    /// The revision of the last event received: a reopened etcd watch goes on after it.
+    /// The revision the watch is complete up to (its last event or progress answer): a
+    /// reopened etcd watch goes on after it.
     last_rv: u64,
+    progress: tokio::time::Interval,
     /// Reopens since the last answer from etcd.
     reopens: u32,
     ended: bool,
@@ -145,7 +180,17 @@ impl State {
             if self.ended {
                 return None;
             }
-            let resp = match self.stream.message().await {
+            let message = tokio::select! {
+                m = self.stream.message() => m,
+                _ = self.progress.tick() => {
+                    // A failed request shows as a broken stream on the next message.
+                    if let Err(e) = self.stream.request_progress().await {
+                        tracing::debug!(prefix = %self.scope.prefix, error = %e, "etcd progress request failed");
+                    }
+                    continue;
+                }
+            };
+            let resp = match message {
                 Ok(Some(resp)) => {
                     self.reopens = 0;
                     resp
@@ -181,6 +226,12 @@ impl State {
                         self.last_rv = last.resource_version;
                     }
                     self.pending.extend(evs.into_iter().map(Arc::new));
+                }
+                Ok(Step::Progress(rv)) => {
+                    if rv > self.last_rv {
+                        self.last_rv = rv;
+                        self.pending.push_back(Arc::new(bookmark(&self.scope, rv)));
+                    }
                 }
                 Ok(Step::Compacted { oldest }) => {
                     self.ended = true;
@@ -233,6 +284,8 @@ pub async fn start(
         };
         match step(&scope, &resp)? {
             Step::Events(evs) => pending.extend(evs.into_iter().map(Arc::new)),
+            // Nothing asked for progress yet.
+            Step::Progress(_) => {}
             Step::Compacted { oldest } => {
                 return Err(StoreError::Expired {
                     requested: scope.from_rv,
@@ -251,8 +304,12 @@ pub async fn start(
             break;
         }
     }
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
         last_rv: pending.back().map_or(scope.from_rv, |e| e.resource_version),
+        progress,
         scope,
         members,
         stream,

@@ -149,6 +149,16 @@ fn rv(v: &serde_json::Value) -> u64 {
     store::resource_version_of(v).expect("resourceVersion")
 }
 
+/// The next change of a watch, past the bookmarks its progress requests bring.
+async fn next_change(w: &mut store::WatchStream) -> Arc<store::WatchEvent> {
+    loop {
+        let ev = w.next().await.expect("event").expect("ok");
+        if ev.kind != EventKind::Bookmark {
+            return ev;
+        }
+    }
+}
+
 #[tokio::test]
 async fn reads_writes_pages_and_watches_at_etcd_revisions() {
     let etcd = Etcd::start();
@@ -257,14 +267,14 @@ async fn reads_writes_pages_and_watches_at_etcd_revisions() {
         .watch("", "configmaps", Some("default"), r1)
         .await
         .expect("watch");
-    let ev = w.next().await.expect("event").expect("ok");
+    let ev = next_change(&mut w).await;
     assert_eq!(
         (ev.kind, ev.resource_version, ev.key.clone()),
         (EventKind::Modified, r2, key("a"))
     );
     assert_eq!(ev.prev_object.as_ref().map(rv), Some(r1));
     for n in ["b", "c"] {
-        let ev = w.next().await.expect("event").expect("ok");
+        let ev = next_change(&mut w).await;
         assert_eq!((ev.kind, ev.key.name.as_str()), (EventKind::Added, n));
     }
     assert!(matches!(
@@ -282,7 +292,7 @@ async fn reads_writes_pages_and_watches_at_etcd_revisions() {
         .delete(&key("a"), &Preconditions::default())
         .await
         .expect("delete");
-    let ev = w.next().await.expect("event").expect("ok");
+    let ev = next_change(&mut w).await;
     assert_eq!(ev.kind, EventKind::Deleted);
     assert_eq!(ev.resource_version, rv(&gone));
     assert_eq!(ev.object, gone);
@@ -301,6 +311,49 @@ async fn reads_writes_pages_and_watches_at_etcd_revisions() {
         Err(e) => panic!("watch after compaction: {e}"),
         Ok(_) => panic!("a watch from a compacted revision started"),
     }
+}
+
+/// A quiet watch learns how far the store has got from etcd's progress answers, so that it
+/// (and its clients) resume from a recent revision, not from its last event.
+#[tokio::test]
+async fn a_quiet_watch_gets_bookmarks_at_the_store_revision() {
+    let etcd = Etcd::start();
+    let s = connect(&etcd).await;
+    let quiet = ObjectKey::new("", "configmaps", "quiet", "a");
+    let start = rv(&s.create(&quiet, cm("a", "1")).await.expect("create"));
+    let mut w = s
+        .watch("", "configmaps", Some("quiet"), start)
+        .await
+        .expect("watch");
+    // Writes elsewhere move the store revision on; the watch sees no event of them.
+    let mut last = start;
+    for i in 0..3 {
+        let other = ObjectKey::new("", "configmaps", "busy", &format!("c{i}"));
+        last = rv(&s.create(&other, cm("c", "x")).await.expect("create"));
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ev = w.next().await.expect("event").expect("ok");
+            assert_eq!(
+                ev.kind,
+                EventKind::Bookmark,
+                "an event of another namespace"
+            );
+            if ev.resource_version >= last {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("a bookmark at the store revision");
+    assert_eq!(rv(&ev.object), ev.resource_version);
+    // A change of the watched range still comes through, after the bookmark.
+    let changed = s.update(&quiet, cm("a", "2"), None).await.expect("update");
+    let ev = next_change(&mut w).await;
+    assert_eq!(
+        (ev.kind, ev.resource_version),
+        (EventKind::Modified, rv(&changed))
+    );
 }
 
 #[tokio::test]

@@ -14,9 +14,14 @@ pub enum EventKind {
     Added,
     Modified,
     Deleted,
+    /// No change: every change of the watched range up to `resource_version` has been
+    /// delivered (kube's watch.Bookmark). A watch resumed from there misses nothing, so
+    /// quiet watches keep a recent resourceVersion and do not fall behind compaction.
+    /// `key` names only the range, `object` is empty, `prev_object` is `None`.
+    Bookmark,
 }
 
-/// One committed change.
+/// One committed change, or a [`EventKind::Bookmark`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchEvent {
     pub kind: EventKind,

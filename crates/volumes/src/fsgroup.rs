@@ -56,6 +56,31 @@ pub fn set_volume_ownership(dir: &Path, gid: u32, read_only: bool) -> std::io::R
     Ok(())
 }
 
+/// Gives `dir` and every entry under it owner `uid` and group `gid` (a pod with a user
+/// namespace: its root's host IDs). Symlinks are changed themselves, never followed; an
+/// entry removed while we walk is skipped.
+pub fn set_owner(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        match std::os::unix::fs::lchown(&path, Some(uid), Some(gid)) {
+            Err(e) if gone(&e) => continue,
+            other => other?,
+        }
+        let is_dir = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m.is_dir(),
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        if is_dir {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// kubelet's `requiresPermissionChange`, negated: whether the volume's root already has group
 /// `gid`, the group bits and the setgid bit, so an `OnRootMismatch` walk can be skipped.
 pub fn volume_ownership_matches(dir: &Path, gid: u32, read_only: bool) -> bool {

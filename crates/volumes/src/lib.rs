@@ -31,7 +31,7 @@ use api::quantity::parse_quantity;
 use containerspec::PodContext;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use podapi::PodApi;
-use runtime::Mount;
+use runtime::{IdMapping, Mount};
 
 pub use atomic::AtomicWriteError;
 use atomic::Payload;
@@ -259,13 +259,17 @@ impl VolumeManager {
     }
 
     /// Sets up every volume of the pod, or brings them up to date: idempotent. Returns each
-    /// volume's host path. API-data volumes get `objects`' current content.
+    /// volume's host path. API-data volumes get `objects`' current content. A pod with a
+    /// user namespace (`ids`, `hostUsers: false`) gets its emptyDirs and API-data files
+    /// owned by the namespace's root (and the fsGroup as mapped there), so its root can use
+    /// them and what it writes keeps its mapped host IDs.
     pub fn setup(
         &self,
         pod: &Pod,
         ctx: &PodContext,
         objects: &Objects,
         skipped: &mut Vec<Skipped>,
+        ids: Option<IdMapping>,
     ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
         let pod_dir = self.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default())?;
         // Secret and token files are only for the pod's containers (which reach them through
@@ -276,7 +280,12 @@ impl VolumeManager {
             fs::set_permissions(dir, fs::Permissions::from_mode(POD_DIR_MODE))
                 .map_err(io_err("chmod", dir))?;
         }
-        let fs_group = fsgroup::fs_group(pod);
+        let fs_group = match (fsgroup::fs_group(pod), ids) {
+            (Some(gid), Some(m)) => m.to_host(gid),
+            (gid, _) => gid,
+        };
+        // The namespace root's host IDs: owner, and group unless an fsGroup sets it.
+        let owner = ids.map(|m| (m.host_id, fs_group.unwrap_or(m.host_id)));
         let mut paths = BTreeMap::new();
         for v in sources::volumes(pod) {
             let name = safe_name(&v.name)?;
@@ -308,6 +317,11 @@ impl VolumeManager {
                             fsgroup::set_volume_ownership(&dir, gid, false)
                                 .map_err(io_err("setting fsGroup ownership of", &dir))?;
                         }
+                    }
+                    // Only the root: what the pod wrote there is already its own.
+                    if let Some((uid, gid)) = owner {
+                        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))
+                            .map_err(io_err("setting the user namespace owner of", &dir))?;
                     }
                     dir
                 }
@@ -363,9 +377,14 @@ impl VolumeManager {
                     }
                     // kubelet re-applies the ownership to the whole volume on every new
                     // version (no change policy for these plugins), before the swap.
-                    let set_perms = || match fs_group {
-                        Some(gid) => fsgroup::set_volume_ownership(&dir, gid, true),
-                        None => Ok(()),
+                    let set_perms = || {
+                        if let Some(gid) = fs_group {
+                            fsgroup::set_volume_ownership(&dir, gid, true)?;
+                        }
+                        match owner {
+                            Some((uid, gid)) => fsgroup::set_owner(&dir, uid, gid),
+                            None => Ok(()),
+                        }
                     };
                     atomic::write_with(&dir, &payload, set_perms).map_err(|source| {
                         VolumeError::Write {

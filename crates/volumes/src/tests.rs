@@ -84,7 +84,13 @@ fn sets_up_every_kind_and_tears_down() {
         ]),
     );
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect("setup");
     let pod_dir = m.pod_dir("uid-1").expect("dir");
     let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
@@ -109,8 +115,14 @@ fn sets_up_every_kind_and_tears_down() {
     assert_eq!(paths["host"], host);
     // Idempotent: a second setup mounts nothing new.
     let before = HostMounter.mounts_under(m.root()).expect("mounts").len();
-    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
-        .expect("again");
+    m.setup(
+        &p,
+        &PodContext::default(),
+        &objects(),
+        &mut Vec::new(),
+        None,
+    )
+    .expect("again");
     assert_eq!(
         HostMounter.mounts_under(m.root()).expect("mounts").len(),
         before
@@ -164,7 +176,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("missing configmap");
     assert_eq!(
         err.to_string(),
@@ -176,7 +194,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("hostPath");
     assert!(err.to_string().contains("is not a directory"), "{err}");
     let p = pod(
@@ -185,7 +209,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([]),
     );
     let err = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("nfs");
     assert!(
         err.to_string().contains("nfs volumes are not supported"),
@@ -199,7 +229,13 @@ fn failures_are_reported_and_orphans_cleaned() {
         json!([{"name": "d", "mountPath": "/x", "subPath": "evil"}]),
     );
     let paths = m
-        .setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
         .expect("setup");
     std::os::unix::fs::symlink("/etc", paths["d"].join("evil")).expect("symlink");
     let container = p.spec.as_ref().expect("spec").containers[0].clone();
@@ -227,8 +263,14 @@ fn unmount_all_releases_the_state_dir() {
         json!([{"name": "sec", "secret": {"secretName": "s"}}]),
         json!([]),
     );
-    m.setup(&p, &PodContext::default(), &objects(), &mut Vec::new())
-        .expect("setup");
+    m.setup(
+        &p,
+        &PodContext::default(),
+        &objects(),
+        &mut Vec::new(),
+        None,
+    )
+    .expect("setup");
     unmount_all(tmp.path()).expect("unmount_all");
     assert!(HostMounter
         .mounts_under(m.root())
@@ -259,7 +301,7 @@ fn fs_group_owns_every_volume_but_host_path() {
         Some(serde_json::from_value(json!({"fsGroup": 2345})).expect("sc"));
     let ctx = PodContext::default();
     let paths = m
-        .setup(&p, &ctx, &objects(), &mut Vec::new())
+        .setup(&p, &ctx, &objects(), &mut Vec::new(), None)
         .expect("setup");
     let stat = |p: &Path| fs::metadata(p).expect("stat");
     for name in ["scratch", "mem", "cfg", "sec"] {
@@ -281,7 +323,7 @@ fn fs_group_owns_every_volume_but_host_path() {
     let own = paths["scratch"].join("own");
     fs::write(&own, "x").expect("write");
     std::os::unix::fs::chown(&own, None, Some(7)).expect("chgrp");
-    m.setup(&p, &ctx, &objects(), &mut Vec::new())
+    m.setup(&p, &ctx, &objects(), &mut Vec::new(), None)
         .expect("refresh");
     assert_eq!(
         fs::read_link(paths["cfg"].join(DATA_DIR)).expect("..data"),
@@ -299,7 +341,7 @@ fn fs_group_owns_every_volume_but_host_path() {
                 .expect("cm"),
         ),
     );
-    m.setup(&p, &ctx, &changed, &mut Vec::new())
+    m.setup(&p, &ctx, &changed, &mut Vec::new(), None)
         .expect("update");
     assert_eq!(stat(&paths["cfg"].join("k2")).gid(), 2345);
     m.teardown("uid-fsg").expect("teardown");
@@ -335,7 +377,7 @@ fn claims_mount_their_volume_directory_which_outlives_the_pod() {
         json!([{"name": "d", "mountPath": "/data"}, {"name": "ro", "mountPath": "/ro"}]),
     );
     let paths = m
-        .setup(&p, &PodContext::default(), &objs, &mut Vec::new())
+        .setup(&p, &PodContext::default(), &objs, &mut Vec::new(), None)
         .expect("setup");
     assert_eq!(paths["d"], data);
     assert!(data.is_dir(), "DirectoryOrCreate made the directory");
@@ -364,11 +406,73 @@ fn claims_mount_their_volume_directory_which_outlives_the_pod() {
         json!([]),
     );
     let err = m
-        .setup(&waiting, &PodContext::default(), &objs, &mut Vec::new())
+        .setup(
+            &waiting,
+            &PodContext::default(),
+            &objs,
+            &mut Vec::new(),
+            None,
+        )
         .expect_err("unbound");
     assert_eq!(
         err.to_string(),
         "Unable to attach or mount volumes: unmounted volumes=[w], failed to process volumes=[w]: \
          error processing PVC ns/waiting: PVC ns/waiting has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")"
     );
+}
+
+#[test]
+fn user_namespace_pods_get_their_volumes_owned_by_their_root() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let m = manager(tmp.path());
+    let mut p = pod(
+        "uid-userns",
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "sec", "secret": {"secretName": "s", "defaultMode": 256}}
+        ]),
+        json!([]),
+    );
+    let ids = IdMapping {
+        container_id: 0,
+        host_id: 3 << 16,
+        length: 1 << 16,
+    };
+    let paths = m
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            Some(ids),
+        )
+        .expect("setup");
+    let owner = |p: &Path| {
+        let meta = fs::symlink_metadata(p).expect("stat");
+        (meta.uid(), meta.gid())
+    };
+    let root = (3 << 16, 3 << 16);
+    assert_eq!(owner(&paths["scratch"]), root);
+    assert_eq!(owner(&paths["sec"]), root);
+    // The key's file (its visible name is a symlink, whose owner grants nothing).
+    let key = fs::metadata(paths["sec"].join("pw")).expect("key");
+    assert_eq!((key.uid(), key.gid()), root);
+    assert_eq!(key.mode() & 0o777, 0o400);
+
+    // An fsGroup is the group as the namespace maps it.
+    p.spec.as_mut().expect("spec").security_context =
+        Some(serde_json::from_value(json!({"fsGroup": 2345})).expect("sc"));
+    let paths = m
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            Some(ids),
+        )
+        .expect("setup");
+    assert_eq!(owner(&paths["scratch"]), (3 << 16, (3 << 16) + 2345));
+    m.teardown("uid-userns").expect("teardown");
 }

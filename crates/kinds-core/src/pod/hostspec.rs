@@ -1,6 +1,7 @@
 //! Validation of the pod spec fields that reach into the node's files and kernel:
-//! `hostAliases` (lines of the pod's `/etc/hosts`) and `securityContext.sysctls`, with
-//! kube-apiserver v1.33's messages (`ValidateHostAliases`, `validateSysctls`).
+//! `hostAliases` (lines of the pod's `/etc/hosts`), `securityContext.sysctls` and
+//! `hostUsers`, with kube-apiserver v1.33's messages (`ValidateHostAliases`,
+//! `validateSysctls`, `validateHostUsers`).
 
 use std::collections::BTreeSet;
 
@@ -108,6 +109,20 @@ pub(super) fn sysctls(e: &mut FieldErrors, spec: &Value, path: &str) {
     }
 }
 
+/// `hostUsers: false` (a user namespace for the pod) cannot be combined with the node's
+/// network, PID or IPC namespace: kube-apiserver v1.33 refuses those, since the pod's root
+/// would get surprising rights, or none, over namespaces the node's user namespace owns.
+pub(super) fn host_users(e: &mut FieldErrors, spec: &Value, path: &str) {
+    if spec.get("hostUsers").and_then(Value::as_bool) != Some(false) {
+        return;
+    }
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec.get(key).and_then(Value::as_bool) == Some(true) {
+            e.forbidden(&format!("{path}.{key}"), "when `hostUsers` is false");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +182,23 @@ mod tests {
             "spec.hostAliases[1].ip: Invalid value: \"10.1.2\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
         );
         assert!(m[1].starts_with("spec.hostAliases[1].hostnames[0]: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{}", m[1]);
+    }
+
+    #[test]
+    fn host_users_false_refuses_host_namespaces() {
+        let spec = json!({"hostUsers": false, "hostNetwork": true, "hostPID": true,
+            "hostIPC": true});
+        assert_eq!(
+            messages(|e| host_users(e, &spec, "spec")),
+            [
+                "spec.hostNetwork: Forbidden: when `hostUsers` is false",
+                "spec.hostPID: Forbidden: when `hostUsers` is false",
+                "spec.hostIPC: Forbidden: when `hostUsers` is false",
+            ]
+        );
+        let spec = json!({"hostUsers": true, "hostNetwork": true, "hostPID": true});
+        assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
+        let spec = json!({"hostUsers": false, "hostNetwork": false});
+        assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
     }
 }

@@ -147,6 +147,7 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
     }
     super::hostspec::host_aliases(e, spec, path);
     super::hostspec::sysctls(e, spec, path);
+    super::hostspec::host_users(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
     seccomp_profile(e, spec, &format!("{path}.securityContext"));
     for (key, label) in [

@@ -50,6 +50,8 @@ pub struct WorkerDeps {
     pub metrics: NodeMetrics,
     /// The node's pods as the agent last saw them: what a resize must fit beside.
     pub pods: podapi::PodCache,
+    /// The host ID ranges of `hostUsers: false` pods.
+    pub userns: Arc<userns::Allocator>,
     /// Where pod cgroups go (`kubepods/<tier>/pod<uid>`); `None` lets the runtime choose.
     pub pod_cgroups: Option<podcgroups::Layout>,
     /// The node's image puller and its registry credentials.
@@ -81,6 +83,19 @@ impl ImagePulls {
 }
 
 impl WorkerDeps {
+    /// The pod's user namespace mapping when it asks for one (`hostUsers: false`): the
+    /// range it holds, or a new one (kubelet's `GetOrCreateUserNamespaceMappings`).
+    pub fn user_namespace(
+        &self,
+        pod: &Pod,
+    ) -> Result<Option<runtime::IdMapping>, userns::UsernsError> {
+        if pod.spec.as_ref().and_then(|s| s.host_users) != Some(false) {
+            return Ok(None);
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.userns.get_or_allocate(uid).map(Some)
+    }
+
     /// Records an event about the pod (or one of its containers) at the clock's time.
     pub async fn event(
         &self,

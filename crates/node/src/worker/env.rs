@@ -63,6 +63,8 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
                 hostnames: a.hostnames.clone().unwrap_or_default(),
             })
             .collect(),
+        // Filled in by the sandbox's creation, which allocates the range (`hostUsers`).
+        user_namespace: None,
     }
 }
 

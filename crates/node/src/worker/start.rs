@@ -77,24 +77,24 @@ pub async fn create_sandbox(
     pod: &Pod,
     attempt: u32,
 ) -> Result<PodSandboxStatus, Duration> {
-    if wants_user_namespace(pod) {
-        // As kubelet with a runtime handler that has no user namespace support: the pod
-        // is not run as host root in place of the namespace it asked for.
-        let msg = format!("Failed to create pod sandbox: {NO_USER_NAMESPACES}");
-        deps.event(
-            pod,
-            None,
-            EventType::Warning,
-            "FailedCreatePodSandBox",
-            &msg,
-        )
-        .await;
-        return Err(SANDBOX_RETRY);
+    let mut config = sandbox_config(deps, pod, attempt);
+    match deps.user_namespace(pod) {
+        Ok(ids) => config.user_namespace = ids,
+        Err(err) => {
+            // The pod is never run as host root in place of the namespace it asked for.
+            let msg = format!("Failed to create pod sandbox: {err}");
+            deps.event(
+                pod,
+                None,
+                EventType::Warning,
+                "FailedCreatePodSandBox",
+                &msg,
+            )
+            .await;
+            return Err(SANDBOX_RETRY);
+        }
     }
-    let created = deps
-        .runtime
-        .run_pod_sandbox(&sandbox_config(deps, pod, attempt))
-        .await;
+    let created = deps.runtime.run_pod_sandbox(&config).await;
     deps.sandboxes.invalidate();
     match created {
         Ok(status) => Ok(status),
@@ -111,15 +111,6 @@ pub async fn create_sandbox(
             Err(SANDBOX_RETRY)
         }
     }
-}
-
-/// Why a pod with `hostUsers: false` gets no sandbox.
-pub const NO_USER_NAMESPACES: &str =
-    "the runtime does not support user namespaces (hostUsers: false)";
-
-/// `spec.hostUsers: false`: the pod asks for a user namespace of its own.
-pub fn wants_user_namespace(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.host_users) == Some(false)
 }
 
 /// Starts a container that was created but never started (the agent died in between).
@@ -505,25 +496,4 @@ async fn pull_credentials(
         &pod_keyring,
         &node_keyring,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_host_users_false_asks_for_a_user_namespace() {
-        let pod = |spec: serde_json::Value| -> Pod {
-            serde_json::from_value(serde_json::json!({"spec": spec})).expect("pod")
-        };
-        assert!(wants_user_namespace(&pod(
-            serde_json::json!({"containers": [], "hostUsers": false})
-        )));
-        assert!(!wants_user_namespace(&pod(
-            serde_json::json!({"containers": [], "hostUsers": true})
-        )));
-        assert!(!wants_user_namespace(&pod(
-            serde_json::json!({"containers": []})
-        )));
-    }
 }

@@ -49,6 +49,7 @@ fn harness() -> Harness {
         )),
         metrics: crate::NodeMetrics::new(),
         pods: Default::default(),
+        userns: Arc::new(userns::Allocator::for_state_dir(dir.path()).expect("userns")),
         pod_cgroups: Some(podcgroups::Layout::new("peapod")),
         pulls: Arc::new(ImagePulls::new(
             rt.clone(),
@@ -1285,6 +1286,49 @@ async fn an_ephemeral_container_waits_for_its_target_to_run() {
         waiting.message.as_deref(),
         Some("container \"app\" is not running")
     );
+}
+
+#[tokio::test]
+async fn a_host_users_false_pod_gets_its_range_until_it_is_gone() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    p.spec.as_mut().expect("spec").host_users = Some(false);
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let sandboxes: Vec<_> =
+        h.rt.state
+            .lock()
+            .expect("lock")
+            .sandboxes
+            .values()
+            .cloned()
+            .collect();
+    let ids = sandboxes[0]
+        .config
+        .user_namespace
+        .expect("a user namespace");
+    assert_eq!((ids.container_id, ids.length), (0, 65536));
+    assert_eq!(ids.host_id % 65536, 0);
+    assert!(ids.host_id >= 65536);
+    assert_eq!(h.env.userns.get("uid-1"), Some(ids));
+
+    // Another pod gets another range; a pod with the node's users gets none.
+    let mut other = pod("Always", "busybox:1.36", "IfNotPresent");
+    other.metadata.uid = Some("uid-2".into());
+    assert_eq!(h.env.user_namespace(&other).expect("none"), None);
+    other.spec.as_mut().expect("spec").host_users = Some(false);
+    let second = h
+        .env
+        .user_namespace(&other)
+        .expect("allocated")
+        .expect("some");
+    assert_ne!(second.host_id, ids.host_id);
+
+    p = with_status(p, &h.api);
+    p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
+    p.metadata.deletion_grace_period_seconds = Some(0);
+    assert_eq!(w.sync(&h.env, &p).await, None);
+    assert_eq!(h.env.userns.get("uid-1"), None);
 }
 
 #[test]

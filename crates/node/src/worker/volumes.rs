@@ -31,14 +31,30 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
         return true;
     }
     let mut skipped = Vec::new();
+    let ids = match deps.user_namespace(pod) {
+        Ok(ids) => ids,
+        Err(err) => {
+            let msg = format!("Failed to create pod sandbox: {err}");
+            deps.event(
+                pod,
+                None,
+                EventType::Warning,
+                "FailedCreatePodSandBox",
+                &msg,
+            )
+            .await;
+            return false;
+        }
+    };
     let result = match deps
         .volumes
         .fetch_objects(deps.api.as_ref(), pod, now)
         .await
     {
-        Ok(objects) => deps
-            .volumes
-            .setup(pod, &volume_context(deps, pod), &objects, &mut skipped),
+        Ok(objects) => {
+            deps.volumes
+                .setup(pod, &volume_context(deps, pod), &objects, &mut skipped, ids)
+        }
         Err(err) => Err(err),
     };
     volumes.last_sync = Some(now);
@@ -107,6 +123,10 @@ pub fn teardown_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod: &P
         for err in errs {
             tracing::warn!(pod_uid = %uid, error = %err, "releasing volumes failed");
         }
+    }
+    // The pod's files are gone with its volumes: its ID range may go to another pod.
+    if let Err(err) = deps.userns.release(uid) {
+        tracing::warn!(pod_uid = %uid, error = %err, "releasing the user namespace range failed");
     }
     *volumes = PodVolumeState::default();
 }

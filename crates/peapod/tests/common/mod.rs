@@ -160,14 +160,15 @@ impl Peapod {
             .append(true)
             .open(&self.server_log)
             .expect("server log");
+        // The node API on loopback unless the test gives its own address.
+        let node_api: &[&str] = if self.up_args.iter().any(|a| a == "--node-api-listen") {
+            &[]
+        } else {
+            &["--node-api-listen", "127.0.0.1:0"]
+        };
         let child = Command::new(PEAPOD)
-            .args([
-                "up",
-                "--listen",
-                &self.listen,
-                "--node-api-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["up", "--listen", &self.listen])
+            .args(node_api)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--node-name")
@@ -209,6 +210,27 @@ impl Peapod {
                 panic!("peapod up exited ({status}); log:\n{}", self.server_log());
             }
         }
+    }
+
+    /// (server URL, token, CA hash) of the join command `peapod up` prints.
+    pub fn join_command(&self) -> (String, String, String) {
+        wait_until("the join command", Duration::from_secs(30), || {
+            let log = self.server_log();
+            let line = log.lines().find(|l| l.contains("peapod join --server"))?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |flag: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == flag)
+                    .and_then(|i| words.get(i + 1))
+                    .map(|w| w.to_string())
+            };
+            Some((
+                after("--server")?,
+                after("--token")?,
+                after("--discovery-token-ca-cert-hash")?,
+            ))
+        })
     }
 
     pub fn server_log(&self) -> String {

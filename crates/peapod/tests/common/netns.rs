@@ -298,6 +298,13 @@ impl NetnsNode {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// SIGKILLs the agent, as when the node's machine dies; its pods keep running.
+    pub fn kill_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            kill_child(agent);
+        }
+    }
+
     /// Panics with the agent's log when it has exited.
     pub fn assert_alive(&mut self) {
         if let Some(child) = self.agent.as_mut() {

@@ -260,7 +260,6 @@ fn seccomp_profiles_confine_and_are_applied_as_written() {
     ));
     let sleep = r#"["sleep", "3600"]"#;
     pp.apply(&pod_with("sleeper", "", sleep, "", dir));
-    pp.apply(&pod_with("userns", "  hostUsers: false\n", sleep, "", dir));
 
     // --- RuntimeDefault: the filter is loaded and refuses every escape; work still runs.
     let (rd, log) = results(&pp, "confined");
@@ -368,24 +367,6 @@ fn seccomp_profiles_confine_and_are_applied_as_written() {
     assert!(
         String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
         "{exec:?}"
-    );
-
-    // --- hostUsers: false is refused, never run as host root instead.
-    let events = wait_until(
-        "the userns pod's FailedCreatePodSandBox event",
-        Duration::from_secs(60),
-        || {
-            let out = pp.jsonpath_all(
-                "events",
-                "{range .items[?(@.involvedObject.name==\"userns\")]}{.reason}: {.message}{\"\\n\"}{end}",
-            );
-            out.contains("FailedCreatePodSandBox").then_some(out)
-        },
-    );
-    assert!(events.contains("user namespaces"), "{events}");
-    assert_eq!(
-        pp.jsonpath("pod/userns", "{.status.phase}").as_deref(),
-        Some("Pending")
     );
 
     pp.kubectl_ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);

@@ -3,7 +3,7 @@
 //! `/apis/<g>/<v>` lists. The resource metrics API (`metrics.k8s.io`), served beside the
 //! registry rather than from the store, is listed after the registry's groups.
 
-use api::resources::ResourceInfo;
+use crate::resources::ResourceInfo;
 use serde_json::{json, Value};
 
 pub const AGG_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -41,7 +41,7 @@ pub fn content_type(version: &str) -> &'static str {
 /// (group, version) pairs in registry order, core first.
 fn group_versions(core: bool) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in api::resources::all() {
+    for r in crate::resources::all() {
         if (r.group.is_empty()) == core && !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -53,7 +53,7 @@ fn resources_of<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    api::resources::all()
+    crate::resources::all()
         .iter()
         .filter(move |r| r.group == group && r.version == version)
 }
