@@ -8,7 +8,6 @@ mod deps;
 mod env;
 mod observe;
 mod plan;
-mod resize;
 mod start;
 mod state;
 mod status;
@@ -116,10 +115,15 @@ impl PodWorker {
         let t = Instant::now();
         let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;
         measure("volumes", t, false);
-        self.state.resize.pending = resize::wanted(pod, &observed)
+        let current = observed.current();
+        self.state.resize.pending = podresize::wanted(pod, &current)
             .then(|| {
                 let pods = deps.pods.read().unwrap_or_else(|e| e.into_inner());
-                resize::pending(pod, &deps.node, pods.values())
+                let node = podresize::Allocatable {
+                    cpu_millis: (deps.node.cpu * 1000.0) as u64,
+                    memory_bytes: deps.node.memory as u64,
+                };
+                podresize::pending(pod, node, pods.values())
             })
             .flatten();
         let step = if volumes_ready {
@@ -277,7 +281,9 @@ impl PodWorker {
                         continue;
                     };
                     self.state.resize.error =
-                        resize::apply(deps, pod, sandbox, containers).await.err();
+                        podresize::apply(deps.runtime.as_ref(), pod, sandbox, containers)
+                            .await
+                            .err();
                     if self.state.resize.error.is_some() {
                         result = Err(RESYNC);
                     }

@@ -11,13 +11,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::{ContainerState, PodSandboxStatus, SandboxState};
 
-use super::resize::{container_resize, ContainerResize, ContainerUpdate};
 use super::state::WorkerState;
 use crate::backoff::go_duration;
 use crate::podstatus::{
     attempts_of, ephemeral_containers, init_containers, is_sidecar, restart_policy, should_restart,
     Waiting,
 };
+use podresize::{container_resize, ContainerResize, ContainerUpdate};
 use probes::{ProbeKind, Target};
 
 /// How often a live pod is re-observed, like kubelet's PLEG relist period.
@@ -36,6 +36,16 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The containers of the ready sandbox.
+    pub fn current(&self) -> Vec<runtime::ContainerStatus> {
+        let sandbox = self.ready_sandbox().map(|s| s.id.as_str());
+        self.containers
+            .iter()
+            .filter(|c| Some(c.sandbox_id.as_str()) == sandbox)
+            .cloned()
+            .collect()
+    }
+
     pub fn ready_sandbox(&self) -> Option<&PodSandboxStatus> {
         self.sandboxes
             .iter()
@@ -398,13 +408,7 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
             .unwrap_or(0);
         out.actions.push(Action::CreateSandbox { attempt });
     }
-    let sandbox_id = sandbox.map(|s| s.id.as_str());
-    let current: Vec<_> = observed
-        .containers
-        .iter()
-        .filter(|c| Some(c.sandbox_id.as_str()) == sandbox_id)
-        .cloned()
-        .collect();
+    let current = observed.current();
     let mut p = Planner {
         pod,
         observed,

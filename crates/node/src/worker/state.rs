@@ -8,9 +8,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use runtime::ImageInfo;
 
-use super::resize::ResizeState;
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
+use podresize::ResizeState;
 use probes::{KillRequest, ProbeView};
 
 /// Where the worker is in the pod's life.

@@ -59,13 +59,14 @@ pub async fn write_status(
         probes: &state.probe_view,
     });
     network::fill_status(pod, observed.ready_sandbox(), &mut status);
-    if !super::resize::wanted(pod, observed) {
+    let current = observed.current();
+    if !podresize::wanted(pod, &current) {
         state.resize.error = None;
     }
-    super::resize::fill_status(
+    podresize::fill_status(
         &mut status,
         pod,
-        observed,
+        &current,
         &state.resize,
         state.last_status.as_ref(),
         deps.clock.now(),

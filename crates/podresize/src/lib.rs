@@ -5,18 +5,15 @@
 //! pending (`PodResizePending`, `Infeasible`), one that does not fit beside the other pods
 //! waits (`Deferred`) and is tried again at each sync; one that failed to apply shows as
 //! `PodResizeInProgress` with the error. The status reports each container's allocated and
-//! actual resources.
+//! actual resources. The decisions are pure; `apply` is their one effect, through the
+//! runtime's CRI-shaped update calls.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use runtime::{ContainerState, LinuxResources};
-
-use super::deps::{NodeFacts, WorkerDeps};
-use super::plan::Observed;
-use crate::podstatus::attempts_of;
+use runtime::{ContainerState, ContainerStatus, LinuxResources, PodSandboxStatus, RuntimeService};
 
 /// The conditions kubelet v1.33 reports a resize with.
 pub const PENDING: &str = "PodResizePending";
@@ -54,7 +51,7 @@ fn restarts_for(c: &Container, resource: &str) -> bool {
 
 /// Compares a running container's recorded allocation with its spec. Containers created
 /// before allocations were recorded count as unchanged.
-pub fn container_resize(c: &Container, running: &runtime::ContainerStatus) -> ContainerResize {
+pub fn container_resize(c: &Container, running: &ContainerStatus) -> ContainerResize {
     let Some(allocated) = containerspec::recorded_resources(&running.config.annotations) else {
         return ContainerResize::Unchanged;
     };
@@ -71,21 +68,26 @@ pub fn container_resize(c: &Container, running: &runtime::ContainerStatus) -> Co
     }
 }
 
-/// Whether the pod's running containers differ from its spec in cpu or memory.
-pub fn wanted(pod: &Pod, observed: &Observed) -> bool {
-    let Some(sandbox) = observed.ready_sandbox() else {
-        return false;
-    };
+/// The newest attempt of container `name` among `containers` (one sandbox's).
+fn newest<'a>(containers: &'a [ContainerStatus], name: &str) -> Option<&'a ContainerStatus> {
+    containers
+        .iter()
+        .filter(|c| c.config.name == name)
+        .max_by_key(|c| c.config.attempt)
+}
+
+/// Whether the pod's running containers (`current`: those of its ready sandbox) differ
+/// from its spec in cpu or memory.
+pub fn wanted(pod: &Pod, current: &[ContainerStatus]) -> bool {
     resizable(pod).any(|c| {
-        attempts_of(&observed.containers, &c.name)
-            .into_iter()
-            .find(|r| r.sandbox_id == sandbox.id)
+        newest(current, &c.name)
             .filter(|r| r.state == ContainerState::Running)
             .is_some_and(|r| container_resize(c, r) != ContainerResize::Unchanged)
     })
 }
 
-/// The containers a resize applies to: app containers and sidecars.
+/// The containers a resize applies to: app containers and sidecars (restartable init
+/// containers).
 fn resizable(pod: &Pod) -> impl Iterator<Item = &Container> {
     let spec = pod.spec.as_ref();
     spec.map(|s| s.containers.as_slice())
@@ -95,7 +97,7 @@ fn resizable(pod: &Pod) -> impl Iterator<Item = &Container> {
             spec.and_then(|s| s.init_containers.as_deref())
                 .unwrap_or_default()
                 .iter()
-                .filter(|c| crate::podstatus::is_sidecar(c)),
+                .filter(|c| c.restart_policy.as_deref() == Some("Always")),
         )
 }
 
@@ -117,11 +119,18 @@ impl Pending {
     }
 }
 
+/// The node's allocatable as a resize must fit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocatable {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
 /// kubelet's `canResizePod`: the pod's new requests against the node's allocatable
 /// (`Infeasible`), then against what the node's other active pods request (`Deferred`).
 pub fn pending<'a>(
     pod: &Pod,
-    node: &NodeFacts,
+    node: Allocatable,
     others: impl IntoIterator<Item = &'a Pod>,
 ) -> Option<Pending> {
     let (cpu, memory) = pod
@@ -130,8 +139,8 @@ pub fn pending<'a>(
         .map(containerspec::pod_requests)
         .unwrap_or_default();
     let capacity = [
-        ("cpu", cpu, (node.cpu * 1000.0) as u64),
-        ("memory", memory, node.memory as u64),
+        ("cpu", cpu, node.cpu_millis),
+        ("memory", memory, node.memory_bytes),
     ];
     for (name, requested, capacity) in capacity {
         if capacity > 0 && requested > capacity {
@@ -156,8 +165,8 @@ pub fn pending<'a>(
             (c.saturating_add(pc), m.saturating_add(pm))
         });
     let used = [
-        ("cpu", cpu, used_cpu, (node.cpu * 1000.0) as u64),
-        ("memory", memory, used_memory, node.memory as u64),
+        ("cpu", cpu, used_cpu, node.cpu_millis),
+        ("memory", memory, used_memory, node.memory_bytes),
     ];
     for (name, requested, used, capacity) in used {
         if capacity > 0 && requested.saturating_add(used) > capacity {
@@ -192,9 +201,9 @@ fn widest(a: &LinuxResources, b: &LinuxResources) -> LinuxResources {
 /// before its containers and shrinks it after them). Errors are the message the
 /// `PodResizeInProgress` condition shows.
 pub async fn apply(
-    deps: &WorkerDeps,
+    runtime: &dyn RuntimeService,
     pod: &Pod,
-    sandbox: &runtime::PodSandboxStatus,
+    sandbox: &PodSandboxStatus,
     containers: &[ContainerUpdate],
 ) -> Result<(), String> {
     let target = pod
@@ -202,7 +211,6 @@ pub async fn apply(
         .as_ref()
         .map(containerspec::pod_resources)
         .unwrap_or_default();
-    let runtime = &deps.runtime;
     let wide = widest(&sandbox.config.resources, &target);
     runtime
         .update_pod_sandbox_resources(&sandbox.id, &wide)
@@ -235,15 +243,15 @@ pub struct ResizeState {
 }
 
 /// Fills in each container's allocated and actual resources and the resize conditions.
+/// `current` holds the containers of the pod's ready sandbox.
 pub fn fill_status(
     status: &mut PodStatus,
     pod: &Pod,
-    observed: &Observed,
+    current: &[ContainerStatus],
     resize: &ResizeState,
     last: Option<&PodStatus>,
     now: Timestamp,
 ) {
-    let sandbox = observed.ready_sandbox().map(|s| s.id.as_str());
     let lists = [
         status.container_statuses.as_mut(),
         status.init_container_statuses.as_mut(),
@@ -252,11 +260,8 @@ pub fn fill_status(
         let Some(c) = resizable(pod).find(|c| c.name == cs.name) else {
             continue;
         };
-        let newest = attempts_of(&observed.containers, &c.name)
-            .into_iter()
-            .find(|r| Some(r.sandbox_id.as_str()) == sandbox);
-        let Some(recorded) =
-            newest.and_then(|r| containerspec::recorded_resources(&r.config.annotations))
+        let Some(recorded) = newest(current, &c.name)
+            .and_then(|r| containerspec::recorded_resources(&r.config.annotations))
         else {
             continue;
         };
@@ -303,13 +308,13 @@ mod tests {
         serde_json::from_value(v).expect("container")
     }
 
-    fn running(c: &Container) -> runtime::ContainerStatus {
+    fn running(c: &Container) -> ContainerStatus {
         let mut annotations = BTreeMap::new();
         annotations.insert(
             containerspec::ANNOTATION_RESOURCES.to_string(),
             containerspec::resources_annotation(c),
         );
-        runtime::ContainerStatus {
+        ContainerStatus {
             id: "id".into(),
             sandbox_id: "s".into(),
             config: runtime::ContainerConfig {
@@ -357,21 +362,18 @@ mod tests {
 
     #[test]
     fn too_much_for_the_node_is_infeasible_beside_others_deferred() {
-        let node = NodeFacts {
-            name: "n".into(),
-            host_ip: "1.2.3.4".into(),
-            cpu: 2.0,
-            memory: 1e9,
-            ephemeral_storage: 0.0,
+        let node = Allocatable {
+            cpu_millis: 2000,
+            memory_bytes: 1_000_000_000,
         };
         let pod = |uid: &str, cpu: &str| -> Pod {
             serde_json::from_value(json!({"metadata": {"uid": uid}, "spec": {"containers": [
                 {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
             .expect("pod")
         };
-        assert_eq!(pending(&pod("a", "2"), &node, []), None);
+        assert_eq!(pending(&pod("a", "2"), node, []), None);
         assert_eq!(
-            pending(&pod("a", "3"), &node, []),
+            pending(&pod("a", "3"), node, []),
             Some(Pending::Infeasible(
                 "Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000".into()
             ))
@@ -379,7 +381,7 @@ mod tests {
         let me = pod("a", "1500m");
         let other = pod("b", "1");
         assert_eq!(
-            pending(&me, &node, [&me, &other]),
+            pending(&me, node, [&me, &other]),
             Some(Pending::Deferred(
                 "Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000"
                     .into()
@@ -387,7 +389,7 @@ mod tests {
         );
         let mut done = other.clone();
         done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
-        assert_eq!(pending(&me, &node, [&me, &done]), None);
+        assert_eq!(pending(&me, node, [&me, &done]), None);
     }
 
     #[test]
