@@ -92,4 +92,23 @@ mod tests {
         assert_eq!(changed_resources(&recorded, &more_mem), ["memory"]);
         assert_eq!(recorded_resources(&BTreeMap::new()), None);
     }
+
+    #[test]
+    fn the_hash_leaves_resources_out() {
+        let c = container(json!({"limits": {"cpu": "1"}}));
+        let resized = container(json!({"limits": {"cpu": "2"}}));
+        assert_eq!(crate::container_hash(&c), crate::container_hash(&resized));
+        assert_ne!(
+            crate::full_container_hash(&c),
+            crate::full_container_hash(&resized)
+        );
+        let other_image = Container {
+            image: Some("other".into()),
+            ..c.clone()
+        };
+        assert_ne!(
+            crate::container_hash(&c),
+            crate::container_hash(&other_image)
+        );
+    }
 }

@@ -133,12 +133,17 @@ pub const ANNOTATION_CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 /// kubelet v1.33 leaves them out: a resize is carried out in place, or restarts the
 /// container only when its `resizePolicy` says so.
 pub fn container_hash(container: &Container) -> String {
-    let hashed = Container {
+    full_container_hash(&Container {
         resources: None,
         resize_policy: None,
         ..container.clone()
-    };
-    let bytes = serde_json::to_vec(&hashed).unwrap_or_default();
+    })
+}
+
+/// The hash agents recorded before resources were left out of it: a container created by
+/// such an agent whose spec has not changed at all is not restarted after an upgrade.
+pub fn full_container_hash(container: &Container) -> String {
+    let bytes = serde_json::to_vec(container).unwrap_or_default();
     let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     });

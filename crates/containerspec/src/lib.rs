@@ -15,9 +15,9 @@ pub use allocated::{
     ANNOTATION_RESOURCES, RESIZABLE,
 };
 pub use container::{
-    build_container_config, container_hash, field_ref_value, referenced_sources,
-    resource_field_value, BuildInput, ContainerSpecError, EnvSources, PodContext,
-    ANNOTATION_CONTAINER_HASH, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    build_container_config, container_hash, field_ref_value, full_container_hash,
+    referenced_sources, resource_field_value, BuildInput, ContainerSpecError, EnvSources,
+    PodContext, ANNOTATION_CONTAINER_HASH, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 pub use expand::{expand, lookup_in};
 pub use security::{

@@ -197,7 +197,9 @@ fn definition_changed(c: &Container, running: &runtime::ContainerStatus) -> bool
         .config
         .annotations
         .get(containerspec::ANNOTATION_CONTAINER_HASH)
-        .is_some_and(|h| *h != containerspec::container_hash(c))
+        .is_some_and(|h| {
+            *h != containerspec::container_hash(c) && *h != containerspec::full_container_hash(c)
+        })
 }
 
 impl Planner<'_> {
