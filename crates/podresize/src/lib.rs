@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use runtime::{ContainerState, ContainerStatus, LinuxResources, PodSandboxStatus, RuntimeService};
+use runtime::{ContainerStatus, LinuxResources, PodSandboxStatus, RuntimeService};
 
 /// The conditions kubelet v1.33 reports a resize with.
 pub const PENDING: &str = "PodResizePending";
@@ -76,12 +76,33 @@ fn newest<'a>(containers: &'a [ContainerStatus], name: &str) -> Option<&'a Conta
         .max_by_key(|c| c.config.attempt)
 }
 
-/// Whether the pod's running containers (`current`: those of its ready sandbox) differ
-/// from its spec in cpu or memory.
+/// `c` with the cpu and memory its `previous` attempt was given, for a container started
+/// again while its resize waits; `c` itself when nothing was recorded.
+pub fn as_allocated(c: &Container, previous: Option<&ContainerStatus>) -> Container {
+    let Some(allocated) =
+        previous.and_then(|p| containerspec::recorded_resources(&p.config.annotations))
+    else {
+        return c.clone();
+    };
+    let mut out = c.clone();
+    let resources = out.resources.get_or_insert_with(Default::default);
+    for (list, from) in [
+        (&mut resources.requests, allocated.requests),
+        (&mut resources.limits, allocated.limits),
+    ] {
+        let mut map = list.take().unwrap_or_default();
+        map.retain(|k, _| !containerspec::RESIZABLE.contains(&k.as_str()));
+        map.extend(from.unwrap_or_default());
+        *list = (!map.is_empty()).then_some(map);
+    }
+    out
+}
+
+/// Whether the pod's containers (`current`: those of its ready sandbox, the newest attempt
+/// of each, running or not) were given other cpu or memory than its spec asks for.
 pub fn wanted(pod: &Pod, current: &[ContainerStatus]) -> bool {
     resizable(pod).any(|c| {
         newest(current, &c.name)
-            .filter(|r| r.state == ContainerState::Running)
             .is_some_and(|r| container_resize(c, r) != ContainerResize::Unchanged)
     })
 }
@@ -322,7 +343,7 @@ mod tests {
                 annotations,
                 ..Default::default()
             },
-            state: ContainerState::Running,
+            state: runtime::ContainerState::Running,
             created_at: Timestamp::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
@@ -358,6 +379,17 @@ mod tests {
             "resizePolicy": [{"resourceName": "memory", "restartPolicy": "RestartContainer"}]}),
         );
         assert_eq!(container_resize(&more_memory, &r), ContainerResize::Restart);
+    }
+
+    #[test]
+    fn a_restart_while_pending_keeps_the_allocation() {
+        let was = container(json!({"name": "c", "resources": {
+            "requests": {"cpu": "1", "ephemeral-storage": "1Gi"}, "limits": {"memory": "64Mi"}}}));
+        let wants = container(json!({"name": "c", "resources": {
+            "requests": {"cpu": "9", "ephemeral-storage": "1Gi"}, "limits": {"memory": "64Mi"}}}));
+        let started = as_allocated(&wants, Some(&running(&was)));
+        assert_eq!(started.resources, was.resources);
+        assert_eq!(as_allocated(&wants, None), wants);
     }
 
     #[test]

@@ -311,6 +311,12 @@ impl PodWorker {
                         continue;
                     };
                     let (container, target) = match spec_container(pod, name) {
+                        // A resize that waits is not in force: a restart keeps what the
+                        // container was given (kubelet starts from the allocation).
+                        Some(c) if self.state.resize.pending.is_some() => {
+                            let previous = attempts_of(&observed.containers, name);
+                            (podresize::as_allocated(c, previous.first().copied()), None)
+                        }
                         Some(c) => (c.clone(), None),
                         None => match ephemeral_containers(pod)
                             .into_iter()
