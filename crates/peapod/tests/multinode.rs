@@ -286,7 +286,7 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
 #[test]
 fn nodes_behind_a_router_reach_each_others_pods_over_vxlan() {
     let left = TestBridge::create();
-    let right = TestBridge::create_other();
+    let right = TestBridge::create();
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if forwarding.trim() != "1" {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enabling forwarding");

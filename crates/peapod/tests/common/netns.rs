@@ -47,21 +47,16 @@ pub struct TestBridge {
 }
 
 impl TestBridge {
+    /// A bridge of its own: each one this process makes gets its own name and subnet
+    /// (tests of one binary run in parallel), alternating between `198.18.x` and `198.19.x`
+    /// so two bridges made one after the other are never one subnet.
     pub fn create() -> Self {
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         Self::with(
-            format!("ppmn{}", pid % 100_000),
-            format!("198.18.{}", pid % 250 + 1),
-        )
-    }
-
-    /// A second bridge, in another subnet: nodes on the two are no neighbours, the host
-    /// routes between them.
-    pub fn create_other() -> Self {
-        let pid = std::process::id();
-        Self::with(
-            format!("ppmx{}", pid % 100_000),
-            format!("198.19.{}", pid % 250 + 1),
+            format!("ppmn{}{}", pid % 100_000, k % 100),
+            format!("198.{}.{}", 18 + k % 2, (pid + k / 2) % 250 + 1),
         )
     }
 
