@@ -10,6 +10,7 @@ use runtime::ImageInfo;
 
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
+use podresize::ResizeState;
 use probes::{KillRequest, ProbeView};
 
 /// Where the worker is in the pod's life.
@@ -63,6 +64,8 @@ pub struct WorkerState {
     /// The `DisruptionTarget` condition the node's own ending of the pod adds (node
     /// shutdown: reason `TerminationByKubelet`), made once so its time stays put.
     pub disruption: Option<k8s_openapi::api::core::v1::PodCondition>,
+    /// Where the pod's in-place resize stands (pending, or failed to apply).
+    pub resize: ResizeState,
 }
 
 impl WorkerState {
@@ -79,6 +82,7 @@ impl WorkerState {
             killed: false,
             failure: None,
             disruption: None,
+            resize: ResizeState::default(),
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),
