@@ -129,8 +129,20 @@ pub const ANNOTATION_CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 
 /// A hash of a container's spec, recorded on the runtime container so a changed definition
 /// (a new image in a bare Pod) is noticed and the container restarted. FNV-1a over the
-/// spec's JSON, as hex, like the kubelet's.
+/// spec's JSON, as hex, like the kubelet's. Resources and resize policy are left out, as
+/// kubelet v1.33 leaves them out: a resize is carried out in place, or restarts the
+/// container only when its `resizePolicy` says so.
 pub fn container_hash(container: &Container) -> String {
+    full_container_hash(&Container {
+        resources: None,
+        resize_policy: None,
+        ..container.clone()
+    })
+}
+
+/// The hash agents recorded before resources were left out of it: a container created by
+/// such an agent whose spec has not changed at all is not restarted after an upgrade.
+pub fn full_container_hash(container: &Container) -> String {
     let bytes = serde_json::to_vec(container).unwrap_or_default();
     let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
@@ -578,6 +590,10 @@ pub fn build_container_config(
     annotations.insert(
         ANNOTATION_CONTAINER_HASH.to_string(),
         container_hash(container),
+    );
+    annotations.insert(
+        crate::allocated::ANNOTATION_RESOURCES.to_string(),
+        crate::allocated::resources_annotation(container),
     );
     if let Some(path) = &container.termination_message_path {
         annotations.insert(

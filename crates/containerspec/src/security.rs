@@ -79,7 +79,7 @@ fn quantity(
 
 /// (request, limit) of one resource of a container; the request defaults to the limit, as
 /// the API server's defaulting does.
-fn request_limit(container: &Container, name: &str) -> (Option<f64>, Option<f64>) {
+pub(crate) fn request_limit(container: &Container, name: &str) -> (Option<f64>, Option<f64>) {
     let res = container.resources.as_ref();
     let limit = quantity(res.and_then(|r| r.limits.as_ref()), name).filter(|v| *v > 0.0);
     let request = quantity(res.and_then(|r| r.requests.as_ref()), name)

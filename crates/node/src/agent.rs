@@ -520,6 +520,7 @@ pub async fn run(
         sandboxes: Default::default(),
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
+        pods: pods.clone(),
         userns: Arc::new(userns::Allocator::for_state_dir(&config.state_dir)?),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
         pulls: Arc::new(ImagePulls::new(

@@ -290,6 +290,41 @@ impl RuntimeService for FakeRuntime {
         Ok(id)
     }
 
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &runtime::LinuxResources,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        st.calls.push(format!("update_container_resources {id}"));
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound { id: id.to_string() })?;
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::ContainerNotRunning { id: id.to_string() });
+        }
+        c.config.resources = resources.clone();
+        c.config.annotations.extend(annotations.clone());
+        Ok(())
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        resources: &runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        st.calls.push(format!("update_pod_sandbox_resources {id}"));
+        let s = st
+            .sandboxes
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::SandboxNotFound { id: id.to_string() })?;
+        s.config.resources = resources.clone();
+        Ok(())
+    }
+
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let now = self.clock.now();
         let mut st = self.lock();

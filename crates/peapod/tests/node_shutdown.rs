@@ -1,7 +1,8 @@
 //! Graceful node shutdown through kubectl: with `shutdownGracePeriod` in the
 //! KubeletConfiguration, stopping `peapod up` (SIGTERM) reports the Node not ready and
 //! terminates its pods, regular ones before critical ones (`system-cluster-critical`), each
-//! within its grace period; they end `Failed` with the kubelet's `Terminated` reason and
+//! within its grace period; they end `Failed` with the kubelet's `Terminated` reason (and
+//! the `DisruptionTarget` condition, reason `TerminationByKubelet`) and
 //! message, no container is left, and a restarted `peapod up` does not run them again.
 //! (Without the setting the pods survive the agent, which the restart tests show.)
 
@@ -109,6 +110,15 @@ fn stopping_the_node_terminates_its_pods_in_priority_order() {
                 "Failed/Terminated/Pod was terminated in response to imminent node shutdown."
                     .into()
             ),
+            "{name}"
+        );
+        assert_eq!(
+            pp.jsonpath(
+                &format!("pod/{name}"),
+                "{.status.conditions[?(@.type==\"DisruptionTarget\")].status}/{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}"
+            )
+            .as_deref(),
+            Some("True/TerminationByKubelet"),
             "{name}"
         );
     }

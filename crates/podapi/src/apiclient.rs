@@ -121,6 +121,9 @@ pub trait PodApi: Send + Sync + 'static {
 /// `DisruptionTarget`) survive a write from a node that has not seen them yet, and an unset
 /// reason or message of a condition is cleared; the address lists are replaced as a whole;
 /// the other lists (container statuses) have no merge key and are replaced anyway.
+/// Pod conditions the node sets only while they hold (kubelet v1.33's in-place resize).
+const TRANSIENT_CONDITIONS: [&str; 2] = ["PodResizePending", "PodResizeInProgress"];
+
 fn status_patch(status: &PodStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Some(conditions) = value
@@ -133,6 +136,12 @@ fn status_patch(status: &PodStatus) -> serde_json::Value {
         {
             for key in ["reason", "message"] {
                 c.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        // The resize conditions come and go: one the node no longer reports is removed.
+        for kind in TRANSIENT_CONDITIONS {
+            if !conditions.iter().any(|c| c["type"] == kind) {
+                conditions.push(serde_json::json!({"type": kind, "$patch": "delete"}));
             }
         }
     }
@@ -405,7 +414,9 @@ mod tests {
                 "phase": "Running",
                 "conditions": [
                     {"type": "Ready", "status": "True", "reason": null, "message": null},
-                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "message": null}],
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "message": null},
+                    {"type": "PodResizePending", "$patch": "delete"},
+                    {"type": "PodResizeInProgress", "$patch": "delete"}],
                 "podIPs": [{"ip": "10.244.0.5"}, {"$patch": "replace"}]
             })
         );

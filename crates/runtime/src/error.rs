@@ -47,6 +47,8 @@ pub enum RuntimeError {
     SandboxNotRunning { id: String },
     #[error("container {id} not found")]
     ContainerNotFound { id: String },
+    #[error("container {id} is not running")]
+    ContainerNotRunning { id: String },
     #[error("creating container {name:?}: no command given")]
     NoCommand { name: String },
     #[error("creating container {name:?}: mount source {path} does not exist")]

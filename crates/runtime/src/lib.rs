@@ -32,6 +32,7 @@ pub use network::{NetworkConfig, NetworkError, PodCidr};
 pub use service::{Runtime, RuntimeConfig};
 pub use stdio::ExecIo;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -205,6 +206,22 @@ pub trait RuntimeService: Send + Sync + 'static {
         sandbox_id: Option<&str>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
+    /// Writes new cgroup limits for a running container and records them, with
+    /// `annotations` added to its config, so that its status shows them from then on (CRI
+    /// `UpdateContainerResources`; kubelet's in-place resize).
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &LinuxResources,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+    /// Writes new limits for the pod cgroup of a sandbox and records them (CRI
+    /// `UpdatePodSandboxResources`).
+    async fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        resources: &LinuxResources,
+    ) -> Result<(), RuntimeError>;
 
     /// The resource use of every ready sandbox and its running containers (CRI
     /// `ListPodSandboxStats`); empty where the runtime has no cgroups to read.

@@ -3,6 +3,7 @@
 //! every status is read back from the records on disk, so a new `Runtime` over the same
 //! state directory (an agent restart) sees everything the old one created.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use crate::client;
 mod exec;
 mod network;
+mod resize;
 mod stats;
 use crate::image_backend::ImageBackend;
 use crate::network::{NetworkConfig, PodNetwork};
@@ -27,8 +29,9 @@ use crate::records::{
     container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
 };
 use crate::{
-    ContainerConfig, ContainerState, ContainerStatus, FsStats, ImageInfo, PodSandboxConfig,
-    PodSandboxStatus, RuntimeError, RuntimeService, SeccompProfile, ShimError, ShimStartError,
+    ContainerConfig, ContainerState, ContainerStatus, FsStats, ImageInfo, LinuxResources,
+    PodSandboxConfig, PodSandboxStatus, RuntimeError, RuntimeService, SeccompProfile, ShimError,
+    ShimStartError,
 };
 
 /// Localhost seccomp profiles live in `<state dir>/seccomp`.
@@ -1018,6 +1021,23 @@ impl RuntimeService for Runtime {
             }
         }
         Ok(out)
+    }
+
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &LinuxResources,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.update_container(id, resources, annotations).await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        resources: &LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        self.update_sandbox(id, resources).await
     }
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {

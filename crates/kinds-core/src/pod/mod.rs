@@ -4,6 +4,7 @@
 
 mod defaults;
 mod hostspec;
+mod resize;
 mod table;
 mod validation;
 
@@ -40,6 +41,7 @@ pub const RESOURCE: ResourceInfo = ResourceInfo {
         sub("exec", "", "PodExecOptions", CONNECT_VERBS),
         sub("log", "", "Pod", &["get"]),
         sub("portforward", "", "PodPortForwardOptions", CONNECT_VERBS),
+        sub("resize", "", "Pod", STATUS_VERBS),
         sub("status", "", "Pod", STATUS_VERBS),
     ],
     strategy: &Pods,
@@ -94,12 +96,17 @@ impl Strategy for Pods {
     }
 
     fn object_subresources(&self) -> &'static [&'static str] {
-        &["ephemeralcontainers"]
+        &["ephemeralcontainers", "resize"]
     }
 
-    /// upstream's `dropNonEphemeralContainerUpdates`: of the new pod only its ephemeral
-    /// containers count.
-    fn prepare_for_subresource_update(&self, _sub: &str, old: &Value, new: &mut Value) {
+    /// `resize`: of the new pod only its containers' resources and resize policies count;
+    /// `ephemeralcontainers` (upstream's `dropNonEphemeralContainerUpdates`): only its
+    /// ephemeral containers.
+    fn prepare_for_subresource_update(&self, sub: &str, old: &Value, new: &mut Value) {
+        if sub == "resize" {
+            resize::prepare(old, new);
+            return;
+        }
         let mut out = old.clone();
         let ephemeral = new
             .pointer_mut("/spec/ephemeralContainers")
@@ -119,11 +126,15 @@ impl Strategy for Pods {
 
     fn validate_subresource_update(
         &self,
-        _sub: &str,
+        sub: &str,
         old: &Value,
         new: &Value,
         e: &mut FieldErrors,
     ) {
+        if sub == "resize" {
+            resize::validate(e, old, new);
+            return;
+        }
         validation::validate_ephemeral_update(e, old, new);
     }
 

@@ -769,7 +769,7 @@ fn toleration(e: &mut FieldErrors, t: &Value, path: &str) {
 const POD_UPDATE_MSG: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
 /// The annotation kubelet puts on mirror pods (the API's copies of static pods).
-const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+pub(super) const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// upstream's ValidatePodSpecificAnnotations: a mirror pod names its node.
 /// `validateSeccompProfileField` on `owner.securityContext.seccompProfile`: a known type,

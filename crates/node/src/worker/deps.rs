@@ -48,6 +48,8 @@ pub struct WorkerDeps {
     pub volumes: Arc<VolumeManager>,
     /// Where the phases of pod starts are observed.
     pub metrics: NodeMetrics,
+    /// The node's pods as the agent last saw them: what a resize must fit beside.
+    pub pods: podapi::PodCache,
     /// The host ID ranges of `hostUsers: false` pods.
     pub userns: Arc<userns::Allocator>,
     /// Where pod cgroups go (`kubepods/<tier>/pod<uid>`); `None` lets the runtime choose.

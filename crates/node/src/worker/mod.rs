@@ -105,6 +105,7 @@ impl PodWorker {
                     reason: plan::DEADLINE_REASON,
                     message: plan::DEADLINE_MESSAGE,
                     grace: plan::grace_period(pod),
+                    disruption: false,
                 },
             )
             .await;
@@ -115,6 +116,17 @@ impl PodWorker {
         let t = Instant::now();
         let volumes_ready = ensure_volumes(deps, &mut self.state.volumes, pod).await;
         measure("volumes", t, false);
+        let current = observed.current();
+        self.state.resize.pending = podresize::wanted(pod, &current)
+            .then(|| {
+                let pods = deps.pods.read().unwrap_or_else(|e| e.into_inner());
+                let node = podresize::Allocatable {
+                    cpu_millis: (deps.node.cpu * 1000.0) as u64,
+                    memory_bytes: deps.node.memory as u64,
+                };
+                podresize::pending(pod, node, pods.values())
+            })
+            .flatten();
         let step = if volumes_ready {
             plan(pod, &observed, &self.state, now)
         } else {
@@ -265,6 +277,18 @@ impl PodWorker {
                     self.state.probe_kills.remove(id);
                     tracing::debug!(container = %name, "killed");
                 }
+                Action::ResizeContainers { containers } => {
+                    let Some(sandbox) = sandbox.as_ref() else {
+                        continue;
+                    };
+                    self.state.resize.error =
+                        podresize::apply(deps.runtime.as_ref(), pod, sandbox, containers)
+                            .await
+                            .err();
+                    if self.state.resize.error.is_some() {
+                        result = Err(RESYNC);
+                    }
+                }
                 Action::RemoveContainer { id } => {
                     if let Err(err) = deps.runtime.remove_container(id).await {
                         tracing::debug!(container = %id, error = %err, "removing old container failed");
@@ -288,6 +312,12 @@ impl PodWorker {
                         continue;
                     };
                     let (container, target) = match spec_container(pod, name) {
+                        // A resize that waits is not in force: a restart keeps what the
+                        // container was given (kubelet starts from the allocation).
+                        Some(c) if self.state.resize.pending.is_some() => {
+                            let previous = attempts_of(&observed.containers, name);
+                            (podresize::as_allocated(c, previous.first().copied()), None)
+                        }
                         Some(c) => (c.clone(), None),
                         None => match ephemeral_containers(pod)
                             .into_iter()
@@ -358,6 +388,7 @@ impl PodWorker {
                 reason: node_shutdown::REASON,
                 message: node_shutdown::MESSAGE,
                 grace: grace.max(MIN_GRACE),
+                disruption: true,
             },
         )
         .await;

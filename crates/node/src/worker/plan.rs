@@ -17,6 +17,7 @@ use crate::podstatus::{
     attempts_of, ephemeral_containers, init_containers, is_sidecar, restart_policy, should_restart,
     Waiting,
 };
+use podresize::{container_resize, ContainerResize, ContainerUpdate};
 use probes::{ProbeKind, Target};
 
 /// How often a live pod is re-observed, like kubelet's PLEG relist period.
@@ -35,6 +36,16 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The containers of the ready sandbox.
+    pub fn current(&self) -> Vec<runtime::ContainerStatus> {
+        let sandbox = self.ready_sandbox().map(|s| s.id.as_str());
+        self.containers
+            .iter()
+            .filter(|c| Some(c.sandbox_id.as_str()) == sandbox)
+            .cloned()
+            .collect()
+    }
+
     pub fn ready_sandbox(&self) -> Option<&PodSandboxStatus> {
         self.sandboxes
             .iter()
@@ -74,6 +85,10 @@ pub enum Action {
         name: String,
         message: String,
         grace_secs: i64,
+    },
+    /// Resize running containers in place (new cgroup limits, no restart).
+    ResizeContainers {
+        containers: Vec<ContainerUpdate>,
     },
 }
 
@@ -170,6 +185,8 @@ struct Planner<'a> {
     now: Timestamp,
     /// Containers of the ready sandbox: a new sandbox starts from the first init container.
     current: Vec<runtime::ContainerStatus>,
+    /// Running containers to resize in place, applied together after the rest of the plan.
+    resizes: Vec<ContainerUpdate>,
     out: Plan,
 }
 
@@ -180,7 +197,9 @@ fn definition_changed(c: &Container, running: &runtime::ContainerStatus) -> bool
         .config
         .annotations
         .get(containerspec::ANNOTATION_CONTAINER_HASH)
-        .is_some_and(|h| *h != containerspec::container_hash(c))
+        .is_some_and(|h| {
+            *h != containerspec::container_hash(c) && *h != containerspec::full_container_hash(c)
+        })
 }
 
 impl Planner<'_> {
@@ -217,7 +236,40 @@ impl Planner<'_> {
                 });
                 Step::Pending
             }
+            ContainerState::Running
+                if follows_spec
+                    && self.state.resize.pending.is_none()
+                    && container_resize(c, latest) == ContainerResize::Restart =>
+            {
+                // kubelet v1.33: a resource whose resizePolicy is RestartContainer changed.
+                self.out.actions.push(Action::KillContainer {
+                    id: latest.id.clone(),
+                    name: c.name.clone(),
+                    message: format!("Container {} resize requires restart", c.name),
+                    grace_secs: grace_period(self.pod).as_secs().try_into().unwrap_or(30),
+                });
+                self.out.actions.push(Action::StartContainer {
+                    name: c.name.clone(),
+                    attempt: next_attempt(self.observed, &c.name),
+                    restart: false,
+                });
+                Step::Pending
+            }
             ContainerState::Running | ContainerState::Unknown => {
+                if follows_spec && self.state.resize.pending.is_none() {
+                    if let ContainerResize::InPlace {
+                        resources,
+                        allocation,
+                    } = container_resize(c, latest)
+                    {
+                        self.resizes.push(ContainerUpdate {
+                            id: latest.id.clone(),
+                            name: c.name.clone(),
+                            resources,
+                            allocation,
+                        });
+                    }
+                }
                 match self.state.probe_kills.get(&latest.id) {
                     Some(kill) => {
                         // kubelet's computePodActions: "Container x failed liveness probe,
@@ -358,19 +410,14 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
             .unwrap_or(0);
         out.actions.push(Action::CreateSandbox { attempt });
     }
-    let sandbox_id = sandbox.map(|s| s.id.as_str());
-    let current: Vec<_> = observed
-        .containers
-        .iter()
-        .filter(|c| Some(c.sandbox_id.as_str()) == sandbox_id)
-        .cloned()
-        .collect();
+    let current = observed.current();
     let mut p = Planner {
         pod,
         observed,
         state,
         now,
         current,
+        resizes: Vec::new(),
         out,
     };
     if sandbox.is_some() {
@@ -437,6 +484,10 @@ pub fn plan(pod: &Pod, observed: &Observed, state: &WorkerState, now: Timestamp)
         for c in apps {
             p.container(c, &|code| should_restart(pod, code), true);
         }
+    }
+    if !p.resizes.is_empty() {
+        let containers = std::mem::take(&mut p.resizes);
+        p.out.actions.push(Action::ResizeContainers { containers });
     }
     p.out
 }

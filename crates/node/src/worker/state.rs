@@ -10,6 +10,7 @@ use runtime::ImageInfo;
 
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
+use podresize::ResizeState;
 use probes::{KillRequest, ProbeView};
 
 /// Where the worker is in the pod's life.
@@ -60,6 +61,11 @@ pub struct WorkerState {
     /// Why the node ended the pod itself (kubelet's `ShouldEvict`: `DeadlineExceeded`), as
     /// the reason and message of its `Failed` status.
     pub failure: Option<(String, String)>,
+    /// The `DisruptionTarget` condition the node's own ending of the pod adds (node
+    /// shutdown: reason `TerminationByKubelet`), made once so its time stays put.
+    pub disruption: Option<k8s_openapi::api::core::v1::PodCondition>,
+    /// Where the pod's in-place resize stands (pending, or failed to apply).
+    pub resize: ResizeState,
 }
 
 impl WorkerState {
@@ -75,6 +81,8 @@ impl WorkerState {
             last_status: pod.status.clone(),
             killed: false,
             failure: None,
+            disruption: None,
+            resize: ResizeState::default(),
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),

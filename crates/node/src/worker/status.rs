@@ -59,10 +59,27 @@ pub async fn write_status(
         probes: &state.probe_view,
     });
     network::fill_status(pod, observed.ready_sandbox(), &mut status);
+    let current = observed.current();
+    if !podresize::wanted(pod, &current) {
+        state.resize.error = None;
+    }
+    podresize::fill_status(
+        &mut status,
+        pod,
+        &current,
+        &state.resize,
+        state.last_status.as_ref(),
+        deps.clock.now(),
+    );
     if let Some((reason, message)) = &state.failure {
         status.phase = Some("Failed".into());
         status.reason = Some(reason.clone());
         status.message = Some(message.clone());
+    }
+    if let Some(cond) = &state.disruption {
+        let conds = status.conditions.get_or_insert_with(Vec::new);
+        conds.retain(|c| c.type_ != cond.type_);
+        conds.push(cond.clone());
     }
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);

@@ -164,7 +164,13 @@ pub struct Ending<'a> {
     pub reason: &'a str,
     pub message: &'a str,
     pub grace: Duration,
+    /// The pod is disrupted, not failed by its own doing: kubelet adds the `DisruptionTarget`
+    /// condition (reason `TerminationByKubelet`) with the message.
+    pub disruption: bool,
 }
+
+/// kubelet's reason on the `DisruptionTarget` condition of pods it ends itself.
+pub const TERMINATION_BY_KUBELET: &str = "TerminationByKubelet";
 
 /// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`: an exceeded
 /// `activeDeadlineSeconds`; or node shutdown): a Normal event with the reason, not ready,
@@ -181,6 +187,19 @@ pub async fn fail_running(
     deps.event(pod, None, EventType::Normal, ending.reason, ending.message)
         .await;
     state.failure = Some((ending.reason.to_string(), ending.message.to_string()));
+    if ending.disruption {
+        state.disruption = Some(k8s_openapi::api::core::v1::PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some(TERMINATION_BY_KUBELET.into()),
+            message: Some(ending.message.to_string()),
+            last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                deps.clock.now(),
+            )),
+            last_probe_time: None,
+            observed_generation: None,
+        });
+    }
     state.probe_view.all_unready = true;
     prober.stop();
     kill_all(deps, pod, observed, ending.grace).await;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PodStatus;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 
 use super::*;
@@ -47,6 +48,7 @@ fn harness() -> Harness {
             ::volumes::DEFAULT_SYNC_PERIOD,
         )),
         metrics: crate::NodeMetrics::new(),
+        pods: Default::default(),
         userns: Arc::new(userns::Allocator::for_state_dir(dir.path()).expect("userns")),
         pod_cgroups: Some(podcgroups::Layout::new("peapod")),
         pulls: Arc::new(ImagePulls::new(
@@ -396,6 +398,125 @@ async fn changed_definition_restarts_the_container() {
     p = with_status(p, &h.api);
     w.sync(&h.env, &p).await;
     assert_eq!(h.rt.containers_named("app").len(), 2);
+}
+
+fn set_resources(p: &mut Pod, resources: serde_json::Value) {
+    p.spec.as_mut().expect("spec").containers[0].resources =
+        Some(serde_json::from_value(resources).expect("resources"));
+}
+
+#[tokio::test]
+async fn a_resize_is_applied_in_place_or_left_pending() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}),
+    );
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    let before = h.rt.containers_named("app");
+    assert_eq!(before.len(), 1);
+    let status = h.api.last_status().expect("status");
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!(
+        cs.allocated_resources.as_ref().and_then(|r| r.get("cpu")),
+        Some(&Quantity("500m".into()))
+    );
+
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "1", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}}),
+    );
+    w.sync(&h.env, &p).await;
+    let after = h.rt.containers_named("app");
+    assert_eq!(after.len(), 1, "resized in place, not restarted");
+    assert_eq!(after[0].id, before[0].id);
+    assert_eq!(after[0].config.resources.cpu_quota_us, Some(100_000));
+    assert!(h
+        .rt
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("update_pod_sandbox_resources")));
+    let status = h.api.last_status().expect("status");
+    let cs = &status.container_statuses.as_ref().expect("cs")[0];
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(
+        cs.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu")),
+        Some(&Quantity("1".into()))
+    );
+    assert_eq!(cond_status(&status, "PodResizePending"), "");
+
+    // More cpu than the node's two: pending, Infeasible, the container left as it is.
+    p = with_status(p, &h.api);
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "3", "memory": "64Mi"}, "limits": {"cpu": "3", "memory": "64Mi"}}),
+    );
+    w.sync(&h.env, &p).await;
+    let status = h.api.last_status().expect("status");
+    let pending = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodResizePending")
+        .expect("PodResizePending");
+    assert_eq!(pending.reason.as_deref(), Some("Infeasible"));
+    assert_eq!(
+        pending.message.as_deref(),
+        Some("Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000")
+    );
+    let now = h.rt.containers_named("app");
+    assert_eq!(now[0].config.resources.cpu_quota_us, Some(100_000));
+}
+
+#[tokio::test]
+async fn a_resize_with_restart_container_policy_restarts() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "100m"}, "limits": {"memory": "64Mi"}}),
+    );
+    p.spec.as_mut().expect("spec").containers[0].resize_policy = Some(
+        serde_json::from_value(
+            json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]),
+        )
+        .expect("policy"),
+    );
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    // cpu alone changes in place.
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "200m"}, "limits": {"memory": "64Mi"}}),
+    );
+    w.sync(&h.env, &p).await;
+    assert_eq!(h.rt.containers_named("app").len(), 1);
+    // memory restarts it, with the new limit.
+    p = with_status(p, &h.api);
+    set_resources(
+        &mut p,
+        json!({"requests": {"cpu": "200m"}, "limits": {"memory": "96Mi"}}),
+    );
+    w.sync(&h.env, &p).await;
+    assert!(h
+        .api
+        .messages()
+        .contains(&"Container app resize requires restart".to_string()));
+    let attempts = h.rt.containers_named("app");
+    assert_eq!(attempts.len(), 2);
+    let newest = attempts
+        .iter()
+        .max_by_key(|c| c.config.attempt)
+        .expect("newest");
+    assert_eq!(newest.config.resources.memory_limit_bytes, Some(96 << 20));
+    assert_eq!(newest.state, runtime::ContainerState::Running);
 }
 
 #[tokio::test]
