@@ -1,6 +1,7 @@
 //! The node agent ("kubelet"): registers the Node, keeps its status and Lease fresh, admits
 //! the pods bound to it, runs each through a pod worker over the CRI-shaped
-//! `runtime::RuntimeService`, evicts pods over their local storage limits, and reports
+//! `runtime::RuntimeService`, evicts pods over their local storage limits or under node
+//! pressure, and reports
 //! status and events through the Kubernetes API; it removes reclaimed local-path volume
 //! directories of this node. Its parts with their own interface live in
 //! their own crates: the node API (`nodeapi`), probes and hooks (`probes`), volumes
