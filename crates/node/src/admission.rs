@@ -9,11 +9,15 @@ use crate::qos::parse_quantity;
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::pressure::is_critical;
 use crate::qos::qos_class;
 use containerspec::{is_safe_sysctl, normalize_sysctl, pod_requests, pod_sysctls};
 use podapi::Clock;
 use podapi::PodApi;
 use podapi::{EventRecorder, EventType};
+
+/// kubelet's eviction reason (`status.reason` and the event's reason).
+pub const EVICTED: &str = "Evicted";
 
 /// A pod kubelet refuses to run (the pod ends `Failed` with this reason and message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +196,7 @@ pub fn admission_check(
         .is_some_and(|s| qos_class(s) == "BestEffort");
     if let Err(message) = pressure.admit(pod, best_effort, is_critical(pod)) {
         return Some(Rejection {
-            reason: crate::eviction::REASON.into(),
+            reason: EVICTED.into(),
             message,
         });
     }
@@ -206,18 +210,6 @@ pub fn admission_check(
     admit(pod, &active, cpu_memory)
         .err()
         .or_else(|| admit_storage(pod, &active, allocatable.ephemeral_storage))
-}
-
-/// kubelet's critical pods: static and mirror pods, and those of system priority (at least
-/// `system-cluster-critical`'s 2000000000); pressure neither refuses nor evicts them.
-pub fn is_critical(pod: &Pod) -> bool {
-    staticpods::is_static_pod(pod)
-        || staticpods::is_mirror_pod(pod)
-        || pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.priority)
-            .is_some_and(|p| p >= 2_000_000_000)
 }
 
 /// What recording a rejection needs: the API for the pod's status, the event recorder and

@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::watch;
 
-use crate::pressure::{self, Monitor};
+use crate::pressure::{self, Monitor, Usage};
 use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
 use node_pressure::format_binary;
@@ -28,31 +28,12 @@ use podapi::PodCache;
 /// kubelet's `evictionMonitoringPeriod`.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 
-/// kubelet's eviction reason (`status.reason` and the event's reason).
-pub const REASON: &str = "Evicted";
+pub use crate::admission::EVICTED as REASON;
 
 /// Why a pod is evicted; `message` is kubelet's wording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eviction {
     pub message: String,
-}
-
-/// A pod's measured local ephemeral storage, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Writable layer plus logs, by container name (all attempts of that name).
-    pub containers: HashMap<String, u64>,
-    /// Disk-backed emptyDir volumes, by volume name.
-    pub empty_dirs: HashMap<String, u64>,
-}
-
-impl Usage {
-    pub(crate) fn total(&self) -> u64 {
-        self.containers
-            .values()
-            .chain(self.empty_dirs.values())
-            .sum()
-    }
 }
 
 fn storage_limit(c: &Container) -> Option<(&str, u64)> {

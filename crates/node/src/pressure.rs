@@ -21,8 +21,35 @@ use node_pressure::{
 };
 use tokio::sync::watch;
 
-use crate::admission::is_critical;
-use crate::eviction::Usage;
+/// A pod's measured local ephemeral storage, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Writable layer plus logs, by container name (all attempts of that name).
+    pub containers: HashMap<String, u64>,
+    /// Disk-backed emptyDir volumes, by volume name.
+    pub empty_dirs: HashMap<String, u64>,
+}
+
+impl Usage {
+    pub(crate) fn total(&self) -> u64 {
+        self.containers
+            .values()
+            .chain(self.empty_dirs.values())
+            .sum()
+    }
+}
+
+/// kubelet's critical pods: static and mirror pods, and those of system priority (at least
+/// `system-cluster-critical`'s 2000000000); pressure neither refuses nor evicts them.
+pub fn is_critical(pod: &Pod) -> bool {
+    staticpods::is_static_pod(pod)
+        || staticpods::is_mirror_pod(pod)
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|p| p >= 2_000_000_000)
+}
 
 /// What the eviction manager watches and where it publishes the conditions.
 pub struct Monitor {
