@@ -1,5 +1,5 @@
 //! Eviction signals and hard thresholds: the KubeletConfiguration's `evictionHard` map
-//! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`), its Linux defaults, and
+//! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`), its defaults, and
 //! whether an observation meets a threshold.
 
 use std::collections::BTreeMap;
@@ -130,7 +130,10 @@ pub enum ThresholdError {
     Percent { signal: String, value: String },
 }
 
-/// The kubelet's Linux defaults, used when `evictionHard` is absent.
+/// The defaults used when `evictionHard` is absent: the kubelet's Linux defaults, except
+/// that the disk thresholds are 5 % (as k3s sets them) rather than the kubelet's 10 % of
+/// `nodefs` and 15 % of `imagefs`. A small node on a large shared disk that is 90 % full
+/// still runs pods; the full kubelet defaults are one `evictionHard` map away.
 pub fn default_hard() -> Vec<Threshold> {
     let quantity = |amount, text: &str| Value::Quantity {
         amount,
@@ -143,7 +146,7 @@ pub fn default_hard() -> Vec<Threshold> {
         },
         Threshold {
             signal: Signal::NodefsAvailable,
-            value: Value::Percent(0.10),
+            value: Value::Percent(0.05),
         },
         Threshold {
             signal: Signal::NodefsInodesFree,
@@ -151,7 +154,7 @@ pub fn default_hard() -> Vec<Threshold> {
         },
         Threshold {
             signal: Signal::ImagefsAvailable,
-            value: Value::Percent(0.15),
+            value: Value::Percent(0.05),
         },
     ]
 }
@@ -286,11 +289,11 @@ mod tests {
         assert!(!t.met(obs(100 << 20)));
         let disk = &default_hard()[1];
         assert!(disk.met(Observation {
-            available: 9,
+            available: 4,
             capacity: 100
         }));
         assert!(!disk.met(Observation {
-            available: 10,
+            available: 5,
             capacity: 100
         }));
     }

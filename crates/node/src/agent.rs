@@ -464,6 +464,7 @@ pub async fn run(
         ip: config.node_api_advertise_ip,
         port,
         local_path_root: local_path_root.to_string_lossy().into_owned(),
+        eviction_hard: config.eviction_hard.clone(),
     };
     let local_path_task = tokio::spawn(crate::localpath::run(
         client.clone(),

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::machine::MachineFacts;
+use node_pressure::Signal;
 use podapi::api_time;
 
 /// The kubelet version peapod's agent reports.
@@ -61,6 +62,8 @@ pub struct NodeIdentity {
     pub port: u16,
     /// The absolute directory local-path volumes of this node go in.
     pub local_path_root: String,
+    /// The hard eviction thresholds: the memory and nodefs ones are taken off allocatable.
+    pub eviction_hard: Vec<node_pressure::Threshold>,
 }
 
 /// The annotations the agent owns on its Node.
@@ -128,16 +131,34 @@ pub fn node_status(
         ("hugepages-1Gi".to_string(), Quantity("0".to_string())),
         ("hugepages-2Mi".to_string(), Quantity("0".to_string())),
     ]);
-    // kubelet's default hard eviction thresholds (memory.available<100Mi,
-    // nodefs.available<10%) are taken off allocatable.
+    // As the kubelet's: the hard eviction thresholds of memory and nodefs are taken off
+    // allocatable.
+    let reserved = |signal| {
+        id.eviction_hard
+            .iter()
+            .filter(|t| t.signal == signal)
+            .map(|t| match signal {
+                Signal::MemoryAvailable => t.amount(facts.memory_ki.saturating_mul(1024)),
+                _ => t.amount(facts.ephemeral_storage_bytes),
+            })
+            .max()
+            .unwrap_or(0)
+    };
     let mut allocatable = capacity.clone();
     allocatable.insert(
         "memory".to_string(),
-        ki(facts.memory_ki.saturating_sub(100 * 1024)),
+        ki(facts
+            .memory_ki
+            .saturating_sub(reserved(Signal::MemoryAvailable).div_ceil(1024))),
     );
     allocatable.insert(
         "ephemeral-storage".to_string(),
-        Quantity((facts.ephemeral_storage_bytes / 10 * 9).to_string()),
+        Quantity(
+            facts
+                .ephemeral_storage_bytes
+                .saturating_sub(reserved(Signal::NodefsAvailable))
+                .to_string(),
+        ),
     );
     NodeStatus {
         capacity: Some(capacity),
@@ -408,6 +429,7 @@ mod tests {
             ip: "192.168.1.5".parse().expect("ip"),
             port: 10250,
             local_path_root: "/var/lib/peapod/local-path".into(),
+            eviction_hard: node_pressure::default_hard(),
         }
     }
 
@@ -432,6 +454,8 @@ mod tests {
         assert_eq!(st["capacity"]["pods"], "110");
         assert_eq!(st["capacity"]["ephemeral-storage"], "10485760Ki");
         assert_eq!(st["allocatable"]["memory"], "3897600Ki");
+        // 10 GiB less the 5 % nodefs threshold.
+        assert_eq!(st["allocatable"]["ephemeral-storage"], "10200547328");
         assert_eq!(
             st["addresses"][0],
             serde_json::json!({"type": "InternalIP", "address": "192.168.1.5"})

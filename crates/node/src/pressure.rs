@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(chosen.metadata.name.as_deref(), Some("besteffort"));
         assert_eq!(
             message,
-            "The node was low on resource: ephemeral-storage. Threshold quantity: 10Mi, \
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 5Mi, \
              available: 1Mi. Container c was using 2Mi, request is 0, has larger consumption \
              of ephemeral-storage. "
         );

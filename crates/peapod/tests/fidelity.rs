@@ -781,11 +781,7 @@ spec:
 fn sysctls_are_validated_allowlisted_and_forbidden_as_the_kubelet_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("kubelet.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nallowedUnsafeSysctls: [\"kernel.msg*\"]\n",
-    )
-    .expect("kubelet config");
+    common::write_kubelet_config(&config, "allowedUnsafeSysctls: [\"kernel.msg*\"]\n");
     let pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
     let bad = pp
         .kubectl_cmd()

@@ -59,12 +59,10 @@ fn unused_images_are_collected_above_the_threshold_and_used_ones_kept() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("kubelet.yaml");
     // Any real disk is above 1 %: collection runs on every check.
-    std::fs::write(
+    common::write_kubelet_config(
         &config,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-         imageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 30s\n",
-    )
-    .expect("write config");
+        "imageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 30s\n",
+    );
     let pp = Peapod::start_with(&[
         "--config",
         config.to_str().expect("utf-8 path"),

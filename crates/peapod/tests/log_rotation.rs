@@ -40,11 +40,10 @@ spec:
 fn logs_rotate_at_the_configured_size_and_follow_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("kubelet.yaml");
-    std::fs::write(
+    common::write_kubelet_config(
         &config,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerLogMaxSize: 100Ki\ncontainerLogMaxFiles: 3\n",
-    )
-    .expect("config");
+        "containerLogMaxSize: 100Ki\ncontainerLogMaxFiles: 3\n",
+    );
     let pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8")]);
     pp.apply(WRITER);
     pp.wait_pod_phase("chatty", "Running", Duration::from_secs(60));

@@ -13,9 +13,7 @@ use common::{wait_until, Peapod};
 
 const T: Duration = Duration::from_secs(90);
 const IMAGE: &str = "docker.io/library/busybox:latest";
-const CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-evictionHard:
+const CONFIG: &str = "evictionHard:
   memory.available: \"<1000Ti\"
 ";
 
@@ -47,7 +45,7 @@ spec:
 fn memory_pressure_evicts_best_effort_first_and_refuses_new_best_effort_pods() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("kubelet-config.yaml");
-    std::fs::write(&config, CONFIG).expect("config");
+    common::write_kubelet_config(&config, CONFIG);
     let pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
     let node = format!("node/{}", pp.node_name);
 

@@ -16,10 +16,7 @@ use common::Peapod;
 
 const T: Duration = Duration::from_secs(90);
 const IMAGE: &str = "docker.io/library/busybox:latest";
-const CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-imageGCHighThresholdPercent: 100
-shutdownGracePeriod: 10s
+const CONFIG: &str = "shutdownGracePeriod: 10s
 shutdownGracePeriodCriticalPods: 4s
 ";
 
@@ -46,7 +43,7 @@ spec:
 fn stopping_the_node_terminates_its_pods_in_priority_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("kubelet-config.yaml");
-    std::fs::write(&config, CONFIG).expect("config");
+    common::write_kubelet_config(&config, CONFIG);
     let mut pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
     pp.kubectl_stdin(&["create", "-f", "-"], &pod("regular", None, 2));
     pp.kubectl_stdin(

@@ -34,11 +34,10 @@ impl Agent {
         let manifests = tmp.path().join("manifests");
         fs::create_dir_all(&manifests).expect("manifests dir");
         let config = tmp.path().join("kubelet-config.yaml");
-        fs::write(
+        common::write_kubelet_config(
             &config,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nfileCheckFrequency: 20s\n",
-        )
-        .expect("kubelet config");
+            "staticPodPath: manifests\nfileCheckFrequency: 20s\n",
+        );
         let node_name = format!("{}-agent", pp.node_name);
         let archive = fixtures().join("busybox.oci.tar");
         let out = Command::new(PEAPOD)

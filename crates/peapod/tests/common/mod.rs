@@ -48,6 +48,24 @@ pub fn fixtures() -> &'static Path {
     })
 }
 
+/// Writes a KubeletConfiguration at `path` with the test's `settings` (YAML lines), plus
+/// what makes a test independent of how full this machine's disk is, unless `settings`
+/// sets it itself: image GC off (`imageGCHighThresholdPercent: 100`) and only the memory
+/// eviction signal (a partial `evictionHard` leaves the disk signals out, as the kubelet's
+/// does).
+pub fn write_kubelet_config(path: &Path, settings: &str) {
+    let mut text =
+        String::from("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n");
+    text.push_str(settings);
+    if !settings.contains("imageGCHighThresholdPercent:") {
+        text.push_str("imageGCHighThresholdPercent: 100\n");
+    }
+    if !settings.contains("evictionHard:") {
+        text.push_str("evictionHard:\n  memory.available: \"<100Mi\"\n");
+    }
+    fs::write(path, text).expect("writing the kubelet config");
+}
+
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -115,17 +133,9 @@ impl Peapod {
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
             listen: listen.to_string(),
         };
-        // The tests' images must not depend on how full this machine's disk is: image GC is
-        // off (as a kubelet with imageGCHighThresholdPercent: 100) unless a test brings its
-        // own kubelet configuration.
         if !p.up_args.iter().any(|a| a == "--config") {
             let config = p._tmp.path().join("kubelet-config.yaml");
-            fs::write(
-                &config,
-                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-                 imageGCHighThresholdPercent: 100\n",
-            )
-            .expect("kubelet config");
+            write_kubelet_config(&config, "");
             p.up_args.push("--config".to_string());
             p.up_args
                 .push(config.to_str().expect("utf-8 path").to_string());

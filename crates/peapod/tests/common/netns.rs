@@ -265,10 +265,20 @@ impl NetnsNode {
     /// state dir and CNI config dir.
     pub fn start_agent_with(&mut self, args: &[&str]) {
         let log = fs::File::create(self.log_path()).expect("agent log");
+        let config = self.dir.path().join("kubelet-config.yaml");
+        let mut config_args = Vec::new();
+        if !args.contains(&"--config") {
+            super::write_kubelet_config(&config, "");
+            config_args = vec![
+                "--config".to_string(),
+                config.to_str().expect("utf-8 path").to_string(),
+            ];
+        }
         let child = self
             .nsenter()
             .arg(PEAPOD)
             .args(args)
+            .args(&config_args)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(["--node-name", &self.name])
