@@ -211,7 +211,11 @@ fn user_namespace_root_is_unprivileged_on_the_host() {
         .trim()
         .to_string()
     };
-    assert_eq!(proc_sys_mounts("userns"), "1", "the default /proc is masked");
+    assert_eq!(
+        proc_sys_mounts("userns"),
+        "1",
+        "the default /proc is masked"
+    );
     assert_eq!(proc_sys_mounts("second"), "0", "an unmasked /proc");
     let h2 = host_root(&second["uid_map"]);
     assert_ne!(h2, h, "{second:?}");
