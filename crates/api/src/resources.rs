@@ -104,9 +104,12 @@ mod tests {
     /// the status.
     #[test]
     fn status_rules_follow_the_status_subresource() {
-        let old = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 1}, "status": {"s": "old"}});
+        // A PodTemplate keeps its pod template at `template`, not under `spec`.
+        let old = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 1},
+                         "template": {"a": 1}, "status": {"s": "old"}});
         for r in all() {
-            let mut new = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 2}, "status": {"s": "new"}});
+            let mut new = json!({"metadata": {"name": "x", "generation": 1}, "spec": {"a": 2},
+                                 "template": {"a": 2}, "status": {"s": "new"}});
             r.strategy.prepare_for_update(&old, &mut new);
             let kept = new["status"]["s"] == "old";
             assert_eq!(kept, r.subresource("status").is_some(), "{}", r.kind);

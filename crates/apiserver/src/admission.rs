@@ -3,7 +3,7 @@
 //! is one impl plus one line in [`PLUGINS`]; a resource's plugins run in the listed order.
 
 use api::resources::ResourceInfo;
-use kinds_workloads::priorityclass;
+use kinds_workloads::{priorityclass, runtimeclass};
 use serde_json::Value;
 use store::Store;
 
@@ -48,16 +48,53 @@ impl Admission for Priority {
             .list("scheduling.k8s.io", "priorityclasses", None)
             .await
             .map_err(ApiError::Store)?;
-        priorityclass::admit_pod(obj, &classes.items).map_err(|refusal| ApiError::Forbidden {
-            resource: "pods".into(),
-            group: String::new(),
-            name: obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            detail: refusal.to_string(),
-        })
+        priorityclass::admit_pod(obj, &classes.items).map_err(|refusal| pod_forbidden(obj, refusal))
+    }
+}
+
+/// The RuntimeClass plugin on pods: the class a pod names must exist; its overhead becomes
+/// the pod's `spec.overhead`, its node selector and tolerations join the pod's.
+struct RuntimeClass;
+
+#[async_trait::async_trait]
+impl Admission for RuntimeClass {
+    async fn admit(&self, store: &dyn Store, obj: &mut Value) -> Result<(), ApiError> {
+        let class = match runtimeclass::class_name_of(obj).map(str::to_string) {
+            None => None,
+            Some(name) => {
+                let key = store::ObjectKey::new(
+                    runtimeclass::RESOURCE.group,
+                    runtimeclass::RESOURCE.plural,
+                    "",
+                    &name,
+                );
+                match store.get(&key).await {
+                    Ok(class) => Some(class),
+                    Err(store::StoreError::NotFound { .. }) => {
+                        return Err(pod_forbidden(
+                            obj,
+                            runtimeclass::PodRefusal::UnknownClass(name),
+                        ))
+                    }
+                    Err(e) => return Err(ApiError::Store(e)),
+                }
+            }
+        };
+        runtimeclass::admit_pod(obj, class.as_ref()).map_err(|refusal| pod_forbidden(obj, refusal))
+    }
+}
+
+/// A pod refused by an admission plugin: `pods "NAME" is forbidden: WHY` (403).
+fn pod_forbidden(pod: &Value, why: impl std::fmt::Display) -> ApiError {
+    ApiError::Forbidden {
+        resource: "pods".into(),
+        group: String::new(),
+        name: pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        detail: why.to_string(),
     }
 }
 
@@ -66,6 +103,7 @@ static PLUGINS: &[(&str, &str, &dyn Admission)] = &[
     ("", "pods", &ServiceAccount),
     ("", "pods", &Priority),
     ("", "pods", &DefaultTolerationSeconds),
+    ("", "pods", &RuntimeClass),
 ];
 
 /// The admission plugins of `info`'s resource on create, in order.

@@ -1208,3 +1208,70 @@ async fn prometheus_metrics_count_requests_and_stored_objects() {
         .expect("infallible");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn runtime_class_admission_sets_overhead_and_scheduling() {
+    let h = harness().await;
+    let class = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+        "metadata": {"name": "sandboxed"}, "handler": "runc",
+        "overhead": {"podFixed": {"cpu": "250m", "memory": "120Mi"}},
+        "scheduling": {"nodeSelector": {"sandbox": "yes"},
+                       "tolerations": [{"key": "sandbox", "operator": "Exists"}]}});
+    let r = h.post("/apis/node.k8s.io/v1/runtimeclasses", class).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+
+    let mut p = pod("with-class");
+    p["spec"]["runtimeClassName"] = json!("sandboxed");
+    let r = h.post("/api/v1/namespaces/default/pods", p).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.body["spec"]["overhead"],
+        json!({"cpu": "250m", "memory": "120Mi"})
+    );
+    assert_eq!(r.body["spec"]["nodeSelector"], json!({"sandbox": "yes"}));
+    let tolerations = r.body["spec"]["tolerations"].as_array().expect("list");
+    assert!(tolerations.contains(&json!({"key": "sandbox", "operator": "Exists"})));
+
+    let mut p = pod("missing-class");
+    p["spec"]["runtimeClassName"] = json!("nope");
+    let r = h.post("/api/v1/namespaces/default/pods", p).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"missing-class\" is forbidden: pod rejected: RuntimeClass \"nope\" not found"
+    );
+
+    let mut p = pod("own-overhead");
+    p["spec"]["overhead"] = json!({"cpu": "1"});
+    let r = h.post("/api/v1/namespaces/default/pods", p).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"own-overhead\" is forbidden: pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead"
+    );
+
+    let mut p = pod("conflict");
+    p["spec"]["runtimeClassName"] = json!("sandboxed");
+    p["spec"]["nodeSelector"] = json!({"sandbox": "no"});
+    let r = h.post("/api/v1/namespaces/default/pods", p).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"conflict\" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[sandbox] = yes; pod.spec.nodeSelector[sandbox] = no"
+    );
+
+    // The handler never changes.
+    let r = h
+        .req(
+            Method::PATCH,
+            "/apis/node.k8s.io/v1/runtimeclasses/sandboxed",
+            Some("application/merge-patch+json"),
+            Some(json!({"handler": "kata"})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "RuntimeClass.node.k8s.io \"sandboxed\" is invalid: handler: Invalid value: \"kata\": field is immutable"
+    );
+}

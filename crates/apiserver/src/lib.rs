@@ -16,7 +16,6 @@ mod edge;
 mod endpoint_reconciler;
 mod error;
 mod escalation;
-mod event_ttl;
 mod eviction;
 mod hooks;
 mod http;
@@ -87,7 +86,7 @@ pub struct ApiServerConfig {
     pub advertise: Option<std::net::IpAddr>,
 }
 
-pub use event_ttl::DEFAULT_EVENT_TTL;
+pub use store::event_ttl::DEFAULT_EVENT_TTL;
 
 /// The `kubernetes` Service's ClusterIP and port, where in-cluster clients find the API.
 pub const KUBERNETES_SERVICE_ADDR: SocketAddr = SocketAddr::new(
@@ -292,7 +291,7 @@ pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServe
     let events_stop = stop_rx.clone();
     let events_expire = async move {
         if sweep_events {
-            event_ttl::run(store, event_ttl, events_stop).await;
+            store::event_ttl::run(store, event_ttl, events_stop).await;
         }
     };
     let server = tokio::spawn(async move {

@@ -155,6 +155,15 @@ pub fn pod_resources(spec: &PodSpec) -> LinuxResources {
             _ => None,
         };
     }
+    // kubelet v1.33 sizes the pod cgroup from `PodRequests` and `PodLimits`, which both add
+    // `spec.overhead` (set from the pod's RuntimeClass): to the requests, and to each limit
+    // that every container declares. A BestEffort pod keeps the minimum shares.
+    if api::qos::of_typed_spec(spec) != api::qos::QosClass::BestEffort {
+        let (overhead_cpu, overhead_mem) = overhead(spec);
+        cpu_req = cpu_req.saturating_add(overhead_cpu);
+        cpu_lim = cpu_lim.map(|l| l.saturating_add(overhead_cpu));
+        mem_lim = mem_lim.map(|m| m + overhead_mem);
+    }
     let cpu_quota_us = cpu_lim.and_then(|l| milli_cpu_to_quota(l, CPU_PERIOD_US));
     LinuxResources {
         cpu_shares: Some(milli_cpu_to_shares(cpu_req)),
@@ -310,7 +319,7 @@ pub fn share_process_namespace(pod: &Pod) -> bool {
 
 /// The cpu (millicores) and memory (bytes) a pod asks for, as the scheduler and kubelet's
 /// admission count it: the larger of the sum of app containers and the biggest init
-/// container.
+/// container, plus the pod's overhead.
 pub fn pod_requests(spec: &PodSpec) -> (u64, u64) {
     let mut cpu = 0u64;
     let mut mem = 0f64;
@@ -322,7 +331,20 @@ pub fn pod_requests(spec: &PodSpec) -> (u64, u64) {
         cpu = cpu.max(request_limit(c, "cpu").0.map_or(0, millis));
         mem = mem.max(request_limit(c, "memory").0.unwrap_or(0.0));
     }
-    (cpu, mem.ceil() as u64)
+    let (overhead_cpu, overhead_mem) = overhead(spec);
+    (
+        cpu.saturating_add(overhead_cpu),
+        (mem + overhead_mem).ceil() as u64,
+    )
+}
+
+/// The pod's `spec.overhead`: (millicores, bytes).
+fn overhead(spec: &PodSpec) -> (u64, f64) {
+    let list = spec.overhead.as_ref();
+    (
+        quantity(list, "cpu").map_or(0, millis),
+        quantity(list, "memory").unwrap_or(0.0),
+    )
 }
 
 #[cfg(test)]
@@ -396,6 +418,32 @@ mod tests {
             json!({"name": "c", "resources": {"requests": {"cpu": "250m"}}}),
         ));
         assert_eq!((req.cpu_shares, req.cpu_quota_us), (Some(256), None));
+    }
+
+    #[test]
+    fn overhead_joins_the_pod_cgroup_and_its_requests() {
+        let overhead = json!({"cpu": "250m", "memory": "120Mi"});
+        let p = pod(json!({"overhead": overhead, "containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}
+        ]}));
+        let spec = p.spec.as_ref().expect("spec");
+        let r = pod_resources(spec);
+        assert_eq!(r.cpu_shares, Some(1280));
+        assert_eq!(r.cpu_quota_us, Some(125_000));
+        assert_eq!(r.memory_limit_bytes, Some(184 * 1024 * 1024));
+        assert_eq!(pod_requests(spec), (1250, 184 * 1024 * 1024));
+        // Without a limit on every container there is no pod limit to add it to.
+        let p = pod(json!({"overhead": overhead, "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m"}}}, {"name": "b"}
+        ]}));
+        let r = pod_resources(p.spec.as_ref().expect("spec"));
+        assert_eq!(r.cpu_shares, Some(768));
+        assert_eq!((r.cpu_quota_us, r.memory_limit_bytes), (None, None));
+        // A BestEffort pod keeps the minimum shares, though admission counts its overhead.
+        let p = pod(json!({"overhead": overhead, "containers": [{"name": "a"}]}));
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(pod_resources(spec).cpu_shares, Some(MIN_SHARES));
+        assert_eq!(pod_requests(spec), (250, 120 * 1024 * 1024));
     }
 
     #[test]

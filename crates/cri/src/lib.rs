@@ -68,6 +68,10 @@ pub struct PodSandboxConfig {
     /// with mode `POD`); `None` keeps the node's.
     #[serde(default)]
     pub user_namespace: Option<IdMapping>,
+    /// The runtime handler of the pod's RuntimeClass (CRI `RunPodSandboxRequest.runtime_handler`);
+    /// empty for the runtime's default.
+    #[serde(default)]
+    pub runtime_handler: String,
 }
 
 /// One contiguous range of a user namespace's IDs (CRI `IDMapping`): IDs `container_id ..

@@ -123,7 +123,7 @@ impl Strategy for DaemonSets {
             n("numberReady"),
             n("updatedNumberScheduled"),
             n("numberAvailable"),
-            json!(node_selector_text(at(
+            json!(crate::template::format_labels(at(
                 obj,
                 &["spec", "template", "spec", "nodeSelector"]
             ))),
@@ -132,21 +132,6 @@ impl Strategy for DaemonSets {
             images,
             selector,
         ]
-    }
-}
-
-/// Upstream's `FormatLabels` of the node selector: sorted `k=v` pairs, or `<none>`.
-fn node_selector_text(labels: Option<&Value>) -> String {
-    let pairs: Vec<String> = labels
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
-    if pairs.is_empty() {
-        "<none>".into()
-    } else {
-        pairs.join(",")
     }
 }
 

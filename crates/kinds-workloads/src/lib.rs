@@ -1,6 +1,6 @@
-//! The workload kinds and what they need (apps, batch, storage, policy, scheduling and the core
-//! persistent-volume kinds): one file per kind holds its discovery entry and its strategy,
-//! and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
+//! The workload kinds and what they need (apps, batch, storage, policy, scheduling, node
+//! runtime classes and the core persistent-volume and pod-template kinds): one file per kind
+//! holds its discovery entry and its strategy, and one line in [`KINDS`] serves it. Discovery lists them after the core kinds, in this
 //! order. What the kinds with a pod template share is in [`template`].
 
 pub mod certificatesigningrequest;
@@ -12,8 +12,10 @@ pub mod job;
 pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod poddisruptionbudget;
+pub mod podtemplate;
 pub mod priorityclass;
 pub mod replicaset;
+pub mod runtimeclass;
 pub mod statefulset;
 pub mod storageclass;
 pub mod template;
@@ -30,10 +32,12 @@ pub static KINDS: &[ResourceInfo] = &[
     statefulset::RESOURCE,
     job::RESOURCE,
     cronjob::RESOURCE,
+    podtemplate::RESOURCE,
     persistentvolume::RESOURCE,
     persistentvolumeclaim::RESOURCE,
     poddisruptionbudget::RESOURCE,
     priorityclass::RESOURCE,
+    runtimeclass::RESOURCE,
     storageclass::RESOURCE,
     certificatesigningrequest::RESOURCE,
 ];

@@ -220,6 +220,21 @@ pub fn wide_cells(obj: &Value) -> [Value; 3] {
     ]
 }
 
+/// Upstream's `FormatLabels`: sorted `k=v` pairs joined by commas, or `<none>`.
+pub fn format_labels(labels: Option<&Value>) -> String {
+    let pairs: Vec<String> = labels
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
 /// An integer cell (0 when absent, as upstream's int32 fields are).
 pub fn int_cell(obj: &Value, path: &[&str]) -> Value {
     json!(at(obj, path).and_then(Value::as_i64).unwrap_or(0))

@@ -421,6 +421,7 @@ pub struct FakeApiState {
     pub token_clock: Option<FakeClock>,
     pub claims: HashMap<String, PersistentVolumeClaim>,
     pub persistent_volumes: HashMap<String, PersistentVolume>,
+    pub runtime_classes: HashMap<String, k8s_openapi::api::node::v1::RuntimeClass>,
 }
 
 #[derive(Default)]
@@ -523,5 +524,11 @@ impl PodApi for FakeApi {
         name: &str,
     ) -> Result<Option<PersistentVolume>, ApiError> {
         Ok(self.lock().persistent_volumes.get(name).cloned())
+    }
+    async fn get_runtime_class(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::node::v1::RuntimeClass>, ApiError> {
+        Ok(self.lock().runtime_classes.get(name).cloned())
     }
 }

@@ -4,7 +4,7 @@
 //! here are served without a schema.
 
 use k8s_openapi::api::{
-    apps, batch, coordination, core, discovery, policy, rbac, scheduling, storage,
+    apps, batch, coordination, core, discovery, node, policy, rbac, scheduling, storage,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
@@ -29,6 +29,7 @@ fn add_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -
         ("", "v1", "Event") => add::<core::v1::Event>(gen),
         ("", "v1", "PersistentVolume") => add::<core::v1::PersistentVolume>(gen),
         ("", "v1", "PersistentVolumeClaim") => add::<core::v1::PersistentVolumeClaim>(gen),
+        ("", "v1", "PodTemplate") => add::<core::v1::PodTemplate>(gen),
         ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(gen),
         ("apps", "v1", "ReplicaSet") => add::<apps::v1::ReplicaSet>(gen),
         ("apps", "v1", "StatefulSet") => add::<apps::v1::StatefulSet>(gen),
@@ -41,6 +42,7 @@ fn add_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -
         ("policy", "v1", "PodDisruptionBudget") => add::<policy::v1::PodDisruptionBudget>(gen),
         ("storage.k8s.io", "v1", "StorageClass") => add::<storage::v1::StorageClass>(gen),
         ("scheduling.k8s.io", "v1", "PriorityClass") => add::<scheduling::v1::PriorityClass>(gen),
+        ("node.k8s.io", "v1", "RuntimeClass") => add::<node::v1::RuntimeClass>(gen),
         ("rbac.authorization.k8s.io", "v1", "Role") => add::<rbac::v1::Role>(gen),
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => add::<rbac::v1::ClusterRole>(gen),
         ("rbac.authorization.k8s.io", "v1", "RoleBinding") => add::<rbac::v1::RoleBinding>(gen),

@@ -1,5 +1,6 @@
 //! The narrow seam between pod workers and the Kubernetes API: the few calls kubelet's
-//! status manager, event recorder, volume manager, token manager and service env make. One real implementation over `kube::Client`;
+//! status manager, event recorder, volume manager, token manager, service env and runtime
+//! class manager make. One real implementation over `kube::Client`;
 //! tests use a recording fake.
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 
@@ -114,6 +116,9 @@ pub trait PodApi: Send + Sync + 'static {
     ) -> Result<Option<PersistentVolumeClaim>, ApiError>;
     async fn get_persistent_volume(&self, name: &str)
         -> Result<Option<PersistentVolume>, ApiError>;
+    /// The RuntimeClass a pod names, for its runtime handler (kubelet's runtime class
+    /// manager).
+    async fn get_runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>, ApiError>;
 }
 
 /// The node's whole status as a strategic merge patch, as the kubelet's status manager
@@ -320,6 +325,16 @@ impl PodApi for KubePodApi {
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         api.get_opt(name).await.map_err(|source| ApiError::Get {
             kind: "persistentvolume",
+            namespace: String::new(),
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    async fn get_runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>, ApiError> {
+        let api: Api<RuntimeClass> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|source| ApiError::Get {
+            kind: "runtimeclass",
             namespace: String::new(),
             name: name.to_string(),
             source,

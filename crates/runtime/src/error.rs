@@ -41,6 +41,10 @@ pub enum RuntimeError {
         #[source]
         source: Box<images::ImageError>,
     },
+    /// containerd's wording for a RuntimeClass handler it has no runtime for, which kubelet
+    /// puts in the `FailedCreatePodSandBox` event.
+    #[error("failed to get sandbox runtime: no runtime for {handler:?} is configured")]
+    UnknownRuntimeHandler { handler: String },
     #[error("sandbox {id} not found")]
     SandboxNotFound { id: String },
     #[error("sandbox {id} is not running")]

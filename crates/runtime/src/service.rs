@@ -36,6 +36,11 @@ use crate::{
 
 /// Localhost seccomp profiles live in `<state dir>/seccomp`.
 const SECCOMP_DIR: &str = "seccomp";
+/// The runtime handlers this runtime serves (what a RuntimeClass's `handler` may name): it
+/// has one way to run containers, known as the default (empty) handler and as `runc`, the
+/// name containerd and CRI-O give their default runc runtime, so a RuntimeClass written for
+/// those runs here unchanged. Any other handler fails the sandbox as containerd fails it.
+pub const RUNTIME_HANDLERS: &[&str] = &["", "runc"];
 
 /// How long a fresh shim may take to answer.
 const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -743,6 +748,11 @@ impl RuntimeService for Runtime {
         &self,
         config: &PodSandboxConfig,
     ) -> Result<PodSandboxStatus, RuntimeError> {
+        if !RUNTIME_HANDLERS.contains(&config.runtime_handler.as_str()) {
+            return Err(RuntimeError::UnknownRuntimeHandler {
+                handler: config.runtime_handler.clone(),
+            });
+        }
         let id = new_id()?;
         let t0 = Instant::now();
         let started = match self.start_sandbox(&id, config).await {

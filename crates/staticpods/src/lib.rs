@@ -940,6 +940,13 @@ impl PodApi for MirrorStatusApi {
     ) -> Result<Option<PersistentVolume>, ApiError> {
         self.inner.get_persistent_volume(name).await
     }
+
+    async fn get_runtime_class(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::node::v1::RuntimeClass>, ApiError> {
+        self.inner.get_runtime_class(name).await
+    }
 }
 
 /// A mirror pod to delete.
@@ -1204,6 +1211,12 @@ mod tests {
             &self,
             _: &str,
         ) -> Result<Option<PersistentVolume>, ApiError> {
+            Ok(None)
+        }
+        async fn get_runtime_class(
+            &self,
+            _: &str,
+        ) -> Result<Option<k8s_openapi::api::node::v1::RuntimeClass>, ApiError> {
             Ok(None)
         }
     }

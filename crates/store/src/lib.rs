@@ -2,8 +2,10 @@
 //! (group, resource, namespace, name), with one global, monotonically increasing
 //! resourceVersion and a watch feed. It is an async trait whose signatures name no backend:
 //! the embedded `redb` one ([`RedbStore`]) lives here, the etcd one in its own crate, and the
-//! [`StoreSpec`] (`redb:PATH`, `etcd:URL,...`) a flag names picks between them.
+//! [`StoreSpec`] (`redb:PATH`, `etcd:URL,...`) a flag names picks between them. Events
+//! expire through the backend's leases, or [`event_ttl`]'s sweeper where it has none.
 
+pub mod event_ttl;
 mod redb_store;
 pub mod rules;
 mod spec;

@@ -20,7 +20,7 @@ use apimachinery::strategy::{
 };
 
 pub use defaults::{default_image_pull_policy, default_pod_spec};
-pub use validation::validate_pod_template;
+pub use validation::{validate_overhead, validate_pod_template, validate_tolerations};
 
 pub const RESOURCE: ResourceInfo = ResourceInfo {
     group: "",

@@ -153,6 +153,7 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
     for (key, label) in [
         ("nodeName", false),
         ("serviceAccountName", false),
+        ("runtimeClassName", false),
         ("hostname", true),
         ("subdomain", true),
     ] {
@@ -169,8 +170,9 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
             e.invalid(&format!("{path}.{key}"), &Value::from(v), &m);
         }
     }
-    for (i, t) in arr(spec.get("tolerations")).iter().enumerate() {
-        toleration(e, t, &format!("{path}.tolerations[{i}]"));
+    validate_tolerations(e, spec.get("tolerations"), &format!("{path}.tolerations"));
+    if let Some(overhead) = spec.get("overhead").filter(|o| !o.is_null()) {
+        validate_overhead(e, overhead, &format!("{path}.overhead"));
     }
     nonnegative(
         e,
@@ -625,6 +627,20 @@ fn resources(e: &mut FieldErrors, res: Option<&Value>, path: &str) {
             }
         }
     }
+}
+
+/// `ValidateTolerations` of the list at `path` (a pod's, or a RuntimeClass's scheduling).
+pub fn validate_tolerations(e: &mut FieldErrors, list: Option<&Value>, path: &str) {
+    for (i, t) in arr(list).iter().enumerate() {
+        toleration(e, t, &format!("{path}[{i}]"));
+    }
+}
+
+/// A pod's (or a RuntimeClass's) fixed overhead at `path`: upstream checks it as the limits
+/// of a container's resource requirements, so errors name `path.limits[name]`.
+pub fn validate_overhead(e: &mut FieldErrors, overhead: &Value, path: &str) {
+    let as_limits = serde_json::json!({ "limits": overhead });
+    resources(e, Some(&as_limits), path);
 }
 
 fn quantity_text(v: &Value) -> String {
@@ -1086,6 +1102,24 @@ mod tests {
             messages(RESOURCE.validate_create(&p)),
             vec!["spec.containers: Required value"]
         );
+    }
+
+    #[test]
+    fn runtime_class_name_and_overhead_rules() {
+        let p = pod(json!({"containers":[{"name":"a","image":"busybox"}],
+            "runtimeClassName": "Bad_Class",
+            "overhead": {"cpu": "-1", "memory": "lots"}}));
+        assert_eq!(
+            messages(RESOURCE.validate_create(&p)),
+            vec![
+                "spec.runtimeClassName: Invalid value: \"Bad_Class\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                "spec.overhead.limits[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+                "spec.overhead.limits[memory]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+            ]
+        );
+        let p = pod(json!({"containers":[{"name":"a","image":"busybox"}],
+            "runtimeClassName": "kata.fast", "overhead": {"cpu": "250m", "memory": "120Mi"}}));
+        assert!(RESOURCE.validate_create(&p).is_ok());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub fn sandbox_config(deps: &WorkerDeps, pod: &Pod, attempt: u32) -> PodSandboxC
             .collect(),
         // Filled in by the sandbox's creation, which allocates the range (`hostUsers`).
         user_namespace: None,
+        // Filled in by the sandbox's creation, from the pod's RuntimeClass.
+        runtime_handler: String::new(),
     }
 }
 

@@ -78,38 +78,76 @@ pub async fn create_sandbox(
     attempt: u32,
 ) -> Result<PodSandboxStatus, Duration> {
     let mut config = sandbox_config(deps, pod, attempt);
+    match runtime_handler(deps, pod).await {
+        Ok(handler) => config.runtime_handler = handler,
+        Err(err) => return Err(sandbox_failed(deps, pod, &err).await),
+    }
     match deps.user_namespace(pod) {
         Ok(ids) => config.user_namespace = ids,
-        Err(err) => {
-            // The pod is never run as host root in place of the namespace it asked for.
-            let msg = format!("Failed to create pod sandbox: {err}");
-            deps.event(
-                pod,
-                None,
-                EventType::Warning,
-                "FailedCreatePodSandBox",
-                &msg,
-            )
-            .await;
-            return Err(SANDBOX_RETRY);
-        }
+        // The pod is never run as host root in place of the namespace it asked for.
+        Err(err) => return Err(sandbox_failed(deps, pod, &err).await),
     }
     let created = deps.runtime.run_pod_sandbox(&config).await;
     deps.sandboxes.invalidate();
     match created {
         Ok(status) => Ok(status),
-        Err(err) => {
-            let msg = format!("Failed to create pod sandbox: {err}");
-            deps.event(
-                pod,
-                None,
-                EventType::Warning,
-                "FailedCreatePodSandBox",
-                &msg,
-            )
-            .await;
-            Err(SANDBOX_RETRY)
-        }
+        Err(err) => Err(sandbox_failed(deps, pod, &err).await),
+    }
+}
+
+/// Records why the sandbox was not created (kubelet's `FailedCreatePodSandBox` event) and
+/// says when to try again.
+async fn sandbox_failed(
+    deps: &WorkerDeps,
+    pod: &Pod,
+    err: &(dyn std::fmt::Display + Sync),
+) -> Duration {
+    let msg = format!("Failed to create pod sandbox: {err}");
+    deps.event(
+        pod,
+        None,
+        EventType::Warning,
+        "FailedCreatePodSandBox",
+        &msg,
+    )
+    .await;
+    SANDBOX_RETRY
+}
+
+/// Why the pod's RuntimeClass gave no handler.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerLookupError {
+    /// The API's not-found text, which kubelet reports as it is.
+    #[error("runtimeclass.node.k8s.io {0:?} not found")]
+    NotFound(String),
+    #[error("failed to lookup RuntimeClass {name}: {source}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: ApiError,
+    },
+}
+
+/// The runtime handler the pod's RuntimeClass names (kubelet's `LookupRuntimeHandler`): the
+/// default (empty) handler for a pod that names no class. The kubelet reads the class from
+/// its watch cache; the agent asks the API server when it creates the sandbox, which sees
+/// the same class.
+async fn runtime_handler(deps: &WorkerDeps, pod: &Pod) -> Result<String, HandlerLookupError> {
+    let Some(name) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(String::new());
+    };
+    match deps.api.get_runtime_class(name).await {
+        Ok(Some(class)) => Ok(class.handler),
+        Ok(None) => Err(HandlerLookupError::NotFound(name.to_string())),
+        Err(source) => Err(HandlerLookupError::Lookup {
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 

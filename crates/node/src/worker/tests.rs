@@ -1356,3 +1356,37 @@ fn sandbox_cgroup_sits_in_the_pods_qos_tier() {
         Some(PathBuf::from("peapod/kubepods/poduid-1"))
     );
 }
+
+#[tokio::test]
+async fn the_sandbox_runs_with_the_handler_of_the_pods_runtime_class() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    p.spec.as_mut().expect("spec").runtime_class_name = Some("fast".into());
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    // The class is not there (yet): no sandbox, and the kubelet's event.
+    assert!(h.rt.state.lock().expect("lock").sandboxes.is_empty());
+    assert_eq!(h.api.reasons(), vec!["FailedCreatePodSandBox"]);
+    assert_eq!(
+        h.api.messages(),
+        vec!["Failed to create pod sandbox: runtimeclass.node.k8s.io \"fast\" not found"]
+    );
+
+    h.api.lock().runtime_classes.insert(
+        "fast".into(),
+        serde_json::from_value(json!({"metadata": {"name": "fast"}, "handler": "kata"}))
+            .expect("class"),
+    );
+    h.clock.advance(std::time::Duration::from_secs(11));
+    let p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let handlers: Vec<String> =
+        h.rt.state
+            .lock()
+            .expect("lock")
+            .sandboxes
+            .values()
+            .map(|s| s.config.runtime_handler.clone())
+            .collect();
+    assert_eq!(handlers, vec!["kata"]);
+}

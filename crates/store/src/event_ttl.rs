@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{ObjectKey, PageRequest, Preconditions, Store, StoreError};
 use jiff::Timestamp;
 use serde_json::Value;
-use store::{ObjectKey, PageRequest, Preconditions, Store, StoreError};
 
 /// kube-apiserver's default `--event-ttl`.
 pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -37,7 +37,7 @@ pub async fn sweep(store: &dyn Store, ttl: Duration, now: Timestamp) -> Result<u
         .ok()
         .and_then(|d| now.checked_sub(d).ok())
         .unwrap_or(Timestamp::MIN);
-    let expired: store::ListFilter =
+    let expired: crate::ListFilter =
         Arc::new(move |ev: &Value| last_activity(ev).is_some_and(|t| t < cutoff));
     let mut start = None;
     let mut removed = 0;
@@ -63,7 +63,7 @@ pub async fn sweep(store: &dyn Store, ttl: Duration, now: Timestamp) -> Result<u
             };
             let key = ObjectKey::new("", "events", &meta("namespace"), &meta("name"));
             let pre = Preconditions {
-                resource_version: store::resource_version_of(ev),
+                resource_version: crate::resource_version_of(ev),
                 ..Default::default()
             };
             match store.delete(&key, &pre).await {
@@ -126,7 +126,7 @@ mod tests {
     #[tokio::test]
     async fn sweeps_only_expired_events() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = store::RedbStore::open(&dir.path().join("s.redb"))
+        let s = crate::RedbStore::open(&dir.path().join("s.redb"))
             .await
             .expect("open");
         for (name, last) in [
