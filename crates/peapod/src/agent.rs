@@ -116,7 +116,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             file_check_frequency: static_pods.file_check_frequency,
             allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
             eviction_period: None,
-            eviction_hard: static_pods.eviction_hard.clone(),
+            eviction: static_pods.eviction.clone(),
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
             image_pulls: static_pods.image_pulls,
