@@ -264,18 +264,20 @@ pub fn name_of(obj: &Value) -> &str {
     str_at(obj, "/metadata/name").unwrap_or("")
 }
 
+/// The object's `metadata`, made an object (as is the object itself) when it is not one.
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.is_object() {
-        *obj = json!({});
+    object_mut(object_mut(obj).entry("metadata").or_insert(Value::Null))
+}
+
+/// `v` as an object, replaced by an empty one when it is anything else.
+fn object_mut(v: &mut Value) -> &mut Map<String, Value> {
+    match v {
+        Value::Object(map) => map,
+        other => {
+            *other = Value::Object(Map::new());
+            object_mut(other)
+        }
     }
-    let o = obj.as_object_mut().expect("made an object above");
-    let m = o
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !m.is_object() {
-        *m = Value::Object(Map::new());
-    }
-    m.as_object_mut().expect("made an object above")
 }
 
 pub fn api_version(info: &ResourceInfo) -> String {
@@ -1372,6 +1374,21 @@ pub(crate) fn parse_patch_body(patch_type: PatchType, body: &[u8]) -> Result<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_made_an_object_whatever_the_body() {
+        for (mut body, want) in [
+            (json!("text"), json!({"metadata": {"name": "x"}})),
+            (json!({"metadata": [1]}), json!({"metadata": {"name": "x"}})),
+            (
+                json!({"kind": "Pod", "metadata": {"uid": "u"}}),
+                json!({"kind": "Pod", "metadata": {"uid": "u", "name": "x"}}),
+            ),
+        ] {
+            meta_mut(&mut body).insert("name".into(), json!("x"));
+            assert_eq!(body, want);
+        }
+    }
 
     /// Unknown keys are removed as keys, never re-parsed from their printed path: `]`, `[`,
     /// dots and multi-byte characters in a key once made the path splitter panic.

@@ -560,7 +560,10 @@ pub async fn run(
         volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
         metrics: config.metrics.clone(),
         pods: pods.clone(),
-        userns: Arc::new(userns::Allocator::for_state_dir(&config.state_dir)?),
+        userns: Arc::new(userns::Allocator::for_state_dir(
+            &config.state_dir,
+            userns::HostRange::from_system(crate::nodestatus::MAX_PODS)?,
+        )?),
         pod_cgroups: config.pod_cgroups.as_ref().map(|c| c.layout().clone()),
         pulls: Arc::new(ImagePulls::new(
             runtime.clone(),

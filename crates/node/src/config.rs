@@ -72,4 +72,6 @@ pub enum AgentError {
     Tls(#[from] TlsError),
     #[error("loading the pods' user namespace ranges")]
     UserNamespaces(#[from] userns::UsernsError),
+    #[error("the node's host ID range for user namespaces")]
+    HostIdRange(#[from] userns::HostRangeError),
 }

@@ -113,6 +113,9 @@ fn condition(
     }
 }
 
+/// Pods a node runs at most (the kubelet's default `maxPods`).
+pub const MAX_PODS: u32 = 110;
+
 /// The node status; `old` keeps condition transition times.
 pub fn node_status(
     id: &NodeIdentity,
@@ -126,7 +129,7 @@ pub fn node_status(
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(facts.cpus.to_string())),
         ("memory".to_string(), ki(facts.memory_ki)),
-        ("pods".to_string(), Quantity("110".to_string())),
+        ("pods".to_string(), Quantity(MAX_PODS.to_string())),
         ("ephemeral-storage".to_string(), ki(storage_ki)),
         ("hugepages-1Gi".to_string(), Quantity("0".to_string())),
         ("hugepages-2Mi".to_string(), Quantity("0".to_string())),

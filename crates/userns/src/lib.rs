@@ -1,8 +1,8 @@
 //! The node's user-namespace ranges for `hostUsers: false` pods, as kubelet v1.33's
 //! `pkg/kubelet/userns` manager hands them out: each pod gets 65536 consecutive host IDs
 //! (UIDs and GIDs alike, mapped from 0 inside), a whole multiple of 65536, taken from the
-//! host range above the first 65536 IDs (kubelet's default when no `kubelet` entry exists in
-//! `/etc/subuid`). A pod's range is written to `<dir>/<pod uid>.json` before it is used, so
+//! node's host range ([`HostRange`]: the `kubelet` user's `/etc/subuid` range, or every ID
+//! above the first 65536). A pod's range is written to `<dir>/<pod uid>.json` before it is used, so
 //! it survives an agent restart (the pod's running containers and files keep their IDs);
 //! it is released when the pod is gone.
 
@@ -14,6 +14,9 @@ use std::sync::Mutex;
 
 use cri::IdMapping;
 use serde::{Deserialize, Serialize};
+
+mod hostrange;
+pub use hostrange::{HostRange, HostRangeError, USER};
 
 /// IDs per pod: kubelet's `userNsLength`, the 16-bit range a container image expects.
 pub const RANGE: u32 = 1 << 16;
@@ -68,10 +71,10 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    /// The allocator over kubelet's default host range (65536 up to the top of the 32-bit
-    /// ID space), with its records under `<state_dir>/userns`.
-    pub fn for_state_dir(state_dir: &Path) -> Result<Self, UsernsError> {
-        Self::open(&state_dir.join(DIR), RANGE, u32::MAX / RANGE)
+    /// The allocator over the node's host `range`, with its records under
+    /// `<state_dir>/userns`.
+    pub fn for_state_dir(state_dir: &Path, range: HostRange) -> Result<Self, UsernsError> {
+        Self::open(&state_dir.join(DIR), range.first, range.blocks())
     }
 
     /// Loads the records under `dir` (created if missing); the range is `blocks` blocks of
@@ -294,7 +297,7 @@ mod tests {
     #[test]
     fn default_range_is_kubelets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = Allocator::for_state_dir(dir.path()).expect("open");
+        let a = Allocator::for_state_dir(dir.path(), HostRange::default()).expect("open");
         assert_eq!(a.blocks, 65535);
         let m = a.get_or_allocate("p").expect("p");
         assert_eq!(m.host_id, 65536);

@@ -1,7 +1,8 @@
 //! Validation of the pod spec fields that reach into the node's files and kernel:
 //! `hostAliases` (lines of the pod's `/etc/hosts`), `securityContext.sysctls` and
-//! `hostUsers`, with kube-apiserver v1.33's messages (`ValidateHostAliases`,
-//! `validateSysctls`, `validateHostUsers`).
+//! `hostUsers` with each container's `procMount`, with kube-apiserver v1.33's messages
+//! (`ValidateHostAliases`, `validateSysctls`, `validateHostUsers`, the procMount checks of
+//! `ValidateSecurityContext`).
 
 use std::collections::BTreeSet;
 
@@ -113,12 +114,41 @@ pub(super) fn sysctls(e: &mut FieldErrors, spec: &Value, path: &str) {
 /// network, PID or IPC namespace: kube-apiserver v1.33 refuses those, since the pod's root
 /// would get surprising rights, or none, over namespaces the node's user namespace owns.
 pub(super) fn host_users(e: &mut FieldErrors, spec: &Value, path: &str) {
-    if spec.get("hostUsers").and_then(Value::as_bool) != Some(false) {
+    let host_users = spec.get("hostUsers").and_then(Value::as_bool) != Some(false);
+    proc_mounts(e, spec, path, host_users);
+    if host_users {
         return;
     }
     for key in ["hostNetwork", "hostPID", "hostIPC"] {
         if spec.get(key).and_then(Value::as_bool) == Some(true) {
             e.forbidden(&format!("{path}.{key}"), "when `hostUsers` is false");
+        }
+    }
+}
+
+/// Each container's `securityContext.procMount`: `Default` or `Unmasked`, and `Unmasked` (an
+/// unmasked `/proc`) only inside the pod's own user namespace.
+fn proc_mounts(e: &mut FieldErrors, spec: &Value, path: &str, host_users: bool) {
+    for key in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in arr(spec.get(key)).iter().enumerate() {
+            let Some(kind) = c
+                .get("securityContext")
+                .and_then(|sc| sc.get("procMount"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let field = format!("{path}.{key}[{i}].securityContext.procMount");
+            match kind {
+                "Default" => {}
+                "Unmasked" if host_users => e.invalid(
+                    &field,
+                    &Value::from(kind),
+                    "`hostUsers` must be false to use `Unmasked`",
+                ),
+                "Unmasked" => {}
+                other => e.not_supported(&field, &Value::from(other), &["Default", "Unmasked"]),
+            }
         }
     }
 }
@@ -199,6 +229,23 @@ mod tests {
         let spec = json!({"hostUsers": true, "hostNetwork": true, "hostPID": true});
         assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
         let spec = json!({"hostUsers": false, "hostNetwork": false});
+        assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
+    }
+
+    #[test]
+    fn unmasked_proc_only_in_a_user_namespace() {
+        let c = |kind: &str| json!([{"name": "c", "securityContext": {"procMount": kind}}]);
+        let spec = json!({"containers": c("Unmasked"), "initContainers": c("Other")});
+        assert_eq!(
+            messages(|e| host_users(e, &spec, "spec")),
+            [
+                "spec.initContainers[0].securityContext.procMount: Unsupported value: \"Other\": supported values: \"Default\", \"Unmasked\"",
+                "spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`",
+            ]
+        );
+        let spec = json!({"hostUsers": false, "containers": c("Unmasked")});
+        assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
+        let spec = json!({"containers": c("Default")});
         assert!(messages(|e| host_users(e, &spec, "spec")).is_empty());
     }
 }

@@ -49,7 +49,9 @@ fn harness() -> Harness {
         )),
         metrics: crate::NodeMetrics::new(),
         pods: Default::default(),
-        userns: Arc::new(userns::Allocator::for_state_dir(dir.path()).expect("userns")),
+        userns: Arc::new(
+            userns::Allocator::for_state_dir(dir.path(), Default::default()).expect("userns"),
+        ),
         pod_cgroups: Some(podcgroups::Layout::new("peapod")),
         pulls: Arc::new(ImagePulls::new(
             rt.clone(),

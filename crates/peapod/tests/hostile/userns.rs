@@ -5,8 +5,9 @@
 //! to a host file owned by root through a hostPath volume and make a device node in /dev;
 //! in the namespace both are refused. The range holds across an agent restart, differs from
 //! the next pod's (which runs as another user with an fsGroup, both mapped), and is freed
-//! with the pod; a pod combining `hostUsers: false` with a host namespace is refused by the
-//! API.
+//! with the pod; a pod combining `hostUsers: false` with a host namespace, or asking for an
+//! unmasked `/proc` (`procMount: Unmasked`) without it, is refused by the API. Inside a user
+//! namespace an unmasked `/proc` is granted.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -115,6 +116,22 @@ fn user_namespace_root_is_unprivileged_on_the_host() {
         "{refused}"
     );
 
+    // ... and an unmasked /proc outside one.
+    let unmasked = |name: &str, spec_extra: &str| {
+        pod(name, spec_extra, host.path()).replace(
+            "    volumeMounts:\n",
+            "    securityContext:\n      procMount: Unmasked\n    volumeMounts:\n",
+        )
+    };
+    let refused = apply_refused(&pp, &unmasked("unmasked", ""));
+    assert!(
+        refused.contains(
+            "spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": \
+             `hostUsers` must be false to use `Unmasked`"
+        ),
+        "{refused}"
+    );
+
     pp.apply(&pod("userns", "  hostUsers: false\n", host.path()));
     pp.apply(&pod("hostroot", "", host.path()));
 
@@ -174,13 +191,32 @@ fn user_namespace_root_is_unprivileged_on_the_host() {
     );
     // It runs as a user other than root, with an fsGroup, in a shared PID namespace: the
     // IDs are the namespace's, the files on the host its mapped ones.
-    pp.apply(&pod(
+    // Its /proc is unmasked (`procMount: Unmasked`), where the first pod's /proc/sys is a
+    // read-only bind mount of its own (and its kernel-detail files are masked).
+    pp.apply(&unmasked(
         "second",
         "  hostUsers: false\n  shareProcessNamespace: true\n  securityContext:\n    \
          runAsUser: 1000\n    fsGroup: 2000\n",
-        host.path(),
     ));
     let second = report(&pp, "second");
+    let proc_sys_mounts = |name: &str| {
+        pp.kubectl_ok(&[
+            "exec",
+            name,
+            "--",
+            "sh",
+            "-c",
+            "grep -c ' /proc/sys ' /proc/self/mountinfo || true",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        proc_sys_mounts("userns"),
+        "1",
+        "the default /proc is masked"
+    );
+    assert_eq!(proc_sys_mounts("second"), "0", "an unmasked /proc");
     let h2 = host_root(&second["uid_map"]);
     assert_ne!(h2, h, "{second:?}");
     assert_eq!(second["uid"], "1000", "{second:?}");
