@@ -348,9 +348,14 @@ impl Dispatcher {
     }
 }
 
+/// How long the drain still waits, after its last phase, for pods that were killed at the
+/// end of their phase's period to be torn down, so that none is left running.
+const DRAIN_TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(5);
+
 /// kubelet's graceful node shutdown: the Node is reported not ready, then each phase of
 /// [`node_shutdown::plan`] asks its pods' workers to end them and waits for them, at most
-/// the phase's period.
+/// the phase's period, before the next phase starts (as the kubelet moves on to its next
+/// priority group); at the end it waits a little for workers still tearing down.
 async fn drain_node(
     client: &kube::Client,
     node: &str,
@@ -370,7 +375,9 @@ async fn drain_node(
             .filter_map(|uid| cache.get(uid).cloned())
             .collect()
     };
+    let mut asked: Vec<String> = Vec::new();
     for phase in node_shutdown::plan(policy, &pods) {
+        asked.extend(phase.pods.iter().map(|(uid, _)| uid.clone()));
         let deadline = tokio::time::Instant::now() + phase.period;
         let graces: HashMap<&String, Duration> = phase.pods.iter().map(|(u, g)| (u, *g)).collect();
         let mut waiting = Vec::new();
@@ -388,6 +395,20 @@ async fn drain_node(
                 "pods still terminating at the end of their shutdown phase"
             );
         }
+    }
+    // Only tasks never seen finished are awaited again (a finished JoinHandle must not be
+    // polled twice).
+    let left = dispatcher
+        .workers
+        .iter_mut()
+        .filter(|(uid, w)| asked.contains(uid) && !w.task.is_finished())
+        .map(|(_, w)| &mut w.task);
+    let left = futures::future::join_all(left);
+    if tokio::time::timeout(DRAIN_TEARDOWN_ALLOWANCE, left)
+        .await
+        .is_err()
+    {
+        tracing::warn!(node, "pods still terminating after the shutdown");
     }
 }
 

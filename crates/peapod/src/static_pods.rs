@@ -22,8 +22,8 @@ pub struct StaticPodSettings {
     pub image_gc: node::imagegc::Policy,
     /// `serializeImagePulls`, `maxParallelImagePulls`.
     pub image_pulls: imagepull::PullerConfig,
-    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
-    /// the node when set.
+    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods` or
+    /// `shutdownGracePeriodByPodPriority`: stopping the agent drains the node when set.
     pub shutdown: node_shutdown::Policy,
     /// `evictionHard` (the kubelet's defaults when absent), `evictionSoft` with
     /// `evictionSoftGracePeriod`, `evictionMaxPodGracePeriod`,
@@ -62,6 +62,7 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             critical_grace_period: config
                 .shutdown_grace_period_critical_pods
                 .unwrap_or_default(),
+            by_priority: config.shutdown_grace_period_by_pod_priority,
         },
         eviction: {
             let d = node_pressure::Settings::default();

@@ -107,6 +107,10 @@ pub enum StaticPodError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "{path}: cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time"
+    )]
+    ShutdownBothWays { path: PathBuf },
     #[error("{path}: invalid {field}")]
     Eviction {
         path: PathBuf,
@@ -159,6 +163,8 @@ pub struct KubeletConfig {
     pub shutdown_grace_period: Option<Duration>,
     /// `shutdownGracePeriodCriticalPods`: the part of it kept for critical pods.
     pub shutdown_grace_period_critical_pods: Option<Duration>,
+    /// `shutdownGracePeriodByPodPriority`, instead of the two above.
+    pub shutdown_grace_period_by_pod_priority: Vec<node_shutdown::PriorityGrace>,
     /// `evictionHard`: the hard eviction thresholds, parsed (`None`: absent, the kubelet's
     /// defaults apply).
     pub eviction_hard: Option<Vec<node_pressure::Threshold>>,
@@ -195,6 +201,8 @@ struct RawKubeletConfig {
     max_parallel_image_pulls: Option<i64>,
     shutdown_grace_period: Option<String>,
     shutdown_grace_period_critical_pods: Option<String>,
+    #[serde(default)]
+    shutdown_grace_period_by_pod_priority: Vec<RawPriorityGrace>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     eviction_soft: std::collections::BTreeMap<String, String>,
@@ -202,6 +210,15 @@ struct RawKubeletConfig {
     eviction_soft_grace_period: std::collections::BTreeMap<String, String>,
     eviction_max_pod_grace_period: Option<i32>,
     eviction_pressure_transition_period: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPriorityGrace {
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    shutdown_grace_period_seconds: i64,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -314,6 +331,29 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "must be <= shutdownGracePeriod",
         ));
     }
+    // kubelet's validation: shutdown by pod priority replaces the two periods.
+    if !raw.shutdown_grace_period_by_pod_priority.is_empty()
+        && (shutdown.is_some_and(|d| !d.is_zero())
+            || shutdown_critical.is_some_and(|d| !d.is_zero()))
+    {
+        return Err(StaticPodError::ShutdownBothWays {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut by_priority = Vec::new();
+    for g in raw.shutdown_grace_period_by_pod_priority {
+        let secs = u64::try_from(g.shutdown_grace_period_seconds).map_err(|_| {
+            setting(
+                "shutdownGracePeriodByPodPriority",
+                g.shutdown_grace_period_seconds.to_string(),
+                "shutdownGracePeriodSeconds must not be negative",
+            )
+        })?;
+        by_priority.push(node_shutdown::PriorityGrace {
+            priority: g.priority,
+            grace_period: Duration::from_secs(secs),
+        });
+    }
     let eviction_hard = raw
         .eviction_hard
         .map(|m| node_pressure::parse_hard(&m))
@@ -350,6 +390,7 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         max_parallel_image_pulls,
         shutdown_grace_period: shutdown,
         shutdown_grace_period_critical_pods: shutdown_critical,
+        shutdown_grace_period_by_pod_priority: by_priority,
         eviction_hard,
         eviction_soft,
         eviction_max_pod_grace_period: raw.eviction_max_pod_grace_period.map(i64::from),
@@ -1464,6 +1505,7 @@ mod tests {
                 max_parallel_image_pulls: Some(4),
                 shutdown_grace_period: Some(Duration::from_secs(30)),
                 shutdown_grace_period_critical_pods: Some(Duration::from_secs(10)),
+                shutdown_grace_period_by_pod_priority: Vec::new(),
                 eviction_hard: Some(vec![node_pressure::Threshold {
                     signal: node_pressure::Signal::MemoryAvailable,
                     value: node_pressure::Value::Quantity {
@@ -1508,6 +1550,36 @@ mod tests {
             parse_kubelet_config(critical_too_long, Path::new("/x")),
             Err(StaticPodError::Setting {
                 field: "shutdownGracePeriodCriticalPods",
+                ..
+            })
+        ));
+        let by_priority = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriodByPodPriority:\n- priority: 100000\n  shutdownGracePeriodSeconds: 20\n- priority: 0\n  shutdownGracePeriodSeconds: 10\n";
+        assert_eq!(
+            parse_kubelet_config(by_priority, Path::new("/x"))
+                .expect("cfg")
+                .shutdown_grace_period_by_pod_priority,
+            vec![
+                node_shutdown::PriorityGrace {
+                    priority: 100000,
+                    grace_period: Duration::from_secs(20)
+                },
+                node_shutdown::PriorityGrace {
+                    priority: 0,
+                    grace_period: Duration::from_secs(10)
+                },
+            ]
+        );
+        let both = format!("{by_priority}shutdownGracePeriod: 30s\n");
+        let err = parse_kubelet_config(&both, Path::new("/x")).expect_err("both ways");
+        assert_eq!(
+            err.to_string(),
+            "/x: cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time"
+        );
+        let negative = by_priority.replace("Seconds: 10", "Seconds: -1");
+        assert!(matches!(
+            parse_kubelet_config(&negative, Path::new("/x")),
+            Err(StaticPodError::Setting {
+                field: "shutdownGracePeriodByPodPriority",
                 ..
             })
         ));
