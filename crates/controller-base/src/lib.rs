@@ -2,7 +2,8 @@
 //! back-off ([`runner`]), the reconcile error and the API answers controllers test for
 //! ([`error`]), the event recorder ([`events`]), whether a pod fits a node ([`nodefit`]),
 //! owning children ([`ownership`]: controller references, pods from templates, adopt and
-//! release, expectations) and what controllers read from pods ([`pods`]). Controllers are
+//! release, expectations), what controllers read from pods ([`pods`]) and writing their
+//! status ([`status`]). Controllers are
 //! plain Kubernetes API clients on `kube::runtime`; the crates holding them (`controllers`,
 //! `workload-controllers`, `batch-controllers`, `storage-controllers`, `policy-controllers`)
 //! each export a list of
@@ -14,6 +15,7 @@ pub mod nodefit;
 pub mod ownership;
 pub mod pods;
 pub mod runner;
+pub mod status;
 
 use futures::future::BoxFuture;
 use kube::Client;

@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::crossnode::{client, http_get, retried, service};
 use common::etcd::EtcdCluster;
 use common::netns::{NetnsNode, TestBridge};
 use common::{wait_until, Peapod};
@@ -56,45 +57,6 @@ spec:
         ports:
         - {name: http, containerPort: 8080}
 "#;
-
-const SERVICE: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: ha-web
-spec:
-  selector: {app: ha-web}
-  ports:
-  - {port: 80, targetPort: http}
-"#;
-
-/// A pod pinned to `node` running `script`, then staying up.
-fn client(name: &str, node: &str, script: &str) -> String {
-    let script = format!("trap 'exit 0' TERM; {script}; echo client-done; sleep 3600 & wait");
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  containers:
-  - name: main
-    image: docker.io/library/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", {script:?}]
-"#
-    )
-}
-
-/// The body's last line of an HTTP GET of `/` from `host:port`, retried for up to 30 s.
-fn get(label: &str, host: &str, port: u16) -> String {
-    let cmd =
-        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} {port} | tail -1 | grep .");
-    format!(
-        "i=0; until out=$({cmd}); do i=$((i+1)); [ $i -ge 30 ] && break; sleep 1; done; echo {label}=$out"
-    )
-}
 
 /// The ha-web pods not being deleted: name → (node, phase, IP).
 fn web_pods(pp: &Peapod) -> BTreeMap<String, (String, String, String)> {
@@ -193,7 +155,7 @@ fn three_nodes_on_three_etcd_members_lose_a_node_and_keep_the_deployment() {
 
     // Two pods on each node.
     pp.apply(DEPLOYMENT);
-    pp.apply(SERVICE);
+    pp.apply(&service("ha-web"));
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     let pods = six_running_on(&pp, &all);
     for name in &names {
@@ -214,11 +176,11 @@ fn three_nodes_on_three_etcd_members_lose_a_node_and_keep_the_deployment() {
     });
     let mut script: Vec<String> = remote
         .iter()
-        .map(|(name, ip)| get(&format!("direct-{name}"), ip, 8080))
+        .map(|(name, ip)| retried(&format!("direct-{name}"), &http_get(ip, 8080, "/")))
         .collect();
     script.push(format!(
         "for i in $(seq 20); do {}; done",
-        get("service", &cluster_ip, 80)
+        retried("service", &http_get(&cluster_ip, 80, "/"))
     ));
     pp.apply(&client("ha-client", "ha-two", &script.join("; ")));
     let logs = wait_until("the client to finish", T, || {

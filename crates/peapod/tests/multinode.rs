@@ -10,6 +10,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::crossnode::{client, http_get, retried, service};
 use common::netns::{NetnsNode, TestBridge};
 use common::{wait_until, Peapod};
 
@@ -36,49 +37,6 @@ spec:
     ports:
     - {{name: http, containerPort: 8080}}
 "#
-    )
-}
-
-/// A pod pinned to `node` running `script`, then staying up (so its IP stays known).
-fn client(name: &str, node: &str, script: &str) -> String {
-    let script = format!("trap 'exit 0' TERM; {script}; echo client-done; sleep 3600 & wait");
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  containers:
-  - name: main
-    image: docker.io/library/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", {script:?}]
-"#
-    )
-}
-
-const SERVICE: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: mn-web
-spec:
-  selector: {app: mn-web}
-  ports:
-  - {port: 80, targetPort: http}
-"#;
-
-/// An HTTP GET of `path` from `host:port` with nc (busybox's static wget segfaults on a
-/// connect timeout and cannot resolve names); prints the body's last line.
-fn http_get(host: &str, port: u16, path: &str) -> String {
-    format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} {port} | tail -1 | grep .")
-}
-
-/// Retries `cmd` in the pod for up to 30 attempts, printing `label` and its output.
-fn retried(label: &str, cmd: &str) -> String {
-    format!(
-        "i=0; until out=$({cmd}); do i=$((i+1)); [ $i -ge 30 ] && break; sleep 1; done; echo {label}=$out"
     )
 }
 
@@ -209,7 +167,7 @@ fn nodes_get_their_own_ranges_and_pods_reach_each_other_across_them() {
     // A server on one node, a client on the other: ping and HTTP by pod IP, and through the
     // Service's ClusterIP.
     pp.apply(&server("mn-server", "mn-one"));
-    pp.apply(SERVICE);
+    pp.apply(&service("mn-web"));
     let server_ip = field(&pp, "pod/mn-server", "{.status.podIP}");
     assert!(
         cidr_contains(&cidrs[1], &server_ip),

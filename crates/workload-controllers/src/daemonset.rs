@@ -678,18 +678,8 @@ async fn write_status(ctx: &Ctx, ds: &DaemonSet, status: DaemonSetStatus) -> Res
     }
     let mut new = ds.clone();
     new.status = Some(status);
-    let ns = ds.namespace().unwrap_or_default();
-    match Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
-        .replace_status(&ds.name_any(), &PostParams::default(), &new)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(()),
-        Err(e) => Err(Error::api(format!(
-            "writing the status of {ns}/{}",
-            ds.name_any()
-        ))(e)),
-    }
+    controller_base::status::replace(&ctx.client, &new).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     let tracking = plan::track(&job, &pods, now);
     if tracking.changed {
-        match write_status(&job_api, &job, tracking.status).await? {
+        match write_status(&ctx.client, &job, tracking.status).await? {
             Some(stored) => job = stored,
             None => return Ok(Action::requeue(RETRY_RACE)),
         }
@@ -126,7 +126,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             status: job.status.clone(),
             ..job.clone()
         };
-        if write_status(&job_api, &original, decision.status)
+        if write_status(&ctx.client, &original, decision.status)
             .await?
             .is_none()
         {
@@ -170,22 +170,16 @@ async fn owned_pods(api: &Api<Pod>, job: &Job, uid: &str) -> Result<Vec<Pod>, Er
 }
 
 /// Stores `status` on `job` (at its resourceVersion); `None` when someone else wrote first.
-async fn write_status(api: &Api<Job>, job: &Job, status: JobStatus) -> Result<Option<Job>, Error> {
+async fn write_status(
+    client: &kube::Client,
+    job: &Job,
+    status: JobStatus,
+) -> Result<Option<Job>, Error> {
     let next = Job {
         status: Some(status),
         ..job.clone()
     };
-    match api
-        .replace_status(&job.name_any(), &PostParams::default(), &next)
-        .await
-    {
-        Ok(stored) => Ok(Some(stored)),
-        Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(None),
-        Err(e) => Err(Error::api(format!(
-            "updating the status of job {}",
-            job.name_any()
-        ))(e)),
-    }
+    controller_base::status::replace(client, &next).await
 }
 
 /// Removes the tracking finalizer, only if it is still where the pod had it.

@@ -8,6 +8,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod crossnode;
 pub mod etcd;
 pub mod netns;
 pub mod registry;

@@ -597,18 +597,8 @@ async fn write_status(
     }
     let mut new = set.clone();
     new.status = Some(status);
-    let ns = set.namespace().unwrap_or_default();
-    match Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .replace_status(&set.name_any(), &PostParams::default(), &new)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(()),
-        Err(e) => Err(Error::api(format!(
-            "writing the status of {ns}/{}",
-            set.name_any()
-        ))(e)),
-    }
+    controller_base::status::replace(&ctx.client, &new).await?;
+    Ok(())
 }
 
 #[cfg(test)]
