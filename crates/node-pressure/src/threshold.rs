@@ -1,8 +1,10 @@
-//! Eviction signals and hard thresholds: the KubeletConfiguration's `evictionHard` map
-//! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`), its defaults, and
-//! whether an observation meets a threshold.
+//! Eviction signals and thresholds: the KubeletConfiguration's `evictionHard` map
+//! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`) and its defaults,
+//! `evictionSoft` with `evictionSoftGracePeriod`, and whether an observation meets a
+//! threshold.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use apimachinery::quantity::Quantity;
 
@@ -76,12 +78,14 @@ pub enum Value {
     Percent(f64),
 }
 
-/// A hard eviction threshold: the signal is met while `available < value` (kubelet supports
-/// only the `<` operator).
+/// An eviction threshold: the signal is met while `available < value` (kubelet supports
+/// only the `<` operator). A soft threshold acts only once it has been met for its grace
+/// period; a hard one has none (kubelet tells them apart by a zero grace period).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     pub signal: Signal,
     pub value: Value,
+    pub grace_period: Duration,
 }
 
 /// One observation of a signal: what is available out of what capacity.
@@ -113,21 +117,30 @@ impl Threshold {
     pub fn met(&self, observed: Observation) -> bool {
         observed.available < self.amount(observed.capacity)
     }
+
+    /// kubelet's `isHardEvictionThreshold`: no grace period.
+    pub fn is_hard(&self) -> bool {
+        self.grace_period.is_zero()
+    }
 }
 
-/// Why an `evictionHard` entry was refused.
+/// Why an `evictionHard`, `evictionSoft` or `evictionSoftGracePeriod` entry was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ThresholdError {
-    #[error("evictionHard: unsupported eviction signal {0:?}")]
+    #[error("unsupported eviction signal {0:?}")]
     UnknownSignal(String),
-    #[error("evictionHard: {signal}: {value:?}: only the \"<\" operator is supported")]
+    #[error("{signal}: {value:?}: only the \"<\" operator is supported")]
     Operator { signal: String, value: String },
-    #[error("evictionHard: {signal}: {value:?}: not a quantity or percentage")]
+    #[error("{signal}: {value:?}: not a quantity or percentage")]
     Value { signal: String, value: String },
-    #[error("evictionHard: {signal}: {value:?}: must be positive")]
+    #[error("{signal}: {value:?}: must be positive")]
     NotPositive { signal: String, value: String },
-    #[error("evictionHard: {signal}: {value:?}: must be between 0% and 100%")]
+    #[error("{signal}: {value:?}: must be between 0% and 100%")]
     Percent { signal: String, value: String },
+    #[error("{signal}: a soft threshold needs a grace period in evictionSoftGracePeriod")]
+    NoGracePeriod { signal: String },
+    #[error("evictionSoftGracePeriod: {signal}: {value:?}: not a non-negative duration")]
+    GracePeriod { signal: String, value: String },
 }
 
 /// The defaults used when `evictionHard` is absent: the kubelet's Linux defaults, except
@@ -140,32 +153,63 @@ pub fn default_hard() -> Vec<Threshold> {
         text: text.to_string(),
     };
     vec![
-        Threshold {
-            signal: Signal::MemoryAvailable,
-            value: quantity(100 << 20, "100Mi"),
-        },
-        Threshold {
-            signal: Signal::NodefsAvailable,
-            value: Value::Percent(0.05),
-        },
-        Threshold {
-            signal: Signal::NodefsInodesFree,
-            value: Value::Percent(0.05),
-        },
-        Threshold {
-            signal: Signal::ImagefsAvailable,
-            value: Value::Percent(0.05),
-        },
+        (Signal::MemoryAvailable, quantity(100 << 20, "100Mi")),
+        (Signal::NodefsAvailable, Value::Percent(0.05)),
+        (Signal::NodefsInodesFree, Value::Percent(0.05)),
+        (Signal::ImagefsAvailable, Value::Percent(0.05)),
     ]
+    .into_iter()
+    .map(|(signal, value)| Threshold {
+        signal,
+        value,
+        grace_period: Duration::ZERO,
+    })
+    .collect()
+}
+
+fn signal(name: &str) -> Result<Signal, ThresholdError> {
+    Signal::parse(name).ok_or_else(|| ThresholdError::UnknownSignal(name.to_string()))
 }
 
 /// Parses `evictionHard` as the kubelet does: every entry `<quantity` or `<N%`; a `0%`
 /// threshold is disabled (left out); a zero or negative quantity is refused.
 pub fn parse_hard(map: &BTreeMap<String, String>) -> Result<Vec<Threshold>, ThresholdError> {
+    parse_thresholds(map)
+}
+
+/// Parses `evictionSoft` with `evictionSoftGracePeriod` as the kubelet does: the thresholds
+/// as in `evictionHard`, each with its signal's grace period, which it must have; grace
+/// periods are Go durations, not negative, and name known signals. A soft threshold with a
+/// zero grace period acts at once, as a hard one (kubelet's rule).
+pub fn parse_soft(
+    thresholds: &BTreeMap<String, String>,
+    grace_periods: &BTreeMap<String, String>,
+) -> Result<Vec<Threshold>, ThresholdError> {
+    let mut periods = BTreeMap::new();
+    for (name, raw) in grace_periods {
+        let period = apimachinery::duration::parse_go_duration(raw).ok_or_else(|| {
+            ThresholdError::GracePeriod {
+                signal: name.clone(),
+                value: raw.clone(),
+            }
+        })?;
+        periods.insert(signal(name)?, period);
+    }
+    let mut out = parse_thresholds(thresholds)?;
+    for t in &mut out {
+        t.grace_period = *periods
+            .get(&t.signal)
+            .ok_or_else(|| ThresholdError::NoGracePeriod {
+                signal: t.signal.name().to_string(),
+            })?;
+    }
+    Ok(out)
+}
+
+fn parse_thresholds(map: &BTreeMap<String, String>) -> Result<Vec<Threshold>, ThresholdError> {
     let mut out = Vec::new();
     for (name, raw) in map {
-        let signal =
-            Signal::parse(name).ok_or_else(|| ThresholdError::UnknownSignal(name.clone()))?;
+        let signal = signal(name)?;
         let err = |make: fn(String, String) -> ThresholdError| make(name.clone(), raw.clone());
         let value = raw
             .trim()
@@ -187,6 +231,7 @@ pub fn parse_hard(map: &BTreeMap<String, String>) -> Result<Vec<Threshold>, Thre
                 out.push(Threshold {
                     signal,
                     value: Value::Percent(p / 100.0),
+                    grace_period: Duration::ZERO,
                 });
             }
             continue;
@@ -205,6 +250,7 @@ pub fn parse_hard(map: &BTreeMap<String, String>) -> Result<Vec<Threshold>, Thre
                 amount: u64::try_from(q.value()).unwrap_or(u64::MAX),
                 text: value.to_string(),
             },
+            grace_period: Duration::ZERO,
         });
     }
     Ok(out)
@@ -276,6 +322,59 @@ mod tests {
             one("nodefs.available", "<120%"),
             ThresholdError::Percent { .. }
         ));
+    }
+
+    #[test]
+    fn soft_thresholds_need_their_grace_period() {
+        let soft = parse_soft(
+            &map(&[("memory.available", "<1Gi"), ("nodefs.available", "<0%")]),
+            &map(&[("memory.available", "1m30s"), ("nodefs.inodesFree", "10s")]),
+        )
+        .expect("parsed");
+        assert_eq!(soft.len(), 1);
+        assert_eq!(soft[0].grace_period, Duration::from_secs(90));
+        assert!(!soft[0].is_hard());
+        assert!(parse_hard(&map(&[("memory.available", "<1Gi")])).expect("hard")[0].is_hard());
+        let refused = |t: &[(&str, &str)], g: &[(&str, &str)]| {
+            parse_soft(&map(t), &map(g)).expect_err("refused")
+        };
+        assert_eq!(
+            refused(
+                &[("memory.available", "<1Gi")],
+                &[("nodefs.available", "1m")]
+            ),
+            ThresholdError::NoGracePeriod {
+                signal: "memory.available".into()
+            }
+        );
+        assert_eq!(
+            refused(
+                &[("memory.available", "<1Gi")],
+                &[("memory.available", "-1s")]
+            ),
+            ThresholdError::GracePeriod {
+                signal: "memory.available".into(),
+                value: "-1s".into()
+            }
+        );
+        assert!(matches!(
+            refused(&[], &[("memory.free", "1m")]),
+            ThresholdError::UnknownSignal(_)
+        ));
+        assert!(matches!(
+            refused(
+                &[("memory.available", ">1Gi")],
+                &[("memory.available", "1m")]
+            ),
+            ThresholdError::Operator { .. }
+        ));
+        assert_eq!(
+            ThresholdError::NoGracePeriod {
+                signal: "memory.available".into()
+            }
+            .to_string(),
+            "memory.available: a soft threshold needs a grace period in evictionSoftGracePeriod"
+        );
     }
 
     #[test]

@@ -11,12 +11,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
 
-use crate::admission::{admission_check, Allocatable, Rejecter};
+use crate::admission::{admission_check, Allocatable, Rejecter, Rejection, EVICTED};
 use crate::config::{AgentConfig, AgentError};
 use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
@@ -31,11 +31,19 @@ use podapi::{KubePodApi, PodApi};
 use staticpods::{Change, FileSource, MirrorStatusApi, StaticPods};
 use volumes::VolumeManager;
 
+/// Why the node itself ends a pod that runs.
+enum End {
+    /// Node shutdown, with the pod's grace period; its worker is done after it.
+    Shutdown(Duration),
+    /// Node-pressure eviction.
+    Evict(Box<eviction::Request>),
+}
+
 /// One worker: its task, the channel carrying the latest pod (`None`: gone from the API),
-/// and the one that asks it to end the pod for node shutdown, with a grace period.
+/// and the one that asks it to end the pod (node shutdown, eviction).
 struct WorkerHandle {
     tx: watch::Sender<Option<Pod>>,
-    drain: watch::Sender<Option<Duration>>,
+    end: mpsc::UnboundedSender<End>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,7 +52,7 @@ struct WorkerHandle {
 async fn worker_loop(
     deps: Arc<WorkerDeps>,
     mut rx: watch::Receiver<Option<Pod>>,
-    mut drain: watch::Receiver<Option<Duration>>,
+    mut ends: mpsc::UnboundedReceiver<End>,
     mut stop: watch::Receiver<bool>,
     seen: Instant,
 ) {
@@ -79,13 +87,16 @@ async fn worker_loop(
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
-            Ok(()) = drain.changed() => {
-                let grace = *drain.borrow_and_update();
-                if let Some(grace) = grace {
+            Some(end) = ends.recv() => match end {
+                End::Shutdown(grace) => {
                     worker.shut_down(&deps, &last, grace).await;
                     return;
                 }
-            }
+                End::Evict(request) => {
+                    worker.evict(&deps, &last, &request.message, request.grace).await;
+                    let _ = request.done.send(());
+                }
+            },
             _ = stop.changed() => return,
         }
     }
@@ -188,15 +199,41 @@ impl Dispatcher {
         }
         self.deps.metrics.phase("admission", seen.elapsed());
         let (tx, rx) = watch::channel(Some(pod));
-        let (drain, drain_rx) = watch::channel(None);
+        let (end, ends) = mpsc::unbounded_channel();
         let task = tokio::spawn(worker_loop(
             self.deps.clone(),
             rx,
-            drain_rx,
+            ends,
             self.stop.clone(),
             seen,
         ));
-        self.workers.insert(uid, WorkerHandle { tx, drain, task });
+        self.workers.insert(uid, WorkerHandle { tx, end, task });
+    }
+
+    /// Hands the eviction manager's request to the pod's worker; a pod without one (never
+    /// admitted, or its worker already gone) only gets the eviction's status and event.
+    fn evict(&mut self, request: eviction::Request) {
+        let Some(uid) = uid_of(&request.pod) else {
+            return;
+        };
+        self.workers.retain(|_, w| !w.task.is_finished());
+        let request = match self.workers.get(&uid) {
+            Some(w) => match w.end.send(End::Evict(Box::new(request))) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(End::Evict(request))) => *request,
+                Err(mpsc::error::SendError(End::Shutdown(_))) => return,
+            },
+            None => request,
+        };
+        let rejecter = self.rejecter.clone();
+        tokio::spawn(async move {
+            let rejection = Rejection {
+                reason: EVICTED.into(),
+                message: request.message,
+            };
+            rejecter.evict(request.pod, rejection).await;
+            let _ = request.done.send(());
+        });
     }
 
     fn delete(&mut self, uid: &str) {
@@ -311,9 +348,14 @@ impl Dispatcher {
     }
 }
 
+/// How long the drain still waits, after its last phase, for pods that were killed at the
+/// end of their phase's period to be torn down, so that none is left running.
+const DRAIN_TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(5);
+
 /// kubelet's graceful node shutdown: the Node is reported not ready, then each phase of
 /// [`node_shutdown::plan`] asks its pods' workers to end them and waits for them, at most
-/// the phase's period.
+/// the phase's period, before the next phase starts (as the kubelet moves on to its next
+/// priority group); at the end it waits a little for workers still tearing down.
 async fn drain_node(
     client: &kube::Client,
     node: &str,
@@ -333,14 +375,17 @@ async fn drain_node(
             .filter_map(|uid| cache.get(uid).cloned())
             .collect()
     };
+    let mut asked: Vec<String> = Vec::new();
     for phase in node_shutdown::plan(policy, &pods) {
+        asked.extend(phase.pods.iter().map(|(uid, _)| uid.clone()));
         let deadline = tokio::time::Instant::now() + phase.period;
         let graces: HashMap<&String, Duration> = phase.pods.iter().map(|(u, g)| (u, *g)).collect();
         let mut waiting = Vec::new();
         for (uid, w) in dispatcher.workers.iter_mut() {
             if let Some(grace) = graces.get(uid) {
-                w.drain.send_replace(Some(*grace));
-                waiting.push(&mut w.task);
+                if w.end.send(End::Shutdown(*grace)).is_ok() {
+                    waiting.push(&mut w.task);
+                }
             }
         }
         let done = futures::future::join_all(waiting);
@@ -350,6 +395,20 @@ async fn drain_node(
                 "pods still terminating at the end of their shutdown phase"
             );
         }
+    }
+    // Only tasks never seen finished are awaited again (a finished JoinHandle must not be
+    // polled twice).
+    let left = dispatcher
+        .workers
+        .iter_mut()
+        .filter(|(uid, w)| asked.contains(uid) && !w.task.is_finished())
+        .map(|(_, w)| &mut w.task);
+    let left = futures::future::join_all(left);
+    if tokio::time::timeout(DRAIN_TEARDOWN_ALLOWANCE, left)
+        .await
+        .is_err()
+    {
+        tracing::warn!(node, "pods still terminating after the shutdown");
     }
 }
 
@@ -464,7 +523,7 @@ pub async fn run(
         ip: config.node_api_advertise_ip,
         port,
         local_path_root: local_path_root.to_string_lossy().into_owned(),
-        eviction_hard: config.eviction_hard.clone(),
+        eviction_hard: config.eviction.hard.clone(),
     };
     let local_path_task = tokio::spawn(crate::localpath::run(
         client.clone(),
@@ -544,23 +603,23 @@ pub async fn run(
         shutdown.clone(),
     ));
     // kubelet's eviction manager for local ephemeral storage limits.
+    let (evictor, mut evictions) = mpsc::unbounded_channel();
     let eviction_task = tokio::spawn(eviction::run(
         runtime,
-        rejecter.clone(),
+        evictor,
         pods.clone(),
         eviction::Layout {
             runtime_dir: config.state_dir.clone(),
             log_root,
             volumes_root: deps.volumes.root().to_path_buf(),
         },
-        crate::pressure::Monitor {
-            thresholds: config.eviction_hard.clone(),
-            stats: stats.clone(),
-            state_dir: config.state_dir.clone(),
-            memory_capacity: facts.memory_ki.saturating_mul(1024),
-            conditions: pressure_tx,
-            tracker: node_pressure::Tracker::new(node_pressure::TRANSITION_PERIOD),
-        },
+        crate::pressure::Monitor::new(
+            config.eviction.clone(),
+            stats.clone(),
+            config.state_dir.clone(),
+            facts.memory_ki.saturating_mul(1024),
+            pressure_tx,
+        ),
         config.eviction_period.unwrap_or(eviction::DEFAULT_PERIOD),
         shutdown.clone(),
     ));
@@ -629,6 +688,11 @@ pub async fn run(
             e = stream.next() => e,
             Some(change) = static_rx.recv() => {
                 dispatcher.static_change(change);
+                dispatcher.update_qos();
+                continue;
+            }
+            Some(request) = evictions.recv() => {
+                dispatcher.evict(request);
                 dispatcher.update_qos();
                 continue;
             }

@@ -31,8 +31,9 @@ pub struct AgentConfig {
     /// How often local ephemeral storage is measured for eviction
     /// (`eviction::DEFAULT_PERIOD`, kubelet's 10 s, when unset).
     pub eviction_period: Option<std::time::Duration>,
-    /// The KubeletConfiguration's `evictionHard` (the kubelet's defaults when it is absent).
-    pub eviction_hard: Vec<node_pressure::Threshold>,
+    /// The KubeletConfiguration's eviction thresholds and settings (`evictionHard`,
+    /// `evictionSoft`, ...; the kubelet's defaults when absent).
+    pub eviction: node_pressure::Settings,
     /// The KubeletConfiguration's image GC thresholds and minimum age.
     pub image_gc: crate::imagegc::Policy,
     /// How often image GC runs (`imagegc::DEFAULT_PERIOD`, kubelet's 5 min, when unset).

@@ -3,8 +3,10 @@
 //! over an emptyDir `sizeLimit` or an `ephemeral-storage` limit is evicted. kubelet v1.33
 //! enforces these limits by eviction, not by cgroups (`localStorageEviction` in its eviction
 //! manager). The admission side (`OutOfephemeral-storage`) is in `admission`. The same
-//! loop runs node-pressure eviction (`pressure`): when no pod is over a limit and a hard
-//! threshold is met, one pod is evicted per round.
+//! loop runs node-pressure eviction (`pressure`): when no pod is over a limit and a
+//! threshold acts (a hard one when met, a soft one once met for its grace period), one pod
+//! is evicted per round. An evicted pod's worker kills it with the eviction's grace period
+//! and the loop waits for that before its next round, as the kubelet's does.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pressure::{self, Monitor, Usage};
 use crate::qos::parse_quantity;
@@ -22,13 +24,24 @@ use crilog::pod_log_dir;
 use node_pressure::format_binary;
 use runtime::RuntimeService;
 
-use crate::admission::{Rejecter, Rejection};
 use podapi::PodCache;
 
 /// kubelet's `evictionMonitoringPeriod`.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 
-pub use crate::admission::EVICTED as REASON;
+/// kubelet's `podCleanupTimeout`: how long a round waits for the pods it evicted to end.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The eviction manager's request to end a pod (kubelet's `killPodFunc`): its worker kills
+/// it with `grace` and it ends `Failed` with reason `Evicted` and `message`; `done` fires
+/// once that is over.
+#[derive(Debug)]
+pub struct Request {
+    pub pod: Pod,
+    pub message: String,
+    pub grace: Duration,
+    pub done: oneshot::Sender<()>,
+}
 
 /// Why a pod is evicted; `message` is kubelet's wording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,17 +240,17 @@ fn is_active(pod: &Pod) -> bool {
 }
 
 /// One round: observes node pressure, measures every active pod in `pods` and evicts those
-/// over a limit, or else, under a met threshold, the one pod ranked first (a Warning
-/// `Evicted` event, phase Failed and the `DisruptionTarget` condition; the pod's worker then
-/// kills its containers with no grace, and the pod is never restarted). Returns the uids
-/// evicted.
+/// over a limit, or else, under a threshold that acts, the one pod ranked first (a Warning
+/// `Evicted` event, the `DisruptionTarget` condition, its containers killed with the
+/// eviction's grace period, phase Failed; the pod is never restarted). Returns the uids
+/// evicted, each with what fires once its worker has ended it.
 pub async fn evict_round(
     runtime: &dyn RuntimeService,
-    rejecter: &Rejecter,
+    evictor: &mpsc::UnboundedSender<Request>,
     pods: &PodCache,
     layout: &Layout,
     monitor: &mut Monitor,
-) -> Vec<String> {
+) -> Vec<(String, oneshot::Receiver<()>)> {
     let round = monitor.observe().await;
     let active: Vec<Pod> = pods
         .read()
@@ -284,33 +297,47 @@ pub async fn evict_round(
     })
     .await
     .unwrap_or_default();
-    let mut decided: Vec<(Pod, Eviction)> = measured
+    // kubelet evicts for local storage limits with its immediate grace period.
+    let mut decided: Vec<(Pod, Eviction, Duration)> = measured
         .iter()
-        .filter_map(|(pod, usage)| decide(pod, usage).map(|e| (pod.clone(), e)))
+        .filter_map(|(pod, usage)| {
+            decide(pod, usage).map(|e| (pod.clone(), e, node_pressure::IMMEDIATE_GRACE_PERIOD))
+        })
         .collect();
     if decided.is_empty() {
-        decided.extend(
-            pressure::choose(&round, &measured).map(|(pod, message)| (pod, Eviction { message })),
-        );
+        if let (Some((threshold, _)), Some((pod, message))) =
+            (round.met.first(), pressure::choose(&round, &measured))
+        {
+            let grace = monitor.settings.pod_grace_period(threshold, &pod);
+            decided.push((pod, Eviction { message }, grace));
+        }
     }
     let mut evicted = Vec::new();
-    for (pod, eviction) in decided {
-        tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
-        evicted.push(pod.metadata.uid.clone().unwrap_or_default());
-        let rejection = Rejection {
-            reason: REASON.into(),
+    for (pod, eviction, grace) in decided {
+        tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, ?grace, "evicting pod");
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let (done, ended) = oneshot::channel();
+        let request = Request {
+            pod,
             message: eviction.message,
+            grace,
+            done,
         };
-        rejecter.evict(pod, rejection).await;
+        if evictor.send(request).is_err() {
+            tracing::debug!("the agent no longer takes evictions");
+            break;
+        }
+        evicted.push((uid, ended));
     }
     evicted
 }
 
-/// kubelet's eviction manager loop: a round every `period` until shutdown. A pod evicted
-/// once is not evicted again while the API catches up.
+/// kubelet's eviction manager loop: a round every `period` until shutdown; after a round
+/// that evicted, it waits for those pods to end (at most `CLEANUP_TIMEOUT`) and goes on at
+/// once. A pod evicted once is not evicted again while the API catches up.
 pub async fn run(
     runtime: Arc<dyn RuntimeService>,
-    rejecter: Arc<Rejecter>,
+    evictor: mpsc::UnboundedSender<Request>,
     pods: PodCache,
     layout: Layout,
     mut monitor: Monitor,
@@ -318,9 +345,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut done: HashSet<String> = HashSet::new();
+    let mut wait = period;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         let live: HashSet<String> = pods
@@ -338,16 +366,23 @@ pub async fn run(
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect(),
         ));
-        done.extend(
-            evict_round(
-                runtime.as_ref(),
-                &rejecter,
-                &filtered,
-                &layout,
-                &mut monitor,
-            )
-            .await,
-        );
+        let evicted =
+            evict_round(runtime.as_ref(), &evictor, &filtered, &layout, &mut monitor).await;
+        if evicted.is_empty() {
+            wait = period;
+            continue;
+        }
+        let (uids, ended): (Vec<String>, Vec<_>) = evicted.into_iter().unzip();
+        done.extend(uids);
+        tokio::select! {
+            result = tokio::time::timeout(CLEANUP_TIMEOUT, futures::future::join_all(ended)) => {
+                if result.is_err() {
+                    tracing::info!("timed out waiting for evicted pods to end");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        wait = Duration::ZERO;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Node-pressure eviction, the machine side of kubelet's eviction manager: each eviction
 //! round observes the signals, publishes the pressure conditions (read by the node status
-//! and admission) and picks the one pod to evict, ranked by `node_pressure`.
+//! and admission) and picks the one pod to evict, ranked by `node_pressure`, which also
+//! keeps the soft thresholds' grace periods.
 //!
 //! `memory.available` is the node's memory less its working set, both from /proc/meminfo
 //! (MemTotal − (MemTotal − MemFree − Inactive(file))), as the node stats report it; kubelet
@@ -16,8 +17,8 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use node_pressure::{
-    eviction_message, pod_request, rank, Candidate, Conditions, ContainerUsage, Observation,
-    Resource, Signal, Threshold, Tracker,
+    eviction_message, pod_request, rank, Candidate, Conditions, ContainerUsage, Evaluator,
+    Observation, Resource, Settings, Signal, Threshold,
 };
 use tokio::sync::watch;
 
@@ -51,18 +52,20 @@ pub fn is_critical(pod: &Pod) -> bool {
             .is_some_and(|p| p >= 2_000_000_000)
 }
 
-/// What the eviction manager watches and where it publishes the conditions.
+/// What the eviction manager watches, what it remembers between rounds, and where it
+/// publishes the conditions.
 pub struct Monitor {
-    pub thresholds: Vec<Threshold>,
-    pub stats: Arc<nodestats::Collector>,
-    pub state_dir: PathBuf,
+    pub settings: Settings,
+    evaluator: Evaluator,
+    stats: Arc<nodestats::Collector>,
+    state_dir: PathBuf,
     /// The node's memory capacity in bytes.
-    pub memory_capacity: u64,
-    pub conditions: watch::Sender<Conditions>,
-    pub tracker: Tracker,
+    memory_capacity: u64,
+    conditions: watch::Sender<Conditions>,
 }
 
-/// One round's observations: the thresholds met, memory's first.
+/// One round's observations: the thresholds that act (met, soft ones for their grace
+/// period), memory's first.
 pub struct Round {
     pub met: Vec<(Threshold, Observation)>,
     pub summary: Option<Arc<nodestats::Summary>>,
@@ -91,7 +94,24 @@ fn observe_fs(dir: &std::path::Path) -> (Option<Observation>, Option<Observation
 }
 
 impl Monitor {
-    /// Observes the signals, updates the published conditions and returns what is met.
+    pub fn new(
+        settings: Settings,
+        stats: Arc<nodestats::Collector>,
+        state_dir: PathBuf,
+        memory_capacity: u64,
+        conditions: watch::Sender<Conditions>,
+    ) -> Self {
+        Self {
+            evaluator: Evaluator::new(&settings),
+            settings,
+            stats,
+            state_dir,
+            memory_capacity,
+            conditions,
+        }
+    }
+
+    /// Observes the signals, updates the published conditions and returns what acts.
     pub async fn observe(&mut self) -> Round {
         let summary = match self.stats.summary().await {
             Ok(s) => Some(s),
@@ -111,35 +131,24 @@ impl Monitor {
         let (nodefs, inodes) = tokio::task::spawn_blocking(move || observe_fs(&dir))
             .await
             .unwrap_or((None, None));
-        let mut met: Vec<(Threshold, Observation)> = self
-            .thresholds
-            .iter()
-            .filter_map(|t| {
-                let observed = match t.signal {
-                    Signal::MemoryAvailable => memory,
-                    Signal::NodefsAvailable => nodefs,
-                    Signal::NodefsInodesFree => inodes,
-                    Signal::ImagefsAvailable => None,
-                }?;
-                t.met(observed).then(|| (t.clone(), observed))
-            })
-            .collect();
-        met.sort_by_key(|(t, _)| t.signal);
-        let raised = Conditions {
-            memory: met
-                .iter()
-                .any(|(t, _)| t.signal.resource() == Resource::Memory),
-            disk: met
-                .iter()
-                .any(|(t, _)| t.signal.resource() == Resource::EphemeralStorage),
-        };
-        let now = self.tracker.observe(raised, Instant::now());
+        let decision = self.evaluator.step(
+            |signal| match signal {
+                Signal::MemoryAvailable => memory,
+                Signal::NodefsAvailable => nodefs,
+                Signal::NodefsInodesFree => inodes,
+                Signal::ImagefsAvailable => None,
+            },
+            Instant::now(),
+        );
         self.conditions.send_if_modified(|c| {
-            let changed = *c != now;
-            *c = now;
+            let changed = *c != decision.conditions;
+            *c = decision.conditions;
             changed
         });
-        Round { met, summary }
+        Round {
+            met: decision.reclaim,
+            summary,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
 //! and the other KubeletConfiguration settings peapod honours (container log rotation,
-//! image GC, graceful node shutdown, hard eviction thresholds),
+//! image GC, graceful node shutdown, node-pressure eviction),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -22,11 +22,13 @@ pub struct StaticPodSettings {
     pub image_gc: node::imagegc::Policy,
     /// `serializeImagePulls`, `maxParallelImagePulls`.
     pub image_pulls: imagepull::PullerConfig,
-    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`: stopping the agent drains
-    /// the node when set.
+    /// `shutdownGracePeriod`, `shutdownGracePeriodCriticalPods` or
+    /// `shutdownGracePeriodByPodPriority`: stopping the agent drains the node when set.
     pub shutdown: node_shutdown::Policy,
-    /// `evictionHard`, the kubelet's defaults when absent.
-    pub eviction_hard: Vec<node_pressure::Threshold>,
+    /// `evictionHard` (the kubelet's defaults when absent), `evictionSoft` with
+    /// `evictionSoftGracePeriod`, `evictionMaxPodGracePeriod`,
+    /// `evictionPressureTransitionPeriod`.
+    pub eviction: node_pressure::Settings,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -60,10 +62,21 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             critical_grace_period: config
                 .shutdown_grace_period_critical_pods
                 .unwrap_or_default(),
+            by_priority: config.shutdown_grace_period_by_pod_priority,
         },
-        eviction_hard: config
-            .eviction_hard
-            .unwrap_or_else(node_pressure::default_hard),
+        eviction: {
+            let d = node_pressure::Settings::default();
+            node_pressure::Settings {
+                hard: config.eviction_hard.unwrap_or(d.hard),
+                soft: config.eviction_soft,
+                max_pod_grace_period: config
+                    .eviction_max_pod_grace_period
+                    .unwrap_or(d.max_pod_grace_period),
+                transition_period: config
+                    .eviction_pressure_transition_period
+                    .unwrap_or(d.transition_period),
+            }
+        },
         image_gc: {
             let d = node::imagegc::Policy::default();
             node::imagegc::Policy {
@@ -112,7 +125,7 @@ mod tests {
             }
         );
         assert_eq!(from_config.image_gc, node::imagegc::Policy::default());
-        assert_eq!(from_config.eviction_hard, node_pressure::default_hard());
+        assert_eq!(from_config.eviction, node_pressure::Settings::default());
         let flag = static_pod_settings(&StaticPodArgs {
             config: Some(config),
             static_pod_path: Some(PathBuf::from("/etc/kubernetes/manifests")),

@@ -99,7 +99,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let pod_cgroups = process::pod_cgroups(runtime.config());
-    let drain = static_pods.shutdown;
+    let drain = static_pods.shutdown.clone();
     let mut agent = tokio::spawn(node::run(
         client,
         Arc::new(runtime),
@@ -114,7 +114,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             file_check_frequency: static_pods.file_check_frequency,
             allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
             eviction_period: None,
-            eviction_hard: static_pods.eviction_hard.clone(),
+            eviction: static_pods.eviction.clone(),
             image_gc: static_pods.image_gc,
             image_gc_period: Some(args.static_pods.image_gc_period),
             image_pulls: static_pods.image_pulls,
@@ -141,9 +141,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             let _ = shutdown_tx.send(true);
             if drain.enabled() {
                 // The KubeletConfiguration's graceful shutdown: the agent terminates the pods
-                // (within shutdownGracePeriod) while the API still answers.
+                // (within its shutdown grace periods) while the API still answers.
                 eprintln!("peapod: shutting down, terminating the pods");
-                let bound = drain.grace_period + std::time::Duration::from_secs(10);
+                let bound = drain.total() + std::time::Duration::from_secs(10);
                 let _ = tokio::time::timeout(bound, &mut agent).await;
             } else {
                 eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");

@@ -4,6 +4,8 @@
 //! within its grace period; they end `Failed` with the kubelet's `Terminated` reason (and
 //! the `DisruptionTarget` condition, reason `TerminationByKubelet`) and
 //! message, no container is left, and a restarted `peapod up` does not run them again.
+//! With `shutdownGracePeriodByPodPriority` the pods are terminated in groups by priority,
+//! lowest first, each group within its own period.
 //! (Without the setting the pods survive the agent, which the restart tests show.)
 
 mod common;
@@ -131,4 +133,82 @@ fn stopping_the_node_terminates_its_pods_in_priority_order() {
     };
     assert!(finished("regular") <= finished("critical"));
     pp.kubectl_ok(&["delete", "pods", "regular", "critical"]);
+}
+
+#[test]
+fn shutdown_by_pod_priority_stops_the_lowest_group_first_each_with_its_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("kubelet-config.yaml");
+    common::write_kubelet_config(
+        &config,
+        "shutdownGracePeriodByPodPriority:
+- priority: 1000
+  shutdownGracePeriodSeconds: 3
+- priority: 0
+  shutdownGracePeriodSeconds: 8
+",
+    );
+    let mut pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    pp.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata:
+  name: low
+value: 100
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata:
+  name: high
+value: 1000
+",
+    );
+    // The low pod takes 2 s to stop, within its group's 8 s; the high one would take 10 s,
+    // more than its group's 3 s.
+    pp.kubectl_stdin(&["create", "-f", "-"], &pod("low", Some("low"), 2));
+    pp.kubectl_stdin(&["create", "-f", "-"], &pod("high", Some("high"), 10));
+    for (name, priority) in [("low", "100"), ("high", "1000")] {
+        pp.wait_pod_phase(name, "Running", T);
+        assert_eq!(
+            pp.jsonpath(&format!("pod/{name}"), "{.spec.priority}")
+                .as_deref(),
+            Some(priority)
+        );
+    }
+    pp.stop();
+    assert!(
+        pp.leftover_processes().is_empty(),
+        "containers left after the drain: {:?}",
+        pp.leftover_processes()
+    );
+
+    pp.up();
+    let terminated = |name: &str| {
+        pp.jsonpath(
+            &format!("pod/{name}"),
+            "{.status.phase}/{.status.reason}/{.status.containerStatuses[0].state.terminated.exitCode}",
+        )
+        .unwrap_or_default()
+    };
+    assert_eq!(
+        terminated("low"),
+        "Failed/Terminated/0",
+        "{}",
+        common::tail(&pp.server_log(), 30)
+    );
+    assert_eq!(terminated("high"), "Failed/Terminated/137");
+    // The low group ends before the high one is asked to stop (RFC 3339 times compare as
+    // text).
+    let finished = |name: &str| {
+        pp.jsonpath(
+            &format!("pod/{name}"),
+            "{.status.containerStatuses[0].state.terminated.finishedAt}",
+        )
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| panic!("{name} has no finish time"))
+    };
+    assert!(finished("low") <= finished("high"));
+    pp.kubectl_ok(&["delete", "pods", "low", "high"]);
+    pp.kubectl_ok(&["delete", "priorityclass", "low", "high"]);
 }

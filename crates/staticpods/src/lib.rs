@@ -107,9 +107,14 @@ pub enum StaticPodError {
         value: String,
         reason: &'static str,
     },
-    #[error("{path}: invalid evictionHard")]
-    EvictionHard {
+    #[error(
+        "{path}: cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time"
+    )]
+    ShutdownBothWays { path: PathBuf },
+    #[error("{path}: invalid {field}")]
+    Eviction {
         path: PathBuf,
+        field: &'static str,
         #[source]
         source: node_pressure::ThresholdError,
     },
@@ -158,9 +163,18 @@ pub struct KubeletConfig {
     pub shutdown_grace_period: Option<Duration>,
     /// `shutdownGracePeriodCriticalPods`: the part of it kept for critical pods.
     pub shutdown_grace_period_critical_pods: Option<Duration>,
+    /// `shutdownGracePeriodByPodPriority`, instead of the two above.
+    pub shutdown_grace_period_by_pod_priority: Vec<node_shutdown::PriorityGrace>,
     /// `evictionHard`: the hard eviction thresholds, parsed (`None`: absent, the kubelet's
     /// defaults apply).
     pub eviction_hard: Option<Vec<node_pressure::Threshold>>,
+    /// `evictionSoft` with `evictionSoftGracePeriod`: the soft thresholds, each with its
+    /// grace period.
+    pub eviction_soft: Vec<node_pressure::Threshold>,
+    /// `evictionMaxPodGracePeriod`, in seconds.
+    pub eviction_max_pod_grace_period: Option<i64>,
+    /// `evictionPressureTransitionPeriod`.
+    pub eviction_pressure_transition_period: Option<Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -187,7 +201,24 @@ struct RawKubeletConfig {
     max_parallel_image_pulls: Option<i64>,
     shutdown_grace_period: Option<String>,
     shutdown_grace_period_critical_pods: Option<String>,
+    #[serde(default)]
+    shutdown_grace_period_by_pod_priority: Vec<RawPriorityGrace>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    eviction_soft: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    eviction_soft_grace_period: std::collections::BTreeMap<String, String>,
+    eviction_max_pod_grace_period: Option<i32>,
+    eviction_pressure_transition_period: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPriorityGrace {
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    shutdown_grace_period_seconds: i64,
 }
 
 const KUBELET_CONFIG_API: &str = "kubelet.config.k8s.io/v1beta1";
@@ -300,14 +331,47 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "must be <= shutdownGracePeriod",
         ));
     }
+    // kubelet's validation: shutdown by pod priority replaces the two periods.
+    if !raw.shutdown_grace_period_by_pod_priority.is_empty()
+        && (shutdown.is_some_and(|d| !d.is_zero())
+            || shutdown_critical.is_some_and(|d| !d.is_zero()))
+    {
+        return Err(StaticPodError::ShutdownBothWays {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut by_priority = Vec::new();
+    for g in raw.shutdown_grace_period_by_pod_priority {
+        let secs = u64::try_from(g.shutdown_grace_period_seconds).map_err(|_| {
+            setting(
+                "shutdownGracePeriodByPodPriority",
+                g.shutdown_grace_period_seconds.to_string(),
+                "shutdownGracePeriodSeconds must not be negative",
+            )
+        })?;
+        by_priority.push(node_shutdown::PriorityGrace {
+            priority: g.priority,
+            grace_period: Duration::from_secs(secs),
+        });
+    }
     let eviction_hard = raw
         .eviction_hard
         .map(|m| node_pressure::parse_hard(&m))
         .transpose()
-        .map_err(|source| StaticPodError::EvictionHard {
+        .map_err(|source| StaticPodError::Eviction {
             path: path.to_path_buf(),
+            field: "evictionHard",
             source,
         })?;
+    // kubelet refuses a soft threshold without a grace period.
+    let eviction_soft =
+        node_pressure::parse_soft(&raw.eviction_soft, &raw.eviction_soft_grace_period).map_err(
+            |source| StaticPodError::Eviction {
+                path: path.to_path_buf(),
+                field: "evictionSoft",
+                source,
+            },
+        )?;
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -326,7 +390,14 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
         max_parallel_image_pulls,
         shutdown_grace_period: shutdown,
         shutdown_grace_period_critical_pods: shutdown_critical,
+        shutdown_grace_period_by_pod_priority: by_priority,
         eviction_hard,
+        eviction_soft,
+        eviction_max_pod_grace_period: raw.eviction_max_pod_grace_period.map(i64::from),
+        eviction_pressure_transition_period: duration(
+            "evictionPressureTransitionPeriod",
+            raw.eviction_pressure_transition_period,
+        )?,
     })
 }
 
@@ -1428,7 +1499,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nevictionHard:\n  memory.available: \"<200Mi\"\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nevictionHard:\n  memory.available: \"<200Mi\"\nevictionSoft:\n  memory.available: \"<1Gi\"\nevictionSoftGracePeriod:\n  memory.available: 1m30s\nevictionMaxPodGracePeriod: 60\nevictionPressureTransitionPeriod: 30s\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1447,25 +1518,81 @@ mod tests {
                 max_parallel_image_pulls: Some(4),
                 shutdown_grace_period: Some(Duration::from_secs(30)),
                 shutdown_grace_period_critical_pods: Some(Duration::from_secs(10)),
+                shutdown_grace_period_by_pod_priority: Vec::new(),
                 eviction_hard: Some(vec![node_pressure::Threshold {
                     signal: node_pressure::Signal::MemoryAvailable,
                     value: node_pressure::Value::Quantity {
                         amount: 200 << 20,
                         text: "200Mi".into()
                     },
+                    grace_period: Duration::ZERO,
                 }]),
+                eviction_soft: vec![node_pressure::Threshold {
+                    signal: node_pressure::Signal::MemoryAvailable,
+                    value: node_pressure::Value::Quantity {
+                        amount: 1 << 30,
+                        text: "1Gi".into()
+                    },
+                    grace_period: Duration::from_secs(90),
+                }],
+                eviction_max_pod_grace_period: Some(60),
+                eviction_pressure_transition_period: Some(Duration::from_secs(30)),
             }
         );
         let eviction = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard:\n  memory.available: \">1Gi\"\n";
         assert!(matches!(
             parse_kubelet_config(eviction, Path::new("/x")),
-            Err(StaticPodError::EvictionHard { .. })
+            Err(StaticPodError::Eviction {
+                field: "evictionHard",
+                ..
+            })
         ));
+        let no_grace = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionSoft:\n  memory.available: \"<1Gi\"\n";
+        let err = parse_kubelet_config(no_grace, Path::new("/x")).expect_err("no grace period");
+        assert!(matches!(
+            err,
+            StaticPodError::Eviction {
+                field: "evictionSoft",
+                source: node_pressure::ThresholdError::NoGracePeriod { .. },
+                ..
+            }
+        ));
+        assert_eq!(err.to_string(), "/x: invalid evictionSoft");
         let critical_too_long = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriod: 5s\nshutdownGracePeriodCriticalPods: 10s\n";
         assert!(matches!(
             parse_kubelet_config(critical_too_long, Path::new("/x")),
             Err(StaticPodError::Setting {
                 field: "shutdownGracePeriodCriticalPods",
+                ..
+            })
+        ));
+        let by_priority = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriodByPodPriority:\n- priority: 100000\n  shutdownGracePeriodSeconds: 20\n- priority: 0\n  shutdownGracePeriodSeconds: 10\n";
+        assert_eq!(
+            parse_kubelet_config(by_priority, Path::new("/x"))
+                .expect("cfg")
+                .shutdown_grace_period_by_pod_priority,
+            vec![
+                node_shutdown::PriorityGrace {
+                    priority: 100000,
+                    grace_period: Duration::from_secs(20)
+                },
+                node_shutdown::PriorityGrace {
+                    priority: 0,
+                    grace_period: Duration::from_secs(10)
+                },
+            ]
+        );
+        let both = format!("{by_priority}shutdownGracePeriod: 30s\n");
+        let err = parse_kubelet_config(&both, Path::new("/x")).expect_err("both ways");
+        assert_eq!(
+            err.to_string(),
+            "/x: cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time"
+        );
+        let negative = by_priority.replace("Seconds: 10", "Seconds: -1");
+        assert!(matches!(
+            parse_kubelet_config(&negative, Path::new("/x")),
+            Err(StaticPodError::Setting {
+                field: "shutdownGracePeriodByPodPriority",
                 ..
             })
         ));

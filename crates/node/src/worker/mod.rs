@@ -106,6 +106,7 @@ impl PodWorker {
                     message: plan::DEADLINE_MESSAGE,
                     grace: plan::grace_period(pod),
                     disruption: false,
+                    event: EventType::Normal,
                 },
             )
             .await;
@@ -389,6 +390,35 @@ impl PodWorker {
                 message: node_shutdown::MESSAGE,
                 grace: grace.max(MIN_GRACE),
                 disruption: true,
+                event: EventType::Normal,
+            },
+        )
+        .await;
+    }
+
+    /// kubelet's node-pressure eviction of a pod still running (`killPodNow` with the
+    /// eviction's grace period, which overrides the pod's own, as it does): a Warning
+    /// `Evicted` event, the `DisruptionTarget` condition, its containers killed with `grace`,
+    /// and the pod ends `Failed` with reason `Evicted` and `message`.
+    pub async fn evict(&mut self, deps: &WorkerDeps, pod: &Pod, message: &str, grace: Duration) {
+        if self.state.lifecycle != Lifecycle::Syncing {
+            return;
+        }
+        let Ok(observed) = observe(deps, &mut self.state, pod).await else {
+            return;
+        };
+        terminate::fail_running(
+            deps,
+            &mut self.state,
+            &mut self.prober,
+            pod,
+            &observed,
+            terminate::Ending {
+                reason: crate::admission::EVICTED,
+                message,
+                grace,
+                disruption: true,
+                event: EventType::Warning,
             },
         )
         .await;

@@ -167,13 +167,16 @@ pub struct Ending<'a> {
     /// The pod is disrupted, not failed by its own doing: kubelet adds the `DisruptionTarget`
     /// condition (reason `TerminationByKubelet`) with the message.
     pub disruption: bool,
+    /// The type of the event that says why (`Warning` for an eviction).
+    pub event: EventType,
 }
 
 /// kubelet's reason on the `DisruptionTarget` condition of pods it ends itself.
 pub const TERMINATION_BY_KUBELET: &str = "TerminationByKubelet";
 
 /// kubelet's end of a pod the node fails itself while it runs (`ShouldEvict`: an exceeded
-/// `activeDeadlineSeconds`; or node shutdown): a Normal event with the reason, not ready,
+/// `activeDeadlineSeconds`; node-pressure eviction; node shutdown): an event with the
+/// reason, not ready,
 /// every container killed with `grace`, then the `Failed` status with the reason
 /// and message; the sandbox and volumes are released and the pod is finished.
 pub async fn fail_running(
@@ -184,7 +187,7 @@ pub async fn fail_running(
     observed: &Observed,
     ending: Ending<'_>,
 ) {
-    deps.event(pod, None, EventType::Normal, ending.reason, ending.message)
+    deps.event(pod, None, ending.event, ending.reason, ending.message)
         .await;
     state.failure = Some((ending.reason.to_string(), ending.message.to_string()));
     if ending.disruption {

@@ -557,6 +557,53 @@ async fn delete_kills_with_grace_then_deletes() {
 }
 
 #[tokio::test]
+async fn an_evicted_pod_is_killed_with_the_eviction_grace_period_and_fails() {
+    let h = harness();
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    p = with_status(p, &h.api);
+    let message = "The node was low on resource: memory. ";
+    w.evict(&h.env, &p, message, Duration::from_secs(7)).await;
+    let calls = h.rt.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("stop_container ") && c.ends_with(" 7")),
+        "{calls:?}"
+    );
+    let reasons = h.api.reasons();
+    assert!(
+        reasons.ends_with(&["Evicted".to_string(), "Killing".to_string()]),
+        "{reasons:?}"
+    );
+    let status = h.api.last_status().expect("status");
+    assert_eq!(
+        (
+            status.phase.as_deref(),
+            status.reason.as_deref(),
+            status.message.as_deref()
+        ),
+        (Some("Failed"), Some("Evicted"), Some(message))
+    );
+    let disruption = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("DisruptionTarget");
+    assert_eq!(
+        (disruption.reason.as_deref(), disruption.message.as_deref()),
+        (Some("TerminationByKubelet"), Some(message))
+    );
+    assert_eq!(w.state.lifecycle, Lifecycle::Finished);
+    // A pod already ended is not ended again.
+    let stops = h.rt.calls().len();
+    w.evict(&h.env, &p, message, Duration::from_secs(7)).await;
+    assert_eq!(h.rt.calls().len(), stops);
+}
+
+#[tokio::test]
 async fn a_deadline_set_on_a_running_pod_kills_it_and_fails_it() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");

@@ -1,0 +1,235 @@
+//! The eviction manager's memory between rounds (kubelet's `synchronize`): which thresholds
+//! are met now and since when each has been met without a break, the pressure conditions
+//! the node reports, which thresholds act (hard ones at once, soft ones once met for their
+//! grace period), and the grace period a pod evicted for one of them gets.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::conditions::{Conditions, Tracker, TRANSITION_PERIOD};
+use crate::threshold::{default_hard, Observation, Resource, Signal, Threshold};
+
+/// kubelet's `immediateEvictionGracePeriodSeconds`: what a pod evicted for a hard threshold
+/// (or a local storage limit) gets.
+pub const IMMEDIATE_GRACE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The KubeletConfiguration's eviction settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `evictionHard`.
+    pub hard: Vec<Threshold>,
+    /// `evictionSoft`, each with its `evictionSoftGracePeriod`.
+    pub soft: Vec<Threshold>,
+    /// `evictionMaxPodGracePeriod`, in seconds.
+    pub max_pod_grace_period: i64,
+    /// `evictionPressureTransitionPeriod`.
+    pub transition_period: Duration,
+}
+
+impl Default for Settings {
+    /// The kubelet's defaults (with peapod's disk thresholds, see [`default_hard`]).
+    fn default() -> Self {
+        Self {
+            hard: default_hard(),
+            soft: Vec::new(),
+            max_pod_grace_period: 0,
+            transition_period: TRANSITION_PERIOD,
+        }
+    }
+}
+
+impl Settings {
+    /// The grace period kubelet v1.33 gives a pod evicted for `threshold`: 1 s for a hard
+    /// one; for a soft one `evictionMaxPodGracePeriod`, or the pod's own
+    /// `terminationGracePeriodSeconds` when that is smaller. Then as its pod worker settles
+    /// an override: zero stands for the pod's own grace period, and less than 1 s is 1 s.
+    pub fn pod_grace_period(&self, threshold: &Threshold, pod: &Pod) -> Duration {
+        if threshold.is_hard() {
+            return IMMEDIATE_GRACE_PERIOD;
+        }
+        let own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds);
+        let wanted = match own {
+            Some(own) => self.max_pod_grace_period.min(own),
+            None => self.max_pod_grace_period,
+        };
+        let effective = if wanted == 0 {
+            own.unwrap_or(0)
+        } else {
+            wanted
+        };
+        Duration::from_secs(u64::try_from(effective).unwrap_or(0).max(1))
+    }
+}
+
+/// What one round decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The pressure conditions the node reports.
+    pub conditions: Conditions,
+    /// The thresholds to reclaim for (met, and for at least their grace period), with what
+    /// was observed; memory's first, a hard threshold before a soft one of the same signal.
+    pub reclaim: Vec<(Threshold, Observation)>,
+}
+
+/// The thresholds and what the rounds so far observed of them.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    thresholds: Vec<Threshold>,
+    /// When each threshold (same index) was first met in the current unbroken run of
+    /// rounds that met it.
+    first_met: Vec<Option<Instant>>,
+    conditions: Tracker,
+}
+
+impl Evaluator {
+    pub fn new(settings: &Settings) -> Self {
+        let thresholds: Vec<Threshold> = settings
+            .hard
+            .iter()
+            .chain(&settings.soft)
+            .cloned()
+            .collect();
+        Self {
+            first_met: vec![None; thresholds.len()],
+            thresholds,
+            conditions: Tracker::new(settings.transition_period),
+        }
+    }
+
+    /// One round at `now`, with `observe` giving each signal's observation (`None`: not
+    /// observable, so its thresholds are not met). As the kubelet does, a threshold raises
+    /// its condition as soon as it is met, grace period or not; it is reclaimed for only
+    /// once it has been met in every round for its grace period.
+    pub fn step(
+        &mut self,
+        observe: impl Fn(Signal) -> Option<Observation>,
+        now: Instant,
+    ) -> Decision {
+        let mut raised = Conditions::default();
+        let mut reclaim = Vec::new();
+        for (t, first) in self.thresholds.iter().zip(self.first_met.iter_mut()) {
+            let Some(observed) = observe(t.signal).filter(|o| t.met(*o)) else {
+                *first = None;
+                continue;
+            };
+            let since = *first.get_or_insert(now);
+            match t.signal.resource() {
+                Resource::Memory => raised.memory = true,
+                Resource::EphemeralStorage => raised.disk = true,
+            }
+            if now.saturating_duration_since(since) >= t.grace_period {
+                reclaim.push((t.clone(), observed));
+            }
+        }
+        reclaim.sort_by_key(|(t, _)| (t.signal, !t.is_hard()));
+        Decision {
+            conditions: self.conditions.observe(raised, now),
+            reclaim,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threshold::{parse_hard, parse_soft};
+    use std::collections::BTreeMap;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn settings(max_pod_grace_period: i64) -> Settings {
+        Settings {
+            hard: parse_hard(&map(&[("memory.available", "<100Mi")])).expect("hard"),
+            soft: parse_soft(
+                &map(&[("memory.available", "<1Gi")]),
+                &map(&[("memory.available", "30s")]),
+            )
+            .expect("soft"),
+            max_pod_grace_period,
+            transition_period: S(60),
+        }
+    }
+
+    fn memory(available: u64) -> impl Fn(Signal) -> Option<Observation> {
+        move |signal| {
+            (signal == Signal::MemoryAvailable).then_some(Observation {
+                available,
+                capacity: 8 << 30,
+            })
+        }
+    }
+
+    fn reclaiming(d: &Decision) -> Vec<bool> {
+        d.reclaim.iter().map(|(t, _)| t.is_hard()).collect()
+    }
+
+    #[test]
+    fn soft_threshold_acts_after_its_grace_period_and_raises_the_condition_at_once() {
+        let mut e = Evaluator::new(&settings(0));
+        let start = Instant::now();
+        let short = 512 << 20;
+        let d = e.step(memory(short), start);
+        assert!(d.conditions.memory);
+        assert!(d.reclaim.is_empty());
+        assert!(e.step(memory(short), start + S(29)).reclaim.is_empty());
+        assert_eq!(reclaiming(&e.step(memory(short), start + S(30))), [false]);
+        // A round that does not meet it starts the grace period over.
+        let d = e.step(memory(2 << 30), start + S(40));
+        assert!(d.reclaim.is_empty());
+        assert!(d.conditions.memory, "kept for the transition period");
+        assert!(e.step(memory(short), start + S(50)).reclaim.is_empty());
+        assert!(e.step(memory(short), start + S(79)).reclaim.is_empty());
+        assert_eq!(reclaiming(&e.step(memory(short), start + S(80))), [false]);
+        // The hard threshold acts at once, before the soft one.
+        assert_eq!(
+            reclaiming(&e.step(memory(50 << 20), start + S(90))),
+            [true, false]
+        );
+        // The condition goes once nothing was met for the transition period.
+        assert!(e.step(memory(4 << 30), start + S(149)).conditions.memory);
+        assert!(!e.step(memory(4 << 30), start + S(150)).conditions.memory);
+        // A signal that cannot be observed meets nothing.
+        assert_eq!(
+            e.step(|_| None, start + S(500)),
+            Decision {
+                conditions: Conditions::default(),
+                reclaim: Vec::new()
+            }
+        );
+    }
+
+    fn pod(grace: Option<i64>) -> Pod {
+        let mut spec = serde_json::json!({"containers": [{"name": "c"}]});
+        if let Some(g) = grace {
+            spec["terminationGracePeriodSeconds"] = g.into();
+        }
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec}))
+            .expect("pod")
+    }
+
+    #[test]
+    fn pod_grace_period_of_hard_and_soft_evictions() {
+        let s = settings(20);
+        let (hard, soft) = (&s.hard[0], &s.soft[0]);
+        assert_eq!(s.pod_grace_period(hard, &pod(Some(30))), S(1));
+        assert_eq!(s.pod_grace_period(soft, &pod(Some(30))), S(20));
+        assert_eq!(s.pod_grace_period(soft, &pod(Some(5))), S(5));
+        assert_eq!(s.pod_grace_period(soft, &pod(None)), S(20));
+        assert_eq!(s.pod_grace_period(soft, &pod(Some(0))), S(1));
+        // Zero leaves the pod its own grace period; a negative maximum is the 1 s floor.
+        assert_eq!(settings(0).pod_grace_period(soft, &pod(Some(30))), S(30));
+        assert_eq!(settings(0).pod_grace_period(soft, &pod(None)), S(1));
+        assert_eq!(settings(-5).pod_grace_period(soft, &pod(Some(30))), S(1));
+    }
+}
