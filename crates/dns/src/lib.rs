@@ -542,7 +542,11 @@ pub async fn run(
         changes,
         index: Mutex::new((0, Arc::new(Snapshot::default()))),
     });
-    let tcp_task = tokio::spawn(serve_tcp(tcp, stores.clone(), config.clone()));
+    let tcp_answer: TcpAnswer = {
+        let (stores, config) = (stores.clone(), config.clone());
+        Arc::new(move |msg: &[u8]| answer(&stores.current(), &config.domain, config.ttl, msg))
+    };
+    let tcp_task = tokio::spawn(serve_tcp(tcp, MAX_TCP_CONNECTIONS, tcp_answer));
     let mut buf = vec![0u8; 4096];
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
@@ -577,15 +581,26 @@ pub async fn run(
     Ok(())
 }
 
-/// DNS over TCP: two-byte length-prefixed messages, several per connection.
-async fn serve_tcp(listener: tokio::net::TcpListener, stores: Arc<Stores>, config: DnsConfig) {
+/// TCP connections served at once; more wait in the listen backlog until one closes.
+const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// The answer to one DNS message (`None`: drop the connection).
+type TcpAnswer = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// DNS over TCP: two-byte length-prefixed messages, several per connection, at most `max`
+/// connections at once, each closed after 10 s without a whole message.
+async fn serve_tcp(listener: tokio::net::TcpListener, max: usize, answer: TcpAnswer) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        let stores = stores.clone();
-        let config = config.clone();
+        let answer = answer.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let read = async {
                     let len = conn.read_u16().await? as usize;
@@ -596,8 +611,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, stores: Arc<Stores>, confi
                 let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
                     return;
                 };
-                let snap = stores.current();
-                let Some(resp) = answer(&snap, &config.domain, config.ttl, &msg) else {
+                let Some(resp) = answer(&msg) else {
                     return;
                 };
                 let Ok(len) = u16::try_from(resp.len()) else {
@@ -616,6 +630,54 @@ mod tests {
     use super::*;
     use hickory_proto::op::Query;
     use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one length-prefixed message and reads the reply.
+    async fn tcp_exchange(
+        conn: &mut tokio::net::TcpStream,
+        msg: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
+        conn.write_u16(msg.len() as u16).await?;
+        conn.write_all(msg).await?;
+        let len = conn.read_u16().await? as usize;
+        let mut buf = vec![0u8; len];
+        conn.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_beyond_the_cap_wait_for_a_free_slot() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let echo: TcpAnswer = Arc::new(|m: &[u8]| Some(m.to_vec()));
+        let server = tokio::spawn(serve_tcp(listener, 1, echo));
+        let mut first = tokio::net::TcpStream::connect(addr).await.expect("first");
+        assert_eq!(
+            tcp_exchange(&mut first, b"one")
+                .await
+                .expect("first answer"),
+            b"one"
+        );
+        // The second connection is accepted by the kernel, not served while the first holds
+        // the only slot.
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("second");
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            tcp_exchange(&mut second, b"two"),
+        );
+        assert!(waiting.await.is_err(), "served beyond the cap");
+        drop(first);
+        let answered = tokio::time::timeout(Duration::from_secs(5), tcp_exchange(&mut second, b""));
+        // Its earlier bytes ("two") are read first once it is served.
+        let reply = answered
+            .await
+            .expect("served once a slot is free")
+            .expect("reply");
+        assert_eq!(reply, b"two");
+        server.abort();
+    }
 
     fn snap() -> Snapshot {
         let services = vec![

@@ -1,8 +1,10 @@
 //! A cluster as a user runs one over several machines: the control plane (`peapod up`, also
 //! a node) on a three-member etcd, and two more nodes, each a network namespace on a test
-//! bridge, joined with the command `peapod up` prints. A six-replica Deployment spreads two
-//! pods to each node; pods reach pods on other nodes by IP and the Service's ClusterIP from
-//! another node than their backends. Then one etcd member dies, and one node's agent is
+//! bridge, joined with the command `peapod up` prints; a second API server (`peapod server`)
+//! on the same etcd serves the same cluster. A six-replica Deployment spreads two pods to
+//! each node; pods reach pods on other nodes by IP and the Service's ClusterIP from another
+//! node than their backends, and the Service (by ClusterIP and by its DNS name) answers on
+//! every node. Then one etcd member and the second API server die, and one node's agent is
 //! SIGKILLed and its link cut, as when its machine dies: the node turns NotReady after the
 //! (shortened) grace period, its pods are evicted when their (short) tolerations run out,
 //! and the Deployment is whole again on the two nodes left.
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::crossnode::{client, http_get, retried, service};
-use common::etcd::EtcdCluster;
+use common::etcd::{EtcdCluster, Server};
 use common::netns::{NetnsNode, TestBridge};
 use common::{wait_until, Peapod};
 
@@ -153,6 +155,13 @@ fn three_nodes_on_three_etcd_members_lose_a_node_and_keep_the_deployment() {
         });
     }
 
+    // A second API server on the same etcd serves the same cluster.
+    let mut second = Server::start(&pp.state_dir, &["--store", &flag]);
+    let seen = second.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    for name in &names {
+        assert!(seen.contains(&format!("node/{name}")), "{seen}");
+    }
+
     // Two pods on each node.
     pp.apply(DEPLOYMENT);
     pp.apply(&service("ha-web"));
@@ -182,12 +191,45 @@ fn three_nodes_on_three_etcd_members_lose_a_node_and_keep_the_deployment() {
         "for i in $(seq 20); do {}; done",
         retried("service", &http_get(&cluster_ip, 80, "/"))
     ));
+    // On every node, the Service by its ClusterIP and by its DNS name (cluster DNS answered
+    // on each node).
+    let by_dns = http_get(
+        "$(nslookup ha-web.default.svc.cluster.local 2>/dev/null | sed -n 's/^Address: //p' | tail -1)",
+        80,
+        "/",
+    );
+    let everywhere = [
+        retried("service", &http_get(&cluster_ip, 80, "/")),
+        retried("dns", &by_dns),
+    ];
+    script.extend(everywhere.iter().cloned());
     pp.apply(&client("ha-client", "ha-two", &script.join("; ")));
-    let logs = wait_until("the client to finish", T, || {
-        let out = pp.kubectl(&["logs", "ha-client"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("client-done").then_some(text)
-    });
+    let finished = |pod: &str| {
+        wait_until(&format!("{pod} to finish"), T, || {
+            let out = pp.kubectl(&["logs", pod]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("client-done").then_some(text)
+        })
+    };
+    let probes: Vec<String> = ["ha-probe-host", "ha-probe-one"]
+        .iter()
+        .zip([pp.node_name.as_str(), "ha-one"])
+        .map(|(pod, node)| {
+            pp.apply(&client(pod, node, &everywhere.join("; ")));
+            pod.to_string()
+        })
+        .collect();
+    let logs = finished("ha-client");
+    for pod in probes.iter().map(String::as_str).chain(["ha-client"]) {
+        let text = finished(pod);
+        for what in ["service", "dns"] {
+            assert!(
+                text.contains(&format!("{what}=served-by-ha-web-")),
+                "{pod}: no answer through the Service's {what}:\n{text}"
+            );
+        }
+        pp.kubectl_ok(&["delete", "pod", pod, "--wait=false"]);
+    }
     for (name, _) in &remote {
         assert!(
             logs.contains(&format!("direct-{name}=served-by-{name}")),
@@ -202,11 +244,17 @@ fn three_nodes_on_three_etcd_members_lose_a_node_and_keep_the_deployment() {
         served_remotely,
         "the Service never answered from another node than ha-two:\n{logs}"
     );
-    pp.kubectl_ok(&["delete", "pod", "ha-client", "--wait=true", "--timeout=60s"]);
+    wait_until("the client pods gone", T, || {
+        pp.kubectl_ok(&["get", "pods", "-o", "name"])
+            .lines()
+            .all(|l| !l.contains("ha-client") && !l.contains("ha-probe"))
+            .then_some(())
+    });
 
-    // One etcd member goes; then ha-one's machine "dies": its agent is killed and its link
+    // One etcd member and the second API server go; then ha-one's machine "dies": its agent is killed and its link
     // cut (its pods keep running, unreachable, until the node is reset at the end).
     etcd.kill(1);
+    second.kill9();
     let dead = &mut nodes[0];
     dead.kill_agent();
     dead.ip(&["link", "set", "eth0", "down"]);

@@ -24,8 +24,14 @@ struct Agent {
 
 impl Agent {
     /// Starts the agent with a KubeletConfiguration file naming its static pod directory,
-    /// and waits until its Node is Ready.
+    /// and a node API certificate the cluster CA signed; waits until its Node is Ready.
     fn start(pp: &Peapod) -> Self {
+        Self::start_with(pp, true)
+    }
+
+    /// As [`Agent::start`]; with `signed` false the agent is given no certificate, so it
+    /// serves one it signed itself.
+    fn start_with(pp: &Peapod, signed: bool) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("peapod-agent-")
             .tempdir()
@@ -54,21 +60,30 @@ impl Agent {
         );
         // The API server verifies node certificates: the agent serves one its CA signed.
         let (cert, key) = (tmp.path().join("node.crt"), tmp.path().join("node.key"));
-        let out = Command::new(PEAPOD)
-            .arg("node-cert")
-            .arg("--state-dir")
-            .arg(&pp.state_dir)
-            .args(["--san", "127.0.0.1", "--san", &node_name, "--cert"])
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .output()
-            .expect("peapod node-cert");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut tls_args = Vec::new();
+        if signed {
+            let out = Command::new(PEAPOD)
+                .arg("node-cert")
+                .arg("--state-dir")
+                .arg(&pp.state_dir)
+                .args(["--san", "127.0.0.1", "--san", &node_name, "--cert"])
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .output()
+                .expect("peapod node-cert");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tls_args = vec![
+                "--tls-cert-file".into(),
+                cert.into_os_string(),
+                "--tls-private-key-file".into(),
+                key.into_os_string(),
+            ];
+        }
         let log = tmp.path().join("agent.log");
         let log_file = fs::File::create(&log).expect("agent log");
         let child = Command::new(PEAPOD)
@@ -85,10 +100,7 @@ impl Agent {
             ])
             .arg("--node-api-token-file")
             .arg(pp.state_dir.join("node-api-token"))
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-private-key-file")
-            .arg(&key)
+            .args(&tls_args)
             .arg("--config")
             .arg(&config)
             // This agent shares the host's network with the test's `peapod up`: the same
@@ -245,6 +257,49 @@ spec:
     command: ["sh", "-c", "while true; do echo {word} {marker}; sleep 0.5; done"]
 "#
     )
+}
+
+/// The API server talks to a node only over a certificate the cluster CA signed: an agent
+/// serving one it signed itself runs its pods, but no logs are proxied to it, with the TLS
+/// error said; the node signed by the CA beside it serves them.
+#[test]
+fn nothing_is_proxied_to_a_node_whose_certificate_the_ca_did_not_sign() {
+    let pp = Peapod::start();
+    let agent = Agent::start_with(&pp, false);
+    let marker = format!("mark-{}", agent.node_name);
+    agent.put_manifest("web.yaml", &manifest(&marker, "unsigned"));
+    let mirror = agent.mirror("web");
+    pp.wait_pod_phase(
+        mirror.trim_start_matches("pod/"),
+        "Running",
+        Duration::from_secs(60),
+    );
+    let out = pp.kubectl(&["logs", &mirror]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "logs proxied to an unverified node");
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "the refusal does not say why: {err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&marker));
+
+    // The same request to the verified node is served.
+    pp.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: verified\nspec:\n  \
+         nodeName: {}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    \
+         image: docker.io/library/busybox:latest\n    imagePullPolicy: IfNotPresent\n    \
+         command: [\"sh\", \"-c\", \"echo from-verified; sleep 3600\"]\n",
+        pp.node_name
+    ));
+    pp.wait_pod_phase("verified", "Running", Duration::from_secs(60));
+    wait_until("logs of the verified node", Duration::from_secs(30), || {
+        pp.kubectl(&["logs", "verified"])
+            .stdout
+            .windows(13)
+            .any(|w| w == b"from-verified")
+            .then_some(())
+    });
+    pp.kubectl_ok(&["delete", "pod", "verified", "--wait=true", "--timeout=60s"]);
 }
 
 #[test]
