@@ -70,7 +70,12 @@ pub fn format_time(time: jiff::Timestamp) -> String {
 pub fn parse_line(line: &[u8]) -> Option<LogLine> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let mut parts = line.splitn(4, |b| *b == b' ');
-    let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    // RFC 3339's four-digit year: the parser would also take a signed extended year
+    // (`-002026-…`), which no runtime writes and the line's format would not give back.
+    let time = parts
+        .next()
+        .filter(|t| t.first().is_some_and(u8::is_ascii_digit))?;
+    let time = std::str::from_utf8(time).ok()?.parse().ok()?;
     let stream = match parts.next()? {
         b"stdout" => Stream::Stdout,
         b"stderr" => Stream::Stderr,
@@ -249,6 +254,19 @@ fn emit(out: &mut Vec<u8>, time: jiff::Timestamp, stream: Stream, pending: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz findings: signed extended years parsed, and formatted back otherwise.
+    #[test]
+    fn signed_extended_years_are_no_log_line() {
+        for line in [
+            &b"-002026-12-08T12:00:00.89Z stdout F x"[..],
+            b"-000026-11-06T12:09Z stdout F he",
+            b"+002026-12-03T12:00:09Z stdout F x",
+        ] {
+            assert_eq!(parse_line(line), None, "{}", String::from_utf8_lossy(line));
+        }
+        assert!(parse_line(b"2026-12-03T12:00:09Z stdout F x").is_some());
+    }
 
     #[test]
     fn log_files_are_0640_new_or_old() {
