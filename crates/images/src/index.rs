@@ -152,26 +152,41 @@ impl IndexFile {
     /// Takes the store-wide exclusive lock (blocking). flock locks belong to the open file
     /// description, so this excludes other threads of this process as well as other processes.
     pub fn lock(&self) -> Result<Lock, IndexError> {
-        let lock_err = |source| IndexError::Lock {
-            path: self.lock_path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(lock_err)?;
-        loop {
-            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
-                Ok(()) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(lock_err(e.into())),
-            }
-        }
-        Ok(Lock { _file: file })
+        exclusive(&self.lock_path)
     }
 
+    /// Takes the exclusive lock that orders archive imports (blocking), apart from the index
+    /// lock that each import also takes to record its images: an import stores blobs before
+    /// it records them and drops those its images do not use, so two imports at once could
+    /// drop a blob the other one stored first and still needs.
+    pub fn import_lock(&self) -> Result<Lock, IndexError> {
+        exclusive(&self.dir.join("import.lock"))
+    }
+}
+
+/// An exclusive flock on `lock_path` (created if missing), held until the [`Lock`] drops.
+fn exclusive(lock_path: &Path) -> Result<Lock, IndexError> {
+    let lock_err = |source| IndexError::Lock {
+        path: lock_path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(lock_err)?;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(lock_err(e.into())),
+        }
+    }
+    Ok(Lock { _file: file })
+}
+
+impl IndexFile {
     /// Reads the index; readers need no lock because the file is only ever replaced whole.
     pub fn load(&self) -> Result<IndexData, IndexError> {
         match fs::read(&self.path) {

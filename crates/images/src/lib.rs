@@ -308,6 +308,7 @@ impl ImageStore {
     /// Imports an OCI-archive or docker-archive tarball (blocking). Images without a name
     /// are stored by id.
     pub fn import(&self, tarball: &Path) -> Result<Vec<Image>, ImageError> {
+        let _import = self.inner.index.import_lock()?;
         let imported = archive::import(&self.inner.blobs, tarball)?;
         imported
             .into_iter()
