@@ -13,7 +13,9 @@
 //! arrives, and every pending pod is looked at again when a node or a bound pod changes (a
 //! deleted pod frees its node's resources, a new one may satisfy an affinity). Decisions are
 //! made one at a time, and a pod bound but not yet seen bound in the cache counts as placed
-//! (upstream's "assumed" pods), so two pods never take the same room.
+//! (upstream's "assumed" pods), so two pods never take the same room. Likewise a
+//! preemption's nomination and victims are remembered until the preemptor is bound or gone:
+//! a decision made on a copy of the pod that does not show them yet does not preempt again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ use controller_base::events::{EventType, Recorder};
 use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 
 use crate::misfit::{Misfit, NoFit};
-use crate::preemption::{self, Candidate};
+use crate::preemption::{self, Candidate, Nomination};
 use crate::schedule::Plan;
 use crate::snapshot::Snapshot;
 use crate::spread;
@@ -60,6 +62,14 @@ const QUEUE_WAIT: Duration = Duration::from_millis(200);
 /// Pods bound by this scheduler that the pod cache does not show bound yet: node by pod uid.
 type Assumed = HashMap<String, String>;
 
+/// This scheduler's own decisions that its pod cache may not show yet.
+#[derive(Default)]
+struct Decisions {
+    assumed: Assumed,
+    /// Preemptions carried out, by preemptor uid, until the preemptor is bound or gone.
+    nominated: HashMap<String, Nomination>,
+}
+
 struct Ctx {
     client: Client,
     pods: Store<Pod>,
@@ -76,7 +86,7 @@ struct Ctx {
     budgets: Store<PodDisruptionBudget>,
     recorder: Recorder,
     /// Held for a whole decision, so decisions happen one at a time.
-    assumed: Mutex<Assumed>,
+    decisions: Mutex<Decisions>,
 }
 
 fn pending(pods: &Store<Pod>) -> Vec<ObjectRef<Pod>> {
@@ -250,23 +260,25 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         volumes,
         classes,
         budgets,
-        assumed: Mutex::new(Assumed::new()),
+        decisions: Mutex::new(Decisions::default()),
     });
     controller_base::runner::drive("scheduler", controller, ctx, reconcile).boxed()
 }
 
-/// The cached pods with the assumed ones shown bound; assumptions the cache has caught up
-/// with (the pod is bound or gone) are dropped.
-fn with_assumed(pods: Vec<Arc<Pod>>, assumed: &mut Assumed) -> Vec<Arc<Pod>> {
+/// The cached pods with the assumed ones shown bound; assumptions and nominations the cache
+/// has caught up with (the pod is bound or gone) are dropped.
+fn with_assumed(pods: Vec<Arc<Pod>>, decisions: &mut Decisions) -> Vec<Arc<Pod>> {
     let by_uid: HashMap<String, &Arc<Pod>> = pods
         .iter()
         .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
         .collect();
-    assumed.retain(|uid, _| by_uid.get(uid).is_some_and(|p| needs_scheduling(p)));
+    let waiting = |uid: &String| by_uid.get(uid).is_some_and(|p| needs_scheduling(p));
+    decisions.assumed.retain(|uid, _| waiting(uid));
+    decisions.nominated.retain(|uid, _| waiting(uid));
     pods.iter()
         .map(|p| {
             let uid = p.metadata.uid.as_deref().unwrap_or("");
-            match assumed.get(uid) {
+            match decisions.assumed.get(uid) {
                 Some(node) => {
                     let mut placed = (**p).clone();
                     if let Some(spec) = placed.spec.as_mut() {
@@ -280,14 +292,20 @@ fn with_assumed(pods: Vec<Arc<Pod>>, assumed: &mut Assumed) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-/// Pending pods nominated for a node after preemption, of at least `pod`'s priority, shown
-/// placed there: the room their victims leave is theirs, not a lower pod's (upstream's
-/// nominated pods in the filters).
-fn with_nominated(pods: Vec<Arc<Pod>>, pod: &Pod) -> Vec<Arc<Pod>> {
+/// Pending pods nominated for a node after preemption (in their status or in `recorded`),
+/// of at least `pod`'s priority, shown placed there: the room their victims leave is theirs,
+/// not a lower pod's (upstream's nominated pods in the filters).
+fn with_nominated(
+    pods: Vec<Arc<Pod>>,
+    pod: &Pod,
+    recorded: &HashMap<String, Nomination>,
+) -> Vec<Arc<Pod>> {
     let mine = preemption::priority(pod);
     pods.into_iter()
         .map(|p| {
+            let uid = p.metadata.uid.as_deref().unwrap_or("");
             let nominated = preemption::nominated_node(&p)
+                .or(recorded.get(uid).map(|n| n.node.as_str()))
                 .filter(|_| needs_scheduling(&p) && p.metadata.uid != pod.metadata.uid)
                 .filter(|_| preemption::priority(&p) >= mine)
                 .map(str::to_string);
@@ -363,24 +381,24 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache("poddisruptionbudget", e))?;
-    let mut assumed = ctx.assumed.lock().await;
-    let pods = with_assumed(ctx.pods.state(), &mut assumed);
+    let mut decisions = ctx.decisions.lock().await;
+    let pods = with_assumed(ctx.pods.state(), &mut decisions);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    if assumed.contains_key(&uid) {
+    if decisions.assumed.contains_key(&uid) {
         // Bound already; the pod's watch event is on its way.
         return Ok(Action::await_change());
     }
     if higher_untried(&pods, &pod) {
         return Ok(Action::requeue(QUEUE_WAIT));
     }
-    let pods = with_nominated(pods, &pod);
+    let pods = with_nominated(pods, &pod, &decisions.nominated);
     let nodes = ctx.nodes.state();
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let states = match volumefit::pod_claims(&pod, &ctx.claims.state(), &ctx.classes.state()) {
         Ok(states) => states,
         Err(reason) => {
-            drop(assumed);
+            drop(decisions);
             let no_fit = NoFit::Unresolvable {
                 nodes: nodes.len(),
                 reason,
@@ -407,7 +425,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     match chosen {
         Ok(node) if volumefit::any_waiting(&states) => {
-            drop(assumed);
+            drop(decisions);
             select_node(&ctx, &states, &node).await?;
             // The claims' binding (their watch events) brings the pod back to be bound.
             Ok(Action::requeue(BINDING_WAIT))
@@ -432,8 +450,8 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .await;
             match bound {
                 Ok(_) => {
-                    assumed.insert(uid, node.clone());
-                    drop(assumed);
+                    decisions.assumed.insert(uid, node.clone());
+                    drop(decisions);
                     let msg = format!("Successfully assigned {ns}/{name} to {node}");
                     ctx.recorder
                         .record(&*pod, EventType::Normal, "Scheduled", &msg)
@@ -446,7 +464,8 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(no_fit) => {
-            let outcome = match preemption::eligible(&pod, &snapshot) {
+            let outcome = match preemption::eligible(&pod, &snapshot, decisions.nominated.get(&uid))
+            {
                 Err(not) => Err(not.to_string()),
                 Ok(()) => preemption::find(
                     &pod,
@@ -462,17 +481,32 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 )
                 .map_err(|none| none.to_string()),
             };
-            drop(assumed);
             match outcome {
                 Ok(candidate) => {
+                    // Recorded before anything is written, so no later decision acts on a
+                    // cache that shows neither the nomination nor the victims going.
+                    decisions.nominated.insert(
+                        uid,
+                        Nomination {
+                            node: candidate.node.clone(),
+                            victims: candidate
+                                .victims
+                                .iter()
+                                .filter_map(|v| v.metadata.uid.clone())
+                                .collect(),
+                        },
+                    );
+                    drop(decisions);
                     mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
                     preempt(&ctx, &pod, &candidate).await?;
                 }
                 // Nothing to preempt for a pod that cannot fit anywhere for other reasons.
                 Err(_) if matches!(no_fit, NoFit::NoNodes) => {
+                    drop(decisions);
                     mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
                 }
                 Err(why) => {
+                    drop(decisions);
                     let msg = format!("{no_fit} preemption: {why}");
                     mark_unschedulable(&ctx, &pod, &msg).await?;
                 }
@@ -631,22 +665,36 @@ mod tests {
         let other = Arc::new(pod(
             json!({"metadata": {"uid": "u2"}, "spec": {"containers": []}}),
         ));
-        let mut assumed = Assumed::from([
-            ("u1".to_string(), "n1".to_string()),
-            ("gone".to_string(), "n1".to_string()),
-        ]);
-        let seen = with_assumed(vec![pending.clone(), other.clone()], &mut assumed);
+        let nomination = Nomination {
+            node: "n1".into(),
+            victims: Vec::new(),
+        };
+        let mut decisions = Decisions {
+            assumed: Assumed::from([
+                ("u1".to_string(), "n1".to_string()),
+                ("gone".to_string(), "n1".to_string()),
+            ]),
+            nominated: HashMap::from([
+                ("u2".to_string(), nomination.clone()),
+                ("gone".to_string(), nomination),
+            ]),
+        };
+        let seen = with_assumed(vec![pending.clone(), other.clone()], &mut decisions);
         let nodes: Vec<Option<&str>> = seen
             .iter()
             .map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
             .collect();
         assert_eq!(nodes, vec![Some("n1"), None]);
-        assert_eq!(assumed.len(), 1);
-        // Once the cache shows the pod bound, the assumption goes.
-        let bound = Arc::new(pod(json!({"metadata": {"uid": "u1"},
-            "spec": {"nodeName": "n1", "containers": []}})));
-        with_assumed(vec![bound], &mut assumed);
-        assert!(assumed.is_empty());
+        assert_eq!(decisions.assumed.len(), 1);
+        assert_eq!(decisions.nominated.len(), 1);
+        // Once the cache shows the pods bound, the assumption and the nomination go.
+        let bound = |uid: &str| {
+            Arc::new(pod(json!({"metadata": {"uid": uid},
+                "spec": {"nodeName": "n1", "containers": []}})))
+        };
+        with_assumed(vec![bound("u1"), bound("u2")], &mut decisions);
+        assert!(decisions.assumed.is_empty());
+        assert!(decisions.nominated.is_empty());
     }
 
     #[test]

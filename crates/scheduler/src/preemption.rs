@@ -54,8 +54,22 @@ impl fmt::Display for NotEligible {
     }
 }
 
-/// Whether `pod` may preempt others in `snap`.
-pub fn eligible(pod: &Pod, snap: &Snapshot) -> Result<(), NotEligible> {
+/// A preemption this scheduler carried out and the pod cache may not show yet: the node the
+/// preemptor was nominated for and its victims' uids (upstream keeps its nominations in the
+/// scheduling queue for the same reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nomination {
+    pub node: String,
+    pub victims: Vec<String>,
+}
+
+/// Whether `pod` may preempt others in `snap`; `recorded` is its last preemption, which a
+/// stale copy of the pod may not show.
+pub fn eligible(
+    pod: &Pod,
+    snap: &Snapshot,
+    recorded: Option<&Nomination>,
+) -> Result<(), NotEligible> {
     let policy = pod
         .spec
         .as_ref()
@@ -63,14 +77,19 @@ pub fn eligible(pod: &Pod, snap: &Snapshot) -> Result<(), NotEligible> {
     if policy == Some("Never") {
         return Err(NotEligible::PolicyNever);
     }
-    if let Some(node) = nominated_node(pod) {
+    let victims = recorded.map_or(&[][..], |r| r.victims.as_slice());
+    if let Some(node) = nominated_node(pod).or(recorded.map(|r| r.node.as_str())) {
         let mine = priority(pod);
         let terminating = snap
             .nodes
             .iter()
             .filter(|n| n.name == node)
             .flat_map(|n| &n.pods)
-            .any(|p| p.metadata.deletion_timestamp.is_some() && priority(p) < mine);
+            .filter(|p| priority(p) < mine)
+            .any(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    || p.metadata.uid.as_ref().is_some_and(|u| victims.contains(u))
+            });
         if terminating {
             return Err(NotEligible::VictimsTerminating);
         }
@@ -141,6 +160,9 @@ fn more_important_first(a: &Arc<Pod>, b: &Arc<Pod>) -> std::cmp::Ordering {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         })
+        // Not upstream's: equals are ordered by name, so a decision made again on the same
+        // pods picks the same victims.
+        .then_with(|| a.name_any().cmp(&b.name_any()))
 }
 
 /// Splits `pods` (most important first) into those whose eviction would break a budget and
@@ -408,7 +430,7 @@ mod tests {
             s.preemption_policy = Some("Never".into());
         }
         let snap = Snapshot::new(&[node("a")], &[], &[]);
-        assert_eq!(eligible(&never, &snap), Err(NotEligible::PolicyNever));
+        assert_eq!(eligible(&never, &snap, None), Err(NotEligible::PolicyNever));
         assert_eq!(
             NotEligible::PolicyNever.to_string(),
             "not eligible due to preemptionPolicy=Never."
@@ -424,10 +446,28 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            eligible(&waiting, &snap),
+            eligible(&waiting, &snap, None),
             Err(NotEligible::VictimsTerminating)
         );
         let fresh = pod("fresh", "", "1", 100, T2);
-        assert_eq!(eligible(&fresh, &snap), Ok(()));
+        assert_eq!(eligible(&fresh, &snap, None), Ok(()));
+        // A copy of the pod that does not show its nomination yet, whose victim the cache does
+        // not show terminating yet, is held back by the scheduler's own record.
+        let mut victim = (*pod("victim", "a", "1", 1, T1)).clone();
+        victim.metadata.uid = Some("v1".into());
+        let snap = Snapshot::new(&[node("a")], &[Arc::new(victim)], &[]);
+        let recorded = Nomination {
+            node: "a".into(),
+            victims: vec!["v1".into()],
+        };
+        assert_eq!(
+            eligible(&fresh, &snap, Some(&recorded)),
+            Err(NotEligible::VictimsTerminating)
+        );
+        let elsewhere = Nomination {
+            node: "b".into(),
+            ..recorded
+        };
+        assert_eq!(eligible(&fresh, &snap, Some(&elsewhere)), Ok(()));
     }
 }
