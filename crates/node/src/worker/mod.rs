@@ -373,27 +373,14 @@ impl PodWorker {
     /// kubelet's node shutdown of a pod still running: killed with `grace`, it ends `Failed`
     /// with the shutdown reason and message.
     pub async fn shut_down(&mut self, deps: &WorkerDeps, pod: &Pod, grace: Duration) {
-        if self.state.lifecycle != Lifecycle::Syncing {
-            return;
-        }
-        let Ok(observed) = observe(deps, &mut self.state, pod).await else {
-            return;
+        let ending = terminate::Ending {
+            reason: node_shutdown::REASON,
+            message: node_shutdown::MESSAGE,
+            grace: grace.max(MIN_GRACE),
+            disruption: true,
+            event: EventType::Normal,
         };
-        terminate::fail_running(
-            deps,
-            &mut self.state,
-            &mut self.prober,
-            pod,
-            &observed,
-            terminate::Ending {
-                reason: node_shutdown::REASON,
-                message: node_shutdown::MESSAGE,
-                grace: grace.max(MIN_GRACE),
-                disruption: true,
-                event: EventType::Normal,
-            },
-        )
-        .await;
+        self.end_running(deps, pod, ending).await;
     }
 
     /// kubelet's node-pressure eviction of a pod still running (`killPodNow` with the
@@ -401,6 +388,19 @@ impl PodWorker {
     /// `Evicted` event, the `DisruptionTarget` condition, its containers killed with `grace`,
     /// and the pod ends `Failed` with reason `Evicted` and `message`.
     pub async fn evict(&mut self, deps: &WorkerDeps, pod: &Pod, message: &str, grace: Duration) {
+        let ending = terminate::Ending {
+            reason: crate::admission::EVICTED,
+            message,
+            grace,
+            disruption: true,
+            event: EventType::Warning,
+        };
+        self.end_running(deps, pod, ending).await;
+    }
+
+    /// The node's own ending of a pod it still runs (shutdown, eviction); a pod already
+    /// ending or ended is left to that.
+    async fn end_running(&mut self, deps: &WorkerDeps, pod: &Pod, ending: terminate::Ending<'_>) {
         if self.state.lifecycle != Lifecycle::Syncing {
             return;
         }
@@ -413,13 +413,7 @@ impl PodWorker {
             &mut self.prober,
             pod,
             &observed,
-            terminate::Ending {
-                reason: crate::admission::EVICTED,
-                message,
-                grace,
-                disruption: true,
-                event: EventType::Warning,
-            },
+            ending,
         )
         .await;
     }
