@@ -11,7 +11,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use tokio::sync::{mpsc, watch};
+use runtime::ContainerEvent;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::qos::parse_quantity;
 use crilog::pod_log_dir;
@@ -43,6 +45,8 @@ enum End {
 /// and the one that asks it to end the pod (node shutdown, eviction).
 struct WorkerHandle {
     tx: watch::Sender<Option<Pod>>,
+    /// Wakes the worker to re-read its pod's containers (one of them exited).
+    poke: Arc<Notify>,
     end: mpsc::UnboundedSender<End>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -51,6 +55,7 @@ struct WorkerHandle {
 /// (`stop`). `seen` is when the agent first saw the pod.
 async fn worker_loop(
     deps: Arc<WorkerDeps>,
+    poke: Arc<Notify>,
     mut rx: watch::Receiver<Option<Pod>>,
     mut ends: mpsc::UnboundedReceiver<End>,
     mut stop: watch::Receiver<bool>,
@@ -59,7 +64,7 @@ async fn worker_loop(
     let Some(first) = rx.borrow_and_update().clone() else {
         return;
     };
-    let mut worker = PodWorker::new(&first);
+    let mut worker = PodWorker::new(&first, poke.clone());
     worker.state.track_start(&first, seen);
     deps.metrics.worker_start.observe(seen.elapsed());
     let mut last = first;
@@ -87,6 +92,7 @@ async fn worker_loop(
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
+            _ = poke.notified() => {}
             Some(end) = ends.recv() => match end {
                 End::Shutdown(grace) => {
                     worker.shut_down(&deps, &last, grace).await;
@@ -200,14 +206,42 @@ impl Dispatcher {
         self.deps.metrics.phase("admission", seen.elapsed());
         let (tx, rx) = watch::channel(Some(pod));
         let (end, ends) = mpsc::unbounded_channel();
+        let poke = Arc::new(Notify::new());
         let task = tokio::spawn(worker_loop(
             self.deps.clone(),
+            poke.clone(),
             rx,
             ends,
             self.stop.clone(),
             seen,
         ));
-        self.workers.insert(uid, WorkerHandle { tx, end, task });
+        self.workers.insert(
+            uid,
+            WorkerHandle {
+                tx,
+                poke,
+                end,
+                task,
+            },
+        );
+    }
+
+    /// A container exited (`None`: some may have, the events were lost): its pod's worker
+    /// looks at once.
+    fn container_exited(&self, event: Result<ContainerEvent, RecvError>) {
+        match event {
+            Ok(event) => {
+                if let Some(w) = self.workers.get(&event.pod_uid) {
+                    w.poke.notify_one();
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                for w in self.workers.values() {
+                    w.poke.notify_one();
+                }
+            }
+            Err(RecvError::Closed) => {}
+        }
     }
 
     /// Hands the eviction manager's request to the pod's worker; a pod without one (never
@@ -683,9 +717,16 @@ pub async fn run(
     futures::pin_mut!(stream);
     let mut listing: Option<HashSet<String>> = None;
     let mut orphans_checked = false;
+    let mut exits = dispatcher.deps.runtime.container_events();
+    let mut exits_open = true;
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
+            exited = exits.recv(), if exits_open => {
+                exits_open = !matches!(exited, Err(RecvError::Closed));
+                dispatcher.container_exited(exited);
+                continue;
+            }
             Some(change) = static_rx.recv() => {
                 dispatcher.static_change(change);
                 dispatcher.update_qos();

@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::RuntimeService;
@@ -47,6 +49,41 @@ struct Reported {
 
 type Results = Arc<Mutex<HashMap<String, Reported>>>;
 
+/// The results the probe tasks report, and who is woken when one changes.
+#[derive(Clone, Default)]
+struct Reports {
+    results: Results,
+    /// The pod's worker, so it acts on a changed result at once.
+    poke: Option<Arc<Notify>>,
+}
+
+impl Reports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reported>> {
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `kind`'s result for container `id`; wakes the worker when it changed.
+    fn report(&self, id: &str, kind: ProbeKind, ok: bool) {
+        let changed = {
+            let mut all = self.lock();
+            let r = all.entry(id.to_string()).or_default();
+            let slot = match kind {
+                ProbeKind::Liveness => &mut r.live,
+                ProbeKind::Readiness => &mut r.ready,
+                ProbeKind::Startup => &mut r.started,
+            };
+            slot.replace(ok) != Some(ok)
+        };
+        if let (true, Some(poke)) = (changed, &self.poke) {
+            poke.notify_one();
+        }
+    }
+
+    fn started(&self, id: &str) -> Option<bool> {
+        self.lock().get(id).and_then(|r| r.started)
+    }
+}
+
 /// A running container to probe.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -84,7 +121,7 @@ pub struct KillRequest {
 /// The probes of one pod: tasks keyed by container id and kind.
 #[derive(Default)]
 pub struct PodProber {
-    results: Results,
+    reports: Reports,
     tasks: HashMap<(String, ProbeKind), tokio::task::JoinHandle<()>>,
     /// The result counter and the pod's uid its series carry, to drop them with the pod.
     counted: Option<(Arc<metrics::Counter>, String)>,
@@ -100,6 +137,13 @@ impl Drop for PodProber {
 }
 
 impl PodProber {
+    /// A prober that wakes `poke` whenever a container's reported result changes.
+    pub fn new(poke: Arc<Notify>) -> Self {
+        let mut prober = Self::default();
+        prober.reports.poke = Some(poke);
+        prober
+    }
+
     /// Starts probes of newly running containers and stops those of containers that are
     /// not running any more.
     pub fn reconcile(&mut self, deps: &ProbeDeps, pod: &Pod, running: &[Target], net: &PodNet) {
@@ -111,9 +155,8 @@ impl PodProber {
             }
             keep
         });
-        self.results
+        self.reports
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| live.contains(id.as_str()));
         if let Some(counter) = &deps.results {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -138,7 +181,7 @@ impl PodProber {
                 };
                 let task = tokio::spawn(probe_loop(
                     deps.clone(),
-                    self.results.clone(),
+                    self.reports.clone(),
                     pod.clone(),
                     t.clone(),
                     kind,
@@ -160,7 +203,7 @@ impl PodProber {
     /// Readiness/startup for the status and kill requests for the worker, for the given
     /// running containers.
     pub fn view(&self, running: &[Target]) -> (ProbeView, HashMap<String, KillRequest>) {
-        let results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        let results = self.reports.lock();
         let mut view = ProbeView::default();
         let mut kills = HashMap::new();
         for t in running {
@@ -193,28 +236,14 @@ impl PodProber {
     /// Sets a reported result by hand (tests of the worker).
     #[cfg(any(test, feature = "test-util"))]
     pub fn set(&self, id: &str, kind: ProbeKind, ok: bool) {
-        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
-        let r = results.entry(id.to_string()).or_default();
-        match kind {
-            ProbeKind::Liveness => r.live = Some(ok),
-            ProbeKind::Readiness => r.ready = Some(ok),
-            ProbeKind::Startup => r.started = Some(ok),
-        }
+        self.reports.report(id, kind, ok);
     }
-}
-
-fn started(results: &Results, id: &str) -> Option<bool> {
-    results
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(id)
-        .and_then(|r| r.started)
 }
 
 /// One probe's task: waits out the initial delay, then probes every period.
 async fn probe_loop(
     deps: ProbeDeps,
-    results: Results,
+    reports: Reports,
     pod: Arc<Pod>,
     target: Target,
     kind: ProbeKind,
@@ -232,7 +261,7 @@ async fn probe_loop(
     let name = target.container.name.clone();
     loop {
         tick.tick().await;
-        let started_now = started(&results, &target.id);
+        let started_now = reports.started(&target.id);
         match kind {
             // A startup probe stops once it succeeded.
             ProbeKind::Startup if started_now == Some(true) => return,
@@ -319,13 +348,7 @@ async fn probe_loop(
             }
         };
         if let Some(reported) = state.observe(ok) {
-            let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
-            let r = all.entry(target.id.clone()).or_default();
-            match kind {
-                ProbeKind::Liveness => r.live = Some(reported),
-                ProbeKind::Readiness => r.ready = Some(reported),
-                ProbeKind::Startup => r.started = Some(reported),
-            }
+            reports.report(&target.id, kind, reported);
         }
     }
 }
@@ -334,6 +357,26 @@ async fn probe_loop(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_changed_result_wakes_the_worker_and_a_repeated_one_does_not() {
+        let poke = Arc::new(Notify::new());
+        let prober = PodProber::new(poke.clone());
+        let woken = || async {
+            tokio::time::timeout(std::time::Duration::from_millis(50), poke.notified())
+                .await
+                .is_ok()
+        };
+        prober.reports.report("c1", ProbeKind::Readiness, true);
+        assert!(woken().await);
+        prober.reports.report("c1", ProbeKind::Readiness, true);
+        assert!(!woken().await);
+        prober.reports.report("c1", ProbeKind::Liveness, true);
+        assert!(woken().await);
+        prober.reports.report("c1", ProbeKind::Readiness, false);
+        assert!(woken().await);
+        assert_eq!(prober.reports.started("c1"), None);
+    }
 
     fn container(v: serde_json::Value) -> Container {
         serde_json::from_value(v).expect("container")

@@ -9,6 +9,7 @@
 pub mod attach;
 mod client;
 mod error;
+mod exits;
 pub mod image_backend;
 mod network;
 mod pidns;
@@ -104,6 +105,15 @@ pub enum ContainerState {
     Running,
     Exited,
     Unknown,
+}
+
+/// A container that has stopped (CRI's `CONTAINER_STOPPED_EVENT`), with the sandbox and the
+/// pod it belongs to, as CRI's `ContainerEventResponse` names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub sandbox_id: String,
+    pub pod_uid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +232,13 @@ pub trait RuntimeService: Send + Sync + 'static {
         id: &str,
         resources: &LinuxResources,
     ) -> Result<(), RuntimeError>;
+
+    /// Containers' exits as they happen (CRI `GetContainerEvents`): a hint to re-read a
+    /// pod's containers now, lossy when the receiver lags. A runtime that cannot tell closes
+    /// the channel at once, and its callers re-read on a timer only.
+    fn container_events(&self) -> tokio::sync::broadcast::Receiver<ContainerEvent> {
+        tokio::sync::broadcast::channel(1).1
+    }
 
     /// The resource use of every ready sandbox and its running containers (CRI
     /// `ListPodSandboxStats`); empty where the runtime has no cgroups to read.

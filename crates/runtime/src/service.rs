@@ -22,6 +22,7 @@ mod exec;
 mod network;
 mod resize;
 mod stats;
+use crate::exits::ExitWatcher;
 use crate::image_backend::ImageBackend;
 use crate::network::{NetworkConfig, PodNetwork};
 use crate::procs;
@@ -29,9 +30,9 @@ use crate::records::{
     container_status, host_network_hosts_file, hosts_file, ContainerRecord, SandboxRecord, ShimPid,
 };
 use crate::{
-    ContainerConfig, ContainerState, ContainerStatus, FsStats, ImageInfo, LinuxResources,
-    PodSandboxConfig, PodSandboxStatus, RuntimeError, RuntimeService, SeccompProfile, ShimError,
-    ShimStartError,
+    ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, FsStats, ImageInfo,
+    LinuxResources, PodSandboxConfig, PodSandboxStatus, RuntimeError, RuntimeService,
+    SeccompProfile, ShimError, ShimStartError,
 };
 
 /// Localhost seccomp profiles live in `<state dir>/seccomp`.
@@ -108,6 +109,8 @@ pub struct Runtime {
     images: Arc<dyn ImageBackend>,
     cgroups: Option<Hierarchy>,
     network: Arc<PodNetwork>,
+    /// Container exits as they happen; `None` where inotify is unavailable.
+    exits: Option<ExitWatcher>,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -205,11 +208,19 @@ impl Runtime {
             &config.state_dir,
             Arc::new(cni::RealExec),
         ));
+        let exits = match ExitWatcher::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable; container exits are seen on a timer only");
+                None
+            }
+        };
         let runtime = Self {
             config,
             images,
             cgroups,
             network,
+            exits,
         };
         let live = runtime.sandbox_ids()?.into_iter().collect();
         runtime.network.gc(&live);
@@ -275,6 +286,35 @@ impl Runtime {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// Every container on disk, with its directory and the event its exit makes.
+    fn containers_on_disk(&self) -> Vec<(PathBuf, ContainerEvent)> {
+        let mut out = Vec::new();
+        for sandbox_id in self.sandbox_ids().unwrap_or_default() {
+            let Ok(record) = self.sandbox_record(&sandbox_id) else {
+                continue;
+            };
+            let pod = self.pod(&sandbox_id);
+            let Ok(entries) = std::fs::read_dir(pod.containers()) else {
+                continue;
+            };
+            for name in entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+            {
+                if !is_id(&name) {
+                    continue;
+                }
+                let event = ContainerEvent {
+                    container_id: name.clone(),
+                    sandbox_id: sandbox_id.clone(),
+                    pod_uid: record.config.uid.clone(),
+                };
+                out.push((pod.container(&name).root().to_path_buf(), event));
+            }
+        }
+        out
     }
 
     /// The sandbox holding container `id`.
@@ -685,6 +725,16 @@ impl Runtime {
             log_path: log_path.clone(),
         };
         write_json_atomic(&dir.config(), &record).map_err(write_err(&dir.config()))?;
+        if let Some(exits) = &self.exits {
+            let event = ContainerEvent {
+                container_id: id.clone(),
+                sandbox_id: sandbox_id.to_string(),
+                pod_uid: sandbox.config.uid.clone(),
+            };
+            if let Err(e) = exits.watch(dir.root(), event) {
+                tracing::warn!(container = %id, error = %e, "watching the container for its exit failed; it is seen on a timer only");
+            }
+        }
         let spec = ContainerSpec {
             id: id.clone(),
             lowerdirs,
@@ -876,6 +926,13 @@ impl RuntimeService for Runtime {
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<crate::PodSandboxStats>, RuntimeError> {
         self.sandbox_stats().await
+    }
+
+    fn container_events(&self) -> tokio::sync::broadcast::Receiver<ContainerEvent> {
+        match &self.exits {
+            Some(exits) => exits.subscribe(|| self.containers_on_disk()),
+            None => tokio::sync::broadcast::channel(1).1,
+        }
     }
 
     async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>, RuntimeError> {

@@ -393,6 +393,7 @@ async fn exit_codes(env: Arc<Env>) -> TestResult {
         .await
         .map_err(err)?
         .id;
+    let mut exits = rt.container_events();
     for (name, script, code, reason) in [
         ("fail", "echo bye; exit 3", 3, "Error"),
         ("ok", "true", 0, "Completed"),
@@ -402,6 +403,12 @@ async fn exit_codes(env: Arc<Env>) -> TestResult {
             .await
             .map_err(err)?;
         rt.start_container(&id).await.map_err(err)?;
+        // The exit is announced, naming the container, its sandbox and its pod.
+        let event = next_exit(&mut exits).await?;
+        let uid = env.sandbox_config("pod-b").uid;
+        if event.container_id != id || event.sandbox_id != sb || event.pod_uid != uid {
+            return Err(format!("{name}: exit event {event:?}"));
+        }
         let st = wait_exit(rt, &id).await?;
         if st.exit_code != Some(code)
             || st.reason.as_deref() != Some(reason)
@@ -497,8 +504,10 @@ async fn restart(env: Arc<Env>) -> TestResult {
         .map_err(err)?;
     env.runtime.start_container(&id).await.map_err(err)?;
     let before = env.runtime.container_status(&id).await.map_err(err)?;
-    // A second runtime over the same state dir stands for the agent after a restart.
+    // A second runtime over the same state dir stands for the agent after a restart; it
+    // announces the exits of the containers it found running.
     let again = env.reopen()?;
+    let mut exits = again.container_events();
     let after = again.container_status(&id).await.map_err(err)?;
     if after.state != ContainerState::Running || after.pid != before.pid {
         return Err(format!("before {before:?} after {after:?}"));
@@ -515,7 +524,22 @@ async fn restart(env: Arc<Env>) -> TestResult {
     if st.state != ContainerState::Exited {
         return Err(format!("after stop: {st:?}"));
     }
+    let event = next_exit(&mut exits).await?;
+    if event.container_id != id {
+        return Err(format!("exit event after restart: {event:?}"));
+    }
     Ok(())
+}
+
+/// The next container exit the runtime announces, within a few seconds.
+async fn next_exit(
+    exits: &mut tokio::sync::broadcast::Receiver<runtime::ContainerEvent>,
+) -> Result<runtime::ContainerEvent, String> {
+    match tokio::time::timeout(Duration::from_secs(10), exits.recv()).await {
+        Ok(Ok(event)) => Ok(event),
+        Ok(Err(e)) => Err(format!("exit events: {e}")),
+        Err(_) => Err("no exit event within 10 s".into()),
+    }
 }
 
 async fn user_and_mounts(env: Arc<Env>) -> TestResult {

@@ -14,11 +14,13 @@ mod status;
 mod terminate;
 mod volumes;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use runtime::ContainerState;
+use tokio::sync::Notify;
 
 pub use deps::{ImagePulls, NodeFacts, WorkerDeps};
 
@@ -26,7 +28,7 @@ use crate::podstatus::{attempts_of, ephemeral_containers, Waiting};
 use observe::{observe, pod_net};
 use plan::{
     api_phase, is_deleting, min_requeue, pid_target, plan, pod_key, spec_container, Action,
-    Observed, Plan, MIN_GRACE, RESYNC,
+    Observed, Plan, IDLE_RESYNC, MIN_GRACE, RESYNC,
 };
 use podapi::EventType;
 use probes::PodProber;
@@ -46,10 +48,11 @@ pub struct PodWorker {
 }
 
 impl PodWorker {
-    pub fn new(pod: &Pod) -> Self {
+    /// A worker for `pod`; `poke` wakes it when a probe's result changes.
+    pub fn new(pod: &Pod, poke: Arc<Notify>) -> Self {
         Self {
             state: WorkerState::new(pod),
-            prober: PodProber::default(),
+            prober: PodProber::new(poke),
         }
     }
 
@@ -177,8 +180,13 @@ impl PodWorker {
             self.state.lifecycle = Lifecycle::Finished;
             return None;
         }
-        // Re-observe at least every RESYNC to notice exits, sooner when a back-off ends.
-        Some(requeue.map_or(RESYNC, |r| r.min(RESYNC)))
+        // Exits and probe results wake the worker as they happen; it re-observes at least
+        // every IDLE_RESYNC all the same, sooner when a back-off or the deadline ends.
+        let requeue = match plan::until_deadline(pod, self.state.last_status.as_ref(), now) {
+            Some(left) => min_requeue(requeue, left),
+            None => requeue,
+        };
+        Some(requeue.map_or(IDLE_RESYNC, |r| r.min(IDLE_RESYNC)))
     }
 
     /// Ends the measure of the pod's start once its written status shows it Running (kubelet's

@@ -20,8 +20,12 @@ use crate::podstatus::{
 use podresize::{container_resize, ContainerResize, ContainerUpdate};
 use probes::{ProbeKind, Target};
 
-/// How often a live pod is re-observed, like kubelet's PLEG relist period.
+/// How soon a sync that could not do its work (the runtime unreadable, volumes not ready, a
+/// start that failed) is tried again.
 pub const RESYNC: Duration = Duration::from_secs(1);
+/// How often a live pod is re-observed when nothing wakes its worker: container exits and
+/// probe results do (kubelet's evented PLEG relists on a long period for the same reason).
+pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
 /// kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
 pub const MIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -576,14 +580,21 @@ pub fn deadline_exceeded(
     status: Option<&k8s_openapi::api::core::v1::PodStatus>,
     now: Timestamp,
 ) -> bool {
-    let Some(limit) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
-        return false;
-    };
+    until_deadline(pod, status, now).is_some_and(|left| left.is_zero())
+}
+
+/// What is left of the pod's `activeDeadlineSeconds` (zero once it has passed), when it has
+/// one and has started.
+pub fn until_deadline(
+    pod: &Pod,
+    status: Option<&k8s_openapi::api::core::v1::PodStatus>,
+    now: Timestamp,
+) -> Option<Duration> {
+    let limit = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds)?;
     let start = status
         .and_then(|s| s.start_time.as_ref())
-        .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.as_ref()));
-    let Some(start) = start else {
-        return false;
-    };
-    now.duration_since(start.0).as_secs() >= limit
+        .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.as_ref()))?;
+    let limit = Duration::from_secs(u64::try_from(limit).unwrap_or(0));
+    let ran = Duration::try_from(now.duration_since(start.0)).unwrap_or(Duration::ZERO);
+    Some(limit.saturating_sub(ran))
 }

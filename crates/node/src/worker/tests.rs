@@ -108,8 +108,8 @@ fn with_status(mut pod: Pod, api: &FakeApi) -> Pod {
 async fn starts_pod_and_reports_running() {
     let h = harness();
     let p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
-    assert_eq!(w.sync(&h.env, &p).await, Some(RESYNC));
+    let mut w = PodWorker::new(&p, Default::default());
+    assert_eq!(w.sync(&h.env, &p).await, Some(IDLE_RESYNC));
     assert_eq!(
         h.api.reasons(),
         vec!["Pulling", "Pulled", "Created", "Started"]
@@ -142,7 +142,7 @@ async fn starts_pod_and_reports_running() {
     assert_eq!(h.rt.calls().len(), calls);
 
     // Second pull of a present image with IfNotPresent: no pull.
-    let mut w2 = PodWorker::new(&p);
+    let mut w2 = PodWorker::new(&p, Default::default());
     h.rt.exit("app", 0);
     h.rt.state.lock().expect("lock").containers.clear();
     w2.sync(&h.env, &p).await;
@@ -165,7 +165,7 @@ async fn a_pod_start_is_measured_once_by_phase() {
     p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         created,
     ));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.state.track_start(&p, Instant::now());
     w.sync(&h.env, &p).await;
     let m = &h.env.metrics;
@@ -187,7 +187,7 @@ async fn a_pod_start_is_measured_once_by_phase() {
     assert_eq!(count(&m.phases, "observe"), observed);
 
     // A pod already running when the agent (re)starts is not a start.
-    let mut again = PodWorker::new(&p);
+    let mut again = PodWorker::new(&p, Default::default());
     again.state.track_start(&p, Instant::now());
     assert!(again.state.starting.is_none());
 }
@@ -196,7 +196,7 @@ async fn a_pod_start_is_measured_once_by_phase() {
 async fn crash_restarts_with_backoff() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     // First crash: restarted at once.
     h.clock.advance(Duration::from_secs(5));
@@ -221,7 +221,8 @@ async fn crash_restarts_with_backoff() {
     h.rt.exit("app", 1);
     p = with_status(p, &h.api);
     let requeue = w.sync(&h.env, &p).await;
-    assert_eq!(requeue, Some(RESYNC));
+    // The worker comes back when the back-off ends.
+    assert_eq!(requeue, Some(Duration::from_secs(10)));
     let status = h.api.last_status().expect("status");
     assert_eq!(
         state_of(&status),
@@ -292,7 +293,7 @@ fn backoff_count(api: &FakeApi) -> i32 {
 async fn crash_loop_back_off_event_counts_retries_not_syncs() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     // First crash restarts at once; the second enters a 10 s back-off.
     for _ in 0..2 {
@@ -335,7 +336,7 @@ async fn never_policy_ends_failed_or_succeeded() {
     for (code, phase) in [(3, "Failed"), (0, "Succeeded")] {
         let h = harness();
         let mut p = pod("Never", "busybox:1.36", "IfNotPresent");
-        let mut w = PodWorker::new(&p);
+        let mut w = PodWorker::new(&p, Default::default());
         w.sync(&h.env, &p).await;
         h.rt.exit("app", code);
         p = with_status(p, &h.api);
@@ -359,7 +360,7 @@ async fn never_policy_ends_failed_or_succeeded() {
         assert_eq!(w.sync(&h.env, &p).await, None);
         assert_eq!(h.api.lock().statuses.len(), writes);
         // A fresh worker (agent restart) leaves the finished pod alone.
-        let mut again = PodWorker::new(&p);
+        let mut again = PodWorker::new(&p, Default::default());
         assert_eq!(again.sync(&h.env, &p).await, None);
         assert!(h.rt.containers_named("app").is_empty());
     }
@@ -372,7 +373,7 @@ async fn changed_definition_restarts_the_container() {
     let h = harness();
     h.rt.with_registry_image("busybox:1.37");
     let mut p = pod("Never", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     w.sync(&h.env, &p).await;
@@ -415,7 +416,7 @@ async fn a_resize_is_applied_in_place_or_left_pending() {
         &mut p,
         json!({"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     let before = h.rt.containers_named("app");
@@ -490,7 +491,7 @@ async fn a_resize_with_restart_container_policy_restarts() {
         )
         .expect("policy"),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     // cpu alone changes in place.
@@ -525,7 +526,7 @@ async fn a_resize_with_restart_container_policy_restarts() {
 async fn delete_kills_with_grace_then_deletes() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     p.metadata.deletion_timestamp = Some(podapi::api_time(h.clock.now()));
@@ -560,7 +561,7 @@ async fn delete_kills_with_grace_then_deletes() {
 async fn an_evicted_pod_is_killed_with_the_eviction_grace_period_and_fails() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     let message = "The node was low on resource: memory. ";
@@ -607,11 +608,16 @@ async fn an_evicted_pod_is_killed_with_the_eviction_grace_period_and_fails() {
 async fn a_deadline_set_on_a_running_pod_kills_it_and_fails_it() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     h.clock.advance(Duration::from_secs(20));
-    assert_eq!(w.sync(&h.env, &p).await, Some(RESYNC));
+    assert_eq!(w.sync(&h.env, &p).await, Some(IDLE_RESYNC));
+    // A deadline 24 s from the start brings the worker back when it ends.
+    if let Some(spec) = p.spec.as_mut() {
+        spec.active_deadline_seconds = Some(24);
+    }
+    assert_eq!(w.sync(&h.env, &p).await, Some(Duration::from_secs(4)));
     // `kubectl patch` sets a deadline already passed.
     if let Some(spec) = p.spec.as_mut() {
         spec.active_deadline_seconds = Some(10);
@@ -650,7 +656,7 @@ async fn a_deadline_set_on_a_running_pod_kills_it_and_fails_it() {
 async fn image_pull_failure_backs_off() {
     let h = harness();
     let p = pod("Always", "missing:1", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     assert_eq!(
         state_of(&h.api.last_status().expect("status")).1.as_deref(),
@@ -724,7 +730,7 @@ async fn pulls_try_the_pod_secrets_then_the_node_credentials() {
             serde_json::from_value(json!([{"name": "gone"}, {"name": "regcred"}])).expect("refs"),
         );
     }
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let pulls: Vec<String> =
         h.rt.calls()
@@ -783,7 +789,7 @@ async fn pulls_try_the_pod_secrets_then_the_node_credentials() {
 async fn never_pull_policy_and_config_errors() {
     let h = harness();
     let p = pod("Always", "absent:2", "Never");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let status = h.api.last_status().expect("status");
     assert_eq!(state_of(&status).1.as_deref(), Some("ErrImageNeverPull"));
@@ -797,7 +803,7 @@ async fn never_pull_policy_and_config_errors() {
         ))
         .expect("env")]);
     }
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let status = h.api.last_status().expect("status");
     assert_eq!(
@@ -825,7 +831,7 @@ async fn never_pull_policy_and_config_errors() {
 async fn restarted_agent_adopts_running_containers() {
     let h = harness();
     let p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     h.rt.exit("app", 1);
     let p = with_status(p, &h.api);
@@ -834,7 +840,7 @@ async fn restarted_agent_adopts_running_containers() {
     let before = h.rt.calls().len();
     let writes = h.api.lock().statuses.len();
     // A new worker, as after an agent restart.
-    let mut fresh = PodWorker::new(&p);
+    let mut fresh = PodWorker::new(&p, Default::default());
     fresh.sync(&h.env, &p).await;
     assert_eq!(
         h.rt.calls().len(),
@@ -856,7 +862,7 @@ async fn restarted_agent_adopts_running_containers() {
 async fn gone_pod_is_torn_down_and_logs_removed() {
     let h = harness();
     let p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let dir = crilog::pod_log_dir(&h.env.log_root, "default", "web", "uid-1");
     std::fs::create_dir_all(dir.join("app")).expect("mkdir");
@@ -919,7 +925,7 @@ async fn init_containers_run_one_at_a_time_then_apps() {
         "Always",
         json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     assert_eq!(started_names(&h), vec!["i1#0"]);
     let s = h.api.last_status().expect("status");
@@ -960,7 +966,7 @@ async fn failing_init_backs_off_or_fails_the_pod() {
         "Always",
         json!({"initContainers": [c("i1")], "containers": [c("app")]}),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     h.clock.advance(Duration::from_secs(1));
     h.rt.exit("i1", 1);
@@ -984,7 +990,7 @@ async fn failing_init_backs_off_or_fails_the_pod() {
         "Never",
         json!({"initContainers": [c("i1"), c("i2")], "containers": [c("app")]}),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     h.rt.exit("i1", 2);
     p = with_status(p, &h.api);
@@ -1006,7 +1012,7 @@ async fn sidecars_start_first_and_stop_last_in_reverse() {
         "Never",
         json!({"initContainers": [sc1, c("i1"), sc2], "containers": [c("app")]}),
     );
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     for _ in 0..3 {
         w.sync(&h.env, &p).await;
         p = with_status(p, &h.api);
@@ -1053,7 +1059,7 @@ async fn liveness_failure_kills_with_probe_grace_and_restarts() {
     app["livenessProbe"] = json!({"exec": {"command": ["check"]}, "initialDelaySeconds": 1000,
         "terminationGracePeriodSeconds": 7});
     let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let id = h.rt.containers_named("app")[0].id.clone();
     w.prober.set(&id, ProbeKind::Liveness, false);
@@ -1077,7 +1083,7 @@ async fn readiness_and_startup_gate_ready() {
     app["readinessProbe"] = json!({"exec": {"command": ["r"]}, "initialDelaySeconds": 1000});
     app["startupProbe"] = json!({"exec": {"command": ["s"]}, "initialDelaySeconds": 1000});
     let mut p = lifecycle_pod("Always", json!({"containers": [app]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let s = h.api.last_status().expect("status");
     let cs = &s.container_statuses.as_ref().expect("cs")[0];
@@ -1120,7 +1126,7 @@ async fn post_start_failure_kills_and_pre_stop_runs_before_stop() {
         },
     );
     let p = lifecycle_pod("Always", json!({"containers": [app]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     assert!(h.api.reasons().contains(&"FailedPostStartHook".to_string()));
     let msg = h
@@ -1175,7 +1181,7 @@ async fn containers_get_the_kubernetes_service_variables() {
     if let Some(spec) = p.spec.as_mut() {
         spec.enable_service_links = Some(false);
     }
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let env = h.rt.containers_named("app")[0].config.env.clone();
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -1252,7 +1258,7 @@ fn ephemeral_status(status: &PodStatus, name: &str) -> k8s_openapi::api::core::v
 async fn ephemeral_containers_start_once_in_the_target_pid_namespace() {
     let h = harness();
     let mut p = lifecycle_pod("Always", json!({"containers": [c("app")]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     assert_eq!(started_names(&h), vec!["app#0"]);
     let app_id = h.rt.containers_named("app")[0].id.clone();
@@ -1303,7 +1309,7 @@ async fn ephemeral_containers_start_once_in_the_target_pid_namespace() {
     assert_eq!(s.phase.as_deref(), Some("Running"));
 
     // A restarted agent (a new worker) does not start it again either.
-    let mut w2 = PodWorker::new(&p);
+    let mut w2 = PodWorker::new(&p, Default::default());
     w2.sync(&h.env, &p).await;
     assert_eq!(started_names(&h), vec!["app#0", "debugger#0"]);
 }
@@ -1312,7 +1318,7 @@ async fn ephemeral_containers_start_once_in_the_target_pid_namespace() {
 async fn an_ephemeral_container_waits_for_its_target_to_run() {
     let h = harness();
     let mut p = lifecycle_pod("Never", json!({"containers": [c("app"), c("other")]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     h.clock.advance(Duration::from_secs(1));
     h.rt.exit("app", 0);
@@ -1342,7 +1348,7 @@ async fn a_host_users_false_pod_gets_its_range_until_it_is_gone() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
     p.spec.as_mut().expect("spec").host_users = Some(false);
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let sandboxes: Vec<_> =
         h.rt.state
@@ -1409,7 +1415,7 @@ async fn the_sandbox_runs_with_the_handler_of_the_pods_runtime_class() {
     let h = harness();
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
     p.spec.as_mut().expect("spec").runtime_class_name = Some("fast".into());
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     // The class is not there (yet): no sandbox, and the kubelet's event.
     assert!(h.rt.state.lock().expect("lock").sandboxes.is_empty());
