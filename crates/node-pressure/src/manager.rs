@@ -1,14 +1,17 @@
 //! The eviction manager's memory between rounds (kubelet's `synchronize`): which thresholds
-//! are met now and since when each has been met without a break, the pressure conditions
-//! the node reports, which thresholds act (hard ones at once, soft ones once met for their
-//! grace period), and the grace period a pod evicted for one of them gets.
+//! are met now (or, having acted, are not yet back above their minimum reclaim) and since
+//! when each has been met without a break, the pressure conditions the node reports, which
+//! thresholds act (hard ones at once, soft ones once met for their grace period), whether
+//! reclaiming on the node relieved them, and the grace period a pod evicted for one of them
+//! gets.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::conditions::{Conditions, Tracker, TRANSITION_PERIOD};
-use crate::threshold::{default_hard, Observation, Resource, Signal, Threshold};
+use crate::threshold::{default_hard, Observation, Resource, Signal, Threshold, Value};
 
 /// kubelet's `immediateEvictionGracePeriodSeconds`: what a pod evicted for a hard threshold
 /// (or a local storage limit) gets.
@@ -25,6 +28,9 @@ pub struct Settings {
     pub max_pod_grace_period: i64,
     /// `evictionPressureTransitionPeriod`.
     pub transition_period: Duration,
+    /// `evictionMinimumReclaim`: how far above its threshold a signal must get back once
+    /// the threshold acted.
+    pub minimum_reclaim: BTreeMap<Signal, Value>,
 }
 
 impl Default for Settings {
@@ -35,6 +41,7 @@ impl Default for Settings {
             soft: Vec::new(),
             max_pod_grace_period: 0,
             transition_period: TRANSITION_PERIOD,
+            minimum_reclaim: BTreeMap::new(),
         }
     }
 }
@@ -75,27 +82,47 @@ pub struct Decision {
     pub reclaim: Vec<(Threshold, Observation)>,
 }
 
+/// kubelet's event reason on the node when a threshold acts, before it reclaims.
+pub const EVICTION_THRESHOLD_MET: &str = "EvictionThresholdMet";
+
+/// The message of kubelet's `EvictionThresholdMet` event for `resource`.
+pub fn reclaim_message(resource: Resource) -> String {
+    format!("Attempting to reclaim {}", resource.name())
+}
+
+/// One threshold, its minimum reclaim, and what the rounds so far observed of it.
+#[derive(Debug, Clone)]
+struct Tracked {
+    threshold: Threshold,
+    min_reclaim: Option<Value>,
+    /// When it was first met in the current unbroken run of rounds that met it.
+    first_met: Option<Instant>,
+    /// Whether it acted in the last round (kubelet's `thresholdsMet`).
+    acted: bool,
+}
+
 /// The thresholds and what the rounds so far observed of them.
 #[derive(Debug, Clone)]
 pub struct Evaluator {
-    thresholds: Vec<Threshold>,
-    /// When each threshold (same index) was first met in the current unbroken run of
-    /// rounds that met it.
-    first_met: Vec<Option<Instant>>,
+    tracked: Vec<Tracked>,
     conditions: Tracker,
 }
 
 impl Evaluator {
     pub fn new(settings: &Settings) -> Self {
-        let thresholds: Vec<Threshold> = settings
+        let tracked = settings
             .hard
             .iter()
             .chain(&settings.soft)
-            .cloned()
+            .map(|t| Tracked {
+                threshold: t.clone(),
+                min_reclaim: settings.minimum_reclaim.get(&t.signal).cloned(),
+                first_met: None,
+                acted: false,
+            })
             .collect();
         Self {
-            first_met: vec![None; thresholds.len()],
-            thresholds,
+            tracked,
             conditions: Tracker::new(settings.transition_period),
         }
     }
@@ -103,7 +130,8 @@ impl Evaluator {
     /// One round at `now`, with `observe` giving each signal's observation (`None`: not
     /// observable, so its thresholds are not met). As the kubelet does, a threshold raises
     /// its condition as soon as it is met, grace period or not; it is reclaimed for only
-    /// once it has been met in every round for its grace period.
+    /// once it has been met in every round for its grace period. A threshold that acted in
+    /// the last round stays met until the signal is above it by its minimum reclaim.
     pub fn step(
         &mut self,
         observe: impl Fn(Signal) -> Option<Observation>,
@@ -111,17 +139,26 @@ impl Evaluator {
     ) -> Decision {
         let mut raised = Conditions::default();
         let mut reclaim = Vec::new();
-        for (t, first) in self.thresholds.iter().zip(self.first_met.iter_mut()) {
-            let Some(observed) = observe(t.signal).filter(|o| t.met(*o)) else {
-                *first = None;
+        for tracked in &mut self.tracked {
+            let t = &tracked.threshold;
+            let min_reclaim = tracked
+                .acted
+                .then_some(tracked.min_reclaim.as_ref())
+                .flatten();
+            tracked.acted = false;
+            let Some(observed) =
+                observe(t.signal).filter(|o| t.met(*o) || t.met_reclaiming(*o, min_reclaim))
+            else {
+                tracked.first_met = None;
                 continue;
             };
-            let since = *first.get_or_insert(now);
+            let since = *tracked.first_met.get_or_insert(now);
             match t.signal.resource() {
                 Resource::Memory => raised.memory = true,
                 Resource::EphemeralStorage => raised.disk = true,
             }
             if now.saturating_duration_since(since) >= t.grace_period {
+                tracked.acted = true;
                 reclaim.push((t.clone(), observed));
             }
         }
@@ -130,6 +167,17 @@ impl Evaluator {
             conditions: self.conditions.observe(raised, now),
             reclaim,
         }
+    }
+
+    /// Whether reclaiming on the node (deleting unused images) relieved the node, given
+    /// what `observe` sees afterwards: as kubelet's `reclaimNodeLevelResources`, every
+    /// threshold, grace period or not, must be back above its value plus its minimum
+    /// reclaim; otherwise a pod is still evicted.
+    pub fn relieved(&self, observe: impl Fn(Signal) -> Option<Observation>) -> bool {
+        !self.tracked.iter().any(|tracked| {
+            let t = &tracked.threshold;
+            observe(t.signal).is_some_and(|o| t.met_reclaiming(o, tracked.min_reclaim.as_ref()))
+        })
     }
 }
 
@@ -158,6 +206,7 @@ mod tests {
             .expect("soft"),
             max_pod_grace_period,
             transition_period: S(60),
+            minimum_reclaim: BTreeMap::new(),
         }
     }
 
@@ -206,6 +255,127 @@ mod tests {
                 conditions: Conditions::default(),
                 reclaim: Vec::new()
             }
+        );
+    }
+
+    fn disk(available: u64) -> impl Fn(Signal) -> Option<Observation> {
+        move |signal| {
+            (signal == Signal::ImagefsAvailable).then_some(Observation {
+                available,
+                capacity: 100 << 20,
+            })
+        }
+    }
+
+    /// `imagefs.available<20Mi` (hard, or soft with 30 s), minimum reclaim 10Mi.
+    fn reclaiming_settings(soft: bool) -> Settings {
+        let thresholds = map(&[("imagefs.available", "<20Mi")]);
+        let (hard, soft) = if soft {
+            let grace = map(&[("imagefs.available", "30s")]);
+            (Vec::new(), parse_soft(&thresholds, &grace).expect("soft"))
+        } else {
+            (parse_hard(&thresholds).expect("hard"), Vec::new())
+        };
+        Settings {
+            hard,
+            soft,
+            max_pod_grace_period: 0,
+            transition_period: S(1),
+            minimum_reclaim: crate::threshold::parse_minimum_reclaim(&map(&[(
+                "imagefs.available",
+                "10Mi",
+            )]))
+            .expect("minimum reclaim"),
+        }
+    }
+
+    const MI: u64 = 1 << 20;
+
+    #[test]
+    fn an_acted_threshold_stays_until_its_minimum_reclaim() {
+        let mut e = Evaluator::new(&reclaiming_settings(false));
+        let start = Instant::now();
+        // Between the threshold and threshold + minimum reclaim: nothing acted yet, so
+        // nothing is met.
+        let d = e.step(disk(25 * MI), start);
+        assert!(d.reclaim.is_empty() && !d.conditions.disk);
+        let d = e.step(disk(19 * MI), start + S(10));
+        assert_eq!(reclaiming(&d), [true]);
+        assert!(d.conditions.disk);
+        // Back above the threshold, below threshold + minimum reclaim: still acting, and
+        // the condition is reported (the transition period is only 1 s).
+        let d = e.step(disk(25 * MI), start + S(20));
+        assert_eq!(reclaiming(&d), [true]);
+        assert!(d.conditions.disk);
+        assert_eq!(d.reclaim[0].1.available, 25 * MI);
+        let d = e.step(disk(30 * MI - 1), start + S(30));
+        assert_eq!(reclaiming(&d), [true]);
+        // At threshold + minimum reclaim it is resolved.
+        let d = e.step(disk(30 * MI), start + S(40));
+        assert!(d.reclaim.is_empty() && !d.conditions.disk);
+        // And not met again until it falls below the threshold itself.
+        let d = e.step(disk(25 * MI), start + S(50));
+        assert!(d.reclaim.is_empty() && !d.conditions.disk);
+        // A signal that cannot be observed ends it too.
+        assert_eq!(reclaiming(&e.step(disk(MI), start + S(60))), [true]);
+        assert!(e.step(|_| None, start + S(70)).reclaim.is_empty());
+        assert!(e.step(disk(25 * MI), start + S(80)).reclaim.is_empty());
+    }
+
+    #[test]
+    fn a_soft_threshold_keeps_acting_without_a_new_grace_period_until_its_minimum_reclaim() {
+        let mut e = Evaluator::new(&reclaiming_settings(true));
+        let start = Instant::now();
+        let d = e.step(disk(19 * MI), start);
+        assert!(d.reclaim.is_empty() && d.conditions.disk);
+        // Not yet acted: above the threshold it is not met, and its grace period restarts.
+        assert!(!e.step(disk(25 * MI), start + S(10)).conditions.disk);
+        assert!(e.step(disk(19 * MI), start + S(20)).reclaim.is_empty());
+        assert_eq!(reclaiming(&e.step(disk(19 * MI), start + S(50))), [false]);
+        assert_eq!(reclaiming(&e.step(disk(25 * MI), start + S(60))), [false]);
+        assert!(e.step(disk(31 * MI), start + S(70)).reclaim.is_empty());
+    }
+
+    #[test]
+    fn reclaim_relieves_only_above_every_threshold_plus_its_minimum_reclaim() {
+        let mut settings = reclaiming_settings(false);
+        settings
+            .hard
+            .extend(parse_hard(&map(&[("memory.available", "<100Mi")])).expect("memory"));
+        let e = Evaluator::new(&settings);
+        let both = |disk_available: u64, memory_available: u64| {
+            move |signal| match signal {
+                Signal::ImagefsAvailable => Some(Observation {
+                    available: disk_available,
+                    capacity: 100 * MI,
+                }),
+                Signal::MemoryAvailable => Some(Observation {
+                    available: memory_available,
+                    capacity: 8 << 30,
+                }),
+                _ => None,
+            }
+        };
+        assert!(!e.relieved(both(19 * MI, 1 << 30)));
+        // Above the threshold but within the minimum reclaim: not relieved, a pod is evicted.
+        assert!(!e.relieved(both(25 * MI, 1 << 30)));
+        assert!(e.relieved(both(30 * MI, 1 << 30)));
+        // Every threshold counts, not only the one reclaimed for.
+        assert!(!e.relieved(both(30 * MI, 50 * MI)));
+        // What cannot be observed meets nothing.
+        assert!(e.relieved(|_| None));
+    }
+
+    #[test]
+    fn the_reclaim_event_names_the_resource() {
+        assert_eq!(EVICTION_THRESHOLD_MET, "EvictionThresholdMet");
+        assert_eq!(
+            reclaim_message(Resource::EphemeralStorage),
+            "Attempting to reclaim ephemeral-storage"
+        );
+        assert_eq!(
+            reclaim_message(Resource::Memory),
+            "Attempting to reclaim memory"
         );
     }
 

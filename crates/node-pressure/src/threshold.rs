@@ -1,7 +1,7 @@
 //! Eviction signals and thresholds: the KubeletConfiguration's `evictionHard` map
 //! (`memory.available: "<100Mi"`, `nodefs.available: "<10%"`) and its defaults,
-//! `evictionSoft` with `evictionSoftGracePeriod`, and whether an observation meets a
-//! threshold.
+//! `evictionSoft` with `evictionSoftGracePeriod`, `evictionMinimumReclaim`, and whether an
+//! observation meets a threshold.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +15,7 @@ pub enum Signal {
     NodefsAvailable,
     NodefsInodesFree,
     ImagefsAvailable,
+    ImagefsInodesFree,
 }
 
 /// The resource a signal's pressure is relieved of, as the eviction message names it.
@@ -42,6 +43,7 @@ impl Signal {
             Signal::NodefsAvailable => "nodefs.available",
             Signal::NodefsInodesFree => "nodefs.inodesFree",
             Signal::ImagefsAvailable => "imagefs.available",
+            Signal::ImagefsInodesFree => "imagefs.inodesFree",
         }
     }
 
@@ -51,6 +53,7 @@ impl Signal {
             Signal::NodefsAvailable,
             Signal::NodefsInodesFree,
             Signal::ImagefsAvailable,
+            Signal::ImagefsInodesFree,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -60,22 +63,48 @@ impl Signal {
     pub fn resource(self) -> Resource {
         match self {
             Signal::MemoryAvailable => Resource::Memory,
-            Signal::NodefsAvailable | Signal::NodefsInodesFree | Signal::ImagefsAvailable => {
-                Resource::EphemeralStorage
-            }
+            Signal::NodefsAvailable
+            | Signal::NodefsInodesFree
+            | Signal::ImagefsAvailable
+            | Signal::ImagefsInodesFree => Resource::EphemeralStorage,
+        }
+    }
+
+    /// Whether the node can reclaim for this signal itself before it evicts a pod, by
+    /// deleting unused images (kubelet's `buildSignalToNodeReclaimFuncs`). Memory has no
+    /// such reclaim. With a dedicated image filesystem only the `imagefs` signals have it
+    /// (deleting images frees nothing on the node filesystem); otherwise the two
+    /// filesystems are one and every disk signal has it.
+    pub fn reclaims_images(self, dedicated_image_fs: bool) -> bool {
+        match self {
+            Signal::MemoryAvailable => false,
+            Signal::NodefsAvailable | Signal::NodefsInodesFree => !dedicated_image_fs,
+            Signal::ImagefsAvailable | Signal::ImagefsInodesFree => true,
         }
     }
 }
 
-/// A threshold's amount: a quantity as written, or a fraction of capacity.
+/// A threshold's amount (or a minimum reclaim's): a quantity as written, or a fraction of
+/// capacity.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Quantity {
         amount: u64,
         text: String,
     },
-    /// In `0.0..=1.0`.
+    /// A threshold's is in `0.0..=1.0`; a minimum reclaim's is positive.
     Percent(f64),
+}
+
+impl Value {
+    /// The amount in units of the signal for a node of `capacity` (kubelet's
+    /// `GetThresholdQuantity`).
+    pub fn amount(&self, capacity: u64) -> u64 {
+        match self {
+            Value::Quantity { amount, .. } => *amount,
+            Value::Percent(p) => (capacity as f64 * p) as u64,
+        }
+    }
 }
 
 /// An eviction threshold: the signal is met while `available < value` (kubelet supports
@@ -98,10 +127,7 @@ pub struct Observation {
 impl Threshold {
     /// The threshold in units of the signal for a node of `capacity`.
     pub fn amount(&self, capacity: u64) -> u64 {
-        match &self.value {
-            Value::Quantity { amount, .. } => *amount,
-            Value::Percent(p) => (capacity as f64 * p) as u64,
-        }
+        self.value.amount(capacity)
     }
 
     /// The threshold as the eviction message prints it: as written, or the percentage's
@@ -115,7 +141,15 @@ impl Threshold {
 
     /// Whether `observed` meets the threshold.
     pub fn met(&self, observed: Observation) -> bool {
-        observed.available < self.amount(observed.capacity)
+        self.met_reclaiming(observed, None)
+    }
+
+    /// Whether `observed` meets the threshold raised by `min_reclaim` (kubelet's
+    /// `thresholdsMet` enforcing the minimum reclaim): a threshold that acted stays in force
+    /// until the signal is back above it by the minimum reclaim.
+    pub fn met_reclaiming(&self, observed: Observation, min_reclaim: Option<&Value>) -> bool {
+        let extra = min_reclaim.map_or(0, |m| m.amount(observed.capacity));
+        observed.available < self.amount(observed.capacity).saturating_add(extra)
     }
 
     /// kubelet's `isHardEvictionThreshold`: no grace period.
@@ -124,7 +158,8 @@ impl Threshold {
     }
 }
 
-/// Why an `evictionHard`, `evictionSoft` or `evictionSoftGracePeriod` entry was refused.
+/// Why an `evictionHard`, `evictionSoft`, `evictionSoftGracePeriod` or
+/// `evictionMinimumReclaim` entry was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ThresholdError {
     #[error("unsupported eviction signal {0:?}")]
@@ -141,11 +176,17 @@ pub enum ThresholdError {
     NoGracePeriod { signal: String },
     #[error("evictionSoftGracePeriod: {signal}: {value:?}: not a non-negative duration")]
     GracePeriod { signal: String, value: String },
+    #[error("evictionMinimumReclaim: {signal}: {value:?}: not a quantity or percentage")]
+    MinimumReclaim { signal: String, value: String },
+    #[error("evictionMinimumReclaim: {signal}: {value:?}: must not be negative")]
+    NegativeMinimumReclaim { signal: String, value: String },
+    #[error("evictionMinimumReclaim: {signal}: {value:?}: a percentage must be positive")]
+    MinimumReclaimPercent { signal: String, value: String },
 }
 
 /// The defaults used when `evictionHard` is absent: the kubelet's Linux defaults, except
 /// that the disk thresholds are 5 % (as k3s sets them) rather than the kubelet's 10 % of
-/// `nodefs` and 15 % of `imagefs`. A small node on a large shared disk that is 90 % full
+/// `nodefs` and 15 % of `imagefs` (its inode thresholds are 5 % already). A small node on a large shared disk that is 90 % full
 /// still runs pods; the full kubelet defaults are one `evictionHard` map away.
 pub fn default_hard() -> Vec<Threshold> {
     let quantity = |amount, text: &str| Value::Quantity {
@@ -157,6 +198,7 @@ pub fn default_hard() -> Vec<Threshold> {
         (Signal::NodefsAvailable, Value::Percent(0.05)),
         (Signal::NodefsInodesFree, Value::Percent(0.05)),
         (Signal::ImagefsAvailable, Value::Percent(0.05)),
+        (Signal::ImagefsInodesFree, Value::Percent(0.05)),
     ]
     .into_iter()
     .map(|(signal, value)| Threshold {
@@ -202,6 +244,48 @@ pub fn parse_soft(
             .ok_or_else(|| ThresholdError::NoGracePeriod {
                 signal: t.signal.name().to_string(),
             })?;
+    }
+    Ok(out)
+}
+
+/// Parses `evictionMinimumReclaim` as the kubelet does (`parseMinimumReclaims`): known
+/// signals only, each a quantity (zero allowed, not negative) or a positive percentage of
+/// the signal's capacity. Written without the `<` of a threshold.
+pub fn parse_minimum_reclaim(
+    map: &BTreeMap<String, String>,
+) -> Result<BTreeMap<Signal, Value>, ThresholdError> {
+    let mut out = BTreeMap::new();
+    for (name, raw) in map {
+        let signal = signal(name)?;
+        let err = |make: fn(String, String) -> ThresholdError| make(name.clone(), raw.clone());
+        let value = raw.trim();
+        let parsed = if let Some(pct) = value.strip_suffix('%') {
+            let p: f64 = pct.trim().parse().map_err(|_| {
+                err(|signal, value| ThresholdError::MinimumReclaim { signal, value })
+            })?;
+            // Nor NaN or infinity, which no signal could get above.
+            if !p.is_finite() || p <= 0.0 {
+                return Err(err(|signal, value| ThresholdError::MinimumReclaimPercent {
+                    signal,
+                    value,
+                }));
+            }
+            Value::Percent(p / 100.0)
+        } else {
+            let q = Quantity::parse(value).ok_or_else(|| {
+                err(|signal, value| ThresholdError::MinimumReclaim { signal, value })
+            })?;
+            if q.is_negative() {
+                return Err(err(|signal, value| {
+                    ThresholdError::NegativeMinimumReclaim { signal, value }
+                }));
+            }
+            Value::Quantity {
+                amount: u64::try_from(q.value()).unwrap_or(u64::MAX),
+                text: value.to_string(),
+            }
+        };
+        out.insert(signal, parsed);
     }
     Ok(out)
 }
@@ -375,6 +459,99 @@ mod tests {
             .to_string(),
             "memory.available: a soft threshold needs a grace period in evictionSoftGracePeriod"
         );
+    }
+
+    #[test]
+    fn minimum_reclaim_is_parsed_and_validated_as_the_kubelets() {
+        let parsed = parse_minimum_reclaim(&map(&[
+            ("imagefs.available", "2Gi"),
+            ("nodefs.available", "5%"),
+            ("imagefs.inodesFree", "0"),
+            ("memory.available", "0Mi"),
+        ]))
+        .expect("parsed");
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(parsed[&Signal::ImagefsAvailable].amount(0), 2 << 30);
+        assert_eq!(parsed[&Signal::NodefsAvailable].amount(1000), 50);
+        assert_eq!(parsed[&Signal::ImagefsInodesFree].amount(1000), 0);
+        let refused = |k: &str, v: &str| parse_minimum_reclaim(&map(&[(k, v)])).expect_err(v);
+        let unknown = refused("memory.free", "1Gi");
+        assert_eq!(unknown, ThresholdError::UnknownSignal("memory.free".into()));
+        assert_eq!(
+            unknown.to_string(),
+            "unsupported eviction signal \"memory.free\""
+        );
+        assert!(matches!(
+            refused("nodefs.available", "-1Gi"),
+            ThresholdError::NegativeMinimumReclaim { .. }
+        ));
+        assert!(matches!(
+            refused("nodefs.available", "0%"),
+            ThresholdError::MinimumReclaimPercent { .. }
+        ));
+        assert!(matches!(
+            refused("nodefs.available", "-3%"),
+            ThresholdError::MinimumReclaimPercent { .. }
+        ));
+        assert!(matches!(
+            refused("nodefs.available", "NaN%"),
+            ThresholdError::MinimumReclaimPercent { .. }
+        ));
+        assert!(matches!(
+            refused("nodefs.available", "lots"),
+            ThresholdError::MinimumReclaim { .. }
+        ));
+        // No operator: "<1Gi" is a threshold, not a reclaim.
+        assert!(matches!(
+            refused("nodefs.available", "<1Gi"),
+            ThresholdError::MinimumReclaim { .. }
+        ));
+        assert_eq!(
+            refused("nodefs.available", "-1Gi").to_string(),
+            "evictionMinimumReclaim: nodefs.available: \"-1Gi\": must not be negative"
+        );
+    }
+
+    #[test]
+    fn a_minimum_reclaim_raises_the_threshold_it_must_get_back_above() {
+        let t = &parse_hard(&map(&[("imagefs.available", "<10%")])).expect("hard")[0];
+        let obs = |available| Observation {
+            available,
+            capacity: 1000,
+        };
+        let min = Value::Percent(0.05);
+        assert!(t.met_reclaiming(obs(99), Some(&min)));
+        assert!(t.met_reclaiming(obs(149), Some(&min)));
+        assert!(!t.met_reclaiming(obs(150), Some(&min)));
+        assert!(!t.met_reclaiming(obs(100), None));
+        assert!(!t.met(obs(149)));
+    }
+
+    #[test]
+    fn images_are_reclaimed_for_the_disk_signals_of_their_filesystem() {
+        use Signal::*;
+        for shared in [
+            NodefsAvailable,
+            NodefsInodesFree,
+            ImagefsAvailable,
+            ImagefsInodesFree,
+        ] {
+            assert!(shared.reclaims_images(false), "{shared:?}");
+        }
+        assert!(!MemoryAvailable.reclaims_images(false));
+        assert!(!MemoryAvailable.reclaims_images(true));
+        assert!(!NodefsAvailable.reclaims_images(true));
+        assert!(!NodefsInodesFree.reclaims_images(true));
+        assert!(ImagefsAvailable.reclaims_images(true));
+        assert!(ImagefsInodesFree.reclaims_images(true));
+        assert_eq!(
+            parse_hard(&map(&[("imagefs.inodesFree", "<5%")])).expect("parsed")[0].signal,
+            ImagefsInodesFree
+        );
+        assert_eq!(ImagefsInodesFree.resource(), Resource::EphemeralStorage);
+        assert!(default_hard()
+            .iter()
+            .any(|t| t.signal == ImagefsInodesFree && t.value == Value::Percent(0.05)));
     }
 
     #[test]

@@ -626,17 +626,21 @@ pub async fn run(
             config.registry_credentials.clone(),
         )),
     });
-    // kubelet's image garbage collection by disk thresholds.
-    let image_gc_task = tokio::spawn(crate::imagegc::run(
+    // kubelet's image garbage collection by disk thresholds; the eviction manager reclaims
+    // through the same collector.
+    let image_gc = Arc::new(crate::imagegc::ImageGc::new(
         runtime.clone(),
-        deps.events.clone(),
         config.image_gc,
+    ));
+    let image_gc_task = tokio::spawn(crate::imagegc::run(
+        image_gc.clone(),
+        deps.events.clone(),
         config
             .image_gc_period
             .unwrap_or(crate::imagegc::DEFAULT_PERIOD),
         shutdown.clone(),
     ));
-    // kubelet's eviction manager for local ephemeral storage limits.
+    // kubelet's eviction manager for local ephemeral storage limits and node pressure.
     let (evictor, mut evictions) = mpsc::unbounded_channel();
     let eviction_task = tokio::spawn(eviction::run(
         runtime,
@@ -650,9 +654,16 @@ pub async fn run(
         crate::pressure::Monitor::new(
             config.eviction.clone(),
             stats.clone(),
-            config.state_dir.clone(),
+            crate::pressure::Filesystems {
+                node: config.state_dir.clone(),
+                images: runtime::image_store_dir(&config.state_dir),
+            },
             facts.memory_ki.saturating_mul(1024),
             pressure_tx,
+            crate::pressure::NodeReclaim {
+                images: image_gc,
+                events: deps.events.clone(),
+            },
         ),
         config.eviction_period.unwrap_or(eviction::DEFAULT_PERIOD),
         shutdown.clone(),

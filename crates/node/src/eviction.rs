@@ -4,8 +4,9 @@
 //! enforces these limits by eviction, not by cgroups (`localStorageEviction` in its eviction
 //! manager). The admission side (`OutOfephemeral-storage`) is in `admission`. The same
 //! loop runs node-pressure eviction (`pressure`): when no pod is over a limit and a
-//! threshold acts (a hard one when met, a soft one once met for its grace period), one pod
-//! is evicted per round. An evicted pod's worker kills it with the eviction's grace period
+//! threshold acts (a hard one when met, a soft one once met for its grace period), the node
+//! reclaims unused images for a disk signal and, unless that relieved it, one pod is
+//! evicted per round. An evicted pod's worker kills it with the eviction's grace period
 //! and the loop waits for that before its next round, as the kubelet's does.
 
 use std::collections::{HashMap, HashSet};
@@ -239,26 +240,12 @@ fn is_active(pod: &Pod) -> bool {
         )
 }
 
-/// One round: observes node pressure, measures every active pod in `pods` and evicts those
-/// over a limit, or else, under a threshold that acts, the one pod ranked first (a Warning
-/// `Evicted` event, the `DisruptionTarget` condition, its containers killed with the
-/// eviction's grace period, phase Failed; the pod is never restarted). Returns the uids
-/// evicted, each with what fires once its worker has ended it.
-pub async fn evict_round(
+/// Measures every pod of `active` (lists the runtime once).
+async fn measure_active(
     runtime: &dyn RuntimeService,
-    evictor: &mpsc::UnboundedSender<Request>,
-    pods: &PodCache,
     layout: &Layout,
-    monitor: &mut Monitor,
-) -> Vec<(String, oneshot::Receiver<()>)> {
-    let round = monitor.observe().await;
-    let active: Vec<Pod> = pods
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .filter(|p| is_active(p))
-        .cloned()
-        .collect();
+    active: Vec<Pod>,
+) -> Vec<(Pod, Usage)> {
     if active.is_empty() {
         return Vec::new();
     }
@@ -287,7 +274,7 @@ pub async fn evict_round(
         work.push((pod, refs));
     }
     let layout = layout.clone();
-    let measured = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         work.into_iter()
             .map(|(pod, refs)| {
                 let usage = measure(&layout, &pod, &refs);
@@ -296,7 +283,32 @@ pub async fn evict_round(
             .collect::<Vec<_>>()
     })
     .await
-    .unwrap_or_default();
+    .unwrap_or_default()
+}
+
+/// One round, in kubelet's order: observes node pressure; measures every active pod in
+/// `pods` and evicts those over a limit; or else, under a threshold that acts, reclaims on
+/// the node first (the `EvictionThresholdMet` event; unused images deleted for a disk
+/// signal) and, unless that relieved the node, evicts the one pod ranked first (a Warning
+/// `Evicted` event, the `DisruptionTarget` condition, its containers killed with the
+/// eviction's grace period, phase Failed; the pod is never restarted). Returns the uids
+/// evicted, each with what fires once its worker has ended it.
+pub async fn evict_round(
+    runtime: &dyn RuntimeService,
+    evictor: &mpsc::UnboundedSender<Request>,
+    pods: &PodCache,
+    layout: &Layout,
+    monitor: &mut Monitor,
+) -> Vec<(String, oneshot::Receiver<()>)> {
+    let round = monitor.observe().await;
+    let active: Vec<Pod> = pods
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|p| is_active(p))
+        .cloned()
+        .collect();
+    let measured = measure_active(runtime, layout, active).await;
     // kubelet evicts for local storage limits with its immediate grace period.
     let mut decided: Vec<(Pod, Eviction, Duration)> = measured
         .iter()
@@ -305,11 +317,17 @@ pub async fn evict_round(
         })
         .collect();
     if decided.is_empty() {
-        if let (Some((threshold, _)), Some((pod, message))) =
-            (round.met.first(), pressure::choose(&round, &measured))
-        {
-            let grace = monitor.settings.pod_grace_period(threshold, &pod);
-            decided.push((pod, Eviction { message }, grace));
+        if let Some((threshold, _)) = round.met.first() {
+            if monitor.reclaim_node_level(&round).await {
+                return Vec::new();
+            }
+            match pressure::choose(&round, &measured) {
+                Some((pod, message)) => {
+                    let grace = monitor.settings.pod_grace_period(threshold, &pod);
+                    decided.push((pod, Eviction { message }, grace));
+                }
+                None => tracing::info!("eviction manager: unable to evict any pods from the node"),
+            }
         }
     }
     let mut evicted = Vec::new();

@@ -3,12 +3,16 @@
 //! exited) are removed, least recently used first, until usage is back at
 //! `imageGCLowThresholdPercent`. An image younger than `imageMinimumGCAge` (since this agent
 //! first saw it) is kept, so a freshly pulled image is not removed before its pod starts.
-//! A high threshold of 100 % turns collection off.
+//! A high threshold of 100 % turns the periodic collection off.
+//!
+//! The eviction manager reclaims disk through the same collector before it evicts a pod
+//! (kubelet's `DeleteUnusedImages`): every unused image old enough goes, whatever the usage.
 //!
 //! When a collection cannot free what it needed, the node gets kubelet's Warning event
 //! `FreeDiskSpaceFailed`.
 //!
-//! The bookkeeping and the choice ([`Collector`]) are pure; [`run`] feeds them from the runtime.
+//! The bookkeeping and the choice ([`Collector`]) are pure; [`ImageGc`] feeds them from the
+//! runtime, and [`run`] collects periodically.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use podapi::{EventRecorder, EventType};
 use runtime::{FsStats, ImageInfo, RuntimeError, RuntimeService};
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 
 /// kubelet's `ImageGCPeriod`.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5 * 60);
@@ -105,6 +109,34 @@ impl Collector {
         }
     }
 
+    /// The images that may be removed at `now`, in removal order (kubelet's
+    /// `imagesInEvictionOrder` and `freeSpace`'s age check): those no container uses and
+    /// older than the minimum age, least recently used first (never used before used),
+    /// then first detected first.
+    fn eligible(&self, in_use: &HashSet<String>, now: Timestamp) -> Vec<(&String, &Record)> {
+        let mut candidates: Vec<(&String, &Record)> = self
+            .records
+            .iter()
+            .filter(|(id, _)| !in_use.contains(*id))
+            .filter(|(_, r)| {
+                now.duration_since(r.first_detected)
+                    .try_into()
+                    .is_ok_and(|age: Duration| age >= self.policy.minimum_age)
+            })
+            .collect();
+        candidates.sort_by_key(|(id, r)| (r.last_used, r.first_detected, (*id).clone()));
+        candidates
+    }
+
+    /// Every image that may be removed at `now`, in removal order, whatever the disk usage
+    /// and the thresholds (kubelet's `DeleteUnusedImages`, the eviction manager's reclaim).
+    pub fn unused(&self, in_use: &HashSet<String>, now: Timestamp) -> Vec<String> {
+        self.eligible(in_use, now)
+            .into_iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// What to remove for a filesystem at `fs`: nothing below the high threshold; otherwise
     /// unused images old enough, least recently used first, until enough is freed to reach
     /// the low threshold.
@@ -122,22 +154,11 @@ impl Collector {
         let target_free =
             capacity / 100 * u64::from(100 - self.policy.low_threshold_percent.min(100));
         let wanted = target_free.saturating_sub(available);
-        let mut candidates: Vec<(&String, &Record)> = self
-            .records
-            .iter()
-            .filter(|(id, _)| !in_use.contains(*id))
-            .filter(|(_, r)| {
-                now.duration_since(r.first_detected)
-                    .try_into()
-                    .is_ok_and(|age: Duration| age >= self.policy.minimum_age)
-            })
-            .collect();
-        candidates.sort_by_key(|(id, r)| (r.last_used, r.first_detected, (*id).clone()));
         let mut plan = Plan {
             wanted,
             ..Plan::default()
         };
-        for (id, record) in candidates {
+        for (id, record) in self.eligible(in_use, now) {
             if plan.found >= wanted {
                 break;
             }
@@ -164,32 +185,77 @@ async fn images_in_use(runtime: &dyn RuntimeService) -> Result<HashSet<String>, 
         .collect())
 }
 
-/// One collection: detect, plan, remove. Returns the plan and the bytes its removals freed.
-pub async fn collect_once(
-    runtime: &dyn RuntimeService,
-    collector: &mut Collector,
-    now: Timestamp,
-) -> Result<(Plan, u64), RuntimeError> {
-    let images = runtime.list_images().await?;
-    let in_use = images_in_use(runtime).await?;
-    collector.detect(&images, &in_use, now);
-    let fs = runtime.image_fs_stats().await?;
-    let plan = collector.plan(&in_use, fs, now);
-    let mut freed = 0u64;
-    for id in &plan.remove {
-        // A container created since the listing keeps its image.
-        if images_in_use(runtime).await?.contains(id) {
-            continue;
-        }
-        match runtime.remove_image(id).await {
-            Ok(()) => {
-                freed = freed.saturating_add(collector.size_of(id));
-                tracing::info!(image = %id, "image garbage collected");
-            }
-            Err(e) => tracing::warn!(image = %id, error = %e, "image garbage collection failed"),
+/// The node's image garbage collector: one collector, its records and its choice of what is
+/// unused, shared by the periodic collection and the eviction manager's reclaim. The lock
+/// is held through a whole collection, so the two never remove at once.
+pub struct ImageGc {
+    runtime: Arc<dyn RuntimeService>,
+    collector: Mutex<Collector>,
+}
+
+impl ImageGc {
+    pub fn new(runtime: Arc<dyn RuntimeService>, policy: Policy) -> Self {
+        Self {
+            runtime,
+            collector: Mutex::new(Collector::new(policy)),
         }
     }
-    Ok((plan, freed))
+
+    /// One periodic collection (kubelet's `GarbageCollect`): detect, plan against the image
+    /// filesystem's usage, remove. Returns the plan and the bytes its removals freed.
+    pub async fn collect(&self, now: Timestamp) -> Result<(Plan, u64), RuntimeError> {
+        let mut collector = self.collector.lock().await;
+        let in_use = self.detect(&mut collector, now).await?;
+        let fs = self.runtime.image_fs_stats().await?;
+        let plan = collector.plan(&in_use, fs, now);
+        let freed = self.remove(&collector, &plan.remove).await?;
+        Ok((plan, freed))
+    }
+
+    /// Removes every image no container uses that is older than the minimum age, whatever
+    /// the usage (kubelet's `DeleteUnusedImages`, which the eviction manager calls to
+    /// reclaim disk before it evicts a pod). Returns the bytes freed.
+    pub async fn delete_unused(&self, now: Timestamp) -> Result<u64, RuntimeError> {
+        tracing::info!("attempting to delete unused images");
+        let mut collector = self.collector.lock().await;
+        let in_use = self.detect(&mut collector, now).await?;
+        let unused = collector.unused(&in_use, now);
+        self.remove(&collector, &unused).await
+    }
+
+    /// Records the runtime's images and which are in use now; returns those in use.
+    async fn detect(
+        &self,
+        collector: &mut Collector,
+        now: Timestamp,
+    ) -> Result<HashSet<String>, RuntimeError> {
+        let images = self.runtime.list_images().await?;
+        let in_use = images_in_use(self.runtime.as_ref()).await?;
+        collector.detect(&images, &in_use, now);
+        Ok(in_use)
+    }
+
+    /// Removes `ids` in order; a failed removal is logged and the rest go on. Returns the
+    /// recorded sizes of those removed.
+    async fn remove(&self, collector: &Collector, ids: &[String]) -> Result<u64, RuntimeError> {
+        let mut freed = 0u64;
+        for id in ids {
+            // A container created since the listing keeps its image.
+            if images_in_use(self.runtime.as_ref()).await?.contains(id) {
+                continue;
+            }
+            match self.runtime.remove_image(id).await {
+                Ok(()) => {
+                    freed = freed.saturating_add(collector.size_of(id));
+                    tracing::info!(image = %id, "image garbage collected");
+                }
+                Err(e) => {
+                    tracing::warn!(image = %id, error = %e, "image garbage collection failed")
+                }
+            }
+        }
+        Ok(freed)
+    }
 }
 
 /// kubelet's `FreeDiskSpaceFailed` Warning on the node when a collection freed too little.
@@ -205,13 +271,11 @@ async fn report_shortfall(events: &EventRecorder, plan: &Plan, freed: u64, now: 
 /// Collects every `period` until `shutdown`; a collection that falls short is a Warning
 /// event on the node.
 pub async fn run(
-    runtime: Arc<dyn RuntimeService>,
+    gc: Arc<ImageGc>,
     events: Arc<EventRecorder>,
-    policy: Policy,
     period: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut collector = Collector::new(policy);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -220,7 +284,7 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let now = Timestamp::now();
-        match collect_once(runtime.as_ref(), &mut collector, now).await {
+        match gc.collect(now).await {
             Ok((plan, freed)) => report_shortfall(&events, &plan, freed, now).await,
             Err(e) => tracing::warn!(error = %e, "image garbage collection"),
         }
@@ -289,6 +353,109 @@ mod tests {
         let later = c.plan(&used(&["in-use"]), fs, at(1200));
         assert_eq!(later.remove, vec!["never-used", "spare", "young"]);
         assert!(!later.remove.contains(&"in-use".to_string()));
+    }
+
+    #[test]
+    fn unused_images_are_every_eligible_one_whatever_the_usage() {
+        let mut c = Collector::new(Policy {
+            // Periodic collection off: the eviction manager's reclaim still deletes.
+            high_threshold_percent: 100,
+            ..Policy::default()
+        });
+        let images = [
+            image("in-use", GIB),
+            image("old-used", GIB),
+            image("never-used", GIB),
+            image("young", GIB),
+        ];
+        c.detect(&images[..3], &used(&["in-use", "old-used"]), at(0));
+        c.detect(&images, &used(&["in-use"]), at(600));
+        let in_use = used(&["in-use"]);
+        // The same choice as the periodic collection's, without its thresholds.
+        assert_eq!(c.unused(&in_use, at(700)), vec!["never-used", "old-used"]);
+        // Never used ones first, by first detection; then by last use.
+        assert_eq!(
+            c.unused(&in_use, at(720)),
+            vec!["never-used", "young", "old-used"]
+        );
+        let full = FsStats {
+            capacity_bytes: 100 * GIB,
+            available_bytes: 0,
+        };
+        assert_eq!(c.plan(&in_use, full, at(720)), Plan::default());
+    }
+
+    fn container(id: &str, image_id: &str) -> runtime::ContainerStatus {
+        runtime::ContainerStatus {
+            id: id.to_string(),
+            sandbox_id: "s".to_string(),
+            config: runtime::ContainerConfig {
+                name: id.to_string(),
+                image_id: image_id.to_string(),
+                ..Default::default()
+            },
+            state: runtime::ContainerState::Exited,
+            created_at: at(0),
+            started_at: None,
+            finished_at: None,
+            exit_code: Some(0),
+            reason: None,
+            message: None,
+            pid: None,
+            log_path: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn delete_unused_removes_what_no_container_uses_through_the_shared_collector() {
+        let fake = crate::testsupport::FakeRuntime::new(crate::testsupport::FakeClock::new());
+        {
+            let mut st = fake.state.lock().expect("lock");
+            for (id, size) in [("kept", GIB), ("spare", 2 * GIB), ("other", 3 * GIB)] {
+                st.images.insert(id.to_string(), image(id, size));
+            }
+            // An exited container still holds its image.
+            st.containers
+                .insert("c1".to_string(), container("c1", "kept"));
+            st.image_fs = FsStats {
+                capacity_bytes: 100 * GIB,
+                available_bytes: GIB,
+            };
+        }
+        let gc = ImageGc::new(
+            fake.clone(),
+            Policy {
+                high_threshold_percent: 100,
+                low_threshold_percent: 80,
+                minimum_age: Duration::from_secs(60),
+            },
+        );
+        // GC is off, and the reclaim keeps images younger than the minimum age.
+        assert_eq!(
+            gc.collect(at(0)).await.expect("collect"),
+            (Plan::default(), 0)
+        );
+        assert_eq!(gc.delete_unused(at(30)).await.expect("delete"), 0);
+        assert!(fake.calls().iter().all(|c| !c.starts_with("remove_image")));
+        // First detected at 0: old enough at 60.
+        assert_eq!(gc.delete_unused(at(60)).await.expect("delete"), 5 * GIB);
+        let mut removed: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("remove_image"))
+            .collect();
+        removed.sort();
+        assert_eq!(removed, ["remove_image other", "remove_image spare"]);
+        let left: Vec<String> = fake
+            .state
+            .lock()
+            .expect("lock")
+            .images
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(left, ["kept"]);
+        assert_eq!(gc.delete_unused(at(120)).await.expect("delete"), 0);
     }
 
     #[test]

@@ -1,26 +1,35 @@
 //! Node-pressure eviction, the machine side of kubelet's eviction manager: each eviction
 //! round observes the signals, publishes the pressure conditions (read by the node status
-//! and admission) and picks the one pod to evict, ranked by `node_pressure`, which also
-//! keeps the soft thresholds' grace periods.
+//! and admission) and, when a threshold acts, first reclaims on the node (a disk signal
+//! deletes unused images through the image GC, then observes again) and only then picks
+//! the one pod to evict, ranked by `node_pressure`, which also keeps the soft thresholds'
+//! grace periods and the minimum reclaims.
 //!
 //! `memory.available` is the node's memory less its working set, both from /proc/meminfo
 //! (MemTotal − (MemTotal − MemFree − Inactive(file))), as the node stats report it; kubelet
 //! takes the root cgroup's usage less `inactive_file`, the same figure for the whole
-//! machine. `nodefs.available` / `nodefs.inodesFree` are the statvfs of the state dir. The
-//! image store lives in the state dir, so there is no separate image filesystem to observe:
-//! `imagefs.*` thresholds are accepted but the node filesystem's own thresholds govern it.
+//! machine. `nodefs.*` are the statvfs of the state dir, `imagefs.*` that of the image
+//! store's directory: usually the same filesystem, then both see the same figures, as the
+//! kubelet's do when the image filesystem is the node's. When the image store is on a
+//! filesystem of its own (another device), it is a dedicated image filesystem: only the
+//! `imagefs` signals reclaim images then, as in the kubelet.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use node_pressure::{
-    eviction_message, pod_request, rank, Candidate, Conditions, ContainerUsage, Evaluator,
-    Observation, Resource, Settings, Signal, Threshold,
+    eviction_message, pod_request, rank, reclaim_message, Candidate, Conditions, ContainerUsage,
+    Evaluator, Observation, Resource, Settings, Signal, Threshold, EVICTION_THRESHOLD_MET,
 };
+use podapi::{EventRecorder, EventType};
 use tokio::sync::watch;
+
+use crate::imagegc::ImageGc;
 
 /// A pod's measured local ephemeral storage, in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,44 +61,96 @@ pub fn is_critical(pod: &Pod) -> bool {
             .is_some_and(|p| p >= 2_000_000_000)
 }
 
-/// What the eviction manager watches, what it remembers between rounds, and where it
-/// publishes the conditions.
+/// The directories whose filesystems are observed: the node filesystem's (the state dir)
+/// and the image filesystem's (the image store).
+#[derive(Debug, Clone)]
+pub struct Filesystems {
+    pub node: PathBuf,
+    pub images: PathBuf,
+}
+
+/// How the node reclaims before it evicts: the image GC deletes unused images, and the
+/// node gets kubelet's `EvictionThresholdMet` event first.
+pub struct NodeReclaim {
+    pub images: Arc<ImageGc>,
+    pub events: Arc<EventRecorder>,
+}
+
+/// What the eviction manager watches, what it remembers between rounds, how it reclaims,
+/// and where it publishes the conditions.
 pub struct Monitor {
     pub settings: Settings,
     evaluator: Evaluator,
     stats: Arc<nodestats::Collector>,
-    state_dir: PathBuf,
+    filesystems: Filesystems,
     /// The node's memory capacity in bytes.
     memory_capacity: u64,
     conditions: watch::Sender<Conditions>,
+    reclaim: NodeReclaim,
 }
 
 /// One round's observations: the thresholds that act (met, soft ones for their grace
-/// period), memory's first.
+/// period, acted ones until their minimum reclaim), memory's first.
 pub struct Round {
     pub met: Vec<(Threshold, Observation)>,
     pub summary: Option<Arc<nodestats::Summary>>,
+    /// Whether the image store is on a filesystem other than the state dir's.
+    pub dedicated_image_fs: bool,
 }
 
-fn observe_fs(dir: &std::path::Path) -> (Option<Observation>, Option<Observation>) {
+/// One filesystem's figures: bytes, inodes, and the device it is on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Filesystem {
+    bytes: Option<Observation>,
+    inodes: Option<Observation>,
+    device: Option<u64>,
+}
+
+fn observe_fs(dir: &Path) -> Filesystem {
+    let device = std::fs::metadata(dir).map(|m| m.dev()).ok();
     match nix::sys::statvfs::statvfs(dir) {
         Ok(v) => {
             let frsize = v.fragment_size();
-            (
-                Some(Observation {
+            Filesystem {
+                bytes: Some(Observation {
                     available: v.blocks_available().saturating_mul(frsize),
                     capacity: v.blocks().saturating_mul(frsize),
                 }),
-                Some(Observation {
+                inodes: Some(Observation {
                     available: v.files_available(),
                     capacity: v.files(),
                 }),
-            )
+                device,
+            }
         }
         Err(err) => {
-            tracing::debug!(path = %dir.display(), error = %err, "statvfs of the node filesystem failed");
-            (None, None)
+            tracing::debug!(path = %dir.display(), error = %err, "statvfs for eviction failed");
+            Filesystem::default()
         }
+    }
+}
+
+/// Every signal's observation at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    memory: Option<Observation>,
+    nodefs: Filesystem,
+    imagefs: Filesystem,
+}
+
+impl Observed {
+    fn signal(&self, signal: Signal) -> Option<Observation> {
+        match signal {
+            Signal::MemoryAvailable => self.memory,
+            Signal::NodefsAvailable => self.nodefs.bytes,
+            Signal::NodefsInodesFree => self.nodefs.inodes,
+            Signal::ImagefsAvailable => self.imagefs.bytes,
+            Signal::ImagefsInodesFree => self.imagefs.inodes,
+        }
+    }
+
+    fn dedicated_image_fs(&self) -> bool {
+        matches!((self.nodefs.device, self.imagefs.device), (Some(n), Some(i)) if n != i)
     }
 }
 
@@ -97,22 +158,23 @@ impl Monitor {
     pub fn new(
         settings: Settings,
         stats: Arc<nodestats::Collector>,
-        state_dir: PathBuf,
+        filesystems: Filesystems,
         memory_capacity: u64,
         conditions: watch::Sender<Conditions>,
+        reclaim: NodeReclaim,
     ) -> Self {
         Self {
             evaluator: Evaluator::new(&settings),
             settings,
             stats,
-            state_dir,
+            filesystems,
             memory_capacity,
             conditions,
+            reclaim,
         }
     }
 
-    /// Observes the signals, updates the published conditions and returns what acts.
-    pub async fn observe(&mut self) -> Round {
+    async fn observe_signals(&self) -> (Observed, Option<Arc<nodestats::Summary>>) {
         let summary = match self.stats.summary().await {
             Ok(s) => Some(s),
             Err(err) => {
@@ -127,19 +189,25 @@ impl Monitor {
                 available,
                 capacity: self.memory_capacity,
             });
-        let dir = self.state_dir.clone();
-        let (nodefs, inodes) = tokio::task::spawn_blocking(move || observe_fs(&dir))
-            .await
-            .unwrap_or((None, None));
-        let decision = self.evaluator.step(
-            |signal| match signal {
-                Signal::MemoryAvailable => memory,
-                Signal::NodefsAvailable => nodefs,
-                Signal::NodefsInodesFree => inodes,
-                Signal::ImagefsAvailable => None,
-            },
-            Instant::now(),
-        );
+        let dirs = self.filesystems.clone();
+        let (nodefs, imagefs) =
+            tokio::task::spawn_blocking(move || (observe_fs(&dirs.node), observe_fs(&dirs.images)))
+                .await
+                .unwrap_or_default();
+        let observed = Observed {
+            memory,
+            nodefs,
+            imagefs,
+        };
+        (observed, summary)
+    }
+
+    /// Observes the signals, updates the published conditions and returns what acts.
+    pub async fn observe(&mut self) -> Round {
+        let (observed, summary) = self.observe_signals().await;
+        let decision = self
+            .evaluator
+            .step(|signal| observed.signal(signal), Instant::now());
         self.conditions.send_if_modified(|c| {
             let changed = *c != decision.conditions;
             *c = decision.conditions;
@@ -148,7 +216,57 @@ impl Monitor {
         Round {
             met: decision.reclaim,
             summary,
+            dedicated_image_fs: observed.dedicated_image_fs(),
         }
+    }
+
+    /// kubelet's step before it evicts for the round's first threshold: the node's Warning
+    /// `EvictionThresholdMet` event, then, for a signal the node can reclaim for, every
+    /// unused image deleted and the signals observed again. True when that relieved every
+    /// threshold (with its minimum reclaim), so no pod is evicted this round.
+    pub async fn reclaim_node_level(&self, round: &Round) -> bool {
+        let Some((threshold, _)) = round.met.first() else {
+            return true;
+        };
+        let resource = threshold.signal.resource();
+        tracing::info!(
+            resource = resource.name(),
+            "eviction manager: attempting to reclaim"
+        );
+        self.reclaim
+            .events
+            .record_node(
+                EventType::Warning,
+                EVICTION_THRESHOLD_MET,
+                &reclaim_message(resource),
+                Timestamp::now(),
+            )
+            .await;
+        if !threshold.signal.reclaims_images(round.dedicated_image_fs) {
+            return false;
+        }
+        match self.reclaim.images.delete_unused(Timestamp::now()).await {
+            Ok(freed) => tracing::info!(freed, "eviction manager: deleted unused images"),
+            Err(err) => tracing::info!(
+                resource = resource.name(),
+                error = %err,
+                "eviction manager: unexpected error when attempting to reduce resource pressure"
+            ),
+        }
+        let (after, _) = self.observe_signals().await;
+        let relieved = self.evaluator.relieved(|signal| after.signal(signal));
+        if relieved {
+            tracing::info!(
+                resource = resource.name(),
+                "eviction manager: able to reduce resource pressure without evicting pods"
+            );
+        } else {
+            tracing::info!(
+                resource = resource.name(),
+                "eviction manager: must evict pod(s) to reclaim"
+            );
+        }
+        relieved
     }
 }
 
@@ -257,6 +375,7 @@ mod tests {
                 },
             )],
             summary: None,
+            dedicated_image_fs: false,
         };
         let plain = serde_json::json!({"containers": [{"name": "c"}]});
         let requested = serde_json::json!({"containers": [
@@ -291,6 +410,7 @@ mod tests {
         let calm = Round {
             met: Vec::new(),
             summary: None,
+            dedicated_image_fs: false,
         };
         assert!(choose(&calm, &pods).is_none());
     }

@@ -65,7 +65,7 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
 }
 
 fn open(state_dir: &std::path::Path) -> anyhow::Result<images::ImageStore> {
-    let root = state_dir.join("images");
+    let root = runtime::image_store_dir(state_dir);
     images::ImageStore::open(&root)
         .with_context(|| format!("opening image store {}", root.display()))
 }

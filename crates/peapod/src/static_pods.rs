@@ -27,7 +27,7 @@ pub struct StaticPodSettings {
     pub shutdown: node_shutdown::Policy,
     /// `evictionHard` (the kubelet's defaults when absent), `evictionSoft` with
     /// `evictionSoftGracePeriod`, `evictionMaxPodGracePeriod`,
-    /// `evictionPressureTransitionPeriod`.
+    /// `evictionPressureTransitionPeriod`, `evictionMinimumReclaim`.
     pub eviction: node_pressure::Settings,
 }
 
@@ -75,6 +75,7 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
                 transition_period: config
                     .eviction_pressure_transition_period
                     .unwrap_or(d.transition_period),
+                minimum_reclaim: config.eviction_minimum_reclaim,
             }
         },
         image_gc: {

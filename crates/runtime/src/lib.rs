@@ -30,7 +30,7 @@ pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
 pub use images::Credentials;
 pub use network::{NetworkConfig, NetworkError, PodCidr};
-pub use service::{Runtime, RuntimeConfig, RUNTIME_HANDLERS};
+pub use service::{image_store_dir, Runtime, RuntimeConfig, RUNTIME_HANDLERS};
 pub use stdio::ExecIo;
 
 use std::collections::BTreeMap;

@@ -171,10 +171,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|source| RuntimeError::Task { source })
 }
 
+/// Where the image store of a state dir lives (`<state dir>/images`): the runtime's, the
+/// `peapod image` commands', and the directory whose filesystem is the node's image
+/// filesystem.
+pub fn image_store_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("images")
+}
+
 impl Runtime {
-    /// A runtime over `config.state_dir`, with the image store at `<state dir>/images`.
+    /// A runtime over `config.state_dir`, with the image store at [`image_store_dir`].
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let root = config.state_dir.join("images");
+        let root = image_store_dir(&config.state_dir);
         std::fs::create_dir_all(&root).map_err(create_err(&root))?;
         let store =
             images::ImageStore::open(&root).map_err(|source| RuntimeError::OpenImageStore {

@@ -175,6 +175,10 @@ pub struct KubeletConfig {
     pub eviction_max_pod_grace_period: Option<i64>,
     /// `evictionPressureTransitionPeriod`.
     pub eviction_pressure_transition_period: Option<Duration>,
+    /// `evictionMinimumReclaim`, parsed: by signal, how far above its threshold a signal
+    /// must get back once the threshold acted.
+    pub eviction_minimum_reclaim:
+        std::collections::BTreeMap<node_pressure::Signal, node_pressure::Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -210,6 +214,8 @@ struct RawKubeletConfig {
     eviction_soft_grace_period: std::collections::BTreeMap<String, String>,
     eviction_max_pod_grace_period: Option<i32>,
     eviction_pressure_transition_period: Option<String>,
+    #[serde(default)]
+    eviction_minimum_reclaim: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -372,6 +378,15 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
                 source,
             },
         )?;
+    // kubelet refuses a minimum reclaim of a signal it does not know, as it does a threshold.
+    let eviction_minimum_reclaim =
+        node_pressure::parse_minimum_reclaim(&raw.eviction_minimum_reclaim).map_err(|source| {
+            StaticPodError::Eviction {
+                path: path.to_path_buf(),
+                field: "evictionMinimumReclaim",
+                source,
+            }
+        })?;
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
         static_pod_path: raw
@@ -398,6 +413,7 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             "evictionPressureTransitionPeriod",
             raw.eviction_pressure_transition_period,
         )?,
+        eviction_minimum_reclaim,
     })
 }
 
@@ -1499,7 +1515,7 @@ mod tests {
 
     #[test]
     fn kubelet_configuration_fields() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nevictionHard:\n  memory.available: \"<200Mi\"\nevictionSoft:\n  memory.available: \"<1Gi\"\nevictionSoftGracePeriod:\n  memory.available: 1m30s\nevictionMaxPodGracePeriod: 60\nevictionPressureTransitionPeriod: 30s\nauthentication:\n  anonymous:\n    enabled: false\n";
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: manifests\nsyncFrequency: 1m0s\nfileCheckFrequency: 5s\ncontainerLogMaxSize: 20Mi\ncontainerLogMaxFiles: 3\nimageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nserializeImagePulls: false\nmaxParallelImagePulls: 4\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\nallowedUnsafeSysctls: [\"kernel.msg*\", net.core.somaxconn]\nevictionHard:\n  memory.available: \"<200Mi\"\nevictionSoft:\n  memory.available: \"<1Gi\"\nevictionSoftGracePeriod:\n  memory.available: 1m30s\nevictionMaxPodGracePeriod: 60\nevictionPressureTransitionPeriod: 30s\nevictionMinimumReclaim:\n  imagefs.available: 2Gi\n  nodefs.inodesFree: 5%\nauthentication:\n  anonymous:\n    enabled: false\n";
         let cfg =
             parse_kubelet_config(text, Path::new("/var/lib/kubelet/config.yaml")).expect("cfg");
         assert_eq!(
@@ -1537,8 +1553,33 @@ mod tests {
                 }],
                 eviction_max_pod_grace_period: Some(60),
                 eviction_pressure_transition_period: Some(Duration::from_secs(30)),
+                eviction_minimum_reclaim: [
+                    (
+                        node_pressure::Signal::ImagefsAvailable,
+                        node_pressure::Value::Quantity {
+                            amount: 2 << 30,
+                            text: "2Gi".into()
+                        }
+                    ),
+                    (
+                        node_pressure::Signal::NodefsInodesFree,
+                        node_pressure::Value::Percent(0.05)
+                    ),
+                ]
+                .into(),
             }
         );
+        let unknown = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionMinimumReclaim:\n  memory.free: 1Gi\n";
+        let err = parse_kubelet_config(unknown, Path::new("/x")).expect_err("unknown signal");
+        assert!(matches!(
+            &err,
+            StaticPodError::Eviction {
+                field: "evictionMinimumReclaim",
+                source: node_pressure::ThresholdError::UnknownSignal(s),
+                ..
+            } if s == "memory.free"
+        ));
+        assert_eq!(err.to_string(), "/x: invalid evictionMinimumReclaim");
         let eviction = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard:\n  memory.available: \">1Gi\"\n";
         assert!(matches!(
             parse_kubelet_config(eviction, Path::new("/x")),

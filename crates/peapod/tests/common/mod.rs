@@ -93,6 +93,8 @@ pub struct Peapod {
     up_args: Vec<String>,
     /// The API server's `--listen` address.
     listen: String,
+    /// A tmpfs mounted at the image store, unmounted when dropped.
+    image_fs: Option<PathBuf>,
 }
 
 impl Peapod {
@@ -109,6 +111,22 @@ impl Peapod {
     /// As [`Peapod::start_with`], with the API server on `listen` (an address other
     /// machines, or network namespaces, reach it at).
     pub fn start_listening(listen: &str, up_args: &[&str]) -> Self {
+        Self::start_inner(listen, up_args, None)
+    }
+
+    /// As [`Peapod::start_with`], with the image store on a tmpfs of its own of `size`
+    /// (tmpfs's `size=` option): a dedicated image filesystem, whose free space only this
+    /// node and the test change. Unmounted when dropped.
+    pub fn start_with_image_fs(size: &str, up_args: &[&str]) -> Self {
+        Self::start_inner("127.0.0.1:0", up_args, Some(size))
+    }
+
+    /// The image store's directory.
+    pub fn image_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+
+    fn start_inner(listen: &str, up_args: &[&str], image_fs: Option<&str>) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("peapod-e2e-")
             .tempdir()
@@ -133,7 +151,25 @@ impl Peapod {
             child: None,
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
             listen: listen.to_string(),
+            image_fs: None,
         };
+        if let Some(size) = image_fs {
+            let dir = p.image_dir();
+            fs::create_dir_all(&dir).expect("creating the image store dir");
+            let status = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(&dir)
+                .status()
+                .expect("running mount");
+            assert!(status.success(), "mounting a tmpfs at {}", dir.display());
+            p.image_fs = Some(dir);
+        }
         if !p.up_args.iter().any(|a| a == "--config") {
             let config = p._tmp.path().join("kubelet-config.yaml");
             write_kubelet_config(&config, "");
@@ -523,6 +559,11 @@ impl Drop for Peapod {
             .map(str::to_string)
             .collect();
         self.stop();
+        if let Some(dir) = self.image_fs.take() {
+            if let Err(e) = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("unmounting the image filesystem {}: {e}", dir.display());
+            }
+        }
         let reset = Command::new(PEAPOD)
             .args(["reset", "--state-dir"])
             .arg(&self.state_dir)
