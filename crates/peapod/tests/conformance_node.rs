@@ -1,0 +1,439 @@
+//! Upstream's node conformance tests (`test/e2e/common/node`) that earlier e2e tests left
+//! out, adapted to busybox and checked through kubectl: termination messages from a file or
+//! from the log (`Container Runtime … on terminated container`), `subPathExpr` failures in
+//! kubelet's words (`Variable Expansion`), pods for another OS refused by the kubelet
+//! (`PodOSRejection`), `pods/status` patches that also change annotations (`Pods should
+//! patch a pod status`), and exec and logs over raw WebSockets in the protocols the
+//! conformance tests speak (`Pods should support remote command execution over websockets`,
+//! `… retrieving logs from the container over websockets`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{wait_until, Peapod};
+
+const T: Duration = Duration::from_secs(90);
+
+fn pod(name: &str, spec_extra: &str, container: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+{spec_extra}  containers:
+  - name: c
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+{container}"#
+    )
+}
+
+fn terminated_message(pp: &Peapod, pod: &str) -> Option<String> {
+    pp.jsonpath(
+        &format!("pod/{pod}"),
+        "{.status.containerStatuses[0].state.terminated.message}",
+    )
+}
+
+fn waiting_message(pp: &Peapod, pod: &str) -> Option<String> {
+    let reason = pp.jsonpath(
+        &format!("pod/{pod}"),
+        "{.status.containerStatuses[0].state.waiting.reason}",
+    )?;
+    (reason == "CreateContainerConfigError").then(|| {
+        pp.jsonpath(
+            &format!("pod/{pod}"),
+            "{.status.containerStatuses[0].state.waiting.message}",
+        )
+        .unwrap_or_default()
+    })
+}
+
+/// `Container Runtime blackbox test on terminated container should report termination
+/// message …`: from a file at a custom path written as a non-root user, from the log of a
+/// failed container with `FallbackToLogsOnError` (an unterminated `echo -n` stays without a
+/// newline, in the message and in `kubectl logs`), empty for a succeeded one, and the file
+/// before the log when both exist.
+#[test]
+fn termination_messages_from_files_and_logs() {
+    let pp = Peapod::start();
+    let mut manifest = String::new();
+    manifest += &pod(
+        "custom-path",
+        "",
+        "    command: [/bin/sh, -c]\n    args: ['/bin/echo -n DONE > /dev/termination-custom-log']\n    terminationMessagePath: /dev/termination-custom-log\n    securityContext: {runAsUser: 10000}\n",
+    );
+    manifest += &pod(
+        "log-failed",
+        "",
+        "    command: [/bin/sh, -c]\n    args: ['/bin/echo -n DONE; /bin/false']\n    terminationMessagePolicy: FallbackToLogsOnError\n",
+    );
+    manifest += &pod(
+        "log-succeeded",
+        "",
+        "    command: [/bin/sh, -c]\n    args: ['/bin/echo -n DONE; /bin/true']\n    terminationMessagePolicy: FallbackToLogsOnError\n",
+    );
+    manifest += &pod(
+        "file-first",
+        "",
+        "    command: [/bin/sh, -c]\n    args: ['/bin/echo -n OK > /dev/termination-log; /bin/echo DONE; /bin/true']\n    terminationMessagePolicy: FallbackToLogsOnError\n",
+    );
+    pp.apply(&manifest);
+    for (name, phase) in [
+        ("custom-path", "Succeeded"),
+        ("log-failed", "Failed"),
+        ("log-succeeded", "Succeeded"),
+        ("file-first", "Succeeded"),
+    ] {
+        pp.wait_pod_phase(name, phase, T);
+    }
+    assert_eq!(
+        terminated_message(&pp, "custom-path").as_deref(),
+        Some("DONE")
+    );
+    assert_eq!(
+        terminated_message(&pp, "log-failed").as_deref(),
+        Some("DONE")
+    );
+    assert_eq!(
+        terminated_message(&pp, "log-succeeded").as_deref(),
+        Some("")
+    );
+    assert_eq!(terminated_message(&pp, "file-first").as_deref(), Some("OK"));
+    assert_eq!(pp.kubectl_ok(&["logs", "log-failed"]), "DONE");
+    assert_eq!(pp.kubectl_ok(&["logs", "file-first"]), "DONE\n");
+    pp.kubectl_ok(&["delete", "pods", "--all", "--timeout=60s"]);
+}
+
+/// `Variable Expansion should fail substituting values in a volume subpath with backticks`,
+/// `… with absolute path`, and `should verify that a failing subpath expansion can be
+/// modified during the lifecycle of a container`: the container waits in
+/// `CreateContainerConfigError` with kubelet's message, and starts once the annotation its
+/// `subPathExpr` needs exists; the subpath then shows what is written through the volume.
+#[test]
+fn subpath_expansion_failures_read_as_the_kubelets() {
+    let pp = Peapod::start();
+    let volume = "  volumes:\n  - {name: workdir1, emptyDir: {}}\n";
+    let mount = |value: &str| {
+        format!(
+            "    command: [sh, -c, 'true']\n    env:\n    - {{name: POD_NAME, value: '{value}'}}\n    volumeMounts:\n    - {{name: workdir1, mountPath: /logscontainer, subPathExpr: '$(POD_NAME)'}}\n"
+        )
+    };
+    let mut manifest = pod("backsteps", volume, &mount(".."));
+    manifest += &pod("absolute", volume, &mount("/tmp"));
+    manifest += &pod(
+        "annotated",
+        volume,
+        r#"    command: [sh, -c, 'tail -f /dev/null']
+    env:
+    - {name: POD_NAME, value: foo}
+    - name: ANNOTATION
+      valueFrom: {fieldRef: {apiVersion: v1, fieldPath: "metadata.annotations['mysubpath']"}}
+    volumeMounts:
+    - {name: workdir1, mountPath: /subpath_mount, subPathExpr: '$(ANNOTATION)/$(POD_NAME)'}
+    - {name: workdir1, mountPath: /volume_mount}
+"#,
+    );
+    pp.apply(&manifest);
+    for (name, message) in [
+        (
+            "backsteps",
+            "unable to provision SubPath `..`: must not contain '..'",
+        ),
+        (
+            "absolute",
+            "error SubPath `/tmp` must not be an absolute path",
+        ),
+        ("annotated", "missing value for ANNOTATION"),
+    ] {
+        let got = wait_until(&format!("{name}'s config error"), T, || {
+            waiting_message(&pp, name)
+        });
+        assert_eq!(got, message, "{name}");
+    }
+    let events = pp.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=absolute,reason=Failed",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("Error: error SubPath `/tmp` must not be an absolute path"),
+        "{events}"
+    );
+
+    pp.kubectl_ok(&["annotate", "pod", "annotated", "mysubpath=mypath"]);
+    pp.wait_pod_phase("annotated", "Running", T);
+    pp.kubectl_ok(&[
+        "exec",
+        "annotated",
+        "--",
+        "sh",
+        "-c",
+        "touch /volume_mount/mypath/foo/test.log && test -f /subpath_mount/test.log",
+    ]);
+    pp.kubectl_ok(&["delete", "pods", "--all", "--timeout=60s"]);
+}
+
+/// `PodOSRejection [NodeConformance] Kubelet should reject pod when the node OS doesn't
+/// match pod's OS`: a pod bound to this Linux node with `os.name: windows` ends `Failed`
+/// with `PodOSNotSupported`; one labelled `kubernetes.io/os: windows` with
+/// `PodOSSelectorNodeLabelDoesNotMatch` (the kubelet reads the pod's label).
+#[test]
+fn pods_for_another_os_are_rejected_by_the_kubelet() {
+    let pp = Peapod::start();
+    let node = &pp.node_name;
+    let mut manifest = pod(
+        "wrong-pod-os",
+        &format!("  os: {{name: windows}}\n  nodeName: {node}\n"),
+        "    command: [sleep, '3600']\n",
+    );
+    manifest += &pod(
+        "wrong-os-label",
+        &format!("  nodeName: {node}\n"),
+        "    command: [sleep, '3600']\n",
+    )
+    .replace(
+        "  name: wrong-os-label\n",
+        "  name: wrong-os-label\n  labels: {kubernetes.io/os: windows}\n",
+    );
+    manifest += &pod(
+        "linux",
+        &format!("  os: {{name: linux}}\n  nodeName: {node}\n"),
+        "    command: [sleep, '3600']\n",
+    );
+    pp.apply(&manifest);
+    pp.wait_pod_phase("wrong-pod-os", "Failed", T);
+    pp.wait_pod_phase("wrong-os-label", "Failed", T);
+    let status = |p: &str| pp.jsonpath(&format!("pod/{p}"), "{.status.reason}|{.status.message}");
+    assert_eq!(
+        status("wrong-pod-os").as_deref(),
+        Some("PodOSNotSupported|Pod was rejected: Failed to admit pod as the OS field doesn't match node OS")
+    );
+    assert_eq!(
+        status("wrong-os-label").as_deref(),
+        Some("PodOSSelectorNodeLabelDoesNotMatch|Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label")
+    );
+    // Nothing of theirs ran.
+    assert_eq!(
+        pp.jsonpath("pod/wrong-pod-os", "{.status.containerStatuses}")
+            .as_deref(),
+        Some("")
+    );
+    wait_until("the rejection event", T, || {
+        pp.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=wrong-pod-os,type=Warning",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .contains("PodOSNotSupported")
+        .then_some(())
+    });
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/linux",
+        "--timeout=90s",
+    ]);
+    pp.kubectl_ok(&["delete", "pods", "--all", "--timeout=60s"]);
+}
+
+/// `Pods should patch a pod status` and `should run through the lifecycle of Pods and
+/// PodStatus`: a merge patch of `pods/status` sets the status's message and reason and, as
+/// upstream's pod status strategy allows, the annotation sent with it; a status replaced
+/// with Ready and ContainersReady False comes back so; the spec never changes there.
+#[test]
+fn pod_status_patches_and_replacements() {
+    let pp = Peapod::start();
+    pp.apply(
+        &pod("status", "", "    command: [sleep, '3600']\n")
+            .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/status",
+        "--timeout=90s",
+    ]);
+    let patched = pp.kubectl_ok(&[
+        "patch",
+        "pod",
+        "status",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"patchedstatus":"true"}},"spec":{"activeDeadlineSeconds":5},"status":{"message":"Patched by e2e test","reason":"E2E"}}"#,
+        "-o",
+        "jsonpath={.status.message}|{.status.reason}|{.metadata.annotations.patchedstatus}|{.spec.activeDeadlineSeconds}",
+    ]);
+    assert_eq!(patched, "Patched by e2e test|E2E|true|");
+
+    let current = pp.kubectl_ok(&["get", "pod", "status", "--subresource=status", "-o", "json"]);
+    let mut obj: serde_json::Value = serde_json::from_str(&current).expect("pod json");
+    let mut flipped = 0;
+    for c in obj["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+    {
+        if (c["type"] == "Ready" || c["type"] == "ContainersReady") && c["status"] == "True" {
+            c["status"] = "False".into();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 2, "{current}");
+    let replaced = pp.kubectl_stdin(
+        &[
+            "replace",
+            "--subresource=status",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}{.status.conditions[?(@.type==\"ContainersReady\")].status}",
+        ],
+        &obj.to_string(),
+    );
+    assert_eq!(replaced, "FalseFalse");
+    pp.kubectl_ok(&["delete", "pod", "status", "--timeout=60s"]);
+}
+
+/// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
+/// server for the raw WebSocket clients below.
+struct KubectlProxy {
+    child: Child,
+    addr: String,
+}
+
+impl KubectlProxy {
+    fn start(pp: &Peapod) -> Self {
+        let mut child = pp
+            .kubectl_cmd()
+            // The default refuses exec; the conformance test calls it directly.
+            .args(["proxy", "--port=0", "--reject-paths=^/nothing$"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl proxy");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("proxy stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("proxy banner");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{line}");
+        KubectlProxy { child, addr }
+    }
+
+    /// The messages of a WebSocket GET of `path` with `protocol`, until the server closes.
+    fn websocket(&self, path: &str, protocol: &str) -> Vec<Vec<u8>> {
+        use tungstenite::client::IntoClientRequest;
+        use tungstenite::Message;
+        let mut req = format!("ws://{}{path}", self.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocol.parse().expect("protocol header"),
+        );
+        let stream = TcpStream::connect(&self.addr).expect("connect to kubectl proxy");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let (mut socket, resp) = tungstenite::client::client(req, stream).expect("handshake");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol)
+        );
+        let mut messages = Vec::new();
+        loop {
+            match socket.read() {
+                Ok(Message::Binary(b)) => messages.push(b.to_vec()),
+                Ok(Message::Text(t)) => messages.push(t.as_bytes().to_vec()),
+                Ok(Message::Close(_)) => {}
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => panic!("reading {path}: {e}"),
+            }
+        }
+        messages
+    }
+}
+
+impl Drop for KubectlProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Pods should support remote command execution over websockets` (the first
+/// `channel.k8s.io` protocol: stdout on channel 1, nothing on the error channel for a command
+/// that succeeded) and `should support retrieving logs from the container over websockets`
+/// (`binary.k8s.io`: the log's bytes, then a close).
+#[test]
+fn exec_and_logs_over_raw_websockets() {
+    let pp = Peapod::start();
+    pp.apply(&pod(
+        "ws",
+        "",
+        "    command: [/bin/sh, -c, 'echo container is alive; sleep 10000']\n",
+    ));
+    pp.kubectl_ok(&["wait", "--for=condition=Ready", "pod/ws", "--timeout=90s"]);
+    let proxy = KubectlProxy::start(&pp);
+
+    let exec = proxy.websocket(
+        "/api/v1/namespaces/default/pods/ws/exec?stderr=1&stdout=1&container=c&command=echo&command=remote+execution+test",
+        "channel.k8s.io",
+    );
+    let mut stdout = Vec::new();
+    for msg in &exec {
+        match msg.split_first() {
+            Some((1, data)) => stdout.extend_from_slice(data),
+            Some((_, [])) | None => {}
+            Some((ch, data)) => panic!("channel {ch} said {:?}", String::from_utf8_lossy(data)),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&stdout), "remote execution test\n");
+
+    // A failure is told as text on the error channel.
+    let failed = proxy.websocket(
+        "/api/v1/namespaces/default/pods/ws/exec?stdout=1&container=c&command=false",
+        "channel.k8s.io",
+    );
+    let errors: Vec<String> = failed
+        .iter()
+        .filter_map(|m| m.split_first())
+        .filter(|(ch, data)| **ch == 3 && !data.is_empty())
+        .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
+        .collect();
+    assert_eq!(
+        errors,
+        ["command terminated with non-zero exit code: error executing command, exit code 1"]
+    );
+
+    let logs = proxy.websocket(
+        "/api/v1/namespaces/default/pods/ws/log?container=c",
+        "binary.k8s.io",
+    );
+    let text: Vec<u8> = logs.concat();
+    assert_eq!(String::from_utf8_lossy(&text), "container is alive\n");
+    drop(proxy);
+    pp.kubectl_ok(&["delete", "pod", "ws", "--timeout=60s"]);
+}
