@@ -3,7 +3,8 @@
 //! from the log (`Container Runtime … on terminated container`), `subPathExpr` failures in
 //! kubelet's words (`Variable Expansion`), pods for another OS refused by the kubelet
 //! (`PodOSRejection`), `pods/status` patches that also change annotations (`Pods should
-//! patch a pod status`), and exec and logs over raw WebSockets in the protocols the
+//! patch a pod status`), httpGet hooks to another pod that answers 404 (`Container Lifecycle
+//! Hook … http hook`), and exec and logs over raw WebSockets in the protocols the
 //! conformance tests speak (`Pods should support remote command execution over websockets`,
 //! `… retrieving logs from the container over websockets`).
 
@@ -305,6 +306,73 @@ fn pod_status_patches_and_replacements() {
     );
     assert_eq!(replaced, "FalseFalse");
     pp.kubectl_ok(&["delete", "pod", "status", "--timeout=60s"]);
+}
+
+/// `Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart
+/// http hook properly` and `… prestop http hook properly`: the hooks GET the handler pod's
+/// address (`httpGet.host`); busybox's httpd answers 404 where agnhost answered 200, and the
+/// hooks still ran, as kubelet fails an HTTP hook only when the request cannot be made.
+#[test]
+fn http_hooks_reach_another_pod_whatever_it_answers() {
+    let pp = Peapod::start();
+    pp.apply(&pod(
+        "handler",
+        "",
+        "    command: [sh, -c, 'mkdir -p /www && httpd -f -vv -p 8080 -h /www']
+",
+    ));
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/handler",
+        "--timeout=90s",
+    ]);
+    let target = pp
+        .jsonpath("pod/handler", "{.status.podIP}")
+        .unwrap_or_default();
+    pp.apply(
+        &pod(
+            "hooked",
+            "",
+            &format!(
+                "    command: [sleep, '3600']
+    lifecycle:
+      postStart: {{httpGet: {{path: '/echo?msg=poststart', host: '{target}', port: 8080}}}}
+      preStop: {{httpGet: {{path: '/echo?msg=prestop', host: '{target}', port: 8080}}}}
+"
+            ),
+        )
+        .replace(
+            "terminationGracePeriodSeconds: 1",
+            "terminationGracePeriodSeconds: 15",
+        )
+        .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/hooked",
+        "--timeout=90s",
+    ]);
+    let hooked_ip = pp
+        .jsonpath("pod/hooked", "{.status.podIP}")
+        .unwrap_or_default();
+    // httpd logs each request's client and path, and what it answered.
+    let requests = |pp: &Peapod| {
+        pp.kubectl_ok(&["logs", "handler"])
+            .lines()
+            .filter(|l| l.contains(&format!("{hooked_ip}]:")) && l.ends_with("url:/echo"))
+            .count()
+    };
+    wait_until("the postStart hook's GET", T, || (requests(&pp) == 1).then_some(()));
+    pp.kubectl_ok(&["delete", "pod", "hooked", "--timeout=60s"]);
+    wait_until("the preStop hook's GET", T, || {
+        (requests(&pp) == 2).then_some(())
+    });
+    let events = pp.kubectl_ok(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(!events.contains("FailedPostStartHook"), "{events}");
+    assert!(!events.contains("FailedPreStopHook"), "{events}");
+    pp.kubectl_ok(&["delete", "pod", "handler", "--timeout=60s"]);
 }
 
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
