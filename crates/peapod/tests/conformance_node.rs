@@ -251,7 +251,7 @@ fn pods_for_another_os_are_rejected_by_the_kubelet() {
 }
 
 /// `Pods should patch a pod status` and `should run through the lifecycle of Pods and
-/// PodStatus`: a merge patch of `pods/status` sets the status's message and reason and, as
+/// PodStatus` (and the container status's `volumeMounts`): a merge patch of `pods/status` sets the status's message and reason and, as
 /// upstream's pod status strategy allows, the annotation sent with it; a status replaced
 /// with Ready and ContainersReady False comes back so; the spec never changes there.
 #[test]
@@ -267,6 +267,15 @@ fn pod_status_patches_and_replacements() {
         "pod/status",
         "--timeout=90s",
     ]);
+    // The container's status lists its mounts, as v1.33 kubelets do (RecursiveReadOnlyMounts).
+    assert_eq!(
+        pp.jsonpath(
+            "pod/status",
+            "{.status.containerStatuses[0].volumeMounts[0].mountPath} {.status.containerStatuses[0].volumeMounts[0].readOnly} {.status.containerStatuses[0].volumeMounts[0].recursiveReadOnly}"
+        )
+        .as_deref(),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount true Disabled")
+    );
     let patched = pp.kubectl_ok(&[
         "patch",
         "pod",
@@ -364,7 +373,9 @@ fn http_hooks_reach_another_pod_whatever_it_answers() {
             .filter(|l| l.contains(&format!("{hooked_ip}]:")) && l.ends_with("url:/echo"))
             .count()
     };
-    wait_until("the postStart hook's GET", T, || (requests(&pp) == 1).then_some(()));
+    wait_until("the postStart hook's GET", T, || {
+        (requests(&pp) == 1).then_some(())
+    });
     pp.kubectl_ok(&["delete", "pod", "hooked", "--timeout=60s"]);
     wait_until("the preStop hook's GET", T, || {
         (requests(&pp) == 2).then_some(())
