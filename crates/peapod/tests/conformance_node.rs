@@ -4,7 +4,8 @@
 //! kubelet's words (`Variable Expansion`), pods for another OS refused by the kubelet
 //! (`PodOSRejection`), `pods/status` patches that also change annotations (`Pods should
 //! patch a pod status`), httpGet hooks to another pod that answers 404 (`Container Lifecycle
-//! Hook … http hook`), and exec and logs over raw WebSockets in the protocols the
+//! Hook … http hook`), a Lease renewed while an unchanged node status is not reposted
+//! (`NodeLease`), and exec and logs over raw WebSockets in the protocols the
 //! conformance tests speak (`Pods should support remote command execution over websockets`,
 //! `… retrieving logs from the container over websockets`).
 
@@ -384,6 +385,56 @@ fn http_hooks_reach_another_pod_whatever_it_answers() {
     assert!(!events.contains("FailedPostStartHook"), "{events}");
     assert!(!events.contains("FailedPreStopHook"), "{events}");
     pp.kubectl_ok(&["delete", "pod", "handler", "--timeout=60s"]);
+}
+
+/// `NodeLease the kubelet should create and update a lease in the kube-node-lease
+/// namespace`, `… should have OwnerReferences set` and `the kubelet should report node
+/// status infrequently`: the Lease names the node as holder and owner and is renewed, while
+/// an unchanged node status is not posted again (its Ready heartbeat stays) across renewals.
+#[test]
+fn the_lease_is_renewed_and_an_unchanged_node_status_not_reposted() {
+    let pp = Peapod::start();
+    let node = pp.node_name.clone();
+    let lease = format!("lease/{node}");
+    let lease_fields = |path: &str| {
+        pp.kubectl_ok(&[
+            "get",
+            "-n",
+            "kube-node-lease",
+            &lease,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(
+        lease_fields("{.spec.holderIdentity} {.spec.leaseDurationSeconds} {.metadata.ownerReferences[*].kind} {.metadata.ownerReferences[*].apiVersion} {.metadata.ownerReferences[*].name}"),
+        format!("{node} 40 Node v1 {node}")
+    );
+    let heartbeat = || {
+        pp.jsonpath(
+            &format!("node/{node}"),
+            "{.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}",
+        )
+        .unwrap_or_default()
+    };
+    let before = heartbeat();
+    let mut renewals = vec![lease_fields("{.spec.renewTime}")];
+    wait_until("three lease renewals", T, || {
+        let now = lease_fields("{.spec.renewTime}");
+        if renewals.last() != Some(&now) {
+            renewals.push(now);
+        }
+        (renewals.len() > 3).then_some(())
+    });
+    assert_eq!(heartbeat(), before, "renewals: {renewals:?}");
+    assert_eq!(
+        pp.jsonpath(
+            &format!("node/{node}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        )
+        .as_deref(),
+        Some("True")
+    );
 }
 
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
