@@ -5,7 +5,8 @@
 //! (`PodOSRejection`), `pods/status` patches that also change annotations (`Pods should
 //! patch a pod status`), httpGet hooks to another pod that answers 404 (`Container Lifecycle
 //! Hook … http hook`), a Lease renewed while an unchanged node status is not reposted
-//! (`NodeLease`), and exec and logs over raw WebSockets in the protocols the
+//! (`NodeLease`), readiness probed as soon as the startup probe succeeded (`Probing
+//! container`), and exec and logs over raw WebSockets in the protocols the
 //! conformance tests speak (`Pods should support remote command execution over websockets`,
 //! `… retrieving logs from the container over websockets`).
 
@@ -435,6 +436,40 @@ fn the_lease_is_renewed_and_an_unchanged_node_status_not_reposted() {
         .as_deref(),
         Some("True")
     );
+}
+
+/// `Probing container should be ready immediately after startupProbe succeeds`: the
+/// readiness probe runs as soon as the startup probe succeeded, not at its next period (here
+/// five minutes away, so only that trigger can make the pod Ready in time).
+#[test]
+fn readiness_is_probed_as_soon_as_the_startup_probe_succeeds() {
+    let pp = Peapod::start();
+    pp.apply(
+        &pod(
+            "startup",
+            "",
+            r#"    command: [/bin/sh, -c, 'echo ok >/tmp/health; sleep 5; echo ok >/tmp/startup; sleep 600']
+    readinessProbe: {exec: {command: [/bin/cat, /tmp/health]}, periodSeconds: 300}
+    startupProbe: {exec: {command: [/bin/cat, /tmp/startup]}, periodSeconds: 2, failureThreshold: 120}
+"#,
+        )
+        .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/startup",
+        "--timeout=90s",
+    ]);
+    assert_eq!(
+        pp.jsonpath(
+            "pod/startup",
+            "{.status.containerStatuses[0].started} {.status.containerStatuses[0].restartCount}"
+        )
+        .as_deref(),
+        Some("true 0")
+    );
+    pp.kubectl_ok(&["delete", "pod", "startup", "--timeout=60s"]);
 }
 
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
