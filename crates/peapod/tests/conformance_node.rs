@@ -6,7 +6,8 @@
 //! patch a pod status`), httpGet hooks to another pod that answers 404 (`Container Lifecycle
 //! Hook … http hook`), a Lease renewed while an unchanged node status is not reposted
 //! (`NodeLease`), readiness probed as soon as the startup probe succeeded (`Probing
-//! container`), and exec and logs over raw WebSockets in the protocols the
+//! container`), the restart back-off started over by a new image (`Pods should have their
+//! auto-restart back-off timer reset on image update`), and exec and logs over raw WebSockets in the protocols the
 //! conformance tests speak (`Pods should support remote command execution over websockets`,
 //! `… retrieving logs from the container over websockets`).
 
@@ -470,6 +471,49 @@ fn readiness_is_probed_as_soon_as_the_startup_probe_succeeds() {
         Some("true 0")
     );
     pp.kubectl_ok(&["delete", "pod", "startup", "--timeout=60s"]);
+}
+
+/// `Pods should have their auto-restart back-off timer reset on image update` (shortened):
+/// a container crash-looping into a 40 s back-off gets a new image reference (the same
+/// busybox by its short name) and is restarted at once; its next crash backs off 10 s, not
+/// 80 s, as kubelet keys the back-off by the container's hash.
+#[test]
+fn a_new_image_starts_the_restart_back_off_over() {
+    let pp = Peapod::start();
+    pp.apply(
+        &pod(
+            "crash",
+            "",
+            "    command: [sh, -c, 'sleep 1; exit 1']
+",
+        )
+        .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    let waiting = || {
+        pp.jsonpath(
+            "pod/crash",
+            "{.status.containerStatuses[0].state.waiting.message}",
+        )
+        .unwrap_or_default()
+    };
+    wait_until("a 40 s back-off", Duration::from_secs(180), || {
+        waiting().starts_with("back-off 40s").then_some(())
+    });
+    pp.kubectl_ok(&["set", "image", "pod/crash", "c=busybox:latest"]);
+    let message = wait_until("the next back-off", Duration::from_secs(120), || {
+        let m = waiting();
+        (m.starts_with("back-off") && !m.starts_with("back-off 40s")).then_some(m)
+    });
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=c pod=crash_default("),
+        "{message}"
+    );
+    assert_eq!(
+        pp.jsonpath("pod/crash", "{.status.containerStatuses[0].image}")
+            .as_deref(),
+        Some("busybox:latest")
+    );
+    pp.kubectl_ok(&["delete", "pod", "crash", "--timeout=60s"]);
 }
 
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
