@@ -516,6 +516,251 @@ fn a_new_image_starts_the_restart_back_off_over() {
     pp.kubectl_ok(&["delete", "pod", "crash", "--timeout=60s"]);
 }
 
+/// The node conformance tests peapod already passed when this sweep ran them, kept as one
+/// regression test (one pod each, all at once): `Variable Expansion` (env composition,
+/// command and args substitution, a subPathExpr), `Downward API` (name, namespace, IPs, uid,
+/// limits and requests, defaults from allocatable, host network), `Container Runtime … should
+/// run with the expected status` (restart policies), `Containers` (args over the image's
+/// command), `Kubelet` (read-only root, terminated reason, `--since-time`), `Security Context`
+/// (uid 65534, unprivileged, no privilege escalation, runAsNonRoot), `KubeletManagedEtcHosts`
+/// and `InitContainer`.
+#[test]
+fn conformance_behaviours_peapod_already_had() {
+    let pp = Peapod::start();
+    let field = |n: &str, p: &str| {
+        format!("    - name: {n}\n      valueFrom: {{fieldRef: {{fieldPath: {p}}}}}\n")
+    };
+    let resource = |n: &str, r: &str| {
+        format!("    - name: {n}\n      valueFrom: {{resourceFieldRef: {{resource: {r}}}}}\n")
+    };
+    let counter = "  volumes:\n  - {name: rc, emptyDir: {medium: Memory}}\n";
+    let crash_then_run = "    command: [sh, -c, 'f=/rc/count; echo x >> $f; n=$(wc -l < $f); if [ $n -eq 1 ]; then exit 1; fi; if [ $n -eq 2 ]; then exit 0; fi; while true; do sleep 1; done']\n    volumeMounts: [{name: rc, mountPath: /rc}]\n";
+    let init = |first: &str, second: &str| {
+        format!("  initContainers:\n  - {{name: init1, image: docker.io/library/busybox:latest, imagePullPolicy: IfNotPresent, command: [{first}]}}\n  - {{name: init2, image: docker.io/library/busybox:latest, imagePullPolicy: IfNotPresent, command: [{second}]}}\n")
+    };
+    let always = |m: String| m.replace("restartPolicy: Never", "restartPolicy: Always");
+    let mut m = String::new();
+    m += &pod(
+        "compose",
+        "",
+        "    command: [sh, -c, 'echo $FOOBAR; TEST_VAR=wrong echo \"$(FOO)\"']\n    env:\n    - {name: FOO, value: foo-value}\n    - {name: BAR, value: bar-value}\n    - {name: FOOBAR, value: '$(FOO);;$(BAR)'}\n",
+    );
+    m += &pod(
+        "args-subst",
+        "",
+        "    command: [sh, -c]\n    args: ['TEST_VAR=wrong echo \"$(TEST_VAR)\"']\n    env:\n    - {name: TEST_VAR, value: test-value}\n",
+    );
+    m += &pod(
+        "subpath",
+        "  volumes:\n  - {name: w, emptyDir: {}}\n",
+        "    command: [sh, -c, 'test -d /all/subpath; echo $?']\n    env:\n    - {name: POD_NAME, value: subpath}\n    volumeMounts:\n    - {name: w, mountPath: /sub, subPathExpr: '$(POD_NAME)'}\n    - {name: w, mountPath: /all}\n",
+    );
+    m += &pod(
+        "dapi",
+        "",
+        &format!(
+            "    command: [sh, -c, 'echo $POD_NAME $POD_NAMESPACE $POD_IP $HOST_IP $POD_UID $CPU_LIMIT $MEMORY_LIMIT $CPU_REQUEST $MEMORY_REQUEST']\n    resources:\n      requests: {{cpu: 250m, memory: 32Mi}}\n      limits: {{cpu: 1250m, memory: 64Mi}}\n    env:\n{}{}{}{}{}{}{}{}{}",
+            field("POD_NAME", "metadata.name"),
+            field("POD_NAMESPACE", "metadata.namespace"),
+            field("POD_IP", "status.podIP"),
+            field("HOST_IP", "status.hostIP"),
+            field("POD_UID", "metadata.uid"),
+            resource("CPU_LIMIT", "limits.cpu"),
+            resource("MEMORY_LIMIT", "limits.memory"),
+            resource("CPU_REQUEST", "requests.cpu"),
+            resource("MEMORY_REQUEST", "requests.memory"),
+        ),
+    );
+    m += &pod(
+        "dapi-default",
+        "",
+        &format!(
+            "    command: [sh, -c, 'echo $CPU_LIMIT $MEMORY_LIMIT']\n    env:\n{}{}",
+            resource("CPU_LIMIT", "limits.cpu"),
+            resource("MEMORY_LIMIT", "limits.memory"),
+        ),
+    );
+    m += &pod(
+        "dapi-hostnet",
+        "  hostNetwork: true\n",
+        &format!(
+            "    command: [sh, -c, '[ \"$HOST_IP\" = \"$POD_IP\" ] && echo OK']\n    env:\n{}{}",
+            field("HOST_IP", "status.hostIP"),
+            field("POD_IP", "status.podIP"),
+        ),
+    );
+    m += &always(pod("rp-always", counter, crash_then_run));
+    m += &pod("rp-onfailure", counter, crash_then_run)
+        .replace("restartPolicy: Never", "restartPolicy: OnFailure");
+    m += &pod("rp-never", counter, crash_then_run);
+    m += &pod("args", "", "    args: [echo, override, arguments]\n");
+    m += &always(pod(
+        "read-only",
+        "",
+        "    command: [/bin/sh, -c, 'echo test > /file; sleep 240']\n    securityContext: {readOnlyRootFilesystem: true}\n",
+    ));
+    m += &pod("bin-false", "", "    command: [/bin/false]\n");
+    m += &pod(
+        "uid-65534",
+        "",
+        "    command: [sh, -c, 'test $(id -u) -eq 65534']\n    securityContext: {runAsUser: 65534}\n",
+    );
+    m += &pod(
+        "unprivileged",
+        "",
+        "    command: [sh, -c, 'ip link add dummy0 type dummy || true']\n    securityContext: {privileged: false}\n",
+    );
+    m += &pod(
+        "no-new-privs",
+        "",
+        "    command: [sh, -c, 'grep NoNewPrivs /proc/self/status; id -u']\n    securityContext: {allowPrivilegeEscalation: false, runAsUser: 1000}\n",
+    );
+    m += &pod(
+        "non-root",
+        "",
+        "    command: [id, -u]\n    securityContext: {runAsNonRoot: true}\n",
+    );
+    m += &pod(
+        "etc-hosts",
+        "  volumes:\n  - {name: h, hostPath: {path: /etc/hosts, type: FileOrCreate}}\n",
+        "    command: [sh, -c, 'head -1 /etc/hosts; cmp -s /etc/hosts /etc/hosts-original && echo host; true']\n    volumeMounts: [{name: h, mountPath: /etc/hosts-original}]\n  - name: own\n    image: docker.io/library/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'cmp -s /etc/hosts /etc/hosts-original && echo host']\n    volumeMounts: [{name: h, mountPath: /etc/hosts-original}, {name: h, mountPath: /etc/hosts}]\n",
+    );
+    m += &pod(
+        "init-ok",
+        &init("/bin/true", "/bin/true"),
+        "    command: [/bin/true]\n",
+    );
+    m += &always(pod(
+        "init-fail-always",
+        &init("/bin/false", "/bin/true"),
+        "    command: [sleep, '3600']\n",
+    ));
+    m += &pod(
+        "init-fail-never",
+        &init("/bin/true", "/bin/false"),
+        "    command: [/bin/true]\n",
+    );
+    pp.apply(&m);
+
+    let get = |pod: &str, path: &str| pp.jsonpath(&format!("pod/{pod}"), path).unwrap_or_default();
+    let logs = |pod: &str| pp.kubectl_ok(&["logs", pod, "--all-containers"]);
+    for (name, phase) in [
+        ("compose", "Succeeded"),
+        ("args-subst", "Succeeded"),
+        ("subpath", "Succeeded"),
+        ("dapi", "Succeeded"),
+        ("dapi-default", "Succeeded"),
+        ("dapi-hostnet", "Succeeded"),
+        ("rp-onfailure", "Succeeded"),
+        ("rp-never", "Failed"),
+        ("args", "Succeeded"),
+        ("bin-false", "Failed"),
+        ("uid-65534", "Succeeded"),
+        ("unprivileged", "Succeeded"),
+        ("no-new-privs", "Succeeded"),
+        ("etc-hosts", "Succeeded"),
+        ("init-ok", "Succeeded"),
+        ("init-fail-never", "Failed"),
+    ] {
+        pp.wait_pod_phase(name, phase, T);
+    }
+    assert_eq!(logs("compose"), "foo-value;;bar-value\nfoo-value\n");
+    assert_eq!(logs("args-subst"), "test-value\n");
+    assert_eq!(logs("subpath"), "0\n");
+    let ip = get("dapi", "{.status.podIP}");
+    let host = get("dapi", "{.status.hostIP}");
+    let uid = get("dapi", "{.metadata.uid}");
+    assert_eq!(
+        logs("dapi"),
+        format!("dapi default {ip} {host} {uid} 2 67108864 1 33554432\n")
+    );
+    let node = format!("node/{}", pp.node_name);
+    let alloc_cpu = pp
+        .jsonpath(&node, "{.status.allocatable.cpu}")
+        .unwrap_or_default();
+    let alloc_memory_ki = pp
+        .jsonpath(&node, "{.status.allocatable.memory}")
+        .unwrap_or_default();
+    let alloc_memory: u64 = alloc_memory_ki
+        .trim_end_matches("Ki")
+        .parse::<u64>()
+        .map(|k| k * 1024)
+        .unwrap_or_else(|_| panic!("allocatable memory {alloc_memory_ki}"));
+    assert_eq!(
+        logs("dapi-default"),
+        format!("{alloc_cpu} {alloc_memory}\n")
+    );
+    assert_eq!(logs("dapi-hostnet"), "OK\n");
+    for (name, restarts) in [("rp-onfailure", "1"), ("rp-never", "0")] {
+        assert_eq!(
+            get(name, "{.status.containerStatuses[0].restartCount}"),
+            restarts,
+            "{name}"
+        );
+    }
+    wait_until("rp-always running after 2 restarts", T, || {
+        (get("rp-always", "{.status.phase} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}")
+            == "Running 2 true")
+            .then_some(())
+    });
+    assert_eq!(logs("args"), "override arguments\n");
+    wait_until("the read-only write failing", T, || {
+        (logs("read-only") == "/bin/sh: can't create /file: Read-only file system\n").then_some(())
+    });
+    assert_eq!(
+        get("bin-false", "{.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}"),
+        "Error 1"
+    );
+    assert!(logs("unprivileged").contains("Operation not permitted"));
+    assert_eq!(logs("no-new-privs"), "NoNewPrivs:\t1\n1000\n");
+    let non_root = wait_until("runAsNonRoot refused", T, || {
+        let m = get(
+            "non-root",
+            "{.status.containerStatuses[0].state.waiting.message}",
+        );
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(
+        non_root.starts_with(
+            "container has runAsNonRoot and image will run as root (pod: \"non-root_default("
+        ),
+        "{non_root}"
+    );
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "etc-hosts", "-c", "c"]),
+        "# Kubernetes-managed hosts file.\n"
+    );
+    assert_eq!(pp.kubectl_ok(&["logs", "etc-hosts", "-c", "own"]), "host\n");
+    assert_eq!(
+        get("init-ok", "{.status.initContainerStatuses[*].ready} {.status.conditions[?(@.type==\"Initialized\")].status}"),
+        "true true True"
+    );
+    wait_until("init1 restarted", T, || {
+        (get(
+            "init-fail-always",
+            "{.status.initContainerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .unwrap_or(0)
+            >= 2)
+            .then_some(())
+    });
+    let initialized = "{.status.phase} {.status.conditions[?(@.type==\"Initialized\")].reason}: {.status.conditions[?(@.type==\"Initialized\")].message} {.status.containerStatuses[0].state.waiting.reason}";
+    assert_eq!(
+        get("init-fail-always", initialized),
+        "Pending ContainersNotInitialized: containers with incomplete status: [init1 init2] PodInitializing"
+    );
+    assert_eq!(
+        get("init-fail-never", initialized),
+        "Failed ContainersNotInitialized: containers with incomplete status: [init2] PodInitializing"
+    );
+    assert_eq!(
+        pp.kubectl_ok(&["logs", "read-only", "--since-time=2020-01-01T00:00:00Z"]),
+        "/bin/sh: can't create /file: Read-only file system\n"
+    );
+    pp.kubectl_ok(&["delete", "pods", "--all", "--timeout=90s"]);
+}
+
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
 /// server for the raw WebSocket clients below.
 struct KubectlProxy {
