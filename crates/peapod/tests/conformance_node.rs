@@ -40,6 +40,11 @@ spec:
     )
 }
 
+/// A pod of [`pod`] that restarts its containers whatever their exit.
+fn always(manifest: String) -> String {
+    manifest.replace("restartPolicy: Never", "restartPolicy: Always")
+}
+
 fn terminated_message(pp: &Peapod, pod: &str) -> Option<String> {
     pp.jsonpath(
         &format!("pod/{pod}"),
@@ -538,7 +543,6 @@ fn conformance_behaviours_peapod_already_had() {
     let init = |first: &str, second: &str| {
         format!("  initContainers:\n  - {{name: init1, image: docker.io/library/busybox:latest, imagePullPolicy: IfNotPresent, command: [{first}]}}\n  - {{name: init2, image: docker.io/library/busybox:latest, imagePullPolicy: IfNotPresent, command: [{second}]}}\n")
     };
-    let always = |m: String| m.replace("restartPolicy: Never", "restartPolicy: Always");
     let mut m = String::new();
     m += &pod(
         "compose",
@@ -759,6 +763,239 @@ fn conformance_behaviours_peapod_already_had() {
         "/bin/sh: can't create /file: Read-only file system\n"
     );
     pp.kubectl_ok(&["delete", "pods", "--all", "--timeout=90s"]);
+}
+
+/// The API parts of the suite, through kubectl: `ConfigMap`/`Secrets should fail to create
+/// … with empty key`, `ConfigMap should run through a ConfigMap lifecycle`, `Secrets should
+/// patch a secret`, `Pods should delete a collection of pods`, `PodTemplates should delete a
+/// collection of pod templates`, `RuntimeClass should support RuntimeClasses API
+/// operations` and `Lease lease API should be available` (a spec kept to the microsecond,
+/// a delete by collection taking only the labelled one).
+#[test]
+fn api_operations_of_the_suite() {
+    let pp = Peapod::start();
+    let refused = |manifest: &str| {
+        let out = pp
+            .kubectl_cmd()
+            .args(["create", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(manifest.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("kubectl create");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let key_rule = "data[]: Invalid value: \"\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+    for kind in ["ConfigMap", "Secret"] {
+        let err = refused(&format!(
+            "apiVersion: v1\nkind: {kind}\nmetadata: {{name: empty-key}}\ndata: {{'': dmFsdWUtMQo=}}\n"
+        ));
+        assert!(
+            err.contains(&format!("The {kind} \"empty-key\" is invalid: {key_rule}")),
+            "{err}"
+        );
+    }
+    let delete_collection = |path: &str| {
+        pp.kubectl_ok(&["delete", "--raw", path]);
+    };
+
+    pp.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, labels: {test-configmap-static: 'true'}}\ndata: {valueName: value}\n");
+    pp.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "cm",
+        "-p",
+        r#"{"metadata":{"labels":{"test-configmap":"patched"}},"data":{"valueName":"value1"}}"#,
+    ]);
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "get",
+            "configmaps",
+            "-A",
+            "-l",
+            "test-configmap=patched",
+            "-o",
+            "jsonpath={.items[*].data.valueName}"
+        ]),
+        "value1"
+    );
+    delete_collection(
+        "/api/v1/namespaces/default/configmaps?labelSelector=test-configmap-static%3Dtrue",
+    );
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "get",
+            "configmaps",
+            "-l",
+            "test-configmap-static=true",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+
+    pp.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: s, labels: {testsecret-constant: 'true'}}\ntype: Opaque\ndata: {key: dmFsdWU=}\n");
+    pp.kubectl_ok(&[
+        "patch",
+        "secret",
+        "s",
+        "-p",
+        r#"{"metadata":{"labels":{"testsecret":"true"}},"data":{"key":"dmFsdWUx"}}"#,
+    ]);
+    assert_eq!(
+        pp.jsonpath("secret/s", "{.data.key}").as_deref(),
+        Some("dmFsdWUx")
+    );
+    delete_collection("/api/v1/namespaces/default/secrets?labelSelector=testsecret%3Dtrue");
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "get",
+            "secrets",
+            "-A",
+            "-l",
+            "testsecret-constant=true",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+
+    let mut pods = String::new();
+    for n in ["test-pod-1", "test-pod-2", "test-pod-3"] {
+        pods += &always(pod(n, "", "    command: [sleep, '3600']\n")).replace(
+            &format!("  name: {n}\n"),
+            &format!("  name: {n}\n  labels: {{type: Testing}}\n"),
+        );
+    }
+    pp.apply(&pods);
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pods",
+        "-l",
+        "type=Testing",
+        "--timeout=90s",
+    ]);
+    delete_collection(
+        "/api/v1/namespaces/default/pods?labelSelector=type%3DTesting&gracePeriodSeconds=1",
+    );
+    wait_until("the pods gone", T, || {
+        pp.kubectl_ok(&["get", "pods", "-l", "type=Testing", "-o", "name"])
+            .is_empty()
+            .then_some(())
+    });
+
+    let mut templates = String::new();
+    for n in [
+        "test-podtemplate-1",
+        "test-podtemplate-2",
+        "test-podtemplate-3",
+    ] {
+        templates += &format!("---\napiVersion: v1\nkind: PodTemplate\nmetadata: {{name: {n}, labels: {{podtemplate-set: 'true'}}}}\ntemplate:\n  spec:\n    containers: [{{name: token-test, image: docker.io/library/busybox:latest}}]\n");
+    }
+    pp.apply(&templates);
+    pp.kubectl_ok(&[
+        "annotate",
+        "podtemplate",
+        "test-podtemplate-1",
+        "updated=true",
+    ]);
+    assert_eq!(
+        pp.jsonpath(
+            "podtemplate/test-podtemplate-1",
+            "{.metadata.annotations.updated}"
+        )
+        .as_deref(),
+        Some("true")
+    );
+    delete_collection(
+        "/api/v1/namespaces/default/podtemplates?labelSelector=podtemplate-set%3Dtrue",
+    );
+    assert_eq!(pp.kubectl_ok(&["get", "podtemplates", "-o", "name"]), "");
+
+    let class = |n: &str| {
+        format!("---\napiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {{name: {n}, labels: {{test: conformance}}}}\nhandler: {n}-handler\n")
+    };
+    pp.apply(&(class("rc1") + &class("rc2") + &class("rc3")));
+    let err = refused(&class("rc1"));
+    assert!(
+        err.contains("runtimeclasses.node.k8s.io \"rc1\" already exists"),
+        "{err}"
+    );
+    pp.kubectl_ok(&[
+        "patch",
+        "runtimeclass",
+        "rc1",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"patched":"true"}}}"#,
+    ]);
+    pp.kubectl_ok(&["delete", "runtimeclass", "rc1"]);
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "get",
+            "runtimeclasses",
+            "-l",
+            "test=conformance",
+            "-o",
+            "name"
+        ])
+        .lines()
+        .count(),
+        2
+    );
+    delete_collection("/apis/node.k8s.io/v1/runtimeclasses?labelSelector=test%3Dconformance");
+    assert_eq!(
+        pp.kubectl_ok(&[
+            "get",
+            "runtimeclasses",
+            "-l",
+            "test=conformance",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+
+    let lease = |name: &str, labels: &str| {
+        format!("---\napiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec: {{holderIdentity: holder, leaseDurationSeconds: 30, acquireTime: '0001-01-01T00:00:02.000000Z', renewTime: '0001-01-01T00:00:05.000000Z', leaseTransitions: 0}}\n")
+    };
+    pp.apply(&(lease("lease", "") + &lease("lease2", "deletecollection: 'true'")));
+    assert_eq!(
+        pp.jsonpath("lease/lease", "{.spec}").as_deref(),
+        Some(
+            r#"{"acquireTime":"0001-01-01T00:00:02.000000Z","holderIdentity":"holder","leaseDurationSeconds":30,"leaseTransitions":0,"renewTime":"0001-01-01T00:00:05.000000Z"}"#
+        )
+    );
+    pp.kubectl_ok(&[
+        "patch",
+        "lease",
+        "lease",
+        "-p",
+        r#"{"spec":{"holderIdentity":"holder3","leaseDurationSeconds":60,"leaseTransitions":2}}"#,
+    ]);
+    assert_eq!(
+        pp.jsonpath(
+            "lease/lease",
+            "{.spec.holderIdentity} {.spec.leaseDurationSeconds} {.spec.leaseTransitions}"
+        )
+        .as_deref(),
+        Some("holder3 60 2")
+    );
+    delete_collection("/apis/coordination.k8s.io/v1/namespaces/default/leases?labelSelector=deletecollection%3Dtrue");
+    assert_eq!(
+        pp.kubectl_ok(&["get", "leases", "-o", "name"]),
+        "lease.coordination.k8s.io/lease\n"
+    );
 }
 
 /// `kubectl proxy` on a free local port, killed when dropped: a plain-HTTP way to the API
