@@ -66,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/log",
+            get(crate::logs::route).fallback(resource),
+        )
+        .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/exec",
             get(crate::streaming::exec).post(crate::streaming::exec),
         )
@@ -862,9 +866,6 @@ async fn handle(
                 .patch_scale(info, ns, name, pt, &body, &write_options_from(&q, headers)?)
                 .await?;
             Ok(json_response(StatusCode::OK, &scale))
-        }
-        (Method::GET, Some(name), Some("log")) if info.subresource("log").is_some() => {
-            crate::logs::serve(st, ns.unwrap_or(""), name, uri.query().unwrap_or("")).await
         }
         (Method::POST, None, None) => {
             let mut body = decode_body(headers, &body)?;

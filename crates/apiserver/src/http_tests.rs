@@ -377,18 +377,27 @@ async fn update_conflict_status_and_patches() {
     assert_eq!(r.code, StatusCode::CONFLICT);
     assert_eq!(r.body["message"], "Operation cannot be fulfilled on pods \"web\": the object has been modified; please apply your changes to the latest version and try again");
 
-    // The status subresource changes only status.
+    // The status subresource changes the status, and of a pod its labels and annotations
+    // too (upstream's podStatusStrategy), never its spec.
     let r = h
         .req(
             Method::PATCH,
             &format!("{uri}/status"),
             Some("application/merge-patch+json"),
-            Some(json!({"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Running"}})),
+            Some(
+                json!({"metadata": {"labels": {"x": "y"}}, "spec": {"nodeName": "elsewhere"},
+                        "status": {"phase": "Running"}}),
+            ),
         )
         .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"]["phase"], "Running");
-    assert!(r.body["metadata"]["labels"].get("x").is_none());
+    assert_eq!(r.body["metadata"]["labels"]["x"], "y");
+    assert!(
+        r.body["spec"].get("nodeName").is_none(),
+        "{}",
+        r.body["spec"]
+    );
 
     let r = h
         .req(

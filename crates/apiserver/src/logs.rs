@@ -1,10 +1,18 @@
 //! `GET pods/<p>/log`: kube-apiserver's checks (container defaulting, unknown container, no
 //! node yet), then the node API's `/containerLogs/<ns>/<pod>/<container>` streamed through
-//! unbuffered, so `kubectl logs -f` sees each line as the container writes it.
+//! unbuffered, so `kubectl logs -f` sees each line as the container writes it. A WebSocket
+//! request gets the same stream as messages, as kube-apiserver streams any response a
+//! WebSocket asks for (`binary.k8s.io`, or `base64.binary.k8s.io` as text).
+
+use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -12,6 +20,93 @@ use crate::containers::{pick_container, seg};
 use crate::error::ApiError;
 use crate::request::Query;
 use crate::state::AppState;
+
+/// The WebSocket subprotocols of a streamed response: raw bytes in binary messages, or
+/// base64 in text messages.
+const BINARY_PROTOCOL: &str = "binary.k8s.io";
+const BASE64_PROTOCOL: &str = "base64.binary.k8s.io";
+
+/// After our close frame, how long the client may take to answer it.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// `GET /api/v1/namespaces/{namespace}/pods/{name}/log`, plain or over a WebSocket.
+pub async fn route(
+    State(st): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return serve(&st, &ns, &name, &query)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    let (mut parts, _) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &st).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // As kube-apiserver, a log that cannot be read is an HTTP error before any upgrade.
+    let resp = match serve(&st, &ns, &name, &query).await {
+        Ok(r) if r.status() == StatusCode::OK => r,
+        Ok(other) => return other,
+        Err(e) => return e.into_response(),
+    };
+    upgrade
+        .protocols([BINARY_PROTOCOL, BASE64_PROTOCOL])
+        .on_upgrade(move |socket| stream_to(socket, resp.into_body()))
+}
+
+/// Sends `body` as WebSocket messages until it ends or the client goes away, then closes
+/// normally (kube-apiserver's `wsstream.Reader`).
+async fn stream_to(socket: WebSocket, body: Body) {
+    let base64 = socket
+        .protocol()
+        .is_some_and(|p| p.as_bytes() == BASE64_PROTOCOL.as_bytes());
+    let (mut sink, mut source) = socket.split();
+    let mut data = body.into_data_stream();
+    loop {
+        tokio::select! {
+            chunk = data.next() => {
+                let Some(Ok(bytes)) = chunk else { break };
+                let msg = if base64 {
+                    Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes).into())
+                } else {
+                    Message::Binary(bytes)
+                };
+                if sink.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            // The client sends nothing but its close; once it is gone, so is the stream.
+            msg = source.next() => {
+                if matches!(msg, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                    return;
+                }
+            }
+        }
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }));
+    if sink.send(close).await.is_err() {
+        return;
+    }
+    let answered = async {
+        while let Some(Ok(msg)) = source.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, answered).await;
+}
 
 pub async fn serve(
     st: &AppState,

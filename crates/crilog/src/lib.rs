@@ -233,15 +233,17 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes what is pending for `stream` as a full line (the stream ended without newline).
+    /// Writes what is pending for `stream` (the stream ended without a newline) as a partial
+    /// (`P`) line, as containerd does: no newline was written, so readers add none, and
+    /// `kubectl logs` and a `FallbackToLogsOnError` message show `echo -n DONE` as `DONE`.
     pub fn flush_partial(&mut self, stream: Stream) -> io::Result<()> {
         let slot = Self::slot(stream);
         if self.pending[slot].is_empty() {
             return Ok(());
         }
-        let mut out = Vec::new();
         let now = jiff::Timestamp::now();
-        emit(&mut out, now, stream, &mut self.pending[slot]);
+        let out = format_line(now, stream, true, &self.pending[slot]);
+        self.pending[slot].clear();
         self.append(&out, now)
     }
 }
@@ -329,6 +331,12 @@ mod tests {
         let contents: Vec<&[u8]> = lines.iter().map(|l| l.content.as_slice()).collect();
         assert_eq!(contents, vec![&b"a"[..], b"err", b"bc", b"tail"]);
         assert_eq!(lines[1].stream, Stream::Stderr);
+        let partial: Vec<bool> = lines.iter().map(|l| l.partial).collect();
+        assert_eq!(
+            partial,
+            [false, false, false, true],
+            "an unterminated end stays partial"
+        );
     }
 
     #[test]

@@ -73,6 +73,40 @@ pub fn admit_sysctls(pod: &Pod, allowed_unsafe: &[String]) -> Result<(), Rejecti
     Ok(())
 }
 
+/// The operating system this node runs, as kubelet's `runtime.GOOS`.
+const NODE_OS: &str = "linux";
+
+/// kubelet's first predicates (`predicateAdmitHandler`), which preemption cannot help: a pod
+/// whose `kubernetes.io/os` label names another system than the node's is refused with
+/// `PodOSSelectorNodeLabelDoesNotMatch` (kubelet reads the pod's label, not its node
+/// selector), and one whose `spec.os.name` does with `PodOSNotSupported`.
+pub fn admit_os(pod: &Pod) -> Result<(), Rejection> {
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"));
+    if label.is_some_and(|os| os != NODE_OS) {
+        return Err(Rejection {
+            reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
+            message: "Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+        });
+    }
+    let field = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.os.as_ref())
+        .map(|os| os.name.as_str());
+    if field.is_some_and(|os| os != NODE_OS) {
+        return Err(Rejection {
+            reason: "PodOSNotSupported".into(),
+            message: "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// kubelet's admission (`GeneralPredicates` in `canAdmitPod`): the pod is refused when its
 /// requests plus those of the pods already admitted exceed allocatable (`OutOfcpu`,
 /// `OutOfmemory`). `admitted` are the other active pods of the node; allocatable is
@@ -203,6 +237,9 @@ pub fn admission_check(
     if let Err(r) = admit_sysctls(pod, allowed_unsafe_sysctls) {
         return Some(r);
     }
+    if let Err(r) = admit_os(pod) {
+        return Some(r);
+    }
     let cpu_memory = (
         (allocatable.cpu * 1000.0).floor().max(0.0) as u64,
         allocatable.memory.floor().max(0.0) as u64,
@@ -330,6 +367,27 @@ mod tests {
             "Pod was rejected: forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host net enabled"
         );
         assert!(is_safe_sysctl("net/ipv4/ip_local_port_range"));
+    }
+
+    #[test]
+    fn pods_for_another_os_are_refused_by_field_or_label() {
+        let windows = pod(json!({"os": {"name": "windows"}, "containers": []}));
+        let r = admit_os(&windows).expect_err("windows field");
+        assert_eq!(r.reason, "PodOSNotSupported");
+        assert_eq!(
+            r.message,
+            "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
+        );
+        let mut labelled = pod(json!({"containers": []}));
+        labelled.metadata.labels =
+            Some([("kubernetes.io/os".to_string(), "windows".to_string())].into());
+        let r = admit_os(&labelled).expect_err("windows label");
+        assert_eq!(r.reason, "PodOSSelectorNodeLabelDoesNotMatch");
+        assert!(admit_os(&pod(json!({"os": {"name": "linux"}, "containers": []}))).is_ok());
+        // kubelet reads the label, not the node selector (the scheduler handles that).
+        let selector =
+            pod(json!({"nodeSelector": {"kubernetes.io/os": "windows"}, "containers": []}));
+        assert!(admit_os(&selector).is_ok());
     }
 
     #[test]

@@ -446,8 +446,9 @@ async fn drain_node(
     }
 }
 
-/// Registers the Node (retrying until the API answers), then renews status and Lease every
-/// `HEARTBEAT` until shutdown.
+/// Registers the Node (retrying until the API answers), then renews the Lease every
+/// `HEARTBEAT` until shutdown, posting the node status when it changed or was last posted
+/// `REPORT_UNCHANGED_EVERY` ago.
 async fn heartbeat(
     client: kube::Client,
     id: NodeIdentity,
@@ -456,7 +457,7 @@ async fn heartbeat(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut uid = None;
-    let mut status = None;
+    let mut last_report = Instant::now();
     let mut registered = false;
     loop {
         if !registered {
@@ -465,15 +466,17 @@ async fn heartbeat(
                 Ok(u) => {
                     registered = true;
                     uid = u;
+                    last_report = Instant::now();
                     tracing::info!(node = %id.name, "node registered");
                 }
                 Err(err) => tracing::warn!(error = %err, "node registration failed; retrying"),
             }
         } else {
             let conditions = *pressure.borrow_and_update();
-            match nodestatus::update_status(&client, &id, &facts, status.as_ref(), conditions).await
-            {
-                Ok(s) => status = s,
+            let due = last_report.elapsed() >= nodestatus::REPORT_UNCHANGED_EVERY;
+            match nodestatus::update_status(&client, &id, &facts, conditions, due).await {
+                Ok(true) => last_report = Instant::now(),
+                Ok(false) => {}
                 Err(err) => tracing::warn!(error = %err, "node status update failed"),
             }
         }

@@ -1,6 +1,7 @@
 //! The Node object and its Lease as kubelet v1.33 writes them: registration (create, or
 //! patch when it exists), status with capacity, allocatable, addresses, nodeInfo and the
-//! four conditions, refreshed with the Lease every 10 s. Object building is pure.
+//! four conditions, computed with each Lease renewal (10 s) but posted only when it changed
+//! or every 5 minutes, as kubelet does with node leases. Object building is pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,8 +23,13 @@ use podapi::api_time;
 
 /// The kubelet version peapod's agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0";
-/// How often node status and Lease are renewed.
+/// How often the Lease is renewed and the node status computed (kubelet's
+/// `nodeStatusUpdateFrequency`).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often an unchanged node status is still posted (kubelet's default
+/// `nodeStatusReportFrequency`): in between, the Lease alone says the node is alive, and a
+/// status is posted only when it changed.
+pub const REPORT_UNCHANGED_EVERY: Duration = Duration::from_secs(5 * 60);
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -324,29 +330,69 @@ pub async fn register(
                 .map_err(err)?
         }
     };
-    update_status(client, id, facts, node.status.as_ref(), pressure).await?;
+    post_status(client, id, facts, node.status.as_ref(), pressure).await?;
     Ok(node.metadata.uid)
 }
 
-/// Writes a fresh node status (heartbeat); returns the status the server stored.
+/// kubelet's `nodeStatusHasChanged`: whether `new` says anything `old` does not, the
+/// conditions' heartbeat times aside.
+pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
+    let without_heartbeats = |s: &NodeStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        s
+    };
+    without_heartbeats(old) != without_heartbeats(new)
+}
+
+/// kubelet's `tryUpdateNodeStatus`: computes the node status against the stored one and
+/// posts it when it changed, or when `report_due` (the report frequency has passed). Returns
+/// whether it posted.
 pub async fn update_status(
+    client: &kube::Client,
+    id: &NodeIdentity,
+    facts: &MachineFacts,
+    pressure: node_pressure::Conditions,
+    report_due: bool,
+) -> Result<bool, NodeStatusError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let err = |source| NodeStatusError::UpdateStatus {
+        node: id.name.clone(),
+        source,
+    };
+    let stored = api.get_status(&id.name).await.map_err(err)?.status;
+    if !report_due {
+        if let Some(old) = &stored {
+            let fresh = node_status(id, facts, Some(old), Timestamp::now(), pressure);
+            if !status_changed(old, &fresh) {
+                return Ok(false);
+            }
+        }
+    }
+    post_status(client, id, facts, stored.as_ref(), pressure).await?;
+    Ok(true)
+}
+
+/// Writes a fresh node status (heartbeat), keeping condition transition times of `old`.
+async fn post_status(
     client: &kube::Client,
     id: &NodeIdentity,
     facts: &MachineFacts,
     old: Option<&NodeStatus>,
     pressure: node_pressure::Conditions,
-) -> Result<Option<NodeStatus>, NodeStatusError> {
+) -> Result<(), NodeStatusError> {
     let api: Api<Node> = Api::all(client.clone());
     let status = node_status(id, facts, old, Timestamp::now(), pressure);
     let patch = serde_json::json!({ "status": status });
-    let node = api
-        .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| NodeStatusError::UpdateStatus {
             node: id.name.clone(),
             source,
         })?;
-    Ok(node.status)
+    Ok(())
 }
 
 /// Reports the node not ready because it shuts down (kubelet's `KubeletNotReady` with the
@@ -491,6 +537,25 @@ mod tests {
         let c = &second.conditions.as_ref().expect("conditions")[3];
         assert_eq!(c.last_heartbeat_time, Some(api_time(t(10))));
         assert_eq!(c.last_transition_time, Some(api_time(t(0))));
+    }
+
+    #[test]
+    fn only_heartbeats_do_not_make_a_change_worth_posting() {
+        let calm = node_pressure::Conditions::default();
+        let first = node_status(&id(), &facts(), None, t(0), calm);
+        let later = node_status(&id(), &facts(), Some(&first), t(10), calm);
+        assert!(!status_changed(&first, &later));
+        let memory = node_pressure::Conditions {
+            memory: true,
+            disk: false,
+        };
+        let pressed = node_status(&id(), &facts(), Some(&first), t(10), memory);
+        assert!(status_changed(&first, &pressed));
+        // A condition another writer changed (the node lifecycle controller's Unknown).
+        let mut unknown = first.clone();
+        unknown.conditions.as_mut().expect("conditions")[3].status = "Unknown".into();
+        let fresh = node_status(&id(), &facts(), Some(&unknown), t(10), calm);
+        assert!(status_changed(&unknown, &fresh));
     }
 
     #[test]

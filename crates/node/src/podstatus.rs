@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, VolumeMountStatus,
 };
 use runtime::ContainerState as RtState;
 
@@ -172,6 +172,29 @@ enum Kind {
     Ephemeral,
 }
 
+/// kubelet's `status.volumeMounts` (RecursiveReadOnlyMounts, on by default since v1.31): every
+/// mount of the spec, and for a read-only one whether it is recursively so. Our runtime
+/// makes read-only mounts with plain `MS_RDONLY` binds, so that is `Disabled`.
+fn volume_mount_statuses(
+    spec: &k8s_openapi::api::core::v1::Container,
+) -> Option<Vec<VolumeMountStatus>> {
+    let mounts = spec.volume_mounts.as_ref().filter(|m| !m.is_empty())?;
+    Some(
+        mounts
+            .iter()
+            .map(|m| {
+                let read_only = m.read_only.unwrap_or(false);
+                VolumeMountStatus {
+                    name: m.name.clone(),
+                    mount_path: m.mount_path.clone(),
+                    read_only: m.read_only.filter(|r| *r),
+                    recursive_read_only: read_only.then(|| "Disabled".to_string()),
+                }
+            })
+            .collect(),
+    )
+}
+
 fn container_status(
     input: &StatusInput<'_>,
     spec: &k8s_openapi::api::core::v1::Container,
@@ -193,6 +216,7 @@ fn container_status(
     let mut out = ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone().unwrap_or_default(),
+        volume_mounts: volume_mount_statuses(spec),
         ..Default::default()
     };
     let Some(latest) = attempts.first() else {
@@ -963,6 +987,35 @@ mod tests {
             .expect("last");
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
         assert_eq!(last.container_id.as_deref(), Some("peapod://a1"));
+    }
+
+    #[test]
+    fn statuses_list_the_volume_mounts_read_only_ones_not_recursively() {
+        let mut p = pod("Always", &["a", "b"]);
+        let spec = p.spec.as_mut().expect("spec");
+        spec.containers[0].volume_mounts = Some(
+            serde_json::from_value(json!([
+                {"name": "data", "mountPath": "/data"},
+                {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+            ]))
+            .expect("mounts"),
+        );
+        let none = HashMap::new();
+        // Waiting (no runtime container yet) and running statuses both carry them.
+        for cs in [vec![], vec![rt("a", 0, RtState::Running, None)]] {
+            let s = status(&p, &cs, &none, false);
+            let statuses = s.container_statuses.expect("statuses");
+            let a = serde_json::to_value(&statuses[0].volume_mounts).expect("json");
+            assert_eq!(
+                a,
+                json!([
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                     "readOnly": true, "recursiveReadOnly": "Disabled"}
+                ])
+            );
+            assert_eq!(statuses[1].volume_mounts, None);
+        }
     }
 
     #[test]

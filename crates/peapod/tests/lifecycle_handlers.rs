@@ -1,7 +1,9 @@
 //! `postStart`/`preStop` hooks with the `httpGet` and `sleep` handlers, end to end. The
 //! httpGet hooks of a `hostNetwork` pod go to the pod IP, the node's own address, where the
-//! test listens and records each request; a failing postStart kills and restarts the
-//! container; a preStop sleep holds the stop signal back, within the grace period.
+//! test listens and records each request; a postStart the server answers with a 500 still
+//! ran (kubelet looks only at whether the request was made), one nothing answers kills and
+//! restarts the container; a preStop sleep holds the stop signal back, within the grace
+//! period.
 
 mod common;
 
@@ -115,7 +117,7 @@ fn uptime(text: &str) -> f64 {
 const LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
 
 #[test]
-fn http_hooks_reach_their_endpoint_and_a_failing_post_start_restarts() {
+fn http_hooks_reach_their_endpoint_and_an_unreachable_post_start_restarts() {
     let pp = Peapod::start();
     let hooks = HookListener::start(node_ip(&pp));
     let port = hooks.addr.port();
@@ -152,6 +154,22 @@ spec:
     command: ["sleep", "3600"]
     lifecycle:
       postStart:
+        httpGet: {{path: /unreachable, port: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: answered-500
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
         httpGet: {{path: /fail, port: {port}}}
 "#
     ));
@@ -172,7 +190,25 @@ spec:
     ]);
     assert!(hooks.seen("/prestop"));
 
-    // postStart answered 500: FailedPostStartHook, the container killed and restarted.
+    // A hook the server answered, even with a 500, ran: kubelet looks only at whether the
+    // request could be made.
+    pp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/answered-500",
+        "--timeout=90s",
+    ]);
+    assert!(hooks.seen("/fail"));
+    assert_eq!(
+        pp.jsonpath(
+            "pod/answered-500",
+            "{.status.containerStatuses[0].restartCount}"
+        )
+        .as_deref(),
+        Some("0")
+    );
+
+    // A postStart nothing answers: FailedPostStartHook, the container killed and restarted.
     wait_until("a restart after the failed postStart", T, || {
         let n = pp
             .jsonpath(
@@ -185,14 +221,18 @@ spec:
     let describe = pp.kubectl_ok(&["describe", "pod", "bad-http-hook"]);
     assert!(describe.contains("FailedPostStartHook"), "{describe}");
     assert!(
-        describe.contains("HTTP lifecycle hook (/fail) for Container \"app\" in Pod"),
+        describe.contains("HTTP lifecycle hook (/unreachable) for Container \"app\" in Pod"),
         "{describe}"
     );
-    assert!(hooks.seen("/fail"));
+    assert!(
+        describe.contains("connect: connection refused"),
+        "{describe}"
+    );
     pp.kubectl_ok(&[
         "delete",
         "pod",
         "bad-http-hook",
+        "answered-500",
         "--wait=true",
         "--timeout=60s",
     ]);

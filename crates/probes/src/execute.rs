@@ -70,7 +70,9 @@ pub async fn execute(
             match http::get(&net.dialer, &req, timeout).await {
                 http::HttpOutcome::Success(_) => Outcome::Success,
                 http::HttpOutcome::Warning(w) => Outcome::Warning(w),
-                http::HttpOutcome::Failure(f) => Outcome::Failure(f),
+                http::HttpOutcome::BadStatus(f) | http::HttpOutcome::Failure(f) => {
+                    Outcome::Failure(f)
+                }
             }
         }
         Handler::Tcp { host, port } => {

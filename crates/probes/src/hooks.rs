@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use runtime::RuntimeService;
 
 use crate::execute::{execute, Outcome, PodNet};
+use crate::http::{self, HttpOutcome};
 use crate::spec::{http_get, Handler, ProbeError};
 
 /// Which hook.
@@ -110,15 +111,19 @@ pub async fn run_hook(
         };
     }
     if let Some(get) = &handler.http_get {
-        let req = http_get(get, container).map_err(|source| HookError::Invalid {
+        let mut req = http_get(get, container).map_err(|source| HookError::Invalid {
             container: name.clone(),
             source,
         })?;
-        let path = req.path.clone();
-        return match execute(runtime, id, &Handler::Http(req), net, timeout).await {
-            Outcome::Success | Outcome::Warning(_) => Ok(()),
-            Outcome::Failure(error) | Outcome::Error(error) => Err(HookError::Http {
-                path,
+        if req.host.is_empty() {
+            req.host = net.default_host();
+        }
+        // kubelet's `runHTTPHandler` fails a hook only when the request could not be made:
+        // whatever status the server answers with, the hook ran.
+        return match http::get(&net.dialer, &req, timeout).await {
+            HttpOutcome::Success(_) | HttpOutcome::Warning(_) | HttpOutcome::BadStatus(_) => Ok(()),
+            HttpOutcome::Failure(error) => Err(HookError::Http {
+                path: req.path,
                 container: name,
                 pod: pod_ref(pod),
                 error,

@@ -50,6 +50,10 @@ pub enum HttpOutcome {
     Success(String),
     /// Success, with a warning kubelet records as a `ProbeWarning` event.
     Warning(String),
+    /// The server answered, with a status of 400 or more: a failed probe, but a lifecycle
+    /// hook that ran (kubelet's hook runner looks only at whether the request was made).
+    BadStatus(String),
+    /// No answer: the request could not be made or timed out.
     Failure(String),
 }
 
@@ -116,7 +120,7 @@ async fn follow(
         return Ok(if (200..400).contains(&status) {
             HttpOutcome::Success(body)
         } else {
-            HttpOutcome::Failure(format!("HTTP probe failed with statuscode: {status}"))
+            HttpOutcome::BadStatus(format!("HTTP probe failed with statuscode: {status}"))
         });
     }
     Err(GetError::Redirects)
@@ -373,7 +377,7 @@ mod tests {
         );
         assert_eq!(
             get(&d, &req(port, "/"), t).await,
-            HttpOutcome::Failure("HTTP probe failed with statuscode: 500".into())
+            HttpOutcome::BadStatus("HTTP probe failed with statuscode: 500".into())
         );
         assert_eq!(
             get(&d, &req(port, "/"), t).await,

@@ -123,6 +123,9 @@ pub struct KillRequest {
 pub struct PodProber {
     reports: Reports,
     tasks: HashMap<(String, ProbeKind), tokio::task::JoinHandle<()>>,
+    /// By container id: what the startup probe signals when it succeeds, so the readiness
+    /// probe runs at once rather than at its next period (kubelet's manual trigger).
+    started: HashMap<String, Arc<tokio::sync::Notify>>,
     /// The result counter and the pod's uid its series carry, to drop them with the pod.
     counted: Option<(Arc<metrics::Counter>, String)>,
 }
@@ -158,6 +161,7 @@ impl PodProber {
         self.reports
             .lock()
             .retain(|id, _| live.contains(id.as_str()));
+        self.started.retain(|id, _| live.contains(id.as_str()));
         if let Some(counter) = &deps.results {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             self.counted = Some((counter.clone(), uid));
@@ -179,13 +183,17 @@ impl PodProber {
                         continue;
                     }
                 };
+                let started = self.started.entry(t.id.clone()).or_default().clone();
                 let task = tokio::spawn(probe_loop(
                     deps.clone(),
                     self.reports.clone(),
                     pod.clone(),
-                    t.clone(),
-                    kind,
-                    spec,
+                    Probe {
+                        target: t.clone(),
+                        kind,
+                        spec,
+                        started,
+                    },
                     net.clone(),
                 ));
                 self.tasks.insert(key, task);
@@ -240,16 +248,25 @@ impl PodProber {
     }
 }
 
-/// One probe's task: waits out the initial delay, then probes every period.
-async fn probe_loop(
-    deps: ProbeDeps,
-    reports: Reports,
-    pod: Arc<Pod>,
+/// One probe of one container.
+struct Probe {
     target: Target,
     kind: ProbeKind,
     spec: ProbeSpec,
-    net: PodNet,
-) {
+    /// Signalled when the container's startup probe succeeds.
+    started: Arc<tokio::sync::Notify>,
+}
+
+/// One probe's task: waits out the initial delay, then probes every period. A readiness
+/// probe also runs as soon as the startup probe succeeded, as kubelet's prober manager
+/// triggers it then instead of leaving the container unready for up to a period.
+async fn probe_loop(deps: ProbeDeps, reports: Reports, pod: Arc<Pod>, probe: Probe, net: PodNet) {
+    let Probe {
+        target,
+        kind,
+        spec,
+        started: started_signal,
+    } = probe;
     let mut state = ProbeState::new(kind, &spec, target.started_at);
     let has_startup = target.container.startup_probe.is_some();
     let delay = state.delay_left(deps.clock.now());
@@ -260,7 +277,14 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let name = target.container.name.clone();
     loop {
-        tick.tick().await;
+        if kind == ProbeKind::Readiness {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = started_signal.notified() => {}
+            }
+        } else {
+            tick.tick().await;
+        }
         let started_now = reports.started(&target.id);
         match kind {
             // A startup probe stops once it succeeded.
@@ -349,6 +373,10 @@ async fn probe_loop(
         };
         if let Some(reported) = state.observe(ok) {
             reports.report(&target.id, kind, reported);
+            if kind == ProbeKind::Startup && reported {
+                // A permit waits for a readiness probe that is busy right now.
+                started_signal.notify_one();
+            }
         }
     }
 }

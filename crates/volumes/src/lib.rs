@@ -96,9 +96,12 @@ pub enum VolumeError {
     },
     #[error("cannot find volume {volume:?} to mount into container {container:?}")]
     Missing { volume: String, container: String },
-    #[error(
-        "failed to prepare subPath for volumeMount {volume:?} of container {container:?}: {source}"
-    )]
+    /// A `subPathExpr` that does not expand, or a subPath that is absolute or climbs out.
+    #[error(transparent)]
+    SubPathRefused(subpath::SubPathError),
+    /// A subPath that could not be opened or created inside its volume. As kubelet, the
+    /// message leaves the cause out (it could tell about the host's files); it is logged.
+    #[error("failed to prepare subPath for volumeMount {volume:?} of container {container:?}")]
     SubPath {
         volume: String,
         container: String,
@@ -443,16 +446,27 @@ impl VolumeManager {
                 .ok_or_else(missing)?;
             let sub = match (vm.sub_path.as_deref(), vm.sub_path_expr.as_deref()) {
                 (Some(s), _) if !s.is_empty() => Some(s.to_string()),
-                (_, Some(e)) if !e.is_empty() => Some(subpath::expand_expr(e, env)),
+                (_, Some(e)) if !e.is_empty() => {
+                    Some(subpath::expand_expr(e, env).map_err(VolumeError::SubPathRefused)?)
+                }
                 _ => None,
             };
             let host_path = match sub {
                 None => host.clone(),
                 Some(sub) => {
-                    let sub_err = |source| VolumeError::SubPath {
-                        volume: vm.name.clone(),
-                        container: container.name.clone(),
-                        source,
+                    subpath::validate(&sub).map_err(VolumeError::SubPathRefused)?;
+                    let sub_err = |source: subpath::SubPathError| {
+                        tracing::warn!(
+                            container = %container.name,
+                            volume = %vm.name,
+                            error = %source,
+                            "failed to prepare subPath for volumeMount of the container"
+                        );
+                        VolumeError::SubPath {
+                            volume: vm.name.clone(),
+                            container: container.name.clone(),
+                            source,
+                        }
                     };
                     let fd = subpath::open_beneath(host, &sub).map_err(sub_err)?;
                     let target = subpath::bind_target(

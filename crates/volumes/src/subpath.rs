@@ -10,11 +10,18 @@ use std::path::{Component, Path, PathBuf};
 
 use containerspec::{expand, lookup_in};
 
-/// Why a subPath could not be prepared.
+/// Why a subPath could not be prepared. The first three are shown to the user as they are
+/// (kubelet's `makeMounts` words); the others only in the node's log, behind
+/// [`crate::VolumeError::SubPath`]'s plain message, as kubelet hides them.
 #[derive(Debug, thiserror::Error)]
 pub enum SubPathError {
-    #[error("subPath {path:?} must be a relative path without '..'")]
-    Invalid { path: String },
+    /// `subPathExpr` named variables the container does not have, or that are empty.
+    #[error("missing value for {}", names.join(", "))]
+    MissingValue { names: Vec<String> },
+    #[error("error SubPath `{path}` must not be an absolute path")]
+    Absolute { path: String },
+    #[error("unable to provision SubPath `{path}`: must not contain '..'")]
+    Backsteps { path: String },
     #[error("subpath {resolved:?} not within volume path {volume:?}")]
     Outside { resolved: PathBuf, volume: PathBuf },
     #[error("preparing {path}: {source}")]
@@ -32,21 +39,38 @@ pub enum SubPathError {
     },
 }
 
-/// `subPathExpr` with `$(VAR)` expanded from the container's env (kubelet's
-/// `expansion.Expand`; unknown references stay as written).
-pub fn expand_expr(expr: &str, env: &[(String, String)]) -> String {
-    expand(expr, lookup_in(env))
+/// `subPathExpr` with `$(VAR)` expanded from the container's env; kubelet's
+/// `ExpandContainerVolumeMounts` refuses it when a referenced variable is missing or empty,
+/// naming them sorted.
+pub fn expand_expr(expr: &str, env: &[(String, String)]) -> Result<String, SubPathError> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let lookup = lookup_in(env);
+    let expanded = expand(expr, |name| {
+        let value = lookup(name);
+        if value.as_deref().is_none_or(str::is_empty) {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        value
+    });
+    let names: Vec<String> = missing.into_inner().into_iter().collect();
+    if names.is_empty() {
+        Ok(expanded)
+    } else {
+        Err(SubPathError::MissingValue { names })
+    }
 }
 
-/// kubelet rejects absolute subPaths and any `..` element (validation does too, but
+/// kubelet rejects absolute subPaths, then any `..` element (validation does too, but
 /// `subPathExpr` is only known after expansion).
 pub fn validate(subpath: &str) -> Result<(), SubPathError> {
     let p = Path::new(subpath);
-    if p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
-    {
-        return Err(SubPathError::Invalid {
+    if p.is_absolute() {
+        return Err(SubPathError::Absolute {
+            path: subpath.to_string(),
+        });
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(SubPathError::Backsteps {
             path: subpath.to_string(),
         });
     }
@@ -141,19 +165,32 @@ mod tests {
         assert!(!Path::new("/etc/passwd/x").exists());
         // Nothing was created beside the volume through `a/up`.
         assert!(!tmp.path().join("x").exists());
-        for bad in ["/abs", "../x", "a/../../x"] {
-            assert!(matches!(
-                open_beneath(&vol, bad),
-                Err(SubPathError::Invalid { .. })
-            ));
+        let message = |bad: &str| open_beneath(&vol, bad).expect_err(bad).to_string();
+        assert_eq!(
+            message("/abs"),
+            "error SubPath `/abs` must not be an absolute path"
+        );
+        for bad in ["..", "../x", "a/../../x"] {
+            assert_eq!(
+                message(bad),
+                format!("unable to provision SubPath `{bad}`: must not contain '..'")
+            );
         }
     }
 
     #[test]
     fn expr_expansion() {
-        let env = vec![("POD".to_string(), "web-0".to_string())];
-        assert_eq!(expand_expr("logs/$(POD)", &env), "logs/web-0");
-        assert_eq!(expand_expr("$(NOPE)/x", &env), "$(NOPE)/x");
-        assert_eq!(expand_expr("$$(POD)", &env), "$(POD)");
+        let env = vec![
+            ("POD".to_string(), "web-0".to_string()),
+            ("EMPTY".to_string(), String::new()),
+        ];
+        let expand = |expr: &str| expand_expr(expr, &env).map_err(|e| e.to_string());
+        assert_eq!(expand("logs/$(POD)").as_deref(), Ok("logs/web-0"));
+        assert_eq!(expand("$$(POD)").as_deref(), Ok("$(POD)"));
+        // kubelet names every missing or empty variable, sorted.
+        assert_eq!(
+            expand("$(NOPE)/$(EMPTY)/$(POD)/$(NOPE)"),
+            Err("missing value for EMPTY, NOPE".to_string())
+        );
     }
 }

@@ -242,7 +242,16 @@ fn failures_are_reported_and_orphans_cleaned() {
     let err = m
         .container_mounts(&p, &container, &paths, &[])
         .expect_err("escape");
-    assert!(err.to_string().contains("not within volume path"), "{err}");
+    // kubelet's message leaves the cause out; the error keeps it for the log.
+    assert_eq!(
+        err.to_string(),
+        "failed to prepare subPath for volumeMount \"d\" of container \"c\""
+    );
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        cause.is_some_and(|c| c.contains("not within volume path")),
+        "{err:?}"
+    );
 
     // uid-5 is not kept: its tmpfs is unmounted and its files removed.
     m.cleanup_orphans(&HashSet::new());

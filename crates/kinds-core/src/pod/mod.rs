@@ -95,6 +95,38 @@ impl Strategy for Pods {
         bump_generation(old, new);
     }
 
+    /// `pods/status` (upstream's `podStatusStrategy`): the spec, the deletion timestamp and
+    /// the owner references stay, but unlike most kinds' status the metadata a client may
+    /// set (labels, annotations, finalizers) changes with it.
+    fn prepare_for_status_update(&self, old: &Value, new: &mut Value) {
+        let mut out = old.clone();
+        if let Some(o) = out.as_object_mut() {
+            match new.get_mut("status").map(Value::take) {
+                Some(s) => {
+                    o.insert("status".into(), s);
+                }
+                None => {
+                    o.remove("status");
+                }
+            }
+        }
+        let from = new.get_mut("metadata").and_then(Value::as_object_mut);
+        let into = out.get_mut("metadata").and_then(Value::as_object_mut);
+        if let (Some(from), Some(into)) = (from, into) {
+            for key in ["labels", "annotations", "finalizers"] {
+                match from.remove(key) {
+                    Some(v) => {
+                        into.insert(key.into(), v);
+                    }
+                    None => {
+                        into.remove(key);
+                    }
+                }
+            }
+        }
+        *new = out;
+    }
+
     fn object_subresources(&self) -> &'static [&'static str] {
         &["ephemeralcontainers", "resize"]
     }
@@ -180,6 +212,31 @@ impl Strategy for Pods {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_updates_keep_the_spec_and_owners_but_take_labels_and_annotations() {
+        let old = json!({"metadata": {"name": "web", "labels": {"a": "1"}, "annotations": {"x": "1"},
+            "ownerReferences": [{"name": "rs"}], "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"nodeName": "n"}, "status": {"phase": "Running"}});
+        let mut new = json!({"metadata": {"name": "other", "labels": {"a": "2"},
+            "ownerReferences": [], "finalizers": ["f"]},
+            "spec": {"nodeName": "m"}, "status": {"phase": "Running", "message": "patched"}});
+        RESOURCE.strategy.prepare_for_status_update(&old, &mut new);
+        assert_eq!(new["status"]["message"], "patched");
+        assert_eq!(new["spec"], old["spec"]);
+        assert_eq!(new["metadata"]["name"], "web");
+        assert_eq!(new["metadata"]["labels"], json!({"a": "2"}));
+        assert!(new["metadata"].get("annotations").is_none());
+        assert_eq!(new["metadata"]["finalizers"], json!(["f"]));
+        assert_eq!(
+            new["metadata"]["ownerReferences"],
+            old["metadata"]["ownerReferences"]
+        );
+        assert_eq!(
+            new["metadata"]["deletionTimestamp"],
+            old["metadata"]["deletionTimestamp"]
+        );
+    }
 
     #[test]
     fn create_resets_status_with_qos() {

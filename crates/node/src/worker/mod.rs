@@ -350,7 +350,8 @@ impl PodWorker {
                         }
                     };
                     if *restart {
-                        self.state.restart_backoff.next(name, deps.clock.now());
+                        let key = plan::restart_backoff_key(pod, name);
+                        self.state.restart_backoff.next(&key, deps.clock.now());
                     }
                     if let Err(err) = start::start_container(
                         deps,

@@ -169,6 +169,16 @@ pub(super) fn spec_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Contain
         .find(|c| c.name == name)
 }
 
+/// The key of a container's restart back-off. kubelet's `getStableKey` puts the container's
+/// hash in it, so a container whose definition changed (a new image) starts again at the
+/// initial delay instead of the back-off its crashes had reached.
+pub(super) fn restart_backoff_key(pod: &Pod, name: &str) -> String {
+    match spec_container(pod, name) {
+        Some(c) => format!("{name}_{}", containerspec::container_hash(c)),
+        None => name.to_string(),
+    }
+}
+
 /// The grace period of a kill by probe: the probe's `terminationGracePeriodSeconds`, else
 /// the pod's (kubelet v1.33, `ProbeTerminationGracePeriod`).
 fn probe_kill_grace(pod: &Pod, c: &Container, kind: ProbeKind) -> i64 {
@@ -305,7 +315,7 @@ impl Planner<'_> {
                     match self
                         .state
                         .restart_backoff
-                        .remaining_since_update(&c.name, self.now)
+                        .remaining_since_update(&restart_backoff_key(self.pod, &c.name), self.now)
                     {
                         Some(left) => self.back_off(c, left),
                         None => {
@@ -333,11 +343,11 @@ impl Planner<'_> {
                     return Step::Done { exit_code };
                 }
                 let finished = latest.finished_at.unwrap_or(latest.created_at);
-                match self
-                    .state
-                    .restart_backoff
-                    .remaining_since(&c.name, finished, self.now)
-                {
+                match self.state.restart_backoff.remaining_since(
+                    &restart_backoff_key(self.pod, &c.name),
+                    finished,
+                    self.now,
+                ) {
                     Some(left) => self.back_off(c, left),
                     None => {
                         // Keep the exited attempt for `--previous`; older ones go.
@@ -384,7 +394,8 @@ impl Planner<'_> {
     }
 
     fn back_off(&mut self, c: &Container, left: Duration) {
-        if let Some(delay) = self.state.restart_backoff.delay(&c.name, self.now) {
+        let key = restart_backoff_key(self.pod, &c.name);
+        if let Some(delay) = self.state.restart_backoff.delay(&key, self.now) {
             self.out
                 .waiting
                 .insert(c.name.clone(), crash_loop(self.pod, &c.name, delay));

@@ -192,7 +192,9 @@ async fn start_failed(
         )
         .await;
     state.failed_starts.insert(id.to_string(), now);
-    state.restart_backoff.next(name, now);
+    state
+        .restart_backoff
+        .next(&super::plan::restart_backoff_key(pod, name), now);
     state.waiting.insert(name.to_string(), w);
 }
 

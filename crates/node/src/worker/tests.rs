@@ -279,6 +279,63 @@ async fn crash_restarts_with_backoff() {
     );
 }
 
+/// kubelet keys the restart back-off by the container's hash: a crash-looping container whose
+/// image changes starts at once with the new image, and its next crash backs off 10 s again.
+#[tokio::test]
+async fn a_new_image_starts_the_back_off_over() {
+    let h = harness();
+    h.rt.with_registry_image("busybox:1.37");
+    let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    let waiting_message = |api: &FakeApi| {
+        let status = api.last_status().expect("status");
+        status.container_statuses.as_ref().expect("cs")[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.message.clone())
+    };
+    // Crash, restart, crash: 10 s back-off; past it, restart and crash: 20 s.
+    for (attempt, wait) in [(0, 0), (1, 0), (2, 11)] {
+        h.clock.advance(Duration::from_secs(wait));
+        if wait > 0 {
+            p = with_status(p, &h.api);
+            w.sync(&h.env, &p).await;
+        }
+        h.clock.advance(Duration::from_secs(2));
+        h.rt.exit("app", attempt);
+        p = with_status(p, &h.api);
+        w.sync(&h.env, &p).await;
+    }
+    assert_eq!(
+        waiting_message(&h.api).as_deref(),
+        Some("back-off 20s restarting failed container=app pod=web_default(uid-1)")
+    );
+
+    // A new image: no back-off to wait out.
+    h.clock.advance(Duration::from_secs(2));
+    let spec = p.spec.as_mut().expect("spec");
+    spec.containers[0].image = Some("busybox:1.37".into());
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    let latest =
+        h.rt.containers_named("app")
+            .into_iter()
+            .max_by_key(|c| c.config.attempt)
+            .expect("a container");
+    assert_eq!(latest.config.attempt, 3);
+    assert_eq!(state_of(&h.api.last_status().expect("status")).0, "running");
+    h.clock.advance(Duration::from_secs(2));
+    h.rt.exit("app", 3);
+    p = with_status(p, &h.api);
+    w.sync(&h.env, &p).await;
+    assert_eq!(
+        waiting_message(&h.api).as_deref(),
+        Some("back-off 10s restarting failed container=app pod=web_default(uid-1)")
+    );
+}
+
 /// The aggregated count of the pod's `BackOff` events (0 when none).
 fn backoff_count(api: &FakeApi) -> i32 {
     api.lock()

@@ -1,7 +1,8 @@
 //! The `v5.channel.k8s.io` WebSocket framing kubectl ≥1.30 speaks for exec and attach: every
 //! binary message is one channel byte and its data (0 stdin, 1 stdout, 2 stderr, 3 the final
-//! `metav1.Status`, 4 terminal resize, 255 "close channel N" in v5). Pure functions, so the
-//! protocol is tested without sockets.
+//! `metav1.Status`, 4 terminal resize, 255 "close channel N" in v5); `v4` lacks the close
+//! message, and the first version (`channel.k8s.io`) tells only a failure's text on channel 3.
+//! Pure functions, so the protocol is tested without sockets.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,6 +20,43 @@ pub const PROTOCOL_V5: &str = "v5.channel.k8s.io";
 /// The same framing without the close message: what the client libraries' port-forward and
 /// SPDY clients (kubectl ≤1.29, as a stream protocol) speak.
 pub const PROTOCOL_V4: &str = "v4.channel.k8s.io";
+/// The first version (also what a WebSocket without a subprotocol gets): the same channels,
+/// but channel 3 carries an error's text, and nothing when the command succeeded.
+pub const PROTOCOL_V1: &str = "channel.k8s.io";
+
+/// How the end of a session is told on channel 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// v4 and v5: the `metav1.Status` as JSON, success included.
+    Json,
+    /// v1: a failure's message as text; a success sends nothing (kubelet's `v1WriteStatus`).
+    Text,
+}
+
+impl StatusFormat {
+    /// The format of the WebSocket subprotocol the client and kubelet agreed on (`None`: the
+    /// client offered none).
+    pub fn of_protocol(protocol: Option<&str>) -> Self {
+        match protocol {
+            Some(PROTOCOL_V5 | PROTOCOL_V4) => StatusFormat::Json,
+            _ => StatusFormat::Text,
+        }
+    }
+
+    /// What goes on channel 3 for `status`; `None`: nothing.
+    pub fn encode(self, status: &Value) -> Option<Vec<u8>> {
+        match self {
+            StatusFormat::Json => Some(status.to_string().into_bytes()),
+            StatusFormat::Text => {
+                if status.get("status").and_then(Value::as_str) == Some("Success") {
+                    return None;
+                }
+                let message = status.get("message").and_then(Value::as_str).unwrap_or("");
+                Some(message.as_bytes().to_vec())
+            }
+        }
+    }
+}
 
 /// What one client message means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +140,22 @@ pub fn error_status(message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_tells_only_failures_and_as_text() {
+        let v1 = StatusFormat::of_protocol(Some(PROTOCOL_V1));
+        assert_eq!(v1, StatusFormat::of_protocol(None));
+        assert_eq!(v1.encode(&exit_status(0)), None);
+        assert_eq!(
+            v1.encode(&exit_status(3)).as_deref(),
+            Some(&b"command terminated with non-zero exit code: error executing command, exit code 3"[..])
+        );
+        let v5 = StatusFormat::of_protocol(Some(PROTOCOL_V5));
+        assert_eq!(
+            v5.encode(&exit_status(0)),
+            Some(exit_status(0).to_string().into_bytes())
+        );
+    }
 
     #[test]
     fn decodes_client_messages() {

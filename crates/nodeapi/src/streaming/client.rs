@@ -1,5 +1,5 @@
 //! The client end of an exec or attach session, whatever carries it: a WebSocket
-//! (`v5.channel.k8s.io` or `v4.channel.k8s.io`), or SPDY streams translated to the same channel
+//! (`v5.channel.k8s.io`, `v4.channel.k8s.io` or `channel.k8s.io`), or SPDY streams translated to the same channel
 //! framing. Sessions read and write messages in that framing and need not know the transport.
 
 use axum::extract::ws::{Message, WebSocket};
@@ -8,6 +8,8 @@ use futures::sink::SinkExt;
 use futures::stream::{BoxStream, StreamExt};
 use futures::Sink;
 use std::pin::Pin;
+
+use super::channel::StatusFormat;
 
 /// Where a session sends its messages; an error means the client is gone.
 pub type Outbound = Pin<Box<dyn Sink<Message, Error = ClientGone> + Send>>;
@@ -22,10 +24,15 @@ pub struct Client {
     pub outbound: Outbound,
     /// Messages from the client; ends when it goes away.
     pub inbound: BoxStream<'static, Message>,
+    /// How the session's end goes on channel 3, as the agreed protocol says.
+    pub status_format: StatusFormat,
 }
 
 impl Client {
+    /// A WebSocket client, speaking the subprotocol the upgrade agreed on.
     pub fn websocket(socket: WebSocket) -> Self {
+        let status_format =
+            StatusFormat::of_protocol(socket.protocol().and_then(|p| p.to_str().ok()));
         let (sink, source) = socket.split();
         Client {
             outbound: Box::pin(sink.sink_map_err(|_| ClientGone)),
@@ -33,10 +40,12 @@ impl Client {
                 .take_while(|m| ready(m.is_ok()))
                 .filter_map(|m| ready(m.ok()))
                 .boxed(),
+            status_format,
         }
     }
 
-    /// A client made of two in-process channels (a translated transport, or a test).
+    /// A client made of two in-process channels (SPDY streams translated to the v4
+    /// framing, or a test).
     pub fn channels(
         outbound: futures::channel::mpsc::Sender<Message>,
         inbound: futures::channel::mpsc::Receiver<Message>,
@@ -44,6 +53,7 @@ impl Client {
         Client {
             outbound: Box::pin(outbound.sink_map_err(|_| ClientGone)),
             inbound: inbound.boxed(),
+            status_format: StatusFormat::Json,
         }
     }
 }

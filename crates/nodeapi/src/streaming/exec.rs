@@ -91,7 +91,7 @@ pub async fn serve_exec(
     cmd: Vec<String>,
     streams: Streams,
 ) {
-    let (sink, mut source) = (client.outbound, client.inbound);
+    let (sink, mut source, format) = (client.outbound, client.inbound, client.status_format);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let options = ExecOptions {
@@ -105,7 +105,7 @@ pub async fn serve_exec(
             // kubelet (through the CRI runtime) reports a failed start as an internal error.
             let message =
                 format!("error executing command in container: failed to exec in container: {e}");
-            finish(&tx, channel::error_status(&message)).await;
+            finish(&tx, format, channel::error_status(&message)).await;
             drop(tx);
             let _ = writer.await;
             await_client_close(&mut source).await;
@@ -208,18 +208,25 @@ pub async fn serve_exec(
         Ok(code) => channel::exit_status(code),
         Err(e) => channel::error_status(&e.to_string()),
     };
-    finish(&tx, status).await;
+    finish(&tx, format, status).await;
     drop(tx);
     let _ = writer.await;
     await_client_close(&mut source).await;
 }
 
-async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
-    let _ = tx
-        .send(Message::Binary(
-            channel::frame(channel::ERROR, status.to_string().as_bytes()).into(),
-        ))
-        .await;
+/// Ends a session: the status on channel 3 as the protocol tells it, then a normal close.
+async fn finish(
+    tx: &mpsc::Sender<Message>,
+    format: channel::StatusFormat,
+    status: serde_json::Value,
+) {
+    if let Some(data) = format.encode(&status) {
+        let _ = tx
+            .send(Message::Binary(
+                channel::frame(channel::ERROR, &data).into(),
+            ))
+            .await;
+    }
     let _ = tx.send(close_normal()).await;
 }
 
@@ -228,7 +235,7 @@ async fn finish(tx: &mpsc::Sender<Message>, status: serde_json::Value) {
 /// resizes go to the process's stdin or terminal. The client going away ends the session;
 /// the process keeps running.
 pub async fn serve_attach(client: Client, mut session: AttachSession, streams: Streams) {
-    let (sink, mut source) = (client.outbound, client.inbound);
+    let (sink, mut source, format) = (client.outbound, client.inbound, client.status_format);
     let (tx, rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(writer(sink, rx));
     let tty = session.tty;
@@ -291,7 +298,7 @@ pub async fn serve_attach(client: Client, mut session: AttachSession, streams: S
         _ = inbound => false,
     };
     if ended {
-        finish(&tx, channel::exit_status(0)).await;
+        finish(&tx, format, channel::exit_status(0)).await;
     }
     drop(tx);
     let _ = writer.await;

@@ -1,7 +1,8 @@
 //! The node API's streaming endpoints, at kubelet's paths: `/exec/{ns}/{pod}/{container}`,
 //! `/attach/{ns}/{pod}/{container}` and `/portforward/{ns}/{pod}`, which the API server proxies
 //! `kubectl exec`, `attach` and `port-forward` to. Exec and attach speak WebSocket
-//! `v5.channel.k8s.io` (kubectl ≥1.30) or `v4.channel.k8s.io` (client libraries), or SPDY/3.1
+//! `v5.channel.k8s.io` (kubectl ≥1.30), `v4.channel.k8s.io` (client libraries) or the first
+//! `channel.k8s.io` (the conformance tests' raw WebSocket), or SPDY/3.1
 //! with `v4.channel.k8s.io` streams (kubectl ≤1.29). Port-forward speaks SPDY/3.1, either
 //! tunnelled in a `SPDY/3.1+portforward.k8s.io` WebSocket (kubectl ≥1.31) or after a
 //! `SPDY/3.1` POST upgrade (older kubectl and the fallback), or the `v4.channel.k8s.io`
@@ -243,8 +244,8 @@ pub async fn attach_handler(
     .await
 }
 
-/// Upgrades an exec or attach request to a WebSocket (`v5.channel.k8s.io`, or
-/// `v4.channel.k8s.io` for clients that offer only that) or to SPDY/3.1 with
+/// Upgrades an exec or attach request to a WebSocket (`v5.channel.k8s.io`, else
+/// `v4.channel.k8s.io` or the first `channel.k8s.io`, as the client offers) or to SPDY/3.1 with
 /// `v4.channel.k8s.io` streams, and runs `session` with the client once it is there.
 async fn channel_upgrade<F, Fut>(
     mut req: Request,
@@ -265,7 +266,11 @@ where
             let ws = WebSocketUpgrade::from_request_parts(&mut parts, st)
                 .await
                 .map_err(|_| not_upgrade())?;
-            let ws = ws.protocols([channel::PROTOCOL_V5, channel::PROTOCOL_V4]);
+            let ws = ws.protocols([
+                channel::PROTOCOL_V5,
+                channel::PROTOCOL_V4,
+                channel::PROTOCOL_V1,
+            ]);
             Ok(ws.on_upgrade(move |socket| session(Client::websocket(socket))))
         }
         Some("spdy/3.1") => {
