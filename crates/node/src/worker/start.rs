@@ -160,7 +160,7 @@ pub async fn start_created(
     name: &str,
 ) -> Result<(), StartError> {
     if let Err(err) = deps.runtime.start_container(id).await {
-        start_failed(deps, state, pod, name, id, &err).await;
+        start_failed(deps, state, pod, name, id, &err);
         return Err(StartError::Start(err));
     }
     let msg = format!("Started container {name}");
@@ -177,7 +177,7 @@ pub async fn start_created(
 
 /// A container that was created but did not start: the `Failed` event, its back-off and
 /// kubelet's waiting reason.
-async fn start_failed(
+fn start_failed(
     deps: &WorkerDeps,
     state: &mut WorkerState,
     pod: &Pod,
@@ -202,7 +202,7 @@ async fn start_failed(
 
 /// A container that could not be created: the `Failed` warning event kubelet records, and
 /// the waiting reason its status shows until the next attempt.
-async fn create_failed(
+fn create_failed(
     deps: &WorkerDeps,
     state: &mut WorkerState,
     pod: &Pod,
@@ -247,7 +247,7 @@ pub async fn start_container(
                 image: container.image.clone().unwrap_or_default(),
                 reason: w.reason.clone(),
             };
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(err);
         }
     };
@@ -258,7 +258,7 @@ pub async fn start_container(
             let message = err.to_string();
             let text = format!("Error: {message}");
             let w = Waiting::new("CreateContainerConfigError", message);
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(StartError::EnvSources(err));
         }
     };
@@ -278,13 +278,13 @@ pub async fn start_container(
                 "CreateContainerError"
             };
             let w = Waiting::new(reason, err.to_string());
-            create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+            create_failed(deps, state, pod, name, &format!("Error: {err}"), w);
             return Err(StartError::Config(err));
         }
     };
     if let Err(err) = apply_volume_mounts(deps, &state.volumes, pod, container, &mut config) {
         let w = Waiting::new("CreateContainerConfigError", err.to_string());
-        create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+        create_failed(deps, state, pod, name, &format!("Error: {err}"), w);
         return Err(StartError::Volumes(err));
     }
     termination::add_mount(&deps.log_root, pod, container, &mut config);
@@ -295,7 +295,7 @@ pub async fn start_container(
         Err(err) => {
             let w = waiting_for_runtime_error(StartStage::Create, &err);
             let text = format!("Error: {}", w.message);
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(StartError::Create(err));
         }
     };
@@ -309,7 +309,7 @@ pub async fn start_container(
         &msg,
     );
     if let Err(err) = deps.runtime.start_container(&id).await {
-        start_failed(deps, state, pod, name, &id, &err).await;
+        start_failed(deps, state, pod, name, &id, &err);
         return Err(StartError::Start(err));
     }
     let msg = format!("Started container {name}");
