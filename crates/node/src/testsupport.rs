@@ -422,6 +422,11 @@ pub struct FakeApiState {
     pub claims: HashMap<String, PersistentVolumeClaim>,
     pub persistent_volumes: HashMap<String, PersistentVolume>,
     pub runtime_classes: HashMap<String, k8s_openapi::api::node::v1::RuntimeClass>,
+    /// Status writes and events (created or counted again) in the order they reached the
+    /// API (`status <phase>`, `event <reason>`).
+    pub writes: Vec<String>,
+    /// How long each event creation or update takes (an API server that answers slowly).
+    pub event_delay: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -445,7 +450,10 @@ impl FakeApi {
 #[async_trait]
 impl PodApi for FakeApi {
     async fn patch_pod_status(&self, _: &str, _: &str, status: &PodStatus) -> Result<(), ApiError> {
-        self.lock().statuses.push(status.clone());
+        let mut st = self.lock();
+        let phase = status.phase.clone().unwrap_or_default();
+        st.writes.push(format!("status {phase}"));
+        st.statuses.push(status.clone());
         Ok(())
     }
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError> {
@@ -455,7 +463,13 @@ impl PodApi for FakeApi {
         Ok(())
     }
     async fn create_event(&self, event: &Event) -> Result<(), ApiError> {
+        let delay = self.lock().event_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.lock();
+        let reason = event.reason.clone().unwrap_or_default();
+        st.writes.push(format!("event {reason}"));
         st.events.push((
             event.type_.clone().unwrap_or_default(),
             event.reason.clone().unwrap_or_default(),
@@ -469,9 +483,15 @@ impl PodApi for FakeApi {
         Ok(())
     }
     async fn patch_event(&self, _: &str, name: &str, count: i32, _: &Time) -> Result<(), ApiError> {
+        let delay = self.lock().event_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.lock();
         if let Some(i) = st.event_names.iter().position(|n| n == name) {
             st.events[i].3 = count;
+            let reason = st.events[i].1.clone();
+            st.writes.push(format!("event {reason}"));
         }
         Ok(())
     }

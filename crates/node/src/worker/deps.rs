@@ -96,6 +96,36 @@ impl WorkerDeps {
         self.userns.get_or_allocate(uid).map(Some)
     }
 
+    /// Records an event about the pod (or one of its containers) at the clock's time, in the
+    /// background: a container's start does not wait for the API's answer. It is sent after
+    /// every event `pending` holds, so a pod's events keep their order; `pending.flush()`
+    /// waits until they are all sent.
+    pub fn event_soon(
+        &self,
+        pending: &mut PendingEvents,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let events = self.events.clone();
+        let pod = pod.clone();
+        let container = container.map(str::to_string);
+        let (reason, message) = (reason.to_string(), message.to_string());
+        let now = self.clock.now();
+        let before = pending.last.take();
+        pending.last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                // A panicked send lost its event; the later ones still go.
+                let _ = before.await;
+            }
+            events
+                .record(&pod, container.as_deref(), kind, &reason, &message, now)
+                .await;
+        }));
+    }
+
     /// Records an event about the pod (or one of its containers) at the clock's time.
     pub async fn event(
         &self,
@@ -108,6 +138,26 @@ impl WorkerDeps {
         self.events
             .record(pod, container, kind, reason, message, self.clock.now())
             .await;
+    }
+}
+
+/// The events a worker queued with `WorkerDeps::event_soon` and not yet waited for: the
+/// newest one's task, which waits for the one before it.
+#[derive(Debug, Default)]
+pub struct PendingEvents {
+    last: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PendingEvents {
+    /// Waits until every queued event is sent (or failed, which is logged): the worker calls
+    /// it before it writes the pod's status, so whoever sees the status also finds the
+    /// events that led to it.
+    pub async fn flush(&mut self) {
+        if let Some(last) = self.last.take() {
+            if let Err(err) = last.await {
+                tracing::warn!(error = %err, "sending pod events failed");
+            }
+        }
     }
 }
 

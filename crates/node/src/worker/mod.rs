@@ -263,6 +263,13 @@ impl PodWorker {
         let mut sandbox = observed.ready_sandbox().cloned();
         let mut result = Ok(());
         for action in actions {
+            if !matches!(
+                action,
+                Action::StartContainer { .. } | Action::StartCreated { .. }
+            ) {
+                // What the other actions record goes after the starts' events.
+                self.state.events.flush().await;
+            }
             match action {
                 Action::RemoveSandbox { id } => {
                     terminate::teardown_sandbox(deps, id, "removing stale sandbox failed").await;

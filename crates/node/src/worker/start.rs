@@ -10,7 +10,7 @@ use imagepull::{pull_policy, PullFailure, PullPolicy};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use runtime::{ImageInfo, PodSandboxStatus, RuntimeError};
 
-use super::deps::WorkerDeps;
+use super::deps::{PendingEvents, WorkerDeps};
 use super::env::{container_context, env_sources, sandbox_config};
 use super::observe::sandbox_net;
 use super::plan::grace_period;
@@ -160,18 +160,24 @@ pub async fn start_created(
     name: &str,
 ) -> Result<(), StartError> {
     if let Err(err) = deps.runtime.start_container(id).await {
-        start_failed(deps, state, pod, name, id, &err).await;
+        start_failed(deps, state, pod, name, id, &err);
         return Err(StartError::Start(err));
     }
     let msg = format!("Started container {name}");
-    deps.event(pod, Some(name), EventType::Normal, "Started", &msg)
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Normal,
+        "Started",
+        &msg,
+    );
     Ok(())
 }
 
 /// A container that was created but did not start: the `Failed` event, its back-off and
 /// kubelet's waiting reason.
-async fn start_failed(
+fn start_failed(
     deps: &WorkerDeps,
     state: &mut WorkerState,
     pod: &Pod,
@@ -181,16 +187,14 @@ async fn start_failed(
 ) {
     let now = deps.clock.now();
     let w = waiting_for_runtime_error(StartStage::Start, err);
-    deps.events
-        .record(
-            pod,
-            Some(name),
-            EventType::Warning,
-            "Failed",
-            &format!("Error: {}", w.message),
-            now,
-        )
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Warning,
+        "Failed",
+        &format!("Error: {}", w.message),
+    );
     state.failed_starts.insert(id.to_string(), now);
     state
         .restart_backoff
@@ -200,7 +204,7 @@ async fn start_failed(
 
 /// A container that could not be created: the `Failed` warning event kubelet records, and
 /// the waiting reason its status shows until the next attempt.
-async fn create_failed(
+fn create_failed(
     deps: &WorkerDeps,
     state: &mut WorkerState,
     pod: &Pod,
@@ -208,8 +212,14 @@ async fn create_failed(
     event_message: &str,
     waiting: Waiting,
 ) {
-    deps.event(pod, Some(name), EventType::Warning, "Failed", event_message)
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Warning,
+        "Failed",
+        event_message,
+    );
     state.waiting.insert(name.to_string(), waiting);
 }
 
@@ -239,7 +249,7 @@ pub async fn start_container(
                 image: container.image.clone().unwrap_or_default(),
                 reason: w.reason.clone(),
             };
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(err);
         }
     };
@@ -250,7 +260,7 @@ pub async fn start_container(
             let message = err.to_string();
             let text = format!("Error: {message}");
             let w = Waiting::new("CreateContainerConfigError", message);
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(StartError::EnvSources(err));
         }
     };
@@ -270,13 +280,13 @@ pub async fn start_container(
                 "CreateContainerError"
             };
             let w = Waiting::new(reason, err.to_string());
-            create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+            create_failed(deps, state, pod, name, &format!("Error: {err}"), w);
             return Err(StartError::Config(err));
         }
     };
     if let Err(err) = apply_volume_mounts(deps, &state.volumes, pod, container, &mut config) {
         let w = Waiting::new("CreateContainerConfigError", err.to_string());
-        create_failed(deps, state, pod, name, &format!("Error: {err}"), w).await;
+        create_failed(deps, state, pod, name, &format!("Error: {err}"), w);
         return Err(StartError::Volumes(err));
     }
     termination::add_mount(&deps.log_root, pod, container, &mut config);
@@ -287,20 +297,32 @@ pub async fn start_container(
         Err(err) => {
             let w = waiting_for_runtime_error(StartStage::Create, &err);
             let text = format!("Error: {}", w.message);
-            create_failed(deps, state, pod, name, &text, w).await;
+            create_failed(deps, state, pod, name, &text, w);
             return Err(StartError::Create(err));
         }
     };
     let msg = format!("Created container: {name}");
-    deps.event(pod, Some(name), EventType::Normal, "Created", &msg)
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Normal,
+        "Created",
+        &msg,
+    );
     if let Err(err) = deps.runtime.start_container(&id).await {
-        start_failed(deps, state, pod, name, &id, &err).await;
+        start_failed(deps, state, pod, name, &id, &err);
         return Err(StartError::Start(err));
     }
     let msg = format!("Started container {name}");
-    deps.event(pod, Some(name), EventType::Normal, "Started", &msg)
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Normal,
+        "Started",
+        &msg,
+    );
     state.waiting.remove(name);
     post_start(deps, state, pod, container, &id, sandbox).await
 }
@@ -335,27 +357,22 @@ async fn post_start(
         return Ok(());
     };
     let msg = err.to_string();
-    let now = deps.clock.now();
-    deps.events
-        .record(
-            pod,
-            Some(name),
-            EventType::Warning,
-            "FailedPostStartHook",
-            &msg,
-            now,
-        )
-        .await;
-    deps.events
-        .record(
-            pod,
-            Some(name),
-            EventType::Normal,
-            "Killing",
-            "FailedPostStartHook",
-            now,
-        )
-        .await;
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Warning,
+        "FailedPostStartHook",
+        &msg,
+    );
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Normal,
+        "Killing",
+        "FailedPostStartHook",
+    );
     if let Err(err) = deps.runtime.stop_container(id, grace).await {
         tracing::warn!(container = %id, error = %err, "stopping container after postStart failed");
     }
@@ -386,24 +403,27 @@ async fn ensure_image(
     let now = deps.clock.now();
     if let Some(info) = present.clone().filter(|_| policy != PullPolicy::Always) {
         let msg = format!("Container image {image:?} already present on machine");
-        deps.events
-            .record(pod, Some(name), EventType::Normal, "Pulled", &msg, now)
-            .await;
+        deps.event_soon(
+            &mut state.events,
+            pod,
+            Some(name),
+            EventType::Normal,
+            "Pulled",
+            &msg,
+        );
         state.remember_image(&info);
         return Ok(info);
     }
     if policy == PullPolicy::Never {
         let msg = format!("Container image {image:?} is not present with pull policy of Never");
-        deps.events
-            .record(
-                pod,
-                Some(name),
-                EventType::Warning,
-                "ErrImageNeverPull",
-                &msg,
-                now,
-            )
-            .await;
+        deps.event_soon(
+            &mut state.events,
+            pod,
+            Some(name),
+            EventType::Warning,
+            "ErrImageNeverPull",
+            &msg,
+        );
         return Err(Waiting::new("ErrImageNeverPull", msg));
     }
     if state
@@ -412,26 +432,29 @@ async fn ensure_image(
         .is_some()
     {
         let msg = format!("Back-off pulling image {image:?}");
-        deps.events
-            .record(pod, Some(name), EventType::Normal, "BackOff", &msg, now)
-            .await;
+        deps.event_soon(
+            &mut state.events,
+            pod,
+            Some(name),
+            EventType::Normal,
+            "BackOff",
+            &msg,
+        );
         let waiting = match state.pull_errors.get(&image) {
             Some(last) => format!("{msg}: {last}"),
             None => msg,
         };
         return Err(Waiting::new("ImagePullBackOff", waiting));
     }
-    deps.events
-        .record(
-            pod,
-            Some(name),
-            EventType::Normal,
-            "Pulling",
-            &format!("Pulling image {image:?}"),
-            now,
-        )
-        .await;
-    let pulled = match pull_credentials(deps, pod, &image).await {
+    deps.event_soon(
+        &mut state.events,
+        pod,
+        Some(name),
+        EventType::Normal,
+        "Pulling",
+        &format!("Pulling image {image:?}"),
+    );
+    let pulled = match pull_credentials(deps, &mut state.events, pod, &image).await {
         Ok(candidates) => deps
             .pulls
             .puller
@@ -451,8 +474,14 @@ async fn ensure_image(
                 go_duration(millis(done.total_time)),
                 done.image.size_bytes
             );
-            deps.event(pod, Some(name), EventType::Normal, "Pulled", &msg)
-                .await;
+            deps.event_soon(
+                &mut state.events,
+                pod,
+                Some(name),
+                EventType::Normal,
+                "Pulled",
+                &msg,
+            );
             state.pull_backoff.reset(&image);
             state.pull_errors.remove(&image);
             state.remember_image(&done.image);
@@ -463,9 +492,14 @@ async fn ensure_image(
             state.pull_backoff.next(&image, now);
             state.pull_errors.insert(image.clone(), w.message.clone());
             let msg = format!("Failed to pull image {image:?}: {}", w.message);
-            deps.events
-                .record(pod, Some(name), EventType::Warning, "Failed", &msg, now)
-                .await;
+            deps.event_soon(
+                &mut state.events,
+                pod,
+                Some(name),
+                EventType::Warning,
+                "Failed",
+                &msg,
+            );
             Err(w)
         }
     }
@@ -492,6 +526,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// `FailedToRetrieveImagePullSecret` warning), then the node-wide configuration.
 async fn pull_credentials(
     deps: &WorkerDeps,
+    events: &mut PendingEvents,
     pod: &Pod,
     image: &str,
 ) -> Result<Vec<runtime::Credentials>, imagepull::SecretError> {
@@ -520,14 +555,14 @@ async fn pull_credentials(
             "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
             missing.join(", ")
         );
-        deps.event(
+        deps.event_soon(
+            events,
             pod,
             None,
             EventType::Warning,
             "FailedToRetrieveImagePullSecret",
             &msg,
-        )
-        .await;
+        );
     }
     let pod_keyring = imagepull::keyring_from_secrets(&secrets)?;
     let node_keyring = deps.pulls.node_credentials.load()?;

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use runtime::ImageInfo;
 
+use super::deps::PendingEvents;
 use crate::backoff::Backoff;
 use crate::podstatus::Waiting;
 use podresize::ResizeState;
@@ -25,7 +26,7 @@ pub enum Lifecycle {
 }
 
 /// Everything a worker remembers between syncs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WorkerState {
     pub lifecycle: Lifecycle,
     pub restart_backoff: Backoff,
@@ -66,6 +67,8 @@ pub struct WorkerState {
     pub disruption: Option<k8s_openapi::api::core::v1::PodCondition>,
     /// Where the pod's in-place resize stands (pending, or failed to apply).
     pub resize: ResizeState,
+    /// Events of container starts still being sent; flushed before the status is written.
+    pub events: PendingEvents,
 }
 
 impl WorkerState {
@@ -83,6 +86,7 @@ impl WorkerState {
             failure: None,
             disruption: None,
             resize: ResizeState::default(),
+            events: PendingEvents::default(),
             volumes: Default::default(),
             probe_view: ProbeView::default(),
             probe_kills: HashMap::new(),

@@ -81,6 +81,8 @@ pub async fn write_status(
         conds.retain(|c| c.type_ != cond.type_);
         conds.push(cond.clone());
     }
+    // Whoever sees the status must find the events that led to it.
+    state.events.flush().await;
     if state.last_status.as_ref() != Some(&status) {
         let (ns, name, _) = pod_key(pod);
         let t = std::time::Instant::now();

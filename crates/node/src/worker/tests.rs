@@ -152,6 +152,57 @@ async fn starts_pod_and_reports_running() {
         .contains(&"Container image \"busybox:1.36\" already present on machine".to_string()));
 }
 
+#[tokio::test]
+async fn the_status_is_written_only_after_the_start_events_were_sent() {
+    let h = harness();
+    // Events take a while to reach the API: the starts go on without them, the status waits.
+    h.api.lock().event_delay = Some(Duration::from_millis(20));
+    let p = lifecycle_pod("Always", json!({"containers": [c("a"), c("b")]}));
+    let mut w = PodWorker::new(&p);
+    w.sync(&h.env, &p).await;
+    assert_eq!(
+        h.api.lock().writes,
+        vec![
+            "event Pulling",
+            "event Pulled",
+            "event Created",
+            "event Started",
+            "event Pulled",
+            "event Created",
+            "event Started",
+            "status Running",
+        ]
+    );
+    assert_eq!(
+        h.api.lock().field_paths[2..4],
+        ["spec.containers{a}", "spec.containers{a}"]
+    );
+
+    // A crashed `a` restarts while `b`, whose definition changed, is killed and replaced:
+    // each container's events in turn, the status last.
+    h.api.lock().writes.clear();
+    h.clock.advance(Duration::from_secs(5));
+    h.rt.exit("a", 1);
+    let mut p = with_status(p, &h.api);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers[1].args = Some(vec!["changed".into()]);
+    }
+    w.sync(&h.env, &p).await;
+    assert_eq!(
+        h.api.lock().writes,
+        vec![
+            "event Pulled",
+            "event Created",
+            "event Started",
+            "event Killing",
+            "event Pulled",
+            "event Created",
+            "event Started",
+            "status Running",
+        ]
+    );
+}
+
 fn count(family: &metrics::Family, label: &str) -> u64 {
     family.series(label).snapshot().count
 }
