@@ -158,7 +158,7 @@ async fn the_status_is_written_only_after_the_start_events_were_sent() {
     // Events take a while to reach the API: the starts go on without them, the status waits.
     h.api.lock().event_delay = Some(Duration::from_millis(20));
     let p = lifecycle_pod("Always", json!({"containers": [c("a"), c("b")]}));
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     assert_eq!(
         h.api.lock().writes,
@@ -337,7 +337,7 @@ async fn a_new_image_starts_the_back_off_over() {
     let h = harness();
     h.rt.with_registry_image("busybox:1.37");
     let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
-    let mut w = PodWorker::new(&p);
+    let mut w = PodWorker::new(&p, Default::default());
     w.sync(&h.env, &p).await;
     let waiting_message = |api: &FakeApi| {
         let status = api.last_status().expect("status");
