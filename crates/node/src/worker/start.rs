@@ -151,7 +151,8 @@ async fn runtime_handler(deps: &WorkerDeps, pod: &Pod) -> Result<String, Handler
     }
 }
 
-/// Starts a container that was created but never started (the agent died in between).
+/// Starts a created container and records `Started` (also one created but never started:
+/// the agent died in between).
 pub async fn start_created(
     deps: &WorkerDeps,
     state: &mut WorkerState,
@@ -310,19 +311,7 @@ pub async fn start_container(
         "Created",
         &msg,
     );
-    if let Err(err) = deps.runtime.start_container(&id).await {
-        start_failed(deps, state, pod, name, &id, &err);
-        return Err(StartError::Start(err));
-    }
-    let msg = format!("Started container {name}");
-    deps.event_soon(
-        &mut state.events,
-        pod,
-        Some(name),
-        EventType::Normal,
-        "Started",
-        &msg,
-    );
+    start_created(deps, state, pod, &id, name).await?;
     state.waiting.remove(name);
     post_start(deps, state, pod, container, &id, sandbox).await
 }
