@@ -1019,8 +1019,19 @@ async fn record_request(
     next: axum::middleware::Next,
 ) -> Response {
     let labels = crate::request_metrics::ApiMetrics::request_labels(&req);
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
+    // kube-apiserver's httplog (-v=3): one line per request once its response starts, so a
+    // watch or exec is logged when it begins. Off unless `PEAPOD_LOG` enables the target.
+    tracing::debug!(
+        target: "peapod::access",
+        %method,
+        uri = %uri,
+        status = resp.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1e3,
+    );
     st.metrics.observe(labels, start, resp.status().as_u16());
     resp
 }

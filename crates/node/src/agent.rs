@@ -22,7 +22,7 @@ use crate::admission::{admission_check, Allocatable, Rejecter, Rejection, EVICTE
 use crate::config::{AgentConfig, AgentError};
 use crate::eviction;
 use crate::machine::{HostMachine, Machine, MachineFacts};
-use crate::nodestatus::{self, NodeIdentity, HEARTBEAT};
+use crate::nodestatus::{self, NodeIdentity};
 use crate::sandbox;
 use crate::worker::{ImagePulls, NodeFacts, PodWorker, WorkerDeps};
 use nodeapi::{router, NodeApiState, RuntimeLiveness};
@@ -446,54 +446,65 @@ async fn drain_node(
     }
 }
 
-/// Registers the Node (retrying until the API answers), then renews the Lease every
-/// `HEARTBEAT` until shutdown, posting the node status when it changed or was last posted
-/// `REPORT_UNCHANGED_EVERY` ago.
+/// Registers the Node (retrying until the API answers), then, until shutdown, computes the
+/// node status every `periods.update` and posts it when it changed or was last posted
+/// `periods.report` ago, and renews the Lease every quarter of its duration.
 async fn heartbeat(
     client: kube::Client,
     id: NodeIdentity,
     facts: MachineFacts,
+    periods: nodestatus::Periods,
     mut pressure: watch::Receiver<node_pressure::Conditions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    use tokio::time::Instant;
     let mut uid = None;
     let mut last_report = Instant::now();
+    let mut next_status = Instant::now();
+    let mut next_lease = Instant::now();
     let mut registered = false;
     loop {
+        let now = Instant::now();
         if !registered {
             let conditions = *pressure.borrow_and_update();
             match nodestatus::register(&client, &id, &facts, conditions).await {
                 Ok(u) => {
                     registered = true;
                     uid = u;
-                    last_report = Instant::now();
+                    last_report = now;
+                    next_status = now + periods.update;
                     tracing::info!(node = %id.name, "node registered");
                 }
                 Err(err) => tracing::warn!(error = %err, "node registration failed; retrying"),
             }
-        } else {
+        } else if now >= next_status {
             let conditions = *pressure.borrow_and_update();
-            let due = last_report.elapsed() >= nodestatus::REPORT_UNCHANGED_EVERY;
+            let due = last_report.elapsed() >= periods.report;
             match nodestatus::update_status(&client, &id, &facts, conditions, due).await {
                 Ok(true) => last_report = Instant::now(),
                 Ok(false) => {}
                 Err(err) => tracing::warn!(error = %err, "node status update failed"),
             }
+            next_status = now + periods.update;
         }
-        if registered {
-            if let Err(err) = nodestatus::renew_lease(&client, &id.name, uid.as_deref()).await {
+        if registered && now >= next_lease {
+            let lease_seconds = periods.lease_duration_seconds;
+            if let Err(err) =
+                nodestatus::renew_lease(&client, &id.name, uid.as_deref(), lease_seconds).await
+            {
                 tracing::warn!(error = %err, "node lease renewal failed");
             }
+            next_lease = now + periods.lease_renew();
         }
-        let wait = if registered {
-            HEARTBEAT
+        let wake = if registered {
+            next_status.min(next_lease)
         } else {
-            Duration::from_secs(1)
+            now + Duration::from_secs(1)
         };
         // A pressure change is reported at once, as kubelet's eviction manager does.
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            Ok(()) = pressure.changed() => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            Ok(()) = pressure.changed() => next_status = Instant::now(),
             _ = shutdown.changed() => return,
         }
     }
@@ -573,6 +584,7 @@ pub async fn run(
         client.clone(),
         id,
         facts.clone(),
+        config.node_status,
         pressure.clone(),
         shutdown.clone(),
     ));

@@ -51,6 +51,8 @@ pub struct AgentConfig {
     /// The node allocatable cgroup and QoS tiers pods are placed in (kubelet's
     /// `cgroupsPerQOS`); `None` leaves pod cgroups to the runtime and sets no tiers.
     pub pod_cgroups: Option<podcgroups::QosCgroups>,
+    /// `nodeStatusUpdateFrequency`, `nodeStatusReportFrequency`, `nodeLeaseDurationSeconds`.
+    pub node_status: crate::nodestatus::Periods,
 }
 
 /// Why the agent could not run.

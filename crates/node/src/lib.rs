@@ -31,4 +31,5 @@ mod worker;
 
 pub use agent::run;
 pub use config::{AgentConfig, AgentError};
+pub use nodestatus::Periods as NodeStatusPeriods;
 pub use startmetrics::NodeMetrics;

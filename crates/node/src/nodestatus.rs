@@ -1,7 +1,8 @@
 //! The Node object and its Lease as kubelet v1.33 writes them: registration (create, or
 //! patch when it exists), status with capacity, allocatable, addresses, nodeInfo and the
-//! four conditions, computed with each Lease renewal (10 s) but posted only when it changed
-//! or every 5 minutes, as kubelet does with node leases. Object building is pure.
+//! four conditions, computed every `nodeStatusUpdateFrequency` (10 s) but posted only when it
+//! changed or every `nodeStatusReportFrequency` (5 minutes), and the Lease renewed every
+//! quarter of its duration (40 s), as kubelet does with node leases. Object building is pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,14 +24,52 @@ use podapi::api_time;
 
 /// The kubelet version peapod's agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0";
-/// How often the Lease is renewed and the node status computed (kubelet's
-/// `nodeStatusUpdateFrequency`).
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
-/// How often an unchanged node status is still posted (kubelet's default
-/// `nodeStatusReportFrequency`): in between, the Lease alone says the node is alive, and a
-/// status is posted only when it changed.
-pub const REPORT_UNCHANGED_EVERY: Duration = Duration::from_secs(5 * 60);
-pub const LEASE_DURATION_SECONDS: i32 = 40;
+/// How often the agent looks at and reports its node (the KubeletConfiguration's
+/// `nodeStatusUpdateFrequency`, `nodeStatusReportFrequency`, `nodeLeaseDurationSeconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Periods {
+    /// How often the node status is computed (and posted when it changed).
+    pub update: Duration,
+    /// How often an unchanged status is still posted: in between, the Lease alone says the
+    /// node is alive.
+    pub report: Duration,
+    /// The Lease's `leaseDurationSeconds`.
+    pub lease_duration_seconds: i32,
+}
+
+impl Default for Periods {
+    /// The kubelet's defaults.
+    fn default() -> Self {
+        Periods {
+            update: Duration::from_secs(10),
+            report: Duration::from_secs(5 * 60),
+            lease_duration_seconds: 40,
+        }
+    }
+}
+
+impl Periods {
+    /// The kubelet's defaulting: an unset report frequency follows an update frequency that
+    /// is set (so that a node configured to report often before leases still does).
+    pub fn from_config(
+        update: Option<Duration>,
+        report: Option<Duration>,
+        lease_duration_seconds: Option<i32>,
+    ) -> Self {
+        let d = Periods::default();
+        Periods {
+            update: update.unwrap_or(d.update),
+            report: report.or(update).unwrap_or(d.report),
+            lease_duration_seconds: lease_duration_seconds.unwrap_or(d.lease_duration_seconds),
+        }
+    }
+
+    /// How often the Lease is renewed: a quarter of its duration, as the kubelet does.
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.lease_duration_seconds.max(1)).unwrap_or(1)) / 4
+    }
+}
+
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// Failures talking to the API about the Node and its Lease.
@@ -276,7 +315,12 @@ pub fn node_object(id: &NodeIdentity, facts: &MachineFacts, now: Timestamp) -> N
 }
 
 /// The node's Lease, owned by the Node so it goes with it.
-pub fn lease_object(node: &str, node_uid: Option<&str>, now: Timestamp) -> Lease {
+pub fn lease_object(
+    node: &str,
+    node_uid: Option<&str>,
+    lease_duration_seconds: i32,
+    now: Timestamp,
+) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(node.to_string()),
@@ -294,7 +338,7 @@ pub fn lease_object(node: &str, node_uid: Option<&str>, now: Timestamp) -> Lease
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(node.to_string()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+            lease_duration_seconds: Some(lease_duration_seconds),
             renew_time: Some(MicroTime(now)),
             ..Default::default()
         }),
@@ -423,6 +467,7 @@ pub async fn renew_lease(
     client: &kube::Client,
     node: &str,
     node_uid: Option<&str>,
+    lease_duration_seconds: i32,
 ) -> Result<(), NodeStatusError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let err = |source| NodeStatusError::RenewLease {
@@ -432,15 +477,18 @@ pub async fn renew_lease(
     let now = Timestamp::now();
     match api.get_opt(node).await.map_err(err)? {
         None => {
-            api.create(&PostParams::default(), &lease_object(node, node_uid, now))
-                .await
-                .map_err(err)?;
+            api.create(
+                &PostParams::default(),
+                &lease_object(node, node_uid, lease_duration_seconds, now),
+            )
+            .await
+            .map_err(err)?;
         }
         Some(mut lease) => {
-            let fresh = lease_object(node, node_uid, now);
+            let fresh = lease_object(node, node_uid, lease_duration_seconds, now);
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.holder_identity = Some(node.to_string());
-            spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+            spec.lease_duration_seconds = Some(lease_duration_seconds);
             spec.renew_time = Some(MicroTime(now));
             if lease.metadata.owner_references.is_none() {
                 lease.metadata.owner_references = fresh.metadata.owner_references;
@@ -456,6 +504,26 @@ pub async fn renew_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_default_as_the_kubelet() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            Periods::from_config(None, None, None),
+            Periods {
+                update: s(10),
+                report: s(300),
+                lease_duration_seconds: 40
+            }
+        );
+        // An update frequency set alone is also the report frequency.
+        let p = Periods::from_config(Some(s(2)), None, Some(8));
+        assert_eq!((p.update, p.report), (s(2), s(2)));
+        assert_eq!(p.lease_renew(), s(2));
+        let p = Periods::from_config(Some(s(2)), Some(s(60)), None);
+        assert_eq!(p.report, s(60));
+        assert_eq!(p.lease_renew(), s(10));
+    }
 
     fn facts() -> MachineFacts {
         MachineFacts {
@@ -578,7 +646,7 @@ mod tests {
 
     #[test]
     fn lease_fields() {
-        let lease = lease_object("node-a", Some("u1"), t(0));
+        let lease = lease_object("node-a", Some("u1"), 40, t(0));
         let v = serde_json::to_value(&lease).expect("json");
         assert_eq!(v["metadata"]["namespace"], "kube-node-lease");
         assert_eq!(v["spec"]["holderIdentity"], "node-a");

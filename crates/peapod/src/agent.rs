@@ -127,6 +127,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
                 std::env::var_os("HOME").map(PathBuf::from),
             ),
             shutdown: static_pods.shutdown,
+            node_status: static_pods.node_status,
             metrics: node_metrics,
             pod_cgroups,
         },

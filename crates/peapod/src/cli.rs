@@ -220,7 +220,9 @@ pub struct StaticPodArgs {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
     /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency, syncFrequency,
     /// allowedUnsafeSysctls, containerLogMax*, imageGC*ThresholdPercent, imageMinimumGCAge,
-    /// serializeImagePulls and maxParallelImagePulls are used.
+    /// serializeImagePulls, maxParallelImagePulls, shutdownGracePeriod*, eviction*,
+    /// nodeStatusUpdateFrequency, nodeStatusReportFrequency and nodeLeaseDurationSeconds
+    /// are used.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory (or file) of pod manifests run as static pods; overrides the config file's

@@ -1,6 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
 //! and the other KubeletConfiguration settings peapod honours (container log rotation,
-//! image GC, graceful node shutdown, node-pressure eviction),
+//! image GC, graceful node shutdown, node-pressure eviction, node status periods),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -29,6 +29,8 @@ pub struct StaticPodSettings {
     /// `evictionSoftGracePeriod`, `evictionMaxPodGracePeriod`,
     /// `evictionPressureTransitionPeriod`, `evictionMinimumReclaim`.
     pub eviction: node_pressure::Settings,
+    /// `nodeStatusUpdateFrequency`, `nodeStatusReportFrequency`, `nodeLeaseDurationSeconds`.
+    pub node_status: node::NodeStatusPeriods,
 }
 
 /// Reads the kubelet configuration file, if any; `--static-pod-path` wins over its
@@ -53,6 +55,11 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),
         },
         allowed_unsafe_sysctls: config.allowed_unsafe_sysctls,
+        node_status: node::NodeStatusPeriods::from_config(
+            config.node_status_update_frequency,
+            config.node_status_report_frequency,
+            config.node_lease_duration_seconds,
+        ),
         image_pulls: imagepull::PullerConfig {
             serialize: config.serialize_image_pulls.unwrap_or(true),
             max_parallel: config.max_parallel_image_pulls,

@@ -125,6 +125,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 std::env::var_os("HOME").map(PathBuf::from),
             ),
             shutdown: static_pods.shutdown,
+            node_status: static_pods.node_status,
             metrics: node_metrics,
             pod_cgroups,
         },

@@ -5,7 +5,7 @@
 //! (`PodOSRejection`), `pods/status` patches that also change annotations (`Pods should
 //! patch a pod status`), httpGet hooks to another pod that answers 404 (`Container Lifecycle
 //! Hook … http hook`), a Lease renewed while an unchanged node status is not reposted
-//! (`NodeLease`), readiness probed as soon as the startup probe succeeded (`Probing
+//! (`NodeLease`), and as often as the KubeletConfiguration says, readiness probed as soon as the startup probe succeeded (`Probing
 //! container`), the restart back-off started over by a new image (`Pods should have their
 //! auto-restart back-off timer reset on image update`), and exec and logs over raw WebSockets in the protocols the
 //! conformance tests speak (`Pods should support remote command execution over websockets`,
@@ -442,6 +442,52 @@ fn the_lease_is_renewed_and_an_unchanged_node_status_not_reposted() {
         .as_deref(),
         Some("True")
     );
+}
+
+/// The KubeletConfiguration's `nodeLeaseDurationSeconds`, `nodeStatusUpdateFrequency` and
+/// `nodeStatusReportFrequency`: the Lease carries the configured duration and is renewed every
+/// quarter of it, and an unchanged node status is posted again once per report period (its
+/// Ready heartbeat moves), where the defaults above keep it for five minutes.
+#[test]
+fn node_status_and_lease_periods_follow_the_kubelet_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("kubelet.yaml");
+    common::write_kubelet_config(
+        &config,
+        "nodeStatusUpdateFrequency: 1s\nnodeStatusReportFrequency: 3s\nnodeLeaseDurationSeconds: 8\n",
+    );
+    let pp = Peapod::start_with(&["--config", config.to_str().expect("utf-8 path")]);
+    let node = pp.node_name.clone();
+    let lease = |path: &str| {
+        pp.kubectl_ok(&[
+            "get",
+            "-n",
+            "kube-node-lease",
+            &format!("lease/{node}"),
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(lease("{.spec.leaseDurationSeconds}"), "8");
+    let heartbeat = || {
+        pp.jsonpath(
+            &format!("node/{node}"),
+            "{.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}",
+        )
+        .unwrap_or_default()
+    };
+    let mut renewals = vec![lease("{.spec.renewTime}")];
+    let mut heartbeats = vec![heartbeat()];
+    wait_until("two lease renewals and two status reports", T, || {
+        let (r, h) = (lease("{.spec.renewTime}"), heartbeat());
+        if renewals.last() != Some(&r) {
+            renewals.push(r);
+        }
+        if heartbeats.last() != Some(&h) {
+            heartbeats.push(h);
+        }
+        (renewals.len() > 2 && heartbeats.len() > 2).then_some(())
+    });
 }
 
 /// `Probing container should be ready immediately after startupProbe succeeds`: the

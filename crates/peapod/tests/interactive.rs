@@ -138,7 +138,8 @@ impl Tmux {
     }
 
     /// The exit status of the pane's command once it has ended.
-    fn wait_exit(&self) -> i32 {
+    /// The pane command's exit status; on timeout, the screen and `pp`'s last requests.
+    fn wait_exit(&self, pp: &Peapod) -> i32 {
         let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_until("the pane's command to exit", SCREEN_TIMEOUT, || {
                 let out = self.run(&[
@@ -156,8 +157,9 @@ impl Tmux {
         match status {
             Ok(s) => s,
             Err(_) => panic!(
-                "timed out waiting for the pane's command to exit; screen:\n{}",
-                self.screen()
+                "timed out waiting for the pane's command to exit; screen:\n{}\nserver log tail:\n{}",
+                self.screen(),
+                common::tail(&pp.server_log(), 80)
             ),
         }
     }
@@ -223,7 +225,8 @@ fn sleeping(pp: &Peapod, pod: &str) -> bool {
 #[test]
 fn run_it_rm_types_resizes_interrupts_and_cleans_up() {
     let _serial = serial();
-    let pp = Peapod::start();
+    // kubectl once hung after `pod "shell" deleted`: the requests show what it waited on.
+    let pp = Peapod::start_with_access_log();
     let line = kubectl_line(
         &pp,
         &format!(
@@ -283,7 +286,7 @@ fn run_it_rm_types_resizes_interrupts_and_cleans_up() {
     // `exit` ends the shell, kubectl, and (--rm) the pod.
     tmux.type_line("exit");
     wait_gone(&pp, "shell");
-    assert_eq!(tmux.wait_exit(), 0, "screen:\n{}", tmux.screen());
+    assert_eq!(tmux.wait_exit(&pp), 0, "screen:\n{}", tmux.screen());
 }
 
 #[test]

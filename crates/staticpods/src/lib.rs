@@ -179,6 +179,12 @@ pub struct KubeletConfig {
     /// must get back once the threshold acted.
     pub eviction_minimum_reclaim:
         std::collections::BTreeMap<node_pressure::Signal, node_pressure::Value>,
+    /// `nodeStatusUpdateFrequency`: how often the node status is computed.
+    pub node_status_update_frequency: Option<Duration>,
+    /// `nodeStatusReportFrequency`: how often an unchanged node status is still posted.
+    pub node_status_report_frequency: Option<Duration>,
+    /// `nodeLeaseDurationSeconds`: the Lease's duration; it is renewed every quarter of it.
+    pub node_lease_duration_seconds: Option<i32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -216,6 +222,9 @@ struct RawKubeletConfig {
     eviction_pressure_transition_period: Option<String>,
     #[serde(default)]
     eviction_minimum_reclaim: std::collections::BTreeMap<String, String>,
+    node_status_update_frequency: Option<String>,
+    node_status_report_frequency: Option<String>,
+    node_lease_duration_seconds: Option<i64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -387,8 +396,40 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
                 source,
             }
         })?;
+    // kubelet's validation: the node status and Lease periods are positive.
+    let positive = |field: &'static str, value: Option<Duration>| match value {
+        Some(d) if d.is_zero() => Err(setting(field, "0s".into(), "must be > 0")),
+        _ => Ok(value),
+    };
+    let node_status_update_frequency = positive(
+        "nodeStatusUpdateFrequency",
+        duration(
+            "nodeStatusUpdateFrequency",
+            raw.node_status_update_frequency,
+        )?,
+    )?;
+    let node_status_report_frequency = positive(
+        "nodeStatusReportFrequency",
+        duration(
+            "nodeStatusReportFrequency",
+            raw.node_status_report_frequency,
+        )?,
+    )?;
+    let node_lease_duration_seconds = match raw.node_lease_duration_seconds {
+        None => None,
+        Some(n) => Some(i32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            setting(
+                "nodeLeaseDurationSeconds",
+                n.to_string(),
+                "must be greater than 0",
+            )
+        })?),
+    };
     let base = path.parent().unwrap_or(Path::new("/"));
     Ok(KubeletConfig {
+        node_status_update_frequency,
+        node_status_report_frequency,
+        node_lease_duration_seconds,
         static_pod_path: raw
             .static_pod_path
             .filter(|p| !p.is_empty())
@@ -1567,6 +1608,7 @@ mod tests {
                     ),
                 ]
                 .into(),
+                ..Default::default()
             }
         );
         let unknown = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionMinimumReclaim:\n  memory.free: 1Gi\n";
@@ -1665,6 +1707,9 @@ mod tests {
             ("maxParallelImagePulls", "0"),
             // Above 1 while serializeImagePulls keeps its default of true.
             ("maxParallelImagePulls", "3"),
+            ("nodeStatusUpdateFrequency", "0s"),
+            ("nodeStatusReportFrequency", "0s"),
+            ("nodeLeaseDurationSeconds", "0"),
         ] {
             let text = format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{field}: {value}\n");
             let e = parse_kubelet_config(&text, Path::new("/x")).expect_err(value);
@@ -1673,6 +1718,21 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn node_status_periods() {
+        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nnodeStatusUpdateFrequency: 2s\nnodeStatusReportFrequency: 1m\nnodeLeaseDurationSeconds: 8\n";
+        let cfg = parse_kubelet_config(text, Path::new("/x")).expect("cfg");
+        assert_eq!(
+            cfg.node_status_update_frequency,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            cfg.node_status_report_frequency,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(cfg.node_lease_duration_seconds, Some(8));
     }
 
     fn static_pod(name: &str, hash: &str) -> Pod {

@@ -95,6 +95,8 @@ pub struct Peapod {
     listen: String,
     /// A tmpfs mounted at the image store, unmounted when dropped.
     image_fs: Option<PathBuf>,
+    /// `PEAPOD_LOG` of `peapod up`.
+    log_filter: String,
 }
 
 impl Peapod {
@@ -111,14 +113,20 @@ impl Peapod {
     /// As [`Peapod::start_with`], with the API server on `listen` (an address other
     /// machines, or network namespaces, reach it at).
     pub fn start_listening(listen: &str, up_args: &[&str]) -> Self {
-        Self::start_inner(listen, up_args, None)
+        Self::start_inner(listen, up_args, None, "info")
+    }
+
+    /// As [`Peapod::start`], with every API request in the server log (kube-apiserver's
+    /// httplog), for tests whose failures are a client waiting on the wrong request.
+    pub fn start_with_access_log() -> Self {
+        Self::start_inner("127.0.0.1:0", &[], None, "info,peapod::access=debug")
     }
 
     /// As [`Peapod::start_with`], with the image store on a tmpfs of its own of `size`
     /// (tmpfs's `size=` option): a dedicated image filesystem, whose free space only this
     /// node and the test change. Unmounted when dropped.
     pub fn start_with_image_fs(size: &str, up_args: &[&str]) -> Self {
-        Self::start_inner("127.0.0.1:0", up_args, Some(size))
+        Self::start_inner("127.0.0.1:0", up_args, Some(size), "info")
     }
 
     /// The image store's directory.
@@ -126,7 +134,12 @@ impl Peapod {
         self.state_dir.join("images")
     }
 
-    fn start_inner(listen: &str, up_args: &[&str], image_fs: Option<&str>) -> Self {
+    fn start_inner(
+        listen: &str,
+        up_args: &[&str],
+        image_fs: Option<&str>,
+        log_filter: &str,
+    ) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("peapod-e2e-")
             .tempdir()
@@ -152,6 +165,7 @@ impl Peapod {
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
             listen: listen.to_string(),
             image_fs: None,
+            log_filter: log_filter.to_string(),
         };
         if let Some(size) = image_fs {
             let dir = p.image_dir();
@@ -221,7 +235,7 @@ impl Peapod {
             .arg("--node-name")
             .arg(&self.node_name)
             .args(&self.up_args)
-            .env("PEAPOD_LOG", "info")
+            .env("PEAPOD_LOG", &self.log_filter)
             // Our own CNI config dir: a machine's /etc/cni/net.d may hold another runtime's
             // network (podman installs one), and CNI uses the first config it finds.
             .env(
