@@ -155,7 +155,7 @@ impl Evaluator {
             let since = *tracked.first_met.get_or_insert(now);
             match t.signal.resource() {
                 Resource::Memory => raised.memory = true,
-                Resource::EphemeralStorage => raised.disk = true,
+                Resource::EphemeralStorage | Resource::Inodes => raised.disk = true,
             }
             if now.saturating_duration_since(since) >= t.grace_period {
                 tracked.acted = true;

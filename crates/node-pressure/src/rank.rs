@@ -90,7 +90,7 @@ pub fn eviction_message(
         message += &format!(
             "Threshold quantity: {}, available: {}. ",
             threshold.text(observed.capacity),
-            format_binary(observed.available)
+            resource.format(observed.available)
         );
     }
     let spec_containers = pod

@@ -23,14 +23,26 @@ pub enum Signal {
 pub enum Resource {
     Memory,
     EphemeralStorage,
+    /// A filesystem's free inodes (the kubelet's `inodes`, not a pod resource).
+    Inodes,
 }
 
 impl Resource {
-    /// The resource name (`memory`, `ephemeral-storage`).
+    /// The resource name (`memory`, `ephemeral-storage`, `inodes`).
     pub fn name(self) -> &'static str {
         match self {
             Resource::Memory => "memory",
             Resource::EphemeralStorage => "ephemeral-storage",
+            Resource::Inodes => "inodes",
+        }
+    }
+
+    /// An amount of the resource as the kubelet prints it: bytes in binary units, inode
+    /// counts in decimal ones.
+    pub fn format(self, amount: u64) -> String {
+        match self {
+            Resource::Memory | Resource::EphemeralStorage => format_binary(amount),
+            Resource::Inodes => format_decimal(amount),
         }
     }
 }
@@ -63,10 +75,8 @@ impl Signal {
     pub fn resource(self) -> Resource {
         match self {
             Signal::MemoryAvailable => Resource::Memory,
-            Signal::NodefsAvailable
-            | Signal::NodefsInodesFree
-            | Signal::ImagefsAvailable
-            | Signal::ImagefsInodesFree => Resource::EphemeralStorage,
+            Signal::NodefsAvailable | Signal::ImagefsAvailable => Resource::EphemeralStorage,
+            Signal::NodefsInodesFree | Signal::ImagefsInodesFree => Resource::Inodes,
         }
     }
 
@@ -356,6 +366,21 @@ pub fn format_binary(bytes: u64) -> String {
     format!("{value}{suffix}")
 }
 
+/// A count as a decimal quantity prints it (`120k`, `3M`, `12345`).
+pub fn format_decimal(count: u64) -> String {
+    const SUFFIXES: [&str; 6] = ["k", "M", "G", "T", "P", "E"];
+    let mut value = count;
+    let mut suffix = "";
+    for s in SUFFIXES {
+        if value == 0 || !value.is_multiple_of(1000) {
+            break;
+        }
+        value /= 1000;
+        suffix = s;
+    }
+    format!("{value}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,7 +573,9 @@ mod tests {
             parse_hard(&map(&[("imagefs.inodesFree", "<5%")])).expect("parsed")[0].signal,
             ImagefsInodesFree
         );
-        assert_eq!(ImagefsInodesFree.resource(), Resource::EphemeralStorage);
+        assert_eq!(ImagefsInodesFree.resource(), Resource::Inodes);
+        assert_eq!(NodefsInodesFree.resource(), Resource::Inodes);
+        assert_eq!(NodefsAvailable.resource(), Resource::EphemeralStorage);
         assert!(default_hard()
             .iter()
             .any(|t| t.signal == ImagefsInodesFree && t.value == Value::Percent(0.05)));
@@ -580,5 +607,9 @@ mod tests {
         assert_eq!(format_binary(1536 * 1024), "1536Ki");
         assert_eq!(format_binary(1000), "1000");
         assert_eq!(format_binary(0), "0");
+        assert_eq!(format_decimal(120_000), "120k");
+        assert_eq!(format_decimal(3_000_000), "3M");
+        assert_eq!(format_decimal(12_345), "12345");
+        assert_eq!(format_decimal(0), "0");
     }
 }

@@ -124,18 +124,30 @@ pub fn decide(pod: &Pod, usage: &Usage) -> Option<Eviction> {
     None
 }
 
-/// The bytes allocated below `root` (st_blocks, as `du` counts): symlinks are not followed,
-/// mount points below `root` are not entered and hard-linked files count once. A missing
-/// `root` is 0; entries that vanish during the walk are skipped.
-pub fn disk_usage(root: &Path) -> io::Result<u64> {
+/// What a directory tree uses of its filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Bytes allocated (st_blocks, as `du` counts).
+    pub bytes: u64,
+    /// Inodes (files, directories, links), `root` included.
+    pub inodes: u64,
+}
+
+/// What is allocated below `root`: symlinks are not followed, mount points below `root` are
+/// not entered and hard-linked files count once. A missing `root` uses nothing; entries that
+/// vanish during the walk are skipped.
+pub fn disk_usage(root: &Path) -> io::Result<DiskUsage> {
     let meta = match std::fs::symlink_metadata(root) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DiskUsage::default()),
         Err(e) => return Err(e),
     };
     let dev = meta.dev();
     let mut seen = HashSet::new();
-    let mut total = meta.blocks() * 512;
+    let mut total = DiskUsage {
+        bytes: meta.blocks() * 512,
+        inodes: 1,
+    };
     let mut stack = vec![root.to_path_buf()];
     if !meta.is_dir() {
         return Ok(total);
@@ -155,7 +167,8 @@ pub fn disk_usage(root: &Path) -> io::Result<u64> {
             if m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino()) {
                 continue;
             }
-            total += m.blocks() * 512;
+            total.bytes += m.blocks() * 512;
+            total.inodes += 1;
             if m.is_dir() {
                 stack.push(entry.path());
             }
@@ -178,10 +191,10 @@ pub struct Layout {
 /// One container of the pod as the runtime lists it: (name, sandbox id, container id).
 pub type ContainerRef = (String, String, String);
 
-fn du(path: &Path) -> u64 {
+fn du(path: &Path) -> DiskUsage {
     disk_usage(path).unwrap_or_else(|err| {
         tracing::debug!(path = %path.display(), error = %err, "measuring disk usage failed");
-        0
+        DiskUsage::default()
     })
 }
 
@@ -204,11 +217,15 @@ pub fn measure(layout: &Layout, pod: &Pod, containers: &[ContainerRef]) -> Usage
             .join("containers")
             .join(id)
             .join("upper");
-        *usage.containers.entry(cname.clone()).or_default() += du(&upper);
+        let used = du(&upper);
+        *usage.containers.entry(cname.clone()).or_default() += used.bytes;
+        usage.inodes += used.inodes;
     }
     let names: HashSet<&String> = containers.iter().map(|(n, _, _)| n).collect();
     for cname in names {
-        *usage.containers.entry(cname.clone()).or_default() += du(&log_dir.join(cname));
+        let used = du(&log_dir.join(cname));
+        *usage.containers.entry(cname.clone()).or_default() += used.bytes;
+        usage.inodes += used.inodes;
     }
     let vol_dir = layout
         .volumes_root
@@ -223,9 +240,9 @@ pub fn measure(layout: &Layout, pod: &Pod, containers: &[ContainerRef]) -> Usage
     {
         if let Some(ed) = &v.empty_dir {
             if ed.medium.as_deref() != Some("Memory") {
-                usage
-                    .empty_dirs
-                    .insert(v.name.clone(), du(&vol_dir.join(&v.name)));
+                let used = du(&vol_dir.join(&v.name));
+                usage.empty_dirs.insert(v.name.clone(), used.bytes);
+                usage.inodes += used.inodes;
             }
         }
     }
@@ -424,6 +441,7 @@ mod tests {
                 .map(|(n, b)| (n.to_string(), *b))
                 .collect(),
             empty_dirs: dirs.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+            inodes: 0,
         }
     }
 
@@ -514,9 +532,14 @@ mod tests {
         std::fs::write(&outside, vec![1u8; 4 * 1024 * 1024]).expect("write");
         std::os::unix::fs::symlink(&outside, root.join("sym")).expect("symlink");
         let used = disk_usage(&root).expect("du");
-        assert!(used >= MI, "{used}");
-        assert!(used < 2 * MI, "{used}");
-        assert_eq!(disk_usage(&dir.path().join("missing")).expect("du"), 0);
+        assert!(used.bytes >= MI, "{used:?}");
+        assert!(used.bytes < 2 * MI, "{used:?}");
+        // r, sub, sub/data, sparse, sym (the hard link is the data file again).
+        assert_eq!(used.inodes, 5, "{used:?}");
+        assert_eq!(
+            disk_usage(&dir.path().join("missing")).expect("du"),
+            DiskUsage::default()
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Usage {
     pub containers: HashMap<String, u64>,
     /// Disk-backed emptyDir volumes, by volume name.
     pub empty_dirs: HashMap<String, u64>,
+    /// The inodes all of those use (what the kubelet ranks pods by under inode pressure).
+    pub inodes: u64,
 }
 
 impl Usage {
@@ -301,6 +303,8 @@ pub fn choose(round: &Round, pods: &[(Pod, Usage)]) -> Option<(Pod, String)> {
                 .get(pod.metadata.uid.as_deref().unwrap_or_default())
                 .cloned()
                 .unwrap_or_default(),
+            // The kubelet names no container's inode use in the message.
+            Resource::Inodes => Vec::new(),
             Resource::EphemeralStorage => usage
                 .containers
                 .iter()
@@ -319,6 +323,7 @@ pub fn choose(round: &Round, pods: &[(Pod, Usage)]) -> Option<(Pod, String)> {
             let total = match resource {
                 Resource::Memory => containers.iter().map(|c| c.usage).sum(),
                 Resource::EphemeralStorage => u.total(),
+                Resource::Inodes => u.inodes,
             };
             (p, containers, total)
         })
@@ -357,6 +362,7 @@ mod tests {
         Usage {
             containers: [("c".to_string(), bytes)].into(),
             empty_dirs: HashMap::new(),
+            inodes: 0,
         }
     }
 
@@ -413,5 +419,43 @@ mod tests {
             dedicated_image_fs: false,
         };
         assert!(choose(&calm, &pods).is_none());
+    }
+
+    #[test]
+    fn inode_pressure_evicts_the_pod_with_the_most_inodes_and_says_inodes() {
+        let inodes = node_pressure::default_hard()
+            .into_iter()
+            .find(|t| t.signal == Signal::NodefsInodesFree)
+            .expect("nodefs.inodesFree threshold");
+        let round = Round {
+            met: vec![(
+                inodes,
+                Observation {
+                    available: 3_000,
+                    capacity: 1_024_000,
+                },
+            )],
+            summary: None,
+            dedicated_image_fs: false,
+        };
+        let plain = serde_json::json!({"containers": [{"name": "c"}]});
+        let big_files = Usage {
+            inodes: 10,
+            ..used(90 << 20)
+        };
+        let many_files = Usage {
+            inodes: 50_000,
+            ..used(1 << 20)
+        };
+        let pods = vec![
+            (pod("big", plain.clone(), serde_json::json!({})), big_files),
+            (pod("many", plain, serde_json::json!({})), many_files),
+        ];
+        let (chosen, message) = choose(&round, &pods).expect("a pod to evict");
+        assert_eq!(chosen.metadata.name.as_deref(), Some("many"));
+        assert_eq!(
+            message,
+            "The node was low on resource: inodes. Threshold quantity: 50Ki, available: 3k. "
+        );
     }
 }
