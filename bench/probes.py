@@ -7,9 +7,12 @@ periodSeconds 1 (2N probes a second; `--exec` adds an exec liveness probe instea
 tcpSocket one), once all are Ready. CPU is utime+stime of the `peapod up` process (API
 server + agent; probes run in the agent) over a window, as a percentage of one core.
 `--no-probes` runs the same pods without probes, for the baseline (pod workers' own resyncs).
-Usage: python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--peapod PATH]
+`--requests` also counts the API requests made during the window (the server's access log),
+by verb and resource, to show what idle pods still ask of the API server.
+Usage: python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--requests]
+       [--peapod PATH]
 """
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
+import argparse, collections, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from apply_latency import Api, free_port, rss_kib, ROOT  # noqa: E402
@@ -27,6 +30,30 @@ def measure(pid, window):
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(window)
     return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+ACCESS = re.compile(r'method=(\S+) uri=(\S+)')
+
+
+def resource_of(uri):
+    """`GET /api/v1/namespaces/default/configmaps/x?y` -> `configmaps`, with its subresource."""
+    parts = uri.split("?", 1)[0].strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(parts) >= 2 and parts[0] == "namespaces" and len(parts) > 2:
+        parts = parts[2:]
+    if not parts:
+        return uri
+    return parts[0] + ("/" + parts[2] if len(parts) > 2 else "")
+
+
+def count_requests(text, seconds):
+    counts = collections.Counter()
+    for m in ACCESS.finditer(text):
+        counts[f"{m.group(1)} {resource_of(m.group(2))}"] += 1
+    total = sum(counts.values())
+    print(f"API requests during the window: {total} ({total / seconds:.1f}/s)")
+    for what, n in counts.most_common(12):
+        print(f"  {n / seconds:6.2f}/s  {what}")
 
 
 def pod(name, use_exec, probes=True):
@@ -52,6 +79,7 @@ def main():
     ap.add_argument("--window", type=float, default=30)
     ap.add_argument("--exec", action="store_true", dest="use_exec")
     ap.add_argument("--no-probes", action="store_false", dest="probes")
+    ap.add_argument("--requests", action="store_true")
     ap.add_argument("--peapod", default=None)
     args = ap.parse_args()
     peapod = args.peapod
@@ -64,10 +92,14 @@ def main():
     state = os.path.join(tmp, "state")
     subprocess.run([peapod, "image", "import", "--state-dir", state,
                     os.path.join(fixtures, "busybox.oci.tar")], check=True, stdout=subprocess.DEVNULL)
-    log = open(os.path.join(tmp, "up.log"), "w")
+    log_path = os.path.join(tmp, "up.log")
+    log = open(log_path, "w")
+    env = dict(os.environ, NO_COLOR="1")
+    if args.requests:
+        env["PEAPOD_LOG"] = "info,peapod::access=debug"
     up = subprocess.Popen([peapod, "up", "--state-dir", state, "--listen", f"127.0.0.1:{free_port()}",
                            "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "bench"],
-                          stdout=log, stderr=log)
+                          stdout=log, stderr=log, env=env)
     try:
         kubeconfig = os.path.join(state, "kubeconfig")
         for _ in range(300):
@@ -98,7 +130,13 @@ def main():
                 raise TimeoutError(f"only {running}/{len(names)} pods Running")
             time.sleep(1)
         time.sleep(5)
+        log.flush()
+        start = os.path.getsize(log_path)
         busy = measure(up.pid, args.window)
+        if args.requests:
+            with open(log_path, errors="replace") as f:
+                f.seek(start)
+                count_requests(f.read(), args.window)
         kind = "exec" if args.use_exec else "tcpSocket"
         what = (f"httpGet readiness + {kind} liveness at periodSeconds 1 ({2 * args.pods} probes/s)"
                 if args.probes else "no probes")
