@@ -589,7 +589,12 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let pod_api = Arc::new(KubePodApi::new(client.clone()));
+    // Volumes' ConfigMaps and Secrets come from watches of those objects, not a GET per
+    // pod per refresh.
+    let pod_api = Arc::new(podapi::WatchingPodApi::new(
+        Arc::new(KubePodApi::new(client.clone())),
+        client.clone(),
+    ));
     let statics = StaticPods::default();
     let api: Arc<dyn PodApi> = Arc::new(MirrorStatusApi {
         inner: pod_api.clone(),
