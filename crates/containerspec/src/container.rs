@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
-use runtime::{ContainerConfig, ImageInfo, UserSpec};
+use runtime::{ContainerConfig, ImageInfo, SupplementalGroupsPolicy, UserSpec};
 
 use crate::expand::{expand, lookup_in};
 use api::quantity::Quantity;
@@ -531,11 +531,18 @@ pub fn user_spec(pod: &Pod, container: &Container, image: &runtime::ImageConfig)
             supplemental_groups.push(g);
         }
     }
+    // KEP-3619: unset means Merge; validation let no other value in.
+    let supplemental_groups_policy =
+        match pod_sc.and_then(|s| s.supplemental_groups_policy.as_deref()) {
+            Some("Strict") => SupplementalGroupsPolicy::Strict,
+            _ => SupplementalGroupsPolicy::Merge,
+        };
     UserSpec {
         run_as_user,
         run_as_group,
         image_user: image.user.clone().filter(|u| !u.is_empty()),
         supplemental_groups,
+        supplemental_groups_policy,
     }
 }
 
@@ -1009,5 +1016,25 @@ mod tests {
         let c = &p.spec.as_ref().expect("spec").containers[0];
         let user = user_spec(&p, c, &ImageConfig::default());
         assert_eq!(user.supplemental_groups, vec![2000, 5]);
+        assert_eq!(
+            user.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Merge
+        );
+    }
+
+    #[test]
+    fn strict_supplemental_groups_policy_reaches_the_runtime() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c"}],
+                     "securityContext": {"supplementalGroupsPolicy": "Strict"}}
+        }))
+        .expect("pod");
+        let c = &p.spec.as_ref().expect("spec").containers[0];
+        let user = user_spec(&p, c, &ImageConfig::default());
+        assert_eq!(
+            user.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Strict
+        );
     }
 }

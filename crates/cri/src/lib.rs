@@ -170,14 +170,41 @@ pub struct UserSpec {
     /// The image's raw `User` string, used when `run_as_user` is `None`.
     pub image_user: Option<String>,
     pub supplemental_groups: Vec<u32>,
+    /// Whether the image's `/etc/group` adds the user's groups (pod
+    /// `securityContext.supplementalGroupsPolicy`, KEP-3619).
+    #[serde(default)]
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
 }
 
-/// A bind mount into the container (volumes arrive in a later issue).
+/// CRI's `SupplementalGroupsPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplementalGroupsPolicy {
+    /// The groups the image's `/etc/group` gives the user are merged with the configured
+    /// ones (the default).
+    #[default]
+    Merge,
+    /// Only the primary group, `fsGroup` and `supplementalGroups`.
+    Strict,
+}
+
+/// The identity a container's first process got (CRI `LinuxContainerUser`): its uid, its
+/// primary gid and every group it holds, the primary one included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// A bind mount into the container (CRI `Mount`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mount {
     pub host_path: PathBuf,
     pub container_path: String,
     pub readonly: bool,
+    /// Read-only down to every mount below it too (KEP-3857); only with `readonly`.
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// What the agent wants of a container (CRI `ContainerConfig`). The agent has already merged

@@ -572,6 +572,7 @@ pub async fn run(
         port,
         local_path_root: local_path_root.to_string_lossy().into_owned(),
         eviction_hard: config.eviction.hard.clone(),
+        runtime: runtime.status(),
     };
     let local_path_task = tokio::spawn(crate::localpath::run(
         client.clone(),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeFeatures,
+    NodeRuntimeHandler, NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -109,6 +109,8 @@ pub struct NodeIdentity {
     pub local_path_root: String,
     /// The hard eviction thresholds: the memory and nodefs ones are taken off allocatable.
     pub eviction_hard: Vec<node_pressure::Threshold>,
+    /// The container runtime's handlers and features (`runtimeHandlers`, `features`).
+    pub runtime: runtime::RuntimeStatus,
 }
 
 /// The annotations the agent owns on its Node.
@@ -238,6 +240,23 @@ pub fn node_status(
             operating_system: "linux".to_string(),
             architecture: facts.arch.clone(),
             swap: None,
+        }),
+        // kubelet's `RuntimeHandlers` and `NodeFeatures` setters, from the runtime's status.
+        runtime_handlers: (!id.runtime.handlers.is_empty()).then(|| {
+            id.runtime
+                .handlers
+                .iter()
+                .map(|h| NodeRuntimeHandler {
+                    name: Some(h.name.clone()),
+                    features: Some(NodeRuntimeHandlerFeatures {
+                        recursive_read_only_mounts: Some(h.recursive_read_only_mounts),
+                        user_namespaces: Some(h.user_namespaces),
+                    }),
+                })
+                .collect()
+        }),
+        features: Some(NodeFeatures {
+            supplemental_groups_policy: Some(id.runtime.supplemental_groups_policy),
         }),
         conditions: Some(vec![
             // kubelet's eviction manager's conditions, with its reasons and messages.
@@ -547,6 +566,17 @@ mod tests {
             port: 10250,
             local_path_root: "/var/lib/peapod/local-path".into(),
             eviction_hard: node_pressure::default_hard(),
+            runtime: runtime::RuntimeStatus {
+                handlers: ["", "runc"]
+                    .iter()
+                    .map(|name| runtime::RuntimeHandler {
+                        name: name.to_string(),
+                        recursive_read_only_mounts: true,
+                        user_namespaces: true,
+                    })
+                    .collect(),
+                supplemental_groups_policy: true,
+            },
         }
     }
 
@@ -595,6 +625,17 @@ mod tests {
         assert_eq!(ready["reason"], "KubeletReady");
         assert_eq!(ready["message"], "kubelet is posting ready status");
         assert_eq!(st["conditions"][0]["status"], "False");
+        assert_eq!(
+            st["runtimeHandlers"],
+            serde_json::json!([
+                {"name": "", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": true}},
+                {"name": "runc", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": true}}
+            ])
+        );
+        assert_eq!(
+            st["features"],
+            serde_json::json!({"supplementalGroupsPolicy": true})
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, VolumeMountStatus,
+    ContainerStatus, ContainerUser, HostIP, LinuxContainerUser, Pod, PodCondition, PodIP,
+    PodStatus, VolumeMountStatus,
 };
 use runtime::ContainerState as RtState;
 
@@ -75,6 +76,8 @@ pub fn ephemeral_containers(pod: &Pod) -> Vec<Ephemeral> {
 /// Everything the status is computed from.
 pub struct StatusInput<'a> {
     pub pod: &'a Pod,
+    /// The pod's runtime handler makes recursively read-only mounts (KEP-3857).
+    pub recursive_read_only_mounts: bool,
     /// Every runtime container of this pod (all attempts, all sandboxes).
     pub containers: &'a [runtime::ContainerStatus],
     pub sandbox_ready: bool,
@@ -173,10 +176,11 @@ enum Kind {
 }
 
 /// kubelet's `status.volumeMounts` (RecursiveReadOnlyMounts, on by default since v1.31): every
-/// mount of the spec, and for a read-only one whether it is recursively so. Our runtime
-/// makes read-only mounts with plain `MS_RDONLY` binds, so that is `Disabled`.
+/// mount of the spec, and for a read-only one whether it is recursively so (`Enabled`, or
+/// `Disabled`, also when the mode cannot be honoured: the container then never starts).
 fn volume_mount_statuses(
     spec: &k8s_openapi::api::core::v1::Container,
+    rro_supported: bool,
 ) -> Option<Vec<VolumeMountStatus>> {
     let mounts = spec.volume_mounts.as_ref().filter(|m| !m.is_empty())?;
     Some(
@@ -184,15 +188,34 @@ fn volume_mount_statuses(
             .iter()
             .map(|m| {
                 let read_only = m.read_only.unwrap_or(false);
+                let recursive = volumes::rro::resolve(m, rro_supported).unwrap_or(false);
                 VolumeMountStatus {
                     name: m.name.clone(),
                     mount_path: m.mount_path.clone(),
                     read_only: m.read_only.filter(|r| *r),
-                    recursive_read_only: read_only.then(|| "Disabled".to_string()),
+                    recursive_read_only: read_only
+                        .then(|| if recursive { "Enabled" } else { "Disabled" }.to_string()),
                 }
             })
             .collect(),
     )
+}
+
+/// The identity the runtime says the container's first process got (`status.user`,
+/// SupplementalGroupsPolicy, beta and on by default in v1.33).
+fn container_user(user: &runtime::ContainerUser) -> ContainerUser {
+    ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: i64::from(user.uid),
+            gid: i64::from(user.gid),
+            supplemental_groups: Some(
+                user.supplemental_groups
+                    .iter()
+                    .map(|g| i64::from(*g))
+                    .collect(),
+            ),
+        }),
+    }
 }
 
 fn container_status(
@@ -216,7 +239,7 @@ fn container_status(
     let mut out = ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone().unwrap_or_default(),
-        volume_mounts: volume_mount_statuses(spec),
+        volume_mounts: volume_mount_statuses(spec, input.recursive_read_only_mounts),
         ..Default::default()
     };
     let Some(latest) = attempts.first() else {
@@ -246,6 +269,7 @@ fn container_status(
         return out;
     };
     out.restart_count = i32::try_from(latest.config.attempt).unwrap_or(i32::MAX);
+    out.user = latest.user.as_ref().map(container_user);
     out.container_id = Some(format!("peapod://{}", latest.id));
     out.image_id = input
         .image_refs
@@ -733,6 +757,7 @@ mod tests {
             message: None,
             pid: None,
             log_path: Default::default(),
+            user: None,
         }
     }
 
@@ -748,6 +773,7 @@ mod tests {
         )]);
         pod_status(&StatusInput {
             pod,
+            recursive_read_only_mounts: true,
             containers: cs,
             sandbox_ready: true,
             waiting,
@@ -873,6 +899,7 @@ mod tests {
         p.status = Some(first.clone());
         let later = pod_status(&StatusInput {
             pod: &p,
+            recursive_read_only_mounts: true,
             containers: &[rt("a", 0, RtState::Running, None)],
             sandbox_ready: true,
             waiting: &none,
@@ -889,6 +916,7 @@ mod tests {
         assert_eq!(later.start_time, Some(api_time(t(100))));
         let flipped = pod_status(&StatusInput {
             pod: &p,
+            recursive_read_only_mounts: true,
             containers: &[rt("a", 0, RtState::Exited, Some(1))],
             sandbox_ready: true,
             waiting: &none,
@@ -990,13 +1018,15 @@ mod tests {
     }
 
     #[test]
-    fn statuses_list_the_volume_mounts_read_only_ones_not_recursively() {
+    fn statuses_list_the_volume_mounts_and_their_recursive_read_only_mode() {
         let mut p = pod("Always", &["a", "b"]);
         let spec = p.spec.as_mut().expect("spec");
         spec.containers[0].volume_mounts = Some(
             serde_json::from_value(json!([
                 {"name": "data", "mountPath": "/data"},
-                {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+                {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
+                {"name": "host", "mountPath": "/host", "readOnly": true, "recursiveReadOnly": "IfPossible"},
+                {"name": "host", "mountPath": "/strict", "readOnly": true, "recursiveReadOnly": "Enabled"}
             ]))
             .expect("mounts"),
         );
@@ -1011,11 +1041,63 @@ mod tests {
                 json!([
                     {"name": "data", "mountPath": "/data"},
                     {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                     "readOnly": true, "recursiveReadOnly": "Disabled"}
+                     "readOnly": true, "recursiveReadOnly": "Disabled"},
+                    {"name": "host", "mountPath": "/host", "readOnly": true, "recursiveReadOnly": "Enabled"},
+                    {"name": "host", "mountPath": "/strict", "readOnly": true, "recursiveReadOnly": "Enabled"}
                 ])
             );
             assert_eq!(statuses[1].volume_mounts, None);
         }
+        // A runtime handler without recursive read-only mounts: IfPossible falls back, and
+        // Enabled (whose container cannot start) shows Disabled, as the kubelet shows them.
+        let s = pod_status(&StatusInput {
+            pod: &p,
+            recursive_read_only_mounts: false,
+            containers: &[],
+            sandbox_ready: true,
+            waiting: &none,
+            image_refs: &HashMap::new(),
+            host_ip: "10.0.0.1",
+            now: t(100),
+            terminal: false,
+            probes: &ProbeView::default(),
+        });
+        let modes: Vec<Option<String>> = s.container_statuses.expect("statuses")[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.recursive_read_only.clone())
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                None,
+                Some("Disabled".into()),
+                Some("Disabled".into()),
+                Some("Disabled".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn status_user_is_what_the_runtime_reports() {
+        let p = pod("Always", &["a"]);
+        let none = HashMap::new();
+        let mut running = rt("a", 0, RtState::Running, None);
+        running.user = Some(runtime::ContainerUser {
+            uid: 1000,
+            gid: 1000,
+            supplemental_groups: vec![1000, 60000],
+        });
+        let s = status(&p, &[running], &none, false);
+        let a = &s.container_statuses.expect("statuses")[0];
+        assert_eq!(
+            serde_json::to_value(&a.user).expect("json"),
+            json!({"linux": {"uid": 1000, "gid": 1000, "supplementalGroups": [1000, 60000]}})
+        );
+        // No identity before the first start.
+        let s = status(&p, &[rt("a", 0, RtState::Created, None)], &none, false);
+        assert_eq!(s.container_statuses.expect("statuses")[0].user, None);
     }
 
     #[test]

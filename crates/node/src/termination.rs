@@ -57,6 +57,7 @@ pub fn add_mount(log_root: &Path, pod: &Pod, container: &Container, config: &mut
         host_path: file,
         container_path: target.to_string(),
         readonly: false,
+        recursive_read_only: false,
     });
 }
 
@@ -135,6 +136,7 @@ mod tests {
             message: None,
             pid: None,
             log_path: dir.join("0.log"),
+            user: None,
         }
     }
 

@@ -285,6 +285,7 @@ impl RuntimeService for FakeRuntime {
                 message: None,
                 pid: None,
                 log_path: sandbox.config.log_directory.join(&config.log_path),
+                user: None,
             },
         );
         Ok(id)

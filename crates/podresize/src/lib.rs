@@ -352,6 +352,7 @@ mod tests {
             message: None,
             pid: None,
             log_path: Default::default(),
+            user: None,
         }
     }
 

@@ -23,8 +23,9 @@ pub use client::ClientError;
 /// The sandbox and container configs the agent hands in (CRI `PodSandboxConfig`,
 /// `ContainerConfig` and their parts); the shim carries them out as they are.
 pub use cri::{
-    ContainerConfig, DnsConfig, HostAlias, IdMapping, LinuxResources, Mount, PodSandboxConfig,
-    PortMapping, Protocol, SeccompProfile, SecurityConfig, UserSpec,
+    ContainerConfig, ContainerUser, DnsConfig, HostAlias, IdMapping, LinuxResources, Mount,
+    PodSandboxConfig, PortMapping, Protocol, SeccompProfile, SecurityConfig,
+    SupplementalGroupsPolicy, UserSpec,
 };
 pub use error::{RuntimeError, ShimError, ShimStartError};
 pub use image_backend::ImageBackend;
@@ -133,6 +134,42 @@ pub struct ContainerStatus {
     pub pid: Option<u32>,
     /// Absolute path of the log file.
     pub log_path: PathBuf,
+    /// The identity the container's first process got, once it has started (CRI
+    /// `ContainerStatus.user`).
+    #[serde(default)]
+    pub user: Option<ContainerUser>,
+}
+
+/// One way the runtime runs containers, named by a RuntimeClass's `handler`, and what it
+/// can do (CRI `RuntimeHandler`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeHandler {
+    /// `""` for the default handler.
+    pub name: String,
+    /// Read-only mounts can be made read-only down to every mount below them (KEP-3857).
+    pub recursive_read_only_mounts: bool,
+    /// Pods with `hostUsers: false` can run.
+    pub user_namespaces: bool,
+}
+
+/// The runtime's handlers and features (CRI `StatusResponse.runtime_handlers` and
+/// `features`), which the kubelet publishes on its Node and consults for each pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    pub handlers: Vec<RuntimeHandler>,
+    /// `supplementalGroupsPolicy: Strict` is carried out (KEP-3619).
+    pub supplemental_groups_policy: bool,
+}
+
+impl RuntimeStatus {
+    /// Whether the pod's `handler` makes recursively read-only mounts (kubelet's
+    /// `runtimeHandlerSupportsRecursiveReadOnlyMounts`): an unknown handler does not.
+    pub fn recursive_read_only_mounts(&self, handler: &str) -> bool {
+        self.handlers
+            .iter()
+            .find(|h| h.name == handler)
+            .is_some_and(|h| h.recursive_read_only_mounts)
+    }
 }
 
 /// A running sandbox's resource use and its running containers' (CRI `PodSandboxStats`);
@@ -169,6 +206,12 @@ pub struct ExecSyncResult {
 /// says so (stopping a stopped container, removing a removed sandbox succeed).
 #[async_trait::async_trait]
 pub trait RuntimeService: Send + Sync + 'static {
+    /// The handlers and features (CRI `Status`); a runtime that reports none supports no
+    /// optional feature.
+    fn status(&self) -> RuntimeStatus {
+        RuntimeStatus::default()
+    }
+
     /// Pulls (or re-pulls) an image by reference with the registry credentials `auth` (CRI
     /// `AuthConfig`; anonymously when `None`); HTTP allowed only for localhost/127.0.0.0/8.
     /// A re-pull resolves the reference again and downloads only layers not yet stored.

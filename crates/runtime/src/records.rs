@@ -69,6 +69,7 @@ pub fn container_status(
         message: exit.and_then(|e| e.message.clone()),
         pid,
         log_path: record.log_path.clone(),
+        user: state.and_then(|s| s.user.clone()),
     }
 }
 
@@ -228,12 +229,20 @@ mod tests {
             container_status(&r, None, None, true).state,
             ContainerState::Created
         );
+        let user = crate::ContainerUser {
+            uid: 1000,
+            gid: 1000,
+            supplemental_groups: vec![1000, 60000],
+        };
         let s = StateRecord {
             pid: 7,
             started_at: jiff::Timestamp::UNIX_EPOCH,
+            user: Some(user.clone()),
         };
         let st = container_status(&r, Some(&s), None, true);
         assert_eq!((st.state, st.pid), (ContainerState::Running, Some(7)));
+        assert_eq!(st.user, Some(user));
+        assert_eq!(container_status(&r, None, None, true).user, None);
         assert_eq!(
             container_status(&r, Some(&s), None, false).state,
             ContainerState::Unknown

@@ -771,6 +771,24 @@ impl Runtime {
 
 #[async_trait::async_trait]
 impl RuntimeService for Runtime {
+    /// Every handler runs containers the same way: recursive read-only mounts and the
+    /// idmapped layers of user namespaces both need `mount_setattr`.
+    fn status(&self) -> crate::RuntimeStatus {
+        let mount_setattr = shim::mountattr::supported();
+        let user_namespaces = mount_setattr && std::path::Path::new("/proc/self/ns/user").exists();
+        crate::RuntimeStatus {
+            handlers: RUNTIME_HANDLERS
+                .iter()
+                .map(|name| crate::RuntimeHandler {
+                    name: name.to_string(),
+                    recursive_read_only_mounts: mount_setattr,
+                    user_namespaces,
+                })
+                .collect(),
+            supplemental_groups_policy: true,
+        }
+    }
+
     async fn pull_image(
         &self,
         reference: &str,

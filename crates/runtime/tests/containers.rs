@@ -565,6 +565,7 @@ async fn user_and_mounts(env: Arc<Env>) -> TestResult {
         host_path: data.clone(),
         container_path: "/data".into(),
         readonly: true,
+        recursive_read_only: false,
     }];
     let id = rt.create_container(&sb, &config).await.map_err(err)?;
     rt.start_container(&id).await.map_err(err)?;
@@ -583,6 +584,15 @@ async fn user_and_mounts(env: Arc<Env>) -> TestResult {
     }
     if st.exit_code != Some(0) {
         return Err(format!("status: {st:?}"));
+    }
+    // What the process got, its primary group among its groups (containerd's).
+    let user = runtime::ContainerUser {
+        uid: 65534,
+        gid: 65534,
+        supplemental_groups: vec![4000, 65534],
+    };
+    if st.user.as_ref() != Some(&user) {
+        return Err(format!("status user: {:?}", st.user));
     }
     if data.join("new").exists() {
         return Err("read-only mount was written".into());

@@ -18,6 +18,7 @@ use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, setuid, Gid, Uid};
 
+use crate::mountattr;
 use crate::protocol::{ContainerDir, ContainerSpec, PodDir};
 use crate::security;
 use crate::user;
@@ -131,6 +132,9 @@ pub struct ChildContext<'a> {
     /// Where the child writes `monotonic()` once its root filesystem is ready, so the shim
     /// can tell the rootfs part of a start from the rest.
     pub rootfs_ready: &'a OwnedFd,
+    /// Where the child reports the identity it got (`user::encode_identity`) just before
+    /// the exec; non-blocking, so a report too large for the pipe is dropped, not waited on.
+    pub identity: &'a OwnedFd,
     /// `hostUsers: false`: the pod's user namespace and its ID mapping. The root is built
     /// as host root (layers idmapped into the namespace), then the child enters it.
     pub userns: Option<(&'a OwnedFd, cri::IdMapping)>,
@@ -261,6 +265,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
             m.container_path.clone(),
             BindFlags {
                 readonly: m.readonly,
+                recursive_read_only: m.readonly && m.recursive_read_only,
                 nodev,
             },
         ));
@@ -390,6 +395,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     setgroups(&groups).map_err(set_user)?;
     setgid(Gid::from_raw(resolved.gid)).map_err(set_user)?;
     setuid(Uid::from_raw(resolved.uid)).map_err(set_user)?;
+    report_identity(ctx.identity);
     security::finish_credentials(credentials)?;
 
     let argv = to_cstrings(ctx.spec.config.args.iter().map(String::as_str))?;
@@ -422,6 +428,31 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
     match execve(&program_c, &argv, &envp) {
         Ok(never) => match never {},
         Err(source) => Err(SetupError::Exec { arg: arg0, source }),
+    }
+}
+
+/// Tells the shim the ids this process holds now, as the kernel has them (the container
+/// status's `user`). Best effort: a seccomp profile loaded early (privilege escalation
+/// allowed) may refuse the calls, and the status then has no `user`.
+fn report_identity(fd: &OwnedFd) {
+    let Ok(groups) = nix::unistd::getgroups() else {
+        return;
+    };
+    let user = cri::ContainerUser {
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        supplemental_groups: groups.iter().map(|g| g.as_raw()).collect(),
+    };
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut rest = user::encode_identity(&user);
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, &rest) {
+            Ok(n) => {
+                rest.drain(..n);
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -694,7 +725,9 @@ fn mount_container_filesystems(
 /// How a bind mount is restricted once made.
 #[derive(Debug, Clone, Copy)]
 struct BindFlags {
+    /// Read-only: the mount itself, and with `recursive_read_only` every mount below it too.
     readonly: bool,
+    recursive_read_only: bool,
     /// `nodev` on the mount and every mount below it.
     nodev: bool,
 }
@@ -703,11 +736,13 @@ impl BindFlags {
     /// A node of the default /dev set: it must stay usable.
     const DEVICE: BindFlags = BindFlags {
         readonly: false,
+        recursive_read_only: false,
         nodev: false,
     };
     /// One of the pod's /etc files.
     const FILE: BindFlags = BindFlags {
         readonly: false,
+        recursive_read_only: false,
         nodev: true,
     };
 }
@@ -753,6 +788,22 @@ fn bind_fd(
     // root, so the target is resolved again (as runc does after a bind).
     let mounted_fd = resolve(root, target, inroot::Create::Nothing)?;
     let mounted = fd_path(&mounted_fd);
+    if flags.recursive_read_only {
+        // As runc's `rro`: one mount_setattr makes the bind and everything mounted below it
+        // in the volume read-only (and nodev), where a remount reaches the top mount only.
+        let nodev = if flags.nodev {
+            mountattr::MOUNT_ATTR_NODEV
+        } else {
+            0
+        };
+        return mountattr::set_recursive(&mounted, mountattr::MOUNT_ATTR_RDONLY | nodev).map_err(
+            |source| SetupError::Mount {
+                what: format!("{what} recursively read-only"),
+                target: target.to_path_buf(),
+                source,
+            },
+        );
+    }
     if flags.readonly {
         mount(
             None::<&str>,

@@ -9,6 +9,7 @@ pub mod attach;
 pub mod caps;
 pub mod container;
 pub mod exec;
+pub mod mountattr;
 pub mod net;
 pub mod nodev;
 pub mod pidns;

@@ -3,59 +3,26 @@
 //! container's own /dev tmpfs honours nodes, and the device cgroup guards that one). Also
 //! the flags a bind remount must repeat so it does not drop `nodev`/`nosuid`/`noexec`.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 
-/// `MOUNT_ATTR_NODEV` of `linux/mount.h`.
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` (`linux/mount.h`).
-#[repr(C)]
-pub(crate) struct MountAttr {
-    pub(crate) attr_set: u64,
-    pub(crate) attr_clr: u64,
-    pub(crate) propagation: u64,
-    pub(crate) userns_fd: u64,
-}
+use crate::mountattr::{set_recursive, MOUNT_ATTR_NODEV};
 
 /// Makes the mount at `target` and every mount below it `nodev`, keeping their other flags
 /// (`mount_setattr`, Linux 5.12+). Older kernels get a remount of `target` alone that repeats
 /// its flags.
 pub fn set_nodev(target: &Path) -> Result<(), nix::Error> {
-    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: the path and the attr outlive the call; the kernel only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    match nix::Error::last() {
-        nix::Error::ENOSYS => mount(
+    match set_recursive(target, MOUNT_ATTR_NODEV) {
+        Err(nix::Error::ENOSYS) => mount(
             None::<&str>,
             target,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept_flags(target) | MsFlags::MS_NODEV,
             None::<&str>,
         ),
-        e => Err(e),
+        other => other,
     }
 }
 

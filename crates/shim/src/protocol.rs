@@ -195,6 +195,9 @@ impl ExitReason {
 pub struct StateRecord {
     pub pid: u32,
     pub started_at: jiff::Timestamp,
+    /// The uid, gid and groups the process got, as it reported them before the exec.
+    #[serde(default)]
+    pub user: Option<cri::ContainerUser>,
 }
 
 /// `containers/<id>/exit.json`: how the process ended.

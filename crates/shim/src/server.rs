@@ -33,6 +33,9 @@ use crate::pty;
 const CHILD_STACK: usize = 1 << 21;
 /// How long a start may take from clone to exec before the shim gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Size of the pipe a container reports its identity on: uid, gid, count and up to
+/// `NGROUPS_MAX` (65536) groups, 4 bytes each.
+const IDENTITY_PIPE: i32 = 512 * 1024;
 /// How long a client may take to send its request line.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Shutdown waits for the containers' processes to die.
@@ -818,6 +821,12 @@ impl Server {
         let (out_r, out_w) = pipe()?;
         let (serr_r, serr_w) = pipe()?;
         let (ready_r, ready_w) = pipe()?;
+        let (identity_r, identity_w) = pipe()?;
+        // Room for the largest identity (65536 groups) so the child never drops its report.
+        let _ = nix::fcntl::fcntl(
+            &identity_w,
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(IDENTITY_PIPE),
+        );
         // pod `stdin`: a pipe whose write end the shim holds for attach; `tty`: the socket
         // the child sends its pty master on.
         let (in_r, in_w) = match spec.config.stdin && !spec.config.tty {
@@ -860,6 +869,7 @@ impl Server {
                 stdin: in_r.as_ref(),
                 console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
+                identity: &identity_w,
                 userns: self.userns.as_ref().zip(self.config.sandbox.user_namespace),
             };
             let err_w = &err_w;
@@ -894,7 +904,16 @@ impl Server {
         }
         let pid = cloned.map_err(|e| format!("clone: {e}"))?;
         // The child's ends stay only in the child.
-        drop((sync_r, err_w, out_w, serr_w, ready_w, in_r, console_child));
+        drop((
+            sync_r,
+            err_w,
+            out_w,
+            serr_w,
+            ready_w,
+            identity_w,
+            in_r,
+            console_child,
+        ));
         let c = self.containers.get_mut(id).ok_or("container vanished")?;
         // Reaping must find it even if setup fails.
         c.pid = Some(pid);
@@ -940,6 +959,7 @@ impl Server {
         let record = StateRecord {
             pid: pid.as_raw() as u32,
             started_at,
+            user: read_identity(&identity_r),
         };
         write_json_atomic(&self.pod.container(id).state(), &record)
             .map_err(|e| format!("recording state: {e}"))?;
@@ -985,6 +1005,21 @@ fn exec_exited(conn: UnixStream, code: i32) {
     if let Ok(mut line) = serde_json::to_vec(&Response::ExecExited { exit_code: code }) {
         line.push(b'\n');
         let _ = (&conn).write_all(&line);
+    }
+}
+
+/// The identity the child reported before its exec (whose CLOEXEC closed the pipe); `None`
+/// when it could not report it.
+fn read_identity(fd: &OwnedFd) -> Option<cri::ContainerUser> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return crate::user::decode_identity(&bytes),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return None,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the rootfs's `/etc/passwd` and `/etc/group`, the way runc and containerd do, as a pure
 //! function so every rule is unit-tested without a container.
 
-use cri::UserSpec;
+use cri::{ContainerUser, SupplementalGroupsPolicy, UserSpec};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserError {
@@ -17,7 +17,8 @@ pub enum UserError {
 pub struct Resolved {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups (without duplicates).
+    /// Supplementary groups, the primary one included, sorted without duplicates (what
+    /// containerd gives a process since CVE-2023-25173).
     pub groups: Vec<u32>,
     /// Home directory from passwd, `/` when the user has none.
     pub home: String,
@@ -108,19 +109,19 @@ pub fn resolve(spec: &UserSpec, passwd: &str, group: &str) -> Result<Resolved, U
     if let Some(g) = spec.run_as_group {
         gid = g;
     }
-    let mut groups = Vec::new();
-    if let Some(e) = &entry {
-        for g in group_entries(group) {
-            if g.members.contains(&e.name) && !groups.contains(&g.gid) {
-                groups.push(g.gid);
-            }
-        }
+    // containerd's: the primary group, the configured ones, and unless the pod's policy is
+    // `Strict` the groups the image's /etc/group lists the user in; sorted, once each.
+    let mut groups: Vec<u32> = vec![gid];
+    groups.extend(&spec.supplemental_groups);
+    if let (Some(e), SupplementalGroupsPolicy::Merge) = (&entry, spec.supplemental_groups_policy) {
+        groups.extend(
+            group_entries(group)
+                .filter(|g| g.name != e.name && g.members.contains(&e.name))
+                .map(|g| g.gid),
+        );
     }
-    for g in &spec.supplemental_groups {
-        if !groups.contains(g) {
-            groups.push(*g);
-        }
-    }
+    groups.sort_unstable();
+    groups.dedup();
     let home = entry
         .map(|e| e.home)
         .filter(|h| !h.is_empty())
@@ -131,6 +132,36 @@ pub fn resolve(spec: &UserSpec, passwd: &str, group: &str) -> Result<Resolved, U
         gid,
         groups,
         home,
+    })
+}
+
+/// The identity as the child reports it to the shim just before exec: uid, gid, the number
+/// of groups and the groups, each a little-endian u32.
+pub fn encode_identity(user: &ContainerUser) -> Vec<u8> {
+    let count = u32::try_from(user.supplemental_groups.len()).unwrap_or(u32::MAX);
+    [user.uid, user.gid, count]
+        .iter()
+        .chain(&user.supplemental_groups)
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// Reads back [`encode_identity`]; `None` for a short or malformed report.
+pub fn decode_identity(bytes: &[u8]) -> Option<ContainerUser> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let words: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let [uid, gid, count, groups @ ..] = words.as_slice() else {
+        return None;
+    };
+    (usize::try_from(*count).ok()? == groups.len()).then(|| ContainerUser {
+        uid: *uid,
+        gid: *gid,
+        supplemental_groups: groups.to_vec(),
     })
 }
 
@@ -152,21 +183,21 @@ mod tests {
     fn default_is_root() {
         let r = resolve(&spec(None), PASSWD, GROUP).expect("resolve");
         assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
-        assert_eq!(r.groups, vec![10]);
+        assert_eq!(r.groups, vec![0, 10]);
     }
 
     #[test]
     fn name_with_groups_from_membership() {
         let r = resolve(&spec(Some("app")), PASSWD, GROUP).expect("resolve");
         assert_eq!((r.uid, r.gid, r.home.as_str()), (1000, 1001, "/home/app"));
-        assert_eq!(r.groups, vec![10, 50]);
+        assert_eq!(r.groups, vec![10, 50, 1001]);
     }
 
     #[test]
     fn numeric_unknown_uid_gets_gid_zero() {
         let r = resolve(&spec(Some("4242")), PASSWD, GROUP).expect("resolve");
         assert_eq!((r.uid, r.gid, r.home.as_str()), (4242, 0, "/"));
-        assert!(r.groups.is_empty());
+        assert_eq!(r.groups, vec![0]);
     }
 
     #[test]
@@ -200,9 +231,50 @@ mod tests {
             run_as_group: Some(3000),
             image_user: Some("nobody".into()),
             supplemental_groups: vec![4000, 10],
+            ..Default::default()
         };
         let r = resolve(&s, PASSWD, GROUP).expect("resolve");
         assert_eq!((r.uid, r.gid), (1000, 3000));
-        assert_eq!(r.groups, vec![10, 50, 4000]);
+        assert_eq!(r.groups, vec![10, 50, 3000, 4000]);
+    }
+
+    /// KEP-3619's `Strict`: the image's /etc/group adds nothing; the primary group and the
+    /// configured ones stay.
+    #[test]
+    fn strict_policy_ignores_the_image_groups() {
+        let mut s = UserSpec {
+            image_user: Some("app".into()),
+            supplemental_groups: vec![60000],
+            ..Default::default()
+        };
+        let merged = resolve(&s, PASSWD, GROUP).expect("resolve");
+        assert_eq!(merged.groups, vec![10, 50, 1001, 60000]);
+        s.supplemental_groups_policy = SupplementalGroupsPolicy::Strict;
+        let strict = resolve(&s, PASSWD, GROUP).expect("resolve");
+        assert_eq!((strict.uid, strict.gid), (1000, 1001));
+        assert_eq!(strict.groups, vec![1001, 60000]);
+    }
+
+    #[test]
+    fn identity_report_round_trips() {
+        let user = ContainerUser {
+            uid: 1000,
+            gid: 1000,
+            supplemental_groups: vec![1000, 50000, 60000],
+        };
+        let bytes = encode_identity(&user);
+        assert_eq!(decode_identity(&bytes), Some(user));
+        assert_eq!(decode_identity(&bytes[..bytes.len() - 4]), None);
+        assert_eq!(decode_identity(&bytes[..7]), None);
+        assert_eq!(decode_identity(&[]), None);
+    }
+
+    /// As containerd's `WithAdditionalGIDs`: a group named after the user is its own, not a
+    /// supplementary one it is listed in.
+    #[test]
+    fn group_named_after_the_user_is_skipped() {
+        let group = "app:x:4000:app\nwheel:x:10:app\n";
+        let r = resolve(&spec(Some("app")), PASSWD, group).expect("resolve");
+        assert_eq!(r.groups, vec![10, 1001]);
     }
 }

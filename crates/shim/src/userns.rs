@@ -22,7 +22,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
-use crate::nodev::MountAttr;
+use crate::mountattr::MountAttr;
 
 /// `MOUNT_ATTR_IDMAP` of `linux/mount.h`.
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;

@@ -14,6 +14,7 @@ mod fsgroup;
 mod hostpath;
 pub mod localpath;
 mod mounter;
+pub mod rro;
 mod sources;
 mod subpath;
 mod tokens;
@@ -118,6 +119,8 @@ pub enum VolumeError {
     },
     #[error("{path} is still mounted; not removing it")]
     StillMounted { path: PathBuf },
+    #[error("failed to resolve recursive read-only mode: {0}")]
+    RecursiveReadOnly(#[source] rro::RecursiveReadOnlyError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VolumeError {
@@ -423,13 +426,16 @@ impl VolumeManager {
     }
 
     /// The container's bind mounts for its `volumeMounts`, parents before children, with
-    /// subPaths resolved safely and bind-mounted under the pod's `volume-subpaths`.
+    /// subPaths resolved safely and bind-mounted under the pod's `volume-subpaths`, and
+    /// recursively read-only where they ask and the pod's runtime handler can
+    /// (`recursive_read_only`).
     pub fn container_mounts(
         &self,
         pod: &Pod,
         container: &Container,
         paths: &BTreeMap<String, PathBuf>,
         env: &[(String, String)],
+        recursive_read_only: bool,
     ) -> Result<Vec<Mount>, VolumeError> {
         let pod_dir = self.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default())?;
         let volumes = sources::volumes(pod);
@@ -444,6 +450,9 @@ impl VolumeManager {
                 .iter()
                 .find(|v| v.name == vm.name)
                 .ok_or_else(missing)?;
+            // Before any subPath is bound: a refused mode leaves nothing behind.
+            let rro =
+                rro::resolve(vm, recursive_read_only).map_err(VolumeError::RecursiveReadOnly)?;
             let sub = match (vm.sub_path.as_deref(), vm.sub_path_expr.as_deref()) {
                 (Some(s), _) if !s.is_empty() => Some(s.to_string()),
                 (_, Some(e)) if !e.is_empty() => {
@@ -483,6 +492,7 @@ impl VolumeManager {
                 host_path,
                 container_path: vm.mount_path.clone(),
                 readonly: vm.read_only == Some(true) || forced_read_only(volume),
+                recursive_read_only: rro,
             });
         }
         // containerd's order: fewer path elements first, so a mount never hides a later one.

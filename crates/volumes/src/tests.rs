@@ -79,7 +79,8 @@ fn sets_up_every_kind_and_tears_down() {
         json!([
             {"name": "scratch", "mountPath": "/data"},
             {"name": "cfg", "mountPath": "/data/cfg"},
-            {"name": "host", "mountPath": "/h", "subPath": "sub", "readOnly": true},
+            {"name": "host", "mountPath": "/h", "subPath": "sub", "readOnly": true,
+             "recursiveReadOnly": "IfPossible"},
             {"name": "mem", "mountPath": "/m", "subPathExpr": "$(DIR)"}
         ]),
     );
@@ -131,12 +132,17 @@ fn sets_up_every_kind_and_tears_down() {
     let container = p.spec.as_ref().expect("spec").containers[0].clone();
     let env = vec![("DIR".to_string(), "logs".to_string())];
     let mounts = m
-        .container_mounts(&p, &container, &paths, &env)
+        .container_mounts(&p, &container, &paths, &env, true)
         .expect("mounts");
     let targets: Vec<&str> = mounts.iter().map(|x| x.container_path.as_str()).collect();
     assert_eq!(targets, vec!["/data", "/h", "/m", "/data/cfg"]);
     let h = &mounts[1];
     assert!(h.readonly);
+    assert!(h.recursive_read_only, "IfPossible where the runtime can");
+    assert!(
+        !mounts[3].recursive_read_only,
+        "a volume made read-only by its kind is not recursively so"
+    );
     assert!(h.host_path.starts_with(pod_dir.join("volume-subpaths")));
     assert_eq!(
         fs::read_to_string(h.host_path.join("f")).expect("through bind"),
@@ -145,8 +151,10 @@ fn sets_up_every_kind_and_tears_down() {
     assert!(paths["mem"].join("logs").is_dir(), "subPathExpr created");
     assert!(mounts[3].readonly, "configMap volumes are always read-only");
     // Re-running (container restart) replaces the subPath binds instead of stacking them.
-    m.container_mounts(&p, &container, &paths, &env)
+    let again = m
+        .container_mounts(&p, &container, &paths, &env, false)
         .expect("mounts again");
+    assert!(again[1].readonly && !again[1].recursive_read_only);
     let subs = HostMounter
         .mounts_under(&pod_dir.join("volume-subpaths"))
         .expect("mounts");
@@ -240,7 +248,7 @@ fn failures_are_reported_and_orphans_cleaned() {
     std::os::unix::fs::symlink("/etc", paths["d"].join("evil")).expect("symlink");
     let container = p.spec.as_ref().expect("spec").containers[0].clone();
     let err = m
-        .container_mounts(&p, &container, &paths, &[])
+        .container_mounts(&p, &container, &paths, &[], true)
         .expect_err("escape");
     // kubelet's message leaves the cause out; the error keeps it for the log.
     assert_eq!(
@@ -392,7 +400,7 @@ fn claims_mount_their_volume_directory_which_outlives_the_pod() {
     assert!(data.is_dir(), "DirectoryOrCreate made the directory");
     let container = p.spec.as_ref().expect("spec").containers[0].clone();
     let mounts = m
-        .container_mounts(&p, &container, &paths, &[])
+        .container_mounts(&p, &container, &paths, &[], true)
         .expect("mounts");
     let ro: Vec<(String, bool)> = mounts
         .iter()
@@ -484,4 +492,40 @@ fn user_namespace_pods_get_their_volumes_owned_by_their_root() {
         .expect("setup");
     assert_eq!(owner(&paths["scratch"]), (3 << 16, (3 << 16) + 2345));
     m.teardown("uid-userns").expect("teardown");
+}
+
+/// `recursiveReadOnly: Enabled` on a node whose runtime handler cannot do it fails the
+/// container's mounts with kubelet's message (its `CreateContainerConfigError`).
+#[test]
+fn enabled_recursive_read_only_needs_the_runtime() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(tmp.path().to_path_buf());
+    let m = manager(tmp.path());
+    let p = pod(
+        "uid-rro",
+        json!([{"name": "d", "emptyDir": {}}]),
+        json!([{"name": "d", "mountPath": "/d", "readOnly": true, "recursiveReadOnly": "Enabled"}]),
+    );
+    let paths = m
+        .setup(
+            &p,
+            &PodContext::default(),
+            &objects(),
+            &mut Vec::new(),
+            None,
+        )
+        .expect("setup");
+    let container = p.spec.as_ref().expect("spec").containers[0].clone();
+    let err = m
+        .container_mounts(&p, &container, &paths, &[], false)
+        .expect_err("unsupported");
+    assert_eq!(
+        err.to_string(),
+        "failed to resolve recursive read-only mode: volume \"d\" requested recursive read-only mode, but it is not supported by the runtime"
+    );
+    let mounts = m
+        .container_mounts(&p, &container, &paths, &[], true)
+        .expect("supported");
+    assert!(mounts[0].readonly && mounts[0].recursive_read_only);
+    m.teardown("uid-rro").expect("teardown");
 }

@@ -150,6 +150,7 @@ fn pod_spec(e: &mut FieldErrors, spec: &Value, path: &str) {
     super::hostspec::host_users(e, spec, path);
     labels(e, spec.get("nodeSelector"), &format!("{path}.nodeSelector"));
     seccomp_profile(e, spec, &format!("{path}.securityContext"));
+    supplemental_groups_policy(e, spec, &format!("{path}.securityContext"));
     for (key, label) in [
         ("nodeName", false),
         ("serviceAccountName", false),
@@ -572,6 +573,74 @@ fn volume_mounts(e: &mut FieldErrors, c: &Value, path: &str, volumes: &BTreeSet<
                     "must not contain '..'",
                 );
             }
+        }
+        // Upstream names these two under the list, without the mount's index.
+        mount_propagation(e, c, m, &format!("{path}.volumeMounts.mountPropagation"));
+        recursive_read_only(e, m, &format!("{path}.volumeMounts.recursiveReadOnly"));
+    }
+}
+
+/// upstream's `validateMountPropagation`: a known mode, and `Bidirectional` only for
+/// privileged containers.
+fn mount_propagation(e: &mut FieldErrors, c: &Value, m: &Value, path: &str) {
+    let Some(mode) = m.get("mountPropagation").and_then(Value::as_str) else {
+        return;
+    };
+    const MODES: &[&str] = &["Bidirectional", "HostToContainer", "None"];
+    if !MODES.contains(&mode) {
+        e.not_supported(path, &Value::from(mode), MODES);
+    }
+    let privileged = at(c, &["securityContext", "privileged"]).and_then(Value::as_bool);
+    if mode == "Bidirectional" && privileged != Some(true) {
+        e.forbidden(
+            path,
+            "Bidirectional mount propagation is available only to privileged containers",
+        );
+    }
+}
+
+/// upstream's `validateMountRecursiveReadOnly` (KEP-3857): `IfPossible` and `Enabled` need a
+/// read-only mount that propagates nothing.
+fn recursive_read_only(e: &mut FieldErrors, m: &Value, path: &str) {
+    let Some(mode) = m.get("recursiveReadOnly").and_then(Value::as_str) else {
+        return;
+    };
+    match mode {
+        "Disabled" => {}
+        "Enabled" | "IfPossible" => {
+            if m.get("readOnly").and_then(Value::as_bool) != Some(true) {
+                e.forbidden(path, "may only be specified when readOnly is true");
+            }
+            if m.get("mountPropagation")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p != "None")
+            {
+                e.forbidden(
+                    path,
+                    "may only be specified when mountPropagation is None or not specified",
+                );
+            }
+        }
+        other => e.not_supported(
+            path,
+            &Value::from(other),
+            &["Disabled", "Enabled", "IfPossible"],
+        ),
+    }
+}
+
+/// upstream's `validateSupplementalGroupsPolicy` (KEP-3619).
+fn supplemental_groups_policy(e: &mut FieldErrors, spec: &Value, sc_path: &str) {
+    if let Some(policy) =
+        at(spec, &["securityContext", "supplementalGroupsPolicy"]).and_then(Value::as_str)
+    {
+        const POLICIES: &[&str] = &["Merge", "Strict"];
+        if !POLICIES.contains(&policy) {
+            e.not_supported(
+                &format!("{sc_path}.supplementalGroupsPolicy"),
+                &Value::from(policy),
+                POLICIES,
+            );
         }
     }
 }
@@ -1176,6 +1245,65 @@ mod tests {
             "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
         ];
         assert_eq!(m, want);
+    }
+
+    #[test]
+    fn recursive_read_only_and_mount_propagation_rules() {
+        let mounts = json!([
+            {"name":"d","mountPath":"/a","readOnly":true,"recursiveReadOnly":"Enabled"},
+            {"name":"d","mountPath":"/b","readOnly":true,"recursiveReadOnly":"IfPossible"},
+            {"name":"d","mountPath":"/c","recursiveReadOnly":"Disabled"},
+            {"name":"d","mountPath":"/e","readOnly":true,"recursiveReadOnly":"Enabled",
+             "mountPropagation":"None"}]);
+        let p = pod(
+            json!({"containers":[{"name":"a","image":"x","volumeMounts":mounts}],
+            "volumes":[{"name":"d","emptyDir":{}}]}),
+        );
+        assert_eq!(RESOURCE.validate_create(&p), Ok(()));
+
+        let mounts = json!([
+            {"name":"d","mountPath":"/a","recursiveReadOnly":"Enabled"},
+            {"name":"d","mountPath":"/b","readOnly":true,"recursiveReadOnly":"IfPossible",
+             "mountPropagation":"HostToContainer"},
+            {"name":"d","mountPath":"/c","readOnly":true,"recursiveReadOnly":"Always"},
+            {"name":"d","mountPath":"/e","mountPropagation":"Bidirectional"},
+            {"name":"d","mountPath":"/f","mountPropagation":"Shared"}]);
+        let p = pod(
+            json!({"containers":[{"name":"a","image":"x","volumeMounts":mounts}],
+            "volumes":[{"name":"d","emptyDir":{}}]}),
+        );
+        assert_eq!(
+            messages(RESOURCE.validate_create(&p)),
+            [
+                "spec.containers[0].volumeMounts.recursiveReadOnly: Forbidden: may only be specified when readOnly is true",
+                "spec.containers[0].volumeMounts.recursiveReadOnly: Forbidden: may only be specified when mountPropagation is None or not specified",
+                "spec.containers[0].volumeMounts.recursiveReadOnly: Unsupported value: \"Always\": supported values: \"Disabled\", \"Enabled\", \"IfPossible\"",
+                "spec.containers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers",
+                "spec.containers[0].volumeMounts.mountPropagation: Unsupported value: \"Shared\": supported values: \"Bidirectional\", \"HostToContainer\", \"None\"",
+            ]
+        );
+        let privileged = pod(json!({"containers":[{"name":"a","image":"x",
+            "securityContext":{"privileged":true},
+            "volumeMounts":[{"name":"d","mountPath":"/e","mountPropagation":"Bidirectional"}]}],
+            "volumes":[{"name":"d","emptyDir":{}}]}));
+        assert_eq!(RESOURCE.validate_create(&privileged), Ok(()));
+    }
+
+    #[test]
+    fn supplemental_groups_policy_values() {
+        for ok in ["Merge", "Strict"] {
+            let p = pod(json!({"securityContext":{"supplementalGroupsPolicy":ok},
+                "containers":[{"name":"a","image":"x"}]}));
+            assert_eq!(RESOURCE.validate_create(&p), Ok(()), "{ok}");
+        }
+        let p = pod(
+            json!({"securityContext":{"supplementalGroupsPolicy":"Loose"},
+            "containers":[{"name":"a","image":"x"}]}),
+        );
+        assert_eq!(
+            messages(RESOURCE.validate_create(&p)),
+            ["spec.securityContext.supplementalGroupsPolicy: Unsupported value: \"Loose\": supported values: \"Merge\", \"Strict\""]
+        );
     }
 
     #[test]

@@ -285,7 +285,10 @@ pub async fn start_container(
             return Err(StartError::Config(err));
         }
     };
-    if let Err(err) = apply_volume_mounts(deps, &state.volumes, pod, container, &mut config) {
+    let handler = &sandbox.config.runtime_handler;
+    if let Err(err) =
+        apply_volume_mounts(deps, &state.volumes, pod, container, handler, &mut config)
+    {
         let w = Waiting::new("CreateContainerConfigError", err.to_string());
         create_failed(deps, state, pod, name, &format!("Error: {err}"), w);
         return Err(StartError::Volumes(err));

@@ -39,6 +39,20 @@ pub fn refresh_probes(
     state.probe_kills = kills;
 }
 
+/// The runtime handler the pod runs with: its newest sandbox's, else the default one when
+/// it names no RuntimeClass; unknown until its sandbox exists otherwise.
+fn runtime_handler<'a>(pod: &Pod, observed: &'a Observed) -> Option<&'a str> {
+    match observed.sandboxes.iter().max_by_key(|s| s.created_at) {
+        Some(sandbox) => Some(sandbox.config.runtime_handler.as_str()),
+        None => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .is_none_or(str::is_empty)
+            .then_some(""),
+    }
+}
+
 /// Computes the status and writes it when it differs from the last one written.
 pub async fn write_status(
     deps: &WorkerDeps,
@@ -49,6 +63,8 @@ pub async fn write_status(
 ) -> PodStatus {
     let mut status = pod_status(&StatusInput {
         pod,
+        recursive_read_only_mounts: runtime_handler(pod, observed)
+            .is_some_and(|h| deps.runtime.status().recursive_read_only_mounts(h)),
         containers: &observed.containers,
         sandbox_ready: observed.ready_sandbox().is_some(),
         waiting: &state.waiting,

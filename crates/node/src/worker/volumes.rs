@@ -95,20 +95,23 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
     }
 }
 
-/// Fills `config.mounts` from the container's `volumeMounts`. A failure (missing volume,
-/// subPath outside its volume) is for the caller to report as the container's
-/// `CreateContainerConfigError`.
+/// Fills `config.mounts` from the container's `volumeMounts`, recursively read-only where
+/// they ask and the sandbox's runtime `handler` can. A failure (missing volume, subPath
+/// outside its volume, `recursiveReadOnly: Enabled` the handler cannot do) is for the caller
+/// to report as the container's `CreateContainerConfigError`.
 pub fn apply_volume_mounts(
     deps: &WorkerDeps,
     volumes: &PodVolumeState,
     pod: &Pod,
     container: &Container,
+    handler: &str,
     config: &mut ContainerConfig,
 ) -> Result<(), VolumeError> {
     let paths = volumes.paths.clone().unwrap_or_default();
+    let rro = deps.runtime.status().recursive_read_only_mounts(handler);
     let mounts = deps
         .volumes
-        .container_mounts(pod, container, &paths, &config.env)?;
+        .container_mounts(pod, container, &paths, &config.env, rro)?;
     config.mounts.extend(mounts);
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod crossnode;
 pub mod etcd;
+pub mod images;
 pub mod netns;
 pub mod registry;
 
@@ -374,6 +375,33 @@ impl Peapod {
             tail(&self.server_log(), 40)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `stdin`, asserting that it fails (an invalid object the API server
+    /// refuses); returns its stderr.
+    pub fn kubectl_stdin_refused(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing stdin");
+        let out = child.wait_with_output().expect("kubectl output");
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// A jsonpath query on one object; None when kubectl fails (e.g. not found).
