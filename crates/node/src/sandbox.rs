@@ -24,6 +24,18 @@ pub enum TeardownError {
 }
 
 /// Stops and removes sandbox `id`; `Err` lists every step that failed.
+/// Stops a sandbox (network, processes) without removing it: what the kubelet's
+/// StopPodSandbox leaves, the files and cgroups, can go after the API object has.
+pub async fn stop(runtime: &dyn RuntimeService, id: &str) -> Result<(), TeardownError> {
+    match runtime.stop_pod_sandbox(id).await {
+        Ok(()) | Err(RuntimeError::SandboxNotFound { .. }) => Ok(()),
+        Err(source) => Err(TeardownError::Stop {
+            id: id.to_string(),
+            source,
+        }),
+    }
+}
+
 pub async fn teardown(runtime: &dyn RuntimeService, id: &str) -> Result<(), Vec<TeardownError>> {
     let gone = |r: Result<(), RuntimeError>| match r {
         Err(RuntimeError::SandboxNotFound { .. }) => Ok(()),

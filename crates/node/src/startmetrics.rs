@@ -12,6 +12,8 @@ use metrics::{Counter, Family, Registry, DURATION_BUCKETS};
 
 /// The phase family's name.
 pub const PHASES: &str = "peapod_pod_start_phase_duration_seconds";
+/// The stop phase family's name.
+pub const STOP_PHASES: &str = "peapod_pod_stop_phase_duration_seconds";
 
 /// The node's histograms and the registry that serves them.
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct NodeMetrics {
     pub registry: Arc<Registry>,
     /// `peapod_pod_start_phase_duration_seconds{phase}`: one step of a pod's start.
     pub phases: Arc<Family>,
+    /// `peapod_pod_stop_phase_duration_seconds{phase}`: one step of a deleted pod's end.
+    pub stop_phases: Arc<Family>,
     /// `kubelet_pod_start_duration_seconds`: from the agent seeing a pod for the first time
     /// to its status showing it Running.
     pub pod_start: Arc<Family>,
@@ -72,6 +76,12 @@ impl NodeMetrics {
             "phase",
             DURATION_BUCKETS,
         ));
+        let stop_phases = registry.register(Family::labelled(
+            STOP_PHASES,
+            "Duration in seconds of one phase of a deleted pod's end on the node: not_ready_status, kill, terminated_status, sandbox_remove (the runtime's network_del, shim_stop, cgroups and files within it), volumes and the final delete.",
+            "phase",
+            DURATION_BUCKETS,
+        ));
         let probes = registry.register_counter(Counter::new(
             "prober_probe_total",
             "[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.",
@@ -81,6 +91,7 @@ impl NodeMetrics {
             registry,
             probes,
             phases,
+            stop_phases,
             pod_start,
             pod_start_sli,
             worker_start,
@@ -90,5 +101,9 @@ impl NodeMetrics {
 
     pub fn phase(&self, phase: &str, took: Duration) {
         self.phases.observe_with(phase, took);
+    }
+
+    pub fn stop_phase(&self, phase: &str, took: Duration) {
+        self.stop_phases.observe_with(phase, took);
     }
 }

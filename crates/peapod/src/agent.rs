@@ -54,6 +54,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
     let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
         network: Some(network),
         phases: Some(node_metrics.phases.clone()),
+        stop_phases: Some(node_metrics.stop_phases.clone()),
         container_logs: static_pods.container_logs,
         ..runtime::RuntimeConfig::new(
             state_dir.clone(),

@@ -79,6 +79,9 @@ pub struct RuntimeConfig {
     /// Where the runtime's share of a pod start is observed, by phase (`sandbox`,
     /// `network`, `create`, `rootfs`, `spawn`); `None` measures nothing.
     pub phases: Option<Arc<metrics::Family>>,
+    /// Where the runtime's share of a sandbox's end is observed, by phase (`network_del`,
+    /// `shim_stop`, `cgroups`, `files`); `None` measures nothing.
+    pub stop_phases: Option<Arc<metrics::Family>>,
     /// When containers' log files are rotated (the kubelet's `containerLogMaxSize` and
     /// `containerLogMaxFiles`).
     pub container_logs: crilog::Rotation,
@@ -98,6 +101,7 @@ impl RuntimeConfig {
             proc_root: PathBuf::from("/proc"),
             network: None,
             phases: None,
+            stop_phases: None,
             container_logs: crilog::Rotation::default(),
         }
     }
@@ -247,6 +251,13 @@ impl Runtime {
     /// Records that `phase` took `took`, when phases are measured.
     fn observe(&self, phase: &str, took: Duration) {
         if let Some(f) = &self.config.phases {
+            f.observe_with(phase, took);
+        }
+    }
+
+    /// Records that `phase` of a sandbox's end took `took`, when stop phases are measured.
+    fn observe_stop(&self, phase: &str, took: Duration) {
+        if let Some(f) = &self.config.stop_phases {
             f.observe_with(phase, took);
         }
     }
@@ -859,10 +870,13 @@ impl RuntimeService for Runtime {
         let mut first = None;
         // kubelet's StopPodSandbox tears the network down first, while the namespace exists
         // (it is pinned, so even a dead shim leaves it for DEL).
+        let t = Instant::now();
         if let Err(e) = self.detach_network(id).await {
             tracing::warn!(sandbox = %id, error = %e, "CNI DEL failed");
             first = Some(e);
         }
+        self.observe_stop("network_del", t.elapsed());
+        let t = Instant::now();
         let pod = self.pod(id);
         if let Some(shim) = self
             .shim_pid(&pod)
@@ -875,11 +889,7 @@ impl RuntimeService for Runtime {
             {
                 tracing::warn!(sandbox = %id, error = %e, "shim shutdown request failed; killing it");
             }
-            let deadline = Instant::now() + KILL_WAIT;
-            while procs::alive(&self.config.proc_root, &shim) && Instant::now() < deadline {
-                tokio::time::sleep(POLL).await;
-            }
-            if procs::alive(&self.config.proc_root, &shim) {
+            if !procs::wait_gone(&self.config.proc_root, &shim, KILL_WAIT, POLL).await {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(shim.pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -891,6 +901,7 @@ impl RuntimeService for Runtime {
                 first.get_or_insert(e);
             }
         }
+        self.observe_stop("shim_stop", t.elapsed());
         if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
             // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
             let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
@@ -912,6 +923,7 @@ impl RuntimeService for Runtime {
         if let Err(e) = self.stop_pod_sandbox(id).await {
             errors.push(e);
         }
+        let t = Instant::now();
         if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
             let mine: Vec<_> = self
                 .container_ids(id)
@@ -936,6 +948,8 @@ impl RuntimeService for Runtime {
                 Err(e) => errors.push(e),
             }
         }
+        self.observe_stop("cgroups", t.elapsed());
+        let t = Instant::now();
         let root = self.pod(id).root().to_path_buf();
         let path = root.clone();
         match blocking(move || std::fs::remove_dir_all(&root)).await? {
@@ -943,6 +957,7 @@ impl RuntimeService for Runtime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => errors.push(RuntimeError::Remove { path, source }),
         }
+        self.observe_stop("files", t.elapsed());
         for e in &errors {
             tracing::warn!(sandbox = %id, error = %e, "removing sandbox");
         }

@@ -41,8 +41,10 @@ pub struct WorkerState {
     pub image_refs: HashMap<String, String>,
     /// The status last written (or read from the API): writes happen only on change.
     pub last_status: Option<PodStatus>,
-    /// Termination ran (containers killed, final status written, sandbox released).
+    /// Termination ran (containers killed, final status written, sandbox stopped).
     pub killed: bool,
+    /// The sandboxes termination stopped, removed once the API object is gone.
+    pub stopped_sandboxes: Vec<String>,
     /// The pod's volumes: set up before anything starts, released when the pod is done.
     pub volumes: PodVolumeState,
     /// Startup/readiness results of running containers, refreshed from the prober.
@@ -83,6 +85,7 @@ impl WorkerState {
             image_refs: HashMap::new(),
             last_status: pod.status.clone(),
             killed: false,
+            stopped_sandboxes: Vec::new(),
             failure: None,
             disruption: None,
             resize: ResizeState::default(),

@@ -119,6 +119,15 @@ pub async fn teardown_sandbox(deps: &WorkerDeps, id: &str, what: &str) {
     sandbox::log_teardown(result, what);
 }
 
+/// Stops every sandbox of the pod: network down, processes gone.
+async fn stop_sandboxes(deps: &WorkerDeps, observed: &Observed) {
+    for s in &observed.sandboxes {
+        let result = sandbox::stop(deps.runtime.as_ref(), &s.id).await;
+        sandbox::log_teardown(result.map_err(|e| vec![e]), "stopping sandbox failed");
+    }
+    deps.sandboxes.invalidate();
+}
+
 /// Releases every sandbox of the pod.
 pub async fn remove_sandboxes(deps: &WorkerDeps, observed: &Observed) {
     for s in &observed.sandboxes {
@@ -127,7 +136,10 @@ pub async fn remove_sandboxes(deps: &WorkerDeps, observed: &Observed) {
 }
 
 /// kubelet's termination of a pod being deleted: kill with the grace period, write the
-/// terminal status, release the sandbox, then delete the API object.
+/// terminal status, stop the sandbox (network and processes) and unmount the volumes, then
+/// delete the API object; the sandbox's files and cgroups go after it, as the kubelet leaves
+/// a stopped sandbox to its garbage collection (an agent that stops in between finds the
+/// sandbox orphaned when it starts, and removes it then).
 pub async fn terminate(
     deps: &WorkerDeps,
     state: &mut WorkerState,
@@ -142,19 +154,39 @@ pub async fn terminate(
                 return Some(RESYNC);
             }
         };
+        let mut t = Instant::now();
+        let mut phase = |name: &str| {
+            deps.metrics.stop_phase(name, t.elapsed());
+            t = Instant::now();
+        };
         // kubelet reports a terminating pod not ready before it stops anything.
         state.probe_view.all_unready = true;
         write_status(deps, state, pod, &observed, false).await;
+        phase("not_ready_status");
         prober.stop();
         kill_all(deps, pod, &observed, grace_period(pod)).await;
+        phase("kill");
         let observed = observe(deps, state, pod).await.unwrap_or(observed);
         state.waiting.clear();
         write_status(deps, state, pod, &observed, true).await;
-        remove_sandboxes(deps, &observed).await;
+        phase("terminated_status");
+        stop_sandboxes(deps, &observed).await;
+        phase("sandbox_stop");
         teardown_volumes(deps, &mut state.volumes, pod);
+        phase("volumes");
         state.killed = true;
+        state.stopped_sandboxes = observed.sandboxes.iter().map(|s| s.id.clone()).collect();
     }
+    let t = Instant::now();
     delete_from_api(deps, state, pod).await;
+    deps.metrics.stop_phase("delete", t.elapsed());
+    if state.lifecycle == Lifecycle::Terminated {
+        let t = Instant::now();
+        for id in std::mem::take(&mut state.stopped_sandboxes) {
+            teardown_sandbox(deps, &id, "removing sandbox failed").await;
+        }
+        deps.metrics.stop_phase("sandbox_remove", t.elapsed());
+    }
     retry_unless_terminated(state)
 }
 
