@@ -94,7 +94,7 @@ pub fn canonical(text: &str) -> Option<String> {
     Some(canonical_of(Quantity::parse(text)?, format_of(text)?))
 }
 
-const NANOS_PER_UNIT: i128 = 1_000_000_000;
+const NANOS_PER_UNIT: u128 = 1_000_000_000;
 
 /// The canonical text of `q` in `format` (`CanonicalizeBytes`): binary amounts that are
 /// whole and at least 1024 in magnitude take the largest binary suffix that keeps them
@@ -107,12 +107,12 @@ pub fn canonical_of(q: Quantity, format: Format) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
     let magnitude = nanos.unsigned_abs();
     let whole_binary = format == Format::BinarySI
-        && magnitude >= 1024 * NANOS_PER_UNIT.unsigned_abs()
-        && magnitude % NANOS_PER_UNIT.unsigned_abs() == 0;
+        && magnitude >= 1024 * NANOS_PER_UNIT
+        && magnitude.is_multiple_of(NANOS_PER_UNIT);
     if whole_binary {
-        let mut amount = magnitude / NANOS_PER_UNIT.unsigned_abs();
+        let mut amount = magnitude / NANOS_PER_UNIT;
         let mut power = 0;
-        while amount % 1024 == 0 && power < 6 {
+        while amount.is_multiple_of(1024) && power < 6 {
             amount /= 1024;
             power += 1;
         }
@@ -121,7 +121,7 @@ pub fn canonical_of(q: Quantity, format: Format) -> String {
     }
     let mut amount = magnitude;
     let mut exponent: i32 = -9;
-    while amount % 10 == 0 {
+    while amount.is_multiple_of(10) {
         amount /= 10;
         exponent += 1;
     }
