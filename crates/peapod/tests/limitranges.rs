@@ -171,14 +171,23 @@ fn limit_range_defaults_and_bounds() {
         "{err}"
     );
 
-    // A LimitRange out of order is invalid.
-    let bad = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: bad}\nspec:\n  limits:\n  - type: Container\n    min: {cpu: \"1\"}\n    max: {cpu: 500m}\n";
+    // A LimitRange out of order is invalid (`cpu: 1` is a quantity as `cpu: "1"` is).
+    let bad = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: bad}\nspec:\n  limits:\n  - type: Container\n    min: {cpu: 1}\n    max: {cpu: 500m}\n";
     let err = refused(&pp, bad);
-    assert!(
-        err.contains(r#"The LimitRange "bad" is invalid: "#)
-            && err.contains("min value 1 is greater than max value 500m"),
-        "{err}"
+    // The item defaults (default from max, defaultRequest from default) are checked too.
+    let q = |value: i64, scale: i32, s: &str| {
+        format!("resource.Quantity{{i:resource.int64Amount{{value:{value}, scale:{scale}}}, d:resource.infDecAmount{{Dec:(*inf.Dec)(nil)}}, s:\"{s}\", Format:\"DecimalSI\"}}")
+    };
+    let expected = format!(
+        "The LimitRange \"bad\" is invalid: \n\
+         * spec.limits[0].min[cpu]: Invalid value: {}: min value 1 is greater than max value 500m\n\
+         * spec.limits[0].defaultRequest[cpu]: Invalid value: {}: min value 1 is greater than default request value 500m\n\
+         * spec.limits[0].default[cpu]: Invalid value: {}: min value 1 is greater than default value 500m\n",
+        q(1, 0, "1"),
+        q(500, -3, "500m"),
+        q(1, 0, "1"),
     );
+    assert!(err.contains(&expected), "{err}");
 
     // Without the LimitRange the same pod is admitted as it is.
     pp.kubectl_ok(&["delete", "limitrange", "bounds"]);
