@@ -85,17 +85,26 @@ fn quantities_as_strings(v: &mut Value) {
         "allocatable",
         "hard",
         "used",
+        // A LimitRange item's bounds (its `limits` is the list of items).
+        "max",
+        "min",
+        "default",
+        "defaultRequest",
+        "maxLimitRequestRatio",
     ];
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 if QUANTITY_MAPS.contains(&k.as_str()) {
-                    if let Value::Object(q) = child {
-                        for val in q.values_mut() {
-                            if let Value::Number(n) = val {
-                                *val = Value::String(n.to_string());
+                    match child {
+                        Value::Object(q) => {
+                            for val in q.values_mut() {
+                                if let Value::Number(n) = val {
+                                    *val = Value::String(n.to_string());
+                                }
                             }
                         }
+                        other => quantities_as_strings(other),
                     }
                 } else if matches!(k.as_str(), "divisor" | "sizeLimit") {
                     if let Value::Number(n) = child {
@@ -192,5 +201,11 @@ mod tests {
             ),
             None
         );
+        // `cpu: 1` is a quantity in a LimitRange's bounds too.
+        let lr = json!({"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"l"},
+            "spec":{"limits":[{"type":"Container","max":{"cpu":2},"min":{"cpu":1},
+              "default":{"memory":1024},"defaultRequest":{"cpu":1},"maxLimitRequestRatio":{"cpu":2}}]}});
+        assert_eq!(decode_error("LimitRange", &lr), None);
+        assert!(unknown_fields("LimitRange", &lr).is_empty());
     }
 }

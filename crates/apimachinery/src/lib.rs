@@ -15,4 +15,5 @@ pub mod names;
 pub mod printing;
 pub mod qos;
 pub mod quantity;
+pub mod quantity_text;
 pub mod strategy;

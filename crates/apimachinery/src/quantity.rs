@@ -114,6 +114,11 @@ impl Quantity {
         }
     }
 
+    /// The amount in nano-units.
+    pub fn nanos(self) -> i128 {
+        self.nanos
+    }
+
     pub fn is_zero(self) -> bool {
         self.nanos == 0
     }

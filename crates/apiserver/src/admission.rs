@@ -1,19 +1,80 @@
-//! Admission plugins: what kube-apiserver's mutating and validating admission chain does to a
-//! new object after defaulting and before validation, where that needs the store. A plugin
-//! is one impl plus one line in [`PLUGINS`]; a resource's plugins run in the listed order.
+//! Admission plugins: what kube-apiserver's admission chain does to a new object where that
+//! needs the store. Mutating plugins run after defaulting and before validation; validating
+//! ones after validation, as kube-apiserver runs the two phases. A plugin is one impl plus
+//! one line in [`PLUGINS`] or [`VALIDATING`]; a resource's plugins run in the listed order.
 
 use api::resources::ResourceInfo;
+use kinds_core::limitrange;
 use kinds_workloads::{priorityclass, runtimeclass};
 use serde_json::Value;
 use store::Store;
 
 use crate::error::ApiError;
 
-/// Admission of a new object.
+/// Mutating admission of a new object.
 #[async_trait::async_trait]
 pub trait Admission: Send + Sync {
     /// May change `obj`, or refuse it.
     async fn admit(&self, store: &dyn Store, obj: &mut Value) -> Result<(), ApiError>;
+}
+
+/// Validating admission of a new object, once it passed validation.
+#[async_trait::async_trait]
+pub trait Validation: Send + Sync {
+    /// May refuse `obj`.
+    async fn validate(&self, store: &dyn Store, obj: &Value) -> Result<(), ApiError>;
+}
+
+/// The LimitRanges of `obj`'s namespace, in name order.
+async fn limit_ranges(store: &dyn Store, obj: &Value) -> Result<Vec<Value>, ApiError> {
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let list = store
+        .list(
+            limitrange::RESOURCE.group,
+            limitrange::RESOURCE.plural,
+            Some(ns),
+        )
+        .await
+        .map_err(ApiError::Store)?;
+    Ok(list.items)
+}
+
+/// The LimitRanger plugin's mutating half on pods: each LimitRange of the namespace fills
+/// in the requests and limits its Container items default.
+struct LimitRangerDefaults;
+
+#[async_trait::async_trait]
+impl Admission for LimitRangerDefaults {
+    async fn admit(&self, store: &dyn Store, obj: &mut Value) -> Result<(), ApiError> {
+        for lr in limit_ranges(store, obj).await? {
+            limitrange::default_pod(obj, &lr);
+        }
+        Ok(())
+    }
+}
+
+/// The LimitRanger plugin's validating half on pods and claims (the resource's plural): the
+/// first LimitRange of the namespace the object breaks refuses it (403) with every bound
+/// it breaks.
+struct LimitRangerLimits(&'static str);
+
+#[async_trait::async_trait]
+impl Validation for LimitRangerLimits {
+    async fn validate(&self, store: &dyn Store, obj: &Value) -> Result<(), ApiError> {
+        let claims = self.0 == "persistentvolumeclaims";
+        for lr in limit_ranges(store, obj).await? {
+            let checked = if claims {
+                limitrange::check_claim(obj, &lr)
+            } else {
+                limitrange::check_pod(obj, &lr)
+            };
+            checked.map_err(|why| forbidden(self.0, obj, why))?;
+        }
+        Ok(())
+    }
 }
 
 /// The ServiceAccount plugin on pods.
@@ -86,10 +147,15 @@ impl Admission for RuntimeClass {
 
 /// A pod refused by an admission plugin: `pods "NAME" is forbidden: WHY` (403).
 fn pod_forbidden(pod: &Value, why: impl std::fmt::Display) -> ApiError {
+    forbidden("pods", pod, why)
+}
+
+/// An object of a core `resource` refused by an admission plugin (403).
+fn forbidden(resource: &str, obj: &Value, why: impl std::fmt::Display) -> ApiError {
     ApiError::Forbidden {
-        resource: "pods".into(),
+        resource: resource.into(),
         group: String::new(),
-        name: pod
+        name: obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -100,13 +166,32 @@ fn pod_forbidden(pod: &Value, why: impl std::fmt::Display) -> ApiError {
 
 /// (group, plural) of each resource with an admission plugin, and the plugin.
 static PLUGINS: &[(&str, &str, &dyn Admission)] = &[
+    ("", "pods", &LimitRangerDefaults),
     ("", "pods", &ServiceAccount),
     ("", "pods", &Priority),
     ("", "pods", &DefaultTolerationSeconds),
     ("", "pods", &RuntimeClass),
 ];
 
-/// The admission plugins of `info`'s resource on create, in order.
+/// (group, plural) of each resource with a validating admission plugin, and the plugin.
+static VALIDATING: &[(&str, &str, &dyn Validation)] = &[
+    ("", "pods", &LimitRangerLimits("pods")),
+    (
+        "",
+        "persistentvolumeclaims",
+        &LimitRangerLimits("persistentvolumeclaims"),
+    ),
+];
+
+/// The validating admission plugins of `info`'s resource on create, in order.
+pub fn validating(info: &ResourceInfo) -> impl Iterator<Item = &'static dyn Validation> + '_ {
+    VALIDATING
+        .iter()
+        .filter(|(group, plural, _)| *group == info.group && *plural == info.plural)
+        .map(|(_, _, plugin)| *plugin)
+}
+
+/// The mutating admission plugins of `info`'s resource on create, in order.
 pub fn of(info: &ResourceInfo) -> impl Iterator<Item = &'static dyn Admission> + '_ {
     PLUGINS
         .iter()

@@ -776,6 +776,41 @@ async fn pod_status_carries_the_qos_class() {
     assert_eq!(r.body["status"]["qosClass"], "BestEffort");
 }
 
+/// The LimitRanger plugin's two halves sit where kube-apiserver runs them: the defaults
+/// before validation, the bounds after it, so a pod that is both invalid and out of bounds
+/// is answered 422, and one that is only out of bounds 403.
+#[tokio::test]
+async fn limit_ranger_defaults_before_and_bounds_after_validation() {
+    let h = harness().await;
+    let lr = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "lr"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"},
+                             "defaultRequest": {"cpu": "100m"}}]}});
+    let r = h.post("/api/v1/namespaces/default/limitranges", lr).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.body["spec"]["limits"][0]["default"],
+        json!({"cpu": "500m"})
+    );
+    let pods = "/api/v1/namespaces/default/pods";
+    let r = h.post(pods, pod("fits")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.body["spec"]["containers"][0]["resources"],
+        json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "100m"}})
+    );
+    let mut big = pod("big");
+    big["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "2"}});
+    let r = h.post(pods, big.clone()).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"big\" is forbidden: maximum cpu usage per Container is 500m, but limit is 2"
+    );
+    big["spec"]["restartPolicy"] = json!("Sometimes");
+    let r = h.post(pods, big).await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+}
+
 #[tokio::test]
 async fn claims_without_a_class_get_the_default_class() {
     let h = harness().await;

@@ -605,6 +605,9 @@ impl Registry {
                 }],
             ));
         }
+        for plugin in crate::admission::validating(info) {
+            plugin.validate(self.store.as_ref(), &obj).await?;
+        }
         if opts.dry_run {
             return Ok(Written {
                 object: obj,

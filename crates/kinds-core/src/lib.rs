@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod event;
 pub mod lease;
+pub mod limitrange;
 pub mod namespace;
 pub mod node;
 pub mod pod;
@@ -28,6 +29,7 @@ pub static KINDS: &[ResourceInfo] = &[
     endpoints::RESOURCE,
     endpointslice::RESOURCE,
     serviceaccount::RESOURCE,
+    limitrange::RESOURCE,
     lease::RESOURCE,
 ];
 
