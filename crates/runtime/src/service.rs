@@ -80,7 +80,7 @@ pub struct RuntimeConfig {
     /// `network`, `create`, `rootfs`, `spawn`); `None` measures nothing.
     pub phases: Option<Arc<metrics::Family>>,
     /// Where the runtime's share of a sandbox's end is observed, by phase (`network_del`,
-    /// `shim_stop`, `cgroups`, `files`); `None` measures nothing.
+    /// `shim_stop`, `shim_cgroup_kill`, `cgroups`, `files`); `None` measures nothing.
     pub stop_phases: Option<Arc<metrics::Family>>,
     /// When containers' log files are rotated (the kubelet's `containerLogMaxSize` and
     /// `containerLogMaxFiles`).
@@ -902,6 +902,7 @@ impl RuntimeService for Runtime {
             }
         }
         self.observe_stop("shim_stop", t.elapsed());
+        let t = Instant::now();
         if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
             // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
             let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
@@ -912,6 +913,7 @@ impl RuntimeService for Runtime {
                 });
             }
         }
+        self.observe_stop("shim_cgroup_kill", t.elapsed());
         first.map_or(Ok(()), Err)
     }
 
