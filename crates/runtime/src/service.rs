@@ -581,6 +581,10 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<bool, RuntimeError> {
         let deadline = Instant::now() + timeout;
+        // Subscribed before the status is read, so an exit recorded in between still wakes
+        // the wait; the poll stays for a runtime without exit events.
+        let mut exits = RuntimeService::container_events(self);
+        let mut exits_open = true;
         loop {
             let st = self.read_status(sandbox_id, id)?;
             match st.state {
@@ -592,7 +596,12 @@ impl Runtime {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                event = exits.recv(), if exits_open => {
+                    exits_open = !matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
+                }
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
     }
 
