@@ -573,6 +573,67 @@ impl Runtime {
         }
     }
 
+    /// StopPodSandbox; `measured`: its phases are observed (not when removal stops a
+    /// sandbox again, which finds nothing left to do).
+    async fn stop_sandbox(&self, id: &str, measured: bool) -> Result<(), RuntimeError> {
+        let observe = |phase: &str, t: Instant| {
+            if measured {
+                self.observe_stop(phase, t.elapsed());
+            }
+        };
+        if !is_id(id) || !self.pod(id).root().exists() {
+            return Ok(());
+        }
+        let mut first = None;
+        // kubelet's StopPodSandbox tears the network down first, while the namespace exists
+        // (it is pinned, so even a dead shim leaves it for DEL).
+        let t = Instant::now();
+        if let Err(e) = self.detach_network(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "CNI DEL failed");
+            first = Some(e);
+        }
+        observe("network_del", t);
+        let t = Instant::now();
+        let pod = self.pod(id);
+        if let Some(shim) = self
+            .shim_pid(&pod)
+            .filter(|p| procs::alive(&self.config.proc_root, p))
+        {
+            // The shim kills its containers and records their exits before it exits.
+            if let Err(e) = self
+                .request(id, &Request::Shutdown, KILL_WAIT + REQUEST_TIMEOUT)
+                .await
+            {
+                tracing::warn!(sandbox = %id, error = %e, "shim shutdown request failed; killing it");
+            }
+            if !procs::wait_gone(&self.config.proc_root, &shim, KILL_WAIT, POLL).await {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(shim.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for cid in self.container_ids(id) {
+            if let Err(e) = self.kill_orphaned_container(id, &cid).await {
+                first.get_or_insert(e);
+            }
+        }
+        observe("shim_stop", t);
+        let t = Instant::now();
+        if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
+            // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
+            let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
+            if let Err(source) = blocking(move || cg.kill_all(KILL_WAIT)).await? {
+                first.get_or_insert(RuntimeError::Cgroup {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        }
+        observe("shim_cgroup_kill", t);
+        first.map_or(Ok(()), Err)
+    }
+
     /// Waits until the container's records say it exited, up to `timeout`.
     async fn wait_exited(
         &self,
@@ -873,57 +934,7 @@ impl RuntimeService for Runtime {
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
-        if !is_id(id) || !self.pod(id).root().exists() {
-            return Ok(());
-        }
-        let mut first = None;
-        // kubelet's StopPodSandbox tears the network down first, while the namespace exists
-        // (it is pinned, so even a dead shim leaves it for DEL).
-        let t = Instant::now();
-        if let Err(e) = self.detach_network(id).await {
-            tracing::warn!(sandbox = %id, error = %e, "CNI DEL failed");
-            first = Some(e);
-        }
-        self.observe_stop("network_del", t.elapsed());
-        let t = Instant::now();
-        let pod = self.pod(id);
-        if let Some(shim) = self
-            .shim_pid(&pod)
-            .filter(|p| procs::alive(&self.config.proc_root, p))
-        {
-            // The shim kills its containers and records their exits before it exits.
-            if let Err(e) = self
-                .request(id, &Request::Shutdown, KILL_WAIT + REQUEST_TIMEOUT)
-                .await
-            {
-                tracing::warn!(sandbox = %id, error = %e, "shim shutdown request failed; killing it");
-            }
-            if !procs::wait_gone(&self.config.proc_root, &shim, KILL_WAIT, POLL).await {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(shim.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        for cid in self.container_ids(id) {
-            if let Err(e) = self.kill_orphaned_container(id, &cid).await {
-                first.get_or_insert(e);
-            }
-        }
-        self.observe_stop("shim_stop", t.elapsed());
-        let t = Instant::now();
-        if let (Some(h), Some(pod_cgroup)) = (&self.cgroups, self.pod_cgroup(id)) {
-            // Only this sandbox's cgroups: the pod's may also hold its next sandbox.
-            let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
-            if let Err(source) = blocking(move || cg.kill_all(KILL_WAIT)).await? {
-                first.get_or_insert(RuntimeError::Cgroup {
-                    id: id.to_string(),
-                    source,
-                });
-            }
-        }
-        self.observe_stop("shim_cgroup_kill", t.elapsed());
-        first.map_or(Ok(()), Err)
+        self.stop_sandbox(id, true).await
     }
 
     async fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
@@ -931,7 +942,7 @@ impl RuntimeService for Runtime {
             return Ok(());
         }
         let mut errors = Vec::new();
-        if let Err(e) = self.stop_pod_sandbox(id).await {
+        if let Err(e) = self.stop_sandbox(id, false).await {
             errors.push(e);
         }
         let t = Instant::now();
