@@ -415,9 +415,9 @@ impl VolumeManager {
     fn ensure_tmpfs(&self, dir: &Path, options: &str) -> Result<(), VolumeError> {
         let mounted = self
             .mounter
-            .mounts_under(dir)
-            .map_err(io_err("reading mounts under", dir))?;
-        if !mounted.iter().any(|m| m == dir) {
+            .is_mount_point(dir)
+            .map_err(io_err("checking for a mount on", dir))?;
+        if !mounted {
             self.mounter
                 .mount_tmpfs(dir, options)
                 .map_err(io_err("mounting tmpfs on", dir))?;

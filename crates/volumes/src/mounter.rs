@@ -18,6 +18,10 @@ pub trait Mounter: Send + Sync + 'static {
     fn unmount(&self, target: &Path) -> io::Result<()>;
     /// Mount points at or below `root`, deepest first (the order to unmount them in).
     fn mounts_under(&self, root: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Whether `dir` is itself a mount point (a missing `dir` is not).
+    fn is_mount_point(&self, dir: &Path) -> io::Result<bool> {
+        Ok(self.mounts_under(dir)?.iter().any(|m| m == dir))
+    }
 }
 
 /// `Mounter` over the host's mount syscalls.
@@ -68,6 +72,52 @@ impl Mounter for HostMounter {
         let text = std::fs::read_to_string("/proc/self/mountinfo")?;
         Ok(mount_points_under(&text, root))
     }
+
+    /// One statx (its mount-root attribute, Linux 5.8+; else the device differing from the
+    /// parent's) instead of the mount table, which grows with every pod and is read on
+    /// every volume refresh.
+    fn is_mount_point(&self, dir: &Path) -> io::Result<bool> {
+        match mount_root_attribute(dir) {
+            Ok(Some(root)) => Ok(root),
+            Ok(None) => {
+                use std::os::unix::fs::MetadataExt;
+                let me = std::fs::symlink_metadata(dir)?;
+                let Some(parent) = dir.parent() else {
+                    return Ok(true);
+                };
+                let up = std::fs::symlink_metadata(parent)?;
+                Ok(me.dev() != up.dev() || me.ino() == up.ino())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// statx's `STATX_ATTR_MOUNT_ROOT` of `path` (not following a last symlink); `None` when the
+/// kernel does not report it.
+fn mount_root_attribute(path: &Path) -> io::Result<Option<bool>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the size statx writes.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so it filled the buffer (zeroed before).
+    let stx = unsafe { stx.assume_init() };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok((stx.stx_attributes_mask & bit != 0).then_some(stx.stx_attributes & bit != 0))
 }
 
 /// Mount points below (or at) `root` in a mountinfo text, deepest first, each once.
@@ -142,5 +192,24 @@ mod tests {
         assert_eq!(unescape_mountinfo("a\\040b"), "a b");
         assert_eq!(unescape_mountinfo("a\\x"), "a\\x");
         assert_eq!(unescape_mountinfo("end\\"), "end\\");
+    }
+
+    #[test]
+    fn a_tmpfs_is_a_mount_point_and_its_parent_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("t");
+        std::fs::create_dir(&target).expect("mkdir");
+        let m = HostMounter;
+        assert!(!m.is_mount_point(&target).expect("stat"));
+        assert!(!m.is_mount_point(&dir.path().join("missing")).expect("stat"));
+        m.mount_tmpfs(&target, "size=65536").expect("tmpfs");
+        let mounted = m.is_mount_point(&target);
+        let parent = m.is_mount_point(dir.path());
+        m.unmount(&target).expect("unmount");
+        assert!(mounted.expect("stat"));
+        assert!(!parent.expect("stat"));
+        assert!(!m.is_mount_point(&target).expect("stat"));
+        // This kernel reports the attribute (the device comparison is only a fallback).
+        assert_eq!(mount_root_attribute(&target).expect("statx"), Some(false));
     }
 }
