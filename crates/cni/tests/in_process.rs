@@ -168,13 +168,14 @@ fn shape(text: &str, ns: &str, result: &Value) -> String {
         );
     }
     own.retain(|v| v != "eth0");
-    // Whole words only (an address is a prefix of its broadcast address); interface
-    // indexes and the IPv6 link-local address differ per link.
+    // Whole words only (an address is a prefix of its broadcast address); numbers
+    // (interface indexes, port ids, timers) and the IPv6 link-local address differ per link.
     text.split_whitespace()
         .filter(|w| {
             !w.starts_with("fe80")
                 && !w.contains("@if")
-                && w.trim_end_matches(':').parse::<u32>().is_err()
+                && !w.starts_with("0x")
+                && w.trim_end_matches(':').parse::<f64>().is_err()
         })
         .map(|w| {
             let own_word = own.iter().any(|v| {
@@ -214,11 +215,8 @@ fn observe(ns: &str, result: &Value) -> String {
         inside(ns, &["-o", "link", "show", "eth0"]),
         sysctl(ns, "net.ipv4.conf.eth0.arp_notify"),
         sysctl(ns, "net.ipv6.conf.eth0.accept_dad"),
-        sh(&["ip", "-o", "-d", "link", "show", host])
-            .split("promiscuity")
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        sh(&["ip", "-o", "-d", "link", "show", host]),
+        inside(ns, &["-o", "-d", "link", "show", "eth0"]),
         sh(&["bridge", "-d", "link", "show", "dev", host]),
     ]
     .join("\n");
