@@ -46,7 +46,7 @@ def main():
                     os.path.join(fixtures, "busybox.oci.tar")], check=True, stdout=subprocess.DEVNULL)
     log_path = os.path.join(tmp, "up.log")
     log = open(log_path, "w")
-    env = dict(os.environ, PEAPOD_CNI_CONF_DIR=CNI_CONF_DIR, PEAPOD_LOG="info,node::network=debug",
+    env = dict(os.environ, PEAPOD_CNI_CONF_DIR=CNI_CONF_DIR, PEAPOD_LOG="info,runtime::service::network=debug",
                NO_COLOR="1")
     up = subprocess.Popen([args.peapod, "up", "--state-dir", state, "--listen", f"127.0.0.1:{free_port()}",
                            "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "cni-bench"],

@@ -274,6 +274,12 @@ fn default_subnet(path: &Path, list: &ConfList) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Whether `list`, loaded from `path`, is the default conflist peapod wrote (the runtime
+/// then attaches pods to it in-process).
+pub fn is_own_default(path: &Path, list: &ConfList) -> bool {
+    default_subnet(path, list).is_some()
+}
+
 /// Writes the default conflist into `dir` unless a loadable config is already there;
 /// returns the config to use either way. peapod's own default file is rewritten when it
 /// names another range than `pod_cidr` (the node was given a new range); any other config

@@ -3,7 +3,10 @@
 //! (chaining each result into the next plugin as `prevResult`), and keeps each attachment on
 //! disk — written before `ADD` runs and completed after — so `DEL` can release it with the
 //! very config `ADD` used, after a crash, or from `peapod reset` without any other state.
+//! peapod's own default network is done in-process ([`builtin`]); each record says how its
+//! attachment was made, so `DEL` releases it the same way.
 
+pub mod builtin;
 pub mod config;
 pub mod exec;
 pub mod netns;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use builtin::{Builtin, BuiltinError, DefaultNet};
 pub use config::{ConfList, ConfigError};
 pub use exec::{ExecError, PluginExec, PluginOutput, RealExec};
 
@@ -45,6 +49,14 @@ pub enum CniError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("in-process network {network:?} for container {container_id} ({command})")]
+    Builtin {
+        container_id: String,
+        network: String,
+        command: &'static str,
+        #[source]
+        source: BuiltinError,
+    },
     #[error("container id {0:?} is not usable in a file name")]
     BadContainerId(String),
     #[error("no cached result for container {container_id} on network {network}")]
@@ -74,6 +86,18 @@ pub struct RuntimeConf {
     pub capability_args: Map<String, Value>,
 }
 
+/// How an attachment was made, hence how `DEL` releases it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MadeBy {
+    /// Every plugin of the list ran as a binary (also records older than the field).
+    #[default]
+    Plugins,
+    /// peapod's default list in-process ([`builtin`]): bridge, host-local and loopback
+    /// here, `portmap` run as a binary when there are port mappings.
+    InProcess,
+}
+
 /// An attachment as kept on disk, libcni's `cniCacheV1` record plus what a `DEL` needs to
 /// run without any other configuration (the bin dirs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +113,9 @@ pub struct CacheEntry {
     pub cni_args: Vec<(String, String)>,
     pub capability_args: Map<String, Value>,
     pub bin_dirs: Vec<PathBuf>,
+    /// Written before ADD starts, so a crash in the middle is released the right way.
+    #[serde(default)]
+    pub made_by: MadeBy,
     /// `None` while ADD runs or when it failed: the attachment may be half made.
     pub result: Option<Value>,
 }
@@ -127,13 +154,14 @@ pub fn result_ips(result: &Value) -> Vec<IpAddr> {
     out
 }
 
-/// The CNI client: bin dirs to find plugins in, a cache dir for attachments, and the seam
-/// that runs plugins.
+/// The CNI client: bin dirs to find plugins in, a cache dir for attachments, the seam
+/// that runs plugins, and the in-process default network.
 #[derive(Clone)]
 pub struct Client {
     bin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
     exec: Arc<dyn PluginExec>,
+    builtin: Builtin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +203,15 @@ impl Client {
             bin_dirs,
             cache_dir,
             exec,
+            builtin: Builtin::real(),
         }
+    }
+
+    /// The same client with another in-process network (tests: a fake kernel, a temporary
+    /// host-local data dir).
+    pub fn with_builtin(mut self, builtin: Builtin) -> Self {
+        self.builtin = builtin;
+        self
     }
 
     fn results_dir(&self) -> PathBuf {
@@ -339,14 +375,17 @@ impl Client {
         })
     }
 
-    /// Attaches the container to `list`'s network. The attachment is recorded before the
-    /// first plugin runs, so even a crash in the middle leaves enough on disk for `del`.
-    /// On error the record stays: the caller runs `del` to release what was made.
-    pub fn add(&self, list: &ConfList, rt: &RuntimeConf) -> Result<AddResult, CniError> {
+    /// The record of a new attachment, checked to be usable as a file name, and written.
+    fn record(
+        &self,
+        list: &ConfList,
+        rt: &RuntimeConf,
+        made_by: MadeBy,
+    ) -> Result<CacheEntry, CniError> {
         if !valid_name(&rt.container_id) || !valid_name(&rt.if_name) {
             return Err(CniError::BadContainerId(rt.container_id.clone()));
         }
-        let mut entry = CacheEntry {
+        let entry = CacheEntry {
             kind: "cniCacheV1".into(),
             container_id: rt.container_id.clone(),
             if_name: rt.if_name.clone(),
@@ -356,12 +395,31 @@ impl Client {
             cni_args: rt.args.clone(),
             capability_args: rt.capability_args.clone(),
             bin_dirs: self.bin_dirs.clone(),
+            made_by,
             result: None,
         };
         if !valid_name(&entry.network_name) {
             return Err(CniError::BadContainerId(entry.network_name));
         }
         self.write_cache(&entry)?;
+        Ok(entry)
+    }
+
+    /// Records the finished attachment.
+    fn complete(&self, mut entry: CacheEntry, raw: Value) -> Result<AddResult, CniError> {
+        entry.result = Some(raw.clone());
+        self.write_cache(&entry)?;
+        Ok(AddResult {
+            ips: result_ips(&raw),
+            raw,
+        })
+    }
+
+    /// Attaches the container to `list`'s network. The attachment is recorded before the
+    /// first plugin runs, so even a crash in the middle leaves enough on disk for `del`.
+    /// On error the record stays: the caller runs `del` to release what was made.
+    pub fn add(&self, list: &ConfList, rt: &RuntimeConf) -> Result<AddResult, CniError> {
+        let entry = self.record(list, rt, MadeBy::Plugins)?;
         let mut prev: Option<Value> = None;
         for i in 0..list.plugins.len() {
             let out = self.invoke(Command::Add, list, i, prev.as_ref(), &entry, &self.bin_dirs)?;
@@ -369,13 +427,41 @@ impl Client {
                 prev = Some(out);
             }
         }
-        let raw = prev.unwrap_or(Value::Null);
-        entry.result = Some(raw.clone());
-        self.write_cache(&entry)?;
-        Ok(AddResult {
-            ips: result_ips(&raw),
-            raw,
-        })
+        self.complete(entry, prev.unwrap_or(Value::Null))
+    }
+
+    /// [`Client::add`] for peapod's default network: when `list` is exactly the default
+    /// ([`DefaultNet::of`]) the attachment is made in-process, with `portmap` still run as a
+    /// binary (chained on the in-process result) when the pod maps ports; any other list
+    /// goes through its plugins. Recorded before anything is made, as `add` does.
+    pub fn add_default(&self, list: &ConfList, rt: &RuntimeConf) -> Result<AddResult, CniError> {
+        let Some(net) = DefaultNet::of(list) else {
+            return self.add(list, rt);
+        };
+        let entry = self.record(list, rt, MadeBy::InProcess)?;
+        let mut result = self
+            .builtin
+            .add(&net, &rt.container_id, &rt.if_name, &rt.netns)
+            .map_err(|source| CniError::Builtin {
+                container_id: rt.container_id.clone(),
+                network: net.name.clone(),
+                command: Command::Add.lower(),
+                source,
+            })?;
+        if let Some(portmap) = portmap_to_run(list, &entry) {
+            let out = self.invoke(
+                Command::Add,
+                list,
+                portmap,
+                Some(&result),
+                &entry,
+                &self.bin_dirs,
+            )?;
+            if !out.is_null() {
+                result = out;
+            }
+        }
+        self.complete(entry, result)
     }
 
     /// Verifies a finished attachment with CHECK (skipped when the list disables it or its
@@ -432,6 +518,9 @@ impl Client {
         } else {
             &entry.bin_dirs
         };
+        if entry.made_by == MadeBy::InProcess {
+            return self.del_in_process(entry, &list, bin_dirs);
+        }
         let mut first_err = None;
         for i in (0..list.plugins.len()).rev() {
             if let Err(err) = self.invoke(
@@ -452,6 +541,50 @@ impl Client {
         }
     }
 
+    /// DEL of an in-process attachment: `portmap`'s (a binary) when ADD had port mappings
+    /// to give it, then the in-process bridge, host-local and loopback. Every step runs
+    /// even when one fails; the record goes only when all succeeded.
+    fn del_in_process(
+        &self,
+        entry: &CacheEntry,
+        list: &ConfList,
+        bin_dirs: &[PathBuf],
+    ) -> Result<(), CniError> {
+        let mut first_err = None;
+        if let Some(portmap) = portmap_to_run(list, entry) {
+            if let Err(err) = self.invoke(
+                Command::Del,
+                list,
+                portmap,
+                entry.result.as_ref(),
+                entry,
+                bin_dirs,
+            ) {
+                tracing::warn!(container = %entry.container_id, error = %err, "CNI DEL failed");
+                first_err.get_or_insert(err);
+            }
+        }
+        if let Err(source) = self.builtin.del(
+            &entry.network_name,
+            &entry.container_id,
+            &entry.if_name,
+            &entry.netns,
+        ) {
+            let err = CniError::Builtin {
+                container_id: entry.container_id.clone(),
+                network: entry.network_name.clone(),
+                command: Command::Del.lower(),
+                source,
+            };
+            tracing::warn!(container = %entry.container_id, error = %err, "CNI DEL failed");
+            first_err.get_or_insert(err);
+        }
+        match first_err {
+            Some(err) => Err(err),
+            None => self.remove_cache(entry),
+        }
+    }
+
     /// Releases every attachment of a container (a no-op when there is none).
     pub fn del(&self, container_id: &str) -> Result<(), CniError> {
         let mut first_err = None;
@@ -462,6 +595,19 @@ impl Client {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The `portmap` plugin of an in-process attachment, when it has mappings to act on:
+/// without any, its ADD only passes the result on and its DEL finds nothing of its own.
+fn portmap_to_run(list: &ConfList, entry: &CacheEntry) -> Option<usize> {
+    let has_mappings = entry
+        .capability_args
+        .get("portMappings")
+        .and_then(Value::as_array)
+        .is_some_and(|m| !m.is_empty());
+    (0..list.plugins.len())
+        .find(|&i| list.plugin_type(i) == "portmap")
+        .filter(|_| has_mappings)
 }
 
 /// The message of a failed plugin: the spec's error object (`msg`, `details`) when stdout

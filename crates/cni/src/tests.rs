@@ -284,3 +284,150 @@ fn result_ips_reads_current_and_old_result_shapes() {
     );
     assert!(result_ips(&Value::Null).is_empty());
 }
+
+/// A client whose in-process network is the fake kernel of `builtin::tests`.
+fn in_process_fixture() -> (Fixture, crate::builtin::tests::Fixture) {
+    let mut f = fixture();
+    let b = crate::builtin::tests::fixture();
+    f.client = f.client.with_builtin(b.builtin.clone());
+    (f, b)
+}
+
+fn in_process_rt(b: &crate::builtin::tests::Fixture, mappings: bool) -> RuntimeConf {
+    let mut rt = rt();
+    rt.netns = b.netns.clone();
+    if !mappings {
+        rt.capability_args = Map::new();
+    }
+    rt
+}
+
+#[test]
+fn the_default_list_without_port_mappings_runs_no_plugin() {
+    let (f, b) = in_process_fixture();
+    let out = f
+        .client
+        .add_default(&f.list, &in_process_rt(&b, false))
+        .expect("add");
+    assert_eq!(out.ips, vec!["10.244.0.2".parse::<IpAddr>().expect("ip")]);
+    assert!(f.exec.calls().is_empty(), "{:?}", f.exec.calls());
+    let entry = f.client.cached_for("abc123").remove(0);
+    assert_eq!(entry.made_by, MadeBy::InProcess);
+    assert_eq!(entry.result.as_ref(), Some(&out.raw));
+    let allocation = b.dir.path().join("networks/peapod/10.244.0.2");
+    assert!(allocation.exists());
+
+    f.client.del("abc123").expect("del");
+    assert!(f.exec.calls().is_empty(), "{:?}", f.exec.calls());
+    assert!(!allocation.exists());
+    assert!(f.client.cached().is_empty());
+    f.client.del_entry(&entry).expect("DEL again");
+}
+
+#[test]
+fn port_mappings_chain_the_portmap_binary_on_the_in_process_result() {
+    let (f, b) = in_process_fixture();
+    let out = f
+        .client
+        .add_default(&f.list, &in_process_rt(&b, true))
+        .expect("add");
+    let calls = f.exec.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].plugin, "portmap");
+    assert_eq!(calls[0].env["CNI_COMMAND"], "ADD");
+    assert_eq!(
+        calls[0].stdin["prevResult"]["ips"][0]["address"],
+        "10.244.0.2/24"
+    );
+    assert_eq!(
+        calls[0].stdin["runtimeConfig"]["portMappings"][0]["hostPort"],
+        8080
+    );
+    // portmap passes its prevResult on.
+    assert_eq!(out.raw, calls[0].stdin["prevResult"]);
+
+    f.client.del("abc123").expect("del");
+    let calls = f.exec.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        (
+            calls[1].plugin.as_str(),
+            calls[1].env["CNI_COMMAND"].as_str()
+        ),
+        ("portmap", "DEL")
+    );
+    assert_eq!(calls[1].stdin["prevResult"], out.raw);
+    assert!(!b.dir.path().join("networks/peapod/10.244.0.2").exists());
+}
+
+#[test]
+fn other_lists_go_through_their_plugins() {
+    let (f, b) = in_process_fixture();
+    let mut conf = config::default_conflist("peapod0", "10.244.0.0/24");
+    conf["plugins"][0]["mtu"] = json!(1400);
+    let list = ConfList::from_json(conf, Path::new("x")).expect("list");
+    f.client
+        .add_default(&list, &in_process_rt(&b, false))
+        .expect("add");
+    let plugins: Vec<_> = f.exec.calls().into_iter().map(|c| c.plugin).collect();
+    assert_eq!(plugins, ["bridge", "portmap", "loopback"]);
+    assert_eq!(f.client.cached()[0].made_by, MadeBy::Plugins);
+    assert!(b.links.calls().is_empty());
+}
+
+#[test]
+fn a_crash_mid_add_is_released_the_way_it_was_being_made() {
+    let (f, b) = in_process_fixture();
+    // The record is on disk before anything is made: a failing (or crashing) ADD leaves
+    // it without a result, and DEL from it alone releases the address taken so far.
+    std::fs::create_dir_all(b.dir.path().join("networks/peapod")).expect("dir");
+    let rt = in_process_rt(&b, true);
+    let entry = f
+        .client
+        .record(&f.list, &rt, MadeBy::InProcess)
+        .expect("record");
+    crate::builtin::hostlocal::Store::new(&b.dir.path().join("networks"), "peapod")
+        .lock()
+        .expect("lock")
+        .allocate(
+            "abc123",
+            "eth0",
+            &crate::builtin::hostlocal::Range::of("10.244.0.0/24".parse().expect("cidr"))
+                .expect("range"),
+        )
+        .expect("allocate");
+    let reread = f.client.cached_for("abc123").remove(0);
+    assert_eq!(reread, entry);
+    assert_eq!(reread.result, None);
+    f.client.del("abc123").expect("del");
+    assert!(!b.dir.path().join("networks/peapod/10.244.0.2").exists());
+    // portmap's DEL runs too (ADD may have reached it), with no prevResult.
+    let calls = f.exec.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].plugin, "portmap");
+    assert!(calls[0].stdin.get("prevResult").is_none());
+    assert!(f.client.cached().is_empty());
+}
+
+#[test]
+fn records_without_made_by_are_plugin_made() {
+    let (f, b) = in_process_fixture();
+    f.client
+        .add_default(&f.list, &in_process_rt(&b, false))
+        .expect("add");
+    let entry = f.client.cached_for("abc123").remove(0);
+    let mut old = serde_json::to_value(&entry).expect("json");
+    assert_eq!(old["madeBy"], "inProcess");
+    old.as_object_mut().expect("object").remove("madeBy");
+    let old: CacheEntry = serde_json::from_value(old).expect("old record");
+    assert_eq!(old.made_by, MadeBy::Plugins);
+    // Released through the plugins (bridge and host-local release by id as we do).
+    f.client.del_entry(&old).expect("del");
+    let plugins: Vec<_> = f
+        .exec
+        .calls()
+        .into_iter()
+        .map(|c| format!("{} {}", c.plugin, c.env["CNI_COMMAND"]))
+        .collect();
+    assert_eq!(plugins, ["loopback DEL", "portmap DEL", "bridge DEL"]);
+}

@@ -1,7 +1,8 @@
-//! Pod networking through CNI with Debian's real plugins: pods get distinct addresses on the
-//! node's pod network and reach each other, `hostPort` reaches a pod from the node's IP, a
-//! hostNetwork pod sees the node's interfaces, and create/delete cycles leave no veth, no
-//! host-local allocation and no iptables rule behind. Traffic goes only to our own pods.
+//! Pod networking through CNI (peapod's default network in-process, Debian's real `portmap`
+//! for host ports): pods get distinct addresses on the node's pod network and reach each
+//! other, `hostPort` reaches a pod from the node's IP, a hostNetwork pod sees the node's
+//! interfaces, and create/delete cycles leave no veth, no host-local allocation and no
+//! iptables rule behind. Traffic goes only to our own pods.
 
 mod common;
 
@@ -196,9 +197,20 @@ fn pods_get_ips_reach_each_other_and_host_ports() {
     });
     assert!(body.contains("200"), "{body}");
 
-    // Deleting the pods releases everything CNI made for them.
+    // peapod's own default network is attached in-process (portmap, for the hostPort, as
+    // the plugin binary), and each attachment's record says so.
     let sandboxes = attached_sandboxes(&pp);
     assert_eq!(sandboxes.len(), 2, "{sandboxes:?}");
+    for id in &sandboxes {
+        let record = pp
+            .state_dir
+            .join("cni/results")
+            .join(format!("peapod-{id}-eth0"));
+        let record = std::fs::read_to_string(&record).expect("attachment record");
+        assert!(record.contains(r#""madeBy":"inProcess""#), "{record}");
+    }
+
+    // Deleting the pods releases everything CNI made for them.
     pp.kubectl_ok(&["delete", "pod", "web", "client", "--wait=true"]);
     let left = leftovers(&sandboxes, &BTreeSet::new());
     assert!(left.is_empty(), "{left:#?}");

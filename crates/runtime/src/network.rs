@@ -178,7 +178,8 @@ impl PodNetwork {
 
     /// Pins the sandbox's namespace `netns` and runs ADD with the conflist in use (the
     /// default one written when the config dir has none, read on every attachment as
-    /// runtimes watch their config dir); returns the pod's addresses. On error the caller
+    /// runtimes watch their config dir; peapod's own default is done in-process, every
+    /// other list by its plugins); returns the pod's addresses. On error the caller
     /// runs `detach` to release whatever was made. Without a network config: no addresses.
     pub fn attach(
         &self,
@@ -189,10 +190,10 @@ impl PodNetwork {
         let Some(net) = &self.config else {
             return Ok(Vec::new());
         };
-        let list = match net.pod_cidr.get() {
-            Some(cidr) => cni::config::ensure_default(&net.conf_dir, &net.bridge, &cidr)?.1,
+        let (path, list) = match net.pod_cidr.get() {
+            Some(cidr) => cni::config::ensure_default(&net.conf_dir, &net.bridge, &cidr)?,
             None => match cni::config::load_first(&net.conf_dir)? {
-                Some((_, list)) => list,
+                Some(found) => found,
                 None => {
                     return Err(NetworkError::NoPodCidr {
                         conf_dir: net.conf_dir.clone(),
@@ -218,7 +219,12 @@ impl PodNetwork {
             pin,
             source,
         })?;
-        Ok(self.client.add(&list, &rt)?.ips)
+        let added = if cni::config::is_own_default(&path, &list) {
+            self.client.add_default(&list, &rt)?
+        } else {
+            self.client.add(&list, &rt)?
+        };
+        Ok(added.ips)
     }
 
     /// Runs DEL for every attachment of the sandbox, then drops the pin. A failed DEL keeps
