@@ -68,6 +68,26 @@ class Api:
         return urllib.request.urlopen(req, context=self.ctx, timeout=60)
 
 
+def wait_for_node(state, node="bench"):
+    """The API of the `peapod up` running in `state`, once its kubeconfig is written and the
+    node `node` is Ready (about a minute at most)."""
+    kubeconfig = os.path.join(state, "kubeconfig")
+    for _ in range(300):
+        if os.path.exists(kubeconfig):
+            break
+        time.sleep(0.1)
+    api = Api(kubeconfig)
+    for _ in range(600):
+        try:
+            obj = json.load(api.request("GET", f"/api/v1/nodes/{node}"))
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"]):
+                break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return api
+
+
 def pod(name):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "1"}},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
@@ -124,20 +144,7 @@ def main():
                            "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "bench"],
                           stdout=log, stderr=log)
     try:
-        kubeconfig = os.path.join(state, "kubeconfig")
-        for _ in range(300):
-            if os.path.exists(kubeconfig):
-                break
-            time.sleep(0.1)
-        api = Api(kubeconfig)
-        for _ in range(600):
-            try:
-                node = json.load(api.request("GET", "/api/v1/nodes/bench"))
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"]):
-                    break
-            except Exception:
-                pass
-            time.sleep(0.1)
+        api = wait_for_node(state)
         time.sleep(2)
         idle = rss_kib(up.pid)
         watch = Watch(api)

@@ -14,7 +14,7 @@ Usage: python3 bench/delete_latency.py [--pods 20] [--rounds 2] [--peapod BIN]..
 import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from apply_latency import Api, free_port, ROOT  # noqa: E402
+from apply_latency import wait_for_node, free_port, ROOT  # noqa: E402
 
 
 def pod(name):
@@ -98,18 +98,7 @@ def run_block(binary, fixtures, pods, prefix):
                           stdout=log, stderr=log)
     times, phases = [], {}
     try:
-        kubeconfig = os.path.join(state, "kubeconfig")
-        for _ in range(300):
-            if os.path.exists(kubeconfig):
-                break
-            time.sleep(0.1)
-        api = Api(kubeconfig)
-        for _ in range(600):
-            try:
-                json.load(api.request("GET", "/api/v1/nodes/bench"))
-                break
-            except Exception:
-                time.sleep(0.1)
+        api = wait_for_node(state)
         watch = Watch(api)
         watch.start()
         time.sleep(1)

@@ -15,7 +15,7 @@ Usage: python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes]
 import argparse, collections, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from apply_latency import Api, free_port, rss_kib, ROOT  # noqa: E402
+from apply_latency import wait_for_node, free_port, rss_kib, ROOT  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -101,18 +101,7 @@ def main():
                            "--node-api-listen", f"127.0.0.1:{free_port()}", "--node-name", "bench"],
                           stdout=log, stderr=log, env=env)
     try:
-        kubeconfig = os.path.join(state, "kubeconfig")
-        for _ in range(300):
-            if os.path.exists(kubeconfig):
-                break
-            time.sleep(0.1)
-        api = Api(kubeconfig)
-        for _ in range(600):
-            try:
-                json.load(api.request("GET", "/api/v1/nodes/bench"))
-                break
-            except Exception:
-                time.sleep(0.1)
+        api = wait_for_node(state)
         time.sleep(2)
         idle = measure(up.pid, min(args.window, 10))
         print(f"binary: {peapod}")
