@@ -30,6 +30,7 @@ use podapi::EventRecorder;
 use podapi::PodCache;
 use podapi::{Clock, SystemClock};
 use podapi::{KubePodApi, PodApi};
+use podapi::{ObjectChange, ObjectKind};
 use staticpods::{Change, FileSource, MirrorStatusApi, StaticPods};
 use volumes::VolumeManager;
 
@@ -47,6 +48,8 @@ struct WorkerHandle {
     tx: watch::Sender<Option<Pod>>,
     /// Wakes the worker to re-read its pod's containers (one of them exited).
     poke: Arc<Notify>,
+    /// Wakes the worker to rewrite its pod's volumes (an object they show changed).
+    refresh: Arc<Notify>,
     end: mpsc::UnboundedSender<End>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -56,6 +59,7 @@ struct WorkerHandle {
 async fn worker_loop(
     deps: Arc<WorkerDeps>,
     poke: Arc<Notify>,
+    refresh: Arc<Notify>,
     mut rx: watch::Receiver<Option<Pod>>,
     mut ends: mpsc::UnboundedReceiver<End>,
     mut stop: watch::Receiver<bool>,
@@ -93,6 +97,7 @@ async fn worker_loop(
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
             _ = poke.notified() => {}
+            _ = refresh.notified() => worker.refresh_volumes(),
             Some(end) = ends.recv() => match end {
                 End::Shutdown(grace) => {
                     worker.shut_down(&deps, &last, grace).await;
@@ -207,9 +212,11 @@ impl Dispatcher {
         let (tx, rx) = watch::channel(Some(pod));
         let (end, ends) = mpsc::unbounded_channel();
         let poke = Arc::new(Notify::new());
+        let refresh = Arc::new(Notify::new());
         let task = tokio::spawn(worker_loop(
             self.deps.clone(),
             poke.clone(),
+            refresh.clone(),
             rx,
             ends,
             self.stop.clone(),
@@ -220,6 +227,7 @@ impl Dispatcher {
             WorkerHandle {
                 tx,
                 poke,
+                refresh,
                 end,
                 task,
             },
@@ -241,6 +249,37 @@ impl Dispatcher {
                 }
             }
             Err(RecvError::Closed) => {}
+        }
+    }
+
+    /// A ConfigMap or Secret changed: the pods of its namespace whose volumes show it
+    /// rewrite them now (kubelet waits for each pod's next periodic sync); when changes were
+    /// lost, every pod does.
+    fn object_changed(&self, change: Result<ObjectChange, RecvError>) {
+        let change = match change {
+            Ok(change) => change,
+            Err(RecvError::Lagged(_)) => {
+                for w in self.workers.values() {
+                    w.refresh.notify_one();
+                }
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for w in self.workers.values() {
+            let shows = w.tx.borrow().as_ref().is_some_and(|pod| {
+                if pod.metadata.namespace.as_deref() != Some(change.namespace.as_str()) {
+                    return false;
+                }
+                let (maps, secrets) = volumes::referenced_objects(pod);
+                match change.kind {
+                    ObjectKind::ConfigMap => maps.contains(&change.name),
+                    ObjectKind::Secret => secrets.contains(&change.name),
+                }
+            });
+            if shows {
+                w.refresh.notify_one();
+            }
         }
     }
 
@@ -596,6 +635,7 @@ pub async fn run(
         Arc::new(KubePodApi::new(client.clone())),
         client.clone(),
     ));
+    let mut object_changes = pod_api.changes();
     let statics = StaticPods::default();
     let api: Arc<dyn PodApi> = Arc::new(MirrorStatusApi {
         inner: pod_api.clone(),
@@ -605,6 +645,9 @@ pub async fn run(
         EventRecorder::new(pod_api, &config.node_name).observed_by(config.metrics.phases.clone()),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sync_frequency = config
+        .sync_frequency
+        .unwrap_or(crate::config::DEFAULT_SYNC_FREQUENCY);
     let node = NodeFacts {
         name: config.node_name.clone(),
         host_ip: config.node_api_advertise_ip.to_string(),
@@ -633,7 +676,11 @@ pub async fn run(
         node,
         log_root: log_root.clone(),
         sandboxes: Default::default(),
-        volumes: Arc::new(VolumeManager::for_state_dir(&config.state_dir)),
+        volumes: Arc::new(VolumeManager::for_state_dir(
+            &config.state_dir,
+            sync_frequency,
+        )),
+        sync_frequency,
         metrics: config.metrics.clone(),
         pods: pods.clone(),
         userns: Arc::new(userns::Allocator::for_state_dir(
@@ -751,12 +798,18 @@ pub async fn run(
     let mut orphans_checked = false;
     let mut exits = dispatcher.deps.runtime.container_events();
     let mut exits_open = true;
+    let mut changes_open = true;
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
             exited = exits.recv(), if exits_open => {
                 exits_open = !matches!(exited, Err(RecvError::Closed));
                 dispatcher.container_exited(exited);
+                continue;
+            }
+            changed = object_changes.recv(), if changes_open => {
+                changes_open = !matches!(changed, Err(RecvError::Closed));
+                dispatcher.object_changed(changed);
                 continue;
             }
             Some(change) = static_rx.recv() => {

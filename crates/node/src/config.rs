@@ -53,7 +53,13 @@ pub struct AgentConfig {
     pub pod_cgroups: Option<podcgroups::QosCgroups>,
     /// `nodeStatusUpdateFrequency`, `nodeStatusReportFrequency`, `nodeLeaseDurationSeconds`.
     pub node_status: crate::nodestatus::Periods,
+    /// kubelet's `syncFrequency`: how often a pod is re-synced (and its volumes refreshed)
+    /// when nothing wakes its worker (`DEFAULT_SYNC_FREQUENCY`, kubelet's 1 min, when unset).
+    pub sync_frequency: Option<std::time::Duration>,
 }
+
+/// kubelet's default `syncFrequency`.
+pub const DEFAULT_SYNC_FREQUENCY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]

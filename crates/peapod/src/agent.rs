@@ -129,6 +129,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             ),
             shutdown: static_pods.shutdown,
             node_status: static_pods.node_status,
+            sync_frequency: static_pods.sync_frequency,
             metrics: node_metrics,
             pod_cgroups,
         },

@@ -218,7 +218,7 @@ impl NetworkArgs {
 #[derive(Debug, Args)]
 pub struct StaticPodArgs {
     /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1), as kubelet reads
-    /// /var/lib/kubelet/config.yaml; staticPodPath, fileCheckFrequency,
+    /// /var/lib/kubelet/config.yaml; staticPodPath, syncFrequency, fileCheckFrequency,
     /// allowedUnsafeSysctls, containerLogMax*, imageGC*ThresholdPercent, imageMinimumGCAge,
     /// serializeImagePulls, maxParallelImagePulls, shutdownGracePeriod*, eviction*,
     /// nodeStatusUpdateFrequency, nodeStatusReportFrequency and nodeLeaseDurationSeconds

@@ -1,6 +1,6 @@
 //! The static pod settings of a node (kubelet's `--config` file and `--static-pod-path`),
 //! and the other KubeletConfiguration settings peapod honours (container log rotation,
-//! image GC, graceful node shutdown, node-pressure eviction, node status periods),
+//! image GC, pod sync period, graceful node shutdown, node-pressure eviction, node status periods),
 //! shared by `peapod up` and `peapod agent`.
 
 use std::path::PathBuf;
@@ -15,6 +15,8 @@ use crate::cli::StaticPodArgs;
 pub struct StaticPodSettings {
     pub path: Option<PathBuf>,
     pub file_check_frequency: Option<Duration>,
+    /// `syncFrequency`: how often each pod is re-synced when nothing wakes its worker.
+    pub sync_frequency: Option<Duration>,
     /// `containerLogMaxSize` / `containerLogMaxFiles`, the kubelet's defaults when unset.
     pub container_logs: crilog::Rotation,
     pub allowed_unsafe_sysctls: Vec<String>,
@@ -50,6 +52,7 @@ pub fn static_pod_settings(args: &StaticPodArgs) -> anyhow::Result<StaticPodSett
     Ok(StaticPodSettings {
         path,
         file_check_frequency: config.file_check_frequency,
+        sync_frequency: config.sync_frequency,
         container_logs: crilog::Rotation {
             max_size: config.container_log_max_size.unwrap_or(defaults.max_size),
             max_files: config.container_log_max_files.unwrap_or(defaults.max_files),

@@ -127,6 +127,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ),
             shutdown: static_pods.shutdown,
             node_status: static_pods.node_status,
+            sync_frequency: static_pods.sync_frequency,
             metrics: node_metrics,
             pod_cgroups,
         },

@@ -12,5 +12,5 @@ mod podcache;
 pub use apiclient::{ApiError, KubePodApi, PodApi};
 pub use clock::{api_time, Clock, SystemClock};
 pub use events::{EventRecorder, EventType};
-pub use objectwatch::WatchingPodApi;
+pub use objectwatch::{ObjectChange, ObjectKind, WatchingPodApi};
 pub use podcache::PodCache;

@@ -3,7 +3,9 @@
 //! reads memory instead of asking the API server: a node of idle pods otherwise GETs each
 //! pod's `kube-root-ca.crt` every refresh. Until an object's watch has listed it, and
 //! whenever the watch fails, reads go to the API as before; a watch nobody read for
-//! [`IDLE_DROP`] is stopped.
+//! [`IDLE_DROP`] is stopped. A change of a watched object is announced on
+//! [`WatchingPodApi::changes`], so the pods that show it refresh their volumes at once
+//! instead of at their next periodic sync.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,12 +22,30 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::apiclient::{ApiError, PodApi};
 
 /// How long a watch is kept after its object was last read.
 pub const IDLE_DROP: Duration = Duration::from_secs(5 * 60);
+
+/// A watched object changed (updated, deleted or recreated) after its watch had listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChange {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    ConfigMap,
+    Secret,
+}
+
+/// How many changes a slow listener may fall behind before it is told it lagged.
+const CHANGES_BUFFER: usize = 256;
 
 /// One object's watch events.
 pub type Feed<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
@@ -55,19 +75,23 @@ impl<K> Drop for Entry<K> {
 
 /// The watched objects of one kind.
 struct Watched<K> {
+    kind: ObjectKind,
     watch: Watch<K>,
     entries: Mutex<HashMap<(String, String), Entry<K>>>,
+    changes: broadcast::Sender<ObjectChange>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<K: Clone + Send + 'static> Watched<K> {
-    fn new(watch: Watch<K>) -> Self {
+impl<K: kube::Resource + Clone + Send + 'static> Watched<K> {
+    fn new(kind: ObjectKind, watch: Watch<K>, changes: broadcast::Sender<ObjectChange>) -> Self {
         Watched {
+            kind,
             watch,
             entries: Mutex::new(HashMap::new()),
+            changes,
         }
     }
 
@@ -81,7 +105,17 @@ impl<K: Clone + Send + 'static> Watched<K> {
         let entry = entries.entry(key).or_insert_with(|| {
             let known = Arc::new(Mutex::new(Known::Unsynced));
             let feed = (self.watch)(namespace, name);
-            let task = tokio::spawn(follow(feed, known.clone()));
+            let change = ObjectChange {
+                kind: self.kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            let changes = self.changes.clone();
+            let announce = move || {
+                // Nobody listening is fine: the periodic refresh still comes.
+                let _ = changes.send(change.clone());
+            };
+            let task = tokio::spawn(follow(feed, known.clone(), announce));
             Entry {
                 known,
                 last_read: now,
@@ -103,19 +137,38 @@ impl<K: Clone + Send + 'static> Watched<K> {
     }
 }
 
-/// Keeps `known` up to date from the watch's events.
-async fn follow<K: Clone + Send + 'static>(mut feed: Feed<K>, known: Arc<Mutex<Known<K>>>) {
+/// The version of what a watch knows: `None` for an absent object.
+fn version<K: kube::Resource>(obj: Option<&K>) -> Option<String> {
+    obj.map(|o| o.meta().resource_version.clone().unwrap_or_default())
+}
+
+/// Keeps `known` up to date from the watch's events, and calls `announce` when the object
+/// differs from what the watch knew before (not for its first listing).
+async fn follow<K: kube::Resource + Clone + Send + 'static>(
+    mut feed: Feed<K>,
+    known: Arc<Mutex<Known<K>>>,
+    announce: impl Fn() + Send + 'static,
+) {
     // The listing in progress: the object once the list is complete.
     let mut listed: Option<Option<K>> = None;
+    // The version last known, once listed (kept across a failed watch, so a relist that
+    // finds the object changed announces it).
+    let mut last: Option<Option<String>> = None;
+    let mut settle = |obj: Option<K>| {
+        let now = version(obj.as_ref());
+        if last.as_ref().is_some_and(|was| *was != now) {
+            announce();
+        }
+        last = Some(now);
+        *lock(&known) = Known::Synced(obj);
+    };
     while let Some(event) = feed.next().await {
         match event {
             Ok(watcher::Event::Init) => listed = Some(None),
             Ok(watcher::Event::InitApply(obj)) => listed = Some(Some(obj)),
-            Ok(watcher::Event::InitDone) => {
-                *lock(&known) = Known::Synced(listed.take().flatten());
-            }
-            Ok(watcher::Event::Apply(obj)) => *lock(&known) = Known::Synced(Some(obj)),
-            Ok(watcher::Event::Delete(_)) => *lock(&known) = Known::Synced(None),
+            Ok(watcher::Event::InitDone) => settle(listed.take().flatten()),
+            Ok(watcher::Event::Apply(obj)) => settle(Some(obj)),
+            Ok(watcher::Event::Delete(_)) => settle(None),
             Err(err) => {
                 tracing::debug!(error = %err, "watch of a volume's object failed; reading it from the API");
                 *lock(&known) = Known::Unsynced;
@@ -148,6 +201,7 @@ pub struct WatchingPodApi {
     inner: Arc<dyn PodApi>,
     config_maps: Watched<ConfigMap>,
     secrets: Watched<Secret>,
+    changes: broadcast::Sender<ObjectChange>,
 }
 
 impl WatchingPodApi {
@@ -160,11 +214,18 @@ impl WatchingPodApi {
         config_maps: Watch<ConfigMap>,
         secrets: Watch<Secret>,
     ) -> Self {
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         WatchingPodApi {
             inner,
-            config_maps: Watched::new(config_maps),
-            secrets: Watched::new(secrets),
+            config_maps: Watched::new(ObjectKind::ConfigMap, config_maps, changes.clone()),
+            secrets: Watched::new(ObjectKind::Secret, secrets, changes.clone()),
+            changes,
         }
+    }
+
+    /// The changes of the watched objects from now on.
+    pub fn changes(&self) -> broadcast::Receiver<ObjectChange> {
+        self.changes.subscribe()
     }
 }
 
@@ -255,6 +316,7 @@ impl PodApi for WatchingPodApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use tokio::sync::mpsc;
 
     type Sender = mpsc::UnboundedSender<Result<watcher::Event<ConfigMap>, watcher::Error>>;
@@ -270,8 +332,13 @@ mod tests {
         (watch, rx)
     }
 
+    /// A ConfigMap whose version is its value.
     fn cm(value: &str) -> ConfigMap {
         ConfigMap {
+            metadata: ObjectMeta {
+                resource_version: Some(value.to_string()),
+                ..Default::default()
+            },
             data: Some([("k".to_string(), value.to_string())].into()),
             ..Default::default()
         }
@@ -290,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn reads_come_from_the_watch_once_it_listed_the_object() {
         let (watch, mut started) = fake();
-        let w = Watched::new(watch);
+        let w = Watched::new(ObjectKind::ConfigMap, watch, broadcast::channel(16).0);
         assert_eq!(
             value(w.cached("ns", "a")),
             None,
@@ -325,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_or_ended_watch_sends_reads_back_to_the_api() {
         let (watch, mut started) = fake();
-        let w = Watched::new(watch);
+        let w = Watched::new(ObjectKind::ConfigMap, watch, broadcast::channel(16).0);
         assert_eq!(value(w.cached("ns", "a")), None);
         let (_, feed) = started.recv().await.expect("a watch started");
         feed.send(Ok(watcher::Event::Init)).expect("send");
@@ -347,10 +414,57 @@ mod tests {
         assert_eq!(value(w.cached("ns", "a")), None, "ended: ask the API");
     }
 
+    #[tokio::test]
+    async fn changes_after_the_first_listing_are_announced() {
+        let (watch, mut started) = fake();
+        let (tx, mut changes) = broadcast::channel(16);
+        let w = Watched::new(ObjectKind::ConfigMap, watch, tx);
+        w.cached("ns", "a");
+        let (_, feed) = started.recv().await.expect("a watch started");
+        let mut announced = || {
+            let mut n = 0;
+            while let Ok(change) = changes.try_recv() {
+                assert_eq!(
+                    change,
+                    ObjectChange {
+                        kind: ObjectKind::ConfigMap,
+                        namespace: "ns".into(),
+                        name: "a".into()
+                    }
+                );
+                n += 1;
+            }
+            n
+        };
+        let send = |e| feed.send(Ok(e)).expect("send");
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(cm("1")));
+        send(watcher::Event::InitDone);
+        settle().await;
+        assert_eq!(announced(), 0, "the first listing is no change");
+        send(watcher::Event::Apply(cm("1")));
+        settle().await;
+        assert_eq!(announced(), 0, "the same version again is no change");
+        send(watcher::Event::Apply(cm("2")));
+        send(watcher::Event::Delete(cm("2")));
+        settle().await;
+        assert_eq!(announced(), 2, "updated, then deleted");
+        // The watch fails; its relist finds the object recreated, then unchanged.
+        feed.send(Err(watcher::Error::NoResourceVersion))
+            .expect("send");
+        for _ in 0..2 {
+            send(watcher::Event::Init);
+            send(watcher::Event::InitApply(cm("3")));
+            send(watcher::Event::InitDone);
+        }
+        settle().await;
+        assert_eq!(announced(), 1, "recreated while the watch was down");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn watches_nobody_reads_are_stopped() {
         let (watch, mut started) = fake();
-        let w = Watched::new(watch);
+        let w = Watched::new(ObjectKind::ConfigMap, watch, broadcast::channel(16).0);
         w.cached("ns", "a");
         let (_, feed_a) = started.recv().await.expect("watch a");
         tokio::time::advance(IDLE_DROP + Duration::from_secs(1)).await;

@@ -396,7 +396,7 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
                 source,
             }
         })?;
-    // kubelet's validation: the node status and Lease periods are positive.
+    // kubelet's validation: the sync, node status and Lease periods are positive.
     let positive = |field: &'static str, value: Option<Duration>| match value {
         Some(d) if d.is_zero() => Err(setting(field, "0s".into(), "must be > 0")),
         _ => Ok(value),
@@ -434,7 +434,10 @@ pub fn parse_kubelet_config(text: &str, path: &Path) -> Result<KubeletConfig, St
             .static_pod_path
             .filter(|p| !p.is_empty())
             .map(|p| base.join(p)),
-        sync_frequency: duration("syncFrequency", raw.sync_frequency)?,
+        sync_frequency: positive(
+            "syncFrequency",
+            duration("syncFrequency", raw.sync_frequency)?,
+        )?,
         file_check_frequency: duration("fileCheckFrequency", raw.file_check_frequency)?,
         container_log_max_size,
         container_log_max_files,

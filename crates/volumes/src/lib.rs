@@ -39,13 +39,9 @@ use atomic::Payload;
 pub use claims::{ClaimError, ClaimVolume};
 pub use hostpath::HostPathError;
 pub use mounter::{HostMounter, Mounter};
-pub use sources::{Objects, Skipped, SourceError};
+pub use sources::{referenced as referenced_objects, Objects, Skipped, SourceError};
 pub use subpath::SubPathError;
 pub use tokens::{Token, TokenCache, TokenKey};
-
-/// How often configMap, secret and downwardAPI volumes are rewritten from the API. kubelet
-/// resyncs every minute plus its cache TTL; a shorter default makes updates quick to see.
-pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(10);
 
 /// Directory name below the state dir that holds every pod's volumes.
 pub const VOLUMES_DIR: &str = "volumes";
@@ -240,15 +236,14 @@ impl VolumeManager {
         }
     }
 
-    /// Volumes under `<state_dir>/volumes`, real mounts, the default sync period (or
-    /// `PEAPOD_VOLUME_SYNC_SECONDS` when set, for tests and impatient users).
-    pub fn for_state_dir(state_dir: &Path) -> Self {
-        let period = std::env::var("PEAPOD_VOLUME_SYNC_SECONDS")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .map_or(DEFAULT_SYNC_PERIOD, Duration::from_secs);
-        Self::new(state_dir.join(VOLUMES_DIR), Arc::new(HostMounter), period)
+    /// Volumes under `<state_dir>/volumes`, real mounts, refreshed every `sync_period`
+    /// (the kubelet's `syncFrequency`).
+    pub fn for_state_dir(state_dir: &Path, sync_period: Duration) -> Self {
+        Self::new(
+            state_dir.join(VOLUMES_DIR),
+            Arc::new(HostMounter),
+            sync_period,
+        )
     }
 
     pub fn sync_period(&self) -> Duration {

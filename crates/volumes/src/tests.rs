@@ -27,7 +27,7 @@ fn manager(dir: &Path) -> VolumeManager {
     VolumeManager::new(
         dir.join("volumes"),
         Arc::new(HostMounter),
-        DEFAULT_SYNC_PERIOD,
+        Duration::from_secs(60),
     )
 }
 

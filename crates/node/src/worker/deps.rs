@@ -46,6 +46,10 @@ pub struct WorkerDeps {
     pub sandboxes: SandboxCache,
     /// Pods' volumes (emptyDir, hostPath, configMap, secret, downwardAPI, projected).
     pub volumes: Arc<VolumeManager>,
+    /// kubelet's `syncFrequency`: how often a live pod is re-synced when nothing wakes its
+    /// worker (container exits, probe results, pod updates and changes of the objects its
+    /// volumes show all do).
+    pub sync_frequency: Duration,
     /// Where the phases of pod starts are observed.
     pub metrics: NodeMetrics,
     /// The node's pods as the agent last saw them: what a resize must fit beside.

@@ -28,7 +28,7 @@ use crate::podstatus::{attempts_of, ephemeral_containers, Waiting};
 use observe::{observe, pod_net};
 use plan::{
     api_phase, is_deleting, min_requeue, pid_target, plan, pod_key, spec_container, Action,
-    Observed, Plan, IDLE_RESYNC, MIN_GRACE, RESYNC,
+    Observed, Plan, MIN_GRACE, PENDING_RESIZE_RETRY, RESYNC,
 };
 use podapi::EventType;
 use probes::PodProber;
@@ -48,6 +48,11 @@ pub struct PodWorker {
 }
 
 impl PodWorker {
+    /// Makes the next sync rewrite the pod's volumes whatever their last refresh.
+    pub fn refresh_volumes(&mut self) {
+        self.state.volumes.last_sync = None;
+    }
+
     /// A worker for `pod`; `poke` wakes it when a probe's result changes.
     pub fn new(pod: &Pod, poke: Arc<Notify>) -> Self {
         Self {
@@ -180,13 +185,18 @@ impl PodWorker {
             self.state.lifecycle = Lifecycle::Finished;
             return None;
         }
-        // Exits and probe results wake the worker as they happen; it re-observes at least
-        // every IDLE_RESYNC all the same, sooner when a back-off or the deadline ends.
+        // Exits, probe results, pod updates and changes of the objects its volumes show wake
+        // the worker as they happen; it re-syncs every `syncFrequency` all the same (kubelet's
+        // periodic sync), sooner when a back-off or the deadline ends or a resize waits.
         let requeue = match plan::until_deadline(pod, self.state.last_status.as_ref(), now) {
             Some(left) => min_requeue(requeue, left),
             None => requeue,
         };
-        Some(requeue.map_or(IDLE_RESYNC, |r| r.min(IDLE_RESYNC)))
+        let requeue = match &self.state.resize.pending {
+            Some(podresize::Pending::Deferred(_)) => min_requeue(requeue, PENDING_RESIZE_RETRY),
+            _ => requeue,
+        };
+        Some(requeue.map_or(deps.sync_frequency, |r| r.min(deps.sync_frequency)))
     }
 
     /// Ends the measure of the pod's start once its written status shows it Running (kubelet's

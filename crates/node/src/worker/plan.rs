@@ -23,9 +23,9 @@ use probes::{ProbeKind, Target};
 /// How soon a sync that could not do its work (the runtime unreadable, volumes not ready, a
 /// start that failed) is tried again.
 pub const RESYNC: Duration = Duration::from_secs(1);
-/// How often a live pod is re-observed when nothing wakes its worker: container exits and
-/// probe results do (kubelet's evented PLEG relists on a long period for the same reason).
-pub const IDLE_RESYNC: Duration = Duration::from_secs(10);
+/// How often a pod whose resize waits for room (`Deferred`) looks again: the room comes
+/// from other pods leaving, which does not wake its worker.
+pub const PENDING_RESIZE_RETRY: Duration = Duration::from_secs(5);
 /// kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
 pub const MIN_GRACE: Duration = Duration::from_secs(2);
 

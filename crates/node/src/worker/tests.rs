@@ -45,8 +45,9 @@ fn harness() -> Harness {
         volumes: Arc::new(::volumes::VolumeManager::new(
             dir.path().join("volumes"),
             Arc::new(::volumes::HostMounter),
-            ::volumes::DEFAULT_SYNC_PERIOD,
+            crate::config::DEFAULT_SYNC_FREQUENCY,
         )),
+        sync_frequency: crate::config::DEFAULT_SYNC_FREQUENCY,
         metrics: crate::NodeMetrics::new(),
         pods: Default::default(),
         userns: Arc::new(
@@ -109,7 +110,10 @@ async fn starts_pod_and_reports_running() {
     let h = harness();
     let p = pod("Always", "busybox:1.36", "IfNotPresent");
     let mut w = PodWorker::new(&p, Default::default());
-    assert_eq!(w.sync(&h.env, &p).await, Some(IDLE_RESYNC));
+    assert_eq!(
+        w.sync(&h.env, &p).await,
+        Some(crate::config::DEFAULT_SYNC_FREQUENCY)
+    );
     assert_eq!(
         h.api.reasons(),
         vec!["Pulling", "Pulled", "Created", "Started"]
@@ -720,7 +724,10 @@ async fn a_deadline_set_on_a_running_pod_kills_it_and_fails_it() {
     w.sync(&h.env, &p).await;
     p = with_status(p, &h.api);
     h.clock.advance(Duration::from_secs(20));
-    assert_eq!(w.sync(&h.env, &p).await, Some(IDLE_RESYNC));
+    assert_eq!(
+        w.sync(&h.env, &p).await,
+        Some(crate::config::DEFAULT_SYNC_FREQUENCY)
+    );
     // A deadline 24 s from the start brings the worker back when it ends.
     if let Some(spec) = p.spec.as_mut() {
         spec.active_deadline_seconds = Some(24);
