@@ -160,10 +160,11 @@ def main():
             lat.append((watch.running[name] - t0) * 1000)
             sched.append((watch.scheduled.get(name, watch.running[name]) - t0) * 1000)
         lat.sort()
-        p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
-        print(f"apply->Running over {len(lat)} pods (ms): min {lat[0]:.0f}  median {statistics.median(lat):.0f}"
-              f"  p99 {p99:.0f}  max {lat[-1]:.0f}")
-        print(f"  of which POST->bound to the node (median ms): {statistics.median(sched):.1f}")
+        if lat:
+            p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+            print(f"apply->Running over {len(lat)} pods (ms): min {lat[0]:.0f}"
+                  f"  median {statistics.median(lat):.0f}  p99 {p99:.0f}  max {lat[-1]:.0f}")
+            print(f"  of which POST->bound to the node (median ms): {statistics.median(sched):.1f}")
 
         names = [f"burst-{i}" for i in range(args.burst)]
         t0 = time.monotonic()

@@ -9,8 +9,11 @@ server + agent; probes run in the agent) over a window, as a percentage of one c
 `--no-probes` runs the same pods without probes, for the baseline (pod workers' own resyncs).
 `--requests` also counts the API requests made during the window (the server's access log),
 by verb and resource, to show what idle pods still ask of the API server.
+`--perf FILE` records a CPU profile of `peapod up` over the window (`perf record -g`; read it
+with `perf report -i FILE`; a binary built with symbols shows names, e.g.
+`CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --target-dir target/prof`).
 Usage: python3 bench/probes.py [--pods 100] [--window 30] [--exec] [--no-probes] [--requests]
-       [--peapod PATH]
+       [--perf FILE] [--peapod PATH]
 """
 import argparse, collections, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
@@ -26,10 +29,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def measure(pid, window):
+def measure(pid, window, perf=None):
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "999", "-p", str(pid), "-o", perf],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(window)
-    return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    used = 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    if recorder:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+    return used
 
 
 ACCESS = re.compile(r'method=(\S+) uri=(\S+)')
@@ -80,6 +91,7 @@ def main():
     ap.add_argument("--exec", action="store_true", dest="use_exec")
     ap.add_argument("--no-probes", action="store_false", dest="probes")
     ap.add_argument("--requests", action="store_true")
+    ap.add_argument("--perf", default=None)
     ap.add_argument("--peapod", default=None)
     args = ap.parse_args()
     peapod = args.peapod
@@ -121,7 +133,7 @@ def main():
         time.sleep(5)
         log.flush()
         start = os.path.getsize(log_path)
-        busy = measure(up.pid, args.window)
+        busy = measure(up.pid, args.window, args.perf)
         if args.requests:
             with open(log_path, errors="replace") as f:
                 f.seek(start)
