@@ -826,6 +826,58 @@ mod tests {
     }
 
     #[test]
+    fn node_changes_are_what_the_filters_look_at() {
+        let node = |v: Value| -> Node { serde_json::from_value(v).expect("node") };
+        let base = node(json!({"metadata": {"name": "n", "labels": {"a": "1"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "True",
+                                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}));
+        // A heartbeat changes nothing the filters see.
+        let beat = node(
+            json!({"metadata": {"name": "n", "labels": {"a": "1"}, "resourceVersion": "9"},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "True",
+                                "lastHeartbeatTime": "2026-01-01T00:00:10Z"}]}}),
+        );
+        assert!(!node_change(&base, &beat).any());
+        let mut cordoned = base.clone();
+        cordoned
+            .spec
+            .get_or_insert_with(Default::default)
+            .unschedulable = Some(true);
+        assert_eq!(
+            node_change(&base, &cordoned),
+            NodeChange {
+                unschedulable: true,
+                ..Default::default()
+            }
+        );
+        let mut relabelled = base.clone();
+        relabelled.metadata.labels = None;
+        assert!(node_change(&base, &relabelled).labels);
+        let not_ready = node(json!({"metadata": {"name": "n", "labels": {"a": "1"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "False"}]}}));
+        assert!(node_change(&base, &not_ready).taints);
+    }
+
+    #[test]
+    fn rejections_name_their_filters_and_no_nodes_is_an_error() {
+        assert!(rejectors(&NoFit::NoNodes).is_empty());
+        let no_fit = NoFit::Misfits {
+            nodes: 2,
+            reasons: vec![Misfit::Unschedulable, Misfit::Insufficient("cpu".into())],
+        };
+        assert_eq!(
+            rejectors(&no_fit),
+            BTreeSet::from([Plugin::NodeUnschedulable, Plugin::NodeResourcesFit])
+        );
+    }
+
+    #[test]
     fn only_unbound_live_pods_of_the_default_scheduler_are_scheduled() {
         assert!(needs_scheduling(&pod(json!({"spec": {"containers": []}}))));
         assert!(!needs_scheduling(&pod(
