@@ -878,6 +878,42 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_pod_that_goes_moves_the_pods_parked_for_room() {
+        let queue = Queue::default();
+        let (store, mut writer) = reflector::store::<Pod>();
+        let mut feed = |event: watcher::Event<Pod>| {
+            on_pod_event(&queue, &store, &event);
+            writer.apply_watcher_event(&event);
+        };
+        let bound = pod(
+            json!({"metadata": {"name": "b", "namespace": "d", "uid": "b"},
+            "spec": {"nodeName": "n1", "containers": []}}),
+        );
+        feed(watcher::Event::Apply(bound.clone()));
+        let waiting = pod(
+            json!({"metadata": {"name": "w", "namespace": "d", "uid": "w"},
+            "spec": {"containers": []}}),
+        );
+        feed(watcher::Event::Apply(waiting));
+        let tried = queue.pop().now_or_never().expect("the new pod is queued");
+        assert_eq!(tried.uid(), "w");
+        queue.update(|q, now| {
+            let rejected = BTreeSet::from([Plugin::NodeResourcesFit]);
+            q.add_unschedulable(tried, rejected, now);
+            false
+        });
+        assert!(queue.pop().now_or_never().is_none());
+        // The bound pod's status changing frees nothing.
+        let mut running = bound.clone();
+        running.status = Some(serde_json::from_value(json!({"phase": "Running"})).expect("status"));
+        feed(watcher::Event::Apply(running.clone()));
+        assert!(queue.pop().now_or_never().is_none());
+        feed(watcher::Event::Delete(running));
+        let again = queue.pop().now_or_never().expect("moved back");
+        assert_eq!(again.uid(), "w");
+    }
+
+    #[test]
     fn only_unbound_live_pods_of_the_default_scheduler_are_scheduled() {
         assert!(needs_scheduling(&pod(json!({"spec": {"containers": []}}))));
         assert!(!needs_scheduling(&pod(
