@@ -58,7 +58,9 @@ impl Admission for LimitRangerDefaults {
 
 /// The LimitRanger plugin's validating half on pods and claims (the resource's plural): the
 /// first LimitRange of the namespace the object breaks refuses it (403) with every bound
-/// it breaks.
+/// it breaks. Upstream checks new pods and claims, updated claims (a grown
+/// `requests.storage` must stay within the bounds) and pods resized through `pods/resize`;
+/// other pod updates cannot change resources and are not checked.
 struct LimitRangerLimits(&'static str);
 
 #[async_trait::async_trait]
@@ -182,6 +184,32 @@ static VALIDATING: &[(&str, &str, &dyn Validation)] = &[
         &LimitRangerLimits("persistentvolumeclaims"),
     ),
 ];
+
+/// (group, plural, subresource — `""` for the object itself) of each update with a
+/// validating admission plugin, and the plugin.
+static VALIDATING_UPDATE: &[(&str, &str, &str, &dyn Validation)] = &[
+    (
+        "",
+        "persistentvolumeclaims",
+        "",
+        &LimitRangerLimits("persistentvolumeclaims"),
+    ),
+    ("", "pods", "resize", &LimitRangerLimits("pods")),
+];
+
+/// The validating admission plugins of an update of `info`'s resource through `subresource`
+/// (`""` for the object itself), in order.
+pub fn validating_update<'a>(
+    info: &'a ResourceInfo,
+    subresource: &'a str,
+) -> impl Iterator<Item = &'static dyn Validation> + 'a {
+    VALIDATING_UPDATE
+        .iter()
+        .filter(move |(group, plural, sub, _)| {
+            *group == info.group && *plural == info.plural && *sub == subresource
+        })
+        .map(|(_, _, _, plugin)| *plugin)
+}
 
 /// The validating admission plugins of `info`'s resource on create, in order.
 pub fn validating(info: &ResourceInfo) -> impl Iterator<Item = &'static dyn Validation> + '_ {

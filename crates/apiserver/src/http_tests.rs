@@ -812,6 +812,135 @@ async fn limit_ranger_defaults_before_and_bounds_after_validation() {
 }
 
 #[tokio::test]
+async fn limit_ranges_take_a_generated_name() {
+    let h = harness().await;
+    let lr = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"generateName": "bounds-"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"}}]}});
+    // As kubectl sends it.
+    let r = h
+        .post(
+            "/api/v1/namespaces/default/limitranges?fieldManager=kubectl-create&fieldValidation=Strict",
+            lr,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let name = r.body["metadata"]["name"].as_str().expect("name");
+    assert!(name.starts_with("bounds-") && name.len() == 12, "{name}");
+}
+
+#[tokio::test]
+async fn limit_ranger_checks_claim_updates_and_pod_resizes() {
+    let h = harness().await;
+    let lr = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "lr"},
+        "spec": {"limits": [
+            {"type": "Container", "max": {"cpu": "500m"}},
+            {"type": "PersistentVolumeClaim", "max": {"storage": "1Gi"}}]}});
+    let r = h.post("/api/v1/namespaces/default/limitranges", lr).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "grows"}, "provisioner": "peapod.io/local-path",
+        "allowVolumeExpansion": true});
+    let r = h
+        .post("/apis/storage.k8s.io/v1/storageclasses", class)
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "grows",
+                 "resources": {"requests": {"storage": "512Mi"}}}});
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let r = h.post(claims, claim).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let merge = "application/merge-patch+json";
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{claims}/data/status"),
+            Some(merge),
+            Some(json!({"status": {"phase": "Bound"}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    let grow = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{claims}/data"),
+            Some(merge),
+            Some(grow("2Gi")),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 2Gi"
+    );
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{claims}/data"),
+            Some(merge),
+            Some(grow("1Gi")),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+
+    // A pod is checked when created and when resized, not on other updates.
+    let pods = "/api/v1/namespaces/default/pods";
+    let mut small = pod("small");
+    small["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}});
+    let r = h.post(pods, small).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let resize = |cpu: &str| {
+        json!({"spec": {"containers": [{"name": "main",
+            "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": cpu}}}]}})
+    };
+    let strategic = "application/strategic-merge-patch+json";
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{pods}/small/resize"),
+            Some(strategic),
+            Some(resize("1")),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"small\" is forbidden: maximum cpu usage per Container is 500m, but limit is 1"
+    );
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{pods}/small/resize"),
+            Some(strategic),
+            Some(resize("400m")),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    // Tighter bounds do not hold back a label change on an existing pod.
+    let lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "300m"}}]}});
+    let r = h
+        .req(
+            Method::PATCH,
+            "/api/v1/namespaces/default/limitranges/lr",
+            Some(merge),
+            Some(lr),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    let r = h
+        .req(
+            Method::PATCH,
+            &format!("{pods}/small"),
+            Some(merge),
+            Some(json!({"metadata": {"labels": {"tier": "x"}}})),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
 async fn claims_without_a_class_get_the_default_class() {
     let h = harness().await;
     let claim = |name: &str, class: Option<&str>| {

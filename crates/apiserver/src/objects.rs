@@ -789,6 +789,13 @@ impl Registry {
         if let Err(causes) = checked {
             return Err(Self::invalid(info, &key.name, causes));
         }
+        // Validating admission comes after validation, as on create; an object already
+        // being deleted is not held to it (its finalizers must be able to go).
+        if old.pointer("/metadata/deletionTimestamp").is_none() {
+            for plugin in crate::admission::validating_update(info, part.subresource()) {
+                plugin.validate(self.store.as_ref(), &new).await?;
+            }
+        }
         if dry_run {
             return Ok(new);
         }

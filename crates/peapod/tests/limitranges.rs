@@ -4,12 +4,15 @@
 //! `kubernetes.io/limit-ranger` annotation, a pod with requests only gets the default
 //! limits; a pod above the max is refused in the LimitRanger plugin's words until the
 //! LimitRange is deleted; a LimitRange out of order is refused by validation; a claim above
-//! a PersistentVolumeClaim max is refused. The pods never run: a node selector no node
-//! matches keeps them Pending, which is all admission needs.
+//! a PersistentVolumeClaim max is refused, and so is a bound claim grown above it; a
+//! LimitRange may be created with only `generateName`. The pods never run: a node selector
+//! no node matches keeps them Pending, which is all admission needs.
 
 mod common;
 
-use common::Peapod;
+use std::time::Duration;
+
+use common::{wait_until, Peapod};
 
 const LIMITS: &str = r#"apiVersion: v1
 kind: LimitRange
@@ -219,5 +222,51 @@ fn limit_range_defaults_and_bounds() {
         "{err}"
     );
     pp.kubectl_stdin(&["create", "-f", "-"], &claim("small", "512Mi"));
+
+    // A bound claim of an expandable class may grow only within the bounds: upstream's
+    // plugin checks claim updates too.
+    pp.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: grows}\nprovisioner: kubernetes.io/no-provisioner\nallowVolumeExpansion: true\n---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {name: limitrange-pv}\nspec:\n  storageClassName: grows\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /nonexistent/limitrange-pv}\n",
+    );
+    pp.kubectl_stdin(
+        &["create", "-f", "-"],
+        &claim("growing", "512Mi").replace("spec:\n", "spec:\n  storageClassName: grows\n"),
+    );
+    wait_until("the claim to bind", Duration::from_secs(60), || {
+        (pp.jsonpath("pvc/growing", "{.status.phase}").as_deref() == Some("Bound")).then_some(())
+    });
+    let grow = |size: &str| {
+        pp.kubectl(&[
+            "patch",
+            "pvc",
+            "growing",
+            "-p",
+            &format!(r#"{{"spec":{{"resources":{{"requests":{{"storage":"{size}"}}}}}}}}"#),
+        ])
+    };
+    let out = grow("2Gi");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(r#"persistentvolumeclaims "growing" is forbidden: maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 2Gi"#),
+        "{err}"
+    );
+    assert!(grow("1Gi").status.success());
+    assert_eq!(
+        pp.jsonpath("pvc/growing", "{.spec.resources.requests.storage}"),
+        Some("1Gi".into())
+    );
+
+    // A LimitRange may have its name generated, as any object.
+    let generated = pp.kubectl_stdin(
+        &["create", "-f", "-", "-o", "name"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {generateName: bounds-}\nspec:\n  limits:\n  - type: Container\n    max: {cpu: \"2\"}\n",
+    );
+    assert!(
+        generated.trim().starts_with("limitrange/bounds-") && generated.trim().len() == 23,
+        "{generated}"
+    );
+
     pp.kubectl_ok(&["delete", "pods", "--all", "--wait=false"]);
 }

@@ -260,3 +260,70 @@ fn priority_classes_admission_and_preemption() {
         "--force",
     ]);
 }
+
+/// kube-scheduler's queue order for pods that waited: both pods are tried and parked while
+/// no node matches their nodeSelector; labelling the node moves both back, and the
+/// high-priority pod, created later, is tried first and takes the room there is for one.
+#[test]
+fn parked_pods_retry_by_priority() {
+    let pp = Peapod::start();
+    pp.kubectl_stdin(&["apply", "-f", "-"], CLASSES);
+    let share = allocatable_milli(&pp) * 3 / 5;
+    let selective = |name: &str, class: &str| {
+        pod(name, class, share, 1).replace("spec:\n", "spec:\n  nodeSelector: {queue: open}\n")
+    };
+    let parked = |name: &str| {
+        let message = wait_until(&format!("{name} to be unschedulable"), T, || {
+            pp.jsonpath(
+                &format!("pod/{name}"),
+                "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            )
+            .filter(|m| !m.is_empty())
+        });
+        assert!(
+            message.contains("node(s) didn't match Pod's node affinity/selector"),
+            "{message}"
+        );
+    };
+    pp.kubectl_stdin(&["create", "-f", "-"], &selective("early-low", "low"));
+    parked("early-low");
+    // `high-never` may not preempt: had the low pod been bound first, the high one would
+    // stay Pending instead of evicting it.
+    pp.kubectl_stdin(
+        &["create", "-f", "-"],
+        &selective("late-high", "high-never"),
+    );
+    parked("late-high");
+    // Let both backoffs (1 s after the attempt, in whole-second windows) run out, so the
+    // label moves both straight to activeQ, ordered by priority (within one backoff window
+    // upstream also orders by priority, but earlier windows go first).
+    std::thread::sleep(Duration::from_secs(3));
+    pp.kubectl_ok(&["label", "node", &pp.node_name, "queue=open"]);
+
+    pp.wait_pod_phase("late-high", "Running", T);
+    let message = wait_until("early-low to be rejected for cpu", T, || {
+        pp.jsonpath(
+            "pod/early-low",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        )
+        .filter(|m| m.contains("Insufficient cpu"))
+    });
+    assert!(message.starts_with("0/1 nodes are available"), "{message}");
+    assert_eq!(
+        pp.jsonpath("pod/early-low", "{.spec.nodeName}/{.status.phase}"),
+        Some("/Pending".into())
+    );
+
+    // Deleting the high-priority pod frees the room, and the parked pod takes it.
+    pp.kubectl_ok(&["delete", "pod", "late-high", "--grace-period=0", "--force"]);
+    pp.wait_pod_phase("early-low", "Running", T);
+    pp.kubectl_ok(&[
+        "delete",
+        "pods",
+        "-l",
+        "test=priority",
+        "--grace-period=0",
+        "--force",
+    ]);
+    pp.kubectl_ok(&["label", "node", &pp.node_name, "queue-"]);
+}

@@ -1,28 +1,29 @@
 //! The scheduler (kube-scheduler's job): binds each pod without a node to a fitting Ready
 //! node through the `pods/binding` subresource and records the `Scheduled` event; a pod that
 //! fits nowhere gets `PodScheduled=False/Unschedulable` and one `FailedScheduling` event per
-//! distinct reason, and is tried again when a node changes.
+//! distinct reason, and waits in the [`queue`](crate::queue) for a cluster event that may
+//! cure its rejection.
 //!
 //! Pods with PersistentVolumeClaims go through volume binding (`volumefit`): they wait while
 //! a claim is missing or unbound in an `Immediate` class, go only to nodes that can reach
 //! their volumes, and — for `WaitForFirstConsumer` claims — name the chosen node in each
 //! claim and are bound once the claims are.
 //!
-//! The decision is [`Plan`]'s (pure); the reconcile reads pods, nodes, namespaces, claims,
-//! volumes and classes from watch caches, so a new pod is bound as soon as its watch event
-//! arrives, and every pending pod is looked at again when a node or a bound pod changes (a
-//! deleted pod frees its node's resources, a new one may satisfy an affinity). Decisions are
-//! made one at a time, and a pod bound but not yet seen bound in the cache counts as placed
+//! The decision is [`Plan`]'s (pure). Watches keep caches of pods, nodes, namespaces, claims,
+//! volumes, classes and what steers the scores, and turn their changes into queue work: an
+//! unscheduled pod joins the queue, a node that appears or changes (labels, taints,
+//! readiness, `unschedulable`, allocatable), a bound pod that comes, changes or goes, or a
+//! claim that binds moves the parked pods it may help. One loop pops the queue and decides
+//! for one pod at a time; a pod bound but not yet seen bound in the cache counts as placed
 //! (upstream's "assumed" pods), so two pods never take the same room. Likewise a
 //! preemption's nomination and victims are remembered until the preemptor is bound or gone:
 //! a decision made on a copy of the pod that does not show them yet does not preempt again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -33,11 +34,10 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
-use tokio::sync::Mutex;
+use serde::de::DeserializeOwned;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
@@ -45,19 +45,16 @@ use storage_controllers::volumebinding::ANN_SELECTED_NODE;
 
 use crate::misfit::{Misfit, NoFit};
 use crate::preemption::{self, Candidate, Nomination};
+use crate::queue::{
+    ClusterEvent, NodeChange, Placed, Plugin, Queue, BACKOFF_WINDOW, LEFTOVER_FLUSH,
+};
+use crate::resources;
 use crate::schedule::Plan;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Snapshot};
 use crate::spread;
 use crate::volumefit::{self, ClaimState};
 
 const COMPONENT: &str = "default-scheduler";
-/// A pod that fits nowhere is tried again this often even without a node or pod event.
-const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(10);
-/// A pod waiting for its claims to bind is looked at again this often even without a claim
-/// event (upstream's PreBind gives up after a while and schedules the pod anew).
-const BINDING_WAIT: Duration = Duration::from_secs(30);
-/// How soon a pod that gave way to a higher-priority one is looked at again.
-const QUEUE_WAIT: Duration = Duration::from_millis(200);
 
 /// Pods bound by this scheduler that the pod cache does not show bound yet: node by pod uid.
 type Assumed = HashMap<String, String>;
@@ -85,172 +82,264 @@ struct Ctx {
     /// The budgets preemption tries not to break.
     budgets: Store<PodDisruptionBudget>,
     recorder: Recorder,
-    /// Held for a whole decision, so decisions happen one at a time.
-    decisions: Mutex<Decisions>,
 }
 
-fn pending(pods: &Store<Pod>) -> Vec<ObjectRef<Pod>> {
-    pods.state()
-        .into_iter()
-        .filter(|p| needs_scheduling(p))
-        .map(|p| ObjectRef::from_obj(&*p))
-        .collect()
+/// What one attempt at a pod came to.
+enum Outcome {
+    /// Bound, or nothing left to decide (bound or gone meanwhile).
+    Done,
+    /// No node took the pod; these filters turned it down.
+    Rejected(BTreeSet<Plugin>),
 }
 
-/// The unscheduled pods of `ns` whose volumes name claim `claim`.
-fn pods_using(pods: &Store<Pod>, ns: Option<&str>, claim: Option<&str>) -> Vec<ObjectRef<Pod>> {
-    pods.state()
-        .into_iter()
-        .filter(|p| needs_scheduling(p) && p.namespace().as_deref() == ns)
-        .filter(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.volumes.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.persistent_volume_claim.as_ref())
-                .any(|c| Some(c.claim_name.as_str()) == claim)
-        })
-        .map(|p| ObjectRef::from_obj(&*p))
-        .collect()
+/// The filters behind a `NoFit`; none when there are no nodes at all (upstream treats that
+/// as an error, retried after backoff).
+fn rejectors(no_fit: &NoFit) -> BTreeSet<Plugin> {
+    match no_fit {
+        NoFit::NoNodes => BTreeSet::new(),
+        NoFit::Misfits { reasons, .. } => reasons.iter().map(Plugin::of).collect(),
+        NoFit::Unresolvable { .. } => BTreeSet::from([Plugin::VolumeBinding]),
+    }
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let pods = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let pod_cache = pods.store();
-    let (nodes, node_writer) = reflector::store();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .applied_objects();
-    // Bound pods that appear, change or go: what they hold or match changes for the rest.
-    let bound_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+/// Follows one kind's watch into `writer`'s store, calling `on_event` with each event before
+/// the store takes it (so the store still shows the old object).
+async fn follow<K>(
+    api: Api<K>,
+    mut writer: Writer<K>,
+    mut on_event: impl FnMut(&Store<K>, &watcher::Event<K>),
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let store = writer.as_reader();
+    let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .touched_objects();
-    let (namespaces, namespace_writer) = reflector::store();
-    let namespace_events = reflector::reflector(
-        namespace_writer,
-        watcher(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (services, service_writer) = reflector::store();
-    let service_events = reflector::reflector(
-        service_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (replicasets, replicaset_writer) = reflector::store();
-    let replicaset_events = reflector::reflector(
-        replicaset_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (statefulsets, statefulset_writer) = reflector::store();
-    let statefulset_events = reflector::reflector(
-        statefulset_writer,
-        watcher(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (claims, claim_writer) = reflector::store();
-    let claim_events = reflector::reflector(
-        claim_writer,
-        watcher(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (volumes, volume_writer) = reflector::store();
-    let volume_events = reflector::reflector(
-        volume_writer,
-        watcher(
-            Api::<PersistentVolume>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (classes, class_writer) = reflector::store();
-    let class_events = reflector::reflector(
-        class_writer,
-        watcher(
-            Api::<StorageClass>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (budgets, budget_writer) = reflector::store();
-    let budget_events = reflector::reflector(
-        budget_writer,
-        watcher(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let for_nodes = pod_cache.clone();
-    let for_bound = pod_cache.clone();
-    let claimants = pod_cache.clone();
-    let claimants_too = pod_cache.clone();
-    // A node that appears, turns Ready or changes its taints, labels or allocatable may take
-    // the waiting pods, and so may a node freed by a pod that goes; a claim that appears or
-    // binds (or its volume) may release the pods that use it.
-    let controller = pods
-        .watches_stream(node_events, move |_node: Node| pending(&for_nodes))
-        .watches_stream(bound_events, move |pod: Pod| {
-            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-            if bound.is_some_and(|n| !n.is_empty()) {
-                pending(&for_bound)
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                on_event(&store, &event);
+                writer.apply_watcher_event(&event);
+            }
+            Err(e) => tracing::warn!(component = COMPONENT, error = %e, "watch failed"),
+        }
+    }
+}
+
+/// A store whose watch only has to keep it current.
+fn cached<K>(client: &Client) -> (Store<K>, BoxFuture<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let watch = follow(Api::<K>::all(client.clone()), writer, |_, _| ()).boxed();
+    (store, watch)
+}
+
+/// A watch event's object and whether it is a deletion; `None` for the markers of a list.
+fn object_of<K>(event: &watcher::Event<K>) -> Option<(&K, bool)> {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some((obj, false)),
+        watcher::Event::Delete(obj) => Some((obj, true)),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+/// Tells `queue` of a re-list after the first (deletions during a broken watch are not
+/// seen one by one).
+fn relisted(queue: &Queue, first_list_done: &mut bool) {
+    if std::mem::replace(first_list_done, true) {
+        queue.update(|q, now| q.on_event(ClusterEvent::Resync, now));
+    }
+}
+
+/// Pods: the unscheduled ones join or leave the queue; bound ones that come, change or go
+/// are cluster events for the parked pods.
+fn on_pod_event(queue: &Queue, pods: &Store<Pod>, event: &watcher::Event<Pod>) {
+    let Some((pod, deleted)) = object_of(event) else {
+        return;
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if !deleted && needs_scheduling(pod) {
+        let pod = Arc::new(pod.clone());
+        queue.update(|q, now| q.add_or_update(pod, now));
+    } else {
+        queue.update(|q, _| {
+            q.delete(&uid);
+            false
+        });
+    }
+    let holds_node = |p: &Pod| {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        node.is_some_and(|n| !n.is_empty()) && snapshot::is_active(p)
+    };
+    let old = pods.get(&ObjectRef::from_obj(pod));
+    let held = old.as_deref().is_some_and(holds_node);
+    let holds = !deleted && holds_node(pod);
+    let event = match (held, holds) {
+        (false, true) => Some(ClusterEvent::AssignedPodAdd),
+        (true, false) => Some(ClusterEvent::AssignedPodDelete),
+        (true, true) => {
+            let old = old.as_deref().unwrap_or(pod);
+            let requests = |p: &Pod| {
+                p.spec
+                    .as_ref()
+                    .map(|s| resources::pod_requests(s, resources::Requests::Declared))
+            };
+            if old.metadata.labels != pod.metadata.labels {
+                Some(ClusterEvent::AssignedPodAdd)
+            } else if requests(old) != requests(pod) {
+                Some(ClusterEvent::AssignedPodResize)
             } else {
-                Vec::new()
+                None
+            }
+        }
+        (false, false) => None,
+    };
+    if let Some(event) = event {
+        queue.update(|q, now| q.on_event(event, now));
+    }
+}
+
+/// The Ready condition's status.
+fn ready(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+/// What changed on a node between two versions, as far as the filters look.
+fn node_change(old: &Node, new: &Node) -> NodeChange {
+    let spec = |n: &Node| n.spec.clone().unwrap_or_default();
+    let allocatable = |n: &Node| n.status.as_ref().and_then(|s| s.allocatable.clone());
+    NodeChange {
+        labels: old.metadata.labels != new.metadata.labels,
+        taints: spec(old).taints != spec(new).taints || ready(old) != ready(new),
+        unschedulable: spec(old).unschedulable.unwrap_or(false)
+            != spec(new).unschedulable.unwrap_or(false),
+        allocatable: allocatable(old) != allocatable(new),
+    }
+}
+
+fn on_node_event(queue: &Queue, nodes: &Store<Node>, event: &watcher::Event<Node>) {
+    let Some((node, deleted)) = object_of(event) else {
+        return;
+    };
+    let old = nodes.get(&ObjectRef::from_obj(node));
+    let event = match (old, deleted) {
+        (Some(_), true) => ClusterEvent::NodeDelete,
+        (None, true) => return,
+        (None, false) => ClusterEvent::NodeAdd,
+        (Some(old), false) => {
+            let change = node_change(&old, node);
+            if !change.any() {
+                return;
+            }
+            ClusterEvent::NodeUpdate(change)
+        }
+    };
+    queue.update(|q, now| q.on_event(event, now));
+}
+
+/// Runs the scheduler until the future is dropped: the watches feed the caches and the
+/// queue, a timer flushes backoffQ and the long-unschedulable pods, and one loop takes the
+/// pods from the queue and decides for them one at a time.
+pub fn run(client: Client) -> BoxFuture<'static, ()> {
+    let queue = Arc::new(Queue::default());
+    let mut watches: Vec<BoxFuture<'static, ()>> = Vec::new();
+
+    let (pods, pod_writer) = reflector::store();
+    let (q, mut listed) = (queue.clone(), false);
+    watches.push(
+        follow(
+            Api::<Pod>::all(client.clone()),
+            pod_writer,
+            move |store, event| {
+                if matches!(event, watcher::Event::InitDone) {
+                    relisted(&q, &mut listed);
+                }
+                on_pod_event(&q, store, event);
+            },
+        )
+        .boxed(),
+    );
+    let (nodes, node_writer) = reflector::store();
+    let (q, mut listed) = (queue.clone(), false);
+    watches.push(
+        follow(
+            Api::<Node>::all(client.clone()),
+            node_writer,
+            move |store, event| {
+                if matches!(event, watcher::Event::InitDone) {
+                    relisted(&q, &mut listed);
+                }
+                on_node_event(&q, store, event);
+            },
+        )
+        .boxed(),
+    );
+    let (namespaces, namespace_writer) = reflector::store();
+    let q = queue.clone();
+    watches.push(
+        follow(
+            Api::<Namespace>::all(client.clone()),
+            namespace_writer,
+            move |store, event| {
+                let Some((ns, deleted)) = object_of(event) else {
+                    return;
+                };
+                let old = store.get(&ObjectRef::from_obj(ns));
+                let relabeled = old.is_none_or(|o| o.metadata.labels != ns.metadata.labels);
+                if !deleted && relabeled {
+                    q.update(|q, now| q.on_event(ClusterEvent::Namespace, now));
+                }
+            },
+        )
+        .boxed(),
+    );
+    // A claim, volume or class that appears or changes may release the pods waiting for
+    // volumes.
+    fn storage<K>(client: &Client, queue: &Arc<Queue>) -> (Store<K>, BoxFuture<'static, ()>)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Send + Sync + 'static,
+    {
+        let (store, writer) = reflector::store();
+        let q = queue.clone();
+        let watch = follow(Api::<K>::all(client.clone()), writer, move |_, event| {
+            if object_of(event).is_some_and(|(_, deleted)| !deleted) {
+                q.update(|q, now| q.on_event(ClusterEvent::Storage, now));
             }
         })
-        .watches_stream(namespace_events, |_ns: Namespace| Vec::new())
-        // These only steer the scores; their stores must just stay current.
-        .watches_stream(service_events, |_svc: Service| Vec::new())
-        .watches_stream(replicaset_events, |_rs: ReplicaSet| Vec::new())
-        .watches_stream(statefulset_events, |_ss: StatefulSet| Vec::new())
-        .watches_stream(claim_events, move |pvc: PersistentVolumeClaim| {
-            pods_using(
-                &claimants,
-                pvc.namespace().as_deref(),
-                pvc.metadata.name.as_deref(),
-            )
-        })
-        .watches_stream(volume_events, move |pv: PersistentVolume| {
-            let claim = pv.spec.and_then(|s| s.claim_ref);
-            match claim {
-                Some(r) => pods_using(&claimants_too, r.namespace.as_deref(), r.name.as_deref()),
-                None => Vec::new(),
-            }
-        })
-        .watches_stream(class_events, |_sc: StorageClass| Vec::new())
-        .watches_stream(budget_events, |_pdb: PodDisruptionBudget| Vec::new());
+        .boxed();
+        (store, watch)
+    }
+    let (claims, watch) = storage::<PersistentVolumeClaim>(&client, &queue);
+    watches.push(watch);
+    let (volumes, watch) = storage::<PersistentVolume>(&client, &queue);
+    watches.push(watch);
+    let (classes, watch) = storage::<StorageClass>(&client, &queue);
+    watches.push(watch);
+    // These only steer the scores and preemption.
+    let (services, watch) = cached::<Service>(&client);
+    watches.push(watch);
+    let (replicasets, watch) = cached::<ReplicaSet>(&client);
+    watches.push(watch);
+    let (statefulsets, watch) = cached::<StatefulSet>(&client);
+    watches.push(watch);
+    let (budgets, watch) = cached::<PodDisruptionBudget>(&client);
+    watches.push(watch);
+
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,
-        pods: pod_cache,
+        pods,
         nodes,
         namespaces,
         services,
@@ -260,9 +349,113 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         volumes,
         classes,
         budgets,
-        decisions: Mutex::new(Decisions::default()),
     });
-    controller_base::runner::drive("scheduler", controller, ctx, reconcile).boxed()
+    watches.push(flush(queue.clone()).boxed());
+    watches.push(schedule_loop(ctx, queue).boxed());
+    futures::future::join_all(watches).map(|_| ()).boxed()
+}
+
+/// Once a backoff window, moves the pods whose backoff is over to activeQ; every
+/// [`LEFTOVER_FLUSH`], the pods parked too long.
+async fn flush(queue: Arc<Queue>) {
+    let mut ticks = tokio::time::interval(BACKOFF_WINDOW);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let per_leftover = (LEFTOVER_FLUSH.as_secs() / BACKOFF_WINDOW.as_secs()).max(1);
+    let mut n: u64 = 0;
+    loop {
+        ticks.tick().await;
+        n = n.wrapping_add(1);
+        queue.update(|q, now| q.flush_backoff_completed(now));
+        if n.is_multiple_of(per_leftover) {
+            queue.update(|q, now| q.flush_unschedulable_leftover(now));
+        }
+    }
+}
+
+/// Takes the pods from the queue one at a time, once every cache has listed.
+async fn schedule_loop(ctx: Arc<Ctx>, queue: Arc<Queue>) {
+    if let Err(e) = ctx.wait_for_caches().await {
+        tracing::error!(component = COMPONENT, error = %e, "caches never filled");
+        return;
+    }
+    let mut decisions = Decisions::default();
+    loop {
+        let queued = queue.pop().await;
+        let current = ctx
+            .pods
+            .get(&ObjectRef::from_obj(&*queued.pod))
+            .filter(|p| p.metadata.uid.as_deref() == Some(queued.uid()))
+            .filter(|p| needs_scheduling(p));
+        let Some(pod) = current else {
+            queue.update(|q, _| {
+                q.done(queued.uid());
+                false
+            });
+            continue;
+        };
+        let outcome = attempt(&ctx, &mut decisions, pod).await;
+        let uid = queued.uid().to_string();
+        queue.update(move |q, now| match outcome {
+            Ok(Outcome::Done) => {
+                q.done(&uid);
+                false
+            }
+            Ok(Outcome::Rejected(plugins)) => {
+                q.add_unschedulable(queued, plugins, now) == Placed::Active
+            }
+            Err(e) => {
+                tracing::warn!(component = COMPONENT, pod = %ObjectRef::from_obj(&*queued.pod),
+                    error = %e, "scheduling attempt failed");
+                q.add_unschedulable(queued, BTreeSet::new(), now);
+                false
+            }
+        });
+    }
+}
+
+impl Ctx {
+    async fn wait_for_caches(&self) -> Result<(), Error> {
+        self.pods
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("pod", e))?;
+        self.nodes
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("node", e))?;
+        self.namespaces
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("namespace", e))?;
+        self.services
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("service", e))?;
+        self.replicasets
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("replicaset", e))?;
+        self.statefulsets
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("statefulset", e))?;
+        self.claims
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("persistentvolumeclaim", e))?;
+        self.volumes
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("persistentvolume", e))?;
+        self.classes
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("storageclass", e))?;
+        self.budgets
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Cache("poddisruptionbudget", e))
+    }
 }
 
 /// The cached pods with the assumed ones shown bound; assumptions and nominations the cache
@@ -323,73 +516,14 @@ fn with_nominated(
         .collect()
 }
 
-/// The scheduling queue's order: a pod waits while a pod of higher priority that was never
-/// tried is pending (its own event brings it to a decision first).
-fn higher_untried(pods: &[Arc<Pod>], pod: &Pod) -> bool {
-    let mine = preemption::priority(pod);
-    pods.iter().any(|p| {
-        needs_scheduling(p)
-            && p.metadata.uid != pod.metadata.uid
-            && preemption::priority(p) > mine
-            && !p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "PodScheduled")
-    })
-}
-
-async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if !needs_scheduling(&pod) {
-        return Ok(Action::await_change());
-    }
-    ctx.nodes
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("node", e))?;
-    ctx.namespaces
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("namespace", e))?;
-    ctx.services
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("service", e))?;
-    ctx.replicasets
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("replicaset", e))?;
-    ctx.statefulsets
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("statefulset", e))?;
-    ctx.claims
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("persistentvolumeclaim", e))?;
-    ctx.volumes
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("persistentvolume", e))?;
-    ctx.classes
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("storageclass", e))?;
-    ctx.budgets
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("poddisruptionbudget", e))?;
-    let mut decisions = ctx.decisions.lock().await;
-    let pods = with_assumed(ctx.pods.state(), &mut decisions);
+/// One scheduling attempt for `pod`: bind it to the best node, name a node in its waiting
+/// claims, or mark it unschedulable (preempting lower-priority pods where that helps).
+async fn attempt(ctx: &Ctx, decisions: &mut Decisions, pod: Arc<Pod>) -> Result<Outcome, Error> {
+    let pods = with_assumed(ctx.pods.state(), decisions);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if decisions.assumed.contains_key(&uid) {
         // Bound already; the pod's watch event is on its way.
-        return Ok(Action::await_change());
-    }
-    if higher_untried(&pods, &pod) {
-        return Ok(Action::requeue(QUEUE_WAIT));
+        return Ok(Outcome::Done);
     }
     let pods = with_nominated(pods, &pod, &decisions.nominated);
     let nodes = ctx.nodes.state();
@@ -398,13 +532,12 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let states = match volumefit::pod_claims(&pod, &ctx.claims.state(), &ctx.classes.state()) {
         Ok(states) => states,
         Err(reason) => {
-            drop(decisions);
             let no_fit = NoFit::Unresolvable {
                 nodes: nodes.len(),
                 reason,
             };
-            mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
-            return Ok(Action::requeue(UNSCHEDULABLE_RETRY));
+            mark_unschedulable(ctx, &pod, &no_fit.to_string()).await?;
+            return Ok(Outcome::Rejected(rejectors(&no_fit)));
         }
     };
     let volumes = ctx.volumes.state();
@@ -425,10 +558,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     match chosen {
         Ok(node) if volumefit::any_waiting(&states) => {
-            drop(decisions);
-            select_node(&ctx, &states, &node).await?;
+            select_node(ctx, &states, &node).await?;
             // The claims' binding (their watch events) brings the pod back to be bound.
-            Ok(Action::requeue(BINDING_WAIT))
+            Ok(Outcome::Rejected(BTreeSet::from([Plugin::VolumeBinding])))
         }
         Ok(node) => {
             let binding = Binding {
@@ -451,7 +583,6 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             match bound {
                 Ok(_) => {
                     decisions.assumed.insert(uid, node.clone());
-                    drop(decisions);
                     let msg = format!("Successfully assigned {ns}/{name} to {node}");
                     ctx.recorder
                         .record(&*pod, EventType::Normal, "Scheduled", &msg)
@@ -461,7 +592,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Err(e) if is_conflict(&e) || is_not_found(&e) => {}
                 Err(e) => return Err(Error::api(format!("binding pod {ns}/{name}"))(e)),
             }
-            Ok(Action::await_change())
+            Ok(Outcome::Done)
         }
         Err(no_fit) => {
             let outcome = match preemption::eligible(&pod, &snapshot, decisions.nominated.get(&uid))
@@ -496,22 +627,19 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                                 .collect(),
                         },
                     );
-                    drop(decisions);
-                    mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
-                    preempt(&ctx, &pod, &candidate).await?;
+                    mark_unschedulable(ctx, &pod, &no_fit.to_string()).await?;
+                    preempt(ctx, &pod, &candidate).await?;
                 }
                 // Nothing to preempt for a pod that cannot fit anywhere for other reasons.
                 Err(_) if matches!(no_fit, NoFit::NoNodes) => {
-                    drop(decisions);
-                    mark_unschedulable(&ctx, &pod, &no_fit.to_string()).await?;
+                    mark_unschedulable(ctx, &pod, &no_fit.to_string()).await?;
                 }
                 Err(why) => {
-                    drop(decisions);
                     let msg = format!("{no_fit} preemption: {why}");
-                    mark_unschedulable(&ctx, &pod, &msg).await?;
+                    mark_unschedulable(ctx, &pod, &msg).await?;
                 }
             }
-            Ok(Action::requeue(UNSCHEDULABLE_RETRY))
+            Ok(Outcome::Rejected(rejectors(&no_fit)))
         }
     }
 }
@@ -695,6 +823,94 @@ mod tests {
         with_assumed(vec![bound("u1"), bound("u2")], &mut decisions);
         assert!(decisions.assumed.is_empty());
         assert!(decisions.nominated.is_empty());
+    }
+
+    #[test]
+    fn node_changes_are_what_the_filters_look_at() {
+        let node = |v: Value| -> Node { serde_json::from_value(v).expect("node") };
+        let base = node(json!({"metadata": {"name": "n", "labels": {"a": "1"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "True",
+                                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}));
+        // A heartbeat changes nothing the filters see.
+        let beat = node(
+            json!({"metadata": {"name": "n", "labels": {"a": "1"}, "resourceVersion": "9"},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "True",
+                                "lastHeartbeatTime": "2026-01-01T00:00:10Z"}]}}),
+        );
+        assert!(!node_change(&base, &beat).any());
+        let mut cordoned = base.clone();
+        cordoned
+            .spec
+            .get_or_insert_with(Default::default)
+            .unschedulable = Some(true);
+        assert_eq!(
+            node_change(&base, &cordoned),
+            NodeChange {
+                unschedulable: true,
+                ..Default::default()
+            }
+        );
+        let mut relabelled = base.clone();
+        relabelled.metadata.labels = None;
+        assert!(node_change(&base, &relabelled).labels);
+        let not_ready = node(json!({"metadata": {"name": "n", "labels": {"a": "1"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2"},
+                "conditions": [{"type": "Ready", "status": "False"}]}}));
+        assert!(node_change(&base, &not_ready).taints);
+    }
+
+    #[test]
+    fn rejections_name_their_filters_and_no_nodes_is_an_error() {
+        assert!(rejectors(&NoFit::NoNodes).is_empty());
+        let no_fit = NoFit::Misfits {
+            nodes: 2,
+            reasons: vec![Misfit::Unschedulable, Misfit::Insufficient("cpu".into())],
+        };
+        assert_eq!(
+            rejectors(&no_fit),
+            BTreeSet::from([Plugin::NodeUnschedulable, Plugin::NodeResourcesFit])
+        );
+    }
+
+    #[test]
+    fn a_bound_pod_that_goes_moves_the_pods_parked_for_room() {
+        let queue = Queue::default();
+        let (store, mut writer) = reflector::store::<Pod>();
+        let mut feed = |event: watcher::Event<Pod>| {
+            on_pod_event(&queue, &store, &event);
+            writer.apply_watcher_event(&event);
+        };
+        let bound = pod(
+            json!({"metadata": {"name": "b", "namespace": "d", "uid": "b"},
+            "spec": {"nodeName": "n1", "containers": []}}),
+        );
+        feed(watcher::Event::Apply(bound.clone()));
+        let waiting = pod(
+            json!({"metadata": {"name": "w", "namespace": "d", "uid": "w"},
+            "spec": {"containers": []}}),
+        );
+        feed(watcher::Event::Apply(waiting));
+        let tried = queue.pop().now_or_never().expect("the new pod is queued");
+        assert_eq!(tried.uid(), "w");
+        queue.update(|q, now| {
+            let rejected = BTreeSet::from([Plugin::NodeResourcesFit]);
+            q.add_unschedulable(tried, rejected, now);
+            false
+        });
+        assert!(queue.pop().now_or_never().is_none());
+        // The bound pod's status changing frees nothing.
+        let mut running = bound.clone();
+        running.status = Some(serde_json::from_value(json!({"phase": "Running"})).expect("status"));
+        feed(watcher::Event::Apply(running.clone()));
+        assert!(queue.pop().now_or_never().is_none());
+        feed(watcher::Event::Delete(running));
+        let again = queue.pop().now_or_never().expect("moved back");
+        assert_eq!(again.uid(), "w");
     }
 
     #[test]
