@@ -3,6 +3,9 @@
 //! namespace must stay the host's) does `setns(CLONE_NEWNET)` + `socket()` and hands the
 //! unconnected socket back; the connect and all I/O then run on tokio like any socket.
 //! Probes and hooks reach 127.0.0.1 of the pod this way, with or without a pod network.
+//! The pod's own IP is dialled from the node, as the kubelet does (the cluster network
+//! lets every node reach its pods): no namespace switch and no thread hop for the probes
+//! that use the default host.
 
 use std::fs::File;
 use std::io;
@@ -102,6 +105,8 @@ fn pool() -> &'static Pool {
 pub struct Dialer {
     /// The pod's network namespace; `None` dials from the host (host-network pods).
     pub netns: Option<PathBuf>,
+    /// The pod's IP: connections to it are made from the node.
+    pub pod_ip: Option<IpAddr>,
 }
 
 /// Go's wording of dial errors, which kubelet's probe messages carry.
@@ -128,7 +133,11 @@ pub struct DialError {
 impl Dialer {
     /// Connects to `addr` within `timeout`.
     pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        let socket = match &self.netns {
+        let inside = self
+            .netns
+            .as_ref()
+            .filter(|_| self.pod_ip != Some(addr.ip()));
+        let socket = match inside {
             Some(ns) => {
                 let fd = pool().socket(ns, addr.is_ipv6()).await?;
                 TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
@@ -171,6 +180,7 @@ mod tests {
         // Our own namespace through the pool: the same loopback.
         let d = Dialer {
             netns: Some(PathBuf::from("/proc/self/ns/net")),
+            pod_ip: None,
         };
         d.connect(addr, Duration::from_secs(1))
             .await
@@ -184,5 +194,27 @@ mod tests {
             dial_error(addr, &err),
             format!("dial tcp {addr}: connect: connection refused")
         );
+    }
+
+    #[tokio::test]
+    async fn the_pod_ip_is_dialled_from_the_node_and_other_addresses_from_the_pod() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A namespace that cannot be entered: only a dial that skips it can succeed.
+        let d = Dialer {
+            netns: Some(PathBuf::from("/nonexistent/netns")),
+            pod_ip: Some(addr.ip()),
+        };
+        d.connect(addr, Duration::from_secs(1))
+            .await
+            .expect("the pod IP is reached from the node");
+        let other = SocketAddr::new(IpAddr::from([127, 0, 0, 2]), addr.port());
+        let err = d
+            .connect(other, Duration::from_secs(1))
+            .await
+            .expect_err("other addresses go through the pod's namespace");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 }

@@ -78,13 +78,15 @@ pub async fn observe(
 
 /// Where probes and hooks of the pod connect from and to: the sandbox's namespace and IP.
 pub fn sandbox_net(deps: &WorkerDeps, pod: &Pod, sandbox: Option<&PodSandboxStatus>) -> PodNet {
+    let pod_ip = network::pod_ip(&deps.node.host_ip, pod, sandbox)
+        .parse()
+        .ok();
     PodNet {
         dialer: Dialer {
             netns: sandbox.and_then(|s| s.netns_path.clone()),
+            pod_ip,
         },
-        pod_ip: network::pod_ip(&deps.node.host_ip, pod, sandbox)
-            .parse()
-            .ok(),
+        pod_ip,
     }
 }
 
