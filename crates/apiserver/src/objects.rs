@@ -608,6 +608,8 @@ impl Registry {
         for plugin in crate::admission::validating(info) {
             plugin.validate(self.store.as_ref(), &obj).await?;
         }
+        crate::admission::resource_quota(self.store.as_ref(), info, &obj, None, opts.dry_run)
+            .await?;
         if opts.dry_run {
             return Ok(Written {
                 object: obj,
@@ -788,6 +790,10 @@ impl Registry {
         };
         if let Err(causes) = checked {
             return Err(Self::invalid(info, &key.name, causes));
+        }
+        if part == Part::Object {
+            crate::admission::resource_quota(self.store.as_ref(), info, &new, Some(old), dry_run)
+                .await?;
         }
         if dry_run {
             return Ok(new);
