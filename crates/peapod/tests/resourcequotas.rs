@@ -1,12 +1,13 @@
 //! ResourceQuotas through kubectl: `kubectl create quota` with `--hard` and `--scopes`,
 //! `kubectl get quota` (REQUEST / LIMIT as `used/hard`) and `kubectl describe quota`; the
 //! quota controller filling `status.hard` and `status.used` and lowering `used` when objects
-//! go; the ResourceQuota admission plugin refusing a pod past the quota or missing a
-//! request or limit the quota limits, in the plugin's words, and charging what it admits at
-//! once; counts of ConfigMaps and services; a BestEffort-scoped quota that ignores pods with
-//! requests; LimitRange defaults that satisfy a quota; a Deployment whose second pod waits
-//! for quota (FailedCreate on its ReplicaSet) and comes once the quota grows. Pods never
-//! run: a node selector no node matches keeps them Pending, which is all quota needs.
+//! go or a pod finishes; the ResourceQuota admission plugin refusing a pod past the quota or
+//! missing a request or limit the quota limits, in the plugin's words, and charging what it
+//! admits at once; counts of ConfigMaps, services and Deployments (`count/deployments.apps`);
+//! a BestEffort-scoped quota that ignores pods with requests; LimitRange defaults that
+//! satisfy a quota; a Deployment whose second pod waits for quota (FailedCreate on its
+//! ReplicaSet) and comes once the quota grows. Pods mostly never run: a node selector no
+//! node matches keeps them Pending, which is all quota needs.
 
 mod common;
 
@@ -275,6 +276,16 @@ fn resource_quota_counts_admits_and_refuses() {
     pp.kubectl_ok(&["create", "namespace", "deploy"]);
     pp.kubectl_ok(&["create", "-n", "deploy", "quota", "two", "--hard=pods=1"]);
     wait_used(&pp, "deploy", "two", "pods", "0");
+    // Any resource by `count/<resource>.<group>`.
+    pp.kubectl_ok(&[
+        "create",
+        "-n",
+        "deploy",
+        "quota",
+        "apps",
+        "--hard=count/deployments.apps=1",
+    ]);
+    wait_used(&pp, "deploy", "apps", "count/deployments.apps", "0");
     create(
         &pp,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: deploy}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      nodeSelector: {quota-test: nowhere}\n      containers:\n      - name: main\n        image: docker.io/library/busybox:latest\n",
@@ -314,8 +325,50 @@ fn resource_quota_counts_admits_and_refuses() {
     });
     wait_used(&pp, "deploy", "two", "pods", "2");
 
-    for ns in ["default", "scoped", "defaults"] {
+    // A pod that finished stops counting; without the quota nothing is held back.
+    pp.kubectl_ok(&["create", "namespace", "finish"]);
+    pp.kubectl_ok(&["create", "-n", "finish", "quota", "one", "--hard=pods=1"]);
+    wait_used(&pp, "finish", "one", "pods", "0");
+    create(
+        &pp,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: once, namespace: finish}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: docker.io/library/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"true\"]\n",
+    );
+    assert_eq!(used(&pp, "finish", "one", "pods").as_deref(), Some("1"));
+    let err = refused(&pp, &pod("finish", "waiting", "{}"));
+    assert!(err.contains("exceeded quota: one"), "{err}");
+    wait_until("pod once Succeeded", WAIT, || {
+        let phase = pp.kubectl_ok(&[
+            "get",
+            "-n",
+            "finish",
+            "pod",
+            "once",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        (phase == "Succeeded").then_some(())
+    });
+    wait_used(&pp, "finish", "one", "pods", "0");
+    create(&pp, &pod("finish", "waiting", "{}"));
+    pp.kubectl_ok(&["delete", "-n", "finish", "quota", "one"]);
+    create(&pp, &pod("finish", "free", "{}"));
+
+    for ns in ["default", "scoped", "defaults", "finish"] {
         pp.kubectl_ok(&["delete", "-n", ns, "pods", "--all", "--wait=false"]);
     }
+    let out = pp.kubectl(&[
+        "create",
+        "-n",
+        "deploy",
+        "deployment",
+        "web2",
+        "--image=docker.io/library/busybox:latest",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"deployments.apps "web2" is forbidden: exceeded quota: apps, requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1"#),
+        "{err}"
+    );
     pp.kubectl_ok(&["delete", "-n", "deploy", "deployment", "web"]);
+    wait_used(&pp, "deploy", "apps", "count/deployments.apps", "0");
 }
