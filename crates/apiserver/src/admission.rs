@@ -265,7 +265,7 @@ pub async fn resource_quota(
                 resource: crate::error::qualified(info),
                 group: info.group.to_string(),
                 name: name_of(obj),
-                detail: refusal.0,
+                detail: refusal.to_string(),
             }
         })?;
         if dry_run {

@@ -203,7 +203,7 @@ fn admission_refuses_past_hard_and_charges_within_it() {
     assert_eq!(
         check(&Evaluator::Pods, std::slice::from_ref(&q), &too_big, None, now())
             .expect_err("exceeds")
-            .0,
+            .to_string(),
         "exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
     );
     let bare = pod("x", json!({}));
@@ -215,14 +215,14 @@ fn admission_refuses_past_hard_and_charges_within_it() {
     assert_eq!(
         check(&Evaluator::Pods, &[limits], &bare, None, now())
             .expect_err("must specify")
-            .0,
+            .to_string(),
         "failed quota: q: must specify limits.cpu for: c1; requests.cpu for: c1"
     );
     let unknown = quota(json!({}), json!({"hard": {"pods": "3"}}));
     assert_eq!(
         check(&Evaluator::Pods, &[unknown], &bare, None, now())
             .expect_err("no usage yet")
-            .0,
+            .to_string(),
         "status unknown for quota: q, resources: pods"
     );
 }

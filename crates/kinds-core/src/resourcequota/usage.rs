@@ -181,7 +181,7 @@ impl Evaluator {
 
     /// `Constraints`: a pod under a quota of cpu or memory must give the matching request
     /// or limit in every container (`must specify limits.cpu for: c1; requests.cpu for: c1`).
-    pub fn constraints(&self, required: &[String], obj: &Value) -> Result<(), String> {
+    pub fn constraints(&self, required: &[String], obj: &Value) -> Result<(), MustSpecify> {
         if *self != Evaluator::Pods {
             return Ok(());
         }
@@ -190,7 +190,7 @@ impl Evaluator {
             .map(String::as_str)
             .filter(|r| MUST_SPECIFY.contains(r))
             .collect();
-        let mut missing: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut missing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let spec = obj.get("spec").unwrap_or(&Value::Null);
         for c in arr(spec.get("containers"))
             .iter()
@@ -203,26 +203,34 @@ impl Evaluator {
             for r in &required {
                 if !has.contains_key(*r) {
                     missing
-                        .entry(r)
+                        .entry(r.to_string())
                         .or_default()
                         .insert(str_at(c, &["name"]).to_string());
                 }
             }
         }
         if missing.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(MustSpecify(missing))
         }
-        let parts: Vec<String> = missing
-            .iter()
-            .map(|(r, names)| {
-                format!(
-                    "{r} for: {}",
-                    names.iter().cloned().collect::<Vec<_>>().join(",")
-                )
-            })
-            .collect();
-        Err(format!("must specify {}", parts.join("; ")))
     }
+}
+
+/// The containers of a pod that leave out a request or limit a quota limits, by resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must specify {}", must_specify_text(.0))]
+pub struct MustSpecify(pub BTreeMap<String, BTreeSet<String>>);
+
+fn must_specify_text(missing: &BTreeMap<String, BTreeSet<String>>) -> String {
+    missing
+        .iter()
+        .map(|(r, names)| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            format!("{r} for: {}", names.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One scope a quota picks objects by: its `scopes` (operator `Exists`) and its
@@ -545,9 +553,29 @@ pub fn usage_of<'a>(
     mask(&total, &wanted)
 }
 
-/// The plugin's refusal of an object (the 403's reason).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+/// Why the plugin refuses an object (the 403's reason, in upstream's words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("failed quota: {quota}: {missing}")]
+    Constraints { quota: String, missing: MustSpecify },
+    /// The quota limits what the object uses but the controller has not counted it yet.
+    #[error("status unknown for quota: {quota}, resources: {}", .resources.join(","))]
+    StatusUnknown {
+        quota: String,
+        resources: Vec<String>,
+    },
+    #[error("quota usage is negative for resource(s): {}", .resources.join(","))]
+    Negative { resources: Vec<String> },
+    /// What the object asks for, what is used and the limit, of the resources it exceeds.
+    #[error("exceeded quota: {quota}, requested: {}, used: {}, limited: {}",
+        pretty(.requested), pretty(.used), pretty(.limited))]
+    Exceeded {
+        quota: String,
+        requested: Usage,
+        used: Usage,
+        limited: Usage,
+    },
+}
 
 /// The new `status.used` of a quota the admitted object is charged to.
 #[derive(Debug, Clone, PartialEq)]
@@ -573,8 +601,11 @@ pub fn check(
         }
         let name = str_at(quota, &["metadata", "name"]);
         let restricted = ev.matching_resources(hard_names(quota));
-        if let Err(why) = ev.constraints(&restricted, obj) {
-            return Err(Refusal(format!("failed quota: {name}: {why}")));
+        if let Err(missing) = ev.constraints(&restricted, obj) {
+            return Err(Refusal::Constraints {
+                quota: name.to_string(),
+                missing,
+            });
         }
         let used = obj_keys(quota.pointer("/status/used"));
         let hard = obj_keys(quota.pointer("/status/hard"));
@@ -582,12 +613,12 @@ pub fn check(
             .iter()
             .any(|r| hard.contains(r) && !used.contains(r))
         {
-            let mut names = restricted.clone();
-            names.sort();
-            return Err(Refusal(format!(
-                "status unknown for quota: {name}, resources: {}",
-                names.join(",")
-            )));
+            let mut resources = restricted.clone();
+            resources.sort();
+            return Err(Refusal::StatusUnknown {
+                quota: name.to_string(),
+                resources,
+            });
         }
         interesting.push(i);
     }
@@ -595,16 +626,15 @@ pub fn check(
         return Ok(Vec::new());
     }
     let input = ev.usage(obj, now);
-    let negative: Vec<&str> = input
+    let negative: Vec<String> = input
         .iter()
         .filter(|(_, v)| v.q.is_negative())
-        .map(|(k, _)| k.as_str())
+        .map(|(k, _)| k.clone())
         .collect();
     if !negative.is_empty() {
-        return Err(Refusal(format!(
-            "quota usage is negative for resource(s): {}",
-            negative.join(",")
-        )));
+        return Err(Refusal::Negative {
+            resources: negative,
+        });
     }
     let previous = old.map(|o| (o, ev.usage(o, now)));
     let mut charges = Vec::new();
@@ -633,13 +663,12 @@ pub fn check(
             .cloned()
             .collect();
         if !exceeded.is_empty() {
-            return Err(Refusal(format!(
-                "exceeded quota: {}, requested: {}, used: {}, limited: {}",
-                str_at(quota, &["metadata", "name"]),
-                pretty(&mask(&requested, &exceeded)),
-                pretty(&mask(&used, &exceeded)),
-                pretty(&mask(&hard, &exceeded)),
-            )));
+            return Err(Refusal::Exceeded {
+                quota: str_at(quota, &["metadata", "name"]).to_string(),
+                requested: mask(&requested, &exceeded),
+                used: mask(&used, &exceeded),
+                limited: mask(&hard, &exceeded),
+            });
         }
         charges.push(Charge {
             index: i,
