@@ -1,23 +1,26 @@
 //! kube-controller-manager's resource quota controller: keeps each ResourceQuota's status
 //! current, `hard` as its spec says and `used` as the objects of its namespace add up (what
 //! each object uses is `kinds_core::resourcequota::usage`, shared with the admission plugin
-//! that charges new objects at once). A quota is recomputed when it changes and when any
-//! pod, service, claim, ConfigMap, Secret or quota of its namespace changes; a pod being
-//! deleted stops counting when its grace period ends, which a requeue catches. Counts of
-//! other resources (`count/deployments.apps`) are listed through discovery and rechecked
-//! every few seconds, where upstream keeps an informer per resource.
+//! that charges new objects at once). A quota is recomputed when it is new or its spec
+//! changes, when an object of its namespace that frees quota goes or changes (upstream's
+//! replenishment: deletions, a pod finishing, a service changing type, a claim), and every
+//! five minutes; a pod being deleted stops counting when its grace period ends, which a
+//! requeue catches. Counts of
+//! other resources (`count/deployments.apps`) are listed through discovery, and a metadata
+//! watch of each such resource brings its deletions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -25,6 +28,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::task::JoinSet;
 
 use controller_base::error::Error;
 use kinds_core::resourcequota::usage::{self, Evaluator, Usage};
@@ -34,9 +38,6 @@ use kinds_core::resourcequota::usage::{self, Evaluator, Usage};
 /// object whose create failed after its admission.
 const RESYNC: Duration = Duration::from_secs(5 * 60);
 
-/// How often quotas counting resources without a watch here are recomputed.
-const UNWATCHED_RECHECK: Duration = Duration::from_secs(10);
-
 struct Ctx {
     client: Client,
     quotas: Store<ResourceQuota>,
@@ -45,6 +46,7 @@ struct Ctx {
     claims: Store<PersistentVolumeClaim>,
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
+    unwatched: Unwatched,
 }
 
 /// Which changes of an object trigger the quotas of its namespace.
@@ -197,7 +199,15 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         .watches_stream(quota_deletions, move |o: ResourceQuota| {
             quotas_in(&q6, o.metadata.namespace.as_deref())
         });
+    let (trigger, triggered) = mpsc::unbounded();
+    let controller = controller.reconcile_on(triggered);
     let ctx = Arc::new(Ctx {
+        unwatched: Unwatched {
+            quotas: quotas.clone(),
+            trigger,
+            found: Mutex::default(),
+            watches: Mutex::default(),
+        },
         client,
         quotas,
         pods,
@@ -233,34 +243,74 @@ fn counted_resource(name: &str) -> Option<(String, String)> {
     })
 }
 
-/// The objects of `group`/`plural` in `ns`, listed through discovery; `None` when the API
-/// does not serve the resource.
+/// The resources quotas count by `count/<resource>.<group>` that no cache here holds, found
+/// through discovery as quotas name them. Each gets a metadata watch whose deletions
+/// trigger the quotas of their namespace (upstream's replenishment, which keeps an
+/// informer per counted resource); the watches end with the controller.
+struct Unwatched {
+    quotas: Store<ResourceQuota>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ResourceQuota>>,
+    /// The resource of each (group, plural) found so far.
+    found: Mutex<HashMap<(String, String), ApiResource>>,
+    watches: Mutex<JoinSet<()>>,
+}
+
+impl Unwatched {
+    /// The resource `group`/`plural`, watched from now on; `None` when the API does not
+    /// serve it.
+    async fn resource(&self, client: &Client, group: &str, plural: &str) -> Option<ApiResource> {
+        let key = (group.to_string(), plural.to_string());
+        if let Some(found) = lock(&self.found).get(&key) {
+            return Some(found.clone());
+        }
+        let served = kube::discovery::group(client, group).await.ok()?;
+        let (resource, _) = served
+            .recommended_resources()
+            .into_iter()
+            .find(|(r, _)| r.plural == plural)?;
+        let mut found = lock(&self.found);
+        if let Some(raced) = found.get(&key) {
+            return Some(raced.clone());
+        }
+        found.insert(key, resource.clone());
+        let (quotas, trigger) = (self.quotas.clone(), self.trigger.clone());
+        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource);
+        lock(&self.watches).spawn(async move {
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Delete(gone)) = event {
+                    for q in quotas_in(&quotas, gone.metadata.namespace.as_deref()) {
+                        // The controller is gone when nobody receives.
+                        let _ = trigger.unbounded_send(q);
+                    }
+                }
+            }
+        });
+        Some(resource)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The objects of `resource` in `ns`, as JSON (metadata is all a count needs).
 async fn list_unwatched(
     client: &Client,
-    group: &str,
-    plural: &str,
+    resource: &ApiResource,
     ns: &str,
-) -> Result<Option<Vec<Value>>, Error> {
-    let Ok(found) = kube::discovery::group(client, group).await else {
-        return Ok(None);
-    };
-    let Some((resource, _)) = found
-        .recommended_resources()
-        .into_iter()
-        .find(|(r, _)| r.plural == plural)
-    else {
-        return Ok(None);
-    };
-    let list = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+) -> Result<Vec<Value>, Error> {
+    let list = Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource)
         .list_metadata(&ListParams::default())
         .await
-        .map_err(Error::api(format!("listing {plural} in {ns}")))?;
-    Ok(Some(
-        list.items
-            .iter()
-            .filter_map(|o| serde_json::to_value(o).ok())
-            .collect(),
-    ))
+        .map_err(Error::api(format!("listing {} in {ns}", resource.plural)))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect())
 }
 
 fn quantities(u: &Usage) -> BTreeMap<String, Quantity> {
@@ -341,10 +391,10 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, E
         if names.is_empty() {
             continue;
         }
-        if let Some(items) = list_unwatched(&ctx.client, group, plural, &ns).await? {
+        if let Some(resource) = ctx.unwatched.resource(&ctx.client, group, plural).await {
+            let items = list_unwatched(&ctx.client, &resource, &ns).await?;
             used.extend(usage::usage_of(&ev, &names, &scopes, &items, now));
         }
-        recheck = Some(recheck.map_or(UNWATCHED_RECHECK, |r| r.min(UNWATCHED_RECHECK)));
     }
     used.retain(|k, _| spec_hard.contains_key(k));
     let hard = amounts(Some(&spec_hard));
