@@ -114,6 +114,11 @@ impl Quantity {
         }
     }
 
+    /// An amount of nano-units.
+    pub fn from_nanos(nanos: i128) -> Quantity {
+        Quantity { nanos }
+    }
+
     /// The amount in nano-units.
     pub fn nanos(self) -> i128 {
         self.nanos
@@ -129,6 +134,13 @@ impl Quantity {
 
     pub fn is_negative(self) -> bool {
         self.nanos < 0
+    }
+
+    /// The difference, saturating at the ends of the range.
+    pub fn saturating_sub(self, other: Quantity) -> Quantity {
+        Quantity {
+            nanos: self.nanos.saturating_sub(other.nanos),
+        }
     }
 
     /// The sum, saturating at the ends of the range.

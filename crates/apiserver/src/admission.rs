@@ -3,11 +3,14 @@
 //! ones after validation, as kube-apiserver runs the two phases. A plugin is one impl plus
 //! one line in [`PLUGINS`] or [`VALIDATING`]; a resource's plugins run in the listed order.
 
+use std::collections::BTreeSet;
+
 use api::resources::ResourceInfo;
 use kinds_core::limitrange;
+use kinds_core::resourcequota::{self, usage};
 use kinds_workloads::{priorityclass, runtimeclass};
 use serde_json::Value;
-use store::Store;
+use store::{ObjectKey, Store, StoreError};
 
 use crate::error::ApiError;
 
@@ -225,4 +228,115 @@ pub fn of(info: &ResourceInfo) -> impl Iterator<Item = &'static dyn Admission> +
         .iter()
         .filter(|(group, plural, _)| *group == info.group && *plural == info.plural)
         .map(|(_, _, plugin)| *plugin)
+}
+
+/// The ResourceQuota plugin, after every other plugin: a new object (or, for services and
+/// claims, a changed one; `old` is then the stored one) that would take a quota of its
+/// namespace past its `hard` amounts, or a pod that leaves out a request or limit a quota
+/// limits, is refused (403) in the plugin's words. Otherwise what it adds is charged to
+/// each quota that applies at once, by writing the quota's `status.used` at the version
+/// read, so two writes racing cannot both take the last of a quota; a quota whose write
+/// lost is read again and checked again. A dry run is checked and charged nothing.
+pub async fn resource_quota(
+    store: &dyn Store,
+    info: &ResourceInfo,
+    obj: &Value,
+    old: Option<&Value>,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    const ATTEMPTS: usize = 16;
+    let ignored = info.plural == "events" && ["", "events.k8s.io"].contains(&info.group);
+    if !info.namespaced || ignored {
+        return Ok(());
+    }
+    let evaluator = usage::Evaluator::of(info.group, info.plural);
+    if old.is_some() && !evaluator.checks_updates() {
+        return Ok(());
+    }
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if ns.is_empty() {
+        return Ok(());
+    }
+    let name_of = |q: &Value| {
+        q.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let now = jiff::Timestamp::now();
+    let mut recheck: Option<BTreeSet<String>> = None;
+    for _ in 0..ATTEMPTS {
+        let quotas: Vec<Value> = store
+            .list(
+                resourcequota::RESOURCE.group,
+                resourcequota::RESOURCE.plural,
+                Some(ns),
+            )
+            .await
+            .map_err(ApiError::Store)?
+            .items
+            .into_iter()
+            .filter(|q| {
+                recheck
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&name_of(q)))
+            })
+            .collect();
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let charges = usage::check(&evaluator, &quotas, obj, old, now).map_err(|refusal| {
+            ApiError::Forbidden {
+                resource: crate::error::qualified(info),
+                group: info.group.to_string(),
+                name: name_of(obj),
+                detail: refusal.to_string(),
+            }
+        })?;
+        if dry_run {
+            return Ok(());
+        }
+        let mut lost = BTreeSet::new();
+        for charge in charges {
+            let mut quota = quotas[charge.index].clone();
+            let name = name_of(&quota);
+            let before = usage::list_of(quota.pointer("/status/used"));
+            if usage::same(&before, &charge.used) {
+                continue;
+            }
+            if let Some(status) = quota.get_mut("status").and_then(Value::as_object_mut) {
+                status.insert("used".into(), usage::to_json(&charge.used));
+            }
+            let key = ObjectKey::new(
+                resourcequota::RESOURCE.group,
+                resourcequota::RESOURCE.plural,
+                ns,
+                &name,
+            );
+            let rv = store::resource_version_of(&quota);
+            match store.update(&key, quota, rv).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    lost.insert(name);
+                }
+                Err(e) => return Err(ApiError::Store(e)),
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        recheck = Some(lost);
+    }
+    Err(ApiError::Store(StoreError::TooManyRetries {
+        key: ObjectKey::new(
+            resourcequota::RESOURCE.group,
+            resourcequota::RESOURCE.plural,
+            ns,
+            "",
+        ),
+        attempts: ATTEMPTS as u32,
+    }))
 }

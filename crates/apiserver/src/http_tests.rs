@@ -1448,3 +1448,155 @@ async fn runtime_class_admission_sets_overhead_and_scheduling() {
         "RuntimeClass.node.k8s.io \"sandboxed\" is invalid: handler: Invalid value: \"kata\": field is immutable"
     );
 }
+
+/// A quota as the controller would have filled it: `hard` in spec and status, `used` given.
+async fn quota_with_usage(h: &Harness, name: &str, hard: Value, used: Value) {
+    let quotas = "/api/v1/namespaces/default/resourcequotas";
+    let q = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+                   "spec": {"hard": hard.clone()}});
+    let r = h.post(quotas, q).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body.get("status").is_none(), "{}", r.text);
+    let mut with_status = r.body.clone();
+    with_status["status"] = json!({"hard": hard, "used": used});
+    let r = h
+        .req(
+            Method::PUT,
+            &format!("{quotas}/{name}/status"),
+            Some("application/json"),
+            Some(with_status),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+}
+
+/// The ResourceQuota plugin charges what it admits before answering: of creates racing
+/// for the last of a quota exactly as many pass as fit, and `status.used` says so.
+#[tokio::test]
+async fn racing_creates_cannot_overrun_a_quota() {
+    let h = harness().await;
+    quota_with_usage(&h, "q", json!({"pods": "2"}), json!({"pods": "0"})).await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let answers =
+        futures::future::join_all((0..6).map(|i| h.post(pods, pod(&format!("p{i}"))))).await;
+    let created = answers
+        .iter()
+        .filter(|r| r.code == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 2);
+    for r in answers.iter().filter(|r| r.code != StatusCode::CREATED) {
+        assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+        let message = r.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.ends_with(
+                "is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+            ),
+            "{message}"
+        );
+    }
+    let r = h.get("/api/v1/namespaces/default/resourcequotas/q").await;
+    assert_eq!(r.body["status"]["used"], json!({"pods": "2"}));
+    // A dry run is checked but charges nothing.
+    let r = h.post(&format!("{pods}?dryRun=All"), pod("dry")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+}
+
+/// LimitRanger's defaults come before the quota: they satisfy its must-specify rule, and
+/// what they set is what is charged.
+#[tokio::test]
+async fn limit_range_defaults_satisfy_a_quota() {
+    let h = harness().await;
+    quota_with_usage(
+        &h,
+        "compute",
+        json!({"requests.cpu": "1", "limits.cpu": "2"}),
+        json!({"requests.cpu": "0", "limits.cpu": "0"}),
+    )
+    .await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let r = h.post(pods, pod("bare")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "pods \"bare\" is forbidden: failed quota: compute: must specify limits.cpu for: main; requests.cpu for: main"
+    );
+    let lr = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "lr"},
+        "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"},
+                             "defaultRequest": {"cpu": "250m"}}]}});
+    let r = h.post("/api/v1/namespaces/default/limitranges", lr).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let r = h.post(pods, pod("bare")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let r = h
+        .get("/api/v1/namespaces/default/resourcequotas/compute")
+        .await;
+    assert_eq!(
+        r.body["status"]["used"],
+        json!({"requests.cpu": "250m", "limits.cpu": "500m"})
+    );
+}
+
+/// A claim growing is charged the difference, and refused past the quota.
+#[tokio::test]
+async fn claim_resize_is_held_to_the_quota() {
+    let h = harness().await;
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "grow"}, "provisioner": "example.com/x", "allowVolumeExpansion": true});
+    let r = h.post("/apis/storage.k8s.io/v1/storageclasses", sc).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    quota_with_usage(
+        &h,
+        "storage",
+        json!({"requests.storage": "1Gi", "grow.storageclass.storage.k8s.io/persistentvolumeclaims": "1"}),
+        json!({"requests.storage": "0", "grow.storageclass.storage.k8s.io/persistentvolumeclaims": "0"}),
+    )
+    .await;
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let claim = |name: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+               "spec": {"storageClassName": "grow", "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": size}}}})
+    };
+    let r = h.post(claims, claim("data", "512Mi")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text);
+    let r = h.post(claims, claim("more", "1Mi")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "persistentvolumeclaims \"more\" is forbidden: exceeded quota: storage, requested: grow.storageclass.storage.k8s.io/persistentvolumeclaims=1, used: grow.storageclass.storage.k8s.io/persistentvolumeclaims=1, limited: grow.storageclass.storage.k8s.io/persistentvolumeclaims=1"
+    );
+    // Bound, the claim may grow: within the quota it is charged the difference.
+    let mut bound = h.get(&format!("{claims}/data")).await.body;
+    bound["status"] = json!({"phase": "Bound"});
+    let r = h
+        .req(
+            Method::PUT,
+            &format!("{claims}/data/status"),
+            Some("application/json"),
+            Some(bound),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    let data = format!("{claims}/data");
+    let patch = |size: &str| {
+        let body = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        h.req(
+            Method::PATCH,
+            &data,
+            Some("application/merge-patch+json"),
+            Some(body),
+        )
+    };
+    let r = patch("2Gi").await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "persistentvolumeclaims \"data\" is forbidden: exceeded quota: storage, requested: requests.storage=1536Mi, used: requests.storage=512Mi, limited: requests.storage=1Gi"
+    );
+    let r = patch("1Gi").await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text);
+    let r = h
+        .get("/api/v1/namespaces/default/resourcequotas/storage")
+        .await;
+    assert_eq!(r.body["status"]["used"]["requests.storage"], "1Gi");
+}

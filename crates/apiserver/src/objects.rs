@@ -608,6 +608,8 @@ impl Registry {
         for plugin in crate::admission::validating(info) {
             plugin.validate(self.store.as_ref(), &obj).await?;
         }
+        crate::admission::resource_quota(self.store.as_ref(), info, &obj, None, opts.dry_run)
+            .await?;
         if opts.dry_run {
             return Ok(Written {
                 object: obj,
@@ -795,6 +797,10 @@ impl Registry {
             for plugin in crate::admission::validating_update(info, part.subresource()) {
                 plugin.validate(self.store.as_ref(), &new).await?;
             }
+        }
+        if part == Part::Object {
+            crate::admission::resource_quota(self.store.as_ref(), info, &new, Some(old), dry_run)
+                .await?;
         }
         if dry_run {
             return Ok(new);

@@ -1,7 +1,8 @@
 //! peapod's controller manager (kube-controller-manager's and kube-scheduler's jobs): the
 //! scheduler (its own crate), the namespace lifecycle controller, the Endpoints/EndpointSlice controllers,
 //! the node IPAM controller (a pod CIDR per Node), the bootstrap token cleaner, the garbage
-//! collector, the per-namespace ServiceAccount and root CA controllers, and
+//! collector, the per-namespace ServiceAccount and root CA controllers, the resource quota
+//! controller, and
 //! ClusterRole aggregation, each
 //! a plain Kubernetes API client built on `kube::runtime` (watch caches, a reconcile per object that says when to look again, retries with back-off). They never
 //! open the store or call into an API server, so they run beside any API server: inside
@@ -18,6 +19,7 @@ mod gc;
 mod leader;
 mod namespace;
 mod nodeipam;
+mod resourcequota;
 mod serviceaccounts;
 mod tokencleaner;
 
@@ -40,6 +42,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("serviceaccount", serviceaccounts::run),
     ("clusterrole-aggregation", clusterroles::run),
     ("tokencleaner", tokencleaner::run),
+    ("resourcequota", resourcequota::run),
 ];
 
 /// The controllers of the workload kinds, by crate.

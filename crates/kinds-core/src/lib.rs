@@ -11,6 +11,7 @@ pub mod limitrange;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod resourcequota;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
@@ -30,6 +31,7 @@ pub static KINDS: &[ResourceInfo] = &[
     endpointslice::RESOURCE,
     serviceaccount::RESOURCE,
     limitrange::RESOURCE,
+    resourcequota::RESOURCE,
     lease::RESOURCE,
 ];
 

@@ -43,7 +43,7 @@ pub const CLAIM: &str = "PersistentVolumeClaim";
 /// The annotation a defaulted pod gets, naming what was set.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
-const QUANTITY_MSG: &str =
+pub(crate) const QUANTITY_MSG: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 #[derive(Debug)]
@@ -101,13 +101,13 @@ fn fill_missing(item: &mut Map<String, Value>, to: &str, from: &str) {
 /// A quantity as upstream holds it: the amount and the format its text was written in,
 /// which the canonical text keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Amount {
-    q: Quantity,
-    format: Format,
+pub struct Amount {
+    pub q: Quantity,
+    pub format: Format,
 }
 
 impl Amount {
-    fn from_json(v: &Value) -> Option<Amount> {
+    pub fn from_json(v: &Value) -> Option<Amount> {
         let text = quantity_text(v)?;
         Some(Amount {
             q: Quantity::parse(&text)?,
@@ -116,15 +116,19 @@ impl Amount {
     }
 
     /// `Quantity.String()`.
-    fn shown(self) -> String {
+    pub fn shown(self) -> String {
         canonical_of(self.q, self.format)
     }
 
-    /// `Add`: the sum keeps the receiver's format.
-    fn plus(self, other: Amount) -> Amount {
+    /// `Add`: the sum keeps the receiver's format, unless the receiver is zero.
+    pub fn plus(self, other: Amount) -> Amount {
         Amount {
             q: self.q.saturating_add(other.q),
-            format: self.format,
+            format: if self.q.is_zero() {
+                other.format
+            } else {
+                self.format
+            },
         }
     }
 }
@@ -139,9 +143,9 @@ fn quantity_text(v: &Value) -> Option<String> {
 
 /// A resource list (`requests`, `max`, …) by resource name; unparsable entries are left
 /// out (validation refuses them).
-type Resources = BTreeMap<String, Amount>;
+pub(crate) type Resources = BTreeMap<String, Amount>;
 
-fn resources(v: Option<&Value>) -> Resources {
+pub(crate) fn resources(v: Option<&Value>) -> Resources {
     obj(v)
         .into_iter()
         .flatten()
@@ -416,7 +420,7 @@ fn resource_name(e: &mut FieldErrors, ty: &str, name: &str, path: &str) {
 }
 
 /// `IsStandardResourceName`.
-fn is_standard_resource(name: &str) -> bool {
+pub(crate) fn is_standard_resource(name: &str) -> bool {
     const STANDARD: &[&str] = &[
         "cpu",
         "memory",
@@ -450,12 +454,12 @@ fn is_standard_container_resource(name: &str) -> bool {
 }
 
 /// `IsNativeResource`: no domain, or a `kubernetes.io/` one.
-fn is_native(name: &str) -> bool {
+pub(crate) fn is_native(name: &str) -> bool {
     !name.contains('/') || name.contains("kubernetes.io/")
 }
 
 /// `IsExtendedResourceName`.
-fn is_extended(name: &str) -> bool {
+pub(crate) fn is_extended(name: &str) -> bool {
     !is_native(name)
         && !name.starts_with("requests.")
         && qualified_name(&format!("requests.{name}")).is_empty()
@@ -758,7 +762,7 @@ fn max_into(total: &mut Resources, other: &Resources) {
 /// Upstream's `podRequests` / `podLimits` on a new pod: the containers' sum, raised to what
 /// the init containers need at their peak (a sidecar's share stays counted for the ones
 /// after it and for the app containers).
-fn pod_totals(spec: &Value, part: &str) -> Resources {
+pub(crate) fn pod_totals(spec: &Value, part: &str) -> Resources {
     let list = |c: &Value| resources(c.pointer(&format!("/resources/{part}")));
     let mut total = Resources::new();
     for c in arr(spec.get("containers")) {

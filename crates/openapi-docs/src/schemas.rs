@@ -31,6 +31,7 @@ fn add_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -
         ("", "v1", "PersistentVolumeClaim") => add::<core::v1::PersistentVolumeClaim>(gen),
         ("", "v1", "PodTemplate") => add::<core::v1::PodTemplate>(gen),
         ("", "v1", "LimitRange") => add::<core::v1::LimitRange>(gen),
+        ("", "v1", "ResourceQuota") => add::<core::v1::ResourceQuota>(gen),
         ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(gen),
         ("apps", "v1", "ReplicaSet") => add::<apps::v1::ReplicaSet>(gen),
         ("apps", "v1", "StatefulSet") => add::<apps::v1::StatefulSet>(gen),

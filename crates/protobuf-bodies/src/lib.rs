@@ -383,6 +383,25 @@ mod tests {
         .concat()
     }
 
+    /// `kubectl create quota q --hard=pods=2,cpu=1 --scopes=NotTerminating`.
+    #[test]
+    fn decodes_resource_quota() {
+        let quantity = |s: &[u8]| ld(1, s);
+        let entry = |k: &[u8], v: &[u8]| ld(1, &[ld(1, k), ld(2, &quantity(v))].concat());
+        let spec = [
+            entry(b"pods", b"2"),
+            entry(b"cpu", b"1"),
+            ld(2, b"NotTerminating"),
+        ]
+        .concat();
+        let msg = [ld(1, &ld(1, b"q")), ld(2, &spec), ld(3, b"")].concat();
+        let quota = decode(&envelope(b"v1", b"ResourceQuota", &msg)).expect("quota");
+        assert_eq!(
+            quota["spec"],
+            json!({"hard": {"pods": "2", "cpu": "1"}, "scopes": ["NotTerminating"]})
+        );
+    }
+
     /// `kubectl create pdb web --selector=app=web --min-available=0`: a zero budget is set.
     #[test]
     fn decodes_pdb_and_eviction() {

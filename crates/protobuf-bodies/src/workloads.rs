@@ -1,6 +1,6 @@
 //! Protobuf bodies of the workload kinds kubectl creates (`kubectl create deployment`, `create
-//! job`, `create cronjob`, `create job --from=cronjob/NAME`, `create pdb`, the pods of
-//! `kubectl debug --copy-to` and `kubectl debug node/NAME`) and the
+//! job`, `create cronjob`, `create job --from=cronjob/NAME`, `create pdb`, `create quota`,
+//! the pods of `kubectl debug --copy-to` and `kubectl debug node/NAME`) and the
 //! DeleteOptions of the Eviction `kubectl drain` posts, decoded by tables of k8s.io/api's
 //! field numbers: a Deployment, Job or CronJob spec with its pod template, the pod spec and the container
 //! fields those commands carry (the `--from` copy holds everything the API server
@@ -511,6 +511,28 @@ static PDB_SPEC: Schema = Schema {
     ],
 };
 
+static SCOPED_REQUIREMENT: Schema = Schema {
+    name: "ScopedResourceSelectorRequirement",
+    fields: &[
+        f(1, "scopeName", Str),
+        f(2, "operator", Str),
+        rep(3, "values", Str),
+    ],
+};
+static SCOPE_SELECTOR: Schema = Schema {
+    name: "ScopeSelector",
+    fields: &[rep(1, "matchExpressions", Msg(&SCOPED_REQUIREMENT))],
+};
+/// `kubectl create quota NAME --hard=… --scopes=…`.
+static RESOURCE_QUOTA_SPEC: Schema = Schema {
+    name: "ResourceQuotaSpec",
+    fields: &[
+        f(1, "hard", QtyMap),
+        rep(2, "scopes", Str),
+        f(3, "scopeSelector", Msg(&SCOPE_SELECTOR)),
+    ],
+};
+
 static PRECONDITIONS: Schema = Schema {
     name: "Preconditions",
     fields: &[f(1, "uid", PStr), f(2, "resourceVersion", PStr)],
@@ -533,8 +555,9 @@ pub(super) fn delete_options(b: &[u8], base: usize) -> Result<Value, ProtobufErr
     message(b, base, &DELETE_OPTIONS)
 }
 
-/// The spec of a Deployment, Job, CronJob, PodDisruptionBudget or Pod body (field 2 of the
-/// object; a Pod as `kubectl debug --copy-to` and `kubectl debug node/NAME` create it);
+/// The spec of a Deployment, Job, CronJob, PodDisruptionBudget, ResourceQuota or Pod body
+/// (field 2 of the object; a Pod as `kubectl debug --copy-to` and `kubectl debug node/NAME`
+/// create it);
 /// `None` for other kinds.
 pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, ProtobufError>> {
     let msg = match kind {
@@ -543,6 +566,7 @@ pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, Pr
         "CronJob" => &CRON_JOB_SPEC,
         "PodDisruptionBudget" => &PDB_SPEC,
         "Pod" => &POD_SPEC,
+        "ResourceQuota" => &RESOURCE_QUOTA_SPEC,
         _ => return None,
     };
     Some(message(b, base, msg))
@@ -552,7 +576,7 @@ pub(super) fn spec(kind: &str, b: &[u8], base: usize) -> Option<Result<Value, Pr
 pub(super) fn handles(kind: &str) -> bool {
     matches!(
         kind,
-        "Deployment" | "Job" | "CronJob" | "PodDisruptionBudget" | "Pod"
+        "Deployment" | "Job" | "CronJob" | "PodDisruptionBudget" | "Pod" | "ResourceQuota"
     )
 }
 
