@@ -127,4 +127,6 @@ pub struct PodVolumeState {
     pub paths: Option<BTreeMap<String, PathBuf>>,
     /// When the API-data volumes were last written.
     pub last_sync: Option<Timestamp>,
+    /// What of the pod its downward API files showed then (see `volumes::shown_fields`).
+    pub shown: Option<String>,
 }

@@ -1558,3 +1558,27 @@ async fn the_sandbox_runs_with_the_handler_of_the_pods_runtime_class() {
             .collect();
     assert_eq!(handlers, vec!["kata"]);
 }
+
+#[tokio::test]
+async fn a_label_change_rewrites_the_downward_api_files_at_once() {
+    let h = harness();
+    let with_tier = |tier: &str| {
+        let mut p = pod("Always", "busybox:1.36", "IfNotPresent");
+        p.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
+        let volume = json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}});
+        p.spec.as_mut().expect("spec").volumes =
+            Some(vec![serde_json::from_value(volume).expect("volume")]);
+        p
+    };
+    let one = with_tier("one");
+    let mut w = PodWorker::new(&one, Default::default());
+    w.sync(&h.env, &one).await;
+    let file = w.state.volumes.paths.as_ref().expect("volumes set up")["info"].join("labels");
+    let read = || std::fs::read_to_string(&file).expect("labels file");
+    assert_eq!(read(), "tier=\"one\"");
+    // The fake clock stands still: only the label change can cause the rewrite.
+    w.sync(&h.env, &with_status(with_tier("two"), &h.api)).await;
+    assert_eq!(read(), "tier=\"two\"");
+    super::volumes::teardown_volumes(&h.env, &mut w.state.volumes, &one);
+}

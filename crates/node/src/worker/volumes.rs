@@ -17,16 +17,33 @@ fn elapsed(since: Timestamp, now: Timestamp) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Sets the pod's volumes up (first call) or refreshes their API data (once per sync
-/// period). `true` once they are ready: containers may start. A failed first setup is a
-/// `FailedMount` warning and is retried on the next sync, as kubelet does.
+/// What of a running pod its downward API files can show and may change: labels,
+/// annotations and the containers' resources (a resize).
+fn shown_fields(pod: &Pod) -> String {
+    let resources: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| &c.resources)
+        .collect();
+    let shown = (&pod.metadata.labels, &pod.metadata.annotations, resources);
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
+/// Sets the pod's volumes up (first call) or refreshes their API data: once per sync
+/// period, and at once when the pod's labels, annotations or resources changed (kubelet
+/// rewrites them on every sync of the pod, an update's included). `true` once they are
+/// ready: containers may start. A failed first setup is a `FailedMount` warning and is
+/// retried on the next sync, as kubelet does.
 pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod: &Pod) -> bool {
     let now = deps.clock.now();
     let ready = volumes.paths.is_some();
+    let shown = shown_fields(pod);
     if ready
         && volumes
             .last_sync
             .is_some_and(|t| elapsed(t, now) < deps.volumes.sync_period())
+        && volumes.shown.as_ref() == Some(&shown)
     {
         return true;
     }
@@ -58,6 +75,7 @@ pub async fn ensure_volumes(deps: &WorkerDeps, volumes: &mut PodVolumeState, pod
         Err(err) => Err(err),
     };
     volumes.last_sync = Some(now);
+    volumes.shown = Some(shown);
     match result {
         Ok(paths) => {
             if !ready {
