@@ -140,10 +140,12 @@ fn parse_keyed_values() {
     assert_eq!(parse_keyed("oom 1\n", "oom_kill"), None);
 }
 
-/// On the real machine: a sleeping child is moved into a fresh cgroup, seen there, killed
-/// through the cgroup, and the cgroup is removed.
+/// On the real machine: a child moves itself into a fresh cgroup before it execs (through
+/// the files its parent opened), is seen there, is killed through the cgroup, and the cgroup
+/// is removed.
 #[test]
 fn real_cgroup_lifecycle() {
+    use std::os::unix::process::CommandExt;
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -159,13 +161,16 @@ fn real_cgroup_lifecycle() {
     let cg = h.cgroup(Path::new(&rel));
     let top = h.cgroup(Path::new(rel.split('/').next().unwrap_or_default()));
     cg.create().expect("create");
-    let mut child = Command::new("sleep")
-        .arg("100")
-        .spawn()
-        .expect("spawn sleep");
+    let join = cg.join_files().expect("open the join files");
+    let mut command = Command::new("sleep");
+    command.arg("100");
+    // SAFETY: the closure only calls `JoinFiles::join`, which only writes to open files.
+    unsafe {
+        command.pre_exec(move || join.join().map_err(io::Error::other));
+    }
+    let mut child = command.spawn().expect("spawn sleep");
     let pid = child.id() as i32;
     let result = (|| -> Result<(), CgroupError> {
-        cg.add_pid(pid)?;
         assert_eq!(cg.pids()?, vec![pid]);
         assert_eq!(top.pids_recursive()?, vec![pid]);
         assert_eq!(cg.stats()?.pids_current, Some(1));

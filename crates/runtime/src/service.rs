@@ -452,16 +452,37 @@ impl Runtime {
             Err(e) => return Err(read_err(&self.config.resolv_conf)(e)),
         };
         write(pod.resolv_conf(), &resolv)?;
+        // The shim moves itself into its cgroup as it starts (the fast way,
+        // `cgroups::JoinFiles`).
+        let shim_cgroup = self
+            .cgroups
+            .as_ref()
+            .map(|_| pod_cgroup.join(shim_cgroup(id)));
         let shim_config = ShimConfig {
             sandbox_id: id.to_string(),
             cgroup_root: self.config.cgroup_root.clone(),
             pod_cgroup: pod_cgroup.clone(),
+            shim_cgroup: shim_cgroup.clone(),
             sandbox: config.clone(),
         };
         write_json_volatile(&pod.shim_config(), &shim_config)
             .map_err(write_err(&pod.shim_config()))?;
         write_json_atomic(&root.join("sandbox.json"), &record)
             .map_err(write_err(&root.join("sandbox.json")))?;
+        if let (Some(h), Some(shim_cgroup)) = (&self.cgroups, &shim_cgroup) {
+            // kubelet's pod-level cgroup limits, before any process joins it. Created once
+            // the record names the cgroup, so a failed start's removal finds it.
+            let pod_cg = h.cgroup(&pod_cgroup);
+            if let Err(e) = pod_cg
+                .create()
+                .and_then(|()| pod_cg.apply(&config.resources))
+            {
+                tracing::warn!(sandbox = id, error = %e, "could not set the pod cgroup's limits");
+            }
+            if let Err(e) = h.cgroup(shim_cgroup).create() {
+                tracing::warn!(sandbox = id, error = %e, "could not create the shim's cgroup");
+            }
+        }
 
         let start_err = |source| RuntimeError::StartShim {
             id: id.to_string(),
@@ -518,22 +539,6 @@ impl Runtime {
                 .map_err(write_err(&pod.shim_pid()))?;
             pid
         };
-        if let Some(h) = &self.cgroups {
-            // kubelet's pod-level cgroup limits, before any container joins it.
-            if let Err(e) = h
-                .cgroup(&pod_cgroup)
-                .create()
-                .and_then(|()| h.cgroup(&pod_cgroup).apply(&config.resources))
-            {
-                tracing::warn!(sandbox = id, error = %e, "could not set the pod cgroup's limits");
-            }
-            let cg = h.cgroup(&pod_cgroup.join(shim_cgroup(id)));
-            let placed = cg.create().and_then(|()| cg.add_pid(pid as i32));
-            if let Err(e) = placed {
-                tracing::warn!(sandbox = id, error = %e, "could not move the shim into the pod cgroup");
-            }
-        }
-
         let deadline = Instant::now() + SHIM_READY_TIMEOUT;
         if let Some(mut ready) = ready {
             // One byte once the shim's socket listens; EOF when it died before. Either way

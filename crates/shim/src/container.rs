@@ -37,6 +37,8 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 pub enum SetupError {
     #[error("waiting for the shim: {0}")]
     Sync(#[source] nix::Error),
+    #[error("joining the container's cgroup: {0}")]
+    Cgroup(#[source] cgroups::CgroupError),
     #[error("mounting {what} on {target}: {source}")]
     Mount {
         what: String,
@@ -135,6 +137,8 @@ pub struct ChildContext<'a> {
     /// Where the child reports the identity it got (`user::encode_identity`) just before
     /// the exec; non-blocking, so a report too large for the pipe is dropped, not waited on.
     pub identity: &'a OwnedFd,
+    /// The container's cgroup, which the child moves itself into before anything else.
+    pub cgroup: Option<&'a cgroups::JoinFiles>,
     /// `hostUsers: false`: the pod's user namespace and its ID mapping. The root is built
     /// as host root (layers idmapped into the namespace), then the child enters it.
     pub userns: Option<(&'a OwnedFd, cri::IdMapping)>,
@@ -172,7 +176,11 @@ pub fn setup_and_exec(ctx: &ChildContext<'_>) -> SetupError {
 enum Never {}
 
 fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
-    // The shim writes one byte once we are in the container's cgroup; EOF means it gave up.
+    // Into the container's cgroup first, so its limits hold everything from here on.
+    if let Some(cgroup) = ctx.cgroup {
+        cgroup.join().map_err(SetupError::Cgroup)?;
+    }
+    // The shim writes one byte once it recorded us; EOF means it gave up.
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(ctx.sync_read, &mut byte) {

@@ -23,6 +23,10 @@ pub struct ShimConfig {
     /// The pod's cgroup relative to the hierarchy roots (`peapod/pod<uid>`); each container
     /// gets `<pod cgroup>/<container id>`.
     pub pod_cgroup: PathBuf,
+    /// The cgroup the shim moves itself into first thing (relative to the hierarchy roots,
+    /// created by the runtime); `None`: it stays where it was started.
+    #[serde(default)]
+    pub shim_cgroup: Option<PathBuf>,
     /// The sandbox as the agent asked for it. The shim uses its hostname, its
     /// `shareProcessNamespace` (the shim becomes PID 1 of a PID namespace every container
     /// joins, as the `pidns` module sets up), its namespaced sysctls (set at start) and `hostNetwork`

@@ -128,6 +128,20 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
             source,
         })?
         .ok_or(ServerError::MissingConfig { path: config_path })?;
+    // Still single-threaded: the cheap way in (see `cgroups::JoinFiles`). Without its
+    // cgroup the shim still runs its pod, as before, counted in the node's.
+    let hierarchy = match Hierarchy::detect(&config.cgroup_root) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log(&format!("cgroups unavailable, containers run without: {e}"));
+            None
+        }
+    };
+    if let (Some(h), Some(rel)) = (&hierarchy, &config.shim_cgroup) {
+        if let Err(e) = h.cgroup(rel).join_files().and_then(|files| files.join()) {
+            log(&format!("could not move the shim into its cgroup: {e}"));
+        }
+    }
     if config.sandbox.share_process_namespace {
         match crate::pidns::enter(&pod)? {
             crate::pidns::Role::Parent => return Ok(()),
@@ -182,13 +196,6 @@ pub fn run(dir: &Path) -> Result<(), ServerError> {
         .map_err(ServerError::Signals)?;
 
     let listener = listen(&pod.socket())?;
-    let hierarchy = match Hierarchy::detect(&config.cgroup_root) {
-        Ok(h) => Some(h),
-        Err(e) => {
-            log(&format!("cgroups unavailable, containers run without: {e}"));
-            None
-        }
-    };
     log(&format!("shim for sandbox {} ready", config.sandbox_id));
     announce_ready();
     let mut server = Server {
@@ -857,6 +864,10 @@ impl Server {
             nix::sched::setns(&t.target, CloneFlags::CLONE_NEWPID)
                 .map_err(|e| format!("joining the target's PID namespace: {e}"))?;
         }
+        let join = match &cgroup {
+            Some(cg) => Some(cg.join_files().map_err(|e| e.to_string())?),
+            None => None,
+        };
         let mut stack = vec![0u8; CHILD_STACK];
         let cloned = {
             let ctx = ChildContext {
@@ -870,6 +881,7 @@ impl Server {
                 console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
                 identity: &identity_w,
+                cgroup: join.as_ref(),
                 userns: self.userns.as_ref().zip(self.config.sandbox.user_namespace),
             };
             let err_w = &err_w;
@@ -917,11 +929,8 @@ impl Server {
         let c = self.containers.get_mut(id).ok_or("container vanished")?;
         // Reaping must find it even if setup fails.
         c.pid = Some(pid);
+        drop(join);
         if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add_pid(pid.as_raw()) {
-                let _ = kill(pid, Signal::SIGKILL);
-                return Err(e.to_string());
-            }
             c.oom_before = cg.oom_kill_count().unwrap_or(0);
         }
         c.cgroup = cgroup;
