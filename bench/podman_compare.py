@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """peapod and `podman kube play`, side by side, on the same pod manifests.
 
-For each runtime, N pods are started one after another from identical manifests (busybox,
-`sleep 3600`, image already local), measuring from the start of the client command
-(`kubectl apply -f FILE` / `podman kube play FILE`) until the pod is Running (peapod: seen on
-an API watch; podman: `kube play` returns after starting the containers). Then the per-pod
-memory: peapod's shim RSS vs podman's conmon + infra (pause) process RSS.
+For each runtime, N pods of `--containers` containers each (2 by default) are started one
+after another from identical manifests (busybox, `sleep 3600`, image already local),
+measuring from the start of the client command (`kubectl apply -f FILE` / `podman kube play
+FILE`) until the pod is Running (peapod: seen on an API watch; podman: `kube play` returns
+after starting the containers). For peapod also without the client process: N more pods,
+each POSTed to the API directly, until Running on the watch (what `kubectl apply` adds is
+its own start, discovery and request). Then the per-pod memory: peapod's shim RSS vs
+podman's conmon + infra (pause) process RSS.
 
 Podman needs two adjustments on this kind of machine, made here and undone at the end:
 containers.conf `default_ulimits` within the hard limits (no CAP_SYS_RESOURCE), and the v1
 `hugetlb` controller mounted (crun refuses hybrid cgroups without it).
-Usage: python3 bench/podman_compare.py [--pods 20]
+Usage: python3 bench/podman_compare.py [--pods 20] [--containers 2]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -24,17 +27,36 @@ metadata:
 spec:
   terminationGracePeriodSeconds: 1
   containers:
-  - name: main
+{containers}"""
+
+CONTAINER = """  - name: {name}
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
 """
 
 
-def summary(label, ms):
+def container_names(n):
+    return ["main"] + [f"side{i}" for i in range(1, n)]
+
+
+def manifest(name, containers):
+    return MANIFEST.format(name=name, containers="".join(
+        CONTAINER.format(name=c) for c in container_names(containers)))
+
+
+def pod_object(name, containers):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": c, "image": "docker.io/library/busybox:latest",
+                 "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}
+                for c in container_names(containers)]}}
+
+
+def summary(label, ms, what="apply->Running"):
     ms = sorted(ms)
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
-    print(f"{label:8} apply->Running over {len(ms)} pods (ms): min {ms[0]:.0f}  median "
+    print(f"{label:8} {what} over {len(ms)} pods (ms): min {ms[0]:.0f}  median "
           f"{statistics.median(ms):.0f}  p99 {p99:.0f}  max {ms[-1]:.0f}")
 
 
@@ -85,10 +107,20 @@ def bench_peapod(args, manifests, fixtures, tmp):
             watch.wait([name])
             lat.append((watch.running[name] - t0) * 1000)
         summary("peapod", lat)
+        api = Api(env["KUBECONFIG"])
+        lat = []
+        for i in range(len(manifests)):
+            name = f"api-{i}"
+            t0 = time.monotonic()
+            api.request("POST", "/api/v1/namespaces/default/pods", pod_object(name, args.containers)).read()
+            watch.wait([name])
+            lat.append((watch.running[name] - t0) * 1000)
+        summary("peapod", lat, "API POST->Running")
         time.sleep(1)
+        pods = 2 * len(manifests)
         shims = procs_named(lambda c: len(c) > 1 and c[1] == b"shim" and state.encode() in b" ".join(c))
-        print(f"peapod   per-pod overhead (shim): {mem(shims, len(manifests))}; "
-              f"peapod up RSS with {len(manifests)} pods {rss_kib(up.pid)/1024:.1f} MiB")
+        print(f"peapod   per-pod overhead (shim): {mem(shims, pods)}; "
+              f"peapod up RSS with {pods} pods {rss_kib(up.pid)/1024:.1f} MiB")
     finally:
         up.terminate()
         up.wait(timeout=30)
@@ -118,14 +150,16 @@ def bench_podman(args, manifests, fixtures, tmp):
             t0 = time.monotonic()
             subprocess.run(["podman", "kube", "play", path], env=env, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            state = subprocess.check_output(["podman", "inspect", f"{name}-main", "--format",
-                                             "{{.State.Status}}"], env=env).decode().strip()
             lat.append((time.monotonic() - t0) * 1000)
-            assert state == "running", f"{name}: {state}"
+            states = [subprocess.check_output(["podman", "inspect", f"{name}-{c}", "--format",
+                                               "{{.State.Status}}"], env=env).decode().strip()
+                      for c in container_names(args.containers)]
+            assert all(s == "running" for s in states), f"{name}: {states}"
         summary("podman", lat)
         conmons = procs_named(lambda c: c[0].endswith(b"conmon"))
         pauses = procs_named(lambda c: c[0].endswith(b"catatonit") or c[0].endswith(b"/pause"))
-        print(f"podman   per-pod overhead (conmon x2 + infra): {mem(conmons + pauses, len(manifests))}")
+        print(f"podman   per-pod overhead (conmon per container + infra's conmon and process): "
+              f"{mem(conmons + pauses, len(manifests))}")
     finally:
         for name, path in manifests:
             subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], env=env,
@@ -140,6 +174,7 @@ def bench_podman(args, manifests, fixtures, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--containers", type=int, default=2)
     ap.add_argument("--peapod", default=os.path.join(ROOT, "target/release/peapod"))
     args = ap.parse_args()
     if not os.path.exists(args.peapod):
@@ -154,7 +189,7 @@ def main():
         name = f"cmp-{i}"
         path = os.path.join(tmp, f"{name}.yaml")
         with open(path, "w") as f:
-            f.write(MANIFEST.format(name=name))
+            f.write(manifest(name, args.containers))
         manifests.append((name, path))
     try:
         bench_peapod(args, manifests, fixtures, tmp)
