@@ -325,7 +325,7 @@ mod tests {
                 &dir.path().join("s.redb"),
                 store::HistoryLimit {
                     events: 1,
-                    bytes: usize::MAX,
+                    ..store::DEFAULT_HISTORY
                 },
             )
             .await

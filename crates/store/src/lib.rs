@@ -11,7 +11,7 @@ pub mod rules;
 mod spec;
 mod watch;
 
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, DEFAULT_HISTORY};
 pub use spec::{SpecError, StoreSpec};
 pub use watch::{EventKind, HistoryLimit, WatchEvent};
 

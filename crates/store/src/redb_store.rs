@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -23,10 +24,14 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RV_KEY: &str = "rv";
 
-/// How much recent history a watch can resume from: 10 000 events or 64 MiB of objects.
+/// How much recent history a watch can resume from: the last 75 s of events and at least the
+/// last 100 (kube-apiserver's watch cache: `eventFreshDuration`, its lower bound of
+/// capacity), within 10 000 events or 64 MiB of objects.
 pub const DEFAULT_HISTORY: HistoryLimit = HistoryLimit {
     events: 10_000,
     bytes: 64 << 20,
+    fresh: Duration::from_secs(75),
+    min_events: 100,
 };
 
 /// The store; cheap to share, every call moves its blocking part to the blocking pool.
@@ -154,7 +159,7 @@ impl Inner {
                 rv,
                 HistoryLimit {
                     events: history.events.max(1),
-                    bytes: history.bytes,
+                    ..history
                 },
             )),
         })
@@ -776,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let limit = HistoryLimit {
             events: 2,
-            bytes: usize::MAX,
+            ..DEFAULT_HISTORY
         };
         let s = RedbStore::open_with_history(&dir.path().join("s.redb"), limit)
             .await
@@ -803,6 +808,7 @@ mod tests {
         let limit = HistoryLimit {
             events: 100,
             bytes: 3 * one + one / 2,
+            ..DEFAULT_HISTORY
         };
         let s = RedbStore::open_with_history(&dir.path().join("s.redb"), limit)
             .await

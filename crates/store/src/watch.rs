@@ -1,8 +1,15 @@
 //! The watch feed: a bounded in-memory history of recent events plus a live broadcast, so a
 //! watcher can resume from any resourceVersion still in the history without a gap.
+//!
+//! The history is kept as kube-apiserver's watch cache keeps it: every event of the last
+//! [`HistoryLimit::fresh`] (75 s upstream) and at least the last [`HistoryLimit::min_events`]
+//! (its lower bound, 100), within hard caps. Older events go: each holds whole objects, so a
+//! history kept by count alone held tens of MiB long after a burst of pods. A watch resuming
+//! from before the history gets "too old resource version" and relists, as upstream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -55,18 +62,21 @@ impl WatchFilter {
 }
 
 /// How much history a log keeps: at most `events` events and `bytes` bytes of encoded objects
-/// (an event holds the new and the previous state), whichever bound is reached first.
+/// (an event holds the new and the previous state), whichever bound is reached first; of
+/// those, events older than `fresh` go once more than `min_events` remain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimit {
     pub events: usize,
     pub bytes: usize,
+    pub fresh: Duration,
+    pub min_events: usize,
 }
 
 /// History of recent events and the live channel; one per store, guarded by the store's
 /// write lock so that history and live feed never disagree about ordering.
 pub(crate) struct EventLog {
-    /// Each event with the encoded size it was accounted with.
-    history: VecDeque<(Arc<WatchEvent>, usize)>,
+    /// Each event with the encoded size it was accounted with and when it was pushed.
+    history: VecDeque<(Arc<WatchEvent>, usize, Instant)>,
     limit: HistoryLimit,
     bytes: usize,
     /// Every event with RV > floor is in `history`.
@@ -91,17 +101,25 @@ impl EventLog {
     /// Appends `ev` (`size`: the bytes of its encoded object and previous state), dropping the
     /// oldest events beyond the limit; a watch can no longer resume from before them.
     pub fn push(&mut self, ev: WatchEvent, size: usize) {
+        self.push_at(ev, size, Instant::now());
+    }
+
+    fn push_at(&mut self, ev: WatchEvent, size: usize, now: Instant) {
         let ev = Arc::new(ev);
-        while !self.history.is_empty()
-            && (self.history.len() >= self.limit.events || self.bytes + size > self.limit.bytes)
-        {
-            if let Some((old, old_size)) = self.history.pop_front() {
-                self.floor = old.resource_version;
-                self.bytes -= old_size;
+        while let Some((old, old_size, at)) = self.history.front() {
+            let full =
+                self.history.len() >= self.limit.events || self.bytes + size > self.limit.bytes;
+            let stale = self.history.len() >= self.limit.min_events
+                && now.saturating_duration_since(*at) > self.limit.fresh;
+            if !full && !stale {
+                break;
             }
+            self.floor = old.resource_version;
+            self.bytes -= old_size;
+            self.history.pop_front();
         }
         self.bytes += size;
-        self.history.push_back((ev.clone(), size));
+        self.history.push_back((ev.clone(), size, now));
         // No receivers is normal (nobody watching).
         let _ = self.live.send(ev);
     }
@@ -118,8 +136,8 @@ impl EventLog {
         let replay = self
             .history
             .iter()
-            .filter(|(e, _)| e.resource_version > from_rv && filter.matches(e))
-            .map(|(e, _)| e.clone())
+            .filter(|(e, _, _)| e.resource_version > from_rv && filter.matches(e))
+            .map(|(e, _, _)| e.clone())
             .collect();
         let watcher = Watcher {
             replay,
@@ -172,5 +190,76 @@ impl Watcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(rv: u64) -> WatchEvent {
+        WatchEvent {
+            kind: EventKind::Added,
+            key: ObjectKey::new("", "pods", "default", &format!("p{rv}")),
+            resource_version: rv,
+            object: json!({}),
+            prev_object: None,
+        }
+    }
+
+    fn oldest(log: &EventLog) -> Option<u64> {
+        log.history.front().map(|(e, _, _)| e.resource_version)
+    }
+
+    #[test]
+    fn events_older_than_fresh_go_once_more_than_the_minimum_remain() {
+        let limit = HistoryLimit {
+            events: 100,
+            bytes: usize::MAX,
+            fresh: Duration::from_secs(75),
+            min_events: 3,
+        };
+        let mut log = EventLog::new(0, limit);
+        let t0 = Instant::now();
+        for rv in 1..=5 {
+            log.push_at(event(rv), 10, t0);
+        }
+        // All five are fresh: kept, beyond the minimum.
+        assert_eq!(log.history.len(), 5);
+        // 80 s later the five are stale: the new one and the two newest make the minimum.
+        log.push_at(event(6), 10, t0 + Duration::from_secs(80));
+        assert_eq!(log.history.len(), 3);
+        assert_eq!(oldest(&log), Some(4));
+        assert_eq!(log.floor, 3);
+        assert_eq!(log.bytes, 30);
+        // A watch from before the floor is refused; from the floor on it resumes.
+        let filter = || WatchFilter {
+            group: String::new(),
+            resource: "pods".into(),
+            namespace: None,
+        };
+        assert!(matches!(
+            log.subscribe(filter(), 2),
+            Err(StoreError::Expired { oldest: 3, .. })
+        ));
+        assert!(log.subscribe(filter(), 3).is_ok());
+    }
+
+    #[test]
+    fn fresh_events_stay_up_to_the_caps() {
+        let limit = HistoryLimit {
+            events: 4,
+            bytes: usize::MAX,
+            fresh: Duration::from_secs(75),
+            min_events: 1,
+        };
+        let mut log = EventLog::new(0, limit);
+        let t0 = Instant::now();
+        for rv in 1..=6 {
+            log.push_at(event(rv), 10, t0 + Duration::from_secs(rv));
+        }
+        assert_eq!(log.history.len(), 4);
+        assert_eq!(oldest(&log), Some(3));
     }
 }
