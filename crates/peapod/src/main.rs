@@ -8,6 +8,7 @@ mod agent;
 mod cli;
 mod control_plane;
 mod controller_manager;
+mod heap;
 mod image;
 mod join;
 mod node_network;
@@ -26,6 +27,7 @@ fn main() {
     }
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
+    heap::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,6 +38,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    runtime.spawn(heap::trim_periodically());
     let result = runtime.block_on(run(cli.command));
     if let Err(err) = result {
         eprintln!("error: {err:#}");
