@@ -129,6 +129,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sequential", type=int, default=20)
     ap.add_argument("--burst", type=int, default=50)
+    ap.add_argument("--settle", type=float, default=0,
+                    help="also measure peapod up's RSS this many seconds after the burst, once "
+                         "the start's transient allocations and watch history have gone")
     ap.add_argument("--peapod", default=os.path.join(ROOT, "target/release/peapod"))
     args = ap.parse_args()
     if not os.path.exists(args.peapod):
@@ -179,6 +182,9 @@ def main():
         shim_pss = [smaps_kib(p, "Pss") for p in shims]
         shim_priv = [private_kib(p) for p in shims]
         print(f"peapod up RSS: idle {idle/1024:.1f} MiB, with {args.sequential + args.burst} pods {busy/1024:.1f} MiB")
+        if args.settle > 0:
+            time.sleep(args.settle)
+            print(f"peapod up RSS {args.settle:g} s later: {rss_kib(up.pid)/1024:.1f} MiB")
         if shim_rss:
             print(f"shim per pod over {len(shim_rss)} shims (median MiB): RSS {statistics.median(shim_rss)/1024:.2f}"
                   f"  PSS {statistics.median(shim_pss)/1024:.2f}  private {statistics.median(shim_priv)/1024:.2f}")
