@@ -860,14 +860,15 @@ impl Server {
         let new_pid = !(self.config.sandbox.share_process_namespace
             || self.config.sandbox.host_pid
             || target.is_some());
-        if let Some(t) = &target {
-            nix::sched::setns(&t.target, CloneFlags::CLONE_NEWPID)
-                .map_err(|e| format!("joining the target's PID namespace: {e}"))?;
-        }
+        // Opened before the PID namespace switch below, which nothing may leave early.
         let join = match &cgroup {
             Some(cg) => Some(cg.join_files().map_err(|e| e.to_string())?),
             None => None,
         };
+        if let Some(t) = &target {
+            nix::sched::setns(&t.target, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("joining the target's PID namespace: {e}"))?;
+        }
         let mut stack = vec![0u8; CHILD_STACK];
         let cloned = {
             let ctx = ChildContext {
