@@ -134,6 +134,9 @@ def bench_podman(args, manifests, fixtures, tmp):
         # nproc equal to the hard limit is still refused by crun here; 4096 is plenty.
         f.write(f'[containers]\ndefault_ulimits = ["nofile={hard_nofile}:{hard_nofile}", "nproc=4096:4096"]\n')
     env = dict(os.environ, CONTAINERS_CONF=conf)
+    links_before = set(os.listdir("/sys/class/net"))
+    networks_before = subprocess.run(["podman", "network", "ls", "--format", "{{.Name}}"], env=env,
+                                     capture_output=True, text=True).stdout.split()
     hugetlb = "/sys/fs/cgroup/hugetlb"
     mounted_here = False
     if os.path.isdir("/sys/fs/cgroup/memory") and subprocess.run(["mountpoint", "-q", hugetlb]).returncode != 0:
@@ -166,6 +169,15 @@ def bench_podman(args, manifests, fixtures, tmp):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(["podman", "rmi", "-f", "docker.io/library/busybox:latest", "localhost/busybox:latest"],
                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # `kube play` makes its own network (and bridge) on first use: remove what it made.
+        networks = subprocess.run(["podman", "network", "ls", "--format", "{{.Name}}"], env=env,
+                                  capture_output=True, text=True).stdout.split()
+        for net in set(networks) - set(networks_before):
+            subprocess.run(["podman", "network", "rm", "-f", net], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for link in set(os.listdir("/sys/class/net")) - links_before:
+            if link.startswith("cni-podman"):
+                subprocess.run(["ip", "link", "del", link], stderr=subprocess.DEVNULL)
         if mounted_here:
             subprocess.run(["umount", hugetlb])
             os.rmdir(hugetlb)
