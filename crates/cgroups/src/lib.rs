@@ -247,7 +247,7 @@ pub struct Stats {
 ///
 /// Why not write the pid to `cgroup.procs` from outside: that takes the kernel's global
 /// thread-group lock for writing, which waits for an RCU grace period, 5–25 ms per move on a
-/// small machine, on every pod's and container's start. A single-threaded process writing `0`
+/// small machine, when it is the first move for a while. A single-threaded process writing `0`
 /// (itself) to a v1 `tasks` file moves its one thread without that lock, in tens of
 /// microseconds. v2 has no such path (`cgroup.threads` moves a thread only within its domain),
 /// so there the move costs what it did.
