@@ -326,17 +326,16 @@ impl Cgroup {
                 let parent = path.clone();
                 path.push(part);
                 match fs::create_dir(&path) {
-                    Ok(()) => {
-                        if self.version == Version::V1
-                            && mount.name.split(',').any(|n| n == "cpuset")
-                        {
-                            // A v1 cpuset starts empty and refuses tasks until cpus and mems
-                            // are set: inherit the parent's.
-                            copy_cpuset(&parent, &path)?;
-                        }
-                    }
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(source) => return Err(CgroupError::Create { path, source }),
+                }
+                if self.version == Version::V1 && mount.name.split(',').any(|n| n == "cpuset") {
+                    // A v1 cpuset starts empty and refuses tasks until cpus and mems are set:
+                    // inherit the parent's. Also when the directory was there already: another
+                    // process (a second node agent on this machine) may have made it an instant
+                    // ago and not yet filled it, and children copied from it would stay empty.
+                    fill_cpuset(&parent, &path)?;
                 }
             }
             debug_assert_eq!(&path, &dir.path);
@@ -681,13 +680,16 @@ fn enable_v2_controllers(dir: &Path) {
     }
 }
 
-fn copy_cpuset(parent: &Path, child: &Path) -> Result<(), CgroupError> {
+/// Gives an empty v1 cpuset `child` the cpus and mems of `parent`; a set one is kept.
+fn fill_cpuset(parent: &Path, child: &Path) -> Result<(), CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
+        let target = child.join(file);
+        match read_optional(&target)? {
+            Some(own) if own.trim().is_empty() => {}
+            _ => continue,
+        }
         if let Some(value) = read_optional(&parent.join(file))? {
-            let target = child.join(file);
-            if target.exists() {
-                write_file(&target, value.trim())?;
-            }
+            write_file(&target, value.trim())?;
         }
     }
     Ok(())

@@ -420,3 +420,62 @@ fn reads_a_fake_v1_and_v2_tree() {
     let gone = Hierarchy::v2(&root.join("v2")).cgroup(Path::new("peapod/nope"));
     assert_eq!(gone.usage().expect("usage"), Usage::default());
 }
+
+/// On a v1 machine with cpusets: a cpuset another process made an instant ago, still empty,
+/// gets its parent's cpus and mems when a cgroup below it is created, so the new cgroup
+/// can hold tasks (two node agents making `kubepods` at once left it empty before).
+#[test]
+fn real_cpuset_made_empty_by_another_is_filled() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
+        Ok(h) if h.version() == Version::V1 => h,
+        Ok(_) => {
+            eprintln!("skipped: cgroup v2 cpusets inherit by themselves");
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let top_rel = format!("peapod-test-cpuset-{}", std::process::id());
+    let top = h.cgroup(Path::new(&top_rel));
+    let Some(top_cpuset) = top.dir("cpuset").map(Path::to_path_buf) else {
+        eprintln!("skipped: no cpuset hierarchy");
+        return;
+    };
+    fs::create_dir(&top_cpuset).expect("mkdir, as the other process did");
+    let read = |dir: &Path, file: &str| {
+        fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(&top_cpuset, "cpuset.cpus"),
+        "",
+        "a new v1 cpuset starts empty"
+    );
+    let cg = h.cgroup(&Path::new(&top_rel).join("pod"));
+    let created = cg.create();
+    let mut child = Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .expect("spawn sleep");
+    let joined = created.and_then(|()| cg.add_pid(child.id() as i32));
+    let filled: Vec<String> = [top.dir("cpuset"), cg.dir("cpuset")]
+        .into_iter()
+        .flatten()
+        .flat_map(|d| [read(d, "cpuset.cpus"), read(d, "cpuset.mems")])
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let removed = top.remove(Duration::from_secs(5));
+    joined.expect("the new cgroup takes a task");
+    assert_eq!(filled.len(), 4);
+    assert!(filled.iter().all(|v| !v.is_empty()), "{filled:?}");
+    removed.expect("remove");
+}

@@ -177,6 +177,12 @@ pub async fn start_created(
 }
 
 /// A container that was created but did not start: the `Failed` event, its back-off and
+/// `namespace/name`, as the node's log names a pod.
+fn logged_name(pod: &Pod) -> String {
+    let (ns, name, _) = super::plan::pod_key(pod);
+    format!("{ns}/{name}")
+}
+
 /// kubelet's waiting reason.
 fn start_failed(
     deps: &WorkerDeps,
@@ -188,6 +194,7 @@ fn start_failed(
 ) {
     let now = deps.clock.now();
     let w = waiting_for_runtime_error(StartStage::Start, err);
+    tracing::warn!(pod = %logged_name(pod), container = name, error = %err, "starting the container failed");
     deps.event_soon(
         &mut state.events,
         pod,
@@ -213,6 +220,7 @@ fn create_failed(
     event_message: &str,
     waiting: Waiting,
 ) {
+    tracing::warn!(pod = %logged_name(pod), container = name, reason = %waiting.reason, "{event_message}");
     deps.event_soon(
         &mut state.events,
         pod,

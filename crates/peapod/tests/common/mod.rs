@@ -434,6 +434,53 @@ impl Peapod {
     }
 
     /// The shim and container processes of this state dir still alive.
+    /// What a failed test leaves to read: the pods, the events, and where each of this
+    /// node's processes (and their children) waits in the kernel.
+    fn diagnostics(&self) -> String {
+        let mut out = String::from("node diagnostics:\n");
+        for args in [
+            &["get", "pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+        ] {
+            let o = self.kubectl(args);
+            out += &format!(
+                "$ kubectl {}\n{}{}",
+                args.join(" "),
+                tail(&String::from_utf8_lossy(&o.stdout), 60),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out.push('\n');
+        }
+        let mut pids: Vec<String> = self
+            .leftover_processes()
+            .iter()
+            .filter_map(|p| p.split(':').next().map(str::to_string))
+            .collect();
+        let mut i = 0;
+        while i < pids.len() && pids.len() < 200 {
+            let tasks = fs::read_dir(format!("/proc/{}/task", pids[i]));
+            for t in tasks.into_iter().flatten().flatten() {
+                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                pids.extend(children.split_whitespace().map(str::to_string));
+            }
+            i += 1;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for pid in pids.into_iter().filter(|p| seen.insert(p.clone())) {
+            let read = |f: &str| fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            let state = read("stat");
+            let state = state.rsplit(") ").next().and_then(|s| s.split(' ').next());
+            out += &format!(
+                "pid {pid} [{}] {} wchan={}\n{}",
+                state.unwrap_or("?"),
+                read("cmdline").replace('\0', " ").trim(),
+                read("wchan"),
+                read("stack")
+            );
+        }
+        out
+    }
+
     pub fn leftover_processes(&self) -> Vec<String> {
         let needle = self.state_dir.to_string_lossy().into_owned();
         let mut found = Vec::new();
@@ -595,6 +642,9 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 impl Drop for Peapod {
     fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            eprintln!("{}", self.diagnostics());
+        }
         let uids: Vec<String> = self
             .jsonpath_all("pods", "{.items[*].metadata.uid}")
             .split_whitespace()
