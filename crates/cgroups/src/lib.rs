@@ -343,15 +343,6 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves process `pid` into the cgroup in every hierarchy. Another process's move waits
-    /// for the kernel's RCU grace period (see [`JoinFiles`]).
-    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
-        for dir in &self.dirs {
-            write_file(&dir.path.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
-    }
-
     /// Opens the files through which a process moves itself into the cgroup (see
     /// [`JoinFiles`]), in every hierarchy.
     pub fn join_files(&self) -> Result<JoinFiles, CgroupError> {

@@ -26,9 +26,6 @@ use crate::user;
 /// PATH given to a container whose env has none (containerd's and runc's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Where pivot_root puts the host's root inside the container root, for the time of setup.
-const OLD_ROOT: &str = ".oldroot";
-
 /// Device nodes bind-mounted from the host into the container's /dev (the OCI default set).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -37,6 +34,8 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 pub enum SetupError {
     #[error("waiting for the shim: {0}")]
     Sync(#[source] nix::Error),
+    #[error("joining the container's cgroup: {0}")]
+    Cgroup(#[source] cgroups::CgroupError),
     #[error("mounting {what} on {target}: {source}")]
     Mount {
         what: String,
@@ -135,6 +134,8 @@ pub struct ChildContext<'a> {
     /// Where the child reports the identity it got (`user::encode_identity`) just before
     /// the exec; non-blocking, so a report too large for the pipe is dropped, not waited on.
     pub identity: &'a OwnedFd,
+    /// The container's cgroup, which the child moves itself into before anything else.
+    pub cgroup: Option<&'a cgroups::JoinFiles>,
     /// `hostUsers: false`: the pod's user namespace and its ID mapping. The root is built
     /// as host root (layers idmapped into the namespace), then the child enters it.
     pub userns: Option<(&'a OwnedFd, cri::IdMapping)>,
@@ -172,7 +173,11 @@ pub fn setup_and_exec(ctx: &ChildContext<'_>) -> SetupError {
 enum Never {}
 
 fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
-    // The shim writes one byte once we are in the container's cgroup; EOF means it gave up.
+    // Into the container's cgroup first, so its limits hold everything from here on.
+    if let Some(cgroup) = ctx.cgroup {
+        cgroup.join().map_err(SetupError::Cgroup)?;
+    }
+    // The shim writes one byte once it recorded us; EOF means it gave up.
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(ctx.sync_read, &mut byte) {
@@ -293,31 +298,28 @@ fn setup(ctx: &ChildContext<'_>) -> Result<Never, SetupError> {
         path: rootfs.clone(),
         source,
     };
-    match fs::create_dir(rootfs.join(OLD_ROOT)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(SetupError::Prepare {
-                path: rootfs.join(OLD_ROOT),
-                source,
-            })
-        }
-    }
-    // mkdir does not follow a symlink the image might have put there, but an existing entry
-    // could be one: only a real directory may receive the old root.
-    if !fs::symlink_metadata(rootfs.join(OLD_ROOT)).is_ok_and(|m| m.is_dir()) {
-        return Err(SetupError::Prepare {
-            path: rootfs.join(OLD_ROOT),
-            source: io::ErrorKind::AlreadyExists.into(),
-        });
-    }
-    chdir(&rootfs).map_err(pivot_err)?;
-    pivot_root(".", OLD_ROOT).map_err(pivot_err)?;
+    // pivot_root(".", "."): the old root ends up mounted over the new one, from where it is
+    // detached at once. No directory is made in the container's root to receive it (each
+    // new entry there is a write to its upper layer), and none an image could have made a
+    // symlink of.
+    let dir = |path: &Path| {
+        open(
+            path,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(pivot_err)
+    };
+    let old_root = dir(Path::new("/"))?;
+    let new_root = dir(&rootfs)?;
+    nix::unistd::fchdir(&new_root).map_err(pivot_err)?;
+    pivot_root(".", ".").map_err(pivot_err)?;
+    // The kernel leaves "." on one of the two roots; stand on the old one, which is on top.
+    nix::unistd::fchdir(&old_root).map_err(pivot_err)?;
+    // Private since the start of setup: the detach does not propagate to the host.
+    umount2(".", MntFlags::MNT_DETACH).map_err(pivot_err)?;
     chdir("/").map_err(pivot_err)?;
-
-    let old_root = Path::new("/").join(OLD_ROOT);
-    umount2(&old_root, MntFlags::MNT_DETACH).map_err(pivot_err)?;
-    let _ = fs::remove_dir(&old_root);
+    drop((old_root, new_root));
     security::create_devices(&host_devices)?;
     security::apply_path_rules(&ctx.spec.config.security)?;
     // kubelet's QoS ranking for the OOM killer; the shim keeps its own, lower score. Lowering

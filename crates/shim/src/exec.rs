@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cgroups::Cgroup;
+use cgroups::{Cgroup, JoinFiles};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, CloneFlags};
@@ -62,7 +62,7 @@ pub enum ExecError {
         #[source]
         source: nix::Error,
     },
-    #[error("adding the process to the container's cgroup: {0}")]
+    #[error("opening the container's cgroup: {0}")]
     Cgroup(String),
     #[error("timed out waiting for the process to exec")]
     Timeout,
@@ -138,7 +138,13 @@ pub fn start(ctx: &ExecContext<'_>) -> Result<Started, ExecError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(sys("socketpair"))?;
-    let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let join = match ctx.cgroup {
+        Some(cg) => Some(
+            cg.join_files()
+                .map_err(|e| ExecError::Cgroup(e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut ours = Vec::new();
     let pipes = if ctx.exec.tty {
         None
@@ -175,9 +181,8 @@ pub fn start(ctx: &ExecContext<'_>) -> Result<Started, ExecError> {
     let pid = match forked.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop(report_r);
-            drop(sync_w);
             drop(ours);
-            let err = child(ctx, &namespaces, &sync_r, &report_w, pipes);
+            let err = child(ctx, &namespaces, join.as_ref(), &report_w, pipes);
             let mut msg = b"E".to_vec();
             msg.extend_from_slice(err.as_bytes());
             let _ = sendmsg::<()>(
@@ -194,18 +199,12 @@ pub fn start(ctx: &ExecContext<'_>) -> Result<Started, ExecError> {
         ForkResult::Parent { child } => child,
     };
     drop(report_w);
-    drop(sync_r);
+    drop(join);
     drop(pipes);
     let fail = |e: ExecError| {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         e
     };
-    if let Some(cg) = ctx.cgroup {
-        cg.add_pid(pid.as_raw())
-            .map_err(|e| fail(ExecError::Cgroup(e.to_string())))?;
-    }
-    nix::unistd::write(&sync_w, &[1]).map_err(|e| fail(sys("releasing the process")(e)))?;
-    drop(sync_w);
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -274,11 +273,11 @@ fn receive(sock: &OwnedFd) -> Result<Report, nix::Error> {
 fn child(
     ctx: &ExecContext<'_>,
     namespaces: &[(OwnedFd, CloneFlags)],
-    sync: &OwnedFd,
+    join: Option<&JoinFiles>,
     report: &OwnedFd,
     pipes: Option<Pipes>,
 ) -> String {
-    match child_setup(ctx, namespaces, sync, report, pipes) {
+    match child_setup(ctx, namespaces, join, report, pipes) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -289,22 +288,17 @@ enum Never {}
 fn child_setup(
     ctx: &ExecContext<'_>,
     namespaces: &[(OwnedFd, CloneFlags)],
-    sync: &OwnedFd,
+    join: Option<&JoinFiles>,
     report: &OwnedFd,
     pipes: Option<Pipes>,
 ) -> Result<Never, String> {
+    // Into the container's cgroup first, so its limits hold everything from here on.
+    if let Some(join) = join {
+        join.join()
+            .map_err(|e| format!("joining the container's cgroup: {e}"))?;
+    }
     for (fd, flag) in namespaces {
         setns(fd, *flag).map_err(|e| format!("joining namespace {flag:?}: {e}"))?;
-    }
-    // Wait until the shim has put us in the container's cgroup; EOF means it gave up.
-    let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(sync, &mut byte) {
-            Ok(1) => break,
-            Ok(_) => return Err("the shim gave up on the exec".into()),
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(format!("waiting for the shim: {e}")),
-        }
     }
     // From here on every path resolves inside the container's root.
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();

@@ -860,6 +860,11 @@ impl Server {
         let new_pid = !(self.config.sandbox.share_process_namespace
             || self.config.sandbox.host_pid
             || target.is_some());
+        // Opened before the PID namespace switch below, which nothing may leave early.
+        let join = match &cgroup {
+            Some(cg) => Some(cg.join_files().map_err(|e| e.to_string())?),
+            None => None,
+        };
         if let Some(t) = &target {
             nix::sched::setns(&t.target, CloneFlags::CLONE_NEWPID)
                 .map_err(|e| format!("joining the target's PID namespace: {e}"))?;
@@ -877,6 +882,7 @@ impl Server {
                 console: console_child.as_ref(),
                 rootfs_ready: &ready_w,
                 identity: &identity_w,
+                cgroup: join.as_ref(),
                 userns: self.userns.as_ref().zip(self.config.sandbox.user_namespace),
             };
             let err_w = &err_w;
@@ -924,11 +930,8 @@ impl Server {
         let c = self.containers.get_mut(id).ok_or("container vanished")?;
         // Reaping must find it even if setup fails.
         c.pid = Some(pid);
+        drop(join);
         if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add_pid(pid.as_raw()) {
-                let _ = kill(pid, Signal::SIGKILL);
-                return Err(e.to_string());
-            }
             c.oom_before = cg.oom_kill_count().unwrap_or(0);
         }
         c.cgroup = cgroup;
