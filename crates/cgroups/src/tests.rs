@@ -426,6 +426,7 @@ fn reads_a_fake_v1_and_v2_tree() {
 /// can hold tasks (two node agents making `kubepods` at once left it empty before).
 #[test]
 fn real_cpuset_made_empty_by_another_is_filled() {
+    use std::os::unix::process::CommandExt;
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -460,19 +461,25 @@ fn real_cpuset_made_empty_by_another_is_filled() {
         "a new v1 cpuset starts empty"
     );
     let cg = h.cgroup(&Path::new(&top_rel).join("pod"));
-    let created = cg.create();
-    let mut child = Command::new("sleep")
-        .arg("100")
-        .spawn()
-        .expect("spawn sleep");
-    let joined = created.and_then(|()| cg.add_pid(child.id() as i32));
+    let joined = cg.create().and_then(|()| {
+        let join = cg.join_files()?;
+        let mut command = Command::new("true");
+        // SAFETY: the closure only calls `JoinFiles::join`, which only writes to open files.
+        unsafe {
+            command.pre_exec(move || join.join().map_err(io::Error::other));
+        }
+        let status = command.status().map_err(|source| CgroupError::Write {
+            path: cg.relative().to_path_buf(),
+            source,
+        })?;
+        assert!(status.success(), "true failed: {status}");
+        Ok(())
+    });
     let filled: Vec<String> = [top.dir("cpuset"), cg.dir("cpuset")]
         .into_iter()
         .flatten()
         .flat_map(|d| [read(d, "cpuset.cpus"), read(d, "cpuset.mems")])
         .collect();
-    let _ = child.kill();
-    let _ = child.wait();
     let removed = top.remove(Duration::from_secs(5));
     joined.expect("the new cgroup takes a task");
     assert_eq!(filled.len(), 4);
