@@ -55,7 +55,6 @@ const RETRY_RACE: Duration = Duration::from_millis(200);
 struct Ctx {
     client: Client,
     pods: Store<Pod>,
-    services: Store<Service>,
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
@@ -63,7 +62,6 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
-    let service_cache = services.store();
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(
         pod_writer,
@@ -71,7 +69,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .touched_objects();
-    let selecting = service_cache.clone();
+    let selecting = services.store();
     // Any pod change in a namespace may add it to, move it within or drop it from the
     // endpoints of that namespace's Services (its labels may have changed too).
     let services = services.watches_stream(pod_events, move |pod: Pod| {
@@ -101,7 +99,6 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let ctx = Arc::new(Ctx {
         client,
         pods,
-        services: service_cache,
     });
     futures::future::join(
         controller_base::runner::drive("endpoints", services, ctx.clone(), reconcile),
@@ -159,14 +156,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 async fn remove_orphan(ep: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = ep.namespace().unwrap_or_default();
     let name = ep.name_any();
-    if ctx
-        .services
-        .get(&ObjectRef::<Service>::new(&name).within(&ns))
-        .is_some()
-    {
-        return Ok(Action::await_change());
-    }
-    // Not in our cache: ask the API, the cache may lag behind a new Service.
+    // Ask the API, not the Service cache: this runs on its own watch of Services, and the
+    // other controller's cache may still hold a Service whose deletion woke us (and then
+    // nothing would wake us again), or not yet hold a new one.
     match Api::<Service>::namespaced(ctx.client.clone(), &ns)
         .get(&name)
         .await
