@@ -104,6 +104,12 @@ class Watch(threading.Thread):
 
     def run(self):
         resp = self.api.request("GET", "/api/v1/namespaces/default/pods?watch=true")
+        try:
+            self.follow(resp)
+        except (TimeoutError, OSError):
+            pass  # a quiet watch (the --settle wait) times out; every pod was seen by then
+
+    def follow(self, resp):
         for line in resp:
             ev = json.loads(line)
             obj = ev.get("object", {})
@@ -150,6 +156,7 @@ def main():
         api = wait_for_node(state)
         time.sleep(2)
         idle = rss_kib(up.pid)
+        idle_anon = smaps_kib(up.pid, "Anonymous")
         watch = Watch(api)
         watch.start()
         time.sleep(0.5)
@@ -181,10 +188,14 @@ def main():
         shim_rss = [rss_kib(p) for p in shims]
         shim_pss = [smaps_kib(p, "Pss") for p in shims]
         shim_priv = [private_kib(p) for p in shims]
-        print(f"peapod up RSS: idle {idle/1024:.1f} MiB, with {args.sequential + args.burst} pods {busy/1024:.1f} MiB")
+        print(f"peapod up RSS: idle {idle/1024:.1f} MiB (anonymous {idle_anon/1024:.1f}),"
+              f" with {args.sequential + args.burst} pods {busy/1024:.1f} MiB")
         if args.settle > 0:
             time.sleep(args.settle)
-            print(f"peapod up RSS {args.settle:g} s later: {rss_kib(up.pid)/1024:.1f} MiB")
+            store = os.path.join(state, "store.redb")
+            size = os.path.getsize(store) if os.path.exists(store) else 0
+            print(f"peapod up RSS {args.settle:g} s later: {rss_kib(up.pid)/1024:.1f} MiB"
+                  f" (anonymous {smaps_kib(up.pid, 'Anonymous')/1024:.1f}; store file {size/2**20:.1f} MiB)")
         if shim_rss:
             print(f"shim per pod over {len(shim_rss)} shims (median MiB): RSS {statistics.median(shim_rss)/1024:.2f}"
                   f"  PSS {statistics.median(shim_pss)/1024:.2f}  private {statistics.median(shim_priv)/1024:.2f}")
