@@ -7,7 +7,7 @@
 //! history kept by count alone held tens of MiB long after a burst of pods. A watch resuming
 //! from before the history gets "too old resource version" and relists, as upstream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,8 +79,13 @@ pub(crate) struct EventLog {
     history: VecDeque<(Arc<WatchEvent>, usize, Instant)>,
     limit: HistoryLimit,
     bytes: usize,
-    /// Every event with RV > floor is in `history`.
-    floor: u64,
+    /// The RV the log started at: nothing before it is kept.
+    start: u64,
+    /// Per (group, resource), the RV of its newest event dropped from `history`: every event
+    /// of that resource with a later RV is still there. Kept per resource, as kube-apiserver
+    /// keeps one watch cache per resource: a watch of a quiet kind resumes from its last RV
+    /// however many events of other kinds went by since.
+    floors: HashMap<(String, String), u64>,
     live: broadcast::Sender<Arc<WatchEvent>>,
 }
 
@@ -93,7 +98,8 @@ impl EventLog {
             history: VecDeque::new(),
             limit,
             bytes: 0,
-            floor: current_rv,
+            start: current_rv,
+            floors: HashMap::new(),
             live,
         }
     }
@@ -114,7 +120,8 @@ impl EventLog {
             if !full && !stale {
                 break;
             }
-            self.floor = old.resource_version;
+            let resource = (old.key.group.clone(), old.key.resource.clone());
+            self.floors.insert(resource, old.resource_version);
             self.bytes -= old_size;
             self.history.pop_front();
         }
@@ -127,10 +134,11 @@ impl EventLog {
     /// A stream of the events after `from_rv` that pass `filter`: the retained history, then
     /// the live feed (taken under the same lock, so nothing falls between them).
     pub fn subscribe(&self, filter: WatchFilter, from_rv: u64) -> Result<WatchStream, StoreError> {
-        if from_rv < self.floor {
+        let floor = self.floor(&filter.group, &filter.resource);
+        if from_rv < floor {
             return Err(StoreError::Expired {
                 requested: from_rv,
-                oldest: self.floor,
+                oldest: floor,
             });
         }
         let replay = self
@@ -150,6 +158,18 @@ impl EventLog {
             watcher,
             |mut w| async move { w.next().await.map(|ev| (ev, w)) },
         )))
+    }
+}
+
+impl EventLog {
+    /// Every event of `resource` with an RV above this is in the history.
+    fn floor(&self, group: &str, resource: &str) -> u64 {
+        let dropped = self
+            .floors
+            .get(&(group.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0);
+        self.start.max(dropped)
     }
 }
 
@@ -231,7 +251,7 @@ mod tests {
         log.push_at(event(6), 10, t0 + Duration::from_secs(80));
         assert_eq!(log.history.len(), 3);
         assert_eq!(oldest(&log), Some(4));
-        assert_eq!(log.floor, 3);
+        assert_eq!(log.floor("", "pods"), 3);
         assert_eq!(log.bytes, 30);
         // A watch from before the floor is refused; from the floor on it resumes.
         let filter = || WatchFilter {
@@ -261,5 +281,47 @@ mod tests {
         }
         assert_eq!(log.history.len(), 4);
         assert_eq!(oldest(&log), Some(3));
+    }
+
+    #[test]
+    fn a_quiet_resource_resumes_after_other_resources_events_went() {
+        let limit = HistoryLimit {
+            events: 3,
+            bytes: usize::MAX,
+            fresh: Duration::from_secs(75),
+            min_events: 1,
+        };
+        let mut log = EventLog::new(10, limit);
+        let secret = WatchEvent {
+            key: ObjectKey::new("", "secrets", "default", "s"),
+            ..event(11)
+        };
+        log.push(secret, 10);
+        for rv in 12..=20 {
+            log.push(event(rv), 10);
+        }
+        let filter = |resource: &str| WatchFilter {
+            group: String::new(),
+            resource: resource.into(),
+            namespace: None,
+        };
+        // The secret's event went, so a watch from before it is refused...
+        assert!(matches!(
+            log.subscribe(filter("secrets"), 10),
+            Err(StoreError::Expired { oldest: 11, .. })
+        ));
+        // ...but from it on nothing of secrets is missing, though pods' events went too.
+        assert!(log.subscribe(filter("secrets"), 11).is_ok());
+        assert!(log.subscribe(filter("configmaps"), 10).is_ok());
+        assert!(matches!(
+            log.subscribe(filter("pods"), 11),
+            Err(StoreError::Expired { oldest: 17, .. })
+        ));
+        assert!(log.subscribe(filter("pods"), 17).is_ok());
+        // Nothing from before the log's start.
+        assert!(matches!(
+            log.subscribe(filter("configmaps"), 9),
+            Err(StoreError::Expired { oldest: 10, .. })
+        ));
     }
 }
