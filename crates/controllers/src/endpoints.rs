@@ -96,10 +96,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
             Some(ObjectRef::<Endpoints>::new(&svc.name_any()).within(&ns))
         },
     );
-    let ctx = Arc::new(Ctx {
-        client,
-        pods,
-    });
+    let ctx = Arc::new(Ctx { client, pods });
     futures::future::join(
         controller_base::runner::drive("endpoints", services, ctx.clone(), reconcile),
         controller_base::runner::drive("endpoints-cleanup", orphans, ctx, remove_orphan),
