@@ -140,35 +140,54 @@ fn parse_keyed_values() {
     assert_eq!(parse_keyed("oom 1\n", "oom_kill"), None);
 }
 
+/// The machine's hierarchy for a test on the real cgroups, or `None` (the reason printed)
+/// when not root, without cgroups, or, with `want`, of the other version.
+fn real_hierarchy(want: Option<(Version, &str)>) -> Option<Hierarchy> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
+        Ok(h) => match want {
+            Some((version, why)) if h.version() != version => {
+                eprintln!("skipped: {why}");
+                None
+            }
+            _ => Some(h),
+        },
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// `program`, set to move itself into `cg` (through its join files) before it execs.
+fn joining(cg: &Cgroup, program: &str) -> Result<Command, CgroupError> {
+    use std::os::unix::process::CommandExt;
+    let join = cg.join_files()?;
+    let mut command = Command::new(program);
+    // SAFETY: the closure only calls `JoinFiles::join`, which only writes to open files.
+    unsafe {
+        command.pre_exec(move || join.join().map_err(io::Error::other));
+    }
+    Ok(command)
+}
+
 /// On the real machine: a child moves itself into a fresh cgroup before it execs (through
 /// the files its parent opened), is seen there, is killed through the cgroup, and the cgroup
 /// is removed.
 #[test]
 fn real_cgroup_lifecycle() {
-    use std::os::unix::process::CommandExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
+    let Some(h) = real_hierarchy(None) else {
         return;
-    }
-    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
     };
     let rel = format!("peapod-test-{}/c1", std::process::id());
     let cg = h.cgroup(Path::new(&rel));
     let top = h.cgroup(Path::new(rel.split('/').next().unwrap_or_default()));
     cg.create().expect("create");
-    let join = cg.join_files().expect("open the join files");
-    let mut command = Command::new("sleep");
-    command.arg("100");
-    // SAFETY: the closure only calls `JoinFiles::join`, which only writes to open files.
-    unsafe {
-        command.pre_exec(move || join.join().map_err(io::Error::other));
-    }
-    let mut child = command.spawn().expect("spawn sleep");
+    let mut command = joining(&cg, "sleep").expect("open the join files");
+    let mut child = command.arg("100").spawn().expect("spawn sleep");
     let pid = child.id() as i32;
     let result = (|| -> Result<(), CgroupError> {
         assert_eq!(cg.pids()?, vec![pid]);
@@ -190,16 +209,8 @@ fn real_cgroup_lifecycle() {
 #[test]
 fn real_limits_and_oom_kill() {
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
+    let Some(h) = real_hierarchy(None) else {
         return;
-    }
-    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
     };
     let rel = format!("peapod-test-oom-{}", std::process::id());
     let cg = h.cgroup(Path::new(&rel));
@@ -297,20 +308,8 @@ fn check_devices_confined(cg: &Cgroup) {
 /// and are enforced.
 #[test]
 fn real_v1_device_rules() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
+    let Some(h) = real_hierarchy(Some((Version::V1, "the v2 test covers v2 hosts"))) else {
         return;
-    }
-    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
-        Ok(h) if h.version() == Version::V1 => h,
-        Ok(_) => {
-            eprintln!("skipped: cgroup v2 host (the v2 test covers it)");
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
     };
     let devices_only = Hierarchy::v1(
         h.mounts()
@@ -426,21 +425,11 @@ fn reads_a_fake_v1_and_v2_tree() {
 /// can hold tasks (two node agents making `kubepods` at once left it empty before).
 #[test]
 fn real_cpuset_made_empty_by_another_is_filled() {
-    use std::os::unix::process::CommandExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
+    let Some(h) = real_hierarchy(Some((
+        Version::V1,
+        "cgroup v2 cpusets inherit by themselves",
+    ))) else {
         return;
-    }
-    let h = match Hierarchy::detect(Path::new(DEFAULT_ROOT)) {
-        Ok(h) if h.version() == Version::V1 => h,
-        Ok(_) => {
-            eprintln!("skipped: cgroup v2 cpusets inherit by themselves");
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
     };
     let top_rel = format!("peapod-test-cpuset-{}", std::process::id());
     let top = h.cgroup(Path::new(&top_rel));
@@ -462,16 +451,12 @@ fn real_cpuset_made_empty_by_another_is_filled() {
     );
     let cg = h.cgroup(&Path::new(&top_rel).join("pod"));
     let joined = cg.create().and_then(|()| {
-        let join = cg.join_files()?;
-        let mut command = Command::new("true");
-        // SAFETY: the closure only calls `JoinFiles::join`, which only writes to open files.
-        unsafe {
-            command.pre_exec(move || join.join().map_err(io::Error::other));
-        }
-        let status = command.status().map_err(|source| CgroupError::Write {
-            path: cg.relative().to_path_buf(),
-            source,
-        })?;
+        let status = joining(&cg, "true")?
+            .status()
+            .map_err(|source| CgroupError::Write {
+                path: cg.relative().to_path_buf(),
+                source,
+            })?;
         assert!(status.success(), "true failed: {status}");
         Ok(())
     });
