@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 use crate::rules::{decide, set_resource_version as set_rv, Change, WriteOp};
-use crate::watch::{EventLog, HistoryLimit, WatchFilter};
+use crate::watch::{self, EventLog, HistoryLimit, SharedLog, WatchFilter};
 use crate::{
     EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store, StoreError,
     WatchEvent, WatchStream,
@@ -45,7 +45,7 @@ struct Inner {
     /// live order. Only ever taken on the blocking pool.
     writing: Mutex<()>,
     /// Held only to push one event or to take a subscription, never across a commit.
-    log: Mutex<EventLog>,
+    log: SharedLog,
 }
 
 fn encode_key(key: &ObjectKey) -> String {
@@ -155,13 +155,13 @@ impl Inner {
         Ok(Inner {
             db,
             writing: Mutex::new(()),
-            log: Mutex::new(EventLog::new(
+            log: Arc::new(Mutex::new(EventLog::new(
                 rv,
                 HistoryLimit {
                     events: history.events.max(1),
                     ..history
                 },
-            )),
+            ))),
         })
     }
 
@@ -421,8 +421,9 @@ impl Store for RedbStore {
         namespace: Option<&str>,
         from_rv: u64,
     ) -> Result<WatchStream, StoreError> {
-        // Only memory: the history and a channel subscription, under a short lock.
-        lock(&self.inner.log).subscribe(
+        // Only memory: a position in the history, taken under a short lock.
+        watch::subscribe(
+            &self.inner.log,
             WatchFilter {
                 group: group.to_string(),
                 resource: resource.to_string(),

@@ -1,5 +1,6 @@
-//! The watch feed: a bounded in-memory history of recent events plus a live broadcast, so a
-//! watcher can resume from any resourceVersion still in the history without a gap.
+//! The watch feed: a bounded in-memory history of recent events, which watchers read from
+//! when woken, so a watcher can resume from any resourceVersion still in the history without
+//! a gap, and no event outlives the history.
 //!
 //! The history is kept as kube-apiserver's watch cache keeps it: every event of the last
 //! [`HistoryLimit::fresh`] (75 s upstream) and at least the last [`HistoryLimit::min_events`]
@@ -8,11 +9,11 @@
 //! from before the history gets "too old resource version" and relists, as upstream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::{ObjectKey, StoreError, WatchStream};
 
@@ -72,8 +73,10 @@ pub struct HistoryLimit {
     pub min_events: usize,
 }
 
-/// History of recent events and the live channel; one per store, guarded by the store's
-/// write lock so that history and live feed never disagree about ordering.
+/// History of recent events; one per store, pushed to under the store's write lock so that
+/// history order is RV order. It is also the live feed: a watcher is woken by `newest` and
+/// reads what it has not seen from the history itself, so an event is held only while the
+/// history keeps it (a broadcast ring would hold its last N events long after).
 pub(crate) struct EventLog {
     /// Each event with the encoded size it was accounted with and when it was pushed.
     history: VecDeque<(Arc<WatchEvent>, usize, Instant)>,
@@ -86,21 +89,27 @@ pub(crate) struct EventLog {
     /// keeps one watch cache per resource: a watch of a quiet kind resumes from its last RV
     /// however many events of other kinds went by since.
     floors: HashMap<(String, String), u64>,
-    live: broadcast::Sender<Arc<WatchEvent>>,
+    /// The RV of the newest event pushed; watchers wait for it to change.
+    newest: watch::Sender<u64>,
+}
+
+/// The log as the store and its watchers share it. Watchers hold it weakly: when the store
+/// goes, the log goes and their streams end.
+pub(crate) type SharedLog = Arc<Mutex<EventLog>>;
+
+fn lock(log: &Mutex<EventLog>) -> MutexGuard<'_, EventLog> {
+    log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EventLog {
     pub fn new(current_rv: u64, limit: HistoryLimit) -> Self {
-        // The live channel must absorb bursts (a namespace deletion, a deletecollection) while
-        // a watcher's HTTP stream is momentarily blocked.
-        let (live, _) = broadcast::channel(limit.events.max(16));
         EventLog {
             history: VecDeque::new(),
             limit,
             bytes: 0,
             start: current_rv,
             floors: HashMap::new(),
-            live,
+            newest: watch::Sender::new(current_rv),
         }
     }
 
@@ -111,7 +120,7 @@ impl EventLog {
     }
 
     fn push_at(&mut self, ev: WatchEvent, size: usize, now: Instant) {
-        let ev = Arc::new(ev);
+        let rv = ev.resource_version;
         while let Some((old, old_size, at)) = self.history.front() {
             let full =
                 self.history.len() >= self.limit.events || self.bytes + size > self.limit.bytes;
@@ -126,14 +135,13 @@ impl EventLog {
             self.history.pop_front();
         }
         self.bytes += size;
-        self.history.push_back((ev.clone(), size, now));
-        // No receivers is normal (nobody watching).
-        let _ = self.live.send(ev);
+        self.history.push_back((Arc::new(ev), size, now));
+        // Wakes every watcher, none waiting is normal.
+        self.newest.send_replace(rv);
     }
 
-    /// A stream of the events after `from_rv` that pass `filter`: the retained history, then
-    /// the live feed (taken under the same lock, so nothing falls between them).
-    pub fn subscribe(&self, filter: WatchFilter, from_rv: u64) -> Result<WatchStream, StoreError> {
+    /// Refuses a watch from `from_rv` if an event of its resource after it is gone.
+    fn check_from(&self, filter: &WatchFilter, from_rv: u64) -> Result<(), StoreError> {
         let floor = self.floor(&filter.group, &filter.resource);
         if from_rv < floor {
             return Err(StoreError::Expired {
@@ -141,27 +149,38 @@ impl EventLog {
                 oldest: floor,
             });
         }
-        let replay = self
-            .history
-            .iter()
-            .filter(|(e, _, _)| e.resource_version > from_rv && filter.matches(e))
-            .map(|(e, _, _)| e.clone())
-            .collect();
-        let watcher = Watcher {
-            replay,
-            live: self.live.subscribe(),
-            filter,
-            last_rv: from_rv,
-            ended: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            watcher,
-            |mut w| async move { w.next().await.map(|ev| (ev, w)) },
-        )))
+        Ok(())
     }
-}
 
-impl EventLog {
+    /// The events after `seen` that pass `filter`, and the RV they reach; an error if one of
+    /// them has already gone from the history (the watcher fell behind).
+    fn events_after(
+        &self,
+        filter: &WatchFilter,
+        seen: u64,
+        into: &mut VecDeque<Arc<WatchEvent>>,
+    ) -> Result<u64, StoreError> {
+        let floor = self.floor(&filter.group, &filter.resource);
+        if floor > seen {
+            return Err(StoreError::WatchLagged {
+                missed: floor - seen,
+            });
+        }
+        let first = self
+            .history
+            .partition_point(|(e, _, _)| e.resource_version <= seen);
+        into.extend(
+            self.history
+                .range(first..)
+                .filter(|(e, _, _)| filter.matches(e))
+                .map(|(e, _, _)| e.clone()),
+        );
+        Ok(self
+            .history
+            .back()
+            .map_or(seen, |(e, _, _)| e.resource_version.max(seen)))
+    }
+
     /// Every event of `resource` with an RV above this is in the history.
     fn floor(&self, group: &str, resource: &str) -> u64 {
         let dropped = self
@@ -173,12 +192,39 @@ impl EventLog {
     }
 }
 
-/// One watcher's position in the feed.
-struct Watcher {
-    replay: VecDeque<Arc<WatchEvent>>,
-    live: broadcast::Receiver<Arc<WatchEvent>>,
+/// A stream of the events after `from_rv` that pass `filter`: what the history holds, then
+/// each new event as it is pushed.
+pub(crate) fn subscribe(
+    log: &SharedLog,
     filter: WatchFilter,
-    last_rv: u64,
+    from_rv: u64,
+) -> Result<WatchStream, StoreError> {
+    let guard = lock(log);
+    guard.check_from(&filter, from_rv)?;
+    let watcher = Watcher {
+        pending: VecDeque::new(),
+        newest: guard.newest.subscribe(),
+        log: Arc::downgrade(log),
+        filter,
+        seen: from_rv,
+        ended: false,
+    };
+    drop(guard);
+    Ok(Box::pin(futures::stream::unfold(
+        watcher,
+        |mut w| async move { w.next().await.map(|ev| (ev, w)) },
+    )))
+}
+
+/// One watcher's position in the log.
+struct Watcher {
+    /// Read from the history, not yet returned.
+    pending: VecDeque<Arc<WatchEvent>>,
+    newest: watch::Receiver<u64>,
+    log: Weak<Mutex<EventLog>>,
+    filter: WatchFilter,
+    /// Every event up to this RV has been read into `pending` (or did not match).
+    seen: u64,
     ended: bool,
 }
 
@@ -186,28 +232,27 @@ impl Watcher {
     /// The next event; `None` when the store is gone or after a `WatchLagged` (events were
     /// lost, so the watch cannot go on without a gap).
     async fn next(&mut self) -> Option<Result<Arc<WatchEvent>, StoreError>> {
-        if self.ended {
-            return None;
-        }
-        if let Some(ev) = self.replay.pop_front() {
-            self.last_rv = ev.resource_version;
-            return Some(Ok(ev));
-        }
         loop {
-            match self.live.recv().await {
-                Ok(ev) => {
-                    // The subscription may overlap the replayed history.
-                    if ev.resource_version <= self.last_rv || !self.filter.matches(&ev) {
-                        continue;
-                    }
-                    self.last_rv = ev.resource_version;
-                    return Some(Ok(ev));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+            if self.ended {
+                return None;
+            }
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(Ok(ev));
+            }
+            // Marked seen before reading, so a push after the read wakes the wait below.
+            self.newest.borrow_and_update();
+            let log = self.log.upgrade()?;
+            let read = lock(&log).events_after(&self.filter, self.seen, &mut self.pending);
+            drop(log);
+            match read {
+                Ok(reached) => self.seen = reached,
+                Err(lagged) => {
                     self.ended = true;
-                    return Some(Err(StoreError::WatchLagged { missed }));
+                    return Some(Err(lagged));
                 }
+            }
+            if self.pending.is_empty() && self.newest.changed().await.is_err() {
+                return None;
             }
         }
     }
@@ -216,6 +261,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use serde_json::json;
 
     fn event(rv: u64) -> WatchEvent {
@@ -260,10 +306,10 @@ mod tests {
             namespace: None,
         };
         assert!(matches!(
-            log.subscribe(filter(), 2),
+            log.check_from(&filter(), 2),
             Err(StoreError::Expired { oldest: 3, .. })
         ));
-        assert!(log.subscribe(filter(), 3).is_ok());
+        assert!(log.check_from(&filter(), 3).is_ok());
     }
 
     #[test]
@@ -307,21 +353,109 @@ mod tests {
         };
         // The secret's event went, so a watch from before it is refused...
         assert!(matches!(
-            log.subscribe(filter("secrets"), 10),
+            log.check_from(&filter("secrets"), 10),
             Err(StoreError::Expired { oldest: 11, .. })
         ));
         // ...but from it on nothing of secrets is missing, though pods' events went too.
-        assert!(log.subscribe(filter("secrets"), 11).is_ok());
-        assert!(log.subscribe(filter("configmaps"), 10).is_ok());
+        assert!(log.check_from(&filter("secrets"), 11).is_ok());
+        assert!(log.check_from(&filter("configmaps"), 10).is_ok());
         assert!(matches!(
-            log.subscribe(filter("pods"), 11),
+            log.check_from(&filter("pods"), 11),
             Err(StoreError::Expired { oldest: 17, .. })
         ));
-        assert!(log.subscribe(filter("pods"), 17).is_ok());
+        assert!(log.check_from(&filter("pods"), 17).is_ok());
         // Nothing from before the log's start.
         assert!(matches!(
-            log.subscribe(filter("configmaps"), 9),
+            log.check_from(&filter("configmaps"), 9),
             Err(StoreError::Expired { oldest: 10, .. })
         ));
+    }
+
+    fn pods() -> WatchFilter {
+        WatchFilter {
+            group: String::new(),
+            resource: "pods".into(),
+            namespace: Some("default".into()),
+        }
+    }
+
+    fn shared(limit: HistoryLimit) -> SharedLog {
+        Arc::new(Mutex::new(EventLog::new(0, limit)))
+    }
+
+    const SMALL: HistoryLimit = HistoryLimit {
+        events: 3,
+        bytes: usize::MAX,
+        fresh: Duration::from_secs(75),
+        min_events: 1,
+    };
+
+    #[tokio::test]
+    async fn a_watch_reads_the_history_then_each_new_event() {
+        let log = shared(HistoryLimit {
+            events: 100,
+            ..SMALL
+        });
+        lock(&log).push(event(1), 10);
+        let other = WatchEvent {
+            key: ObjectKey::new("", "pods", "kube-system", "x"),
+            ..event(2)
+        };
+        lock(&log).push(other, 10);
+        lock(&log).push(event(3), 10);
+        let mut stream = subscribe(&log, pods(), 1).expect("subscribe");
+        let rv = |ev: Option<Result<Arc<WatchEvent>, StoreError>>| {
+            ev.expect("event").expect("not lagged").resource_version
+        };
+        assert_eq!(rv(stream.next().await), 3);
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                lock(&log).push(event(4), 10);
+            })
+        };
+        assert_eq!(rv(stream.next().await), 4);
+        writer.await.expect("writer");
+    }
+
+    #[tokio::test]
+    async fn a_watch_whose_events_went_before_it_read_them_ends_lagged() {
+        let log = shared(SMALL);
+        let mut stream = subscribe(&log, pods(), 0).expect("subscribe");
+        for rv in 1..=5 {
+            lock(&log).push(event(rv), 10);
+        }
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(StoreError::WatchLagged { .. }))
+        ));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_event_is_freed_when_the_history_drops_it_even_while_watched() {
+        let log = shared(SMALL);
+        let mut stream = subscribe(&log, pods(), 0).expect("subscribe");
+        lock(&log).push(event(1), 10);
+        let first = Arc::downgrade(&lock(&log).history[0].0);
+        let read = stream.next().await.expect("event").expect("not lagged");
+        assert_eq!(read.resource_version, 1);
+        drop(read);
+        for rv in 2..=4 {
+            lock(&log).push(event(rv), 10);
+        }
+        assert_eq!(oldest(&lock(&log)), Some(2));
+        assert!(first.upgrade().is_none(), "a dropped event is still held");
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_its_store_goes() {
+        let log = shared(SMALL);
+        let mut stream = subscribe(&log, pods(), 0).expect("subscribe");
+        let waiting = tokio::spawn(async move { stream.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(log);
+        assert!(waiting.await.expect("watcher"));
     }
 }
