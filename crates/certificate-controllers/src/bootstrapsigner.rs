@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::Client;
@@ -30,7 +30,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default().fields(&format!("metadata.name={NAME}")),
     )

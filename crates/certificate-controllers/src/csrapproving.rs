@@ -12,7 +12,7 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -24,7 +24,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<CertificateSigningRequest>::all(client.clone()),
         watcher::Config::default(),
     );

@@ -1,4 +1,5 @@
-//! What every peapod controller is built from: the reconcile driver with per-object retry
+//! What every peapod controller is built from: watches and caches that hold objects without
+//! their managedFields ([`cache`]), the reconcile driver with per-object retry
 //! back-off ([`runner`]), the reconcile error and the API answers controllers test for
 //! ([`error`]), the event recorder ([`events`]), whether a pod fits a node ([`nodefit`]),
 //! owning children ([`ownership`]: controller references, pods from templates, adopt and
@@ -9,6 +10,7 @@
 //! each export a list of
 //! [`Start`] functions.
 
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod nodefit;

@@ -463,7 +463,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let cache = reader.clone();
-    let events = watcher(api, watcher::Config::default()).map_ok(move |ev| {
+    let events = crate::cache::watch(api, watcher::Config::default()).map_ok(move |ev| {
         let known = match &ev {
             watcher::Event::Apply(c) | watcher::Event::InitApply(c) | watcher::Event::Delete(c) => {
                 cache.get(&ObjectRef::from_obj(c))

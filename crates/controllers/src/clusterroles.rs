@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -21,7 +21,7 @@ use controller_base::error::{is_not_found, Error};
 /// The `clusterrole-aggregation` controller.
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let api = Api::<ClusterRole>::all(client.clone());
-    let controller = Controller::new(api.clone(), watcher::Config::default());
+    let controller = controller_base::cache::controller(api.clone(), watcher::Config::default());
     let aggregators = controller.store();
     let controller = controller.watches(api.clone(), watcher::Config::default(), move |changed| {
         aggregators

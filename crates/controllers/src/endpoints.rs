@@ -30,7 +30,7 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -58,14 +58,14 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let services = Controller::new(
+    let services = controller_base::cache::controller(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
@@ -82,7 +82,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
             .collect::<Vec<_>>()
     });
     // Endpoints this controller made, to remove them (and their slices) with their Service.
-    let orphans = Controller::new(
+    let orphans = controller_base::cache::controller(
         Api::<Endpoints>::all(client.clone()),
         watcher::Config::default().labels(&format!(
             "{ENDPOINTS_MANAGED_BY_LABEL}={ENDPOINTS_MANAGED_BY}"

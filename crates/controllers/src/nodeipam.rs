@@ -20,7 +20,7 @@ use futures::FutureExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -155,7 +155,10 @@ impl Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let nodes = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let nodes = controller_base::cache::controller(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Arc::new(Ctx {
         client,
         nodes: nodes.store(),

@@ -75,7 +75,7 @@ where
     let mut seen: HashMap<String, String> = HashMap::new();
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<K>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .filter_map(move |event| {
@@ -276,7 +276,7 @@ impl Unwatched {
         let (quotas, trigger) = (self.quotas.clone(), self.trigger.clone());
         let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource);
         lock(&self.watches).spawn(async move {
-            let mut events = watcher(api, watcher::Config::default())
+            let mut events = controller_base::cache::watch(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
             while let Some(event) = events.next().await {

@@ -47,7 +47,7 @@ where
         + Sync
         + 'static,
 {
-    Controller::new(
+    controller_base::cache::controller(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -25,7 +25,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let secrets = Controller::new(
+    let secrets = controller_base::cache::controller(
         Api::<Secret>::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default().fields(&format!("type={SECRET_TYPE}")),
     );

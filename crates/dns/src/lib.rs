@@ -483,7 +483,10 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let task = tokio::spawn(async move {
-        let mut stream = reflector(writer, watcher(api, watcher::Config::default()))
+        // managedFields are never read here and are most of a cached pod's memory.
+        let objects = watcher(api, watcher::Config::default())
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None);
+        let mut stream = reflector(writer, objects)
             .default_backoff()
             .touched_objects()
             .boxed();

@@ -63,7 +63,7 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
     let gone = pending.clone();
     let pod_events = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     // A deleted pod is never reconciled again: drop its pending eviction here.
@@ -77,7 +77,7 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
     let (nodes, node_writer) = reflector::store();
     let node_events = reflector::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -65,7 +65,7 @@ pub fn run(client: Client, settings: Settings, pods: Store<Pod>) -> BoxFuture<'s
     let (leases, lease_writer) = reflector::store();
     let lease_events = reflector::reflector(
         lease_writer,
-        watcher(
+        controller_base::cache::watch(
             Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
             watcher::Config::default(),
         ),
@@ -73,11 +73,14 @@ pub fn run(client: Client, settings: Settings, pods: Store<Pod>) -> BoxFuture<'s
     .default_backoff()
     .touched_objects();
     let (wake_all, woken) = mpsc::unbounded_channel();
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .watches_stream(lease_events, |lease: Lease| {
-            Some(ObjectRef::<Node>::new(&lease.name_any()))
-        })
-        .reconcile_all_on(UnboundedReceiverStream::new(woken));
+    let controller = controller_base::cache::controller(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches_stream(lease_events, |lease: Lease| {
+        Some(ObjectRef::<Node>::new(&lease.name_any()))
+    })
+    .reconcile_all_on(UnboundedReceiverStream::new(woken));
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use runtime::ContainerEvent;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch, Notify};
@@ -792,7 +792,11 @@ pub async fn run(
     let node_client = client.clone();
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
-    let stream = watcher(api, watcher::Config::default().fields(&selector));
+    // The agent never reads managedFields, and on a pod they outweigh the rest of the decoded
+    // object (kube-controller-manager's informers drop them the same way); its status
+    // writes are patches, which leave the stored ones alone.
+    let stream = watcher(api, watcher::Config::default().fields(&selector))
+        .modify(|pod| pod.metadata.managed_fields = None);
     futures::pin_mut!(stream);
     let mut listing: Option<HashSet<String>> = None;
     let mut orphans_checked = false;

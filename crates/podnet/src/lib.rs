@@ -154,7 +154,9 @@ pub async fn run(
     let watch = tokio::spawn(async move {
         let mut events = reflector(
             writer,
-            watcher(Api::<Node>::all(client), watcher::Config::default()),
+            // managedFields are never read here: not cached.
+            watcher(Api::<Node>::all(client), watcher::Config::default())
+                .modify(|n| n.metadata.managed_fields = None),
         )
         .default_backoff()
         .touched_objects()

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::core::Selector;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -84,7 +84,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<K>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
@@ -119,7 +119,7 @@ fn selector_of(pdb: &PodDisruptionBudget) -> Option<Selector> {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
     );

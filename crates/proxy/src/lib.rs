@@ -109,10 +109,12 @@ pub async fn run(
     let svc_task = tokio::spawn(drain(
         reflector(
             svc_writer,
+            // managedFields are never read here: not cached.
             watcher(
                 Api::<Service>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(|s| s.metadata.managed_fields = None),
         )
         .default_backoff()
         .touched_objects()
@@ -125,7 +127,8 @@ pub async fn run(
             watcher(
                 Api::<EndpointSlice>::all(client),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(|s| s.metadata.managed_fields = None),
         )
         .default_backoff()
         .touched_objects()

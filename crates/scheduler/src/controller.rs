@@ -113,7 +113,7 @@ async fn follow<K>(
     K: Send + Sync + 'static,
 {
     let store = writer.as_reader();
-    let mut events = watcher(api, watcher::Config::default())
+    let mut events = controller_base::cache::watch(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -73,19 +73,19 @@ struct Ctx {
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
     async move {
         ensure_class(&client).await;
-        let claims = Controller::new(
+        let claims = controller_base::cache::controller(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default(),
         );
         let claim_cache = claims.store();
-        let volumes = Controller::new(
+        let volumes = controller_base::cache::controller(
             Api::<PersistentVolume>::all(client.clone()),
             watcher::Config::default(),
         );
         let (classes, class_writer) = reflector::store();
         let class_events = reflector::reflector(
             class_writer,
-            watcher(
+            controller_base::cache::watch(
                 Api::<StorageClass>::all(client.clone()),
                 watcher::Config::default(),
             ),
@@ -95,7 +95,10 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         let (nodes, node_writer) = reflector::store();
         let node_events = reflector::reflector(
             node_writer,
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+            controller_base::cache::watch(
+                Api::<Node>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .touched_objects();

@@ -30,7 +30,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -66,11 +66,11 @@ const UNBOUND_CLAIM_RESYNC: Duration = Duration::from_secs(15);
 const VOLUME_RESYNC: Duration = UNBOUND_CLAIM_RESYNC;
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let claims = Controller::new(
+    let claims = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     );
-    let volumes = Controller::new(
+    let volumes = controller_base::cache::controller(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -79,7 +79,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (classes, class_writer) = reflector::store();
     let class_events = reflector::reflector(
         class_writer,
-        watcher(
+        controller_base::cache::watch(
             Api::<StorageClass>::all(client.clone()),
             watcher::Config::default(),
         ),
@@ -89,7 +89,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (nodes, node_writer) = reflector::store();
     let node_events = reflector::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();

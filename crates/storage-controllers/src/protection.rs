@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -79,7 +79,7 @@ pub fn step(deleting: bool, has_finalizer: bool, in_use: impl FnOnce() -> bool) 
 }
 
 pub fn run_pvc(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -100,7 +100,7 @@ pub fn run_pvc(client: Client) -> BoxFuture<'static, ()> {
 }
 
 pub fn run_pv(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),
     );

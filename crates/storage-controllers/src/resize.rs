@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -35,7 +35,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     );

@@ -37,7 +37,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -62,7 +62,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -70,7 +70,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (nodes, node_writer) = kube::runtime::reflector::store();
     let node_events = kube::runtime::reflector::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();

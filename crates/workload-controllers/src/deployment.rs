@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -49,7 +49,7 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -57,7 +57,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (sets, set_writer) = reflector::store();
     let set_events = reflector::reflector(
         set_writer,
-        watcher(
+        controller_base::cache::watch(
             Api::<ReplicaSet>::all(client.clone()),
             watcher::Config::default(),
         ),
@@ -67,7 +67,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();

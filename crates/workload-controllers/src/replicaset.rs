@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -52,7 +52,7 @@ struct Ctx {
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let expectations = Arc::new(Expectations::default());
-    let controller = Controller::new(
+    let controller = controller_base::cache::controller(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     );

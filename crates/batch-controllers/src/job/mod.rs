@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -51,14 +51,18 @@ struct Ctx {
 }
 
 pub fn run(client: Client) -> BoxFuture<'static, ()> {
-    let jobs = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let jobs = controller_base::cache::controller(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         jobs: jobs.store(),
         client: client.clone(),
     });
-    let orphans = Controller::new(Api::<Pod>::all(client), watcher::Config::default());
+    let orphans =
+        controller_base::cache::controller(Api::<Pod>::all(client), watcher::Config::default());
     futures::future::join(
         controller_base::runner::drive("job", jobs, ctx.clone(), reconcile),
         controller_base::runner::drive("job-orphan-pods", orphans, ctx, release_orphan),

@@ -90,7 +90,7 @@ impl Builder {
             .enumerate()
             .map(|(i, r)| {
                 let api = Api::<DynamicObject>::all_with(self.client.clone(), r);
-                watcher(api, watcher::Config::default())
+                controller_base::cache::watch(api, watcher::Config::default())
                     .default_backoff()
                     .map(move |e| Input::Watch(i, Box::new(e)))
                     .boxed()
