@@ -45,7 +45,7 @@ enum End {
 /// One worker: its task, the channel carrying the latest pod (`None`: gone from the API),
 /// and the one that asks it to end the pod (node shutdown, eviction).
 struct WorkerHandle {
-    tx: watch::Sender<Option<Pod>>,
+    tx: watch::Sender<Option<Arc<Pod>>>,
     /// Wakes the worker to re-read its pod's containers (one of them exited).
     poke: Arc<Notify>,
     /// Wakes the worker to rewrite its pod's volumes (an object they show changed).
@@ -60,7 +60,7 @@ async fn worker_loop(
     deps: Arc<WorkerDeps>,
     poke: Arc<Notify>,
     refresh: Arc<Notify>,
-    mut rx: watch::Receiver<Option<Pod>>,
+    mut rx: watch::Receiver<Option<Arc<Pod>>>,
     mut ends: mpsc::UnboundedReceiver<End>,
     mut stop: watch::Receiver<bool>,
     seen: Instant,
@@ -174,6 +174,8 @@ impl Dispatcher {
 
     fn apply(&mut self, pod: Pod) {
         let seen = Instant::now();
+        // One copy of the pod, shared by the cache and its worker.
+        let pod = Arc::new(pod);
         // Mirror pods are the API's view of static pods, which run from their manifests.
         if staticpods::is_mirror_pod(&pod) {
             self.statics.kick();
@@ -194,7 +196,7 @@ impl Dispatcher {
             let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
             self.workers
                 .keys()
-                .filter_map(|u| pods.get(u).cloned())
+                .filter_map(|u| pods.get(u).map(|p| Pod::clone(p)))
                 .collect()
         };
         if let Some(r) = admission_check(
@@ -205,7 +207,7 @@ impl Dispatcher {
             *self.pressure.borrow(),
         ) {
             let rejecter = self.rejecter.clone();
-            tokio::spawn(async move { rejecter.reject(pod, r).await });
+            tokio::spawn(async move { rejecter.reject(Arc::unwrap_or_clone(pod), r).await });
             return;
         }
         self.deps.metrics.phase("admission", seen.elapsed());
@@ -445,7 +447,7 @@ async fn drain_node(
         dispatcher
             .workers
             .keys()
-            .filter_map(|uid| cache.get(uid).cloned())
+            .filter_map(|uid| cache.get(uid).map(|p| Pod::clone(p)))
             .collect()
     };
     let mut asked: Vec<String> = Vec::new();

@@ -323,7 +323,7 @@ pub async fn evict_round(
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .filter(|p| is_active(p))
-        .cloned()
+        .map(|p| Pod::clone(p))
         .collect();
     let measured = measure_active(runtime, layout, active).await;
     // kubelet evicts for local storage limits with its immediate grace period.

@@ -161,7 +161,10 @@ mod tests {
             "status": status
         }))
         .expect("pod");
-        let pods: PodCache = Arc::new(RwLock::new(HashMap::from([("u1".to_string(), pod)])));
+        let pods: PodCache = Arc::new(RwLock::new(HashMap::from([(
+            "u1".to_string(),
+            Arc::new(pod),
+        )])));
         let state = NodeApiState {
             pods,
             log_root: dir.path().to_path_buf(),

@@ -6,5 +6,5 @@ use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// Pods of this node by uid.
-pub type PodCache = Arc<RwLock<HashMap<String, Pod>>>;
+/// Pods of this node by uid, each shared with its worker rather than copied.
+pub type PodCache = Arc<RwLock<HashMap<String, Arc<Pod>>>>;

@@ -133,7 +133,7 @@ impl PodWorker {
                     cpu_millis: (deps.node.cpu * 1000.0) as u64,
                     memory_bytes: deps.node.memory as u64,
                 };
-                podresize::pending(pod, node, pods.values())
+                podresize::pending(pod, node, pods.values().map(|p| &**p))
             })
             .flatten();
         let step = if volumes_ready {
