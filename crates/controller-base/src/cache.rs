@@ -1,7 +1,7 @@
 //! The watches controllers keep caches from. Each object arrives without
 //! `metadata.managedFields`, as kube-controller-manager's and kube-scheduler's informers drop
-//! them: no controller reads them, and on a pod the decoded field sets outweigh the rest of
-//! the object. A cached object written back loses nothing: an update that carries no
+//! them: no controller reads them, and decoded they are trees of small allocations in every
+//! cached object. A cached object written back loses nothing: an update that carries no
 //! managedFields keeps the stored ones.
 
 use std::fmt::Debug;

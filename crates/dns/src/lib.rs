@@ -483,7 +483,7 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let task = tokio::spawn(async move {
-        // managedFields are never read here and are most of a cached pod's memory.
+        // managedFields are never read here: not cached.
         let objects = watcher(api, watcher::Config::default())
             .modify(|o: &mut K| o.meta_mut().managed_fields = None);
         let mut stream = reflector(writer, objects)

@@ -794,9 +794,9 @@ pub async fn run(
     let node_client = client.clone();
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
-    // The agent never reads managedFields, and on a pod they outweigh the rest of the decoded
-    // object (kube-controller-manager's informers drop them the same way); its status
-    // writes are patches, which leave the stored ones alone.
+    // The agent never reads managedFields, so its pods are kept without them (as
+    // kube-controller-manager's informers drop them); its status writes are patches, which
+    // leave the stored ones alone.
     let stream = watcher(api, watcher::Config::default().fields(&selector))
         .modify(|pod| pod.metadata.managed_fields = None);
     futures::pin_mut!(stream);
