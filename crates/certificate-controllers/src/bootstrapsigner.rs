@@ -4,6 +4,7 @@
 //! expired), so a joining node holding a token can check that the kubeconfig (and the CA in
 //! it) came from someone who knows the token. Signatures of tokens that went away are removed.
 
+use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,8 @@ struct Ctx {
     client: Client,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default().fields(&format!("metadata.name={NAME}")),

@@ -3,6 +3,7 @@
 //! (through the `approval` subresource); anything else waits for `kubectl certificate
 //! approve|deny`. The rules are [`nodetrust::csr::decide`].
 
+use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -23,7 +24,8 @@ struct Ctx {
     client: Client,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<CertificateSigningRequest>::all(client.clone()),
         watcher::Config::default(),

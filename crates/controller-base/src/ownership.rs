@@ -13,19 +13,19 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::{is_not_found, Error};
+use crate::informer::{Change, Informer};
 
 /// The ownerReference a controller puts on what it creates or adopts: `controller: true`
 /// marks the one owner that manages it, `blockOwnerDeletion: true` lets a foreground
@@ -415,18 +415,12 @@ impl Expectations {
         self.entries().remove(owner);
     }
 
-    /// Counts one watch event of a child whose managing owner is of kind `owner_kind`;
-    /// `known` is the child as the cache held it before this event.
-    pub fn observe<C: Resource<DynamicType = ()>>(
-        &self,
-        owner_kind: &str,
-        event: &watcher::Event<C>,
-        known: Option<&C>,
-    ) {
-        let (child, deleted) = match event {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => (c, false),
-            watcher::Event::Delete(c) => (c, true),
-            watcher::Event::Init | watcher::Event::InitDone => return,
+    /// Counts one change of a child whose managing owner is of kind `owner_kind`.
+    pub fn observe<C: Resource<DynamicType = ()>>(&self, owner_kind: &str, change: &Change<C>) {
+        let (child, known, deleted) = match change {
+            Change::Applied { old, new } => (&**new, old.as_deref(), false),
+            Change::Deleted(c) => (&**c, None, true),
+            Change::Listed => return,
         };
         let meta = child.meta();
         let Some(owner) = controller_of(meta).filter(|r| r.kind == owner_kind) else {
@@ -447,36 +441,25 @@ impl Expectations {
     }
 }
 
-/// A cache of children of kind `C` and the stream of their changes for a controller's
-/// `watches_stream`, counting each change against `expectations` of owners of kind
-/// `owner_kind` before the cache applies it.
+/// The changes of `children` for a controller's `watches_shared_stream`, each counted against
+/// `expectations` of owners of kind `owner_kind`. The shared cache holds each change before
+/// it is counted, so an owner whose expectations are met finds its children there.
 pub fn watch_children<C>(
-    api: Api<C>,
+    children: &Informer<C>,
     owner_kind: &'static str,
     expectations: Arc<Expectations>,
-) -> (
-    Store<C>,
-    impl Stream<Item = Result<C, watcher::Error>> + Send,
-)
+) -> impl Stream<Item = Arc<C>> + Send
 where
     C: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let cache = reader.clone();
-    let events = crate::cache::watch(api, watcher::Config::default()).map_ok(move |ev| {
-        let known = match &ev {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) | watcher::Event::Delete(c) => {
-                cache.get(&ObjectRef::from_obj(c))
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        expectations.observe(owner_kind, &ev, known.as_deref());
-        ev
-    });
-    let stream = reflector::reflector(writer, events)
-        .default_backoff()
-        .touched_objects();
-    (reader, stream)
+    children.subscribe().filter_map(move |change| {
+        expectations.observe(owner_kind, &change);
+        futures::future::ready(match change {
+            Change::Applied { new, .. } => Some(new),
+            Change::Deleted(c) => Some(c),
+            Change::Listed => None,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -669,31 +652,29 @@ mod tests {
         exp.expect("ns/web", 2, ["ns/old".to_string()]);
         assert!(!exp.satisfied("ns/web"));
         let created = pod("a", json!({}), Some(("u1", true)));
-        exp.observe("ReplicaSet", &watcher::Event::Apply(created.clone()), None);
+        let applied = |old: Option<&Pod>, new: Pod| Change::Applied {
+            old: old.cloned().map(Arc::new),
+            new: Arc::new(new),
+        };
+        exp.observe("ReplicaSet", &applied(None, created.clone()));
         // An update of a pod the cache knew is no creation.
-        exp.observe(
-            "ReplicaSet",
-            &watcher::Event::Apply(created.clone()),
-            Some(&created),
-        );
+        exp.observe("ReplicaSet", &applied(Some(&created), created.clone()));
         assert!(!exp.satisfied("ns/web"));
         // Another owner kind's children do not count.
         exp.observe(
             "Job",
-            &watcher::Event::Apply(pod("b", json!({}), Some(("u1", true)))),
-            None,
+            &applied(None, pod("b", json!({}), Some(("u1", true)))),
         );
         exp.observe(
             "ReplicaSet",
-            &watcher::Event::Apply(pod("c", json!({}), Some(("u1", true)))),
-            None,
+            &applied(None, pod("c", json!({}), Some(("u1", true)))),
         );
         assert!(!exp.satisfied("ns/web"));
         let mut old = pod("old", json!({}), Some(("u1", true)));
         let before = old.clone();
         old.metadata.deletion_timestamp =
             Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).expect("time"));
-        exp.observe("ReplicaSet", &watcher::Event::Apply(old), Some(&before));
+        exp.observe("ReplicaSet", &applied(Some(&before), old));
         assert!(exp.satisfied("ns/web"));
         exp.expect("ns/web", 1, []);
         assert!(!exp.satisfied("ns/web"));

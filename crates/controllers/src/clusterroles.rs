@@ -5,6 +5,7 @@
 //! reconcile reads the ClusterRoles from the API: the change that woke it may not have
 //! reached the cache yet.
 
+use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -14,12 +15,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use controller_base::error::{is_not_found, Error};
 
 /// The `clusterrole-aggregation` controller.
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let api = Api::<ClusterRole>::all(client.clone());
     let controller = controller_base::cache::controller(api.clone(), watcher::Config::default());
     let aggregators = controller.store();

@@ -13,6 +13,7 @@
 //! The decision (`desired_*`) is pure and unit-tested; the reconcile of a Service applies it,
 //! woken by the Service's and its namespace's pods' watch events.
 
+use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
@@ -57,22 +58,17 @@ struct Ctx {
     pods: Store<Pod>,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let services = controller_base::cache::controller(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let pods = shared.pods.store();
     let selecting = services.store();
     // Any pod change in a namespace may add it to, move it within or drop it from the
     // endpoints of that namespace's Services (its labels may have changed too).
-    let services = services.watches_stream(pod_events, move |pod: Pod| {
+    let services = services.watches_shared_stream(shared.pods.touched(), move |pod: Arc<Pod>| {
         let ns = pod.namespace();
         selecting
             .state()

@@ -25,7 +25,7 @@ mod tokencleaner;
 
 use std::future::Future;
 
-use controller_base::Start;
+use controller_base::{Shared, Start};
 use kube::Client;
 
 pub use certificate_controllers::ClusterSigning;
@@ -103,10 +103,12 @@ async fn run_all(client: Client, settings: Settings) {
             .iter()
             .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
     };
+    let (shared, informers) = Shared::new(client.clone());
     let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
-    let mut running: Vec<_> = all().map(|(_, start)| start(client.clone())).collect();
+    let mut running: Vec<_> = all().map(|(_, start)| start(&shared)).collect();
     names.extend(["node-lifecycle", "taint-eviction"]);
-    running.push(node_lifecycle::run(client.clone(), settings.node_lifecycle));
+    running.push(node_lifecycle::run(&shared, settings.node_lifecycle));
+    running.push(informers);
     if let Some(ca) = settings.root_ca {
         names.push("root-ca-cert-publisher");
         running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));

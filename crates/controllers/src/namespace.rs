@@ -8,6 +8,7 @@
 //! namespace's status conditions say what is left and which finalizers hold it, with
 //! upstream's condition types, reasons and messages.
 
+use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,8 @@ const STILL_EMPTYING: Duration = Duration::from_secs(1);
 /// The finalizer the namespace controller owns.
 const FINALIZER: &str = "kubernetes";
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),

@@ -11,6 +11,7 @@
 //! range once set is never changed, and a Node whose range lies outside the cluster CIDR
 //! keeps it.
 
+use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,7 +155,8 @@ impl Ctx {
     }
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let nodes = controller_base::cache::controller(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),

@@ -9,6 +9,7 @@
 //! other resources (`count/deployments.apps`) are listed through discovery, and a metadata
 //! watch of each such resource brings its deletions.
 
+use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -31,6 +32,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use controller_base::error::Error;
+use controller_base::informer::{Change, Informer};
 use kinds_core::resourcequota::usage::{self, Evaluator, Usage};
 
 /// How often every quota is recomputed (kube-controller-manager's
@@ -59,45 +61,42 @@ struct Triggers<K> {
     fingerprint: fn(&K) -> String,
 }
 
-/// A watch cache of `K` and the stream of the objects whose change `triggers` names.
-fn cache<K>(
-    client: &Client,
-    triggers: Triggers<K>,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send,
-)
+/// A cache of all `K`, its watch pushed onto `watches`.
+fn informer<K>(client: &Client, watches: &mut Vec<BoxFuture<'static, ()>>) -> Informer<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    let (reader, writer) = reflector::store();
+    let (informer, watch) = Informer::new(Api::<K>::all(client.clone()));
+    watches.push(watch);
+    informer
+}
+
+/// The objects of `informer` whose change `triggers` names.
+fn triggered<K>(informer: &Informer<K>, triggers: Triggers<K>) -> impl Stream<Item = Arc<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
     let mut seen: HashMap<String, String> = HashMap::new();
-    let stream = reflector::reflector(
-        writer,
-        controller_base::cache::watch(Api::<K>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .filter_map(move |event| {
+    informer.subscribe().filter_map(move |change| {
         let key = |o: &K| o.meta().uid.clone().unwrap_or_else(|| o.name_any());
-        let out = match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let print = (triggers.fingerprint)(&o);
-                match seen.insert(key(&o), print.clone()) {
-                    None => triggers.added.then_some(Ok(o)),
-                    Some(before) => (before != print).then_some(Ok(o)),
+        let out = match change {
+            Change::Applied { new, .. } => {
+                let print = (triggers.fingerprint)(&new);
+                match seen.insert(key(&new), print.clone()) {
+                    None => triggers.added.then_some(new),
+                    Some(before) => (before != print).then_some(new),
                 }
             }
-            Ok(watcher::Event::Delete(o)) => {
+            Change::Deleted(o) => {
                 seen.remove(&key(&o));
-                triggers.deleted.then_some(Ok(o))
+                triggers.deleted.then_some(o)
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(e) => Some(Err(e)),
+            Change::Listed => None,
         };
         futures::future::ready(out)
-    });
-    (reader, stream)
+    })
 }
 
 /// Triggers on deletion only: a new object was charged by the admission already.
@@ -119,12 +118,15 @@ fn quotas_in(quotas: &Store<ResourceQuota>, ns: Option<&str>) -> Vec<ObjectRef<R
         .collect()
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
+    let mut watches = Vec::new();
+    let quotas = informer::<ResourceQuota>(&client, &mut watches);
     // A quota's own trigger: new, or its spec changed; not the status writes the
     // admission charges, which a recount from caches not yet holding the charged object
     // would undo.
-    let (quotas, quota_events) = cache::<ResourceQuota>(
-        &client,
+    let quota_events = triggered(
+        &quotas,
         Triggers {
             added: true,
             deleted: false,
@@ -133,8 +135,8 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     );
     // As upstream's replenishment: what frees quota. A pod that stops counting, a service
     // changing type or ports, any claim change (it may grow), and deletions.
-    let (pods, pod_events) = cache::<Pod>(
-        &client,
+    let pod_events = triggered(
+        &shared.pods,
         Triggers {
             added: false,
             deleted: true,
@@ -145,8 +147,9 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
             },
         },
     );
-    let (services, service_events) = cache::<Service>(
-        &client,
+    let services = informer::<Service>(&client, &mut watches);
+    let service_events = triggered(
+        &services,
         Triggers {
             added: false,
             deleted: true,
@@ -160,17 +163,21 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
             },
         },
     );
-    let (claims, claim_events) = cache::<PersistentVolumeClaim>(
-        &client,
+    let claims = informer::<PersistentVolumeClaim>(&client, &mut watches);
+    let claim_events = triggered(
+        &claims,
         Triggers {
             added: false,
             deleted: true,
             fingerprint: |c| c.metadata.resource_version.clone().unwrap_or_default(),
         },
     );
-    let (config_maps, config_map_events) = cache::<ConfigMap>(&client, deletions());
-    let (secrets, secret_events) = cache::<Secret>(&client, deletions());
-    let (_, quota_deletions) = cache::<ResourceQuota>(&client, deletions());
+    let config_maps = informer::<ConfigMap>(&client, &mut watches);
+    let config_map_events = triggered(&config_maps, deletions());
+    let secrets = informer::<Secret>(&client, &mut watches);
+    let secret_events = triggered(&secrets, deletions());
+    let quota_deletions = triggered(&quotas, deletions());
+    let quotas = quotas.store();
     let (q1, q2, q3, q4, q5, q6) = (
         quotas.clone(),
         quotas.clone(),
@@ -179,24 +186,24 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         quotas.clone(),
         quotas.clone(),
     );
-    let controller = Controller::for_stream(quota_events, quotas.clone())
-        .watches_stream(pod_events, move |o: Pod| {
+    let controller = Controller::for_shared_stream(quota_events, quotas.clone())
+        .watches_shared_stream(pod_events, move |o: Arc<Pod>| {
             quotas_in(&q1, o.metadata.namespace.as_deref())
         })
-        .watches_stream(service_events, move |o: Service| {
+        .watches_shared_stream(service_events, move |o: Arc<Service>| {
             quotas_in(&q2, o.metadata.namespace.as_deref())
         })
-        .watches_stream(claim_events, move |o: PersistentVolumeClaim| {
+        .watches_shared_stream(claim_events, move |o: Arc<PersistentVolumeClaim>| {
             quotas_in(&q3, o.metadata.namespace.as_deref())
         })
-        .watches_stream(config_map_events, move |o: ConfigMap| {
+        .watches_shared_stream(config_map_events, move |o: Arc<ConfigMap>| {
             quotas_in(&q4, o.metadata.namespace.as_deref())
         })
-        .watches_stream(secret_events, move |o: Secret| {
+        .watches_shared_stream(secret_events, move |o: Arc<Secret>| {
             quotas_in(&q5, o.metadata.namespace.as_deref())
         })
         // A quota deleted changes the `resourcequotas` count of the others.
-        .watches_stream(quota_deletions, move |o: ResourceQuota| {
+        .watches_shared_stream(quota_deletions, move |o: Arc<ResourceQuota>| {
             quotas_in(&q6, o.metadata.namespace.as_deref())
         });
     let (trigger, triggered) = mpsc::unbounded();
@@ -210,15 +217,18 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
         },
         client,
         quotas,
-        pods,
-        services,
-        claims,
-        config_maps,
-        secrets,
+        pods: shared.pods.store(),
+        services: services.store(),
+        claims: claims.store(),
+        config_maps: config_maps.store(),
+        secrets: secrets.store(),
     });
-    controller_base::runner::drive("resourcequota", controller, ctx, reconcile)
-        .map(|_| ())
-        .boxed()
+    futures::future::join(
+        controller_base::runner::drive("resourcequota", controller, ctx, reconcile),
+        futures::future::join_all(watches),
+    )
+    .map(|_| ())
+    .boxed()
 }
 
 /// The objects of `ns` in `store`, as JSON.

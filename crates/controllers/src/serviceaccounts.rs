@@ -6,6 +6,7 @@
 //! namespace's events and by those of the object it keeps, so a deleted one comes back.
 //! Terminating namespaces are left alone: the namespace controller is emptying them.
 
+use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,7 +60,8 @@ where
 }
 
 /// The `serviceaccount` controller.
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = namespaces_and::<ServiceAccount>(&client, DEFAULT_SERVICE_ACCOUNT);
     controller_base::runner::drive(
         "serviceaccount",

@@ -4,6 +4,7 @@
 //! without an expiration, or with one that cannot be read, is left alone (upstream keeps
 //! those too; the authenticator refuses an unreadable one).
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ struct Ctx {
     client: Client,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let secrets = controller_base::cache::controller(
         Api::<Secret>::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default().fields(&format!("type={SECRET_TYPE}")),

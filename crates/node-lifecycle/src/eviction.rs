@@ -25,6 +25,8 @@ use serde_json::json;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::informer::Change;
+use controller_base::Shared;
 
 use crate::noexecute::{self, Plan};
 use crate::orphans::Orphans;
@@ -55,25 +57,25 @@ fn node_of(pod: &Pod) -> Option<&str> {
 
 /// Starts the controller; also returns its cache of all pods, for the node lifecycle
 /// controller to share.
-pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
+pub fn run(shared: &Shared) -> (Store<Pod>, BoxFuture<'static, ()>) {
+    let client = shared.client.clone();
     let pending: Arc<Mutex<HashMap<String, Pending>>> = Arc::default();
     let orphans: Arc<Orphans> = Arc::default();
     let gone_orphans = orphans.clone();
-    let (pods, pod_writer) = reflector::store();
+    let pods = shared.pods.store();
     let gone = pending.clone();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    // A deleted pod is never reconciled again: drop its pending eviction here.
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(pod)) = event {
-            lock(&gone).remove(&key_of(pod));
-            gone_orphans.forget(&key_of(pod));
-        }
-    })
-    .touched_objects();
+    let pod_events = shared.pods.subscribe().filter_map(move |change| {
+        futures::future::ready(match change {
+            Change::Applied { new, .. } => Some(new),
+            // A deleted pod is never reconciled again: drop its pending eviction here.
+            Change::Deleted(pod) => {
+                lock(&gone).remove(&key_of(&pod));
+                gone_orphans.forget(&key_of(&pod));
+                Some(pod)
+            }
+            Change::Listed => None,
+        })
+    });
     let (nodes, node_writer) = reflector::store();
     let node_events = reflector::reflector(
         node_writer,
@@ -84,7 +86,7 @@ pub fn run(client: Client) -> (Store<Pod>, BoxFuture<'static, ()>) {
     // Only a change of a node's NoExecute taints concerns its pods (heartbeats do not).
     let seen: Mutex<HashMap<String, Vec<Taint>>> = Mutex::default();
     let (node_cache, pod_cache) = (nodes.clone(), pods.clone());
-    let controller = Controller::for_stream(pod_events, pods.clone()).watches_stream(
+    let controller = Controller::for_shared_stream(pod_events, pods.clone()).watches_stream(
         node_events,
         move |node: Node| {
             let name = node.name_any();

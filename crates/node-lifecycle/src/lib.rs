@@ -16,16 +16,19 @@ mod settings;
 pub mod taints;
 pub mod zones;
 
+use controller_base::Shared;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use kube::Client;
 
 pub use settings::Settings;
 
-/// Runs both controllers; they share one watch of all pods.
-pub fn run(client: Client, settings: Settings) -> BoxFuture<'static, ()> {
-    let (pods, eviction) = eviction::run(client.clone());
-    futures::future::join(eviction, lifecycle::run(client, settings, pods))
-        .map(|_| ())
-        .boxed()
+/// Runs both controllers.
+pub fn run(shared: &Shared, settings: Settings) -> BoxFuture<'static, ()> {
+    let (pods, eviction) = eviction::run(shared);
+    futures::future::join(
+        eviction,
+        lifecycle::run(shared.client.clone(), settings, pods),
+    )
+    .map(|_| ())
+    .boxed()
 }

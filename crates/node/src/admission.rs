@@ -198,7 +198,7 @@ pub fn admit_storage(pod: &Pod, admitted: &[&Pod], allocatable: u64) -> Option<R
 /// worker; the terminal ones among them free their resources.
 pub fn admission_check(
     pod: &Pod,
-    others: &[Pod],
+    others: &[impl std::borrow::Borrow<Pod>],
     allocatable: &Allocatable,
     allowed_unsafe_sysctls: &[String],
     pressure: node_pressure::Conditions,
@@ -215,6 +215,7 @@ pub fn admission_check(
     }
     let active: Vec<&Pod> = others
         .iter()
+        .map(|p| p.borrow())
         .filter(|p| p.metadata.uid != pod.metadata.uid)
         .filter(|p| {
             !matches!(

@@ -192,11 +192,11 @@ impl Dispatcher {
             return;
         }
         // kubelet's admission against allocatable and the safe sysctls.
-        let admitted: Vec<Pod> = {
+        let admitted: Vec<Arc<Pod>> = {
             let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
             self.workers
                 .keys()
-                .filter_map(|u| pods.get(u).map(|p| Pod::clone(p)))
+                .filter_map(|u| pods.get(u).cloned())
                 .collect()
         };
         if let Some(r) = admission_check(

@@ -12,6 +12,7 @@
 //! Budgets are synced on their own changes and on changes of the pods they select (with
 //! their labels before and after the change).
 
+use controller_base::Shared;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,13 +119,14 @@ fn selector_of(pdb: &PodDisruptionBudget) -> Option<Selector> {
         .and_then(label_selector)
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
     );
     let budgets = controller.store();
-    let (pods, pod_events) = cache::<Pod>(&client);
+    let pods = shared.pods.store();
     let pod_cache = pods.clone();
     let (replica_sets, rs_events) = cache::<ReplicaSet>(&client);
     let (deployments, deploy_events) = cache::<Deployment>(&client);
@@ -133,13 +135,13 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     let picked_before: Mutex<HashMap<String, HashSet<ObjectRef<PodDisruptionBudget>>>> =
         Mutex::default();
     let controller = controller
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(shared.pods.touched(), move |pod: Arc<Pod>| {
             let now: HashSet<_> = budgets_of(&pod, &budgets).into_iter().collect();
             let mut before = picked_before.lock().unwrap_or_else(|p| p.into_inner());
             let key = key_of(&pod.metadata);
             let old = before.remove(&key).unwrap_or_default();
             // The cache applied the change already: a pod missing from it was deleted.
-            if !now.is_empty() && pod_cache.get(&ObjectRef::from_obj(&pod)).is_some() {
+            if !now.is_empty() && pod_cache.get(&ObjectRef::from_obj(&*pod)).is_some() {
                 before.insert(key, now.clone());
             }
             now.union(&old).cloned().collect::<Vec<_>>()

@@ -19,6 +19,8 @@
 //! preemption's nomination and victims are remembered until the preemptor is bound or gone:
 //! a decision made on a copy of the pod that does not show them yet does not preempt again.
 
+use controller_base::informer::Change;
+use controller_base::Shared;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -157,13 +159,16 @@ fn relisted(queue: &Queue, first_list_done: &mut bool) {
 
 /// Pods: the unscheduled ones join or leave the queue; bound ones that come, change or go
 /// are cluster events for the parked pods.
-fn on_pod_event(queue: &Queue, pods: &Store<Pod>, event: &watcher::Event<Pod>) {
-    let Some((pod, deleted)) = object_of(event) else {
-        return;
+fn on_pod_event(queue: &Queue, change: &Change<Pod>) {
+    // A deleted pod's last state stands for what the cache held.
+    let (pod, old, deleted) = match change {
+        Change::Applied { old, new } => (new, old.as_ref(), false),
+        Change::Deleted(pod) => (pod, Some(pod), true),
+        Change::Listed => return,
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if !deleted && needs_scheduling(pod) {
-        let pod = Arc::new(pod.clone());
+        let pod = pod.clone();
         queue.update(|q, now| q.add_or_update(pod, now));
     } else {
         queue.update(|q, _| {
@@ -175,14 +180,13 @@ fn on_pod_event(queue: &Queue, pods: &Store<Pod>, event: &watcher::Event<Pod>) {
         let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
         node.is_some_and(|n| !n.is_empty()) && snapshot::is_active(p)
     };
-    let old = pods.get(&ObjectRef::from_obj(pod));
-    let held = old.as_deref().is_some_and(holds_node);
+    let held = old.is_some_and(|p| holds_node(p));
     let holds = !deleted && holds_node(pod);
     let event = match (held, holds) {
         (false, true) => Some(ClusterEvent::AssignedPodAdd),
         (true, false) => Some(ClusterEvent::AssignedPodDelete),
         (true, true) => {
-            let old = old.as_deref().unwrap_or(pod);
+            let old = old.unwrap_or(pod);
             let requests = |p: &Pod| {
                 p.spec
                     .as_ref()
@@ -250,24 +254,25 @@ fn on_node_event(queue: &Queue, nodes: &Store<Node>, event: &watcher::Event<Node
 /// Runs the scheduler until the future is dropped: the watches feed the caches and the
 /// queue, a timer flushes backoffQ and the long-unschedulable pods, and one loop takes the
 /// pods from the queue and decides for them one at a time.
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let queue = Arc::new(Queue::default());
     let mut watches: Vec<BoxFuture<'static, ()>> = Vec::new();
 
-    let (pods, pod_writer) = reflector::store();
+    let pods = shared.pods.store();
     let (q, mut listed) = (queue.clone(), false);
     watches.push(
-        follow(
-            Api::<Pod>::all(client.clone()),
-            pod_writer,
-            move |store, event| {
-                if matches!(event, watcher::Event::InitDone) {
+        shared
+            .pods
+            .subscribe()
+            .for_each(move |change| {
+                if matches!(change, Change::Listed) {
                     relisted(&q, &mut listed);
                 }
-                on_pod_event(&q, store, event);
-            },
-        )
-        .boxed(),
+                on_pod_event(&q, &change);
+                futures::future::ready(())
+            })
+            .boxed(),
     );
     let (nodes, node_writer) = reflector::store();
     let (q, mut listed) = (queue.clone(), false);
@@ -880,10 +885,19 @@ mod tests {
     #[test]
     fn a_bound_pod_that_goes_moves_the_pods_parked_for_room() {
         let queue = Queue::default();
-        let (store, mut writer) = reflector::store::<Pod>();
+        let mut cached: HashMap<String, Arc<Pod>> = HashMap::new();
         let mut feed = |event: watcher::Event<Pod>| {
-            on_pod_event(&queue, &store, &event);
-            writer.apply_watcher_event(&event);
+            let change = match event {
+                watcher::Event::Apply(pod) => {
+                    let new = Arc::new(pod);
+                    let uid = new.metadata.uid.clone().unwrap_or_default();
+                    let old = cached.insert(uid, new.clone());
+                    Change::Applied { old, new }
+                }
+                watcher::Event::Delete(pod) => Change::Deleted(Arc::new(pod)),
+                _ => Change::Listed,
+            };
+            on_pod_event(&queue, &change);
         };
         let bound = pod(
             json!({"metadata": {"name": "b", "namespace": "d", "uid": "b"},

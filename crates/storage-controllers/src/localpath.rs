@@ -21,6 +21,7 @@
 //! and its `peapod.io/local-path-directory` finalizer holds it until the node has removed
 //! the directory.
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +71,8 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     async move {
         ensure_class(&client).await;
         let claims = controller_base::cache::controller(

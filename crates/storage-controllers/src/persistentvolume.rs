@@ -20,6 +20,7 @@
 //! statuses; every step is idempotent, so a conflict or a crash in between is finished by
 //! the next reconcile.
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,8 @@ const UNBOUND_CLAIM_RESYNC: Duration = Duration::from_secs(15);
 /// How often a bound volume is looked at again (the same sync period).
 const VOLUME_RESYNC: Duration = UNBOUND_CLAIM_RESYNC;
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let claims = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),

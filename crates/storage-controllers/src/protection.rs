@@ -9,6 +9,7 @@
 //!   upstream asks the API server before it trusts its cache;
 //! - a volume is in use while its phase is `Bound`.
 
+use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -78,28 +79,26 @@ pub fn step(deleting: bool, has_finalizer: bool, in_use: impl FnOnce() -> bool) 
     }
 }
 
-pub fn run_pvc(client: Client) -> BoxFuture<'static, ()> {
+pub fn run_pvc(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
     // A pod going away (or finishing) may free the claims it names.
-    .watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |pod: Pod| {
-            let ns = pod.namespace().unwrap_or_default();
-            claims_of(&pod)
-                .into_iter()
-                .map(|c| ObjectRef::new(&c).within(&ns))
-                .collect::<Vec<_>>()
-        },
-    );
+    .watches_shared_stream(shared.pods.touched(), |pod: Arc<Pod>| {
+        let ns = pod.namespace().unwrap_or_default();
+        claims_of(&pod)
+            .into_iter()
+            .map(|c| ObjectRef::new(&c).within(&ns))
+            .collect::<Vec<_>>()
+    });
     let ctx = Arc::new(Ctx { client });
     controller_base::runner::drive("pvc-protection", controller, ctx, reconcile_pvc).boxed()
 }
 
-pub fn run_pv(client: Client) -> BoxFuture<'static, ()> {
+pub fn run_pv(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),

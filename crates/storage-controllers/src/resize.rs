@@ -9,6 +9,7 @@
 //! changes: no file system resize is pending afterwards. Whether a claim may grow at all
 //! (its class's `allowVolumeExpansion`) is the API server's admission to decide.
 
+use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -34,7 +35,8 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),

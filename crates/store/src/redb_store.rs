@@ -4,7 +4,7 @@
 //! (with their fsync) run on tokio's blocking pool, never on an async worker.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 use crate::rules::{decide, set_resource_version as set_rv, Change, WriteOp};
-use crate::watch::{self, EventLog, HistoryLimit, SharedLog, WatchFilter};
+use crate::watch::{self, lock, EventLog, HistoryLimit, SharedLog, WatchFilter};
 use crate::{
     EventKind, ListResult, ObjectKey, Page, PageRequest, Preconditions, Store, StoreError,
     WatchEvent, WatchStream,
@@ -74,12 +74,6 @@ fn decode(target: &str, bytes: &[u8]) -> Result<Value, StoreError> {
         target: target.to_string(),
         source,
     })
-}
-
-/// Locks a mutex whose holder cannot leave its data half-updated (a push or `()` is the last
-/// step), so a poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `f` on the blocking pool.

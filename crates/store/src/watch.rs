@@ -97,8 +97,10 @@ pub(crate) struct EventLog {
 /// goes, the log goes and their streams end.
 pub(crate) type SharedLog = Arc<Mutex<EventLog>>;
 
-fn lock(log: &Mutex<EventLog>) -> MutexGuard<'_, EventLog> {
-    log.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks a mutex whose holder cannot leave its data half-updated (a push or `()` is the last
+/// step), so a poisoned lock is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EventLog {

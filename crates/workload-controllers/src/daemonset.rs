@@ -22,6 +22,7 @@
 //! The decision ([`plan`]) is pure and unit-tested; the reconcile reads the nodes from a
 //! watch cache, lists the DaemonSet's pods and revisions fresh, and applies the plan.
 
+use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,8 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -76,7 +78,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     .touched_objects();
     // A node that comes, goes or changes labels or taints may change every DaemonSet.
     let controller = controller
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .owns_shared_stream(shared.pods.touched())
         .watches_stream(node_events, move |_node: Node| {
             sets.state()
                 .iter()

@@ -8,6 +8,7 @@
 //! progress was made for `progressDeadlineSeconds`) and `Available`, with
 //! `ScalingReplicaSet` events. The arithmetic is in [`crate::rollout`].
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -64,13 +66,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
     )
     .default_backoff()
     .touched_objects();
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        controller_base::cache::watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let pods = shared.pods.store();
     let owners = deployments.clone();
     let pod_sets = sets.clone();
     let controller = controller
@@ -79,7 +75,7 @@ pub fn run(client: Client) -> BoxFuture<'static, ()> {
                 d.spec.as_ref().map(|s| &s.selector)
             })
         })
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(shared.pods.touched(), move |pod: Arc<Pod>| {
             recreate_owner(&pod, &pod_sets, &deployments)
         });
     let ctx = Arc::new(Ctx {

@@ -9,6 +9,7 @@
 //! Creations and deletions are counted in [`Expectations`] until the pod cache shows them,
 //! so a reconcile that runs before the cache caught up never acts twice.
 
+use controller_base::Shared;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,20 +51,18 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let expectations = Arc::new(Expectations::default());
     let controller = controller_base::cache::controller(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let sets = controller.store();
-    let (pods, pod_events) = watch_children(
-        Api::<Pod>::all(client.clone()),
-        "ReplicaSet",
-        expectations.clone(),
-    );
-    let controller = controller.watches_stream(pod_events, move |pod: Pod| {
-        owners_to_sync(&pod, &sets, |rs: &ReplicaSet| {
+    let pods = shared.pods.store();
+    let pod_events = watch_children(&shared.pods, "ReplicaSet", expectations.clone());
+    let controller = controller.watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+        owners_to_sync(&*pod, &sets, |rs: &ReplicaSet| {
             rs.spec.as_ref().map(|s| &s.selector)
         })
     });

@@ -8,6 +8,7 @@
 
 mod plan;
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,8 @@ struct Ctx {
     local: TimeZone,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),

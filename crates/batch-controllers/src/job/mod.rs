@@ -17,6 +17,7 @@ mod plan;
 mod pods;
 mod success;
 
+use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,19 +51,20 @@ struct Ctx {
     jobs: Store<Job>,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let jobs = controller_base::cache::controller(
         Api::<Job>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    .owns_shared_stream(shared.pods.touched());
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         jobs: jobs.store(),
         client: client.clone(),
     });
     let orphans =
-        controller_base::cache::controller(Api::<Pod>::all(client), watcher::Config::default());
+        kube::runtime::Controller::for_shared_stream(shared.pods.applied(), shared.pods.store());
     futures::future::join(
         controller_base::runner::drive("job", jobs, ctx.clone(), reconcile),
         controller_base::runner::drive("job-orphan-pods", orphans, ctx, release_orphan),

@@ -16,6 +16,7 @@ mod policy;
 mod queue;
 mod worker;
 
+use controller_base::Shared;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +42,8 @@ const ORPHAN_WORKERS: usize = 2;
 /// The event source upstream's collector records as.
 const COMPONENT: &str = "garbage-collector-controller";
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     collect(client).boxed()
 }
 

@@ -20,6 +20,7 @@
 //! The decision ([`plan`]) is pure and unit-tested; the reconcile lists the set's pods and
 //! revisions fresh and applies the plan's steps in order.
 
+use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,12 +55,13 @@ struct Ctx {
     recorder: Recorder,
 }
 
-pub fn run(client: Client) -> BoxFuture<'static, ()> {
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
+    let client = shared.client.clone();
     let controller = controller_base::cache::controller(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    .owns_shared_stream(shared.pods.touched());
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,
