@@ -128,6 +128,22 @@ where
         rx
     }
 
+    /// Resolves once the first list is in the cache (client-go's `WaitForCacheSync`). Any
+    /// number of tasks may wait here, where kube's `Store::wait_until_ready` wakes only the
+    /// last of several that began waiting before the list: start what reads the cache after
+    /// this.
+    pub async fn synced(&self) {
+        if lock(&self.subscribers).listed {
+            return;
+        }
+        let mut changes = self.subscribe();
+        while let Some(change) = changes.next().await {
+            if matches!(change, Change::Listed) {
+                return;
+            }
+        }
+    }
+
     /// The objects added or changed: what a controller of this kind reconciles (kube's
     /// `applied_objects`).
     pub fn applied(&self) -> impl Stream<Item = Arc<K>> + Send + Unpin + 'static {
@@ -330,6 +346,20 @@ mod tests {
         assert_eq!(heard(&mut late), ["+a@1", "+b@2", "listed"]);
         informer.apply(&mut writer, watcher::Event::Apply(pod("a", "3")));
         assert_eq!(heard(&mut late), ["+a@3<a@1"]);
+    }
+
+    #[test]
+    fn every_waiter_hears_the_first_list() {
+        let (informer, mut writer) = Informer::<Pod>::unfed();
+        let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(informer.synced())).collect();
+        for w in &mut waiters {
+            assert!(w.as_mut().now_or_never().is_none());
+        }
+        list(&informer, &mut writer, &[pod("a", "1")]);
+        for w in &mut waiters {
+            assert!(w.as_mut().now_or_never().is_some());
+        }
+        assert!(Box::pin(informer.synced()).now_or_never().is_some());
     }
 
     #[test]

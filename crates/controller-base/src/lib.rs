@@ -3,8 +3,8 @@
 //! back-off ([`runner`]), the reconcile error and the API answers controllers test for
 //! ([`error`]), the event recorder ([`events`]), whether a pod fits a node ([`nodefit`]),
 //! owning children ([`ownership`]: controller references, pods from templates, adopt and
-//! release, expectations), what controllers read from pods ([`pods`]) and writing their
-//! status ([`status`]). Controllers are
+//! release, expectations), what controllers read from pods ([`pods`]), writing their
+//! status ([`status`]) and the User-Agent that names the writer ([`useragent`]). Controllers are
 //! plain Kubernetes API clients on `kube::runtime`; the crates holding them (`controllers`,
 //! `workload-controllers`, `batch-controllers`, `storage-controllers`, `policy-controllers`)
 //! each export a list of
@@ -19,6 +19,7 @@ pub mod ownership;
 pub mod pods;
 pub mod runner;
 pub mod status;
+pub mod useragent;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
@@ -41,6 +42,12 @@ impl Shared {
     pub fn new(client: Client) -> (Self, BoxFuture<'static, ()>) {
         let (pods, watch) = Informer::new(Api::all(client.clone()));
         (Shared { client, pods }, watch)
+    }
+
+    /// Resolves once every shared cache holds its first list: controllers start after it, as
+    /// kube-controller-manager starts its controllers after its informers' caches sync.
+    pub async fn synced(&self) {
+        self.pods.synced().await;
     }
 }
 

@@ -119,8 +119,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         return Ok(Action::await_change());
     }
-    ctx.pods
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.pods)
         .await
         .map_err(|e| Error::Cache("pod", e))?;
     let pods = ctx.pods.state();

@@ -81,6 +81,7 @@ pub async fn run(
     leader_election: Option<LeaderElection>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let client = controller_base::useragent::named(&client, "kube-controller-manager");
     match leader_election {
         None => {
             tokio::select! {
@@ -98,25 +99,28 @@ pub async fn run(
 }
 
 async fn run_all(client: Client, settings: Settings) {
-    let all = || {
-        CONTROLLERS
-            .iter()
-            .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
-    };
     let (shared, informers) = Shared::new(client.clone());
-    let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
-    let mut running: Vec<_> = all().map(|(_, start)| start(&shared)).collect();
-    names.extend(["node-lifecycle", "taint-eviction"]);
-    running.push(node_lifecycle::run(&shared, settings.node_lifecycle));
-    running.push(informers);
-    if let Some(ca) = settings.root_ca {
-        names.push("root-ca-cert-publisher");
-        running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));
-    }
-    if let Some(signing) = settings.cluster_signing {
-        names.push("csrsigning");
-        running.push(certificate_controllers::signer(client.clone(), signing));
-    }
-    tracing::info!(controllers = ?names, "starting controllers");
-    futures::future::join_all(running).await;
+    let controllers = async move {
+        shared.synced().await;
+        let all = || {
+            CONTROLLERS
+                .iter()
+                .chain(WORKLOAD_CONTROLLERS.iter().flat_map(|list| list.iter()))
+        };
+        let mut names: Vec<&str> = all().map(|(n, _)| *n).collect();
+        let mut running: Vec<_> = all().map(|(_, start)| start(&shared)).collect();
+        names.extend(["node-lifecycle", "taint-eviction"]);
+        running.push(node_lifecycle::run(&shared, settings.node_lifecycle));
+        if let Some(ca) = settings.root_ca {
+            names.push("root-ca-cert-publisher");
+            running.push(serviceaccounts::run_root_ca_publisher(client.clone(), ca));
+        }
+        if let Some(signing) = settings.cluster_signing {
+            names.push("csrsigning");
+            running.push(certificate_controllers::signer(client.clone(), signing));
+        }
+        tracing::info!(controllers = ?names, "starting controllers");
+        futures::future::join_all(running).await;
+    };
+    futures::future::join(informers, controllers).await;
 }

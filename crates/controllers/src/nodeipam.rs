@@ -177,8 +177,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     // Every existing Node's range must be known before handing one out.
-    ctx.nodes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.nodes)
         .await
         .map_err(|e| Error::Cache("node", e))?;
     let name = node.name_any();

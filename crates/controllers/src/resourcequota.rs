@@ -177,6 +177,22 @@ pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
     let secrets = informer::<Secret>(&client, &mut watches);
     let secret_events = triggered(&secrets, deletions());
     let quota_deletions = triggered(&quotas, deletions());
+    let synced = {
+        let (q, s, c, m, x) = (
+            quotas.clone(),
+            services.clone(),
+            claims.clone(),
+            config_maps.clone(),
+            secrets.clone(),
+        );
+        async move {
+            q.synced().await;
+            s.synced().await;
+            c.synced().await;
+            m.synced().await;
+            x.synced().await;
+        }
+    };
     let quotas = quotas.store();
     let (q1, q2, q3, q4, q5, q6) = (
         quotas.clone(),
@@ -223,12 +239,12 @@ pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
         config_maps: config_maps.store(),
         secrets: secrets.store(),
     });
-    futures::future::join(
-        controller_base::runner::drive("resourcequota", controller, ctx, reconcile),
-        futures::future::join_all(watches),
-    )
-    .map(|_| ())
-    .boxed()
+    // The reconciles read every cache: they start once all hold their first list.
+    let run = synced
+        .then(|()| controller_base::runner::drive("resourcequota", controller, ctx, reconcile));
+    futures::future::join(run, futures::future::join_all(watches))
+        .map(|_| ())
+        .boxed()
 }
 
 /// The objects of `ns` in `store`, as JSON.
@@ -336,12 +352,24 @@ fn amounts(list: Option<&BTreeMap<String, Quantity>>) -> Usage {
 
 async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     for (what, ready) in [
-        ("pod", ctx.pods.wait_until_ready().await),
-        ("service", ctx.services.wait_until_ready().await),
-        ("persistentvolumeclaim", ctx.claims.wait_until_ready().await),
-        ("configmap", ctx.config_maps.wait_until_ready().await),
-        ("secret", ctx.secrets.wait_until_ready().await),
-        ("resourcequota", ctx.quotas.wait_until_ready().await),
+        ("pod", controller_base::cache::ready(&ctx.pods).await),
+        (
+            "service",
+            controller_base::cache::ready(&ctx.services).await,
+        ),
+        (
+            "persistentvolumeclaim",
+            controller_base::cache::ready(&ctx.claims).await,
+        ),
+        (
+            "configmap",
+            controller_base::cache::ready(&ctx.config_maps).await,
+        ),
+        ("secret", controller_base::cache::ready(&ctx.secrets).await),
+        (
+            "resourcequota",
+            controller_base::cache::ready(&ctx.quotas).await,
+        ),
     ] {
         ready.map_err(|e| Error::Cache(what, e))?;
     }

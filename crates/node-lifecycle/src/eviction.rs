@@ -140,8 +140,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         ctx.orphans.forget(&key);
         return Ok(Action::await_change());
     };
-    ctx.nodes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.nodes)
         .await
         .map_err(|e| Error::Cache("node", e))?;
     let Some(node) = ctx.nodes.get(&ObjectRef::new(node_name)) else {

@@ -99,8 +99,7 @@ pub fn run(client: Client, settings: Settings, pods: Store<Pod>) -> BoxFuture<'s
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.leases
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.leases)
         .await
         .map_err(|e| Error::Cache("lease", e))?;
     let name = node.name_any();
@@ -269,8 +268,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Upstream `MarkPodsNotReady`: each pod bound to the node gets Ready=False. Returns
 /// whether some write lost a race (look again soon).
 async fn mark_pods_not_ready(ctx: &Ctx, node: &str, now: Timestamp) -> Result<bool, Error> {
-    ctx.pods
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.pods)
         .await
         .map_err(|e| Error::Cache("pod", e))?;
     let mut raced = false;

@@ -104,7 +104,7 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
     let pod_cgroups = process::pod_cgroups(runtime.config());
     let drain = static_pods.shutdown.clone();
     let mut agent = tokio::spawn(node::run(
-        client,
+        controller_base::useragent::named(&client, "kubelet"),
         Arc::new(runtime),
         node::AgentConfig {
             node_name,

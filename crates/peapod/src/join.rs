@@ -208,6 +208,8 @@ async fn bootstrap(
     config.root_cert = Some(ders(&cluster.ca_pem)?);
     config.auth_info.token = Some(token.to_string().into());
     let client = kube::Client::try_from(config).context("building the bootstrap client")?;
+    // kubelet's TLS bootstrap asks for its certificate as `kubelet`.
+    let client = controller_base::useragent::named(&client, "kubelet");
     let api = Api::<CertificateSigningRequest>::all(client);
     let (key_pem, request_pem) = nodetrust::csr::node_request(node_name)?;
     let csr: CertificateSigningRequest = serde_json::from_value(serde_json::json!({

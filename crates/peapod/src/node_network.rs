@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use controller_base::useragent::named;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,7 +19,7 @@ pub fn start_pod_network(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(podnet::run(
-        client,
+        named(&client, "peapod-network"),
         args.pod_network(node_name),
         Arc::new(podnet::host::Commands::default()),
         Arc::new(move |cidr| pod_cidr.set(cidr.to_string())),
@@ -32,8 +33,8 @@ pub fn start_services(
     shutdown: watch::Receiver<bool>,
 ) -> [JoinHandle<()>; 2] {
     [
-        tokio::spawn(run_proxy(client.clone(), shutdown.clone())),
-        tokio::spawn(run_dns(client, shutdown)),
+        tokio::spawn(run_proxy(named(&client, "kube-proxy"), shutdown.clone())),
+        tokio::spawn(run_dns(named(&client, "coredns"), shutdown)),
     ]
 }
 

@@ -3,14 +3,18 @@
 //! edit`) take the fields they change, a re-apply that would change them fails with kube's
 //! conflict message until `--force-conflicts`, fields dropped from the manifest leave the
 //! object, two field managers share the fields they both apply, ports are told apart by
-//! number and protocol, and an object keeps at most ten update entries.
+//! number and protocol, an object keeps at most ten update entries, and peapod's own
+//! components write under their upstream names.
 
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
 use common::Peapod;
 use serde_json::Value;
+
+const T: Duration = Duration::from_secs(90);
 
 fn deployment(replicas: u32, image_tag: &str, with_tier: bool) -> String {
     let tier = if with_tier { "\n    tier: front" } else { "" };
@@ -355,4 +359,81 @@ fn ports_are_keyed_by_protocol_and_update_entries_are_capped() {
         owners(&svc, &["f:metadata", "f:labels", "f:l10"]),
         ["labeller-10/Update"]
     );
+}
+
+/// Every `manager/operation[/subresource]` entry of `obj`'s managedFields.
+fn managers(obj: &Value) -> Vec<String> {
+    let mut all: Vec<String> = obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let m = e["manager"].as_str().unwrap_or("");
+            let op = e["operation"].as_str().unwrap_or("");
+            match e["subresource"].as_str().unwrap_or("") {
+                "" => format!("{m}/{op}"),
+                sub => format!("{m}/{op}/{sub}"),
+            }
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Each component writes under its own name, as on any cluster (the API server takes the
+/// manager from the User-Agent): a ReplicaSet's pod is created by `kube-controller-manager`
+/// and its status written by `kubelet`, a Deployment's status by `kube-controller-manager`,
+/// and an unschedulable pod's condition by `kube-scheduler`.
+#[test]
+fn components_write_under_their_own_names() {
+    let pp = Peapod::start();
+    // The image is loaded on the node, not served by a registry.
+    let manifest = deployment(1, "latest", false).replace(
+        "        command:",
+        "        imagePullPolicy: IfNotPresent\n        command:",
+    );
+    apply_ok(&pp, &["apply"], &manifest);
+    let pod = common::wait_until("the Deployment's pod Running", T, || {
+        let name = pp.jsonpath_all("pods", "{.items[*].metadata.name}");
+        let name = name.split_whitespace().next()?.to_string();
+        (pp.jsonpath(&format!("pod/{name}"), "{.status.phase}")
+            .as_deref()
+            == Some("Running"))
+        .then_some(name)
+    });
+    let p = get_json(&pp, &format!("pod/{pod}"));
+    assert_eq!(
+        managers(&p),
+        ["kube-controller-manager/Update", "kubelet/Update/status"],
+        "{p:#}"
+    );
+    assert_eq!(
+        owners(&p, &["f:status", "f:phase"]),
+        ["kubelet/Update/status"]
+    );
+    common::wait_until("the Deployment's status written", T, || {
+        let d = get_json(&pp, "deployment/web");
+        owners(&d, &["f:status", "f:availableReplicas"])
+            .contains(&"kube-controller-manager/Update/status".to_string())
+            .then_some(())
+    });
+
+    pp.apply(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: nowhere
+spec:
+  nodeSelector:
+    no-such: node
+  containers:
+  - name: c
+    image: docker.io/library/busybox:latest
+",
+    );
+    common::wait_until("the scheduler's condition on the pod", T, || {
+        managers(&get_json(&pp, "pod/nowhere"))
+            .contains(&"kube-scheduler/Update/status".to_string())
+            .then_some(())
+    });
 }

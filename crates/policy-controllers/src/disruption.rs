@@ -166,10 +166,19 @@ pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
 
 async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Action, ApiFailure> {
     for (what, ready) in [
-        ("pod", ctx.pods.wait_until_ready().await),
-        ("replicaset", ctx.replica_sets.wait_until_ready().await),
-        ("deployment", ctx.deployments.wait_until_ready().await),
-        ("statefulset", ctx.stateful_sets.wait_until_ready().await),
+        ("pod", controller_base::cache::ready(&ctx.pods).await),
+        (
+            "replicaset",
+            controller_base::cache::ready(&ctx.replica_sets).await,
+        ),
+        (
+            "deployment",
+            controller_base::cache::ready(&ctx.deployments).await,
+        ),
+        (
+            "statefulset",
+            controller_base::cache::ready(&ctx.stateful_sets).await,
+        ),
     ] {
         ready.map_err(|e| ApiFailure::Cache(what, e))?;
     }

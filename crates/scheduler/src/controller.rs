@@ -255,7 +255,7 @@ fn on_node_event(queue: &Queue, nodes: &Store<Node>, event: &watcher::Event<Node
 /// queue, a timer flushes backoffQ and the long-unschedulable pods, and one loop takes the
 /// pods from the queue and decides for them one at a time.
 pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
-    let client = shared.client.clone();
+    let client = controller_base::useragent::named(&shared.client, "kube-scheduler");
     let queue = Arc::new(Queue::default());
     let mut watches: Vec<BoxFuture<'static, ()>> = Vec::new();
 
@@ -420,44 +420,34 @@ async fn schedule_loop(ctx: Arc<Ctx>, queue: Arc<Queue>) {
 
 impl Ctx {
     async fn wait_for_caches(&self) -> Result<(), Error> {
-        self.pods
-            .wait_until_ready()
+        controller_base::cache::ready(&self.pods)
             .await
             .map_err(|e| Error::Cache("pod", e))?;
-        self.nodes
-            .wait_until_ready()
+        controller_base::cache::ready(&self.nodes)
             .await
             .map_err(|e| Error::Cache("node", e))?;
-        self.namespaces
-            .wait_until_ready()
+        controller_base::cache::ready(&self.namespaces)
             .await
             .map_err(|e| Error::Cache("namespace", e))?;
-        self.services
-            .wait_until_ready()
+        controller_base::cache::ready(&self.services)
             .await
             .map_err(|e| Error::Cache("service", e))?;
-        self.replicasets
-            .wait_until_ready()
+        controller_base::cache::ready(&self.replicasets)
             .await
             .map_err(|e| Error::Cache("replicaset", e))?;
-        self.statefulsets
-            .wait_until_ready()
+        controller_base::cache::ready(&self.statefulsets)
             .await
             .map_err(|e| Error::Cache("statefulset", e))?;
-        self.claims
-            .wait_until_ready()
+        controller_base::cache::ready(&self.claims)
             .await
             .map_err(|e| Error::Cache("persistentvolumeclaim", e))?;
-        self.volumes
-            .wait_until_ready()
+        controller_base::cache::ready(&self.volumes)
             .await
             .map_err(|e| Error::Cache("persistentvolume", e))?;
-        self.classes
-            .wait_until_ready()
+        controller_base::cache::ready(&self.classes)
             .await
             .map_err(|e| Error::Cache("storageclass", e))?;
-        self.budgets
-            .wait_until_ready()
+        controller_base::cache::ready(&self.budgets)
             .await
             .map_err(|e| Error::Cache("poddisruptionbudget", e))
     }

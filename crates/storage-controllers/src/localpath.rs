@@ -320,12 +320,10 @@ async fn provision(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
     {
         return Ok(Action::await_change());
     }
-    ctx.classes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.classes)
         .await
         .map_err(|e| Error::Cache("storageclass", e))?;
-    ctx.nodes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.nodes)
         .await
         .map_err(|e| Error::Cache("node", e))?;
     let class_name = claim_class(&pvc).to_string();

@@ -169,16 +169,13 @@ fn unbound(claims: &Store<PersistentVolumeClaim>) -> Vec<ObjectRef<PersistentVol
 }
 
 async fn ready(ctx: &Ctx) -> Result<(), Error> {
-    ctx.volumes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.volumes)
         .await
         .map_err(|e| Error::Cache("persistentvolume", e))?;
-    ctx.classes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.classes)
         .await
         .map_err(|e| Error::Cache("storageclass", e))?;
-    ctx.nodes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.nodes)
         .await
         .map_err(|e| Error::Cache("node", e))
 }
@@ -520,8 +517,7 @@ async fn set_volume_phase(
 }
 
 async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.claims
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.claims)
         .await
         .map_err(|e| Error::Cache("persistentvolumeclaim", e))?;
     let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {

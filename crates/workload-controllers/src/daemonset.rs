@@ -102,8 +102,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    ctx.nodes
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.nodes)
         .await
         .map_err(|e| Error::Cache("node", e))?;
     let nodes = ctx.nodes.state();

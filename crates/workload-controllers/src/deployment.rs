@@ -164,8 +164,8 @@ impl Sync<'_> {
             return Ok(Action::await_change());
         };
         for ready in [
-            self.ctx.sets.wait_until_ready().await,
-            self.ctx.pods.wait_until_ready().await,
+            controller_base::cache::ready(&self.ctx.sets).await,
+            controller_base::cache::ready(&self.ctx.pods).await,
         ] {
             ready.map_err(|e| Error::Cache("replica set", e))?;
         }

@@ -87,8 +87,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let Some(selector) = label_selector(&spec.selector) else {
         return Ok(Action::await_change());
     };
-    ctx.pods
-        .wait_until_ready()
+    controller_base::cache::ready(&ctx.pods)
         .await
         .map_err(|e| Error::Cache("pod", e))?;
     let needs_sync = ctx.expectations.satisfied(&key);
