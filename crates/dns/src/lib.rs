@@ -35,8 +35,9 @@ use futures::StreamExt;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
@@ -468,9 +469,32 @@ impl Stores {
     }
 }
 
+/// managedFields are never read here: not cached.
+fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Of a pod, the index reads its namespace and IP: the cache keeps those and the name (its
+/// key), a few hundred bytes where the whole pod takes kilobytes.
+fn pod_address(pod: &mut Pod) {
+    *pod = Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.take(),
+            namespace: pod.metadata.namespace.take(),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            pod_ip: pod.status.as_mut().and_then(|s| s.pod_ip.take()),
+            ..Default::default()
+        }),
+    };
+}
+
 fn spawn_reflector<K>(
     api: Api<K>,
     changes: Arc<AtomicU64>,
+    trim: fn(&mut K),
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
@@ -483,9 +507,7 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let task = tokio::spawn(async move {
-        // managedFields are never read here: not cached.
-        let objects = watcher(api, watcher::Config::default())
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None);
+        let objects = watcher(api, watcher::Config::default()).modify(trim);
         let mut stream = reflector(writer, objects)
             .default_backoff()
             .touched_objects()
@@ -535,9 +557,17 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, "cluster DNS serving");
     let changes = Arc::new(AtomicU64::new(1));
-    let (services, t1) = spawn_reflector(Api::<Service>::all(client.clone()), changes.clone());
-    let (slices, t2) = spawn_reflector(Api::<EndpointSlice>::all(client.clone()), changes.clone());
-    let (pods, t3) = spawn_reflector(Api::<Pod>::all(client), changes.clone());
+    let (services, t1) = spawn_reflector(
+        Api::<Service>::all(client.clone()),
+        changes.clone(),
+        drop_managed_fields,
+    );
+    let (slices, t2) = spawn_reflector(
+        Api::<EndpointSlice>::all(client.clone()),
+        changes.clone(),
+        drop_managed_fields,
+    );
+    let (pods, t3) = spawn_reflector(Api::<Pod>::all(client), changes.clone(), pod_address);
     let stores = Arc::new(Stores {
         services,
         slices,
@@ -698,8 +728,11 @@ mod tests {
                           {"addresses": ["10.244.0.5"], "conditions": {"ready": false}, "hostname": "web-1"},
                           {"addresses": ["10.244.0.4"], "conditions": {"ready": false}},
                           {"addresses": ["10.244.0.2"], "conditions": {"ready": true}}]})];
-        let pods = vec![json!({"metadata": {"name": "p", "namespace": "shop"},
-            "status": {"podIP": "10.244.0.3"}})];
+        let pods = vec![
+            json!({"metadata": {"name": "p", "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.3"}}),
+        ];
         Snapshot::new(
             services
                 .into_iter()
@@ -707,8 +740,12 @@ mod tests {
             slices
                 .into_iter()
                 .map(|v| Arc::new(serde_json::from_value(v).expect("slice"))),
-            pods.into_iter()
-                .map(|v| Arc::new(serde_json::from_value(v).expect("pod"))),
+            // As the cache holds them.
+            pods.into_iter().map(|v| {
+                let mut pod = serde_json::from_value(v).expect("pod");
+                pod_address(&mut pod);
+                Arc::new(pod)
+            }),
         )
     }
 
@@ -781,6 +818,21 @@ mod tests {
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 244, 0, 2)]);
         let m = ask("web-9.peers.shop.svc.cluster.local.", RecordType::A);
         assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn the_pod_cache_keeps_name_namespace_and_ip_only() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "shop", "uid": "u", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.3", "hostIP": "10.0.0.1"}}))
+        .expect("pod");
+        pod_address(&mut pod);
+        assert_eq!(
+            serde_json::to_value(&pod).expect("json"),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "shop"}, "status": {"podIP": "10.244.0.3"}})
+        );
     }
 
     #[test]
