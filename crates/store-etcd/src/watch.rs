@@ -44,10 +44,10 @@ pub fn to_event(scope: &Scope, ev: &Event) -> Result<Option<WatchEvent>, StoreEr
             } else {
                 EventKind::Modified
             },
-            object: stamped(&key, kv)?,
+            object: Arc::new(stamped(&key, kv)?),
             key,
             resource_version: rv,
-            prev_object: prev,
+            prev_object: prev.map(Arc::new),
         })),
         EventType::Delete => {
             let Some(prev) = prev else {
@@ -60,8 +60,8 @@ pub fn to_event(scope: &Scope, ev: &Event) -> Result<Option<WatchEvent>, StoreEr
                 kind: EventKind::Deleted,
                 key,
                 resource_version: rv,
-                object: last,
-                prev_object: Some(prev),
+                object: Arc::new(last),
+                prev_object: Some(Arc::new(prev)),
             }))
         }
     }
@@ -123,7 +123,7 @@ fn bookmark(scope: &Scope, rv: u64) -> WatchEvent {
         kind: EventKind::Bookmark,
         key: store::ObjectKey::new(&scope.group, &scope.resource, "", ""),
         resource_version: rv,
-        object,
+        object: Arc::new(object),
         prev_object: None,
     }
 }

@@ -272,7 +272,7 @@ async fn reads_writes_pages_and_watches_at_etcd_revisions() {
         (ev.kind, ev.resource_version, ev.key.clone()),
         (EventKind::Modified, r2, key("a"))
     );
-    assert_eq!(ev.prev_object.as_ref().map(rv), Some(r1));
+    assert_eq!(ev.prev_object.as_deref().map(rv), Some(r1));
     for n in ["b", "c"] {
         let ev = next_change(&mut w).await;
         assert_eq!((ev.kind, ev.key.name.as_str()), (EventKind::Added, n));
@@ -295,7 +295,7 @@ async fn reads_writes_pages_and_watches_at_etcd_revisions() {
     let ev = next_change(&mut w).await;
     assert_eq!(ev.kind, EventKind::Deleted);
     assert_eq!(ev.resource_version, rv(&gone));
-    assert_eq!(ev.object, gone);
+    assert_eq!(*ev.object, gone);
     assert_eq!(ev.object["data"]["k"], "2");
 
     // After compaction, a watch from before it is Expired (410 Gone at the API).

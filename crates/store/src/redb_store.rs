@@ -210,8 +210,8 @@ impl Inner {
                             kind,
                             key: key.clone(),
                             resource_version: next_rv,
-                            object: obj,
-                            prev_object: current,
+                            object: Arc::new(obj),
+                            prev_object: current.map(Arc::new),
                         },
                     )
                 }
@@ -232,8 +232,8 @@ impl Inner {
                             kind: EventKind::Deleted,
                             key: key.clone(),
                             resource_version: next_rv,
-                            object: last,
-                            prev_object: current,
+                            object: Arc::new(last),
+                            prev_object: current.map(Arc::new),
                         },
                     )
                 }

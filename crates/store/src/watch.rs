@@ -37,10 +37,11 @@ pub struct WatchEvent {
     /// The resourceVersion of the write.
     pub resource_version: u64,
     /// The new state; for `Deleted`, the last state stamped with the deletion's RV.
-    pub object: Value,
+    pub object: Arc<Value>,
     /// The state before the write (None for `Added`): lets watchers with selectors turn an
-    /// update into ADDED/DELETED when the object starts or stops matching.
-    pub prev_object: Option<Value>,
+    /// update into ADDED/DELETED when the object starts or stops matching. In the history it
+    /// is the previous event's `object` itself when that event is still there.
+    pub prev_object: Option<Arc<Value>>,
 }
 
 /// Which events a watcher wants.
@@ -91,6 +92,10 @@ pub(crate) struct EventLog {
     floors: HashMap<(String, String), u64>,
     /// The RV of the newest event pushed; watchers wait for it to change.
     newest: watch::Sender<u64>,
+    /// Per key, the object of its newest event in the history. The next write's previous
+    /// state is that object: the event shares it instead of holding a second copy, which
+    /// halves what a burst of updates keeps.
+    latest: HashMap<ObjectKey, Arc<Value>>,
 }
 
 /// The log as the store and its watchers share it. Watchers hold it weakly: when the store
@@ -103,6 +108,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An object's `metadata.resourceVersion`: one key's states are told apart by it.
+fn resource_version(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
 impl EventLog {
     pub fn new(current_rv: u64, limit: HistoryLimit) -> Self {
         EventLog {
@@ -112,6 +123,7 @@ impl EventLog {
             start: current_rv,
             floors: HashMap::new(),
             newest: watch::Sender::new(current_rv),
+            latest: HashMap::new(),
         }
     }
 
@@ -121,7 +133,7 @@ impl EventLog {
         self.push_at(ev, size, Instant::now());
     }
 
-    fn push_at(&mut self, ev: WatchEvent, size: usize, now: Instant) {
+    fn push_at(&mut self, mut ev: WatchEvent, size: usize, now: Instant) {
         let rv = ev.resource_version;
         while let Some((old, old_size, at)) = self.history.front() {
             let full =
@@ -134,7 +146,22 @@ impl EventLog {
             let resource = (old.key.group.clone(), old.key.resource.clone());
             self.floors.insert(resource, old.resource_version);
             self.bytes -= old_size;
+            if self
+                .latest
+                .get(&old.key)
+                .is_some_and(|o| Arc::ptr_eq(o, &old.object))
+            {
+                self.latest.remove(&old.key);
+            }
             self.history.pop_front();
+        }
+        if ev.kind != EventKind::Bookmark {
+            if let (Some(prev), Some(last)) = (&ev.prev_object, self.latest.get(&ev.key)) {
+                if resource_version(prev) == resource_version(last) {
+                    ev.prev_object = Some(last.clone());
+                }
+            }
+            self.latest.insert(ev.key.clone(), ev.object.clone());
         }
         self.bytes += size;
         self.history.push_back((Arc::new(ev), size, now));
@@ -271,13 +298,75 @@ mod tests {
             kind: EventKind::Added,
             key: ObjectKey::new("", "pods", "default", &format!("p{rv}")),
             resource_version: rv,
-            object: json!({}),
+            object: Arc::new(json!({})),
             prev_object: None,
         }
     }
 
     fn oldest(log: &EventLog) -> Option<u64> {
         log.history.front().map(|(e, _, _)| e.resource_version)
+    }
+
+    fn write(kind: EventKind, name: &str, rv: u64, prev_rv: Option<u64>) -> WatchEvent {
+        let state =
+            |rv: u64| json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}});
+        WatchEvent {
+            kind,
+            key: ObjectKey::new("", "pods", "default", name),
+            resource_version: rv,
+            object: Arc::new(state(rv)),
+            prev_object: prev_rv.map(|r| Arc::new(state(r))),
+        }
+    }
+
+    #[test]
+    fn an_update_shares_its_previous_state_with_the_event_before() {
+        let mut log = EventLog::new(0, crate::redb_store::DEFAULT_HISTORY);
+        log.push(write(EventKind::Added, "a", 1, None), 10);
+        log.push(write(EventKind::Added, "b", 2, None), 10);
+        log.push(write(EventKind::Modified, "a", 3, Some(1)), 10);
+        log.push(write(EventKind::Deleted, "a", 4, Some(3)), 10);
+        // A previous state the history does not hold (its write was before) is kept as given.
+        log.push(write(EventKind::Modified, "b", 5, Some(1)), 10);
+        let events: Vec<_> = log.history.iter().map(|(e, _, _)| e.clone()).collect();
+        let shared = |later: usize, earlier: usize| {
+            events[later]
+                .prev_object
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, &events[earlier].object))
+        };
+        assert!(shared(2, 0));
+        assert!(shared(3, 2));
+        assert!(!shared(4, 1));
+        assert_eq!(
+            events[4].prev_object.as_deref(),
+            Some(&json!({"metadata": {"name": "b", "resourceVersion": "1"}}))
+        );
+    }
+
+    #[test]
+    fn an_object_that_leaves_the_history_is_not_held_for_sharing() {
+        let limit = HistoryLimit {
+            events: 2,
+            bytes: usize::MAX,
+            fresh: Duration::from_secs(75),
+            min_events: 1,
+        };
+        let mut log = EventLog::new(0, limit);
+        log.push(write(EventKind::Added, "a", 1, None), 10);
+        let first = log.history[0].0.object.clone();
+        log.push(write(EventKind::Added, "b", 2, None), 10);
+        log.push(write(EventKind::Added, "c", 3, None), 10);
+        assert_eq!(oldest(&log), Some(2));
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "still held after leaving the history"
+        );
+        assert!(!log
+            .latest
+            .contains_key(&ObjectKey::new("", "pods", "default", "a")));
+        assert_eq!(log.latest.len(), 2);
     }
 
     #[test]
