@@ -54,6 +54,14 @@ fn deadline(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instan
     now.checked_add(timeout).unwrap_or(now)
 }
 
+/// One line of a watch response.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    object: &'a Value,
+}
+
 struct State {
     req: WatchRequest,
     watch: Option<WatchStream>,
@@ -68,8 +76,8 @@ struct State {
 
 impl State {
     fn encode(&mut self, ty: &str, obj: &Value) -> Bytes {
-        let object = match self.req.format {
-            Format::Json => obj.clone(),
+        let table = match self.req.format {
+            Format::Json => None,
             Format::Table(include) => {
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
@@ -85,11 +93,16 @@ impl State {
                     jiff::Timestamp::now(),
                 );
                 self.first_table = false;
-                t
+                Some(t)
             }
         };
-        let mut line = json!({"type": ty, "object": object}).to_string();
-        line.push('\n');
+        // Written from the history's object itself: no copy of it per watcher.
+        let event = EventLine {
+            ty,
+            object: table.as_ref().unwrap_or(obj),
+        };
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
         Bytes::from(line)
     }
 
