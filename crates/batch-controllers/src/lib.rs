@@ -1,5 +1,5 @@
 //! The batch controllers (kube-controller-manager's Job and CronJob controllers): each a
-//! module with a `run(client)` function and one line in [`CONTROLLERS`], their decisions
+//! module with a `run(shared)` function and one line in [`CONTROLLERS`], their decisions
 //! pure in each module's `plan`. The controller manager in `controllers` runs them.
 
 pub mod cronjob;

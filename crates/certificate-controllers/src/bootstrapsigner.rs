@@ -4,7 +4,6 @@
 //! expired), so a joining node holding a token can check that the kubeconfig (and the CA in
 //! it) came from someone who knows the token. Signatures of tokens that went away are removed.
 
-use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use kube::runtime::watcher;
 use kube::Client;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 pub const NAMESPACE: &str = "kube-public";
 pub const NAME: &str = "cluster-info";

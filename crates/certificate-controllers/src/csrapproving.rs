@@ -3,7 +3,6 @@
 //! (through the `approval` subresource); anything else waits for `kubectl certificate
 //! approve|deny`. The rules are [`nodetrust::csr::decide`].
 
-use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -18,6 +17,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 use nodetrust::csr::{decide, Decision, APPROVED_REASON};
 
 struct Ctx {

@@ -5,7 +5,6 @@
 //! reconcile reads the ClusterRoles from the API: the change that woke it may not have
 //! reached the cache yet.
 
-use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -18,6 +17,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use controller_base::error::{is_not_found, Error};
+use controller_base::Shared;
 
 /// The `clusterrole-aggregation` controller.
 pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {

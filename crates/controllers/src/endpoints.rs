@@ -13,7 +13,6 @@
 //! The decision (`desired_*`) is pure and unit-tested; the reconcile of a Service applies it,
 //! woken by the Service's and its namespace's pods' watch events.
 
-use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,6 +36,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 /// The label that ties a slice to its Service, and the manager label of upstream's
 /// controller (kubectl and kube-proxy select on both).

@@ -9,7 +9,7 @@
 //! `peapod up` against its own API, or alone with `peapod controllers --kubeconfig`, where
 //! leader election on a Lease lets several copies run and only one act.
 //!
-//! A new controller is one file with a `run(client)` function and one line in
+//! A new controller is one file with a `run(shared)` function and one line in
 //! [`CONTROLLERS`] (or, for workload kinds, in `workload-controllers`); what they share is
 //! `controller-base`.
 

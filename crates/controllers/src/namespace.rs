@@ -8,7 +8,6 @@
 //! namespace's status conditions say what is left and which finalizers hold it, with
 //! upstream's condition types, reasons and messages.
 
-use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 /// How soon a namespace that still holds objects is looked at again.
 const STILL_EMPTYING: Duration = Duration::from_secs(1);

@@ -11,7 +11,6 @@
 //! range once set is never changed, and a Node whose range lies outside the cluster CIDR
 //! keeps it.
 
-use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +26,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 /// kube-controller-manager's `--cluster-cidr` as peapod's nodes use it.
 const CLUSTER_CIDR: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 244, 0, 0), 16);

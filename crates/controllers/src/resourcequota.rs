@@ -9,7 +9,6 @@
 //! other resources (`count/deployments.apps`) are listed through discovery, and a metadata
 //! watch of each such resource brings its deletions.
 
-use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +32,7 @@ use tokio::task::JoinSet;
 
 use controller_base::error::Error;
 use controller_base::informer::{Change, Informer};
+use controller_base::Shared;
 use kinds_core::resourcequota::usage::{self, Evaluator, Usage};
 
 /// How often every quota is recomputed (kube-controller-manager's

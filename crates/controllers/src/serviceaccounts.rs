@@ -6,7 +6,6 @@
 //! namespace's events and by those of the object it keeps, so a deleted one comes back.
 //! Terminating namespaces are left alone: the namespace controller is emptying them.
 
-use controller_base::Shared;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 /// The account every namespace has.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";

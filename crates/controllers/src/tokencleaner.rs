@@ -4,7 +4,6 @@
 //! without an expiration, or with one that cannot be read, is left alone (upstream keeps
 //! those too; the authenticator refuses an unreadable one).
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 const NAMESPACE: &str = "kube-system";
 const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";

@@ -55,9 +55,8 @@ fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
 }
 
-/// Starts the controller; also returns its cache of all pods, for the node lifecycle
-/// controller to share.
-pub fn run(shared: &Shared) -> (Store<Pod>, BoxFuture<'static, ()>) {
+/// Starts the controller.
+pub fn run(shared: &Shared) -> BoxFuture<'static, ()> {
     let client = shared.client.clone();
     let pending: Arc<Mutex<HashMap<String, Pending>>> = Arc::default();
     let orphans: Arc<Orphans> = Arc::default();
@@ -118,10 +117,9 @@ pub fn run(shared: &Shared) -> (Store<Pod>, BoxFuture<'static, ()>) {
         pending,
         orphans,
     });
-    let driven = controller_base::runner::drive("taint-eviction", controller, ctx, reconcile)
+    controller_base::runner::drive("taint-eviction", controller, ctx, reconcile)
         .map(|_| ())
-        .boxed();
-    (pods, driven)
+        .boxed()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -24,10 +24,9 @@ pub use settings::Settings;
 
 /// Runs both controllers.
 pub fn run(shared: &Shared, settings: Settings) -> BoxFuture<'static, ()> {
-    let (pods, eviction) = eviction::run(shared);
     futures::future::join(
-        eviction,
-        lifecycle::run(shared.client.clone(), settings, pods),
+        eviction::run(shared),
+        lifecycle::run(shared.client.clone(), settings, shared.pods.store()),
     )
     .map(|_| ())
     .boxed()

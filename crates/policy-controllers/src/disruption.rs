@@ -12,7 +12,6 @@
 //! Budgets are synced on their own changes and on changes of the pods they select (with
 //! their labels before and after the change).
 
-use controller_base::Shared;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +36,7 @@ use controller_base::error::{is_conflict, is_not_found, Error as ApiFailure};
 use controller_base::events::{EventType, Recorder};
 use controller_base::ownership::{controller_of, key_of, label_selector, selects};
 use controller_base::pods;
+use controller_base::Shared;
 
 const COMPONENT: &str = "controllermanager";
 /// Upstream's `DeletionTimeout`: how long an evicted pod may stay before it counts again.

@@ -21,7 +21,6 @@
 //! and its `peapod.io/local-path-directory` finalizer holds it until the node has removed
 //! the directory.
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +41,7 @@ use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use crate::volumebinding::{
     claim_class, phase, volume_name, waits_for_consumer, ANN_PROVISIONED_BY, ANN_SELECTED_NODE,

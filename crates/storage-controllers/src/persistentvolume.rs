@@ -20,7 +20,6 @@
 //! statuses; every step is idempotent, so a conflict or a crash in between is finished by
 //! the next reconcile.
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,7 @@ use serde_json::json;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use crate::volumebinding::{
     claim_class, class_unset, default_class, find_match, phase, refers_to, satisfies, volume_name,

@@ -9,7 +9,6 @@
 //!   upstream asks the API server before it trusts its cache;
 //! - a volume is in use while its phase is `Bound`.
 
-use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -24,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
+use controller_base::Shared;
 
 /// The finalizer of claims.
 pub const PVC_FINALIZER: &str = "kubernetes.io/pvc-protection";

@@ -9,7 +9,6 @@
 //! changes: no file system resize is pending afterwards. Whether a claim may grow at all
 //! (its class's `allowVolumeExpansion`) is the API server's admission to decide.
 
-use controller_base::Shared;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -24,6 +23,7 @@ use serde_json::json;
 use apimachinery::quantity::Quantity;
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use crate::localpath::PROVISIONER;
 use crate::volumebinding::{requested, volume_name, ANN_PROVISIONED_BY};

@@ -22,7 +22,6 @@
 //! The decision ([`plan`]) is pure and unit-tested; the reconcile reads the nodes from a
 //! watch cache, lists the DaemonSet's pods and revisions fresh, and applies the plan.
 
-use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +45,7 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 use controller_base::nodefit::{self, NODE_NAME_FIELD};
+use controller_base::Shared;
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
 use controller_base::ownership::{self, controller_ref};

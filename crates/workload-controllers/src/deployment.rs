@@ -8,7 +8,6 @@
 //! progress was made for `progressDeadlineSeconds`) and `Available`, with
 //! `ScalingReplicaSet` events. The arithmetic is in [`crate::rollout`].
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use crate::rollout::{
     self, calculate_status, complete, condition, deployment_template, equal_ignore_hash, max_surge,

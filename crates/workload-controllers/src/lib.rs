@@ -1,5 +1,5 @@
 //! The apps controllers (kube-controller-manager's ReplicaSet, Deployment, DaemonSet and
-//! StatefulSet controllers): each a file with a `run(client)` function and one line in
+//! StatefulSet controllers): each a file with a `run(shared)` function and one line in
 //! [`CONTROLLERS`]. The controller manager in `controllers` runs them beside the core ones.
 //! The rollout arithmetic of Deployments is in [`rollout`]; the history the DaemonSet and
 //! StatefulSet controllers keep as ControllerRevisions in `history`. What every controller

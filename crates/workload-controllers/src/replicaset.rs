@@ -9,7 +9,6 @@
 //! Creations and deletions are counted in [`Expectations`] until the pod cache shows them,
 //! so a reconcile that runs before the cache caught up never acts twice.
 
-use controller_base::Shared;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use controller_base::ownership::{
     claim, key_of, label_selector, owners_to_sync, pod_from_template, selects, slow_start_batch,

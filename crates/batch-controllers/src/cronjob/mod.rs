@@ -8,7 +8,6 @@
 
 mod plan;
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use kube::{Client, ResourceExt};
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
 use controller_base::ownership::is_controlled_by;
+use controller_base::Shared;
 
 const COMPONENT: &str = "cronjob-controller";
 const RETRY_RACE: Duration = Duration::from_millis(200);

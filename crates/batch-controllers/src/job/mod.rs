@@ -17,7 +17,6 @@ mod plan;
 mod pods;
 mod success;
 
-use controller_base::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +35,7 @@ use serde_json::json;
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use controller_base::ownership::is_controlled_by;
 

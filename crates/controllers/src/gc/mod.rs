@@ -16,7 +16,6 @@ mod policy;
 mod queue;
 mod worker;
 
-use controller_base::Shared;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use kube::Client;
 
 use controller_base::events::Recorder;
 use controller_base::runner::chain;
+use controller_base::Shared;
 
 use absent::AbsentOwners;
 use builder::Builder;

@@ -20,7 +20,6 @@
 //! The decision ([`plan`]) is pure and unit-tested; the reconcile lists the set's pods and
 //! revisions fresh and applies the plan's steps in order.
 
-use controller_base::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +37,7 @@ use kube::{Client, ResourceExt};
 
 use controller_base::error::{is_conflict, is_not_found, Error};
 use controller_base::events::{EventType, Recorder};
+use controller_base::Shared;
 
 use crate::history::{self, Owner, REVISION_HASH_LABEL};
 pub use claims::claims_for;
