@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::watch;
@@ -30,10 +30,7 @@ struct Monitor {
 }
 
 enum Input {
-    Watch(
-        usize,
-        Box<Result<watcher::Event<DynamicObject>, watcher::Error>>,
-    ),
+    Watch(usize, Box<Result<watcher::Event<Watched>, watcher::Error>>),
     /// A worker found this identity absent.
     Absent(Identity),
 }
@@ -50,8 +47,12 @@ pub struct Builder {
     pub absent_owners: Arc<AbsentOwners>,
 }
 
+/// What the graph reads of an object: its metadata. The rest of each object in a watch is
+/// skipped as it is decoded, as upstream's collector watches metadata only.
+type Watched = PartialObjectMeta<DynamicObject>;
+
 /// What a watch event says about an object of `resource`; None without a uid.
-fn observed(resource: &ApiResource, obj: &DynamicObject) -> Option<Observed> {
+fn observed(resource: &ApiResource, obj: &Watched) -> Option<Observed> {
     let meta = &obj.metadata;
     Some(Observed {
         identity: Identity {
@@ -89,7 +90,7 @@ impl Builder {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let api = Api::<DynamicObject>::all_with(self.client.clone(), r);
+                let api = Api::<Watched>::all_with(self.client.clone(), r);
                 controller_base::cache::watch(api, watcher::Config::default())
                     .default_backoff()
                     .map(move |e| Input::Watch(i, Box::new(e)))
@@ -121,7 +122,7 @@ impl Builder {
     fn apply(
         &self,
         i: usize,
-        event: watcher::Event<DynamicObject>,
+        event: watcher::Event<Watched>,
         monitors: &mut [Monitor],
     ) -> Vec<Work> {
         let r = &self.resources[i];
