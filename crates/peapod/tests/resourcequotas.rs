@@ -329,13 +329,27 @@ fn resource_quota_counts_admits_and_refuses() {
     pp.kubectl_ok(&["create", "namespace", "finish"]);
     pp.kubectl_ok(&["create", "-n", "finish", "quota", "one", "--hard=pods=1"]);
     wait_used(&pp, "finish", "one", "pods", "0");
+    // It runs until told to finish, so it still counts when the next pod is refused.
     create(
         &pp,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: once, namespace: finish}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: docker.io/library/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"true\"]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: once, namespace: finish}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: docker.io/library/busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'until [ -e /tmp/done ]; do sleep 0.1; done']\n",
     );
     assert_eq!(used(&pp, "finish", "one", "pods").as_deref(), Some("1"));
     let err = refused(&pp, &pod("finish", "waiting", "{}"));
     assert!(err.contains("exceeded quota: one"), "{err}");
+    wait_until("pod once Running", WAIT, || {
+        let phase = pp.kubectl_ok(&[
+            "get",
+            "-n",
+            "finish",
+            "pod",
+            "once",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        (phase == "Running").then_some(())
+    });
+    pp.kubectl_ok(&["exec", "-n", "finish", "once", "--", "touch", "/tmp/done"]);
     wait_until("pod once Succeeded", WAIT, || {
         let phase = pp.kubectl_ok(&[
             "get",
