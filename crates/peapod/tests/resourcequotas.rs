@@ -35,6 +35,22 @@ spec:
     )
 }
 
+/// Waits for pod `ns/name` to reach `phase`.
+fn wait_phase(pp: &Peapod, ns: &str, name: &str, phase: &str) {
+    wait_until(&format!("pod {ns}/{name} {phase}"), WAIT, || {
+        let got = pp.kubectl_ok(&[
+            "get",
+            "-n",
+            ns,
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        (got == phase).then_some(())
+    });
+}
+
 /// `status.used[resource]` of quota `ns/name`, once the controller wrote it.
 fn used(pp: &Peapod, ns: &str, name: &str, resource: &str) -> Option<String> {
     let out = pp.kubectl(&[
@@ -337,31 +353,9 @@ fn resource_quota_counts_admits_and_refuses() {
     assert_eq!(used(&pp, "finish", "one", "pods").as_deref(), Some("1"));
     let err = refused(&pp, &pod("finish", "waiting", "{}"));
     assert!(err.contains("exceeded quota: one"), "{err}");
-    wait_until("pod once Running", WAIT, || {
-        let phase = pp.kubectl_ok(&[
-            "get",
-            "-n",
-            "finish",
-            "pod",
-            "once",
-            "-o",
-            "jsonpath={.status.phase}",
-        ]);
-        (phase == "Running").then_some(())
-    });
+    wait_phase(&pp, "finish", "once", "Running");
     pp.kubectl_ok(&["exec", "-n", "finish", "once", "--", "touch", "/tmp/done"]);
-    wait_until("pod once Succeeded", WAIT, || {
-        let phase = pp.kubectl_ok(&[
-            "get",
-            "-n",
-            "finish",
-            "pod",
-            "once",
-            "-o",
-            "jsonpath={.status.phase}",
-        ]);
-        (phase == "Succeeded").then_some(())
-    });
+    wait_phase(&pp, "finish", "once", "Succeeded");
     wait_used(&pp, "finish", "one", "pods", "0");
     create(&pp, &pod("finish", "waiting", "{}"));
     pp.kubectl_ok(&["delete", "-n", "finish", "quota", "one"]);
