@@ -3,16 +3,13 @@
 //! pods from `--config`/`--static-pod-path` run even while that API server is unreachable.
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::cli::{AgentArgs, NodeArgs};
-use crate::node_network;
 use crate::process;
 use crate::static_pods::static_pod_settings;
+use crate::{node_agent, node_network};
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     run_node(&args.kubeconfig, args.node).await
@@ -47,26 +44,11 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
     // Building the client does not dial: the agent starts (and runs its static pods) with
     // the API server down.
     let client = process::kube_client(kubeconfig).await?;
-    // The runtime observes its phases of a pod start into the agent's metrics.
-    let node_metrics = node::NodeMetrics::new();
     let network = args.network.config();
     let pod_cidr = network.pod_cidr.clone();
-    let runtime = runtime::Runtime::new(runtime::RuntimeConfig {
-        network: Some(network),
-        phases: Some(node_metrics.phases.clone()),
-        stop_phases: Some(node_metrics.stop_phases.clone()),
-        container_logs: static_pods.container_logs,
-        ..runtime::RuntimeConfig::new(
-            state_dir.clone(),
-            std::env::current_exe().context("locating the peapod binary for the shim")?,
-        )
-    })
-    .context("opening the runtime")?;
+    let (runtime, node_metrics) = node_agent::open_runtime(&state_dir, network, &static_pods)?;
 
-    let advertise_ip = match args.node_api_listen.ip() {
-        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
-    };
+    let advertise_ip = node_agent::advertise_ip(args.node_api_listen);
     let node_tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => (
             fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?,
@@ -101,65 +83,27 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
             shutdown_rx.clone(),
         ));
     }
-    let pod_cgroups = process::pod_cgroups(runtime.config());
-    let drain = static_pods.shutdown.clone();
-    let mut agent = tokio::spawn(node::run(
-        controller_base::useragent::named(&client, "kubelet"),
-        Arc::new(runtime),
-        node::AgentConfig {
-            node_name,
+    let agent = node_agent::spawn(
+        &client,
+        runtime,
+        node_metrics,
+        node_agent::NodeIdentity {
+            name: node_name,
             state_dir: state_dir.clone(),
-            node_api_listen: args.node_api_listen,
-            node_api_advertise_ip: advertise_ip,
-            node_api_tls: node_tls,
-            node_api_token,
-            static_pod_path: static_pods.path,
-            file_check_frequency: static_pods.file_check_frequency,
-            allowed_unsafe_sysctls: static_pods.allowed_unsafe_sysctls,
-            eviction_period: None,
-            eviction: static_pods.eviction.clone(),
-            image_gc: static_pods.image_gc,
-            image_gc_period: Some(args.static_pods.image_gc_period),
-            image_pulls: static_pods.image_pulls,
-            registry_credentials: imagepull::NodeCredentials::search(
-                args.static_pods.registry_auth_file.clone(),
-                &state_dir,
-                std::env::var_os("DOCKER_CONFIG").map(PathBuf::from),
-                std::env::var_os("HOME").map(PathBuf::from),
-            ),
-            shutdown: static_pods.shutdown,
-            node_status: static_pods.node_status,
-            sync_frequency: static_pods.sync_frequency,
-            metrics: node_metrics,
-            pod_cgroups,
+            api_listen: args.node_api_listen,
+            api_tls: node_tls,
+            api_token: node_api_token,
         },
+        static_pods,
+        &args.static_pods,
         shutdown_rx,
-    ));
+    );
     eprintln!(
         "peapod: node agent running (state dir {})",
         state_dir.display()
     );
 
-    let result = tokio::select! {
-        r = &mut agent => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("node agent failed")),
-            Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
-        },
-        _ = process::shutdown_signal() => {
-            let _ = shutdown_tx.send(true);
-            if drain.enabled() {
-                // The KubeletConfiguration's graceful shutdown: the agent terminates the pods
-                // (within its shutdown grace periods) while the API still answers.
-                eprintln!("peapod: shutting down, terminating the pods");
-                let bound = drain.total() + std::time::Duration::from_secs(10);
-                let _ = tokio::time::timeout(bound, &mut agent).await;
-            } else {
-                eprintln!("peapod: shutting down (pods keep running; `peapod reset` stops them)");
-            }
-            Ok(())
-        }
-    };
+    let result = agent.until_signal(&shutdown_tx).await;
     // The network tasks remove their nftables tables (and the DNS its address) on the way
     // out.
     let _ = shutdown_tx.send(true);

@@ -11,6 +11,7 @@ mod controller_manager;
 mod heap;
 mod image;
 mod join;
+mod node_agent;
 mod node_network;
 mod process;
 mod reset;
