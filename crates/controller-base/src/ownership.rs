@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -230,6 +230,42 @@ where
         }
     }
     Ok(claimed)
+}
+
+/// Lists the children in `owner`'s namespace from the API, not from a cache (a child made a
+/// moment ago must count, or it is made twice), and [`claim`]s them.
+pub async fn claim_fresh<O, C>(
+    client: &Client,
+    owner: &O,
+    selector: &Selector,
+) -> Result<Vec<C>, Error>
+where
+    O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let listed = Api::<C>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::api(format!(
+            "listing the {}s of {ns}/{}",
+            C::kind(&()),
+            owner.name_any()
+        )))?
+        .items;
+    Ok(
+        claim(client, owner, selector, listed.into_iter().map(Arc::new))
+            .await?
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect(),
+    )
 }
 
 /// Upstream's `RecheckDeletionTimestamp`: the owner, read fresh, is the same object and not

@@ -149,23 +149,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .cloned()
         .unwrap_or_else(|| history::hash(&data, collisions));
 
-    let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     // Read fresh, not from a cache: a pod made a moment ago must not be made twice.
-    let listed = pods_api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::api(format!("listing the pods of {ns}/{name}")))?
-        .items;
-    let pods: Vec<Pod> = ownership::claim(
-        &ctx.client,
-        &*ds,
-        &selector,
-        listed.into_iter().map(Arc::new),
-    )
-    .await?
-    .into_iter()
-    .map(Arc::unwrap_or_clone)
-    .collect();
+    let pods: Vec<Pod> = ownership::claim_fresh(&ctx.client, &*ds, &selector).await?;
+    let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
 
     let now = Timestamp::now();
     let generation = template_generation(&ds);

@@ -126,23 +126,9 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .and_then(|t| serde_json::from_value(t).ok())
         .unwrap_or_else(|| spec.template.clone());
 
-    let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     // Read fresh, not from a cache: the ordered steps must see the last one's result.
-    let listed = pods_api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::api(format!("listing the pods of {ns}/{name}")))?
-        .items;
-    let pods: Vec<Pod> = ownership::claim(
-        &ctx.client,
-        &*set,
-        &selector,
-        listed.into_iter().map(Arc::new),
-    )
-    .await?
-    .into_iter()
-    .map(Arc::unwrap_or_clone)
-    .collect();
+    let pods: Vec<Pod> = ownership::claim_fresh(&ctx.client, &*set, &selector).await?;
+    let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
 
     let revisions_named = Revisions {
         current: current.name_any(),
