@@ -390,7 +390,9 @@ fn claim_templates_keep_data_per_ordinal_and_follow_the_retention_policy() {
     let uid = pp
         .jsonpath("pod/db-1", "{.metadata.uid}")
         .unwrap_or_default();
-    pp.kubectl_ok(&["delete", "pod", "db-1", "--wait=true", "--timeout=60s"]);
+    // The new uid is the deletion seen: the controller makes db-1 again at once, and kubectl
+    // 1.33's own wait can end up waiting on the new pod (see static_pods.rs).
+    pp.kubectl_ok(&["delete", "pod", "db-1", "--wait=false"]);
     wait_until("db-1 made again and Ready", T, || {
         let new_uid = pp.jsonpath("pod/db-1", "{.metadata.uid}")?;
         let ready = pp.jsonpath(
