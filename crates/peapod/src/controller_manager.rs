@@ -34,7 +34,7 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
         node_lifecycle: args.node_lifecycle.settings(),
         cluster_signing,
     };
-    let client = kube::Client::try_from(config).context("building the API client")?;
+    let client = process::client(config)?;
     let election = if args.leader_elect {
         let identity = controllers::unique_identity(&process::hostname()?);
         eprintln!(

@@ -57,6 +57,10 @@ impl Default for Limits {
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent streams on one HTTP/2 connection, as kube-apiserver allows: a client that
+/// multiplexes all its watches on one connection (client-go, and peapod's own components)
+/// holds one long-running stream per watch.
+const H2_MAX_STREAMS: u32 = 1000;
 /// Pause after a failed `accept` (out of file descriptors): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -149,7 +153,8 @@ pub async fn serve(
                         .http2()
                         .timer(TokioTimer::new())
                         .keep_alive_interval(H2_KEEP_ALIVE)
-                        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+                        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+                        .max_concurrent_streams(H2_MAX_STREAMS);
                     // ALPN decides; without it the client speaks HTTP/1.1, whose header
                     // deadline then also covers a client that sends nothing at all.
                     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
