@@ -14,6 +14,9 @@ pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 /// How often the API client pings its connection, and how long the answer may take.
 const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// What one stream, and the whole connection, may hold unread.
+const H2_STREAM_WINDOW: u32 = 4 << 20;
+const H2_CONNECTION_WINDOW: u32 = 1 << 30;
 
 /// An API client that speaks HTTP/2 when the server offers it, as client-go does: all the
 /// process's requests and watches share one connection. kube's own client offers only
@@ -38,11 +41,15 @@ pub fn client(config: kube::Config) -> anyhow::Result<kube::Client> {
     }
     let https = https.enable_all_versions().wrap_connector(http);
     // One connection carries everything, so a dead peer must be noticed: pings while idle
-    // too, as the API server pings its clients.
+    // too, as the API server pings its clients. And one watch whose reader lags must not
+    // stall the others: each stream may hold 4 MiB unread, and the connection as a whole
+    // is not limited (Go's HTTP/2 transport, which client-go uses, has the same windows).
     let transport =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             .http2_keep_alive_interval(H2_KEEP_ALIVE)
             .http2_keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
             .http2_keep_alive_while_idle(true)
