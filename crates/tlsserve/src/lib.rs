@@ -94,6 +94,12 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Replies go out at once: an HTTP/2 response is several small writes
+                // (headers, data), which Nagle's algorithm would hold until the peer's
+                // delayed ACK, 40 ms on Linux. Go's servers set this by default.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "setting TCP_NODELAY failed");
+                }
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, max = limits.max_connections, "too many connections; closing a new one");
                     drop(tcp);
